@@ -1,0 +1,1314 @@
+/* compiler/elaborate.c — from the AST to the typed graph.
+ *
+ * Elaboration runs the model file as a small program: it evaluates the config (file, then
+ * the chosen preset, then --set), inlines every block call and unrolls every repeat, and
+ * emits one graph node per operation with its dtype and shape. Parameters are created by
+ * the ops that own them and named by path (layers.3.attention.q.weight): the path is the
+ * chain of repeat iterations and block instances, then the name the value is assigned to
+ * (or the op's name when the call is nested inside a larger expression).
+ *
+ * This is where a model is judged: every name, argument, annotation and shape error is
+ * found here, reported at the token that caused it, with notes that point at where the
+ * other half of the disagreement came from.
+ */
+#include "mgl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const MglOpInfo mgl_ops[MGL_OP_COUNT] = {
+#define OP(id, name, pmin, pmax, kw, flags, sig) {#name, pmin, pmax, kw, flags, sig},
+#include "ops.def"
+#undef OP
+};
+
+const char *const mgl_split_name[3] = {"-", "column", "row"};
+
+/* ---------------------------------------------------------------- a string -> int map */
+
+typedef struct {
+	const char **keys;
+	int *lens, *vals;
+	int n, cap;
+} Map;
+
+static uint32_t hash(const char *s, int len)
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+static int map_slot(const Map *m, const char *k, int len)
+{
+	uint32_t i = hash(k, len) & (uint32_t)(m->cap - 1);
+	while (m->keys[i] && (m->lens[i] != len || memcmp(m->keys[i], k, (size_t)len)))
+		i = (i + 1) & (uint32_t)(m->cap - 1);
+	return (int)i;
+}
+
+static int map_get(const Map *m, const char *k, int len)
+{
+	if (!m->cap)
+		return -1;
+	int i = map_slot(m, k, len);
+	return m->keys[i] ? m->vals[i] : -1;
+}
+
+static void map_put(MglArena *a, Map *m, const char *k, int len, int v)
+{
+	if (2 * (m->n + 1) > m->cap) {
+		Map old = *m;
+		m->cap = old.cap ? 2 * old.cap : 16;
+		m->keys = mgl_alloc(a, (size_t)m->cap * sizeof *m->keys);
+		m->lens = mgl_alloc(a, (size_t)m->cap * sizeof *m->lens);
+		m->vals = mgl_alloc(a, (size_t)m->cap * sizeof *m->vals);
+		m->n = 0;
+		for (int i = 0; i < old.cap; i++)
+			if (old.keys[i])
+				map_put(a, m, old.keys[i], old.lens[i], old.vals[i]);
+	}
+	int i = map_slot(m, k, len);
+	if (!m->keys[i])
+		m->n++;
+	m->keys[i] = k;
+	m->lens[i] = len;
+	m->vals[i] = v;
+}
+
+/* The keys, for "did you mean" (NUL-terminated copies). */
+static const char **map_keys(MglArena *a, const Map *m, int *n)
+{
+	const char **v = mgl_alloc(a, (size_t)(m->n + 1) * sizeof *v);
+	*n = 0;
+	for (int i = 0; i < m->cap; i++)
+		if (m->keys[i])
+			v[(*n)++] = mgl_strndup(a, m->keys[i], (size_t)m->lens[i]);
+	return v;
+}
+
+/* ---------------------------------------------------------------- values */
+
+typedef enum { V_INT, V_REAL, V_BOOL, V_TENSOR, V_LIST } VKind;
+
+typedef struct {
+	VKind kind;
+	int64_t i;          /* INT, BOOL */
+	double r;           /* REAL */
+	int node;           /* TENSOR */
+	int64_t dims[MGL_MAX_RANK];  /* LIST */
+	int ndims;
+	int cfg;            /* the config entry it was read from, or -1: for notes */
+} Value;
+
+typedef enum { CFG_TODO, CFG_BUSY, CFG_DONE } CfgState;
+
+typedef struct {
+	const MglTok *key;      /* the name in the config section */
+	const MglTok *def;      /* the definition in force: config, preset or --set */
+	const MglExpr *expr;
+	CfgState state;
+	Value v;
+} Cfg;
+
+typedef struct {
+	Map names;              /* variable name -> index in vals */
+	Value *vals;
+	const MglTok **defs;
+	int n, cap, capdefs;
+	const char *prefix;     /* parameter path: "" or "layers.3.attention." */
+} Frame;
+
+typedef struct {
+	MglCtx *c;
+	MglArena *a;
+	const MglFile *f;
+	MglGraph *g;
+	Cfg *cfg;
+	int ncfg;
+	Map cfg_names, block_names, op_names, param_names, instance_names, sym_names;
+	int cfg_stack[MGL_MAX_DEPTH];       /* config entries being evaluated: for cycles */
+	int ncfg_stack;
+	const MglBlock *blocks[MGL_MAX_DEPTH];  /* blocks being instantiated: for recursion */
+	const MglTok *block_calls[MGL_MAX_DEPTH];
+	int nblocks;
+	long work;
+} Elab;
+
+static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target);
+
+static Value v_int(int64_t i) { return (Value){.kind = V_INT, .i = i, .cfg = -1}; }
+static Value v_real(double r) { return (Value){.kind = V_REAL, .r = r, .cfg = -1}; }
+static Value v_tensor(int node) { return (Value){.kind = V_TENSOR, .node = node, .cfg = -1}; }
+
+static const char *tokstr(Elab *E, const MglTok *t) { return mgl_strndup(E->a, t->p, (size_t)t->len); }
+static MglNode *node(Elab *E, int id) { return &E->g->nodes[id]; }
+
+const char *mgl_shape_str(const MglGraph *g, const MglShape *s, char *buf, size_t n)
+{
+	size_t k = 0;
+	k += (size_t)snprintf(buf + k, n - k, "[");
+	for (int i = 0; i < s->rank && k < n; i++) {
+		const char *sep = i ? ", " : "";
+		if (s->d[i].sym >= 0)
+			k += (size_t)snprintf(buf + k, n - k, "%s%s", sep, g->syms[s->d[i].sym].name);
+		else
+			k += (size_t)snprintf(buf + k, n - k, "%s%lld", sep, (long long)s->d[i].n);
+	}
+	if (k < n)
+		snprintf(buf + k, n - k, "]");
+	return buf;
+}
+
+static const char *type_str(Elab *E, int id)
+{
+	char buf[160];
+	const MglNode *nd = node(E, id);
+	return mgl_fmt(E->a, "%s%s", nd->dtype == MGL_I32 ? "i32" : "f32",
+		       mgl_shape_str(E->g, &nd->shape, buf, sizeof buf));
+}
+
+/* "an integer (768)", "a tensor f32[batch, seq, 768]": what the user passed, in words. */
+static const char *describe(Elab *E, Value v)
+{
+	switch (v.kind) {
+	case V_INT: return mgl_fmt(E->a, "an integer (%lld)", (long long)v.i);
+	case V_REAL: return mgl_fmt(E->a, "a number (%g)", v.r);
+	case V_BOOL: return v.i ? "true" : "false";
+	case V_TENSOR: return mgl_fmt(E->a, "a tensor %s", type_str(E, v.node));
+	case V_LIST: return "a list";
+	}
+	return "?";
+}
+
+/* Points at where a value was defined, when that is not where it is used. */
+static void note_origin(Elab *E, Value v)
+{
+	if (v.cfg >= 0)
+		mgl_report(E->c, "note", E->cfg[v.cfg].def, "'%.*s' is defined here",
+			   E->cfg[v.cfg].key->len, E->cfg[v.cfg].key->p);
+	else if (v.kind == V_TENSOR)
+		mgl_report(E->c, "note", node(E, v.node)->tok, "%s comes from here", type_str(E, v.node));
+}
+
+static void count_work(Elab *E, const MglTok *t)
+{
+	if (++E->work > MGL_MAX_WORK)
+		mgl_error(E->c, t, "the model is too large to elaborate (more than %d statements run)",
+			  MGL_MAX_WORK);
+}
+
+/* ---------------------------------------------------------------- config */
+
+static _Noreturn void config_cycle(Elab *E, int k)
+{
+	int start = 0;
+	while (E->cfg_stack[start] != k)
+		start++;
+	char path[512];
+	size_t n = 0;
+	for (int i = start; i <= E->ncfg_stack && n < sizeof path; i++) {
+		int j = i < E->ncfg_stack ? E->cfg_stack[i] : k;
+		n += (size_t)snprintf(path + n, sizeof path - n, "%s%.*s", i > start ? " -> " : "",
+				      E->cfg[j].key->len, E->cfg[j].key->p);
+	}
+	mgl_report(E->c, "error", E->cfg[k].def, "config '%.*s' depends on itself: %s",
+		   E->cfg[k].key->len, E->cfg[k].key->p, path);
+	mgl_hint(E->c, "each config value may use the others, but not in a circle");
+	mgl_fail(E->c);
+}
+
+static Value config_value(Elab *E, int k)
+{
+	Cfg *cf = &E->cfg[k];
+	if (cf->state == CFG_DONE)
+		return cf->v;
+	if (cf->state == CFG_BUSY)
+		config_cycle(E, k);
+	if (E->ncfg_stack == MGL_MAX_DEPTH)
+		mgl_error(E->c, cf->def, "config values refer to each other too deeply (more than %d)",
+			  MGL_MAX_DEPTH);
+	cf->state = CFG_BUSY;
+	E->cfg_stack[E->ncfg_stack++] = k;
+	Value v = eval(E, NULL, cf->expr, NULL);
+	if (v.kind != V_INT && v.kind != V_REAL && v.kind != V_BOOL)
+		mgl_error(E->c, cf->expr->tok, "config values are numbers; this is %s", describe(E, v));
+	E->ncfg_stack--;
+	v.cfg = k;
+	cf->v = v;
+	cf->state = CFG_DONE;
+	return v;
+}
+
+/* Applies the bindings of a preset or --set to the config: each must name a known key. */
+static void override(Elab *E, const MglBinding *b, int n, const char *what)
+{
+	for (int i = 0; i < n; i++) {
+		int k = map_get(&E->cfg_names, b[i].key->p, b[i].key->len);
+		if (k < 0) {
+			mgl_report(E->c, "error", b[i].key, "%s sets '%.*s', which is not in the config",
+				   what, b[i].key->len, b[i].key->p);
+			int nk;
+			const char **keys = map_keys(E->a, &E->cfg_names, &nk);
+			const char *best = mgl_closest(b[i].key->p, b[i].key->len, keys, nk);
+			if (best)
+				mgl_hint(E->c, "did you mean '%s'?", best);
+			mgl_fail(E->c);
+		}
+		E->cfg[k].expr = b[i].value;
+		E->cfg[k].def = b[i].key;
+	}
+}
+
+static void setup_config(Elab *E, const MglOptions *opt)
+{
+	const MglFile *f = E->f;
+	E->cfg = mgl_alloc(E->a, (size_t)(f->nconfig + 1) * sizeof *E->cfg);
+	for (int i = 0; i < f->nconfig; i++) {
+		const MglTok *key = f->config[i].key;
+		int prev = map_get(&E->cfg_names, key->p, key->len);
+		if (prev >= 0) {
+			mgl_report(E->c, "error", key, "'%.*s' is set twice in the config", key->len, key->p);
+			mgl_report(E->c, "note", E->cfg[prev].key, "the first is here");
+			mgl_fail(E->c);
+		}
+		map_put(E->a, &E->cfg_names, key->p, key->len, E->ncfg);
+		E->cfg[E->ncfg++] = (Cfg){.key = key, .def = key, .expr = f->config[i].value};
+	}
+	for (int i = 0; i < f->npresets; i++)
+		for (int j = 0; j < i; j++) {
+			const MglTok *a = f->presets[i].name, *b = f->presets[j].name;
+			if (a->len == b->len && !memcmp(a->p, b->p, (size_t)a->len)) {
+				mgl_report(E->c, "error", a, "a second preset named '%.*s'", a->len, a->p);
+				mgl_report(E->c, "note", b, "the first is here");
+				mgl_fail(E->c);
+			}
+		}
+	if (opt && opt->preset) {
+		const MglPreset *chosen = NULL;
+		const char **names = mgl_alloc(E->a, (size_t)(f->npresets + 1) * sizeof *names);
+		for (int i = 0; i < f->npresets; i++) {
+			names[i] = tokstr(E, f->presets[i].name);
+			if (!strcmp(names[i], opt->preset))
+				chosen = &f->presets[i];
+		}
+		if (!chosen) {
+			E->c->status = 2;
+			mgl_report(E->c, "error", NULL, "%s has no preset '%s'", f->src->name, opt->preset);
+			const char *best = mgl_closest(opt->preset, (int)strlen(opt->preset), names, f->npresets);
+			if (best)
+				mgl_hint(E->c, "did you mean '%s'?", best);
+			if (f->npresets) {
+				char list[1024];
+				size_t n = 0;
+				for (int i = 0; i < f->npresets && n < sizeof list; i++)
+					n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", names[i]);
+				mgl_hint(E->c, "the presets are: %s", list);
+			}
+			longjmp(*E->c->fail, 1);
+		}
+		E->g->preset = opt->preset;
+		override(E, chosen->set, chosen->nset, mgl_fmt(E->a, "preset '%s'", opt->preset));
+	}
+	if (opt && opt->overrides) {
+		int n;
+		MglBinding *b = mgl_parse_overrides(E->c, opt->overrides, &n);
+		override(E, b, n, "--set");
+	}
+	E->g->config = mgl_alloc(E->a, (size_t)(E->ncfg + 1) * sizeof *E->g->config);
+	for (int i = 0; i < E->ncfg; i++) {
+		Value v = config_value(E, i);
+		E->g->config[i] = (MglConfigValue){.key = tokstr(E, E->cfg[i].key), .is_int = v.kind != V_REAL,
+						   .i = v.i, .r = v.kind == V_REAL ? v.r : (double)v.i,
+						   .tok = E->cfg[i].def};
+	}
+	E->g->nconfig = E->ncfg;
+}
+
+/* ---------------------------------------------------------------- arithmetic */
+
+static Value number(Elab *E, Value v, const MglExpr *e)
+{
+	if (v.kind != V_INT && v.kind != V_REAL) {
+		mgl_report(E->c, "error", e->tok, "expected a number here, found %s", describe(E, v));
+		note_origin(E, v);
+		if (v.kind == V_TENSOR)
+			mgl_hint(E->c, "tensors are combined with '+' and the ops; '-', '*' and '/' are for numbers");
+		mgl_fail(E->c);
+	}
+	return v;
+}
+
+static Value arith(Elab *E, const MglExpr *e, Value a, Value b)
+{
+	a = number(E, a, e->lhs);
+	b = number(E, b, e->rhs);
+	if (a.kind == V_INT && b.kind == V_INT) {
+		int64_t r = 0;
+		bool over = false;
+		switch (e->op) {
+		case '+': over = __builtin_add_overflow(a.i, b.i, &r); break;
+		case '-': over = __builtin_sub_overflow(a.i, b.i, &r); break;
+		case '*': over = __builtin_mul_overflow(a.i, b.i, &r); break;
+		case '/':
+			if (b.i == 0)
+				mgl_error(E->c, e->name, "division by zero");
+			if (a.i == INT64_MIN && b.i == -1)
+				over = true;
+			else if (a.i % b.i == 0)
+				r = a.i / b.i;
+			else
+				return v_real((double)a.i / (double)b.i);   /* exact division: 7 / 2 = 3.5 */
+			break;
+		}
+		if (over)
+			mgl_error(E->c, e->name, "integer overflow: %lld %c %lld", (long long)a.i, e->op, (long long)b.i);
+		return v_int(r);
+	}
+	double x = a.kind == V_INT ? (double)a.i : a.r, y = b.kind == V_INT ? (double)b.i : b.r, r = 0;
+	switch (e->op) {
+	case '+': r = x + y; break;
+	case '-': r = x - y; break;
+	case '*': r = x * y; break;
+	case '/':
+		if (y == 0)
+			mgl_error(E->c, e->name, "division by zero");
+		r = x / y;
+		break;
+	}
+	if (!isfinite(r))
+		mgl_error(E->c, e->name, "the result is too large to be a number");
+	return v_real(r);
+}
+
+/* ---------------------------------------------------------------- graph building */
+
+static int add_node(Elab *E, MglOp op, const MglTok *tok, MglDtype dt, MglShape shape, const char *name)
+{
+	MglGraph *g = E->g;
+	if (g->nnodes >= MGL_MAX_NODES)
+		mgl_error(E->c, tok, "the model is too large: more than %d operations", MGL_MAX_NODES);
+	MglNode nd = {.op = op, .tok = tok, .dtype = dt, .shape = shape, .name = name, .param = -1};
+	for (int i = 0; i < MGL_MAX_IN; i++)
+		nd.in[i] = -1;
+	MGL_PUSH(E->a, g->nodes, g->nnodes, g->capnodes, nd);
+	return g->nnodes - 1;
+}
+
+static void add_input(Elab *E, int id, int in)
+{
+	MglNode *nd = node(E, id);
+	nd->in[nd->nin++] = in;
+}
+
+/* A name not yet used for an instance: base, then base1, base2, ... */
+static const char *unique(Elab *E, const char *base)
+{
+	const char *name = base;
+	for (int k = 1; map_get(&E->instance_names, name, (int)strlen(name)) >= 0; k++)
+		name = mgl_fmt(E->a, "%s%d", base, k);
+	map_put(E->a, &E->instance_names, name, (int)strlen(name), 1);
+	return name;
+}
+
+/* The path of a value or instance defined in frame fr: the assigned name if there is one,
+ * else the op or block name made unique. */
+static const char *path_of(Elab *E, Frame *fr, const char *target, const char *opname)
+{
+	if (target)
+		return mgl_fmt(E->a, "%s%s", fr->prefix, target);
+	return unique(E, mgl_fmt(E->a, "%s%s", fr->prefix, opname));
+}
+
+/* A parameter and the PARAM node that holds it. */
+static int add_param(Elab *E, const char *name, const MglTok *tok, MglShape shape, MglSplit split, int dim)
+{
+	MglGraph *g = E->g;
+	int prev = map_get(&E->param_names, name, (int)strlen(name));
+	if (prev >= 0) {
+		mgl_report(E->c, "error", tok, "a second parameter named '%s'", name);
+		mgl_report(E->c, "note", g->params[prev].tok, "the first is created here");
+		mgl_hint(E->c, "parameters are named after the value they define; assign this one to another name");
+		mgl_fail(E->c);
+	}
+	int id = add_node(E, MGL_OP_PARAM, tok, MGL_F32, shape, name);
+	node(E, id)->param = g->nparams;
+	node(E, id)->split = split;
+	map_put(E->a, &E->param_names, name, (int)strlen(name), g->nparams);
+	MglParam p = {.name = name, .shape = shape, .split = split, .split_dim = split ? dim : -1,
+		      .tok = tok, .node = id};
+	MGL_PUSH(E->a, g->params, g->nparams, g->capparams, p);
+	return id;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+/* One call, its arguments evaluated. */
+typedef struct {
+	const MglExpr *e;
+	MglOp op;
+	Value pos[MGL_MAX_IN];
+	const MglTok *pos_tok[MGL_MAX_IN];
+	int npos;
+	Value kw[8];
+	const MglTok *kw_tok[8];   /* the keyword's name token, NULL if not given */
+	MglSplit split;            /* from an annotation */
+	const MglTok *annot;       /* the annotation's token, or NULL */
+	const char *path;          /* where its parameters are named */
+	const char *name;          /* for messages: "linear" */
+} Call;
+
+static const MglTok *arg_tok(const Call *k, int i) { return k->pos_tok[i]; }
+
+static _Noreturn void bad_arg(Elab *E, const Call *k, int i, Value v, const char *want)
+{
+	mgl_report(E->c, "error", arg_tok(k, i), "%s's argument %d must be %s, not %s",
+		   k->name, i + 1, want, describe(E, v));
+	note_origin(E, v);
+	mgl_hint(E->c, "%s", mgl_ops[k->op].sig);
+	mgl_fail(E->c);
+}
+
+static int want_tensor(Elab *E, const Call *k, int i, MglDtype dt, int min_rank)
+{
+	Value v = k->pos[i];
+	if (v.kind != V_TENSOR)
+		bad_arg(E, k, i, v, dt == MGL_I32 ? "a tensor of i32 ids" : "a tensor");
+	const MglNode *nd = node(E, v.node);
+	if (nd->dtype != dt)
+		bad_arg(E, k, i, v, dt == MGL_I32 ? "a tensor of i32 ids" : "an f32 tensor");
+	if (nd->shape.rank < min_rank)
+		bad_arg(E, k, i, v, mgl_fmt(E->a, "a tensor of at least %d dimensions", min_rank));
+	return v.node;
+}
+
+/* A positive integer dimension from a value. */
+static int64_t want_size(Elab *E, const MglTok *t, Value v, const char *what)
+{
+	if (v.kind == V_INT && v.i > 0 && v.i <= INT32_MAX)
+		return v.i;
+	if (v.kind == V_REAL && v.r == floor(v.r) && v.r > 0 && v.r <= INT32_MAX)
+		return (int64_t)v.r;
+	if (v.kind == V_REAL)
+		mgl_report(E->c, "error", t, "%s must be an integer, but this is %g", what, v.r);
+	else if (v.kind == V_INT)
+		mgl_report(E->c, "error", t, "%s must be between 1 and %d, but this is %lld", what, INT32_MAX,
+			   (long long)v.i);
+	else
+		mgl_report(E->c, "error", t, "%s must be an integer, not %s", what, describe(E, v));
+	note_origin(E, v);
+	mgl_fail(E->c);
+}
+
+/* The keyword argument named kw, or NULL if the call does not give it. */
+static const Value *kwarg(const Call *k, const char *kw)
+{
+	const char *list = mgl_ops[k->op].kwargs;
+	for (int i = 0; *list; i++) {
+		size_t len = strcspn(list, " ");
+		if (len == strlen(kw) && !memcmp(list, kw, len))
+			return k->kw_tok[i] ? &k->kw[i] : NULL;
+		list += len;
+		list += *list == ' ';
+	}
+	return NULL;
+}
+
+static const MglTok *kwarg_tok(const Call *k, const char *kw)
+{
+	const Value *v = kwarg(k, kw);
+	return v ? k->kw_tok[v - k->kw] : k->e->name;
+}
+
+static bool kw_bool(Elab *E, const Call *k, const char *kw, bool dflt)
+{
+	const Value *v = kwarg(k, kw);
+	if (!v)
+		return dflt;
+	if (v->kind != V_BOOL)
+		mgl_error(E->c, kwarg_tok(k, kw), "%s: '%s' must be true or false, not %s", k->name, kw,
+			  describe(E, *v));
+	return v->i != 0;
+}
+
+static double real_of(Value v) { return v.kind == V_INT ? (double)v.i : v.r; }
+
+static bool same_dim(MglDim a, MglDim b) { return a.sym == b.sym && (a.sym >= 0 || a.n == b.n); }
+
+static bool same_shape(const MglShape *a, const MglShape *b)
+{
+	if (a->rank != b->rank)
+		return false;
+	for (int i = 0; i < a->rank; i++)
+		if (!same_dim(a->d[i], b->d[i]))
+			return false;
+	return true;
+}
+
+static _Noreturn void shape_mismatch(Elab *E, const MglTok *at, const char *msg, int a, int b)
+{
+	mgl_report(E->c, "error", at, "%s: %s and %s", msg, type_str(E, a), type_str(E, b));
+	mgl_report(E->c, "note", node(E, a)->tok, "%s comes from here", type_str(E, a));
+	mgl_report(E->c, "note", node(E, b)->tok, "%s comes from here", type_str(E, b));
+	mgl_fail(E->c);
+}
+
+static MglDim last_dim(Elab *E, const Call *k, int i)
+{
+	const MglNode *nd = node(E, k->pos[i].node);
+	MglDim d = nd->shape.d[nd->shape.rank - 1];
+	if (d.sym >= 0)
+		mgl_error(E->c, arg_tok(k, i), "%s needs a fixed number of features, but the last dimension of %s is '%s'",
+			  k->name, type_str(E, k->pos[i].node), E->g->syms[d.sym].name);
+	return d;
+}
+
+static MglShape shape_of(Elab *E, int id) { return node(E, id)->shape; }
+
+static MglShape with_last(MglShape s, int64_t n)
+{
+	s.d[s.rank - 1] = (MglDim){.n = n, .sym = -1};
+	return s;
+}
+
+static MglShape vec(int64_t n) { return (MglShape){.rank = 1, .d = {{.n = n, .sym = -1}}}; }
+
+/* param([dims...]) */
+static int elab_param(Elab *E, Call *k)
+{
+	Value v = k->pos[0];
+	if (v.kind != V_LIST)
+		bad_arg(E, k, 0, v, "a list of dimensions such as [vocab, d]");
+	MglShape s = {.rank = v.ndims};
+	for (int i = 0; i < v.ndims; i++)
+		s.d[i] = (MglDim){.n = v.dims[i], .sym = -1};
+	if (k->split && s.rank == 0)
+		mgl_error(E->c, k->annot, "a scalar parameter cannot be split");
+	int dim = k->split == MGL_SPLIT_ROW ? 0 : s.rank - 1;
+	return add_param(E, k->path, k->e->name, s, k->split, dim);
+}
+
+/* embedding(table, ids): rows of table[V, D] picked by ids[...] -> [..., D] */
+static int elab_embedding(Elab *E, Call *k)
+{
+	int table = want_tensor(E, k, 0, MGL_F32, 2);
+	if (node(E, table)->op != MGL_OP_PARAM || node(E, table)->shape.rank != 2)
+		bad_arg(E, k, 0, k->pos[0], "a parameter of two dimensions (param([rows, dim]))");
+	int ids = want_tensor(E, k, 1, MGL_I32, 0);
+	MglShape s = shape_of(E, ids);
+	if (s.rank == MGL_MAX_RANK)
+		bad_arg(E, k, 1, k->pos[1], mgl_fmt(E->a, "ids of fewer than %d dimensions", MGL_MAX_RANK));
+	s.d[s.rank++] = node(E, table)->shape.d[1];
+	int id = add_node(E, MGL_OP_EMBEDDING, k->e->name, MGL_F32, s, k->path);
+	add_input(E, id, table);
+	add_input(E, id, ids);
+	return id;
+}
+
+/* positions(x): 0, 1, ..., n-1 along x's second (sequence) dimension -> i32[n] */
+static int elab_positions(Elab *E, Call *k)
+{
+	int x = k->pos[0].kind == V_TENSOR ? k->pos[0].node : -1;
+	if (x < 0 || node(E, x)->shape.rank < 2)
+		bad_arg(E, k, 0, k->pos[0], "a tensor of shape [batch, seq, ...]");
+	MglShape s = {.rank = 1, .d = {node(E, x)->shape.d[1]}};
+	int id = add_node(E, MGL_OP_POSITIONS, k->e->name, MGL_I32, s, k->path);
+	add_input(E, id, x);
+	return id;
+}
+
+/* linear(x[..., K], N | weight[N, K], bias: b) -> [..., N]; weight [N, K] and bias [N] */
+static int elab_linear(Elab *E, Call *k)
+{
+	int x = want_tensor(E, k, 0, MGL_F32, 1);
+	int64_t K = last_dim(E, k, 0).n;
+	Value w = k->pos[1];
+	int wid, bid = -1;
+	int64_t N;
+	bool tied = w.kind == V_TENSOR;
+	if (tied) {
+		wid = w.node;
+		const MglNode *wn = node(E, wid);
+		if (wn->op != MGL_OP_PARAM || wn->shape.rank != 2)
+			bad_arg(E, k, 1, w, "an output size or a weight parameter of two dimensions");
+		if (k->annot) {
+			mgl_report(E->c, "error", k->annot, "this linear uses the weight '%s', whose split is set where it is created",
+				   wn->name);
+			mgl_report(E->c, "note", wn->tok, "'%s' is created here", wn->name);
+			mgl_fail(E->c);
+		}
+		N = wn->shape.d[0].n;
+		if (wn->shape.d[1].n != K)
+			shape_mismatch(E, k->e->name, "the weight's columns do not match the input's features", wid, x);
+	} else {
+		N = want_size(E, arg_tok(k, 1), w, "linear's output size");
+		MglShape ws = {.rank = 2, .d = {{.n = N, .sym = -1}, {.n = K, .sym = -1}}};
+		wid = add_param(E, mgl_fmt(E->a, "%s.weight", k->path), k->e->name, ws, k->split,
+				k->split == MGL_SPLIT_ROW ? 1 : 0);
+	}
+	/* The bias is split where the output features are: by a column split, or by a tied
+	 * weight whose rows (the vocabulary) are split. */
+	MglSplit bsplit = k->split == MGL_SPLIT_COLUMN ? MGL_SPLIT_COLUMN : MGL_SPLIT_NONE;
+	if (tied && E->g->params[node(E, wid)->param].split_dim == 0)
+		bsplit = E->g->params[node(E, wid)->param].split;
+	if (kw_bool(E, k, "bias", !tied))
+		bid = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(N), bsplit, 0);
+	int id = add_node(E, MGL_OP_LINEAR, k->e->name, MGL_F32, with_last(shape_of(E, x), N), k->path);
+	node(E, id)->split = k->split;
+	add_input(E, id, x);
+	add_input(E, id, wid);
+	if (bid >= 0)
+		add_input(E, id, bid);
+	return id;
+}
+
+/* layernorm(x[..., D], eps: e) -> [..., D]; weight [D] and bias [D] */
+static int elab_layernorm(Elab *E, Call *k)
+{
+	int x = want_tensor(E, k, 0, MGL_F32, 1);
+	int64_t D = last_dim(E, k, 0).n;
+	const Value *eps = kwarg(k, "eps");
+	double e = 1e-5;
+	if (eps) {
+		if ((eps->kind != V_REAL && eps->kind != V_INT) || real_of(*eps) <= 0 || real_of(*eps) >= 1)
+			mgl_error(E->c, kwarg_tok(k, "eps"), "layernorm's eps must be a small positive number, not %s",
+				  describe(E, *eps));
+		e = real_of(*eps);
+	}
+	int w = add_param(E, mgl_fmt(E->a, "%s.weight", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1);
+	int b = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1);
+	int id = add_node(E, MGL_OP_LAYERNORM, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	node(E, id)->p = e;
+	add_input(E, id, x);
+	add_input(E, id, w);
+	add_input(E, id, b);
+	return id;
+}
+
+/* gelu(x), tanh(x): elementwise, same shape */
+static int elab_unary(Elab *E, Call *k)
+{
+	int x = want_tensor(E, k, 0, MGL_F32, 0);
+	int id = add_node(E, k->op, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	add_input(E, id, x);
+	return id;
+}
+#define elab_gelu elab_unary
+#define elab_tanh elab_unary
+
+/* dropout(x, p): zero each element with probability p, scale the rest by 1/(1-p) */
+static int elab_dropout(Elab *E, Call *k)
+{
+	int x = want_tensor(E, k, 0, MGL_F32, 0);
+	Value p = k->pos[1];
+	if ((p.kind != V_INT && p.kind != V_REAL) || real_of(p) < 0 || real_of(p) >= 1) {
+		mgl_report(E->c, "error", arg_tok(k, 1), "dropout's probability must be at least 0 and below 1, not %s",
+			   p.kind == V_REAL ? mgl_fmt(E->a, "%g", p.r) : describe(E, p));
+		note_origin(E, p);
+		mgl_fail(E->c);
+	}
+	int id = add_node(E, MGL_OP_DROPOUT, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	node(E, id)->p = real_of(p);
+	add_input(E, id, x);
+	return id;
+}
+
+/* add(a, b): elementwise with broadcasting from the right: [b, s, d] + [s, d] -> [b, s, d] */
+static int add_tensors(Elab *E, const MglTok *at, int a, int b, const char *path)
+{
+	const MglNode *na = node(E, a), *nb = node(E, b);
+	if (na->dtype != nb->dtype)
+		shape_mismatch(E, at, "cannot add tensors of different types", a, b);
+	const MglShape *big = na->shape.rank >= nb->shape.rank ? &na->shape : &nb->shape;
+	const MglShape *small = big == &na->shape ? &nb->shape : &na->shape;
+	MglShape s = *big;
+	for (int i = 0; i < small->rank; i++) {
+		MglDim x = small->d[small->rank - 1 - i], *y = &s.d[s.rank - 1 - i];
+		if (same_dim(x, *y) || (x.sym < 0 && x.n == 1))
+			continue;
+		if (y->sym < 0 && y->n == 1)
+			*y = x;
+		else
+			shape_mismatch(E, at, "cannot add tensors of different shapes", a, b);
+	}
+	int id = add_node(E, MGL_OP_ADD, at, na->dtype, s, path);
+	add_input(E, id, a);
+	add_input(E, id, b);
+	return id;
+}
+
+static int elab_add(Elab *E, Call *k)
+{
+	for (int i = 0; i < 2; i++)
+		if (k->pos[i].kind != V_TENSOR)
+			bad_arg(E, k, i, k->pos[i], "a tensor");
+	return add_tensors(E, k->e->name, k->pos[0].node, k->pos[1].node, k->path);
+}
+
+/* attention(q, k, v [batch, seq, D], heads: H, causal: c, mask: m [batch, seq]) -> [batch, seq, D] */
+static int elab_attention(Elab *E, Call *k)
+{
+	int q = want_tensor(E, k, 0, MGL_F32, 3);
+	for (int i = 1; i < 3; i++) {
+		int t = want_tensor(E, k, i, MGL_F32, 3);
+		if (!same_shape(&node(E, t)->shape, &node(E, q)->shape))
+			shape_mismatch(E, arg_tok(k, i), "attention's q, k and v must have one shape", q, t);
+	}
+	if (node(E, q)->shape.rank != 3)
+		bad_arg(E, k, 0, k->pos[0], "a tensor of shape [batch, seq, features]");
+	int64_t D = last_dim(E, k, 0).n;
+	const Value *hv = kwarg(k, "heads");
+	if (!hv) {
+		mgl_report(E->c, "error", k->e->name, "attention needs the number of heads");
+		mgl_hint(E->c, "%s", mgl_ops[k->op].sig);
+		mgl_fail(E->c);
+	}
+	int64_t H = want_size(E, kwarg_tok(k, "heads"), *hv, "the number of heads");
+	if (D % H) {
+		mgl_report(E->c, "error", kwarg_tok(k, "heads"), "%lld features cannot be split into %lld heads",
+			   (long long)D, (long long)H);
+		note_origin(E, *hv);
+		char list[256];
+		size_t n = 0;
+		for (int64_t d = 1; d <= D && d <= 4096 && n < sizeof list; d++)
+			if (D % d == 0 && (d >= H / 2 && d <= 2 * H))
+				n += (size_t)snprintf(list + n, sizeof list - n, "%s%lld", n ? ", " : "", (long long)d);
+		mgl_hint(E->c, "the number of heads must divide %lld%s%s", (long long)D, n ? "; near it: " : "", list);
+		mgl_fail(E->c);
+	}
+	int id = add_node(E, MGL_OP_ATTENTION, k->e->name, MGL_F32, shape_of(E, q), k->path);
+	node(E, id)->heads = H;
+	node(E, id)->causal = kw_bool(E, k, "causal", false);
+	for (int i = 0; i < 3; i++)
+		add_input(E, id, k->pos[i].node);
+	const Value *m = kwarg(k, "mask");
+	if (m) {
+		const MglShape *qs = &node(E, q)->shape;
+		MglShape want = {.rank = 2, .d = {qs->d[0], qs->d[1]}};
+		if (m->kind != V_TENSOR || node(E, m->node)->dtype != MGL_I32 ||
+		    !same_shape(&node(E, m->node)->shape, &want)) {
+			char buf[128];
+			mgl_report(E->c, "error", kwarg_tok(k, "mask"), "attention's mask must be i32%s (1 keeps a position, 0 masks it), not %s",
+				   mgl_shape_str(E->g, &want, buf, sizeof buf), describe(E, *m));
+			note_origin(E, *m);
+			mgl_fail(E->c);
+		}
+		add_input(E, id, m->node);
+	}
+	return id;
+}
+
+/* select(x [batch, seq, ...], i): position i of the sequence -> [batch, ...] */
+static int elab_select(Elab *E, Call *k)
+{
+	int x = want_tensor(E, k, 0, MGL_F32, 2);
+	Value i = k->pos[1];
+	const MglShape *xs = &node(E, x)->shape;
+	int64_t bound = xs->d[1].sym >= 0 ? E->g->syms[xs->d[1].sym].max : xs->d[1].n;
+	if (i.kind != V_INT || i.i < 0 || (bound > 0 && i.i >= bound))
+		bad_arg(E, k, 1, i, bound > 0 ? mgl_fmt(E->a, "a position from 0 to %lld", (long long)bound - 1)
+					      : "a position (an integer from 0)");
+	MglShape s = {.rank = xs->rank - 1};
+	for (int j = 0, o = 0; j < xs->rank; j++)
+		if (j != 1)
+			s.d[o++] = xs->d[j];
+	int id = add_node(E, MGL_OP_SELECT, k->e->name, MGL_F32, s, k->path);
+	node(E, id)->index = i.i;
+	add_input(E, id, x);
+	return id;
+}
+
+/* cross_entropy(logits [..., V], targets [...], ignore: id) -> f32[] mean over the targets kept */
+static int elab_cross_entropy(Elab *E, Call *k)
+{
+	int logits = want_tensor(E, k, 0, MGL_F32, 1);
+	int targets = want_tensor(E, k, 1, MGL_I32, 0);
+	MglShape want = shape_of(E, logits);
+	want.rank--;
+	if (!same_shape(&want, &node(E, targets)->shape))
+		shape_mismatch(E, arg_tok(k, 1), "the targets must have the logits' shape without its last dimension",
+			       logits, targets);
+	int64_t ignore = MGL_NO_IGNORE;
+	const Value *iv = kwarg(k, "ignore");
+	if (iv) {
+		if (iv->kind != V_INT)
+			mgl_error(E->c, kwarg_tok(k, "ignore"), "cross_entropy's ignore must be an integer id, not %s",
+				  describe(E, *iv));
+		ignore = iv->i;
+	}
+	int id = add_node(E, MGL_OP_CROSS_ENTROPY, k->e->name, MGL_F32, (MglShape){0}, k->path);
+	node(E, id)->index = ignore;
+	add_input(E, id, logits);
+	add_input(E, id, targets);
+	return id;
+}
+
+static int elab_input(Elab *E, Call *k) { (void)k; mgl_fail(E->c); }
+
+static int (*const elab_op[MGL_OP_COUNT])(Elab *, Call *) = {
+#define OP(id, name, pmin, pmax, kw, flags, sig) [MGL_OP_##id] = elab_##name,
+#include "ops.def"
+#undef OP
+};
+
+/* ---------------------------------------------------------------- blocks and statements */
+
+static void bind(Elab *E, Frame *fr, const MglTok *name, Value v)
+{
+	int i = map_get(&fr->names, name->p, name->len);
+	if (i >= 0) {       /* rebinding, as in `x = mlp(x)`: the newest value wins */
+		fr->vals[i] = v;
+		fr->defs[i] = name;
+		return;
+	}
+	int n = fr->n;
+	MGL_PUSH(E->a, fr->vals, fr->n, fr->cap, v);
+	MGL_PUSH(E->a, fr->defs, n, fr->capdefs, name);
+	map_put(E->a, &fr->names, name->p, name->len, fr->n - 1);
+}
+
+static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *body, int n, bool top);
+
+static Value instantiate(Elab *E, Frame *caller, const MglBlock *b, const MglExpr *e, Value *args, int nargs)
+{
+	for (int i = 0; i < E->nblocks; i++)
+		if (E->blocks[i] == b) {
+			mgl_report(E->c, "error", e->name, "block '%.*s' calls itself", b->name->len, b->name->p);
+			for (int j = i; j < E->nblocks; j++)
+				mgl_report(E->c, "note", E->block_calls[j], "through this call");
+			mgl_hint(E->c, "blocks cannot be recursive; use repeat for a stack of layers");
+			mgl_fail(E->c);
+		}
+	if (E->nblocks == MGL_MAX_DEPTH)
+		mgl_error(E->c, e->name, "blocks are nested too deeply (more than %d)", MGL_MAX_DEPTH);
+	if (nargs != b->nparams) {
+		mgl_report(E->c, "error", e->name, "block '%.*s' takes %d argument%s, but %d %s given",
+			   b->name->len, b->name->p, b->nparams, b->nparams == 1 ? "" : "s", nargs,
+			   nargs == 1 ? "is" : "are");
+		mgl_report(E->c, "note", b->name, "'%.*s' is defined here", b->name->len, b->name->p);
+		mgl_fail(E->c);
+	}
+	Frame fr = {.prefix = mgl_fmt(E->a, "%s.", path_of(E, caller, NULL, tokstr(E, b->name)))};
+	for (int i = 0; i < nargs; i++)
+		bind(E, &fr, b->params[i], args[i]);
+	E->block_calls[E->nblocks] = e->name;
+	E->blocks[E->nblocks++] = b;
+	Value v = run_block(E, &fr, b, b->body, b->nbody, true);
+	E->nblocks--;
+	return v;
+}
+
+static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const MglTok *annot, const char *target)
+{
+	const MglTok *name = e->name;
+	int op = map_get(&E->op_names, name->p, name->len);
+	int blk = map_get(&E->block_names, name->p, name->len);
+	/* A block may take an op's name (block attention calls the attention op): it shadows
+	 * the op everywhere but inside its own body, where it could not call itself anyway. */
+	for (int i = 0; op >= 0 && blk >= 0 && i < E->nblocks; i++)
+		if (E->blocks[i] == &E->f->blocks[blk])
+			blk = -1;
+	if (blk >= 0) {
+		const MglBlock *b = &E->f->blocks[blk];
+		if (annot) {
+			mgl_report(E->c, "error", annot, "a block cannot be annotated");
+			mgl_hint(E->c, "annotate the linear layers inside block '%.*s'", b->name->len, b->name->p);
+			mgl_fail(E->c);
+		}
+		Value *args = mgl_alloc(E->a, (size_t)(e->nargs + 1) * sizeof *args);
+		for (int i = 0; i < e->nargs; i++) {
+			if (e->args[i].key)
+				mgl_error(E->c, e->args[i].key, "blocks take positional arguments only");
+			args[i] = eval(E, fr, e->args[i].value, NULL);
+		}
+		return instantiate(E, fr, b, e, args, e->nargs);
+	}
+	if (op < 0) {
+		const char *what = fr && map_get(&fr->names, name->p, name->len) >= 0 ? "a value"
+				 : map_get(&E->cfg_names, name->p, name->len) >= 0 ? "a config value" : NULL;
+		if (what)
+			mgl_error(E->c, name, "'%.*s' is %s, not an op or a block", name->len, name->p, what);
+		mgl_report(E->c, "error", name, "unknown op or block '%.*s'", name->len, name->p);
+		const char **cands = mgl_alloc(E->a, (size_t)(MGL_OP_COUNT + E->f->nblocks) * sizeof *cands);
+		int n = 0;
+		for (int i = 0; i < MGL_OP_COUNT; i++)
+			if (!(mgl_ops[i].flags & MGL_OPF_INTERNAL))
+				cands[n++] = mgl_ops[i].name;
+		for (int i = 0; i < E->f->nblocks; i++)
+			cands[n++] = tokstr(E, E->f->blocks[i].name);
+		const char *best = mgl_closest(name->p, name->len, cands, n);
+		if (best)
+			mgl_hint(E->c, "did you mean '%s'?", best);
+		mgl_fail(E->c);
+	}
+	if (!fr)
+		mgl_error(E->c, name, "config values are numbers; '%.*s' is an op, used in a model or block",
+			  name->len, name->p);
+	const MglOpInfo *info = &mgl_ops[op];
+	Call k = {.e = e, .op = (MglOp)op, .split = split, .annot = annot, .name = info->name};
+	if (annot && !(info->flags & MGL_OPF_SPLIT)) {
+		mgl_report(E->c, "error", annot, "%s cannot be split: only linear layers and parameters take @column or @row",
+			   info->name);
+		if (info->flags & MGL_OPF_PARAMS)
+			mgl_hint(E->c, "%s's parameters are small and kept whole on every rank", info->name);
+		else
+			mgl_hint(E->c, "%s has no weights; the compiler lays out its input and output for you", info->name);
+		mgl_fail(E->c);
+	}
+	bool seen_kw = false;
+	for (int i = 0; i < e->nargs; i++) {
+		const MglArg *a = &e->args[i];
+		if (!a->key) {
+			if (seen_kw)
+				mgl_error(E->c, a->value->tok, "a positional argument after a keyword argument");
+			if (k.npos == info->npos_max) {
+				mgl_report(E->c, "error", a->value->tok, "too many arguments to %s: it takes %d",
+					   info->name, info->npos_max);
+				mgl_hint(E->c, "%s", info->sig);
+				mgl_fail(E->c);
+			}
+			k.pos_tok[k.npos] = a->value->tok;
+			k.pos[k.npos++] = eval(E, fr, a->value, NULL);
+			continue;
+		}
+		seen_kw = true;
+		const char *list = info->kwargs;
+		int slot = -1;
+		const char *names[8];
+		int nn = 0;
+		for (int j = 0; *list; j++) {
+			size_t len = strcspn(list, " ");
+			names[nn++] = mgl_strndup(E->a, list, len);
+			if ((int)len == a->key->len && !memcmp(list, a->key->p, len))
+				slot = j;
+			list += len;
+			list += *list == ' ';
+		}
+		if (slot < 0) {
+			mgl_report(E->c, "error", a->key, "%s has no argument '%.*s'", info->name, a->key->len, a->key->p);
+			const char *best = mgl_closest(a->key->p, a->key->len, names, nn);
+			if (best)
+				mgl_hint(E->c, "did you mean '%s'?", best);
+			else
+				mgl_hint(E->c, "%s", info->sig);
+			mgl_fail(E->c);
+		}
+		if (k.kw_tok[slot])
+			mgl_error(E->c, a->key, "'%.*s' is given twice", a->key->len, a->key->p);
+		k.kw_tok[slot] = a->key;
+		k.kw[slot] = eval(E, fr, a->value, NULL);
+	}
+	if (k.npos < info->npos_min) {
+		mgl_report(E->c, "error", name, "%s takes %d argument%s, but %d %s given", info->name, info->npos_min,
+			   info->npos_min == 1 ? "" : "s", k.npos, k.npos == 1 ? "is" : "are");
+		mgl_hint(E->c, "%s", info->sig);
+		mgl_fail(E->c);
+	}
+	k.path = path_of(E, fr, target, info->name);
+	return v_tensor(elab_op[op](E, &k));
+}
+
+static const char *split_names[] = {"replicate", "column", "row"};
+
+static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
+{
+	switch (e->kind) {
+	case MGL_N_INT: return v_int(e->ival);
+	case MGL_N_REAL: return v_real(e->rval);
+	case MGL_N_BOOL: return (Value){.kind = V_BOOL, .i = e->ival, .cfg = -1};
+	case MGL_N_NAME: {
+		const MglTok *t = e->name;
+		int i = fr ? map_get(&fr->names, t->p, t->len) : -1;
+		if (i >= 0)
+			return fr->vals[i];
+		int k = map_get(&E->cfg_names, t->p, t->len);
+		if (k >= 0)
+			return config_value(E, k);
+		mgl_report(E->c, "error", t, "unknown name '%.*s'", t->len, t->p);
+		int nv = 0, nc = 0;
+		const char **vars = fr ? map_keys(E->a, &fr->names, &nv) : NULL;
+		const char **cfgs = map_keys(E->a, &E->cfg_names, &nc);
+		const char **all = mgl_alloc(E->a, (size_t)(nv + nc + 1) * sizeof *all);
+		memcpy(all, vars, (size_t)nv * sizeof *all);
+		memcpy(all + nv, cfgs, (size_t)nc * sizeof *all);
+		const char *best = mgl_closest(t->p, t->len, all, nv + nc);
+		if (best)
+			mgl_hint(E->c, "did you mean '%s'?", best);
+		else if (map_get(&E->op_names, t->p, t->len) >= 0 || map_get(&E->block_names, t->p, t->len) >= 0)
+			mgl_hint(E->c, "'%.*s' is an op or a block: call it with arguments", t->len, t->p);
+		mgl_fail(E->c);
+	}
+	case MGL_N_NEG: {
+		Value v = number(E, eval(E, fr, e->lhs, NULL), e->lhs);
+		if (v.kind == V_INT) {
+			if (v.i == INT64_MIN)
+				mgl_error(E->c, e->tok, "integer overflow");
+			return v_int(-v.i);
+		}
+		return v_real(-v.r);
+	}
+	case MGL_N_BINOP: {
+		Value a = eval(E, fr, e->lhs, NULL), b = eval(E, fr, e->rhs, NULL);
+		if (e->op == '+' && (a.kind == V_TENSOR || b.kind == V_TENSOR)) {
+			if (a.kind != V_TENSOR || b.kind != V_TENSOR) {
+				Value n = a.kind == V_TENSOR ? b : a;
+				mgl_report(E->c, "error", e->name, "cannot add %s to a tensor", describe(E, n));
+				note_origin(E, n);
+				mgl_fail(E->c);
+			}
+			return v_tensor(add_tensors(E, e->name, a.node, b.node, path_of(E, fr, target, "add")));
+		}
+		return arith(E, e, a, b);
+	}
+	case MGL_N_LIST: {
+		Value v = {.kind = V_LIST, .cfg = -1};
+		if (e->nargs > MGL_MAX_RANK)
+			mgl_error(E->c, e->args[MGL_MAX_RANK].value->tok, "a shape has at most %d dimensions", MGL_MAX_RANK);
+		for (int i = 0; i < e->nargs; i++)
+			v.dims[v.ndims++] = want_size(E, e->args[i].value->tok, eval(E, fr, e->args[i].value, NULL),
+						      "a dimension");
+		return v;
+	}
+	case MGL_N_CALL:
+		return call(E, fr, e, MGL_SPLIT_NONE, NULL, target);
+	case MGL_N_ANNOT: {
+		const MglTok *a = e->name;
+		int split = -1;
+		for (int i = 0; i < 3; i++)
+			if ((int)strlen(split_names[i]) == a->len && !memcmp(split_names[i], a->p, (size_t)a->len))
+				split = i;
+		if (split < 0) {
+			mgl_report(E->c, "error", a, "unknown annotation '@%.*s'", a->len, a->p);
+			const char *best = mgl_closest(a->p, a->len, split_names, 3);
+			mgl_hint(E->c, best ? "did you mean '@%s'?" : "the annotations are @column, @row and @replicate",
+				 best);
+			mgl_fail(E->c);
+		}
+		const MglExpr *in = e->lhs;
+		if (in->kind == MGL_N_ANNOT)
+			mgl_error(E->c, a, "a second annotation on one value");
+		if (in->kind != MGL_N_CALL) {
+			mgl_report(E->c, "error", a, "@%s must be written on the linear or param call that creates the weight",
+				   split_names[split]);
+			if (in->kind == MGL_N_NAME)
+				mgl_hint(E->c, "annotate the call where '%.*s' is defined", in->name->len, in->name->p);
+			mgl_fail(E->c);
+		}
+		if (!fr)
+			mgl_error(E->c, a, "annotations belong in a model or block, not in the config");
+		return call(E, fr, in, (MglSplit)split, a, target);
+	}
+	}
+	mgl_fail(E->c);
+}
+
+/* Runs statements in frame fr. For a block (top = true) the last statement returns. */
+static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *body, int n, bool top)
+{
+	for (int i = 0; i < n; i++) {
+		const MglStmt *s = &body[i];
+		count_work(E, s->tok);
+		switch (s->kind) {
+		case MGL_S_ASSIGN: {
+			const MglExpr *v = s->value;
+			bool direct = v->kind == MGL_N_CALL || (v->kind == MGL_N_ANNOT && v->lhs->kind == MGL_N_CALL) ||
+				      (v->kind == MGL_N_BINOP && v->op == '+');
+			bind(E, fr, s->tok, eval(E, fr, v, direct ? tokstr(E, s->tok) : NULL));
+			break;
+		}
+		case MGL_S_REPEAT: {
+			Value cnt = eval(E, fr, s->value, NULL);
+			if (cnt.kind != V_INT || cnt.i < 0 || cnt.i > MGL_MAX_REPEAT) {
+				mgl_report(E->c, "error", s->value->tok, "repeat needs a count from 0 to %d, not %s",
+					   MGL_MAX_REPEAT, cnt.kind == V_REAL ? mgl_fmt(E->a, "%g", cnt.r) : describe(E, cnt));
+				note_origin(E, cnt);
+				mgl_fail(E->c);
+			}
+			const char *base = s->value->kind == MGL_N_NAME ? tokstr(E, s->value->name) : "repeat";
+			const char *outer = fr->prefix;
+			const char *group = path_of(E, fr, NULL, base);
+			if (top && fr->prefix[0] == 0 && E->g->layers == 0)
+				E->g->layers = cnt.i;
+			for (int64_t it = 0; it < cnt.i; it++) {
+				fr->prefix = mgl_fmt(E->a, "%s.%lld.", group, (long long)it);
+				if (++E->nblocks > MGL_MAX_DEPTH)
+					mgl_error(E->c, s->tok, "repeats are nested too deeply (more than %d)", MGL_MAX_DEPTH);
+				E->blocks[E->nblocks - 1] = NULL;
+				E->block_calls[E->nblocks - 1] = s->tok;
+				Value r = run_block(E, fr, b, s->body, s->nbody, false);
+				(void)r;
+				E->nblocks--;
+			}
+			fr->prefix = outer;
+			break;
+		}
+		case MGL_S_RETURN:
+			if (!top)
+				mgl_error(E->c, s->tok, "return inside a repeat");
+			if (i + 1 < n)
+				mgl_error(E->c, body[i + 1].tok, "a statement after return is never run");
+			return eval(E, fr, s->value, NULL);
+		}
+	}
+	if (top) {
+		mgl_report(E->c, "error", b->end, "%s '%.*s' ends without a return", b == E->f->model ? "model" : "block",
+			   b->name->len, b->name->p);
+		mgl_hint(E->c, b == E->f->model ? "a model returns its loss: `return cross_entropy(logits, targets)`"
+						 : "a block returns its output: `return x + h`");
+		mgl_fail(E->c);
+	}
+	return (Value){0};
+}
+
+/* ---------------------------------------------------------------- the model */
+
+static void setup_names(Elab *E)
+{
+	for (int i = 0; i < MGL_OP_COUNT; i++)
+		if (!(mgl_ops[i].flags & MGL_OPF_INTERNAL))
+			map_put(E->a, &E->op_names, mgl_ops[i].name, (int)strlen(mgl_ops[i].name), i);
+	for (int i = 0; i < E->f->nblocks; i++) {
+		const MglBlock *b = &E->f->blocks[i];
+		int prev = map_get(&E->block_names, b->name->p, b->name->len);
+		if (prev >= 0) {
+			mgl_report(E->c, "error", b->name, "a second block named '%.*s'", b->name->len, b->name->p);
+			mgl_report(E->c, "note", E->f->blocks[prev].name, "the first is here");
+			mgl_fail(E->c);
+		}
+		map_put(E->a, &E->block_names, b->name->p, b->name->len, i);
+		for (int j = 0; j < b->nparams; j++)
+			for (int k = 0; k < j; k++)
+				if (b->params[j]->len == b->params[k]->len &&
+				    !memcmp(b->params[j]->p, b->params[k]->p, (size_t)b->params[j]->len))
+					mgl_error(E->c, b->params[j], "two parameters named '%.*s'", b->params[j]->len,
+						  b->params[j]->p);
+	}
+}
+
+static void setup_inputs(Elab *E, Frame *fr)
+{
+	const MglBlock *m = E->f->model;
+	MglGraph *g = E->g;
+	g->inputs = mgl_alloc(E->a, (size_t)(m->ninputs + 1) * sizeof *g->inputs);
+	g->syms = mgl_alloc(E->a, (size_t)(m->ninputs * MGL_MAX_RANK + 1) * sizeof *g->syms);
+	for (int i = 0; i < m->ninputs; i++) {
+		const MglInput *in = &m->inputs[i];
+		if (map_get(&fr->names, in->name->p, in->name->len) >= 0)
+			mgl_error(E->c, in->name, "two inputs named '%.*s'", in->name->len, in->name->p);
+		MglDtype dt;
+		if (in->dtype->len == 3 && !memcmp(in->dtype->p, "i32", 3))
+			dt = MGL_I32;
+		else if (in->dtype->len == 3 && !memcmp(in->dtype->p, "f32", 3))
+			dt = MGL_F32;
+		else
+			mgl_error(E->c, in->dtype, "unknown type '%.*s': inputs are i32 (ids) or f32", in->dtype->len,
+				  in->dtype->p);
+		MglShape s = {.rank = in->rank};
+		for (int j = 0; j < in->rank; j++) {
+			const MglTok *d = in->dims[j];
+			if (d->kind == MGL_TK_INT) {
+				if (d->ival < 1 || d->ival > INT32_MAX)
+					mgl_error(E->c, d, "a dimension must be between 1 and %d", INT32_MAX);
+				s.d[j] = (MglDim){.n = d->ival, .sym = -1};
+				continue;
+			}
+			int sym = map_get(&E->sym_names, d->p, d->len);
+			if (sym < 0) {
+				sym = g->nsyms++;
+				MglSymbol *y = &g->syms[sym];
+				y->name = tokstr(E, d);
+				y->tok = d;
+				int k = map_get(&E->cfg_names, d->p, d->len);
+				if (k >= 0) {
+					Value v = config_value(E, k);
+					y->max = want_size(E, d, v, mgl_fmt(E->a, "'%s', the largest %s,", y->name, y->name));
+				}
+				map_put(E->a, &E->sym_names, d->p, d->len, sym);
+			}
+			s.d[j] = (MglDim){.n = 0, .sym = sym};
+		}
+		int id = add_node(E, MGL_OP_INPUT, in->name, dt, s, tokstr(E, in->name));
+		node(E, id)->input = i;
+		g->inputs[g->ninputs++] = id;
+		bind(E, fr, in->name, v_tensor(id));
+	}
+}
+
+MglGraph *mgl_elaborate(MglCtx *c, const MglFile *f, const MglOptions *opt)
+{
+	Elab E = {.c = c, .a = &c->arena, .f = f};
+	E.g = mgl_alloc(&c->arena, sizeof *E.g);
+	E.g->model = tokstr(&E, f->model->name);
+	setup_names(&E);
+	setup_config(&E, opt);
+	Frame fr = {.prefix = ""};
+	setup_inputs(&E, &fr);
+	Value loss = run_block(&E, &fr, f->model, f->model->body, f->model->nbody, true);
+	const MglStmt *ret = &f->model->body[f->model->nbody - 1];
+	if (loss.kind != V_TENSOR || node(&E, loss.node)->dtype != MGL_F32 || node(&E, loss.node)->shape.rank != 0) {
+		mgl_report(c, "error", ret->value->tok, "the model must return its loss, a single f32 number; this is %s",
+			   describe(&E, loss));
+		mgl_hint(c, "return cross_entropy(logits, targets)");
+		mgl_fail(c);
+	}
+	E.g->loss = loss.node;
+	return E.g;
+}
+
+MglGraph *mgl_compile_file(MglCtx *c, const char *path, const MglOptions *opt)
+{
+	jmp_buf jb, *saved = c->fail;
+	c->fail = &jb;
+	MglGraph *g = NULL;
+	if (!setjmp(jb)) {
+		MglSource *src = mgl_read_file(c, path);
+		MglFile *f = mgl_parse(c, src);
+		g = mgl_elaborate(c, f, opt);
+	}
+	c->fail = saved;
+	return g;
+}
+
+/* ---------------------------------------------------------------- queries and dump */
+
+int64_t mgl_shape_numel(const MglShape *s)
+{
+	int64_t n = 1;
+	for (int i = 0; i < s->rank; i++)
+		n *= s->d[i].n;
+	return n;
+}
+
+int64_t mgl_param_count(const MglGraph *g)
+{
+	int64_t n = 0;
+	for (int i = 0; i < g->nparams; i++)
+		n += mgl_shape_numel(&g->params[i].shape);
+	return n;
+}
+
+void mgl_dump_graph(FILE *f, const MglGraph *g)
+{
+	char buf[160];
+	for (int i = 0; i < g->nnodes; i++) {
+		const MglNode *nd = &g->nodes[i];
+		fprintf(f, "%%%d = %s", i, mgl_ops[nd->op].name);
+		for (int j = 0; j < nd->nin; j++)
+			fprintf(f, "%s%%%d", j ? ", " : " ", nd->in[j]);
+		fprintf(f, " : %s%s", nd->dtype == MGL_I32 ? "i32" : "f32", mgl_shape_str(g, &nd->shape, buf, sizeof buf));
+		if (nd->split)
+			fprintf(f, " @%s", mgl_split_name[nd->split]);
+		if (nd->op == MGL_OP_ATTENTION)
+			fprintf(f, " heads=%lld%s", (long long)nd->heads, nd->causal ? " causal" : "");
+		if (nd->op == MGL_OP_DROPOUT)
+			fprintf(f, " p=%g", nd->p);
+		if (nd->op == MGL_OP_SELECT)
+			fprintf(f, " index=%lld", (long long)nd->index);
+		if (nd->op == MGL_OP_CROSS_ENTROPY && nd->index != MGL_NO_IGNORE)
+			fprintf(f, " ignore=%lld", (long long)nd->index);
+		fprintf(f, "  # %s (line %d)\n", nd->name, nd->tok->line);
+	}
+	fprintf(f, "loss = %%%d\n", g->loss);
+}
