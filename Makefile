@@ -32,7 +32,7 @@ deps-test:
 	@scripts/deps.sh re2c check
 
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/grammar/lex.c: grammar/mgl.re
 	@mkdir -p $(dir $@)
@@ -49,7 +49,7 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubun
 
 $(BUILD)/tests/%: tests/%.c $(COMPILER_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CHECK_LIBS) $(LDLIBS)
 
 # The tests, run against the build in $(BUILD).
 test: $(BUILD)/mgl $(TEST_UNITS)

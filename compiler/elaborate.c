@@ -295,8 +295,8 @@ static void setup_config(Elab *E, const MglOptions *opt)
 				chosen = &f->presets[i];
 		}
 		if (!chosen) {
-			E->c->status = 2;
 			mgl_report(E->c, "error", NULL, "%s has no preset '%s'", f->src->name, opt->preset);
+			E->c->status = 2;   /* a bad --preset is a usage error */
 			const char *best = mgl_closest(opt->preset, (int)strlen(opt->preset), names, f->npresets);
 			if (best)
 				mgl_hint(E->c, "did you mean '%s'?", best);
@@ -307,7 +307,7 @@ static void setup_config(Elab *E, const MglOptions *opt)
 					n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", names[i]);
 				mgl_hint(E->c, "the presets are: %s", list);
 			}
-			longjmp(*E->c->fail, 1);
+			mgl_fail(E->c);
 		}
 		E->g->preset = opt->preset;
 		override(E, chosen->set, chosen->nset, mgl_fmt(E->a, "preset '%s'", opt->preset));
@@ -390,6 +390,12 @@ static int add_node(Elab *E, MglOp op, const MglTok *tok, MglDtype dt, MglShape 
 	MglGraph *g = E->g;
 	if (g->nnodes >= MGL_MAX_NODES)
 		mgl_error(E->c, tok, "the model is too large: more than %d operations", MGL_MAX_NODES);
+	/* Fixed dimensions multiply to at most 2^40 elements, so later passes can multiply
+	 * them by batch and sequence sizes in 64 bits without overflow. */
+	int64_t numel = 1;
+	for (int i = 0; i < shape.rank; i++)
+		if (shape.d[i].sym < 0 && (__builtin_mul_overflow(numel, shape.d[i].n, &numel) || numel > MGL_MAX_NUMEL))
+			mgl_error(E->c, tok, "this tensor is too large: its fixed dimensions hold more than 2^40 elements");
 	MglNode nd = {.op = op, .tok = tok, .dtype = dt, .shape = shape, .name = name, .param = -1};
 	for (int i = 0; i < MGL_MAX_IN; i++)
 		nd.in[i] = -1;
@@ -1031,8 +1037,8 @@ static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 		const char **vars = fr ? map_keys(E->a, &fr->names, &nv) : NULL;
 		const char **cfgs = map_keys(E->a, &E->cfg_names, &nc);
 		const char **all = mgl_alloc(E->a, (size_t)(nv + nc + 1) * sizeof *all);
-		memcpy(all, vars, (size_t)nv * sizeof *all);
-		memcpy(all + nv, cfgs, (size_t)nc * sizeof *all);
+		for (int j = 0; j < nv + nc; j++)
+			all[j] = j < nv ? vars[j] : cfgs[j - nv];
 		const char *best = mgl_closest(t->p, t->len, all, nv + nc);
 		if (best)
 			mgl_hint(E->c, "did you mean '%s'?", best);

@@ -30,6 +30,7 @@ enum {
 	MGL_MAX_WORK = 1 << 24,         /* statements executed while elaborating */
 	MGL_MAX_REPEAT = 1 << 20,       /* iterations of one repeat */
 };
+#define MGL_MAX_NUMEL ((int64_t)1 << 40)  /* elements of one tensor, fixed dimensions only */
 
 /* ---------------------------------------------------------------- arena */
 
