@@ -13,12 +13,12 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -Icompiler -MMD -MP
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -Icompiler -Iplan -MMD -MP
 LDLIBS  += -lm
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-COMPILER_SRC := compiler/util.c compiler/parse.c compiler/elaborate.c
+COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/elaborate.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 CLI_OBJ      := $(BUILD)/cli/main.o
 TEST_UNITS   := $(BUILD)/tests/test_compiler
@@ -75,7 +75,7 @@ $(FUZZ_BIN): tests/fuzz_compile.c $(COMPILER_SRC) grammar/mgl.re
 	@scripts/deps.sh re2c clang
 	@mkdir -p build/fuzz
 	re2c -W --no-generation-date -i grammar/mgl.re -o build/fuzz/lex.c
-	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Icompiler -fsanitize=fuzzer,address,undefined \
+	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Icompiler -Iplan -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz_compile.c $(COMPILER_SRC) build/fuzz/lex.c -lm
 fuzz: $(FUZZ_BIN)
 	@mkdir -p build/fuzz/new

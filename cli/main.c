@@ -28,7 +28,7 @@ static int usage_error(const char *cmd, const char *fmt, const char *arg)
 {
 	fprintf(stderr, "mgl: error: ");
 	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n  hint: see 'mgl %s --help'\n", cmd ? cmd : "");
+	fprintf(stderr, "\n  hint: see 'mgl %s%s--help'\n", cmd ? cmd : "", cmd ? " " : "");
 	return 2;
 }
 
@@ -69,9 +69,20 @@ static void pattern_of(const char *name, char *out, size_t n)
 	out[o] = 0;
 }
 
+/* A count, or "-" where the model has none (no attention: no heads). */
+static const char *count(int64_t v, char *buf)
+{
+	if (!v)
+		return "-";
+	snprintf(buf, 16, "%lld", (long long)v);
+	return buf;
+}
+
 static void print_summary(const MglGraph *g, const char *file)
 {
 	char buf[64], sh[160];
+	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
+	printf("  parameters  %s\n", commas(mgl_param_count(g), buf));
 	int64_t hidden = 0, heads = 0, vocab = 0;
 	for (int i = 0; i < g->nnodes; i++) {
 		const MglNode *nd = &g->nodes[i];
@@ -82,12 +93,10 @@ static void print_summary(const MglGraph *g, const char *file)
 		if (nd->op == MGL_OP_EMBEDDING && !vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
 			vocab = g->nodes[nd->in[0]].shape.d[0].n;
 	}
-	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
-	printf("  parameters  %s\n", commas(mgl_param_count(g), buf));
-	printf("  layers      %lld\n", (long long)g->layers);
-	printf("  hidden      %lld\n", (long long)hidden);
-	printf("  heads       %lld\n", (long long)heads);
-	printf("  vocabulary  %lld\n", (long long)vocab);
+	const char *rows[][2] = {{"layers", count(g->layers, buf)}, {"hidden", count(hidden, buf + 16)},
+				 {"heads", count(heads, buf + 32)}, {"vocabulary", count(vocab, buf + 48)}};
+	for (int i = 0; i < 4; i++)
+		printf("  %-11s %s\n", rows[i][0], rows[i][1]);
 	for (int i = 0; i < g->ninputs; i++) {
 		const MglNode *in = &g->nodes[g->inputs[i]];
 		printf("  %-11s %s %s%s", i ? "" : "inputs", in->name, in->dtype == MGL_I32 ? "i32" : "f32",
@@ -103,32 +112,34 @@ static void print_summary(const MglGraph *g, const char *file)
 		printf("%s\n", *sep == ',' ? ")" : "");
 	}
 
-	/* one row per pattern, in order of first appearance */
+	/* one row per pattern, shape and split, in order of first appearance */
 	printf("\n  %-44s %-16s %-7s %6s %14s\n", "parameter", "shape", "split", "copies", "size");
-	char *done = calloc((size_t)g->nparams + 1, 1);
+	MglArena a = {0};
+	MglMap groups = {0};
+	int *first = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *first);
+	int *copies = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *copies);
+	const char **pats = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *pats);
+	int ngroups = 0;
 	for (int i = 0; i < g->nparams; i++) {
-		if (done[i])
-			continue;
-		char pat[256], other[256];
+		char pat[256];
 		pattern_of(g->params[i].name, pat, sizeof pat);
-		mgl_shape_str(g, &g->params[i].shape, sh, sizeof sh);
-		int copies = 0;
-		for (int j = i; j < g->nparams; j++) {
-			char sj[160];
-			if (done[j])
-				continue;
-			pattern_of(g->params[j].name, other, sizeof other);
-			if (!strcmp(pat, other) && g->params[j].split == g->params[i].split &&
-			    !strcmp(sh, mgl_shape_str(g, &g->params[j].shape, sj, sizeof sj))) {
-				done[j] = 1;
-				copies++;
-			}
+		const char *key = mgl_fmt(&a, "%s|%s|%d", pat, mgl_shape_str(g, &g->params[i].shape, sh, sizeof sh),
+					  g->params[i].split);
+		int k = mgl_map_get(&groups, key, (int)strlen(key));
+		if (k < 0) {
+			k = ngroups++;
+			mgl_map_put(&a, &groups, key, (int)strlen(key), k);
+			first[k] = i;
+			pats[k] = mgl_strndup(&a, pat, strlen(pat));
 		}
-		int64_t size = mgl_shape_numel(&g->params[i].shape) * copies;
-		printf("  %-44s %-16s %-7s %6d %14s\n", pat, sh, mgl_split_name[g->params[i].split], copies,
-		       commas(size, buf));
+		copies[k]++;
 	}
-	free(done);
+	for (int k = 0; k < ngroups; k++) {
+		const MglParam *p = &g->params[first[k]];
+		printf("  %-44s %-16s %-7s %6d %14s\n", pats[k], mgl_shape_str(g, &p->shape, sh, sizeof sh),
+		       mgl_split_name[p->split], copies[k], commas(mgl_shape_numel(&p->shape) * copies[k], buf));
+	}
+	mgl_arena_free(&a);
 }
 
 static int cmd_check(Args *a)
@@ -252,6 +263,7 @@ int main(int argc, char **argv)
 					fputs(commands[i].help, stdout);
 					return 0;
 				}
+			return usage_error(NULL, "no command '%s' to describe", argv[2]);
 		}
 		print_help();
 		return argc < 2 ? 2 : 0;

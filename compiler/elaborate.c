@@ -17,69 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-const MglOpInfo mgl_ops[MGL_OP_COUNT] = {
-#define OP(id, name, pmin, pmax, kw, flags, sig) {#name, pmin, pmax, kw, flags, sig},
-#include "ops.def"
-#undef OP
-};
-
 const char *const mgl_split_name[3] = {"-", "column", "row"};
 
-/* ---------------------------------------------------------------- a string -> int map */
-
-typedef struct {
-	const char **keys;
-	int *lens, *vals;
-	int n, cap;
-} Map;
-
-static uint32_t hash(const char *s, int len)
-{
-	uint32_t h = 2166136261u;
-	for (int i = 0; i < len; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
-}
-
-static int map_slot(const Map *m, const char *k, int len)
-{
-	uint32_t i = hash(k, len) & (uint32_t)(m->cap - 1);
-	while (m->keys[i] && (m->lens[i] != len || memcmp(m->keys[i], k, (size_t)len)))
-		i = (i + 1) & (uint32_t)(m->cap - 1);
-	return (int)i;
-}
-
-static int map_get(const Map *m, const char *k, int len)
-{
-	if (!m->cap)
-		return -1;
-	int i = map_slot(m, k, len);
-	return m->keys[i] ? m->vals[i] : -1;
-}
-
-static void map_put(MglArena *a, Map *m, const char *k, int len, int v)
-{
-	if (2 * (m->n + 1) > m->cap) {
-		Map old = *m;
-		m->cap = old.cap ? 2 * old.cap : 16;
-		m->keys = mgl_alloc(a, (size_t)m->cap * sizeof *m->keys);
-		m->lens = mgl_alloc(a, (size_t)m->cap * sizeof *m->lens);
-		m->vals = mgl_alloc(a, (size_t)m->cap * sizeof *m->vals);
-		m->n = 0;
-		for (int i = 0; i < old.cap; i++)
-			if (old.keys[i])
-				map_put(a, m, old.keys[i], old.lens[i], old.vals[i]);
-	}
-	int i = map_slot(m, k, len);
-	if (!m->keys[i])
-		m->n++;
-	m->keys[i] = k;
-	m->lens[i] = len;
-	m->vals[i] = v;
-}
+/* ---------------------------------------------------------------- names */
 
 /* The keys, for "did you mean" (NUL-terminated copies). */
-static const char **map_keys(MglArena *a, const Map *m, int *n)
+static const char **map_keys(MglArena *a, const MglMap *m, int *n)
 {
 	const char **v = mgl_alloc(a, (size_t)(m->n + 1) * sizeof *v);
 	*n = 0;
@@ -114,7 +57,7 @@ typedef struct {
 } Cfg;
 
 typedef struct {
-	Map names;              /* variable name -> index in vals */
+	MglMap names;              /* variable name -> index in vals */
 	Value *vals;
 	const MglTok **defs;
 	int n, cap, capdefs;
@@ -128,7 +71,7 @@ typedef struct {
 	MglGraph *g;
 	Cfg *cfg;
 	int ncfg;
-	Map cfg_names, block_names, op_names, param_names, instance_names, sym_names;
+	MglMap cfg_names, block_names, op_names, param_names, instance_names, sym_names;
 	int cfg_stack[MGL_MAX_DEPTH];       /* config entries being evaluated: for cycles */
 	int ncfg_stack;
 	const MglBlock *blocks[MGL_MAX_DEPTH];  /* blocks being instantiated: for recursion */
@@ -193,6 +136,26 @@ static void note_origin(Elab *E, Value v)
 		mgl_report(E->c, "note", node(E, v.node)->tok, "%s comes from here", type_str(E, v.node));
 }
 
+/* A real that is a whole number as an integer (repeat 2.0 is repeat 2). */
+static Value whole(Value v)
+{
+	if (v.kind == V_REAL && v.r == floor(v.r) && fabs(v.r) < 9e15) {
+		v.kind = V_INT;
+		v.i = (int64_t)v.r;
+	}
+	return v;
+}
+
+/* A number as itself ("-2", "3.5"), anything else described. */
+static const char *plain(Elab *E, Value v)
+{
+	if (v.kind == V_INT)
+		return mgl_fmt(E->a, "%lld", (long long)v.i);
+	if (v.kind == V_REAL)
+		return mgl_fmt(E->a, "%g", v.r);
+	return describe(E, v);
+}
+
 static void count_work(Elab *E, const MglTok *t)
 {
 	if (++E->work > MGL_MAX_WORK)
@@ -214,7 +177,11 @@ static _Noreturn void config_cycle(Elab *E, int k)
 		n += (size_t)snprintf(path + n, sizeof path - n, "%s%.*s", i > start ? " -> " : "",
 				      E->cfg[j].key->len, E->cfg[j].key->p);
 	}
-	mgl_report(E->c, "error", E->cfg[k].def, "config '%.*s' depends on itself: %s",
+	const MglTok *at = E->cfg[k].def;
+	for (int i = start; i < E->ncfg_stack; i++)   /* a cycle made by --set is reported there */
+		if (E->cfg[E->cfg_stack[i]].def->src->cmdline)
+			at = E->cfg[E->cfg_stack[i]].def;
+	mgl_report(E->c, "error", at, "config '%.*s' depends on itself: %s",
 		   E->cfg[k].key->len, E->cfg[k].key->p, path);
 	mgl_hint(E->c, "each config value may use the others, but not in a circle");
 	mgl_fail(E->c);
@@ -246,7 +213,7 @@ static Value config_value(Elab *E, int k)
 static void override(Elab *E, const MglBinding *b, int n, const char *what)
 {
 	for (int i = 0; i < n; i++) {
-		int k = map_get(&E->cfg_names, b[i].key->p, b[i].key->len);
+		int k = mgl_map_get(&E->cfg_names, b[i].key->p, b[i].key->len);
 		if (k < 0) {
 			mgl_report(E->c, "error", b[i].key, "%s sets '%.*s', which is not in the config",
 				   what, b[i].key->len, b[i].key->p);
@@ -268,13 +235,13 @@ static void setup_config(Elab *E, const MglOptions *opt)
 	E->cfg = mgl_alloc(E->a, (size_t)(f->nconfig + 1) * sizeof *E->cfg);
 	for (int i = 0; i < f->nconfig; i++) {
 		const MglTok *key = f->config[i].key;
-		int prev = map_get(&E->cfg_names, key->p, key->len);
+		int prev = mgl_map_get(&E->cfg_names, key->p, key->len);
 		if (prev >= 0) {
 			mgl_report(E->c, "error", key, "'%.*s' is set twice in the config", key->len, key->p);
 			mgl_report(E->c, "note", E->cfg[prev].key, "the first is here");
 			mgl_fail(E->c);
 		}
-		map_put(E->a, &E->cfg_names, key->p, key->len, E->ncfg);
+		mgl_map_put(E->a, &E->cfg_names, key->p, key->len, E->ncfg);
 		E->cfg[E->ncfg++] = (Cfg){.key = key, .def = key, .expr = f->config[i].value};
 	}
 	for (int i = 0; i < f->npresets; i++)
@@ -413,9 +380,9 @@ static void add_input(Elab *E, int id, int in)
 static const char *unique(Elab *E, const char *base)
 {
 	const char *name = base;
-	for (int k = 1; map_get(&E->instance_names, name, (int)strlen(name)) >= 0; k++)
+	for (int k = 1; mgl_map_get(&E->instance_names, name, (int)strlen(name)) >= 0; k++)
 		name = mgl_fmt(E->a, "%s%d", base, k);
-	map_put(E->a, &E->instance_names, name, (int)strlen(name), 1);
+	mgl_map_put(E->a, &E->instance_names, name, (int)strlen(name), 1);
 	return name;
 }
 
@@ -423,8 +390,11 @@ static const char *unique(Elab *E, const char *base)
  * else the op or block name made unique. */
 static const char *path_of(Elab *E, Frame *fr, const char *target, const char *opname)
 {
-	if (target)
-		return mgl_fmt(E->a, "%s%s", fr->prefix, target);
+	if (target) {
+		const char *path = mgl_fmt(E->a, "%s%s", fr->prefix, target);
+		mgl_map_put(E->a, &E->instance_names, path, (int)strlen(path), 1);   /* taken for generated names */
+		return path;
+	}
 	return unique(E, mgl_fmt(E->a, "%s%s", fr->prefix, opname));
 }
 
@@ -432,7 +402,7 @@ static const char *path_of(Elab *E, Frame *fr, const char *target, const char *o
 static int add_param(Elab *E, const char *name, const MglTok *tok, MglShape shape, MglSplit split, int dim)
 {
 	MglGraph *g = E->g;
-	int prev = map_get(&E->param_names, name, (int)strlen(name));
+	int prev = mgl_map_get(&E->param_names, name, (int)strlen(name));
 	if (prev >= 0) {
 		mgl_report(E->c, "error", tok, "a second parameter named '%s'", name);
 		mgl_report(E->c, "note", g->params[prev].tok, "the first is created here");
@@ -442,7 +412,7 @@ static int add_param(Elab *E, const char *name, const MglTok *tok, MglShape shap
 	int id = add_node(E, MGL_OP_PARAM, tok, MGL_F32, shape, name);
 	node(E, id)->param = g->nparams;
 	node(E, id)->split = split;
-	map_put(E->a, &E->param_names, name, (int)strlen(name), g->nparams);
+	mgl_map_put(E->a, &E->param_names, name, (int)strlen(name), g->nparams);
 	MglParam p = {.name = name, .shape = shape, .split = split, .split_dim = split ? dim : -1,
 		      .tok = tok, .node = id};
 	MGL_PUSH(E->a, g->params, g->nparams, g->capparams, p);
@@ -460,6 +430,7 @@ typedef struct {
 	int npos;
 	Value kw[8];
 	const MglTok *kw_tok[8];   /* the keyword's name token, NULL if not given */
+	const MglTok *kw_vtok[8];  /* where its value is written */
 	MglSplit split;            /* from an annotation */
 	const MglTok *annot;       /* the annotation's token, or NULL */
 	const char *path;          /* where its parameters are named */
@@ -470,8 +441,8 @@ static const MglTok *arg_tok(const Call *k, int i) { return k->pos_tok[i]; }
 
 static _Noreturn void bad_arg(Elab *E, const Call *k, int i, Value v, const char *want)
 {
-	mgl_report(E->c, "error", arg_tok(k, i), "%s's argument %d must be %s, not %s",
-		   k->name, i + 1, want, describe(E, v));
+	mgl_report(E->c, "error", arg_tok(k, i), "argument %d of %s must be %s, not %s",
+		   i + 1, k->name, want, describe(E, v));
 	note_origin(E, v);
 	mgl_hint(E->c, "%s", mgl_ops[k->op].sig);
 	mgl_fail(E->c);
@@ -525,7 +496,7 @@ static const Value *kwarg(const Call *k, const char *kw)
 static const MglTok *kwarg_tok(const Call *k, const char *kw)
 {
 	const Value *v = kwarg(k, kw);
-	return v ? k->kw_tok[v - k->kw] : k->e->name;
+	return v ? k->kw_vtok[v - k->kw] : k->e->name;
 }
 
 static bool kw_bool(Elab *E, const Call *k, const char *kw, bool dflt)
@@ -810,7 +781,7 @@ static int elab_attention(Elab *E, Call *k)
 static int elab_select(Elab *E, Call *k)
 {
 	int x = want_tensor(E, k, 0, MGL_F32, 2);
-	Value i = k->pos[1];
+	Value i = whole(k->pos[1]);
 	const MglShape *xs = &node(E, x)->shape;
 	int64_t bound = xs->d[1].sym >= 0 ? E->g->syms[xs->d[1].sym].max : xs->d[1].n;
 	if (i.kind != V_INT || i.i < 0 || (bound > 0 && i.i >= bound))
@@ -839,10 +810,11 @@ static int elab_cross_entropy(Elab *E, Call *k)
 	int64_t ignore = MGL_NO_IGNORE;
 	const Value *iv = kwarg(k, "ignore");
 	if (iv) {
-		if (iv->kind != V_INT)
+		Value w = whole(*iv);
+		if (w.kind != V_INT)
 			mgl_error(E->c, kwarg_tok(k, "ignore"), "cross_entropy's ignore must be an integer id, not %s",
 				  describe(E, *iv));
-		ignore = iv->i;
+		ignore = w.i;
 	}
 	int id = add_node(E, MGL_OP_CROSS_ENTROPY, k->e->name, MGL_F32, (MglShape){0}, k->path);
 	node(E, id)->index = ignore;
@@ -854,8 +826,10 @@ static int elab_cross_entropy(Elab *E, Call *k)
 static int elab_input(Elab *E, Call *k) { (void)k; mgl_fail(E->c); }
 
 static int (*const elab_op[MGL_OP_COUNT])(Elab *, Call *) = {
-#define OP(id, name, pmin, pmax, kw, flags, sig) [MGL_OP_##id] = elab_##name,
+#define OP(id, name, pmin, pmax, kw, flags, sig, layouts) [MGL_OP_##id] = elab_##name,
+#define IOP(...)
 #include "ops.def"
+#undef IOP
 #undef OP
 };
 
@@ -863,7 +837,7 @@ static int (*const elab_op[MGL_OP_COUNT])(Elab *, Call *) = {
 
 static void bind(Elab *E, Frame *fr, const MglTok *name, Value v)
 {
-	int i = map_get(&fr->names, name->p, name->len);
+	int i = mgl_map_get(&fr->names, name->p, name->len);
 	if (i >= 0) {       /* rebinding, as in `x = mlp(x)`: the newest value wins */
 		fr->vals[i] = v;
 		fr->defs[i] = name;
@@ -872,10 +846,19 @@ static void bind(Elab *E, Frame *fr, const MglTok *name, Value v)
 	int n = fr->n;
 	MGL_PUSH(E->a, fr->vals, fr->n, fr->cap, v);
 	MGL_PUSH(E->a, fr->defs, n, fr->capdefs, name);
-	map_put(E->a, &fr->names, name->p, name->len, fr->n - 1);
+	mgl_map_put(E->a, &fr->names, name->p, name->len, fr->n - 1);
 }
 
 static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *body, int n, bool top);
+
+/* The block whose body is running (repeats push NULL on the same stack). */
+static const MglBlock *current_block(const Elab *E)
+{
+	for (int i = E->nblocks - 1; i >= 0; i--)
+		if (E->blocks[i])
+			return E->blocks[i];
+	return NULL;
+}
 
 static Value instantiate(Elab *E, Frame *caller, const MglBlock *b, const MglExpr *e, Value *args, int nargs)
 {
@@ -909,13 +892,15 @@ static Value instantiate(Elab *E, Frame *caller, const MglBlock *b, const MglExp
 static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const MglTok *annot, const char *target)
 {
 	const MglTok *name = e->name;
-	int op = map_get(&E->op_names, name->p, name->len);
-	int blk = map_get(&E->block_names, name->p, name->len);
+	int op = mgl_map_get(&E->op_names, name->p, name->len);
+	int blk = mgl_map_get(&E->block_names, name->p, name->len);
 	/* A block may take an op's name (block attention calls the attention op): it shadows
 	 * the op everywhere but inside its own body, where it could not call itself anyway. */
-	for (int i = 0; op >= 0 && blk >= 0 && i < E->nblocks; i++)
-		if (E->blocks[i] == &E->f->blocks[blk])
-			blk = -1;
+	if (op >= 0 && blk >= 0 && current_block(E) == &E->f->blocks[blk])
+		blk = -1;
+	if (blk >= 0 && !fr)
+		mgl_error(E->c, name, "config values are numbers; '%.*s' is a block, used in a model or block",
+			  name->len, name->p);
 	if (blk >= 0) {
 		const MglBlock *b = &E->f->blocks[blk];
 		if (annot) {
@@ -932,8 +917,8 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 		return instantiate(E, fr, b, e, args, e->nargs);
 	}
 	if (op < 0) {
-		const char *what = fr && map_get(&fr->names, name->p, name->len) >= 0 ? "a value"
-				 : map_get(&E->cfg_names, name->p, name->len) >= 0 ? "a config value" : NULL;
+		const char *what = fr && mgl_map_get(&fr->names, name->p, name->len) >= 0 ? "a value"
+				 : mgl_map_get(&E->cfg_names, name->p, name->len) >= 0 ? "a config value" : NULL;
 		if (what)
 			mgl_error(E->c, name, "'%.*s' is %s, not an op or a block", name->len, name->p, what);
 		mgl_report(E->c, "error", name, "unknown op or block '%.*s'", name->len, name->p);
@@ -959,6 +944,8 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 			   info->name);
 		if (info->flags & MGL_OPF_PARAMS)
 			mgl_hint(E->c, "%s's parameters are small and kept whole on every rank", info->name);
+		else if (op == MGL_OP_EMBEDDING)
+			mgl_hint(E->c, "annotate the table where it is created: wte = param([vocab, d]) @row");
 		else
 			mgl_hint(E->c, "%s has no weights; the compiler lays out its input and output for you", info->name);
 		mgl_fail(E->c);
@@ -1001,9 +988,13 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 				mgl_hint(E->c, "%s", info->sig);
 			mgl_fail(E->c);
 		}
-		if (k.kw_tok[slot])
-			mgl_error(E->c, a->key, "'%.*s' is given twice", a->key->len, a->key->p);
+		if (k.kw_tok[slot]) {
+			mgl_report(E->c, "error", a->key, "'%.*s' is given twice", a->key->len, a->key->p);
+			mgl_report(E->c, "note", k.kw_tok[slot], "the first is here");
+			mgl_fail(E->c);
+		}
 		k.kw_tok[slot] = a->key;
+		k.kw_vtok[slot] = a->value->tok;
 		k.kw[slot] = eval(E, fr, a->value, NULL);
 	}
 	if (k.npos < info->npos_min) {
@@ -1026,10 +1017,10 @@ static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 	case MGL_N_BOOL: return (Value){.kind = V_BOOL, .i = e->ival, .cfg = -1};
 	case MGL_N_NAME: {
 		const MglTok *t = e->name;
-		int i = fr ? map_get(&fr->names, t->p, t->len) : -1;
+		int i = fr ? mgl_map_get(&fr->names, t->p, t->len) : -1;
 		if (i >= 0)
 			return fr->vals[i];
-		int k = map_get(&E->cfg_names, t->p, t->len);
+		int k = mgl_map_get(&E->cfg_names, t->p, t->len);
 		if (k >= 0)
 			return config_value(E, k);
 		mgl_report(E->c, "error", t, "unknown name '%.*s'", t->len, t->p);
@@ -1042,8 +1033,9 @@ static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 		const char *best = mgl_closest(t->p, t->len, all, nv + nc);
 		if (best)
 			mgl_hint(E->c, "did you mean '%s'?", best);
-		else if (map_get(&E->op_names, t->p, t->len) >= 0 || map_get(&E->block_names, t->p, t->len) >= 0)
-			mgl_hint(E->c, "'%.*s' is an op or a block: call it with arguments", t->len, t->p);
+		else if (mgl_map_get(&E->op_names, t->p, t->len) >= 0 || mgl_map_get(&E->block_names, t->p, t->len) >= 0)
+			mgl_hint(E->c, "'%.*s' is %s: call it with arguments", t->len, t->p,
+				 mgl_map_get(&E->block_names, t->p, t->len) >= 0 ? "a block" : "an op");
 		mgl_fail(E->c);
 	}
 	case MGL_N_NEG: {
@@ -1125,10 +1117,10 @@ static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *bod
 			break;
 		}
 		case MGL_S_REPEAT: {
-			Value cnt = eval(E, fr, s->value, NULL);
+			Value cnt = whole(eval(E, fr, s->value, NULL));
 			if (cnt.kind != V_INT || cnt.i < 0 || cnt.i > MGL_MAX_REPEAT) {
 				mgl_report(E->c, "error", s->value->tok, "repeat needs a count from 0 to %d, not %s",
-					   MGL_MAX_REPEAT, cnt.kind == V_REAL ? mgl_fmt(E->a, "%g", cnt.r) : describe(E, cnt));
+					   MGL_MAX_REPEAT, plain(E, cnt));
 				note_origin(E, cnt);
 				mgl_fail(E->c);
 			}
@@ -1138,6 +1130,7 @@ static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *bod
 			if (top && fr->prefix[0] == 0 && E->g->layers == 0)
 				E->g->layers = cnt.i;
 			for (int64_t it = 0; it < cnt.i; it++) {
+				count_work(E, s->tok);
 				fr->prefix = mgl_fmt(E->a, "%s.%lld.", group, (long long)it);
 				if (++E->nblocks > MGL_MAX_DEPTH)
 					mgl_error(E->c, s->tok, "repeats are nested too deeply (more than %d)", MGL_MAX_DEPTH);
@@ -1174,16 +1167,16 @@ static void setup_names(Elab *E)
 {
 	for (int i = 0; i < MGL_OP_COUNT; i++)
 		if (!(mgl_ops[i].flags & MGL_OPF_INTERNAL))
-			map_put(E->a, &E->op_names, mgl_ops[i].name, (int)strlen(mgl_ops[i].name), i);
+			mgl_map_put(E->a, &E->op_names, mgl_ops[i].name, (int)strlen(mgl_ops[i].name), i);
 	for (int i = 0; i < E->f->nblocks; i++) {
 		const MglBlock *b = &E->f->blocks[i];
-		int prev = map_get(&E->block_names, b->name->p, b->name->len);
+		int prev = mgl_map_get(&E->block_names, b->name->p, b->name->len);
 		if (prev >= 0) {
 			mgl_report(E->c, "error", b->name, "a second block named '%.*s'", b->name->len, b->name->p);
 			mgl_report(E->c, "note", E->f->blocks[prev].name, "the first is here");
 			mgl_fail(E->c);
 		}
-		map_put(E->a, &E->block_names, b->name->p, b->name->len, i);
+		mgl_map_put(E->a, &E->block_names, b->name->p, b->name->len, i);
 		for (int j = 0; j < b->nparams; j++)
 			for (int k = 0; k < j; k++)
 				if (b->params[j]->len == b->params[k]->len &&
@@ -1201,7 +1194,7 @@ static void setup_inputs(Elab *E, Frame *fr)
 	g->syms = mgl_alloc(E->a, (size_t)(m->ninputs * MGL_MAX_RANK + 1) * sizeof *g->syms);
 	for (int i = 0; i < m->ninputs; i++) {
 		const MglInput *in = &m->inputs[i];
-		if (map_get(&fr->names, in->name->p, in->name->len) >= 0)
+		if (mgl_map_get(&fr->names, in->name->p, in->name->len) >= 0)
 			mgl_error(E->c, in->name, "two inputs named '%.*s'", in->name->len, in->name->p);
 		MglDtype dt;
 		if (in->dtype->len == 3 && !memcmp(in->dtype->p, "i32", 3))
@@ -1220,18 +1213,27 @@ static void setup_inputs(Elab *E, Frame *fr)
 				s.d[j] = (MglDim){.n = d->ival, .sym = -1};
 				continue;
 			}
-			int sym = map_get(&E->sym_names, d->p, d->len);
+			bool symbolic = (d->len == 5 && !memcmp(d->p, "batch", 5)) || (d->len == 3 && !memcmp(d->p, "seq", 3));
+			int k = mgl_map_get(&E->cfg_names, d->p, d->len);
+			if (!symbolic) {   /* any other name is a config value */
+				if (k < 0) {
+					mgl_report(E->c, "error", d, "unknown dimension '%.*s'", d->len, d->p);
+					mgl_hint(E->c, "an input's dimensions are batch, seq, integers and config values");
+					mgl_fail(E->c);
+				}
+				s.d[j] = (MglDim){.n = want_size(E, d, config_value(E, k), "a dimension"), .sym = -1};
+				continue;
+			}
+			int sym = mgl_map_get(&E->sym_names, d->p, d->len);
 			if (sym < 0) {
 				sym = g->nsyms++;
 				MglSymbol *y = &g->syms[sym];
 				y->name = tokstr(E, d);
 				y->tok = d;
-				int k = map_get(&E->cfg_names, d->p, d->len);
-				if (k >= 0) {
-					Value v = config_value(E, k);
-					y->max = want_size(E, d, v, mgl_fmt(E->a, "'%s', the largest %s,", y->name, y->name));
-				}
-				map_put(E->a, &E->sym_names, d->p, d->len, sym);
+				if (k >= 0)   /* seq in the config: the longest sequence the model takes */
+					y->max = want_size(E, d, config_value(E, k),
+							   mgl_fmt(E->a, "config '%s', the longest %s,", y->name, y->name));
+				mgl_map_put(E->a, &E->sym_names, d->p, d->len, sym);
 			}
 			s.d[j] = (MglDim){.n = 0, .sym = sym};
 		}

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../plan/plan.h"
+
 #define MGL_VERSION "0.1.0"
 
 /* Limits that keep every input, however hostile, bounded in time and memory. */
@@ -27,31 +29,10 @@ enum {
 	MGL_MAX_DEPTH = 200,            /* nesting of expressions, blocks and repeats */
 	MGL_MAX_RANK = 4,               /* tensor rank */
 	MGL_MAX_NODES = 1 << 20,        /* operations in one elaborated model */
-	MGL_MAX_WORK = 1 << 24,         /* statements executed while elaborating */
+	MGL_MAX_WORK = 1 << 21,         /* statements and repeat iterations run while elaborating */
 	MGL_MAX_REPEAT = 1 << 20,       /* iterations of one repeat */
 };
 #define MGL_MAX_NUMEL ((int64_t)1 << 40)  /* elements of one tensor, fixed dimensions only */
-
-/* ---------------------------------------------------------------- arena */
-
-typedef struct MglChunk MglChunk;
-typedef struct { MglChunk *head; size_t used, cap; } MglArena;
-
-void *mgl_alloc(MglArena *a, size_t n);            /* zeroed, 16-byte aligned */
-char *mgl_strndup(MglArena *a, const char *s, size_t n);
-char *mgl_fmt(MglArena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void mgl_arena_free(MglArena *a);
-
-/* A growable array in the arena: MGL_PUSH(arena, items, n, cap, value). */
-#define MGL_PUSH(A, V, N, CAP, X) do {                                          \
-	if ((N) == (CAP)) {                                                      \
-		int ncap_ = (CAP) ? 2 * (CAP) : 16;                                  \
-		void *nv_ = mgl_alloc((A), (size_t)ncap_ * sizeof *(V));            \
-		if ((N)) memcpy(nv_, (V), (size_t)(N) * sizeof *(V));                \
-		(V) = nv_; (CAP) = ncap_;                                            \
-	}                                                                        \
-	(V)[(N)++] = (X);                                                        \
-} while (0)
 
 /* ---------------------------------------------------------------- sources, tokens, diagnostics */
 
@@ -200,35 +181,7 @@ MglFile *mgl_parse(MglCtx *c, const MglSource *src);
 MglBinding *mgl_parse_overrides(MglCtx *c, const MglSource *src, int *n);
 void mgl_dump_ast(FILE *f, const MglFile *file);
 
-/* ---------------------------------------------------------------- the op table (ops.def) */
-
-enum {
-	MGL_OPF_PARAMS = 1 << 0,       /* creates parameters, named after the value it defines */
-	MGL_OPF_SPLIT = 1 << 1,        /* takes @column / @row / @replicate */
-	MGL_OPF_ELEMENTWISE = 1 << 2,  /* output element i depends on input elements i only */
-	MGL_OPF_INTERNAL = 1 << 3,     /* made by the compiler, not callable from a model file */
-};
-
-typedef enum {
-#define OP(id, name, pmin, pmax, kw, flags, sig) MGL_OP_##id,
-#include "ops.def"
-#undef OP
-	MGL_OP_COUNT
-} MglOp;
-
-typedef struct {
-	const char *name;
-	int npos_min, npos_max;
-	const char *kwargs;
-	unsigned flags;
-	const char *sig;
-} MglOpInfo;
-
-extern const MglOpInfo mgl_ops[MGL_OP_COUNT];
-
 /* ---------------------------------------------------------------- the typed graph (elaborate.c) */
-
-typedef enum { MGL_F32, MGL_I32 } MglDtype;
 
 /* A dimension: a constant (sym < 0) or one of the model's symbolic sizes (batch, seq). */
 typedef struct { int64_t n; int sym; } MglDim;
@@ -271,6 +224,7 @@ typedef struct {
 	double p;             /* DROPOUT probability, LAYERNORM eps */
 	int64_t index;        /* SELECT position; CROSS_ENTROPY ignored target (MGL_NO_IGNORE: none) */
 	int input;            /* INPUT: which of the model's inputs */
+	int layer;            /* iteration of the model's outermost repeat, or -1 */
 } MglNode;
 
 typedef struct {

@@ -40,8 +40,16 @@ static _Noreturn void unexpected(Parser *P, const char *what)
 {
 	const MglTok *t = peek(P);
 	if (t->kind == MGL_TK_EOF)
-		mgl_error(P->c, t, "expected %s, but the file ends here", what);
+		mgl_error(P->c, t, "expected %s, but %s ends here", what, t->src->cmdline ? t->src->name : "the file");
 	mgl_error(P->c, t, "expected %s, found '%.*s'", what, t->len, t->p);
+}
+
+/* The file ended inside braces: say where they were opened. */
+static _Noreturn void unclosed(Parser *P, const MglTok *open)
+{
+	mgl_report(P->c, "error", peek(P), "expected '}', but the file ends here");
+	mgl_report(P->c, "note", open, "to close this '{'");
+	mgl_fail(P->c);
 }
 
 static const MglTok *expect(Parser *P, MglTokKind k, const char *what)
@@ -55,6 +63,14 @@ static void enter(Parser *P)
 {
 	if (++P->depth > MGL_MAX_DEPTH)
 		mgl_error(P->c, peek(P), "nested too deeply (more than %d levels)", MGL_MAX_DEPTH);
+}
+
+/* An operator chain (a + b + c ..., x @a @b ...) makes a tree as deep as it is long, and
+ * every later pass walks it recursively: so its length counts as nesting too. */
+static void chain(Parser *P, int n)
+{
+	if (P->depth + n > MGL_MAX_DEPTH)
+		mgl_error(P->c, peek(P), "expression too long (more than %d operators in a row)", MGL_MAX_DEPTH);
 }
 
 static MglExpr *new_expr(Parser *P, MglNodeKind kind, const MglTok *tok)
@@ -136,7 +152,8 @@ static MglExpr *primary(Parser *P)
 static MglExpr *postfix(Parser *P)
 {
 	MglExpr *e = primary(P);
-	while (at(P, MGL_TK_AT)) {
+	for (int n = 0; at(P, MGL_TK_AT); n++) {
+		chain(P, n);
 		next(P);
 		MglExpr *a = new_expr(P, MGL_N_ANNOT, e->tok);
 		a->lhs = e;
@@ -174,8 +191,10 @@ static MglExpr *binop(Parser *P, MglExpr *lhs, MglExpr *(*operand)(Parser *))
 static MglExpr *term(Parser *P)
 {
 	MglExpr *e = unary(P);
-	while (at(P, MGL_TK_STAR) || at(P, MGL_TK_SLASH))
+	for (int n = 0; at(P, MGL_TK_STAR) || at(P, MGL_TK_SLASH); n++) {
+		chain(P, n);
 		e = binop(P, e, unary);
+	}
 	return e;
 }
 
@@ -184,8 +203,10 @@ static MglExpr *expr(Parser *P)
 {
 	enter(P);
 	MglExpr *e = term(P);
-	while (at(P, MGL_TK_PLUS) || at(P, MGL_TK_MINUS))
+	for (int n = 0; at(P, MGL_TK_PLUS) || at(P, MGL_TK_MINUS); n++) {
+		chain(P, n);
 		e = binop(P, e, term);
+	}
 	P->depth--;
 	return e;
 }
@@ -206,18 +227,18 @@ static MglBinding binding(Parser *P)
 static void bindings(Parser *P, MglBinding **v, int *n)
 {
 	int cap = 0;
-	expect(P, MGL_TK_LBRACE, "'{'");
+	const MglTok *open = expect(P, MGL_TK_LBRACE, "'{'");
 	while (!accept(P, MGL_TK_RBRACE)) {
 		if (at(P, MGL_TK_EOF))
-			unexpected(P, "'}'");
+			unclosed(P, open);
 		MGL_PUSH(&P->c->arena, *v, *n, cap, binding(P));
 	}
 }
 
-static void stmts(Parser *P, MglStmt **v, int *n, const MglTok **end);
+static void stmts(Parser *P, MglStmt **v, int *n, const MglTok **end, bool in_repeat);
 
 /* stmt = IDENT "=" expr | "repeat" expr "{" { stmt } "}" | "return" expr */
-static MglStmt stmt(Parser *P)
+static MglStmt stmt(Parser *P, bool in_repeat)
 {
 	MglStmt s = {0};
 	s.tok = peek(P);
@@ -225,9 +246,12 @@ static MglStmt stmt(Parser *P)
 		s.kind = MGL_S_REPEAT;
 		s.value = expr(P);
 		enter(P);
-		stmts(P, &s.body, &s.nbody, NULL);
+		stmts(P, &s.body, &s.nbody, NULL, true);
 		P->depth--;
-	} else if (accept(P, MGL_TK_RETURN)) {
+	} else if (at(P, MGL_TK_RETURN)) {
+		if (in_repeat)
+			mgl_error(P->c, s.tok, "return inside a repeat");
+		next(P);
 		s.kind = MGL_S_RETURN;
 		s.value = expr(P);
 	} else if (at(P, MGL_TK_IDENT)) {
@@ -246,15 +270,17 @@ static MglStmt stmt(Parser *P)
 	return s;
 }
 
-/* body = "{" { stmt } "}" */
-static void stmts(Parser *P, MglStmt **v, int *n, const MglTok **end)
+/* body = "{" { stmt } "}"      (return is last, and not inside a repeat) */
+static void stmts(Parser *P, MglStmt **v, int *n, const MglTok **end, bool in_repeat)
 {
 	int cap = 0;
-	expect(P, MGL_TK_LBRACE, "'{'");
+	const MglTok *open = expect(P, MGL_TK_LBRACE, "'{'");
 	while (!at(P, MGL_TK_RBRACE)) {
 		if (at(P, MGL_TK_EOF))
-			unexpected(P, "'}'");
-		MGL_PUSH(&P->c->arena, *v, *n, cap, stmt(P));
+			unclosed(P, open);
+		if (*n && (*v)[*n - 1].kind == MGL_S_RETURN)
+			mgl_error(P->c, peek(P), "a statement after return is never run");
+		MGL_PUSH(&P->c->arena, *v, *n, cap, stmt(P, in_repeat));
 	}
 	const MglTok *close = next(P);
 	if (end)
@@ -300,7 +326,7 @@ static void block(Parser *P, MglBlock *b, bool is_model)
 			break;
 	}
 	expect(P, MGL_TK_RPAREN, "',' or ')'");
-	stmts(P, &b->body, &b->nbody, &b->end);
+	stmts(P, &b->body, &b->nbody, &b->end, false);
 }
 
 /* file = { "config" bindings | "preset" (IDENT | WORD | INT) bindings | block | model } EOF */

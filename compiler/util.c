@@ -1,5 +1,7 @@
 /* compiler/util.c — what every pass leans on: the arena, reading sources, and diagnostics.
  *
+ * (The arena itself is plan/plan.c's: the runtime shares it.)
+ *
  * Diagnostics have one format everywhere, the one people know from C compilers:
  *
  *   models/gpt2.mgl:12:9: error: unknown name 'dd'
@@ -15,62 +17,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---------------------------------------------------------------- arena */
-
-struct MglChunk { MglChunk *next; size_t size; _Alignas(16) unsigned char data[]; };
-
-void *mgl_alloc(MglArena *a, size_t n)
-{
-	n = (n + 15) & ~(size_t)15;
-	if (!a->head || a->cap - a->used < n) {
-		size_t size = n > (64u << 10) ? n : (64u << 10);
-		MglChunk *ch = malloc(sizeof *ch + size);
-		if (!ch) {
-			fprintf(stderr, "mgl: out of memory (asked for %zu bytes)\n", n);
-			exit(1);
-		}
-		ch->next = a->head;
-		ch->size = size;
-		a->head = ch;
-		a->used = 0;
-		a->cap = size;
-	}
-	void *p = a->head->data + a->used;
-	a->used += n;
-	memset(p, 0, n);
-	return p;
-}
-
-char *mgl_strndup(MglArena *a, const char *s, size_t n)
-{
-	char *d = mgl_alloc(a, n + 1);
-	memcpy(d, s, n);
-	return d;
-}
-
-char *mgl_fmt(MglArena *a, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	char *s = mgl_alloc(a, (size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	return s;
-}
-
-void mgl_arena_free(MglArena *a)
-{
-	for (MglChunk *ch = a->head, *next; ch; ch = next) {
-		next = ch->next;
-		free(ch);
-	}
-	a->head = NULL;
-	a->used = a->cap = 0;
-}
 
 /* ---------------------------------------------------------------- sources */
 
@@ -136,6 +82,8 @@ static void show_line(FILE *out, const MglTok *t)
 	const char *le = t->p;
 	while (le < end && *le != '\n')
 		le++;
+	if (le > ls && le[-1] == '\r')   /* a file with CRLF line ends */
+		le--;
 	if (le - ls > 200)   /* a very long line: show the part around the token */
 		ls = t->p - ls > 100 ? t->p - 100 : ls, le = le - t->p > 100 ? t->p + 100 : le;
 	fprintf(out, "%5d | ", t->line);
@@ -229,11 +177,15 @@ static int edit_distance(const char *a, int la, const char *b, int lb)
 const char *mgl_closest(const char *word, int wlen, const char *const *cands, int n)
 {
 	const char *best = NULL;
-	int bestd = wlen < 3 ? 1 : wlen / 3 + 1;   /* the most edits still worth suggesting */
+	/* the most edits still worth suggesting; a one-letter name resembles every other */
+	int bestd = wlen < 2 ? 0 : wlen < 5 ? 1 : wlen / 3 + 1;
 	for (int i = 0; i < n; i++) {
 		if (!cands[i])
 			continue;
-		int d = edit_distance(word, wlen, cands[i], (int)strlen(cands[i]));
+		int len = (int)strlen(cands[i]);
+		/* an abbreviation (col for column) is as good as one edit */
+		int d = wlen >= 3 && wlen < len && !strncmp(word, cands[i], (size_t)wlen) ? 1
+			: edit_distance(word, wlen, cands[i], len);
 		if (d > 0 && d <= bestd && (!best || d < bestd)) {
 			best = cands[i];
 			bestd = d;

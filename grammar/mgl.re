@@ -112,12 +112,10 @@ MglTok *mgl_lex(MglCtx *c, const MglSource *src, int *count)
 		"\n"         { newline(&L, cur); continue; }
 		"#" [^\n\x00]* { continue; }
 		"/*" {
+			MglTok open = make(&L, MGL_TK_EOF, tok, tok + 2);   /* before the line count moves */
 			for (;;) {
-				if (cur >= end) {
-					MglTok t = make(&L, MGL_TK_EOF, tok, tok + 2);
-					/* the token's line is the opening's, which is what we point at */
-					mgl_error(c, &t, "unterminated comment");
-				}
+				if (cur >= end)
+					mgl_error(c, &open, "unterminated comment");
 				if (cur[0] == '*' && cur[1] == '/') {
 					cur += 2;
 					break;

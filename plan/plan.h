@@ -1,0 +1,186 @@
+/* plan/plan.h — the plan: the contract between the compiler and the runtime.
+ *
+ * A plan is one rank-parametric program for every rank of a tp x dp job: the values
+ * (tensors with their local shapes, layouts and arena offsets), the parameters (with
+ * their global shapes and how they are split), and the steps of the forward pass, the
+ * backward pass and the optimizer, in the order they run, each with the source line of
+ * the model that produced it. The compiler builds it (compiler/), writes it as versioned
+ * text (plan.c), and the runtime reads it back and executes it without re-deriving
+ * anything. The format is documented in docs/plan.md.
+ *
+ * Names exported here start with mgl_ / Mgl / MGL_ (the plan belongs to both sides).
+ */
+#ifndef MGL_PLAN_H
+#define MGL_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define MGL_PLAN_VERSION 1
+
+/* ---------------------------------------------------------------- arena */
+
+/* Every plan (and every compilation) allocates from one arena, freed at once. */
+typedef struct MglChunk MglChunk;
+typedef struct { MglChunk *head; size_t used, cap; } MglArena;
+
+void *mgl_alloc(MglArena *a, size_t n);            /* zeroed, 16-byte aligned; exits if out of memory */
+char *mgl_strndup(MglArena *a, const char *s, size_t n);
+char *mgl_fmt(MglArena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mgl_arena_free(MglArena *a);
+
+/* A growable array in the arena: MGL_PUSH(arena, items, n, cap, value). */
+#define MGL_PUSH(A, V, N, CAP, X) do {                                          \
+	if ((N) == (CAP)) {                                                      \
+		int ncap_ = (CAP) ? 2 * (CAP) : 16;                                  \
+		void *nv_ = mgl_alloc((A), (size_t)ncap_ * sizeof *(V));            \
+		if ((N)) memcpy(nv_, (V), (size_t)(N) * sizeof *(V));                \
+		(V) = nv_; (CAP) = ncap_;                                            \
+	}                                                                        \
+	(V)[(N)++] = (X);                                                        \
+} while (0)
+
+/* A map from strings (not copied: they must outlive it) to ints, in the arena. */
+typedef struct {
+	const char **keys;
+	int *lens, *vals;
+	int n, cap;
+} MglMap;
+int mgl_map_get(const MglMap *m, const char *key, int len);          /* -1 if absent */
+void mgl_map_put(MglArena *a, MglMap *m, const char *key, int len, int val);
+
+/* ---------------------------------------------------------------- the op table */
+
+enum {
+	MGL_OPF_PARAMS = 1 << 0,       /* creates parameters, named after the value it defines */
+	MGL_OPF_SPLIT = 1 << 1,        /* takes @column / @row / @replicate */
+	MGL_OPF_ELEMENTWISE = 1 << 2,  /* output element i depends on input elements i only */
+	MGL_OPF_INTERNAL = 1 << 3,     /* made by the compiler, not callable from a model file */
+	MGL_OPF_COLLECTIVE = 1 << 4,   /* communicates over a group */
+};
+
+typedef enum {
+#define OP(id, name, pmin, pmax, kw, flags, sig, layouts) MGL_OP_##id,
+#include "../compiler/ops.def"
+#undef OP
+	MGL_OP_COUNT
+} MglOp;
+
+typedef struct {
+	const char *name;
+	int npos_min, npos_max;
+	const char *kwargs;
+	unsigned flags;
+	const char *sig;
+	const char *layouts;
+} MglOpInfo;
+
+extern const MglOpInfo mgl_ops[MGL_OP_COUNT];
+
+/* ---------------------------------------------------------------- layouts */
+
+typedef enum { MGL_F32, MGL_I32, MGL_BF16 } MglDtype;
+extern const char *const mgl_dtype_name[3];
+extern const int mgl_dtype_size[3];
+
+/* Where a value lives on the tensor-parallel group. */
+typedef enum {
+	MGL_L_R,   /* replicated: every rank holds the whole tensor */
+	MGL_L_S,   /* split along dimension `dim` (counted from the end: 1 is the last) */
+	MGL_L_P,   /* partial: the value is the sum over ranks */
+	MGL_L_M,   /* partial: the value is the maximum over ranks */
+} MglLayoutKind;
+
+typedef struct { uint8_t kind; uint8_t dim; } MglLayout;
+
+/* "R", "S1", "P", "M" */
+const char *mgl_layout_str(MglLayout l, char buf[8]);
+
+/* ---------------------------------------------------------------- the plan */
+
+enum { MGL_PLAN_MAX_RANK = 4 };
+
+typedef enum {
+	MGL_V_INPUT,    /* fed by the data loader each step */
+	MGL_V_PARAM,    /* this rank's shard of a parameter (fp32 master) */
+	MGL_V_ACT,      /* an activation or activation gradient: lives in the arena */
+	MGL_V_GRAD,     /* a parameter's gradient (fp32, persistent, reduced after backward) */
+	MGL_V_STATE,    /* optimizer state (AdamW moments) */
+	MGL_V_ROLE_COUNT
+} MglRole;
+extern const char *const mgl_role_name[MGL_V_ROLE_COUNT];
+
+typedef struct {
+	const char *name;
+	MglRole role;
+	MglDtype dtype;
+	int rank;
+	int64_t shape[MGL_PLAN_MAX_RANK];   /* this rank's shape */
+	MglLayout layout;
+	int param;             /* PARAM, GRAD, STATE: the parameter it belongs to; else -1 */
+	int64_t offset;        /* bytes from the start of its region (arena for ACT and INPUT) */
+	int64_t bytes;
+} MglValue;
+
+typedef enum { MGL_FWD, MGL_BWD, MGL_OPT } MglPhase;
+extern const char *const mgl_phase_name[3];
+
+typedef enum { MGL_GROUP_TP, MGL_GROUP_DP } MglGroup;
+
+typedef struct {
+	MglOp op;
+	MglPhase phase;
+	int *in, nin;          /* value ids */
+	int *out, nout;
+	int layer;             /* the Transformer layer it belongs to, or -1 */
+	int line, col;         /* in the model file */
+	/* attributes; meaning per op (docs/plan.md) */
+	int64_t heads;         /* ATTENTION*: heads on this rank */
+	int64_t index;         /* SELECT*: position; CE ops: ignored target; -1 none */
+	int64_t limit;         /* VOCAB_* and CE_BWD: the true vocabulary; EMBEDDING*: rows */
+	double p;              /* DROPOUT*: probability; LAYERNORM*: eps */
+	uint32_t seed;         /* DROPOUT*: which mask (forward and backward share it) */
+	bool causal;           /* ATTENTION* */
+	uint8_t group;         /* collectives: MglGroup */
+	uint8_t dim;           /* ALL_GATHER, REDUCE_SCATTER, SLICE: dimension from the end */
+	uint8_t reduce_max;    /* ALL_REDUCE of maxima */
+	int fuse;              /* the fused kernel it belongs to, or -1 */
+	uint32_t epilogue;     /* MATMUL: MGL_EPI_* folded into the GEMM */
+	const void *tok;       /* compiler only: the MglTok it came from, for messages */
+} MglStep;
+
+enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2 };
+
+typedef struct {
+	const char *name;      /* layers.3.attention.q.weight */
+	int rank;
+	int64_t shape[MGL_PLAN_MAX_RANK];   /* global, as stored in checkpoints */
+	int64_t padded;        /* rows after vocabulary padding (= shape[0] if none) */
+	int split_dim;         /* dimension from the start that is split over tp, or -1 */
+	int value, grad, m, v; /* value ids on this rank */
+	int line, col;
+} MglPlanParam;
+
+typedef struct {
+	int version;
+	const char *model, *preset, *source;
+	int tp, dp;
+	bool sp;
+	int64_t batch, seq;            /* micro-batch and sequence length it was compiled for */
+	MglDtype act_dtype;            /* storage of activations (f32 on cpu, bf16 on cuda) */
+	int64_t vocab, vocab_padded;
+	MglValue *values;
+	int nvalues, capvalues;
+	MglStep *steps;
+	int nsteps, capsteps;
+	MglPlanParam *params;
+	int nparams, capparams;
+	int64_t arena_bytes;           /* activations: the peak of the memory plan */
+	int64_t persistent_bytes[MGL_V_ROLE_COUNT];   /* per role, this rank */
+	int nlayers;
+} MglPlan;
+
+#endif
