@@ -18,9 +18,10 @@ LDLIBS  += -lm
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/elaborate.c
+COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/elaborate.c compiler/autodiff.c \
+                compiler/partition.c compiler/optimizer.c compiler/fuse.c compiler/schedule.c compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
-CLI_OBJ      := $(BUILD)/cli/main.o
+CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o
 TEST_UNITS   := $(BUILD)/tests/test_compiler
 
 .PHONY: all demo check test deps deps-test fuzz fuzz-replay clean

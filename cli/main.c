@@ -1,20 +1,12 @@
 /* cli/main.c — the `mgl` command: parses the command line and calls the compiler.
  *
- * One table of commands, each with its help text; one option parser shared by all of
+ * One table of commands, each with its help text; one table of options, shared by all of
  * them. Exit status: 0 success, 1 a bad model (or file), 2 bad usage.
  */
-#include "../compiler/mgl.h"
+#include "cli.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-	const char *file;
-	const char *preset;
-	char *set;            /* every --set joined with ',' (malloc'd) */
-	const char *dump;
-	bool help;
-} Args;
 
 typedef struct {
 	const char *name;
@@ -24,150 +16,12 @@ typedef struct {
 	const char *options;  /* the options it accepts, space-separated */
 } Command;
 
-static int usage_error(const char *cmd, const char *fmt, const char *arg)
+int usage_error(const char *cmd, const char *fmt, const char *arg)
 {
 	fprintf(stderr, "mgl: error: ");
 	fprintf(stderr, fmt, arg);
 	fprintf(stderr, "\n  hint: see 'mgl %s%s--help'\n", cmd ? cmd : "", cmd ? " " : "");
 	return 2;
-}
-
-/* ---------------------------------------------------------------- mgl check */
-
-/* "124439808" -> "124,439,808" */
-static const char *commas(int64_t v, char *buf)
-{
-	char tmp[32];
-	int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v), o = 0;
-	for (int i = 0; i < n; i++) {
-		buf[o++] = tmp[i];
-		if (tmp[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
-			buf[o++] = ',';
-	}
-	buf[o] = 0;
-	return buf;
-}
-
-/* Parameter names with the layer index replaced by '*', so a 96-layer model prints one
- * row per kind of parameter: layers.*.attention.q.weight. */
-static void pattern_of(const char *name, char *out, size_t n)
-{
-	size_t o = 0;
-	for (const char *p = name; *p && o + 2 < n;) {
-		if ((p == name || p[-1] == '.') && *p >= '0' && *p <= '9') {
-			const char *q = p;
-			while (*q >= '0' && *q <= '9')
-				q++;
-			if (*q == '.' || !*q) {
-				out[o++] = '*';
-				p = q;
-				continue;
-			}
-		}
-		out[o++] = *p++;
-	}
-	out[o] = 0;
-}
-
-/* A count, or "-" where the model has none (no attention: no heads). */
-static const char *count(int64_t v, char *buf)
-{
-	if (!v)
-		return "-";
-	snprintf(buf, 16, "%lld", (long long)v);
-	return buf;
-}
-
-static void print_summary(const MglGraph *g, const char *file)
-{
-	char buf[64], sh[160];
-	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
-	printf("  parameters  %s\n", commas(mgl_param_count(g), buf));
-	int64_t hidden = 0, heads = 0, vocab = 0;
-	for (int i = 0; i < g->nnodes; i++) {
-		const MglNode *nd = &g->nodes[i];
-		if (nd->op == MGL_OP_ATTENTION && !heads) {
-			heads = nd->heads;
-			hidden = nd->shape.d[nd->shape.rank - 1].n;
-		}
-		if (nd->op == MGL_OP_EMBEDDING && !vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
-			vocab = g->nodes[nd->in[0]].shape.d[0].n;
-	}
-	const char *rows[][2] = {{"layers", count(g->layers, buf)}, {"hidden", count(hidden, buf + 16)},
-				 {"heads", count(heads, buf + 32)}, {"vocabulary", count(vocab, buf + 48)}};
-	for (int i = 0; i < 4; i++)
-		printf("  %-11s %s\n", rows[i][0], rows[i][1]);
-	for (int i = 0; i < g->ninputs; i++) {
-		const MglNode *in = &g->nodes[g->inputs[i]];
-		printf("  %-11s %s %s%s", i ? "" : "inputs", in->name, in->dtype == MGL_I32 ? "i32" : "f32",
-		       mgl_shape_str(g, &in->shape, sh, sizeof sh));
-		const char *sep = "  (";
-		for (int j = 0; j < in->shape.rank; j++) {
-			int s = in->shape.d[j].sym;
-			if (s >= 0 && g->syms[s].max) {
-				printf("%s%s <= %lld", sep, g->syms[s].name, (long long)g->syms[s].max);
-				sep = ", ";
-			}
-		}
-		printf("%s\n", *sep == ',' ? ")" : "");
-	}
-
-	/* one row per pattern, shape and split, in order of first appearance */
-	printf("\n  %-44s %-16s %-7s %6s %14s\n", "parameter", "shape", "split", "copies", "size");
-	MglArena a = {0};
-	MglMap groups = {0};
-	int *first = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *first);
-	int *copies = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *copies);
-	const char **pats = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *pats);
-	int ngroups = 0;
-	for (int i = 0; i < g->nparams; i++) {
-		char pat[256];
-		pattern_of(g->params[i].name, pat, sizeof pat);
-		const char *key = mgl_fmt(&a, "%s|%s|%d", pat, mgl_shape_str(g, &g->params[i].shape, sh, sizeof sh),
-					  g->params[i].split);
-		int k = mgl_map_get(&groups, key, (int)strlen(key));
-		if (k < 0) {
-			k = ngroups++;
-			mgl_map_put(&a, &groups, key, (int)strlen(key), k);
-			first[k] = i;
-			pats[k] = mgl_strndup(&a, pat, strlen(pat));
-		}
-		copies[k]++;
-	}
-	for (int k = 0; k < ngroups; k++) {
-		const MglParam *p = &g->params[first[k]];
-		printf("  %-44s %-16s %-7s %6d %14s\n", pats[k], mgl_shape_str(g, &p->shape, sh, sizeof sh),
-		       mgl_split_name[p->split], copies[k], commas(mgl_shape_numel(&p->shape) * copies[k], buf));
-	}
-	mgl_arena_free(&a);
-}
-
-static int cmd_check(Args *a)
-{
-	MglCtx c = {0};
-	MglOptions opt = {.preset = a->preset};
-	jmp_buf jb;
-	c.fail = &jb;
-	volatile int status = 0;
-	if (!setjmp(jb)) {
-		if (a->set)
-			opt.overrides = mgl_source_from_string(&c, "--set", a->set, true);
-		MglSource *src = mgl_read_file(&c, a->file);
-		MglFile *f = mgl_parse(&c, src);
-		if (a->dump && !strcmp(a->dump, "ast")) {
-			mgl_dump_ast(stdout, f);
-		} else {
-			MglGraph *g = mgl_elaborate(&c, f, &opt);
-			if (a->dump)
-				mgl_dump_graph(stdout, g);
-			else
-				print_summary(g, a->file);
-		}
-	} else {
-		status = c.status ? c.status : 1;
-	}
-	mgl_arena_free(&c.arena);
-	return status;
 }
 
 /* ---------------------------------------------------------------- the command table */
@@ -188,6 +42,66 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 valid, 1 invalid model or unreadable file, 2 bad usage.\n",
 	 "--preset --set --dump"},
+	{"compile", cmd_compile, "compile a model to a plan for tp x dp ranks",
+	 "usage: mgl compile FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "                   [--dtype f32|bf16] [-o PLAN] [--dump=PASS]\n"
+	 "\n"
+	 "Partitions the model over the ranks, differentiates it, and writes the plan every rank\n"
+	 "runs: values with their layouts and arena offsets, parameters, and the forward, backward\n"
+	 "and optimizer steps with the collectives between them (docs/plan.md). Without -o the\n"
+	 "plan goes to standard output; with -o it is written to a temporary file and renamed.\n"
+	 "\n"
+	 "  --preset P        use the settings of preset P from the model file\n"
+	 "  --set K=V,...     override config values (after the preset); may be repeated\n"
+	 "  --tp N            tensor-parallel ranks (default 1)\n"
+	 "  --dp N            data-parallel ranks (default 1)\n"
+	 "  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n"
+	 "  --batch B         micro-batch size to compile for (default 8)\n"
+	 "  --seq T           sequence length (default: the model's config seq)\n"
+	 "  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+	 "  -o PLAN           where to write the plan\n"
+	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
+	 "                    partition, optimizer, fuse or schedule (the finished plan)\n",
+	 "--preset --set --dump --tp --dp --sp --batch --seq --dtype -o"},
+	{"explain", cmd_explain, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
+	 "usage: mgl explain FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "                   [--dtype f32|bf16] [--json]\n"
+	 "\n"
+	 "Compiles the model and reports, per rank: parameters (and the vocabulary padding), FLOPs\n"
+	 "per micro-batch forward and backward, collectives per Transformer layer and for the whole\n"
+	 "model by kind and phase, bytes sent per micro-batch, and memory: weights, gradients,\n"
+	 "optimizer state, activations, peak, and what one layer keeps for the backward pass.\n"
+	 "\n"
+	 "  --preset P        use the settings of preset P from the model file\n"
+	 "  --set K=V,...     override config values (after the preset); may be repeated\n"
+	 "  --tp N            tensor-parallel ranks (default 1)\n"
+	 "  --dp N            data-parallel ranks (default 1)\n"
+	 "  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n"
+	 "  --batch B         micro-batch size to compile for (default 8)\n"
+	 "  --seq T           sequence length (default: the model's config seq)\n"
+	 "  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+	 "  --json            one JSON object instead of the table\n",
+	 "--preset --set --tp --dp --sp --batch --seq --dtype --json"},
+	{"dot", cmd_dot, "draw a plan with Graphviz",
+	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--sp] [--batch B] [--seq T]\n"
+	 "               [--backward] [--layers N] [-o OUT.dot]\n"
+	 "\n"
+	 "Writes the plan as a Graphviz graph: one node per step, collectives as coloured nodes of\n"
+	 "their own, layouts and shapes on the edges, one cluster per Transformer layer. Render it\n"
+	 "with `dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan.\n"
+	 "\n"
+	 "  --preset P        use the settings of preset P from the model file\n"
+	 "  --set K=V,...     override config values (after the preset); may be repeated\n"
+	 "  --tp N            tensor-parallel ranks (default 1)\n"
+	 "  --dp N            data-parallel ranks (default 1)\n"
+	 "  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n"
+	 "  --batch B         micro-batch size to compile for (default 8)\n"
+	 "  --seq T           sequence length (default: the model's config seq)\n"
+	 "  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+	 "  --backward        draw the backward pass too (default: forward only)\n"
+	 "  --layers N        draw only the first N layers (and what is outside them)\n"
+	 "  -o OUT.dot        where to write (default: standard output)\n",
+	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -200,9 +114,26 @@ static void print_help(void)
 	printf("\n'mgl COMMAND --help' describes a command. 'mgl --version' prints the version.\n");
 }
 
-/* Options as `--name value` or `--name=value`; the one positional argument is the file. */
+/* A positive integer option value. */
+static int int_opt(const char *cmd, const char *name, const char *val, int64_t max, int64_t *out)
+{
+	char *end;
+	long long v = strtoll(val, &end, 10);
+	if (*val < '0' || *val > '9' || *end || v < 1 || v > max) {
+		fprintf(stderr, "mgl: error: %s takes a whole number from 1 to %lld, not '%s'\n", name, (long long)max, val);
+		fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
+		return 2;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Options as `--name value` or `--name=value`; flags take no value; the one positional
+ * argument is the file. */
 static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 {
+	static const char *const flags[] = {"--sp", "--json", "--backward"};
+	a->dtype = MGL_BF16;
 	for (int i = 0; i < argc; i++) {
 		char *arg = argv[i];
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -224,20 +155,47 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		name[len] = 0;
 		const char *opts = cmd->options;
 		const char *hit = strstr(opts, name);
-		if (!hit || (hit[len] != ' ' && hit[len] != 0) || (hit != opts && hit[-1] != ' '))
+		while (hit && ((hit[len] != ' ' && hit[len] != 0) || (hit != opts && hit[-1] != ' ')))
+			hit = strstr(hit + 1, name);
+		if (!hit)
 			return usage_error(cmd->name, "unknown option '%s'", name);
+		bool flag = false;
+		for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
+			flag |= !strcmp(name, flags[k]);
+		if (flag) {
+			if (eq)
+				return usage_error(cmd->name, "option '%s' takes no value", name);
+			a->sp |= !strcmp(name, "--sp");
+			a->json |= !strcmp(name, "--json");
+			a->backward |= !strcmp(name, "--backward");
+			continue;
+		}
 		const char *val = eq ? eq + 1 : NULL;
 		if (!val) {
 			if (i + 1 >= argc)
 				return usage_error(cmd->name, "option '%s' needs a value", name);
 			val = argv[++i];
 		}
+		int64_t n = 0;
+		int st = 0;
 		if (!strcmp(name, "--preset")) {
 			a->preset = val;
 		} else if (!strcmp(name, "--dump")) {
-			if (strcmp(val, "ast") && strcmp(val, "graph"))
+			if (!strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
 				return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
 			a->dump = val;
+		} else if (!strcmp(name, "-o")) {
+			a->out = val;
+		} else if (!strcmp(name, "--dtype")) {
+			if (strcmp(val, "f32") && strcmp(val, "bf16"))
+				return usage_error(cmd->name, "--dtype takes f32 or bf16, not '%s'", val);
+			a->dtype = !strcmp(val, "f32") ? MGL_F32 : MGL_BF16;
+		} else if (!strcmp(name, "--tp") || !strcmp(name, "--dp") || !strcmp(name, "--layers")) {
+			if (!(st = int_opt(cmd->name, name, val, 4096, &n)))
+				*(!strcmp(name, "--tp") ? &a->tp : !strcmp(name, "--dp") ? &a->dp : &a->layers) = (int)n;
+		} else if (!strcmp(name, "--batch") || !strcmp(name, "--seq")) {
+			if (!(st = int_opt(cmd->name, name, val, 1 << 20, &n)))
+				*(!strcmp(name, "--batch") ? &a->batch : &a->seq) = n;
 		} else if (!strcmp(name, "--set")) {
 			size_t old = a->set ? strlen(a->set) : 0;
 			char *s = realloc(a->set, old + strlen(val) + 2);
@@ -248,6 +206,8 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 			strcpy(s + old, val);
 			a->set = s;
 		}
+		if (st)
+			return st;
 	}
 	if (!a->file)
 		return usage_error(cmd->name, "no model file given%s", "");

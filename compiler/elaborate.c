@@ -78,6 +78,7 @@ typedef struct {
 	const MglTok *block_calls[MGL_MAX_DEPTH];
 	int nblocks;
 	long work;
+	int layer;                          /* iteration of the model's outermost repeat, or -1 */
 } Elab;
 
 static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target);
@@ -363,7 +364,7 @@ static int add_node(Elab *E, MglOp op, const MglTok *tok, MglDtype dt, MglShape 
 	for (int i = 0; i < shape.rank; i++)
 		if (shape.d[i].sym < 0 && (__builtin_mul_overflow(numel, shape.d[i].n, &numel) || numel > MGL_MAX_NUMEL))
 			mgl_error(E->c, tok, "this tensor is too large: its fixed dimensions hold more than 2^40 elements");
-	MglNode nd = {.op = op, .tok = tok, .dtype = dt, .shape = shape, .name = name, .param = -1};
+	MglNode nd = {.op = op, .tok = tok, .dtype = dt, .shape = shape, .name = name, .param = -1, .layer = E->layer};
 	for (int i = 0; i < MGL_MAX_IN; i++)
 		nd.in[i] = -1;
 	MGL_PUSH(E->a, g->nodes, g->nnodes, g->capnodes, nd);
@@ -1127,10 +1128,13 @@ static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *bod
 			const char *base = s->value->kind == MGL_N_NAME ? tokstr(E, s->value->name) : "repeat";
 			const char *outer = fr->prefix;
 			const char *group = path_of(E, fr, NULL, base);
-			if (top && fr->prefix[0] == 0 && E->g->layers == 0)
+			bool layers = top && fr->prefix[0] == 0 && E->g->layers == 0 && b == E->f->model;
+			if (layers)
 				E->g->layers = cnt.i;
 			for (int64_t it = 0; it < cnt.i; it++) {
 				count_work(E, s->tok);
+				if (layers)
+					E->layer = (int)it;
 				fr->prefix = mgl_fmt(E->a, "%s.%lld.", group, (long long)it);
 				if (++E->nblocks > MGL_MAX_DEPTH)
 					mgl_error(E->c, s->tok, "repeats are nested too deeply (more than %d)", MGL_MAX_DEPTH);
@@ -1141,6 +1145,8 @@ static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *bod
 				E->nblocks--;
 			}
 			fr->prefix = outer;
+			if (layers)
+				E->layer = -1;
 			break;
 		}
 		case MGL_S_RETURN:
@@ -1246,7 +1252,7 @@ static void setup_inputs(Elab *E, Frame *fr)
 
 MglGraph *mgl_elaborate(MglCtx *c, const MglFile *f, const MglOptions *opt)
 {
-	Elab E = {.c = c, .a = &c->arena, .f = f};
+	Elab E = {.c = c, .a = &c->arena, .f = f, .layer = -1};
 	E.g = mgl_alloc(&c->arena, sizeof *E.g);
 	E.g->model = tokstr(&E, f->model->name);
 	setup_names(&E);

@@ -261,6 +261,50 @@ typedef struct {
 MglGraph *mgl_compile_file(MglCtx *c, const char *path, const MglOptions *opt);
 MglGraph *mgl_elaborate(MglCtx *c, const MglFile *f, const MglOptions *opt);
 
+/* ---------------------------------------------------------------- the plan's passes */
+
+typedef struct {
+	int tp, dp;             /* tensor- and data-parallel group sizes */
+	bool sp;                /* sequence parallelism */
+	int64_t batch, seq;     /* the micro-batch and sequence length to compile for */
+	MglDtype act_dtype;     /* storage of activations: MGL_F32 (cpu) or MGL_BF16 (cuda) */
+} MglTarget;
+
+/* autodiff.c: lowering and the backward pass; global shapes, no layouts */
+MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t);
+int mgl_new_value(MglArena *a, MglPlan *p, const char *name, MglRole role, MglDtype dt, int rank,
+		  const int64_t *shape);
+int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, int nin, const int *out,
+	     int nout, const void *tok, int layer);
+/* partition.c: layouts, collectives, local shapes */
+void mgl_partition(MglCtx *c, MglPlan *p);
+/* optimizer.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW */
+void mgl_optimizer(MglCtx *c, MglPlan *p);
+/* fuse.c: elementwise chains and GEMM epilogues */
+void mgl_fuse(MglPlan *p);
+/* schedule.c: liveness and arena offsets */
+void mgl_schedule(MglPlan *p);
+/* explain.c: what a plan costs per rank */
+enum { MGL_AR, MGL_AG, MGL_RS, MGL_NKINDS };
+typedef struct {
+	int64_t params_total;           /* the model's true parameter count */
+	int64_t params_per_rank;        /* elements of this rank's shards (vocabulary padded) */
+	double flops_fwd, flops_bwd;    /* per micro-batch, this rank */
+	int total[3][MGL_NKINDS];       /* tp collectives by phase and kind, whole model */
+	int (*per_layer)[2][MGL_NKINDS];/* [layer][fwd, bwd][kind] */
+	int dp_buckets;                 /* dp gradient all-reduces */
+	int64_t comm_bytes;             /* sent by this rank per micro-batch (ring algorithms) */
+	int64_t *act_per_layer;         /* bytes each layer keeps for the backward pass */
+	int64_t mem_weights, mem_grads, mem_optimizer, mem_activations, mem_peak;
+} MglExplain;
+void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e);
+
+/* dot.c: Graphviz; layers <= 0 draws all of them */
+void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
+
+/* all of the above, from a graph */
+MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);
+
 int64_t mgl_shape_numel(const MglShape *s);            /* constant shapes only */
 int64_t mgl_param_count(const MglGraph *g);
 /* "[batch, seq, 768]" into buf */

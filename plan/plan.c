@@ -136,3 +136,410 @@ void mgl_map_put(MglArena *a, MglMap *m, const char *k, int len, int v)
 	m->vals[i] = v;
 }
 
+
+/* ---------------------------------------------------------------- writing */
+
+static void write_dims(FILE *f, int rank, const int64_t *d)
+{
+	fputc('[', f);
+	for (int i = 0; i < rank; i++)
+		fprintf(f, "%s%lld", i ? "," : "", (long long)d[i]);
+	fputc(']', f);
+}
+
+static void write_ids(FILE *f, const int *v, int n)
+{
+	if (!n)
+		fputc('-', f);
+	for (int i = 0; i < n; i++)
+		fprintf(f, "%s%d", i ? "," : "", v[i]);
+}
+
+void mgl_plan_write(FILE *f, const MglPlan *p)
+{
+	char buf[8];
+	fprintf(f, "mgl-plan %d\n", p->version);
+	fprintf(f, "model %s\npreset %s\nsource %s\n", p->model, p->preset ? p->preset : "-", p->source ? p->source : "-");
+	fprintf(f, "tp %d\ndp %d\nsp %d\nbatch %lld\nseq %lld\nact %s\n", p->tp, p->dp, p->sp, (long long)p->batch,
+		(long long)p->seq, mgl_dtype_name[p->act_dtype]);
+	fprintf(f, "vocab %lld %lld\nlayers %d\narena %lld\n", (long long)p->vocab, (long long)p->vocab_padded,
+		p->nlayers, (long long)p->arena_bytes);
+	fprintf(f, "values %d\n", p->nvalues);
+	for (int i = 0; i < p->nvalues; i++) {
+		const MglValue *v = &p->values[i];
+		fprintf(f, "v %d %s %s %s ", i, mgl_role_name[v->role], v->name, mgl_dtype_name[v->dtype]);
+		write_dims(f, v->rank, v->shape);
+		fprintf(f, " %s %lld %lld %d\n", mgl_layout_str(v->layout, buf), (long long)v->offset,
+			(long long)v->bytes, v->param);
+	}
+	fprintf(f, "params %d\n", p->nparams);
+	for (int i = 0; i < p->nparams; i++) {
+		const MglPlanParam *q = &p->params[i];
+		fprintf(f, "p %d %s ", i, q->name);
+		write_dims(f, q->rank, q->shape);
+		fprintf(f, " %lld %d %d %d %d %d %d:%d\n", (long long)q->padded, q->split_dim, q->value, q->grad, q->m,
+			q->v, q->line, q->col);
+	}
+	fprintf(f, "steps %d\n", p->nsteps);
+	for (int i = 0; i < p->nsteps; i++) {
+		const MglStep *s = &p->steps[i];
+		fprintf(f, "s %d %s %s ", i, mgl_phase_name[s->phase], mgl_ops[s->op].name);
+		write_ids(f, s->in, s->nin);
+		fputc(' ', f);
+		write_ids(f, s->out, s->nout);
+		fprintf(f, " %d %d:%d heads=%lld index=%lld limit=%lld p=%.17g seed=%u causal=%d group=%d dim=%d max=%d "
+			"fuse=%d epi=%u\n", s->layer, s->line, s->col, (long long)s->heads, (long long)s->index,
+			(long long)s->limit, s->p, s->seed, s->causal, s->group, s->dim, s->reduce_max, s->fuse, s->epilogue);
+	}
+	fprintf(f, "end\n");
+}
+
+/* ---------------------------------------------------------------- reading */
+
+#include <setjmp.h>
+
+typedef struct {
+	const char *p, *end, *name;
+	int line;
+	char *err;
+	size_t errlen;
+	jmp_buf jb;
+	MglArena *a;
+} Reader;
+
+static _Noreturn void bad(Reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static _Noreturn void bad(Reader *r, const char *fmt, ...)
+{
+	int n = snprintf(r->err, r->errlen, "%s:%d: ", r->name, r->line);
+	va_list ap;
+	va_start(ap, fmt);
+	if (n >= 0 && (size_t)n < r->errlen)
+		vsnprintf(r->err + n, r->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	longjmp(r->jb, 1);
+}
+
+/* A token: up to the next space or end of line, never empty. */
+static const char *tok(Reader *r, int *len)
+{
+	const char *s = r->p;
+	while (r->p < r->end && *r->p != ' ' && *r->p != '\n')
+		r->p++;
+	*len = (int)(r->p - s);
+	if (!*len)
+		bad(r, r->p >= r->end ? "the plan ends early (truncated?)" : "a field is missing");
+	return s;
+}
+
+static void space(Reader *r)
+{
+	if (r->p >= r->end || *r->p != ' ')
+		bad(r, r->p >= r->end ? "the plan ends early (truncated?)" : "expected a space");
+	r->p++;
+}
+
+static void eol(Reader *r)
+{
+	if (r->p >= r->end)
+		bad(r, "the plan ends early (truncated?)");
+	if (*r->p != '\n')
+		bad(r, "unexpected text at the end of the line");
+	r->p++;
+	r->line++;
+}
+
+static void word(Reader *r, const char *w)
+{
+	int n;
+	const char *s = tok(r, &n);
+	if ((size_t)n != strlen(w) || memcmp(s, w, (size_t)n))
+		bad(r, "expected '%s', found '%.*s'", w, n > 40 ? 40 : n, s);
+}
+
+static char *str(Reader *r)
+{
+	int n;
+	const char *s = tok(r, &n);
+	return mgl_strndup(r->a, s, (size_t)n);
+}
+
+static int64_t num(Reader *r, int64_t lo, int64_t hi)
+{
+	int n;
+	const char *s = tok(r, &n);
+	int64_t v = 0;
+	int i = s[0] == '-';
+	if (i == n)
+		bad(r, "expected a number");
+	for (; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9' || __builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, s[i] - '0', &v))
+			bad(r, "'%.*s' is not a number", n > 40 ? 40 : n, s);
+	}
+	v = s[0] == '-' ? -v : v;
+	if (v < lo || v > hi)
+		bad(r, "%lld is out of range [%lld, %lld]", (long long)v, (long long)lo, (long long)hi);
+	return v;
+}
+
+/* "key=number" */
+static int64_t attr(Reader *r, const char *key, int64_t lo, int64_t hi)
+{
+	size_t k = strlen(key);
+	if ((size_t)(r->end - r->p) <= k || memcmp(r->p, key, k) || r->p[k] != '=')
+		bad(r, "expected '%s='", key);
+	r->p += k + 1;
+	return num(r, lo, hi);
+}
+
+static int lookup(Reader *r, const char *const *names, int n, const char *what)
+{
+	int len;
+	const char *s = tok(r, &len);
+	for (int i = 0; i < n; i++)
+		if ((size_t)len == strlen(names[i]) && !memcmp(names[i], s, (size_t)len))
+			return i;
+	bad(r, "unknown %s '%.*s'", what, len > 40 ? 40 : len, s);
+}
+
+static int dims(Reader *r, int64_t *d)
+{
+	if (r->p >= r->end || *r->p++ != '[')
+		bad(r, "expected '['");
+	int rank = 0;
+	while (r->p < r->end && *r->p != ']') {
+		if (rank == MGL_PLAN_MAX_RANK)
+			bad(r, "more than %d dimensions", MGL_PLAN_MAX_RANK);
+		const char *s = r->p;
+		while (r->p < r->end && *r->p != ',' && *r->p != ']')
+			r->p++;
+		int64_t v = 0;
+		if (r->p == s)
+			bad(r, "an empty dimension");
+		for (const char *q = s; q < r->p; q++)
+			if (*q < '0' || *q > '9' || __builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *q - '0', &v) ||
+			    v > ((int64_t)1 << 40))
+				bad(r, "a bad dimension");
+		d[rank++] = v;
+		if (r->p < r->end && *r->p == ',')
+			r->p++;
+	}
+	if (r->p >= r->end)
+		bad(r, "the plan ends early (truncated?)");
+	r->p++;
+	return rank;
+}
+
+static int *ids(Reader *r, int *n, int nvalues)
+{
+	int len;
+	const char *s = tok(r, &len);
+	*n = 0;
+	if (len == 1 && *s == '-')
+		return mgl_alloc(r->a, sizeof(int));
+	int cnt = 1;
+	for (int i = 0; i < len; i++)
+		cnt += s[i] == ',';
+	int *v = mgl_alloc(r->a, (size_t)cnt * sizeof *v);
+	const char *q = s, *e = s + len;
+	while (q < e) {
+		int64_t x = 0;
+		const char *b = q;
+		while (q < e && *q >= '0' && *q <= '9') {
+			x = x * 10 + (*q++ - '0');
+			if (x >= nvalues)
+				bad(r, "value %%%lld does not exist (the plan has %d)", (long long)x, nvalues);
+		}
+		if (q == b || (q < e && *q != ','))
+			bad(r, "a bad list of values");
+		v[(*n)++] = (int)x;
+		if (q < e)
+			q++;
+	}
+	return v;
+}
+
+static MglLayout layout(Reader *r)
+{
+	int n;
+	const char *s = tok(r, &n);
+	if (n == 1 && (*s == 'R' || *s == 'P' || *s == 'M'))
+		return (MglLayout){(uint8_t)(*s == 'R' ? MGL_L_R : *s == 'P' ? MGL_L_P : MGL_L_M), 0};
+	if (n == 2 && s[0] == 'S' && s[1] >= '1' && s[1] <= '4')
+		return (MglLayout){MGL_L_S, (uint8_t)(s[1] - '0')};
+	bad(r, "unknown layout '%.*s'", n > 8 ? 8 : n, s);
+}
+
+MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *name, char *err, size_t errlen)
+{
+	Reader r = {.p = text, .end = text + len, .name = name, .line = 1, .err = err, .errlen = errlen, .a = a};
+	if (setjmp(r.jb))
+		return NULL;
+	MglPlan *p = mgl_alloc(a, sizeof *p);
+	const char *opnames[MGL_OP_COUNT];
+	for (int i = 0; i < MGL_OP_COUNT; i++)
+		opnames[i] = mgl_ops[i].name;
+	/* no count can exceed the bytes it takes to write it */
+	int64_t most = (int64_t)(len / 8 + 1) < INT32_MAX ? (int64_t)(len / 8 + 1) : INT32_MAX;
+
+	word(&r, "mgl-plan");
+	space(&r);
+	p->version = (int)num(&r, 0, INT32_MAX);
+	if (p->version != MGL_PLAN_VERSION)
+		bad(&r, "this plan is version %d; this mgl reads version %d (compile it again with this mgl)",
+		    p->version, MGL_PLAN_VERSION);
+	eol(&r);
+	word(&r, "model"), space(&r), p->model = str(&r), eol(&r);
+	word(&r, "preset"), space(&r), p->preset = str(&r), eol(&r);
+	if (!strcmp(p->preset, "-"))
+		p->preset = NULL;
+	word(&r, "source"), space(&r), p->source = str(&r), eol(&r);
+	word(&r, "tp"), space(&r), p->tp = (int)num(&r, 1, 4096), eol(&r);
+	word(&r, "dp"), space(&r), p->dp = (int)num(&r, 1, 1 << 20), eol(&r);
+	word(&r, "sp"), space(&r), p->sp = num(&r, 0, 1), eol(&r);
+	word(&r, "batch"), space(&r), p->batch = num(&r, 1, 1 << 30), eol(&r);
+	word(&r, "seq"), space(&r), p->seq = num(&r, 1, 1 << 30), eol(&r);
+	word(&r, "act"), space(&r), p->act_dtype = (MglDtype)lookup(&r, mgl_dtype_name, 3, "dtype"), eol(&r);
+	word(&r, "vocab"), space(&r), p->vocab = num(&r, 0, (int64_t)1 << 40), space(&r);
+	p->vocab_padded = num(&r, 0, (int64_t)1 << 40), eol(&r);
+	word(&r, "layers"), space(&r), p->nlayers = (int)num(&r, 0, 1 << 20), eol(&r);
+	word(&r, "arena"), space(&r), p->arena_bytes = num(&r, 0, (int64_t)1 << 50), eol(&r);
+
+	word(&r, "values"), space(&r), p->nvalues = p->capvalues = (int)num(&r, 0, most), eol(&r);
+	p->values = mgl_alloc(a, (size_t)(p->nvalues + 1) * sizeof *p->values);
+	for (int i = 0; i < p->nvalues; i++) {
+		MglValue *v = &p->values[i];
+		word(&r, "v"), space(&r);
+		if (num(&r, i, i) != i)
+			bad(&r, "values out of order");
+		space(&r), v->role = (MglRole)lookup(&r, mgl_role_name, MGL_V_ROLE_COUNT, "role");
+		space(&r), v->name = str(&r);
+		space(&r), v->dtype = (MglDtype)lookup(&r, mgl_dtype_name, 3, "dtype");
+		space(&r), v->rank = dims(&r, v->shape);
+		space(&r), v->layout = layout(&r);
+		space(&r), v->offset = num(&r, 0, (int64_t)1 << 50);
+		space(&r), v->bytes = num(&r, 0, (int64_t)1 << 50);
+		space(&r), v->param = (int)num(&r, -1, INT32_MAX);
+		eol(&r);
+		int64_t need = mgl_dtype_size[v->dtype];
+		for (int k = 0; k < v->rank; k++)
+			if (__builtin_mul_overflow(need, v->shape[k], &need))
+				bad(&r, "value %%%d is too large", i);
+		if (v->bytes < need)
+			bad(&r, "value %%%d needs %lld bytes but is given %lld", i, (long long)need, (long long)v->bytes);
+		if ((v->role == MGL_V_ACT || v->role == MGL_V_INPUT) && v->offset + v->bytes > p->arena_bytes)
+			bad(&r, "value %%%d lies outside the arena", i);
+	}
+	word(&r, "params"), space(&r), p->nparams = p->capparams = (int)num(&r, 0, most), eol(&r);
+	p->params = mgl_alloc(a, (size_t)(p->nparams + 1) * sizeof *p->params);
+	for (int i = 0; i < p->nparams; i++) {
+		MglPlanParam *q = &p->params[i];
+		word(&r, "p"), space(&r);
+		if (num(&r, i, i) != i)
+			bad(&r, "parameters out of order");
+		space(&r), q->name = str(&r);
+		space(&r), q->rank = dims(&r, q->shape);
+		space(&r), q->padded = num(&r, 0, (int64_t)1 << 40);
+		space(&r), q->split_dim = (int)num(&r, -1, q->rank - 1);
+		int *f[4] = {&q->value, &q->grad, &q->m, &q->v};
+		for (int k = 0; k < 4; k++) {
+			space(&r);
+			*f[k] = (int)num(&r, 0, p->nvalues - 1);
+			if (p->values[*f[k]].param != i)
+				bad(&r, "value %%%d does not belong to parameter %d", *f[k], i);
+		}
+		space(&r);
+		int n;
+		const char *s = tok(&r, &n);
+		if (sscanf(s, "%d:%d", &q->line, &q->col) != 2)
+			bad(&r, "expected LINE:COL");
+		eol(&r);
+	}
+	for (int i = 0; i < p->nvalues; i++)
+		if (p->values[i].param >= p->nparams)
+			bad(&r, "value %%%d names parameter %d, which does not exist", i, p->values[i].param);
+	word(&r, "steps"), space(&r), p->nsteps = p->capsteps = (int)num(&r, 0, most), eol(&r);
+	p->steps = mgl_alloc(a, (size_t)(p->nsteps + 1) * sizeof *p->steps);
+	for (int i = 0; i < p->nsteps; i++) {
+		MglStep *s = &p->steps[i];
+		word(&r, "s"), space(&r);
+		if (num(&r, i, i) != i)
+			bad(&r, "steps out of order");
+		space(&r), s->phase = (MglPhase)lookup(&r, mgl_phase_name, 3, "phase");
+		space(&r), s->op = (MglOp)lookup(&r, opnames, MGL_OP_COUNT, "op");
+		space(&r), s->in = ids(&r, &s->nin, p->nvalues);
+		space(&r), s->out = ids(&r, &s->nout, p->nvalues);
+		space(&r), s->layer = (int)num(&r, -1, p->nlayers - 1);
+		space(&r);
+		int n;
+		const char *at = tok(&r, &n);
+		if (sscanf(at, "%d:%d", &s->line, &s->col) != 2)
+			bad(&r, "expected LINE:COL");
+		space(&r), s->heads = attr(&r, "heads", 0, 1 << 20);
+		space(&r), s->index = attr(&r, "index", -((int64_t)1 << 40), (int64_t)1 << 40);
+		space(&r), s->limit = attr(&r, "limit", 0, (int64_t)1 << 40);
+		space(&r);
+		if ((size_t)(r.end - r.p) < 2 || memcmp(r.p, "p=", 2))
+			bad(&r, "expected 'p='");
+		r.p += 2;
+		const char *ps = tok(&r, &n);
+		char pbuf[64];
+		if (n >= (int)sizeof pbuf)
+			bad(&r, "a bad number");
+		memcpy(pbuf, ps, (size_t)n);
+		pbuf[n] = 0;
+		char *e;
+		s->p = strtod(pbuf, &e);
+		if (*e || s->p < 0 || s->p >= 1)
+			bad(&r, "p must be a number in [0, 1)");
+		space(&r), s->seed = (uint32_t)attr(&r, "seed", 0, UINT32_MAX);
+		space(&r), s->causal = attr(&r, "causal", 0, 1);
+		space(&r), s->group = (uint8_t)attr(&r, "group", 0, 1);
+		space(&r), s->dim = (uint8_t)attr(&r, "dim", 0, MGL_PLAN_MAX_RANK);
+		space(&r), s->reduce_max = (uint8_t)attr(&r, "max", 0, 1);
+		space(&r), s->fuse = (int)attr(&r, "fuse", -1, i);
+		space(&r), s->epilogue = (uint32_t)attr(&r, "epi", 0, MGL_EPI_BIAS | MGL_EPI_GELU);
+		eol(&r);
+	}
+	word(&r, "end");
+	eol(&r);
+	if (r.p != r.end)
+		bad(&r, "text after 'end'");
+	return p;
+}
+
+char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+		return NULL;
+	}
+	size_t cap = 1 << 16, n = 0;
+	char *buf = malloc(cap + 1);
+	for (;;) {
+		if (!buf) {
+			fclose(f);
+			snprintf(err, errlen, "out of memory reading '%s'", path);
+			return NULL;
+		}
+		n += fread(buf + n, 1, cap - n, f);
+		if (n < cap || cap >= ((size_t)1 << 30))
+			break;
+		char *nb = realloc(buf, 2 * cap + 1);
+		if (!nb)
+			free(buf);
+		buf = nb;
+		cap *= 2;
+	}
+	bool failed = ferror(f) != 0, more = !feof(f);
+	fclose(f);
+	if (failed || more) {
+		free(buf);
+		snprintf(err, errlen, failed ? "cannot read '%s': %s" : "'%s' is larger than 1 GiB%s", path,
+			 failed ? strerror(errno) : "");
+		return NULL;
+	}
+	buf[n] = 0;
+	*len = n;
+	return buf;
+}

@@ -183,4 +183,12 @@ typedef struct {
 	int nlayers;
 } MglPlan;
 
+/* A whole file (at most 1 GiB), NUL-terminated, malloc'd; NULL with a message in err. */
+char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen);
+
+/* The plan as text (docs/plan.md). */
+void mgl_plan_write(FILE *f, const MglPlan *p);
+/* Reads a plan; NULL with a message in err (file:line: what is wrong) if it is not one. */
+MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *name, char *err, size_t errlen);
+
 #endif

@@ -1,0 +1,413 @@
+/* cli/compile.c — the commands that run the compiler: check, compile, explain, dot.
+ *
+ * Each loads the model the same way (read, parse, elaborate with --preset and --set),
+ * then goes as far down the pipeline as it needs; all of a command's allocations live
+ * in one MglCtx arena, freed when it returns.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+/* "124439808" -> "124,439,808" */
+static const char *commas(int64_t v, char *buf)
+{
+	char tmp[32];
+	int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v), o = 0;
+	for (int i = 0; i < n; i++) {
+		buf[o++] = tmp[i];
+		if (tmp[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
+			buf[o++] = ',';
+	}
+	buf[o] = 0;
+	return buf;
+}
+
+/* Parameter names with the layer index replaced by '*', so a 96-layer model prints one
+ * row per kind of parameter: layers.*.attention.q.weight. */
+static void pattern_of(const char *name, char *out, size_t n)
+{
+	size_t o = 0;
+	for (const char *p = name; *p && o + 2 < n;) {
+		if ((p == name || p[-1] == '.') && *p >= '0' && *p <= '9') {
+			const char *q = p;
+			while (*q >= '0' && *q <= '9')
+				q++;
+			if (*q == '.' || !*q) {
+				out[o++] = '*';
+				p = q;
+				continue;
+			}
+		}
+		out[o++] = *p++;
+	}
+	out[o] = 0;
+}
+
+/* A count, or "-" where the model has none (no attention: no heads). */
+static const char *count(int64_t v, char *buf)
+{
+	if (!v)
+		return "-";
+	snprintf(buf, 16, "%lld", (long long)v);
+	return buf;
+}
+
+static void print_summary(const MglGraph *g, const char *file)
+{
+	char buf[64], sh[160];
+	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
+	printf("  parameters  %s\n", commas(mgl_param_count(g), buf));
+	int64_t hidden = 0, heads = 0, vocab = 0;
+	for (int i = 0; i < g->nnodes; i++) {
+		const MglNode *nd = &g->nodes[i];
+		if (nd->op == MGL_OP_ATTENTION && !heads) {
+			heads = nd->heads;
+			hidden = nd->shape.d[nd->shape.rank - 1].n;
+		}
+		if (nd->op == MGL_OP_EMBEDDING && !vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
+			vocab = g->nodes[nd->in[0]].shape.d[0].n;
+	}
+	const char *rows[][2] = {{"layers", count(g->layers, buf)}, {"hidden", count(hidden, buf + 16)},
+				 {"heads", count(heads, buf + 32)}, {"vocabulary", count(vocab, buf + 48)}};
+	for (int i = 0; i < 4; i++)
+		printf("  %-11s %s\n", rows[i][0], rows[i][1]);
+	for (int i = 0; i < g->ninputs; i++) {
+		const MglNode *in = &g->nodes[g->inputs[i]];
+		printf("  %-11s %s %s%s", i ? "" : "inputs", in->name, in->dtype == MGL_I32 ? "i32" : "f32",
+		       mgl_shape_str(g, &in->shape, sh, sizeof sh));
+		const char *sep = "  (";
+		for (int j = 0; j < in->shape.rank; j++) {
+			int s = in->shape.d[j].sym;
+			if (s >= 0 && g->syms[s].max) {
+				printf("%s%s <= %lld", sep, g->syms[s].name, (long long)g->syms[s].max);
+				sep = ", ";
+			}
+		}
+		printf("%s\n", *sep == ',' ? ")" : "");
+	}
+
+	/* one row per pattern, shape and split, in order of first appearance */
+	printf("\n  %-44s %-16s %-7s %6s %14s\n", "parameter", "shape", "split", "copies", "size");
+	MglArena a = {0};
+	MglMap groups = {0};
+	int *first = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *first);
+	int *copies = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *copies);
+	const char **pats = mgl_alloc(&a, (size_t)(g->nparams + 1) * sizeof *pats);
+	int ngroups = 0;
+	for (int i = 0; i < g->nparams; i++) {
+		char pat[256];
+		pattern_of(g->params[i].name, pat, sizeof pat);
+		const char *key = mgl_fmt(&a, "%s|%s|%d", pat, mgl_shape_str(g, &g->params[i].shape, sh, sizeof sh),
+					  g->params[i].split);
+		int k = mgl_map_get(&groups, key, (int)strlen(key));
+		if (k < 0) {
+			k = ngroups++;
+			mgl_map_put(&a, &groups, key, (int)strlen(key), k);
+			first[k] = i;
+			pats[k] = mgl_strndup(&a, pat, strlen(pat));
+		}
+		copies[k]++;
+	}
+	for (int k = 0; k < ngroups; k++) {
+		const MglParam *p = &g->params[first[k]];
+		printf("  %-44s %-16s %-7s %6d %14s\n", pats[k], mgl_shape_str(g, &p->shape, sh, sizeof sh),
+		       mgl_split_name[p->split], copies[k], commas(mgl_shape_numel(&p->shape) * copies[k], buf));
+	}
+	mgl_arena_free(&a);
+}
+
+
+/* ---------------------------------------------------------------- loading */
+
+/* The model, elaborated; NULL after an error was printed (c->status says which kind). */
+static MglGraph *load(MglCtx *c, Args *a, MglFile **file)
+{
+	MglOptions opt = {.preset = a->preset};
+	if (a->set)
+		opt.overrides = mgl_source_from_string(c, "--set", a->set, true);
+	MglSource *src = mgl_read_file(c, a->file);
+	MglFile *f = mgl_parse(c, src);
+	if (file)
+		*file = f;
+	if (a->dump && !strcmp(a->dump, "ast"))
+		return NULL;
+	return mgl_elaborate(c, f, &opt);
+}
+
+/* The target of a compilation: --tp, --dp, --sp, --batch (default 8), --seq (default the
+ * model's longest), --dtype (default bf16, what the GPU runs). */
+static MglTarget target_of(const Args *a, const MglGraph *g)
+{
+	MglTarget t = {.tp = a->tp ? a->tp : 1, .dp = a->dp ? a->dp : 1, .sp = a->sp, .batch = a->batch ? a->batch : 8,
+		       .seq = a->seq, .act_dtype = a->dtype};
+	for (int i = 0; !t.seq && i < g->nsyms; i++)
+		if (!strcmp(g->syms[i].name, "seq"))
+			t.seq = g->syms[i].max;
+	if (!t.seq)
+		t.seq = 1024;
+	return t;
+}
+
+typedef int Body(MglCtx *c, Args *a, MglGraph *g, MglFile *f);
+
+/* Runs body on the loaded model inside one error scope. */
+static int with_model(Args *a, Body *body)
+{
+	MglCtx c = {0};
+	jmp_buf jb;
+	c.fail = &jb;
+	volatile int status = 0;
+	if (!setjmp(jb)) {
+		MglFile *f = NULL;
+		MglGraph *g = load(&c, a, &f);
+		status = body(&c, a, g, f);
+	} else {
+		status = c.status ? c.status : 1;
+	}
+	mgl_arena_free(&c.arena);
+	return status;
+}
+
+/* ---------------------------------------------------------------- mgl check */
+
+static int check_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
+{
+	(void)c;
+	if (!g)
+		mgl_dump_ast(stdout, f);
+	else if (a->dump)
+		mgl_dump_graph(stdout, g);
+	else
+		print_summary(g, a->file);
+	return 0;
+}
+
+int cmd_check(Args *a) { return with_model(a, check_body); }
+
+/* ---------------------------------------------------------------- mgl compile */
+
+/* The passes after elaboration, in order, each with the name --dump knows it by. */
+static const char *const pass_names[] = {"autodiff", "partition", "optimizer", "fuse", "schedule"};
+enum { NPASSES = sizeof pass_names / sizeof pass_names[0] };
+
+static MglPlan *build(MglCtx *c, const Args *a, const MglGraph *g, const char *stop_after)
+{
+	MglTarget t = target_of(a, g);
+	MglPlan *p = mgl_lower(c, g, &t);
+	p->source = a->file;
+	if (stop_after && !strcmp(stop_after, "autodiff"))
+		return p;
+	mgl_partition(c, p);
+	if (stop_after && !strcmp(stop_after, "partition"))
+		return p;
+	mgl_optimizer(c, p);
+	if (stop_after && !strcmp(stop_after, "optimizer"))
+		return p;
+	mgl_fuse(p);
+	if (stop_after && !strcmp(stop_after, "fuse"))
+		return p;
+	mgl_schedule(p);
+	return p;
+}
+
+/* Writes the plan to path through a temporary file and a rename: never half a plan. */
+static int write_plan(MglCtx *c, const MglPlan *p, const char *path)
+{
+	if (!path) {
+		mgl_plan_write(stdout, p);
+		return 0;
+	}
+	char *tmp = mgl_fmt(&c->arena, "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f) {
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", tmp, strerror(errno));
+		return 1;
+	}
+	mgl_plan_write(f, p);
+	bool bad = ferror(f) != 0;
+	bad |= fclose(f) != 0;
+	if (bad || rename(tmp, path)) {
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
+		remove(tmp);
+		return 1;
+	}
+	return 0;
+}
+
+static int compile_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
+{
+	if (!g || !strcmp(a->dump ? a->dump : "", "graph"))
+		return check_body(c, a, g, f);
+	MglPlan *p = build(c, a, g, a->dump);
+	if (a->dump) {
+		mgl_plan_write(stdout, p);
+		return 0;
+	}
+	return write_plan(c, p, a->out);
+}
+
+int cmd_compile(Args *a)
+{
+	if (a->dump && strcmp(a->dump, "ast") && strcmp(a->dump, "graph")) {
+		bool known = false;
+		for (int i = 0; i < NPASSES; i++)
+			known |= !strcmp(a->dump, pass_names[i]);
+		if (!known)
+			return usage_error("compile", "--dump takes ast, graph, autodiff, partition, optimizer, fuse or schedule, not '%s'",
+					   a->dump);
+	}
+	return with_model(a, compile_body);
+}
+
+/* ---------------------------------------------------------------- mgl explain */
+
+static const char *const kind_json[MGL_NKINDS] = {"all_reduce", "all_gather", "reduce_scatter"};
+
+static void json_kinds(const int *k)
+{
+	printf("{");
+	for (int i = 0; i < MGL_NKINDS; i++)
+		printf("%s\"%s\": %d", i ? ", " : "", kind_json[i], k[i]);
+	printf("}");
+}
+
+static bool uniform(const MglExplain *e, int layers)
+{
+	for (int l = 1; l < layers; l++)
+		if (memcmp(e->per_layer[l], e->per_layer[0], sizeof e->per_layer[0]))
+			return false;
+	return true;
+}
+
+static void human(int64_t b, char *buf)
+{
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double x = (double)b;
+	int i = 0;
+	while (x >= 1024 && i < 4)
+		x /= 1024, i++;
+	snprintf(buf, 32, i ? "%.2f %s" : "%.0f %s", x, u[i]);
+}
+
+static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
+{
+	(void)f;
+	MglPlan *p = build(c, a, g, NULL);
+	MglExplain e;
+	mgl_explain(&c->arena, p, &e);
+	int L = p->nlayers;
+	static const int none[MGL_NKINDS];
+	const int(*layer0)[MGL_NKINDS] = L ? e.per_layer[0] : (const int(*)[MGL_NKINDS]) & none;
+	if (a->json) {
+		printf("{\"model\": \"%s\", \"preset\": %s%s%s, \"tp\": %d, \"dp\": %d, \"sp\": %s, \"batch\": %lld, "
+		       "\"seq\": %lld, \"dtype\": \"%s\", \"layers\": %d,\n", p->model, p->preset ? "\"" : "",
+		       p->preset ? p->preset : "null", p->preset ? "\"" : "", p->tp, p->dp, p->sp ? "true" : "false",
+		       (long long)p->batch, (long long)p->seq, mgl_dtype_name[p->act_dtype], L);
+		printf(" \"params_total\": %lld, \"params_per_rank\": %lld, \"vocab\": %lld, \"vocab_padded\": %lld,\n",
+		       (long long)e.params_total, (long long)e.params_per_rank, (long long)p->vocab, (long long)p->vocab_padded);
+		printf(" \"flops_per_step\": {\"forward\": %.0f, \"backward\": %.0f, \"total\": %.0f},\n", e.flops_fwd,
+		       e.flops_bwd, e.flops_fwd + e.flops_bwd);
+		printf(" \"collectives_per_layer\": {\"forward\": ");
+		json_kinds(layer0[0]);
+		printf(", \"backward\": ");
+		json_kinds(layer0[1]);
+		printf("}, \"layers_uniform\": %s,\n \"collectives_total\": {", uniform(&e, L) ? "true" : "false");
+		for (int ph = 0; ph < 3; ph++) {
+			printf("%s\"%s\": ", ph ? ", " : "", (const char *[]){"forward", "backward", "optimizer"}[ph]);
+			json_kinds(e.total[ph]);
+		}
+		printf("}, \"dp_gradient_buckets\": %d,\n", e.dp_buckets);
+		printf(" \"bytes_communicated_per_step\": %lld, \"activations_per_layer_bytes\": %lld,\n",
+		       (long long)e.comm_bytes, (long long)(L ? e.act_per_layer[0] : 0));
+		printf(" \"memory\": {\"weights\": %lld, \"gradients\": %lld, \"optimizer\": %lld, \"activations\": %lld},\n",
+		       (long long)e.mem_weights, (long long)e.mem_grads, (long long)e.mem_optimizer, (long long)e.mem_activations);
+		printf(" \"peak_memory_bytes\": %lld}\n", (long long)e.mem_peak);
+		return 0;
+	}
+	char b1[32], b2[32], b3[32], b4[32], b5[32];
+	printf("%s%s%s: tp %d, dp %d%s, batch %lld x seq %lld, %s activations (per rank)\n\n", p->model,
+	       p->preset ? " " : "", p->preset ? p->preset : "", p->tp, p->dp, p->sp ? ", sequence parallel" : "",
+	       (long long)p->batch, (long long)p->seq, mgl_dtype_name[p->act_dtype]);
+	printf("  parameters      %lld on this rank (model: %lld", (long long)e.params_per_rank, (long long)e.params_total);
+	if (p->vocab_padded != p->vocab)
+		printf("; vocabulary padded %lld -> %lld, %lld rows added", (long long)p->vocab, (long long)p->vocab_padded,
+		       (long long)(p->vocab_padded - p->vocab));
+	printf(")\n  flops           %.3g forward + %.3g backward per micro-batch\n", e.flops_fwd, e.flops_bwd);
+	printf("\n  collectives     %-16s %-16s %s\n", "all-reduce", "all-gather", "reduce-scatter");
+	printf("  a layer, fwd    %-16d %-16d %d\n", layer0[0][0], layer0[0][1], layer0[0][2]);
+	printf("  a layer, bwd    %-16d %-16d %d%s\n", layer0[1][0], layer0[1][1], layer0[1][2],
+	       uniform(&e, L) ? "" : "   (layers differ)");
+	for (int ph = 0; ph < 3; ph++)
+		printf("  model, %-8s %-16d %-16d %d\n", mgl_phase_name[ph], e.total[ph][0], e.total[ph][1], e.total[ph][2]);
+	if (p->dp > 1)
+		printf("  dp gradients    %d bucketed all-reduces, overlapped with the backward pass\n", e.dp_buckets);
+	human(e.comm_bytes, b1);
+	printf("  sent            %s per micro-batch\n\n", b1);
+	human(e.mem_weights, b1), human(e.mem_grads, b2), human(e.mem_optimizer, b3), human(e.mem_activations, b4);
+	human(e.mem_peak, b5);
+	printf("  memory          weights %s, gradients %s, optimizer %s, activations %s\n", b1, b2, b3, b4);
+	human(L ? e.act_per_layer[0] : 0, b1);
+	printf("                  peak %s; a layer keeps %s for the backward pass\n", b5, b1);
+	return 0;
+}
+
+int cmd_explain(Args *a) { return with_model(a, explain_body); }
+
+/* ---------------------------------------------------------------- mgl dot */
+
+static int dot_emit(MglCtx *c, const Args *a, const MglPlan *p)
+{
+	FILE *f = stdout;
+	char *tmp = NULL;
+	if (a->out) {
+		tmp = mgl_fmt(&c->arena, "%s.tmp", a->out);
+		if (!(f = fopen(tmp, "w"))) {
+			fprintf(stderr, "mgl: error: cannot write '%s': %s\n", tmp, strerror(errno));
+			return 1;
+		}
+	}
+	mgl_dot(f, p, a->layers, a->backward);
+	if (a->out && ((fclose(f) != 0) | (rename(tmp, a->out) != 0))) {
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", a->out, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int dot_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
+{
+	(void)f;
+	return dot_emit(c, a, build(c, a, g, NULL));
+}
+
+/* A plan file starts with "mgl-plan "; anything else is a model. */
+int cmd_dot(Args *a)
+{
+	FILE *f = fopen(a->file, "rb");
+	char head[9] = {0};
+	if (f) {
+		size_t n = fread(head, 1, sizeof head, f);
+		(void)n;
+		fclose(f);
+	}
+	if (memcmp(head, "mgl-plan ", 9))
+		return with_model(a, dot_body);
+	MglCtx c = {0};
+	MglArena *ar = &c.arena;
+	char err[512];
+	int status = 1;
+	MglPlan *p = NULL;
+	size_t len = 0;
+	char *text = mgl_read_whole(a->file, &len, err, sizeof err);
+	if (text && (p = mgl_plan_read(ar, text, len, a->file, err, sizeof err)))
+		status = dot_emit(&c, a, p);
+	else
+		fprintf(stderr, "mgl: error: %s\n", err);
+	free(text);
+	mgl_arena_free(ar);
+	return status;
+}

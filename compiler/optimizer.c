@@ -1,0 +1,150 @@
+/* compiler/optimizer.c — after the backward pass: reduce the gradients, take their norm,
+ * and update every parameter with AdamW.
+ *
+ * Gradients are reduced in buckets of about 25 MiB, in the order the backward pass
+ * finishes them, and each bucket's collectives are placed right after the step that
+ * completes it, so a runtime with a communication stream overlaps them with the rest of
+ * the backward pass. A bucket first all-reduces over tp the gradients that came out as
+ * partial sums (parameters kept whole but applied to a split sequence, under --sp), then
+ * all-reduces everything over dp. Collectives here work in place on the gradient buffers.
+ *
+ * The norm for clipping: grad_norm sums the squares of this rank's gradients (a
+ * replicated gradient is counted by tp rank 0 only, so the tp all-reduce that follows
+ * counts it once), then adamw reads it with the clipping threshold it is run with.
+ * Weight decay applies to parameters of two or more dimensions (not biases and norms).
+ */
+#include "mgl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { BUCKET_BYTES = 25 << 20 };
+
+static int64_t value_bytes(const MglValue *v)
+{
+	int64_t n = mgl_dtype_size[v->dtype];
+	for (int i = 0; i < v->rank; i++)
+		n *= v->shape[i];
+	return n;
+}
+
+static void collective(MglCtx *c, MglPlan *p, MglOp op, MglGroup group, const int *vals, int n, MglPhase ph)
+{
+	int s = mgl_emit(&c->arena, p, op, ph, vals, n, vals, n, NULL, -1);
+	p->steps[s].group = group;
+}
+
+typedef struct { int param, done; } Finish;
+
+static int by_done(const void *a, const void *b)
+{
+	const Finish *x = a, *y = b;
+	return x->done != y->done ? x->done - y->done : x->param - y->param;
+}
+
+void mgl_optimizer(MglCtx *c, MglPlan *p)
+{
+	MglArena *a = &c->arena;
+	int np = p->nparams;
+	Finish *fin = mgl_alloc(a, (size_t)(np + 1) * sizeof *fin);
+	int *grad_param = mgl_alloc(a, (size_t)p->nvalues * sizeof *grad_param);
+	for (int v = 0; v < p->nvalues; v++)
+		grad_param[v] = -1;
+	for (int i = 0; i < np; i++) {
+		fin[i] = (Finish){i, -1};
+		grad_param[p->params[i].grad] = i;
+	}
+	for (int s = 0; s < p->nsteps; s++)
+		for (int k = 0; k < p->steps[s].nout; k++)
+			if (grad_param[p->steps[s].out[k]] >= 0)
+				fin[grad_param[p->steps[s].out[k]]].done = s;
+	qsort(fin, (size_t)np, sizeof *fin, by_done);
+
+	/* buckets: [first, last) in fin, placed after step fin[last-1].done */
+	int *bucket_end = mgl_alloc(a, (size_t)(np + 1) * sizeof *bucket_end);
+	int nb = 0;
+	int64_t bytes = 0;
+	for (int i = 0; i < np; i++) {
+		bytes += value_bytes(&p->values[p->params[fin[i].param].grad]);
+		if (bytes >= BUCKET_BYTES || i == np - 1) {
+			bucket_end[nb++] = i + 1;
+			bytes = 0;
+		}
+	}
+
+	MglStep *old = p->steps;
+	int nold = p->nsteps;
+	p->steps = NULL;
+	p->nsteps = p->capsteps = 0;
+	int *vals = mgl_alloc(a, (size_t)(np + 1) * sizeof *vals);
+	int b = 0, first = 0;
+	for (int s = -1; s < nold; s++) {
+		if (s >= 0)
+			MGL_PUSH(a, p->steps, p->nsteps, p->capsteps, old[s]);
+		/* buckets complete at step s (a parameter that gets no gradient: at the start) */
+		while (b < nb && fin[bucket_end[b] - 1].done <= s) {
+			int n = 0;
+			for (int i = first; i < bucket_end[b]; i++) {
+				MglValue *g = &p->values[p->params[fin[i].param].grad];
+				if (g->layout.kind == MGL_L_P && p->tp > 1)
+					vals[n++] = p->params[fin[i].param].grad;
+			}
+			if (n)
+				collective(c, p, MGL_OP_ALL_REDUCE, MGL_GROUP_TP, vals, n, MGL_BWD);
+			for (int i = 0; i < n; i++)
+				p->values[vals[i]].layout = (MglLayout){MGL_L_R, 0};
+			if (p->dp > 1) {
+				n = 0;
+				for (int i = first; i < bucket_end[b]; i++)
+					vals[n++] = p->params[fin[i].param].grad;
+				collective(c, p, MGL_OP_ALL_REDUCE, MGL_GROUP_DP, vals, n, MGL_BWD);
+			}
+			first = bucket_end[b++];
+		}
+	}
+	for (int i = 0; i < np; i++) {   /* a P gradient with tp 1 is simply whole */
+		MglValue *g = &p->values[p->params[i].grad];
+		if (g->layout.kind == MGL_L_P)
+			g->layout = (MglLayout){MGL_L_R, 0};
+	}
+
+	/* the global norm */
+	for (int i = 0; i < np; i++)
+		vals[i] = p->params[i].grad;
+	int64_t scalar[1] = {0};
+	int norm = mgl_new_value(a, p, "grad_norm", MGL_V_ACT, MGL_F32, 0, scalar);
+	p->values[norm].layout = (MglLayout){p->tp > 1 ? MGL_L_P : MGL_L_R, 0};
+	mgl_emit(a, p, MGL_OP_GRAD_NORM, MGL_OPT, vals, np, &norm, 1, NULL, -1);
+	if (p->tp > 1) {
+		int r = mgl_new_value(a, p, "grad_norm@R", MGL_V_ACT, MGL_F32, 0, scalar);
+		int s = mgl_emit(a, p, MGL_OP_ALL_REDUCE, MGL_OPT, &norm, 1, &r, 1, NULL, -1);
+		p->steps[s].group = MGL_GROUP_TP;
+		norm = r;
+	}
+
+	/* AdamW, one step per parameter shard */
+	for (int i = 0; i < np; i++) {
+		MglPlanParam *pp = &p->params[i];
+		const MglValue *w = &p->values[pp->value];
+		pp->m = mgl_new_value(a, p, mgl_fmt(a, "m:%s", pp->name), MGL_V_STATE, MGL_F32, w->rank, w->shape);
+		pp->v = mgl_new_value(a, p, mgl_fmt(a, "v:%s", pp->name), MGL_V_STATE, MGL_F32, w->rank, w->shape);
+		w = &p->values[pp->value];
+		p->values[pp->m].layout = p->values[pp->v].layout = w->layout;
+		p->values[pp->m].param = p->values[pp->v].param = i;
+		int in[5] = {pp->value, pp->grad, pp->m, pp->v, norm}, out[3] = {pp->value, pp->m, pp->v};
+		int s = mgl_emit(a, p, MGL_OP_ADAMW, MGL_OPT, in, 5, out, 3, NULL, -1);
+		p->steps[s].index = pp->rank >= 2;   /* weight decay */
+		p->steps[s].line = pp->line;
+		p->steps[s].col = pp->col;
+	}
+}
+
+MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t)
+{
+	MglPlan *p = mgl_lower(c, g, t);
+	mgl_partition(c, p);
+	mgl_optimizer(c, p);
+	mgl_fuse(p);
+	mgl_schedule(p);
+	return p;
+}

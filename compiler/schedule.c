@@ -1,0 +1,109 @@
+/* compiler/schedule.c — the memory plan: where every value lives.
+ *
+ * Parameters, their gradients and the AdamW moments are persistent: each role has its own
+ * region, values laid end to end. Activations, activation gradients and the step's inputs
+ * share one arena: a value occupies [offset, offset + bytes) from the step that makes it
+ * (the first step for inputs) to the last step that reads it, and offsets are chosen
+ * first-fit as the steps run in order, so the arena's size is the peak of what is alive
+ * at once — the activations the backward pass needs are simply alive across it. The
+ * steps' order is the plan's: forward, backward, optimizer, as the passes emitted them.
+ */
+#include "mgl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { ALIGN = 256 };
+
+static int64_t aligned_bytes(const MglValue *v)
+{
+	int64_t n = mgl_dtype_size[v->dtype];
+	for (int i = 0; i < v->rank; i++)
+		n *= v->shape[i];
+	return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+typedef struct { int64_t off, end; int v; } Block;
+
+void mgl_schedule(MglPlan *p)
+{
+	MglArena a = {0};
+	int n = p->nvalues;
+	int *first = mgl_alloc(&a, (size_t)n * sizeof *first), *last = mgl_alloc(&a, (size_t)n * sizeof *last);
+	for (int v = 0; v < n; v++) {
+		first[v] = p->values[v].role == MGL_V_INPUT ? 0 : -1;
+		last[v] = -1;
+	}
+	for (int s = 0; s < p->nsteps; s++) {
+		const MglStep *st = &p->steps[s];
+		for (int k = 0; k < st->nout; k++)
+			if (first[st->out[k]] < 0)
+				first[st->out[k]] = s;
+		for (int k = 0; k < st->nin; k++)
+			last[st->in[k]] = s;
+	}
+	memset(p->persistent_bytes, 0, sizeof p->persistent_bytes);
+	for (int v = 0; v < n; v++) {
+		MglValue *x = &p->values[v];
+		x->bytes = aligned_bytes(x);
+		if (x->role == MGL_V_PARAM || x->role == MGL_V_GRAD || x->role == MGL_V_STATE) {
+			x->offset = p->persistent_bytes[x->role];
+			p->persistent_bytes[x->role] += x->bytes;
+		}
+	}
+
+	/* steps' outputs in order of making; freed after their last reader */
+	int *born = mgl_alloc(&a, (size_t)(n + 1) * sizeof *born), nborn = 0;
+	int *dies_at = mgl_alloc(&a, (size_t)(p->nsteps + 1) * sizeof *dies_at);   /* head of a list */
+	int *next_dead = mgl_alloc(&a, (size_t)n * sizeof *next_dead);
+	for (int s = 0; s <= p->nsteps; s++)
+		dies_at[s] = -1;
+	for (int v = 0; v < n; v++) {
+		const MglValue *x = &p->values[v];
+		if ((x->role != MGL_V_ACT && x->role != MGL_V_INPUT) || first[v] < 0)
+			continue;
+		int end = last[v] > first[v] ? last[v] : first[v];
+		next_dead[v] = dies_at[end];
+		dies_at[end] = v;
+	}
+	Block *live = mgl_alloc(&a, (size_t)(n + 1) * sizeof *live);
+	int nlive = 0;
+	int64_t peak = 0;
+	for (int s = 0; s < p->nsteps; s++) {
+		nborn = 0;
+		if (s == 0)
+			for (int v = 0; v < n; v++)
+				if (p->values[v].role == MGL_V_INPUT && first[v] == 0)
+					born[nborn++] = v;
+		for (int k = 0; k < p->steps[s].nout; k++) {
+			int v = p->steps[s].out[k];
+			if (p->values[v].role == MGL_V_ACT && first[v] == s)
+				born[nborn++] = v;
+		}
+		for (int b = 0; b < nborn; b++) {   /* first fit among the live blocks, sorted by offset */
+			MglValue *x = &p->values[born[b]];
+			int64_t at = 0;
+			int i = 0;
+			for (; i < nlive; i++) {
+				if (live[i].off - at >= x->bytes)
+					break;
+				at = live[i].end;
+			}
+			memmove(live + i + 1, live + i, (size_t)(nlive - i) * sizeof *live);
+			live[i] = (Block){at, at + x->bytes, born[b]};
+			nlive++;
+			x->offset = at;
+			if (at + x->bytes > peak)
+				peak = at + x->bytes;
+		}
+		for (int v = dies_at[s]; v >= 0; v = next_dead[v])
+			for (int i = 0; i < nlive; i++)
+				if (live[i].v == v) {
+					memmove(live + i, live + i + 1, (size_t)(nlive - i - 1) * sizeof *live);
+					nlive--;
+					break;
+				}
+	}
+	p->arena_bytes = peak;
+	mgl_arena_free(&a);
+}
