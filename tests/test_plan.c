@@ -1,0 +1,411 @@
+/* tests/test_plan.c — Check suites for the plan: the collectives the partitioner inserts
+ * (Megatron's two all-reduces forward and two backward per layer; none with --sp), the
+ * whole-model counts, the memory a layer keeps against Megatron's formula, the plan's
+ * text round trip and its refusal of damaged input, and the compile time of the largest
+ * preset. */
+#include "mgl.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+	MglCtx c;
+	MglGraph *g;
+	MglPlan *p;
+	char *diag;
+	size_t diaglen;
+	int status;
+} Build;
+
+/* Compiles model `path` with `preset` for the target; p is NULL on an error. */
+static void build(Build *b, const char *path, const char *preset, MglTarget t)
+{
+	memset(b, 0, sizeof *b);
+	b->c.out = open_memstream(&b->diag, &b->diaglen);
+	jmp_buf jb;
+	b->c.fail = &jb;
+	MglOptions opt = {.preset = preset};
+	if (!setjmp(jb)) {
+		b->g = mgl_compile_file(&b->c, path, &opt);
+		b->c.fail = &jb;
+		if (b->g)
+			b->p = mgl_build_plan(&b->c, b->g, &t);
+	} else {
+		b->status = b->c.status;
+	}
+	fclose(b->c.out);
+}
+
+static void build_free(Build *b)
+{
+	mgl_arena_free(&b->c.arena);
+	free(b->diag);
+}
+
+static MglTarget target(int tp, bool sp) { return (MglTarget){.tp = tp, .dp = 1, .sp = sp, .batch = 2, .seq = 128, .act_dtype = MGL_BF16}; }
+
+/* ---------------------------------------------------------------- collectives */
+
+static const struct { const char *model, *preset; } models[] = {
+	{"models/gpt2.mgl", "355m"}, /* 16 heads: divides 2, 4, 8 */
+	{"models/gpt2.mgl", "8.3b"},
+	{"models/bert.mgl", "336m"},
+	{"models/bert.mgl", "1.3b"},
+};
+
+START_TEST(two_all_reduces_per_layer)
+{
+	static const int tps[] = {2, 4, 8};
+	for (size_t m = 0; m < sizeof models / sizeof models[0]; m++)
+		for (size_t k = 0; k < 3; k++) {
+			Build b;
+			build(&b, models[m].model, models[m].preset, target(tps[k], false));
+			ck_assert_msg(b.p, "%s %s tp %d:\n%s", models[m].model, models[m].preset, tps[k], b.diag);
+			MglExplain e;
+			mgl_explain(&b.c.arena, b.p, &e);
+			ck_assert_int_gt(b.p->nlayers, 0);
+			for (int l = 0; l < b.p->nlayers; l++) {
+				ck_assert_msg(e.per_layer[l][0][MGL_AR] == 2 && e.per_layer[l][1][MGL_AR] == 2,
+					      "%s tp %d layer %d: %d all-reduces forward, %d backward", models[m].preset, tps[k], l,
+					      e.per_layer[l][0][MGL_AR], e.per_layer[l][1][MGL_AR]);
+				for (int ph = 0; ph < 2; ph++)
+					ck_assert(e.per_layer[l][ph][MGL_AG] == 0 && e.per_layer[l][ph][MGL_RS] == 0);
+			}
+			/* the whole model: + the embedding's and the loss's two (max, sum-exp) forward,
+			 * + the one before the final layer norm backward; + the norm for clipping */
+			int L = b.p->nlayers;
+			ck_assert_int_eq(e.total[MGL_FWD][MGL_AR], 2 * L + 3);
+			ck_assert_int_eq(e.total[MGL_BWD][MGL_AR], 2 * L + 1);
+			ck_assert_int_eq(e.total[MGL_OPT][MGL_AR], 1);
+			ck_assert_int_eq(e.total[MGL_FWD][MGL_AG] + e.total[MGL_BWD][MGL_AG], 0);
+			build_free(&b);
+		}
+}
+END_TEST
+
+START_TEST(sequence_parallel_has_no_all_reduce_per_layer)
+{
+	static const int tps[] = {2, 4, 8};
+	for (size_t m = 0; m < sizeof models / sizeof models[0]; m++)
+		for (size_t k = 0; k < 3; k++) {
+			Build b;
+			build(&b, models[m].model, models[m].preset, target(tps[k], true));
+			ck_assert_msg(b.p, "%s", b.diag);
+			MglExplain e;
+			mgl_explain(&b.c.arena, b.p, &e);
+			for (int l = 0; l < b.p->nlayers; l++) {
+				/* forward: gather before each column-split group, reduce-scatter after each
+				 * row-split linear; backward: their conjugates, and the re-gathers of the
+				 * layer norms' outputs for the weight gradients */
+				ck_assert_int_eq(e.per_layer[l][0][MGL_AR], 0);
+				ck_assert_int_eq(e.per_layer[l][1][MGL_AR], 0);
+				ck_assert_int_eq(e.per_layer[l][0][MGL_AG], 2);
+				ck_assert_int_eq(e.per_layer[l][0][MGL_RS], 2);
+				ck_assert_int_eq(e.per_layer[l][1][MGL_AG], 4);
+				ck_assert_int_eq(e.per_layer[l][1][MGL_RS], 2);
+			}
+			build_free(&b);
+		}
+}
+END_TEST
+
+START_TEST(tp1_has_no_collectives)
+{
+	Build b;
+	build(&b, "models/gpt2.mgl", "124m", target(1, false));
+	ck_assert_ptr_nonnull(b.p);
+	for (int i = 0; i < b.p->nsteps; i++)
+		ck_assert(!(mgl_ops[b.p->steps[i].op].flags & MGL_OPF_COLLECTIVE));
+	ck_assert_int_eq(b.p->vocab, 50257);
+	ck_assert_int_eq(b.p->vocab_padded, 50304);
+	build_free(&b);
+}
+END_TEST
+
+START_TEST(vocabulary_padding_and_shards)
+{
+	Build b;
+	build(&b, "models/gpt2.mgl", "355m", target(4, false));
+	ck_assert_ptr_nonnull(b.p);
+	ck_assert_int_eq(b.p->vocab_padded, 50688);   /* a multiple of 128 * 4 */
+	const MglPlanParam *wte = &b.p->params[0];
+	ck_assert_str_eq(wte->name, "wte");
+	ck_assert_int_eq(wte->shape[0], 50257);        /* checkpoints keep the true table */
+	ck_assert_int_eq(wte->padded, 50688);
+	ck_assert_int_eq(b.p->values[wte->value].shape[0], 50688 / 4);
+	MglExplain e;
+	mgl_explain(&b.c.arena, b.p, &e);
+	ck_assert_int_eq(e.params_total, 354823168);
+	build_free(&b);
+}
+END_TEST
+
+START_TEST(data_parallel_buckets)
+{
+	Build b;
+	MglTarget t = target(2, false);
+	t.dp = 4;
+	build(&b, "models/gpt2.mgl", "124m", t);
+	ck_assert_ptr_nonnull(b.p);
+	/* every gradient is in exactly one dp all-reduce, and it comes after the gradient's
+	 * last writer: reduction overlaps the rest of the backward pass */
+	int *seen = calloc((size_t)b.p->nvalues, sizeof *seen);
+	int *last_write = calloc((size_t)b.p->nvalues, sizeof *last_write);
+	int buckets = 0, first_bucket = -1, last_bwd = 0;
+	for (int i = 0; i < b.p->nsteps; i++) {
+		const MglStep *s = &b.p->steps[i];
+		if (s->phase == MGL_BWD && s->op != MGL_OP_ALL_REDUCE)
+			last_bwd = i;
+		if (s->op == MGL_OP_ALL_REDUCE && s->group == MGL_GROUP_DP) {
+			buckets++;
+			if (first_bucket < 0)
+				first_bucket = i;
+			for (int k = 0; k < s->nin; k++) {
+				seen[s->in[k]]++;
+				ck_assert_int_lt(last_write[s->in[k]], i);
+			}
+		} else {
+			for (int k = 0; k < s->nout; k++)
+				last_write[s->out[k]] = i;
+		}
+	}
+	for (int i = 0; i < b.p->nparams; i++)
+		ck_assert_int_eq(seen[b.p->params[i].grad], 1);
+	ck_assert_int_gt(buckets, 4);
+	ck_assert_int_lt(first_bucket, last_bwd);   /* the first bucket goes out before backward ends */
+	free(seen);
+	free(last_write);
+	build_free(&b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- memory */
+
+/* Megatron (Korthikanti et al., 2022), bytes a layer keeps at 16 bits:
+ * no parallelism 34 sbh + 5 a s^2 b; tensor parallel sbh (10 + 24/t + 5as/(ht));
+ * with sequence parallelism sbh/t (34 + 5as/h). */
+START_TEST(activation_memory_within_megatron)
+{
+	static const int tps[] = {1, 2, 4, 8};
+	static const int64_t seqs[] = {128, 1024};
+	for (int sp = 0; sp < 2; sp++)
+		for (size_t k = 0; k < 4; k++)
+			for (size_t q = 0; q < 2; q++) {
+				if (sp && tps[k] == 1)
+					continue;
+				MglTarget t = target(tps[k], sp);
+				t.seq = seqs[q];
+				t.batch = 4;
+				Build b;
+				build(&b, "models/gpt2.mgl", "355m", t);
+				ck_assert_ptr_nonnull(b.p);
+				MglExplain e;
+				mgl_explain(&b.c.arena, b.p, &e);
+				double s = (double)t.seq, bb = (double)t.batch, h = 1024, a = 16, tt = tps[k];
+				double formula = tps[k] == 1 ? 34 * s * bb * h + 5 * a * s * s * bb
+					       : sp ? s * bb * h / tt * (34 + 5 * a * s / h)
+					       : s * bb * h * (10 + 24 / tt + 5 * a * s / (h * tt));
+				for (int l = 0; l < b.p->nlayers; l++)
+					ck_assert_msg((double)e.act_per_layer[l] <= formula,
+						      "tp %d sp %d seq %lld: a layer keeps %lld bytes, the formula %.0f", tps[k], sp,
+						      (long long)t.seq, (long long)e.act_per_layer[l], formula);
+				/* and it is not trivially small: at least the 34 sbh / t of the linear parts
+				 * that must be kept, minus what flash-style attention recomputes */
+				ck_assert((double)e.act_per_layer[0] >= 24 * s * bb * h / tt);
+				build_free(&b);
+			}
+}
+END_TEST
+
+START_TEST(memory_plan_is_sound)
+{
+	/* no two values alive at once share arena bytes */
+	Build b;
+	MglTarget t = target(2, true);
+	t.seq = 64;
+	build(&b, "models/gpt2.mgl", "tiny", t);
+	ck_assert_ptr_nonnull(b.p);
+	const MglPlan *p = b.p;
+	int *first = malloc((size_t)p->nvalues * sizeof *first), *last = malloc((size_t)p->nvalues * sizeof *last);
+	for (int v = 0; v < p->nvalues; v++)
+		first[v] = p->values[v].role == MGL_V_INPUT ? 0 : -1, last[v] = -1;
+	for (int i = 0; i < p->nsteps; i++) {
+		for (int k = 0; k < p->steps[i].nout; k++)
+			if (first[p->steps[i].out[k]] < 0)
+				first[p->steps[i].out[k]] = i;
+		for (int k = 0; k < p->steps[i].nin; k++)
+			last[p->steps[i].in[k]] = i;
+	}
+	for (int v = 0; v < p->nvalues; v++) {
+		const MglValue *x = &p->values[v];
+		if ((x->role != MGL_V_ACT && x->role != MGL_V_INPUT) || first[v] < 0)
+			continue;
+		ck_assert_int_le(x->offset + x->bytes, p->arena_bytes);
+		int xe = last[v] > first[v] ? last[v] : first[v];
+		for (int w = v + 1; w < p->nvalues; w++) {
+			const MglValue *y = &p->values[w];
+			if ((y->role != MGL_V_ACT && y->role != MGL_V_INPUT) || first[w] < 0)
+				continue;
+			int ye = last[w] > first[w] ? last[w] : first[w];
+			bool overlap_time = first[v] <= ye && first[w] <= xe;
+			bool overlap_space = x->offset < y->offset + y->bytes && y->offset < x->offset + x->bytes;
+			ck_assert_msg(!(overlap_time && overlap_space), "%s and %s share memory while both alive", x->name,
+				      y->name);
+		}
+	}
+	free(first);
+	free(last);
+	build_free(&b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- the text form */
+
+static char *write_plan(const MglPlan *p, size_t *len)
+{
+	char **s = calloc(1, sizeof *s);   /* on the heap: gcc cannot follow memstream's pointer */
+	FILE *f = open_memstream(s, len);
+	mgl_plan_write(f, p);
+	fclose(f);
+	char *text = *s;
+	free(s);
+	return text;
+}
+
+START_TEST(plan_round_trip)
+{
+	static const MglTarget ts[] = {
+		{.tp = 1, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_F32},
+		{.tp = 4, .dp = 2, .sp = true, .batch = 2, .seq = 64, .act_dtype = MGL_BF16},
+	};
+	for (int m = 0; m < 2; m++)
+		for (int k = 0; k < 2; k++) {
+			Build b;
+			build(&b, m ? "models/bert.mgl" : "models/gpt2.mgl", "tiny", ts[k]);
+			ck_assert_msg(b.p, "%s", b.diag);
+			size_t n1, n2;
+			char *t1 = write_plan(b.p, &n1);
+			MglArena a = {0};
+			char err[256];
+			MglPlan *q = mgl_plan_read(&a, t1, n1, "t.plan", err, sizeof err);
+			ck_assert_msg(q, "%s", err);
+			char *t2 = write_plan(q, &n2);
+			ck_assert_int_eq(n1, n2);
+			ck_assert(!memcmp(t1, t2, n1));
+			ck_assert_int_eq(q->nsteps, b.p->nsteps);
+			ck_assert_int_eq(q->tp, ts[k].tp);
+			free(t1);
+			free(t2);
+			mgl_arena_free(&a);
+			build_free(&b);
+		}
+}
+END_TEST
+
+START_TEST(plan_refuses_damage)
+{
+	Build b;
+	MglTarget t0 = target(2, false);
+	t0.seq = 64;
+	build(&b, "models/gpt2.mgl", "tiny", t0);
+	ck_assert_ptr_nonnull(b.p);
+	size_t n;
+	char *t = write_plan(b.p, &n);
+	MglArena a = {0};
+	char err[256];
+	/* truncated anywhere: refused, never a crash */
+	for (size_t cut = 0; cut < n; cut += n / 97 + 1)
+		ck_assert_ptr_null(mgl_plan_read(&a, t, cut, "t.plan", err, sizeof err));
+	ck_assert_ptr_null(mgl_plan_read(&a, t, n - 4, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "t.plan:") && (strstr(err, "truncated") || strstr(err, "expected")), "%s", err);
+	/* another version */
+	char *v2 = strdup(t);
+	v2[9] = '7';
+	ck_assert_ptr_null(mgl_plan_read(&a, v2, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "t.plan:1: this plan is version 7; this mgl reads version 1"), "%s", err);
+	free(v2);
+	/* a step that reads a value that does not exist */
+	char *bad = malloc(n + 16);
+	char *s0 = strstr(t, "\ns 0 ");
+	ck_assert_ptr_nonnull(s0);
+	char *in = strchr(s0 + 5, ' ') + 1;   /* after the phase */
+	in = strchr(in, ' ') + 1;             /* after the op: the inputs */
+	size_t pre = (size_t)(in - t);
+	memcpy(bad, t, pre);
+	size_t k = pre + (size_t)sprintf(bad + pre, "99999999");
+	const char *rest = strchr(in, ' ');
+	memcpy(bad + k, rest, n - (size_t)(rest - t));
+	k += n - (size_t)(rest - t);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "does not exist"), "%s", err);
+	free(bad);
+	free(t);
+	mgl_arena_free(&a);
+	build_free(&b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- errors and speed */
+
+START_TEST(heads_must_divide_tp)
+{
+	Build b;
+	build(&b, "models/gpt2.mgl", "124m", target(8, false));
+	ck_assert_ptr_null(b.p);
+	ck_assert_int_eq(b.status, 1);
+	ck_assert_msg(strstr(b.diag, "gpt2.mgl:38:7: error: 12 heads cannot be split over --tp 8"), "%s", b.diag);
+	ck_assert_msg(strstr(b.diag, "hint: --tp must divide 12: 1, 2, 3, 4, 6, 12"), "%s", b.diag);
+	build_free(&b);
+}
+END_TEST
+
+START_TEST(compile_8_3b_at_tp8_is_fast)
+{
+	MglTarget t = {.tp = 8, .dp = 1, .batch = 8, .seq = 1024, .act_dtype = MGL_BF16};
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	Build b;
+	build(&b, "models/gpt2.mgl", "8.3b", t);
+	size_t n;
+	char *text = write_plan(b.p, &n);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+	ck_assert_ptr_nonnull(b.p);
+	/* 0.5 s on CI's two cores; sanitizers slow everything ~5x, hence the env override */
+	const char *lim = getenv("MGL_COMPILE_LIMIT");
+	double limit = lim ? atof(lim) : 0.5;
+	ck_assert_msg(secs < limit, "compiling 8.3b at tp 8 took %.3f s", secs);
+	free(text);
+	build_free(&b);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("plan");
+	TCase *coll = tcase_create("collectives"), *mem = tcase_create("memory"), *text = tcase_create("text"),
+	      *misc = tcase_create("misc");
+	tcase_add_test(coll, two_all_reduces_per_layer);
+	tcase_add_test(coll, sequence_parallel_has_no_all_reduce_per_layer);
+	tcase_add_test(coll, tp1_has_no_collectives);
+	tcase_add_test(coll, vocabulary_padding_and_shards);
+	tcase_add_test(coll, data_parallel_buckets);
+	tcase_add_test(mem, activation_memory_within_megatron);
+	tcase_add_test(mem, memory_plan_is_sound);
+	tcase_add_test(text, plan_round_trip);
+	tcase_add_test(text, plan_refuses_damage);
+	tcase_add_test(misc, heads_must_divide_tp);
+	tcase_add_test(misc, compile_8_3b_at_tp8_is_fast);
+	TCase *all[] = {coll, mem, text, misc};
+	for (int i = 0; i < 4; i++) {
+		tcase_set_timeout(all[i], 300);
+		suite_add_tcase(s, all[i]);
+	}
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
