@@ -4,7 +4,7 @@
 #   make demo       build, then run the main job
 #   make check      unit (Check), golden and CLI tests, then all of them again under
 #                   AddressSanitizer + UndefinedBehaviorSanitizer
-#   make fuzz       libFuzzer on the parser (clang); FUZZ_SECONDS=600 for a long run
+#   make fuzz       libFuzzer on the parser and the plan reader (clang); FUZZ_SECONDS=600 for a long run
 #
 # Generated sources (the re2c lexer) go to build/, never into the tree.
 
@@ -13,16 +13,19 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -Icompiler -Iplan -MMD -MP
-LDLIBS  += -lm
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -Icompiler -Iplan -Iruntime -MMD -MP
+LDLIBS  += -lm -lpthread
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/elaborate.c compiler/autodiff.c \
                 compiler/partition.c compiler/optimizer.c compiler/fuse.c compiler/schedule.c compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
-CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o
-TEST_UNITS   := $(BUILD)/tests/test_compiler
+RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c \
+                runtime/checkpoint.c runtime/tokenizer.c
+RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o
+TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan
 
 .PHONY: all demo check test deps deps-test fuzz fuzz-replay clean
 all: deps $(BUILD)/mgl
@@ -32,7 +35,7 @@ deps:
 deps-test:
 	@scripts/deps.sh re2c check
 
-$(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ)
+$(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/grammar/lex.c: grammar/mgl.re
@@ -68,22 +71,32 @@ demo: all
 	$(BUILD)/mgl check models/gpt2.mgl --preset 124m
 	$(BUILD)/mgl check models/bert.mgl --preset 336m
 
-# libFuzzer on lex + parse + elaborate. The corpus in tests/fuzz/corpus is kept in the
-# repository; findings land in build/fuzz/ as crash-* files.
+# libFuzzer on lex + parse + elaborate (fuzz_compile, corpus tests/fuzz/corpus) and on the
+# plan reader with a write/read/write round trip (fuzz_plan, corpus tests/fuzz/plan_corpus;
+# built from plan/plan.c alone). The corpora are kept in the repository; findings land in
+# build/fuzz/ as crash-* files. `make fuzz` runs each target for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := build/fuzz/fuzz_compile
+FUZZ_PLAN_BIN := build/fuzz/fuzz_plan
+FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 $(FUZZ_BIN): tests/fuzz_compile.c $(COMPILER_SRC) grammar/mgl.re
 	@scripts/deps.sh re2c clang
 	@mkdir -p build/fuzz
 	re2c -W --no-generation-date -i grammar/mgl.re -o build/fuzz/lex.c
-	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Icompiler -Iplan -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ tests/fuzz_compile.c $(COMPILER_SRC) build/fuzz/lex.c -lm
-fuzz: $(FUZZ_BIN)
-	@mkdir -p build/fuzz/new
+	clang $(FUZZ_CFLAGS) -Icompiler -Iplan -o $@ tests/fuzz_compile.c $(COMPILER_SRC) build/fuzz/lex.c -lm
+$(FUZZ_PLAN_BIN): tests/fuzz_plan.c plan/plan.c plan/plan.h compiler/ops.def
+	@scripts/deps.sh clang
+	@mkdir -p build/fuzz
+	clang $(FUZZ_CFLAGS) -Iplan -o $@ tests/fuzz_plan.c plan/plan.c
+fuzz: $(FUZZ_BIN) $(FUZZ_PLAN_BIN)
+	@mkdir -p build/fuzz/new build/fuzz/new_plan
 	cd build/fuzz && ./fuzz_compile -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 		-dict=../../tests/fuzz/mgl.dict new ../../tests/fuzz/corpus
-fuzz-replay: $(FUZZ_BIN)
+	cd build/fuzz && ./fuzz_plan -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+		new_plan ../../tests/fuzz/plan_corpus
+fuzz-replay: $(FUZZ_BIN) $(FUZZ_PLAN_BIN)
 	$(FUZZ_BIN) -runs=0 tests/fuzz/corpus
+	$(FUZZ_PLAN_BIN) -runs=0 tests/fuzz/plan_corpus
 
 clean:
 	rm -rf build

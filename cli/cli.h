@@ -6,16 +6,27 @@
 #include "../compiler/mgl.h"
 
 typedef struct {
-	const char *file;       /* the one positional argument: a model file (or a plan) */
+	const char *file;       /* the one positional argument: a model file, a plan, a checkpoint */
 	const char *preset;
 	char *set;              /* every --set joined with ',' (malloc'd) */
 	const char *dump;
 	const char *out;        /* -o */
-	int tp, dp;
-	bool sp, json, backward, help;
-	int64_t batch, seq;     /* 0: the default */
-	int layers;             /* mgl dot --layers N (0: all) */
+	int64_t tp, dp;         /* 0 (not given): the default */
+	bool sp, json, backward, help, bytes;
+	int64_t batch, seq;
+	int64_t layers;         /* mgl dot --layers N (0: all) */
 	MglDtype dtype;
+	bool dtype_given;
+	/* mgl train */
+	const char *data, *val, *save, *resume, *log, *backend, *gpt2;
+	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every;
+	double lr, min_lr, weight_decay, clip;     /* NAN: not given */
+	/* mgl sample, mgl tokenize */
+	const char *prompt;
+	int64_t tokens, top_k;
+	double temperature, val_fraction;
+	int nfiles;             /* tokenize: every positional argument */
+	char **files;
 } Args;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg);
@@ -25,5 +36,13 @@ int cmd_check(Args *a);
 int cmd_compile(Args *a);
 int cmd_explain(Args *a);
 int cmd_dot(Args *a);
+/* A model compiled to a plan for the target, from the file at path or (text != NULL) from
+ * its source text; errors jump to c->fail. For train and sample. */
+MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *preset, const char *set,
+		  const MglTarget *t, MglGraph **g);
+
+/* train.c */
+int cmd_train(Args *a);
+int cmd_sample(Args *a);
 
 #endif

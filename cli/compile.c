@@ -142,8 +142,8 @@ static MglGraph *load(MglCtx *c, Args *a, MglFile **file)
  * model's longest), --dtype (default bf16, what the GPU runs). */
 static MglTarget target_of(const Args *a, const MglGraph *g)
 {
-	MglTarget t = {.tp = a->tp ? a->tp : 1, .dp = a->dp ? a->dp : 1, .sp = a->sp, .batch = a->batch ? a->batch : 8,
-		       .seq = a->seq, .act_dtype = a->dtype};
+	MglTarget t = {.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
+		       .batch = a->batch ? a->batch : 8, .seq = a->seq, .act_dtype = a->dtype};
 	for (int i = 0; !t.seq && i < g->nsyms; i++)
 		if (!strcmp(g->syms[i].name, "seq"))
 			t.seq = g->syms[i].max;
@@ -170,6 +170,22 @@ static int with_model(Args *a, Body *body)
 	}
 	mgl_arena_free(&c.arena);
 	return status;
+}
+
+MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *preset, const char *set,
+		  const MglTarget *t, MglGraph **g)
+{
+	MglOptions opt = {.preset = preset && *preset ? preset : NULL};
+	if (set && *set)
+		opt.overrides = mgl_source_from_string(c, "--set", set, true);
+	MglSource *src = text ? mgl_source_from_string(c, path, text, false) : mgl_read_file(c, path);
+	*g = mgl_elaborate(c, mgl_parse(c, src), &opt);
+	MglTarget tt = *t;
+	if (!tt.seq)
+		tt.seq = target_of(&(Args){0}, *g).seq;
+	MglPlan *p = mgl_build_plan(c, *g, &tt);
+	p->source = path;
+	return p;
 }
 
 /* ---------------------------------------------------------------- mgl check */
@@ -300,8 +316,8 @@ static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	MglExplain e;
 	mgl_explain(&c->arena, p, &e);
 	int L = p->nlayers;
-	static const int none[MGL_NKINDS];
-	const int(*layer0)[MGL_NKINDS] = L ? e.per_layer[0] : (const int(*)[MGL_NKINDS]) & none;
+	static const int none[2][MGL_NKINDS];
+	const int(*layer0)[MGL_NKINDS] = L ? e.per_layer[0] : none;
 	if (a->json) {
 		printf("{\"model\": \"%s\", \"preset\": %s%s%s, \"tp\": %d, \"dp\": %d, \"sp\": %s, \"batch\": %lld, "
 		       "\"seq\": %lld, \"dtype\": \"%s\", \"layers\": %d,\n", p->model, p->preset ? "\"" : "",
@@ -370,7 +386,7 @@ static int dot_emit(MglCtx *c, const Args *a, const MglPlan *p)
 			return 1;
 		}
 	}
-	mgl_dot(f, p, a->layers, a->backward);
+	mgl_dot(f, p, (int)a->layers, a->backward);
 	if (a->out && ((fclose(f) != 0) | (rename(tmp, a->out) != 0))) {
 		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", a->out, strerror(errno));
 		return 1;

@@ -5,6 +5,9 @@
  */
 #include "cli.h"
 
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,6 +105,43 @@ static const Command commands[] = {
 	 "  --layers N        draw only the first N layers (and what is outside them)\n"
 	 "  -o OUT.dot        where to write (default: standard output)\n",
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o"},
+	{"train", cmd_train, "train a model on token shards",
+	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
+	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
+	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl]\n"
+	 "\n"
+	 "Trains with AdamW on random windows of TRAIN.bin (a token shard: `mgl tokenize`), every\n"
+	 "rank of the tp x dp job a thread on the cpu backend. Prints a progress line on a terminal\n"
+	 "and a summary at the end; --log writes one JSON object per step (step, loss, lr,\n"
+	 "grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated).\n"
+	 "\n"
+	 "  --data F          training tokens (required);  --val F  validation tokens\n"
+	 "  --steps S         optimizer steps (default 200); with --resume, the step to reach\n"
+	 "  --batch B         sequences per micro-batch and dp rank (default 8)\n"
+	 "  --seq T           sequence length (default: the model's config seq)\n"
+	 "  --accum A         micro-batches per optimizer step (default 1)\n"
+	 "  --lr LR           peak learning rate (default 6e-4); --min-lr (default LR/10)\n"
+	 "  --warmup W        warm-up steps (default steps/10, at most 100), then cosine decay\n"
+	 "  --weight-decay X  AdamW weight decay of matrices (default 0.1; none on biases, norms)\n"
+	 "  --clip X          clip the gradient's global norm (default 1)\n"
+	 "  --seed N          data, dropout and initialization (default 1337)\n"
+	 "  --eval-every N    evaluate every N steps (default steps/10 with --val)\n"
+	 "  --eval-batches N  validation batches per evaluation (default 8)\n"
+	 "  --save DIR        write DIR/checkpoint.safetensors at the end (and on Ctrl-C)\n"
+	 "  --save-every N    ... and every N steps\n"
+	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
+	 "  --log FILE        metrics as JSON lines\n"
+	 "  --tp N --dp M --sp --backend cpu   the job (cuda: not in this build yet)\n",
+	 "--preset --set --data --val --tp --dp --sp --backend --steps --batch --seq --accum --lr --min-lr --warmup "
+	 "--weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log"},
+	{"sample", cmd_sample, "generate text from a checkpoint",
+	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+	 "\n"
+	 "Continues the prompt with N tokens (default 200) drawn from the model of a checkpoint\n"
+	 "written by `mgl train --save` (the directory or its checkpoint.safetensors): the model's\n"
+	 "source travels in the checkpoint. Temperature 0 is greedy (default 1); --top-k keeps\n"
+	 "the K likeliest tokens. --gpt2 DIR gives the tokenizer's files when it is GPT-2's.\n",
+	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -114,26 +154,53 @@ static void print_help(void)
 	printf("\n'mgl COMMAND --help' describes a command. 'mgl --version' prints the version.\n");
 }
 
-/* A positive integer option value. */
-static int int_opt(const char *cmd, const char *name, const char *val, int64_t max, int64_t *out)
+/* Every option any command takes: its kind, where it goes, and its largest value. Which
+ * command accepts which is the command's `options` string. */
+typedef enum { O_STR, O_INT, O_REAL, O_FLAG, O_SET, O_DTYPE } OptKind;
+static const struct {
+	const char *name;
+	OptKind kind;
+	size_t at;
+	double max;
+} options[] = {
+	{"--preset", O_STR, offsetof(Args, preset), 0},      {"--set", O_SET, offsetof(Args, set), 0},
+	{"--dump", O_STR, offsetof(Args, dump), 0},          {"-o", O_STR, offsetof(Args, out), 0},
+	{"--tp", O_INT, offsetof(Args, tp), 4096},           {"--dp", O_INT, offsetof(Args, dp), 4096},
+	{"--sp", O_FLAG, offsetof(Args, sp), 0},             {"--json", O_FLAG, offsetof(Args, json), 0},
+	{"--backward", O_FLAG, offsetof(Args, backward), 0}, {"--layers", O_INT, offsetof(Args, layers), 1 << 20},
+	{"--batch", O_INT, offsetof(Args, batch), 1 << 20},  {"--seq", O_INT, offsetof(Args, seq), 1 << 20},
+	{"--dtype", O_DTYPE, offsetof(Args, dtype), 0},      {"--data", O_STR, offsetof(Args, data), 0},
+	{"--val", O_STR, offsetof(Args, val), 0},            {"--save", O_STR, offsetof(Args, save), 0},
+	{"--resume", O_STR, offsetof(Args, resume), 0},      {"--log", O_STR, offsetof(Args, log), 0},
+	{"--backend", O_STR, offsetof(Args, backend), 0},    {"--steps", O_INT, offsetof(Args, steps), 1e12},
+	{"--accum", O_INT, offsetof(Args, accum), 1 << 20},  {"--warmup", O_INT, offsetof(Args, warmup), 1e12},
+	{"--seed", O_INT, offsetof(Args, seed), 9e18},       {"--eval-every", O_INT, offsetof(Args, eval_every), 1e12},
+	{"--eval-batches", O_INT, offsetof(Args, eval_batches), 1 << 20},
+	{"--save-every", O_INT, offsetof(Args, save_every), 1e12},
+	{"--lr", O_REAL, offsetof(Args, lr), 10},            {"--min-lr", O_REAL, offsetof(Args, min_lr), 10},
+	{"--weight-decay", O_REAL, offsetof(Args, weight_decay), 10}, {"--clip", O_REAL, offsetof(Args, clip), 1e6},
+	{"--prompt", O_STR, offsetof(Args, prompt), 0},      {"--tokens", O_INT, offsetof(Args, tokens), 1 << 24},
+	{"--top-k", O_INT, offsetof(Args, top_k), 1 << 24},  {"--temperature", O_REAL, offsetof(Args, temperature), 100},
+	{"--bytes", O_FLAG, offsetof(Args, bytes), 0},       {"--gpt2", O_STR, offsetof(Args, gpt2), 0},
+	{"--val-fraction", O_REAL, offsetof(Args, val_fraction), 0.5},
+};
+
+static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)
 {
-	char *end;
-	long long v = strtoll(val, &end, 10);
-	if (*val < '0' || *val > '9' || *end || v < 1 || v > max) {
-		fprintf(stderr, "mgl: error: %s takes a whole number from 1 to %lld, not '%s'\n", name, (long long)max, val);
-		fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
-		return 2;
-	}
-	*out = v;
-	return 0;
+	fprintf(stderr, "mgl: error: %s takes %s from %s to %g, not '%s'\n", name, real ? "a number" : "a whole number",
+		real ? "0" : "1", max, val);
+	fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
+	return 2;
 }
 
-/* Options as `--name value` or `--name=value`; flags take no value; the one positional
- * argument is the file. */
+/* Options as `--name value` or `--name=value`; flags take no value; positional arguments
+ * are the files (most commands take one). */
 static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 {
-	static const char *const flags[] = {"--sp", "--json", "--backward"};
 	a->dtype = MGL_BF16;
+	a->lr = a->min_lr = a->weight_decay = a->clip = a->temperature = a->val_fraction = NAN;
+	a->files = calloc((size_t)argc + 1, sizeof *a->files);
+	bool many = !strcmp(cmd->name, "tokenize");
 	for (int i = 0; i < argc; i++) {
 		char *arg = argv[i];
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -141,9 +208,11 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 			return 0;
 		}
 		if (arg[0] != '-' || arg[1] == 0) {
-			if (a->file)
-				return usage_error(cmd->name, "unexpected argument '%s': give one model file", arg);
-			a->file = arg;
+			if (a->file && !many)
+				return usage_error(cmd->name, "unexpected argument '%s': give one file", arg);
+			if (!a->file)
+				a->file = arg;
+			a->files[a->nfiles++] = arg;
 			continue;
 		}
 		char name[64];
@@ -157,17 +226,16 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		const char *hit = strstr(opts, name);
 		while (hit && ((hit[len] != ' ' && hit[len] != 0) || (hit != opts && hit[-1] != ' ')))
 			hit = strstr(hit + 1, name);
-		if (!hit)
+		size_t k = 0;
+		while (k < sizeof options / sizeof options[0] && strcmp(options[k].name, name))
+			k++;
+		if (!hit || k == sizeof options / sizeof options[0])
 			return usage_error(cmd->name, "unknown option '%s'", name);
-		bool flag = false;
-		for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
-			flag |= !strcmp(name, flags[k]);
-		if (flag) {
+		char *field = (char *)a + options[k].at;
+		if (options[k].kind == O_FLAG) {
 			if (eq)
 				return usage_error(cmd->name, "option '%s' takes no value", name);
-			a->sp |= !strcmp(name, "--sp");
-			a->json |= !strcmp(name, "--json");
-			a->backward |= !strcmp(name, "--backward");
+			*(bool *)field = true;
 			continue;
 		}
 		const char *val = eq ? eq + 1 : NULL;
@@ -176,27 +244,33 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 				return usage_error(cmd->name, "option '%s' needs a value", name);
 			val = argv[++i];
 		}
-		int64_t n = 0;
-		int st = 0;
-		if (!strcmp(name, "--preset")) {
-			a->preset = val;
-		} else if (!strcmp(name, "--dump")) {
-			if (!strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
-				return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
-			a->dump = val;
-		} else if (!strcmp(name, "-o")) {
-			a->out = val;
-		} else if (!strcmp(name, "--dtype")) {
+		char *end;
+		switch (options[k].kind) {
+		case O_STR:
+			*(const char **)field = val;
+			break;
+		case O_INT: {
+			errno = 0;
+			long long v = strtoll(val, &end, 10);
+			if (*val < '0' || *val > '9' || *end || errno || v < 1 || (double)v > options[k].max)
+				return bad_value(cmd->name, name, val, options[k].max, false);
+			*(int64_t *)field = v;
+			break;
+		}
+		case O_REAL: {
+			double v = strtod(val, &end);
+			if (end == val || *end || !(v >= 0 && v <= options[k].max))
+				return bad_value(cmd->name, name, val, options[k].max, true);
+			*(double *)field = v;
+			break;
+		}
+		case O_DTYPE:
 			if (strcmp(val, "f32") && strcmp(val, "bf16"))
 				return usage_error(cmd->name, "--dtype takes f32 or bf16, not '%s'", val);
 			a->dtype = !strcmp(val, "f32") ? MGL_F32 : MGL_BF16;
-		} else if (!strcmp(name, "--tp") || !strcmp(name, "--dp") || !strcmp(name, "--layers")) {
-			if (!(st = int_opt(cmd->name, name, val, 4096, &n)))
-				*(!strcmp(name, "--tp") ? &a->tp : !strcmp(name, "--dp") ? &a->dp : &a->layers) = (int)n;
-		} else if (!strcmp(name, "--batch") || !strcmp(name, "--seq")) {
-			if (!(st = int_opt(cmd->name, name, val, 1 << 20, &n)))
-				*(!strcmp(name, "--batch") ? &a->batch : &a->seq) = n;
-		} else if (!strcmp(name, "--set")) {
+			a->dtype_given = true;
+			break;
+		case O_SET: {
 			size_t old = a->set ? strlen(a->set) : 0;
 			char *s = realloc(a->set, old + strlen(val) + 2);
 			if (!s)
@@ -205,12 +279,17 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 				s[old++] = ',';
 			strcpy(s + old, val);
 			a->set = s;
+			break;
 		}
-		if (st)
-			return st;
+		case O_FLAG:
+			break;
+		}
+		if (!strcmp(name, "--dump") && !strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
+			return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
 	}
 	if (!a->file)
-		return usage_error(cmd->name, "no model file given%s", "");
+		return usage_error(cmd->name, "no %s given", !strcmp(cmd->name, "sample") ? "checkpoint"
+							     : many ? "input file" : "model file");
 	return 0;
 }
 
@@ -242,6 +321,7 @@ int main(int argc, char **argv)
 		else if (!st)
 			st = commands[i].run(&a);
 		free(a.set);
+		free(a.files);
 		return st;
 	}
 	const char *names[NCOMMANDS];

@@ -15,8 +15,9 @@
  * function in the table `grad_of` below. Gradients of activations used twice are summed
  * (accumulate steps); gradients of parameters are written straight into the parameter's
  * gradient buffer, and every step writing one adds into it (so tied weights and gradient
- * accumulation over micro-batches need nothing more). The gradient of the loss is an
- * input, "d_loss", that the runtime fills (1, or 1/accumulation steps).
+ * accumulation over micro-batches need nothing more here; the reductions of gradient
+ * buffers run once, after the last micro-batch). The gradient of the loss is an input,
+ * "d_loss", that the runtime fills (1 / (micro-batches x dp): the mean over the step).
  *
  * This pass runs before partitioning on purpose: the partitioner then chooses layouts for
  * forward and backward steps with the same table, so Megatron's conjugate pairs (f and g,
@@ -24,6 +25,7 @@
  */
 #include "mgl.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,6 +141,12 @@ static void lower_params(Lower *L)
 		if (pp->rank)
 			shape[0] = pp->padded;
 		pp->split_dim = gp->split ? gp->split_dim : -1;
+		/* GPT-2's initialization: N(0, 0.02), the projections into the residual stream (the
+		 * @row linears) scaled by 1/sqrt(2 layers); biases zero, norms' gains one */
+		pp->init = gp->init;
+		if (gp->init == MGL_INIT_NORMAL)
+			pp->std = gp->split == MGL_SPLIT_ROW && pp->rank == 2 && gp->split_dim == 1 && g->layers > 0
+				  ? 0.02 / sqrt(2.0 * (double)g->layers) : 0.02;
 		pp->line = gp->tok->line;
 		pp->col = gp->tok->col;
 		pp->value = mgl_new_value(L->a, p, gp->name, MGL_V_PARAM, MGL_F32, pp->rank, shape);
@@ -405,7 +413,7 @@ MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t)
 	p->preset = g->preset;
 	p->tp = t->tp;
 	p->dp = t->dp;
-	p->sp = t->sp;
+	p->sp = t->sp && t->tp > 1;   /* nothing to split the sequence over with one rank */
 	p->batch = t->batch;
 	p->seq = t->seq;
 	p->act_dtype = t->act_dtype;

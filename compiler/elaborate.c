@@ -400,7 +400,8 @@ static const char *path_of(Elab *E, Frame *fr, const char *target, const char *o
 }
 
 /* A parameter and the PARAM node that holds it. */
-static int add_param(Elab *E, const char *name, const MglTok *tok, MglShape shape, MglSplit split, int dim)
+static int add_param(Elab *E, const char *name, const MglTok *tok, MglShape shape, MglSplit split, int dim,
+		     MglInit init)
 {
 	MglGraph *g = E->g;
 	int prev = mgl_map_get(&E->param_names, name, (int)strlen(name));
@@ -415,7 +416,7 @@ static int add_param(Elab *E, const char *name, const MglTok *tok, MglShape shap
 	node(E, id)->split = split;
 	mgl_map_put(E->a, &E->param_names, name, (int)strlen(name), g->nparams);
 	MglParam p = {.name = name, .shape = shape, .split = split, .split_dim = split ? dim : -1,
-		      .tok = tok, .node = id};
+		      .tok = tok, .node = id, .init = init};
 	MGL_PUSH(E->a, g->params, g->nparams, g->capparams, p);
 	return id;
 }
@@ -565,7 +566,7 @@ static int elab_param(Elab *E, Call *k)
 	if (k->split && s.rank == 0)
 		mgl_error(E->c, k->annot, "a scalar parameter cannot be split");
 	int dim = k->split == MGL_SPLIT_ROW ? 0 : s.rank - 1;
-	return add_param(E, k->path, k->e->name, s, k->split, dim);
+	return add_param(E, k->path, k->e->name, s, k->split, dim, MGL_INIT_NORMAL);
 }
 
 /* embedding(table, ids): rows of table[V, D] picked by ids[...] -> [..., D] */
@@ -624,7 +625,7 @@ static int elab_linear(Elab *E, Call *k)
 		N = want_size(E, arg_tok(k, 1), w, "linear's output size");
 		MglShape ws = {.rank = 2, .d = {{.n = N, .sym = -1}, {.n = K, .sym = -1}}};
 		wid = add_param(E, mgl_fmt(E->a, "%s.weight", k->path), k->e->name, ws, k->split,
-				k->split == MGL_SPLIT_ROW ? 1 : 0);
+				k->split == MGL_SPLIT_ROW ? 1 : 0, MGL_INIT_NORMAL);
 	}
 	/* The bias is split where the output features are: by a column split, or by a tied
 	 * weight whose rows (the vocabulary) are split. */
@@ -632,7 +633,7 @@ static int elab_linear(Elab *E, Call *k)
 	if (tied && E->g->params[node(E, wid)->param].split_dim == 0)
 		bsplit = E->g->params[node(E, wid)->param].split;
 	if (kw_bool(E, k, "bias", !tied))
-		bid = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(N), bsplit, 0);
+		bid = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(N), bsplit, 0, MGL_INIT_ZEROS);
 	int id = add_node(E, MGL_OP_LINEAR, k->e->name, MGL_F32, with_last(shape_of(E, x), N), k->path);
 	node(E, id)->split = k->split;
 	add_input(E, id, x);
@@ -655,8 +656,8 @@ static int elab_layernorm(Elab *E, Call *k)
 				  describe(E, *eps));
 		e = real_of(*eps);
 	}
-	int w = add_param(E, mgl_fmt(E->a, "%s.weight", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1);
-	int b = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1);
+	int w = add_param(E, mgl_fmt(E->a, "%s.weight", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ONES);
+	int b = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ZEROS);
 	int id = add_node(E, MGL_OP_LAYERNORM, k->e->name, MGL_F32, shape_of(E, x), k->path);
 	node(E, id)->p = e;
 	add_input(E, id, x);

@@ -203,6 +203,7 @@ typedef struct {
 	int split_dim;        /* the dimension the split divides, -1 if none */
 	const MglTok *tok;    /* the call that created it */
 	int node;             /* the MGL_OP_PARAM node that holds it */
+	MglInit init;         /* normal for weights (scaled down for @row linears), zeros, ones */
 } MglParam;
 
 enum { MGL_MAX_IN = 4 };

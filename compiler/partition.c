@@ -162,6 +162,23 @@ static MglLayout need_of(MglLayout l, uint8_t kind, int wild)
 	return kind == K_WILD ? (MglLayout){MGL_L_S, (uint8_t)wild} : l;
 }
 
+/* A parameter's gradient must come out in the parameter's layout, or as partial sums of a
+ * replicated one (reduced after the backward pass). */
+static bool grad_fits(const Part *P, const MglStep *s, const Sig *g, int w)
+{
+	for (int k = 0; k < s->nout && k < g->nout; k++) {
+		const MglValue *x = &P->p->values[s->out[k]];
+		if (x->role != MGL_V_GRAD)
+			continue;
+		MglLayout want = P->p->values[P->p->params[x->param].value].layout;
+		MglLayout l = need_of(g->out[k], g->kout[k], w);
+		if (!same(l, want) && !(l.kind == MGL_L_P && want.kind == MGL_L_R) &&
+		    !(s->op == MGL_OP_SUM_TO && l.kind == MGL_L_S && l.dim > x->rank && want.kind == MGL_L_R))
+			return false;
+	}
+	return true;
+}
+
 static const Sig *choose(const Part *P, const MglStep *s, int *wild)
 {
 	const Sig *best = NULL;
@@ -171,6 +188,8 @@ static const Sig *choose(const Part *P, const MglStep *s, int *wild)
 		if ((g->sp_only && !P->sp) || g->nin < s->nin)
 			continue;
 		int w = wild_dim(P, g, s);
+		if (!grad_fits(P, s, g, w))
+			continue;
 		int64_t c = 0;
 		for (int i = 0; i < s->nin && c < INF; i++) {
 			if (g->kin[i] == K_ANY)

@@ -5,8 +5,9 @@
  * share one arena: a value occupies [offset, offset + bytes) from the step that makes it
  * (the first step for inputs) to the last step that reads it, and offsets are chosen
  * first-fit as the steps run in order, so the arena's size is the peak of what is alive
- * at once — the activations the backward pass needs are simply alive across it. The
- * steps' order is the plan's: forward, backward, optimizer, as the passes emitted them.
+ * at once — the activations the backward pass needs are simply alive across it. A value
+ * that no step reads (the loss) is the plan's output and lives to the end. The steps'
+ * order is the plan's: forward, backward, optimizer, as the passes emitted them.
  */
 #include "mgl.h"
 
@@ -62,7 +63,9 @@ void mgl_schedule(MglPlan *p)
 		const MglValue *x = &p->values[v];
 		if ((x->role != MGL_V_ACT && x->role != MGL_V_INPUT) || first[v] < 0)
 			continue;
-		int end = last[v] > first[v] ? last[v] : first[v];
+		/* a value no step reads is an output of the plan (the loss): it lives to the end,
+		 * where the host reads it */
+		int end = last[v] < 0 ? p->nsteps - 1 : last[v] > first[v] ? last[v] : first[v];
 		next_dead[v] = dies_at[end];
 		dies_at[end] = v;
 	}
@@ -105,5 +108,12 @@ void mgl_schedule(MglPlan *p)
 				}
 	}
 	p->arena_bytes = peak;
+	if (getenv("MGL_NO_REUSE")) {   /* debugging: every value its own bytes */
+		int64_t at = 0;
+		for (int v = 0; v < n; v++)
+			if (p->values[v].role == MGL_V_ACT || p->values[v].role == MGL_V_INPUT)
+				p->values[v].offset = at, at += p->values[v].bytes;
+		p->arena_bytes = at;
+	}
 	mgl_arena_free(&a);
 }

@@ -21,6 +21,7 @@ const char *const mgl_dtype_name[3] = {"f32", "i32", "bf16"};
 const int mgl_dtype_size[3] = {4, 4, 2};
 const char *const mgl_role_name[MGL_V_ROLE_COUNT] = {"input", "param", "act", "grad", "state"};
 const char *const mgl_phase_name[3] = {"fwd", "bwd", "opt"};
+const char *const mgl_init_name[3] = {"normal", "zeros", "ones"};
 
 const char *mgl_layout_str(MglLayout l, char buf[8])
 {
@@ -177,8 +178,8 @@ void mgl_plan_write(FILE *f, const MglPlan *p)
 		const MglPlanParam *q = &p->params[i];
 		fprintf(f, "p %d %s ", i, q->name);
 		write_dims(f, q->rank, q->shape);
-		fprintf(f, " %lld %d %d %d %d %d %d:%d\n", (long long)q->padded, q->split_dim, q->value, q->grad, q->m,
-			q->v, q->line, q->col);
+		fprintf(f, " %lld %d %s %.17g %d %d %d %d %d:%d\n", (long long)q->padded, q->split_dim,
+			mgl_init_name[q->init], q->std, q->value, q->grad, q->m, q->v, q->line, q->col);
 	}
 	fprintf(f, "steps %d\n", p->nsteps);
 	for (int i = 0; i < p->nsteps; i++) {
@@ -228,6 +229,8 @@ static const char *tok(Reader *r, int *len)
 	*len = (int)(r->p - s);
 	if (!*len)
 		bad(r, r->p >= r->end ? "the plan ends early (truncated?)" : "a field is missing");
+	if (memchr(s, 0, (size_t)*len))
+		bad(r, "a NUL byte in a field");
 	return s;
 }
 
@@ -358,6 +361,25 @@ static int *ids(Reader *r, int *n, int nvalues)
 	return v;
 }
 
+/* "LINE:COL", each an int (the writer's "%d:%d"), within the token. */
+static void linecol(Reader *r, int *line, int *col)
+{
+	int n;
+	const char *s = tok(r, &n), *e = s + n;
+	int *out[2] = {line, col};
+	for (int k = 0; k < 2; k++) {
+		bool neg = s < e && *s == '-';
+		s += neg;
+		const char *b = s;
+		int64_t v = 0;
+		while (s < e && *s >= '0' && *s <= '9' && v <= INT32_MAX)
+			v = v * 10 + (*s++ - '0');
+		if (s == b || v > INT32_MAX || (k ? s != e : s == e || *s++ != ':'))
+			bad(r, "expected LINE:COL");
+		*out[k] = (int)(neg ? -v : v);
+	}
+}
+
 static MglLayout layout(Reader *r)
 {
 	int n;
@@ -392,7 +414,16 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	word(&r, "preset"), space(&r), p->preset = str(&r), eol(&r);
 	if (!strcmp(p->preset, "-"))
 		p->preset = NULL;
-	word(&r, "source"), space(&r), p->source = str(&r), eol(&r);
+	word(&r, "source"), space(&r);
+	{   /* the rest of the line: a path may hold spaces */
+		const char *s = r.p;
+		while (r.p < r.end && *r.p != '\n')
+			r.p++;
+		if (r.p == s)
+			bad(&r, "a field is missing");
+		p->source = mgl_strndup(a, s, (size_t)(r.p - s));
+		eol(&r);
+	}
 	word(&r, "tp"), space(&r), p->tp = (int)num(&r, 1, 4096), eol(&r);
 	word(&r, "dp"), space(&r), p->dp = (int)num(&r, 1, 1 << 20), eol(&r);
 	word(&r, "sp"), space(&r), p->sp = num(&r, 0, 1), eol(&r);
@@ -440,6 +471,19 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		space(&r), q->rank = dims(&r, q->shape);
 		space(&r), q->padded = num(&r, 0, (int64_t)1 << 40);
 		space(&r), q->split_dim = (int)num(&r, -1, q->rank - 1);
+		space(&r), q->init = (MglInit)lookup(&r, mgl_init_name, 3, "initialization");
+		space(&r);
+		int sn;
+		const char *ss = tok(&r, &sn);
+		char sbuf[64];
+		if (sn >= (int)sizeof sbuf)
+			bad(&r, "a bad number");
+		memcpy(sbuf, ss, (size_t)sn);
+		sbuf[sn] = 0;
+		char *se;
+		q->std = strtod(sbuf, &se);
+		if (*se || !(q->std >= 0 && q->std <= 1))
+			bad(&r, "a standard deviation must be a number in [0, 1]");
 		int *f[4] = {&q->value, &q->grad, &q->m, &q->v};
 		for (int k = 0; k < 4; k++) {
 			space(&r);
@@ -447,11 +491,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 			if (p->values[*f[k]].param != i)
 				bad(&r, "value %%%d does not belong to parameter %d", *f[k], i);
 		}
-		space(&r);
-		int n;
-		const char *s = tok(&r, &n);
-		if (sscanf(s, "%d:%d", &q->line, &q->col) != 2)
-			bad(&r, "expected LINE:COL");
+		space(&r), linecol(&r, &q->line, &q->col);
 		eol(&r);
 	}
 	for (int i = 0; i < p->nvalues; i++)
@@ -469,11 +509,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		space(&r), s->in = ids(&r, &s->nin, p->nvalues);
 		space(&r), s->out = ids(&r, &s->nout, p->nvalues);
 		space(&r), s->layer = (int)num(&r, -1, p->nlayers - 1);
-		space(&r);
-		int n;
-		const char *at = tok(&r, &n);
-		if (sscanf(at, "%d:%d", &s->line, &s->col) != 2)
-			bad(&r, "expected LINE:COL");
+		space(&r), linecol(&r, &s->line, &s->col);
 		space(&r), s->heads = attr(&r, "heads", 0, 1 << 20);
 		space(&r), s->index = attr(&r, "index", -((int64_t)1 << 40), (int64_t)1 << 40);
 		space(&r), s->limit = attr(&r, "limit", 0, (int64_t)1 << 40);
@@ -481,6 +517,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		if ((size_t)(r.end - r.p) < 2 || memcmp(r.p, "p=", 2))
 			bad(&r, "expected 'p='");
 		r.p += 2;
+		int n;
 		const char *ps = tok(&r, &n);
 		char pbuf[64];
 		if (n >= (int)sizeof pbuf)
@@ -489,7 +526,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		pbuf[n] = 0;
 		char *e;
 		s->p = strtod(pbuf, &e);
-		if (*e || s->p < 0 || s->p >= 1)
+		if (*e || !(s->p >= 0 && s->p < 1))
 			bad(&r, "p must be a number in [0, 1)");
 		space(&r), s->seed = (uint32_t)attr(&r, "seed", 0, UINT32_MAX);
 		space(&r), s->causal = attr(&r, "causal", 0, 1);

@@ -154,12 +154,18 @@ typedef struct {
 
 enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2 };
 
+/* How a parameter starts: N(0, std), zeros or ones. */
+typedef enum { MGL_INIT_NORMAL, MGL_INIT_ZEROS, MGL_INIT_ONES } MglInit;
+extern const char *const mgl_init_name[3];
+
 typedef struct {
 	const char *name;      /* layers.3.attention.q.weight */
 	int rank;
 	int64_t shape[MGL_PLAN_MAX_RANK];   /* global, as stored in checkpoints */
 	int64_t padded;        /* rows after vocabulary padding (= shape[0] if none) */
 	int split_dim;         /* dimension from the start that is split over tp, or -1 */
+	MglInit init;
+	double std;            /* MGL_INIT_NORMAL */
 	int value, grad, m, v; /* value ids on this rank */
 	int line, col;
 } MglPlanParam;

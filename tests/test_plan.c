@@ -243,12 +243,12 @@ START_TEST(memory_plan_is_sound)
 		if ((x->role != MGL_V_ACT && x->role != MGL_V_INPUT) || first[v] < 0)
 			continue;
 		ck_assert_int_le(x->offset + x->bytes, p->arena_bytes);
-		int xe = last[v] > first[v] ? last[v] : first[v];
+		int xe = last[v] < 0 ? p->nsteps - 1 : last[v] > first[v] ? last[v] : first[v];
 		for (int w = v + 1; w < p->nvalues; w++) {
 			const MglValue *y = &p->values[w];
 			if ((y->role != MGL_V_ACT && y->role != MGL_V_INPUT) || first[w] < 0)
 				continue;
-			int ye = last[w] > first[w] ? last[w] : first[w];
+			int ye = last[w] < 0 ? p->nsteps - 1 : last[w] > first[w] ? last[w] : first[w];
 			bool overlap_time = first[v] <= ye && first[w] <= xe;
 			bool overlap_space = x->offset < y->offset + y->bytes && y->offset < x->offset + x->bytes;
 			ck_assert_msg(!(overlap_time && overlap_space), "%s and %s share memory while both alive", x->name,

@@ -1,0 +1,251 @@
+/* cli/train.c — `mgl train` and `mgl sample`: options and defaults, then the runtime.
+ *
+ * Training compiles the model for the cpu backend (f32) and hands the plan to rt_train.
+ * A checkpoint carries the model's source, preset and --set with it, so `mgl sample`
+ * needs nothing but the checkpoint: it compiles the same model for one sequence and
+ * generates a token at a time from the logits of the last position.
+ */
+#include "cli.h"
+#include "../runtime/backend.h"
+
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const RtBackend *backend_of(const Args *a)
+{
+	if (!a->backend || !strcmp(a->backend, "cpu"))
+		return &rt_cpu_backend;
+	if (!strcmp(a->backend, "cuda"))
+		fprintf(stderr, "mgl: error: this build of mgl has no cuda backend yet; use --backend cpu\n");
+	else
+		fprintf(stderr, "mgl: error: unknown backend '%s' (cpu or cuda)\n", a->backend);
+	return NULL;
+}
+
+static double or(double v, double dflt) { return isnan(v) ? dflt : v; }
+
+int cmd_train(Args *a)
+{
+	const RtBackend *be = backend_of(a);
+	if (!be)
+		return 2;
+	if (!a->data)
+		return usage_error("train", "--data TRAIN.bin is required%s", "");
+	MglCtx c = {0};
+	jmp_buf jb;
+	c.fail = &jb;
+	volatile int status = 0;
+	char *source = NULL;
+	if (!setjmp(jb)) {
+		MglTarget t = {.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
+			       .batch = a->batch ? a->batch : 8, .seq = a->seq, .act_dtype = MGL_F32};
+		MglGraph *g;
+		MglPlan *p = cli_plan(&c, a->file, NULL, a->preset, a->set, &t, &g);
+		size_t len;
+		char err[1024];
+		source = mgl_read_whole(a->file, &len, err, sizeof err);
+		RtTrainOpts o = {
+			.data = a->data, .val = a->val, .steps = a->steps ? a->steps : 200, .accum = a->accum ? a->accum : 1,
+			.lr = or(a->lr, 6e-4), .weight_decay = or(a->weight_decay, 0.1), .beta1 = 0.9, .beta2 = 0.95,
+			.eps = 1e-8, .clip = or(a->clip, 1.0), .seed = a->seed ? (uint64_t)a->seed : 1337,
+			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
+			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
+			.model_name = g->model, .model_source = source, .preset = a->preset, .set = a->set,
+			.tokenizer = "bytes", .progress = isatty(2),
+		};
+		o.min_lr = or(a->min_lr, o.lr / 10);
+		o.warmup = a->warmup ? a->warmup : (o.steps / 10 < 100 ? o.steps / 10 : 100);
+		if (!o.eval_every && a->val)
+			o.eval_every = o.steps / 10 ? o.steps / 10 : 1;
+		fprintf(stderr, "mgl: training %s%s%s (%lld parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %lld steps\n",
+			g->model, a->preset ? " " : "", a->preset ? a->preset : "", (long long)mgl_param_count(g), be->name, p->tp,
+			p->dp, p->sp ? ", sequence parallel" : "", (long long)p->batch, (long long)p->seq, (long long)o.steps);
+		RtTrainResult r;
+		if (rt_train(p, be, &o, &r, err, sizeof err)) {
+			fprintf(stderr, "mgl: error: %s\n", err);
+			status = 1;
+		} else {
+			printf("trained %lld steps in %.1f s: loss %.4f -> %.4f", (long long)r.steps_done, r.seconds, r.first_loss,
+			       r.last_loss);
+			if (!isnan(r.val_loss))
+				printf(", validation loss %.4f (perplexity %.2f)", r.val_loss, exp(r.val_loss));
+			if (a->save)
+				printf("; saved %s", a->save);
+			printf("\n");
+			if (r.interrupted) {
+				fprintf(stderr, "mgl: interrupted after step %lld%s\n", (long long)r.steps_done,
+					a->save ? " (saved)" : "");
+				status = 130;
+			}
+		}
+	} else {
+		status = c.status ? c.status : 1;
+	}
+	free(source);
+	mgl_arena_free(&c.arena);
+	return status;
+}
+
+/* ---------------------------------------------------------------- mgl sample */
+
+/* The next token from logits[V]: softmax at a temperature, over the top k (0: all). */
+static int pick(const float *logits, int V, double temperature, int64_t top_k, uint64_t *rng)
+{
+	if (temperature <= 0) {   /* greedy */
+		int best = 0;
+		for (int i = 1; i < V; i++)
+			best = logits[i] > logits[best] ? i : best;
+		return best;
+	}
+	float cut = -INFINITY;
+	if (top_k > 0 && top_k < V) {
+		float *s = malloc((size_t)V * sizeof *s);
+		memcpy(s, logits, (size_t)V * sizeof *s);
+		for (int64_t k = 0; k < top_k; k++) {   /* k-th largest by selection: V and k are small */
+			int best = -1;
+			for (int i = 0; i < V; i++)
+				if (s[i] != -INFINITY && (best < 0 || s[i] > s[best]))
+					best = i;
+			cut = s[best];
+			s[best] = -INFINITY;
+		}
+		free(s);
+	}
+	double mx = -INFINITY, sum = 0;
+	for (int i = 0; i < V; i++)
+		mx = logits[i] >= cut && logits[i] > mx ? logits[i] : mx;
+	for (int i = 0; i < V; i++)
+		sum += logits[i] >= cut ? exp((logits[i] - mx) / temperature) : 0;
+	*rng += 0x9e3779b97f4a7c15ull;
+	double u = (double)(rt_mix64(*rng) >> 11) * (1.0 / 9007199254740992.0) * sum;
+	for (int i = 0; i < V; i++) {
+		if (logits[i] < cut)
+			continue;
+		u -= exp((logits[i] - mx) / temperature);
+		if (u <= 0)
+			return i;
+	}
+	return V - 1;
+}
+
+int cmd_sample(Args *a)
+{
+	char err[1024], path[4096];
+	struct stat st;
+	snprintf(path, sizeof path, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s",
+		 a->file);
+	RtCkpt ck;
+	if (rt_ckpt_read(path, &ck, err, sizeof err)) {
+		fprintf(stderr, "mgl: error: %s\n", err);
+		return 1;
+	}
+	const char *source = rt_ckpt_meta(&ck, "source"), *tokname = rt_ckpt_meta(&ck, "tokenizer");
+	if (!source || !*source) {
+		fprintf(stderr, "mgl: error: %s holds no model source: was it written by mgl train?\n", path);
+		rt_ckpt_free(&ck);
+		return 1;
+	}
+	RtTokenizer *tok = NULL;
+	if (tokname && !strncmp(tokname, "gpt2", 4)) {
+		const char *dir = a->gpt2 ? a->gpt2 : tokname[4] == ':' ? tokname + 5 : NULL;
+		if (!dir || !(tok = rt_tok_gpt2(dir, err, sizeof err))) {
+			fprintf(stderr, "mgl: error: %s\n", dir ? err : "this checkpoint's tokenizer is GPT-2's: give --gpt2 DIR");
+			rt_ckpt_free(&ck);
+			return 1;
+		}
+	} else {
+		tok = rt_tok_bytes();
+	}
+	MglCtx c = {0};
+	jmp_buf jb;
+	c.fail = &jb;
+	volatile int status = 0;
+	RtJob *job = NULL;
+	int32_t *ids = NULL, *x = NULL;
+	float *logits = NULL;
+	if (!setjmp(jb)) {
+		MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .seq = a->seq, .act_dtype = MGL_F32};
+		MglGraph *g;
+		MglPlan *p = cli_plan(&c, path, source, rt_ckpt_meta(&ck, "preset"), rt_ckpt_meta(&ck, "set"), &t, &g);
+		if (!(job = rt_job_open(p, &rt_cpu_backend, err, sizeof err)))
+			goto fail;
+		for (int i = 0; i < p->nparams; i++) {
+			const RtTensor *w = rt_ckpt_find(&ck, p->params[i].name);
+			bool ok = w && w->rank == p->params[i].rank;
+			for (int k = 0; ok && k < w->rank; k++)
+				ok = w->shape[k] == p->params[i].shape[k];
+			if (!ok) {
+				snprintf(err, sizeof err, "%.600s does not match its own model: tensor '%.300s' is missing or misshapen", path,
+					 p->params[i].name);
+				goto fail;
+			}
+			rt_param_set(job, i, RT_PARAM_VALUE, w->data);
+		}
+		int logit = -1, tokens = rt_value(p, "tokens"), targets = rt_value(p, "targets");
+		for (int s = 0; s < p->nsteps; s++)
+			if (p->steps[s].op == MGL_OP_VOCAB_MAX)
+				logit = p->steps[s].in[0];
+		if (logit < 0 || tokens < 0 || targets < 0) {
+			snprintf(err, sizeof err, "mgl sample generates from language models with inputs tokens and targets");
+			goto fail;
+		}
+		int64_t T = p->seq, V = p->values[logit].shape[p->values[logit].rank - 1];
+		size_t n = 0, cap = 0;
+		const char *prompt = a->prompt ? a->prompt : "";
+		rt_tok_encode(tok, prompt, strlen(prompt), &ids, &n, &cap);
+		if (!n) {   /* nothing to continue: start a document */
+			int eot = rt_tok_eot(tok);
+			if (cap < 1)
+				ids = realloc(ids, (cap = 16) * sizeof *ids);
+			ids[n++] = eot >= 0 ? eot : '\n';
+		}
+		x = calloc((size_t)T, sizeof *x);
+		logits = malloc((size_t)(T * V) * sizeof *logits);
+		uint64_t rng = a->seed ? (uint64_t)a->seed : 1337;
+		int64_t want = a->tokens ? a->tokens : 200;
+		fputs(prompt, stdout);
+		RtRun run = {.train = false};
+		for (int64_t k = 0; k < want; k++) {
+			int64_t have = (int64_t)n < T ? (int64_t)n : T, from = (int64_t)n - have;
+			memset(x, 0, (size_t)T * sizeof *x);
+			for (int64_t i = 0; i < have; i++)
+				x[i] = ids[from + i];
+			job->be->write(&job->ranks[0], tokens, x);
+			job->be->write(&job->ranks[0], targets, x);
+			if (rt_job_run(job, 1u << MGL_FWD, &run, err, sizeof err))
+				goto fail;
+			job->be->read(&job->ranks[0], logit, logits);
+			int next = pick(logits + (have - 1) * V, (int)(p->vocab ? p->vocab : V), or(a->temperature, 1.0),
+					a->top_k ? a->top_k : 0, &rng);
+			if (n == cap)
+				ids = realloc(ids, (cap = 2 * cap + 16) * sizeof *ids);
+			ids[n++] = next;
+			size_t len;
+			char *text = rt_tok_decode(tok, &ids[n - 1], 1, &len);
+			fwrite(text, 1, len, stdout);
+			fflush(stdout);
+			free(text);
+		}
+		printf("\n");
+	} else {
+		status = c.status ? c.status : 1;
+	}
+	goto done;
+fail:
+	fprintf(stderr, "mgl: error: %s\n", err);
+	status = 1;
+done:
+	rt_job_close(job);
+	free(ids);
+	free(x);
+	free(logits);
+	rt_tok_free(tok);
+	rt_ckpt_free(&ck);
+	mgl_arena_free(&c.arena);
+	return status;
+}

@@ -1,0 +1,107 @@
+/* runtime/backend.h — what a backend implements, and the job it runs in.
+ *
+ * A job is tp x dp ranks executing one plan. exec.c owns the job: it starts one thread
+ * per rank for each stretch of steps and gives the backend the run's parameters (which
+ * micro-batch, the learning rate, the seeds). A backend owns each rank's memory and runs
+ * steps on it, collectives included; the cpu backend (cpu.c) is the reference that every
+ * other backend is tested against, and the cuda backend meets it only here.
+ *
+ * Conventions every backend keeps (docs/plan.md says why):
+ *   - a step whose output is a gradient buffer (role grad) adds into it;
+ *   - collectives on gradient buffers (the optimizer pass's buckets, tp or dp) run only on
+ *     the last micro-batch of an optimizer step;
+ *   - dropout's keep-mask for element i (its index in the whole, unsplit tensor) is
+ *     rt_dropout_keep(key, step seed, i), the same on every backend and for every tp;
+ *   - an input value's contents are written by the host before the steps that read it.
+ */
+#ifndef MGL_BACKEND_H
+#define MGL_BACKEND_H
+
+#include <pthread.h>
+
+#include "runtime.h"
+
+typedef struct RtJob RtJob;
+typedef struct RtRank RtRank;
+
+/* The run's parameters, the same for every rank. */
+typedef struct {
+	uint64_t key;          /* dropout: the training seed mixed with the iteration and micro-batch */
+	bool last_micro;       /* the last micro-batch of this optimizer step: gradients are reduced */
+	bool train;            /* false (evaluation, sampling): dropout is the identity */
+	double lr, beta1, beta2, eps, weight_decay, clip;
+	int64_t adam_t;        /* AdamW's step count, from 1 */
+} RtRun;
+
+/* A group's shared-memory exchange for the cpu backend (and the bootstrap of others). */
+typedef struct {
+	int size;
+	pthread_barrier_t barrier;
+	const void **slots;    /* each member's buffer, posted before the first barrier */
+} RtComm;
+
+struct RtRank {
+	RtJob *job;
+	int rank, tp_rank, dp_rank;
+	RtComm *tp, *dp;       /* the groups this rank is in */
+	void *mem;             /* the backend's */
+	char err[512];         /* a step's error: the step, the op and the model's line */
+	int failed;
+};
+
+typedef struct RtBackend {
+	const char *name;
+	/* allocate a rank's memory for job->plan; 0 or an error in r->err */
+	int (*open)(RtRank *r);
+	void (*close)(RtRank *r);
+	/* run steps [from, to) of the plan whose phase is in the mask (1 << MglPhase) */
+	int (*run)(RtRank *r, int from, int to, unsigned phases, const RtRun *run);
+	/* copy a value between the host (float for f32/bf16 values, int32 for i32) and the rank */
+	void (*write)(RtRank *r, int value, const void *host);
+	void (*read)(RtRank *r, int value, void *host);
+	void (*zero)(RtRank *r, int value);
+	/* element i of an f32 value at the backend's own precision (the tests' oracle) */
+	double (*peek)(RtRank *r, int value, int64_t i);
+} RtBackend;
+
+struct RtJob {
+	const MglPlan *plan;
+	const RtBackend *be;
+	int tp, dp, nranks;
+	RtRank *ranks;
+	RtComm *comms;         /* dp tp-groups, then tp dp-groups */
+};
+
+extern const RtBackend rt_cpu_backend;
+extern const RtBackend rt_cpu64_backend;   /* double precision, for tests */
+
+/* Counter-based dropout mask: the same bits for the same (key, seed, index) anywhere. */
+static inline uint64_t rt_mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+static inline bool rt_dropout_keep(uint64_t key, uint32_t seed, int64_t i, double p)
+{
+	uint64_t h = rt_mix64(rt_mix64(key ^ ((uint64_t)seed << 40)) ^ (uint64_t)i);
+	return (double)(h >> 40) * (1.0 / 16777216.0) >= p;
+}
+
+/* ---------------------------------------------------------------- exec.c */
+
+RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen);
+void rt_job_close(RtJob *j);
+/* Every rank runs steps of the given phases, in parallel threads; 0 or -1 with err. */
+int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen);
+/* The value id of a plan input or value by name, or -1. */
+int rt_value(const MglPlan *p, const char *name);
+/* Full (unsharded, unpadded) parameter tensor i, gathered from the tp ranks of dp rank 0,
+ * into out (shape: plan->params[i].shape); which: RT_PARAM_VALUE, _M, _V or _GRAD. */
+void rt_param_get(RtJob *j, int i, int which, float *out);
+/* Scatters a full parameter tensor to every rank's shard (padding rows zero). */
+void rt_param_set(RtJob *j, int i, int which, const float *full);
+enum { RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V, RT_PARAM_GRAD };
+
+#endif

@@ -1,0 +1,928 @@
+/* runtime/cpu.c — the cpu backend: every op of the plan in plain C, fp32.
+ *
+ * It is the reference: the GPU backend is tested against it, and it must give the same
+ * losses at every tp. So every kernel is deterministic (a fixed order of summation), a
+ * split value's elements are addressed by their index in the whole tensor where that
+ * matters (dropout), and collectives sum the members' buffers in rank order.
+ *
+ * Memory: one arena for activations and inputs, one region for each of parameters,
+ * gradients and optimizer state, as the plan's memory plan lays them out. Collectives go
+ * through shared memory: each member posts its buffer, a barrier, each computes its
+ * result from all of them, a barrier.
+ *
+ * Shapes in comments: [M, K] means M rows of K contiguous floats; a value's leading
+ * dimensions are flattened into M.
+ */
+#include "backend.h"
+
+#include <tgmath.h>
+
+/* The kernels' arithmetic type. Built again with RT_REAL=double (cpu64.c) it gives a
+ * double-precision backend for the tests' finite differences: every value then takes 8
+ * bytes, so offsets and sizes of the plan's memory plan (4-byte elements) scale by 2. */
+#ifndef RT_REAL
+#define RT_REAL float
+#define RT_BACKEND rt_cpu_backend
+#define RT_BACKEND_NAME "cpu"
+#endif
+typedef RT_REAL real;
+enum { SCALE = sizeof(real) / 4 };
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+	unsigned char *region[MGL_V_ROLE_COUNT];   /* input and act share the arena */
+	real *scratch;                             /* collectives' private result */
+	int64_t scratch_n;
+} Mem;
+
+/* ---------------------------------------------------------------- values */
+
+static const MglValue *val(const RtRank *r, int v) { return &r->job->plan->values[v]; }
+
+static void *ptr(const RtRank *r, int v)
+{
+	const Mem *m = r->mem;
+	const MglValue *x = val(r, v);
+	int region = x->role == MGL_V_INPUT ? MGL_V_ACT : x->role;
+	return m->region[region] + x->offset * SCALE;
+}
+
+static real *F(const RtRank *r, int v) { return ptr(r, v); }
+static int32_t *IDS(const RtRank *r, int v) { return ptr(r, v); }
+
+static int64_t numel(const MglValue *x)
+{
+	int64_t n = 1;
+	for (int i = 0; i < x->rank; i++)
+		n *= x->shape[i];
+	return n;
+}
+
+static int64_t last(const MglValue *x) { return x->rank ? x->shape[x->rank - 1] : 1; }
+static int64_t rows(const MglValue *x) { return numel(x) / (last(x) ? last(x) : 1); }
+
+/* The tensor as [outer, n, inner] around dimension `dim` counted from the end. */
+static void around(const MglValue *x, int dim, int64_t *outer, int64_t *n, int64_t *inner)
+{
+	int d = x->rank - dim;
+	*outer = *inner = 1;
+	*n = x->shape[d];
+	for (int i = 0; i < d; i++)
+		*outer *= x->shape[i];
+	for (int i = d + 1; i < x->rank; i++)
+		*inner *= x->shape[i];
+}
+
+/* Where this rank's part of a split value starts in the whole, along the split dim. */
+static int64_t shard_start(const RtRank *r, const MglValue *x)
+{
+	if (x->layout.kind != MGL_L_S || r->job->tp == 1)
+		return 0;
+	return (int64_t)r->tp_rank * x->shape[x->rank - x->layout.dim];
+}
+
+/* ---------------------------------------------------------------- GEMM */
+
+/* C[M, N] (+)= A[M, K] . B[N, K]^T, both operands with K contiguous: the dot-product form,
+ * computed in 4 x 4 tiles so each loaded row serves four products. Every element's sum
+ * runs over k in order: deterministic, whatever the tiling. */
+static void gemm_nt(int64_t M, int64_t N, int64_t K, const real *A, const real *B, real *C, bool accumulate)
+{
+	int64_t i = 0;
+	for (; i + 4 <= M; i += 4) {
+		const real *a0 = A + i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
+		int64_t j = 0;
+		for (; j + 4 <= N; j += 4) {
+			const real *b0 = B + j * K, *b1 = b0 + K, *b2 = b1 + K, *b3 = b2 + K;
+			real c[4][4] = {{0}};
+			for (int64_t k = 0; k < K; k++) {
+				real x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
+				real y0 = b0[k], y1 = b1[k], y2 = b2[k], y3 = b3[k];
+				c[0][0] += x0 * y0, c[0][1] += x0 * y1, c[0][2] += x0 * y2, c[0][3] += x0 * y3;
+				c[1][0] += x1 * y0, c[1][1] += x1 * y1, c[1][2] += x1 * y2, c[1][3] += x1 * y3;
+				c[2][0] += x2 * y0, c[2][1] += x2 * y1, c[2][2] += x2 * y2, c[2][3] += x2 * y3;
+				c[3][0] += x3 * y0, c[3][1] += x3 * y1, c[3][2] += x3 * y2, c[3][3] += x3 * y3;
+			}
+			for (int u = 0; u < 4; u++)
+				for (int w = 0; w < 4; w++) {
+					real *o = C + (i + u) * N + j + w;
+					*o = accumulate ? *o + c[u][w] : c[u][w];
+				}
+		}
+		for (; j < N; j++)
+			for (int u = 0; u < 4; u++) {
+				const real *a = A + (i + u) * K, *b = B + j * K;
+				real s = 0;
+				for (int64_t k = 0; k < K; k++)
+					s += a[k] * b[k];
+				real *o = C + (i + u) * N + j;
+				*o = accumulate ? *o + s : s;
+			}
+	}
+	for (; i < M; i++)
+		for (int64_t j = 0; j < N; j++) {
+			const real *a = A + i * K, *b = B + j * K;
+			real s = 0;
+			for (int64_t k = 0; k < K; k++)
+				s += a[k] * b[k];
+			real *o = C + i * N + j;
+			*o = accumulate ? *o + s : s;
+		}
+}
+
+/* out[C, R] = in[R, C]^T */
+static void transpose(const real *in, int64_t R, int64_t C, real *out)
+{
+	for (int64_t i0 = 0; i0 < R; i0 += 32)
+		for (int64_t j0 = 0; j0 < C; j0 += 32)
+			for (int64_t i = i0; i < i0 + 32 && i < R; i++)
+				for (int64_t j = j0; j < j0 + 32 && j < C; j++)
+					out[j * R + i] = in[i * C + j];
+}
+
+/* ---------------------------------------------------------------- collectives */
+
+static void post(RtComm *c, int member, const void *buf)
+{
+	c->slots[member] = buf;
+	pthread_barrier_wait(&c->barrier);
+}
+
+static real *scratch(RtRank *r, int64_t n)
+{
+	Mem *m = r->mem;
+	if (m->scratch_n < n) {
+		free(m->scratch);
+		m->scratch = malloc((size_t)n * sizeof *m->scratch);
+		m->scratch_n = n;
+	}
+	return m->scratch;
+}
+
+/* in, out: n floats on each member (in == out allowed); sum or max in member order. */
+static void all_reduce(RtRank *r, RtComm *c, int member, const real *in, real *out, int64_t n, bool max)
+{
+	post(c, member, in);
+	real *t = scratch(r, n);
+	memcpy(t, c->slots[0], (size_t)n * sizeof *t);
+	for (int m = 1; m < c->size; m++) {
+		const real *s = c->slots[m];
+		if (max)
+			for (int64_t i = 0; i < n; i++)
+				t[i] = s[i] > t[i] ? s[i] : t[i];
+		else
+			for (int64_t i = 0; i < n; i++)
+				t[i] += s[i];
+	}
+	pthread_barrier_wait(&c->barrier);   /* everyone has read every input */
+	memcpy(out, t, (size_t)n * sizeof *t);
+}
+
+/* ---------------------------------------------------------------- the ops */
+
+typedef struct {
+	RtRank *r;
+	const MglStep *s;
+	const RtRun *run;
+} Ctx;
+
+#define IN(k) (c->s->in[k])
+#define OUT(k) (c->s->out[k])
+/* a step writing a gradient buffer adds into it */
+#define ACC(k) (val(c->r, OUT(k))->role == MGL_V_GRAD)
+
+/* out[..., D] = table[ids - start, :] for ids in this rank's rows, else 0 (then P) */
+static void op_embedding(Ctx *c)
+{
+	const MglValue *tab = val(c->r, IN(0)), *ids = val(c->r, IN(1));
+	int64_t D = tab->shape[1], V = tab->shape[0], start = shard_start(c->r, tab), n = numel(ids);
+	const real *T = F(c->r, IN(0));
+	const int32_t *id = IDS(c->r, IN(1));
+	real *o = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++) {
+		int64_t row = (int64_t)id[i] - start;
+		if (row >= 0 && row < V)
+			memcpy(o + i * D, T + row * D, (size_t)D * sizeof *o);
+		else
+			memset(o + i * D, 0, (size_t)D * sizeof *o);
+	}
+}
+
+/* dtable[ids - start, :] += dy */
+static void op_embedding_bwd(Ctx *c)
+{
+	const MglValue *dt = val(c->r, OUT(0)), *ids = val(c->r, IN(1));
+	int64_t D = dt->shape[1], V = dt->shape[0], start = shard_start(c->r, dt), n = numel(ids);
+	const real *dy = F(c->r, IN(0));
+	const int32_t *id = IDS(c->r, IN(1));
+	real *g = F(c->r, OUT(0));
+	if (!ACC(0))
+		memset(g, 0, (size_t)numel(dt) * sizeof *g);
+	/* a sequence-split dy ([seq/tp, D]) matches ids sliced the same way */
+	for (int64_t i = 0; i < n; i++) {
+		int64_t row = (int64_t)id[i] - start;
+		if (row >= 0 && row < V)
+			for (int64_t k = 0; k < D; k++)
+				g[row * D + k] += dy[i * D + k];
+	}
+}
+
+static void op_positions(Ctx *c)
+{
+	const MglValue *o = val(c->r, OUT(0));
+	int32_t *p = IDS(c->r, OUT(0));
+	for (int64_t i = 0; i < o->shape[0]; i++)
+		p[i] = (int32_t)i;
+}
+
+/* y[M, N] = x[M, K] . W[N, K]^T */
+static void op_matmul(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
+	gemm_nt(rows(x), w->shape[0], last(x), F(c->r, IN(0)), F(c->r, IN(1)), F(c->r, OUT(0)), false);
+}
+
+/* dx[M, K] = dy[M, N] . W[N, K] */
+static void op_matmul_dx(Ctx *c)
+{
+	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
+	int64_t N = w->shape[0], K = w->shape[1];
+	real *wt = malloc((size_t)(N * K) * sizeof *wt);
+	transpose(F(c->r, IN(1)), N, K, wt);   /* W^T [K, N]: K-contiguous rows for the dot form */
+	gemm_nt(rows(dy), K, N, F(c->r, IN(0)), wt, F(c->r, OUT(0)), false);
+	free(wt);
+}
+
+/* dW[N, K] += dy[M, N]^T . x[M, K] */
+static void op_matmul_dw(Ctx *c)
+{
+	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
+	int64_t M = rows(dy), N = last(dy), K = last(x);
+	real *dyt = malloc((size_t)(M * N) * sizeof *dyt), *xt = malloc((size_t)(M * K) * sizeof *xt);
+	transpose(F(c->r, IN(0)), M, N, dyt);
+	transpose(F(c->r, IN(1)), M, K, xt);
+	gemm_nt(N, K, M, dyt, xt, F(c->r, OUT(0)), ACC(0));
+	free(dyt);
+	free(xt);
+}
+
+/* out[M, N] = y + b[N] */
+static void op_bias_add(Ctx *c)
+{
+	const MglValue *y = val(c->r, IN(0));
+	int64_t M = rows(y), N = last(y);
+	const real *a = F(c->r, IN(0)), *b = F(c->r, IN(1));
+	real *o = F(c->r, OUT(0));
+	for (int64_t i = 0; i < M; i++)
+		for (int64_t j = 0; j < N; j++)
+			o[i * N + j] = a[i * N + j] + b[j];
+}
+
+/* db[N] (+)= sum over rows of dy[M, N] */
+static void op_bias_grad(Ctx *c)
+{
+	const MglValue *dy = val(c->r, IN(0));
+	int64_t M = rows(dy), N = last(dy);
+	const real *g = F(c->r, IN(0));
+	real *o = F(c->r, OUT(0));
+	for (int64_t j = 0; j < N; j++) {
+		real s = 0;
+		for (int64_t i = 0; i < M; i++)
+			s += g[i * N + j];
+		o[j] = ACC(0) ? o[j] + s : s;
+	}
+}
+
+/* mean and 1/std of row x[D] */
+static void moments(const real *x, int64_t D, double eps, real *mean, real *rstd)
+{
+	double m = 0, v = 0;
+	for (int64_t k = 0; k < D; k++)
+		m += x[k];
+	m /= (double)D;
+	for (int64_t k = 0; k < D; k++)
+		v += (x[k] - m) * (x[k] - m);
+	v /= (double)D;
+	*mean = (real)m;
+	*rstd = (real)(1.0 / sqrt(v + eps));
+}
+
+/* y[M, D] = (x - mean) / std * w + b */
+static void op_layernorm(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	int64_t M = rows(x), D = last(x);
+	const real *X = F(c->r, IN(0)), *w = F(c->r, IN(1)), *b = F(c->r, IN(2));
+	real *Y = F(c->r, OUT(0));
+	for (int64_t i = 0; i < M; i++) {
+		real mean, rstd;
+		moments(X + i * D, D, c->s->p, &mean, &rstd);
+		for (int64_t k = 0; k < D; k++)
+			Y[i * D + k] = (X[i * D + k] - mean) * rstd * w[k] + b[k];
+	}
+}
+
+/* (dy, x, w) -> dx, dw (+=), db (+=) */
+static void op_layernorm_bwd(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(1));
+	int64_t M = rows(x), D = last(x);
+	const real *dY = F(c->r, IN(0)), *X = F(c->r, IN(1)), *w = F(c->r, IN(2));
+	real *dX = F(c->r, OUT(0)), *dw = F(c->r, OUT(1)), *db = F(c->r, OUT(2));
+	if (!ACC(1))
+		memset(dw, 0, (size_t)D * sizeof *dw);
+	if (!ACC(2))
+		memset(db, 0, (size_t)D * sizeof *db);
+	for (int64_t i = 0; i < M; i++) {
+		const real *xi = X + i * D, *gi = dY + i * D;
+		real mean, rstd;
+		moments(xi, D, c->s->p, &mean, &rstd);
+		double sg = 0, sgx = 0;   /* sums of dy*w and dy*w*xhat */
+		for (int64_t k = 0; k < D; k++) {
+			double xh = (xi[k] - mean) * rstd, g = gi[k] * w[k];
+			sg += g;
+			sgx += g * xh;
+			dw[k] += gi[k] * (real)xh;
+			db[k] += gi[k];
+		}
+		sg /= (double)D;
+		sgx /= (double)D;
+		for (int64_t k = 0; k < D; k++) {
+			double xh = (xi[k] - mean) * rstd;
+			dX[i * D + k] = (real)(rstd * (gi[k] * w[k] - sg - xh * sgx));
+		}
+	}
+}
+
+/* GPT-2's gelu: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+static const real GELU_C = 0.7978845608028654f;
+
+static void op_gelu(Ctx *c)
+{
+	int64_t n = numel(val(c->r, IN(0)));
+	const real *x = F(c->r, IN(0));
+	real *y = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++)
+		y[i] = 0.5f * x[i] * (1.0f + tanh(GELU_C * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+}
+
+static void op_gelu_bwd(Ctx *c)
+{
+	int64_t n = numel(val(c->r, IN(0)));
+	const real *g = F(c->r, IN(0)), *x = F(c->r, IN(1));
+	real *o = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++) {
+		real u = GELU_C * (x[i] + 0.044715f * x[i] * x[i] * x[i]), t = tanh(u);
+		real du = GELU_C * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
+		o[i] = g[i] * (0.5f * (1.0f + t) + 0.5f * x[i] * (1.0f - t * t) * du);
+	}
+}
+
+static void op_tanh(Ctx *c)
+{
+	int64_t n = numel(val(c->r, IN(0)));
+	const real *x = F(c->r, IN(0));
+	real *y = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++)
+		y[i] = tanh(x[i]);
+}
+
+static void op_tanh_bwd(Ctx *c)
+{
+	int64_t n = numel(val(c->r, IN(0)));
+	const real *g = F(c->r, IN(0)), *y = F(c->r, IN(1));
+	real *o = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++)
+		o[i] = g[i] * (1.0f - y[i] * y[i]);
+}
+
+/* y = x * keep / (1 - p), keep decided by the element's index in the whole tensor, so a
+ * split value drops exactly what the unsplit one would. Backward: the same with dy. */
+static void op_dropout(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	const real *X = F(c->r, IN(0));
+	real *Y = F(c->r, OUT(0));
+	double p = c->run->train ? c->s->p : 0;
+	if (p == 0) {
+		memmove(Y, X, (size_t)numel(x) * sizeof *Y);
+		return;
+	}
+	real scale = (real)(1.0 / (1.0 - p));
+	int64_t outer = 1, n = numel(x), inner = 1, whole = n, start = 0;
+	if (x->layout.kind == MGL_L_S && c->r->job->tp > 1) {
+		around(x, x->layout.dim, &outer, &n, &inner);
+		whole = n * c->r->job->tp;
+		start = shard_start(c->r, x);
+	}
+	for (int64_t o = 0; o < outer; o++)
+		for (int64_t k = 0; k < n; k++)
+			for (int64_t i = 0; i < inner; i++) {
+				int64_t local = (o * n + k) * inner + i, global = (o * whole + start + k) * inner + i;
+				Y[local] = rt_dropout_keep(c->run->key, c->s->seed, global, p) ? X[local] * scale : 0.0f;
+			}
+}
+
+/* out = a + b, broadcast from the right ([b, s, d] + [s, d]) */
+static void op_add(Ctx *c)
+{
+	const MglValue *a = val(c->r, IN(0)), *b = val(c->r, IN(1)), *o = val(c->r, OUT(0));
+	const real *A = F(c->r, IN(0)), *B = F(c->r, IN(1));
+	real *O = F(c->r, OUT(0));
+	int64_t n = numel(o), na = numel(a), nb = numel(b);
+	if (val(c->r, IN(0))->dtype == MGL_I32) {
+		const int32_t *ia = IDS(c->r, IN(0)), *ib = IDS(c->r, IN(1));
+		int32_t *io = IDS(c->r, OUT(0));
+		for (int64_t i = 0; i < n; i++)
+			io[i] = ia[i % na] + ib[i % nb];
+		return;
+	}
+	/* with right-aligned broadcasting of a trailing block, index i maps to i % size when
+	 * the smaller operand's shape is a suffix of the output's; a size-1 dimension in the
+	 * middle needs the general walk */
+	bool suffix = true;
+	for (int k = 0; k < a->rank; k++)
+		suffix &= a->shape[a->rank - 1 - k] == o->shape[o->rank - 1 - k];
+	for (int k = 0; k < b->rank; k++)
+		suffix &= b->shape[b->rank - 1 - k] == o->shape[o->rank - 1 - k];
+	if (suffix) {
+		for (int64_t i = 0; i < n; i++)
+			O[i] = A[i % na] + B[i % nb];
+		return;
+	}
+	for (int64_t i = 0; i < n; i++) {
+		int64_t rem = i, ia = 0, ib = 0, sa = 1, sb = 1;
+		for (int k = o->rank - 1; k >= 0; k--) {
+			int64_t d = rem % o->shape[k];
+			rem /= o->shape[k];
+			int ka = k - (o->rank - a->rank), kb = k - (o->rank - b->rank);
+			if (ka >= 0) {
+				ia += (a->shape[ka] == 1 ? 0 : d) * sa;
+				sa *= a->shape[ka];
+			}
+			if (kb >= 0) {
+				ib += (b->shape[kb] == 1 ? 0 : d) * sb;
+				sb *= b->shape[kb];
+			}
+		}
+		O[i] = A[ia] + B[ib];
+	}
+}
+
+static void op_accumulate(Ctx *c)
+{
+	int64_t n = numel(val(c->r, OUT(0)));
+	const real *a = F(c->r, IN(0)), *b = F(c->r, IN(1));
+	real *o = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++)
+		o[i] = a[i] + b[i];
+}
+
+/* out (+)= dy summed over the dimensions it was broadcast along */
+static void op_sum_to(Ctx *c)
+{
+	const MglValue *g = val(c->r, IN(0)), *o = val(c->r, OUT(0));
+	const real *G = F(c->r, IN(0));
+	real *O = F(c->r, OUT(0));
+	int64_t n = numel(g), no = numel(o);
+	real *t = calloc((size_t)no, sizeof *t);
+	for (int64_t i = 0; i < n; i++) {
+		int64_t rem = i, io = 0, so = 1;
+		for (int k = g->rank - 1; k >= 0; k--) {
+			int64_t d = rem % g->shape[k];
+			rem /= g->shape[k];
+			int ko = k - (g->rank - o->rank);
+			if (ko >= 0) {
+				io += (o->shape[ko] == 1 ? 0 : d) * so;
+				so *= o->shape[ko];
+			}
+		}
+		t[io] += G[i];
+	}
+	for (int64_t i = 0; i < no; i++)
+		O[i] = ACC(0) ? O[i] + t[i] : t[i];
+	free(t);
+}
+
+/* Attention over q, k, v [B, S, H*dh] (this rank's heads), scores scaled by 1/sqrt(dh),
+ * keys after the query masked when causal, keys whose mask is 0 masked; o [B, S, H*dh]
+ * and the log-sum-exp of each row of scores, lse [B, H, S], kept for the backward. */
+static void op_attention(Ctx *c)
+{
+	const MglValue *q = val(c->r, IN(0));
+	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->heads, dh = D / H;
+	const real *Q = F(c->r, IN(0)), *K = F(c->r, IN(1)), *V = F(c->r, IN(2));
+	const int32_t *mask = c->s->nin > 3 ? IDS(c->r, IN(3)) : NULL;
+	real *O = F(c->r, OUT(0)), *L = F(c->r, OUT(1));
+	real scale = 1.0f / sqrt((real)dh), *p = malloc((size_t)S * sizeof *p);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t h = 0; h < H; h++)
+			for (int64_t i = 0; i < S; i++) {
+				const real *qi = Q + (b * S + i) * D + h * dh;
+				int64_t n = c->s->causal ? i + 1 : S;
+				real mx = -INFINITY;
+				for (int64_t j = 0; j < n; j++) {
+					real s = -INFINITY;
+					if (!mask || mask[b * S + j]) {
+						const real *kj = K + (b * S + j) * D + h * dh;
+						s = 0;
+						for (int64_t k = 0; k < dh; k++)
+							s += qi[k] * kj[k];
+						s *= scale;
+					}
+					p[j] = s;
+					mx = s > mx ? s : mx;
+				}
+				real *oi = O + (b * S + i) * D + h * dh;
+				memset(oi, 0, (size_t)dh * sizeof *oi);
+				if (mx == -INFINITY) {   /* every key masked: no attention, output 0 */
+					L[(b * H + h) * S + i] = -INFINITY;
+					continue;
+				}
+				double sum = 0;
+				for (int64_t j = 0; j < n; j++)
+					sum += p[j] = exp(p[j] - mx);
+				for (int64_t j = 0; j < n; j++) {
+					real w = (real)(p[j] / sum);
+					const real *vj = V + (b * S + j) * D + h * dh;
+					for (int64_t k = 0; k < dh; k++)
+						oi[k] += w * vj[k];
+				}
+				L[(b * H + h) * S + i] = mx + (real)log(sum);
+			}
+	free(p);
+}
+
+/* (dy, q, k, v, o, lse[, mask]) -> dq, dk, dv: the probabilities recomputed from lse */
+static void op_attention_bwd(Ctx *c)
+{
+	const MglValue *q = val(c->r, IN(1));
+	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->heads, dh = D / H;
+	const real *dO = F(c->r, IN(0)), *Q = F(c->r, IN(1)), *K = F(c->r, IN(2)), *V = F(c->r, IN(3)),
+		    *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
+	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;
+	real *dQ = F(c->r, OUT(0)), *dK = F(c->r, OUT(1)), *dV = F(c->r, OUT(2));
+	int64_t n = numel(q);
+	memset(dQ, 0, (size_t)n * sizeof *dQ);
+	memset(dK, 0, (size_t)n * sizeof *dK);
+	memset(dV, 0, (size_t)n * sizeof *dV);
+	real scale = 1.0f / sqrt((real)dh);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t h = 0; h < H; h++)
+			for (int64_t i = 0; i < S; i++) {
+				real lse = L[(b * H + h) * S + i];
+				if (lse == -INFINITY)
+					continue;
+				const real *qi = Q + (b * S + i) * D + h * dh, *gi = dO + (b * S + i) * D + h * dh,
+					    *oi = O + (b * S + i) * D + h * dh;
+				real Di = 0;   /* sum_j p_j (dy . v_j) = dy . o */
+				for (int64_t k = 0; k < dh; k++)
+					Di += gi[k] * oi[k];
+				real *dqi = dQ + (b * S + i) * D + h * dh;
+				int64_t nk = c->s->causal ? i + 1 : S;
+				for (int64_t j = 0; j < nk; j++) {
+					if (mask && !mask[b * S + j])
+						continue;
+					const real *kj = K + (b * S + j) * D + h * dh, *vj = V + (b * S + j) * D + h * dh;
+					real s = 0, dp = 0;
+					for (int64_t k = 0; k < dh; k++)
+						s += qi[k] * kj[k], dp += gi[k] * vj[k];
+					real pj = exp(s * scale - lse), ds = pj * (dp - Di) * scale;
+					real *dkj = dK + (b * S + j) * D + h * dh, *dvj = dV + (b * S + j) * D + h * dh;
+					for (int64_t k = 0; k < dh; k++) {
+						dqi[k] += ds * kj[k];
+						dkj[k] += ds * qi[k];
+						dvj[k] += pj * gi[k];
+					}
+				}
+			}
+}
+
+/* out[B, ...] = x[B, index, ...] */
+static void op_select(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	int64_t B = x->shape[0], S = x->shape[1], inner = numel(x) / (B * S);
+	for (int64_t b = 0; b < B; b++)
+		memcpy(F(c->r, OUT(0)) + b * inner, F(c->r, IN(0)) + (b * S + c->s->index) * inner,
+		       (size_t)inner * sizeof(real));
+}
+
+static void op_select_bwd(Ctx *c)
+{
+	const MglValue *x = val(c->r, OUT(0));
+	int64_t B = x->shape[0], S = x->shape[1], inner = numel(x) / (B * S);
+	real *o = F(c->r, OUT(0));
+	memset(o, 0, (size_t)numel(x) * sizeof *o);
+	for (int64_t b = 0; b < B; b++)
+		memcpy(o + (b * S + c->s->index) * inner, F(c->r, IN(0)) + b * inner, (size_t)inner * sizeof(real));
+}
+
+/* The vocabulary-parallel loss. This rank holds columns [start, start + V) of the logits;
+ * columns at or past the true vocabulary (limit) are padding and take no part. */
+static int64_t valid_cols(const Ctx *c, const MglValue *z, int64_t *start)
+{
+	*start = shard_start(c->r, z);
+	int64_t v = c->s->limit - *start;
+	return v < 0 ? 0 : v > last(z) ? last(z) : v;
+}
+
+static void op_vocab_max(Ctx *c)
+{
+	const MglValue *z = val(c->r, IN(0));
+	int64_t start, V = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	const real *Z = F(c->r, IN(0));
+	real *m = F(c->r, OUT(0));
+	for (int64_t i = 0; i < M; i++) {
+		real mx = -INFINITY;
+		for (int64_t j = 0; j < V; j++)
+			mx = Z[i * N + j] > mx ? Z[i * N + j] : mx;
+		m[i] = mx;
+	}
+}
+
+/* stats[M, 2] = (sum of exp(z - max) here, the target's logit if it is here, else 0) */
+static void op_vocab_stats(Ctx *c)
+{
+	const MglValue *z = val(c->r, IN(0));
+	int64_t start, V = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	const real *Z = F(c->r, IN(0)), *mx = F(c->r, IN(2));
+	const int32_t *t = IDS(c->r, IN(1));
+	real *st = F(c->r, OUT(0));
+	for (int64_t i = 0; i < M; i++) {
+		double s = 0;
+		for (int64_t j = 0; j < V; j++)
+			s += exp((double)Z[i * N + j] - mx[i]);
+		int64_t col = (int64_t)t[i] - start;
+		st[2 * i] = (real)s;
+		st[2 * i + 1] = col >= 0 && col < V ? Z[i * N + col] : 0.0f;
+	}
+}
+
+static bool kept(const Ctx *c, int32_t target) { return c->s->index < 0 || target != c->s->index; }
+
+/* loss = mean over kept targets of log(sum exp) + max - z[target]; lse for the backward */
+static void op_vocab_loss(Ctx *c)
+{
+	const MglValue *t = val(c->r, IN(2));
+	int64_t M = numel(t);
+	const real *st = F(c->r, IN(0)), *mx = F(c->r, IN(1));
+	const int32_t *T = IDS(c->r, IN(2));
+	real *lse = F(c->r, OUT(1));
+	double sum = 0;
+	int64_t count = 0;
+	for (int64_t i = 0; i < M; i++) {
+		lse[i] = mx[i] + log(st[2 * i]);
+		if (kept(c, T[i]))
+			sum += (double)lse[i] - st[2 * i + 1], count++;
+	}
+	F(c->r, OUT(0))[0] = count ? (real)(sum / (double)count) : 0.0f;
+}
+
+/* dz = dloss / count * (softmax(z) - onehot(target)); padding and ignored rows 0 */
+static void op_ce_bwd(Ctx *c)
+{
+	const MglValue *z = val(c->r, IN(1)), *t = val(c->r, IN(2));
+	int64_t start, V = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	const real *Z = F(c->r, IN(1)), *lse = F(c->r, IN(3));
+	const int32_t *T = IDS(c->r, IN(2));
+	real *dZ = F(c->r, OUT(0));
+	int64_t count = 0;
+	for (int64_t i = 0; i < numel(t); i++)
+		count += kept(c, T[i]);
+	real g = count ? F(c->r, IN(0))[0] / (real)count : 0.0f;
+	for (int64_t i = 0; i < M; i++) {
+		real *d = dZ + i * N;
+		memset(d, 0, (size_t)N * sizeof *d);
+		if (!kept(c, T[i]))
+			continue;
+		for (int64_t j = 0; j < V; j++)
+			d[j] = g * exp(Z[i * N + j] - lse[i]);
+		int64_t col = (int64_t)T[i] - start;
+		if (col >= 0 && col < V)
+			d[col] -= g;
+	}
+}
+
+/* ---------------------------------------------------------------- layout changes */
+
+static RtComm *group(const Ctx *c, int *member)
+{
+	bool dp = c->s->group == MGL_GROUP_DP;
+	*member = dp ? c->r->dp_rank : c->r->tp_rank;
+	return dp ? c->r->dp : c->r->tp;
+}
+
+/* in R -> out S(dim): keep this rank's part (of reals or of int32 ids) */
+static void op_slice(Ctx *c)
+{
+	const MglValue *o = val(c->r, OUT(0));
+	int64_t outer, n, inner;
+	around(o, c->s->dim, &outer, &n, &inner);
+	int64_t whole = n * c->r->job->tp, start = (int64_t)c->r->tp_rank * n;
+	size_t es = o->dtype == MGL_I32 ? 4 : sizeof(real);
+	const char *X = ptr(c->r, IN(0));
+	char *Y = ptr(c->r, OUT(0));
+	for (int64_t i = 0; i < outer; i++)
+		memcpy(Y + (size_t)(i * n * inner) * es, X + (size_t)((i * whole + start) * inner) * es, (size_t)(n * inner) * es);
+}
+
+static void op_all_gather(Ctx *c)
+{
+	int member;
+	RtComm *g = group(c, &member);
+	const MglValue *x = val(c->r, IN(0));
+	int64_t outer, n, inner;
+	around(x, c->s->dim, &outer, &n, &inner);
+	real *Y = F(c->r, OUT(0));
+	post(g, member, F(c->r, IN(0)));
+	for (int m = 0; m < g->size; m++) {
+		const real *X = g->slots[m];
+		for (int64_t i = 0; i < outer; i++)
+			memcpy(Y + (i * n * g->size + m * n) * inner, X + i * n * inner, (size_t)(n * inner) * sizeof *Y);
+	}
+	pthread_barrier_wait(&g->barrier);
+}
+
+static void op_reduce_scatter(Ctx *c)
+{
+	int member;
+	RtComm *g = group(c, &member);
+	const MglValue *o = val(c->r, OUT(0));
+	int64_t outer, n, inner;
+	around(o, c->s->dim, &outer, &n, &inner);
+	int64_t whole = n * g->size, start = (int64_t)member * n;
+	real *Y = F(c->r, OUT(0));
+	post(g, member, F(c->r, IN(0)));
+	for (int64_t i = 0; i < outer; i++)
+		for (int64_t k = 0; k < n * inner; k++) {
+			real s = 0;
+			for (int m = 0; m < g->size; m++)
+				s += ((const real *)g->slots[m])[(i * whole + start) * inner + k];
+			Y[i * n * inner + k] = s;
+		}
+	pthread_barrier_wait(&g->barrier);
+}
+
+static void op_all_reduce(Ctx *c)
+{
+	int member;
+	RtComm *g = group(c, &member);
+	if (val(c->r, OUT(0))->role == MGL_V_GRAD && !c->run->last_micro)
+		return;   /* gradient buffers are reduced once, after the last micro-batch */
+	for (int k = 0; k < c->s->nin; k++)
+		all_reduce(c->r, g, member, F(c->r, IN(k)), F(c->r, OUT(k)), numel(val(c->r, IN(k))), c->s->reduce_max);
+}
+
+/* ---------------------------------------------------------------- the optimizer */
+
+/* sum of squares of this rank's gradients; a replicated one counts on tp rank 0 only */
+static void op_grad_norm(Ctx *c)
+{
+	double s = 0;
+	for (int k = 0; k < c->s->nin; k++) {
+		const MglValue *g = val(c->r, IN(k));
+		if (g->layout.kind == MGL_L_R && c->r->tp_rank != 0)
+			continue;
+		const real *G = F(c->r, IN(k));
+		for (int64_t i = 0; i < numel(g); i++)
+			s += (double)G[i] * G[i];
+	}
+	F(c->r, OUT(0))[0] = (real)s;
+}
+
+/* AdamW (Loshchilov & Hutter), after clipping the gradient to a global norm of `clip` */
+static void op_adamw(Ctx *c)
+{
+	const RtRun *u = c->run;
+	int64_t n = numel(val(c->r, IN(0)));
+	real *w = F(c->r, IN(0)), *m = F(c->r, IN(2)), *v = F(c->r, IN(3));
+	const real *g = F(c->r, IN(1));
+	double norm = sqrt((double)F(c->r, IN(4))[0]);
+	double scale = u->clip > 0 && norm > u->clip ? u->clip / norm : 1.0;
+	double b1c = 1 - pow(u->beta1, (double)u->adam_t), b2c = 1 - pow(u->beta2, (double)u->adam_t);
+	double wd = c->s->index == 1 ? u->weight_decay : 0;
+	for (int64_t i = 0; i < n; i++) {
+		double gi = g[i] * scale;
+		m[i] = (real)(u->beta1 * m[i] + (1 - u->beta1) * gi);
+		v[i] = (real)(u->beta2 * v[i] + (1 - u->beta2) * gi * gi);
+		double mh = m[i] / b1c, vh = v[i] / b2c;
+		w[i] = (real)(w[i] - u->lr * (mh / (sqrt(vh) + u->eps) + wd * w[i]));
+	}
+}
+
+typedef void OpFn(Ctx *c);
+
+static OpFn *const ops[MGL_OP_COUNT] = {
+	[MGL_OP_EMBEDDING] = op_embedding,       [MGL_OP_POSITIONS] = op_positions,
+	[MGL_OP_LAYERNORM] = op_layernorm,       [MGL_OP_GELU] = op_gelu,
+	[MGL_OP_TANH] = op_tanh,                 [MGL_OP_DROPOUT] = op_dropout,
+	[MGL_OP_ADD] = op_add,                   [MGL_OP_ATTENTION] = op_attention,
+	[MGL_OP_SELECT] = op_select,             [MGL_OP_MATMUL] = op_matmul,
+	[MGL_OP_BIAS_ADD] = op_bias_add,         [MGL_OP_VOCAB_MAX] = op_vocab_max,
+	[MGL_OP_VOCAB_STATS] = op_vocab_stats,   [MGL_OP_VOCAB_LOSS] = op_vocab_loss,
+	[MGL_OP_MATMUL_DX] = op_matmul_dx,       [MGL_OP_MATMUL_DW] = op_matmul_dw,
+	[MGL_OP_BIAS_GRAD] = op_bias_grad,       [MGL_OP_LAYERNORM_BWD] = op_layernorm_bwd,
+	[MGL_OP_GELU_BWD] = op_gelu_bwd,         [MGL_OP_TANH_BWD] = op_tanh_bwd,
+	[MGL_OP_DROPOUT_BWD] = op_dropout,       [MGL_OP_ATTENTION_BWD] = op_attention_bwd,
+	[MGL_OP_SELECT_BWD] = op_select_bwd,     [MGL_OP_EMBEDDING_BWD] = op_embedding_bwd,
+	[MGL_OP_SUM_TO] = op_sum_to,             [MGL_OP_ACCUMULATE] = op_accumulate,
+	[MGL_OP_CE_BWD] = op_ce_bwd,             [MGL_OP_ALL_REDUCE] = op_all_reduce,
+	[MGL_OP_ALL_GATHER] = op_all_gather,     [MGL_OP_REDUCE_SCATTER] = op_reduce_scatter,
+	[MGL_OP_SLICE] = op_slice,               [MGL_OP_GRAD_NORM] = op_grad_norm,
+	[MGL_OP_ADAMW] = op_adamw,
+};
+
+/* ---------------------------------------------------------------- the backend */
+
+static int cpu_open(RtRank *r)
+{
+	const MglPlan *p = r->job->plan;
+	if (p->act_dtype != MGL_F32) {
+		snprintf(r->err, sizeof r->err, "the cpu backend runs f32 plans, this one stores %s activations "
+			 "(compile with --dtype f32)", mgl_dtype_name[p->act_dtype]);
+		return -1;
+	}
+	for (int s = 0; s < p->nsteps; s++)
+		if (!ops[p->steps[s].op]) {
+			snprintf(r->err, sizeof r->err, "step %d: the cpu backend has no kernel for %s", s,
+				 mgl_ops[p->steps[s].op].name);
+			return -1;
+		}
+	Mem *m = calloc(1, sizeof *m);
+	int64_t size[MGL_V_ROLE_COUNT] = {0};
+	memcpy(size, p->persistent_bytes, sizeof size);
+	size[MGL_V_ACT] = p->arena_bytes;
+	for (int k = 0; k < MGL_V_ROLE_COUNT; k++) {
+		if (k == MGL_V_INPUT)
+			continue;
+		m->region[k] = calloc(1, (size_t)size[k] * SCALE + 64);
+		if (!m->region[k]) {
+			snprintf(r->err, sizeof r->err, "out of memory: the plan needs %lld bytes for %s values",
+				 (long long)size[k], mgl_role_name[k]);
+			for (int q = 0; q < k; q++)
+				free(m->region[q]);
+			free(m);
+			return -1;
+		}
+	}
+	r->mem = m;
+	return 0;
+}
+
+static void cpu_close(RtRank *r)
+{
+	Mem *m = r->mem;
+	if (!m)
+		return;
+	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
+		free(m->region[k]);
+	free(m->scratch);
+	free(m);
+	r->mem = NULL;
+}
+
+static int cpu_run(RtRank *r, int from, int to, unsigned phases, const RtRun *run)
+{
+	const MglPlan *p = r->job->plan;
+	for (int i = from; i < to; i++) {
+		const MglStep *s = &p->steps[i];
+		if (!(phases & (1u << s->phase)))
+			continue;
+		Ctx c = {r, s, run};
+		ops[s->op](&c);
+	}
+	return 0;
+}
+
+/* The host side is float for f32 values, int32 for i32 ones. */
+static void cpu_write(RtRank *r, int v, const void *host)
+{
+	int64_t n = numel(val(r, v));
+	if (val(r, v)->dtype == MGL_I32)
+		memcpy(ptr(r, v), host, (size_t)n * 4);
+	else
+		for (int64_t i = 0; i < n; i++)
+			F(r, v)[i] = ((const float *)host)[i];
+}
+
+static void cpu_read(RtRank *r, int v, void *host)
+{
+	int64_t n = numel(val(r, v));
+	if (val(r, v)->dtype == MGL_I32)
+		memcpy(host, ptr(r, v), (size_t)n * 4);
+	else
+		for (int64_t i = 0; i < n; i++)
+			((float *)host)[i] = (float)F(r, v)[i];
+}
+
+static void cpu_zero(RtRank *r, int v)
+{
+	memset(ptr(r, v), 0, (size_t)numel(val(r, v)) * sizeof(real));
+}
+
+static double cpu_peek(RtRank *r, int v, int64_t i) { return (double)F(r, v)[i]; }
+
+const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek};

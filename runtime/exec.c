@@ -1,0 +1,205 @@
+/* runtime/exec.c — a job: tp x dp ranks running one plan, one thread per rank.
+ *
+ * Rank numbering: rank = dp_rank * tp + tp_rank, so a tensor-parallel group is tp
+ * consecutive ranks (on GPUs: neighbours on one host, where NVLink is). The job creates
+ * the groups' exchanges, opens every rank on the backend, and for each call of
+ * rt_job_run starts a thread per rank that runs the plan's steps of the asked phases;
+ * the first rank to fail stops the call with its message.
+ *
+ * Parameters cross between the host and the ranks whole: rt_param_set cuts a full tensor
+ * into each rank's shard (the split dimension divided by tp, vocabulary padding zero),
+ * rt_param_get puts the shards of dp rank 0 back together.
+ */
+#include "backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void comm_init(RtComm *c, int size)
+{
+	c->size = size;
+	pthread_barrier_init(&c->barrier, NULL, (unsigned)size);
+	c->slots = calloc((size_t)size, sizeof *c->slots);
+}
+
+RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen)
+{
+	RtJob *j = calloc(1, sizeof *j);
+	j->plan = p;
+	j->be = be;
+	j->tp = p->tp;
+	j->dp = p->dp;
+	j->nranks = p->tp * p->dp;
+	j->ranks = calloc((size_t)j->nranks, sizeof *j->ranks);
+	j->comms = calloc((size_t)(j->dp + j->tp), sizeof *j->comms);
+	for (int i = 0; i < j->dp; i++)
+		comm_init(&j->comms[i], j->tp);
+	for (int i = 0; i < j->tp; i++)
+		comm_init(&j->comms[j->dp + i], j->dp);
+	for (int r = 0; r < j->nranks; r++) {
+		RtRank *k = &j->ranks[r];
+		k->job = j;
+		k->rank = r;
+		k->tp_rank = r % j->tp;
+		k->dp_rank = r / j->tp;
+		k->tp = &j->comms[k->dp_rank];
+		k->dp = &j->comms[j->dp + k->tp_rank];
+		if (be->open(k)) {
+			snprintf(err, errlen, "rank %d: %s", r, k->err);
+			for (int q = 0; q < r; q++)
+				be->close(&j->ranks[q]);
+			j->nranks = 0;
+			rt_job_close(j);
+			return NULL;
+		}
+	}
+	return j;
+}
+
+void rt_job_close(RtJob *j)
+{
+	if (!j)
+		return;
+	for (int r = 0; r < j->nranks; r++)
+		j->be->close(&j->ranks[r]);
+	for (int i = 0; i < j->dp + j->tp; i++) {
+		if (j->comms[i].slots)
+			pthread_barrier_destroy(&j->comms[i].barrier);
+		free(j->comms[i].slots);
+	}
+	free(j->comms);
+	free(j->ranks);
+	free(j);
+}
+
+typedef struct {
+	RtRank *r;
+	unsigned phases;
+	const RtRun *run;
+} Work;
+
+static void *rank_main(void *arg)
+{
+	Work *w = arg;
+	w->r->failed = w->r->job->be->run(w->r, 0, w->r->job->plan->nsteps, w->phases, w->run) != 0;
+	return NULL;
+}
+
+int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen)
+{
+	if (j->nranks == 1) {
+		Work w = {&j->ranks[0], phases, run};
+		rank_main(&w);
+	} else {
+		pthread_t *th = calloc((size_t)j->nranks, sizeof *th);
+		Work *w = calloc((size_t)j->nranks, sizeof *w);
+		for (int r = 0; r < j->nranks; r++) {
+			w[r] = (Work){&j->ranks[r], phases, run};
+			pthread_create(&th[r], NULL, rank_main, &w[r]);
+		}
+		for (int r = 0; r < j->nranks; r++)
+			pthread_join(th[r], NULL);
+		free(th);
+		free(w);
+	}
+	for (int r = 0; r < j->nranks; r++)
+		if (j->ranks[r].failed) {
+			snprintf(err, errlen, "%s", j->ranks[r].err);
+			return -1;
+		}
+	return 0;
+}
+
+int rt_value(const MglPlan *p, const char *name)
+{
+	for (int v = 0; v < p->nvalues; v++)
+		if (!strcmp(p->values[v].name, name))
+			return v;
+	return -1;
+}
+
+/* ---------------------------------------------------------------- parameters */
+
+static int pick(const MglPlanParam *q, int which)
+{
+	return which == RT_PARAM_M ? q->m : which == RT_PARAM_V ? q->v : which == RT_PARAM_GRAD ? q->grad : q->value;
+}
+
+/* The padded tensor as [outer, n, inner] around the split dimension. */
+static void split_geometry(const MglPlanParam *q, int64_t *outer, int64_t *n, int64_t *inner)
+{
+	int sd = q->split_dim >= 0 ? q->split_dim : 0;
+	*outer = *inner = 1;
+	*n = q->rank ? (sd == 0 ? q->padded : q->shape[sd]) : 1;
+	for (int i = 0; i < sd; i++)
+		*outer *= i == 0 ? q->padded : q->shape[i];
+	for (int i = sd + 1; i < q->rank; i++)
+		*inner *= q->shape[i];
+}
+
+static int64_t padded_numel(const MglPlanParam *q)
+{
+	int64_t n = 1;
+	for (int i = 0; i < q->rank; i++)
+		n *= i == 0 ? q->padded : q->shape[i];
+	return n;
+}
+
+static int64_t true_numel(const MglPlanParam *q)
+{
+	int64_t n = 1;
+	for (int i = 0; i < q->rank; i++)
+		n *= q->shape[i];
+	return n;
+}
+
+/* Copies between a full padded tensor and tp rank t's shard (to_shard: full -> shard). */
+static void shard_copy(const MglPlanParam *q, int tp, int t, float *full, float *shard, bool to_shard)
+{
+	int64_t outer, n, inner;
+	split_geometry(q, &outer, &n, &inner);
+	bool split = q->split_dim >= 0 && tp > 1;
+	int64_t local = split ? n / tp : n, start = split ? (int64_t)t * local : 0;
+	for (int64_t o = 0; o < outer; o++) {
+		float *f = full + (o * n + start) * inner, *s = shard + o * local * inner;
+		if (to_shard)
+			memcpy(s, f, (size_t)(local * inner) * sizeof *s);
+		else
+			memcpy(f, s, (size_t)(local * inner) * sizeof *s);
+	}
+}
+
+void rt_param_get(RtJob *j, int i, int which, float *out)
+{
+	const MglPlanParam *q = &j->plan->params[i];
+	const MglValue *v = &j->plan->values[pick(q, which)];
+	int64_t local = 1;
+	for (int k = 0; k < v->rank; k++)
+		local *= v->shape[k];
+	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
+	for (int t = 0; t < (q->split_dim >= 0 ? j->tp : 1); t++) {
+		j->be->read(&j->ranks[t], pick(q, which), shard);
+		shard_copy(q, j->tp, t, full, shard, false);
+	}
+	memcpy(out, full, (size_t)true_numel(q) * sizeof *out);   /* padding rows are the last ones */
+	free(full);
+	free(shard);
+}
+
+void rt_param_set(RtJob *j, int i, int which, const float *in)
+{
+	const MglPlanParam *q = &j->plan->params[i];
+	const MglValue *v = &j->plan->values[pick(q, which)];
+	int64_t local = 1;
+	for (int k = 0; k < v->rank; k++)
+		local *= v->shape[k];
+	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
+	memcpy(full, in, (size_t)true_numel(q) * sizeof *full);
+	for (int r = 0; r < j->nranks; r++) {
+		shard_copy(q, j->tp, j->ranks[r].tp_rank, full, shard, true);
+		j->be->write(&j->ranks[r], pick(q, which), shard);
+	}
+	free(full);
+	free(shard);
+}

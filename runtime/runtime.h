@@ -1,0 +1,121 @@
+/* runtime/runtime.h — the runtime's contract: it executes plans (plan/plan.h) and knows the
+ * compiler through nothing else.
+ *
+ *   data.c        token shards (the llm.c / nanoGPT .bin layout) and the batch loader
+ *   tokenizer.c   byte-level and GPT-2 BPE tokenizers
+ *   checkpoint.c  safetensors files: full (unsharded) tensors by name, plus metadata
+ *   backend.h     the interface a backend implements (cpu.c; cuda/ later)
+ *   exec.c        a job: tp x dp ranks running one plan, one thread per rank
+ *   train.c       the training loop: schedule, accumulation, clipping, evaluation,
+ *                 checkpoints, logging, signals
+ *
+ * Exported names start with rt_ / Rt.
+ */
+#ifndef MGL_RUNTIME_H
+#define MGL_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../plan/plan.h"
+
+/* ---------------------------------------------------------------- token shards (data.c) */
+
+/* A shard: 256 int32 header (magic 20240520, version 1, token count), then uint16 tokens. */
+enum { RT_SHARD_MAGIC = 20240520, RT_SHARD_VERSION = 1, RT_SHARD_HEADER_INTS = 256 };
+
+typedef struct {
+	const char *path;
+	uint16_t *tokens;     /* malloc'd */
+	int64_t ntokens;
+} RtShard;
+
+/* Reads and checks a whole shard: missing, empty, truncated, wrong magic or version, a
+ * count that disagrees with the file's size are errors (message in err, naming the file). */
+int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen);
+/* Writes tokens as a shard, through a temporary file and a rename. */
+int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *err, size_t errlen);
+void rt_shard_free(RtShard *s);
+
+/* ---------------------------------------------------------------- tokenizers (tokenizer.c) */
+
+typedef struct RtTokenizer RtTokenizer;
+
+RtTokenizer *rt_tok_bytes(void);                                   /* ids 0..255 are the bytes */
+/* GPT-2's BPE from a directory holding encoder.json and vocab.bpe. */
+RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen);
+int rt_tok_vocab(const RtTokenizer *t);                            /* 256 or 50257 */
+int rt_tok_eot(const RtTokenizer *t);                              /* <|endoftext|>, or -1 */
+/* Appends text's ids to *ids (malloc'd, grown as needed; *n ids, *cap capacity). */
+int rt_tok_encode(RtTokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap);
+/* The text of ids (malloc'd, NUL-terminated, *len bytes). */
+char *rt_tok_decode(const RtTokenizer *t, const int32_t *ids, size_t n, size_t *len);
+void rt_tok_free(RtTokenizer *t);
+
+/* ---------------------------------------------------------------- checkpoints (checkpoint.c) */
+
+typedef struct {
+	const char *name;
+	int rank;
+	int64_t shape[MGL_PLAN_MAX_RANK];
+	float *data;          /* f32, row-major, the full (unsharded) tensor */
+} RtTensor;
+
+typedef struct {
+	RtTensor *t;
+	int n;
+	char **keys, **vals;  /* the safetensors "__metadata__": string to string */
+	int nmeta;
+	void *buf;            /* owns the memory behind the above */
+} RtCkpt;
+
+/* These return 0, or -1 with a message in err that names the file. */
+/* Writes a safetensors file (F32 tensors, metadata) to path.tmp, syncs it, renames it to
+ * path and syncs the directory: a crash leaves the old file or the new one, never half. */
+int rt_ckpt_write(const char *path, const RtTensor *t, int n, const char *const *keys, const char *const *vals,
+		  int nmeta, char *err, size_t errlen);
+/* The same bytes to a stream, flushed (not synced, not closed); name is for messages. */
+int rt_ckpt_write_stream(FILE *f, const char *name, const RtTensor *t, int n, const char *const *keys,
+			 const char *const *vals, int nmeta, char *err, size_t errlen);
+/* Reads and checks a safetensors file (every size, offset and name); F32, BF16 and F16
+ * tensors, the last two converted to float. */
+int rt_ckpt_read(const char *path, RtCkpt *c, char *err, size_t errlen);
+/* The same from len bytes in memory (not copied beyond the call); name is for messages. */
+int rt_ckpt_parse(const void *buf, size_t len, const char *name, RtCkpt *c, char *err, size_t errlen);
+const RtTensor *rt_ckpt_find(const RtCkpt *c, const char *name);
+const char *rt_ckpt_meta(const RtCkpt *c, const char *key);
+void rt_ckpt_free(RtCkpt *c);
+
+/* ---------------------------------------------------------------- training (train.c) */
+
+struct RtBackend;
+
+typedef struct {
+	const char *data, *val;            /* token shards; val may be NULL */
+	int64_t steps;                     /* optimizer steps to reach (counting a resumed run's) */
+	int64_t accum;                     /* micro-batches per optimizer step */
+	double lr, min_lr;                 /* peak and final learning rates (cosine between) */
+	int64_t warmup;                    /* steps of linear warm-up */
+	double weight_decay, beta1, beta2, eps, clip;
+	uint64_t seed;
+	int64_t eval_every, eval_batches;  /* 0: evaluate only at the end */
+	int64_t save_every;                /* 0: save only at the end (and on SIGINT) */
+	const char *save_dir, *resume_dir, *log_path;
+	/* what a checkpoint records so `mgl sample` and `--resume` can rebuild the model */
+	const char *model_name, *model_source, *preset, *set, *tokenizer;
+	bool progress;                     /* a progress line (terminals) */
+} RtTrainOpts;
+
+typedef struct {
+	int64_t steps_done;
+	double first_loss, last_loss, val_loss;   /* val_loss: NAN if never evaluated */
+	double seconds;
+	bool interrupted;
+} RtTrainResult;
+
+/* Trains. 0 on success; -1 with err (already printed parts go to stderr). */
+int rt_train(const MglPlan *plan, const struct RtBackend *be, const RtTrainOpts *o, RtTrainResult *res,
+	     char *err, size_t errlen);
+
+#endif
