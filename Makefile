@@ -25,7 +25,7 @@ RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c run
                 runtime/checkpoint.c runtime/tokenizer.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o
-TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan
+TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime
 
 .PHONY: all demo check test deps deps-test fuzz fuzz-replay clean
 all: deps $(BUILD)/mgl
@@ -46,12 +46,16 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+# the cpu kernels' inner loops are written to be vectorized, which takes -O3 (unless a
+# sanitizer build asked for something else)
+$(BUILD)/runtime/cpu.o $(BUILD)/runtime/cpu64.o: OPT := $(if $(SANFLAGS),$(OPT),-O3)
+
 $(BUILD)/grammar/lex.o: $(BUILD)/grammar/lex.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -lpthread)
 
-$(BUILD)/tests/%: tests/%.c $(COMPILER_OBJ)
+$(BUILD)/tests/%: tests/%.c $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CHECK_LIBS) $(LDLIBS)
 

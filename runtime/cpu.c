@@ -85,50 +85,50 @@ static int64_t shard_start(const RtRank *r, const MglValue *x)
 
 /* ---------------------------------------------------------------- GEMM */
 
-/* C[M, N] (+)= A[M, K] . B[N, K]^T, both operands with K contiguous: the dot-product form,
- * computed in 4 x 4 tiles so each loaded row serves four products. Every element's sum
- * runs over k in order: deterministic, whatever the tiling. */
-static void gemm_nt(int64_t M, int64_t N, int64_t K, const real *A, const real *B, real *C, bool accumulate)
+/* C[M, N] (+)= A[M, K] . B[K, N], all row-major. The kernel keeps a 4 x 8 tile of C in
+ * registers and adds a[i][k] * b[k][j..j+8] for k in order: every element's sum runs
+ * over k from 0 to K-1 whatever the tile, so results do not depend on the blocking, and
+ * the 8 columns are independent lanes that the compiler vectorizes (-O3) without
+ * reassociating any sum. */
+enum { TM = 4, TN = 8 };
+
+static void tile_full(int64_t N, int64_t K, const real *A, const real *B, real *C, bool acc)
 {
-	int64_t i = 0;
-	for (; i + 4 <= M; i += 4) {
-		const real *a0 = A + i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
-		int64_t j = 0;
-		for (; j + 4 <= N; j += 4) {
-			const real *b0 = B + j * K, *b1 = b0 + K, *b2 = b1 + K, *b3 = b2 + K;
-			real c[4][4] = {{0}};
-			for (int64_t k = 0; k < K; k++) {
-				real x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
-				real y0 = b0[k], y1 = b1[k], y2 = b2[k], y3 = b3[k];
-				c[0][0] += x0 * y0, c[0][1] += x0 * y1, c[0][2] += x0 * y2, c[0][3] += x0 * y3;
-				c[1][0] += x1 * y0, c[1][1] += x1 * y1, c[1][2] += x1 * y2, c[1][3] += x1 * y3;
-				c[2][0] += x2 * y0, c[2][1] += x2 * y1, c[2][2] += x2 * y2, c[2][3] += x2 * y3;
-				c[3][0] += x3 * y0, c[3][1] += x3 * y1, c[3][2] += x3 * y2, c[3][3] += x3 * y3;
-			}
-			for (int u = 0; u < 4; u++)
-				for (int w = 0; w < 4; w++) {
-					real *o = C + (i + u) * N + j + w;
-					*o = accumulate ? *o + c[u][w] : c[u][w];
-				}
+	real c[TM][TN] = {{0}};
+	for (int64_t k = 0; k < K; k++) {
+		const real *b = B + k * N;
+		for (int u = 0; u < TM; u++) {
+			real a = A[u * K + k];
+			for (int w = 0; w < TN; w++)
+				c[u][w] += a * b[w];
 		}
-		for (; j < N; j++)
-			for (int u = 0; u < 4; u++) {
-				const real *a = A + (i + u) * K, *b = B + j * K;
-				real s = 0;
-				for (int64_t k = 0; k < K; k++)
-					s += a[k] * b[k];
-				real *o = C + (i + u) * N + j;
-				*o = accumulate ? *o + s : s;
-			}
 	}
-	for (; i < M; i++)
-		for (int64_t j = 0; j < N; j++) {
-			const real *a = A + i * K, *b = B + j * K;
-			real s = 0;
-			for (int64_t k = 0; k < K; k++)
-				s += a[k] * b[k];
-			real *o = C + i * N + j;
-			*o = accumulate ? *o + s : s;
+	for (int u = 0; u < TM; u++)
+		for (int w = 0; w < TN; w++)
+			C[u * N + w] = acc ? C[u * N + w] + c[u][w] : c[u][w];
+}
+
+static void tile_edge(int64_t N, int64_t K, int tm, int tn, const real *A, const real *B, real *C, bool acc)
+{
+	real c[TM][TN] = {{0}};
+	for (int64_t k = 0; k < K; k++)
+		for (int u = 0; u < tm; u++)
+			for (int w = 0; w < tn; w++)
+				c[u][w] += A[u * K + k] * B[k * N + w];
+	for (int u = 0; u < tm; u++)
+		for (int w = 0; w < tn; w++)
+			C[u * N + w] = acc ? C[u * N + w] + c[u][w] : c[u][w];
+}
+
+static void gemm(int64_t M, int64_t N, int64_t K, const real *A, const real *B, real *C, bool accumulate)
+{
+	for (int64_t i = 0; i < M; i += TM)
+		for (int64_t j = 0; j < N; j += TN) {
+			int tm = M - i < TM ? (int)(M - i) : TM, tn = N - j < TN ? (int)(N - j) : TN;
+			if (tm == TM && tn == TN)
+				tile_full(N, K, A + i * K, B + j, C + i * N + j, accumulate);
+			else
+				tile_edge(N, K, tm, tn, A + i * K, B + j, C + i * N + j, accumulate);
 		}
 }
 
@@ -241,18 +241,18 @@ static void op_positions(Ctx *c)
 static void op_matmul(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
-	gemm_nt(rows(x), w->shape[0], last(x), F(c->r, IN(0)), F(c->r, IN(1)), F(c->r, OUT(0)), false);
+	int64_t N = w->shape[0], K = w->shape[1];
+	real *wt = malloc((size_t)(N * K) * sizeof *wt);
+	transpose(F(c->r, IN(1)), N, K, wt);
+	gemm(rows(x), N, K, F(c->r, IN(0)), wt, F(c->r, OUT(0)), false);
+	free(wt);
 }
 
 /* dx[M, K] = dy[M, N] . W[N, K] */
 static void op_matmul_dx(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
-	int64_t N = w->shape[0], K = w->shape[1];
-	real *wt = malloc((size_t)(N * K) * sizeof *wt);
-	transpose(F(c->r, IN(1)), N, K, wt);   /* W^T [K, N]: K-contiguous rows for the dot form */
-	gemm_nt(rows(dy), K, N, F(c->r, IN(0)), wt, F(c->r, OUT(0)), false);
-	free(wt);
+	gemm(rows(dy), w->shape[1], w->shape[0], F(c->r, IN(0)), F(c->r, IN(1)), F(c->r, OUT(0)), false);
 }
 
 /* dW[N, K] += dy[M, N]^T . x[M, K] */
@@ -260,12 +260,10 @@ static void op_matmul_dw(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
 	int64_t M = rows(dy), N = last(dy), K = last(x);
-	real *dyt = malloc((size_t)(M * N) * sizeof *dyt), *xt = malloc((size_t)(M * K) * sizeof *xt);
+	real *dyt = malloc((size_t)(M * N) * sizeof *dyt);
 	transpose(F(c->r, IN(0)), M, N, dyt);
-	transpose(F(c->r, IN(1)), M, K, xt);
-	gemm_nt(N, K, M, dyt, xt, F(c->r, OUT(0)), ACC(0));
+	gemm(N, K, M, dyt, F(c->r, IN(1)), F(c->r, OUT(0)), ACC(0));
 	free(dyt);
-	free(xt);
 }
 
 /* out[M, N] = y + b[N] */

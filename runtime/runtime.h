@@ -94,6 +94,7 @@ struct RtBackend;
 typedef struct {
 	const char *data, *val;            /* token shards; val may be NULL */
 	int64_t steps;                     /* optimizer steps to reach (counting a resumed run's) */
+	int64_t stop_at;                   /* stop after this step, keeping the schedule of `steps` (0: no) */
 	int64_t accum;                     /* micro-batches per optimizer step */
 	double lr, min_lr;                 /* peak and final learning rates (cosine between) */
 	int64_t warmup;                    /* steps of linear warm-up */

@@ -376,7 +376,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 
 	double tstart = now();
 	int64_t first = t.step;
-	while (t.step < o->steps) {
+	int64_t end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
+	while (t.step < end) {
 		double ts = now();
 		zero_grads(&t);
 		double loss = 0;
@@ -408,7 +409,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		res->last_loss = loss;
 		double dt = now() - ts, tok_s = (double)(t.B * t.T * o->accum * plan->dp) / dt;
 		double val = NAN;
-		bool last = t.step == o->steps || interrupted;
+		bool last = t.step == end || interrupted;
 		if (t.val.tokens && ((o->eval_every > 0 && t.step % o->eval_every == 0) || last)) {
 			if (evaluate(&t, &val))
 				goto restore;
@@ -422,7 +423,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 			fprintf(t.log, "}\n");
 			fflush(t.log);
 		}
-		double left = (now() - tstart) / (double)(t.step - first) * (double)(o->steps - t.step);
+		double left = (now() - tstart) / (double)(t.step - first) * (double)(end - t.step);
 		progress(&t, loss, tok_s, left);
 		if (!isnan(val) && o->progress)
 			fprintf(stderr, "\rstep %lld: val loss %.4f (perplexity %.2f)%20s\n", (long long)t.step, val, exp(val), "");

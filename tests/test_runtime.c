@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -196,6 +197,273 @@ END_TEST
 START_TEST(gradients_bert_tp4_sp) { check_gradients("models/bert.mgl", 4, true); }
 END_TEST
 
+/* ---------------------------------------------------------------- training */
+
+static char tmpdir[64];
+
+/* A shard of bytes in tmpdir: n tokens of a text with some structure (so it can be learned). */
+static const char *shard(const char *name, int64_t n, int64_t period)
+{
+	static char path[8][128];
+	static int k;
+	char *p = path[k++ % 8];
+	snprintf(p, 128, "%s/%s", tmpdir, name);
+	uint16_t *t = malloc((size_t)n * sizeof *t);
+	const char *text = "the quick brown fox jumps over the lazy dog; ";
+	for (int64_t i = 0; i < n; i++)
+		t[i] = (uint16_t)text[(i % period) % 45];
+	char err[256];
+	ck_assert_msg(!rt_shard_write(p, t, n, err, sizeof err), "%s", err);
+	free(t);
+	return p;
+}
+
+static RtTrainOpts opts(const char *data, int64_t steps)
+{
+	return (RtTrainOpts){.data = data, .steps = steps, .accum = 1, .lr = 3e-3, .min_lr = 3e-4, .warmup = 2,
+			     .weight_decay = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = 1.0, .seed = 5,
+			     .eval_batches = 2, .model_name = "gpt2", .model_source = "", .tokenizer = "bytes"};
+}
+
+/* Losses of a training run, read back from its log. */
+static int read_losses(const char *log, double *loss, int max)
+{
+	FILE *f = fopen(log, "r");
+	ck_assert_ptr_nonnull(f);
+	char line[512];
+	int n = 0;
+	while (n < max && fgets(line, sizeof line, f)) {
+		char *l = strstr(line, "\"loss\": ");
+		ck_assert_ptr_nonnull(l);
+		loss[n++] = strtod(l + 8, NULL);
+	}
+	fclose(f);
+	return n;
+}
+
+static void train(const char *set, MglTarget t, RtTrainOpts *o, RtTrainResult *res)
+{
+	Compiled k;
+	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", set, t);
+	char err[512];
+	int rc = rt_train(p, &rt_cpu_backend, o, res, err, sizeof err);
+	ck_assert_msg(!rc, "%s", err);
+	compiled_free(&k);
+}
+
+/* tp 1, 2 and 4, with and without --sp: the same losses (1e-5 relative) and, after 20
+ * AdamW steps, the same parameters (1e-4 of the tensor's largest entry: Adam's update of a
+ * gradient near zero amplifies the last bits of summation order). dp 2 learns too. */
+START_TEST(same_training_at_every_tp)
+{
+	const char *data = shard("tp.bin", 20000, 4000);
+	static const struct { int tp, dp; bool sp; } jobs[] = {{1, 1, false}, {2, 1, false}, {4, 1, false},
+								{2, 1, true},  {4, 1, true},  {2, 2, true}};
+	double base[20];
+	float *w0 = NULL;
+	int64_t n0 = 0;
+	for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+		MglTarget t = {.tp = jobs[i].tp, .dp = jobs[i].dp, .sp = jobs[i].sp, .batch = 4, .seq = 32, .act_dtype = MGL_F32};
+		char log[128], dir[128];
+		snprintf(log, sizeof log, "%s/tp%zu.jsonl", tmpdir, i);
+		snprintf(dir, sizeof dir, "%s/ckpt%zu", tmpdir, i);
+		RtTrainOpts o = opts(data, 20);
+		o.log_path = log;
+		o.save_dir = dir;
+		RtTrainResult r;
+		train(NULL, t, &o, &r);
+		double loss[20];
+		ck_assert_int_eq(read_losses(log, loss, 20), 20);
+		char path[160];
+		snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+		RtCkpt c;
+		char err[256];
+		ck_assert_msg(!rt_ckpt_read(path, &c, err, sizeof err), "%s", err);
+		const RtTensor *w = rt_ckpt_find(&c, "layers.1.mlp.fc.weight");
+		ck_assert_ptr_nonnull(w);
+		int64_t n = w->shape[0] * w->shape[1];
+		if (i == 0) {
+			memcpy(base, loss, sizeof base);
+			w0 = malloc((size_t)n * sizeof *w0);
+			memcpy(w0, w->data, (size_t)n * sizeof *w0);
+			n0 = n;
+			ck_assert(loss[19] < loss[0] - 0.5);   /* it learns */
+		} else if (jobs[i].dp == 1) {
+			for (int k = 0; k < 20; k++)
+				ck_assert_msg(fabs(loss[k] - base[k]) <= 1e-5 * fabs(base[k]),
+					      "tp %d sp %d: step %d loss %.7f, tp 1 %.7f", jobs[i].tp, jobs[i].sp, k + 1, loss[k], base[k]);
+			ck_assert_int_eq(n, n0);
+			double scale = 0;
+			for (int64_t e = 0; e < n; e++)
+				scale = fmax(scale, fabs(w0[e]));
+			for (int64_t e = 0; e < n; e++)
+				ck_assert_msg(fabs(w->data[e] - w0[e]) <= 1e-4 * scale,
+					      "tp %d: fc.weight[%lld] %.7g, tp 1 %.7g", jobs[i].tp, (long long)e, w->data[e], w0[e]);
+		} else {
+			ck_assert(loss[19] < loss[0] - 0.5);
+		}
+		rt_ckpt_free(&c);
+	}
+	free(w0);
+}
+END_TEST
+
+/* A model can memorize one batch. */
+START_TEST(overfits_one_batch)
+{
+	const char *data = shard("one.bin", 33, 33);   /* exactly one window of 32 + 1 */
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .seq = 32, .act_dtype = MGL_F32};
+	RtTrainOpts o = opts(data, 150);
+	o.lr = 1e-2;
+	o.min_lr = 1e-2;
+	o.weight_decay = 0;
+	RtTrainResult r;
+	train("p_drop=0", t, &o, &r);
+	ck_assert_msg(r.last_loss < 0.05, "loss after 150 steps on one batch: %.4f", r.last_loss);
+}
+END_TEST
+
+/* Stopping at step 6 and resuming gives steps 7-12 exactly as an uninterrupted run. */
+START_TEST(resume_is_exact)
+{
+	const char *data = shard("resume.bin", 20000, 3000);
+	MglTarget t = {.tp = 2, .dp = 1, .batch = 4, .seq = 32, .act_dtype = MGL_F32};
+	char log_a[128], log_b[128], dir[128];
+	snprintf(log_a, sizeof log_a, "%s/a.jsonl", tmpdir);
+	snprintf(log_b, sizeof log_b, "%s/b.jsonl", tmpdir);
+	snprintf(dir, sizeof dir, "%s/resume", tmpdir);
+	RtTrainOpts o = opts(data, 12);
+	o.log_path = log_a;
+	RtTrainResult r;
+	train(NULL, t, &o, &r);
+	o.stop_at = 6;   /* the 12-step schedule, stopped half way */
+	o.save_dir = dir;
+	o.log_path = log_b;
+	train(NULL, t, &o, &r);
+	ck_assert_int_eq(r.steps_done, 6);
+	/* the schedule must be the 12-step one: resume with steps 12, at another tp */
+	t.tp = 4;
+	o.stop_at = 0;
+	o.resume_dir = dir;
+	o.save_dir = NULL;
+	train(NULL, t, &o, &r);
+	double a[12], b[12];
+	ck_assert_int_eq(read_losses(log_a, a, 12), 12);
+	ck_assert_int_eq(read_losses(log_b, b, 12), 12);
+	for (int k = 6; k < 12; k++)
+		ck_assert_msg(fabs(a[k] - b[k]) <= 1e-5 * a[k], "step %d: %.7f resumed, %.7f straight", k + 1, b[k], a[k]);
+}
+END_TEST
+
+static const char *train_error(const char *set, RtTrainOpts *o, MglTarget t)
+{
+	static char err[512];
+	Compiled k;
+	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", set, t);
+	RtTrainResult r;
+	int rc = rt_train(p, &rt_cpu_backend, o, &r, err, sizeof err);
+	compiled_free(&k);
+	ck_assert_int_eq(rc, -1);
+	return err;
+}
+
+START_TEST(bad_data)
+{
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 2, .seq = 32, .act_dtype = MGL_F32};
+	RtTrainOpts o = opts("/nonexistent/x.bin", 2);
+	ck_assert_ptr_nonnull(strstr(train_error(NULL, &o, t), "/nonexistent/x.bin"));
+	/* a token beyond the vocabulary of a 64-token model */
+	o.data = shard("wide.bin", 1000, 1000);
+	const char *e = train_error("vocab=64", &o, t);
+	ck_assert_msg(strstr(e, "wide.bin: token 116 at position 0 is beyond the model's vocabulary (64)"), "%s", e);
+	/* too short for one sequence */
+	o.data = shard("short.bin", 20, 20);
+	e = train_error(NULL, &o, t);
+	ck_assert_msg(strstr(e, "short.bin: 20 tokens are fewer than one sequence of 33 needs"), "%s", e);
+}
+END_TEST
+
+START_TEST(nan_loss_stops_and_keeps_checkpoint)
+{
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 2, .seq = 32, .act_dtype = MGL_F32};
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/nan", tmpdir);
+	RtTrainOpts o = opts(shard("nan.bin", 5000, 500), 40);
+	o.save_dir = dir;
+	o.save_every = 1;
+	o.lr = 1e30;      /* a learning rate that must blow up */
+	o.min_lr = 1e30;
+	o.clip = 0;
+	o.warmup = 0;
+	const char *e = train_error(NULL, &o, t);
+	ck_assert_msg(strstr(e, "the loss is") && strstr(e, "at step"), "%s", e);
+	/* the checkpoint left behind is from a step whose loss was finite: its weights are */
+	char path[160];
+	snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+	RtCkpt c;
+	char err[256];
+	ck_assert_msg(!rt_ckpt_read(path, &c, err, sizeof err), "%s", err);
+	for (int i = 0; i < c.n; i++) {
+		int64_t n = 1;
+		for (int k = 0; k < c.t[i].rank; k++)
+			n *= c.t[i].shape[k];
+		for (int64_t k = 0; k < n; k++)
+			ck_assert(isfinite(c.t[i].data[k]));
+	}
+	rt_ckpt_free(&c);
+}
+END_TEST
+
+static void *interrupt_soon(void *arg)
+{
+	(void)arg;
+	nanosleep(&(struct timespec){0, 300000000}, NULL);
+	kill(getpid(), SIGINT);
+	return NULL;
+}
+
+START_TEST(sigint_saves_and_stops)
+{
+	MglTarget t = {.tp = 2, .dp = 1, .batch = 4, .seq = 32, .act_dtype = MGL_F32};
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/int", tmpdir);
+	RtTrainOpts o = opts(shard("int.bin", 5000, 500), 100000);
+	o.save_dir = dir;
+	pthread_t th;
+	pthread_create(&th, NULL, interrupt_soon, NULL);
+	RtTrainResult r;
+	train(NULL, t, &o, &r);
+	pthread_join(th, NULL);
+	ck_assert(r.interrupted);
+	ck_assert_int_lt(r.steps_done, 100000);
+	char path[160];
+	snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+	RtCkpt c;
+	char err[256];
+	ck_assert_msg(!rt_ckpt_read(path, &c, err, sizeof err), "%s", err);
+	ck_assert_int_eq(strtoll(rt_ckpt_meta(&c, "step"), NULL, 10), r.steps_done);
+	rt_ckpt_free(&c);
+}
+END_TEST
+
+START_TEST(checkpoint_of_another_model_is_refused)
+{
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 2, .seq = 32, .act_dtype = MGL_F32};
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/other", tmpdir);
+	RtTrainOpts o = opts(shard("other.bin", 5000, 500), 2);
+	o.save_dir = dir;
+	RtTrainResult r;
+	train(NULL, t, &o, &r);
+	o.save_dir = NULL;
+	o.resume_dir = dir;
+	o.steps = 4;
+	const char *e = train_error("d=32", &o, t);
+	ck_assert_msg(strstr(e, "does not match the model: tensor 'wte' is [256, 64] in the checkpoint and [256, 32] in the model"),
+		      "%s", e);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("runtime");
@@ -207,6 +475,19 @@ int main(void)
 	tcase_add_test(grad, gradients_bert_tp4_sp);
 	tcase_set_timeout(grad, 300);
 	suite_add_tcase(s, grad);
+	TCase *tr = tcase_create("training");
+	tcase_add_test(tr, same_training_at_every_tp);
+	tcase_add_test(tr, overfits_one_batch);
+	tcase_add_test(tr, resume_is_exact);
+	tcase_add_test(tr, bad_data);
+	tcase_add_test(tr, nan_loss_stops_and_keeps_checkpoint);
+	tcase_add_test(tr, sigint_saves_and_stops);
+	tcase_add_test(tr, checkpoint_of_another_model_is_refused);
+	tcase_set_timeout(tr, 600);
+	suite_add_tcase(s, tr);
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/mgl-test-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return EXIT_FAILURE;
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);

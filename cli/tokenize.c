@@ -1,0 +1,307 @@
+/* cli/tokenize.c — `mgl tokenize`: text files to the token shards `mgl train` reads.
+ *
+ * Each input is one document, followed by <|endoftext|> when the tokenizer has one (GPT-2;
+ * the byte tokenizer has none), so a model learns where documents end. The ids go into a
+ * shard (runtime/data.c), and with --val-fraction F the last F of them into a second one
+ * for validation. Nothing is written unless every input was read and tokenized.
+ *
+ * Inputs are read in blocks, and GPT-2's text is encoded up to a point where cutting it
+ * cannot change the ids (see cut_point), so memory holds the output shard, not the corpus.
+ *
+ * The command parses its own arguments: cmd_tokenize(argc, argv) with argv[0] the command
+ * name, as main() gets them. Exit status: 0 written, 1 an input, tokenizer or write that
+ * failed, 2 bad usage.
+ */
+#include "cli.h"
+#include "../runtime/runtime.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cmd_tokenize(int argc, char **argv);
+
+static const char usage[] =
+	"usage: mgl tokenize INPUT... -o OUT.bin [--bytes | --gpt2 DIR] [--val-fraction F]\n"
+	"\n"
+	"Tokenizes text files into a token shard for `mgl train --data`: llm.c's .bin layout, a\n"
+	"1024-byte header and then the ids as uint16. Each INPUT is one document ('-' is standard\n"
+	"input); with --gpt2 each is followed by <|endoftext|> (id 50256). Prints one line: the\n"
+	"tokens and the files written.\n"
+	"\n"
+	"  -o OUT.bin        where to write the tokens (required)\n"
+	"  --bytes           ids are the bytes, 0..255 (the default)\n"
+	"  --gpt2 DIR        GPT-2's BPE from DIR/encoder.json and DIR/vocab.bpe; the script\n"
+	"                    examples/fetch_gpt2_tokenizer.sh DIR fetches them\n"
+	"  --val-fraction F  put the last F of the tokens (0 to 0.5; default 0, none) in\n"
+	"                    OUT.val.bin, for `mgl train --val`, and the rest in OUT.bin\n"
+	"\n"
+	"Exit status: 0 written, 1 an unreadable input or tokenizer or a failed write, 2 bad usage.\n";
+
+/* "1234567" -> "1,234,567" */
+static const char *commas(int64_t v, char *buf)
+{
+	char tmp[32];
+	int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v), o = 0;
+	for (int i = 0; i < n; i++) {
+		buf[o++] = tmp[i];
+		if (tmp[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
+			buf[o++] = ',';
+	}
+	buf[o] = 0;
+	return buf;
+}
+
+typedef struct {
+	RtTokenizer *tok;
+	const char *tok_name;
+	uint16_t *out;         /* every token so far */
+	int64_t n, cap;
+	int32_t *ids;          /* one block's ids */
+	size_t nids, ids_cap;
+	int64_t bytes;         /* of text read */
+} Run;
+
+/* Appends one id to r->out, checking that it fits a uint16. */
+static int put(Run *r, int32_t id, const char *name)
+{
+	/* a shard stores uint16: a vocabulary past 65536 cannot go into one */
+	if (id < 0 || id > UINT16_MAX) {
+		fprintf(stderr, "mgl: error: token id %ld (in '%s') does not fit a shard, whose ids are uint16 (the "
+			"tokenizer has %d)\n", (long)id, name, rt_tok_vocab(r->tok));
+		return 1;
+	}
+	if (r->n == r->cap) {
+		int64_t ncap = r->cap ? 2 * r->cap : 1 << 20;
+		uint16_t *p = realloc(r->out, (size_t)ncap * sizeof *p);
+		if (!p) {
+			char b[32];
+			fprintf(stderr, "mgl: error: out of memory holding %s tokens\n", commas(ncap, b));
+			return 1;
+		}
+		r->out = p;
+		r->cap = ncap;
+	}
+	r->out[r->n++] = (uint16_t)id;
+	return 0;
+}
+
+/* Appends the ids of text[0..len) to r->out. */
+static int encode(Run *r, const char *text, size_t len, const char *name)
+{
+	r->nids = 0;
+	if (rt_tok_encode(r->tok, text, len, &r->ids, &r->nids, &r->ids_cap)) {
+		fprintf(stderr, "mgl: error: out of memory tokenizing '%s'\n", name);
+		return 1;
+	}
+	for (size_t i = 0; i < r->nids; i++)
+		if (put(r, r->ids[i], name))
+			return 1;
+	return 0;
+}
+
+/* Where GPT-2's text[0..len) can be cut so that encoding the two parts apart gives the
+ * ids of the whole: just before a '\n' that follows a byte which is ASCII and not white
+ * space. Every pre-token before that byte ends by it, the one holding it ends there (a
+ * newline joins no run of letters, numbers or symbols), and the white space that starts
+ * at the newline is matched the same whatever precedes it. The last such point at or after
+ * `from` (the text before it has none), or 0. */
+static size_t cut_point(const char *text, size_t from, size_t len)
+{
+	for (size_t i = len; i-- > (from ? from : 1);) {
+		unsigned char prev = (unsigned char)text[i - 1];
+		if (text[i] == '\n' && prev < 0x80 && prev != ' ' && !(prev >= '\t' && prev <= '\r'))
+			return i;
+	}
+	return 0;
+}
+
+enum { BLOCK = 16 << 20 };
+
+/* Reads one input in blocks and appends its tokens, then the end-of-text id if any. */
+static int tokenize_file(Run *r, const char *name, bool gpt2)
+{
+	bool in = !strcmp(name, "-");
+	FILE *f = in ? stdin : fopen(name, "rb");
+	if (!f) {
+		fprintf(stderr, "mgl: error: cannot open '%s': %s\n", name, strerror(errno));
+		return 1;
+	}
+	char *buf = NULL;
+	size_t have = 0, cap = 0;
+	int st = 0;
+	for (;;) {
+		if (cap - have < BLOCK) {
+			size_t ncap = cap ? 2 * cap : 2 * (size_t)BLOCK;
+			char *p = realloc(buf, ncap);
+			if (!p) {
+				fprintf(stderr, "mgl: error: out of memory reading '%s'\n", name);
+				st = 1;
+				break;
+			}
+			buf = p;
+			cap = ncap;
+		}
+		size_t old = have, got = fread(buf + have, 1, BLOCK, f);
+		have += got;
+		r->bytes += (int64_t)got;
+		if (ferror(f)) {
+			fprintf(stderr, "mgl: error: cannot read '%s': %s\n", name, strerror(errno));
+			st = 1;
+			break;
+		}
+		if (feof(f)) {
+			st = encode(r, buf, have, name);
+			break;
+		}
+		/* bytes can be cut anywhere; GPT-2's text where cut_point says, and if a block
+		 * has no such point (no newlines) the text waits for the next */
+		size_t cut = gpt2 ? cut_point(buf, old, have) : have;
+		if (cut) {
+			if ((st = encode(r, buf, cut, name)))
+				break;
+			memmove(buf, buf + cut, have - cut);
+			have -= cut;
+		}
+	}
+	free(buf);
+	if (!in)
+		fclose(f);
+	/* the end-of-text id after each document, where the tokenizer has one */
+	if (!st && rt_tok_eot(r->tok) >= 0)
+		st = put(r, rt_tok_eot(r->tok), name);
+	return st;
+}
+
+/* An option's value: "--name value" or "--name=value"; NULL after a usage error. */
+static const char *value(int argc, char **argv, int *i, const char *name, int *st)
+{
+	const char *arg = argv[*i], *eq = strchr(arg, '=');
+	if (eq)
+		return eq + 1;
+	if (*i + 1 >= argc) {
+		*st = usage_error("tokenize", "option '%s' needs a value", name);
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+/* OUT.bin -> OUT.val.bin (malloc'd); NULL when out does not end in .bin. */
+static char *val_path(const char *out)
+{
+	size_t n = strlen(out);
+	if (n < 4 || strcmp(out + n - 4, ".bin"))
+		return NULL;
+	char *p = malloc(n + 5);
+	if (p)
+		sprintf(p, "%.*s.val.bin", (int)(n - 4), out);
+	return p;
+}
+
+int cmd_tokenize(int argc, char **argv)
+{
+	const char *out = NULL, *gpt2 = NULL;
+	bool bytes = false, only_files = false;
+	double frac = 0;
+	const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+	int ninputs = 0, st = 0;
+	if (!inputs) {
+		fprintf(stderr, "mgl: error: out of memory\n");
+		return 1;
+	}
+	for (int i = 1; i < argc && !st; i++) {
+		const char *arg = argv[i];
+		size_t len = strcspn(arg, "=");
+		if (only_files || arg[0] != '-' || !strcmp(arg, "-")) {
+			inputs[ninputs++] = arg;
+		} else if (!strcmp(arg, "--")) {
+			only_files = true;
+		} else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+			fputs(usage, stdout);
+			free(inputs);
+			return 0;
+		} else if (!strcmp(arg, "--bytes")) {
+			bytes = true;
+		} else if (len == 2 && !strncmp(arg, "-o", 2)) {
+			out = value(argc, argv, &i, "-o", &st);
+		} else if (len == 6 && !strncmp(arg, "--gpt2", 6)) {
+			gpt2 = value(argc, argv, &i, "--gpt2", &st);
+		} else if (len == 14 && !strncmp(arg, "--val-fraction", 14)) {
+			const char *v = value(argc, argv, &i, "--val-fraction", &st);
+			char *end;
+			if (v && (frac = strtod(v, &end), end == v || *end || !(frac >= 0 && frac <= 0.5)))
+				st = usage_error("tokenize", "--val-fraction takes a number from 0 to 0.5, not '%s'", v);
+		} else {
+			st = usage_error("tokenize", "unknown option '%s'", arg);
+		}
+	}
+	char *val = NULL;
+	if (!st && !ninputs)
+		st = usage_error("tokenize", "no input files given%s", "");
+	else if (!st && !out)
+		st = usage_error("tokenize", "no output given: -o OUT.bin%s", "");
+	else if (!st && bytes && gpt2)
+		st = usage_error("tokenize", "--bytes and --gpt2 %s: give one tokenizer", "exclude each other");
+	else if (!st && frac > 0 && !(val = val_path(out)))
+		st = usage_error("tokenize", "with --val-fraction, -o must end in .bin (the validation tokens go to "
+				 "OUT.val.bin), not '%s'", out);
+	if (st) {
+		free(inputs);
+		return st;
+	}
+
+	char err[1024];
+	Run r = {.tok_name = gpt2 ? "gpt2" : "bytes"};
+	r.tok = gpt2 ? rt_tok_gpt2(gpt2, err, sizeof err) : rt_tok_bytes();
+	if (!r.tok) {
+		fprintf(stderr, "mgl: error: %s\n", gpt2 ? err : "out of memory");
+		free(inputs);
+		free(val);
+		return 1;
+	}
+	for (int i = 0; i < ninputs && !st; i++)
+		st = tokenize_file(&r, inputs[i], gpt2 != NULL);
+	int64_t nval = 0, ntrain = r.n;
+	if (!st && !r.n) {
+		fprintf(stderr, "mgl: error: no tokens: the input%s empty\n", ninputs > 1 ? "s are" : " is");
+		st = 1;
+	}
+	if (!st && frac > 0) {
+		/* at least one token each way, or the split is not worth having */
+		nval = llround(frac * (double)r.n);
+		if (nval < 1)
+			nval = 1;
+		ntrain = r.n - nval;
+		if (ntrain < 1) {
+			fprintf(stderr, "mgl: error: %lld token%s: too few to split for --val-fraction\n", (long long)r.n,
+				r.n == 1 ? "" : "s");
+			st = 1;
+		}
+	}
+	if (!st && (ntrain > INT32_MAX || nval > INT32_MAX)) {
+		char b[32];
+		fprintf(stderr, "mgl: error: %s tokens: a shard holds at most 2,147,483,647; tokenize the inputs in "
+			"parts\n", commas(r.n, b));
+		st = 1;
+	}
+	if (!st && (rt_shard_write(out, r.out, ntrain, err, sizeof err) ||
+		    (val && rt_shard_write(val, r.out + ntrain, nval, err, sizeof err)))) {
+		fprintf(stderr, "mgl: error: %s\n", err);
+		st = 1;
+	}
+	if (!st) {
+		char b1[32], b2[32], b3[32], b4[32];
+		printf("%d file%s, %s bytes -> %s tokens (%s): wrote %s (%s tokens)", ninputs, ninputs == 1 ? "" : "s",
+		       commas(r.bytes, b1), commas(r.n, b2), r.tok_name, out, commas(ntrain, b3));
+		if (val)
+			printf(" and %s (%s tokens)", val, commas(nval, b4));
+		printf("\n");
+	}
+	rt_tok_free(r.tok);
+	free(r.out);
+	free(r.ids);
+	free(inputs);
+	free(val);
+	return st;
+}
