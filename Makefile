@@ -4,7 +4,7 @@
 #   make demo       build, then run the main job
 #   make check      unit (Check), golden and CLI tests, then all of them again under
 #                   AddressSanitizer + UndefinedBehaviorSanitizer
-#   make fuzz       libFuzzer on the parser and the plan reader (clang); FUZZ_SECONDS=600 for a long run
+#   make fuzz       libFuzzer on every reader of untrusted input (clang); FUZZ_SECONDS=600 for a long run
 #
 # Generated sources (the re2c lexer) go to build/, never into the tree.
 
@@ -25,7 +25,8 @@ RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c run
                 runtime/checkpoint.c runtime/tokenizer.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o
-TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime
+TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
+                $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data
 
 .PHONY: all demo check test deps deps-test fuzz fuzz-replay clean
 all: deps $(BUILD)/mgl
@@ -68,39 +69,49 @@ test: $(BUILD)/mgl $(TEST_UNITS)
 check: deps-test
 	@$(MAKE) --no-print-directory test
 	@echo "== again under AddressSanitizer and UndefinedBehaviorSanitizer"
-	@$(MAKE) --no-print-directory test BUILD=build/san SANFLAGS="$(SAN_FLAGS)" OPT=-O1
+	@MGL_COMPILE_LIMIT=5 $(MAKE) --no-print-directory test BUILD=build/san SANFLAGS="$(SAN_FLAGS)" OPT=-O1
 
-# The main job. For now: check both models and show GPT-2 124M's summary.
+# The main job: a tiny GPT trained on the licence texts every Debian/Ubuntu machine has,
+# then a sample from it (examples/demo.sh).
 demo: all
-	$(BUILD)/mgl check models/gpt2.mgl --preset 124m
-	$(BUILD)/mgl check models/bert.mgl --preset 336m
+	@examples/demo.sh
 
-# libFuzzer on lex + parse + elaborate (fuzz_compile, corpus tests/fuzz/corpus) and on the
-# plan reader with a write/read/write round trip (fuzz_plan, corpus tests/fuzz/plan_corpus;
-# built from plan/plan.c alone). The corpora are kept in the repository; findings land in
-# build/fuzz/ as crash-* files. `make fuzz` runs each target for FUZZ_SECONDS.
+# libFuzzer, one target per reader of untrusted input: the model compiler (lex, parse,
+# elaborate), the plan reader (with a write/read/write round trip), the checkpoint reader,
+# and the token shards and tokenizer files. Each tests/fuzz_NAME.c has its corpus in
+# tests/fuzz/NAME_corpus (kept in the repository) and maybe tests/fuzz/NAME.dict; new
+# inputs go to build/fuzz/new_NAME, findings to build/fuzz/crash-*. `make fuzz` runs each
+# target FUZZ_SECONDS; `make fuzz-replay` runs every corpus once.
 FUZZ_SECONDS ?= 60
-FUZZ_BIN := build/fuzz/fuzz_compile
-FUZZ_PLAN_BIN := build/fuzz/fuzz_plan
+FUZZERS := compile plan checkpoint data
+FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
+FUZZ_SRC_plan := plan/plan.c
+FUZZ_SRC_checkpoint := runtime/checkpoint.c plan/plan.c
+FUZZ_SRC_data := runtime/data.c plan/plan.c
+FUZZ_DEPS := $(wildcard plan/*.h compiler/*.h compiler/ops.def runtime/*.h runtime/tokenizer.c)
 FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-$(FUZZ_BIN): tests/fuzz_compile.c $(COMPILER_SRC) grammar/mgl.re
-	@scripts/deps.sh re2c clang
+
+build/fuzz/lex.c: grammar/mgl.re
+	@scripts/deps.sh re2c
 	@mkdir -p build/fuzz
-	re2c -W --no-generation-date -i grammar/mgl.re -o build/fuzz/lex.c
-	clang $(FUZZ_CFLAGS) -Icompiler -Iplan -o $@ tests/fuzz_compile.c $(COMPILER_SRC) build/fuzz/lex.c -lm
-$(FUZZ_PLAN_BIN): tests/fuzz_plan.c plan/plan.c plan/plan.h compiler/ops.def
+	re2c -W --no-generation-date -i $< -o $@
+
+.SECONDEXPANSION:
+build/fuzz/fuzz_%: tests/fuzz_%.c $$(FUZZ_SRC_$$*) $(FUZZ_DEPS)
 	@scripts/deps.sh clang
 	@mkdir -p build/fuzz
-	clang $(FUZZ_CFLAGS) -Iplan -o $@ tests/fuzz_plan.c plan/plan.c
-fuzz: $(FUZZ_BIN) $(FUZZ_PLAN_BIN)
-	@mkdir -p build/fuzz/new build/fuzz/new_plan
-	cd build/fuzz && ./fuzz_compile -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-		-dict=../../tests/fuzz/mgl.dict new ../../tests/fuzz/corpus
-	cd build/fuzz && ./fuzz_plan -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-		new_plan ../../tests/fuzz/plan_corpus
-fuzz-replay: $(FUZZ_BIN) $(FUZZ_PLAN_BIN)
-	$(FUZZ_BIN) -runs=0 tests/fuzz/corpus
-	$(FUZZ_PLAN_BIN) -runs=0 tests/fuzz/plan_corpus
+	clang $(FUZZ_CFLAGS) -Icompiler -Iplan -Iruntime -o $@ $< $(FUZZ_SRC_$*) -lm
+
+fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
+	@for f in $(FUZZERS); do \
+		d=../../tests/fuzz/$$f.dict; [ -f tests/fuzz/$$f.dict ] && dict=-dict=$$d || dict=; \
+		mkdir -p build/fuzz/new_$$f; echo "== fuzz_$$f for $(FUZZ_SECONDS) s"; \
+		(cd build/fuzz && ./fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 $$dict \
+			-print_final_stats=1 new_$$f ../../tests/fuzz/$${f}_corpus 2>&1 | tail -4) || exit 1; \
+		[ -z "$$(ls build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-* 2>/dev/null)" ] || exit 1; \
+	done
+fuzz-replay: $(FUZZERS:%=build/fuzz/fuzz_%)
+	@for f in $(FUZZERS); do (cd build/fuzz && ./fuzz_$$f -runs=0 ../../tests/fuzz/$${f}_corpus 2>&1 | tail -1) || exit 1; done
 
 clean:
 	rm -rf build

@@ -41,6 +41,9 @@ int cmd_dot(Args *a);
 MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *preset, const char *set,
 		  const MglTarget *t, MglGraph **g);
 
+/* tokenize.c: parses its own arguments (argv[0] is "tokenize") */
+int cmd_tokenize(int argc, char **argv);
+
 /* train.c */
 int cmd_train(Args *a);
 int cmd_sample(Args *a);

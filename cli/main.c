@@ -14,6 +14,7 @@
 typedef struct {
 	const char *name;
 	int (*run)(Args *);
+	int (*raw)(int argc, char **argv);   /* a command that parses its own arguments */
 	const char *summary;
 	const char *help;
 	const char *options;  /* the options it accepts, space-separated */
@@ -30,7 +31,7 @@ int usage_error(const char *cmd, const char *fmt, const char *arg)
 /* ---------------------------------------------------------------- the command table */
 
 static const Command commands[] = {
-	{"check", cmd_check, "check a model file and print its summary",
+	{"check", cmd_check, NULL, "check a model file and print its summary",
 	 "usage: mgl check FILE [--preset P] [--set K=V,...] [--dump=ast|graph]\n"
 	 "\n"
 	 "Parses and elaborates a model file. On success prints the model's exact parameter\n"
@@ -45,7 +46,7 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 valid, 1 invalid model or unreadable file, 2 bad usage.\n",
 	 "--preset --set --dump"},
-	{"compile", cmd_compile, "compile a model to a plan for tp x dp ranks",
+	{"compile", cmd_compile, NULL, "compile a model to a plan for tp x dp ranks",
 	 "usage: mgl compile FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                   [--dtype f32|bf16] [-o PLAN] [--dump=PASS]\n"
 	 "\n"
@@ -66,7 +67,7 @@ static const Command commands[] = {
 	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
 	 "                    partition, optimizer, fuse or schedule (the finished plan)\n",
 	 "--preset --set --dump --tp --dp --sp --batch --seq --dtype -o"},
-	{"explain", cmd_explain, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
+	{"explain", cmd_explain, NULL, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
 	 "usage: mgl explain FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                   [--dtype f32|bf16] [--json]\n"
 	 "\n"
@@ -85,7 +86,7 @@ static const Command commands[] = {
 	 "  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
 	 "  --json            one JSON object instead of the table\n",
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --json"},
-	{"dot", cmd_dot, "draw a plan with Graphviz",
+	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
 	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--sp] [--batch B] [--seq T]\n"
 	 "               [--backward] [--layers N] [-o OUT.dot]\n"
 	 "\n"
@@ -105,7 +106,8 @@ static const Command commands[] = {
 	 "  --layers N        draw only the first N layers (and what is outside them)\n"
 	 "  -o OUT.dot        where to write (default: standard output)\n",
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o"},
-	{"train", cmd_train, "train a model on token shards",
+	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes or GPT-2 BPE)", NULL, NULL},
+	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
 	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl]\n"
@@ -134,7 +136,7 @@ static const Command commands[] = {
 	 "  --tp N --dp M --sp --backend cpu   the job (cuda: not in this build yet)\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --steps --batch --seq --accum --lr --min-lr --warmup "
 	 "--weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log"},
-	{"sample", cmd_sample, "generate text from a checkpoint",
+	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
 	 "\n"
 	 "Continues the prompt with N tokens (default 200) drawn from the model of a checkpoint\n"
@@ -299,6 +301,8 @@ int main(int argc, char **argv)
 		if (argc >= 3 && !strcmp(argv[1], "help")) {
 			for (int i = 0; i < NCOMMANDS; i++)
 				if (!strcmp(argv[2], commands[i].name)) {
+					if (commands[i].raw)
+						return commands[i].raw(2, (char *[]){argv[2], "--help", NULL});
 					fputs(commands[i].help, stdout);
 					return 0;
 				}
@@ -314,6 +318,8 @@ int main(int argc, char **argv)
 	for (int i = 0; i < NCOMMANDS; i++) {
 		if (strcmp(argv[1], commands[i].name))
 			continue;
+		if (commands[i].raw)
+			return commands[i].raw(argc - 1, argv + 1);
 		Args a = {0};
 		int st = parse_args(&commands[i], argc - 2, argv + 2, &a);
 		if (!st && a.help)

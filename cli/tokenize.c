@@ -20,8 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int cmd_tokenize(int argc, char **argv);
-
 static const char usage[] =
 	"usage: mgl tokenize INPUT... -o OUT.bin [--bytes | --gpt2 DIR] [--val-fraction F]\n"
 	"\n"
@@ -292,10 +290,11 @@ int cmd_tokenize(int argc, char **argv)
 	}
 	if (!st) {
 		char b1[32], b2[32], b3[32], b4[32];
-		printf("%d file%s, %s bytes -> %s tokens (%s): wrote %s (%s tokens)", ninputs, ninputs == 1 ? "" : "s",
-		       commas(r.bytes, b1), commas(r.n, b2), r.tok_name, out, commas(ntrain, b3));
+		printf("%d file%s, %s bytes -> %s token%s (%s): wrote %s (%s token%s)", ninputs, ninputs == 1 ? "" : "s",
+		       commas(r.bytes, b1), commas(r.n, b2), r.n == 1 ? "" : "s", r.tok_name, out, commas(ntrain, b3),
+		       ntrain == 1 ? "" : "s");
 		if (val)
-			printf(" and %s (%s tokens)", val, commas(nval, b4));
+			printf(" and %s (%s token%s)", val, commas(nval, b4), nval == 1 ? "" : "s");
 		printf("\n");
 	}
 	rt_tok_free(r.tok);

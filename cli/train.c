@@ -73,7 +73,8 @@ int cmd_train(Args *a)
 			printf("trained %lld steps in %.1f s: loss %.4f -> %.4f", (long long)r.steps_done, r.seconds, r.first_loss,
 			       r.last_loss);
 			if (!isnan(r.val_loss))
-				printf(", validation loss %.4f (perplexity %.2f)", r.val_loss, exp(r.val_loss));
+				printf(", validation loss %.4f (perplexity %.2f; token frequencies alone: %.4f)", r.val_loss,
+				       exp(r.val_loss), r.unigram_loss);
 			if (a->save)
 				printf("; saved %s", a->save);
 			printf("\n");

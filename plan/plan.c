@@ -421,6 +421,8 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 			r.p++;
 		if (r.p == s)
 			bad(&r, "a field is missing");
+		if (memchr(s, 0, (size_t)(r.p - s)))
+			bad(&r, "a NUL byte in a field");
 		p->source = mgl_strndup(a, s, (size_t)(r.p - s));
 		eol(&r);
 	}

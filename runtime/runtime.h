@@ -81,7 +81,7 @@ int rt_ckpt_write_stream(FILE *f, const char *name, const RtTensor *t, int n, co
 /* Reads and checks a safetensors file (every size, offset and name); F32, BF16 and F16
  * tensors, the last two converted to float. */
 int rt_ckpt_read(const char *path, RtCkpt *c, char *err, size_t errlen);
-/* The same from len bytes in memory (not copied beyond the call); name is for messages. */
+/* The same from len bytes in memory (not kept: the RtCkpt owns copies); name is for messages. */
 int rt_ckpt_parse(const void *buf, size_t len, const char *name, RtCkpt *c, char *err, size_t errlen);
 const RtTensor *rt_ckpt_find(const RtCkpt *c, const char *name);
 const char *rt_ckpt_meta(const RtCkpt *c, const char *key);
@@ -111,6 +111,7 @@ typedef struct {
 typedef struct {
 	int64_t steps_done;
 	double first_loss, last_loss, val_loss;   /* val_loss: NAN if never evaluated */
+	double unigram_loss;               /* the validation loss of predicting token frequencies */
 	double seconds;
 	bool interrupted;
 } RtTrainResult;

@@ -128,6 +128,21 @@ static double loss_of(Train *t)
 	return s / t->job->dp;
 }
 
+/* The loss to beat: validation tokens predicted by the training tokens' frequencies
+ * (add-one smoothed), in nats per token. */
+static double unigram_loss(const Train *t)
+{
+	int64_t V = t->p->vocab ? t->p->vocab : 65536;
+	double *count = calloc((size_t)V, sizeof *count), loss = 0;
+	for (int64_t i = 0; i < t->train.ntokens; i++)
+		count[t->train.tokens[i]] += 1;
+	double total = (double)t->train.ntokens + (double)V;
+	for (int64_t i = 0; i < t->val.ntokens; i++)
+		loss -= log((count[t->val.tokens[i]] + 1) / total);
+	free(count);
+	return loss / (double)t->val.ntokens;
+}
+
 /* ---------------------------------------------------------------- parameters */
 
 /* Parameter i drawn whole from the seed (so every tp starts alike), then sharded. */
@@ -333,7 +348,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 {
 	Train t = {.p = plan, .o = o, .err = err, .errlen = errlen, .B = plan->batch, .T = plan->seq};
 	memset(res, 0, sizeof *res);
-	res->val_loss = NAN;
+	res->val_loss = res->unigram_loss = NAN;
 	t.tokens = rt_value(plan, "tokens");
 	t.targets = rt_value(plan, "targets");
 	t.d_loss = rt_value(plan, "d_loss");
@@ -353,6 +368,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		goto out;
 	if (o->val && (rt_shard_read(o->val, &t.val, err, errlen) || check_shard(&t, &t.val)))
 		goto out;
+	if (t.val.tokens)
+		res->unigram_loss = unigram_loss(&t);
 	if (!(t.job = rt_job_open(plan, be, err, errlen)))
 		goto out;
 	t.x = malloc((size_t)(t.B * t.T) * sizeof *t.x);
@@ -425,8 +442,10 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		}
 		double left = (now() - tstart) / (double)(t.step - first) * (double)(end - t.step);
 		progress(&t, loss, tok_s, left);
-		if (!isnan(val) && o->progress)
-			fprintf(stderr, "\rstep %lld: val loss %.4f (perplexity %.2f)%20s\n", (long long)t.step, val, exp(val), "");
+		if (!isnan(val))   /* on a terminal or not: the loss falling is the news */
+			fprintf(stderr, "%sstep %lld/%lld: loss %.4f, validation loss %.4f (perplexity %.2f)%s\n",
+				o->progress ? "\r" : "", (long long)t.step, (long long)end, loss, val, exp(val),
+				o->progress ? "          " : "");
 		if (o->save_dir && ((o->save_every > 0 && t.step % o->save_every == 0) || last))
 			if (save(&t))
 				goto restore;

@@ -1,6 +1,7 @@
 #!/bin/sh
 # tests/cli.sh — the command line as a user meets it: help, version, exit statuses, and
-# the inputs that are not model text at all (missing, empty, huge, binary, a directory).
+# the inputs that are not model text at all (missing, empty, huge, binary, a directory);
+# then compile, explain and dot, whose graphs must render with Graphviz's dot.
 # usage: tests/cli.sh MGL
 mgl=${1:?usage: tests/cli.sh MGL}
 pass=0 fail=0
@@ -20,6 +21,20 @@ expect() {
 		fail=$((fail + 1))
 		echo "FAIL: mgl $* -> exit $got (wanted $want), output lacks /$pattern/:"
 		sed 's/^/    /' "$tmp/out" | head -20
+	fi
+}
+
+# check WHAT COMMAND...: a test that is more than one mgl run; COMMAND (often a function
+# below) must succeed.
+check() {
+	what=$1
+	shift
+	if "$@" >"$tmp/check" 2>&1; then
+		pass=$((pass + 1))
+	else
+		fail=$((fail + 1))
+		echo "FAIL: $what:"
+		sed 's/^/    /' "$tmp/check" | head -20
 	fi
 }
 
@@ -64,6 +79,62 @@ printf '\177ELF\002\001\001' >"$tmp/binary.mgl"
 expect 1 'binary.mgl:1:1: error: unexpected byte 0x7f' -- check "$tmp/binary.mgl"
 # whatever random bytes hold, the answer is a diagnostic with a location, never a crash
 expect 1 'random.mgl:[0-9]+:[0-9]+: error: ' -- check "$tmp/random.mgl"
+
+# compile: -o writes the plan (renamed into place, so a failed compile leaves none)
+compile_o() {
+	"$mgl" compile models/gpt2.mgl --preset tiny --tp 2 -o "$tmp/gpt2.plan" || return 1
+	[ "$(head -n 1 "$tmp/gpt2.plan")" = "mgl-plan 1" ] || { echo "first line: $(head -n 1 "$tmp/gpt2.plan")"; return 1; }
+	[ "$(tail -n 1 "$tmp/gpt2.plan")" = "end" ] || { echo "last line: $(tail -n 1 "$tmp/gpt2.plan")"; return 1; }
+	grep -qx 'tp 2' "$tmp/gpt2.plan" || return 1
+	! ls -A "$tmp" | grep -v '^gpt2\.plan$' | grep gpt2     # no temporary file left behind
+}
+check 'compile -o writes a whole plan, from "mgl-plan 1" to "end"' compile_o
+expect 0 '^mgl-plan 1$'                        -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
+expect 0 '^s 0 fwd embedding '                 -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
+expect 2 "--dump takes ast, graph, autodiff, partition, optimizer, fuse or schedule, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
+expect 2 "--tp takes a whole number from 1 to 4096, not '0'" -- compile models/gpt2.mgl --tp 0
+expect 2 "--tp takes a whole number from 1 to 4096, not 'x'" -- compile models/gpt2.mgl --tp x
+expect 1 'gpt2.mgl:[0-9]+:[0-9]+: error: 12 heads cannot be split over --tp 8' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
+expect 1 'hint: --tp must divide 12: 1, 2, 3, 4, 6, 12$' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
+check 'a failed compile -o leaves no plan, whole or part' sh -c '! ls -A "$1" | grep tp8' - "$tmp"
+expect 2 "--seq 2048 is longer than the model's sequence" -- compile models/gpt2.mgl --seq 2048
+
+# explain: collectives per layer; with --sp the all-reduces become all-gathers and
+# reduce-scatters
+expect 0 'a layer, fwd    2 '                  -- explain models/gpt2.mgl --preset tiny --tp 2
+expect 0 'a layer, fwd    0  +2  +2$'          -- explain models/gpt2.mgl --preset tiny --tp 2 --sp
+expect 0 '"collectives_per_layer": \{"forward": \{"all_reduce": 2, "all_gather": 0, "reduce_scatter": 0\}' -- explain models/gpt2.mgl --preset tiny --tp 2 --json
+expect 0 '"collectives_per_layer": \{"forward": \{"all_reduce": 0, "all_gather": 2, "reduce_scatter": 2\}' -- explain models/gpt2.mgl --preset tiny --tp 2 --sp --json
+expect 0 '^\{"model": "gpt2", "preset": "tiny", "tp": 2, ' -- explain models/gpt2.mgl --preset tiny --tp 2 --json
+
+# dot: of a model and of a plan file; what it writes must render
+expect 0 '^digraph plan \{$'                   -- dot models/gpt2.mgl --preset tiny --tp 2
+expect 0 '^digraph plan \{$'                   -- dot "$tmp/gpt2.plan"
+# render NAME MGL-DOT-ARGS...: mgl dot ARGS -o NAME.dot, then dot -Tsvg must draw it
+render() {
+	name=$1
+	shift
+	command -v dot >/dev/null || { echo "Graphviz's dot is not installed (scripts/deps.sh dot)"; return 1; }
+	"$mgl" dot "$@" -o "$tmp/$name.dot" || return 1
+	dot -Tsvg "$tmp/$name.dot" -o "$tmp/$name.svg" || return 1
+	grep -q '<svg' "$tmp/$name.svg" || { echo "no <svg in $tmp/$name.svg"; return 1; }
+}
+check 'dot of a model renders with dot -Tsvg'        render model models/gpt2.mgl --preset tiny --tp 2
+check 'dot of a plan file renders with dot -Tsvg'    render plan "$tmp/gpt2.plan"
+check 'dot --backward of a BERT plan renders'        render bert models/bert.mgl --preset tiny --tp 2 --sp --backward
+check 'dot of a plan file and of its model agree'    cmp "$tmp/model.dot" "$tmp/plan.dot"
+# smaller A B: file A is not empty and is smaller than file B
+smaller() {
+	a=$(wc -c <"$1") b=$(wc -c <"$2")
+	[ "$a" -gt 0 ] && [ "$a" -lt "$b" ] || { echo "$1: $a bytes, $2: $b bytes"; return 1; }
+}
+check 'dot --layers 1 renders'                       render layers1 "$tmp/gpt2.plan" --layers 1
+check 'dot --layers 1 draws less than all layers'    smaller "$tmp/layers1.dot" "$tmp/plan.dot"
+# a damaged plan is refused with the file and the line, never drawn
+head -c 20000 "$tmp/gpt2.plan" >"$tmp/cut.plan"
+expect 1 "^mgl: error: $tmp/cut.plan:[0-9]+: "  -- dot "$tmp/cut.plan"
+sed '$d' "$tmp/gpt2.plan" >"$tmp/noend.plan"
+expect 1 "noend.plan:[0-9]+: the plan ends early \(truncated\?\)" -- dot "$tmp/noend.plan"
 
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -156,7 +156,7 @@ START_TEST(parse_precedence)
 	if (!setjmp(jb)) {
 		MglSource *src = mgl_source_from_string(&r.c, "t.mgl",
 			"config { a = 1 + 2 * 3 - -4 / (5 - 6) }\n"
-			"model m(x: i32[b]) { y = linear(x, a, bias: false) @column\n return y }", false);
+			"model m(x: i32[batch]) { y = linear(x, a, bias: false) @column\n return y }", false);
 		mgl_dump_ast(f, mgl_parse(&r.c, src));
 	}
 	fclose(f);
@@ -340,7 +340,7 @@ START_TEST(config_arithmetic)
 	Run r;
 	run(&r, ELAB,
 	    "config { a = 7 / 2  b = 8 / 2  c = b * 3 - 1  e = 1e-5  f = c }\n"
-	    "model m(x: i32[n]) { return cross_entropy(linear(embedding(param([4, 4]), x), f), x) }", NULL, NULL);
+	    "model m(x: i32[batch]) { return cross_entropy(linear(embedding(param([4, 4]), x), f), x) }", NULL, NULL);
 	ck_assert_msg(r.g, "%s", r.diag);
 	ck_assert(!r.g->config[0].is_int);
 	ck_assert_double_eq(r.g->config[0].r, 3.5);
@@ -349,10 +349,10 @@ START_TEST(config_arithmetic)
 	ck_assert_int_eq(r.g->config[2].i, 11);
 	ck_assert_double_eq_tol(r.g->config[3].r, 1e-5, 1e-12);
 	run_free(&r);
-	run(&r, ELAB, "config { a = b  b = c  c = a }\nmodel m(x: i32[n]) { return x }", NULL, NULL);
+	run(&r, ELAB, "config { a = b  b = c  c = a }\nmodel m(x: i32[batch]) { return x }", NULL, NULL);
 	ck_error(&r, 1, "config 'a' depends on itself: a -> b -> c -> a");
 	run_free(&r);
-	run(&r, ELAB, "config { a = 9223372036854775807 + 1 }\nmodel m(x: i32[n]) { return x }", NULL, NULL);
+	run(&r, ELAB, "config { a = 9223372036854775807 + 1 }\nmodel m(x: i32[batch]) { return x }", NULL, NULL);
 	ck_error(&r, 1, "integer overflow");
 	run_free(&r);
 }
@@ -363,15 +363,15 @@ START_TEST(hostile_sizes)
 {
 	static const char *cases[] = {
 		/* 2^40 statements through nested repeats */
-		"model m(x: f32[n]) { repeat 1048576 { repeat 1048576 { y = x } } return x }",
+		"model m(x: f32[batch]) { repeat 1048576 { repeat 1048576 { y = x } } return x }",
 		/* a block doubling its work 40 times */
 		"block b0(x) { return x + x }\n"
 		"block b1(x) { return b0(x) + b0(x) }\nblock b2(x) { return b1(x) + b1(x) }\n"
 		"block b3(x) { return b2(x) + b2(x) }\nblock b4(x) { return b3(x) + b3(x) }\n"
 		"block b5(x) { return b4(x) + b4(x) }\nblock b6(x) { return b5(x) + b5(x) }\n"
-		"model m(x: f32[n]) { repeat 1000000 { x = b6(x) } return x }",
+		"model m(x: f32[batch]) { repeat 1000000 { x = b6(x) } return x }",
 		/* a parameter of 2^93 elements */
-		"model m(x: f32[n]) { w = param([2147483647, 2147483647, 2147483647]) return x }",
+		"model m(x: f32[batch]) { w = param([2147483647, 2147483647, 2147483647]) return x }",
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		Run r;

@@ -1,0 +1,1201 @@
+/* runtime/checkpoint.c — checkpoints as safetensors files (Hugging Face's format), so that
+ * what mgl trains loads elsewhere and what was exported elsewhere loads here.
+ *
+ * A file is an 8-byte little-endian header length N, N bytes of JSON, then the data:
+ *
+ *   {"__metadata__":{"step":"1000"},"wte":{"dtype":"F32","shape":[50257,768],"data_offsets":[0,154389504]},...}
+ *
+ * The offsets count from the start of the data section. The writer lays the file out as
+ * the reference library does (compact JSON, "__metadata__" first, the header padded with
+ * spaces to a multiple of 8 bytes, tensors contiguous in the order given, F32 only), and
+ * replaces the old file atomically: path.tmp, fsync, rename, fsync of the directory.
+ *
+ * The reader treats a file as hostile. The JSON is parsed by a small strict parser that
+ * knows only the shapes this format has (no general JSON values), and every tensor is
+ * checked before a byte of data is touched: known dtype (F32, BF16 and F16, the last two
+ * converted to float), rank at most MGL_PLAN_MAX_RANK, a shape whose size matches its
+ * data_offsets (with overflow checks), offsets inside the data section and not
+ * overlapping, names non-empty and unique. Every message names the file and the tensor.
+ * Data are read straight into the float memory the RtCkpt owns, so loading a checkpoint
+ * needs its size in memory once, not twice.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Tensor data are copied between files and float arrays as bytes: the format is little-endian. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint.c assumes a little-endian host");
+_Static_assert(sizeof(float) == 4, "checkpoint.c assumes 32-bit floats");
+/* Checkpoints of a few GB are ordinary: file offsets must be 64-bit. */
+_Static_assert(sizeof(off_t) == 8, "checkpoint.c needs a 64-bit off_t (_FILE_OFFSET_BITS=64)");
+
+/* The reference library refuses headers over 100 MB; so do we, before allocating them. */
+enum { MAX_HEADER = 100000000 };
+
+/* ---------------------------------------------------------------- shared pieces */
+
+typedef enum { DT_F32, DT_BF16, DT_F16, DT_COUNT } Dtype;
+static const char *const dtype_name[DT_COUNT] = {"F32", "BF16", "F16"};
+static const unsigned dtype_size[DT_COUNT] = {4, 2, 2};
+
+/* Dtypes the format has but mgl does not read: named as such, not as unknown. */
+static const char *const other_dtypes[] = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3",
+					   "F6_E3M2", "I16", "U16", "I32", "U32", "F64", "I64", "U64", "C64"};
+
+/* The length of the UTF-8 sequence at s (at most n bytes), or 0 if it is not valid UTF-8:
+ * no overlong forms, no surrogates, nothing past U+10FFFF. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned lo = 0x80, hi = 0xbf; /* the range of the second byte */
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		if (c == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+static bool utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+	for (size_t i = 0, k; i < n; i += k)
+		if (!(k = utf8_len(p + i, n - i)))
+			return false;
+	return true;
+}
+
+/* A name as messages show it: names come from files, so control bytes, C1 controls and
+ * invalid UTF-8 are shown as \xNN (they could garble a terminal), and long ones are cut. */
+enum { SHOW_MAX = 64 };
+typedef struct { char s[4 * SHOW_MAX + 8]; } Shown;
+
+static const char *show(Shown *b, const char *name)
+{
+	const unsigned char *p = (const unsigned char *)name;
+	size_t n = strlen(name), o = 0, i = 0;
+	while (i < n && o < 4 * SHOW_MAX) {
+		size_t k = utf8_len(p + i, n - i);
+		bool c1 = k == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0;
+		if (k == 1 && p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\') {
+			b->s[o++] = (char)p[i++];
+		} else if (k > 1 && !c1) {
+			memcpy(b->s + o, p + i, k);
+			o += k;
+			i += k;
+		} else {
+			snprintf(b->s + o, 5, "\\x%02x", p[i++]);
+			o += 4;
+		}
+	}
+	if (i < n) {
+		memcpy(b->s + o, "...", 3);
+		o += 3;
+	}
+	b->s[o] = 0;
+	return b->s;
+}
+
+/* "file: message" into err (which may be NULL or empty). */
+static void vsay(char *err, size_t errlen, const char *file, const char *fmt, va_list ap)
+{
+	if (!err || !errlen)
+		return;
+	int k = snprintf(err, errlen, "%s: ", file);
+	if (k >= 0 && (size_t)k < errlen)
+		vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+}
+
+static void say(char *err, size_t errlen, const char *file, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void say(char *err, size_t errlen, const char *file, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(err, errlen, file, fmt, ap);
+	va_end(ap);
+}
+
+/* "[50257, 768]" */
+static const char *dims_str(char *buf, size_t cap, int rank, const uint64_t *d)
+{
+	size_t o = 0;
+	buf[o++] = '[';
+	for (int i = 0; i < rank && o < cap; i++)
+		o += (size_t)snprintf(buf + o, cap - o, "%s%" PRIu64, i ? ", " : "", d[i]);
+	if (o < cap - 1) {
+		buf[o++] = ']';
+		buf[o] = 0;
+	}
+	buf[cap - 1] = 0;
+	return buf;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+/* A growable byte buffer for the header; `oom` remembers a failed allocation. */
+typedef struct {
+	char *p;
+	size_t n, cap;
+	bool oom;
+} Buf;
+
+static void put(Buf *b, const void *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->cap - b->n < n) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap - b->n < n)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p) {
+			b->oom = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+}
+
+static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* A JSON string as serde_json and Python's json (ensure_ascii=False) write it: '"', '\\' and
+ * control characters escaped, everything else (UTF-8 included) as is. */
+static void put_json_str(Buf *b, const char *s)
+{
+	put(b, "\"", 1);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		char esc[8];
+		switch (*p) {
+		case '"': puts_(b, "\\\""); break;
+		case '\\': puts_(b, "\\\\"); break;
+		case '\b': puts_(b, "\\b"); break;
+		case '\f': puts_(b, "\\f"); break;
+		case '\n': puts_(b, "\\n"); break;
+		case '\r': puts_(b, "\\r"); break;
+		case '\t': puts_(b, "\\t"); break;
+		default:
+			if (*p < 0x20) {
+				snprintf(esc, sizeof esc, "\\u%04x", *p);
+				puts_(b, esc);
+			} else {
+				put(b, p, 1);
+			}
+		}
+	}
+	put(b, "\"", 1);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* The first string that appears twice among n, or NULL. Sorting keeps this O(n log n) for
+ * the thousands of tensors of a large model. */
+static const char *duplicate(const char *const *s, int n, bool *oom)
+{
+	*oom = false;
+	if (n < 2)
+		return NULL;
+	const char **v = malloc((size_t)n * sizeof *v);
+	if (!v) {
+		*oom = true;
+		return NULL;
+	}
+	memcpy(v, s, (size_t)n * sizeof *v);
+	qsort(v, (size_t)n, sizeof *v, cmp_str);
+	const char *dup = NULL;
+	for (int i = 1; i < n && !dup; i++)
+		if (!strcmp(v[i - 1], v[i]))
+			dup = v[i];
+	free(v);
+	return dup;
+}
+
+/* Checks what the caller asks to write, before any file is touched; *bytes gets the data's size. */
+static int check_input(const char *file, const RtTensor *t, int n, const char *const *keys, const char *const *vals,
+		       int nmeta, uint64_t *bytes, char *err, size_t errlen)
+{
+	Shown a;
+	char dims[128];
+	if (n < 0 || nmeta < 0 || (n && !t) || (nmeta && (!keys || !vals))) {
+		say(err, errlen, file, "invalid arguments (%d tensors, %d metadata entries)", n, nmeta);
+		return -1;
+	}
+	*bytes = 0;
+	for (int i = 0; i < n; i++) {
+		const RtTensor *x = &t[i];
+		if (!x->name || !*x->name) {
+			say(err, errlen, file, "tensor %d has no name", i);
+			return -1;
+		}
+		if (!utf8_valid(x->name)) {
+			say(err, errlen, file, "tensor '%s': the name is not valid UTF-8", show(&a, x->name));
+			return -1;
+		}
+		if (!strcmp(x->name, "__metadata__")) {
+			say(err, errlen, file, "'__metadata__' is the metadata's key and cannot name a tensor");
+			return -1;
+		}
+		if (x->rank < 0 || x->rank > MGL_PLAN_MAX_RANK) {
+			say(err, errlen, file, "tensor '%s': rank %d is not in 0..%d", show(&a, x->name), x->rank,
+			    MGL_PLAN_MAX_RANK);
+			return -1;
+		}
+		uint64_t nel = 1, d[MGL_PLAN_MAX_RANK];
+		bool over = false;
+		for (int k = 0; k < x->rank; k++) {
+			if (x->shape[k] < 0) {
+				say(err, errlen, file, "tensor '%s': dimension %d is negative (%" PRId64 ")",
+				    show(&a, x->name), k, x->shape[k]);
+				return -1;
+			}
+			d[k] = (uint64_t)x->shape[k];
+			over |= __builtin_mul_overflow(nel, d[k], &nel);
+		}
+		if (over || __builtin_mul_overflow(nel, 4, &nel) || __builtin_add_overflow(*bytes, nel, bytes) ||
+		    nel > SIZE_MAX) {
+			say(err, errlen, file, "tensor '%s': shape %s is too large", show(&a, x->name),
+			    dims_str(dims, sizeof dims, x->rank, d));
+			return -1;
+		}
+		if (nel && !x->data) {
+			say(err, errlen, file, "tensor '%s' has no data", show(&a, x->name));
+			return -1;
+		}
+	}
+	for (int i = 0; i < nmeta; i++) {
+		if (!keys[i] || !vals[i]) {
+			say(err, errlen, file, "metadata entry %d has no %s", i, keys[i] ? "value" : "key");
+			return -1;
+		}
+		if (!utf8_valid(keys[i]) || !utf8_valid(vals[i])) {
+			say(err, errlen, file, "metadata '%s': not valid UTF-8", show(&a, keys[i]));
+			return -1;
+		}
+	}
+	/* Names go through a const char * array so that one sort serves both checks. */
+	bool oom = false;
+	const char **names = malloc(((size_t)n + 1) * sizeof *names);
+	const char *dup = NULL;
+	if (names) {
+		for (int i = 0; i < n; i++)
+			names[i] = t[i].name;
+		dup = duplicate(names, n, &oom);
+		free(names);
+	}
+	if (!names || oom) {
+		say(err, errlen, file, "out of memory");
+		return -1;
+	}
+	if (dup) {
+		say(err, errlen, file, "two tensors are named '%s'", show(&a, dup));
+		return -1;
+	}
+	dup = duplicate(keys, nmeta, &oom);
+	if (oom) {
+		say(err, errlen, file, "out of memory");
+		return -1;
+	}
+	if (dup) {
+		say(err, errlen, file, "metadata key '%s' appears twice", show(&a, dup));
+		return -1;
+	}
+	return 0;
+}
+
+/* The header: compact JSON, metadata first, padded with spaces to a multiple of 8 bytes. */
+static int build_header(Buf *b, const RtTensor *t, int n, const char *const *keys, const char *const *vals, int nmeta)
+{
+	char num[64];
+	put(b, "{", 1);
+	if (nmeta) {
+		puts_(b, "\"__metadata__\":{");
+		for (int i = 0; i < nmeta; i++) {
+			if (i)
+				put(b, ",", 1);
+			put_json_str(b, keys[i]);
+			put(b, ":", 1);
+			put_json_str(b, vals[i]);
+		}
+		put(b, "}", 1);
+	}
+	uint64_t off = 0;
+	for (int i = 0; i < n; i++) {
+		if (i || nmeta)
+			put(b, ",", 1);
+		put_json_str(b, t[i].name);
+		puts_(b, ":{\"dtype\":\"F32\",\"shape\":[");
+		uint64_t bytes = 4;
+		for (int k = 0; k < t[i].rank; k++) {
+			snprintf(num, sizeof num, "%s%" PRId64, k ? "," : "", t[i].shape[k]);
+			puts_(b, num);
+			bytes *= (uint64_t)t[i].shape[k]; /* no overflow: check_input saw it */
+		}
+		snprintf(num, sizeof num, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, off + bytes);
+		puts_(b, num);
+		off += bytes;
+	}
+	put(b, "}", 1);
+	while (b->n % 8)
+		put(b, " ", 1);
+	return b->oom ? -1 : 0;
+}
+
+/* "cannot write [name]: cause", with errno's text when the stream left one. */
+static void write_error(int e, const char *file, const char *name, char *err, size_t errlen)
+{
+	say(err, errlen, file, "cannot write%s%s: %s", name ? " " : "", name ? name : "", e ? strerror(e) : "write error");
+}
+
+/* fwrite, checked; large tensors go in pieces so that a failure is seen (and errno read)
+ * close to where it happened. name is the file written, when it is not `file` itself. */
+static int write_all(FILE *f, const void *p, size_t n, const char *file, const char *name, char *err, size_t errlen)
+{
+	const char *s = p;
+	while (n) {
+		size_t k = n < ((size_t)1 << 26) ? n : ((size_t)1 << 26);
+		errno = 0;
+		if (fwrite(s, 1, k, f) != k) {
+			write_error(errno, file, name, err, errlen);
+			return -1;
+		}
+		s += k;
+		n -= k;
+	}
+	return 0;
+}
+
+static int write_stream(FILE *f, const char *file, const char *name, const RtTensor *t, int n,
+			const char *const *keys, const char *const *vals, int nmeta, char *err, size_t errlen)
+{
+	Buf b = {0};
+	if (build_header(&b, t, n, keys, vals, nmeta)) {
+		free(b.p);
+		say(err, errlen, file, "out of memory building the header");
+		return -1;
+	}
+	unsigned char len[8];
+	for (int i = 0; i < 8; i++)
+		len[i] = (unsigned char)((uint64_t)b.n >> (8 * i));
+	int rc = write_all(f, len, 8, file, name, err, errlen);
+	if (!rc)
+		rc = write_all(f, b.p, b.n, file, name, err, errlen);
+	free(b.p);
+	for (int i = 0; i < n && !rc; i++) {
+		size_t nel = 1;
+		for (int k = 0; k < t[i].rank; k++)
+			nel *= (size_t)t[i].shape[k];
+		rc = write_all(f, t[i].data, nel * 4, file, name, err, errlen);
+	}
+	errno = 0;
+	if (!rc && fflush(f)) {
+		write_error(errno, file, name, err, errlen);
+		rc = -1;
+	}
+	return rc;
+}
+
+int rt_ckpt_write_stream(FILE *f, const char *name, const RtTensor *t, int n, const char *const *keys,
+			 const char *const *vals, int nmeta, char *err, size_t errlen)
+{
+	uint64_t bytes;
+	if (check_input(name, t, n, keys, vals, nmeta, &bytes, err, errlen))
+		return -1;
+	return write_stream(f, name, NULL, t, n, keys, vals, nmeta, err, errlen);
+}
+
+/* fsync of the directory holding path, so that the rename itself survives a crash. */
+static int sync_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	if (!dir)
+		return ENOMEM;
+	int e = 0, fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0 || fsync(fd))
+		e = errno;
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return e;
+}
+
+int rt_ckpt_write(const char *path, const RtTensor *t, int n, const char *const *keys, const char *const *vals,
+		  int nmeta, char *err, size_t errlen)
+{
+	uint64_t bytes;
+	if (check_input(path, t, n, keys, vals, nmeta, &bytes, err, errlen))
+		return -1;
+	size_t plen = strlen(path);
+	char *tmp = malloc(plen + 5);
+	if (!tmp) {
+		say(err, errlen, path, "out of memory");
+		return -1;
+	}
+	memcpy(tmp, path, plen);
+	memcpy(tmp + plen, ".tmp", 5);
+	FILE *f = fopen(tmp, "wb");
+	if (!f) {
+		say(err, errlen, path, "cannot create %s: %s", tmp, strerror(errno));
+		free(tmp);
+		return -1;
+	}
+	/* Every step is checked: a full disk shows up at fwrite, fflush, fsync or fclose,
+	 * depending on buffering and the file system, and any of them means the .tmp is not
+	 * the checkpoint. The old file stays until the rename. */
+	setvbuf(f, NULL, _IOFBF, 1 << 20);
+	int rc = write_stream(f, path, tmp, t, n, keys, vals, nmeta, err, errlen);
+	if (!rc && fsync(fileno(f))) {
+		say(err, errlen, path, "cannot sync %s: %s", tmp, strerror(errno));
+		rc = -1;
+	}
+	errno = 0;
+	if (fclose(f) && !rc) {
+		write_error(errno, path, tmp, err, errlen);
+		rc = -1;
+	}
+	if (!rc && rename(tmp, path)) {
+		say(err, errlen, path, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		rc = -1;
+	}
+	if (rc)
+		remove(tmp);
+	free(tmp);
+	if (rc)
+		return -1;
+	int e = sync_dir(path);
+	if (e) {
+		/* The new file is in place; only its durability across a crash is in doubt. */
+		say(err, errlen, path, "written, but syncing its directory failed: %s", strerror(e));
+		return -1;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+enum { F_DTYPE = 1, F_SHAPE = 2, F_OFFSETS = 4 };
+
+/* A tensor as the header describes it; strings are offsets into the reader's pool. */
+typedef struct {
+	size_t name;
+	int dtype;  /* -1 until seen */
+	int rank;
+	unsigned seen; /* F_ bits */
+	uint64_t shape[MGL_PLAN_MAX_RANK];
+	uint64_t begin, end, nel;
+} Entry;
+
+typedef struct {
+	size_t key, val;
+} Meta;
+
+/* What RtCkpt.buf points to: the allocations behind an RtCkpt. */
+typedef struct {
+	float *data;
+	char *pool;
+	void *tail; /* the RtTensor array and the metadata's pointers */
+} Mem;
+
+typedef struct {
+	const char *file;             /* for messages */
+	const unsigned char *mem;     /* the source: bytes in memory, or */
+	int fd;                       /* a file */
+	uint64_t size;                /* of either */
+
+	unsigned char *hbuf;          /* the header, when read from a file */
+	const unsigned char *h;       /* the header's bytes */
+	size_t len, pos;              /* and the parser's place in them */
+	uint64_t datalen;             /* bytes after the header */
+
+	char *pool;                   /* decoded strings, NUL-terminated */
+	size_t pooln;
+	Entry *e;
+	int n, cap;
+	Meta *m;
+	int nm, mcap;
+	bool have_meta;
+
+	Mem *out;
+	void *scratch;                /* for the checks across tensors */
+	jmp_buf *jb;
+	char *err;
+	size_t errlen;
+} Reader;
+
+static _Noreturn void fail(Reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static _Noreturn void fail(Reader *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(r->err, r->errlen, r->file, fmt, ap);
+	va_end(ap);
+	longjmp(*r->jb, 1);
+}
+
+/* A syntax error, with its place as an offset into the file (what a hex dump shows). */
+static _Noreturn void bad(Reader *r, const char *what)
+{
+	fail(r, "invalid header JSON at byte %zu: %s", (size_t)8 + r->pos, what);
+}
+
+static void *xmalloc(Reader *r, size_t n, const char *what)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		fail(r, "out of memory (%zu bytes for %s)", n, what);
+	return p;
+}
+
+/* n bytes at offset off of the source. */
+static void src_read(Reader *r, uint64_t off, void *dst, size_t n)
+{
+	if (r->mem) {
+		memcpy(dst, r->mem + off, n); /* off + n <= size: the caller checked */
+		return;
+	}
+	char *d = dst;
+	while (n) {
+		/* pread of more than SSIZE_MAX is implementation-defined: ask for 1 GiB at most */
+		ssize_t k = pread(r->fd, d, n < ((size_t)1 << 30) ? n : ((size_t)1 << 30), (off_t)off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			fail(r, "cannot read: %s", strerror(errno));
+		if (k == 0)
+			fail(r, "the file became shorter while it was read");
+		d += k;
+		off += (uint64_t)k;
+		n -= (size_t)k;
+	}
+}
+
+/* -------------------------------- the JSON parser: only what the format has */
+
+static void ws(Reader *r)
+{
+	while (r->pos < r->len && (r->h[r->pos] == ' ' || r->h[r->pos] == '\t' || r->h[r->pos] == '\n' ||
+				   r->h[r->pos] == '\r'))
+		r->pos++;
+}
+
+static int peek(Reader *r)
+{
+	ws(r);
+	return r->pos < r->len ? r->h[r->pos] : -1;
+}
+
+static void expect(Reader *r, int c, const char *what)
+{
+	if (peek(r) != c)
+		bad(r, r->pos >= r->len ? "the header ends early" : what);
+	r->pos++;
+}
+
+/* After an element of an array or object: true if another follows (a ',' was eaten),
+ * false at the closing bracket (eaten too). */
+static bool more(Reader *r, int close, const char *what)
+{
+	int c = peek(r);
+	if (c == ',') {
+		r->pos++;
+		if (peek(r) == close)
+			bad(r, "a ',' before the closing bracket");
+		return true;
+	}
+	if (c != close)
+		bad(r, c < 0 ? "the header ends early" : what);
+	r->pos++;
+	return false;
+}
+
+static void pool_put(Reader *r, uint32_t cp)
+{
+	char *o = r->pool + r->pooln;
+	if (cp < 0x80) {
+		o[0] = (char)cp;
+		r->pooln += 1;
+	} else if (cp < 0x800) {
+		o[0] = (char)(0xc0 | cp >> 6);
+		o[1] = (char)(0x80 | (cp & 0x3f));
+		r->pooln += 2;
+	} else if (cp < 0x10000) {
+		o[0] = (char)(0xe0 | cp >> 12);
+		o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+		o[2] = (char)(0x80 | (cp & 0x3f));
+		r->pooln += 3;
+	} else {
+		o[0] = (char)(0xf0 | cp >> 18);
+		o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+		o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+		o[3] = (char)(0x80 | (cp & 0x3f));
+		r->pooln += 4;
+	}
+}
+
+static uint32_t hex4(Reader *r)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++, r->pos++) {
+		int c = r->pos < r->len ? r->h[r->pos] : -1;
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		if (d < 0)
+			bad(r, "\\u must be followed by four hex digits");
+		v = v << 4 | (uint32_t)d;
+	}
+	return v;
+}
+
+/* A string, decoded into the pool (NUL-terminated); its offset there. The pool has room
+ * for every string of the header: a string's decoded bytes plus its NUL are never more
+ * than its encoded bytes with their quotes. */
+static size_t string(Reader *r, const char *what)
+{
+	if (peek(r) != '"')
+		bad(r, r->pos >= r->len ? "the header ends early" : what);
+	r->pos++;
+	size_t start = r->pooln;
+	for (;;) {
+		if (r->pos >= r->len)
+			bad(r, "a string is not closed");
+		unsigned c = r->h[r->pos];
+		if (c == '"') {
+			r->pos++;
+			break;
+		}
+		if (c < 0x20)
+			bad(r, "a control character in a string (JSON needs it escaped)");
+		if (c != '\\') {
+			size_t k = utf8_len(r->h + r->pos, r->len - r->pos);
+			if (!k)
+				bad(r, "a string is not valid UTF-8");
+			memcpy(r->pool + r->pooln, r->h + r->pos, k);
+			r->pooln += k;
+			r->pos += k;
+			continue;
+		}
+		size_t at = r->pos++;
+		int e = r->pos < r->len ? r->h[r->pos++] : -1;
+		uint32_t cp;
+		switch (e) {
+		case '"': cp = '"'; break;
+		case '\\': cp = '\\'; break;
+		case '/': cp = '/'; break;
+		case 'b': cp = '\b'; break;
+		case 'f': cp = '\f'; break;
+		case 'n': cp = '\n'; break;
+		case 'r': cp = '\r'; break;
+		case 't': cp = '\t'; break;
+		case 'u':
+			cp = hex4(r);
+			if (cp >= 0xdc00 && cp <= 0xdfff) {
+				r->pos = at;
+				bad(r, "a \\u escape is a low surrogate without a high one before it");
+			}
+			if (cp >= 0xd800 && cp <= 0xdbff) {
+				if (r->len - r->pos < 2 || r->h[r->pos] != '\\' || r->h[r->pos + 1] != 'u') {
+					r->pos = at;
+					bad(r, "a \\u escape is a high surrogate without a low one after it");
+				}
+				r->pos += 2;
+				uint32_t lo = hex4(r);
+				if (lo < 0xdc00 || lo > 0xdfff) {
+					r->pos = at;
+					bad(r, "a \\u escape is a high surrogate without a low one after it");
+				}
+				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+			}
+			if (!cp) {
+				r->pos = at;
+				bad(r, "\\u0000 in a string (names and metadata cannot hold NUL)");
+			}
+			break;
+		default:
+			r->pos = at;
+			bad(r, "an invalid escape in a string");
+		}
+		pool_put(r, cp);
+	}
+	r->pool[r->pooln++] = 0;
+	return start;
+}
+
+/* A non-negative integer: JSON's form (no leading zeros), no sign, fraction or exponent. */
+static uint64_t number(Reader *r, const char *what)
+{
+	int c = peek(r);
+	if (c == '-' || !(c >= '0' && c <= '9')) {
+		if (c == '-')
+			fail(r, "invalid header JSON at byte %zu: the numbers in %s must be non-negative integers",
+			     (size_t)8 + r->pos, what);
+		fail(r, "invalid header JSON at byte %zu: expected a number in %s", (size_t)8 + r->pos, what);
+	}
+	size_t start = r->pos;
+	uint64_t v = 0;
+	while (r->pos < r->len && r->h[r->pos] >= '0' && r->h[r->pos] <= '9') {
+		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(r->h[r->pos] - '0'), &v)) {
+			r->pos = start;
+			fail(r, "invalid header JSON at byte %zu: a number in %s is too large", (size_t)8 + r->pos, what);
+		}
+		r->pos++;
+	}
+	if (r->pos - start > 1 && r->h[start] == '0') {
+		r->pos = start;
+		bad(r, "a number with a leading zero");
+	}
+	if (r->pos < r->len && (r->h[r->pos] == '.' || r->h[r->pos] == 'e' || r->h[r->pos] == 'E')) {
+		r->pos = start;
+		fail(r, "invalid header JSON at byte %zu: the numbers in %s must be non-negative integers",
+		     (size_t)8 + r->pos, what);
+	}
+	return v;
+}
+
+/* "__metadata__": an object of strings. */
+static void parse_meta(Reader *r)
+{
+	expect(r, '{', "'__metadata__' must be an object of strings");
+	if (peek(r) == '}') {
+		r->pos++;
+		return;
+	}
+	do {
+		Meta m;
+		m.key = string(r, "expected a metadata key (a string)");
+		expect(r, ':', "expected ':' after a metadata key");
+		m.val = string(r, "a metadata value must be a string");
+		if (r->nm == r->mcap) {
+			int cap = r->mcap ? 2 * r->mcap : 16;
+			Meta *nv = realloc(r->m, (size_t)cap * sizeof *nv);
+			if (!nv)
+				fail(r, "out of memory reading the metadata");
+			r->m = nv;
+			r->mcap = cap;
+		}
+		r->m[r->nm++] = m;
+	} while (more(r, '}', "expected ',' or '}' after a metadata entry"));
+}
+
+/* A tensor's entry: {"dtype": ..., "shape": [...], "data_offsets": [b, e]} in any order. */
+static void parse_tensor(Reader *r, Entry *t)
+{
+	Shown a;
+	const char *name = show(&a, r->pool + t->name);
+	expect(r, '{', "a tensor's entry must be an object");
+	if (peek(r) == '}')
+		bad(r, "a tensor's entry is empty");
+	do {
+		size_t at = r->pos;
+		size_t k = string(r, "expected a field name (a string)");
+		const char *key = r->pool + k;
+		unsigned f = !strcmp(key, "dtype") ? F_DTYPE : !strcmp(key, "shape") ? F_SHAPE
+			   : !strcmp(key, "data_offsets") ? F_OFFSETS : 0;
+		if (!f) {
+			Shown b;
+			fail(r, "tensor '%s': unknown field '%s' (a tensor has dtype, shape and data_offsets)", name,
+			     show(&b, key));
+		}
+		if (t->seen & f) {
+			r->pos = at;
+			fail(r, "tensor '%s': field '%s' appears twice", name, key);
+		}
+		t->seen |= f;
+		r->pooln = k; /* the field's name is not kept */
+		expect(r, ':', "expected ':' after a field name");
+		if (f == F_DTYPE) {
+			size_t s = string(r, "dtype must be a string");
+			const char *d = r->pool + s;
+			t->dtype = -1;
+			for (int i = 0; i < DT_COUNT; i++)
+				if (!strcmp(d, dtype_name[i]))
+					t->dtype = i;
+			if (t->dtype < 0) {
+				Shown b;
+				for (size_t i = 0; i < sizeof other_dtypes / sizeof *other_dtypes; i++)
+					if (!strcmp(d, other_dtypes[i]))
+						fail(r, "tensor '%s': dtype %s is not supported (mgl reads F32, BF16 and F16)",
+						     name, d);
+				fail(r, "tensor '%s': unknown dtype '%s'", name, show(&b, d));
+			}
+			r->pooln = s;
+		} else if (f == F_SHAPE) {
+			expect(r, '[', "shape must be an array of integers");
+			size_t rank = 0;
+			if (peek(r) == ']')
+				r->pos++;
+			else
+				do {
+					uint64_t d = number(r, "shape");
+					if (rank < MGL_PLAN_MAX_RANK)
+						t->shape[rank] = d;
+					rank++;
+				} while (more(r, ']', "expected ',' or ']' in shape"));
+			if (rank > MGL_PLAN_MAX_RANK)
+				fail(r, "tensor '%s': rank %zu is more than the %d mgl supports", name, rank, MGL_PLAN_MAX_RANK);
+			t->rank = (int)rank;
+		} else {
+			expect(r, '[', "data_offsets must be [begin, end]");
+			t->begin = number(r, "data_offsets");
+			expect(r, ',', "data_offsets must be [begin, end]");
+			t->end = number(r, "data_offsets");
+			expect(r, ']', "data_offsets must be [begin, end]");
+		}
+	} while (more(r, '}', "expected ',' or '}' in a tensor's entry"));
+}
+
+/* The checks on one tensor that need all of its entry. */
+static void check_tensor(Reader *r, Entry *t)
+{
+	Shown a;
+	char dims[128];
+	const char *name = show(&a, r->pool + t->name);
+	if (!r->pool[t->name])
+		fail(r, "a tensor has an empty name");
+	for (unsigned f = F_DTYPE; f <= F_OFFSETS; f <<= 1)
+		if (!(t->seen & f))
+			fail(r, "tensor '%s' has no %s", name, f == F_DTYPE ? "dtype" : f == F_SHAPE ? "shape" : "data_offsets");
+	if (t->end < t->begin)
+		fail(r, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin", name, t->begin, t->end);
+	uint64_t nel = 1, bytes;
+	bool over = false;
+	for (int k = 0; k < t->rank; k++) {
+		/* each dimension must fit RtTensor's int64_t, even where another is 0 */
+		over |= t->shape[k] > INT64_MAX;
+		over |= __builtin_mul_overflow(nel, t->shape[k], &nel);
+	}
+	if (over || nel > INT64_MAX || __builtin_mul_overflow(nel, dtype_size[t->dtype], &bytes))
+		fail(r, "tensor '%s': shape %s of %s is too large", name, dims_str(dims, sizeof dims, t->rank, t->shape),
+		     dtype_name[t->dtype]);
+	if (bytes != t->end - t->begin)
+		fail(r, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] do not match shape %s of %s (%" PRIu64
+			" bytes)", name, t->begin, t->end, dims_str(dims, sizeof dims, t->rank, t->shape),
+		     dtype_name[t->dtype], bytes);
+	if (t->end > r->datalen)
+		fail(r, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of the data section (%" PRIu64
+			" bytes; is the file truncated?)", name, t->begin, t->end, r->datalen);
+	t->nel = nel;
+}
+
+/* The whole header: one object of tensors and, at most once, "__metadata__". */
+static void parse_header(Reader *r)
+{
+	expect(r, '{', "the header must be a JSON object");
+	if (peek(r) == '}')
+		r->pos++;
+	else
+		do {
+			size_t at = r->pos;
+			size_t k = string(r, "expected a tensor name (a string)");
+			expect(r, ':', "expected ':' after a tensor name");
+			if (!strcmp(r->pool + k, "__metadata__")) {
+				if (r->have_meta) {
+					r->pos = at;
+					bad(r, "'__metadata__' appears twice");
+				}
+				r->have_meta = true;
+				r->pooln = k;
+				parse_meta(r);
+				continue;
+			}
+			if (r->n == r->cap) {
+				int cap = r->cap ? 2 * r->cap : 64;
+				Entry *nv = realloc(r->e, (size_t)cap * sizeof *nv);
+				if (!nv)
+					fail(r, "out of memory reading the header");
+				r->e = nv;
+				r->cap = cap;
+			}
+			Entry *t = &r->e[r->n++];
+			memset(t, 0, sizeof *t);
+			t->name = k;
+			parse_tensor(r, t);
+			check_tensor(r, t);
+		} while (more(r, '}', "expected ',' or '}' after a tensor"));
+	if (peek(r) >= 0)
+		bad(r, "text after the header's object");
+}
+
+/* Sorting for the checks across tensors: by name, and by place in the data section. */
+typedef struct {
+	const char *name;
+	uint64_t begin, end;
+} Key;
+
+static int cmp_key_name(const void *a, const void *b) { return strcmp(((const Key *)a)->name, ((const Key *)b)->name); }
+
+static int cmp_key_begin(const void *a, const void *b)
+{
+	const Key *x = a, *y = b;
+	return x->begin != y->begin ? (x->begin < y->begin ? -1 : 1) : x->end != y->end ? (x->end < y->end ? -1 : 1) : 0;
+}
+
+/* Names unique (tensors, and metadata keys), data not overlapping: O(n log n) for a
+ * header of millions of entries. Empty tensors occupy no bytes and overlap nothing. */
+static void check_all(Reader *r)
+{
+	Shown a, b;
+	int most = r->n > r->nm ? r->n : r->nm;
+	Key *k = xmalloc(r, (size_t)most * sizeof *k, "checking the header");
+	r->scratch = k;
+	for (int i = 0; i < r->nm; i++)
+		k[i].name = r->pool + r->m[i].key;
+	qsort(k, (size_t)r->nm, sizeof *k, cmp_key_name);
+	for (int i = 1; i < r->nm; i++)
+		if (!strcmp(k[i - 1].name, k[i].name))
+			fail(r, "metadata key '%s' appears twice", show(&a, k[i].name));
+	for (int i = 0; i < r->n; i++)
+		k[i] = (Key){r->pool + r->e[i].name, r->e[i].begin, r->e[i].end};
+	qsort(k, (size_t)r->n, sizeof *k, cmp_key_name);
+	for (int i = 1; i < r->n; i++)
+		if (!strcmp(k[i - 1].name, k[i].name))
+			fail(r, "tensor '%s' appears twice", show(&a, k[i].name));
+	qsort(k, (size_t)r->n, sizeof *k, cmp_key_begin);
+	const Key *last = NULL;
+	for (int i = 0; i < r->n; i++) {
+		if (k[i].begin == k[i].end)
+			continue;
+		if (last && k[i].begin < last->end)
+			fail(r, "tensors '%s' [%" PRIu64 ", %" PRIu64 "] and '%s' [%" PRIu64 ", %" PRIu64 "] overlap",
+			     show(&a, last->name), last->begin, last->end, show(&b, k[i].name), k[i].begin, k[i].end);
+		if (!last || k[i].end > last->end)
+			last = &k[i];
+	}
+}
+
+static float bf16_to_f32(uint16_t h)
+{
+	uint32_t bits = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &bits, 4);
+	return f;
+}
+
+static float f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = h >> 10 & 0x1f, man = h & 0x3ff, bits;
+	if (exp == 0) {
+		/* zero or subnormal: man * 2^-24, exact in float */
+		float f = (float)man * 0x1p-24f;
+		return sign ? -f : f;
+	}
+	if (exp == 31)
+		bits = sign | 0x7f800000u | man << 13; /* inf, or nan keeping its payload */
+	else
+		bits = sign | (exp + 112) << 23 | man << 13;
+	float f;
+	memcpy(&f, &bits, 4);
+	return f;
+}
+
+/* A tensor's data into dst as floats; 16-bit ones through a small buffer. */
+static void load(Reader *r, const Entry *t, float *dst)
+{
+	uint64_t off = 8 + r->len + t->begin;
+	if (t->dtype == DT_F32) {
+		src_read(r, off, dst, (size_t)t->nel * 4);
+		return;
+	}
+	uint16_t tmp[4096];
+	for (uint64_t i = 0; i < t->nel;) {
+		size_t k = t->nel - i < 4096 ? (size_t)(t->nel - i) : 4096;
+		src_read(r, off + 2 * i, tmp, 2 * k);
+		for (size_t j = 0; j < k; j++)
+			dst[i + j] = t->dtype == DT_BF16 ? bf16_to_f32(tmp[j]) : f16_to_f32(tmp[j]);
+		i += k;
+	}
+}
+
+/* Everything from the header's length to the floats; errors jump back to decode. */
+static void read_all(Reader *r, RtCkpt *c)
+{
+	if (r->size == 0)
+		fail(r, "the file is empty");
+	if (r->size < 8)
+		fail(r, "the file is too short for a safetensors file (%" PRIu64 " bytes)", r->size);
+	unsigned char lenb[8];
+	src_read(r, 0, lenb, 8);
+	uint64_t n = 0;
+	for (int i = 7; i >= 0; i--)
+		n = n << 8 | lenb[i];
+	if (n > r->size - 8)
+		fail(r, "the header's length %" PRIu64 " runs past the end of the file (%" PRIu64
+			" bytes; truncated, or not a safetensors file?)", n, r->size);
+	if (n > MAX_HEADER)
+		fail(r, "the header's length %" PRIu64 " is more than the format allows (%d)", n, MAX_HEADER);
+	if (n == 0)
+		fail(r, "the header is empty");
+	r->len = (size_t)n;
+	r->datalen = r->size - 8 - n;
+	if (r->mem) {
+		r->h = r->mem + 8;
+	} else {
+		r->hbuf = xmalloc(r, r->len, "the header");
+		src_read(r, 8, r->hbuf, r->len);
+		r->h = r->hbuf;
+	}
+	r->pool = xmalloc(r, r->len + 1, "the header's strings");
+	r->out = xmalloc(r, sizeof *r->out, "the checkpoint");
+	memset(r->out, 0, sizeof *r->out);
+	parse_header(r);
+	check_all(r);
+
+	/* The result: tensors and metadata pointers in one block, strings in the pool, floats
+	 * in one array (elements <= data bytes / 2, so this cannot overflow a 64-bit size). */
+	uint64_t total = 0;
+	for (int i = 0; i < r->n; i++)
+		total += r->e[i].nel;
+	if (total > SIZE_MAX / 4)
+		fail(r, "the tensors are too large for memory (%" PRIu64 " elements)", total);
+	size_t tail = (size_t)r->n * sizeof(RtTensor) + 2 * (size_t)r->nm * sizeof(char *);
+	RtTensor *tt = xmalloc(r, tail, "the tensor list");
+	r->out->tail = tt;
+	char **keys = (char **)(tt + r->n), **vals = keys + r->nm;
+	r->out->data = xmalloc(r, (size_t)total * 4, "the tensors' data");
+	r->out->pool = r->pool;
+	r->pool = NULL;
+	float *d = r->out->data;
+	for (int i = 0; i < r->n; i++) {
+		const Entry *e = &r->e[i];
+		RtTensor *t = &tt[i];
+		memset(t, 0, sizeof *t);
+		t->name = r->out->pool + e->name;
+		t->rank = e->rank;
+		for (int k = 0; k < e->rank; k++)
+			t->shape[k] = (int64_t)e->shape[k];
+		t->data = d;
+		load(r, e, d);
+		d += e->nel;
+	}
+	for (int i = 0; i < r->nm; i++) {
+		keys[i] = r->out->pool + r->m[i].key;
+		vals[i] = r->out->pool + r->m[i].val;
+	}
+	c->t = tt;
+	c->n = r->n;
+	c->keys = keys;
+	c->vals = vals;
+	c->nmeta = r->nm;
+	c->buf = r->out;
+	r->out = NULL;
+}
+
+static void mem_free(Mem *m)
+{
+	if (!m)
+		return;
+	free(m->data);
+	free(m->pool);
+	free(m->tail);
+	free(m);
+}
+
+/* setjmp lives here, away from the Reader it guards (which is the caller's), so nothing
+ * the parser changes is a local of the function that called setjmp. */
+static int guarded(Reader *r, RtCkpt *c)
+{
+	jmp_buf jb;
+	r->jb = &jb;
+	if (setjmp(jb))
+		return -1;
+	read_all(r, c);
+	return 0;
+}
+
+static int decode(Reader *r, RtCkpt *c)
+{
+	memset(c, 0, sizeof *c);
+	int rc = guarded(r, c);
+	mem_free(r->out);
+	free(r->scratch);
+	free(r->hbuf);
+	free(r->pool);
+	free(r->e);
+	free(r->m);
+	return rc;
+}
+
+int rt_ckpt_parse(const void *buf, size_t len, const char *name, RtCkpt *c, char *err, size_t errlen)
+{
+	static const unsigned char none[1];
+	Reader r = {.file = name, .mem = buf ? buf : none, .fd = -1, .size = buf ? len : 0, .err = err, .errlen = errlen};
+	return decode(&r, c);
+}
+
+int rt_ckpt_read(const char *path, RtCkpt *c, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof *c);
+	/* O_NONBLOCK: a FIFO given by mistake is refused below instead of blocking here (it
+	 * changes nothing for a regular file) */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		say(err, errlen, path, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	if (fstat(fd, &st)) {
+		say(err, errlen, path, "cannot read: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		say(err, errlen, path, "%s", S_ISDIR(st.st_mode) ? "is a directory" : "is not a regular file");
+		close(fd);
+		return -1;
+	}
+	Reader r = {.file = path, .fd = fd, .size = (uint64_t)st.st_size, .err = err, .errlen = errlen};
+	int rc = decode(&r, c);
+	close(fd);
+	return rc;
+}
+
+const RtTensor *rt_ckpt_find(const RtCkpt *c, const char *name)
+{
+	for (int i = 0; i < c->n; i++)
+		if (!strcmp(c->t[i].name, name))
+			return &c->t[i];
+	return NULL;
+}
+
+const char *rt_ckpt_meta(const RtCkpt *c, const char *key)
+{
+	for (int i = 0; i < c->nmeta; i++)
+		if (!strcmp(c->keys[i], key))
+			return c->vals[i];
+	return NULL;
+}
+
+void rt_ckpt_free(RtCkpt *c)
+{
+	mem_free(c->buf);
+	memset(c, 0, sizeof *c);
+}

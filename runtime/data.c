@@ -1,0 +1,239 @@
+/* runtime/data.c — token shards: the .bin files of llm.c and nanoGPT that training reads.
+ *
+ * A shard is a 256-int32 little-endian header (magic 20240520, version 1, token count;
+ * the rest zero) followed by the tokens as little-endian uint16. Shards come from other
+ * tools and other machines, so the reader trusts nothing in them: the file must be a
+ * regular file whose size is exactly the header plus the count the header states, and
+ * every refusal names the file and says what is wrong with it. The writer goes through
+ * a temporary file, synced and renamed, so a crash never leaves half a shard under the
+ * real name.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { HEADER_BYTES = RT_SHARD_HEADER_INTS * 4 };
+
+static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || !errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* The header is little-endian whatever the host is: assemble it byte by byte. */
+static int32_t get_i32(const unsigned char *p)
+{
+	return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+}
+
+static void put_i32(unsigned char *p, int32_t v)
+{
+	uint32_t u = (uint32_t)v;
+	p[0] = (unsigned char)u, p[1] = (unsigned char)(u >> 8), p[2] = (unsigned char)(u >> 16), p[3] = (unsigned char)(u >> 24);
+}
+
+/* What the data part holds: "812", or "812 tokens and 1 byte" when its length is odd. */
+static const char *describe(int64_t data_bytes, char *buf, size_t n)
+{
+	snprintf(buf, n, "%lld%s", (long long)(data_bytes / 2), data_bytes % 2 ? " tokens and 1 byte" : "");
+	return buf;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
+{
+	memset(s, 0, sizeof *s);
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	/* The size decides what the header must say; a directory, a pipe or a device has no
+	 * size to hold the header to, and no shard is one of those. */
+	struct stat st;
+	if (fstat(fileno(f), &st)) {
+		fail(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+		fclose(f);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fail(err, errlen, "%s: not a regular file%s", path, S_ISDIR(st.st_mode) ? " (a directory)" : "");
+		fclose(f);
+		return -1;
+	}
+	int64_t size = (int64_t)st.st_size;
+	if (size == 0) {
+		fail(err, errlen, "%s: empty file (a token shard starts with a %d-byte header)", path, HEADER_BYTES);
+		fclose(f);
+		return -1;
+	}
+	if (size < HEADER_BYTES) {
+		fail(err, errlen, "%s: too short for a token shard: %lld bytes, and the header alone is %d", path,
+		     (long long)size, HEADER_BYTES);
+		fclose(f);
+		return -1;
+	}
+	unsigned char h[HEADER_BYTES];
+	if (fread(h, 1, sizeof h, f) != sizeof h) {
+		fail(err, errlen, "%s: cannot read the header: %s", path, ferror(f) ? strerror(errno) : "the file shrank");
+		fclose(f);
+		return -1;
+	}
+	int32_t magic = get_i32(h), version = get_i32(h + 4), count = get_i32(h + 8);
+	if (magic != RT_SHARD_MAGIC) {
+		fail(err, errlen, "%s: not a token shard: the magic number is %ld, a shard's is %d", path, (long)magic,
+		     RT_SHARD_MAGIC);
+		fclose(f);
+		return -1;
+	}
+	if (version != RT_SHARD_VERSION) {
+		fail(err, errlen, "%s: token shard version %ld, this build reads version %d", path, (long)version,
+		     RT_SHARD_VERSION);
+		fclose(f);
+		return -1;
+	}
+	if (count < 0) {
+		fail(err, errlen, "%s: the header's token count is negative (%ld)", path, (long)count);
+		fclose(f);
+		return -1;
+	}
+	int64_t data = size - HEADER_BYTES, want = 2 * (int64_t)count;
+	if (data != want) {
+		char buf[64];
+		fail(err, errlen, "%s: %s: the header says %ld tokens but the file holds %s", path,
+		     data < want ? "truncated" : "trailing bytes", (long)count, describe(data, buf, sizeof buf));
+		fclose(f);
+		return -1;
+	}
+	/* count is now bounded by the file's real size, so the allocation is too */
+	uint16_t *tok = malloc(count ? (size_t)count * sizeof *tok : 1);
+	if (!tok) {
+		fail(err, errlen, "%s: out of memory for %ld tokens", path, (long)count);
+		fclose(f);
+		return -1;
+	}
+	size_t got = fread(tok, 2, (size_t)count, f);
+	int rerr = ferror(f) ? errno : 0;
+	fclose(f);
+	if (got != (size_t)count) {
+		/* the file changed size between fstat and here */
+		if (rerr)
+			fail(err, errlen, "%s: cannot read: %s", path, strerror(rerr));
+		else
+			fail(err, errlen, "%s: truncated: the header says %ld tokens but the file holds %zu", path,
+			     (long)count, got);
+		free(tok);
+		return -1;
+	}
+	/* little-endian on disk: a no-op on little-endian hosts, which the compiler sees */
+	const unsigned char *b = (const unsigned char *)tok;
+	for (int64_t i = 0; i < count; i++)
+		tok[i] = (uint16_t)(b[2 * i] | b[2 * i + 1] << 8);
+	s->path = path;
+	s->tokens = tok;
+	s->ntokens = count;
+	return 0;
+}
+
+void rt_shard_free(RtShard *s)
+{
+	free(s->tokens);
+	memset(s, 0, sizeof *s);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+/* Syncs the directory holding path, so the rename itself survives a crash; 0 or an errno. */
+static int sync_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[4096];
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == path)
+		snprintf(dir, sizeof dir, "/");
+	else if ((size_t)(slash - path) < sizeof dir)
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	else
+		return 0;   /* a path this long is not worth refusing the write over */
+	int fd = open(dir, O_RDONLY);
+	if (fd < 0)
+		return errno;
+	/* some file systems refuse fsync on a directory (EINVAL): nothing more can be done */
+	int r = fsync(fd) && errno != EINVAL ? errno : 0;
+	close(fd);
+	return r;
+}
+
+int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *err, size_t errlen)
+{
+	if (n < 0 || n > INT32_MAX) {
+		fail(err, errlen, "%s: %lld tokens do not fit a shard (at most %ld: the header's count is an int32)", path,
+		     (long long)n, (long)INT32_MAX);
+		return -1;
+	}
+	size_t plen = strlen(path);
+	char *tmp = malloc(plen + 5);
+	if (!tmp) {
+		fail(err, errlen, "%s: out of memory", path);
+		return -1;
+	}
+	memcpy(tmp, path, plen);
+	memcpy(tmp + plen, ".tmp", 5);
+	FILE *f = fopen(tmp, "wb");
+	if (!f) {
+		fail(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+		free(tmp);
+		return -1;
+	}
+	unsigned char h[HEADER_BYTES] = {0};
+	put_i32(h, RT_SHARD_MAGIC);
+	put_i32(h + 4, RT_SHARD_VERSION);
+	put_i32(h + 8, (int32_t)n);
+	bool ok = fwrite(h, 1, sizeof h, f) == sizeof h;
+	/* tokens go out little-endian, through a buffer, whatever the host's order */
+	unsigned char buf[1 << 16];
+	for (int64_t i = 0; ok && i < n;) {
+		size_t k = 0;
+		for (; k + 2 <= sizeof buf && i < n; i++, k += 2)
+			buf[k] = (unsigned char)tokens[i], buf[k + 1] = (unsigned char)(tokens[i] >> 8);
+		ok = fwrite(buf, 1, k, f) == k;
+	}
+	int werr = ok ? 0 : errno;
+	if (ok && (fflush(f) || fsync(fileno(f))))
+		ok = false, werr = errno;
+	if (fclose(f) && ok)
+		ok = false, werr = errno;
+	if (!ok) {
+		fail(err, errlen, "%s: cannot write: %s", tmp, strerror(werr));
+		remove(tmp);
+		free(tmp);
+		return -1;
+	}
+	if (rename(tmp, path)) {
+		fail(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+		remove(tmp);
+		free(tmp);
+		return -1;
+	}
+	free(tmp);
+	int derr = sync_dir(path);
+	if (derr) {
+		fail(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(derr));
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,1152 @@
+/* runtime/tokenizer.c — the tokenizers that turn training text into ids: bytes (id = byte)
+ * and GPT-2's byte-level BPE, which gives exactly the ids of OpenAI's encoder.py.
+ *
+ * GPT-2 encodes in three steps. A regex cuts the text into pre-tokens:
+ *
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ *
+ * which pretoken_end() matches by hand over UTF-8, with the code point classes of
+ * unicode_tables.h (\s is Unicode's White_Space, as in the `regex` module encoder.py uses;
+ * JavaScript ports differ on U+0085 and U+FEFF). Each pre-token's bytes are then merged by
+ * BPE: repeatedly, the adjacent pair of symbols with the lowest rank in vocab.bpe becomes
+ * one symbol, until no pair has a rank. The symbols are finally looked up in encoder.json.
+ * Text that is not UTF-8 is still encoded, and decoded back to the same bytes: a byte that
+ * does not begin a well-formed sequence is one code point of its own, neither letter,
+ * number nor space (what Python's "surrogateescape" decoding makes of it).
+ *
+ * encoder.json and vocab.bpe are read as untrusted input: the JSON by a parser for just
+ * this shape (one flat object of string keys to integer ids), every key must be spelled
+ * in GPT-2's byte alphabet, the ids must be 0..n-1 once each, every byte must have a
+ * token, and every merge must join two tokens into a third that encoder.json holds. So
+ * encoding can never meet a symbol without an id, and decoding checks each id it is given.
+ *
+ * BPE runs on ids rather than strings, with a heap of candidate pairs ordered by (rank,
+ * position): O(n log n) for a pre-token of n bytes where encoder.py's loop is quadratic,
+ * which matters because a pre-token can be a whole file of letters. That order gives
+ * encoder.py's result provided no merge uses a token that a later merge makes (then a pair
+ * created by a merge always ranks after it, and the heap merges every occurrence of a rank
+ * left to right before any later rank, as encoder.py's passes do); the loader checks that,
+ * and GPT-2's vocab.bpe, coming from BPE training, satisfies it. Results for short
+ * pre-tokens are cached, as encoder.py caches them; the cache and the scratch arrays make a
+ * tokenizer something one thread at a time encodes with.
+ */
+#include "runtime.h"
+#include "unicode_tables.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { TOK_BYTES, TOK_GPT2 };
+
+enum {
+	MAX_VOCAB = 1 << 24,       /* ids and ranks; far from int32's limit, which heap keys need */
+	CACHE_KEY_MAX = 64,        /* longer pre-tokens are rare: not worth a cache entry */
+	CACHE_ENTRIES = 1 << 16,   /* then the cache is cleared, so memory stays bounded */
+};
+
+typedef struct { int32_t left, right, result; } Merge;
+
+/* A cached pre-token: its bytes keys[key, key+klen) and its ids ids[at, at+n). */
+typedef struct { uint64_t hash; uint32_t key, klen, at, n; } CacheSlot;
+
+struct RtTokenizer {
+	int kind, vocab, eot;
+	/* GPT-2: token i is bytes[off[i] .. off[i+1]) */
+	unsigned char *bytes;
+	size_t *off;
+	int32_t byte_id[256];
+	Merge *merges;             /* by rank */
+	int nmerges;
+	uint64_t *pair_key;        /* (left << 32 | right) -> rank, open addressing; ~0 is empty */
+	int32_t *pair_rank;
+	size_t pair_cap;
+	/* the cache */
+	CacheSlot *slots;          /* 2 * CACHE_ENTRIES, klen 0 when empty */
+	unsigned char *ckeys;
+	int32_t *cids;
+	size_t nslots_used, ckeys_len, ckeys_cap, cids_len, cids_cap;
+	/* scratch for bpe_word, kept between calls */
+	int32_t *sym;
+	uint32_t *prv, *nxt;
+	uint64_t *heap;
+	size_t sym_cap, heap_cap;
+};
+
+static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || !errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Grows *p (elements of size `size`) to hold at least `need`; 0 or -1 (out of memory). */
+static int grow(void *pp, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return 0;
+	size_t ncap = *cap ? *cap : 16;
+	while (ncap < need) {
+		if (ncap > SIZE_MAX / 2 / size)
+			return -1;
+		ncap *= 2;
+	}
+	void *np = realloc(*(void **)pp, ncap * size);
+	if (!np)
+		return -1;
+	*(void **)pp = np;
+	*cap = ncap;
+	return 0;
+}
+
+static uint64_t hash_bytes(const unsigned char *s, size_t n)
+{
+	uint64_t h = 14695981039346656037u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 1099511628211u;
+	return h;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30, x *= 0xbf58476d1ce4e5b9u;
+	x ^= x >> 27, x *= 0x94d049bb133111ebu;
+	return x ^ (x >> 31);
+}
+
+/* ---------------------------------------------------------------- GPT-2's byte alphabet */
+
+/* encoder.json and vocab.bpe spell each token's bytes with one printable code point per
+ * byte: the printable Latin-1 bytes stand for themselves and the other 68 bytes, in
+ * order, for U+0100..U+0143 (bytes_to_unicode in encoder.py). Only loading needs it. */
+typedef struct {
+	uint16_t cp_of_byte[256];
+	int16_t byte_of_cp[0x144];   /* -1: not in the alphabet */
+} Alphabet;
+
+static void alphabet_init(Alphabet *a)
+{
+	int n = 0;
+	for (int b = 0; b < 256; b++) {
+		bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+		a->cp_of_byte[b] = (uint16_t)(printable ? b : 256 + n++);
+	}
+	for (int c = 0; c < 0x144; c++)
+		a->byte_of_cp[c] = -1;
+	for (int b = 0; b < 256; b++)
+		a->byte_of_cp[a->cp_of_byte[b]] = (int16_t)b;
+}
+
+/* The byte a code point spells, or -1. */
+static int alphabet_byte(const Alphabet *a, uint32_t cp)
+{
+	return cp < 0x144 ? a->byte_of_cp[cp] : -1;
+}
+
+/* ---------------------------------------------------------------- UTF-8 and code point classes */
+
+enum { C_OTHER, C_LETTER, C_NUMBER, C_SPACE };
+
+static bool in_table(const uint32_t (*t)[2], size_t n, uint32_t cp)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (cp < t[mid][0])
+			hi = mid;
+		else if (cp > t[mid][1])
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+#define COUNT(a) (sizeof (a) / sizeof *(a))
+
+static int class_of(uint32_t cp)
+{
+	if (cp < 0x80) {
+		if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z')
+			return C_LETTER;
+		if (cp >= '0' && cp <= '9')
+			return C_NUMBER;
+		return cp == ' ' || (cp >= '\t' && cp <= '\r') ? C_SPACE : C_OTHER;
+	}
+	if (in_table(uni_letter, COUNT(uni_letter), cp))
+		return C_LETTER;
+	if (in_table(uni_number, COUNT(uni_number), cp))
+		return C_NUMBER;
+	return in_table(uni_space, COUNT(uni_space), cp) ? C_SPACE : C_OTHER;
+}
+
+/* The well-formed UTF-8 sequence at s[0..n), per Unicode's table 3-7 (no overlongs, no
+ * surrogates, nothing past U+10FFFF): its length, with *cp; 0 if there is none. */
+static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	unsigned b = s[0];
+	if (b < 0x80) {
+		*cp = b;
+		return 1;
+	}
+	int len;
+	unsigned lo = 0x80, hi = 0xBF;
+	uint32_t c;
+	if (b >= 0xC2 && b <= 0xDF)
+		len = 2, c = b & 0x1F;
+	else if (b >= 0xE0 && b <= 0xEF)
+		len = 3, c = b & 0x0F, lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
+	else if (b >= 0xF0 && b <= 0xF4)
+		len = 4, c = b & 0x07, lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
+	else
+		return 0;
+	if (n < (size_t)len || s[1] < lo || s[1] > hi)
+		return 0;
+	c = c << 6 | (s[1] & 0x3F);
+	for (int i = 2; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3F);
+	}
+	*cp = c;
+	return len;
+}
+
+/* The code point at s[i] (i < n): its length in bytes, and its class in *cls. A byte that
+ * starts no well-formed sequence is a code point of one byte, class OTHER. */
+static size_t char_at(const unsigned char *s, size_t n, size_t i, int *cls)
+{
+	uint32_t cp;
+	int len = utf8_decode(s + i, n - i, &cp);
+	if (!len) {
+		*cls = C_OTHER;
+		return 1;
+	}
+	*cls = class_of(cp);
+	return (size_t)len;
+}
+
+/* ---------------------------------------------------------------- pre-tokenization */
+
+/* Where the regex's match starting at s[i] ends (i < n). The alternatives are tried in
+ * the regex's order; the regex always matches at least one code point. */
+static size_t pretoken_end(const unsigned char *s, size_t n, size_t i)
+{
+	/* 's|'t|'re|'ve|'m|'ll|'d: lower case only, as in the regex */
+	if (s[i] == '\'' && i + 1 < n) {
+		unsigned char c = s[i + 1];
+		if (c == 's' || c == 't' || c == 'm' || c == 'd')
+			return i + 2;
+		if (i + 2 < n && ((c == 'r' && s[i + 2] == 'e') || (c == 'v' && s[i + 2] == 'e') ||
+				  (c == 'l' && s[i + 2] == 'l')))
+			return i + 3;
+	}
+	int cls, k;
+	size_t len = char_at(s, n, i, &cls), start = i;
+	/* ` ?X+`: a space (U+0020 only) joins the run after it, unless white space follows */
+	if (s[i] == ' ' && i + 1 < n) {
+		size_t l1 = char_at(s, n, i + 1, &k);
+		if (k != C_SPACE) {
+			cls = k;
+			len = 1 + l1;
+		}
+	}
+	if (cls != C_SPACE) {
+		/* \p{L}+, \p{N}+ or [^\s\p{L}\p{N}]+: a run of one class */
+		for (i += len; i < n; i += len) {
+			len = char_at(s, n, i, &k);
+			if (k != cls)
+				break;
+		}
+		return i;
+	}
+	/* \s+(?!\S)|\s+: a run of white space, less its last code point when something other
+	 * than white space follows and the run has more than one; that last one then starts
+	 * the next match (where a space can join a word: "  word" is " ", " word"). */
+	size_t last = i;
+	for (; i < n; i += len) {
+		len = char_at(s, n, i, &k);
+		if (k != C_SPACE)
+			break;
+		last = i;
+	}
+	return i < n && last > start ? last : i;
+}
+
+/* ---------------------------------------------------------------- the cache */
+
+/* The slot of pre-token w[0..m) with hash h: its entry (klen != 0), or the empty slot
+ * where it goes; NULL when the table cannot be allocated (then nothing is cached). */
+static CacheSlot *cache_slot(RtTokenizer *t, uint64_t h, const unsigned char *w, size_t m)
+{
+	if (!t->slots && !(t->slots = calloc(2 * CACHE_ENTRIES, sizeof *t->slots)))
+		return NULL;
+	size_t mask = 2 * CACHE_ENTRIES - 1;
+	for (size_t i = h & mask;; i = (i + 1) & mask) {
+		CacheSlot *s = &t->slots[i];
+		if (!s->klen || (s->hash == h && s->klen == m && !memcmp(t->ckeys + s->key, w, m)))
+			return s;
+	}
+}
+
+/* Remembers that w[0..m) encodes to ids[0..k). A full cache starts again empty: a
+ * corpus has more distinct words than fit, and the frequent ones come back at once. */
+static void cache_put(RtTokenizer *t, uint64_t h, const unsigned char *w, size_t m, const int32_t *ids, size_t k)
+{
+	if (t->nslots_used == CACHE_ENTRIES) {
+		memset(t->slots, 0, 2 * CACHE_ENTRIES * sizeof *t->slots);
+		t->nslots_used = t->ckeys_len = t->cids_len = 0;
+	}
+	CacheSlot *s = cache_slot(t, h, w, m);
+	if (!s || s->klen || grow(&t->ckeys, &t->ckeys_cap, t->ckeys_len + m, 1) ||
+	    grow(&t->cids, &t->cids_cap, t->cids_len + k, sizeof *t->cids))
+		return;   /* the cache is only an optimization: without memory, go without it */
+	memcpy(t->ckeys + t->ckeys_len, w, m);
+	memcpy(t->cids + t->cids_len, ids, k * sizeof *ids);
+	*s = (CacheSlot){.hash = h, .key = (uint32_t)t->ckeys_len, .klen = (uint32_t)m, .at = (uint32_t)t->cids_len,
+			 .n = (uint32_t)k};
+	t->ckeys_len += m;
+	t->cids_len += k;
+	t->nslots_used++;
+}
+
+/* ---------------------------------------------------------------- BPE */
+
+static int32_t pair_rank(const RtTokenizer *t, int32_t left, int32_t right)
+{
+	uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+	size_t mask = t->pair_cap - 1;
+	for (size_t i = mix64(key) & mask;; i = (i + 1) & mask) {
+		if (t->pair_key[i] == key)
+			return t->pair_rank[i];
+		if (t->pair_key[i] == UINT64_MAX)
+			return -1;
+	}
+}
+
+/* A binary min-heap of (rank << 32 | position): the lowest rank first, and of equal
+ * ranks the leftmost, which is the order encoder.py merges in. */
+static void heap_push(uint64_t *h, size_t *n, uint64_t v)
+{
+	size_t i = (*n)++;
+	while (i > 0 && h[(i - 1) / 2] > v) {
+		h[i] = h[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	h[i] = v;
+}
+
+static uint64_t heap_pop(uint64_t *h, size_t *n)
+{
+	uint64_t top = h[0], v = h[--*n];
+	size_t i = 0;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= *n)
+			break;
+		if (c + 1 < *n && h[c + 1] < h[c])
+			c++;
+		if (h[c] >= v)
+			break;
+		h[i] = h[c];
+		i = c;
+	}
+	h[i] = v;
+	return top;
+}
+
+enum { NONE = UINT32_MAX };
+enum { DEAD = -1 };
+
+/* Room for a pre-token of m bytes in the scratch arrays. */
+static int scratch(RtTokenizer *t, size_t m)
+{
+	if (m <= t->sym_cap)
+		return 0;
+	size_t c = t->sym_cap ? t->sym_cap : 64;
+	while (c < m)
+		c *= 2;   /* m < 2^32, so no overflow */
+	int32_t *a = realloc(t->sym, c * sizeof *a);
+	if (!a)
+		return -1;
+	t->sym = a;
+	uint32_t *b = realloc(t->prv, c * sizeof *b);
+	if (!b)
+		return -1;
+	t->prv = b;
+	uint32_t *d = realloc(t->nxt, c * sizeof *d);
+	if (!d)
+		return -1;
+	t->nxt = d;
+	t->sym_cap = c;
+	return 0;
+}
+
+static int push_pair(RtTokenizer *t, size_t *nh, uint32_t pos)
+{
+	int32_t r = pair_rank(t, t->sym[pos], t->sym[t->nxt[pos]]);
+	if (r < 0)
+		return 0;
+	if (grow(&t->heap, &t->heap_cap, *nh + 1, sizeof *t->heap))
+		return -1;
+	heap_push(t->heap, nh, (uint64_t)(uint32_t)r << 32 | pos);
+	return 0;
+}
+
+static int reserve(int32_t **ids, size_t *cap, size_t need)
+{
+	return grow(ids, cap, need, sizeof **ids);
+}
+
+/* BPE on one pre-token w[0..m), m > 0: appends its ids to *out. 0, or -1 (out of memory). */
+static int bpe_word(RtTokenizer *t, const unsigned char *w, size_t m, int32_t **out, size_t *n, size_t *cap)
+{
+	if (m == 1) {
+		if (reserve(out, cap, *n + 1))
+			return -1;
+		(*out)[(*n)++] = t->byte_id[w[0]];
+		return 0;
+	}
+	uint64_t h = 0;
+	if (m <= CACHE_KEY_MAX) {
+		h = hash_bytes(w, m);
+		CacheSlot *s = cache_slot(t, h, w, m);
+		if (s && s->klen) {
+			if (reserve(out, cap, *n + s->n))
+				return -1;
+			memcpy(*out + *n, t->cids + s->at, s->n * sizeof **out);
+			*n += s->n;
+			return 0;
+		}
+	}
+	/* positions are uint32 (NONE marks the ends): a single 4 GiB word is not text */
+	if (m >= NONE || scratch(t, m))
+		return -1;
+	int32_t *sym = t->sym;
+	uint32_t *prv = t->prv, *nxt = t->nxt;
+	for (size_t i = 0; i < m; i++) {
+		sym[i] = t->byte_id[w[i]];
+		prv[i] = i ? (uint32_t)i - 1 : NONE;
+		nxt[i] = i + 1 < m ? (uint32_t)i + 1 : NONE;
+	}
+	size_t nh = 0;
+	for (uint32_t i = 0; i + 1 < m; i++)
+		if (push_pair(t, &nh, i))
+			return -1;
+	/* A popped pair is stale when either symbol has changed since it was pushed; the
+	 * merge table says which symbols a rank joins, so that is one comparison each. */
+	while (nh) {
+		uint64_t top = heap_pop(t->heap, &nh);
+		uint32_t i = (uint32_t)top, j = nxt[i];
+		const Merge *mg = &t->merges[top >> 32];
+		if (sym[i] != mg->left || j == NONE || sym[j] != mg->right)
+			continue;
+		sym[i] = mg->result;
+		sym[j] = DEAD;
+		nxt[i] = nxt[j];
+		if (nxt[j] != NONE)
+			prv[nxt[j]] = i;
+		if ((prv[i] != NONE && push_pair(t, &nh, prv[i])) || (nxt[i] != NONE && push_pair(t, &nh, i)))
+			return -1;
+	}
+	size_t k = 0;
+	for (uint32_t i = 0; i != NONE; i = nxt[i])
+		k++;
+	if (reserve(out, cap, *n + k))
+		return -1;
+	int32_t *o = *out + *n;
+	k = 0;
+	for (uint32_t i = 0; i != NONE; i = nxt[i])
+		o[k++] = sym[i];
+	if (m <= CACHE_KEY_MAX)
+		cache_put(t, h, w, m, o, k);
+	*n += k;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- encoding and decoding */
+
+RtTokenizer *rt_tok_bytes(void)
+{
+	RtTokenizer *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	t->kind = TOK_BYTES;
+	t->vocab = 256;
+	t->eot = -1;
+	return t;
+}
+
+int rt_tok_vocab(const RtTokenizer *t) { return t->vocab; }
+int rt_tok_eot(const RtTokenizer *t) { return t->eot; }
+
+/* On failure (out of memory) *n is back to what it was: no half-encoded text. */
+int rt_tok_encode(RtTokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	if (t->kind == TOK_BYTES) {
+		if (len > SIZE_MAX - *n || reserve(ids, cap, *n + len))
+			return -1;
+		for (size_t i = 0; i < len; i++)
+			(*ids)[*n + i] = s[i];
+		*n += len;
+		return 0;
+	}
+	size_t n0 = *n;
+	for (size_t i = 0; i < len;) {
+		size_t end = pretoken_end(s, len, i);
+		if (bpe_word(t, s + i, end - i, ids, n, cap)) {
+			*n = n0;
+			return -1;
+		}
+		i = end;
+	}
+	return 0;
+}
+
+/* NULL for an id outside the vocabulary, or out of memory. */
+char *rt_tok_decode(const RtTokenizer *t, const int32_t *ids, size_t n, size_t *len)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (ids[i] < 0 || ids[i] >= t->vocab)
+			return NULL;
+		total += t->kind == TOK_BYTES ? 1 : t->off[ids[i] + 1] - t->off[ids[i]];
+	}
+	char *out = malloc(total + 1);
+	if (!out)
+		return NULL;
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (t->kind == TOK_BYTES) {
+			out[o++] = (char)ids[i];
+		} else {
+			size_t a = t->off[ids[i]], b = t->off[ids[i] + 1];
+			memcpy(out + o, t->bytes + a, b - a);
+			o += b - a;
+		}
+	}
+	out[o] = 0;
+	if (len)
+		*len = o;
+	return out;
+}
+
+void rt_tok_free(RtTokenizer *t)
+{
+	if (!t)
+		return;
+	free(t->bytes);
+	free(t->off);
+	free(t->merges);
+	free(t->pair_key);
+	free(t->pair_rank);
+	free(t->slots);
+	free(t->ckeys);
+	free(t->cids);
+	free(t->sym);
+	free(t->prv);
+	free(t->nxt);
+	free(t->heap);
+	free(t);
+}
+
+/* ---------------------------------------------------------------- loading: shared */
+
+typedef struct {
+	RtTokenizer *t;
+	Alphabet abc;
+	const char *path;            /* the file being read, for messages */
+	const unsigned char *text;   /* its bytes */
+	char *err;
+	size_t errlen;
+	int32_t *map;                /* token bytes -> id, open addressing; -1 empty */
+	size_t map_cap;
+} Loader;
+
+/* "path:line:col: message" for the byte at p of the file being read. */
+static int bad_at(Loader *L, const unsigned char *p, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int bad_at(Loader *L, const unsigned char *p, const char *fmt, ...)
+{
+	int line = 1, col = 1;
+	for (const unsigned char *q = L->text; q < p; q++) {
+		if (*q == '\n')
+			line++, col = 1;
+		else if ((*q & 0xC0) != 0x80)
+			col++;
+	}
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	fail(L->err, L->errlen, "%s:%d:%d: %s", L->path, line, col, msg);
+	return -1;
+}
+
+/* A token's bytes as the files spell them, cut short if long, for messages. */
+static const char *spell(const Loader *L, const unsigned char *b, size_t n, char *buf, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned cp = L->abc.cp_of_byte[b[i]];
+		if (o + 2 + 4 > cap) {   /* room for this code point, then "..." and the NUL */
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (cp < 0x80) {
+			buf[o++] = (char)cp;
+		} else {
+			buf[o++] = (char)(0xC0 | cp >> 6);
+			buf[o++] = (char)(0x80 | (cp & 0x3F));
+		}
+	}
+	buf[o] = 0;
+	return buf;
+}
+
+static const unsigned char *tok_bytes(const RtTokenizer *t, int32_t id, size_t *n)
+{
+	*n = t->off[id + 1] - t->off[id];
+	return t->bytes + t->off[id];
+}
+
+/* The id of the token spelled b[0..n), or -1; with put >= 0, inserts it as that id when
+ * absent. */
+static int32_t map_find(Loader *L, const unsigned char *b, size_t n, int32_t put)
+{
+	size_t mask = L->map_cap - 1;
+	for (size_t i = hash_bytes(b, n) & mask;; i = (i + 1) & mask) {
+		int32_t id = L->map[i];
+		if (id < 0) {
+			if (put >= 0)
+				L->map[i] = put;
+			return -1;
+		}
+		size_t len;
+		const unsigned char *tb = tok_bytes(L->t, id, &len);
+		if (len == n && !memcmp(tb, b, n))
+			return id;
+	}
+}
+
+/* ---------------------------------------------------------------- loading encoder.json */
+
+typedef struct {
+	Loader *L;
+	const unsigned char *p, *end;
+	unsigned char *key;          /* the bytes of every key, back to back */
+	size_t key_len, key_cap;
+} Json;
+
+static void json_ws(Json *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+static int hex4(Json *j, uint32_t *v)
+{
+	*v = 0;
+	for (int i = 0; i < 4; i++, j->p++) {
+		int c = j->p < j->end ? *j->p : -1, d;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+			d = (c | 0x20) - 'a' + 10;
+		else
+			return bad_at(j->L, j->p, "\\u needs four hex digits");
+		*v = *v << 4 | (uint32_t)d;
+	}
+	return 0;
+}
+
+/* A JSON string at j->p (its opening quote): its code points, each of which must spell a
+ * byte, are appended to j->key as those bytes. */
+static int json_key(Json *j)
+{
+	const unsigned char *open = j->p++;
+	for (;;) {
+		if (j->p >= j->end)
+			return bad_at(j->L, open, "a string that is never closed");
+		const unsigned char *at = j->p;
+		unsigned c = *j->p;
+		uint32_t cp;
+		if (c == '"') {
+			j->p++;
+			return 0;
+		}
+		if (c < 0x20)
+			return bad_at(j->L, at, "a control character (0x%02x) in a string: JSON wants it escaped", c);
+		if (c == '\\') {
+			j->p++;
+			int e = j->p < j->end ? *j->p++ : -1;
+			switch (e) {
+			case '"': cp = '"'; break;
+			case '\\': cp = '\\'; break;
+			case '/': cp = '/'; break;
+			case 'b': cp = '\b'; break;
+			case 'f': cp = '\f'; break;
+			case 'n': cp = '\n'; break;
+			case 'r': cp = '\r'; break;
+			case 't': cp = '\t'; break;
+			case 'u':
+				if (hex4(j, &cp))
+					return -1;
+				if (cp >= 0xD800 && cp <= 0xDBFF) {
+					uint32_t lo;
+					if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
+						return bad_at(j->L, at, "a high surrogate \\u%04X without a low one after it", cp);
+					j->p += 2;
+					if (hex4(j, &lo))
+						return -1;
+					if (lo < 0xDC00 || lo > 0xDFFF)
+						return bad_at(j->L, at, "a high surrogate \\u%04X without a low one after it", cp);
+					cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+				} else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+					return bad_at(j->L, at, "a lone low surrogate \\u%04X", cp);
+				}
+				break;
+			default:
+				return bad_at(j->L, at, "an unknown escape in a string");
+			}
+		} else {
+			int len = utf8_decode(j->p, (size_t)(j->end - j->p), &cp);
+			if (!len)
+				return bad_at(j->L, at, "bytes that are not UTF-8 in a string");
+			j->p += len;
+		}
+		int b = alphabet_byte(&j->L->abc, cp);
+		if (b < 0)
+			return bad_at(j->L, at, "U+%04X is not in GPT-2's byte alphabet (tokens spell bytes as code points "
+				      "U+0021..U+0143)", (unsigned)cp);
+		if (grow(&j->key, &j->key_cap, j->key_len + 1, 1))
+			return bad_at(j->L, at, "out of memory");
+		j->key[j->key_len++] = (unsigned char)b;
+	}
+}
+
+/* A non-negative integer id at j->p. */
+static int json_id(Json *j, int32_t *id)
+{
+	const unsigned char *at = j->p;
+	if (j->p < j->end && *j->p == '-')
+		return bad_at(j->L, at, "a negative id");
+	if (j->p >= j->end || *j->p < '0' || *j->p > '9')
+		return bad_at(j->L, at, "expected an id (a non-negative integer)");
+	if (*j->p == '0' && j->end - j->p > 1 && j->p[1] >= '0' && j->p[1] <= '9')
+		return bad_at(j->L, at, "an id with a leading zero, which JSON does not allow");
+	int64_t v = 0;
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+		v = 10 * v + (*j->p++ - '0');
+		if (v >= MAX_VOCAB)
+			return bad_at(j->L, at, "an id beyond %d, the most a vocabulary may have here", MAX_VOCAB - 1);
+	}
+	if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
+		return bad_at(j->L, at, "an id that is not an integer");
+	*id = (int32_t)v;
+	return 0;
+}
+
+/* encoder.json: one object {"token": id, ...}. Fills t->bytes, t->off, t->vocab. */
+static int load_encoder(Loader *L, size_t len)
+{
+	RtTokenizer *t = L->t;
+	Json j = {.L = L, .p = L->text, .end = L->text + len};
+	size_t *koff = NULL, ncap = 0, n = 0;   /* entry i: key bytes at koff[i], id ids[i], at pos[i] */
+	int32_t *ids = NULL, *slot = NULL;
+	const unsigned char **pos = NULL;
+	size_t ids_cap = 0, pos_cap = 0;
+	int r = -1;
+	if (len >= 3 && !memcmp(j.p, "\xEF\xBB\xBF", 3))
+		j.p += 3;   /* a byte order mark, which some editors add */
+	json_ws(&j);
+	if (j.p >= j.end || *j.p != '{') {
+		bad_at(L, j.p, j.p >= j.end ? "empty: expected a JSON object of tokens to ids" : "expected '{': the file "
+		       "should be one JSON object of tokens to ids");
+		goto out;
+	}
+	j.p++;
+	json_ws(&j);
+	if (j.p < j.end && *j.p == '}') {
+		bad_at(L, j.p, "no tokens: the object is empty");
+		goto out;
+	}
+	for (;;) {
+		json_ws(&j);
+		const unsigned char *at = j.p;
+		if (j.p >= j.end || *j.p != '"') {
+			bad_at(L, j.p, "expected a token (a string)");
+			goto out;
+		}
+		size_t k0 = j.key_len;
+		if (json_key(&j))
+			goto out;
+		if (j.key_len == k0) {
+			bad_at(L, at, "an empty token");
+			goto out;
+		}
+		json_ws(&j);
+		if (j.p >= j.end || *j.p != ':') {
+			bad_at(L, j.p, "expected ':' after the token");
+			goto out;
+		}
+		j.p++;
+		json_ws(&j);
+		int32_t id = 0;
+		if (json_id(&j, &id))
+			goto out;
+		if (grow(&koff, &ncap, n + 2, sizeof *koff) || grow(&ids, &ids_cap, n + 1, sizeof *ids) ||
+		    grow(&pos, &pos_cap, n + 1, sizeof *pos)) {
+			bad_at(L, at, "out of memory");
+			goto out;
+		}
+		koff[n] = k0;
+		koff[n + 1] = j.key_len;
+		ids[n] = id;
+		pos[n++] = at;
+		json_ws(&j);
+		if (j.p < j.end && *j.p == ',') {
+			j.p++;
+			continue;
+		}
+		if (j.p < j.end && *j.p == '}')
+			break;
+		bad_at(L, j.p, j.p >= j.end ? "the object is never closed" : "expected ',' or '}' after an id");
+		goto out;
+	}
+	j.p++;
+	json_ws(&j);
+	if (j.p != j.end) {
+		bad_at(L, j.p, "text after the object");
+		goto out;
+	}
+	if (n > MAX_VOCAB) {
+		fail(L->err, L->errlen, "%s: %zu tokens, more than the %d a vocabulary may have here", L->path, n, MAX_VOCAB);
+		goto out;
+	}
+	/* The ids must be 0..n-1, once each: decoding indexes by them, and a hole or a
+	 * repeat means the file is not an encoder. slot[id] is the entry that has it. */
+	if (!(slot = malloc(n * sizeof *slot)))
+		goto oom;
+	for (size_t i = 0; i < n; i++)
+		slot[i] = -1;
+	for (size_t i = 0; i < n; i++) {
+		if ((size_t)ids[i] >= n) {
+			bad_at(L, pos[i], "id %ld is out of range: with %zu tokens the ids must be 0..%zu", (long)ids[i], n, n - 1);
+			goto out;
+		}
+		if (slot[ids[i]] >= 0) {
+			bad_at(L, pos[i], "id %ld is given twice", (long)ids[i]);
+			goto out;
+		}
+		slot[ids[i]] = (int32_t)i;
+	}
+	/* the tokens' bytes in id order */
+	t->vocab = (int)n;
+	if (!(t->bytes = malloc(j.key_len ? j.key_len : 1)) || !(t->off = malloc((n + 1) * sizeof *t->off)))
+		goto oom;
+	size_t o = 0;
+	for (size_t id = 0; id < n; id++) {
+		size_t e = (size_t)slot[id], kl = koff[e + 1] - koff[e];
+		t->off[id] = o;
+		memcpy(t->bytes + o, j.key + koff[e], kl);
+		o += kl;
+	}
+	t->off[n] = o;
+	/* the map from bytes to ids, which also finds a token given twice */
+	L->map_cap = 16;
+	while (L->map_cap < 2 * n)
+		L->map_cap *= 2;
+	if (!(L->map = malloc(L->map_cap * sizeof *L->map)))
+		goto oom;
+	for (size_t i = 0; i < L->map_cap; i++)
+		L->map[i] = -1;
+	for (size_t id = 0; id < n; id++) {
+		size_t kl;
+		const unsigned char *kb = tok_bytes(t, (int32_t)id, &kl);
+		int32_t prev = map_find(L, kb, kl, (int32_t)id);
+		if (prev >= 0) {
+			char buf[64];
+			bad_at(L, pos[slot[id]], "the token '%s' is given twice (ids %ld and %zu)",
+			       spell(L, kb, kl, buf, sizeof buf), (long)prev, id);
+			goto out;
+		}
+	}
+	r = 0;
+	goto out;
+oom:
+	fail(L->err, L->errlen, "%s: out of memory", L->path);
+out:
+	free(j.key);
+	free(koff);
+	free(ids);
+	free(pos);
+	free(slot);
+	return r;
+}
+
+/* ---------------------------------------------------------------- loading vocab.bpe */
+
+/* A field of vocab.bpe, s[0..n), as the bytes it spells, into out (n bytes at most). */
+static int merge_field(Loader *L, const unsigned char *s, size_t n, unsigned char *out, size_t *outn)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		int len = utf8_decode(s + i, n - i, &cp);
+		if (!len)
+			return bad_at(L, s + i, "bytes that are not UTF-8");
+		int b = alphabet_byte(&L->abc, cp);
+		if (b < 0)
+			return bad_at(L, s + i, "U+%04X is not in GPT-2's byte alphabet (tokens spell bytes as code points "
+				      "U+0021..U+0143)", (unsigned)cp);
+		out[o++] = (unsigned char)b;
+		i += (size_t)len;
+	}
+	*outn = o;
+	return 0;
+}
+
+static bool is_blank(unsigned char c) { return c == ' ' || c == '\t'; }
+
+/* vocab.bpe: "#version: 0.2", then one merge a line, "left right", by rank. Fills the
+ * merge table; the tokens must be encoder.json's. */
+static int load_merges(Loader *L, size_t len)
+{
+	RtTokenizer *t = L->t;
+	const unsigned char *p = L->text, *end = p + len;
+	unsigned char *buf = NULL;
+	int32_t *prod = NULL;
+	const unsigned char **where = NULL;   /* each merge's line, for messages */
+	size_t mcap = 0, wcap = 0;
+	int r = -1;
+	if (p >= end || *p != '#') {
+		bad_at(L, p, p >= end ? "empty: expected a '#version' line, then merges" : "expected a '#version' line first");
+		goto out;
+	}
+	/* every line is shorter than the file: one buffer holds any field or the two joined */
+	if (!(buf = malloc(len)))
+		goto oom;
+	while (p < end && *p != '\n')
+		p++;
+	while (p < end) {
+		const unsigned char *line = ++p, *e = p;
+		while (e < end && *e != '\n')
+			e++;
+		p = e;
+		if (e > line && e[-1] == '\r')
+			e--;   /* CRLF: encoder.py's split() drops the \r too */
+		const unsigned char *a = line;
+		while (a < e && is_blank(*a))
+			a++;
+		if (a == e)
+			continue;   /* blank lines hold no merge; skipping them keeps the ranks' order */
+		const unsigned char *ae = a;
+		while (ae < e && !is_blank(*ae))
+			ae++;
+		const unsigned char *b = ae;
+		while (b < e && is_blank(*b))
+			b++;
+		const unsigned char *be = b;
+		while (be < e && !is_blank(*be))
+			be++;
+		const unsigned char *z = be;
+		while (z < e && is_blank(*z))
+			z++;
+		if (b == e || z != e) {
+			bad_at(L, line, "expected a merge: two tokens separated by a space");
+			goto out;
+		}
+		size_t na, nb;
+		if (merge_field(L, a, (size_t)(ae - a), buf, &na) || merge_field(L, b, (size_t)(be - b), buf + na, &nb))
+			goto out;
+		int32_t left = map_find(L, buf, na, -1), right = map_find(L, buf + na, nb, -1);
+		int32_t result = map_find(L, buf, na + nb, -1);
+		const unsigned char *missing = left < 0 ? a : right < 0 ? b : NULL;
+		if (missing || result < 0) {
+			char s[64];
+			if (missing)
+				bad_at(L, missing, "'%.*s' is not a token of encoder.json",
+				       (int)((missing == a ? ae : be) - missing), (const char *)missing);
+			else
+				bad_at(L, a, "the merge makes '%s', which is not a token of encoder.json",
+				       spell(L, buf, na + nb, s, sizeof s));
+			goto out;
+		}
+		if (t->nmerges >= MAX_VOCAB) {
+			bad_at(L, line, "more than %d merges", MAX_VOCAB);
+			goto out;
+		}
+		if (grow(&t->merges, &mcap, (size_t)t->nmerges + 1, sizeof *t->merges) ||
+		    grow(&where, &wcap, (size_t)t->nmerges + 1, sizeof *where))
+			goto oom;
+		where[t->nmerges] = line;
+		t->merges[t->nmerges++] = (Merge){left, right, result};
+	}
+	/* the table from pairs to ranks, which also finds a merge given twice */
+	t->pair_cap = 16;
+	while (t->pair_cap < 2 * (size_t)t->nmerges)
+		t->pair_cap *= 2;
+	if (!(t->pair_key = malloc(t->pair_cap * sizeof *t->pair_key)) ||
+	    !(t->pair_rank = malloc(t->pair_cap * sizeof *t->pair_rank)))
+		goto oom;
+	memset(t->pair_key, 0xFF, t->pair_cap * sizeof *t->pair_key);
+	size_t mask = t->pair_cap - 1;
+	for (int32_t rk = 0; rk < t->nmerges; rk++) {
+		const Merge *m = &t->merges[rk];
+		uint64_t key = (uint64_t)(uint32_t)m->left << 32 | (uint32_t)m->right;
+		size_t i = mix64(key) & mask;
+		while (t->pair_key[i] != UINT64_MAX && t->pair_key[i] != key)
+			i = (i + 1) & mask;
+		if (t->pair_key[i] == key) {
+			const unsigned char *first = where[t->pair_rank[i]];
+			int line = 1;
+			for (const unsigned char *q = L->text; q < first; q++)
+				line += *q == '\n';
+			bad_at(L, where[rk], "this merge is given already, on line %d", line);
+			goto out;
+		}
+		t->pair_key[i] = key;
+		t->pair_rank[i] = rk;
+	}
+	/* The heap in bpe_word gives encoder.py's result only if no merge uses a token that a
+	 * later merge makes (see the top of this file): prod[id] is the last rank making id. */
+	if (!(prod = malloc((size_t)t->vocab * sizeof *prod)))
+		goto oom;
+	for (int i = 0; i < t->vocab; i++)
+		prod[i] = -1;
+	for (int32_t rk = 0; rk < t->nmerges; rk++)
+		prod[t->merges[rk].result] = rk;
+	for (int32_t rk = 0; rk < t->nmerges; rk++) {
+		const Merge *m = &t->merges[rk];
+		int32_t side = prod[m->left] > rk ? m->left : prod[m->right] > rk ? m->right : -1;
+		if (side >= 0) {
+			char s[64];
+			size_t n;
+			const unsigned char *tb = tok_bytes(t, side, &n);
+			int line = 1;
+			for (const unsigned char *q = L->text; q < where[prod[side]]; q++)
+				line += *q == '\n';
+			bad_at(L, where[rk], "this merge uses '%s', which only a later merge (line %d) makes: merges must "
+			       "come in the order BPE learned them", spell(L, tb, n, s, sizeof s), line);
+			goto out;
+		}
+	}
+	r = 0;
+	goto out;
+oom:
+	fail(L->err, L->errlen, "%s: out of memory", L->path);
+out:
+	free(buf);
+	free(prod);
+	free(where);
+	return r;
+}
+
+/* ---------------------------------------------------------------- loading: the entry point */
+
+/* dir/name, malloc'd. */
+static char *join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir);
+	bool slash = n && dir[n - 1] == '/';
+	char *p = malloc(n + strlen(name) + 2);
+	if (p)
+		sprintf(p, "%s%s%s", dir, slash ? "" : "/", name);
+	return p;
+}
+
+/* Reads a whole file (malloc'd); the hint when it is not there says where to get it. */
+static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
+{
+	enum { LIMIT = 1 << 30 };   /* GPT-2's are 1 MB and 0.5 MB */
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fail(err, errlen, "%s: cannot open: %s (examples/fetch_gpt2_tokenizer.sh DIR fetches GPT-2's encoder.json "
+		     "and vocab.bpe)", path, strerror(errno));
+		return NULL;
+	}
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	for (;;) {
+		if (grow(&buf, &cap, n + (1 << 16), 1)) {
+			fail(err, errlen, "%s: out of memory", path);
+			break;
+		}
+		n += fread(buf + n, 1, cap - n, f);
+		if (ferror(f)) {
+			fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+			break;
+		}
+		if (feof(f)) {
+			fclose(f);
+			*len = n;
+			return buf;
+		}
+		if (n > LIMIT) {
+			fail(err, errlen, "%s: larger than 1 GiB: not a tokenizer file", path);
+			break;
+		}
+	}
+	fclose(f);
+	free(buf);
+	return NULL;
+}
+
+RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
+{
+	Loader L = {.err = err, .errlen = errlen};
+	alphabet_init(&L.abc);
+	char *epath = join(dir, "encoder.json"), *vpath = join(dir, "vocab.bpe"), *etext = NULL, *vtext = NULL;
+	RtTokenizer *t = calloc(1, sizeof *t);
+	if (!epath || !vpath || !t) {
+		fail(err, errlen, "%s: out of memory", dir);
+		goto bad;
+	}
+	t->kind = TOK_GPT2;
+	size_t elen, vlen;
+	if (!(etext = read_file(epath, &elen, err, errlen)) || !(vtext = read_file(vpath, &vlen, err, errlen)))
+		goto bad;
+	L.t = t;
+	L.path = epath;
+	L.text = (const unsigned char *)etext;
+	if (load_encoder(&L, elen))
+		goto bad;
+	for (int b = 0; b < 256; b++) {
+		unsigned char c = (unsigned char)b;
+		if ((t->byte_id[b] = map_find(&L, &c, 1, -1)) < 0) {
+			fail(err, errlen, "%s: no token for the byte 0x%02x (spelled U+%04X): every byte needs one", epath, b,
+			     L.abc.cp_of_byte[b]);
+			goto bad;
+		}
+	}
+	/* encoder.py encodes the text "<|endoftext|>" as ordinary text; the id is only for
+	 * whoever marks document ends (mgl tokenize). */
+	t->eot = map_find(&L, (const unsigned char *)"<|endoftext|>", 13, -1);
+	L.path = vpath;
+	L.text = (const unsigned char *)vtext;
+	if (load_merges(&L, vlen))
+		goto bad;
+	free(L.map);
+	free(epath);
+	free(vpath);
+	free(etext);
+	free(vtext);
+	return t;
+bad:
+	free(L.map);
+	free(epath);
+	free(vpath);
+	free(etext);
+	free(vtext);
+	rt_tok_free(t);
+	return NULL;
+}
