@@ -65,6 +65,7 @@ test: $(BUILD)/mgl $(TEST_UNITS)
 	@for t in $(TEST_UNITS); do CK_FORK=no $$t || exit 1; done
 	@tests/golden.sh $(BUILD)/mgl
 	@tests/cli.sh $(BUILD)/mgl
+	@tests/cli_train.sh $(BUILD)/mgl
 
 check: deps-test
 	@$(MAKE) --no-print-directory test
