@@ -13,7 +13,7 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -Icompiler -Iplan -Iruntime -MMD -MP
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) $(CUDA_CFLAGS) -Icompiler -Iplan -Iruntime -MMD -MP
 LDLIBS  += -lm -lpthread
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -22,13 +22,24 @@ COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/elaborate.
                 compiler/partition.c compiler/optimizer.c compiler/fuse.c compiler/schedule.c compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c \
-                runtime/checkpoint.c runtime/tokenizer.c
+                runtime/checkpoint.c runtime/tokenizer.c runtime/json.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
+
+# The cuda backend: built where the CUDA toolkit is (CUDA=0 builds a cpu-only mgl). It
+# links the runtime, cuBLASLt, NCCL and NVRTC, never libcuda: the binary must start on a
+# machine with no driver (CI) and fall back to the cpu backend.
+CUDA_HOME ?= /usr/local/cuda
+CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime_api.h),1,0)
+ifeq ($(CUDA),1)
+RUNTIME_OBJ  += $(BUILD)/runtime/cuda/cuda.o $(BUILD)/kernels_src.o
+CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
+CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
+endif
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o
 TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data
 
-.PHONY: all demo check test deps deps-test fuzz fuzz-replay clean
+.PHONY: all demo check test deps deps-test fuzz fuzz-replay gpu-check clean
 all: deps $(BUILD)/mgl
 
 deps:
@@ -37,7 +48,13 @@ deps-test:
 	@scripts/deps.sh re2c check
 
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) $(LDLIBS)
+
+$(BUILD)/kernels_src.c: kernels/ops.cu scripts/embed.sh
+	@mkdir -p $(dir $@)
+	scripts/embed.sh rt_kernels_src $< > $@
+$(BUILD)/kernels_src.o: $(BUILD)/kernels_src.c
+	$(CC) -c $< -o $@
 
 $(BUILD)/grammar/lex.c: grammar/mgl.re
 	@mkdir -p $(dir $@)
@@ -58,7 +75,7 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubun
 
 $(BUILD)/tests/%: tests/%.c $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CHECK_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 # The tests, run against the build in $(BUILD).
 test: $(BUILD)/mgl $(TEST_UNITS)
@@ -71,6 +88,15 @@ check: deps-test
 	@$(MAKE) --no-print-directory test
 	@echo "== again under AddressSanitizer and UndefinedBehaviorSanitizer"
 	@MGL_COMPILE_LIMIT=5 $(MAKE) --no-print-directory test BUILD=build/san SANFLAGS="$(SAN_FLAGS)" OPT=-O1
+
+# The GPU suite, on the GPU machine (tests/gpu_check.sh): the cuda backend against the cpu.
+gpu-check: $(BUILD)/mgl $(BUILD)/tests/gpu/test_gpu
+	tests/gpu_check.sh $(BUILD)/mgl $(GPU_OUT)
+
+# plain C, no Check: the GPU machine has none
+$(BUILD)/tests/gpu/test_gpu: tests/gpu/test_gpu.c $(COMPILER_OBJ) $(RUNTIME_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CUDA_LIBS) $(LDLIBS)
 
 # The main job: a tiny GPT trained on the licence texts every Debian/Ubuntu machine has,
 # then a sample from it (examples/demo.sh).
@@ -87,8 +113,8 @@ FUZZ_SECONDS ?= 60
 FUZZERS := compile plan checkpoint data
 FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
 FUZZ_SRC_plan := plan/plan.c
-FUZZ_SRC_checkpoint := runtime/checkpoint.c plan/plan.c
-FUZZ_SRC_data := runtime/data.c plan/plan.c
+FUZZ_SRC_checkpoint := runtime/checkpoint.c runtime/json.c plan/plan.c
+FUZZ_SRC_data := runtime/data.c runtime/json.c plan/plan.c
 FUZZ_DEPS := $(wildcard plan/*.h compiler/*.h compiler/ops.def runtime/*.h runtime/tokenizer.c)
 FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 

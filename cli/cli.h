@@ -26,6 +26,8 @@ typedef struct {
 	int64_t tokens, top_k;
 	double temperature, val_fraction;
 	int nfiles;             /* tokenize: every positional argument */
+	int64_t gpus;           /* train: must equal tp x dp */
+	const char *arch;       /* kernels: sm_90 */
 	char **files;
 } Args;
 
@@ -47,5 +49,6 @@ int cmd_tokenize(int argc, char **argv);
 /* train.c */
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
+int cmd_kernels(Args *a);
 
 #endif

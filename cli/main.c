@@ -133,9 +133,11 @@ static const Command commands[] = {
 	 "  --save-every N    ... and every N steps\n"
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
 	 "  --log FILE        metrics as JSON lines\n"
-	 "  --tp N --dp M --sp --backend cpu   the job (cuda: not in this build yet)\n",
-	 "--preset --set --data --val --tp --dp --sp --backend --steps --batch --seq --accum --lr --min-lr --warmup "
-	 "--weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log"},
+	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
+	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
+	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n",
+	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
+	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log"},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
 	 "\n"
@@ -144,6 +146,12 @@ static const Command commands[] = {
 	 "source travels in the checkpoint. Temperature 0 is greedy (default 1); --top-k keeps\n"
 	 "the K likeliest tokens. --gpt2 DIR gives the tokenizer's files when it is GPT-2's.\n",
 	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
+	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
+	 "usage: mgl kernels [--arch sm_XY]\n"
+	 "\n"
+	 "Compiles kernels/ops.cu, the kernels the cuda backend runs, for an architecture (default\n"
+	 "sm_90, the H100) and reports success or NVRTC's log. Needs no GPU: CI runs it.\n",
+	 "--arch"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -185,6 +193,7 @@ static const struct {
 	{"--top-k", O_INT, offsetof(Args, top_k), 1 << 24},  {"--temperature", O_REAL, offsetof(Args, temperature), 100},
 	{"--bytes", O_FLAG, offsetof(Args, bytes), 0},       {"--gpt2", O_STR, offsetof(Args, gpt2), 0},
 	{"--val-fraction", O_REAL, offsetof(Args, val_fraction), 0.5},
+	{"--gpus", O_INT, offsetof(Args, gpus), 4096},       {"--arch", O_STR, offsetof(Args, arch), 0},
 };
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)
@@ -289,7 +298,7 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		if (!strcmp(name, "--dump") && !strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
 			return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
 	}
-	if (!a->file)
+	if (!a->file && strcmp(cmd->name, "kernels"))
 		return usage_error(cmd->name, "no %s given", !strcmp(cmd->name, "sample") ? "checkpoint"
 							     : many ? "input file" : "model file");
 	return 0;

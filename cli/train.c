@@ -7,6 +7,9 @@
  */
 #include "cli.h"
 #include "../runtime/backend.h"
+#ifdef MGL_CUDA
+#include "../runtime/cuda/cuda_backend.h"
+#endif
 
 #include <errno.h>
 #include <math.h>
@@ -16,15 +19,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* --backend, or the GPUs when there are any (and this mgl was built with CUDA), else the cpu. */
 static const RtBackend *backend_of(const Args *a)
 {
-	if (!a->backend || !strcmp(a->backend, "cpu"))
-		return &rt_cpu_backend;
-	if (!strcmp(a->backend, "cuda"))
-		fprintf(stderr, "mgl: error: this build of mgl has no cuda backend yet; use --backend cpu\n");
-	else
+	bool want_cuda = a->backend && !strcmp(a->backend, "cuda");
+	if (a->backend && !want_cuda && strcmp(a->backend, "cpu")) {
 		fprintf(stderr, "mgl: error: unknown backend '%s' (cpu or cuda)\n", a->backend);
-	return NULL;
+		return NULL;
+	}
+#ifdef MGL_CUDA
+	if (want_cuda || !a->backend) {
+		if (rt_cuda_devices() > 0)
+			return &rt_cuda_backend;
+		if (want_cuda) {
+			fprintf(stderr, "mgl: error: --backend cuda, but no GPU can be used here (no driver or no device)\n");
+			return NULL;
+		}
+	}
+#else
+	if (want_cuda) {
+		fprintf(stderr, "mgl: error: this mgl was built without CUDA (make CUDA=0); use --backend cpu\n");
+		return NULL;
+	}
+#endif
+	return &rt_cpu_backend;
 }
 
 static double or(double v, double dflt) { return isnan(v) ? dflt : v; }
@@ -42,8 +60,16 @@ int cmd_train(Args *a)
 	volatile int status = 0;
 	char *source = NULL;
 	if (!setjmp(jb)) {
+		/* the cpu computes in f32; GPUs store activations in bf16 (and accumulate in f32) */
 		MglTarget t = {.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
-			       .batch = a->batch ? a->batch : 8, .seq = a->seq, .act_dtype = MGL_F32};
+			       .batch = a->batch ? a->batch : 8, .seq = a->seq,
+			       .act_dtype = be == &rt_cpu_backend ? MGL_F32 : MGL_BF16};
+		if (a->gpus && a->gpus != (int64_t)t.tp * t.dp) {
+			fprintf(stderr, "mgl: error: --gpus %lld, but the job is tp %d x dp %d = %d ranks, one GPU each\n",
+				(long long)a->gpus, t.tp, t.dp, t.tp * t.dp);
+			status = 2;
+			goto done;
+		}
 		MglGraph *g;
 		MglPlan *p = cli_plan(&c, a->file, NULL, a->preset, a->set, &t, &g);
 		size_t len;
@@ -87,9 +113,38 @@ int cmd_train(Args *a)
 	} else {
 		status = c.status ? c.status : 1;
 	}
+done:
 	free(source);
 	mgl_arena_free(&c.arena);
 	return status;
+}
+
+/* ---------------------------------------------------------------- mgl kernels */
+
+/* Compiles every kernel with NVRTC for an architecture: needs no GPU, so CI catches a
+ * kernel that does not build. */
+int cmd_kernels(Args *a)
+{
+#ifdef MGL_CUDA
+	const char *arch = a->arch ? a->arch : "sm_90";
+	int major = 0, minor = 0;
+	if (sscanf(arch, "sm_%1d%1d", &major, &minor) != 2)
+		return usage_error("kernels", "--arch takes sm_XY (sm_90 for H100), not '%s'", arch);
+	char err[4096];
+	size_t n = 0;
+	void *cubin = rt_cuda_compile(major, minor, &n, err, sizeof err);
+	if (!cubin) {
+		fprintf(stderr, "mgl: error: %s\n", err);
+		return 1;
+	}
+	free(cubin);
+	printf("kernels/ops.cu: compiled for %s by NVRTC (%zu bytes of cubin)\n", arch, n);
+	return 0;
+#else
+	(void)a;
+	fprintf(stderr, "mgl: error: this mgl was built without CUDA (make CUDA=0)\n");
+	return 1;
+#endif
 }
 
 /* ---------------------------------------------------------------- mgl sample */

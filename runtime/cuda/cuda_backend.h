@@ -1,0 +1,17 @@
+/* runtime/cuda/cuda_backend.h — the cuda backend's contract (cuda.c); built when the CUDA
+ * toolkit is (make CUDA=1, the default where /usr/local/cuda exists). */
+#ifndef MGL_CUDA_BACKEND_H
+#define MGL_CUDA_BACKEND_H
+
+#include <stddef.h>
+
+#include "../backend.h"
+
+extern const RtBackend rt_cuda_backend;
+/* GPUs this process can use: 0 without a driver or a device (the cpu backend then). */
+int rt_cuda_devices(void);
+/* kernels/ops.cu compiled by NVRTC for sm_<major><minor>: a cubin (malloc'd), or NULL with
+ * NVRTC's log in err. Needs no GPU: CI checks every kernel builds. */
+void *rt_cuda_compile(int major, int minor, size_t *n, char *err, size_t errlen);
+
+#endif

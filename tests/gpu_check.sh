@@ -1,0 +1,54 @@
+#!/bin/sh
+# tests/gpu_check.sh — `make gpu-check`: the cuda backend against the cpu backend, on the GPU
+# machine. Needs the mgl binary built with CUDA and at least one GPU (4 for every check).
+# usage: tests/gpu_check.sh MGL [OUTDIR]
+mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR]}
+out=${2:-$(mktemp -d)}
+mkdir -p "$out"
+pass=0 fail=0
+ok() { if [ "$1" = 1 ]; then pass=$((pass + 1)); echo "ok: $2"; else fail=$((fail + 1)); echo "FAIL: $2"; fi; }
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+echo "gpu_check: $ngpu GPUs"
+"$mgl" kernels --arch sm_90 || fail=$((fail + 1))
+
+# 0. every op, forward and backward, against the cpu backend (tests/gpu/test_gpu.c)
+test_gpu=$(dirname "$mgl")/tests/gpu/test_gpu
+"$test_gpu" "$ngpu" | tee "$out/ops.txt"
+ok "$([ "${PIPESTATUS:-0}" = 0 ] && grep -q ' 0 failed' "$out/ops.txt" && echo 1)" "every op on cuda against cpu"
+
+# data: the repository's own text, bytes
+cat README.md docs/*.md models/*.mgl compiler/*.c > "$out/text.txt"
+"$mgl" tokenize "$out/text.txt" --bytes --val-fraction 0.1 -o "$out/t.bin" >/dev/null
+
+# 1. training: cuda (bf16) follows cpu (f32) over 20 steps at tp 1, 2, 4 (within 2% each step)
+for tp in 1 2 4; do
+	[ "$tp" -le "$ngpu" ] || continue
+	for sp in "" "--sp"; do
+		[ "$tp" = 1 ] && [ -n "$sp" ] && continue
+		tag="tp$tp$sp"
+		"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
+			--backend cpu --log "$out/cpu_$tag.jsonl" >"$out/cpu_$tag.txt" 2>&1
+		"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
+			--backend cuda --log "$out/cuda_$tag.jsonl" >"$out/cuda_$tag.txt" 2>&1
+		st=$?
+		worst=$(paste "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
+			split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+			END { if (n != 20) print 1; else printf "%.5f", w }')
+		ok "$([ $st = 0 ] && awk -v w="$worst" 'BEGIN { print (w < 0.02) }')" \
+			"gpt2 tiny $tag: 20 steps, cuda vs cpu loss, worst relative difference $worst (exit $st)"
+		[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"
+	done
+done
+# 2. one training step under compute-sanitizer: memcheck and racecheck clean
+if command -v compute-sanitizer >/dev/null 2>&1; then
+	for tool in memcheck racecheck; do
+		MGL_NO_GRAPHS=1 compute-sanitizer --tool $tool --error-exitcode 9 "$mgl" train models/gpt2.mgl --preset tiny \
+			--data "$out/t.bin" --steps 1 --batch 2 --seq 32 --backend cuda >"$out/sanitizer_$tool.txt" 2>&1
+		st=$?
+		ok "$([ $st = 0 ] && grep -Eq 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards' "$out/sanitizer_$tool.txt" && echo 1)" \
+			"compute-sanitizer --tool $tool, one step: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.txt" | head -1)"
+		[ $st = 0 ] || tail -5 "$out/sanitizer_$tool.txt"
+	done
+fi
+echo "gpu_check: $pass passed, $fail failed"
+[ "$fail" = 0 ]
