@@ -39,6 +39,18 @@ for tp in 1 2 4; do
 		[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"
 	done
 done
+# 3. GPT-2 124M on one GPU, 200 steps on GPT-2 tokens of this repository's text: the loss falls
+"$mgl" tokenize "$out/text.txt" --gpt2 tests/data/gpt2 -o "$out/g.bin" >/dev/null
+"$mgl" train models/gpt2.mgl --preset 124m --data "$out/g.bin" --steps 200 --batch 8 --seq 256 --lr 6e-4 \
+	--backend cuda --log "$out/124m.jsonl" >"$out/124m.txt" 2>&1
+st=$?
+first=$(head -1 "$out/124m.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+last=$(tail -1 "$out/124m.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+tps=$(tail -20 "$out/124m.jsonl" | sed 's/.*"tokens_per_s": \([0-9.]*\).*/\1/' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+ok "$([ $st = 0 ] && awk -v a="$first" -v b="$last" 'BEGIN { print (b < a - 3) }')" \
+	"gpt2 124m, 200 steps on one GPU: loss $first -> $last, median $tps tokens/s over the last 20 steps"
+[ $st = 0 ] || tail -5 "$out/124m.txt"
+
 # 2. one training step under compute-sanitizer: memcheck and racecheck clean
 if command -v compute-sanitizer >/dev/null 2>&1; then
 	for tool in memcheck racecheck; do

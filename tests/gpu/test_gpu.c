@@ -23,16 +23,17 @@
 static uint64_t rng = 11;
 static double uniform(void) { return (double)(rt_mix64(rng++) >> 11) * (1.0 / 9007199254740992.0); }
 
-static MglPlan *compile(MglCtx *c, const char *model, const char *set, int tp, bool sp, MglDtype dt)
+static MglPlan *compile(MglCtx *c, const char *model, const char *preset, const char *set, int tp, bool sp, MglDtype dt)
 {
 	jmp_buf jb;
 	c->fail = &jb;
 	if (setjmp(jb))
 		return NULL;
-	MglOptions opt = {.preset = "tiny", .overrides = mgl_source_from_string(c, "--set", set, true)};
+	MglOptions opt = {.preset = preset, .overrides = *set ? mgl_source_from_string(c, "--set", set, true) : NULL};
 	MglGraph *g = mgl_compile_file(c, model, &opt);
 	c->fail = &jb;
-	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = 4, .seq = 32, .act_dtype = dt};
+	bool big = !strcmp(preset, "124m");
+	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = big ? 1 : 4, .seq = big ? 64 : 32, .act_dtype = dt};
 	MglPlan *p = g ? mgl_build_plan(c, g, &t) : NULL;
 	c->fail = NULL;
 	return p;
@@ -46,17 +47,21 @@ static int64_t numel(const MglValue *x)
 	return n;
 }
 
-/* Same parameters and inputs on both jobs. */
-static void setup(RtJob *a, RtJob *b)
+/* Same parameters and inputs on both jobs. Parameters uniform around their initial value:
+ * +-0.2 for the small models (values of a useful size), with GPT-2's own scale (its std)
+ * for the large one, whose activations would otherwise grow layer after layer. */
+static void setup(RtJob *a, RtJob *b, bool big)
 {
 	const MglPlan *p = a->plan;
 	for (int i = 0; i < p->nparams; i++) {
+		const MglPlanParam *q = &p->params[i];
 		int64_t n = 1;
-		for (int k = 0; k < p->params[i].rank; k++)
-			n *= p->params[i].shape[k];
+		for (int k = 0; k < q->rank; k++)
+			n *= q->shape[k];
+		double amp = !big ? 0.2 : q->init == MGL_INIT_NORMAL ? q->std * 1.7320508 : 0.02;
 		float *w = malloc((size_t)n * sizeof *w);
 		for (int64_t k = 0; k < n; k++)
-			w[k] = (float)((p->params[i].init == MGL_INIT_ONES) + 0.2 * (uniform() - 0.5) * 2);
+			w[k] = (float)((q->init == MGL_INIT_ONES) + amp * (uniform() - 0.5) * 2);
 		rt_param_set(a, i, RT_PARAM_VALUE, w);
 		rt_param_set(b, i, RT_PARAM_VALUE, w);
 		free(w);
@@ -85,10 +90,10 @@ static void setup(RtJob *a, RtJob *b)
 		}
 }
 
-static int check(const char *model, const char *set, int tp, bool sp)
+static int check(const char *model, const char *preset, const char *set, int tp, bool sp)
 {
 	MglCtx ca = {0}, cb = {0};
-	MglPlan *pa = compile(&ca, model, set, tp, sp, MGL_F32), *pb = compile(&cb, model, set, tp, sp, MGL_BF16);
+	MglPlan *pa = compile(&ca, model, preset, set, tp, sp, MGL_F32), *pb = compile(&cb, model, preset, set, tp, sp, MGL_BF16);
 	if (!pa || !pb || pa->nvalues != pb->nvalues) {
 		printf("FAIL %s tp %d: the plans do not compile alike\n", model, tp);
 		return 1;
@@ -100,7 +105,7 @@ static int check(const char *model, const char *set, int tp, bool sp)
 		rt_job_close(a);
 		return 1;
 	}
-	setup(a, b);
+	setup(a, b, !strcmp(preset, "124m"));
 	RtRun run = {.train = true, .key = 99, .last_micro = true, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
 		     .clip = 1, .adam_t = 1};
 	unsigned phases = 1u << MGL_FWD | 1u << MGL_BWD;
@@ -160,7 +165,7 @@ static int check(const char *model, const char *set, int tp, bool sp)
 		free(ga);
 		free(gb);
 	}
-	printf("%s (%s) tp %d%s:\n", model, set, tp, sp ? " sp" : "");
+	printf("%s %s (%s) tp %d%s:\n", model, preset, set, tp, sp ? " sp" : "");
 	for (int op = 0; op < MGL_OP_COUNT; op++) {
 		if (!where[op])
 			continue;
@@ -181,21 +186,23 @@ static int check(const char *model, const char *set, int tp, bool sp)
 int main(int argc, char **argv)
 {
 	int gpus = rt_cuda_devices(), limit = argc > 1 ? atoi(argv[1]) : gpus;
+	const char *only = argc > 2 ? argv[2] : NULL;   /* a preset, to run just its checks */
 	if (gpus < 1) {
 		printf("test_gpu: no GPU\n");
 		return 1;
 	}
 	setenv("MGL_NO_REUSE", "1", 1);   /* every value its own bytes: all can be compared after the run */
-	static const struct { const char *model, *set; } models[] = {
-		{"models/gpt2.mgl", "vocab=200,d=64,heads=4,layers=2"},
-		{"models/gpt2.mgl", "vocab=96,d=256,heads=4,layers=1"},   /* heads of 64 */
-		{"models/bert.mgl", "vocab=120,d=64,heads=4,layers=2"},
+	static const struct { const char *model, *preset, *set; } models[] = {
+		{"models/gpt2.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2"},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1"},   /* heads of 64 */
+		{"models/bert.mgl", "tiny", "vocab=120,d=64,heads=4,layers=2"},
+		{"models/gpt2.mgl", "124m", ""},                                   /* GPT-2 small, one sequence of 64 */
 	};
 	int fails = 0, runs = 0;
 	for (size_t m = 0; m < sizeof models / sizeof models[0]; m++)
-		for (int tp = 1; tp <= 4 && tp <= limit; tp *= 2)
+		for (int tp = 1; tp <= 4 && tp <= limit && (!only || !strcmp(only, models[m].preset)); tp *= 2)
 			for (int sp = 0; sp < (tp > 1 ? 2 : 1); sp++) {
-				fails += check(models[m].model, models[m].set, tp, sp) != 0;
+				fails += check(models[m].model, models[m].preset, models[m].set, tp, sp) != 0;
 				runs++;
 			}
 	printf("test_gpu: %d passed, %d failed\n", runs - fails, fails);
