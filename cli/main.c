@@ -133,11 +133,12 @@ static const Command commands[] = {
 	 "  --save-every N    ... and every N steps\n"
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
 	 "  --log FILE        metrics as JSON lines\n"
+	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): recorded so `mgl sample` decodes it\n"
 	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
 	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
 	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
-	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log"},
+	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --gpt2"},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
 	 "\n"

@@ -82,7 +82,7 @@ int cmd_train(Args *a)
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
 			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
 			.model_name = g->model, .model_source = source, .preset = a->preset, .set = a->set,
-			.tokenizer = "bytes", .progress = isatty(2),
+			.tokenizer = a->gpt2 ? mgl_fmt(&c.arena, "gpt2:%s", a->gpt2) : "bytes", .progress = isatty(2),
 		};
 		o.min_lr = or(a->min_lr, o.lr / 10);
 		o.warmup = a->warmup ? a->warmup : (o.steps / 10 < 100 ? o.steps / 10 : 100);
@@ -96,8 +96,8 @@ int cmd_train(Args *a)
 			fprintf(stderr, "mgl: error: %s\n", err);
 			status = 1;
 		} else {
-			printf("trained %lld steps in %.1f s: loss %.4f -> %.4f", (long long)r.steps_done, r.seconds, r.first_loss,
-			       r.last_loss);
+			printf("trained %lld step%s in %.1f s: loss %.4f -> %.4f", (long long)r.steps_done,
+			       r.steps_done == 1 ? "" : "s", r.seconds, r.first_loss, r.last_loss);
 			if (!isnan(r.val_loss))
 				printf(", validation loss %.4f (perplexity %.2f; token frequencies alone: %.4f)", r.val_loss,
 				       exp(r.val_loss), r.unigram_loss);

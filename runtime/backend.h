@@ -70,6 +70,7 @@ struct RtJob {
 	int tp, dp, nranks;
 	RtRank *ranks;
 	RtComm *comms;         /* dp tp-groups, then tp dp-groups */
+	void *be_job;          /* the backend's, for the whole job (communicators) */
 };
 
 extern const RtBackend rt_cpu_backend;
@@ -82,6 +83,11 @@ static inline uint64_t rt_mix64(uint64_t x)
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
 	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
 	return x ^ (x >> 31);
+}
+/* Each dp rank sees other sequences and draws its own masks; tp ranks share them. */
+static inline uint64_t rt_dropout_key(uint64_t key, int dp_rank)
+{
+	return dp_rank ? rt_mix64(key ^ (uint64_t)dp_rank) : key;
 }
 static inline bool rt_dropout_keep(uint64_t key, uint32_t seed, int64_t i, double p)
 {

@@ -409,6 +409,7 @@ static void op_dropout(Ctx *c)
 		return;
 	}
 	real scale = (real)(1.0 / (1.0 - p));
+	uint64_t key = rt_dropout_key(c->run->key, c->r->dp_rank);
 	int64_t outer = 1, n = numel(x), inner = 1, whole = n, start = 0;
 	if (x->layout.kind == MGL_L_S && c->r->job->tp > 1) {
 		around(x, x->layout.dim, &outer, &n, &inner);
@@ -419,7 +420,7 @@ static void op_dropout(Ctx *c)
 		for (int64_t k = 0; k < n; k++)
 			for (int64_t i = 0; i < inner; i++) {
 				int64_t local = (o * n + k) * inner + i, global = (o * whole + start + k) * inner + i;
-				Y[local] = rt_dropout_keep(c->run->key, c->s->seed, global, p) ? X[local] * scale : 0.0f;
+				Y[local] = rt_dropout_keep(key, c->s->seed, global, p) ? X[local] * scale : 0.0f;
 			}
 }
 

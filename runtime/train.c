@@ -10,7 +10,8 @@
  * Everything that decides the numbers is a function of the seed and the step: the
  * batches (a splitmix64 stream whose state the checkpoint keeps), dropout (keyed by seed,
  * step, micro-batch and dp rank — not tp rank: every tp gives the same masks), and the
- * initial parameters (drawn whole and then sharded). So tp 1, 2 and 4 give the same
+ * initial parameters (drawn whole and then sharded). A resumed run takes its seed from
+ * the checkpoint. So tp 1, 2 and 4 give the same
  * losses, and a resumed run continues exactly where it stopped.
  *
  * A NaN or infinite loss stops the run with the step number; the last checkpoint, written
@@ -40,6 +41,7 @@ typedef struct {
 	int tokens, targets, d_loss, loss, norm;   /* value ids */
 	int64_t B, T;
 	uint64_t data_rng;          /* the training windows' stream */
+	uint64_t seed;              /* --seed, or the checkpoint's */
 	int64_t step, adam_t;
 	int32_t *x, *y;             /* one dp rank's batch */
 	FILE *log;
@@ -153,7 +155,7 @@ static void init_param(Train *t, int i)
 	for (int k = 0; k < q->rank; k++)
 		n *= q->shape[k];
 	float *w = malloc((size_t)n * sizeof *w);
-	uint64_t s = rt_mix64(t->o->seed ^ rt_mix64((uint64_t)i + 1));
+	uint64_t s = rt_mix64(t->seed ^ rt_mix64((uint64_t)i + 1));
 	for (int64_t k = 0; k < n; k++) {
 		if (q->init != MGL_INIT_NORMAL) {
 			w[k] = q->init == MGL_INIT_ONES ? 1.0f : 0.0f;
@@ -208,7 +210,7 @@ static int save(Train *t)
 	snprintf(step, sizeof step, "%lld", (long long)t->step);
 	snprintf(adam, sizeof adam, "%lld", (long long)t->adam_t);
 	snprintf(rng, sizeof rng, "%llu", (unsigned long long)t->data_rng);
-	snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->o->seed);
+	snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed);
 	const char *keys[] = {"format", "model", "source", "preset", "set", "tokenizer", "step", "adam_t", "data_rng", "seed"};
 	const char *vals[] = {"mgl-checkpoint 1", t->o->model_name ? t->o->model_name : "", t->o->model_source ? t->o->model_source : "",
 			      t->o->preset ? t->o->preset : "", t->o->set ? t->o->set : "", t->o->tokenizer ? t->o->tokenizer : "bytes",
@@ -274,13 +276,29 @@ static int resume(Train *t, const char *dir)
 			rt_param_set(t->job, i, w, x->data);
 		}
 	if (!rc) {
-		const char *s = rt_ckpt_meta(&c, "step"), *a = rt_ckpt_meta(&c, "adam_t"), *r = rt_ckpt_meta(&c, "data_rng");
-		if (!s || !a || !r)
-			rc = fail(t, "%s has no training state (step, adam_t, data_rng): not an mgl checkpoint?", path);
+		const char *s = rt_ckpt_meta(&c, "step"), *a = rt_ckpt_meta(&c, "adam_t"), *r = rt_ckpt_meta(&c, "data_rng"),
+			   *sd = rt_ckpt_meta(&c, "seed");
+		if (!s || !a || !r || !sd)
+			rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
 		else {
 			t->step = strtoll(s, NULL, 10);
 			t->adam_t = strtoll(a, NULL, 10);
 			t->data_rng = strtoull(r, NULL, 10);
+			t->seed = strtoull(sd, NULL, 10);
+		}
+	}
+	/* a checkpoint of a larger model holds tensors this one lacks: not the same model */
+	if (!rc && c.n != 3 * p->nparams) {
+		for (int i = 0; i < c.n && !rc; i++) {
+			const char *name = c.t[i].name;
+			if (!strncmp(name, "optimizer.m.", 12) || !strncmp(name, "optimizer.v.", 12))
+				name += 12;
+			bool known = false;
+			for (int k = 0; k < p->nparams && !known; k++)
+				known = !strcmp(p->params[k].name, name);
+			if (!known)
+				rc = fail(t, "%s does not match the model: the checkpoint has a tensor '%s' the model lacks", path,
+					  c.t[i].name);
 		}
 	}
 out:
@@ -307,7 +325,7 @@ static RtRun run_params(const Train *t, int64_t micro, bool train)
 	const RtTrainOpts *o = t->o;
 	RtRun r = {.train = train, .lr = lr_at(o, t->step), .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps,
 		   .weight_decay = o->weight_decay, .clip = o->clip, .adam_t = t->adam_t};
-	r.key = rt_mix64(o->seed ^ rt_mix64((uint64_t)t->step * 4096 + (uint64_t)micro));
+	r.key = rt_mix64(t->seed ^ rt_mix64((uint64_t)t->step * 4096 + (uint64_t)micro));
 	r.last_micro = micro == o->accum - 1;
 	return r;
 }
@@ -346,7 +364,7 @@ static void progress(const Train *t, double loss, double tok_s, double left)
 int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtTrainResult *res, char *err,
 	     size_t errlen)
 {
-	Train t = {.p = plan, .o = o, .err = err, .errlen = errlen, .B = plan->batch, .T = plan->seq};
+	Train t = {.p = plan, .o = o, .err = err, .errlen = errlen, .B = plan->batch, .T = plan->seq, .seed = o->seed};
 	memset(res, 0, sizeof *res);
 	res->val_loss = res->unigram_loss = NAN;
 	t.tokens = rt_value(plan, "tokens");
@@ -374,7 +392,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		goto out;
 	t.x = malloc((size_t)(t.B * t.T) * sizeof *t.x);
 	t.y = malloc((size_t)(t.B * t.T) * sizeof *t.y);
-	t.data_rng = rt_mix64(o->seed ^ 0x64617461ull);
+	t.data_rng = rt_mix64(t.seed ^ 0x64617461ull);
 	if (o->resume_dir) {
 		if (resume(&t, o->resume_dir))
 			goto out;
@@ -384,6 +402,14 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 	}
 	if (o->log_path && !(t.log = fopen(o->log_path, t.step ? "a" : "w"))) {
 		fail(&t, "cannot write the log '%s': %s", o->log_path, strerror(errno));
+		goto out;
+	}
+	if (t.step >= o->steps) {
+		fail(&t, "the checkpoint is at step %lld already: give --steps beyond it to train more", (long long)t.step);
+		goto out;
+	}
+	if (o->save_dir && mkdir(o->save_dir, 0777) && errno != EEXIST) {   /* now, not after the training */
+		fail(&t, "cannot create '%s': %s", o->save_dir, strerror(errno));
 		goto out;
 	}
 	interrupted = 0;

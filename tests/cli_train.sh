@@ -75,9 +75,20 @@ expect 1 'trunc.bin: truncated'                -- train models/gpt2.mgl --preset
 expect 1 'magic.bin: .*magic'                  -- train models/gpt2.mgl --preset tiny --data "$tmp/magic.bin"
 expect 1 "g.bin: token [0-9]+ at position [0-9]+ is beyond the model's vocabulary \(256\)" \
 	-- train models/gpt2.mgl --preset tiny --data "$tmp/g.bin"
-expect 2 "no cuda backend"                     -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --backend cuda
+expect 2 "no GPU can be used here|built without CUDA" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --backend cuda
 expect 2 "unknown backend 'tpu'"               -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --backend tpu
 expect 1 'mgl train feeds language models'     -- train models/bert.mgl --preset tiny --data "$tmp/t.bin" --steps 1
+expect 1 "the checkpoint is at step 4 already" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 4 \
+	--batch 2 --resume "$tmp/ck"
+expect 1 "has a tensor 'layers.1.attention.ln.weight' the model lacks" \
+	-- train models/gpt2.mgl --preset tiny --set layers=1 --data "$tmp/t.bin" --steps 8 --batch 2 --resume "$tmp/ck"
+expect 1 "cannot create '$tmp/no/such'"        -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 2 \
+	--save "$tmp/no/such"
+# GPT-2 tokens: the checkpoint remembers the tokenizer, and sample decodes with it
+expect 0 'trained 2 steps'                     -- train models/gpt2.mgl --preset tiny --set vocab=50257 --data "$tmp/g.bin" \
+	--steps 2 --batch 2 --gpt2 tests/data/gpt2 --save "$tmp/gck"
+expect 0 '^The'                                -- sample "$tmp/gck" --prompt The --tokens 5
+check "GPT-2 samples decode to more than the prompt" test "$("$mgl" sample "$tmp/gck" --prompt The --tokens 5 | wc -c)" -gt 6
 
 echo "cli_train: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -1001,7 +1001,7 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 {
 	Dev *d = r->mem;
 	CK(cudaSetDevice(d->device));
-	DevRun dr = {.key = run->key, .train = run->train, .lr = (float)run->lr, .beta1 = (float)run->beta1,
+	DevRun dr = {.key = rt_dropout_key(run->key, r->dp_rank), .train = run->train, .lr = (float)run->lr, .beta1 = (float)run->beta1,
 		     .beta2 = (float)run->beta2, .eps = (float)run->eps, .weight_decay = (float)run->weight_decay,
 		     .clip = (float)run->clip};
 	dr.bc1 = (float)(1 - pow(run->beta1, (double)run->adam_t));
