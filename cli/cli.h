@@ -28,6 +28,8 @@ typedef struct {
 	int nfiles;             /* tokenize: every positional argument */
 	int64_t gpus;           /* train: must equal tp x dp */
 	const char *arch;       /* kernels: sm_90 */
+	bool hf;                /* export: Hugging Face's names (the only format) */
+	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
 	char **files;
 } Args;
 
@@ -50,5 +52,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
+/* export.c */
+int cmd_export(Args *a);
 
 #endif

@@ -134,11 +134,14 @@ static const Command commands[] = {
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
 	 "  --log FILE        metrics as JSON lines\n"
 	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): recorded so `mgl sample` decodes it\n"
+	 "  --dump-first DIR  write DIR/checkpoint.safetensors (the initial weights) and\n"
+	 "                    DIR/grads.safetensors (the first step's gradients): for comparisons\n"
 	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
 	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
 	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
-	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --gpt2"},
+	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --gpt2 "
+	 "--dump-first"},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
 	 "\n"
@@ -147,6 +150,14 @@ static const Command commands[] = {
 	 "source travels in the checkpoint. Temperature 0 is greedy (default 1); --top-k keeps\n"
 	 "the K likeliest tokens. --gpt2 DIR gives the tokenizer's files when it is GPT-2's.\n",
 	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
+	{"export", cmd_export, NULL, "a GPT-2 checkpoint under Hugging Face's tensor names",
+	 "usage: mgl export CHECKPOINT --hf -o OUT.safetensors\n"
+	 "\n"
+	 "Writes the parameters of a checkpoint of models/gpt2.mgl (the directory or its\n"
+	 "checkpoint.safetensors) under GPT-2's names in Hugging Face's transformers: Conv1D\n"
+	 "weights as [in, out], q, k and v fused into c_attn. PyTorch's GPT2LMHeadModel loads\n"
+	 "it (its lm_head is tied to transformer.wte). Optimizer state is left out.\n",
+	 "--hf -o"},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [--arch sm_XY]\n"
 	 "\n"
@@ -195,6 +206,7 @@ static const struct {
 	{"--bytes", O_FLAG, offsetof(Args, bytes), 0},       {"--gpt2", O_STR, offsetof(Args, gpt2), 0},
 	{"--val-fraction", O_REAL, offsetof(Args, val_fraction), 0.5},
 	{"--gpus", O_INT, offsetof(Args, gpus), 4096},       {"--arch", O_STR, offsetof(Args, arch), 0},
+	{"--hf", O_FLAG, offsetof(Args, hf), 0},             {"--dump-first", O_STR, offsetof(Args, dump_first), 0},
 };
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)

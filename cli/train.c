@@ -81,6 +81,7 @@ int cmd_train(Args *a)
 			.eps = 1e-8, .clip = or(a->clip, 1.0), .seed = a->seed ? (uint64_t)a->seed : 1337,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
 			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
+			.dump_first = a->dump_first,
 			.model_name = g->model, .model_source = source, .preset = a->preset, .set = a->set,
 			.tokenizer = a->gpt2 ? mgl_fmt(&c.arena, "gpt2:%s", a->gpt2) : "bytes", .progress = isatty(2),
 		};

@@ -20,6 +20,28 @@
 
 #include "../plan/plan.h"
 
+/* ---------------------------------------------------------------- messages (data.c) */
+
+/* vsnprintf's message into err, unless err is NULL or errlen 0. */
+void rt_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------------- JSON strings (json.c) */
+
+/* The well-formed UTF-8 sequence at s[0..n), n >= 1, per Unicode's table 3-7 (no overlong
+ * forms, no surrogates, nothing past U+10FFFF): its length, with *cp; 0 if there is none. */
+int rt_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
+typedef struct {
+	size_t at;            /* the offset in the text the error is at */
+	char msg[80];         /* what is wrong, e.g. "a string is not valid UTF-8" */
+} RtJsonError;
+
+/* One character of the JSON string whose opening quote is s[open], read at s[*pos] (of the
+ * n bytes of s), which moves past it: 1 with its code point in *cp (any of 0..U+10FFFF, 0
+ * included, but never a surrogate); 0 at the closing quote; -1 with *e when the string is
+ * not valid JSON (never closed: e->at is the opening quote) or not valid UTF-8. */
+int rt_json_char(const unsigned char *s, size_t n, size_t open, size_t *pos, uint32_t *cp, RtJsonError *e);
+
 /* ---------------------------------------------------------------- token shards (data.c) */
 
 /* A shard: 256 int32 header (magic 20240520, version 1, token count), then uint16 tokens. */
@@ -106,6 +128,7 @@ typedef struct {
 	/* what a checkpoint records so `mgl sample` and `--resume` can rebuild the model */
 	const char *model_name, *model_source, *preset, *set, *tokenizer;
 	bool progress;                     /* a progress line (terminals) */
+	const char *dump_first;            /* DIR: the initial weights and the first gradients */
 } RtTrainOpts;
 
 typedef struct {

@@ -183,28 +183,25 @@ static int64_t param_numel(const MglPlanParam *q)
 	return n;
 }
 
-static int save(Train *t)
+/* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name. */
+static int write_tensors(Train *t, const char *path, const int *which, const char *const *prefix, int nw)
 {
 	const MglPlan *p = t->p;
-	const char *dir = t->o->save_dir;
-	if (mkdir(dir, 0777) && errno != EEXIST)
-		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
-	int n = 3 * p->nparams;
+	int n = nw * p->nparams;
 	RtTensor *ts = calloc((size_t)n, sizeof *ts);
 	char **names = calloc((size_t)n, sizeof *names);
-	for (int i = 0; i < p->nparams; i++)
-		for (int w = 0; w < 3; w++) {
+	for (int w = 0; w < nw; w++)
+		for (int i = 0; i < p->nparams; i++) {
 			const MglPlanParam *q = &p->params[i];
 			RtTensor *x = &ts[w * p->nparams + i];
-			size_t len = strlen(q->name) + 16;
+			size_t len = strlen(q->name) + strlen(prefix[w]) + 1;
 			names[w * p->nparams + i] = malloc(len);
-			snprintf(names[w * p->nparams + i], len, "%s%s", w == 0 ? "" : w == 1 ? "optimizer.m." : "optimizer.v.",
-				 q->name);
+			snprintf(names[w * p->nparams + i], len, "%s%s", prefix[w], q->name);
 			x->name = names[w * p->nparams + i];
 			x->rank = q->rank;
 			memcpy(x->shape, q->shape, sizeof x->shape);
 			x->data = malloc((size_t)param_numel(q) * sizeof *x->data);
-			rt_param_get(t->job, i, w, x->data);
+			rt_param_get(t->job, i, which[w], x->data);
 		}
 	char step[32], adam[32], rng[32], seed[32];
 	snprintf(step, sizeof step, "%lld", (long long)t->step);
@@ -215,8 +212,6 @@ static int save(Train *t)
 	const char *vals[] = {"mgl-checkpoint 1", t->o->model_name ? t->o->model_name : "", t->o->model_source ? t->o->model_source : "",
 			      t->o->preset ? t->o->preset : "", t->o->set ? t->o->set : "", t->o->tokenizer ? t->o->tokenizer : "bytes",
 			      step, adam, rng, seed};
-	char *path = malloc(strlen(dir) + 32);
-	sprintf(path, "%s/checkpoint.safetensors", dir);
 	char e[512];
 	int rc = rt_ckpt_write(path, ts, n, keys, vals, (int)(sizeof keys / sizeof keys[0]), e, sizeof e);
 	for (int i = 0; i < n; i++) {
@@ -225,8 +220,39 @@ static int save(Train *t)
 	}
 	free(ts);
 	free(names);
-	free(path);
 	return rc ? fail(t, "%s", e) : 0;
+}
+
+static int save(Train *t)
+{
+	const char *dir = t->o->save_dir;
+	if (mkdir(dir, 0777) && errno != EEXIST)
+		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
+	char *path = malloc(strlen(dir) + 32);
+	sprintf(path, "%s/checkpoint.safetensors", dir);
+	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
+	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
+	int rc = write_tensors(t, path, which, prefix, 3);
+	free(path);
+	return rc;
+}
+
+/* --dump-first: the weights the first step starts from and the gradients it computes
+ * (before the optimizer changes anything), for comparing with another implementation. */
+static int dump_first(Train *t)
+{
+	const char *dir = t->o->dump_first;
+	if (mkdir(dir, 0777) && errno != EEXIST)
+		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
+	char *path = malloc(strlen(dir) + 32);
+	static const char *const none[] = {""};
+	sprintf(path, "%s/checkpoint.safetensors", dir);
+	int rc = write_tensors(t, path, (const int[]){RT_PARAM_VALUE}, none, 1);
+	sprintf(path, "%s/grads.safetensors", dir);
+	if (!rc)
+		rc = write_tensors(t, path, (const int[]){RT_PARAM_GRAD}, none, 1);
+	free(path);
+	return rc;
 }
 
 static int resume(Train *t, const char *dir)
@@ -431,6 +457,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 				goto restore;
 			loss += loss_of(&t) / (double)o->accum;
 		}
+		if (o->dump_first && t.step == first && dump_first(&t))
+			goto restore;
 		if (!isfinite(loss)) {
 			fail(&t, "the loss is %s at step %lld; stopping%s%s", isnan(loss) ? "NaN" : "infinite",
 			     (long long)t.step + 1, o->save_dir ? " (the last checkpoint in " : "",
