@@ -62,12 +62,12 @@ toks = struct.unpack("<%dH" % n, raw[1024:1024 + 2 * n])
 open(sys.argv[2], "wb").write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)) + struct.pack("<%dH" % n, *toks))
 PY
 	"$mgl" train models/gpt2.mgl --preset 124m --set p_drop=0 --data "$out/one.bin" --steps 20 --batch 4 --seq 256 \
-		--lr 3e-4 --min-lr 3e-4 --warmup 1 --backend cuda --log "$out/vs_torch.jsonl" --dump-first "$out/first" \
+		--lr 1e-4 --min-lr 1e-4 --warmup 1 --backend cuda --log "$out/vs_torch.jsonl" --dump-first "$out/first" \
 		>"$out/vs_torch.txt" 2>&1 &&
 	"$mgl" export "$out/first" --hf -o "$out/first/hf.safetensors" >/dev/null &&
 	"$mgl" export "$out/first/grads.safetensors" --hf -o "$out/first/hf_grads.safetensors" >/dev/null &&
 	python3 tests/gpu/torch_gpt2.py --weights "$out/first/hf.safetensors" --grads "$out/first/hf_grads.safetensors" \
-		--data "$out/one.bin" --log "$out/vs_torch.jsonl" --batch 4 --heads 12 --lr 3e-4 | tee "$out/torch.txt"
+		--data "$out/one.bin" --log "$out/vs_torch.jsonl" --batch 4 --heads 12 --lr 1e-4 | tee "$out/torch.txt"
 	ok "$(grep -q 'torch_gpt2: 3 passed, 0 failed' "$out/torch.txt" && echo 1)" "gpt2 124m against PyTorch"
 	[ -s "$out/torch.txt" ] || tail -5 "$out/vs_torch.txt"
 fi

@@ -120,6 +120,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     n = min(len(losses), len(mgl_losses))
+    print("losses, torch / mgl: " + " ".join(f"{x:.3f}/{y:.3f}" for x, y in zip(losses[:n], mgl_losses[:n])))
     worst = max(abs(x - y) / abs(x) for x, y in zip(losses[:n], mgl_losses[:n]))
     check(n == a.steps and worst < 0.01,
           f"{n} training steps: worst relative loss difference {worst:.2e} "
