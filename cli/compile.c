@@ -317,7 +317,7 @@ static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	mgl_explain(&c->arena, p, &e);
 	int L = p->nlayers;
 	static const int none[2][MGL_NKINDS];
-	const int(*layer0)[MGL_NKINDS] = L ? e.per_layer[0] : none;
+	const int(*layer0)[MGL_NKINDS] = L ? (const int(*)[MGL_NKINDS])e.per_layer[0] : none;
 	if (a->json) {
 		printf("{\"model\": \"%s\", \"preset\": %s%s%s, \"tp\": %d, \"dp\": %d, \"sp\": %s, \"batch\": %lld, "
 		       "\"seq\": %lld, \"dtype\": \"%s\", \"layers\": %d,\n", p->model, p->preset ? "\"" : "",
@@ -387,8 +387,10 @@ static int dot_emit(MglCtx *c, const Args *a, const MglPlan *p)
 		}
 	}
 	mgl_dot(f, p, (int)a->layers, a->backward);
-	if (a->out && ((fclose(f) != 0) | (rename(tmp, a->out) != 0))) {
+	bool closed = !a->out || fclose(f) == 0;   /* both, even when the first fails */
+	if (a->out && (!closed || rename(tmp, a->out) != 0)) {
 		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", a->out, strerror(errno));
+		remove(tmp);
 		return 1;
 	}
 	return 0;
