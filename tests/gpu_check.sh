@@ -39,6 +39,16 @@ for tp in 1 2 4; do
 		[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"
 	done
 done
+# 1b. on the GPU, tp 2 and 4 against tp 1: the same 20 losses (within 1%: bf16, and the sums
+# of partial results in another order)
+for tag in tp2 tp2--sp tp4 tp4--sp; do
+	[ -s "$out/cuda_$tag.jsonl" ] || continue
+	worst=$(paste "$out/cuda_tp1.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
+		split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+		END { if (n != 20) print 1; else printf "%.5f", w }')
+	ok "$(awk -v w="$worst" 'BEGIN { print (w < 0.01) }')" "gpt2 tiny on cuda, $tag against tp1: worst relative difference $worst"
+done
+
 # 3. GPT-2 124M on one GPU, 200 steps on GPT-2 tokens of this repository's text: the loss falls
 "$mgl" tokenize "$out/text.txt" --gpt2 tests/data/gpt2 -o "$out/g.bin" >/dev/null
 "$mgl" train models/gpt2.mgl --preset 124m --data "$out/g.bin" --steps 200 --batch 8 --seq 256 --lr 6e-4 \
