@@ -50,46 +50,13 @@ static const unsigned dtype_size[DT_COUNT] = {4, 2, 2};
 static const char *const other_dtypes[] = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3",
 					   "F6_E3M2", "I16", "U16", "I32", "U32", "F64", "I64", "U64", "C64"};
 
-/* The length of the UTF-8 sequence at s (at most n bytes), or 0 if it is not valid UTF-8:
- * no overlong forms, no surrogates, nothing past U+10FFFF. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-	size_t len;
-	unsigned lo = 0x80, hi = 0xbf; /* the range of the second byte */
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2;
-	else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (n < len || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return len;
-}
-
 static bool utf8_valid(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t n = strlen(s);
+	uint32_t cp;
 	for (size_t i = 0, k; i < n; i += k)
-		if (!(k = utf8_len(p + i, n - i)))
+		if (!(k = (size_t)rt_utf8_decode(p + i, n - i, &cp)))
 			return false;
 	return true;
 }
@@ -104,7 +71,8 @@ static const char *show(Shown *b, const char *name)
 	const unsigned char *p = (const unsigned char *)name;
 	size_t n = strlen(name), o = 0, i = 0;
 	while (i < n && o < 4 * SHOW_MAX) {
-		size_t k = utf8_len(p + i, n - i);
+		uint32_t cp;
+		size_t k = (size_t)rt_utf8_decode(p + i, n - i, &cp);
 		bool c1 = k == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0;
 		if (k == 1 && p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\') {
 			b->s[o++] = (char)p[i++];
@@ -663,19 +631,6 @@ static void pool_put(Reader *r, uint32_t cp)
 	}
 }
 
-static uint32_t hex4(Reader *r)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++, r->pos++) {
-		int c = r->pos < r->len ? r->h[r->pos] : -1;
-		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-		if (d < 0)
-			bad(r, "\\u must be followed by four hex digits");
-		v = v << 4 | (uint32_t)d;
-	}
-	return v;
-}
-
 /* A string, decoded into the pool (NUL-terminated); its offset there. The pool has room
  * for every string of the header: a string's decoded bytes plus its NUL are never more
  * than its encoded bytes with their quotes. */
@@ -683,66 +638,21 @@ static size_t string(Reader *r, const char *what)
 {
 	if (peek(r) != '"')
 		bad(r, r->pos >= r->len ? "the header ends early" : what);
-	r->pos++;
-	size_t start = r->pooln;
+	size_t open = r->pos++, start = r->pooln;
 	for (;;) {
-		if (r->pos >= r->len)
-			bad(r, "a string is not closed");
-		unsigned c = r->h[r->pos];
-		if (c == '"') {
-			r->pos++;
-			break;
-		}
-		if (c < 0x20)
-			bad(r, "a control character in a string (JSON needs it escaped)");
-		if (c != '\\') {
-			size_t k = utf8_len(r->h + r->pos, r->len - r->pos);
-			if (!k)
-				bad(r, "a string is not valid UTF-8");
-			memcpy(r->pool + r->pooln, r->h + r->pos, k);
-			r->pooln += k;
-			r->pos += k;
-			continue;
-		}
-		size_t at = r->pos++;
-		int e = r->pos < r->len ? r->h[r->pos++] : -1;
+		size_t at = r->pos;
 		uint32_t cp;
-		switch (e) {
-		case '"': cp = '"'; break;
-		case '\\': cp = '\\'; break;
-		case '/': cp = '/'; break;
-		case 'b': cp = '\b'; break;
-		case 'f': cp = '\f'; break;
-		case 'n': cp = '\n'; break;
-		case 'r': cp = '\r'; break;
-		case 't': cp = '\t'; break;
-		case 'u':
-			cp = hex4(r);
-			if (cp >= 0xdc00 && cp <= 0xdfff) {
-				r->pos = at;
-				bad(r, "a \\u escape is a low surrogate without a high one before it");
-			}
-			if (cp >= 0xd800 && cp <= 0xdbff) {
-				if (r->len - r->pos < 2 || r->h[r->pos] != '\\' || r->h[r->pos + 1] != 'u') {
-					r->pos = at;
-					bad(r, "a \\u escape is a high surrogate without a low one after it");
-				}
-				r->pos += 2;
-				uint32_t lo = hex4(r);
-				if (lo < 0xdc00 || lo > 0xdfff) {
-					r->pos = at;
-					bad(r, "a \\u escape is a high surrogate without a low one after it");
-				}
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-			}
-			if (!cp) {
-				r->pos = at;
-				bad(r, "\\u0000 in a string (names and metadata cannot hold NUL)");
-			}
+		RtJsonError e;
+		int k = rt_json_char(r->h, r->len, open, &r->pos, &cp, &e);
+		if (k < 0) {
+			r->pos = e.at;
+			bad(r, e.msg);
+		}
+		if (!k)
 			break;
-		default:
+		if (!cp) {
 			r->pos = at;
-			bad(r, "an invalid escape in a string");
+			bad(r, "\\u0000 in a string (names and metadata cannot hold NUL)");
 		}
 		pool_put(r, cp);
 	}

@@ -21,8 +21,7 @@
 
 enum { HEADER_BYTES = RT_SHARD_HEADER_INTS * 4 };
 
-static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t errlen, const char *fmt, ...)
+void rt_errf(char *err, size_t errlen, const char *fmt, ...)
 {
 	if (!err || !errlen)
 		return;
@@ -58,70 +57,70 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 	memset(s, 0, sizeof *s);
 	FILE *f = fopen(path, "rb");
 	if (!f) {
-		fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return -1;
 	}
 	/* The size decides what the header must say; a directory, a pipe or a device has no
 	 * size to hold the header to, and no shard is one of those. */
 	struct stat st;
 	if (fstat(fileno(f), &st)) {
-		fail(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
 		fclose(f);
 		return -1;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		fail(err, errlen, "%s: not a regular file%s", path, S_ISDIR(st.st_mode) ? " (a directory)" : "");
+		rt_errf(err, errlen, "%s: not a regular file%s", path, S_ISDIR(st.st_mode) ? " (a directory)" : "");
 		fclose(f);
 		return -1;
 	}
 	int64_t size = (int64_t)st.st_size;
 	if (size == 0) {
-		fail(err, errlen, "%s: empty file (a token shard starts with a %d-byte header)", path, HEADER_BYTES);
+		rt_errf(err, errlen, "%s: empty file (a token shard starts with a %d-byte header)", path, HEADER_BYTES);
 		fclose(f);
 		return -1;
 	}
 	if (size < HEADER_BYTES) {
-		fail(err, errlen, "%s: too short for a token shard: %lld bytes, and the header alone is %d", path,
-		     (long long)size, HEADER_BYTES);
+		rt_errf(err, errlen, "%s: too short for a token shard: %lld bytes, and the header alone is %d", path,
+		        (long long)size, HEADER_BYTES);
 		fclose(f);
 		return -1;
 	}
 	unsigned char h[HEADER_BYTES];
 	if (fread(h, 1, sizeof h, f) != sizeof h) {
-		fail(err, errlen, "%s: cannot read the header: %s", path, ferror(f) ? strerror(errno) : "the file shrank");
+		rt_errf(err, errlen, "%s: cannot read the header: %s", path, ferror(f) ? strerror(errno) : "the file shrank");
 		fclose(f);
 		return -1;
 	}
 	int32_t magic = get_i32(h), version = get_i32(h + 4), count = get_i32(h + 8);
 	if (magic != RT_SHARD_MAGIC) {
-		fail(err, errlen, "%s: not a token shard: the magic number is %ld, a shard's is %d", path, (long)magic,
-		     RT_SHARD_MAGIC);
+		rt_errf(err, errlen, "%s: not a token shard: the magic number is %ld, a shard's is %d", path, (long)magic,
+		        RT_SHARD_MAGIC);
 		fclose(f);
 		return -1;
 	}
 	if (version != RT_SHARD_VERSION) {
-		fail(err, errlen, "%s: token shard version %ld, this build reads version %d", path, (long)version,
-		     RT_SHARD_VERSION);
+		rt_errf(err, errlen, "%s: token shard version %ld, this build reads version %d", path, (long)version,
+		        RT_SHARD_VERSION);
 		fclose(f);
 		return -1;
 	}
 	if (count < 0) {
-		fail(err, errlen, "%s: the header's token count is negative (%ld)", path, (long)count);
+		rt_errf(err, errlen, "%s: the header's token count is negative (%ld)", path, (long)count);
 		fclose(f);
 		return -1;
 	}
 	int64_t data = size - HEADER_BYTES, want = 2 * (int64_t)count;
 	if (data != want) {
 		char buf[64];
-		fail(err, errlen, "%s: %s: the header says %ld tokens but the file holds %s", path,
-		     data < want ? "truncated" : "trailing bytes", (long)count, describe(data, buf, sizeof buf));
+		rt_errf(err, errlen, "%s: %s: the header says %ld tokens but the file holds %s", path,
+		        data < want ? "truncated" : "trailing bytes", (long)count, describe(data, buf, sizeof buf));
 		fclose(f);
 		return -1;
 	}
 	/* count is now bounded by the file's real size, so the allocation is too */
 	uint16_t *tok = malloc(count ? (size_t)count * sizeof *tok : 1);
 	if (!tok) {
-		fail(err, errlen, "%s: out of memory for %ld tokens", path, (long)count);
+		rt_errf(err, errlen, "%s: out of memory for %ld tokens", path, (long)count);
 		fclose(f);
 		return -1;
 	}
@@ -131,10 +130,10 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 	if (got != (size_t)count) {
 		/* the file changed size between fstat and here */
 		if (rerr)
-			fail(err, errlen, "%s: cannot read: %s", path, strerror(rerr));
+			rt_errf(err, errlen, "%s: cannot read: %s", path, strerror(rerr));
 		else
-			fail(err, errlen, "%s: truncated: the header says %ld tokens but the file holds %zu", path,
-			     (long)count, got);
+			rt_errf(err, errlen, "%s: truncated: the header says %ld tokens but the file holds %zu", path,
+			        (long)count, got);
 		free(tok);
 		return -1;
 	}
@@ -181,21 +180,21 @@ static int sync_dir(const char *path)
 int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *err, size_t errlen)
 {
 	if (n < 0 || n > INT32_MAX) {
-		fail(err, errlen, "%s: %lld tokens do not fit a shard (at most %ld: the header's count is an int32)", path,
-		     (long long)n, (long)INT32_MAX);
+		rt_errf(err, errlen, "%s: %lld tokens do not fit a shard (at most %ld: the header's count is an int32)", path,
+		        (long long)n, (long)INT32_MAX);
 		return -1;
 	}
 	size_t plen = strlen(path);
 	char *tmp = malloc(plen + 5);
 	if (!tmp) {
-		fail(err, errlen, "%s: out of memory", path);
+		rt_errf(err, errlen, "%s: out of memory", path);
 		return -1;
 	}
 	memcpy(tmp, path, plen);
 	memcpy(tmp + plen, ".tmp", 5);
 	FILE *f = fopen(tmp, "wb");
 	if (!f) {
-		fail(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
 		free(tmp);
 		return -1;
 	}
@@ -218,13 +217,13 @@ int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *er
 	if (fclose(f) && ok)
 		ok = false, werr = errno;
 	if (!ok) {
-		fail(err, errlen, "%s: cannot write: %s", tmp, strerror(werr));
+		rt_errf(err, errlen, "%s: cannot write: %s", tmp, strerror(werr));
 		remove(tmp);
 		free(tmp);
 		return -1;
 	}
 	if (rename(tmp, path)) {
-		fail(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
 		remove(tmp);
 		free(tmp);
 		return -1;
@@ -232,7 +231,7 @@ int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *er
 	free(tmp);
 	int derr = sync_dir(path);
 	if (derr) {
-		fail(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(derr));
+		rt_errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(derr));
 		return -1;
 	}
 	return 0;

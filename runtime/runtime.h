@@ -4,6 +4,7 @@
  *   data.c        token shards (the llm.c / nanoGPT .bin layout) and the batch loader
  *   tokenizer.c   byte-level and GPT-2 BPE tokenizers
  *   checkpoint.c  safetensors files: full (unsharded) tensors by name, plus metadata
+ *   json.c        JSON strings and UTF-8, for the two readers of JSON (checkpoints, GPT-2)
  *   backend.h     the interface a backend implements (cpu.c; cuda/ later)
  *   exec.c        a job: tp x dp ranks running one plan, one thread per rank
  *   train.c       the training loop: schedule, accumulation, clipping, evaluation,

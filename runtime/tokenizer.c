@@ -75,17 +75,6 @@ struct RtTokenizer {
 	size_t sym_cap, heap_cap;
 };
 
-static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || !errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Grows *p (elements of size `size`) to hold at least `need`; 0 or -1 (out of memory). */
 static int grow(void *pp, size_t *cap, size_t need, size_t size)
 {
@@ -186,44 +175,12 @@ static int class_of(uint32_t cp)
 	return in_table(uni_space, COUNT(uni_space), cp) ? C_SPACE : C_OTHER;
 }
 
-/* The well-formed UTF-8 sequence at s[0..n), per Unicode's table 3-7 (no overlongs, no
- * surrogates, nothing past U+10FFFF): its length, with *cp; 0 if there is none. */
-static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	unsigned b = s[0];
-	if (b < 0x80) {
-		*cp = b;
-		return 1;
-	}
-	int len;
-	unsigned lo = 0x80, hi = 0xBF;
-	uint32_t c;
-	if (b >= 0xC2 && b <= 0xDF)
-		len = 2, c = b & 0x1F;
-	else if (b >= 0xE0 && b <= 0xEF)
-		len = 3, c = b & 0x0F, lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
-	else if (b >= 0xF0 && b <= 0xF4)
-		len = 4, c = b & 0x07, lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
-	else
-		return 0;
-	if (n < (size_t)len || s[1] < lo || s[1] > hi)
-		return 0;
-	c = c << 6 | (s[1] & 0x3F);
-	for (int i = 2; i < len; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		c = c << 6 | (s[i] & 0x3F);
-	}
-	*cp = c;
-	return len;
-}
-
 /* The code point at s[i] (i < n): its length in bytes, and its class in *cls. A byte that
  * starts no well-formed sequence is a code point of one byte, class OTHER. */
 static size_t char_at(const unsigned char *s, size_t n, size_t i, int *cls)
 {
 	uint32_t cp;
-	int len = utf8_decode(s + i, n - i, &cp);
+	int len = rt_utf8_decode(s + i, n - i, &cp);
 	if (!len) {
 		*cls = C_OTHER;
 		return 1;
@@ -586,7 +543,7 @@ static int bad_at(Loader *L, const unsigned char *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	fail(L->err, L->errlen, "%s:%d:%d: %s", L->path, line, col, msg);
+	rt_errf(L->err, L->errlen, "%s:%d:%d: %s", L->path, line, col, msg);
 	return -1;
 }
 
@@ -652,83 +609,29 @@ static void json_ws(Json *j)
 		j->p++;
 }
 
-static int hex4(Json *j, uint32_t *v)
-{
-	*v = 0;
-	for (int i = 0; i < 4; i++, j->p++) {
-		int c = j->p < j->end ? *j->p : -1, d;
-		if (c >= '0' && c <= '9')
-			d = c - '0';
-		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-			d = (c | 0x20) - 'a' + 10;
-		else
-			return bad_at(j->L, j->p, "\\u needs four hex digits");
-		*v = *v << 4 | (uint32_t)d;
-	}
-	return 0;
-}
-
 /* A JSON string at j->p (its opening quote): its code points, each of which must spell a
  * byte, are appended to j->key as those bytes. */
 static int json_key(Json *j)
 {
-	const unsigned char *open = j->p++;
+	const unsigned char *s = j->L->text;
+	size_t n = (size_t)(j->end - s), open = (size_t)(j->p - s), pos = open + 1;
 	for (;;) {
-		if (j->p >= j->end)
-			return bad_at(j->L, open, "a string that is never closed");
-		const unsigned char *at = j->p;
-		unsigned c = *j->p;
+		size_t at = pos;
 		uint32_t cp;
-		if (c == '"') {
-			j->p++;
+		RtJsonError e;
+		int k = rt_json_char(s, n, open, &pos, &cp, &e);
+		if (k < 0)
+			return bad_at(j->L, s + e.at, "%s", e.msg);
+		if (!k) {
+			j->p = s + pos;
 			return 0;
-		}
-		if (c < 0x20)
-			return bad_at(j->L, at, "a control character (0x%02x) in a string: JSON wants it escaped", c);
-		if (c == '\\') {
-			j->p++;
-			int e = j->p < j->end ? *j->p++ : -1;
-			switch (e) {
-			case '"': cp = '"'; break;
-			case '\\': cp = '\\'; break;
-			case '/': cp = '/'; break;
-			case 'b': cp = '\b'; break;
-			case 'f': cp = '\f'; break;
-			case 'n': cp = '\n'; break;
-			case 'r': cp = '\r'; break;
-			case 't': cp = '\t'; break;
-			case 'u':
-				if (hex4(j, &cp))
-					return -1;
-				if (cp >= 0xD800 && cp <= 0xDBFF) {
-					uint32_t lo;
-					if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
-						return bad_at(j->L, at, "a high surrogate \\u%04X without a low one after it", cp);
-					j->p += 2;
-					if (hex4(j, &lo))
-						return -1;
-					if (lo < 0xDC00 || lo > 0xDFFF)
-						return bad_at(j->L, at, "a high surrogate \\u%04X without a low one after it", cp);
-					cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-				} else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-					return bad_at(j->L, at, "a lone low surrogate \\u%04X", cp);
-				}
-				break;
-			default:
-				return bad_at(j->L, at, "an unknown escape in a string");
-			}
-		} else {
-			int len = utf8_decode(j->p, (size_t)(j->end - j->p), &cp);
-			if (!len)
-				return bad_at(j->L, at, "bytes that are not UTF-8 in a string");
-			j->p += len;
 		}
 		int b = alphabet_byte(&j->L->abc, cp);
 		if (b < 0)
-			return bad_at(j->L, at, "U+%04X is not in GPT-2's byte alphabet (tokens spell bytes as code points "
+			return bad_at(j->L, s + at, "U+%04X is not in GPT-2's byte alphabet (tokens spell bytes as code points "
 				      "U+0021..U+0143)", (unsigned)cp);
 		if (grow(&j->key, &j->key_cap, j->key_len + 1, 1))
-			return bad_at(j->L, at, "out of memory");
+			return bad_at(j->L, s + at, "out of memory");
 		j->key[j->key_len++] = (unsigned char)b;
 	}
 }
@@ -829,7 +732,7 @@ static int load_encoder(Loader *L, size_t len)
 		goto out;
 	}
 	if (n > MAX_VOCAB) {
-		fail(L->err, L->errlen, "%s: %zu tokens, more than the %d a vocabulary may have here", L->path, n, MAX_VOCAB);
+		rt_errf(L->err, L->errlen, "%s: %zu tokens, more than the %d a vocabulary may have here", L->path, n, MAX_VOCAB);
 		goto out;
 	}
 	/* The ids must be 0..n-1, once each: decoding indexes by them, and a hole or a
@@ -883,7 +786,7 @@ static int load_encoder(Loader *L, size_t len)
 	r = 0;
 	goto out;
 oom:
-	fail(L->err, L->errlen, "%s: out of memory", L->path);
+	rt_errf(L->err, L->errlen, "%s: out of memory", L->path);
 out:
 	free(j.key);
 	free(koff);
@@ -901,7 +804,7 @@ static int merge_field(Loader *L, const unsigned char *s, size_t n, unsigned cha
 	size_t o = 0;
 	for (size_t i = 0; i < n;) {
 		uint32_t cp;
-		int len = utf8_decode(s + i, n - i, &cp);
+		int len = rt_utf8_decode(s + i, n - i, &cp);
 		if (!len)
 			return bad_at(L, s + i, "bytes that are not UTF-8");
 		int b = alphabet_byte(&L->abc, cp);
@@ -1043,7 +946,7 @@ static int load_merges(Loader *L, size_t len)
 	r = 0;
 	goto out;
 oom:
-	fail(L->err, L->errlen, "%s: out of memory", L->path);
+	rt_errf(L->err, L->errlen, "%s: out of memory", L->path);
 out:
 	free(buf);
 	free(prod);
@@ -1070,20 +973,20 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
 	enum { LIMIT = 1 << 30 };   /* GPT-2's are 1 MB and 0.5 MB */
 	FILE *f = fopen(path, "rb");
 	if (!f) {
-		fail(err, errlen, "%s: cannot open: %s (examples/fetch_gpt2_tokenizer.sh DIR fetches GPT-2's encoder.json "
-		     "and vocab.bpe)", path, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot open: %s (examples/fetch_gpt2_tokenizer.sh DIR fetches GPT-2's encoder.json "
+		        "and vocab.bpe)", path, strerror(errno));
 		return NULL;
 	}
 	char *buf = NULL;
 	size_t n = 0, cap = 0;
 	for (;;) {
 		if (grow(&buf, &cap, n + (1 << 16), 1)) {
-			fail(err, errlen, "%s: out of memory", path);
+			rt_errf(err, errlen, "%s: out of memory", path);
 			break;
 		}
 		n += fread(buf + n, 1, cap - n, f);
 		if (ferror(f)) {
-			fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+			rt_errf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 			break;
 		}
 		if (feof(f)) {
@@ -1092,7 +995,7 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
 			return buf;
 		}
 		if (n > LIMIT) {
-			fail(err, errlen, "%s: larger than 1 GiB: not a tokenizer file", path);
+			rt_errf(err, errlen, "%s: larger than 1 GiB: not a tokenizer file", path);
 			break;
 		}
 	}
@@ -1108,7 +1011,7 @@ RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
 	char *epath = join(dir, "encoder.json"), *vpath = join(dir, "vocab.bpe"), *etext = NULL, *vtext = NULL;
 	RtTokenizer *t = calloc(1, sizeof *t);
 	if (!epath || !vpath || !t) {
-		fail(err, errlen, "%s: out of memory", dir);
+		rt_errf(err, errlen, "%s: out of memory", dir);
 		goto bad;
 	}
 	t->kind = TOK_GPT2;
@@ -1123,8 +1026,8 @@ RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
 	for (int b = 0; b < 256; b++) {
 		unsigned char c = (unsigned char)b;
 		if ((t->byte_id[b] = map_find(&L, &c, 1, -1)) < 0) {
-			fail(err, errlen, "%s: no token for the byte 0x%02x (spelled U+%04X): every byte needs one", epath, b,
-			     L.abc.cp_of_byte[b]);
+			rt_errf(err, errlen, "%s: no token for the byte 0x%02x (spelled U+%04X): every byte needs one", epath, b,
+			        L.abc.cp_of_byte[b]);
 			goto bad;
 		}
 	}
