@@ -90,5 +90,13 @@ expect 0 'trained 2 steps'                     -- train models/gpt2.mgl --preset
 expect 0 '^The'                                -- sample "$tmp/gck" --prompt The --tokens 5
 check "GPT-2 samples decode to more than the prompt" test "$("$mgl" sample "$tmp/gck" --prompt The --tokens 5 | wc -c)" -gt 6
 
+# the GPU kernels build with NVRTC, GPU or not (CI has the toolkit and no driver)
+if "$mgl" kernels 2>&1 | grep -q "built without CUDA"; then
+	expect 1 'built without CUDA'              -- kernels
+else
+	expect 0 'kernels/ops.cu: compiled for sm_90 by NVRTC' -- kernels --arch sm_90
+	expect 2 '--arch takes sm_XY'              -- kernels --arch hopper
+fi
+
 echo "cli_train: $pass passed, $fail failed"
 [ "$fail" = 0 ]
