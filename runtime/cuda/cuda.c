@@ -4,7 +4,8 @@
  * activations as the plan says (bf16, with a few f32 values: losses, log-sum-exps), ids
  * int32, parameters fp32 masters with a bf16 copy for the GEMMs (adamw rewrites both),
  * gradients and AdamW moments fp32. GEMMs go through cuBLASLt (bf16 in, fp32 compute);
- * everything else is a kernel of kernels/ops.cu, compiled by NVRTC for the device's
+ * a bias the plan marks as a GEMM epilogue is added by cuBLASLt; everything else is a
+ * kernel of kernels/ops.cu, compiled by NVRTC for the device's
  * architecture the first time and cached on disk by a hash of source, options and
  * versions, then loaded through the runtime API (cudaLibraryLoadData: no libcuda link, so
  * the one mgl binary starts on a machine without a driver and uses the cpu backend).
@@ -336,7 +337,7 @@ static int64_t shard_start(const RtRank *r, const MglValue *x)
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb. */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate)
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *bias)
 {
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
@@ -346,6 +347,12 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+	if (bias) {   /* the epilogue adds bias[m] to each column of C^T: to each row of the row-major C;
+		       * the bias is of C's type (bf16: the parameter's copy) */
+		cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+	}
 	CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
 	CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
 	CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
@@ -394,13 +401,28 @@ static const void *operand(const RtRank *r, int v)
 	return val(r, v)->role == MGL_V_PARAM ? P16(r, v) : P(r, v);
 }
 
+/* The bias_add fused into matmul step i as its epilogue (fuse.c marks it), or NULL. */
+static const MglStep *epilogue_bias(const RtRank *r, int i)
+{
+	const MglPlan *p = r->job->plan;
+	const MglStep *s = &p->steps[i];
+	if (!(s->epilogue & MGL_EPI_BIAS) || i + 1 >= p->nsteps || p->steps[i + 1].op != MGL_OP_BIAS_ADD ||
+	    p->steps[i + 1].in[0] != s->out[0] || p->steps[i + 1].fuse != s->fuse || getenv("MGL_NO_EPILOGUE") ||
+	    p->values[p->steps[i + 1].out[0]].dtype != MGL_BF16)
+		return NULL;
+	return &p->steps[i + 1];
+}
+
 static int op_matmul(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rows(x), N = w->shape[0], K = w->shape[1];
+	/* with a bias epilogue the GEMM writes the bias_add's output, and that step is skipped */
+	const MglStep *b = epilogue_bias(c->r, c->index);
+	int out = b ? b->out[0] : OUT(0);
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
-		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false);
+		       P(c->r, out), dt(c->r, out), false, b && dt(c->r, out) == MGL_BF16 ? P16(c->r, b->in[1]) : NULL);
 }
 
 static int op_matmul_dx(Ctx *c)
@@ -409,7 +431,7 @@ static int op_matmul_dx(Ctx *c)
 	int64_t M = rows(dy), N = w->shape[0], K = w->shape[1];
 	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M) */
 	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N,
-		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false);
+		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false, NULL);
 }
 
 static int op_matmul_dw(Ctx *c)
@@ -418,7 +440,7 @@ static int op_matmul_dw(Ctx *c)
 	int64_t M = rows(dy), N = last(dy), K = last(x);
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
 	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
-		       dt(c->r, OUT(0)), ACC(0));
+		       dt(c->r, OUT(0)), ACC(0), NULL);
 }
 
 static int op_embedding(Ctx *c)
@@ -988,6 +1010,8 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		const MglStep *s = &p->steps[i];
 		if (!(phases & (1u << s->phase)))
 			continue;
+		if (s->op == MGL_OP_BIAS_ADD && i > 0 && epilogue_bias(r, i - 1) == s)
+			continue;   /* done by the GEMM before it */
 		d->step = s;
 		Ctx c = {r, s, i, last_micro};
 		if (ops[s->op](&c))
