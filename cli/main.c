@@ -30,6 +30,18 @@ int usage_error(const char *cmd, const char *fmt, const char *arg)
 
 /* ---------------------------------------------------------------- the command table */
 
+/* Option help shared by the commands that load a model, and by those that compile it. */
+#define MODEL_OPTIONS \
+	"  --preset P        use the settings of preset P from the model file\n" \
+	"  --set K=V,...     override config values (after the preset); may be repeated\n"
+#define TARGET_OPTIONS \
+	"  --tp N            tensor-parallel ranks (default 1)\n" \
+	"  --dp N            data-parallel ranks (default 1)\n" \
+	"  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n" \
+	"  --batch B         micro-batch size to compile for (default 8)\n" \
+	"  --seq T           sequence length (default: the model's config seq)\n" \
+	"  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+
 static const Command commands[] = {
 	{"check", cmd_check, NULL, "check a model file and print its summary",
 	 "usage: mgl check FILE [--preset P] [--set K=V,...] [--dump=ast|graph]\n"
@@ -39,8 +51,7 @@ static const Command commands[] = {
 	 "their shapes and the split each is marked with (one row per kind of parameter; the\n"
 	 "layer index is shown as '*'). On an error prints file:line:col, the line and a caret.\n"
 	 "\n"
-	 "  --preset P        use the settings of preset P from the model file\n"
-	 "  --set K=V,...     override config values (after the preset); may be repeated\n"
+	 MODEL_OPTIONS
 	 "  --dump=ast        print the parsed file instead of the summary\n"
 	 "  --dump=graph      print the elaborated graph, one operation a line\n"
 	 "\n"
@@ -55,14 +66,7 @@ static const Command commands[] = {
 	 "and optimizer steps with the collectives between them (docs/plan.md). Without -o the\n"
 	 "plan goes to standard output; with -o it is written to a temporary file and renamed.\n"
 	 "\n"
-	 "  --preset P        use the settings of preset P from the model file\n"
-	 "  --set K=V,...     override config values (after the preset); may be repeated\n"
-	 "  --tp N            tensor-parallel ranks (default 1)\n"
-	 "  --dp N            data-parallel ranks (default 1)\n"
-	 "  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n"
-	 "  --batch B         micro-batch size to compile for (default 8)\n"
-	 "  --seq T           sequence length (default: the model's config seq)\n"
-	 "  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  -o PLAN           where to write the plan\n"
 	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
 	 "                    partition, optimizer, fuse or schedule (the finished plan)\n",
@@ -76,14 +80,7 @@ static const Command commands[] = {
 	 "model by kind and phase, bytes sent per micro-batch, and memory: weights, gradients,\n"
 	 "optimizer state, activations, peak, and what one layer keeps for the backward pass.\n"
 	 "\n"
-	 "  --preset P        use the settings of preset P from the model file\n"
-	 "  --set K=V,...     override config values (after the preset); may be repeated\n"
-	 "  --tp N            tensor-parallel ranks (default 1)\n"
-	 "  --dp N            data-parallel ranks (default 1)\n"
-	 "  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n"
-	 "  --batch B         micro-batch size to compile for (default 8)\n"
-	 "  --seq T           sequence length (default: the model's config seq)\n"
-	 "  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  --json            one JSON object instead of the table\n",
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --json"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
@@ -94,14 +91,7 @@ static const Command commands[] = {
 	 "their own, layouts and shapes on the edges, one cluster per Transformer layer. Render it\n"
 	 "with `dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan.\n"
 	 "\n"
-	 "  --preset P        use the settings of preset P from the model file\n"
-	 "  --set K=V,...     override config values (after the preset); may be repeated\n"
-	 "  --tp N            tensor-parallel ranks (default 1)\n"
-	 "  --dp N            data-parallel ranks (default 1)\n"
-	 "  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n"
-	 "  --batch B         micro-batch size to compile for (default 8)\n"
-	 "  --seq T           sequence length (default: the model's config seq)\n"
-	 "  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  --backward        draw the backward pass too (default: forward only)\n"
 	 "  --layers N        draw only the first N layers (and what is outside them)\n"
 	 "  -o OUT.dot        where to write (default: standard output)\n",

@@ -13,13 +13,6 @@
 
 #include <string.h>
 
-static int64_t numel(const MglValue *v)
-{
-	int64_t n = 1;
-	for (int i = 0; i < v->rank; i++)
-		n *= v->shape[i];
-	return n;
-}
 
 static int coll_kind(MglOp op)
 {
@@ -32,15 +25,15 @@ static double step_flops(const MglPlan *p, const MglStep *s)
 	switch (s->op) {
 	case MGL_OP_MATMUL: {
 		const MglValue *x = &v[s->in[0]];
-		return 2.0 * (double)numel(&v[s->out[0]]) * (double)x->shape[x->rank - 1];
+		return 2.0 * (double)mgl_numel(&v[s->out[0]]) * (double)x->shape[x->rank - 1];
 	}
 	case MGL_OP_MATMUL_DX: {
 		const MglValue *dy = &v[s->in[0]];
-		return 2.0 * (double)numel(&v[s->out[0]]) * (double)dy->shape[dy->rank - 1];
+		return 2.0 * (double)mgl_numel(&v[s->out[0]]) * (double)dy->shape[dy->rank - 1];
 	}
 	case MGL_OP_MATMUL_DW: {
 		const MglValue *dy = &v[s->in[0]];
-		return 2.0 * (double)numel(&v[s->out[0]]) * (double)(numel(dy) / dy->shape[dy->rank - 1]);
+		return 2.0 * (double)mgl_numel(&v[s->out[0]]) * (double)(mgl_numel(dy) / dy->shape[dy->rank - 1]);
 	}
 	case MGL_OP_ATTENTION:
 	case MGL_OP_ATTENTION_BWD: {
@@ -64,7 +57,7 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 		for (int k = 0; k < p->params[i].rank; k++)
 			n *= p->params[i].shape[k];
 		e->params_total += n;
-		e->params_per_rank += numel(&p->values[p->params[i].value]);
+		e->params_per_rank += mgl_numel(&p->values[p->params[i].value]);
 	}
 	int *last_phase = mgl_alloc(a, (size_t)p->nvalues * sizeof *last_phase);
 	int *made_by = mgl_alloc(a, (size_t)p->nvalues * sizeof *made_by);
@@ -87,7 +80,7 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 			continue;
 		int64_t bytes = 0;
 		for (int k = 0; k < s->nout; k++)
-			bytes += numel(&p->values[s->out[k]]) * mgl_dtype_size[p->values[s->out[k]].dtype];
+			bytes += mgl_numel(&p->values[s->out[k]]) * mgl_dtype_size[p->values[s->out[k]].dtype];
 		int t = s->group == MGL_GROUP_TP ? p->tp : p->dp;
 		if (kind == MGL_RS)
 			bytes *= t;   /* the tensor reduced is tp times this rank's shard */
@@ -108,7 +101,7 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 			continue;
 		const MglStep *s = &p->steps[made_by[v]];
 		if (s->phase == MGL_FWD && s->layer >= 0 && s->layer < L)
-			e->act_per_layer[s->layer] += numel(x) * mgl_dtype_size[x->dtype];
+			e->act_per_layer[s->layer] += mgl_numel(x) * mgl_dtype_size[x->dtype];
 	}
 	int64_t n = e->params_per_rank;
 	e->mem_weights = n * 4 + (p->act_dtype == MGL_BF16 ? n * 2 : 0);   /* fp32 master (+ bf16 copy) */

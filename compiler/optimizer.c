@@ -20,13 +20,6 @@
 
 enum { BUCKET_BYTES = 25 << 20 };
 
-static int64_t value_bytes(const MglValue *v)
-{
-	int64_t n = mgl_dtype_size[v->dtype];
-	for (int i = 0; i < v->rank; i++)
-		n *= v->shape[i];
-	return n;
-}
 
 static void collective(MglCtx *c, MglPlan *p, MglOp op, MglGroup group, const int *vals, int n, MglPhase ph)
 {
@@ -65,7 +58,7 @@ void mgl_optimizer(MglCtx *c, MglPlan *p)
 	int nb = 0;
 	int64_t bytes = 0;
 	for (int i = 0; i < np; i++) {
-		bytes += value_bytes(&p->values[p->params[fin[i].param].grad]);
+		bytes += mgl_value_bytes(&p->values[p->params[fin[i].param].grad]);
 		if (bytes >= BUCKET_BYTES || i == np - 1) {
 			bucket_end[nb++] = i + 1;
 			bytes = 0;

@@ -113,13 +113,6 @@ static bool same(MglLayout a, MglLayout b) { return a.kind == b.kind && (a.kind 
 
 #define INF ((int64_t)1 << 62)
 
-static int64_t full_bytes(const MglValue *v)
-{
-	int64_t n = mgl_dtype_size[v->dtype];
-	for (int i = 0; i < v->rank; i++)
-		n *= v->shape[i];
-	return n;
-}
 
 /* What converting value v to layout `need` costs (INF: not possible). */
 static int64_t cost(const Part *P, int v, MglLayout need)
@@ -132,7 +125,7 @@ static int64_t cost(const Part *P, int v, MglLayout need)
 		return INF;
 	if (need.kind == MGL_L_S && need.dim > x->rank)
 		return INF;
-	int64_t n = full_bytes(x);
+	int64_t n = mgl_value_bytes(x);
 	switch (have.kind) {
 	case MGL_L_R: return need.kind == MGL_L_S ? 1 : INF;
 	case MGL_L_S: return need.kind == MGL_L_R ? 1000 + n : INF;
@@ -257,7 +250,7 @@ static int convert(Part *P, const MglStep *consumer, int v, MglLayout need)
 		/* a feature split undone: not Megatron's pattern, so say what it costs */
 		mgl_report(P->c, "warning", consumer->tok, "%s needs all of '%s', which is split by features: "
 			   "an all-gather of %lld bytes per step", mgl_ops[consumer->op].name, p->values[v].name,
-			   (long long)full_bytes(&p->values[v]));
+			   (long long)mgl_value_bytes(&p->values[v]));
 		mgl_hint(P->c, "a @column output is meant for an attention or a @row linear; gelu and dropout keep the split");
 	}
 	P->laid[out] = true;

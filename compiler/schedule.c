@@ -16,13 +16,7 @@
 
 enum { ALIGN = 256 };
 
-static int64_t aligned_bytes(const MglValue *v)
-{
-	int64_t n = mgl_dtype_size[v->dtype];
-	for (int i = 0; i < v->rank; i++)
-		n *= v->shape[i];
-	return (n + ALIGN - 1) / ALIGN * ALIGN;
-}
+static int64_t aligned_bytes(const MglValue *v) { return (mgl_value_bytes(v) + ALIGN - 1) / ALIGN * ALIGN; }
 
 typedef struct { int64_t off, end; int v; } Block;
 

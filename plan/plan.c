@@ -138,6 +138,16 @@ void mgl_map_put(MglArena *a, MglMap *m, const char *k, int len, int v)
 }
 
 
+int64_t mgl_numel(const MglValue *v)
+{
+	int64_t n = 1;
+	for (int i = 0; i < v->rank; i++)
+		n *= v->shape[i];
+	return n;
+}
+
+int64_t mgl_value_bytes(const MglValue *v) { return mgl_numel(v) * mgl_dtype_size[v->dtype]; }
+
 /* ---------------------------------------------------------------- writing */
 
 static void write_dims(FILE *f, int rank, const int64_t *d)

@@ -189,6 +189,10 @@ typedef struct {
 	int nlayers;
 } MglPlan;
 
+/* Elements of a value (this rank's shape), and its bytes at its dtype. */
+int64_t mgl_numel(const MglValue *v);
+int64_t mgl_value_bytes(const MglValue *v);
+
 /* A whole file (at most 1 GiB), NUL-terminated, malloc'd; NULL with a message in err. */
 char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen);
 

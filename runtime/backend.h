@@ -76,6 +76,22 @@ struct RtJob {
 extern const RtBackend rt_cpu_backend;
 extern const RtBackend rt_cpu64_backend;   /* double precision, for tests */
 
+/* A value's geometry, as every backend needs it: its last dimension, the rows before it,
+ * the tensor seen as [outer, n, inner] around dimension `dim` counted from the end, and
+ * where this rank's part of a split value starts in the whole, along the split dimension. */
+static inline int64_t rt_last(const MglValue *x) { return x->rank ? x->shape[x->rank - 1] : 1; }
+static inline int64_t rt_rows(const MglValue *x) { return mgl_numel(x) / (rt_last(x) ? rt_last(x) : 1); }
+static inline void rt_around(const MglValue *x, int dim, int64_t *outer, int64_t *n, int64_t *inner)
+{
+	int d = x->rank - dim;
+	*outer = *inner = 1;
+	*n = x->shape[d];
+	for (int i = 0; i < d; i++)
+		*outer *= x->shape[i];
+	for (int i = d + 1; i < x->rank; i++)
+		*inner *= x->shape[i];
+}
+
 /* Counter-based dropout mask: the same bits for the same (key, seed, index) anywhere. */
 static inline uint64_t rt_mix64(uint64_t x)
 {
@@ -93,6 +109,13 @@ static inline bool rt_dropout_keep(uint64_t key, uint32_t seed, int64_t i, doubl
 {
 	uint64_t h = rt_mix64(rt_mix64(key ^ ((uint64_t)seed << 40)) ^ (uint64_t)i);
 	return (double)(h >> 40) * (1.0 / 16777216.0) >= p;
+}
+
+static inline int64_t rt_shard_start(const RtRank *r, const MglValue *x)
+{
+	if (x->layout.kind != MGL_L_S || r->job->tp == 1)
+		return 0;
+	return (int64_t)r->tp_rank * x->shape[x->rank - x->layout.dim];
 }
 
 /* ---------------------------------------------------------------- exec.c */

@@ -52,36 +52,9 @@ static void *ptr(const RtRank *r, int v)
 static real *F(const RtRank *r, int v) { return ptr(r, v); }
 static int32_t *IDS(const RtRank *r, int v) { return ptr(r, v); }
 
-static int64_t numel(const MglValue *x)
-{
-	int64_t n = 1;
-	for (int i = 0; i < x->rank; i++)
-		n *= x->shape[i];
-	return n;
-}
 
-static int64_t last(const MglValue *x) { return x->rank ? x->shape[x->rank - 1] : 1; }
-static int64_t rows(const MglValue *x) { return numel(x) / (last(x) ? last(x) : 1); }
 
-/* The tensor as [outer, n, inner] around dimension `dim` counted from the end. */
-static void around(const MglValue *x, int dim, int64_t *outer, int64_t *n, int64_t *inner)
-{
-	int d = x->rank - dim;
-	*outer = *inner = 1;
-	*n = x->shape[d];
-	for (int i = 0; i < d; i++)
-		*outer *= x->shape[i];
-	for (int i = d + 1; i < x->rank; i++)
-		*inner *= x->shape[i];
-}
 
-/* Where this rank's part of a split value starts in the whole, along the split dim. */
-static int64_t shard_start(const RtRank *r, const MglValue *x)
-{
-	if (x->layout.kind != MGL_L_S || r->job->tp == 1)
-		return 0;
-	return (int64_t)r->tp_rank * x->shape[x->rank - x->layout.dim];
-}
 
 /* ---------------------------------------------------------------- GEMM */
 
@@ -197,7 +170,7 @@ typedef struct {
 static void op_embedding(Ctx *c)
 {
 	const MglValue *tab = val(c->r, IN(0)), *ids = val(c->r, IN(1));
-	int64_t D = tab->shape[1], V = tab->shape[0], start = shard_start(c->r, tab), n = numel(ids);
+	int64_t D = tab->shape[1], V = tab->shape[0], start = rt_shard_start(c->r, tab), n = mgl_numel(ids);
 	const real *T = F(c->r, IN(0));
 	const int32_t *id = IDS(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
@@ -214,12 +187,12 @@ static void op_embedding(Ctx *c)
 static void op_embedding_bwd(Ctx *c)
 {
 	const MglValue *dt = val(c->r, OUT(0)), *ids = val(c->r, IN(1));
-	int64_t D = dt->shape[1], V = dt->shape[0], start = shard_start(c->r, dt), n = numel(ids);
+	int64_t D = dt->shape[1], V = dt->shape[0], start = rt_shard_start(c->r, dt), n = mgl_numel(ids);
 	const real *dy = F(c->r, IN(0));
 	const int32_t *id = IDS(c->r, IN(1));
 	real *g = F(c->r, OUT(0));
 	if (!ACC(0))
-		memset(g, 0, (size_t)numel(dt) * sizeof *g);
+		memset(g, 0, (size_t)mgl_numel(dt) * sizeof *g);
 	/* a sequence-split dy ([seq/tp, D]) matches ids sliced the same way */
 	for (int64_t i = 0; i < n; i++) {
 		int64_t row = (int64_t)id[i] - start;
@@ -244,7 +217,7 @@ static void op_matmul(Ctx *c)
 	int64_t N = w->shape[0], K = w->shape[1];
 	real *wt = malloc((size_t)(N * K) * sizeof *wt);
 	transpose(F(c->r, IN(1)), N, K, wt);
-	gemm(rows(x), N, K, F(c->r, IN(0)), wt, F(c->r, OUT(0)), false);
+	gemm(rt_rows(x), N, K, F(c->r, IN(0)), wt, F(c->r, OUT(0)), false);
 	free(wt);
 }
 
@@ -252,14 +225,14 @@ static void op_matmul(Ctx *c)
 static void op_matmul_dx(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
-	gemm(rows(dy), w->shape[1], w->shape[0], F(c->r, IN(0)), F(c->r, IN(1)), F(c->r, OUT(0)), false);
+	gemm(rt_rows(dy), w->shape[1], w->shape[0], F(c->r, IN(0)), F(c->r, IN(1)), F(c->r, OUT(0)), false);
 }
 
 /* dW[N, K] += dy[M, N]^T . x[M, K] */
 static void op_matmul_dw(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
-	int64_t M = rows(dy), N = last(dy), K = last(x);
+	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
 	real *dyt = malloc((size_t)(M * N) * sizeof *dyt);
 	transpose(F(c->r, IN(0)), M, N, dyt);
 	gemm(N, K, M, dyt, F(c->r, IN(1)), F(c->r, OUT(0)), ACC(0));
@@ -270,7 +243,7 @@ static void op_matmul_dw(Ctx *c)
 static void op_bias_add(Ctx *c)
 {
 	const MglValue *y = val(c->r, IN(0));
-	int64_t M = rows(y), N = last(y);
+	int64_t M = rt_rows(y), N = rt_last(y);
 	const real *a = F(c->r, IN(0)), *b = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
 	for (int64_t i = 0; i < M; i++)
@@ -282,7 +255,7 @@ static void op_bias_add(Ctx *c)
 static void op_bias_grad(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0));
-	int64_t M = rows(dy), N = last(dy);
+	int64_t M = rt_rows(dy), N = rt_last(dy);
 	const real *g = F(c->r, IN(0));
 	real *o = F(c->r, OUT(0));
 	for (int64_t j = 0; j < N; j++) {
@@ -311,7 +284,7 @@ static void moments(const real *x, int64_t D, double eps, real *mean, real *rstd
 static void op_layernorm(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0));
-	int64_t M = rows(x), D = last(x);
+	int64_t M = rt_rows(x), D = rt_last(x);
 	const real *X = F(c->r, IN(0)), *w = F(c->r, IN(1)), *b = F(c->r, IN(2));
 	real *Y = F(c->r, OUT(0));
 	for (int64_t i = 0; i < M; i++) {
@@ -326,7 +299,7 @@ static void op_layernorm(Ctx *c)
 static void op_layernorm_bwd(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(1));
-	int64_t M = rows(x), D = last(x);
+	int64_t M = rt_rows(x), D = rt_last(x);
 	const real *dY = F(c->r, IN(0)), *X = F(c->r, IN(1)), *w = F(c->r, IN(2));
 	real *dX = F(c->r, OUT(0)), *dw = F(c->r, OUT(1)), *db = F(c->r, OUT(2));
 	if (!ACC(1))
@@ -359,7 +332,7 @@ static const real GELU_C = 0.7978845608028654f;
 
 static void op_gelu(Ctx *c)
 {
-	int64_t n = numel(val(c->r, IN(0)));
+	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *x = F(c->r, IN(0));
 	real *y = F(c->r, OUT(0));
 	for (int64_t i = 0; i < n; i++)
@@ -368,7 +341,7 @@ static void op_gelu(Ctx *c)
 
 static void op_gelu_bwd(Ctx *c)
 {
-	int64_t n = numel(val(c->r, IN(0)));
+	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *g = F(c->r, IN(0)), *x = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
 	for (int64_t i = 0; i < n; i++) {
@@ -380,7 +353,7 @@ static void op_gelu_bwd(Ctx *c)
 
 static void op_tanh(Ctx *c)
 {
-	int64_t n = numel(val(c->r, IN(0)));
+	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *x = F(c->r, IN(0));
 	real *y = F(c->r, OUT(0));
 	for (int64_t i = 0; i < n; i++)
@@ -389,7 +362,7 @@ static void op_tanh(Ctx *c)
 
 static void op_tanh_bwd(Ctx *c)
 {
-	int64_t n = numel(val(c->r, IN(0)));
+	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *g = F(c->r, IN(0)), *y = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
 	for (int64_t i = 0; i < n; i++)
@@ -405,16 +378,16 @@ static void op_dropout(Ctx *c)
 	real *Y = F(c->r, OUT(0));
 	double p = c->run->train ? c->s->p : 0;
 	if (p == 0) {
-		memmove(Y, X, (size_t)numel(x) * sizeof *Y);
+		memmove(Y, X, (size_t)mgl_numel(x) * sizeof *Y);
 		return;
 	}
 	real scale = (real)(1.0 / (1.0 - p));
 	uint64_t key = rt_dropout_key(c->run->key, c->r->dp_rank);
-	int64_t outer = 1, n = numel(x), inner = 1, whole = n, start = 0;
+	int64_t outer = 1, n = mgl_numel(x), inner = 1, whole = n, start = 0;
 	if (x->layout.kind == MGL_L_S && c->r->job->tp > 1) {
-		around(x, x->layout.dim, &outer, &n, &inner);
+		rt_around(x, x->layout.dim, &outer, &n, &inner);
 		whole = n * c->r->job->tp;
-		start = shard_start(c->r, x);
+		start = rt_shard_start(c->r, x);
 	}
 	for (int64_t o = 0; o < outer; o++)
 		for (int64_t k = 0; k < n; k++)
@@ -430,7 +403,7 @@ static void op_add(Ctx *c)
 	const MglValue *a = val(c->r, IN(0)), *b = val(c->r, IN(1)), *o = val(c->r, OUT(0));
 	const real *A = F(c->r, IN(0)), *B = F(c->r, IN(1));
 	real *O = F(c->r, OUT(0));
-	int64_t n = numel(o), na = numel(a), nb = numel(b);
+	int64_t n = mgl_numel(o), na = mgl_numel(a), nb = mgl_numel(b);
 	if (val(c->r, IN(0))->dtype == MGL_I32) {
 		const int32_t *ia = IDS(c->r, IN(0)), *ib = IDS(c->r, IN(1));
 		int32_t *io = IDS(c->r, OUT(0));
@@ -472,7 +445,7 @@ static void op_add(Ctx *c)
 
 static void op_accumulate(Ctx *c)
 {
-	int64_t n = numel(val(c->r, OUT(0)));
+	int64_t n = mgl_numel(val(c->r, OUT(0)));
 	const real *a = F(c->r, IN(0)), *b = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
 	for (int64_t i = 0; i < n; i++)
@@ -485,7 +458,7 @@ static void op_sum_to(Ctx *c)
 	const MglValue *g = val(c->r, IN(0)), *o = val(c->r, OUT(0));
 	const real *G = F(c->r, IN(0));
 	real *O = F(c->r, OUT(0));
-	int64_t n = numel(g), no = numel(o);
+	int64_t n = mgl_numel(g), no = mgl_numel(o);
 	real *t = calloc((size_t)no, sizeof *t);
 	for (int64_t i = 0; i < n; i++) {
 		int64_t rem = i, io = 0, so = 1;
@@ -563,7 +536,7 @@ static void op_attention_bwd(Ctx *c)
 		    *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
 	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;
 	real *dQ = F(c->r, OUT(0)), *dK = F(c->r, OUT(1)), *dV = F(c->r, OUT(2));
-	int64_t n = numel(q);
+	int64_t n = mgl_numel(q);
 	memset(dQ, 0, (size_t)n * sizeof *dQ);
 	memset(dK, 0, (size_t)n * sizeof *dK);
 	memset(dV, 0, (size_t)n * sizeof *dV);
@@ -603,7 +576,7 @@ static void op_attention_bwd(Ctx *c)
 static void op_select(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0));
-	int64_t B = x->shape[0], S = x->shape[1], inner = numel(x) / (B * S);
+	int64_t B = x->shape[0], S = x->shape[1], inner = mgl_numel(x) / (B * S);
 	for (int64_t b = 0; b < B; b++)
 		memcpy(F(c->r, OUT(0)) + b * inner, F(c->r, IN(0)) + (b * S + c->s->index) * inner,
 		       (size_t)inner * sizeof(real));
@@ -612,9 +585,9 @@ static void op_select(Ctx *c)
 static void op_select_bwd(Ctx *c)
 {
 	const MglValue *x = val(c->r, OUT(0));
-	int64_t B = x->shape[0], S = x->shape[1], inner = numel(x) / (B * S);
+	int64_t B = x->shape[0], S = x->shape[1], inner = mgl_numel(x) / (B * S);
 	real *o = F(c->r, OUT(0));
-	memset(o, 0, (size_t)numel(x) * sizeof *o);
+	memset(o, 0, (size_t)mgl_numel(x) * sizeof *o);
 	for (int64_t b = 0; b < B; b++)
 		memcpy(o + (b * S + c->s->index) * inner, F(c->r, IN(0)) + b * inner, (size_t)inner * sizeof(real));
 }
@@ -623,15 +596,15 @@ static void op_select_bwd(Ctx *c)
  * columns at or past the true vocabulary (limit) are padding and take no part. */
 static int64_t valid_cols(const Ctx *c, const MglValue *z, int64_t *start)
 {
-	*start = shard_start(c->r, z);
+	*start = rt_shard_start(c->r, z);
 	int64_t v = c->s->limit - *start;
-	return v < 0 ? 0 : v > last(z) ? last(z) : v;
+	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
 }
 
 static void op_vocab_max(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, V = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	int64_t start, V = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
 	const real *Z = F(c->r, IN(0));
 	real *m = F(c->r, OUT(0));
 	for (int64_t i = 0; i < M; i++) {
@@ -646,7 +619,7 @@ static void op_vocab_max(Ctx *c)
 static void op_vocab_stats(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, V = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	int64_t start, V = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
 	const real *Z = F(c->r, IN(0)), *mx = F(c->r, IN(2));
 	const int32_t *t = IDS(c->r, IN(1));
 	real *st = F(c->r, OUT(0));
@@ -666,7 +639,7 @@ static bool kept(const Ctx *c, int32_t target) { return c->s->index < 0 || targe
 static void op_vocab_loss(Ctx *c)
 {
 	const MglValue *t = val(c->r, IN(2));
-	int64_t M = numel(t);
+	int64_t M = mgl_numel(t);
 	const real *st = F(c->r, IN(0)), *mx = F(c->r, IN(1));
 	const int32_t *T = IDS(c->r, IN(2));
 	real *lse = F(c->r, OUT(1));
@@ -684,12 +657,12 @@ static void op_vocab_loss(Ctx *c)
 static void op_ce_bwd(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(1)), *t = val(c->r, IN(2));
-	int64_t start, V = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	int64_t start, V = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
 	const real *Z = F(c->r, IN(1)), *lse = F(c->r, IN(3));
 	const int32_t *T = IDS(c->r, IN(2));
 	real *dZ = F(c->r, OUT(0));
 	int64_t count = 0;
-	for (int64_t i = 0; i < numel(t); i++)
+	for (int64_t i = 0; i < mgl_numel(t); i++)
 		count += kept(c, T[i]);
 	real g = count ? F(c->r, IN(0))[0] / (real)count : 0.0f;
 	for (int64_t i = 0; i < M; i++) {
@@ -719,7 +692,7 @@ static void op_slice(Ctx *c)
 {
 	const MglValue *o = val(c->r, OUT(0));
 	int64_t outer, n, inner;
-	around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, c->s->dim, &outer, &n, &inner);
 	int64_t whole = n * c->r->job->tp, start = (int64_t)c->r->tp_rank * n;
 	size_t es = o->dtype == MGL_I32 ? 4 : sizeof(real);
 	const char *X = ptr(c->r, IN(0));
@@ -734,7 +707,7 @@ static void op_all_gather(Ctx *c)
 	RtComm *g = group(c, &member);
 	const MglValue *x = val(c->r, IN(0));
 	int64_t outer, n, inner;
-	around(x, c->s->dim, &outer, &n, &inner);
+	rt_around(x, c->s->dim, &outer, &n, &inner);
 	real *Y = F(c->r, OUT(0));
 	post(g, member, F(c->r, IN(0)));
 	for (int m = 0; m < g->size; m++) {
@@ -751,7 +724,7 @@ static void op_reduce_scatter(Ctx *c)
 	RtComm *g = group(c, &member);
 	const MglValue *o = val(c->r, OUT(0));
 	int64_t outer, n, inner;
-	around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, c->s->dim, &outer, &n, &inner);
 	int64_t whole = n * g->size, start = (int64_t)member * n;
 	real *Y = F(c->r, OUT(0));
 	post(g, member, F(c->r, IN(0)));
@@ -772,7 +745,7 @@ static void op_all_reduce(Ctx *c)
 	if (val(c->r, OUT(0))->role == MGL_V_GRAD && !c->run->last_micro)
 		return;   /* gradient buffers are reduced once, after the last micro-batch */
 	for (int k = 0; k < c->s->nin; k++)
-		all_reduce(c->r, g, member, F(c->r, IN(k)), F(c->r, OUT(k)), numel(val(c->r, IN(k))), c->s->reduce_max);
+		all_reduce(c->r, g, member, F(c->r, IN(k)), F(c->r, OUT(k)), mgl_numel(val(c->r, IN(k))), c->s->reduce_max);
 }
 
 /* ---------------------------------------------------------------- the optimizer */
@@ -786,7 +759,7 @@ static void op_grad_norm(Ctx *c)
 		if (g->layout.kind == MGL_L_R && c->r->tp_rank != 0)
 			continue;
 		const real *G = F(c->r, IN(k));
-		for (int64_t i = 0; i < numel(g); i++)
+		for (int64_t i = 0; i < mgl_numel(g); i++)
 			s += (double)G[i] * G[i];
 	}
 	F(c->r, OUT(0))[0] = (real)s;
@@ -796,7 +769,7 @@ static void op_grad_norm(Ctx *c)
 static void op_adamw(Ctx *c)
 {
 	const RtRun *u = c->run;
-	int64_t n = numel(val(c->r, IN(0)));
+	int64_t n = mgl_numel(val(c->r, IN(0)));
 	real *w = F(c->r, IN(0)), *m = F(c->r, IN(2)), *v = F(c->r, IN(3));
 	const real *g = F(c->r, IN(1));
 	double norm = sqrt((double)F(c->r, IN(4))[0]);
@@ -899,7 +872,7 @@ static int cpu_run(RtRank *r, int from, int to, unsigned phases, const RtRun *ru
 /* The host side is float for f32 values, int32 for i32 ones. */
 static void cpu_write(RtRank *r, int v, const void *host)
 {
-	int64_t n = numel(val(r, v));
+	int64_t n = mgl_numel(val(r, v));
 	if (val(r, v)->dtype == MGL_I32)
 		memcpy(ptr(r, v), host, (size_t)n * 4);
 	else
@@ -909,7 +882,7 @@ static void cpu_write(RtRank *r, int v, const void *host)
 
 static void cpu_read(RtRank *r, int v, void *host)
 {
-	int64_t n = numel(val(r, v));
+	int64_t n = mgl_numel(val(r, v));
 	if (val(r, v)->dtype == MGL_I32)
 		memcpy(host, ptr(r, v), (size_t)n * 4);
 	else
@@ -919,7 +892,7 @@ static void cpu_read(RtRank *r, int v, void *host)
 
 static void cpu_zero(RtRank *r, int v)
 {
-	memset(ptr(r, v), 0, (size_t)numel(val(r, v)) * sizeof(real));
+	memset(ptr(r, v), 0, (size_t)mgl_numel(val(r, v)) * sizeof(real));
 }
 
 static double cpu_peek(RtRank *r, int v, int64_t i) { return (double)F(r, v)[i]; }

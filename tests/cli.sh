@@ -4,39 +4,7 @@
 # then compile, explain and dot, whose graphs must render with Graphviz's dot.
 # usage: tests/cli.sh MGL
 mgl=${1:?usage: tests/cli.sh MGL}
-pass=0 fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-# expect STATUS PATTERN -- ARGS...: runs mgl ARGS, wants exit STATUS and PATTERN (grep -E)
-# somewhere in its output (stdout and stderr together).
-expect() {
-	want=$1 pattern=$2
-	shift 3
-	"$mgl" "$@" >"$tmp/out" 2>&1
-	got=$?
-	if [ "$got" = "$want" ] && grep -Eq -- "$pattern" "$tmp/out"; then
-		pass=$((pass + 1))
-	else
-		fail=$((fail + 1))
-		echo "FAIL: mgl $* -> exit $got (wanted $want), output lacks /$pattern/:"
-		sed 's/^/    /' "$tmp/out" | head -20
-	fi
-}
-
-# check WHAT COMMAND...: a test that is more than one mgl run; COMMAND (often a function
-# below) must succeed.
-check() {
-	what=$1
-	shift
-	if "$@" >"$tmp/check" 2>&1; then
-		pass=$((pass + 1))
-	else
-		fail=$((fail + 1))
-		echo "FAIL: $what:"
-		sed 's/^/    /' "$tmp/check" | head -20
-	fi
-}
+. "$(dirname "$0")/lib.sh"
 
 expect 0 '^mgl [0-9]+\.[0-9]+\.[0-9]+$'       -- --version
 expect 0 'usage: mgl COMMAND'                  -- --help
@@ -136,5 +104,4 @@ expect 1 "^mgl: error: $tmp/cut.plan:[0-9]+: "  -- dot "$tmp/cut.plan"
 sed '$d' "$tmp/gpt2.plan" >"$tmp/noend.plan"
 expect 1 "noend.plan:[0-9]+: the plan ends early \(truncated\?\)" -- dot "$tmp/noend.plan"
 
-echo "cli: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary cli

@@ -3,30 +3,7 @@
 # inputs each must refuse with a clear message (exit 1) or a usage error (exit 2).
 # usage: tests/cli_train.sh MGL
 mgl=${1:?usage: tests/cli_train.sh MGL}
-pass=0 fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-# expect STATUS PATTERN -- ARGS...: runs mgl ARGS, wants exit STATUS and PATTERN (grep -E)
-expect() {
-	want=$1 pattern=$2
-	shift 3
-	"$mgl" "$@" >"$tmp/out" 2>&1
-	got=$?
-	if [ "$got" = "$want" ] && grep -Eq -- "$pattern" "$tmp/out"; then
-		pass=$((pass + 1))
-	else
-		fail=$((fail + 1))
-		echo "FAIL: mgl $* -> exit $got (wanted $want), output lacks /$pattern/:"
-		sed 's/^/    /' "$tmp/out" | head -20
-	fi
-}
-# check DESCRIPTION COMMAND...: a shell condition that must hold
-check() {
-	what=$1
-	shift
-	if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # tokenize
 expect 0 'usage: mgl tokenize'                 -- tokenize --help
@@ -98,5 +75,4 @@ else
 	expect 2 '--arch takes sm_XY'              -- kernels --arch hopper
 fi
 
-echo "cli_train: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary cli_train

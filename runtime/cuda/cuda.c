@@ -302,35 +302,10 @@ static void *P16(const RtRank *r, int v)
 	return (unsigned char *)d->shadow + val(r, v)->offset / 2;
 }
 
-static int64_t numel(const MglValue *x)
-{
-	int64_t n = 1;
-	for (int i = 0; i < x->rank; i++)
-		n *= x->shape[i];
-	return n;
-}
 
-static int64_t last(const MglValue *x) { return x->rank ? x->shape[x->rank - 1] : 1; }
-static int64_t rows(const MglValue *x) { return numel(x) / (last(x) ? last(x) : 1); }
 static int dt(const RtRank *r, int v) { return val(r, v)->role == MGL_V_PARAM || val(r, v)->role == MGL_V_GRAD ? MGL_F32 : (int)val(r, v)->dtype; }
 
-static void around(const MglValue *x, int dim, int64_t *outer, int64_t *n, int64_t *inner)
-{
-	int dd = x->rank - dim;
-	*outer = *inner = 1;
-	*n = x->shape[dd];
-	for (int i = 0; i < dd; i++)
-		*outer *= x->shape[i];
-	for (int i = dd + 1; i < x->rank; i++)
-		*inner *= x->shape[i];
-}
 
-static int64_t shard_start(const RtRank *r, const MglValue *x)
-{
-	if (x->layout.kind != MGL_L_S || r->job->tp == 1)
-		return 0;
-	return (int64_t)r->tp_rank * x->shape[x->rank - x->layout.dim];
-}
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
@@ -416,7 +391,7 @@ static const MglStep *epilogue_bias(const RtRank *r, int i)
 static int op_matmul(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
-	int64_t M = rows(x), N = w->shape[0], K = w->shape[1];
+	int64_t M = rt_rows(x), N = w->shape[0], K = w->shape[1];
 	/* with a bias epilogue the GEMM writes the bias_add's output, and that step is skipped */
 	const MglStep *b = epilogue_bias(c->r, c->index);
 	int out = b ? b->out[0] : OUT(0);
@@ -428,7 +403,7 @@ static int op_matmul(Ctx *c)
 static int op_matmul_dx(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
-	int64_t M = rows(dy), N = w->shape[0], K = w->shape[1];
+	int64_t M = rt_rows(dy), N = w->shape[0], K = w->shape[1];
 	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M) */
 	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N,
 		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false, NULL);
@@ -437,7 +412,7 @@ static int op_matmul_dx(Ctx *c)
 static int op_matmul_dw(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
-	int64_t M = rows(dy), N = last(dy), K = last(x);
+	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
 	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
 		       dt(c->r, OUT(0)), ACC(0), NULL);
@@ -446,7 +421,7 @@ static int op_matmul_dw(Ctx *c)
 static int op_embedding(Ctx *c)
 {
 	const MglValue *tab = val(c->r, IN(0)), *ids = val(c->r, IN(1));
-	int64_t n = numel(ids), D = tab->shape[1], V = tab->shape[0], start = shard_start(c->r, tab);
+	int64_t n = mgl_numel(ids), D = tab->shape[1], V = tab->shape[0], start = rt_shard_start(c->r, tab);
 	int odt = dt(c->r, OUT(0));
 	void *t = P(c->r, IN(0)), *i = P(c->r, IN(1)), *o = P(c->r, OUT(0));
 	return launch(c->r, K_embedding, n * D, 1, ARGS(&t, &i, &o, &odt, &n, &D, &V, &start));
@@ -455,7 +430,7 @@ static int op_embedding(Ctx *c)
 static int op_embedding_bwd(Ctx *c)
 {
 	const MglValue *tab = val(c->r, OUT(0)), *ids = val(c->r, IN(1));
-	int64_t n = numel(ids), D = tab->shape[1], V = tab->shape[0], start = shard_start(c->r, tab);
+	int64_t n = mgl_numel(ids), D = tab->shape[1], V = tab->shape[0], start = rt_shard_start(c->r, tab);
 	int ddt = dt(c->r, IN(0));
 	void *g = P(c->r, IN(0)), *i = P(c->r, IN(1)), *o = P(c->r, OUT(0));
 	return launch(c->r, K_embedding_bwd, n * D, 1, ARGS(&g, &ddt, &i, &o, &n, &D, &V, &start));
@@ -463,7 +438,7 @@ static int op_embedding_bwd(Ctx *c)
 
 static int op_positions(Ctx *c)
 {
-	int64_t n = numel(val(c->r, OUT(0)));
+	int64_t n = mgl_numel(val(c->r, OUT(0)));
 	void *o = P(c->r, OUT(0));
 	return launch(c->r, K_positions, n, 1, ARGS(&o, &n));
 }
@@ -471,7 +446,7 @@ static int op_positions(Ctx *c)
 static int op_bias_add(Ctx *c)
 {
 	const MglValue *y = val(c->r, IN(0));
-	int64_t M = rows(y), N = last(y);
+	int64_t M = rt_rows(y), N = rt_last(y);
 	int ydt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0));
 	void *a = P(c->r, IN(0)), *b = P(c->r, IN(1)), *o = P(c->r, OUT(0));
 	return launch(c->r, K_bias_add, M * N, 1, ARGS(&a, &ydt, &b, &o, &odt, &M, &N));
@@ -480,7 +455,7 @@ static int op_bias_add(Ctx *c)
 static int op_bias_grad(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0));
-	int64_t M = rows(dy), N = last(dy);
+	int64_t M = rt_rows(dy), N = rt_last(dy);
 	int ddt = dt(c->r, IN(0)), acc = ACC(0);
 	void *g = P(c->r, IN(0)), *o = P(c->r, OUT(0));
 	return launch(c->r, K_bias_grad, N, 1, ARGS(&g, &ddt, &o, &M, &N, &acc));
@@ -489,7 +464,7 @@ static int op_bias_grad(Ctx *c)
 static int op_layernorm(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0));
-	int64_t M = rows(x), D = last(x);
+	int64_t M = rt_rows(x), D = rt_last(x);
 	float eps = (float)c->s->p;
 	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
 	void *X = P(c->r, IN(0)), *w = P(c->r, IN(1)), *b = P(c->r, IN(2)), *y = P(c->r, OUT(0));
@@ -501,7 +476,7 @@ static int op_layernorm_bwd(Ctx *c)
 	Dev *d = c->r->mem;
 	const MglValue *x = val(c->r, IN(1));
 	RtRank *r = c->r;
-	int64_t M = rows(x), D = last(x);
+	int64_t M = rt_rows(x), D = rt_last(x);
 	float eps = (float)c->s->p;
 	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1)), *db = P(r, OUT(2));
@@ -515,7 +490,7 @@ static int op_layernorm_bwd(Ctx *c)
 /* gelu, tanh: y = f(x) */
 static int op_unary(Ctx *c)
 {
-	int64_t n = numel(val(c->r, IN(0)));
+	int64_t n = mgl_numel(val(c->r, IN(0)));
 	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
 	void *x = P(c->r, IN(0)), *y = P(c->r, OUT(0));
 	return launch(c->r, c->s->op == MGL_OP_GELU ? K_gelu : K_tanh, n, 1, ARGS(&x, &xdt, &y, &ydt, &n));
@@ -524,7 +499,7 @@ static int op_unary(Ctx *c)
 /* gelu_bwd (dy, x), tanh_bwd (dy, y) */
 static int op_unary_bwd(Ctx *c)
 {
-	int64_t n = numel(val(c->r, IN(0)));
+	int64_t n = mgl_numel(val(c->r, IN(0)));
 	int gdt = dt(c->r, IN(0)), xdt = dt(c->r, IN(1)), odt = dt(c->r, OUT(0));
 	void *g = P(c->r, IN(0)), *x = P(c->r, IN(1)), *o = P(c->r, OUT(0));
 	return launch(c->r, c->s->op == MGL_OP_GELU_BWD ? K_gelu_bwd : K_tanh_bwd, n, 1,
@@ -535,10 +510,10 @@ static int op_dropout(Ctx *c)
 {
 	Dev *d = c->r->mem;
 	const MglValue *x = val(c->r, IN(0));
-	int64_t outer = 1, n = numel(x), inner = 1, whole, start = 0;
+	int64_t outer = 1, n = mgl_numel(x), inner = 1, whole, start = 0;
 	if (x->layout.kind == MGL_L_S && c->r->job->tp > 1) {
-		around(x, x->layout.dim, &outer, &n, &inner);
-		start = shard_start(c->r, x);
+		rt_around(x, x->layout.dim, &outer, &n, &inner);
+		start = rt_shard_start(c->r, x);
 	}
 	whole = x->layout.kind == MGL_L_S && c->r->job->tp > 1 ? n * c->r->job->tp : n;
 	double p = c->s->p;
@@ -559,7 +534,7 @@ static int op_add(Ctx *c)
 			if (x->shape[x->rank - 1 - i] != o->shape[o->rank - 1 - i])
 				return failf(c->r, "the cuda backend adds tensors broadcast along leading dimensions only");
 	}
-	int64_t na = numel(a), nb = numel(b), n = numel(o);
+	int64_t na = mgl_numel(a), nb = mgl_numel(b), n = mgl_numel(o);
 	int adt = dt(c->r, IN(0)), bdt = dt(c->r, IN(1)), odt = dt(c->r, OUT(0));
 	void *A = P(c->r, IN(0)), *B = P(c->r, IN(1)), *O = P(c->r, OUT(0));
 	return launch(c->r, K_add, n, 1, ARGS(&A, &adt, &na, &B, &bdt, &nb, &O, &odt, &n));
@@ -571,7 +546,7 @@ static int op_sum_to(Ctx *c)
 	for (int i = 0; i < o->rank; i++)
 		if (o->shape[o->rank - 1 - i] != g->shape[g->rank - 1 - i])
 			return failf(c->r, "the cuda backend sums over leading dimensions only");
-	int64_t n = numel(g), no = numel(o);
+	int64_t n = mgl_numel(g), no = mgl_numel(o);
 	int gdt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0)), acc = ACC(0);
 	void *G = P(c->r, IN(0)), *O = P(c->r, OUT(0));
 	return launch(c->r, K_sum_to, no, 1, ARGS(&G, &gdt, &n, &O, &odt, &no, &acc));
@@ -602,7 +577,7 @@ static int op_attention_bwd(Ctx *c)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *q = val(r, IN(1));
-	int64_t B = q->shape[0], S = q->shape[1], H = c->s->heads, dh = q->shape[2] / H, n = numel(q);
+	int64_t B = q->shape[0], S = q->shape[1], H = c->s->heads, dh = q->shape[2] / H, n = mgl_numel(q);
 	int causal = c->s->causal;
 	if (need_scratch(r, 2 * n + 64))
 		return -1;
@@ -623,7 +598,7 @@ static int op_select(Ctx *c)
 {
 	bool bwd = c->s->op == MGL_OP_SELECT_BWD;
 	const MglValue *x = val(c->r, bwd ? OUT(0) : IN(0));
-	int64_t B = x->shape[0], S = x->shape[1], inner = numel(x) / (B * S), index = c->s->index;
+	int64_t B = x->shape[0], S = x->shape[1], inner = mgl_numel(x) / (B * S), index = c->s->index;
 	int idt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0));
 	void *I = P(c->r, IN(0)), *O = P(c->r, OUT(0));
 	return launch(c->r, bwd ? K_select_bwd : K_select, bwd ? B * S * inner : B * inner, 1,
@@ -632,15 +607,15 @@ static int op_select(Ctx *c)
 
 static int64_t valid_cols(const Ctx *c, const MglValue *z, int64_t *start)
 {
-	*start = shard_start(c->r, z);
+	*start = rt_shard_start(c->r, z);
 	int64_t v = c->s->limit - *start;
-	return v < 0 ? 0 : v > last(z) ? last(z) : v;
+	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
 }
 
 static int op_vocab_max(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, valid = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
 	int zdt = dt(c->r, IN(0));
 	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
 	return launch(c->r, K_vocab_max, M, 32, ARGS(&Z, &zdt, &m, &M, &N, &valid));
@@ -649,7 +624,7 @@ static int op_vocab_max(Ctx *c)
 static int op_vocab_stats(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, valid = valid_cols(c, z, &start), M = rows(z), N = last(z);
+	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
 	int zdt = dt(c->r, IN(0));
 	void *Z = P(c->r, IN(0)), *t = P(c->r, IN(1)), *m = P(c->r, IN(2)), *st = P(c->r, OUT(0));
 	return launch(c->r, K_vocab_stats, M, 32, ARGS(&Z, &zdt, &t, &m, &st, &M, &N, &valid, &start));
@@ -659,7 +634,7 @@ static int op_vocab_loss(Ctx *c)
 {
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
-	int64_t M = numel(val(r, IN(2))), ignore = c->s->index;
+	int64_t M = mgl_numel(val(r, IN(2))), ignore = c->s->index;
 	void *st = P(r, IN(0)), *m = P(r, IN(1)), *t = P(r, IN(2)), *loss = P(r, OUT(0)), *lse = P(r, OUT(1));
 	CK(cudaLaunchKernel((const void *)kernels[K_vocab_loss], dim3_of(1), dim3_of(1024),
 			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0, d->compute));
@@ -671,8 +646,8 @@ static int op_ce_bwd(Ctx *c)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *z = val(r, IN(1));
-	int64_t start, valid = valid_cols(c, z, &start), M = rows(z), N = last(z), ignore = c->s->index;
-	int64_t nt = numel(val(r, IN(2)));
+	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->index;
+	int64_t nt = mgl_numel(val(r, IN(2)));
 	float *count = d->scratch;
 	void *t = P(r, IN(2));
 	CK(cudaLaunchKernel((const void *)kernels[K_count], dim3_of(1), dim3_of(1024), ARGS(&t, &nt, &ignore, &count), 0,
@@ -686,7 +661,7 @@ static int op_slice(Ctx *c)
 {
 	const MglValue *o = val(c->r, OUT(0));
 	int64_t outer, n, inner;
-	around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, c->s->dim, &outer, &n, &inner);
 	int64_t whole = n * c->r->job->tp, start = (int64_t)c->r->tp_rank * n;
 	int es = mgl_dtype_size[o->dtype];
 	void *X = P(c->r, IN(0)), *Y = P(c->r, OUT(0));
@@ -727,7 +702,7 @@ static int op_all_reduce(Ctx *c)
 	CKN(ncclGroupStart());
 	for (int k = 0; k < c->s->nin; k++) {
 		int ty = dt(r, IN(k));
-		CKN(ncclAllReduce(P(r, IN(k)), P(r, OUT(k)), (size_t)numel(val(r, IN(k))), nccl_type(ty),
+		CKN(ncclAllReduce(P(r, IN(k)), P(r, OUT(k)), (size_t)mgl_numel(val(r, IN(k))), nccl_type(ty),
 				  c->s->reduce_max ? ncclMax : ncclSum, comm, d->comm));
 	}
 	CKN(ncclGroupEnd());
@@ -740,7 +715,7 @@ static int op_all_gather(Ctx *c)
 	Dev *d = r->mem;
 	const MglValue *x = val(r, IN(0));
 	int64_t outer, n, inner, tp = r->job->tp;
-	around(x, c->s->dim, &outer, &n, &inner);
+	rt_around(x, c->s->dim, &outer, &n, &inner);
 	int es = mgl_dtype_size[x->dtype];
 	size_t count = (size_t)(outer * n * inner);
 	void *dst = outer == 1 ? P(r, OUT(0)) : d->pack;
@@ -763,7 +738,7 @@ static int op_reduce_scatter(Ctx *c)
 	Dev *d = r->mem;
 	const MglValue *o = val(r, OUT(0));
 	int64_t outer, n, inner, tp = r->job->tp;
-	around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, c->s->dim, &outer, &n, &inner);
 	int es = mgl_dtype_size[o->dtype];
 	size_t count = (size_t)(outer * n * inner);
 	void *src = P(r, IN(0));
@@ -792,7 +767,7 @@ static int op_grad_norm(Ctx *c)
 		const MglValue *g = val(r, IN(k));
 		if (g->layout.kind == MGL_L_R && r->tp_rank != 0)
 			continue;   /* a replicated gradient counts once over the tp group */
-		int64_t n = numel(g);
+		int64_t n = mgl_numel(g);
 		void *G = P(r, IN(k));
 		if (launch(r, K_sumsq, n < 65536 ? n : 65536, 1, ARGS(&G, &n, &acc)))
 			return -1;
@@ -804,7 +779,7 @@ static int op_adamw(Ctx *c)
 {
 	RtRank *r = c->r;
 	Dev *d = r->mem;
-	int64_t n = numel(val(r, IN(0)));
+	int64_t n = mgl_numel(val(r, IN(0)));
 	int decay = c->s->index == 1;
 	void *w = P(r, IN(0)), *g = P(r, IN(1)), *m = P(r, IN(2)), *v = P(r, IN(3)), *w16 = P16(r, IN(0)), *norm = P(r, IN(4));
 	DevRun *run = d->run;
@@ -882,12 +857,12 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		if (st->op == MGL_OP_ATTENTION_BWD) {
-			int64_t n = numel(&p->values[st->in[1]]);
+			int64_t n = mgl_numel(&p->values[st->in[1]]);
 			*scratch = *scratch > 2 * n + 64 ? *scratch : 2 * n + 64;
 		}
 		if (st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) {
 			const MglValue *full = &p->values[st->op == MGL_OP_ALL_GATHER ? st->out[0] : st->in[0]];
-			int64_t b = numel(full) * mgl_dtype_size[full->dtype];
+			int64_t b = mgl_numel(full) * mgl_dtype_size[full->dtype];
 			*pack = *pack > b ? *pack : b;
 		}
 	}
@@ -1065,7 +1040,7 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 	return 0;
 }
 
-static int64_t value_numel(const RtRank *r, int v) { return numel(val(r, v)); }
+static int64_t value_numel(const RtRank *r, int v) { return mgl_numel(val(r, v)); }
 
 /* Host floats (or int32 ids) to the rank: bf16 values converted, parameters also to their
  * bf16 copy. Errors here are reported by the next run. */
