@@ -133,7 +133,7 @@ int cmd_kernels(Args *a)
 		return usage_error("kernels", "--arch takes sm_XY (sm_90 for H100), not '%s'", arch);
 	char err[4096];
 	size_t n = 0;
-	void *cubin = rt_cuda_compile(major, minor, &n, err, sizeof err);
+	void *cubin = rt_cuda_compile(NULL, major, minor, &n, err, sizeof err);
 	if (!cubin) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;

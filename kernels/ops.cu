@@ -74,6 +74,23 @@ struct Run {
 	float bc1, bc2;   // 1 - beta^t
 };
 
+// The elementwise ops as functions, for the kernels below and for the fused chains the
+// cuda backend generates from the plan (runtime/cuda/chains.c): one expression a step.
+#define GELU_C 0.7978845608028654f
+__device__ __forceinline__ float gelu_f(float v) { return 0.5f * v * (1.0f + tanhf(GELU_C * (v + 0.044715f * v * v * v))); }
+__device__ __forceinline__ float gelu_b(float g, float v)
+{
+	float t = tanhf(GELU_C * (v + 0.044715f * v * v * v)), du = GELU_C * (1.0f + 3.0f * 0.044715f * v * v);
+	return g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+}
+__device__ __forceinline__ float tanh_b(float g, float y) { return g * (1.0f - y * y); }
+__device__ __forceinline__ float drop(float v, i64 global, unsigned seed, double p, const struct Run *run)
+{
+	if (!run->train || p <= 0)
+		return v;
+	return keep(run->key, seed, global, p) ? v * (float)(1.0 / (1.0 - p)) : 0.0f;
+}
+
 extern "C" {
 
 // out[n, D] = table[ids - start] (rows of this rank) or 0
@@ -167,22 +184,14 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 	}
 }
 
-#define GELU_C 0.7978845608028654f
 __global__ void k_gelu(const void *x, int xdt, void *y, int ydt, i64 n)
 {
-	FOR_EACH(i, n) {
-		float v = ld(x, xdt, i);
-		st(y, ydt, i, 0.5f * v * (1.0f + tanhf(GELU_C * (v + 0.044715f * v * v * v))));
-	}
+	FOR_EACH(i, n) st(y, ydt, i, gelu_f(ld(x, xdt, i)));
 }
 
 __global__ void k_gelu_bwd(const void *dy, int gdt, const void *x, int xdt, void *dx, int dxdt, i64 n)
 {
-	FOR_EACH(i, n) {
-		float v = ld(x, xdt, i), t = tanhf(GELU_C * (v + 0.044715f * v * v * v));
-		float du = GELU_C * (1.0f + 3.0f * 0.044715f * v * v);
-		st(dx, dxdt, i, ld(dy, gdt, i) * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du));
-	}
+	FOR_EACH(i, n) st(dx, dxdt, i, gelu_b(ld(dy, gdt, i), ld(x, xdt, i)));
 }
 
 __global__ void k_tanh(const void *x, int xdt, void *y, int ydt, i64 n)
@@ -192,10 +201,7 @@ __global__ void k_tanh(const void *x, int xdt, void *y, int ydt, i64 n)
 
 __global__ void k_tanh_bwd(const void *dy, int gdt, const void *y, int ydt, void *dx, int dxdt, i64 n)
 {
-	FOR_EACH(i, n) {
-		float t = ld(y, ydt, i);
-		st(dx, dxdt, i, ld(dy, gdt, i) * (1.0f - t * t));
-	}
+	FOR_EACH(i, n) st(dx, dxdt, i, tanh_b(ld(dy, gdt, i), ld(y, ydt, i)));
 }
 
 // y = x * keep / (1 - p); element (o, k, i) of this rank's [outer, n, inner] part is
@@ -203,13 +209,9 @@ __global__ void k_tanh_bwd(const void *dy, int gdt, const void *y, int ydt, void
 __global__ void k_dropout(const void *x, int xdt, void *y, int ydt, i64 outer, i64 n, i64 inner, i64 whole, i64 start,
 			  double p, unsigned seed, const Run *run)
 {
-	float scale = (float)(1.0 / (1.0 - p));
 	FOR_EACH(l, outer * n * inner) {
 		i64 o = l / (n * inner), k = l / inner % n, i = l % inner;
-		float v = ld(x, xdt, l);
-		if (run->train && p > 0)
-			v = keep(run->key, seed, (o * whole + start + k) * inner + i, p) ? v * scale : 0.0f;
-		st(y, ydt, l, v);
+		st(y, ydt, l, drop(ld(x, xdt, l), (o * whole + start + k) * inner + i, seed, p, run));
 	}
 }
 

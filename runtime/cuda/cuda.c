@@ -68,10 +68,11 @@ static const char *const kernel_names[NKERNELS] = {
 #undef X
 };
 
-/* One process-wide module: NVRTC once, the library once. */
+/* Modules by the hash of their source (the fixed kernels, and a plan's chains): NVRTC and
+ * the loading once for each, whichever rank asks first. */
 static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
-static cudaLibrary_t module;
-static cudaKernel_t kernels[NKERNELS];
+static struct { uint64_t key; cudaLibrary_t lib; } modules[16];
+static int nmodules;
 
 typedef struct {
 	cudaGraphExec_t exec;
@@ -94,6 +95,11 @@ typedef struct {
 	DevRun *run;
 	ncclComm_t tp, dp;
 	Graph graphs[16];
+	cudaKernel_t kernels[NKERNELS];
+	RtChain *chains;          /* the plan's fused chains, and each one's kernel */
+	int nchains;
+	cudaKernel_t *chain_kernels;
+	int *chain_at;            /* step -> the chain it heads, or -1 */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once */
 	bool *has_algo;
 	const MglStep *step;      /* the one running: for error messages */
@@ -184,14 +190,15 @@ static void cache_store(const char *dir, const char *path, uint64_t key, const v
 		remove(tmp);
 }
 
-/* Compiles kernels/ops.cu for sm_XY with NVRTC: the cubin (malloc'd) or NULL with err. */
-void *rt_cuda_compile(int major, int minor, size_t *n, char *err, size_t errlen)
+/* Compiles src (kernels/ops.cu if NULL) for sm_XY with NVRTC: the cubin (malloc'd) or NULL
+ * with err. */
+void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *err, size_t errlen)
 {
 	char arch[64];
 	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", major, minor);
 	const char *opts[] = {arch, "-default-device", "--std=c++17", "-lineinfo"};
 	nvrtcProgram prog;
-	nvrtcResult rc = nvrtcCreateProgram(&prog, rt_kernels_src, "kernels/ops.cu", 0, NULL, NULL);
+	nvrtcResult rc = nvrtcCreateProgram(&prog, src ? src : rt_kernels_src, "kernels/ops.cu", 0, NULL, NULL);
 	if (rc != NVRTC_SUCCESS) {
 		snprintf(err, errlen, "NVRTC: %s", nvrtcGetErrorString(rc));
 		return NULL;
@@ -221,46 +228,87 @@ void *rt_cuda_compile(int major, int minor, size_t *n, char *err, size_t errlen)
 	return cubin;
 }
 
-static int load_module(RtRank *r, int major, int minor)
+/* The module of src for this GPU (compiled, or from the disk cache, or already loaded). */
+static int load_module(RtRank *r, const char *src, int major, int minor, cudaLibrary_t *lib)
 {
 	pthread_mutex_lock(&module_lock);
 	int rc = 0;
-	if (!module) {
-		int nv_major = 0, nv_minor = 0, driver = 0;
-		nvrtcVersion(&nv_major, &nv_minor);
-		cudaDriverGetVersion(&driver);
-		uint64_t key = fnv(rt_kernels_src, strlen(rt_kernels_src), 1469598103934665603ull);
-		int facts[5] = {major, minor, nv_major, nv_minor, driver};
-		key = fnv(facts, sizeof facts, key);
-		char dir[900], path[1000];
-		cache_dir(dir, sizeof dir);
-		snprintf(path, sizeof path, "%s/kernels-%016llx.cubin", dir, (unsigned long long)key);
-		size_t n = 0;
-		void *cubin = cache_load(path, key, &n);
-		if (!cubin) {
-			char err[2048];
-			if (!(cubin = rt_cuda_compile(major, minor, &n, err, sizeof err))) {
-				rc = failf(r, "%s", err);
-				goto out;
-			}
-			cache_store(dir, path, key, cubin, n);
-		}
-		cudaError_t e = cudaLibraryLoadData(&module, cubin, NULL, NULL, 0, NULL, NULL, 0);
-		free(cubin);
-		if (e != cudaSuccess) {
-			module = NULL;
-			rc = failf(r, "loading the kernels: %s", cudaGetErrorString(e));
+	int nv_major = 0, nv_minor = 0, driver = 0;
+	nvrtcVersion(&nv_major, &nv_minor);
+	cudaDriverGetVersion(&driver);
+	uint64_t key = fnv(src, strlen(src), 1469598103934665603ull);
+	int facts[5] = {major, minor, nv_major, nv_minor, driver};
+	key = fnv(facts, sizeof facts, key);
+	for (int i = 0; i < nmodules; i++)
+		if (modules[i].key == key) {
+			*lib = modules[i].lib;
 			goto out;
 		}
-		for (int k = 0; k < NKERNELS; k++)
-			if ((e = cudaLibraryGetKernel(&kernels[k], module, kernel_names[k])) != cudaSuccess) {
-				rc = failf(r, "kernel %s: %s", kernel_names[k], cudaGetErrorString(e));
-				goto out;
-			}
+	if (nmodules == (int)(sizeof modules / sizeof modules[0])) {
+		rc = failf(r, "too many kernel modules in one process");
+		goto out;
 	}
+	char dir[900], path[1000];
+	cache_dir(dir, sizeof dir);
+	snprintf(path, sizeof path, "%s/kernels-%016llx.cubin", dir, (unsigned long long)key);
+	size_t n = 0;
+	void *cubin = cache_load(path, key, &n);
+	if (!cubin) {
+		char err[2048];
+		if (!(cubin = rt_cuda_compile(src, major, minor, &n, err, sizeof err))) {
+			rc = failf(r, "%s", err);
+			goto out;
+		}
+		cache_store(dir, path, key, cubin, n);
+	}
+	cudaError_t e = cudaLibraryLoadData(lib, cubin, NULL, NULL, 0, NULL, NULL, 0);
+	free(cubin);
+	if (e != cudaSuccess) {
+		rc = failf(r, "loading the kernels: %s", cudaGetErrorString(e));
+		goto out;
+	}
+	modules[nmodules].key = key;
+	modules[nmodules++].lib = *lib;
 out:
 	pthread_mutex_unlock(&module_lock);
 	return rc;
+}
+
+/* The plan's kernels: the fixed ones of kernels/ops.cu and, after them in one source, a
+ * generated kernel for each fused chain (chains.c). */
+static int load_kernels(RtRank *r, int major, int minor)
+{
+	Dev *d = r->mem;
+	const MglPlan *p = r->job->plan;
+	d->chain_at = malloc((size_t)(p->nsteps + 1) * sizeof *d->chain_at);
+	for (int s = 0; s < p->nsteps; s++)
+		d->chain_at[s] = -1;
+	d->nchains = getenv("MGL_NO_FUSE") ? 0 : rt_cuda_chains(p, &d->chains);
+	size_t len = strlen(rt_kernels_src) + 1;
+	char *src = malloc(len);
+	memcpy(src, rt_kernels_src, len);
+	for (int c = 0; c < d->nchains; c++) {
+		char *k = rt_cuda_chain_source(p, &d->chains[c], r->job->tp);
+		src = realloc(src, len + strlen(k));
+		memcpy(src + len - 1, k, strlen(k) + 1);
+		len += strlen(k);
+		free(k);
+		d->chain_at[d->chains[c].head] = c;
+	}
+	cudaLibrary_t lib;
+	int rc = load_module(r, src, major, minor, &lib);
+	free(src);
+	if (rc)
+		return -1;
+	for (int k = 0; k < NKERNELS; k++)
+		CK(cudaLibraryGetKernel(&d->kernels[k], lib, kernel_names[k]));
+	d->chain_kernels = calloc((size_t)d->nchains + 1, sizeof *d->chain_kernels);
+	for (int c = 0; c < d->nchains; c++) {
+		char name[64];
+		snprintf(name, sizeof name, "chain_%d", d->chains[c].head);
+		CK(cudaLibraryGetKernel(&d->chain_kernels[c], lib, name));
+	}
+	return 0;
 }
 
 static dim3 dim3_of(int64_t n)
@@ -280,7 +328,7 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 		grid = 65535 * 16;   /* the grid-stride loops cover the rest */
 	if (grid < 1)
 		grid = 1;
-	CK(cudaLaunchKernel((const void *)kernels[k], dim3_of(grid), dim3_of(block), args, 0, d->compute));
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[k], dim3_of(grid), dim3_of(block), args, 0, d->compute));
 	return 0;
 }
 
@@ -636,7 +684,7 @@ static int op_vocab_loss(Ctx *c)
 	RtRank *r = c->r;
 	int64_t M = mgl_numel(val(r, IN(2))), ignore = c->s->index;
 	void *st = P(r, IN(0)), *m = P(r, IN(1)), *t = P(r, IN(2)), *loss = P(r, OUT(0)), *lse = P(r, OUT(1));
-	CK(cudaLaunchKernel((const void *)kernels[K_vocab_loss], dim3_of(1), dim3_of(1024),
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_vocab_loss], dim3_of(1), dim3_of(1024),
 			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0, d->compute));
 	return 0;
 }
@@ -650,7 +698,7 @@ static int op_ce_bwd(Ctx *c)
 	int64_t nt = mgl_numel(val(r, IN(2)));
 	float *count = d->scratch;
 	void *t = P(r, IN(2));
-	CK(cudaLaunchKernel((const void *)kernels[K_count], dim3_of(1), dim3_of(1024), ARGS(&t, &nt, &ignore, &count), 0,
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_count], dim3_of(1), dim3_of(1024), ARGS(&t, &nt, &ignore, &count), 0,
 			    d->compute));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
@@ -886,7 +934,7 @@ static int cuda_open(RtRank *r)
 	CK(cudaSetDevice(d->device));
 	struct cudaDeviceProp prop;
 	CK(cudaGetDeviceProperties(&prop, d->device));
-	if (load_module(r, prop.major, prop.minor))
+	if (load_kernels(r, prop.major, prop.minor))
 		return -1;
 	int64_t shadow, scratch, pack, need = plan_bytes(p, &shadow, &scratch, &pack);
 	size_t free_b = 0, total_b = 0;
@@ -965,6 +1013,9 @@ static void cuda_close(RtRank *r)
 		ncclCommDestroy(d->dp);
 	free(d->algo);
 	free(d->has_algo);
+	free(d->chains);
+	free(d->chain_kernels);
+	free(d->chain_at);
 	free(d);
 	r->mem = NULL;
 	JobComms *jc = r->job->be_job;
@@ -974,6 +1025,28 @@ static void cuda_close(RtRank *r)
 		free(jc);
 		r->job->be_job = NULL;
 	}
+}
+
+static int run_chain(RtRank *r, const RtChain *c, cudaKernel_t k)
+{
+	Dev *d = r->mem;
+	void *ptrs[RT_CHAIN_MAX_IN + 1], *args[RT_CHAIN_MAX_IN + 3];
+	int na = 0;
+	for (int j = 0; j < c->nin; j++) {
+		ptrs[j] = P(r, c->in[j]);
+		args[na++] = &ptrs[j];
+	}
+	void *out = P(r, c->out);
+	DevRun *run = d->run;
+	int64_t start = c->dropout_value >= 0 ? rt_shard_start(r, val(r, c->dropout_value)) : 0;
+	args[na++] = &out;
+	args[na++] = &run;
+	args[na++] = &start;
+	int64_t n = mgl_numel(val(r, c->out)), grid = (n + 255) / 256;
+	if (grid > 65535 * 16)
+		grid = 65535 * 16;
+	CK(cudaLaunchKernel((const void *)k, dim3_of(grid > 0 ? grid : 1), dim3_of(256), args, 0, d->compute));
+	return 0;
 }
 
 /* The steps of the asked phases, in order, onto the streams. */
@@ -988,6 +1061,12 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		if (s->op == MGL_OP_BIAS_ADD && i > 0 && epilogue_bias(r, i - 1) == s)
 			continue;   /* done by the GEMM before it */
 		d->step = s;
+		if (d->chain_at[i] >= 0) {   /* a fused chain: one generated kernel, then past its end */
+			if (run_chain(r, &d->chains[d->chain_at[i]], d->chain_kernels[d->chain_at[i]]))
+				return -1;
+			i = d->chains[d->chain_at[i]].last;
+			continue;
+		}
 		Ctx c = {r, s, i, last_micro};
 		if (ops[s->op](&c))
 			return -1;

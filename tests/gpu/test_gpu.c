@@ -90,13 +90,14 @@ static void setup(RtJob *a, RtJob *b, bool big)
 		}
 }
 
-/* A matmul's output consumed by the bias_add fused into it (fuse.c): the cuda backend writes
- * the bias_add's output directly. */
+/* A value the cuda backend never writes: made by a step of a fused group (a GEMM with its
+ * bias epilogue, a chain of elementwise steps) and read by the next step of the group. */
 static bool fused_away(const MglPlan *p, int v)
 {
 	for (int s = 0; s + 1 < p->nsteps; s++)
-		if (p->steps[s].op == MGL_OP_MATMUL && p->steps[s].out[0] == v && (p->steps[s].epilogue & MGL_EPI_BIAS))
-			return p->steps[s + 1].op == MGL_OP_BIAS_ADD && p->steps[s + 1].in[0] == v;
+		if (p->steps[s].nout && p->steps[s].out[0] == v)
+			return p->steps[s].fuse >= 0 && p->steps[s + 1].fuse == p->steps[s].fuse &&
+			       (p->steps[s + 1].in[0] == v || (p->steps[s + 1].nin > 1 && p->steps[s + 1].in[1] == v));
 	return false;
 }
 
@@ -144,7 +145,7 @@ static int check(const char *model, const char *preset, const char *set, int tp,
 		if (maker[v] < 0 || (x->role != MGL_V_ACT && x->role != MGL_V_GRAD) || x->dtype == MGL_I32)
 			continue;
 		if (fused_away(pa, v))
-			continue;   /* a GEMM's output that its bias epilogue replaces: never written on the GPU */
+			continue;   /* an intermediate of a fused group: never written on the GPU */
 		int64_t n = numel(x);
 		float *ga = malloc((size_t)n * sizeof *ga), *gb = malloc((size_t)n * sizeof *gb);
 		for (int r = 0; r < a->nranks; r++) {
