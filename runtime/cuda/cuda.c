@@ -4,7 +4,7 @@
  * activations as the plan says (bf16, with a few f32 values: losses, log-sum-exps), ids
  * int32, parameters fp32 masters with a bf16 copy for the GEMMs (adamw rewrites both),
  * gradients and AdamW moments fp32. GEMMs go through cuBLASLt (bf16 in, fp32 compute);
- * a bias the plan marks as a GEMM epilogue is added by cuBLASLt; everything else is a
+ * a bias (and a gelu after it) the plan marks as a GEMM epilogue is applied by cuBLASLt; everything else is a
  * kernel of kernels/ops.cu, compiled by NVRTC for the device's
  * architecture the first time and cached on disk by a hash of source, options and
  * versions, then loaded through the runtime API (cudaLibraryLoadData: no libcuda link, so
@@ -360,7 +360,7 @@ static int dt(const RtRank *r, int v) { return val(r, v)->role == MGL_V_PARAM ||
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb. */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *bias)
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *bias, void *gelu_aux)
 {
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
@@ -372,9 +372,14 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
 	if (bias) {   /* the epilogue adds bias[m] to each column of C^T: to each row of the row-major C;
 		       * the bias is of C's type (bf16: the parameter's copy) */
-		cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+		cublasLtEpilogue_t epi = gelu_aux ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+		if (gelu_aux) {   /* the pre-activation, [m, n] column-major like C */
+			int64_t ld = m;
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &gelu_aux, sizeof gelu_aux));
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+		}
 	}
 	CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
 	CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
@@ -436,16 +441,31 @@ static const MglStep *epilogue_bias(const RtRank *r, int i)
 	return &p->steps[i + 1];
 }
 
+/* The gelu fused after that bias (GELU_AUX_BIAS: cuBLASLt's GELU is GPT-2's tanh form, and
+ * it keeps the pre-activation, which gelu_bwd reads), or NULL. */
+static const MglStep *epilogue_gelu(const RtRank *r, int i)
+{
+	const MglPlan *p = r->job->plan;
+	const MglStep *b = epilogue_bias(r, i);
+	if (!b || !(p->steps[i].epilogue & MGL_EPI_GELU) || i + 2 >= p->nsteps || p->steps[i + 2].op != MGL_OP_GELU ||
+	    p->steps[i + 2].in[0] != b->out[0] || p->steps[i + 2].fuse != p->steps[i].fuse ||
+	    p->values[p->steps[i + 2].out[0]].dtype != MGL_BF16 || p->values[b->out[0]].shape[p->values[b->out[0]].rank - 1] % 8 ||
+	    getenv("MGL_NO_GELU_EPILOGUE"))
+		return NULL;
+	return &p->steps[i + 2];
+}
+
 static int op_matmul(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(x), N = w->shape[0], K = w->shape[1];
-	/* with a bias epilogue the GEMM writes the bias_add's output, and that step is skipped */
-	const MglStep *b = epilogue_bias(c->r, c->index);
-	int out = b ? b->out[0] : OUT(0);
+	/* with a bias epilogue the GEMM writes the bias_add's output, and that step is skipped;
+	 * with gelu after it, the GEMM writes the gelu's output and keeps the bias_add's */
+	const MglStep *b = epilogue_bias(c->r, c->index), *g = epilogue_gelu(c->r, c->index);
+	int out = g ? g->out[0] : b ? b->out[0] : OUT(0);
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
-		       P(c->r, out), dt(c->r, out), false, b && dt(c->r, out) == MGL_BF16 ? P16(c->r, b->in[1]) : NULL);
+		       P(c->r, out), dt(c->r, out), false, b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL);
 }
 
 static int op_matmul_dx(Ctx *c)
@@ -454,7 +474,7 @@ static int op_matmul_dx(Ctx *c)
 	int64_t M = rt_rows(dy), N = w->shape[0], K = w->shape[1];
 	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M) */
 	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N,
-		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false, NULL);
+		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false, NULL, NULL);
 }
 
 static int op_matmul_dw(Ctx *c)
@@ -463,7 +483,7 @@ static int op_matmul_dw(Ctx *c)
 	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
 	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
-		       dt(c->r, OUT(0)), ACC(0), NULL);
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL);
 }
 
 static int op_embedding(Ctx *c)
@@ -1058,7 +1078,8 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		const MglStep *s = &p->steps[i];
 		if (!(phases & (1u << s->phase)))
 			continue;
-		if (s->op == MGL_OP_BIAS_ADD && i > 0 && epilogue_bias(r, i - 1) == s)
+		if ((s->op == MGL_OP_BIAS_ADD && i > 0 && epilogue_bias(r, i - 1) == s) ||
+		    (s->op == MGL_OP_GELU && i > 1 && epilogue_gelu(r, i - 2) == s))
 			continue;   /* done by the GEMM before it */
 		d->step = s;
 		if (d->chain_at[i] >= 0) {   /* a fused chain: one generated kernel, then past its end */

@@ -91,7 +91,8 @@ static void setup(RtJob *a, RtJob *b, bool big)
 }
 
 /* A value the cuda backend never writes: made by a step of a fused group (a GEMM with its
- * bias epilogue, a chain of elementwise steps) and read by the next step of the group. */
+ * bias epilogue, a chain of elementwise steps) and read by the next step of the group.
+ * (The bias_add before a fused gelu is written: it is the epilogue's auxiliary output.) */
 static bool fused_away(const MglPlan *p, int v)
 {
 	for (int s = 0; s + 1 < p->nsteps; s++)
