@@ -401,6 +401,37 @@ static MglLayout layout(Reader *r)
 	bad(r, "unknown layout '%.*s'", n > 8 ? 8 : n, s);
 }
 
+/* How many inputs and outputs each op takes (a runtime reads in[k] without asking): min and
+ * max inputs, outputs; collectives and the optimizer's steps take lists (checked below). */
+static const struct { int8_t in_min, in_max, out; } arity[MGL_OP_COUNT] = {
+	[MGL_OP_INPUT] = {0, 0, 1},         [MGL_OP_PARAM] = {0, 0, 1},          [MGL_OP_EMBEDDING] = {2, 2, 1},
+	[MGL_OP_POSITIONS] = {1, 1, 1},     [MGL_OP_LINEAR] = {2, 3, 1},         [MGL_OP_LAYERNORM] = {3, 3, 1},
+	[MGL_OP_GELU] = {1, 1, 1},          [MGL_OP_TANH] = {1, 1, 1},           [MGL_OP_DROPOUT] = {1, 1, 1},
+	[MGL_OP_ADD] = {2, 2, 1},           [MGL_OP_ATTENTION] = {3, 4, 2},      [MGL_OP_SELECT] = {1, 1, 1},
+	[MGL_OP_CROSS_ENTROPY] = {2, 2, 1}, [MGL_OP_MATMUL] = {2, 2, 1},         [MGL_OP_BIAS_ADD] = {2, 2, 1},
+	[MGL_OP_VOCAB_MAX] = {1, 1, 1},     [MGL_OP_VOCAB_STATS] = {3, 3, 1},    [MGL_OP_VOCAB_LOSS] = {3, 3, 2},
+	[MGL_OP_MATMUL_DX] = {2, 2, 1},     [MGL_OP_MATMUL_DW] = {2, 2, 1},      [MGL_OP_BIAS_GRAD] = {1, 1, 1},
+	[MGL_OP_LAYERNORM_BWD] = {3, 3, 3}, [MGL_OP_GELU_BWD] = {2, 2, 1},       [MGL_OP_TANH_BWD] = {2, 2, 1},
+	[MGL_OP_DROPOUT_BWD] = {1, 1, 1},   [MGL_OP_ATTENTION_BWD] = {6, 7, 3},  [MGL_OP_SELECT_BWD] = {1, 1, 1},
+	[MGL_OP_EMBEDDING_BWD] = {3, 3, 1}, [MGL_OP_SUM_TO] = {1, 1, 1},         [MGL_OP_ACCUMULATE] = {2, 2, 1},
+	[MGL_OP_CE_BWD] = {4, 4, 1},        [MGL_OP_ALL_GATHER] = {1, 1, 1},     [MGL_OP_REDUCE_SCATTER] = {1, 1, 1},
+	[MGL_OP_SLICE] = {1, 1, 1},         [MGL_OP_GRAD_NORM] = {0, 127, 1},    [MGL_OP_ADAMW] = {5, 5, 3},
+	[MGL_OP_ALL_REDUCE] = {1, 127, -1},
+};
+
+static void check_arity(Reader *r, const MglPlan *p, const MglStep *s)
+{
+	int in_min = arity[s->op].in_min, in_max = arity[s->op].in_max, out = arity[s->op].out;
+	bool lists = in_max == 127;   /* any number: all_reduce (as many out as in), grad_norm */
+	if (s->nin < in_min || (!lists && s->nin > in_max) || (out >= 0 && s->nout != out) ||
+	    (out < 0 && s->nout != s->nin))
+		bad(r, "%s takes %d to %d inputs and %d outputs, not %d and %d", mgl_ops[s->op].name, in_min,
+		    lists ? p->nvalues : in_max, out >= 0 ? out : s->nin, s->nin, s->nout);
+	for (int k = 0; k < s->nin; k++)
+		if (p->values[s->in[k]].layout.kind == MGL_L_S && p->values[s->in[k]].layout.dim > p->values[s->in[k]].rank)
+			bad(r, "value %%%d is split along a dimension it does not have", s->in[k]);
+}
+
 MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *name, char *err, size_t errlen)
 {
 	Reader r = {.p = text, .end = text + len, .name = name, .line = 1, .err = err, .errlen = errlen, .a = a};
@@ -548,6 +579,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		space(&r), s->fuse = (int)attr(&r, "fuse", -1, i);
 		space(&r), s->epilogue = (uint32_t)attr(&r, "epi", 0, MGL_EPI_BIAS | MGL_EPI_GELU);
 		eol(&r);
+		check_arity(&r, p, s);
 	}
 	word(&r, "end");
 	eol(&r);

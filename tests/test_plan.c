@@ -340,6 +340,17 @@ START_TEST(plan_refuses_damage)
 	k += n - (size_t)(rest - t);
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
 	ck_assert_msg(strstr(err, "does not exist"), "%s", err);
+	/* a step with the wrong number of inputs for its op: the runtime would read past them */
+	char *mm = strstr(t, " matmul ");
+	ck_assert_ptr_nonnull(mm);
+	char *ins = mm + 8, *comma = strchr(ins, ','), *sp = strchr(ins, ' ');
+	ck_assert(comma && comma < sp);
+	size_t keep = (size_t)(comma - t);
+	memcpy(bad, t, keep);
+	memcpy(bad + keep, sp, n - (size_t)(sp - t));   /* "matmul A,B OUT" -> "matmul A OUT" */
+	k = keep + n - (size_t)(sp - t);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 outputs, not 1 and 1"), "%s", err);
 	free(bad);
 	free(t);
 	mgl_arena_free(&a);
