@@ -46,7 +46,7 @@ RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errl
 		k->tp = &j->comms[k->dp_rank];
 		k->dp = &j->comms[j->dp + k->tp_rank];
 		if (be->open(k)) {
-			snprintf(err, errlen, "rank %d: %s", r, k->err);
+			snprintf(err, errlen, "%s", k->err);   /* backends name the rank where it matters */
 			for (int q = 0; q < r; q++)
 				be->close(&j->ranks[q]);
 			j->nranks = 0;
