@@ -5,7 +5,7 @@
 set -eu
 mgl=${MGL:-build/mgl}
 out=${OUT:-build/demo}
-steps=${STEPS:-900}
+steps=${STEPS:-720}
 mkdir -p "$out"
 # the licences themselves, not the symlinks to them (GPL -> GPL-3): no text twice
 files=$(find /usr/share/common-licenses -maxdepth 1 -type f | sort)
