@@ -34,6 +34,8 @@ typedef struct {
 } Args;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg);
+/* 124439808 as "124,439,808" into buf (32 bytes) */
+const char *cli_commas(int64_t v, char *buf);
 
 /* compile.c */
 int cmd_check(Args *a);
