@@ -148,6 +148,14 @@ int64_t mgl_numel(const MglValue *v)
 
 int64_t mgl_value_bytes(const MglValue *v) { return mgl_numel(v) * mgl_dtype_size[v->dtype]; }
 
+int64_t mgl_param_numel(const MglPlanParam *q)
+{
+	int64_t n = 1;
+	for (int i = 0; i < q->rank; i++)
+		n *= q->shape[i];
+	return n;
+}
+
 /* ---------------------------------------------------------------- writing */
 
 static void write_dims(FILE *f, int rank, const int64_t *d)

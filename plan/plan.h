@@ -192,6 +192,8 @@ typedef struct {
 /* Elements of a value (this rank's shape), and its bytes at its dtype. */
 int64_t mgl_numel(const MglValue *v);
 int64_t mgl_value_bytes(const MglValue *v);
+/* Elements of a parameter's whole, unpadded tensor (as checkpoints hold it). */
+int64_t mgl_param_numel(const MglPlanParam *q);
 
 /* A whole file (at most 1 GiB), NUL-terminated, malloc'd; NULL with a message in err. */
 char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen);

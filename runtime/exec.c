@@ -146,14 +146,6 @@ static int64_t padded_numel(const MglPlanParam *q)
 	return n;
 }
 
-static int64_t true_numel(const MglPlanParam *q)
-{
-	int64_t n = 1;
-	for (int i = 0; i < q->rank; i++)
-		n *= q->shape[i];
-	return n;
-}
-
 /* Copies between a full padded tensor and tp rank t's shard (to_shard: full -> shard). */
 static void shard_copy(const MglPlanParam *q, int tp, int t, float *full, float *shard, bool to_shard)
 {
@@ -173,16 +165,13 @@ static void shard_copy(const MglPlanParam *q, int tp, int t, float *full, float 
 void rt_param_get(RtJob *j, int i, int which, float *out)
 {
 	const MglPlanParam *q = &j->plan->params[i];
-	const MglValue *v = &j->plan->values[pick(q, which)];
-	int64_t local = 1;
-	for (int k = 0; k < v->rank; k++)
-		local *= v->shape[k];
+	int64_t local = mgl_numel(&j->plan->values[pick(q, which)]);
 	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
 	for (int t = 0; t < (q->split_dim >= 0 ? j->tp : 1); t++) {
 		j->be->read(&j->ranks[t], pick(q, which), shard);
 		shard_copy(q, j->tp, t, full, shard, false);
 	}
-	memcpy(out, full, (size_t)true_numel(q) * sizeof *out);   /* padding rows are the last ones */
+	memcpy(out, full, (size_t)mgl_param_numel(q) * sizeof *out);   /* padding rows are the last ones */
 	free(full);
 	free(shard);
 }
@@ -190,12 +179,9 @@ void rt_param_get(RtJob *j, int i, int which, float *out)
 void rt_param_set(RtJob *j, int i, int which, const float *in)
 {
 	const MglPlanParam *q = &j->plan->params[i];
-	const MglValue *v = &j->plan->values[pick(q, which)];
-	int64_t local = 1;
-	for (int k = 0; k < v->rank; k++)
-		local *= v->shape[k];
+	int64_t local = mgl_numel(&j->plan->values[pick(q, which)]);
 	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
-	memcpy(full, in, (size_t)true_numel(q) * sizeof *full);
+	memcpy(full, in, (size_t)mgl_param_numel(q) * sizeof *full);
 	for (int r = 0; r < j->nranks; r++) {
 		shard_copy(q, j->tp, j->ranks[r].tp_rank, full, shard, true);
 		j->be->write(&j->ranks[r], pick(q, which), shard);

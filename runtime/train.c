@@ -151,9 +151,7 @@ static double unigram_loss(const Train *t)
 static void init_param(Train *t, int i)
 {
 	const MglPlanParam *q = &t->p->params[i];
-	int64_t n = 1;
-	for (int k = 0; k < q->rank; k++)
-		n *= q->shape[k];
+	int64_t n = mgl_param_numel(q);
 	float *w = malloc((size_t)n * sizeof *w);
 	uint64_t s = rt_mix64(t->seed ^ rt_mix64((uint64_t)i + 1));
 	for (int64_t k = 0; k < n; k++) {
@@ -175,14 +173,6 @@ static void init_param(Train *t, int i)
 
 /* ---------------------------------------------------------------- checkpoints */
 
-static int64_t param_numel(const MglPlanParam *q)
-{
-	int64_t n = 1;
-	for (int k = 0; k < q->rank; k++)
-		n *= q->shape[k];
-	return n;
-}
-
 /* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name. */
 static int write_tensors(Train *t, const char *path, const int *which, const char *const *prefix, int nw)
 {
@@ -200,7 +190,7 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			x->name = names[w * p->nparams + i];
 			x->rank = q->rank;
 			memcpy(x->shape, q->shape, sizeof x->shape);
-			x->data = malloc((size_t)param_numel(q) * sizeof *x->data);
+			x->data = malloc((size_t)mgl_param_numel(q) * sizeof *x->data);
 			rt_param_get(t->job, i, which[w], x->data);
 		}
 	char step[32], adam[32], rng[32], seed[32];

@@ -87,20 +87,12 @@ static void fill_inputs(RtJob *j, bool draw)
 	}
 }
 
-static int64_t numel_of(const MglPlanParam *q)
-{
-	int64_t n = 1;
-	for (int k = 0; k < q->rank; k++)
-		n *= q->shape[k];
-	return n;
-}
-
 /* Parameters of a useful size for finite differences: weights N(0, 0.3), gains near 1. */
 static void random_params(RtJob *j)
 {
 	for (int i = 0; i < j->plan->nparams; i++) {
 		const MglPlanParam *q = &j->plan->params[i];
-		int64_t n = numel_of(q);
+		int64_t n = mgl_param_numel(q);
 		float *w = malloc((size_t)n * sizeof *w);
 		for (int64_t k = 0; k < n; k++)
 			w[k] = (float)((q->init == MGL_INIT_ONES ? 1.0 : 0.0) + 0.3 * (uniform() - 0.5) * 2);
@@ -147,7 +139,7 @@ static void check_gradients(const char *model, int tp, bool sp)
 	const char *worst_name = "";
 	for (int i = 0; i < p->nparams; i++) {
 		const MglPlanParam *q = &p->params[i];
-		int64_t n = numel_of(q);
+		int64_t n = mgl_param_numel(q);
 		float *w = malloc((size_t)n * sizeof *w), *g = malloc((size_t)n * sizeof *g);
 		rt_param_get(j, i, RT_PARAM_VALUE, w);
 		rt_param_get(j, i, RT_PARAM_GRAD, g);

@@ -39,14 +39,6 @@ static MglPlan *compile(MglCtx *c, const char *model, const char *preset, const 
 	return p;
 }
 
-static int64_t numel(const MglValue *x)
-{
-	int64_t n = 1;
-	for (int i = 0; i < x->rank; i++)
-		n *= x->shape[i];
-	return n;
-}
-
 /* Same parameters and inputs on both jobs. Parameters uniform around their initial value:
  * +-0.2 for the small models (values of a useful size), with GPT-2's own scale (its std)
  * for the large one, whose activations would otherwise grow layer after layer. */
@@ -55,9 +47,7 @@ static void setup(RtJob *a, RtJob *b, bool big)
 	const MglPlan *p = a->plan;
 	for (int i = 0; i < p->nparams; i++) {
 		const MglPlanParam *q = &p->params[i];
-		int64_t n = 1;
-		for (int k = 0; k < q->rank; k++)
-			n *= q->shape[k];
+		int64_t n = mgl_param_numel(q);
 		double amp = !big ? 0.2 : q->init == MGL_INIT_NORMAL ? q->std * 1.7320508 : 0.02;
 		float *w = malloc((size_t)n * sizeof *w);
 		for (int64_t k = 0; k < n; k++)
@@ -70,7 +60,7 @@ static void setup(RtJob *a, RtJob *b, bool big)
 		const MglValue *x = &p->values[v];
 		if (x->role != MGL_V_INPUT)
 			continue;
-		int64_t n = numel(x);
+		int64_t n = mgl_numel(x);
 		int32_t *ids = malloc((size_t)n * sizeof *ids);
 		float one = 1;
 		for (int64_t i = 0; i < n; i++)
@@ -147,7 +137,7 @@ static int check(const char *model, const char *preset, const char *set, int tp,
 			continue;
 		if (fused_away(pa, v))
 			continue;   /* an intermediate of a fused group: never written on the GPU */
-		int64_t n = numel(x);
+		int64_t n = mgl_numel(x);
 		float *ga = malloc((size_t)n * sizeof *ga), *gb = malloc((size_t)n * sizeof *gb);
 		for (int r = 0; r < a->nranks; r++) {
 			a->be->read(&a->ranks[r], v, ga);
