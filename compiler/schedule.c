@@ -8,6 +8,13 @@
  * at once — the activations the backward pass needs are simply alive across it. A value
  * that no step reads (the loss) is the plan's output and lives to the end. The steps'
  * order is the plan's: forward, backward, optimizer, as the passes emitted them.
+ *
+ * A fused group (fuse.c: a GEMM with its epilogue, a chain of elementwise steps) runs as
+ * one kernel, which reads all of the group's inputs while it writes the group's outputs.
+ * So the inputs of any step of a group live to the group's last step: no output of the
+ * group may take their bytes, not even at the same offset (a broadcast input, read at
+ * i % n, would be overwritten before other threads read it). Without this the kernels
+ * raced with themselves once tensors spanned many thread blocks (issue 8).
  */
 #include "mgl.h"
 
@@ -25,18 +32,7 @@ void mgl_schedule(MglPlan *p)
 	MglArena a = {0};
 	int n = p->nvalues;
 	int *first = mgl_alloc(&a, (size_t)n * sizeof *first), *last = mgl_alloc(&a, (size_t)n * sizeof *last);
-	for (int v = 0; v < n; v++) {
-		first[v] = p->values[v].role == MGL_V_INPUT ? 0 : -1;
-		last[v] = -1;
-	}
-	for (int s = 0; s < p->nsteps; s++) {
-		const MglStep *st = &p->steps[s];
-		for (int k = 0; k < st->nout; k++)
-			if (first[st->out[k]] < 0)
-				first[st->out[k]] = s;
-		for (int k = 0; k < st->nin; k++)
-			last[st->in[k]] = s;
-	}
+	mgl_plan_lifetimes(p, first, last);
 	memset(p->persistent_bytes, 0, sizeof p->persistent_bytes);
 	for (int v = 0; v < n; v++) {
 		MglValue *x = &p->values[v];
@@ -57,11 +53,8 @@ void mgl_schedule(MglPlan *p)
 		const MglValue *x = &p->values[v];
 		if ((x->role != MGL_V_ACT && x->role != MGL_V_INPUT) || first[v] < 0)
 			continue;
-		/* a value no step reads is an output of the plan (the loss): it lives to the end,
-		 * where the host reads it */
-		int end = last[v] < 0 ? p->nsteps - 1 : last[v] > first[v] ? last[v] : first[v];
-		next_dead[v] = dies_at[end];
-		dies_at[end] = v;
+		next_dead[v] = dies_at[last[v]];
+		dies_at[last[v]] = v;
 	}
 	Block *live = mgl_alloc(&a, (size_t)(n + 1) * sizeof *live);
 	int nlive = 0;

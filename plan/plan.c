@@ -156,6 +156,82 @@ int64_t mgl_param_numel(const MglPlanParam *q)
 	return n;
 }
 
+/* ---------------------------------------------------------------- lifetimes */
+
+static bool in_arena(const MglValue *v) { return v->role == MGL_V_ACT || v->role == MGL_V_INPUT; }
+
+void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last)
+{
+	for (int v = 0; v < p->nvalues; v++) {
+		first[v] = p->values[v].role == MGL_V_INPUT ? 0 : -1;
+		last[v] = -1;
+	}
+	for (int s = 0; s < p->nsteps; s++) {
+		const MglStep *st = &p->steps[s];
+		for (int k = 0; k < st->nout; k++)
+			if (first[st->out[k]] < 0)
+				first[st->out[k]] = s;
+		int end = s;   /* a fused kernel reads its inputs until the group's last step */
+		while (st->fuse >= 0 && end + 1 < p->nsteps && p->steps[end + 1].fuse == st->fuse)
+			end++;
+		for (int k = 0; k < st->nin; k++)
+			if (last[st->in[k]] < end)
+				last[st->in[k]] = end;
+	}
+	for (int v = 0; v < p->nvalues; v++)
+		if (first[v] >= 0 && last[v] < first[v])
+			last[v] = last[v] < 0 ? p->nsteps - 1 : first[v];
+}
+
+typedef struct { int64_t offset; int v; } Placed;
+static int by_offset(const void *a, const void *b)
+{
+	int64_t x = ((const Placed *)a)->offset, y = ((const Placed *)b)->offset;
+	return x < y ? -1 : x > y;
+}
+
+int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen)
+{
+	for (int s = 0; s < p->nsteps; s++) {
+		int f = p->steps[s].fuse;
+		if (f >= 0 && (f > s || p->steps[f].fuse != f || (s > f && p->steps[s - 1].fuse != f))) {
+			snprintf(err, errlen, "step %d is fused with step %d, but the steps between are not", s, f);
+			return -1;
+		}
+	}
+	int n = p->nvalues, *first = malloc(((size_t)n + 1) * sizeof *first), *last = malloc(((size_t)n + 1) * sizeof *last);
+	Placed *order = malloc(((size_t)n + 1) * sizeof *order);
+	int m = 0, rc = 0;
+	if (!first || !last || !order) {
+		snprintf(err, errlen, "out of memory");
+		rc = -1;
+		goto out;
+	}
+	mgl_plan_lifetimes(p, first, last);
+	for (int v = 0; v < n; v++)
+		if (in_arena(&p->values[v]) && first[v] >= 0 && p->values[v].bytes > 0)
+			order[m++] = (Placed){p->values[v].offset, v};
+	qsort(order, (size_t)m, sizeof *order, by_offset);
+	/* each value against the ones that start inside its bytes: alive at one step too? */
+	for (int i = 0; i < m && !rc; i++) {
+		const MglValue *a = &p->values[order[i].v];
+		for (int j = i + 1; j < m && order[j].offset < a->offset + a->bytes; j++) {
+			int x = order[i].v, y = order[j].v;
+			if (first[x] <= last[y] && first[y] <= last[x]) {
+				snprintf(err, errlen, "values %%%d (%s) and %%%d (%s) share arena bytes while both are alive (steps %d-%d and %d-%d)",
+					 x, a->name, y, p->values[y].name, first[x], last[x], first[y], last[y]);
+				rc = -1;
+				break;
+			}
+		}
+	}
+out:
+	free(first);
+	free(last);
+	free(order);
+	return rc;
+}
+
 /* ---------------------------------------------------------------- writing */
 
 static void write_dims(FILE *f, int rank, const int64_t *d)
@@ -593,6 +669,9 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	eol(&r);
 	if (r.p != r.end)
 		bad(&r, "text after 'end'");
+	char why[300];
+	if (mgl_plan_check_memory(p, why, sizeof why))
+		bad(&r, "the memory plan is wrong: %s", why);
 	return p;
 }
 

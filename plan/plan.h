@@ -195,6 +195,17 @@ int64_t mgl_value_bytes(const MglValue *v);
 /* Elements of a parameter's whole, unpadded tensor (as checkpoints hold it). */
 int64_t mgl_param_numel(const MglPlanParam *q);
 
+/* When each arena value (roles input and act) is alive: from step first[v] (0 for inputs)
+ * to step last[v], both included; -1 for values no step makes. A value no step reads is an
+ * output of the plan (the loss) and lives to the last step. The inputs of a step of a fused
+ * group live to the group's last step: the group is one kernel, which reads its inputs
+ * while it writes its outputs. The memory plan (compiler/schedule.c) places values by
+ * these lifetimes and mgl_plan_check_memory holds any plan to them. first, last: [nvalues]. */
+void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last);
+/* 0 if no two arena values alive at the same step share a byte, and fused groups are runs
+ * of consecutive steps led by their first; else -1 with the two values named in err. */
+int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
+
 /* A whole file (at most 1 GiB), NUL-terminated, malloc'd; NULL with a message in err. */
 char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen);
 

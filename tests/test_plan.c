@@ -219,24 +219,25 @@ START_TEST(activation_memory_within_megatron)
 }
 END_TEST
 
-START_TEST(memory_plan_is_sound)
+/* No two values alive at once share arena bytes. Alive, stated here independently of
+ * plan.c: from the step that makes a value to the last step that reads it, where a read by
+ * a step of a fused group (one kernel: fuse.c) lasts to the group's last step, since that
+ * kernel reads its inputs while it writes its outputs. The rule without the groups passed
+ * while generated chain kernels overwrote their own inputs on the GPU (issue 8). */
+static void assert_memory_sound(const MglPlan *p, const char *what)
 {
-	/* no two values alive at once share arena bytes */
-	Build b;
-	MglTarget t = target(2, true);
-	t.seq = 64;
-	build(&b, "models/gpt2.mgl", "tiny", t);
-	ck_assert_ptr_nonnull(b.p);
-	const MglPlan *p = b.p;
 	int *first = malloc((size_t)p->nvalues * sizeof *first), *last = malloc((size_t)p->nvalues * sizeof *last);
 	for (int v = 0; v < p->nvalues; v++)
 		first[v] = p->values[v].role == MGL_V_INPUT ? 0 : -1, last[v] = -1;
 	for (int i = 0; i < p->nsteps; i++) {
+		int end = i;
+		for (int j = i + 1; p->steps[i].fuse >= 0 && j < p->nsteps && p->steps[j].fuse == p->steps[i].fuse; j++)
+			end = j;
 		for (int k = 0; k < p->steps[i].nout; k++)
 			if (first[p->steps[i].out[k]] < 0)
 				first[p->steps[i].out[k]] = i;
 		for (int k = 0; k < p->steps[i].nin; k++)
-			last[p->steps[i].in[k]] = i;
+			last[p->steps[i].in[k]] = end;
 	}
 	for (int v = 0; v < p->nvalues; v++) {
 		const MglValue *x = &p->values[v];
@@ -251,12 +252,68 @@ START_TEST(memory_plan_is_sound)
 			int ye = last[w] < 0 ? p->nsteps - 1 : last[w] > first[w] ? last[w] : first[w];
 			bool overlap_time = first[v] <= ye && first[w] <= xe;
 			bool overlap_space = x->offset < y->offset + y->bytes && y->offset < x->offset + x->bytes;
-			ck_assert_msg(!(overlap_time && overlap_space), "%s and %s share memory while both alive", x->name,
-				      y->name);
+			ck_assert_msg(!(overlap_time && overlap_space), "%s: %s and %s share memory while both alive", what,
+				      x->name, y->name);
 		}
 	}
+	char err[400];
+	ck_assert_msg(mgl_plan_check_memory(p, err, sizeof err) == 0, "%s: %s", what, err);
 	free(first);
 	free(last);
+}
+
+START_TEST(memory_plan_is_sound)
+{
+	static const struct { const char *model, *preset; int seq; } cases[] = {
+		{"models/gpt2.mgl", "tiny", 64}, {"models/gpt2.mgl", "124m", 256}, {"models/bert.mgl", "tiny", 64},
+	};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+		for (int tp = 1; tp <= 4; tp *= 2)
+			for (int sp = 0; sp <= (tp > 1); sp++) {
+				Build b;
+				MglTarget t = target(tp, sp);
+				t.seq = cases[c].seq;
+				build(&b, cases[c].model, cases[c].preset, t);
+				ck_assert_ptr_nonnull(b.p);
+				char what[128];
+				snprintf(what, sizeof what, "%s %s tp %d%s", cases[c].model, cases[c].preset, tp, sp ? " sp" : "");
+				assert_memory_sound(b.p, what);
+				build_free(&b);
+			}
+}
+END_TEST
+
+/* The reader holds a plan to the same rule: a fused group's output moved onto one of the
+ * group's inputs (what the memory plan did before issue 8) is refused, naming both. */
+START_TEST(memory_plan_check_refuses_overlap)
+{
+	Build b;
+	MglTarget t = target(2, false);
+	t.seq = 64;
+	build(&b, "models/gpt2.mgl", "tiny", t);
+	ck_assert_ptr_nonnull(b.p);
+	MglPlan *p = b.p;
+	char err[400];
+	ck_assert_int_eq(mgl_plan_check_memory(p, err, sizeof err), 0);
+	int moved = 0;
+	for (int s = 1; s < p->nsteps && !moved; s++) {
+		const MglStep *st = &p->steps[s];
+		if (st->fuse < 0 || st->fuse == s || p->steps[st->fuse].op == MGL_OP_MATMUL)
+			continue;
+		const MglStep *head = &p->steps[st->fuse];
+		for (int k = 0; k < head->nin && !moved; k++) {
+			const MglValue *in = &p->values[head->in[k]];
+			if (in->role == MGL_V_ACT && in->bytes == p->values[st->out[0]].bytes) {
+				p->values[st->out[0]].offset = in->offset;
+				moved = 1;
+			}
+		}
+	}
+	ck_assert_int_eq(moved, 1);
+	ck_assert_int_eq(mgl_plan_check_memory(p, err, sizeof err), -1);
+	ck_assert_ptr_nonnull(strstr(err, "share arena bytes while both are alive"));
+	p->steps[3].fuse = 1;   /* a group that is not a run of steps */
+	ck_assert_int_eq(mgl_plan_check_memory(p, err, sizeof err), -1);
 	build_free(&b);
 }
 END_TEST
@@ -405,6 +462,7 @@ int main(void)
 	tcase_add_test(coll, data_parallel_buckets);
 	tcase_add_test(mem, activation_memory_within_megatron);
 	tcase_add_test(mem, memory_plan_is_sound);
+	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(misc, heads_must_divide_tp);
