@@ -247,9 +247,10 @@ static int optimizer_step(RtJob *a, RtJob *b, const Given *g, const RtRun *run, 
 	unsigned opt = 1u << MGL_OPT;
 	if (rt_job_run(a, opt, run, err, errlen) || rt_job_run(b, opt, run, err, errlen))
 		return -1;
-	compare_params(a, b, RT_PARAM_M, NULL, &t[T_M], 1e-5);
-	compare_params(a, b, RT_PARAM_V, NULL, &t[T_V], 1e-5);
-	compare_params(a, b, RT_PARAM_VALUE, g, &t[T_UPDATE], 1e-4);
+	/* fp32 both sides; the clipping factor comes from a norm summed in another order */
+	compare_params(a, b, RT_PARAM_M, NULL, &t[T_M], 2e-4);
+	compare_params(a, b, RT_PARAM_V, NULL, &t[T_V], 2e-4);
+	compare_params(a, b, RT_PARAM_VALUE, g, &t[T_UPDATE], 2e-4);
 	return 0;
 }
 
@@ -270,8 +271,9 @@ static const RtRun the_run = {.train = true, .key = 99, .last_micro = true, .lr 
 
 static void tally_names(Tally *t)
 {
+	memset(t, 0, T_COUNT * sizeof *t);
 	for (int op = 0; op < MGL_OP_COUNT; op++)
-		t[op] = (Tally){.what = mgl_ops[op].name};
+		t[op].what = mgl_ops[op].name;
 	t[T_GRAD].what = "gradients", t[T_LOSS].what = "loss", t[T_M].what = "adam m", t[T_V].what = "adam v";
 	t[T_UPDATE].what = "update";
 }
@@ -305,8 +307,9 @@ static int check(const Case *k, int tp, bool sp, bool reuse)
 		fails = 1;
 		goto out;
 	}
+	/* parameters of +-0.2 make large logits: the small models' loss is good to bf16's 2e-3 */
 	float la = (float)loss_of(a), lb = (float)loss_of(b);
-	tally(&t[T_LOSS], error_of(&la, &lb, 1), 3e-4, "the loss");
+	tally(&t[T_LOSS], error_of(&la, &lb, 1), k->big ? 3e-4 : 2e-3, "the loss");
 	compare_params(a, b, RT_PARAM_GRAD, NULL, &t[T_GRAD], 8e-2);
 	if (optimizer_step(a, b, &g, &the_run, t, err, sizeof err)) {
 		printf("FAIL %s tp %d: %s\n", k->model, tp, err);
@@ -330,7 +333,7 @@ static int check(const Case *k, int tp, bool sp, bool reuse)
 			a->be->read(&a->ranks[r], v, ga);
 			b->be->read(&b->ranks[r], v, gb);
 			/* the optimizer's values (the gradient norm) come from the same gradients */
-			tally(&t[maker], error_of(ga, gb, n), phase == MGL_OPT ? 1e-4 : phase == MGL_BWD ? 8e-2 : 5e-2, x->name);
+			tally(&t[maker], error_of(ga, gb, n), phase == MGL_OPT ? 2e-4 : phase == MGL_BWD ? 8e-2 : 5e-2, x->name);
 		}
 		free(ga);
 		free(gb);
