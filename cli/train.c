@@ -197,26 +197,27 @@ int cmd_sample(Args *a)
 	snprintf(path, sizeof path, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s",
 		 a->file);
 	RtCkpt ck;
+	RtCkptMeta m;
 	if (rt_ckpt_read(path, &ck, err, sizeof err)) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	const char *source = rt_ckpt_meta(&ck, "source"), *tokname = rt_ckpt_meta(&ck, "tokenizer");
-	if (!source || !*source) {
-		fprintf(stderr, "mgl: error: %s holds no model source: was it written by mgl train?\n", path);
-		rt_ckpt_free(&ck);
-		return 1;
-	}
 	RtTokenizer *tok = NULL;
-	if (tokname && !strncmp(tokname, "gpt2", 4)) {
-		const char *dir = a->gpt2 ? a->gpt2 : tokname[4] == ':' ? tokname + 5 : NULL;
-		if (!dir || !(tok = rt_tok_gpt2(dir, err, sizeof err))) {
-			fprintf(stderr, "mgl: error: %s\n", dir ? err : "this checkpoint's tokenizer is GPT-2's: give --gpt2 DIR");
-			rt_ckpt_free(&ck);
-			return 1;
-		}
-	} else {
-		tok = rt_tok_bytes();
+	if (rt_ckpt_meta_read(&ck, path, &m, err, sizeof err))
+		goto refuse;
+	if (!m.source || !*m.source) {
+		snprintf(err, sizeof err, "%.900s holds no model source: was it written by mgl train?", path);
+		goto refuse;
+	}
+	if (m.tokenizer && !strncmp(m.tokenizer, "gpt2", 4)) {
+		const char *dir = a->gpt2 ? a->gpt2 : m.tokenizer[4] == ':' ? m.tokenizer + 5 : NULL;
+		if (!dir)
+			snprintf(err, sizeof err, "this checkpoint's tokenizer is GPT-2's: give --gpt2 DIR");
+		if (!dir || !(tok = rt_tok_gpt2(dir, err, sizeof err)))
+			goto refuse;
+	} else if (!(tok = rt_tok_bytes())) {
+		snprintf(err, sizeof err, "out of memory");
+		goto refuse;
 	}
 	MglCtx c = {0};
 	jmp_buf jb;
@@ -228,7 +229,7 @@ int cmd_sample(Args *a)
 	if (!setjmp(jb)) {
 		MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .seq = a->seq, .act_dtype = MGL_F32};
 		MglGraph *g;
-		MglPlan *p = cli_plan(&c, path, source, rt_ckpt_meta(&ck, "preset"), rt_ckpt_meta(&ck, "set"), &t, &g);
+		MglPlan *p = cli_plan(&c, path, m.source, m.preset, m.set, &t, &g);
 		if (!(job = rt_job_open(p, &rt_cpu_backend, err, sizeof err)))
 			goto fail;
 		for (int i = 0; i < p->nparams; i++) {
@@ -305,4 +306,8 @@ done:
 	rt_ckpt_free(&ck);
 	mgl_arena_free(&c.arena);
 	return status;
+refuse:
+	fprintf(stderr, "mgl: error: %s\n", err);
+	rt_ckpt_free(&ck);
+	return 1;
 }

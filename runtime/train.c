@@ -193,17 +193,13 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			x->data = malloc((size_t)mgl_param_numel(q) * sizeof *x->data);
 			rt_param_get(t->job, i, which[w], x->data);
 		}
-	char step[32], adam[32], rng[32], seed[32];
-	snprintf(step, sizeof step, "%lld", (long long)t->step);
-	snprintf(adam, sizeof adam, "%lld", (long long)t->adam_t);
-	snprintf(rng, sizeof rng, "%llu", (unsigned long long)t->data_rng);
-	snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed);
-	const char *keys[] = {"format", "model", "source", "preset", "set", "tokenizer", "step", "adam_t", "data_rng", "seed"};
-	const char *vals[] = {"mgl-checkpoint 1", t->o->model_name ? t->o->model_name : "", t->o->model_source ? t->o->model_source : "",
-			      t->o->preset ? t->o->preset : "", t->o->set ? t->o->set : "", t->o->tokenizer ? t->o->tokenizer : "bytes",
-			      step, adam, rng, seed};
+	const RtTrainOpts *o = t->o;
+	RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = o->model_name, .source = o->model_source ? o->model_source : "",
+			.preset = o->preset ? o->preset : "", .set = o->set ? o->set : "",
+			.tokenizer = o->tokenizer ? o->tokenizer : "bytes", .has_state = true, .step = t->step,
+			.adam_t = t->adam_t, .data_rng = t->data_rng, .seed = t->seed};
 	char e[512];
-	int rc = rt_ckpt_write(path, ts, n, keys, vals, (int)(sizeof keys / sizeof keys[0]), e, sizeof e);
+	int rc = rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e);
 	for (int i = 0; i < n; i++) {
 		free(ts[i].data);
 		free(names[i]);
@@ -261,9 +257,17 @@ static int resume(Train *t, const char *dir)
 		return fail(t, "%s", e);
 	}
 	const MglPlan *p = t->p;
-	const char *model = rt_ckpt_meta(&c, "model");
-	if (model && t->o->model_name && strcmp(model, t->o->model_name)) {
-		rc = fail(t, "%s is a checkpoint of model '%s', not '%s'", path, model, t->o->model_name);
+	RtCkptMeta m;
+	if (rt_ckpt_meta_read(&c, path, &m, e, sizeof e)) {
+		rc = fail(t, "%s", e);
+		goto out;
+	}
+	if (!m.has_state) {
+		rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
+		goto out;
+	}
+	if (m.model && t->o->model_name && strcmp(m.model, t->o->model_name)) {
+		rc = fail(t, "%s is a checkpoint of model '%s', not '%s'", path, m.model, t->o->model_name);
 		goto out;
 	}
 	for (int i = 0; i < p->nparams && !rc; i++)
@@ -292,16 +296,10 @@ static int resume(Train *t, const char *dir)
 			rt_param_set(t->job, i, w, x->data);
 		}
 	if (!rc) {
-		const char *s = rt_ckpt_meta(&c, "step"), *a = rt_ckpt_meta(&c, "adam_t"), *r = rt_ckpt_meta(&c, "data_rng"),
-			   *sd = rt_ckpt_meta(&c, "seed");
-		if (!s || !a || !r || !sd)
-			rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
-		else {
-			t->step = strtoll(s, NULL, 10);
-			t->adam_t = strtoll(a, NULL, 10);
-			t->data_rng = strtoull(r, NULL, 10);
-			t->seed = strtoull(sd, NULL, 10);
-		}
+		t->step = m.step;
+		t->adam_t = m.adam_t;
+		t->data_rng = m.data_rng;
+		t->seed = m.seed;
 	}
 	/* a checkpoint of a larger model holds tensors this one lacks: not the same model */
 	if (!rc && c.n != 3 * p->nparams) {

@@ -39,6 +39,28 @@ check "sampling writes the tokens asked for" test "$(wc -c <"$tmp/s1")" -ge 35
 expect 1 'cannot open'                         -- sample "$tmp/nothing"
 expect 1 "$tmp/t.bin"                          -- sample "$tmp/t.bin"
 
+# a checkpoint of a model with a --set (its set is patched below)
+expect 0 'trained 1 step in'                   -- train models/gpt2.mgl --preset tiny --set vocab=300 --data "$tmp/t.bin" \
+	--steps 1 --batch 1 --save "$tmp/pad"
+
+# The metadata is checked (tests/test_runtime.c tries every key): a value of the wrong
+# form is refused, naming the file and the key. METADATA FROM TO: the same length.
+patch_meta() {
+	at=$(grep -obUa -- "$2" "$1" | head -n 1 | cut -d: -f1)
+	[ -n "$at" ] && cp "$1" "$4" && printf '%s' "$3" | dd of="$4" bs=1 seek="$at" conv=notrunc 2>/dev/null
+}
+patch_meta "$tmp/ck/checkpoint.safetensors" '"tokenizer":"bytes"' '"tokenizer":"bytez"' "$tmp/tok.safetensors"
+expect 1 "tok.safetensors: the metadata's 'tokenizer' is 'bytez', not 'bytes', 'gpt2' or 'gpt2:DIR'" \
+	-- sample "$tmp/tok.safetensors"
+patch_meta "$tmp/ck/checkpoint.safetensors" '"step":"4"' '"step":"-"' "$tmp/step.safetensors"
+expect 1 "step.safetensors: the metadata's 'step' is '-', not a whole number from 0 to" \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 8 --batch 2 --resume "$tmp/step.safetensors"
+patch_meta "$tmp/ck/checkpoint.safetensors" '"preset":"tiny"' '"preset":"ti=y"' "$tmp/preset.safetensors"
+expect 1 "preset.safetensors: the metadata's 'preset' is 'ti=y', not a preset's name" -- sample "$tmp/preset.safetensors"
+# the source and the set are checked by compiling them: an error is the file's (exit 1)
+patch_meta "$tmp/pad/checkpoint.safetensors" '"set":"vocab=300"' '"set":"vocab=3*="' "$tmp/set.safetensors"
+expect 1 "set.safetensors \(its set\):1:9: error: expected an expression" -- sample "$tmp/set.safetensors"
+
 # bad input to train
 expect 2 '--data TRAIN.bin is required'        -- train models/gpt2.mgl --preset tiny
 expect 2 "--seq 128 is longer than the model's sequence \(seq = 64\)" \

@@ -456,6 +456,82 @@ START_TEST(checkpoint_of_another_model_is_refused)
 }
 END_TEST
 
+/* Every key of a checkpoint's metadata with values of the wrong form: resuming refuses
+ * each, naming the file and the key, where it used to turn them into numbers and train on
+ * (a negative step, a fractional seed). The copy with nothing changed resumes. */
+START_TEST(bad_metadata_is_refused)
+{
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 2, .seq = 32, .act_dtype = MGL_F32};
+	char dir[128], path[160], copy[160], err[512];
+	snprintf(dir, sizeof dir, "%s/meta", tmpdir);
+	snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+	snprintf(copy, sizeof copy, "%s/changed.safetensors", dir);
+	RtTrainOpts o = opts(shard("meta.bin", 5000, 500), 2);
+	o.save_dir = dir;
+	RtTrainResult r;
+	train(NULL, t, &o, &r);   /* step 2, adam_t 2 */
+	RtCkpt c;
+	ck_assert_msg(!rt_ckpt_read(path, &c, err, sizeof err), "%s", err);
+	static const struct {
+		const char *key, *value, *says;   /* value NULL: the key left out; says NULL: it resumes */
+	} cases[] = {
+		{"format", "mgl-checkpoint 2", "not 'mgl-checkpoint 1'"},  {"format", "", "not 'mgl-checkpoint 1'"},
+		{"model", "", "not a name"},                                {"model", "2gpt", "not a name"},
+		{"model", "gpt-2", "not a name"},                           {"model", "gpt\x1b[2J", "is 'gpt\\x1b[2J'"},
+		{"preset", "tiny medium", "not a preset's name"},           {"preset", "../tiny", "not a preset's name"},
+		{"tokenizer", "sentencepiece", "not 'bytes', 'gpt2'"},      {"tokenizer", "gpt2:", "not 'bytes', 'gpt2'"},
+		{"tokenizer", "", "not 'bytes', 'gpt2'"},                   {"tokenizer", "Bytes", "not 'bytes', 'gpt2'"},
+		{"step", "-1", "not a whole number"},                       {"step", "1.5", "not a whole number"},
+		{"step", "2e3", "not a whole number"},                      {"step", "", "not a whole number"},
+		{"step", " 2", "not a whole number"},                       {"step", "+2", "not a whole number"},
+		{"step", "0x10", "not a whole number"},                     {"step", "9223372036854775808", "to 9,223,372,036,854,775,807"},
+		{"adam_t", "-2", "not a whole number"},                     {"adam_t", "2.0", "not a whole number"},
+		{"adam_t", "two", "not a whole number"},                    {"adam_t", "3", "'adam_t' is 3, more than 'step' (2)"},
+		{"data_rng", "-1", "not a whole number"},                   {"data_rng", "1e5", "not a whole number"},
+		{"data_rng", "12 ", "not a whole number"},                  {"data_rng", "18446744073709551616", "to 18,446,744,073,709,551,615"},
+		{"seed", "-5", "not a whole number"},                       {"seed", "0.5", "not a whole number"},
+		{"seed", "NaN", "not a whole number"},                      {"seed", "18446744073709551616", "to 18,446,744,073,709,551,615"},
+		{"step", NULL, "has no training state"},                    {"adam_t", NULL, "has no training state"},
+		{"data_rng", NULL, "has no training state"},                {"seed", NULL, "has no training state"},
+		{"format", "mgl-checkpoint 1", NULL},                       /* the control: resumes */
+	};
+	Compiled k;
+	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", NULL, t);
+	o.save_dir = NULL;
+	o.resume_dir = copy;
+	o.steps = 3;
+	const char *keys[64], *vals[64];
+	ck_assert_int_le(c.nmeta, 64);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int n = 0;
+		bool found = false;
+		for (int m = 0; m < c.nmeta; m++) {
+			bool hit = !strcmp(c.keys[m], cases[i].key);
+			found |= hit;
+			if (hit && !cases[i].value)
+				continue;
+			keys[n] = c.keys[m];
+			vals[n++] = hit ? cases[i].value : c.vals[m];
+		}
+		ck_assert_msg(found, "the checkpoint has no '%s'", cases[i].key);
+		ck_assert_msg(!rt_ckpt_write(copy, c.t, c.n, keys, vals, n, err, sizeof err), "%s", err);
+		int rc = rt_train(p, &rt_cpu_backend, &o, &r, err, sizeof err);
+		if (!cases[i].says) {
+			ck_assert_msg(!rc && r.steps_done == 3, "the unchanged copy: %s", err);
+			continue;
+		}
+		const char *shown = cases[i].value ? cases[i].value : "(left out)";
+		ck_assert_msg(rc == -1, "%s = '%s' was accepted", cases[i].key, shown);
+		char key[32];
+		snprintf(key, sizeof key, "'%s'", cases[i].key);
+		ck_assert_msg(strstr(err, copy) && (strstr(err, key) || !cases[i].value) && strstr(err, cases[i].says),
+			      "%s = '%s': %s", cases[i].key, shown, err);
+	}
+	compiled_free(&k);
+	rt_ckpt_free(&c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("runtime");
@@ -475,6 +551,7 @@ int main(void)
 	tcase_add_test(tr, nan_loss_stops_and_keeps_checkpoint);
 	tcase_add_test(tr, sigint_saves_and_stops);
 	tcase_add_test(tr, checkpoint_of_another_model_is_refused);
+	tcase_add_test(tr, bad_metadata_is_refused);
 	tcase_set_timeout(tr, 600);
 	suite_add_tcase(s, tr);
 	snprintf(tmpdir, sizeof tmpdir, "/tmp/mgl-test-XXXXXX");
