@@ -20,6 +20,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -209,13 +210,38 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 	return rc ? fail(t, "%s", e) : 0;
 }
 
+/* DIR/checkpoint.safetensors (malloc'd), once DIR is a directory (made if missing, not its
+ * parent) where that file can be written; NULL with the error. Checked before the first
+ * step too, so that a bad --save fails at once, not after the whole run. */
+static char *prepare_dir(Train *t, const char *dir)
+{
+	struct stat st;
+	char *path = malloc(strlen(dir) + 32);
+	sprintf(path, "%s/checkpoint.safetensors.tmp", dir);
+	int fd;
+	if (mkdir(dir, 0777) && errno != EEXIST) {
+		fail(t, "cannot create '%s': %s", dir, strerror(errno));
+	} else if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+		fail(t, "cannot save in '%s': it is not a directory", dir);
+	} else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0) {   /* the writer's temporary file */
+		fail(t, "cannot write in '%s': %s", dir, strerror(errno));
+	} else {
+		close(fd);
+		unlink(path);
+		path[strlen(path) - 4] = 0;
+		if (stat(path, &st) || S_ISREG(st.st_mode))
+			return path;
+		fail(t, "cannot save to '%s': it is not a regular file", path);
+	}
+	free(path);
+	return NULL;
+}
+
 static int save(Train *t)
 {
-	const char *dir = t->o->save_dir;
-	if (mkdir(dir, 0777) && errno != EEXIST)
-		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
-	char *path = malloc(strlen(dir) + 32);
-	sprintf(path, "%s/checkpoint.safetensors", dir);
+	char *path = prepare_dir(t, t->o->save_dir);
+	if (!path)
+		return -1;
 	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
 	int rc = write_tensors(t, path, which, prefix, 3);
@@ -228,11 +254,10 @@ static int save(Train *t)
 static int dump_first(Train *t)
 {
 	const char *dir = t->o->dump_first;
-	if (mkdir(dir, 0777) && errno != EEXIST)
-		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
-	char *path = malloc(strlen(dir) + 32);
+	char *path = prepare_dir(t, dir);
+	if (!path)
+		return -1;
 	static const char *const none[] = {""};
-	sprintf(path, "%s/checkpoint.safetensors", dir);
 	int rc = write_tensors(t, path, (const int[]){RT_PARAM_VALUE}, none, 1);
 	sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
@@ -422,9 +447,12 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		fail(&t, "the checkpoint is at step %lld already: give --steps beyond it to train more", (long long)t.step);
 		goto out;
 	}
-	if (o->save_dir && mkdir(o->save_dir, 0777) && errno != EEXIST) {   /* now, not after the training */
-		fail(&t, "cannot create '%s': %s", o->save_dir, strerror(errno));
-		goto out;
+	for (int k = 0; k < 2; k++) {   /* now, not after the training */
+		const char *dir = k ? o->dump_first : o->save_dir;
+		char *path = dir ? prepare_dir(&t, dir) : NULL;
+		free(path);
+		if (dir && !path)
+			goto out;
 	}
 	interrupted = 0;
 	struct sigaction sa = {0}, old;

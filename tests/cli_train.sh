@@ -61,6 +61,15 @@ expect 1 "preset.safetensors: the metadata's 'preset' is 'ti=y', not a preset's 
 patch_meta "$tmp/pad/checkpoint.safetensors" '"set":"vocab=300"' '"set":"vocab=3*="' "$tmp/set.safetensors"
 expect 1 "set.safetensors \(its set\):1:9: error: expected an expression" -- sample "$tmp/set.safetensors"
 
+# --save is checked before the first step: onto a file, or where a directory is in the way
+: >"$tmp/afile"
+expect 1 "cannot save in '$tmp/afile': it is not a directory" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" \
+	--steps 3 --batch 1 --save "$tmp/afile" --log "$tmp/afile.jsonl"
+check "no step ran before --save was refused" test ! -s "$tmp/afile.jsonl"
+mkdir -p "$tmp/indir/checkpoint.safetensors"
+expect 1 "cannot save to '$tmp/indir/checkpoint.safetensors': it is not a regular file" \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 3 --batch 1 --save "$tmp/indir"
+
 # bad input to train
 expect 2 '--data TRAIN.bin is required'        -- train models/gpt2.mgl --preset tiny
 expect 2 "--seq 128 is longer than the model's sequence \(seq = 64\)" \
