@@ -242,6 +242,13 @@ int cmd_sample(Args *a)
 					 p->params[i].name);
 				goto fail;
 			}
+			int64_t n = mgl_param_numel(&p->params[i]);
+			for (int64_t e = 0; e < n; e++)
+				if (!isfinite(w->data[e])) {
+					snprintf(err, sizeof err, "%.600s holds non-finite values: element %lld of '%.300s' is %s", path,
+						 (long long)e, p->params[i].name, isnan(w->data[e]) ? "NaN" : "infinite");
+					goto fail;
+				}
 			rt_param_set(job, i, RT_PARAM_VALUE, w->data);
 		}
 		int logit = -1, tokens = rt_value(p, "tokens"), targets = rt_value(p, "targets");
@@ -252,16 +259,28 @@ int cmd_sample(Args *a)
 			snprintf(err, sizeof err, "mgl sample generates from language models with inputs tokens and targets");
 			goto fail;
 		}
-		int64_t T = p->seq, V = p->values[logit].shape[p->values[logit].rank - 1];
+		/* V columns of logits, the first `vocab` of them the model's true vocabulary; only
+		 * ids the tokenizer has are drawn (a padded vocabulary has more) */
+		int64_t T = p->seq, V = p->values[logit].shape[p->values[logit].rank - 1], vocab = p->vocab ? p->vocab : V;
+		int64_t drawn = vocab < rt_tok_vocab(tok) ? vocab : rt_tok_vocab(tok);
 		size_t n = 0, cap = 0;
 		const char *prompt = a->prompt ? a->prompt : "";
-		rt_tok_encode(tok, prompt, strlen(prompt), &ids, &n, &cap);
+		if (rt_tok_encode(tok, prompt, strlen(prompt), &ids, &n, &cap)) {
+			snprintf(err, sizeof err, "out of memory encoding the prompt");
+			goto fail;
+		}
 		if (!n) {   /* nothing to continue: start a document */
 			int eot = rt_tok_eot(tok);
 			if (cap < 1)
 				ids = realloc(ids, (cap = 16) * sizeof *ids);
 			ids[n++] = eot >= 0 ? eot : '\n';
 		}
+		for (size_t i = 0; i < n; i++)
+			if (ids[i] >= drawn) {
+				snprintf(err, sizeof err, "the prompt's token %lld (id %d) is beyond the model's vocabulary of %lld",
+					 (long long)i + 1, ids[i], (long long)drawn);
+				goto fail;
+			}
 		x = calloc((size_t)T, sizeof *x);
 		logits = malloc((size_t)(T * V) * sizeof *logits);
 		uint64_t rng = a->seed ? (uint64_t)a->seed : 1337;
@@ -278,13 +297,23 @@ int cmd_sample(Args *a)
 			if (rt_job_run(job, 1u << MGL_FWD, &run, err, sizeof err))
 				goto fail;
 			job->be->read(&job->ranks[0], logit, logits);
-			int next = pick(logits + (have - 1) * V, (int)(p->vocab ? p->vocab : V), or(a->temperature, 1.0),
-					a->top_k ? a->top_k : 0, &rng);
+			const float *last = logits + (have - 1) * V;
+			for (int64_t v = 0; v < vocab; v++)
+				if (!isfinite(last[v])) {
+					snprintf(err, sizeof err, "%.900s holds non-finite values: the model's logits are %s "
+						 "(its weights overflow)", path, isnan(last[v]) ? "NaN" : "infinite");
+					goto fail;
+				}
+			int next = pick(last, (int)drawn, or(a->temperature, 1.0), a->top_k ? a->top_k : 0, &rng);
 			if (n == cap)
 				ids = realloc(ids, (cap = 2 * cap + 16) * sizeof *ids);
 			ids[n++] = next;
 			size_t len;
 			char *text = rt_tok_decode(tok, &ids[n - 1], 1, &len);
+			if (!text) {   /* next < drawn: only out of memory */
+				snprintf(err, sizeof err, "cannot decode token %d: out of memory", next);
+				goto fail;
+			}
 			fwrite(text, 1, len, stdout);
 			fflush(stdout);
 			free(text);
