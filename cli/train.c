@@ -89,9 +89,11 @@ int cmd_train(Args *a)
 		o.warmup = a->warmup ? a->warmup : (o.steps / 10 < 100 ? o.steps / 10 : 100);
 		if (!o.eval_every && a->val)
 			o.eval_every = o.steps / 10 ? o.steps / 10 : 1;
-		fprintf(stderr, "mgl: training %s%s%s (%lld parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %lld steps\n",
-			g->model, a->preset ? " " : "", a->preset ? a->preset : "", (long long)mgl_param_count(g), be->name, p->tp,
-			p->dp, p->sp ? ", sequence parallel" : "", (long long)p->batch, (long long)p->seq, (long long)o.steps);
+		char b1[32], b2[32];
+		fprintf(stderr, "mgl: training %s%s%s (%s parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %s step%s\n",
+			g->model, a->preset ? " " : "", a->preset ? a->preset : "", cli_commas(mgl_param_count(g), b1), be->name,
+			p->tp, p->dp, p->sp ? ", sequence parallel" : "", (long long)p->batch, (long long)p->seq,
+			cli_commas(o.steps, b2), o.steps == 1 ? "" : "s");
 		RtTrainResult r;
 		if (rt_train(p, be, &o, &r, err, sizeof err)) {
 			fprintf(stderr, "mgl: error: %s\n", err);

@@ -38,6 +38,8 @@ check "sampling with a seed repeats" cmp -s "$tmp/s1" "$tmp/s2"
 check "sampling writes the tokens asked for" test "$(wc -c <"$tmp/s1")" -ge 35
 expect 1 'cannot open'                         -- sample "$tmp/nothing"
 expect 1 "$tmp/t.bin"                          -- sample "$tmp/t.bin"
+expect 2 '--tokens takes a whole number from 1 to 16,777,216, not' -- sample "$tmp/ck" --tokens 0
+expect 2 '--clip takes a number from 0 to 1,000,000, not' -- train models/gpt2.mgl --data "$tmp/t.bin" --clip 2e6
 
 # A vocabulary larger than the tokenizer's (padded, as GPT-2's 50,304 is): the ids the
 # tokenizer lacks are never drawn, so every token is one byte.
