@@ -134,8 +134,12 @@ static void check_gradients(const char *model, int tp, bool sp)
 		for (int i = 0; i < p->nparams; i++)
 			j->be->zero(&j->ranks[r], p->params[i].grad);
 	run(j, 1u << MGL_FWD | 1u << MGL_BWD);
+	/* The error of a probe: relative, but absolute (against 1e-3) for the small gradients
+	 * whose relative error says nothing. h^2 truncation and float parameters: 1e-4 is tight
+	 * for both (the worst seen is about 2.5e-5). */
+	const double tolerance = 1e-4;
 	double worst = 0;
-	int bad = 0;
+	int bad = 0, probes = 0;
 	const char *worst_name = "";
 	for (int i = 0; i < p->nparams; i++) {
 		const MglPlanParam *q = &p->params[i];
@@ -143,7 +147,7 @@ static void check_gradients(const char *model, int tp, bool sp)
 		float *w = malloc((size_t)n * sizeof *w), *g = malloc((size_t)n * sizeof *g);
 		rt_param_get(j, i, RT_PARAM_VALUE, w);
 		rt_param_get(j, i, RT_PARAM_GRAD, g);
-		for (int probe = 0; probe < 3; probe++) {
+		for (int probe = 0; probe < 3; probe++, probes++) {
 			int64_t e = (int64_t)(uniform() * (double)n);
 			/* the host side is float: perturb by an exactly representable step */
 			float w0 = w[e], h = 1.0f / 1024;
@@ -157,13 +161,12 @@ static void check_gradients(const char *model, int tp, bool sp)
 			w[e] = w0;
 			rt_param_set(j, i, RT_PARAM_VALUE, w);
 			double fd = (l[0] - l[1]) / (2.0 * h), an = g[e];
-			/* h^2 truncation and float parameters: 1e-4 relative is tight for both */
-			double err_rel = fabs(fd - an) / (fabs(fd) + fabs(an) + 1e-6);
-			if (fabs(fd - an) > 1e-5 && err_rel > worst) {
-				worst = err_rel;
+			double off = fabs(fd - an) / fmax(1e-3, fmax(fabs(fd), fabs(an)));
+			if (off > worst) {
+				worst = off;
 				worst_name = q->name;
 			}
-			if (!(fabs(fd - an) <= 1e-5 + 2e-3 * fabs(fd))) {
+			if (!(off <= tolerance)) {
 				fprintf(stderr, "%s tp %d sp %d: d loss / d %s[%lld]: finite difference %.9g, backward %.9g\n",
 					model, tp, sp, q->name, (long long)e, fd, an);
 				bad++;
@@ -172,8 +175,10 @@ static void check_gradients(const char *model, int tp, bool sp)
 		free(w);
 		free(g);
 	}
-	(void)worst_name;
-	ck_assert_msg(!bad, "%d gradients disagree with finite differences", bad);
+	printf("%s tp %d sp %d: %d gradients against finite differences, the worst error %.2g (%s)\n", model, tp, sp,
+	       probes, worst, worst_name);
+	ck_assert_msg(!bad && worst <= tolerance, "%d of %d gradients disagree with finite differences (worst error %.3g)",
+		      bad, probes, worst);
 	rt_job_close(j);
 	compiled_free(&k);
 }
