@@ -43,7 +43,8 @@ int cmd_compile(Args *a);
 int cmd_explain(Args *a);
 int cmd_dot(Args *a);
 /* A model compiled to a plan for the target, from the file at path or (text != NULL) from
- * its source text; errors jump to c->fail. For train and sample. */
+ * the source text and set of the checkpoint at path, errors in which are the file's (exit
+ * status 1), not usage errors; errors jump to c->fail. For train and sample. */
 MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *preset, const char *set,
 		  const MglTarget *t, MglGraph **g);
 

@@ -176,8 +176,9 @@ MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *pre
 		  const MglTarget *t, MglGraph **g)
 {
 	MglOptions opt = {.preset = preset && *preset ? preset : NULL};
-	if (set && *set)
-		opt.overrides = mgl_source_from_string(c, "--set", set, true);
+	if (set && *set)   /* from the command line, or the metadata of a checkpoint (a file's error) */
+		opt.overrides = text ? mgl_source_from_string(c, mgl_fmt(&c->arena, "%s (its set)", path), set, false)
+				     : mgl_source_from_string(c, "--set", set, true);
 	MglSource *src = text ? mgl_source_from_string(c, path, text, false) : mgl_read_file(c, path);
 	*g = mgl_elaborate(c, mgl_parse(c, src), &opt);
 	MglTarget tt = *t;

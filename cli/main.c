@@ -201,8 +201,13 @@ static const struct {
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)
 {
-	fprintf(stderr, "mgl: error: %s takes %s from %s to %g, not '%s'\n", name, real ? "a number" : "a whole number",
-		real ? "0" : "1", max, val);
+	char b[32];   /* the limit as people write it: 16,777,216 and 1,000,000, but 0.5 */
+	if (max == floor(max))
+		cli_commas((int64_t)max, b);
+	else
+		snprintf(b, sizeof b, "%g", max);
+	fprintf(stderr, "mgl: error: %s takes %s from %s to %s, not '%s'\n", name, real ? "a number" : "a whole number",
+		real ? "0" : "1", b, val);
 	fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
 	return 2;
 }

@@ -89,9 +89,11 @@ int cmd_train(Args *a)
 		o.warmup = a->warmup ? a->warmup : (o.steps / 10 < 100 ? o.steps / 10 : 100);
 		if (!o.eval_every && a->val)
 			o.eval_every = o.steps / 10 ? o.steps / 10 : 1;
-		fprintf(stderr, "mgl: training %s%s%s (%lld parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %lld steps\n",
-			g->model, a->preset ? " " : "", a->preset ? a->preset : "", (long long)mgl_param_count(g), be->name, p->tp,
-			p->dp, p->sp ? ", sequence parallel" : "", (long long)p->batch, (long long)p->seq, (long long)o.steps);
+		char b1[32], b2[32];
+		fprintf(stderr, "mgl: training %s%s%s (%s parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %s step%s\n",
+			g->model, a->preset ? " " : "", a->preset ? a->preset : "", cli_commas(mgl_param_count(g), b1), be->name,
+			p->tp, p->dp, p->sp ? ", sequence parallel" : "", (long long)p->batch, (long long)p->seq,
+			cli_commas(o.steps, b2), o.steps == 1 ? "" : "s");
 		RtTrainResult r;
 		if (rt_train(p, be, &o, &r, err, sizeof err)) {
 			fprintf(stderr, "mgl: error: %s\n", err);
@@ -197,26 +199,27 @@ int cmd_sample(Args *a)
 	snprintf(path, sizeof path, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s",
 		 a->file);
 	RtCkpt ck;
+	RtCkptMeta m;
 	if (rt_ckpt_read(path, &ck, err, sizeof err)) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	const char *source = rt_ckpt_meta(&ck, "source"), *tokname = rt_ckpt_meta(&ck, "tokenizer");
-	if (!source || !*source) {
-		fprintf(stderr, "mgl: error: %s holds no model source: was it written by mgl train?\n", path);
-		rt_ckpt_free(&ck);
-		return 1;
-	}
 	RtTokenizer *tok = NULL;
-	if (tokname && !strncmp(tokname, "gpt2", 4)) {
-		const char *dir = a->gpt2 ? a->gpt2 : tokname[4] == ':' ? tokname + 5 : NULL;
-		if (!dir || !(tok = rt_tok_gpt2(dir, err, sizeof err))) {
-			fprintf(stderr, "mgl: error: %s\n", dir ? err : "this checkpoint's tokenizer is GPT-2's: give --gpt2 DIR");
-			rt_ckpt_free(&ck);
-			return 1;
-		}
-	} else {
-		tok = rt_tok_bytes();
+	if (rt_ckpt_meta_read(&ck, path, &m, err, sizeof err))
+		goto refuse;
+	if (!m.source || !*m.source) {
+		snprintf(err, sizeof err, "%.900s holds no model source: was it written by mgl train?", path);
+		goto refuse;
+	}
+	if (m.tokenizer && !strncmp(m.tokenizer, "gpt2", 4)) {
+		const char *dir = a->gpt2 ? a->gpt2 : m.tokenizer[4] == ':' ? m.tokenizer + 5 : NULL;
+		if (!dir)
+			snprintf(err, sizeof err, "this checkpoint's tokenizer is GPT-2's: give --gpt2 DIR");
+		if (!dir || !(tok = rt_tok_gpt2(dir, err, sizeof err)))
+			goto refuse;
+	} else if (!(tok = rt_tok_bytes())) {
+		snprintf(err, sizeof err, "out of memory");
+		goto refuse;
 	}
 	MglCtx c = {0};
 	jmp_buf jb;
@@ -228,7 +231,7 @@ int cmd_sample(Args *a)
 	if (!setjmp(jb)) {
 		MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .seq = a->seq, .act_dtype = MGL_F32};
 		MglGraph *g;
-		MglPlan *p = cli_plan(&c, path, source, rt_ckpt_meta(&ck, "preset"), rt_ckpt_meta(&ck, "set"), &t, &g);
+		MglPlan *p = cli_plan(&c, path, m.source, m.preset, m.set, &t, &g);
 		if (!(job = rt_job_open(p, &rt_cpu_backend, err, sizeof err)))
 			goto fail;
 		for (int i = 0; i < p->nparams; i++) {
@@ -241,6 +244,13 @@ int cmd_sample(Args *a)
 					 p->params[i].name);
 				goto fail;
 			}
+			int64_t n = mgl_param_numel(&p->params[i]);
+			for (int64_t e = 0; e < n; e++)
+				if (!isfinite(w->data[e])) {
+					snprintf(err, sizeof err, "%.600s holds non-finite values: element %lld of '%.300s' is %s", path,
+						 (long long)e, p->params[i].name, isnan(w->data[e]) ? "NaN" : "infinite");
+					goto fail;
+				}
 			rt_param_set(job, i, RT_PARAM_VALUE, w->data);
 		}
 		int logit = -1, tokens = rt_value(p, "tokens"), targets = rt_value(p, "targets");
@@ -251,16 +261,28 @@ int cmd_sample(Args *a)
 			snprintf(err, sizeof err, "mgl sample generates from language models with inputs tokens and targets");
 			goto fail;
 		}
-		int64_t T = p->seq, V = p->values[logit].shape[p->values[logit].rank - 1];
+		/* V columns of logits, the first `vocab` of them the model's true vocabulary; only
+		 * ids the tokenizer has are drawn (a padded vocabulary has more) */
+		int64_t T = p->seq, V = p->values[logit].shape[p->values[logit].rank - 1], vocab = p->vocab ? p->vocab : V;
+		int64_t drawn = vocab < rt_tok_vocab(tok) ? vocab : rt_tok_vocab(tok);
 		size_t n = 0, cap = 0;
 		const char *prompt = a->prompt ? a->prompt : "";
-		rt_tok_encode(tok, prompt, strlen(prompt), &ids, &n, &cap);
+		if (rt_tok_encode(tok, prompt, strlen(prompt), &ids, &n, &cap)) {
+			snprintf(err, sizeof err, "out of memory encoding the prompt");
+			goto fail;
+		}
 		if (!n) {   /* nothing to continue: start a document */
 			int eot = rt_tok_eot(tok);
 			if (cap < 1)
 				ids = realloc(ids, (cap = 16) * sizeof *ids);
 			ids[n++] = eot >= 0 ? eot : '\n';
 		}
+		for (size_t i = 0; i < n; i++)
+			if (ids[i] >= drawn) {
+				snprintf(err, sizeof err, "the prompt's token %lld (id %d) is beyond the model's vocabulary of %lld",
+					 (long long)i + 1, ids[i], (long long)drawn);
+				goto fail;
+			}
 		x = calloc((size_t)T, sizeof *x);
 		logits = malloc((size_t)(T * V) * sizeof *logits);
 		uint64_t rng = a->seed ? (uint64_t)a->seed : 1337;
@@ -277,13 +299,23 @@ int cmd_sample(Args *a)
 			if (rt_job_run(job, 1u << MGL_FWD, &run, err, sizeof err))
 				goto fail;
 			job->be->read(&job->ranks[0], logit, logits);
-			int next = pick(logits + (have - 1) * V, (int)(p->vocab ? p->vocab : V), or(a->temperature, 1.0),
-					a->top_k ? a->top_k : 0, &rng);
+			const float *last = logits + (have - 1) * V;
+			for (int64_t v = 0; v < vocab; v++)
+				if (!isfinite(last[v])) {
+					snprintf(err, sizeof err, "%.900s holds non-finite values: the model's logits are %s "
+						 "(its weights overflow)", path, isnan(last[v]) ? "NaN" : "infinite");
+					goto fail;
+				}
+			int next = pick(last, (int)drawn, or(a->temperature, 1.0), a->top_k ? a->top_k : 0, &rng);
 			if (n == cap)
 				ids = realloc(ids, (cap = 2 * cap + 16) * sizeof *ids);
 			ids[n++] = next;
 			size_t len;
 			char *text = rt_tok_decode(tok, &ids[n - 1], 1, &len);
+			if (!text) {   /* next < drawn: only out of memory */
+				snprintf(err, sizeof err, "cannot decode token %d: out of memory", next);
+				goto fail;
+			}
 			fwrite(text, 1, len, stdout);
 			fflush(stdout);
 			free(text);
@@ -305,4 +337,8 @@ done:
 	rt_ckpt_free(&ck);
 	mgl_arena_free(&c.arena);
 	return status;
+refuse:
+	fprintf(stderr, "mgl: error: %s\n", err);
+	rt_ckpt_free(&ck);
+	return 1;
 }

@@ -20,6 +20,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -193,17 +194,13 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			x->data = malloc((size_t)mgl_param_numel(q) * sizeof *x->data);
 			rt_param_get(t->job, i, which[w], x->data);
 		}
-	char step[32], adam[32], rng[32], seed[32];
-	snprintf(step, sizeof step, "%lld", (long long)t->step);
-	snprintf(adam, sizeof adam, "%lld", (long long)t->adam_t);
-	snprintf(rng, sizeof rng, "%llu", (unsigned long long)t->data_rng);
-	snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed);
-	const char *keys[] = {"format", "model", "source", "preset", "set", "tokenizer", "step", "adam_t", "data_rng", "seed"};
-	const char *vals[] = {"mgl-checkpoint 1", t->o->model_name ? t->o->model_name : "", t->o->model_source ? t->o->model_source : "",
-			      t->o->preset ? t->o->preset : "", t->o->set ? t->o->set : "", t->o->tokenizer ? t->o->tokenizer : "bytes",
-			      step, adam, rng, seed};
+	const RtTrainOpts *o = t->o;
+	RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = o->model_name, .source = o->model_source ? o->model_source : "",
+			.preset = o->preset ? o->preset : "", .set = o->set ? o->set : "",
+			.tokenizer = o->tokenizer ? o->tokenizer : "bytes", .has_state = true, .step = t->step,
+			.adam_t = t->adam_t, .data_rng = t->data_rng, .seed = t->seed};
 	char e[512];
-	int rc = rt_ckpt_write(path, ts, n, keys, vals, (int)(sizeof keys / sizeof keys[0]), e, sizeof e);
+	int rc = rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e);
 	for (int i = 0; i < n; i++) {
 		free(ts[i].data);
 		free(names[i]);
@@ -213,13 +210,38 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 	return rc ? fail(t, "%s", e) : 0;
 }
 
+/* DIR/checkpoint.safetensors (malloc'd), once DIR is a directory (made if missing, not its
+ * parent) where that file can be written; NULL with the error. Checked before the first
+ * step too, so that a bad --save fails at once, not after the whole run. */
+static char *prepare_dir(Train *t, const char *dir)
+{
+	struct stat st;
+	char *path = malloc(strlen(dir) + 32);
+	sprintf(path, "%s/checkpoint.safetensors.tmp", dir);
+	int fd;
+	if (mkdir(dir, 0777) && errno != EEXIST) {
+		fail(t, "cannot create '%s': %s", dir, strerror(errno));
+	} else if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+		fail(t, "cannot save in '%s': it is not a directory", dir);
+	} else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0) {   /* the writer's temporary file */
+		fail(t, "cannot write in '%s': %s", dir, strerror(errno));
+	} else {
+		close(fd);
+		unlink(path);
+		path[strlen(path) - 4] = 0;
+		if (stat(path, &st) || S_ISREG(st.st_mode))
+			return path;
+		fail(t, "cannot save to '%s': it is not a regular file", path);
+	}
+	free(path);
+	return NULL;
+}
+
 static int save(Train *t)
 {
-	const char *dir = t->o->save_dir;
-	if (mkdir(dir, 0777) && errno != EEXIST)
-		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
-	char *path = malloc(strlen(dir) + 32);
-	sprintf(path, "%s/checkpoint.safetensors", dir);
+	char *path = prepare_dir(t, t->o->save_dir);
+	if (!path)
+		return -1;
 	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
 	int rc = write_tensors(t, path, which, prefix, 3);
@@ -232,11 +254,10 @@ static int save(Train *t)
 static int dump_first(Train *t)
 {
 	const char *dir = t->o->dump_first;
-	if (mkdir(dir, 0777) && errno != EEXIST)
-		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
-	char *path = malloc(strlen(dir) + 32);
+	char *path = prepare_dir(t, dir);
+	if (!path)
+		return -1;
 	static const char *const none[] = {""};
-	sprintf(path, "%s/checkpoint.safetensors", dir);
 	int rc = write_tensors(t, path, (const int[]){RT_PARAM_VALUE}, none, 1);
 	sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
@@ -261,9 +282,17 @@ static int resume(Train *t, const char *dir)
 		return fail(t, "%s", e);
 	}
 	const MglPlan *p = t->p;
-	const char *model = rt_ckpt_meta(&c, "model");
-	if (model && t->o->model_name && strcmp(model, t->o->model_name)) {
-		rc = fail(t, "%s is a checkpoint of model '%s', not '%s'", path, model, t->o->model_name);
+	RtCkptMeta m;
+	if (rt_ckpt_meta_read(&c, path, &m, e, sizeof e)) {
+		rc = fail(t, "%s", e);
+		goto out;
+	}
+	if (!m.has_state) {
+		rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
+		goto out;
+	}
+	if (m.model && t->o->model_name && strcmp(m.model, t->o->model_name)) {
+		rc = fail(t, "%s is a checkpoint of model '%s', not '%s'", path, m.model, t->o->model_name);
 		goto out;
 	}
 	for (int i = 0; i < p->nparams && !rc; i++)
@@ -292,16 +321,10 @@ static int resume(Train *t, const char *dir)
 			rt_param_set(t->job, i, w, x->data);
 		}
 	if (!rc) {
-		const char *s = rt_ckpt_meta(&c, "step"), *a = rt_ckpt_meta(&c, "adam_t"), *r = rt_ckpt_meta(&c, "data_rng"),
-			   *sd = rt_ckpt_meta(&c, "seed");
-		if (!s || !a || !r || !sd)
-			rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
-		else {
-			t->step = strtoll(s, NULL, 10);
-			t->adam_t = strtoll(a, NULL, 10);
-			t->data_rng = strtoull(r, NULL, 10);
-			t->seed = strtoull(sd, NULL, 10);
-		}
+		t->step = m.step;
+		t->adam_t = m.adam_t;
+		t->data_rng = m.data_rng;
+		t->seed = m.seed;
 	}
 	/* a checkpoint of a larger model holds tensors this one lacks: not the same model */
 	if (!rc && c.n != 3 * p->nparams) {
@@ -424,9 +447,12 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		fail(&t, "the checkpoint is at step %lld already: give --steps beyond it to train more", (long long)t.step);
 		goto out;
 	}
-	if (o->save_dir && mkdir(o->save_dir, 0777) && errno != EEXIST) {   /* now, not after the training */
-		fail(&t, "cannot create '%s': %s", o->save_dir, strerror(errno));
-		goto out;
+	for (int k = 0; k < 2; k++) {   /* now, not after the training */
+		const char *dir = k ? o->dump_first : o->save_dir;
+		char *path = dir ? prepare_dir(&t, dir) : NULL;
+		free(path);
+		if (dir && !path)
+			goto out;
 	}
 	interrupted = 0;
 	struct sigaction sa = {0}, old;

@@ -38,6 +38,66 @@ check "sampling with a seed repeats" cmp -s "$tmp/s1" "$tmp/s2"
 check "sampling writes the tokens asked for" test "$(wc -c <"$tmp/s1")" -ge 35
 expect 1 'cannot open'                         -- sample "$tmp/nothing"
 expect 1 "$tmp/t.bin"                          -- sample "$tmp/t.bin"
+expect 2 '--tokens takes a whole number from 1 to 16,777,216, not' -- sample "$tmp/ck" --tokens 0
+expect 2 '--clip takes a number from 0 to 1,000,000, not' -- train models/gpt2.mgl --data "$tmp/t.bin" --clip 2e6
+
+# A vocabulary larger than the tokenizer's (padded, as GPT-2's 50,304 is): the ids the
+# tokenizer lacks are never drawn, so every token is one byte.
+expect 0 'trained 1 step in'                   -- train models/gpt2.mgl --preset tiny --set vocab=300 --data "$tmp/t.bin" \
+	--steps 1 --batch 1 --save "$tmp/pad"
+sample_bytes() {   # CHECKPOINT N [OPTIONS]: N tokens and the newline, N + 1 bytes
+	ck=$1 n=$2
+	shift 2
+	"$mgl" sample "$ck" --tokens "$n" "$@" >"$tmp/drawn" || return 1
+	test "$(wc -c <"$tmp/drawn")" = $((n + 1))
+}
+check "a padded vocabulary samples bytes only"                 sample_bytes "$tmp/pad" 500
+check "a padded vocabulary samples bytes only (top-k)"         sample_bytes "$tmp/pad" 300 --top-k 280 --seed 9
+check "a padded vocabulary samples bytes only (greedy)"        sample_bytes "$tmp/pad" 50 --temperature 0
+# a vocabulary smaller than the tokenizer's: a prompt beyond it is refused, not read as zeros
+for i in $(seq 300); do echo "abc ABC 0123 cab"; done >"$tmp/low.txt"
+expect 0 'wrote'                               -- tokenize "$tmp/low.txt" -o "$tmp/low.bin"
+expect 0 'trained 1 step in'                   -- train models/gpt2.mgl --preset tiny --set vocab=100 --data "$tmp/low.bin" \
+	--steps 1 --batch 1 --save "$tmp/small"
+check "a small vocabulary samples within it"                  sample_bytes "$tmp/small" 100 --prompt ""
+expect 1 "the prompt's token 2 \(id 122\) is beyond the model's vocabulary of 100" -- sample "$tmp/small" --prompt az
+
+# A checkpoint's data overwritten with one byte: 0377 makes every weight NaN, 0177 3.4e38
+fill_data() {   # FROM BYTE TO
+	n=$(od -An -tu8 -N8 "$1" | tr -d ' ') size=$(wc -c <"$1")
+	{ head -c $((8 + n)) "$1"; head -c $((size - 8 - n)) /dev/zero | tr '\0' "$2"; } >"$3"
+}
+fill_data "$tmp/ck/checkpoint.safetensors" '\377' "$tmp/nan.safetensors"
+fill_data "$tmp/ck/checkpoint.safetensors" '\177' "$tmp/huge.safetensors"
+expect 1 "nan.safetensors holds non-finite values: element 0 of 'wte' is NaN" -- sample "$tmp/nan.safetensors"
+expect 1 "huge.safetensors holds non-finite values: the model's logits are NaN" -- sample "$tmp/huge.safetensors"
+
+# The metadata is checked (tests/test_runtime.c tries every key): a value of the wrong
+# form is refused, naming the file and the key. METADATA FROM TO: the same length.
+patch_meta() {
+	at=$(grep -obUa -- "$2" "$1" | head -n 1 | cut -d: -f1)
+	[ -n "$at" ] && cp "$1" "$4" && printf '%s' "$3" | dd of="$4" bs=1 seek="$at" conv=notrunc 2>/dev/null
+}
+patch_meta "$tmp/ck/checkpoint.safetensors" '"tokenizer":"bytes"' '"tokenizer":"bytez"' "$tmp/tok.safetensors"
+expect 1 "tok.safetensors: the metadata's 'tokenizer' is 'bytez', not 'bytes', 'gpt2' or 'gpt2:DIR'" \
+	-- sample "$tmp/tok.safetensors"
+patch_meta "$tmp/ck/checkpoint.safetensors" '"step":"4"' '"step":"-"' "$tmp/step.safetensors"
+expect 1 "step.safetensors: the metadata's 'step' is '-', not a whole number from 0 to" \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 8 --batch 2 --resume "$tmp/step.safetensors"
+patch_meta "$tmp/ck/checkpoint.safetensors" '"preset":"tiny"' '"preset":"ti=y"' "$tmp/preset.safetensors"
+expect 1 "preset.safetensors: the metadata's 'preset' is 'ti=y', not a preset's name" -- sample "$tmp/preset.safetensors"
+# the source and the set are checked by compiling them: an error is the file's (exit 1)
+patch_meta "$tmp/pad/checkpoint.safetensors" '"set":"vocab=300"' '"set":"vocab=3*="' "$tmp/set.safetensors"
+expect 1 "set.safetensors \(its set\):1:9: error: expected an expression" -- sample "$tmp/set.safetensors"
+
+# --save is checked before the first step: onto a file, or where a directory is in the way
+: >"$tmp/afile"
+expect 1 "cannot save in '$tmp/afile': it is not a directory" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" \
+	--steps 3 --batch 1 --save "$tmp/afile" --log "$tmp/afile.jsonl"
+check "no step ran before --save was refused" test ! -s "$tmp/afile.jsonl"
+mkdir -p "$tmp/indir/checkpoint.safetensors"
+expect 1 "cannot save to '$tmp/indir/checkpoint.safetensors': it is not a regular file" \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 3 --batch 1 --save "$tmp/indir"
 
 # bad input to train
 expect 2 '--data TRAIN.bin is required'        -- train models/gpt2.mgl --preset tiny
