@@ -14,7 +14,7 @@ typedef struct {
 	int64_t tp, dp;         /* 0 (not given): the default */
 	bool sp, json, backward, help, bytes;
 	int64_t batch, seq;
-	int64_t layers;         /* mgl dot --layers N (0: all) */
+	const char *layers;     /* mgl dot --layers N|all */
 	MglDtype dtype;
 	bool dtype_given;
 	/* mgl train */

@@ -375,6 +375,19 @@ int cmd_explain(Args *a) { return with_model(a, explain_body); }
 
 /* ---------------------------------------------------------------- mgl dot */
 
+/* --layers: N (1 by default), 0 for "all", -1 for anything else */
+static int dot_layers(const char *s)
+{
+	if (!s)
+		return 1;
+	if (!strcmp(s, "all"))
+		return 0;
+	char *end;
+	errno = 0;
+	long n = strtol(s, &end, 10);
+	return *s >= '0' && *s <= '9' && !*end && !errno && n >= 1 && n <= 1 << 20 ? (int)n : -1;
+}
+
 static int dot_emit(MglCtx *c, const Args *a, const MglPlan *p)
 {
 	FILE *f = stdout;
@@ -386,7 +399,7 @@ static int dot_emit(MglCtx *c, const Args *a, const MglPlan *p)
 			return 1;
 		}
 	}
-	mgl_dot(f, p, (int)a->layers, a->backward);
+	mgl_dot(f, p, dot_layers(a->layers), a->backward);
 	bool closed = !a->out || fclose(f) == 0;   /* both, even when the first fails */
 	if (a->out && (!closed || rename(tmp, a->out) != 0)) {
 		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", a->out, strerror(errno));
@@ -405,6 +418,8 @@ static int dot_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 /* A plan file starts with "mgl-plan "; anything else is a model. */
 int cmd_dot(Args *a)
 {
+	if (dot_layers(a->layers) < 0)
+		return usage_error("dot", "--layers takes a whole number from 1 to 1048576 or 'all', not '%s'", a->layers);
 	FILE *f = fopen(a->file, "rb");
 	char head[9] = {0};
 	if (f) {

@@ -85,15 +85,17 @@ static const Command commands[] = {
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --json"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
 	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--sp] [--batch B] [--seq T]\n"
-	 "               [--backward] [--layers N] [-o OUT.dot]\n"
+	 "               [--backward] [--layers N|all] [-o OUT.dot]\n"
 	 "\n"
 	 "Writes the plan as a Graphviz graph: one node per step, collectives as coloured nodes of\n"
-	 "their own, layouts and shapes on the edges, one cluster per Transformer layer. Render it\n"
-	 "with `dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan.\n"
+	 "their own, layouts and shapes on the edges (a legend says what R, S1, P and M mean), one\n"
+	 "cluster per Transformer layer. The first layer is drawn, with the embedding and the\n"
+	 "head; the other layers are folded into one node that takes their edges. Render it with\n"
+	 "`dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan.\n"
 	 "\n"
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  --backward        draw the backward pass too (default: forward only)\n"
-	 "  --layers N        draw only the first N layers (and what is outside them)\n"
+	 "  --layers N|all    draw the first N layers (default 1), folding the others; all: every one\n"
 	 "  -o OUT.dot        where to write (default: standard output)\n",
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o"},
 	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes or GPT-2 BPE)", NULL, NULL},
@@ -179,7 +181,7 @@ static const struct {
 	{"--dump", O_STR, offsetof(Args, dump), 0},          {"-o", O_STR, offsetof(Args, out), 0},
 	{"--tp", O_INT, offsetof(Args, tp), 4096},           {"--dp", O_INT, offsetof(Args, dp), 4096},
 	{"--sp", O_FLAG, offsetof(Args, sp), 0},             {"--json", O_FLAG, offsetof(Args, json), 0},
-	{"--backward", O_FLAG, offsetof(Args, backward), 0}, {"--layers", O_INT, offsetof(Args, layers), 1 << 20},
+	{"--backward", O_FLAG, offsetof(Args, backward), 0}, {"--layers", O_STR, offsetof(Args, layers), 0},
 	{"--batch", O_INT, offsetof(Args, batch), 1 << 20},  {"--seq", O_INT, offsetof(Args, seq), 1 << 20},
 	{"--dtype", O_DTYPE, offsetof(Args, dtype), 0},      {"--data", O_STR, offsetof(Args, data), 0},
 	{"--val", O_STR, offsetof(Args, val), 0},            {"--save", O_STR, offsetof(Args, save), 0},
