@@ -28,6 +28,45 @@ int usage_error(const char *cmd, const char *fmt, const char *arg)
 	return 2;
 }
 
+static char *tmp_name(const char *path)
+{
+	size_t n = strlen(path) + 5;
+	char *t = malloc(n);
+	if (t)
+		snprintf(t, n, "%s.tmp", path);
+	return t;
+}
+
+FILE *cli_out_open(const char *path)
+{
+	if (!path)
+		return stdout;
+	char *tmp = tmp_name(path);
+	FILE *f = tmp ? fopen(tmp, "w") : NULL;
+	if (!f)
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", tmp ? tmp : path, strerror(errno));
+	free(tmp);
+	return f;
+}
+
+int cli_out_close(FILE *f, const char *path)
+{
+	if (!path)
+		return fflush(f) != 0;
+	char *tmp = tmp_name(path);
+	bool bad = ferror(f) != 0;
+	bad |= fclose(f) != 0;   /* both, even when the first fails */
+	if (!tmp || bad || rename(tmp, path)) {
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
+		if (tmp)
+			remove(tmp);
+		free(tmp);
+		return 1;
+	}
+	free(tmp);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- the command table */
 
 /* Option help shared by the commands that load a model, and by those that compile it. */
@@ -142,6 +181,16 @@ static const Command commands[] = {
 	 "source travels in the checkpoint. Temperature 0 is greedy (default 1); --top-k keeps\n"
 	 "the K likeliest tokens. --gpt2 DIR gives the tokenizer's files when it is GPT-2's.\n",
 	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
+	{"plot", cmd_plot, NULL, "draw a training log: the loss and learning rate against steps (SVG)",
+	 "usage: mgl plot metrics.jsonl [-o loss.svg]\n"
+	 "\n"
+	 "Draws the log that `mgl train --log metrics.jsonl` writes: the training loss at every\n"
+	 "step and the validation loss at each evaluation against the steps, and the learning\n"
+	 "rate under them, as one SVG file a browser opens. A resumed run's log (appended to)\n"
+	 "is drawn as the run that was kept: a step logged again replaces the later ones.\n"
+	 "\n"
+	 "  -o loss.svg       where to write (default: standard output)\n",
+	 "-o"},
 	{"export", cmd_export, NULL, "a GPT-2 checkpoint under Hugging Face's tensor names",
 	 "usage: mgl export CHECKPOINT --hf -o OUT.safetensors\n"
 	 "\n"
