@@ -191,14 +191,23 @@ static const Command commands[] = {
 	 "\n"
 	 "  -o loss.svg       where to write (default: standard output)\n",
 	 "-o"},
-	{"export", cmd_export, NULL, "a GPT-2 checkpoint under Hugging Face's tensor names",
-	 "usage: mgl export CHECKPOINT --hf -o OUT.safetensors\n"
+	{"export", cmd_export, NULL, "a GPT-2 checkpoint as Hugging Face's GPT2LMHeadModel",
+	 "usage: mgl export CHECKPOINT [--hf] -o DIR [--gpt2 DIR]\n"
+	 "       mgl export CHECKPOINT [--hf] -o FILE.safetensors\n"
 	 "\n"
-	 "Writes the parameters of a checkpoint of models/gpt2.mgl (the directory or its\n"
-	 "checkpoint.safetensors) under GPT-2's names in Hugging Face's transformers: Conv1D\n"
-	 "weights as [in, out], q, k and v fused into c_attn. PyTorch's GPT2LMHeadModel loads\n"
-	 "it (its lm_head is tied to transformer.wte). Optimizer state is left out.\n",
-	 "--hf -o"},
+	 "Writes a checkpoint of models/gpt2.mgl (the directory or its checkpoint.safetensors) in\n"
+	 "Hugging Face's GPT-2 format. --hf names that format; it is the only one and the default,\n"
+	 "so it may be left out.\n"
+	 "\n"
+	 "-o DIR (created if missing) gets what transformers' from_pretrained(DIR) loads:\n"
+	 "model.safetensors, config.json (GPT2Config: the sizes, heads, layer norm epsilon and\n"
+	 "dropout of the model) and, when the model reads GPT-2's tokens, the tokenizer's files\n"
+	 "(vocab.json and merges.txt, from the directory the checkpoint recorded or --gpt2 DIR,\n"
+	 "and tokenizer_config.json). -o FILE.safetensors gets the tensors alone.\n"
+	 "\n"
+	 "The tensors are under GPT-2's names: Conv1D weights as [in, out], q, k and v fused into\n"
+	 "c_attn, the output layer tied to transformer.wte. Optimizer state is left out.\n",
+	 "--hf -o --gpt2"},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [--arch sm_XY]\n"
 	 "\n"
