@@ -66,7 +66,7 @@ static int string(Line *l, char *out, size_t cap)
 	int r;
 	while ((r = rt_json_char(l->s, l->n, open, &l->pos, &cp, &e)) == 1)
 		if (o + 1 < cap)
-			out[o++] = cp < 0x80 ? (char)cp : '?';
+			out[o++] = cp && cp < 0x80 ? (char)cp : '?';
 	out[o] = 0;
 	return r ? bad(l, e.at, e.msg) : 0;
 }
