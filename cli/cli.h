@@ -14,7 +14,7 @@ typedef struct {
 	int64_t tp, dp;         /* 0 (not given): the default */
 	bool sp, json, backward, help, bytes;
 	int64_t batch, seq;
-	int64_t layers;         /* mgl dot --layers N (0: all) */
+	const char *layers;     /* mgl dot --layers N|all */
 	MglDtype dtype;
 	bool dtype_given;
 	/* mgl train */
@@ -36,6 +36,11 @@ typedef struct {
 int usage_error(const char *cmd, const char *fmt, const char *arg);
 /* 124439808 as "124,439,808" into buf (32 bytes) */
 const char *cli_commas(int64_t v, char *buf);
+/* Where a command writes: path.tmp, renamed to path by cli_out_close, so a failed command
+ * leaves no half file (standard output when path is NULL). NULL after printing why. */
+FILE *cli_out_open(const char *path);
+/* Closes f and renames it into place: 0, or 1 after printing why (and removing it). */
+int cli_out_close(FILE *f, const char *path);
 
 /* compile.c */
 int cmd_check(Args *a);
@@ -57,5 +62,7 @@ int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
 /* export.c */
 int cmd_export(Args *a);
+/* plot.c */
+int cmd_plot(Args *a);
 
 #endif

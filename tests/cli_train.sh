@@ -127,6 +127,59 @@ expect 0 'trained 2 steps'                     -- train models/gpt2.mgl --preset
 expect 0 '^The'                                -- sample "$tmp/gck" --prompt The --tokens 5
 check "GPT-2 samples decode to more than the prompt" test "$("$mgl" sample "$tmp/gck" --prompt The --tokens 5 | wc -c)" -gt 6
 
+# export: a directory transformers' from_pretrained loads, or the tensors alone
+expect 0 'load it with: GPT2LMHeadModel.from_pretrained' -- export "$tmp/ck" -o "$tmp/hf"
+check "export -o DIR writes model.safetensors and config.json, no tokenizer for bytes" \
+	sh -c 'test "$(ls "$1" | tr "\n" " ")" = "config.json model.safetensors "' - "$tmp/hf"
+# config_is DIR KEY VALUE: DIR/config.json has "KEY": VALUE
+config_is() { grep -Eq "^  \"$2\": $3,?\$" "$1/config.json" || { echo "config.json lacks \"$2\": $3"; return 1; }; }
+for kv in 'vocab_size 256' 'n_positions 64' 'n_embd 64' 'n_layer 2' 'n_head 4' 'n_inner 256' 'layer_norm_epsilon 1e-05' \
+	'activation_function "gelu_new"' 'architectures \["GPT2LMHeadModel"\]' 'model_type "gpt2"' 'resid_pdrop 0.1' \
+	'tie_word_embeddings true' 'eos_token_id null'; do
+	check "config.json of a tiny GPT-2: $kv" config_is "$tmp/hf" $kv
+done
+# header DIR/model.safetensors PATTERN: the file's JSON header matches PATTERN
+header() { head -c 4096 "$1" | tr -d '\000' | grep -aEq "$2" || { echo "no /$2/ in $1's header"; return 1; }; }
+check "model.safetensors: c_attn fuses q, k, v as [in, 3 out]" \
+	header "$tmp/hf/model.safetensors" '"transformer\.h\.1\.attn\.c_attn\.weight":\{"dtype":"F32","shape":\[64,192\]'
+check "model.safetensors: Conv1D weights are [in, out]" \
+	header "$tmp/hf/model.safetensors" '"transformer\.h\.0\.mlp\.c_fc\.weight":\{"dtype":"F32","shape":\[64,256\]'
+check "model.safetensors: the format is pt" header "$tmp/hf/model.safetensors" '"__metadata__":\{"format":"pt"\}'
+check "model.safetensors: 28 tensors" \
+	sh -c 'test "$(head -c 4096 "$1" | tr -d "\000" | grep -ao data_offsets | wc -l)" = 28' - "$tmp/hf/model.safetensors"
+expect 0 'hfg: model.safetensors .*, config.json, vocab.json, merges.txt, tokenizer_config.json' -- export "$tmp/gck" --hf -o "$tmp/hfg"
+check "export of a GPT-2-token model: vocab.json is the tokenizer's encoder.json" cmp "$tmp/hfg/vocab.json" tests/data/gpt2/encoder.json
+check "... and merges.txt its vocab.bpe"      cmp "$tmp/hfg/merges.txt" tests/data/gpt2/vocab.bpe
+check "... and config.json has its vocabulary" config_is "$tmp/hfg" vocab_size 50257
+check "... and its <|endoftext|>"             config_is "$tmp/hfg" eos_token_id 50256
+check "... and tokenizer_config.json its length" grep -q '"model_max_length": 64,' "$tmp/hfg/tokenizer_config.json"
+expect 0 'one.safetensors: 28 tensors of 2 layers'  -- export "$tmp/ck" --hf -o "$tmp/one.safetensors"
+check "export -o FILE.safetensors: the same tensors, no directory" \
+	sh -c 'test -f "$1/one.safetensors" && cmp "$1/one.safetensors" "$1/hf/model.safetensors"' - "$tmp"
+expect 1 'is the checkpoint itself: it would be overwritten' -- export "$tmp/ck" -o "$tmp/ck/checkpoint.safetensors"
+check "... and the checkpoint is still there"  test -s "$tmp/ck/checkpoint.safetensors"
+expect 1 "cannot create the directory '$tmp/no/such'" -- export "$tmp/ck" -o "$tmp/no/such"
+expect 1 "$tmp/encoder.json: cannot open"      -- export "$tmp/gck" --gpt2 "$tmp" -o "$tmp/hfx"
+expect 1 "tokenizer in 'tests/data/gpt2' has 50257 tokens and the model 256" \
+	-- export "$tmp/ck" --gpt2 tests/data/gpt2 -o "$tmp/hfx"
+check "a refused export writes nothing"        test ! -e "$tmp/hfx"
+expect 1 'holds no GPT-2 layers'               -- export "$tmp/hf/model.safetensors" -o "$tmp/hfx"
+expect 2 '-o DIR \(or -o FILE.safetensors\) is required' -- export "$tmp/ck"
+expect 0 'it is the only one and the default'  -- export --help
+# where Python has transformers and torch, from_pretrained loads both directories
+if python3 -c 'import transformers, torch' 2>/dev/null; then
+	check "transformers loads the exported directories" python3 -c '
+import sys
+from transformers import GPT2LMHeadModel, AutoTokenizer
+for d in sys.argv[1:]:
+    m, info = GPT2LMHeadModel.from_pretrained(d, output_loading_info=True)
+    bad = [k for k in info["missing_keys"] + info["unexpected_keys"] if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    assert not bad and m.config.n_head == 4, (d, bad)
+assert len(AutoTokenizer.from_pretrained(sys.argv[2])) == 50257' "$tmp/hf" "$tmp/hfg"
+else
+	echo "SKIP: loading the export with transformers (python3 with transformers and torch is not installed)"
+fi
+
 # the GPU kernels build with NVRTC, GPU or not (CI has the toolkit and no driver)
 if "$mgl" kernels 2>&1 | grep -q "built without CUDA"; then
 	expect 1 'built without CUDA'              -- kernels
