@@ -21,20 +21,12 @@ import sys
 import torch
 import torch.nn.functional as F
 
+import compare_runs
+
 
 def load_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        assert meta["dtype"] == "F32", (name, meta["dtype"])
-        b, e = meta["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(data[b:e]), dtype=torch.float32).reshape(meta["shape"])
-    return out
+    """An fp32 safetensors file as torch tensors (compare_runs.load reads it)."""
+    return {k: torch.from_numpy(v.astype("float32")) for k, v in compare_runs.load(path).items()}
 
 
 class GPT2(torch.nn.Module):
