@@ -18,8 +18,9 @@ LDLIBS  += -lm -lpthread
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/elaborate.c compiler/autodiff.c \
-                compiler/partition.c compiler/optimizer.c compiler/fuse.c compiler/schedule.c compiler/explain.c compiler/dot.c
+COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/config.c compiler/elaborate.c compiler/autodiff.c \
+                compiler/partition.c compiler/adamw.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
+                compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c \
                 runtime/checkpoint.c runtime/tokenizer.c runtime/json.c
@@ -31,7 +32,8 @@ RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 CUDA_HOME ?= /usr/local/cuda
 CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime_api.h),1,0)
 ifeq ($(CUDA),1)
-RUNTIME_OBJ  += $(BUILD)/runtime/cuda/cuda.o $(BUILD)/runtime/cuda/chains.o $(BUILD)/kernels_src.o
+RUNTIME_OBJ  += $(BUILD)/runtime/cuda/cuda.o $(BUILD)/runtime/cuda/nvrtc.o $(BUILD)/runtime/cuda/ops.o \
+                $(BUILD)/runtime/cuda/chains.o $(BUILD)/kernels_src.o
 CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
 CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
 endif

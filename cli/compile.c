@@ -220,13 +220,13 @@ static MglPlan *build(MglCtx *c, const Args *a, const MglGraph *g, const char *s
 	mgl_partition(c, p);
 	if (stop_after && !strcmp(stop_after, "partition"))
 		return p;
-	mgl_optimizer(c, p);
+	mgl_adamw(c, p);
 	if (stop_after && !strcmp(stop_after, "optimizer"))
 		return p;
 	mgl_fuse(p);
 	if (stop_after && !strcmp(stop_after, "fuse"))
 		return p;
-	mgl_schedule(p);
+	mgl_memplan(p);
 	return p;
 }
 

@@ -279,12 +279,12 @@ int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, i
 	     int nout, const void *tok, int layer);
 /* partition.c: layouts, collectives, local shapes */
 void mgl_partition(MglCtx *c, MglPlan *p);
-/* optimizer.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW */
-void mgl_optimizer(MglCtx *c, MglPlan *p);
+/* adamw.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW */
+void mgl_adamw(MglCtx *c, MglPlan *p);
 /* fuse.c: elementwise chains and GEMM epilogues */
 void mgl_fuse(MglPlan *p);
-/* schedule.c: liveness and arena offsets */
-void mgl_schedule(MglPlan *p);
+/* memplan.c: where each value lives (arena offsets by lifetime); never reorders steps */
+void mgl_memplan(MglPlan *p);
 /* explain.c: what a plan costs per rank */
 enum { MGL_AR, MGL_AG, MGL_RS, MGL_NKINDS };
 typedef struct {
@@ -303,7 +303,7 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e);
 /* dot.c: Graphviz; layers <= 0 draws all of them */
 void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
 
-/* all of the above, from a graph */
+/* pipeline.c: all of the above, from a graph */
 MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);
 
 int64_t mgl_shape_numel(const MglShape *s);            /* constant shapes only */

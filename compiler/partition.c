@@ -354,7 +354,7 @@ void mgl_partition(MglCtx *c, MglPlan *p)
 		MGL_PUSH(P.a, p->steps, p->nsteps, p->capsteps, st);
 	}
 	/* parameters (and their gradients, moments) keep the annotation's split; a gradient
-	 * that came out P is reduced after the backward pass (optimizer.c) */
+	 * that came out P is reduced after the backward pass (adamw.c) */
 	for (int i = 0; i < p->nparams; i++) {
 		MglPlanParam *pp = &p->params[i];
 		MglValue *w = &p->values[pp->value], *gr = &p->values[pp->grad];

@@ -199,7 +199,7 @@ int64_t mgl_param_numel(const MglPlanParam *q);
  * to step last[v], both included; -1 for values no step makes. A value no step reads is an
  * output of the plan (the loss) and lives to the last step. The inputs of a step of a fused
  * group live to the group's last step: the group is one kernel, which reads its inputs
- * while it writes its outputs. The memory plan (compiler/schedule.c) places values by
+ * while it writes its outputs. The memory plan (compiler/memplan.c) places values by
  * these lifetimes and mgl_plan_check_memory holds any plan to them. first, last: [nvalues]. */
 void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last);
 /* 0 if no two arena values alive at the same step share a byte, and fused groups are runs

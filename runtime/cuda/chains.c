@@ -7,18 +7,12 @@
  * drop, ... it calls), a kernel a chain, with the plan's sizes and storage types written
  * in as constants: each step becomes one line, `v = EXPR;`, from a table of expressions.
  */
-#include "cuda_backend.h"
+#include "internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The storage type the cuda backend gives a value (cuda.c's dt()). */
-static int dt(const MglValue *x)
-{
-	return x->role == MGL_V_PARAM || x->role == MGL_V_GRAD ? MGL_F32 : (int)x->dtype;
-}
 
 /* Each op's expression over operands A, B (the chain's value v or a load), and for
  * dropout the element's index G in the whole tensor. */
@@ -52,7 +46,7 @@ static void put(Buf *b, const char *fmt, ...)
 }
 
 /* Whether the steps [head, last] can be one generated kernel; fills c. */
-static bool chain_of(const MglPlan *p, int head, int last, RtChain *c)
+static bool chain_of(const MglPlan *p, int head, int last, CudaChain *c)
 {
 	memset(c, 0, sizeof *c);
 	c->head = head;
@@ -68,7 +62,7 @@ static bool chain_of(const MglPlan *p, int head, int last, RtChain *c)
 			int v = st->in[k];
 			if (s > head && v == p->steps[s - 1].out[0])
 				continue;   /* the chain's value */
-			if (c->nin == RT_CHAIN_MAX_IN)
+			if (c->nin == CUDA_CHAIN_MAX_IN)
 				return false;
 			c->in[c->nin++] = v;
 		}
@@ -84,9 +78,9 @@ static bool chain_of(const MglPlan *p, int head, int last, RtChain *c)
 	return last > head;
 }
 
-int rt_cuda_chains(const MglPlan *p, RtChain **out)
+int cuda_chains(const MglPlan *p, CudaChain **out)
 {
-	RtChain *v = NULL;
+	CudaChain *v = NULL;
 	int n = 0, cap = 0;
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
@@ -95,7 +89,7 @@ int rt_cuda_chains(const MglPlan *p, RtChain **out)
 		int last = s;
 		while (last + 1 < p->nsteps && p->steps[last + 1].fuse == s)
 			last++;
-		RtChain c;
+		CudaChain c;
 		if (!chain_of(p, s, last, &c))
 			continue;
 		if (n == cap)
@@ -107,7 +101,7 @@ int rt_cuda_chains(const MglPlan *p, RtChain **out)
 }
 
 /* The operand k of step s: the chain's value, or a load of outside input j. */
-static void operand(Buf *b, const MglPlan *p, const RtChain *c, int s, int k)
+static void operand(Buf *b, const MglPlan *p, const CudaChain *c, int s, int k)
 {
 	int v = p->steps[s].in[k];
 	if (s > c->head && v == p->steps[s - 1].out[0]) {
@@ -117,12 +111,12 @@ static void operand(Buf *b, const MglPlan *p, const RtChain *c, int s, int k)
 	for (int j = 0; j < c->nin; j++)
 		if (c->in[j] == v) {
 			const MglValue *x = &p->values[v];
-			put(b, "ld(x%d, %d, i %% %lldLL)", j, dt(x), (long long)mgl_numel(x));
+			put(b, "ld(x%d, %d, i %% %lldLL)", j, cuda_storage(x), (long long)mgl_numel(x));
 			return;
 		}
 }
 
-char *rt_cuda_chain_source(const MglPlan *p, const RtChain *c, int tp)
+char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 {
 	Buf b = {0};
 	const MglValue *o = &p->values[c->out];
@@ -157,6 +151,6 @@ char *rt_cuda_chain_source(const MglPlan *p, const RtChain *c, int tp)
 		put(&b, "\t\t\tconst unsigned SEED = %uu; const double P = %.17g; (void)SEED; (void)P; (void)G;\n", st->seed, st->p);
 		put(&b, "\t\t\tv = %s;\n\t\t}\n", expr[st->op]);
 	}
-	put(&b, "\t\tst(out, %d, i, v);\n\t}\n}\n", dt(o));
+	put(&b, "\t\tst(out, %d, i, v);\n\t}\n}\n", cuda_storage(o));
 	return b.s;
 }

@@ -1,5 +1,5 @@
-/* compiler/optimizer.c — after the backward pass: reduce the gradients, take their norm,
- * and update every parameter with AdamW.
+/* compiler/adamw.c — the optimizer pass, after the backward pass: reduce the gradients,
+ * take their norm, and update every parameter with AdamW.
  *
  * Gradients are reduced in buckets of about 25 MiB, in the order the backward pass
  * finishes them, and each bucket's collectives are placed right after the step that
@@ -35,7 +35,7 @@ static int by_done(const void *a, const void *b)
 	return x->done != y->done ? x->done - y->done : x->param - y->param;
 }
 
-void mgl_optimizer(MglCtx *c, MglPlan *p)
+void mgl_adamw(MglCtx *c, MglPlan *p)
 {
 	MglArena *a = &c->arena;
 	int np = p->nparams;
@@ -130,14 +130,4 @@ void mgl_optimizer(MglCtx *c, MglPlan *p)
 		p->steps[s].line = pp->line;
 		p->steps[s].col = pp->col;
 	}
-}
-
-MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t)
-{
-	MglPlan *p = mgl_lower(c, g, t);
-	mgl_partition(c, p);
-	mgl_optimizer(c, p);
-	mgl_fuse(p);
-	mgl_schedule(p);
-	return p;
 }
