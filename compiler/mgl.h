@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../plan/plan.h"
+#include "plan.h"
 
 #define MGL_VERSION "0.1.0"
 

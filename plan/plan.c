@@ -13,7 +13,7 @@
 
 const MglOpInfo mgl_ops[MGL_OP_COUNT] = {
 #define OP(id, name, pmin, pmax, kw, flags, sig, layouts) {#name, pmin, pmax, kw, flags, sig, layouts},
-#include "../compiler/ops.def"
+#include "ops.def"
 #undef OP
 };
 

@@ -6,7 +6,8 @@
  * backward pass and the optimizer, in the order they run, each with the source line of
  * the model that produced it. The compiler builds it (compiler/), writes it as versioned
  * text (plan.c), and the runtime reads it back and executes it without re-deriving
- * anything. The format is documented in docs/plan.md.
+ * anything. The format is documented in docs/plan.md. The ops it names are defined in
+ * ops.def, the registry both sides read.
  *
  * Names exported here start with mgl_ / Mgl / MGL_ (the plan belongs to both sides).
  */
@@ -64,7 +65,7 @@ enum {
 
 typedef enum {
 #define OP(id, name, pmin, pmax, kw, flags, sig, layouts) MGL_OP_##id,
-#include "../compiler/ops.def"
+#include "ops.def"
 #undef OP
 	MGL_OP_COUNT
 } MglOp;

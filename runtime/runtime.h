@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../plan/plan.h"
+#include "plan.h"
 
 /* ---------------------------------------------------------------- messages (data.c) */
 

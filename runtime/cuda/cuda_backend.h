@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "../backend.h"
+#include "backend.h"
 
 extern const RtBackend rt_cuda_backend;
 /* GPUs this process can use: 0 without a driver or a device (the cpu backend then). */
