@@ -65,7 +65,7 @@ static void print_summary(const MglGraph *g, const char *file)
 	for (int i = 0; i < g->nnodes; i++) {
 		const MglNode *nd = &g->nodes[i];
 		if (nd->op == MGL_OP_ATTENTION && !heads) {
-			heads = nd->heads;
+			heads = nd->attr.heads;
 			hidden = nd->shape.d[nd->shape.rank - 1].n;
 		}
 		if (nd->op == MGL_OP_EMBEDDING && !vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)

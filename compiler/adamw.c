@@ -24,7 +24,7 @@ enum { BUCKET_BYTES = 25 << 20 };
 static void collective(MglCtx *c, MglPlan *p, MglOp op, MglGroup group, const int *vals, int n, MglPhase ph)
 {
 	int s = mgl_emit(&c->arena, p, op, ph, vals, n, vals, n, NULL, -1);
-	p->steps[s].group = group;
+	p->steps[s].attr.group = group;
 }
 
 typedef struct { int param, done; } Finish;
@@ -111,7 +111,7 @@ void mgl_adamw(MglCtx *c, MglPlan *p)
 	if (p->tp > 1) {
 		int r = mgl_new_value(a, p, "grad_norm@R", MGL_V_ACT, MGL_F32, 0, scalar);
 		int s = mgl_emit(a, p, MGL_OP_ALL_REDUCE, MGL_OPT, &norm, 1, &r, 1, NULL, -1);
-		p->steps[s].group = MGL_GROUP_TP;
+		p->steps[s].attr.group = MGL_GROUP_TP;
 		norm = r;
 	}
 
@@ -126,7 +126,7 @@ void mgl_adamw(MglCtx *c, MglPlan *p)
 		p->values[pp->m].param = p->values[pp->v].param = i;
 		int in[5] = {pp->value, pp->grad, pp->m, pp->v, norm}, out[3] = {pp->value, pp->m, pp->v};
 		int s = mgl_emit(a, p, MGL_OP_ADAMW, MGL_OPT, in, 5, out, 3, NULL, -1);
-		p->steps[s].index = pp->rank >= 2;   /* weight decay */
+		p->steps[s].attr.decay = pp->rank >= 2;
 		p->steps[s].line = pp->line;
 		p->steps[s].col = pp->col;
 	}

@@ -296,18 +296,25 @@ static int64_t want_size(Elab *E, const MglTok *t, Value v, const char *what)
 	mgl_fail(E->c);
 }
 
-/* The keyword argument named kw, or NULL if the call does not give it. */
-static const Value *kwarg(const Call *k, const char *kw)
+/* Where op takes keyword argument kw among its kwargs, or -1. */
+static int kw_slot(const MglOpInfo *op, const char *kw)
 {
-	const char *list = mgl_ops[k->op].kwargs;
+	const char *list = op->kwargs;
 	for (int i = 0; *list; i++) {
 		size_t len = strcspn(list, " ");
 		if (len == strlen(kw) && !memcmp(list, kw, len))
-			return k->kw_tok[i] ? &k->kw[i] : NULL;
+			return i;
 		list += len;
 		list += *list == ' ';
 	}
-	return NULL;
+	return -1;
+}
+
+/* The keyword argument named kw, or NULL if the call does not give it. */
+static const Value *kwarg(const Call *k, const char *kw)
+{
+	int i = kw_slot(&mgl_ops[k->op], kw);
+	return i >= 0 && k->kw_tok[i] ? &k->kw[i] : NULL;
 }
 
 static const MglTok *kwarg_tok(const Call *k, const char *kw)
@@ -368,6 +375,60 @@ static MglShape with_last(MglShape s, int64_t n)
 }
 
 static MglShape vec(int64_t n) { return (MglShape){.rank = 1, .d = {{.n = n, .sym = -1}}}; }
+
+/* heads must divide the features D of the op's input */
+static void check_heads(Elab *E, const Call *k, int64_t D, int64_t H)
+{
+	if (D % H == 0)
+		return;
+	mgl_report(E->c, "error", kwarg_tok(k, "heads"), "%lld features cannot be split into %lld heads", (long long)D,
+		   (long long)H);
+	note_origin(E, *kwarg(k, "heads"));
+	char list[256];
+	size_t n = 0;
+	for (int64_t d = 1; d <= D && d <= 4096 && n < sizeof list; d++)
+		if (D % d == 0 && (d >= H / 2 && d <= 2 * H))
+			n += (size_t)snprintf(list + n, sizeof list - n, "%s%lld", n ? ", " : "", (long long)d);
+	mgl_hint(E->c, "the number of heads must divide %lld%s%s", (long long)D, n ? "; near it: " : "", list);
+	mgl_fail(E->c);
+}
+
+/* Node id's attributes that the call gives by keyword (the op's kwargs that name one of
+ * its attributes), each checked against its range in plan/ops.def, or else their defaults;
+ * heads must divide the features of the first argument, a tensor. */
+static void kw_attrs(Elab *E, const Call *k, int id)
+{
+	const MglOpInfo *op = &mgl_ops[k->op];
+	MglAttrs *at = &node(E, id)->attr;
+	for (int a = 0; a < MGL_ATTR_COUNT; a++) {
+		const MglAttrInfo *in = &mgl_attrs[a];
+		if (!(op->attrs & (1u << a)) || kw_slot(op, in->name) < 0)
+			continue;
+		const Value *v = kwarg(k, in->name);
+		if (!v) {
+			if (isnan(in->dflt)) {
+				mgl_report(E->c, "error", k->e->name, "%s needs '%s', %s", op->name, in->name, in->what);
+				mgl_hint(E->c, "%s", op->sig);
+				mgl_fail(E->c);
+			}
+			mgl_attr_set(at, a, in->dflt);
+			continue;
+		}
+		Value w = whole(*v);
+		bool ok = in->kind == MGL_AK_BOOL ? w.kind == V_BOOL
+			: in->kind == MGL_AK_INT ? w.kind == V_INT : w.kind == V_INT || w.kind == V_REAL;
+		double x = !ok ? 0 : w.kind == V_REAL ? w.r : (double)w.i;   /* a bool: i */
+		if (!ok || !(x >= in->lo && x <= in->hi)) {
+			mgl_report(E->c, "error", kwarg_tok(k, in->name), "%s: '%s' must be %s, not %s", op->name, in->name, in->what,
+				   elab_describe(E, *v));
+			note_origin(E, *v);
+			mgl_fail(E->c);
+		}
+		mgl_attr_set(at, a, x);
+	}
+	if (op->attrs & MGL_A(heads))
+		check_heads(E, k, last_dim(E, k, 0).n, at->heads);
+}
 
 /* param([dims...]) */
 static int elab_param(Elab *E, Call *k)
@@ -458,39 +519,34 @@ static int elab_linear(Elab *E, Call *k)
 	return id;
 }
 
-/* layernorm(x[..., D], eps: e) -> [..., D]; weight [D] and bias [D] */
-static int elab_layernorm(Elab *E, Call *k)
+/* A norm over the last dimension, layernorm(x[..., D], eps: e) -> [..., D]: creates
+ * PATH.weight [D] (ones) and, when the op's step takes a third input, PATH.bias [D]
+ * (zeros), never split; its attributes from keywords. */
+static int elab_norm(Elab *E, Call *k)
 {
 	int x = want_tensor(E, k, 0, MGL_F32, 1);
 	int64_t D = last_dim(E, k, 0).n;
-	const Value *eps = kwarg(k, "eps");
-	double e = 1e-5;
-	if (eps) {
-		if ((eps->kind != V_REAL && eps->kind != V_INT) || real_of(*eps) <= 0 || real_of(*eps) >= 1)
-			mgl_error(E->c, kwarg_tok(k, "eps"), "layernorm's eps must be a small positive number, not %s",
-				  elab_describe(E, *eps));
-		e = real_of(*eps);
-	}
 	int w = add_param(E, mgl_fmt(E->a, "%s.weight", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ONES);
-	int b = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ZEROS);
-	int id = add_node(E, MGL_OP_LAYERNORM, k->e->name, MGL_F32, shape_of(E, x), k->path);
-	node(E, id)->p = e;
+	int b = mgl_ops[k->op].in_min < 3 ? -1
+	      : add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ZEROS);
+	int id = add_node(E, k->op, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	kw_attrs(E, k, id);
 	add_input(E, id, x);
 	add_input(E, id, w);
-	add_input(E, id, b);
+	if (b >= 0)
+		add_input(E, id, b);
 	return id;
 }
 
-/* gelu(x), tanh(x): elementwise, same shape */
+/* gelu(x), tanh(x): one tensor to one of its shape, attributes from keywords */
 static int elab_unary(Elab *E, Call *k)
 {
 	int x = want_tensor(E, k, 0, MGL_F32, 0);
 	int id = add_node(E, k->op, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	kw_attrs(E, k, id);
 	add_input(E, id, x);
 	return id;
 }
-#define elab_gelu elab_unary
-#define elab_tanh elab_unary
 
 /* dropout(x, p): zero each element with probability p, scale the rest by 1/(1-p) */
 static int elab_dropout(Elab *E, Call *k)
@@ -504,7 +560,7 @@ static int elab_dropout(Elab *E, Call *k)
 		mgl_fail(E->c);
 	}
 	int id = add_node(E, MGL_OP_DROPOUT, k->e->name, MGL_F32, shape_of(E, x), k->path);
-	node(E, id)->p = real_of(p);
+	node(E, id)->attr.p = real_of(p);
 	add_input(E, id, x);
 	return id;
 }
@@ -552,29 +608,8 @@ static int elab_attention(Elab *E, Call *k)
 	}
 	if (node(E, q)->shape.rank != 3)
 		bad_arg(E, k, 0, k->pos[0], "a tensor of shape [batch, seq, features]");
-	int64_t D = last_dim(E, k, 0).n;
-	const Value *hv = kwarg(k, "heads");
-	if (!hv) {
-		mgl_report(E->c, "error", k->e->name, "attention needs the number of heads");
-		mgl_hint(E->c, "%s", mgl_ops[k->op].sig);
-		mgl_fail(E->c);
-	}
-	int64_t H = want_size(E, kwarg_tok(k, "heads"), *hv, "the number of heads");
-	if (D % H) {
-		mgl_report(E->c, "error", kwarg_tok(k, "heads"), "%lld features cannot be split into %lld heads",
-			   (long long)D, (long long)H);
-		note_origin(E, *hv);
-		char list[256];
-		size_t n = 0;
-		for (int64_t d = 1; d <= D && d <= 4096 && n < sizeof list; d++)
-			if (D % d == 0 && (d >= H / 2 && d <= 2 * H))
-				n += (size_t)snprintf(list + n, sizeof list - n, "%s%lld", n ? ", " : "", (long long)d);
-		mgl_hint(E->c, "the number of heads must divide %lld%s%s", (long long)D, n ? "; near it: " : "", list);
-		mgl_fail(E->c);
-	}
 	int id = add_node(E, MGL_OP_ATTENTION, k->e->name, MGL_F32, shape_of(E, q), k->path);
-	node(E, id)->heads = H;
-	node(E, id)->causal = kw_bool(E, k, "causal", false);
+	kw_attrs(E, k, id);
 	for (int i = 0; i < 3; i++)
 		add_input(E, id, k->pos[i].node);
 	const Value *m = kwarg(k, "mask");
@@ -609,7 +644,7 @@ static int elab_select(Elab *E, Call *k)
 		if (j != 1)
 			s.d[o++] = xs->d[j];
 	int id = add_node(E, MGL_OP_SELECT, k->e->name, MGL_F32, s, k->path);
-	node(E, id)->index = i.i;
+	node(E, id)->attr.position = i.i;
 	add_input(E, id, x);
 	return id;
 }
@@ -624,31 +659,22 @@ static int elab_cross_entropy(Elab *E, Call *k)
 	if (!same_shape(&want, &node(E, targets)->shape))
 		shape_mismatch(E, arg_tok(k, 1), "the targets must have the logits' shape without its last dimension",
 			       logits, targets);
-	int64_t ignore = MGL_NO_IGNORE;
-	const Value *iv = kwarg(k, "ignore");
-	if (iv) {
-		Value w = whole(*iv);
-		if (w.kind != V_INT)
-			mgl_error(E->c, kwarg_tok(k, "ignore"), "cross_entropy's ignore must be an integer id, not %s",
-				  elab_describe(E, *iv));
-		ignore = w.i;
-	}
 	int id = add_node(E, MGL_OP_CROSS_ENTROPY, k->e->name, MGL_F32, (MglShape){0}, k->path);
-	node(E, id)->index = ignore;
+	kw_attrs(E, k, id);
 	add_input(E, id, logits);
 	add_input(E, id, targets);
 	return id;
 }
 
-static int elab_input(Elab *E, Call *k) { (void)k; mgl_fail(E->c); }
-
+/* Each op's elaborator, as its row in plan/ops.def names it (none: internal ops) */
+#define elab_none NULL
 static int (*const elab_op[MGL_OP_COUNT])(Elab *, Call *) = {
-#define OP(id, name, pmin, pmax, kw, flags, sig, layouts) [MGL_OP_##id] = elab_##name,
-#define IOP(...)
+#define OP(id, name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
+	[MGL_OP_##id] = elab_##elab,
 #include "ops.def"
-#undef IOP
 #undef OP
 };
+#undef elab_none
 
 /* ---------------------------------------------------------------- blocks and statements */
 
@@ -1130,14 +1156,7 @@ void mgl_dump_graph(FILE *f, const MglGraph *g)
 		fprintf(f, " : %s%s", nd->dtype == MGL_I32 ? "i32" : "f32", mgl_shape_str(g, &nd->shape, buf, sizeof buf));
 		if (nd->split)
 			fprintf(f, " @%s", mgl_split_name[nd->split]);
-		if (nd->op == MGL_OP_ATTENTION)
-			fprintf(f, " heads=%lld%s", (long long)nd->heads, nd->causal ? " causal" : "");
-		if (nd->op == MGL_OP_DROPOUT)
-			fprintf(f, " p=%g", nd->p);
-		if (nd->op == MGL_OP_SELECT)
-			fprintf(f, " index=%lld", (long long)nd->index);
-		if (nd->op == MGL_OP_CROSS_ENTROPY && nd->index != MGL_NO_IGNORE)
-			fprintf(f, " ignore=%lld", (long long)nd->index);
+		mgl_attrs_write(f, nd->op, &nd->attr, false);
 		fprintf(f, "  # %s (line %d)\n", nd->name, nd->tok->line);
 	}
 	fprintf(f, "loss = %%%d\n", g->loss);

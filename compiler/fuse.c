@@ -23,10 +23,10 @@ void mgl_fuse(MglPlan *p)
 		MglStep *x = &p->steps[s], *y = &p->steps[s + 1];
 		int head = x->fuse >= 0 ? x->fuse : s;
 		if (x->op == MGL_OP_MATMUL && y->op == MGL_OP_BIAS_ADD && y->in[0] == x->out[0] && uses[x->out[0]] == 1) {
-			x->epilogue |= MGL_EPI_BIAS;
+			x->attr.epi |= MGL_EPI_BIAS;
 			x->fuse = y->fuse = head;
 			if (s + 2 < p->nsteps && p->steps[s + 2].op == MGL_OP_GELU && p->steps[s + 2].in[0] == y->out[0]) {
-				x->epilogue |= MGL_EPI_GELU;
+				x->attr.epi |= MGL_EPI_GELU;
 				p->steps[s + 2].fuse = head;
 				s += 1;
 			}
@@ -41,7 +41,7 @@ void mgl_fuse(MglPlan *p)
 				break;
 			else if (k == y->nin - 1)
 				chain = false;
-		if (chain && x->epilogue == 0)
+		if (chain && x->attr.epi == 0)
 			x->fuse = y->fuse = head;
 	}
 	mgl_arena_free(&a);

@@ -207,7 +207,6 @@ typedef struct {
 } MglParam;
 
 enum { MGL_MAX_IN = 4 };
-#define MGL_NO_IGNORE INT64_MIN
 
 typedef struct {
 	MglOp op;
@@ -219,11 +218,7 @@ typedef struct {
 	const MglTok *tok;    /* the source of this operation */
 	int param;            /* PARAM: index in MglGraph.params; -1 for other ops */
 	MglSplit split;       /* the annotation written on the call (LINEAR, PARAM) */
-	/* attributes, meaning per op: */
-	int64_t heads;        /* ATTENTION */
-	bool causal;          /* ATTENTION */
-	double p;             /* DROPOUT probability, LAYERNORM eps */
-	int64_t index;        /* SELECT position; CROSS_ENTROPY ignored target (MGL_NO_IGNORE: none) */
+	MglAttrs attr;        /* those its op names (plan/ops.def), as the model gives them */
 	int input;            /* INPUT: which of the model's inputs */
 	int layer;            /* iteration of the model's outermost repeat, or -1 */
 } MglNode;
@@ -273,6 +268,11 @@ typedef struct {
 
 /* autodiff.c: lowering and the backward pass; global shapes, no layouts */
 MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t);
+/* Whether op's gradient rule (its grad column in plan/ops.def) can be followed: it is "-"
+ * (not differentiable) or names backward ops that exist, with inputs and outputs they
+ * take. 0, or -1 with the reason, naming the op, in err. mgl_lower stops with that error
+ * when it meets an op whose rule cannot. */
+int mgl_grad_check(const MglOpInfo *op, char *err, size_t errlen);
 int mgl_new_value(MglArena *a, MglPlan *p, const char *name, MglRole role, MglDtype dt, int rank,
 		  const int64_t *shape);
 int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, int nin, const int *out,

@@ -158,7 +158,7 @@ START_TEST(data_parallel_buckets)
 		const MglStep *s = &b.p->steps[i];
 		if (s->phase == MGL_BWD && s->op != MGL_OP_ALL_REDUCE)
 			last_bwd = i;
-		if (s->op == MGL_OP_ALL_REDUCE && s->group == MGL_GROUP_DP) {
+		if (s->op == MGL_OP_ALL_REDUCE && s->attr.group == MGL_GROUP_DP) {
 			buckets++;
 			if (first_bucket < 0)
 				first_bucket = i;
@@ -381,7 +381,7 @@ START_TEST(plan_refuses_damage)
 	char *v2 = strdup(t);
 	v2[9] = '7';
 	ck_assert_ptr_null(mgl_plan_read(&a, v2, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "t.plan:1: this plan is version 7; this mgl reads version 1"), "%s", err);
+	ck_assert_msg(strstr(err, "t.plan:1: this plan is version 7; this mgl reads version 2"), "%s", err);
 	free(v2);
 	/* a step that reads a value that does not exist */
 	char *bad = malloc(n + 16);
@@ -407,11 +407,34 @@ START_TEST(plan_refuses_damage)
 	memcpy(bad + keep, sp, n - (size_t)(sp - t));   /* "matmul A,B OUT" -> "matmul A OUT" */
 	k = keep + n - (size_t)(sp - t);
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 outputs, not 1 and 1"), "%s", err);
+	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 output, not 1 and 1"), "%s", err);
+	/* attributes by name: a layer norm's epsilon is eps, in (0, 1) */
+	char *eps = strstr(t, " eps=");
+	ck_assert_ptr_nonnull(eps);
+	memcpy(bad, t, n);
+	memcpy(bad + (eps - t), " p=  ", 5);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "expected 'eps='"), "%s", err);
+	memcpy(bad + (eps - t), " eps=1e+05", 10);   /* was 1e-05 */
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "eps must be a number in ["), "%s", err);
 	free(bad);
 	free(t);
 	mgl_arena_free(&a);
 	build_free(&b);
+}
+END_TEST
+
+/* A plan of version 1 (step attributes index and p, each with two meanings) is refused
+ * with the file, the line and what to do. */
+START_TEST(old_plan_is_refused)
+{
+	const char *v1 = "mgl-plan 1\nmodel gpt2\npreset tiny\nsource models/gpt2.mgl\ntp 1\n";
+	MglArena a = {0};
+	char err[256];
+	ck_assert_ptr_null(mgl_plan_read(&a, v1, strlen(v1), "old.plan", err, sizeof err));
+	ck_assert_str_eq(err, "old.plan:1: this plan is version 1; this mgl reads version 2 (compile it again with this mgl)");
+	mgl_arena_free(&a);
 }
 END_TEST
 
@@ -465,6 +488,7 @@ int main(void)
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
+	tcase_add_test(text, old_plan_is_refused);
 	tcase_add_test(misc, heads_must_divide_tp);
 	tcase_add_test(misc, compile_8_3b_at_tp8_is_fast);
 	TCase *all[] = {coll, mem, text, misc};

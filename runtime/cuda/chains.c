@@ -5,7 +5,8 @@
  *
  * The source is CUDA C that NVRTC compiles with kernels/ops.cu (whose ld/st, gelu_f,
  * drop, ... it calls), a kernel a chain, with the plan's sizes and storage types written
- * in as constants: each step becomes one line, `v = EXPR;`, from a table of expressions.
+ * in as constants: each step becomes one line, `v = EXPR;`, EXPR its op's expression in
+ * plan/ops.def, over the step's attributes, also written in as constants.
  */
 #include "internal.h"
 
@@ -13,15 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Each op's expression over operands A, B (the chain's value v or a load), and for
- * dropout the element's index G in the whole tensor. */
-static const char *const expr[MGL_OP_COUNT] = {
-	[MGL_OP_BIAS_ADD] = "A + B",       [MGL_OP_ADD] = "A + B",           [MGL_OP_ACCUMULATE] = "A + B",
-	[MGL_OP_GELU] = "gelu_f(A)",       [MGL_OP_TANH] = "tanhf(A)",       [MGL_OP_GELU_BWD] = "gelu_b(A, B)",
-	[MGL_OP_TANH_BWD] = "tanh_b(A, B)", [MGL_OP_DROPOUT] = "drop(A, G, SEED, P, run)",
-	[MGL_OP_DROPOUT_BWD] = "drop(A, G, SEED, P, run)",
-};
 
 typedef struct {
 	char *s;
@@ -45,6 +37,10 @@ static void put(Buf *b, const char *fmt, ...)
 	b->n += (size_t)k;
 }
 
+/* Whether a step's expression reads G, the element's index in the whole tensor (a
+ * dropout's mask depends on it). */
+static bool uses_index(const MglStep *st) { return strchr(mgl_ops[st->op].expr, 'G') != NULL; }
+
 /* Whether the steps [head, last] can be one generated kernel; fills c. */
 static bool chain_of(const MglPlan *p, int head, int last, CudaChain *c)
 {
@@ -56,7 +52,7 @@ static bool chain_of(const MglPlan *p, int head, int last, CudaChain *c)
 	int64_t n = mgl_numel(&p->values[c->out]);
 	for (int s = head; s <= last; s++) {
 		const MglStep *st = &p->steps[s];
-		if (!expr[st->op] || st->nout != 1 || mgl_numel(&p->values[st->out[0]]) != n)
+		if (!*mgl_ops[st->op].expr || st->nout != 1 || mgl_numel(&p->values[st->out[0]]) != n)
 			return false;
 		for (int k = 0; k < st->nin; k++) {
 			int v = st->in[k];
@@ -66,8 +62,8 @@ static bool chain_of(const MglPlan *p, int head, int last, CudaChain *c)
 				return false;
 			c->in[c->nin++] = v;
 		}
-		if (st->op == MGL_OP_DROPOUT || st->op == MGL_OP_DROPOUT_BWD) {
-			/* every dropout of a chain takes its element indices the same way */
+		if (uses_index(st)) {
+			/* every step of a chain that reads G (a dropout) takes its element indices the same way */
 			int v = st->in[0];
 			if (c->dropout_value >= 0 && (p->values[v].layout.kind != p->values[c->dropout_value].layout.kind ||
 						      p->values[v].layout.dim != p->values[c->dropout_value].layout.dim))
@@ -128,7 +124,7 @@ char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 	for (int s = c->head; s <= c->last; s++) {
 		const MglStep *st = &p->steps[s];
 		put(&b, "\t\t{ // %s\n\t\t\ti64 G = i;\n", mgl_ops[st->op].name);
-		if ((st->op == MGL_OP_DROPOUT || st->op == MGL_OP_DROPOUT_BWD) && tp > 1 &&
+		if (uses_index(st) && tp > 1 &&
 		    p->values[st->in[0]].layout.kind == MGL_L_S) {
 			/* element (o, k, i) of this rank's [outer, n, inner] part is (o, start + k, i) of the whole */
 			const MglValue *x = &p->values[st->in[0]];
@@ -148,8 +144,20 @@ char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 		} else {
 			put(&b, "\t\t\tfloat B = 0; (void)B;\n");
 		}
-		put(&b, "\t\t\tconst unsigned SEED = %uu; const double P = %.17g; (void)SEED; (void)P; (void)G;\n", st->seed, st->p);
-		put(&b, "\t\t\tv = %s;\n\t\t}\n", expr[st->op]);
+		put(&b, "\t\t\t(void)G;");
+		for (int k = 0; k < MGL_ATTR_COUNT; k++)   /* the attributes the expression may use */
+			if (mgl_ops[st->op].attrs & (1u << k)) {
+				const MglAttrInfo *a = &mgl_attrs[k];
+				double x = mgl_attr_get(&st->attr, k);
+				if (a->kind == MGL_AK_REAL)
+					put(&b, " const double %s = %.17g;", a->name, x);
+				else if (x == MGL_NONE_ATTR)
+					put(&b, " const i64 %s = -9223372036854775807LL - 1;", a->name);
+				else
+					put(&b, " const i64 %s = %lldLL;", a->name, (long long)x);
+				put(&b, " (void)%s;", a->name);
+			}
+		put(&b, "\n\t\t\tv = %s;\n\t\t}\n", mgl_ops[st->op].expr);
 	}
 	put(&b, "\t\tst(out, %d, i, v);\n\t}\n}\n", cuda_storage(o));
 	return b.s;

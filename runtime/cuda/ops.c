@@ -99,7 +99,7 @@ const MglStep *cuda_epilogue_bias(const RtRank *r, int i)
 {
 	const MglPlan *p = r->job->plan;
 	const MglStep *s = &p->steps[i];
-	if (!(s->epilogue & MGL_EPI_BIAS) || i + 1 >= p->nsteps || p->steps[i + 1].op != MGL_OP_BIAS_ADD ||
+	if (!(s->attr.epi & MGL_EPI_BIAS) || i + 1 >= p->nsteps || p->steps[i + 1].op != MGL_OP_BIAS_ADD ||
 	    p->steps[i + 1].in[0] != s->out[0] || p->steps[i + 1].fuse != s->fuse || getenv("MGL_NO_EPILOGUE") ||
 	    p->values[p->steps[i + 1].out[0]].dtype != MGL_BF16)
 		return NULL;
@@ -112,7 +112,7 @@ const MglStep *cuda_epilogue_gelu(const RtRank *r, int i)
 {
 	const MglPlan *p = r->job->plan;
 	const MglStep *b = cuda_epilogue_bias(r, i);
-	if (!b || !(p->steps[i].epilogue & MGL_EPI_GELU) || i + 2 >= p->nsteps || p->steps[i + 2].op != MGL_OP_GELU ||
+	if (!b || !(p->steps[i].attr.epi & MGL_EPI_GELU) || i + 2 >= p->nsteps || p->steps[i + 2].op != MGL_OP_GELU ||
 	    p->steps[i + 2].in[0] != b->out[0] || p->steps[i + 2].fuse != p->steps[i].fuse ||
 	    p->values[p->steps[i + 2].out[0]].dtype != MGL_BF16 || p->values[b->out[0]].shape[p->values[b->out[0]].rank - 1] % 8 ||
 	    getenv("MGL_NO_GELU_EPILOGUE"))
@@ -198,7 +198,7 @@ static int op_layernorm(CudaCtx *c)
 {
 	const MglValue *x = val(c->r, IN(0));
 	int64_t M = rt_rows(x), D = rt_last(x);
-	float eps = (float)c->s->p;
+	float eps = (float)c->s->attr.eps;
 	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
 	void *X = P(c->r, IN(0)), *w = P(c->r, IN(1)), *b = P(c->r, IN(2)), *y = P(c->r, OUT(0));
 	return launch(c->r, K_layernorm, M, 32, ARGS(&X, &xdt, &w, &b, &y, &ydt, &M, &D, &eps));
@@ -210,7 +210,7 @@ static int op_layernorm_bwd(CudaCtx *c)
 	const MglValue *x = val(c->r, IN(1));
 	RtRank *r = c->r;
 	int64_t M = rt_rows(x), D = rt_last(x);
-	float eps = (float)c->s->p;
+	float eps = (float)c->s->attr.eps;
 	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1)), *db = P(r, OUT(2));
 	if (!ACC(1))
@@ -249,8 +249,8 @@ static int op_dropout(CudaCtx *c)
 		start = rt_shard_start(c->r, x);
 	}
 	whole = x->layout.kind == MGL_L_S && c->r->job->tp > 1 ? n * c->r->job->tp : n;
-	double p = c->s->p;
-	unsigned seed = c->s->seed;
+	double p = c->s->attr.p;
+	unsigned seed = (unsigned)c->s->attr.seed;
 	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
 	void *X = P(c->r, IN(0)), *Y = P(c->r, OUT(0));
 	DevRun *run = d->run;
@@ -296,8 +296,8 @@ static int need_scratch(RtRank *r, int64_t floats)
 static int op_attention(CudaCtx *c)
 {
 	const MglValue *q = val(c->r, IN(0));
-	int64_t B = q->shape[0], S = q->shape[1], H = c->s->heads, dh = q->shape[2] / H;
-	int causal = c->s->causal;
+	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H;
+	int causal = (int)c->s->attr.causal;
 	if (dh > 256)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
@@ -310,8 +310,8 @@ static int op_attention_bwd(CudaCtx *c)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *q = val(r, IN(1));
-	int64_t B = q->shape[0], S = q->shape[1], H = c->s->heads, dh = q->shape[2] / H, n = mgl_numel(q);
-	int causal = c->s->causal;
+	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H, n = mgl_numel(q);
+	int causal = (int)c->s->attr.causal;
 	if (need_scratch(r, 2 * n + 64))
 		return -1;
 	float *dk = d->scratch + 64, *dv = dk + n;
@@ -331,7 +331,7 @@ static int op_select(CudaCtx *c)
 {
 	bool bwd = c->s->op == MGL_OP_SELECT_BWD;
 	const MglValue *x = val(c->r, bwd ? OUT(0) : IN(0));
-	int64_t B = x->shape[0], S = x->shape[1], inner = mgl_numel(x) / (B * S), index = c->s->index;
+	int64_t B = x->shape[0], S = x->shape[1], inner = mgl_numel(x) / (B * S), index = c->s->attr.position;
 	int idt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0));
 	void *I = P(c->r, IN(0)), *O = P(c->r, OUT(0));
 	return launch(c->r, bwd ? K_select_bwd : K_select, bwd ? B * S * inner : B * inner, 1,
@@ -341,7 +341,7 @@ static int op_select(CudaCtx *c)
 static int64_t valid_cols(const CudaCtx *c, const MglValue *z, int64_t *start)
 {
 	*start = rt_shard_start(c->r, z);
-	int64_t v = c->s->limit - *start;
+	int64_t v = c->s->attr.limit - *start;
 	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
 }
 
@@ -367,7 +367,7 @@ static int op_vocab_loss(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
-	int64_t M = mgl_numel(val(r, IN(2))), ignore = c->s->index;
+	int64_t M = mgl_numel(val(r, IN(2))), ignore = c->s->attr.ignore;
 	void *st = P(r, IN(0)), *m = P(r, IN(1)), *t = P(r, IN(2)), *loss = P(r, OUT(0)), *lse = P(r, OUT(1));
 	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_vocab_loss], cuda_dim3(1), cuda_dim3(1024),
 			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0, d->compute));
@@ -379,7 +379,7 @@ static int op_ce_bwd(CudaCtx *c)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *z = val(r, IN(1));
-	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->index;
+	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
 	int64_t nt = mgl_numel(val(r, IN(2)));
 	float *count = d->scratch;
 	void *t = P(r, IN(2));
@@ -394,7 +394,7 @@ static int op_slice(CudaCtx *c)
 {
 	const MglValue *o = val(c->r, OUT(0));
 	int64_t outer, n, inner;
-	rt_around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
 	int64_t whole = n * c->r->job->tp, start = (int64_t)c->r->tp_rank * n;
 	int es = mgl_dtype_size[o->dtype];
 	void *X = P(c->r, IN(0)), *Y = P(c->r, OUT(0));
@@ -429,14 +429,14 @@ static int op_all_reduce(CudaCtx *c)
 	Dev *d = r->mem;
 	if (ACC(0) && !c->last_micro)
 		return 0;   /* gradient buffers are reduced once, after the last micro-batch */
-	ncclComm_t comm = c->s->group == MGL_GROUP_DP ? d->dp : d->tp;
+	ncclComm_t comm = c->s->attr.group == MGL_GROUP_DP ? d->dp : d->tp;
 	if (comm_begin(r))
 		return -1;
 	CKN(ncclGroupStart());
 	for (int k = 0; k < c->s->nin; k++) {
 		int ty = dt(r, IN(k));
 		CKN(ncclAllReduce(P(r, IN(k)), P(r, OUT(k)), (size_t)mgl_numel(val(r, IN(k))), nccl_type(ty),
-				  c->s->reduce_max ? ncclMax : ncclSum, comm, d->comm));
+				  c->s->attr.max ? ncclMax : ncclSum, comm, d->comm));
 	}
 	CKN(ncclGroupEnd());
 	return comm_end(r);
@@ -448,7 +448,7 @@ static int op_all_gather(CudaCtx *c)
 	Dev *d = r->mem;
 	const MglValue *x = val(r, IN(0));
 	int64_t outer, n, inner, tp = r->job->tp;
-	rt_around(x, c->s->dim, &outer, &n, &inner);
+	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
 	int es = mgl_dtype_size[x->dtype];
 	size_t count = (size_t)(outer * n * inner);
 	void *dst = outer == 1 ? P(r, OUT(0)) : d->pack;
@@ -471,7 +471,7 @@ static int op_reduce_scatter(CudaCtx *c)
 	Dev *d = r->mem;
 	const MglValue *o = val(r, OUT(0));
 	int64_t outer, n, inner, tp = r->job->tp;
-	rt_around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
 	int es = mgl_dtype_size[o->dtype];
 	size_t count = (size_t)(outer * n * inner);
 	void *src = P(r, IN(0));
@@ -513,7 +513,7 @@ static int op_adamw(CudaCtx *c)
 	RtRank *r = c->r;
 	Dev *d = r->mem;
 	int64_t n = mgl_numel(val(r, IN(0)));
-	int decay = c->s->index == 1;
+	int decay = (int)c->s->attr.decay;
 	void *w = P(r, IN(0)), *g = P(r, IN(1)), *m = P(r, IN(2)), *v = P(r, IN(3)), *w16 = P16(r, IN(0)), *norm = P(r, IN(4));
 	DevRun *run = d->run;
 	return launch(r, K_adamw, n, 1, ARGS(&w, &g, &m, &v, &w16, &norm, &run, &decay, &n));
