@@ -808,6 +808,8 @@ static OpFn *const ops[MGL_OP_COUNT] = {
 	[MGL_OP_ADAMW] = op_adamw,
 };
 
+static bool cpu_runs(MglOp op) { return ops[op] != NULL; }
+
 /* ---------------------------------------------------------------- the backend */
 
 static int cpu_open(RtRank *r)
@@ -819,7 +821,7 @@ static int cpu_open(RtRank *r)
 		return -1;
 	}
 	for (int s = 0; s < p->nsteps; s++)
-		if (!ops[p->steps[s].op]) {
+		if (!cpu_runs(p->steps[s].op)) {
 			snprintf(r->err, sizeof r->err, "step %d: the cpu backend has no kernel for %s", s,
 				 mgl_ops[p->steps[s].op].name);
 			return -1;
@@ -898,4 +900,5 @@ static void cpu_zero(RtRank *r, int v)
 
 static double cpu_peek(RtRank *r, int v, int64_t i) { return (double)F(r, v)[i]; }
 
-const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek};
+const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek,
+			      cpu_runs};

@@ -51,6 +51,8 @@ int cuda_fail(RtRank *r, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- the backend */
 
+static bool cuda_runs(MglOp op) { return cuda_ops[op] != NULL; }
+
 /* The job's communicators: one ncclCommInitAll per tp group and per dp group, made by the
  * first rank to open (ranks open one after another, on the main thread). */
 static int make_comms(RtRank *r)
@@ -168,7 +170,7 @@ static int cuda_open(RtRank *r)
 		d->dp = jc->dp[r->rank];
 	}
 	for (int s = 0; s < p->nsteps; s++)
-		if (!cuda_ops[p->steps[s].op])
+		if (!cuda_runs(p->steps[s].op))
 			return cuda_fail(r, "step %d: the cuda backend has no kernel for %s", s, mgl_ops[p->steps[s].op].name);
 	return 0;
 }
@@ -396,7 +398,8 @@ static double cuda_peek(RtRank *r, int v, int64_t i)
 	return f;
 }
 
-const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_write, cuda_read, cuda_zero, cuda_peek};
+const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_write, cuda_read, cuda_zero, cuda_peek,
+				   cuda_runs};
 
 int rt_cuda_devices(void)
 {
