@@ -506,7 +506,11 @@ MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t)
 			L.needs[p->steps[s].out[i]] = any && p->values[p->steps[s].out[i]].dtype != MGL_I32;
 	}
 
-	int loss = L.val[g->loss];
+	int loss = p->loss = L.val[g->loss];
+	p->logits = -1;   /* the logits of the loss's cross-entropy, else of the model's first */
+	for (int i = 0; i < g->nnodes; i++)
+		if (g->nodes[i].op == MGL_OP_CROSS_ENTROPY && (p->logits < 0 || i == g->loss))
+			p->logits = L.val[g->nodes[i].in[0]];
 	int64_t none[1] = {0};
 	L.grad[loss] = mgl_new_value(L.a, p, "d_loss", MGL_V_INPUT, MGL_F32, 0, none);
 	GradRule *rules = mgl_alloc(L.a, MGL_OP_COUNT * sizeof *rules);

@@ -319,8 +319,12 @@ void mgl_plan_write(FILE *f, const MglPlan *p)
 	fprintf(f, "model %s\npreset %s\nsource %s\n", p->model, p->preset ? p->preset : "-", p->source ? p->source : "-");
 	fprintf(f, "tp %d\ndp %d\nsp %d\nbatch %lld\nseq %lld\nact %s\n", p->tp, p->dp, p->sp, (long long)p->batch,
 		(long long)p->seq, mgl_dtype_name[p->act_dtype]);
-	fprintf(f, "vocab %lld %lld\nlayers %d\narena %lld\n", (long long)p->vocab, (long long)p->vocab_padded,
-		p->nlayers, (long long)p->arena_bytes);
+	fprintf(f, "vocab %lld %lld\nlayers %d\narena %lld\nloss %d\n", (long long)p->vocab, (long long)p->vocab_padded,
+		p->nlayers, (long long)p->arena_bytes, p->loss);
+	if (p->logits >= 0)
+		fprintf(f, "logits %d\n", p->logits);
+	else
+		fprintf(f, "logits -\n");
 	fprintf(f, "values %d\n", p->nvalues);
 	for (int i = 0; i < p->nvalues; i++) {
 		const MglValue *v = &p->values[i];
@@ -640,6 +644,14 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	p->vocab_padded = num(&r, 0, (int64_t)1 << 40), eol(&r);
 	word(&r, "layers"), space(&r), p->nlayers = (int)num(&r, 0, 1 << 20), eol(&r);
 	word(&r, "arena"), space(&r), p->arena_bytes = num(&r, 0, (int64_t)1 << 50), eol(&r);
+	word(&r, "loss"), space(&r), p->loss = (int)num(&r, 0, INT32_MAX), eol(&r);
+	word(&r, "logits"), space(&r);
+	if (r.p < r.end && *r.p == '-')
+		r.p++, p->logits = -1;
+	else
+		p->logits = (int)num(&r, 0, INT32_MAX);
+	eol(&r);
+	int header = r.line - 2;   /* the loss's line, for messages about it */
 
 	word(&r, "values"), space(&r), p->nvalues = p->capvalues = (int)num(&r, 0, most), eol(&r);
 	p->values = mgl_alloc(a, (size_t)(p->nvalues + 1) * sizeof *p->values);
@@ -665,6 +677,18 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 			bad(&r, "value %%%d needs %lld bytes but is given %lld", i, (long long)need, (long long)v->bytes);
 		if ((v->role == MGL_V_ACT || v->role == MGL_V_INPUT) && v->offset + v->bytes > p->arena_bytes)
 			bad(&r, "value %%%d lies outside the arena", i);
+	}
+	{   /* the loss and the logits the header names: activations, a scalar and a matrix */
+		int line = r.line;
+		r.line = header;
+		if (p->loss >= p->nvalues || p->values[p->loss].role != MGL_V_ACT || p->values[p->loss].rank != 0 ||
+		    p->values[p->loss].dtype == MGL_I32)
+			bad(&r, "the loss, value %%%d, is not a scalar activation", p->loss);
+		r.line++;
+		if (p->logits >= p->nvalues || (p->logits >= 0 && (p->values[p->logits].role != MGL_V_ACT ||
+								    p->values[p->logits].rank < 1)))
+			bad(&r, "the logits, value %%%d, are not an activation of one or more dimensions", p->logits);
+		r.line = line;
 	}
 	word(&r, "params"), space(&r), p->nparams = p->capparams = (int)num(&r, 0, most), eol(&r);
 	p->params = mgl_alloc(a, (size_t)(p->nparams + 1) * sizeof *p->params);

@@ -229,6 +229,8 @@ typedef struct {
 	MglPlanParam *params;
 	int nparams, capparams;
 	int64_t arena_bytes;           /* activations: the peak of the memory plan */
+	int loss;                      /* the value the model returns: its loss, a scalar activation */
+	int logits;                    /* the logits of its (first) cross-entropy, this rank's part; -1 if none */
 	int64_t persistent_bytes[MGL_V_ROLE_COUNT];   /* per role, this rank */
 	int nlayers;
 } MglPlan;

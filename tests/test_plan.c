@@ -353,6 +353,10 @@ START_TEST(plan_round_trip)
 			ck_assert(!memcmp(t1, t2, n1));
 			ck_assert_int_eq(q->nsteps, b.p->nsteps);
 			ck_assert_int_eq(q->tp, ts[k].tp);
+			/* the plan names its loss (what the model returns) and the logits of its loss */
+			ck_assert_int_eq(q->loss, b.p->loss);
+			ck_assert_str_eq(q->values[q->loss].name, m ? "add1" : "cross_entropy");
+			ck_assert_str_eq(q->values[q->logits].name, m ? "mlm_logits" : "logits");
 			free(t1);
 			free(t2);
 			mgl_arena_free(&a);
@@ -408,6 +412,15 @@ START_TEST(plan_refuses_damage)
 	k = keep + n - (size_t)(sp - t);
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
 	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 output, not 1 and 1"), "%s", err);
+	/* the loss must be a scalar activation */
+	char *loss = strstr(t, "\nloss ");
+	ck_assert_ptr_nonnull(loss);
+	memcpy(bad, t, n);
+	memcpy(bad + (loss - t), "\nloss 0", 7);   /* wte */
+	for (char *q = bad + (loss - t) + 7; *q != '\n'; q++)
+		*q = '0';
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "t.plan:14: the loss, value %0, is not a scalar activation"), "%s", err);
 	/* attributes by name: a layer norm's epsilon is eps, in (0, 1) */
 	char *eps = strstr(t, " eps=");
 	ck_assert_ptr_nonnull(eps);

@@ -101,15 +101,8 @@ static void random_params(RtJob *j)
 	}
 }
 
-/* The model's loss: the last forward step's output. */
-static double loss_of(RtJob *j)
-{
-	int last = -1;
-	for (int s = 0; s < j->plan->nsteps; s++)
-		if (j->plan->steps[s].phase == MGL_FWD)
-			last = s;
-	return j->be->peek(&j->ranks[0], j->plan->steps[last].out[0], 0);
-}
+/* The model's loss, which the plan names. */
+static double loss_of(RtJob *j) { return j->be->peek(&j->ranks[0], j->plan->loss, 0); }
 
 static void run(RtJob *j, unsigned phases)
 {
