@@ -273,6 +273,112 @@ out:
 	return rc;
 }
 
+/* ---------------------------------------------------------------- fused groups */
+
+/* x's shape is a suffix of o's: x broadcasts to o from the right */
+static bool suffix_of(const MglValue *x, const MglValue *o)
+{
+	if (x->rank > o->rank)
+		return false;
+	for (int k = 1; k <= x->rank; k++)
+		if (x->shape[x->rank - k] != o->shape[o->rank - k])
+			return false;
+	return true;
+}
+
+static bool reads_index(const MglStep *st) { return strchr(mgl_ops[st->op].expr, 'G') != NULL; }
+
+bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last)
+{
+	if (head < 0 || last >= p->nsteps || head > last)
+		return false;
+	const MglValue *o = &p->values[p->steps[last].out[0]];
+	int nin = 0, indexed = -1;
+	for (int s = head; s <= last; s++) {
+		const MglStep *st = &p->steps[s];
+		if (!*mgl_ops[st->op].expr || st->nout != 1 || st->phase != p->steps[head].phase)
+			return false;
+		const MglValue *y = &p->values[st->out[0]];
+		if (y->role != MGL_V_ACT || y->dtype == MGL_I32 || mgl_numel(y) != mgl_numel(o))
+			return false;
+		int chained = s > head ? p->steps[s - 1].out[0] : -1;
+		bool reads_chain = s == head;
+		for (int k = 0; k < st->nin; k++) {
+			const MglValue *x = &p->values[st->in[k]];
+			if (st->in[k] == chained) {
+				reads_chain = true;
+				continue;
+			}
+			if (++nin > MGL_CHAIN_MAX_IN || x->dtype == MGL_I32 || !suffix_of(x, o))
+				return false;
+		}
+		if (!reads_chain || (s > head && uses[chained] != 1))
+			return false;
+		if (reads_index(st)) {
+			if (indexed >= 0 && (p->values[st->in[0]].layout.kind != p->values[indexed].layout.kind ||
+					     p->values[st->in[0]].layout.dim != p->values[indexed].layout.dim))
+				return false;
+			indexed = st->in[0];
+		}
+	}
+	return true;
+}
+
+bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
+{
+	const MglStep *m = &p->steps[s];
+	if (m->op != MGL_OP_MATMUL || !(epi & MGL_EPI_BIAS) || (epi & ~(unsigned)(MGL_EPI_BIAS | MGL_EPI_GELU)) ||
+	    s + 1 >= p->nsteps)
+		return false;
+	const MglStep *b = &p->steps[s + 1];
+	const MglValue *y = &p->values[b->out[0]];
+	if (b->op != MGL_OP_BIAS_ADD || b->in[0] != m->out[0] || uses[m->out[0]] != 1 || b->phase != m->phase ||
+	    p->values[b->in[1]].role != MGL_V_PARAM || y->role != MGL_V_ACT || y->dtype != MGL_BF16)
+		return false;
+	if (!(epi & MGL_EPI_GELU))
+		return true;
+	if (s + 2 >= p->nsteps)
+		return false;
+	const MglStep *g = &p->steps[s + 2];
+	const MglValue *z = &p->values[g->out[0]];
+	return g->op == MGL_OP_GELU && g->in[0] == b->out[0] && g->phase == m->phase && z->role == MGL_V_ACT &&
+	       z->dtype == MGL_BF16 && y->rank > 0 && y->shape[y->rank - 1] % 8 == 0;
+}
+
+int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
+{
+	int *uses = calloc((size_t)p->nvalues + 1, sizeof *uses), rc = 0;
+	if (!uses) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (int s = 0; s < p->nsteps; s++)
+		for (int k = 0; k < p->steps[s].nin; k++)
+			uses[p->steps[s].in[k]]++;
+	for (int s = 0; s < p->nsteps && !rc; s++) {
+		const MglStep *st = &p->steps[s];
+		if (st->op == MGL_OP_MATMUL && st->attr.epi && st->fuse != s) {
+			snprintf(err, errlen, "step %d has an epilogue but heads no fused group", s);
+			rc = -1;
+		}
+		if (st->fuse != s)
+			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
+		int last = s;
+		while (last + 1 < p->nsteps && p->steps[last + 1].fuse == s)
+			last++;
+		unsigned epi = st->op == MGL_OP_MATMUL ? (unsigned)st->attr.epi : 0;
+		bool ok = epi ? mgl_epilogue_ok(p, uses, s, epi) && last - s == 1 + !!(epi & MGL_EPI_GELU)
+			      : last > s && mgl_chain_ok(p, uses, s, last);
+		if (!ok) {
+			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
+				 epi ? "GEMM with its epilogue" : "elementwise kernel");
+			rc = -1;
+		}
+	}
+	free(uses);
+	return rc;
+}
+
 /* ---------------------------------------------------------------- writing */
 
 void mgl_attrs_write(FILE *f, MglOp op, const MglAttrs *a, bool all)
@@ -743,6 +849,8 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	char why[300];
 	if (mgl_plan_check_memory(p, why, sizeof why))
 		bad(&r, "the memory plan is wrong: %s", why);
+	if (mgl_plan_check_fusion(p, why, sizeof why))
+		bad(&r, "the fused groups are wrong: %s", why);
 	return p;
 }
 

@@ -196,7 +196,10 @@ typedef struct {
 	const void *tok;       /* compiler only: the MglTok it came from, for messages */
 } MglStep;
 
+/* A matmul's epilogue (its attribute epi): the steps after it in its fused group that the
+ * GEMM computes, the bias_add of its output, and the gelu of that. */
 enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2 };
+enum { MGL_CHAIN_MAX_IN = 12 };   /* values a fused chain reads from outside it */
 
 /* How a parameter starts: N(0, std), zeros or ones. */
 typedef enum { MGL_INIT_NORMAL, MGL_INIT_ZEROS, MGL_INIT_ONES } MglInit;
@@ -251,6 +254,24 @@ void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last);
 /* 0 if no two arena values alive at the same step share a byte, and fused groups are runs
  * of consecutive steps led by their first; else -1 with the two values named in err. */
 int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
+
+/* Fused groups (docs/plan.md): runs of consecutive steps, marked by fuse, that a runtime
+ * may run as one kernel. compiler/fuse.c forms them with these rules and the reader holds
+ * a plan to them; uses[v] is how many steps read value v.
+ * A chain, steps [head, last] run as one generated elementwise kernel: steps of one phase
+ * whose ops have a chain expression, each making one activation (not i32) of one size,
+ * each after the first reading the one before it, which no other step reads; reading
+ * at most MGL_CHAIN_MAX_IN other values, none i32, each shaped like a suffix of the
+ * output (broadcast from the right); and the steps that index the whole tensor (G: a
+ * dropout) index values of one layout.
+ * An epilogue, matmul step s with the bits epi: the bias_add of its output, which no other
+ * step reads, adding a parameter, making a bf16 activation (cuBLASLt adds the parameter's
+ * bf16 copy); with MGL_EPI_GELU, then the gelu of that, bf16 too, whose rows are a
+ * multiple of 8 wide (cuBLASLt's auxiliary output). */
+bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
+bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
+/* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
+int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
 
 /* A whole file (at most 1 GiB), NUL-terminated, malloc'd; NULL with a message in err. */
 char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen);

@@ -318,6 +318,58 @@ START_TEST(memory_plan_check_refuses_overlap)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- fusion */
+
+typedef struct { int epilogues, gelus, chains; } Fused;
+
+static Fused fused(const MglPlan *p)
+{
+	Fused f = {0};
+	char err[300];
+	ck_assert_msg(mgl_plan_check_fusion(p, err, sizeof err) == 0, "%s", err);
+	for (int s = 0; s < p->nsteps; s++) {
+		const MglStep *st = &p->steps[s];
+		f.epilogues += st->op == MGL_OP_MATMUL && st->attr.epi;
+		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
+		f.chains += st->fuse == s && st->op != MGL_OP_MATMUL;
+	}
+	return f;
+}
+
+static Fused fused_with(const char *env, MglDtype dt)
+{
+	if (env)
+		setenv(env, "1", 1);
+	Build b;
+	MglTarget t = target(1, false);
+	t.seq = 64;
+	t.act_dtype = dt;
+	build(&b, "models/gpt2.mgl", "tiny", t);
+	if (env)
+		unsetenv(env);
+	ck_assert_ptr_nonnull(b.p);
+	Fused f = fused(b.p);
+	build_free(&b);
+	return f;
+}
+
+/* The compiler decides fusion once, for the activations' storage: GEMM epilogues need
+ * bf16 (cuBLASLt adds the bias's bf16 copy), chains do not; the debugging switches act at
+ * compile time. */
+START_TEST(fusion_is_decided_for_the_dtype)
+{
+	Fused bf = fused_with(NULL, MGL_BF16), f32 = fused_with(NULL, MGL_F32);
+	/* a layer at tp 1: q, k, v, o, fc (with the gelu) and proj */
+	ck_assert_msg(bf.epilogues == 12 && bf.gelus == 2 && bf.chains > 0, "%d %d %d", bf.epilogues, bf.gelus, bf.chains);
+	ck_assert(f32.epilogues == 0 && f32.chains >= bf.chains);
+	Fused no_gelu = fused_with("MGL_NO_GELU_EPILOGUE", MGL_BF16), no_epi = fused_with("MGL_NO_EPILOGUE", MGL_BF16),
+	      no_fuse = fused_with("MGL_NO_FUSE", MGL_BF16);
+	ck_assert(no_gelu.epilogues == bf.epilogues && no_gelu.gelus == 0);
+	ck_assert(no_epi.epilogues == 0 && no_epi.chains > 0);
+	ck_assert(no_fuse.chains == 0 && no_fuse.epilogues == bf.epilogues);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- the text form */
 
 static char *write_plan(const MglPlan *p, size_t *len)
@@ -412,6 +464,13 @@ START_TEST(plan_refuses_damage)
 	k = keep + n - (size_t)(sp - t);
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
 	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 output, not 1 and 1"), "%s", err);
+	/* fused groups the cuda backend could not run as marked: a gelu epilogue with no gelu */
+	char *epi = strstr(t, " epi=1\n");
+	ck_assert_ptr_nonnull(epi);
+	memcpy(bad, t, n);
+	bad[epi - t + 5] = '3';
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "the fused groups are wrong: steps 7 to 8 are fused, but cannot run as one GEMM"), "%s", err);
 	/* the loss must be a scalar activation */
 	char *loss = strstr(t, "\nloss ");
 	ck_assert_ptr_nonnull(loss);
@@ -499,6 +558,7 @@ int main(void)
 	tcase_add_test(mem, activation_memory_within_megatron);
 	tcase_add_test(mem, memory_plan_is_sound);
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
+	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(text, old_plan_is_refused);

@@ -1,7 +1,9 @@
 /* runtime/cuda/chains.c — one generated kernel for each chain of elementwise steps the plan
- * fused (compiler/fuse.c): bias_add, dropout, the residual add of Megatron's bias-dropout-
- * add, and their backward twins. The chain's intermediate values never reach memory: one
- * pass reads the chain's outside inputs and writes its last output.
+ * fused (compiler/fuse.c decides; this file follows the marks): bias_add, dropout, the
+ * residual add of Megatron's bias-dropout-add, and their backward twins. The chain's
+ * intermediate values never reach memory: one pass reads the chain's outside inputs and
+ * writes its last output. A step alone whose op has no kernel in ops.c but a chain
+ * expression runs the same way, as a chain of one.
  *
  * The source is CUDA C that NVRTC compiles with kernels/ops.cu (whose ld/st, gelu_f,
  * drop, ... it calls), a kernel a chain, with the plan's sizes and storage types written
@@ -41,37 +43,20 @@ static void put(Buf *b, const char *fmt, ...)
  * dropout's mask depends on it). */
 static bool uses_index(const MglStep *st) { return strchr(mgl_ops[st->op].expr, 'G') != NULL; }
 
-/* Whether the steps [head, last] can be one generated kernel; fills c. */
-static bool chain_of(const MglPlan *p, int head, int last, CudaChain *c)
+/* Steps [head, last] as one kernel (a plan holds its chains to mgl_chain_ok): the values
+ * it reads from outside, in kernel-argument order, and the one it writes. */
+static CudaChain chain_of(const MglPlan *p, int head, int last)
 {
-	memset(c, 0, sizeof *c);
-	c->head = head;
-	c->last = last;
-	c->out = p->steps[last].out[0];
-	c->dropout_value = -1;
-	int64_t n = mgl_numel(&p->values[c->out]);
+	CudaChain c = {.head = head, .last = last, .out = p->steps[last].out[0], .indexed = -1};
 	for (int s = head; s <= last; s++) {
 		const MglStep *st = &p->steps[s];
-		if (!*mgl_ops[st->op].expr || st->nout != 1 || mgl_numel(&p->values[st->out[0]]) != n)
-			return false;
-		for (int k = 0; k < st->nin; k++) {
-			int v = st->in[k];
-			if (s > head && v == p->steps[s - 1].out[0])
-				continue;   /* the chain's value */
-			if (c->nin == CUDA_CHAIN_MAX_IN)
-				return false;
-			c->in[c->nin++] = v;
-		}
-		if (uses_index(st)) {
-			/* every step of a chain that reads G (a dropout) takes its element indices the same way */
-			int v = st->in[0];
-			if (c->dropout_value >= 0 && (p->values[v].layout.kind != p->values[c->dropout_value].layout.kind ||
-						      p->values[v].layout.dim != p->values[c->dropout_value].layout.dim))
-				return false;
-			c->dropout_value = v;
-		}
+		for (int k = 0; k < st->nin; k++)
+			if (s == head || st->in[k] != p->steps[s - 1].out[0])   /* else the chain's value */
+				c.in[c.nin++] = st->in[k];
+		if (uses_index(st))
+			c.indexed = st->in[0];
 	}
-	return last > head;
+	return c;
 }
 
 int cuda_chains(const MglPlan *p, CudaChain **out)
@@ -80,17 +65,20 @@ int cuda_chains(const MglPlan *p, CudaChain **out)
 	int n = 0, cap = 0;
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
-		if (st->fuse != s || st->op == MGL_OP_MATMUL)
-			continue;   /* not the head of a group, or a GEMM with its epilogue */
+		bool lone = st->fuse < 0 && !cuda_ops[st->op] && *mgl_ops[st->op].expr;
+		if (!lone && (st->fuse != s || st->op == MGL_OP_MATMUL))
+			continue;   /* not the head of a chain (a GEMM with its epilogue is not one) */
+		if (lone && !mgl_chain_ok(p, NULL, s, s)) {
+			free(v);
+			*out = NULL;
+			return -(s + 1);
+		}
 		int last = s;
 		while (last + 1 < p->nsteps && p->steps[last + 1].fuse == s)
 			last++;
-		CudaChain c;
-		if (!chain_of(p, s, last, &c))
-			continue;
 		if (n == cap)
 			v = realloc(v, (size_t)(cap = 2 * cap + 8) * sizeof *v);
-		v[n++] = c;
+		v[n++] = chain_of(p, s, last);
 	}
 	*out = v;
 	return n;

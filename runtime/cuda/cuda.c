@@ -51,7 +51,7 @@ int cuda_fail(RtRank *r, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- the backend */
 
-static bool cuda_runs(MglOp op) { return cuda_ops[op] != NULL; }
+static bool cuda_runs(MglOp op) { return cuda_ops[op] || *mgl_ops[op].expr; }   /* or a generated kernel */
 
 /* The job's communicators: one ncclCommInitAll per tp group and per dp group, made by the
  * first rank to open (ranks open one after another, on the main thread). */
@@ -225,7 +225,7 @@ static void cuda_close(RtRank *r)
 static int run_chain(RtRank *r, const CudaChain *c, cudaKernel_t k)
 {
 	Dev *d = r->mem;
-	void *ptrs[CUDA_CHAIN_MAX_IN + 1], *args[CUDA_CHAIN_MAX_IN + 3];
+	void *ptrs[MGL_CHAIN_MAX_IN + 1], *args[MGL_CHAIN_MAX_IN + 3];
 	int na = 0;
 	for (int j = 0; j < c->nin; j++) {
 		ptrs[j] = P(r, c->in[j]);
@@ -233,7 +233,7 @@ static int run_chain(RtRank *r, const CudaChain *c, cudaKernel_t k)
 	}
 	void *out = P(r, c->out);
 	DevRun *run = d->run;
-	int64_t start = c->dropout_value >= 0 ? rt_shard_start(r, val(r, c->dropout_value)) : 0;
+	int64_t start = c->indexed >= 0 ? rt_shard_start(r, val(r, c->indexed)) : 0;
 	args[na++] = &out;
 	args[na++] = &run;
 	args[na++] = &start;
@@ -253,9 +253,6 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		const MglStep *s = &p->steps[i];
 		if (!(phases & (1u << s->phase)))
 			continue;
-		if ((s->op == MGL_OP_BIAS_ADD && i > 0 && cuda_epilogue_bias(r, i - 1) == s) ||
-		    (s->op == MGL_OP_GELU && i > 1 && cuda_epilogue_gelu(r, i - 2) == s))
-			continue;   /* done by the GEMM before it */
 		d->step = s;
 		if (d->chain_at[i] >= 0) {   /* a fused chain: one generated kernel, then past its end */
 			if (run_chain(r, &d->chains[d->chain_at[i]], d->chain_kernels[d->chain_at[i]]))
@@ -266,6 +263,8 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		CudaCtx c = {r, s, i, last_micro};
 		if (cuda_ops[s->op](&c))
 			return -1;
+		if (s->op == MGL_OP_MATMUL && s->attr.epi)   /* the GEMM did its epilogue's steps: past them */
+			i += s->attr.epi & MGL_EPI_GELU ? 2 : 1;
 	}
 	d->step = NULL;
 	return 0;

@@ -39,16 +39,17 @@ enum {
 };
 extern const char *const cuda_kernel_names[NKERNELS];
 
-/* chains.c: the plan's fused elementwise chains, a generated kernel each */
-enum { CUDA_CHAIN_MAX_IN = 12 };
+/* chains.c: a generated kernel for each of the plan's fused elementwise chains, and for
+ * each step alone whose op has no kernel of its own but a chain expression (plan/ops.def) */
 typedef struct {
 	int head, last;            /* steps [head, last] */
-	int in[CUDA_CHAIN_MAX_IN]; /* the values it reads from outside, in kernel-argument order */
+	int in[MGL_CHAIN_MAX_IN];  /* the values it reads from outside, in kernel-argument order */
 	int nin;
 	int out;                   /* the one value it writes */
-	int dropout_value;         /* a dropout's input (for the rank's shard start), or -1 */
+	int indexed;               /* the value whose elements G indexes (a dropout's input), or -1 */
 } CudaChain;
-int cuda_chains(const MglPlan *p, CudaChain **chains);                  /* malloc'd array */
+/* The chains (*chains malloc'd), or -(s + 1) if step s can run neither alone nor so. */
+int cuda_chains(const MglPlan *p, CudaChain **chains);
 char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp);   /* malloc'd */
 
 typedef struct {
@@ -101,9 +102,6 @@ typedef struct {
 } CudaCtx;
 typedef int CudaOpFn(CudaCtx *c);
 extern CudaOpFn *const cuda_ops[MGL_OP_COUNT];
-/* The bias_add (the gelu) fused into matmul step i as its epilogue, or NULL. */
-const MglStep *cuda_epilogue_bias(const RtRank *r, int i);
-const MglStep *cuda_epilogue_gelu(const RtRank *r, int i);
 
 /* ---------------------------------------------------------------- values */
 

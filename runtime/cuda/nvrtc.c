@@ -167,7 +167,7 @@ out:
 }
 
 /* The plan's kernels: the fixed ones of kernels/ops.cu and, after them in one source, a
- * generated kernel for each fused chain (chains.c). */
+ * generated kernel for each chain (chains.c). */
 int cuda_load_kernels(RtRank *r, int major, int minor)
 {
 	Dev *d = r->mem;
@@ -175,7 +175,10 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 	d->chain_at = malloc((size_t)(p->nsteps + 1) * sizeof *d->chain_at);
 	for (int s = 0; s < p->nsteps; s++)
 		d->chain_at[s] = -1;
-	d->nchains = getenv("MGL_NO_FUSE") ? 0 : cuda_chains(p, &d->chains);
+	int n = cuda_chains(p, &d->chains);
+	if (n < 0)
+		return cuda_fail(r, "step %d: the cuda backend has no kernel for %s", -n - 1, mgl_ops[p->steps[-n - 1].op].name);
+	d->nchains = n;
 	size_t len = strlen(rt_kernels_src) + 1;
 	char *src = malloc(len);
 	memcpy(src, rt_kernels_src, len);

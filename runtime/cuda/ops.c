@@ -94,39 +94,14 @@ static const void *operand(const RtRank *r, int v)
 	return val(r, v)->role == MGL_V_PARAM ? P16(r, v) : P(r, v);
 }
 
-/* The bias_add fused into matmul step i as its epilogue (fuse.c marks it), or NULL. */
-const MglStep *cuda_epilogue_bias(const RtRank *r, int i)
-{
-	const MglPlan *p = r->job->plan;
-	const MglStep *s = &p->steps[i];
-	if (!(s->attr.epi & MGL_EPI_BIAS) || i + 1 >= p->nsteps || p->steps[i + 1].op != MGL_OP_BIAS_ADD ||
-	    p->steps[i + 1].in[0] != s->out[0] || p->steps[i + 1].fuse != s->fuse || getenv("MGL_NO_EPILOGUE") ||
-	    p->values[p->steps[i + 1].out[0]].dtype != MGL_BF16)
-		return NULL;
-	return &p->steps[i + 1];
-}
-
-/* The gelu fused after that bias (GELU_AUX_BIAS: cuBLASLt's GELU is GPT-2's tanh form, and
- * it keeps the pre-activation, which gelu_bwd reads), or NULL. */
-const MglStep *cuda_epilogue_gelu(const RtRank *r, int i)
-{
-	const MglPlan *p = r->job->plan;
-	const MglStep *b = cuda_epilogue_bias(r, i);
-	if (!b || !(p->steps[i].attr.epi & MGL_EPI_GELU) || i + 2 >= p->nsteps || p->steps[i + 2].op != MGL_OP_GELU ||
-	    p->steps[i + 2].in[0] != b->out[0] || p->steps[i + 2].fuse != p->steps[i].fuse ||
-	    p->values[p->steps[i + 2].out[0]].dtype != MGL_BF16 || p->values[b->out[0]].shape[p->values[b->out[0]].rank - 1] % 8 ||
-	    getenv("MGL_NO_GELU_EPILOGUE"))
-		return NULL;
-	return &p->steps[i + 2];
-}
-
 static int op_matmul(CudaCtx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(x), N = w->shape[0], K = w->shape[1];
-	/* with a bias epilogue the GEMM writes the bias_add's output, and that step is skipped;
-	 * with gelu after it, the GEMM writes the gelu's output and keeps the bias_add's */
-	const MglStep *b = cuda_epilogue_bias(c->r, c->index), *g = cuda_epilogue_gelu(c->r, c->index);
+	/* with the epilogue the plan marks, the GEMM does the steps after it in its fused group:
+	 * it writes the bias_add's output, or (GELU_AUX_BIAS: cuBLASLt's GELU is GPT-2's tanh
+	 * form) the gelu's, keeping the bias_add's as its auxiliary output, which gelu_bwd reads */
+	const MglStep *b = c->s->attr.epi & MGL_EPI_BIAS ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_GELU ? c->s + 2 : NULL;
 	int out = g ? g->out[0] : b ? b->out[0] : OUT(0);
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,

@@ -81,7 +81,8 @@ static void setup(RtJob *a, RtJob *b, bool big)
 }
 
 /* A value the cuda backend never writes: made by a step of a fused group (a GEMM with its
- * bias epilogue, a chain of elementwise steps) and read by the next step of the group.
+ * bias epilogue, a chain of elementwise steps) and read by the next step of the group. The
+ * bf16 plan's groups, not the f32 one's: the compiler forms epilogues for bf16 only.
  * (The bias_add before a fused gelu is written: it is the epilogue's auxiliary output.) */
 static bool fused_away(const MglPlan *p, int v)
 {
@@ -135,8 +136,8 @@ static int check(const char *model, const char *preset, const char *set, int tp,
 		const MglValue *x = &pa->values[v];
 		if (maker[v] < 0 || (x->role != MGL_V_ACT && x->role != MGL_V_GRAD) || x->dtype == MGL_I32)
 			continue;
-		if (fused_away(pa, v))
-			continue;   /* an intermediate of a fused group: never written on the GPU */
+		if (fused_away(pb, v))
+			continue;   /* an intermediate of a fused group of the GPU's plan: never written there */
 		int64_t n = mgl_numel(x);
 		float *ga = malloc((size_t)n * sizeof *ga), *gb = malloc((size_t)n * sizeof *gb);
 		for (int r = 0; r < a->nranks; r++) {
