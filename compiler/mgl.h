@@ -303,8 +303,14 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e);
 /* dot.c: Graphviz; layers <= 0 draws all of them */
 void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
 
-/* pipeline.c: all of the above, from a graph */
-MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);
+/* pipeline.c: the passes above, in order, from a graph to a finished plan. mgl_run_passes
+ * calls hook (if not NULL) after each pass with its name (mgl_passes[i]) and the plan so
+ * far, and stops there when it returns true. */
+enum { MGL_NPASSES = 5 };
+extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, adamw, fuse, memplan */
+typedef bool MglPassHook(const char *pass, const MglPlan *p, void *arg);
+MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPassHook *hook, void *arg);
+MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);   /* every pass */
 
 int64_t mgl_shape_numel(const MglShape *s);            /* constant shapes only */
 int64_t mgl_param_count(const MglGraph *g);
