@@ -236,7 +236,8 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen)
 	for (int s = 0; s < p->nsteps; s++) {
 		int f = p->steps[s].fuse;
 		if (f >= 0 && (f > s || p->steps[f].fuse != f || (s > f && p->steps[s - 1].fuse != f))) {
-			snprintf(err, errlen, "step %d is fused with step %d, but the steps between are not", s, f);
+			snprintf(err, errlen, "step %d is fused with step %d, but steps %d to %d are not a fused group led by %d", s, f,
+				 f, s, f);
 			return -1;
 		}
 	}
@@ -550,20 +551,20 @@ static int64_t num(Reader *r, int64_t lo, int64_t hi)
 	return v;
 }
 
-/* A real number in [lo, hi]; what names it in the message. */
-static double real(Reader *r, double lo, double hi, const char *what)
+/* A real number in [lo, hi]; the message says it is name and must be must. */
+static double real(Reader *r, double lo, double hi, const char *name, const char *must)
 {
 	int n;
 	const char *s = tok(r, &n);
 	char buf[64];
 	if (n >= (int)sizeof buf)
-		bad(r, "%s: a bad number", what);
+		bad(r, "%s: a bad number", name);
 	memcpy(buf, s, (size_t)n);
 	buf[n] = 0;
 	char *e;
 	double v = strtod(buf, &e);
 	if (*e || !(v >= lo && v <= hi))
-		bad(r, "%s must be a number in [%.17g, %.17g]", what, lo, hi);
+		bad(r, "%s must be %s, not '%s'", name, must, buf);
 	return v;
 }
 
@@ -582,7 +583,7 @@ static void attribute(Reader *r, MglAttrs *a, int k)
 	const MglAttrInfo *in = &mgl_attrs[k];
 	key(r, in->name);
 	if (in->kind == MGL_AK_REAL) {
-		mgl_attr_set(a, k, real(r, in->lo, in->hi, in->name));
+		mgl_attr_set(a, k, real(r, in->lo, in->hi, in->name, in->what));
 		return;
 	}
 	if (in->dflt == MGL_NONE_ATTR && (size_t)(r->end - r->p) >= 4 && !memcmp(r->p, "none", 4)) {
@@ -808,7 +809,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		space(&r), q->padded = num(&r, 0, (int64_t)1 << 40);
 		space(&r), q->split_dim = (int)num(&r, -1, q->rank - 1);
 		space(&r), q->init = (MglInit)lookup(&r, mgl_init_name, 3, "initialization");
-		space(&r), q->std = real(&r, 0, 1, "a standard deviation");
+		space(&r), q->std = real(&r, 0, 1, "a standard deviation", "a number in [0, 1]");
 		int *f[4] = {&q->value, &q->grad, &q->m, &q->v};
 		for (int k = 0; k < 4; k++) {
 			space(&r);
