@@ -127,7 +127,8 @@ static MglPlan *plan_of(MglCtx *c, const char *model, int tp, bool sp)
 #endif
 
 /* The generated chain kernels of real plans (their expressions from the registry, the
- * steps' attributes as constants) compile with NVRTC, with kernels/ops.cu. */
+ * steps' attributes as constants), and every op's chain expression on its own, compile
+ * with NVRTC, with kernels/ops.cu. */
 START_TEST(fused_chains_compile)
 {
 #ifdef MGL_CUDA
@@ -156,6 +157,22 @@ START_TEST(fused_chains_compile)
 		mgl_arena_free(&ctx.arena);
 	}
 	ck_assert_int_gt(total, 4);
+	/* and every op's expression, alone, over its attributes, as chains.c declares them */
+	for (int op = 0; op < MGL_OP_COUNT; op++) {
+		if (!*mgl_ops[op].expr)
+			continue;
+		char k[1024];
+		int m = snprintf(k, sizeof k, "\nextern \"C\" __global__ void expr_%s(float *o, const Run *run)\n{\n"
+				 "\tfloat A = 1, B = 2; i64 G = 0; (void)A; (void)B; (void)G;", mgl_ops[op].name);
+		for (int a = 0; a < MGL_ATTR_COUNT; a++)
+			if (mgl_ops[op].attrs & (1u << a))
+				m += snprintf(k + m, sizeof k - (size_t)m, " const %s %s = 0; (void)%s;",
+					      mgl_attrs[a].kind == MGL_AK_REAL ? "double" : "i64", mgl_attrs[a].name, mgl_attrs[a].name);
+		snprintf(k + m, sizeof k - (size_t)m, "\n\to[0] = %s;\n}\n", mgl_ops[op].expr);
+		src = realloc(src, len + strlen(k) + 1);
+		memcpy(src + len, k, strlen(k) + 1);
+		len += strlen(k);
+	}
 	char err[2048];
 	size_t n;
 	void *cubin = rt_cuda_compile(src, 9, 0, &n, err, sizeof err);

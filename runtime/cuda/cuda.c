@@ -210,6 +210,7 @@ static void cuda_close(RtRank *r)
 	free(d->has_algo);
 	free(d->chains);
 	free(d->chain_kernels);
+	free(d->kernels);
 	free(d->chain_at);
 	free(d);
 	r->mem = NULL;

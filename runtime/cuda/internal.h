@@ -25,20 +25,6 @@ typedef struct {
 	float bc1, bc2;
 } DevRun;
 
-/* The fixed kernels of kernels/ops.cu, each k_NAME. */
-#define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(bias_grad) X(layernorm) \
-	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(sum_to) X(attention) \
-	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
-	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw)
-
-enum {
-#define X(k) K_##k,
-	KERNELS(X)
-#undef X
-	NKERNELS
-};
-extern const char *const cuda_kernel_names[NKERNELS];
-
 /* chains.c: a generated kernel for each of the plan's fused elementwise chains, and for
  * each step alone whose op has no kernel of its own but a chain expression (plan/ops.def) */
 typedef struct {
@@ -73,7 +59,7 @@ typedef struct {
 	DevRun *run;
 	ncclComm_t tp, dp;
 	Graph graphs[16];
-	cudaKernel_t kernels[NKERNELS];
+	cudaKernel_t *kernels;    /* ops.c's, by its numbering (cuda_kernel_names) */
 	CudaChain *chains;          /* the plan's fused chains, and each one's kernel */
 	int nchains;
 	cudaKernel_t *chain_kernels;
@@ -93,7 +79,10 @@ int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 
  * for a GPU of compute capability major.minor into r's Dev */
 int cuda_load_kernels(RtRank *r, int major, int minor);
 
-/* ops.c: each op's launch, by op (NULL: the backend has no kernel for it) */
+/* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's
+ * launch, by op (NULL: the backend has no kernel of its own for it) */
+extern const char *const cuda_kernel_names[];
+extern const int cuda_nkernels;
 typedef struct {
 	RtRank *r;
 	const MglStep *s;

@@ -15,12 +15,6 @@
 
 extern const char rt_kernels_src[];   /* kernels/ops.cu, embedded by the Makefile */
 
-const char *const cuda_kernel_names[NKERNELS] = {
-#define X(k) "k_" #k,
-	KERNELS(X)
-#undef X
-};
-
 /* Modules by the hash of their source (the fixed kernels, and a plan's chains): NVRTC and
  * the loading once for each, whichever rank asks first. */
 static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -195,7 +189,8 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 	free(src);
 	if (rc)
 		return -1;
-	for (int k = 0; k < NKERNELS; k++)
+	d->kernels = calloc((size_t)cuda_nkernels, sizeof *d->kernels);
+	for (int k = 0; k < cuda_nkernels; k++)
 		CK(cudaLibraryGetKernel(&d->kernels[k], lib, cuda_kernel_names[k]));
 	d->chain_kernels = calloc((size_t)d->nchains + 1, sizeof *d->chain_kernels);
 	for (int c = 0; c < d->nchains; c++) {

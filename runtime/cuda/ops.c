@@ -12,6 +12,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
+#define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(bias_grad) X(layernorm) \
+	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(sum_to) X(attention) \
+	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
+	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw)
+
+enum {
+#define X(k) K_##k,
+	KERNELS(X)
+#undef X
+	NKERNELS
+};
+const char *const cuda_kernel_names[NKERNELS] = {
+#define X(k) "k_" #k,
+	KERNELS(X)
+#undef X
+};
+const int cuda_nkernels = NKERNELS;
+
 /* Launches kernel k over n elements (threads_per a thread each, or warps: 32 per item). */
 static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 {
