@@ -14,15 +14,16 @@
  *
  * Differentiation walks the forward steps backwards, each op's gradient given by the rule
  * in its grad column of plan/ops.def: the backward steps to emit, what they read and which
- * inputs' gradients they make (parsed once, below). Backward steps carry their forward
- * step's attributes. An op whose rule cannot be followed stops the compilation with an
- * error that names it; so does a gradient reaching an op marked not differentiable.
- * Gradients of activations used twice are summed
- * (accumulate steps); gradients of parameters are written straight into the parameter's
- * gradient buffer, and every step writing one adds into it (so tied weights and gradient
- * accumulation over micro-batches need nothing more here; the reductions of gradient
- * buffers run once, after the last micro-batch). The gradient of the loss is an input,
- * "d_loss", that the runtime fills (1 / (micro-batches x dp): the mean over the step).
+ * inputs' gradients they make (parsed the first time the op is met). Backward steps carry
+ * their forward step's attributes. An op whose rule cannot be followed stops the
+ * compilation with an error that names it; so does a gradient reaching an op marked not
+ * differentiable. Gradients of activations used twice are summed (accumulate steps);
+ * gradients of parameters are written straight into the parameter's gradient buffer by
+ * the ops that add into one (+dxN in a rule), and every step writing one adds into it (so
+ * tied weights and gradient accumulation over micro-batches need nothing more here; the
+ * reductions of gradient buffers run once, after the last micro-batch). The gradient of
+ * the loss is an input, "d_loss", that the runtime fills (1 / (micro-batches x dp): the
+ * mean over the step).
  *
  * This pass runs before partitioning on purpose: the partitioner then chooses layouts for
  * forward and backward steps with the same table, so Megatron's conjugate pairs (f and g,
