@@ -13,13 +13,24 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) $(CUDA_CFLAGS) -Icompiler -Iplan -Iruntime -MMD -MP
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) $(CUDA_CFLAGS) $(INC) -MMD -MP
+
+# Each directory sees its own headers and plan/'s, so the compiler cannot include the
+# runtime nor the runtime the compiler (compiler -> plan <- runtime); the command line and
+# the tests see everything. `make includes` checks that no file reaches around the -I
+# flags with a path.
+INC_plan     := -Iplan
+INC_compiler := -Icompiler -Iplan
+INC_runtime  := -Iruntime -Iplan
+INC_ALL      := -Icompiler -Iplan -Iruntime
+INC           = $(or $(INC_$(firstword $(subst /, ,$*))),$(INC_ALL))
 LDLIBS  += -lm -lpthread
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/elaborate.c compiler/autodiff.c \
-                compiler/partition.c compiler/optimizer.c compiler/fuse.c compiler/schedule.c compiler/explain.c compiler/dot.c
+COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/config.c compiler/elaborate.c compiler/autodiff.c \
+                compiler/partition.c compiler/adamw.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
+                compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c \
                 runtime/checkpoint.c runtime/tokenizer.c runtime/json.c
@@ -31,16 +42,17 @@ RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 CUDA_HOME ?= /usr/local/cuda
 CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime_api.h),1,0)
 ifeq ($(CUDA),1)
-RUNTIME_OBJ  += $(BUILD)/runtime/cuda/cuda.o $(BUILD)/runtime/cuda/chains.o $(BUILD)/kernels_src.o
+RUNTIME_OBJ  += $(BUILD)/runtime/cuda/cuda.o $(BUILD)/runtime/cuda/nvrtc.o $(BUILD)/runtime/cuda/ops.o \
+                $(BUILD)/runtime/cuda/chains.o $(BUILD)/kernels_src.o
 CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
 CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
 endif
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o \
                 $(BUILD)/cli/export.o $(BUILD)/cli/plot.o
-TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
+TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data
 
-.PHONY: all demo check test deps deps-test fuzz fuzz-replay gpu-check clean
+.PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check clean
 all: deps $(BUILD)/mgl
 
 deps:
@@ -69,6 +81,7 @@ $(BUILD)/%.o: %.c
 # sanitizer build asked for something else)
 $(BUILD)/runtime/cpu.o $(BUILD)/runtime/cpu64.o: OPT := $(if $(SANFLAGS),$(OPT),-O3)
 
+$(BUILD)/grammar/lex.o: INC = $(INC_compiler)
 $(BUILD)/grammar/lex.o: $(BUILD)/grammar/lex.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -79,12 +92,16 @@ $(BUILD)/tests/%: tests/%.c $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CHECK_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 # The tests, run against the build in $(BUILD).
-test: $(BUILD)/mgl $(TEST_UNITS)
+test: includes $(BUILD)/mgl $(TEST_UNITS)
 	@for t in $(TEST_UNITS); do CK_FORK=no $$t || exit 1; done
 	@tests/golden.sh $(BUILD)/mgl
 	@tests/cli.sh $(BUILD)/mgl
 	@tests/cli_train.sh $(BUILD)/mgl
 	@tests/plot.sh $(BUILD)/mgl
+
+includes:
+	@! grep -n '^#include "[^"]*/' compiler/*.[ch] plan/*.[ch] plan/ops.def runtime/*.[ch] runtime/cuda/*.[ch] \
+		grammar/mgl.re || { echo "includes: name headers without a path; the Makefile's -I flags set what each directory sees"; exit 1; }
 
 check: deps-test
 	@$(MAKE) --no-print-directory test
@@ -117,7 +134,7 @@ FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
 FUZZ_SRC_plan := plan/plan.c
 FUZZ_SRC_checkpoint := runtime/checkpoint.c runtime/json.c plan/plan.c
 FUZZ_SRC_data := runtime/data.c runtime/json.c plan/plan.c
-FUZZ_DEPS := $(wildcard plan/*.h compiler/*.h compiler/ops.def runtime/*.h runtime/tokenizer.c)
+FUZZ_DEPS := $(wildcard plan/*.h plan/ops.def compiler/*.h runtime/*.h runtime/tokenizer.c)
 FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 build/fuzz/lex.c: grammar/mgl.re

@@ -65,7 +65,7 @@ static void print_summary(const MglGraph *g, const char *file)
 	for (int i = 0; i < g->nnodes; i++) {
 		const MglNode *nd = &g->nodes[i];
 		if (nd->op == MGL_OP_ATTENTION && !heads) {
-			heads = nd->heads;
+			heads = nd->attr.heads;
 			hidden = nd->shape.d[nd->shape.rank - 1].n;
 		}
 		if (nd->op == MGL_OP_EMBEDDING && !vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
@@ -207,27 +207,19 @@ int cmd_check(Args *a) { return with_model(a, check_body); }
 
 /* ---------------------------------------------------------------- mgl compile */
 
-/* The passes after elaboration, in order, each with the name --dump knows it by. */
-static const char *const pass_names[] = {"autodiff", "partition", "optimizer", "fuse", "schedule"};
-enum { NPASSES = sizeof pass_names / sizeof pass_names[0] };
+/* The pipeline's hook for --dump=PASS: stop after the pass named arg. */
+static bool stop_after(const char *pass, const MglPlan *p, void *arg)
+{
+	(void)p;
+	return arg && !strcmp(pass, arg);
+}
 
-static MglPlan *build(MglCtx *c, const Args *a, const MglGraph *g, const char *stop_after)
+/* The plan, finished, or as it stands after the pass named dump (a compiler pass's name). */
+static MglPlan *build(MglCtx *c, const Args *a, const MglGraph *g, const char *dump)
 {
 	MglTarget t = target_of(a, g);
-	MglPlan *p = mgl_lower(c, g, &t);
+	MglPlan *p = mgl_run_passes(c, g, &t, stop_after, (void *)dump);
 	p->source = a->file;
-	if (stop_after && !strcmp(stop_after, "autodiff"))
-		return p;
-	mgl_partition(c, p);
-	if (stop_after && !strcmp(stop_after, "partition"))
-		return p;
-	mgl_optimizer(c, p);
-	if (stop_after && !strcmp(stop_after, "optimizer"))
-		return p;
-	mgl_fuse(p);
-	if (stop_after && !strcmp(stop_after, "fuse"))
-		return p;
-	mgl_schedule(p);
 	return p;
 }
 
@@ -257,11 +249,16 @@ int cmd_compile(Args *a)
 {
 	if (a->dump && strcmp(a->dump, "ast") && strcmp(a->dump, "graph")) {
 		bool known = false;
-		for (int i = 0; i < NPASSES; i++)
-			known |= !strcmp(a->dump, pass_names[i]);
+		char list[200] = "ast, graph";
+		for (int i = 0; i < MGL_NPASSES; i++) {
+			known |= !strcmp(a->dump, mgl_passes[i]);
+			snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i < MGL_NPASSES - 1 ? ", " : " or ",
+				 mgl_passes[i]);
+		}
+		char msg[300];
+		snprintf(msg, sizeof msg, "--dump takes %s, not '%%s'", list);
 		if (!known)
-			return usage_error("compile", "--dump takes ast, graph, autodiff, partition, optimizer, fuse or schedule, not '%s'",
-					   a->dump);
+			return usage_error("compile", msg, a->dump);
 	}
 	return with_model(a, compile_body);
 }

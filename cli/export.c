@@ -154,11 +154,11 @@ static int hyper_of(const char *path, const RtCkpt *c, Hyper *h)
 		for (int i = 0; i < p->nsteps; i++) {
 			const MglStep *s = &p->steps[i];
 			if (s->op == MGL_OP_ATTENTION && !h->heads)
-				h->heads = s->heads;
+				h->heads = s->attr.heads;
 			if (s->op == MGL_OP_LAYERNORM && h->eps < 0)
-				h->eps = s->p;
+				h->eps = s->attr.eps;
 			if (s->op == MGL_OP_DROPOUT && h->p_drop < 0)
-				h->p_drop = s->p;
+				h->p_drop = s->attr.p;
 		}
 		status = 0;
 		if (!h->heads || h->eps < 0) {

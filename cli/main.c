@@ -108,7 +108,7 @@ static const Command commands[] = {
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  -o PLAN           where to write the plan\n"
 	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
-	 "                    partition, optimizer, fuse or schedule (the finished plan)\n",
+	 "                    partition, adamw, fuse or memplan (the finished plan)\n",
 	 "--preset --set --dump --tp --dp --sp --batch --seq --dtype -o"},
 	{"explain", cmd_explain, NULL, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
 	 "usage: mgl explain FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"

@@ -253,10 +253,7 @@ int cmd_sample(Args *a)
 				}
 			rt_param_set(job, i, RT_PARAM_VALUE, w->data);
 		}
-		int logit = -1, tokens = rt_value(p, "tokens"), targets = rt_value(p, "targets");
-		for (int s = 0; s < p->nsteps; s++)
-			if (p->steps[s].op == MGL_OP_VOCAB_MAX)
-				logit = p->steps[s].in[0];
+		int logit = p->logits, tokens = rt_value(p, "tokens"), targets = rt_value(p, "targets");
 		if (logit < 0 || tokens < 0 || targets < 0) {
 			snprintf(err, sizeof err, "mgl sample generates from language models with inputs tokens and targets");
 			goto fail;

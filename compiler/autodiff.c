@@ -7,17 +7,23 @@
  * into the forms the runtime executes:
  *   linear(x, W, b)        -> matmul(x, W), then bias_add (separate, because a row-split
  *                             matmul yields partial sums and the bias must be added once)
- *   cross_entropy(z, t)    -> vocab_max(z), vocab_stats(z, t, max), vocab_loss(...), so
+ *   cross_entropy(z, t)    -> vocab_max(z), vocab_stats(z, t, max), vocab_loss(..., z), so
  *                             the partitioner can put the two reductions of a vocabulary-
  *                             parallel loss between them
+ * Every other node becomes one step of its op, with the node's attributes.
  *
- * Differentiation walks the forward steps backwards, each op's gradient given by one
- * function in the table `grad_of` below. Gradients of activations used twice are summed
- * (accumulate steps); gradients of parameters are written straight into the parameter's
- * gradient buffer, and every step writing one adds into it (so tied weights and gradient
- * accumulation over micro-batches need nothing more here; the reductions of gradient
- * buffers run once, after the last micro-batch). The gradient of the loss is an input,
- * "d_loss", that the runtime fills (1 / (micro-batches x dp): the mean over the step).
+ * Differentiation walks the forward steps backwards, each op's gradient given by the rule
+ * in its grad column of plan/ops.def: the backward steps to emit, what they read and which
+ * inputs' gradients they make (parsed the first time the op is met). Backward steps carry
+ * their forward step's attributes. An op whose rule cannot be followed stops the
+ * compilation with an error that names it; so does a gradient reaching an op marked not
+ * differentiable. Gradients of activations used twice are summed (accumulate steps);
+ * gradients of parameters are written straight into the parameter's gradient buffer by
+ * the ops that add into one (+dxN in a rule), and every step writing one adds into it (so
+ * tied weights and gradient accumulation over micro-batches need nothing more here; the
+ * reductions of gradient buffers run once, after the last micro-batch). The gradient of
+ * the loss is an input, "d_loss", that the runtime fills (1 / (micro-batches x dp): the
+ * mean over the step).
  *
  * This pass runs before partitioning on purpose: the partitioner then chooses layouts for
  * forward and backward steps with the same table, so Megatron's conjugate pairs (f and g,
@@ -36,13 +42,12 @@ typedef struct {
 	const MglTarget *t;
 	MglPlan *p;
 	int *val;           /* graph node -> value */
-	int *producer;      /* value -> forward step that made it (-1: input or parameter) */
 	int *grad;          /* forward value -> its gradient so far, -1 if none */
 	bool *needs;        /* forward value -> depends on a parameter (needs a gradient) */
 	int64_t *limit;     /* forward value -> true width of its last dimension (vocabulary padding) */
 	int64_t *padded;    /* graph parameter -> rows after padding (0: not padded) */
 	int nfwd;           /* forward values */
-	uint32_t dropouts;  /* counter: each dropout gets its own mask seed */
+	uint32_t seeds;     /* counter: each step with a seed (a dropout) gets its own mask */
 } Lower;
 
 int mgl_new_value(MglArena *a, MglPlan *p, const char *name, MglRole role, MglDtype dt, int rank,
@@ -59,7 +64,7 @@ int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, i
 {
 	const MglTok *t = tok;
 	MglStep s = {.op = op, .phase = phase, .nin = nin, .nout = nout, .layer = layer, .tok = tok,
-		     .line = t ? t->line : 0, .col = t ? t->col : 0, .fuse = -1, .index = -1};
+		     .line = t ? t->line : 0, .col = t ? t->col : 0, .fuse = -1};
 	s.in = mgl_alloc(a, (size_t)(nin + 1) * sizeof *s.in);
 	s.out = mgl_alloc(a, (size_t)(nout + 1) * sizeof *s.out);
 	memcpy(s.in, in, (size_t)nin * sizeof *in);
@@ -93,9 +98,16 @@ static int bind_shape(Lower *L, const MglShape *s, int64_t *out)
 	return s->rank;
 }
 
+/* A forward step for node nd, with the node's attributes that op carries; a step with a
+ * seed (a dropout's mask) gets the next one. */
 static int step(Lower *L, MglOp op, const MglNode *nd, const int *in, int nin, const int *out, int nout)
 {
-	return mgl_emit(L->a, L->p, op, MGL_FWD, in, nin, out, nout, nd->tok, nd->layer);
+	int s = mgl_emit(L->a, L->p, op, MGL_FWD, in, nin, out, nout, nd->tok, nd->layer);
+	MglStep *st = &L->p->steps[s];
+	mgl_attrs_copy(&st->attr, &nd->attr, mgl_ops[op].attrs);
+	if (mgl_ops[op].attrs & MGL_A(seed))
+		st->attr.seed = ++L->seeds;
+	return s;
 }
 
 /* Tables split by @row and used by an embedding hold a vocabulary: pad their rows, and the
@@ -170,7 +182,7 @@ static void lower_node(Lower *L, int id)
 	int in[MGL_MAX_IN];
 	for (int i = 0; i < nd->nin; i++)
 		in[i] = L->val[nd->in[i]];
-	int out, s;
+	int out;
 	switch (nd->op) {
 	case MGL_OP_INPUT:
 		L->val[id] = mgl_new_value(L->a, L->p, nd->name, MGL_V_INPUT, nd->dtype, rank, shape);
@@ -182,14 +194,13 @@ static void lower_node(Lower *L, int id)
 		const MglValue *w = &L->p->values[in[1]];
 		shape[rank - 1] = w->shape[0];
 		int mm = value(L, nd->nin == 3 ? mgl_fmt(L->a, "%s.mm", nd->name) : nd->name, MGL_F32, rank, shape);
-		s = step(L, MGL_OP_MATMUL, nd, in, 2, &mm, 1);
-		L->producer[mm] = s;
+		step(L, MGL_OP_MATMUL, nd, in, 2, &mm, 1);
 		L->limit[mm] = g->params[g->nodes[nd->in[1]].param].shape.d[0].n;
 		out = mm;
 		if (nd->nin == 3) {
 			out = value(L, nd->name, MGL_F32, rank, shape);
 			int bin[2] = {mm, in[2]};
-			L->producer[out] = step(L, MGL_OP_BIAS_ADD, nd, bin, 2, &out, 1);
+			step(L, MGL_OP_BIAS_ADD, nd, bin, 2, &out, 1);
 			L->limit[out] = L->limit[mm];
 		}
 		L->val[id] = out;
@@ -206,32 +217,23 @@ static void lower_node(Lower *L, int id)
 		int stats = mgl_new_value(L->a, L->p, mgl_fmt(L->a, "%s.stats", nd->name), MGL_V_ACT, MGL_F32, r + 1, rows);
 		int lse = mgl_new_value(L->a, L->p, mgl_fmt(L->a, "%s.lse", nd->name), MGL_V_ACT, MGL_F32, r, rows);
 		int loss = mgl_new_value(L->a, L->p, nd->name, MGL_V_ACT, MGL_F32, 0, shape);
-		int64_t lim = L->limit[z] ? L->limit[z] : L->p->values[z].shape[L->p->values[z].rank - 1];
 		int steps[3];
 		steps[0] = step(L, MGL_OP_VOCAB_MAX, nd, &z, 1, &gmax, 1);
 		int sin[3] = {z, t, gmax};
 		steps[1] = step(L, MGL_OP_VOCAB_STATS, nd, sin, 3, &stats, 1);
-		int lin[3] = {stats, gmax, t}, lout[2] = {loss, lse};
-		steps[2] = step(L, MGL_OP_VOCAB_LOSS, nd, lin, 3, lout, 2);
-		for (int i = 0; i < 3; i++) {
-			L->p->steps[steps[i]].limit = lim;
-			L->p->steps[steps[i]].index = nd->index == MGL_NO_IGNORE ? -1 : nd->index;
-		}
-		L->producer[gmax] = steps[0];
-		L->producer[stats] = steps[1];
-		L->producer[loss] = L->producer[lse] = steps[2];
+		int lin[4] = {stats, gmax, t, z}, lout[2] = {loss, lse};
+		steps[2] = step(L, MGL_OP_VOCAB_LOSS, nd, lin, 4, lout, 2);
+		for (int i = 0; i < 3; i++)   /* the true vocabulary: the logits' columns past it are padding */
+			L->p->steps[steps[i]].attr.limit = L->limit[z] ? L->limit[z] : L->p->values[z].shape[L->p->values[z].rank - 1];
 		L->val[id] = loss;
 		return;
 	}
 	case MGL_OP_ATTENTION: {
 		out = value(L, nd->name, MGL_F32, rank, shape);
-		int64_t ls[3] = {shape[0], nd->heads, shape[1]};
+		int64_t ls[3] = {shape[0], nd->attr.heads, shape[1]};
 		int lse = mgl_new_value(L->a, L->p, mgl_fmt(L->a, "%s.lse", nd->name), MGL_V_ACT, MGL_F32, 3, ls);
 		int outs[2] = {out, lse};
-		s = step(L, MGL_OP_ATTENTION, nd, in, nd->nin, outs, 2);
-		L->p->steps[s].heads = nd->heads;
-		L->p->steps[s].causal = nd->causal;
-		L->producer[out] = L->producer[lse] = s;
+		step(L, MGL_OP_ATTENTION, nd, in, nd->nin, outs, 2);
 		L->val[id] = out;
 		return;
 	}
@@ -239,27 +241,141 @@ static void lower_node(Lower *L, int id)
 		break;
 	}
 	out = value(L, nd->name, nd->dtype, rank, shape);
-	s = step(L, nd->op, nd, in, nd->nin, &out, 1);
-	MglStep *st = &L->p->steps[s];
-	L->producer[out] = s;
+	step(L, nd->op, nd, in, nd->nin, &out, 1);
 	L->val[id] = out;
-	switch (nd->op) {
-	case MGL_OP_EMBEDDING:
-		st->limit = g->params[g->nodes[nd->in[0]].param].shape.d[0].n;
-		break;
-	case MGL_OP_LAYERNORM: st->p = nd->p; break;
-	case MGL_OP_DROPOUT:
-		st->p = nd->p;
-		st->seed = ++L->dropouts;
-		break;
-	case MGL_OP_SELECT: st->index = nd->index; break;
-	case MGL_OP_ADD:
-	case MGL_OP_GELU:
-	case MGL_OP_TANH:
+	if (mgl_ops[nd->op].flags & MGL_OPF_ELEMENTWISE)   /* the true width passes through */
 		L->limit[out] = nd->nin ? L->limit[in[0]] : 0;
-		break;
-	default: break;
+}
+
+/* ---------------------------------------------------------------- gradient rules */
+
+/* An op's gradient rule (its grad column in ops.def), parsed: steps of backward ops, or
+ * pass-throughs of dy to one input. */
+enum { GRAD_MAX_STEPS = 4, GRAD_MAX_IN = 8, GRAD_MAX_OUT = 4 };
+typedef struct {
+	int op;                    /* the backward op; -1: dy passes to input out[0].n */
+	struct { char kind; uint8_t n; bool optional; } in[GRAD_MAX_IN];   /* kind: 'd' dy, 'x', 'y' */
+	int nin;
+	struct { uint8_t n; bool adds; } out[GRAD_MAX_OUT];                /* the gradient of input n */
+	int nout;
+} GradStep;
+
+typedef struct {
+	bool differentiable;
+	GradStep steps[GRAD_MAX_STEPS];
+	int n;
+} GradRule;
+
+/* An index after a letter: "x12" */
+static int index_at(const char **s)
+{
+	if (**s < '0' || **s > '9')
+		return -1;
+	int n = 0;
+	while (**s >= '0' && **s <= '9' && n < 100)
+		n = n * 10 + (*(*s)++ - '0');
+	return n;
+}
+
+static int bad_rule(char *err, size_t n, const MglOpInfo *op, const char *what)
+{
+	snprintf(err, n, "%s's gradient rule '%s' in plan/ops.def: %s", op->name, op->grad ? op->grad : "", what);
+	return -1;
+}
+
+/* Parses op's rule into g; 0, or -1 with what is wrong in err. */
+static int parse_rule(const MglOpInfo *op, GradRule *g, char *err, size_t errlen)
+{
+	memset(g, 0, sizeof *g);
+	const char *s = op->grad;
+	if (!s || !*s) {
+		snprintf(err, errlen, "%s is differentiable but has no gradient rule (its grad column in plan/ops.def is "
+			 "empty; write the backward steps, or \"-\" if no gradient flows through it)", op->name);
+		return -1;
 	}
+	if (!strcmp(s, "-"))
+		return 0;
+	g->differentiable = true;
+	int fwd_in = op->in_max < 0 ? 1 << 16 : op->in_max, fwd_out = op->nout < 0 ? 1 << 16 : op->nout;
+	while (*s) {
+		if (g->n == GRAD_MAX_STEPS)
+			return bad_rule(err, errlen, op, "too many steps");
+		GradStep *st = &g->steps[g->n++];
+		st->op = -1;
+		if (!strncmp(s, "dy>", 3)) {   /* a pass-through */
+			s += 3;
+		} else {
+			size_t len = strcspn(s, "(");
+			for (int k = 0; k < MGL_OP_COUNT; k++)
+				if (strlen(mgl_ops[k].name) == len && !strncmp(mgl_ops[k].name, s, len))
+					st->op = k;
+			if (st->op < 0 || s[len] != '(')
+				return bad_rule(err, errlen, op, "a step must name a backward op and its arguments: OP(dy,x0)>dx0");
+			s += len + 1;
+			for (;;) {
+				if (st->nin == GRAD_MAX_IN)
+					return bad_rule(err, errlen, op, "too many arguments");
+				char kind = !strncmp(s, "dy", 2) ? 'd' : *s == 'x' || *s == 'y' ? *s : 0;
+				s += kind == 'd' ? 2 : kind != 0;
+				int n = kind == 'd' ? 0 : index_at(&s);
+				bool opt = *s == '?';
+				s += opt;
+				if (!kind || n < 0 || (kind == 'x' && n >= fwd_in) ||
+				    (kind == 'y' && n >= fwd_out) || (opt && kind != 'x'))
+					return bad_rule(err, errlen, op, "an argument is dy, xN (xN? if optional) or yN, of an input or output the op has");
+				st->in[st->nin].kind = kind;
+				st->in[st->nin].n = (uint8_t)n;
+				st->in[st->nin++].optional = opt;
+				if (*s == ')')
+					break;
+				if (*s++ != ',')
+					return bad_rule(err, errlen, op, "expected ',' or ')'");
+			}
+			s++;
+			if (*s++ != '>')
+				return bad_rule(err, errlen, op, "expected '>' and the gradients the step makes");
+		}
+		for (;;) {
+			if (st->nout == GRAD_MAX_OUT)
+				return bad_rule(err, errlen, op, "too many outputs");
+			bool adds = *s == '+';
+			s += adds;
+			if (strncmp(s, "dx", 2))
+				return bad_rule(err, errlen, op, "an output is dxN or +dxN");
+			s += 2;
+			int n = index_at(&s);
+			if (n < 0 || n >= fwd_in)
+				return bad_rule(err, errlen, op, "an output is the gradient of an input the op has");
+			st->out[st->nout].n = (uint8_t)n;
+			st->out[st->nout++].adds = adds;
+			if (*s != ',')
+				break;
+			s++;
+		}
+		if (*s && *s++ != ' ')
+			return bad_rule(err, errlen, op, "steps are separated by one space");
+		if (st->op < 0) {
+			if (st->nout != 1 || st->out[0].adds)
+				return bad_rule(err, errlen, op, "dy passes to one input: dy>dxN");
+			continue;
+		}
+		const MglOpInfo *b = &mgl_ops[st->op];
+		int need = 0;
+		for (int k = 0; k < st->nin; k++)
+			need += !st->in[k].optional;
+		char what[160];
+		if (need < b->in_min || (b->in_max >= 0 && st->nin > b->in_max) || st->nout != b->nout) {
+			snprintf(what, sizeof what, "%s takes %d to %d inputs and %d outputs", b->name, b->in_min, b->in_max, b->nout);
+			return bad_rule(err, errlen, op, what);
+		}
+	}
+	return 0;
+}
+
+int mgl_grad_check(const MglOpInfo *op, char *err, size_t errlen)
+{
+	GradRule g;
+	return parse_rule(op, &g, err, errlen);
 }
 
 /* ---------------------------------------------------------------- differentiation */
@@ -273,16 +389,18 @@ static int grad_value(Lower *L, int v)
 	return mgl_new_value(L->a, L->p, mgl_fmt(L->a, "grad:%s", x->name), MGL_V_ACT, x->dtype, x->rank, x->shape);
 }
 
-static int bwd(Lower *L, MglOp op, const MglStep *f, const int *in, int nin, const int *out, int nout)
+static int pgrad(Lower *L, int v) { return L->p->params[V(L, v)->param].grad; }
+
+/* A backward step of forward step f: its place in the model, and the attributes of f
+ * that op carries too (a dropout's mask, a layer norm's eps, the heads). */
+static void bwd(Lower *L, MglOp op, const MglStep *f, const int *in, int nin, const int *out, int nout)
 {
 	int s = mgl_emit(L->a, L->p, op, MGL_BWD, in, nin, out, nout, f->tok, f->layer);
 	MglStep *st = &L->p->steps[s];
 	st->line = f->line;
 	st->col = f->col;
-	return s;
+	mgl_attrs_copy(&st->attr, &f->attr, mgl_ops[op].attrs & mgl_ops[f->op].attrs);
 }
-
-static int pgrad(Lower *L, int v) { return L->p->params[V(L, v)->param].grad; }
 
 /* Adds gradient g to forward value v's. */
 static void acc(Lower *L, const MglStep *f, int v, int g)
@@ -309,103 +427,40 @@ static void acc(Lower *L, const MglStep *f, int v, int g)
 	L->grad[v] = sum;
 }
 
-typedef void GradFn(Lower *L, const MglStep *f, int g);
-
-static void grad_matmul(Lower *L, const MglStep *f, int g)
+/* The backward steps of forward step f, by its op's rule, given dy = g. */
+static void differentiate(Lower *L, const GradRule *rule, const MglStep *f, int g)
 {
-	int x = f->in[0], w = f->in[1];
-	if (L->needs[x]) {
-		int dx = grad_value(L, x), in[2] = {g, w};
-		bwd(L, MGL_OP_MATMUL_DX, f, in, 2, &dx, 1);
-		acc(L, f, x, dx);
+	for (int i = 0; i < rule->n; i++) {
+		const GradStep *gs = &rule->steps[i];
+		if (gs->op < 0) {
+			acc(L, f, f->in[gs->out[0].n], g);
+			continue;
+		}
+		int in[GRAD_MAX_IN], nin = 0, out[GRAD_MAX_OUT];
+		bool direct[GRAD_MAX_OUT];
+		for (int k = 0; k < gs->nin; k++) {
+			int n = gs->in[k].n;
+			if (gs->in[k].kind == 'x' && n >= f->nin)
+				continue;   /* an optional input the step does not have */
+			in[nin++] = gs->in[k].kind == 'd' ? g : gs->in[k].kind == 'x' ? f->in[n] : f->out[n];
+		}
+		/* a gradient buffer is written directly by an op that adds into it; any other
+		 * gradient is a new value, summed into what its input has */
+		bool needed = false;
+		for (int k = 0; k < gs->nout; k++) {
+			int x = f->in[gs->out[k].n];
+			direct[k] = gs->out[k].adds && V(L, x)->role == MGL_V_PARAM;
+			out[k] = direct[k] ? pgrad(L, x) : grad_value(L, x);
+			needed |= direct[k] || L->needs[x];
+		}
+		if (!needed)
+			continue;   /* nothing it makes is wanted (matmul_dx of an input no parameter feeds) */
+		bwd(L, (MglOp)gs->op, f, in, nin, out, gs->nout);
+		for (int k = 0; k < gs->nout; k++)
+			if (!direct[k])
+				acc(L, f, f->in[gs->out[k].n], out[k]);
 	}
-	int dw = pgrad(L, w), in[2] = {g, x};
-	bwd(L, MGL_OP_MATMUL_DW, f, in, 2, &dw, 1);
 }
-
-static void grad_bias_add(Lower *L, const MglStep *f, int g)
-{
-	acc(L, f, f->in[0], g);
-	int db = pgrad(L, f->in[1]);
-	bwd(L, MGL_OP_BIAS_GRAD, f, &g, 1, &db, 1);
-}
-
-static void grad_embedding(Lower *L, const MglStep *f, int g)
-{
-	int dt = pgrad(L, f->in[0]), in[3] = {g, f->in[1], f->in[0]};
-	int s = bwd(L, MGL_OP_EMBEDDING_BWD, f, in, 3, &dt, 1);
-	L->p->steps[s].limit = f->limit;
-}
-
-static void grad_layernorm(Lower *L, const MglStep *f, int g)
-{
-	int x = f->in[0];
-	int out[3] = {grad_value(L, x), pgrad(L, f->in[1]), pgrad(L, f->in[2])};
-	int in[3] = {g, x, f->in[1]};
-	int s = bwd(L, MGL_OP_LAYERNORM_BWD, f, in, 3, out, 3);
-	L->p->steps[s].p = f->p;
-	acc(L, f, x, out[0]);
-}
-
-/* gelu, tanh, dropout: dx from dy and (for gelu) the input, (for tanh) the output */
-static void grad_pointwise(Lower *L, const MglStep *f, int g)
-{
-	static const MglOp back[MGL_OP_COUNT] = {[MGL_OP_GELU] = MGL_OP_GELU_BWD, [MGL_OP_TANH] = MGL_OP_TANH_BWD,
-						 [MGL_OP_DROPOUT] = MGL_OP_DROPOUT_BWD};
-	int x = f->in[0], dx = grad_value(L, x);
-	int in[2] = {g, f->op == MGL_OP_TANH ? f->out[0] : x};
-	int s = bwd(L, back[f->op], f, in, f->op == MGL_OP_DROPOUT ? 1 : 2, &dx, 1);
-	L->p->steps[s].p = f->p;
-	L->p->steps[s].seed = f->seed;
-	acc(L, f, x, dx);
-}
-
-static void grad_add(Lower *L, const MglStep *f, int g)
-{
-	acc(L, f, f->in[0], g);
-	acc(L, f, f->in[1], g);
-}
-
-static void grad_attention(Lower *L, const MglStep *f, int g)
-{
-	int in[7] = {g, f->in[0], f->in[1], f->in[2], f->out[0], f->out[1], f->nin > 3 ? f->in[3] : -1};
-	int out[3] = {grad_value(L, f->in[0]), grad_value(L, f->in[1]), grad_value(L, f->in[2])};
-	int s = bwd(L, MGL_OP_ATTENTION_BWD, f, in, f->nin > 3 ? 7 : 6, out, 3);
-	L->p->steps[s].heads = f->heads;
-	L->p->steps[s].causal = f->causal;
-	for (int i = 0; i < 3; i++)
-		acc(L, f, f->in[i], out[i]);
-}
-
-static void grad_select(Lower *L, const MglStep *f, int g)
-{
-	int x = f->in[0], dx = grad_value(L, x);
-	int s = bwd(L, MGL_OP_SELECT_BWD, f, &g, 1, &dx, 1);
-	L->p->steps[s].index = f->index;
-	acc(L, f, x, dx);
-}
-
-/* The loss: the whole softmax cross-entropy at once, from the log-sum-exp the forward kept. */
-static void grad_vocab_loss(Lower *L, const MglStep *f, int g)
-{
-	const MglStep *stats = &L->p->steps[L->producer[f->in[0]]];
-	int z = stats->in[0], dz = grad_value(L, z);
-	int in[4] = {g, z, f->in[2], f->out[1]};
-	int s = bwd(L, MGL_OP_CE_BWD, f, in, 4, &dz, 1);
-	L->p->steps[s].limit = f->limit;
-	L->p->steps[s].index = f->index;
-	acc(L, f, z, dz);
-}
-
-static GradFn *const grad_of[MGL_OP_COUNT] = {
-	[MGL_OP_MATMUL] = grad_matmul,       [MGL_OP_BIAS_ADD] = grad_bias_add,
-	[MGL_OP_EMBEDDING] = grad_embedding, [MGL_OP_LAYERNORM] = grad_layernorm,
-	[MGL_OP_GELU] = grad_pointwise,      [MGL_OP_TANH] = grad_pointwise,
-	[MGL_OP_DROPOUT] = grad_pointwise,   [MGL_OP_ADD] = grad_add,
-	[MGL_OP_ATTENTION] = grad_attention, [MGL_OP_SELECT] = grad_select,
-	[MGL_OP_VOCAB_LOSS] = grad_vocab_loss,
-	/* no gradient: positions (ids), vocab_max and vocab_stats (inside the loss's) */
-};
 
 MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t)
 {
@@ -431,11 +486,8 @@ MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t)
 
 	int cap = 8 * g->nnodes + 64;   /* forward values: at most a few per node */
 	L.val = mgl_alloc(L.a, (size_t)g->nnodes * sizeof *L.val);
-	L.producer = mgl_alloc(L.a, (size_t)cap * sizeof *L.producer);
 	L.limit = mgl_alloc(L.a, (size_t)cap * sizeof *L.limit);
 	L.padded = mgl_alloc(L.a, (size_t)(g->nparams + 1) * sizeof *L.padded);
-	for (int i = 0; i < cap; i++)
-		L.producer[i] = -1;
 	plan_padding(&L);
 	lower_params(&L);
 	for (int i = 0; i < g->nnodes; i++)
@@ -458,15 +510,28 @@ MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t)
 			L.needs[p->steps[s].out[i]] = any && p->values[p->steps[s].out[i]].dtype != MGL_I32;
 	}
 
-	int loss = L.val[g->loss];
+	int loss = p->loss = L.val[g->loss];
+	p->logits = -1;   /* the logits of the loss's cross-entropy, else of the model's first */
+	for (int i = 0; i < g->nnodes; i++)
+		if (g->nodes[i].op == MGL_OP_CROSS_ENTROPY && (p->logits < 0 || i == g->loss))
+			p->logits = L.val[g->nodes[i].in[0]];
 	int64_t none[1] = {0};
 	L.grad[loss] = mgl_new_value(L.a, p, "d_loss", MGL_V_INPUT, MGL_F32, 0, none);
+	GradRule *rules = mgl_alloc(L.a, MGL_OP_COUNT * sizeof *rules);
+	char (*why)[300] = mgl_alloc(L.a, MGL_OP_COUNT * sizeof *why);
+	int *parsed = mgl_alloc(L.a, MGL_OP_COUNT * sizeof *parsed);   /* 0 not yet, 1 ok, -1 bad */
 	for (int s = nf - 1; s >= 0; s--) {
 		MglStep f = p->steps[s];   /* a copy: emitting steps may move the array */
-		GradFn *fn = grad_of[f.op];
-		if (!fn || L.grad[f.out[0]] < 0)
-			continue;
-		fn(&L, &f, L.grad[f.out[0]]);
+		if (L.grad[f.out[0]] < 0)
+			continue;   /* no gradient reaches it */
+		if (!parsed[f.op])
+			parsed[f.op] = parse_rule(&mgl_ops[f.op], &rules[f.op], why[f.op], sizeof why[f.op]) ? -1 : 1;
+		if (parsed[f.op] < 0)
+			mgl_error(c, f.tok, "internal error: %s", why[f.op]);
+		if (!rules[f.op].differentiable)
+			mgl_error(c, f.tok, "internal error: a gradient reaches %s, which plan/ops.def marks not differentiable",
+				  mgl_ops[f.op].name);
+		differentiate(&L, &rules[f.op], &f, L.grad[f.out[0]]);
 	}
 	return p;
 }

@@ -1,7 +1,7 @@
 /* compiler/elaborate.c — from the AST to the typed graph.
  *
- * Elaboration runs the model file as a small program: it evaluates the config (file, then
- * the chosen preset, then --set), inlines every block call and unrolls every repeat, and
+ * Elaboration runs the model file as a small program: it evaluates the config (config.c:
+ * file, then the chosen preset, then --set), inlines every block call and unrolls every repeat, and
  * emits one graph node per operation with its dtype and shape. Parameters are created by
  * the ops that own them and named by path (layers.3.attention.q.weight): the path is the
  * chain of repeat iterations and block instances, then the name the value is assigned to
@@ -11,7 +11,7 @@
  * found here, reported at the token that caused it, with notes that point at where the
  * other half of the disagreement came from.
  */
-#include "mgl.h"
+#include "elab.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,10 +19,7 @@
 
 const char *const mgl_split_name[3] = {"-", "column", "row"};
 
-/* ---------------------------------------------------------------- names */
-
-/* The keys, for "did you mean" (NUL-terminated copies). */
-static const char **map_keys(MglArena *a, const MglMap *m, int *n)
+const char **elab_map_keys(MglArena *a, const MglMap *m, int *n)
 {
 	const char **v = mgl_alloc(a, (size_t)(m->n + 1) * sizeof *v);
 	*n = 0;
@@ -32,62 +29,11 @@ static const char **map_keys(MglArena *a, const MglMap *m, int *n)
 	return v;
 }
 
-/* ---------------------------------------------------------------- values */
-
-typedef enum { V_INT, V_REAL, V_BOOL, V_TENSOR, V_LIST } VKind;
-
-typedef struct {
-	VKind kind;
-	int64_t i;          /* INT, BOOL */
-	double r;           /* REAL */
-	int node;           /* TENSOR */
-	int64_t dims[MGL_MAX_RANK];  /* LIST */
-	int ndims;
-	int cfg;            /* the config entry it was read from, or -1: for notes */
-} Value;
-
-typedef enum { CFG_TODO, CFG_BUSY, CFG_DONE } CfgState;
-
-typedef struct {
-	const MglTok *key;      /* the name in the config section */
-	const MglTok *def;      /* the definition in force: config, preset or --set */
-	const MglExpr *expr;
-	CfgState state;
-	Value v;
-} Cfg;
-
-typedef struct {
-	MglMap names;              /* variable name -> index in vals */
-	Value *vals;
-	const MglTok **defs;
-	int n, cap, capdefs;
-	const char *prefix;     /* parameter path: "" or "layers.3.attention." */
-} Frame;
-
-typedef struct {
-	MglCtx *c;
-	MglArena *a;
-	const MglFile *f;
-	MglGraph *g;
-	Cfg *cfg;
-	int ncfg;
-	MglMap cfg_names, block_names, op_names, param_names, instance_names, sym_names;
-	int cfg_stack[MGL_MAX_DEPTH];       /* config entries being evaluated: for cycles */
-	int ncfg_stack;
-	const MglBlock *blocks[MGL_MAX_DEPTH];  /* blocks being instantiated: for recursion */
-	const MglTok *block_calls[MGL_MAX_DEPTH];
-	int nblocks;
-	long work;
-	int layer;                          /* iteration of the model's outermost repeat, or -1 */
-} Elab;
-
-static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target);
-
 static Value v_int(int64_t i) { return (Value){.kind = V_INT, .i = i, .cfg = -1}; }
 static Value v_real(double r) { return (Value){.kind = V_REAL, .r = r, .cfg = -1}; }
 static Value v_tensor(int node) { return (Value){.kind = V_TENSOR, .node = node, .cfg = -1}; }
 
-static const char *tokstr(Elab *E, const MglTok *t) { return mgl_strndup(E->a, t->p, (size_t)t->len); }
+const char *elab_tokstr(Elab *E, const MglTok *t) { return mgl_strndup(E->a, t->p, (size_t)t->len); }
 static MglNode *node(Elab *E, int id) { return &E->g->nodes[id]; }
 
 const char *mgl_shape_str(const MglGraph *g, const MglShape *s, char *buf, size_t n)
@@ -114,8 +60,7 @@ static const char *type_str(Elab *E, int id)
 		       mgl_shape_str(E->g, &nd->shape, buf, sizeof buf));
 }
 
-/* "an integer (768)", "a tensor f32[batch, seq, 768]": what the user passed, in words. */
-static const char *describe(Elab *E, Value v)
+const char *elab_describe(Elab *E, Value v)
 {
 	switch (v.kind) {
 	case V_INT: return mgl_fmt(E->a, "an integer (%lld)", (long long)v.i);
@@ -154,7 +99,7 @@ static const char *plain(Elab *E, Value v)
 		return mgl_fmt(E->a, "%lld", (long long)v.i);
 	if (v.kind == V_REAL)
 		return mgl_fmt(E->a, "%g", v.r);
-	return describe(E, v);
+	return elab_describe(E, v);
 }
 
 static void count_work(Elab *E, const MglTok *t)
@@ -164,143 +109,13 @@ static void count_work(Elab *E, const MglTok *t)
 			  MGL_MAX_WORK);
 }
 
-/* ---------------------------------------------------------------- config */
-
-static _Noreturn void config_cycle(Elab *E, int k)
-{
-	int start = 0;
-	while (E->cfg_stack[start] != k)
-		start++;
-	char path[512];
-	size_t n = 0;
-	for (int i = start; i <= E->ncfg_stack && n < sizeof path; i++) {
-		int j = i < E->ncfg_stack ? E->cfg_stack[i] : k;
-		n += (size_t)snprintf(path + n, sizeof path - n, "%s%.*s", i > start ? " -> " : "",
-				      E->cfg[j].key->len, E->cfg[j].key->p);
-	}
-	const MglTok *at = E->cfg[k].def;
-	for (int i = start; i < E->ncfg_stack; i++)   /* a cycle made by --set is reported there */
-		if (E->cfg[E->cfg_stack[i]].def->src->cmdline)
-			at = E->cfg[E->cfg_stack[i]].def;
-	mgl_report(E->c, "error", at, "config '%.*s' depends on itself: %s",
-		   E->cfg[k].key->len, E->cfg[k].key->p, path);
-	mgl_hint(E->c, "each config value may use the others, but not in a circle");
-	mgl_fail(E->c);
-}
-
-static Value config_value(Elab *E, int k)
-{
-	Cfg *cf = &E->cfg[k];
-	if (cf->state == CFG_DONE)
-		return cf->v;
-	if (cf->state == CFG_BUSY)
-		config_cycle(E, k);
-	if (E->ncfg_stack == MGL_MAX_DEPTH)
-		mgl_error(E->c, cf->def, "config values refer to each other too deeply (more than %d)",
-			  MGL_MAX_DEPTH);
-	cf->state = CFG_BUSY;
-	E->cfg_stack[E->ncfg_stack++] = k;
-	Value v = eval(E, NULL, cf->expr, NULL);
-	if (v.kind != V_INT && v.kind != V_REAL && v.kind != V_BOOL)
-		mgl_error(E->c, cf->expr->tok, "config values are numbers; this is %s", describe(E, v));
-	E->ncfg_stack--;
-	v.cfg = k;
-	cf->v = v;
-	cf->state = CFG_DONE;
-	return v;
-}
-
-/* Applies the bindings of a preset or --set to the config: each must name a known key. */
-static void override(Elab *E, const MglBinding *b, int n, const char *what)
-{
-	for (int i = 0; i < n; i++) {
-		int k = mgl_map_get(&E->cfg_names, b[i].key->p, b[i].key->len);
-		if (k < 0) {
-			mgl_report(E->c, "error", b[i].key, "%s sets '%.*s', which is not in the config",
-				   what, b[i].key->len, b[i].key->p);
-			int nk;
-			const char **keys = map_keys(E->a, &E->cfg_names, &nk);
-			const char *best = mgl_closest(b[i].key->p, b[i].key->len, keys, nk);
-			if (best)
-				mgl_hint(E->c, "did you mean '%s'?", best);
-			mgl_fail(E->c);
-		}
-		E->cfg[k].expr = b[i].value;
-		E->cfg[k].def = b[i].key;
-	}
-}
-
-static void setup_config(Elab *E, const MglOptions *opt)
-{
-	const MglFile *f = E->f;
-	E->cfg = mgl_alloc(E->a, (size_t)(f->nconfig + 1) * sizeof *E->cfg);
-	for (int i = 0; i < f->nconfig; i++) {
-		const MglTok *key = f->config[i].key;
-		int prev = mgl_map_get(&E->cfg_names, key->p, key->len);
-		if (prev >= 0) {
-			mgl_report(E->c, "error", key, "'%.*s' is set twice in the config", key->len, key->p);
-			mgl_report(E->c, "note", E->cfg[prev].key, "the first is here");
-			mgl_fail(E->c);
-		}
-		mgl_map_put(E->a, &E->cfg_names, key->p, key->len, E->ncfg);
-		E->cfg[E->ncfg++] = (Cfg){.key = key, .def = key, .expr = f->config[i].value};
-	}
-	for (int i = 0; i < f->npresets; i++)
-		for (int j = 0; j < i; j++) {
-			const MglTok *a = f->presets[i].name, *b = f->presets[j].name;
-			if (a->len == b->len && !memcmp(a->p, b->p, (size_t)a->len)) {
-				mgl_report(E->c, "error", a, "a second preset named '%.*s'", a->len, a->p);
-				mgl_report(E->c, "note", b, "the first is here");
-				mgl_fail(E->c);
-			}
-		}
-	if (opt && opt->preset) {
-		const MglPreset *chosen = NULL;
-		const char **names = mgl_alloc(E->a, (size_t)(f->npresets + 1) * sizeof *names);
-		for (int i = 0; i < f->npresets; i++) {
-			names[i] = tokstr(E, f->presets[i].name);
-			if (!strcmp(names[i], opt->preset))
-				chosen = &f->presets[i];
-		}
-		if (!chosen) {
-			mgl_report(E->c, "error", NULL, "%s has no preset '%s'", f->src->name, opt->preset);
-			E->c->status = 2;   /* a bad --preset is a usage error */
-			const char *best = mgl_closest(opt->preset, (int)strlen(opt->preset), names, f->npresets);
-			if (best)
-				mgl_hint(E->c, "did you mean '%s'?", best);
-			if (f->npresets) {
-				char list[1024];
-				size_t n = 0;
-				for (int i = 0; i < f->npresets && n < sizeof list; i++)
-					n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", names[i]);
-				mgl_hint(E->c, "the presets are: %s", list);
-			}
-			mgl_fail(E->c);
-		}
-		E->g->preset = opt->preset;
-		override(E, chosen->set, chosen->nset, mgl_fmt(E->a, "preset '%s'", opt->preset));
-	}
-	if (opt && opt->overrides) {
-		int n;
-		MglBinding *b = mgl_parse_overrides(E->c, opt->overrides, &n);
-		override(E, b, n, "--set");
-	}
-	E->g->config = mgl_alloc(E->a, (size_t)(E->ncfg + 1) * sizeof *E->g->config);
-	for (int i = 0; i < E->ncfg; i++) {
-		Value v = config_value(E, i);
-		E->g->config[i] = (MglConfigValue){.key = tokstr(E, E->cfg[i].key), .is_int = v.kind != V_REAL,
-						   .i = v.i, .r = v.kind == V_REAL ? v.r : (double)v.i,
-						   .tok = E->cfg[i].def};
-	}
-	E->g->nconfig = E->ncfg;
-}
 
 /* ---------------------------------------------------------------- arithmetic */
 
 static Value number(Elab *E, Value v, const MglExpr *e)
 {
 	if (v.kind != V_INT && v.kind != V_REAL) {
-		mgl_report(E->c, "error", e->tok, "expected a number here, found %s", describe(E, v));
+		mgl_report(E->c, "error", e->tok, "expected a number here, found %s", elab_describe(E, v));
 		note_origin(E, v);
 		if (v.kind == V_TENSOR)
 			mgl_hint(E->c, "tensors are combined with '+' and the ops; '-', '*' and '/' are for numbers");
@@ -444,7 +259,7 @@ static const MglTok *arg_tok(const Call *k, int i) { return k->pos_tok[i]; }
 static _Noreturn void bad_arg(Elab *E, const Call *k, int i, Value v, const char *want)
 {
 	mgl_report(E->c, "error", arg_tok(k, i), "argument %d of %s must be %s, not %s",
-		   i + 1, k->name, want, describe(E, v));
+		   i + 1, k->name, want, elab_describe(E, v));
 	note_origin(E, v);
 	mgl_hint(E->c, "%s", mgl_ops[k->op].sig);
 	mgl_fail(E->c);
@@ -476,23 +291,30 @@ static int64_t want_size(Elab *E, const MglTok *t, Value v, const char *what)
 		mgl_report(E->c, "error", t, "%s must be between 1 and %d, but this is %lld", what, INT32_MAX,
 			   (long long)v.i);
 	else
-		mgl_report(E->c, "error", t, "%s must be an integer, not %s", what, describe(E, v));
+		mgl_report(E->c, "error", t, "%s must be an integer, not %s", what, elab_describe(E, v));
 	note_origin(E, v);
 	mgl_fail(E->c);
+}
+
+/* Where op takes keyword argument kw among its kwargs, or -1. */
+static int kw_slot(const MglOpInfo *op, const char *kw)
+{
+	const char *list = op->kwargs;
+	for (int i = 0; *list; i++) {
+		size_t len = strcspn(list, " ");
+		if (len == strlen(kw) && !memcmp(list, kw, len))
+			return i;
+		list += len;
+		list += *list == ' ';
+	}
+	return -1;
 }
 
 /* The keyword argument named kw, or NULL if the call does not give it. */
 static const Value *kwarg(const Call *k, const char *kw)
 {
-	const char *list = mgl_ops[k->op].kwargs;
-	for (int i = 0; *list; i++) {
-		size_t len = strcspn(list, " ");
-		if (len == strlen(kw) && !memcmp(list, kw, len))
-			return k->kw_tok[i] ? &k->kw[i] : NULL;
-		list += len;
-		list += *list == ' ';
-	}
-	return NULL;
+	int i = kw_slot(&mgl_ops[k->op], kw);
+	return i >= 0 && k->kw_tok[i] ? &k->kw[i] : NULL;
 }
 
 static const MglTok *kwarg_tok(const Call *k, const char *kw)
@@ -508,7 +330,7 @@ static bool kw_bool(Elab *E, const Call *k, const char *kw, bool dflt)
 		return dflt;
 	if (v->kind != V_BOOL)
 		mgl_error(E->c, kwarg_tok(k, kw), "%s: '%s' must be true or false, not %s", k->name, kw,
-			  describe(E, *v));
+			  elab_describe(E, *v));
 	return v->i != 0;
 }
 
@@ -553,6 +375,60 @@ static MglShape with_last(MglShape s, int64_t n)
 }
 
 static MglShape vec(int64_t n) { return (MglShape){.rank = 1, .d = {{.n = n, .sym = -1}}}; }
+
+/* heads must divide the features D of the op's input */
+static void check_heads(Elab *E, const Call *k, int64_t D, int64_t H)
+{
+	if (D % H == 0)
+		return;
+	mgl_report(E->c, "error", kwarg_tok(k, "heads"), "%lld features cannot be split into %lld heads", (long long)D,
+		   (long long)H);
+	note_origin(E, *kwarg(k, "heads"));
+	char list[256];
+	size_t n = 0;
+	for (int64_t d = 1; d <= D && d <= 4096 && n < sizeof list; d++)
+		if (D % d == 0 && (d >= H / 2 && d <= 2 * H))
+			n += (size_t)snprintf(list + n, sizeof list - n, "%s%lld", n ? ", " : "", (long long)d);
+	mgl_hint(E->c, "the number of heads must divide %lld%s%s", (long long)D, n ? "; near it: " : "", list);
+	mgl_fail(E->c);
+}
+
+/* Node id's attributes that the call gives by keyword (the op's kwargs that name one of
+ * its attributes), each checked against its range in plan/ops.def, or else their defaults;
+ * heads must divide the features of the first argument, a tensor. */
+static void kw_attrs(Elab *E, const Call *k, int id)
+{
+	const MglOpInfo *op = &mgl_ops[k->op];
+	MglAttrs *at = &node(E, id)->attr;
+	for (int a = 0; a < MGL_ATTR_COUNT; a++) {
+		const MglAttrInfo *in = &mgl_attrs[a];
+		if (!(op->attrs & (1u << a)) || kw_slot(op, in->name) < 0)
+			continue;
+		const Value *v = kwarg(k, in->name);
+		if (!v) {
+			if (isnan(in->dflt)) {
+				mgl_report(E->c, "error", k->e->name, "%s needs '%s', %s", op->name, in->name, in->what);
+				mgl_hint(E->c, "%s", op->sig);
+				mgl_fail(E->c);
+			}
+			mgl_attr_set(at, a, in->dflt);
+			continue;
+		}
+		Value w = whole(*v);
+		bool ok = in->kind == MGL_AK_BOOL ? w.kind == V_BOOL
+			: in->kind == MGL_AK_INT ? w.kind == V_INT : w.kind == V_INT || w.kind == V_REAL;
+		double x = !ok ? 0 : w.kind == V_REAL ? w.r : (double)w.i;   /* a bool: i */
+		if (!ok || !(x >= in->lo && x <= in->hi)) {
+			mgl_report(E->c, "error", kwarg_tok(k, in->name), "%s: '%s' must be %s, not %s", op->name, in->name, in->what,
+				   elab_describe(E, *v));
+			note_origin(E, *v);
+			mgl_fail(E->c);
+		}
+		mgl_attr_set(at, a, x);
+	}
+	if (op->attrs & MGL_A(heads))
+		check_heads(E, k, last_dim(E, k, 0).n, at->heads);
+}
 
 /* param([dims...]) */
 static int elab_param(Elab *E, Call *k)
@@ -643,39 +519,34 @@ static int elab_linear(Elab *E, Call *k)
 	return id;
 }
 
-/* layernorm(x[..., D], eps: e) -> [..., D]; weight [D] and bias [D] */
-static int elab_layernorm(Elab *E, Call *k)
+/* A norm over the last dimension, layernorm(x[..., D], eps: e) -> [..., D]: creates
+ * PATH.weight [D] (ones) and, when the op's step takes a third input, PATH.bias [D]
+ * (zeros), never split; its attributes from keywords. */
+static int elab_norm(Elab *E, Call *k)
 {
 	int x = want_tensor(E, k, 0, MGL_F32, 1);
 	int64_t D = last_dim(E, k, 0).n;
-	const Value *eps = kwarg(k, "eps");
-	double e = 1e-5;
-	if (eps) {
-		if ((eps->kind != V_REAL && eps->kind != V_INT) || real_of(*eps) <= 0 || real_of(*eps) >= 1)
-			mgl_error(E->c, kwarg_tok(k, "eps"), "layernorm's eps must be a small positive number, not %s",
-				  describe(E, *eps));
-		e = real_of(*eps);
-	}
 	int w = add_param(E, mgl_fmt(E->a, "%s.weight", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ONES);
-	int b = add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ZEROS);
-	int id = add_node(E, MGL_OP_LAYERNORM, k->e->name, MGL_F32, shape_of(E, x), k->path);
-	node(E, id)->p = e;
+	int b = mgl_ops[k->op].in_min < 3 ? -1
+	      : add_param(E, mgl_fmt(E->a, "%s.bias", k->path), k->e->name, vec(D), MGL_SPLIT_NONE, -1, MGL_INIT_ZEROS);
+	int id = add_node(E, k->op, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	kw_attrs(E, k, id);
 	add_input(E, id, x);
 	add_input(E, id, w);
-	add_input(E, id, b);
+	if (b >= 0)
+		add_input(E, id, b);
 	return id;
 }
 
-/* gelu(x), tanh(x): elementwise, same shape */
+/* gelu(x), tanh(x): one tensor to one of its shape, attributes from keywords */
 static int elab_unary(Elab *E, Call *k)
 {
 	int x = want_tensor(E, k, 0, MGL_F32, 0);
 	int id = add_node(E, k->op, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	kw_attrs(E, k, id);
 	add_input(E, id, x);
 	return id;
 }
-#define elab_gelu elab_unary
-#define elab_tanh elab_unary
 
 /* dropout(x, p): zero each element with probability p, scale the rest by 1/(1-p) */
 static int elab_dropout(Elab *E, Call *k)
@@ -684,12 +555,12 @@ static int elab_dropout(Elab *E, Call *k)
 	Value p = k->pos[1];
 	if ((p.kind != V_INT && p.kind != V_REAL) || real_of(p) < 0 || real_of(p) >= 1) {
 		mgl_report(E->c, "error", arg_tok(k, 1), "dropout's probability must be at least 0 and below 1, not %s",
-			   p.kind == V_REAL ? mgl_fmt(E->a, "%g", p.r) : describe(E, p));
+			   p.kind == V_REAL ? mgl_fmt(E->a, "%g", p.r) : elab_describe(E, p));
 		note_origin(E, p);
 		mgl_fail(E->c);
 	}
 	int id = add_node(E, MGL_OP_DROPOUT, k->e->name, MGL_F32, shape_of(E, x), k->path);
-	node(E, id)->p = real_of(p);
+	node(E, id)->attr.p = real_of(p);
 	add_input(E, id, x);
 	return id;
 }
@@ -737,29 +608,8 @@ static int elab_attention(Elab *E, Call *k)
 	}
 	if (node(E, q)->shape.rank != 3)
 		bad_arg(E, k, 0, k->pos[0], "a tensor of shape [batch, seq, features]");
-	int64_t D = last_dim(E, k, 0).n;
-	const Value *hv = kwarg(k, "heads");
-	if (!hv) {
-		mgl_report(E->c, "error", k->e->name, "attention needs the number of heads");
-		mgl_hint(E->c, "%s", mgl_ops[k->op].sig);
-		mgl_fail(E->c);
-	}
-	int64_t H = want_size(E, kwarg_tok(k, "heads"), *hv, "the number of heads");
-	if (D % H) {
-		mgl_report(E->c, "error", kwarg_tok(k, "heads"), "%lld features cannot be split into %lld heads",
-			   (long long)D, (long long)H);
-		note_origin(E, *hv);
-		char list[256];
-		size_t n = 0;
-		for (int64_t d = 1; d <= D && d <= 4096 && n < sizeof list; d++)
-			if (D % d == 0 && (d >= H / 2 && d <= 2 * H))
-				n += (size_t)snprintf(list + n, sizeof list - n, "%s%lld", n ? ", " : "", (long long)d);
-		mgl_hint(E->c, "the number of heads must divide %lld%s%s", (long long)D, n ? "; near it: " : "", list);
-		mgl_fail(E->c);
-	}
 	int id = add_node(E, MGL_OP_ATTENTION, k->e->name, MGL_F32, shape_of(E, q), k->path);
-	node(E, id)->heads = H;
-	node(E, id)->causal = kw_bool(E, k, "causal", false);
+	kw_attrs(E, k, id);
 	for (int i = 0; i < 3; i++)
 		add_input(E, id, k->pos[i].node);
 	const Value *m = kwarg(k, "mask");
@@ -770,7 +620,7 @@ static int elab_attention(Elab *E, Call *k)
 		    !same_shape(&node(E, m->node)->shape, &want)) {
 			char buf[128];
 			mgl_report(E->c, "error", kwarg_tok(k, "mask"), "attention's mask must be i32%s (1 keeps a position, 0 masks it), not %s",
-				   mgl_shape_str(E->g, &want, buf, sizeof buf), describe(E, *m));
+				   mgl_shape_str(E->g, &want, buf, sizeof buf), elab_describe(E, *m));
 			note_origin(E, *m);
 			mgl_fail(E->c);
 		}
@@ -794,7 +644,7 @@ static int elab_select(Elab *E, Call *k)
 		if (j != 1)
 			s.d[o++] = xs->d[j];
 	int id = add_node(E, MGL_OP_SELECT, k->e->name, MGL_F32, s, k->path);
-	node(E, id)->index = i.i;
+	node(E, id)->attr.position = i.i;
 	add_input(E, id, x);
 	return id;
 }
@@ -809,31 +659,22 @@ static int elab_cross_entropy(Elab *E, Call *k)
 	if (!same_shape(&want, &node(E, targets)->shape))
 		shape_mismatch(E, arg_tok(k, 1), "the targets must have the logits' shape without its last dimension",
 			       logits, targets);
-	int64_t ignore = MGL_NO_IGNORE;
-	const Value *iv = kwarg(k, "ignore");
-	if (iv) {
-		Value w = whole(*iv);
-		if (w.kind != V_INT)
-			mgl_error(E->c, kwarg_tok(k, "ignore"), "cross_entropy's ignore must be an integer id, not %s",
-				  describe(E, *iv));
-		ignore = w.i;
-	}
 	int id = add_node(E, MGL_OP_CROSS_ENTROPY, k->e->name, MGL_F32, (MglShape){0}, k->path);
-	node(E, id)->index = ignore;
+	kw_attrs(E, k, id);
 	add_input(E, id, logits);
 	add_input(E, id, targets);
 	return id;
 }
 
-static int elab_input(Elab *E, Call *k) { (void)k; mgl_fail(E->c); }
-
+/* Each op's elaborator, as its row in plan/ops.def names it (none: internal ops) */
+#define elab_none NULL
 static int (*const elab_op[MGL_OP_COUNT])(Elab *, Call *) = {
-#define OP(id, name, pmin, pmax, kw, flags, sig, layouts) [MGL_OP_##id] = elab_##name,
-#define IOP(...)
+#define OP(id, name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
+	[MGL_OP_##id] = elab_##elab,
 #include "ops.def"
-#undef IOP
 #undef OP
 };
+#undef elab_none
 
 /* ---------------------------------------------------------------- blocks and statements */
 
@@ -881,7 +722,7 @@ static Value instantiate(Elab *E, Frame *caller, const MglBlock *b, const MglExp
 		mgl_report(E->c, "note", b->name, "'%.*s' is defined here", b->name->len, b->name->p);
 		mgl_fail(E->c);
 	}
-	Frame fr = {.prefix = mgl_fmt(E->a, "%s.", path_of(E, caller, NULL, tokstr(E, b->name)))};
+	Frame fr = {.prefix = mgl_fmt(E->a, "%s.", path_of(E, caller, NULL, elab_tokstr(E, b->name)))};
 	for (int i = 0; i < nargs; i++)
 		bind(E, &fr, b->params[i], args[i]);
 	E->block_calls[E->nblocks] = e->name;
@@ -914,7 +755,7 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 		for (int i = 0; i < e->nargs; i++) {
 			if (e->args[i].key)
 				mgl_error(E->c, e->args[i].key, "blocks take positional arguments only");
-			args[i] = eval(E, fr, e->args[i].value, NULL);
+			args[i] = elab_eval(E, fr, e->args[i].value, NULL);
 		}
 		return instantiate(E, fr, b, e, args, e->nargs);
 	}
@@ -930,7 +771,7 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 			if (!(mgl_ops[i].flags & MGL_OPF_INTERNAL))
 				cands[n++] = mgl_ops[i].name;
 		for (int i = 0; i < E->f->nblocks; i++)
-			cands[n++] = tokstr(E, E->f->blocks[i].name);
+			cands[n++] = elab_tokstr(E, E->f->blocks[i].name);
 		const char *best = mgl_closest(name->p, name->len, cands, n);
 		if (best)
 			mgl_hint(E->c, "did you mean '%s'?", best);
@@ -965,7 +806,7 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 				mgl_fail(E->c);
 			}
 			k.pos_tok[k.npos] = a->value->tok;
-			k.pos[k.npos++] = eval(E, fr, a->value, NULL);
+			k.pos[k.npos++] = elab_eval(E, fr, a->value, NULL);
 			continue;
 		}
 		seen_kw = true;
@@ -997,7 +838,7 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 		}
 		k.kw_tok[slot] = a->key;
 		k.kw_vtok[slot] = a->value->tok;
-		k.kw[slot] = eval(E, fr, a->value, NULL);
+		k.kw[slot] = elab_eval(E, fr, a->value, NULL);
 	}
 	if (k.npos < info->npos_min) {
 		mgl_report(E->c, "error", name, "%s takes %d argument%s, but %d %s given", info->name, info->npos_min,
@@ -1011,7 +852,7 @@ static Value call(Elab *E, Frame *fr, const MglExpr *e, MglSplit split, const Mg
 
 static const char *split_names[] = {"replicate", "column", "row"};
 
-static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
+Value elab_eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 {
 	switch (e->kind) {
 	case MGL_N_INT: return v_int(e->ival);
@@ -1024,11 +865,11 @@ static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 			return fr->vals[i];
 		int k = mgl_map_get(&E->cfg_names, t->p, t->len);
 		if (k >= 0)
-			return config_value(E, k);
+			return elab_config_value(E, k);
 		mgl_report(E->c, "error", t, "unknown name '%.*s'", t->len, t->p);
 		int nv = 0, nc = 0;
-		const char **vars = fr ? map_keys(E->a, &fr->names, &nv) : NULL;
-		const char **cfgs = map_keys(E->a, &E->cfg_names, &nc);
+		const char **vars = fr ? elab_map_keys(E->a, &fr->names, &nv) : NULL;
+		const char **cfgs = elab_map_keys(E->a, &E->cfg_names, &nc);
 		const char **all = mgl_alloc(E->a, (size_t)(nv + nc + 1) * sizeof *all);
 		for (int j = 0; j < nv + nc; j++)
 			all[j] = j < nv ? vars[j] : cfgs[j - nv];
@@ -1041,7 +882,7 @@ static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 		mgl_fail(E->c);
 	}
 	case MGL_N_NEG: {
-		Value v = number(E, eval(E, fr, e->lhs, NULL), e->lhs);
+		Value v = number(E, elab_eval(E, fr, e->lhs, NULL), e->lhs);
 		if (v.kind == V_INT) {
 			if (v.i == INT64_MIN)
 				mgl_error(E->c, e->tok, "integer overflow");
@@ -1050,11 +891,11 @@ static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 		return v_real(-v.r);
 	}
 	case MGL_N_BINOP: {
-		Value a = eval(E, fr, e->lhs, NULL), b = eval(E, fr, e->rhs, NULL);
+		Value a = elab_eval(E, fr, e->lhs, NULL), b = elab_eval(E, fr, e->rhs, NULL);
 		if (e->op == '+' && (a.kind == V_TENSOR || b.kind == V_TENSOR)) {
 			if (a.kind != V_TENSOR || b.kind != V_TENSOR) {
 				Value n = a.kind == V_TENSOR ? b : a;
-				mgl_report(E->c, "error", e->name, "cannot add %s to a tensor", describe(E, n));
+				mgl_report(E->c, "error", e->name, "cannot add %s to a tensor", elab_describe(E, n));
 				note_origin(E, n);
 				mgl_fail(E->c);
 			}
@@ -1067,7 +908,7 @@ static Value eval(Elab *E, Frame *fr, const MglExpr *e, const char *target)
 		if (e->nargs > MGL_MAX_RANK)
 			mgl_error(E->c, e->args[MGL_MAX_RANK].value->tok, "a shape has at most %d dimensions", MGL_MAX_RANK);
 		for (int i = 0; i < e->nargs; i++)
-			v.dims[v.ndims++] = want_size(E, e->args[i].value->tok, eval(E, fr, e->args[i].value, NULL),
+			v.dims[v.ndims++] = want_size(E, e->args[i].value->tok, elab_eval(E, fr, e->args[i].value, NULL),
 						      "a dimension");
 		return v;
 	}
@@ -1115,18 +956,18 @@ static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *bod
 			const MglExpr *v = s->value;
 			bool direct = v->kind == MGL_N_CALL || (v->kind == MGL_N_ANNOT && v->lhs->kind == MGL_N_CALL) ||
 				      (v->kind == MGL_N_BINOP && v->op == '+');
-			bind(E, fr, s->tok, eval(E, fr, v, direct ? tokstr(E, s->tok) : NULL));
+			bind(E, fr, s->tok, elab_eval(E, fr, v, direct ? elab_tokstr(E, s->tok) : NULL));
 			break;
 		}
 		case MGL_S_REPEAT: {
-			Value cnt = whole(eval(E, fr, s->value, NULL));
+			Value cnt = whole(elab_eval(E, fr, s->value, NULL));
 			if (cnt.kind != V_INT || cnt.i < 0 || cnt.i > MGL_MAX_REPEAT) {
 				mgl_report(E->c, "error", s->value->tok, "repeat needs a count from 0 to %d, not %s",
 					   MGL_MAX_REPEAT, plain(E, cnt));
 				note_origin(E, cnt);
 				mgl_fail(E->c);
 			}
-			const char *base = s->value->kind == MGL_N_NAME ? tokstr(E, s->value->name) : "repeat";
+			const char *base = s->value->kind == MGL_N_NAME ? elab_tokstr(E, s->value->name) : "repeat";
 			const char *outer = fr->prefix;
 			const char *group = path_of(E, fr, NULL, base);
 			bool layers = top && fr->prefix[0] == 0 && E->g->layers == 0 && b == E->f->model;
@@ -1155,7 +996,7 @@ static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *bod
 				mgl_error(E->c, s->tok, "return inside a repeat");
 			if (i + 1 < n)
 				mgl_error(E->c, body[i + 1].tok, "a statement after return is never run");
-			return eval(E, fr, s->value, NULL);
+			return elab_eval(E, fr, s->value, NULL);
 		}
 	}
 	if (top) {
@@ -1228,23 +1069,23 @@ static void setup_inputs(Elab *E, Frame *fr)
 					mgl_hint(E->c, "an input's dimensions are batch, seq, integers and config values");
 					mgl_fail(E->c);
 				}
-				s.d[j] = (MglDim){.n = want_size(E, d, config_value(E, k), "a dimension"), .sym = -1};
+				s.d[j] = (MglDim){.n = want_size(E, d, elab_config_value(E, k), "a dimension"), .sym = -1};
 				continue;
 			}
 			int sym = mgl_map_get(&E->sym_names, d->p, d->len);
 			if (sym < 0) {
 				sym = g->nsyms++;
 				MglSymbol *y = &g->syms[sym];
-				y->name = tokstr(E, d);
+				y->name = elab_tokstr(E, d);
 				y->tok = d;
 				if (k >= 0)   /* seq in the config: the longest sequence the model takes */
-					y->max = want_size(E, d, config_value(E, k),
+					y->max = want_size(E, d, elab_config_value(E, k),
 							   mgl_fmt(E->a, "config '%s', the longest %s,", y->name, y->name));
 				mgl_map_put(E->a, &E->sym_names, d->p, d->len, sym);
 			}
 			s.d[j] = (MglDim){.n = 0, .sym = sym};
 		}
-		int id = add_node(E, MGL_OP_INPUT, in->name, dt, s, tokstr(E, in->name));
+		int id = add_node(E, MGL_OP_INPUT, in->name, dt, s, elab_tokstr(E, in->name));
 		node(E, id)->input = i;
 		g->inputs[g->ninputs++] = id;
 		bind(E, fr, in->name, v_tensor(id));
@@ -1255,16 +1096,16 @@ MglGraph *mgl_elaborate(MglCtx *c, const MglFile *f, const MglOptions *opt)
 {
 	Elab E = {.c = c, .a = &c->arena, .f = f, .layer = -1};
 	E.g = mgl_alloc(&c->arena, sizeof *E.g);
-	E.g->model = tokstr(&E, f->model->name);
+	E.g->model = elab_tokstr(&E, f->model->name);
 	setup_names(&E);
-	setup_config(&E, opt);
+	elab_setup_config(&E, opt);
 	Frame fr = {.prefix = ""};
 	setup_inputs(&E, &fr);
 	Value loss = run_block(&E, &fr, f->model, f->model->body, f->model->nbody, true);
 	const MglStmt *ret = &f->model->body[f->model->nbody - 1];
 	if (loss.kind != V_TENSOR || node(&E, loss.node)->dtype != MGL_F32 || node(&E, loss.node)->shape.rank != 0) {
 		mgl_report(c, "error", ret->value->tok, "the model must return its loss, a single f32 number; this is %s",
-			   describe(&E, loss));
+			   elab_describe(&E, loss));
 		mgl_hint(c, "return cross_entropy(logits, targets)");
 		mgl_fail(c);
 	}
@@ -1315,15 +1156,9 @@ void mgl_dump_graph(FILE *f, const MglGraph *g)
 		fprintf(f, " : %s%s", nd->dtype == MGL_I32 ? "i32" : "f32", mgl_shape_str(g, &nd->shape, buf, sizeof buf));
 		if (nd->split)
 			fprintf(f, " @%s", mgl_split_name[nd->split]);
-		if (nd->op == MGL_OP_ATTENTION)
-			fprintf(f, " heads=%lld%s", (long long)nd->heads, nd->causal ? " causal" : "");
-		if (nd->op == MGL_OP_DROPOUT)
-			fprintf(f, " p=%g", nd->p);
-		if (nd->op == MGL_OP_SELECT)
-			fprintf(f, " index=%lld", (long long)nd->index);
-		if (nd->op == MGL_OP_CROSS_ENTROPY && nd->index != MGL_NO_IGNORE)
-			fprintf(f, " ignore=%lld", (long long)nd->index);
+		mgl_attrs_write(f, nd->op, &nd->attr, false);
 		fprintf(f, "  # %s (line %d)\n", nd->name, nd->tok->line);
 	}
 	fprintf(f, "loss = %%%d\n", g->loss);
 }
+

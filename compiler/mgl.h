@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../plan/plan.h"
+#include "plan.h"
 
 #define MGL_VERSION "0.1.0"
 
@@ -207,7 +207,6 @@ typedef struct {
 } MglParam;
 
 enum { MGL_MAX_IN = 4 };
-#define MGL_NO_IGNORE INT64_MIN
 
 typedef struct {
 	MglOp op;
@@ -219,11 +218,7 @@ typedef struct {
 	const MglTok *tok;    /* the source of this operation */
 	int param;            /* PARAM: index in MglGraph.params; -1 for other ops */
 	MglSplit split;       /* the annotation written on the call (LINEAR, PARAM) */
-	/* attributes, meaning per op: */
-	int64_t heads;        /* ATTENTION */
-	bool causal;          /* ATTENTION */
-	double p;             /* DROPOUT probability, LAYERNORM eps */
-	int64_t index;        /* SELECT position; CROSS_ENTROPY ignored target (MGL_NO_IGNORE: none) */
+	MglAttrs attr;        /* those its op names (plan/ops.def), as the model gives them */
 	int input;            /* INPUT: which of the model's inputs */
 	int layer;            /* iteration of the model's outermost repeat, or -1 */
 } MglNode;
@@ -273,18 +268,23 @@ typedef struct {
 
 /* autodiff.c: lowering and the backward pass; global shapes, no layouts */
 MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t);
+/* Whether op's gradient rule (its grad column in plan/ops.def) can be followed: it is "-"
+ * (not differentiable) or names backward ops that exist, with inputs and outputs they
+ * take. 0, or -1 with the reason, naming the op, in err. mgl_lower stops with that error
+ * when it meets an op whose rule cannot. */
+int mgl_grad_check(const MglOpInfo *op, char *err, size_t errlen);
 int mgl_new_value(MglArena *a, MglPlan *p, const char *name, MglRole role, MglDtype dt, int rank,
 		  const int64_t *shape);
 int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, int nin, const int *out,
 	     int nout, const void *tok, int layer);
 /* partition.c: layouts, collectives, local shapes */
 void mgl_partition(MglCtx *c, MglPlan *p);
-/* optimizer.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW */
-void mgl_optimizer(MglCtx *c, MglPlan *p);
+/* adamw.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW */
+void mgl_adamw(MglCtx *c, MglPlan *p);
 /* fuse.c: elementwise chains and GEMM epilogues */
 void mgl_fuse(MglPlan *p);
-/* schedule.c: liveness and arena offsets */
-void mgl_schedule(MglPlan *p);
+/* memplan.c: where each value lives (arena offsets by lifetime); never reorders steps */
+void mgl_memplan(MglPlan *p);
 /* explain.c: what a plan costs per rank */
 enum { MGL_AR, MGL_AG, MGL_RS, MGL_NKINDS };
 typedef struct {
@@ -304,8 +304,14 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e);
  * others folded into one node per phase; backward: the backward pass too. */
 void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
 
-/* all of the above, from a graph */
-MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);
+/* pipeline.c: the passes above, in order, from a graph to a finished plan. mgl_run_passes
+ * calls hook (if not NULL) after each pass with its name (mgl_passes[i]) and the plan so
+ * far, and stops there when it returns true. */
+enum { MGL_NPASSES = 5 };
+extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, adamw, fuse, memplan */
+typedef bool MglPassHook(const char *pass, const MglPlan *p, void *arg);
+MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPassHook *hook, void *arg);
+MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);   /* every pass */
 
 int64_t mgl_shape_numel(const MglShape *s);            /* constant shapes only */
 int64_t mgl_param_count(const MglGraph *g);

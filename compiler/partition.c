@@ -243,9 +243,9 @@ static int convert(Part *P, const MglStep *consumer, int v, MglLayout need)
 	MglStep *st = &p->steps[s];
 	st->line = consumer->line;
 	st->col = consumer->col;
-	st->group = MGL_GROUP_TP;
-	st->dim = need.kind == MGL_L_S ? need.dim : have.kind == MGL_L_S ? have.dim : 0;
-	st->reduce_max = have.kind == MGL_L_M;
+	st->attr.group = MGL_GROUP_TP;
+	st->attr.dim = need.kind == MGL_L_S ? need.dim : have.kind == MGL_L_S ? have.dim : 0;
+	st->attr.max = have.kind == MGL_L_M;
 	if (op == MGL_OP_ALL_GATHER && consumer->phase == MGL_FWD && have.dim == 1) {
 		/* a feature split undone: not Megatron's pattern, so say what it costs */
 		mgl_report(P->c, "warning", consumer->tok, "%s needs all of '%s', which is split by features: "
@@ -282,12 +282,21 @@ static void localize(Part *P, MglValue *x, const void *tok)
 	x->shape[d] /= P->tp;
 }
 
-static void check_heads(Part *P, const MglStep *s)
+/* A step with heads whose input is split along its features holds heads / tp of them:
+ * whole heads, or an error. */
+static void split_heads(Part *P, MglStep *s)
 {
-	if (s->heads % P->tp == 0)
+	bool split = false;
+	for (int k = 0; k < s->nin; k++)
+		split |= P->p->values[s->in[k]].layout.kind == MGL_L_S && P->p->values[s->in[k]].layout.dim == 1;
+	if (!(mgl_ops[s->op].attrs & MGL_A(heads)) || !split)
 		return;
+	if (s->attr.heads % P->tp == 0) {
+		s->attr.heads /= P->tp;
+		return;
+	}
 	mgl_report(P->c, "error", s->tok, "%lld heads cannot be split over --tp %d: each rank must hold whole heads",
-		   (long long)s->heads, P->tp);
+		   (long long)s->attr.heads, P->tp);
 	const MglStep *q = NULL;
 	for (int i = 0; i < P->p->nsteps && !q; i++)
 		for (int j = 0; j < P->p->steps[i].nout; j++)
@@ -297,10 +306,10 @@ static void check_heads(Part *P, const MglStep *s)
 		mgl_report(P->c, "note", q->tok, "the heads are split here, by the annotation on this linear");
 	char list[256];
 	size_t n = 0;
-	for (int64_t t = 1; t <= s->heads && n < sizeof list; t++)
-		if (s->heads % t == 0)
+	for (int64_t t = 1; t <= s->attr.heads && n < sizeof list; t++)
+		if (s->attr.heads % t == 0)
 			n += (size_t)snprintf(list + n, sizeof list - n, "%s%lld", n ? ", " : "", (long long)t);
-	mgl_hint(P->c, "--tp must divide %lld: %s", (long long)s->heads, list);
+	mgl_hint(P->c, "--tp must divide %lld: %s", (long long)s->attr.heads, list);
 	mgl_fail(P->c);
 }
 
@@ -330,11 +339,7 @@ void mgl_partition(MglCtx *c, MglPlan *p)
 				if (g->kin[k] != K_ANY)
 					st.in[k] = convert(&P, &st, st.in[k], need_of(g->in[k], g->kin[k], wild));
 		}
-		if ((st.op == MGL_OP_ATTENTION || st.op == MGL_OP_ATTENTION_BWD) &&
-		    p->values[st.in[st.op == MGL_OP_ATTENTION ? 0 : 1]].layout.kind == MGL_L_S) {
-			check_heads(&P, &st);
-			st.heads /= P.tp;
-		}
+		split_heads(&P, &st);
 		for (int k = 0; k < st.nout; k++) {
 			MglValue *x = &p->values[st.out[k]];
 			MglLayout l = need_of(g->out[k], g->kout[k], wild);
@@ -354,7 +359,7 @@ void mgl_partition(MglCtx *c, MglPlan *p)
 		MGL_PUSH(P.a, p->steps, p->nsteps, p->capsteps, st);
 	}
 	/* parameters (and their gradients, moments) keep the annotation's split; a gradient
-	 * that came out P is reduced after the backward pass (optimizer.c) */
+	 * that came out P is reduced after the backward pass (adamw.c) */
 	for (int i = 0; i < p->nparams; i++) {
 		MglPlanParam *pp = &p->params[i];
 		MglValue *w = &p->values[pp->value], *gr = &p->values[pp->grad];

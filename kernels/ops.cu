@@ -370,7 +370,8 @@ __global__ void k_vocab_stats(const void *z, int zdt, const int *t, const float 
 	}
 }
 
-// One block: loss = mean over kept targets, lse for the backward (in f32)
+// One block: loss = mean over kept targets, lse for the backward (in f32). A target is kept
+// unless it equals ignore (INT64_MIN when the model ignores none: no id equals it).
 __global__ void k_vocab_loss(const float *stats, const float *mx, const int *t, float *loss, float *lse, i64 M, i64 ignore)
 {
 	__shared__ float part[32];
@@ -380,7 +381,7 @@ __global__ void k_vocab_loss(const float *stats, const float *mx, const int *t, 
 	for (i64 i = threadIdx.x; i < M; i += blockDim.x) {
 		float l = mx[i] + logf(stats[2 * i]);
 		lse[i] = l;
-		if (ignore < 0 || t[i] != ignore)
+		if (t[i] != ignore)
 			s += l - stats[2 * i + 1], c++;
 	}
 	s = warp_sum(s);
@@ -404,7 +405,7 @@ __global__ void k_count(const int *t, i64 M, i64 ignore, float *count)
 	__shared__ int cnt[32];
 	int c = 0;
 	for (i64 i = threadIdx.x; i < M; i += blockDim.x)
-		c += ignore < 0 || t[i] != ignore;
+		c += t[i] != ignore;
 	for (int o = 16; o > 0; o >>= 1)
 		c += __shfl_xor_sync(0xffffffffu, c, o);
 	if (threadIdx.x % 32 == 0)
@@ -424,7 +425,7 @@ __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *
 	FOR_EACH(i, M * N) {
 		i64 r = i / N, j = i % N;
 		float g = 0;
-		bool kept = ignore < 0 || t[r] != ignore;
+		bool kept = t[r] != ignore;
 		if (kept && j < valid && count[0] > 0) {
 			float sc = dloss[0] / count[0];
 			g = sc * __expf(ld(z, zdt, i) - lse[r]);

@@ -11,11 +11,52 @@
 #include <stdarg.h>
 #include <stdlib.h>
 
+/* every attribute is 8 bytes: mgl_attrs_copy copies them so */
+_Static_assert(sizeof(MglAttrs) == 8 * MGL_ATTR_COUNT, "an MglAttrs field is not 8 bytes");
+
+const MglAttrInfo mgl_attrs[MGL_ATTR_COUNT] = {
+#define ATTR(name, kind, lo, hi, dflt, what) {#name, MGL_AK_##kind, lo, hi, dflt, what, offsetof(MglAttrs, name)},
+#include "ops.def"
+#undef ATTR
+};
+
 const MglOpInfo mgl_ops[MGL_OP_COUNT] = {
-#define OP(id, name, pmin, pmax, kw, flags, sig, layouts) {#name, pmin, pmax, kw, flags, sig, layouts},
-#include "../compiler/ops.def"
+#define OP(id, name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
+	{#name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, sig},
+#include "ops.def"
 #undef OP
 };
+
+double mgl_attr_get(const MglAttrs *a, int k)
+{
+	const char *at = (const char *)a + mgl_attrs[k].offset;
+	if (mgl_attrs[k].kind == MGL_AK_REAL) {
+		double d;
+		memcpy(&d, at, sizeof d);
+		return d;
+	}
+	int64_t i;
+	memcpy(&i, at, sizeof i);
+	return i == MGL_NONE ? MGL_NONE_ATTR : (double)i;
+}
+
+void mgl_attr_set(MglAttrs *a, int k, double v)
+{
+	char *at = (char *)a + mgl_attrs[k].offset;
+	if (mgl_attrs[k].kind == MGL_AK_REAL) {
+		memcpy(at, &v, sizeof v);
+		return;
+	}
+	int64_t i = v == MGL_NONE_ATTR ? MGL_NONE : (int64_t)v;
+	memcpy(at, &i, sizeof i);
+}
+
+void mgl_attrs_copy(MglAttrs *dst, const MglAttrs *src, uint32_t mask)
+{
+	for (int k = 0; k < MGL_ATTR_COUNT; k++)
+		if (mask & (1u << k))
+			memcpy((char *)dst + mgl_attrs[k].offset, (const char *)src + mgl_attrs[k].offset, 8);
+}
 
 const char *const mgl_dtype_name[3] = {"f32", "i32", "bf16"};
 const int mgl_dtype_size[3] = {4, 4, 2};
@@ -195,7 +236,8 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen)
 	for (int s = 0; s < p->nsteps; s++) {
 		int f = p->steps[s].fuse;
 		if (f >= 0 && (f > s || p->steps[f].fuse != f || (s > f && p->steps[s - 1].fuse != f))) {
-			snprintf(err, errlen, "step %d is fused with step %d, but the steps between are not", s, f);
+			snprintf(err, errlen, "step %d is fused with step %d, but steps %d to %d are not a fused group led by %d", s, f,
+				 f, s, f);
 			return -1;
 		}
 	}
@@ -232,7 +274,134 @@ out:
 	return rc;
 }
 
+/* ---------------------------------------------------------------- fused groups */
+
+/* x's shape is a suffix of o's: x broadcasts to o from the right */
+static bool suffix_of(const MglValue *x, const MglValue *o)
+{
+	if (x->rank > o->rank)
+		return false;
+	for (int k = 1; k <= x->rank; k++)
+		if (x->shape[x->rank - k] != o->shape[o->rank - k])
+			return false;
+	return true;
+}
+
+static bool reads_index(const MglStep *st) { return strchr(mgl_ops[st->op].expr, 'G') != NULL; }
+
+bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last)
+{
+	if (head < 0 || last >= p->nsteps || head > last)
+		return false;
+	const MglValue *o = &p->values[p->steps[last].out[0]];
+	int nin = 0, indexed = -1;
+	for (int s = head; s <= last; s++) {
+		const MglStep *st = &p->steps[s];
+		if (!*mgl_ops[st->op].expr || st->nout != 1 || st->phase != p->steps[head].phase)
+			return false;
+		const MglValue *y = &p->values[st->out[0]];
+		if (y->role != MGL_V_ACT || y->dtype == MGL_I32 || mgl_numel(y) != mgl_numel(o))
+			return false;
+		int chained = s > head ? p->steps[s - 1].out[0] : -1;
+		bool reads_chain = s == head;
+		for (int k = 0; k < st->nin; k++) {
+			const MglValue *x = &p->values[st->in[k]];
+			if (st->in[k] == chained) {
+				reads_chain = true;
+				continue;
+			}
+			if (++nin > MGL_CHAIN_MAX_IN || x->dtype == MGL_I32 || !suffix_of(x, o))
+				return false;
+		}
+		if (!reads_chain || (s > head && uses[chained] != 1))
+			return false;
+		if (reads_index(st)) {
+			if (indexed >= 0 && (p->values[st->in[0]].layout.kind != p->values[indexed].layout.kind ||
+					     p->values[st->in[0]].layout.dim != p->values[indexed].layout.dim))
+				return false;
+			indexed = st->in[0];
+		}
+	}
+	return true;
+}
+
+bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
+{
+	const MglStep *m = &p->steps[s];
+	if (m->op != MGL_OP_MATMUL || !(epi & MGL_EPI_BIAS) || (epi & ~(unsigned)(MGL_EPI_BIAS | MGL_EPI_GELU)) ||
+	    s + 1 >= p->nsteps)
+		return false;
+	const MglStep *b = &p->steps[s + 1];
+	const MglValue *y = &p->values[b->out[0]];
+	if (b->op != MGL_OP_BIAS_ADD || b->in[0] != m->out[0] || uses[m->out[0]] != 1 || b->phase != m->phase ||
+	    p->values[b->in[1]].role != MGL_V_PARAM || y->role != MGL_V_ACT || y->dtype != MGL_BF16)
+		return false;
+	if (!(epi & MGL_EPI_GELU))
+		return true;
+	if (s + 2 >= p->nsteps)
+		return false;
+	const MglStep *g = &p->steps[s + 2];
+	const MglValue *z = &p->values[g->out[0]];
+	return g->op == MGL_OP_GELU && g->in[0] == b->out[0] && g->phase == m->phase && z->role == MGL_V_ACT &&
+	       z->dtype == MGL_BF16 && y->rank > 0 && y->shape[y->rank - 1] % 8 == 0;
+}
+
+int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
+{
+	int *uses = calloc((size_t)p->nvalues + 1, sizeof *uses), rc = 0;
+	if (!uses) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (int s = 0; s < p->nsteps; s++)
+		for (int k = 0; k < p->steps[s].nin; k++)
+			uses[p->steps[s].in[k]]++;
+	for (int s = 0; s < p->nsteps && !rc; s++) {
+		const MglStep *st = &p->steps[s];
+		if (st->op == MGL_OP_MATMUL && st->attr.epi && st->fuse != s) {
+			snprintf(err, errlen, "step %d has an epilogue but heads no fused group", s);
+			rc = -1;
+		}
+		if (st->fuse != s)
+			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
+		int last = s;
+		while (last + 1 < p->nsteps && p->steps[last + 1].fuse == s)
+			last++;
+		unsigned epi = st->op == MGL_OP_MATMUL ? (unsigned)st->attr.epi : 0;
+		bool ok = epi ? mgl_epilogue_ok(p, uses, s, epi) && last - s == 1 + !!(epi & MGL_EPI_GELU)
+			      : last > s && mgl_chain_ok(p, uses, s, last);
+		if (!ok) {
+			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
+				 epi ? "GEMM with its epilogue" : "elementwise kernel");
+			rc = -1;
+		}
+	}
+	free(uses);
+	return rc;
+}
+
 /* ---------------------------------------------------------------- writing */
+
+void mgl_attrs_write(FILE *f, MglOp op, const MglAttrs *a, bool all)
+{
+	for (int k = 0; k < MGL_ATTR_COUNT; k++) {
+		if (!(mgl_ops[op].attrs & (1u << k)))
+			continue;
+		double v = mgl_attr_get(a, k);
+		if (!all && v == mgl_attrs[k].dflt)
+			continue;
+		char buf[32];
+		snprintf(buf, sizeof buf, "%.15g", v);   /* the shortest of 15 and 17 digits that reads back */
+		if (strtod(buf, NULL) != v)
+			snprintf(buf, sizeof buf, "%.17g", v);
+		if (v == MGL_NONE_ATTR)
+			fprintf(f, " %s=none", mgl_attrs[k].name);
+		else if (mgl_attrs[k].kind == MGL_AK_REAL)
+			fprintf(f, " %s=%s", mgl_attrs[k].name, buf);
+		else
+			fprintf(f, " %s=%lld", mgl_attrs[k].name, (long long)v);
+	}
+}
 
 static void write_dims(FILE *f, int rank, const int64_t *d)
 {
@@ -257,8 +426,12 @@ void mgl_plan_write(FILE *f, const MglPlan *p)
 	fprintf(f, "model %s\npreset %s\nsource %s\n", p->model, p->preset ? p->preset : "-", p->source ? p->source : "-");
 	fprintf(f, "tp %d\ndp %d\nsp %d\nbatch %lld\nseq %lld\nact %s\n", p->tp, p->dp, p->sp, (long long)p->batch,
 		(long long)p->seq, mgl_dtype_name[p->act_dtype]);
-	fprintf(f, "vocab %lld %lld\nlayers %d\narena %lld\n", (long long)p->vocab, (long long)p->vocab_padded,
-		p->nlayers, (long long)p->arena_bytes);
+	fprintf(f, "vocab %lld %lld\nlayers %d\narena %lld\nloss %d\n", (long long)p->vocab, (long long)p->vocab_padded,
+		p->nlayers, (long long)p->arena_bytes, p->loss);
+	if (p->logits >= 0)
+		fprintf(f, "logits %d\n", p->logits);
+	else
+		fprintf(f, "logits -\n");
 	fprintf(f, "values %d\n", p->nvalues);
 	for (int i = 0; i < p->nvalues; i++) {
 		const MglValue *v = &p->values[i];
@@ -282,9 +455,9 @@ void mgl_plan_write(FILE *f, const MglPlan *p)
 		write_ids(f, s->in, s->nin);
 		fputc(' ', f);
 		write_ids(f, s->out, s->nout);
-		fprintf(f, " %d %d:%d heads=%lld index=%lld limit=%lld p=%.17g seed=%u causal=%d group=%d dim=%d max=%d "
-			"fuse=%d epi=%u\n", s->layer, s->line, s->col, (long long)s->heads, (long long)s->index,
-			(long long)s->limit, s->p, s->seed, s->causal, s->group, s->dim, s->reduce_max, s->fuse, s->epilogue);
+		fprintf(f, " %d %d:%d fuse=%d", s->layer, s->line, s->col, s->fuse);
+		mgl_attrs_write(f, s->op, &s->attr, true);
+		fputc('\n', f);
 	}
 	fprintf(f, "end\n");
 }
@@ -378,14 +551,47 @@ static int64_t num(Reader *r, int64_t lo, int64_t hi)
 	return v;
 }
 
-/* "key=number" */
-static int64_t attr(Reader *r, const char *key, int64_t lo, int64_t hi)
+/* A real number in [lo, hi]; the message says it is name and must be must. */
+static double real(Reader *r, double lo, double hi, const char *name, const char *must)
 {
-	size_t k = strlen(key);
-	if ((size_t)(r->end - r->p) <= k || memcmp(r->p, key, k) || r->p[k] != '=')
-		bad(r, "expected '%s='", key);
-	r->p += k + 1;
-	return num(r, lo, hi);
+	int n;
+	const char *s = tok(r, &n);
+	char buf[64];
+	if (n >= (int)sizeof buf)
+		bad(r, "%s: a bad number", name);
+	memcpy(buf, s, (size_t)n);
+	buf[n] = 0;
+	char *e;
+	double v = strtod(buf, &e);
+	if (*e || !(v >= lo && v <= hi))
+		bad(r, "%s must be %s, not '%s'", name, must, buf);
+	return v;
+}
+
+/* "key=" */
+static void key(Reader *r, const char *k)
+{
+	size_t n = strlen(k);
+	if ((size_t)(r->end - r->p) <= n || memcmp(r->p, k, n) || r->p[n] != '=')
+		bad(r, "expected '%s='", k);
+	r->p += n + 1;
+}
+
+/* Attribute k of the registry, "name=value": a number in its range, or none where allowed. */
+static void attribute(Reader *r, MglAttrs *a, int k)
+{
+	const MglAttrInfo *in = &mgl_attrs[k];
+	key(r, in->name);
+	if (in->kind == MGL_AK_REAL) {
+		mgl_attr_set(a, k, real(r, in->lo, in->hi, in->name, in->what));
+		return;
+	}
+	if (in->dflt == MGL_NONE_ATTR && (size_t)(r->end - r->p) >= 4 && !memcmp(r->p, "none", 4)) {
+		r->p += 4;
+		mgl_attr_set(a, k, MGL_NONE_ATTR);
+		return;
+	}
+	mgl_attr_set(a, k, (double)num(r, (int64_t)in->lo, (int64_t)in->hi));
 }
 
 static int lookup(Reader *r, const char *const *names, int n, const char *what)
@@ -485,32 +691,16 @@ static MglLayout layout(Reader *r)
 	bad(r, "unknown layout '%.*s'", n > 8 ? 8 : n, s);
 }
 
-/* How many inputs and outputs each op takes (a runtime reads in[k] without asking): min and
- * max inputs, outputs; collectives and the optimizer's steps take lists (checked below). */
-static const struct { int8_t in_min, in_max, out; } arity[MGL_OP_COUNT] = {
-	[MGL_OP_INPUT] = {0, 0, 1},         [MGL_OP_PARAM] = {0, 0, 1},          [MGL_OP_EMBEDDING] = {2, 2, 1},
-	[MGL_OP_POSITIONS] = {1, 1, 1},     [MGL_OP_LINEAR] = {2, 3, 1},         [MGL_OP_LAYERNORM] = {3, 3, 1},
-	[MGL_OP_GELU] = {1, 1, 1},          [MGL_OP_TANH] = {1, 1, 1},           [MGL_OP_DROPOUT] = {1, 1, 1},
-	[MGL_OP_ADD] = {2, 2, 1},           [MGL_OP_ATTENTION] = {3, 4, 2},      [MGL_OP_SELECT] = {1, 1, 1},
-	[MGL_OP_CROSS_ENTROPY] = {2, 2, 1}, [MGL_OP_MATMUL] = {2, 2, 1},         [MGL_OP_BIAS_ADD] = {2, 2, 1},
-	[MGL_OP_VOCAB_MAX] = {1, 1, 1},     [MGL_OP_VOCAB_STATS] = {3, 3, 1},    [MGL_OP_VOCAB_LOSS] = {3, 3, 2},
-	[MGL_OP_MATMUL_DX] = {2, 2, 1},     [MGL_OP_MATMUL_DW] = {2, 2, 1},      [MGL_OP_BIAS_GRAD] = {1, 1, 1},
-	[MGL_OP_LAYERNORM_BWD] = {3, 3, 3}, [MGL_OP_GELU_BWD] = {2, 2, 1},       [MGL_OP_TANH_BWD] = {2, 2, 1},
-	[MGL_OP_DROPOUT_BWD] = {1, 1, 1},   [MGL_OP_ATTENTION_BWD] = {6, 7, 3},  [MGL_OP_SELECT_BWD] = {1, 1, 1},
-	[MGL_OP_EMBEDDING_BWD] = {3, 3, 1}, [MGL_OP_SUM_TO] = {1, 1, 1},         [MGL_OP_ACCUMULATE] = {2, 2, 1},
-	[MGL_OP_CE_BWD] = {4, 4, 1},        [MGL_OP_ALL_GATHER] = {1, 1, 1},     [MGL_OP_REDUCE_SCATTER] = {1, 1, 1},
-	[MGL_OP_SLICE] = {1, 1, 1},         [MGL_OP_GRAD_NORM] = {0, 127, 1},    [MGL_OP_ADAMW] = {5, 5, 3},
-	[MGL_OP_ALL_REDUCE] = {1, 127, -1},
-};
-
+/* Each op's inputs and outputs (ops.def): a runtime reads in[k] without asking. */
 static void check_arity(Reader *r, const MglPlan *p, const MglStep *s)
 {
-	int in_min = arity[s->op].in_min, in_max = arity[s->op].in_max, out = arity[s->op].out;
-	bool lists = in_max == 127;   /* any number: all_reduce (as many out as in), grad_norm */
-	if (s->nin < in_min || (!lists && s->nin > in_max) || (out >= 0 && s->nout != out) ||
-	    (out < 0 && s->nout != s->nin))
-		bad(r, "%s takes %d to %d inputs and %d outputs, not %d and %d", mgl_ops[s->op].name, in_min,
-		    lists ? p->nvalues : in_max, out >= 0 ? out : s->nin, s->nin, s->nout);
+	const MglOpInfo *op = &mgl_ops[s->op];
+	if (op->flags & MGL_OPF_GRAPH)
+		bad(r, "%s is not a step of a plan (the compiler lowers it)", op->name);
+	int in_max = op->in_max < 0 ? p->nvalues : op->in_max, out = op->nout < 0 ? s->nin : op->nout;
+	if (s->nin < op->in_min || s->nin > in_max || s->nout != out)
+		bad(r, "%s takes %d to %d inputs and %d output%s, not %d and %d", op->name, op->in_min, in_max, out,
+		    out == 1 ? "" : "s", s->nin, s->nout);
 	for (int k = 0; k < s->nin; k++)
 		if (p->values[s->in[k]].layout.kind == MGL_L_S && p->values[s->in[k]].layout.dim > p->values[s->in[k]].rank)
 			bad(r, "value %%%d is split along a dimension it does not have", s->in[k]);
@@ -561,6 +751,14 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	p->vocab_padded = num(&r, 0, (int64_t)1 << 40), eol(&r);
 	word(&r, "layers"), space(&r), p->nlayers = (int)num(&r, 0, 1 << 20), eol(&r);
 	word(&r, "arena"), space(&r), p->arena_bytes = num(&r, 0, (int64_t)1 << 50), eol(&r);
+	word(&r, "loss"), space(&r), p->loss = (int)num(&r, 0, INT32_MAX), eol(&r);
+	word(&r, "logits"), space(&r);
+	if (r.p < r.end && *r.p == '-')
+		r.p++, p->logits = -1;
+	else
+		p->logits = (int)num(&r, 0, INT32_MAX);
+	eol(&r);
+	int header = r.line - 2;   /* the loss's line, for messages about it */
 
 	word(&r, "values"), space(&r), p->nvalues = p->capvalues = (int)num(&r, 0, most), eol(&r);
 	p->values = mgl_alloc(a, (size_t)(p->nvalues + 1) * sizeof *p->values);
@@ -587,6 +785,18 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		if ((v->role == MGL_V_ACT || v->role == MGL_V_INPUT) && v->offset + v->bytes > p->arena_bytes)
 			bad(&r, "value %%%d lies outside the arena", i);
 	}
+	{   /* the loss and the logits the header names: activations, a scalar and a matrix */
+		int line = r.line;
+		r.line = header;
+		if (p->loss >= p->nvalues || p->values[p->loss].role != MGL_V_ACT || p->values[p->loss].rank != 0 ||
+		    p->values[p->loss].dtype == MGL_I32)
+			bad(&r, "the loss, value %%%d, is not a scalar activation", p->loss);
+		r.line++;
+		if (p->logits >= p->nvalues || (p->logits >= 0 && (p->values[p->logits].role != MGL_V_ACT ||
+								    p->values[p->logits].rank < 1)))
+			bad(&r, "the logits, value %%%d, are not an activation of one or more dimensions", p->logits);
+		r.line = line;
+	}
 	word(&r, "params"), space(&r), p->nparams = p->capparams = (int)num(&r, 0, most), eol(&r);
 	p->params = mgl_alloc(a, (size_t)(p->nparams + 1) * sizeof *p->params);
 	for (int i = 0; i < p->nparams; i++) {
@@ -599,18 +809,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		space(&r), q->padded = num(&r, 0, (int64_t)1 << 40);
 		space(&r), q->split_dim = (int)num(&r, -1, q->rank - 1);
 		space(&r), q->init = (MglInit)lookup(&r, mgl_init_name, 3, "initialization");
-		space(&r);
-		int sn;
-		const char *ss = tok(&r, &sn);
-		char sbuf[64];
-		if (sn >= (int)sizeof sbuf)
-			bad(&r, "a bad number");
-		memcpy(sbuf, ss, (size_t)sn);
-		sbuf[sn] = 0;
-		char *se;
-		q->std = strtod(sbuf, &se);
-		if (*se || !(q->std >= 0 && q->std <= 1))
-			bad(&r, "a standard deviation must be a number in [0, 1]");
+		space(&r), q->std = real(&r, 0, 1, "a standard deviation", "a number in [0, 1]");
 		int *f[4] = {&q->value, &q->grad, &q->m, &q->v};
 		for (int k = 0; k < 4; k++) {
 			space(&r);
@@ -637,31 +836,10 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		space(&r), s->out = ids(&r, &s->nout, p->nvalues);
 		space(&r), s->layer = (int)num(&r, -1, p->nlayers - 1);
 		space(&r), linecol(&r, &s->line, &s->col);
-		space(&r), s->heads = attr(&r, "heads", 0, 1 << 20);
-		space(&r), s->index = attr(&r, "index", -((int64_t)1 << 40), (int64_t)1 << 40);
-		space(&r), s->limit = attr(&r, "limit", 0, (int64_t)1 << 40);
-		space(&r);
-		if ((size_t)(r.end - r.p) < 2 || memcmp(r.p, "p=", 2))
-			bad(&r, "expected 'p='");
-		r.p += 2;
-		int n;
-		const char *ps = tok(&r, &n);
-		char pbuf[64];
-		if (n >= (int)sizeof pbuf)
-			bad(&r, "a bad number");
-		memcpy(pbuf, ps, (size_t)n);
-		pbuf[n] = 0;
-		char *e;
-		s->p = strtod(pbuf, &e);
-		if (*e || !(s->p >= 0 && s->p < 1))
-			bad(&r, "p must be a number in [0, 1)");
-		space(&r), s->seed = (uint32_t)attr(&r, "seed", 0, UINT32_MAX);
-		space(&r), s->causal = attr(&r, "causal", 0, 1);
-		space(&r), s->group = (uint8_t)attr(&r, "group", 0, 1);
-		space(&r), s->dim = (uint8_t)attr(&r, "dim", 0, MGL_PLAN_MAX_RANK);
-		space(&r), s->reduce_max = (uint8_t)attr(&r, "max", 0, 1);
-		space(&r), s->fuse = (int)attr(&r, "fuse", -1, i);
-		space(&r), s->epilogue = (uint32_t)attr(&r, "epi", 0, MGL_EPI_BIAS | MGL_EPI_GELU);
+		space(&r), key(&r, "fuse"), s->fuse = (int)num(&r, -1, i);
+		for (int k = 0; k < MGL_ATTR_COUNT; k++)
+			if (mgl_ops[s->op].attrs & (1u << k))
+				space(&r), attribute(&r, &s->attr, k);
 		eol(&r);
 		check_arity(&r, p, s);
 	}
@@ -672,6 +850,8 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	char why[300];
 	if (mgl_plan_check_memory(p, why, sizeof why))
 		bad(&r, "the memory plan is wrong: %s", why);
+	if (mgl_plan_check_fusion(p, why, sizeof why))
+		bad(&r, "the fused groups are wrong: %s", why);
 	return p;
 }
 

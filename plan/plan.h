@@ -6,20 +6,22 @@
  * backward pass and the optimizer, in the order they run, each with the source line of
  * the model that produced it. The compiler builds it (compiler/), writes it as versioned
  * text (plan.c), and the runtime reads it back and executes it without re-deriving
- * anything. The format is documented in docs/plan.md.
+ * anything. The format is documented in docs/plan.md. The ops it names are defined in
+ * ops.def, the registry both sides read.
  *
  * Names exported here start with mgl_ / Mgl / MGL_ (the plan belongs to both sides).
  */
 #ifndef MGL_PLAN_H
 #define MGL_PLAN_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 #include <stdint.h>
 #include <stdio.h>
 
-#define MGL_PLAN_VERSION 1
+#define MGL_PLAN_VERSION 2
 
 /* ---------------------------------------------------------------- arena */
 
@@ -52,7 +54,9 @@ typedef struct {
 int mgl_map_get(const MglMap *m, const char *key, int len);          /* -1 if absent */
 void mgl_map_put(MglArena *a, MglMap *m, const char *key, int len, int val);
 
-/* ---------------------------------------------------------------- the op table */
+/* ---------------------------------------------------------------- the op registry (ops.def) */
+
+enum { MGL_PLAN_MAX_RANK = 4 };
 
 enum {
 	MGL_OPF_PARAMS = 1 << 0,       /* creates parameters, named after the value it defines */
@@ -60,25 +64,77 @@ enum {
 	MGL_OPF_ELEMENTWISE = 1 << 2,  /* output element i depends on input elements i only */
 	MGL_OPF_INTERNAL = 1 << 3,     /* made by the compiler, not callable from a model file */
 	MGL_OPF_COLLECTIVE = 1 << 4,   /* communicates over a group */
+	MGL_OPF_GRAPH = 1 << 5,        /* a node of the typed graph only, never a step of a plan */
 };
 
+/* The attributes a step may carry: MGL_ATTR_<name> numbers them, MglAttrs holds them, a
+ * field each (int64_t, or double for REAL ones). Only those the step's op names mean
+ * anything; the plan writes and reads just those. */
 typedef enum {
-#define OP(id, name, pmin, pmax, kw, flags, sig, layouts) MGL_OP_##id,
-#include "../compiler/ops.def"
+#define ATTR(name, kind, lo, hi, dflt, what) MGL_ATTR_##name,
+#include "ops.def"
+#undef ATTR
+	MGL_ATTR_COUNT
+} MglAttr;
+
+#define MGL_ATTR_T_BOOL int64_t
+#define MGL_ATTR_T_INT int64_t
+#define MGL_ATTR_T_REAL double
+typedef struct {
+#define ATTR(name, kind, lo, hi, dflt, what) MGL_ATTR_T_##kind name;
+#include "ops.def"
+#undef ATTR
+} MglAttrs;
+
+#define MGL_NONE INT64_MIN          /* an INT attribute that is none (ignore: no target left out) */
+#define MGL_NONE_ATTR (-INFINITY)   /* ops.def: an attribute whose default is none */
+
+typedef enum { MGL_AK_BOOL, MGL_AK_INT, MGL_AK_REAL } MglAttrKind;
+
+typedef struct {
+	const char *name;
+	MglAttrKind kind;
+	double lo, hi;         /* its range, both included */
+	double dflt;           /* NAN: no default; MGL_NONE_ATTR: none */
+	const char *what;      /* what it must be, for messages */
+	size_t offset;         /* of its field in MglAttrs */
+} MglAttrInfo;
+
+extern const MglAttrInfo mgl_attrs[MGL_ATTR_COUNT];
+
+/* Attribute k of a as a number (none as MGL_NONE_ATTR), and set from one. */
+double mgl_attr_get(const MglAttrs *a, int k);
+void mgl_attr_set(MglAttrs *a, int k, double v);
+/* The attributes in mask (MGL_A bits) copied from src to dst. */
+void mgl_attrs_copy(MglAttrs *dst, const MglAttrs *src, uint32_t mask);
+#define MGL_A(name) (1u << MGL_ATTR_##name)
+
+typedef enum {
+#define OP(id, name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
+	MGL_OP_##id,
+#include "ops.def"
 #undef OP
 	MGL_OP_COUNT
 } MglOp;
 
+/* A row of ops.def (which says what each field means). */
 typedef struct {
 	const char *name;
+	unsigned flags;
+	int in_min, in_max, nout;   /* in_max -1: any number; nout -1: as many as inputs */
+	uint32_t attrs;             /* MGL_A(name) bits */
+	const char *layouts;
+	const char *grad;           /* "-": not differentiable */
+	const char *expr;           /* "": cannot be fused into a chain */
 	int npos_min, npos_max;
 	const char *kwargs;
-	unsigned flags;
 	const char *sig;
-	const char *layouts;
 } MglOpInfo;
 
 extern const MglOpInfo mgl_ops[MGL_OP_COUNT];
+/* " name=value" for each attribute op carries, as a plan's step line ends; unless all,
+ * only those that differ from their defaults. */
+void mgl_attrs_write(FILE *f, MglOp op, const MglAttrs *a, bool all);
 
 /* ---------------------------------------------------------------- layouts */
 
@@ -100,8 +156,6 @@ typedef struct { uint8_t kind; uint8_t dim; } MglLayout;
 const char *mgl_layout_str(MglLayout l, char buf[8]);
 
 /* ---------------------------------------------------------------- the plan */
-
-enum { MGL_PLAN_MAX_RANK = 4 };
 
 typedef enum {
 	MGL_V_INPUT,    /* fed by the data loader each step */
@@ -137,22 +191,15 @@ typedef struct {
 	int *out, nout;
 	int layer;             /* the Transformer layer it belongs to, or -1 */
 	int line, col;         /* in the model file */
-	/* attributes; meaning per op (docs/plan.md) */
-	int64_t heads;         /* ATTENTION*: heads on this rank */
-	int64_t index;         /* SELECT*: position; CE ops: ignored target; -1 none */
-	int64_t limit;         /* VOCAB_* and CE_BWD: the true vocabulary; EMBEDDING*: rows */
-	double p;              /* DROPOUT*: probability; LAYERNORM*: eps */
-	uint32_t seed;         /* DROPOUT*: which mask (forward and backward share it) */
-	bool causal;           /* ATTENTION* */
-	uint8_t group;         /* collectives: MglGroup */
-	uint8_t dim;           /* ALL_GATHER, REDUCE_SCATTER, SLICE: dimension from the end */
-	uint8_t reduce_max;    /* ALL_REDUCE of maxima */
-	int fuse;              /* the fused kernel it belongs to, or -1 */
-	uint32_t epilogue;     /* MATMUL: MGL_EPI_* folded into the GEMM */
+	int fuse;              /* the fused kernel it belongs to: the index of its first step, or -1 */
+	MglAttrs attr;         /* those its op names (ops.def; docs/plan.md) */
 	const void *tok;       /* compiler only: the MglTok it came from, for messages */
 } MglStep;
 
+/* A matmul's epilogue (its attribute epi): the steps after it in its fused group that the
+ * GEMM computes, the bias_add of its output, and the gelu of that. */
 enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2 };
+enum { MGL_CHAIN_MAX_IN = 12 };   /* values a fused chain reads from outside it */
 
 /* How a parameter starts: N(0, std), zeros or ones. */
 typedef enum { MGL_INIT_NORMAL, MGL_INIT_ZEROS, MGL_INIT_ONES } MglInit;
@@ -185,6 +232,8 @@ typedef struct {
 	MglPlanParam *params;
 	int nparams, capparams;
 	int64_t arena_bytes;           /* activations: the peak of the memory plan */
+	int loss;                      /* the value the model returns: its loss, a scalar activation */
+	int logits;                    /* the logits of its (first) cross-entropy, this rank's part; -1 if none */
 	int64_t persistent_bytes[MGL_V_ROLE_COUNT];   /* per role, this rank */
 	int nlayers;
 } MglPlan;
@@ -199,12 +248,30 @@ int64_t mgl_param_numel(const MglPlanParam *q);
  * to step last[v], both included; -1 for values no step makes. A value no step reads is an
  * output of the plan (the loss) and lives to the last step. The inputs of a step of a fused
  * group live to the group's last step: the group is one kernel, which reads its inputs
- * while it writes its outputs. The memory plan (compiler/schedule.c) places values by
+ * while it writes its outputs. The memory plan (compiler/memplan.c) places values by
  * these lifetimes and mgl_plan_check_memory holds any plan to them. first, last: [nvalues]. */
 void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last);
 /* 0 if no two arena values alive at the same step share a byte, and fused groups are runs
  * of consecutive steps led by their first; else -1 with the two values named in err. */
 int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
+
+/* Fused groups (docs/plan.md): runs of consecutive steps, marked by fuse, that a runtime
+ * may run as one kernel. compiler/fuse.c forms them with these rules and the reader holds
+ * a plan to them; uses[v] is how many steps read value v.
+ * A chain, steps [head, last] run as one generated elementwise kernel: steps of one phase
+ * whose ops have a chain expression, each making one activation (not i32) of one size,
+ * each after the first reading the one before it, which no other step reads; reading
+ * at most MGL_CHAIN_MAX_IN other values, none i32, each shaped like a suffix of the
+ * output (broadcast from the right); and the steps that index the whole tensor (G: a
+ * dropout) index values of one layout.
+ * An epilogue, matmul step s with the bits epi: the bias_add of its output, which no other
+ * step reads, adding a parameter, making a bf16 activation (cuBLASLt adds the parameter's
+ * bf16 copy); with MGL_EPI_GELU, then the gelu of that, bf16 too, whose rows are a
+ * multiple of 8 wide (cuBLASLt's auxiliary output). */
+bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
+bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
+/* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
+int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
 
 /* A whole file (at most 1 GiB), NUL-terminated, malloc'd; NULL with a message in err. */
 char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen);

@@ -62,6 +62,9 @@ typedef struct RtBackend {
 	void (*zero)(RtRank *r, int value);
 	/* element i of an f32 value at the backend's own precision (the tests' oracle) */
 	double (*peek)(RtRank *r, int value, int64_t i);
+	/* whether it has a kernel for op: a plan with a step it has none for is refused at
+	 * open; the registry's test asks it for every op (no device needed) */
+	bool (*runs)(MglOp op);
 } RtBackend;
 
 struct RtJob {

@@ -289,7 +289,7 @@ static void op_layernorm(Ctx *c)
 	real *Y = F(c->r, OUT(0));
 	for (int64_t i = 0; i < M; i++) {
 		real mean, rstd;
-		moments(X + i * D, D, c->s->p, &mean, &rstd);
+		moments(X + i * D, D, c->s->attr.eps, &mean, &rstd);
 		for (int64_t k = 0; k < D; k++)
 			Y[i * D + k] = (X[i * D + k] - mean) * rstd * w[k] + b[k];
 	}
@@ -309,7 +309,7 @@ static void op_layernorm_bwd(Ctx *c)
 	for (int64_t i = 0; i < M; i++) {
 		const real *xi = X + i * D, *gi = dY + i * D;
 		real mean, rstd;
-		moments(xi, D, c->s->p, &mean, &rstd);
+		moments(xi, D, c->s->attr.eps, &mean, &rstd);
 		double sg = 0, sgx = 0;   /* sums of dy*w and dy*w*xhat */
 		for (int64_t k = 0; k < D; k++) {
 			double xh = (xi[k] - mean) * rstd, g = gi[k] * w[k];
@@ -376,7 +376,7 @@ static void op_dropout(Ctx *c)
 	const MglValue *x = val(c->r, IN(0));
 	const real *X = F(c->r, IN(0));
 	real *Y = F(c->r, OUT(0));
-	double p = c->run->train ? c->s->p : 0;
+	double p = c->run->train ? c->s->attr.p : 0;
 	if (p == 0) {
 		memmove(Y, X, (size_t)mgl_numel(x) * sizeof *Y);
 		return;
@@ -393,7 +393,7 @@ static void op_dropout(Ctx *c)
 		for (int64_t k = 0; k < n; k++)
 			for (int64_t i = 0; i < inner; i++) {
 				int64_t local = (o * n + k) * inner + i, global = (o * whole + start + k) * inner + i;
-				Y[local] = rt_dropout_keep(key, c->s->seed, global, p) ? X[local] * scale : 0.0f;
+				Y[local] = rt_dropout_keep(key, (uint32_t)c->s->attr.seed, global, p) ? X[local] * scale : 0.0f;
 			}
 }
 
@@ -484,7 +484,7 @@ static void op_sum_to(Ctx *c)
 static void op_attention(Ctx *c)
 {
 	const MglValue *q = val(c->r, IN(0));
-	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->heads, dh = D / H;
+	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->attr.heads, dh = D / H;
 	const real *Q = F(c->r, IN(0)), *K = F(c->r, IN(1)), *V = F(c->r, IN(2));
 	const int32_t *mask = c->s->nin > 3 ? IDS(c->r, IN(3)) : NULL;
 	real *O = F(c->r, OUT(0)), *L = F(c->r, OUT(1));
@@ -493,7 +493,7 @@ static void op_attention(Ctx *c)
 		for (int64_t h = 0; h < H; h++)
 			for (int64_t i = 0; i < S; i++) {
 				const real *qi = Q + (b * S + i) * D + h * dh;
-				int64_t n = c->s->causal ? i + 1 : S;
+				int64_t n = c->s->attr.causal ? i + 1 : S;
 				real mx = -INFINITY;
 				for (int64_t j = 0; j < n; j++) {
 					real s = -INFINITY;
@@ -531,7 +531,7 @@ static void op_attention(Ctx *c)
 static void op_attention_bwd(Ctx *c)
 {
 	const MglValue *q = val(c->r, IN(1));
-	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->heads, dh = D / H;
+	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->attr.heads, dh = D / H;
 	const real *dO = F(c->r, IN(0)), *Q = F(c->r, IN(1)), *K = F(c->r, IN(2)), *V = F(c->r, IN(3)),
 		    *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
 	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;
@@ -553,7 +553,7 @@ static void op_attention_bwd(Ctx *c)
 				for (int64_t k = 0; k < dh; k++)
 					Di += gi[k] * oi[k];
 				real *dqi = dQ + (b * S + i) * D + h * dh;
-				int64_t nk = c->s->causal ? i + 1 : S;
+				int64_t nk = c->s->attr.causal ? i + 1 : S;
 				for (int64_t j = 0; j < nk; j++) {
 					if (mask && !mask[b * S + j])
 						continue;
@@ -578,7 +578,7 @@ static void op_select(Ctx *c)
 	const MglValue *x = val(c->r, IN(0));
 	int64_t B = x->shape[0], S = x->shape[1], inner = mgl_numel(x) / (B * S);
 	for (int64_t b = 0; b < B; b++)
-		memcpy(F(c->r, OUT(0)) + b * inner, F(c->r, IN(0)) + (b * S + c->s->index) * inner,
+		memcpy(F(c->r, OUT(0)) + b * inner, F(c->r, IN(0)) + (b * S + c->s->attr.position) * inner,
 		       (size_t)inner * sizeof(real));
 }
 
@@ -589,7 +589,7 @@ static void op_select_bwd(Ctx *c)
 	real *o = F(c->r, OUT(0));
 	memset(o, 0, (size_t)mgl_numel(x) * sizeof *o);
 	for (int64_t b = 0; b < B; b++)
-		memcpy(o + (b * S + c->s->index) * inner, F(c->r, IN(0)) + b * inner, (size_t)inner * sizeof(real));
+		memcpy(o + (b * S + c->s->attr.position) * inner, F(c->r, IN(0)) + b * inner, (size_t)inner * sizeof(real));
 }
 
 /* The vocabulary-parallel loss. This rank holds columns [start, start + V) of the logits;
@@ -597,7 +597,7 @@ static void op_select_bwd(Ctx *c)
 static int64_t valid_cols(const Ctx *c, const MglValue *z, int64_t *start)
 {
 	*start = rt_shard_start(c->r, z);
-	int64_t v = c->s->limit - *start;
+	int64_t v = c->s->attr.limit - *start;
 	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
 }
 
@@ -633,7 +633,8 @@ static void op_vocab_stats(Ctx *c)
 	}
 }
 
-static bool kept(const Ctx *c, int32_t target) { return c->s->index < 0 || target != c->s->index; }
+/* a target the loss counts: not the one it ignores (MGL_NONE: none, which no int32 equals) */
+static bool kept(const Ctx *c, int32_t target) { return target != c->s->attr.ignore; }
 
 /* loss = mean over kept targets of log(sum exp) + max - z[target]; lse for the backward */
 static void op_vocab_loss(Ctx *c)
@@ -682,7 +683,7 @@ static void op_ce_bwd(Ctx *c)
 
 static RtComm *group(const Ctx *c, int *member)
 {
-	bool dp = c->s->group == MGL_GROUP_DP;
+	bool dp = c->s->attr.group == MGL_GROUP_DP;
 	*member = dp ? c->r->dp_rank : c->r->tp_rank;
 	return dp ? c->r->dp : c->r->tp;
 }
@@ -692,7 +693,7 @@ static void op_slice(Ctx *c)
 {
 	const MglValue *o = val(c->r, OUT(0));
 	int64_t outer, n, inner;
-	rt_around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
 	int64_t whole = n * c->r->job->tp, start = (int64_t)c->r->tp_rank * n;
 	size_t es = o->dtype == MGL_I32 ? 4 : sizeof(real);
 	const char *X = ptr(c->r, IN(0));
@@ -707,7 +708,7 @@ static void op_all_gather(Ctx *c)
 	RtComm *g = group(c, &member);
 	const MglValue *x = val(c->r, IN(0));
 	int64_t outer, n, inner;
-	rt_around(x, c->s->dim, &outer, &n, &inner);
+	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
 	real *Y = F(c->r, OUT(0));
 	post(g, member, F(c->r, IN(0)));
 	for (int m = 0; m < g->size; m++) {
@@ -724,7 +725,7 @@ static void op_reduce_scatter(Ctx *c)
 	RtComm *g = group(c, &member);
 	const MglValue *o = val(c->r, OUT(0));
 	int64_t outer, n, inner;
-	rt_around(o, c->s->dim, &outer, &n, &inner);
+	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
 	int64_t whole = n * g->size, start = (int64_t)member * n;
 	real *Y = F(c->r, OUT(0));
 	post(g, member, F(c->r, IN(0)));
@@ -745,7 +746,7 @@ static void op_all_reduce(Ctx *c)
 	if (val(c->r, OUT(0))->role == MGL_V_GRAD && !c->run->last_micro)
 		return;   /* gradient buffers are reduced once, after the last micro-batch */
 	for (int k = 0; k < c->s->nin; k++)
-		all_reduce(c->r, g, member, F(c->r, IN(k)), F(c->r, OUT(k)), mgl_numel(val(c->r, IN(k))), c->s->reduce_max);
+		all_reduce(c->r, g, member, F(c->r, IN(k)), F(c->r, OUT(k)), mgl_numel(val(c->r, IN(k))), c->s->attr.max);
 }
 
 /* ---------------------------------------------------------------- the optimizer */
@@ -775,7 +776,7 @@ static void op_adamw(Ctx *c)
 	double norm = sqrt((double)F(c->r, IN(4))[0]);
 	double scale = u->clip > 0 && norm > u->clip ? u->clip / norm : 1.0;
 	double b1c = 1 - pow(u->beta1, (double)u->adam_t), b2c = 1 - pow(u->beta2, (double)u->adam_t);
-	double wd = c->s->index == 1 ? u->weight_decay : 0;
+	double wd = c->s->attr.decay ? u->weight_decay : 0;
 	for (int64_t i = 0; i < n; i++) {
 		double gi = g[i] * scale;
 		m[i] = (real)(u->beta1 * m[i] + (1 - u->beta1) * gi);
@@ -807,6 +808,8 @@ static OpFn *const ops[MGL_OP_COUNT] = {
 	[MGL_OP_ADAMW] = op_adamw,
 };
 
+static bool cpu_runs(MglOp op) { return ops[op] != NULL; }
+
 /* ---------------------------------------------------------------- the backend */
 
 static int cpu_open(RtRank *r)
@@ -818,7 +821,7 @@ static int cpu_open(RtRank *r)
 		return -1;
 	}
 	for (int s = 0; s < p->nsteps; s++)
-		if (!ops[p->steps[s].op]) {
+		if (!cpu_runs(p->steps[s].op)) {
 			snprintf(r->err, sizeof r->err, "step %d: the cpu backend has no kernel for %s", s,
 				 mgl_ops[p->steps[s].op].name);
 			return -1;
@@ -897,4 +900,5 @@ static void cpu_zero(RtRank *r, int v)
 
 static double cpu_peek(RtRank *r, int v, int64_t i) { return (double)F(r, v)[i]; }
 
-const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek};
+const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek,
+			      cpu_runs};

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../plan/plan.h"
+#include "plan.h"
 
 /* ---------------------------------------------------------------- messages (data.c) */
 

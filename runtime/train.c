@@ -416,9 +416,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 	if (t.tokens < 0 || t.targets < 0 || t.d_loss < 0 || ninputs != 3)
 		return fail(&t, "mgl train feeds language models whose inputs are tokens and targets (as "
 			    "models/gpt2.mgl's); this model's inputs differ");
-	for (int s = 0; s < plan->nsteps; s++)
-		if (plan->steps[s].op == MGL_OP_VOCAB_LOSS)
-			t.loss = plan->steps[s].out[0];
+	t.loss = plan->loss;
 	int rc = -1;
 	double t0 = now();
 	if (rt_shard_read(o->data, &t.train, err, errlen) || check_shard(&t, &t.train))

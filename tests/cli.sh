@@ -51,15 +51,15 @@ expect 1 'random.mgl:[0-9]+:[0-9]+: error: ' -- check "$tmp/random.mgl"
 # compile: -o writes the plan (renamed into place, so a failed compile leaves none)
 compile_o() {
 	"$mgl" compile models/gpt2.mgl --preset tiny --tp 2 -o "$tmp/gpt2.plan" || return 1
-	[ "$(head -n 1 "$tmp/gpt2.plan")" = "mgl-plan 1" ] || { echo "first line: $(head -n 1 "$tmp/gpt2.plan")"; return 1; }
+	[ "$(head -n 1 "$tmp/gpt2.plan")" = "mgl-plan 2" ] || { echo "first line: $(head -n 1 "$tmp/gpt2.plan")"; return 1; }
 	[ "$(tail -n 1 "$tmp/gpt2.plan")" = "end" ] || { echo "last line: $(tail -n 1 "$tmp/gpt2.plan")"; return 1; }
 	grep -qx 'tp 2' "$tmp/gpt2.plan" || return 1
 	! ls -A "$tmp" | grep -v '^gpt2\.plan$' | grep gpt2     # no temporary file left behind
 }
-check 'compile -o writes a whole plan, from "mgl-plan 1" to "end"' compile_o
-expect 0 '^mgl-plan 1$'                        -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
+check 'compile -o writes a whole plan, from "mgl-plan 2" to "end"' compile_o
+expect 0 '^mgl-plan 2$'                        -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
 expect 0 '^s 0 fwd embedding '                 -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
-expect 2 "--dump takes ast, graph, autodiff, partition, optimizer, fuse or schedule, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
+expect 2 "--dump takes ast, graph, autodiff, partition, adamw, fuse or memplan, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
 expect 2 "--tp takes a whole number from 1 to 4,096, not '0'" -- compile models/gpt2.mgl --tp 0
 expect 2 "--tp takes a whole number from 1 to 4,096, not 'x'" -- compile models/gpt2.mgl --tp x
 expect 1 'gpt2.mgl:[0-9]+:[0-9]+: error: 12 heads cannot be split over --tp 8' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"

@@ -272,7 +272,7 @@ START_TEST(gpt2_names_splits_shapes)
 	int linears = 0, attns = 0;
 	for (int i = 0; i < g->nnodes; i++) {
 		linears += g->nodes[i].op == MGL_OP_LINEAR;
-		attns += g->nodes[i].op == MGL_OP_ATTENTION && g->nodes[i].causal && g->nodes[i].heads == 4;
+		attns += g->nodes[i].op == MGL_OP_ATTENTION && g->nodes[i].attr.causal && g->nodes[i].attr.heads == 4;
 	}
 	ck_assert_int_eq(linears, 13);
 	ck_assert_int_eq(attns, 2);
@@ -291,7 +291,7 @@ START_TEST(bert_heads)
 	ck_assert_int_eq(g->ninputs, 5);
 	int masked = 0;
 	for (int i = 0; i < g->nnodes; i++)
-		masked += g->nodes[i].op == MGL_OP_ATTENTION && g->nodes[i].nin == 4 && !g->nodes[i].causal;
+		masked += g->nodes[i].op == MGL_OP_ATTENTION && g->nodes[i].nin == 4 && !g->nodes[i].attr.causal;
 	ck_assert_int_eq(masked, 2);
 	run_free(&r);
 }

@@ -158,7 +158,7 @@ START_TEST(data_parallel_buckets)
 		const MglStep *s = &b.p->steps[i];
 		if (s->phase == MGL_BWD && s->op != MGL_OP_ALL_REDUCE)
 			last_bwd = i;
-		if (s->op == MGL_OP_ALL_REDUCE && s->group == MGL_GROUP_DP) {
+		if (s->op == MGL_OP_ALL_REDUCE && s->attr.group == MGL_GROUP_DP) {
 			buckets++;
 			if (first_bucket < 0)
 				first_bucket = i;
@@ -318,6 +318,58 @@ START_TEST(memory_plan_check_refuses_overlap)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- fusion */
+
+typedef struct { int epilogues, gelus, chains; } Fused;
+
+static Fused fused(const MglPlan *p)
+{
+	Fused f = {0};
+	char err[300];
+	ck_assert_msg(mgl_plan_check_fusion(p, err, sizeof err) == 0, "%s", err);
+	for (int s = 0; s < p->nsteps; s++) {
+		const MglStep *st = &p->steps[s];
+		f.epilogues += st->op == MGL_OP_MATMUL && st->attr.epi;
+		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
+		f.chains += st->fuse == s && st->op != MGL_OP_MATMUL;
+	}
+	return f;
+}
+
+static Fused fused_with(const char *env, MglDtype dt)
+{
+	if (env)
+		setenv(env, "1", 1);
+	Build b;
+	MglTarget t = target(1, false);
+	t.seq = 64;
+	t.act_dtype = dt;
+	build(&b, "models/gpt2.mgl", "tiny", t);
+	if (env)
+		unsetenv(env);
+	ck_assert_ptr_nonnull(b.p);
+	Fused f = fused(b.p);
+	build_free(&b);
+	return f;
+}
+
+/* The compiler decides fusion once, for the activations' storage: GEMM epilogues need
+ * bf16 (cuBLASLt adds the bias's bf16 copy), chains do not; the debugging switches act at
+ * compile time. */
+START_TEST(fusion_is_decided_for_the_dtype)
+{
+	Fused bf = fused_with(NULL, MGL_BF16), f32 = fused_with(NULL, MGL_F32);
+	/* a layer at tp 1: q, k, v, o, fc (with the gelu) and proj */
+	ck_assert_msg(bf.epilogues == 12 && bf.gelus == 2 && bf.chains > 0, "%d %d %d", bf.epilogues, bf.gelus, bf.chains);
+	ck_assert(f32.epilogues == 0 && f32.chains >= bf.chains);
+	Fused no_gelu = fused_with("MGL_NO_GELU_EPILOGUE", MGL_BF16), no_epi = fused_with("MGL_NO_EPILOGUE", MGL_BF16),
+	      no_fuse = fused_with("MGL_NO_FUSE", MGL_BF16);
+	ck_assert(no_gelu.epilogues == bf.epilogues && no_gelu.gelus == 0);
+	ck_assert(no_epi.epilogues == 0 && no_epi.chains > 0);
+	ck_assert(no_fuse.chains == 0 && no_fuse.epilogues == bf.epilogues);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- the text form */
 
 static char *write_plan(const MglPlan *p, size_t *len)
@@ -353,6 +405,10 @@ START_TEST(plan_round_trip)
 			ck_assert(!memcmp(t1, t2, n1));
 			ck_assert_int_eq(q->nsteps, b.p->nsteps);
 			ck_assert_int_eq(q->tp, ts[k].tp);
+			/* the plan names its loss (what the model returns) and the logits of its loss */
+			ck_assert_int_eq(q->loss, b.p->loss);
+			ck_assert_str_eq(q->values[q->loss].name, m ? "add1" : "cross_entropy");
+			ck_assert_str_eq(q->values[q->logits].name, m ? "mlm_logits" : "logits");
 			free(t1);
 			free(t2);
 			mgl_arena_free(&a);
@@ -381,7 +437,7 @@ START_TEST(plan_refuses_damage)
 	char *v2 = strdup(t);
 	v2[9] = '7';
 	ck_assert_ptr_null(mgl_plan_read(&a, v2, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "t.plan:1: this plan is version 7; this mgl reads version 1"), "%s", err);
+	ck_assert_msg(strstr(err, "t.plan:1: this plan is version 7; this mgl reads version 2"), "%s", err);
 	free(v2);
 	/* a step that reads a value that does not exist */
 	char *bad = malloc(n + 16);
@@ -407,11 +463,50 @@ START_TEST(plan_refuses_damage)
 	memcpy(bad + keep, sp, n - (size_t)(sp - t));   /* "matmul A,B OUT" -> "matmul A OUT" */
 	k = keep + n - (size_t)(sp - t);
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 outputs, not 1 and 1"), "%s", err);
+	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 output, not 1 and 1"), "%s", err);
+	/* fused groups the cuda backend could not run as marked: a gelu epilogue with no gelu */
+	char *epi = strstr(t, " epi=1\n");
+	ck_assert_ptr_nonnull(epi);
+	memcpy(bad, t, n);
+	bad[epi - t + 5] = '3';
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "the fused groups are wrong: steps 7 to 8 are fused, but cannot run as one GEMM"), "%s", err);
+	/* the loss must be a scalar activation */
+	char *loss = strstr(t, "\nloss ");
+	ck_assert_ptr_nonnull(loss);
+	memcpy(bad, t, n);
+	memcpy(bad + (loss - t), "\nloss 0", 7);   /* wte */
+	for (char *q = bad + (loss - t) + 7; *q != '\n'; q++)
+		*q = '0';
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "t.plan:14: the loss, value %0, is not a scalar activation"), "%s", err);
+	/* attributes by name: a layer norm's epsilon is eps, in (0, 1) */
+	char *eps = strstr(t, " eps=");
+	ck_assert_ptr_nonnull(eps);
+	memcpy(bad, t, n);
+	memcpy(bad + (eps - t), " p=  ", 5);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "expected 'eps='"), "%s", err);
+	memcpy(bad + (eps - t), " eps=1e+05", 10);   /* was 1e-05 */
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "eps must be a small positive number, not '1e+05'"), "%s", err);
 	free(bad);
 	free(t);
 	mgl_arena_free(&a);
 	build_free(&b);
+}
+END_TEST
+
+/* A plan of version 1 (step attributes index and p, each with two meanings) is refused
+ * with the file, the line and what to do. */
+START_TEST(old_plan_is_refused)
+{
+	const char *v1 = "mgl-plan 1\nmodel gpt2\npreset tiny\nsource models/gpt2.mgl\ntp 1\n";
+	MglArena a = {0};
+	char err[256];
+	ck_assert_ptr_null(mgl_plan_read(&a, v1, strlen(v1), "old.plan", err, sizeof err));
+	ck_assert_str_eq(err, "old.plan:1: this plan is version 1; this mgl reads version 2 (compile it again with this mgl)");
+	mgl_arena_free(&a);
 }
 END_TEST
 
@@ -463,8 +558,10 @@ int main(void)
 	tcase_add_test(mem, activation_memory_within_megatron);
 	tcase_add_test(mem, memory_plan_is_sound);
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
+	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
+	tcase_add_test(text, old_plan_is_refused);
 	tcase_add_test(misc, heads_must_divide_tp);
 	tcase_add_test(misc, compile_8_3b_at_tp8_is_fast);
 	TCase *all[] = {coll, mem, text, misc};

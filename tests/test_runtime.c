@@ -101,15 +101,8 @@ static void random_params(RtJob *j)
 	}
 }
 
-/* The model's loss: the last forward step's output. */
-static double loss_of(RtJob *j)
-{
-	int last = -1;
-	for (int s = 0; s < j->plan->nsteps; s++)
-		if (j->plan->steps[s].phase == MGL_FWD)
-			last = s;
-	return j->be->peek(&j->ranks[0], j->plan->steps[last].out[0], 0);
-}
+/* The model's loss, which the plan names. */
+static double loss_of(RtJob *j) { return j->be->peek(&j->ranks[0], j->plan->loss, 0); }
 
 static void run(RtJob *j, unsigned phases)
 {
@@ -192,6 +185,39 @@ END_TEST
 START_TEST(gradients_bert) { check_gradients("models/bert.mgl", 1, false); }
 END_TEST
 START_TEST(gradients_bert_tp4_sp) { check_gradients("models/bert.mgl", 4, true); }
+END_TEST
+
+/* BERT's MLM loss ignores targets of -1 (`ignore: -1`): with every target -1 it counts none,
+ * and is 0 with a zero gradient into the logits. (When the plan wrote "no target ignored"
+ * as -1 too, a model's ignore: -1 ignored nothing.) */
+START_TEST(ignored_targets_are_left_out)
+{
+	Compiled k;
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 2, .seq = 8, .act_dtype = MGL_F32};
+	setenv("MGL_NO_REUSE", "1", 1);   /* every value keeps its bytes, to be read after the run */
+	MglPlan *p = compile(&k, "models/bert.mgl", "tiny", "vocab=40,d=16,heads=4,layers=1", t);
+	unsetenv("MGL_NO_REUSE");
+	char err[256];
+	RtJob *j = rt_job_open(p, &rt_cpu_backend, err, sizeof err);
+	ck_assert_msg(j, "%s", err);
+	fill_inputs(j, true);
+	random_params(j);
+	int targets = rt_value(p, "mlm_targets"), mlm = rt_value(p, "mlm_loss");
+	ck_assert(targets >= 0 && mlm >= 0);
+	int n = 0;   /* inputs[] is in the order of the input values */
+	for (int v = 0; v < targets; v++)
+		n += p->values[v].role == MGL_V_INPUT;
+	for (int64_t i = 0; i < mgl_numel(&p->values[targets]); i++)
+		inputs[n][i] = -1;
+	run(j, 1u << MGL_FWD | 1u << MGL_BWD);
+	ck_assert_double_eq(j->be->peek(&j->ranks[0], mlm, 0), 0);
+	for (int s = 0; s < p->nsteps; s++)
+		if (p->steps[s].op == MGL_OP_CE_BWD && p->steps[s].in[2] == targets)
+			for (int64_t i = 0; i < mgl_numel(&p->values[p->steps[s].out[0]]); i++)
+				ck_assert_double_eq(j->be->peek(&j->ranks[0], p->steps[s].out[0], i), 0);
+	rt_job_close(j);
+	compiled_free(&k);
+}
 END_TEST
 
 /* ---------------------------------------------------------------- training */
@@ -546,6 +572,7 @@ int main(void)
 	tcase_add_test(grad, gradients_gpt2_tp2_sp);
 	tcase_add_test(grad, gradients_bert);
 	tcase_add_test(grad, gradients_bert_tp4_sp);
+	tcase_add_test(grad, ignored_targets_are_left_out);
 	tcase_set_timeout(grad, 300);
 	suite_add_tcase(s, grad);
 	TCase *tr = tcase_create("training");

@@ -1,33 +1,21 @@
 /* runtime/cuda/chains.c — one generated kernel for each chain of elementwise steps the plan
- * fused (compiler/fuse.c): bias_add, dropout, the residual add of Megatron's bias-dropout-
- * add, and their backward twins. The chain's intermediate values never reach memory: one
- * pass reads the chain's outside inputs and writes its last output.
+ * fused (compiler/fuse.c decides; this file follows the marks): bias_add, dropout, the
+ * residual add of Megatron's bias-dropout-add, and their backward twins. The chain's
+ * intermediate values never reach memory: one pass reads the chain's outside inputs and
+ * writes its last output. A step alone whose op has no kernel in ops.c but a chain
+ * expression runs the same way, as a chain of one.
  *
  * The source is CUDA C that NVRTC compiles with kernels/ops.cu (whose ld/st, gelu_f,
  * drop, ... it calls), a kernel a chain, with the plan's sizes and storage types written
- * in as constants: each step becomes one line, `v = EXPR;`, from a table of expressions.
+ * in as constants: each step becomes one line, `v = EXPR;`, EXPR its op's expression in
+ * plan/ops.def, over the step's attributes, also written in as constants.
  */
-#include "cuda_backend.h"
+#include "internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The storage type the cuda backend gives a value (cuda.c's dt()). */
-static int dt(const MglValue *x)
-{
-	return x->role == MGL_V_PARAM || x->role == MGL_V_GRAD ? MGL_F32 : (int)x->dtype;
-}
-
-/* Each op's expression over operands A, B (the chain's value v or a load), and for
- * dropout the element's index G in the whole tensor. */
-static const char *const expr[MGL_OP_COUNT] = {
-	[MGL_OP_BIAS_ADD] = "A + B",       [MGL_OP_ADD] = "A + B",           [MGL_OP_ACCUMULATE] = "A + B",
-	[MGL_OP_GELU] = "gelu_f(A)",       [MGL_OP_TANH] = "tanhf(A)",       [MGL_OP_GELU_BWD] = "gelu_b(A, B)",
-	[MGL_OP_TANH_BWD] = "tanh_b(A, B)", [MGL_OP_DROPOUT] = "drop(A, G, SEED, P, run)",
-	[MGL_OP_DROPOUT_BWD] = "drop(A, G, SEED, P, run)",
-};
 
 typedef struct {
 	char *s;
@@ -51,63 +39,53 @@ static void put(Buf *b, const char *fmt, ...)
 	b->n += (size_t)k;
 }
 
-/* Whether the steps [head, last] can be one generated kernel; fills c. */
-static bool chain_of(const MglPlan *p, int head, int last, RtChain *c)
+/* Whether a step's expression reads G, the element's index in the whole tensor (a
+ * dropout's mask depends on it). */
+static bool uses_index(const MglStep *st) { return strchr(mgl_ops[st->op].expr, 'G') != NULL; }
+
+/* Steps [head, last] as one kernel (a plan holds its chains to mgl_chain_ok): the values
+ * it reads from outside, in kernel-argument order, and the one it writes. */
+static CudaChain chain_of(const MglPlan *p, int head, int last)
 {
-	memset(c, 0, sizeof *c);
-	c->head = head;
-	c->last = last;
-	c->out = p->steps[last].out[0];
-	c->dropout_value = -1;
-	int64_t n = mgl_numel(&p->values[c->out]);
+	CudaChain c = {.head = head, .last = last, .out = p->steps[last].out[0], .indexed = -1};
 	for (int s = head; s <= last; s++) {
 		const MglStep *st = &p->steps[s];
-		if (!expr[st->op] || st->nout != 1 || mgl_numel(&p->values[st->out[0]]) != n)
-			return false;
-		for (int k = 0; k < st->nin; k++) {
-			int v = st->in[k];
-			if (s > head && v == p->steps[s - 1].out[0])
-				continue;   /* the chain's value */
-			if (c->nin == RT_CHAIN_MAX_IN)
-				return false;
-			c->in[c->nin++] = v;
-		}
-		if (st->op == MGL_OP_DROPOUT || st->op == MGL_OP_DROPOUT_BWD) {
-			/* every dropout of a chain takes its element indices the same way */
-			int v = st->in[0];
-			if (c->dropout_value >= 0 && (p->values[v].layout.kind != p->values[c->dropout_value].layout.kind ||
-						      p->values[v].layout.dim != p->values[c->dropout_value].layout.dim))
-				return false;
-			c->dropout_value = v;
-		}
+		for (int k = 0; k < st->nin; k++)
+			if (s == head || st->in[k] != p->steps[s - 1].out[0])   /* else the chain's value */
+				c.in[c.nin++] = st->in[k];
+		if (uses_index(st))
+			c.indexed = st->in[0];
 	}
-	return last > head;
+	return c;
 }
 
-int rt_cuda_chains(const MglPlan *p, RtChain **out)
+int cuda_chains(const MglPlan *p, CudaChain **out)
 {
-	RtChain *v = NULL;
+	CudaChain *v = NULL;
 	int n = 0, cap = 0;
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
-		if (st->fuse != s || st->op == MGL_OP_MATMUL)
-			continue;   /* not the head of a group, or a GEMM with its epilogue */
+		bool lone = st->fuse < 0 && !cuda_ops[st->op] && *mgl_ops[st->op].expr;
+		if (!lone && (st->fuse != s || st->op == MGL_OP_MATMUL))
+			continue;   /* not the head of a chain (a GEMM with its epilogue is not one) */
+		if (lone && !mgl_chain_ok(p, NULL, s, s)) {
+			free(v);
+			*out = NULL;
+			return -(s + 1);
+		}
 		int last = s;
 		while (last + 1 < p->nsteps && p->steps[last + 1].fuse == s)
 			last++;
-		RtChain c;
-		if (!chain_of(p, s, last, &c))
-			continue;
 		if (n == cap)
 			v = realloc(v, (size_t)(cap = 2 * cap + 8) * sizeof *v);
-		v[n++] = c;
+		v[n++] = chain_of(p, s, last);
 	}
 	*out = v;
 	return n;
 }
 
 /* The operand k of step s: the chain's value, or a load of outside input j. */
-static void operand(Buf *b, const MglPlan *p, const RtChain *c, int s, int k)
+static void operand(Buf *b, const MglPlan *p, const CudaChain *c, int s, int k)
 {
 	int v = p->steps[s].in[k];
 	if (s > c->head && v == p->steps[s - 1].out[0]) {
@@ -117,12 +95,12 @@ static void operand(Buf *b, const MglPlan *p, const RtChain *c, int s, int k)
 	for (int j = 0; j < c->nin; j++)
 		if (c->in[j] == v) {
 			const MglValue *x = &p->values[v];
-			put(b, "ld(x%d, %d, i %% %lldLL)", j, dt(x), (long long)mgl_numel(x));
+			put(b, "ld(x%d, %d, i %% %lldLL)", j, cuda_storage(x), (long long)mgl_numel(x));
 			return;
 		}
 }
 
-char *rt_cuda_chain_source(const MglPlan *p, const RtChain *c, int tp)
+char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 {
 	Buf b = {0};
 	const MglValue *o = &p->values[c->out];
@@ -134,7 +112,7 @@ char *rt_cuda_chain_source(const MglPlan *p, const RtChain *c, int tp)
 	for (int s = c->head; s <= c->last; s++) {
 		const MglStep *st = &p->steps[s];
 		put(&b, "\t\t{ // %s\n\t\t\ti64 G = i;\n", mgl_ops[st->op].name);
-		if ((st->op == MGL_OP_DROPOUT || st->op == MGL_OP_DROPOUT_BWD) && tp > 1 &&
+		if (uses_index(st) && tp > 1 &&
 		    p->values[st->in[0]].layout.kind == MGL_L_S) {
 			/* element (o, k, i) of this rank's [outer, n, inner] part is (o, start + k, i) of the whole */
 			const MglValue *x = &p->values[st->in[0]];
@@ -154,9 +132,21 @@ char *rt_cuda_chain_source(const MglPlan *p, const RtChain *c, int tp)
 		} else {
 			put(&b, "\t\t\tfloat B = 0; (void)B;\n");
 		}
-		put(&b, "\t\t\tconst unsigned SEED = %uu; const double P = %.17g; (void)SEED; (void)P; (void)G;\n", st->seed, st->p);
-		put(&b, "\t\t\tv = %s;\n\t\t}\n", expr[st->op]);
+		put(&b, "\t\t\t(void)G;");
+		for (int k = 0; k < MGL_ATTR_COUNT; k++)   /* the attributes the expression may use */
+			if (mgl_ops[st->op].attrs & (1u << k)) {
+				const MglAttrInfo *a = &mgl_attrs[k];
+				double x = mgl_attr_get(&st->attr, k);
+				if (a->kind == MGL_AK_REAL)
+					put(&b, " const double %s = %.17g;", a->name, x);
+				else if (x == MGL_NONE_ATTR)
+					put(&b, " const i64 %s = -9223372036854775807LL - 1;", a->name);
+				else
+					put(&b, " const i64 %s = %lldLL;", a->name, (long long)x);
+				put(&b, " (void)%s;", a->name);
+			}
+		put(&b, "\n\t\t\tv = %s;\n\t\t}\n", mgl_ops[st->op].expr);
 	}
-	put(&b, "\t\tst(out, %d, i, v);\n\t}\n}\n", dt(o));
+	put(&b, "\t\tst(out, %d, i, v);\n\t}\n}\n", cuda_storage(o));
 	return b.s;
 }

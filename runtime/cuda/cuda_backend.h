@@ -1,11 +1,12 @@
-/* runtime/cuda/cuda_backend.h — the cuda backend's contract (cuda.c); built when the CUDA
- * toolkit is (make CUDA=1, the default where /usr/local/cuda exists). */
+/* runtime/cuda/cuda_backend.h — the cuda backend's contract (cuda.c, nvrtc.c, ops.c,
+ * chains.c; internal.h is what they share); built when the CUDA toolkit is (make CUDA=1,
+ * the default where /usr/local/cuda exists). */
 #ifndef MGL_CUDA_BACKEND_H
 #define MGL_CUDA_BACKEND_H
 
 #include <stddef.h>
 
-#include "../backend.h"
+#include "backend.h"
 
 extern const RtBackend rt_cuda_backend;
 /* GPUs this process can use: 0 without a driver or a device (the cpu backend then). */
@@ -13,17 +14,5 @@ int rt_cuda_devices(void);
 /* CUDA C (kernels/ops.cu when src is NULL) compiled by NVRTC for sm_<major><minor>: a cubin
  * (malloc'd), or NULL with NVRTC's log in err. Needs no GPU: CI checks every kernel builds. */
 void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *err, size_t errlen);
-
-/* chains.c: the plan's fused elementwise chains, a generated kernel each */
-enum { RT_CHAIN_MAX_IN = 12 };
-typedef struct {
-	int head, last;            /* steps [head, last] */
-	int in[RT_CHAIN_MAX_IN];   /* the values it reads from outside, in kernel-argument order */
-	int nin;
-	int out;                   /* the one value it writes */
-	int dropout_value;         /* a dropout's input (for the rank's shard start), or -1 */
-} RtChain;
-int rt_cuda_chains(const MglPlan *p, RtChain **chains);              /* malloc'd array */
-char *rt_cuda_chain_source(const MglPlan *p, const RtChain *c, int tp);   /* malloc'd */
 
 #endif

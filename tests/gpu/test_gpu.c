@@ -186,30 +186,10 @@ static int report(const Tally *t)
 	return fails;
 }
 
-/* The plan's loss: the f32 scalar that no step reads. */
-static int loss_value(const MglPlan *p)
-{
-	bool *read = calloc((size_t)p->nvalues, 1);
-	for (int s = 0; s < p->nsteps; s++)
-		for (int k = 0; k < p->steps[s].nin; k++)
-			read[p->steps[s].in[k]] = true;
-	int loss = -1;
-	for (int s = 0; s < p->nsteps; s++)
-		for (int k = 0; k < p->steps[s].nout; k++) {
-			const MglValue *x = &p->values[p->steps[s].out[k]];
-			if (!read[p->steps[s].out[k]] && x->role == MGL_V_ACT && x->dtype == MGL_F32 && mgl_numel(x) == 1)
-				loss = p->steps[s].out[k];
-		}
-	free(read);
-	return loss;
-}
-
 static double loss_of(RtJob *j)
 {
 	float l = NAN;
-	int v = loss_value(j->plan);
-	if (v >= 0)
-		j->be->read(&j->ranks[0], v, &l);
+	j->be->read(&j->ranks[0], j->plan->loss, &l);
 	return l;
 }
 
@@ -255,7 +235,8 @@ static int optimizer_step(RtJob *a, RtJob *b, const Given *g, const RtRun *run, 
 }
 
 /* A value the cuda backend never writes: made by a step of a fused group (a GEMM with its
- * bias epilogue, a chain of elementwise steps) and read by the next step of the group.
+ * bias epilogue, a chain of elementwise steps) and read by the next step of the group. The
+ * bf16 plan's groups, not the f32 one's: the compiler forms epilogues for bf16 only.
  * (The bias_add before a fused gelu is written: it is the epilogue's auxiliary output.) */
 static bool fused_away(const MglPlan *p, int v)
 {
@@ -325,7 +306,7 @@ static int check(const Case *k, int tp, bool sp, bool reuse)
 			for (int o = 0; o < pa->steps[s].nout; o++)
 				if (pa->steps[s].out[o] == v)
 					maker = pa->steps[s].op, phase = pa->steps[s].phase;
-		if (maker < 0 || x->role != MGL_V_ACT || x->dtype == MGL_I32 || fused_away(pa, v))
+		if (maker < 0 || x->role != MGL_V_ACT || x->dtype == MGL_I32 || fused_away(pb, v))
 			continue;   /* not made by a step, persistent (compared above), ids, or never written on the GPU */
 		int64_t n = mgl_numel(x);
 		float *ga = malloc((size_t)n * sizeof *ga), *gb = malloc((size_t)n * sizeof *gb);

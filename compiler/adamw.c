@@ -1,5 +1,5 @@
-/* compiler/optimizer.c — after the backward pass: reduce the gradients, take their norm,
- * and update every parameter with AdamW.
+/* compiler/adamw.c — the optimizer pass, after the backward pass: reduce the gradients,
+ * take their norm, and update every parameter with AdamW.
  *
  * Gradients are reduced in buckets of about 25 MiB, in the order the backward pass
  * finishes them, and each bucket's collectives are placed right after the step that
@@ -24,7 +24,7 @@ enum { BUCKET_BYTES = 25 << 20 };
 static void collective(MglCtx *c, MglPlan *p, MglOp op, MglGroup group, const int *vals, int n, MglPhase ph)
 {
 	int s = mgl_emit(&c->arena, p, op, ph, vals, n, vals, n, NULL, -1);
-	p->steps[s].group = group;
+	p->steps[s].attr.group = group;
 }
 
 typedef struct { int param, done; } Finish;
@@ -35,7 +35,7 @@ static int by_done(const void *a, const void *b)
 	return x->done != y->done ? x->done - y->done : x->param - y->param;
 }
 
-void mgl_optimizer(MglCtx *c, MglPlan *p)
+void mgl_adamw(MglCtx *c, MglPlan *p)
 {
 	MglArena *a = &c->arena;
 	int np = p->nparams;
@@ -111,7 +111,7 @@ void mgl_optimizer(MglCtx *c, MglPlan *p)
 	if (p->tp > 1) {
 		int r = mgl_new_value(a, p, "grad_norm@R", MGL_V_ACT, MGL_F32, 0, scalar);
 		int s = mgl_emit(a, p, MGL_OP_ALL_REDUCE, MGL_OPT, &norm, 1, &r, 1, NULL, -1);
-		p->steps[s].group = MGL_GROUP_TP;
+		p->steps[s].attr.group = MGL_GROUP_TP;
 		norm = r;
 	}
 
@@ -126,18 +126,8 @@ void mgl_optimizer(MglCtx *c, MglPlan *p)
 		p->values[pp->m].param = p->values[pp->v].param = i;
 		int in[5] = {pp->value, pp->grad, pp->m, pp->v, norm}, out[3] = {pp->value, pp->m, pp->v};
 		int s = mgl_emit(a, p, MGL_OP_ADAMW, MGL_OPT, in, 5, out, 3, NULL, -1);
-		p->steps[s].index = pp->rank >= 2;   /* weight decay */
+		p->steps[s].attr.decay = pp->rank >= 2;
 		p->steps[s].line = pp->line;
 		p->steps[s].col = pp->col;
 	}
-}
-
-MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t)
-{
-	MglPlan *p = mgl_lower(c, g, t);
-	mgl_partition(c, p);
-	mgl_optimizer(c, p);
-	mgl_fuse(p);
-	mgl_schedule(p);
-	return p;
 }

@@ -1,4 +1,4 @@
-/* compiler/schedule.c — the memory plan: where every value lives.
+/* compiler/memplan.c — the memory plan: where every value lives.
  *
  * Parameters, their gradients and the AdamW moments are persistent: each role has its own
  * region, values laid end to end. Activations, activation gradients and the step's inputs
@@ -7,7 +7,8 @@
  * first-fit as the steps run in order, so the arena's size is the peak of what is alive
  * at once — the activations the backward pass needs are simply alive across it. A value
  * that no step reads (the loss) is the plan's output and lives to the end. The steps'
- * order is the plan's: forward, backward, optimizer, as the passes emitted them.
+ * order is the plan's: forward, backward, optimizer, as the passes emitted them; this pass
+ * never reorders them.
  *
  * A fused group (fuse.c: a GEMM with its epilogue, a chain of elementwise steps) runs as
  * one kernel, which reads all of the group's inputs while it writes the group's outputs.
@@ -27,7 +28,7 @@ static int64_t aligned_bytes(const MglValue *v) { return (mgl_value_bytes(v) + A
 
 typedef struct { int64_t off, end; int v; } Block;
 
-void mgl_schedule(MglPlan *p)
+void mgl_memplan(MglPlan *p)
 {
 	MglArena a = {0};
 	int n = p->nvalues;

@@ -1,0 +1,128 @@
+/* runtime/cuda/internal.h — what the files of the cuda backend share, and nothing outside
+ * runtime/cuda/ includes (cuda_backend.h is the directory's contract):
+ *   cuda.c    the backend: memory, communicators, the step as a CUDA graph, host copies
+ *   nvrtc.c   the kernels: NVRTC, the on-disk cache, loading
+ *   ops.c     the ops: a launch (or a cuBLASLt GEMM, or an NCCL call) for each op of a plan
+ *   chains.c  the generated kernels of the plan's fused elementwise chains
+ */
+#ifndef MGL_CUDA_INTERNAL_H
+#define MGL_CUDA_INTERNAL_H
+
+#include "backend.h"
+#include "cuda_backend.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+typedef uint16_t bf16;
+
+/* The run's parameters as the kernels read them (struct Run in ops.cu). */
+typedef struct {
+	unsigned long long key;
+	int train;
+	float lr, beta1, beta2, eps, weight_decay, clip;
+	float bc1, bc2;
+} DevRun;
+
+/* chains.c: a generated kernel for each of the plan's fused elementwise chains, and for
+ * each step alone whose op has no kernel of its own but a chain expression (plan/ops.def) */
+typedef struct {
+	int head, last;            /* steps [head, last] */
+	int in[MGL_CHAIN_MAX_IN];  /* the values it reads from outside, in kernel-argument order */
+	int nin;
+	int out;                   /* the one value it writes */
+	int indexed;               /* the value whose elements G indexes (a dropout's input), or -1 */
+} CudaChain;
+/* The chains (*chains malloc'd), or -(s + 1) if step s can run neither alone nor so. */
+int cuda_chains(const MglPlan *p, CudaChain **chains);
+char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp);   /* malloc'd */
+
+typedef struct {
+	cudaGraphExec_t exec;
+	bool eager, made;
+} Graph;
+
+typedef struct {
+	int device;
+	cudaStream_t compute, comm;
+	cudaEvent_t to_comm, to_compute;
+	cublasLtHandle_t lt;
+	void *ws;
+	size_t ws_size;
+	unsigned char *region[MGL_V_ROLE_COUNT];
+	bf16 *shadow;             /* bf16 copies of the parameters, at half their offsets */
+	float *scratch;           /* attention_bwd's dk, dv in fp32; the ce count; the norm */
+	int64_t scratch_n;
+	void *pack;               /* staging for collectives along a non-leading dimension */
+	int64_t pack_n;
+	DevRun *run;
+	ncclComm_t tp, dp;
+	Graph graphs[16];
+	cudaKernel_t *kernels;    /* ops.c's, by its numbering (cuda_kernel_names) */
+	CudaChain *chains;          /* the plan's fused chains, and each one's kernel */
+	int nchains;
+	cudaKernel_t *chain_kernels;
+	int *chain_at;            /* step -> the chain it heads, or -1 */
+	cublasLtMatmulAlgo_t *algo;   /* per step, found once */
+	bool *has_algo;
+	const MglStep *step;      /* the one running: for error messages */
+} Dev;
+
+/* cuda.c: an error of rank r (naming the step running, if any) into r->err; returns -1 */
+int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define CK(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) return cuda_fail(r, "%s: %s", #call, cudaGetErrorString(e_)); } while (0)
+#define CKB(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) return cuda_fail(r, "%s: cuBLAS status %d", #call, (int)e_); } while (0)
+#define CKN(call) do { ncclResult_t e_ = (call); if (e_ != ncclSuccess) return cuda_fail(r, "%s: %s", #call, ncclGetErrorString(e_)); } while (0)
+
+/* nvrtc.c: the fixed kernels and the plan's chains, compiled (or from the cache) and loaded
+ * for a GPU of compute capability major.minor into r's Dev */
+int cuda_load_kernels(RtRank *r, int major, int minor);
+
+/* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's
+ * launch, by op (NULL: the backend has no kernel of its own for it) */
+extern const char *const cuda_kernel_names[];
+extern const int cuda_nkernels;
+typedef struct {
+	RtRank *r;
+	const MglStep *s;
+	int index;             /* the step's number */
+	bool last_micro;
+} CudaCtx;
+typedef int CudaOpFn(CudaCtx *c);
+extern CudaOpFn *const cuda_ops[MGL_OP_COUNT];
+
+/* ---------------------------------------------------------------- values */
+
+static inline dim3 cuda_dim3(int64_t n)
+{
+	dim3 d = {(unsigned)n, 1, 1};
+	return d;
+}
+
+/* The storage type the backend gives a value: parameters and gradients fp32, the rest as
+ * the plan says. */
+static inline int cuda_storage(const MglValue *x)
+{
+	return x->role == MGL_V_PARAM || x->role == MGL_V_GRAD ? MGL_F32 : (int)x->dtype;
+}
+
+static inline const MglValue *val(const RtRank *r, int v) { return &r->job->plan->values[v]; }
+static inline int dt(const RtRank *r, int v) { return cuda_storage(val(r, v)); }
+
+/* A value's bytes on the device. */
+static inline void *P(const RtRank *r, int v)
+{
+	const Dev *d = r->mem;
+	const MglValue *x = val(r, v);
+	return d->region[x->role == MGL_V_INPUT ? MGL_V_ACT : x->role] + x->offset;
+}
+
+/* The bf16 copy of a parameter (GEMM operands). */
+static inline void *P16(const RtRank *r, int v)
+{
+	const Dev *d = r->mem;
+	return (unsigned char *)d->shadow + val(r, v)->offset / 2;
+}
+
+#endif

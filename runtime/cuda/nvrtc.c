@@ -1,0 +1,202 @@
+/* runtime/cuda/nvrtc.c — the cuda backend's kernels: kernels/ops.cu and the plan's
+ * generated chains (chains.c) as one CUDA C source, compiled by NVRTC for the device's
+ * architecture the first time and cached on disk by a hash of source, options and
+ * versions, then loaded through the runtime API (cudaLibraryLoadData: no libcuda link, so
+ * the one mgl binary starts on a machine without a driver and uses the cpu backend).
+ */
+#include "internal.h"
+
+#include <nvrtc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern const char rt_kernels_src[];   /* kernels/ops.cu, embedded by the Makefile */
+
+/* Modules by the hash of their source (the fixed kernels, and a plan's chains): NVRTC and
+ * the loading once for each, whichever rank asks first. */
+static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { uint64_t key; cudaLibrary_t lib; } modules[16];
+static int nmodules;
+
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+	return h;
+}
+
+static const char *cache_dir(char *buf, size_t n)
+{
+	const char *m = getenv("MGL_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+	if (m)
+		snprintf(buf, n, "%s", m);
+	else if (x)
+		snprintf(buf, n, "%s/mgl", x);
+	else
+		snprintf(buf, n, "%s/.cache/mgl", h ? h : "/tmp");
+	return buf;
+}
+
+/* A cache file: "MGLK", the key, the size, a checksum, then the cubin. Untrusted: all of
+ * it is checked, and a file that fails is ignored (and rewritten). */
+static void *cache_load(const char *path, uint64_t key, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	uint64_t hdr[4];
+	void *buf = NULL;
+	if (fread(hdr, sizeof hdr, 1, f) == 1 && hdr[0] == 0x4b4c474dull && hdr[1] == key && hdr[2] > 0 &&
+	    hdr[2] < (1u << 30) && (buf = malloc(hdr[2])) && fread(buf, 1, hdr[2], f) == hdr[2] &&
+	    fnv(buf, hdr[2], 1469598103934665603ull) == hdr[3] && fgetc(f) == EOF) {
+		*n = hdr[2];
+		fclose(f);
+		return buf;
+	}
+	free(buf);
+	fclose(f);
+	return NULL;
+}
+
+static void cache_store(const char *dir, const char *path, uint64_t key, const void *buf, size_t n)
+{
+	char tmp[1100];
+	mkdir(dir, 0777);
+	snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+	FILE *f = fopen(tmp, "wb");
+	if (!f)
+		return;   /* no cache: compile every time */
+	uint64_t hdr[4] = {0x4b4c474dull, key, n, fnv(buf, n, 1469598103934665603ull)};
+	bool ok = fwrite(hdr, sizeof hdr, 1, f) == 1 && fwrite(buf, 1, n, f) == n;
+	ok &= fclose(f) == 0;
+	if (!ok || rename(tmp, path))
+		remove(tmp);
+}
+
+/* Compiles src (kernels/ops.cu if NULL) for sm_XY with NVRTC: the cubin (malloc'd) or NULL
+ * with err. */
+void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *err, size_t errlen)
+{
+	char arch[64];
+	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", major, minor);
+	const char *opts[] = {arch, "-default-device", "--std=c++17", "-lineinfo"};
+	nvrtcProgram prog;
+	nvrtcResult rc = nvrtcCreateProgram(&prog, src ? src : rt_kernels_src, "kernels/ops.cu", 0, NULL, NULL);
+	if (rc != NVRTC_SUCCESS) {
+		snprintf(err, errlen, "NVRTC: %s", nvrtcGetErrorString(rc));
+		return NULL;
+	}
+	rc = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
+	if (rc != NVRTC_SUCCESS) {
+		size_t ln = 0;
+		nvrtcGetProgramLogSize(prog, &ln);
+		char *log = malloc(ln + 1);
+		log[0] = 0;
+		nvrtcGetProgramLog(prog, log);
+		snprintf(err, errlen, "NVRTC could not compile kernels/ops.cu for sm_%d%d: %s\n%.1500s", major, minor,
+			 nvrtcGetErrorString(rc), log);
+		free(log);
+		nvrtcDestroyProgram(&prog);
+		return NULL;
+	}
+	void *cubin = NULL;
+	if (nvrtcGetCUBINSize(prog, n) == NVRTC_SUCCESS && (cubin = malloc(*n)) &&
+	    nvrtcGetCUBIN(prog, cubin) != NVRTC_SUCCESS) {
+		free(cubin);
+		cubin = NULL;
+	}
+	if (!cubin)
+		snprintf(err, errlen, "NVRTC: no cubin for sm_%d%d", major, minor);
+	nvrtcDestroyProgram(&prog);
+	return cubin;
+}
+
+/* The module of src for this GPU (compiled, or from the disk cache, or already loaded). */
+static int load_module(RtRank *r, const char *src, int major, int minor, cudaLibrary_t *lib)
+{
+	pthread_mutex_lock(&module_lock);
+	int rc = 0;
+	int nv_major = 0, nv_minor = 0, driver = 0;
+	nvrtcVersion(&nv_major, &nv_minor);
+	cudaDriverGetVersion(&driver);
+	uint64_t key = fnv(src, strlen(src), 1469598103934665603ull);
+	int facts[5] = {major, minor, nv_major, nv_minor, driver};
+	key = fnv(facts, sizeof facts, key);
+	for (int i = 0; i < nmodules; i++)
+		if (modules[i].key == key) {
+			*lib = modules[i].lib;
+			goto out;
+		}
+	if (nmodules == (int)(sizeof modules / sizeof modules[0])) {
+		rc = cuda_fail(r, "too many kernel modules in one process");
+		goto out;
+	}
+	char dir[900], path[1000];
+	cache_dir(dir, sizeof dir);
+	snprintf(path, sizeof path, "%s/kernels-%016llx.cubin", dir, (unsigned long long)key);
+	size_t n = 0;
+	void *cubin = cache_load(path, key, &n);
+	if (!cubin) {
+		char err[2048];
+		if (!(cubin = rt_cuda_compile(src, major, minor, &n, err, sizeof err))) {
+			rc = cuda_fail(r, "%s", err);
+			goto out;
+		}
+		cache_store(dir, path, key, cubin, n);
+	}
+	cudaError_t e = cudaLibraryLoadData(lib, cubin, NULL, NULL, 0, NULL, NULL, 0);
+	free(cubin);
+	if (e != cudaSuccess) {
+		rc = cuda_fail(r, "loading the kernels: %s", cudaGetErrorString(e));
+		goto out;
+	}
+	modules[nmodules].key = key;
+	modules[nmodules++].lib = *lib;
+out:
+	pthread_mutex_unlock(&module_lock);
+	return rc;
+}
+
+/* The plan's kernels: the fixed ones of kernels/ops.cu and, after them in one source, a
+ * generated kernel for each chain (chains.c). */
+int cuda_load_kernels(RtRank *r, int major, int minor)
+{
+	Dev *d = r->mem;
+	const MglPlan *p = r->job->plan;
+	d->chain_at = malloc((size_t)(p->nsteps + 1) * sizeof *d->chain_at);
+	for (int s = 0; s < p->nsteps; s++)
+		d->chain_at[s] = -1;
+	int n = cuda_chains(p, &d->chains);
+	if (n < 0)
+		return cuda_fail(r, "step %d: the cuda backend has no kernel for %s", -n - 1, mgl_ops[p->steps[-n - 1].op].name);
+	d->nchains = n;
+	size_t len = strlen(rt_kernels_src) + 1;
+	char *src = malloc(len);
+	memcpy(src, rt_kernels_src, len);
+	for (int c = 0; c < d->nchains; c++) {
+		char *k = cuda_chain_source(p, &d->chains[c], r->job->tp);
+		src = realloc(src, len + strlen(k));
+		memcpy(src + len - 1, k, strlen(k) + 1);
+		len += strlen(k);
+		free(k);
+		d->chain_at[d->chains[c].head] = c;
+	}
+	cudaLibrary_t lib;
+	int rc = load_module(r, src, major, minor, &lib);
+	free(src);
+	if (rc)
+		return -1;
+	d->kernels = calloc((size_t)cuda_nkernels, sizeof *d->kernels);
+	for (int k = 0; k < cuda_nkernels; k++)
+		CK(cudaLibraryGetKernel(&d->kernels[k], lib, cuda_kernel_names[k]));
+	d->chain_kernels = calloc((size_t)d->nchains + 1, sizeof *d->chain_kernels);
+	for (int c = 0; c < d->nchains; c++) {
+		char name[64];
+		snprintf(name, sizeof name, "chain_%d", d->chains[c].head);
+		CK(cudaLibraryGetKernel(&d->chain_kernels[c], lib, name));
+	}
+	return 0;
+}

@@ -1,0 +1,534 @@
+/* runtime/cuda/ops.c — the cuda backend's ops: for each op of a plan, a launch of its
+ * kernel of kernels/ops.cu (each the twin of a function in runtime/cpu.c), a cuBLASLt GEMM
+ * (bf16 in, fp32 compute; a bias, and a gelu after it, that the plan marks as the GEMM's
+ * epilogue applied by cuBLASLt), or an NCCL collective.
+ *
+ * Collectives run on a stream of their own: the compute stream records an event, the
+ * communication stream waits for it, communicates, and records an event the compute
+ * stream waits on before the step that reads the result.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
+#define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(bias_grad) X(layernorm) \
+	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(sum_to) X(attention) \
+	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
+	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw)
+
+enum {
+#define X(k) K_##k,
+	KERNELS(X)
+#undef X
+	NKERNELS
+};
+const char *const cuda_kernel_names[NKERNELS] = {
+#define X(k) "k_" #k,
+	KERNELS(X)
+#undef X
+};
+const int cuda_nkernels = NKERNELS;
+
+/* Launches kernel k over n elements (threads_per a thread each, or warps: 32 per item). */
+static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
+{
+	Dev *d = r->mem;
+	int64_t threads = items * per_item;
+	unsigned block = 256;
+	int64_t grid = (threads + block - 1) / block;
+	if (grid > 65535 * 16)
+		grid = 65535 * 16;   /* the grid-stride loops cover the rest */
+	if (grid < 1)
+		grid = 1;
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[k], cuda_dim3(grid), cuda_dim3(block), args, 0, d->compute));
+	return 0;
+}
+
+/* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
+
+/* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
+ * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb. */
+static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *bias, void *gelu_aux)
+{
+	Dev *d = r->mem;
+	cublasLtMatmulDesc_t op = NULL;
+	cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+	cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+	cudaDataType_t ct = cdt == MGL_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+	CKB(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+	if (bias) {   /* the epilogue adds bias[m] to each column of C^T: to each row of the row-major C;
+		       * the bias is of C's type (bf16: the parameter's copy) */
+		cublasLtEpilogue_t epi = gelu_aux ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+		if (gelu_aux) {   /* the pre-activation, [m, n] column-major like C */
+			int64_t ld = m;
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &gelu_aux, sizeof gelu_aux));
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+		}
+	}
+	CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
+	CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
+	CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
+	if (!d->has_algo[step]) {
+		cublasLtMatmulPreference_t pref;
+		CKB(cublasLtMatmulPreferenceCreate(&pref));
+		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size,
+							 sizeof d->ws_size));
+		cublasLtMatmulHeuristicResult_t h;
+		int found = 0;
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, 1, &h, &found));
+		cublasLtMatmulPreferenceDestroy(pref);
+		if (!found)
+			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
+				     (long long)k);
+		d->algo[step] = h.algo;
+		d->has_algo[step] = true;
+	}
+	float alpha = 1, beta = accumulate ? 1.0f : 0.0f;
+	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &d->algo[step], d->ws, d->ws_size,
+			   d->compute));
+	cublasLtMatrixLayoutDestroy(la);
+	cublasLtMatrixLayoutDestroy(lb);
+	cublasLtMatrixLayoutDestroy(lc);
+	cublasLtMatmulDescDestroy(op);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the ops */
+
+#define IN(k) (c->s->in[k])
+#define OUT(k) (c->s->out[k])
+#define ACC(k) (val(c->r, OUT(k))->role == MGL_V_GRAD)
+#define ARGS(...) (void *[]){__VA_ARGS__}
+
+/* the operand a GEMM reads: the bf16 copy when the value is a parameter */
+static const void *operand(const RtRank *r, int v)
+{
+	return val(r, v)->role == MGL_V_PARAM ? P16(r, v) : P(r, v);
+}
+
+static int op_matmul(CudaCtx *c)
+{
+	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
+	int64_t M = rt_rows(x), N = w->shape[0], K = w->shape[1];
+	/* with the epilogue the plan marks, the GEMM does the steps after it in its fused group:
+	 * it writes the bias_add's output, or (GELU_AUX_BIAS: cuBLASLt's GELU is GPT-2's tanh
+	 * form) the gelu's, keeping the bias_add's as its auxiliary output, which gelu_bwd reads */
+	const MglStep *b = c->s->attr.epi & MGL_EPI_BIAS ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_GELU ? c->s + 2 : NULL;
+	int out = g ? g->out[0] : b ? b->out[0] : OUT(0);
+	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
+	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
+		       P(c->r, out), dt(c->r, out), false, b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL);
+}
+
+static int op_matmul_dx(CudaCtx *c)
+{
+	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
+	int64_t M = rt_rows(dy), N = w->shape[0], K = w->shape[1];
+	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M) */
+	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N,
+		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false, NULL, NULL);
+}
+
+static int op_matmul_dw(CudaCtx *c)
+{
+	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
+	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
+	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
+	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL);
+}
+
+static int op_embedding(CudaCtx *c)
+{
+	const MglValue *tab = val(c->r, IN(0)), *ids = val(c->r, IN(1));
+	int64_t n = mgl_numel(ids), D = tab->shape[1], V = tab->shape[0], start = rt_shard_start(c->r, tab);
+	int odt = dt(c->r, OUT(0));
+	void *t = P(c->r, IN(0)), *i = P(c->r, IN(1)), *o = P(c->r, OUT(0));
+	return launch(c->r, K_embedding, n * D, 1, ARGS(&t, &i, &o, &odt, &n, &D, &V, &start));
+}
+
+static int op_embedding_bwd(CudaCtx *c)
+{
+	const MglValue *tab = val(c->r, OUT(0)), *ids = val(c->r, IN(1));
+	int64_t n = mgl_numel(ids), D = tab->shape[1], V = tab->shape[0], start = rt_shard_start(c->r, tab);
+	int ddt = dt(c->r, IN(0));
+	void *g = P(c->r, IN(0)), *i = P(c->r, IN(1)), *o = P(c->r, OUT(0));
+	return launch(c->r, K_embedding_bwd, n * D, 1, ARGS(&g, &ddt, &i, &o, &n, &D, &V, &start));
+}
+
+static int op_positions(CudaCtx *c)
+{
+	int64_t n = mgl_numel(val(c->r, OUT(0)));
+	void *o = P(c->r, OUT(0));
+	return launch(c->r, K_positions, n, 1, ARGS(&o, &n));
+}
+
+static int op_bias_add(CudaCtx *c)
+{
+	const MglValue *y = val(c->r, IN(0));
+	int64_t M = rt_rows(y), N = rt_last(y);
+	int ydt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0));
+	void *a = P(c->r, IN(0)), *b = P(c->r, IN(1)), *o = P(c->r, OUT(0));
+	return launch(c->r, K_bias_add, M * N, 1, ARGS(&a, &ydt, &b, &o, &odt, &M, &N));
+}
+
+static int op_bias_grad(CudaCtx *c)
+{
+	const MglValue *dy = val(c->r, IN(0));
+	int64_t M = rt_rows(dy), N = rt_last(dy);
+	int ddt = dt(c->r, IN(0)), acc = ACC(0);
+	void *g = P(c->r, IN(0)), *o = P(c->r, OUT(0));
+	return launch(c->r, K_bias_grad, N, 1, ARGS(&g, &ddt, &o, &M, &N, &acc));
+}
+
+static int op_layernorm(CudaCtx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	int64_t M = rt_rows(x), D = rt_last(x);
+	float eps = (float)c->s->attr.eps;
+	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
+	void *X = P(c->r, IN(0)), *w = P(c->r, IN(1)), *b = P(c->r, IN(2)), *y = P(c->r, OUT(0));
+	return launch(c->r, K_layernorm, M, 32, ARGS(&X, &xdt, &w, &b, &y, &ydt, &M, &D, &eps));
+}
+
+static int op_layernorm_bwd(CudaCtx *c)
+{
+	Dev *d = c->r->mem;
+	const MglValue *x = val(c->r, IN(1));
+	RtRank *r = c->r;
+	int64_t M = rt_rows(x), D = rt_last(x);
+	float eps = (float)c->s->attr.eps;
+	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0));
+	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1)), *db = P(r, OUT(2));
+	if (!ACC(1))
+		CK(cudaMemsetAsync(dw, 0, (size_t)D * 4, d->compute));
+	if (!ACC(2))
+		CK(cudaMemsetAsync(db, 0, (size_t)D * 4, d->compute));
+	return launch(r, K_layernorm_bwd, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &dw, &db, &M, &D, &eps));
+}
+
+/* gelu, tanh: y = f(x) */
+static int op_unary(CudaCtx *c)
+{
+	int64_t n = mgl_numel(val(c->r, IN(0)));
+	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
+	void *x = P(c->r, IN(0)), *y = P(c->r, OUT(0));
+	return launch(c->r, c->s->op == MGL_OP_GELU ? K_gelu : K_tanh, n, 1, ARGS(&x, &xdt, &y, &ydt, &n));
+}
+
+/* gelu_bwd (dy, x), tanh_bwd (dy, y) */
+static int op_unary_bwd(CudaCtx *c)
+{
+	int64_t n = mgl_numel(val(c->r, IN(0)));
+	int gdt = dt(c->r, IN(0)), xdt = dt(c->r, IN(1)), odt = dt(c->r, OUT(0));
+	void *g = P(c->r, IN(0)), *x = P(c->r, IN(1)), *o = P(c->r, OUT(0));
+	return launch(c->r, c->s->op == MGL_OP_GELU_BWD ? K_gelu_bwd : K_tanh_bwd, n, 1,
+		      ARGS(&g, &gdt, &x, &xdt, &o, &odt, &n));
+}
+
+static int op_dropout(CudaCtx *c)
+{
+	Dev *d = c->r->mem;
+	const MglValue *x = val(c->r, IN(0));
+	int64_t outer = 1, n = mgl_numel(x), inner = 1, whole, start = 0;
+	if (x->layout.kind == MGL_L_S && c->r->job->tp > 1) {
+		rt_around(x, x->layout.dim, &outer, &n, &inner);
+		start = rt_shard_start(c->r, x);
+	}
+	whole = x->layout.kind == MGL_L_S && c->r->job->tp > 1 ? n * c->r->job->tp : n;
+	double p = c->s->attr.p;
+	unsigned seed = (unsigned)c->s->attr.seed;
+	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
+	void *X = P(c->r, IN(0)), *Y = P(c->r, OUT(0));
+	DevRun *run = d->run;
+	return launch(c->r, K_dropout, outer * n * inner, 1,
+		      ARGS(&X, &xdt, &Y, &ydt, &outer, &n, &inner, &whole, &start, &p, &seed, &run));
+}
+
+static int op_add(CudaCtx *c)
+{
+	const MglValue *a = val(c->r, IN(0)), *b = val(c->r, IN(1)), *o = val(c->r, OUT(0));
+	for (int k = 0; k < 2; k++) {   /* suffix broadcasting only (what the models need) */
+		const MglValue *x = k ? b : a;
+		for (int i = 0; i < x->rank; i++)
+			if (x->shape[x->rank - 1 - i] != o->shape[o->rank - 1 - i])
+				return cuda_fail(c->r, "the cuda backend adds tensors broadcast along leading dimensions only");
+	}
+	int64_t na = mgl_numel(a), nb = mgl_numel(b), n = mgl_numel(o);
+	int adt = dt(c->r, IN(0)), bdt = dt(c->r, IN(1)), odt = dt(c->r, OUT(0));
+	void *A = P(c->r, IN(0)), *B = P(c->r, IN(1)), *O = P(c->r, OUT(0));
+	return launch(c->r, K_add, n, 1, ARGS(&A, &adt, &na, &B, &bdt, &nb, &O, &odt, &n));
+}
+
+static int op_sum_to(CudaCtx *c)
+{
+	const MglValue *g = val(c->r, IN(0)), *o = val(c->r, OUT(0));
+	for (int i = 0; i < o->rank; i++)
+		if (o->shape[o->rank - 1 - i] != g->shape[g->rank - 1 - i])
+			return cuda_fail(c->r, "the cuda backend sums over leading dimensions only");
+	int64_t n = mgl_numel(g), no = mgl_numel(o);
+	int gdt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0)), acc = ACC(0);
+	void *G = P(c->r, IN(0)), *O = P(c->r, OUT(0));
+	return launch(c->r, K_sum_to, no, 1, ARGS(&G, &gdt, &n, &O, &odt, &no, &acc));
+}
+
+static int need_scratch(RtRank *r, int64_t floats)
+{
+	Dev *d = r->mem;
+	if (d->scratch_n >= floats)
+		return 0;
+	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
+}
+
+static int op_attention(CudaCtx *c)
+{
+	const MglValue *q = val(c->r, IN(0));
+	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H;
+	int causal = (int)c->s->attr.causal;
+	if (dh > 256)
+		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
+	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
+	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
+	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
+}
+
+static int op_attention_bwd(CudaCtx *c)
+{
+	Dev *d = c->r->mem;
+	RtRank *r = c->r;
+	const MglValue *q = val(r, IN(1));
+	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H, n = mgl_numel(q);
+	int causal = (int)c->s->attr.causal;
+	if (need_scratch(r, 2 * n + 64))
+		return -1;
+	float *dk = d->scratch + 64, *dv = dk + n;
+	CK(cudaMemsetAsync(dk, 0, (size_t)(2 * n) * 4, d->compute));
+	void *G = P(r, IN(0)), *Q = P(r, IN(1)), *K = P(r, IN(2)), *V = P(r, IN(3)), *O = P(r, IN(4)), *L = P(r, IN(5));
+	void *M = c->s->nin > 6 ? P(r, IN(6)) : NULL, *dq = P(r, OUT(0));
+	if (launch(r, K_attention_bwd, B * H * S, 32, ARGS(&G, &Q, &K, &V, &O, &L, &M, &dq, &dk, &dv, &B, &S, &H, &dh, &causal)))
+		return -1;
+	int f = MGL_F32, odt = dt(r, OUT(1));
+	void *DK = P(r, OUT(1)), *DV = P(r, OUT(2));
+	if (launch(r, K_convert, n, 1, ARGS(&dk, &f, &DK, &odt, &n)))
+		return -1;
+	return launch(r, K_convert, n, 1, ARGS(&dv, &f, &DV, &odt, &n));
+}
+
+static int op_select(CudaCtx *c)
+{
+	bool bwd = c->s->op == MGL_OP_SELECT_BWD;
+	const MglValue *x = val(c->r, bwd ? OUT(0) : IN(0));
+	int64_t B = x->shape[0], S = x->shape[1], inner = mgl_numel(x) / (B * S), index = c->s->attr.position;
+	int idt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0));
+	void *I = P(c->r, IN(0)), *O = P(c->r, OUT(0));
+	return launch(c->r, bwd ? K_select_bwd : K_select, bwd ? B * S * inner : B * inner, 1,
+		      ARGS(&I, &idt, &O, &odt, &B, &S, &inner, &index));
+}
+
+static int64_t valid_cols(const CudaCtx *c, const MglValue *z, int64_t *start)
+{
+	*start = rt_shard_start(c->r, z);
+	int64_t v = c->s->attr.limit - *start;
+	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
+}
+
+static int op_vocab_max(CudaCtx *c)
+{
+	const MglValue *z = val(c->r, IN(0));
+	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
+	int zdt = dt(c->r, IN(0));
+	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
+	return launch(c->r, K_vocab_max, M, 32, ARGS(&Z, &zdt, &m, &M, &N, &valid));
+}
+
+static int op_vocab_stats(CudaCtx *c)
+{
+	const MglValue *z = val(c->r, IN(0));
+	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
+	int zdt = dt(c->r, IN(0));
+	void *Z = P(c->r, IN(0)), *t = P(c->r, IN(1)), *m = P(c->r, IN(2)), *st = P(c->r, OUT(0));
+	return launch(c->r, K_vocab_stats, M, 32, ARGS(&Z, &zdt, &t, &m, &st, &M, &N, &valid, &start));
+}
+
+static int op_vocab_loss(CudaCtx *c)
+{
+	Dev *d = c->r->mem;
+	RtRank *r = c->r;
+	int64_t M = mgl_numel(val(r, IN(2))), ignore = c->s->attr.ignore;
+	void *st = P(r, IN(0)), *m = P(r, IN(1)), *t = P(r, IN(2)), *loss = P(r, OUT(0)), *lse = P(r, OUT(1));
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_vocab_loss], cuda_dim3(1), cuda_dim3(1024),
+			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0, d->compute));
+	return 0;
+}
+
+static int op_ce_bwd(CudaCtx *c)
+{
+	Dev *d = c->r->mem;
+	RtRank *r = c->r;
+	const MglValue *z = val(r, IN(1));
+	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
+	int64_t nt = mgl_numel(val(r, IN(2)));
+	float *count = d->scratch;
+	void *t = P(r, IN(2));
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0,
+			    d->compute));
+	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
+	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
+	return launch(r, K_ce_bwd, M * N, 1, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
+}
+
+static int op_slice(CudaCtx *c)
+{
+	const MglValue *o = val(c->r, OUT(0));
+	int64_t outer, n, inner;
+	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
+	int64_t whole = n * c->r->job->tp, start = (int64_t)c->r->tp_rank * n;
+	int es = mgl_dtype_size[o->dtype];
+	void *X = P(c->r, IN(0)), *Y = P(c->r, OUT(0));
+	return launch(c->r, K_slice, outer * n * inner, 1, ARGS(&X, &Y, &es, &outer, &n, &inner, &whole, &start));
+}
+
+/* ---------------------------------------------------------------- collectives (NCCL) */
+
+static ncclDataType_t nccl_type(int dtype) { return dtype == MGL_BF16 ? ncclBfloat16 : dtype == MGL_I32 ? ncclInt32 : ncclFloat32; }
+
+/* The communication stream waits for the compute stream's work so far... */
+static int comm_begin(RtRank *r)
+{
+	Dev *d = r->mem;
+	CK(cudaEventRecord(d->to_comm, d->compute));
+	CK(cudaStreamWaitEvent(d->comm, d->to_comm, 0));
+	return 0;
+}
+
+/* ... and the compute stream for the communication's result. */
+static int comm_end(RtRank *r)
+{
+	Dev *d = r->mem;
+	CK(cudaEventRecord(d->to_compute, d->comm));
+	CK(cudaStreamWaitEvent(d->compute, d->to_compute, 0));
+	return 0;
+}
+
+static int op_all_reduce(CudaCtx *c)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	if (ACC(0) && !c->last_micro)
+		return 0;   /* gradient buffers are reduced once, after the last micro-batch */
+	ncclComm_t comm = c->s->attr.group == MGL_GROUP_DP ? d->dp : d->tp;
+	if (comm_begin(r))
+		return -1;
+	CKN(ncclGroupStart());
+	for (int k = 0; k < c->s->nin; k++) {
+		int ty = dt(r, IN(k));
+		CKN(ncclAllReduce(P(r, IN(k)), P(r, OUT(k)), (size_t)mgl_numel(val(r, IN(k))), nccl_type(ty),
+				  c->s->attr.max ? ncclMax : ncclSum, comm, d->comm));
+	}
+	CKN(ncclGroupEnd());
+	return comm_end(r);
+}
+
+static int op_all_gather(CudaCtx *c)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	const MglValue *x = val(r, IN(0));
+	int64_t outer, n, inner, tp = r->job->tp;
+	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
+	int es = mgl_dtype_size[x->dtype];
+	size_t count = (size_t)(outer * n * inner);
+	void *dst = outer == 1 ? P(r, OUT(0)) : d->pack;
+	if (outer > 1 && (int64_t)count * tp * es > d->pack_n)
+		return cuda_fail(r, "internal error: the collective staging buffer is too small");
+	if (comm_begin(r))
+		return -1;
+	CKN(ncclAllGather(P(r, IN(0)), dst, count, nccl_type(x->dtype), d->tp, d->comm));
+	if (comm_end(r))
+		return -1;
+	if (outer == 1)
+		return 0;
+	void *o = P(r, OUT(0));
+	return launch(r, K_unpack, tp * (int64_t)count, 1, ARGS(&dst, &o, &es, &tp, &outer, &n, &inner));
+}
+
+static int op_reduce_scatter(CudaCtx *c)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	const MglValue *o = val(r, OUT(0));
+	int64_t outer, n, inner, tp = r->job->tp;
+	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
+	int es = mgl_dtype_size[o->dtype];
+	size_t count = (size_t)(outer * n * inner);
+	void *src = P(r, IN(0));
+	if (outer > 1) {
+		if ((int64_t)count * tp * es > d->pack_n)
+			return cuda_fail(r, "internal error: the collective staging buffer is too small");
+		if (launch(r, K_pack, tp * (int64_t)count, 1, ARGS(&src, &d->pack, &es, &tp, &outer, &n, &inner)))
+			return -1;
+		src = d->pack;
+	}
+	if (comm_begin(r))
+		return -1;
+	CKN(ncclReduceScatter(src, P(r, OUT(0)), count, nccl_type(o->dtype), ncclSum, d->tp, d->comm));
+	return comm_end(r);
+}
+
+/* ---------------------------------------------------------------- the optimizer */
+
+static int op_grad_norm(CudaCtx *c)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	float *acc = P(r, OUT(0));
+	CK(cudaMemsetAsync(acc, 0, 4, d->compute));
+	for (int k = 0; k < c->s->nin; k++) {
+		const MglValue *g = val(r, IN(k));
+		if (g->layout.kind == MGL_L_R && r->tp_rank != 0)
+			continue;   /* a replicated gradient counts once over the tp group */
+		int64_t n = mgl_numel(g);
+		void *G = P(r, IN(k));
+		if (launch(r, K_sumsq, n < 65536 ? n : 65536, 1, ARGS(&G, &n, &acc)))
+			return -1;
+	}
+	return 0;
+}
+
+static int op_adamw(CudaCtx *c)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	int64_t n = mgl_numel(val(r, IN(0)));
+	int decay = (int)c->s->attr.decay;
+	void *w = P(r, IN(0)), *g = P(r, IN(1)), *m = P(r, IN(2)), *v = P(r, IN(3)), *w16 = P16(r, IN(0)), *norm = P(r, IN(4));
+	DevRun *run = d->run;
+	return launch(r, K_adamw, n, 1, ARGS(&w, &g, &m, &v, &w16, &norm, &run, &decay, &n));
+}
+
+CudaOpFn *const cuda_ops[MGL_OP_COUNT] = {
+	[MGL_OP_EMBEDDING] = op_embedding,       [MGL_OP_POSITIONS] = op_positions,
+	[MGL_OP_LAYERNORM] = op_layernorm,       [MGL_OP_GELU] = op_unary,
+	[MGL_OP_TANH] = op_unary,                [MGL_OP_DROPOUT] = op_dropout,
+	[MGL_OP_ADD] = op_add,                   [MGL_OP_ATTENTION] = op_attention,
+	[MGL_OP_SELECT] = op_select,             [MGL_OP_MATMUL] = op_matmul,
+	[MGL_OP_BIAS_ADD] = op_bias_add,         [MGL_OP_VOCAB_MAX] = op_vocab_max,
+	[MGL_OP_VOCAB_STATS] = op_vocab_stats,   [MGL_OP_VOCAB_LOSS] = op_vocab_loss,
+	[MGL_OP_MATMUL_DX] = op_matmul_dx,       [MGL_OP_MATMUL_DW] = op_matmul_dw,
+	[MGL_OP_BIAS_GRAD] = op_bias_grad,       [MGL_OP_LAYERNORM_BWD] = op_layernorm_bwd,
+	[MGL_OP_GELU_BWD] = op_unary_bwd,        [MGL_OP_TANH_BWD] = op_unary_bwd,
+	[MGL_OP_DROPOUT_BWD] = op_dropout,       [MGL_OP_ATTENTION_BWD] = op_attention_bwd,
+	[MGL_OP_SELECT_BWD] = op_select,         [MGL_OP_EMBEDDING_BWD] = op_embedding_bwd,
+	[MGL_OP_SUM_TO] = op_sum_to,             [MGL_OP_ACCUMULATE] = op_add,
+	[MGL_OP_CE_BWD] = op_ce_bwd,             [MGL_OP_ALL_REDUCE] = op_all_reduce,
+	[MGL_OP_ALL_GATHER] = op_all_gather,     [MGL_OP_REDUCE_SCATTER] = op_reduce_scatter,
+	[MGL_OP_SLICE] = op_slice,               [MGL_OP_GRAD_NORM] = op_grad_norm,
+	[MGL_OP_ADAMW] = op_adamw,
+};
