@@ -104,4 +104,16 @@ expect 1 "^mgl: error: $tmp/cut.plan:[0-9]+: "  -- dot "$tmp/cut.plan"
 sed '$d' "$tmp/gpt2.plan" >"$tmp/noend.plan"
 expect 1 "noend.plan:[0-9]+: the plan ends early \(truncated\?\)" -- dot "$tmp/noend.plan"
 
+# the quick start installs what the tests run: on a machine without Graphviz (a PATH with
+# no dot) and without root, `make deps-test` names the package to install
+deps_without_dot() {
+	mkdir -p "$tmp/bin"
+	for t in re2c pkg-config cc; do ln -sf "$(command -v $t)" "$tmp/bin/$t"; done
+	printf '#!/bin/sh\necho 1000\n' >"$tmp/bin/id" && chmod +x "$tmp/bin/id"
+	make=$(command -v make)
+	PATH="$tmp/bin" "$make" --no-print-directory -s deps-test >"$tmp/deps" 2>&1 && { echo "deps-test passed without dot"; return 1; }
+	grep -q 'sudo apt-get install -y.* graphviz' "$tmp/deps" || { cat "$tmp/deps"; return 1; }
+}
+check 'make deps-test installs Graphviz (or says how) for the dot tests' deps_without_dot
+
 summary cli
