@@ -34,8 +34,9 @@ typedef struct {
 } Args;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg);
-/* 124439808 as "124,439,808" into buf (32 bytes) */
-const char *cli_commas(int64_t v, char *buf);
+/* 124439808 as "124,439,808" into buf (32 bytes): the compiler's, so that messages of the
+ * compiler and of the commands read alike */
+#define cli_commas mgl_commas
 
 /* compile.c */
 int cmd_check(Args *a);

@@ -12,20 +12,6 @@
 #include <string.h>
 
 
-/* "124439808" -> "124,439,808" */
-const char *cli_commas(int64_t v, char *buf)
-{
-	char tmp[32];
-	int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v), o = 0;
-	for (int i = 0; i < n; i++) {
-		buf[o++] = tmp[i];
-		if (tmp[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
-			buf[o++] = ',';
-	}
-	buf[o] = 0;
-	return buf;
-}
-
 /* Parameter names with the layer index replaced by '*', so a 96-layer model prints one
  * row per kind of parameter: layers.*.attention.q.weight. */
 static void pattern_of(const char *name, char *out, size_t n)
