@@ -116,4 +116,28 @@ deps_without_dot() {
 }
 check 'make deps-test installs Graphviz (or says how) for the dot tests' deps_without_dot
 
+# links_resolve: every relative link of README.md and docs/*.md names a file of the
+# repository (not one beside it, as ../shared/DESIGN.md was), and every #anchor a heading
+links_resolve() {
+	root=$(pwd -P) bad=0
+	for md in README.md docs/*.md; do
+		dir=$(dirname "$md")
+		for link in $(grep -o '\](\([^)#: ]*\)\(#[^) ]*\)\{0,1\})' "$md" | sed 's/^](//; s/)$//'); do
+			file=${link%%#*} anchor=
+			case $link in *'#'*) anchor=${link#*#} ;; esac
+			target=$md
+			[ -n "$file" ] && target=$dir/$file
+			if [ ! -e "$target" ] || case $(realpath "$target") in "$root"/*) false ;; *) true ;; esac; then
+				echo "$md: $link: no such file in the repository"; bad=1; continue
+			fi
+			[ -z "$anchor" ] || case $target in *.md) ;; *) continue ;; esac
+			[ -z "$anchor" ] && continue
+			sed -n 's/^#\{1,6\} //p' "$target" | tr 'A-Z' 'a-z' | sed 's/[^a-z0-9 _-]//g; s/ /-/g' |
+				grep -qx -- "$anchor" || { echo "$md: $link: no heading for #$anchor"; bad=1; }
+		done
+	done
+	return $bad
+}
+check 'the docs link only to files of the repository, and to headings that exist' links_resolve
+
 summary cli
