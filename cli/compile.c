@@ -226,7 +226,7 @@ static int write_plan(MglCtx *c, const MglPlan *p, const char *path)
 	char *tmp = mgl_fmt(&c->arena, "%s.tmp", path);
 	FILE *f = fopen(tmp, "w");
 	if (!f) {
-		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", tmp, strerror(errno));
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
 		return 1;
 	}
 	mgl_plan_write(f, p);
@@ -295,6 +295,17 @@ static void human(int64_t b, char *buf)
 	snprintf(buf, 32, i ? "%.2f %s" : "%.0f %s", x, u[i]);
 }
 
+/* FLOPs in SI units, three digits: "1.17 TFLOP" */
+static const char *flops(double f, char *buf)
+{
+	const char *u[] = {"", "k", "M", "G", "T", "P", "E"};
+	int i = 0;
+	while (f >= 999.5 && i < 6)
+		f /= 1000, i++;
+	snprintf(buf, 32, "%.3g %sFLOP", f, u[i]);
+	return buf;
+}
+
 static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 {
 	(void)f;
@@ -334,11 +345,13 @@ static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	printf("%s%s%s: tp %d, dp %d%s, batch %lld x seq %lld, %s activations (per rank)\n\n", p->model,
 	       p->preset ? " " : "", p->preset ? p->preset : "", p->tp, p->dp, p->sp ? ", sequence parallel" : "",
 	       (long long)p->batch, (long long)p->seq, mgl_dtype_name[p->act_dtype]);
-	printf("  parameters      %lld on this rank (model: %lld", (long long)e.params_per_rank, (long long)e.params_total);
+	printf("  parameters      %s on this rank (model: %s", mgl_commas(e.params_per_rank, b1),
+	       mgl_commas(e.params_total, b2));
 	if (p->vocab_padded != p->vocab)
-		printf("; vocabulary padded %lld -> %lld, %lld rows added", (long long)p->vocab, (long long)p->vocab_padded,
-		       (long long)(p->vocab_padded - p->vocab));
-	printf(")\n  flops           %.3g forward + %.3g backward per micro-batch\n", e.flops_fwd, e.flops_bwd);
+		printf("; vocabulary padded %s -> %s, %s rows added", mgl_commas(p->vocab, b1), mgl_commas(p->vocab_padded, b2),
+		       mgl_commas(p->vocab_padded - p->vocab, b3));
+	printf(")\n  flops           %s forward + %s backward per micro-batch\n", flops(e.flops_fwd, b1),
+	       flops(e.flops_bwd, b2));
 	printf("\n  collectives     %-16s %-16s %s\n", "all-reduce", "all-gather", "reduce-scatter");
 	printf("  a layer, fwd    %-16d %-16d %d\n", layer0[0][0], layer0[0][1], layer0[0][2]);
 	printf("  a layer, bwd    %-16d %-16d %d%s\n", layer0[1][0], layer0[1][1], layer0[1][2],
@@ -368,7 +381,7 @@ static int dot_emit(MglCtx *c, const Args *a, const MglPlan *p)
 	if (a->out) {
 		tmp = mgl_fmt(&c->arena, "%s.tmp", a->out);
 		if (!(f = fopen(tmp, "w"))) {
-			fprintf(stderr, "mgl: error: cannot write '%s': %s\n", tmp, strerror(errno));
+			fprintf(stderr, "mgl: error: cannot write '%s': %s\n", a->out, strerror(errno));
 			return 1;
 		}
 	}

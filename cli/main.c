@@ -28,6 +28,23 @@ int usage_error(const char *cmd, const char *fmt, const char *arg)
 	return 2;
 }
 
+int cli_unknown_option(const char *cmd, const char *name, const char *options)
+{
+	char copy[1024];
+	const char *cands[64];
+	int n = 0;
+	snprintf(copy, sizeof copy, "%s", options);
+	for (char *s = strtok(copy, " "); s && n < 64; s = strtok(NULL, " "))
+		cands[n++] = s;
+	const char *best = mgl_closest(name, (int)strlen(name), cands, n);
+	fprintf(stderr, "mgl: error: unknown option '%s'\n", name);
+	if (best)
+		fprintf(stderr, "  hint: did you mean '%s'?\n", best);
+	else
+		fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
+	return 2;
+}
+
 /* ---------------------------------------------------------------- the command table */
 
 /* Option help shared by the commands that load a model, and by those that compile it. */
@@ -201,9 +218,39 @@ static const struct {
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)
 {
-	fprintf(stderr, "mgl: error: %s takes %s from %s to %g, not '%s'\n", name, real ? "a number" : "a whole number",
-		real ? "0" : "1", max, val);
+	char b[32];
+	if (max == floor(max))
+		mgl_commas((int64_t)max, b);
+	else
+		snprintf(b, sizeof b, "%g", max);
+	fprintf(stderr, "mgl: error: %s takes %s from %s to %s, not '%s'\n", name, real ? "a number" : "a whole number",
+		real ? "0" : "1", b, val);
 	fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
+	return 2;
+}
+
+/* Whether a command's options (space-separated) include name. */
+static bool takes(const Command *cmd, const char *name)
+{
+	const char *o = cmd->options, *at = o ? strstr(o, name) : NULL;
+	size_t len = strlen(name);
+	while (at && ((at != o && at[-1] != ' ') || (at[len] != ' ' && at[len] != 0)))
+		at = strstr(at + 1, name);
+	return at != NULL;
+}
+
+/* An option of other commands: which take it ("mgl compile, explain and dot"). */
+static int wrong_command(const Command *cmd, const char *name)
+{
+	const char *takers[NCOMMANDS];
+	int n = 0;
+	for (int i = 0; i < NCOMMANDS; i++)
+		if (takes(&commands[i], name))
+			takers[n++] = commands[i].name;
+	fprintf(stderr, "mgl: error: mgl %s has no option '%s'\n  hint: it is an option of mgl", cmd->name, name);
+	for (int i = 0; i < n; i++)
+		fprintf(stderr, "%s%s", i == 0 ? " " : i == n - 1 ? " and " : ", ", takers[i]);
+	fprintf(stderr, "; 'mgl %s --help' lists its own\n", cmd->name);
 	return 2;
 }
 
@@ -236,15 +283,13 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 			return usage_error(cmd->name, "unknown option '%s'", arg);
 		memcpy(name, arg, len);
 		name[len] = 0;
-		const char *opts = cmd->options;
-		const char *hit = strstr(opts, name);
-		while (hit && ((hit[len] != ' ' && hit[len] != 0) || (hit != opts && hit[-1] != ' ')))
-			hit = strstr(hit + 1, name);
 		size_t k = 0;
 		while (k < sizeof options / sizeof options[0] && strcmp(options[k].name, name))
 			k++;
-		if (!hit || k == sizeof options / sizeof options[0])
-			return usage_error(cmd->name, "unknown option '%s'", name);
+		if (k == sizeof options / sizeof options[0])
+			return cli_unknown_option(cmd->name, name, cmd->options);
+		if (!takes(cmd, name))
+			return wrong_command(cmd, name);
 		char *field = (char *)a + options[k].at;
 		if (options[k].kind == O_FLAG) {
 			if (eq)

@@ -218,7 +218,7 @@ int cmd_tokenize(int argc, char **argv)
 			if (v && (frac = strtod(v, &end), end == v || *end || !(frac >= 0 && frac <= 0.5)))
 				st = usage_error("tokenize", "--val-fraction takes a number from 0 to 0.5, not '%s'", v);
 		} else {
-			st = usage_error("tokenize", "unknown option '%s'", arg);
+			st = cli_unknown_option("tokenize", arg, "-o --bytes --gpt2 --val-fraction --help");
 		}
 	}
 	char *val = NULL;

@@ -339,22 +339,23 @@ static int build_header(Buf *b, const RtTensor *t, int n, const char *const *key
 	return b->oom ? -1 : 0;
 }
 
-/* "cannot write [name]: cause", with errno's text when the stream left one. */
-static void write_error(int e, const char *file, const char *name, char *err, size_t errlen)
+/* "cannot write: cause", with errno's text when the stream left one. Messages name the file
+ * the caller asked for, never the temporary one that becomes it. */
+static void write_error(int e, const char *file, char *err, size_t errlen)
 {
-	say(err, errlen, file, "cannot write%s%s: %s", name ? " " : "", name ? name : "", e ? strerror(e) : "write error");
+	say(err, errlen, file, "cannot write: %s", e ? strerror(e) : "write error");
 }
 
 /* fwrite, checked; large tensors go in pieces so that a failure is seen (and errno read)
- * close to where it happened. name is the file written, when it is not `file` itself. */
-static int write_all(FILE *f, const void *p, size_t n, const char *file, const char *name, char *err, size_t errlen)
+ * close to where it happened. */
+static int write_all(FILE *f, const void *p, size_t n, const char *file, char *err, size_t errlen)
 {
 	const char *s = p;
 	while (n) {
 		size_t k = n < ((size_t)1 << 26) ? n : ((size_t)1 << 26);
 		errno = 0;
 		if (fwrite(s, 1, k, f) != k) {
-			write_error(errno, file, name, err, errlen);
+			write_error(errno, file, err, errlen);
 			return -1;
 		}
 		s += k;
@@ -363,7 +364,7 @@ static int write_all(FILE *f, const void *p, size_t n, const char *file, const c
 	return 0;
 }
 
-static int write_stream(FILE *f, const char *file, const char *name, const RtTensor *t, int n,
+static int write_stream(FILE *f, const char *file, const RtTensor *t, int n,
 			const char *const *keys, const char *const *vals, int nmeta, char *err, size_t errlen)
 {
 	Buf b = {0};
@@ -375,19 +376,19 @@ static int write_stream(FILE *f, const char *file, const char *name, const RtTen
 	unsigned char len[8];
 	for (int i = 0; i < 8; i++)
 		len[i] = (unsigned char)((uint64_t)b.n >> (8 * i));
-	int rc = write_all(f, len, 8, file, name, err, errlen);
+	int rc = write_all(f, len, 8, file, err, errlen);
 	if (!rc)
-		rc = write_all(f, b.p, b.n, file, name, err, errlen);
+		rc = write_all(f, b.p, b.n, file, err, errlen);
 	free(b.p);
 	for (int i = 0; i < n && !rc; i++) {
 		size_t nel = 1;
 		for (int k = 0; k < t[i].rank; k++)
 			nel *= (size_t)t[i].shape[k];
-		rc = write_all(f, t[i].data, nel * 4, file, name, err, errlen);
+		rc = write_all(f, t[i].data, nel * 4, file, err, errlen);
 	}
 	errno = 0;
 	if (!rc && fflush(f)) {
-		write_error(errno, file, name, err, errlen);
+		write_error(errno, file, err, errlen);
 		rc = -1;
 	}
 	return rc;
@@ -399,7 +400,7 @@ int rt_ckpt_write_stream(FILE *f, const char *name, const RtTensor *t, int n, co
 	uint64_t bytes;
 	if (check_input(name, t, n, keys, vals, nmeta, &bytes, err, errlen))
 		return -1;
-	return write_stream(f, name, NULL, t, n, keys, vals, nmeta, err, errlen);
+	return write_stream(f, name, t, n, keys, vals, nmeta, err, errlen);
 }
 
 /* fsync of the directory holding path, so that the rename itself survives a crash. */
@@ -434,7 +435,7 @@ int rt_ckpt_write(const char *path, const RtTensor *t, int n, const char *const 
 	memcpy(tmp + plen, ".tmp", 5);
 	FILE *f = fopen(tmp, "wb");
 	if (!f) {
-		say(err, errlen, path, "cannot create %s: %s", tmp, strerror(errno));
+		say(err, errlen, path, "cannot create: %s", strerror(errno));
 		free(tmp);
 		return -1;
 	}
@@ -442,18 +443,18 @@ int rt_ckpt_write(const char *path, const RtTensor *t, int n, const char *const 
 	 * depending on buffering and the file system, and any of them means the .tmp is not
 	 * the checkpoint. The old file stays until the rename. */
 	setvbuf(f, NULL, _IOFBF, 1 << 20);
-	int rc = write_stream(f, path, tmp, t, n, keys, vals, nmeta, err, errlen);
+	int rc = write_stream(f, path, t, n, keys, vals, nmeta, err, errlen);
 	if (!rc && fsync(fileno(f))) {
-		say(err, errlen, path, "cannot sync %s: %s", tmp, strerror(errno));
+		say(err, errlen, path, "cannot sync: %s", strerror(errno));
 		rc = -1;
 	}
 	errno = 0;
 	if (fclose(f) && !rc) {
-		write_error(errno, path, tmp, err, errlen);
+		write_error(errno, path, err, errlen);
 		rc = -1;
 	}
 	if (!rc && rename(tmp, path)) {
-		say(err, errlen, path, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		say(err, errlen, path, "cannot replace: %s", strerror(errno));
 		rc = -1;
 	}
 	if (rc)

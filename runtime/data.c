@@ -194,7 +194,7 @@ int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *er
 	memcpy(tmp + plen, ".tmp", 5);
 	FILE *f = fopen(tmp, "wb");
 	if (!f) {
-		rt_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
 		free(tmp);
 		return -1;
 	}
@@ -217,13 +217,13 @@ int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *er
 	if (fclose(f) && ok)
 		ok = false, werr = errno;
 	if (!ok) {
-		rt_errf(err, errlen, "%s: cannot write: %s", tmp, strerror(werr));
+		rt_errf(err, errlen, "%s: cannot write: %s", path, strerror(werr));
 		remove(tmp);
 		free(tmp);
 		return -1;
 	}
 	if (rename(tmp, path)) {
-		rt_errf(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot replace: %s", path, strerror(errno));
 		remove(tmp);
 		free(tmp);
 		return -1;

@@ -15,6 +15,16 @@ expect 0 'usage: mgl check FILE'               -- help check
 expect 2 "unknown command 'chek'"              -- chek models/gpt2.mgl
 expect 2 "did you mean 'mgl check'"            -- chek models/gpt2.mgl
 expect 2 "unknown option '--presett'"          -- check models/gpt2.mgl --presett 124m
+# a mistyped option gets the closest one the command takes; another command's, who takes it
+expect 2 "hint: did you mean '--preset'\?"    -- check models/gpt2.mgl --presett 124m
+expect 2 "hint: did you mean '--steps'\?"     -- train models/gpt2.mgl --step 3
+expect 2 "hint: did you mean '--bytes'\?"     -- tokenize README.md --byte -o "$tmp/x.bin"
+expect 2 "hint: see 'mgl train --help'"       -- train models/gpt2.mgl --learning-rate 3
+expect 2 "mgl check has no option '--tp'"      -- check models/gpt2.mgl --tp 2
+expect 2 "it is an option of mgl compile, explain, dot and train" -- check models/gpt2.mgl --tp 2
+# limits are integers with separators, never 1.67772e+07
+expect 2 "--tokens takes a whole number from 1 to 16,777,216, not '0'" -- sample x --tokens 0
+expect 2 "--clip takes a number from 0 to 1,000,000, not '-1'" -- train models/gpt2.mgl --clip -1
 expect 2 "option '--preset' needs a value"     -- check models/gpt2.mgl --preset
 expect 2 'no model file given'                 -- check
 expect 2 "unexpected argument 'extra'"         -- check models/gpt2.mgl extra
@@ -60,11 +70,14 @@ check 'compile -o writes a whole plan, from "mgl-plan 1" to "end"' compile_o
 expect 0 '^mgl-plan 1$'                        -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
 expect 0 '^s 0 fwd embedding '                 -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
 expect 2 "--dump takes ast, graph, autodiff, partition, optimizer, fuse or schedule, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
-expect 2 "--tp takes a whole number from 1 to 4096, not '0'" -- compile models/gpt2.mgl --tp 0
-expect 2 "--tp takes a whole number from 1 to 4096, not 'x'" -- compile models/gpt2.mgl --tp x
+expect 2 "--tp takes a whole number from 1 to 4,096, not '0'" -- compile models/gpt2.mgl --tp 0
+expect 2 "--tp takes a whole number from 1 to 4,096, not 'x'" -- compile models/gpt2.mgl --tp x
 expect 1 'gpt2.mgl:[0-9]+:[0-9]+: error: 12 heads cannot be split over --tp 8' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
 expect 1 'hint: --tp must divide 12: 1, 2, 3, 4, 6, 12$' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
 check 'a failed compile -o leaves no plan, whole or part' sh -c '! ls -A "$1" | grep tp8' - "$tmp"
+# a file that cannot be written is named as given, never as mgl's temporary file
+expect 1 "cannot write '$tmp/nope/g.plan': No such file" -- compile models/gpt2.mgl --preset tiny -o "$tmp/nope/g.plan"
+expect 1 "cannot write '$tmp/nope/g.dot': No such file" -- dot models/gpt2.mgl --preset tiny -o "$tmp/nope/g.dot"
 expect 2 "--seq 2048 is longer than the model's sequence" -- compile models/gpt2.mgl --seq 2048
 
 # explain: collectives per layer; with --sp the all-reduces become all-gathers and
@@ -74,6 +87,10 @@ expect 0 'a layer, fwd    0  +2  +2$'          -- explain models/gpt2.mgl --pres
 expect 0 '"collectives_per_layer": \{"forward": \{"all_reduce": 2, "all_gather": 0, "reduce_scatter": 0\}' -- explain models/gpt2.mgl --preset tiny --tp 2 --json
 expect 0 '"collectives_per_layer": \{"forward": \{"all_reduce": 0, "all_gather": 2, "reduce_scatter": 2\}' -- explain models/gpt2.mgl --preset tiny --tp 2 --sp --json
 expect 0 '^\{"model": "gpt2", "preset": "tiny", "tp": 2, ' -- explain models/gpt2.mgl --preset tiny --tp 2 --json
+# the same separators as check, and FLOPs in SI units (never 1.17e+12)
+expect 0 'parameters +62,708,736 on this rank \(model: 124,439,808; vocabulary padded 50,257 -> 50,432, 175 rows added\)' \
+	-- explain models/gpt2.mgl --tp 2
+expect 0 'flops +1.17 TFLOP forward \+ 2.34 TFLOP backward per micro-batch' -- explain models/gpt2.mgl --tp 2
 
 # dot: of a model and of a plan file; what it writes must render
 expect 0 '^digraph plan \{$'                   -- dot models/gpt2.mgl --preset tiny --tp 2

@@ -11,6 +11,7 @@ expect 0 'usage: mgl tokenize'                 -- help tokenize
 expect 2 'no input files given'                -- tokenize -o "$tmp/x.bin"
 expect 2 'from 0 to 0.5'                       -- tokenize README.md -o "$tmp/x.bin" --val-fraction 0.7
 expect 1 'cannot open'                         -- tokenize "$tmp/missing.txt" -o "$tmp/x.bin"
+expect 1 "^mgl: error: $tmp/nope/x.bin: cannot create: No such file" -- tokenize README.md -o "$tmp/nope/x.bin"
 for i in 1 2 3 4 5 6; do cat README.md docs/language.md; done >"$tmp/text.txt"
 expect 0 'tokens \(bytes\): wrote'             -- tokenize "$tmp/text.txt" -o "$tmp/t.bin" --bytes --val-fraction 0.1
 check "tokenize wrote both shards" test -s "$tmp/t.bin" -a -s "$tmp/t.val.bin"
