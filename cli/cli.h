@@ -4,6 +4,7 @@
 #define MGL_CLI_H
 
 #include "../compiler/mgl.h"
+#include "../runtime/runtime.h"
 
 typedef struct {
 	const char *file;       /* the one positional argument: a model file, a plan, a checkpoint */
@@ -19,7 +20,7 @@ typedef struct {
 	bool dtype_given;
 	/* mgl train */
 	const char *data, *val, *save, *resume, *log, *backend, *gpt2;
-	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every;
+	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every, log_every;
 	double lr, min_lr, weight_decay, clip;     /* NAN: not given */
 	/* mgl sample, mgl tokenize */
 	const char *prompt;
@@ -52,6 +53,9 @@ MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *pre
 
 /* tokenize.c: parses its own arguments (argv[0] is "tokenize") */
 int cmd_tokenize(int argc, char **argv);
+/* GPT-2's tokenizer from DIR; NULL after printing the error and a hint (hint, or else how
+ * to fetch the files). */
+RtTokenizer *cli_gpt2(const char *dir, const char *hint);
 
 /* train.c */
 int cmd_train(Args *a);

@@ -117,15 +117,18 @@ static const Command commands[] = {
 	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
-	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl]\n"
+	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--gpt2 DIR] ...\n"
 	 "\n"
 	 "Trains with AdamW on random windows of TRAIN.bin (a token shard: `mgl tokenize`), every\n"
-	 "rank of the tp x dp job a thread on the cpu backend. Prints a progress line on a terminal\n"
-	 "and a summary at the end; --log writes one JSON object per step (step, loss, lr,\n"
-	 "grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated).\n"
+	 "rank of the tp x dp job a thread on the cpu backend. Once every input is checked, prints\n"
+	 "what it trains; then progress (rewritten every step on a terminal; elsewhere a line every\n"
+	 "10 s, or every --log-every steps) and a summary at the end. Ctrl-C stops after the step\n"
+	 "and saves; a second Ctrl-C stops at once, without saving. --log writes one JSON object per\n"
+	 "step (step, loss, lr, grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated).\n"
 	 "\n"
 	 "  --data F          training tokens (required);  --val F  validation tokens\n"
 	 "  --steps S         optimizer steps (default 200); with --resume, the step to reach\n"
+	 "                    (default: the checkpoint's; so are --lr, --min-lr and --warmup)\n"
 	 "  --batch B         sequences per micro-batch and dp rank (default 8)\n"
 	 "  --seq T           sequence length (default: the model's config seq)\n"
 	 "  --accum A         micro-batches per optimizer step (default 1)\n"
@@ -140,22 +143,34 @@ static const Command commands[] = {
 	 "  --save-every N    ... and every N steps\n"
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
 	 "  --log FILE        metrics as JSON lines\n"
-	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): recorded so `mgl sample` decodes it\n"
+	 "  --log-every N     a progress line every N steps (default: every 10 s off a terminal)\n"
+	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): the checkpoint records DIR's absolute\n"
+	 "                    path and its files' SHA-256, so `mgl sample` decodes with the same files\n"
 	 "  --dump-first DIR  write DIR/checkpoint.safetensors (the initial weights) and\n"
 	 "                    DIR/grads.safetensors (the first step's gradients): for comparisons\n"
 	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
 	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
 	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
-	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --gpt2 "
-	 "--dump-first"},
+	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --log-every "
+	 "--gpt2 --dump-first"},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+	 "                  [--seq T] [--gpt2 DIR]\n"
 	 "\n"
-	 "Continues the prompt with N tokens (default 200) drawn from the model of a checkpoint\n"
-	 "written by `mgl train --save` (the directory or its checkpoint.safetensors): the model's\n"
-	 "source travels in the checkpoint. Temperature 0 is greedy (default 1); --top-k keeps\n"
-	 "the K likeliest tokens. --gpt2 DIR gives the tokenizer's files when it is GPT-2's.\n",
+	 "Continues the prompt with tokens drawn from the model of a checkpoint written by\n"
+	 "`mgl train --save` (the directory or its checkpoint.safetensors): the model's source\n"
+	 "travels in the checkpoint, and so does which tokenizer it was trained with (bytes, or\n"
+	 "GPT-2's directory and the SHA-256 of its files).\n"
+	 "\n"
+	 "  --prompt TEXT     the text to continue (default: none, a new document)\n"
+	 "  --tokens N        tokens to generate (default 200)\n"
+	 "  --temperature T   the softmax's temperature, 0 to 100; 0 is greedy (default 1)\n"
+	 "  --top-k K         draw from the K likeliest tokens only (default: all)\n"
+	 "  --seed S          the same seed gives the same text (default 1337)\n"
+	 "  --seq T           the window: the last T tokens (default: the model's config seq)\n"
+	 "  --gpt2 DIR        GPT-2's encoder.json and vocab.bpe are in DIR (default: the directory\n"
+	 "                    the checkpoint records); they must be the files it was trained with\n",
 	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
 	{"export", cmd_export, NULL, "a GPT-2 checkpoint under Hugging Face's tensor names",
 	 "usage: mgl export CHECKPOINT --hf -o OUT.safetensors\n"
@@ -205,7 +220,7 @@ static const struct {
 	{"--accum", O_INT, offsetof(Args, accum), 1 << 20},  {"--warmup", O_INT, offsetof(Args, warmup), 1e12},
 	{"--seed", O_INT, offsetof(Args, seed), 9e18},       {"--eval-every", O_INT, offsetof(Args, eval_every), 1e12},
 	{"--eval-batches", O_INT, offsetof(Args, eval_batches), 1 << 20},
-	{"--save-every", O_INT, offsetof(Args, save_every), 1e12},
+	{"--save-every", O_INT, offsetof(Args, save_every), 1e12}, {"--log-every", O_INT, offsetof(Args, log_every), 1e12},
 	{"--lr", O_REAL, offsetof(Args, lr), 10},            {"--min-lr", O_REAL, offsetof(Args, min_lr), 10},
 	{"--weight-decay", O_REAL, offsetof(Args, weight_decay), 10}, {"--clip", O_REAL, offsetof(Args, clip), 1e6},
 	{"--prompt", O_STR, offsetof(Args, prompt), 0},      {"--tokens", O_INT, offsetof(Args, tokens), 1 << 24},
@@ -247,6 +262,8 @@ static int wrong_command(const Command *cmd, const char *name)
 	for (int i = 0; i < NCOMMANDS; i++)
 		if (takes(&commands[i], name))
 			takers[n++] = commands[i].name;
+	if (!n)
+		return cli_unknown_option(cmd->name, name, cmd->options);
 	fprintf(stderr, "mgl: error: mgl %s has no option '%s'\n  hint: it is an option of mgl", cmd->name, name);
 	for (int i = 0; i < n; i++)
 		fprintf(stderr, "%s%s", i == 0 ? " " : i == n - 1 ? " and " : ", ", takers[i]);

@@ -184,6 +184,16 @@ static char *val_path(const char *out)
 	return p;
 }
 
+RtTokenizer *cli_gpt2(const char *dir, const char *hint)
+{
+	char err[1024];
+	RtTokenizer *t = rt_tok_gpt2(dir, err, sizeof err);
+	if (!t)
+		fprintf(stderr, "mgl: error: %s\n  hint: %s\n", err,
+			hint ? hint : "examples/fetch_gpt2_tokenizer.sh DIR fetches GPT-2's encoder.json and vocab.bpe into DIR");
+	return t;
+}
+
 int cmd_tokenize(int argc, char **argv)
 {
 	const char *out = NULL, *gpt2 = NULL;
@@ -238,9 +248,10 @@ int cmd_tokenize(int argc, char **argv)
 
 	char err[1024];
 	Run r = {.tok_name = gpt2 ? "gpt2" : "bytes"};
-	r.tok = gpt2 ? rt_tok_gpt2(gpt2, err, sizeof err) : rt_tok_bytes();
+	r.tok = gpt2 ? cli_gpt2(gpt2, NULL) : rt_tok_bytes();
 	if (!r.tok) {
-		fprintf(stderr, "mgl: error: %s\n", gpt2 ? err : "out of memory");
+		if (!gpt2)
+			fprintf(stderr, "mgl: error: out of memory\n");
 		free(inputs);
 		free(val);
 		return 1;

@@ -31,6 +31,19 @@ void rt_errf(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+const char *rt_commas(int64_t v, char *buf)
+{
+	char digits[32];
+	int n = snprintf(digits, sizeof digits, "%lld", (long long)v), o = 0;
+	for (int i = 0; i < n; i++) {
+		buf[o++] = digits[i];
+		if (digits[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
+			buf[o++] = ',';
+	}
+	buf[o] = 0;
+	return buf;
+}
+
 /* The header is little-endian whatever the host is: assemble it byte by byte. */
 static int32_t get_i32(const unsigned char *p)
 {

@@ -315,7 +315,8 @@ START_TEST(overfits_one_batch)
 }
 END_TEST
 
-/* Stopping at step 6 and resuming gives steps 7-12 exactly as an uninterrupted run. */
+/* Stopping at step 6 and resuming gives steps 7-12 exactly as an uninterrupted run; the
+ * resumed run is given no schedule: it keeps the checkpoint's. */
 START_TEST(resume_is_exact)
 {
 	const char *data = shard("resume.bin", 20000, 3000);
@@ -333,12 +334,16 @@ START_TEST(resume_is_exact)
 	o.log_path = log_b;
 	train(NULL, t, &o, &r);
 	ck_assert_int_eq(r.steps_done, 6);
-	/* the schedule must be the 12-step one: resume with steps 12, at another tp */
+	/* the schedule must be the 12-step one, and the checkpoint's: resume without one, at another tp */
 	t.tp = 4;
 	o.stop_at = 0;
+	o.steps = o.warmup = 0;
+	o.lr = o.min_lr = NAN;
 	o.resume_dir = dir;
 	o.save_dir = NULL;
 	train(NULL, t, &o, &r);
+	ck_assert_int_eq(r.steps_done, 6);
+	ck_assert_int_eq(r.last_step, 12);
 	double a[12], b[12];
 	ck_assert_int_eq(read_losses(log_a, a, 12), 12);
 	ck_assert_int_eq(read_losses(log_b, b, 12), 12);
