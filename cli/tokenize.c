@@ -270,7 +270,7 @@ int cmd_tokenize(int argc, char **argv)
 			nval = 1;
 		ntrain = r.n - nval;
 		if (ntrain < 1) {
-			fprintf(stderr, "mgl: error: %lld token%s: too few to split for --val-fraction\n", (long long)r.n,
+			fprintf(stderr, "mgl: error: %s token%s: too few to split for --val-fraction\n", mgl_commas(r.n, (char[32]){0}),
 				r.n == 1 ? "" : "s");
 			st = 1;
 		}

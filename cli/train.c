@@ -160,7 +160,7 @@ int cmd_kernels(Args *a)
 		return 1;
 	}
 	free(cubin);
-	printf("kernels/ops.cu: compiled for %s by NVRTC (%zu bytes of cubin)\n", arch, n);
+	printf("kernels/ops.cu: compiled for %s by NVRTC (%s bytes of cubin)\n", arch, mgl_commas((int64_t)n, (char[32]){0}));
 	return 0;
 #else
 	(void)a;

@@ -486,14 +486,15 @@ static const char *clock_str(double s, char *buf)
 static void progress(Train *t, double loss, double tok_s, double left, double val, int64_t end)
 {
 	const RtTrainOpts *o = t->o;
-	char b1[32], b2[32], line[160];
-	snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | %s tok/s | %s left", (long long)t->step,
-		 (long long)end, loss, rt_commas((int64_t)(tok_s + 0.5), b1), clock_str(left, b2));
+	char b1[32], b2[32], b3[32], b4[32], line[160];
+	const char *step = rt_commas(t->step, b3), *of = rt_commas(end, b4);
+	snprintf(line, sizeof line, "step %s/%s | loss %.4f | %s tok/s | %s left", step, of, loss,
+		 rt_commas((int64_t)(tok_s + 0.5), b1), clock_str(left, b2));
 	bool own = o->log_every ? t->step % o->log_every == 0 : !o->progress && now() - t->shown >= RT_PROGRESS_SECONDS;
 	const char *cr = o->progress ? "\r" : "", *pad = o->progress ? "          " : "";
 	if (!isnan(val))   /* on a terminal or not: the loss falling is the news */
-		say(t, "%sstep %lld/%lld: loss %.4f, validation loss %.4f (perplexity %.2f)%s\n", cr, (long long)t->step,
-		    (long long)end, loss, val, exp(val), pad);
+		say(t, "%sstep %s/%s: loss %.4f, validation loss %.4f (perplexity %.2f)%s\n", cr, step, of, loss, val,
+		    exp(val), pad);
 	else if (own)
 		say(t, "%s%s%s\n", cr, line, pad);
 	if (!isnan(val) || own)
@@ -531,8 +532,9 @@ static void schedule(Train *t, RtTrainOpts *o, char *note, size_t cap)
 	DIFF(o->lr != was->lr, "%s--lr %g (it had %g)", n ? ", " : "", o->lr, was->lr);
 	DIFF(o->min_lr != was->min_lr, "%s--min-lr %g (it had %g)", n ? ", " : "", o->min_lr, was->min_lr);
 #undef DIFF
-	snprintf(note, cap, "mgl: note: the learning-rate schedule is not the checkpoint's: %s; step %lld runs at lr %.3g "
-		 "instead of %.3g\n  hint: leave out %s%s%s%sto keep the checkpoint's schedule\n", what, (long long)t->step + 1,
+	snprintf(note, cap, "mgl: note: the learning-rate schedule is not the checkpoint's: %s; step %s runs at lr %.3g "
+		 "instead of %.3g\n  hint: leave out %s%s%s%sto keep the checkpoint's schedule\n", what,
+		 rt_commas(t->step + 1, (char[32]){0}),
 	    lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr), lr_at(t->step, was->steps, was->warmup, was->lr, was->min_lr),
 	    given_steps ? "--steps " : "", given_warmup ? "--warmup " : "", given_lr ? "--lr " : "", given_min ? "--min-lr " : "");
 }
@@ -629,7 +631,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	char note[512];
 	schedule(&t, o, note, sizeof note);
 	if (t.step >= o->steps) {
-		fail(&t, "the checkpoint is at step %lld already: give --steps beyond it to train more", (long long)t.step);
+		fail(&t, "the checkpoint is at step %s already: give --steps beyond it to train more", rt_commas(t.step, (char[32]){0}));
 		goto out;
 	}
 	if (o->log_path && !(t.log = fopen(o->log_path, t.step ? "a" : "w"))) {
@@ -675,8 +677,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		if (o->dump_first && t.step == first && dump_first(&t))
 			goto restore;
 		if (!isfinite(loss)) {
-			fail(&t, "the loss is %s at step %lld; stopping%s%s", isnan(loss) ? "NaN" : "infinite",
-			     (long long)t.step + 1, o->save_dir ? " (the last checkpoint in " : "",
+			fail(&t, "the loss is %s at step %s; stopping%s%s", isnan(loss) ? "NaN" : "infinite",
+			     rt_commas(t.step + 1, (char[32]){0}), o->save_dir ? " (the last checkpoint in " : "",
 			     o->save_dir ? o->save_dir : "");
 			if (o->save_dir)
 				strncat(err, " is from before it)", errlen - strlen(err) - 1);
