@@ -37,9 +37,6 @@ typedef struct {
 int usage_error(const char *cmd, const char *fmt, const char *arg);
 /* "unknown option", with the closest of options (space-separated) as a hint; returns 2 */
 int cli_unknown_option(const char *cmd, const char *name, const char *options);
-/* 124439808 as "124,439,808" into buf (32 bytes): the compiler's, so that messages of the
- * compiler and of the commands read alike */
-#define cli_commas mgl_commas
 
 /* compile.c */
 int cmd_check(Args *a);

@@ -46,7 +46,7 @@ static void print_summary(const MglGraph *g, const char *file)
 {
 	char buf[64], sh[160];
 	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
-	printf("  parameters  %s\n", cli_commas(mgl_param_count(g), buf));
+	printf("  parameters  %s\n", mgl_commas(mgl_param_count(g), buf));
 	int64_t hidden = 0, heads = 0, vocab = 0;
 	for (int i = 0; i < g->nnodes; i++) {
 		const MglNode *nd = &g->nodes[i];
@@ -101,7 +101,7 @@ static void print_summary(const MglGraph *g, const char *file)
 	for (int k = 0; k < ngroups; k++) {
 		const MglParam *p = &g->params[first[k]];
 		printf("  %-44s %-16s %-7s %6d %14s\n", pats[k], mgl_shape_str(g, &p->shape, sh, sizeof sh),
-		       mgl_split_name[p->split], copies[k], cli_commas(mgl_shape_numel(&p->shape) * copies[k], buf));
+		       mgl_split_name[p->split], copies[k], mgl_commas(mgl_shape_numel(&p->shape) * copies[k], buf));
 	}
 	mgl_arena_free(&a);
 }

@@ -62,7 +62,7 @@ static int put(Run *r, int32_t id, const char *name)
 		uint16_t *p = realloc(r->out, (size_t)ncap * sizeof *p);
 		if (!p) {
 			char b[32];
-			fprintf(stderr, "mgl: error: out of memory holding %s tokens\n", cli_commas(ncap, b));
+			fprintf(stderr, "mgl: error: out of memory holding %s tokens\n", mgl_commas(ncap, b));
 			return 1;
 		}
 		r->out = p;
@@ -278,7 +278,7 @@ int cmd_tokenize(int argc, char **argv)
 	if (!st && (ntrain > INT32_MAX || nval > INT32_MAX)) {
 		char b[32];
 		fprintf(stderr, "mgl: error: %s tokens: a shard holds at most 2,147,483,647; tokenize the inputs in "
-			"parts\n", cli_commas(r.n, b));
+			"parts\n", mgl_commas(r.n, b));
 		st = 1;
 	}
 	if (!st && (rt_shard_write(out, r.out, ntrain, err, sizeof err) ||
@@ -289,10 +289,10 @@ int cmd_tokenize(int argc, char **argv)
 	if (!st) {
 		char b1[32], b2[32], b3[32], b4[32];
 		printf("%d file%s, %s bytes -> %s token%s (%s): wrote %s (%s token%s)", ninputs, ninputs == 1 ? "" : "s",
-		       cli_commas(r.bytes, b1), cli_commas(r.n, b2), r.n == 1 ? "" : "s", r.tok_name, out, cli_commas(ntrain, b3),
+		       mgl_commas(r.bytes, b1), mgl_commas(r.n, b2), r.n == 1 ? "" : "s", r.tok_name, out, mgl_commas(ntrain, b3),
 		       ntrain == 1 ? "" : "s");
 		if (val)
-			printf(" and %s (%s token%s)", val, cli_commas(nval, b4), nval == 1 ? "" : "s");
+			printf(" and %s (%s token%s)", val, mgl_commas(nval, b4), nval == 1 ? "" : "s");
 		printf("\n");
 	}
 	rt_tok_free(r.tok);

@@ -440,8 +440,8 @@ static double lr_at(int64_t step, int64_t steps, int64_t warmup, double lr, doub
 static RtRun run_params(const Train *t, int64_t micro, bool train)
 {
 	const RtTrainOpts *o = t->o;
-	RtRun r = {.train = train, .lr = lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr), .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps,
-		   .weight_decay = o->weight_decay, .clip = o->clip, .adam_t = t->adam_t};
+	RtRun r = {.train = train, .lr = lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr), .beta1 = o->beta1,
+		   .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay, .clip = o->clip, .adam_t = t->adam_t};
 	r.key = rt_mix64(t->seed ^ rt_mix64((uint64_t)t->step * 4096 + (uint64_t)micro));
 	r.last_micro = micro == o->accum - 1;
 	return r;
@@ -532,11 +532,12 @@ static void schedule(Train *t, RtTrainOpts *o, char *note, size_t cap)
 	DIFF(o->lr != was->lr, "%s--lr %g (it had %g)", n ? ", " : "", o->lr, was->lr);
 	DIFF(o->min_lr != was->min_lr, "%s--min-lr %g (it had %g)", n ? ", " : "", o->min_lr, was->min_lr);
 #undef DIFF
+	double now_lr = lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr),
+	       was_lr = lr_at(t->step, was->steps, was->warmup, was->lr, was->min_lr);
 	snprintf(note, cap, "mgl: note: the learning-rate schedule is not the checkpoint's: %s; step %s runs at lr %.3g "
 		 "instead of %.3g\n  hint: leave out %s%s%s%sto keep the checkpoint's schedule\n", what,
-		 rt_commas(t->step + 1, (char[32]){0}),
-	    lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr), lr_at(t->step, was->steps, was->warmup, was->lr, was->min_lr),
-	    given_steps ? "--steps " : "", given_warmup ? "--warmup " : "", given_lr ? "--lr " : "", given_min ? "--min-lr " : "");
+		 rt_commas(t->step + 1, (char[32]){0}), now_lr, was_lr, given_steps ? "--steps " : "",
+		 given_warmup ? "--warmup " : "", given_lr ? "--lr " : "", given_min ? "--min-lr " : "");
 }
 
 /* On the cpu, before a first step of more than a few seconds: how long one should take,
@@ -631,7 +632,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	char note[512];
 	schedule(&t, o, note, sizeof note);
 	if (t.step >= o->steps) {
-		fail(&t, "the checkpoint is at step %s already: give --steps beyond it to train more", rt_commas(t.step, (char[32]){0}));
+		fail(&t, "the checkpoint is at step %s already: give --steps beyond it to train more",
+		     rt_commas(t.step, (char[32]){0}));
 		goto out;
 	}
 	if (o->log_path && !(t.log = fopen(o->log_path, t.step ? "a" : "w"))) {
@@ -654,7 +656,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	    (long long)plan->batch, (long long)plan->seq, rt_commas(o->steps, b2), o->steps == 1 ? "" : "s");
 	if (t.resumed)
 		say(&t, "mgl: resuming from step %s (%s)\n%s", rt_commas(t.step, b1), t.resumed, note);
-	if (!t.resumed)
+	else
 		for (int i = 0; i < plan->nparams; i++)
 			init_param(&t, i);
 	estimate(&t, be);
