@@ -36,7 +36,7 @@ CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
 CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
 endif
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o \
-                $(BUILD)/cli/export.o
+                $(BUILD)/cli/export.o $(BUILD)/cli/plot.o
 TEST_UNITS   := $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data
 
@@ -47,7 +47,7 @@ all: deps $(BUILD)/mgl
 deps:
 	@CC=$(CC) scripts/deps.sh cc re2c
 deps-test:
-	@CC=$(CC) scripts/deps.sh cc re2c check dot
+	@CC=$(CC) scripts/deps.sh cc re2c check dot rsvg-convert
 
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) $(LDLIBS)
@@ -85,6 +85,7 @@ test: $(BUILD)/mgl $(TEST_UNITS)
 	@tests/golden.sh $(BUILD)/mgl
 	@tests/cli.sh $(BUILD)/mgl
 	@tests/cli_train.sh $(BUILD)/mgl
+	@tests/plot.sh $(BUILD)/mgl
 
 check: deps-test
 	@$(MAKE) --no-print-directory test

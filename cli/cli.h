@@ -15,7 +15,7 @@ typedef struct {
 	int64_t tp, dp;         /* 0 (not given): the default */
 	bool sp, json, backward, help, bytes;
 	int64_t batch, seq;
-	int64_t layers;         /* mgl dot --layers N (0: all) */
+	const char *layers;     /* mgl dot --layers N|all */
 	MglDtype dtype;
 	bool dtype_given;
 	/* mgl train */
@@ -37,6 +37,11 @@ typedef struct {
 int usage_error(const char *cmd, const char *fmt, const char *arg);
 /* "unknown option", with the closest of options (space-separated) as a hint; returns 2 */
 int cli_unknown_option(const char *cmd, const char *name, const char *options);
+/* Where a command writes: path.tmp, renamed to path by cli_out_close, so a failed command
+ * leaves no half file (standard output when path is NULL). NULL after printing why. */
+FILE *cli_out_open(const char *path);
+/* Closes f and renames it into place: 0, or 1 after printing why (and removing it). */
+int cli_out_close(FILE *f, const char *path);
 
 /* compile.c */
 int cmd_check(Args *a);
@@ -44,7 +49,8 @@ int cmd_compile(Args *a);
 int cmd_explain(Args *a);
 int cmd_dot(Args *a);
 /* A model compiled to a plan for the target, from the file at path or (text != NULL) from
- * its source text; errors jump to c->fail. For train and sample. */
+ * the source text and set of the checkpoint at path, errors in which are the file's (exit
+ * status 1), not usage errors; errors jump to c->fail. For train and sample. */
 MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *preset, const char *set,
 		  const MglTarget *t, MglGraph **g);
 
@@ -53,6 +59,11 @@ int cmd_tokenize(int argc, char **argv);
 /* GPT-2's tokenizer from DIR; NULL after printing the error and a hint (hint, or else how
  * to fetch the files). */
 RtTokenizer *cli_gpt2(const char *dir, const char *hint);
+/* The GPT-2 tokenizer the checkpoint at path was trained with (its metadata's tokenizer and
+ * tokenizer_sha256: tok, sha): from gpt2 (--gpt2 DIR) if given, else the directory the
+ * checkpoint records, and the same files (by their SHA-256, when recorded) wherever they
+ * are now; *dir_out (if not NULL) the directory. NULL after printing why, with a hint. */
+RtTokenizer *cli_ckpt_gpt2(const char *gpt2, const char *tok, const char *sha, const char *path, const char **dir_out);
 
 /* train.c */
 int cmd_train(Args *a);
@@ -60,5 +71,7 @@ int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
 /* export.c */
 int cmd_export(Args *a);
+/* plot.c */
+int cmd_plot(Args *a);
 
 #endif

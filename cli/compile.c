@@ -162,8 +162,9 @@ MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *pre
 		  const MglTarget *t, MglGraph **g)
 {
 	MglOptions opt = {.preset = preset && *preset ? preset : NULL};
-	if (set && *set)
-		opt.overrides = mgl_source_from_string(c, "--set", set, true);
+	if (set && *set)   /* from the command line, or the metadata of a checkpoint (a file's error) */
+		opt.overrides = text ? mgl_source_from_string(c, mgl_fmt(&c->arena, "%s (its set)", path), set, false)
+				     : mgl_source_from_string(c, "--set", set, true);
 	MglSource *src = text ? mgl_source_from_string(c, path, text, false) : mgl_read_file(c, path);
 	*g = mgl_elaborate(c, mgl_parse(c, src), &opt);
 	MglTarget tt = *t;
@@ -217,27 +218,13 @@ static MglPlan *build(MglCtx *c, const Args *a, const MglGraph *g, const char *s
 }
 
 /* Writes the plan to path through a temporary file and a rename: never half a plan. */
-static int write_plan(MglCtx *c, const MglPlan *p, const char *path)
+static int write_plan(const MglPlan *p, const char *path)
 {
-	if (!path) {
-		mgl_plan_write(stdout, p);
-		return 0;
-	}
-	char *tmp = mgl_fmt(&c->arena, "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f) {
-		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
+	FILE *f = cli_out_open(path);
+	if (!f)
 		return 1;
-	}
 	mgl_plan_write(f, p);
-	bool bad = ferror(f) != 0;
-	bad |= fclose(f) != 0;
-	if (bad || rename(tmp, path)) {
-		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
-		remove(tmp);
-		return 1;
-	}
-	return 0;
+	return cli_out_close(f, path);
 }
 
 static int compile_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
@@ -249,7 +236,7 @@ static int compile_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 		mgl_plan_write(stdout, p);
 		return 0;
 	}
-	return write_plan(c, p, a->out);
+	return write_plan(p, a->out);
 }
 
 int cmd_compile(Args *a)
@@ -374,36 +361,39 @@ int cmd_explain(Args *a) { return with_model(a, explain_body); }
 
 /* ---------------------------------------------------------------- mgl dot */
 
-static int dot_emit(MglCtx *c, const Args *a, const MglPlan *p)
+/* --layers: N (1 by default), 0 for "all", -1 for anything else */
+static int dot_layers(const char *s)
 {
-	FILE *f = stdout;
-	char *tmp = NULL;
-	if (a->out) {
-		tmp = mgl_fmt(&c->arena, "%s.tmp", a->out);
-		if (!(f = fopen(tmp, "w"))) {
-			fprintf(stderr, "mgl: error: cannot write '%s': %s\n", a->out, strerror(errno));
-			return 1;
-		}
-	}
-	mgl_dot(f, p, (int)a->layers, a->backward);
-	bool closed = !a->out || fclose(f) == 0;   /* both, even when the first fails */
-	if (a->out && (!closed || rename(tmp, a->out) != 0)) {
-		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", a->out, strerror(errno));
-		remove(tmp);
+	if (!s)
 		return 1;
-	}
-	return 0;
+	if (!strcmp(s, "all"))
+		return 0;
+	char *end;
+	errno = 0;
+	long n = strtol(s, &end, 10);
+	return *s >= '0' && *s <= '9' && !*end && !errno && n >= 1 && n <= 1 << 20 ? (int)n : -1;
+}
+
+static int dot_emit(const Args *a, const MglPlan *p)
+{
+	FILE *f = cli_out_open(a->out);
+	if (!f)
+		return 1;
+	mgl_dot(f, p, dot_layers(a->layers), a->backward);
+	return cli_out_close(f, a->out);
 }
 
 static int dot_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 {
 	(void)f;
-	return dot_emit(c, a, build(c, a, g, NULL));
+	return dot_emit(a, build(c, a, g, NULL));
 }
 
 /* A plan file starts with "mgl-plan "; anything else is a model. */
 int cmd_dot(Args *a)
 {
+	if (dot_layers(a->layers) < 0)
+		return usage_error("dot", "--layers takes a whole number from 1 to 1048576 or 'all', not '%s'", a->layers);
 	FILE *f = fopen(a->file, "rb");
 	char head[9] = {0};
 	if (f) {
@@ -421,7 +411,7 @@ int cmd_dot(Args *a)
 	size_t len = 0;
 	char *text = mgl_read_whole(a->file, &len, err, sizeof err);
 	if (text && (p = mgl_plan_read(ar, text, len, a->file, err, sizeof err)))
-		status = dot_emit(&c, a, p);
+		status = dot_emit(a, p);
 	else
 		fprintf(stderr, "mgl: error: %s\n", err);
 	free(text);

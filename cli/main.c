@@ -45,6 +45,45 @@ int cli_unknown_option(const char *cmd, const char *name, const char *options)
 	return 2;
 }
 
+static char *tmp_name(const char *path)
+{
+	size_t n = strlen(path) + 5;
+	char *t = malloc(n);
+	if (t)
+		snprintf(t, n, "%s.tmp", path);
+	return t;
+}
+
+FILE *cli_out_open(const char *path)
+{
+	if (!path)
+		return stdout;
+	char *tmp = tmp_name(path);
+	FILE *f = tmp ? fopen(tmp, "w") : NULL;
+	if (!f)
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
+	free(tmp);
+	return f;
+}
+
+int cli_out_close(FILE *f, const char *path)
+{
+	if (!path)
+		return fflush(f) != 0;
+	char *tmp = tmp_name(path);
+	bool bad = ferror(f) != 0;
+	bad |= fclose(f) != 0;   /* both, even when the first fails */
+	if (!tmp || bad || rename(tmp, path)) {
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
+		if (tmp)
+			remove(tmp);
+		free(tmp);
+		return 1;
+	}
+	free(tmp);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- the command table */
 
 /* Option help shared by the commands that load a model, and by those that compile it. */
@@ -102,15 +141,17 @@ static const Command commands[] = {
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --json"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
 	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--sp] [--batch B] [--seq T]\n"
-	 "               [--backward] [--layers N] [-o OUT.dot]\n"
+	 "               [--backward] [--layers N|all] [-o OUT.dot]\n"
 	 "\n"
 	 "Writes the plan as a Graphviz graph: one node per step, collectives as coloured nodes of\n"
-	 "their own, layouts and shapes on the edges, one cluster per Transformer layer. Render it\n"
-	 "with `dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan.\n"
+	 "their own, layouts and shapes on the edges (a legend says what R, S1, P and M mean), one\n"
+	 "cluster per Transformer layer. The first layer is drawn, with the embedding and the\n"
+	 "head; the other layers are folded into one node that takes their edges. Render it with\n"
+	 "`dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan.\n"
 	 "\n"
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  --backward        draw the backward pass too (default: forward only)\n"
-	 "  --layers N        draw only the first N layers (and what is outside them)\n"
+	 "  --layers N|all    draw the first N layers (default 1), folding the others; all: every one\n"
 	 "  -o OUT.dot        where to write (default: standard output)\n",
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o"},
 	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes or GPT-2 BPE)", NULL, NULL},
@@ -172,14 +213,33 @@ static const Command commands[] = {
 	 "  --gpt2 DIR        GPT-2's encoder.json and vocab.bpe are in DIR (default: the directory\n"
 	 "                    the checkpoint records); they must be the files it was trained with\n",
 	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
-	{"export", cmd_export, NULL, "a GPT-2 checkpoint under Hugging Face's tensor names",
-	 "usage: mgl export CHECKPOINT --hf -o OUT.safetensors\n"
+	{"plot", cmd_plot, NULL, "draw a training log: the loss and learning rate against steps (SVG)",
+	 "usage: mgl plot metrics.jsonl [-o loss.svg]\n"
 	 "\n"
-	 "Writes the parameters of a checkpoint of models/gpt2.mgl (the directory or its\n"
-	 "checkpoint.safetensors) under GPT-2's names in Hugging Face's transformers: Conv1D\n"
-	 "weights as [in, out], q, k and v fused into c_attn. PyTorch's GPT2LMHeadModel loads\n"
-	 "it (its lm_head is tied to transformer.wte). Optimizer state is left out.\n",
-	 "--hf -o"},
+	 "Draws the log that `mgl train --log metrics.jsonl` writes: the training loss at every\n"
+	 "step and the validation loss at each evaluation against the steps, and the learning\n"
+	 "rate under them, as one SVG file a browser opens. A resumed run's log (appended to)\n"
+	 "is drawn as the run that was kept: a step logged again replaces the later ones.\n"
+	 "\n"
+	 "  -o loss.svg       where to write (default: standard output)\n",
+	 "-o"},
+	{"export", cmd_export, NULL, "a GPT-2 checkpoint as Hugging Face's GPT2LMHeadModel",
+	 "usage: mgl export CHECKPOINT [--hf] -o DIR [--gpt2 DIR]\n"
+	 "       mgl export CHECKPOINT [--hf] -o FILE.safetensors\n"
+	 "\n"
+	 "Writes a checkpoint of models/gpt2.mgl (the directory or its checkpoint.safetensors) in\n"
+	 "Hugging Face's GPT-2 format. --hf names that format; it is the only one and the default,\n"
+	 "so it may be left out.\n"
+	 "\n"
+	 "-o DIR (created if missing) gets what transformers' from_pretrained(DIR) loads:\n"
+	 "model.safetensors, config.json (GPT2Config: the sizes, heads, layer norm epsilon and\n"
+	 "dropout of the model) and, when the model reads GPT-2's tokens, the tokenizer's files\n"
+	 "(vocab.json and merges.txt, from the directory the checkpoint recorded or --gpt2 DIR,\n"
+	 "and tokenizer_config.json). -o FILE.safetensors gets the tensors alone.\n"
+	 "\n"
+	 "The tensors are under GPT-2's names: Conv1D weights as [in, out], q, k and v fused into\n"
+	 "c_attn, the output layer tied to transformer.wte. Optimizer state is left out.\n",
+	 "--hf -o --gpt2"},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [--arch sm_XY]\n"
 	 "\n"
@@ -211,7 +271,7 @@ static const struct {
 	{"--dump", O_STR, offsetof(Args, dump), 0},          {"-o", O_STR, offsetof(Args, out), 0},
 	{"--tp", O_INT, offsetof(Args, tp), 4096},           {"--dp", O_INT, offsetof(Args, dp), 4096},
 	{"--sp", O_FLAG, offsetof(Args, sp), 0},             {"--json", O_FLAG, offsetof(Args, json), 0},
-	{"--backward", O_FLAG, offsetof(Args, backward), 0}, {"--layers", O_INT, offsetof(Args, layers), 1 << 20},
+	{"--backward", O_FLAG, offsetof(Args, backward), 0}, {"--layers", O_STR, offsetof(Args, layers), 0},
 	{"--batch", O_INT, offsetof(Args, batch), 1 << 20},  {"--seq", O_INT, offsetof(Args, seq), 1 << 20},
 	{"--dtype", O_DTYPE, offsetof(Args, dtype), 0},      {"--data", O_STR, offsetof(Args, data), 0},
 	{"--val", O_STR, offsetof(Args, val), 0},            {"--save", O_STR, offsetof(Args, save), 0},
@@ -233,7 +293,7 @@ static const struct {
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)
 {
-	char b[32];
+	char b[32];   /* the limit as people write it: 16,777,216 and 1,000,000, but 0.5 */
 	if (max == floor(max))
 		mgl_commas((int64_t)max, b);
 	else

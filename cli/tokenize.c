@@ -194,6 +194,30 @@ RtTokenizer *cli_gpt2(const char *dir, const char *hint)
 	return t;
 }
 
+RtTokenizer *cli_ckpt_gpt2(const char *gpt2, const char *tok, const char *sha, const char *path, const char **dir_out)
+{
+	const char *dir = gpt2 ? gpt2 : tok && !strncmp(tok, "gpt2:", 5) ? tok + 5 : NULL;
+	if (!dir) {
+		fprintf(stderr, "mgl: error: %s was trained on GPT-2 tokens and does not say where the tokenizer is\n"
+			"  hint: give --gpt2 DIR, the directory with its encoder.json and vocab.bpe\n", path);
+		return NULL;
+	}
+	char hint[1200];
+	snprintf(hint, sizeof hint, "the checkpoint was trained with the tokenizer in %s; give --gpt2 DIR, the directory "
+		 "that holds its encoder.json and vocab.bpe now", dir);
+	RtTokenizer *t = cli_gpt2(dir, gpt2 ? NULL : hint);
+	if (t && sha && strcmp(sha, rt_tok_digest(t))) {   /* sha: two digests, checked when read */
+		fprintf(stderr, "mgl: error: %s/encoder.json and vocab.bpe are not the files %s was trained with (their SHA-256 "
+			"are %.64s and %.64s; the checkpoint's, %.64s and %.64s)\n  hint: give --gpt2 DIR with the files it "
+			"was trained with\n", dir, path, rt_tok_digest(t), rt_tok_digest(t) + 65, sha, sha + 65);
+		rt_tok_free(t);
+		return NULL;
+	}
+	if (dir_out)
+		*dir_out = dir;
+	return t;
+}
+
 int cmd_tokenize(int argc, char **argv)
 {
 	const char *out = NULL, *gpt2 = NULL;

@@ -211,32 +211,6 @@ static int pick(const float *logits, int V, double temperature, int64_t top_k, u
 	return V - 1;
 }
 
-/* The GPT-2 tokenizer a checkpoint was trained with: from --gpt2 DIR, else from the
- * directory it records, and the same files (by their SHA-256) wherever they are now. */
-static RtTokenizer *gpt2_of(const Args *a, const RtCkpt *ck, const char *path, const char *tokname)
-{
-	const char *dir = a->gpt2 ? a->gpt2 : tokname[4] == ':' ? tokname + 5 : NULL;
-	if (!dir) {
-		fprintf(stderr, "mgl: error: %s was trained on GPT-2 tokens and does not say where the tokenizer is\n"
-			"  hint: give --gpt2 DIR, the directory with its encoder.json and vocab.bpe\n", path);
-		return NULL;
-	}
-	char hint[1200];
-	snprintf(hint, sizeof hint, "the checkpoint was trained with the tokenizer in %s; give --gpt2 DIR, the directory "
-		 "that holds its encoder.json and vocab.bpe now", dir);
-	RtTokenizer *tok = cli_gpt2(dir, a->gpt2 ? NULL : hint);
-	const char *sha = rt_ckpt_meta(ck, "tokenizer_sha256");
-	if (tok && sha && strcmp(sha, rt_tok_digest(tok))) {
-		fprintf(stderr, "mgl: error: %s/encoder.json and vocab.bpe are not the files %s was trained with (their SHA-256 "
-			"are %.64s and %.64s; the checkpoint's, %.64s and %.64s)\n  hint: give --gpt2 DIR with the files it "
-			"was trained with\n", dir, path, rt_tok_digest(tok), rt_tok_digest(tok) + 65, sha,
-			strlen(sha) > 65 ? sha + 65 : "");
-		rt_tok_free(tok);
-		return NULL;
-	}
-	return tok;
-}
-
 int cmd_sample(Args *a)
 {
 	char err[1024], path[4096];
@@ -244,20 +218,26 @@ int cmd_sample(Args *a)
 	snprintf(path, sizeof path, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s",
 		 a->file);
 	RtCkpt ck;
+	RtCkptMeta m;
 	if (rt_ckpt_read(path, &ck, err, sizeof err)) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	const char *source = rt_ckpt_meta(&ck, "source"), *tokname = rt_ckpt_meta(&ck, "tokenizer");
-	if (!source || !*source) {
-		fprintf(stderr, "mgl: error: %s holds no model source: was it written by mgl train?\n", path);
-		rt_ckpt_free(&ck);
-		return 1;
+	RtTokenizer *volatile tok = NULL;
+	if (rt_ckpt_meta_read(&ck, path, &m, err, sizeof err))
+		goto refuse;
+	if (!m.source || !*m.source) {
+		snprintf(err, sizeof err, "%.900s holds no model source: was it written by mgl train?", path);
+		goto refuse;
 	}
-	RtTokenizer *volatile tok = tokname && !strncmp(tokname, "gpt2", 4) ? gpt2_of(a, &ck, path, tokname) : rt_tok_bytes();
-	if (!tok) {
-		rt_ckpt_free(&ck);
-		return 1;
+	if (m.tokenizer && !strncmp(m.tokenizer, "gpt2", 4)) {
+		if (!(tok = cli_ckpt_gpt2(a->gpt2, m.tokenizer, m.tokenizer_sha256, path, NULL))) {   /* it said why */
+			rt_ckpt_free(&ck);
+			return 1;
+		}
+	} else if (!(tok = rt_tok_bytes())) {
+		snprintf(err, sizeof err, "out of memory");
+		goto refuse;
 	}
 	MglCtx c = {0};
 	jmp_buf jb;
@@ -269,7 +249,7 @@ int cmd_sample(Args *a)
 	if (!setjmp(jb)) {
 		MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .seq = a->seq, .act_dtype = MGL_F32};
 		MglGraph *g;
-		MglPlan *p = cli_plan(&c, path, source, rt_ckpt_meta(&ck, "preset"), rt_ckpt_meta(&ck, "set"), &t, &g);
+		MglPlan *p = cli_plan(&c, path, m.source, m.preset, m.set, &t, &g);
 		if (!(job = rt_job_open(p, &rt_cpu_backend, err, sizeof err)))
 			goto fail;
 		for (int i = 0; i < p->nparams; i++) {
@@ -282,6 +262,13 @@ int cmd_sample(Args *a)
 					 p->params[i].name);
 				goto fail;
 			}
+			int64_t n = mgl_param_numel(&p->params[i]);
+			for (int64_t e = 0; e < n; e++)
+				if (!isfinite(w->data[e])) {
+					snprintf(err, sizeof err, "%.600s holds non-finite values: element %lld of '%.300s' is %s", path,
+						 (long long)e, p->params[i].name, isnan(w->data[e]) ? "NaN" : "infinite");
+					goto fail;
+				}
 			rt_param_set(job, i, RT_PARAM_VALUE, w->data);
 		}
 		int logit = -1, tokens = rt_value(p, "tokens"), targets = rt_value(p, "targets");
@@ -292,16 +279,28 @@ int cmd_sample(Args *a)
 			snprintf(err, sizeof err, "mgl sample generates from language models with inputs tokens and targets");
 			goto fail;
 		}
-		int64_t T = p->seq, V = p->values[logit].shape[p->values[logit].rank - 1];
+		/* V columns of logits, the first `vocab` of them the model's true vocabulary; only
+		 * ids the tokenizer has are drawn (a padded vocabulary has more) */
+		int64_t T = p->seq, V = p->values[logit].shape[p->values[logit].rank - 1], vocab = p->vocab ? p->vocab : V;
+		int64_t drawn = vocab < rt_tok_vocab(tok) ? vocab : rt_tok_vocab(tok);
 		size_t n = 0, cap = 0;
 		const char *prompt = a->prompt ? a->prompt : "";
-		rt_tok_encode(tok, prompt, strlen(prompt), &ids, &n, &cap);
+		if (rt_tok_encode(tok, prompt, strlen(prompt), &ids, &n, &cap)) {
+			snprintf(err, sizeof err, "out of memory encoding the prompt");
+			goto fail;
+		}
 		if (!n) {   /* nothing to continue: start a document */
 			int eot = rt_tok_eot(tok);
 			if (cap < 1)
 				ids = realloc(ids, (cap = 16) * sizeof *ids);
 			ids[n++] = eot >= 0 ? eot : '\n';
 		}
+		for (size_t i = 0; i < n; i++)
+			if (ids[i] >= drawn) {
+				snprintf(err, sizeof err, "the prompt's token %lld (id %d) is beyond the model's vocabulary of %lld",
+					 (long long)i + 1, ids[i], (long long)drawn);
+				goto fail;
+			}
 		x = calloc((size_t)T, sizeof *x);
 		logits = malloc((size_t)(T * V) * sizeof *logits);
 		uint64_t rng = a->seed ? (uint64_t)a->seed : 1337;
@@ -318,13 +317,23 @@ int cmd_sample(Args *a)
 			if (rt_job_run(job, 1u << MGL_FWD, &run, err, sizeof err))
 				goto fail;
 			job->be->read(&job->ranks[0], logit, logits);
-			int next = pick(logits + (have - 1) * V, (int)(p->vocab ? p->vocab : V), or(a->temperature, 1.0),
-					a->top_k ? a->top_k : 0, &rng);
+			const float *last = logits + (have - 1) * V;
+			for (int64_t v = 0; v < vocab; v++)
+				if (!isfinite(last[v])) {
+					snprintf(err, sizeof err, "%.900s holds non-finite values: the model's logits are %s "
+						 "(its weights overflow)", path, isnan(last[v]) ? "NaN" : "infinite");
+					goto fail;
+				}
+			int next = pick(last, (int)drawn, or(a->temperature, 1.0), a->top_k ? a->top_k : 0, &rng);
 			if (n == cap)
 				ids = realloc(ids, (cap = 2 * cap + 16) * sizeof *ids);
 			ids[n++] = next;
 			size_t len;
 			char *text = rt_tok_decode(tok, &ids[n - 1], 1, &len);
+			if (!text) {   /* next < drawn: only out of memory */
+				snprintf(err, sizeof err, "cannot decode token %d: out of memory", next);
+				goto fail;
+			}
 			fwrite(text, 1, len, stdout);
 			fflush(stdout);
 			free(text);
@@ -346,4 +355,8 @@ done:
 	rt_ckpt_free(&ck);
 	mgl_arena_free(&c.arena);
 	return status;
+refuse:
+	fprintf(stderr, "mgl: error: %s\n", err);
+	rt_ckpt_free(&ck);
+	return 1;
 }

@@ -70,9 +70,12 @@ int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, i
 
 /* ---------------------------------------------------------------- lowering */
 
+/* A value stored as the target's activations are (bf16 on GPUs), except scalars: a loss,
+ * and a sum of losses (BERT's masked-LM plus sentence-order loss), stay f32 — in bf16 a
+ * loss of 11 would be rounded to a multiple of 1/16. */
 static int value(Lower *L, const char *name, MglDtype dt, int rank, const int64_t *shape)
 {
-	MglDtype storage = dt == MGL_F32 ? L->t->act_dtype : dt;
+	MglDtype storage = dt == MGL_F32 && rank > 0 ? L->t->act_dtype : dt;
 	return mgl_new_value(L->a, L->p, name, MGL_V_ACT, storage, rank, shape);
 }
 

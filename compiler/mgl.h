@@ -303,7 +303,8 @@ typedef struct {
 } MglExplain;
 void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e);
 
-/* dot.c: Graphviz; layers <= 0 draws all of them */
+/* dot.c: Graphviz. The first `layers` layers are drawn (all of them if layers <= 0), the
+ * others folded into one node per phase; backward: the backward pass too. */
 void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
 
 /* all of the above, from a graph */

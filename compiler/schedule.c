@@ -103,4 +103,9 @@ void mgl_schedule(MglPlan *p)
 		p->arena_bytes = at;
 	}
 	mgl_arena_free(&a);
+	char why[300];   /* the rule every reader of a plan holds it to (plan.c) */
+	if (mgl_plan_check_memory(p, why, sizeof why)) {
+		fprintf(stderr, "mgl: internal error in the memory plan: %s\n", why);
+		abort();
+	}
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # examples/demo.sh — `make demo`: a tiny GPT trained on text every Debian or Ubuntu machine
 # has (the licence texts in /usr/share/common-licenses), on the cpu backend, in about two
-# minutes on two cores; then a sample from it. Byte-level tokens, so nothing to download.
+# minutes on two cores; then a sample from it, and a plot of the loss. Byte-level tokens,
+# so nothing to download.
 set -eu
 mgl=${MGL:-build/mgl}
 out=${OUT:-build/demo}
@@ -19,3 +20,7 @@ files=$(find /usr/share/common-licenses -maxdepth 1 -type f | sort)
 echo
 echo "== a sample (mgl sample $out/ckpt --prompt 'Permission is hereby granted')"
 "$mgl" sample "$out/ckpt" --prompt "Permission is hereby granted" --tokens 300 --temperature 0.7
+echo
+echo "== the loss and the learning rate against the steps (mgl plot $out/metrics.jsonl -o $out/loss.svg)"
+"$mgl" plot "$out/metrics.jsonl" -o "$out/loss.svg"
+echo "open $out/loss.svg in a browser to see it"

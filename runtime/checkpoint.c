@@ -18,6 +18,10 @@
  * overlapping, names non-empty and unique. Every message names the file and the tensor.
  * Data are read straight into the float memory the RtCkpt owns, so loading a checkpoint
  * needs its size in memory once, not twice.
+ *
+ * The metadata mgl writes (the model's source, the training state) is one table of keys
+ * at the end: the writer and the reader both go through it, and the reader refuses a
+ * value of the wrong form, naming the key, rather than turn it into some number.
  */
 #include "runtime.h"
 
@@ -25,6 +29,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <setjmp.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1109,4 +1114,162 @@ void rt_ckpt_free(RtCkpt *c)
 {
 	mem_free(c->buf);
 	memset(c, 0, sizeof *c);
+}
+
+/* ---------------------------------------------------------------- mgl's metadata */
+
+/* Every key mgl writes, the form of its value, and where RtCkptMeta keeps it: one table
+ * for the writer and the reader. */
+typedef enum { M_FORMAT, M_NAME, M_PRESET, M_TEXT, M_TOKENIZER, M_SHA256, M_COUNT, M_U64, M_STEPS, M_RATE } MetaKind;
+static const struct {
+	const char *key;
+	MetaKind kind;
+	size_t at;
+} meta_keys[] = {
+	{"format", M_FORMAT, offsetof(RtCkptMeta, format)},    {"model", M_NAME, offsetof(RtCkptMeta, model)},
+	{"source", M_TEXT, offsetof(RtCkptMeta, source)},      {"preset", M_PRESET, offsetof(RtCkptMeta, preset)},
+	{"set", M_TEXT, offsetof(RtCkptMeta, set)},            {"tokenizer", M_TOKENIZER, offsetof(RtCkptMeta, tokenizer)},
+	{"step", M_COUNT, offsetof(RtCkptMeta, step)},         {"adam_t", M_COUNT, offsetof(RtCkptMeta, adam_t)},
+	{"data_rng", M_U64, offsetof(RtCkptMeta, data_rng)},   {"seed", M_U64, offsetof(RtCkptMeta, seed)},
+	{"tokenizer_sha256", M_SHA256, offsetof(RtCkptMeta, tokenizer_sha256)},
+	{"steps", M_STEPS, offsetof(RtCkptMeta, steps)},       {"warmup", M_STEPS, offsetof(RtCkptMeta, warmup)},
+	{"lr", M_RATE, offsetof(RtCkptMeta, lr)},              {"min_lr", M_RATE, offsetof(RtCkptMeta, min_lr)},
+};
+/* the training state (M_COUNT, M_U64) and the schedule (M_STEPS, M_RATE): all or nothing */
+enum { NMETA = sizeof meta_keys / sizeof meta_keys[0], NSTATE = 4, NSCHEDULE = 4 };
+
+/* What a kind accepts, for messages. (The source and --set text are checked by compiling
+ * them, where an error has a line and a column.) */
+static const char *const meta_form[] = {
+	[M_FORMAT] = "'" RT_CKPT_FORMAT "'",
+	[M_NAME] = "a name (letters, digits and '_', not starting with a digit)",
+	[M_PRESET] = "a preset's name (letters, digits, '_' and '.') or nothing",
+	[M_TEXT] = "text",
+	[M_TOKENIZER] = "'bytes', 'gpt2' or 'gpt2:DIR'",
+	[M_SHA256] = "two SHA-256 digests (64 hexadecimal digits each) separated by a space",
+	[M_COUNT] = "a whole number from 0 to 9,223,372,036,854,775,807",
+	[M_U64] = "a whole number from 0 to 18,446,744,073,709,551,615",
+	[M_STEPS] = "a whole number from 0 to 9,223,372,036,854,775,807",
+	[M_RATE] = "a number from 0 to 10",
+};
+
+/* 64 lowercase hex digits, a space, 64 more: rt_tok_digest's form. */
+static bool sha256_pair(const char *s)
+{
+	for (int i = 0; i < 129; i++)
+		if (i == 64 ? s[i] != ' ' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return s[129] == 0;
+}
+
+/* A learning rate as mgl train takes it: a finite number from 0 to 10, the whole text. */
+static bool rate(const char *s, double *r)
+{
+	char *end;
+	*r = strtod(s, &end);
+	return end != s && !*end && *r >= 0 && *r <= 10;
+}
+
+/* s as decimal digits only (no sign, space, fraction or exponent), at most max. */
+static bool whole_number(const char *s, uint64_t max, uint64_t *v)
+{
+	*v = 0;
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9' || __builtin_mul_overflow(*v, 10, v) ||
+		    __builtin_add_overflow(*v, (uint64_t)(*s - '0'), v))
+			return false;
+	return *v <= max;
+}
+
+/* A name of the language ([A-Za-z_][A-Za-z0-9_]*), or a preset's (also '.', may start
+ * with a digit: 1.5b; empty: none). */
+static bool name_ok(const char *s, bool preset)
+{
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+		      (preset && *p == '.')))
+			return false;
+	return preset || (*s && !(*s >= '0' && *s <= '9'));
+}
+
+static bool meta_ok(MetaKind kind, const char *v, uint64_t *n, double *r)
+{
+	switch (kind) {
+	case M_FORMAT: return !strcmp(v, RT_CKPT_FORMAT);
+	case M_NAME: return name_ok(v, false);
+	case M_PRESET: return name_ok(v, true);
+	case M_TEXT: return true;
+	case M_TOKENIZER: return !strcmp(v, "bytes") || !strcmp(v, "gpt2") || (!strncmp(v, "gpt2:", 5) && v[5]);
+	case M_SHA256: return sha256_pair(v);
+	case M_COUNT: case M_STEPS: return whole_number(v, INT64_MAX, n);
+	case M_U64: return whole_number(v, UINT64_MAX, n);
+	case M_RATE: return rate(v, r);
+	}
+	return false;
+}
+
+int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *err, size_t errlen)
+{
+	memset(m, 0, sizeof *m);
+	int nstate = 0, nschedule = 0;
+	for (int k = 0; k < NMETA; k++) {
+		const char *v = rt_ckpt_meta(c, meta_keys[k].key);
+		uint64_t n = 0;
+		double r = 0;
+		if (!v)
+			continue;
+		if (!meta_ok(meta_keys[k].kind, v, &n, &r)) {
+			Shown b;
+			say(err, errlen, path, "the metadata's '%s' is '%s', not %s", meta_keys[k].key, show(&b, v),
+			    meta_form[meta_keys[k].kind]);
+			return -1;
+		}
+		char *at = (char *)m + meta_keys[k].at;
+		MetaKind kind = meta_keys[k].kind;
+		if (kind == M_COUNT || kind == M_STEPS)
+			*(int64_t *)at = (int64_t)n;
+		else if (kind == M_U64)
+			*(uint64_t *)at = n;
+		else if (kind == M_RATE)
+			*(double *)at = r;
+		else
+			*(const char **)at = v;
+		nstate += kind == M_COUNT || kind == M_U64;
+		nschedule += kind == M_STEPS || kind == M_RATE;
+	}
+	m->has_state = nstate == NSTATE;
+	m->has_schedule = nschedule == NSCHEDULE;
+	if (m->has_state && m->adam_t > m->step) {
+		say(err, errlen, path, "the metadata's 'adam_t' is %" PRId64 ", more than 'step' (%" PRId64
+		    "): AdamW cannot have taken more steps than the training", m->adam_t, m->step);
+		return -1;
+	}
+	return 0;
+}
+
+int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptMeta *m, char *err, size_t errlen)
+{
+	const char *keys[NMETA], *vals[NMETA];
+	char num[NMETA][32];
+	int nmeta = 0;
+	for (int k = 0; k < NMETA; k++) {
+		MetaKind kind = meta_keys[k].kind;
+		const char *at = (const char *)m + meta_keys[k].at;
+		const char *v = (kind == M_STEPS || kind == M_RATE ? m->has_schedule : m->has_state) ? num[k] : NULL;
+		if (kind == M_COUNT || kind == M_STEPS)
+			snprintf(num[k], sizeof num[k], "%" PRId64, *(const int64_t *)at);
+		else if (kind == M_U64)
+			snprintf(num[k], sizeof num[k], "%" PRIu64, *(const uint64_t *)at);
+		else if (kind == M_RATE)
+			snprintf(num[k], sizeof num[k], "%.17g", *(const double *)at);
+		else
+			v = *(const char *const *)at;
+		if (v) {
+			keys[nmeta] = meta_keys[k].key;
+			vals[nmeta++] = v;
+		}
+	}
+	return rt_ckpt_write(path, t, n, keys, vals, nmeta, err, errlen);
 }

@@ -4,6 +4,7 @@
  *   data.c        token shards (the llm.c / nanoGPT .bin layout) and the batch loader
  *   tokenizer.c   byte-level and GPT-2 BPE tokenizers
  *   checkpoint.c  safetensors files: full (unsharded) tensors by name, plus metadata
+ *                 (the keys mgl writes, checked when read)
  *   json.c        JSON strings and UTF-8, for the two readers of JSON (checkpoints, GPT-2)
  *   backend.h     the interface a backend implements (cpu.c; cuda/ later)
  *   exec.c        a job: tp x dp ranks running one plan, one thread per rank
@@ -115,6 +116,33 @@ int rt_ckpt_parse(const void *buf, size_t len, const char *name, RtCkpt *c, char
 const RtTensor *rt_ckpt_find(const RtCkpt *c, const char *name);
 const char *rt_ckpt_meta(const RtCkpt *c, const char *key);
 void rt_ckpt_free(RtCkpt *c);
+
+/* What mgl records in a checkpoint's metadata, so that `mgl sample` and `--resume` can
+ * rebuild the model and carry on. Strings are NULL where the key is absent. */
+#define RT_CKPT_FORMAT "mgl-checkpoint 1"
+typedef struct {
+	const char *format;                /* RT_CKPT_FORMAT */
+	const char *model;                 /* the model's name: a name as the language has them */
+	const char *source;                /* the .mgl file's text */
+	const char *preset, *set;          /* as given to mgl train ("": none) */
+	const char *tokenizer;             /* "bytes", "gpt2" or "gpt2:DIR" (DIR absolute) */
+	const char *tokenizer_sha256;      /* with gpt2: rt_tok_digest of the files it was trained with */
+	bool has_state;                    /* step, adam_t, data_rng and seed are all present */
+	int64_t step, adam_t;              /* steps done, AdamW's step count (<= step) */
+	uint64_t data_rng, seed;           /* the training windows' stream, --seed */
+	bool has_schedule;                 /* steps, warmup, lr and min_lr are all present */
+	int64_t steps, warmup;             /* the learning-rate schedule it was trained with */
+	double lr, min_lr;
+} RtCkptMeta;
+
+/* Reads and checks every key of c's metadata that mgl writes (others are ignored): a
+ * value of the wrong form (a negative, fractional or overflowing number, an unknown
+ * format or tokenizer, adam_t beyond step) is -1 with err naming path and the key.
+ * The strings point into c. */
+int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *err, size_t errlen);
+/* rt_ckpt_write with m's keys as the metadata (NULL strings, the state's numbers without
+ * has_state and the schedule's without has_schedule, left out). */
+int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptMeta *m, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- training (train.c) */
 

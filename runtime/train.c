@@ -23,6 +23,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -251,23 +252,13 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			rt_param_get(t->job, i, which[w], x->data);
 		}
 	const RtTrainOpts *o = t->o;
-	char step[32], adam[32], rng[32], seed[32], steps[32], warmup[32], lr[32], min_lr[32];
-	snprintf(step, sizeof step, "%lld", (long long)t->step);
-	snprintf(adam, sizeof adam, "%lld", (long long)t->adam_t);
-	snprintf(rng, sizeof rng, "%llu", (unsigned long long)t->data_rng);
-	snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed);
-	snprintf(steps, sizeof steps, "%lld", (long long)o->steps);
-	snprintf(warmup, sizeof warmup, "%lld", (long long)o->warmup);
-	snprintf(lr, sizeof lr, "%.17g", o->lr);
-	snprintf(min_lr, sizeof min_lr, "%.17g", o->min_lr);
-	const char *keys[] = {"format", "model", "source", "preset", "set", "tokenizer", "step", "adam_t", "data_rng", "seed",
-			      "steps", "warmup", "lr", "min_lr", "tokenizer_sha256"};
-	const char *vals[] = {"mgl-checkpoint 1", o->model_name ? o->model_name : "", o->model_source ? o->model_source : "",
-			      o->preset ? o->preset : "", o->set ? o->set : "", t->tokenizer, step, adam, rng, seed,
-			      steps, warmup, lr, min_lr, t->tok_sha};
-	int nmeta = (int)(sizeof keys / sizeof keys[0]) - !t->tok_sha;
+	RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = o->model_name, .source = o->model_source ? o->model_source : "",
+			.preset = o->preset ? o->preset : "", .set = o->set ? o->set : "", .tokenizer = t->tokenizer,
+			.tokenizer_sha256 = t->tok_sha, .has_state = true, .step = t->step, .adam_t = t->adam_t,
+			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
+			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
 	char e[512];
-	int rc = rt_ckpt_write(path, ts, n, keys, vals, nmeta, e, sizeof e);
+	int rc = rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e);
 	for (int i = 0; i < n; i++) {
 		free(ts[i].data);
 		free(names[i]);
@@ -277,13 +268,38 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 	return rc ? fail(t, "%s", e) : 0;
 }
 
+/* DIR/checkpoint.safetensors (malloc'd), once DIR is a directory (made if missing, not its
+ * parent) where that file can be written; NULL with the error. Checked before the first
+ * step too, so that a bad --save fails at once, not after the whole run. */
+static char *prepare_dir(Train *t, const char *dir)
+{
+	struct stat st;
+	char *path = malloc(strlen(dir) + 32);
+	sprintf(path, "%s/checkpoint.safetensors.tmp", dir);
+	int fd;
+	if (mkdir(dir, 0777) && errno != EEXIST) {
+		fail(t, "cannot create '%s': %s", dir, strerror(errno));
+	} else if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+		fail(t, "cannot save in '%s': it is not a directory", dir);
+	} else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0) {   /* the writer's temporary file */
+		fail(t, "cannot write in '%s': %s", dir, strerror(errno));
+	} else {
+		close(fd);
+		unlink(path);
+		path[strlen(path) - 4] = 0;
+		if (stat(path, &st) || S_ISREG(st.st_mode))
+			return path;
+		fail(t, "cannot save to '%s': it is not a regular file", path);
+	}
+	free(path);
+	return NULL;
+}
+
 static int save(Train *t)
 {
-	const char *dir = t->o->save_dir;
-	if (mkdir(dir, 0777) && errno != EEXIST)
-		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
-	char *path = malloc(strlen(dir) + 32);
-	sprintf(path, "%s/checkpoint.safetensors", dir);
+	char *path = prepare_dir(t, t->o->save_dir);
+	if (!path)
+		return -1;
 	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
 	/* rt_ckpt_write's temporary file, for a second Ctrl-C to remove */
@@ -300,11 +316,10 @@ static int save(Train *t)
 static int dump_first(Train *t)
 {
 	const char *dir = t->o->dump_first;
-	if (mkdir(dir, 0777) && errno != EEXIST)
-		return fail(t, "cannot create '%s': %s", dir, strerror(errno));
-	char *path = malloc(strlen(dir) + 32);
+	char *path = prepare_dir(t, dir);
+	if (!path)
+		return -1;
 	static const char *const none[] = {""};
-	sprintf(path, "%s/checkpoint.safetensors", dir);
 	int rc = write_tensors(t, path, (const int[]){RT_PARAM_VALUE}, none, 1);
 	sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
@@ -351,9 +366,17 @@ static int resume(Train *t, const char *dir)
 		return fail(t, "%s", e);
 	}
 	const MglPlan *p = t->p;
-	const char *model = rt_ckpt_meta(&c, "model");
-	if (model && t->o->model_name && strcmp(model, t->o->model_name)) {
-		rc = fail(t, "%s is a checkpoint of model '%s', not '%s'", path, model, t->o->model_name);
+	RtCkptMeta m;
+	if (rt_ckpt_meta_read(&c, path, &m, e, sizeof e)) {
+		rc = fail(t, "%s", e);
+		goto out;
+	}
+	if (!m.has_state) {
+		rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
+		goto out;
+	}
+	if (m.model && t->o->model_name && strcmp(m.model, t->o->model_name)) {
+		rc = fail(t, "%s is a checkpoint of model '%s', not '%s'", path, m.model, t->o->model_name);
 		goto out;
 	}
 	for (int i = 0; i < p->nparams && !rc; i++)
@@ -382,24 +405,13 @@ static int resume(Train *t, const char *dir)
 			rt_param_set(t->job, i, w, x->data);
 		}
 	if (!rc) {
-		const char *s = rt_ckpt_meta(&c, "step"), *a = rt_ckpt_meta(&c, "adam_t"), *r = rt_ckpt_meta(&c, "data_rng"),
-			   *sd = rt_ckpt_meta(&c, "seed");
-		if (!s || !a || !r || !sd)
-			rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
-		else {
-			t->step = strtoll(s, NULL, 10);
-			t->adam_t = strtoll(a, NULL, 10);
-			t->data_rng = strtoull(r, NULL, 10);
-			t->seed = strtoull(sd, NULL, 10);
-		}
-	}
-	if (!rc) {
-		const char *steps = rt_ckpt_meta(&c, "steps"), *warmup = rt_ckpt_meta(&c, "warmup"),
-			   *lr = rt_ckpt_meta(&c, "lr"), *min_lr = rt_ckpt_meta(&c, "min_lr");
-		if (steps && warmup && lr && min_lr)
-			t->was = (Schedule){.steps = strtoll(steps, NULL, 10), .warmup = strtoll(warmup, NULL, 10),
-					    .lr = strtod(lr, NULL), .min_lr = strtod(min_lr, NULL), .known = true};
-		rc = same_tokenizer(t, path, rt_ckpt_meta(&c, "tokenizer"), rt_ckpt_meta(&c, "tokenizer_sha256"));
+		t->step = m.step;
+		t->adam_t = m.adam_t;
+		t->data_rng = m.data_rng;
+		t->seed = m.seed;
+		t->was = (Schedule){.steps = m.steps, .warmup = m.warmup, .lr = m.lr, .min_lr = m.min_lr,
+				    .known = m.has_schedule};
+		rc = same_tokenizer(t, path, m.tokenizer, m.tokenizer_sha256);
 	}
 	/* a checkpoint of a larger model holds tensors this one lacks: not the same model */
 	if (!rc && c.n != 3 * p->nparams) {
@@ -640,9 +652,12 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		fail(&t, "cannot write the log '%s': %s", o->log_path, strerror(errno));
 		goto out;
 	}
-	if (o->save_dir && mkdir(o->save_dir, 0777) && errno != EEXIST) {   /* now, not after the training */
-		fail(&t, "cannot create '%s': %s", o->save_dir, strerror(errno));
-		goto out;
+	for (int k = 0; k < 2; k++) {   /* now, not after the training */
+		const char *dir = k ? o->dump_first : o->save_dir;
+		char *path = dir ? prepare_dir(&t, dir) : NULL;
+		free(path);
+		if (dir && !path)
+			goto out;
 	}
 
 	/* everything checked: say what runs; from now on Ctrl-C stops after a step (the first

@@ -1,6 +1,6 @@
 #!/bin/sh
 # scripts/deps.sh — installs what the build lacks, or says the one command that would.
-# usage: scripts/deps.sh TOOL...   (cc, re2c, check, clang, dot)
+# usage: scripts/deps.sh TOOL...   (cc, re2c, check, clang, dot, rsvg-convert)
 # Called by the Makefile before a build (`make deps`: what building needs; `make deps-test`:
 # that and what the tests run), so `make demo` and `make check` work on a fresh Debian or
 # Ubuntu machine with nothing but make installed first.
@@ -12,6 +12,7 @@ for need in "$@"; do
 	check) pkg-config --exists check 2>/dev/null || [ -f /usr/include/check.h ] || missing="$missing check pkg-config" ;;
 	clang) command -v clang >/dev/null 2>&1 || missing="$missing clang" ;;
 	dot)   command -v dot >/dev/null 2>&1 || missing="$missing graphviz" ;;
+	rsvg-convert) command -v rsvg-convert >/dev/null 2>&1 || missing="$missing librsvg2-bin" ;;
 	esac
 done
 [ -z "$missing" ] && exit 0

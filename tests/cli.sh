@@ -113,8 +113,45 @@ smaller() {
 	a=$(wc -c <"$1") b=$(wc -c <"$2")
 	[ "$a" -gt 0 ] && [ "$a" -lt "$b" ] || { echo "$1: $a bytes, $2: $b bytes"; return 1; }
 }
+check 'dot --layers all renders'                     render all "$tmp/gpt2.plan" --layers all
+check 'dot draws less than --layers all'             smaller "$tmp/plan.dot" "$tmp/all.dot"
 check 'dot --layers 1 renders'                       render layers1 "$tmp/gpt2.plan" --layers 1
-check 'dot --layers 1 draws less than all layers'    smaller "$tmp/layers1.dot" "$tmp/plan.dot"
+check 'dot --layers 1 is the default'                cmp "$tmp/plan.dot" "$tmp/layers1.dot"
+expect 2 "--layers takes a whole number from 1 to 1048576 or 'all', not 'some'" -- dot "$tmp/gpt2.plan" --layers some
+# connected FILE.dot: every node on an edge, and one piece (the folded layers take the
+# edges across the cut): the nodes on no edge and the number of pieces otherwise
+connected() {
+	awk 'function top(x) { while (up[x] != x) x = up[x] = up[up[x]]; return x }
+	/ -> / { if (!($1 in up)) up[$1] = $1; if (!($3 in up)) up[$3] = $3; up[top($1)] = top($3); next }
+	/^ +[A-Za-z_][A-Za-z0-9_]* \[/ && $1 != "node" && $1 != "edge" { nodes[$1] = 1 }
+	END { for (n in nodes) { if (!(n in up)) { lone = lone " " n; up[n] = n }; pieces[top(n)] = 1 }
+	      k = 0; for (r in pieces) k++
+	      if (k != 1 || lone != "") { print FILENAME ": " k " pieces; on no edge:" lone; exit 1 } }' "$1"
+}
+# svg_at_most PT FILE.svg: the drawing is at most PT points wide and high
+svg_at_most() {
+	size=$(grep -o '<svg width="[0-9]*pt" height="[0-9]*pt"' "$2" | tr -dc '0-9 ')
+	set -- "$1" $size
+	[ "$#" = 3 ] && [ "$2" -le "$1" ] && [ "$3" -le "$1" ] || { echo "the drawing is ${2}x$3 pt"; return 1; }
+}
+check 'dot of GPT-2 1.2b renders'                    render big models/gpt2.mgl --preset 1.2b --tp 2
+check 'dot of GPT-2 1.2b fits in 4,000 x 4,000 pt'   svg_at_most 4000 "$tmp/big.svg"
+check 'dot of GPT-2 1.2b is one piece'               connected "$tmp/big.dot"
+check 'dot folds layers 1-39 into one node'          grep -q '^  folded_fwd \[label="layers 1-39\\n39 more like layer 0"' "$tmp/big.dot"
+check 'dot forward-only has no backward step'        sh -c '! grep -Eq "_bwd|d_loss" "$1"' - "$tmp/big.dot"
+check 'dot --layers all has no folded node'          sh -c '! grep -q folded "$1"' - "$tmp/all.dot"
+check 'dot --layers all is one piece'                connected "$tmp/all.dot"
+check 'dot --backward of a BERT plan is one piece'   connected "$tmp/bert.dot"
+check 'dot --backward folds the backward layers'     grep -q '^  folded_bwd ' "$tmp/bert.dot"
+check 'dot --layers 3 of 5 folds layers 3-4 (fwd, bwd)' sh -c '"$1" dot models/gpt2.mgl --preset tiny --set layers=5 \
+	--tp 2 --sp --backward --layers 3 -o "$2" && awk "/folded/ && /layers 3-4/ { n++ } END { exit n != 2 }" "$2"' - \
+	"$mgl" "$tmp/sp.dot"
+check '... and is one piece'                        connected "$tmp/sp.dot"
+# the legend: what each layout and each collective's colour means
+for row in '>R<.*>replicated' '>S1<.*>split over the ranks along the last dimension' '>P<.*>partial sums' \
+	'>M<.*>partial maxima' 'all_reduce<.*>a collective'; do
+	check "the drawing's legend explains /$row/" sh -c 'tr -d "\n" <"$1" | grep -Eq "$2"' - "$tmp/big.svg" "$row"
+done
 # a damaged plan is refused with the file and the line, never drawn
 head -c 20000 "$tmp/gpt2.plan" >"$tmp/cut.plan"
 expect 1 "^mgl: error: $tmp/cut.plan:[0-9]+: "  -- dot "$tmp/cut.plan"

@@ -49,6 +49,66 @@ check "sampling with a seed repeats" cmp -s "$tmp/s1" "$tmp/s2"
 check "sampling writes the tokens asked for" test "$(wc -c <"$tmp/s1")" -ge 35
 expect 1 'cannot open'                         -- sample "$tmp/nothing"
 expect 1 "$tmp/t.bin"                          -- sample "$tmp/t.bin"
+expect 2 '--tokens takes a whole number from 1 to 16,777,216, not' -- sample "$tmp/ck" --tokens 0
+expect 2 '--clip takes a number from 0 to 1,000,000, not' -- train models/gpt2.mgl --data "$tmp/t.bin" --clip 2e6
+
+# A vocabulary larger than the tokenizer's (padded, as GPT-2's 50,304 is): the ids the
+# tokenizer lacks are never drawn, so every token is one byte.
+expect 0 'trained 1 step in'                   -- train models/gpt2.mgl --preset tiny --set vocab=300 --data "$tmp/t.bin" \
+	--steps 1 --batch 1 --save "$tmp/pad"
+sample_bytes() {   # CHECKPOINT N [OPTIONS]: N tokens and the newline, N + 1 bytes
+	ck=$1 n=$2
+	shift 2
+	"$mgl" sample "$ck" --tokens "$n" "$@" >"$tmp/drawn" || return 1
+	test "$(wc -c <"$tmp/drawn")" = $((n + 1))
+}
+check "a padded vocabulary samples bytes only"                 sample_bytes "$tmp/pad" 500
+check "a padded vocabulary samples bytes only (top-k)"         sample_bytes "$tmp/pad" 300 --top-k 280 --seed 9
+check "a padded vocabulary samples bytes only (greedy)"        sample_bytes "$tmp/pad" 50 --temperature 0
+# a vocabulary smaller than the tokenizer's: a prompt beyond it is refused, not read as zeros
+for i in $(seq 300); do echo "abc ABC 0123 cab"; done >"$tmp/low.txt"
+expect 0 'wrote'                               -- tokenize "$tmp/low.txt" -o "$tmp/low.bin"
+expect 0 'trained 1 step in'                   -- train models/gpt2.mgl --preset tiny --set vocab=100 --data "$tmp/low.bin" \
+	--steps 1 --batch 1 --save "$tmp/small"
+check "a small vocabulary samples within it"                  sample_bytes "$tmp/small" 100 --prompt ""
+expect 1 "the prompt's token 2 \(id 122\) is beyond the model's vocabulary of 100" -- sample "$tmp/small" --prompt az
+
+# A checkpoint's data overwritten with one byte: 0377 makes every weight NaN, 0177 3.4e38
+fill_data() {   # FROM BYTE TO
+	n=$(od -An -tu8 -N8 "$1" | tr -d ' ') size=$(wc -c <"$1")
+	{ head -c $((8 + n)) "$1"; head -c $((size - 8 - n)) /dev/zero | tr '\0' "$2"; } >"$3"
+}
+fill_data "$tmp/ck/checkpoint.safetensors" '\377' "$tmp/nan.safetensors"
+fill_data "$tmp/ck/checkpoint.safetensors" '\177' "$tmp/huge.safetensors"
+expect 1 "nan.safetensors holds non-finite values: element 0 of 'wte' is NaN" -- sample "$tmp/nan.safetensors"
+expect 1 "huge.safetensors holds non-finite values: the model's logits are NaN" -- sample "$tmp/huge.safetensors"
+
+# The metadata is checked (tests/test_runtime.c tries every key): a value of the wrong
+# form is refused, naming the file and the key. METADATA FROM TO: the same length.
+patch_meta() {
+	at=$(grep -obUa -- "$2" "$1" | head -n 1 | cut -d: -f1)
+	[ -n "$at" ] && cp "$1" "$4" && printf '%s' "$3" | dd of="$4" bs=1 seek="$at" conv=notrunc 2>/dev/null
+}
+patch_meta "$tmp/ck/checkpoint.safetensors" '"tokenizer":"bytes"' '"tokenizer":"bytez"' "$tmp/tok.safetensors"
+expect 1 "tok.safetensors: the metadata's 'tokenizer' is 'bytez', not 'bytes', 'gpt2' or 'gpt2:DIR'" \
+	-- sample "$tmp/tok.safetensors"
+patch_meta "$tmp/ck/checkpoint.safetensors" '"step":"4"' '"step":"-"' "$tmp/step.safetensors"
+expect 1 "step.safetensors: the metadata's 'step' is '-', not a whole number from 0 to" \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 8 --batch 2 --resume "$tmp/step.safetensors"
+patch_meta "$tmp/ck/checkpoint.safetensors" '"preset":"tiny"' '"preset":"ti=y"' "$tmp/preset.safetensors"
+expect 1 "preset.safetensors: the metadata's 'preset' is 'ti=y', not a preset's name" -- sample "$tmp/preset.safetensors"
+# the source and the set are checked by compiling them: an error is the file's (exit 1)
+patch_meta "$tmp/pad/checkpoint.safetensors" '"set":"vocab=300"' '"set":"vocab=3*="' "$tmp/set.safetensors"
+expect 1 "set.safetensors \(its set\):1:9: error: expected an expression" -- sample "$tmp/set.safetensors"
+
+# --save is checked before the first step: onto a file, or where a directory is in the way
+: >"$tmp/afile"
+expect 1 "cannot save in '$tmp/afile': it is not a directory" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" \
+	--steps 3 --batch 1 --save "$tmp/afile" --log "$tmp/afile.jsonl"
+check "no step ran before --save was refused" test ! -s "$tmp/afile.jsonl"
+mkdir -p "$tmp/indir/checkpoint.safetensors"
+expect 1 "cannot save to '$tmp/indir/checkpoint.safetensors': it is not a regular file" \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 3 --batch 1 --save "$tmp/indir"
 
 # bad input to train
 expect 2 '--data TRAIN.bin is required'        -- train models/gpt2.mgl --preset tiny
@@ -165,11 +225,66 @@ expect 0 'trained 1 step \(steps 3 to 3\)'    -- train models/gpt2.mgl --preset 
 	--steps 3 --batch 2 --resume "$tmp/gck" --save "$tmp/gck2"
 check "a resumed checkpoint keeps its tokenizer" \
 	sh -c 'head -c 4096 "$1" | grep -aq "\"tokenizer\":\"gpt2:$2/g2\""' - "$tmp/gck2/checkpoint.safetensors" "$tmp"
+
+# export: a directory transformers' from_pretrained loads, or the tensors alone
+expect 0 'load it with: GPT2LMHeadModel.from_pretrained' -- export "$tmp/ck" -o "$tmp/hf"
+check "export -o DIR writes model.safetensors and config.json, no tokenizer for bytes" \
+	sh -c 'test "$(ls "$1" | tr "\n" " ")" = "config.json model.safetensors "' - "$tmp/hf"
+# config_is DIR KEY VALUE: DIR/config.json has "KEY": VALUE
+config_is() { grep -Eq "^  \"$2\": $3,?\$" "$1/config.json" || { echo "config.json lacks \"$2\": $3"; return 1; }; }
+for kv in 'vocab_size 256' 'n_positions 64' 'n_embd 64' 'n_layer 2' 'n_head 4' 'n_inner 256' 'layer_norm_epsilon 1e-05' \
+	'activation_function "gelu_new"' 'architectures \["GPT2LMHeadModel"\]' 'model_type "gpt2"' 'resid_pdrop 0.1' \
+	'tie_word_embeddings true' 'eos_token_id null'; do
+	check "config.json of a tiny GPT-2: $kv" config_is "$tmp/hf" $kv
+done
+# header DIR/model.safetensors PATTERN: the file's JSON header matches PATTERN
+header() { head -c 4096 "$1" | tr -d '\000' | grep -aEq "$2" || { echo "no /$2/ in $1's header"; return 1; }; }
+check "model.safetensors: c_attn fuses q, k, v as [in, 3 out]" \
+	header "$tmp/hf/model.safetensors" '"transformer\.h\.1\.attn\.c_attn\.weight":\{"dtype":"F32","shape":\[64,192\]'
+check "model.safetensors: Conv1D weights are [in, out]" \
+	header "$tmp/hf/model.safetensors" '"transformer\.h\.0\.mlp\.c_fc\.weight":\{"dtype":"F32","shape":\[64,256\]'
+check "model.safetensors: the format is pt" header "$tmp/hf/model.safetensors" '"__metadata__":\{"format":"pt"\}'
+check "model.safetensors: 28 tensors" \
+	sh -c 'test "$(head -c 4096 "$1" | tr -d "\000" | grep -ao data_offsets | wc -l)" = 28' - "$tmp/hf/model.safetensors"
+expect 0 'hfg: model.safetensors .*, config.json, vocab.json, merges.txt, tokenizer_config.json' -- export "$tmp/gck" --hf -o "$tmp/hfg"
+check "export of a GPT-2-token model: vocab.json is the tokenizer's encoder.json" cmp "$tmp/hfg/vocab.json" tests/data/gpt2/encoder.json
+check "... and merges.txt its vocab.bpe"      cmp "$tmp/hfg/merges.txt" tests/data/gpt2/vocab.bpe
+check "... and config.json has its vocabulary" config_is "$tmp/hfg" vocab_size 50257
+check "... and its <|endoftext|>"             config_is "$tmp/hfg" eos_token_id 50256
+check "... and tokenizer_config.json its length" grep -q '"model_max_length": 64,' "$tmp/hfg/tokenizer_config.json"
+expect 0 'one.safetensors: 28 tensors of 2 layers'  -- export "$tmp/ck" --hf -o "$tmp/one.safetensors"
+check "export -o FILE.safetensors: the same tensors, no directory" \
+	sh -c 'test -f "$1/one.safetensors" && cmp "$1/one.safetensors" "$1/hf/model.safetensors"' - "$tmp"
+expect 1 'is the checkpoint itself: it would be overwritten' -- export "$tmp/ck" -o "$tmp/ck/checkpoint.safetensors"
+check "... and the checkpoint is still there"  test -s "$tmp/ck/checkpoint.safetensors"
+expect 1 "cannot create the directory '$tmp/no/such'" -- export "$tmp/ck" -o "$tmp/no/such"
+expect 1 "$tmp/encoder.json: cannot open"      -- export "$tmp/gck" --gpt2 "$tmp" -o "$tmp/hfx"
+expect 1 "tokenizer in 'tests/data/gpt2' has 50257 tokens and the model 256" \
+	-- export "$tmp/ck" --gpt2 tests/data/gpt2 -o "$tmp/hfx"
+check "a refused export writes nothing"        test ! -e "$tmp/hfx"
+expect 1 'holds no GPT-2 layers'               -- export "$tmp/hf/model.safetensors" -o "$tmp/hfx"
+expect 2 '-o DIR \(or -o FILE.safetensors\) is required' -- export "$tmp/ck"
+expect 0 'it is the only one and the default'  -- export --help
+# where Python has transformers and torch, from_pretrained loads both directories
+if python3 -c 'import transformers, torch' 2>/dev/null; then
+	check "transformers loads the exported directories" python3 -c '
+import sys
+from transformers import GPT2LMHeadModel, AutoTokenizer
+for d in sys.argv[1:]:
+    m, info = GPT2LMHeadModel.from_pretrained(d, output_loading_info=True)
+    bad = [k for k in info["missing_keys"] + info["unexpected_keys"] if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    assert not bad and m.config.n_head == 4, (d, bad)
+assert len(AutoTokenizer.from_pretrained(sys.argv[2])) == 50257' "$tmp/hf" "$tmp/hfg"
+else
+	echo "SKIP: loading the export with transformers (python3 with transformers and torch is not installed)"
+fi
+
 # the files are checked by their SHA-256: other files are refused, the same ones anywhere do
 sed -i '$d' "$tmp/g2/vocab.bpe"   # one merge fewer: still a tokenizer, not the same one
 expect 1 "g2/encoder.json and vocab.bpe are not the files .* was trained with" -- sample "$tmp/gck" --prompt The --tokens 5
 expect 1 "hint: give --gpt2 DIR with the files it was trained with" -- sample "$tmp/gck" --prompt The --tokens 5
 expect 0 '^The'                                -- sample "$tmp/gck" --prompt The --tokens 5 --gpt2 tests/data/gpt2
+expect 1 "g2/encoder.json and vocab.bpe are not the files .* was trained with" -- export "$tmp/gck" -o "$tmp/hfy"
 # a directory that is gone: the hint says --gpt2 DIR
 rm -r "$tmp/g2"
 expect 1 "g2/encoder.json: cannot open: No such file or directory" -- sample "$tmp/gck" --prompt The --tokens 5

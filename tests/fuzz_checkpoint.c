@@ -4,7 +4,8 @@
  * The bytes go to rt_ckpt_parse exactly as given, so a read past `len` is an
  * AddressSanitizer report. A refusal must name the input. Whatever the reader accepts is
  * written again (rt_ckpt_write_stream, F32) and must be read back with the same names,
- * shapes, float bits and metadata, and written again as the very same bytes. A finding is
+ * shapes, float bits and metadata, and written again as the very same bytes; mgl's own
+ * metadata keys are read, or refused with a message naming the input. A finding is
  * an abort for any of these, or a crash, a sanitizer report, a leak or a timeout.
  */
 #include "../runtime/runtime.h"
@@ -72,6 +73,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 			finding("a refusal left the RtCkpt filled", err);
 		return 0;
 	}
+	RtCkptMeta m;   /* mgl's keys in the metadata: read, or refused naming the input */
+	if (rt_ckpt_meta_read(&c, NAME, &m, err, sizeof err) && strncmp(err, NAME ": ", sizeof NAME + 1))
+		finding("metadata refused without naming the input", err);
 	size_t n1, n2;
 	char *t1 = write_ckpt(&c, &n1);
 	if (rt_ckpt_parse(t1, n1, "rewritten", &d, err, sizeof err))

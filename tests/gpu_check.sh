@@ -1,9 +1,13 @@
-#!/bin/sh
+#!/bin/bash
 # tests/gpu_check.sh — `make gpu-check`: the cuda backend against the cpu backend, on the GPU
-# machine. Needs the mgl binary built with CUDA and at least one GPU (4 for every check).
-# usage: tests/gpu_check.sh MGL [OUTDIR]
-mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR]}
+# machine. Needs the mgl binary built with CUDA and at least one GPU (2 for the tp checks,
+# 4 for every one); python3 with numpy for the real-width comparisons, PyTorch for the
+# comparison with a PyTorch GPT-2.
+# usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
+mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
+sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5}}
+want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 pass=0 fail=0
 ok() { if [ "$1" = 1 ]; then pass=$((pass + 1)); echo "ok: $2"; else fail=$((fail + 1)); echo "FAIL: $2"; fi; }
@@ -12,59 +16,120 @@ echo "gpu_check: $ngpu GPUs"
 "$mgl" kernels --arch sm_90 || fail=$((fail + 1))
 
 # 0. every op, forward and backward, against the cpu backend (tests/gpu/test_gpu.c)
-test_gpu=$(dirname "$mgl")/tests/gpu/test_gpu
-"$test_gpu" "$ngpu" | tee "$out/ops.txt"
-ok "$([ "${PIPESTATUS:-0}" = 0 ] && grep -q ' 0 failed' "$out/ops.txt" && echo 1)" "every op on cuda against cpu"
+if want 0; then
+	test_gpu=$(dirname "$mgl")/tests/gpu/test_gpu
+	"$test_gpu" "$ngpu" >"$out/ops.txt" 2>&1
+	st=$?
+	cat "$out/ops.txt"
+	ok "$([ $st = 0 ] && grep -q ' 0 failed' "$out/ops.txt" && echo 1)" "every op on cuda against cpu (test_gpu exit $st)"
+fi
 
-# data: the repository's own text, bytes
+# data: the repository's own text, bytes and GPT-2 tokens
 cat README.md docs/*.md models/*.mgl compiler/*.c > "$out/text.txt"
 "$mgl" tokenize "$out/text.txt" --bytes --val-fraction 0.1 -o "$out/t.bin" >/dev/null
+"$mgl" tokenize "$out/text.txt" --gpt2 tests/data/gpt2 -o "$out/g.bin" >/dev/null
 
-# 1. training: cuda (bf16) follows cpu (f32) over 20 steps at tp 1, 2, 4 (within 2% each step)
-for tp in 1 2 4; do
-	[ "$tp" -le "$ngpu" ] || continue
-	for sp in "" "--sp"; do
-		[ "$tp" = 1 ] && [ -n "$sp" ] && continue
-		tag="tp$tp$sp"
-		"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
-			--backend cpu --log "$out/cpu_$tag.jsonl" >"$out/cpu_$tag.txt" 2>&1
-		"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
-			--backend cuda --log "$out/cuda_$tag.jsonl" >"$out/cuda_$tag.txt" 2>&1
-		st=$?
-		worst=$(paste "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
+# 1. real widths on the default path (fused chains, GEMM epilogues, CUDA graphs), GPT-2 124M
+# and 355M, sequences of 1024, dropout off, each GPU run twice (an answer that moves between
+# runs is a race; tests/gpu/compare_runs.py says what is compared):
+#  - the whole model, batch 4, 20 steps: tp 2 against tp 1 (first loss within 3e-4, every
+#    gradient, every loss within 1%), and each run against its twin (first loss equal);
+#  - two layers, batch 1: tp 1 and tp 2 against the cpu (first loss within 3e-4, every
+#    gradient within the bf16 tolerance). The cpu runs at tp 4 (its threads) while the GPUs work.
+train_rw() {   # tag backend tp steps args...
+	local tag=$1 be=$2 tp=$3 steps=$4
+	shift 4
+	"$mgl" train models/gpt2.mgl "$@" --data "$out/g.bin" --steps "$steps" --lr 1e-4 --tp "$tp" --backend "$be" \
+		--log "$out/rw_$tag.jsonl" --dump-first "$out/rw_$tag" >"$out/rw_$tag.txt" 2>&1 ||
+		{ echo "FAIL: $tag:"; tail -3 "$out/rw_$tag.txt"; }
+}
+compare() {   # name a b [options]
+	local name=$1 a=$2 b=$3
+	shift 3
+	python3 tests/gpu/compare_runs.py "$name" "$out/rw_$a" "$out/rw_$a.jsonl" "$out/rw_$b" "$out/rw_$b.jsonl" "$@" \
+		>"$out/cmp_$a.$b.txt" 2>&1
+	local st=$?
+	grep -E '^(ok|FAIL)' "$out/cmp_$a.$b.txt" | sed 's/^/  /'
+	ok "$([ $st = 0 ] && echo 1)" "$name"
+}
+if ! want 1; then
+	:
+elif [ "$ngpu" -ge 2 ] && python3 -c "import numpy" 2>/dev/null; then
+	for m in 124m 355m; do
+		short="--preset $m --set p_drop=0,layers=2 --seq 1024 --batch 1"
+		# shellcheck disable=SC2086
+		train_rw "${m}_cpu" cpu 4 1 $short &
+		cpu=$!
+		for tp in 1 2; do
+			for run in 1 2; do
+				train_rw "${m}_tp${tp}_$run" cuda $tp 20 --preset $m --set p_drop=0 --seq 1024 --batch 4
+				# shellcheck disable=SC2086
+				train_rw "${m}_2l_tp${tp}_$run" cuda $tp 1 $short
+			done
+			compare "gpt2 $m tp $tp, twice" "${m}_tp${tp}_1" "${m}_tp${tp}_2" --same
+		done
+		for run in 1 2; do
+			compare "gpt2 $m tp 2 against tp 1 (run $run)" "${m}_tp1_$run" "${m}_tp2_$run"
+		done
+		wait $cpu
+		for tp in 1 2; do
+			for run in 1 2; do
+				compare "gpt2 $m, 2 layers, tp $tp on cuda against the cpu (run $run)" "${m}_cpu" "${m}_2l_tp${tp}_$run"
+			done
+		done
+	done
+else
+	echo "SKIP: real widths need 2 GPUs and python3 with numpy"
+fi
+
+# 2. training: cuda (bf16) follows cpu (f32) over 20 steps at tp 1, 2, 4 (within 2% each step)
+if want 2; then
+	for tp in 1 2 4; do
+		[ "$tp" -le "$ngpu" ] || continue
+		for sp in "" "--sp"; do
+			[ "$tp" = 1 ] && [ -n "$sp" ] && continue
+			tag="tp$tp$sp"
+			"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
+				--backend cpu --log "$out/cpu_$tag.jsonl" >"$out/cpu_$tag.txt" 2>&1
+			"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
+				--backend cuda --log "$out/cuda_$tag.jsonl" >"$out/cuda_$tag.txt" 2>&1
+			st=$?
+			worst=$(paste "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
+				split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+				END { if (n != 20) print 1; else printf "%.5f", w }')
+			ok "$([ $st = 0 ] && awk -v w="$worst" 'BEGIN { print (w < 0.02) }')" \
+				"gpt2 tiny $tag: 20 steps, cuda vs cpu loss, worst relative difference $worst (exit $st)"
+			[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"
+		done
+	done
+	# 2b. on the GPU, tp 2 and 4 against tp 1: the same 20 losses (within 1%: bf16, and the sums
+	# of partial results in another order)
+	for tag in tp2 tp2--sp tp4 tp4--sp; do
+		[ -s "$out/cuda_$tag.jsonl" ] || continue
+		worst=$(paste "$out/cuda_tp1.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
 			split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
 			END { if (n != 20) print 1; else printf "%.5f", w }')
-		ok "$([ $st = 0 ] && awk -v w="$worst" 'BEGIN { print (w < 0.02) }')" \
-			"gpt2 tiny $tag: 20 steps, cuda vs cpu loss, worst relative difference $worst (exit $st)"
-		[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"
+		ok "$(awk -v w="$worst" 'BEGIN { print (w < 0.01) }')" "gpt2 tiny on cuda, $tag against tp1: worst relative difference $worst"
 	done
-done
-# 1b. on the GPU, tp 2 and 4 against tp 1: the same 20 losses (within 1%: bf16, and the sums
-# of partial results in another order)
-for tag in tp2 tp2--sp tp4 tp4--sp; do
-	[ -s "$out/cuda_$tag.jsonl" ] || continue
-	worst=$(paste "$out/cuda_tp1.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
-		split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
-		END { if (n != 20) print 1; else printf "%.5f", w }')
-	ok "$(awk -v w="$worst" 'BEGIN { print (w < 0.01) }')" "gpt2 tiny on cuda, $tag against tp1: worst relative difference $worst"
-done
+fi
 
 # 3. GPT-2 124M on one GPU, 200 steps on GPT-2 tokens of this repository's text: the loss falls
-"$mgl" tokenize "$out/text.txt" --gpt2 tests/data/gpt2 -o "$out/g.bin" >/dev/null
-"$mgl" train models/gpt2.mgl --preset 124m --data "$out/g.bin" --steps 200 --batch 8 --seq 256 --lr 6e-4 \
-	--backend cuda --log "$out/124m.jsonl" >"$out/124m.txt" 2>&1
-st=$?
-first=$(head -1 "$out/124m.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
-last=$(tail -1 "$out/124m.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
-tps=$(tail -20 "$out/124m.jsonl" | sed 's/.*"tokens_per_s": \([0-9.]*\).*/\1/' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-ok "$([ $st = 0 ] && awk -v a="$first" -v b="$last" 'BEGIN { print (b < a - 3) }')" \
-	"gpt2 124m, 200 steps on one GPU: loss $first -> $last, median $tps tokens/s over the last 20 steps"
-[ $st = 0 ] || tail -5 "$out/124m.txt"
+if want 3; then
+	"$mgl" train models/gpt2.mgl --preset 124m --data "$out/g.bin" --steps 200 --batch 8 --seq 256 --lr 6e-4 \
+		--backend cuda --log "$out/124m.jsonl" >"$out/124m.txt" 2>&1
+	st=$?
+	first=$(head -1 "$out/124m.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+	last=$(tail -1 "$out/124m.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+	tps=$(tail -20 "$out/124m.jsonl" | sed 's/.*"tokens_per_s": \([0-9.]*\).*/\1/' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+	ok "$([ $st = 0 ] && awk -v a="$first" -v b="$last" 'BEGIN { print (b < a - 3) }')" \
+		"gpt2 124m, 200 steps on one GPU: loss $first -> $last, median $tps tokens/s over the last 20 steps"
+	[ $st = 0 ] || tail -5 "$out/124m.txt"
+fi
 
 # 4. GPT-2 124M against PyTorch (tests/gpu/torch_gpt2.py): the same weights under Hugging
 # Face's names, the same batch (a shard of one window), dropout off: first loss, every
 # gradient, then 20 training steps' losses
-if python3 -c "import torch" 2>/dev/null; then
+if want 4 && python3 -c "import torch" 2>/dev/null; then
 	python3 - "$out/g.bin" "$out/one.bin" 257 <<'PY'
 import struct, sys
 raw = open(sys.argv[1], "rb").read(); n = int(sys.argv[3])
@@ -82,8 +147,8 @@ PY
 	[ -s "$out/torch.txt" ] || tail -5 "$out/vs_torch.txt"
 fi
 
-# 2. one training step under compute-sanitizer: memcheck and racecheck clean
-if command -v compute-sanitizer >/dev/null 2>&1; then
+# 5. one training step under compute-sanitizer: memcheck and racecheck clean
+if want 5 && command -v compute-sanitizer >/dev/null 2>&1; then
 	for tool in memcheck racecheck; do
 		MGL_NO_GRAPHS=1 compute-sanitizer --tool $tool --error-exitcode 9 "$mgl" train models/gpt2.mgl --preset tiny \
 			--data "$out/t.bin" --steps 1 --batch 2 --seq 32 --backend cuda >"$out/sanitizer_$tool.txt" 2>&1

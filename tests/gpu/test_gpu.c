@@ -1,15 +1,26 @@
 /* tests/gpu/test_gpu.c — every op of the cuda backend against the cpu backend.
  *
- * For each model and job below, the plan is compiled twice (f32 for the cpu, bf16 for the
- * GPU) with a memory plan that gives every value its own bytes (MGL_NO_REUSE), both jobs
- * get the same parameters and inputs, run one forward and backward pass, and then every
- * value and every gradient is compared: the relative L2 error ||gpu - cpu|| / ||cpu||,
- * grouped by the op that made the value. bf16 storage rounds at 2^-8 relative, and errors
- * grow along a two-layer model, most where a short sum cancels (BERT's two-way head): the
- * tolerance is 5e-2 for activations and 8e-2 for the gradients the backward ops make.
+ * 1. Every op. For each small model and job below, the plan is compiled twice (f32 for the
+ *    cpu, bf16 for the GPU) with a memory plan that gives every value its own bytes
+ *    (MGL_NO_REUSE), both jobs get the same parameters and inputs, run one forward,
+ *    backward and optimizer pass, and then every value is compared: the relative L2
+ *    error ||gpu - cpu|| / ||cpu||, grouped by the op that made the value (the gradient
+ *    norm and AdamW included: the moments, and the update each parameter got). bf16
+ *    storage rounds at 2^-8 relative, and errors grow along a two-layer model, most where
+ *    a short sum cancels (BERT's two-way head): the tolerance is 5e-2 for activations and
+ *    8e-2 for what the backward and optimizer steps make.
+ * 2. The real memory plan. The same jobs again with the memory plan training uses (values
+ *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
+ *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
+ *    generated chains raced on the GPU with this test passing (issue 8).
+ * 3. Real widths. GPT-2 124M and BERT 336M (two layers each, sequences of 1024 and 512)
+ *    with the real memory plan at tp 1, 2 and 4, each twice: against the cpu as in 2, the
+ *    loss against tp 1's within 3e-4, and equal to the bit between the two runs (the
+ *    forward pass has no atomics: a loss that moves between runs is a race). A tiny model
+ *    fits in a few thread blocks, where such races rarely show.
  * Plain C (no Check: the GPU machine does not have it); exits non-zero on a failure.
  *
- * usage: test_gpu [MAX_GPUS]
+ * usage: test_gpu [MAX_GPUS [PRESET]]
  */
 #include "mgl.h"
 #include "backend.h"
@@ -23,61 +34,224 @@
 static uint64_t rng = 11;
 static double uniform(void) { return (double)(rt_mix64(rng++) >> 11) * (1.0 / 9007199254740992.0); }
 
-static MglPlan *compile(MglCtx *c, const char *model, const char *preset, const char *set, int tp, bool sp, MglDtype dt)
+typedef struct {
+	const char *model, *preset, *set;
+	int64_t batch, seq;
+	bool big;              /* parameters at GPT-2's own scale, not +-0.2 */
+} Case;
+
+static MglPlan *compile(MglCtx *c, const Case *k, int tp, bool sp, MglDtype dt, bool reuse)
 {
 	jmp_buf jb;
 	c->fail = &jb;
 	if (setjmp(jb))
 		return NULL;
-	MglOptions opt = {.preset = preset, .overrides = *set ? mgl_source_from_string(c, "--set", set, true) : NULL};
-	MglGraph *g = mgl_compile_file(c, model, &opt);
+	if (reuse)
+		unsetenv("MGL_NO_REUSE");
+	else
+		setenv("MGL_NO_REUSE", "1", 1);   /* every value its own bytes: all can be compared after the run */
+	MglOptions opt = {.preset = k->preset, .overrides = *k->set ? mgl_source_from_string(c, "--set", k->set, true) : NULL};
+	MglGraph *g = mgl_compile_file(c, k->model, &opt);
 	c->fail = &jb;
-	bool big = !strcmp(preset, "124m");
-	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = big ? 1 : 4, .seq = big ? 64 : 32, .act_dtype = dt};
+	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = k->batch, .seq = k->seq, .act_dtype = dt};
 	MglPlan *p = g ? mgl_build_plan(c, g, &t) : NULL;
 	c->fail = NULL;
 	return p;
 }
 
-/* Same parameters and inputs on both jobs. Parameters uniform around their initial value:
- * +-0.2 for the small models (values of a useful size), with GPT-2's own scale (its std)
- * for the large one, whose activations would otherwise grow layer after layer. */
-static void setup(RtJob *a, RtJob *b, bool big)
+/* What every job of a case is given: the full parameters and the inputs, drawn once.
+ * Parameters uniform around their initial value: +-0.2 for the small models (values of a
+ * useful size), with GPT-2's own scale (its std) for the large ones, whose activations
+ * would otherwise grow layer after layer. */
+typedef struct {
+	int nparams, ninputs;
+	float **w;
+	const char **input;    /* names */
+	int32_t **ids;
+} Given;
+
+static Given draw(const MglPlan *p, bool big)
 {
-	const MglPlan *p = a->plan;
+	Given g = {.nparams = p->nparams, .w = calloc((size_t)p->nparams, sizeof *g.w)};
 	for (int i = 0; i < p->nparams; i++) {
 		const MglPlanParam *q = &p->params[i];
 		int64_t n = mgl_param_numel(q);
 		double amp = !big ? 0.2 : q->init == MGL_INIT_NORMAL ? q->std * 1.7320508 : 0.02;
-		float *w = malloc((size_t)n * sizeof *w);
+		g.w[i] = malloc((size_t)n * sizeof *g.w[i]);
 		for (int64_t k = 0; k < n; k++)
-			w[k] = (float)((q->init == MGL_INIT_ONES) + amp * (uniform() - 0.5) * 2);
-		rt_param_set(a, i, RT_PARAM_VALUE, w);
-		rt_param_set(b, i, RT_PARAM_VALUE, w);
-		free(w);
+			g.w[i][k] = (float)((q->init == MGL_INIT_ONES) + amp * (uniform() - 0.5) * 2);
 	}
+	g.input = calloc((size_t)p->nvalues, sizeof *g.input);
+	g.ids = calloc((size_t)p->nvalues, sizeof *g.ids);
 	for (int v = 0; v < p->nvalues; v++) {
 		const MglValue *x = &p->values[v];
-		if (x->role != MGL_V_INPUT)
+		if (x->role != MGL_V_INPUT || x->dtype != MGL_I32)
 			continue;
 		int64_t n = mgl_numel(x);
 		int32_t *ids = malloc((size_t)n * sizeof *ids);
-		float one = 1;
 		for (int64_t i = 0; i < n; i++)
 			ids[i] = !strcmp(x->name, "mask") ? (i % x->shape[1] < x->shape[1] - 2 || i < x->shape[1])
 			       : !strcmp(x->name, "segments") || !strcmp(x->name, "nsp_targets") ? uniform() < 0.5
 			       : !strcmp(x->name, "mlm_targets") && uniform() < 0.5 ? -1 : (int32_t)(uniform() * (double)p->vocab);
-		for (int r = 0; r < a->nranks; r++) {
-			a->be->write(&a->ranks[r], v, x->dtype == MGL_I32 ? (void *)ids : (void *)&one);
-			b->be->write(&b->ranks[r], v, x->dtype == MGL_I32 ? (void *)ids : (void *)&one);
-		}
-		free(ids);
+		g.input[g.ninputs] = x->name;
+		g.ids[g.ninputs++] = ids;
 	}
-	for (int r = 0; r < a->nranks; r++)
-		for (int i = 0; i < p->nparams; i++) {
-			a->be->zero(&a->ranks[r], p->params[i].grad);
-			b->be->zero(&b->ranks[r], p->params[i].grad);
+	return g;
+}
+
+static void given_free(Given *g)
+{
+	for (int i = 0; i < g->nparams; i++)
+		free(g->w[i]);
+	for (int i = 0; i < g->ninputs; i++)
+		free(g->ids[i]);
+	free(g->w);
+	free(g->input);
+	free(g->ids);
+}
+
+/* The parameters and inputs into a job, and its gradients zeroed. */
+static void give(RtJob *j, const Given *g)
+{
+	const MglPlan *p = j->plan;
+	for (int i = 0; i < p->nparams; i++)
+		rt_param_set(j, i, RT_PARAM_VALUE, g->w[i]);
+	for (int v = 0; v < p->nvalues; v++) {
+		const MglValue *x = &p->values[v];
+		if (x->role != MGL_V_INPUT)
+			continue;
+		float one = 1;
+		const void *data = &one;
+		for (int i = 0; i < g->ninputs; i++)
+			if (x->dtype == MGL_I32 && !strcmp(g->input[i], x->name))
+				data = g->ids[i];
+		for (int r = 0; r < j->nranks; r++)
+			j->be->write(&j->ranks[r], v, data);
+	}
+	for (int r = 0; r < j->nranks; r++)
+		for (int i = 0; i < p->nparams; i++)
+			j->be->zero(&j->ranks[r], p->params[i].grad);
+}
+
+/* The relative L2 error of b against a, with a floor of 1e-4 an element for values that
+ * are zero in exact arithmetic and so only rounding either side; equal infinities (the max
+ * over a rank holding only padding) agree. A value zero in exact arithmetic (a key bias's
+ * gradient: softmax ignores a shift of every score) must stay small, not agree. */
+static double error_of(const float *a, const float *b, int64_t n)
+{
+	double num = 0, den = 0;
+	bool agree = true;
+	for (int64_t i = 0; i < n; i++) {
+		if (a[i] == b[i])
+			continue;
+		agree &= isfinite(a[i]) && isfinite(b[i]);
+		num += ((double)b[i] - a[i]) * ((double)b[i] - a[i]);
+		den += (double)a[i] * a[i];
+	}
+	if (!agree)
+		return INFINITY;
+	if (sqrt(den / (double)n) < 1e-6)
+		return sqrt(num / (double)n) < 1e-3 ? 0 : INFINITY;
+	return sqrt(num) / (sqrt(den) + 1e-4 * sqrt((double)n));
+}
+
+/* The worst error of one kind of result (an op's values, the gradients, ...), and where. */
+typedef struct {
+	const char *what;
+	double worst, tol;
+	const char *where;
+} Tally;
+
+enum { T_GRAD = MGL_OP_COUNT, T_LOSS, T_M, T_V, T_UPDATE, T_COUNT };
+
+static void tally(Tally *t, double e, double tol, const char *where)
+{
+	if (!t->where || e / tol > t->worst / t->tol || isnan(e)) {
+		t->worst = e;
+		t->tol = tol;
+		t->where = where;
+	}
+}
+
+static int report(const Tally *t)
+{
+	int fails = 0;
+	for (int k = 0; k < T_COUNT; k++) {
+		if (!t[k].where)
+			continue;
+		bool bad = !(t[k].worst <= t[k].tol);
+		fails += bad;
+		printf("  %-15s %-4s worst %.2e of %.0e  (%s)\n", t[k].what, bad ? "FAIL" : "ok", t[k].worst, t[k].tol, t[k].where);
+	}
+	return fails;
+}
+
+/* The plan's loss: the f32 scalar that no step reads. */
+static int loss_value(const MglPlan *p)
+{
+	bool *read = calloc((size_t)p->nvalues, 1);
+	for (int s = 0; s < p->nsteps; s++)
+		for (int k = 0; k < p->steps[s].nin; k++)
+			read[p->steps[s].in[k]] = true;
+	int loss = -1;
+	for (int s = 0; s < p->nsteps; s++)
+		for (int k = 0; k < p->steps[s].nout; k++) {
+			const MglValue *x = &p->values[p->steps[s].out[k]];
+			if (!read[p->steps[s].out[k]] && x->role == MGL_V_ACT && x->dtype == MGL_F32 && mgl_numel(x) == 1)
+				loss = p->steps[s].out[k];
 		}
+	free(read);
+	return loss;
+}
+
+static double loss_of(RtJob *j)
+{
+	float l = NAN;
+	int v = loss_value(j->plan);
+	if (v >= 0)
+		j->be->read(&j->ranks[0], v, &l);
+	return l;
+}
+
+/* A's and B's full parameter tensors of one kind (RT_PARAM_*), compared; `minus`: each
+ * relative to the parameters given (what the optimizer step changed). */
+static void compare_params(RtJob *a, RtJob *b, int which, const Given *minus, Tally *t, double tol)
+{
+	const MglPlan *p = a->plan;
+	for (int i = 0; i < p->nparams; i++) {
+		int64_t n = mgl_param_numel(&p->params[i]);
+		float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+		rt_param_get(a, i, which, x);
+		rt_param_get(b, i, which, y);
+		for (int64_t k = 0; minus && k < n; k++)
+			x[k] -= minus->w[i][k], y[k] -= minus->w[i][k];
+		tally(t, error_of(x, y, n), tol, p->params[i].name);
+		free(x);
+		free(y);
+	}
+}
+
+/* The optimizer step on its own: the cpu job (a) takes the GPU job's (b) gradients, both
+ * run the optimizer phase (the gradient norm, clipping, AdamW), and what it made must
+ * agree to fp32 rounding (both keep fp32 masters, moments and gradients). The update is
+ * the new parameters less the given ones. */
+static int optimizer_step(RtJob *a, RtJob *b, const Given *g, const RtRun *run, Tally *t, char *err, size_t errlen)
+{
+	const MglPlan *p = a->plan;
+	for (int i = 0; i < p->nparams; i++) {
+		float *x = malloc((size_t)mgl_param_numel(&p->params[i]) * sizeof *x);
+		rt_param_get(b, i, RT_PARAM_GRAD, x);
+		rt_param_set(a, i, RT_PARAM_GRAD, x);
+		free(x);
+	}
+	unsigned opt = 1u << MGL_OPT;
+	if (rt_job_run(a, opt, run, err, errlen) || rt_job_run(b, opt, run, err, errlen))
+		return -1;
+	/* fp32 both sides; the clipping factor comes from a norm summed in another order */
+	compare_params(a, b, RT_PARAM_M, NULL, &t[T_M], 2e-4);
+	compare_params(a, b, RT_PARAM_V, NULL, &t[T_V], 2e-4);
+	compare_params(a, b, RT_PARAM_VALUE, g, &t[T_UPDATE], 2e-4);
+	return 0;
 }
 
 /* A value the cuda backend never writes: made by a step of a fused group (a GEMM with its
@@ -92,98 +266,153 @@ static bool fused_away(const MglPlan *p, int v)
 	return false;
 }
 
-static int check(const char *model, const char *preset, const char *set, int tp, bool sp)
+static const RtRun the_run = {.train = true, .key = 99, .last_micro = true, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95,
+			      .eps = 1e-8, .weight_decay = 0.1, .clip = 1, .adam_t = 1};
+
+static void tally_names(Tally *t)
+{
+	memset(t, 0, T_COUNT * sizeof *t);
+	for (int op = 0; op < MGL_OP_COUNT; op++)
+		t[op].what = mgl_ops[op].name;
+	t[T_GRAD].what = "gradients", t[T_LOSS].what = "loss", t[T_M].what = "adam m", t[T_V].what = "adam v";
+	t[T_UPDATE].what = "update";
+}
+
+/* 1 and 2: one small case at one tp, with every value its own bytes (reuse false: every
+ * value compared) or with the real memory plan (the loss and what persists). */
+static int check(const Case *k, int tp, bool sp, bool reuse)
 {
 	MglCtx ca = {0}, cb = {0};
-	MglPlan *pa = compile(&ca, model, preset, set, tp, sp, MGL_F32), *pb = compile(&cb, model, preset, set, tp, sp, MGL_BF16);
+	MglPlan *pa = compile(&ca, k, tp, sp, MGL_F32, reuse), *pb = compile(&cb, k, tp, sp, MGL_BF16, reuse);
 	if (!pa || !pb || pa->nvalues != pb->nvalues) {
-		printf("FAIL %s tp %d: the plans do not compile alike\n", model, tp);
+		printf("FAIL %s tp %d: the plans do not compile alike\n", k->model, tp);
 		return 1;
 	}
 	char err[512];
 	RtJob *a = rt_job_open(pa, &rt_cpu_backend, err, sizeof err), *b = a ? rt_job_open(pb, &rt_cuda_backend, err, sizeof err) : NULL;
 	if (!a || !b) {
-		printf("FAIL %s tp %d: %s\n", model, tp, err);
+		printf("FAIL %s tp %d: %s\n", k->model, tp, err);
 		rt_job_close(a);
 		return 1;
 	}
-	setup(a, b, !strcmp(preset, "124m"));
-	RtRun run = {.train = true, .key = 99, .last_micro = true, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
-		     .clip = 1, .adam_t = 1};
+	Given g = draw(pa, k->big);
+	give(a, &g);
+	give(b, &g);
 	unsigned phases = 1u << MGL_FWD | 1u << MGL_BWD;
-	if (rt_job_run(a, phases, &run, err, sizeof err) || rt_job_run(b, phases, &run, err, sizeof err)) {
-		printf("FAIL %s tp %d: %s\n", model, tp, err);
-		rt_job_close(a);
-		rt_job_close(b);
-		return 1;
-	}
-	/* the worst error per op, over every rank's values */
-	double worst[MGL_OP_COUNT] = {0};
-	const char *where[MGL_OP_COUNT] = {0};
-	int *maker = calloc((size_t)pa->nvalues, sizeof *maker), *phase = calloc((size_t)pa->nvalues, sizeof *phase);
-	for (int v = 0; v < pa->nvalues; v++)
-		maker[v] = -1;
-	for (int s = 0; s < pa->nsteps; s++)
-		if (pa->steps[s].phase != MGL_OPT)
-			for (int k = 0; k < pa->steps[s].nout; k++) {
-				maker[pa->steps[s].out[k]] = pa->steps[s].op;
-				phase[pa->steps[s].out[k]] = pa->steps[s].phase;
-			}
-	double tol[MGL_OP_COUNT] = {0};
+	Tally t[T_COUNT];
+	tally_names(t);
 	int fails = 0;
-	for (int v = 0; v < pa->nvalues; v++) {
+	if (rt_job_run(a, phases, &the_run, err, sizeof err) || rt_job_run(b, phases, &the_run, err, sizeof err)) {
+		printf("FAIL %s tp %d: %s\n", k->model, tp, err);
+		fails = 1;
+		goto out;
+	}
+	/* parameters of +-0.2 make large logits: the small models' loss is good to bf16's 2e-3 */
+	float la = (float)loss_of(a), lb = (float)loss_of(b);
+	tally(&t[T_LOSS], error_of(&la, &lb, 1), k->big ? 3e-4 : 2e-3, "the loss");
+	compare_params(a, b, RT_PARAM_GRAD, NULL, &t[T_GRAD], 8e-2);
+	if (optimizer_step(a, b, &g, &the_run, t, err, sizeof err)) {
+		printf("FAIL %s tp %d: %s\n", k->model, tp, err);
+		fails = 1;
+		goto out;
+	}
+	for (int v = 0; v < pa->nvalues && !reuse; v++) {
+		/* every value, on every rank, by the op that made it */
 		const MglValue *x = &pa->values[v];
-		if (maker[v] < 0 || (x->role != MGL_V_ACT && x->role != MGL_V_GRAD) || x->dtype == MGL_I32)
-			continue;
-		if (fused_away(pa, v))
-			continue;   /* an intermediate of a fused group: never written on the GPU */
+		int maker = -1;
+		MglPhase phase = MGL_FWD;
+		for (int s = 0; s < pa->nsteps && maker < 0; s++)
+			for (int o = 0; o < pa->steps[s].nout; o++)
+				if (pa->steps[s].out[o] == v)
+					maker = pa->steps[s].op, phase = pa->steps[s].phase;
+		if (maker < 0 || x->role != MGL_V_ACT || x->dtype == MGL_I32 || fused_away(pa, v))
+			continue;   /* not made by a step, persistent (compared above), ids, or never written on the GPU */
 		int64_t n = mgl_numel(x);
 		float *ga = malloc((size_t)n * sizeof *ga), *gb = malloc((size_t)n * sizeof *gb);
 		for (int r = 0; r < a->nranks; r++) {
 			a->be->read(&a->ranks[r], v, ga);
 			b->be->read(&b->ranks[r], v, gb);
-			/* the relative L2 error, with a floor of 1e-4 an element for values that are zero
-			 * in exact arithmetic (a key bias's gradient) and so only rounding either side;
-			 * equal infinities (the max over a rank holding only padding) agree */
-			double num = 0, den = 0;
-			bool agree = true;
-			for (int64_t i = 0; i < n; i++) {
-				if (ga[i] == gb[i])
-					continue;
-				agree &= isfinite(ga[i]) && isfinite(gb[i]);
-				num += ((double)gb[i] - ga[i]) * ((double)gb[i] - ga[i]);
-				den += (double)ga[i] * ga[i];
-			}
-			double e = !agree ? INFINITY : sqrt(num) / (sqrt(den) + 1e-4 * sqrt((double)n));
-			/* a value zero in exact arithmetic (a key bias's gradient: softmax ignores a shift
-			 * of every score) is rounding on both sides: it must stay small, not agree */
-			if (agree && sqrt(den / (double)n) < 1e-6)
-				e = sqrt(num / (double)n) < 1e-3 ? 0 : INFINITY;
-			double t = phase[v] == MGL_BWD ? 8e-2 : 5e-2;
-			if (!where[maker[v]] || e / t > worst[maker[v]] / tol[maker[v]]) {
-				worst[maker[v]] = e;
-				tol[maker[v]] = t;
-				where[maker[v]] = x->name;
-			}
+			/* the optimizer's values (the gradient norm) come from the same gradients */
+			tally(&t[maker], error_of(ga, gb, n), phase == MGL_OPT ? 2e-4 : phase == MGL_BWD ? 8e-2 : 5e-2, x->name);
 		}
 		free(ga);
 		free(gb);
 	}
-	printf("%s %s (%s) tp %d%s:\n", model, preset, set, tp, sp ? " sp" : "");
-	for (int op = 0; op < MGL_OP_COUNT; op++) {
-		if (!where[op])
-			continue;
-		bool bad = !(worst[op] <= tol[op]);
-		fails += bad;
-		printf("  %-15s %-4s worst %.2e of %.0e  (%s)\n", mgl_ops[op].name, bad ? "FAIL" : "ok", worst[op], tol[op],
-		       where[op]);
-	}
-	free(maker);
-	free(phase);
+	printf("%s %s (%s) tp %d%s, %s:\n", k->model, k->preset, k->set, tp, sp ? " sp" : "",
+	       reuse ? "the real memory plan" : "every value its own bytes");
+	fails += report(t);
+out:
+	given_free(&g);
 	rt_job_close(a);
 	rt_job_close(b);
 	mgl_arena_free(&ca.arena);
 	mgl_arena_free(&cb.arena);
+	return fails;
+}
+
+/* 3: one case at real width: the cpu once (at the largest tp, for its threads), then the
+ * GPU at tp 1, 2, 4, each job run twice (the second run is captured as a CUDA graph). */
+static int real_width(const Case *k, int gpus)
+{
+	int fails = 0, cpu_tp = 4;
+	MglCtx ca = {0};
+	MglPlan *pa = compile(&ca, k, cpu_tp, false, MGL_F32, true);
+	char err[512];
+	RtJob *a = pa ? rt_job_open(pa, &rt_cpu_backend, err, sizeof err) : NULL;
+	if (!a) {
+		printf("FAIL %s %s: %s\n", k->model, k->preset, pa ? err : "does not compile");
+		return 1;
+	}
+	Given g = draw(pa, k->big);
+	give(a, &g);
+	unsigned phases = 1u << MGL_FWD | 1u << MGL_BWD;
+	if (rt_job_run(a, phases, &the_run, err, sizeof err)) {
+		printf("FAIL %s: %s\n", k->model, err);
+		fails = 1;
+		goto out;
+	}
+	float la = (float)loss_of(a), tp1 = NAN;
+	for (int tp = 1; tp <= 4 && tp <= gpus; tp *= 2) {
+		MglCtx cb = {0};
+		MglPlan *pb = compile(&cb, k, tp, false, MGL_BF16, true);
+		RtJob *b = pb ? rt_job_open(pb, &rt_cuda_backend, err, sizeof err) : NULL;
+		Tally t[T_COUNT];
+		tally_names(t);
+		float first = NAN;
+		for (int run = 1; run <= 2 && b; run++) {
+			give(b, &g);
+			if (rt_job_run(b, phases, &the_run, err, sizeof err)) {
+				rt_job_close(b);
+				b = NULL;
+				break;
+			}
+			float lb = (float)loss_of(b);
+			tally(&t[T_LOSS], error_of(&la, &lb, 1), 3e-4, run == 1 ? "against the cpu, run 1" : "against the cpu, run 2");
+			if (run == 1)
+				first = lb;
+			else
+				tally(&t[T_LOSS], lb == first ? 0 : INFINITY, 3e-4, "run 2 against run 1: must be equal");
+			if (tp == 1 && run == 1)
+				tp1 = lb;
+			tally(&t[T_LOSS], error_of(&tp1, &lb, 1), 3e-4, "against tp 1");
+			compare_params(a, b, RT_PARAM_GRAD, NULL, &t[T_GRAD], 8e-2);
+		}
+		if (!b) {
+			printf("FAIL %s %s tp %d: %s\n", k->model, k->preset, tp, pb ? err : "does not compile");
+			fails++;
+			mgl_arena_free(&cb.arena);
+			continue;
+		}
+		printf("%s %s (%s), batch %lld x %lld, tp %d against the cpu, twice (losses %.6f, %.6f):\n", k->model,
+		       k->preset, k->set, (long long)k->batch, (long long)k->seq, tp, la, first);
+		fails += report(t);
+		rt_job_close(b);
+		mgl_arena_free(&cb.arena);
+	}
+out:
+	given_free(&g);
+	rt_job_close(a);
+	mgl_arena_free(&ca.arena);
 	return fails;
 }
 
@@ -195,20 +424,31 @@ int main(int argc, char **argv)
 		printf("test_gpu: no GPU\n");
 		return 1;
 	}
-	setenv("MGL_NO_REUSE", "1", 1);   /* every value its own bytes: all can be compared after the run */
-	static const struct { const char *model, *preset, *set; } models[] = {
-		{"models/gpt2.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2"},
-		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1"},   /* heads of 64 */
-		{"models/bert.mgl", "tiny", "vocab=120,d=64,heads=4,layers=2"},
-		{"models/gpt2.mgl", "124m", ""},                                   /* GPT-2 small, one sequence of 64 */
+	if (limit < gpus)
+		gpus = limit;
+	static const Case small[] = {
+		{"models/gpt2.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2", 4, 32, false},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1", 4, 32, false},   /* heads of 64 */
+		{"models/bert.mgl", "tiny", "vocab=120,d=64,heads=4,layers=2", 4, 32, false},
+		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
+	};
+	static const Case real[] = {
+		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
+		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
 	};
 	int fails = 0, runs = 0;
-	for (size_t m = 0; m < sizeof models / sizeof models[0]; m++)
-		for (int tp = 1; tp <= 4 && tp <= limit && (!only || !strcmp(only, models[m].preset)); tp *= 2)
-			for (int sp = 0; sp < (tp > 1 ? 2 : 1); sp++) {
-				fails += check(models[m].model, models[m].preset, models[m].set, tp, sp) != 0;
-				runs++;
-			}
+	for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
+		for (int tp = 1; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2)
+			for (int sp = 0; sp < (tp > 1 ? 2 : 1); sp++)
+				for (int reuse = 0; reuse < 2; reuse++) {
+					fails += check(&small[m], tp, sp, reuse) != 0;
+					runs++;
+				}
+	for (size_t m = 0; m < sizeof real / sizeof real[0]; m++)
+		if (!only || !strcmp(only, "real")) {
+			fails += real_width(&real[m], gpus) != 0;
+			runs++;
+		}
 	printf("test_gpu: %d passed, %d failed\n", runs - fails, fails);
 	return fails != 0;
 }
