@@ -1,7 +1,9 @@
 #!/bin/sh
-# tests/cli.sh — the command line as a user meets it: help, version, exit statuses, and
-# the inputs that are not model text at all (missing, empty, huge, binary, a directory);
-# then compile, explain and dot, whose graphs must render with Graphviz's dot.
+# tests/cli.sh — the command line as a user meets it: help, version, exit statuses, mistyped
+# options, and the inputs that are not model text at all (missing, empty, huge, binary, a
+# directory); then compile, explain and dot, whose graphs must render with Graphviz's dot;
+# and what a new user meets first: that `make deps-test` installs what the tests run, and
+# that the docs link only to what the repository holds.
 # usage: tests/cli.sh MGL
 mgl=${1:?usage: tests/cli.sh MGL}
 . "$(dirname "$0")/lib.sh"
