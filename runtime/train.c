@@ -27,6 +27,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +305,7 @@ static int save(Train *t)
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
 	/* rt_ckpt_write's temporary file, for a second Ctrl-C to remove */
 	snprintf(saving, sizeof saving, "%s.tmp", path);
+	atomic_thread_fence(memory_order_seq_cst);   /* the name is whole before the handler may read it */
 	saving_now = strlen(path) + 4 < sizeof saving;
 	int rc = write_tensors(t, path, which, prefix, 3);
 	saving_now = 0;
