@@ -55,10 +55,11 @@ TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/te
 .PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check clean
 all: deps $(BUILD)/mgl
 
+# what the build needs, and what the tests run besides (Graphviz's dot draws tests/cli.sh's graphs)
 deps:
-	@scripts/deps.sh re2c
+	@CC=$(CC) scripts/deps.sh cc re2c
 deps-test:
-	@scripts/deps.sh re2c check dot rsvg-convert
+	@CC=$(CC) scripts/deps.sh cc re2c check dot rsvg-convert
 
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) $(LDLIBS)

@@ -4,6 +4,7 @@
 #define MGL_CLI_H
 
 #include "../compiler/mgl.h"
+#include "../runtime/runtime.h"
 
 typedef struct {
 	const char *file;       /* the one positional argument: a model file, a plan, a checkpoint */
@@ -19,7 +20,7 @@ typedef struct {
 	bool dtype_given;
 	/* mgl train */
 	const char *data, *val, *save, *resume, *log, *backend, *gpt2;
-	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every;
+	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every, log_every;
 	double lr, min_lr, weight_decay, clip;     /* NAN: not given */
 	/* mgl sample, mgl tokenize */
 	const char *prompt;
@@ -34,8 +35,8 @@ typedef struct {
 } Args;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg);
-/* 124439808 as "124,439,808" into buf (32 bytes) */
-const char *cli_commas(int64_t v, char *buf);
+/* "unknown option", with the closest of options (space-separated) as a hint; returns 2 */
+int cli_unknown_option(const char *cmd, const char *name, const char *options);
 /* Where a command writes: path.tmp, renamed to path by cli_out_close, so a failed command
  * leaves no half file (standard output when path is NULL). NULL after printing why. */
 FILE *cli_out_open(const char *path);
@@ -55,6 +56,14 @@ MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *pre
 
 /* tokenize.c: parses its own arguments (argv[0] is "tokenize") */
 int cmd_tokenize(int argc, char **argv);
+/* GPT-2's tokenizer from DIR; NULL after printing the error and a hint (hint, or else how
+ * to fetch the files). */
+RtTokenizer *cli_gpt2(const char *dir, const char *hint);
+/* The GPT-2 tokenizer the checkpoint at path was trained with (its metadata's tokenizer and
+ * tokenizer_sha256: tok, sha): from gpt2 (--gpt2 DIR) if given, else the directory the
+ * checkpoint records, and the same files (by their SHA-256, when recorded) wherever they
+ * are now; *dir_out (if not NULL) the directory. NULL after printing why, with a hint. */
+RtTokenizer *cli_ckpt_gpt2(const char *gpt2, const char *tok, const char *sha, const char *path, const char **dir_out);
 
 /* train.c */
 int cmd_train(Args *a);

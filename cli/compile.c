@@ -12,20 +12,6 @@
 #include <string.h>
 
 
-/* "124439808" -> "124,439,808" */
-const char *cli_commas(int64_t v, char *buf)
-{
-	char tmp[32];
-	int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v), o = 0;
-	for (int i = 0; i < n; i++) {
-		buf[o++] = tmp[i];
-		if (tmp[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
-			buf[o++] = ',';
-	}
-	buf[o] = 0;
-	return buf;
-}
-
 /* Parameter names with the layer index replaced by '*', so a 96-layer model prints one
  * row per kind of parameter: layers.*.attention.q.weight. */
 static void pattern_of(const char *name, char *out, size_t n)
@@ -60,7 +46,7 @@ static void print_summary(const MglGraph *g, const char *file)
 {
 	char buf[64], sh[160];
 	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
-	printf("  parameters  %s\n", cli_commas(mgl_param_count(g), buf));
+	printf("  parameters  %s\n", mgl_commas(mgl_param_count(g), buf));
 	int64_t hidden = 0, heads = 0, vocab = 0;
 	for (int i = 0; i < g->nnodes; i++) {
 		const MglNode *nd = &g->nodes[i];
@@ -115,7 +101,7 @@ static void print_summary(const MglGraph *g, const char *file)
 	for (int k = 0; k < ngroups; k++) {
 		const MglParam *p = &g->params[first[k]];
 		printf("  %-44s %-16s %-7s %6d %14s\n", pats[k], mgl_shape_str(g, &p->shape, sh, sizeof sh),
-		       mgl_split_name[p->split], copies[k], cli_commas(mgl_shape_numel(&p->shape) * copies[k], buf));
+		       mgl_split_name[p->split], copies[k], mgl_commas(mgl_shape_numel(&p->shape) * copies[k], buf));
 	}
 	mgl_arena_free(&a);
 }
@@ -293,6 +279,17 @@ static void human(int64_t b, char *buf)
 	snprintf(buf, 32, i ? "%.2f %s" : "%.0f %s", x, u[i]);
 }
 
+/* FLOPs in SI units, three digits: "1.17 TFLOP" */
+static const char *flops(double f, char *buf)
+{
+	const char *u[] = {"", "k", "M", "G", "T", "P", "E"};
+	int i = 0;
+	while (f >= 999.5 && i < 6)
+		f /= 1000, i++;
+	snprintf(buf, 32, "%.3g %sFLOP", f, u[i]);
+	return buf;
+}
+
 static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 {
 	(void)f;
@@ -332,11 +329,13 @@ static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	printf("%s%s%s: tp %d, dp %d%s, batch %lld x seq %lld, %s activations (per rank)\n\n", p->model,
 	       p->preset ? " " : "", p->preset ? p->preset : "", p->tp, p->dp, p->sp ? ", sequence parallel" : "",
 	       (long long)p->batch, (long long)p->seq, mgl_dtype_name[p->act_dtype]);
-	printf("  parameters      %lld on this rank (model: %lld", (long long)e.params_per_rank, (long long)e.params_total);
+	printf("  parameters      %s on this rank (model: %s", mgl_commas(e.params_per_rank, b1),
+	       mgl_commas(e.params_total, b2));
 	if (p->vocab_padded != p->vocab)
-		printf("; vocabulary padded %lld -> %lld, %lld rows added", (long long)p->vocab, (long long)p->vocab_padded,
-		       (long long)(p->vocab_padded - p->vocab));
-	printf(")\n  flops           %.3g forward + %.3g backward per micro-batch\n", e.flops_fwd, e.flops_bwd);
+		printf("; vocabulary padded %s -> %s, %s rows added", mgl_commas(p->vocab, b1), mgl_commas(p->vocab_padded, b2),
+		       mgl_commas(p->vocab_padded - p->vocab, b3));
+	printf(")\n  flops           %s forward + %s backward per micro-batch\n", flops(e.flops_fwd, b1),
+	       flops(e.flops_bwd, b2));
 	printf("\n  collectives     %-16s %-16s %s\n", "all-reduce", "all-gather", "reduce-scatter");
 	printf("  a layer, fwd    %-16d %-16d %d\n", layer0[0][0], layer0[0][1], layer0[0][2]);
 	printf("  a layer, bwd    %-16d %-16d %d%s\n", layer0[1][0], layer0[1][1], layer0[1][2],

@@ -244,19 +244,17 @@ static int write_tokenizer(MglArena *ar, const char *from, const char *dir, int6
 }
 
 /* The GPT-2 tokenizer's directory, from --gpt2 or the checkpoint ("gpt2:DIR"), checked by
- * loading it; NULL for a byte-level model (*status 0) or after an error (*status 1). */
-static const char *tokenizer_dir(const Args *a, const RtCkpt *c, int64_t vocab, int *eot, int *status)
+ * loading it (and by the files' SHA-256 the checkpoint records); NULL for a byte-level
+ * model (*status 0) or after an error (*status 1). */
+static const char *tokenizer_dir(const Args *a, const char *path, const RtCkpt *c, int64_t vocab, int *eot, int *status)
 {
-	const char *tok = rt_ckpt_meta(c, "tokenizer");
-	const char *dir = a->gpt2 ? a->gpt2 : tok && !strncmp(tok, "gpt2:", 5) ? tok + 5 : NULL;
+	const char *tok = rt_ckpt_meta(c, "tokenizer"), *dir = NULL;
 	*eot = -1;
 	*status = 0;
-	if (!dir)
+	if (!a->gpt2 && (!tok || strncmp(tok, "gpt2", 4)))
 		return NULL;
-	char err[1024];
-	RtTokenizer *t = rt_tok_gpt2(dir, err, sizeof err);
+	RtTokenizer *t = cli_ckpt_gpt2(a->gpt2, tok, rt_ckpt_meta(c, "tokenizer_sha256"), path, &dir);
 	if (!t) {
-		fprintf(stderr, "mgl: error: %s\n  hint: --gpt2 DIR names the directory of encoder.json and vocab.bpe\n", err);
 		*status = 1;
 		return NULL;
 	}
@@ -293,7 +291,7 @@ static int export_dir(const Args *a, const char *path, const RtCkpt *c, const Ou
 		fprintf(stderr, "mgl: error: %s has no 'wpe': not models/gpt2.mgl's layout\n", path);
 		return 1;
 	}
-	const char *tok = tokenizer_dir(a, c, wte[0], &eot, &status);
+	const char *tok = tokenizer_dir(a, path, c, wte[0], &eot, &status);
 	if (status || hyper_of(path, c, &h))
 		return 1;
 	struct stat st;

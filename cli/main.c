@@ -28,6 +28,23 @@ int usage_error(const char *cmd, const char *fmt, const char *arg)
 	return 2;
 }
 
+int cli_unknown_option(const char *cmd, const char *name, const char *options)
+{
+	char copy[1024];
+	const char *cands[64];
+	int n = 0;
+	snprintf(copy, sizeof copy, "%s", options);
+	for (char *s = strtok(copy, " "); s && n < 64; s = strtok(NULL, " "))
+		cands[n++] = s;
+	const char *best = mgl_closest(name, (int)strlen(name), cands, n);
+	fprintf(stderr, "mgl: error: unknown option '%s'\n", name);
+	if (best)
+		fprintf(stderr, "  hint: did you mean '%s'?\n", best);
+	else
+		fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
+	return 2;
+}
+
 static char *tmp_name(const char *path)
 {
 	size_t n = strlen(path) + 5;
@@ -44,7 +61,7 @@ FILE *cli_out_open(const char *path)
 	char *tmp = tmp_name(path);
 	FILE *f = tmp ? fopen(tmp, "w") : NULL;
 	if (!f)
-		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", tmp ? tmp : path, strerror(errno));
+		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
 	free(tmp);
 	return f;
 }
@@ -141,15 +158,18 @@ static const Command commands[] = {
 	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
-	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl]\n"
+	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--gpt2 DIR] ...\n"
 	 "\n"
 	 "Trains with AdamW on random windows of TRAIN.bin (a token shard: `mgl tokenize`), every\n"
-	 "rank of the tp x dp job a thread on the cpu backend. Prints a progress line on a terminal\n"
-	 "and a summary at the end; --log writes one JSON object per step (step, loss, lr,\n"
-	 "grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated).\n"
+	 "rank of the tp x dp job a thread on the cpu backend. Once every input is checked, prints\n"
+	 "what it trains; then progress (rewritten every step on a terminal; elsewhere a line every\n"
+	 "10 s, or every --log-every steps) and a summary at the end. Ctrl-C stops after the step\n"
+	 "and saves; a second Ctrl-C stops at once, without saving. --log writes one JSON object per\n"
+	 "step (step, loss, lr, grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated).\n"
 	 "\n"
 	 "  --data F          training tokens (required);  --val F  validation tokens\n"
 	 "  --steps S         optimizer steps (default 200); with --resume, the step to reach\n"
+	 "                    (default: the checkpoint's; so are --lr, --min-lr and --warmup)\n"
 	 "  --batch B         sequences per micro-batch and dp rank (default 8)\n"
 	 "  --seq T           sequence length (default: the model's config seq)\n"
 	 "  --accum A         micro-batches per optimizer step (default 1)\n"
@@ -164,22 +184,34 @@ static const Command commands[] = {
 	 "  --save-every N    ... and every N steps\n"
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
 	 "  --log FILE        metrics as JSON lines\n"
-	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): recorded so `mgl sample` decodes it\n"
+	 "  --log-every N     a progress line every N steps (default: every 10 s off a terminal)\n"
+	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): the checkpoint records DIR's absolute\n"
+	 "                    path and its files' SHA-256, so `mgl sample` decodes with the same files\n"
 	 "  --dump-first DIR  write DIR/checkpoint.safetensors (the initial weights) and\n"
 	 "                    DIR/grads.safetensors (the first step's gradients): for comparisons\n"
 	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
 	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
 	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
-	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --gpt2 "
-	 "--dump-first"},
+	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --log-every "
+	 "--gpt2 --dump-first"},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+	 "                  [--seq T] [--gpt2 DIR]\n"
 	 "\n"
-	 "Continues the prompt with N tokens (default 200) drawn from the model of a checkpoint\n"
-	 "written by `mgl train --save` (the directory or its checkpoint.safetensors): the model's\n"
-	 "source travels in the checkpoint. Temperature 0 is greedy (default 1); --top-k keeps\n"
-	 "the K likeliest tokens. --gpt2 DIR gives the tokenizer's files when it is GPT-2's.\n",
+	 "Continues the prompt with tokens drawn from the model of a checkpoint written by\n"
+	 "`mgl train --save` (the directory or its checkpoint.safetensors): the model's source\n"
+	 "travels in the checkpoint, and so does which tokenizer it was trained with (bytes, or\n"
+	 "GPT-2's directory and the SHA-256 of its files).\n"
+	 "\n"
+	 "  --prompt TEXT     the text to continue (default: none, a new document)\n"
+	 "  --tokens N        tokens to generate (default 200)\n"
+	 "  --temperature T   the softmax's temperature, 0 to 100; 0 is greedy (default 1)\n"
+	 "  --top-k K         draw from the K likeliest tokens only (default: all)\n"
+	 "  --seed S          the same seed gives the same text (default 1337)\n"
+	 "  --seq T           the window: the last T tokens (default: the model's config seq)\n"
+	 "  --gpt2 DIR        GPT-2's encoder.json and vocab.bpe are in DIR (default: the directory\n"
+	 "                    the checkpoint records); they must be the files it was trained with\n",
 	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
 	{"plot", cmd_plot, NULL, "draw a training log: the loss and learning rate against steps (SVG)",
 	 "usage: mgl plot metrics.jsonl [-o loss.svg]\n"
@@ -248,7 +280,7 @@ static const struct {
 	{"--accum", O_INT, offsetof(Args, accum), 1 << 20},  {"--warmup", O_INT, offsetof(Args, warmup), 1e12},
 	{"--seed", O_INT, offsetof(Args, seed), 9e18},       {"--eval-every", O_INT, offsetof(Args, eval_every), 1e12},
 	{"--eval-batches", O_INT, offsetof(Args, eval_batches), 1 << 20},
-	{"--save-every", O_INT, offsetof(Args, save_every), 1e12},
+	{"--save-every", O_INT, offsetof(Args, save_every), 1e12}, {"--log-every", O_INT, offsetof(Args, log_every), 1e12},
 	{"--lr", O_REAL, offsetof(Args, lr), 10},            {"--min-lr", O_REAL, offsetof(Args, min_lr), 10},
 	{"--weight-decay", O_REAL, offsetof(Args, weight_decay), 10}, {"--clip", O_REAL, offsetof(Args, clip), 1e6},
 	{"--prompt", O_STR, offsetof(Args, prompt), 0},      {"--tokens", O_INT, offsetof(Args, tokens), 1 << 24},
@@ -263,12 +295,39 @@ static int bad_value(const char *cmd, const char *name, const char *val, double 
 {
 	char b[32];   /* the limit as people write it: 16,777,216 and 1,000,000, but 0.5 */
 	if (max == floor(max))
-		cli_commas((int64_t)max, b);
+		mgl_commas((int64_t)max, b);
 	else
 		snprintf(b, sizeof b, "%g", max);
 	fprintf(stderr, "mgl: error: %s takes %s from %s to %s, not '%s'\n", name, real ? "a number" : "a whole number",
 		real ? "0" : "1", b, val);
 	fprintf(stderr, "  hint: see 'mgl %s --help'\n", cmd);
+	return 2;
+}
+
+/* Whether a command's options (space-separated) include name. */
+static bool takes(const Command *cmd, const char *name)
+{
+	const char *o = cmd->options, *at = o ? strstr(o, name) : NULL;
+	size_t len = strlen(name);
+	while (at && ((at != o && at[-1] != ' ') || (at[len] != ' ' && at[len] != 0)))
+		at = strstr(at + 1, name);
+	return at != NULL;
+}
+
+/* An option of other commands: which take it ("mgl compile, explain and dot"). */
+static int wrong_command(const Command *cmd, const char *name)
+{
+	const char *takers[NCOMMANDS];
+	int n = 0;
+	for (int i = 0; i < NCOMMANDS; i++)
+		if (takes(&commands[i], name))
+			takers[n++] = commands[i].name;
+	if (!n)
+		return cli_unknown_option(cmd->name, name, cmd->options);
+	fprintf(stderr, "mgl: error: mgl %s has no option '%s'\n  hint: it is an option of mgl", cmd->name, name);
+	for (int i = 0; i < n; i++)
+		fprintf(stderr, "%s%s", i == 0 ? " " : i == n - 1 ? " and " : ", ", takers[i]);
+	fprintf(stderr, "; 'mgl %s --help' lists its own\n", cmd->name);
 	return 2;
 }
 
@@ -301,15 +360,13 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 			return usage_error(cmd->name, "unknown option '%s'", arg);
 		memcpy(name, arg, len);
 		name[len] = 0;
-		const char *opts = cmd->options;
-		const char *hit = strstr(opts, name);
-		while (hit && ((hit[len] != ' ' && hit[len] != 0) || (hit != opts && hit[-1] != ' ')))
-			hit = strstr(hit + 1, name);
 		size_t k = 0;
 		while (k < sizeof options / sizeof options[0] && strcmp(options[k].name, name))
 			k++;
-		if (!hit || k == sizeof options / sizeof options[0])
-			return usage_error(cmd->name, "unknown option '%s'", name);
+		if (k == sizeof options / sizeof options[0])
+			return cli_unknown_option(cmd->name, name, cmd->options);
+		if (!takes(cmd, name))
+			return wrong_command(cmd, name);
 		char *field = (char *)a + options[k].at;
 		if (options[k].kind == O_FLAG) {
 			if (eq)

@@ -245,7 +245,7 @@ static int read_log(const char *path, Series *s)
 		double v[4];
 		if (n == -2) {
 			fprintf(stderr, "mgl: error: %s:%d: a line longer than %s bytes: not a line of `mgl train --log`\n",
-				path, l.line, cli_commas(LINE_MAX_BYTES, cbuf));
+				path, l.line, mgl_commas(LINE_MAX_BYTES, cbuf));
 			status = 1;
 			break;
 		}
@@ -344,7 +344,7 @@ static void put_text(FILE *f, const char *s)
 static void tick_label(char *buf, double v, bool steps)
 {
 	if (steps)
-		cli_commas((int64_t)llround(v), buf);
+		mgl_commas((int64_t)llround(v), buf);
 	else
 		snprintf(buf, 32, "%g", fabs(v) < 1e-15 ? 0 : v);
 }
@@ -463,9 +463,9 @@ int cmd_plot(Args *a)
 	}
 	if (!status && a->out) {
 		char b1[32], b2[32];
-		printf("%s: the loss at %s step%s", a->out, cli_commas(s[TRAIN].n, b1), s[TRAIN].n == 1 ? "" : "s");
+		printf("%s: the loss at %s step%s", a->out, mgl_commas(s[TRAIN].n, b1), s[TRAIN].n == 1 ? "" : "s");
 		if (s[VAL].n)
-			printf(", the validation loss at %s", cli_commas(s[VAL].n, b2));
+			printf(", the validation loss at %s", mgl_commas(s[VAL].n, b2));
 		printf("%s\n", s[LR].n ? ", the learning rate" : "");
 	}
 	for (int k = 0; k < NSERIES; k++)

@@ -62,7 +62,7 @@ static int put(Run *r, int32_t id, const char *name)
 		uint16_t *p = realloc(r->out, (size_t)ncap * sizeof *p);
 		if (!p) {
 			char b[32];
-			fprintf(stderr, "mgl: error: out of memory holding %s tokens\n", cli_commas(ncap, b));
+			fprintf(stderr, "mgl: error: out of memory holding %s tokens\n", mgl_commas(ncap, b));
 			return 1;
 		}
 		r->out = p;
@@ -184,6 +184,40 @@ static char *val_path(const char *out)
 	return p;
 }
 
+RtTokenizer *cli_gpt2(const char *dir, const char *hint)
+{
+	char err[1024];
+	RtTokenizer *t = rt_tok_gpt2(dir, err, sizeof err);
+	if (!t)
+		fprintf(stderr, "mgl: error: %s\n  hint: %s\n", err,
+			hint ? hint : "examples/fetch_gpt2_tokenizer.sh DIR fetches GPT-2's encoder.json and vocab.bpe into DIR");
+	return t;
+}
+
+RtTokenizer *cli_ckpt_gpt2(const char *gpt2, const char *tok, const char *sha, const char *path, const char **dir_out)
+{
+	const char *dir = gpt2 ? gpt2 : tok && !strncmp(tok, "gpt2:", 5) ? tok + 5 : NULL;
+	if (!dir) {
+		fprintf(stderr, "mgl: error: %s was trained on GPT-2 tokens and does not say where the tokenizer is\n"
+			"  hint: give --gpt2 DIR, the directory with its encoder.json and vocab.bpe\n", path);
+		return NULL;
+	}
+	char hint[1200];
+	snprintf(hint, sizeof hint, "the checkpoint was trained with the tokenizer in %s; give --gpt2 DIR, the directory "
+		 "that holds its encoder.json and vocab.bpe now", dir);
+	RtTokenizer *t = cli_gpt2(dir, gpt2 ? NULL : hint);
+	if (t && sha && strcmp(sha, rt_tok_digest(t))) {   /* sha: two digests, checked when read */
+		fprintf(stderr, "mgl: error: %s/encoder.json and vocab.bpe are not the files %s was trained with (their SHA-256 "
+			"are %.64s and %.64s; the checkpoint's, %.64s and %.64s)\n  hint: give --gpt2 DIR with the files it "
+			"was trained with\n", dir, path, rt_tok_digest(t), rt_tok_digest(t) + 65, sha, sha + 65);
+		rt_tok_free(t);
+		return NULL;
+	}
+	if (dir_out)
+		*dir_out = dir;
+	return t;
+}
+
 int cmd_tokenize(int argc, char **argv)
 {
 	const char *out = NULL, *gpt2 = NULL;
@@ -218,7 +252,7 @@ int cmd_tokenize(int argc, char **argv)
 			if (v && (frac = strtod(v, &end), end == v || *end || !(frac >= 0 && frac <= 0.5)))
 				st = usage_error("tokenize", "--val-fraction takes a number from 0 to 0.5, not '%s'", v);
 		} else {
-			st = usage_error("tokenize", "unknown option '%s'", arg);
+			st = cli_unknown_option("tokenize", arg, "-o --bytes --gpt2 --val-fraction --help");
 		}
 	}
 	char *val = NULL;
@@ -238,9 +272,10 @@ int cmd_tokenize(int argc, char **argv)
 
 	char err[1024];
 	Run r = {.tok_name = gpt2 ? "gpt2" : "bytes"};
-	r.tok = gpt2 ? rt_tok_gpt2(gpt2, err, sizeof err) : rt_tok_bytes();
+	r.tok = gpt2 ? cli_gpt2(gpt2, NULL) : rt_tok_bytes();
 	if (!r.tok) {
-		fprintf(stderr, "mgl: error: %s\n", gpt2 ? err : "out of memory");
+		if (!gpt2)
+			fprintf(stderr, "mgl: error: out of memory\n");
 		free(inputs);
 		free(val);
 		return 1;
@@ -259,7 +294,7 @@ int cmd_tokenize(int argc, char **argv)
 			nval = 1;
 		ntrain = r.n - nval;
 		if (ntrain < 1) {
-			fprintf(stderr, "mgl: error: %lld token%s: too few to split for --val-fraction\n", (long long)r.n,
+			fprintf(stderr, "mgl: error: %s token%s: too few to split for --val-fraction\n", mgl_commas(r.n, (char[32]){0}),
 				r.n == 1 ? "" : "s");
 			st = 1;
 		}
@@ -267,7 +302,7 @@ int cmd_tokenize(int argc, char **argv)
 	if (!st && (ntrain > INT32_MAX || nval > INT32_MAX)) {
 		char b[32];
 		fprintf(stderr, "mgl: error: %s tokens: a shard holds at most 2,147,483,647; tokenize the inputs in "
-			"parts\n", cli_commas(r.n, b));
+			"parts\n", mgl_commas(r.n, b));
 		st = 1;
 	}
 	if (!st && (rt_shard_write(out, r.out, ntrain, err, sizeof err) ||
@@ -278,10 +313,10 @@ int cmd_tokenize(int argc, char **argv)
 	if (!st) {
 		char b1[32], b2[32], b3[32], b4[32];
 		printf("%d file%s, %s bytes -> %s token%s (%s): wrote %s (%s token%s)", ninputs, ninputs == 1 ? "" : "s",
-		       cli_commas(r.bytes, b1), cli_commas(r.n, b2), r.n == 1 ? "" : "s", r.tok_name, out, cli_commas(ntrain, b3),
+		       mgl_commas(r.bytes, b1), mgl_commas(r.n, b2), r.n == 1 ? "" : "s", r.tok_name, out, mgl_commas(ntrain, b3),
 		       ntrain == 1 ? "" : "s");
 		if (val)
-			printf(" and %s (%s token%s)", val, cli_commas(nval, b4), nval == 1 ? "" : "s");
+			printf(" and %s (%s token%s)", val, mgl_commas(nval, b4), nval == 1 ? "" : "s");
 		printf("\n");
 	}
 	rt_tok_free(r.tok);

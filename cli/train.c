@@ -47,6 +47,22 @@ static const RtBackend *backend_of(const Args *a)
 
 static double or(double v, double dflt) { return isnan(v) ? dflt : v; }
 
+/* --gpt2 DIR as a checkpoint records it: "gpt2:" and the directory's absolute path, so
+ * that sampling from anywhere finds it, and the files' SHA-256 into sha (130 bytes). The
+ * files are read now: a directory without them is refused before training starts. */
+static const char *gpt2_record(MglArena *a, const char *dir, char *sha)
+{
+	RtTokenizer *tok = cli_gpt2(dir, NULL);
+	if (!tok)
+		return NULL;
+	snprintf(sha, 130, "%s", rt_tok_digest(tok));
+	rt_tok_free(tok);
+	char cwd[4096];
+	if (dir[0] == '/' || !getcwd(cwd, sizeof cwd))
+		return mgl_fmt(a, "gpt2:%s", dir);
+	return mgl_fmt(a, "gpt2:%s/%s", cwd, dir);
+}
+
 int cmd_train(Args *a)
 {
 	const RtBackend *be = backend_of(a);
@@ -73,34 +89,37 @@ int cmd_train(Args *a)
 		MglGraph *g;
 		MglPlan *p = cli_plan(&c, a->file, NULL, a->preset, a->set, &t, &g);
 		size_t len;
-		char err[1024];
+		char err[1024], sha[130] = "";
 		source = mgl_read_whole(a->file, &len, err, sizeof err);
+		const char *tokenizer = a->gpt2 ? gpt2_record(&c.arena, a->gpt2, sha) : NULL;
+		if (a->gpt2 && !tokenizer) {
+			status = 1;
+			goto done;
+		}
+		MglExplain cost;
+		mgl_explain(&c.arena, p, &cost);
+		/* the schedule's options left out (0, NAN) are the checkpoint's when resuming */
 		RtTrainOpts o = {
-			.data = a->data, .val = a->val, .steps = a->steps ? a->steps : 200, .accum = a->accum ? a->accum : 1,
-			.lr = or(a->lr, 6e-4), .weight_decay = or(a->weight_decay, 0.1), .beta1 = 0.9, .beta2 = 0.95,
-			.eps = 1e-8, .clip = or(a->clip, 1.0), .seed = a->seed ? (uint64_t)a->seed : 1337,
+			.data = a->data, .val = a->val, .steps = a->steps, .accum = a->accum ? a->accum : 1,
+			.lr = a->lr, .min_lr = a->min_lr, .warmup = a->warmup, .weight_decay = or(a->weight_decay, 0.1),
+			.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = or(a->clip, 1.0), .seed = a->seed ? (uint64_t)a->seed : 1337,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
 			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
-			.dump_first = a->dump_first,
-			.model_name = g->model, .model_source = source, .preset = a->preset, .set = a->set,
-			.tokenizer = a->gpt2 ? mgl_fmt(&c.arena, "gpt2:%s", a->gpt2) : "bytes", .progress = isatty(2),
+			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = a->preset,
+			.set = a->set, .tokenizer = tokenizer, .tokenizer_sha256 = tokenizer ? sha : NULL, .msgs = stderr,
+			.progress = isatty(2), .log_every = a->log_every, .nparams = mgl_param_count(g),
+			.flops = cost.flops_fwd + cost.flops_bwd,
 		};
-		o.min_lr = or(a->min_lr, o.lr / 10);
-		o.warmup = a->warmup ? a->warmup : (o.steps / 10 < 100 ? o.steps / 10 : 100);
-		if (!o.eval_every && a->val)
-			o.eval_every = o.steps / 10 ? o.steps / 10 : 1;
-		char b1[32], b2[32];
-		fprintf(stderr, "mgl: training %s%s%s (%s parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %s step%s\n",
-			g->model, a->preset ? " " : "", a->preset ? a->preset : "", cli_commas(mgl_param_count(g), b1), be->name,
-			p->tp, p->dp, p->sp ? ", sequence parallel" : "", (long long)p->batch, (long long)p->seq,
-			cli_commas(o.steps, b2), o.steps == 1 ? "" : "s");
 		RtTrainResult r;
 		if (rt_train(p, be, &o, &r, err, sizeof err)) {
 			fprintf(stderr, "mgl: error: %s\n", err);
 			status = 1;
 		} else {
-			printf("trained %lld step%s in %.1f s: loss %.4f -> %.4f", (long long)r.steps_done,
-			       r.steps_done == 1 ? "" : "s", r.seconds, r.first_loss, r.last_loss);
+			char b1[32], b2[32], b3[32];
+			printf("trained %s step%s", mgl_commas(r.steps_done, b1), r.steps_done == 1 ? "" : "s");
+			if (r.last_step != r.steps_done)   /* resumed: which steps */
+				printf(" (steps %s to %s)", mgl_commas(r.last_step - r.steps_done + 1, b2), mgl_commas(r.last_step, b3));
+			printf(" in %.1f s: loss %.4f -> %.4f", r.seconds, r.first_loss, r.last_loss);
 			if (!isnan(r.val_loss))
 				printf(", validation loss %.4f (perplexity %.2f; token frequencies alone: %.4f)", r.val_loss,
 				       exp(r.val_loss), r.unigram_loss);
@@ -108,7 +127,7 @@ int cmd_train(Args *a)
 				printf("; saved %s", a->save);
 			printf("\n");
 			if (r.interrupted) {
-				fprintf(stderr, "mgl: interrupted after step %lld%s\n", (long long)r.steps_done,
+				fprintf(stderr, "mgl: interrupted after step %s%s\n", mgl_commas(r.last_step, b1),
 					a->save ? " (saved)" : "");
 				status = 130;
 			}
@@ -141,7 +160,7 @@ int cmd_kernels(Args *a)
 		return 1;
 	}
 	free(cubin);
-	printf("kernels/ops.cu: compiled for %s by NVRTC (%zu bytes of cubin)\n", arch, n);
+	printf("kernels/ops.cu: compiled for %s by NVRTC (%s bytes of cubin)\n", arch, mgl_commas((int64_t)n, (char[32]){0}));
 	return 0;
 #else
 	(void)a;
@@ -204,7 +223,7 @@ int cmd_sample(Args *a)
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	RtTokenizer *tok = NULL;
+	RtTokenizer *volatile tok = NULL;
 	if (rt_ckpt_meta_read(&ck, path, &m, err, sizeof err))
 		goto refuse;
 	if (!m.source || !*m.source) {
@@ -212,11 +231,10 @@ int cmd_sample(Args *a)
 		goto refuse;
 	}
 	if (m.tokenizer && !strncmp(m.tokenizer, "gpt2", 4)) {
-		const char *dir = a->gpt2 ? a->gpt2 : m.tokenizer[4] == ':' ? m.tokenizer + 5 : NULL;
-		if (!dir)
-			snprintf(err, sizeof err, "this checkpoint's tokenizer is GPT-2's: give --gpt2 DIR");
-		if (!dir || !(tok = rt_tok_gpt2(dir, err, sizeof err)))
-			goto refuse;
+		if (!(tok = cli_ckpt_gpt2(a->gpt2, m.tokenizer, m.tokenizer_sha256, path, NULL))) {   /* it said why */
+			rt_ckpt_free(&ck);
+			return 1;
+		}
 	} else if (!(tok = rt_tok_bytes())) {
 		snprintf(err, sizeof err, "out of memory");
 		goto refuse;

@@ -105,8 +105,8 @@ static const char *plain(Elab *E, Value v)
 static void count_work(Elab *E, const MglTok *t)
 {
 	if (++E->work > MGL_MAX_WORK)
-		mgl_error(E->c, t, "the model is too large to elaborate (more than %d statements run)",
-			  MGL_MAX_WORK);
+		mgl_error(E->c, t, "the model is too large to elaborate (more than %s statements run)",
+			  mgl_commas(MGL_MAX_WORK, (char[32]){0}));
 }
 
 
@@ -172,7 +172,7 @@ static int add_node(Elab *E, MglOp op, const MglTok *tok, MglDtype dt, MglShape 
 {
 	MglGraph *g = E->g;
 	if (g->nnodes >= MGL_MAX_NODES)
-		mgl_error(E->c, tok, "the model is too large: more than %d operations", MGL_MAX_NODES);
+		mgl_error(E->c, tok, "the model is too large: more than %s operations", mgl_commas(MGL_MAX_NODES, (char[32]){0}));
 	/* Fixed dimensions multiply to at most 2^40 elements, so later passes can multiply
 	 * them by batch and sequence sizes in 64 bits without overflow. */
 	int64_t numel = 1;
@@ -288,8 +288,8 @@ static int64_t want_size(Elab *E, const MglTok *t, Value v, const char *what)
 	if (v.kind == V_REAL)
 		mgl_report(E->c, "error", t, "%s must be an integer, but this is %g", what, v.r);
 	else if (v.kind == V_INT)
-		mgl_report(E->c, "error", t, "%s must be between 1 and %d, but this is %lld", what, INT32_MAX,
-			   (long long)v.i);
+		mgl_report(E->c, "error", t, "%s must be between 1 and %s, but this is %lld", what,
+			   mgl_commas(INT32_MAX, (char[32]){0}), (long long)v.i);
 	else
 		mgl_report(E->c, "error", t, "%s must be an integer, not %s", what, elab_describe(E, v));
 	note_origin(E, v);
@@ -381,15 +381,15 @@ static void check_heads(Elab *E, const Call *k, int64_t D, int64_t H)
 {
 	if (D % H == 0)
 		return;
-	mgl_report(E->c, "error", kwarg_tok(k, "heads"), "%lld features cannot be split into %lld heads", (long long)D,
-		   (long long)H);
+	mgl_report(E->c, "error", kwarg_tok(k, "heads"), "%s features cannot be split into %lld heads",
+		   mgl_commas(D, (char[32]){0}), (long long)H);
 	note_origin(E, *kwarg(k, "heads"));
 	char list[256];
 	size_t n = 0;
 	for (int64_t d = 1; d <= D && d <= 4096 && n < sizeof list; d++)
 		if (D % d == 0 && (d >= H / 2 && d <= 2 * H))
 			n += (size_t)snprintf(list + n, sizeof list - n, "%s%lld", n ? ", " : "", (long long)d);
-	mgl_hint(E->c, "the number of heads must divide %lld%s%s", (long long)D, n ? "; near it: " : "", list);
+	mgl_hint(E->c, "the number of heads must divide %s%s%s", mgl_commas(D, (char[32]){0}), n ? "; near it: " : "", list);
 	mgl_fail(E->c);
 }
 
@@ -962,8 +962,8 @@ static Value run_block(Elab *E, Frame *fr, const MglBlock *b, const MglStmt *bod
 		case MGL_S_REPEAT: {
 			Value cnt = whole(elab_eval(E, fr, s->value, NULL));
 			if (cnt.kind != V_INT || cnt.i < 0 || cnt.i > MGL_MAX_REPEAT) {
-				mgl_report(E->c, "error", s->value->tok, "repeat needs a count from 0 to %d, not %s",
-					   MGL_MAX_REPEAT, plain(E, cnt));
+				mgl_report(E->c, "error", s->value->tok, "repeat needs a count from 0 to %s, not %s",
+					   mgl_commas(MGL_MAX_REPEAT, (char[32]){0}), plain(E, cnt));
 				note_origin(E, cnt);
 				mgl_fail(E->c);
 			}
@@ -1057,7 +1057,7 @@ static void setup_inputs(Elab *E, Frame *fr)
 			const MglTok *d = in->dims[j];
 			if (d->kind == MGL_TK_INT) {
 				if (d->ival < 1 || d->ival > INT32_MAX)
-					mgl_error(E->c, d, "a dimension must be between 1 and %d", INT32_MAX);
+					mgl_error(E->c, d, "a dimension must be between 1 and %s", mgl_commas(INT32_MAX, (char[32]){0}));
 				s.d[j] = (MglDim){.n = d->ival, .sym = -1};
 				continue;
 			}

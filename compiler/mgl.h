@@ -28,7 +28,7 @@ enum {
 	MGL_MAX_FILE_BYTES = 8 << 20,   /* a model file larger than this is refused */
 	MGL_MAX_DEPTH = 200,            /* nesting of expressions, blocks and repeats */
 	MGL_MAX_RANK = 4,               /* tensor rank */
-	MGL_MAX_NODES = 1 << 20,        /* operations in one elaborated model */
+	MGL_MAX_NODES = 1 << 16,        /* operations in one elaborated model (GPT-2 8.3B has 2,175) */
 	MGL_MAX_WORK = 1 << 21,         /* statements and repeat iterations run while elaborating */
 	MGL_MAX_REPEAT = 1 << 20,       /* iterations of one repeat */
 };
@@ -90,6 +90,9 @@ _Noreturn void mgl_fail(MglCtx *c);
 
 /* The closest of cands[0..n) to word by edit distance, or NULL if none is close. */
 const char *mgl_closest(const char *word, int wlen, const char *const *cands, int n);
+/* A count as people read it, "124,439,808", into buf (32 bytes), which it returns: the one
+ * format of integers in every message and report of the compiler and the CLI. */
+const char *mgl_commas(int64_t v, char *buf);
 
 /* Reads a whole file into the arena (errors: missing, unreadable, too large). */
 MglSource *mgl_read_file(MglCtx *c, const char *path);

@@ -249,8 +249,8 @@ static int convert(Part *P, const MglStep *consumer, int v, MglLayout need)
 	if (op == MGL_OP_ALL_GATHER && consumer->phase == MGL_FWD && have.dim == 1) {
 		/* a feature split undone: not Megatron's pattern, so say what it costs */
 		mgl_report(P->c, "warning", consumer->tok, "%s needs all of '%s', which is split by features: "
-			   "an all-gather of %lld bytes per step", mgl_ops[consumer->op].name, p->values[v].name,
-			   (long long)mgl_value_bytes(&p->values[v]));
+			   "an all-gather of %s bytes per step", mgl_ops[consumer->op].name, p->values[v].name,
+			   mgl_commas(mgl_value_bytes(&p->values[v]), (char[32]){0}));
 		mgl_hint(P->c, "a @column output is meant for an attention or a @row linear; gelu and dropout keep the split");
 	}
 	P->laid[out] = true;
@@ -269,8 +269,8 @@ static void localize(Part *P, MglValue *x, const void *tok)
 	if (d < 0)
 		mgl_error(P->c, tok, "internal error: '%s' is split along a dimension it does not have", x->name);
 	if (x->shape[d] % P->tp) {
-		mgl_report(P->c, "error", tok, "'%s' is split over --tp %d along a dimension of %lld, which %d does not divide",
-			   x->name, P->tp, (long long)x->shape[d], P->tp);
+		mgl_report(P->c, "error", tok, "'%s' is split over --tp %d along a dimension of %s, which %d does not divide",
+			   x->name, P->tp, mgl_commas(x->shape[d], (char[32]){0}), P->tp);
 		char list[256];
 		size_t n = 0;
 		for (int t = 1; t <= 64 && n < sizeof list; t *= 2)

@@ -174,6 +174,19 @@ static int edit_distance(const char *a, int la, const char *b, int lb)
 	return row[lb];
 }
 
+const char *mgl_commas(int64_t v, char *buf)
+{
+	char digits[32];
+	int n = snprintf(digits, sizeof digits, "%lld", (long long)v), o = 0;
+	for (int i = 0; i < n; i++) {
+		buf[o++] = digits[i];
+		if (digits[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
+			buf[o++] = ',';
+	}
+	buf[o] = 0;
+	return buf;
+}
+
 const char *mgl_closest(const char *word, int wlen, const char *const *cands, int n)
 {
 	const char *best = NULL;

@@ -78,6 +78,10 @@ struct RtJob {
 
 extern const RtBackend rt_cpu_backend;
 extern const RtBackend rt_cpu64_backend;   /* double precision, for tests */
+/* FLOP/s of the cpu backend's GEMM on one thread, timed on a [16, k] x [k, n] product (n
+ * cut so that the [k, n] operand stays under 16 MB), about a tenth of a second at most:
+ * what the training loop estimates a step's time by. 0 if it could not be timed. */
+double rt_cpu_gemm_rate(int64_t n, int64_t k);
 
 /* A value's geometry, as every backend needs it: its last dimension, the rows before it,
  * the tensor seen as [outer, n, inner] around dimension `dim` counted from the end, and

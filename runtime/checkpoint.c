@@ -344,22 +344,23 @@ static int build_header(Buf *b, const RtTensor *t, int n, const char *const *key
 	return b->oom ? -1 : 0;
 }
 
-/* "cannot write [name]: cause", with errno's text when the stream left one. */
-static void write_error(int e, const char *file, const char *name, char *err, size_t errlen)
+/* "cannot write: cause", with errno's text when the stream left one. Messages name the file
+ * the caller asked for, never the temporary one that becomes it. */
+static void write_error(int e, const char *file, char *err, size_t errlen)
 {
-	say(err, errlen, file, "cannot write%s%s: %s", name ? " " : "", name ? name : "", e ? strerror(e) : "write error");
+	say(err, errlen, file, "cannot write: %s", e ? strerror(e) : "write error");
 }
 
 /* fwrite, checked; large tensors go in pieces so that a failure is seen (and errno read)
- * close to where it happened. name is the file written, when it is not `file` itself. */
-static int write_all(FILE *f, const void *p, size_t n, const char *file, const char *name, char *err, size_t errlen)
+ * close to where it happened. */
+static int write_all(FILE *f, const void *p, size_t n, const char *file, char *err, size_t errlen)
 {
 	const char *s = p;
 	while (n) {
 		size_t k = n < ((size_t)1 << 26) ? n : ((size_t)1 << 26);
 		errno = 0;
 		if (fwrite(s, 1, k, f) != k) {
-			write_error(errno, file, name, err, errlen);
+			write_error(errno, file, err, errlen);
 			return -1;
 		}
 		s += k;
@@ -368,7 +369,7 @@ static int write_all(FILE *f, const void *p, size_t n, const char *file, const c
 	return 0;
 }
 
-static int write_stream(FILE *f, const char *file, const char *name, const RtTensor *t, int n,
+static int write_stream(FILE *f, const char *file, const RtTensor *t, int n,
 			const char *const *keys, const char *const *vals, int nmeta, char *err, size_t errlen)
 {
 	Buf b = {0};
@@ -380,19 +381,19 @@ static int write_stream(FILE *f, const char *file, const char *name, const RtTen
 	unsigned char len[8];
 	for (int i = 0; i < 8; i++)
 		len[i] = (unsigned char)((uint64_t)b.n >> (8 * i));
-	int rc = write_all(f, len, 8, file, name, err, errlen);
+	int rc = write_all(f, len, 8, file, err, errlen);
 	if (!rc)
-		rc = write_all(f, b.p, b.n, file, name, err, errlen);
+		rc = write_all(f, b.p, b.n, file, err, errlen);
 	free(b.p);
 	for (int i = 0; i < n && !rc; i++) {
 		size_t nel = 1;
 		for (int k = 0; k < t[i].rank; k++)
 			nel *= (size_t)t[i].shape[k];
-		rc = write_all(f, t[i].data, nel * 4, file, name, err, errlen);
+		rc = write_all(f, t[i].data, nel * 4, file, err, errlen);
 	}
 	errno = 0;
 	if (!rc && fflush(f)) {
-		write_error(errno, file, name, err, errlen);
+		write_error(errno, file, err, errlen);
 		rc = -1;
 	}
 	return rc;
@@ -404,7 +405,7 @@ int rt_ckpt_write_stream(FILE *f, const char *name, const RtTensor *t, int n, co
 	uint64_t bytes;
 	if (check_input(name, t, n, keys, vals, nmeta, &bytes, err, errlen))
 		return -1;
-	return write_stream(f, name, NULL, t, n, keys, vals, nmeta, err, errlen);
+	return write_stream(f, name, t, n, keys, vals, nmeta, err, errlen);
 }
 
 /* fsync of the directory holding path, so that the rename itself survives a crash. */
@@ -439,7 +440,7 @@ int rt_ckpt_write(const char *path, const RtTensor *t, int n, const char *const 
 	memcpy(tmp + plen, ".tmp", 5);
 	FILE *f = fopen(tmp, "wb");
 	if (!f) {
-		say(err, errlen, path, "cannot create %s: %s", tmp, strerror(errno));
+		say(err, errlen, path, "cannot create: %s", strerror(errno));
 		free(tmp);
 		return -1;
 	}
@@ -447,18 +448,18 @@ int rt_ckpt_write(const char *path, const RtTensor *t, int n, const char *const 
 	 * depending on buffering and the file system, and any of them means the .tmp is not
 	 * the checkpoint. The old file stays until the rename. */
 	setvbuf(f, NULL, _IOFBF, 1 << 20);
-	int rc = write_stream(f, path, tmp, t, n, keys, vals, nmeta, err, errlen);
+	int rc = write_stream(f, path, t, n, keys, vals, nmeta, err, errlen);
 	if (!rc && fsync(fileno(f))) {
-		say(err, errlen, path, "cannot sync %s: %s", tmp, strerror(errno));
+		say(err, errlen, path, "cannot sync: %s", strerror(errno));
 		rc = -1;
 	}
 	errno = 0;
 	if (fclose(f) && !rc) {
-		write_error(errno, path, tmp, err, errlen);
+		write_error(errno, path, err, errlen);
 		rc = -1;
 	}
 	if (!rc && rename(tmp, path)) {
-		say(err, errlen, path, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		say(err, errlen, path, "cannot replace: %s", strerror(errno));
 		rc = -1;
 	}
 	if (rc)
@@ -1119,7 +1120,7 @@ void rt_ckpt_free(RtCkpt *c)
 
 /* Every key mgl writes, the form of its value, and where RtCkptMeta keeps it: one table
  * for the writer and the reader. */
-typedef enum { M_FORMAT, M_NAME, M_PRESET, M_TEXT, M_TOKENIZER, M_COUNT, M_U64 } MetaKind;
+typedef enum { M_FORMAT, M_NAME, M_PRESET, M_TEXT, M_TOKENIZER, M_SHA256, M_COUNT, M_U64, M_STEPS, M_RATE } MetaKind;
 static const struct {
 	const char *key;
 	MetaKind kind;
@@ -1130,8 +1131,12 @@ static const struct {
 	{"set", M_TEXT, offsetof(RtCkptMeta, set)},            {"tokenizer", M_TOKENIZER, offsetof(RtCkptMeta, tokenizer)},
 	{"step", M_COUNT, offsetof(RtCkptMeta, step)},         {"adam_t", M_COUNT, offsetof(RtCkptMeta, adam_t)},
 	{"data_rng", M_U64, offsetof(RtCkptMeta, data_rng)},   {"seed", M_U64, offsetof(RtCkptMeta, seed)},
+	{"tokenizer_sha256", M_SHA256, offsetof(RtCkptMeta, tokenizer_sha256)},
+	{"steps", M_STEPS, offsetof(RtCkptMeta, steps)},       {"warmup", M_STEPS, offsetof(RtCkptMeta, warmup)},
+	{"lr", M_RATE, offsetof(RtCkptMeta, lr)},              {"min_lr", M_RATE, offsetof(RtCkptMeta, min_lr)},
 };
-enum { NMETA = sizeof meta_keys / sizeof meta_keys[0], NSTATE = 4 };
+/* the training state (M_COUNT, M_U64) and the schedule (M_STEPS, M_RATE): all or nothing */
+enum { NMETA = sizeof meta_keys / sizeof meta_keys[0], NSTATE = 4, NSCHEDULE = 4 };
 
 /* What a kind accepts, for messages. (The source and --set text are checked by compiling
  * them, where an error has a line and a column.) */
@@ -1141,9 +1146,29 @@ static const char *const meta_form[] = {
 	[M_PRESET] = "a preset's name (letters, digits, '_' and '.') or nothing",
 	[M_TEXT] = "text",
 	[M_TOKENIZER] = "'bytes', 'gpt2' or 'gpt2:DIR'",
+	[M_SHA256] = "two SHA-256 digests (64 hexadecimal digits each) separated by a space",
 	[M_COUNT] = "a whole number from 0 to 9,223,372,036,854,775,807",
 	[M_U64] = "a whole number from 0 to 18,446,744,073,709,551,615",
+	[M_STEPS] = "a whole number from 0 to 9,223,372,036,854,775,807",
+	[M_RATE] = "a number from 0 to 10",
 };
+
+/* 64 lowercase hex digits, a space, 64 more: rt_tok_digest's form. */
+static bool sha256_pair(const char *s)
+{
+	for (int i = 0; i < 129; i++)
+		if (i == 64 ? s[i] != ' ' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return s[129] == 0;
+}
+
+/* A learning rate as mgl train takes it: a finite number from 0 to 10, the whole text. */
+static bool rate(const char *s, double *r)
+{
+	char *end;
+	*r = strtod(s, &end);
+	return end != s && !*end && *r >= 0 && *r <= 10;
+}
 
 /* s as decimal digits only (no sign, space, fraction or exponent), at most max. */
 static bool whole_number(const char *s, uint64_t max, uint64_t *v)
@@ -1169,7 +1194,7 @@ static bool name_ok(const char *s, bool preset)
 	return preset || (*s && !(*s >= '0' && *s <= '9'));
 }
 
-static bool meta_ok(MetaKind kind, const char *v, uint64_t *n)
+static bool meta_ok(MetaKind kind, const char *v, uint64_t *n, double *r)
 {
 	switch (kind) {
 	case M_FORMAT: return !strcmp(v, RT_CKPT_FORMAT);
@@ -1177,8 +1202,10 @@ static bool meta_ok(MetaKind kind, const char *v, uint64_t *n)
 	case M_PRESET: return name_ok(v, true);
 	case M_TEXT: return true;
 	case M_TOKENIZER: return !strcmp(v, "bytes") || !strcmp(v, "gpt2") || (!strncmp(v, "gpt2:", 5) && v[5]);
-	case M_COUNT: return whole_number(v, INT64_MAX, n);
+	case M_SHA256: return sha256_pair(v);
+	case M_COUNT: case M_STEPS: return whole_number(v, INT64_MAX, n);
 	case M_U64: return whole_number(v, UINT64_MAX, n);
+	case M_RATE: return rate(v, r);
 	}
 	return false;
 }
@@ -1186,28 +1213,34 @@ static bool meta_ok(MetaKind kind, const char *v, uint64_t *n)
 int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *err, size_t errlen)
 {
 	memset(m, 0, sizeof *m);
-	int nstate = 0;
+	int nstate = 0, nschedule = 0;
 	for (int k = 0; k < NMETA; k++) {
 		const char *v = rt_ckpt_meta(c, meta_keys[k].key);
 		uint64_t n = 0;
+		double r = 0;
 		if (!v)
 			continue;
-		if (!meta_ok(meta_keys[k].kind, v, &n)) {
+		if (!meta_ok(meta_keys[k].kind, v, &n, &r)) {
 			Shown b;
 			say(err, errlen, path, "the metadata's '%s' is '%s', not %s", meta_keys[k].key, show(&b, v),
 			    meta_form[meta_keys[k].kind]);
 			return -1;
 		}
 		char *at = (char *)m + meta_keys[k].at;
-		if (meta_keys[k].kind == M_COUNT)
+		MetaKind kind = meta_keys[k].kind;
+		if (kind == M_COUNT || kind == M_STEPS)
 			*(int64_t *)at = (int64_t)n;
-		else if (meta_keys[k].kind == M_U64)
+		else if (kind == M_U64)
 			*(uint64_t *)at = n;
+		else if (kind == M_RATE)
+			*(double *)at = r;
 		else
 			*(const char **)at = v;
-		nstate += meta_keys[k].kind == M_COUNT || meta_keys[k].kind == M_U64;
+		nstate += kind == M_COUNT || kind == M_U64;
+		nschedule += kind == M_STEPS || kind == M_RATE;
 	}
 	m->has_state = nstate == NSTATE;
+	m->has_schedule = nschedule == NSCHEDULE;
 	if (m->has_state && m->adam_t > m->step) {
 		say(err, errlen, path, "the metadata's 'adam_t' is %" PRId64 ", more than 'step' (%" PRId64
 		    "): AdamW cannot have taken more steps than the training", m->adam_t, m->step);
@@ -1219,14 +1252,18 @@ int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *er
 int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptMeta *m, char *err, size_t errlen)
 {
 	const char *keys[NMETA], *vals[NMETA];
-	char num[NMETA][24];
+	char num[NMETA][32];
 	int nmeta = 0;
 	for (int k = 0; k < NMETA; k++) {
-		const char *at = (const char *)m + meta_keys[k].at, *v = m->has_state ? num[k] : NULL;
-		if (meta_keys[k].kind == M_COUNT)
+		MetaKind kind = meta_keys[k].kind;
+		const char *at = (const char *)m + meta_keys[k].at;
+		const char *v = (kind == M_STEPS || kind == M_RATE ? m->has_schedule : m->has_state) ? num[k] : NULL;
+		if (kind == M_COUNT || kind == M_STEPS)
 			snprintf(num[k], sizeof num[k], "%" PRId64, *(const int64_t *)at);
-		else if (meta_keys[k].kind == M_U64)
+		else if (kind == M_U64)
 			snprintf(num[k], sizeof num[k], "%" PRIu64, *(const uint64_t *)at);
+		else if (kind == M_RATE)
+			snprintf(num[k], sizeof num[k], "%.17g", *(const double *)at);
 		else
 			v = *(const char *const *)at;
 		if (v) {

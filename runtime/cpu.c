@@ -24,12 +24,14 @@
 #define RT_REAL float
 #define RT_BACKEND rt_cpu_backend
 #define RT_BACKEND_NAME "cpu"
+#define RT_CPU_FLOAT 1   /* the build that defines what is exported once (rt_cpu_gemm_rate) */
 #endif
 typedef RT_REAL real;
 enum { SCALE = sizeof(real) / 4 };
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
 	unsigned char *region[MGL_V_ROLE_COUNT];   /* input and act share the arena */
@@ -104,6 +106,33 @@ static void gemm(int64_t M, int64_t N, int64_t K, const real *A, const real *B, 
 				tile_edge(N, K, tm, tn, A + i * K, B + j, C + i * N + j, accumulate);
 		}
 }
+
+#ifdef RT_CPU_FLOAT
+double rt_cpu_gemm_rate(int64_t n, int64_t k)
+{
+	enum { M = 16, MAX_B = 4 << 20 };   /* B of at most 4M floats: a cache-sized test is too kind */
+	if (n < 1 || k < 1)
+		return 0;
+	if (n * k > MAX_B)
+		n = MAX_B / k > TN ? MAX_B / k : TN;
+	real *a = calloc((size_t)(M * k), sizeof *a), *b = calloc((size_t)(k * n), sizeof *b),
+	     *c = malloc((size_t)(M * n) * sizeof *c);
+	double best = 0;
+	for (int rep = 0; rep < 2 && a && b && c; rep++) {   /* the first run also warms the caches */
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		gemm(M, n, k, a, b, c, false);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+		if (s > 0 && 2.0 * M * (double)n * (double)k / s > best)
+			best = 2.0 * M * (double)n * (double)k / s;
+	}
+	free(a);
+	free(b);
+	free(c);
+	return best;
+}
+#endif
 
 /* out[C, R] = in[R, C]^T */
 static void transpose(const real *in, int64_t R, int64_t C, real *out)

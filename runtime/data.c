@@ -31,6 +31,19 @@ void rt_errf(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+const char *rt_commas(int64_t v, char *buf)
+{
+	char digits[32];
+	int n = snprintf(digits, sizeof digits, "%lld", (long long)v), o = 0;
+	for (int i = 0; i < n; i++) {
+		buf[o++] = digits[i];
+		if (digits[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
+			buf[o++] = ',';
+	}
+	buf[o] = 0;
+	return buf;
+}
+
 /* The header is little-endian whatever the host is: assemble it byte by byte. */
 static int32_t get_i32(const unsigned char *p)
 {
@@ -46,7 +59,8 @@ static void put_i32(unsigned char *p, int32_t v)
 /* What the data part holds: "812", or "812 tokens and 1 byte" when its length is odd. */
 static const char *describe(int64_t data_bytes, char *buf, size_t n)
 {
-	snprintf(buf, n, "%lld%s", (long long)(data_bytes / 2), data_bytes % 2 ? " tokens and 1 byte" : "");
+	char b[32];
+	snprintf(buf, n, "%s%s", rt_commas(data_bytes / 2, b), data_bytes % 2 ? " tokens and 1 byte" : "");
 	return buf;
 }
 
@@ -75,13 +89,14 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 	}
 	int64_t size = (int64_t)st.st_size;
 	if (size == 0) {
-		rt_errf(err, errlen, "%s: empty file (a token shard starts with a %d-byte header)", path, HEADER_BYTES);
+		rt_errf(err, errlen, "%s: empty file (a token shard starts with a %s-byte header)", path,
+		        rt_commas(HEADER_BYTES, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
 	if (size < HEADER_BYTES) {
-		rt_errf(err, errlen, "%s: too short for a token shard: %lld bytes, and the header alone is %d", path,
-		        (long long)size, HEADER_BYTES);
+		rt_errf(err, errlen, "%s: too short for a token shard: %lld bytes, and the header alone is %s", path,
+		        (long long)size, rt_commas(HEADER_BYTES, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
@@ -105,22 +120,22 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 		return -1;
 	}
 	if (count < 0) {
-		rt_errf(err, errlen, "%s: the header's token count is negative (%ld)", path, (long)count);
+		rt_errf(err, errlen, "%s: the header's token count is negative (%s)", path, rt_commas(count, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
 	int64_t data = size - HEADER_BYTES, want = 2 * (int64_t)count;
 	if (data != want) {
 		char buf[64];
-		rt_errf(err, errlen, "%s: %s: the header says %ld tokens but the file holds %s", path,
-		        data < want ? "truncated" : "trailing bytes", (long)count, describe(data, buf, sizeof buf));
+		rt_errf(err, errlen, "%s: %s: the header says %s tokens but the file holds %s", path,
+		        data < want ? "truncated" : "trailing bytes", rt_commas(count, (char[32]){0}), describe(data, buf, sizeof buf));
 		fclose(f);
 		return -1;
 	}
 	/* count is now bounded by the file's real size, so the allocation is too */
 	uint16_t *tok = malloc(count ? (size_t)count * sizeof *tok : 1);
 	if (!tok) {
-		rt_errf(err, errlen, "%s: out of memory for %ld tokens", path, (long)count);
+		rt_errf(err, errlen, "%s: out of memory for %s tokens", path, rt_commas(count, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
@@ -132,8 +147,8 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 		if (rerr)
 			rt_errf(err, errlen, "%s: cannot read: %s", path, strerror(rerr));
 		else
-			rt_errf(err, errlen, "%s: truncated: the header says %ld tokens but the file holds %zu", path,
-			        (long)count, got);
+			rt_errf(err, errlen, "%s: truncated: the header says %s tokens but the file holds %s", path,
+			        rt_commas(count, (char[32]){0}), rt_commas((int64_t)got, (char[32]){0}));
 		free(tok);
 		return -1;
 	}
@@ -180,8 +195,8 @@ static int sync_dir(const char *path)
 int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *err, size_t errlen)
 {
 	if (n < 0 || n > INT32_MAX) {
-		rt_errf(err, errlen, "%s: %lld tokens do not fit a shard (at most %ld: the header's count is an int32)", path,
-		        (long long)n, (long)INT32_MAX);
+		rt_errf(err, errlen, "%s: %s tokens do not fit a shard (at most %s: the header's count is an int32)", path,
+		        rt_commas(n, (char[32]){0}), rt_commas(INT32_MAX, (char[32]){0}));
 		return -1;
 	}
 	size_t plen = strlen(path);
@@ -194,7 +209,7 @@ int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *er
 	memcpy(tmp + plen, ".tmp", 5);
 	FILE *f = fopen(tmp, "wb");
 	if (!f) {
-		rt_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
 		free(tmp);
 		return -1;
 	}
@@ -217,13 +232,13 @@ int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *er
 	if (fclose(f) && ok)
 		ok = false, werr = errno;
 	if (!ok) {
-		rt_errf(err, errlen, "%s: cannot write: %s", tmp, strerror(werr));
+		rt_errf(err, errlen, "%s: cannot write: %s", path, strerror(werr));
 		remove(tmp);
 		free(tmp);
 		return -1;
 	}
 	if (rename(tmp, path)) {
-		rt_errf(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot replace: %s", path, strerror(errno));
 		remove(tmp);
 		free(tmp);
 		return -1;

@@ -26,6 +26,9 @@
 
 /* vsnprintf's message into err, unless err is NULL or errlen 0. */
 void rt_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A count as messages write it, "124,439,808", into buf (32 bytes), which it returns: the
+ * compiler's mgl_commas, for the runtime, which knows the compiler only through plan/. */
+const char *rt_commas(int64_t v, char *buf);
 
 /* ---------------------------------------------------------------- JSON strings (json.c) */
 
@@ -71,6 +74,9 @@ RtTokenizer *rt_tok_bytes(void);                                   /* ids 0..255
 RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen);
 int rt_tok_vocab(const RtTokenizer *t);                            /* 256 or 50257 */
 int rt_tok_eot(const RtTokenizer *t);                              /* <|endoftext|>, or -1 */
+/* GPT-2's: the SHA-256 of encoder.json and of vocab.bpe as read, in hex, separated by a
+ * space (what sha256sum prints for each); NULL for bytes. */
+const char *rt_tok_digest(const RtTokenizer *t);
 /* Appends text's ids to *ids (malloc'd, grown as needed; *n ids, *cap capacity). */
 int rt_tok_encode(RtTokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap);
 /* The text of ids (malloc'd, NUL-terminated, *len bytes). */
@@ -119,10 +125,14 @@ typedef struct {
 	const char *model;                 /* the model's name: a name as the language has them */
 	const char *source;                /* the .mgl file's text */
 	const char *preset, *set;          /* as given to mgl train ("": none) */
-	const char *tokenizer;             /* "bytes", "gpt2" or "gpt2:DIR" */
+	const char *tokenizer;             /* "bytes", "gpt2" or "gpt2:DIR" (DIR absolute) */
+	const char *tokenizer_sha256;      /* with gpt2: rt_tok_digest of the files it was trained with */
 	bool has_state;                    /* step, adam_t, data_rng and seed are all present */
 	int64_t step, adam_t;              /* steps done, AdamW's step count (<= step) */
 	uint64_t data_rng, seed;           /* the training windows' stream, --seed */
+	bool has_schedule;                 /* steps, warmup, lr and min_lr are all present */
+	int64_t steps, warmup;             /* the learning-rate schedule it was trained with */
+	double lr, min_lr;
 } RtCkptMeta;
 
 /* Reads and checks every key of c's metadata that mgl writes (others are ignored): a
@@ -130,41 +140,66 @@ typedef struct {
  * format or tokenizer, adam_t beyond step) is -1 with err naming path and the key.
  * The strings point into c. */
 int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *err, size_t errlen);
-/* rt_ckpt_write with m's keys as the metadata (NULL strings, and the numbers without
- * has_state, left out). */
+/* rt_ckpt_write with m's keys as the metadata (NULL strings, the state's numbers without
+ * has_state and the schedule's without has_schedule, left out). */
 int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptMeta *m, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- training (train.c) */
 
 struct RtBackend;
 
+/* What rt_train does. The schedule (steps, lr, min_lr, warmup) may be left out: 0, or NAN
+ * for the rates. Then a resumed run keeps its checkpoint's, and a fresh one (or a resumed
+ * one from a checkpoint that does not record it) takes the defaults: RT_STEPS steps, lr
+ * RT_LR, min_lr lr / 10, warmup steps / 10 but at most 100. A schedule given that differs
+ * from the checkpoint's is used, and a note says what changed. */
+enum { RT_STEPS = 200 };
+#define RT_LR 6e-4
 typedef struct {
 	const char *data, *val;            /* token shards; val may be NULL */
 	int64_t steps;                     /* optimizer steps to reach (counting a resumed run's) */
-	int64_t stop_at;                   /* stop after this step, keeping the schedule of `steps` (0: no) */
-	int64_t accum;                     /* micro-batches per optimizer step */
 	double lr, min_lr;                 /* peak and final learning rates (cosine between) */
 	int64_t warmup;                    /* steps of linear warm-up */
+	int64_t stop_at;                   /* stop after this step, keeping the schedule of `steps` (0: no) */
+	int64_t accum;                     /* micro-batches per optimizer step */
 	double weight_decay, beta1, beta2, eps, clip;
 	uint64_t seed;
-	int64_t eval_every, eval_batches;  /* 0: evaluate only at the end */
+	int64_t eval_every, eval_batches;  /* with val; 0: every steps / 10 (at least 1), 8 batches */
 	int64_t save_every;                /* 0: save only at the end (and on SIGINT) */
 	const char *save_dir, *resume_dir, *log_path;
 	/* what a checkpoint records so `mgl sample` and `--resume` can rebuild the model */
-	const char *model_name, *model_source, *preset, *set, *tokenizer;
-	bool progress;                     /* a progress line (terminals) */
+	const char *model_name, *model_source, *preset, *set;
+	const char *tokenizer;             /* "bytes" or "gpt2:DIR" (DIR absolute); NULL: a resumed run's
+					      checkpoint's, else bytes */
+	const char *tokenizer_sha256;      /* with gpt2: rt_tok_digest of its files */
+	/* what is said, on msgs (stderr; NULL: nothing): a start line once everything is checked,
+	 * "resuming from step N", a progress line, the evaluations, and on the cpu, before a
+	 * first step of more than a few seconds, how long a step should take */
+	FILE *msgs;
+	bool progress;                     /* msgs is a terminal: a progress line rewritten every step */
+	int64_t log_every;                 /* also a line of its own every N steps (0: off a terminal,
+					      one every RT_PROGRESS_SECONDS of training) */
+	int64_t nparams;                   /* the model's parameters, for the start line */
+	double flops;                      /* a rank's FLOPs per micro-batch, for the estimate (0: none) */
 	const char *dump_first;            /* DIR: the initial weights and the first gradients */
 } RtTrainOpts;
+enum { RT_PROGRESS_SECONDS = 10 };
 
 typedef struct {
-	int64_t steps_done;
+	int64_t steps_done;                /* the steps this run trained */
+	int64_t last_step;                 /* the step reached (of the whole training, resumed or not) */
 	double first_loss, last_loss, val_loss;   /* val_loss: NAN if never evaluated */
 	double unigram_loss;               /* the validation loss of predicting token frequencies */
 	double seconds;
 	bool interrupted;
 } RtTrainResult;
 
-/* Trains. 0 on success; -1 with err (already printed parts go to stderr). */
+/* Trains. 0 on success; -1 with err (what was said before it went to o->msgs).
+ *
+ * SIGINT (Ctrl-C) during training is acknowledged at once on o->msgs: the run stops after
+ * the step, evaluates and saves (with save_dir) and returns with res->interrupted. A second
+ * SIGINT ends the process at once with status 130, without saving: the checkpoint on disk
+ * stays the last whole one (a checkpoint being written is removed, never left half). */
 int rt_train(const MglPlan *plan, const struct RtBackend *be, const RtTrainOpts *o, RtTrainResult *res,
 	     char *err, size_t errlen);
 

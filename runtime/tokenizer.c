@@ -54,6 +54,7 @@ typedef struct { uint64_t hash; uint32_t key, klen, at, n; } CacheSlot;
 
 struct RtTokenizer {
 	int kind, vocab, eot;
+	char digest[2 * 64 + 2];   /* GPT-2: the SHA-256 of encoder.json and of vocab.bpe, in hex */
 	/* GPT-2: token i is bytes[off[i] .. off[i+1]) */
 	unsigned char *bytes;
 	size_t *off;
@@ -514,7 +515,58 @@ void rt_tok_free(RtTokenizer *t)
 	free(t);
 }
 
+const char *rt_tok_digest(const RtTokenizer *t) { return t->kind == TOK_GPT2 ? t->digest : NULL; }
+
 /* ---------------------------------------------------------------- loading: shared */
+
+/* SHA-256 (FIPS 180-4) of n bytes, as 64 hex digits into hex[65]: the checksum people
+ * compare tokenizer files by (sha256sum, examples/fetch_gpt2_tokenizer.sh). */
+static void sha256_hex(const unsigned char *p, size_t n, char *hex)
+{
+	static const uint32_t K[64] = {
+		0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+		0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+		0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+		0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+		0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+		0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+		0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+		0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+	uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+#define ROR(x, k) ((x) >> (k) | (x) << (32 - (k)))
+	/* the message, a 1 bit, zeros, and its length in bits: whole 64-byte blocks */
+	size_t blocks = (n + 8) / 64 + 1;
+	for (size_t blk = 0; blk < blocks; blk++) {
+		unsigned char b[64];
+		for (size_t i = 0; i < 64; i++) {
+			size_t at = blk * 64 + i;
+			b[i] = at < n ? p[at] : at == n ? 0x80 : 0;
+		}
+		if (blk == blocks - 1)
+			for (int i = 0; i < 8; i++)
+				b[56 + i] = (unsigned char)((uint64_t)n * 8 >> (56 - 8 * i));
+		uint32_t w[64], s[8];
+		for (int i = 0; i < 16; i++)
+			w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+		for (int i = 16; i < 64; i++)
+			w[i] = w[i - 16] + (ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 7] +
+			       (ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10));
+		memcpy(s, h, sizeof s);
+		for (int i = 0; i < 64; i++) {
+			uint32_t t1 = s[7] + (ROR(s[4], 6) ^ ROR(s[4], 11) ^ ROR(s[4], 25)) + ((s[4] & s[5]) ^ (~s[4] & s[6])) +
+				      K[i] + w[i];
+			uint32_t t2 = (ROR(s[0], 2) ^ ROR(s[0], 13) ^ ROR(s[0], 22)) + ((s[0] & s[1]) ^ (s[0] & s[2]) ^ (s[1] & s[2]));
+			memmove(s + 1, s, 7 * sizeof *s);
+			s[4] += t1;
+			s[0] = t1 + t2;
+		}
+		for (int i = 0; i < 8; i++)
+			h[i] += s[i];
+	}
+#undef ROR
+	for (int i = 0; i < 8; i++)
+		snprintf(hex + 8 * i, 9, "%08x", (unsigned)h[i]);
+}
 
 typedef struct {
 	RtTokenizer *t;
@@ -967,14 +1019,13 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-/* Reads a whole file (malloc'd); the hint when it is not there says where to get it. */
+/* Reads a whole file (malloc'd). */
 static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
 {
 	enum { LIMIT = 1 << 30 };   /* GPT-2's are 1 MB and 0.5 MB */
 	FILE *f = fopen(path, "rb");
 	if (!f) {
-		rt_errf(err, errlen, "%s: cannot open: %s (examples/fetch_gpt2_tokenizer.sh DIR fetches GPT-2's encoder.json "
-		        "and vocab.bpe)", path, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return NULL;
 	}
 	char *buf = NULL;
@@ -1018,6 +1069,9 @@ RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
 	size_t elen, vlen;
 	if (!(etext = read_file(epath, &elen, err, errlen)) || !(vtext = read_file(vpath, &vlen, err, errlen)))
 		goto bad;
+	sha256_hex((const unsigned char *)etext, elen, t->digest);
+	t->digest[64] = ' ';
+	sha256_hex((const unsigned char *)vtext, vlen, t->digest + 65);
 	L.t = t;
 	L.path = epath;
 	L.text = (const unsigned char *)etext;

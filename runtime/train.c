@@ -10,12 +10,15 @@
  * Everything that decides the numbers is a function of the seed and the step: the
  * batches (a splitmix64 stream whose state the checkpoint keeps), dropout (keyed by seed,
  * step, micro-batch and dp rank — not tp rank: every tp gives the same masks), and the
- * initial parameters (drawn whole and then sharded). A resumed run takes its seed from
- * the checkpoint. So tp 1, 2 and 4 give the same
+ * initial parameters (drawn whole and then sharded). A resumed run takes its seed, and
+ * unless told otherwise its schedule, from the checkpoint. So tp 1, 2 and 4 give the same
  * losses, and a resumed run continues exactly where it stopped.
  *
+ * Nothing is said before everything that can be refused was checked (the shards, the job,
+ * the checkpoint, the log, the save directory): then the start line, and the training.
  * A NaN or infinite loss stops the run with the step number; the last checkpoint, written
- * before the loss went bad, is left as it was. SIGINT finishes the step, saves, and stops.
+ * before the loss went bad, is left as it was. SIGINT finishes the step, saves, and stops;
+ * a second SIGINT stops at once (runtime.h).
  */
 #include "backend.h"
 
@@ -24,6 +27,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,13 +35,49 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ---------------------------------------------------------------- Ctrl-C */
+
+/* The handler may only touch these: the flag, write(2) and unlink(2). */
 static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+static int sig_fd = -1;                   /* where it says what it does (msgs), or -1 */
+static const char *sig_first, *sig_second;  /* what it says */
+static char saving[4096];                 /* the temporary file of a checkpoint being written */
+static volatile sig_atomic_t saving_now;
+
+static void say_now(const char *s)
+{
+	if (sig_fd >= 0 && s) {
+		ssize_t n = write(sig_fd, s, strlen(s));
+		(void)n;
+	}
+}
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	if (interrupted) {   /* the second: stop now; the checkpoint on disk is the last whole one */
+		if (saving_now)
+			unlink(saving);
+		say_now(sig_second);
+		_exit(130);
+	}
+	interrupted = 1;
+	say_now(sig_first);
+}
+
+/* ---------------------------------------------------------------- the run */
+
+/* The learning-rate schedule, as a checkpoint records it. */
+typedef struct {
+	int64_t steps, warmup;
+	double lr, min_lr;
+	bool known;           /* the checkpoint recorded it (those before it did not) */
+} Schedule;
 
 typedef struct {
 	RtJob *job;
 	const MglPlan *p;
-	const RtTrainOpts *o;
+	const RtTrainOpts *o;       /* the options with the schedule filled in */
 	RtShard train, val;
 	int tokens, targets, d_loss, loss, norm;   /* value ids */
 	int64_t B, T;
@@ -46,9 +86,26 @@ typedef struct {
 	int64_t step, adam_t;
 	int32_t *x, *y;             /* one dp rank's batch */
 	FILE *log;
+	char *tokenizer, *tok_sha;  /* what checkpoints record: the options', or the resumed one's */
+	char *resumed;              /* the checkpoint resumed from, or NULL */
+	Schedule was;               /* the resumed checkpoint's schedule */
+	double shown;               /* when a line was last printed */
 	char *err;
 	size_t errlen;
 } Train;
+
+/* Something said on msgs (printf), if anything is. */
+static void say(const Train *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const Train *t, const char *fmt, ...)
+{
+	if (!t->o->msgs)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(t->o->msgs, fmt, ap);
+	va_end(ap);
+	fflush(t->o->msgs);
+}
 
 static double now(void)
 {
@@ -78,13 +135,14 @@ static int fail(Train *t, const char *fmt, ...)
 static int check_shard(Train *t, const RtShard *s)
 {
 	int64_t vocab = t->p->vocab ? t->p->vocab : INT64_MAX;
+	char b1[32], b2[32];
 	if (s->ntokens < t->T + 1)
-		return fail(t, "%s: %lld tokens are fewer than one sequence of %lld needs", s->path,
-			    (long long)s->ntokens, (long long)t->T + 1);
+		return fail(t, "%s: %s tokens are fewer than one sequence of %s needs", s->path, rt_commas(s->ntokens, b1),
+			    rt_commas(t->T + 1, b2));
 	for (int64_t i = 0; i < s->ntokens; i++)
 		if (s->tokens[i] >= vocab)
-			return fail(t, "%s: token %d at position %lld is beyond the model's vocabulary (%lld)", s->path,
-				    s->tokens[i], (long long)i, (long long)vocab);
+			return fail(t, "%s: token %d at position %s is beyond the model's vocabulary (%s)", s->path,
+				    s->tokens[i], rt_commas(i, b1), rt_commas(vocab, b2));
 	return 0;
 }
 
@@ -196,9 +254,10 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 		}
 	const RtTrainOpts *o = t->o;
 	RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = o->model_name, .source = o->model_source ? o->model_source : "",
-			.preset = o->preset ? o->preset : "", .set = o->set ? o->set : "",
-			.tokenizer = o->tokenizer ? o->tokenizer : "bytes", .has_state = true, .step = t->step,
-			.adam_t = t->adam_t, .data_rng = t->data_rng, .seed = t->seed};
+			.preset = o->preset ? o->preset : "", .set = o->set ? o->set : "", .tokenizer = t->tokenizer,
+			.tokenizer_sha256 = t->tok_sha, .has_state = true, .step = t->step, .adam_t = t->adam_t,
+			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
+			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
 	char e[512];
 	int rc = rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e);
 	for (int i = 0; i < n; i++) {
@@ -244,7 +303,12 @@ static int save(Train *t)
 		return -1;
 	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
+	/* rt_ckpt_write's temporary file, for a second Ctrl-C to remove */
+	snprintf(saving, sizeof saving, "%s.tmp", path);
+	atomic_thread_fence(memory_order_seq_cst);   /* the name is whole before the handler may read it */
+	saving_now = strlen(path) + 4 < sizeof saving;
 	int rc = write_tensors(t, path, which, prefix, 3);
+	saving_now = 0;
 	free(path);
 	return rc;
 }
@@ -264,6 +328,28 @@ static int dump_first(Train *t)
 		rc = write_tensors(t, path, (const int[]){RT_PARAM_GRAD}, none, 1);
 	free(path);
 	return rc;
+}
+
+/* The tokenizer of a resumed checkpoint: the options' must be the same (by its files'
+ * hashes, wherever they are now), and where the options name none, it carries over. */
+static int same_tokenizer(Train *t, const char *path, const char *tok, const char *sha)
+{
+	if (!tok)
+		return 0;
+	if (!t->o->tokenizer) {
+		free(t->tokenizer);
+		t->tokenizer = strdup(tok);
+		free(t->tok_sha);
+		t->tok_sha = sha ? strdup(sha) : NULL;
+		return 0;
+	}
+	bool gpt2 = !strncmp(tok, "gpt2", 4), now_gpt2 = !strncmp(t->tokenizer, "gpt2", 4);
+	if (gpt2 != now_gpt2)
+		return fail(t, "%s was trained on %s tokens, not %s", path, gpt2 ? "GPT-2" : "byte", now_gpt2 ? "GPT-2's" : "bytes");
+	if (sha && t->tok_sha && strcmp(sha, t->tok_sha))
+		return fail(t, "%s was trained with other GPT-2 tokenizer files (SHA-256 %s) than --gpt2 gives (%s)", path, sha,
+			    t->tok_sha);
+	return 0;
 }
 
 static int resume(Train *t, const char *dir)
@@ -325,6 +411,9 @@ static int resume(Train *t, const char *dir)
 		t->adam_t = m.adam_t;
 		t->data_rng = m.data_rng;
 		t->seed = m.seed;
+		t->was = (Schedule){.steps = m.steps, .warmup = m.warmup, .lr = m.lr, .min_lr = m.min_lr,
+				    .known = m.has_schedule};
+		rc = same_tokenizer(t, path, m.tokenizer, m.tokenizer_sha256);
 	}
 	/* a checkpoint of a larger model holds tensors this one lacks: not the same model */
 	if (!rc && c.n != 3 * p->nparams) {
@@ -342,28 +431,31 @@ static int resume(Train *t, const char *dir)
 	}
 out:
 	rt_ckpt_free(&c);
-	free(path);
+	if (rc)
+		free(path);
+	else
+		t->resumed = path;
 	return rc;
 }
 
 /* ---------------------------------------------------------------- the loop */
 
-static double lr_at(const RtTrainOpts *o, int64_t step)
+static double lr_at(int64_t step, int64_t steps, int64_t warmup, double lr, double min_lr)
 {
-	if (step < o->warmup)
-		return o->lr * (double)(step + 1) / (double)o->warmup;
-	double span = (double)(o->steps - o->warmup);
-	double f = span > 0 ? (double)(step - o->warmup) / span : 1.0;
+	if (step < warmup)
+		return lr * (double)(step + 1) / (double)warmup;
+	double span = (double)(steps - warmup);
+	double f = span > 0 ? (double)(step - warmup) / span : 1.0;
 	if (f > 1)
 		f = 1;
-	return o->min_lr + 0.5 * (o->lr - o->min_lr) * (1 + cos(3.141592653589793 * f));
+	return min_lr + 0.5 * (lr - min_lr) * (1 + cos(3.141592653589793 * f));
 }
 
 static RtRun run_params(const Train *t, int64_t micro, bool train)
 {
 	const RtTrainOpts *o = t->o;
-	RtRun r = {.train = train, .lr = lr_at(o, t->step), .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps,
-		   .weight_decay = o->weight_decay, .clip = o->clip, .adam_t = t->adam_t};
+	RtRun r = {.train = train, .lr = lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr), .beta1 = o->beta1,
+		   .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay, .clip = o->clip, .adam_t = t->adam_t};
 	r.key = rt_mix64(t->seed ^ rt_mix64((uint64_t)t->step * 4096 + (uint64_t)micro));
 	r.last_micro = micro == o->accum - 1;
 	return r;
@@ -391,21 +483,136 @@ static void zero_grads(Train *t)
 			t->job->be->zero(&t->job->ranks[r], t->p->params[i].grad);
 }
 
-static void progress(const Train *t, double loss, double tok_s, double left)
+/* "0:07", "12:34", "1:02:03" */
+static const char *clock_str(double s, char *buf)
 {
-	if (!t->o->progress)
-		return;
-	fprintf(stderr, "\rstep %lld/%lld | loss %.4f | %.0f tok/s | %d:%02d left   ", (long long)t->step,
-		(long long)t->o->steps, loss, tok_s, (int)(left / 60), (int)left % 60);
-	fflush(stderr);
+	long n = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+	if (n >= 3600)
+		snprintf(buf, 32, "%ld:%02ld:%02ld", n / 3600, n / 60 % 60, n % 60);
+	else
+		snprintf(buf, 32, "%ld:%02ld", n / 60, n % 60);
+	return buf;
 }
 
-int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtTrainResult *res, char *err,
+/* After a step: on a terminal, the progress line rewritten; a line of its own every
+ * --log-every steps, or off a terminal when nothing was said for RT_PROGRESS_SECONDS (so a
+ * pipe or a log file sees the run move); an evaluation's line whenever there is one. */
+static void progress(Train *t, double loss, double tok_s, double left, double val, int64_t end)
+{
+	const RtTrainOpts *o = t->o;
+	char b1[32], b2[32], b3[32], b4[32], line[160];
+	const char *step = rt_commas(t->step, b3), *of = rt_commas(end, b4);
+	snprintf(line, sizeof line, "step %s/%s | loss %.4f | %s tok/s | %s left", step, of, loss,
+		 rt_commas((int64_t)(tok_s + 0.5), b1), clock_str(left, b2));
+	bool own = o->log_every ? t->step % o->log_every == 0 : !o->progress && now() - t->shown >= RT_PROGRESS_SECONDS;
+	const char *cr = o->progress ? "\r" : "", *pad = o->progress ? "          " : "";
+	if (!isnan(val))   /* on a terminal or not: the loss falling is the news */
+		say(t, "%sstep %s/%s: loss %.4f, validation loss %.4f (perplexity %.2f)%s\n", cr, step, of, loss, val,
+		    exp(val), pad);
+	else if (own)
+		say(t, "%s%s%s\n", cr, line, pad);
+	if (!isnan(val) || own)
+		t->shown = now();
+	if (o->progress)
+		say(t, "\r%s   ", line);
+}
+
+/* The schedule: as given, else the resumed checkpoint's, else the defaults (runtime.h);
+ * into note, what a resumed run changes of its checkpoint's ("" if nothing). */
+static void schedule(Train *t, RtTrainOpts *o, char *note, size_t cap)
+{
+	note[0] = 0;
+	const Schedule *was = t->was.known ? &t->was : NULL;
+	bool given_steps = o->steps > 0, given_warmup = o->warmup > 0, given_lr = !isnan(o->lr),
+	     given_min = !isnan(o->min_lr);
+	if (!o->steps)
+		o->steps = was ? was->steps : RT_STEPS;
+	if (isnan(o->lr))
+		o->lr = was ? was->lr : RT_LR;
+	if (isnan(o->min_lr))
+		o->min_lr = was ? was->min_lr : o->lr / 10;
+	if (!o->warmup)
+		o->warmup = was ? was->warmup : o->steps / 10 < 100 ? o->steps / 10 : 100;
+	if (!o->eval_every && o->val)
+		o->eval_every = o->steps / 10 ? o->steps / 10 : 1;
+	if (!was || (o->steps == was->steps && o->warmup == was->warmup && o->lr == was->lr && o->min_lr == was->min_lr))
+		return;
+	char what[256] = "";
+	size_t n = 0;
+#define DIFF(cond, ...) if (cond) n += (size_t)snprintf(what + n, sizeof what - n, __VA_ARGS__)
+	DIFF(o->steps != was->steps, "%s--steps %lld (it had %lld)", n ? ", " : "", (long long)o->steps, (long long)was->steps);
+	DIFF(o->warmup != was->warmup, "%s--warmup %lld (it had %lld)", n ? ", " : "", (long long)o->warmup,
+	     (long long)was->warmup);
+	DIFF(o->lr != was->lr, "%s--lr %g (it had %g)", n ? ", " : "", o->lr, was->lr);
+	DIFF(o->min_lr != was->min_lr, "%s--min-lr %g (it had %g)", n ? ", " : "", o->min_lr, was->min_lr);
+#undef DIFF
+	double now_lr = lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr),
+	       was_lr = lr_at(t->step, was->steps, was->warmup, was->lr, was->min_lr);
+	snprintf(note, cap, "mgl: note: the learning-rate schedule is not the checkpoint's: %s; step %s runs at lr %.3g "
+		 "instead of %.3g\n  hint: leave out %s%s%s%sto keep the checkpoint's schedule\n", what,
+		 rt_commas(t->step + 1, (char[32]){0}), now_lr, was_lr, given_steps ? "--steps " : "",
+		 given_warmup ? "--warmup " : "", given_lr ? "--lr " : "", given_min ? "--min-lr " : "");
+}
+
+/* On the cpu, before a first step of more than a few seconds: how long one should take,
+ * from the plan's FLOPs and this machine's measured GEMM rate. */
+static void estimate(Train *t, const RtBackend *be)
+{
+	const RtTrainOpts *o = t->o;
+	if (be != &rt_cpu_backend || o->flops <= 0 || !o->msgs)
+		return;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	double share = (double)t->job->nranks / (double)(cores > 0 ? cores : 1);   /* ranks per core */
+	double flops = o->flops * (double)o->accum * (share > 1 ? share : 1);
+	if (flops < 1e9)   /* a GFLOP: under a second at any rate this backend reaches; say nothing */
+		return;
+	int64_t n = 0, k = 0;   /* the largest matrix: the GEMM most of a step's time goes to */
+	for (int i = 0; i < t->p->nparams; i++) {
+		const MglPlanParam *q = &t->p->params[i];
+		if (q->rank == 2 && q->shape[0] * q->shape[1] > n * k)
+			n = q->shape[0], k = q->shape[1];
+	}
+	double rate = rt_cpu_gemm_rate(n, k), secs = rate > 0 ? flops / rate : 0;
+	if (secs < 5)
+		return;
+	char when[32], ranks[64] = "";
+	if (secs < 60)
+		snprintf(when, sizeof when, "%.0f s", secs);
+	else if (secs < 3600)
+		snprintf(when, sizeof when, "%.0f min", secs / 60);
+	else
+		snprintf(when, sizeof when, "%.1f h", secs / 3600);
+	if (t->job->nranks > 1)
+		snprintf(ranks, sizeof ranks, " on each of %d ranks, %ld core%s,", t->job->nranks, cores, cores == 1 ? "" : "s");
+	say(t, "mgl: a step will take about %s on this cpu (%.3g GFLOP%s at about %.1f GFLOP/s a core)\n", when,
+	    o->flops * (double)o->accum / 1e9, ranks, rate / 1e9);
+}
+
+/* What the handler will say, and where; the handler is installed. */
+static void catch_sigint(const Train *t, struct sigaction *old)
+{
+	static char first[256];
+	snprintf(first, sizeof first, "\nmgl: Ctrl-C: stopping after this step%s; Ctrl-C again to stop now%s\n",
+		 t->o->save_dir ? " and saving" : "", t->o->save_dir ? " without saving" : "");
+	sig_first = first;
+	sig_second = t->o->save_dir ? "\nmgl: stopped now, without saving (a checkpoint saved before is as it was)\n"
+				    : "\nmgl: stopped now\n";
+	sig_fd = t->o->msgs ? fileno(t->o->msgs) : -1;
+	interrupted = 0;
+	struct sigaction sa = {0};
+	sa.sa_handler = on_sigint;
+	sigaction(SIGINT, &sa, old);
+}
+
+int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, RtTrainResult *res, char *err,
 	     size_t errlen)
 {
+	RtTrainOpts oo = *opts, *o = &oo;
 	Train t = {.p = plan, .o = o, .err = err, .errlen = errlen, .B = plan->batch, .T = plan->seq, .seed = o->seed};
 	memset(res, 0, sizeof *res);
 	res->val_loss = res->unigram_loss = NAN;
+	t.tokenizer = strdup(o->tokenizer ? o->tokenizer : "bytes");
+	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
 	t.tokens = rt_value(plan, "tokens");
 	t.targets = rt_value(plan, "targets");
 	t.d_loss = rt_value(plan, "d_loss");
@@ -413,11 +620,13 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 	int ninputs = 0;
 	for (int v = 0; v < plan->nvalues; v++)
 		ninputs += plan->values[v].role == MGL_V_INPUT;
-	if (t.tokens < 0 || t.targets < 0 || t.d_loss < 0 || ninputs != 3)
-		return fail(&t, "mgl train feeds language models whose inputs are tokens and targets (as "
-			    "models/gpt2.mgl's); this model's inputs differ");
-	t.loss = plan->loss;
 	int rc = -1;
+	if (t.tokens < 0 || t.targets < 0 || t.d_loss < 0 || ninputs != 3) {
+		fail(&t, "mgl train feeds language models whose inputs are tokens and targets (as models/gpt2.mgl's); "
+		     "this model's inputs differ");
+		goto out;
+	}
+	t.loss = plan->loss;
 	double t0 = now();
 	if (rt_shard_read(o->data, &t.train, err, errlen) || check_shard(&t, &t.train))
 		goto out;
@@ -430,19 +639,17 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 	t.x = malloc((size_t)(t.B * t.T) * sizeof *t.x);
 	t.y = malloc((size_t)(t.B * t.T) * sizeof *t.y);
 	t.data_rng = rt_mix64(t.seed ^ 0x64617461ull);
-	if (o->resume_dir) {
-		if (resume(&t, o->resume_dir))
-			goto out;
-	} else {
-		for (int i = 0; i < plan->nparams; i++)
-			init_param(&t, i);
+	if (o->resume_dir && resume(&t, o->resume_dir))
+		goto out;
+	char note[512];
+	schedule(&t, o, note, sizeof note);
+	if (t.step >= o->steps) {
+		fail(&t, "the checkpoint is at step %s already: give --steps beyond it to train more",
+		     rt_commas(t.step, (char[32]){0}));
+		goto out;
 	}
 	if (o->log_path && !(t.log = fopen(o->log_path, t.step ? "a" : "w"))) {
 		fail(&t, "cannot write the log '%s': %s", o->log_path, strerror(errno));
-		goto out;
-	}
-	if (t.step >= o->steps) {
-		fail(&t, "the checkpoint is at step %lld already: give --steps beyond it to train more", (long long)t.step);
 		goto out;
 	}
 	for (int k = 0; k < 2; k++) {   /* now, not after the training */
@@ -452,12 +659,25 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		if (dir && !path)
 			goto out;
 	}
-	interrupted = 0;
-	struct sigaction sa = {0}, old;
-	sa.sa_handler = on_sigint;
-	sigaction(SIGINT, &sa, &old);
+
+	/* everything checked: say what runs; from now on Ctrl-C stops after a step (the first
+	 * one too, if it comes before it) */
+	struct sigaction old;
+	catch_sigint(&t, &old);
+	char b1[32], b2[32];
+	say(&t, "mgl: training %s%s%s (%s parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %s step%s\n",
+	    o->model_name ? o->model_name : plan->model, o->preset ? " " : "", o->preset ? o->preset : "",
+	    rt_commas(o->nparams, b1), be->name, plan->tp, plan->dp, plan->sp ? ", sequence parallel" : "",
+	    (long long)plan->batch, (long long)plan->seq, rt_commas(o->steps, b2), o->steps == 1 ? "" : "s");
+	if (t.resumed)
+		say(&t, "mgl: resuming from step %s (%s)\n%s", rt_commas(t.step, b1), t.resumed, note);
+	else
+		for (int i = 0; i < plan->nparams; i++)
+			init_param(&t, i);
+	estimate(&t, be);
 
 	double tstart = now();
+	t.shown = tstart;
 	int64_t first = t.step;
 	int64_t end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
 	while (t.step < end) {
@@ -474,8 +694,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		if (o->dump_first && t.step == first && dump_first(&t))
 			goto restore;
 		if (!isfinite(loss)) {
-			fail(&t, "the loss is %s at step %lld; stopping%s%s", isnan(loss) ? "NaN" : "infinite",
-			     (long long)t.step + 1, o->save_dir ? " (the last checkpoint in " : "",
+			fail(&t, "the loss is %s at step %s; stopping%s%s", isnan(loss) ? "NaN" : "infinite",
+			     rt_commas(t.step + 1, (char[32]){0}), o->save_dir ? " (the last checkpoint in " : "",
 			     o->save_dir ? o->save_dir : "");
 			if (o->save_dir)
 				strncat(err, " is from before it)", errlen - strlen(err) - 1);
@@ -509,11 +729,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 			fflush(t.log);
 		}
 		double left = (now() - tstart) / (double)(t.step - first) * (double)(end - t.step);
-		progress(&t, loss, tok_s, left);
-		if (!isnan(val))   /* on a terminal or not: the loss falling is the news */
-			fprintf(stderr, "%sstep %lld/%lld: loss %.4f, validation loss %.4f (perplexity %.2f)%s\n",
-				o->progress ? "\r" : "", (long long)t.step, (long long)end, loss, val, exp(val),
-				o->progress ? "          " : "");
+		progress(&t, loss, tok_s, left, val, end);
 		if (o->save_dir && ((o->save_every > 0 && t.step % o->save_every == 0) || last))
 			if (save(&t))
 				goto restore;
@@ -523,12 +739,14 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *o, RtT
 		}
 	}
 	if (o->progress)
-		fprintf(stderr, "\n");
-	res->steps_done = t.step;
+		say(&t, "\n");
+	res->steps_done = t.step - first;
+	res->last_step = t.step;
 	res->seconds = now() - t0;
 	rc = 0;
 restore:
 	sigaction(SIGINT, &old, NULL);
+	sig_fd = -1;
 out:
 	if (t.log)
 		fclose(t.log);
@@ -537,5 +755,8 @@ out:
 	rt_shard_free(&t.val);
 	free(t.x);
 	free(t.y);
+	free(t.tokenizer);
+	free(t.tok_sha);
+	free(t.resumed);
 	return rc;
 }

@@ -1,7 +1,9 @@
 #!/bin/sh
-# tests/cli.sh — the command line as a user meets it: help, version, exit statuses, and
-# the inputs that are not model text at all (missing, empty, huge, binary, a directory);
-# then compile, explain and dot, whose graphs must render with Graphviz's dot.
+# tests/cli.sh — the command line as a user meets it: help, version, exit statuses, mistyped
+# options, and the inputs that are not model text at all (missing, empty, huge, binary, a
+# directory); then compile, explain and dot, whose graphs must render with Graphviz's dot;
+# and what a new user meets first: that `make deps-test` installs what the tests run, and
+# that the docs link only to what the repository holds.
 # usage: tests/cli.sh MGL
 mgl=${1:?usage: tests/cli.sh MGL}
 . "$(dirname "$0")/lib.sh"
@@ -15,6 +17,16 @@ expect 0 'usage: mgl check FILE'               -- help check
 expect 2 "unknown command 'chek'"              -- chek models/gpt2.mgl
 expect 2 "did you mean 'mgl check'"            -- chek models/gpt2.mgl
 expect 2 "unknown option '--presett'"          -- check models/gpt2.mgl --presett 124m
+# a mistyped option gets the closest one the command takes; another command's, who takes it
+expect 2 "hint: did you mean '--preset'\?"    -- check models/gpt2.mgl --presett 124m
+expect 2 "hint: did you mean '--steps'\?"     -- train models/gpt2.mgl --step 3
+expect 2 "hint: did you mean '--bytes'\?"     -- tokenize README.md --byte -o "$tmp/x.bin"
+expect 2 "hint: see 'mgl train --help'"       -- train models/gpt2.mgl --learning-rate 3
+expect 2 "mgl check has no option '--tp'"      -- check models/gpt2.mgl --tp 2
+expect 2 "it is an option of mgl compile, explain, dot and train" -- check models/gpt2.mgl --tp 2
+# limits are integers with separators, never 1.67772e+07
+expect 2 "--tokens takes a whole number from 1 to 16,777,216, not '0'" -- sample x --tokens 0
+expect 2 "--clip takes a number from 0 to 1,000,000, not '-1'" -- train models/gpt2.mgl --clip -1
 expect 2 "option '--preset' needs a value"     -- check models/gpt2.mgl --preset
 expect 2 'no model file given'                 -- check
 expect 2 "unexpected argument 'extra'"         -- check models/gpt2.mgl extra
@@ -65,6 +77,9 @@ expect 2 "--tp takes a whole number from 1 to 4,096, not 'x'" -- compile models/
 expect 1 'gpt2.mgl:[0-9]+:[0-9]+: error: 12 heads cannot be split over --tp 8' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
 expect 1 'hint: --tp must divide 12: 1, 2, 3, 4, 6, 12$' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
 check 'a failed compile -o leaves no plan, whole or part' sh -c '! ls -A "$1" | grep tp8' - "$tmp"
+# a file that cannot be written is named as given, never as mgl's temporary file
+expect 1 "cannot write '$tmp/nope/g.plan': No such file" -- compile models/gpt2.mgl --preset tiny -o "$tmp/nope/g.plan"
+expect 1 "cannot write '$tmp/nope/g.dot': No such file" -- dot models/gpt2.mgl --preset tiny -o "$tmp/nope/g.dot"
 expect 2 "--seq 2048 is longer than the model's sequence" -- compile models/gpt2.mgl --seq 2048
 
 # explain: collectives per layer; with --sp the all-reduces become all-gathers and
@@ -74,6 +89,10 @@ expect 0 'a layer, fwd    0  +2  +2$'          -- explain models/gpt2.mgl --pres
 expect 0 '"collectives_per_layer": \{"forward": \{"all_reduce": 2, "all_gather": 0, "reduce_scatter": 0\}' -- explain models/gpt2.mgl --preset tiny --tp 2 --json
 expect 0 '"collectives_per_layer": \{"forward": \{"all_reduce": 0, "all_gather": 2, "reduce_scatter": 2\}' -- explain models/gpt2.mgl --preset tiny --tp 2 --sp --json
 expect 0 '^\{"model": "gpt2", "preset": "tiny", "tp": 2, ' -- explain models/gpt2.mgl --preset tiny --tp 2 --json
+# the same separators as check, and FLOPs in SI units (never 1.17e+12)
+expect 0 'parameters +62,708,736 on this rank \(model: 124,439,808; vocabulary padded 50,257 -> 50,432, 175 rows added\)' \
+	-- explain models/gpt2.mgl --tp 2
+expect 0 'flops +1.17 TFLOP forward \+ 2.34 TFLOP backward per micro-batch' -- explain models/gpt2.mgl --tp 2
 
 # dot: of a model and of a plan file; what it writes must render
 expect 0 '^digraph plan \{$'                   -- dot models/gpt2.mgl --preset tiny --tp 2
@@ -140,5 +159,41 @@ head -c 20000 "$tmp/gpt2.plan" >"$tmp/cut.plan"
 expect 1 "^mgl: error: $tmp/cut.plan:[0-9]+: "  -- dot "$tmp/cut.plan"
 sed '$d' "$tmp/gpt2.plan" >"$tmp/noend.plan"
 expect 1 "noend.plan:[0-9]+: the plan ends early \(truncated\?\)" -- dot "$tmp/noend.plan"
+
+# the quick start installs what the tests run: on a machine without Graphviz (a PATH with
+# no dot) and without root, `make deps-test` names the package to install
+deps_without_dot() {
+	mkdir -p "$tmp/bin"
+	for t in re2c pkg-config cc; do ln -sf "$(command -v $t)" "$tmp/bin/$t"; done
+	printf '#!/bin/sh\necho 1000\n' >"$tmp/bin/id" && chmod +x "$tmp/bin/id"
+	make=$(command -v make)
+	PATH="$tmp/bin" "$make" --no-print-directory -s deps-test >"$tmp/deps" 2>&1 && { echo "deps-test passed without dot"; return 1; }
+	grep -q 'sudo apt-get install -y.* graphviz' "$tmp/deps" || { cat "$tmp/deps"; return 1; }
+}
+check 'make deps-test installs Graphviz (or says how) for the dot tests' deps_without_dot
+
+# links_resolve: every relative link of README.md and docs/*.md names a file of the
+# repository (not one beside it, as ../shared/DESIGN.md was), and every #anchor a heading
+links_resolve() {
+	root=$(pwd -P) bad=0
+	for md in README.md docs/*.md; do
+		dir=$(dirname "$md")
+		for link in $(grep -o '\](\([^)#: ]*\)\(#[^) ]*\)\{0,1\})' "$md" | sed 's/^](//; s/)$//'); do
+			file=${link%%#*} anchor=
+			case $link in *'#'*) anchor=${link#*#} ;; esac
+			target=$md
+			[ -n "$file" ] && target=$dir/$file
+			if [ ! -e "$target" ] || case $(realpath "$target") in "$root"/*) false ;; *) true ;; esac; then
+				echo "$md: $link: no such file in the repository"; bad=1; continue
+			fi
+			[ -z "$anchor" ] || case $target in *.md) ;; *) continue ;; esac
+			[ -z "$anchor" ] && continue
+			sed -n 's/^#\{1,6\} //p' "$target" | tr 'A-Z' 'a-z' | sed 's/[^a-z0-9 _-]//g; s/ /-/g' |
+				grep -qx -- "$anchor" || { echo "$md: $link: no heading for #$anchor"; bad=1; }
+		done
+	done
+	return $bad
+}
+check 'the docs link only to files of the repository, and to headings that exist' links_resolve
 
 summary cli

@@ -346,7 +346,8 @@ START_TEST(overfits_one_batch)
 }
 END_TEST
 
-/* Stopping at step 6 and resuming gives steps 7-12 exactly as an uninterrupted run. */
+/* Stopping at step 6 and resuming gives steps 7-12 exactly as an uninterrupted run; the
+ * resumed run is given no schedule: it keeps the checkpoint's. */
 START_TEST(resume_is_exact)
 {
 	const char *data = shard("resume.bin", 20000, 3000);
@@ -364,12 +365,16 @@ START_TEST(resume_is_exact)
 	o.log_path = log_b;
 	train(NULL, t, &o, &r);
 	ck_assert_int_eq(r.steps_done, 6);
-	/* the schedule must be the 12-step one: resume with steps 12, at another tp */
+	/* the schedule must be the 12-step one, and the checkpoint's: resume without one, at another tp */
 	t.tp = 4;
 	o.stop_at = 0;
+	o.steps = o.warmup = 0;
+	o.lr = o.min_lr = NAN;
 	o.resume_dir = dir;
 	o.save_dir = NULL;
 	train(NULL, t, &o, &r);
+	ck_assert_int_eq(r.steps_done, 6);
+	ck_assert_int_eq(r.last_step, 12);
 	double a[12], b[12];
 	ck_assert_int_eq(read_losses(log_a, a, 12), 12);
 	ck_assert_int_eq(read_losses(log_b, b, 12), 12);
@@ -499,6 +504,9 @@ START_TEST(bad_metadata_is_refused)
 	snprintf(copy, sizeof copy, "%s/changed.safetensors", dir);
 	RtTrainOpts o = opts(shard("meta.bin", 5000, 500), 2);
 	o.save_dir = dir;
+	o.tokenizer = "gpt2:/nowhere";   /* recorded, not read: training reads token ids */
+	o.tokenizer_sha256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783 "
+			     "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5";
 	RtTrainResult r;
 	train(NULL, t, &o, &r);   /* step 2, adam_t 2 */
 	RtCkpt c;
@@ -524,6 +532,11 @@ START_TEST(bad_metadata_is_refused)
 		{"seed", "NaN", "not a whole number"},                      {"seed", "18446744073709551616", "to 18,446,744,073,709,551,615"},
 		{"step", NULL, "has no training state"},                    {"adam_t", NULL, "has no training state"},
 		{"data_rng", NULL, "has no training state"},                {"seed", NULL, "has no training state"},
+		/* the schedule, and the tokenizer's files, as mgl train records them */
+		{"steps", "-3", "not a whole number"},                      {"warmup", "0.5", "not a whole number"},
+		{"lr", "-1e-3", "not a number from 0 to 10"},               {"lr", "nan", "not a number from 0 to 10"},
+		{"min_lr", "1e3", "not a number from 0 to 10"},             {"min_lr", "", "not a number from 0 to 10"},
+		{"tokenizer_sha256", "00", "not two SHA-256 digests"},      {"tokenizer_sha256", "", "not two SHA-256 digests"},
 		{"format", "mgl-checkpoint 1", NULL},                       /* the control: resumes */
 	};
 	Compiled k;
@@ -548,7 +561,7 @@ START_TEST(bad_metadata_is_refused)
 		ck_assert_msg(!rt_ckpt_write(copy, c.t, c.n, keys, vals, n, err, sizeof err), "%s", err);
 		int rc = rt_train(p, &rt_cpu_backend, &o, &r, err, sizeof err);
 		if (!cases[i].says) {
-			ck_assert_msg(!rc && r.steps_done == 3, "the unchanged copy: %s", err);
+			ck_assert_msg(!rc && r.steps_done == 1 && r.last_step == 3, "the unchanged copy: %s", rc ? err : "");
 			continue;
 		}
 		const char *shown = cases[i].value ? cases[i].value : "(left out)";

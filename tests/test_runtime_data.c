@@ -128,8 +128,8 @@ START_TEST(shard_refuses_damage)
 		{"magic.bin", "not a token shard: the magic number is 20240326"},
 		{"version.bin", "token shard version 2, this build reads version 1"},
 		{"negative.bin", "the header's token count is negative (-5)"},
-		{"truncated.bin", "truncated: the header says 1000 tokens but the file holds 812"},
-		{"odd.bin", "truncated: the header says 1000 tokens but the file holds 999 tokens and 1 byte"},
+		{"truncated.bin", "truncated: the header says 1,000 tokens but the file holds 812"},
+		{"odd.bin", "truncated: the header says 1,000 tokens but the file holds 999 tokens and 1 byte"},
 		{"trailing.bin", "trailing bytes: the header says 10 tokens but the file holds 11"},
 		{"trailing1.bin", "trailing bytes: the header says 10 tokens but the file holds 10 tokens and 1 byte"},
 		{"dir.bin", "not a regular file (a directory)"},
@@ -160,7 +160,8 @@ START_TEST(shard_refuses_damage)
 	ck_assert(rt_shard_write(at("x.bin"), &t, -1, err, sizeof err));
 	ck_message(err, at("x.bin"), "do not fit a shard");
 	ck_assert(rt_shard_write(at("nowhere/x.bin"), &t, 1, err, sizeof err));
-	ck_message(err, at("nowhere/x.bin.tmp"), "cannot create");
+	ck_message(err, at("nowhere/x.bin"), "cannot create");
+	ck_assert_msg(!strstr(err, ".tmp"), "the message names the temporary file: %s", err);
 	remove_scratch();
 }
 END_TEST
@@ -205,6 +206,20 @@ static RtTokenizer *gpt2(void)
 	ck_assert_msg(t, "%s", err);
 	return t;
 }
+
+/* A checkpoint records the tokenizer's files by their SHA-256: OpenAI's files have the
+ * checksums tiktoken pins (tests/data/gpt2/README.md). */
+START_TEST(gpt2_digest)
+{
+	RtTokenizer *t = gpt2();
+	ck_assert_str_eq(rt_tok_digest(t), "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783 "
+					   "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5");
+	rt_tok_free(t);
+	t = rt_tok_bytes();
+	ck_assert_ptr_null(rt_tok_digest(t));
+	rt_tok_free(t);
+}
+END_TEST
 
 /* Appends code point c as UTF-8. */
 static size_t put_utf8(char *o, uint32_t c)
@@ -498,6 +513,8 @@ START_TEST(gpt2_small_vocabulary)
 	ck_assert_msg(t, "%s", err);
 	ck_assert_int_eq(rt_tok_vocab(t), 261);
 	ck_assert_int_eq(rt_tok_eot(t), 260);
+	/* the files' SHA-256 (sha256sum's), vocab.bpe's in the second half */
+	ck_assert_str_eq(rt_tok_digest(t) + 65, "62895a30701c3afdf51ab4c2e7c76f605f15472de71ca4486e6ffb097565aa60");
 	int32_t *ids = NULL;
 	size_t n = 0, cap = 0;
 	/* ids 0..255 are the bytes, in order: "hello" merges all the way, " hell" keeps its
@@ -607,6 +624,7 @@ int main(void)
 	tcase_add_test(shards, shard_refuses_damage);
 	tcase_add_test(bytes, bytes_round_trip);
 	tcase_add_test(gpt, gpt2_matches_reference);
+	tcase_add_test(gpt, gpt2_digest);
 	tcase_add_test(gpt, gpt2_follows_encoder_py);
 	tcase_add_test(gpt, gpt2_long_and_random_text);
 	tcase_add_test(files, gpt2_small_vocabulary);
