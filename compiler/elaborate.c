@@ -538,13 +538,20 @@ static int elab_norm(Elab *E, Call *k)
 	return id;
 }
 
-/* gelu(x), tanh(x): one tensor to one of its shape, attributes from keywords */
-static int elab_unary(Elab *E, Call *k)
+/* gelu(x), mul(a, b), ...: f32 tensors of one shape to one of that shape, attributes from
+ * keywords */
+static int elab_elementwise(Elab *E, Call *k)
 {
 	int x = want_tensor(E, k, 0, MGL_F32, 0);
+	for (int i = 1; i < k->npos; i++) {
+		int y = want_tensor(E, k, i, MGL_F32, 0);
+		if (!same_shape(&node(E, y)->shape, &node(E, x)->shape))
+			shape_mismatch(E, arg_tok(k, i), mgl_fmt(E->a, "%s takes tensors of one shape", k->name), x, y);
+	}
 	int id = add_node(E, k->op, k->e->name, MGL_F32, shape_of(E, x), k->path);
 	kw_attrs(E, k, id);
-	add_input(E, id, x);
+	for (int i = 0; i < k->npos; i++)
+		add_input(E, id, k->pos[i].node);
 	return id;
 }
 
