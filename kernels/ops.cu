@@ -184,6 +184,45 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 	}
 }
 
+// a warp a row: 1 / root mean square of x[D]
+__device__ float row_rms(const void *x, int dt, i64 row, i64 D, float eps)
+{
+	float q = 0;
+	for (i64 k = threadIdx.x % 32; k < D; k += 32) {
+		float v = ld(x, dt, row * D + k);
+		q += v * v;
+	}
+	return rsqrtf(warp_sum(q) / (float)D + eps);
+}
+
+__global__ void k_rmsnorm(const void *x, int xdt, const float *w, void *y, int ydt, i64 M, i64 D, float eps)
+{
+	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
+	if (row >= M)
+		return;
+	float r = row_rms(x, xdt, row, D, eps);
+	for (i64 k = threadIdx.x % 32; k < D; k += 32)
+		st(y, ydt, row * D + k, ld(x, xdt, row * D + k) * r * w[k]);
+}
+
+// (dy, x, w) -> dx; dw added atomically (a gradient buffer)
+__global__ void k_rmsnorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
+			      float *dw, i64 M, i64 D, float eps)
+{
+	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
+	if (row >= M)
+		return;
+	float r = row_rms(x, xdt, row, D, eps), sgx = 0;
+	for (i64 k = threadIdx.x % 32; k < D; k += 32) {
+		float g = ld(dy, gdt, row * D + k), v = ld(x, xdt, row * D + k);
+		sgx += g * w[k] * v;
+		atomicAdd(&dw[k], g * v * r);
+	}
+	float m = warp_sum(sgx) / (float)D * r * r * r;
+	for (i64 k = threadIdx.x % 32; k < D; k += 32)
+		st(dx, dxdt, row * D + k, r * ld(dy, gdt, row * D + k) * w[k] - m * ld(x, xdt, row * D + k));
+}
+
 __global__ void k_gelu(const void *x, int xdt, void *y, int ydt, i64 n)
 {
 	FOR_EACH(i, n) st(y, ydt, i, gelu_f(ld(x, xdt, i)));

@@ -356,6 +356,52 @@ static void op_layernorm_bwd(Ctx *c)
 	}
 }
 
+/* 1 / root mean square of row x[D] */
+static real rms_scale(const real *x, int64_t D, double eps)
+{
+	double ss = 0;
+	for (int64_t k = 0; k < D; k++)
+		ss += (double)x[k] * x[k];
+	return (real)(1.0 / sqrt(ss / (double)D + eps));
+}
+
+/* y[M, D] = x / rms(x) * w, as LLaMA (and Hugging Face's LlamaRMSNorm) */
+static void op_rmsnorm(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	int64_t M = rt_rows(x), D = rt_last(x);
+	const real *X = F(c->r, IN(0)), *w = F(c->r, IN(1));
+	real *Y = F(c->r, OUT(0));
+	for (int64_t i = 0; i < M; i++) {
+		real r = rms_scale(X + i * D, D, c->s->attr.eps);
+		for (int64_t k = 0; k < D; k++)
+			Y[i * D + k] = X[i * D + k] * r * w[k];
+	}
+}
+
+/* (dy, x, w) -> dx, dw (+=): dx = r (dy w) - r^3 x mean(dy w x), dw += dy x r */
+static void op_rmsnorm_bwd(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(1));
+	int64_t M = rt_rows(x), D = rt_last(x);
+	const real *dY = F(c->r, IN(0)), *X = F(c->r, IN(1)), *w = F(c->r, IN(2));
+	real *dX = F(c->r, OUT(0)), *dw = F(c->r, OUT(1));
+	if (!ACC(1))
+		memset(dw, 0, (size_t)D * sizeof *dw);
+	for (int64_t i = 0; i < M; i++) {
+		const real *xi = X + i * D, *gi = dY + i * D;
+		real r = rms_scale(xi, D, c->s->attr.eps);
+		double sgx = 0;   /* the sum of dy*w*x */
+		for (int64_t k = 0; k < D; k++) {
+			sgx += (double)gi[k] * w[k] * xi[k];
+			dw[k] += gi[k] * xi[k] * r;
+		}
+		real m = (real)(sgx / (double)D) * r * r * r;
+		for (int64_t k = 0; k < D; k++)
+			dX[i * D + k] = r * gi[k] * w[k] - m * xi[k];
+	}
+}
+
 /* GPT-2's gelu: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 static const real GELU_C = 0.7978845608028654f;
 
@@ -834,7 +880,8 @@ static OpFn *const ops[MGL_OP_COUNT] = {
 	[MGL_OP_CE_BWD] = op_ce_bwd,             [MGL_OP_ALL_REDUCE] = op_all_reduce,
 	[MGL_OP_ALL_GATHER] = op_all_gather,     [MGL_OP_REDUCE_SCATTER] = op_reduce_scatter,
 	[MGL_OP_SLICE] = op_slice,               [MGL_OP_GRAD_NORM] = op_grad_norm,
-	[MGL_OP_ADAMW] = op_adamw,
+	[MGL_OP_ADAMW] = op_adamw,               [MGL_OP_RMSNORM] = op_rmsnorm,
+	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,
 };
 
 static bool cpu_runs(MglOp op) { return ops[op] != NULL; }

@@ -16,7 +16,7 @@
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(bias_grad) X(layernorm) \
 	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(sum_to) X(attention) \
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
-	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw)
+	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd)
 
 enum {
 #define X(k) K_##k,
@@ -212,6 +212,30 @@ static int op_layernorm_bwd(CudaCtx *c)
 	if (!ACC(2))
 		CK(cudaMemsetAsync(db, 0, (size_t)D * 4, d->compute));
 	return launch(r, K_layernorm_bwd, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &dw, &db, &M, &D, &eps));
+}
+
+static int op_rmsnorm(CudaCtx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	int64_t M = rt_rows(x), D = rt_last(x);
+	float eps = (float)c->s->attr.eps;
+	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
+	void *X = P(c->r, IN(0)), *w = P(c->r, IN(1)), *y = P(c->r, OUT(0));
+	return launch(c->r, K_rmsnorm, M, 32, ARGS(&X, &xdt, &w, &y, &ydt, &M, &D, &eps));
+}
+
+static int op_rmsnorm_bwd(CudaCtx *c)
+{
+	Dev *d = c->r->mem;
+	RtRank *r = c->r;
+	const MglValue *x = val(r, IN(1));
+	int64_t M = rt_rows(x), D = rt_last(x);
+	float eps = (float)c->s->attr.eps;
+	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0));
+	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1));
+	if (!ACC(1))
+		CK(cudaMemsetAsync(dw, 0, (size_t)D * 4, d->compute));
+	return launch(r, K_rmsnorm_bwd, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &dw, &M, &D, &eps));
 }
 
 /* gelu, tanh: y = f(x) */
@@ -530,5 +554,6 @@ CudaOpFn *const cuda_ops[MGL_OP_COUNT] = {
 	[MGL_OP_CE_BWD] = op_ce_bwd,             [MGL_OP_ALL_REDUCE] = op_all_reduce,
 	[MGL_OP_ALL_GATHER] = op_all_gather,     [MGL_OP_REDUCE_SCATTER] = op_reduce_scatter,
 	[MGL_OP_SLICE] = op_slice,               [MGL_OP_GRAD_NORM] = op_grad_norm,
-	[MGL_OP_ADAMW] = op_adamw,
+	[MGL_OP_ADAMW] = op_adamw,               [MGL_OP_RMSNORM] = op_rmsnorm,
+	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,
 };
