@@ -84,6 +84,12 @@ __device__ __forceinline__ float gelu_b(float g, float v)
 	return g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
 }
 __device__ __forceinline__ float tanh_b(float g, float y) { return g * (1.0f - y * y); }
+__device__ __forceinline__ float silu_f(float v) { return v / (1.0f + __expf(-v)); }
+__device__ __forceinline__ float silu_b(float g, float v)
+{
+	float s = 1.0f / (1.0f + __expf(-v));
+	return g * s * (1.0f + v * (1.0f - s));
+}
 __device__ __forceinline__ float drop(float v, i64 global, unsigned seed, double p, const struct Run *run)
 {
 	if (!run->train || p <= 0)

@@ -444,6 +444,27 @@ static void op_tanh_bwd(Ctx *c)
 		o[i] = g[i] * (1.0f - y[i] * y[i]);
 }
 
+/* silu(x) = x sigmoid(x) (the gate of LLaMA's SwiGLU); silu' = s (1 + x (1 - s)) */
+static void op_silu(Ctx *c)
+{
+	int64_t n = mgl_numel(val(c->r, IN(0)));
+	const real *x = F(c->r, IN(0));
+	real *y = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++)
+		y[i] = x[i] / (1.0f + exp(-x[i]));
+}
+
+static void op_silu_bwd(Ctx *c)
+{
+	int64_t n = mgl_numel(val(c->r, IN(0)));
+	const real *g = F(c->r, IN(0)), *x = F(c->r, IN(1));
+	real *o = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++) {
+		real s = 1.0f / (1.0f + exp(-x[i]));
+		o[i] = g[i] * s * (1.0f + x[i] * (1.0f - s));
+	}
+}
+
 /* y = x * keep / (1 - p), keep decided by the element's index in the whole tensor, so a
  * split value drops exactly what the unsplit one would. Backward: the same with dy. */
 static void op_dropout(Ctx *c)
@@ -881,7 +902,8 @@ static OpFn *const ops[MGL_OP_COUNT] = {
 	[MGL_OP_ALL_GATHER] = op_all_gather,     [MGL_OP_REDUCE_SCATTER] = op_reduce_scatter,
 	[MGL_OP_SLICE] = op_slice,               [MGL_OP_GRAD_NORM] = op_grad_norm,
 	[MGL_OP_ADAMW] = op_adamw,               [MGL_OP_RMSNORM] = op_rmsnorm,
-	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,
+	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,   [MGL_OP_SILU] = op_silu,
+	[MGL_OP_SILU_BWD] = op_silu_bwd,
 };
 
 static bool cpu_runs(MglOp op) { return ops[op] != NULL; }
