@@ -465,6 +465,16 @@ static void op_silu_bwd(Ctx *c)
 	}
 }
 
+/* out = a * b, of one shape */
+static void op_mul(Ctx *c)
+{
+	int64_t n = mgl_numel(val(c->r, OUT(0)));
+	const real *a = F(c->r, IN(0)), *b = F(c->r, IN(1));
+	real *o = F(c->r, OUT(0));
+	for (int64_t i = 0; i < n; i++)
+		o[i] = a[i] * b[i];
+}
+
 /* y = x * keep / (1 - p), keep decided by the element's index in the whole tensor, so a
  * split value drops exactly what the unsplit one would. Backward: the same with dy. */
 static void op_dropout(Ctx *c)
@@ -903,7 +913,7 @@ static OpFn *const ops[MGL_OP_COUNT] = {
 	[MGL_OP_SLICE] = op_slice,               [MGL_OP_GRAD_NORM] = op_grad_norm,
 	[MGL_OP_ADAMW] = op_adamw,               [MGL_OP_RMSNORM] = op_rmsnorm,
 	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,   [MGL_OP_SILU] = op_silu,
-	[MGL_OP_SILU_BWD] = op_silu_bwd,
+	[MGL_OP_SILU_BWD] = op_silu_bwd,         [MGL_OP_MUL] = op_mul,
 };
 
 static bool cpu_runs(MglOp op) { return ops[op] != NULL; }
