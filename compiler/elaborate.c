@@ -636,6 +636,27 @@ static int elab_attention(Elab *E, Call *k)
 	return id;
 }
 
+/* rope(x [batch, seq, D], heads: H, theta: base) -> [batch, seq, D]: each head's D / H
+ * features rotated in pairs, which takes an even number of them */
+static int elab_rope(Elab *E, Call *k)
+{
+	int x = want_tensor(E, k, 0, MGL_F32, 0);
+	if (node(E, x)->shape.rank != 3)
+		bad_arg(E, k, 0, k->pos[0], "a tensor of shape [batch, seq, features]");
+	int id = add_node(E, MGL_OP_ROPE, k->e->name, MGL_F32, shape_of(E, x), k->path);
+	kw_attrs(E, k, id);
+	int64_t D = last_dim(E, k, 0).n, H = node(E, id)->attr.heads;
+	if (D / H % 2) {
+		mgl_report(E->c, "error", kwarg_tok(k, "heads"), "rope rotates pairs of features, but %lld heads of %s "
+			   "features have %lld each", (long long)H, mgl_commas(D, (char[32]){0}), (long long)(D / H));
+		note_origin(E, *kwarg(k, "heads"));
+		mgl_hint(E->c, "each head needs an even number of features");
+		mgl_fail(E->c);
+	}
+	add_input(E, id, x);
+	return id;
+}
+
 /* select(x [batch, seq, ...], i): position i of the sequence -> [batch, ...] */
 static int elab_select(Elab *E, Call *k)
 {

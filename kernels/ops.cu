@@ -260,6 +260,22 @@ __global__ void k_dropout(const void *x, int xdt, void *y, int ydt, i64 outer, i
 	}
 }
 
+// Rotary embeddings on x [B, S, H * 2 half], a thread a pair: features i and i + half of a
+// head turned by s * theta^(-i / half) at position s (angles in double, as the cpu does);
+// dir -1 turns them back (rope_bwd)
+__global__ void k_rope(const void *x, int xdt, void *y, int ydt, i64 B, i64 S, i64 H, i64 half, double theta, int dir)
+{
+	FOR_EACH(l, B * S * H * half) {
+		i64 i = l % half, h = l / half % H, s = l / (half * H) % S, b = l / (half * H * S);
+		double sn, cs;
+		sincos((double)s * pow(theta, -(double)i / (double)half), &sn, &cs);
+		i64 o = (b * S + s) * H * 2 * half + h * 2 * half + i;
+		float x1 = ld(x, xdt, o), x2 = ld(x, xdt, o + half), c = (float)cs, n = (float)(dir * sn);
+		st(y, ydt, o, x1 * c - x2 * n);
+		st(y, ydt, o + half, x2 * c + x1 * n);
+	}
+}
+
 // out = a + b, b (or a) broadcast over leading dimensions: index i % size
 __global__ void k_add(const void *a, int adt, i64 na, const void *b, int bdt, i64 nb, void *out, int odt, i64 n)
 {

@@ -678,6 +678,32 @@ static void op_attention_bwd(Ctx *c)
 			}
 }
 
+/* Rotary position embeddings on x [B, S, H*dh] (this rank's heads), Hugging Face LLaMA's
+ * rotate_half form: in each head, feature i < dh/2 and feature i + dh/2 are a pair turned
+ * by the angle s * theta^(-2i/dh) at position s. rope_bwd turns them back (the rotation's
+ * transpose). The angles are computed in double: a float angle near 4,096 radians is off
+ * by up to 2.4e-4. */
+static void op_rope(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	int64_t B = x->shape[0], S = x->shape[1], D = x->shape[2], H = c->s->attr.heads, half = D / H / 2;
+	double sign = c->s->op == MGL_OP_ROPE_BWD ? -1 : 1;
+	const real *X = F(c->r, IN(0));
+	real *Y = F(c->r, OUT(0));
+	for (int64_t s = 0; s < S; s++)
+		for (int64_t i = 0; i < half; i++) {
+			double a = (double)s * pow(c->s->attr.theta, -(double)i / (double)half);
+			real cs = (real)cos(a), sn = (real)(sign * sin(a));
+			for (int64_t b = 0; b < B; b++)
+				for (int64_t h = 0; h < H; h++) {
+					int64_t o = (b * S + s) * D + h * 2 * half + i;
+					real x1 = X[o], x2 = X[o + half];
+					Y[o] = x1 * cs - x2 * sn;
+					Y[o + half] = x2 * cs + x1 * sn;
+				}
+		}
+}
+
 /* out[B, ...] = x[B, index, ...] */
 static void op_select(Ctx *c)
 {
@@ -914,6 +940,7 @@ static OpFn *const ops[MGL_OP_COUNT] = {
 	[MGL_OP_ADAMW] = op_adamw,               [MGL_OP_RMSNORM] = op_rmsnorm,
 	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,   [MGL_OP_SILU] = op_silu,
 	[MGL_OP_SILU_BWD] = op_silu_bwd,         [MGL_OP_MUL] = op_mul,
+	[MGL_OP_ROPE] = op_rope,                 [MGL_OP_ROPE_BWD] = op_rope,
 };
 
 static bool cpu_runs(MglOp op) { return ops[op] != NULL; }

@@ -16,7 +16,7 @@
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(bias_grad) X(layernorm) \
 	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(sum_to) X(attention) \
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
-	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd)
+	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope)
 
 enum {
 #define X(k) K_##k,
@@ -236,6 +236,17 @@ static int op_rmsnorm_bwd(CudaCtx *c)
 	if (!ACC(1))
 		CK(cudaMemsetAsync(dw, 0, (size_t)D * 4, d->compute));
 	return launch(r, K_rmsnorm_bwd, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &dw, &M, &D, &eps));
+}
+
+/* rope and rope_bwd (the rotation turned back) */
+static int op_rope(CudaCtx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	int64_t B = x->shape[0], S = x->shape[1], H = c->s->attr.heads, half = x->shape[2] / H / 2;
+	double theta = c->s->attr.theta;
+	int dir = c->s->op == MGL_OP_ROPE_BWD ? -1 : 1, xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
+	void *X = P(c->r, IN(0)), *Y = P(c->r, OUT(0));
+	return launch(c->r, K_rope, B * S * H * half, 1, ARGS(&X, &xdt, &Y, &ydt, &B, &S, &H, &half, &theta, &dir));
 }
 
 /* gelu, tanh: y = f(x) */
@@ -555,5 +566,6 @@ CudaOpFn *const cuda_ops[MGL_OP_COUNT] = {
 	[MGL_OP_ALL_GATHER] = op_all_gather,     [MGL_OP_REDUCE_SCATTER] = op_reduce_scatter,
 	[MGL_OP_SLICE] = op_slice,               [MGL_OP_GRAD_NORM] = op_grad_norm,
 	[MGL_OP_ADAMW] = op_adamw,               [MGL_OP_RMSNORM] = op_rmsnorm,
-	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,
+	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,   [MGL_OP_ROPE] = op_rope,
+	[MGL_OP_ROPE_BWD] = op_rope,
 };
