@@ -35,6 +35,7 @@ expect 0 'parameters  124,439,808'             -- check models/gpt2.mgl --preset
 expect 0 'parameters  354,823,168'             -- check models/gpt2.mgl --preset=355m
 expect 0 'parameters  774,030,080'             -- check models/gpt2.mgl --preset 774m
 expect 0 'parameters  1,557,611,200'           -- check models/gpt2.mgl --preset 1.5b
+expect 0 'parameters  953,223,168'             -- check models/llama.mgl --preset 1b
 expect 0 'layers\.\*\.mlp\.fc\.weight +\[3072, 768\] +column +12 +28,311,552' -- check models/gpt2.mgl
 expect 0 'wte +\[50257, 768\] +row'           -- check models/gpt2.mgl
 expect 0 'hidden      1536'                    -- check models/gpt2.mgl --preset 1.2b

@@ -210,18 +210,51 @@ START_TEST(gpt2_parameter_counts)
 }
 END_TEST
 
-START_TEST(every_preset_checks)
+/* LLaMA's counts from its sizes: per layer q, k, v, o (d x d), gate, up, down (d x ffn) and
+ * two norms' gains; the embedding and the untied output layer (vocab x d), the last norm.
+ * No biases. LLaMA 7B is the paper's 6.7B. */
+START_TEST(llama_parameter_counts)
 {
-	static const char *gpt[] = {"124m", "355m", "774m", "1.5b", "1.2b", "2.5b", "4.2b", "8.3b", "tiny"};
-	static const char *bert[] = {"336m", "1.3b", "3.9b", "tiny"};
-	for (size_t i = 0; i < sizeof gpt / sizeof gpt[0]; i++) {
+	static const struct { const char *preset; int64_t vocab, d, layers, ffn; } want[] = {
+		{"1b", 32000, 2048, 16, 5632},
+		{"7b", 32000, 4096, 32, 11008},
+		{"tiny", 256, 64, 2, 176},
+	};
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+		int64_t V = want[i].vocab, d = want[i].d, L = want[i].layers, f = want[i].ffn;
 		Run r;
-		compile_model(&r, "models/gpt2.mgl", gpt[i], NULL);
+		MglGraph *g = compile_model(&r, "models/llama.mgl", want[i].preset, NULL);
+		ck_assert_int_eq(mgl_param_count(g), L * (4 * d * d + 3 * d * f + 2 * d) + 2 * V * d + d);
+		ck_assert_int_eq(g->layers, L);
+		ck_assert_ptr_null(param(g, "layers.0.attention.q.bias"));
+		ck_assert_ptr_null(param(g, "layers.0.attention.norm.bias"));
+		const MglParam *gate = param(g, "layers.0.mlp.gate.weight"), *down = param(g, "layers.0.mlp.down.weight"),
+			       *head = param(g, "logits.weight");
+		ck_assert(gate && down && head);
+		ck_assert(gate->split == MGL_SPLIT_COLUMN && gate->shape.d[0].n == f);
+		ck_assert(down->split == MGL_SPLIT_ROW && down->split_dim == 1);
+		ck_assert(head->split == MGL_SPLIT_COLUMN && head->shape.d[0].n == V);   /* untied, by vocabulary */
 		run_free(&r);
 	}
-	for (size_t i = 0; i < sizeof bert / sizeof bert[0]; i++) {
+	Run r;
+	ck_assert_int_eq(mgl_param_count(compile_model(&r, "models/llama.mgl", "7b", NULL)), 6738415616);
+	run_free(&r);
+}
+END_TEST
+
+START_TEST(every_preset_checks)
+{
+	static const struct { const char *model, *preset; } all[] = {
+		{"models/gpt2.mgl", "124m"}, {"models/gpt2.mgl", "355m"}, {"models/gpt2.mgl", "774m"},
+		{"models/gpt2.mgl", "1.5b"}, {"models/gpt2.mgl", "1.2b"}, {"models/gpt2.mgl", "2.5b"},
+		{"models/gpt2.mgl", "4.2b"}, {"models/gpt2.mgl", "8.3b"}, {"models/gpt2.mgl", "tiny"},
+		{"models/bert.mgl", "336m"}, {"models/bert.mgl", "1.3b"}, {"models/bert.mgl", "3.9b"},
+		{"models/bert.mgl", "tiny"}, {"models/llama.mgl", "7b"}, {"models/llama.mgl", "1b"},
+		{"models/llama.mgl", "tiny"},
+	};
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
 		Run r;
-		compile_model(&r, "models/bert.mgl", bert[i], NULL);
+		compile_model(&r, all[i].model, all[i].preset, NULL);
 		run_free(&r);
 	}
 	/* the Megatron paper's 8.3B: within 0.5% of its name */
@@ -414,6 +447,7 @@ int main(void)
 	tcase_add_test(parse, parse_precedence);
 	tcase_add_test(parse, parse_depth_limit);
 	tcase_add_test(elab, gpt2_parameter_counts);
+	tcase_add_test(elab, llama_parameter_counts);
 	tcase_add_test(elab, every_preset_checks);
 	tcase_add_test(elab, gpt2_names_splits_shapes);
 	tcase_add_test(elab, bert_heads);

@@ -133,7 +133,7 @@ START_TEST(fused_chains_compile)
 {
 #ifdef MGL_CUDA
 	static const struct { const char *model; int tp; bool sp; } cases[] = {
-		{"models/gpt2.mgl", 2, false}, {"models/bert.mgl", 2, true}};
+		{"models/gpt2.mgl", 2, false}, {"models/bert.mgl", 2, true}, {"models/llama.mgl", 2, false}};
 	extern const char rt_kernels_src[];
 	size_t len = strlen(rt_kernels_src);
 	char *src = malloc(len + 1);
@@ -146,10 +146,12 @@ START_TEST(fused_chains_compile)
 		CudaChain *chains;
 		int n = cuda_chains(p, &chains);
 		for (int k = 0; k < n; k++) {
-			char *s = cuda_chain_source(p, &chains[k], p->tp);
-			src = realloc(src, len + strlen(s) + 1);
-			memcpy(src + len, s, strlen(s) + 1);
-			len += strlen(s);
+			char *s = cuda_chain_source(p, &chains[k], p->tp), *name = strstr(s, "void chain_");
+			ck_assert_ptr_nonnull(name);
+			/* named after the plan too: two plans may have a chain at the same step */
+			size_t pre = (size_t)(name - s) + 5, room = strlen(s) + 16;
+			src = realloc(src, len + room);
+			len += (size_t)snprintf(src + len, room, "%.*splan%zu_%s", (int)pre, s, c, s + pre);
 			free(s);
 		}
 		total += n;

@@ -53,6 +53,7 @@ static const struct { const char *model, *preset; } models[] = {
 	{"models/gpt2.mgl", "8.3b"},
 	{"models/bert.mgl", "336m"},
 	{"models/bert.mgl", "1.3b"},
+	{"models/llama.mgl", "1b"},  /* 32 heads, ffn 5632 and the vocabulary of 32,000 divide 2, 4, 8 */
 };
 
 START_TEST(two_all_reduces_per_layer)
@@ -266,6 +267,7 @@ START_TEST(memory_plan_is_sound)
 {
 	static const struct { const char *model, *preset; int seq; } cases[] = {
 		{"models/gpt2.mgl", "tiny", 64}, {"models/gpt2.mgl", "124m", 256}, {"models/bert.mgl", "tiny", 64},
+		{"models/llama.mgl", "tiny", 64},
 	};
 	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
 		for (int tp = 1; tp <= 4; tp *= 2)
@@ -367,6 +369,35 @@ START_TEST(fusion_is_decided_for_the_dtype)
 	ck_assert(no_gelu.epilogues == bf.epilogues && no_gelu.gelus == 0);
 	ck_assert(no_epi.epilogues == 0 && no_epi.chains > 0);
 	ck_assert(no_fuse.chains == 0 && no_fuse.epilogues == bf.epilogues);
+}
+END_TEST
+
+/* LLaMA's SwiGLU: the backward's mul(dy, up) and silu_bwd run as one chain in every layer
+ * (their chain expressions in the registry); the forward's silu cannot join its mul, whose
+ * backward reads the silu's output. */
+START_TEST(swiglu_backward_is_one_chain)
+{
+	for (int tp = 1; tp <= 2; tp++) {
+		Build b;
+		MglTarget t = target(tp, false);
+		t.seq = 64;
+		build(&b, "models/llama.mgl", "tiny", t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		fused(b.p);
+		int chains = 0;
+		for (int s = 1; s < b.p->nsteps; s++) {
+			const MglStep *st = &b.p->steps[s], *prev = &b.p->steps[s - 1];
+			if (st->op != MGL_OP_SILU_BWD)
+				continue;
+			ck_assert_int_eq(prev->op, MGL_OP_MUL);
+			ck_assert_int_eq(prev->phase, MGL_BWD);
+			ck_assert_int_eq(st->fuse, s - 1);
+			ck_assert_int_eq(prev->fuse, s - 1);
+			chains++;
+		}
+		ck_assert_int_eq(chains, b.p->nlayers);
+		build_free(&b);
+	}
 }
 END_TEST
 
@@ -559,6 +590,7 @@ int main(void)
 	tcase_add_test(mem, memory_plan_is_sound);
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
+	tcase_add_test(mem, swiglu_backward_is_one_chain);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(text, old_plan_is_refused);

@@ -113,11 +113,11 @@ static void run(RtJob *j, unsigned phases)
 }
 
 /* Every parameter's gradient at a few elements against central differences, in double. */
-static void check_gradients(const char *model, int tp, bool sp)
+static void check_gradients(const char *model, const char *set, int tp, bool sp)
 {
 	Compiled k;
 	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = 3, .seq = 8, .act_dtype = MGL_F32};
-	MglPlan *p = compile(&k, model, "tiny", getenv("FD_SET") ? getenv("FD_SET") : "vocab=40,d=16,heads=4,layers=2,p_drop=0.2", t);
+	MglPlan *p = compile(&k, model, "tiny", getenv("FD_SET") ? getenv("FD_SET") : set, t);
 	char err[256];
 	RtJob *j = rt_job_open(p, &rt_cpu64_backend, err, sizeof err);
 	ck_assert_msg(j, "%s", err);
@@ -176,15 +176,27 @@ static void check_gradients(const char *model, int tp, bool sp)
 	compiled_free(&k);
 }
 
-START_TEST(gradients_gpt2) { check_gradients("models/gpt2.mgl", 1, false); }
+/* Small sizes for the finite differences; LLaMA's with a rotary base that turns its second
+ * frequency by 0.14 radians a position, not 0.01 */
+#define SMALL "vocab=40,d=16,heads=4,layers=2"
+#define DROP SMALL ",p_drop=0.2"
+#define LLAMA SMALL ",ffn=24,theta=50"
+
+START_TEST(gradients_gpt2) { check_gradients("models/gpt2.mgl", DROP, 1, false); }
 END_TEST
-START_TEST(gradients_gpt2_tp2) { check_gradients("models/gpt2.mgl", 2, false); }
+START_TEST(gradients_gpt2_tp2) { check_gradients("models/gpt2.mgl", DROP, 2, false); }
 END_TEST
-START_TEST(gradients_gpt2_tp2_sp) { check_gradients("models/gpt2.mgl", 2, true); }
+START_TEST(gradients_gpt2_tp2_sp) { check_gradients("models/gpt2.mgl", DROP, 2, true); }
 END_TEST
-START_TEST(gradients_bert) { check_gradients("models/bert.mgl", 1, false); }
+START_TEST(gradients_bert) { check_gradients("models/bert.mgl", DROP, 1, false); }
 END_TEST
-START_TEST(gradients_bert_tp4_sp) { check_gradients("models/bert.mgl", 4, true); }
+START_TEST(gradients_bert_tp4_sp) { check_gradients("models/bert.mgl", DROP, 4, true); }
+END_TEST
+START_TEST(gradients_llama) { check_gradients("models/llama.mgl", LLAMA, 1, false); }
+END_TEST
+START_TEST(gradients_llama_tp2) { check_gradients("models/llama.mgl", LLAMA, 2, false); }
+END_TEST
+START_TEST(gradients_llama_tp4_sp) { check_gradients("models/llama.mgl", LLAMA, 4, true); }
 END_TEST
 
 /* BERT's MLM loss ignores targets of -1 (`ignore: -1`): with every target -1 it counts none,
@@ -264,20 +276,25 @@ static int read_losses(const char *log, double *loss, int max)
 	return n;
 }
 
-static void train(const char *set, MglTarget t, RtTrainOpts *o, RtTrainResult *res)
+static void train_model(const char *model, const char *set, MglTarget t, RtTrainOpts *o, RtTrainResult *res)
 {
 	Compiled k;
-	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", set, t);
+	MglPlan *p = compile(&k, model, "tiny", set, t);
 	char err[512];
 	int rc = rt_train(p, &rt_cpu_backend, o, res, err, sizeof err);
 	ck_assert_msg(!rc, "%s", err);
 	compiled_free(&k);
 }
 
+static void train(const char *set, MglTarget t, RtTrainOpts *o, RtTrainResult *res)
+{
+	train_model("models/gpt2.mgl", set, t, o, res);
+}
+
 /* tp 1, 2 and 4, with and without --sp: the same losses (1e-5 relative) and, after 20
  * AdamW steps, the same parameters (1e-4 of the tensor's largest entry: Adam's update of a
  * gradient near zero amplifies the last bits of summation order). dp 2 learns too. */
-START_TEST(same_training_at_every_tp)
+static void same_training(const char *model, const char *name, const char *weight)
 {
 	const char *data = shard("tp.bin", 20000, 4000);
 	static const struct { int tp, dp; bool sp; } jobs[] = {{1, 1, false}, {2, 1, false}, {4, 1, false},
@@ -288,13 +305,14 @@ START_TEST(same_training_at_every_tp)
 	for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
 		MglTarget t = {.tp = jobs[i].tp, .dp = jobs[i].dp, .sp = jobs[i].sp, .batch = 4, .seq = 32, .act_dtype = MGL_F32};
 		char log[128], dir[128];
-		snprintf(log, sizeof log, "%s/tp%zu.jsonl", tmpdir, i);
-		snprintf(dir, sizeof dir, "%s/ckpt%zu", tmpdir, i);
+		snprintf(log, sizeof log, "%s/%s-tp%zu.jsonl", tmpdir, name, i);
+		snprintf(dir, sizeof dir, "%s/%s-ckpt%zu", tmpdir, name, i);
 		RtTrainOpts o = opts(data, 20);
 		o.log_path = log;
 		o.save_dir = dir;
+		o.model_name = name;
 		RtTrainResult r;
-		train(NULL, t, &o, &r);
+		train_model(model, NULL, t, &o, &r);
 		double loss[20];
 		ck_assert_int_eq(read_losses(log, loss, 20), 20);
 		char path[160];
@@ -302,7 +320,7 @@ START_TEST(same_training_at_every_tp)
 		RtCkpt c;
 		char err[256];
 		ck_assert_msg(!rt_ckpt_read(path, &c, err, sizeof err), "%s", err);
-		const RtTensor *w = rt_ckpt_find(&c, "layers.1.mlp.fc.weight");
+		const RtTensor *w = rt_ckpt_find(&c, weight);
 		ck_assert_ptr_nonnull(w);
 		int64_t n = w->shape[0] * w->shape[1];
 		if (i == 0) {
@@ -314,14 +332,15 @@ START_TEST(same_training_at_every_tp)
 		} else if (jobs[i].dp == 1) {
 			for (int k = 0; k < 20; k++)
 				ck_assert_msg(fabs(loss[k] - base[k]) <= 1e-5 * fabs(base[k]),
-					      "tp %d sp %d: step %d loss %.7f, tp 1 %.7f", jobs[i].tp, jobs[i].sp, k + 1, loss[k], base[k]);
+					      "%s tp %d sp %d: step %d loss %.7f, tp 1 %.7f", name, jobs[i].tp, jobs[i].sp, k + 1,
+					      loss[k], base[k]);
 			ck_assert_int_eq(n, n0);
 			double scale = 0;
 			for (int64_t e = 0; e < n; e++)
 				scale = fmax(scale, fabs(w0[e]));
 			for (int64_t e = 0; e < n; e++)
-				ck_assert_msg(fabs(w->data[e] - w0[e]) <= 1e-4 * scale,
-					      "tp %d: fc.weight[%lld] %.7g, tp 1 %.7g", jobs[i].tp, (long long)e, w->data[e], w0[e]);
+				ck_assert_msg(fabs(w->data[e] - w0[e]) <= 1e-4 * scale, "%s tp %d: %s[%lld] %.7g, tp 1 %.7g", name,
+					      jobs[i].tp, weight, (long long)e, w->data[e], w0[e]);
 		} else {
 			ck_assert(loss[19] < loss[0] - 0.5);
 		}
@@ -329,6 +348,10 @@ START_TEST(same_training_at_every_tp)
 	}
 	free(w0);
 }
+
+START_TEST(same_training_at_every_tp) { same_training("models/gpt2.mgl", "gpt2", "layers.1.mlp.fc.weight"); }
+END_TEST
+START_TEST(same_llama_training_at_every_tp) { same_training("models/llama.mgl", "llama", "layers.1.mlp.gate.weight"); }
 END_TEST
 
 /* A model can memorize one batch. */
@@ -585,11 +608,15 @@ int main(void)
 	tcase_add_test(grad, gradients_gpt2_tp2_sp);
 	tcase_add_test(grad, gradients_bert);
 	tcase_add_test(grad, gradients_bert_tp4_sp);
+	tcase_add_test(grad, gradients_llama);
+	tcase_add_test(grad, gradients_llama_tp2);
+	tcase_add_test(grad, gradients_llama_tp4_sp);
 	tcase_add_test(grad, ignored_targets_are_left_out);
 	tcase_set_timeout(grad, 300);
 	suite_add_tcase(s, grad);
 	TCase *tr = tcase_create("training");
 	tcase_add_test(tr, same_training_at_every_tp);
+	tcase_add_test(tr, same_llama_training_at_every_tp);
 	tcase_add_test(tr, overfits_one_batch);
 	tcase_add_test(tr, resume_is_exact);
 	tcase_add_test(tr, bad_data);

@@ -411,6 +411,7 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2", 4, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1", 4, 32, false},   /* heads of 64 */
 		{"models/bert.mgl", "tiny", "vocab=120,d=64,heads=4,layers=2", 4, 32, false},
+		{"models/llama.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2,theta=100", 4, 32, false},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
 	};
 	static const Case real[] = {
