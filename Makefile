@@ -28,12 +28,12 @@ LDLIBS  += -lm -lpthread
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-COMPILER_SRC := plan/plan.c compiler/util.c compiler/parse.c compiler/config.c compiler/elaborate.c compiler/autodiff.c \
+COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compiler/config.c compiler/elaborate.c compiler/autodiff.c \
                 compiler/partition.c compiler/adamw.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
                 compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c \
-                runtime/checkpoint.c runtime/tokenizer.c runtime/json.c
+                runtime/checkpoint.c runtime/tokenizer.c runtime/json.c runtime/io.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 
 # The cuda backend: built where the CUDA toolkit is (CUDA=0 builds a cpu-only mgl). It
@@ -50,7 +50,7 @@ endif
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o \
                 $(BUILD)/cli/export.o $(BUILD)/cli/plot.o
 TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
-                $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data
+                $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data $(BUILD)/tests/test_io
 
 .PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check clean
 all: deps $(BUILD)/mgl
@@ -91,6 +91,9 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubun
 $(BUILD)/tests/%: tests/%.c $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CHECK_LIBS) $(CUDA_LIBS) $(LDLIBS)
+
+# test_io makes fsync fail on demand (tests/test_io.c)
+$(BUILD)/tests/test_io: LDLIBS += -Wl,--wrap=fsync
 
 # The tests, run against the build in $(BUILD).
 test: includes $(BUILD)/mgl $(TEST_UNITS)
@@ -133,8 +136,9 @@ FUZZ_SECONDS ?= 60
 FUZZERS := compile plan checkpoint data
 FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
 FUZZ_SRC_plan := plan/plan.c
-FUZZ_SRC_checkpoint := runtime/checkpoint.c runtime/json.c plan/plan.c
-FUZZ_SRC_data := runtime/data.c runtime/json.c plan/plan.c
+FUZZ_SRC_runtime := runtime/json.c runtime/io.c plan/plan.c plan/common.c
+FUZZ_SRC_checkpoint := runtime/checkpoint.c $(FUZZ_SRC_runtime)
+FUZZ_SRC_data := runtime/data.c $(FUZZ_SRC_runtime)
 FUZZ_DEPS := $(wildcard plan/*.h plan/ops.def compiler/*.h runtime/*.h runtime/tokenizer.c)
 FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 

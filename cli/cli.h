@@ -37,10 +37,10 @@ typedef struct {
 int usage_error(const char *cmd, const char *fmt, const char *arg);
 /* "unknown option", with the closest of options (space-separated) as a hint; returns 2 */
 int cli_unknown_option(const char *cmd, const char *name, const char *options);
-/* Where a command writes: path.tmp, renamed to path by cli_out_close, so a failed command
- * leaves no half file (standard output when path is NULL). NULL after printing why. */
+/* Where a command writes: path replaced whole or not at all (rt_atomic_open), so a failed
+ * command leaves no half file; standard output when path is NULL. NULL after printing why. */
 FILE *cli_out_open(const char *path);
-/* Closes f and renames it into place: 0, or 1 after printing why (and removing it). */
+/* Closes f and puts it in place: 0, or 1 after printing why (and removing it). */
 int cli_out_close(FILE *f, const char *path);
 
 /* compile.c */

@@ -406,7 +406,7 @@ int cmd_dot(Args *a)
 	int status = 1;
 	MglPlan *p = NULL;
 	size_t len = 0;
-	char *text = mgl_read_whole(a->file, &len, err, sizeof err);
+	char *text = mgl_read_whole(a->file, MGL_PLAN_MAX_BYTES, "plans", &len, err, sizeof err);
 	if (text && (p = mgl_plan_read(ar, text, len, a->file, err, sizeof err)))
 		status = dot_emit(a, p);
 	else

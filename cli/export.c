@@ -210,7 +210,7 @@ static int copy_file(const char *src, const char *dst)
 {
 	char err[512];
 	size_t len;
-	char *text = mgl_read_whole(src, &len, err, sizeof err);
+	char *text = mgl_read_whole(src, RT_TOK_MAX_FILE_BYTES, "tokenizer files", &len, err, sizeof err);
 	if (!text) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;

@@ -45,43 +45,24 @@ int cli_unknown_option(const char *cmd, const char *name, const char *options)
 	return 2;
 }
 
-static char *tmp_name(const char *path)
-{
-	size_t n = strlen(path) + 5;
-	char *t = malloc(n);
-	if (t)
-		snprintf(t, n, "%s.tmp", path);
-	return t;
-}
-
 FILE *cli_out_open(const char *path)
 {
-	if (!path)
-		return stdout;
-	char *tmp = tmp_name(path);
-	FILE *f = tmp ? fopen(tmp, "w") : NULL;
+	char err[1024];
+	FILE *f = path ? rt_atomic_open(path, err, sizeof err) : stdout;
 	if (!f)
-		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
-	free(tmp);
+		fprintf(stderr, "mgl: error: %s\n", err);
 	return f;
 }
 
 int cli_out_close(FILE *f, const char *path)
 {
+	char err[1024];
 	if (!path)
 		return fflush(f) != 0;
-	char *tmp = tmp_name(path);
-	bool bad = ferror(f) != 0;
-	bad |= fclose(f) != 0;   /* both, even when the first fails */
-	if (!tmp || bad || rename(tmp, path)) {
-		fprintf(stderr, "mgl: error: cannot write '%s': %s\n", path, strerror(errno));
-		if (tmp)
-			remove(tmp);
-		free(tmp);
-		return 1;
-	}
-	free(tmp);
-	return 0;
+	if (!rt_atomic_commit(f, path, err, sizeof err))
+		return 0;
+	fprintf(stderr, "mgl: error: %s\n", err);
+	return 1;
 }
 
 /* ---------------------------------------------------------------- the command table */

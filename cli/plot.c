@@ -2,12 +2,13 @@
  * browser opens with nothing else.
  *
  * The log is JSON lines, one object per optimizer step (docs/train.md §7). Each line is
- * read as a flat JSON object whose values are numbers, strings, true, false or null; the
- * keys this draws are step, loss, lr and val_loss, others are passed over. The file is
- * untrusted: a line that is not such an object, or lacks step or loss, stops the plot with
- * the file, line and column. A resumed run appends to its log and may repeat steps the
- * first run logged after its last checkpoint: a step at or below one already read starts
- * the series again from there, so the plot shows what the checkpointed run did.
+ * read (by the runtime's JSON reader, runtime/json.c) as a flat JSON object whose values
+ * are numbers, strings, true, false, null or the non-finite numbers below; the keys this
+ * draws are step, loss, lr and val_loss, others are passed over. The file is untrusted: a
+ * line that is not such an object, or lacks step or loss, stops the plot with the file,
+ * line and column. A resumed run appends to its log and may repeat steps the first run
+ * logged after its last checkpoint: a step at or below one already read starts the series
+ * again from there, so the plot shows what the checkpointed run did.
  *
  * The drawing: the training loss (a line through every step) and the validation loss (a
  * marked point per evaluation) against steps in the upper panel; the learning rate under
@@ -40,8 +41,7 @@ static const struct { const char *key, *name, *color; } series_info[NSERIES] = {
 typedef struct {
 	const char *file;
 	int line;
-	const unsigned char *s;
-	size_t n, pos;
+	RtJson j;             /* the line */
 	char err[256];
 } Line;
 
@@ -51,127 +51,75 @@ static int bad(Line *l, size_t at, const char *what)
 	return -1;
 }
 
-static void ws(Line *l)
-{
-	while (l->pos < l->n && (l->s[l->pos] == ' ' || l->s[l->pos] == '\t' || l->s[l->pos] == '\r'))
-		l->pos++;
-}
+/* The JSON reader's error. */
+static int bad_json(Line *l) { return bad(l, l->j.e.at, l->j.e.msg); }
 
-/* A JSON string at l->pos (its opening quote); its first `cap`-1 bytes of ASCII into out. */
-static int string(Line *l, char *out, size_t cap)
+/* A key's character: its first 31 bytes of ASCII into the Key (others as '?'). */
+typedef struct { char s[32]; size_t n; } Key;
+static int key_put(RtJson *j, void *ctx, uint32_t cp, size_t at)
 {
-	size_t open = l->pos++, o = 0;
-	uint32_t cp;
-	RtJsonError e;
-	int r;
-	while ((r = rt_json_char(l->s, l->n, open, &l->pos, &cp, &e)) == 1)
-		if (o + 1 < cap)
-			out[o++] = cp && cp < 0x80 ? (char)cp : '?';
-	out[o] = 0;
-	return r ? bad(l, e.at, e.msg) : 0;
+	(void)j, (void)at;
+	Key *k = ctx;
+	if (k->n + 1 < sizeof k->s)
+		k->s[k->n++] = cp && cp < 0x80 ? (char)cp : '?';
+	k->s[k->n] = 0;
+	return 0;
 }
 
 /* Values that are not numbers to draw: JSON's words, and the non-finite numbers C's printf
  * and Python's json module write (grad_norm may be one). */
 static const char *const words[] = {"true", "false", "null", "nan", "-nan", "inf", "-inf", "NaN", "Infinity", "-Infinity"};
 
-static bool digit(const Line *l, size_t i) { return i < l->n && l->s[i] >= '0' && l->s[i] <= '9'; }
-
-/* A value at l->pos: a number into *v (NAN for anything else). */
+/* A value: a number into *v (NAN for anything else). */
 static int value(Line *l, double *v)
 {
-	size_t p = l->pos;
+	RtJson *j = &l->j;
+	int c = rt_json_peek(j);
 	*v = NAN;
-	if (p < l->n && l->s[p] == '"') {
-		char skip[2];
-		return string(l, skip, sizeof skip);
-	}
+	if (c == '"')
+		return rt_json_string(j, "", NULL, NULL) ? bad_json(l) : 0;
+	if (c == '{' || c == '[')
+		return bad(l, j->pos, "a nested object or array: not a line of `mgl train --log`");
 	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
-		size_t k = strlen(words[i]), e = p + k;
-		if (l->n >= e && !memcmp(l->s + p, words[i], k) && (e == l->n || (l->s[e] && strchr(",} \t\r", l->s[e])))) {
-			l->pos = e;
+		size_t k = strlen(words[i]), e = j->pos + k;
+		if (j->n >= e && !memcmp(j->s + j->pos, words[i], k) && (e == j->n || (j->s[e] && strchr(",} \t\r", j->s[e])))) {
+			j->pos = e;
 			return 0;
 		}
 	}
-	/* RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
-	size_t q = p + (p < l->n && l->s[p] == '-');
-	if (!digit(l, q))
-		return bad(l, p, p < l->n && (l->s[p] == '{' || l->s[p] == '[') ? "a nested object or array: not a line of `mgl train --log`"
-									       : "expected a number, a string, true, false or null");
-	if (l->s[q] == '0')
-		q++;
-	else
-		while (digit(l, q))
-			q++;
-	if (q < l->n && l->s[q] == '.') {
-		if (!digit(l, ++q))
-			return bad(l, q, "a number ends early");
-		while (digit(l, q))
-			q++;
-	}
-	if (q < l->n && (l->s[q] == 'e' || l->s[q] == 'E')) {
-		q++;
-		q += q < l->n && (l->s[q] == '+' || l->s[q] == '-');
-		if (!digit(l, q))
-			return bad(l, q, "a number ends early");
-		while (digit(l, q))
-			q++;
-	}
-	char num[64];
-	if (q - p >= sizeof num)
-		return bad(l, p, "a number of more than 63 characters");
-	memcpy(num, l->s + p, q - p);
-	num[q - p] = 0;
-	*v = strtod(num, NULL);
-	l->pos = q;
-	return 0;
+	return rt_json_number(j, "a number, a string, true, false or null", v) ? bad_json(l) : 0;
 }
 
 /* One line: a flat JSON object; the values of the keys in `keys` into vals (NAN if absent
  * or not numbers). 1 for a blank line, 0 for an object, -1 for an error (in l->err). */
 static int object(Line *l, const char *const *keys, int nkeys, double *vals)
 {
+	RtJson *j = &l->j;
 	for (int k = 0; k < nkeys; k++)
 		vals[k] = NAN;
-	ws(l);
-	if (l->pos == l->n)
+	int c = rt_json_peek(j), more = 1;
+	if (c < 0)
 		return 1;
-	if (l->s[l->pos] != '{')
-		return bad(l, l->pos, "expected '{': not a line of `mgl train --log`");
-	l->pos++;
-	ws(l);
-	bool first = true;
-	while (l->pos < l->n && l->s[l->pos] != '}') {
-		if (!first) {
-			if (l->s[l->pos] != ',')
-				return bad(l, l->pos, "expected ',' or '}'");
-			l->pos++;
-			ws(l);
-		}
-		first = false;
-		char key[32];
+	if (c != '{')
+		return bad(l, j->pos, "expected '{': not a line of `mgl train --log`");
+	j->pos++;
+	if (rt_json_peek(j) == '}')
+		j->pos++, more = 0;
+	while (more == 1) {
+		Key key = {.n = 0};
 		double v;
-		if (l->pos >= l->n || l->s[l->pos] != '"')
-			return bad(l, l->pos, "expected a key in double quotes");
-		if (string(l, key, sizeof key))
-			return -1;
-		ws(l);
-		if (l->pos >= l->n || l->s[l->pos] != ':')
-			return bad(l, l->pos, "expected ':' after a key");
-		l->pos++;
-		ws(l);
+		if (rt_json_string(j, "expected a key in double quotes", key_put, &key) ||
+		    rt_json_expect(j, ':', "expected ':' after a key"))
+			return bad_json(l);
 		if (value(l, &v))
 			return -1;
-		ws(l);
 		for (int k = 0; k < nkeys; k++)
-			if (!strcmp(key, keys[k]))
+			if (!strcmp(key.s, keys[k]))
 				vals[k] = v;
+		if ((more = rt_json_more(j, '}', "expected ',' or '}'")) < 0)
+			return bad_json(l);
 	}
-	if (l->pos >= l->n)
-		return bad(l, l->pos, "the object is not closed: a line cut short?");
-	l->pos++;
-	ws(l);
-	return l->pos < l->n ? bad(l, l->pos, "text after the object") : 0;
+	return rt_json_peek(j) >= 0 ? bad(l, j->pos, "text after the object") : 0;
 }
 
 /* Forgets the points at steps >= x (a resumed run repeating them), then adds (x, y). */
@@ -231,7 +179,7 @@ static int read_log(const char *path, Series *s)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
-		fprintf(stderr, "mgl: error: cannot open '%s': %s\n", path, strerror(errno));
+		fprintf(stderr, "mgl: error: %s: cannot open: %s\n", path, strerror(errno));
 		return 1;
 	}
 	static const char *const keys[] = {"step", "loss", "val_loss", "lr"};
@@ -249,7 +197,7 @@ static int read_log(const char *path, Series *s)
 			status = 1;
 			break;
 		}
-		l.s = buf, l.n = (size_t)n, l.pos = 0;
+		l.j = (RtJson){.s = buf, .n = (size_t)n, .ends = "the object is not closed: a line cut short?"};
 		int r = object(&l, keys, 4, v);
 		if (r == 1)
 			continue;
@@ -270,7 +218,7 @@ static int read_log(const char *path, Series *s)
 			push(&s[LR], v[0], v[3]);
 	}
 	if (!status && ferror(f)) {
-		fprintf(stderr, "mgl: error: cannot read '%s': %s\n", path, strerror(errno));
+		fprintf(stderr, "mgl: error: %s: cannot read: %s\n", path, strerror(errno));
 		status = 1;
 	}
 	if (!status && !s[TRAIN].n) {

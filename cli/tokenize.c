@@ -110,7 +110,7 @@ static int tokenize_file(Run *r, const char *name, bool gpt2)
 	bool in = !strcmp(name, "-");
 	FILE *f = in ? stdin : fopen(name, "rb");
 	if (!f) {
-		fprintf(stderr, "mgl: error: cannot open '%s': %s\n", name, strerror(errno));
+		fprintf(stderr, "mgl: error: %s: cannot open: %s\n", name, strerror(errno));
 		return 1;
 	}
 	char *buf = NULL;
@@ -132,7 +132,7 @@ static int tokenize_file(Run *r, const char *name, bool gpt2)
 		have += got;
 		r->bytes += (int64_t)got;
 		if (ferror(f)) {
-			fprintf(stderr, "mgl: error: cannot read '%s': %s\n", name, strerror(errno));
+			fprintf(stderr, "mgl: error: %s: cannot read: %s\n", name, strerror(errno));
 			st = 1;
 			break;
 		}

@@ -90,7 +90,7 @@ int cmd_train(Args *a)
 		MglPlan *p = cli_plan(&c, a->file, NULL, a->preset, a->set, &t, &g);
 		size_t len;
 		char err[1024], sha[130] = "";
-		source = mgl_read_whole(a->file, &len, err, sizeof err);
+		source = mgl_read_whole(a->file, MGL_MAX_FILE_BYTES, "model files", &len, err, sizeof err);
 		const char *tokenizer = a->gpt2 ? gpt2_record(&c.arena, a->gpt2, sha) : NULL;
 		if (a->gpt2 && !tokenizer) {
 			status = 1;

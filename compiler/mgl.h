@@ -90,10 +90,6 @@ _Noreturn void mgl_fail(MglCtx *c);
 
 /* The closest of cands[0..n) to word by edit distance, or NULL if none is close. */
 const char *mgl_closest(const char *word, int wlen, const char *const *cands, int n);
-/* A count as people read it, "124,439,808", into buf (32 bytes), which it returns: the one
- * format of integers in every message and report of the compiler and the CLI. */
-const char *mgl_commas(int64_t v, char *buf);
-
 /* Reads a whole file into the arena (errors: missing, unreadable, too large). */
 MglSource *mgl_read_file(MglCtx *c, const char *path);
 MglSource *mgl_source_from_string(MglCtx *c, const char *name, const char *text, bool cmdline);

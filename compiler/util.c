@@ -14,7 +14,6 @@
  */
 #include "mgl.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,39 +31,18 @@ MglSource *mgl_source_from_string(MglCtx *c, const char *name, const char *text,
 
 MglSource *mgl_read_file(MglCtx *c, const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		mgl_report(c, "error", NULL, "cannot open '%s': %s", path, strerror(errno));
-		mgl_fail(c);
-	}
-	/* Read at most one byte past the limit: that is how a huge file is recognized,
-	 * without trusting a size that stat could report for a pipe or a growing file. */
-	size_t cap = MGL_MAX_FILE_BYTES + 1;
-	char *buf = malloc(cap + 1);
-	if (!buf) {
-		fclose(f);
-		mgl_report(c, "error", NULL, "out of memory reading '%s'", path);
-		mgl_fail(c);
-	}
-	size_t n = fread(buf, 1, cap, f);
-	int err = ferror(f) ? errno : 0;
-	fclose(f);
-	if (err) {
-		free(buf);
-		mgl_report(c, "error", NULL, "cannot read '%s': %s", path, strerror(err));
-		mgl_fail(c);
-	}
-	if (n > MGL_MAX_FILE_BYTES) {
-		free(buf);
-		mgl_report(c, "error", NULL, "'%s' is too large: mgl reads model files of at most %d MiB",
-			   path, MGL_MAX_FILE_BYTES >> 20);
+	char err[1024];
+	size_t n;
+	char *text = mgl_read_whole(path, MGL_MAX_FILE_BYTES, "model files", &n, err, sizeof err);
+	if (!text) {
+		mgl_report(c, "error", NULL, "%s", err);
 		mgl_fail(c);
 	}
 	MglSource *s = mgl_alloc(&c->arena, sizeof *s);
 	s->name = mgl_strndup(&c->arena, path, strlen(path));
-	s->text = mgl_strndup(&c->arena, buf, n);
+	s->text = mgl_strndup(&c->arena, text, n);
 	s->len = n;
-	free(buf);
+	free(text);
 	return s;
 }
 
@@ -172,19 +150,6 @@ static int edit_distance(const char *a, int la, const char *b, int lb)
 		}
 	}
 	return row[lb];
-}
-
-const char *mgl_commas(int64_t v, char *buf)
-{
-	char digits[32];
-	int n = snprintf(digits, sizeof digits, "%lld", (long long)v), o = 0;
-	for (int i = 0; i < n; i++) {
-		buf[o++] = digits[i];
-		if (digits[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
-			buf[o++] = ',';
-	}
-	buf[o] = 0;
-	return buf;
 }
 
 const char *mgl_closest(const char *word, int wlen, const char *const *cands, int n)

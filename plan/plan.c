@@ -7,7 +7,6 @@
  */
 #include "plan.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 
@@ -853,41 +852,4 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	if (mgl_plan_check_fusion(p, why, sizeof why))
 		bad(&r, "the fused groups are wrong: %s", why);
 	return p;
-}
-
-char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
-		return NULL;
-	}
-	size_t cap = 1 << 16, n = 0;
-	char *buf = malloc(cap + 1);
-	for (;;) {
-		if (!buf) {
-			fclose(f);
-			snprintf(err, errlen, "out of memory reading '%s'", path);
-			return NULL;
-		}
-		n += fread(buf + n, 1, cap - n, f);
-		if (n < cap || cap >= ((size_t)1 << 30))
-			break;
-		char *nb = realloc(buf, 2 * cap + 1);
-		if (!nb)
-			free(buf);
-		buf = nb;
-		cap *= 2;
-	}
-	bool failed = ferror(f) != 0, more = !feof(f);
-	fclose(f);
-	if (failed || more) {
-		free(buf);
-		snprintf(err, errlen, failed ? "cannot read '%s': %s" : "'%s' is larger than 1 GiB%s", path,
-			 failed ? strerror(errno) : "");
-		return NULL;
-	}
-	buf[n] = 0;
-	*len = n;
-	return buf;
 }

@@ -23,6 +23,18 @@
 
 #define MGL_PLAN_VERSION 2
 
+/* ---------------------------------------------------------------- files and counts (common.c) */
+
+/* The whole file at path, read to its end (a pipe too), NUL-terminated and malloc'd, *len
+ * bytes without the NUL; NULL with a message in err that starts with the path when it
+ * cannot be opened or read, memory runs out, or it holds more than limit bytes
+ * ("PATH: too large: mgl reads WHAT of at most 8 MiB", what being e.g. "model files"). */
+char *mgl_read_whole(const char *path, size_t limit, const char *what, size_t *len, char *err, size_t errlen);
+
+/* A count as people read it, "124,439,808", into buf (32 bytes), which it returns: the one
+ * format of integers in every message and report (compiler, runtime and command line). */
+const char *mgl_commas(int64_t v, char *buf);
+
 /* ---------------------------------------------------------------- arena */
 
 /* Every plan (and every compilation) allocates from one arena, freed at once. */
@@ -273,12 +285,11 @@ bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
 
-/* A whole file (at most 1 GiB), NUL-terminated, malloc'd; NULL with a message in err. */
-char *mgl_read_whole(const char *path, size_t *len, char *err, size_t errlen);
-
 /* The plan as text (docs/plan.md). */
 void mgl_plan_write(FILE *f, const MglPlan *p);
-/* Reads a plan; NULL with a message in err (file:line: what is wrong) if it is not one. */
+/* Reads a plan (a file of at most MGL_PLAN_MAX_BYTES); NULL with a message in err
+ * (file:line: what is wrong) if it is not one. */
+enum { MGL_PLAN_MAX_BYTES = 1 << 30 };
 MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *name, char *err, size_t errlen);
 
 #endif

@@ -8,10 +8,10 @@
  * The offsets count from the start of the data section. The writer lays the file out as
  * the reference library does (compact JSON, "__metadata__" first, the header padded with
  * spaces to a multiple of 8 bytes, tensors contiguous in the order given, F32 only), and
- * replaces the old file atomically: path.tmp, fsync, rename, fsync of the directory.
+ * replaces the old file atomically (io.c: path.tmp, fsync, rename, fsync of the directory).
  *
- * The reader treats a file as hostile. The JSON is parsed by a small strict parser that
- * knows only the shapes this format has (no general JSON values), and every tensor is
+ * The reader treats a file as hostile. The JSON is read (json.c) by a parser that knows
+ * only the shapes this format has (no general JSON values), and every tensor is
  * checked before a byte of data is touched: known dtype (F32, BF16 and F16, the last two
  * converted to float), rank at most MGL_PLAN_MAX_RANK, a shape whose size matches its
  * data_offsets (with overflow checks), offsets inside the data section and not
@@ -408,72 +408,21 @@ int rt_ckpt_write_stream(FILE *f, const char *name, const RtTensor *t, int n, co
 	return write_stream(f, name, t, n, keys, vals, nmeta, err, errlen);
 }
 
-/* fsync of the directory holding path, so that the rename itself survives a crash. */
-static int sync_dir(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-	if (!dir)
-		return ENOMEM;
-	int e = 0, fd = open(dir, O_RDONLY | O_DIRECTORY);
-	if (fd < 0 || fsync(fd))
-		e = errno;
-	if (fd >= 0)
-		close(fd);
-	free(dir);
-	return e;
-}
-
 int rt_ckpt_write(const char *path, const RtTensor *t, int n, const char *const *keys, const char *const *vals,
 		  int nmeta, char *err, size_t errlen)
 {
 	uint64_t bytes;
 	if (check_input(path, t, n, keys, vals, nmeta, &bytes, err, errlen))
 		return -1;
-	size_t plen = strlen(path);
-	char *tmp = malloc(plen + 5);
-	if (!tmp) {
-		say(err, errlen, path, "out of memory");
+	FILE *f = rt_atomic_open(path, err, errlen);
+	if (!f)
 		return -1;
-	}
-	memcpy(tmp, path, plen);
-	memcpy(tmp + plen, ".tmp", 5);
-	FILE *f = fopen(tmp, "wb");
-	if (!f) {
-		say(err, errlen, path, "cannot create: %s", strerror(errno));
-		free(tmp);
-		return -1;
-	}
-	/* Every step is checked: a full disk shows up at fwrite, fflush, fsync or fclose,
-	 * depending on buffering and the file system, and any of them means the .tmp is not
-	 * the checkpoint. The old file stays until the rename. */
 	setvbuf(f, NULL, _IOFBF, 1 << 20);
-	int rc = write_stream(f, path, t, n, keys, vals, nmeta, err, errlen);
-	if (!rc && fsync(fileno(f))) {
-		say(err, errlen, path, "cannot sync: %s", strerror(errno));
-		rc = -1;
-	}
-	errno = 0;
-	if (fclose(f) && !rc) {
-		write_error(errno, path, err, errlen);
-		rc = -1;
-	}
-	if (!rc && rename(tmp, path)) {
-		say(err, errlen, path, "cannot replace: %s", strerror(errno));
-		rc = -1;
-	}
-	if (rc)
-		remove(tmp);
-	free(tmp);
-	if (rc)
-		return -1;
-	int e = sync_dir(path);
-	if (e) {
-		/* The new file is in place; only its durability across a crash is in doubt. */
-		say(err, errlen, path, "written, but syncing its directory failed: %s", strerror(e));
+	if (write_stream(f, path, t, n, keys, vals, nmeta, err, errlen)) {
+		rt_atomic_abort(f, path);
 		return -1;
 	}
-	return 0;
+	return rt_atomic_commit(f, path, err, errlen);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -508,8 +457,8 @@ typedef struct {
 	uint64_t size;                /* of either */
 
 	unsigned char *hbuf;          /* the header, when read from a file */
-	const unsigned char *h;       /* the header's bytes */
-	size_t len, pos;              /* and the parser's place in them */
+	size_t len;                   /* the header's length */
+	RtJson j;                     /* the header being parsed */
 	uint64_t datalen;             /* bytes after the header */
 
 	char *pool;                   /* decoded strings, NUL-terminated */
@@ -537,10 +486,18 @@ static _Noreturn void fail(Reader *r, const char *fmt, ...)
 	longjmp(*r->jb, 1);
 }
 
-/* A syntax error, with its place as an offset into the file (what a hex dump shows). */
-static _Noreturn void bad(Reader *r, const char *what)
+/* A syntax error at offset at of the header, placed as an offset into the file (what a hex
+ * dump shows). */
+static _Noreturn void bad(Reader *r, size_t at, const char *what)
 {
-	fail(r, "invalid header JSON at byte %zu: %s", (size_t)8 + r->pos, what);
+	fail(r, "invalid header JSON at byte %zu: %s", (size_t)8 + at, what);
+}
+
+/* A JSON reader's result: an error jumps. */
+static void ok(Reader *r, int rc)
+{
+	if (rc < 0)
+		bad(r, r->j.e.at, r->j.e.msg);
 }
 
 static void *xmalloc(Reader *r, size_t n, const char *what)
@@ -576,45 +533,26 @@ static void src_read(Reader *r, uint64_t off, void *dst, size_t n)
 
 /* -------------------------------- the JSON parser: only what the format has */
 
-static void ws(Reader *r)
-{
-	while (r->pos < r->len && (r->h[r->pos] == ' ' || r->h[r->pos] == '\t' || r->h[r->pos] == '\n' ||
-				   r->h[r->pos] == '\r'))
-		r->pos++;
-}
+static int peek(Reader *r) { return rt_json_peek(&r->j); }
+static void expect(Reader *r, int c, const char *what) { ok(r, rt_json_expect(&r->j, c, what)); }
 
-static int peek(Reader *r)
-{
-	ws(r);
-	return r->pos < r->len ? r->h[r->pos] : -1;
-}
-
-static void expect(Reader *r, int c, const char *what)
-{
-	if (peek(r) != c)
-		bad(r, r->pos >= r->len ? "the header ends early" : what);
-	r->pos++;
-}
-
-/* After an element of an array or object: true if another follows (a ',' was eaten),
- * false at the closing bracket (eaten too). */
+/* After an element of an array or object: true if another follows, false at the closing
+ * bracket (both read). */
 static bool more(Reader *r, int close, const char *what)
 {
-	int c = peek(r);
-	if (c == ',') {
-		r->pos++;
-		if (peek(r) == close)
-			bad(r, "a ',' before the closing bracket");
-		return true;
-	}
-	if (c != close)
-		bad(r, c < 0 ? "the header ends early" : what);
-	r->pos++;
-	return false;
+	int k = rt_json_more(&r->j, close, what);
+	ok(r, k);
+	return k;
 }
 
-static void pool_put(Reader *r, uint32_t cp)
+/* A character of a string into the pool, as UTF-8. The pool has room for every string of
+ * the header: a string's decoded bytes plus its NUL are never more than its encoded bytes
+ * with their quotes. */
+static int pool_put(RtJson *j, void *ctx, uint32_t cp, size_t at)
 {
+	Reader *r = ctx;
+	if (!cp)
+		return rt_json_fail(j, at, "\\u0000 in a string (names and metadata cannot hold NUL)");
 	char *o = r->pool + r->pooln;
 	if (cp < 0x80) {
 		o[0] = (char)cp;
@@ -635,66 +573,26 @@ static void pool_put(Reader *r, uint32_t cp)
 		o[3] = (char)(0x80 | (cp & 0x3f));
 		r->pooln += 4;
 	}
+	return 0;
 }
 
-/* A string, decoded into the pool (NUL-terminated); its offset there. The pool has room
- * for every string of the header: a string's decoded bytes plus its NUL are never more
- * than its encoded bytes with their quotes. */
+/* A string, decoded into the pool (NUL-terminated): its offset there. */
 static size_t string(Reader *r, const char *what)
 {
-	if (peek(r) != '"')
-		bad(r, r->pos >= r->len ? "the header ends early" : what);
-	size_t open = r->pos++, start = r->pooln;
-	for (;;) {
-		size_t at = r->pos;
-		uint32_t cp;
-		RtJsonError e;
-		int k = rt_json_char(r->h, r->len, open, &r->pos, &cp, &e);
-		if (k < 0) {
-			r->pos = e.at;
-			bad(r, e.msg);
-		}
-		if (!k)
-			break;
-		if (!cp) {
-			r->pos = at;
-			bad(r, "\\u0000 in a string (names and metadata cannot hold NUL)");
-		}
-		pool_put(r, cp);
-	}
+	size_t start = r->pooln;
+	ok(r, rt_json_string(&r->j, what, pool_put, r));
 	r->pool[r->pooln++] = 0;
 	return start;
 }
 
-/* A non-negative integer: JSON's form (no leading zeros), no sign, fraction or exponent. */
-static uint64_t number(Reader *r, const char *what)
+/* A non-negative integer of the field `field`: a size or an offset, so at most INT64_MAX. */
+static uint64_t number(Reader *r, const char *field)
 {
-	int c = peek(r);
-	if (c == '-' || !(c >= '0' && c <= '9')) {
-		if (c == '-')
-			fail(r, "invalid header JSON at byte %zu: the numbers in %s must be non-negative integers",
-			     (size_t)8 + r->pos, what);
-		fail(r, "invalid header JSON at byte %zu: expected a number in %s", (size_t)8 + r->pos, what);
-	}
-	size_t start = r->pos;
-	uint64_t v = 0;
-	while (r->pos < r->len && r->h[r->pos] >= '0' && r->h[r->pos] <= '9') {
-		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(r->h[r->pos] - '0'), &v)) {
-			r->pos = start;
-			fail(r, "invalid header JSON at byte %zu: a number in %s is too large", (size_t)8 + r->pos, what);
-		}
-		r->pos++;
-	}
-	if (r->pos - start > 1 && r->h[start] == '0') {
-		r->pos = start;
-		bad(r, "a number with a leading zero");
-	}
-	if (r->pos < r->len && (r->h[r->pos] == '.' || r->h[r->pos] == 'e' || r->h[r->pos] == 'E')) {
-		r->pos = start;
-		fail(r, "invalid header JSON at byte %zu: the numbers in %s must be non-negative integers",
-		     (size_t)8 + r->pos, what);
-	}
-	return v;
+	char what[32];
+	int64_t v;
+	snprintf(what, sizeof what, "a number in %s", field);
+	ok(r, rt_json_uint(&r->j, what, INT64_MAX, &v));
+	return (uint64_t)v;
 }
 
 /* "__metadata__": an object of strings. */
@@ -702,7 +600,7 @@ static void parse_meta(Reader *r)
 {
 	expect(r, '{', "'__metadata__' must be an object of strings");
 	if (peek(r) == '}') {
-		r->pos++;
+		r->j.pos++;
 		return;
 	}
 	do {
@@ -729,9 +627,8 @@ static void parse_tensor(Reader *r, Entry *t)
 	const char *name = show(&a, r->pool + t->name);
 	expect(r, '{', "a tensor's entry must be an object");
 	if (peek(r) == '}')
-		bad(r, "a tensor's entry is empty");
+		bad(r, r->j.pos, "a tensor's entry is empty");
 	do {
-		size_t at = r->pos;
 		size_t k = string(r, "expected a field name (a string)");
 		const char *key = r->pool + k;
 		unsigned f = !strcmp(key, "dtype") ? F_DTYPE : !strcmp(key, "shape") ? F_SHAPE
@@ -741,10 +638,8 @@ static void parse_tensor(Reader *r, Entry *t)
 			fail(r, "tensor '%s': unknown field '%s' (a tensor has dtype, shape and data_offsets)", name,
 			     show(&b, key));
 		}
-		if (t->seen & f) {
-			r->pos = at;
+		if (t->seen & f)
 			fail(r, "tensor '%s': field '%s' appears twice", name, key);
-		}
 		t->seen |= f;
 		r->pooln = k; /* the field's name is not kept */
 		expect(r, ':', "expected ':' after a field name");
@@ -768,7 +663,7 @@ static void parse_tensor(Reader *r, Entry *t)
 			expect(r, '[', "shape must be an array of integers");
 			size_t rank = 0;
 			if (peek(r) == ']')
-				r->pos++;
+				r->j.pos++;
 			else
 				do {
 					uint64_t d = number(r, "shape");
@@ -804,11 +699,8 @@ static void check_tensor(Reader *r, Entry *t)
 		fail(r, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin", name, t->begin, t->end);
 	uint64_t nel = 1, bytes;
 	bool over = false;
-	for (int k = 0; k < t->rank; k++) {
-		/* each dimension must fit RtTensor's int64_t, even where another is 0 */
-		over |= t->shape[k] > INT64_MAX;
+	for (int k = 0; k < t->rank; k++)   /* each fits RtTensor's int64_t: number() saw to it */
 		over |= __builtin_mul_overflow(nel, t->shape[k], &nel);
-	}
 	if (over || nel > INT64_MAX || __builtin_mul_overflow(nel, dtype_size[t->dtype], &bytes))
 		fail(r, "tensor '%s': shape %s of %s is too large", name, dims_str(dims, sizeof dims, t->rank, t->shape),
 		     dtype_name[t->dtype]);
@@ -827,17 +719,15 @@ static void parse_header(Reader *r)
 {
 	expect(r, '{', "the header must be a JSON object");
 	if (peek(r) == '}')
-		r->pos++;
+		r->j.pos++;
 	else
 		do {
-			size_t at = r->pos;
+			size_t at = (peek(r), r->j.pos);
 			size_t k = string(r, "expected a tensor name (a string)");
 			expect(r, ':', "expected ':' after a tensor name");
 			if (!strcmp(r->pool + k, "__metadata__")) {
-				if (r->have_meta) {
-					r->pos = at;
-					bad(r, "'__metadata__' appears twice");
-				}
+				if (r->have_meta)
+					bad(r, at, "'__metadata__' appears twice");
 				r->have_meta = true;
 				r->pooln = k;
 				parse_meta(r);
@@ -858,7 +748,7 @@ static void parse_header(Reader *r)
 			check_tensor(r, t);
 		} while (more(r, '}', "expected ',' or '}' after a tensor"));
 	if (peek(r) >= 0)
-		bad(r, "text after the header's object");
+		bad(r, r->j.pos, "text after the header's object");
 }
 
 /* Sorting for the checks across tensors: by name, and by place in the data section. */
@@ -908,14 +798,6 @@ static void check_all(Reader *r)
 	}
 }
 
-static float bf16_to_f32(uint16_t h)
-{
-	uint32_t bits = (uint32_t)h << 16;
-	float f;
-	memcpy(&f, &bits, 4);
-	return f;
-}
-
 static float f16_to_f32(uint16_t h)
 {
 	uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = h >> 10 & 0x1f, man = h & 0x3ff, bits;
@@ -945,8 +827,11 @@ static void load(Reader *r, const Entry *t, float *dst)
 	for (uint64_t i = 0; i < t->nel;) {
 		size_t k = t->nel - i < 4096 ? (size_t)(t->nel - i) : 4096;
 		src_read(r, off + 2 * i, tmp, 2 * k);
-		for (size_t j = 0; j < k; j++)
-			dst[i + j] = t->dtype == DT_BF16 ? bf16_to_f32(tmp[j]) : f16_to_f32(tmp[j]);
+		if (t->dtype == DT_BF16)
+			rt_bf16_to_f32(dst + i, tmp, k);
+		else
+			for (size_t j = 0; j < k; j++)
+				dst[i + j] = f16_to_f32(tmp[j]);
 		i += k;
 	}
 }
@@ -973,12 +858,14 @@ static void read_all(Reader *r, RtCkpt *c)
 	r->len = (size_t)n;
 	r->datalen = r->size - 8 - n;
 	if (r->mem) {
-		r->h = r->mem + 8;
+		r->j.s = r->mem + 8;
 	} else {
 		r->hbuf = xmalloc(r, r->len, "the header");
 		src_read(r, 8, r->hbuf, r->len);
-		r->h = r->hbuf;
+		r->j.s = r->hbuf;
 	}
+	r->j.n = r->len;
+	r->j.ends = "the header ends early";
 	r->pool = xmalloc(r, r->len + 1, "the header's strings");
 	r->out = xmalloc(r, sizeof *r->out, "the checkpoint");
 	memset(r->out, 0, sizeof *r->out);

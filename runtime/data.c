@@ -4,45 +4,18 @@
  * the rest zero) followed by the tokens as little-endian uint16. Shards come from other
  * tools and other machines, so the reader trusts nothing in them: the file must be a
  * regular file whose size is exactly the header plus the count the header states, and
- * every refusal names the file and says what is wrong with it. The writer goes through
- * a temporary file, synced and renamed, so a crash never leaves half a shard under the
- * real name.
+ * every refusal names the file and says what is wrong with it. The writer replaces a
+ * file whole (io.c), so a crash never leaves half a shard under the real name.
  */
 #include "runtime.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 enum { HEADER_BYTES = RT_SHARD_HEADER_INTS * 4 };
-
-void rt_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || !errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-const char *rt_commas(int64_t v, char *buf)
-{
-	char digits[32];
-	int n = snprintf(digits, sizeof digits, "%lld", (long long)v), o = 0;
-	for (int i = 0; i < n; i++) {
-		buf[o++] = digits[i];
-		if (digits[i] != '-' && (n - 1 - i) % 3 == 0 && i != n - 1)
-			buf[o++] = ',';
-	}
-	buf[o] = 0;
-	return buf;
-}
 
 /* The header is little-endian whatever the host is: assemble it byte by byte. */
 static int32_t get_i32(const unsigned char *p)
@@ -60,7 +33,7 @@ static void put_i32(unsigned char *p, int32_t v)
 static const char *describe(int64_t data_bytes, char *buf, size_t n)
 {
 	char b[32];
-	snprintf(buf, n, "%s%s", rt_commas(data_bytes / 2, b), data_bytes % 2 ? " tokens and 1 byte" : "");
+	snprintf(buf, n, "%s%s", mgl_commas(data_bytes / 2, b), data_bytes % 2 ? " tokens and 1 byte" : "");
 	return buf;
 }
 
@@ -90,13 +63,13 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 	int64_t size = (int64_t)st.st_size;
 	if (size == 0) {
 		rt_errf(err, errlen, "%s: empty file (a token shard starts with a %s-byte header)", path,
-		        rt_commas(HEADER_BYTES, (char[32]){0}));
+		        mgl_commas(HEADER_BYTES, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
 	if (size < HEADER_BYTES) {
 		rt_errf(err, errlen, "%s: too short for a token shard: %lld bytes, and the header alone is %s", path,
-		        (long long)size, rt_commas(HEADER_BYTES, (char[32]){0}));
+		        (long long)size, mgl_commas(HEADER_BYTES, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
@@ -120,7 +93,7 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 		return -1;
 	}
 	if (count < 0) {
-		rt_errf(err, errlen, "%s: the header's token count is negative (%s)", path, rt_commas(count, (char[32]){0}));
+		rt_errf(err, errlen, "%s: the header's token count is negative (%s)", path, mgl_commas(count, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
@@ -128,14 +101,14 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 	if (data != want) {
 		char buf[64];
 		rt_errf(err, errlen, "%s: %s: the header says %s tokens but the file holds %s", path,
-		        data < want ? "truncated" : "trailing bytes", rt_commas(count, (char[32]){0}), describe(data, buf, sizeof buf));
+		        data < want ? "truncated" : "trailing bytes", mgl_commas(count, (char[32]){0}), describe(data, buf, sizeof buf));
 		fclose(f);
 		return -1;
 	}
 	/* count is now bounded by the file's real size, so the allocation is too */
 	uint16_t *tok = malloc(count ? (size_t)count * sizeof *tok : 1);
 	if (!tok) {
-		rt_errf(err, errlen, "%s: out of memory for %s tokens", path, rt_commas(count, (char[32]){0}));
+		rt_errf(err, errlen, "%s: out of memory for %s tokens", path, mgl_commas(count, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}
@@ -148,7 +121,7 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 			rt_errf(err, errlen, "%s: cannot read: %s", path, strerror(rerr));
 		else
 			rt_errf(err, errlen, "%s: truncated: the header says %s tokens but the file holds %s", path,
-			        rt_commas(count, (char[32]){0}), rt_commas((int64_t)got, (char[32]){0}));
+			        mgl_commas(count, (char[32]){0}), mgl_commas((int64_t)got, (char[32]){0}));
 		free(tok);
 		return -1;
 	}
@@ -170,49 +143,16 @@ void rt_shard_free(RtShard *s)
 
 /* ---------------------------------------------------------------- writing */
 
-/* Syncs the directory holding path, so the rename itself survives a crash; 0 or an errno. */
-static int sync_dir(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char dir[4096];
-	if (!slash)
-		snprintf(dir, sizeof dir, ".");
-	else if (slash == path)
-		snprintf(dir, sizeof dir, "/");
-	else if ((size_t)(slash - path) < sizeof dir)
-		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-	else
-		return 0;   /* a path this long is not worth refusing the write over */
-	int fd = open(dir, O_RDONLY);
-	if (fd < 0)
-		return errno;
-	/* some file systems refuse fsync on a directory (EINVAL): nothing more can be done */
-	int r = fsync(fd) && errno != EINVAL ? errno : 0;
-	close(fd);
-	return r;
-}
-
 int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *err, size_t errlen)
 {
 	if (n < 0 || n > INT32_MAX) {
 		rt_errf(err, errlen, "%s: %s tokens do not fit a shard (at most %s: the header's count is an int32)", path,
-		        rt_commas(n, (char[32]){0}), rt_commas(INT32_MAX, (char[32]){0}));
+		        mgl_commas(n, (char[32]){0}), mgl_commas(INT32_MAX, (char[32]){0}));
 		return -1;
 	}
-	size_t plen = strlen(path);
-	char *tmp = malloc(plen + 5);
-	if (!tmp) {
-		rt_errf(err, errlen, "%s: out of memory", path);
+	FILE *f = rt_atomic_open(path, err, errlen);
+	if (!f)
 		return -1;
-	}
-	memcpy(tmp, path, plen);
-	memcpy(tmp + plen, ".tmp", 5);
-	FILE *f = fopen(tmp, "wb");
-	if (!f) {
-		rt_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
-		free(tmp);
-		return -1;
-	}
 	unsigned char h[HEADER_BYTES] = {0};
 	put_i32(h, RT_SHARD_MAGIC);
 	put_i32(h + 4, RT_SHARD_VERSION);
@@ -226,28 +166,5 @@ int rt_shard_write(const char *path, const uint16_t *tokens, int64_t n, char *er
 			buf[k] = (unsigned char)tokens[i], buf[k + 1] = (unsigned char)(tokens[i] >> 8);
 		ok = fwrite(buf, 1, k, f) == k;
 	}
-	int werr = ok ? 0 : errno;
-	if (ok && (fflush(f) || fsync(fileno(f))))
-		ok = false, werr = errno;
-	if (fclose(f) && ok)
-		ok = false, werr = errno;
-	if (!ok) {
-		rt_errf(err, errlen, "%s: cannot write: %s", path, strerror(werr));
-		remove(tmp);
-		free(tmp);
-		return -1;
-	}
-	if (rename(tmp, path)) {
-		rt_errf(err, errlen, "%s: cannot replace: %s", path, strerror(errno));
-		remove(tmp);
-		free(tmp);
-		return -1;
-	}
-	free(tmp);
-	int derr = sync_dir(path);
-	if (derr) {
-		rt_errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(derr));
-		return -1;
-	}
-	return 0;
+	return rt_atomic_commit(f, path, err, errlen);   /* a failed fwrite leaves the stream's error */
 }

@@ -5,7 +5,8 @@
  *   tokenizer.c   byte-level and GPT-2 BPE tokenizers
  *   checkpoint.c  safetensors files: full (unsharded) tensors by name, plus metadata
  *                 (the keys mgl writes, checked when read)
- *   json.c        JSON strings and UTF-8, for the two readers of JSON (checkpoints, GPT-2)
+ *   json.c        the JSON reader (checkpoints' headers, GPT-2's encoder.json, logs) and UTF-8
+ *   io.c          messages, files replaced whole or not at all, bf16 conversion
  *   backend.h     the interface a backend implements (cpu.c; cuda/ later)
  *   exec.c        a job: tp x dp ranks running one plan, one thread per rank
  *   train.c       the training loop: schedule, accumulation, clipping, evaluation,
@@ -22,15 +23,36 @@
 
 #include "plan.h"
 
-/* ---------------------------------------------------------------- messages (data.c) */
+/* ---------------------------------------------------------------- messages, files, bf16 (io.c) */
 
 /* vsnprintf's message into err, unless err is NULL or errlen 0. */
 void rt_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* A count as messages write it, "124,439,808", into buf (32 bytes), which it returns: the
- * compiler's mgl_commas, for the runtime, which knows the compiler only through plan/. */
-const char *rt_commas(int64_t v, char *buf);
 
-/* ---------------------------------------------------------------- JSON strings (json.c) */
+/* A file replaced whole or not at all: written to path RT_TMP_SUFFIX, flushed, synced,
+ * renamed over path, and path's directory synced. Messages in err name path, never the
+ * temporary file. */
+#define RT_TMP_SUFFIX ".tmp"
+/* The temporary name of path into buf (n bytes): 0, or -1 if it does not fit. */
+int rt_tmp_name(const char *path, char *buf, size_t n);
+/* Creates path's temporary file (over a stale one) for writing: the stream, or NULL with
+ * err when it cannot be created or path exists and is not a regular file (a directory). */
+FILE *rt_atomic_open(const char *path, char *err, size_t errlen);
+/* Finishes what rt_atomic_open began: 0 once path is the new file; -1 with err ("cannot
+ * write", "cannot sync", "cannot replace"), the temporary file removed and path as it was,
+ * or ("written, but syncing its directory failed") with the new file in place. A directory
+ * that cannot be synced at all (EINVAL) is not an error. */
+int rt_atomic_commit(FILE *f, const char *path, char *err, size_t errlen);
+/* Gives up: closes f and removes the temporary file (the caller says why). */
+void rt_atomic_abort(FILE *f, const char *path);
+
+/* bf16 is the top half of a float32's bits. n floats to bf16, rounded to the nearest (ties
+ * to even): a float beyond bf16's largest finite becomes an infinity, and a NaN stays a
+ * NaN (quiet, its sign kept). */
+void rt_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
+/* n bf16 values to floats, exactly. */
+void rt_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+
+/* ---------------------------------------------------------------- JSON (json.c) */
 
 /* The well-formed UTF-8 sequence at s[0..n), n >= 1, per Unicode's table 3-7 (no overlong
  * forms, no surrogates, nothing past U+10FFFF): its length, with *cp; 0 if there is none. */
@@ -38,14 +60,40 @@ int rt_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
 typedef struct {
 	size_t at;            /* the offset in the text the error is at */
-	char msg[80];         /* what is wrong, e.g. "a string is not valid UTF-8" */
+	char msg[160];        /* what is wrong, e.g. "a string is not valid UTF-8" */
 } RtJsonError;
 
-/* One character of the JSON string whose opening quote is s[open], read at s[*pos] (of the
- * n bytes of s), which moves past it: 1 with its code point in *cp (any of 0..U+10FFFF, 0
- * included, but never a surrogate); 0 at the closing quote; -1 with *e when the string is
- * not valid JSON (never closed: e->at is the opening quote) or not valid UTF-8. */
-int rt_json_char(const unsigned char *s, size_t n, size_t open, size_t *pos, uint32_t *cp, RtJsonError *e);
+/* A JSON text being read: n bytes at s, pos the next to read. The calls below skip white
+ * space, read at pos and move past what they read; each returns -1 with e when the text is
+ * not what was asked for. For expect, more and string, `what` is then the message ("expected
+ * ':' after a key"); for the numbers it names the value ("an id": "expected an id"). Where
+ * the text ends instead, the message is `ends` (NULL: "the text ends early"). */
+typedef struct {
+	const unsigned char *s;
+	size_t n, pos;
+	const char *ends;     /* e.g. "the header ends early" */
+	RtJsonError e;
+} RtJson;
+
+/* -1, with e: at and the message (for the callers' own errors, in the same form). */
+int rt_json_fail(RtJson *j, size_t at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Skips white space: the next byte, or -1 at the end. */
+int rt_json_peek(RtJson *j);
+/* The byte c: 0. */
+int rt_json_expect(RtJson *j, int c, const char *what);
+/* After an element of an array or object closed by close: 1 if another follows (the ','
+ * read), 0 at close (read); -1 otherwise, and for a ',' just before close. */
+int rt_json_more(RtJson *j, int close, const char *what);
+/* A string: 0, each of its characters (a code point, 0..U+10FFFF but never a surrogate, 0
+ * included) passed to put (unless NULL) with its offset; put returns 0, or -1 after
+ * rt_json_fail, which stops the reading. */
+typedef int RtJsonPut(RtJson *j, void *ctx, uint32_t cp, size_t at);
+int rt_json_string(RtJson *j, const char *what, RtJsonPut *put, void *ctx);
+/* A whole number from 0 to max without sign, fraction or exponent: 0 with *v. what names it
+ * in messages: "expected WHAT", "WHAT must be a non-negative integer", "WHAT is more than MAX". */
+int rt_json_uint(RtJson *j, const char *what, int64_t max, int64_t *v);
+/* Any number (of at most 63 characters): 0 with *v. */
+int rt_json_number(RtJson *j, const char *what, double *v);
 
 /* ---------------------------------------------------------------- token shards (data.c) */
 
@@ -70,7 +118,9 @@ void rt_shard_free(RtShard *s);
 typedef struct RtTokenizer RtTokenizer;
 
 RtTokenizer *rt_tok_bytes(void);                                   /* ids 0..255 are the bytes */
-/* GPT-2's BPE from a directory holding encoder.json and vocab.bpe. */
+/* GPT-2's BPE from a directory holding encoder.json and vocab.bpe (each at most
+ * RT_TOK_MAX_FILE_BYTES; GPT-2's are 1 MB and 0.5 MB). */
+enum { RT_TOK_MAX_FILE_BYTES = 1 << 30 };
 RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen);
 int rt_tok_vocab(const RtTokenizer *t);                            /* 256 or 50257 */
 int rt_tok_eot(const RtTokenizer *t);                              /* <|endoftext|>, or -1 */

@@ -33,7 +33,6 @@
 #include "runtime.h"
 #include "unicode_tables.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -648,65 +647,24 @@ static int32_t map_find(Loader *L, const unsigned char *b, size_t n, int32_t put
 
 /* ---------------------------------------------------------------- loading encoder.json */
 
+/* The bytes of every key, back to back. */
 typedef struct {
 	Loader *L;
-	const unsigned char *p, *end;
-	unsigned char *key;          /* the bytes of every key, back to back */
-	size_t key_len, key_cap;
-} Json;
+	unsigned char *b;
+	size_t len, cap;
+} Keys;
 
-static void json_ws(Json *j)
+/* A key's character, which must spell a byte, appended as that byte. */
+static int key_put(RtJson *j, void *ctx, uint32_t cp, size_t at)
 {
-	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-		j->p++;
-}
-
-/* A JSON string at j->p (its opening quote): its code points, each of which must spell a
- * byte, are appended to j->key as those bytes. */
-static int json_key(Json *j)
-{
-	const unsigned char *s = j->L->text;
-	size_t n = (size_t)(j->end - s), open = (size_t)(j->p - s), pos = open + 1;
-	for (;;) {
-		size_t at = pos;
-		uint32_t cp;
-		RtJsonError e;
-		int k = rt_json_char(s, n, open, &pos, &cp, &e);
-		if (k < 0)
-			return bad_at(j->L, s + e.at, "%s", e.msg);
-		if (!k) {
-			j->p = s + pos;
-			return 0;
-		}
-		int b = alphabet_byte(&j->L->abc, cp);
-		if (b < 0)
-			return bad_at(j->L, s + at, "U+%04X is not in GPT-2's byte alphabet (tokens spell bytes as code points "
-				      "U+0021..U+0143)", (unsigned)cp);
-		if (grow(&j->key, &j->key_cap, j->key_len + 1, 1))
-			return bad_at(j->L, s + at, "out of memory");
-		j->key[j->key_len++] = (unsigned char)b;
-	}
-}
-
-/* A non-negative integer id at j->p. */
-static int json_id(Json *j, int32_t *id)
-{
-	const unsigned char *at = j->p;
-	if (j->p < j->end && *j->p == '-')
-		return bad_at(j->L, at, "a negative id");
-	if (j->p >= j->end || *j->p < '0' || *j->p > '9')
-		return bad_at(j->L, at, "expected an id (a non-negative integer)");
-	if (*j->p == '0' && j->end - j->p > 1 && j->p[1] >= '0' && j->p[1] <= '9')
-		return bad_at(j->L, at, "an id with a leading zero, which JSON does not allow");
-	int64_t v = 0;
-	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-		v = 10 * v + (*j->p++ - '0');
-		if (v >= MAX_VOCAB)
-			return bad_at(j->L, at, "an id beyond %d, the most a vocabulary may have here", MAX_VOCAB - 1);
-	}
-	if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
-		return bad_at(j->L, at, "an id that is not an integer");
-	*id = (int32_t)v;
+	Keys *k = ctx;
+	int b = alphabet_byte(&k->L->abc, cp);
+	if (b < 0)
+		return rt_json_fail(j, at, "U+%04X is not in GPT-2's byte alphabet (tokens spell bytes as code points "
+				    "U+0021..U+0143)", (unsigned)cp);
+	if (grow(&k->b, &k->cap, k->len + 1, 1))
+		return rt_json_fail(j, at, "out of memory");
+	k->b[k->len++] = (unsigned char)b;
 	return 0;
 }
 
@@ -714,73 +672,53 @@ static int json_id(Json *j, int32_t *id)
 static int load_encoder(Loader *L, size_t len)
 {
 	RtTokenizer *t = L->t;
-	Json j = {.L = L, .p = L->text, .end = L->text + len};
+	RtJson j = {.s = L->text, .n = len, .ends = "the object is never closed"};
+	Keys keys = {.L = L};
 	size_t *koff = NULL, ncap = 0, n = 0;   /* entry i: key bytes at koff[i], id ids[i], at pos[i] */
 	int32_t *ids = NULL, *slot = NULL;
 	const unsigned char **pos = NULL;
 	size_t ids_cap = 0, pos_cap = 0;
-	int r = -1;
-	if (len >= 3 && !memcmp(j.p, "\xEF\xBB\xBF", 3))
-		j.p += 3;   /* a byte order mark, which some editors add */
-	json_ws(&j);
-	if (j.p >= j.end || *j.p != '{') {
-		bad_at(L, j.p, j.p >= j.end ? "empty: expected a JSON object of tokens to ids" : "expected '{': the file "
+	int r = -1, more = 1;
+	if (len >= 3 && !memcmp(j.s, "\xEF\xBB\xBF", 3))
+		j.pos = 3;   /* a byte order mark, which some editors add */
+	int c = rt_json_peek(&j);
+	if (c != '{') {
+		bad_at(L, j.s + j.pos, c < 0 ? "empty: expected a JSON object of tokens to ids" : "expected '{': the file "
 		       "should be one JSON object of tokens to ids");
 		goto out;
 	}
-	j.p++;
-	json_ws(&j);
-	if (j.p < j.end && *j.p == '}') {
-		bad_at(L, j.p, "no tokens: the object is empty");
+	j.pos++;
+	if (rt_json_peek(&j) == '}') {
+		bad_at(L, j.s + j.pos, "no tokens: the object is empty");
 		goto out;
 	}
-	for (;;) {
-		json_ws(&j);
-		const unsigned char *at = j.p;
-		if (j.p >= j.end || *j.p != '"') {
-			bad_at(L, j.p, "expected a token (a string)");
-			goto out;
-		}
-		size_t k0 = j.key_len;
-		if (json_key(&j))
-			goto out;
-		if (j.key_len == k0) {
+	while (more == 1) {
+		rt_json_peek(&j);
+		const unsigned char *at = j.s + j.pos;
+		size_t k0 = keys.len;
+		int64_t id;
+		if (rt_json_string(&j, "expected a token (a string)", key_put, &keys))
+			goto bad_json;
+		if (keys.len == k0) {
 			bad_at(L, at, "an empty token");
 			goto out;
 		}
-		json_ws(&j);
-		if (j.p >= j.end || *j.p != ':') {
-			bad_at(L, j.p, "expected ':' after the token");
-			goto out;
-		}
-		j.p++;
-		json_ws(&j);
-		int32_t id = 0;
-		if (json_id(&j, &id))
-			goto out;
+		if (rt_json_expect(&j, ':', "expected ':' after the token") || rt_json_uint(&j, "an id", MAX_VOCAB - 1, &id))
+			goto bad_json;
 		if (grow(&koff, &ncap, n + 2, sizeof *koff) || grow(&ids, &ids_cap, n + 1, sizeof *ids) ||
 		    grow(&pos, &pos_cap, n + 1, sizeof *pos)) {
 			bad_at(L, at, "out of memory");
 			goto out;
 		}
 		koff[n] = k0;
-		koff[n + 1] = j.key_len;
-		ids[n] = id;
+		koff[n + 1] = keys.len;
+		ids[n] = (int32_t)id;
 		pos[n++] = at;
-		json_ws(&j);
-		if (j.p < j.end && *j.p == ',') {
-			j.p++;
-			continue;
-		}
-		if (j.p < j.end && *j.p == '}')
-			break;
-		bad_at(L, j.p, j.p >= j.end ? "the object is never closed" : "expected ',' or '}' after an id");
-		goto out;
+		if ((more = rt_json_more(&j, '}', "expected ',' or '}' after an id")) < 0)
+			goto bad_json;
 	}
-	j.p++;
-	json_ws(&j);
-	if (j.p != j.end) {
-		bad_at(L, j.p, "text after the object");
+	if (rt_json_peek(&j) >= 0) {
+		bad_at(L, j.s + j.pos, "text after the object");
 		goto out;
 	}
 	if (n > MAX_VOCAB) {
@@ -806,13 +744,13 @@ static int load_encoder(Loader *L, size_t len)
 	}
 	/* the tokens' bytes in id order */
 	t->vocab = (int)n;
-	if (!(t->bytes = malloc(j.key_len ? j.key_len : 1)) || !(t->off = malloc((n + 1) * sizeof *t->off)))
+	if (!(t->bytes = malloc(keys.len ? keys.len : 1)) || !(t->off = malloc((n + 1) * sizeof *t->off)))
 		goto oom;
 	size_t o = 0;
 	for (size_t id = 0; id < n; id++) {
 		size_t e = (size_t)slot[id], kl = koff[e + 1] - koff[e];
 		t->off[id] = o;
-		memcpy(t->bytes + o, j.key + koff[e], kl);
+		memcpy(t->bytes + o, keys.b + koff[e], kl);
 		o += kl;
 	}
 	t->off[n] = o;
@@ -837,10 +775,13 @@ static int load_encoder(Loader *L, size_t len)
 	}
 	r = 0;
 	goto out;
+bad_json:
+	bad_at(L, j.s + j.e.at, "%s", j.e.msg);
+	goto out;
 oom:
 	rt_errf(L->err, L->errlen, "%s: out of memory", L->path);
 out:
-	free(j.key);
+	free(keys.b);
 	free(koff);
 	free(ids);
 	free(pos);
@@ -1019,42 +960,6 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-/* Reads a whole file (malloc'd). */
-static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
-{
-	enum { LIMIT = 1 << 30 };   /* GPT-2's are 1 MB and 0.5 MB */
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		rt_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return NULL;
-	}
-	char *buf = NULL;
-	size_t n = 0, cap = 0;
-	for (;;) {
-		if (grow(&buf, &cap, n + (1 << 16), 1)) {
-			rt_errf(err, errlen, "%s: out of memory", path);
-			break;
-		}
-		n += fread(buf + n, 1, cap - n, f);
-		if (ferror(f)) {
-			rt_errf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-			break;
-		}
-		if (feof(f)) {
-			fclose(f);
-			*len = n;
-			return buf;
-		}
-		if (n > LIMIT) {
-			rt_errf(err, errlen, "%s: larger than 1 GiB: not a tokenizer file", path);
-			break;
-		}
-	}
-	fclose(f);
-	free(buf);
-	return NULL;
-}
-
 RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
 {
 	Loader L = {.err = err, .errlen = errlen};
@@ -1067,7 +972,8 @@ RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
 	}
 	t->kind = TOK_GPT2;
 	size_t elen, vlen;
-	if (!(etext = read_file(epath, &elen, err, errlen)) || !(vtext = read_file(vpath, &vlen, err, errlen)))
+	if (!(etext = mgl_read_whole(epath, RT_TOK_MAX_FILE_BYTES, "tokenizer files", &elen, err, errlen)) ||
+	    !(vtext = mgl_read_whole(vpath, RT_TOK_MAX_FILE_BYTES, "tokenizer files", &vlen, err, errlen)))
 		goto bad;
 	sha256_hex((const unsigned char *)etext, elen, t->digest);
 	t->digest[64] = ' ';

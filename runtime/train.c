@@ -137,12 +137,12 @@ static int check_shard(Train *t, const RtShard *s)
 	int64_t vocab = t->p->vocab ? t->p->vocab : INT64_MAX;
 	char b1[32], b2[32];
 	if (s->ntokens < t->T + 1)
-		return fail(t, "%s: %s tokens are fewer than one sequence of %s needs", s->path, rt_commas(s->ntokens, b1),
-			    rt_commas(t->T + 1, b2));
+		return fail(t, "%s: %s tokens are fewer than one sequence of %s needs", s->path, mgl_commas(s->ntokens, b1),
+			    mgl_commas(t->T + 1, b2));
 	for (int64_t i = 0; i < s->ntokens; i++)
 		if (s->tokens[i] >= vocab)
 			return fail(t, "%s: token %d at position %s is beyond the model's vocabulary (%s)", s->path,
-				    s->tokens[i], rt_commas(i, b1), rt_commas(vocab, b2));
+				    s->tokens[i], mgl_commas(i, b1), mgl_commas(vocab, b2));
 	return 0;
 }
 
@@ -275,19 +275,19 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 static char *prepare_dir(Train *t, const char *dir)
 {
 	struct stat st;
-	char *path = malloc(strlen(dir) + 32);
-	sprintf(path, "%s/checkpoint.safetensors.tmp", dir);
-	int fd;
+	char *path = malloc(strlen(dir) + 32), tmp[sizeof saving];
+	sprintf(path, "%s/checkpoint.safetensors", dir);
+	int fd = -1;
 	if (mkdir(dir, 0777) && errno != EEXIST) {
 		fail(t, "cannot create '%s': %s", dir, strerror(errno));
 	} else if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
 		fail(t, "cannot save in '%s': it is not a directory", dir);
-	} else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0) {   /* the writer's temporary file */
+	} else if ((errno = ENAMETOOLONG, rt_tmp_name(path, tmp, sizeof tmp)) ||
+		   (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0) {   /* the writer's temporary file */
 		fail(t, "cannot write in '%s': %s", dir, strerror(errno));
 	} else {
 		close(fd);
-		unlink(path);
-		path[strlen(path) - 4] = 0;
+		unlink(tmp);
 		if (stat(path, &st) || S_ISREG(st.st_mode))
 			return path;
 		fail(t, "cannot save to '%s': it is not a regular file", path);
@@ -304,9 +304,9 @@ static int save(Train *t)
 	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
 	/* rt_ckpt_write's temporary file, for a second Ctrl-C to remove */
-	snprintf(saving, sizeof saving, "%s.tmp", path);
+	int too_long = rt_tmp_name(path, saving, sizeof saving);
 	atomic_thread_fence(memory_order_seq_cst);   /* the name is whole before the handler may read it */
-	saving_now = strlen(path) + 4 < sizeof saving;
+	saving_now = !too_long;
 	int rc = write_tensors(t, path, which, prefix, 3);
 	saving_now = 0;
 	free(path);
@@ -501,9 +501,9 @@ static void progress(Train *t, double loss, double tok_s, double left, double va
 {
 	const RtTrainOpts *o = t->o;
 	char b1[32], b2[32], b3[32], b4[32], line[160];
-	const char *step = rt_commas(t->step, b3), *of = rt_commas(end, b4);
+	const char *step = mgl_commas(t->step, b3), *of = mgl_commas(end, b4);
 	snprintf(line, sizeof line, "step %s/%s | loss %.4f | %s tok/s | %s left", step, of, loss,
-		 rt_commas((int64_t)(tok_s + 0.5), b1), clock_str(left, b2));
+		 mgl_commas((int64_t)(tok_s + 0.5), b1), clock_str(left, b2));
 	bool own = o->log_every ? t->step % o->log_every == 0 : !o->progress && now() - t->shown >= RT_PROGRESS_SECONDS;
 	const char *cr = o->progress ? "\r" : "", *pad = o->progress ? "          " : "";
 	if (!isnan(val))   /* on a terminal or not: the loss falling is the news */
@@ -550,7 +550,7 @@ static void schedule(Train *t, RtTrainOpts *o, char *note, size_t cap)
 	       was_lr = lr_at(t->step, was->steps, was->warmup, was->lr, was->min_lr);
 	snprintf(note, cap, "mgl: note: the learning-rate schedule is not the checkpoint's: %s; step %s runs at lr %.3g "
 		 "instead of %.3g\n  hint: leave out %s%s%s%sto keep the checkpoint's schedule\n", what,
-		 rt_commas(t->step + 1, (char[32]){0}), now_lr, was_lr, given_steps ? "--steps " : "",
+		 mgl_commas(t->step + 1, (char[32]){0}), now_lr, was_lr, given_steps ? "--steps " : "",
 		 given_warmup ? "--warmup " : "", given_lr ? "--lr " : "", given_min ? "--min-lr " : "");
 }
 
@@ -645,7 +645,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	schedule(&t, o, note, sizeof note);
 	if (t.step >= o->steps) {
 		fail(&t, "the checkpoint is at step %s already: give --steps beyond it to train more",
-		     rt_commas(t.step, (char[32]){0}));
+		     mgl_commas(t.step, (char[32]){0}));
 		goto out;
 	}
 	if (o->log_path && !(t.log = fopen(o->log_path, t.step ? "a" : "w"))) {
@@ -667,10 +667,10 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	char b1[32], b2[32];
 	say(&t, "mgl: training %s%s%s (%s parameters) on %s: tp %d, dp %d%s, batch %lld x %lld, %s step%s\n",
 	    o->model_name ? o->model_name : plan->model, o->preset ? " " : "", o->preset ? o->preset : "",
-	    rt_commas(o->nparams, b1), be->name, plan->tp, plan->dp, plan->sp ? ", sequence parallel" : "",
-	    (long long)plan->batch, (long long)plan->seq, rt_commas(o->steps, b2), o->steps == 1 ? "" : "s");
+	    mgl_commas(o->nparams, b1), be->name, plan->tp, plan->dp, plan->sp ? ", sequence parallel" : "",
+	    (long long)plan->batch, (long long)plan->seq, mgl_commas(o->steps, b2), o->steps == 1 ? "" : "s");
 	if (t.resumed)
-		say(&t, "mgl: resuming from step %s (%s)\n%s", rt_commas(t.step, b1), t.resumed, note);
+		say(&t, "mgl: resuming from step %s (%s)\n%s", mgl_commas(t.step, b1), t.resumed, note);
 	else
 		for (int i = 0; i < plan->nparams; i++)
 			init_param(&t, i);
@@ -695,7 +695,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 			goto restore;
 		if (!isfinite(loss)) {
 			fail(&t, "the loss is %s at step %s; stopping%s%s", isnan(loss) ? "NaN" : "infinite",
-			     rt_commas(t.step + 1, (char[32]){0}), o->save_dir ? " (the last checkpoint in " : "",
+			     mgl_commas(t.step + 1, (char[32]){0}), o->save_dir ? " (the last checkpoint in " : "",
 			     o->save_dir ? o->save_dir : "");
 			if (o->save_dir)
 				strncat(err, " is from before it)", errlen - strlen(err) - 1);

@@ -1,8 +1,11 @@
 #!/bin/sh
 # scripts/bench_gpu.sh MGL TORCH_GPT OUT — GPT-2 124M training throughput on one GPU, mgl
-# and the PyTorch baseline (shared/bench/torch_gpt.py, eager) side by side, same card, same
-# call: batch 8 x 1024, median tokens/s of steps 11-30 for mgl; the baseline's own median.
+# and the PyTorch baseline (torch_gpt.py, eager) side by side, same card, same call: batch
+# 8 x 1024, median tokens/s of steps 11-30 for mgl; the baseline's own median.
+# TORCH_GPT is not in this repository: docs/BENCHMARKS.md says how to bring it into the run
+# (from the workplace's shared/bench/torch_gpt.py).
 mgl=${1:?} torch_gpt=${2:?} out=${3:?}
+[ -f "$torch_gpt" ] || { echo "bench_gpu.sh: no $torch_gpt: copy the workplace's shared/bench/torch_gpt.py in (docs/BENCHMARKS.md)" >&2; exit 1; }
 mkdir -p "$out"
 cat README.md docs/*.md compiler/*.c runtime/*.c > "$out/text.txt"
 "$mgl" tokenize "$out/text.txt" --gpt2 tests/data/gpt2 -o "$out/g.bin" >/dev/null

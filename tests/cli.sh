@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/cli.sh — the command line as a user meets it: help, version, exit statuses, mistyped
 # options, and the inputs that are not model text at all (missing, empty, huge, binary, a
-# directory); then compile, explain and dot, whose graphs must render with Graphviz's dot;
+# directory); then compile, explain and dot, whose graphs must render with Graphviz's dot,
+# and whose -o refuses what is not a file to replace (a directory, a device);
 # and what a new user meets first: that `make deps-test` installs what the tests run, and
 # that the docs link only to what the repository holds.
 # usage: tests/cli.sh MGL
@@ -49,12 +50,12 @@ expect 2 "^--set:1:1: error: --set sets 'dd'"  -- check models/gpt2.mgl --set dd
 expect 2 '^--set:1:3: error: expected an expression' -- check models/gpt2.mgl --set d=
 
 # files that are not models
-expect 1 "cannot open '$tmp/missing.mgl': No such file or directory" -- check "$tmp/missing.mgl"
+expect 1 "$tmp/missing.mgl: cannot open: No such file or directory" -- check "$tmp/missing.mgl"
 : >"$tmp/empty.mgl"
 expect 1 'empty.mgl:1:1: error: the file is empty' -- check "$tmp/empty.mgl"
 head -c 9000000 /dev/zero | tr '\0' '#' >"$tmp/huge.mgl"
-expect 1 'is too large: mgl reads model files of at most 8 MiB' -- check "$tmp/huge.mgl"
-expect 1 "cannot read '$tmp': Is a directory" -- check "$tmp"
+expect 1 'huge.mgl: too large: mgl reads model files of at most 8 MiB' -- check "$tmp/huge.mgl"
+expect 1 "$tmp: cannot read: Is a directory" -- check "$tmp"
 head -c 4096 /dev/urandom >"$tmp/random.mgl"
 printf '\177ELF\002\001\001' >"$tmp/binary.mgl"
 expect 1 'binary.mgl:1:1: error: unexpected byte 0x7f' -- check "$tmp/binary.mgl"
@@ -79,8 +80,13 @@ expect 1 'gpt2.mgl:[0-9]+:[0-9]+: error: 12 heads cannot be split over --tp 8' -
 expect 1 'hint: --tp must divide 12: 1, 2, 3, 4, 6, 12$' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
 check 'a failed compile -o leaves no plan, whole or part' sh -c '! ls -A "$1" | grep tp8' - "$tmp"
 # a file that cannot be written is named as given, never as mgl's temporary file
-expect 1 "cannot write '$tmp/nope/g.plan': No such file" -- compile models/gpt2.mgl --preset tiny -o "$tmp/nope/g.plan"
-expect 1 "cannot write '$tmp/nope/g.dot': No such file" -- dot models/gpt2.mgl --preset tiny -o "$tmp/nope/g.dot"
+expect 1 "$tmp/nope/g.plan: cannot create: No such file" -- compile models/gpt2.mgl --preset tiny -o "$tmp/nope/g.plan"
+expect 1 "$tmp/nope/g.dot: cannot create: No such file" -- dot models/gpt2.mgl --preset tiny -o "$tmp/nope/g.dot"
+# a directory (or a device) where the file should go is refused, not renamed over
+mkdir "$tmp/adir"
+expect 1 "$tmp/adir: cannot write: it is a directory" -- compile models/gpt2.mgl --preset tiny -o "$tmp/adir"
+check 'a refused -o leaves no temporary file' test ! -e "$tmp/adir.tmp"
+expect 1 '/dev/zero: cannot write: it is not a regular file' -- compile models/gpt2.mgl --preset tiny -o /dev/zero
 expect 2 "--seq 2048 is longer than the model's sequence" -- compile models/gpt2.mgl --seq 2048
 
 # explain: collectives per layer; with --sp the all-reduces become all-gathers and

@@ -17,7 +17,8 @@
  * merge lists the loader accepts (see runtime/tokenizer.c), which mode 3 tests directly.
  *
  * The statics of runtime/tokenizer.c are needed for that, so it is included, not linked:
- *   clang -fsanitize=fuzzer,address,undefined -Iplan -Iruntime tests/fuzz_data.c runtime/data.c plan/plan.c
+ *   clang -fsanitize=fuzzer,address,undefined -Iplan -Iruntime tests/fuzz_data.c runtime/data.c \
+ *     runtime/json.c runtime/io.c plan/plan.c plan/common.c
  * Run it from the repository root (or set MGL_GPT2_DIR). Files go to a directory under /tmp.
  */
 #include "../runtime/tokenizer.c"

@@ -319,24 +319,6 @@ static int64_t value_numel(const RtRank *r, int v) { return mgl_numel(val(r, v))
 
 /* Host floats (or int32 ids) to the rank: bf16 values converted, parameters also to their
  * bf16 copy. Errors here are reported by the next run. */
-static uint16_t to_bf16(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu))
-		return (uint16_t)((u >> 16) | 0x40);
-	u += 0x7fffu + ((u >> 16) & 1u);
-	return (uint16_t)(u >> 16);
-}
-
-static float from_bf16(uint16_t h)
-{
-	uint32_t u = (uint32_t)h << 16;
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 static void cuda_write(RtRank *r, int v, const void *host)
 {
 	Dev *d = r->mem;
@@ -345,8 +327,7 @@ static void cuda_write(RtRank *r, int v, const void *host)
 	int ty = dt(r, v);
 	if (ty == MGL_BF16) {
 		uint16_t *h = malloc((size_t)n * 2);
-		for (int64_t i = 0; i < n; i++)
-			h[i] = to_bf16(((const float *)host)[i]);
+		rt_f32_to_bf16(h, host, (size_t)n);
 		cudaMemcpy(P(r, v), h, (size_t)n * 2, cudaMemcpyHostToDevice);
 		free(h);
 		return;
@@ -354,8 +335,7 @@ static void cuda_write(RtRank *r, int v, const void *host)
 	cudaMemcpy(P(r, v), host, (size_t)n * 4, cudaMemcpyHostToDevice);
 	if (val(r, v)->role == MGL_V_PARAM) {
 		uint16_t *h = malloc((size_t)n * 2);
-		for (int64_t i = 0; i < n; i++)
-			h[i] = to_bf16(((const float *)host)[i]);
+		rt_f32_to_bf16(h, host, (size_t)n);
 		cudaMemcpy(P16(r, v), h, (size_t)n * 2, cudaMemcpyHostToDevice);
 		free(h);
 	}
@@ -369,8 +349,7 @@ static void cuda_read(RtRank *r, int v, void *host)
 	if (dt(r, v) == MGL_BF16) {
 		uint16_t *h = malloc((size_t)n * 2);
 		cudaMemcpy(h, P(r, v), (size_t)n * 2, cudaMemcpyDeviceToHost);
-		for (int64_t i = 0; i < n; i++)
-			((float *)host)[i] = from_bf16(h[i]);
+		rt_bf16_to_f32(host, h, (size_t)n);
 		free(h);
 		return;
 	}
@@ -390,8 +369,10 @@ static double cuda_peek(RtRank *r, int v, int64_t i)
 	cudaSetDevice(d->device);
 	if (dt(r, v) == MGL_BF16) {
 		uint16_t h = 0;
+		float f;
 		cudaMemcpy(&h, (uint16_t *)P(r, v) + i, 2, cudaMemcpyDeviceToHost);
-		return from_bf16(h);
+		rt_bf16_to_f32(&f, &h, 1);
+		return f;
 	}
 	float f = 0;
 	cudaMemcpy(&f, (float *)P(r, v) + i, 4, cudaMemcpyDeviceToHost);

@@ -61,6 +61,9 @@ static void *cache_load(const char *path, uint64_t key, size_t *n)
 	return NULL;
 }
 
+/* Through a temporary file and a rename, but not io.c's rt_atomic_open: several processes
+ * may store one entry at once, so the temporary name is the process's own, and a cache
+ * needs no sync (a torn or lost file fails cache_load's checks and is compiled again). */
 static void cache_store(const char *dir, const char *path, uint64_t key, const void *buf, size_t n)
 {
 	char tmp[1100];

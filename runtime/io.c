@@ -1,0 +1,152 @@
+/* runtime/io.c — what the runtime's files share: messages, files written whole or not at
+ * all (checkpoints and token shards, and the command line's plans, exports and plots), and
+ * bf16 (checkpoints and the cuda backend).
+ *
+ * A file is replaced atomically. Its bytes go to PATH.tmp, which is flushed and synced,
+ * then renamed over PATH, and PATH's directory is synced so that the rename survives a
+ * crash too: a crash leaves the old file or the new one, never half of one, and a failure
+ * before the rename removes PATH.tmp and leaves PATH as it was. The temporary name is
+ * fixed rather than unique, so that a stale one from a crash is simply written over and
+ * `mgl train`'s second Ctrl-C knows what to remove (two processes writing one path at once
+ * is not supported). A target that exists and is not a regular file (a directory, a
+ * device, a pipe) is refused before anything is written: renaming over it would replace
+ * the directory entry, not write into it.
+ *
+ * Syncing the directory: POSIX leaves fsync of a directory to the implementation, and on
+ * Linux a file system that cannot sync directories (some FUSE file systems, for one)
+ * refuses with EINVAL. The rename is done by then and nothing more can be done, so EINVAL
+ * there is not an error; any other failure is, though the new file is in place.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
+
+void rt_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || !errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* ---------------------------------------------------------------- atomic replacement */
+
+int rt_tmp_name(const char *path, char *buf, size_t n)
+{
+	size_t k = strlen(path);
+	if (k + sizeof RT_TMP_SUFFIX > n)
+		return -1;
+	memcpy(buf, path, k);
+	memcpy(buf + k, RT_TMP_SUFFIX, sizeof RT_TMP_SUFFIX);
+	return 0;
+}
+
+FILE *rt_atomic_open(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	if (!stat(path, &st) && !S_ISREG(st.st_mode)) {
+		rt_errf(err, errlen, "%s: cannot write: it is %s", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+		return NULL;
+	}
+	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
+	FILE *f = NULL;
+	if (rt_tmp_name(path, tmp, sizeof tmp))
+		errno = ENAMETOOLONG;
+	else
+		f = fopen(tmp, "wb");
+	if (!f)
+		rt_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+	return f;
+}
+
+void rt_atomic_abort(FILE *f, const char *path)
+{
+	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
+	fclose(f);
+	if (!rt_tmp_name(path, tmp, sizeof tmp))
+		remove(tmp);
+}
+
+/* Syncs the directory that holds path, so that a rename in it survives a crash: 0 or an errno. */
+static int sync_dir(const char *path)
+{
+	char dir[PATH_MAX] = ".";
+	const char *slash = strrchr(path, '/');
+	if (slash)
+		snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		return errno;
+	int e = fsync(fd) && errno != EINVAL ? errno : 0;   /* EINVAL: see the top of the file */
+	close(fd);
+	return e;
+}
+
+int rt_atomic_commit(FILE *f, const char *path, char *err, size_t errlen)
+{
+	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
+	rt_tmp_name(path, tmp, sizeof tmp);   /* fits: rt_atomic_open made it */
+	/* Every step is checked: a full disk shows at fflush, fsync or fclose, depending on
+	 * buffering and the file system, and any of them means the temporary file is not the
+	 * file. e is an errno, or -1 for a stream error that left none. */
+	const char *stage = "write";
+	int e = 0;
+	if (ferror(f))   /* a write failed: errno still says why, unless a call since cleared it */
+		e = errno ? errno : -1;
+	else if ((errno = 0, fflush(f)))
+		e = errno ? errno : -1;
+	else if (fsync(fileno(f)))
+		e = errno, stage = "sync";
+	errno = 0;
+	if (fclose(f) && !e)
+		e = errno ? errno : -1;
+	if (!e && rename(tmp, path))
+		e = errno, stage = "replace";
+	if (e) {
+		remove(tmp);
+		rt_errf(err, errlen, "%s: cannot %s: %s", path, stage, e > 0 ? strerror(e) : "write error");
+		return -1;
+	}
+	if ((e = sync_dir(path))) {
+		/* the new file is in place; only its surviving a crash is in doubt */
+		rt_errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(e));
+		return -1;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- bf16 */
+
+void rt_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, &src[i], 4);
+		if ((u & 0x7fffffffu) > 0x7f800000u)   /* NaN: rounding could carry it into Inf */
+			dst[i] = (uint16_t)(u >> 16 | 0x40);
+		else                                   /* to nearest, ties to the even half */
+			dst[i] = (uint16_t)((u + 0x7fffu + (u >> 16 & 1u)) >> 16);
+	}
+}
+
+void rt_bf16_to_f32(float *dst, const uint16_t *src, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint32_t u = (uint32_t)src[i] << 16;
+		memcpy(&dst[i], &u, 4);
+	}
+}
