@@ -8,9 +8,11 @@
  * before the rename removes PATH.tmp and leaves PATH as it was. The temporary name is
  * fixed rather than unique, so that a stale one from a crash is simply written over and
  * `mgl train`'s second Ctrl-C knows what to remove (two processes writing one path at once
- * is not supported). A target that exists and is not a regular file (a directory, a
- * device, a pipe) is refused before anything is written: renaming over it would replace
- * the directory entry, not write into it.
+ * is not supported). A target that is a character device or a pipe (`-o /dev/null`,
+ * `-o /dev/stdout`) is written straight into, as a user who names one means: renaming over
+ * it would replace the device's directory entry (as root, /dev/null itself), not write to
+ * it. Any other target that exists and is not a regular file (a directory) is refused
+ * before anything is written.
  *
  * Syncing the directory: POSIX leaves fsync of a directory to the implementation, and on
  * Linux a file system that cannot sync directories (some FUSE file systems, for one)
@@ -55,9 +57,22 @@ int rt_tmp_name(const char *path, char *buf, size_t n)
 	return 0;
 }
 
+/* A device or a pipe: written in place, never renamed over. */
+static bool streamed(const char *path)
+{
+	struct stat st;
+	return !stat(path, &st) && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode));
+}
+
 FILE *rt_atomic_open(const char *path, char *err, size_t errlen)
 {
 	struct stat st;
+	if (streamed(path)) {
+		FILE *f = fopen(path, "wb");
+		if (!f)
+			rt_errf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+		return f;
+	}
 	if (!stat(path, &st) && !S_ISREG(st.st_mode)) {
 		rt_errf(err, errlen, "%s: cannot write: it is %s", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
 		return NULL;
@@ -77,7 +92,7 @@ void rt_atomic_abort(FILE *f, const char *path)
 {
 	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
 	fclose(f);
-	if (!rt_tmp_name(path, tmp, sizeof tmp))
+	if (!streamed(path) && !rt_tmp_name(path, tmp, sizeof tmp))
 		remove(tmp);
 }
 
@@ -100,6 +115,12 @@ int rt_atomic_commit(FILE *f, const char *path, char *err, size_t errlen)
 {
 	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
 	rt_tmp_name(path, tmp, sizeof tmp);   /* fits: rt_atomic_open made it */
+	if (streamed(path)) {
+		bool bad = ferror(f) | (fclose(f) != 0);
+		if (bad)
+			rt_errf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+		return bad ? -1 : 0;
+	}
 	/* Every step is checked: a full disk shows at fflush, fsync or fclose, depending on
 	 * buffering and the file system, and any of them means the temporary file is not the
 	 * file. e is an errno, or -1 for a stream error that left none. */
