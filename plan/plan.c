@@ -84,7 +84,7 @@ void *mgl_alloc(MglArena *a, size_t n)
 		size_t size = n > (64u << 10) ? n : (64u << 10);
 		MglChunk *ch = malloc(sizeof *ch + size);
 		if (!ch) {
-			fprintf(stderr, "mgl: out of memory (asked for %zu bytes)\n", n);
+			fprintf(stderr, "mgl: out of memory (asked for %s bytes)\n", mgl_commas((int64_t)n, (char[32]){0}));
 			exit(1);
 		}
 		ch->next = a->head;
@@ -780,9 +780,14 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 			if (__builtin_mul_overflow(need, v->shape[k], &need))
 				bad(&r, "value %%%d is too large", i);
 		if (v->bytes < need)
-			bad(&r, "value %%%d needs %lld bytes but is given %lld", i, (long long)need, (long long)v->bytes);
+			bad(&r, "value %%%d needs %s bytes but is given %s", i, mgl_commas(need, (char[32]){0}),
+			    mgl_commas(v->bytes, (char[32]){0}));
 		if ((v->role == MGL_V_ACT || v->role == MGL_V_INPUT) && v->offset + v->bytes > p->arena_bytes)
 			bad(&r, "value %%%d lies outside the arena", i);
+		/* the other roles' buffers are not written in the plan: each ends after its last value */
+		int64_t *end = &p->persistent_bytes[v->role];
+		if (v->role != MGL_V_ACT && v->role != MGL_V_INPUT && v->offset + v->bytes > *end)
+			*end = v->offset + v->bytes;
 	}
 	{   /* the loss and the logits the header names: activations, a scalar and a matrix */
 		int line = r.line;

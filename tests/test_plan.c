@@ -436,6 +436,9 @@ START_TEST(plan_round_trip)
 			ck_assert(!memcmp(t1, t2, n1));
 			ck_assert_int_eq(q->nsteps, b.p->nsteps);
 			ck_assert_int_eq(q->tp, ts[k].tp);
+			/* what the runtime allocates for parameters, gradients and optimizer state */
+			for (int role = 0; role < MGL_V_ROLE_COUNT; role++)
+				ck_assert_int_eq(q->persistent_bytes[role], b.p->persistent_bytes[role]);
 			/* the plan names its loss (what the model returns) and the logits of its loss */
 			ck_assert_int_eq(q->loss, b.p->loss);
 			ck_assert_str_eq(q->values[q->loss].name, m ? "add1" : "cross_entropy");
