@@ -26,12 +26,10 @@ typedef struct {
 	const char *prompt;
 	int64_t tokens, top_k;
 	double temperature, val_fraction;
-	int nfiles;             /* tokenize: every positional argument */
 	int64_t gpus;           /* train: must equal tp x dp */
 	const char *arch;       /* kernels: sm_90 */
 	bool hf;                /* export: Hugging Face's names (the only format) */
 	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
-	char **files;
 } Args;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg);
@@ -44,6 +42,10 @@ FILE *cli_out_open(const char *path);
 int cli_out_close(FILE *f, const char *path);
 
 /* compile.c */
+/* Whether the file at path is a plan (it starts "mgl-plan "), which explain and dot read;
+ * the other commands refuse one with cli_refuse_plan (1), naming what reads plans. */
+bool cli_is_plan(const char *path);
+int cli_refuse_plan(const char *cmd, const char *path);
 int cmd_check(Args *a);
 int cmd_compile(Args *a);
 int cmd_explain(Args *a);

@@ -140,9 +140,31 @@ static MglTarget target_of(const Args *a, const MglGraph *g)
 
 typedef int Body(MglCtx *c, Args *a, MglGraph *g, MglFile *f);
 
-/* Runs body on the loaded model inside one error scope. */
-static int with_model(Args *a, Body *body)
+bool cli_is_plan(const char *path)
 {
+	char head[9] = {0};
+	FILE *f = fopen(path, "rb");
+	if (f) {
+		size_t n = fread(head, 1, sizeof head, f);
+		(void)n;
+		fclose(f);
+	}
+	return !memcmp(head, "mgl-plan ", 9);
+}
+
+int cli_refuse_plan(const char *cmd, const char *path)
+{
+	fprintf(stderr, "mgl: error: %s is a plan (mgl compile writes them), not a model file\n"
+			"  hint: mgl %s reads model files; mgl explain and mgl dot read plans too\n", path, cmd);
+	return 1;
+}
+
+/* Runs body on the loaded model inside one error scope; a plan is refused (cmd: the
+ * command, for the message). */
+static int with_model(const char *cmd, Args *a, Body *body)
+{
+	if (cli_is_plan(a->file))
+		return cli_refuse_plan(cmd, a->file);
 	MglCtx c = {0};
 	jmp_buf jb;
 	c.fail = &jb;
@@ -155,6 +177,37 @@ static int with_model(Args *a, Body *body)
 		status = c.status ? c.status : 1;
 	}
 	mgl_arena_free(&c.arena);
+	return status;
+}
+
+typedef int PlanBody(const Args *a, MglArena *ar, const MglPlan *p);
+
+/* Runs body on the plan at a->file as it is, or on the model there compiled (through
+ * model_body). A plan is compiled already: the options that compile are refused. */
+static int with_plan(const char *cmd, Args *a, Body *model_body, PlanBody *body)
+{
+	if (!cli_is_plan(a->file))
+		return with_model(cmd, a, model_body);
+	const char *opt = a->preset ? "--preset" : a->set ? "--set" : a->tp ? "--tp" : a->dp ? "--dp" : a->sp ? "--sp"
+			: a->batch ? "--batch" : a->seq ? "--seq" : a->dtype_given ? "--dtype" : NULL;
+	if (opt) {
+		fprintf(stderr, "mgl: error: %s compiles a model, but %s is a plan, compiled already\n"
+				"  hint: give mgl %s the model file, or compile the plan again with mgl compile\n", opt,
+			a->file, cmd);
+		return 2;
+	}
+	MglArena ar = {0};
+	char err[512];
+	int status = 1;
+	MglPlan *p = NULL;
+	size_t len = 0;
+	char *text = mgl_read_whole(a->file, MGL_PLAN_MAX_BYTES, "plans", &len, err, sizeof err);
+	if (text && (p = mgl_plan_read(&ar, text, len, a->file, err, sizeof err)))
+		status = body(a, &ar, p);
+	else
+		fprintf(stderr, "mgl: error: %s\n", err);
+	free(text);
+	mgl_arena_free(&ar);
 	return status;
 }
 
@@ -189,7 +242,7 @@ static int check_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	return 0;
 }
 
-int cmd_check(Args *a) { return with_model(a, check_body); }
+int cmd_check(Args *a) { return with_model("check", a, check_body); }
 
 /* ---------------------------------------------------------------- mgl compile */
 
@@ -246,7 +299,7 @@ int cmd_compile(Args *a)
 		if (!known)
 			return usage_error("compile", msg, a->dump);
 	}
-	return with_model(a, compile_body);
+	return with_model("compile", a, compile_body);
 }
 
 /* ---------------------------------------------------------------- mgl explain */
@@ -279,23 +332,10 @@ static void human(int64_t b, char *buf)
 	snprintf(buf, 32, i ? "%.2f %s" : "%.0f %s", x, u[i]);
 }
 
-/* FLOPs in SI units, three digits: "1.17 TFLOP" */
-static const char *flops(double f, char *buf)
+static int explain_plan(const Args *a, MglArena *ar, const MglPlan *p)
 {
-	const char *u[] = {"", "k", "M", "G", "T", "P", "E"};
-	int i = 0;
-	while (f >= 999.5 && i < 6)
-		f /= 1000, i++;
-	snprintf(buf, 32, "%.3g %sFLOP", f, u[i]);
-	return buf;
-}
-
-static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
-{
-	(void)f;
-	MglPlan *p = build(c, a, g, NULL);
 	MglExplain e;
-	mgl_explain(&c->arena, p, &e);
+	mgl_explain(ar, p, &e);
 	int L = p->nlayers;
 	static const int none[2][MGL_NKINDS];
 	const int(*layer0)[MGL_NKINDS] = L ? (const int(*)[MGL_NKINDS])e.per_layer[0] : none;
@@ -334,8 +374,8 @@ static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	if (p->vocab_padded != p->vocab)
 		printf("; vocabulary padded %s -> %s, %s rows added", mgl_commas(p->vocab, b1), mgl_commas(p->vocab_padded, b2),
 		       mgl_commas(p->vocab_padded - p->vocab, b3));
-	printf(")\n  flops           %s forward + %s backward per micro-batch\n", flops(e.flops_fwd, b1),
-	       flops(e.flops_bwd, b2));
+	printf(")\n  flops           %s forward + %s backward per micro-batch\n", mgl_si(e.flops_fwd, "FLOP", b1),
+	       mgl_si(e.flops_bwd, "FLOP", b2));
 	printf("\n  collectives     %-16s %-16s %s\n", "all-reduce", "all-gather", "reduce-scatter");
 	printf("  a layer, fwd    %-16d %-16d %d\n", layer0[0][0], layer0[0][1], layer0[0][2]);
 	printf("  a layer, bwd    %-16d %-16d %d%s\n", layer0[1][0], layer0[1][1], layer0[1][2],
@@ -343,7 +383,8 @@ static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	for (int ph = 0; ph < 3; ph++)
 		printf("  model, %-8s %-16d %-16d %d\n", mgl_phase_name[ph], e.total[ph][0], e.total[ph][1], e.total[ph][2]);
 	if (p->dp > 1)
-		printf("  dp gradients    %d bucketed all-reduces, overlapped with the backward pass\n", e.dp_buckets);
+		printf("  dp gradients    %d bucketed all-reduce%s, overlapped with the backward pass\n", e.dp_buckets,
+		       e.dp_buckets == 1 ? "" : "s");
 	human(e.comm_bytes, b1);
 	printf("  sent            %s per micro-batch\n\n", b1);
 	human(e.mem_weights, b1), human(e.mem_grads, b2), human(e.mem_optimizer, b3), human(e.mem_activations, b4);
@@ -354,7 +395,13 @@ static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	return 0;
 }
 
-int cmd_explain(Args *a) { return with_model(a, explain_body); }
+static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
+{
+	(void)f;
+	return explain_plan(a, &c->arena, build(c, a, g, NULL));
+}
+
+int cmd_explain(Args *a) { return with_plan("explain", a, explain_body, explain_plan); }
 
 /* ---------------------------------------------------------------- mgl dot */
 
@@ -371,8 +418,9 @@ static int dot_layers(const char *s)
 	return *s >= '0' && *s <= '9' && !*end && !errno && n >= 1 && n <= 1 << 20 ? (int)n : -1;
 }
 
-static int dot_emit(const Args *a, const MglPlan *p)
+static int dot_emit(const Args *a, MglArena *ar, const MglPlan *p)
 {
+	(void)ar;
 	FILE *f = cli_out_open(a->out);
 	if (!f)
 		return 1;
@@ -383,35 +431,12 @@ static int dot_emit(const Args *a, const MglPlan *p)
 static int dot_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 {
 	(void)f;
-	return dot_emit(a, build(c, a, g, NULL));
+	return dot_emit(a, &c->arena, build(c, a, g, NULL));
 }
 
-/* A plan file starts with "mgl-plan "; anything else is a model. */
 int cmd_dot(Args *a)
 {
 	if (dot_layers(a->layers) < 0)
-		return usage_error("dot", "--layers takes a whole number from 1 to 1048576 or 'all', not '%s'", a->layers);
-	FILE *f = fopen(a->file, "rb");
-	char head[9] = {0};
-	if (f) {
-		size_t n = fread(head, 1, sizeof head, f);
-		(void)n;
-		fclose(f);
-	}
-	if (memcmp(head, "mgl-plan ", 9))
-		return with_model(a, dot_body);
-	MglCtx c = {0};
-	MglArena *ar = &c.arena;
-	char err[512];
-	int status = 1;
-	MglPlan *p = NULL;
-	size_t len = 0;
-	char *text = mgl_read_whole(a->file, MGL_PLAN_MAX_BYTES, "plans", &len, err, sizeof err);
-	if (text && (p = mgl_plan_read(ar, text, len, a->file, err, sizeof err)))
-		status = dot_emit(a, p);
-	else
-		fprintf(stderr, "mgl: error: %s\n", err);
-	free(text);
-	mgl_arena_free(ar);
-	return status;
+		return usage_error("dot", "--layers takes a whole number from 1 to 1,048,576 or 'all', not '%s'", a->layers);
+	return with_plan("dot", a, dot_body, dot_emit);
 }

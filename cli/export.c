@@ -119,8 +119,9 @@ static int gpt2_tensors(const char *path, const RtCkpt *c, Out *o)
 		}
 	}
 	if (!o->layers || !rt_ckpt_find(c, "wte")) {
-		fprintf(stderr, "mgl: error: %s holds no GPT-2 layers (layers.0.attention.q.weight, wte): nothing to export\n",
-			path);
+		fprintf(stderr, "mgl: error: %s holds no GPT-2 layers (layers.0.attention.q.weight, wte): nothing to export\n"
+				"  hint: mgl export takes a checkpoint of models/gpt2.mgl (any preset or --set), whose "
+				"parameter names it maps to GPT-2's\n", path);
 		return 1;
 	}
 	return 0;
@@ -259,8 +260,8 @@ static const char *tokenizer_dir(const Args *a, const char *path, const RtCkpt *
 		return NULL;
 	}
 	if (rt_tok_vocab(t) != vocab) {
-		fprintf(stderr, "mgl: error: GPT-2's tokenizer in '%s' has %d tokens and the model %lld\n", dir, rt_tok_vocab(t),
-			(long long)vocab);
+		fprintf(stderr, "mgl: error: GPT-2's tokenizer in '%s' has %s tokens and the model %s\n", dir,
+			mgl_commas(rt_tok_vocab(t), (char[32]){0}), mgl_commas(vocab, (char[32]){0}));
 		rt_tok_free(t);
 		*status = 1;
 		return NULL;
@@ -317,6 +318,11 @@ int cmd_export(Args *a)
 {
 	if (!a->out)
 		return usage_error("export", "-o DIR (or -o FILE.safetensors) is required%s", "");
+	size_t n = strlen(a->out);
+	bool file = n >= 12 && !strcmp(a->out + n - 12, ".safetensors");
+	if (file && a->gpt2)
+		return usage_error("export", "--gpt2 DIR gives the tokenizer's files to -o DIR; -o %s gets the tensors alone",
+				   a->out);
 	char path[4096], err[1024];
 	struct stat st;
 	snprintf(path, sizeof path, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s",
@@ -332,8 +338,6 @@ int cmd_export(Args *a)
 		return 1;
 	}
 	Out o = {0};
-	size_t n = strlen(a->out);
-	bool file = n >= 12 && !strcmp(a->out + n - 12, ".safetensors");
 	int status = gpt2_tensors(path, &c, &o);
 	if (!status)
 		status = file ? write_model(a->out, &o) : export_dir(a, path, &c, &o);

@@ -18,6 +18,7 @@ typedef struct {
 	const char *summary;
 	const char *help;
 	const char *options;  /* the options it accepts, space-separated */
+	const char *arg;      /* its one argument, for "no ... given": NULL a model file, "" none */
 } Command;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg)
@@ -73,7 +74,7 @@ int cli_out_close(FILE *f, const char *path)
 	"  --set K=V,...     override config values (after the preset); may be repeated\n"
 #define TARGET_OPTIONS \
 	"  --tp N            tensor-parallel ranks (default 1)\n" \
-	"  --dp N            data-parallel ranks (default 1)\n" \
+	"  --dp M            data-parallel ranks (default 1)\n" \
 	"  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n" \
 	"  --batch B         micro-batch size to compile for (default 8)\n" \
 	"  --seq T           sequence length (default: the model's config seq)\n" \
@@ -93,7 +94,7 @@ static const Command commands[] = {
 	 "  --dump=graph      print the elaborated graph, one operation a line\n"
 	 "\n"
 	 "Exit status: 0 valid, 1 invalid model or unreadable file, 2 bad usage.\n",
-	 "--preset --set --dump"},
+	 "--preset --set --dump", NULL},
 	{"compile", cmd_compile, NULL, "compile a model to a plan for tp x dp ranks",
 	 "usage: mgl compile FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                   [--dtype f32|bf16] [-o PLAN] [--dump=PASS]\n"
@@ -106,48 +107,63 @@ static const Command commands[] = {
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  -o PLAN           where to write the plan\n"
 	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
-	 "                    partition, adamw, fuse or memplan (the finished plan)\n",
-	 "--preset --set --dump --tp --dp --sp --batch --seq --dtype -o"},
+	 "                    partition, adamw, fuse or memplan (the finished plan)\n"
+	 "\n"
+	 "Exit status: 0 written, 1 an invalid model (or one that cannot be split over the ranks\n"
+	 "asked for) or a file that cannot be read or written, 2 bad usage.\n",
+	 "--preset --set --dump --tp --dp --sp --batch --seq --dtype -o", NULL},
 	{"explain", cmd_explain, NULL, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
-	 "usage: mgl explain FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
-	 "                   [--dtype f32|bf16] [--json]\n"
+	 "usage: mgl explain FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "                        [--dtype f32|bf16] [--json]\n"
 	 "\n"
 	 "Compiles the model and reports, per rank: parameters (and the vocabulary padding), FLOPs\n"
 	 "per micro-batch forward and backward, collectives per Transformer layer and for the whole\n"
 	 "model by kind and phase, bytes sent per micro-batch, and memory: weights, gradients,\n"
 	 "optimizer state, activations, peak, and what one layer keeps for the backward pass.\n"
+	 "Reads a model file (compiling it) or a plan that `mgl compile` wrote, which is compiled\n"
+	 "already: with a plan, the options below but --json are refused.\n"
 	 "\n"
 	 MODEL_OPTIONS TARGET_OPTIONS
-	 "  --json            one JSON object instead of the table\n",
-	 "--preset --set --tp --dp --sp --batch --seq --dtype --json"},
+	 "  --json            one JSON object instead of the table\n"
+	 "\n"
+	 "Exit status: 0 explained, 1 an invalid model or plan or a file that cannot be read,\n"
+	 "2 bad usage.\n",
+	 "--preset --set --tp --dp --sp --batch --seq --dtype --json", "model file or plan"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
-	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--sp] [--batch B] [--seq T]\n"
-	 "               [--backward] [--layers N|all] [-o OUT.dot]\n"
+	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "               [--dtype f32|bf16] [--backward] [--layers N|all] [-o OUT.dot]\n"
 	 "\n"
 	 "Writes the plan as a Graphviz graph: one node per step, collectives as coloured nodes of\n"
 	 "their own, layouts and shapes on the edges (a legend says what R, S1, P and M mean), one\n"
 	 "cluster per Transformer layer. The first layer is drawn, with the embedding and the\n"
 	 "head; the other layers are folded into one node that takes their edges. Render it with\n"
-	 "`dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan.\n"
+	 "`dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan that\n"
+	 "`mgl compile` wrote, which is compiled already: with a plan, the options from --preset\n"
+	 "to --dtype are refused.\n"
 	 "\n"
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  --backward        draw the backward pass too (default: forward only)\n"
 	 "  --layers N|all    draw the first N layers (default 1), folding the others; all: every one\n"
-	 "  -o OUT.dot        where to write (default: standard output)\n",
-	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o"},
-	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes or GPT-2 BPE)", NULL, NULL},
+	 "  -o OUT.dot        where to write (default: standard output)\n"
+	 "\n"
+	 "Exit status: 0 written, 1 an invalid model or plan or a file that cannot be read or\n"
+	 "written, 2 bad usage.\n",
+	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o", "model file or plan"},
+	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes or GPT-2 BPE)", NULL, NULL, NULL},
 	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
 	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--gpt2 DIR] ...\n"
 	 "\n"
 	 "Trains with AdamW on random windows of TRAIN.bin (a token shard: `mgl tokenize`), every\n"
-	 "rank of the tp x dp job a thread on the cpu backend. Once every input is checked, prints\n"
+	 "rank of the tp x dp job a thread on the cpu backend, or one GPU on the cuda backend (the\n"
+	 "default where a GPU can be used: docs/gpu.md). Once every input is checked, prints\n"
 	 "what it trains; then progress (rewritten every step on a terminal; elsewhere a line every\n"
 	 "10 s, or every --log-every steps) and a summary at the end. Ctrl-C stops after the step\n"
 	 "and saves; a second Ctrl-C stops at once, without saving. --log writes one JSON object per\n"
 	 "step (step, loss, lr, grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated).\n"
 	 "\n"
+	 MODEL_OPTIONS
 	 "  --data F          training tokens (required);  --val F  validation tokens\n"
 	 "  --steps S         optimizer steps (default 200); with --resume, the step to reach\n"
 	 "                    (default: the checkpoint's; so are --lr, --min-lr and --warmup)\n"
@@ -172,10 +188,13 @@ static const Command commands[] = {
 	 "                    DIR/grads.safetensors (the first step's gradients): for comparisons\n"
 	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
 	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
-	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n",
+	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n"
+	 "\n"
+	 "Exit status: 0 trained, 1 an invalid model, shard or checkpoint, a file that cannot be\n"
+	 "written, or a NaN loss, 2 bad usage, 130 stopped by Ctrl-C.\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
 	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --log-every "
-	 "--gpt2 --dump-first"},
+	 "--gpt2 --dump-first", NULL},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
 	 "                  [--seq T] [--gpt2 DIR]\n"
@@ -192,8 +211,11 @@ static const Command commands[] = {
 	 "  --seed S          the same seed gives the same text (default 1337)\n"
 	 "  --seq T           the window: the last T tokens (default: the model's config seq)\n"
 	 "  --gpt2 DIR        GPT-2's encoder.json and vocab.bpe are in DIR (default: the directory\n"
-	 "                    the checkpoint records); they must be the files it was trained with\n",
-	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2"},
+	 "                    the checkpoint records); they must be the files it was trained with\n"
+	 "\n"
+	 "Exit status: 0 generated, 1 a checkpoint or tokenizer that cannot be read or is damaged,\n"
+	 "2 bad usage.\n",
+	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2", "checkpoint"},
 	{"plot", cmd_plot, NULL, "draw a training log: the loss and learning rate against steps (SVG)",
 	 "usage: mgl plot metrics.jsonl [-o loss.svg]\n"
 	 "\n"
@@ -202,8 +224,11 @@ static const Command commands[] = {
 	 "rate under them, as one SVG file a browser opens. A resumed run's log (appended to)\n"
 	 "is drawn as the run that was kept: a step logged again replaces the later ones.\n"
 	 "\n"
-	 "  -o loss.svg       where to write (default: standard output)\n",
-	 "-o"},
+	 "  -o loss.svg       where to write (default: standard output)\n"
+	 "\n"
+	 "Exit status: 0 drawn, 1 a log that cannot be read or is not one, or a failed write,\n"
+	 "2 bad usage.\n",
+	 "-o", "log file"},
 	{"export", cmd_export, NULL, "a GPT-2 checkpoint as Hugging Face's GPT2LMHeadModel",
 	 "usage: mgl export CHECKPOINT [--hf] -o DIR [--gpt2 DIR]\n"
 	 "       mgl export CHECKPOINT [--hf] -o FILE.safetensors\n"
@@ -216,17 +241,25 @@ static const Command commands[] = {
 	 "model.safetensors, config.json (GPT2Config: the sizes, heads, layer norm epsilon and\n"
 	 "dropout of the model) and, when the model reads GPT-2's tokens, the tokenizer's files\n"
 	 "(vocab.json and merges.txt, from the directory the checkpoint recorded or --gpt2 DIR,\n"
-	 "and tokenizer_config.json). -o FILE.safetensors gets the tensors alone.\n"
+	 "and tokenizer_config.json). -o FILE.safetensors gets the tensors alone (so --gpt2 DIR\n"
+	 "is refused with it).\n"
 	 "\n"
 	 "The tensors are under GPT-2's names: Conv1D weights as [in, out], q, k and v fused into\n"
-	 "c_attn, the output layer tied to transformer.wte. Optimizer state is left out.\n",
-	 "--hf -o --gpt2"},
+	 "c_attn, the output layer tied to transformer.wte. Optimizer state is left out. Other\n"
+	 "models (the README's first.mgl names its layers otherwise) are refused.\n"
+	 "\n"
+	 "Exit status: 0 written, 1 a checkpoint that cannot be read or is not of models/gpt2.mgl,\n"
+	 "or a failed write, 2 bad usage.\n",
+	 "--hf -o --gpt2", "checkpoint"},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [--arch sm_XY]\n"
 	 "\n"
 	 "Compiles kernels/ops.cu, the kernels the cuda backend runs, for an architecture (default\n"
-	 "sm_90, the H100) and reports success or NVRTC's log. Needs no GPU: CI runs it.\n",
-	 "--arch"},
+	 "sm_90, the H100) and reports success or NVRTC's log. Needs no GPU (CI runs it), but an\n"
+	 "mgl built with the CUDA toolkit: make finds it at CUDA_HOME (default /usr/local/cuda).\n"
+	 "\n"
+	 "Exit status: 0 compiled, 1 NVRTC failed or this mgl was built without CUDA, 2 bad usage.\n",
+	 "--arch", ""},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -318,8 +351,6 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 {
 	a->dtype = MGL_BF16;
 	a->lr = a->min_lr = a->weight_decay = a->clip = a->temperature = a->val_fraction = NAN;
-	a->files = calloc((size_t)argc + 1, sizeof *a->files);
-	bool many = !strcmp(cmd->name, "tokenize");
 	for (int i = 0; i < argc; i++) {
 		char *arg = argv[i];
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -327,11 +358,11 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 			return 0;
 		}
 		if (arg[0] != '-' || arg[1] == 0) {
-			if (a->file && !many)
+			if (cmd->arg && !*cmd->arg)
+				return usage_error(cmd->name, "unexpected argument '%s': the command takes no file", arg);
+			if (a->file)
 				return usage_error(cmd->name, "unexpected argument '%s': give one file", arg);
-			if (!a->file)
-				a->file = arg;
-			a->files[a->nfiles++] = arg;
+			a->file = arg;
 			continue;
 		}
 		char name[64];
@@ -404,9 +435,8 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		if (!strcmp(name, "--dump") && !strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
 			return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
 	}
-	if (!a->file && strcmp(cmd->name, "kernels"))
-		return usage_error(cmd->name, "no %s given", !strcmp(cmd->name, "sample") ? "checkpoint"
-							     : many ? "input file" : "model file");
+	if (!a->file && !(cmd->arg && !*cmd->arg))
+		return usage_error(cmd->name, "no %s given", cmd->arg ? cmd->arg : "model file");
 	return 0;
 }
 
@@ -442,7 +472,6 @@ int main(int argc, char **argv)
 		else if (!st)
 			st = commands[i].run(&a);
 		free(a.set);
-		free(a.files);
 		return st;
 	}
 	const char *names[NCOMMANDS];

@@ -54,7 +54,7 @@ static int put(Run *r, int32_t id, const char *name)
 	/* a shard stores uint16: a vocabulary past 65536 cannot go into one */
 	if (id < 0 || id > UINT16_MAX) {
 		fprintf(stderr, "mgl: error: token id %ld (in '%s') does not fit a shard, whose ids are uint16 (the "
-			"tokenizer has %d)\n", (long)id, name, rt_tok_vocab(r->tok));
+			"tokenizer has %s)\n", (long)id, name, mgl_commas(rt_tok_vocab(r->tok), (char[32]){0}));
 		return 1;
 	}
 	if (r->n == r->cap) {

@@ -19,6 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Why a cpu-only mgl is one: make builds the cuda backend wherever it finds the toolkit. */
+#define NO_CUDA "without CUDA (no toolkit at CUDA_HOME when it was built, or make CUDA=0)"
+
 /* --backend, or the GPUs when there are any (and this mgl was built with CUDA), else the cpu. */
 static const RtBackend *backend_of(const Args *a)
 {
@@ -38,7 +41,7 @@ static const RtBackend *backend_of(const Args *a)
 	}
 #else
 	if (want_cuda) {
-		fprintf(stderr, "mgl: error: this mgl was built without CUDA (make CUDA=0); use --backend cpu\n");
+		fprintf(stderr, "mgl: error: this mgl was built %s; use --backend cpu\n", NO_CUDA);
 		return NULL;
 	}
 #endif
@@ -70,6 +73,8 @@ int cmd_train(Args *a)
 		return 2;
 	if (!a->data)
 		return usage_error("train", "--data TRAIN.bin is required%s", "");
+	if (cli_is_plan(a->file))
+		return cli_refuse_plan("train", a->file);
 	MglCtx c = {0};
 	jmp_buf jb;
 	c.fail = &jb;
@@ -81,8 +86,8 @@ int cmd_train(Args *a)
 			       .batch = a->batch ? a->batch : 8, .seq = a->seq,
 			       .act_dtype = be == &rt_cpu_backend ? MGL_F32 : MGL_BF16};
 		if (a->gpus && a->gpus != (int64_t)t.tp * t.dp) {
-			fprintf(stderr, "mgl: error: --gpus %lld, but the job is tp %d x dp %d = %d ranks, one GPU each\n",
-				(long long)a->gpus, t.tp, t.dp, t.tp * t.dp);
+			fprintf(stderr, "mgl: error: --gpus %lld, but the job is tp %d x dp %d = %d rank%s, one GPU each\n",
+				(long long)a->gpus, t.tp, t.dp, t.tp * t.dp, t.tp * t.dp == 1 ? "" : "s");
 			status = 2;
 			goto done;
 		}
@@ -164,7 +169,7 @@ int cmd_kernels(Args *a)
 	return 0;
 #else
 	(void)a;
-	fprintf(stderr, "mgl: error: this mgl was built without CUDA (make CUDA=0)\n");
+	fprintf(stderr, "mgl: error: this mgl was built %s\n", NO_CUDA);
 	return 1;
 #endif
 }
@@ -265,8 +270,8 @@ int cmd_sample(Args *a)
 			int64_t n = mgl_param_numel(&p->params[i]);
 			for (int64_t e = 0; e < n; e++)
 				if (!isfinite(w->data[e])) {
-					snprintf(err, sizeof err, "%.600s holds non-finite values: element %lld of '%.300s' is %s", path,
-						 (long long)e, p->params[i].name, isnan(w->data[e]) ? "NaN" : "infinite");
+					snprintf(err, sizeof err, "%.600s holds non-finite values: element %s of '%.300s' is %s", path,
+						 mgl_commas(e, (char[32]){0}), p->params[i].name, isnan(w->data[e]) ? "NaN" : "infinite");
 					goto fail;
 				}
 			rt_param_set(job, i, RT_PARAM_VALUE, w->data);
@@ -294,8 +299,8 @@ int cmd_sample(Args *a)
 		}
 		for (size_t i = 0; i < n; i++)
 			if (ids[i] >= drawn) {
-				snprintf(err, sizeof err, "the prompt's token %lld (id %d) is beyond the model's vocabulary of %lld",
-					 (long long)i + 1, ids[i], (long long)drawn);
+				snprintf(err, sizeof err, "the prompt's token %s (id %d) is beyond the model's vocabulary of %s",
+					 mgl_commas((int64_t)i + 1, (char[32]){0}), ids[i], mgl_commas(drawn, (char[32]){0}));
 				goto fail;
 			}
 		x = calloc((size_t)T, sizeof *x);

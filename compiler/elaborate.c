@@ -665,7 +665,7 @@ static int elab_select(Elab *E, Call *k)
 	const MglShape *xs = &node(E, x)->shape;
 	int64_t bound = xs->d[1].sym >= 0 ? E->g->syms[xs->d[1].sym].max : xs->d[1].n;
 	if (i.kind != V_INT || i.i < 0 || (bound > 0 && i.i >= bound))
-		bad_arg(E, k, 1, i, bound > 0 ? mgl_fmt(E->a, "a position from 0 to %lld", (long long)bound - 1)
+		bad_arg(E, k, 1, i, bound > 0 ? mgl_fmt(E->a, "a position from 0 to %s", mgl_commas(bound - 1, (char[32]){0}))
 					      : "a position (an integer from 0)");
 	MglShape s = {.rank = xs->rank - 1};
 	for (int j = 0, o = 0; j < xs->rank; j++)

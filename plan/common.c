@@ -1,5 +1,5 @@
 /* plan/common.c — what the compiler and the runtime both need besides the plan: reading a
- * whole file, and counts as messages write them. It lives here because plan/ is the one
+ * whole file, and counts and amounts as messages write them. It lives here because plan/ is the one
  * directory both sides see (compiler -> plan <- runtime).
  *
  * A whole file is read to its end, whatever stat says (a pipe, or a file that grows while
@@ -76,5 +76,15 @@ const char *mgl_commas(int64_t v, char *buf)
 			buf[o++] = ',';
 	}
 	buf[o] = 0;
+	return buf;
+}
+
+const char *mgl_si(double v, const char *unit, char *buf)
+{
+	static const char prefix[] = " kMGTPE";
+	int i = 0;
+	while (v >= 999.5 && i < 6)   /* 999.5 and up would print as 1e+03 */
+		v /= 1000, i++;
+	snprintf(buf, 32, "%.3g %.*s%s", v, i > 0, &prefix[i], unit);
 	return buf;
 }

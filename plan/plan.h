@@ -35,6 +35,10 @@ char *mgl_read_whole(const char *path, size_t limit, const char *what, size_t *l
  * format of integers in every message and report (compiler, runtime and command line). */
 const char *mgl_commas(int64_t v, char *buf);
 
+/* An amount v >= 0 of unit in SI units, three digits, into buf (32 bytes), which it
+ * returns: "1.17 TFLOP", "7 TFLOP", "350 GFLOP", "12.3 GFLOP/s"; never 7e+03. */
+const char *mgl_si(double v, const char *unit, char *buf);
+
 /* ---------------------------------------------------------------- arena */
 
 /* Every plan (and every compilation) allocates from one arena, freed at once. */

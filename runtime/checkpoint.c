@@ -504,7 +504,7 @@ static void *xmalloc(Reader *r, size_t n, const char *what)
 {
 	void *p = malloc(n ? n : 1);
 	if (!p)
-		fail(r, "out of memory (%zu bytes for %s)", n, what);
+		fail(r, "out of memory (%s bytes for %s)", mgl_commas((int64_t)n, (char[32]){0}), what);
 	return p;
 }
 
@@ -709,8 +709,8 @@ static void check_tensor(Reader *r, Entry *t)
 			" bytes)", name, t->begin, t->end, dims_str(dims, sizeof dims, t->rank, t->shape),
 		     dtype_name[t->dtype], bytes);
 	if (t->end > r->datalen)
-		fail(r, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of the data section (%" PRIu64
-			" bytes; is the file truncated?)", name, t->begin, t->end, r->datalen);
+		fail(r, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of the data section (%s "
+			"bytes; is the file truncated?)", name, t->begin, t->end, mgl_commas((int64_t)r->datalen, (char[32]){0}));
 	t->nel = nel;
 }
 
@@ -842,17 +842,22 @@ static void read_all(Reader *r, RtCkpt *c)
 	if (r->size == 0)
 		fail(r, "the file is empty");
 	if (r->size < 8)
-		fail(r, "the file is too short for a safetensors file (%" PRIu64 " bytes)", r->size);
+		fail(r, "the file is too short for a safetensors file (%s byte%s)", mgl_commas((int64_t)r->size, (char[32]){0}),
+		     r->size == 1 ? "" : "s");
 	unsigned char lenb[8];
 	src_read(r, 0, lenb, 8);
 	uint64_t n = 0;
 	for (int i = 7; i >= 0; i--)
 		n = n << 8 | lenb[i];
+	/* a token shard's magic and version, read as a header's length: far past any file's end */
+	if ((uint32_t)n == RT_SHARD_MAGIC)
+		fail(r, "a token shard (mgl tokenize writes them), not a checkpoint");
 	if (n > r->size - 8)
-		fail(r, "the header's length %" PRIu64 " runs past the end of the file (%" PRIu64
-			" bytes; truncated, or not a safetensors file?)", n, r->size);
+		fail(r, "the header's length %" PRIu64 " runs past the end of the file (%s bytes; truncated, or not a "
+			"safetensors file?)", n, mgl_commas((int64_t)r->size, (char[32]){0}));
 	if (n > MAX_HEADER)
-		fail(r, "the header's length %" PRIu64 " is more than the format allows (%d)", n, MAX_HEADER);
+		fail(r, "the header's length %" PRIu64 " is more than the format allows (%s)", n,
+		     mgl_commas(MAX_HEADER, (char[32]){0}));
 	if (n == 0)
 		fail(r, "the header is empty");
 	r->len = (size_t)n;
@@ -878,7 +883,7 @@ static void read_all(Reader *r, RtCkpt *c)
 	for (int i = 0; i < r->n; i++)
 		total += r->e[i].nel;
 	if (total > SIZE_MAX / 4)
-		fail(r, "the tensors are too large for memory (%" PRIu64 " elements)", total);
+		fail(r, "the tensors are too large for memory (%s elements)", mgl_commas((int64_t)total, (char[32]){0}));
 	size_t tail = (size_t)r->n * sizeof(RtTensor) + 2 * (size_t)r->nm * sizeof(char *);
 	RtTensor *tt = xmalloc(r, tail, "the tensor list");
 	r->out->tail = tt;

@@ -970,8 +970,8 @@ static int cpu_open(RtRank *r)
 			continue;
 		m->region[k] = calloc(1, (size_t)size[k] * SCALE + 64);
 		if (!m->region[k]) {
-			snprintf(r->err, sizeof r->err, "out of memory: the plan needs %lld bytes for %s values",
-				 (long long)size[k], mgl_role_name[k]);
+			snprintf(r->err, sizeof r->err, "out of memory: the plan needs %s bytes for %s values",
+				 mgl_commas(size[k], (char[32]){0}), mgl_role_name[k]);
 			for (int q = 0; q < k; q++)
 				free(m->region[q]);
 			free(m);

@@ -68,8 +68,8 @@ int rt_shard_read(const char *path, RtShard *s, char *err, size_t errlen)
 		return -1;
 	}
 	if (size < HEADER_BYTES) {
-		rt_errf(err, errlen, "%s: too short for a token shard: %lld bytes, and the header alone is %s", path,
-		        (long long)size, mgl_commas(HEADER_BYTES, (char[32]){0}));
+		rt_errf(err, errlen, "%s: too short for a token shard: %s byte%s, and the header alone is %s", path,
+		        mgl_commas((int64_t)size, (char[32]){0}), size == 1 ? "" : "s", mgl_commas(HEADER_BYTES, (char[32]){0}));
 		fclose(f);
 		return -1;
 	}

@@ -722,7 +722,8 @@ static int load_encoder(Loader *L, size_t len)
 		goto out;
 	}
 	if (n > MAX_VOCAB) {
-		rt_errf(L->err, L->errlen, "%s: %zu tokens, more than the %d a vocabulary may have here", L->path, n, MAX_VOCAB);
+		rt_errf(L->err, L->errlen, "%s: %s tokens, more than the %s a vocabulary may have here", L->path,
+			mgl_commas((int64_t)n, (char[32]){0}), mgl_commas(MAX_VOCAB, (char[32]){0}));
 		goto out;
 	}
 	/* The ids must be 0..n-1, once each: decoding indexes by them, and a hole or a
@@ -733,7 +734,8 @@ static int load_encoder(Loader *L, size_t len)
 		slot[i] = -1;
 	for (size_t i = 0; i < n; i++) {
 		if ((size_t)ids[i] >= n) {
-			bad_at(L, pos[i], "id %ld is out of range: with %zu tokens the ids must be 0..%zu", (long)ids[i], n, n - 1);
+			bad_at(L, pos[i], "id %ld is out of range: with %s tokens the ids must be 0..%zu", (long)ids[i],
+			       mgl_commas((int64_t)n, (char[32]){0}), n - 1);
 			goto out;
 		}
 		if (slot[ids[i]] >= 0) {

@@ -548,10 +548,12 @@ static void schedule(Train *t, RtTrainOpts *o, char *note, size_t cap)
 #undef DIFF
 	double now_lr = lr_at(t->step, o->steps, o->warmup, o->lr, o->min_lr),
 	       was_lr = lr_at(t->step, was->steps, was->warmup, was->lr, was->min_lr);
-	snprintf(note, cap, "mgl: note: the learning-rate schedule is not the checkpoint's: %s; step %s runs at lr %.3g "
-		 "instead of %.3g\n  hint: leave out %s%s%s%sto keep the checkpoint's schedule\n", what,
-		 mgl_commas(t->step + 1, (char[32]){0}), now_lr, was_lr, given_steps ? "--steps " : "",
-		 given_warmup ? "--warmup " : "", given_lr ? "--lr " : "", given_min ? "--min-lr " : "");
+	n = (size_t)snprintf(note, cap, "mgl: note: the learning-rate schedule is not the checkpoint's: %s; step %s runs at "
+			     "lr %.3g instead of %.3g\n", what, mgl_commas(t->step + 1, (char[32]){0}), now_lr, was_lr);
+	if (t->step < was->steps && n < cap)   /* a finished schedule has no step left to keep */
+		snprintf(note + n, cap - n, "  hint: leave out %s%s%s%sto keep the checkpoint's schedule\n",
+			 given_steps ? "--steps " : "", given_warmup ? "--warmup " : "", given_lr ? "--lr " : "",
+			 given_min ? "--min-lr " : "");
 }
 
 /* On the cpu, before a first step of more than a few seconds: how long one should take,
@@ -584,19 +586,23 @@ static void estimate(Train *t, const RtBackend *be)
 		snprintf(when, sizeof when, "%.1f h", secs / 3600);
 	if (t->job->nranks > 1)
 		snprintf(ranks, sizeof ranks, " on each of %d ranks, %ld core%s,", t->job->nranks, cores, cores == 1 ? "" : "s");
-	say(t, "mgl: a step will take about %s on this cpu (%.3g GFLOP%s at about %.1f GFLOP/s a core)\n", when,
-	    o->flops * (double)o->accum / 1e9, ranks, rate / 1e9);
+	char amount[32], speed[32];
+	say(t, "mgl: a step will take about %s on this cpu (%s%s at about %s a core)\n", when,
+	    mgl_si(o->flops * (double)o->accum, "FLOP", amount), ranks, mgl_si(rate, "FLOP/s", speed));
 }
 
 /* What the handler will say, and where; the handler is installed. */
 static void catch_sigint(const Train *t, struct sigaction *old)
 {
-	static char first[256];
-	snprintf(first, sizeof first, "\nmgl: Ctrl-C: stopping after this step%s; Ctrl-C again to stop now%s\n",
+	/* on a terminal the progress line is open: end it first (elsewhere there is none) */
+	static char first[256], second[128];
+	const char *nl = t->o->progress ? "\n" : "";
+	snprintf(first, sizeof first, "%smgl: Ctrl-C: stopping after this step%s; Ctrl-C again to stop now%s\n", nl,
 		 t->o->save_dir ? " and saving" : "", t->o->save_dir ? " without saving" : "");
+	snprintf(second, sizeof second, "%smgl: stopped now%s\n", nl,
+		 t->o->save_dir ? ", without saving (a checkpoint saved before is as it was)" : "");
 	sig_first = first;
-	sig_second = t->o->save_dir ? "\nmgl: stopped now, without saving (a checkpoint saved before is as it was)\n"
-				    : "\nmgl: stopped now\n";
+	sig_second = second;
 	sig_fd = t->o->msgs ? fileno(t->o->msgs) : -1;
 	interrupted = 0;
 	struct sigaction sa = {0};

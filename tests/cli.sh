@@ -30,6 +30,12 @@ expect 2 "--tokens takes a whole number from 1 to 16,777,216, not '0'" -- sample
 expect 2 "--clip takes a number from 0 to 1,000,000, not '-1'" -- train models/gpt2.mgl --clip -1
 expect 2 "option '--preset' needs a value"     -- check models/gpt2.mgl --preset
 expect 2 'no model file given'                 -- check
+# the argument missing is named for what the command reads
+expect 2 'no model file or plan given'         -- explain
+expect 2 'no log file given'                   -- plot
+expect 2 'no checkpoint given'                 -- export -o "$tmp/x"
+expect 2 'no checkpoint given'                 -- sample
+expect 2 "unexpected argument 'x': the command takes no file" -- kernels x
 expect 2 "unexpected argument 'extra'"         -- check models/gpt2.mgl extra
 expect 2 "--dump takes ast or graph"           -- check models/gpt2.mgl --dump=tokens
 expect 0 'parameters  124,439,808'             -- check models/gpt2.mgl --preset 124m
@@ -100,6 +106,8 @@ expect 0 '^\{"model": "gpt2", "preset": "tiny", "tp": 2, ' -- explain models/gpt
 expect 0 'parameters +62,708,736 on this rank \(model: 124,439,808; vocabulary padded 50,257 -> 50,432, 175 rows added\)' \
 	-- explain models/gpt2.mgl --tp 2
 expect 0 'flops +1.17 TFLOP forward \+ 2.34 TFLOP backward per micro-batch' -- explain models/gpt2.mgl --tp 2
+expect 0 'dp gradients +1 bucketed all-reduce, overlapped' -- explain models/gpt2.mgl --preset tiny --dp 2
+expect 0 'dp gradients +13 bucketed all-reduces, overlapped' -- explain models/gpt2.mgl --dp 2
 
 # dot: of a model and of a plan file; what it writes must render
 expect 0 '^digraph plan \{$'                   -- dot models/gpt2.mgl --preset tiny --tp 2
@@ -126,7 +134,7 @@ check 'dot --layers all renders'                     render all "$tmp/gpt2.plan"
 check 'dot draws less than --layers all'             smaller "$tmp/plan.dot" "$tmp/all.dot"
 check 'dot --layers 1 renders'                       render layers1 "$tmp/gpt2.plan" --layers 1
 check 'dot --layers 1 is the default'                cmp "$tmp/plan.dot" "$tmp/layers1.dot"
-expect 2 "--layers takes a whole number from 1 to 1048576 or 'all', not 'some'" -- dot "$tmp/gpt2.plan" --layers some
+expect 2 "--layers takes a whole number from 1 to 1,048,576 or 'all', not 'some'" -- dot "$tmp/gpt2.plan" --layers some
 # connected FILE.dot: every node on an edge, and one piece (the folded layers take the
 # edges across the cut): the nodes on no edge and the number of pieces otherwise
 connected() {
@@ -167,6 +175,72 @@ expect 1 "^mgl: error: $tmp/cut.plan:[0-9]+: "  -- dot "$tmp/cut.plan"
 sed '$d' "$tmp/gpt2.plan" >"$tmp/noend.plan"
 expect 1 "noend.plan:[0-9]+: the plan ends early \(truncated\?\)" -- dot "$tmp/noend.plan"
 
+# a plan: explain reads it as dot does, with what the model compiled the same way costs;
+# the options that compile are refused with one; check, compile and train name it a plan
+explain_plan() {
+	"$mgl" explain models/gpt2.mgl --preset tiny --tp 2 >"$tmp/model.txt" && "$mgl" explain "$tmp/gpt2.plan" >"$tmp/plan.txt" &&
+		cmp "$tmp/model.txt" "$tmp/plan.txt" && grep -q 'gradients [1-9]' "$tmp/plan.txt"
+}
+check 'explain of a plan file and of its model agree' explain_plan
+expect 0 '"tp": 2, "dp": 1'                    -- explain "$tmp/gpt2.plan" --json
+expect 2 "--tp compiles a model, but $tmp/gpt2.plan is a plan, compiled already" -- dot "$tmp/gpt2.plan" --tp 4 --preset wide
+expect 2 "--preset compiles a model, but $tmp/gpt2.plan is a plan" -- explain "$tmp/gpt2.plan" --preset wide
+expect 2 "--dtype compiles a model, but"       -- explain "$tmp/gpt2.plan" --dtype f32
+expect 1 "$tmp/gpt2.plan is a plan \(mgl compile writes them\), not a model file" -- check "$tmp/gpt2.plan"
+expect 1 'hint: mgl compile reads model files; mgl explain and mgl dot read plans too' -- compile "$tmp/gpt2.plan"
+expect 1 "$tmp/gpt2.plan is a plan"            -- train "$tmp/gpt2.plan" --data "$tmp/x.bin"
+
+# The usage lines people read: every command's --help says its exit status, and its usage
+# line names every option its list describes; README's command block has every command,
+# and it and the usage lines of docs/ name the options of --help's usage (a subset where
+# they end in ...).
+# opts: the options (-o, --name) in the text on stdin, one a line, sorted
+opts() { grep -oE -- '(^|[[ |])--?[a-z][a-z0-9-]*' | sed 's/^[[ |]//' | sort -u; }
+# usage_of CMD: the usage line of mgl CMD --help, joined
+usage_of() { "$mgl" "$1" --help | sed -n '1,/^$/p' | tr '\n' ' '; }
+help_agrees() {
+	bad=0
+	for c in $commands; do
+		"$mgl" "$c" --help >"$tmp/help" || { echo "mgl $c --help failed"; bad=1; continue; }
+		grep -q '^Exit status: ' "$tmp/help" || { echo "mgl $c --help: no 'Exit status:' line"; bad=1; }
+		case $(usage_of "$c") in *' ... '*) continue ;; esac
+		sed -n 's/^  \(--*[a-z][a-z0-9-]*\).*/\1/p' "$tmp/help" | sort -u >"$tmp/listed"
+		usage_of "$c" | opts >"$tmp/usage"
+		comm -23 "$tmp/listed" "$tmp/usage" | sed "s/^/mgl $c --help: its usage line lacks /" | grep . && bad=1
+	done
+	return $bad
+}
+commands=$("$mgl" --help | sed -n 's/^  \([a-z][a-z]*\)  .*/\1/p')
+check "every --help has an exit status, and a usage line with every option it lists" help_agrees
+# doc_usages: README's command block, and docs' usage lines ("mgl CMD FILE ..."), one a line
+doc_usages() {
+	awk '/^## Commands/ { on = 1 } on && /^```/ { if (inb) exit; inb = 1; next }
+	     inb && /^mgl [a-z]+ [^-]/ { if (l) print l; l = $0; next } inb && /^ / && l { l = l $0; next }
+	     inb { if (l) print l; l = "" } END { if (l) print l }' README.md
+	awk '/^```/ { inb = !inb; if (l) print l; l = ""; next }
+	     inb && /^mgl [a-z]+ [A-Z]/ { if (l) print l; l = $0; next } inb && /^ / && l { l = l $0; next }
+	     { if (l) print l; l = "" }' docs/*.md
+}
+docs_agree() {
+	bad=0
+	doc_usages >"$tmp/usages"
+	for c in $commands; do
+		grep -q "^mgl $c" "$tmp/usages" || { echo "README's command block has no 'mgl $c' line"; bad=1; }
+	done
+	[ "$(wc -l <"$tmp/usages")" -ge 12 ] || { echo "only $(wc -l <"$tmp/usages") usage lines found"; cat "$tmp/usages"; return 1; }
+	while IFS= read -r line; do
+		c=$(echo "$line" | cut -d' ' -f2)
+		echo "$line" | opts >"$tmp/doc"
+		usage_of "$c" | opts >"$tmp/usage"
+		extra=$(comm -23 "$tmp/doc" "$tmp/usage" | tr '\n' ' ')
+		missing=$(comm -13 "$tmp/doc" "$tmp/usage" | tr '\n' ' ')
+		case $line in *' ...' | *'[options]'*) missing= ;; esac
+		[ -z "$extra$missing" ] || { echo "'$line': not in mgl $c --help: $extra; missing: $missing"; bad=1; }
+	done <"$tmp/usages"
+	return $bad
+}
+check "the docs' usage lines name the options of --help's" docs_agree
+
 # the quick start installs what the tests run: on a machine without Graphviz (a PATH with
 # no dot) and without root, `make deps-test` names the package to install
 deps_without_dot() {
@@ -202,5 +276,23 @@ links_resolve() {
 	return $bad
 }
 check 'the docs link only to files of the repository, and to headings that exist' links_resolve
+
+# docs_models: every fenced block of README.md and docs/*.md that is a whole model (a
+# `model` line and a closing brace of its own) passes mgl check
+docs_models() {
+	bad=0 n=0
+	for md in README.md docs/*.md; do
+		awk -v out="$tmp/doc_model" '/^ *```/ { if (inb && buf ~ /(^|\n)model [A-Za-z_0-9]+\(/ && buf ~ /\n}\n/)
+			{ n++; f = out n ".mgl"; printf "%s", buf > f; close(f); print f " " FILENAME ":" start }
+			inb = !inb; buf = ""; start = NR + 1; next } inb { buf = buf $0 "\n" }' "$md" >"$tmp/blocks"
+		while read -r f where; do
+			n=$((n + 1))
+			"$mgl" check "$f" >"$tmp/doc_check" 2>&1 || { echo "$where: the model does not check:"; cat "$tmp/doc_check"; bad=1; }
+		done <"$tmp/blocks"
+	done
+	[ $n -ge 3 ] || { echo "only $n models found in the docs"; bad=1; }
+	return $bad
+}
+check "the docs' models pass mgl check" docs_models
 
 summary cli
