@@ -48,7 +48,7 @@ CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
 CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
 endif
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o \
-                $(BUILD)/cli/export.o $(BUILD)/cli/plot.o
+                $(BUILD)/cli/export.o $(BUILD)/cli/plot.o $(BUILD)/cli/bench.o
 TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data
 
