@@ -136,26 +136,42 @@ static void print_json(const Bench *b, bool profile)
 	printf("}\n");
 }
 
+/* FLOP/s as "316.3 TFLOP/s", or on a cpu "4.825 GFLOP/s" */
+static const char *rate(double flops, char *buf)
+{
+	bool tera = flops >= 1e12;
+	snprintf(buf, 32, "%.4g %sFLOP/s", flops / (tera ? 1e12 : 1e9), tera ? "T" : "G");
+	return buf;
+}
+
+/* Bytes as "9.87 GB", or below a GB "7.7 MB" (SI units, as PyTorch's mem_GB) */
+static const char *size(int64_t bytes, char *buf)
+{
+	bool giga = bytes >= 1000000000;
+	snprintf(buf, 32, "%.*f %sB", giga ? 2 : 1, (double)bytes / (giga ? 1e9 : 1e6), giga ? "G" : "M");
+	return buf;
+}
+
 static void print_table(const Bench *b, bool profile)
 {
 	const MglPlan *p = b->p;
 	const RtMachine *m = &b->r->machine;
-	char b1[32], b2[32];
+	char b1[32], b2[32], b3[32];
 	printf("  step        %.2f ms median (min %.2f, max %.2f); forward and backward %.2f ms\n", b->ms, b->ms_min, b->ms_max,
 	       b->fwdbwd_ms);
 	printf("  tokens/s    %s\n", mgl_commas((int64_t)(b->tok_s + 0.5), b1));
-	printf("  TFLOP/s     %.4g a %s, %.4g forward and backward (%s FLOPs a token: 6 N + 12 L d T,\n"
-	       "              N = 12 L d^2 + V d, L %lld, d %lld, V %lld, T %lld)\n", b->tflops, b->unit, b->tflops_fwdbwd,
-	       mgl_commas((int64_t)(b->flops_token + 0.5), b2), (long long)b->L, (long long)b->d, (long long)b->V,
-	       (long long)p->seq);
+	printf("  FLOP/s      %s a %s, %s forward and backward (%s FLOPs a token: 6 N + 12 L d T,\n"
+	       "              N = 12 L d^2 + V d, L %lld, d %lld, V %lld, T %lld)\n", rate(b->tflops * 1e12, b1), b->unit,
+	       rate(b->tflops_fwdbwd * 1e12, b2), mgl_commas((int64_t)(b->flops_token + 0.5), b3), (long long)b->L,
+	       (long long)b->d, (long long)b->V, (long long)p->seq);
 	if (m->gemm_flops > 0)
-		printf("  MFU         %.1f%% of %.4g TFLOP/s: %s\n", 100 * b->mfu, m->gemm_flops / 1e12, m->gemm_what);
+		printf("  MFU         %.1f%% of %s: %s\n", 100 * b->mfu, rate(m->gemm_flops, b1), m->gemm_what);
 	else
 		printf("  MFU         - (the GEMM rate was %s)\n", m->gemm_what[0] ? m->gemm_what : "not measured");
-	printf("  memory      %.2f GB a %s: what mgl allocated (the plan's activations and persistent values, and\n"
-	       "              the backend's copies and workspaces)", (double)m->allocated / 1e9, b->unit);
+	printf("  memory      %s a %s: what mgl allocated, for the plan (activations, weights, gradients,\n"
+	       "              optimizer state) and the backend's workspaces", size(m->allocated, b1), b->unit);
 	if (m->device_used >= 0)
-		printf("; %.2f GB in use on the GPU (cudaMemGetInfo)", (double)m->device_used / 1e9);
+		printf("; %s in use on the GPU (cudaMemGetInfo)", size(m->device_used, b2));
 	printf("\n  loss        %.4f (the last step's)\n", b->r->loss);
 	if (profile) {
 		bool gpu = !strcmp(b->backend, "cuda");
