@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "../runtime/backend.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,7 +209,7 @@ int cmd_bench(Args *a)
 			   .L = g->layers, .params = mgl_param_count(g), .warmup = a->warmup ? a->warmup : 3,
 			   .steps = a->steps ? a->steps : 10};
 		cli_sizes(g, &b.d, &b.H, &b.V);
-		RtTrainOpts o = {0};
+		RtTrainOpts o = {.lr = NAN, .min_lr = NAN};   /* the default schedule over the steps it runs */
 		cli_optimizer(a, &o);
 		RtBenchOpts bo = {.warmup = b.warmup, .steps = b.steps, .profile = a->profile};
 		char err[1024], b1[32], b2[32];
