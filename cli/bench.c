@@ -12,7 +12,6 @@
 #include "cli.h"
 #include "../runtime/backend.h"
 
-#include <math.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@ typedef struct {
 	const RtBenchResult *r;
 	const MglPlan *p;
 	const char *backend, *unit;     /* "cuda" or "cpu"; what a rank runs on: "GPU" or "rank" */
+	bool gpu;
 	int64_t d, L, H, V, params, warmup, steps;
 	double flops_token;             /* 6 N + 12 L d T */
 	double ms, ms_min, ms_max, fwdbwd_ms, tok_s, tflops, tflops_fwdbwd, mfu;
@@ -62,21 +62,21 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 	b->mfu = r->machine.gemm_flops > 0 ? b->tflops * 1e12 / r->machine.gemm_flops : 0;
 	if (!profile)
 		return;
+	double sum = 0;
+	for (int64_t i = 0; i < b->steps; i++)
+		sum += r->profiled_s[i];
+	b->prof_ms = sum * 1e3 / (double)b->steps;
+	b->prof_median_ms = median(r->profiled_s, b->steps, &lo, &hi) * 1e3;
+	b->outside_ms = b->prof_ms;
 	MglKind *kind = malloc((size_t)(p->nsteps + 1) * sizeof *kind);
 	if (!kind)
 		return;
 	mgl_step_kinds(p, kind);
-	for (int i = 0; i < p->nsteps; i++)
+	for (int i = 0; i < p->nsteps; i++) {
 		b->kind_ms[kind[i]] += r->op_s[i] * 1e3 / (double)b->steps;
+		b->outside_ms -= r->op_s[i] * 1e3 / (double)b->steps;
+	}
 	free(kind);
-	double sum = 0, kinds = 0;
-	for (int64_t i = 0; i < b->steps; i++)
-		sum += r->profiled_s[i];
-	for (int k = 0; k < MGL_KIND_COUNT; k++)
-		kinds += b->kind_ms[k];
-	b->prof_ms = sum * 1e3 / (double)b->steps;
-	b->prof_median_ms = median(r->profiled_s, b->steps, &lo, &hi) * 1e3;
-	b->outside_ms = b->prof_ms - kinds;
 }
 
 /* A JSON string: quotes, backslashes and control characters escaped. */
@@ -95,8 +95,9 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
-/* The keys of torch_gpt.py's RESULT line, in its order and rounding (tag "mgl"), then
- * mgl's: the backend, MFU and the GEMM rate it is against. */
+/* The keys of torch_gpt.py's RESULT line in its order (tag "mgl"; four digits where it
+ * rounds to one decimal, which a cpu's small figures would lose), then mgl's: the backend,
+ * MFU and the GEMM rate it is against. */
 static void result_keys(const Bench *b)
 {
 	const MglPlan *p = b->p;
@@ -175,9 +176,8 @@ static void print_table(const Bench *b, bool profile)
 		printf("; %s in use on the GPU (cudaMemGetInfo)", size(m->device_used, b2));
 	printf("\n  loss        %.4f (the last step's)\n", b->r->loss);
 	if (profile) {
-		bool gpu = !strcmp(b->backend, "cuda");
 		printf("\n  profile: %s more step%s, %s\n", mgl_commas(b->steps, b1), b->steps == 1 ? "" : "s",
-		       gpu ? "eager (no CUDA graph), a CUDA event between each two steps of the plan"
+		       b->gpu ? "eager (no CUDA graph), a CUDA event between each two steps of the plan"
 			   : "the host clock around each step of the plan");
 		printf("  %-12s %10s %7s\n", "kind", "ms a step", "%");
 		for (int k = 0; k < MGL_KIND_COUNT; k++)
@@ -205,11 +205,12 @@ int cmd_bench(Args *a)
 		MglTarget t = cli_target(a, be);
 		MglGraph *g;
 		MglPlan *p = cli_plan(&c, a->file, NULL, a->preset, a->set, &t, &g);
-		Bench b = {.r = &r, .p = p, .backend = be->name, .unit = strcmp(be->name, "cuda") ? "rank" : "GPU",
+		bool gpu = strcmp(be->name, "cpu") != 0;
+		Bench b = {.r = &r, .p = p, .backend = be->name, .gpu = gpu, .unit = gpu ? "GPU" : "rank",
 			   .L = g->layers, .params = mgl_param_count(g), .warmup = a->warmup ? a->warmup : 3,
 			   .steps = a->steps ? a->steps : 10};
 		cli_sizes(g, &b.d, &b.H, &b.V);
-		RtTrainOpts o = {.lr = NAN, .min_lr = NAN};   /* the default schedule over the steps it runs */
+		RtTrainOpts o = {0};   /* the default schedule over the steps it runs */
 		cli_optimizer(a, &o);
 		RtBenchOpts bo = {.warmup = b.warmup, .steps = b.steps, .profile = a->profile};
 		char err[1024], b1[32], b2[32];

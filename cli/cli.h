@@ -77,7 +77,8 @@ const struct RtBackend *cli_backend(const Args *a);
 /* The target of --tp, --dp, --sp, --batch (default 8) and --seq, with the backend's
  * activations: f32 on the cpu, bf16 on GPUs. */
 MglTarget cli_target(const Args *a, const struct RtBackend *be);
-/* The optimizer's options as mgl train takes them, with its defaults: accum, weight decay,
+/* The optimizer's options as mgl train takes them, with its defaults: the peak and final
+ * learning rates (NAN when not given: the schedule's defaults), accum, weight decay,
  * betas, eps, clip and the seed. */
 void cli_optimizer(const Args *a, RtTrainOpts *o);
 int cmd_train(Args *a);

@@ -56,6 +56,8 @@ MglTarget cli_target(const Args *a, const RtBackend *be)
 
 void cli_optimizer(const Args *a, RtTrainOpts *o)
 {
+	o->lr = a->lr;
+	o->min_lr = a->min_lr;
 	o->accum = a->accum ? a->accum : 1;
 	o->weight_decay = or(a->weight_decay, 0.1);
 	o->beta1 = 0.9;
@@ -115,7 +117,7 @@ int cmd_train(Args *a)
 		mgl_explain(&c.arena, p, &cost);
 		/* the schedule's options left out (0, NAN) are the checkpoint's when resuming */
 		RtTrainOpts o = {
-			.data = a->data, .val = a->val, .steps = a->steps, .lr = a->lr, .min_lr = a->min_lr, .warmup = a->warmup,
+			.data = a->data, .val = a->val, .steps = a->steps, .warmup = a->warmup,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
 			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
 			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = a->preset,
