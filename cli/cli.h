@@ -31,6 +31,7 @@ typedef struct {
 	const char *arch;       /* kernels: sm_90 */
 	bool hf;                /* export: Hugging Face's names (the only format) */
 	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
+	bool profile;           /* bench: the time by kind of op */
 	char **files;
 } Args;
 
@@ -44,6 +45,9 @@ FILE *cli_out_open(const char *path);
 int cli_out_close(FILE *f, const char *path);
 
 /* compile.c */
+/* What mgl check prints of a model: the hidden size and heads of its first attention, the
+ * rows of the first embedding table that an input indexes; 0 where it has none. */
+void cli_sizes(const MglGraph *g, int64_t *hidden, int64_t *heads, int64_t *vocab);
 int cmd_check(Args *a);
 int cmd_compile(Args *a);
 int cmd_explain(Args *a);
@@ -66,6 +70,17 @@ RtTokenizer *cli_gpt2(const char *dir, const char *hint);
 RtTokenizer *cli_ckpt_gpt2(const char *gpt2, const char *tok, const char *sha, const char *path, const char **dir_out);
 
 /* train.c */
+struct RtBackend;
+/* --backend, or the GPUs when there are any (and this mgl was built with CUDA), else the
+ * cpu; NULL after printing why (a usage error). */
+const struct RtBackend *cli_backend(const Args *a);
+/* The target of --tp, --dp, --sp, --batch (default 8) and --seq, with the backend's
+ * activations: f32 on the cpu, bf16 on GPUs. */
+MglTarget cli_target(const Args *a, const struct RtBackend *be);
+/* The optimizer's options as mgl train takes them, with its defaults: the peak and final
+ * learning rates (NAN when not given: the schedule's defaults), accum, weight decay,
+ * betas, eps, clip and the seed. */
+void cli_optimizer(const Args *a, RtTrainOpts *o);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
@@ -73,5 +88,7 @@ int cmd_kernels(Args *a);
 int cmd_export(Args *a);
 /* plot.c */
 int cmd_plot(Args *a);
+/* bench.c */
+int cmd_bench(Args *a);
 
 #endif

@@ -42,21 +42,27 @@ static const char *count(int64_t v, char *buf)
 	return buf;
 }
 
+void cli_sizes(const MglGraph *g, int64_t *hidden, int64_t *heads, int64_t *vocab)
+{
+	*hidden = *heads = *vocab = 0;
+	for (int i = 0; i < g->nnodes; i++) {
+		const MglNode *nd = &g->nodes[i];
+		if (nd->op == MGL_OP_ATTENTION && !*heads) {
+			*heads = nd->attr.heads;
+			*hidden = nd->shape.d[nd->shape.rank - 1].n;
+		}
+		if (nd->op == MGL_OP_EMBEDDING && !*vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
+			*vocab = g->nodes[nd->in[0]].shape.d[0].n;
+	}
+}
+
 static void print_summary(const MglGraph *g, const char *file)
 {
 	char buf[64], sh[160];
 	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
 	printf("  parameters  %s\n", mgl_commas(mgl_param_count(g), buf));
-	int64_t hidden = 0, heads = 0, vocab = 0;
-	for (int i = 0; i < g->nnodes; i++) {
-		const MglNode *nd = &g->nodes[i];
-		if (nd->op == MGL_OP_ATTENTION && !heads) {
-			heads = nd->attr.heads;
-			hidden = nd->shape.d[nd->shape.rank - 1].n;
-		}
-		if (nd->op == MGL_OP_EMBEDDING && !vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
-			vocab = g->nodes[nd->in[0]].shape.d[0].n;
-	}
+	int64_t hidden, heads, vocab;
+	cli_sizes(g, &hidden, &heads, &vocab);
 	const char *rows[][2] = {{"layers", count(g->layers, buf)}, {"hidden", count(hidden, buf + 16)},
 				 {"heads", count(heads, buf + 32)}, {"vocabulary", count(vocab, buf + 48)}};
 	for (int i = 0; i < 4; i++)
