@@ -4,6 +4,8 @@
 #   make demo       build, then run the main job
 #   make check      unit (Check), golden and CLI tests, then all of them again under
 #                   AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      on the GPU machine: issue 11's speed table, mgl bench beside PyTorch
+#                   (TORCH_GPT=path/to/shared/bench/torch_gpt.py, copied into the call)
 #   make fuzz       libFuzzer on every reader of untrusted input (clang); FUZZ_SECONDS=600 for a long run
 #
 # Generated sources (the re2c lexer) go to build/, never into the tree.
@@ -48,11 +50,11 @@ CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
 CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
 endif
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o \
-                $(BUILD)/cli/export.o $(BUILD)/cli/plot.o
+                $(BUILD)/cli/export.o $(BUILD)/cli/plot.o $(BUILD)/cli/bench.o
 TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data $(BUILD)/tests/test_io
 
-.PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check clean
+.PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check bench clean
 all: deps $(BUILD)/mgl
 
 # what the build needs, and what the tests run besides (Graphviz's dot draws tests/cli.sh's graphs)
@@ -115,6 +117,13 @@ check: deps-test
 # The GPU suite, on the GPU machine (tests/gpu_check.sh): the cuda backend against the cpu.
 gpu-check: $(BUILD)/mgl $(BUILD)/tests/gpu/test_gpu
 	tests/gpu_check.sh $(BUILD)/mgl $(GPU_OUT)
+
+# The speed table (scripts/bench_gpu.sh, docs/bench.md): mgl bench and the PyTorch baseline
+# on one GPU, in one call; every output kept in BENCH_OUT.
+TORCH_GPT ?= .bench/torch_gpt.py
+BENCH_OUT ?= $(BUILD)/bench
+bench: $(BUILD)/mgl
+	scripts/bench_gpu.sh $(BUILD)/mgl $(TORCH_GPT) $(BENCH_OUT)
 
 # plain C, no Check: the GPU machine has none
 $(BUILD)/tests/gpu/test_gpu: tests/gpu/test_gpu.c $(COMPILER_OBJ) $(RUNTIME_OBJ)

@@ -30,6 +30,7 @@ typedef struct {
 	const char *arch;       /* kernels: sm_90 */
 	bool hf;                /* export: Hugging Face's names (the only format) */
 	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
+	bool profile;           /* bench: the time by kind of op */
 } Args;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg);
@@ -42,17 +43,17 @@ FILE *cli_out_open(const char *path);
 int cli_out_close(FILE *f, const char *path);
 
 /* compile.c */
-/* Whether the file at path is a plan (it starts "mgl-plan "), which explain and dot read;
- * the other commands refuse one with cli_refuse_plan (1), naming what reads plans. */
-bool cli_is_plan(const char *path);
-int cli_refuse_plan(const char *cmd, const char *path);
+/* What mgl check prints of a model: the hidden size and heads of its first attention, the
+ * rows of the first embedding table that an input indexes; 0 where it has none. */
+void cli_sizes(const MglGraph *g, int64_t *hidden, int64_t *heads, int64_t *vocab);
 int cmd_check(Args *a);
 int cmd_compile(Args *a);
 int cmd_explain(Args *a);
 int cmd_dot(Args *a);
 /* A model compiled to a plan for the target, from the file at path or (text != NULL) from
  * the source text and set of the checkpoint at path, errors in which are the file's (exit
- * status 1), not usage errors; errors jump to c->fail. For train and sample. */
+ * status 1), not usage errors; errors jump to c->fail (a plan at path is one: it names
+ * what reads plans). For train, sample, export and bench. */
 MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *preset, const char *set,
 		  const MglTarget *t, MglGraph **g);
 
@@ -68,6 +69,17 @@ RtTokenizer *cli_gpt2(const char *dir, const char *hint);
 RtTokenizer *cli_ckpt_gpt2(const char *gpt2, const char *tok, const char *sha, const char *path, const char **dir_out);
 
 /* train.c */
+struct RtBackend;
+/* --backend, or the GPUs when there are any (and this mgl was built with CUDA), else the
+ * cpu; NULL after printing why (a usage error). */
+const struct RtBackend *cli_backend(const Args *a);
+/* The target of --tp, --dp, --sp, --batch (default 8) and --seq, with the backend's
+ * activations: f32 on the cpu, bf16 on GPUs. */
+MglTarget cli_target(const Args *a, const struct RtBackend *be);
+/* The optimizer's options as mgl train takes them, with its defaults: the peak and final
+ * learning rates (NAN when not given: the schedule's defaults), accum, weight decay,
+ * betas, eps, clip and the seed. */
+void cli_optimizer(const Args *a, RtTrainOpts *o);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
@@ -75,5 +87,7 @@ int cmd_kernels(Args *a);
 int cmd_export(Args *a);
 /* plot.c */
 int cmd_plot(Args *a);
+/* bench.c */
+int cmd_bench(Args *a);
 
 #endif

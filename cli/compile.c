@@ -42,21 +42,27 @@ static const char *count(int64_t v, char *buf)
 	return buf;
 }
 
+void cli_sizes(const MglGraph *g, int64_t *hidden, int64_t *heads, int64_t *vocab)
+{
+	*hidden = *heads = *vocab = 0;
+	for (int i = 0; i < g->nnodes; i++) {
+		const MglNode *nd = &g->nodes[i];
+		if (nd->op == MGL_OP_ATTENTION && !*heads) {
+			*heads = nd->attr.heads;
+			*hidden = nd->shape.d[nd->shape.rank - 1].n;
+		}
+		if (nd->op == MGL_OP_EMBEDDING && !*vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
+			*vocab = g->nodes[nd->in[0]].shape.d[0].n;
+	}
+}
+
 static void print_summary(const MglGraph *g, const char *file)
 {
 	char buf[64], sh[160];
 	printf("model %s (%s%s%s)\n\n", g->model, file, g->preset ? ", preset " : "", g->preset ? g->preset : "");
 	printf("  parameters  %s\n", mgl_commas(mgl_param_count(g), buf));
-	int64_t hidden = 0, heads = 0, vocab = 0;
-	for (int i = 0; i < g->nnodes; i++) {
-		const MglNode *nd = &g->nodes[i];
-		if (nd->op == MGL_OP_ATTENTION && !heads) {
-			heads = nd->attr.heads;
-			hidden = nd->shape.d[nd->shape.rank - 1].n;
-		}
-		if (nd->op == MGL_OP_EMBEDDING && !vocab && g->nodes[nd->in[1]].op == MGL_OP_INPUT)
-			vocab = g->nodes[nd->in[0]].shape.d[0].n;
-	}
+	int64_t hidden, heads, vocab;
+	cli_sizes(g, &hidden, &heads, &vocab);
 	const char *rows[][2] = {{"layers", count(g->layers, buf)}, {"hidden", count(hidden, buf + 16)},
 				 {"heads", count(heads, buf + 32)}, {"vocabulary", count(vocab, buf + 48)}};
 	for (int i = 0; i < 4; i++)
@@ -140,7 +146,10 @@ static MglTarget target_of(const Args *a, const MglGraph *g)
 
 typedef int Body(MglCtx *c, Args *a, MglGraph *g, MglFile *f);
 
-bool cli_is_plan(const char *path)
+/* Whether the file at path is a plan, which starts "mgl-plan ": explain and dot read one
+ * as it is; the other commands refuse it (refuse_plan) rather than report a plan's text as
+ * a model's syntax errors. */
+static bool is_plan(const char *path)
 {
 	char head[9] = {0};
 	FILE *f = fopen(path, "rb");
@@ -152,19 +161,18 @@ bool cli_is_plan(const char *path)
 	return !memcmp(head, "mgl-plan ", 9);
 }
 
-int cli_refuse_plan(const char *cmd, const char *path)
+static int refuse_plan(const char *path)
 {
 	fprintf(stderr, "mgl: error: %s is a plan (mgl compile writes them), not a model file\n"
-			"  hint: mgl %s reads model files; mgl explain and mgl dot read plans too\n", path, cmd);
+			"  hint: give the model file; mgl explain and mgl dot read plans too\n", path);
 	return 1;
 }
 
-/* Runs body on the loaded model inside one error scope; a plan is refused (cmd: the
- * command, for the message). */
-static int with_model(const char *cmd, Args *a, Body *body)
+/* Runs body on the loaded model inside one error scope; a plan is refused. */
+static int with_model(Args *a, Body *body)
 {
-	if (cli_is_plan(a->file))
-		return cli_refuse_plan(cmd, a->file);
+	if (is_plan(a->file))
+		return refuse_plan(a->file);
 	MglCtx c = {0};
 	jmp_buf jb;
 	c.fail = &jb;
@@ -186,8 +194,8 @@ typedef int PlanBody(const Args *a, MglArena *ar, const MglPlan *p);
  * model_body). A plan is compiled already: the options that compile are refused. */
 static int with_plan(const char *cmd, Args *a, Body *model_body, PlanBody *body)
 {
-	if (!cli_is_plan(a->file))
-		return with_model(cmd, a, model_body);
+	if (!is_plan(a->file))
+		return with_model(a, model_body);
 	const char *opt = a->preset ? "--preset" : a->set ? "--set" : a->tp ? "--tp" : a->dp ? "--dp" : a->sp ? "--sp"
 			: a->batch ? "--batch" : a->seq ? "--seq" : a->dtype_given ? "--dtype" : NULL;
 	if (opt) {
@@ -218,6 +226,10 @@ MglPlan *cli_plan(MglCtx *c, const char *path, const char *text, const char *pre
 	if (set && *set)   /* from the command line, or the metadata of a checkpoint (a file's error) */
 		opt.overrides = text ? mgl_source_from_string(c, mgl_fmt(&c->arena, "%s (its set)", path), set, false)
 				     : mgl_source_from_string(c, "--set", set, true);
+	if (!text && is_plan(path)) {
+		c->status = refuse_plan(path);
+		mgl_fail(c);
+	}
 	MglSource *src = text ? mgl_source_from_string(c, path, text, false) : mgl_read_file(c, path);
 	*g = mgl_elaborate(c, mgl_parse(c, src), &opt);
 	MglTarget tt = *t;
@@ -242,7 +254,7 @@ static int check_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 	return 0;
 }
 
-int cmd_check(Args *a) { return with_model("check", a, check_body); }
+int cmd_check(Args *a) { return with_model(a, check_body); }
 
 /* ---------------------------------------------------------------- mgl compile */
 
@@ -299,7 +311,7 @@ int cmd_compile(Args *a)
 		if (!known)
 			return usage_error("compile", msg, a->dump);
 	}
-	return with_model("compile", a, compile_body);
+	return with_model(a, compile_body);
 }
 
 /* ---------------------------------------------------------------- mgl explain */

@@ -251,6 +251,32 @@ static const Command commands[] = {
 	 "Exit status: 0 written, 1 a checkpoint that cannot be read or is not of models/gpt2.mgl,\n"
 	 "or a failed write, 2 bad usage.\n",
 	 "--hf -o --gpt2", "checkpoint"},
+	{"bench", cmd_bench, NULL, "time whole training steps: tokens/s, TFLOP/s, MFU, memory, a profile",
+	 "usage: mgl bench FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "                 [--steps K] [--warmup W] [--backend cpu|cuda] [--seed S] [--json] [--profile]\n"
+	 "\n"
+	 "Runs whole training steps (forward, backward, AdamW) as `mgl train` runs them, on random\n"
+	 "tokens drawn from the seed: W untimed steps, then K timed ones. Prints the median time of\n"
+	 "a step (and the least and most), tokens/s, TFLOP/s per GPU with FLOPs counted as the\n"
+	 "PyTorch baseline counts them (6 N + 12 L d T a token, N = 12 L d^2 + V d), MFU against the\n"
+	 "GEMM rate measured on the same device in the same run (cuBLASLt bf16 8192^3 on a GPU; the\n"
+	 "cpu backend's GEMM on the cpu), the memory mgl allocated per GPU, and a `RESULT {json}`\n"
+	 "line with the baseline's keys (docs/bench.md).\n"
+	 "\n"
+	 MODEL_OPTIONS
+	 "  --tp N --dp M --sp  the job, as mgl train's (one GPU a rank on cuda)\n"
+	 "  --batch B         sequences per micro-batch and dp rank (default 8)\n"
+	 "  --seq T           sequence length (default: the model's config seq)\n"
+	 "  --steps K         timed steps (default 10)\n"
+	 "  --warmup W        untimed steps first (default 3: the cuda backend captures its CUDA\n"
+	 "                    graphs in the first two)\n"
+	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
+	 "  --seed S          the tokens and the initial weights (default 1337)\n"
+	 "  --json            one JSON object with every figure instead of the table\n"
+	 "  --profile         then K more steps, each step of the plan timed (on a GPU: eager, CUDA\n"
+	 "                    events), and the time a step spends by kind: attention, gemm, layernorm,\n"
+	 "                    classifier, optimizer, collectives, other\n",
+	 "--preset --set --tp --dp --sp --batch --seq --steps --warmup --backend --seed --json --profile", NULL},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [--arch sm_XY]\n"
 	 "\n"
@@ -303,6 +329,7 @@ static const struct {
 	{"--val-fraction", O_REAL, offsetof(Args, val_fraction), 0.5},
 	{"--gpus", O_INT, offsetof(Args, gpus), 4096},       {"--arch", O_STR, offsetof(Args, arch), 0},
 	{"--hf", O_FLAG, offsetof(Args, hf), 0},             {"--dump-first", O_STR, offsetof(Args, dump_first), 0},
+	{"--profile", O_FLAG, offsetof(Args, profile), 0},
 };
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)

@@ -22,8 +22,7 @@
 /* Why a cpu-only mgl is one: make builds the cuda backend wherever it finds the toolkit. */
 #define NO_CUDA "without CUDA (no toolkit at CUDA_HOME when it was built, or make CUDA=0)"
 
-/* --backend, or the GPUs when there are any (and this mgl was built with CUDA), else the cpu. */
-static const RtBackend *backend_of(const Args *a)
+const RtBackend *cli_backend(const Args *a)
 {
 	bool want_cuda = a->backend && !strcmp(a->backend, "cuda");
 	if (a->backend && !want_cuda && strcmp(a->backend, "cpu")) {
@@ -50,6 +49,27 @@ static const RtBackend *backend_of(const Args *a)
 
 static double or(double v, double dflt) { return isnan(v) ? dflt : v; }
 
+MglTarget cli_target(const Args *a, const RtBackend *be)
+{
+	/* the cpu computes in f32; GPUs store activations in bf16 (and accumulate in f32) */
+	return (MglTarget){.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
+			   .batch = a->batch ? a->batch : 8, .seq = a->seq,
+			   .act_dtype = be == &rt_cpu_backend ? MGL_F32 : MGL_BF16};
+}
+
+void cli_optimizer(const Args *a, RtTrainOpts *o)
+{
+	o->lr = a->lr;
+	o->min_lr = a->min_lr;
+	o->accum = a->accum ? a->accum : 1;
+	o->weight_decay = or(a->weight_decay, 0.1);
+	o->beta1 = 0.9;
+	o->beta2 = 0.95;
+	o->eps = 1e-8;
+	o->clip = or(a->clip, 1.0);
+	o->seed = a->seed ? (uint64_t)a->seed : 1337;
+}
+
 /* --gpt2 DIR as a checkpoint records it: "gpt2:" and the directory's absolute path, so
  * that sampling from anywhere finds it, and the files' SHA-256 into sha (130 bytes). The
  * files are read now: a directory without them is refused before training starts. */
@@ -68,23 +88,18 @@ static const char *gpt2_record(MglArena *a, const char *dir, char *sha)
 
 int cmd_train(Args *a)
 {
-	const RtBackend *be = backend_of(a);
+	const RtBackend *be = cli_backend(a);
 	if (!be)
 		return 2;
 	if (!a->data)
 		return usage_error("train", "--data TRAIN.bin is required%s", "");
-	if (cli_is_plan(a->file))
-		return cli_refuse_plan("train", a->file);
 	MglCtx c = {0};
 	jmp_buf jb;
 	c.fail = &jb;
 	volatile int status = 0;
 	char *source = NULL;
 	if (!setjmp(jb)) {
-		/* the cpu computes in f32; GPUs store activations in bf16 (and accumulate in f32) */
-		MglTarget t = {.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
-			       .batch = a->batch ? a->batch : 8, .seq = a->seq,
-			       .act_dtype = be == &rt_cpu_backend ? MGL_F32 : MGL_BF16};
+		MglTarget t = cli_target(a, be);
 		if (a->gpus && a->gpus != (int64_t)t.tp * t.dp) {
 			fprintf(stderr, "mgl: error: --gpus %lld, but the job is tp %d x dp %d = %d rank%s, one GPU each\n",
 				(long long)a->gpus, t.tp, t.dp, t.tp * t.dp, t.tp * t.dp == 1 ? "" : "s");
@@ -105,9 +120,7 @@ int cmd_train(Args *a)
 		mgl_explain(&c.arena, p, &cost);
 		/* the schedule's options left out (0, NAN) are the checkpoint's when resuming */
 		RtTrainOpts o = {
-			.data = a->data, .val = a->val, .steps = a->steps, .accum = a->accum ? a->accum : 1,
-			.lr = a->lr, .min_lr = a->min_lr, .warmup = a->warmup, .weight_decay = or(a->weight_decay, 0.1),
-			.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .clip = or(a->clip, 1.0), .seed = a->seed ? (uint64_t)a->seed : 1337,
+			.data = a->data, .val = a->val, .steps = a->steps, .warmup = a->warmup,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
 			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
 			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = a->preset,
@@ -115,6 +128,7 @@ int cmd_train(Args *a)
 			.progress = isatty(2), .log_every = a->log_every, .nparams = mgl_param_count(g),
 			.flops = cost.flops_fwd + cost.flops_bwd,
 		};
+		cli_optimizer(a, &o);
 		RtTrainResult r;
 		if (rt_train(p, be, &o, &r, err, sizeof err)) {
 			fprintf(stderr, "mgl: error: %s\n", err);

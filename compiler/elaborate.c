@@ -697,7 +697,7 @@ static int elab_cross_entropy(Elab *E, Call *k)
 /* Each op's elaborator, as its row in plan/ops.def names it (none: internal ops) */
 #define elab_none NULL
 static int (*const elab_op[MGL_OP_COUNT])(Elab *, Call *) = {
-#define OP(id, name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
+#define OP(id, name, flags, kind, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
 	[MGL_OP_##id] = elab_##elab,
 #include "ops.def"
 #undef OP

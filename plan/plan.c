@@ -20,8 +20,8 @@ const MglAttrInfo mgl_attrs[MGL_ATTR_COUNT] = {
 };
 
 const MglOpInfo mgl_ops[MGL_OP_COUNT] = {
-#define OP(id, name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
-	{#name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, sig},
+#define OP(id, name, flags, kind, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
+	{#name, flags, MGL_KIND_##kind, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, sig},
 #include "ops.def"
 #undef OP
 };
@@ -221,6 +221,36 @@ void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last)
 	for (int v = 0; v < p->nvalues; v++)
 		if (first[v] >= 0 && last[v] < first[v])
 			last[v] = last[v] < 0 ? p->nsteps - 1 : first[v];
+}
+
+/* ---------------------------------------------------------------- kinds */
+
+const char *const mgl_kind_name[MGL_KIND_COUNT] = {"attention", "gemm", "layernorm", "classifier", "optimizer",
+						   "collectives", "other"};
+
+void mgl_step_kinds(const MglPlan *p, MglKind *kind)
+{
+	enum { MADE = 1, READ = 2 };   /* by a classifier step */
+	unsigned char *by = calloc((size_t)p->nvalues + 1, 1);   /* without it: the ops' kinds */
+	for (int s = 0; s < p->nsteps && by; s++) {
+		const MglStep *st = &p->steps[s];
+		if (mgl_ops[st->op].kind != MGL_KIND_CLASSIFIER)
+			continue;
+		for (int k = 0; k < st->nin; k++)
+			by[st->in[k]] |= READ;
+		for (int k = 0; k < st->nout; k++)
+			by[st->out[k]] |= MADE;
+	}
+	for (int s = 0; s < p->nsteps; s++) {
+		const MglStep *st = &p->steps[s];
+		MglKind k = mgl_ops[st->op].kind;
+		for (int i = 0; k == MGL_KIND_GEMM && by && i < st->nin; i++)
+			k = by[st->in[i]] & MADE ? MGL_KIND_CLASSIFIER : k;
+		for (int i = 0; k == MGL_KIND_GEMM && by && i < st->nout; i++)
+			k = by[st->out[i]] & READ ? MGL_KIND_CLASSIFIER : k;
+		kind[s] = st->fuse >= 0 && st->fuse < s ? kind[st->fuse] : k;
+	}
+	free(by);
 }
 
 typedef struct { int64_t offset; int v; } Placed;

@@ -126,17 +126,27 @@ void mgl_attrs_copy(MglAttrs *dst, const MglAttrs *src, uint32_t mask);
 #define MGL_A(name) (1u << MGL_ATTR_##name)
 
 typedef enum {
-#define OP(id, name, flags, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
+#define OP(id, name, flags, kind, in_min, in_max, nout, attrs, layouts, grad, expr, npos_min, npos_max, kwargs, elab, sig) \
 	MGL_OP_##id,
 #include "ops.def"
 #undef OP
 	MGL_OP_COUNT
 } MglOp;
 
+/* What a step's time counts as when steps are profiled (mgl bench --profile): its op's
+ * kind column in ops.def; mgl_kind_name[k] is "attention", "gemm", "layernorm",
+ * "classifier", "optimizer", "collectives" or "other". */
+typedef enum {
+	MGL_KIND_ATTENTION, MGL_KIND_GEMM, MGL_KIND_LAYERNORM, MGL_KIND_CLASSIFIER, MGL_KIND_OPTIMIZER,
+	MGL_KIND_COLLECTIVE, MGL_KIND_OTHER, MGL_KIND_COUNT
+} MglKind;
+extern const char *const mgl_kind_name[MGL_KIND_COUNT];
+
 /* A row of ops.def (which says what each field means). */
 typedef struct {
 	const char *name;
 	unsigned flags;
+	MglKind kind;
 	int in_min, in_max, nout;   /* in_max -1: any number; nout -1: as many as inputs */
 	uint32_t attrs;             /* MGL_A(name) bits */
 	const char *layouts;
@@ -288,6 +298,14 @@ bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
+
+/* The kind of each step of p, into kind[nsteps]: its op's (ops.def), except that
+ *   - a step of a fused group counts as the group's first (the group is one kernel: a GEMM
+ *     and its epilogue are gemm, a chain what its first op is);
+ *   - a GEMM of the output layer counts as classifier: one that makes a value a
+ *     classifier step reads (the logits) or reads one a classifier step makes (their
+ *     gradient), so the classifier's time is the same whether or not it is fused. */
+void mgl_step_kinds(const MglPlan *p, MglKind *kind);
 
 /* The plan as text (docs/plan.md). */
 void mgl_plan_write(FILE *f, const MglPlan *p);

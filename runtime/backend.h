@@ -47,6 +47,11 @@ struct RtRank {
 	void *mem;             /* the backend's */
 	char err[512];         /* a step's error: the step, the op and the model's line */
 	int failed;
+	/* Per-step timing (mgl bench --profile): when not NULL, [plan->nsteps] seconds to which
+	 * run adds the time each step it runs takes, a fused group's (one kernel) at its first
+	 * step. The cpu backend reads the host clock around each step; the cuda backend runs
+	 * the steps one by one (never as a CUDA graph) with a CUDA event between each two. */
+	double *step_seconds;
 };
 
 typedef struct RtBackend {
@@ -65,6 +70,9 @@ typedef struct RtBackend {
 	/* whether it has a kernel for op: a plan with a step it has none for is refused at
 	 * open; the registry's test asks it for every op (no device needed) */
 	bool (*runs)(MglOp op);
+	/* rank r's machine (runtime.h): its name, memory, and its GEMM rate, timed now (which
+	 * takes a moment: a second or two on a GPU, a tenth on the cpu) */
+	void (*machine)(RtRank *r, RtMachine *m);
 } RtBackend;
 
 struct RtJob {

@@ -35,6 +35,7 @@ enum { SCALE = sizeof(real) / 4 };
 
 typedef struct {
 	unsigned char *region[MGL_V_ROLE_COUNT];   /* input and act share the arena */
+	int64_t bytes;                             /* the regions' */
 	real *scratch;                             /* collectives' private result */
 	int64_t scratch_n;
 } Mem;
@@ -107,23 +108,30 @@ static void gemm(int64_t M, int64_t N, int64_t K, const real *A, const real *B, 
 		}
 }
 
-#ifdef RT_CPU_FLOAT
-double rt_cpu_gemm_rate(int64_t n, int64_t k)
+static double seconds(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* rt_cpu_gemm_rate at this build's precision; *used_n: the n it timed. */
+static double gemm_rate(int64_t n, int64_t k, int64_t *used_n)
 {
 	enum { M = 16, MAX_B = 4 << 20 };   /* B of at most 4M floats: a cache-sized test is too kind */
+	*used_n = 0;
 	if (n < 1 || k < 1)
 		return 0;
 	if (n * k > MAX_B)
 		n = MAX_B / k > TN ? MAX_B / k : TN;
+	*used_n = n;
 	real *a = calloc((size_t)(M * k), sizeof *a), *b = calloc((size_t)(k * n), sizeof *b),
 	     *c = malloc((size_t)(M * n) * sizeof *c);
 	double best = 0;
 	for (int rep = 0; rep < 2 && a && b && c; rep++) {   /* the first run also warms the caches */
-		struct timespec t0, t1;
-		clock_gettime(CLOCK_MONOTONIC, &t0);
+		double t0 = seconds();
 		gemm(M, n, k, a, b, c, false);
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+		double s = seconds() - t0;
 		if (s > 0 && 2.0 * M * (double)n * (double)k / s > best)
 			best = 2.0 * M * (double)n * (double)k / s;
 	}
@@ -131,6 +139,13 @@ double rt_cpu_gemm_rate(int64_t n, int64_t k)
 	free(b);
 	free(c);
 	return best;
+}
+
+#ifdef RT_CPU_FLOAT
+double rt_cpu_gemm_rate(int64_t n, int64_t k)
+{
+	int64_t used;
+	return gemm_rate(n, k, &used);
 }
 #endif
 
@@ -969,6 +984,7 @@ static int cpu_open(RtRank *r)
 		if (k == MGL_V_INPUT)
 			continue;
 		m->region[k] = calloc(1, (size_t)size[k] * SCALE + 64);
+		m->bytes += size[k] * SCALE + 64;
 		if (!m->region[k]) {
 			snprintf(r->err, sizeof r->err, "out of memory: the plan needs %s bytes for %s values",
 				 mgl_commas(size[k], (char[32]){0}), mgl_role_name[k]);
@@ -1002,7 +1018,10 @@ static int cpu_run(RtRank *r, int from, int to, unsigned phases, const RtRun *ru
 		if (!(phases & (1u << s->phase)))
 			continue;
 		Ctx c = {r, s, run};
+		double t0 = r->step_seconds ? seconds() : 0;
 		ops[s->op](&c);
+		if (r->step_seconds)
+			r->step_seconds[s->fuse >= 0 ? s->fuse : i] += seconds() - t0;
 	}
 	return 0;
 }
@@ -1035,5 +1054,46 @@ static void cpu_zero(RtRank *r, int v)
 
 static double cpu_peek(RtRank *r, int v, int64_t i) { return (double)F(r, v)[i]; }
 
+/* The first "model name" of /proc/cpuinfo (Linux on x86; elsewhere "cpu"). */
+static void cpu_name(char *buf, size_t n)
+{
+	snprintf(buf, n, "cpu");
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[512];
+	while (f && fgets(line, sizeof line, f)) {
+		char *colon = strchr(line, ':');
+		if (strncmp(line, "model name", 10) || !colon)
+			continue;
+		colon += 1 + (colon[1] == ' ');
+		colon[strcspn(colon, "\n")] = 0;
+		if (*colon)
+			snprintf(buf, n, "%s", colon);
+		break;
+	}
+	if (f)
+		fclose(f);
+}
+
+/* The GEMM rate on this rank's largest weight (the GEMM most of a step's time goes to), on
+ * one thread: a rank is a thread. */
+static void cpu_machine(RtRank *r, RtMachine *m)
+{
+	const MglPlan *p = r->job->plan;
+	const Mem *mem = r->mem;
+	memset(m, 0, sizeof *m);
+	cpu_name(m->device, sizeof m->device);
+	m->allocated = mem->bytes + mem->scratch_n * (int64_t)sizeof(real);
+	m->device_used = -1;
+	int64_t n = 0, k = 0, used;
+	for (int i = 0; i < p->nparams; i++) {
+		const MglValue *w = val(r, p->params[i].value);
+		if (w->rank == 2 && w->shape[0] * w->shape[1] > n * k)
+			n = w->shape[0], k = w->shape[1];
+	}
+	m->gemm_flops = gemm_rate(n, k, &used);
+	snprintf(m->gemm_what, sizeof m->gemm_what, "the cpu backend's GEMM on one thread, [16, %lld] x [%lld, %lld] "
+		 "(the largest weight's)", (long long)k, (long long)k, (long long)used);
+}
+
 const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek,
-			      cpu_runs};
+			      cpu_runs, cpu_machine};

@@ -12,13 +12,15 @@
  * `-o /dev/stdout`) is written straight into, as a user who names one means: renaming over
  * it would replace the device's directory entry (as root, /dev/null itself), not write to
  * it. Any other target that exists and is not a regular file (a directory) is refused
- * before anything is written.
+ * before anything is written. A target that is a symbolic link is followed: the file it
+ * names is replaced, and the link stays.
  *
  * Syncing the directory: POSIX leaves fsync of a directory to the implementation, and on
  * Linux a file system that cannot sync directories (some FUSE file systems, for one)
  * refuses with EINVAL. The rename is done by then and nothing more can be done, so EINVAL
  * there is not an error; any other failure is, though the new file is in place.
  */
+#define _XOPEN_SOURCE 700   /* realpath */
 #include "runtime.h"
 
 #include <errno.h>
@@ -64,17 +66,28 @@ static bool streamed(const char *path)
 	return !stat(path, &st) && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode));
 }
 
-FILE *rt_atomic_open(const char *path, char *err, size_t errlen)
+/* The file a path names: a symbolic link's target (so that the rename replaces the file,
+ * not the link: `-o /dev/stdout` with standard output sent to a file is a link into /proc),
+ * else the path itself. buf: PATH_MAX bytes. */
+static const char *resolved(const char *path, char *buf)
 {
 	struct stat st;
+	return !lstat(path, &st) && S_ISLNK(st.st_mode) && realpath(path, buf) ? buf : path;
+}
+
+FILE *rt_atomic_open(const char *user_path, char *err, size_t errlen)
+{
+	struct stat st;
+	char buf[PATH_MAX];
+	const char *path = resolved(user_path, buf);
 	if (streamed(path)) {
 		FILE *f = fopen(path, "wb");
 		if (!f)
-			rt_errf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+			rt_errf(err, errlen, "%s: cannot write: %s", user_path, strerror(errno));
 		return f;
 	}
 	if (!stat(path, &st) && !S_ISREG(st.st_mode)) {
-		rt_errf(err, errlen, "%s: cannot write: it is %s", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+		rt_errf(err, errlen, "%s: cannot write: it is %s", user_path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
 		return NULL;
 	}
 	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
@@ -84,13 +97,14 @@ FILE *rt_atomic_open(const char *path, char *err, size_t errlen)
 	else
 		f = fopen(tmp, "wb");
 	if (!f)
-		rt_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+		rt_errf(err, errlen, "%s: cannot create: %s", user_path, strerror(errno));
 	return f;
 }
 
-void rt_atomic_abort(FILE *f, const char *path)
+void rt_atomic_abort(FILE *f, const char *user_path)
 {
-	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
+	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX], buf[PATH_MAX];
+	const char *path = resolved(user_path, buf);
 	fclose(f);
 	if (!streamed(path) && !rt_tmp_name(path, tmp, sizeof tmp))
 		remove(tmp);
@@ -111,14 +125,15 @@ static int sync_dir(const char *path)
 	return e;
 }
 
-int rt_atomic_commit(FILE *f, const char *path, char *err, size_t errlen)
+int rt_atomic_commit(FILE *f, const char *user_path, char *err, size_t errlen)
 {
-	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX];
+	char tmp[PATH_MAX + sizeof RT_TMP_SUFFIX], buf[PATH_MAX];
+	const char *path = resolved(user_path, buf);
 	rt_tmp_name(path, tmp, sizeof tmp);   /* fits: rt_atomic_open made it */
 	if (streamed(path)) {
 		bool bad = ferror(f) | (fclose(f) != 0);
 		if (bad)
-			rt_errf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+			rt_errf(err, errlen, "%s: cannot write: %s", user_path, strerror(errno));
 		return bad ? -1 : 0;
 	}
 	/* Every step is checked: a full disk shows at fflush, fsync or fclose, depending on
@@ -139,12 +154,12 @@ int rt_atomic_commit(FILE *f, const char *path, char *err, size_t errlen)
 		e = errno, stage = "replace";
 	if (e) {
 		remove(tmp);
-		rt_errf(err, errlen, "%s: cannot %s: %s", path, stage, e > 0 ? strerror(e) : "write error");
+		rt_errf(err, errlen, "%s: cannot %s: %s", user_path, stage, e > 0 ? strerror(e) : "write error");
 		return -1;
 	}
 	if ((e = sync_dir(path))) {
 		/* the new file is in place; only its surviving a crash is in doubt */
-		rt_errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(e));
+		rt_errf(err, errlen, "%s: written, but syncing its directory failed: %s", user_path, strerror(e));
 		return -1;
 	}
 	return 0;

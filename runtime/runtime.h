@@ -253,4 +253,47 @@ typedef struct {
 int rt_train(const MglPlan *plan, const struct RtBackend *be, const RtTrainOpts *o, RtTrainResult *res,
 	     char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- benchmarks (train.c) */
+
+/* What a backend says of a rank's machine (RtBackend.machine). */
+typedef struct {
+	char device[128];      /* "NVIDIA H200", or the cpu's model name */
+	int64_t allocated;     /* bytes the backend holds for the rank after its steps: the plan's
+				  memory and the backend's workspaces, allocated when the rank opens
+				  (so also the most it held) */
+	int64_t device_used;   /* bytes in use on the device by everything (the CUDA context,
+				  NCCL's buffers, other processes): cudaMemGetInfo; -1 on the cpu */
+	double gemm_flops;     /* the FLOP/s its GEMMs reach on this device, measured now; 0 if it
+				  could not be measured */
+	char gemm_what[192];   /* how it was measured, or why it could not be */
+} RtMachine;
+
+/* What rt_bench runs: `warmup` steps (the cuda backend captures its CUDA graphs in the
+ * first two), `steps` timed ones, and with profile as many again, each plan step timed
+ * (RtRank.step_seconds: eager, one event per step on the cuda backend). */
+typedef struct {
+	int64_t warmup, steps;
+	bool profile;
+} RtBenchOpts;
+
+typedef struct {
+	double *step_s;         /* [steps] each timed step's seconds, by the host clock, as rt_train
+				   times a step (for its tokens/s): feeding the batch to the loss read back */
+	double *fwdbwd_s;       /* [steps] the forward and backward passes' part of it */
+	double loss;            /* the last timed step's */
+	double *profiled_s;     /* with profile, [steps]: each profiled step's seconds */
+	double *op_s;           /* with profile, [plan->nsteps]: rank 0's seconds in each plan step
+				   (a fused group's at its first), summed over the profiled steps */
+	RtMachine machine;      /* rank 0's (zero if its backend cannot say) */
+} RtBenchResult;
+
+/* Whole training steps, as rt_train runs them with o (its seed, accum, optimizer, and
+ * schedule: by default that of warmup + steps (x 2 with profile) steps), on the tokens of
+ * o->data or, without it, synthetic ones: drawn from o->seed, uniform below the model's
+ * vocabulary. Nothing is said or written. 0, or -1 with err; rt_bench_free frees the
+ * result either way. */
+int rt_bench(const MglPlan *plan, const struct RtBackend *be, const RtTrainOpts *o, const RtBenchOpts *b,
+	     RtBenchResult *res, char *err, size_t errlen);
+void rt_bench_free(RtBenchResult *res);
+
 #endif

@@ -204,6 +204,54 @@ static double unigram_loss(const Train *t)
 	return loss / (double)t->val.ntokens;
 }
 
+/* ---------------------------------------------------------------- the job */
+
+/* The plan's inputs and outputs as rt_train and rt_bench feed and read them (who: the
+ * command, for the message). */
+static int lm_inputs(Train *t, const char *who)
+{
+	const MglPlan *p = t->p;
+	t->tokens = rt_value(p, "tokens");
+	t->targets = rt_value(p, "targets");
+	t->d_loss = rt_value(p, "d_loss");
+	t->norm = rt_value(p, p->tp > 1 ? "grad_norm@R" : "grad_norm");
+	t->loss = p->loss;
+	int ninputs = 0;
+	for (int v = 0; v < p->nvalues; v++)
+		ninputs += p->values[v].role == MGL_V_INPUT;
+	if (t->tokens < 0 || t->targets < 0 || t->d_loss < 0 || ninputs != 3)
+		return fail(t, "%s feeds language models whose inputs are tokens and targets (as models/gpt2.mgl's); "
+			    "this model's inputs differ", who);
+	return 0;
+}
+
+/* The job, a dp rank's batch, and the training windows' stream. */
+static int open_job(Train *t, const RtBackend *be)
+{
+	if (!(t->job = rt_job_open(t->p, be, t->err, t->errlen)))
+		return -1;
+	t->x = malloc((size_t)(t->B * t->T) * sizeof *t->x);
+	t->y = malloc((size_t)(t->B * t->T) * sizeof *t->y);
+	if (!t->x || !t->y)
+		return fail(t, "out of memory for a batch of %lld x %lld tokens", (long long)t->B, (long long)t->T);
+	t->data_rng = rt_mix64(t->seed ^ 0x64617461ull);
+	return 0;
+}
+
+static void close_run(Train *t)
+{
+	if (t->log)
+		fclose(t->log);
+	rt_job_close(t->job);
+	rt_shard_free(&t->train);
+	rt_shard_free(&t->val);
+	free(t->x);
+	free(t->y);
+	free(t->tokenizer);
+	free(t->tok_sha);
+	free(t->resumed);
+}
+
 /* ---------------------------------------------------------------- parameters */
 
 /* Parameter i drawn whole from the seed (so every tp starts alike), then sharded. */
@@ -483,6 +531,49 @@ static void zero_grads(Train *t)
 			t->job->be->zero(&t->job->ranks[r], t->p->params[i].grad);
 }
 
+/* An optimizer step is these two (with, between them, what rt_train checks): the gradients
+ * zeroed, then forward and backward over each micro-batch, whose mean loss is *loss... */
+static int forward_backward(Train *t, double *loss)
+{
+	const RtTrainOpts *o = t->o;
+	zero_grads(t);
+	*loss = 0;
+	for (int64_t m = 0; m < o->accum; m++) {
+		feed(t, -1, (float)(1.0 / (double)(o->accum * t->p->dp)));
+		RtRun r = run_params(t, m, true);
+		if (rt_job_run(t->job, 1u << MGL_FWD | 1u << MGL_BWD, &r, t->err, t->errlen))
+			return -1;
+		*loss += loss_of(t) / (double)o->accum;
+	}
+	return 0;
+}
+
+/* ... then the optimizer (its run's parameters in *r, the squared gradient norm in *norm),
+ * and the step is done. */
+static int optimize(Train *t, RtRun *r, float *norm)
+{
+	t->adam_t++;
+	*r = run_params(t, t->o->accum - 1, true);
+	if (rt_job_run(t->job, 1u << MGL_OPT, r, t->err, t->errlen))
+		return -1;
+	*norm = 0;
+	if (t->norm >= 0)
+		t->job->be->read(&t->job->ranks[0], t->norm, norm);
+	t->step++;
+	return 0;
+}
+
+/* A NaN or infinite loss stops the run (before the optimizer applies it). */
+static int bad_loss(Train *t, double loss)
+{
+	if (isfinite(loss))
+		return 0;
+	const char *dir = t->o->save_dir;
+	return fail(t, "the loss is %s at step %s; stopping%s%s%s", isnan(loss) ? "NaN" : "infinite",
+		    mgl_commas(t->step + 1, (char[32]){0}), dir ? " (the last checkpoint in " : "", dir ? dir : "",
+		    dir ? " is from before it)" : "");
+}
+
 /* "0:07", "12:34", "1:02:03" */
 static const char *clock_str(double s, char *buf)
 {
@@ -619,20 +710,9 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	res->val_loss = res->unigram_loss = NAN;
 	t.tokenizer = strdup(o->tokenizer ? o->tokenizer : "bytes");
 	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
-	t.tokens = rt_value(plan, "tokens");
-	t.targets = rt_value(plan, "targets");
-	t.d_loss = rt_value(plan, "d_loss");
-	t.norm = rt_value(plan, plan->tp > 1 ? "grad_norm@R" : "grad_norm");
-	int ninputs = 0;
-	for (int v = 0; v < plan->nvalues; v++)
-		ninputs += plan->values[v].role == MGL_V_INPUT;
 	int rc = -1;
-	if (t.tokens < 0 || t.targets < 0 || t.d_loss < 0 || ninputs != 3) {
-		fail(&t, "mgl train feeds language models whose inputs are tokens and targets (as models/gpt2.mgl's); "
-		     "this model's inputs differ");
+	if (lm_inputs(&t, "mgl train"))
 		goto out;
-	}
-	t.loss = plan->loss;
 	double t0 = now();
 	if (rt_shard_read(o->data, &t.train, err, errlen) || check_shard(&t, &t.train))
 		goto out;
@@ -640,11 +720,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		goto out;
 	if (t.val.tokens)
 		res->unigram_loss = unigram_loss(&t);
-	if (!(t.job = rt_job_open(plan, be, err, errlen)))
+	if (open_job(&t, be))
 		goto out;
-	t.x = malloc((size_t)(t.B * t.T) * sizeof *t.x);
-	t.y = malloc((size_t)(t.B * t.T) * sizeof *t.y);
-	t.data_rng = rt_mix64(t.seed ^ 0x64617461ull);
 	if (o->resume_dir && resume(&t, o->resume_dir))
 		goto out;
 	char note[512];
@@ -687,34 +764,17 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	int64_t first = t.step;
 	int64_t end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
 	while (t.step < end) {
-		double ts = now();
-		zero_grads(&t);
-		double loss = 0;
-		for (int64_t m = 0; m < o->accum; m++) {
-			feed(&t, -1, (float)(1.0 / (double)(o->accum * plan->dp)));
-			RtRun r = run_params(&t, m, true);
-			if (rt_job_run(t.job, 1u << MGL_FWD | 1u << MGL_BWD, &r, err, errlen))
-				goto restore;
-			loss += loss_of(&t) / (double)o->accum;
-		}
+		double ts = now(), loss;
+		if (forward_backward(&t, &loss))
+			goto restore;
 		if (o->dump_first && t.step == first && dump_first(&t))
 			goto restore;
-		if (!isfinite(loss)) {
-			fail(&t, "the loss is %s at step %s; stopping%s%s", isnan(loss) ? "NaN" : "infinite",
-			     mgl_commas(t.step + 1, (char[32]){0}), o->save_dir ? " (the last checkpoint in " : "",
-			     o->save_dir ? o->save_dir : "");
-			if (o->save_dir)
-				strncat(err, " is from before it)", errlen - strlen(err) - 1);
+		if (bad_loss(&t, loss))
 			goto restore;
-		}
-		t.adam_t++;
-		RtRun r = run_params(&t, o->accum - 1, true);
-		if (rt_job_run(t.job, 1u << MGL_OPT, &r, err, errlen))
+		RtRun r;
+		float norm;
+		if (optimize(&t, &r, &norm))
 			goto restore;
-		float norm = 0;
-		if (t.norm >= 0)
-			be->read(&t.job->ranks[0], t.norm, &norm);
-		t.step++;
 		if (t.step == first + 1)
 			res->first_loss = loss;
 		res->last_loss = loss;
@@ -754,15 +814,105 @@ restore:
 	sigaction(SIGINT, &old, NULL);
 	sig_fd = -1;
 out:
-	if (t.log)
-		fclose(t.log);
-	rt_job_close(t.job);
-	rt_shard_free(&t.train);
-	rt_shard_free(&t.val);
-	free(t.x);
-	free(t.y);
-	free(t.tokenizer);
-	free(t.tok_sha);
-	free(t.resumed);
+	close_run(&t);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- benchmarks */
+
+/* Tokens drawn uniformly below the vocabulary from the seed, for rt_bench: two batches of
+ * every dp rank, so that the random windows differ from step to step. */
+static int synthetic(Train *t)
+{
+	int64_t V = t->p->vocab;
+	if (V < 1 || V > 65536)
+		return fail(t, "mgl bench draws tokens below the model's vocabulary, and this model has %s",
+			    V < 1 ? "none (no embedding table split by @row)" : "more than 65,536 (the token shards' limit)");
+	RtShard *s = &t->train;
+	s->path = "synthetic tokens";
+	s->ntokens = 2 * t->B * t->T * t->p->dp + t->T + 1;
+	if (!(s->tokens = malloc((size_t)s->ntokens * sizeof *s->tokens)))
+		return fail(t, "out of memory for %s synthetic tokens", mgl_commas(s->ntokens, (char[32]){0}));
+	uint64_t x = rt_mix64(t->seed ^ 0x62656e6368ull);
+	for (int64_t i = 0; i < s->ntokens; i++)
+		s->tokens[i] = (uint16_t)(next_rand(&x) % (uint64_t)V);
+	return 0;
+}
+
+void rt_bench_free(RtBenchResult *res)
+{
+	free(res->step_s);
+	free(res->fwdbwd_s);
+	free(res->profiled_s);
+	free(res->op_s);
+	res->step_s = res->fwdbwd_s = res->profiled_s = res->op_s = NULL;
+}
+
+int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, const RtBenchOpts *b,
+	     RtBenchResult *res, char *err, size_t errlen)
+{
+	RtTrainOpts oo = *opts, *o = &oo;
+	Train t = {.p = plan, .o = o, .err = err, .errlen = errlen, .B = plan->batch, .T = plan->seq, .seed = o->seed};
+	int64_t n = b->steps, total = b->warmup + n * (b->profile ? 2 : 1);
+	int nsteps = plan->nsteps;
+	double *each = NULL;   /* every rank's step_seconds while profiling */
+	int rc = -1;
+	memset(res, 0, sizeof *res);
+	res->step_s = calloc((size_t)n, sizeof *res->step_s);
+	res->fwdbwd_s = calloc((size_t)n, sizeof *res->fwdbwd_s);
+	if (b->profile) {
+		res->profiled_s = calloc((size_t)n, sizeof *res->profiled_s);
+		res->op_s = calloc((size_t)nsteps + 1, sizeof *res->op_s);
+		each = calloc((size_t)(plan->tp * plan->dp) * ((size_t)nsteps + 1), sizeof *each);
+	}
+	if (n < 1 || !res->step_s || !res->fwdbwd_s || (b->profile && (!res->profiled_s || !res->op_s || !each))) {
+		fail(&t, n < 1 ? "no steps to time" : "out of memory");
+		goto out;
+	}
+	if (lm_inputs(&t, "mgl bench"))
+		goto out;
+	if (o->data ? rt_shard_read(o->data, &t.train, err, errlen) || check_shard(&t, &t.train) : synthetic(&t))
+		goto out;
+	if (open_job(&t, be))
+		goto out;
+	if (!o->steps)
+		o->steps = total;
+	char note[8];
+	schedule(&t, o, note, sizeof note);
+	for (int i = 0; i < plan->nparams; i++)
+		init_param(&t, i);
+	for (int64_t i = 0; i < total; i++) {
+		int64_t k = i - b->warmup;   /* below 0 warming up, below n timed, then profiled */
+		for (int r = 0; r < t.job->nranks; r++)
+			t.job->ranks[r].step_seconds = k >= n ? each + (size_t)r * ((size_t)nsteps + 1) : NULL;
+		double ts = now(), loss;
+		if (forward_backward(&t, &loss))
+			goto out;
+		double fb = now() - ts;
+		RtRun r;
+		float norm;
+		if (bad_loss(&t, loss) || optimize(&t, &r, &norm))
+			goto out;
+		double dt = now() - ts;
+		if (k >= 0 && k < n) {
+			res->step_s[k] = dt;
+			res->fwdbwd_s[k] = fb;
+			res->loss = loss;
+		} else if (k >= n) {
+			res->profiled_s[k - n] = dt;
+		}
+	}
+	if (b->profile)
+		memcpy(res->op_s, each, (size_t)nsteps * sizeof *each);
+	if (be->machine)
+		be->machine(&t.job->ranks[0], &res->machine);
+	rc = 0;
+out:
+	for (int r = 0; t.job && r < t.job->nranks; r++)
+		t.job->ranks[r].step_seconds = NULL;
+	free(each);
+	close_run(&t);
+	if (rc)
+		rt_bench_free(res);
 	return rc;
 }

@@ -291,6 +291,46 @@ expect 1 "g2/encoder.json: cannot open: No such file or directory" -- sample "$t
 expect 1 "hint: the checkpoint was trained with the tokenizer in $tmp/g2; give --gpt2 DIR" \
 	-- sample "$tmp/gck" --prompt The --tokens 5
 
+# bench: whole training steps on synthetic tokens, figures counted as the PyTorch baseline
+# counts them (FLOPs a token 6 N + 12 L d T, N = 12 L d^2 + V d), here on the cpu backend
+"$mgl" bench models/gpt2.mgl --preset tiny --steps 3 --warmup 1 --batch 4 --backend cpu --json --profile \
+	>"$tmp/bench.json" 2>"$tmp/bench.err"
+check "bench --json is one line" test "$(wc -l <"$tmp/bench.json")" = 1
+for key in tag gpus d L H B T params_M ms fwdbwd_ms tflops_fwdbwd tok_s tflops_per_gpu loss mem_GB backend mfu \
+	gemm_tflops model preset V params flops_per_token warmup steps ms_min ms_max device gemm_what mem_bytes \
+	device_used_bytes profile step_ms outside_ms kinds_ms attention gemm layernorm classifier optimizer collectives other; do
+	check "bench --json has \"$key\"" grep -q "\"$key\": " "$tmp/bench.json"
+done
+# num KEY: the number after "KEY": in the JSON; holds EXPR: awk's verdict on the numbers named
+num() { sed -n "s/.*\"$1\": \([-0-9.e+]*\).*/\1/p" "$tmp/bench.json"; }
+holds() { awk -v ms="$(num ms)" -v lo="$(num ms_min)" -v hi="$(num ms_max)" -v tok="$(num tok_s)" \
+	-v fpt="$(num flops_per_token)" -v tf="$(num tflops_per_gpu)" -v loss="$(num loss)" -v mfu="$(num mfu)" \
+	-v gemm="$(num gemm_tflops)" -v step="$(num step_ms)" -v outside="$(num outside_ms)" \
+	-v kinds="$(sed 's/.*"kinds_ms": {\([^}]*\)}.*/\1/; s/"[a-z]*": //g; s/,/ + /g' "$tmp/bench.json")" \
+	"BEGIN { split(kinds, k, \" \\\\+ \"); sum = 0; for (i in k) sum += k[i]; exit !($1) }" ||
+	{ echo "not ($1):"; cat "$tmp/bench.json"; return 1; }; }
+check "bench: FLOPs a token are 6 N + 12 L d T (L 2, d 64, V 256, T 64)" \
+	holds "fpt == 6 * (12 * 2 * 64 * 64 + 256 * 64) + 12 * 2 * 64 * 64"
+check "bench: tokens/s > 0, and a batch of 4 x 64 over the median step" holds "tok > 0 && tok * ms / 1e3 > 0.99 * 256 && tok * ms / 1e3 < 1.01 * 256"
+check "bench: the median step between the least and the most" holds "lo <= ms && ms <= hi && lo > 0"
+check "bench: TFLOP/s are FLOPs a token times tokens/s" holds "tf > 0 && tf / (fpt * tok / 1e12) > 0.99 && tf / (fpt * tok / 1e12) < 1.01"
+check "bench: the loss of random tokens is about ln 256" holds "loss > 5.3 && loss < 5.8"
+check "bench: MFU against a measured GEMM rate" holds "gemm > 0 && mfu > 0 && mfu < 10"
+check "bench: the profile's seven kinds sum to about the step" holds "length(k) == 7 && sum > 0.6 * step && sum <= step * 1.0001"
+check "bench: what is outside the kinds is the rest of the step" holds "outside >= -1e-3 && sum + outside > 0.999 * step && sum + outside < 1.001 * step"
+check "bench says what it runs before it runs it" grep -q '^mgl: benchmarking gpt2 tiny (120,576 parameters) on cpu' "$tmp/bench.err"
+expect 0 '^RESULT \{"tag": "mgl", "gpus": 2, "d": 64, "L": 2, "H": 4, "B": 2, "T": 64, .*"backend": "cpu"' \
+	-- bench models/gpt2.mgl --preset tiny --tp 2 --batch 2 --steps 1 --warmup 1 --profile --backend cpu
+check "bench --profile at tp 2: time in collectives" \
+	awk '$1 == "collectives" { found = 1; ok = $2 > 0 } END { exit !(found && ok) }' "$tmp/out"
+expect 0 '^  MFU         [0-9.]+% of [0-9.e+-]+ [GT]FLOP/s: the cpu backend.s GEMM' -- bench models/gpt2.mgl --preset tiny \
+	--steps 1 --warmup 1 --batch 1
+expect 0 'usage: mgl bench FILE'               -- bench --help
+expect 1 'mgl bench feeds language models'     -- bench models/bert.mgl --preset tiny --steps 1 --backend cpu
+expect 2 "no GPU can be used here|built without CUDA" -- bench models/gpt2.mgl --preset tiny --backend cuda
+expect 2 "mgl bench has no option '--data'"    -- bench models/gpt2.mgl --preset tiny --data "$tmp/t.bin"
+expect 2 '--steps takes a whole number from 1' -- bench models/gpt2.mgl --preset tiny --steps 0
+
 # the GPU kernels build with NVRTC, GPU or not (CI has the toolkit and no driver)
 if "$mgl" kernels 2>&1 | grep -q "built without CUDA"; then
 	expect 1 'built without CUDA'              -- kernels

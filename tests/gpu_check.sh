@@ -6,7 +6,7 @@
 # usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
-sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5}}
+sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6}}
 want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 pass=0 fail=0
@@ -156,6 +156,43 @@ if want 5 && command -v compute-sanitizer >/dev/null 2>&1; then
 		ok "$([ $st = 0 ] && grep -Eq 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards' "$out/sanitizer_$tool.txt" && echo 1)" \
 			"compute-sanitizer --tool $tool, one step: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.txt" | head -1)"
 		[ $st = 0 ] || tail -5 "$out/sanitizer_$tool.txt"
+	done
+fi
+# 6. mgl bench on the GPU (docs/bench.md): GPT-2 124M, batch 4 x 1024, at tp 1 (and tp 2):
+# the figures hold together (tokens/s and the median step, FLOPs a token against the formula,
+# MFU below 1 against a GEMM rate a GPU can have, memory), the loss of random tokens is
+# about ln V, the profile's kinds add up to most of the eager step and each has its time
+# (collectives at tp 2), and the timed steps (CUDA graphs) are no slower than the eager ones.
+if want 6; then
+	for tp in 1 2; do
+		[ "$tp" -le "$ngpu" ] || continue
+		"$mgl" bench models/gpt2.mgl --preset 124m --batch 4 --seq 1024 --steps 5 --tp "$tp" --backend cuda --profile \
+			--json >"$out/bench_tp$tp.json" 2>"$out/bench_tp$tp.err"
+		python3 - "$out/bench_tp$tp.json" "$tp" >"$out/bench_tp$tp.txt" 2>&1 <<'PY'
+import json, math, sys
+r = json.loads(open(sys.argv[1]).read()); tp = int(sys.argv[2]); p = r['profile']; k = p['kinds_ms']
+L, d, V, T, B = 12, 768, 50257, 1024, 4
+checks = {
+    'tokens/s is a batch over the median step': abs(r['tok_s'] * r['ms'] / 1e3 / (B * T) - 1) < 0.01,
+    'FLOPs a token are 6 N + 12 L d T': r['flops_per_token'] == 6 * (12 * L * d * d + V * d) + 12 * L * d * T,
+    'TFLOP/s per GPU': abs(r['tflops_per_gpu'] / (r['flops_per_token'] * r['tok_s'] / 1e12 / tp) - 1) < 0.01,
+    'the GEMM rate is a GPU\'s (50 to 5,000 TFLOP/s)': 50 < r['gemm_tflops'] < 5000,
+    'MFU between 0 and 1': 0 < r['mfu'] < 1,
+    'memory: allocated, and in use on the GPU beyond it': 0 < r['mem_bytes'] <= r['device_used_bytes'],
+    'the loss is about ln V': abs(r['loss'] - math.log(V)) < 0.3,
+    'the kinds add up to most of the eager step': 0.7 * p['step_ms'] < sum(k.values()) <= 1.001 * p['step_ms'],
+    'every kind has its time': all(k[n] > 0 for n in k if n != 'collectives') and (k['collectives'] > 0) == (tp > 1),
+    'the timed steps are no slower than the eager ones': r['ms'] <= 1.05 * p['step_ms'],
+}
+for what, good in checks.items():
+    print(('ok: ' if good else 'FAIL: ') + what)
+print(json.dumps(r))
+sys.exit(0 if all(checks.values()) else 1)
+PY
+		st=$?
+		grep -E '^(ok|FAIL)' "$out/bench_tp$tp.txt" | sed 's/^/  /'
+		ok "$([ $st = 0 ] && echo 1)" "mgl bench, GPT-2 124M at tp $tp"
+		[ $st = 0 ] || { tail -3 "$out/bench_tp$tp.txt"; tail -3 "$out/bench_tp$tp.err"; }
 	done
 fi
 echo "gpu_check: $pass passed, $fail failed"

@@ -61,6 +61,10 @@ START_TEST(every_op_is_complete)
 		if (*o->expr)
 			ck_assert_msg((o->flags & MGL_OPF_ELEMENTWISE) && o->nout == 1 && o->in_max >= 1 && o->in_max <= 2,
 				      "%s: a chain expression, but not an elementwise op of 1 or 2 inputs", o->name);
+		/* a kind for profiles: collectives are the ops that communicate */
+		ck_assert_msg(o->kind < MGL_KIND_COUNT && ((o->kind == MGL_KIND_COLLECTIVE) == !!(o->flags & MGL_OPF_COLLECTIVE)),
+			      "%s: kind %d, but %s a collective", o->name, (int)o->kind,
+			      o->flags & MGL_OPF_COLLECTIVE ? "it is" : "it is not");
 		/* a kernel on every backend, unless the compiler lowers it before a plan */
 		if (o->flags & MGL_OPF_GRAPH)
 			continue;

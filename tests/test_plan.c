@@ -401,6 +401,55 @@ START_TEST(swiglu_backward_is_one_chain)
 }
 END_TEST
 
+/* What a profile counts each step as: its op's kind, but a fused group's step its group's
+ * (one kernel) and the output layer's three GEMMs the classifier's. */
+START_TEST(step_kinds)
+{
+	static const MglTarget ts[] = {
+		{.tp = 1, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_BF16},
+		{.tp = 2, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_F32},
+		{.tp = 2, .dp = 1, .sp = true, .batch = 2, .seq = 64, .act_dtype = MGL_BF16},
+	};
+	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus;
+	 * none in f32; under --sp, not the row-split linears' biases (added after the
+	 * reduce-scatter) */
+	static const int epilogue[] = {12 + 2, 0, 8 + 2};
+	for (size_t t = 0; t < sizeof ts / sizeof ts[0]; t++) {
+		Build b;
+		build(&b, "models/gpt2.mgl", "tiny", ts[t]);
+		ck_assert_msg(b.p, "%s", b.diag);
+		MglKind *kind = malloc((size_t)b.p->nsteps * sizeof *kind);
+		mgl_step_kinds(b.p, kind);
+		int count[MGL_KIND_COUNT] = {0}, head_gemms = 0, layer_gemms = 0, epilogue_steps = 0;
+		for (int s = 0; s < b.p->nsteps; s++) {
+			const MglStep *st = &b.p->steps[s];
+			MglKind own = mgl_ops[st->op].kind;
+			ck_assert(kind[s] < MGL_KIND_COUNT);
+			count[kind[s]]++;
+			if (own == MGL_KIND_GEMM) {
+				ck_assert_msg(kind[s] == (st->layer < 0 ? MGL_KIND_CLASSIFIER : MGL_KIND_GEMM), "step %d (%s, layer %d)",
+					      s, mgl_ops[st->op].name, st->layer);
+				head_gemms += st->layer < 0, layer_gemms += st->layer >= 0;
+			} else if (st->fuse >= 0 && st->fuse < s) {
+				ck_assert_int_eq(kind[s], kind[st->fuse]);
+				epilogue_steps += mgl_ops[b.p->steps[st->fuse].op].kind == MGL_KIND_GEMM;
+			} else {
+				ck_assert_msg(kind[s] == own, "step %d (%s)", s, mgl_ops[st->op].name);
+			}
+		}
+		/* the logits, their gradient through the tied table and to ln_f */
+		ck_assert_int_eq(head_gemms, 3);
+		/* six linears a layer, three GEMMs each */
+		ck_assert_int_eq(layer_gemms, 2 * 6 * 3);
+		ck_assert(count[MGL_KIND_ATTENTION] == 4 && count[MGL_KIND_OPTIMIZER] > 0 && count[MGL_KIND_LAYERNORM] > 0);
+		ck_assert_int_eq(count[MGL_KIND_COLLECTIVE] > 0, ts[t].tp > 1);
+		ck_assert_msg(epilogue_steps == epilogue[t], "target %zu: %d steps of epilogues", t, epilogue_steps);
+		free(kind);
+		build_free(&b);
+	}
+}
+END_TEST
+
 /* ---------------------------------------------------------------- the text form */
 
 static char *write_plan(const MglPlan *p, size_t *len)
@@ -594,6 +643,7 @@ int main(void)
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);
+	tcase_add_test(mem, step_kinds);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(text, old_plan_is_refused);

@@ -599,6 +599,60 @@ START_TEST(bad_metadata_is_refused)
 }
 END_TEST
 
+/* rt_bench runs the training loop's own step: on the same tokens its last timed step's loss
+ * is rt_train's at that step. Profiled, rank 0's time in the plan's steps is most of the
+ * profiled steps' (the host's part is small), every step that runs has its time (a fused
+ * group's at its first), and the machine it reports holds the plan. */
+START_TEST(bench_runs_the_training_step)
+{
+	const char *data = shard("bench.bin", 20000, 3000);
+	MglTarget t = {.tp = 2, .dp = 1, .batch = 4, .seq = 32, .act_dtype = MGL_F32};
+	Compiled k;
+	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", NULL, t);
+	RtBenchOpts b = {.warmup = 2, .steps = 3, .profile = true};
+	RtTrainOpts o = opts(data, 2 + 3 + 3);
+	char log[128], err[512];
+	snprintf(log, sizeof log, "%s/bench.jsonl", tmpdir);
+	o.log_path = log;
+	RtTrainResult tr;
+	ck_assert_msg(!rt_train(p, &rt_cpu_backend, &o, &tr, err, sizeof err), "%s", err);
+	double loss[8];
+	ck_assert_int_eq(read_losses(log, loss, 8), 8);
+	o.log_path = NULL;
+	RtBenchResult r;
+	ck_assert_msg(!rt_bench(p, &rt_cpu_backend, &o, &b, &r, err, sizeof err), "%s", err);
+	ck_assert_msg(fabs(r.loss - loss[4]) < 1e-6, "bench: step 5's loss %.7f; train: %.7f", r.loss, loss[4]);
+	double profiled = 0, ops = 0;
+	for (int i = 0; i < 3; i++) {
+		ck_assert(r.fwdbwd_s[i] > 0 && r.fwdbwd_s[i] < r.step_s[i]);
+		profiled += r.profiled_s[i];
+	}
+	for (int s = 0; s < p->nsteps; s++) {
+		int f = p->steps[s].fuse;
+		ck_assert_msg(f < 0 || f == s ? r.op_s[s] > 0 : r.op_s[s] == 0, "step %d (%s, fused with %d): %g s", s,
+			      mgl_ops[p->steps[s].op].name, f, r.op_s[s]);
+		ops += r.op_s[s];
+	}
+	ck_assert_msg(ops < profiled && ops > 0.5 * profiled, "the steps' %.6f s of the profiled steps' %.6f", ops, profiled);
+	int64_t plan_bytes = p->arena_bytes;
+	for (int role = 0; role < MGL_V_ROLE_COUNT; role++)
+		plan_bytes += p->persistent_bytes[role];
+	ck_assert(r.machine.allocated >= plan_bytes && r.machine.device_used == -1 && r.machine.gemm_flops > 0);
+	ck_assert_msg(strstr(r.machine.gemm_what, "[16, 64] x [64, 128]"), "%s", r.machine.gemm_what);   /* this rank's half of wte */
+	rt_bench_free(&r);
+	/* it refuses what rt_train refuses, and a model without a vocabulary to draw from */
+	o.data = NULL;
+	b.steps = 1;
+	ck_assert_int_eq(rt_bench(p, &rt_cpu_backend, &o, &b, &r, err, sizeof err), 0);
+	rt_bench_free(&r);
+	compiled_free(&k);
+	p = compile(&k, "models/bert.mgl", "tiny", NULL, t);
+	ck_assert_int_eq(rt_bench(p, &rt_cpu_backend, &o, &b, &r, err, sizeof err), -1);
+	ck_assert_msg(strstr(err, "mgl bench feeds language models whose inputs are tokens and targets"), "%s", err);
+	compiled_free(&k);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("runtime");
@@ -624,6 +678,7 @@ int main(void)
 	tcase_add_test(tr, sigint_saves_and_stops);
 	tcase_add_test(tr, checkpoint_of_another_model_is_refused);
 	tcase_add_test(tr, bad_metadata_is_refused);
+	tcase_add_test(tr, bench_runs_the_training_step);
 	tcase_set_timeout(tr, 600);
 	suite_add_tcase(s, tr);
 	snprintf(tmpdir, sizeof tmpdir, "/tmp/mgl-test-XXXXXX");

@@ -115,6 +115,15 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 	return total;
 }
 
+/* cudaMalloc, counted in d->allocated */
+static cudaError_t dev_malloc(Dev *d, void **p, size_t n)
+{
+	cudaError_t e = cudaMalloc(p, n);
+	if (e == cudaSuccess)
+		d->allocated += (int64_t)n;
+	return e;
+}
+
 static int cuda_open(RtRank *r)
 {
 	const MglPlan *p = r->job->plan;
@@ -144,17 +153,17 @@ static int cuda_open(RtRank *r)
 	size[MGL_V_ACT] = p->arena_bytes;
 	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
 		if (k != MGL_V_INPUT) {
-			CK(cudaMalloc((void **)&d->region[k], (size_t)size[k] + 256));
+			CK(dev_malloc(d, (void **)&d->region[k], (size_t)size[k] + 256));
 			CK(cudaMemset(d->region[k], 0, (size_t)size[k] + 256));
 		}
-	CK(cudaMalloc((void **)&d->shadow, (size_t)shadow));
-	CK(cudaMalloc((void **)&d->scratch, (size_t)scratch * 4));
+	CK(dev_malloc(d, (void **)&d->shadow, (size_t)shadow));
+	CK(dev_malloc(d, (void **)&d->scratch, (size_t)scratch * 4));
 	d->scratch_n = scratch;
-	CK(cudaMalloc(&d->pack, (size_t)pack));
+	CK(dev_malloc(d, &d->pack, (size_t)pack));
 	d->pack_n = pack;
-	CK(cudaMalloc((void **)&d->run, sizeof(DevRun)));
+	CK(dev_malloc(d, (void **)&d->run, sizeof(DevRun)));
 	d->ws_size = 64u << 20;
-	CK(cudaMalloc(&d->ws, d->ws_size));
+	CK(dev_malloc(d, &d->ws, d->ws_size));
 	CK(cudaStreamCreateWithFlags(&d->compute, cudaStreamNonBlocking));
 	CK(cudaStreamCreateWithFlags(&d->comm, cudaStreamNonBlocking));
 	CK(cudaEventCreateWithFlags(&d->to_comm, cudaEventDisableTiming));
@@ -202,6 +211,11 @@ static void cuda_close(RtRank *r)
 		cudaEventDestroy(d->to_comm);
 	if (d->to_compute)
 		cudaEventDestroy(d->to_compute);
+	for (int k = 0; d->marks && k <= r->job->plan->nsteps; k++)
+		if (d->marks[k])
+			cudaEventDestroy(d->marks[k]);
+	free(d->marks);
+	free(d->mark_step);
 	if (d->tp)
 		ncclCommDestroy(d->tp);
 	if (d->dp)
@@ -245,6 +259,19 @@ static int run_chain(RtRank *r, const CudaChain *c, cudaKernel_t k)
 	return 0;
 }
 
+/* A timed run's event before step `step` (-1: after the last), on the compute stream,
+ * which waits for the communication stream after each collective: the time between two
+ * marks is the step's, its collective's included. */
+static int mark(RtRank *r, int step)
+{
+	Dev *d = r->mem;
+	if (!r->step_seconds)
+		return 0;
+	CK(cudaEventRecord(d->marks[d->nmarks], d->compute));
+	d->mark_step[d->nmarks++] = step;
+	return 0;
+}
+
 /* The steps of the asked phases, in order, onto the streams. */
 static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro)
 {
@@ -255,6 +282,8 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		if (!(phases & (1u << s->phase)))
 			continue;
 		d->step = s;
+		if (mark(r, i))
+			return -1;
 		if (d->chain_at[i] >= 0) {   /* a fused chain: one generated kernel, then past its end */
 			if (run_chain(r, &d->chains[d->chain_at[i]], d->chain_kernels[d->chain_at[i]]))
 				return -1;
@@ -268,6 +297,35 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 			i += s->attr.epi & MGL_EPI_GELU ? 2 : 1;
 	}
 	d->step = NULL;
+	return mark(r, -1);
+}
+
+/* The events of timed runs, made at the first. */
+static int make_marks(RtRank *r)
+{
+	Dev *d = r->mem;
+	int n = r->job->plan->nsteps + 1;
+	d->nmarks = 0;
+	if (d->marks)
+		return 0;
+	d->marks = calloc((size_t)n, sizeof *d->marks);
+	d->mark_step = calloc((size_t)n, sizeof *d->mark_step);
+	if (!d->marks || !d->mark_step)
+		return cuda_fail(r, "out of host memory for %d events", n);
+	for (int k = 0; k < n; k++)
+		CK(cudaEventCreate(&d->marks[k]));
+	return 0;
+}
+
+/* A timed run's seconds, each two marks' difference, to the step of the first. */
+static int read_marks(RtRank *r)
+{
+	Dev *d = r->mem;
+	for (int k = 0; k + 1 < d->nmarks; k++) {
+		float ms = 0;
+		CK(cudaEventElapsedTime(&ms, d->marks[k], d->marks[k + 1]));
+		r->step_seconds[d->mark_step[k]] += ms * 1e-3;
+	}
 	return 0;
 }
 
@@ -281,7 +339,9 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 	dr.bc1 = (float)(1 - pow(run->beta1, (double)run->adam_t));
 	dr.bc2 = (float)(1 - pow(run->beta2, (double)run->adam_t));
 	CK(cudaMemcpyAsync(d->run, &dr, sizeof dr, cudaMemcpyHostToDevice, d->compute));
-	bool graphs = !getenv("MGL_NO_GRAPHS") && from == 0 && to == r->job->plan->nsteps;
+	bool graphs = !getenv("MGL_NO_GRAPHS") && !r->step_seconds && from == 0 && to == r->job->plan->nsteps;
+	if (r->step_seconds && make_marks(r))
+		return -1;
 	if (!graphs) {
 		if (enqueue(r, from, to, phases, run->last_micro))
 			return -1;
@@ -312,7 +372,7 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 	}
 	CK(cudaStreamSynchronize(d->compute));
 	CK(cudaGetLastError());
-	return 0;
+	return r->step_seconds ? read_marks(r) : 0;
 }
 
 static int64_t value_numel(const RtRank *r, int v) { return mgl_numel(val(r, v)); }
@@ -379,8 +439,31 @@ static double cuda_peek(RtRank *r, int v, int64_t i)
 	return f;
 }
 
+/* The memory in use is read before the GEMM's test, which allocates its matrices for a
+ * moment. */
+static void cuda_machine(RtRank *r, RtMachine *m)
+{
+	enum { N = 8192 };   /* as PyTorch's benchmarks of the card measure it */
+	Dev *d = r->mem;
+	memset(m, 0, sizeof *m);
+	m->allocated = d->allocated;
+	m->device_used = -1;
+	struct cudaDeviceProp prop;
+	size_t free_b = 0, total_b = 0;
+	snprintf(m->device, sizeof m->device, "GPU %d", d->device);
+	if (cudaSetDevice(d->device) == cudaSuccess && cudaGetDeviceProperties(&prop, d->device) == cudaSuccess)
+		snprintf(m->device, sizeof m->device, "%.127s", prop.name);
+	if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+		m->device_used = (int64_t)(total_b - free_b);
+	m->gemm_flops = cuda_gemm_rate(r, N);
+	if (m->gemm_flops > 0)
+		snprintf(m->gemm_what, sizeof m->gemm_what, "cuBLASLt bf16 GEMM %d^3, fp32 accumulation, median of 20", N);
+	else
+		snprintf(m->gemm_what, sizeof m->gemm_what, "not measured: %.150s", r->err);
+}
+
 const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_write, cuda_read, cuda_zero, cuda_peek,
-				   cuda_runs};
+				   cuda_runs, cuda_machine};
 
 int rt_cuda_devices(void)
 {

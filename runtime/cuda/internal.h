@@ -64,9 +64,13 @@ typedef struct {
 	int nchains;
 	cudaKernel_t *chain_kernels;
 	int *chain_at;            /* step -> the chain it heads, or -1 */
-	cublasLtMatmulAlgo_t *algo;   /* per step, found once */
+	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	const MglStep *step;      /* the one running: for error messages */
+	int64_t allocated;        /* bytes of the cudaMallocs above */
+	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
+	int *mark_step;           /* the step each mark starts; nmarks recorded in this run */
+	int nmarks;
 } Dev;
 
 /* cuda.c: an error of rank r (naming the step running, if any) into r->err; returns -1 */
@@ -91,6 +95,11 @@ typedef struct {
 } CudaCtx;
 typedef int CudaOpFn(CudaCtx *c);
 extern CudaOpFn *const cuda_ops[MGL_OP_COUNT];
+/* The bf16 GEMM rate of rank r's GPU, as PyTorch's A @ B runs it: random n x n bf16
+ * matrices, fp32 accumulation, a bf16 result, through the backend's own cuBLASLt call; the
+ * median of 20 timed runs after 3 untimed ones, in FLOP/s. 0, with what failed in r->err,
+ * if it could not be run (no room for the three matrices beside the plan). */
+double cuda_gemm_rate(RtRank *r, int64_t n);
 
 /* ---------------------------------------------------------------- values */
 

@@ -100,6 +100,78 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	return 0;
 }
 
+/* ---------------------------------------------------------------- the GEMM rate */
+
+enum { GEMM_WARM = 3, GEMM_RUNS = 20 };
+
+/* cuda_gemm_rate's runs: the milliseconds of each timed one into ms, on matrices m[3] and
+ * events ev[2] that it creates (the caller frees them, made or not). */
+static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
+{
+	Dev *d = r->mem;
+	size_t bytes = (size_t)(n * n) * sizeof(bf16);
+	for (int i = 0; i < 3; i++)
+		CK(cudaMalloc(&m[i], bytes));
+	for (int i = 0; i < 2; i++)
+		CK(cudaEventCreate(&ev[i]));
+	bf16 *h = malloc(bytes);
+	if (!h)
+		return cuda_fail(r, "out of host memory for the GEMM's matrices");
+	uint64_t x = 0x6d676c;
+	cudaError_t e = cudaSuccess;
+	for (int i = 0; i < 2 && e == cudaSuccess; i++) {   /* uniform in [-1, 1), cut to bf16 */
+		for (int64_t k = 0; k < n * n; k++) {
+			x += 0x9e3779b97f4a7c15ull;
+			float f = (float)((int64_t)(rt_mix64(x) >> 40) - (1 << 23)) * (1.0f / (1 << 23));
+			uint32_t u;
+			memcpy(&u, &f, sizeof u);
+			h[k] = (bf16)(u >> 16);
+		}
+		e = cudaMemcpy(m[i], h, bytes, cudaMemcpyHostToDevice);
+	}
+	free(h);
+	if (e != cudaSuccess)
+		return cuda_fail(r, "copying the GEMM's matrices: %s", cudaGetErrorString(e));
+	for (int i = 0; i < GEMM_WARM + GEMM_RUNS; i++) {
+		CK(cudaEventRecord(ev[0], d->compute));
+		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL,
+			    NULL))
+			return -1;
+		CK(cudaEventRecord(ev[1], d->compute));
+		CK(cudaEventSynchronize(ev[1]));
+		if (i >= GEMM_WARM)
+			CK(cudaEventElapsedTime(&ms[i - GEMM_WARM], ev[0], ev[1]));
+	}
+	return 0;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return x < y ? -1 : x > y;
+}
+
+double cuda_gemm_rate(RtRank *r, int64_t n)
+{
+	Dev *d = r->mem;
+	void *m[3] = {NULL, NULL, NULL};
+	cudaEvent_t ev[2] = {NULL, NULL};
+	float ms[GEMM_RUNS];
+	int rc = gemm_runs(r, n, m, ev, ms);
+	cudaStreamSynchronize(d->compute);
+	for (int i = 0; i < 3; i++)
+		cudaFree(m[i]);
+	for (int i = 0; i < 2; i++)
+		if (ev[i])
+			cudaEventDestroy(ev[i]);
+	cudaGetLastError();   /* a failed cudaMalloc leaves its error behind, and the next step must not see it */
+	if (rc)
+		return 0;
+	qsort(ms, GEMM_RUNS, sizeof *ms, by_value);
+	double median = ms[GEMM_RUNS / 2] * 1e-3;
+	return median > 0 ? 2.0 * (double)n * (double)n * (double)n / median : 0;
+}
+
 /* ---------------------------------------------------------------- the ops */
 
 #define IN(k) (c->s->in[k])
