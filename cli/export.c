@@ -308,7 +308,8 @@ static int export_dir(const Args *a, const char *path, const RtCkpt *c, const Ou
 	mgl_arena_free(&ar);
 	if (status)
 		return 1;
-	printf("%s: model.safetensors (%d tensors of %d layers under GPT-2's names), config.json%s\n", dir, o->n, o->layers,
+	printf("%s: model.safetensors (%d tensors of %d layer%s under GPT-2's names), config.json%s\n", dir, o->n, o->layers,
+	       o->layers == 1 ? "" : "s",
 	       tok ? ", vocab.json, merges.txt, tokenizer_config.json" : "; no tokenizer files: the model reads bytes");
 	printf("  load it with: GPT2LMHeadModel.from_pretrained(\"%s\")\n", dir);
 	return 0;
@@ -342,7 +343,8 @@ int cmd_export(Args *a)
 	if (!status)
 		status = file ? write_model(a->out, &o) : export_dir(a, path, &c, &o);
 	if (!status && file)
-		printf("%s: %d tensors of %d layers under GPT-2's names (Hugging Face)\n", a->out, o.n, o.layers);
+		printf("%s: %d tensors of %d layer%s under GPT-2's names (Hugging Face)\n", a->out, o.n, o.layers,
+		       o.layers == 1 ? "" : "s");
 	out_free(&o);
 	rt_ckpt_free(&c);
 	return status;

@@ -880,7 +880,7 @@ static int load_merges(Loader *L, size_t len)
 			goto out;
 		}
 		if (t->nmerges >= MAX_VOCAB) {
-			bad_at(L, line, "more than %d merges", MAX_VOCAB);
+			bad_at(L, line, "more than %s merges", mgl_commas(MAX_VOCAB, (char[32]){0}));
 			goto out;
 		}
 		if (grow(&t->merges, &mcap, (size_t)t->nmerges + 1, sizeof *t->merges) ||

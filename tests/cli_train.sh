@@ -5,6 +5,13 @@
 mgl=${1:?usage: tests/cli_train.sh MGL}
 . "$(dirname "$0")/lib.sh"
 
+# patch_meta CHECKPOINT FROM TO OUT: a copy of CHECKPOINT with the metadata text FROM
+# replaced by TO, of the same length
+patch_meta() {
+	at=$(grep -obUa -- "$2" "$1" | head -n 1 | cut -d: -f1)
+	[ -n "$at" ] && cp "$1" "$4" && printf '%s' "$3" | dd of="$4" bs=1 seek="$at" conv=notrunc 2>/dev/null
+}
+
 # tokenize
 expect 0 'usage: mgl tokenize'                 -- tokenize --help
 expect 0 'usage: mgl tokenize'                 -- help tokenize
@@ -33,8 +40,17 @@ expect 0 '^trained 2 steps \(steps 5 to 6\) in' -- train models/gpt2.mgl --prese
 	--batch 2 --resume "$tmp/ck"
 expect 0 "schedule is not the checkpoint's: --steps 6 \(it had 4\); step 5 runs at lr" \
 	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --resume "$tmp/ck"
+# the hint to leave --steps out only where the checkpoint's schedule has steps left (the
+# metadata patched to a schedule of 9 steps; the run itself stopped at 4): leaving it out of
+# a finished run's resume is refused
+patch_meta "$tmp/ck/checkpoint.safetensors" '"steps":"4"' '"steps":"9"' "$tmp/ck9.safetensors"
 expect 0 'hint: leave out --steps to keep'     -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 \
-	--batch 2 --resume "$tmp/ck"
+	--batch 2 --resume "$tmp/ck9.safetensors"
+no_hint_when_finished() {
+	"$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --resume "$tmp/ck" >"$tmp/fin" 2>&1 &&
+		grep -q "schedule is not the checkpoint's: --steps 6 (it had 4)" "$tmp/fin" && ! grep -q 'hint: leave out' "$tmp/fin"
+}
+check 'resuming a finished run beyond its end: a note, and no hint to leave --steps out' no_hint_when_finished
 # without --steps the run goes to the checkpoint's last step: here it is there already
 expect 1 'the checkpoint is at step 4 already' -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --batch 2 \
 	--resume "$tmp/ck"
@@ -48,7 +64,8 @@ expect 0 '^Permission'                         -- sample "$tmp/ck" --prompt Perm
 check "sampling with a seed repeats" cmp -s "$tmp/s1" "$tmp/s2"
 check "sampling writes the tokens asked for" test "$(wc -c <"$tmp/s1")" -ge 35
 expect 1 'cannot open'                         -- sample "$tmp/nothing"
-expect 1 "$tmp/t.bin"                          -- sample "$tmp/t.bin"
+expect 1 "$tmp/t.bin: a token shard \(mgl tokenize writes them\), not a checkpoint" -- sample "$tmp/t.bin"
+expect 1 "$tmp/t.bin: a token shard"           -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --resume "$tmp/t.bin"
 expect 2 '--tokens takes a whole number from 1 to 16,777,216, not' -- sample "$tmp/ck" --tokens 0
 expect 2 '--clip takes a number from 0 to 1,000,000, not' -- train models/gpt2.mgl --data "$tmp/t.bin" --clip 2e6
 
@@ -84,11 +101,7 @@ expect 1 "nan.safetensors holds non-finite values: element 0 of 'wte' is NaN" --
 expect 1 "huge.safetensors holds non-finite values: the model's logits are NaN" -- sample "$tmp/huge.safetensors"
 
 # The metadata is checked (tests/test_runtime.c tries every key): a value of the wrong
-# form is refused, naming the file and the key. METADATA FROM TO: the same length.
-patch_meta() {
-	at=$(grep -obUa -- "$2" "$1" | head -n 1 | cut -d: -f1)
-	[ -n "$at" ] && cp "$1" "$4" && printf '%s' "$3" | dd of="$4" bs=1 seek="$at" conv=notrunc 2>/dev/null
-}
+# form is refused, naming the file and the key.
 patch_meta "$tmp/ck/checkpoint.safetensors" '"tokenizer":"bytes"' '"tokenizer":"bytez"' "$tmp/tok.safetensors"
 expect 1 "tok.safetensors: the metadata's 'tokenizer' is 'bytez', not 'bytes', 'gpt2' or 'gpt2:DIR'" \
 	-- sample "$tmp/tok.safetensors"
@@ -160,6 +173,8 @@ ctrl_c() {
 		grep -q '^mgl: interrupted after step [0-9,]* (saved)$' "$tmp/int.out" && test -s "$tmp/int/checkpoint.safetensors"
 }
 check 'Ctrl-C is acknowledged, and the run saves and stops with 130' ctrl_c
+# off a terminal no progress line is open, so nothing ends one with a blank line
+check 'Ctrl-C off a terminal leaves no blank line' sh -c '! grep -n "^$" "$1"' - "$tmp/int.out"
 # stop_now PID OUT: Ctrl-C twice, the second once the first was acknowledged; the status
 stop_now() {
 	kill -INT "$1"
@@ -179,16 +194,18 @@ ctrl_c_twice() {
 		test ! -e "$tmp/int2/checkpoint.safetensors" -a ! -e "$tmp/int2/checkpoint.safetensors.tmp"
 }
 check 'a second Ctrl-C stops at once, with 130, saving nothing' ctrl_c_twice
+check '... leaving no blank line off a terminal' sh -c '! grep -n "^$" "$1"' - "$tmp/int2.out"
 # on the cpu, a step of more than a few seconds is announced with its expected time: d = 768
-# and 4,096 tokens a step are some 350 GFLOP, seconds at any speed this backend has
+# and 4,096 tokens a micro-batch are some 350 GFLOP, four of them 1.4 TFLOP (in SI units,
+# never 1.4e+03 GFLOP), seconds at any speed this backend has
 estimate() {
-	"$mgl" train models/gpt2.mgl --preset tiny --set d=768,heads=12 --data "$tmp/t.bin" --batch 64 --backend cpu \
-		>"$tmp/est.out" 2>&1 &
+	"$mgl" train models/gpt2.mgl --preset tiny --set d=768,heads=12 --data "$tmp/t.bin" --batch 64 --accum 4 \
+		--backend cpu >"$tmp/est.out" 2>&1 &
 	pid=$!
 	wait_for 'mgl: a step will take about' "$tmp/est.out" || { kill $pid; return 1; }
 	stop_now $pid "$tmp/est.out"
 	cat "$tmp/est.out"
-	grep -Eq '^mgl: a step will take about [0-9.]+ (s|min|h) on this cpu \([0-9.]+ GFLOP at about [0-9.]+ GFLOP/s a core\)$' \
+	grep -Eq '^mgl: a step will take about [0-9.]+ (s|min|h) on this cpu \(1\.[0-9]+ TFLOP at about [0-9.]+ [MG]FLOP/s a core\)$' \
 		"$tmp/est.out" && ! grep -q '^step 1/' "$tmp/est.out"
 }
 check 'a long first step on the cpu is announced with its expected time' estimate
@@ -203,7 +220,10 @@ expect 1 'trunc.bin: truncated'                -- train models/gpt2.mgl --preset
 expect 1 'magic.bin: .*magic'                  -- train models/gpt2.mgl --preset tiny --data "$tmp/magic.bin"
 expect 1 "g.bin: token [0-9]+ at position [0-9]+ is beyond the model's vocabulary \(256\)" \
 	-- train models/gpt2.mgl --preset tiny --data "$tmp/g.bin"
-expect 2 "no GPU can be used here|built without CUDA" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --backend cuda
+expect 2 "no GPU can be used here|built without CUDA \(no toolkit at CUDA_HOME when it was built, or make CUDA=0\)" \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --backend cuda
+expect 2 "--gpus 2, but the job is tp 1 x dp 1 = 1 rank, one GPU each" -- train models/gpt2.mgl --preset tiny \
+	--data "$tmp/t.bin" --gpus 2
 expect 2 "unknown backend 'tpu'"               -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --backend tpu
 expect 1 'mgl train feeds language models'     -- train models/bert.mgl --preset tiny --data "$tmp/t.bin" --steps 1
 expect 1 "the checkpoint is at step 4 already" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 4 \
@@ -253,16 +273,23 @@ check "... and config.json has its vocabulary" config_is "$tmp/hfg" vocab_size 5
 check "... and its <|endoftext|>"             config_is "$tmp/hfg" eos_token_id 50256
 check "... and tokenizer_config.json its length" grep -q '"model_max_length": 64,' "$tmp/hfg/tokenizer_config.json"
 expect 0 'one.safetensors: 28 tensors of 2 layers'  -- export "$tmp/ck" --hf -o "$tmp/one.safetensors"
+expect 0 'trained 1 step in'                   -- train models/gpt2.mgl --preset tiny --set layers=1 --data "$tmp/t.bin" \
+	--steps 1 --batch 1 --save "$tmp/l1"
+expect 0 'l1.safetensors: 16 tensors of 1 layer under' -- export "$tmp/l1" -o "$tmp/l1.safetensors"
 check "export -o FILE.safetensors: the same tensors, no directory" \
 	sh -c 'test -f "$1/one.safetensors" && cmp "$1/one.safetensors" "$1/hf/model.safetensors"' - "$tmp"
 expect 1 'is the checkpoint itself: it would be overwritten' -- export "$tmp/ck" -o "$tmp/ck/checkpoint.safetensors"
 check "... and the checkpoint is still there"  test -s "$tmp/ck/checkpoint.safetensors"
 expect 1 "cannot create the directory '$tmp/no/such'" -- export "$tmp/ck" -o "$tmp/no/such"
 expect 1 "$tmp/encoder.json: cannot open"      -- export "$tmp/gck" --gpt2 "$tmp" -o "$tmp/hfx"
-expect 1 "tokenizer in 'tests/data/gpt2' has 50257 tokens and the model 256" \
+expect 1 "tokenizer in 'tests/data/gpt2' has 50,257 tokens and the model 256" \
 	-- export "$tmp/ck" --gpt2 tests/data/gpt2 -o "$tmp/hfx"
 check "a refused export writes nothing"        test ! -e "$tmp/hfx"
 expect 1 'holds no GPT-2 layers'               -- export "$tmp/hf/model.safetensors" -o "$tmp/hfx"
+expect 1 'hint: mgl export takes a checkpoint of models/gpt2.mgl' -- export "$tmp/hf/model.safetensors" -o "$tmp/hfx"
+expect 2 "--gpt2 DIR gives the tokenizer's files to -o DIR; -o $tmp/x.safetensors gets the tensors alone" \
+	-- export "$tmp/gck" -o "$tmp/x.safetensors" --gpt2 tests/data/gpt2
+check "... and writes nothing"                 test ! -e "$tmp/x.safetensors"
 expect 2 '-o DIR \(or -o FILE.safetensors\) is required' -- export "$tmp/ck"
 expect 0 'it is the only one and the default'  -- export --help
 # where Python has transformers and torch, from_pretrained loads both directories

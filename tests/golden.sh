@@ -6,8 +6,8 @@
 #   # exit: 1
 #   #> tests/golden/x.mgl:3:7: error: ...     (stdout and stderr together, one '#>' a line)
 #
-# usage: tests/golden.sh MGL [FILE...]     UPDATE=1 rewrites the '#>' lines from the output
-# (read the diff before committing it: the expectations are the test).
+# usage: tests/golden.sh MGL [FILE...]     UPDATE=1 rewrites the '#>' lines and '# exit:' from
+# the output (read the diff before committing it: the expectations are the test).
 mgl=${1:?usage: tests/golden.sh MGL [FILE...]}
 shift
 [ $# -gt 0 ] || set -- tests/golden/*.mgl
@@ -22,7 +22,11 @@ for f in "$@"; do
 	got_exit=$?
 	sed -n 's/^#> \{0,1\}//p' "$f" >"$tmp/want"
 	if [ "${UPDATE:-}" = 1 ]; then
-		{ grep -v '^#>' "$f"; sed 's/^/#> /; s/^#> $/#>/' "$tmp/out"; } >"$tmp/new" && cp "$tmp/new" "$f"
+		# a new file gets its '# exit:' line after the model (moving no line of it)
+		exit_line=
+		grep -q '^# exit: ' "$f" || [ "$got_exit" = 0 ] || exit_line="# exit: $got_exit"
+		{ grep -v '^#>' "$f"; [ -z "$exit_line" ] || echo "$exit_line"; sed 's/^/#> /; s/^#> $/#>/' "$tmp/out"; } \
+			>"$tmp/new" && cp "$tmp/new" "$f"
 		sed -i "s/^# exit: .*/# exit: $got_exit/" "$f"
 		continue
 	fi
