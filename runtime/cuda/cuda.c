@@ -133,7 +133,8 @@ static int cuda_open(RtRank *r)
 	int count = 0;
 	CK(cudaGetDeviceCount(&count));
 	if (r->job->nranks > count)
-		return cuda_fail(r, "this job has %d ranks, one GPU each, but %d GPU%s visible", r->job->nranks, count,
+		return cuda_fail(r, "this job has %d rank%s, one GPU each, but %d GPU%s visible", r->job->nranks,
+			     r->job->nranks == 1 ? "" : "s", count,
 			     count == 1 ? " is" : "s are");
 	CK(cudaSetDevice(d->device));
 	struct cudaDeviceProp prop;
