@@ -1,6 +1,7 @@
 /* cli/train.c — `mgl train` and `mgl sample`: options and defaults, then the runtime.
  *
- * Training compiles the model for the cpu backend (f32) and hands the plan to rt_train.
+ * Training compiles the model for the backend (f32 activations on the cpu, bf16 on cuda)
+ * and hands the plan to rt_train.
  * A checkpoint carries the model's source, preset and --set with it, so `mgl sample`
  * needs nothing but the checkpoint: it compiles the same model for one sequence and
  * generates a token at a time from the logits of the last position.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# scripts/bench_gpu.sh MGL TORCH_GPT [OUT] — issue 11's table on one GPU: `mgl bench` and the
+# scripts/bench_gpu.sh MGL TORCH_GPT [OUT] — the speed table on one GPU: `mgl bench` and the
 # PyTorch baseline (shared/bench/torch_gpt.py, eager and compiled) side by side, same card,
 # one call (`make bench TORCH_GPT=...`). Rows: GPT-2 124M at batch 16 x 1024, and the
 # Megatron 1.2B config (d 1536, 40 layers, 16 heads) at batch 8 x 1024; then the card's bf16
