@@ -133,6 +133,16 @@ static inline int64_t rt_shard_start(const RtRank *r, const MglValue *x)
 	return (int64_t)r->tp_rank * x->shape[x->rank - x->layout.dim];
 }
 
+/* The vocabulary-parallel classifier: this rank holds columns [start, start + last) of the
+ * logits z; those at or past the true vocabulary (limit) are padding and take no part.
+ * Returns how many of this rank's columns are real, and sets *start. */
+static inline int64_t rt_valid_cols(const RtRank *r, const MglValue *z, int64_t limit, int64_t *start)
+{
+	*start = rt_shard_start(r, z);
+	int64_t v = limit - *start;
+	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
+}
+
 /* ---------------------------------------------------------------- exec.c */
 
 RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen);

@@ -739,19 +739,10 @@ static void op_select_bwd(Ctx *c)
 		memcpy(o + (b * S + c->s->attr.position) * inner, F(c->r, IN(0)) + b * inner, (size_t)inner * sizeof(real));
 }
 
-/* The vocabulary-parallel loss. This rank holds columns [start, start + V) of the logits;
- * columns at or past the true vocabulary (limit) are padding and take no part. */
-static int64_t valid_cols(const Ctx *c, const MglValue *z, int64_t *start)
-{
-	*start = rt_shard_start(c->r, z);
-	int64_t v = c->s->attr.limit - *start;
-	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
-}
-
 static void op_vocab_max(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, V = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	const real *Z = F(c->r, IN(0));
 	real *m = F(c->r, OUT(0));
 	for (int64_t i = 0; i < M; i++) {
@@ -766,7 +757,7 @@ static void op_vocab_max(Ctx *c)
 static void op_vocab_stats(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, V = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	const real *Z = F(c->r, IN(0)), *mx = F(c->r, IN(2));
 	const int32_t *t = IDS(c->r, IN(1));
 	real *st = F(c->r, OUT(0));
@@ -805,7 +796,7 @@ static void op_vocab_loss(Ctx *c)
 static void op_ce_bwd(Ctx *c)
 {
 	const MglValue *z = val(c->r, IN(1)), *t = val(c->r, IN(2));
-	int64_t start, V = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	const real *Z = F(c->r, IN(1)), *lse = F(c->r, IN(3));
 	const int32_t *T = IDS(c->r, IN(2));
 	real *dZ = F(c->r, OUT(0));

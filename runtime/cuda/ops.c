@@ -439,17 +439,10 @@ static int op_select(CudaCtx *c)
 		      ARGS(&I, &idt, &O, &odt, &B, &S, &inner, &index));
 }
 
-static int64_t valid_cols(const CudaCtx *c, const MglValue *z, int64_t *start)
-{
-	*start = rt_shard_start(c->r, z);
-	int64_t v = c->s->attr.limit - *start;
-	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
-}
-
 static int op_vocab_max(CudaCtx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	int zdt = dt(c->r, IN(0));
 	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
 	return launch(c->r, K_vocab_max, M, 32, ARGS(&Z, &zdt, &m, &M, &N, &valid));
@@ -458,7 +451,7 @@ static int op_vocab_max(CudaCtx *c)
 static int op_vocab_stats(CudaCtx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	int zdt = dt(c->r, IN(0));
 	void *Z = P(c->r, IN(0)), *t = P(c->r, IN(1)), *m = P(c->r, IN(2)), *st = P(c->r, OUT(0));
 	return launch(c->r, K_vocab_stats, M, 32, ARGS(&Z, &zdt, &t, &m, &st, &M, &N, &valid, &start));
@@ -480,7 +473,7 @@ static int op_ce_bwd(CudaCtx *c)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *z = val(r, IN(1));
-	int64_t start, valid = valid_cols(c, z, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
+	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
 	int64_t nt = mgl_numel(val(r, IN(2)));
 	float *count = d->scratch;
 	void *t = P(r, IN(2));
