@@ -144,7 +144,7 @@ demo: all
 FUZZ_SECONDS ?= 60
 FUZZERS := compile plan checkpoint data
 FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
-FUZZ_SRC_plan := plan/plan.c
+FUZZ_SRC_plan := plan/plan.c plan/common.c
 FUZZ_SRC_runtime := runtime/json.c runtime/io.c plan/plan.c plan/common.c
 FUZZ_SRC_checkpoint := runtime/checkpoint.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_data := runtime/data.c $(FUZZ_SRC_runtime)
