@@ -200,6 +200,14 @@ int64_t mgl_param_numel(const MglPlanParam *q)
 
 static bool in_arena(const MglValue *v) { return v->role == MGL_V_ACT || v->role == MGL_V_INPUT; }
 
+int mgl_group_end(const MglPlan *p, int s)
+{
+	int f = p->steps[s].fuse, end = s;
+	while (f >= 0 && end + 1 < p->nsteps && p->steps[end + 1].fuse == f)
+		end++;
+	return end;
+}
+
 void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last)
 {
 	for (int v = 0; v < p->nvalues; v++) {
@@ -211,9 +219,7 @@ void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last)
 		for (int k = 0; k < st->nout; k++)
 			if (first[st->out[k]] < 0)
 				first[st->out[k]] = s;
-		int end = s;   /* a fused kernel reads its inputs until the group's last step */
-		while (st->fuse >= 0 && end + 1 < p->nsteps && p->steps[end + 1].fuse == st->fuse)
-			end++;
+		int end = mgl_group_end(p, s);   /* a fused kernel reads its inputs until then */
 		for (int k = 0; k < st->nin; k++)
 			if (last[st->in[k]] < end)
 				last[st->in[k]] = end;
@@ -393,9 +399,7 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 		}
 		if (st->fuse != s)
 			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
-		int last = s;
-		while (last + 1 < p->nsteps && p->steps[last + 1].fuse == s)
-			last++;
+		int last = mgl_group_end(p, s);
 		unsigned epi = st->op == MGL_OP_MATMUL ? (unsigned)st->attr.epi : 0;
 		bool ok = epi ? mgl_epilogue_ok(p, uses, s, epi) && last - s == 1 + !!(epi & MGL_EPI_GELU)
 			      : last > s && mgl_chain_ok(p, uses, s, last);

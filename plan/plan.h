@@ -277,6 +277,8 @@ int64_t mgl_param_numel(const MglPlanParam *q);
  * while it writes its outputs. The memory plan (compiler/memplan.c) places values by
  * these lifetimes and mgl_plan_check_memory holds any plan to them. first, last: [nvalues]. */
 void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last);
+/* The last step of the fused group step s belongs to (s itself when it is alone). */
+int mgl_group_end(const MglPlan *p, int s);
 /* 0 if no two arena values alive at the same step share a byte, and fused groups are runs
  * of consecutive steps led by their first; else -1 with the two values named in err. */
 int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);

@@ -73,9 +73,7 @@ int cuda_chains(const MglPlan *p, CudaChain **out)
 			*out = NULL;
 			return -(s + 1);
 		}
-		int last = s;
-		while (last + 1 < p->nsteps && p->steps[last + 1].fuse == s)
-			last++;
+		int last = mgl_group_end(p, s);
 		if (n == cap)
 			v = realloc(v, (size_t)(cap = 2 * cap + 8) * sizeof *v);
 		v[n++] = chain_of(p, s, last);
