@@ -224,6 +224,7 @@ static void cuda_close(RtRank *r)
 	free(d->algo);
 	free(d->has_algo);
 	free(d->chains);
+	cuda_release_kernels(d);
 	free(d->chain_kernels);
 	free(d->kernels);
 	free(d->chain_at);

@@ -59,6 +59,8 @@ typedef struct {
 	DevRun *run;
 	ncclComm_t tp, dp;
 	Graph graphs[16];
+	uint64_t module;          /* the key of the loaded module the kernels below are in */
+	bool has_module;
 	cudaKernel_t *kernels;    /* ops.c's, by its numbering (cuda_kernel_names) */
 	CudaChain *chains;          /* the plan's fused chains, and each one's kernel */
 	int nchains;
@@ -82,6 +84,7 @@ int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* nvrtc.c: the fixed kernels and the plan's chains, compiled (or from the cache) and loaded
  * for a GPU of compute capability major.minor into r's Dev */
 int cuda_load_kernels(RtRank *r, int major, int minor);
+void cuda_release_kernels(Dev *d);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's
  * launch, by op (NULL: the backend has no kernel of its own for it) */

@@ -16,9 +16,10 @@
 extern const char rt_kernels_src[];   /* kernels/ops.cu, embedded by the Makefile */
 
 /* Modules by the hash of their source (the fixed kernels, and a plan's chains): NVRTC and
- * the loading once for each, whichever rank asks first. */
+ * the loading once for each, whichever rank asks first; counted by the ranks using them and
+ * unloaded when the last one closes (a process may run many plans one after another). */
 static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct { uint64_t key; cudaLibrary_t lib; } modules[16];
+static struct Module { uint64_t key; cudaLibrary_t lib; int users; } *modules;
 static int nmodules;
 
 static uint64_t fnv(const void *p, size_t n, uint64_t h)
@@ -117,8 +118,9 @@ void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *er
 	return cubin;
 }
 
-/* The module of src for this GPU (compiled, or from the disk cache, or already loaded). */
-static int load_module(RtRank *r, const char *src, int major, int minor, cudaLibrary_t *lib)
+/* The module of src for this GPU (compiled, or from the disk cache, or already loaded);
+ * its key into *key for cuda_release_kernels. */
+static int load_module(RtRank *r, const char *src, int major, int minor, cudaLibrary_t *lib, uint64_t *keyp)
 {
 	pthread_mutex_lock(&module_lock);
 	int rc = 0;
@@ -128,15 +130,13 @@ static int load_module(RtRank *r, const char *src, int major, int minor, cudaLib
 	uint64_t key = fnv(src, strlen(src), 1469598103934665603ull);
 	int facts[5] = {major, minor, nv_major, nv_minor, driver};
 	key = fnv(facts, sizeof facts, key);
+	*keyp = key;
 	for (int i = 0; i < nmodules; i++)
 		if (modules[i].key == key) {
 			*lib = modules[i].lib;
+			modules[i].users++;
 			goto out;
 		}
-	if (nmodules == (int)(sizeof modules / sizeof modules[0])) {
-		rc = cuda_fail(r, "too many kernel modules in one process");
-		goto out;
-	}
 	char dir[900], path[1000];
 	cache_dir(dir, sizeof dir);
 	snprintf(path, sizeof path, "%s/kernels-%016llx.cubin", dir, (unsigned long long)key);
@@ -156,8 +156,14 @@ static int load_module(RtRank *r, const char *src, int major, int minor, cudaLib
 		rc = cuda_fail(r, "loading the kernels: %s", cudaGetErrorString(e));
 		goto out;
 	}
-	modules[nmodules].key = key;
-	modules[nmodules++].lib = *lib;
+	struct Module *grown = realloc(modules, (size_t)(nmodules + 1) * sizeof *modules);
+	if (!grown) {
+		cudaLibraryUnload(*lib);
+		rc = cuda_fail(r, "out of host memory for the kernel modules");
+		goto out;
+	}
+	modules = grown;
+	modules[nmodules++] = (struct Module){key, *lib, 1};
 out:
 	pthread_mutex_unlock(&module_lock);
 	return rc;
@@ -188,10 +194,11 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 		d->chain_at[d->chains[c].head] = c;
 	}
 	cudaLibrary_t lib;
-	int rc = load_module(r, src, major, minor, &lib);
+	int rc = load_module(r, src, major, minor, &lib, &d->module);
 	free(src);
 	if (rc)
 		return -1;
+	d->has_module = true;
 	d->kernels = calloc((size_t)cuda_nkernels, sizeof *d->kernels);
 	for (int k = 0; k < cuda_nkernels; k++)
 		CK(cudaLibraryGetKernel(&d->kernels[k], lib, cuda_kernel_names[k]));
@@ -202,4 +209,20 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 		CK(cudaLibraryGetKernel(&d->chain_kernels[c], lib, name));
 	}
 	return 0;
+}
+
+/* The rank no longer uses its module: the last user unloads it. */
+void cuda_release_kernels(Dev *d)
+{
+	if (!d->has_module)
+		return;
+	pthread_mutex_lock(&module_lock);
+	for (int i = 0; i < nmodules; i++)
+		if (modules[i].key == d->module && --modules[i].users == 0) {
+			cudaLibraryUnload(modules[i].lib);
+			modules[i] = modules[--nmodules];
+			break;
+		}
+	pthread_mutex_unlock(&module_lock);
+	d->has_module = false;
 }
