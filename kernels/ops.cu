@@ -564,3 +564,357 @@ __global__ void k_adamw(float *w, const float *g, float *m, float *v, bf16 *w16,
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------- flash attention
+//
+// Attention that never writes the S x S scores: FlashAttention-2's tiled online softmax
+// and its work split (Dao, "FlashAttention-2: Faster Attention with Better Parallelism and
+// Work Partitioning", 2023), on the tensor cores through mma.sync (m16n8k16, bf16 in, f32
+// accumulate). One kernel a head size (DH, a multiple of 16 up to 128); the same kernel
+// takes the causal mask and the padding mask. q, k, v, o are [B, S, H * DH] bf16; lse
+// [B, H, S] f32, natural log. Scores are kept in base 2 (scale * log2 e folded in) so the
+// exponentials are exp2. Twin of rt_attention in the cpu backend, like k_attention above,
+// which stays for the head sizes these kernels do not take.
+//
+// Fragments are laid out as the PTX ISA's "Matrix Fragments for mma.m16n8k16" says: with
+// g = lane / 4 and t = lane % 4, A (16 x 16, row-major) holds rows g and g + 8, columns
+// 2t, 2t + 1 and 2t + 8, 2t + 9; B (16 x 8) holds rows 2t, 2t + 1 (and + 8) of column g; C
+// (16 x 8, f32) holds rows g and g + 8, columns 2t and 2t + 1. An accumulator pair of
+// n-tiles is therefore an A fragment, which is how P and dS reach the next GEMM without
+// shared memory.
+
+#define FA_LOG2E 1.4426950408889634f
+#define FA_LN2 0.6931471805599453f
+#define FA_ROWS 64   // forward: queries a block (16 a warp); keys a tile. backward: keys a block
+#define FA_BWD_Q 32  // backward: queries a tile
+
+__device__ __forceinline__ unsigned fa_smem(const void *p)
+{
+	unsigned a;
+	asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+	return a;
+}
+// lo, hi -> bf16x2 (lo in the low half: the lower column or row of a fragment)
+__device__ __forceinline__ unsigned fa_pack(float lo, float hi)
+{
+	unsigned r;
+	asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+	return r;
+}
+__device__ __forceinline__ unsigned fa_u32(const bf16 *p) { return *(const unsigned *)p; }
+// d[16 x 8] += a[16 x 16] b[16 x 8]
+__device__ __forceinline__ void fa_mma(float *d, const unsigned *a, unsigned b0, unsigned b1)
+{
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+		     "{%0,%1,%2,%3};"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// the A fragment of the 16 x 16 tile at p (row-major, ld elements a row) in shared memory
+__device__ __forceinline__ void fa_lds_a(unsigned *a, const bf16 *p, int ld)
+{
+	int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+	a[0] = fa_u32(p + g * ld + 2 * t);
+	a[1] = fa_u32(p + (g + 8) * ld + 2 * t);
+	a[2] = fa_u32(p + g * ld + 2 * t + 8);
+	a[3] = fa_u32(p + (g + 8) * ld + 2 * t + 8);
+}
+// the B fragments of two n-tiles (b[0], b[1]: columns 0-7; b[2], b[3]: columns 8-15) of the
+// 16 x 16 tile at p stored [k][n] (row-major, ld elements a row): ldmatrix with .trans
+__device__ __forceinline__ void fa_ldsm_t(unsigned *b, const bf16 *p, int ld)
+{
+	int l = threadIdx.x % 32, m = l / 8;
+	unsigned a = fa_smem(p + ((m & 1) * 8 + l % 8) * ld + (m >> 1) * 8);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+		     : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+		     : "r"(a));
+}
+// rows [row0, row0 + n) of x [., ld] (columns [0, DH)) into shared s [n][DH + 8], zeros past S
+template <int DH>
+__device__ __forceinline__ void fa_tile(bf16 *s, const bf16 *x, i64 ld, i64 row0, int n, i64 S)
+{
+	for (int e = threadIdx.x; e < n * DH / 8; e += blockDim.x) {
+		int r = e / (DH / 8), c = e % (DH / 8) * 8;
+		uint4 v = make_uint4(0, 0, 0, 0);
+		if (row0 + r < S)
+			v = *(const uint4 *)(x + (row0 + r) * ld + c);
+		*(uint4 *)(s + r * (DH + 8) + c) = v;
+	}
+}
+__device__ __forceinline__ float fa_quad_max(float v)
+{
+	v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+	return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float fa_quad_sum(float v)
+{
+	v += __shfl_xor_sync(0xffffffffu, v, 1);
+	return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Forward. grid (ceil(S / 64), B * H), 128 threads; warp w owns queries 16w .. 16w + 15 of
+// the block's 64, their Q fragments in registers, and walks the key tiles (up to the
+// diagonal when causal), K and V tiles in shared memory.
+template <int DH>
+__device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S,
+			  i64 H, int causal)
+{
+	constexpr int LD = DH + 8;
+	__shared__ __align__(16) bf16 Ks[FA_ROWS * LD], Vs[FA_ROWS * LD];
+	__shared__ int ok[FA_ROWS];
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
+	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8;
+	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
+	unsigned qf[DH / 16][4];
+	for (int kk = 0; kk < DH / 16; kk++) {
+		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
+		qf[kk][0] = r0 < S ? fa_u32(p0) : 0u;
+		qf[kk][1] = r1 < S ? fa_u32(p1) : 0u;
+		qf[kk][2] = r0 < S ? fa_u32(p0 + 8) : 0u;
+		qf[kk][3] = r1 < S ? fa_u32(p1 + 8) : 0u;
+	}
+	float acc[DH / 8][4], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;
+	for (int d = 0; d < DH / 8; d++)
+		acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0;
+	for (i64 kt = 0; kt < (causal ? qt + 1 : ntiles); kt++) {
+		i64 j0 = kt * FA_ROWS;
+		__syncthreads();
+		fa_tile<DH>(Ks, k + base, D, j0, FA_ROWS, S);
+		fa_tile<DH>(Vs, v + base, D, j0, FA_ROWS, S);
+		if (threadIdx.x < FA_ROWS)
+			ok[threadIdx.x] = j0 + threadIdx.x < S && (!mask || mask[b * S + j0 + threadIdx.x]);
+		__syncthreads();
+		float s[8][4];
+		for (int n = 0; n < 8; n++)
+			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+		for (int kk = 0; kk < DH / 16; kk++)
+			for (int n = 0; n < 8; n++) {
+				const bf16 *kp = Ks + (n * 8 + g) * LD + kk * 16 + 2 * t;
+				fa_mma(s[n], qf[kk], fa_u32(kp), fa_u32(kp + 8));
+			}
+		float mx0 = m0, mx1 = m1;
+		for (int n = 0; n < 8; n++)
+			for (int e = 0; e < 2; e++) {
+				int j = n * 8 + 2 * t + e;
+				bool in = ok[j];
+				s[n][e] = in && (!causal || j0 + j <= r0) ? s[n][e] * scale2 : -INF;
+				s[n][2 + e] = in && (!causal || j0 + j <= r1) ? s[n][2 + e] * scale2 : -INF;
+				mx0 = fmaxf(mx0, s[n][e]);
+				mx1 = fmaxf(mx1, s[n][2 + e]);
+			}
+		mx0 = fa_quad_max(mx0);
+		mx1 = fa_quad_max(mx1);
+		// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
+		float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
+		float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+		m0 = mx0;
+		m1 = mx1;
+		l0 *= c0;
+		l1 *= c1;
+		for (int d = 0; d < DH / 8; d++) {
+			acc[d][0] *= c0, acc[d][1] *= c0;
+			acc[d][2] *= c1, acc[d][3] *= c1;
+		}
+		unsigned pf[4][4];   // P as A fragments, 16 keys each
+		for (int n = 0; n < 8; n++) {
+			float p00 = exp2f(s[n][0] - b0), p01 = exp2f(s[n][1] - b0);
+			float p10 = exp2f(s[n][2] - b1), p11 = exp2f(s[n][3] - b1);
+			l0 += p00 + p01;
+			l1 += p10 + p11;
+			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
+			pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+		}
+		for (int kc = 0; kc < 4; kc++)
+			for (int d = 0; d < DH / 16; d++) {
+				unsigned bv[4];
+				fa_ldsm_t(bv, Vs + kc * 16 * LD + d * 16, LD);
+				fa_mma(acc[2 * d], pf[kc], bv[0], bv[1]);
+				fa_mma(acc[2 * d + 1], pf[kc], bv[2], bv[3]);
+			}
+	}
+	l0 = fa_quad_sum(l0);
+	l1 = fa_quad_sum(l1);
+	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+	for (int d = 0; d < DH / 8; d++) {
+		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
+		if (r0 < S)
+			*(unsigned *)op = fa_pack(acc[d][0] * i0, acc[d][1] * i0);
+		if (r1 < S)
+			*(unsigned *)(op + 8 * D) = fa_pack(acc[d][2] * i1, acc[d][3] * i1);
+	}
+	if (t == 0) {
+		if (r0 < S)
+			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
+		if (r1 < S)
+			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+	}
+}
+
+// Backward. grid (ceil(S / 64), B * H), 128 threads, flash_bwd_smem(DH) bytes of dynamic
+// shared memory; warp w owns keys 16w .. 16w + 15 of the block's 64 and accumulates their dK
+// and dV in registers over the query tiles of 32 (from the diagonal when causal): S^T = K Q^T,
+// P^T = exp(S^T - lse), dP^T = V dO^T, dS^T = P^T (dP^T - delta) scale, dV += P^T dO,
+// dK += dS^T Q; dQ += dS K is shared by the blocks of a head, added atomically into dq (f32,
+// zeroed before, converted after). delta [B, H, S] = rowsum(dO o) from k_attention_delta.
+template <int DH>
+__device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+			  const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
+{
+	constexpr int LD = DH + 8, LDS = FA_ROWS + 8, DQC = DH % 32 == 0 ? DH / 2 : DH;
+	extern __shared__ __align__(16) unsigned char fa_shared[];
+	bf16 *Ks = (bf16 *)fa_shared, *Vs = Ks + FA_ROWS * LD, *Qs = Vs + FA_ROWS * LD, *Gs = Qs + FA_BWD_Q * LD;
+	bf16 *dSs = Gs + FA_BWD_Q * LD;
+	float *Ls = (float *)(dSs + FA_BWD_Q * LDS), *Ds = Ls + FA_BWD_Q;
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * FA_ROWS;
+	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
+	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
+	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
+	fa_tile<DH>(Ks, k + base, D, j0, FA_ROWS, S);
+	fa_tile<DH>(Vs, v + base, D, j0, FA_ROWS, S);
+	float dka[DH / 8][4], dva[DH / 8][4];
+	for (int d = 0; d < DH / 8; d++)
+		for (int e = 0; e < 4; e++)
+			dka[d][e] = dva[d][e] = 0;
+	for (i64 i0 = causal ? j0 : 0; i0 < S; i0 += FA_BWD_Q) {
+		__syncthreads();
+		fa_tile<DH>(Qs, q + base, D, i0, FA_BWD_Q, S);
+		fa_tile<DH>(Gs, dy + base, D, i0, FA_BWD_Q, S);
+		if (threadIdx.x < FA_BWD_Q) {
+			i64 i = i0 + threadIdx.x;
+			float L = i < S ? lse[blockIdx.y * S + i] : -INF;
+			Ls[threadIdx.x] = L == -INF ? INF : L * FA_LOG2E;   // +inf: P = 0 for rows with no key
+			Ds[threadIdx.x] = i < S ? delta[blockIdx.y * S + i] : 0.0f;
+		}
+		__syncthreads();
+		float st[4][4], dp[4][4];   // [16 keys x 32 queries]: S^T then P^T; dP^T then dS^T
+		for (int n = 0; n < 4; n++)
+			for (int e = 0; e < 4; e++)
+				st[n][e] = dp[n][e] = 0;
+		for (int kk = 0; kk < DH / 16; kk++) {
+			unsigned ka[4], va[4];
+			fa_lds_a(ka, Ks + w * 16 * LD + kk * 16, LD);
+			fa_lds_a(va, Vs + w * 16 * LD + kk * 16, LD);
+			for (int n = 0; n < 4; n++) {
+				const bf16 *qp = Qs + (n * 8 + g) * LD + kk * 16 + 2 * t, *gp = Gs + (n * 8 + g) * LD + kk * 16 + 2 * t;
+				fa_mma(st[n], ka, fa_u32(qp), fa_u32(qp + 8));
+				fa_mma(dp[n], va, fa_u32(gp), fa_u32(gp + 8));
+			}
+		}
+		unsigned pa[2][4], sa[2][4];
+		for (int n = 0; n < 4; n++) {
+			for (int e = 0; e < 2; e++) {
+				int c = n * 8 + 2 * t + e;
+				i64 i = i0 + c;
+				float p0 = in0 && (!causal || kr0 <= i) ? exp2f(st[n][e] * scale2 - Ls[c]) : 0.0f;
+				float p1 = in1 && (!causal || kr1 <= i) ? exp2f(st[n][2 + e] * scale2 - Ls[c]) : 0.0f;
+				st[n][e] = p0;
+				st[n][2 + e] = p1;
+				dp[n][e] = p0 * (dp[n][e] - Ds[c]) * scale;
+				dp[n][2 + e] = p1 * (dp[n][2 + e] - Ds[c]) * scale;
+				dSs[c * LDS + w * 16 + g] = f2bf(dp[n][e]);
+				dSs[c * LDS + w * 16 + g + 8] = f2bf(dp[n][2 + e]);
+			}
+			pa[n / 2][n % 2 * 2] = fa_pack(st[n][0], st[n][1]);
+			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[n][2], st[n][3]);
+			sa[n / 2][n % 2 * 2] = fa_pack(dp[n][0], dp[n][1]);
+			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[n][2], dp[n][3]);
+		}
+		for (int kc = 0; kc < 2; kc++)
+			for (int d = 0; d < DH / 16; d++) {
+				unsigned bg[4], bq[4];
+				fa_ldsm_t(bg, Gs + kc * 16 * LD + d * 16, LD);
+				fa_ldsm_t(bq, Qs + kc * 16 * LD + d * 16, LD);
+				fa_mma(dva[2 * d], pa[kc], bg[0], bg[1]);
+				fa_mma(dva[2 * d + 1], pa[kc], bg[2], bg[3]);
+				fa_mma(dka[2 * d], sa[kc], bq[0], bq[1]);
+				fa_mma(dka[2 * d + 1], sa[kc], bq[2], bq[3]);
+			}
+		__syncthreads();   // dS complete
+		// dQ [32 queries x DH]: warp w the queries 16 (w % 2) .., the columns DQC (w / 2) ..
+		int c0 = DQC * (w / 2);
+		if (c0 < DH) {
+			float dqa[DQC / 8][4];
+			for (int d = 0; d < DQC / 8; d++)
+				dqa[d][0] = dqa[d][1] = dqa[d][2] = dqa[d][3] = 0;
+			for (int kc = 0; kc < FA_ROWS / 16; kc++) {
+				unsigned a[4];
+				fa_lds_a(a, dSs + (w % 2) * 16 * LDS + kc * 16, LDS);
+				for (int d = 0; d < DQC / 16; d++) {
+					unsigned bk[4];
+					fa_ldsm_t(bk, Ks + kc * 16 * LD + c0 + d * 16, LD);
+					fa_mma(dqa[2 * d], a, bk[0], bk[1]);
+					fa_mma(dqa[2 * d + 1], a, bk[2], bk[3]);
+				}
+			}
+			i64 q0 = i0 + (w % 2) * 16 + g, q1 = q0 + 8;
+			for (int d = 0; d < DQC / 8; d++) {
+				float *p = dq + base + q0 * D + c0 + d * 8 + 2 * t;
+				if (q0 < S) {
+					atomicAdd(p, dqa[d][0]);
+					atomicAdd(p + 1, dqa[d][1]);
+				}
+				if (q1 < S) {
+					atomicAdd(p + 8 * D, dqa[d][2]);
+					atomicAdd(p + 8 * D + 1, dqa[d][3]);
+				}
+			}
+		}
+	}
+	for (int d = 0; d < DH / 8; d++) {
+		i64 o0 = base + kr0 * D + d * 8 + 2 * t;
+		if (kr0 < S) {
+			*(unsigned *)(dk + o0) = fa_pack(dka[d][0], dka[d][1]);
+			*(unsigned *)(dv + o0) = fa_pack(dva[d][0], dva[d][1]);
+		}
+		if (kr1 < S) {
+			*(unsigned *)(dk + o0 + 8 * D) = fa_pack(dka[d][2], dka[d][3]);
+			*(unsigned *)(dv + o0 + 8 * D) = fa_pack(dva[d][2], dva[d][3]);
+		}
+	}
+}
+
+extern "C" {
+
+// delta[B, H, S] = rowsum(dy o) a head, a warp a row (flash_bwd's D)
+__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i64 B, i64 S, i64 H, i64 dh)
+{
+	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
+	if (w >= B * H * S)
+		return;
+	i64 i = w % S, h = w / S % H, b = w / (S * H), base = (b * S + i) * H * dh + h * dh;
+	float s = 0;
+	for (i64 c = threadIdx.x % 32; c < dh; c += 32)
+		s += bf2f(dy[base + c]) * bf2f(o[base + c]);
+	s = warp_sum(s);
+	if (threadIdx.x % 32 == 0)
+		delta[(b * H + h) * S + i] = s;
+}
+
+#if __CUDA_ARCH__ >= 800
+#define FA_BODY(x) x
+#else
+#define FA_BODY(x)   // mma.sync on bf16 needs sm_80; the host picks k_attention there
+#endif
+#define FLASH(DH)                                                                                                    \
+	__global__ void __launch_bounds__(128) k_flash_fwd_##DH(const bf16 *q, const bf16 *k, const bf16 *v,          \
+								 const int *mask, bf16 *o, float *lse, i64 S, i64 H,   \
+								 int causal)                                            \
+	{                                                                                                            \
+		FA_BODY(flash_fwd<DH>(q, k, v, mask, o, lse, S, H, causal);)                                          \
+	}                                                                                                            \
+	__global__ void __launch_bounds__(128)                                                                       \
+	    k_flash_bwd_##DH(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,          \
+			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal) \
+	{                                                                                                            \
+		FA_BODY(flash_bwd<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                      \
+	}
+FLASH(16)
+FLASH(32)
+FLASH(64)
+FLASH(96)
+FLASH(128)
+
+}  // extern "C"

@@ -139,7 +139,8 @@ static int cuda_open(RtRank *r)
 	CK(cudaSetDevice(d->device));
 	struct cudaDeviceProp prop;
 	CK(cudaGetDeviceProperties(&prop, d->device));
-	if (cuda_load_kernels(r, prop.major, prop.minor))
+	d->arch = 10 * prop.major + prop.minor;
+	if (cuda_load_kernels(r, prop.major, prop.minor) || cuda_ops_prepare(r))
 		return -1;
 	int64_t shadow, scratch, pack, need = plan_bytes(p, &shadow, &scratch, &pack);
 	size_t free_b = 0, total_b = 0;

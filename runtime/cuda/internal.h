@@ -45,6 +45,7 @@ typedef struct {
 
 typedef struct {
 	int device;
+	int arch;                 /* compute capability, 10 major + minor: 90 for sm_90 */
 	cudaStream_t compute, comm;
 	cudaEvent_t to_comm, to_compute;
 	cublasLtHandle_t lt;
@@ -84,7 +85,9 @@ int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* nvrtc.c: the fixed kernels and the plan's chains, compiled (or from the cache) and loaded
  * for a GPU of compute capability major.minor into r's Dev */
 int cuda_load_kernels(RtRank *r, int major, int minor);
-void cuda_release_kernels(Dev *d);   /* at the rank's close, after its graphs */
+void cuda_release_kernels(Dev *d);
+/* ops.c: kernel attributes (the flash-attention backward's shared memory), once loaded */
+int cuda_ops_prepare(RtRank *r);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's
  * launch, by op (NULL: the backend has no kernel of its own for it) */

@@ -16,7 +16,9 @@
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(bias_grad) X(layernorm) \
 	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(sum_to) X(attention) \
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
-	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope)
+	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
+	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
+	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128)
 
 enum {
 #define X(k) K_##k,
@@ -394,38 +396,99 @@ static int need_scratch(RtRank *r, int64_t floats)
 	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
 }
 
+/* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
+ * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
+ * query, an atomic backward. */
+static const struct { int dh, fwd, bwd; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16}, {32, K_flash_fwd_32, K_flash_bwd_32}, {64, K_flash_fwd_64, K_flash_bwd_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96}, {128, K_flash_fwd_128, K_flash_bwd_128},
+};
+enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
+
+/* flash_bwd's shared memory: K and V tiles [64][dh + 8], Q and dO tiles [32][dh + 8] (bf16),
+ * dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
+static int flash_bwd_smem(int dh)
+{
+	return (2 * FLASH_ROWS + 2 * FLASH_BWD_Q) * (dh + 8) * 2 + FLASH_BWD_Q * (FLASH_ROWS + 8) * 2 + 2 * FLASH_BWD_Q * 4;
+}
+
+static int flash_of(const Dev *d, int64_t dh)
+{
+	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++)
+		if (flash[i].dh == dh)
+			return i;
+	return -1;
+}
+
+/* The backward kernels take more than the default 48 KiB of shared memory. */
+int cuda_ops_prepare(RtRank *r)
+{
+	Dev *d = r->mem;
+	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++)
+		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
+						   flash_bwd_smem(flash[i].dh), d->device));
+	return 0;
+}
+
+/* kernel k on a grid of blocks of 128 threads, with smem bytes of dynamic shared memory */
+static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, int smem, void **args)
+{
+	Dev *d = r->mem;
+	if (gy > 65535)
+		return cuda_fail(r, "attention over %lld heads of sequences: the cuda kernels take up to 65,535", (long long)gy);
+	dim3 grid = {(unsigned)gx, (unsigned)gy, 1}, block = {128, 1, 1};
+	CK(cudaLaunchKernel((const void *)d->kernels[k], grid, block, args, (size_t)smem, d->compute));
+	return 0;
+}
+
+/* q, k, v [B, S, H * dh] -> o [B, S, H * dh], lse [B, H, S] */
 static int op_attention(CudaCtx *c)
 {
 	const MglValue *q = val(c->r, IN(0));
 	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H;
-	int causal = (int)c->s->attr.causal;
-	if (dh > 256)
+	int causal = (int)c->s->attr.causal, f = flash_of(c->r->mem, dh);
+	if (f < 0 && dh > 256)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
+	if (f >= 0)
+		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 0,
+				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
 
+/* (dy, q, k, v, o, lse[, mask]) -> dq, dk, dv. Flash: dq added up in f32 scratch (with delta
+ * [B, H, S] after it), converted at the end; the older kernel does so for dk and dv. */
 static int op_attention_bwd(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *q = val(r, IN(1));
 	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H, n = mgl_numel(q);
-	int causal = (int)c->s->attr.causal;
+	int causal = (int)c->s->attr.causal, f = flash_of(d, dh), f32 = MGL_F32;
+	if (dt(r, OUT(1)) != MGL_BF16 || dt(r, OUT(2)) != MGL_BF16)
+		f = -1;   /* flash writes dk and dv in bf16 */
 	if (need_scratch(r, 2 * n + 64))
 		return -1;
-	float *dk = d->scratch + 64, *dv = dk + n;
-	CK(cudaMemsetAsync(dk, 0, (size_t)(2 * n) * 4, d->compute));
+	float *s1 = d->scratch + 64, *s2 = s1 + n;
 	void *G = P(r, IN(0)), *Q = P(r, IN(1)), *K = P(r, IN(2)), *V = P(r, IN(3)), *O = P(r, IN(4)), *L = P(r, IN(5));
-	void *M = c->s->nin > 6 ? P(r, IN(6)) : NULL, *dq = P(r, OUT(0));
-	if (launch(r, K_attention_bwd, B * H * S, 32, ARGS(&G, &Q, &K, &V, &O, &L, &M, &dq, &dk, &dv, &B, &S, &H, &dh, &causal)))
+	void *M = c->s->nin > 6 ? P(r, IN(6)) : NULL, *DQ = P(r, OUT(0)), *DK = P(r, OUT(1)), *DV = P(r, OUT(2));
+	if (f >= 0) {
+		int qdt = dt(r, OUT(0));
+		CK(cudaMemsetAsync(s1, 0, (size_t)n * 4, d->compute));
+		if (launch(r, K_attention_delta, B * H * S, 32, ARGS(&G, &O, &s2, &B, &S, &H, &dh)) ||
+		    launch_blocks(r, flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_bwd_smem((int)dh),
+				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &causal)))
+			return -1;
+		return launch(r, K_convert, n, 1, ARGS(&s1, &f32, &DQ, &qdt, &n));
+	}
+	CK(cudaMemsetAsync(s1, 0, (size_t)(2 * n) * 4, d->compute));
+	if (launch(r, K_attention_bwd, B * H * S, 32, ARGS(&G, &Q, &K, &V, &O, &L, &M, &DQ, &s1, &s2, &B, &S, &H, &dh, &causal)))
 		return -1;
-	int f = MGL_F32, odt = dt(r, OUT(1));
-	void *DK = P(r, OUT(1)), *DV = P(r, OUT(2));
-	if (launch(r, K_convert, n, 1, ARGS(&dk, &f, &DK, &odt, &n)))
+	int odt = dt(r, OUT(1));
+	if (launch(r, K_convert, n, 1, ARGS(&s1, &f32, &DK, &odt, &n)))
 		return -1;
-	return launch(r, K_convert, n, 1, ARGS(&dv, &f, &DV, &odt, &n));
+	return launch(r, K_convert, n, 1, ARGS(&s2, &f32, &DV, &odt, &n));
 }
 
 static int op_select(CudaCtx *c)
