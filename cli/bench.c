@@ -26,6 +26,10 @@ typedef struct {
 	double ms, ms_min, ms_max, fwdbwd_ms, tok_s, tflops, tflops_fwdbwd, mfu;
 	/* --profile: milliseconds a step, by kind and in all; outside: the host's part */
 	double kind_ms[MGL_KIND_COUNT], prof_ms, prof_median_ms, outside_ms;
+	/* and by what the steps do: the op, or a fused group's ops joined by '+' ("matmul+bias_add"),
+	 * slowest first */
+	struct Doing { char what[96]; int count; double ms; } *doing;
+	int ndoing;
 } Bench;
 
 static int by_value(const void *a, const void *b)
@@ -47,6 +51,35 @@ static double median(const double *v, int64_t n, double *lo, double *hi)
 	*lo = s[0], *hi = s[n - 1];
 	free(s);
 	return m;
+}
+
+static int slowest_first(const void *a, const void *b)
+{
+	double x = ((const struct Doing *)a)->ms, y = ((const struct Doing *)b)->ms;
+	return x > y ? -1 : x < y;
+}
+
+/* The profile by what the steps do: a fused group is one kernel, timed on its first step. */
+static void by_what(Bench *b, const MglPlan *p, const RtBenchResult *r)
+{
+	if (!(b->doing = calloc((size_t)p->nsteps + 1, sizeof *b->doing)))
+		return;
+	for (int i = 0, end; i < p->nsteps; i = end + 1) {
+		end = mgl_group_end(p, i);
+		char what[96] = "";
+		for (int k = i; k <= end; k++)
+			snprintf(what + strlen(what), sizeof what - strlen(what), "%s%s", k > i ? "+" : "",
+				 mgl_ops[p->steps[k].op].name);
+		int j = 0;
+		while (j < b->ndoing && strcmp(b->doing[j].what, what))
+			j++;
+		if (j == b->ndoing)
+			snprintf(b->doing[b->ndoing++].what, sizeof what, "%s", what);
+		b->doing[j].count++;
+		for (int k = i; k <= end; k++)
+			b->doing[j].ms += r->op_s[k] * 1e3 / (double)b->steps;
+	}
+	qsort(b->doing, (size_t)b->ndoing, sizeof *b->doing, slowest_first);
 }
 
 static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool profile)
@@ -77,6 +110,7 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 		b->outside_ms -= r->op_s[i] * 1e3 / (double)b->steps;
 	}
 	free(kind);
+	by_what(b, p, r);
 }
 
 /* A JSON string: quotes, backslashes and control characters escaped. */
@@ -133,7 +167,13 @@ static void print_json(const Bench *b, bool profile)
 		       "\"kinds_ms\": {", (long long)b->steps, b->prof_ms, b->prof_median_ms, b->outside_ms);
 		for (int k = 0; k < MGL_KIND_COUNT; k++)
 			printf("%s\"%s\": %.4f", k ? ", " : "", mgl_kind_name[k], b->kind_ms[k]);
-		printf("}}");
+		printf("}, \"ops\": [");
+		for (int i = 0; i < b->ndoing; i++) {
+			printf("%s{\"what\": ", i ? ", " : "");
+			json_str(b->doing[i].what);
+			printf(", \"steps\": %d, \"ms\": %.4f}", b->doing[i].count, b->doing[i].ms);
+		}
+		printf("]}");
 	}
 	printf("}\n");
 }
@@ -185,6 +225,10 @@ static void print_table(const Bench *b, bool profile)
 		printf("  %-12s %10.3f %7.1f   (the host: batches, zeroing gradients, reading the loss)\n", "outside",
 		       b->outside_ms, 100 * b->outside_ms / b->prof_ms);
 		printf("  %-12s %10.3f %7.1f   (median %.3f)\n", "step (mean)", b->prof_ms, 100.0, b->prof_median_ms);
+		printf("\n  the slowest ops (a fused group's ops joined by +), ms a step:\n");
+		for (int i = 0; i < b->ndoing && i < 10; i++)
+			printf("  %10.3f %5.1f%%  %s x %d\n", b->doing[i].ms, 100 * b->doing[i].ms / b->prof_ms, b->doing[i].what,
+			       b->doing[i].count);
 	}
 	printf("RESULT ");
 	result_keys(b);
@@ -234,6 +278,7 @@ int cmd_bench(Args *a)
 				       mgl_commas(b.steps, (char[32]){0}), b.steps == 1 ? "" : "s");
 				print_table(&b, a->profile);
 			}
+			free(b.doing);
 		}
 	} else {
 		status = c.status ? c.status : 1;

@@ -128,17 +128,6 @@ __global__ void k_bias_add(const void *y, int ydt, const float *b, void *out, in
 	FOR_EACH(i, M * N) st(out, odt, i, ld(y, ydt, i) + b[i % N]);
 }
 
-// db[N] (+)= column sums of dy[M, N]: a thread a column, rows in order
-__global__ void k_bias_grad(const void *dy, int ddt, float *db, i64 M, i64 N, int acc)
-{
-	FOR_EACH(j, N) {
-		float s = 0;
-		for (i64 i = 0; i < M; i++)
-			s += ld(dy, ddt, i * N + j);
-		db[j] = acc ? db[j] + s : s;
-	}
-}
-
 // a warp a row: mean and 1/std of x[D]
 __device__ void row_moments(const void *x, int dt, i64 row, i64 D, float eps, float *mean, float *rstd)
 {
@@ -282,14 +271,36 @@ __global__ void k_add(const void *a, int adt, i64 na, const void *b, int bdt, i6
 	FOR_EACH(i, n) st(out, odt, i, ld(a, adt, i % na) + ld(b, bdt, i % nb));
 }
 
-// out[no] (+)= sum over the leading copies of dy[n] (a suffix broadcast)
-__global__ void k_sum_to(const void *dy, int gdt, i64 n, void *out, int odt, i64 no, int acc)
+// Column sums out[N] (+)= x[M, N] in two passes, in a fixed order (the same bits every run):
+// part[R, N] = the sums of R bands of rows, a block 32 columns of one band (a thread a
+// column and every 8th row, then the 8 in order); then out = the R parts in order, a
+// thread a column. The bias gradients (x = dy) and sum_to (the broadcast's leading copies
+// as rows) take them. blockDim (32, 8), grid (ceil(N / 32), R).
+__global__ void k_colsum_part(const void *x, int xdt, float *part, i64 M, i64 N)
 {
-	FOR_EACH(j, no) {
-		float s = 0;
-		for (i64 i = j; i < n; i += no)
-			s += ld(dy, gdt, i);
-		st(out, odt, j, acc ? ld(out, odt, j) + s : s);
+	__shared__ float s[8][33];
+	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
+	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
+	float a = 0;
+	if (j < N)
+		for (i64 i = r0 + threadIdx.y; i < r1; i += 8)
+			a += ld(x, xdt, i * N + j);
+	s[threadIdx.y][threadIdx.x] = a;
+	__syncthreads();
+	if (threadIdx.y == 0 && j < N) {
+		for (int k = 1; k < 8; k++)
+			a += s[k][threadIdx.x];
+		part[blockIdx.y * N + j] = a;
+	}
+}
+
+__global__ void k_colsum_done(const float *part, i64 R, i64 N, void *out, int odt, int acc)
+{
+	FOR_EACH(j, N) {
+		float a = 0;
+		for (i64 r = 0; r < R; r++)
+			a += part[r * N + j];
+		st(out, odt, j, acc ? ld(out, odt, j) + a : a);
 	}
 }
 

@@ -99,10 +99,14 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 	*scratch = 64, *pack = 256;
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
-		if (st->op == MGL_OP_ATTENTION_BWD) {
-			int64_t n = mgl_numel(&p->values[st->in[1]]);
-			*scratch = *scratch > 2 * n + 64 ? *scratch : 2 * n + 64;
+		int64_t need = 0;
+		if (st->op == MGL_OP_ATTENTION_BWD)
+			need = 2 * mgl_numel(&p->values[st->in[1]]) + 64;
+		if (st->op == MGL_OP_BIAS_GRAD || st->op == MGL_OP_SUM_TO) {
+			int64_t n = mgl_numel(&p->values[st->out[0]]);
+			need = cuda_colsum_bands(mgl_numel(&p->values[st->in[0]]) / n, n) * n + 64;
 		}
+		*scratch = *scratch > need ? *scratch : need;
 		if (st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) {
 			const MglValue *full = &p->values[st->op == MGL_OP_ALL_GATHER ? st->out[0] : st->in[0]];
 			int64_t b = mgl_numel(full) * mgl_dtype_size[full->dtype];

@@ -87,7 +87,9 @@ int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 
 int cuda_load_kernels(RtRank *r, int major, int minor);
 void cuda_release_kernels(Dev *d);
 /* ops.c: kernel attributes (the flash-attention backward's shared memory), once loaded */
-int cuda_ops_prepare(RtRank *r);   /* at the rank's close, after its graphs */
+int cuda_ops_prepare(RtRank *r);
+/* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats) */
+int64_t cuda_colsum_bands(int64_t M, int64_t N);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's
  * launch, by op (NULL: the backend has no kernel of its own for it) */

@@ -13,8 +13,8 @@
 #include <string.h>
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
-#define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(bias_grad) X(layernorm) \
-	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(sum_to) X(attention) \
+#define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
+	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum_part) X(colsum_done) X(attention) \
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
@@ -253,13 +253,42 @@ static int op_bias_add(CudaCtx *c)
 	return launch(c->r, K_bias_add, M * N, 1, ARGS(&a, &ydt, &b, &o, &odt, &M, &N));
 }
 
+/* The bands of rows k_colsum_part sums apart: enough blocks for every SM several times
+ * over (about 512 in all), bands of at least 64 rows. Its scratch: R * N floats. */
+int64_t cuda_colsum_bands(int64_t M, int64_t N)
+{
+	int64_t cols = (N + 31) / 32, R = (512 + cols - 1) / cols, most = (M + 63) / 64;
+	R = R < most ? R : most;
+	return R < 1 ? 1 : R;
+}
+
+static int need_scratch(RtRank *r, int64_t floats)
+{
+	Dev *d = r->mem;
+	if (d->scratch_n >= floats)
+		return 0;
+	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
+}
+
+/* out[N] (+)= the column sums of x[M, N] (k_colsum_part, k_colsum_done) */
+static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, void *out, int odt, int acc)
+{
+	Dev *d = r->mem;
+	int64_t R = cuda_colsum_bands(M, N);
+	if (need_scratch(r, 64 + R * N))
+		return -1;
+	float *part = d->scratch + 64;
+	dim3 grid = {(unsigned)((N + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
+	CK(cudaLaunchKernel((const void *)d->kernels[K_colsum_part], grid, block, ARGS(&x, &xdt, &part, &M, &N), 0,
+			    d->compute));
+	return launch(r, K_colsum_done, N, 1, ARGS(&part, &R, &N, &out, &odt, &acc));
+}
+
 static int op_bias_grad(CudaCtx *c)
 {
 	const MglValue *dy = val(c->r, IN(0));
-	int64_t M = rt_rows(dy), N = rt_last(dy);
-	int ddt = dt(c->r, IN(0)), acc = ACC(0);
-	void *g = P(c->r, IN(0)), *o = P(c->r, OUT(0));
-	return launch(c->r, K_bias_grad, N, 1, ARGS(&g, &ddt, &o, &M, &N, &acc));
+	return column_sums(c->r, P(c->r, IN(0)), dt(c->r, IN(0)), rt_rows(dy), rt_last(dy), P(c->r, OUT(0)),
+			   dt(c->r, OUT(0)), ACC(0));
 }
 
 static int op_layernorm(CudaCtx *c)
@@ -382,19 +411,11 @@ static int op_sum_to(CudaCtx *c)
 	for (int i = 0; i < o->rank; i++)
 		if (o->shape[o->rank - 1 - i] != g->shape[g->rank - 1 - i])
 			return cuda_fail(c->r, "the cuda backend sums over leading dimensions only");
-	int64_t n = mgl_numel(g), no = mgl_numel(o);
-	int gdt = dt(c->r, IN(0)), odt = dt(c->r, OUT(0)), acc = ACC(0);
-	void *G = P(c->r, IN(0)), *O = P(c->r, OUT(0));
-	return launch(c->r, K_sum_to, no, 1, ARGS(&G, &gdt, &n, &O, &odt, &no, &acc));
+	int64_t no = mgl_numel(o);
+	return column_sums(c->r, P(c->r, IN(0)), dt(c->r, IN(0)), mgl_numel(g) / no, no, P(c->r, OUT(0)), dt(c->r, OUT(0)),
+			   ACC(0));
 }
 
-static int need_scratch(RtRank *r, int64_t floats)
-{
-	Dev *d = r->mem;
-	if (d->scratch_n >= floats)
-		return 0;
-	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
-}
 
 /* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
  * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
