@@ -555,7 +555,9 @@ static int elab_elementwise(Elab *E, Call *k)
 	return id;
 }
 
-/* dropout(x, p): zero each element with probability p, scale the rest by 1/(1-p) */
+/* dropout(x, p): zero each element with probability p, scale the rest by 1/(1-p). With p 0
+ * it is the identity and makes no node (a model trained without dropout, as benchmarks
+ * and fine-tuning often are, pays nothing for it). */
 static int elab_dropout(Elab *E, Call *k)
 {
 	int x = want_tensor(E, k, 0, MGL_F32, 0);
@@ -566,6 +568,8 @@ static int elab_dropout(Elab *E, Call *k)
 		note_origin(E, p);
 		mgl_fail(E->c);
 	}
+	if (real_of(p) == 0)
+		return x;
 	int id = add_node(E, MGL_OP_DROPOUT, k->e->name, MGL_F32, shape_of(E, x), k->path);
 	node(E, id)->attr.p = real_of(p);
 	add_input(E, id, x);

@@ -325,16 +325,19 @@ expect 1 "hint: the checkpoint was trained with the tokenizer in $tmp/g2; give -
 check "bench --json is one line" test "$(wc -l <"$tmp/bench.json")" = 1
 for key in tag gpus d L H B T params_M ms fwdbwd_ms tflops_fwdbwd tok_s tflops_per_gpu loss mem_GB backend mfu \
 	gemm_tflops model preset V params flops_per_token warmup steps ms_min ms_max device gemm_what mem_bytes \
-	device_used_bytes profile step_ms outside_ms kinds_ms attention gemm layernorm classifier optimizer collectives other; do
+	device_used_bytes profile step_ms outside_ms kinds_ms attention gemm layernorm classifier optimizer collectives other \
+	ops what; do
 	check "bench --json has \"$key\"" grep -q "\"$key\": " "$tmp/bench.json"
 done
-# num KEY: the number after "KEY": in the JSON; holds EXPR: awk's verdict on the numbers named
-num() { sed -n "s/.*\"$1\": \([-0-9.e+]*\).*/\1/p" "$tmp/bench.json"; }
+# num KEY: the number after the first "KEY": in the JSON; holds EXPR: awk's verdict on the numbers named
+num() { grep -o "\"$1\": [-0-9.e+]*" "$tmp/bench.json" | head -1 | sed 's/.*: //'; }
 holds() { awk -v ms="$(num ms)" -v lo="$(num ms_min)" -v hi="$(num ms_max)" -v tok="$(num tok_s)" \
 	-v fpt="$(num flops_per_token)" -v tf="$(num tflops_per_gpu)" -v loss="$(num loss)" -v mfu="$(num mfu)" \
 	-v gemm="$(num gemm_tflops)" -v step="$(num step_ms)" -v outside="$(num outside_ms)" \
 	-v kinds="$(sed 's/.*"kinds_ms": {\([^}]*\)}.*/\1/; s/"[a-z]*": //g; s/,/ + /g' "$tmp/bench.json")" \
-	"BEGIN { split(kinds, k, \" \\\\+ \"); sum = 0; for (i in k) sum += k[i]; exit !($1) }" ||
+	-v ops="$(sed 's/.*"ops": \[//' "$tmp/bench.json" | grep -o '"ms": [-0-9.e+]*' | sed 's/.*: //' | paste -sd+)" \
+	"BEGIN { split(kinds, k, \" \\\\+ \"); sum = 0; for (i in k) sum += k[i];
+		 n = split(ops, o, \"+\"); osum = 0; for (i in o) osum += o[i]; exit !($1) }" ||
 	{ echo "not ($1):"; cat "$tmp/bench.json"; return 1; }; }
 check "bench: FLOPs a token are 6 N + 12 L d T (L 2, d 64, V 256, T 64)" \
 	holds "fpt == 6 * (12 * 2 * 64 * 64 + 256 * 64) + 12 * 2 * 64 * 64"
@@ -344,6 +347,7 @@ check "bench: TFLOP/s are FLOPs a token times tokens/s" holds "tf > 0 && tf / (f
 check "bench: the loss of random tokens is about ln 256" holds "loss > 5.3 && loss < 5.8"
 check "bench: MFU against a measured GEMM rate" holds "gemm > 0 && mfu > 0 && mfu < 10"
 check "bench: the profile's seven kinds sum to about the step" holds "length(k) == 7 && sum > 0.6 * step && sum <= step * 1.0001"
+check "bench: the ops add up to the kinds" holds "n > 10 && osum > 0.999 * sum && osum < 1.001 * sum + 1e-3"
 check "bench: what is outside the kinds is the rest of the step" holds "outside >= -1e-3 && sum + outside > 0.999 * step && sum + outside < 1.001 * step"
 check "bench says what it runs before it runs it" grep -q '^mgl: benchmarking gpt2 tiny (120,576 parameters) on cpu' "$tmp/bench.err"
 expect 0 '^RESULT \{"tag": "mgl", "gpus": 2, "d": 64, "L": 2, "H": 4, "B": 2, "T": 64, .*"backend": "cpu"' \

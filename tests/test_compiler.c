@@ -329,6 +329,24 @@ START_TEST(bert_heads)
 }
 END_TEST
 
+/* dropout with probability 0 is the identity: no node, and nothing in the backward */
+START_TEST(dropout_zero_is_gone)
+{
+	for (int zero = 0; zero < 2; zero++) {
+		Run r;
+		MglGraph *g = compile_model(&r, "models/gpt2.mgl", "tiny", zero ? "p_drop = 0" : NULL);
+		int dropouts = 0;
+		for (int i = 0; i < g->nnodes; i++)
+			dropouts += g->nodes[i].op == MGL_OP_DROPOUT;
+		if (zero)
+			ck_assert_int_eq(dropouts, 0);
+		else
+			ck_assert_int_gt(dropouts, 0);
+		run_free(&r);
+	}
+}
+END_TEST
+
 static const char *tiny_model =
 	"config { v = 16  d = 8  n = 2  heads = 2 }\n"
 	"preset big { d = 16  n = 3 }\n"
@@ -451,6 +469,7 @@ int main(void)
 	tcase_add_test(elab, every_preset_checks);
 	tcase_add_test(elab, gpt2_names_splits_shapes);
 	tcase_add_test(elab, bert_heads);
+	tcase_add_test(elab, dropout_zero_is_gone);
 	tcase_add_test(elab, config_overrides);
 	tcase_add_test(elab, config_arithmetic);
 	tcase_add_test(elab, hostile_sizes);
