@@ -319,7 +319,7 @@ START_TEST(bert_heads)
 	const MglParam *b = param(g, "mlm_logits.bias");
 	ck_assert_ptr_nonnull(b);
 	ck_assert_int_eq(b->split, MGL_SPLIT_ROW);  /* split with the vocabulary */
-	ck_assert_int_eq(param(g, "nsp.weight")->shape.d[0].n, 2);
+	ck_assert_int_eq(param(g, "sop.weight")->shape.d[0].n, 2);
 	ck_assert_int_eq(g->ninputs, 5);
 	int masked = 0;
 	for (int i = 0; i < g->nnodes; i++)

@@ -71,7 +71,7 @@ static void fill_inputs(RtJob *j, bool draw)
 			ids = inputs[k - 1] = malloc((size_t)n * sizeof *ids);
 			for (int64_t i = 0; i < n; i++) {
 				int64_t vocab = p->vocab;
-				if (!strcmp(x->name, "segments") || !strcmp(x->name, "nsp_targets"))
+				if (!strcmp(x->name, "segments") || !strcmp(x->name, "sop_targets"))
 					ids[i] = uniform() < 0.5;
 				else if (!strcmp(x->name, "mask"))   /* rows after the first end in padding */
 					ids[i] = i % x->shape[1] < x->shape[1] - 3 || i < x->shape[1];

@@ -91,7 +91,7 @@ static Given draw(const MglPlan *p, bool big)
 		int32_t *ids = malloc((size_t)n * sizeof *ids);
 		for (int64_t i = 0; i < n; i++)
 			ids[i] = !strcmp(x->name, "mask") ? (i % x->shape[1] < x->shape[1] - 2 || i < x->shape[1])
-			       : !strcmp(x->name, "segments") || !strcmp(x->name, "nsp_targets") ? uniform() < 0.5
+			       : !strcmp(x->name, "segments") || !strcmp(x->name, "sop_targets") ? uniform() < 0.5
 			       : !strcmp(x->name, "mlm_targets") && uniform() < 0.5 ? -1 : (int32_t)(uniform() * (double)p->vocab);
 		g.input[g.ninputs] = x->name;
 		g.ids[g.ninputs++] = ids;
