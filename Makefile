@@ -34,7 +34,7 @@ COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compi
                 compiler/partition.c compiler/adamw.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
                 compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
-RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c \
+RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c runtime/bert_data.c \
                 runtime/checkpoint.c runtime/tokenizer.c runtime/json.c runtime/io.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 
