@@ -61,15 +61,15 @@ int rt_bert_open(RtBertData *d, const uint16_t *tokens, int64_t n, const RtBertV
 		}
 		if (t != v->sep)
 			continue;
-		bool after_sentence = i > 0 && tokens[i - 1] != v->sep;
-		bool after_doc_end = i >= 2 && tokens[i - 1] == v->sep && tokens[i - 2] == v->sep;
-		if (!after_sentence && (i == 0 || after_doc_end)) {
-			rt_errf(err, errlen, "%s: position %s: an empty %s (a BERT stream is sentences each followed by "
+		/* a [SEP] ends a sentence, or after one a document, but never an empty one */
+		bool ends_sentence = i > 0 && tokens[i - 1] != v->sep;
+		if (!ends_sentence && (i < 2 || tokens[i - 2] == v->sep)) {
+			rt_errf(err, errlen, "%s: position %s: an empty document (a BERT stream is sentences each followed by "
 				"[SEP], and documents each followed by one more [SEP]; is this a BERT shard?)", name,
-				mgl_commas(i, b1), "document");
+				mgl_commas(i, b1));
 			return -1;
 		}
-		nsent += after_sentence;
+		nsent += ends_sentence;
 	}
 	if (tokens[n - 1] != v->sep || n < 2 || tokens[n - 2] != v->sep) {
 		rt_errf(err, errlen, "%s: the last document is not closed: a BERT stream ends with [SEP] [SEP] (is this a "

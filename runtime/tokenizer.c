@@ -1,5 +1,6 @@
-/* runtime/tokenizer.c — the tokenizers that turn training text into ids: bytes (id = byte)
- * and GPT-2's byte-level BPE, which gives exactly the ids of OpenAI's encoder.py.
+/* runtime/tokenizer.c — the tokenizers that turn training text into ids: bytes (id = byte),
+ * GPT-2's byte-level BPE, which gives exactly the ids of OpenAI's encoder.py, and BERT's:
+ * bytes with its special tokens, and WordPiece from a vocab.txt (its section below).
  *
  * GPT-2 encodes in three steps. A regex cuts the text into pre-tokens:
  *
@@ -78,10 +79,10 @@ struct RtTokenizer {
 	/* WordPiece: token bytes -> id, open addressing (-1 empty); scratch for a word */
 	int32_t *wmap;
 	size_t wmap_cap;
-	uint32_t *wcp, *wfold;     /* a white-space token's code points, and folded */
+	uint32_t *wcp, *wfold;     /* a piece of text between white space, and it folded */
 	size_t wcp_cap, wfold_cap;
-	unsigned char *wkey;       /* a word in UTF-8, after "##" */
-	size_t *wpos;              /* where each of its code points starts in wkey + 2 */
+	unsigned char *wkey;       /* a word in UTF-8, then a candidate token */
+	size_t *wpos;              /* where each of the word's code points starts */
 	size_t wkey_cap, wpos_cap;
 };
 
@@ -513,13 +514,12 @@ static size_t piece(const RtTokenizer *t, int32_t id, bool first, char *out)
 		b = t->bytes + t->off[id], n = t->off[id + 1] - t->off[id];
 	}
 	size_t o = 0;
-	if (t->kind == TOK_WORDPIECE) {
-		if (n > 2 && b[0] == '#' && b[1] == '#')
-			b += 2, n -= 2;
-		else if (!first && out)
-			out[o++] = ' ';
-		else if (!first)
-			o++;
+	if (t->kind == TOK_WORDPIECE && n > 2 && b[0] == '#' && b[1] == '#') {
+		b += 2, n -= 2;
+	} else if (t->kind == TOK_WORDPIECE && !first) {
+		if (out)
+			out[0] = ' ';
+		o = 1;
 	}
 	if (out)
 		memcpy(out + o, b, n);
