@@ -149,7 +149,7 @@ static const Command commands[] = {
 	 "Exit status: 0 written, 1 an invalid model or plan or a file that cannot be read or\n"
 	 "written, 2 bad usage.\n",
 	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o", "model file or plan"},
-	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes or GPT-2 BPE)", NULL, NULL, NULL},
+	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes, GPT-2 BPE, or BERT streams)", NULL, NULL, NULL},
 	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"

@@ -1,12 +1,16 @@
 /* cli/tokenize.c — `mgl tokenize`: text files to the token shards `mgl train` reads.
  *
  * Each input is one document, followed by <|endoftext|> when the tokenizer has one (GPT-2;
- * the byte tokenizer has none), so a model learns where documents end. The ids go into a
- * shard (runtime/data.c), and with --val-fraction F the last F of them into a second one
- * for validation. Nothing is written unless every input was read and tokenized.
+ * the byte tokenizer has none), so a model learns where documents end. With --bert the
+ * output is a BERT stream instead (runtime/bert_data.c, rt_bert_encode): documents at blank
+ * lines and at each input's end, sentences, and [SEP] marking the ends of both. The ids go
+ * into a shard (runtime/data.c), and with --val-fraction F the last F of them into a
+ * second one for validation (for BERT, at the document boundary nearest that point).
+ * Nothing is written unless every input was read and tokenized.
  *
  * Inputs are read in blocks, and GPT-2's text is encoded up to a point where cutting it
- * cannot change the ids (see cut_point), so memory holds the output shard, not the corpus.
+ * cannot change the ids (see cut_point), BERT's up to a blank line, so memory holds the
+ * output shard, not the corpus.
  *
  * The command parses its own arguments: cmd_tokenize(argc, argv) with argv[0] the command
  * name, as main() gets them. Exit status: 0 written, 1 an input, tokenizer or write that
@@ -21,7 +25,8 @@
 #include <string.h>
 
 static const char usage[] =
-	"usage: mgl tokenize INPUT... -o OUT.bin [--bytes | --gpt2 DIR] [--val-fraction F]\n"
+	"usage: mgl tokenize INPUT... -o OUT.bin [--bytes | --gpt2 DIR | --bert [--vocab FILE]]\n"
+	"                    [--val-fraction F]\n"
 	"\n"
 	"Tokenizes text files into a token shard for `mgl train --data`: llm.c's .bin layout, a\n"
 	"1024-byte header and then the ids as uint16. Each INPUT is one document ('-' is standard\n"
@@ -32,8 +37,17 @@ static const char usage[] =
 	"  --bytes           ids are the bytes, 0..255 (the default)\n"
 	"  --gpt2 DIR        GPT-2's BPE from DIR/encoder.json and DIR/vocab.bpe; the script\n"
 	"                    examples/fetch_gpt2_tokenizer.sh DIR fetches them\n"
+	"  --bert            for BERT's pre-training: documents end at blank lines and at the\n"
+	"                    end of each INPUT, sentences after . ! or ? and white space; each\n"
+	"                    sentence's ids are followed by [SEP], and each document by one more.\n"
+	"                    Without --vocab the ids are the bytes, then [PAD] 256, [UNK] 257,\n"
+	"                    [CLS] 258, [SEP] 259 and [MASK] 260 (a vocabulary of 261)\n"
+	"  --vocab FILE      with --bert: WordPiece from a BERT vocab.txt (one token a line, the\n"
+	"                    id its line number from 0, with [PAD] [UNK] [CLS] [SEP] [MASK]),\n"
+	"                    encoding as BERT's uncased tokenizer does (lower case, no accents)\n"
 	"  --val-fraction F  put the last F of the tokens (0 to 0.5; default 0, none) in\n"
-	"                    OUT.val.bin, for `mgl train --val`, and the rest in OUT.bin\n"
+	"                    OUT.val.bin, for `mgl train --val`, and the rest in OUT.bin (with\n"
+	"                    --bert, whole documents: the split is at the nearest document end)\n"
 	"\n"
 	"Exit status: 0 written, 1 an unreadable input or tokenizer or a failed write, 2 bad usage.\n";
 
@@ -41,6 +55,8 @@ static const char usage[] =
 typedef struct {
 	RtTokenizer *tok;
 	const char *tok_name;
+	bool bert;
+	RtBertVocab bv;        /* with bert */
 	uint16_t *out;         /* every token so far */
 	int64_t n, cap;
 	int32_t *ids;          /* one block's ids */
@@ -76,7 +92,8 @@ static int put(Run *r, int32_t id, const char *name)
 static int encode(Run *r, const char *text, size_t len, const char *name)
 {
 	r->nids = 0;
-	if (rt_tok_encode(r->tok, text, len, &r->ids, &r->nids, &r->ids_cap)) {
+	if (r->bert ? rt_bert_encode(r->tok, &r->bv, text, len, &r->ids, &r->nids, &r->ids_cap) :
+		      rt_tok_encode(r->tok, text, len, &r->ids, &r->nids, &r->ids_cap)) {
 		fprintf(stderr, "mgl: error: out of memory tokenizing '%s'\n", name);
 		return 1;
 	}
@@ -98,6 +115,23 @@ static size_t cut_point(const char *text, size_t from, size_t len)
 		unsigned char prev = (unsigned char)text[i - 1];
 		if (text[i] == '\n' && prev < 0x80 && prev != ' ' && !(prev >= '\t' && prev <= '\r'))
 			return i;
+	}
+	return 0;
+}
+
+/* Where BERT's text[0..len) can be cut: at the start of the last blank line (a line of
+ * nothing but white space) after `from`, where a document ends whatever follows; or 0. */
+static size_t bert_cut(const char *text, size_t from, size_t len)
+{
+	for (size_t i = len; i-- > (from ? from : 1);) {
+		if (text[i] != '\n')
+			continue;
+		size_t j = i;
+		while (j > 0 && (text[j - 1] == ' ' || text[j - 1] == '\t' || text[j - 1] == '\r' || text[j - 1] == '\f' ||
+				 text[j - 1] == '\v'))
+			j--;
+		if (j > 0 && text[j - 1] == '\n')
+			return j;
 	}
 	return 0;
 }
@@ -140,9 +174,9 @@ static int tokenize_file(Run *r, const char *name, bool gpt2)
 			st = encode(r, buf, have, name);
 			break;
 		}
-		/* bytes can be cut anywhere; GPT-2's text where cut_point says, and if a block
-		 * has no such point (no newlines) the text waits for the next */
-		size_t cut = gpt2 ? cut_point(buf, old, have) : have;
+		/* bytes can be cut anywhere; GPT-2's text where cut_point says, BERT's at a blank
+		 * line, and if a block has no such point the text waits for the next */
+		size_t cut = gpt2 ? cut_point(buf, old, have) : r->bert ? bert_cut(buf, old, have) : have;
 		if (cut) {
 			if ((st = encode(r, buf, cut, name)))
 				break;
@@ -157,6 +191,21 @@ static int tokenize_file(Run *r, const char *name, bool gpt2)
 	if (!st && rt_tok_eot(r->tok) >= 0)
 		st = put(r, rt_tok_eot(r->tok), name);
 	return st;
+}
+
+/* The end of a BERT document (just after its closing [SEP] [SEP]) nearest r->out[at]; 0
+ * or r->n when the stream holds one document. */
+static int64_t bert_split(const Run *r, int64_t at)
+{
+	int64_t sep = r->bv.sep;
+	for (int64_t d = 0; at - d > 0 || at + d < r->n; d++) {
+		for (int k = -1; k <= 1; k += 2) {
+			int64_t i = at + k * d;   /* a cut before r->out[i] */
+			if (i >= 2 && i < r->n && r->out[i - 1] == sep && r->out[i - 2] == sep)
+				return i;
+		}
+	}
+	return 0;
 }
 
 /* An option's value: "--name value" or "--name=value"; NULL after a usage error. */
@@ -220,8 +269,8 @@ RtTokenizer *cli_ckpt_gpt2(const char *gpt2, const char *tok, const char *sha, c
 
 int cmd_tokenize(int argc, char **argv)
 {
-	const char *out = NULL, *gpt2 = NULL;
-	bool bytes = false, only_files = false;
+	const char *out = NULL, *gpt2 = NULL, *vocab = NULL;
+	bool bytes = false, bert = false, only_files = false;
 	double frac = 0;
 	const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
 	int ninputs = 0, st = 0;
@@ -246,13 +295,17 @@ int cmd_tokenize(int argc, char **argv)
 			out = value(argc, argv, &i, "-o", &st);
 		} else if (len == 6 && !strncmp(arg, "--gpt2", 6)) {
 			gpt2 = value(argc, argv, &i, "--gpt2", &st);
+		} else if (!strcmp(arg, "--bert")) {
+			bert = true;
+		} else if (len == 7 && !strncmp(arg, "--vocab", 7)) {
+			vocab = value(argc, argv, &i, "--vocab", &st);
 		} else if (len == 14 && !strncmp(arg, "--val-fraction", 14)) {
 			const char *v = value(argc, argv, &i, "--val-fraction", &st);
 			char *end;
 			if (v && (frac = strtod(v, &end), end == v || *end || !(frac >= 0 && frac <= 0.5)))
 				st = usage_error("tokenize", "--val-fraction takes a number from 0 to 0.5, not '%s'", v);
 		} else {
-			st = cli_unknown_option("tokenize", arg, "-o --bytes --gpt2 --val-fraction --help");
+			st = cli_unknown_option("tokenize", arg, "-o --bytes --gpt2 --bert --vocab --val-fraction --help");
 		}
 	}
 	char *val = NULL;
@@ -260,8 +313,11 @@ int cmd_tokenize(int argc, char **argv)
 		st = usage_error("tokenize", "no input files given%s", "");
 	else if (!st && !out)
 		st = usage_error("tokenize", "no output given: -o OUT.bin%s", "");
-	else if (!st && bytes && gpt2)
-		st = usage_error("tokenize", "--bytes and --gpt2 %s: give one tokenizer", "exclude each other");
+	else if (!st && bytes + !!gpt2 + bert > 1)
+		st = usage_error("tokenize", "%s exclude each other: give one tokenizer", bytes && gpt2 ? "--bytes and --gpt2" :
+				 bytes ? "--bytes and --bert" : "--gpt2 and --bert");
+	else if (!st && vocab && !bert)
+		st = usage_error("tokenize", "--vocab is BERT's WordPiece vocabulary: it goes with --bert%s", "");
 	else if (!st && frac > 0 && !(val = val_path(out)))
 		st = usage_error("tokenize", "with --val-fraction, -o must end in .bin (the validation tokens go to "
 				 "OUT.val.bin), not '%s'", out);
@@ -271,10 +327,15 @@ int cmd_tokenize(int argc, char **argv)
 	}
 
 	char err[1024];
-	Run r = {.tok_name = gpt2 ? "gpt2" : "bytes"};
-	r.tok = gpt2 ? cli_gpt2(gpt2, NULL) : rt_tok_bytes();
+	Run r = {.tok_name = gpt2 ? "gpt2" : vocab ? "bert, WordPiece" : bert ? "bert, bytes" : "bytes", .bert = bert};
+	if (vocab && !(r.tok = rt_tok_wordpiece(vocab, err, sizeof err)))
+		fprintf(stderr, "mgl: error: %s\n", err);
+	else if (!vocab)
+		r.tok = gpt2 ? cli_gpt2(gpt2, NULL) : bert ? rt_tok_bert_bytes() : rt_tok_bytes();
+	if (r.tok && bert)
+		rt_tok_bert(r.tok, &r.bv);
 	if (!r.tok) {
-		if (!gpt2)
+		if (!gpt2 && !vocab)
 			fprintf(stderr, "mgl: error: out of memory\n");
 		free(inputs);
 		free(val);
@@ -284,7 +345,8 @@ int cmd_tokenize(int argc, char **argv)
 		st = tokenize_file(&r, inputs[i], gpt2 != NULL);
 	int64_t nval = 0, ntrain = r.n;
 	if (!st && !r.n) {
-		fprintf(stderr, "mgl: error: no tokens: the input%s empty\n", ninputs > 1 ? "s are" : " is");
+		fprintf(stderr, "mgl: error: no tokens: the input%s empty%s\n", ninputs > 1 ? "s are" : " is",
+			bert ? " or white space" : "");
 		st = 1;
 	}
 	if (!st && frac > 0) {
@@ -293,9 +355,11 @@ int cmd_tokenize(int argc, char **argv)
 		if (nval < 1)
 			nval = 1;
 		ntrain = r.n - nval;
-		if (ntrain < 1) {
-			fprintf(stderr, "mgl: error: %s token%s: too few to split for --val-fraction\n", mgl_commas(r.n, (char[32]){0}),
-				r.n == 1 ? "" : "s");
+		if (bert)
+			ntrain = bert_split(&r, ntrain), nval = r.n - ntrain;
+		if (ntrain < 1 || nval < 1) {
+			fprintf(stderr, "mgl: error: %s token%s%s: too few to split for --val-fraction\n", mgl_commas(r.n, (char[32]){0}),
+				r.n == 1 ? "" : "s", bert ? " in one document" : "");
 			st = 1;
 		}
 	}
@@ -312,9 +376,17 @@ int cmd_tokenize(int argc, char **argv)
 	}
 	if (!st) {
 		char b1[32], b2[32], b3[32], b4[32];
-		printf("%d file%s, %s bytes -> %s token%s (%s): wrote %s (%s token%s)", ninputs, ninputs == 1 ? "" : "s",
-		       mgl_commas(r.bytes, b1), mgl_commas(r.n, b2), r.n == 1 ? "" : "s", r.tok_name, out, mgl_commas(ntrain, b3),
-		       ntrain == 1 ? "" : "s");
+		printf("%d file%s, %s bytes -> %s token%s", ninputs, ninputs == 1 ? "" : "s", mgl_commas(r.bytes, b1),
+		       mgl_commas(r.n, b2), r.n == 1 ? "" : "s");
+		if (bert) {   /* a [SEP] ends each sentence, and one more each document */
+			int64_t seps = 0, docs = 0;
+			for (int64_t i = 0; i < r.n; i++)
+				if (r.out[i] == r.bv.sep)
+					seps++, docs += i > 0 && r.out[i - 1] == r.bv.sep;
+			printf(" in %s document%s of %s sentence%s", mgl_commas(docs, b1), docs == 1 ? "" : "s",
+			       mgl_commas(seps - docs, b2), seps - docs == 1 ? "" : "s");
+		}
+		printf(" (%s): wrote %s (%s token%s)", r.tok_name, out, mgl_commas(ntrain, b3), ntrain == 1 ? "" : "s");
 		if (val)
 			printf(" and %s (%s token%s)", val, mgl_commas(nval, b4), nval == 1 ? "" : "s");
 		printf("\n");

@@ -2,7 +2,8 @@
  * compiler through nothing else.
  *
  *   data.c        token shards (the llm.c / nanoGPT .bin layout) and the batch loader
- *   tokenizer.c   byte-level and GPT-2 BPE tokenizers
+ *   tokenizer.c   byte-level, GPT-2 BPE and BERT WordPiece tokenizers
+ *   bert_data.c   BERT's pre-training examples: sentence pairs, masked tokens
  *   checkpoint.c  safetensors files: full (unsharded) tensors by name, plus metadata
  *                 (the keys mgl writes, checked when read)
  *   json.c        the JSON reader (checkpoints' headers, GPT-2's encoder.json, logs) and UTF-8
@@ -122,16 +123,90 @@ RtTokenizer *rt_tok_bytes(void);                                   /* ids 0..255
  * RT_TOK_MAX_FILE_BYTES; GPT-2's are 1 MB and 0.5 MB). */
 enum { RT_TOK_MAX_FILE_BYTES = 1 << 30 };
 RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen);
-int rt_tok_vocab(const RtTokenizer *t);                            /* 256 or 50257 */
+int rt_tok_vocab(const RtTokenizer *t);                            /* 256, 50257, ... */
 int rt_tok_eot(const RtTokenizer *t);                              /* <|endoftext|>, or -1 */
 /* GPT-2's: the SHA-256 of encoder.json and of vocab.bpe as read, in hex, separated by a
- * space (what sha256sum prints for each); NULL for bytes. */
+ * space (what sha256sum prints for each); WordPiece's, vocab.txt's; NULL for bytes. */
 const char *rt_tok_digest(const RtTokenizer *t);
+/* BERT's tokenizers, which have the special tokens BERT's examples need. The byte-level
+ * one needs no file: ids 0..255 are the bytes, then [PAD] 256, [UNK] 257, [CLS] 258,
+ * [SEP] 259 and [MASK] 260 (so a vocabulary of 261); it never makes [UNK]. WordPiece reads
+ * a standard BERT vocab.txt (one token a line, the id its line's number from 0, "##" before
+ * a word's continuations), which must hold the five special tokens, no token twice, no
+ * empty line, only UTF-8, and at most RT_WORDPIECE_MAX_VOCAB tokens (the ids go into
+ * shards as uint16); an error names the file and line. Its encoding is BERT's uncased
+ * tokenization.py: lower-casing, accents stripped, split at punctuation and around CJK
+ * ideographs, then greedy longest-match-first WordPiece (a word of more than 100 code
+ * points, or one it cannot split, is [UNK]). Neither turns text such as "[SEP]" into a
+ * special token. */
+enum { RT_BERT_BYTES_VOCAB = 261, RT_WORDPIECE_MAX_VOCAB = 65536 };
+typedef struct {
+	int32_t vocab;                      /* ids are 0..vocab-1 */
+	int32_t pad, unk, cls, sep, mask;   /* the special tokens' ids */
+} RtBertVocab;
+RtTokenizer *rt_tok_bert_bytes(void);
+RtTokenizer *rt_tok_wordpiece(const char *path, char *err, size_t errlen);
+/* A BERT tokenizer's vocabulary: 0 with *v, or -1 for one that is not BERT's. */
+int rt_tok_bert(const RtTokenizer *t, RtBertVocab *v);
 /* Appends text's ids to *ids (malloc'd, grown as needed; *n ids, *cap capacity). */
 int rt_tok_encode(RtTokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap);
-/* The text of ids (malloc'd, NUL-terminated, *len bytes). */
+/* The text of ids (malloc'd, NUL-terminated, *len bytes). WordPiece's tokens are joined
+ * by spaces, a "##" continuation without one (and without its "##"); the byte-level BERT
+ * vocabulary's special tokens are their names, "[SEP]". */
 char *rt_tok_decode(const RtTokenizer *t, const int32_t *ids, size_t n, size_t *len);
 void rt_tok_free(RtTokenizer *t);
+
+/* ---------------------------------------------------------------- BERT's examples (bert_data.c) */
+
+/* A BERT token stream: each sentence its ids then [SEP], each document one more [SEP]
+ * ("s1 [SEP] s2 [SEP] [SEP] s3 [SEP] [SEP]"); no [PAD], [CLS] or [MASK]. */
+typedef struct {
+	int64_t start, len;   /* the sentence is tokens[start, start + len) */
+	int64_t doc_end;      /* the index of the first sentence after its document */
+} RtBertSentence;
+
+typedef struct {
+	RtBertVocab v;
+	const uint16_t *tokens;   /* the stream (not owned; kept while this is used) */
+	int64_t ntokens;
+	RtBertSentence *sent;     /* every sentence, in order */
+	int64_t nsent;
+	int64_t *starts;          /* the sentences an example may start at */
+	int64_t nstarts;
+} RtBertData;
+
+/* Checks a stream and indexes its sentences: 0, or -1 with err naming `name` (the shard)
+ * and saying what is wrong (no tokens, a token beyond v->vocab, a special token other than
+ * [SEP], an empty document, an unclosed last document, nothing to make a pair of). */
+int rt_bert_open(RtBertData *d, const uint16_t *tokens, int64_t n, const RtBertVocab *v, const char *name,
+		 char *err, size_t errlen);
+void rt_bert_close(RtBertData *d);
+
+/* One batch, the inputs of models/bert.mgl by name, all row-major int32. */
+enum { RT_BERT_IGNORE = -1 };   /* the masked-LM target of a position not chosen */
+typedef struct {
+	int32_t *tokens;          /* [B, S] [CLS] A [SEP] B [SEP] [PAD]..., some of A and B masked */
+	int32_t *segments;        /* [B, S] 0 up to the first [SEP], 1 for B and its [SEP], 0 for padding */
+	int32_t *mask;            /* [B, S] 1 for the tokens, 0 for the padding */
+	int32_t *mlm_targets;     /* [B, S] the original id where chosen for the masked LM, else RT_BERT_IGNORE */
+	int32_t *nsp_targets;     /* [B] the sentence-order label: 1 when A and B were swapped, 0 when in order */
+} RtBertBatch;
+
+/* Fills out with examples first .. first + B - 1 (sequences of S >= 5): each a pure
+ * function of (seed, its index), so any split of the indices over micro-batches and ranks
+ * gives the same examples. How they are made: the top of bert_data.c. 0, or -1 with err
+ * for S < 5 or B < 1. */
+int rt_bert_batch(const RtBertData *d, uint64_t seed, int64_t first, int64_t B, int64_t S, const RtBertBatch *out,
+		  char *err, size_t errlen);
+
+/* Appends text's BERT stream to *ids (as rt_tok_encode does; t a BERT tokenizer, v its
+ * vocabulary): documents end at blank lines (lines of nothing but white space) and at the
+ * end of text; a sentence ends after '.', '!' or '?' (and any closing quotes and brackets
+ * after it) where white space follows, and at the end of its document. Each sentence is
+ * encoded on its own, its surrounding white space left out; sentences and documents with no
+ * ids are left out. 0, or -1 (out of memory) with *n as it was. */
+int rt_bert_encode(RtTokenizer *t, const RtBertVocab *v, const char *text, size_t len, int32_t **ids, size_t *n,
+		   size_t *cap);
 
 /* ---------------------------------------------------------------- checkpoints (checkpoint.c) */
 

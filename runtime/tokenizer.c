@@ -1,5 +1,6 @@
-/* runtime/tokenizer.c — the tokenizers that turn training text into ids: bytes (id = byte)
- * and GPT-2's byte-level BPE, which gives exactly the ids of OpenAI's encoder.py.
+/* runtime/tokenizer.c — the tokenizers that turn training text into ids: bytes (id = byte),
+ * GPT-2's byte-level BPE, which gives exactly the ids of OpenAI's encoder.py, and BERT's:
+ * bytes with its special tokens, and WordPiece from a vocab.txt (its section below).
  *
  * GPT-2 encodes in three steps. A regex cuts the text into pre-tokens:
  *
@@ -38,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TOK_BYTES, TOK_GPT2 };
+enum { TOK_BYTES, TOK_GPT2, TOK_BERT_BYTES, TOK_WORDPIECE };
 
 enum {
 	MAX_VOCAB = 1 << 24,       /* ids and ranks; far from int32's limit, which heap keys need */
@@ -53,8 +54,10 @@ typedef struct { uint64_t hash; uint32_t key, klen, at, n; } CacheSlot;
 
 struct RtTokenizer {
 	int kind, vocab, eot;
-	char digest[2 * 64 + 2];   /* GPT-2: the SHA-256 of encoder.json and of vocab.bpe, in hex */
-	/* GPT-2: token i is bytes[off[i] .. off[i+1]) */
+	char digest[2 * 64 + 2];   /* GPT-2: the SHA-256 of encoder.json and of vocab.bpe, in hex;
+				      WordPiece: of vocab.txt */
+	RtBertVocab bert;          /* BERT's: the special tokens */
+	/* GPT-2 and WordPiece: token i is bytes[off[i] .. off[i+1]) */
 	unsigned char *bytes;
 	size_t *off;
 	int32_t byte_id[256];
@@ -73,6 +76,14 @@ struct RtTokenizer {
 	uint32_t *prv, *nxt;
 	uint64_t *heap;
 	size_t sym_cap, heap_cap;
+	/* WordPiece: token bytes -> id, open addressing (-1 empty); scratch for a word */
+	int32_t *wmap;
+	size_t wmap_cap;
+	uint32_t *wcp, *wfold;     /* a piece of text between white space, and it folded */
+	size_t wcp_cap, wfold_cap;
+	unsigned char *wkey;       /* a word in UTF-8, then a candidate token */
+	size_t *wpos;              /* where each of the word's code points starts */
+	size_t wkey_cap, wpos_cap;
 };
 
 /* Grows *p (elements of size `size`) to hold at least `need`; 0 or -1 (out of memory). */
@@ -429,6 +440,8 @@ static int bpe_word(RtTokenizer *t, const unsigned char *w, size_t m, int32_t **
 
 /* ---------------------------------------------------------------- encoding and decoding */
 
+static int wordpiece_encode(RtTokenizer *t, const unsigned char *s, size_t len, int32_t **ids, size_t *n, size_t *cap);
+
 RtTokenizer *rt_tok_bytes(void)
 {
 	RtTokenizer *t = calloc(1, sizeof *t);
@@ -440,6 +453,17 @@ RtTokenizer *rt_tok_bytes(void)
 	return t;
 }
 
+RtTokenizer *rt_tok_bert_bytes(void)
+{
+	RtTokenizer *t = rt_tok_bytes();
+	if (!t)
+		return NULL;
+	t->kind = TOK_BERT_BYTES;
+	t->vocab = RT_BERT_BYTES_VOCAB;
+	t->bert = (RtBertVocab){.vocab = RT_BERT_BYTES_VOCAB, .pad = 256, .unk = 257, .cls = 258, .sep = 259, .mask = 260};
+	return t;
+}
+
 int rt_tok_vocab(const RtTokenizer *t) { return t->vocab; }
 int rt_tok_eot(const RtTokenizer *t) { return t->eot; }
 
@@ -447,7 +471,9 @@ int rt_tok_eot(const RtTokenizer *t) { return t->eot; }
 int rt_tok_encode(RtTokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap)
 {
 	const unsigned char *s = (const unsigned char *)text;
-	if (t->kind == TOK_BYTES) {
+	if (t->kind == TOK_WORDPIECE)
+		return wordpiece_encode(t, s, len, ids, n, cap);
+	if (t->kind == TOK_BYTES || t->kind == TOK_BERT_BYTES) {
 		if (len > SIZE_MAX - *n || reserve(ids, cap, *n + len))
 			return -1;
 		for (size_t i = 0; i < len; i++)
@@ -467,6 +493,39 @@ int rt_tok_encode(RtTokenizer *t, const char *text, size_t len, int32_t **ids, s
 	return 0;
 }
 
+/* BERT's special tokens, in the order of the byte-level vocabulary's ids 256.. */
+static const char *const bert_special_names[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+
+/* id's text into out (NULL: only its length): a byte, a token, or (BERT's bytes) a special
+ * token's name. WordPiece's tokens are words: a space before each but the first, except
+ * that a "##" continuation joins the one before without its "##". */
+static size_t piece(const RtTokenizer *t, int32_t id, bool first, char *out)
+{
+	if (t->kind == TOK_BYTES || (t->kind == TOK_BERT_BYTES && id < 256)) {
+		if (out)
+			*out = (char)id;
+		return 1;
+	}
+	const unsigned char *b;
+	size_t n;
+	if (t->kind == TOK_BERT_BYTES) {
+		b = (const unsigned char *)bert_special_names[id - 256], n = strlen((const char *)b);
+	} else {
+		b = t->bytes + t->off[id], n = t->off[id + 1] - t->off[id];
+	}
+	size_t o = 0;
+	if (t->kind == TOK_WORDPIECE && n > 2 && b[0] == '#' && b[1] == '#') {
+		b += 2, n -= 2;
+	} else if (t->kind == TOK_WORDPIECE && !first) {
+		if (out)
+			out[0] = ' ';
+		o = 1;
+	}
+	if (out)
+		memcpy(out + o, b, n);
+	return o + n;
+}
+
 /* NULL for an id outside the vocabulary, or out of memory. */
 char *rt_tok_decode(const RtTokenizer *t, const int32_t *ids, size_t n, size_t *len)
 {
@@ -474,21 +533,14 @@ char *rt_tok_decode(const RtTokenizer *t, const int32_t *ids, size_t n, size_t *
 	for (size_t i = 0; i < n; i++) {
 		if (ids[i] < 0 || ids[i] >= t->vocab)
 			return NULL;
-		total += t->kind == TOK_BYTES ? 1 : t->off[ids[i] + 1] - t->off[ids[i]];
+		total += piece(t, ids[i], i == 0, NULL);
 	}
 	char *out = malloc(total + 1);
 	if (!out)
 		return NULL;
 	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (t->kind == TOK_BYTES) {
-			out[o++] = (char)ids[i];
-		} else {
-			size_t a = t->off[ids[i]], b = t->off[ids[i] + 1];
-			memcpy(out + o, t->bytes + a, b - a);
-			o += b - a;
-		}
-	}
+	for (size_t i = 0; i < n; i++)
+		o += piece(t, ids[i], i == 0, out + o);
 	out[o] = 0;
 	if (len)
 		*len = o;
@@ -511,10 +563,26 @@ void rt_tok_free(RtTokenizer *t)
 	free(t->prv);
 	free(t->nxt);
 	free(t->heap);
+	free(t->wmap);
+	free(t->wcp);
+	free(t->wfold);
+	free(t->wkey);
+	free(t->wpos);
 	free(t);
 }
 
-const char *rt_tok_digest(const RtTokenizer *t) { return t->kind == TOK_GPT2 ? t->digest : NULL; }
+const char *rt_tok_digest(const RtTokenizer *t)
+{
+	return t->kind == TOK_GPT2 || t->kind == TOK_WORDPIECE ? t->digest : NULL;
+}
+
+int rt_tok_bert(const RtTokenizer *t, RtBertVocab *v)
+{
+	if (t->kind != TOK_BERT_BYTES && t->kind != TOK_WORDPIECE)
+		return -1;
+	*v = t->bert;
+	return 0;
+}
 
 /* ---------------------------------------------------------------- loading: shared */
 
@@ -1014,4 +1082,308 @@ bad:
 	free(vtext);
 	rt_tok_free(t);
 	return NULL;
+}
+
+/* ---------------------------------------------------------------- BERT's WordPiece */
+
+/* BERT's tokenization.py, in two steps. BasicTokenizer drops control characters, cuts the
+ * text at white space and around each CJK ideograph, lower-cases each piece and strips its
+ * accents (NFD, then no nonspacing marks), and cuts it again before and after every
+ * punctuation character. WordpieceTokenizer then splits each word greedily into the longest
+ * tokens of vocab.txt, from the left, the ones after the first spelled with "##"; a word
+ * that cannot be split so, or has more than WP_MAX_WORD code points, is [UNK]. Text that
+ * is not UTF-8 loses the bytes that start no well-formed sequence (Python would read them as
+ * U+FFFD, which BasicTokenizer drops). unicode_tables.h says what is folded per code point
+ * and what is not (NFD's canonical reordering). */
+enum { WP_MAX_WORD = 100 };
+
+/* BERT's _is_chinese_char: the CJK Unified Ideographs blocks and their extensions. */
+static bool is_cjk(uint32_t c)
+{
+	static const uint32_t cjk[][2] = {{0x3400, 0x4DBF}, {0x4E00, 0x9FFF}, {0xF900, 0xFAFF}, {0x20000, 0x2A6DF},
+					  {0x2A700, 0x2B73F}, {0x2B740, 0x2B81F}, {0x2B820, 0x2CEAF}, {0x2F800, 0x2FA1F}};
+	return in_table(cjk, COUNT(cjk), c);
+}
+
+/* BERT's _is_punctuation: the ASCII symbols as well as Unicode's P*. */
+static bool is_punct(uint32_t c)
+{
+	if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126))
+		return true;
+	return c >= 0x80 && in_table(uni_punct, COUNT(uni_punct), c);
+}
+
+/* Lower-cased and stripped of accents: c's code points into out[0..3), how many. */
+static int fold(uint32_t c, uint32_t out[3])
+{
+	if (c < 0x80) {
+		out[0] = c >= 'A' && c <= 'Z' ? c + 32 : c;
+		return 1;
+	}
+	if (c >= 0xAC00 && c <= 0xD7A3) {   /* a Hangul syllable: NFD by arithmetic (Unicode 3.12) */
+		uint32_t s = c - 0xAC00;
+		out[0] = 0x1100 + s / 588, out[1] = 0x1161 + s % 588 / 28, out[2] = 0x11A7 + s % 28;
+		return s % 28 ? 3 : 2;
+	}
+	size_t lo = 0, hi = COUNT(uni_fold);
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (c < uni_fold[mid][0])
+			hi = mid;
+		else if (c > uni_fold[mid][0])
+			lo = mid + 1;
+		else {
+			int n = 0;
+			while (n < 3 && uni_fold[mid][n + 1])
+				out[n] = uni_fold[mid][n + 1], n++;
+			return n;
+		}
+	}
+	if (in_table(uni_mn, COUNT(uni_mn), c))
+		return 0;
+	out[0] = c;
+	return 1;
+}
+
+/* str.lower()'s capital sigma at w[i] of w[0..n): final (U+03C2) after a cased letter
+ * (case-ignorable ones skipped) and not before one, else U+03C3. */
+static uint32_t sigma(const uint32_t *w, size_t n, size_t i)
+{
+	size_t j = i;
+	while (j > 0 && in_table(uni_case_ignorable, COUNT(uni_case_ignorable), w[j - 1]))
+		j--;
+	if (j == 0 || !in_table(uni_cased, COUNT(uni_cased), w[j - 1]))
+		return 0x3C3;
+	for (j = i + 1; j < n && in_table(uni_case_ignorable, COUNT(uni_case_ignorable), w[j]); j++)
+		;
+	return j < n && in_table(uni_cased, COUNT(uni_cased), w[j]) ? 0x3C3 : 0x3C2;
+}
+
+static int32_t wp_find(const RtTokenizer *t, const unsigned char *b, size_t n)
+{
+	size_t mask = t->wmap_cap - 1;
+	for (size_t i = hash_bytes(b, n) & mask;; i = (i + 1) & mask) {
+		int32_t id = t->wmap[i];
+		if (id < 0 || (t->off[id + 1] - t->off[id] == n && !memcmp(t->bytes + t->off[id], b, n)))
+			return id;
+	}
+}
+
+static size_t utf8_put(unsigned char *o, uint32_t c)
+{
+	if (c < 0x80)
+		return o[0] = (unsigned char)c, 1;
+	if (c < 0x800)
+		return o[0] = (unsigned char)(0xC0 | c >> 6), o[1] = (unsigned char)(0x80 | (c & 0x3F)), 2;
+	if (c < 0x10000)
+		return o[0] = (unsigned char)(0xE0 | c >> 12), o[1] = (unsigned char)(0x80 | (c >> 6 & 0x3F)),
+		       o[2] = (unsigned char)(0x80 | (c & 0x3F)), 3;
+	return o[0] = (unsigned char)(0xF0 | c >> 18), o[1] = (unsigned char)(0x80 | (c >> 12 & 0x3F)),
+	       o[2] = (unsigned char)(0x80 | (c >> 6 & 0x3F)), o[3] = (unsigned char)(0x80 | (c & 0x3F)), 4;
+}
+
+/* WordPiece on the word w[0..m), m > 0: appends its ids. */
+static int wp_word(RtTokenizer *t, const uint32_t *w, size_t m, int32_t **ids, size_t *n, size_t *cap)
+{
+	if (reserve(ids, cap, *n + m))   /* a word has at most m pieces */
+		return -1;
+	if (m > WP_MAX_WORD) {
+		(*ids)[(*n)++] = t->bert.unk;
+		return 0;
+	}
+	/* the word in UTF-8 at wkey, code point i at pos[i]; a candidate, "##" first, after it */
+	if (grow(&t->wkey, &t->wkey_cap, 2 + 8 * m, 1) || grow(&t->wpos, &t->wpos_cap, m + 1, sizeof *t->wpos))
+		return -1;
+	unsigned char *word = t->wkey, *cand = t->wkey + 4 * m;
+	size_t *pos = t->wpos;
+	pos[0] = 0;
+	for (size_t i = 0; i < m; i++)
+		pos[i + 1] = pos[i] + utf8_put(word + pos[i], w[i]);
+	size_t n0 = *n;
+	for (size_t start = 0; start < m;) {
+		int32_t id = -1;
+		size_t end = m;
+		for (; end > start; end--) {
+			size_t k = start ? 2 : 0, len = pos[end] - pos[start];
+			cand[0] = cand[1] = '#';
+			memcpy(cand + k, word + pos[start], len);
+			if ((id = wp_find(t, cand, k + len)) >= 0)
+				break;
+		}
+		if (id < 0) {   /* a piece with no token: the whole word is unknown */
+			*n = n0;
+			(*ids)[(*n)++] = t->bert.unk;
+			return 0;
+		}
+		(*ids)[(*n)++] = id;
+		start = end;
+	}
+	return 0;
+}
+
+/* A piece of text between white space, w[0..m): lower-cased, stripped of accents, cut at
+ * punctuation, and each word's ids appended. */
+static int wp_token(RtTokenizer *t, const uint32_t *w, size_t m, int32_t **ids, size_t *n, size_t *cap)
+{
+	if (grow(&t->wfold, &t->wfold_cap, 3 * m, sizeof *t->wfold))
+		return -1;
+	uint32_t *f = t->wfold;
+	size_t k = 0;
+	for (size_t i = 0; i < m; i++) {
+		if (w[i] == 0x3A3)
+			f[k++] = sigma(w, m, i);
+		else
+			k += (size_t)fold(w[i], f + k);
+	}
+	size_t word = 0;
+	for (size_t i = 0; i < k; i++) {
+		if (!is_punct(f[i]))
+			continue;
+		if ((i > word && wp_word(t, f + word, i - word, ids, n, cap)) || wp_word(t, f + i, 1, ids, n, cap))
+			return -1;
+		word = i + 1;
+	}
+	return k > word ? wp_word(t, f + word, k - word, ids, n, cap) : 0;
+}
+
+static int wordpiece_encode(RtTokenizer *t, const unsigned char *s, size_t len, int32_t **ids, size_t *n, size_t *cap)
+{
+	size_t n0 = *n, m = 0;
+	for (size_t i = 0; i <= len;) {
+		uint32_t c = ' ';
+		if (i < len) {
+			int l = rt_utf8_decode(s + i, len - i, &c);
+			i += l ? (size_t)l : 1;
+			if (!l || c == 0 || c == 0xFFFD || (c < 0x20 && c != '\t' && c != '\n' && c != '\r') ||
+			    (c >= 0x7F && in_table(uni_control, COUNT(uni_control), c)))
+				continue;   /* not UTF-8, or dropped: control characters, NUL, U+FFFD */
+		} else {
+			i++;
+		}
+		bool space = c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
+			     (c >= 0x80 && in_table(uni_bert_space, COUNT(uni_bert_space), c));
+		bool cjk = !space && is_cjk(c);
+		if (!space && !cjk) {
+			if (grow(&t->wcp, &t->wcp_cap, m + 1, sizeof *t->wcp))
+				goto oom;
+			t->wcp[m++] = c;
+			continue;
+		}
+		if (m && wp_token(t, t->wcp, m, ids, n, cap))
+			goto oom;
+		m = 0;
+		if (cjk && wp_token(t, &c, 1, ids, n, cap))
+			goto oom;
+	}
+	return 0;
+oom:
+	*n = n0;
+	return -1;
+}
+
+/* ---------------------------------------------------------------- loading vocab.txt */
+
+/* vocab.txt: one token a line, its id the line's number from 0; "\r\n" ends a line too. */
+static int load_vocab(RtTokenizer *t, const char *path, const unsigned char *text, size_t len, char *err, size_t errlen)
+{
+	size_t ntok = 0, cap = 0, p = 0;
+	if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3))
+		p = 3;   /* a byte order mark, which some editors add */
+	t->bytes = malloc(len ? len : 1);
+	if (!t->bytes)
+		goto oom;
+	size_t o = 0;
+	for (int line = 1; p < len; line++) {
+		size_t e = p;
+		while (e < len && text[e] != '\n')
+			e++;
+		size_t end = e > p && text[e - 1] == '\r' ? e - 1 : e;
+		if (end == p) {
+			rt_errf(err, errlen, "%s:%d: an empty line: every line of vocab.txt is a token, its id the line's "
+				"number from 0", path, line);
+			return -1;
+		}
+		for (size_t i = p; i < end;) {
+			uint32_t c;
+			int l = rt_utf8_decode(text + i, end - i, &c);
+			if (!l) {
+				rt_errf(err, errlen, "%s:%d: not valid UTF-8 (byte 0x%02x)", path, line, text[i]);
+				return -1;
+			}
+			i += (size_t)l;
+		}
+		if (ntok >= RT_WORDPIECE_MAX_VOCAB) {
+			rt_errf(err, errlen, "%s:%d: more than %s tokens: the ids must fit a token shard's uint16", path, line,
+				mgl_commas(RT_WORDPIECE_MAX_VOCAB, (char[32]){0}));
+			return -1;
+		}
+		if (grow(&t->off, &cap, ntok + 2, sizeof *t->off))
+			goto oom;
+		t->off[ntok] = o;
+		memcpy(t->bytes + o, text + p, end - p);
+		o += end - p;
+		t->off[++ntok] = o;
+		p = e + 1;
+	}
+	if (!ntok) {
+		rt_errf(err, errlen, "%s: empty: expected one token a line", path);
+		return -1;
+	}
+	t->vocab = (int)ntok;
+	t->wmap_cap = 16;
+	while (t->wmap_cap < 2 * ntok)
+		t->wmap_cap *= 2;
+	if (!(t->wmap = malloc(t->wmap_cap * sizeof *t->wmap)))
+		goto oom;
+	for (size_t i = 0; i < t->wmap_cap; i++)
+		t->wmap[i] = -1;
+	size_t mask = t->wmap_cap - 1;
+	for (size_t id = 0; id < ntok; id++) {
+		const unsigned char *b = t->bytes + t->off[id];
+		size_t n = t->off[id + 1] - t->off[id], i = hash_bytes(b, n) & mask;
+		int32_t prev = wp_find(t, b, n);
+		if (prev >= 0) {
+			rt_errf(err, errlen, "%s:%zu: the token '%.*s' is given already, on line %ld", path, id + 1,
+				(int)(n > 64 ? 64 : n), (const char *)b, (long)prev + 1);
+			return -1;
+		}
+		while (t->wmap[i] >= 0)
+			i = (i + 1) & mask;
+		t->wmap[i] = (int32_t)id;
+	}
+	int32_t *special[] = {&t->bert.pad, &t->bert.unk, &t->bert.cls, &t->bert.sep, &t->bert.mask};
+	for (size_t k = 0; k < COUNT(special); k++) {
+		const char *name = bert_special_names[k];
+		if ((*special[k] = wp_find(t, (const unsigned char *)name, strlen(name))) < 0) {
+			rt_errf(err, errlen, "%s: no %s token: a BERT vocabulary needs [PAD], [UNK], [CLS], [SEP] and [MASK], "
+				"each on a line of its own", path, name);
+			return -1;
+		}
+	}
+	t->bert.vocab = t->vocab;
+	return 0;
+oom:
+	rt_errf(err, errlen, "%s: out of memory", path);
+	return -1;
+}
+
+RtTokenizer *rt_tok_wordpiece(const char *path, char *err, size_t errlen)
+{
+	RtTokenizer *t = calloc(1, sizeof *t);
+	if (!t) {
+		rt_errf(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	t->kind = TOK_WORDPIECE;
+	t->eot = -1;
+	size_t len;
+	char *text = mgl_read_whole(path, RT_TOK_MAX_FILE_BYTES, "vocabulary files", &len, err, errlen);
+	if (!text || load_vocab(t, path, (const unsigned char *)text, len, err, errlen)) {
+		free(text);
+		rt_tok_free(t);
+		return NULL;
+	}
+	sha256_hex((const unsigned char *)text, len, t->digest);
+	free(text);
+	return t;
 }

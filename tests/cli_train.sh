@@ -23,6 +23,24 @@ for i in 1 2 3 4 5 6; do cat README.md docs/language.md; done >"$tmp/text.txt"
 expect 0 'tokens \(bytes\): wrote'             -- tokenize "$tmp/text.txt" -o "$tmp/t.bin" --bytes --val-fraction 0.1
 check "tokenize wrote both shards" test -s "$tmp/t.bin" -a -s "$tmp/t.val.bin"
 expect 0 'tokens \(gpt2\): wrote'              -- tokenize README.md -o "$tmp/g.bin" --gpt2 tests/data/gpt2 --val-fraction 0.1
+# BERT's streams: sentences and documents kept with [SEP] (259 in the byte-level vocabulary)
+printf 'The cat sat. It purred!\nStill the same document.\n\nA second one. Of two sentences.\n' > "$tmp/b.txt"
+expect 0 'tokens in 2 documents of 5 sentences \(bert, bytes\): wrote' -- tokenize "$tmp/b.txt" -o "$tmp/b.bin" --bert
+check "a BERT stream: each sentence ends with [SEP], each document with one more" \
+	sh -c 'od -An -v -tu2 -j1024 "$1" | tr -s " " "\n" | grep -v "^$" | grep -n "^259$" | cut -d: -f1 | tr "\n" " " | grep -qx "13 24 49 50 64 82 83 "' - "$tmp/b.bin"
+expect 0 '4 files, .* in 8 documents of 20 sentences \(bert, WordPiece\): wrote .*b.bin \(.* and .*b.val.bin' \
+	-- tokenize "$tmp/b.txt" "$tmp/b.txt" "$tmp/b.txt" "$tmp/b.txt" -o "$tmp/b.bin" --bert --vocab tests/data/bert/vocab.txt --val-fraction 0.25
+check "a BERT validation shard starts at a document's start" \
+	sh -c 'od -An -v -tu2 -j1024 "$1" | tr -s " " "\n" | grep -v "^$" | tail -2 | tr "\n" " " | grep -qx "3 3 "' - "$tmp/b.bin"
+printf 'one.' > "$tmp/one.txt"
+expect 1 '6 tokens in one document: too few to split' -- tokenize "$tmp/one.txt" -o "$tmp/o.bin" --bert --val-fraction 0.5
+printf '\n \n\n' > "$tmp/blank.txt"
+expect 1 'no tokens: the input is empty or white space' -- tokenize "$tmp/blank.txt" -o "$tmp/o.bin" --bert
+printf '[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\nthe\n' > "$tmp/vocab.txt"
+expect 1 "vocab.txt:6: the token 'the' is given already, on line 5" -- tokenize "$tmp/b.txt" -o "$tmp/o.bin" --bert --vocab "$tmp/vocab.txt"
+expect 2 '--vocab is BERT.s WordPiece vocabulary: it goes with --bert' -- tokenize "$tmp/b.txt" -o "$tmp/o.bin" --vocab "$tmp/vocab.txt"
+expect 2 '--gpt2 and --bert exclude each other' -- tokenize "$tmp/b.txt" -o "$tmp/o.bin" --bert --gpt2 tests/data/gpt2
+expect 0 '--bert .*--vocab FILE' -- tokenize --help
 
 # train: a few steps, a log, a checkpoint
 expect 0 'trained 4 steps in .* validation loss [0-9.]+ \(perplexity [0-9.]+; token frequencies alone: [0-9.]+\); saved' \

