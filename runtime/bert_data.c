@@ -224,7 +224,7 @@ static void example(const RtBertData *d, uint64_t seed, int64_t index, int64_t S
 		if (i >= len)
 			tok[i] = d->v.pad;
 	}
-	out->nsp_targets[b] = swap;
+	out->sop_targets[b] = swap;
 	/* the masked positions: k of the n text tokens, by selection sampling (Knuth's S) */
 	int64_t n = a.n + bb.n, k = (n * 15 + 50) / 100, seen = 0;
 	if (k < 1)

@@ -189,7 +189,7 @@ typedef struct {
 	int32_t *segments;        /* [B, S] 0 up to the first [SEP], 1 for B and its [SEP], 0 for padding */
 	int32_t *mask;            /* [B, S] 1 for the tokens, 0 for the padding */
 	int32_t *mlm_targets;     /* [B, S] the original id where chosen for the masked LM, else RT_BERT_IGNORE */
-	int32_t *nsp_targets;     /* [B] the sentence-order label: 1 when A and B were swapped, 0 when in order */
+	int32_t *sop_targets;     /* [B] the sentence-order label: 1 when A and B were swapped, 0 when in order */
 } RtBertBatch;
 
 /* Fills out with examples first .. first + B - 1 (sequences of S >= 5): each a pure

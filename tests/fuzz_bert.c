@@ -51,7 +51,7 @@ static void check_batch(const RtBertVocab *v, const RtBertBatch *out, int64_t B,
 	for (int64_t r = 0; r < B; r++) {
 		const int32_t *tok = out->tokens + r * S, *seg = out->segments + r * S, *mask = out->mask + r * S;
 		const int32_t *tgt = out->mlm_targets + r * S;
-		require(tok[0] == v->cls && (out->nsp_targets[r] == 0 || out->nsp_targets[r] == 1));
+		require(tok[0] == v->cls && (out->sop_targets[r] == 0 || out->sop_targets[r] == 1));
 		int64_t sep[2] = {-1, -1}, ns = 0, chosen = 0;
 		for (int64_t i = 1; i < S; i++)
 			if (tok[i] == v->sep) {
@@ -94,8 +94,8 @@ static void stream(const unsigned char *p, size_t n)
 		return;
 	}
 	enum { B = 3, S_MAX = 40 };
-	int32_t a[5][B * S_MAX], nsp[B];
-	RtBertBatch out = {a[0], a[1], a[2], a[3], nsp};
+	int32_t a[5][B * S_MAX], sop[B];
+	RtBertBatch out = {a[0], a[1], a[2], a[3], sop};
 	for (int64_t S = 5; S <= S_MAX; S += 7) {
 		require(!rt_bert_batch(&d, seed, (int64_t)(seed % 1000), B, S, &out, err, sizeof err));
 		check_batch(&v, &out, B, S);
