@@ -412,6 +412,10 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1", 4, 32, false},   /* heads of 64 */
 		{"models/bert.mgl", "tiny", "vocab=120,d=64,heads=4,layers=2", 4, 32, false},
 		{"models/llama.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2,theta=100", 4, 32, false},
+		/* the flash-attention kernels of the other head sizes, over two tiles of 64 and a part */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},   /* heads of 96 */
+		{"models/llama.mgl", "tiny", "vocab=96,d=512,heads=4,layers=1,seq=160", 2, 160, false},  /* 128 */
+		{"models/bert.mgl", "tiny", "vocab=120,d=128,heads=4,layers=1,seq=96", 2, 96, false},     /* 32, masked */
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
 	};
 	static const Case real[] = {
