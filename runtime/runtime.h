@@ -209,8 +209,8 @@ typedef struct {
 
 /* A new events file in dir (created, with its missing parents):
  * events.out.tfevents.SECONDS.HOST.PID, with ".N" added where that exists (a file is never
- * overwritten), its first record the file version. With first_step > 1 (a resumed run) a
- * SessionLog START at first_step follows, so TensorBoard drops what older files logged
+ * overwritten), its first record the file version, its second a SessionLog START at
+ * first_step (the first step the run logs), so TensorBoard drops what older files logged
  * from that step on. NULL with err naming the directory or file. */
 RtEvents *rt_events_open(const char *dir, int64_t first_step, char *err, size_t errlen);
 const char *rt_events_path(const RtEvents *e);

@@ -14,15 +14,18 @@
  *   Value      tag 1 (string), simple_value 2 (float)
  *   SessionLog status 1 (enum: START = 1)
  *
- * A resumed run writes a new file in the same directory, opened with a SessionLog START at
- * the first step it will log: TensorBoard then drops the steps an earlier file logged from
- * that step on (those after the checkpoint the run resumed from), as `mgl plot` does.
+ * Every run writes a new file, whose second record is a SessionLog START at the first step
+ * it will log (as TensorFlow's Supervisor wrote one at each start): TensorBoard then drops
+ * what older files in the directory logged from that step on, so a resumed run replaces the
+ * steps logged after its checkpoint (as `mgl plot` reads a log --resume appended to), and
+ * a fresh one replaces the earlier run (as the fresh JSON log does).
  * Every record is flushed as it is written, so a crash loses at most the record at hand.
  */
 #include "runtime.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +50,8 @@ static void crc_init(void)
 
 uint32_t rt_crc32c(const void *p, size_t n)
 {
-	if (!crc_table[1])
-		crc_init();
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, crc_init);
 	const unsigned char *s = p;
 	uint32_t c = 0xFFFFFFFFu;
 	for (size_t i = 0; i < n; i++)
@@ -247,15 +250,11 @@ RtEvents *rt_events_open(const char *dir, int64_t first_step, char *err, size_t 
 	Buf ev = {0};
 	event_head(&ev, 0);
 	field_bytes(&ev, EVENT_FILE_VERSION, "brain.Event:2", 13);
-	int rc = write_record(e, &ev, err, errlen);
-	if (!rc && first_step > 1) {   /* a resumed run: what was logged from first_step on is gone */
-		Buf start = {0}, log = {0};
-		field_varint(&log, SESSION_STATUS, SESSION_START);
-		event_head(&start, first_step);
-		field_bytes(&start, EVENT_SESSION_LOG, log.b, log.n);
-		rc = write_record(e, &start, err, errlen);
-	}
-	if (rc) {
+	Buf start = {0}, log = {0};   /* what was logged from first_step on is gone */
+	field_varint(&log, SESSION_STATUS, SESSION_START);
+	event_head(&start, first_step);
+	field_bytes(&start, EVENT_SESSION_LOG, log.b, log.n);
+	if (write_record(e, &ev, err, errlen) || write_record(e, &start, err, errlen)) {
 		rt_events_close(e, NULL, 0);
 		return NULL;
 	}

@@ -335,8 +335,9 @@ START_TEST(crc32c_vector)
 }
 END_TEST
 
-/* 7 steps evaluated at 3, 6 and 7 (the last): the file version first, then a step an event
- * with every tag, the validation where the log has it, and the log's numbers. */
+/* 7 steps evaluated at 3, 6 and 7 (the last): the file version, a SessionLog START at step 1,
+ * then an event a step with every tag, the validation where the log has it, and the log's
+ * numbers. */
 START_TEST(training_writes_what_the_log_has)
 {
 	char log[128], tb[128], names[4][512];
@@ -357,17 +358,18 @@ START_TEST(training_writes_what_the_log_has)
 	Event ev[MAX_EVENTS];
 	char why[128] = "";
 	int ne = read_events(b, n, ev, MAX_EVENTS, why, sizeof why);
-	ck_assert_msg(ne == 8, "%d events: %s", ne, why);
+	ck_assert_msg(ne == 9, "%d events: %s", ne, why);
 	ck_assert_str_eq(ev[0].file_version, "brain.Event:2");
-	ck_assert(ev[0].step == 0 && ev[0].nvalues == 0);
+	ck_assert(ev[0].step == 0 && ev[0].nvalues == 0 && ev[0].session_status == -1);
+	ck_assert(ev[1].step == 1 && ev[1].session_status == 1 && ev[1].nvalues == 0);   /* START */
 	static const char *const every[] = {"lm loss", "learning-rate", "grad-norm", "iteration-time", "tokens-per-sec",
 					    "throughput", "mem-allocated-bytes"};
-	for (int k = 1; k < ne; k++) {
-		const Event *e = &ev[k];
+	for (int k = 1; k < 8; k++) {
+		const Event *e = &ev[k + 1];
 		ck_assert_int_eq(e->step, k);   /* one event a step, in order */
 		ck_assert_msg(e->wall_time >= t0 && e->wall_time <= wall_now() &&
-				      e->wall_time >= ev[k - 1].wall_time, "step %d: wall time %.3f, the step before %.3f, started %.3f", k, e->wall_time,
-			      ev[k - 1].wall_time, t0);
+				      e->wall_time >= ev[k].wall_time, "step %d: wall time %.3f, the event before %.3f, started %.3f", k,
+			      e->wall_time, ev[k].wall_time, t0);
 		for (size_t i = 0; i < sizeof every / sizeof every[0]; i++)
 			ck_assert_msg(find(e, every[i]), "step %d has no '%s'", k, every[i]);
 		ck_assert_ptr_null(find(e, "mem-device-used-bytes"));   /* the cpu cannot say */
@@ -389,7 +391,7 @@ START_TEST(training_writes_what_the_log_has)
 			same(*find(e, "lm loss validation ppl"), exp(l[k - 1].val_loss), false, "val_ppl", k);
 		}
 	}
-	ck_assert(*find(&ev[7], "lm loss") < *find(&ev[1], "lm loss"));   /* it learns: real numbers */
+	ck_assert(*find(&ev[8], "lm loss") < *find(&ev[2], "lm loss"));   /* it learns: real numbers */
 
 	/* every byte of the file flipped in turn: the reader says what is wrong, never reads on */
 	for (size_t i = 0; i < n; i++) {
@@ -397,9 +399,9 @@ START_TEST(training_writes_what_the_log_has)
 		ck_assert_msg(read_events(b, n, ev, MAX_EVENTS, why, sizeof why) < 0, "byte %zu flipped was not noticed", i);
 		b[i] ^= 0x20;
 	}
-	ck_assert_int_eq(read_events(b, n, ev, MAX_EVENTS, why, sizeof why), 8);
+	ck_assert_int_eq(read_events(b, n, ev, MAX_EVENTS, why, sizeof why), 9);
 	ck_assert_int_lt(read_events(b, n - 1, ev, MAX_EVENTS, why, sizeof why), 0);   /* cut short */
-	ck_assert_str_eq(why, "record 7: the file ends in its data");
+	ck_assert_str_eq(why, "record 8: the file ends in its data");
 	free(b);
 }
 END_TEST
