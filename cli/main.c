@@ -153,7 +153,8 @@ static const Command commands[] = {
 	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
-	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--gpt2 DIR] ...\n"
+	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--tensorboard DIR]\n"
+	 "                 [--gpt2 DIR] ...\n"
 	 "\n"
 	 "Trains with AdamW on random windows of TRAIN.bin (a token shard: `mgl tokenize`), every\n"
 	 "rank of the tp x dp job a thread on the cpu backend, or one GPU on the cuda backend (the\n"
@@ -161,7 +162,8 @@ static const Command commands[] = {
 	 "what it trains; then progress (rewritten every step on a terminal; elsewhere a line every\n"
 	 "10 s, or every --log-every steps) and a summary at the end. Ctrl-C stops after the step\n"
 	 "and saves; a second Ctrl-C stops at once, without saving. --log writes one JSON object per\n"
-	 "step (step, loss, lr, grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated).\n"
+	 "step (step, loss, lr, grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated);\n"
+	 "--tensorboard the same and more as TensorBoard scalars (docs/train.md lists them).\n"
 	 "\n"
 	 MODEL_OPTIONS
 	 "  --data F          training tokens (required);  --val F  validation tokens\n"
@@ -181,6 +183,7 @@ static const Command commands[] = {
 	 "  --save-every N    ... and every N steps\n"
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
 	 "  --log FILE        metrics as JSON lines\n"
+	 "  --tensorboard DIR TensorBoard scalars: a new events file in DIR (created) each run\n"
 	 "  --log-every N     a progress line every N steps (default: every 10 s off a terminal)\n"
 	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): the checkpoint records DIR's absolute\n"
 	 "                    path and its files' SHA-256, so `mgl sample` decodes with the same files\n"
@@ -193,7 +196,7 @@ static const Command commands[] = {
 	 "Exit status: 0 trained, 1 an invalid model, shard or checkpoint, a file that cannot be\n"
 	 "written, or a NaN loss, 2 bad usage, 130 stopped by Ctrl-C.\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
-	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --log-every "
+	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --tensorboard --log-every "
 	 "--gpt2 --dump-first", NULL},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
@@ -318,6 +321,7 @@ static const struct {
 	{"--dtype", O_DTYPE, offsetof(Args, dtype), 0},      {"--data", O_STR, offsetof(Args, data), 0},
 	{"--val", O_STR, offsetof(Args, val), 0},            {"--save", O_STR, offsetof(Args, save), 0},
 	{"--resume", O_STR, offsetof(Args, resume), 0},      {"--log", O_STR, offsetof(Args, log), 0},
+	{"--tensorboard", O_STR, offsetof(Args, tensorboard), 0},
 	{"--backend", O_STR, offsetof(Args, backend), 0},    {"--steps", O_INT, offsetof(Args, steps), 1e12},
 	{"--accum", O_INT, offsetof(Args, accum), 1 << 20},  {"--warmup", O_INT, offsetof(Args, warmup), 1e12},
 	{"--seed", O_INT, offsetof(Args, seed), 9e18},       {"--eval-every", O_INT, offsetof(Args, eval_every), 1e12},

@@ -124,6 +124,7 @@ int cmd_train(Args *a)
 			.data = a->data, .val = a->val, .steps = a->steps, .warmup = a->warmup,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
 			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
+			.tensorboard = a->tensorboard,
 			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = a->preset,
 			.set = a->set, .tokenizer = tokenizer, .tokenizer_sha256 = tokenizer ? sha : NULL, .msgs = stderr,
 			.progress = isatty(2), .log_every = a->log_every, .nparams = mgl_param_count(g),

@@ -73,6 +73,9 @@ typedef struct RtBackend {
 	/* rank r's machine (runtime.h): its name, memory, and its GEMM rate, timed now (which
 	 * takes a moment: a second or two on a GPU, a tenth on the cpu) */
 	void (*machine)(RtRank *r, RtMachine *m);
+	/* rank r's memory now, as RtMachine has it (allocated, device_used), at once: the
+	 * training loop reads it every step for --tensorboard */
+	void (*memory)(RtRank *r, int64_t *allocated, int64_t *device_used);
 } RtBackend;
 
 struct RtJob {

@@ -1065,16 +1065,21 @@ static void cpu_name(char *buf, size_t n)
 		fclose(f);
 }
 
+static void cpu_memory(RtRank *r, int64_t *allocated, int64_t *device_used)
+{
+	const Mem *mem = r->mem;
+	*allocated = mem->bytes + mem->scratch_n * (int64_t)sizeof(real);
+	*device_used = -1;
+}
+
 /* The GEMM rate on this rank's largest weight (the GEMM most of a step's time goes to), on
  * one thread: a rank is a thread. */
 static void cpu_machine(RtRank *r, RtMachine *m)
 {
 	const MglPlan *p = r->job->plan;
-	const Mem *mem = r->mem;
 	memset(m, 0, sizeof *m);
 	cpu_name(m->device, sizeof m->device);
-	m->allocated = mem->bytes + mem->scratch_n * (int64_t)sizeof(real);
-	m->device_used = -1;
+	cpu_memory(r, &m->allocated, &m->device_used);
 	int64_t n = 0, k = 0, used;
 	for (int i = 0; i < p->nparams; i++) {
 		const MglValue *w = val(r, p->params[i].value);
@@ -1087,4 +1092,4 @@ static void cpu_machine(RtRank *r, RtMachine *m)
 }
 
 const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek,
-			      cpu_runs, cpu_machine};
+			      cpu_runs, cpu_machine, cpu_memory};

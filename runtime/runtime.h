@@ -12,6 +12,7 @@
  *   exec.c        a job: tp x dp ranks running one plan, one thread per rank
  *   train.c       the training loop: schedule, accumulation, clipping, evaluation,
  *                 checkpoints, logging, signals
+ *   tensorboard.c TensorBoard event files (TFRecords of Event protobufs, by hand)
  *
  * Exported names start with rt_ / Rt.
  */
@@ -269,6 +270,31 @@ int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *er
  * has_state and the schedule's without has_schedule, left out). */
 int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptMeta *m, char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- TensorBoard (tensorboard.c) */
+
+/* The CRC-32C (Castagnoli) of n bytes, as TFRecord framing checks it ("123456789":
+ * 0xE3069283). */
+uint32_t rt_crc32c(const void *p, size_t n);
+
+typedef struct RtEvents RtEvents;
+typedef struct {
+	const char *tag;      /* "lm loss" */
+	double value;         /* written as a float */
+} RtScalar;
+
+/* A new events file in dir (created, with its missing parents):
+ * events.out.tfevents.SECONDS.HOST.PID, with ".N" added where that exists (a file is never
+ * overwritten), its first record the file version, its second a SessionLog START at
+ * first_step (the first step the run logs), so TensorBoard drops what older files logged
+ * from that step on. NULL with err naming the directory or file. */
+RtEvents *rt_events_open(const char *dir, int64_t first_step, char *err, size_t errlen);
+const char *rt_events_path(const RtEvents *e);
+/* One Event: the wall time now, step, and n scalars (a Summary), flushed. 0, or -1 with
+ * err naming the file ("cannot write the TensorBoard events file 'P': No space left"). */
+int rt_events_write(RtEvents *e, int64_t step, const RtScalar *v, int n, char *err, size_t errlen);
+/* Closes e (NULL: nothing): 0, or -1 with err (err may be NULL). */
+int rt_events_close(RtEvents *e, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- training (train.c) */
 
 struct RtBackend;
@@ -292,6 +318,7 @@ typedef struct {
 	int64_t eval_every, eval_batches;  /* with val; 0: every steps / 10 (at least 1), 8 batches */
 	int64_t save_every;                /* 0: save only at the end (and on SIGINT) */
 	const char *save_dir, *resume_dir, *log_path;
+	const char *tensorboard;           /* DIR: a TensorBoard events file of each step's scalars */
 	/* what a checkpoint records so `mgl sample` and `--resume` can rebuild the model */
 	const char *model_name, *model_source, *preset, *set;
 	const char *tokenizer;             /* "bytes" or "gpt2:DIR" (DIR absolute); NULL: a resumed run's

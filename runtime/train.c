@@ -15,7 +15,8 @@
  * losses, and a resumed run continues exactly where it stopped.
  *
  * Nothing is said before everything that can be refused was checked (the shards, the job,
- * the checkpoint, the log, the save directory): then the start line, and the training.
+ * the checkpoint, the log, the TensorBoard directory, the save directory): then the start
+ * line, and the training. The JSON log and the TensorBoard events get the same numbers.
  * A NaN or infinite loss stops the run with the step number; the last checkpoint, written
  * before the loss went bad, is left as it was. SIGINT finishes the step, saves, and stops;
  * a second SIGINT stops at once (runtime.h).
@@ -86,6 +87,7 @@ typedef struct {
 	int64_t step, adam_t;
 	int32_t *x, *y;             /* one dp rank's batch */
 	FILE *log;
+	RtEvents *tb;               /* --tensorboard */
 	char *tokenizer, *tok_sha;  /* what checkpoints record: the options', or the resumed one's */
 	char *resumed;              /* the checkpoint resumed from, or NULL */
 	Schedule was;               /* the resumed checkpoint's schedule */
@@ -242,6 +244,7 @@ static void close_run(Train *t)
 {
 	if (t->log)
 		fclose(t->log);
+	rt_events_close(t->tb, NULL, 0);   /* every record was flushed when written */
 	rt_job_close(t->job);
 	rt_shard_free(&t->train);
 	rt_shard_free(&t->val);
@@ -608,6 +611,32 @@ static void progress(Train *t, double loss, double tok_s, double left, double va
 		say(t, "\r%s   ", line);
 }
 
+/* --tensorboard: a step's scalars under the names Megatron-LM gives them (docs/train.md),
+ * and those it has none for in its style. */
+static int tensorboard(Train *t, double loss, double lr, double grad_norm, double dt, double tok_s, double val)
+{
+	const RtTrainOpts *o = t->o;
+	RtScalar v[12];
+	int n = 0;
+	v[n++] = (RtScalar){"lm loss", loss};
+	if (!isnan(val)) {
+		v[n++] = (RtScalar){"lm loss validation", val};
+		v[n++] = (RtScalar){"lm loss validation ppl", exp(val)};
+	}
+	v[n++] = (RtScalar){"learning-rate", lr};
+	v[n++] = (RtScalar){"grad-norm", grad_norm};
+	v[n++] = (RtScalar){"iteration-time", dt};
+	v[n++] = (RtScalar){"tokens-per-sec", tok_s};
+	if (o->flops > 0)   /* TFLOP/s a rank (a GPU), as Megatron-LM's throughput */
+		v[n++] = (RtScalar){"throughput", o->flops * (double)o->accum / dt / 1e12};
+	int64_t allocated, device_used;
+	t->job->be->memory(&t->job->ranks[0], &allocated, &device_used);
+	v[n++] = (RtScalar){"mem-allocated-bytes", (double)allocated};
+	if (device_used >= 0)
+		v[n++] = (RtScalar){"mem-device-used-bytes", (double)device_used};
+	return rt_events_write(t->tb, t->step, v, n, t->err, t->errlen);
+}
+
 /* The schedule: as given, else the resumed checkpoint's, else the defaults (runtime.h);
  * into note, what a resumed run changes of its checkpoint's ("" if nothing). */
 static void schedule(Train *t, RtTrainOpts *o, char *note, size_t cap)
@@ -735,6 +764,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		fail(&t, "cannot write the log '%s': %s", o->log_path, strerror(errno));
 		goto out;
 	}
+	if (o->tensorboard && !(t.tb = rt_events_open(o->tensorboard, t.step + 1, err, errlen)))
+		goto out;
 	for (int k = 0; k < 2; k++) {   /* now, not after the training */
 		const char *dir = k ? o->dump_first : o->save_dir;
 		char *path = dir ? prepare_dir(&t, dir) : NULL;
@@ -757,6 +788,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	else
 		for (int i = 0; i < plan->nparams; i++)
 			init_param(&t, i);
+	if (t.tb)
+		say(&t, "mgl: TensorBoard events to %s\n", rt_events_path(t.tb));
 	estimate(&t, be);
 
 	double tstart = now();
@@ -778,7 +811,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		if (t.step == first + 1)
 			res->first_loss = loss;
 		res->last_loss = loss;
-		double dt = now() - ts, tok_s = (double)(t.B * t.T * o->accum * plan->dp) / dt;
+		double dt = now() - ts, tok_s = (double)(t.B * t.T * o->accum * plan->dp) / dt, grad_norm = sqrt((double)norm);
 		double val = NAN;
 		bool last = t.step == end || interrupted;
 		if (t.val.tokens && ((o->eval_every > 0 && t.step % o->eval_every == 0) || last)) {
@@ -788,12 +821,14 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		}
 		if (t.log) {
 			fprintf(t.log, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens_per_s\": %.1f",
-				(long long)t.step, loss, r.lr, sqrt((double)norm), tok_s);
+				(long long)t.step, loss, r.lr, grad_norm, tok_s);
 			if (!isnan(val))
 				fprintf(t.log, ", \"val_loss\": %.6f, \"val_ppl\": %.4f", val, exp(val));
 			fprintf(t.log, "}\n");
 			fflush(t.log);
 		}
+		if (t.tb && tensorboard(&t, loss, r.lr, grad_norm, dt, tok_s, val))
+			goto restore;
 		double left = (now() - tstart) / (double)(t.step - first) * (double)(end - t.step);
 		progress(&t, loss, tok_s, left, val, end);
 		if (o->save_dir && ((o->save_every > 0 && t.step % o->save_every == 0) || last))

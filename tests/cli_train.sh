@@ -141,6 +141,25 @@ mkdir -p "$tmp/indir/checkpoint.safetensors"
 expect 1 "cannot save to '$tmp/indir/checkpoint.safetensors': it is not a regular file" \
 	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 3 --batch 1 --save "$tmp/indir"
 
+# --tensorboard DIR (created, with its parents): an events file a run, a resumed run's beside
+# the first; tests/test_tensorboard.c reads them back
+tb_train() { "$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --batch 2 --tensorboard "$tmp/runs/tb" "$@"; }
+tb_files() { ls "$tmp/runs/tb" | grep -c '^events\.out\.tfevents\.[0-9]*\..*\.[0-9]*$'; }
+tensorboard_runs() {
+	tb_train --steps 2 --save "$tmp/tbck" >"$tmp/tb.out" 2>&1 || { cat "$tmp/tb.out"; return 1; }
+	grep -q "^mgl: TensorBoard events to $tmp/runs/tb/events\.out\.tfevents\." "$tmp/tb.out" && [ "$(tb_files)" = 1 ] ||
+		{ cat "$tmp/tb.out"; ls "$tmp/runs/tb"; return 1; }
+	first=$(ls "$tmp/runs/tb") && cp "$tmp/runs/tb/$first" "$tmp/tb.first"
+	tb_train --steps 3 --resume "$tmp/tbck" >"$tmp/tb.out" 2>&1 || { cat "$tmp/tb.out"; return 1; }
+	[ "$(tb_files)" = 2 ] && cmp "$tmp/runs/tb/$first" "$tmp/tb.first" || { ls -l "$tmp/runs/tb"; return 1; }
+}
+check '--tensorboard writes an events file, and a resumed run another beside it' tensorboard_runs
+expect 1 "cannot write TensorBoard events in '$tmp/afile': it is not a directory" -- train models/gpt2.mgl --preset tiny \
+	--data "$tmp/t.bin" --steps 1 --batch 1 --tensorboard "$tmp/afile"
+expect 1 "cannot create the TensorBoard directory '$tmp/afile/tb': Not a directory" -- train models/gpt2.mgl \
+	--preset tiny --data "$tmp/t.bin" --steps 1 --batch 1 --tensorboard "$tmp/afile/tb"
+expect 2 "hint: did you mean '--tensorboard'\?" -- train models/gpt2.mgl --data "$tmp/t.bin" --tensorbord "$tmp/tb"
+
 # bad input to train
 expect 2 '--data TRAIN.bin is required'        -- train models/gpt2.mgl --preset tiny
 # refused before the start line: nothing says "training" that will not train
@@ -154,6 +173,8 @@ check 'a checkpoint of another model is refused before the start line' \
 	refused_before_start train models/gpt2.mgl --preset tiny --set d=32 --data "$tmp/t.bin" --steps 9 --resume "$tmp/ck"
 check 'a model that is not a language model is refused before the start line' \
 	refused_before_start train models/bert.mgl --preset tiny --data "$tmp/t.bin" --steps 1
+check 'a --tensorboard directory that cannot be one is refused before the start line' \
+	refused_before_start train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --tensorboard "$tmp/afile"
 check 'a missing GPT-2 tokenizer is refused before the start line' \
 	refused_before_start train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --gpt2 "$tmp/nowhere"
 expect 1 "hint: examples/fetch_gpt2_tokenizer.sh DIR fetches" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" \

@@ -6,7 +6,7 @@
 # usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
-sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6}}
+sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7}}
 want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 pass=0 fail=0
@@ -194,6 +194,23 @@ PY
 		ok "$([ $st = 0 ] && echo 1)" "mgl bench, GPT-2 124M at tp $tp"
 		[ $st = 0 ] || { tail -3 "$out/bench_tp$tp.txt"; tail -3 "$out/bench_tp$tp.err"; }
 	done
+fi
+# 7. --tensorboard (docs/train.md): a run on the GPU and its resume, both with --log, read
+# back by TensorBoard's own reader against the log (tests/gpu/tensorboard_read.py)
+if want 7; then
+	rm -rf "$out/tb" "$out/tb.jsonl" "$out/tb_ck"
+	tb() { "$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --val "$out/t.val.bin" --batch 4 \
+		--eval-every 4 --log "$out/tb.jsonl" --tensorboard "$out/tb" --save "$out/tb_ck" "$@"; }
+	tb --steps 12 >"$out/tb.txt" 2>&1 && tb --steps 20 --resume "$out/tb_ck" >>"$out/tb.txt" 2>&1
+	st=$?
+	python3 tests/gpu/tensorboard_read.py "$out/tb" "$out/tb.jsonl" >"$out/tb_read.txt" 2>&1
+	rd=$?
+	cat "$out/tb_read.txt"
+	if [ $rd = 77 ]; then
+		echo "SKIP: TensorBoard's reader: no tensorboard module for python3"
+	else
+		ok "$([ $st = 0 ] && [ $rd = 0 ] && echo 1)" "--tensorboard read by TensorBoard's EventAccumulator (train exit $st, reader exit $rd)"
+	fi
 fi
 echo "gpu_check: $pass passed, $fail failed"
 [ "$fail" = 0 ]

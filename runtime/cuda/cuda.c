@@ -446,6 +446,18 @@ static double cuda_peek(RtRank *r, int v, int64_t i)
 	return f;
 }
 
+/* What mgl allocated on the rank's device, and what is in use there by everything
+ * (cudaMemGetInfo; -1 if it cannot say). */
+static void cuda_memory(RtRank *r, int64_t *allocated, int64_t *device_used)
+{
+	Dev *d = r->mem;
+	size_t free_b = 0, total_b = 0;
+	*allocated = d->allocated;
+	*device_used = cudaSetDevice(d->device) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess
+			       ? (int64_t)(total_b - free_b)
+			       : -1;
+}
+
 /* The memory in use is read before the GEMM's test, which allocates its matrices for a
  * moment. */
 static void cuda_machine(RtRank *r, RtMachine *m)
@@ -453,15 +465,11 @@ static void cuda_machine(RtRank *r, RtMachine *m)
 	enum { N = 8192 };   /* as PyTorch's benchmarks of the card measure it */
 	Dev *d = r->mem;
 	memset(m, 0, sizeof *m);
-	m->allocated = d->allocated;
-	m->device_used = -1;
 	struct cudaDeviceProp prop;
-	size_t free_b = 0, total_b = 0;
 	snprintf(m->device, sizeof m->device, "GPU %d", d->device);
 	if (cudaSetDevice(d->device) == cudaSuccess && cudaGetDeviceProperties(&prop, d->device) == cudaSuccess)
 		snprintf(m->device, sizeof m->device, "%.127s", prop.name);
-	if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
-		m->device_used = (int64_t)(total_b - free_b);
+	cuda_memory(r, &m->allocated, &m->device_used);
 	m->gemm_flops = cuda_gemm_rate(r, N);
 	if (m->gemm_flops > 0)
 		snprintf(m->gemm_what, sizeof m->gemm_what, "cuBLASLt bf16 GEMM %d^3, fp32 accumulation, median of 20", N);
@@ -470,7 +478,7 @@ static void cuda_machine(RtRank *r, RtMachine *m)
 }
 
 const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_write, cuda_read, cuda_zero, cuda_peek,
-				   cuda_runs, cuda_machine};
+				   cuda_runs, cuda_machine, cuda_memory};
 
 int rt_cuda_devices(void)
 {
