@@ -26,7 +26,7 @@ INC_compiler := -Icompiler -Iplan
 INC_runtime  := -Iruntime -Iplan
 INC_ALL      := -Icompiler -Iplan -Iruntime
 INC           = $(or $(INC_$(firstword $(subst /, ,$*))),$(INC_ALL))
-LDLIBS  += -lm -lpthread
+LDLIBS  += -lm -lpthread -ldl
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 

@@ -89,10 +89,16 @@ struct RtJob {
 
 extern const RtBackend rt_cpu_backend;
 extern const RtBackend rt_cpu64_backend;   /* double precision, for tests */
-/* FLOP/s of the cpu backend's GEMM on one thread, timed on a [16, k] x [k, n] product (n
- * cut so that the [k, n] operand stays under 16 MB), about a tenth of a second at most:
- * what the training loop estimates a step's time by. 0 if it could not be timed. */
+/* FLOP/s of the cpu backend's GEMM for a rank, with the threads a rank has (after a job
+ * opened): OpenBLAS's cblas_sgemm on a 2,048^3 product where the library was loaded, else
+ * the backend's own loops on one thread, on a [16, k] x [k, n] product (n cut so that the
+ * [k, n] operand stays under 16 MB), about a tenth of a second. What the training loop
+ * estimates a step's time by; 0 if it could not be timed. */
 double rt_cpu_gemm_rate(int64_t n, int64_t k);
+/* Which GEMM the cpu backend's matmuls run, in a line: OpenBLAS (its version, library and
+ * the threads a rank has, as the last job opened set them) or the backend's own loops, and
+ * why (no library found, or MGL_BLAS=0). docs/DESIGN.md says how the library is found. */
+void rt_cpu_gemm(char *buf, size_t n);
 
 /* A value's geometry, as every backend needs it: its last dimension, the rows before it,
  * the tensor seen as [outer, n, inner] around dimension `dim` counted from the end, and

@@ -30,6 +30,7 @@ typedef RT_REAL real;
 enum { SCALE = sizeof(real) / 4 };
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 
@@ -58,6 +59,93 @@ static int32_t *IDS(const RtRank *r, int v) { return ptr(r, v); }
 
 
 
+
+/* ---------------------------------------------------------------- OpenBLAS */
+
+/* The float build's GEMMs go to OpenBLAS's cblas_sgemm when the library can be loaded at
+ * run time: dlopen, not a link, so the one binary starts where there is none (the GPU
+ * machine, a bare CI image) and falls back to gemm() below. MGL_BLAS=0 asks for the
+ * fallback. The double build (the tests' oracle) always runs gemm(). CBLAS's enums and
+ * signature are declared here, so building needs no header: row-major 101, no transpose
+ * 111, transpose 112 (the reference CBLAS's values, which every CBLAS keeps). */
+#ifdef RT_CPU_FLOAT
+#include <dlfcn.h>
+#include <limits.h>
+#include <unistd.h>
+
+typedef void Sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+		   const float *B, int ldb, float beta, float *C, int ldc);
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+
+static struct {
+	Sgemm *sgemm;
+	void (*set_threads)(int);   /* openblas_set_num_threads, where the library has it */
+	int threads;                /* what each rank's GEMMs run on, as last set */
+	char what[160];             /* "OpenBLAS 0.3.21 ... (libopenblas.so.0)", or why not */
+} blas;
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_load(void)
+{
+	static const char *const names[] = {"libopenblas.so.0", "libopenblas.so", "libcblas.so.3"};
+	const char *off = getenv("MGL_BLAS");
+	if (off && !strcmp(off, "0")) {
+		snprintf(blas.what, sizeof blas.what, "MGL_BLAS=0");
+		return;
+	}
+	snprintf(blas.what, sizeof blas.what, "no libopenblas.so.0, libopenblas.so or libcblas.so.3 could be loaded");
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+		void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+		Sgemm *f = h ? (Sgemm *)dlsym(h, "cblas_sgemm") : NULL;
+		if (!f) {
+			if (h)
+				dlclose(h);
+			continue;
+		}
+		/* dlsym's void * to a function pointer: POSIX promises it works */
+		char *(*config)(void) = (char *(*)(void))dlsym(h, "openblas_get_config");
+		blas.sgemm = f;
+		blas.set_threads = (void (*)(int))dlsym(h, "openblas_set_num_threads");
+		snprintf(blas.what, sizeof blas.what, "%s (%s)", config ? config() : "cblas_sgemm", names[i]);
+		return;   /* kept open for the life of the process */
+	}
+}
+
+/* Each rank's share of the machine for its GEMMs: MGL_THREADS (the whole job's threads,
+ * default the cores online) over the ranks, at least 1. The setting is OpenBLAS's, for
+ * the whole process, so it is made when a job opens (ranks open one after another, before
+ * any runs). 0, or -1 with err set for an MGL_THREADS that is not a count. */
+static int blas_threads(RtRank *r)
+{
+	pthread_once(&blas_once, blas_load);
+	long total = sysconf(_SC_NPROCESSORS_ONLN);
+	const char *env = getenv("MGL_THREADS");
+	if (env && *env) {
+		char *end;
+		errno = 0;
+		total = strtol(env, &end, 10);
+		if (*end || errno || total < 1 || total > 4096) {
+			snprintf(r->err, sizeof r->err, "MGL_THREADS=%.40s is not a number of threads from 1 to 4,096", env);
+			return -1;
+		}
+	}
+	int n = total / r->job->nranks > 1 ? (int)(total / r->job->nranks) : 1;
+	if (blas.sgemm && blas.set_threads && n != blas.threads)
+		blas.set_threads(n);
+	blas.threads = n;
+	return 0;
+}
+
+void rt_cpu_gemm(char *buf, size_t n)
+{
+	pthread_once(&blas_once, blas_load);
+	if (blas.sgemm)
+		snprintf(buf, n, "OpenBLAS cblas_sgemm on %d thread%s a rank: %s", blas.threads, blas.threads == 1 ? "" : "s",
+			 blas.what);
+	else
+		snprintf(buf, n, "mgl's own GEMM loops, one thread a rank (no OpenBLAS: %s)", blas.what);
+}
+#endif
 
 /* ---------------------------------------------------------------- GEMM */
 
@@ -108,6 +196,37 @@ static void gemm(int64_t M, int64_t N, int64_t K, const real *A, const real *B, 
 		}
 }
 
+/* out[C, R] = in[R, C]^T */
+static void transpose(const real *in, int64_t R, int64_t C, real *out)
+{
+	for (int64_t i0 = 0; i0 < R; i0 += 32)
+		for (int64_t j0 = 0; j0 < C; j0 += 32)
+			for (int64_t i = i0; i < i0 + 32 && i < R; i++)
+				for (int64_t j = j0; j < j0 + 32 && j < C; j++)
+					out[j * R + i] = in[i * C + j];
+}
+
+/* C[M, N] (+)= op(A) . op(B), row-major: A is [M, K], or [K, M] when ta; B is [K, N], or
+ * [N, K] when tb. OpenBLAS where it was loaded, else gemm() on transposed copies. */
+static void matmul(int64_t M, int64_t N, int64_t K, const real *A, bool ta, const real *B, bool tb, real *C, bool acc)
+{
+#ifdef RT_CPU_FLOAT
+	if (blas.sgemm && M <= INT_MAX && N <= INT_MAX && K <= INT_MAX) {
+		blas.sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)M,
+			   (int)N, (int)K, 1, A, (int)(ta ? M : K), B, (int)(tb ? K : N), acc ? 1 : 0, C, (int)N);
+		return;
+	}
+#endif
+	real *at = ta ? malloc((size_t)(M * K) * sizeof *at) : NULL, *bt = tb ? malloc((size_t)(K * N) * sizeof *bt) : NULL;
+	if (ta)
+		transpose(A, K, M, at);
+	if (tb)
+		transpose(B, N, K, bt);
+	gemm(M, N, K, ta ? at : A, tb ? bt : B, C, acc);
+	free(at);
+	free(bt);
+}
+
 static double seconds(void)
 {
 	struct timespec t;
@@ -115,25 +234,32 @@ static double seconds(void)
 	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* rt_cpu_gemm_rate at this build's precision; *used_n: the n it timed. */
-static double gemm_rate(int64_t n, int64_t k, int64_t *used_n)
+/* rt_cpu_gemm_rate at this build's precision: the FLOP/s of matmul() on a [m, k] x [k, n]
+ * product, the best of two runs after one that warms the caches. The loops are timed on
+ * [16, k] x [k, n] (n cut so that B stays under 16 MB: a cache-sized test is too kind);
+ * OpenBLAS on its own ground, a large square, 2,048^3. *m, *n, *k: what it timed. */
+static double gemm_rate(int64_t *m, int64_t *n, int64_t *k)
 {
-	enum { M = 16, MAX_B = 4 << 20 };   /* B of at most 4M floats: a cache-sized test is too kind */
-	*used_n = 0;
-	if (n < 1 || k < 1)
-		return 0;
-	if (n * k > MAX_B)
-		n = MAX_B / k > TN ? MAX_B / k : TN;
-	*used_n = n;
-	real *a = calloc((size_t)(M * k), sizeof *a), *b = calloc((size_t)(k * n), sizeof *b),
-	     *c = malloc((size_t)(M * n) * sizeof *c);
+	enum { MAX_B = 4 << 20, SIDE = 2048 };
+	*m = 16;
+#ifdef RT_CPU_FLOAT
+	if (blas.sgemm)
+		*m = *n = *k = SIDE;
+#endif
+	if (*n < 1 || *k < 1)
+		return *n = 0;
+	if (*n * *k > MAX_B)
+		*n = MAX_B / *k > TN ? MAX_B / *k : TN;
+	int64_t M = *m, N = *n, K = *k;
+	real *a = calloc((size_t)(M * K), sizeof *a), *b = calloc((size_t)(K * N), sizeof *b),
+	     *c = malloc((size_t)(M * N) * sizeof *c);
 	double best = 0;
-	for (int rep = 0; rep < 2 && a && b && c; rep++) {   /* the first run also warms the caches */
+	for (int rep = 0; rep < 3 && a && b && c; rep++) {
 		double t0 = seconds();
-		gemm(M, n, k, a, b, c, false);
+		matmul(M, N, K, a, false, b, false, c, false);
 		double s = seconds() - t0;
-		if (s > 0 && 2.0 * M * (double)n * (double)k / s > best)
-			best = 2.0 * M * (double)n * (double)k / s;
+		if (rep > 0 && s > 0 && 2.0 * (double)M * (double)N * (double)K / s > best)
+			best = 2.0 * (double)M * (double)N * (double)K / s;
 	}
 	free(a);
 	free(b);
@@ -144,20 +270,10 @@ static double gemm_rate(int64_t n, int64_t k, int64_t *used_n)
 #ifdef RT_CPU_FLOAT
 double rt_cpu_gemm_rate(int64_t n, int64_t k)
 {
-	int64_t used;
-	return gemm_rate(n, k, &used);
+	int64_t m;
+	return gemm_rate(&m, &n, &k);
 }
 #endif
-
-/* out[C, R] = in[R, C]^T */
-static void transpose(const real *in, int64_t R, int64_t C, real *out)
-{
-	for (int64_t i0 = 0; i0 < R; i0 += 32)
-		for (int64_t j0 = 0; j0 < C; j0 += 32)
-			for (int64_t i = i0; i < i0 + 32 && i < R; i++)
-				for (int64_t j = j0; j < j0 + 32 && j < C; j++)
-					out[j * R + i] = in[i * C + j];
-}
 
 /* ---------------------------------------------------------------- collectives */
 
@@ -258,29 +374,21 @@ static void op_positions(Ctx *c)
 static void op_matmul(Ctx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
-	int64_t N = w->shape[0], K = w->shape[1];
-	real *wt = malloc((size_t)(N * K) * sizeof *wt);
-	transpose(F(c->r, IN(1)), N, K, wt);
-	gemm(rt_rows(x), N, K, F(c->r, IN(0)), wt, F(c->r, OUT(0)), false);
-	free(wt);
+	matmul(rt_rows(x), w->shape[0], w->shape[1], F(c->r, IN(0)), false, F(c->r, IN(1)), true, F(c->r, OUT(0)), false);
 }
 
 /* dx[M, K] = dy[M, N] . W[N, K] */
 static void op_matmul_dx(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
-	gemm(rt_rows(dy), w->shape[1], w->shape[0], F(c->r, IN(0)), F(c->r, IN(1)), F(c->r, OUT(0)), false);
+	matmul(rt_rows(dy), w->shape[1], w->shape[0], F(c->r, IN(0)), false, F(c->r, IN(1)), false, F(c->r, OUT(0)), false);
 }
 
 /* dW[N, K] += dy[M, N]^T . x[M, K] */
 static void op_matmul_dw(Ctx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
-	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
-	real *dyt = malloc((size_t)(M * N) * sizeof *dyt);
-	transpose(F(c->r, IN(0)), M, N, dyt);
-	gemm(N, K, M, dyt, F(c->r, IN(1)), F(c->r, OUT(0)), ACC(0));
-	free(dyt);
+	matmul(rt_last(dy), rt_last(x), rt_rows(dy), F(c->r, IN(0)), true, F(c->r, IN(1)), false, F(c->r, OUT(0)), ACC(0));
 }
 
 /* out[M, N] = y + b[N] */
@@ -956,6 +1064,10 @@ static bool cpu_runs(MglOp op) { return ops[op] != NULL; }
 static int cpu_open(RtRank *r)
 {
 	const MglPlan *p = r->job->plan;
+#ifdef RT_CPU_FLOAT
+	if (r->job->ranks == r && blas_threads(r))   /* once a job, at its first rank */
+		return -1;
+#endif
 	if (p->act_dtype != MGL_F32) {
 		snprintf(r->err, sizeof r->err, "the cpu backend runs f32 plans, this one stores %s activations "
 			 "(compile with --dtype f32)", mgl_dtype_name[p->act_dtype]);
@@ -1072,23 +1184,32 @@ static void cpu_memory(RtRank *r, int64_t *allocated, int64_t *device_used)
 	*device_used = -1;
 }
 
-/* The GEMM rate on this rank's largest weight (the GEMM most of a step's time goes to), on
- * one thread: a rank is a thread. */
+/* The rate of this rank's GEMM (gemm_rate): OpenBLAS's on a large square, with the
+ * threads a rank has, or the loops' on the rank's largest weight (the GEMM most of a
+ * step's time goes to), on one thread: a rank is a thread. */
 static void cpu_machine(RtRank *r, RtMachine *m)
 {
 	const MglPlan *p = r->job->plan;
 	memset(m, 0, sizeof *m);
 	cpu_name(m->device, sizeof m->device);
 	cpu_memory(r, &m->allocated, &m->device_used);
-	int64_t n = 0, k = 0, used;
+	int64_t M, n = 0, k = 0;
 	for (int i = 0; i < p->nparams; i++) {
 		const MglValue *w = val(r, p->params[i].value);
 		if (w->rank == 2 && w->shape[0] * w->shape[1] > n * k)
 			n = w->shape[0], k = w->shape[1];
 	}
-	m->gemm_flops = gemm_rate(n, k, &used);
-	snprintf(m->gemm_what, sizeof m->gemm_what, "the cpu backend's GEMM on one thread, [16, %lld] x [%lld, %lld] "
-		 "(the largest weight's)", (long long)k, (long long)k, (long long)used);
+	m->gemm_flops = gemm_rate(&M, &n, &k);
+	char what[160] = "";
+#ifdef RT_CPU_FLOAT
+	if (blas.sgemm)
+		snprintf(what, sizeof what, ", OpenBLAS on %d thread%s: %.100s", blas.threads, blas.threads == 1 ? "" : "s",
+			 blas.what);
+	else
+#endif
+		snprintf(what, sizeof what, " on one thread (the largest weight's)");
+	snprintf(m->gemm_what, sizeof m->gemm_what, "the cpu backend's GEMM, [%lld, %lld] x [%lld, %lld]%.120s", (long long)M,
+		 (long long)k, (long long)k, (long long)n, what);
 }
 
 const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek,

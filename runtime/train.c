@@ -707,7 +707,7 @@ static void estimate(Train *t, const RtBackend *be)
 	if (t->job->nranks > 1)
 		snprintf(ranks, sizeof ranks, " on each of %d ranks, %ld core%s,", t->job->nranks, cores, cores == 1 ? "" : "s");
 	char amount[32], speed[32];
-	say(t, "mgl: a step will take about %s on this cpu (%s%s at about %s a core)\n", when,
+	say(t, "mgl: a step will take about %s on this cpu (%s%s at about %s a rank)\n", when,
 	    mgl_si(o->flops * (double)o->accum, "FLOP", amount), ranks, mgl_si(rate, "FLOP/s", speed));
 }
 
@@ -783,6 +783,11 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	    o->model_name ? o->model_name : plan->model, o->preset ? " " : "", o->preset ? o->preset : "",
 	    mgl_commas(o->nparams, b1), be->name, plan->tp, plan->dp, plan->sp ? ", sequence parallel" : "",
 	    (long long)plan->batch, (long long)plan->seq, mgl_commas(o->steps, b2), o->steps == 1 ? "" : "s");
+	if (be == &rt_cpu_backend) {
+		char gemm[256];
+		rt_cpu_gemm(gemm, sizeof gemm);
+		say(&t, "mgl: GEMMs: %s\n", gemm);
+	}
 	if (t.resumed)
 		say(&t, "mgl: resuming from step %s (%s)\n%s", mgl_commas(t.step, b1), t.resumed, note);
 	else

@@ -244,7 +244,7 @@ estimate() {
 	wait_for 'mgl: a step will take about' "$tmp/est.out" || { kill $pid; return 1; }
 	stop_now $pid "$tmp/est.out"
 	cat "$tmp/est.out"
-	grep -Eq '^mgl: a step will take about [0-9.]+ (s|min|h) on this cpu \(1\.[0-9]+ TFLOP at about [0-9.]+ [MG]FLOP/s a core\)$' \
+	grep -Eq '^mgl: a step will take about [0-9.]+ (s|min|h) on this cpu \(1\.[0-9]+ TFLOP at about [0-9.]+ [MG]FLOP/s a rank\)$' \
 		"$tmp/est.out" && ! grep -q '^step 1/' "$tmp/est.out"
 }
 check 'a long first step on the cpu is announced with its expected time' estimate

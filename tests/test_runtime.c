@@ -199,6 +199,53 @@ END_TEST
 START_TEST(gradients_llama_tp4_sp) { check_gradients("models/llama.mgl", LLAMA, 4, true); }
 END_TEST
 
+/* The float backend (its GEMMs OpenBLAS's where the library is here, docs/DESIGN.md) against
+ * the double one (always the loops): the loss and every gradient of a forward and backward
+ * at tp 2, the matmuls at the widths of the tiny preset (d 64, the gradient of W^T and of
+ * dy^T x among them). 1e-4 of the tensor's largest entry (of 1e-3 at least): float's
+ * rounding through two layers, where a transposed operand or a wrong leading dimension is
+ * off by the whole. */
+START_TEST(float_agrees_with_double)
+{
+	Compiled k;
+	MglTarget t = {.tp = 2, .dp = 1, .batch = 4, .seq = 16, .act_dtype = MGL_F32};
+	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", "p_drop=0", t);
+	char err[256], gemm[256];
+	RtJob *j[2] = {rt_job_open(p, &rt_cpu_backend, err, sizeof err), rt_job_open(p, &rt_cpu64_backend, err, sizeof err)};
+	ck_assert_msg(j[0] && j[1], "%s", err);
+	fill_inputs(j[0], true);   /* run() writes them to both */
+	for (int b = 0; b < 2; b++) {
+		rng = 11;
+		random_params(j[b]);
+		for (int r = 0; r < j[b]->nranks; r++)
+			for (int i = 0; i < p->nparams; i++)
+				j[b]->be->zero(&j[b]->ranks[r], p->params[i].grad);
+		run(j[b], 1u << MGL_FWD | 1u << MGL_BWD);
+	}
+	rt_cpu_gemm(gemm, sizeof gemm);
+	printf("float against double, the float GEMMs %s\n", gemm);
+	ck_assert_msg(fabs(loss_of(j[0]) - loss_of(j[1])) <= 1e-5 * fabs(loss_of(j[1])), "loss %.9g, in double %.9g",
+		      loss_of(j[0]), loss_of(j[1]));
+	for (int i = 0; i < p->nparams; i++) {
+		int64_t n = mgl_param_numel(&p->params[i]);
+		float *g[2] = {malloc((size_t)n * sizeof(float)), malloc((size_t)n * sizeof(float))};
+		rt_param_get(j[0], i, RT_PARAM_GRAD, g[0]);
+		rt_param_get(j[1], i, RT_PARAM_GRAD, g[1]);
+		double scale = 1e-3;   /* a gradient that is 0 in exact arithmetic (k's bias) is float's noise */
+		for (int64_t e = 0; e < n; e++)
+			scale = fmax(scale, fabs(g[1][e]));
+		for (int64_t e = 0; e < n; e++)
+			ck_assert_msg(fabs(g[0][e] - g[1][e]) <= 1e-4 * scale, "d loss / d %s[%lld]: %.9g, in double %.9g",
+				      p->params[i].name, (long long)e, g[0][e], g[1][e]);
+		free(g[0]);
+		free(g[1]);
+	}
+	rt_job_close(j[0]);
+	rt_job_close(j[1]);
+	compiled_free(&k);
+}
+END_TEST
+
 /* BERT's MLM loss ignores targets of -1 (`ignore: -1`): with every target -1 it counts none,
  * and is 0 with a zero gradient into the logits. (When the plan wrote "no target ignored"
  * as -1 too, a model's ignore: -1 ignored nothing.) */
@@ -638,7 +685,10 @@ START_TEST(bench_runs_the_training_step)
 	for (int role = 0; role < MGL_V_ROLE_COUNT; role++)
 		plan_bytes += p->persistent_bytes[role];
 	ck_assert(r.machine.allocated >= plan_bytes && r.machine.device_used == -1 && r.machine.gemm_flops > 0);
-	ck_assert_msg(strstr(r.machine.gemm_what, "[16, 64] x [64, 128]"), "%s", r.machine.gemm_what);   /* this rank's half of wte */
+	char gemm[256];   /* OpenBLAS on a large square, or the loops on this rank's half of wte */
+	rt_cpu_gemm(gemm, sizeof gemm);
+	const char *timed = strncmp(gemm, "OpenBLAS", 8) ? "[16, 64] x [64, 128] on one thread" : "[2048, 2048] x [2048, 2048], OpenBLAS";
+	ck_assert_msg(strstr(r.machine.gemm_what, timed), "%s; want %s", r.machine.gemm_what, timed);
 	rt_bench_free(&r);
 	/* it refuses what rt_train refuses, and a model without a vocabulary to draw from */
 	o.data = NULL;
@@ -658,6 +708,7 @@ int main(void)
 	Suite *s = suite_create("runtime");
 	TCase *grad = tcase_create("gradients");
 	tcase_add_test(grad, gradients_gpt2);
+	tcase_add_test(grad, float_agrees_with_double);
 	tcase_add_test(grad, gradients_gpt2_tp2);
 	tcase_add_test(grad, gradients_gpt2_tp2_sp);
 	tcase_add_test(grad, gradients_bert);
