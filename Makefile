@@ -58,10 +58,12 @@ TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/te
 .PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check bench clean
 all: deps $(BUILD)/mgl
 
-# what the build needs, and what the tests run besides (Graphviz's dot draws tests/cli.sh's graphs)
+# what the build needs, and what the tests run besides (Graphviz's dot draws tests/cli.sh's
+# graphs); OpenBLAS, which the cpu backend loads at run time, where it can be had
 deps:
 	@CC=$(CC) scripts/deps.sh cc re2c
-deps-test:
+	@scripts/deps.sh openblas
+deps-test: deps
 	@CC=$(CC) scripts/deps.sh cc re2c check dot rsvg-convert
 
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)

@@ -76,6 +76,9 @@ static int32_t *IDS(const RtRank *r, int v) { return ptr(r, v); }
 typedef void Sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
 		   const float *B, int ldb, float beta, float *C, int ldc);
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+/* attention on OpenBLAS keeps a head's scores, [S, S] floats twice (the backward's): up to
+ * 128 MB; longer sequences run the loops, which keep a row */
+enum { BLAS_MAX_SEQ = 4096 };
 
 static struct {
 	Sgemm *sgemm;
@@ -707,6 +710,87 @@ static void op_sum_to(Ctx *c)
 	free(t);
 }
 
+#ifdef RT_CPU_FLOAT
+/* Attention on OpenBLAS: for each batch and head, the scores as one GEMM, the softmax on
+ * them in place, and the output as another (the loops below do it a query at a time). The
+ * whole s x s square is computed and the causal half above the diagonal zeroed: twice the
+ * products of the loops, at the GEMM's rate. A head's q, k, v, o are [S, dh] blocks of
+ * rows D apart; scores [S, S] in scratch. */
+static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+		  const float *B, int64_t ldb, float *C, int64_t ldc)
+{
+	blas.sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)M, (int)N,
+		   (int)K, alpha, A, (int)lda, B, (int)ldb, 0, C, (int)ldc);
+}
+
+/* key j of row i takes part (the causal mask, the padding mask) */
+static bool attends(const Ctx *c, const int32_t *mask, int64_t b, int64_t S, int64_t i, int64_t j)
+{
+	return (!c->s->attr.causal || j <= i) && (!mask || mask[b * S + j]);
+}
+
+static void attention_blas(Ctx *c, int64_t B, int64_t S, int64_t D, int64_t H)
+{
+	int64_t dh = D / H;
+	const real *Q = F(c->r, IN(0)), *K = F(c->r, IN(1)), *V = F(c->r, IN(2));
+	const int32_t *mask = c->s->nin > 3 ? IDS(c->r, IN(3)) : NULL;
+	real *O = F(c->r, OUT(0)), *L = F(c->r, OUT(1)), scale = 1.0f / sqrt((real)dh);
+	real *P = malloc((size_t)(S * S) * sizeof *P);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t h = 0; h < H; h++) {
+			int64_t at = b * S * D + h * dh;
+			sgemm(false, true, S, S, dh, scale, Q + at, D, K + at, D, P, S);
+			for (int64_t i = 0; i < S; i++) {
+				real *p = P + i * S, mx = -INFINITY;
+				for (int64_t j = 0; j < S; j++)
+					if (attends(c, mask, b, S, i, j))
+						mx = p[j] > mx ? p[j] : mx;
+				double sum = 0;
+				for (int64_t j = 0; j < S; j++)
+					sum += p[j] = mx > -INFINITY && attends(c, mask, b, S, i, j) ? exp(p[j] - mx) : 0;
+				for (int64_t j = 0; j < S && sum > 0; j++)
+					p[j] = (real)(p[j] / sum);
+				/* every key masked: no attention, output 0 */
+				L[(b * H + h) * S + i] = sum > 0 ? mx + (real)log(sum) : -INFINITY;
+			}
+			sgemm(false, false, S, dh, S, 1, P, S, V + at, D, O + at, D);
+		}
+	free(P);
+}
+
+/* The probabilities P again from lse; dP = dy v^T; dS = P (dP - dy . o) scale; then
+ * dv = P^T dy, dq = dS k, dk = dS^T q. */
+static void attention_bwd_blas(Ctx *c, int64_t B, int64_t S, int64_t D, int64_t H)
+{
+	int64_t dh = D / H;
+	const real *dO = F(c->r, IN(0)), *Q = F(c->r, IN(1)), *K = F(c->r, IN(2)), *V = F(c->r, IN(3)),
+		   *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
+	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;
+	real *dQ = F(c->r, OUT(0)), *dK = F(c->r, OUT(1)), *dV = F(c->r, OUT(2)), scale = 1.0f / sqrt((real)dh);
+	real *P = malloc((size_t)(2 * S * S) * sizeof *P), *dP = P + S * S;
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t h = 0; h < H; h++) {
+			int64_t at = b * S * D + h * dh;
+			sgemm(false, true, S, S, dh, scale, Q + at, D, K + at, D, P, S);
+			sgemm(false, true, S, S, dh, 1, dO + at, D, V + at, D, dP, S);
+			for (int64_t i = 0; i < S; i++) {
+				real lse = L[(b * H + h) * S + i], Di = 0, *p = P + i * S, *dp = dP + i * S;
+				const real *gi = dO + at + i * D, *oi = O + at + i * D;
+				for (int64_t k = 0; k < dh; k++)
+					Di += gi[k] * oi[k];
+				for (int64_t j = 0; j < S; j++) {
+					p[j] = lse > -INFINITY && attends(c, mask, b, S, i, j) ? exp(p[j] - lse) : 0;
+					dp[j] = p[j] * (dp[j] - Di) * scale;
+				}
+			}
+			sgemm(true, false, S, dh, S, 1, P, S, dO + at, D, dV + at, D);
+			sgemm(false, false, S, dh, S, 1, dP, S, K + at, D, dQ + at, D);
+			sgemm(true, false, S, dh, S, 1, dP, S, Q + at, D, dK + at, D);
+		}
+	free(P);
+}
+#endif
+
 /* Attention over q, k, v [B, S, H*dh] (this rank's heads), scores scaled by 1/sqrt(dh),
  * keys after the query masked when causal, keys whose mask is 0 masked; o [B, S, H*dh]
  * and the log-sum-exp of each row of scores, lse [B, H, S], kept for the backward. */
@@ -714,6 +798,12 @@ static void op_attention(Ctx *c)
 {
 	const MglValue *q = val(c->r, IN(0));
 	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->attr.heads, dh = D / H;
+#ifdef RT_CPU_FLOAT
+	if (blas.sgemm && S <= BLAS_MAX_SEQ && D <= INT_MAX) {
+		attention_blas(c, B, S, D, H);
+		return;
+	}
+#endif
 	const real *Q = F(c->r, IN(0)), *K = F(c->r, IN(1)), *V = F(c->r, IN(2));
 	const int32_t *mask = c->s->nin > 3 ? IDS(c->r, IN(3)) : NULL;
 	real *O = F(c->r, OUT(0)), *L = F(c->r, OUT(1));
@@ -761,6 +851,12 @@ static void op_attention_bwd(Ctx *c)
 {
 	const MglValue *q = val(c->r, IN(1));
 	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->attr.heads, dh = D / H;
+#ifdef RT_CPU_FLOAT
+	if (blas.sgemm && S <= BLAS_MAX_SEQ && D <= INT_MAX) {
+		attention_bwd_blas(c, B, S, D, H);
+		return;
+	}
+#endif
 	const real *dO = F(c->r, IN(0)), *Q = F(c->r, IN(1)), *K = F(c->r, IN(2)), *V = F(c->r, IN(3)),
 		    *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
 	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;

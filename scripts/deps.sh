@@ -1,9 +1,24 @@
 #!/bin/sh
 # scripts/deps.sh — installs what the build lacks, or says the one command that would.
-# usage: scripts/deps.sh TOOL...   (cc, re2c, check, clang, dot, rsvg-convert)
+# usage: scripts/deps.sh TOOL...   (cc, re2c, check, clang, dot, rsvg-convert, openblas)
 # Called by the Makefile before a build (`make deps`: what building needs; `make deps-test`:
 # that and what the tests run), so `make demo` and `make check` work on a fresh Debian or
 # Ubuntu machine with nothing but make installed first.
+# openblas is wanted, not needed: the cpu backend loads it at run time (docs/DESIGN.md) and
+# runs its own, slower GEMM without it, so where it cannot be installed (no root, no
+# package registry: the GPU machine) the build says so and goes on.
+if [ "${1:-}" = openblas ]; then
+	{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libopenblas\.so\.0' && exit 0
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "mgl: installing libopenblas-dev (the cpu backend's GEMMs)" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		{ apt-get install -y -qq libopenblas-dev || { apt-get update -qq && apt-get install -y -qq libopenblas-dev; }; } \
+			>/dev/null 2>&1 && exit 0
+	fi
+	echo "mgl: note: no OpenBLAS here; the cpu backend's GEMMs run its own loops, some 20 times slower" >&2
+	echo "  (to have it: sudo apt-get install -y libopenblas-dev)" >&2
+	exit 0
+fi
 missing=""
 for need in "$@"; do
 	case "$need" in

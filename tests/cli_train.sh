@@ -248,6 +248,33 @@ estimate() {
 		"$tmp/est.out" && ! grep -q '^step 1/' "$tmp/est.out"
 }
 check 'a long first step on the cpu is announced with its expected time' estimate
+# the cpu backend's GEMMs: OpenBLAS where it loads (scripts/deps.sh installs it), its own
+# loops with MGL_BLAS=0 or where it is absent; mgl train names which, the two train alike
+# (1e-5: float rounding in other orders), and MGL_THREADS is shared out over the ranks
+gemms() {
+	MGL_THREADS=4 "$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 3 --batch 2 --tp 2 \
+		--log "$tmp/blas.jsonl" >"$tmp/blas.out" 2>&1 &&
+		MGL_BLAS=0 "$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 3 --batch 2 --tp 2 \
+			--log "$tmp/loops.jsonl" >"$tmp/loops.out" 2>&1 || return 1
+	cat "$tmp/blas.out" "$tmp/loops.out"
+	grep -q "^mgl: GEMMs: mgl's own GEMM loops, one thread a rank (no OpenBLAS: MGL_BLAS=0)$" "$tmp/loops.out" || return 1
+	if grep -q "^mgl: GEMMs: mgl's own GEMM loops, one thread a rank (no OpenBLAS: no libopenblas" "$tmp/blas.out"; then
+		echo "SKIP: mgl train's GEMMs on OpenBLAS (no libopenblas.so.0 here; scripts/deps.sh openblas installs it)" >&2
+	else
+		grep -Eq '^mgl: GEMMs: OpenBLAS cblas_sgemm on 2 threads a rank: .*\(lib(openblas|cblas)\.so' "$tmp/blas.out" ||
+			return 1
+	fi
+	a=$(grep -o '"step": 3, "loss": [0-9.]*' "$tmp/blas.jsonl" | cut -d' ' -f4)
+	b=$(grep -o '"step": 3, "loss": [0-9.]*' "$tmp/loops.jsonl" | cut -d' ' -f4)
+	echo "step 3: loss $a, $b with the loops"
+	awk -v a="$a" -v b="$b" 'BEGIN { exit !(a > 0 && (a - b) ^ 2 <= (1e-5 * b) ^ 2) }'
+}
+check "mgl train names the cpu backend's GEMM; OpenBLAS and the loops train alike" gemms
+bad_threads() {
+	MGL_THREADS=0 "$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 1 --batch 2 >"$tmp/thr.out" 2>&1
+	[ $? = 1 ] && grep -q '^mgl: error: MGL_THREADS=0 is not a number of threads from 1 to 4,096$' "$tmp/thr.out"
+}
+check 'MGL_THREADS=0 is refused' bad_threads
 expect 2 "--seq 128 is longer than the model's sequence \(seq = 64\)" \
 	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --seq 128
 expect 1 "$tmp/missing.bin"                    -- train models/gpt2.mgl --preset tiny --data "$tmp/missing.bin"

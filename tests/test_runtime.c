@@ -199,17 +199,18 @@ END_TEST
 START_TEST(gradients_llama_tp4_sp) { check_gradients("models/llama.mgl", LLAMA, 4, true); }
 END_TEST
 
-/* The float backend (its GEMMs OpenBLAS's where the library is here, docs/DESIGN.md) against
- * the double one (always the loops): the loss and every gradient of a forward and backward
- * at tp 2, the matmuls at the widths of the tiny preset (d 64, the gradient of W^T and of
- * dy^T x among them). 1e-4 of the tensor's largest entry (of 1e-3 at least): float's
- * rounding through two layers, where a transposed operand or a wrong leading dimension is
- * off by the whole. */
-START_TEST(float_agrees_with_double)
+/* The float backend (its GEMMs and attention on OpenBLAS where the library is here,
+ * docs/DESIGN.md) against the double one (always the loops): the loss and every gradient
+ * of a forward and backward at tp 2, the matmuls at the widths of the tiny preset (d 64,
+ * the gradient of W^T and of dy^T x among them), causal attention (GPT-2, LLaMA) and
+ * attention with padding masked (BERT). 1e-4 of the tensor's largest entry (of 1e-3 at
+ * least): float's rounding through two layers, where a transposed operand or a wrong
+ * leading dimension is off by the whole. */
+static void float_agrees_with_double(const char *model)
 {
 	Compiled k;
 	MglTarget t = {.tp = 2, .dp = 1, .batch = 4, .seq = 16, .act_dtype = MGL_F32};
-	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", "p_drop=0", t);
+	MglPlan *p = compile(&k, model, "tiny", NULL, t);
 	char err[256], gemm[256];
 	RtJob *j[2] = {rt_job_open(p, &rt_cpu_backend, err, sizeof err), rt_job_open(p, &rt_cpu64_backend, err, sizeof err)};
 	ck_assert_msg(j[0] && j[1], "%s", err);
@@ -223,7 +224,7 @@ START_TEST(float_agrees_with_double)
 		run(j[b], 1u << MGL_FWD | 1u << MGL_BWD);
 	}
 	rt_cpu_gemm(gemm, sizeof gemm);
-	printf("float against double, the float GEMMs %s\n", gemm);
+	printf("%s: float against double, the float GEMMs %s\n", model, gemm);
 	ck_assert_msg(fabs(loss_of(j[0]) - loss_of(j[1])) <= 1e-5 * fabs(loss_of(j[1])), "loss %.9g, in double %.9g",
 		      loss_of(j[0]), loss_of(j[1]));
 	for (int i = 0; i < p->nparams; i++) {
@@ -244,6 +245,12 @@ START_TEST(float_agrees_with_double)
 	rt_job_close(j[1]);
 	compiled_free(&k);
 }
+
+START_TEST(float_agrees_gpt2) { float_agrees_with_double("models/gpt2.mgl"); }
+END_TEST
+START_TEST(float_agrees_bert) { float_agrees_with_double("models/bert.mgl"); }
+END_TEST
+START_TEST(float_agrees_llama) { float_agrees_with_double("models/llama.mgl"); }
 END_TEST
 
 /* BERT's MLM loss ignores targets of -1 (`ignore: -1`): with every target -1 it counts none,
@@ -708,7 +715,9 @@ int main(void)
 	Suite *s = suite_create("runtime");
 	TCase *grad = tcase_create("gradients");
 	tcase_add_test(grad, gradients_gpt2);
-	tcase_add_test(grad, float_agrees_with_double);
+	tcase_add_test(grad, float_agrees_gpt2);
+	tcase_add_test(grad, float_agrees_bert);
+	tcase_add_test(grad, float_agrees_llama);
 	tcase_add_test(grad, gradients_gpt2_tp2);
 	tcase_add_test(grad, gradients_gpt2_tp2_sp);
 	tcase_add_test(grad, gradients_bert);
