@@ -329,6 +329,57 @@ typedef struct {
 /* a step writing a gradient buffer adds into it */
 #define ACC(k) (val(c->r, OUT(k))->role == MGL_V_GRAD)
 
+/* The rank's threads for the ops besides the GEMMs: fn(c, from, to) over [0, n) in as many
+ * contiguous parts as the rank's GEMMs have threads (1 in the double build, and where
+ * OpenBLAS is absent: a rank is then a thread), each part at least `grain` long, so that
+ * a small op starts no thread. Every element (or row) is computed as it would be in one
+ * part, so the result is the same at any thread count. */
+typedef void Part(Ctx *c, int64_t from, int64_t to);
+typedef struct {
+	Part *fn;
+	Ctx *c;
+	int64_t from, to;
+} Piece;
+
+static void *piece_main(void *arg)
+{
+	Piece *q = arg;
+	q->fn(q->c, q->from, q->to);
+	return NULL;
+}
+
+static void spread(Ctx *c, Part *fn, int64_t n, int64_t grain)
+{
+	enum { MAX = 64 };
+	int64_t k = 1;
+#ifdef RT_CPU_FLOAT
+	k = blas.sgemm ? blas.threads : 1;
+#endif
+	k = k < n / (grain > 0 ? grain : 1) ? k : n / (grain > 0 ? grain : 1);
+	k = k < MAX ? k : MAX;
+	if (k <= 1) {
+		fn(c, 0, n);
+		return;
+	}
+	Piece part[MAX];
+	pthread_t th[MAX];
+	bool started[MAX] = {false};
+	for (int64_t i = 0; i < k; i++)
+		part[i] = (Piece){fn, c, n * i / k, n * (i + 1) / k};
+	for (int64_t i = 1; i < k; i++)   /* a thread that cannot start: its part runs here */
+		started[i] = !pthread_create(&th[i], NULL, piece_main, &part[i]);
+	piece_main(&part[0]);
+	for (int64_t i = 1; i < k; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+		else
+			piece_main(&part[i]);
+}
+
+/* the grain of an op over elements, and over rows of n elements: some 64K elements a part */
+enum { GRAIN = 1 << 16 };
+static int64_t row_grain(int64_t n) { return n > 0 && GRAIN / n > 1 ? GRAIN / n : 1; }
+
 /* out[..., D] = table[ids - start, :] for ids in this rank's rows, else 0 (then P) */
 static void op_embedding(Ctx *c)
 {
@@ -435,19 +486,24 @@ static void moments(const real *x, int64_t D, double eps, real *mean, real *rstd
 	*rstd = (real)(1.0 / sqrt(v + eps));
 }
 
-/* y[M, D] = (x - mean) / std * w + b */
-static void op_layernorm(Ctx *c)
+/* y[M, D] = (x - mean) / std * w + b; rows from..to */
+static void layernorm_rows(Ctx *c, int64_t from, int64_t to)
 {
-	const MglValue *x = val(c->r, IN(0));
-	int64_t M = rt_rows(x), D = rt_last(x);
+	int64_t D = rt_last(val(c->r, IN(0)));
 	const real *X = F(c->r, IN(0)), *w = F(c->r, IN(1)), *b = F(c->r, IN(2));
 	real *Y = F(c->r, OUT(0));
-	for (int64_t i = 0; i < M; i++) {
+	for (int64_t i = from; i < to; i++) {
 		real mean, rstd;
 		moments(X + i * D, D, c->s->attr.eps, &mean, &rstd);
 		for (int64_t k = 0; k < D; k++)
 			Y[i * D + k] = (X[i * D + k] - mean) * rstd * w[k] + b[k];
 	}
+}
+
+static void op_layernorm(Ctx *c)
+{
+	const MglValue *x = val(c->r, IN(0));
+	spread(c, layernorm_rows, rt_rows(x), row_grain(rt_last(x)));
 }
 
 /* (dy, x, w) -> dx, dw (+=), db (+=) */
@@ -531,75 +587,82 @@ static void op_rmsnorm_bwd(Ctx *c)
 /* GPT-2's gelu: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 static const real GELU_C = 0.7978845608028654f;
 
-static void op_gelu(Ctx *c)
+static void gelu_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *x = F(c->r, IN(0));
 	real *y = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++)
+	for (int64_t i = from; i < to; i++)
 		y[i] = 0.5f * x[i] * (1.0f + tanh(GELU_C * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
 }
 
-static void op_gelu_bwd(Ctx *c)
+static void op_gelu(Ctx *c) { spread(c, gelu_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
+
+static void gelu_bwd_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *g = F(c->r, IN(0)), *x = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++) {
+	for (int64_t i = from; i < to; i++) {
 		real u = GELU_C * (x[i] + 0.044715f * x[i] * x[i] * x[i]), t = tanh(u);
 		real du = GELU_C * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
 		o[i] = g[i] * (0.5f * (1.0f + t) + 0.5f * x[i] * (1.0f - t * t) * du);
 	}
 }
 
-static void op_tanh(Ctx *c)
+static void op_gelu_bwd(Ctx *c) { spread(c, gelu_bwd_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
+
+static void tanh_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *x = F(c->r, IN(0));
 	real *y = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++)
+	for (int64_t i = from; i < to; i++)
 		y[i] = tanh(x[i]);
 }
 
-static void op_tanh_bwd(Ctx *c)
+static void op_tanh(Ctx *c) { spread(c, tanh_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
+
+static void tanh_bwd_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *g = F(c->r, IN(0)), *y = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++)
+	for (int64_t i = from; i < to; i++)
 		o[i] = g[i] * (1.0f - y[i] * y[i]);
 }
 
+static void op_tanh_bwd(Ctx *c) { spread(c, tanh_bwd_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
+
 /* silu(x) = x sigmoid(x) (the gate of LLaMA's SwiGLU); silu' = s (1 + x (1 - s)) */
-static void op_silu(Ctx *c)
+static void silu_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *x = F(c->r, IN(0));
 	real *y = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++)
+	for (int64_t i = from; i < to; i++)
 		y[i] = x[i] / (1.0f + exp(-x[i]));
 }
 
-static void op_silu_bwd(Ctx *c)
+static void op_silu(Ctx *c) { spread(c, silu_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
+
+static void silu_bwd_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, IN(0)));
 	const real *g = F(c->r, IN(0)), *x = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++) {
+	for (int64_t i = from; i < to; i++) {
 		real s = 1.0f / (1.0f + exp(-x[i]));
 		o[i] = g[i] * s * (1.0f + x[i] * (1.0f - s));
 	}
 }
 
+static void op_silu_bwd(Ctx *c) { spread(c, silu_bwd_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
+
 /* out = a * b, of one shape */
-static void op_mul(Ctx *c)
+static void mul_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, OUT(0)));
 	const real *a = F(c->r, IN(0)), *b = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++)
+	for (int64_t i = from; i < to; i++)
 		o[i] = a[i] * b[i];
 }
+
+static void op_mul(Ctx *c) { spread(c, mul_part, mgl_numel(val(c->r, OUT(0))), GRAIN); }
 
 /* y = x * keep / (1 - p), keep decided by the element's index in the whole tensor, so a
  * split value drops exactly what the unsplit one would. Backward: the same with dy. */
@@ -675,14 +738,15 @@ static void op_add(Ctx *c)
 	}
 }
 
-static void op_accumulate(Ctx *c)
+static void accumulate_part(Ctx *c, int64_t from, int64_t to)
 {
-	int64_t n = mgl_numel(val(c->r, OUT(0)));
 	const real *a = F(c->r, IN(0)), *b = F(c->r, IN(1));
 	real *o = F(c->r, OUT(0));
-	for (int64_t i = 0; i < n; i++)
+	for (int64_t i = from; i < to; i++)
 		o[i] = a[i] + b[i];
 }
+
+static void op_accumulate(Ctx *c) { spread(c, accumulate_part, mgl_numel(val(c->r, OUT(0))), GRAIN); }
 
 /* out (+)= dy summed over the dimensions it was broadcast along */
 static void op_sum_to(Ctx *c)
@@ -943,13 +1007,13 @@ static void op_select_bwd(Ctx *c)
 		memcpy(o + (b * S + c->s->attr.position) * inner, F(c->r, IN(0)) + b * inner, (size_t)inner * sizeof(real));
 }
 
-static void op_vocab_max(Ctx *c)
+static void vocab_max_rows(Ctx *c, int64_t from, int64_t to)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), N = rt_last(z);
 	const real *Z = F(c->r, IN(0));
 	real *m = F(c->r, OUT(0));
-	for (int64_t i = 0; i < M; i++) {
+	for (int64_t i = from; i < to; i++) {
 		real mx = -INFINITY;
 		for (int64_t j = 0; j < V; j++)
 			mx = Z[i * N + j] > mx ? Z[i * N + j] : mx;
@@ -957,15 +1021,24 @@ static void op_vocab_max(Ctx *c)
 	}
 }
 
+/* the logits z [M, N] split in rows over the rank's threads (the vocabulary ops) */
+static void vocab_rows(Ctx *c, Part *fn, int z)
+{
+	const MglValue *v = val(c->r, z);
+	spread(c, fn, rt_rows(v), row_grain(rt_last(v)));
+}
+
+static void op_vocab_max(Ctx *c) { vocab_rows(c, vocab_max_rows, IN(0)); }
+
 /* stats[M, 2] = (sum of exp(z - max) here, the target's logit if it is here, else 0) */
-static void op_vocab_stats(Ctx *c)
+static void vocab_stats_rows(Ctx *c, int64_t from, int64_t to)
 {
 	const MglValue *z = val(c->r, IN(0));
-	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), N = rt_last(z);
 	const real *Z = F(c->r, IN(0)), *mx = F(c->r, IN(2));
 	const int32_t *t = IDS(c->r, IN(1));
 	real *st = F(c->r, OUT(0));
-	for (int64_t i = 0; i < M; i++) {
+	for (int64_t i = from; i < to; i++) {
 		double s = 0;
 		for (int64_t j = 0; j < V; j++)
 			s += exp((double)Z[i * N + j] - mx[i]);
@@ -974,6 +1047,8 @@ static void op_vocab_stats(Ctx *c)
 		st[2 * i + 1] = col >= 0 && col < V ? Z[i * N + col] : 0.0f;
 	}
 }
+
+static void op_vocab_stats(Ctx *c) { vocab_rows(c, vocab_stats_rows, IN(0)); }
 
 /* a target the loss counts: not the one it ignores (MGL_NONE: none, which no int32 equals) */
 static bool kept(const Ctx *c, int32_t target) { return target != c->s->attr.ignore; }
@@ -997,10 +1072,10 @@ static void op_vocab_loss(Ctx *c)
 }
 
 /* dz = dloss / count * (softmax(z) - onehot(target)); padding and ignored rows 0 */
-static void op_ce_bwd(Ctx *c)
+static void ce_bwd_rows(Ctx *c, int64_t from, int64_t to)
 {
 	const MglValue *z = val(c->r, IN(1)), *t = val(c->r, IN(2));
-	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
+	int64_t start, V = rt_valid_cols(c->r, z, c->s->attr.limit, &start), N = rt_last(z);
 	const real *Z = F(c->r, IN(1)), *lse = F(c->r, IN(3));
 	const int32_t *T = IDS(c->r, IN(2));
 	real *dZ = F(c->r, OUT(0));
@@ -1008,7 +1083,7 @@ static void op_ce_bwd(Ctx *c)
 	for (int64_t i = 0; i < mgl_numel(t); i++)
 		count += kept(c, T[i]);
 	real g = count ? F(c->r, IN(0))[0] / (real)count : 0.0f;
-	for (int64_t i = 0; i < M; i++) {
+	for (int64_t i = from; i < to; i++) {
 		real *d = dZ + i * N;
 		memset(d, 0, (size_t)N * sizeof *d);
 		if (!kept(c, T[i]))
@@ -1020,6 +1095,8 @@ static void op_ce_bwd(Ctx *c)
 			d[col] -= g;
 	}
 }
+
+static void op_ce_bwd(Ctx *c) { vocab_rows(c, ce_bwd_rows, IN(1)); }
 
 /* ---------------------------------------------------------------- layout changes */
 
@@ -1109,17 +1186,16 @@ static void op_grad_norm(Ctx *c)
 }
 
 /* AdamW (Loshchilov & Hutter), after clipping the gradient to a global norm of `clip` */
-static void op_adamw(Ctx *c)
+static void adamw_part(Ctx *c, int64_t from, int64_t to)
 {
 	const RtRun *u = c->run;
-	int64_t n = mgl_numel(val(c->r, IN(0)));
 	real *w = F(c->r, IN(0)), *m = F(c->r, IN(2)), *v = F(c->r, IN(3));
 	const real *g = F(c->r, IN(1));
 	double norm = sqrt((double)F(c->r, IN(4))[0]);
 	double scale = u->clip > 0 && norm > u->clip ? u->clip / norm : 1.0;
 	double b1c = 1 - pow(u->beta1, (double)u->adam_t), b2c = 1 - pow(u->beta2, (double)u->adam_t);
 	double wd = c->s->attr.decay ? u->weight_decay : 0;
-	for (int64_t i = 0; i < n; i++) {
+	for (int64_t i = from; i < to; i++) {
 		double gi = g[i] * scale;
 		m[i] = (real)(u->beta1 * m[i] + (1 - u->beta1) * gi);
 		v[i] = (real)(u->beta2 * v[i] + (1 - u->beta2) * gi * gi);
@@ -1127,6 +1203,8 @@ static void op_adamw(Ctx *c)
 		w[i] = (real)(w[i] - u->lr * (mh / (sqrt(vh) + u->eps) + wd * w[i]));
 	}
 }
+
+static void op_adamw(Ctx *c) { spread(c, adamw_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
 
 typedef void OpFn(Ctx *c);
 
