@@ -52,6 +52,14 @@ typedef struct { int32_t left, right, result; } Merge;
 /* A cached pre-token: its bytes keys[key, key+klen) and its ids ids[at, at+n). */
 typedef struct { uint64_t hash; uint32_t key, klen, at, n; } CacheSlot;
 
+/* Token bytes -> id over a tokenizer's tokens (its bytes and off): open addressing, -1
+ * empty, a power-of-two capacity at least twice the tokens. GPT-2's loader and WordPiece
+ * both look tokens up in one (idmap_init, idmap_find). */
+typedef struct {
+	int32_t *slot;
+	size_t cap;
+} IdMap;
+
 struct RtTokenizer {
 	int kind, vocab, eot;
 	char digest[2 * 64 + 2];   /* GPT-2: the SHA-256 of encoder.json and of vocab.bpe, in hex;
@@ -76,9 +84,8 @@ struct RtTokenizer {
 	uint32_t *prv, *nxt;
 	uint64_t *heap;
 	size_t sym_cap, heap_cap;
-	/* WordPiece: token bytes -> id, open addressing (-1 empty); scratch for a word */
-	int32_t *wmap;
-	size_t wmap_cap;
+	/* WordPiece: token bytes -> id; scratch for a word */
+	IdMap wmap;
 	uint32_t *wcp, *wfold;     /* a piece of text between white space, and it folded */
 	size_t wcp_cap, wfold_cap;
 	unsigned char *wkey;       /* a word in UTF-8, then a candidate token */
@@ -563,7 +570,7 @@ void rt_tok_free(RtTokenizer *t)
 	free(t->prv);
 	free(t->nxt);
 	free(t->heap);
-	free(t->wmap);
+	free(t->wmap.slot);
 	free(t->wcp);
 	free(t->wfold);
 	free(t->wkey);
@@ -642,8 +649,7 @@ typedef struct {
 	const unsigned char *text;   /* its bytes */
 	char *err;
 	size_t errlen;
-	int32_t *map;                /* token bytes -> id, open addressing; -1 empty */
-	size_t map_cap;
+	IdMap map;                   /* token bytes -> id */
 } Loader;
 
 /* "path:line:col: message" for the byte at p of the file being read. */
@@ -694,23 +700,41 @@ static const unsigned char *tok_bytes(const RtTokenizer *t, int32_t id, size_t *
 	return t->bytes + t->off[id];
 }
 
-/* The id of the token spelled b[0..n), or -1; with put >= 0, inserts it as that id when
- * absent. */
-static int32_t map_find(Loader *L, const unsigned char *b, size_t n, int32_t put)
+/* An empty map for n tokens: 0, or -1 out of memory. */
+static int idmap_init(IdMap *m, size_t n)
 {
-	size_t mask = L->map_cap - 1;
+	m->cap = 16;
+	while (m->cap < 2 * n)
+		m->cap *= 2;
+	if (!(m->slot = malloc(m->cap * sizeof *m->slot)))
+		return -1;
+	for (size_t i = 0; i < m->cap; i++)
+		m->slot[i] = -1;
+	return 0;
+}
+
+/* The id of t's token spelled b[0..n), or -1; with put >= 0, inserts it as that id when
+ * absent. */
+static int32_t idmap_find(const IdMap *m, const RtTokenizer *t, const unsigned char *b, size_t n, int32_t put)
+{
+	size_t mask = m->cap - 1;
 	for (size_t i = hash_bytes(b, n) & mask;; i = (i + 1) & mask) {
-		int32_t id = L->map[i];
+		int32_t id = m->slot[i];
 		if (id < 0) {
 			if (put >= 0)
-				L->map[i] = put;
+				m->slot[i] = put;
 			return -1;
 		}
 		size_t len;
-		const unsigned char *tb = tok_bytes(L->t, id, &len);
+		const unsigned char *tb = tok_bytes(t, id, &len);
 		if (len == n && !memcmp(tb, b, n))
 			return id;
 	}
+}
+
+static int32_t map_find(Loader *L, const unsigned char *b, size_t n, int32_t put)
+{
+	return idmap_find(&L->map, L->t, b, n, put);
 }
 
 /* ---------------------------------------------------------------- loading encoder.json */
@@ -825,13 +849,8 @@ static int load_encoder(Loader *L, size_t len)
 	}
 	t->off[n] = o;
 	/* the map from bytes to ids, which also finds a token given twice */
-	L->map_cap = 16;
-	while (L->map_cap < 2 * n)
-		L->map_cap *= 2;
-	if (!(L->map = malloc(L->map_cap * sizeof *L->map)))
+	if (idmap_init(&L->map, n))
 		goto oom;
-	for (size_t i = 0; i < L->map_cap; i++)
-		L->map[i] = -1;
 	for (size_t id = 0; id < n; id++) {
 		size_t kl;
 		const unsigned char *kb = tok_bytes(t, (int32_t)id, &kl);
@@ -1068,14 +1087,14 @@ RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
 	L.text = (const unsigned char *)vtext;
 	if (load_merges(&L, vlen))
 		goto bad;
-	free(L.map);
+	free(L.map.slot);
 	free(epath);
 	free(vpath);
 	free(etext);
 	free(vtext);
 	return t;
 bad:
-	free(L.map);
+	free(L.map.slot);
 	free(epath);
 	free(vpath);
 	free(etext);
@@ -1161,12 +1180,7 @@ static uint32_t sigma(const uint32_t *w, size_t n, size_t i)
 
 static int32_t wp_find(const RtTokenizer *t, const unsigned char *b, size_t n)
 {
-	size_t mask = t->wmap_cap - 1;
-	for (size_t i = hash_bytes(b, n) & mask;; i = (i + 1) & mask) {
-		int32_t id = t->wmap[i];
-		if (id < 0 || (t->off[id + 1] - t->off[id] == n && !memcmp(t->bytes + t->off[id], b, n)))
-			return id;
-	}
+	return idmap_find(&t->wmap, t, b, n, -1);
 }
 
 static size_t utf8_put(unsigned char *o, uint32_t c)
@@ -1330,26 +1344,17 @@ static int load_vocab(RtTokenizer *t, const char *path, const unsigned char *tex
 		return -1;
 	}
 	t->vocab = (int)ntok;
-	t->wmap_cap = 16;
-	while (t->wmap_cap < 2 * ntok)
-		t->wmap_cap *= 2;
-	if (!(t->wmap = malloc(t->wmap_cap * sizeof *t->wmap)))
+	if (idmap_init(&t->wmap, ntok))
 		goto oom;
-	for (size_t i = 0; i < t->wmap_cap; i++)
-		t->wmap[i] = -1;
-	size_t mask = t->wmap_cap - 1;
 	for (size_t id = 0; id < ntok; id++) {
-		const unsigned char *b = t->bytes + t->off[id];
-		size_t n = t->off[id + 1] - t->off[id], i = hash_bytes(b, n) & mask;
-		int32_t prev = wp_find(t, b, n);
+		size_t n;
+		const unsigned char *b = tok_bytes(t, (int32_t)id, &n);
+		int32_t prev = idmap_find(&t->wmap, t, b, n, (int32_t)id);
 		if (prev >= 0) {
 			rt_errf(err, errlen, "%s:%zu: the token '%.*s' is given already, on line %ld", path, id + 1,
 				(int)(n > 64 ? 64 : n), (const char *)b, (long)prev + 1);
 			return -1;
 		}
-		while (t->wmap[i] >= 0)
-			i = (i + 1) & mask;
-		t->wmap[i] = (int32_t)id;
 	}
 	int32_t *special[] = {&t->bert.pad, &t->bert.unk, &t->bert.cls, &t->bert.sep, &t->bert.mask};
 	for (size_t k = 0; k < COUNT(special); k++) {
