@@ -110,24 +110,27 @@ static void le(unsigned char *b, uint64_t v, int n)
 		b[i] = (unsigned char)(v >> 8 * i);
 }
 
+/* a fixed-width field: n bytes (8: WIRE_64, 4: WIRE_32) of bits, little-endian */
+static void field_fixed(Buf *o, int field, int wire, uint64_t bits, int n)
+{
+	unsigned char b[8];
+	le(b, bits, n);
+	key(o, field, wire);
+	put(o, b, (size_t)n);
+}
+
 static void field_double(Buf *o, int field, double v)
 {
 	uint64_t u;
-	unsigned char b[8];
 	memcpy(&u, &v, 8);
-	le(b, u, 8);
-	key(o, field, WIRE_64);
-	put(o, b, 8);
+	field_fixed(o, field, WIRE_64, u, 8);
 }
 
 static void field_float(Buf *o, int field, float v)
 {
 	uint32_t u;
-	unsigned char b[4];
 	memcpy(&u, &v, 4);
-	le(b, u, 4);
-	key(o, field, WIRE_32);
-	put(o, b, 4);
+	field_fixed(o, field, WIRE_32, u, 4);
 }
 
 static void field_varint(Buf *o, int field, uint64_t v)
