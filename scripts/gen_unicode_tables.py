@@ -60,9 +60,13 @@ def check_white_space():
 def emit(name, rs, what):
     print(f"/* {what}: {len(rs)} ranges, {sum(hi - lo + 1 for lo, hi in rs)} code points */")
     print(f"static const uint32_t {name}[][2] = {{")
+    rows(f"{{0x{lo:X}, 0x{hi:X}}}, " for lo, hi in rs)
+
+
+def rows(items):
+    """A C initializer's items, as many a line as fit in 100 columns, then its end."""
     line = "\t"
-    for lo, hi in rs:
-        item = f"{{0x{lo:X}, 0x{hi:X}}}, "
+    for item in items:
         if len(line) + len(item) > 100:
             print(line.rstrip())
             line = "\t"
@@ -107,17 +111,8 @@ def emit_fold(entries):
     print(f"/* strip(NFD(lower(c))) where it is neither c nor empty (nor a Hangul syllable): "
           f"{len(entries)} code points, each to up to 3 (0: none) */")
     print("static const uint32_t uni_fold[][4] = {")
-    line = "\t"
-    for cp, s in entries:
-        cps = [ord(ch) for ch in s] + [0] * (3 - len(s))
-        item = "{" + ", ".join(f"0x{x:X}" for x in [cp] + cps) + "}, "
-        if len(line) + len(item) > 100:
-            print(line.rstrip())
-            line = "\t"
-        line += item
-    print(line.rstrip())
-    print("};")
-    print()
+    rows("{" + ", ".join(f"0x{x:X}" for x in [cp] + [ord(ch) for ch in s] + [0] * (3 - len(s))) + "}, "
+         for cp, s in entries)
 
 
 def bert_tables():
