@@ -302,6 +302,40 @@ static bool is_utf8(const char *s, size_t n)
 	return true;
 }
 
+/* The next case of an expected.txt (GPT-2's or BERT's: a JSON string, a tab, the ids),
+ * '#' lines skipped: its text (malloc'd, *len bytes) and its ids (want, *nw of at most
+ * max); NULL at the end of the file. *line keeps the case's line, for messages. */
+static char *next_case(FILE *f, char **line, size_t *lcap, size_t *len, int32_t *want, int max, int *nw)
+{
+	while (getline(line, lcap, f) > 0) {
+		if ((*line)[0] == '#')
+			continue;
+		const char *p = *line;
+		char *text = json_text(&p, len);
+		ck_assert_int_eq(*p++, '\t');
+		*nw = 0;
+		for (char *e; *p && *p != '\n'; p = e) {
+			ck_assert_int_lt(*nw, max);
+			want[(*nw)++] = (int32_t)strtol(p, &e, 10);
+			ck_assert_ptr_ne(e, p);
+		}
+		return text;
+	}
+	return NULL;
+}
+
+/* Fails case k (its line) unless ids[0..n) are want[0..nw), printing the ids it got. */
+static void same_ids(const int32_t *ids, size_t n, const int32_t *want, int nw, int k, const char *line)
+{
+	if (n == (size_t)nw && !memcmp(ids, want, n * sizeof *ids))
+		return;
+	char got[8192];
+	int o = 0;
+	for (size_t i = 0; i < n && o < 8000; i++)
+		o += snprintf(got + o, sizeof got - (size_t)o, " %d", ids[i]);
+	ck_abort_msg("case %d, %.*s\n  got:%s", k, (int)(strchr(line, '\t') - line), line, got);
+}
+
 START_TEST(gpt2_matches_reference)
 {
 	RtTokenizer *t = gpt2();
@@ -314,29 +348,13 @@ START_TEST(gpt2_matches_reference)
 	int cases = 0, invalid = 0;
 	int32_t *ids = NULL;
 	size_t n = 0, cap = 0;
-	while (getline(&line, &lcap, f) > 0) {
-		if (line[0] == '#')
-			continue;
-		const char *p = line;
-		size_t len;
-		char *text = json_text(&p, &len);
-		ck_assert_int_eq(*p++, '\t');
-		int32_t want[4096];
-		int nw = 0;
-		for (char *e; *p && *p != '\n'; p = e) {
-			want[nw++] = (int32_t)strtol(p, &e, 10);
-			ck_assert_ptr_ne(e, p);
-		}
+	size_t len;
+	int32_t want[4096];
+	int nw;
+	for (char *text; (text = next_case(f, &line, &lcap, &len, want, 4096, &nw));) {
 		n = 0;
 		ck_assert_int_eq(rt_tok_encode(t, text, len, &ids, &n, &cap), 0);
-		bool same = n == (size_t)nw && !memcmp(ids, want, n * sizeof *ids);
-		if (!same) {
-			char got[8192];
-			int o = 0;
-			for (size_t i = 0; i < n && o < 8000; i++)
-				o += snprintf(got + o, sizeof got - (size_t)o, " %d", ids[i]);
-			ck_abort_msg("case %d, %.*s\n  got:%s", cases + 1, (int)(strchr(line, '\t') - line), line, got);
-		}
+		same_ids(ids, n, want, nw, cases + 1, line);
 		/* decoding gives back the very bytes, UTF-8 or not */
 		size_t blen;
 		char *back = rt_tok_decode(t, ids, n, &blen);
@@ -640,28 +658,13 @@ START_TEST(wordpiece_matches_expected)
 	size_t lcap = 0, n = 0, cap = 0;
 	int32_t *ids = NULL;
 	int cases = 0;
-	while (getline(&line, &lcap, f) > 0) {
-		if (line[0] == '#')
-			continue;
-		const char *p = line;
-		size_t len;
-		char *text = json_text(&p, &len);
-		ck_assert_int_eq(*p++, '\t');
-		int32_t want[256];
-		int nw = 0;
-		for (char *e; *p && *p != '\n'; p = e) {
-			want[nw++] = (int32_t)strtol(p, &e, 10);
-			ck_assert_ptr_ne(e, p);
-		}
+	size_t len;
+	int32_t want[256];
+	int nw;
+	for (char *text; (text = next_case(f, &line, &lcap, &len, want, 256, &nw));) {
 		n = 0;
 		ck_assert_int_eq(rt_tok_encode(t, text, len, &ids, &n, &cap), 0);
-		if (n != (size_t)nw || memcmp(ids, want, n * sizeof *ids)) {
-			char got[4096];
-			int o = 0;
-			for (size_t i = 0; i < n && o < 4000; i++)
-				o += snprintf(got + o, sizeof got - (size_t)o, " %d", ids[i]);
-			ck_abort_msg("case %d, %.*s\n  got:%s", cases + 1, (int)(strchr(line, '\t') - line), line, got);
-		}
+		same_ids(ids, n, want, nw, cases + 1, line);
 		free(text);
 		cases++;
 	}
@@ -670,7 +673,6 @@ START_TEST(wordpiece_matches_expected)
 	fclose(f);
 	/* decoding: words joined by spaces, continuations glued on */
 	int32_t words[] = {2, 7, 8, 9, 13, 11, 14, 15, 3};
-	size_t len;
 	char *s = rt_tok_decode(t, words, 9, &len);
 	ck_assert_str_eq(s, "[CLS] unaffable hello , worlds [SEP]");
 	ck_assert_uint_eq(len, strlen(s));
