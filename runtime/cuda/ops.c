@@ -456,7 +456,7 @@ static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, int smem, voi
 {
 	Dev *d = r->mem;
 	if (gy > 65535)
-		return cuda_fail(r, "attention over %lld heads of sequences: the cuda kernels take up to 65,535", (long long)gy);
+		return cuda_fail(r, "attention over %lld sequences of heads (batch x heads): the flash kernels take up to 65,535", (long long)gy);
 	dim3 grid = {(unsigned)gx, (unsigned)gy, 1}, block = {128, 1, 1};
 	CK(cudaLaunchKernel((const void *)d->kernels[k], grid, block, args, (size_t)smem, d->compute));
 	return 0;
