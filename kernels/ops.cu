@@ -154,9 +154,10 @@ __global__ void k_layernorm(const void *x, int xdt, const float *w, const float 
 		st(y, ydt, row * D + k, (ld(x, xdt, row * D + k) - mean) * rstd * w[k] + b[k]);
 }
 
-// (dy, x, w) -> dx; dw, db added atomically (they are gradient buffers)
+// (dy, x, w) -> dx, a warp a row; the row's mean and 1/std into stats[2 row], for dw and db
+// (k_norm_colsum_part)
 __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
-				float *dw, float *db, i64 M, i64 D, float eps)
+				float *stats, i64 M, i64 D, float eps)
 {
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
@@ -168,8 +169,6 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		float g = ld(dy, gdt, row * D + k), xh = (ld(x, xdt, row * D + k) - mean) * rstd;
 		sg += g * w[k];
 		sgx += g * w[k] * xh;
-		atomicAdd(&dw[k], g * xh);
-		atomicAdd(&db[k], g);
 	}
 	sg = warp_sum(sg) / (float)D;
 	sgx = warp_sum(sgx) / (float)D;
@@ -177,6 +176,8 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		float g = ld(dy, gdt, row * D + k), xh = (ld(x, xdt, row * D + k) - mean) * rstd;
 		st(dx, dxdt, row * D + k, rstd * (g * w[k] - sg - xh * sgx));
 	}
+	if (threadIdx.x % 32 == 0)
+		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
 }
 
 // a warp a row: 1 / root mean square of x[D]
@@ -200,22 +201,22 @@ __global__ void k_rmsnorm(const void *x, int xdt, const float *w, void *y, int y
 		st(y, ydt, row * D + k, ld(x, xdt, row * D + k) * r * w[k]);
 }
 
-// (dy, x, w) -> dx; dw added atomically (a gradient buffer)
+// (dy, x, w) -> dx, a warp a row; 0 and the row's 1/rms into stats[2 row], for dw
+// (k_norm_colsum_part: x times 1/rms is x - 0 times it)
 __global__ void k_rmsnorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
-			      float *dw, i64 M, i64 D, float eps)
+			      float *stats, i64 M, i64 D, float eps)
 {
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
 	float r = row_rms(x, xdt, row, D, eps), sgx = 0;
-	for (i64 k = threadIdx.x % 32; k < D; k += 32) {
-		float g = ld(dy, gdt, row * D + k), v = ld(x, xdt, row * D + k);
-		sgx += g * w[k] * v;
-		atomicAdd(&dw[k], g * v * r);
-	}
+	for (i64 k = threadIdx.x % 32; k < D; k += 32)
+		sgx += ld(dy, gdt, row * D + k) * w[k] * ld(x, xdt, row * D + k);
 	float m = warp_sum(sgx) / (float)D * r * r * r;
 	for (i64 k = threadIdx.x % 32; k < D; k += 32)
 		st(dx, dxdt, row * D + k, r * ld(dy, gdt, row * D + k) * w[k] - m * ld(x, xdt, row * D + k));
+	if (threadIdx.x % 32 == 0)
+		stats[2 * row] = 0.0f, stats[2 * row + 1] = r;
 }
 
 __global__ void k_gelu(const void *x, int xdt, void *y, int ydt, i64 n)
@@ -301,6 +302,34 @@ __global__ void k_colsum_done(const float *part, i64 R, i64 N, void *out, int od
 		for (i64 r = 0; r < R; r++)
 			a += part[r * N + j];
 		st(out, odt, j, acc ? ld(out, odt, j) + a : a);
+	}
+}
+
+// The norms' weight and bias gradients as column sums (the bands of k_colsum_part, then
+// k_colsum_done on each half of part): part[R, D] of dy (x - mean) rstd, and after it
+// part[R, D] of dy, with mean and rstd of each row from stats (k_layernorm_bwd,
+// k_rmsnorm_bwd). blockDim (32, 8), grid (ceil(D / 32), R).
+__global__ void k_norm_colsum_part(const void *dy, int gdt, const void *x, int xdt, const float *stats, float *part,
+				   i64 M, i64 D)
+{
+	__shared__ float s[2][8][33];
+	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
+	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
+	float a = 0, b = 0;
+	if (j < D)
+		for (i64 i = r0 + threadIdx.y; i < r1; i += 8) {
+			float g = ld(dy, gdt, i * D + j);
+			a += g * (ld(x, xdt, i * D + j) - stats[2 * i]) * stats[2 * i + 1];
+			b += g;
+		}
+	s[0][threadIdx.y][threadIdx.x] = a;
+	s[1][threadIdx.y][threadIdx.x] = b;
+	__syncthreads();
+	if (threadIdx.y == 0 && j < D) {
+		for (int k = 1; k < 8; k++)
+			a += s[0][k][threadIdx.x], b += s[1][k][threadIdx.x];
+		part[blockIdx.y * D + j] = a;
+		part[(gridDim.y + blockIdx.y) * D + j] = b;
 	}
 }
 

@@ -102,6 +102,11 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 		int64_t need = 0;
 		if (st->op == MGL_OP_ATTENTION_BWD)
 			need = 2 * mgl_numel(&p->values[st->in[1]]) + 64;
+		if (st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD) {
+			const MglValue *x = &p->values[st->in[1]];
+			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;
+			need = 64 + 2 * M + 2 * cuda_colsum_bands(M, D) * D;
+		}
 		if (st->op == MGL_OP_BIAS_GRAD || st->op == MGL_OP_SUM_TO) {
 			int64_t n = mgl_numel(&p->values[st->out[0]]);
 			need = cuda_colsum_bands(mgl_numel(&p->values[st->in[0]]) / n, n) * n + 64;

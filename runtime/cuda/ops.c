@@ -14,7 +14,7 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum_part) X(colsum_done) X(attention) \
+	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum_part) X(colsum_done) X(norm_colsum_part) X(attention) \
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
@@ -301,21 +301,35 @@ static int op_layernorm(CudaCtx *c)
 	return launch(c->r, K_layernorm, M, 32, ARGS(&X, &xdt, &w, &b, &y, &ydt, &M, &D, &eps));
 }
 
-static int op_layernorm_bwd(CudaCtx *c)
+/* The norms' backward (layernorm: dw and db; rmsnorm: dw): dx a warp a row, keeping each
+ * row's mean and 1/std (1/rms) in scratch; then dw and db as column sums over bands of rows
+ * (k_norm_colsum_part, k_colsum_done): no atomics, the same bits every run. */
+static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 {
 	Dev *d = c->r->mem;
-	const MglValue *x = val(c->r, IN(1));
 	RtRank *r = c->r;
-	int64_t M = rt_rows(x), D = rt_last(x);
+	const MglValue *x = val(r, IN(1));
+	int64_t M = rt_rows(x), D = rt_last(x), R = cuda_colsum_bands(M, D);
 	float eps = (float)c->s->attr.eps;
-	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0));
-	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1)), *db = P(r, OUT(2));
-	if (!ACC(1))
-		CK(cudaMemsetAsync(dw, 0, (size_t)D * 4, d->compute));
-	if (!ACC(2))
-		CK(cudaMemsetAsync(db, 0, (size_t)D * 4, d->compute));
-	return launch(r, K_layernorm_bwd, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &dw, &db, &M, &D, &eps));
+	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0)), f32 = MGL_F32, acc = ACC(1), bacc = bias && ACC(2);
+	if (need_scratch(r, 64 + 2 * M + 2 * R * D))
+		return -1;
+	float *stats = d->scratch + 64, *part = stats + 2 * M, *bpart = part + R * D;
+	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1));
+	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &stats, &M, &D, &eps)))
+		return -1;
+	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
+	CK(cudaLaunchKernel((const void *)d->kernels[K_norm_colsum_part], grid, block,
+			    ARGS(&g, &gdt, &X, &xdt, &stats, &part, &M, &D), 0, d->compute));
+	if (launch(r, K_colsum_done, D, 1, ARGS(&part, &R, &D, &dw, &f32, &acc)))
+		return -1;
+	if (!bias)
+		return 0;
+	void *db = P(r, OUT(2));
+	return launch(r, K_colsum_done, D, 1, ARGS(&bpart, &R, &D, &db, &f32, &bacc));
 }
+
+static int op_layernorm_bwd(CudaCtx *c) { return norm_bwd(c, K_layernorm_bwd, true); }
 
 static int op_rmsnorm(CudaCtx *c)
 {
@@ -327,19 +341,7 @@ static int op_rmsnorm(CudaCtx *c)
 	return launch(c->r, K_rmsnorm, M, 32, ARGS(&X, &xdt, &w, &y, &ydt, &M, &D, &eps));
 }
 
-static int op_rmsnorm_bwd(CudaCtx *c)
-{
-	Dev *d = c->r->mem;
-	RtRank *r = c->r;
-	const MglValue *x = val(r, IN(1));
-	int64_t M = rt_rows(x), D = rt_last(x);
-	float eps = (float)c->s->attr.eps;
-	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0));
-	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1));
-	if (!ACC(1))
-		CK(cudaMemsetAsync(dw, 0, (size_t)D * 4, d->compute));
-	return launch(r, K_rmsnorm_bwd, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &dw, &M, &D, &eps));
-}
+static int op_rmsnorm_bwd(CudaCtx *c) { return norm_bwd(c, K_rmsnorm_bwd, false); }
 
 /* rope and rope_bwd (the rotation turned back) */
 static int op_rope(CudaCtx *c)
