@@ -18,7 +18,8 @@ typedef struct {
 	const char *summary;
 	const char *help;
 	const char *options;  /* the options it accepts, space-separated */
-	const char *arg;      /* its one argument, for "no ... given": NULL a model file, "" none */
+	const char *arg;      /* its one argument, for "no ... given": NULL a model file, "" none;
+			       * in brackets ("[plan]") optional */
 } Command;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg)
@@ -283,14 +284,17 @@ static const Command commands[] = {
 	 "Exit status: 0 measured, 1 an invalid model or a run that failed, 2 bad usage.\n",
 	 "--preset --set --tp --dp --sp --batch --seq --steps --warmup --backend --seed --json --profile", NULL},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
-	 "usage: mgl kernels [--arch sm_XY]\n"
+	 "usage: mgl kernels [PLAN] [--arch sm_XY]\n"
 	 "\n"
 	 "Compiles kernels/ops.cu, the kernels the cuda backend runs, for an architecture (default\n"
-	 "sm_90, the H100) and reports success or NVRTC's log. Needs no GPU (CI runs it), but an\n"
-	 "mgl built with the CUDA toolkit: make finds it at CUDA_HOME (default /usr/local/cuda).\n"
+	 "sm_90, the H100) and reports success or NVRTC's log; given a plan (`mgl compile`), the\n"
+	 "elementwise chains generated for it too, in the one source a GPU loads for that plan.\n"
+	 "Needs no GPU (CI runs it), but an mgl built with the CUDA toolkit: make finds it at\n"
+	 "CUDA_HOME (default /usr/local/cuda).\n"
 	 "\n"
-	 "Exit status: 0 compiled, 1 NVRTC failed or this mgl was built without CUDA, 2 bad usage.\n",
-	 "--arch", ""},
+	 "Exit status: 0 compiled, 1 NVRTC failed, an invalid plan, or this mgl was built without\n"
+	 "CUDA, 2 bad usage.\n",
+	 "--arch", "[plan]"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -468,7 +472,7 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		if (!strcmp(name, "--dump") && !strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
 			return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
 	}
-	if (!a->file && !(cmd->arg && !*cmd->arg))
+	if (!a->file && !(cmd->arg && (!*cmd->arg || *cmd->arg == '[')))
 		return usage_error(cmd->name, "no %s given", cmd->arg ? cmd->arg : "model file");
 	return 0;
 }

@@ -175,13 +175,31 @@ int cmd_kernels(Args *a)
 		return usage_error("kernels", "--arch takes sm_XY (sm_90 for H100), not '%s'", arch);
 	char err[4096];
 	size_t n = 0;
-	void *cubin = rt_cuda_compile(NULL, major, minor, &n, err, sizeof err);
+	int nchains = 0;
+	MglArena ar = {0};
+	MglPlan *p = NULL;
+	void *cubin = NULL;
+	if (a->file) {   /* a plan: its chains too */
+		size_t len = 0;
+		char *text = mgl_read_whole(a->file, MGL_PLAN_MAX_BYTES, "plans", &len, err, sizeof err);
+		if (text && (p = mgl_plan_read(&ar, text, len, a->file, err, sizeof err)))
+			cubin = rt_cuda_compile_plan(p, major, minor, &n, &nchains, err, sizeof err);
+		free(text);
+	} else {
+		cubin = rt_cuda_compile(NULL, major, minor, &n, err, sizeof err);
+	}
+	mgl_arena_free(&ar);
 	if (!cubin) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
 	free(cubin);
-	printf("kernels/ops.cu: compiled for %s by NVRTC (%s bytes of cubin)\n", arch, mgl_commas((int64_t)n, (char[32]){0}));
+	if (a->file)
+		printf("kernels/ops.cu and the %s generated chain%s of %s: compiled for %s by NVRTC (%s bytes of cubin)\n",
+		       mgl_commas(nchains, (char[32]){0}), nchains == 1 ? "" : "s", a->file, arch,
+		       mgl_commas((int64_t)n, (char[32]){0}));
+	else
+		printf("kernels/ops.cu: compiled for %s by NVRTC (%s bytes of cubin)\n", arch, mgl_commas((int64_t)n, (char[32]){0}));
 	return 0;
 #else
 	(void)a;

@@ -37,6 +37,29 @@ __device__ __forceinline__ void st(void *p, int dt, i64 i, float v)
 		((float *)p)[i] = v;
 }
 
+// Four consecutive elements from i, a multiple of 4 (and the value 16-byte aligned, as
+// plans place them): one 8-byte load or store of bf16, one 16-byte of f32. The generated
+// chains (runtime/cuda/chains.c) take four elements a thread with them.
+__device__ __forceinline__ void ld4(const void *p, int dt, i64 i, float *v)
+{
+	if (dt == DT_BF16) {
+		uint2 u = *(const uint2 *)((const bf16 *)p + i);
+		v[0] = __uint_as_float(u.x << 16), v[1] = __uint_as_float(u.x & 0xffff0000u);
+		v[2] = __uint_as_float(u.y << 16), v[3] = __uint_as_float(u.y & 0xffff0000u);
+	} else {
+		float4 f = *(const float4 *)((const float *)p + i);
+		v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+	}
+}
+__device__ __forceinline__ void st4(void *p, int dt, i64 i, const float *v)
+{
+	if (dt == DT_BF16)
+		*(uint2 *)((bf16 *)p + i) = make_uint2((unsigned)f2bf(v[0]) | (unsigned)f2bf(v[1]) << 16,
+						       (unsigned)f2bf(v[2]) | (unsigned)f2bf(v[3]) << 16);
+	else
+		*(float4 *)((float *)p + i) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
 #define FOR_EACH(i, n) for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 __device__ __forceinline__ float warp_sum(float v)

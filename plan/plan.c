@@ -818,6 +818,8 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 			    mgl_commas(v->bytes, (char[32]){0}));
 		if ((v->role == MGL_V_ACT || v->role == MGL_V_INPUT) && v->offset + v->bytes > p->arena_bytes)
 			bad(&r, "value %%%d lies outside the arena", i);
+		if (v->offset % 16)   /* the cuda kernels read and write 16 bytes at a time */
+			bad(&r, "value %%%d is at offset %s, not a multiple of 16", i, mgl_commas(v->offset, (char[32]){0}));
 		/* the other roles' buffers are not written in the plan: each ends after its last value */
 		int64_t *end = &p->persistent_bytes[v->role];
 		if (v->role != MGL_V_ACT && v->role != MGL_V_INPUT && v->offset + v->bytes > *end)

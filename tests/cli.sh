@@ -35,7 +35,7 @@ expect 2 'no model file or plan given'         -- explain
 expect 2 'no log file given'                   -- plot
 expect 2 'no checkpoint given'                 -- export -o "$tmp/x"
 expect 2 'no checkpoint given'                 -- sample
-expect 2 "unexpected argument 'x': the command takes no file" -- kernels x
+expect 2 "unexpected argument 'y': give one file" -- kernels x y
 expect 2 "unexpected argument 'extra'"         -- check models/gpt2.mgl extra
 expect 2 "--dump takes ast or graph"           -- check models/gpt2.mgl --dump=tokens
 expect 0 'parameters  124,439,808'             -- check models/gpt2.mgl --preset 124m

@@ -573,6 +573,13 @@ START_TEST(plan_refuses_damage)
 	memcpy(bad + (eps - t), " eps=1e+05", 10);   /* was 1e-05 */
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
 	ck_assert_msg(strstr(err, "eps must be a small positive number, not '1e+05'"), "%s", err);
+	/* values where the cuda kernels' 16-byte loads can reach them: wpe at 32768 + 8 */
+	char *wpe = strstr(t, " wpe f32 [64,64] R 32768 ");
+	ck_assert_ptr_nonnull(wpe);
+	memcpy(bad, t, n);
+	memcpy(bad + (wpe - t) + 19, "32776", 5);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "value %2 is at offset 32,776, not a multiple of 16"), "%s", err);
 	free(bad);
 	free(t);
 	mgl_arena_free(&a);

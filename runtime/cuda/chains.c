@@ -43,6 +43,8 @@ static void put(Buf *b, const char *fmt, ...)
  * dropout's mask depends on it). */
 static bool uses_index(const MglStep *st) { return strchr(mgl_ops[st->op].expr, 'G') != NULL; }
 
+enum { CHAIN_WIDTH = 4 };   /* ld4 and st4 in kernels/ops.cu */
+
 /* Steps [head, last] as one kernel (a plan holds its chains to mgl_chain_ok): the values
  * it reads from outside, in kernel-argument order, and the one it writes. */
 static CudaChain chain_of(const MglPlan *p, int head, int last)
@@ -56,6 +58,11 @@ static CudaChain chain_of(const MglPlan *p, int head, int last)
 		if (uses_index(st))
 			c.indexed = st->in[0];
 	}
+	c.width = CHAIN_WIDTH;   /* 4 elements a thread when the output and every input (a
+				    broadcast one too: read at i % its size) come in fours */
+	for (int j = -1; j < c.nin; j++)
+		if (mgl_numel(&p->values[j < 0 ? c.out : c.in[j]]) % CHAIN_WIDTH)
+			c.width = 1;
 	return c;
 }
 
@@ -65,14 +72,18 @@ int cuda_chains(const MglPlan *p, CudaChain **out)
 	int n = 0, cap = 0;
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
-		bool lone = st->fuse < 0 && !cuda_ops[st->op] && *mgl_ops[st->op].expr;
-		if (!lone && (st->fuse != s || st->op == MGL_OP_MATMUL))
-			continue;   /* not the head of a chain (a GEMM with its epilogue is not one) */
-		if (lone && !mgl_chain_ok(p, NULL, s, s)) {
+		/* a step alone with a chain expression runs as a chain of one (vector loads, its
+		 * constants written in) where the chain rules allow, else by its kernel in ops.c */
+		bool alone = st->fuse < 0, elementwise = *mgl_ops[st->op].expr;
+		if (alone && elementwise && !mgl_chain_ok(p, NULL, s, s)) {
+			if (cuda_ops[st->op])
+				continue;
 			free(v);
 			*out = NULL;
 			return -(s + 1);
 		}
+		if (alone ? !elementwise : st->fuse != s || st->op == MGL_OP_MATMUL)
+			continue;   /* not the head of a chain (a GEMM with its epilogue is not one) */
 		int last = mgl_group_end(p, s);
 		if (n == cap)
 			v = realloc(v, (size_t)(cap = 2 * cap + 8) * sizeof *v);
@@ -82,7 +93,8 @@ int cuda_chains(const MglPlan *p, CudaChain **out)
 	return n;
 }
 
-/* The operand k of step s: the chain's value, or a load of outside input j. */
+/* The operand k of step s: the chain's value, or element e of outside input j (loaded
+ * before the steps, as in<j>[e]). */
 static void operand(Buf *b, const MglPlan *p, const CudaChain *c, int s, int k)
 {
 	int v = p->steps[s].in[k];
@@ -92,8 +104,7 @@ static void operand(Buf *b, const MglPlan *p, const CudaChain *c, int s, int k)
 	}
 	for (int j = 0; j < c->nin; j++)
 		if (c->in[j] == v) {
-			const MglValue *x = &p->values[v];
-			put(b, "ld(x%d, %d, i %% %lldLL)", j, cuda_storage(x), (long long)mgl_numel(x));
+			put(b, "in%d[e]", j);
 			return;
 		}
 }
@@ -105,8 +116,20 @@ char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 	put(&b, "\n// fused: steps %d-%d\nextern \"C\" __global__ void chain_%d(", c->head, c->last, c->head);
 	for (int j = 0; j < c->nin; j++)
 		put(&b, "const void *x%d, ", j);
-	put(&b, "void *out, const Run *run, i64 start)\n{\n\t(void)start;\n\tFOR_EACH(i, %lldLL) {\n\t\tfloat v;\n",
-	    (long long)mgl_numel(o));
+	/* a thread takes W = c->width elements from i0: its inputs' W loaded first (one vector
+	 * load each when W is 4), then the steps element by element, then the W stored */
+	int W = c->width;
+	put(&b, "void *out, const Run *run, i64 start)\n{\n\t(void)start;\n\tFOR_EACH(q, %lldLL) {\n\t\ti64 i0 = q * %d;\n",
+	    (long long)(mgl_numel(o) / W), W);
+	for (int j = 0; j < c->nin; j++) {
+		const MglValue *x = &p->values[c->in[j]];
+		if (W == 1)
+			put(&b, "\t\tfloat in%d[1] = {ld(x%d, %d, i0 %% %lldLL)};\n", j, j, cuda_storage(x), (long long)mgl_numel(x));
+		else
+			put(&b, "\t\tfloat in%d[%d];\n\t\tld%d(x%d, %d, i0 %% %lldLL, in%d);\n", j, W, W, j, cuda_storage(x),
+			    (long long)mgl_numel(x), j);
+	}
+	put(&b, "\t\tfloat res[%d];\n#pragma unroll\n\t\tfor (int e = 0; e < %d; e++) {\n\t\ti64 i = i0 + e;\n\t\tfloat v;\n", W, W);
 	for (int s = c->head; s <= c->last; s++) {
 		const MglStep *st = &p->steps[s];
 		put(&b, "\t\t{ // %s\n\t\t\ti64 G = i;\n", mgl_ops[st->op].name);
@@ -145,6 +168,10 @@ char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 			}
 		put(&b, "\n\t\t\tv = %s;\n\t\t}\n", mgl_ops[st->op].expr);
 	}
-	put(&b, "\t\tst(out, %d, i, v);\n\t}\n}\n", cuda_storage(o));
+	put(&b, "\t\tres[e] = v;\n\t\t}\n");
+	if (W == 1)
+		put(&b, "\t\tst(out, %d, i0, res[0]);\n\t}\n}\n", cuda_storage(o));
+	else
+		put(&b, "\t\tst%d(out, %d, i0, res);\n\t}\n}\n", W, cuda_storage(o));
 	return b.s;
 }

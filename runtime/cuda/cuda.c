@@ -264,7 +264,7 @@ static int run_chain(RtRank *r, const CudaChain *c, cudaKernel_t k)
 	args[na++] = &out;
 	args[na++] = &run;
 	args[na++] = &start;
-	int64_t n = mgl_numel(val(r, c->out)), grid = (n + 255) / 256;
+	int64_t n = mgl_numel(val(r, c->out)) / c->width, grid = (n + 255) / 256;
 	if (grid > 65535 * 16)
 		grid = 65535 * 16;
 	CK(cudaLaunchKernel((const void *)k, cuda_dim3(grid > 0 ? grid : 1), cuda_dim3(256), args, 0, d->compute));

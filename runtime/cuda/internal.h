@@ -26,13 +26,15 @@ typedef struct {
 } DevRun;
 
 /* chains.c: a generated kernel for each of the plan's fused elementwise chains, and for
- * each step alone whose op has no kernel of its own but a chain expression (plan/ops.def) */
+ * each step alone whose op has a chain expression (plan/ops.def) where the chain rules
+ * allow (else its kernel in ops.c runs it) */
 typedef struct {
 	int head, last;            /* steps [head, last] */
 	int in[MGL_CHAIN_MAX_IN];  /* the values it reads from outside, in kernel-argument order */
 	int nin;
 	int out;                   /* the one value it writes */
 	int indexed;               /* the value whose elements G indexes (a dropout's input), or -1 */
+	int width;                 /* elements a thread: 4 (vector loads) where every size allows, else 1 */
 } CudaChain;
 /* The chains (*chains malloc'd), or -(s + 1) if step s can run neither alone nor so. */
 int cuda_chains(const MglPlan *p, CudaChain **chains);

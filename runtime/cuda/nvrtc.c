@@ -169,8 +169,42 @@ out:
 	return rc;
 }
 
-/* The plan's kernels: the fixed ones of kernels/ops.cu and, after them in one source, a
- * generated kernel for each chain (chains.c). */
+/* The plan's kernels in one source: the fixed ones of kernels/ops.cu, then a generated
+ * kernel for each chain (chains.c). malloc'd. */
+static char *module_source(const MglPlan *p, const CudaChain *chains, int n)
+{
+	size_t len = strlen(rt_kernels_src) + 1;
+	char *src = malloc(len);
+	memcpy(src, rt_kernels_src, len);
+	for (int c = 0; c < n; c++) {
+		char *k = cuda_chain_source(p, &chains[c], p->tp);
+		src = realloc(src, len + strlen(k));
+		memcpy(src + len - 1, k, strlen(k) + 1);
+		len += strlen(k);
+		free(k);
+	}
+	return src;
+}
+
+void *rt_cuda_compile_plan(const MglPlan *p, int major, int minor, size_t *n, int *nchains, char *err, size_t errlen)
+{
+	CudaChain *chains = NULL;
+	*nchains = cuda_chains(p, &chains);
+	if (*nchains < 0) {
+		snprintf(err, errlen, "step %d: the cuda backend has no kernel for %s", -*nchains - 1,
+			 mgl_ops[p->steps[-*nchains - 1].op].name);
+		return NULL;
+	}
+	char *src = module_source(p, chains, *nchains);
+	if (getenv("MGL_KERNEL_SOURCE"))   /* for debugging: the generated part (docs/gpu.md) */
+		fputs(src + strlen(rt_kernels_src), stdout);
+	void *cubin = rt_cuda_compile(src, major, minor, n, err, errlen);
+	free(src);
+	free(chains);
+	return cubin;
+}
+
+/* The plan's kernels (module_source), loaded for the rank's GPU. */
 int cuda_load_kernels(RtRank *r, int major, int minor)
 {
 	Dev *d = r->mem;
@@ -182,17 +216,9 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 	if (n < 0)
 		return cuda_fail(r, "step %d: the cuda backend has no kernel for %s", -n - 1, mgl_ops[p->steps[-n - 1].op].name);
 	d->nchains = n;
-	size_t len = strlen(rt_kernels_src) + 1;
-	char *src = malloc(len);
-	memcpy(src, rt_kernels_src, len);
-	for (int c = 0; c < d->nchains; c++) {
-		char *k = cuda_chain_source(p, &d->chains[c], r->job->tp);
-		src = realloc(src, len + strlen(k));
-		memcpy(src + len - 1, k, strlen(k) + 1);
-		len += strlen(k);
-		free(k);
+	for (int c = 0; c < n; c++)
 		d->chain_at[d->chains[c].head] = c;
-	}
+	char *src = module_source(p, d->chains, n);
 	cudaLibrary_t lib;
 	int rc = load_module(r, src, major, minor, &lib, &d->module);
 	free(src);
