@@ -12,9 +12,12 @@
  *   - elementwise chains: the longest runs of steps whose ops have a chain expression
  *     (plan/ops.def), each output read only by the next step (bias_add, dropout, residual
  *     add: Megatron's bias-dropout-add). A chain becomes one generated kernel.
+ *   - multi-tensor updates: the run of adamw steps of the optimizer is one launch over a
+ *     table of all its parameters (Apex's multi_tensor_apply) instead of one a parameter.
  * A fused step's `fuse` is the index of the first step of its group; -1 when alone.
  *
- * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains, MGL_NO_EPILOGUE=1 no
+ * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains and no multi-tensor
+ * updates, MGL_NO_EPILOGUE=1 no
  * epilogues, MGL_NO_GELU_EPILOGUE=1 bias epilogues only (docs/gpu.md).
  */
 #include "mgl.h"
@@ -38,6 +41,9 @@ void mgl_fuse(MglPlan *p)
 			if (gelu && mgl_epilogue_ok(p, uses, s, MGL_EPI_BIAS | MGL_EPI_GELU))
 				x->attr.epi |= MGL_EPI_GELU;
 			last = s + 1 + (x->attr.epi & MGL_EPI_GELU ? 1 : 0);
+		} else if (chains && x->op == MGL_OP_ADAMW) {
+			while (last + 1 < p->nsteps && mgl_adamw_group_ok(p, s, last + 1))
+				last++;
 		} else if (chains) {
 			while (last + 1 < p->nsteps && mgl_chain_ok(p, uses, s, last + 1))
 				last++;

@@ -543,20 +543,21 @@ __global__ void k_count(const int *t, i64 M, i64 ignore, float *count)
 	}
 }
 
+// dz[M, N]: a block a row (no division an element); zeros in the rows whose target is
+// ignored and in the padding columns from valid on
 __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *t, const float *lse, const float *count,
 			 void *dz, int dzdt, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
 {
-	FOR_EACH(i, M * N) {
-		i64 r = i / N, j = i % N;
-		float g = 0;
-		bool kept = t[r] != ignore;
-		if (kept && j < valid && count[0] > 0) {
-			float sc = dloss[0] / count[0];
-			g = sc * __expf(ld(z, zdt, i) - lse[r]);
-			if (j == (i64)t[r] - start)
-				g -= sc;
+	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
+		bool kept = t[r] != ignore && count[0] > 0;
+		float sc = kept ? dloss[0] / count[0] : 0.0f, l = lse[r];
+		i64 target = (i64)t[r] - start, base = r * N;
+		for (i64 j = threadIdx.x; j < N; j += blockDim.x) {
+			float g = 0;
+			if (kept && j < valid)
+				g = sc * __expf(ld(z, zdt, base + j) - l) - (j == target ? sc : 0.0f);
+			st(dz, dzdt, base + j, g);
 		}
-		st(dz, dzdt, i, g);
 	}
 }
 
@@ -598,31 +599,54 @@ __global__ void k_pack(const void *in, void *chunks, int es, i64 tp, i64 outer, 
 	}
 }
 
-// sum of squares of g[n] into *acc (atomic; the order of blocks is not fixed)
-__global__ void k_sumsq(const float *g, i64 n, float *acc)
+// Multi-tensor launches (Apex's multi_tensor_apply): a table of chunks, one a block, each
+// up to 65,536 elements of one parameter; runtime/cuda/ops.c makes it once (struct MtChunk
+// there). sumsq reads g and n; adamw all of it.
+struct MtChunk {
+	float *w;
+	const float *g;
+	float *m, *v;
+	bf16 *w16;
+	int n, decay;
+};
+
+// the sum of squares of every chunk's g into *acc (a block's sum added atomically: the
+// order of blocks is not fixed)
+__global__ void k_sumsq(const MtChunk *chunks, float *acc)
 {
+	__shared__ float part[32];
+	MtChunk c = chunks[blockIdx.x];
 	float s = 0;
-	FOR_EACH(i, n) s += g[i] * g[i];
+	for (int i = threadIdx.x; i < c.n; i += blockDim.x)
+		s += c.g[i] * c.g[i];
 	s = warp_sum(s);
 	if (threadIdx.x % 32 == 0)
-		atomicAdd(acc, s);
+		part[threadIdx.x / 32] = s;
+	__syncthreads();
+	if (threadIdx.x < 32) {
+		s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+		s = warp_sum(s);
+		if (threadIdx.x == 0)
+			atomicAdd(acc, s);
+	}
 }
 
-// AdamW on a shard, after clipping to the global norm; writes the bf16 copy GEMMs read
-__global__ void k_adamw(float *w, const float *g, float *m, float *v, bf16 *w16, const float *norm2, const Run *run,
-			int decay, i64 n)
+// AdamW on every chunk's parameter shard, after clipping to the global norm; writes the
+// bf16 copy GEMMs read
+__global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
 {
+	MtChunk c = chunks[blockIdx.x];
 	float norm = sqrtf(norm2[0]), scale = run->clip > 0 && norm > run->clip ? run->clip / norm : 1.0f;
-	float wd = decay ? run->weight_decay : 0.0f;
-	FOR_EACH(i, n) {
-		float gi = g[i] * scale;
-		float mi = run->beta1 * m[i] + (1 - run->beta1) * gi, vi = run->beta2 * v[i] + (1 - run->beta2) * gi * gi;
-		m[i] = mi;
-		v[i] = vi;
-		float wi = w[i] - run->lr * ((mi / run->bc1) / (sqrtf(vi / run->bc2) + run->eps) + wd * w[i]);
-		w[i] = wi;
-		if (w16)
-			w16[i] = f2bf(wi);
+	float wd = c.decay ? run->weight_decay : 0.0f;
+	for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
+		float gi = c.g[i] * scale;
+		float mi = run->beta1 * c.m[i] + (1 - run->beta1) * gi, vi = run->beta2 * c.v[i] + (1 - run->beta2) * gi * gi;
+		c.m[i] = mi;
+		c.v[i] = vi;
+		float wi = c.w[i] - run->lr * ((mi / run->bc1) / (sqrtf(vi / run->bc2) + run->eps) + wd * c.w[i]);
+		c.w[i] = wi;
+		if (c.w16)
+			c.w16[i] = f2bf(wi);
 	}
 }
 

@@ -381,6 +381,19 @@ bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 	       z->dtype == MGL_BF16 && y->rank > 0 && y->shape[y->rank - 1] % 8 == 0;
 }
 
+bool mgl_adamw_group_ok(const MglPlan *p, int head, int last)
+{
+	if (head < 0 || last >= p->nsteps || head > last)
+		return false;
+	for (int s = head; s <= last; s++) {
+		const MglStep *st = &p->steps[s];
+		if (st->op != MGL_OP_ADAMW || st->nin != 5 || st->phase != p->steps[head].phase ||
+		    st->in[4] != p->steps[head].in[4])
+			return false;
+	}
+	return true;
+}
+
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 {
 	int *uses = calloc((size_t)p->nvalues + 1, sizeof *uses), rc = 0;
@@ -401,11 +414,13 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
 		int last = mgl_group_end(p, s);
 		unsigned epi = st->op == MGL_OP_MATMUL ? (unsigned)st->attr.epi : 0;
-		bool ok = epi ? mgl_epilogue_ok(p, uses, s, epi) && last - s == 1 + !!(epi & MGL_EPI_GELU)
-			      : last > s && mgl_chain_ok(p, uses, s, last);
+		bool adamw = st->op == MGL_OP_ADAMW;
+		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == 1 + !!(epi & MGL_EPI_GELU)
+			  : adamw ? last > s && mgl_adamw_group_ok(p, s, last)
+				  : last > s && mgl_chain_ok(p, uses, s, last);
 		if (!ok) {
 			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
-				 epi ? "GEMM with its epilogue" : "elementwise kernel");
+				 epi ? "GEMM with its epilogue" : adamw ? "multi-tensor AdamW" : "elementwise kernel");
 			rc = -1;
 		}
 	}

@@ -295,9 +295,12 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
  * An epilogue, matmul step s with the bits epi: the bias_add of its output, which no other
  * step reads, adding a parameter, making a bf16 activation (cuBLASLt adds the parameter's
  * bf16 copy); with MGL_EPI_GELU, then the gelu of that, bf16 too, whose rows are a
- * multiple of 8 wide (cuBLASLt's auxiliary output). */
+ * multiple of 8 wide (cuBLASLt's auxiliary output).
+ * A multi-tensor update, steps [head, last] run as one launch over all their parameters
+ * (Apex's multi_tensor_apply): adamw steps of one phase clipping by one gradient norm. */
 bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
+bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
 

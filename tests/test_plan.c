@@ -322,7 +322,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, chains; } Fused;
+typedef struct { int epilogues, gelus, chains, adamw_groups; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -333,7 +333,8 @@ static Fused fused(const MglPlan *p)
 		const MglStep *st = &p->steps[s];
 		f.epilogues += st->op == MGL_OP_MATMUL && st->attr.epi;
 		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
-		f.chains += st->fuse == s && st->op != MGL_OP_MATMUL;
+		f.chains += st->fuse == s && st->op != MGL_OP_MATMUL && st->op != MGL_OP_ADAMW;
+		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
 	}
 	return f;
 }
@@ -369,6 +370,36 @@ START_TEST(fusion_is_decided_for_the_dtype)
 	ck_assert(no_gelu.epilogues == bf.epilogues && no_gelu.gelus == 0);
 	ck_assert(no_epi.epilogues == 0 && no_epi.chains > 0);
 	ck_assert(no_fuse.chains == 0 && no_fuse.epilogues == bf.epilogues);
+	ck_assert(bf.adamw_groups == 1 && no_fuse.adamw_groups == 0);
+}
+END_TEST
+
+/* The optimizer's adamw steps are one multi-tensor group (one launch on the GPU), at any
+ * tp; the reader refuses a group whose steps clip by different norms. */
+START_TEST(optimizer_is_one_group)
+{
+	for (int tp = 1; tp <= 2; tp++) {
+		Build b;
+		MglTarget t = target(tp, false);
+		t.seq = 64;
+		build(&b, "models/gpt2.mgl", "tiny", t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		ck_assert_int_eq(fused(b.p).adamw_groups, 1);
+		int head = -1, n = 0;
+		for (int s = 0; s < b.p->nsteps; s++)
+			if (b.p->steps[s].op == MGL_OP_ADAMW) {
+				head = head < 0 ? s : head;
+				ck_assert_int_eq(b.p->steps[s].fuse, head);
+				n++;
+			}
+		ck_assert_int_eq(n, b.p->nparams);
+		ck_assert_int_eq(mgl_group_end(b.p, head), head + n - 1);
+		char err[300];
+		b.p->steps[head + 1].in[4] = b.p->steps[head + 1].in[1];   /* another "norm" */
+		ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+		ck_assert_msg(strstr(err, "cannot run as one multi-tensor AdamW"), "%s", err);
+		build_free(&b);
+	}
 }
 END_TEST
 
@@ -649,6 +680,7 @@ int main(void)
 	tcase_add_test(mem, memory_plan_is_sound);
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
+	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);
 	tcase_add_test(mem, step_kinds);
 	tcase_add_test(text, plan_round_trip);

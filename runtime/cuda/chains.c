@@ -82,8 +82,8 @@ int cuda_chains(const MglPlan *p, CudaChain **out)
 			*out = NULL;
 			return -(s + 1);
 		}
-		if (alone ? !elementwise : st->fuse != s || st->op == MGL_OP_MATMUL)
-			continue;   /* not the head of a chain (a GEMM with its epilogue is not one) */
+		if (!elementwise || (!alone && st->fuse != s))
+			continue;   /* not the head of a chain (a GEMM's epilogue or an adamw group is not one) */
 		int last = mgl_group_end(p, s);
 		if (n == cap)
 			v = realloc(v, (size_t)(cap = 2 * cap + 8) * sizeof *v);

@@ -124,8 +124,7 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 	return total;
 }
 
-/* cudaMalloc, counted in d->allocated */
-static cudaError_t dev_malloc(Dev *d, void **p, size_t n)
+cudaError_t cuda_malloc(Dev *d, void **p, size_t n)
 {
 	cudaError_t e = cudaMalloc(p, n);
 	if (e == cudaSuccess)
@@ -149,7 +148,7 @@ static int cuda_open(RtRank *r)
 	struct cudaDeviceProp prop;
 	CK(cudaGetDeviceProperties(&prop, d->device));
 	d->arch = 10 * prop.major + prop.minor;
-	if (cuda_load_kernels(r, prop.major, prop.minor) || cuda_ops_prepare(r))
+	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	int64_t shadow, scratch, pack, need = plan_bytes(p, &shadow, &scratch, &pack);
 	size_t free_b = 0, total_b = 0;
@@ -164,17 +163,19 @@ static int cuda_open(RtRank *r)
 	size[MGL_V_ACT] = p->arena_bytes;
 	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
 		if (k != MGL_V_INPUT) {
-			CK(dev_malloc(d, (void **)&d->region[k], (size_t)size[k] + 256));
+			CK(cuda_malloc(d, (void **)&d->region[k], (size_t)size[k] + 256));
 			CK(cudaMemset(d->region[k], 0, (size_t)size[k] + 256));
 		}
-	CK(dev_malloc(d, (void **)&d->shadow, (size_t)shadow));
-	CK(dev_malloc(d, (void **)&d->scratch, (size_t)scratch * 4));
+	CK(cuda_malloc(d, (void **)&d->shadow, (size_t)shadow));
+	CK(cuda_malloc(d, (void **)&d->scratch, (size_t)scratch * 4));
 	d->scratch_n = scratch;
-	CK(dev_malloc(d, &d->pack, (size_t)pack));
+	CK(cuda_malloc(d, &d->pack, (size_t)pack));
 	d->pack_n = pack;
-	CK(dev_malloc(d, (void **)&d->run, sizeof(DevRun)));
+	CK(cuda_malloc(d, (void **)&d->run, sizeof(DevRun)));
 	d->ws_size = 64u << 20;
-	CK(dev_malloc(d, &d->ws, d->ws_size));
+	CK(cuda_malloc(d, &d->ws, d->ws_size));
+	if (cuda_ops_prepare(r))
+		return -1;
 	CK(cudaStreamCreateWithFlags(&d->compute, cudaStreamNonBlocking));
 	CK(cudaStreamCreateWithFlags(&d->comm, cudaStreamNonBlocking));
 	CK(cudaEventCreateWithFlags(&d->to_comm, cudaEventDisableTiming));
@@ -238,6 +239,10 @@ static void cuda_close(RtRank *r)
 	free(d->chain_kernels);
 	free(d->kernels);
 	free(d->chain_at);
+	for (int k = 0; d->mt && k < r->job->plan->nsteps; k++)
+		cudaFree(d->mt[k]);
+	free(d->mt);
+	free(d->mt_n);
 	free(d);
 	r->mem = NULL;
 	JobComms *jc = r->job->be_job;
@@ -305,8 +310,7 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		CudaCtx c = {r, s, i, last_micro};
 		if (cuda_ops[s->op](&c))
 			return -1;
-		if (s->op == MGL_OP_MATMUL && s->attr.epi)   /* the GEMM did its epilogue's steps: past them */
-			i += s->attr.epi & MGL_EPI_GELU ? 2 : 1;
+		i = mgl_group_end(p, i);   /* a GEMM did its epilogue's steps, an adamw its group's: past them */
 	}
 	d->step = NULL;
 	return mark(r, -1);

@@ -69,6 +69,8 @@ typedef struct {
 	int nchains;
 	cudaKernel_t *chain_kernels;
 	int *chain_at;            /* step -> the chain it heads, or -1 */
+	void **mt;                /* per step: its multi-tensor table (ops.c), on the device */
+	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	const MglStep *step;      /* the one running: for error messages */
@@ -88,7 +90,10 @@ int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 
  * for a GPU of compute capability major.minor into r's Dev */
 int cuda_load_kernels(RtRank *r, int major, int minor);
 void cuda_release_kernels(Dev *d);
-/* ops.c: kernel attributes (the flash-attention backward's shared memory), once loaded */
+/* cuda.c: cudaMalloc, counted in d->allocated */
+cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
+/* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:
+ * kernel attributes (the flash-attention backward's shared memory), the optimizer's tables */
 int cuda_ops_prepare(RtRank *r);
 /* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats) */
 int64_t cuda_colsum_bands(int64_t M, int64_t N);   /* at the rank's close, after its graphs */

@@ -444,15 +444,6 @@ static int flash_of(const Dev *d, int64_t dh)
 }
 
 /* The backward kernels take more than the default 48 KiB of shared memory. */
-int cuda_ops_prepare(RtRank *r)
-{
-	Dev *d = r->mem;
-	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++)
-		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
-						   flash_bwd_smem(flash[i].dh), d->device));
-	return 0;
-}
-
 /* kernel k on a grid of blocks of 128 threads, with smem bytes of dynamic shared memory */
 static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, int smem, void **args)
 {
@@ -567,7 +558,9 @@ static int op_ce_bwd(CudaCtx *c)
 			    d->compute));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
-	return launch(r, K_ce_bwd, M * N, 1, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
+	CK(cudaLaunchKernel((const void *)d->kernels[K_ce_bwd], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256),
+			    ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore), 0, d->compute));
+	return 0;
 }
 
 static int op_slice(CudaCtx *c)
@@ -670,33 +663,108 @@ static int op_reduce_scatter(CudaCtx *c)
 
 /* ---------------------------------------------------------------- the optimizer */
 
+/* Multi-tensor launches (Apex's multi_tensor_apply): one kernel over all the optimizer's
+ * tensors, not one a tensor (196 for GPT-2 124M: their launches and tails cost more than
+ * the work). Each step that launches one has a table of chunks (struct MtChunk in
+ * kernels/ops.cu), one a block, made once by cuda_ops_prepare: the arena's addresses are
+ * fixed for the rank's life. */
+#define MT_CHUNK 65536   /* elements a block */
+#define MT_BLOCK 512     /* threads a block */
+typedef struct {
+	void *w, *g, *m, *v, *w16;
+	int n, decay;
+} MtChunk;
+
+/* The table of step s into d->mt[s]: grad_norm's gradients (a replicated one counts once
+ * over the tp group: on its rank 0 only), or the parameters of the adamw group s heads. */
+static int mt_table(RtRank *r, int s)
+{
+	Dev *d = r->mem;
+	const MglPlan *p = r->job->plan;
+	bool adamw = p->steps[s].op == MGL_OP_ADAMW;
+	int last = adamw ? mgl_group_end(p, s) : s, n = 0, cap = 0;
+	MtChunk *t = NULL;
+	for (int k = s; k <= last; k++)
+		for (int j = 0; j < (adamw ? 1 : p->steps[s].nin); j++) {
+			const MglStep *x = &p->steps[k];
+			int g = adamw ? x->in[1] : x->in[j];
+			if (!adamw && val(r, g)->layout.kind == MGL_L_R && r->tp_rank != 0)
+				continue;
+			int64_t numel = mgl_numel(val(r, g));
+			for (int64_t o = 0; o < numel; o += MT_CHUNK) {
+				if (n == cap) {
+					MtChunk *bigger = realloc(t, (size_t)(cap = 2 * cap + 64) * sizeof *t);
+					if (!bigger) {
+						free(t);
+						return cuda_fail(r, "out of host memory for the optimizer's table");
+					}
+					t = bigger;
+				}
+				MtChunk c = {.g = (float *)P(r, g) + o, .n = (int)(numel - o < MT_CHUNK ? numel - o : MT_CHUNK)};
+				if (adamw) {
+					c.w = (float *)P(r, x->in[0]) + o;
+					c.m = (float *)P(r, x->in[2]) + o;
+					c.v = (float *)P(r, x->in[3]) + o;
+					c.w16 = (bf16 *)P16(r, x->in[0]) + o;
+					c.decay = (int)x->attr.decay;
+				}
+				t[n++] = c;
+			}
+		}
+	d->mt_n[s] = n;
+	cudaError_t e = n ? cuda_malloc(d, &d->mt[s], (size_t)n * sizeof *t) : cudaSuccess;
+	if (e == cudaSuccess && n)
+		e = cudaMemcpy(d->mt[s], t, (size_t)n * sizeof *t, cudaMemcpyHostToDevice);
+	free(t);
+	CK(e);
+	return 0;
+}
+
+static int mt_launch(CudaCtx *c, int k, void **args)
+{
+	Dev *d = c->r->mem;
+	RtRank *r = c->r;
+	if (d->mt_n[c->index])
+		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(d->mt_n[c->index]), cuda_dim3(MT_BLOCK), args, 0,
+				    d->compute));
+	return 0;
+}
+
 static int op_grad_norm(CudaCtx *c)
 {
 	RtRank *r = c->r;
 	Dev *d = r->mem;
 	float *acc = P(r, OUT(0));
 	CK(cudaMemsetAsync(acc, 0, 4, d->compute));
-	for (int k = 0; k < c->s->nin; k++) {
-		const MglValue *g = val(r, IN(k));
-		if (g->layout.kind == MGL_L_R && r->tp_rank != 0)
-			continue;   /* a replicated gradient counts once over the tp group */
-		int64_t n = mgl_numel(g);
-		void *G = P(r, IN(k));
-		if (launch(r, K_sumsq, n < 65536 ? n : 65536, 1, ARGS(&G, &n, &acc)))
+	return mt_launch(c, K_sumsq, ARGS(&d->mt[c->index], &acc));
+}
+
+/* the adamw group this step heads, or this step alone */
+static int op_adamw(CudaCtx *c)
+{
+	Dev *d = c->r->mem;
+	void *norm = P(c->r, IN(4));
+	return mt_launch(c, K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
+}
+
+int cuda_ops_prepare(RtRank *r)
+{
+	Dev *d = r->mem;
+	const MglPlan *p = r->job->plan;
+	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++)
+		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
+						   flash_bwd_smem(flash[i].dh), d->device));
+	d->mt = calloc((size_t)p->nsteps, sizeof *d->mt);
+	d->mt_n = calloc((size_t)p->nsteps, sizeof *d->mt_n);
+	if (!d->mt || !d->mt_n)
+		return cuda_fail(r, "out of host memory");
+	for (int s = 0; s < p->nsteps; s++) {
+		const MglStep *st = &p->steps[s];
+		bool leads = st->fuse < 0 || st->fuse == s;
+		if ((st->op == MGL_OP_GRAD_NORM || (st->op == MGL_OP_ADAMW && leads)) && mt_table(r, s))
 			return -1;
 	}
 	return 0;
-}
-
-static int op_adamw(CudaCtx *c)
-{
-	RtRank *r = c->r;
-	Dev *d = r->mem;
-	int64_t n = mgl_numel(val(r, IN(0)));
-	int decay = (int)c->s->attr.decay;
-	void *w = P(r, IN(0)), *g = P(r, IN(1)), *m = P(r, IN(2)), *v = P(r, IN(3)), *w16 = P16(r, IN(0)), *norm = P(r, IN(4));
-	DevRun *run = d->run;
-	return launch(r, K_adamw, n, 1, ARGS(&w, &g, &m, &v, &w16, &norm, &run, &decay, &n));
 }
 
 CudaOpFn *const cuda_ops[MGL_OP_COUNT] = {
