@@ -400,7 +400,8 @@ typedef struct {
 /* Whole training steps, as rt_train runs them with o (its seed, accum, optimizer, and
  * schedule: by default that of warmup + steps (x 2 with profile) steps), on the tokens of
  * o->data or, without it, synthetic ones: drawn from o->seed, uniform below the model's
- * vocabulary. Nothing is said or written. 0, or -1 with err; rt_bench_free frees the
+ * vocabulary (for BERT, a stream of random sentences with the vocabulary's top five ids as
+ * the special tokens, fresh examples every step). Nothing is said or written. 0, or -1 with err; rt_bench_free frees the
  * result either way. */
 int rt_bench(const MglPlan *plan, const struct RtBackend *be, const RtTrainOpts *o, const RtBenchOpts *b,
 	     RtBenchResult *res, char *err, size_t errlen);

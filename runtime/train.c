@@ -1,14 +1,19 @@
 /* runtime/train.c — the training loop.
  *
+ * A model's family (a language model, or BERT) is told by its plan's inputs; the family
+ * says how its batches are made (families[]) and what is reported besides the loss (BERT's
+ * masked-LM and sentence-order losses and accuracy). One loop trains both.
+ *
  * Each optimizer step: zero the gradients; for each of `accum` micro-batches, give every
- * dp rank its own batch of windows from the training shard (the tp ranks of a dp rank
- * see the same batch) and run the forward and backward steps; then the optimizer steps,
+ * dp rank its own batch (windows of the training shard, or BERT's examples; the tp ranks
+ * of a dp rank see the same batch) and run the forward and backward steps; then the optimizer steps,
  * with the learning rate of a linear warm-up followed by a cosine decay to min_lr. The
  * loss gradient fed to the plan ("d_loss") is 1 / (accum * dp), so the summed gradients
  * are the mean over every sequence of the step.
  *
  * Everything that decides the numbers is a function of the seed and the step: the
- * batches (a splitmix64 stream whose state the checkpoint keeps), dropout (keyed by seed,
+ * batches (a splitmix64 stream whose state the checkpoint keeps; BERT's examples by their
+ * index), dropout (keyed by seed,
  * step, micro-batch and dp rank — not tp rank: every tp gives the same masks), and the
  * initial parameters (drawn whole and then sharded). A resumed run takes its seed, and
  * unless told otherwise its schedule, from the checkpoint. So tp 1, 2 and 4 give the same
