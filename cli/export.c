@@ -61,7 +61,26 @@ static void out_free(Out *o)
 	free(o->t);
 }
 
-/* The checkpoint's tensors under GPT-2's names into o; 0, or 1 after printing why. */
+/* Whether a checkpoint's parameter has a place in GPT-2's layout (of `layers` layers). */
+static bool gpt2_name(const char *name, int layers)
+{
+	for (size_t k = 0; k < sizeof top_map / sizeof top_map[0]; k++)
+		if (!strcmp(name, top_map[k].mgl))
+			return true;
+	int l, at = 0;
+	if (sscanf(name, "layers.%d.%n", &l, &at) != 1 || !at || l < 0 || l >= layers)
+		return false;
+	name += at;
+	for (size_t k = 0; k < sizeof layer_map / sizeof layer_map[0]; k++)
+		if (!strcmp(name, layer_map[k].mgl))
+			return true;
+	return !strncmp(name, "attention.", 10) && strchr("qkv", name[10]) && name[10] &&
+	       (!strcmp(name + 11, ".weight") || !strcmp(name + 11, ".bias"));
+}
+
+/* The checkpoint's tensors under GPT-2's names into o; 0, or 1 after printing why. A
+ * parameter GPT-2 has no place for is refused, not left out: BERT's (wse, the heads) say
+ * that its export is not there (docs/export.md). */
 static int gpt2_tensors(const char *path, const RtCkpt *c, Out *o)
 {
 	for (size_t k = 0; k < sizeof top_map / sizeof top_map[0]; k++) {
@@ -123,6 +142,16 @@ static int gpt2_tensors(const char *path, const RtCkpt *c, Out *o)
 				"  hint: mgl export takes a checkpoint of models/gpt2.mgl (any preset or --set), whose "
 				"parameter names it maps to GPT-2's\n", path);
 		return 1;
+	}
+	for (int i = 0; i < c->n; i++) {
+		const char *name = c->t[i].name;
+		if (strncmp(name, "optimizer.", 10) && !gpt2_name(name, o->layers)) {
+			bool bert = rt_ckpt_find(c, "wse") || rt_ckpt_find(c, "sop.weight");
+			fprintf(stderr, "mgl: error: %s: GPT-2 has no place for '%s': not models/gpt2.mgl's layout\n%s", path, name,
+				bert ? "  hint: this is a BERT (models/bert.mgl), which mgl export does not write: its pre-LN layers "
+				       "compute otherwise than Hugging Face's post-LN BertForPreTraining (docs/export.md)\n" : "");
+			return 1;
+		}
 	}
 	return 0;
 }

@@ -155,7 +155,7 @@ static const Command commands[] = {
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
 	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--tensorboard DIR]\n"
-	 "                 [--gpt2 DIR] ...\n"
+	 "                 [--gpt2 DIR | --vocab FILE] ...\n"
 	 "\n"
 	 "Trains with AdamW on random windows of TRAIN.bin (a token shard: `mgl tokenize`), every\n"
 	 "rank of the tp x dp job a thread on the cpu backend, or one GPU on the cuda backend (the\n"
@@ -165,6 +165,9 @@ static const Command commands[] = {
 	 "and saves; a second Ctrl-C stops at once, without saving. --log writes one JSON object per\n"
 	 "step (step, loss, lr, grad_norm, tokens_per_s, and val_loss, val_ppl when evaluated);\n"
 	 "--tensorboard the same and more as TensorBoard scalars (docs/train.md lists them).\n"
+	 "A BERT (models/bert.mgl, told by its inputs) trains on a BERT stream (mgl tokenize\n"
+	 "--bert) and reports its masked-LM loss, sentence-order loss and accuracy too\n"
+	 "(mlm_loss, sop_loss, sop_acc; docs/train.md).\n"
 	 "\n"
 	 MODEL_OPTIONS
 	 "  --data F          training tokens (required);  --val F  validation tokens\n"
@@ -188,6 +191,8 @@ static const Command commands[] = {
 	 "  --log-every N     a progress line every N steps (default: every 10 s off a terminal)\n"
 	 "  --gpt2 DIR        the data is GPT-2 BPE (from DIR): the checkpoint records DIR's absolute\n"
 	 "                    path and its files' SHA-256, so `mgl sample` decodes with the same files\n"
+	 "  --vocab FILE      BERT: the data is WordPiece of FILE (mgl tokenize --bert --vocab FILE;\n"
+	 "                    without it, BERT's byte vocabulary), recorded as --gpt2 DIR is\n"
 	 "  --dump-first DIR  write DIR/checkpoint.safetensors (the initial weights) and\n"
 	 "                    DIR/grads.safetensors (the first step's gradients): for comparisons\n"
 	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
@@ -198,7 +203,7 @@ static const Command commands[] = {
 	 "written, or a NaN loss, 2 bad usage, 130 stopped by Ctrl-C.\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
 	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --tensorboard --log-every "
-	 "--gpt2 --dump-first", NULL},
+	 "--gpt2 --vocab --dump-first", NULL},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
 	 "                  [--seq T] [--gpt2 DIR]\n"
@@ -336,6 +341,7 @@ static const struct {
 	{"--prompt", O_STR, offsetof(Args, prompt), 0},      {"--tokens", O_INT, offsetof(Args, tokens), 1 << 24},
 	{"--top-k", O_INT, offsetof(Args, top_k), 1 << 24},  {"--temperature", O_REAL, offsetof(Args, temperature), 100},
 	{"--bytes", O_FLAG, offsetof(Args, bytes), 0},       {"--gpt2", O_STR, offsetof(Args, gpt2), 0},
+	{"--vocab", O_STR, offsetof(Args, vocab), 0},
 	{"--val-fraction", O_REAL, offsetof(Args, val_fraction), 0.5},
 	{"--gpus", O_INT, offsetof(Args, gpus), 4096},       {"--arch", O_STR, offsetof(Args, arch), 0},
 	{"--hf", O_FLAG, offsetof(Args, hf), 0},             {"--dump-first", O_STR, offsetof(Args, dump_first), 0},

@@ -71,20 +71,31 @@ void cli_optimizer(const Args *a, RtTrainOpts *o)
 	o->seed = a->seed ? (uint64_t)a->seed : 1337;
 }
 
-/* --gpt2 DIR as a checkpoint records it: "gpt2:" and the directory's absolute path, so
- * that sampling from anywhere finds it, and the files' SHA-256 into sha (130 bytes). The
- * files are read now: a directory without them is refused before training starts. */
-static const char *gpt2_record(MglArena *a, const char *dir, char *sha)
+/* The data's tokenizer as a checkpoint records it: --gpt2 DIR as "gpt2:" and the directory's
+ * absolute path, --vocab FILE (BERT's WordPiece) as "wordpiece:" and the file's, so that
+ * sampling or resuming from anywhere finds it, and the files' SHA-256 into sha (130 bytes).
+ * The files are read now: a tokenizer that cannot be read is refused before training
+ * starts. NULL after printing why, or for neither option (*failed false). */
+static const char *tokenizer_record(MglArena *a, const Args *args, char *sha, bool *failed)
 {
-	RtTokenizer *tok = cli_gpt2(dir, NULL);
-	if (!tok)
+	char err[1024];
+	const char *kind = args->gpt2 ? "gpt2" : "wordpiece", *path = args->gpt2 ? args->gpt2 : args->vocab;
+	*failed = false;
+	if (!path)
 		return NULL;
+	RtTokenizer *tok = args->gpt2 ? cli_gpt2(path, NULL) : rt_tok_wordpiece(path, err, sizeof err);
+	if (!tok) {
+		if (!args->gpt2)
+			fprintf(stderr, "mgl: error: %s\n", err);
+		*failed = true;
+		return NULL;
+	}
 	snprintf(sha, 130, "%s", rt_tok_digest(tok));
 	rt_tok_free(tok);
 	char cwd[4096];
-	if (dir[0] == '/' || !getcwd(cwd, sizeof cwd))
-		return mgl_fmt(a, "gpt2:%s", dir);
-	return mgl_fmt(a, "gpt2:%s/%s", cwd, dir);
+	if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+		return mgl_fmt(a, "%s:%s", kind, path);
+	return mgl_fmt(a, "%s:%s/%s", kind, cwd, path);
 }
 
 int cmd_train(Args *a)
@@ -112,8 +123,13 @@ int cmd_train(Args *a)
 		size_t len;
 		char err[1024], sha[130] = "";
 		source = mgl_read_whole(a->file, MGL_MAX_FILE_BYTES, "model files", &len, err, sizeof err);
-		const char *tokenizer = a->gpt2 ? gpt2_record(&c.arena, a->gpt2, sha) : NULL;
-		if (a->gpt2 && !tokenizer) {
+		if (a->gpt2 && a->vocab) {
+			status = usage_error("train", "--gpt2 (GPT-2's BPE) and --vocab (BERT's WordPiece) exclude each other%s", "");
+			goto done;
+		}
+		bool failed;
+		const char *tokenizer = tokenizer_record(&c.arena, a, sha, &failed);
+		if (failed) {
 			status = 1;
 			goto done;
 		}
@@ -141,7 +157,12 @@ int cmd_train(Args *a)
 			if (r.last_step != r.steps_done)   /* resumed: which steps */
 				printf(" (steps %s to %s)", mgl_commas(r.last_step - r.steps_done + 1, b2), mgl_commas(r.last_step, b3));
 			printf(" in %.1f s: loss %.4f -> %.4f", r.seconds, r.first_loss, r.last_loss);
-			if (!isnan(r.val_loss))
+			if (!isnan(r.first_mlm))
+				printf(" (mlm %.4f -> %.4f, sop accuracy %.1f%% -> %.1f%%)", r.first_mlm, r.last_mlm,
+				       100 * r.first_sop_acc, 100 * r.last_sop_acc);
+			if (!isnan(r.val_mlm))
+				printf(", validation loss %.4f (mlm %.4f, sop accuracy %.1f%%)", r.val_loss, r.val_mlm, 100 * r.val_sop_acc);
+			else if (!isnan(r.val_loss))
 				printf(", validation loss %.4f (perplexity %.2f; token frequencies alone: %.4f)", r.val_loss,
 				       exp(r.val_loss), r.unigram_loss);
 			if (a->save)

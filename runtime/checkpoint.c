@@ -1037,21 +1037,23 @@ static const char *const meta_form[] = {
 	[M_NAME] = "a name (letters, digits and '_', not starting with a digit)",
 	[M_PRESET] = "a preset's name (letters, digits, '_' and '.') or nothing",
 	[M_TEXT] = "text",
-	[M_TOKENIZER] = "'bytes', 'gpt2' or 'gpt2:DIR'",
-	[M_SHA256] = "two SHA-256 digests (64 hexadecimal digits each) separated by a space",
+	[M_TOKENIZER] = "'bytes', 'gpt2', 'gpt2:DIR', 'bert', 'wordpiece' or 'wordpiece:FILE'",
+	[M_SHA256] = "a SHA-256 digest (64 hexadecimal digits), or two separated by a space",
 	[M_COUNT] = "a whole number from 0 to 9,223,372,036,854,775,807",
 	[M_U64] = "a whole number from 0 to 18,446,744,073,709,551,615",
 	[M_STEPS] = "a whole number from 0 to 9,223,372,036,854,775,807",
 	[M_RATE] = "a number from 0 to 10",
 };
 
-/* 64 lowercase hex digits, a space, 64 more: rt_tok_digest's form. */
-static bool sha256_pair(const char *s)
+/* 64 lowercase hex digits, and for GPT-2's two files a space and 64 more: rt_tok_digest's
+ * form. */
+static bool sha256_digests(const char *s)
 {
-	for (int i = 0; i < 129; i++)
+	int i = 0;
+	for (; s[i] && i < 129; i++)
 		if (i == 64 ? s[i] != ' ' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
 			return false;
-	return s[129] == 0;
+	return (i == 64 || i == 129) && s[i] == 0;
 }
 
 /* A learning rate as mgl train takes it: a finite number from 0 to 10, the whole text. */
@@ -1093,8 +1095,9 @@ static bool meta_ok(MetaKind kind, const char *v, uint64_t *n, double *r)
 	case M_NAME: return name_ok(v, false);
 	case M_PRESET: return name_ok(v, true);
 	case M_TEXT: return true;
-	case M_TOKENIZER: return !strcmp(v, "bytes") || !strcmp(v, "gpt2") || (!strncmp(v, "gpt2:", 5) && v[5]);
-	case M_SHA256: return sha256_pair(v);
+	case M_TOKENIZER: return !strcmp(v, "bytes") || !strcmp(v, "gpt2") || (!strncmp(v, "gpt2:", 5) && v[5]) ||
+				 !strcmp(v, "bert") || !strcmp(v, "wordpiece") || (!strncmp(v, "wordpiece:", 10) && v[10]);
+	case M_SHA256: return sha256_digests(v);
 	case M_COUNT: case M_STEPS: return whole_number(v, INT64_MAX, n);
 	case M_U64: return whole_number(v, UINT64_MAX, n);
 	case M_RATE: return rate(v, r);

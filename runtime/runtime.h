@@ -251,8 +251,10 @@ typedef struct {
 	const char *model;                 /* the model's name: a name as the language has them */
 	const char *source;                /* the .mgl file's text */
 	const char *preset, *set;          /* as given to mgl train ("": none) */
-	const char *tokenizer;             /* "bytes", "gpt2" or "gpt2:DIR" (DIR absolute) */
-	const char *tokenizer_sha256;      /* with gpt2: rt_tok_digest of the files it was trained with */
+	const char *tokenizer;             /* "bytes", "gpt2" or "gpt2:DIR", "bert", "wordpiece" or
+					      "wordpiece:FILE" (DIR and FILE absolute) */
+	const char *tokenizer_sha256;      /* with gpt2 or wordpiece: rt_tok_digest of the files it was
+					      trained with */
 	bool has_state;                    /* step, adam_t, data_rng and seed are all present */
 	int64_t step, adam_t;              /* steps done, AdamW's step count (<= step) */
 	uint64_t data_rng, seed;           /* the training windows' stream, --seed */
@@ -321,9 +323,11 @@ typedef struct {
 	const char *tensorboard;           /* DIR: a TensorBoard events file of each step's scalars */
 	/* what a checkpoint records so `mgl sample` and `--resume` can rebuild the model */
 	const char *model_name, *model_source, *preset, *set;
-	const char *tokenizer;             /* "bytes" or "gpt2:DIR" (DIR absolute); NULL: a resumed run's
-					      checkpoint's, else bytes */
-	const char *tokenizer_sha256;      /* with gpt2: rt_tok_digest of its files */
+	const char *tokenizer;             /* "bytes" or "gpt2:DIR" for a language model, "bert" (BERT's
+					      byte vocabulary) or "wordpiece:FILE" for BERT (DIR and FILE
+					      absolute); NULL: a resumed run's checkpoint's, else bytes or
+					      bert by the model's family */
+	const char *tokenizer_sha256;      /* with gpt2 or wordpiece: rt_tok_digest of its files */
 	/* what is said, on msgs (stderr; NULL: nothing): a start line once everything is checked,
 	 * "resuming from step N", a progress line, the evaluations, and on the cpu, before a
 	 * first step of more than a few seconds, how long a step should take */
@@ -341,7 +345,11 @@ typedef struct {
 	int64_t steps_done;                /* the steps this run trained */
 	int64_t last_step;                 /* the step reached (of the whole training, resumed or not) */
 	double first_loss, last_loss, val_loss;   /* val_loss: NAN if never evaluated */
-	double unigram_loss;               /* the validation loss of predicting token frequencies */
+	double unigram_loss;               /* the validation loss of predicting token frequencies (a
+					      language model's; NAN for BERT) */
+	/* BERT's heads (NAN for a language model): the masked-LM loss and the sentence-order
+	 * accuracy (0 to 1) of the first and last steps, and of the last evaluation */
+	double first_mlm, last_mlm, first_sop_acc, last_sop_acc, val_mlm, val_sop_acc;
 	double seconds;
 	bool interrupted;
 } RtTrainResult;
@@ -392,7 +400,8 @@ typedef struct {
 /* Whole training steps, as rt_train runs them with o (its seed, accum, optimizer, and
  * schedule: by default that of warmup + steps (x 2 with profile) steps), on the tokens of
  * o->data or, without it, synthetic ones: drawn from o->seed, uniform below the model's
- * vocabulary. Nothing is said or written. 0, or -1 with err; rt_bench_free frees the
+ * vocabulary (for BERT, a stream of random sentences with the vocabulary's top five ids as
+ * the special tokens, fresh examples every step). Nothing is said or written. 0, or -1 with err; rt_bench_free frees the
  * result either way. */
 int rt_bench(const MglPlan *plan, const struct RtBackend *be, const RtTrainOpts *o, const RtBenchOpts *b,
 	     RtBenchResult *res, char *err, size_t errlen);

@@ -1,14 +1,19 @@
 /* runtime/train.c — the training loop.
  *
+ * A model's family (a language model, or BERT) is told by its plan's inputs; the family
+ * says how its batches are made (families[]) and what is reported besides the loss (BERT's
+ * masked-LM and sentence-order losses and accuracy). One loop trains both.
+ *
  * Each optimizer step: zero the gradients; for each of `accum` micro-batches, give every
- * dp rank its own batch of windows from the training shard (the tp ranks of a dp rank
- * see the same batch) and run the forward and backward steps; then the optimizer steps,
+ * dp rank its own batch (windows of the training shard, or BERT's examples; the tp ranks
+ * of a dp rank see the same batch) and run the forward and backward steps; then the optimizer steps,
  * with the learning rate of a linear warm-up followed by a cosine decay to min_lr. The
  * loss gradient fed to the plan ("d_loss") is 1 / (accum * dp), so the summed gradients
  * are the mean over every sequence of the step.
  *
  * Everything that decides the numbers is a function of the seed and the step: the
- * batches (a splitmix64 stream whose state the checkpoint keeps), dropout (keyed by seed,
+ * batches (a splitmix64 stream whose state the checkpoint keeps; BERT's examples by their
+ * index), dropout (keyed by seed,
  * step, micro-batch and dp rank — not tp rank: every tp gives the same masks), and the
  * initial parameters (drawn whole and then sharded). A resumed run takes its seed, and
  * unless told otherwise its schedule, from the checkpoint. So tp 1, 2 and 4 give the same
@@ -75,17 +80,34 @@ typedef struct {
 	bool known;           /* the checkpoint recorded it (those before it did not) */
 } Schedule;
 
+/* A model's family, told by its plan's inputs (families[] below): how its batches are made
+ * and what is reported besides the loss. */
+typedef enum { LM, BERT } Family;
+enum { MAX_INPUTS = 5, VAL_SEED = 0x76616c };   /* BERT's validation examples: the same for every --seed */
+
+/* What a step or an evaluation measured: the model's loss and, for BERT, its heads' (the
+ * masked-LM and sentence-order losses, the sentence-order accuracy from 0 to 1; NAN for a
+ * language model). */
+typedef struct {
+	double loss, mlm, sop, acc;
+} Measured;
+
 typedef struct {
 	RtJob *job;
 	const MglPlan *p;
 	const RtTrainOpts *o;       /* the options with the schedule filled in */
+	Family fam;
 	RtShard train, val;
-	int tokens, targets, d_loss, loss, norm;   /* value ids */
+	RtBertVocab bv;             /* BERT's: the tokenizer's vocabulary, and the shards' streams */
+	RtBertData btrain, bval;
+	int in[MAX_INPUTS];         /* the family's inputs' value ids */
+	int d_loss, loss, norm;     /* value ids */
+	int mlm_loss, sop_loss, sop;   /* BERT's heads: the two losses and the sentence-order logits [B, 2] */
 	int64_t B, T;
 	uint64_t data_rng;          /* the training windows' stream */
 	uint64_t seed;              /* --seed, or the checkpoint's */
 	int64_t step, adam_t;
-	int32_t *x, *y;             /* one dp rank's batch */
+	int32_t *batch[MAX_INPUTS]; /* each input's batch for every dp rank: [dp][B x T] */
 	FILE *log;
 	RtEvents *tb;               /* --tensorboard */
 	char *tokenizer, *tok_sha;  /* what checkpoints record: the options', or the resumed one's */
@@ -134,6 +156,8 @@ static int fail(Train *t, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- data */
 
+/* A language model's shard: a sequence and its next token at least, every id below the
+ * model's vocabulary. */
 static int check_shard(Train *t, const RtShard *s)
 {
 	int64_t vocab = t->p->vocab ? t->p->vocab : INT64_MAX;
@@ -148,47 +172,172 @@ static int check_shard(Train *t, const RtShard *s)
 	return 0;
 }
 
-/* Row b of a batch: tokens [at, at + T) and the next tokens as targets. */
-static void window(Train *t, const RtShard *s, int64_t at, int64_t b)
+static int open_lm(Train *t, RtShard *s, RtBertData *b)
 {
-	for (int64_t k = 0; k < t->T; k++) {
-		t->x[b * t->T + k] = s->tokens[at + k];
-		t->y[b * t->T + k] = s->tokens[at + k + 1];
+	(void)b;
+	return check_shard(t, s);
+}
+
+/* A language model's batch of dp rank d: random windows of the training shard, each its
+ * tokens [at, at + T) and the next tokens as targets; or consecutive ones of the
+ * validation shard for evaluation batch `eval` (>= 0). */
+static void fill_lm(Train *t, int d, int64_t eval, int64_t micro)
+{
+	(void)micro;
+	int32_t *x = t->batch[0] + d * t->B * t->T, *y = t->batch[1] + d * t->B * t->T;
+	for (int64_t b = 0; b < t->B; b++) {
+		const RtShard *s = eval >= 0 ? &t->val : &t->train;
+		int64_t at;
+		if (eval >= 0)
+			at = ((eval * t->job->dp + d) * t->B + b) % ((s->ntokens - 1) / t->T) * t->T;
+		else
+			at = (int64_t)(next_rand(&t->data_rng) % (uint64_t)(s->ntokens - t->T));
+		for (int64_t k = 0; k < t->T; k++) {
+			x[b * t->T + k] = s->tokens[at + k];
+			y[b * t->T + k] = s->tokens[at + k + 1];
+		}
 	}
 }
 
-/* Gives every rank its batch: random windows for training, consecutive ones for
- * evaluation batch `eval` (>= 0). */
-static void feed(Train *t, int64_t eval, float d_loss)
+/* Tokens drawn uniformly below the vocabulary from the seed, for rt_bench: a batch of every
+ * dp rank for each of the run's steps, so that the model cannot learn its batches by heart
+ * and the loss stays near ln V as on real text (with two batches, 124M's fell to 9.8 in 8
+ * steps). */
+static int synthetic_lm(Train *t, int64_t steps)
+{
+	RtShard *s = &t->train;
+	s->path = "synthetic tokens";
+	s->ntokens = steps * t->B * t->T * t->p->dp + t->T + 1;
+	if (!(s->tokens = malloc((size_t)s->ntokens * sizeof *s->tokens)))
+		return fail(t, "out of memory for %s synthetic tokens", mgl_commas(s->ntokens, (char[32]){0}));
+	uint64_t x = rt_mix64(t->seed ^ 0x62656e6368ull);
+	for (int64_t i = 0; i < s->ntokens; i++)
+		s->tokens[i] = (uint16_t)(next_rand(&x) % (uint64_t)t->p->vocab);
+	return 0;
+}
+
+/* A BERT shard: a stream of its tokenizer's vocabulary (rt_bert_open checks it). */
+static int open_bert(Train *t, RtShard *s, RtBertData *b)
+{
+	char e[512];
+	if (rt_bert_open(b, s->tokens, s->ntokens, &t->bv, s->path, e, sizeof e))
+		return fail(t, "%s", e);
+	return 0;
+}
+
+/* BERT's batch of dp rank d: examples made from the stream (bert_data.c), each a function of
+ * the seed and its index, so every split of a step over micro-batches and ranks, and a
+ * resumed run, sees the same ones. Evaluation batch `eval` (>= 0): the validation stream's
+ * examples from index eval x dp x B on, under a seed of their own, so the validation set is
+ * the same for every --seed and every evaluation. */
+static void fill_bert(Train *t, int d, int64_t eval, int64_t micro)
+{
+	int64_t n = t->B * t->T, dp = t->job->dp;
+	RtBertBatch out = {t->batch[0] + d * n, t->batch[1] + d * n, t->batch[2] + d * n, t->batch[3] + d * n,
+			   t->batch[4] + d * n};
+	int64_t first = (eval >= 0 ? eval * dp + d : (t->step * t->o->accum + micro) * dp + d) * t->B;
+	/* B >= 1 and T >= 5 were checked when the data was opened: it cannot fail */
+	rt_bert_batch(eval >= 0 ? &t->bval : &t->btrain, eval >= 0 ? VAL_SEED : t->seed, first, t->B, t->T, &out, NULL, 0);
+}
+
+/* rt_bench's BERT stream: documents of 2 to 9 sentences of 4 to T / 2 random ids, with the
+ * model's vocabulary as ids 0 .. V - 6 of text and its top five as the special tokens; a
+ * step's examples are fresh (drawn from anywhere in it, masked anew). */
+static int synthetic_bert(Train *t, int64_t steps)
+{
+	int64_t V = t->p->vocab;
+	t->bv = (RtBertVocab){.vocab = (int32_t)V, .pad = (int32_t)V - 5, .unk = (int32_t)V - 4, .cls = (int32_t)V - 3,
+			      .sep = (int32_t)V - 2, .mask = (int32_t)V - 1};
+	RtShard *s = &t->train;
+	s->path = "synthetic BERT stream";
+	int64_t want = steps * t->B * t->T * t->p->dp + 4 * t->T, cap = want + 10 * t->T;
+	if (!(s->tokens = malloc((size_t)cap * sizeof *s->tokens)))
+		return fail(t, "out of memory for %s synthetic tokens", mgl_commas(cap, (char[32]){0}));
+	uint64_t x = rt_mix64(t->seed ^ 0x62657274ull);
+	int64_t n = 0, longest = t->T / 2 > 4 ? t->T / 2 : 4;
+	while (n < want) {
+		for (int64_t k = 2 + (int64_t)(next_rand(&x) % 8); k > 0; k--) {
+			for (int64_t len = 4 + (int64_t)(next_rand(&x) % (uint64_t)(longest - 3)); len > 0; len--)
+				s->tokens[n++] = (uint16_t)(next_rand(&x) % (uint64_t)(V - 5));
+			s->tokens[n++] = (uint16_t)t->bv.sep;
+		}
+		s->tokens[n++] = (uint16_t)t->bv.sep;
+	}
+	s->ntokens = n;
+	return open_bert(t, s, &t->btrain);
+}
+
+/* The families: a model is one whose inputs are exactly a family's (and d_loss, the loss's
+ * gradient), by name; mgl train refuses any other (docs/train.md, "What a model needs"). */
+static const struct {
+	const char *what;                     /* for messages */
+	const char *inputs[MAX_INPUTS + 1];   /* NULL-terminated, in the order of Train.in */
+	const char *tokenizer;                /* the data's when none is given */
+	int (*open)(Train *t, RtShard *s, RtBertData *b);   /* checks a shard read */
+	void (*fill)(Train *t, int d, int64_t eval, int64_t micro);
+	int (*synthetic)(Train *t, int64_t steps);            /* rt_bench's training data */
+} families[] = {
+	[LM] = {"language models (models/gpt2.mgl, models/llama.mgl)", {"tokens", "targets"}, "bytes", open_lm, fill_lm,
+		synthetic_lm},
+	[BERT] = {"BERT (models/bert.mgl)", {"tokens", "segments", "mask", "mlm_targets", "sop_targets"}, "bert", open_bert,
+		  fill_bert, synthetic_bert},
+};
+enum { NFAMILIES = sizeof families / sizeof families[0] };
+
+/* Gives every rank its batch (the tp ranks of a dp rank the same) and the loss gradient:
+ * training micro-batch `micro` of this step, or evaluation batch `eval` (>= 0). */
+static void feed(Train *t, int64_t eval, int64_t micro, float d_loss)
 {
 	for (int d = 0; d < t->job->dp; d++) {
-		for (int64_t b = 0; b < t->B; b++) {
-			if (eval >= 0) {
-				int64_t n = (t->val.ntokens - 1) / t->T, k = ((eval * t->job->dp + d) * t->B + b) % n;
-				window(t, &t->val, k * t->T, b);
-			} else {
-				window(t, &t->train, (int64_t)(next_rand(&t->data_rng) % (uint64_t)(t->train.ntokens - t->T)), b);
-			}
-		}
+		families[t->fam].fill(t, d, eval, micro);
 		for (int k = 0; k < t->job->tp; k++) {
 			RtRank *r = &t->job->ranks[d * t->job->tp + k];
-			t->job->be->write(r, t->tokens, t->x);
-			t->job->be->write(r, t->targets, t->y);
+			for (int i = 0; families[t->fam].inputs[i]; i++)
+				t->job->be->write(r, t->in[i], t->batch[i] + d * t->B * t->T);
 			t->job->be->write(r, t->d_loss, &d_loss);
 		}
 	}
 }
 
-/* The mean loss over the dp ranks (tp rank 0 of each). */
-static double loss_of(Train *t)
+/* After a forward pass: the loss and the heads, each the mean over the dp ranks (tp rank 0
+ * of each); the sentence-order accuracy from the logits against the targets fed. */
+static void measure(Train *t, Measured *m)
 {
-	double s = 0;
+	*m = (Measured){0, NAN, NAN, NAN};
+	const RtBackend *be = t->job->be;
+	float *z = t->fam == BERT ? malloc((size_t)t->B * 2 * sizeof *z) : NULL;
+	if (z)
+		m->mlm = m->sop = m->acc = 0;
 	for (int d = 0; d < t->job->dp; d++) {
+		RtRank *r = &t->job->ranks[d * t->job->tp];
 		float l;
-		t->job->be->read(&t->job->ranks[d * t->job->tp], t->loss, &l);
-		s += l;
+		be->read(r, t->loss, &l);
+		m->loss += l;
+		if (!z)
+			continue;
+		be->read(r, t->mlm_loss, &l);
+		m->mlm += l;
+		be->read(r, t->sop_loss, &l);
+		m->sop += l;
+		be->read(r, t->sop, z);
+		const int32_t *y = t->batch[4] + d * t->B * t->T;
+		int64_t right = 0;
+		for (int64_t b = 0; b < t->B; b++)
+			right += (z[2 * b + 1] > z[2 * b]) == (y[b] == 1);
+		m->acc += (double)right / (double)t->B;
 	}
-	return s / t->job->dp;
+	free(z);
+	double dp = t->job->dp;
+	*m = (Measured){m->loss / dp, m->mlm / dp, m->sop / dp, m->acc / dp};
+}
+
+/* sum += x * w, head by head */
+static void add(Measured *sum, const Measured *x, double w)
+{
+	sum->loss += x->loss * w;
+	sum->mlm += x->mlm * w;
+	sum->sop += x->sop * w;
+	sum->acc += x->acc * w;
 }
 
 /* The loss to beat: validation tokens predicted by the training tokens' frequencies
@@ -208,34 +357,122 @@ static double unigram_loss(const Train *t)
 
 /* ---------------------------------------------------------------- the job */
 
-/* The plan's inputs and outputs as rt_train and rt_bench feed and read them (who: the
- * command, for the message). */
-static int lm_inputs(Train *t, const char *who)
+/* The model's family by its plan's inputs, and the values rt_train and rt_bench feed and
+ * read (who: the command, for the message). */
+static int inputs(Train *t, const char *who)
 {
 	const MglPlan *p = t->p;
-	t->tokens = rt_value(p, "tokens");
-	t->targets = rt_value(p, "targets");
 	t->d_loss = rt_value(p, "d_loss");
 	t->norm = rt_value(p, p->tp > 1 ? "grad_norm@R" : "grad_norm");
 	t->loss = p->loss;
 	int ninputs = 0;
 	for (int v = 0; v < p->nvalues; v++)
 		ninputs += p->values[v].role == MGL_V_INPUT;
-	if (t->tokens < 0 || t->targets < 0 || t->d_loss < 0 || ninputs != 3)
-		return fail(t, "%s feeds language models whose inputs are tokens and targets (as models/gpt2.mgl's); "
-			    "this model's inputs differ", who);
+	for (int f = 0; f < NFAMILIES; f++) {
+		int n = 1;   /* d_loss */
+		for (int i = 0; families[f].inputs[i] && (t->in[i] = rt_value(p, families[f].inputs[i])) >= 0; i++)
+			n += p->values[t->in[i]].role == MGL_V_INPUT;
+		if (t->d_loss < 0 || n != ninputs || families[f].inputs[n - 1])
+			continue;
+		t->fam = (Family)f;
+		if (f != BERT)
+			return 0;
+		t->mlm_loss = rt_value(p, "mlm_loss");
+		t->sop_loss = rt_value(p, "sop_loss");
+		t->sop = rt_value(p, "sop");
+		const MglValue *z = t->sop >= 0 ? &p->values[t->sop] : NULL;
+		if (t->mlm_loss < 0 || t->sop_loss < 0 || !z || z->rank != 2 || z->shape[0] != t->B || z->shape[1] != 2 ||
+		    z->layout.kind == MGL_L_S)
+			return fail(t, "%s takes this model for a BERT by its inputs, but it lacks BERT's heads: the values "
+				    "mlm_loss, sop_loss and sop (the sentence-order logits, [batch, 2]) of models/bert.mgl", who);
+		return 0;
+	}
+	return fail(t, "%s feeds %s, whose inputs are tokens and targets, and %s, whose inputs are tokens, segments, "
+		    "mask, mlm_targets and sop_targets; this model's inputs are neither", who, families[LM].what,
+		    families[BERT].what);
+}
+
+/* The tokenizers a checkpoint may record ("gpt2:DIR", "wordpiece:FILE"), and which family
+ * each one's data feeds. */
+static const struct {
+	const char *name, *what, *flag;
+	Family fam;
+} tokenizers[] = {
+	{"bytes", "byte", "", LM}, {"gpt2", "GPT-2", "--gpt2", LM},
+	{"bert", "BERT byte", "", BERT}, {"wordpiece", "WordPiece", "--vocab", BERT},
+};
+
+static int tokenizer_kind(const char *name)
+{
+	for (int k = 0; k < (int)(sizeof tokenizers / sizeof tokenizers[0]); k++) {
+		size_t n = strlen(tokenizers[k].name);
+		if (!strncmp(name, tokenizers[k].name, n) && (name[n] == 0 || name[n] == ':'))
+			return k;
+	}
+	return 0;   /* rt_ckpt_meta_read accepts no other */
+}
+
+/* BERT's vocabulary from the tokenizer the data was made with (t->tokenizer: the options'
+ * or the resumed checkpoint's), the same file the checkpoint records (by its SHA-256), and
+ * no larger than the model's. */
+static int bert_vocab(Train *t)
+{
+	RtTokenizer *tok = NULL;
+	char e[512];
+	if (!strcmp(t->tokenizer, "bert"))
+		tok = rt_tok_bert_bytes();
+	else if (strncmp(t->tokenizer, "wordpiece:", 10))
+		return fail(t, "the checkpoint's data was WordPiece, but it does not say from which vocab.txt: give --vocab FILE");
+	else if (!(tok = rt_tok_wordpiece(t->tokenizer + 10, e, sizeof e)))
+		return fail(t, "%s", e);
+	const char *sha = rt_tok_digest(tok);
+	int rc = 0;
+	if (sha && t->tok_sha && strcmp(sha, t->tok_sha))
+		rc = fail(t, "%s is not the vocabulary %s was trained with (its SHA-256 is %s; the checkpoint's, %s): give "
+			  "--vocab FILE with the one it was trained with", t->tokenizer + 10, t->resumed ? t->resumed : "the run",
+			  sha, t->tok_sha);
+	else if (sha && !t->tok_sha)
+		t->tok_sha = strdup(sha);
+	rt_tok_bert(tok, &t->bv);
+	rt_tok_free(tok);
+	char b1[32], b2[32];
+	if (!rc && t->p->vocab < t->bv.vocab)
+		rc = fail(t, "the model's vocabulary (%s) is smaller than the data's (%s tokens: its %s vocabulary with BERT's "
+			  "five special tokens): give --set vocab=%s or more", mgl_commas(t->p->vocab, b1),
+			  mgl_commas(t->bv.vocab, b2), tokenizers[tokenizer_kind(t->tokenizer)].what, b2);
+	return rc;
+}
+
+/* The training and validation shards, checked as the family feeds them: after resume(),
+ * which may give the tokenizer. */
+static int open_data(Train *t)
+{
+	const RtTrainOpts *o = t->o;
+	int k = tokenizer_kind(t->tokenizer);
+	if (tokenizers[k].fam != t->fam)
+		return fail(t, "this model is %s, not on %s tokens", t->fam == BERT ? "a BERT: it trains on BERT streams (mgl tokenize "
+			    "--bert, and --vocab FILE for WordPiece)" : "a language model: it trains on bytes or GPT-2 tokens (--gpt2 DIR)",
+			    tokenizers[k].what);
+	if (t->fam == BERT && bert_vocab(t))
+		return -1;
+	if (t->fam == BERT && (t->T < 5 || t->B < 1))
+		return fail(t, "BERT's examples need sequences of 5 tokens or more ([CLS] A [SEP] B [SEP]), not %lld",
+			    (long long)t->T);
+	if (rt_shard_read(o->data, &t->train, t->err, t->errlen) || families[t->fam].open(t, &t->train, &t->btrain))
+		return -1;
+	if (o->val && (rt_shard_read(o->val, &t->val, t->err, t->errlen) || families[t->fam].open(t, &t->val, &t->bval)))
+		return -1;
 	return 0;
 }
 
-/* The job, a dp rank's batch, and the training windows' stream. */
+/* The job, every dp rank's batch, and the training windows' stream. */
 static int open_job(Train *t, const RtBackend *be)
 {
 	if (!(t->job = rt_job_open(t->p, be, t->err, t->errlen)))
 		return -1;
-	t->x = malloc((size_t)(t->B * t->T) * sizeof *t->x);
-	t->y = malloc((size_t)(t->B * t->T) * sizeof *t->y);
-	if (!t->x || !t->y)
-		return fail(t, "out of memory for a batch of %lld x %lld tokens", (long long)t->B, (long long)t->T);
+	for (int i = 0; families[t->fam].inputs[i]; i++)
+		if (!(t->batch[i] = malloc((size_t)(t->B * t->T * t->p->dp) * sizeof *t->batch[i])))
+			return fail(t, "out of memory for a batch of %lld x %lld tokens", (long long)t->B, (long long)t->T);
 	t->data_rng = rt_mix64(t->seed ^ 0x64617461ull);
 	return 0;
 }
@@ -246,10 +483,12 @@ static void close_run(Train *t)
 		fclose(t->log);
 	rt_events_close(t->tb, NULL, 0);   /* every record was flushed when written */
 	rt_job_close(t->job);
+	rt_bert_close(&t->btrain);
+	rt_bert_close(&t->bval);
 	rt_shard_free(&t->train);
 	rt_shard_free(&t->val);
-	free(t->x);
-	free(t->y);
+	for (int i = 0; i < MAX_INPUTS; i++)
+		free(t->batch[i]);
 	free(t->tokenizer);
 	free(t->tok_sha);
 	free(t->resumed);
@@ -394,12 +633,12 @@ static int same_tokenizer(Train *t, const char *path, const char *tok, const cha
 		t->tok_sha = sha ? strdup(sha) : NULL;
 		return 0;
 	}
-	bool gpt2 = !strncmp(tok, "gpt2", 4), now_gpt2 = !strncmp(t->tokenizer, "gpt2", 4);
-	if (gpt2 != now_gpt2)
-		return fail(t, "%s was trained on %s tokens, not %s", path, gpt2 ? "GPT-2" : "byte", now_gpt2 ? "GPT-2's" : "bytes");
+	int was = tokenizer_kind(tok), now = tokenizer_kind(t->tokenizer);
+	if (was != now)
+		return fail(t, "%s was trained on %s tokens, not %s ones", path, tokenizers[was].what, tokenizers[now].what);
 	if (sha && t->tok_sha && strcmp(sha, t->tok_sha))
-		return fail(t, "%s was trained with other GPT-2 tokenizer files (SHA-256 %s) than --gpt2 gives (%s)", path, sha,
-			    t->tok_sha);
+		return fail(t, "%s was trained with other %s tokenizer files (SHA-256 %s) than %s gives (%s)", path,
+			    tokenizers[now].what, sha, tokenizers[now].flag, t->tok_sha);
 	return 0;
 }
 
@@ -512,18 +751,32 @@ static RtRun run_params(const Train *t, int64_t micro, bool train)
 	return r;
 }
 
-static int evaluate(Train *t, double *out)
+/* Runs the forward pass, and with backward the backward one, on the batches fed, and reads
+ * what it measured into *m. A model with heads to report (BERT) runs the two apart and
+ * reads its heads between them: the backward pass reuses their bytes (the memory plan keeps
+ * only the loss to the end). */
+static int run(Train *t, const RtRun *r, bool backward, Measured *m)
 {
-	double sum = 0;
+	bool heads = t->fam == BERT;
+	unsigned fwd = 1u << MGL_FWD, bwd = backward ? 1u << MGL_BWD : 0;
+	if (rt_job_run(t->job, heads ? fwd : fwd | bwd, r, t->err, t->errlen))
+		return -1;
+	measure(t, m);
+	return heads && bwd ? rt_job_run(t->job, bwd, r, t->err, t->errlen) : 0;
+}
+
+static int evaluate(Train *t, Measured *out)
+{
 	int64_t n = t->o->eval_batches > 0 ? t->o->eval_batches : 8;
+	*out = (Measured){0};
 	for (int64_t k = 0; k < n; k++) {
-		feed(t, k, 0.0f);
+		feed(t, k, 0, 0.0f);
 		RtRun r = run_params(t, 0, false);
-		if (rt_job_run(t->job, 1u << MGL_FWD, &r, t->err, t->errlen))
+		Measured m;
+		if (run(t, &r, false, &m))
 			return -1;
-		sum += loss_of(t);
+		add(out, &m, 1.0 / (double)n);
 	}
-	*out = sum / (double)n;
 	return 0;
 }
 
@@ -535,18 +788,20 @@ static void zero_grads(Train *t)
 }
 
 /* An optimizer step is these two (with, between them, what rt_train checks): the gradients
- * zeroed, then forward and backward over each micro-batch, whose mean loss is *loss... */
-static int forward_backward(Train *t, double *loss)
+ * zeroed, then forward and backward over each micro-batch, the mean of whose measures is
+ * *m... */
+static int forward_backward(Train *t, Measured *m)
 {
 	const RtTrainOpts *o = t->o;
 	zero_grads(t);
-	*loss = 0;
-	for (int64_t m = 0; m < o->accum; m++) {
-		feed(t, -1, (float)(1.0 / (double)(o->accum * t->p->dp)));
-		RtRun r = run_params(t, m, true);
-		if (rt_job_run(t->job, 1u << MGL_FWD | 1u << MGL_BWD, &r, t->err, t->errlen))
+	*m = (Measured){0};
+	for (int64_t k = 0; k < o->accum; k++) {
+		feed(t, -1, k, (float)(1.0 / (double)(o->accum * t->p->dp)));
+		RtRun r = run_params(t, k, true);
+		Measured x;
+		if (run(t, &r, true, &x))
 			return -1;
-		*loss += loss_of(t) / (double)o->accum;
+		add(m, &x, 1.0 / (double)o->accum);
 	}
 	return 0;
 }
@@ -590,38 +845,71 @@ static const char *clock_str(double s, char *buf)
 
 /* After a step: on a terminal, the progress line rewritten; a line of its own every
  * --log-every steps, or off a terminal when nothing was said for RT_PROGRESS_SECONDS (so a
- * pipe or a log file sees the run move); an evaluation's line whenever there is one. */
-static void progress(Train *t, double loss, double tok_s, double left, double val, int64_t end)
+ * pipe or a log file sees the run move); an evaluation's line whenever there is one (val:
+ * NULL if none). BERT's heads follow the loss. */
+static void progress(Train *t, const Measured *m, double tok_s, double left, const Measured *val, int64_t end)
 {
 	const RtTrainOpts *o = t->o;
-	char b1[32], b2[32], b3[32], b4[32], line[160];
+	char b1[32], b2[32], b3[32], b4[32], heads[96] = "", line[256];
 	const char *step = mgl_commas(t->step, b3), *of = mgl_commas(end, b4);
-	snprintf(line, sizeof line, "step %s/%s | loss %.4f | %s tok/s | %s left", step, of, loss,
+	if (!isnan(m->mlm))
+		snprintf(heads, sizeof heads, " | mlm %.4f | sop %.4f | sop acc %.1f%%", m->mlm, m->sop, 100 * m->acc);
+	snprintf(line, sizeof line, "step %s/%s | loss %.4f%s | %s tok/s | %s left", step, of, m->loss, heads,
 		 mgl_commas((int64_t)(tok_s + 0.5), b1), clock_str(left, b2));
 	bool own = o->log_every ? t->step % o->log_every == 0 : !o->progress && now() - t->shown >= RT_PROGRESS_SECONDS;
 	const char *cr = o->progress ? "\r" : "", *pad = o->progress ? "          " : "";
-	if (!isnan(val))   /* on a terminal or not: the loss falling is the news */
-		say(t, "%sstep %s/%s: loss %.4f, validation loss %.4f (perplexity %.2f)%s\n", cr, step, of, loss, val,
-		    exp(val), pad);
+	if (val && isnan(val->mlm))   /* on a terminal or not: the loss falling is the news */
+		say(t, "%sstep %s/%s: loss %.4f, validation loss %.4f (perplexity %.2f)%s\n", cr, step, of, m->loss,
+		    val->loss, exp(val->loss), pad);
+	else if (val)
+		say(t, "%sstep %s/%s: loss %.4f, validation loss %.4f (mlm %.4f, perplexity %.2f; sop %.4f, accuracy "
+		    "%.1f%%)%s\n", cr, step, of, m->loss, val->loss, val->mlm, exp(val->mlm), val->sop, 100 * val->acc, pad);
 	else if (own)
 		say(t, "%s%s%s\n", cr, line, pad);
-	if (!isnan(val) || own)
+	if (val || own)
 		t->shown = now();
 	if (o->progress)
 		say(t, "\r%s   ", line);
 }
 
+/* --log: a step's line of JSON (val: NULL if not evaluated). */
+static void log_step(Train *t, const Measured *m, double lr, double grad_norm, double tok_s, const Measured *val)
+{
+	fprintf(t->log, "{\"step\": %lld, \"loss\": %.6f", (long long)t->step, m->loss);
+	if (!isnan(m->mlm))
+		fprintf(t->log, ", \"mlm_loss\": %.6f, \"sop_loss\": %.6f, \"sop_acc\": %.6f", m->mlm, m->sop, m->acc);
+	fprintf(t->log, ", \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens_per_s\": %.1f", lr, grad_norm, tok_s);
+	if (val && isnan(val->mlm))
+		fprintf(t->log, ", \"val_loss\": %.6f, \"val_ppl\": %.4f", val->loss, exp(val->loss));
+	else if (val)
+		fprintf(t->log, ", \"val_loss\": %.6f, \"val_mlm_loss\": %.6f, \"val_mlm_ppl\": %.4f, \"val_sop_loss\": %.6f, "
+			"\"val_sop_acc\": %.6f", val->loss, val->mlm, exp(val->mlm), val->sop, val->acc);
+	fprintf(t->log, "}\n");
+	fflush(t->log);
+}
+
 /* --tensorboard: a step's scalars under the names Megatron-LM gives them (docs/train.md),
- * and those it has none for in its style. */
-static int tensorboard(Train *t, double loss, double lr, double grad_norm, double dt, double tok_s, double val)
+ * and those it has none for in its style. For BERT, as Megatron-LM's BERT: "lm loss" is the
+ * masked-LM loss, beside "sop loss". */
+static int tensorboard(Train *t, const Measured *m, double lr, double grad_norm, double dt, double tok_s,
+		       const Measured *val)
 {
 	const RtTrainOpts *o = t->o;
-	RtScalar v[12];
+	RtScalar v[20];
 	int n = 0;
-	v[n++] = (RtScalar){"lm loss", loss};
-	if (!isnan(val)) {
-		v[n++] = (RtScalar){"lm loss validation", val};
-		v[n++] = (RtScalar){"lm loss validation ppl", exp(val)};
+	bool bert = !isnan(m->mlm);
+	v[n++] = (RtScalar){"lm loss", bert ? m->mlm : m->loss};
+	if (bert) {
+		v[n++] = (RtScalar){"sop loss", m->sop};
+		v[n++] = (RtScalar){"sop accuracy", m->acc};
+	}
+	if (val) {
+		v[n++] = (RtScalar){"lm loss validation", bert ? val->mlm : val->loss};
+		v[n++] = (RtScalar){"lm loss validation ppl", exp(bert ? val->mlm : val->loss)};
+	}
+	if (val && bert) {
+		v[n++] = (RtScalar){"sop loss validation", val->sop};
+		v[n++] = (RtScalar){"sop accuracy validation", val->acc};
 	}
 	v[n++] = (RtScalar){"learning-rate", lr};
 	v[n++] = (RtScalar){"grad-norm", grad_norm};
@@ -737,22 +1025,21 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	Train t = {.p = plan, .o = o, .err = err, .errlen = errlen, .B = plan->batch, .T = plan->seq, .seed = o->seed};
 	memset(res, 0, sizeof *res);
 	res->val_loss = res->unigram_loss = NAN;
-	t.tokenizer = strdup(o->tokenizer ? o->tokenizer : "bytes");
-	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
+	res->first_mlm = res->last_mlm = res->first_sop_acc = res->last_sop_acc = res->val_mlm = res->val_sop_acc = NAN;
 	int rc = -1;
-	if (lm_inputs(&t, "mgl train"))
-		goto out;
 	double t0 = now();
-	if (rt_shard_read(o->data, &t.train, err, errlen) || check_shard(&t, &t.train))
+	if (inputs(&t, "mgl train"))
 		goto out;
-	if (o->val && (rt_shard_read(o->val, &t.val, err, errlen) || check_shard(&t, &t.val)))
-		goto out;
-	if (t.val.tokens)
-		res->unigram_loss = unigram_loss(&t);
+	t.tokenizer = strdup(o->tokenizer ? o->tokenizer : families[t.fam].tokenizer);
+	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
 	if (open_job(&t, be))
 		goto out;
 	if (o->resume_dir && resume(&t, o->resume_dir))
 		goto out;
+	if (open_data(&t))
+		goto out;
+	if (t.val.tokens && t.fam == LM)
+		res->unigram_loss = unigram_loss(&t);
 	char note[512];
 	schedule(&t, o, note, sizeof note);
 	if (t.step >= o->steps) {
@@ -802,40 +1089,43 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	int64_t first = t.step;
 	int64_t end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
 	while (t.step < end) {
-		double ts = now(), loss;
-		if (forward_backward(&t, &loss))
+		double ts = now();
+		Measured m;
+		if (forward_backward(&t, &m))
 			goto restore;
 		if (o->dump_first && t.step == first && dump_first(&t))
 			goto restore;
-		if (bad_loss(&t, loss))
+		if (bad_loss(&t, m.loss))
 			goto restore;
 		RtRun r;
 		float norm;
 		if (optimize(&t, &r, &norm))
 			goto restore;
-		if (t.step == first + 1)
-			res->first_loss = loss;
-		res->last_loss = loss;
+		if (t.step == first + 1) {
+			res->first_loss = m.loss;
+			res->first_mlm = m.mlm;
+			res->first_sop_acc = m.acc;
+		}
+		res->last_loss = m.loss;
+		res->last_mlm = m.mlm;
+		res->last_sop_acc = m.acc;
 		double dt = now() - ts, tok_s = (double)(t.B * t.T * o->accum * plan->dp) / dt, grad_norm = sqrt((double)norm);
-		double val = NAN;
+		Measured val, *evaluated = NULL;
 		bool last = t.step == end || interrupted;
 		if (t.val.tokens && ((o->eval_every > 0 && t.step % o->eval_every == 0) || last)) {
 			if (evaluate(&t, &val))
 				goto restore;
-			res->val_loss = val;
+			evaluated = &val;
+			res->val_loss = val.loss;
+			res->val_mlm = val.mlm;
+			res->val_sop_acc = val.acc;
 		}
-		if (t.log) {
-			fprintf(t.log, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens_per_s\": %.1f",
-				(long long)t.step, loss, r.lr, grad_norm, tok_s);
-			if (!isnan(val))
-				fprintf(t.log, ", \"val_loss\": %.6f, \"val_ppl\": %.4f", val, exp(val));
-			fprintf(t.log, "}\n");
-			fflush(t.log);
-		}
-		if (t.tb && tensorboard(&t, loss, r.lr, grad_norm, dt, tok_s, val))
+		if (t.log)
+			log_step(&t, &m, r.lr, grad_norm, tok_s, evaluated);
+		if (t.tb && tensorboard(&t, &m, r.lr, grad_norm, dt, tok_s, evaluated))
 			goto restore;
 		double left = (now() - tstart) / (double)(t.step - first) * (double)(end - t.step);
-		progress(&t, loss, tok_s, left, val, end);
+		progress(&t, &m, tok_s, left, evaluated, end);
 		if (o->save_dir && ((o->save_every > 0 && t.step % o->save_every == 0) || last))
 			if (save(&t))
 				goto restore;
@@ -860,25 +1150,17 @@ out:
 
 /* ---------------------------------------------------------------- benchmarks */
 
-/* Tokens drawn uniformly below the vocabulary from the seed, for rt_bench: a batch of every
- * dp rank for each of the run's steps, so that the model cannot learn its batches by heart
- * and the loss stays near ln V as on real text (with two batches, 124M's fell to 9.8 in 8
- * steps). */
+/* rt_bench's training data: the family's synthetic kind, drawn from the seed. */
 static int synthetic(Train *t, int64_t steps)
 {
 	int64_t V = t->p->vocab;
 	if (V < 1 || V > 65536)
 		return fail(t, "mgl bench draws tokens below the model's vocabulary, and this model has %s",
 			    V < 1 ? "none (no embedding table split by @row)" : "more than 65,536 (the token shards' limit)");
-	RtShard *s = &t->train;
-	s->path = "synthetic tokens";
-	s->ntokens = steps * t->B * t->T * t->p->dp + t->T + 1;
-	if (!(s->tokens = malloc((size_t)s->ntokens * sizeof *s->tokens)))
-		return fail(t, "out of memory for %s synthetic tokens", mgl_commas(s->ntokens, (char[32]){0}));
-	uint64_t x = rt_mix64(t->seed ^ 0x62656e6368ull);
-	for (int64_t i = 0; i < s->ntokens; i++)
-		s->tokens[i] = (uint16_t)(next_rand(&x) % (uint64_t)V);
-	return 0;
+	if (t->fam == BERT && (V <= 5 || t->T < 5))
+		return fail(t, "mgl bench makes BERT's examples of [CLS] A [SEP] B [SEP] and five special tokens: this model "
+			    "has %s %s", mgl_commas(V <= 5 ? V : t->T, (char[32]){0}), V <= 5 ? "tokens" : "positions");
+	return families[t->fam].synthetic(t, steps);
 }
 
 void rt_bench_free(RtBenchResult *res)
@@ -911,9 +1193,10 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		fail(&t, n < 1 ? "no steps to time" : "out of memory");
 		goto out;
 	}
-	if (lm_inputs(&t, "mgl bench"))
+	if (inputs(&t, "mgl bench"))
 		goto out;
-	if (o->data ? rt_shard_read(o->data, &t.train, err, errlen) || check_shard(&t, &t.train) : synthetic(&t, total))
+	t.tokenizer = strdup(o->tokenizer ? o->tokenizer : families[t.fam].tokenizer);
+	if (o->data ? open_data(&t) : synthetic(&t, total))
 		goto out;
 	if (open_job(&t, be))
 		goto out;
@@ -927,19 +1210,20 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		int64_t k = i - b->warmup;   /* below 0 warming up, below n timed, then profiled */
 		for (int r = 0; r < t.job->nranks; r++)
 			t.job->ranks[r].step_seconds = k >= n ? each + (size_t)r * ((size_t)nsteps + 1) : NULL;
-		double ts = now(), loss;
-		if (forward_backward(&t, &loss))
+		double ts = now();
+		Measured m;
+		if (forward_backward(&t, &m))
 			goto out;
 		double fb = now() - ts;
 		RtRun r;
 		float norm;
-		if (bad_loss(&t, loss) || optimize(&t, &r, &norm))
+		if (bad_loss(&t, m.loss) || optimize(&t, &r, &norm))
 			goto out;
 		double dt = now() - ts;
 		if (k >= 0 && k < n) {
 			res->step_s[k] = dt;
 			res->fwdbwd_s[k] = fb;
-			res->loss = loss;
+			res->loss = m.loss;
 		} else if (k >= n) {
 			res->profiled_s[k - n] = dt;
 		}

@@ -121,7 +121,7 @@ expect 1 "huge.safetensors holds non-finite values: the model's logits are NaN" 
 # The metadata is checked (tests/test_runtime.c tries every key): a value of the wrong
 # form is refused, naming the file and the key.
 patch_meta "$tmp/ck/checkpoint.safetensors" '"tokenizer":"bytes"' '"tokenizer":"bytez"' "$tmp/tok.safetensors"
-expect 1 "tok.safetensors: the metadata's 'tokenizer' is 'bytez', not 'bytes', 'gpt2' or 'gpt2:DIR'" \
+expect 1 "tok.safetensors: the metadata's 'tokenizer' is 'bytez', not 'bytes', 'gpt2', 'gpt2:DIR', 'bert', 'wordpiece' or 'wordpiece:FILE'" \
 	-- sample "$tmp/tok.safetensors"
 patch_meta "$tmp/ck/checkpoint.safetensors" '"step":"4"' '"step":"-"' "$tmp/step.safetensors"
 expect 1 "step.safetensors: the metadata's 'step' is '-', not a whole number from 0 to" \
@@ -171,7 +171,7 @@ check 'a missing shard is refused before the start line' \
 	refused_before_start train models/gpt2.mgl --preset tiny --data "$tmp/missing.bin"
 check 'a checkpoint of another model is refused before the start line' \
 	refused_before_start train models/gpt2.mgl --preset tiny --set d=32 --data "$tmp/t.bin" --steps 9 --resume "$tmp/ck"
-check 'a model that is not a language model is refused before the start line' \
+check 'BERT on a shard that is not a BERT stream is refused before the start line' \
 	refused_before_start train models/bert.mgl --preset tiny --data "$tmp/t.bin" --steps 1
 check 'a --tensorboard directory that cannot be one is refused before the start line' \
 	refused_before_start train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --tensorboard "$tmp/afile"
@@ -291,7 +291,8 @@ expect 2 "no GPU can be used here|built without CUDA \(no toolkit at CUDA_HOME w
 expect 2 "--gpus 2, but the job is tp 1 x dp 1 = 1 rank, one GPU each" -- train models/gpt2.mgl --preset tiny \
 	--data "$tmp/t.bin" --gpus 2
 expect 2 "unknown backend 'tpu'"               -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --backend tpu
-expect 1 'mgl train feeds language models'     -- train models/bert.mgl --preset tiny --data "$tmp/t.bin" --steps 1
+expect 1 't.bin: the last document is not closed: a BERT stream ends with \[SEP\] \[SEP\] \(is this a BERT shard\?\)' \
+	-- train models/bert.mgl --preset tiny --data "$tmp/t.bin" --steps 1
 expect 1 "the checkpoint is at step 4 already" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 4 \
 	--batch 2 --resume "$tmp/ck"
 expect 1 "has a tensor 'layers.1.attention.ln.weight' the model lacks" \
@@ -311,6 +312,66 @@ expect 0 'trained 1 step \(steps 3 to 3\)'    -- train models/gpt2.mgl --preset 
 	--steps 3 --batch 2 --resume "$tmp/gck" --save "$tmp/gck2"
 check "a resumed checkpoint keeps its tokenizer" \
 	sh -c 'head -c 4096 "$1" | grep -aq "\"tokenizer\":\"gpt2:$2/g2\""' - "$tmp/gck2/checkpoint.safetensors" "$tmp"
+
+# BERT: told by its inputs, trained on a BERT stream, its heads reported on the progress
+# line, in the log and at the end
+expect 0 'tokens in [0-9,]+ documents of [0-9,]+ sentences \(bert, bytes\): wrote' -- tokenize "$tmp/text.txt" \
+	-o "$tmp/bert.bin" --bert --val-fraction 0.1
+bert_train() {
+	"$mgl" train models/bert.mgl --preset tiny --data "$tmp/bert.bin" --val "$tmp/bert.val.bin" --steps 6 --batch 4 \
+		--tp 2 --log-every 2 --eval-every 3 --log "$tmp/bert.jsonl" --save "$tmp/bck" >"$tmp/bert.out" 2>&1 || return 1
+	cat "$tmp/bert.out"
+	[ "$(grep -Ec '^step [24]/6 \| loss [0-9.]+ \| mlm [0-9.]+ \| sop [0-9.]+ \| sop acc [0-9.]+% \| [0-9,]+ tok/s \| [0-9:]+ left$' \
+		"$tmp/bert.out")" = 2 ] &&
+		[ "$(grep -Ec '^step [36]/6: loss [0-9.]+, validation loss [0-9.]+ \(mlm [0-9.]+, perplexity [0-9.]+; sop [0-9.]+, accuracy [0-9.]+%\)$' \
+			"$tmp/bert.out")" = 2 ] &&
+		grep -Eq '^trained 6 steps in [0-9.]+ s: loss [0-9.]+ -> [0-9.]+ \(mlm [0-9.]+ -> [0-9.]+, sop accuracy [0-9.]+% -> [0-9.]+%\), validation loss [0-9.]+ \(mlm [0-9.]+, sop accuracy [0-9.]+%\); saved' \
+			"$tmp/bert.out"
+}
+check 'BERT trains: its heads on the progress lines, the evaluations and the summary' bert_train
+# each line's numbers by key: sane, and the evaluations' (every third step) too
+bert_log_sane() {
+	awk -F'[:,}]' '{
+		for (i = 1; i < NF; i++) { gsub(/[ "{]/, "", $i); v[$i] = $(i + 1) + 0 }
+		if (!(v["sop_acc"] >= 0 && v["sop_acc"] <= 1 && v["mlm_loss"] > 0 && v["sop_loss"] > 0 && v["mlm_loss"] < 20 &&
+		      (v["loss"] - v["mlm_loss"] - v["sop_loss"]) ^ 2 < 4e-12)) { print "bad line " NR ": " $0; bad = 1 }
+		if (NR % 3 == 0 && !(v["val_sop_acc"] >= 0 && v["val_sop_acc"] <= 1 && v["val_mlm_loss"] > 0 &&
+		      (v["val_loss"] - v["val_mlm_loss"] - v["val_sop_loss"]) ^ 2 < 4e-12)) { print "bad evaluation " NR ": " $0; bad = 1 }
+		n++
+	} END { exit bad || n != 6 }' "$tmp/bert.jsonl"
+}
+check "BERT's log: mlm_loss, sop_loss and sop_acc each step, the loss their sum, the accuracy from 0 to 1" bert_log_sane
+expect 0 'mgl: resuming from step 6 .*bck' -- train models/bert.mgl --preset tiny --data "$tmp/bert.bin" --steps 7 --batch 4 \
+	--resume "$tmp/bck"
+expect 1 "the model's vocabulary \(256\) is smaller than the data's \(261 tokens: its BERT byte vocabulary with BERT's five special tokens\): give --set vocab=261 or more" \
+	-- train models/bert.mgl --preset tiny --set vocab=256 --data "$tmp/bert.bin"
+# WordPiece: the checkpoint records the vocabulary's file and SHA-256; a resume with another is refused
+expect 0 'bert, WordPiece' -- tokenize "$tmp/text.txt" -o "$tmp/wp.bin" --bert --vocab tests/data/bert/vocab.txt
+cp tests/data/bert/vocab.txt "$tmp/vocab-a.txt"
+expect 0 'trained 2 steps' -- train models/bert.mgl --preset tiny --data "$tmp/wp.bin" --steps 2 --batch 2 \
+	--vocab "$tmp/vocab-a.txt" --save "$tmp/wpck"
+check "a WordPiece checkpoint records its vocabulary's path" \
+	sh -c 'head -c 8192 "$1" | grep -aq "\"tokenizer\":\"wordpiece:$2/vocab-a.txt\""' - "$tmp/wpck/checkpoint.safetensors" "$tmp"
+expect 0 'trained 1 step \(steps 3 to 3\)' -- train models/bert.mgl --preset tiny --data "$tmp/wp.bin" --steps 3 --batch 2 \
+	--resume "$tmp/wpck"
+echo 'zebra' >>"$tmp/vocab-a.txt"
+expect 1 "vocab-a.txt is not the vocabulary .*wpck/checkpoint.safetensors was trained with \(its SHA-256 is [0-9a-f]{64}; the checkpoint's, [0-9a-f]{64}\)" \
+	-- train models/bert.mgl --preset tiny --data "$tmp/wp.bin" --steps 3 --batch 2 --resume "$tmp/wpck"
+expect 1 "wpck/checkpoint.safetensors was trained with other WordPiece tokenizer files \(SHA-256 [0-9a-f]{64}\) than --vocab gives" \
+	-- train models/bert.mgl --preset tiny --data "$tmp/wp.bin" --steps 3 --batch 2 --resume "$tmp/wpck" --vocab "$tmp/vocab-a.txt"
+expect 2 '--gpt2 \(GPT-2.s BPE\) and --vocab \(BERT.s WordPiece\) exclude each other' -- train models/bert.mgl --preset tiny \
+	--data "$tmp/wp.bin" --vocab tests/data/bert/vocab.txt --gpt2 tests/data/gpt2
+expect 1 'this model is a language model: it trains on bytes or GPT-2 tokens \(--gpt2 DIR\), not on WordPiece tokens' \
+	-- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --vocab tests/data/bert/vocab.txt
+expect 1 'this model is a BERT: it trains on BERT streams .*, not on GPT-2 tokens' \
+	-- train models/bert.mgl --preset tiny --data "$tmp/bert.bin" --gpt2 tests/data/gpt2
+expect 1 "GPT-2 has no place for 'wse': not models/gpt2.mgl's layout" -- export "$tmp/bck" -o "$tmp/bhf"
+expect 1 "hint: this is a BERT \(models/bert.mgl\), which mgl export does not write: its pre-LN layers" -- export "$tmp/bck" \
+	-o "$tmp/bhf"
+check "a refused BERT export writes nothing" test ! -e "$tmp/bhf"
+sed 's/targets/labels/g' models/gpt2.mgl >"$tmp/labels.mgl"
+expect 1 'mgl train feeds language models \(models/gpt2.mgl, models/llama.mgl\), whose inputs are tokens and targets, and BERT \(models/bert.mgl\), whose inputs are tokens, segments, mask, mlm_targets and sop_targets; this model.s inputs are neither' \
+	-- train "$tmp/labels.mgl" --preset tiny --data "$tmp/t.bin"
 
 # export: a directory transformers' from_pretrained loads, or the tensors alone
 expect 0 'load it with: GPT2LMHeadModel.from_pretrained' -- export "$tmp/ck" -o "$tmp/hf"
@@ -423,7 +484,7 @@ check "bench --profile at tp 2: time in collectives" \
 expect 0 '^  MFU         [0-9.]+% of [0-9.e+-]+ [GT]FLOP/s: the cpu backend.s GEMM' -- bench models/gpt2.mgl --preset tiny \
 	--steps 1 --warmup 1 --batch 1
 expect 0 'usage: mgl bench FILE'               -- bench --help
-expect 1 'mgl bench feeds language models'     -- bench models/bert.mgl --preset tiny --steps 1 --backend cpu
+expect 0 '^RESULT \{"tag": "mgl".*"loss": [0-9.]+' -- bench models/bert.mgl --preset tiny --steps 2 --warmup 1 --backend cpu
 expect 2 "no GPU can be used here|built without CUDA" -- bench models/gpt2.mgl --preset tiny --backend cuda
 expect 2 "mgl bench has no option '--data'"    -- bench models/gpt2.mgl --preset tiny --data "$tmp/t.bin"
 expect 2 '--steps takes a whole number from 1' -- bench models/gpt2.mgl --preset tiny --steps 0
