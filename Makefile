@@ -35,7 +35,8 @@ COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compi
                 compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c runtime/bert_data.c \
-                runtime/checkpoint.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c
+                runtime/checkpoint.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c \
+                runtime/eval.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 
 # The cuda backend: built where the CUDA toolkit is (CUDA=0 builds a cpu-only mgl). It
@@ -50,7 +51,7 @@ CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
 CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
 endif
 CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o $(BUILD)/cli/tokenize.o \
-                $(BUILD)/cli/export.o $(BUILD)/cli/plot.o $(BUILD)/cli/bench.o
+                $(BUILD)/cli/export.o $(BUILD)/cli/plot.o $(BUILD)/cli/bench.o $(BUILD)/cli/eval.o
 TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data $(BUILD)/tests/test_io \
                 $(BUILD)/tests/test_tensorboard
