@@ -102,11 +102,12 @@ static void print_wikitext(const Args *a, const char *tokname, const Wiki *w, co
 		       (long long)r->windows, r->loss, per_token, ppl, adjusted);
 		return;
 	}
-	printf("%s: %s words -> %s tokens (%s), in %s window%s of %s tokens, each %s after the last\n", a->wikitext,
-	       mgl_commas(w->words, b1), mgl_commas((int64_t)w->n, b2), tokname, mgl_commas(r->windows, b3),
-	       r->windows == 1 ? "" : "s", mgl_commas(T, b4), mgl_commas(stride, b5));
-	printf("loss %.4f nats a token: perplexity %.2f; adjusted perplexity %.2f (normalised by the %s original words)\n",
-	       per_token, ppl, adjusted, mgl_commas(w->words, b1));
+	const char *words = w->words == 1 ? "word" : "words";
+	printf("%s: %s %s -> %s token%s (%s), in %s window%s of %s tokens, each %s after the last\n", a->wikitext,
+	       mgl_commas(w->words, b1), words, mgl_commas((int64_t)w->n, b2), w->n == 1 ? "" : "s", tokname,
+	       mgl_commas(r->windows, b3), r->windows == 1 ? "" : "s", mgl_commas(T, b4), mgl_commas(stride, b5));
+	printf("loss %.4f nats a token: perplexity %.2f; adjusted perplexity %.2f (normalised by the %s original %s)\n",
+	       per_token, ppl, adjusted, mgl_commas(w->words, b1), words);
 }
 
 /* ---------------------------------------------------------------- LAMBADA */
