@@ -69,7 +69,7 @@ static int read_wikitext(const char *path, RtTokenizer *tok, Wiki *w, char *err,
 		return -1;
 	bool blank = true;
 	for (size_t i = 0; i < len && blank; i++)
-		blank = strchr(" \t\r\n\v\f", text[i]) != NULL;
+		blank = text[i] && strchr(" \t\r\n\v\f", text[i]);
 	if (blank) {
 		snprintf(err, errlen, "%s: no text: the file is empty or white space", path);
 		free(text);
