@@ -51,6 +51,14 @@ check "perplexity = exp(sum / 704), adjusted = exp(sum / 179)" sh -c "grep -q \"
 check "the default stride is 32 (21 windows)" grep -q '"stride": 32, "windows": 21,' "$tmp/o.json"
 check "overlapping windows give another loss than disjoint ones" sh -c "! grep -q '\"loss_sum\": $sum,' \"$tmp/o.json\""
 
+# GPT-2's tokenizer, from the checkpoint: the tokens of the detokenized text as mgl tokenize
+# makes them (which adds <|endoftext|> after the document)
+"$mgl" tokenize $d/wiki.detok.txt --gpt2 tests/data/gpt2 -o "$tmp/g.bin" >"$tmp/g.out" 2>&1
+ng=$(sed -n 's/.*-> \([0-9]*\) tokens (gpt2).*/\1/p' "$tmp/g.out")
+expect 0 'trained 1 step' -- train models/gpt2.mgl --preset tiny --set vocab=50257 --gpt2 tests/data/gpt2 --data "$tmp/g.bin" \
+	--steps 1 --batch 1 --save "$tmp/gk"
+expect 0 "\"tokenizer\": \"gpt2\", \"words\": 180, \"tokens\": $((ng - 1)), " -- eval "$tmp/gk" --wikitext $d/wiki.test.tokens --json
+
 # every stride counts each target once: the same sum where context does not matter
 expect 0 'trained 60 steps' -- train $d/bigram.mgl --data "$tmp/r.bin" --steps 60 --lr 1e-2 --save "$tmp/bg"
 "$mgl" eval "$tmp/bg" --wikitext $d/wiki.test.tokens --stride 16 --json >"$tmp/b.json" 2>/dev/null
@@ -111,6 +119,8 @@ expect 1 "$tmp/nothing: cannot open" -- eval "$tmp/nothing" --lambada $d/lambada
 : >"$tmp/empty"
 expect 1 "$tmp/empty: no text: the file is empty or white space" -- eval "$tmp/ck" --wikitext "$tmp/empty"
 expect 1 "$tmp/empty: no examples: the file is empty" -- eval "$tmp/ck" --lambada "$tmp/empty"
+printf '\0\0' >"$tmp/nul.tokens"
+expect 0 ' -> 2 tokens \(bytes\)' -- eval "$tmp/ck" --wikitext "$tmp/nul.tokens"
 printf 'x' >"$tmp/one.tokens"
 expect 1 '1 token: there is nothing to predict' -- eval "$tmp/ck" --wikitext "$tmp/one.tokens"
 printf '{"text": "a b"}\n\n{"text": "a b",}\n' >"$tmp/bad.jsonl"
