@@ -237,7 +237,8 @@ static const Command commands[] = {
 	{"eval", cmd_eval, NULL, "zero-shot evaluation of a checkpoint: WikiText perplexity, LAMBADA accuracy",
 	 "usage: mgl eval CHECKPOINT --wikitext wiki.test.tokens [--stride N] [--tp N] [--dp M] [--batch B]\n"
 	 "                [--seq T] [--backend cpu|cuda] [--gpt2 DIR] [--json]\n"
-	 "       mgl eval CHECKPOINT --lambada lambada_test.jsonl [...]\n"
+	 "       mgl eval CHECKPOINT --lambada lambada_test.jsonl [--tp N] [--dp M] [--batch B] [--seq T]\n"
+	 "                [--backend cpu|cuda] [--gpt2 DIR] [--json]\n"
 	 "\n"
 	 "Evaluates the model of a checkpoint written by `mgl train --save` (the directory or its\n"
 	 "checkpoint.safetensors) with the tokenizer it was trained with, as Megatron-LM's paper\n"
