@@ -176,15 +176,10 @@ char *rt_wikitext_detok(const char *text, size_t len, size_t *outlen)
 /* The string's UTF-8 into a Buf. */
 static int text_put(RtJson *j, void *ctx, uint32_t cp, size_t at)
 {
-	char u[4];
-	int n = cp < 0x80 ? (u[0] = (char)cp, 1)
-	      : cp < 0x800 ? (u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3F)), 2)
-	      : cp < 0x10000 ? (u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 0x3F)),
-			      u[2] = (char)(0x80 | (cp & 0x3F)), 3)
-	      : (u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 0x3F)),
-		 u[2] = (char)(0x80 | (cp >> 6 & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), 4);
+	unsigned char u[4];
+	size_t n = rt_utf8_encode(u, cp);
 	Buf *b = ctx;
-	put(b, u, (size_t)n);
+	put(b, (const char *)u, n);
 	return b->oom ? rt_json_fail(j, at, "out of memory") : 0;
 }
 
@@ -284,16 +279,18 @@ int rt_lambada_parse(const char *buf, size_t len, const char *name, RtLambada *l
 		}
 		if (!b.s)
 			put(&b, "", 0);
-		if (b.oom || (l->n == cap && (cap = 2 * cap + 64, !(l->ex = realloc(l->ex, (size_t)cap * sizeof *l->ex))))) {
+		RtLambadaText *ex = l->n < cap ? l->ex : realloc(l->ex, (size_t)(cap = 2 * cap + 64) * sizeof *ex);
+		if (b.oom || !ex) {
 			free(b.s);
 			rt_errf(err, errlen, "%s: out of memory", name);
-			l->n = 0;
+			rt_lambada_free(l);
 			return -1;
 		}
+		l->ex = ex;
 		l->ex[l->n++] = (RtLambadaText){.text = b.s, .len = b.n, .line = line + 1};
 	}
 	if (!l->n) {
-		rt_errf(err, errlen, "%s: no examples: the file is empty (it should hold one {\"text\": ...} a line)", name);
+		rt_errf(err, errlen, "%s: no examples: the file is empty or blank (it should hold one {\"text\": ...} a line)", name);
 		return -1;
 	}
 	return 0;

@@ -60,6 +60,8 @@ void rt_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
 /* The well-formed UTF-8 sequence at s[0..n), n >= 1, per Unicode's table 3-7 (no overlong
  * forms, no surrogates, nothing past U+10FFFF): its length, with *cp; 0 if there is none. */
 int rt_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* Code point cp (at most U+10FFFF) as UTF-8 into o (4 bytes): its length. */
+size_t rt_utf8_encode(unsigned char *o, uint32_t cp);
 
 typedef struct {
 	size_t at;            /* the offset in the text the error is at */
