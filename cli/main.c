@@ -253,7 +253,7 @@ static const Command commands[] = {
 	 "--lambada: LAMBADA's cloze accuracy: the last word of each text counts as right only\n"
 	 "when every one of its tokens is the model's greedy prediction (Megatron-LM's strict form).\n"
 	 "\n"
-	 "  --stride N        a window advances N tokens (1 to T; default 32, at most T / 2)\n"
+	 "  --stride N        a window advances N tokens (1 to T; default 32, or T / 2 if less)\n"
 	 "  --tp N --dp M     the job (threads on the cpu, one GPU each on cuda; default 1 x 1)\n"
 	 "  --batch B         windows or texts per forward pass and dp rank (default 8)\n"
 	 "  --seq T           the window (default: the model's config seq)\n"

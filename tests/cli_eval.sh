@@ -148,4 +148,4 @@ printf '{"text": "a \\u00e9"}\n' >"$tmp/bad.jsonl"
 expect 1 "example 1's token 3 \(id 195\) is beyond the model's vocabulary of 100" \
 	-- eval "$tmp/small" --lambada "$tmp/bad.jsonl"
 
-summary cli_eval.sh
+summary cli_eval
