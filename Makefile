@@ -143,9 +143,10 @@ demo: all
 # libFuzzer, one target per reader of untrusted input: the model compiler (lex, parse,
 # elaborate), the plan reader (with a write/read/write round trip), the checkpoint reader,
 # the token shards and tokenizer files, BERT's vocab.txt and streams, and mgl eval's data
-# files. Each tests/fuzz_NAME.c has its corpus in tests/fuzz/NAME_corpus (kept in the repository) and maybe tests/fuzz/NAME.dict; new
-# inputs go to build/fuzz/new_NAME, findings to build/fuzz/crash-*. `make fuzz` runs each
-# target FUZZ_SECONDS; `make fuzz-replay` runs every corpus once.
+# files. Each tests/fuzz_NAME.c has its corpus in tests/fuzz/NAME_corpus (kept in the
+# repository) and maybe tests/fuzz/NAME.dict; new inputs go to build/fuzz/new_NAME, findings
+# to build/fuzz/crash-*. `make fuzz` runs each target FUZZ_SECONDS; `make fuzz-replay` runs
+# every corpus once.
 FUZZ_SECONDS ?= 60
 FUZZERS := compile plan checkpoint data bert eval
 FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
