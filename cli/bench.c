@@ -113,22 +113,6 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 	by_what(b, p, r);
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped. */
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
 /* The keys of torch_gpt.py's RESULT line in its order (tag "mgl"; four digits where it
  * rounds to one decimal, which a cpu's small figures would lose), then mgl's: the backend,
  * MFU and the GEMM rate it is against. */
@@ -154,9 +138,9 @@ static void print_json(const Bench *b, bool profile)
 	       p->model, p->preset ? "\"" : "", p->preset ? p->preset : "null", p->preset ? "\"" : "", p->tp, p->dp,
 	       p->sp ? "true" : "false", (long long)b->V, (long long)b->params, b->flops_token, (long long)b->warmup,
 	       (long long)b->steps, b->ms_min, b->ms_max);
-	json_str(m->device);
+	cli_json_str(m->device);
 	printf(", \"gemm_what\": ");
-	json_str(m->gemm_what);
+	cli_json_str(m->gemm_what);
 	printf(", \"mem_bytes\": %lld, \"device_used_bytes\": ", (long long)m->allocated);
 	if (m->device_used >= 0)
 		printf("%lld", (long long)m->device_used);
@@ -170,7 +154,7 @@ static void print_json(const Bench *b, bool profile)
 		printf("}, \"ops\": [");
 		for (int i = 0; i < b->ndoing; i++) {
 			printf("%s{\"what\": ", i ? ", " : "");
-			json_str(b->doing[i].what);
+			cli_json_str(b->doing[i].what);
 			printf(", \"steps\": %d, \"ms\": %.4f}", b->doing[i].count, b->doing[i].ms);
 		}
 		printf("]}");

@@ -32,6 +32,9 @@ typedef struct {
 	bool hf;                /* export: Hugging Face's names (the only format) */
 	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
 	bool profile;           /* bench: the time by kind of op */
+	/* mgl eval */
+	const char *wikitext, *lambada;
+	int64_t stride;
 } Args;
 
 int usage_error(const char *cmd, const char *fmt, const char *arg);
@@ -42,6 +45,8 @@ int cli_unknown_option(const char *cmd, const char *name, const char *options);
 FILE *cli_out_open(const char *path);
 /* Closes f and puts it in place: 0, or 1 after printing why (and removing it). */
 int cli_out_close(FILE *f, const char *path);
+/* s as a JSON string on standard output: quotes, backslashes and control characters escaped. */
+void cli_json_str(const char *s);
 
 /* compile.c */
 /* What mgl check prints of a model: the hidden size and heads of its first attention, the
@@ -84,6 +89,17 @@ void cli_optimizer(const Args *a, RtTrainOpts *o);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
+/* The checkpoint a->file names (a directory: its checkpoint.safetensors, the path into
+ * path[pathlen]) as mgl sample and mgl eval read it: the file, its metadata (which must
+ * hold the model's source) and the tokenizer it was trained with (--gpt2 DIR, a->gpt2, for
+ * GPT-2's files elsewhere). 0, or 1 after printing why (nothing left to free). */
+int cli_ckpt_open(const Args *a, char *path, size_t pathlen, RtCkpt *ck, RtCkptMeta *m, RtTokenizer **tok);
+/* Every parameter of the job's plan from ck, checked (there, of its shape, finite): 0, or
+ * -1 with err naming path. */
+struct RtJob;
+int cli_ckpt_params(struct RtJob *job, const RtCkpt *ck, const char *path, char *err, size_t errlen);
+/* eval.c */
+int cmd_eval(Args *a);
 /* export.c */
 int cmd_export(Args *a);
 /* plot.c */

@@ -67,6 +67,21 @@ int cli_out_close(FILE *f, const char *path)
 	return 1;
 }
 
+void cli_json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
 /* ---------------------------------------------------------------- the command table */
 
 /* Option help shared by the commands that load a model, and by those that compile it. */
@@ -225,6 +240,37 @@ static const Command commands[] = {
 	 "Exit status: 0 generated, 1 a checkpoint or tokenizer that cannot be read or is damaged,\n"
 	 "2 bad usage.\n",
 	 "--prompt --tokens --temperature --top-k --seed --seq --gpt2", "checkpoint"},
+	{"eval", cmd_eval, NULL, "zero-shot evaluation of a checkpoint: WikiText perplexity, LAMBADA accuracy",
+	 "usage: mgl eval CHECKPOINT --wikitext wiki.test.tokens [--stride N] [--tp N] [--dp M] [--batch B]\n"
+	 "                [--seq T] [--backend cpu|cuda] [--gpt2 DIR] [--json]\n"
+	 "       mgl eval CHECKPOINT --lambada lambada_test.jsonl [--tp N] [--dp M] [--batch B] [--seq T]\n"
+	 "                [--backend cpu|cuda] [--gpt2 DIR] [--json]\n"
+	 "\n"
+	 "Evaluates the model of a checkpoint written by `mgl train --save` (the directory or its\n"
+	 "checkpoint.safetensors) with the tokenizer it was trained with, as Megatron-LM's paper\n"
+	 "reports it (its Table 3; docs/eval.md says what each number means). Nothing is\n"
+	 "downloaded: the data sets are files in their published formats.\n"
+	 "\n"
+	 "--wikitext: WikiText-103's wiki.test.tokens, detokenized as Megatron-LM does, then the\n"
+	 "perplexity over windows of T tokens that overlap, each N after the one before, so every\n"
+	 "token after the first window is predicted from at least T - N tokens before it. Prints\n"
+	 "the loss a token, the perplexity, and the adjusted perplexity: the same summed loss\n"
+	 "normalised by the file's original (word-level) tokens.\n"
+	 "--lambada: LAMBADA's cloze accuracy: the last word of each text counts as right only\n"
+	 "when every one of its tokens is the model's greedy prediction (Megatron-LM's strict form).\n"
+	 "\n"
+	 "  --stride N        a window advances N tokens (1 to T; default 32, or T / 2 if less)\n"
+	 "  --tp N --dp M     the job (threads on the cpu, one GPU each on cuda; default 1 x 1)\n"
+	 "  --batch B         windows or texts per forward pass and dp rank (default 8)\n"
+	 "  --seq T           the window (default: the model's config seq)\n"
+	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
+	 "  --gpt2 DIR        GPT-2's encoder.json and vocab.bpe are in DIR (default: the directory\n"
+	 "                    the checkpoint records); they must be the files it was trained with\n"
+	 "  --json            one JSON object instead of the sentences\n"
+	 "\n"
+	 "Exit status: 0 evaluated, 1 a checkpoint, tokenizer or data file that cannot be read or\n"
+	 "is damaged, 2 bad usage.\n",
+	 "--wikitext --lambada --stride --tp --dp --batch --seq --backend --gpt2 --json", "checkpoint"},
 	{"plot", cmd_plot, NULL, "draw a training log: the loss and learning rate against steps (SVG)",
 	 "usage: mgl plot metrics.jsonl [-o loss.svg]\n"
 	 "\n"
@@ -346,6 +392,8 @@ static const struct {
 	{"--gpus", O_INT, offsetof(Args, gpus), 4096},       {"--arch", O_STR, offsetof(Args, arch), 0},
 	{"--hf", O_FLAG, offsetof(Args, hf), 0},             {"--dump-first", O_STR, offsetof(Args, dump_first), 0},
 	{"--profile", O_FLAG, offsetof(Args, profile), 0},
+	{"--wikitext", O_STR, offsetof(Args, wikitext), 0},  {"--lambada", O_STR, offsetof(Args, lambada), 0},
+	{"--stride", O_INT, offsetof(Args, stride), 1 << 20},
 };
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)

@@ -271,34 +271,72 @@ static int pick(const float *logits, int V, double temperature, int64_t top_k, u
 	return V - 1;
 }
 
-int cmd_sample(Args *a)
+int cli_ckpt_open(const Args *a, char *path, size_t pathlen, RtCkpt *ck, RtCkptMeta *m, RtTokenizer **tok)
 {
-	char err[1024], path[4096];
+	char err[1024];
 	struct stat st;
-	snprintf(path, sizeof path, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s",
-		 a->file);
-	RtCkpt ck;
-	RtCkptMeta m;
-	if (rt_ckpt_read(path, &ck, err, sizeof err)) {
+	snprintf(path, pathlen, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s", a->file);
+	*tok = NULL;
+	if (rt_ckpt_read(path, ck, err, sizeof err)) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	RtTokenizer *volatile tok = NULL;
-	if (rt_ckpt_meta_read(&ck, path, &m, err, sizeof err))
+	if (rt_ckpt_meta_read(ck, path, m, err, sizeof err))
 		goto refuse;
-	if (!m.source || !*m.source) {
+	if (!m->source || !*m->source) {
 		snprintf(err, sizeof err, "%.900s holds no model source: was it written by mgl train?", path);
 		goto refuse;
 	}
-	if (m.tokenizer && !strncmp(m.tokenizer, "gpt2", 4)) {
-		if (!(tok = cli_ckpt_gpt2(a->gpt2, m.tokenizer, m.tokenizer_sha256, path, NULL))) {   /* it said why */
-			rt_ckpt_free(&ck);
+	if (m->tokenizer && !strncmp(m->tokenizer, "gpt2", 4)) {
+		if (!(*tok = cli_ckpt_gpt2(a->gpt2, m->tokenizer, m->tokenizer_sha256, path, NULL))) {   /* it said why */
+			rt_ckpt_free(ck);
 			return 1;
 		}
-	} else if (!(tok = rt_tok_bytes())) {
+	} else if (!(*tok = rt_tok_bytes())) {
 		snprintf(err, sizeof err, "out of memory");
 		goto refuse;
 	}
+	return 0;
+refuse:
+	fprintf(stderr, "mgl: error: %s\n", err);
+	rt_ckpt_free(ck);
+	return 1;
+}
+
+int cli_ckpt_params(RtJob *job, const RtCkpt *ck, const char *path, char *err, size_t errlen)
+{
+	const MglPlan *p = job->plan;
+	for (int i = 0; i < p->nparams; i++) {
+		const RtTensor *w = rt_ckpt_find(ck, p->params[i].name);
+		bool ok = w && w->rank == p->params[i].rank;
+		for (int k = 0; ok && k < w->rank; k++)
+			ok = w->shape[k] == p->params[i].shape[k];
+		if (!ok) {
+			snprintf(err, errlen, "%.600s does not match its own model: tensor '%.300s' is missing or misshapen", path,
+				 p->params[i].name);
+			return -1;
+		}
+		int64_t n = mgl_param_numel(&p->params[i]);
+		for (int64_t e = 0; e < n; e++)
+			if (!isfinite(w->data[e])) {
+				snprintf(err, errlen, "%.600s holds non-finite values: element %s of '%.300s' is %s", path,
+					 mgl_commas(e, (char[32]){0}), p->params[i].name, isnan(w->data[e]) ? "NaN" : "infinite");
+				return -1;
+			}
+		rt_param_set(job, i, RT_PARAM_VALUE, w->data);
+	}
+	return 0;
+}
+
+int cmd_sample(Args *a)
+{
+	char err[1024], path[4096];
+	RtCkpt ck;
+	RtCkptMeta m;
+	RtTokenizer *tok0;
+	if (cli_ckpt_open(a, path, sizeof path, &ck, &m, &tok0))
+		return 1;
+	RtTokenizer *volatile tok = tok0;
 	MglCtx c = {0};
 	jmp_buf jb;
 	c.fail = &jb;
@@ -310,27 +348,8 @@ int cmd_sample(Args *a)
 		MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .seq = a->seq, .act_dtype = MGL_F32};
 		MglGraph *g;
 		MglPlan *p = cli_plan(&c, path, m.source, m.preset, m.set, &t, &g);
-		if (!(job = rt_job_open(p, &rt_cpu_backend, err, sizeof err)))
+		if (!(job = rt_job_open(p, &rt_cpu_backend, err, sizeof err)) || cli_ckpt_params(job, &ck, path, err, sizeof err))
 			goto fail;
-		for (int i = 0; i < p->nparams; i++) {
-			const RtTensor *w = rt_ckpt_find(&ck, p->params[i].name);
-			bool ok = w && w->rank == p->params[i].rank;
-			for (int k = 0; ok && k < w->rank; k++)
-				ok = w->shape[k] == p->params[i].shape[k];
-			if (!ok) {
-				snprintf(err, sizeof err, "%.600s does not match its own model: tensor '%.300s' is missing or misshapen", path,
-					 p->params[i].name);
-				goto fail;
-			}
-			int64_t n = mgl_param_numel(&p->params[i]);
-			for (int64_t e = 0; e < n; e++)
-				if (!isfinite(w->data[e])) {
-					snprintf(err, sizeof err, "%.600s holds non-finite values: element %s of '%.300s' is %s", path,
-						 mgl_commas(e, (char[32]){0}), p->params[i].name, isnan(w->data[e]) ? "NaN" : "infinite");
-					goto fail;
-				}
-			rt_param_set(job, i, RT_PARAM_VALUE, w->data);
-		}
 		int logit = p->logits, tokens = rt_value(p, "tokens"), targets = rt_value(p, "targets");
 		if (logit < 0 || tokens < 0 || targets < 0) {
 			snprintf(err, sizeof err, "mgl sample generates from language models with inputs tokens and targets");
@@ -412,8 +431,4 @@ done:
 	rt_ckpt_free(&ck);
 	mgl_arena_free(&c.arena);
 	return status;
-refuse:
-	fprintf(stderr, "mgl: error: %s\n", err);
-	rt_ckpt_free(&ck);
-	return 1;
 }

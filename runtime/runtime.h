@@ -13,6 +13,7 @@
  *   train.c       the training loop: schedule, accumulation, clipping, evaluation,
  *                 checkpoints, logging, signals
  *   tensorboard.c TensorBoard event files (TFRecords of Event protobufs, by hand)
+ *   eval.c        zero-shot evaluation: WikiText perplexity, LAMBADA accuracy (docs/eval.md)
  *
  * Exported names start with rt_ / Rt.
  */
@@ -59,6 +60,8 @@ void rt_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
 /* The well-formed UTF-8 sequence at s[0..n), n >= 1, per Unicode's table 3-7 (no overlong
  * forms, no surrogates, nothing past U+10FFFF): its length, with *cp; 0 if there is none. */
 int rt_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* Code point cp (at most U+10FFFF) as UTF-8 into o (4 bytes): its length. */
+size_t rt_utf8_encode(unsigned char *o, uint32_t cp);
 
 typedef struct {
 	size_t at;            /* the offset in the text the error is at */
@@ -296,6 +299,69 @@ const char *rt_events_path(const RtEvents *e);
 int rt_events_write(RtEvents *e, int64_t step, const RtScalar *v, int n, char *err, size_t errlen);
 /* Closes e (NULL: nothing): 0, or -1 with err (err may be NULL). */
 int rt_events_close(RtEvents *e, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- zero-shot evaluation (eval.c) */
+
+struct RtJob;
+
+/* WikiText's wiki.test.tokens as Megatron-LM's zero-shot evaluation reads it (docs/eval.md).
+ * Its original tokens, as it counts them: the text stripped of white space at both ends,
+ * split at every space (so the " \n " between lines counts too); 1 for an empty text. */
+int64_t rt_wikitext_words(const char *text, size_t len);
+/* The text detokenized by its rules (" @-@ " to "-", " , " to ", ", brackets and quotes
+ * closed up, ...): malloc'd, NUL-terminated, *outlen bytes; NULL if out of memory. */
+char *rt_wikitext_detok(const char *text, size_t len, size_t *outlen);
+
+/* LAMBADA's lambada_test.jsonl: JSON lines, each an object with a string "text" (other
+ * keys are passed over, blank lines skipped), at most RT_EVAL_MAX_FILE_BYTES. An error
+ * (a line that is not such an object, a file with none) names FILE:LINE:COLUMN. */
+enum { RT_EVAL_MAX_FILE_BYTES = 1 << 30 };
+typedef struct {
+	char *text;           /* UTF-8, NUL-terminated (it may hold \u0000 too) */
+	size_t len;
+	int line;             /* in the file, from 1 */
+} RtLambadaText;
+typedef struct {
+	RtLambadaText *ex;
+	int64_t n;
+} RtLambada;
+int rt_lambada_read(const char *path, RtLambada *l, char *err, size_t errlen);
+/* The same from len bytes in memory; name is for messages. */
+int rt_lambada_parse(const char *buf, size_t len, const char *name, RtLambada *l, char *err, size_t errlen);
+void rt_lambada_free(RtLambada *l);
+/* Megatron-LM's strict split of a text: the last word is text[word, word_end) (word_end the
+ * end of the text without its trailing white space), the context text[ctx_start, ctx_end),
+ * what is before the word without white space at either end (empty when the text is one
+ * word). -1 for a text of nothing but white space. */
+int rt_lambada_split(const char *text, size_t len, size_t *ctx_start, size_t *ctx_end, size_t *word,
+		     size_t *word_end);
+
+/* Called after each batch: done of total windows or examples. */
+typedef void RtEvalProgress(void *ctx, int64_t done, int64_t total);
+
+/* The perplexity of ids[0..n) under a job opened for a language model (inputs tokens and
+ * targets, returning its cross_entropy; the plan's batch B and seq T): overlapping windows
+ * of T tokens, each `stride` (1..T) after the one before, dp x B of them a forward pass;
+ * every target but the first window's T is counted once, by the window whose last `stride`
+ * positions hold it, so it is predicted from at least T - stride tokens. */
+typedef struct {
+	double loss;          /* nats, summed over the predicted tokens */
+	int64_t predicted;    /* n - 1 */
+	int64_t windows;
+} RtPpl;
+int rt_eval_ppl(struct RtJob *j, const int32_t *ids, int64_t n, int64_t stride, RtEvalProgress *progress, void *ctx,
+		RtPpl *out, char *err, size_t errlen);
+
+/* Cloze examples: ids[0..n), of which the last `word` (1..T, with at least one before them)
+ * are the word to predict. right[e]: every token of example e's word is the greedy
+ * prediction (the largest logit; a tie counts) given what comes before it, the example
+ * cut to its last T + 1 tokens. */
+typedef struct {
+	const int32_t *ids;
+	int64_t n, word;
+} RtCloze;
+int rt_eval_cloze(struct RtJob *j, const RtCloze *ex, int64_t n, RtEvalProgress *progress, void *ctx, bool *right,
+		  char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- training (train.c) */
 

@@ -1183,19 +1183,6 @@ static int32_t wp_find(const RtTokenizer *t, const unsigned char *b, size_t n)
 	return idmap_find(&t->wmap, t, b, n, -1);
 }
 
-static size_t utf8_put(unsigned char *o, uint32_t c)
-{
-	if (c < 0x80)
-		return o[0] = (unsigned char)c, 1;
-	if (c < 0x800)
-		return o[0] = (unsigned char)(0xC0 | c >> 6), o[1] = (unsigned char)(0x80 | (c & 0x3F)), 2;
-	if (c < 0x10000)
-		return o[0] = (unsigned char)(0xE0 | c >> 12), o[1] = (unsigned char)(0x80 | (c >> 6 & 0x3F)),
-		       o[2] = (unsigned char)(0x80 | (c & 0x3F)), 3;
-	return o[0] = (unsigned char)(0xF0 | c >> 18), o[1] = (unsigned char)(0x80 | (c >> 12 & 0x3F)),
-	       o[2] = (unsigned char)(0x80 | (c >> 6 & 0x3F)), o[3] = (unsigned char)(0x80 | (c & 0x3F)), 4;
-}
-
 /* WordPiece on the word w[0..m), m > 0: appends its ids. */
 static int wp_word(RtTokenizer *t, const uint32_t *w, size_t m, int32_t **ids, size_t *n, size_t *cap)
 {
@@ -1212,7 +1199,7 @@ static int wp_word(RtTokenizer *t, const uint32_t *w, size_t m, int32_t **ids, s
 	size_t *pos = t->wpos;
 	pos[0] = 0;
 	for (size_t i = 0; i < m; i++)
-		pos[i + 1] = pos[i] + utf8_put(word + pos[i], w[i]);
+		pos[i + 1] = pos[i] + rt_utf8_encode(word + pos[i], w[i]);
 	size_t n0 = *n;
 	for (size_t start = 0; start < m;) {
 		int32_t id = -1;

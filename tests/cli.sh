@@ -24,7 +24,7 @@ expect 2 "hint: did you mean '--steps'\?"     -- train models/gpt2.mgl --step 3
 expect 2 "hint: did you mean '--bytes'\?"     -- tokenize README.md --byte -o "$tmp/x.bin"
 expect 2 "hint: see 'mgl train --help'"       -- train models/gpt2.mgl --learning-rate 3
 expect 2 "mgl check has no option '--tp'"      -- check models/gpt2.mgl --tp 2
-expect 2 "it is an option of mgl compile, explain, dot, train and bench" -- check models/gpt2.mgl --tp 2
+expect 2 "it is an option of mgl compile, explain, dot, train, eval and bench" -- check models/gpt2.mgl --tp 2
 # limits are integers with separators, never 1.67772e+07
 expect 2 "--tokens takes a whole number from 1 to 16,777,216, not '0'" -- sample x --tokens 0
 expect 2 "--clip takes a number from 0 to 1,000,000, not '-1'" -- train models/gpt2.mgl --clip -1
