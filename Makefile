@@ -35,7 +35,7 @@ COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compi
                 compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c runtime/bert_data.c \
-                runtime/checkpoint.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c
+                runtime/checkpoint.c runtime/hf.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 
 # The cuda backend: built where the CUDA toolkit is (CUDA=0 builds a cpu-only mgl). It

@@ -2,8 +2,8 @@
  * that transformers' GPT2LMHeadModel.from_pretrained(DIR) loads it.
  *
  * mgl keeps linear weights as [out, in] and q, k, v apart; GPT-2's Conv1D keeps them as
- * [in, out] and fuses q, k, v into one c_attn. The table below maps one to the other;
- * tensors it does not know (optimizer moments) are left out. A directory gets the tensors
+ * [in, out] and fuses q, k, v into one c_attn. runtime/hf.c's table maps one to the other
+ * (and back, for mgl import); tensors it does not know (optimizer moments) are left out. A directory gets the tensors
  * as model.safetensors, the GPT2Config that describes them as config.json (the sizes from
  * the tensors, the heads, layer norm epsilon and dropout from the model's source, which the
  * checkpoint carries), and GPT-2's tokenizer files when the model reads GPT-2's tokens. An
@@ -18,114 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* mgl suffix within a layer -> GPT-2 name within transformer.h.N, transposed or not */
-static const struct { const char *mgl, *hf; bool transpose; } layer_map[] = {
-	{"attention.ln.weight", "ln_1.weight", false}, {"attention.ln.bias", "ln_1.bias", false},
-	{"attention.o.weight", "attn.c_proj.weight", true}, {"attention.o.bias", "attn.c_proj.bias", false},
-	{"mlp.ln.weight", "ln_2.weight", false},       {"mlp.ln.bias", "ln_2.bias", false},
-	{"mlp.fc.weight", "mlp.c_fc.weight", true},     {"mlp.fc.bias", "mlp.c_fc.bias", false},
-	{"mlp.proj.weight", "mlp.c_proj.weight", true}, {"mlp.proj.bias", "mlp.c_proj.bias", false},
-};
-static const struct { const char *mgl, *hf; } top_map[] = {
-	{"wte", "transformer.wte.weight"}, {"wpe", "transformer.wpe.weight"},
-	{"ln_f.weight", "transformer.ln_f.weight"}, {"ln_f.bias", "transformer.ln_f.bias"},
-};
-
-typedef struct {
-	RtTensor *t;
-	int n, cap, layers;
-} Out;
-
-static RtTensor *add(Out *o, const char *name, int rank, const int64_t *shape)
-{
-	if (o->n == o->cap)
-		o->t = realloc(o->t, (size_t)(o->cap = 2 * o->cap + 16) * sizeof *o->t);
-	RtTensor *t = &o->t[o->n++];
-	memset(t, 0, sizeof *t);
-	t->name = strdup(name);
-	t->rank = rank;
-	int64_t numel = 1;
-	for (int i = 0; i < rank; i++)
-		numel *= t->shape[i] = shape[i];
-	t->data = calloc((size_t)numel, sizeof *t->data);
-	return t;
-}
-
-static void out_free(Out *o)
-{
-	for (int i = 0; i < o->n; i++) {
-		free((char *)o->t[i].name);
-		free(o->t[i].data);
-	}
-	free(o->t);
-}
-
-/* The checkpoint's tensors under GPT-2's names into o; 0, or 1 after printing why. */
-static int gpt2_tensors(const char *path, const RtCkpt *c, Out *o)
-{
-	for (size_t k = 0; k < sizeof top_map / sizeof top_map[0]; k++) {
-		const RtTensor *t = rt_ckpt_find(c, top_map[k].mgl);
-		if (t)
-			memcpy(add(o, top_map[k].hf, t->rank, t->shape)->data, t->data,
-			       (size_t)(t->rank == 2 ? t->shape[0] * t->shape[1] : t->shape[0]) * sizeof(float));
-	}
-	for (int l = 0;; l++, o->layers++) {
-		char name[256], hf[256];
-		snprintf(name, sizeof name, "layers.%d.attention.q.weight", l);
-		const RtTensor *q = rt_ckpt_find(c, name);
-		if (!q)
-			break;
-		const RtTensor *qkv[2][3];
-		for (int w = 0; w < 2; w++)
-			for (int p = 0; p < 3; p++) {
-				snprintf(name, sizeof name, "layers.%d.attention.%c.%s", l, "qkv"[p], w ? "bias" : "weight");
-				qkv[w][p] = rt_ckpt_find(c, name);
-				if (!qkv[w][p] || qkv[w][p]->shape[0] != q->shape[0]) {
-					fprintf(stderr, "mgl: error: %s: '%s' is missing or misshapen: not models/gpt2.mgl's layout\n",
-						path, name);
-					return 1;
-				}
-			}
-		int64_t d = q->shape[0], in = q->shape[1];
-		/* c_attn.weight [in, 3d]: column p*d + o holds row o of q, k or v */
-		snprintf(hf, sizeof hf, "transformer.h.%d.attn.c_attn.weight", l);
-		RtTensor *cw = add(o, hf, 2, (int64_t[]){in, 3 * d});
-		snprintf(hf, sizeof hf, "transformer.h.%d.attn.c_attn.bias", l);
-		RtTensor *cb = add(o, hf, 1, (int64_t[]){3 * d});
-		for (int p = 0; p < 3; p++)
-			for (int64_t r = 0; r < d; r++) {
-				cb->data[p * d + r] = qkv[1][p]->data[r];
-				for (int64_t i = 0; i < in; i++)
-					cw->data[i * 3 * d + p * d + r] = qkv[0][p]->data[r * in + i];
-			}
-		for (size_t k = 0; k < sizeof layer_map / sizeof layer_map[0]; k++) {
-			snprintf(name, sizeof name, "layers.%d.%s", l, layer_map[k].mgl);
-			snprintf(hf, sizeof hf, "transformer.h.%d.%s", l, layer_map[k].hf);
-			const RtTensor *t = rt_ckpt_find(c, name);
-			if (!t) {
-				fprintf(stderr, "mgl: error: %s: no '%s': not models/gpt2.mgl's layout\n", path, name);
-				return 1;
-			}
-			if (!layer_map[k].transpose) {
-				memcpy(add(o, hf, t->rank, t->shape)->data, t->data, (size_t)t->shape[0] * sizeof(float));
-				continue;
-			}
-			int64_t R = t->shape[0], C = t->shape[1];
-			RtTensor *x = add(o, hf, 2, (int64_t[]){C, R});
-			for (int64_t r = 0; r < R; r++)
-				for (int64_t cc = 0; cc < C; cc++)
-					x->data[cc * R + r] = t->data[r * C + cc];
-		}
-	}
-	if (!o->layers || !rt_ckpt_find(c, "wte")) {
-		fprintf(stderr, "mgl: error: %s holds no GPT-2 layers (layers.0.attention.q.weight, wte): nothing to export\n"
-				"  hint: mgl export takes a checkpoint of models/gpt2.mgl (any preset or --set), whose "
-				"parameter names it maps to GPT-2's\n", path);
-		return 1;
-	}
-	return 0;
-}
 
 /* ---------------------------------------------------------------- a from_pretrained directory */
 
@@ -173,7 +65,7 @@ static int hyper_of(const char *path, const RtCkpt *c, Hyper *h)
 	return status;
 }
 
-static const int64_t *shape_of(const Out *o, const char *name)
+static const int64_t *shape_of(const RtTensors *o, const char *name)
 {
 	for (int i = 0; i < o->n; i++)
 		if (!strcmp(o->t[i].name, name))
@@ -183,7 +75,7 @@ static const int64_t *shape_of(const Out *o, const char *name)
 
 /* config.json: GPT2Config's fields (transformers' names and meanings). eot: the
  * tokenizer's <|endoftext|>, or -1 (a byte-level model has none). */
-static int write_config(const char *path, const Out *o, const Hyper *h, int eot)
+static int write_config(const char *path, const RtTensors *o, const Hyper *h, int eot)
 {
 	FILE *f = cli_out_open(path);
 	if (!f)
@@ -272,7 +164,7 @@ static const char *tokenizer_dir(const Args *a, const char *path, const RtCkpt *
 }
 
 /* The tensors as one safetensors file at path: 0, or 1 after printing why. */
-static int write_model(const char *path, const Out *o)
+static int write_model(const char *path, const RtTensors *o)
 {
 	const char *keys[] = {"format"}, *vals[] = {"pt"};   /* what transformers' loader asks of a file */
 	char err[1024];
@@ -282,7 +174,7 @@ static int write_model(const char *path, const Out *o)
 	return 1;
 }
 
-static int export_dir(const Args *a, const char *path, const RtCkpt *c, const Out *o)
+static int export_dir(const Args *a, const char *path, const RtCkpt *c, const RtTensors *o)
 {
 	const char *dir = a->out;
 	Hyper h;
@@ -338,14 +230,14 @@ int cmd_export(Args *a)
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	Out o = {0};
-	int status = gpt2_tensors(path, &c, &o);
+	RtTensors o;
+	int status = rt_hf_from_mgl(&c, path, &o, err, sizeof err) ? fprintf(stderr, "mgl: error: %s\n", err), 1 : 0;
 	if (!status)
 		status = file ? write_model(a->out, &o) : export_dir(a, path, &c, &o);
 	if (!status && file)
 		printf("%s: %d tensors of %d layer%s under GPT-2's names (Hugging Face)\n", a->out, o.n, o.layers,
 		       o.layers == 1 ? "" : "s");
-	out_free(&o);
+	rt_tensors_free(&o);
 	rt_ckpt_free(&c);
 	return status;
 }
