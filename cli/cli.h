@@ -29,6 +29,8 @@ typedef struct {
 	int64_t gpus;           /* train: must equal tp x dp */
 	const char *arch;       /* kernels: sm_90 */
 	bool hf;                /* export: Hugging Face's names (the only format) */
+	const char *hf_path;    /* import --hf FILE_OR_DIR */
+	const char *init;       /* train --init DIR: the weights to start from */
 	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
 	bool profile;           /* bench: the time by kind of op */
 } Args;
@@ -83,8 +85,12 @@ void cli_optimizer(const Args *a, RtTrainOpts *o);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
-/* export.c */
+/* --gpt2 DIR as a checkpoint records it: "gpt2:" and DIR's absolute path (in a), and its
+ * files' SHA-256 into sha (130 bytes); NULL after printing why (the files cannot be read). */
+const char *cli_gpt2_record(MglArena *a, const char *dir, char *sha);
+/* export.c: mgl export and mgl import */
 int cmd_export(Args *a);
+int cmd_import(Args *a);
 /* plot.c */
 int cmd_plot(Args *a);
 /* bench.c */

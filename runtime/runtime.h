@@ -382,6 +382,8 @@ typedef struct {
 	int64_t eval_every, eval_batches;  /* with val; 0: every steps / 10 (at least 1), 8 batches */
 	int64_t save_every;                /* 0: save only at the end (and on SIGINT) */
 	const char *save_dir, *resume_dir, *log_path;
+	const char *init_dir;              /* the weights to start from (not with resume_dir): the AdamW
+					      moments zero, step 0, o's seed, schedule and data stream */
 	const char *tensorboard;           /* DIR: a TensorBoard events file of each step's scalars */
 	/* what a checkpoint records so `mgl sample` and `--resume` can rebuild the model */
 	const char *model_name, *model_source, *preset, *set;
