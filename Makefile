@@ -106,6 +106,7 @@ test: includes $(BUILD)/mgl $(TEST_UNITS)
 	@tests/golden.sh $(BUILD)/mgl
 	@tests/cli.sh $(BUILD)/mgl
 	@tests/cli_train.sh $(BUILD)/mgl
+	@tests/cli_import.sh $(BUILD)/mgl
 	@tests/plot.sh $(BUILD)/mgl
 
 includes:
