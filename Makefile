@@ -141,17 +141,19 @@ demo: all
 
 # libFuzzer, one target per reader of untrusted input: the model compiler (lex, parse,
 # elaborate), the plan reader (with a write/read/write round trip), the checkpoint reader,
-# the token shards and tokenizer files, and BERT's vocab.txt and streams. Each tests/fuzz_NAME.c has its corpus in
+# the token shards and tokenizer files, BERT's vocab.txt and streams, and Hugging Face's
+# config.json, index and GPT-2 tensors (mgl import). Each tests/fuzz_NAME.c has its corpus in
 # tests/fuzz/NAME_corpus (kept in the repository) and maybe tests/fuzz/NAME.dict; new
 # inputs go to build/fuzz/new_NAME, findings to build/fuzz/crash-*. `make fuzz` runs each
 # target FUZZ_SECONDS; `make fuzz-replay` runs every corpus once.
 FUZZ_SECONDS ?= 60
-FUZZERS := compile plan checkpoint data bert
+FUZZERS := compile plan checkpoint data bert hf
 FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
 FUZZ_SRC_plan := plan/plan.c plan/common.c
 FUZZ_SRC_runtime := runtime/json.c runtime/io.c plan/plan.c plan/common.c
 FUZZ_SRC_checkpoint := runtime/checkpoint.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_data := runtime/data.c $(FUZZ_SRC_runtime)
+FUZZ_SRC_hf := runtime/hf.c runtime/checkpoint.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_bert := runtime/tokenizer.c runtime/bert_data.c $(FUZZ_SRC_runtime)
 FUZZ_DEPS := $(wildcard plan/*.h plan/ops.def compiler/*.h runtime/*.h runtime/tokenizer.c)
 FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
