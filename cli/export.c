@@ -500,6 +500,11 @@ int cmd_import(Args *a)
 		return usage_error("import", "--hf FILE_OR_DIR (a Hugging Face GPT-2 checkpoint) is required%s", "");
 	if (!a->out)
 		return usage_error("import", "-o DIR is required%s", "");
+	struct stat st;
+	if (stat(a->hf_path, &st)) {
+		fprintf(stderr, "mgl: error: %s: cannot open: %s\n", a->hf_path, strerror(errno));
+		return 1;
+	}
 	MglCtx ctx = {0};
 	jmp_buf jb;
 	ctx.fail = &jb;

@@ -17,6 +17,7 @@ expect 0 'usage: mgl import FILE --hf FILE_OR_DIR -o DIR' -- import --help
 expect 2 'no model file given'                 -- import --hf "$tmp/hf" -o "$tmp/im"
 expect 2 '--hf FILE_OR_DIR .* is required'     -- import models/gpt2.mgl -o "$tmp/im"
 expect 2 '-o DIR is required'                  -- import models/gpt2.mgl --hf "$tmp/hf"
+expect 1 "$tmp/nohf: cannot open: No such file or directory" -- import models/gpt2.mgl --hf "$tmp/nohf" -o "$tmp/im"
 expect 0 'im/checkpoint.safetensors: gpt2 \(120,576 parameters, 2 layers\) from 28 tensors in 1 file' \
 	-- import models/gpt2.mgl --hf "$tmp/hf" -o "$tmp/im"
 expect 0 'tokenizer: bytes'                    -- import models/gpt2.mgl --hf "$tmp/hf/model.safetensors" -o "$tmp/im1"
