@@ -523,9 +523,12 @@ static int field(RtJson *j, int f, RtHfConfig *c)
 	}
 	case F_STR: {
 		Str s;
+		size_t from = j->pos;
 		if (str(j, &s, what))
 			return -1;
-		snprintf(at, sizeof c->model_type, "%s", s.s);
+		if (s.n >= sizeof c->model_type)   /* no value mgl accepts is that long */
+			return rt_json_fail(j, from, "%s is not a value mgl knows ('%.40s...')", fields[f].key, s.s);
+		memcpy(at, s.s, s.n + 1);
 		return 0;
 	}
 	}
