@@ -35,7 +35,7 @@ COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compi
                 compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c runtime/bert_data.c \
-                runtime/checkpoint.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c \
+                runtime/checkpoint.c runtime/hf.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c \
                 runtime/eval.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 
@@ -54,7 +54,7 @@ CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o 
                 $(BUILD)/cli/export.o $(BUILD)/cli/plot.o $(BUILD)/cli/bench.o $(BUILD)/cli/eval.o
 TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data $(BUILD)/tests/test_io \
-                $(BUILD)/tests/test_tensorboard $(BUILD)/tests/test_eval
+                $(BUILD)/tests/test_tensorboard $(BUILD)/tests/test_eval $(BUILD)/tests/test_hf
 
 .PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check bench clean
 all: deps $(BUILD)/mgl
@@ -108,6 +108,7 @@ test: includes $(BUILD)/mgl $(TEST_UNITS)
 	@tests/cli.sh $(BUILD)/mgl
 	@tests/cli_train.sh $(BUILD)/mgl
 	@tests/cli_eval.sh $(BUILD)/mgl
+	@tests/cli_import.sh $(BUILD)/mgl
 	@tests/plot.sh $(BUILD)/mgl
 
 includes:
@@ -142,18 +143,20 @@ demo: all
 
 # libFuzzer, one target per reader of untrusted input: the model compiler (lex, parse,
 # elaborate), the plan reader (with a write/read/write round trip), the checkpoint reader,
-# the token shards and tokenizer files, BERT's vocab.txt and streams, and mgl eval's data
-# files. Each tests/fuzz_NAME.c has its corpus in tests/fuzz/NAME_corpus (kept in the
-# repository) and maybe tests/fuzz/NAME.dict; new inputs go to build/fuzz/new_NAME, findings
-# to build/fuzz/crash-*. `make fuzz` runs each target FUZZ_SECONDS; `make fuzz-replay` runs
+# the token shards and tokenizer files, BERT's vocab.txt and streams, mgl eval's data files,
+# and Hugging Face's config.json, index and GPT-2 tensors (mgl import). Each
+# tests/fuzz_NAME.c has its corpus in tests/fuzz/NAME_corpus (kept in the repository) and
+# maybe tests/fuzz/NAME.dict; new inputs go to build/fuzz/new_NAME, findings to
+# build/fuzz/crash-*. `make fuzz` runs each target FUZZ_SECONDS; `make fuzz-replay` runs
 # every corpus once.
 FUZZ_SECONDS ?= 60
-FUZZERS := compile plan checkpoint data bert eval
+FUZZERS := compile plan checkpoint data bert eval hf
 FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
 FUZZ_SRC_plan := plan/plan.c plan/common.c
 FUZZ_SRC_runtime := runtime/json.c runtime/io.c plan/plan.c plan/common.c
 FUZZ_SRC_checkpoint := runtime/checkpoint.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_data := runtime/data.c $(FUZZ_SRC_runtime)
+FUZZ_SRC_hf := runtime/hf.c runtime/checkpoint.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_bert := runtime/tokenizer.c runtime/bert_data.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_eval := runtime/eval.c runtime/exec.c $(FUZZ_SRC_runtime)
 FUZZ_DEPS := $(wildcard plan/*.h plan/ops.def compiler/*.h runtime/*.h runtime/tokenizer.c)

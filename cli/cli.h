@@ -30,6 +30,8 @@ typedef struct {
 	int64_t gpus;           /* train: must equal tp x dp */
 	const char *arch;       /* kernels: sm_90 */
 	bool hf;                /* export: Hugging Face's names (the only format) */
+	const char *hf_path;    /* import --hf FILE_OR_DIR */
+	const char *init;       /* train --init DIR: the weights to start from */
 	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
 	bool profile;           /* bench: the time by kind of op */
 	/* mgl eval */
@@ -100,8 +102,13 @@ struct RtJob;
 int cli_ckpt_params(struct RtJob *job, const RtCkpt *ck, const char *path, char *err, size_t errlen);
 /* eval.c */
 int cmd_eval(Args *a);
-/* export.c */
+/* The tokenizer record of a checkpoint (train.c): --gpt2 DIR or --vocab FILE as
+ * "gpt2:ABS_DIR" or "wordpiece:ABS_FILE", the files' SHA-256 into sha (130 bytes); NULL
+ * after printing why (*failed true: the files cannot be read) or for neither. */
+const char *cli_tokenizer_record(MglArena *a, const char *gpt2, const char *vocab, char *sha, bool *failed);
+/* export.c: mgl export and mgl import */
 int cmd_export(Args *a);
+int cmd_import(Args *a);
 /* plot.c */
 int cmd_plot(Args *a);
 /* bench.c */

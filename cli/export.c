@@ -2,8 +2,8 @@
  * that transformers' GPT2LMHeadModel.from_pretrained(DIR) loads it.
  *
  * mgl keeps linear weights as [out, in] and q, k, v apart; GPT-2's Conv1D keeps them as
- * [in, out] and fuses q, k, v into one c_attn. The table below maps one to the other;
- * tensors it does not know (optimizer moments) are left out. A directory gets the tensors
+ * [in, out] and fuses q, k, v into one c_attn. runtime/hf.c's table maps one to the other
+ * (and back, for mgl import); tensors it does not know (optimizer moments) are left out. A directory gets the tensors
  * as model.safetensors, the GPT2Config that describes them as config.json (the sizes from
  * the tensors, the heads, layer norm epsilon and dropout from the model's source, which the
  * checkpoint carries), and GPT-2's tokenizer files when the model reads GPT-2's tokens. An
@@ -14,147 +14,12 @@
 #include "../runtime/runtime.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stddef.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* mgl suffix within a layer -> GPT-2 name within transformer.h.N, transposed or not */
-static const struct { const char *mgl, *hf; bool transpose; } layer_map[] = {
-	{"attention.ln.weight", "ln_1.weight", false}, {"attention.ln.bias", "ln_1.bias", false},
-	{"attention.o.weight", "attn.c_proj.weight", true}, {"attention.o.bias", "attn.c_proj.bias", false},
-	{"mlp.ln.weight", "ln_2.weight", false},       {"mlp.ln.bias", "ln_2.bias", false},
-	{"mlp.fc.weight", "mlp.c_fc.weight", true},     {"mlp.fc.bias", "mlp.c_fc.bias", false},
-	{"mlp.proj.weight", "mlp.c_proj.weight", true}, {"mlp.proj.bias", "mlp.c_proj.bias", false},
-};
-static const struct { const char *mgl, *hf; } top_map[] = {
-	{"wte", "transformer.wte.weight"}, {"wpe", "transformer.wpe.weight"},
-	{"ln_f.weight", "transformer.ln_f.weight"}, {"ln_f.bias", "transformer.ln_f.bias"},
-};
-
-typedef struct {
-	RtTensor *t;
-	int n, cap, layers;
-} Out;
-
-static RtTensor *add(Out *o, const char *name, int rank, const int64_t *shape)
-{
-	if (o->n == o->cap)
-		o->t = realloc(o->t, (size_t)(o->cap = 2 * o->cap + 16) * sizeof *o->t);
-	RtTensor *t = &o->t[o->n++];
-	memset(t, 0, sizeof *t);
-	t->name = strdup(name);
-	t->rank = rank;
-	int64_t numel = 1;
-	for (int i = 0; i < rank; i++)
-		numel *= t->shape[i] = shape[i];
-	t->data = calloc((size_t)numel, sizeof *t->data);
-	return t;
-}
-
-static void out_free(Out *o)
-{
-	for (int i = 0; i < o->n; i++) {
-		free((char *)o->t[i].name);
-		free(o->t[i].data);
-	}
-	free(o->t);
-}
-
-/* Whether a checkpoint's parameter has a place in GPT-2's layout (of `layers` layers). */
-static bool gpt2_name(const char *name, int layers)
-{
-	for (size_t k = 0; k < sizeof top_map / sizeof top_map[0]; k++)
-		if (!strcmp(name, top_map[k].mgl))
-			return true;
-	int l, at = 0;
-	if (sscanf(name, "layers.%d.%n", &l, &at) != 1 || !at || l < 0 || l >= layers)
-		return false;
-	name += at;
-	for (size_t k = 0; k < sizeof layer_map / sizeof layer_map[0]; k++)
-		if (!strcmp(name, layer_map[k].mgl))
-			return true;
-	return !strncmp(name, "attention.", 10) && strchr("qkv", name[10]) && name[10] &&
-	       (!strcmp(name + 11, ".weight") || !strcmp(name + 11, ".bias"));
-}
-
-/* The checkpoint's tensors under GPT-2's names into o; 0, or 1 after printing why. A
- * parameter GPT-2 has no place for is refused, not left out: BERT's (wse, the heads) say
- * that its export is not there (docs/export.md). */
-static int gpt2_tensors(const char *path, const RtCkpt *c, Out *o)
-{
-	for (size_t k = 0; k < sizeof top_map / sizeof top_map[0]; k++) {
-		const RtTensor *t = rt_ckpt_find(c, top_map[k].mgl);
-		if (t)
-			memcpy(add(o, top_map[k].hf, t->rank, t->shape)->data, t->data,
-			       (size_t)(t->rank == 2 ? t->shape[0] * t->shape[1] : t->shape[0]) * sizeof(float));
-	}
-	for (int l = 0;; l++, o->layers++) {
-		char name[256], hf[256];
-		snprintf(name, sizeof name, "layers.%d.attention.q.weight", l);
-		const RtTensor *q = rt_ckpt_find(c, name);
-		if (!q)
-			break;
-		const RtTensor *qkv[2][3];
-		for (int w = 0; w < 2; w++)
-			for (int p = 0; p < 3; p++) {
-				snprintf(name, sizeof name, "layers.%d.attention.%c.%s", l, "qkv"[p], w ? "bias" : "weight");
-				qkv[w][p] = rt_ckpt_find(c, name);
-				if (!qkv[w][p] || qkv[w][p]->shape[0] != q->shape[0]) {
-					fprintf(stderr, "mgl: error: %s: '%s' is missing or misshapen: not models/gpt2.mgl's layout\n",
-						path, name);
-					return 1;
-				}
-			}
-		int64_t d = q->shape[0], in = q->shape[1];
-		/* c_attn.weight [in, 3d]: column p*d + o holds row o of q, k or v */
-		snprintf(hf, sizeof hf, "transformer.h.%d.attn.c_attn.weight", l);
-		RtTensor *cw = add(o, hf, 2, (int64_t[]){in, 3 * d});
-		snprintf(hf, sizeof hf, "transformer.h.%d.attn.c_attn.bias", l);
-		RtTensor *cb = add(o, hf, 1, (int64_t[]){3 * d});
-		for (int p = 0; p < 3; p++)
-			for (int64_t r = 0; r < d; r++) {
-				cb->data[p * d + r] = qkv[1][p]->data[r];
-				for (int64_t i = 0; i < in; i++)
-					cw->data[i * 3 * d + p * d + r] = qkv[0][p]->data[r * in + i];
-			}
-		for (size_t k = 0; k < sizeof layer_map / sizeof layer_map[0]; k++) {
-			snprintf(name, sizeof name, "layers.%d.%s", l, layer_map[k].mgl);
-			snprintf(hf, sizeof hf, "transformer.h.%d.%s", l, layer_map[k].hf);
-			const RtTensor *t = rt_ckpt_find(c, name);
-			if (!t) {
-				fprintf(stderr, "mgl: error: %s: no '%s': not models/gpt2.mgl's layout\n", path, name);
-				return 1;
-			}
-			if (!layer_map[k].transpose) {
-				memcpy(add(o, hf, t->rank, t->shape)->data, t->data, (size_t)t->shape[0] * sizeof(float));
-				continue;
-			}
-			int64_t R = t->shape[0], C = t->shape[1];
-			RtTensor *x = add(o, hf, 2, (int64_t[]){C, R});
-			for (int64_t r = 0; r < R; r++)
-				for (int64_t cc = 0; cc < C; cc++)
-					x->data[cc * R + r] = t->data[r * C + cc];
-		}
-	}
-	if (!o->layers || !rt_ckpt_find(c, "wte")) {
-		fprintf(stderr, "mgl: error: %s holds no GPT-2 layers (layers.0.attention.q.weight, wte): nothing to export\n"
-				"  hint: mgl export takes a checkpoint of models/gpt2.mgl (any preset or --set), whose "
-				"parameter names it maps to GPT-2's\n", path);
-		return 1;
-	}
-	for (int i = 0; i < c->n; i++) {
-		const char *name = c->t[i].name;
-		if (strncmp(name, "optimizer.", 10) && !gpt2_name(name, o->layers)) {
-			bool bert = rt_ckpt_find(c, "wse") || rt_ckpt_find(c, "sop.weight");
-			fprintf(stderr, "mgl: error: %s: GPT-2 has no place for '%s': not models/gpt2.mgl's layout\n%s", path, name,
-				bert ? "  hint: this is a BERT (models/bert.mgl), which mgl export does not write: its pre-LN layers "
-				       "compute otherwise than Hugging Face's post-LN BertForPreTraining (docs/export.md)\n" : "");
-			return 1;
-		}
-	}
-	return 0;
-}
 
 /* ---------------------------------------------------------------- a from_pretrained directory */
 
@@ -163,6 +28,28 @@ typedef struct {
 	int64_t heads;
 	double eps, p_drop;
 } Hyper;
+
+/* The first attention's heads, layer norm's epsilon and dropout's p of plan p (of the
+ * model at path): 0, or 1 after printing why. */
+static int hyper_scan(const char *path, const MglPlan *p, Hyper *h)
+{
+	*h = (Hyper){0, -1, -1};
+	for (int i = 0; i < p->nsteps; i++) {
+		const MglStep *s = &p->steps[i];
+		if (s->op == MGL_OP_ATTENTION && !h->heads)
+			h->heads = s->attr.heads;
+		if (s->op == MGL_OP_LAYERNORM && h->eps < 0)
+			h->eps = s->attr.eps;
+		if (s->op == MGL_OP_DROPOUT && h->p_drop < 0)
+			h->p_drop = s->attr.p;
+	}
+	if (h->p_drop < 0)
+		h->p_drop = 0;
+	if (h->heads && h->eps >= 0)
+		return 0;
+	fprintf(stderr, "mgl: error: %s: the model has no attention or no layer norm: not models/gpt2.mgl\n", path);
+	return 1;
+}
 
 static int hyper_of(const char *path, const RtCkpt *c, Hyper *h)
 {
@@ -180,29 +67,13 @@ static int hyper_of(const char *path, const RtCkpt *c, Hyper *h)
 		MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .act_dtype = MGL_F32};
 		MglGraph *g;
 		MglPlan *p = cli_plan(&ctx, path, source, rt_ckpt_meta(c, "preset"), rt_ckpt_meta(c, "set"), &t, &g);
-		*h = (Hyper){0, -1, -1};
-		for (int i = 0; i < p->nsteps; i++) {
-			const MglStep *s = &p->steps[i];
-			if (s->op == MGL_OP_ATTENTION && !h->heads)
-				h->heads = s->attr.heads;
-			if (s->op == MGL_OP_LAYERNORM && h->eps < 0)
-				h->eps = s->attr.eps;
-			if (s->op == MGL_OP_DROPOUT && h->p_drop < 0)
-				h->p_drop = s->attr.p;
-		}
-		status = 0;
-		if (!h->heads || h->eps < 0) {
-			fprintf(stderr, "mgl: error: %s: the model has no attention or no layer norm: not models/gpt2.mgl\n", path);
-			status = 1;
-		}
-		if (h->p_drop < 0)
-			h->p_drop = 0;
+		status = hyper_scan(path, p, h);
 	}
 	mgl_arena_free(&ctx.arena);
 	return status;
 }
 
-static const int64_t *shape_of(const Out *o, const char *name)
+static const int64_t *shape_of(const RtTensors *o, const char *name)
 {
 	for (int i = 0; i < o->n; i++)
 		if (!strcmp(o->t[i].name, name))
@@ -212,7 +83,7 @@ static const int64_t *shape_of(const Out *o, const char *name)
 
 /* config.json: GPT2Config's fields (transformers' names and meanings). eot: the
  * tokenizer's <|endoftext|>, or -1 (a byte-level model has none). */
-static int write_config(const char *path, const Out *o, const Hyper *h, int eot)
+static int write_config(const char *path, const RtTensors *o, const Hyper *h, int eot)
 {
 	FILE *f = cli_out_open(path);
 	if (!f)
@@ -301,7 +172,7 @@ static const char *tokenizer_dir(const Args *a, const char *path, const RtCkpt *
 }
 
 /* The tensors as one safetensors file at path: 0, or 1 after printing why. */
-static int write_model(const char *path, const Out *o)
+static int write_model(const char *path, const RtTensors *o)
 {
 	const char *keys[] = {"format"}, *vals[] = {"pt"};   /* what transformers' loader asks of a file */
 	char err[1024];
@@ -311,7 +182,7 @@ static int write_model(const char *path, const Out *o)
 	return 1;
 }
 
-static int export_dir(const Args *a, const char *path, const RtCkpt *c, const Out *o)
+static int export_dir(const Args *a, const char *path, const RtCkpt *c, const RtTensors *o)
 {
 	const char *dir = a->out;
 	Hyper h;
@@ -367,14 +238,295 @@ int cmd_export(Args *a)
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	Out o = {0};
-	int status = gpt2_tensors(path, &c, &o);
+	RtTensors o;
+	int status = rt_hf_from_mgl(&c, path, &o, err, sizeof err) ? fprintf(stderr, "mgl: error: %s\n", err), 1 : 0;
 	if (!status)
 		status = file ? write_model(a->out, &o) : export_dir(a, path, &c, &o);
 	if (!status && file)
 		printf("%s: %d tensors of %d layer%s under GPT-2's names (Hugging Face)\n", a->out, o.n, o.layers,
 		       o.layers == 1 ? "" : "s");
-	out_free(&o);
+	rt_tensors_free(&o);
 	rt_ckpt_free(&c);
+	return status;
+}
+
+/* ---------------------------------------------------------------- mgl import */
+
+/* config.json's sizes, and the model's config values they set (models/gpt2.mgl's names) */
+static const struct { const char *hf, *key; size_t at; } sizes[] = {
+	{"vocab_size", "vocab", offsetof(RtHfConfig, vocab_size)}, {"n_positions", "seq", offsetof(RtHfConfig, n_positions)},
+	{"n_embd", "d", offsetof(RtHfConfig, n_embd)},             {"n_head", "heads", offsetof(RtHfConfig, n_head)},
+	{"n_layer", "layers", offsetof(RtHfConfig, n_layer)},      {"n_inner", "ffn", offsetof(RtHfConfig, n_inner)},
+};
+enum { NSIZES = sizeof sizes / sizeof sizes[0] };
+
+static int64_t size_of(const RtHfConfig *c, int k)
+{
+	int64_t v = *(const int64_t *)((const char *)c + sizes[k].at);
+	return !v && !strcmp(sizes[k].hf, "n_inner") ? 4 * c->n_embd : v;   /* null: 4 n_embd */
+}
+
+/* What GPT2Config can say that models/gpt2.mgl cannot do: NULL if c is within it. */
+static const char *unsupported(const RtHfConfig *c)
+{
+	static const char *const gelu_tanh[] = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"};
+	bool tanh = false;
+	for (size_t i = 0; i < sizeof gelu_tanh / sizeof gelu_tanh[0]; i++)
+		tanh |= !strcmp(c->activation_function, gelu_tanh[i]);
+	if (*c->model_type && strcmp(c->model_type, "gpt2"))
+		return "model_type is not \"gpt2\"";
+	if (!tanh)
+		return "activation_function is not gelu_new (mgl's gelu is GPT-2's tanh approximation)";
+	if (!c->scale_attn_weights)
+		return "scale_attn_weights is false (mgl's attention divides by the square root of the head size)";
+	if (c->scale_attn_by_inverse_layer_idx)
+		return "scale_attn_by_inverse_layer_idx is true (mgl's attention scales every layer alike)";
+	if (c->add_cross_attention)
+		return "add_cross_attention is true (models/gpt2.mgl is a decoder only)";
+	return NULL;
+}
+
+/* The model's config value key, or NULL. */
+static const MglConfigValue *config_value(const MglGraph *g, const char *key)
+{
+	for (int i = 0; i < g->nconfig; i++)
+		if (!strcmp(g->config[i].key, key))
+			return &g->config[i];
+	return NULL;
+}
+
+/* The model as given (preset, --set) has config.json's sizes, heads and epsilon: 0, or 1
+ * after naming the first difference. */
+static int same_architecture(const Args *a, const char *cfg, const RtHfConfig *c, const MglGraph *g, const MglPlan *p)
+{
+	char what[512];
+	snprintf(what, sizeof what, "%s%s%s%s%s", a->file, a->preset ? " preset " : "", a->preset ? a->preset : "",
+		 a->set ? " with --set " : "", a->set ? a->set : "");
+	for (int k = 0; k < NSIZES; k++) {
+		const MglConfigValue *v = config_value(g, sizes[k].key);
+		char b1[32], b2[32];
+		if (!v || !v->is_int) {
+			fprintf(stderr, "mgl: error: %s has no whole-number config value '%s' for %s's %s\n"
+					"  hint: mgl import sets models/gpt2.mgl's vocab, seq, d, heads, layers and ffn\n",
+				a->file, sizes[k].key, cfg, sizes[k].hf);
+			return 1;
+		}
+		if (v->i != size_of(c, k)) {
+			fprintf(stderr, "mgl: error: %s %s %s but %s has %s %s\n", cfg, sizes[k].hf, mgl_commas(size_of(c, k), b1),
+				what, sizes[k].key, mgl_commas(v->i, b2));
+			return 1;
+		}
+	}
+	Hyper h;
+	if (hyper_scan(a->file, p, &h))
+		return 1;
+	if (h.heads != c->n_head || fabs(h.eps - c->layer_norm_epsilon) > 1e-6 * fabs(c->layer_norm_epsilon)) {
+		fprintf(stderr, "mgl: error: %s %s %.9g but %s's %s %.9g\n", cfg,
+			h.heads != c->n_head ? "n_head" : "layer_norm_epsilon",
+			h.heads != c->n_head ? (double)c->n_head : c->layer_norm_epsilon, what,
+			h.heads != c->n_head ? "attention has heads" : "layer norms have epsilon",
+			h.heads != c->n_head ? (double)h.heads : h.eps);
+		return 1;
+	}
+	return 0;
+}
+
+/* The imported tensors in the plan's order of parameters into w (p->nparams): 0, or 1
+ * after naming the first parameter that has none, one of another shape, or a tensor the
+ * model has no parameter for. */
+static int match_params(const Args *a, const MglPlan *p, const RtTensors *o, RtTensor *w)
+{
+	char s1[160], s2[160];
+	for (int i = 0; i < p->nparams; i++) {
+		const MglPlanParam *q = &p->params[i];
+		int k = 0;
+		while (k < o->n && strcmp(o->t[k].name, q->name))
+			k++;
+		if (k == o->n) {
+			fprintf(stderr, "mgl: error: %s has a parameter '%s' that GPT-2's checkpoint has no tensor for\n", a->file,
+				q->name);
+			return 1;
+		}
+		const RtTensor *t = &o->t[k];
+		bool same = t->rank == q->rank;
+		for (int d = 0; same && d < q->rank; d++)
+			same = t->shape[d] == q->shape[d];
+		if (!same) {
+			fprintf(stderr, "mgl: error: '%s' (from %s's '%s') is %s, but %s has %s\n", q->name, a->hf_path, o->from[k],
+				rt_shape_str(s1, sizeof s1, t->rank, t->shape), a->file, rt_shape_str(s2, sizeof s2, q->rank, q->shape));
+			return 1;
+		}
+		for (int64_t e = 0; e < mgl_param_numel(q); e++)
+			if (!isfinite(t->data[e])) {
+				fprintf(stderr, "mgl: error: %s's '%s' holds non-finite values: element %s is %s\n", a->hf_path,
+					o->from[k], mgl_commas(e, s1), isnan(t->data[e]) ? "NaN" : "infinite");
+				return 1;
+			}
+		w[i] = *t;
+	}
+	if (o->n != p->nparams)
+		for (int k = 0; k < o->n; k++) {
+			int i = 0;
+			while (i < p->nparams && strcmp(o->t[k].name, p->params[i].name))
+				i++;
+			if (i == p->nparams) {
+				fprintf(stderr, "mgl: error: %s's '%s' (mgl's '%s') has no parameter in %s\n", a->hf_path, o->from[k],
+					o->t[k].name, a->file);
+				return 1;
+			}
+		}
+	return 0;
+}
+
+/* path's directory, in ar. */
+static const char *dir_of(MglArena *ar, const char *path)
+{
+	struct stat st;
+	if (!stat(path, &st) && S_ISDIR(st.st_mode))
+		return path;
+	const char *slash = strrchr(path, '/');
+	return !slash ? "." : slash == path ? "/" : mgl_fmt(ar, "%.*s", (int)(slash - path), path);
+}
+
+/* GPT-2's tokenizer files of the Hugging Face directory, copied into out as mgl names them
+ * and recorded as mgl train --gpt2 records them: tok and sha (130 bytes); tok NULL when the
+ * directory has none. 0, or 1 after printing why. */
+static int import_tokenizer(MglArena *ar, const char *hf, const char *out, int64_t vocab, const char **tok, char *sha)
+{
+	const char *vj = mgl_fmt(ar, "%s/vocab.json", hf), *mt = mgl_fmt(ar, "%s/merges.txt", hf);
+	struct stat st;
+	*tok = NULL;
+	if (stat(vj, &st) || stat(mt, &st))
+		return 0;
+	char err[1024];
+	RtTokenizer *t = rt_tok_gpt2_files(vj, mt, err, sizeof err);
+	if (!t) {
+		fprintf(stderr, "mgl: error: %s\n", err);
+		return 1;
+	}
+	int have = rt_tok_vocab(t);
+	rt_tok_free(t);
+	if (have != vocab) {
+		fprintf(stderr, "mgl: error: %s and merges.txt make %s tokens, but the model has %s\n", vj,
+			mgl_commas(have, (char[32]){0}), mgl_commas(vocab, (char[32]){0}));
+		return 1;
+	}
+	if (copy_file(vj, mgl_fmt(ar, "%s/encoder.json", out)) || copy_file(mt, mgl_fmt(ar, "%s/vocab.bpe", out)))
+		return 1;
+	bool failed;
+	return !(*tok = cli_tokenizer_record(ar, out, NULL, sha, &failed));
+}
+
+static int import_body(MglCtx *ctx, const Args *a, const RtHfConfig *c, const char *cfg, const char *hf_dir)
+{
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 1, .act_dtype = MGL_F32};
+	MglGraph *g;
+	MglPlan *p = cli_plan(ctx, a->file, NULL, a->preset, a->set, &t, &g);
+	for (int k = 0; k < NSIZES && !a->preset; k++)   /* the model can take the sizes */
+		if (!config_value(g, sizes[k].key))
+			return same_architecture(a, cfg, c, g, p);
+	/* without a preset, the sizes are config.json's (then --set's) */
+	const char *set = a->set ? a->set : "";
+	if (!a->preset) {
+		char b[512];
+		size_t at = 0;
+		for (int k = 0; k < NSIZES; k++)
+			at += (size_t)snprintf(b + at, sizeof b - at, "%s%s=%lld", k ? "," : "", sizes[k].key,
+					       (long long)size_of(c, k));
+		set = mgl_fmt(&ctx->arena, "%s%s%s", b, *set ? "," : "", set);
+		p = cli_plan(ctx, a->file, NULL, NULL, set, &t, &g);
+	}
+	if (same_architecture(a, cfg, c, g, p))
+		return 1;
+	char err[1024];
+	RtHfCkpt h;
+	if (rt_hf_read(a->hf_path, &h, err, sizeof err)) {
+		fprintf(stderr, "mgl: error: %s\n", err);
+		return 1;
+	}
+	RtTensors o = {0};
+	RtTensor *w = calloc((size_t)p->nparams + 1, sizeof *w);
+	int status = 1;
+	if (rt_hf_to_mgl(h.t, h.n, a->hf_path, &o, err, sizeof err))
+		fprintf(stderr, "mgl: error: %s\n", err);
+	else
+		status = match_params(a, p, &o, w);
+	int ntensors = h.n, nfiles = h.nshards;
+	rt_hf_free(&h);   /* o holds copies */
+	struct stat st;
+	if (!status && mkdir(a->out, 0777) && (errno != EEXIST || stat(a->out, &st) || !S_ISDIR(st.st_mode))) {
+		fprintf(stderr, "mgl: error: cannot create the directory '%s': %s\n", a->out,
+			errno == EEXIST ? "a file of that name exists" : strerror(errno));
+		status = 1;
+	}
+	const char *tok = NULL;
+	char sha[130] = "";
+	size_t len;
+	char *source = NULL;
+	if (!status)
+		status = import_tokenizer(&ctx->arena, hf_dir, a->out, c->vocab_size, &tok, sha);
+	if (!status && !(source = mgl_read_whole(a->file, MGL_MAX_FILE_BYTES, "model files", &len, err, sizeof err))) {
+		fprintf(stderr, "mgl: error: %s\n", err);
+		status = 1;
+	}
+	if (!status) {
+		/* without tokenizer files: bytes for a vocabulary of 256, else GPT-2's from --gpt2 DIR */
+		const char *recorded = tok ? tok : c->vocab_size == 256 ? "bytes" : "gpt2";
+		RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = g->model, .source = source, .preset = a->preset ? a->preset : "",
+				.set = set, .tokenizer = recorded, .tokenizer_sha256 = tok ? sha : NULL};
+		const char *path = mgl_fmt(&ctx->arena, "%s/checkpoint.safetensors", a->out);
+		if (rt_ckpt_write_meta(path, w, p->nparams, &m, err, sizeof err)) {
+			fprintf(stderr, "mgl: error: %s\n", err);
+			status = 1;
+		} else {
+			char b1[32], b2[32];
+			printf("%s: %s (%s parameters, %d layer%s) from %s tensor%s in %d file%s of %s\n", path, g->model,
+			       mgl_commas(mgl_param_count(g), b1), o.layers, o.layers == 1 ? "" : "s", mgl_commas(ntensors, b2),
+			       ntensors == 1 ? "" : "s", nfiles, nfiles == 1 ? "" : "s", a->hf_path);
+			printf(tok ? "  tokenizer: GPT-2's, vocab.json and merges.txt copied as %s/encoder.json and vocab.bpe\n"
+			       : !strcmp(recorded, "bytes") ? "  tokenizer: bytes (a vocabulary of 256)\n"
+			       : "  tokenizer: GPT-2's, but no vocab.json and merges.txt were beside it: give mgl sample --gpt2 DIR\n",
+			       a->out);
+		}
+	}
+	free(source);
+	free(w);
+	rt_tensors_free(&o);
+	return status;
+}
+
+int cmd_import(Args *a)
+{
+	if (!a->hf_path)
+		return usage_error("import", "--hf FILE_OR_DIR (a Hugging Face GPT-2 checkpoint) is required%s", "");
+	if (!a->out)
+		return usage_error("import", "-o DIR is required%s", "");
+	struct stat st;
+	if (stat(a->hf_path, &st)) {
+		fprintf(stderr, "mgl: error: %s: cannot open: %s\n", a->hf_path, strerror(errno));
+		return 1;
+	}
+	MglCtx ctx = {0};
+	jmp_buf jb;
+	ctx.fail = &jb;
+	volatile int status = 1;
+	if (!setjmp(jb)) {
+		const char *dir = dir_of(&ctx.arena, a->hf_path), *cfg = mgl_fmt(&ctx.arena, "%s/config.json", dir);
+		char err[1024];
+		size_t len;
+		char *text = mgl_read_whole(cfg, 64 << 20, "config files", &len, err, sizeof err);
+		RtHfConfig c;
+		const char *why = NULL;
+		if (!text || rt_hf_config_parse(text, len, cfg, &c, err, sizeof err))
+			fprintf(stderr, "mgl: error: %s\n", err);
+		else if ((why = unsupported(&c)))
+			fprintf(stderr, "mgl: error: %s: %s\n", cfg, why);
+		else
+			status = import_body(&ctx, a, &c, cfg, dir);
+		free(text);
+	} else {
+		status = ctx.status ? ctx.status : 1;
+	}
+	mgl_arena_free(&ctx.arena);
 	return status;
 }

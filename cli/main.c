@@ -171,6 +171,7 @@ static const Command commands[] = {
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
 	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--tensorboard DIR]\n"
 	 "                 [--gpt2 DIR | --vocab FILE] ...\n"
+	 "       mgl train [FILE] --init DIR --data TRAIN.bin ...   (fine-tune a checkpoint's weights)\n"
 	 "\n"
 	 "Trains with AdamW on random windows of TRAIN.bin (a token shard: `mgl tokenize`), every\n"
 	 "rank of the tp x dp job a thread on the cpu backend, or one GPU on the cuda backend (the\n"
@@ -201,6 +202,9 @@ static const Command commands[] = {
 	 "  --save DIR        write DIR/checkpoint.safetensors at the end (and on Ctrl-C)\n"
 	 "  --save-every N    ... and every N steps\n"
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
+	 "  --init DIR        start from a checkpoint's weights (mgl import's, or any mgl train\n"
+	 "                    wrote) at any --tp: a fresh optimizer, step 0; FILE may then be left\n"
+	 "                    out: the checkpoint's model, preset and set (and --set after them)\n"
 	 "  --log FILE        metrics as JSON lines\n"
 	 "  --tensorboard DIR TensorBoard scalars: a new events file in DIR (created) each run\n"
 	 "  --log-every N     a progress line every N steps (default: every 10 s off a terminal)\n"
@@ -218,7 +222,7 @@ static const Command commands[] = {
 	 "written, or a NaN loss, 2 bad usage, 130 stopped by Ctrl-C.\n",
 	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
 	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --tensorboard --log-every "
-	 "--gpt2 --vocab --dump-first", NULL},
+	 "--gpt2 --vocab --dump-first --init", NULL},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
 	 "                  [--seq T] [--gpt2 DIR]\n"
@@ -306,6 +310,28 @@ static const Command commands[] = {
 	 "Exit status: 0 written, 1 a checkpoint that cannot be read or is not of models/gpt2.mgl,\n"
 	 "or a failed write, 2 bad usage.\n",
 	 "--hf -o --gpt2", "checkpoint"},
+	{"import", cmd_import, NULL, "a Hugging Face GPT-2 checkpoint as an mgl checkpoint",
+	 "usage: mgl import FILE --hf FILE_OR_DIR -o DIR [--preset P] [--set K=V,...]\n"
+	 "\n"
+	 "Reads a Hugging Face GPT-2 checkpoint (GPT2LMHeadModel's save_pretrained directory:\n"
+	 "config.json and model.safetensors, or model.safetensors.index.json and its shards; or\n"
+	 "one of those files, config.json beside it) and writes DIR/checkpoint.safetensors, a\n"
+	 "checkpoint of the model FILE (models/gpt2.mgl) that `mgl sample` and `mgl train --init\n"
+	 "DIR` use. Without --preset, config.json sets the model's sizes (vocab, seq, d, heads,\n"
+	 "layers, ffn: as --set would, before --set's own); with --preset they must agree, and the\n"
+	 "first difference is named. The tensors are mapped back from GPT-2's names (the table mgl\n"
+	 "export uses), F32, F16 or BF16; each must have the shape the model gives it: a missing,\n"
+	 "extra or misshapen tensor is named. GPT-2's tokenizer files (vocab.json, merges.txt)\n"
+	 "beside it are copied into DIR as encoder.json and vocab.bpe and recorded as `mgl train\n"
+	 "--gpt2 DIR` records them. The checkpoint holds weights only: no optimizer state, no step.\n"
+	 "\n"
+	 MODEL_OPTIONS
+	 "  --hf FILE_OR_DIR  the Hugging Face checkpoint (required)\n"
+	 "  -o DIR            where to write (created if missing; required)\n"
+	 "\n"
+	 "Exit status: 0 written, 1 a checkpoint that cannot be read, is damaged or does not match\n"
+	 "the model, or a failed write, 2 bad usage.\n",
+	 "--hf -o --preset --set", NULL},
 	{"bench", cmd_bench, NULL, "time whole training steps: tokens/s, TFLOP/s, MFU, memory, a profile",
 	 "usage: mgl bench FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                 [--steps K] [--warmup W] [--backend cpu|cuda] [--seed S] [--json] [--profile]\n"
@@ -359,14 +385,19 @@ static void print_help(void)
 }
 
 /* Every option any command takes: its kind, where it goes, and its largest value. Which
- * command accepts which is the command's `options` string. */
+ * command accepts which is the command's `options` string. An option that means something
+ * else to one command has a row of its own, for it alone (`only`), first. */
 typedef enum { O_STR, O_INT, O_REAL, O_FLAG, O_SET, O_DTYPE } OptKind;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct {
 	const char *name;
 	OptKind kind;
 	size_t at;
 	double max;
+	const char *only;     /* the command this row is for, or NULL (left out): every other */
 } options[] = {
+	{"--hf", O_STR, offsetof(Args, hf_path), 0, "import"}, {"--init", O_STR, offsetof(Args, init), 0, NULL},
 	{"--preset", O_STR, offsetof(Args, preset), 0},      {"--set", O_SET, offsetof(Args, set), 0},
 	{"--dump", O_STR, offsetof(Args, dump), 0},          {"-o", O_STR, offsetof(Args, out), 0},
 	{"--tp", O_INT, offsetof(Args, tp), 4096},           {"--dp", O_INT, offsetof(Args, dp), 4096},
@@ -395,6 +426,7 @@ static const struct {
 	{"--wikitext", O_STR, offsetof(Args, wikitext), 0},  {"--lambada", O_STR, offsetof(Args, lambada), 0},
 	{"--stride", O_INT, offsetof(Args, stride), 1 << 20},
 };
+#pragma GCC diagnostic pop
 
 static int bad_value(const char *cmd, const char *name, const char *val, double max, bool real)
 {
@@ -464,7 +496,8 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		memcpy(name, arg, len);
 		name[len] = 0;
 		size_t k = 0;
-		while (k < sizeof options / sizeof options[0] && strcmp(options[k].name, name))
+		while (k < sizeof options / sizeof options[0] &&
+		       (strcmp(options[k].name, name) || (options[k].only && strcmp(options[k].only, cmd->name))))
 			k++;
 		if (k == sizeof options / sizeof options[0])
 			return cli_unknown_option(cmd->name, name, cmd->options);
@@ -526,7 +559,8 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		if (!strcmp(name, "--dump") && !strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
 			return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
 	}
-	if (!a->file && !(cmd->arg && (!*cmd->arg || *cmd->arg == '[')))
+	/* mgl train --init DIR may take the model from the checkpoint */
+	if (!a->file && !(cmd->arg && (!*cmd->arg || *cmd->arg == '[')) && !(a->init && cmd->run == cmd_train))
 		return usage_error(cmd->name, "no %s given", cmd->arg ? cmd->arg : "model file");
 	return 0;
 }

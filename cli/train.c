@@ -71,21 +71,18 @@ void cli_optimizer(const Args *a, RtTrainOpts *o)
 	o->seed = a->seed ? (uint64_t)a->seed : 1337;
 }
 
-/* The data's tokenizer as a checkpoint records it: --gpt2 DIR as "gpt2:" and the directory's
- * absolute path, --vocab FILE (BERT's WordPiece) as "wordpiece:" and the file's, so that
- * sampling or resuming from anywhere finds it, and the files' SHA-256 into sha (130 bytes).
- * The files are read now: a tokenizer that cannot be read is refused before training
- * starts. NULL after printing why, or for neither option (*failed false). */
-static const char *tokenizer_record(MglArena *a, const Args *args, char *sha, bool *failed)
+/* (cli.h) The absolute path lets sampling or resuming from anywhere find the files; they
+ * are read now, so a tokenizer that cannot be read is refused before training starts. */
+const char *cli_tokenizer_record(MglArena *a, const char *gpt2, const char *vocab, char *sha, bool *failed)
 {
 	char err[1024];
-	const char *kind = args->gpt2 ? "gpt2" : "wordpiece", *path = args->gpt2 ? args->gpt2 : args->vocab;
+	const char *kind = gpt2 ? "gpt2" : "wordpiece", *path = gpt2 ? gpt2 : vocab;
 	*failed = false;
 	if (!path)
 		return NULL;
-	RtTokenizer *tok = args->gpt2 ? cli_gpt2(path, NULL) : rt_tok_wordpiece(path, err, sizeof err);
+	RtTokenizer *tok = gpt2 ? cli_gpt2(path, NULL) : rt_tok_wordpiece(path, err, sizeof err);
 	if (!tok) {
-		if (!args->gpt2)
+		if (!gpt2)
 			fprintf(stderr, "mgl: error: %s\n", err);
 		*failed = true;
 		return NULL;
@@ -98,6 +95,31 @@ static const char *tokenizer_record(MglArena *a, const Args *args, char *sha, bo
 	return mgl_fmt(a, "%s:%s/%s", kind, cwd, path);
 }
 
+/* The model source, preset and set the checkpoint at dir (or its checkpoint.safetensors)
+ * records, into rec[3] (malloc'd; preset and set NULL where empty). */
+static int init_model(const char *dir, char **rec)
+{
+	char path[4096], err[1024];
+	struct stat st;
+	snprintf(path, sizeof path, !stat(dir, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s", dir);
+	RtCkpt c;
+	RtCkptMeta m;
+	int rc = rt_ckpt_read(path, &c, err, sizeof err) ? -1 : rt_ckpt_meta_read(&c, path, &m, err, sizeof err);
+	if (!rc && (!m.source || !*m.source)) {
+		snprintf(err, sizeof err, "%.900s holds no model source: give the model file (mgl train FILE --init DIR)", path);
+		rc = -1;
+	}
+	if (rc)
+		fprintf(stderr, "mgl: error: %s\n", err);
+	else
+		for (int k = 0; k < 3; k++) {
+			const char *v = k == 0 ? m.source : k == 1 ? m.preset : m.set;
+			rec[k] = v && *v ? strdup(v) : NULL;
+		}
+	rt_ckpt_free(&c);
+	return rc;
+}
+
 int cmd_train(Args *a)
 {
 	const RtBackend *be = cli_backend(a);
@@ -105,6 +127,15 @@ int cmd_train(Args *a)
 		return 2;
 	if (!a->data)
 		return usage_error("train", "--data TRAIN.bin is required%s", "");
+	if (a->init && a->resume)
+		return usage_error("train", "--init DIR starts afresh from a checkpoint's weights; --resume %s continues its "
+				   "run: give one", a->resume);
+	/* --init without a model file: the checkpoint's model, preset and set, --set after them */
+	char *rec[3] = {0};
+	const char *file = a->file ? a->file : a->init, *preset = a->preset, *set = a->set;
+	if (!a->file && init_model(a->init, rec))
+		return 1;
+	preset = preset ? preset : rec[1];
 	MglCtx c = {0};
 	jmp_buf jb;
 	c.fail = &jb;
@@ -119,16 +150,19 @@ int cmd_train(Args *a)
 			goto done;
 		}
 		MglGraph *g;
-		MglPlan *p = cli_plan(&c, a->file, NULL, a->preset, a->set, &t, &g);
+		if (rec[2])
+			set = set ? mgl_fmt(&c.arena, "%s,%s", rec[2], set) : rec[2];
+		MglPlan *p = cli_plan(&c, file, rec[0], preset, set, &t, &g);
 		size_t len;
 		char err[1024], sha[130] = "";
-		source = mgl_read_whole(a->file, MGL_MAX_FILE_BYTES, "model files", &len, err, sizeof err);
+		source = a->file ? mgl_read_whole(a->file, MGL_MAX_FILE_BYTES, "model files", &len, err, sizeof err)
+				 : strdup(rec[0]);
 		if (a->gpt2 && a->vocab) {
 			status = usage_error("train", "--gpt2 (GPT-2's BPE) and --vocab (BERT's WordPiece) exclude each other%s", "");
 			goto done;
 		}
 		bool failed;
-		const char *tokenizer = tokenizer_record(&c.arena, a, sha, &failed);
+		const char *tokenizer = cli_tokenizer_record(&c.arena, a->gpt2, a->vocab, sha, &failed);
 		if (failed) {
 			status = 1;
 			goto done;
@@ -139,10 +173,11 @@ int cmd_train(Args *a)
 		RtTrainOpts o = {
 			.data = a->data, .val = a->val, .steps = a->steps, .warmup = a->warmup,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
-			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .log_path = a->log,
+			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .init_dir = a->init,
+			.log_path = a->log,
 			.tensorboard = a->tensorboard,
-			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = a->preset,
-			.set = a->set, .tokenizer = tokenizer, .tokenizer_sha256 = tokenizer ? sha : NULL, .msgs = stderr,
+			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = preset,
+			.set = set, .tokenizer = tokenizer, .tokenizer_sha256 = tokenizer ? sha : NULL, .msgs = stderr,
 			.progress = isatty(2), .log_every = a->log_every, .nparams = mgl_param_count(g),
 			.flops = cost.flops_fwd + cost.flops_bwd,
 		};
@@ -179,6 +214,8 @@ int cmd_train(Args *a)
 	}
 done:
 	free(source);
+	for (int k = 0; k < 3; k++)
+		free(rec[k]);
 	mgl_arena_free(&c.arena);
 	return status;
 }

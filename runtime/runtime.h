@@ -6,6 +6,8 @@
  *   bert_data.c   BERT's pre-training examples: sentence pairs, masked tokens
  *   checkpoint.c  safetensors files: full (unsharded) tensors by name, plus metadata
  *                 (the keys mgl writes, checked when read)
+ *   hf.c          GPT-2 as Hugging Face keeps it: the name mapping both ways, config.json,
+ *                 sharded checkpoints (model.safetensors.index.json)
  *   json.c        the JSON reader (checkpoints' headers, GPT-2's encoder.json, logs) and UTF-8
  *   io.c          messages, files replaced whole or not at all, bf16 conversion
  *   backend.h     the interface a backend implements (cpu.c; cuda/ later)
@@ -127,6 +129,8 @@ RtTokenizer *rt_tok_bytes(void);                                   /* ids 0..255
  * RT_TOK_MAX_FILE_BYTES; GPT-2's are 1 MB and 0.5 MB). */
 enum { RT_TOK_MAX_FILE_BYTES = 1 << 30 };
 RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen);
+/* The same from the two files by path (Hugging Face names them vocab.json and merges.txt). */
+RtTokenizer *rt_tok_gpt2_files(const char *encoder_json, const char *vocab_bpe, char *err, size_t errlen);
 int rt_tok_vocab(const RtTokenizer *t);                            /* 256, 50257, ... */
 int rt_tok_eot(const RtTokenizer *t);                              /* <|endoftext|>, or -1 */
 /* GPT-2's: the SHA-256 of encoder.json and of vocab.bpe as read, in hex, separated by a
@@ -275,6 +279,66 @@ int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *er
  * has_state and the schedule's without has_schedule, left out). */
 int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptMeta *m, char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- Hugging Face's GPT-2 (hf.c) */
+
+/* Tensors made from others: t[i] from the tensor named from[i] (all malloc'd). */
+typedef struct {
+	RtTensor *t;
+	char **from;
+	int n, cap;
+	int layers;           /* the Transformer layers among them */
+} RtTensors;
+void rt_tensors_free(RtTensors *o);
+/* "[64, 192]" into buf (cap bytes): buf. */
+const char *rt_shape_str(char *buf, size_t cap, int rank, const int64_t *shape);
+
+/* A checkpoint of models/gpt2.mgl (c, read from path) under GPT2LMHeadModel's names
+ * (transformer.h.N.attn.c_attn.weight [in, 3 d], ...): the tensors mgl export writes.
+ * Optimizer state is left out. 0, or -1 with err (a tensor missing or misshapen). */
+int rt_hf_from_mgl(const RtCkpt *c, const char *path, RtTensors *o, char *err, size_t errlen);
+/* The other way: n tensors of a GPT-2 checkpoint (file names them in messages) under
+ * models/gpt2.mgl's names, the layers counted from the names. Names with or without
+ * "transformer."; the causal-mask buffers (h.N.attn.bias, h.N.attn.masked_bias) passed
+ * over; lm_head.weight must equal wte. 0, or -1 with err naming the first tensor that is
+ * missing, of the wrong rank or shape, twice, or of no place in GPT-2's layout. */
+int rt_hf_to_mgl(const RtTensor *const *t, int n, const char *file, RtTensors *o, char *err, size_t errlen);
+
+/* What mgl reads of a config.json (GPT2Config's names; absent keys are its defaults). */
+typedef struct {
+	int64_t vocab_size, n_positions, n_embd, n_layer, n_head;   /* each at least 1 */
+	int64_t n_inner;                   /* the MLP's width; 0 (null): 4 n_embd */
+	double layer_norm_epsilon;
+	char activation_function[32], model_type[32];   /* "" model_type: not given */
+	bool scale_attn_weights, scale_attn_by_inverse_layer_idx, add_cross_attention;
+} RtHfConfig;
+/* 0, or -1 with err naming file and the byte or key that is wrong. */
+int rt_hf_config_parse(const void *buf, size_t len, const char *file, RtHfConfig *c, char *err, size_t errlen);
+
+/* model.safetensors.index.json: tensor names[i] is in files[file_of[i]], a file name beside
+ * the index (never a path: no '/', not "." or ".."). */
+typedef struct {
+	char **names;
+	int *file_of;
+	int n, cap;
+	char **files;
+	int nfiles;
+} RtHfIndex;
+int rt_hf_index_parse(const void *buf, size_t len, const char *file, RtHfIndex *x, char *err, size_t errlen);
+void rt_hf_index_free(RtHfIndex *x);
+
+/* A Hugging Face checkpoint read whole: path is a directory holding
+ * model.safetensors.index.json (and its shards) or model.safetensors, or one of those
+ * files. t[0..n) are every tensor of every shard, each checked to be where the index says
+ * (and the index's every tensor found). 0, or -1 with err. */
+typedef struct {
+	RtCkpt *shards;
+	int nshards;
+	const RtTensor **t;
+	int n;
+} RtHfCkpt;
+int rt_hf_read(const char *path, RtHfCkpt *h, char *err, size_t errlen);
+void rt_hf_free(RtHfCkpt *h);
+
 /* ---------------------------------------------------------------- TensorBoard (tensorboard.c) */
 
 /* The CRC-32C (Castagnoli) of n bytes, as TFRecord framing checks it ("123456789":
@@ -386,6 +450,8 @@ typedef struct {
 	int64_t eval_every, eval_batches;  /* with val; 0: every steps / 10 (at least 1), 8 batches */
 	int64_t save_every;                /* 0: save only at the end (and on SIGINT) */
 	const char *save_dir, *resume_dir, *log_path;
+	const char *init_dir;              /* the weights to start from (not with resume_dir): the AdamW
+					      moments zero, step 0, o's seed, schedule and data stream */
 	const char *tensorboard;           /* DIR: a TensorBoard events file of each step's scalars */
 	/* what a checkpoint records so `mgl sample` and `--resume` can rebuild the model */
 	const char *model_name, *model_source, *preset, *set;

@@ -1049,14 +1049,14 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
+RtTokenizer *rt_tok_gpt2_files(const char *epath, const char *vpath, char *err, size_t errlen)
 {
 	Loader L = {.err = err, .errlen = errlen};
 	alphabet_init(&L.abc);
-	char *epath = join(dir, "encoder.json"), *vpath = join(dir, "vocab.bpe"), *etext = NULL, *vtext = NULL;
+	char *etext = NULL, *vtext = NULL;
 	RtTokenizer *t = calloc(1, sizeof *t);
-	if (!epath || !vpath || !t) {
-		rt_errf(err, errlen, "%s: out of memory", dir);
+	if (!t) {
+		rt_errf(err, errlen, "%s: out of memory", epath);
 		goto bad;
 	}
 	t->kind = TOK_GPT2;
@@ -1088,19 +1088,28 @@ RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
 	if (load_merges(&L, vlen))
 		goto bad;
 	free(L.map.slot);
-	free(epath);
-	free(vpath);
 	free(etext);
 	free(vtext);
 	return t;
 bad:
 	free(L.map.slot);
-	free(epath);
-	free(vpath);
 	free(etext);
 	free(vtext);
 	rt_tok_free(t);
 	return NULL;
+}
+
+RtTokenizer *rt_tok_gpt2(const char *dir, char *err, size_t errlen)
+{
+	char *epath = join(dir, "encoder.json"), *vpath = join(dir, "vocab.bpe");
+	RtTokenizer *t = NULL;
+	if (!epath || !vpath)
+		rt_errf(err, errlen, "%s: out of memory", dir);
+	else
+		t = rt_tok_gpt2_files(epath, vpath, err, errlen);
+	free(epath);
+	free(vpath);
+	return t;
 }
 
 /* ---------------------------------------------------------------- BERT's WordPiece */

@@ -112,6 +112,7 @@ typedef struct {
 	RtEvents *tb;               /* --tensorboard */
 	char *tokenizer, *tok_sha;  /* what checkpoints record: the options', or the resumed one's */
 	char *resumed;              /* the checkpoint resumed from, or NULL */
+	char *init_from;            /* the checkpoint whose weights it starts from (--init), or NULL */
 	Schedule was;               /* the resumed checkpoint's schedule */
 	double shown;               /* when a line was last printed */
 	char *err;
@@ -492,6 +493,7 @@ static void close_run(Train *t)
 	free(t->tokenizer);
 	free(t->tok_sha);
 	free(t->resumed);
+	free(t->init_from);
 }
 
 /* ---------------------------------------------------------------- parameters */
@@ -642,7 +644,10 @@ static int same_tokenizer(Train *t, const char *path, const char *tok, const cha
 	return 0;
 }
 
-static int resume(Train *t, const char *dir)
+/* --resume DIR: the weights, AdamW's moments, the step, the data stream and the seed; or
+ * with init (--init DIR), the weights alone (the moments zeroed: a fresh optimizer at step
+ * 0, the options' seed). */
+static int load(Train *t, const char *dir, bool init)
 {
 	char *path = malloc(strlen(dir) + 32);
 	struct stat st;
@@ -663,8 +668,10 @@ static int resume(Train *t, const char *dir)
 		rc = fail(t, "%s", e);
 		goto out;
 	}
-	if (!m.has_state) {
-		rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?", path);
+	if (!m.has_state && !init) {
+		rc = fail(t, "%s has no training state (step, adam_t, data_rng, seed): not an mgl checkpoint?\n"
+			  "  hint: --init DIR starts from its weights with a fresh optimizer (an imported checkpoint has "
+			  "no state)", path);
 		goto out;
 	}
 	if (m.model && t->o->model_name && strcmp(m.model, t->o->model_name)) {
@@ -672,7 +679,7 @@ static int resume(Train *t, const char *dir)
 		goto out;
 	}
 	for (int i = 0; i < p->nparams && !rc; i++)
-		for (int w = 0; w < 3 && !rc; w++) {
+		for (int w = 0; w < (init ? 1 : 3) && !rc; w++) {
 			const MglPlanParam *q = &p->params[i];
 			char name[512];
 			snprintf(name, sizeof name, "%s%s", w == 0 ? "" : w == 1 ? "optimizer.m." : "optimizer.v.", q->name);
@@ -695,8 +702,16 @@ static int resume(Train *t, const char *dir)
 				break;
 			}
 			rt_param_set(t->job, i, w, x->data);
+			if (init) {   /* AdamW's moments start at zero */
+				float *z = calloc((size_t)mgl_param_numel(q) + 1, sizeof *z);
+				rt_param_set(t->job, i, RT_PARAM_M, z);
+				rt_param_set(t->job, i, RT_PARAM_V, z);
+				free(z);
+			}
 		}
-	if (!rc) {
+	if (!rc && init) {
+		rc = same_tokenizer(t, path, m.tokenizer, m.tokenizer_sha256);
+	} else if (!rc) {
 		t->step = m.step;
 		t->adam_t = m.adam_t;
 		t->data_rng = m.data_rng;
@@ -706,7 +721,7 @@ static int resume(Train *t, const char *dir)
 		rc = same_tokenizer(t, path, m.tokenizer, m.tokenizer_sha256);
 	}
 	/* a checkpoint of a larger model holds tensors this one lacks: not the same model */
-	if (!rc && c.n != 3 * p->nparams) {
+	if (!rc && c.n != (init && !m.has_state ? 1 : 3) * p->nparams) {
 		for (int i = 0; i < c.n && !rc; i++) {
 			const char *name = c.t[i].name;
 			if (!strncmp(name, "optimizer.m.", 12) || !strncmp(name, "optimizer.v.", 12))
@@ -723,6 +738,8 @@ out:
 	rt_ckpt_free(&c);
 	if (rc)
 		free(path);
+	else if (init)
+		t->init_from = path;
 	else
 		t->resumed = path;
 	return rc;
@@ -1034,7 +1051,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
 	if (open_job(&t, be))
 		goto out;
-	if (o->resume_dir && resume(&t, o->resume_dir))
+	if ((o->resume_dir && load(&t, o->resume_dir, false)) || (o->init_dir && load(&t, o->init_dir, true)))
 		goto out;
 	if (open_data(&t))
 		goto out;
@@ -1077,6 +1094,8 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	}
 	if (t.resumed)
 		say(&t, "mgl: resuming from step %s (%s)\n%s", mgl_commas(t.step, b1), t.resumed, note);
+	else if (t.init_from)
+		say(&t, "mgl: starting from the weights of %s (a fresh optimizer, step 0)\n", t.init_from);
 	else
 		for (int i = 0; i < plan->nparams; i++)
 			init_param(&t, i);

@@ -6,7 +6,7 @@
 # usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
-sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7}}
+sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7 8}}
 want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 pass=0 fail=0
@@ -210,6 +210,19 @@ if want 7; then
 		echo "SKIP: TensorBoard's reader: no tensorboard module for python3"
 	else
 		ok "$([ $st = 0 ] && [ $rd = 0 ] && echo 1)" "--tensorboard read by TensorBoard's EventAccumulator (train exit $st, reader exit $rd)"
+	fi
+fi
+# 8. mgl import (docs/import.md) against transformers: a random GPT2LMHeadModel saved with
+# save_pretrained, imported, its loss on a batch as transformers computes it and as mgl does
+# (fp32 cpu within 1e-4, bf16 cuda within 1e-2; tests/gpu/hf_import.py)
+if want 8; then
+	python3 tests/gpu/hf_import.py "$mgl" "$out" >"$out/hf_import.txt" 2>&1
+	st=$?
+	cat "$out/hf_import.txt"
+	if [ $st = 77 ]; then
+		:   # it said SKIP
+	else
+		ok "$([ $st = 0 ] && echo 1)" "mgl import of transformers' GPT2LMHeadModel: the same loss (exit $st)"
 	fi
 fi
 echo "gpu_check: $pass passed, $fail failed"
