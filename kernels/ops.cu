@@ -697,15 +697,6 @@ __device__ __forceinline__ void fa_mma(float *d, const unsigned *a, unsigned b0,
 		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
 		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-// the A fragment of the 16 x 16 tile at p (row-major, ld elements a row) in shared memory
-__device__ __forceinline__ void fa_lds_a(unsigned *a, const bf16 *p, int ld)
-{
-	int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-	a[0] = fa_u32(p + g * ld + 2 * t);
-	a[1] = fa_u32(p + (g + 8) * ld + 2 * t);
-	a[2] = fa_u32(p + g * ld + 2 * t + 8);
-	a[3] = fa_u32(p + (g + 8) * ld + 2 * t + 8);
-}
 // the B fragments of two n-tiles (b[0], b[1]: columns 0-7; b[2], b[3]: columns 8-15) of the
 // 16 x 16 tile at p stored [k][n] (row-major, ld elements a row): ldmatrix with .trans
 __device__ __forceinline__ void fa_ldsm_t(unsigned *b, const bf16 *p, int ld)
@@ -716,17 +707,37 @@ __device__ __forceinline__ void fa_ldsm_t(unsigned *b, const bf16 *p, int ld)
 		     : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
 		     : "r"(a));
 }
-// rows [row0, row0 + n) of x [., ld] (columns [0, DH)) into shared s [n][DH + 8], zeros past S
+// the four 8 x 8 matrices of the 16 x 16 tile at p (row-major, ld elements a row) in
+// shared memory, as an A fragment: r[0] rows 0-7 / columns 0-7, r[1] rows 8-15 / 0-7, r[2]
+// rows 0-7 / 8-15, r[3] rows 8-15 / 8-15. Read as B fragments of a tile stored [n][k]
+// (K's rows for Q K^T), n-tile 0 is {r[0], r[2]} and n-tile 1 {r[1], r[3]}.
+__device__ __forceinline__ void fa_ldsm(unsigned *r, const bf16 *p, int ld)
+{
+	int l = threadIdx.x % 32, m = l / 8;
+	unsigned a = fa_smem(p + ((m & 1) * 8 + l % 8) * ld + (m >> 1) * 8);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(a));
+}
+// rows [row0, row0 + n) of x [., ld] (columns [0, DH)) into shared s [n][DH + 8], zeros past
+// S, by cp.async (16 bytes a copy) as one group, not waited for (fa_wait)
 template <int DH>
 __device__ __forceinline__ void fa_tile(bf16 *s, const bf16 *x, i64 ld, i64 row0, int n, i64 S)
 {
 	for (int e = threadIdx.x; e < n * DH / 8; e += blockDim.x) {
 		int r = e / (DH / 8), c = e % (DH / 8) * 8;
-		uint4 v = make_uint4(0, 0, 0, 0);
-		if (row0 + r < S)
-			v = *(const uint4 *)(x + (row0 + r) * ld + c);
-		*(uint4 *)(s + r * (DH + 8) + c) = v;
+		bool in = row0 + r < S;
+		const bf16 *src = x + (in ? row0 + r : 0) * ld + c;
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem(s + r * (DH + 8) + c)), "l"(src),
+			     "r"(in ? 16 : 0));
 	}
+	asm volatile("cp.async.commit_group;");
+}
+// until at most N of this thread's cp.async groups are in flight
+template <int N>
+__device__ __forceinline__ void fa_wait()
+{
+	asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 __device__ __forceinline__ float fa_quad_max(float v)
 {
@@ -739,21 +750,25 @@ __device__ __forceinline__ float fa_quad_sum(float v)
 	return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// Forward. grid (ceil(S / 64), B * H), 128 threads; warp w owns queries 16w .. 16w + 15 of
+// Forward. grid (ceil(S / 64), B * H), 128 threads, flash_fwd_smem(DH) bytes of dynamic
+// shared memory; warp w owns queries 16w .. 16w + 15 of
 // the block's 64, their Q fragments in registers, and walks the key tiles (up to the
-// diagonal when causal), K and V tiles in shared memory.
+// diagonal when causal), K and V tiles in shared memory, two of each: the next pair is
+// copied (cp.async) while this one is used.
 template <int DH>
 __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S,
 			  i64 H, int causal)
 {
-	constexpr int LD = DH + 8;
-	__shared__ __align__(16) bf16 Ks[FA_ROWS * LD], Vs[FA_ROWS * LD];
-	__shared__ int ok[FA_ROWS];
+	constexpr int LD = DH + 8, TILE = FA_ROWS * LD;
+	extern __shared__ __align__(16) unsigned char fa_shared[];
+	bf16 *kv = (bf16 *)fa_shared;   // buffer i: K at kv + 2 i TILE, V a TILE after it
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
 	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
-	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8;
+	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8, nkt = causal ? qt + 1 : ntiles;
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
+	fa_tile<DH>(kv, k + base, D, 0, FA_ROWS, S);
+	fa_tile<DH>(kv + TILE, v + base, D, 0, FA_ROWS, S);
 	unsigned qf[DH / 16][4];
 	for (int kk = 0; kk < DH / 16; kk++) {
 		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
@@ -765,32 +780,45 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 	float acc[DH / 8][4], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;
 	for (int d = 0; d < DH / 8; d++)
 		acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0;
-	for (i64 kt = 0; kt < (causal ? qt + 1 : ntiles); kt++) {
+	for (i64 kt = 0; kt < nkt; kt++) {
 		i64 j0 = kt * FA_ROWS;
-		__syncthreads();
-		fa_tile<DH>(Ks, k + base, D, j0, FA_ROWS, S);
-		fa_tile<DH>(Vs, v + base, D, j0, FA_ROWS, S);
-		if (threadIdx.x < FA_ROWS)
-			ok[threadIdx.x] = j0 + threadIdx.x < S && (!mask || mask[b * S + j0 + threadIdx.x]);
+		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
+		if (kt + 1 < nkt) {   // the next pair into the other buffers (free since the last step's end)
+			bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
+			fa_tile<DH>(next, k + base, D, j0 + FA_ROWS, FA_ROWS, S);
+			fa_tile<DH>(next + TILE, v + base, D, j0 + FA_ROWS, FA_ROWS, S);
+			fa_wait<2>();   // this pair's two groups are done
+		} else {
+			fa_wait<0>();
+		}
 		__syncthreads();
 		float s[8][4];
 		for (int n = 0; n < 8; n++)
 			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
 		for (int kk = 0; kk < DH / 16; kk++)
-			for (int n = 0; n < 8; n++) {
-				const bf16 *kp = Ks + (n * 8 + g) * LD + kk * 16 + 2 * t;
-				fa_mma(s[n], qf[kk], fa_u32(kp), fa_u32(kp + 8));
+			for (int n = 0; n < 8; n += 2) {
+				unsigned kb[4];
+				fa_ldsm(kb, K_ + n * 8 * LD + kk * 16, LD);
+				fa_mma(s[n], qf[kk], kb[0], kb[2]);
+				fa_mma(s[n + 1], qf[kk], kb[1], kb[3]);
 			}
-		float mx0 = m0, mx1 = m1;
+		// masks only in the tiles that have masked keys: the diagonal, padding, the end of S
+		if ((causal && kt == qt) || mask || j0 + FA_ROWS > S)
+			for (int n = 0; n < 8; n++)
+				for (int e = 0; e < 2; e++) {
+					i64 j = j0 + n * 8 + 2 * t + e;
+					bool in = j < S && (!mask || mask[b * S + j]);
+					s[n][e] = in && (!causal || j <= r0) ? s[n][e] : -INF;
+					s[n][2 + e] = in && (!causal || j <= r1) ? s[n][2 + e] : -INF;
+				}
 		for (int n = 0; n < 8; n++)
-			for (int e = 0; e < 2; e++) {
-				int j = n * 8 + 2 * t + e;
-				bool in = ok[j];
-				s[n][e] = in && (!causal || j0 + j <= r0) ? s[n][e] * scale2 : -INF;
-				s[n][2 + e] = in && (!causal || j0 + j <= r1) ? s[n][2 + e] * scale2 : -INF;
-				mx0 = fmaxf(mx0, s[n][e]);
-				mx1 = fmaxf(mx1, s[n][2 + e]);
-			}
+			for (int e = 0; e < 4; e++)
+				s[n][e] *= scale2;   // -inf stays -inf
+		float mx0 = m0, mx1 = m1;
+		for (int n = 0; n < 8; n++) {
+			mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+			mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+		}
 		mx0 = fa_quad_max(mx0);
 		mx1 = fa_quad_max(mx1);
 		// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
@@ -816,10 +844,11 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 		for (int kc = 0; kc < 4; kc++)
 			for (int d = 0; d < DH / 16; d++) {
 				unsigned bv[4];
-				fa_ldsm_t(bv, Vs + kc * 16 * LD + d * 16, LD);
+				fa_ldsm_t(bv, V_ + kc * 16 * LD + d * 16, LD);
 				fa_mma(acc[2 * d], pf[kc], bv[0], bv[1]);
 				fa_mma(acc[2 * d + 1], pf[kc], bv[2], bv[3]);
 			}
+		__syncthreads();   // this pair's buffers are free for the pair after next
 	}
 	l0 = fa_quad_sum(l0);
 	l1 = fa_quad_sum(l1);
@@ -841,7 +870,8 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 
 // Backward. grid (ceil(S / 64), B * H), 128 threads, flash_bwd_smem(DH) bytes of dynamic
 // shared memory; warp w owns keys 16w .. 16w + 15 of the block's 64 and accumulates their dK
-// and dV in registers over the query tiles of 32 (from the diagonal when causal): S^T = K Q^T,
+// and dV in registers over the query tiles of 32 (from the diagonal when causal; Q and dO
+// tiles two of each, the next pair copied by cp.async while this one is used): S^T = K Q^T,
 // P^T = exp(S^T - lse), dP^T = V dO^T, dS^T = P^T (dP^T - delta) scale, dV += P^T dO,
 // dK += dS^T Q; dQ += dS K is shared by the blocks of a head, added atomically into dq (f32,
 // zeroed before, converted after). delta [B, H, S] = rowsum(dO o) from k_attention_delta.
@@ -850,31 +880,43 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 			  const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
 {
 	constexpr int LD = DH + 8, LDS = FA_ROWS + 8, DQC = DH % 32 == 0 ? DH / 2 : DH;
+	constexpr int QTILE = FA_BWD_Q * LD;
 	extern __shared__ __align__(16) unsigned char fa_shared[];
-	bf16 *Ks = (bf16 *)fa_shared, *Vs = Ks + FA_ROWS * LD, *Qs = Vs + FA_ROWS * LD, *Gs = Qs + FA_BWD_Q * LD;
-	bf16 *dSs = Gs + FA_BWD_Q * LD;
+	bf16 *Ks = (bf16 *)fa_shared, *Vs = Ks + FA_ROWS * LD, *qg = Vs + FA_ROWS * LD;   // buffer i: Q at qg + 2 i QTILE, dO after it
+	bf16 *dSs = qg + 4 * QTILE;
 	float *Ls = (float *)(dSs + FA_BWD_Q * LDS), *Ds = Ls + FA_BWD_Q;
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
 	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
 	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
+	i64 first = causal ? j0 : 0;
 	fa_tile<DH>(Ks, k + base, D, j0, FA_ROWS, S);
 	fa_tile<DH>(Vs, v + base, D, j0, FA_ROWS, S);
+	fa_tile<DH>(qg, q + base, D, first, FA_BWD_Q, S);
+	fa_tile<DH>(qg + QTILE, dy + base, D, first, FA_BWD_Q, S);
 	float dka[DH / 8][4], dva[DH / 8][4];
 	for (int d = 0; d < DH / 8; d++)
 		for (int e = 0; e < 4; e++)
 			dka[d][e] = dva[d][e] = 0;
-	for (i64 i0 = causal ? j0 : 0; i0 < S; i0 += FA_BWD_Q) {
-		__syncthreads();
-		fa_tile<DH>(Qs, q + base, D, i0, FA_BWD_Q, S);
-		fa_tile<DH>(Gs, dy + base, D, i0, FA_BWD_Q, S);
+	for (i64 i0 = first; i0 < S; i0 += FA_BWD_Q) {
+		const bf16 *Qs = qg + (((i0 - first) / FA_BWD_Q) & 1) * 2 * QTILE, *Gs = Qs + QTILE;
+		__syncthreads();   // the last tile's readers are done with its dS, lse, delta and the other buffers
+		if (i0 + FA_BWD_Q < S) {
+			bf16 *next = qg + (((i0 - first) / FA_BWD_Q + 1) & 1) * 2 * QTILE;
+			fa_tile<DH>(next, q + base, D, i0 + FA_BWD_Q, FA_BWD_Q, S);
+			fa_tile<DH>(next + QTILE, dy + base, D, i0 + FA_BWD_Q, FA_BWD_Q, S);
+		}
 		if (threadIdx.x < FA_BWD_Q) {
 			i64 i = i0 + threadIdx.x;
 			float L = i < S ? lse[blockIdx.y * S + i] : -INF;
 			Ls[threadIdx.x] = L == -INF ? INF : L * FA_LOG2E;   // +inf: P = 0 for rows with no key
 			Ds[threadIdx.x] = i < S ? delta[blockIdx.y * S + i] : 0.0f;
 		}
+		if (i0 + FA_BWD_Q < S)
+			fa_wait<2>();   // all but the next pair's two groups
+		else
+			fa_wait<0>();
 		__syncthreads();
 		float st[4][4], dp[4][4];   // [16 keys x 32 queries]: S^T then P^T; dP^T then dS^T
 		for (int n = 0; n < 4; n++)
@@ -882,12 +924,16 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 				st[n][e] = dp[n][e] = 0;
 		for (int kk = 0; kk < DH / 16; kk++) {
 			unsigned ka[4], va[4];
-			fa_lds_a(ka, Ks + w * 16 * LD + kk * 16, LD);
-			fa_lds_a(va, Vs + w * 16 * LD + kk * 16, LD);
-			for (int n = 0; n < 4; n++) {
-				const bf16 *qp = Qs + (n * 8 + g) * LD + kk * 16 + 2 * t, *gp = Gs + (n * 8 + g) * LD + kk * 16 + 2 * t;
-				fa_mma(st[n], ka, fa_u32(qp), fa_u32(qp + 8));
-				fa_mma(dp[n], va, fa_u32(gp), fa_u32(gp + 8));
+			fa_ldsm(ka, Ks + w * 16 * LD + kk * 16, LD);
+			fa_ldsm(va, Vs + w * 16 * LD + kk * 16, LD);
+			for (int n = 0; n < 4; n += 2) {
+				unsigned qb[4], gb[4];
+				fa_ldsm(qb, Qs + n * 8 * LD + kk * 16, LD);
+				fa_ldsm(gb, Gs + n * 8 * LD + kk * 16, LD);
+				fa_mma(st[n], ka, qb[0], qb[2]);
+				fa_mma(st[n + 1], ka, qb[1], qb[3]);
+				fa_mma(dp[n], va, gb[0], gb[2]);
+				fa_mma(dp[n + 1], va, gb[1], gb[3]);
 			}
 		}
 		unsigned pa[2][4], sa[2][4];
@@ -928,7 +974,7 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 				dqa[d][0] = dqa[d][1] = dqa[d][2] = dqa[d][3] = 0;
 			for (int kc = 0; kc < FA_ROWS / 16; kc++) {
 				unsigned a[4];
-				fa_lds_a(a, dSs + (w % 2) * 16 * LDS + kc * 16, LDS);
+				fa_ldsm(a, dSs + (w % 2) * 16 * LDS + kc * 16, LDS);
 				for (int d = 0; d < DQC / 16; d++) {
 					unsigned bk[4];
 					fa_ldsm_t(bk, Ks + kc * 16 * LD + c0 + d * 16, LD);

@@ -428,11 +428,14 @@ static const struct { int dh, fwd, bwd; } flash[] = {
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
 
-/* flash_bwd's shared memory: K and V tiles [64][dh + 8], Q and dO tiles [32][dh + 8] (bf16),
- * dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
+/* flash_fwd's shared memory: two K and two V tiles [64][dh + 8] (bf16) */
+static int flash_fwd_smem(int dh) { return 4 * FLASH_ROWS * (dh + 8) * 2; }
+
+/* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
+ * (bf16), dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
 static int flash_bwd_smem(int dh)
 {
-	return (2 * FLASH_ROWS + 2 * FLASH_BWD_Q) * (dh + 8) * 2 + FLASH_BWD_Q * (FLASH_ROWS + 8) * 2 + 2 * FLASH_BWD_Q * 4;
+	return (2 * FLASH_ROWS + 4 * FLASH_BWD_Q) * (dh + 8) * 2 + FLASH_BWD_Q * (FLASH_ROWS + 8) * 2 + 2 * FLASH_BWD_Q * 4;
 }
 
 static int flash_of(const Dev *d, int64_t dh)
@@ -466,7 +469,7 @@ static int op_attention(CudaCtx *c)
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0)
-		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 0,
+		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -751,9 +754,12 @@ int cuda_ops_prepare(RtRank *r)
 {
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
-	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++)
+	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
+		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
+						   flash_fwd_smem(flash[i].dh), d->device));
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
+	}
 	d->mt = calloc((size_t)p->nsteps, sizeof *d->mt);
 	d->mt_n = calloc((size_t)p->nsteps, sizeof *d->mt_n);
 	if (!d->mt || !d->mt_n)
