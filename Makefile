@@ -70,9 +70,9 @@ deps-test: deps
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) $(LDLIBS)
 
-$(BUILD)/kernels_src.c: kernels/ops.cu scripts/embed.sh
+$(BUILD)/kernels_src.c: kernels/ops.cu kernels/prelude.cuh scripts/embed.sh
 	@mkdir -p $(dir $@)
-	scripts/embed.sh rt_kernels_src $< > $@
+	{ scripts/embed.sh rt_kernels_src kernels/ops.cu; scripts/embed.sh rt_kernels_prelude kernels/prelude.cuh; } > $@
 $(BUILD)/kernels_src.o: $(BUILD)/kernels_src.c
 	$(CC) -c $< -o $@
 

@@ -236,15 +236,21 @@ int cmd_kernels(Args *a)
 	int nchains = 0;
 	MglArena ar = {0};
 	MglPlan *p = NULL;
-	void *cubin = NULL;
-	if (a->file) {   /* a plan: its chains too */
+	void *cubin = rt_cuda_compile(NULL, major, minor, &n, err, sizeof err);
+	if (cubin)
+		printf("kernels/ops.cu: compiled for %s by NVRTC (%s bytes of cubin)\n", arch, mgl_commas((int64_t)n, (char[32]){0}));
+	if (cubin && a->file) {   /* a plan: its chains too */
+		free(cubin);
+		cubin = NULL;
 		size_t len = 0;
 		char *text = mgl_read_whole(a->file, MGL_PLAN_MAX_BYTES, "plans", &len, err, sizeof err);
 		if (text && (p = mgl_plan_read(&ar, text, len, a->file, err, sizeof err)))
 			cubin = rt_cuda_compile_plan(p, major, minor, &n, &nchains, err, sizeof err);
 		free(text);
-	} else {
-		cubin = rt_cuda_compile(NULL, major, minor, &n, err, sizeof err);
+		if (cubin)
+			printf("the %s generated chain%s of %s: compiled for %s by NVRTC (%s bytes of cubin)\n",
+			       mgl_commas(nchains, (char[32]){0}), nchains == 1 ? "" : "s", a->file, arch,
+			       mgl_commas((int64_t)n, (char[32]){0}));
 	}
 	mgl_arena_free(&ar);
 	if (!cubin) {
@@ -252,12 +258,6 @@ int cmd_kernels(Args *a)
 		return 1;
 	}
 	free(cubin);
-	if (a->file)
-		printf("kernels/ops.cu and the %s generated chain%s of %s: compiled for %s by NVRTC (%s bytes of cubin)\n",
-		       mgl_commas(nchains, (char[32]){0}), nchains == 1 ? "" : "s", a->file, arch,
-		       mgl_commas((int64_t)n, (char[32]){0}));
-	else
-		printf("kernels/ops.cu: compiled for %s by NVRTC (%s bytes of cubin)\n", arch, mgl_commas((int64_t)n, (char[32]){0}));
 	return 0;
 #else
 	(void)a;

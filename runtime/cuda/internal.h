@@ -35,6 +35,7 @@ typedef struct {
 	int out;                   /* the one value it writes */
 	int indexed;               /* the value whose elements G indexes (a dropout's input), or -1 */
 	int width;                 /* elements a thread: 4 (vector loads) where every size allows, else 1 */
+	int kernel;                /* the head of the chain whose kernel it runs (nvrtc.c: the same code) */
 } CudaChain;
 /* The chains (*chains malloc'd), or -(s + 1) if step s can run neither alone nor so. */
 int cuda_chains(const MglPlan *p, CudaChain **chains);
@@ -62,8 +63,8 @@ typedef struct {
 	DevRun *run;
 	ncclComm_t tp, dp;
 	Graph graphs[16];
-	uint64_t module;          /* the key of the loaded module the kernels below are in */
-	bool has_module;
+	uint64_t module[2];       /* the keys of the loaded modules the kernels below are in: */
+	int nmodules;             /* the fixed kernels' (ops.cu), then the chains' (if any) */
 	cudaKernel_t *kernels;    /* ops.c's, by its numbering (cuda_kernel_names) */
 	CudaChain *chains;          /* the plan's fused chains, and each one's kernel */
 	int nchains;

@@ -1,8 +1,11 @@
-/* runtime/cuda/nvrtc.c — the cuda backend's kernels: kernels/ops.cu and the plan's
- * generated chains (chains.c) as one CUDA C source, compiled by NVRTC for the device's
- * architecture the first time and cached on disk by a hash of source, options and
- * versions, then loaded through the runtime API (cudaLibraryLoadData: no libcuda link, so
- * the one mgl binary starts on a machine without a driver and uses the cpu backend).
+/* runtime/cuda/nvrtc.c — the cuda backend's kernels, two modules a rank: kernels/ops.cu
+ * (the same for every plan) and the plan's generated chains (chains.c), each with
+ * kernels/prelude.cuh before it. Each is compiled by NVRTC for the device's architecture
+ * the first time and cached on disk by a hash of its source, the prelude, the options and
+ * the versions, then loaded through the runtime API (cudaLibraryLoadData: no libcuda link,
+ * so the one mgl binary starts on a machine without a driver and uses the cpu backend).
+ * Two modules, not one, because ops.cu takes NVRTC about 20 s and the chains a second or
+ * two: a new plan (another batch, tp, model) compiles only its chains.
  */
 #include "internal.h"
 
@@ -13,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-extern const char rt_kernels_src[];   /* kernels/ops.cu, embedded by the Makefile */
+extern const char rt_kernels_src[], rt_kernels_prelude[];   /* kernels/ops.cu, prelude.cuh: embedded by the Makefile */
 
 /* Modules by the hash of their source (the fixed kernels, and a plan's chains): NVRTC and
  * the loading once for each, whichever rank asks first; counted by the ranks using them and
@@ -88,7 +91,9 @@ void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *er
 	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", major, minor);
 	const char *opts[] = {arch, "-default-device", "--std=c++17", "-lineinfo"};
 	nvrtcProgram prog;
-	nvrtcResult rc = nvrtcCreateProgram(&prog, src ? src : rt_kernels_src, "kernels/ops.cu", 0, NULL, NULL);
+	const char *headers[] = {rt_kernels_prelude}, *names[] = {"prelude.cuh"};
+	nvrtcResult rc = nvrtcCreateProgram(&prog, src ? src : rt_kernels_src, src ? "chains.cu" : "kernels/ops.cu", 1, headers,
+					    names);
 	if (rc != NVRTC_SUCCESS) {
 		snprintf(err, errlen, "NVRTC: %s", nvrtcGetErrorString(rc));
 		return NULL;
@@ -100,8 +105,8 @@ void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *er
 		char *log = malloc(ln + 1);
 		log[0] = 0;
 		nvrtcGetProgramLog(prog, log);
-		snprintf(err, errlen, "NVRTC could not compile kernels/ops.cu for sm_%d%d: %s\n%.1500s", major, minor,
-			 nvrtcGetErrorString(rc), log);
+		snprintf(err, errlen, "NVRTC could not compile %s for sm_%d%d: %s\n%.1500s",
+			 src ? "the generated chains" : "kernels/ops.cu", major, minor, nvrtcGetErrorString(rc), log);
 		free(log);
 		nvrtcDestroyProgram(&prog);
 		return NULL;
@@ -127,7 +132,7 @@ static int load_module(RtRank *r, const char *src, int major, int minor, cudaLib
 	int nv_major = 0, nv_minor = 0, driver = 0;
 	nvrtcVersion(&nv_major, &nv_minor);
 	cudaDriverGetVersion(&driver);
-	uint64_t key = fnv(src, strlen(src), 1469598103934665603ull);
+	uint64_t key = fnv(src, strlen(src), fnv(rt_kernels_prelude, strlen(rt_kernels_prelude), 1469598103934665603ull));
 	int facts[5] = {major, minor, nv_major, nv_minor, driver};
 	key = fnv(facts, sizeof facts, key);
 	*keyp = key;
@@ -144,7 +149,7 @@ static int load_module(RtRank *r, const char *src, int major, int minor, cudaLib
 	void *cubin = cache_load(path, key, &n);
 	if (!cubin) {
 		char err[2048];
-		if (!(cubin = rt_cuda_compile(src, major, minor, &n, err, sizeof err))) {
+		if (!(cubin = rt_cuda_compile(src == rt_kernels_src ? NULL : src, major, minor, &n, err, sizeof err))) {
 			rc = cuda_fail(r, "%s", err);
 			goto out;
 		}
@@ -169,20 +174,32 @@ out:
 	return rc;
 }
 
-/* The plan's kernels in one source: the fixed ones of kernels/ops.cu, then a generated
- * kernel for each chain (chains.c). malloc'd. */
-static char *module_source(const MglPlan *p, const CudaChain *chains, int n)
+/* The plan's chains (chains.c) as one source after the prelude (malloc'd), each kernel once:
+ * a chain whose kernel would be the same as an earlier one's but for its name (the same
+ * steps on values of the same sizes, as every layer has) runs that one, chains[c].kernel
+ * (a GPT-2 124M plan without dropout: 85 chains, 5 kernels). */
+static char *chains_source(const MglPlan *p, CudaChain *chains, int n)
 {
-	size_t len = strlen(rt_kernels_src) + 1;
-	char *src = malloc(len);
-	memcpy(src, rt_kernels_src, len);
+	static const char head[] = "#include \"prelude.cuh\"\n";
+	size_t len = sizeof head;
+	char *src = malloc(len), **k = calloc((size_t)n + 1, sizeof *k);
+	memcpy(src, head, len);
 	for (int c = 0; c < n; c++) {
-		char *k = cuda_chain_source(p, &chains[c], p->tp);
-		src = realloc(src, len + strlen(k));
-		memcpy(src + len - 1, k, strlen(k) + 1);
-		len += strlen(k);
-		free(k);
+		k[c] = cuda_chain_source(p, &chains[c], p->tp);
+		const char *params = strchr(strstr(k[c], "void chain_"), '(');
+		chains[c].kernel = chains[c].head;
+		for (int e = 0; e < c && chains[c].kernel == chains[c].head; e++)
+			if (chains[e].kernel == chains[e].head && !strcmp(params, strchr(strstr(k[e], "void chain_"), '(')))
+				chains[c].kernel = chains[e].head;
+		if (chains[c].kernel != chains[c].head)
+			continue;
+		src = realloc(src, len + strlen(k[c]));
+		memcpy(src + len - 1, k[c], strlen(k[c]) + 1);
+		len += strlen(k[c]);
 	}
+	for (int c = 0; c < n; c++)
+		free(k[c]);
+	free(k);
 	return src;
 }
 
@@ -195,16 +212,17 @@ void *rt_cuda_compile_plan(const MglPlan *p, int major, int minor, size_t *n, in
 			 mgl_ops[p->steps[-*nchains - 1].op].name);
 		return NULL;
 	}
-	char *src = module_source(p, chains, *nchains);
-	if (getenv("MGL_KERNEL_SOURCE"))   /* for debugging: the generated part (docs/gpu.md) */
-		fputs(src + strlen(rt_kernels_src), stdout);
+	char *src = chains_source(p, chains, *nchains);
+	if (getenv("MGL_KERNEL_SOURCE"))   /* for debugging (docs/gpu.md) */
+		fputs(src, stdout);
 	void *cubin = rt_cuda_compile(src, major, minor, n, err, errlen);
 	free(src);
 	free(chains);
 	return cubin;
 }
 
-/* The plan's kernels (module_source), loaded for the rank's GPU. */
+/* The rank's two modules (the fixed kernels; the plan's chains, if it has any), loaded for
+ * its GPU. */
 int cuda_load_kernels(RtRank *r, int major, int minor)
 {
 	Dev *d = r->mem;
@@ -218,37 +236,41 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 	d->nchains = n;
 	for (int c = 0; c < n; c++)
 		d->chain_at[d->chains[c].head] = c;
-	char *src = module_source(p, d->chains, n);
 	cudaLibrary_t lib;
-	int rc = load_module(r, src, major, minor, &lib, &d->module);
-	free(src);
-	if (rc)
+	if (load_module(r, rt_kernels_src, major, minor, &lib, &d->module[0]))
 		return -1;
-	d->has_module = true;
+	d->nmodules = 1;
 	d->kernels = calloc((size_t)cuda_nkernels, sizeof *d->kernels);
 	for (int k = 0; k < cuda_nkernels; k++)
 		CK(cudaLibraryGetKernel(&d->kernels[k], lib, cuda_kernel_names[k]));
 	d->chain_kernels = calloc((size_t)d->nchains + 1, sizeof *d->chain_kernels);
+	if (!n)
+		return 0;
+	char *src = chains_source(p, d->chains, n);
+	int rc = load_module(r, src, major, minor, &lib, &d->module[1]);
+	free(src);
+	if (rc)
+		return -1;
+	d->nmodules = 2;
 	for (int c = 0; c < d->nchains; c++) {
 		char name[64];
-		snprintf(name, sizeof name, "chain_%d", d->chains[c].head);
+		snprintf(name, sizeof name, "chain_%d", d->chains[c].kernel);
 		CK(cudaLibraryGetKernel(&d->chain_kernels[c], lib, name));
 	}
 	return 0;
 }
 
-/* The rank no longer uses its module: the last user unloads it. */
+/* The rank no longer uses its modules: the last user of each unloads it. */
 void cuda_release_kernels(Dev *d)
 {
-	if (!d->has_module)
-		return;
 	pthread_mutex_lock(&module_lock);
-	for (int i = 0; i < nmodules; i++)
-		if (modules[i].key == d->module && --modules[i].users == 0) {
-			cudaLibraryUnload(modules[i].lib);
-			modules[i] = modules[--nmodules];
-			break;
-		}
+	for (int m = 0; m < d->nmodules; m++)
+		for (int i = 0; i < nmodules; i++)
+			if (modules[i].key == d->module[m] && --modules[i].users == 0) {
+				cudaLibraryUnload(modules[i].lib);
+				modules[i] = modules[--nmodules];
+				break;
+			}
 	pthread_mutex_unlock(&module_lock);
-	d->has_module = false;
+	d->nmodules = 0;
 }
