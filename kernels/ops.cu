@@ -7,6 +7,41 @@
 
 #include "prelude.cuh"
 
+// A block a row, for the classifier's kernels over logits [M, N]: a value of each thread
+// reduced over the block (the max, or the sum when SUM), returned to every thread; part: 32
+// floats of shared memory. Every thread of the block must call it.
+template <bool SUM>
+__device__ __forceinline__ float block_reduce(float v, float *part)
+{
+	v = SUM ? warp_sum(v) : warp_max(v);
+	if (threadIdx.x % 32 == 0)
+		part[threadIdx.x / 32] = v;
+	__syncthreads();
+	v = threadIdx.x % 32 < blockDim.x / 32 ? part[threadIdx.x % 32] : (SUM ? 0.0f : -INF);
+	v = SUM ? warp_sum(v) : warp_max(v);
+	__syncthreads();   // part may be written again
+	return v;
+}
+// f(j, z[r, j]) for the columns j < valid of row r, this thread's share: eight at a time, a
+// 16-byte load each, where the row is bf16 and N a multiple of 8 (GPT-2's padded vocabulary)
+template <typename F>
+__device__ __forceinline__ void row_each(const void *z, int zdt, i64 r, i64 N, i64 valid, F f)
+{
+	if (zdt == DT_BF16 && N % 8 == 0) {
+		const uint4 *p = (const uint4 *)((const bf16 *)z + r * N);
+		for (i64 c = threadIdx.x; c * 8 < valid; c += blockDim.x) {
+			uint4 u = p[c];
+			unsigned w[4] = {u.x, u.y, u.z, u.w};
+			for (int e = 0; e < 8; e++)
+				if (c * 8 + e < valid)
+					f(c * 8 + e, bf2f((bf16)(w[e / 2] >> (e % 2 * 16))));
+		}
+	} else {
+		for (i64 j = threadIdx.x; j < valid; j += blockDim.x)
+			f(j, ld(z, zdt, r * N + j));
+	}
+}
+
 extern "C" {
 
 // out[n, D] = table[ids - start] (rows of this rank) or 0
@@ -350,34 +385,35 @@ __global__ void k_select_bwd(const void *dy, int gdt, void *dx, int dxdt, i64 B,
 	}
 }
 
-// The vocabulary-parallel loss: columns [0, valid) of this rank's N are real.
+// The vocabulary-parallel loss: columns [0, valid) of this rank's N are real. A block a
+// row (rows past the grid by a stride).
 __global__ void k_vocab_max(const void *z, int zdt, float *mx, i64 M, i64 N, i64 valid)
 {
-	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
-	if (row >= M)
-		return;
-	float m = -INF;
-	for (i64 j = threadIdx.x % 32; j < valid; j += 32)
-		m = fmaxf(m, ld(z, zdt, row * N + j));
-	m = warp_max(m);
-	if (threadIdx.x % 32 == 0)
-		mx[row] = m;
+	__shared__ float part[32];
+	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
+		float m = -INF;
+		row_each(z, zdt, r, N, valid, [&](i64, float x) { m = fmaxf(m, x); });
+		m = block_reduce<false>(m, part);
+		if (threadIdx.x == 0)
+			mx[r] = m;
+	}
 }
 
+// stats[M, 2]: the sum of exp(z - max) over the row's real columns, and the target's logit
+// (0 when another rank holds it)
 __global__ void k_vocab_stats(const void *z, int zdt, const int *t, const float *mx, float *stats, i64 M, i64 N,
 			      i64 valid, i64 start)
 {
-	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
-	if (row >= M)
-		return;
-	float s = 0;
-	for (i64 j = threadIdx.x % 32; j < valid; j += 32)
-		s += __expf(ld(z, zdt, row * N + j) - mx[row]);
-	s = warp_sum(s);
-	if (threadIdx.x % 32 == 0) {
-		i64 col = (i64)t[row] - start;
-		stats[2 * row] = s;
-		stats[2 * row + 1] = col >= 0 && col < valid ? ld(z, zdt, row * N + col) : 0.0f;
+	__shared__ float part[32];
+	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
+		float s = 0, m = mx[r];
+		row_each(z, zdt, r, N, valid, [&](i64, float x) { s += __expf(x - m); });
+		s = block_reduce<true>(s, part);
+		if (threadIdx.x == 0) {
+			i64 col = (i64)t[r] - start;
+			stats[2 * r] = s;
+			stats[2 * r + 1] = col >= 0 && col < valid ? ld(z, zdt, r * N + col) : 0.0f;
+		}
 	}
 }
 
@@ -430,8 +466,9 @@ __global__ void k_count(const int *t, i64 M, i64 ignore, float *count)
 	}
 }
 
-// dz[M, N]: a block a row (no division an element); zeros in the rows whose target is
-// ignored and in the padding columns from valid on
+// dz[M, N]: a block a row; zeros in the rows whose target is ignored and in the padding
+// columns from valid on. Eight at a time (16-byte loads and stores) where z and dz are
+// bf16 and N a multiple of 8.
 __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *t, const float *lse, const float *count,
 			 void *dz, int dzdt, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
 {
@@ -439,11 +476,25 @@ __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *
 		bool kept = t[r] != ignore && count[0] > 0;
 		float sc = kept ? dloss[0] / count[0] : 0.0f, l = lse[r];
 		i64 target = (i64)t[r] - start, base = r * N;
-		for (i64 j = threadIdx.x; j < N; j += blockDim.x) {
-			float g = 0;
-			if (kept && j < valid)
-				g = sc * __expf(ld(z, zdt, base + j) - l) - (j == target ? sc : 0.0f);
-			st(dz, dzdt, base + j, g);
+		auto grad = [&](i64 j, float x) {
+			return kept && j < valid ? sc * __expf(x - l) - (j == target ? sc : 0.0f) : 0.0f;
+		};
+		if (zdt == DT_BF16 && dzdt == DT_BF16 && N % 8 == 0) {
+			const uint4 *zp = (const uint4 *)((const bf16 *)z + base);
+			uint4 *dp = (uint4 *)((bf16 *)dz + base);
+			for (i64 c = threadIdx.x; c * 8 < N; c += blockDim.x) {
+				uint4 u = kept ? zp[c] : make_uint4(0, 0, 0, 0);
+				unsigned w[4] = {u.x, u.y, u.z, u.w}, o[4];
+				for (int e = 0; e < 4; e++) {
+					i64 j = c * 8 + 2 * e;
+					float g0 = grad(j, bf2f((bf16)w[e])), g1 = grad(j + 1, bf2f((bf16)(w[e] >> 16)));
+					o[e] = (unsigned)f2bf(g0) | (unsigned)f2bf(g1) << 16;
+				}
+				dp[c] = make_uint4(o[0], o[1], o[2], o[3]);
+			}
+		} else {
+			for (i64 j = threadIdx.x; j < N; j += blockDim.x)
+				st(dz, dzdt, base + j, grad(j, j < valid ? ld(z, zdt, base + j) : 0.0f));
 		}
 	}
 }

@@ -48,6 +48,16 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 	return 0;
 }
 
+/* Kernel k a block of 256 threads a row of M (the classifier's: rows past the grid by a
+ * stride). */
+static int launch_rows(RtRank *r, int k, int64_t M, void **args)
+{
+	Dev *d = r->mem;
+	CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, 0,
+			    d->compute));
+	return 0;
+}
+
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
@@ -525,7 +535,7 @@ static int op_vocab_max(CudaCtx *c)
 	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	int zdt = dt(c->r, IN(0));
 	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
-	return launch(c->r, K_vocab_max, M, 32, ARGS(&Z, &zdt, &m, &M, &N, &valid));
+	return launch_rows(c->r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
 }
 
 static int op_vocab_stats(CudaCtx *c)
@@ -534,7 +544,7 @@ static int op_vocab_stats(CudaCtx *c)
 	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	int zdt = dt(c->r, IN(0));
 	void *Z = P(c->r, IN(0)), *t = P(c->r, IN(1)), *m = P(c->r, IN(2)), *st = P(c->r, OUT(0));
-	return launch(c->r, K_vocab_stats, M, 32, ARGS(&Z, &zdt, &t, &m, &st, &M, &N, &valid, &start));
+	return launch_rows(c->r, K_vocab_stats, M, ARGS(&Z, &zdt, &t, &m, &st, &M, &N, &valid, &start));
 }
 
 static int op_vocab_loss(CudaCtx *c)
@@ -561,9 +571,7 @@ static int op_ce_bwd(CudaCtx *c)
 			    d->compute));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
-	CK(cudaLaunchKernel((const void *)d->kernels[K_ce_bwd], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256),
-			    ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore), 0, d->compute));
-	return 0;
+	return launch_rows(r, K_ce_bwd, M, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
 }
 
 static int op_slice(CudaCtx *c)
