@@ -196,6 +196,10 @@ static int cuda_open(RtRank *r)
 	return 0;
 }
 
+/* The most marks a run records: one before each step, one before the wait for a collective
+ * there, and two at the end. */
+static int nmarks_max(const MglPlan *p) { return 2 * p->nsteps + 2; }
+
 static void cuda_close(RtRank *r)
 {
 	Dev *d = r->mem;
@@ -223,7 +227,7 @@ static void cuda_close(RtRank *r)
 		cudaEventDestroy(d->to_comm);
 	if (d->to_compute)
 		cudaEventDestroy(d->to_compute);
-	for (int k = 0; d->marks && k <= r->job->plan->nsteps; k++)
+	for (int k = 0; d->marks && k < nmarks_max(r->job->plan); k++)
 		if (d->marks[k])
 			cudaEventDestroy(d->marks[k]);
 	free(d->marks);
@@ -243,6 +247,12 @@ static void cuda_close(RtRank *r)
 		cudaFree(d->mt[k]);
 	free(d->mt);
 	free(d->mt_n);
+	for (int k = 0; d->coll_done && k < r->job->plan->nsteps; k++)
+		if (d->coll_done[k])
+			cudaEventDestroy(d->coll_done[k]);
+	free(d->coll_done);
+	free(d->coll_wait);
+	free(d->inflight);
 	free(d);
 	r->mem = NULL;
 	JobComms *jc = r->job->be_job;
@@ -294,12 +304,17 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 {
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
+	d->ninflight = 0;   /* a run that failed may have left some: never wait across runs */
 	for (int i = from; i < to; i++) {
 		const MglStep *s = &p->steps[i];
 		if (!(phases & (1u << s->phase)))
 			continue;
 		d->step = s;
-		if (mark(r, i))
+		/* the collectives that this step, or a step of its fused group, needs finished
+		 * (the wait counts as theirs in the profile) */
+		int end = d->chain_at[i] >= 0 ? d->chains[d->chain_at[i]].last : mgl_group_end(p, i);
+		int due = cuda_comm_due(r, end);
+		if ((due >= 0 && (mark(r, due) || cuda_comm_wait(r, end))) || mark(r, i))
 			return -1;
 		if (d->chain_at[i] >= 0) {   /* a fused chain: one generated kernel, then past its end */
 			if (run_chain(r, &d->chains[d->chain_at[i]], d->chain_kernels[d->chain_at[i]]))
@@ -313,6 +328,9 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		i = mgl_group_end(p, i);   /* a GEMM did its epilogue's steps, an adamw its group's: past them */
 	}
 	d->step = NULL;
+	int due = cuda_comm_due(r, -1);   /* every stream joined at the end (a captured graph must) */
+	if (due >= 0 && (mark(r, due) || cuda_comm_wait(r, -1)))
+		return -1;
 	return mark(r, -1);
 }
 
@@ -320,7 +338,7 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 static int make_marks(RtRank *r)
 {
 	Dev *d = r->mem;
-	int n = r->job->plan->nsteps + 1;
+	int n = nmarks_max(r->job->plan);
 	d->nmarks = 0;
 	if (d->marks)
 		return 0;

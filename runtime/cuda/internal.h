@@ -70,6 +70,10 @@ typedef struct {
 	int nchains;
 	cudaKernel_t *chain_kernels;
 	int *chain_at;            /* step -> the chain it heads, or -1 */
+	int *coll_wait;           /* per step: the step a collective's result is waited for at
+				     (plan.h: mgl_collective_waits), -1 for other steps */
+	cudaEvent_t *coll_done;   /* per collective step: recorded on the comm stream after it */
+	int *inflight, ninflight; /* collectives issued and not yet waited for */
 	void **mt;                /* per step: its multi-tensor table (ops.c), on the device */
 	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
@@ -91,6 +95,12 @@ int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 
  * for a GPU of compute capability major.minor into r's Dev */
 int cuda_load_kernels(RtRank *r, int major, int minor);
 void cuda_release_kernels(Dev *d);
+/* ops.c: collectives run on the comm stream beside the compute, which waits for each at
+ * the first step that needs it. cuda_comm_due: the last collective in flight that step
+ * needs (all of them at step -1, the end of a run), or -1; cuda_comm_wait: the compute
+ * stream waits for those. */
+int cuda_comm_due(RtRank *r, int step);
+int cuda_comm_wait(RtRank *r, int step);
 /* cuda.c: cudaMalloc, counted in d->allocated */
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
 /* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:

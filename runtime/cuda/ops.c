@@ -598,12 +598,46 @@ static int comm_begin(RtRank *r)
 	return 0;
 }
 
-/* ... and the compute stream for the communication's result. */
-static int comm_end(RtRank *r)
+/* ... and marks it done: the compute stream waits for it at the first step that needs it
+ * (cuda_comm_wait), running the steps before that beside it, or at once (now) when this op
+ * reads its result itself or it went through the staging buffer, which the next collective
+ * reuses. */
+static int comm_end(CudaCtx *c, bool now)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	if (now || d->coll_wait[c->index] < 0) {
+		CK(cudaEventRecord(d->to_compute, d->comm));
+		CK(cudaStreamWaitEvent(d->compute, d->to_compute, 0));
+		return 0;
+	}
+	CK(cudaEventRecord(d->coll_done[c->index], d->comm));
+	d->inflight[d->ninflight++] = c->index;
+	return 0;
+}
+
+int cuda_comm_due(RtRank *r, int step)
 {
 	Dev *d = r->mem;
-	CK(cudaEventRecord(d->to_compute, d->comm));
-	CK(cudaStreamWaitEvent(d->compute, d->to_compute, 0));
+	int due = -1;
+	for (int k = 0; k < d->ninflight; k++)
+		if (step < 0 || d->coll_wait[d->inflight[k]] <= step)
+			due = d->inflight[k];
+	return due;
+}
+
+int cuda_comm_wait(RtRank *r, int step)
+{
+	Dev *d = r->mem;
+	int kept = 0;
+	for (int k = 0; k < d->ninflight; k++) {
+		int c = d->inflight[k];
+		if (step < 0 || d->coll_wait[c] <= step)
+			CK(cudaStreamWaitEvent(d->compute, d->coll_done[c], 0));
+		else
+			d->inflight[kept++] = c;
+	}
+	d->ninflight = kept;
 	return 0;
 }
 
@@ -623,7 +657,7 @@ static int op_all_reduce(CudaCtx *c)
 				  c->s->attr.max ? ncclMax : ncclSum, comm, d->comm));
 	}
 	CKN(ncclGroupEnd());
-	return comm_end(r);
+	return comm_end(c, false);
 }
 
 static int op_all_gather(CudaCtx *c)
@@ -641,7 +675,7 @@ static int op_all_gather(CudaCtx *c)
 	if (comm_begin(r))
 		return -1;
 	CKN(ncclAllGather(P(r, IN(0)), dst, count, nccl_type(x->dtype), d->tp, d->comm));
-	if (comm_end(r))
+	if (comm_end(c, outer > 1))
 		return -1;
 	if (outer == 1)
 		return 0;
@@ -669,7 +703,7 @@ static int op_reduce_scatter(CudaCtx *c)
 	if (comm_begin(r))
 		return -1;
 	CKN(ncclReduceScatter(src, P(r, OUT(0)), count, nccl_type(o->dtype), ncclSum, d->tp, d->comm));
-	return comm_end(r);
+	return comm_end(c, outer > 1);
 }
 
 /* ---------------------------------------------------------------- the optimizer */
@@ -768,6 +802,15 @@ int cuda_ops_prepare(RtRank *r)
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
+	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
+	d->coll_done = calloc((size_t)p->nsteps, sizeof *d->coll_done);
+	d->inflight = malloc((size_t)p->nsteps * sizeof *d->inflight);
+	if (!d->coll_wait || !d->coll_done || !d->inflight)
+		return cuda_fail(r, "out of host memory");
+	mgl_collective_waits(p, d->coll_wait);
+	for (int s = 0; s < p->nsteps; s++)
+		if (d->coll_wait[s] >= 0)
+			CK(cudaEventCreateWithFlags(&d->coll_done[s], cudaEventDisableTiming));
 	d->mt = calloc((size_t)p->nsteps, sizeof *d->mt);
 	d->mt_n = calloc((size_t)p->nsteps, sizeof *d->mt_n);
 	if (!d->mt || !d->mt_n)
