@@ -280,6 +280,8 @@ int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, i
 void mgl_partition(MglCtx *c, MglPlan *p);
 /* adamw.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW */
 void mgl_adamw(MglCtx *c, MglPlan *p);
+/* schedule.c: collectives moved up to just after what they depend on (for overlap) */
+void mgl_schedule(MglPlan *p);
 /* fuse.c: elementwise chains and GEMM epilogues */
 void mgl_fuse(MglPlan *p);
 /* memplan.c: where each value lives (arena offsets by lifetime); never reorders steps */
@@ -306,8 +308,8 @@ void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
 /* pipeline.c: the passes above, in order, from a graph to a finished plan. mgl_run_passes
  * calls hook (if not NULL) after each pass with its name (mgl_passes[i]) and the plan so
  * far, and stops there when it returns true. */
-enum { MGL_NPASSES = 5 };
-extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, adamw, fuse, memplan */
+enum { MGL_NPASSES = 6 };
+extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, adamw, schedule, fuse, memplan */
 typedef bool MglPassHook(const char *pass, const MglPlan *p, void *arg);
 MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPassHook *hook, void *arg);
 MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);   /* every pass */

@@ -200,6 +200,35 @@ int64_t mgl_param_numel(const MglPlanParam *q)
 
 static bool in_arena(const MglValue *v) { return v->role == MGL_V_ACT || v->role == MGL_V_INPUT; }
 
+/* whether two values share a byte: the same region (inputs live in the arena) and ranges that meet */
+static bool share_bytes(const MglValue *a, const MglValue *b)
+{
+	MglRole ra = a->role == MGL_V_INPUT ? MGL_V_ACT : a->role, rb = b->role == MGL_V_INPUT ? MGL_V_ACT : b->role;
+	return ra == rb && a->bytes > 0 && b->bytes > 0 && a->offset < b->offset + b->bytes && b->offset < a->offset + a->bytes;
+}
+
+void mgl_collective_waits(const MglPlan *p, int *wait)
+{
+	for (int c = 0; c < p->nsteps; c++) {
+		const MglStep *x = &p->steps[c];
+		wait[c] = -1;
+		if (mgl_ops[x->op].kind != MGL_KIND_COLLECTIVE)
+			continue;
+		wait[c] = p->nsteps;
+		for (int s = c + 1; s < p->nsteps && wait[c] == p->nsteps; s++) {
+			const MglStep *y = &p->steps[s];
+			for (int k = 0; k < y->nin; k++)
+				for (int o = 0; o < x->nout; o++)
+					if (y->in[k] == x->out[o])
+						wait[c] = s;
+			for (int k = 0; k < y->nout; k++)
+				for (int i = 0; i < x->nin + x->nout; i++)
+					if (share_bytes(&p->values[y->out[k]], &p->values[i < x->nin ? x->in[i] : x->out[i - x->nin]]))
+						wait[c] = s;
+		}
+	}
+}
+
 int mgl_group_end(const MglPlan *p, int s)
 {
 	int f = p->steps[s].fuse, end = s;

@@ -277,6 +277,12 @@ int64_t mgl_param_numel(const MglPlanParam *q);
  * while it writes its outputs. The memory plan (compiler/memplan.c) places values by
  * these lifetimes and mgl_plan_check_memory holds any plan to them. first, last: [nvalues]. */
 void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last);
+/* When a runtime that runs collectives beside the compute (the cuda backend: their own
+ * stream) must have each one finished: wait[c], for each collective step c, is the first
+ * later step that reads one of c's outputs or writes bytes of c's inputs or outputs (the
+ * memory plan may give a collective's input, read for the last time there, to a value made
+ * after it), or p->nsteps when none does; -1 for the other steps. wait: [nsteps]. */
+void mgl_collective_waits(const MglPlan *p, int *wait);
 /* The last step of the fused group step s belongs to (s itself when it is alone). */
 int mgl_group_end(const MglPlan *p, int s);
 /* 0 if no two arena values alive at the same step share a byte, and fused groups are runs

@@ -432,6 +432,56 @@ START_TEST(swiglu_backward_is_one_chain)
 }
 END_TEST
 
+/* The schedule pass moves each backward all-reduce of a column-parallel layer's input
+ * gradient ahead of that layer's weight-gradient GEMM, and a runtime that waits for a
+ * collective only where mgl_collective_waits says runs the GEMM during it. The waits hold
+ * the plan to what a deferred wait needs: a step that overwrites a collective's bytes
+ * waits for it. */
+START_TEST(collectives_overlap_the_weight_gradients)
+{
+	Build b;
+	MglTarget t = target(2, false);
+	t.seq = 64;
+	build(&b, "models/gpt2.mgl", "tiny", t);
+	ck_assert_msg(b.p, "%s", b.diag);
+	const MglPlan *p = b.p;
+	int *wait = malloc((size_t)p->nsteps * sizeof *wait), overlapped = 0;
+	mgl_collective_waits(p, wait);
+	for (int c = 0; c < p->nsteps; c++) {
+		const MglStep *x = &p->steps[c];
+		ck_assert_int_eq(wait[c] >= 0, mgl_ops[x->op].kind == MGL_KIND_COLLECTIVE);
+		if (wait[c] < 0)
+			continue;
+		ck_assert_int_gt(wait[c], c);
+		/* nothing before the wait reads the result */
+		for (int s = c + 1; s < wait[c]; s++)
+			for (int k = 0; k < p->steps[s].nin; k++)
+				ck_assert_int_ne(p->steps[s].in[k], x->out[0]);
+		/* a backward all-reduce of input gradients with a weight-gradient GEMM before its wait */
+		bool dw = false;
+		for (int s = c + 1; s < wait[c]; s++)
+			dw |= p->steps[s].op == MGL_OP_MATMUL_DW;
+		overlapped += x->phase == MGL_BWD && x->op == MGL_OP_ALL_REDUCE && dw;
+	}
+	/* in each layer, the attention's (q, k and v) and the mlp's (fc): the column-parallel
+	 * linears at tp 2; and the vocabulary-parallel classifier's, before the tied table's */
+	ck_assert_int_eq(overlapped, 2 * p->nlayers + 1);
+	/* a step made to write over a collective's input waits for it */
+	for (int c = 0; c < p->nsteps; c++)
+		if (wait[c] > c + 1 && wait[c] < p->nsteps) {
+			MglValue *v = &b.p->values[p->steps[c + 1].out[0]], keep = *v;
+			const MglValue *in = &p->values[p->steps[c].in[0]];
+			v->role = in->role, v->offset = in->offset, v->bytes = in->bytes;
+			mgl_collective_waits(p, wait);
+			ck_assert_int_eq(wait[c], c + 1);
+			*v = keep;
+			break;
+		}
+	free(wait);
+	build_free(&b);
+}
+END_TEST
+
 /* What a profile counts each step as: its op's kind, but a fused group's step its group's
  * (one kernel) and the output layer's three GEMMs the classifier's. */
 START_TEST(step_kinds)
@@ -681,6 +731,7 @@ int main(void)
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(mem, optimizer_is_one_group);
+	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);
 	tcase_add_test(mem, step_kinds);
 	tcase_add_test(text, plan_round_trip);
