@@ -64,7 +64,9 @@ typedef struct RtBackend {
 	/* copy a value between the host (float for f32/bf16 values, int32 for i32) and the rank */
 	void (*write)(RtRank *r, int value, const void *host);
 	void (*read)(RtRank *r, int value, void *host);
-	void (*zero)(RtRank *r, int value);
+	/* every gradient of the rank set to 0 (before an optimizer step's first micro-batch),
+	 * ordered before the next run */
+	void (*zero_grads)(RtRank *r);
 	/* element i of an f32 value at the backend's own precision (the tests' oracle) */
 	double (*peek)(RtRank *r, int value, int64_t i);
 	/* whether it has a kernel for op: a plan with a step it has none for is refused at

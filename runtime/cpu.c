@@ -1332,9 +1332,11 @@ static void cpu_read(RtRank *r, int v, void *host)
 			((float *)host)[i] = (float)F(r, v)[i];
 }
 
-static void cpu_zero(RtRank *r, int v)
+static void cpu_zero_grads(RtRank *r)
 {
-	memset(ptr(r, v), 0, (size_t)mgl_numel(val(r, v)) * sizeof(real));
+	const MglPlan *p = r->job->plan;
+	for (int i = 0; i < p->nparams; i++)
+		memset(ptr(r, p->params[i].grad), 0, (size_t)mgl_numel(val(r, p->params[i].grad)) * sizeof(real));
 }
 
 static double cpu_peek(RtRank *r, int v, int64_t i) { return (double)F(r, v)[i]; }
@@ -1394,5 +1396,5 @@ static void cpu_machine(RtRank *r, RtMachine *m)
 		 (long long)k, (long long)k, (long long)n, what);
 }
 
-const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero, cpu_peek,
+const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero_grads, cpu_peek,
 			      cpu_runs, cpu_machine, cpu_memory};

@@ -800,8 +800,7 @@ static int evaluate(Train *t, Measured *out)
 static void zero_grads(Train *t)
 {
 	for (int r = 0; r < t->job->nranks; r++)
-		for (int i = 0; i < t->p->nparams; i++)
-			t->job->be->zero(&t->job->ranks[r], t->p->params[i].grad);
+		t->job->be->zero_grads(&t->job->ranks[r]);
 }
 
 /* An optimizer step is these two (with, between them, what rt_train checks): the gradients

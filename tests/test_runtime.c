@@ -124,8 +124,7 @@ static void check_gradients(const char *model, const char *set, int tp, bool sp)
 	fill_inputs(j, true);
 	random_params(j);
 	for (int r = 0; r < j->nranks; r++)
-		for (int i = 0; i < p->nparams; i++)
-			j->be->zero(&j->ranks[r], p->params[i].grad);
+		j->be->zero_grads(&j->ranks[r]);
 	run(j, 1u << MGL_FWD | 1u << MGL_BWD);
 	/* The error of a probe: relative, but absolute (against 1e-3) for the small gradients
 	 * whose relative error says nothing. h^2 truncation and float parameters: 1e-4 is tight
@@ -219,8 +218,7 @@ static void float_agrees_with_double(const char *model)
 		rng = 11;
 		random_params(j[b]);
 		for (int r = 0; r < j[b]->nranks; r++)
-			for (int i = 0; i < p->nparams; i++)
-				j[b]->be->zero(&j[b]->ranks[r], p->params[i].grad);
+			j[b]->be->zero_grads(&j[b]->ranks[r]);
 		run(j[b], 1u << MGL_FWD | 1u << MGL_BWD);
 	}
 	rt_cpu_gemm(gemm, sizeof gemm);

@@ -450,11 +450,12 @@ static void cuda_read(RtRank *r, int v, void *host)
 	cudaMemcpy(host, P(r, v), (size_t)n * 4, cudaMemcpyDeviceToHost);
 }
 
-static void cuda_zero(RtRank *r, int v)
+/* the gradients' region, in one memset on the compute stream (the runs' order) */
+static void cuda_zero_grads(RtRank *r)
 {
 	Dev *d = r->mem;
 	cudaSetDevice(d->device);
-	cudaMemset(P(r, v), 0, (size_t)(value_numel(r, v) * (dt(r, v) == MGL_BF16 ? 2 : 4)));
+	cudaMemsetAsync(d->region[MGL_V_GRAD], 0, (size_t)r->job->plan->persistent_bytes[MGL_V_GRAD], d->compute);
 }
 
 static double cuda_peek(RtRank *r, int v, int64_t i)
@@ -504,7 +505,7 @@ static void cuda_machine(RtRank *r, RtMachine *m)
 		snprintf(m->gemm_what, sizeof m->gemm_what, "not measured: %.150s", r->err);
 }
 
-const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_write, cuda_read, cuda_zero, cuda_peek,
+const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_write, cuda_read, cuda_zero_grads, cuda_peek,
 				   cuda_runs, cuda_machine, cuda_memory};
 
 int rt_cuda_devices(void)

@@ -129,8 +129,7 @@ static void give(RtJob *j, const Given *g)
 			j->be->write(&j->ranks[r], v, data);
 	}
 	for (int r = 0; r < j->nranks; r++)
-		for (int i = 0; i < p->nparams; i++)
-			j->be->zero(&j->ranks[r], p->params[i].grad);
+		j->be->zero_grads(&j->ranks[r]);
 }
 
 /* The relative L2 error of b against a, with a floor of 1e-4 an element for values that
