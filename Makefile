@@ -36,7 +36,7 @@ COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compi
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c runtime/bert_data.c \
                 runtime/checkpoint.c runtime/hf.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c \
-                runtime/eval.c
+                runtime/eval.c runtime/launch.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 
 # The cuda backend: built where the CUDA toolkit is (CUDA=0 builds a cpu-only mgl). It
