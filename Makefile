@@ -54,7 +54,7 @@ CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o 
                 $(BUILD)/cli/export.o $(BUILD)/cli/plot.o $(BUILD)/cli/bench.o $(BUILD)/cli/eval.o
 TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data $(BUILD)/tests/test_io \
-                $(BUILD)/tests/test_tensorboard $(BUILD)/tests/test_eval $(BUILD)/tests/test_hf
+                $(BUILD)/tests/test_tensorboard $(BUILD)/tests/test_eval $(BUILD)/tests/test_hf $(BUILD)/tests/test_launch
 
 .PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check bench clean
 all: deps $(BUILD)/mgl

@@ -1265,9 +1265,9 @@ static int cpu_open(RtRank *r)
 		return -1;
 #endif
 	if ((r->tp->size > 1 && !r->tp->net && r->job->net) || (r->dp->size > 1 && !r->dp->net && r->job->net)) {
-		snprintf(r->err, sizeof r->err, "the cpu backend's collectives between processes go through MPI, and this job "
-			 "has none (%s, with no Open MPI's libmpi.so.40 loaded): launch with mpirun, or run the ranks as threads "
-			 "of one process (no launcher)", rt_procs()->channel);
+		snprintf(r->err, sizeof r->err, "the cpu backend's collectives between processes go through MPI, and these "
+			 "processes have none (%s): launch with mpirun, or run the ranks as threads of one process (no launcher)",
+			 rt_procs()->channel);
 		return -1;
 	}
 	if (p->act_dtype != MGL_F32) {

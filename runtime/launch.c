@@ -508,12 +508,15 @@ int rt_procs_start(char *err, size_t n)
 	const char *use = getenv("MGL_MPI");
 	bool want_mpi = use ? strcmp(use, "0") != 0
 			    : !strcmp(procs.launcher, "mpirun") || (!strcmp(procs.launcher, "srun") && !getenv("MGL_RENDEZVOUS"));
-	char why[200] = "";
-	if (want_mpi && !mpi_load(why, sizeof why)) {
+	static char channel[200];
+	if (want_mpi && !mpi_load(channel, sizeof channel)) {
 		procs.channel = "MPI";
 		return mpi_open(err, n);
 	}
-	procs.channel = "TCP";
+	if (!want_mpi)
+		snprintf(channel, sizeof channel, "%s", use ? "MGL_MPI=0" : "torchrun's processes are not MPI's");
+	snprintf(channel + strlen(channel), sizeof channel - strlen(channel), ": they meet over TCP");
+	procs.channel = channel;
 	return star_open(err, n);
 }
 

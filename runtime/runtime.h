@@ -437,7 +437,7 @@ int rt_eval_cloze(struct RtJob *j, const RtCloze *ex, int64_t n, RtEvalProgress 
 typedef struct {
 	int rank, size, local_rank;   /* local_rank: on this node (its GPU) */
 	const char *launcher;         /* "mpirun", "srun", "torchrun", or "" */
-	const char *channel;          /* between the processes: "MPI", "TCP" or "" */
+	const char *channel;          /* between the processes: "MPI", or why not and "they meet over TCP" */
 } RtProcs;
 /* Reads the launcher's variables and, with more than one process, meets the others (MPI,
  * or the rendezvous: a rank missing after MGL_RENDEZVOUS_TIMEOUT seconds is an error naming
