@@ -60,12 +60,14 @@ TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/te
 all: deps $(BUILD)/mgl
 
 # what the build needs, and what the tests run besides (Graphviz's dot draws tests/cli.sh's
-# graphs); OpenBLAS, which the cpu backend loads at run time, where it can be had
+# graphs, mpirun launches tests/cli_launch.sh's processes); OpenBLAS, which the cpu backend
+# loads at run time, where it can be had
 deps:
 	@CC=$(CC) scripts/deps.sh cc re2c
 	@scripts/deps.sh openblas
 deps-test: deps
 	@CC=$(CC) scripts/deps.sh cc re2c check dot rsvg-convert
+	@scripts/deps.sh mpi
 
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) $(LDLIBS)
@@ -109,6 +111,7 @@ test: includes $(BUILD)/mgl $(TEST_UNITS)
 	@tests/cli_train.sh $(BUILD)/mgl
 	@tests/cli_eval.sh $(BUILD)/mgl
 	@tests/cli_import.sh $(BUILD)/mgl
+	@tests/cli_launch.sh $(BUILD)/mgl
 	@tests/plot.sh $(BUILD)/mgl
 
 includes:
