@@ -73,7 +73,6 @@ static void on_sigint(int sig)
 
 /* ---------------------------------------------------------------- the run */
 
-
 /* The learning-rate schedule, as a checkpoint records it. */
 typedef struct {
 	int64_t steps, warmup;
@@ -534,7 +533,9 @@ static void init_param(Train *t, int i)
 
 /* ---------------------------------------------------------------- checkpoints */
 
-/* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name. */
+/* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name.
+ * Between processes every one gathers the tensors and rank 0's writes: the others' path
+ * is NULL. */
 static int write_tensors(Train *t, const char *path, const int *which, const char *const *prefix, int nw)
 {
 	const MglPlan *p = t->p;
@@ -555,22 +556,13 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			rt_param_get(t->job, i, which[w], x->data);
 		}
 	const RtTrainOpts *o = t->o;
-	if (!path) {   /* another process's write: it gave its shards above */
-		for (int i = 0; i < n; i++) {
-			free(ts[i].data);
-			free(names[i]);
-		}
-		free(ts);
-		free(names);
-		return 0;
-	}
 	RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = o->model_name, .source = o->model_source ? o->model_source : "",
 			.preset = o->preset ? o->preset : "", .set = o->set ? o->set : "", .tokenizer = t->tokenizer,
 			.tokenizer_sha256 = t->tok_sha, .has_state = true, .step = t->step, .adam_t = t->adam_t,
 			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
 			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
 	char e[512];
-	int rc = rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e);
+	int rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0;   /* NULL: another process writes */
 	for (int i = 0; i < n; i++) {
 		free(ts[i].data);
 		free(names[i]);
@@ -607,8 +599,7 @@ static char *prepare_dir(Train *t, const char *dir)
 	return NULL;
 }
 
-/* Rank 0's process writes; between processes the others give their shards (rt_param_get)
- * and write nothing: path NULL. */
+/* Whether this process writes files: rank 0's, or the only one. */
 static bool writer(const Train *t) { return t->job->first == 0; }
 
 static int save(Train *t)
@@ -857,7 +848,7 @@ static int optimize(Train *t, RtRun *r, float *norm)
 		return -1;
 	*norm = 0;
 	if (t->norm >= 0)
-		t->job->be->read(&t->job->ranks[t->job->first], t->norm, norm);   /* every rank's is the whole's */
+		t->job->be->read(&t->job->ranks[t->job->first], t->norm, norm);   /* rank 0's process logs rank 0's */
 	t->step++;
 	return 0;
 }
