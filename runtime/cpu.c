@@ -280,9 +280,23 @@ double rt_cpu_gemm_rate(int64_t n, int64_t k)
 
 /* ---------------------------------------------------------------- collectives */
 
-static void post(RtComm *c, int member, const void *buf)
+/* Every member's buffer of `bytes` in c->slots. Between processes the buffers are gathered
+ * whole (MPI_Allgather) and summed here, in member order as between threads: the same
+ * sums, bit for bit, whichever way the ranks run. */
+static void post(RtComm *c, int member, const void *buf, size_t bytes)
 {
 	c->slots[member] = buf;
+	if (c->net) {
+		size_t all = bytes * (size_t)c->size;
+		if (c->gathered_cap < all) {
+			free(c->gathered);
+			c->gathered = malloc(all);
+			c->gathered_cap = all;
+		}
+		rt_net_group_allgather(c->net, c->size, buf, bytes, c->gathered);
+		for (int m = 0; m < c->size; m++)
+			c->slots[m] = c->gathered + (size_t)m * bytes;
+	}
 	pthread_barrier_wait(&c->barrier);
 }
 
@@ -300,7 +314,7 @@ static real *scratch(RtRank *r, int64_t n)
 /* in, out: n floats on each member (in == out allowed); sum or max in member order. */
 static void all_reduce(RtRank *r, RtComm *c, int member, const real *in, real *out, int64_t n, bool max)
 {
-	post(c, member, in);
+	post(c, member, in, (size_t)n * sizeof *in);
 	real *t = scratch(r, n);
 	memcpy(t, c->slots[0], (size_t)n * sizeof *t);
 	for (int m = 1; m < c->size; m++) {
@@ -1136,7 +1150,7 @@ static void op_all_gather(Ctx *c)
 	int64_t outer, n, inner;
 	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
 	real *Y = F(c->r, OUT(0));
-	post(g, member, F(c->r, IN(0)));
+	post(g, member, F(c->r, IN(0)), (size_t)mgl_numel(x) * sizeof *Y);
 	for (int m = 0; m < g->size; m++) {
 		const real *X = g->slots[m];
 		for (int64_t i = 0; i < outer; i++)
@@ -1154,7 +1168,7 @@ static void op_reduce_scatter(Ctx *c)
 	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
 	int64_t whole = n * g->size, start = (int64_t)member * n;
 	real *Y = F(c->r, OUT(0));
-	post(g, member, F(c->r, IN(0)));
+	post(g, member, F(c->r, IN(0)), (size_t)mgl_numel(val(c->r, IN(0))) * sizeof *Y);
 	for (int64_t i = 0; i < outer; i++)
 		for (int64_t k = 0; k < n * inner; k++) {
 			real s = 0;
@@ -1247,9 +1261,15 @@ static int cpu_open(RtRank *r)
 {
 	const MglPlan *p = r->job->plan;
 #ifdef RT_CPU_FLOAT
-	if (r->job->ranks == r && blas_threads(r))   /* once a job, at its first rank */
+	if (r == &r->job->ranks[r->job->first] && blas_threads(r))   /* once a job, at its first rank */
 		return -1;
 #endif
+	if ((r->tp->size > 1 && !r->tp->net && r->job->net) || (r->dp->size > 1 && !r->dp->net && r->job->net)) {
+		snprintf(r->err, sizeof r->err, "the cpu backend's collectives between processes go through MPI, and these "
+			 "processes have none (%s): launch with mpirun, or run the ranks as threads of one process (no launcher)",
+			 rt_procs()->channel);
+		return -1;
+	}
 	if (p->act_dtype != MGL_F32) {
 		snprintf(r->err, sizeof r->err, "the cpu backend runs f32 plans, this one stores %s activations "
 			 "(compile with --dtype f32)", mgl_dtype_name[p->act_dtype]);

@@ -289,10 +289,13 @@ enum { NFAMILIES = sizeof families / sizeof families[0] };
  * training micro-batch `micro` of this step, or evaluation batch `eval` (>= 0). */
 static void feed(Train *t, int64_t eval, int64_t micro, float d_loss)
 {
-	for (int d = 0; d < t->job->dp; d++) {
-		families[t->fam].fill(t, d, eval, micro);
-		for (int k = 0; k < t->job->tp; k++) {
-			RtRank *r = &t->job->ranks[d * t->job->tp + k];
+	RtJob *j = t->job;
+	for (int d = 0; d < j->dp; d++) {
+		families[t->fam].fill(t, d, eval, micro);   /* every dp rank's, here too: one stream draws them in turn */
+		for (int k = 0; k < j->tp; k++) {
+			RtRank *r = &j->ranks[d * j->tp + k];
+			if (r->rank < j->first || r->rank >= j->last)
+				continue;   /* another process's */
 			for (int i = 0; families[t->fam].inputs[i]; i++)
 				t->job->be->write(r, t->in[i], t->batch[i] + d * t->B * t->T);
 			t->job->be->write(r, t->d_loss, &d_loss);
@@ -301,35 +304,41 @@ static void feed(Train *t, int64_t eval, int64_t micro, float d_loss)
 }
 
 /* After a forward pass: the loss and the heads, each the mean over the dp ranks (tp rank 0
- * of each); the sentence-order accuracy from the logits against the targets fed. */
+ * of each, whichever process runs it), summed in dp order; the sentence-order accuracy from
+ * the logits against the targets fed. */
 static void measure(Train *t, Measured *m)
 {
-	*m = (Measured){0, NAN, NAN, NAN};
-	const RtBackend *be = t->job->be;
+	RtJob *j = t->job;
 	float *z = t->fam == BERT ? malloc((size_t)t->B * 2 * sizeof *z) : NULL;
-	if (z)
-		m->mlm = m->sop = m->acc = 0;
-	for (int d = 0; d < t->job->dp; d++) {
-		RtRank *r = &t->job->ranks[d * t->job->tp];
+	double (*each)[4] = calloc((size_t)j->nranks, sizeof *each);   /* loss, mlm, sop, acc of each rank */
+	for (int r = j->first; r < j->last; r++) {
+		if (j->ranks[r].tp_rank)
+			continue;
 		float l;
-		be->read(r, t->loss, &l);
-		m->loss += l;
+		j->be->read(&j->ranks[r], t->loss, &l);
+		each[r][0] = l;
 		if (!z)
 			continue;
-		be->read(r, t->mlm_loss, &l);
-		m->mlm += l;
-		be->read(r, t->sop_loss, &l);
-		m->sop += l;
-		be->read(r, t->sop, z);
-		const int32_t *y = t->batch[4] + d * t->B * t->T;
+		j->be->read(&j->ranks[r], t->mlm_loss, &l);
+		each[r][1] = l;
+		j->be->read(&j->ranks[r], t->sop_loss, &l);
+		each[r][2] = l;
+		j->be->read(&j->ranks[r], t->sop, z);
+		const int32_t *y = t->batch[4] + j->ranks[r].dp_rank * t->B * t->T;
 		int64_t right = 0;
 		for (int64_t b = 0; b < t->B; b++)
 			right += (z[2 * b + 1] > z[2 * b]) == (y[b] == 1);
-		m->acc += (double)right / (double)t->B;
+		each[r][3] = (double)right / (double)t->B;
 	}
+	rt_job_share(j, &each[0][0], 4);
+	double sum[4] = {0};
+	for (int d = 0; d < j->dp; d++)
+		for (int k = 0; k < 4; k++)
+			sum[k] += each[d * j->tp][k];
+	double dp = j->dp;
+	*m = (Measured){sum[0] / dp, z ? sum[1] / dp : NAN, z ? sum[2] / dp : NAN, z ? sum[3] / dp : NAN};
 	free(z);
-	double dp = t->job->dp;
-	*m = (Measured){m->loss / dp, m->mlm / dp, m->sop / dp, m->acc / dp};
+	free(each);
 }
 
 /* sum += x * w, head by head */
@@ -524,7 +533,9 @@ static void init_param(Train *t, int i)
 
 /* ---------------------------------------------------------------- checkpoints */
 
-/* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name. */
+/* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name.
+ * Between processes every one gathers the tensors and rank 0's writes: the others' path
+ * is NULL. */
 static int write_tensors(Train *t, const char *path, const int *which, const char *const *prefix, int nw)
 {
 	const MglPlan *p = t->p;
@@ -551,7 +562,7 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
 			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
 	char e[512];
-	int rc = rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e);
+	int rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0;   /* NULL: another process writes */
 	for (int i = 0; i < n; i++) {
 		free(ts[i].data);
 		free(names[i]);
@@ -588,15 +599,18 @@ static char *prepare_dir(Train *t, const char *dir)
 	return NULL;
 }
 
+/* Whether this process writes files: rank 0's, or the only one. */
+static bool writer(const Train *t) { return t->job->first == 0; }
+
 static int save(Train *t)
 {
-	char *path = prepare_dir(t, t->o->save_dir);
-	if (!path)
+	char *path = writer(t) ? prepare_dir(t, t->o->save_dir) : NULL;
+	if (writer(t) && !path)
 		return -1;
 	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
 	/* rt_ckpt_write's temporary file, for a second Ctrl-C to remove */
-	int too_long = rt_tmp_name(path, saving, sizeof saving);
+	int too_long = !path || rt_tmp_name(path, saving, sizeof saving);
 	atomic_thread_fence(memory_order_seq_cst);   /* the name is whole before the handler may read it */
 	saving_now = !too_long;
 	int rc = write_tensors(t, path, which, prefix, 3);
@@ -610,12 +624,13 @@ static int save(Train *t)
 static int dump_first(Train *t)
 {
 	const char *dir = t->o->dump_first;
-	char *path = prepare_dir(t, dir);
-	if (!path)
+	char *path = writer(t) ? prepare_dir(t, dir) : NULL;
+	if (writer(t) && !path)
 		return -1;
 	static const char *const none[] = {""};
 	int rc = write_tensors(t, path, (const int[]){RT_PARAM_VALUE}, none, 1);
-	sprintf(path, "%s/grads.safetensors", dir);
+	if (path)
+		sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
 		rc = write_tensors(t, path, (const int[]){RT_PARAM_GRAD}, none, 1);
 	free(path);
@@ -799,7 +814,7 @@ static int evaluate(Train *t, Measured *out)
 
 static void zero_grads(Train *t)
 {
-	for (int r = 0; r < t->job->nranks; r++)
+	for (int r = t->job->first; r < t->job->last; r++)
 		for (int i = 0; i < t->p->nparams; i++)
 			t->job->be->zero(&t->job->ranks[r], t->p->params[i].grad);
 }
@@ -833,9 +848,25 @@ static int optimize(Train *t, RtRun *r, float *norm)
 		return -1;
 	*norm = 0;
 	if (t->norm >= 0)
-		t->job->be->read(&t->job->ranks[0], t->norm, norm);
+		t->job->be->read(&t->job->ranks[t->job->first], t->norm, norm);   /* rank 0's process logs rank 0's */
 	t->step++;
 	return 0;
+}
+
+/* Whether to stop after this step: Ctrl-C here, or between processes in any of them (each
+ * says, every step), so that all stop after the same step and rank 0 saves it. */
+static bool stopping(Train *t)
+{
+	if (!t->job->net)
+		return interrupted;
+	double *v = calloc((size_t)t->job->nranks, sizeof *v);
+	v[t->job->first] = interrupted;
+	rt_job_share(t->job, v, 1);
+	bool any = false;
+	for (int r = 0; r < t->job->nranks; r++)
+		any |= v[r] != 0;
+	free(v);
+	return any;
 }
 
 /* A NaN or infinite loss stops the run (before the optimizer applies it). */
@@ -935,7 +966,7 @@ static int tensorboard(Train *t, const Measured *m, double lr, double grad_norm,
 	if (o->flops > 0)   /* TFLOP/s a rank (a GPU), as Megatron-LM's throughput */
 		v[n++] = (RtScalar){"throughput", o->flops * (double)o->accum / dt / 1e12};
 	int64_t allocated, device_used;
-	t->job->be->memory(&t->job->ranks[0], &allocated, &device_used);
+	t->job->be->memory(&t->job->ranks[t->job->first], &allocated, &device_used);
 	v[n++] = (RtScalar){"mem-allocated-bytes", (double)allocated};
 	if (device_used >= 0)
 		v[n++] = (RtScalar){"mem-device-used-bytes", (double)device_used};
@@ -1051,6 +1082,11 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
 	if (open_job(&t, be))
 		goto out;
+	if (!writer(&t)) {   /* between processes rank 0's speaks, logs and saves; the others train */
+		o->msgs = NULL;
+		o->progress = false;
+		o->log_path = o->tensorboard = NULL;
+	}
 	if ((o->resume_dir && load(&t, o->resume_dir, false)) || (o->init_dir && load(&t, o->init_dir, true)))
 		goto out;
 	if (open_data(&t))
@@ -1071,7 +1107,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	if (o->tensorboard && !(t.tb = rt_events_open(o->tensorboard, t.step + 1, err, errlen)))
 		goto out;
 	for (int k = 0; k < 2; k++) {   /* now, not after the training */
-		const char *dir = k ? o->dump_first : o->save_dir;
+		const char *dir = !writer(&t) ? NULL : k ? o->dump_first : o->save_dir;
 		char *path = dir ? prepare_dir(&t, dir) : NULL;
 		free(path);
 		if (dir && !path)
@@ -1130,7 +1166,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		res->last_sop_acc = m.acc;
 		double dt = now() - ts, tok_s = (double)(t.B * t.T * o->accum * plan->dp) / dt, grad_norm = sqrt((double)norm);
 		Measured val, *evaluated = NULL;
-		bool last = t.step == end || interrupted;
+		bool stop = stopping(&t), last = t.step == end || stop;
 		if (t.val.tokens && ((o->eval_every > 0 && t.step % o->eval_every == 0) || last)) {
 			if (evaluate(&t, &val))
 				goto restore;
@@ -1148,7 +1184,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		if (o->save_dir && ((o->save_every > 0 && t.step % o->save_every == 0) || last))
 			if (save(&t))
 				goto restore;
-		if (interrupted) {
+		if (stop) {
 			res->interrupted = true;
 			break;
 		}
@@ -1250,7 +1286,7 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	if (b->profile)
 		memcpy(res->op_s, each, (size_t)nsteps * sizeof *each);
 	if (be->machine)
-		be->machine(&t.job->ranks[0], &res->machine);
+		be->machine(&t.job->ranks[t.job->first], &res->machine);
 	rc = 0;
 out:
 	for (int r = 0; t.job && r < t.job->nranks; r++)
