@@ -351,6 +351,9 @@ bert_numpy() {
 		--log "$tmp/bn.jsonl" --dump-first "$tmp/bn" >/dev/null 2>&1 &&
 		"$py" tests/gpu/torch_bert.py --numpy "$tmp/bn" "$tmp/bn.jsonl" --heads 4
 }
+check "--dump-first with --accum 2: the weights and the gradients, and no batch (the step has two)" sh -c '"$1" train \
+	models/bert.mgl --preset tiny --data "$2/bert.bin" --steps 1 --batch 2 --accum 2 --dump-first "$2/bacc" >/dev/null 2>&1 &&
+	[ -s "$2/bacc/grads.safetensors" ] && [ ! -e "$2/bacc/batch.safetensors" ]' - "$mgl" "$tmp"
 if [ -n "$py" ]; then
 	check "BERT's first step against NumPy (tests/gpu/torch_bert.py --numpy)" bert_numpy
 else
