@@ -646,6 +646,8 @@ static int dump_first(Train *t)
 	sprintf(path, "%s/batch.safetensors", dir);
 	if (!rc && t->o->accum == 1)
 		rc = write_batch(t, path);
+	else if (!rc)
+		unlink(path);   /* an earlier run's, which would pass for this step's */
 	free(path);
 	return rc;
 }

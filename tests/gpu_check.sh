@@ -2,7 +2,7 @@
 # tests/gpu_check.sh — `make gpu-check`: the cuda backend against the cpu backend, on the GPU
 # machine. Needs the mgl binary built with CUDA and at least one GPU (2 for the tp checks,
 # 4 for every one); python3 with numpy for the real-width comparisons, PyTorch for the
-# comparison with a PyTorch GPT-2.
+# comparisons with a PyTorch GPT-2 and BERT.
 # usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}

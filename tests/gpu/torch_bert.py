@@ -170,7 +170,7 @@ def torch_check(a, load, np, check):
         sys.exit(77)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    dev = "cuda"
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     as_t = lambda d, dtype: {k: torch.from_numpy(v).to(dev, dtype) for k, v in d.items()}
     w = {k: v.requires_grad_() for k, v in as_t(load(a.dir + "/checkpoint.safetensors"), torch.float32).items()}
     grads = load(a.dir + "/grads.safetensors")
