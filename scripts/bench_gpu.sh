@@ -5,7 +5,7 @@
 # 1.2B config (d 1536, 40 layers, 16 heads) at batch 8 x 1024, and BERT 336M (24 layers, d
 # 1024, 16 heads) at batch 32 x 512; then the card's bf16 GEMM rate that mgl measured (the
 # MFU's denominator). Each program's whole output is kept in OUT (default build/bench); the
-# table is printed at the end.
+# table is printed at the end. BENCH_ROWS="bert-336m" runs only the rows named.
 #
 # Both sides train the same model: GPT-2 without dropout (torch_gpt.py has none: mgl runs
 # with --set p_drop=0), bf16 activations, AdamW, random tokens. torch_gpt.py's vocabulary is
@@ -16,6 +16,7 @@
 # says what every figure means.
 mgl=${1:?usage: scripts/bench_gpu.sh MGL TORCH_GPT [OUT]} torch_gpt=${2:?usage: scripts/bench_gpu.sh MGL TORCH_GPT [OUT]}
 out=${3:-build/bench}
+rows=${BENCH_ROWS:-gpt2-124m megatron-1.2b bert-336m}
 mkdir -p "$out" || exit 1
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}   # one GPU, the same one for both
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1
@@ -32,6 +33,7 @@ fi
 row() {
 	name=$1 model=$2 seq=$3
 	shift 3
+	case " $rows " in *" $name "*) ;; *) return 0 ;; esac
 	echo "== $name: mgl bench $model $1 --seq $seq"
 	# shellcheck disable=SC2086
 	"$mgl" bench "$model" $1 --set p_drop=0 --seq "$seq" --steps 20 --warmup 3 --backend cuda --profile \
@@ -52,9 +54,9 @@ row bert-336m models/bert.mgl 512 "--preset 336m --batch 32" \
 	"--bidir --vocab 30592 --dmodel 1024 --nlayer 24 --nhead 16 --batch 32"
 
 echo
-python3 - "$out" <<'PY'
+python3 - "$out" "$rows" <<'PY'
 import json, os, sys
-out = sys.argv[1]
+out, chosen = sys.argv[1], sys.argv[2].split()
 def result(name):
     try:
         for line in open(os.path.join(out, name)):
@@ -74,7 +76,7 @@ rows = [('gpt2-124m', 'GPT-2 124m, batch 16x1024', False),
 print('| case (one GPU) | mgl | PyTorch eager | PyTorch compiled | mgl / compiled |')
 print('| --- | --- | --- | --- | --- |')
 gemm = None
-for name, what, tf in rows:
+for name, what, tf in [r for r in rows if r[0] in chosen]:
     m, e, c = (result(f'{name}.{k}.txt') for k in ('mgl', 'eager', 'compiled'))
     ratio = f"{m['tok_s'] / c['tok_s']:.3f}" if m and c else '-'
     print(f'| {what} | {cell(m, tf)} | {cell(e, tf)} | {cell(c, tf)} | {ratio} |')
