@@ -619,8 +619,33 @@ static int save(Train *t)
 	return rc;
 }
 
+/* path: the batch fed last, each input under its name with every dp rank's rows ([dp x B,
+ * T], or [dp x B] for sop_targets), the ids as F32 (exact: they are below 2^24). */
+static int write_batch(Train *t, const char *path)
+{
+	RtTensor ts[MAX_INPUTS];
+	int n = 0;
+	for (; families[t->fam].inputs[n]; n++) {
+		const MglValue *v = &t->p->values[t->in[n]];
+		int64_t per = mgl_numel(v), dp = t->job->dp;
+		ts[n] = (RtTensor){.name = families[t->fam].inputs[n], .rank = v->rank};
+		memcpy(ts[n].shape, v->shape, sizeof ts[n].shape);
+		ts[n].shape[0] *= dp;
+		ts[n].data = malloc((size_t)(per * dp) * sizeof *ts[n].data);
+		for (int64_t d = 0; d < dp; d++)
+			for (int64_t k = 0; k < per; k++)
+				ts[n].data[d * per + k] = (float)t->batch[n][d * t->B * t->T + k];
+	}
+	char e[512];
+	int rc = rt_ckpt_write(path, ts, n, NULL, NULL, 0, e, sizeof e);
+	for (int i = 0; i < n; i++)
+		free(ts[i].data);
+	return rc ? fail(t, "%s", e) : 0;
+}
+
 /* --dump-first: the weights the first step starts from and the gradients it computes
- * (before the optimizer changes anything), for comparing with another implementation. */
+ * (before the optimizer changes anything), for comparing with another implementation; and
+ * the batch they come from, where the step has one (not with --accum above 1). */
 static int dump_first(Train *t)
 {
 	const char *dir = t->o->dump_first;
@@ -633,6 +658,11 @@ static int dump_first(Train *t)
 		sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
 		rc = write_tensors(t, path, (const int[]){RT_PARAM_GRAD}, none, 1);
+	sprintf(path, "%s/batch.safetensors", dir);
+	if (!rc && t->o->accum == 1)
+		rc = write_batch(t, path);
+	else if (!rc)
+		unlink(path);   /* an earlier run's, which would pass for this step's */
 	free(path);
 	return rc;
 }
