@@ -34,6 +34,7 @@ static void collective(MglCtx *c, MglPlan *p, MglOp op, MglGroup group, const in
 {
 	int s = mgl_emit(&c->arena, p, op, ph, vals, n, vals, n, NULL, -1);
 	p->steps[s].attr.group = group;
+	p->steps[s].attr.dim = 1;   /* its default: ZeRO's pieces are of the flat buffers */
 }
 
 typedef struct { int param, done; } Finish;
@@ -136,7 +137,8 @@ void mgl_adamw(MglCtx *c, MglPlan *p)
 		pp->m = mgl_new_value(a, p, mgl_fmt(a, "m:%s", pp->name), MGL_V_STATE, MGL_F32, rank, shape);
 		pp->v = mgl_new_value(a, p, mgl_fmt(a, "v:%s", pp->name), MGL_V_STATE, MGL_F32, rank, shape);
 		w = &p->values[pp->value];
-		p->values[pp->m].layout = p->values[pp->v].layout = w->layout;
+		/* a piece is flat: no tp layout of its own (the parameter's split says whose it is) */
+		p->values[pp->m].layout = p->values[pp->v].layout = p->zero ? (MglLayout){MGL_L_R, 0} : w->layout;
 		p->values[pp->m].param = p->values[pp->v].param = i;
 		int in[5] = {pp->value, pp->grad, pp->m, pp->v, norm}, out[3] = {pp->value, pp->m, pp->v};
 		int s = mgl_emit(a, p, MGL_OP_ADAMW, MGL_OPT, in, 5, out, 3, NULL, -1);

@@ -860,9 +860,10 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	word(&r, "dp"), space(&r), p->dp = (int)num(&r, 1, 1 << 20), eol(&r);
 	word(&r, "sp"), space(&r), p->sp = num(&r, 0, 1), eol(&r);
 	if (optional(&r, "zero")) {
-		space(&r), p->zero = (int)num(&r, 1, 1), eol(&r);
+		space(&r), p->zero = (int)num(&r, 1, 1);
 		if (p->dp < 2)
 			bad(&r, "zero 1 shards the optimizer over dp, and this plan has dp %d", p->dp);
+		eol(&r);
 	}
 	if (optional(&r, "recompute"))
 		space(&r), p->recompute = (MglRecompute)lookup(&r, mgl_recompute_name + 1, 2, "recomputation") + 1, eol(&r);
