@@ -117,7 +117,7 @@ static const Command commands[] = {
 	 "--preset --set --dump", NULL},
 	{"compile", cmd_compile, NULL, "compile a model to a plan for tp x dp ranks",
 	 "usage: mgl compile FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
-	 "                 [--zero 0|1] [--recompute none|selective|full]\n"
+	 "                   [--zero 0|1] [--recompute none|selective|full]\n"
 	 "                   [--dtype f32|bf16] [-o PLAN] [--dump=PASS]\n"
 	 "\n"
 	 "Partitions the model over the ranks, differentiates it, and writes the plan every rank\n"
@@ -128,14 +128,14 @@ static const Command commands[] = {
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  -o PLAN           where to write the plan\n"
 	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
-	 "                    partition, adamw, fuse or memplan (the finished plan)\n"
+	 "                    partition, recompute, adamw, fuse or memplan (the finished plan)\n"
 	 "\n"
 	 "Exit status: 0 written, 1 an invalid model (or one that cannot be split over the ranks\n"
 	 "asked for) or a file that cannot be read or written, 2 bad usage.\n",
 	 "--preset --set --dump --tp --dp --sp --zero --recompute --batch --seq --dtype -o", NULL},
 	{"explain", cmd_explain, NULL, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
 	 "usage: mgl explain FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
-	 "                 [--zero 0|1] [--recompute none|selective|full]\n"
+	 "                        [--zero 0|1] [--recompute none|selective|full]\n"
 	 "                        [--dtype f32|bf16] [--json]\n"
 	 "\n"
 	 "Compiles the model and reports, per rank: parameters (and the vocabulary padding), FLOPs\n"
@@ -153,7 +153,7 @@ static const Command commands[] = {
 	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --json", "model file or plan"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
 	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
-	 "                 [--zero 0|1] [--recompute none|selective|full]\n"
+	 "               [--zero 0|1] [--recompute none|selective|full]\n"
 	 "               [--dtype f32|bf16] [--backward] [--layers N|all] [-o OUT.dot]\n"
 	 "\n"
 	 "Writes the plan as a Graphviz graph: one node per step, collectives as coloured nodes of\n"

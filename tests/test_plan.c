@@ -263,6 +263,59 @@ static void assert_memory_sound(const MglPlan *p, const char *what)
 	free(last);
 }
 
+/* What explain reports. ZeRO-1 divides the optimizer's state by dp (each piece rounded up
+ * and aligned) and changes nothing else but the gradients' padding. Recomputation lowers
+ * the activations: full keeps each layer's output alone (the next layer's input: b s h at
+ * 16 bits), selective keeps all but GPT-2's two layer norms' outputs and the gelu's (6 b s h
+ * fewer, at tp 1), and the arena's peak falls with them. */
+START_TEST(zero_and_recompute_memory)
+{
+	MglTarget t = {.tp = 1, .dp = 2, .batch = 4, .seq = 1024, .act_dtype = MGL_BF16};
+	MglExplain e[2];
+	int64_t nparams = 0;
+	for (int z = 0; z < 2; z++) {
+		Build b;
+		t.zero = z;
+		build(&b, "models/gpt2.mgl", "124m", t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		MglArena a = {0};
+		mgl_explain(&a, b.p, &e[z]);
+		nparams = b.p->nparams;
+		mgl_arena_free(&a);
+		build_free(&b);
+	}
+	ck_assert_int_ge(e[1].mem_optimizer, e[0].mem_optimizer / 2);
+	ck_assert_int_le(e[1].mem_optimizer, e[0].mem_optimizer / 2 + nparams * 2 * 256);
+	ck_assert_int_eq(e[1].mem_weights, e[0].mem_weights);
+	ck_assert_int_eq(e[1].mem_activations, e[0].mem_activations);
+	ck_assert_int_le(e[1].mem_grads - e[0].mem_grads, nparams * 256);
+	ck_assert_int_lt(e[1].mem_peak, e[0].mem_peak);
+
+	int64_t sbh2 = 4 * 1024 * 768 * 2, act[3], peak[3];
+	t.zero = 0;
+	for (int r = 0; r < 3; r++) {
+		Build b;
+		t.recompute = (MglRecompute)r;
+		build(&b, "models/gpt2.mgl", "124m", t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		MglArena a = {0};
+		MglExplain x;
+		mgl_explain(&a, b.p, &x);
+		for (int l = 1; l < b.p->nlayers; l++)
+			ck_assert_int_eq(x.act_per_layer[l], x.act_per_layer[0]);
+		act[r] = x.act_per_layer[0];
+		peak[r] = x.mem_activations;
+		assert_memory_sound(b.p, mgl_recompute_name[r]);
+		mgl_arena_free(&a);
+		build_free(&b);
+	}
+	ck_assert_int_eq(act[MGL_RECOMPUTE_FULL], sbh2);
+	ck_assert_int_eq(act[MGL_RECOMPUTE_NONE] - act[MGL_RECOMPUTE_SELECTIVE], 6 * sbh2);
+	ck_assert_int_lt(peak[MGL_RECOMPUTE_SELECTIVE], peak[MGL_RECOMPUTE_NONE]);
+	ck_assert_int_lt(peak[MGL_RECOMPUTE_FULL], peak[MGL_RECOMPUTE_SELECTIVE]);
+}
+END_TEST
+
 START_TEST(memory_plan_is_sound)
 {
 	static const struct { const char *model, *preset; int seq; } cases[] = {
@@ -752,6 +805,7 @@ int main(void)
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(text, old_plan_is_refused);
 	tcase_add_test(text, zero_and_recompute_plans);
+	tcase_add_test(text, zero_and_recompute_memory);
 	tcase_add_test(misc, heads_must_divide_tp);
 	tcase_add_test(misc, compile_8_3b_at_tp8_is_fast);
 	TCase *all[] = {coll, mem, text, misc};
