@@ -54,7 +54,7 @@ MglTarget cli_target(const Args *a, const RtBackend *be)
 {
 	/* the cpu computes in f32; GPUs store activations in bf16 (and accumulate in f32) */
 	return (MglTarget){.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
-			   .batch = a->batch ? a->batch : 8, .seq = a->seq,
+			   .zero = a->zero, .recompute = a->recompute, .batch = a->batch ? a->batch : 8, .seq = a->seq,
 			   .act_dtype = be == &rt_cpu_backend ? MGL_F32 : MGL_BF16};
 }
 

@@ -32,10 +32,16 @@ static void comm_init(RtComm *c, int size, int here, void *net)
 }
 
 /* The processes' checks: one rank a process, and a tp group inside a node (its ranks
- * consecutive, so the node's local ranks must keep step with the job's). */
+ * consecutive, so the node's local ranks must keep step with the job's); not ZeRO-1 yet,
+ * whose checkpoints gather the dp ranks' pieces from this process's memory. */
 static int check_procs(const RtJob *j, char *err, size_t errlen)
 {
 	const RtProcs *pr = rt_procs();
+	if (j->plan->zero) {
+		rt_errf(err, errlen, "--zero 1 runs with the job's ranks in one process for now (threads, or GPUs of one "
+			"process): start it without a launcher");
+		return -1;
+	}
 	if (pr->size != j->nranks) {
 		rt_errf(err, errlen, "%s started %d processes for a job of %d rank%s (tp %d x dp %d): start one process a rank, "
 			"or one process without a launcher (its ranks as threads)", pr->launcher, pr->size, j->nranks,
@@ -220,13 +226,33 @@ static void shard_copy(const MglPlanParam *q, int tp, int t, float *full, float 
 	}
 }
 
+/* Under ZeRO-1 the moments (and the summed gradient) of tp rank t's shard of n elements
+ * are in pieces over its dp group (plan.h: mgl_zero_piece): shard gets them all, from the
+ * moments (each rank's piece from their start) or the gradients (at the piece's place). */
+static void zero_gather(RtJob *j, const MglPlanParam *q, int which, int t, float *shard)
+{
+	int v = pick(q, which);
+	int64_t n = mgl_numel(&j->plan->values[q->value]);
+	float *buf = malloc((size_t)mgl_numel(&j->plan->values[v]) * sizeof *buf);
+	for (int d = 0; d < j->dp; d++) {
+		int64_t start, len = mgl_zero_piece(n, j->dp, d, &start);
+		j->be->read(&j->ranks[d * j->tp + t], v, buf);
+		memcpy(shard + start, buf + (which == RT_PARAM_GRAD ? start : 0), (size_t)len * sizeof *buf);
+	}
+	free(buf);
+}
+
+static bool zero_pieces(const RtJob *j, int which) { return j->plan->zero && which != RT_PARAM_VALUE; }
+
 void rt_param_get(RtJob *j, int i, int which, float *out)
 {
 	const MglPlanParam *q = &j->plan->params[i];
-	int64_t local = mgl_numel(&j->plan->values[pick(q, which)]);
+	int64_t local = mgl_numel(&j->plan->values[q->value]);   /* the tp shard: the moments may be a piece of it */
 	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
 	for (int t = 0; t < (q->split_dim >= 0 ? j->tp : 1); t++) {
-		if (t >= j->first && t < j->last)
+		if (zero_pieces(j, which))   /* every dp rank's piece: all in this process (rt_job_open) */
+			zero_gather(j, q, which, t, shard);
+		else if (t >= j->first && t < j->last)
 			j->be->read(&j->ranks[t], pick(q, which), shard);
 		if (j->net)   /* from the process of rank t to every process */
 			rt_net_bcast(j->net, shard, (size_t)local * sizeof *shard, t);
@@ -240,12 +266,15 @@ void rt_param_get(RtJob *j, int i, int which, float *out)
 void rt_param_set(RtJob *j, int i, int which, const float *in)
 {
 	const MglPlanParam *q = &j->plan->params[i];
-	int64_t local = mgl_numel(&j->plan->values[pick(q, which)]);
-	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
+	int64_t local = mgl_numel(&j->plan->values[q->value]), room = mgl_zero_chunk(local, j->dp) * j->dp;
+	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = calloc((size_t)room, sizeof *shard);
 	memcpy(full, in, (size_t)mgl_param_numel(q) * sizeof *full);
 	for (int r = j->first; r < j->last; r++) {
 		shard_copy(q, j->tp, j->ranks[r].tp_rank, full, shard, true);
-		j->be->write(&j->ranks[r], pick(q, which), shard);
+		int64_t start = 0;   /* ZeRO-1's moments: the rank's piece */
+		if (j->plan->zero && (which == RT_PARAM_M || which == RT_PARAM_V))
+			mgl_zero_piece(local, j->dp, j->ranks[r].dp_rank, &start);
+		j->be->write(&j->ranks[r], pick(q, which), shard + start);
 	}
 	free(full);
 	free(shard);

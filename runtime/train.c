@@ -373,7 +373,10 @@ static int inputs(Train *t, const char *who)
 {
 	const MglPlan *p = t->p;
 	t->d_loss = rt_value(p, "d_loss");
-	t->norm = rt_value(p, p->tp > 1 ? "grad_norm@R" : "grad_norm");
+	t->norm = -1;   /* the global squared norm: what AdamW reads (after the tp and, under ZeRO-1, dp sums) */
+	for (int s = 0; s < p->nsteps && t->norm < 0; s++)
+		if (p->steps[s].op == MGL_OP_ADAMW)
+			t->norm = p->steps[s].in[4];
 	t->loss = p->loss;
 	int ninputs = 0;
 	for (int v = 0; v < p->nvalues; v++)

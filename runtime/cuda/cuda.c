@@ -143,7 +143,7 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 			need = cuda_colsum_bands(mgl_numel(&p->values[st->in[0]]) / n, n) * n + 64;
 		}
 		*scratch = *scratch > need ? *scratch : need;
-		if (st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) {
+		if ((st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) && st->attr.group == MGL_GROUP_TP) {
 			const MglValue *full = &p->values[st->op == MGL_OP_ALL_GATHER ? st->out[0] : st->in[0]];
 			int64_t b = mgl_numel(full) * mgl_dtype_size[full->dtype];
 			*pack = *pack > b ? *pack : b;
