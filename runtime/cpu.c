@@ -1150,9 +1150,9 @@ static void zero_reduce_scatter(Ctx *c, RtComm *g, int member)
 	if (!c->run->last_micro)
 		return;   /* gradient buffers are reduced once, after the last micro-batch */
 	for (int k = 0; k < c->s->nin; k++) {
-		int64_t start, n = mgl_zero_piece(mgl_numel(val(c->r, IN(k))), g->size, member, &start);
+		int64_t numel = mgl_numel(val(c->r, IN(k))), start, n = mgl_zero_piece(numel, g->size, member, &start);
 		real *Y = F(c->r, IN(k));
-		post(g, member, Y);
+		post(g, member, Y, (size_t)numel * sizeof *Y);
 		for (int64_t i = start; i < start + n; i++) {
 			real s = ((const real *)g->slots[0])[i];
 			for (int m = 1; m < g->size; m++)
@@ -1169,7 +1169,7 @@ static void zero_all_gather(Ctx *c, RtComm *g, int member)
 	for (int k = 0; k < c->s->nin; k++) {
 		int64_t numel = mgl_numel(val(c->r, IN(k)));
 		real *Y = F(c->r, IN(k));
-		post(g, member, Y);
+		post(g, member, Y, (size_t)numel * sizeof *Y);
 		for (int m = 0; m < g->size; m++) {
 			int64_t start, n = mgl_zero_piece(numel, g->size, m, &start);
 			if (m != member)
