@@ -70,4 +70,9 @@ $mpi -n 3 "$mgl" $job --tp 2 --dp 2 >"$tmp/out" 2>&1
 check "mpirun -n 3 for a job of 4 ranks: refused" \
 	grep -q 'mpirun started 3 processes for a job of 4 ranks (tp 2 x dp 2): start one process a rank' "$tmp/out"
 
+# ZeRO-1 gathers its pieces in one process's memory: refused across processes
+$mpi -n 2 "$mgl" $job --dp 2 --zero 1 >"$tmp/out" 2>&1
+check "mpirun -n 2 with --zero 1: refused" \
+	grep -q 'rank 1: --zero 1 runs with the job.s ranks in one process for now' "$tmp/out"
+
 summary cli_launch
