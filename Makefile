@@ -31,12 +31,12 @@ LDLIBS  += -lm -lpthread -ldl
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compiler/config.c compiler/elaborate.c compiler/autodiff.c \
-                compiler/partition.c compiler/adamw.c compiler/schedule.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
+                compiler/partition.c compiler/recompute.c compiler/adamw.c compiler/schedule.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
                 compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c runtime/bert_data.c \
                 runtime/checkpoint.c runtime/hf.c runtime/tokenizer.c runtime/json.c runtime/io.c runtime/tensorboard.c \
-                runtime/eval.c
+                runtime/eval.c runtime/launch.c
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
 
 # The cuda backend: built where the CUDA toolkit is (CUDA=0 builds a cpu-only mgl). It
@@ -54,18 +54,20 @@ CLI_OBJ      := $(BUILD)/cli/main.o $(BUILD)/cli/compile.o $(BUILD)/cli/train.o 
                 $(BUILD)/cli/export.o $(BUILD)/cli/plot.o $(BUILD)/cli/bench.o $(BUILD)/cli/eval.o
 TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/tests/test_plan $(BUILD)/tests/test_runtime \
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data $(BUILD)/tests/test_io \
-                $(BUILD)/tests/test_tensorboard $(BUILD)/tests/test_eval $(BUILD)/tests/test_hf
+                $(BUILD)/tests/test_tensorboard $(BUILD)/tests/test_eval $(BUILD)/tests/test_hf $(BUILD)/tests/test_launch
 
 .PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check bench clean
 all: deps $(BUILD)/mgl
 
 # what the build needs, and what the tests run besides (Graphviz's dot draws tests/cli.sh's
-# graphs); OpenBLAS, which the cpu backend loads at run time, where it can be had
+# graphs, mpirun launches tests/cli_launch.sh's processes); OpenBLAS, which the cpu backend
+# loads at run time, where it can be had
 deps:
 	@CC=$(CC) scripts/deps.sh cc re2c
 	@scripts/deps.sh openblas
 deps-test: deps
 	@CC=$(CC) scripts/deps.sh cc re2c check dot rsvg-convert
+	@scripts/deps.sh mpi
 
 $(BUILD)/mgl: $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) $(LDLIBS)
@@ -109,6 +111,7 @@ test: includes $(BUILD)/mgl $(TEST_UNITS)
 	@tests/cli_train.sh $(BUILD)/mgl
 	@tests/cli_eval.sh $(BUILD)/mgl
 	@tests/cli_import.sh $(BUILD)/mgl
+	@tests/cli_launch.sh $(BUILD)/mgl
 	@tests/plot.sh $(BUILD)/mgl
 
 includes:

@@ -14,6 +14,9 @@ typedef struct {
 	const char *out;        /* -o */
 	int64_t tp, dp;         /* 0 (not given): the default */
 	bool sp, json, backward, help, bytes;
+	const char *zero_s, *recompute_s;   /* --zero, --recompute as given */
+	int zero;               /* --zero: 0 or 1 (needs dp 2 or more) */
+	MglRecompute recompute; /* --recompute none|selective|full */
 	int64_t batch, seq;
 	const char *layers;     /* mgl dot --layers N|all */
 	MglDtype dtype;

@@ -135,7 +135,7 @@ static MglGraph *load(MglCtx *c, Args *a, MglFile **file)
 static MglTarget target_of(const Args *a, const MglGraph *g)
 {
 	MglTarget t = {.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
-		       .batch = a->batch ? a->batch : 8, .seq = a->seq, .act_dtype = a->dtype};
+		       .zero = a->zero, .recompute = a->recompute, .batch = a->batch ? a->batch : 8, .seq = a->seq, .act_dtype = a->dtype};
 	for (int i = 0; !t.seq && i < g->nsyms; i++)
 		if (!strcmp(g->syms[i].name, "seq"))
 			t.seq = g->syms[i].max;
@@ -197,6 +197,7 @@ static int with_plan(const char *cmd, Args *a, Body *model_body, PlanBody *body)
 	if (!is_plan(a->file))
 		return with_model(a, model_body);
 	const char *opt = a->preset ? "--preset" : a->set ? "--set" : a->tp ? "--tp" : a->dp ? "--dp" : a->sp ? "--sp"
+			: a->zero_s ? "--zero" : a->recompute_s ? "--recompute"
 			: a->batch ? "--batch" : a->seq ? "--seq" : a->dtype_given ? "--dtype" : NULL;
 	if (opt) {
 		fprintf(stderr, "mgl: error: %s compiles a model, but %s is a plan, compiled already\n"
@@ -344,10 +345,14 @@ static void human(int64_t b, char *buf)
 	snprintf(buf, 32, i ? "%.2f %s" : "%.0f %s", x, u[i]);
 }
 
-static int explain_plan(const Args *a, MglArena *ar, const MglPlan *p)
+/* What p costs; base (or NULL) is the same plan without --zero and --recompute, whose
+ * memory is shown next to p's. */
+static int explain_print(const Args *a, MglArena *ar, const MglPlan *p, const MglPlan *base)
 {
-	MglExplain e;
+	MglExplain e, eb;
 	mgl_explain(ar, p, &e);
+	if (base)
+		mgl_explain(ar, base, &eb);
 	int L = p->nlayers;
 	static const int none[2][MGL_NKINDS];
 	const int(*layer0)[MGL_NKINDS] = L ? (const int(*)[MGL_NKINDS])e.per_layer[0] : none;
@@ -374,12 +379,18 @@ static int explain_plan(const Args *a, MglArena *ar, const MglPlan *p)
 		       (long long)e.comm_bytes, (long long)(L ? e.act_per_layer[0] : 0));
 		printf(" \"memory\": {\"weights\": %lld, \"gradients\": %lld, \"optimizer\": %lld, \"activations\": %lld},\n",
 		       (long long)e.mem_weights, (long long)e.mem_grads, (long long)e.mem_optimizer, (long long)e.mem_activations);
-		printf(" \"peak_memory_bytes\": %lld}\n", (long long)e.mem_peak);
+		printf(" \"zero\": %d, \"recompute\": \"%s\",", p->zero, mgl_recompute_name[p->recompute]);
+		if (base)
+			printf(" \"without\": {\"optimizer\": %lld, \"activations\": %lld, \"activations_per_layer_bytes\": %lld, "
+			       "\"peak_memory_bytes\": %lld},", (long long)eb.mem_optimizer, (long long)eb.mem_activations,
+			       (long long)(L ? eb.act_per_layer[0] : 0), (long long)eb.mem_peak);
+		printf("\n \"peak_memory_bytes\": %lld}\n", (long long)e.mem_peak);
 		return 0;
 	}
 	char b1[32], b2[32], b3[32], b4[32], b5[32];
-	printf("%s%s%s: tp %d, dp %d%s, batch %lld x seq %lld, %s activations (per rank)\n\n", p->model,
+	printf("%s%s%s: tp %d, dp %d%s%s%s%s, batch %lld x seq %lld, %s activations (per rank)\n\n", p->model,
 	       p->preset ? " " : "", p->preset ? p->preset : "", p->tp, p->dp, p->sp ? ", sequence parallel" : "",
+	       p->zero ? ", ZeRO-1" : "", p->recompute ? ", recompute " : "", p->recompute ? mgl_recompute_name[p->recompute] : "",
 	       (long long)p->batch, (long long)p->seq, mgl_dtype_name[p->act_dtype]);
 	printf("  parameters      %s on this rank (model: %s", mgl_commas(e.params_per_rank, b1),
 	       mgl_commas(e.params_total, b2));
@@ -395,8 +406,9 @@ static int explain_plan(const Args *a, MglArena *ar, const MglPlan *p)
 	for (int ph = 0; ph < 3; ph++)
 		printf("  model, %-8s %-16d %-16d %d\n", mgl_phase_name[ph], e.total[ph][0], e.total[ph][1], e.total[ph][2]);
 	if (p->dp > 1)
-		printf("  dp gradients    %d bucketed all-reduce%s, overlapped with the backward pass\n", e.dp_buckets,
-		       e.dp_buckets == 1 ? "" : "s");
+		printf("  dp gradients    %d bucketed %s%s, overlapped with the backward pass%s\n", e.dp_buckets,
+		       p->zero ? "reduce-scatter" : "all-reduce", e.dp_buckets == 1 ? "" : "s",
+		       p->zero ? "; the weights all-gathered after AdamW" : "");
 	human(e.comm_bytes, b1);
 	printf("  sent            %s per micro-batch\n\n", b1);
 	human(e.mem_weights, b1), human(e.mem_grads, b2), human(e.mem_optimizer, b3), human(e.mem_activations, b4);
@@ -404,13 +416,41 @@ static int explain_plan(const Args *a, MglArena *ar, const MglPlan *p)
 	printf("  memory          weights %s, gradients %s, optimizer %s, activations %s\n", b1, b2, b3, b4);
 	human(L ? e.act_per_layer[0] : 0, b1);
 	printf("                  peak %s; a layer keeps %s for the backward pass\n", b5, b1);
+	if (base && p->zero) {
+		human(e.mem_optimizer, b1), human(eb.mem_optimizer, b2);
+		printf("  ZeRO-1          optimizer %s a rank, %s without: AdamW's moments sharded over dp %d\n", b1, b2, p->dp);
+	}
+	if (base && p->recompute) {
+		human(e.mem_activations, b1), human(eb.mem_activations, b2);
+		human(L ? e.act_per_layer[0] : 0, b3), human(L ? eb.act_per_layer[0] : 0, b4);
+		printf("  recompute       activations %s, %s without; a layer keeps %s, %s without\n", b1, b2, b3, b4);
+	}
+	if (base) {
+		human(e.mem_peak, b1), human(eb.mem_peak, b2);
+		printf("                  peak %s, %s without %s\n", b1, b2,
+		       p->zero && p->recompute ? "either" : p->zero ? "--zero 1" : "recomputation");
+	}
 	return 0;
 }
+
+static int explain_plan(const Args *a, MglArena *ar, const MglPlan *p) { return explain_print(a, ar, p, NULL); }
 
 static int explain_body(MglCtx *c, Args *a, MglGraph *g, MglFile *f)
 {
 	(void)f;
-	return explain_plan(a, &c->arena, build(c, a, g, NULL));
+	MglPlan *p = build(c, a, g, NULL), *base = NULL;
+	if (p->zero || p->recompute) {   /* the same without them, its warnings said already */
+		Args b = *a;
+		b.zero = 0;
+		b.recompute = MGL_RECOMPUTE_NONE;
+		FILE *out = c->out, *null = fopen("/dev/null", "w");
+		c->out = null ? null : out;
+		base = build(c, &b, g, NULL);
+		c->out = out;
+		if (null)
+			fclose(null);
+	}
+	return explain_print(a, &c->arena, p, base);
 }
 
 int cmd_explain(Args *a) { return with_plan("explain", a, explain_body, explain_plan); }

@@ -92,6 +92,10 @@ void cli_json_str(const char *s)
 	"  --tp N            tensor-parallel ranks (default 1)\n" \
 	"  --dp M            data-parallel ranks (default 1)\n" \
 	"  --sp              sequence parallelism: split layer norms and dropouts along the sequence\n" \
+	"  --zero 0|1        1: ZeRO stage 1, AdamW's state sharded over the dp ranks (dp >= 2)\n" \
+	"  --recompute none|selective|full\n" \
+	"                    run forward steps again in the backward pass instead of keeping their\n" \
+	"                    outputs: selective, norms and activations; full, each layer from its input\n" \
 	"  --batch B         micro-batch size to compile for (default 8)\n" \
 	"  --seq T           sequence length (default: the model's config seq)\n" \
 	"  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
@@ -113,6 +117,7 @@ static const Command commands[] = {
 	 "--preset --set --dump", NULL},
 	{"compile", cmd_compile, NULL, "compile a model to a plan for tp x dp ranks",
 	 "usage: mgl compile FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "                   [--zero 0|1] [--recompute none|selective|full]\n"
 	 "                   [--dtype f32|bf16] [-o PLAN] [--dump=PASS]\n"
 	 "\n"
 	 "Partitions the model over the ranks, differentiates it, and writes the plan every rank\n"
@@ -123,13 +128,14 @@ static const Command commands[] = {
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  -o PLAN           where to write the plan\n"
 	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
-	 "                    partition, adamw, schedule, fuse or memplan (the finished plan)\n"
+	 "                    partition, recompute, adamw, schedule, fuse or memplan (the finished plan)\n"
 	 "\n"
 	 "Exit status: 0 written, 1 an invalid model (or one that cannot be split over the ranks\n"
 	 "asked for) or a file that cannot be read or written, 2 bad usage.\n",
-	 "--preset --set --dump --tp --dp --sp --batch --seq --dtype -o", NULL},
+	 "--preset --set --dump --tp --dp --sp --zero --recompute --batch --seq --dtype -o", NULL},
 	{"explain", cmd_explain, NULL, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
 	 "usage: mgl explain FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "                        [--zero 0|1] [--recompute none|selective|full]\n"
 	 "                        [--dtype f32|bf16] [--json]\n"
 	 "\n"
 	 "Compiles the model and reports, per rank: parameters (and the vocabulary padding), FLOPs\n"
@@ -144,9 +150,10 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 explained, 1 an invalid model or plan or a file that cannot be read,\n"
 	 "2 bad usage.\n",
-	 "--preset --set --tp --dp --sp --batch --seq --dtype --json", "model file or plan"},
+	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --json", "model file or plan"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
 	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "               [--zero 0|1] [--recompute none|selective|full]\n"
 	 "               [--dtype f32|bf16] [--backward] [--layers N|all] [-o OUT.dot]\n"
 	 "\n"
 	 "Writes the plan as a Graphviz graph: one node per step, collectives as coloured nodes of\n"
@@ -164,10 +171,11 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 written, 1 an invalid model or plan or a file that cannot be read or\n"
 	 "written, 2 bad usage.\n",
-	 "--preset --set --tp --dp --sp --batch --seq --dtype --backward --layers -o", "model file or plan"},
+	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --backward --layers -o", "model file or plan"},
 	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes, GPT-2 BPE, or BERT streams)", NULL, NULL, NULL},
 	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"
+	 "                 [--zero 0|1] [--recompute none|selective|full]\n"
 	 "                 [--backend cpu|cuda] [--steps S] [--batch B] [--seq T] [--accum A] [--lr LR]\n"
 	 "                 [--save DIR] [--resume DIR] [--log metrics.jsonl] [--tensorboard DIR]\n"
 	 "                 [--gpt2 DIR | --vocab FILE] ...\n"
@@ -212,15 +220,19 @@ static const Command commands[] = {
 	 "                    path and its files' SHA-256, so `mgl sample` decodes with the same files\n"
 	 "  --vocab FILE      BERT: the data is WordPiece of FILE (mgl tokenize --bert --vocab FILE;\n"
 	 "                    without it, BERT's byte vocabulary), recorded as --gpt2 DIR is\n"
-	 "  --dump-first DIR  write DIR/checkpoint.safetensors (the initial weights) and\n"
-	 "                    DIR/grads.safetensors (the first step's gradients): for comparisons\n"
+	 "  --dump-first DIR  write DIR/checkpoint.safetensors (the initial weights),\n"
+	 "                    DIR/grads.safetensors (the first step's gradients) and\n"
+	 "                    DIR/batch.safetensors (its inputs; not with --accum): for comparisons\n"
 	 "  --tp N --dp M --sp  the job: tp x dp ranks (threads on the cpu, one GPU each on cuda)\n"
+	 "  --zero 1          ZeRO stage 1: AdamW's state sharded over the dp ranks (dp >= 2)\n"
+	 "  --recompute M     none (default), selective (norms, activations) or full (each layer\n"
+	 "                    from its input): less activation memory for more compute\n"
 	 "  --backend cpu|cuda the default is cuda where a GPU can be used, else cpu\n"
 	 "  --gpus N          GPUs to use: must be tp x dp (the default)\n"
 	 "\n"
 	 "Exit status: 0 trained, 1 an invalid model, shard or checkpoint, a file that cannot be\n"
 	 "written, or a NaN loss, 2 bad usage, 130 stopped by Ctrl-C.\n",
-	 "--preset --set --data --val --tp --dp --sp --backend --gpus --steps --batch --seq --accum --lr --min-lr "
+	 "--preset --set --data --val --tp --dp --sp --zero --recompute --backend --gpus --steps --batch --seq --accum --lr --min-lr "
 	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --tensorboard --log-every "
 	 "--gpt2 --vocab --dump-first --init", NULL},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
@@ -334,6 +346,7 @@ static const Command commands[] = {
 	 "--hf -o --preset --set", NULL},
 	{"bench", cmd_bench, NULL, "time whole training steps: tokens/s, TFLOP/s, MFU, memory, a profile",
 	 "usage: mgl bench FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
+	 "                 [--zero 0|1] [--recompute none|selective|full]\n"
 	 "                 [--steps K] [--warmup W] [--backend cpu|cuda] [--seed S] [--json] [--profile]\n"
 	 "\n"
 	 "Runs whole training steps (forward, backward, AdamW) as `mgl train` runs them, on random\n"
@@ -346,6 +359,7 @@ static const Command commands[] = {
 	 "\n"
 	 MODEL_OPTIONS
 	 "  --tp N --dp M --sp  the job, as mgl train's (one GPU a rank on cuda)\n"
+	 "  --zero 1 --recompute M  as mgl train's\n"
 	 "  --batch B         sequences per micro-batch and dp rank (default 8)\n"
 	 "  --seq T           sequence length (default: the model's config seq)\n"
 	 "  --steps K         timed steps (default 10)\n"
@@ -359,7 +373,7 @@ static const Command commands[] = {
 	 "                    classifier, optimizer, collectives, other\n"
 	 "\n"
 	 "Exit status: 0 measured, 1 an invalid model or a run that failed, 2 bad usage.\n",
-	 "--preset --set --tp --dp --sp --batch --seq --steps --warmup --backend --seed --json --profile", NULL},
+	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --steps --warmup --backend --seed --json --profile", NULL},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [PLAN] [--arch sm_XY]\n"
 	 "\n"
@@ -402,6 +416,7 @@ static const struct {
 	{"--dump", O_STR, offsetof(Args, dump), 0},          {"-o", O_STR, offsetof(Args, out), 0},
 	{"--tp", O_INT, offsetof(Args, tp), 4096},           {"--dp", O_INT, offsetof(Args, dp), 4096},
 	{"--sp", O_FLAG, offsetof(Args, sp), 0},             {"--json", O_FLAG, offsetof(Args, json), 0},
+	{"--zero", O_STR, offsetof(Args, zero_s), 0},        {"--recompute", O_STR, offsetof(Args, recompute_s), 0},
 	{"--backward", O_FLAG, offsetof(Args, backward), 0}, {"--layers", O_STR, offsetof(Args, layers), 0},
 	{"--batch", O_INT, offsetof(Args, batch), 1 << 20},  {"--seq", O_INT, offsetof(Args, seq), 1 << 20},
 	{"--dtype", O_DTYPE, offsetof(Args, dtype), 0},      {"--data", O_STR, offsetof(Args, data), 0},
@@ -558,6 +573,22 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 		}
 		if (!strcmp(name, "--dump") && !strcmp(cmd->name, "check") && strcmp(val, "ast") && strcmp(val, "graph"))
 			return usage_error(cmd->name, "--dump takes ast or graph, not '%s'", val);
+	}
+	if (a->zero_s) {
+		if (strcmp(a->zero_s, "0") && strcmp(a->zero_s, "1"))
+			return usage_error(cmd->name, "--zero takes 0 or 1 (ZeRO stage 1: the sharded optimizer), not '%s'", a->zero_s);
+		a->zero = *a->zero_s == '1';
+		if (a->zero && a->dp < 2)
+			return usage_error(cmd->name, "--zero 1 shards the optimizer over the data-parallel ranks: it needs "
+				"--dp 2 or more%s", "");
+	}
+	if (a->recompute_s) {
+		int k = 0;
+		while (k < 3 && strcmp(a->recompute_s, mgl_recompute_name[k]))
+			k++;
+		if (k == 3)
+			return usage_error(cmd->name, "--recompute takes none, selective or full, not '%s'", a->recompute_s);
+		a->recompute = (MglRecompute)k;
 	}
 	/* mgl train --init DIR may take the model from the checkpoint */
 	if (!a->file && !(cmd->arg && (!*cmd->arg || *cmd->arg == '[')) && !(a->init && cmd->run == cmd_train))

@@ -54,7 +54,7 @@ MglTarget cli_target(const Args *a, const RtBackend *be)
 {
 	/* the cpu computes in f32; GPUs store activations in bf16 (and accumulate in f32) */
 	return (MglTarget){.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
-			   .batch = a->batch ? a->batch : 8, .seq = a->seq,
+			   .zero = a->zero, .recompute = a->recompute, .batch = a->batch ? a->batch : 8, .seq = a->seq,
 			   .act_dtype = be == &rt_cpu_backend ? MGL_F32 : MGL_BF16};
 }
 
@@ -183,9 +183,17 @@ int cmd_train(Args *a)
 		};
 		cli_optimizer(a, &o);
 		RtTrainResult r;
-		if (rt_train(p, be, &o, &r, err, sizeof err)) {
-			fprintf(stderr, "mgl: error: %s\n", err);
+		/* launched as processes (mpirun, srun, torchrun): meet the others first; each says
+		 * its errors, rank 0 all the rest */
+		const RtProcs *pr = rt_procs();
+		if (rt_procs_start(err, sizeof err) || rt_train(p, be, &o, &r, err, sizeof err)) {
+			if (pr->size > 1)
+				fprintf(stderr, "mgl: error: rank %d: %s\n", pr->rank, err);
+			else
+				fprintf(stderr, "mgl: error: %s\n", err);
 			status = 1;
+		} else if (pr->rank > 0) {
+			status = r.interrupted ? 130 : 0;
 		} else {
 			char b1[32], b2[32], b3[32];
 			printf("trained %s step%s", mgl_commas(r.steps_done, b1), r.steps_done == 1 ? "" : "s");
@@ -212,6 +220,8 @@ int cmd_train(Args *a)
 	} else {
 		status = c.status ? c.status : 1;
 	}
+	if (status == 0 || status == 130)
+		rt_procs_end();   /* not after an error: MPI_Finalize would wait for processes that wait for this one */
 done:
 	free(source);
 	for (int k = 0; k < 3; k++)

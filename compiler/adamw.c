@@ -12,6 +12,15 @@
  * replicated gradient is counted by tp rank 0 only, so the tp all-reduce that follows
  * counts it once), then adamw reads it with the clipping threshold it is run with.
  * Weight decay applies to parameters of two or more dimensions (not biases and norms).
+ *
+ * ZeRO stage 1 (p->zero, Rajbhandari et al. 2020; Megatron-LM's distributed optimizer):
+ * each bucket is reduce-scattered over dp instead of all-reduced, so dp rank d holds the
+ * sum of its piece of every gradient (plan.h: mgl_zero_piece); the AdamW moments are that
+ * piece's alone; grad_norm sums the squares of the rank's pieces, and an all-reduce over dp
+ * makes that the global norm; adamw updates the piece; one all-gather over dp after the
+ * updates gives every rank the whole parameters again. The fp32 parameters stay whole on
+ * every rank (the cpu backend computes with them, the cuda backend keeps its bf16 copy
+ * next to them): what ZeRO-1 saves is the optimizer's state, divided by dp.
  */
 #include "mgl.h"
 
@@ -25,6 +34,7 @@ static void collective(MglCtx *c, MglPlan *p, MglOp op, MglGroup group, const in
 {
 	int s = mgl_emit(&c->arena, p, op, ph, vals, n, vals, n, NULL, -1);
 	p->steps[s].attr.group = group;
+	p->steps[s].attr.dim = 1;   /* its default: ZeRO's pieces are of the flat buffers */
 }
 
 typedef struct { int param, done; } Finish;
@@ -90,7 +100,7 @@ void mgl_adamw(MglCtx *c, MglPlan *p)
 				n = 0;
 				for (int i = first; i < bucket_end[b]; i++)
 					vals[n++] = p->params[fin[i].param].grad;
-				collective(c, p, MGL_OP_ALL_REDUCE, MGL_GROUP_DP, vals, n, MGL_BWD);
+				collective(c, p, p->zero ? MGL_OP_REDUCE_SCATTER : MGL_OP_ALL_REDUCE, MGL_GROUP_DP, vals, n, MGL_BWD);
 			}
 			first = bucket_end[b++];
 		}
@@ -108,26 +118,37 @@ void mgl_adamw(MglCtx *c, MglPlan *p)
 	int norm = mgl_new_value(a, p, "grad_norm", MGL_V_ACT, MGL_F32, 0, scalar);
 	p->values[norm].layout = (MglLayout){p->tp > 1 ? MGL_L_P : MGL_L_R, 0};
 	mgl_emit(a, p, MGL_OP_GRAD_NORM, MGL_OPT, vals, np, &norm, 1, NULL, -1);
-	if (p->tp > 1) {
-		int r = mgl_new_value(a, p, "grad_norm@R", MGL_V_ACT, MGL_F32, 0, scalar);
+	for (int g = MGL_GROUP_TP; g <= MGL_GROUP_DP; g++) {   /* summed over tp, then (ZeRO's pieces) dp */
+		if ((g == MGL_GROUP_TP ? p->tp : p->zero ? p->dp : 1) == 1)
+			continue;
+		int r = mgl_new_value(a, p, g == MGL_GROUP_TP ? "grad_norm@R" : "grad_norm@dp", MGL_V_ACT, MGL_F32, 0, scalar);
 		int s = mgl_emit(a, p, MGL_OP_ALL_REDUCE, MGL_OPT, &norm, 1, &r, 1, NULL, -1);
-		p->steps[s].attr.group = MGL_GROUP_TP;
+		p->steps[s].attr.group = (MglGroup)g;
 		norm = r;
 	}
 
-	/* AdamW, one step per parameter shard */
+	/* AdamW, one step per parameter shard (ZeRO-1: per piece of one) */
 	for (int i = 0; i < np; i++) {
 		MglPlanParam *pp = &p->params[i];
 		const MglValue *w = &p->values[pp->value];
-		pp->m = mgl_new_value(a, p, mgl_fmt(a, "m:%s", pp->name), MGL_V_STATE, MGL_F32, w->rank, w->shape);
-		pp->v = mgl_new_value(a, p, mgl_fmt(a, "v:%s", pp->name), MGL_V_STATE, MGL_F32, w->rank, w->shape);
+		int64_t piece[1] = {mgl_zero_chunk(mgl_numel(w), p->dp)};
+		int rank = p->zero ? 1 : w->rank;
+		const int64_t *shape = p->zero ? piece : w->shape;
+		pp->m = mgl_new_value(a, p, mgl_fmt(a, "m:%s", pp->name), MGL_V_STATE, MGL_F32, rank, shape);
+		pp->v = mgl_new_value(a, p, mgl_fmt(a, "v:%s", pp->name), MGL_V_STATE, MGL_F32, rank, shape);
 		w = &p->values[pp->value];
-		p->values[pp->m].layout = p->values[pp->v].layout = w->layout;
+		/* a piece is flat: no tp layout of its own (the parameter's split says whose it is) */
+		p->values[pp->m].layout = p->values[pp->v].layout = p->zero ? (MglLayout){MGL_L_R, 0} : w->layout;
 		p->values[pp->m].param = p->values[pp->v].param = i;
 		int in[5] = {pp->value, pp->grad, pp->m, pp->v, norm}, out[3] = {pp->value, pp->m, pp->v};
 		int s = mgl_emit(a, p, MGL_OP_ADAMW, MGL_OPT, in, 5, out, 3, NULL, -1);
 		p->steps[s].attr.decay = pp->rank >= 2;
 		p->steps[s].line = pp->line;
 		p->steps[s].col = pp->col;
+	}
+	if (p->zero) {   /* every rank's updated pieces to every rank */
+		for (int i = 0; i < np; i++)
+			vals[i] = p->params[i].value;
+		collective(c, p, MGL_OP_ALL_GATHER, MGL_GROUP_DP, vals, np, MGL_OPT);
 	}
 }

@@ -472,6 +472,8 @@ MglPlan *mgl_lower(MglCtx *c, const MglGraph *g, const MglTarget *t)
 	p->tp = t->tp;
 	p->dp = t->dp;
 	p->sp = t->sp && t->tp > 1;   /* nothing to split the sequence over with one rank */
+	p->zero = t->dp > 1 ? t->zero : 0;   /* the command line refuses --zero 1 with dp 1 */
+	p->recompute = t->recompute;
 	p->batch = t->batch;
 	p->seq = t->seq;
 	p->act_dtype = t->act_dtype;

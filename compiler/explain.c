@@ -82,12 +82,12 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 		for (int k = 0; k < s->nout; k++)
 			bytes += mgl_numel(&p->values[s->out[k]]) * mgl_dtype_size[p->values[s->out[k]].dtype];
 		int t = s->attr.group == MGL_GROUP_TP ? p->tp : p->dp;
-		if (kind == MGL_RS)
-			bytes *= t;   /* the tensor reduced is tp times this rank's shard */
+		if (kind == MGL_RS && s->attr.group == MGL_GROUP_TP)
+			bytes *= t;   /* the tensor reduced is tp times this rank's shard (ZeRO's, over dp, is in place) */
 		e->comm_bytes += (int64_t)((kind == MGL_AR ? 2.0 : 1.0) * (double)bytes * (t - 1) / t);
 		int ph = s->phase;
 		if (s->attr.group == MGL_GROUP_DP) {
-			e->dp_buckets++;
+			e->dp_buckets += s->phase == MGL_BWD;   /* the gradients' (ZeRO-1 adds the norm's, the weights') */
 			continue;
 		}
 		e->total[ph][kind]++;

@@ -16,6 +16,9 @@
  * group may take their bytes, not even at the same offset (a broadcast input, read at
  * i % n, would be overwritten before other threads read it). Without this the kernels
  * raced with themselves once tensors spanned many thread blocks (issue 8).
+ *
+ * Under ZeRO-1 a parameter's and its gradient's buffers hold dp equal pieces (plan.h:
+ * mgl_zero_piece), the last padded past the tensor's end.
  */
 #include "mgl.h"
 
@@ -38,6 +41,10 @@ void mgl_memplan(MglPlan *p)
 	for (int v = 0; v < n; v++) {
 		MglValue *x = &p->values[v];
 		x->bytes = aligned_bytes(x);
+		if (p->zero && (x->role == MGL_V_PARAM || x->role == MGL_V_GRAD)) {
+			int64_t whole = mgl_zero_chunk(mgl_numel(x), p->dp) * p->dp * mgl_dtype_size[x->dtype];
+			x->bytes = (whole + ALIGN - 1) / ALIGN * ALIGN;
+		}
 		if (x->role == MGL_V_PARAM || x->role == MGL_V_GRAD || x->role == MGL_V_STATE) {
 			x->offset = p->persistent_bytes[x->role];
 			p->persistent_bytes[x->role] += x->bytes;

@@ -261,6 +261,8 @@ MglGraph *mgl_elaborate(MglCtx *c, const MglFile *f, const MglOptions *opt);
 typedef struct {
 	int tp, dp;             /* tensor- and data-parallel group sizes */
 	bool sp;                /* sequence parallelism */
+	int zero;               /* ZeRO stage: 0, or 1 (the optimizer's state sharded over dp; dp > 1) */
+	MglRecompute recompute; /* activation recomputation (recompute.c) */
 	int64_t batch, seq;     /* the micro-batch and sequence length to compile for */
 	MglDtype act_dtype;     /* storage of activations: MGL_F32 (cpu) or MGL_BF16 (cuda) */
 } MglTarget;
@@ -278,7 +280,9 @@ int mgl_emit(MglArena *a, MglPlan *p, MglOp op, MglPhase phase, const int *in, i
 	     int nout, const void *tok, int layer);
 /* partition.c: layouts, collectives, local shapes */
 void mgl_partition(MglCtx *c, MglPlan *p);
-/* adamw.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW */
+/* recompute.c: forward steps run again in the backward pass, for p->recompute */
+void mgl_recompute(MglCtx *c, MglPlan *p);
+/* adamw.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW (ZeRO-1: sharded) */
 void mgl_adamw(MglCtx *c, MglPlan *p);
 /* schedule.c: collectives moved up to just after what they depend on (for overlap) */
 void mgl_schedule(MglPlan *p);
@@ -308,8 +312,8 @@ void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
 /* pipeline.c: the passes above, in order, from a graph to a finished plan. mgl_run_passes
  * calls hook (if not NULL) after each pass with its name (mgl_passes[i]) and the plan so
  * far, and stops there when it returns true. */
-enum { MGL_NPASSES = 6 };
-extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, adamw, schedule, fuse, memplan */
+enum { MGL_NPASSES = 7 };
+extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, recompute, adamw, schedule, fuse, memplan */
 typedef bool MglPassHook(const char *pass, const MglPlan *p, void *arg);
 MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPassHook *hook, void *arg);
 MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);   /* every pass */

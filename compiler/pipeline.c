@@ -4,7 +4,7 @@
  */
 #include "mgl.h"
 
-const char *const mgl_passes[MGL_NPASSES] = {"autodiff", "partition", "adamw", "schedule", "fuse", "memplan"};
+const char *const mgl_passes[MGL_NPASSES] = {"autodiff", "partition", "recompute", "adamw", "schedule", "fuse", "memplan"};
 
 MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPassHook *hook, void *arg)
 {
@@ -13,10 +13,11 @@ MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPas
 		switch (i) {   /* in the order of mgl_passes */
 		case 0: p = mgl_lower(c, g, t); break;
 		case 1: mgl_partition(c, p); break;
-		case 2: mgl_adamw(c, p); break;
-		case 3: mgl_schedule(p); break;
-		case 4: mgl_fuse(p); break;
-		case 5: mgl_memplan(p); break;
+		case 2: mgl_recompute(c, p); break;
+		case 3: mgl_adamw(c, p); break;
+		case 4: mgl_schedule(p); break;
+		case 5: mgl_fuse(p); break;
+		case 6: mgl_memplan(p); break;
 		}
 		if (hook && hook(mgl_passes[i], p, arg))
 			break;

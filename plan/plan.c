@@ -62,6 +62,7 @@ const int mgl_dtype_size[3] = {4, 4, 2};
 const char *const mgl_role_name[MGL_V_ROLE_COUNT] = {"input", "param", "act", "grad", "state"};
 const char *const mgl_phase_name[3] = {"fwd", "bwd", "opt"};
 const char *const mgl_init_name[3] = {"normal", "zeros", "ones"};
+const char *const mgl_recompute_name[3] = {"none", "selective", "full"};
 
 const char *mgl_layout_str(MglLayout l, char buf[8])
 {
@@ -501,8 +502,12 @@ void mgl_plan_write(FILE *f, const MglPlan *p)
 	char buf[8];
 	fprintf(f, "mgl-plan %d\n", p->version);
 	fprintf(f, "model %s\npreset %s\nsource %s\n", p->model, p->preset ? p->preset : "-", p->source ? p->source : "-");
-	fprintf(f, "tp %d\ndp %d\nsp %d\nbatch %lld\nseq %lld\nact %s\n", p->tp, p->dp, p->sp, (long long)p->batch,
-		(long long)p->seq, mgl_dtype_name[p->act_dtype]);
+	fprintf(f, "tp %d\ndp %d\nsp %d\n", p->tp, p->dp, p->sp);
+	if (p->zero)   /* these two lines only when not the default: plans without them read as before */
+		fprintf(f, "zero %d\n", p->zero);
+	if (p->recompute)
+		fprintf(f, "recompute %s\n", mgl_recompute_name[p->recompute]);
+	fprintf(f, "batch %lld\nseq %lld\nact %s\n", (long long)p->batch, (long long)p->seq, mgl_dtype_name[p->act_dtype]);
 	fprintf(f, "vocab %lld %lld\nlayers %d\narena %lld\nloss %d\n", (long long)p->vocab, (long long)p->vocab_padded,
 		p->nlayers, (long long)p->arena_bytes, p->loss);
 	if (p->logits >= 0)
@@ -601,6 +606,16 @@ static void word(Reader *r, const char *w)
 	const char *s = tok(r, &n);
 	if ((size_t)n != strlen(w) || memcmp(s, w, (size_t)n))
 		bad(r, "expected '%s', found '%.*s'", w, n > 40 ? 40 : n, s);
+}
+
+/* Whether the line starts with the word w (then read), for a header line that may be absent. */
+static bool optional(Reader *r, const char *w)
+{
+	size_t n = strlen(w);
+	if ((size_t)(r->end - r->p) <= n || memcmp(r->p, w, n) || r->p[n] != ' ')
+		return false;
+	r->p += n;
+	return true;
 }
 
 static char *str(Reader *r)
@@ -783,6 +798,58 @@ static void check_arity(Reader *r, const MglPlan *p, const MglStep *s)
 			bad(r, "value %%%d is split along a dimension it does not have", s->in[k]);
 }
 
+/* A parameter's values have their roles, its gradient its shape, and its moments this
+ * rank's part of it: the whole (zero 0) or its ZeRO piece of c elements, with the
+ * parameter's and gradient's buffers padded to dp c (plan.h). The runtimes index them so. */
+static void check_param(Reader *r, const MglPlan *p, const MglPlanParam *q)
+{
+	const MglValue *w = &p->values[q->value], *g = &p->values[q->grad], *m = &p->values[q->m], *v = &p->values[q->v];
+	if (w->role != MGL_V_PARAM || g->role != MGL_V_GRAD || m->role != MGL_V_STATE || v->role != MGL_V_STATE)
+		bad(r, "the values of parameter '%s' are not a param, a grad and two state values", q->name);
+	int64_t n = mgl_numel(w), c = p->zero ? mgl_zero_chunk(n, p->dp) : n, es = mgl_dtype_size[w->dtype];
+	if (mgl_numel(g) != n || w->dtype != MGL_F32 || g->dtype != MGL_F32 || m->dtype != MGL_F32 || v->dtype != MGL_F32)
+		bad(r, "the gradient of parameter '%s' is not f32 and of its shape", q->name);
+	if (mgl_numel(m) != c || mgl_numel(v) != c)
+		bad(r, "the AdamW moments of parameter '%s' hold %s elements, not %s (zero %d, dp %d)", q->name,
+		    mgl_commas(mgl_numel(m), (char[32]){0}), mgl_commas(c, (char[32]){0}), p->zero, p->dp);
+	if (p->zero && (w->bytes < c * p->dp * es || g->bytes < c * p->dp * es))
+		bad(r, "parameter '%s' is sharded over dp %d: its buffers need %s bytes", q->name, p->dp,
+		    mgl_commas(c * p->dp * es, (char[32]){0}));
+}
+
+/* The optimizer's steps read what their kernels assume: dp collectives are ZeRO's, in place
+ * on gradients (reduce_scatter) or parameters (all_gather); tp ones take one value; AdamW
+ * updates a parameter with its own gradient and moments. */
+static void check_optimizer(Reader *r, const MglPlan *p, const MglStep *s)
+{
+	const MglValue *v = p->values;
+	if (s->op == MGL_OP_REDUCE_SCATTER || s->op == MGL_OP_ALL_GATHER) {
+		if (s->attr.group == MGL_GROUP_TP) {
+			if (s->nin != 1)
+				bad(r, "%s over tp takes one value", mgl_ops[s->op].name);
+			return;
+		}
+		if (!p->zero)
+			bad(r, "%s over dp is ZeRO's, and this plan has no 'zero 1'", mgl_ops[s->op].name);
+		MglRole want = s->op == MGL_OP_REDUCE_SCATTER ? MGL_V_GRAD : MGL_V_PARAM;
+		for (int k = 0; k < s->nin; k++)
+			if (s->out[k] != s->in[k] || v[s->in[k]].role != want)
+				bad(r, "%s over dp works in place on %s values", mgl_ops[s->op].name, mgl_role_name[want]);
+	}
+	if (s->op == MGL_OP_ADAMW) {
+		int i = v[s->in[0]].param;
+		const MglPlanParam *q = i >= 0 && i < p->nparams ? &p->params[i] : NULL;
+		if (!q || s->in[0] != q->value || s->in[1] != q->grad || s->in[2] != q->m || s->in[3] != q->v ||
+		    s->out[0] != q->value || s->out[1] != q->m || s->out[2] != q->v || v[s->in[4]].role != MGL_V_ACT ||
+		    v[s->in[4]].rank != 0)
+			bad(r, "adamw must read a parameter, its gradient, its moments and the norm, and update the three");
+	}
+	if (s->op == MGL_OP_GRAD_NORM)
+		for (int k = 0; k < s->nin; k++)
+			if (v[s->in[k]].role != MGL_V_GRAD)
+				bad(r, "grad_norm reads gradients");
+}
+
 MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *name, char *err, size_t errlen)
 {
 	Reader r = {.p = text, .end = text + len, .name = name, .line = 1, .err = err, .errlen = errlen, .a = a};
@@ -821,6 +888,14 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	word(&r, "tp"), space(&r), p->tp = (int)num(&r, 1, 4096), eol(&r);
 	word(&r, "dp"), space(&r), p->dp = (int)num(&r, 1, 1 << 20), eol(&r);
 	word(&r, "sp"), space(&r), p->sp = num(&r, 0, 1), eol(&r);
+	if (optional(&r, "zero")) {
+		space(&r), p->zero = (int)num(&r, 1, 1);
+		if (p->dp < 2)
+			bad(&r, "zero 1 shards the optimizer over dp, and this plan has dp %d", p->dp);
+		eol(&r);
+	}
+	if (optional(&r, "recompute"))
+		space(&r), p->recompute = (MglRecompute)lookup(&r, mgl_recompute_name + 1, 2, "recomputation") + 1, eol(&r);
 	word(&r, "batch"), space(&r), p->batch = num(&r, 1, 1 << 30), eol(&r);
 	word(&r, "seq"), space(&r), p->seq = num(&r, 1, 1 << 30), eol(&r);
 	word(&r, "act"), space(&r), p->act_dtype = (MglDtype)lookup(&r, mgl_dtype_name, 3, "dtype"), eol(&r);
@@ -903,6 +978,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		}
 		space(&r), linecol(&r, &q->line, &q->col);
 		eol(&r);
+		check_param(&r, p, q);
 	}
 	for (int i = 0; i < p->nvalues; i++)
 		if (p->values[i].param >= p->nparams)
@@ -926,6 +1002,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 				space(&r), attribute(&r, &s->attr, k);
 		eol(&r);
 		check_arity(&r, p, s);
+		check_optimizer(&r, p, s);
 	}
 	word(&r, "end");
 	eol(&r);

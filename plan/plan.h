@@ -243,11 +243,19 @@ typedef struct {
 	int line, col;
 } MglPlanParam;
 
+/* Activation recomputation (compiler/recompute.c, docs/plan.md): none; selective, the
+ * layers' norms and activation functions run again in the backward pass (their outputs are
+ * not kept); full, each layer runs again from its input, the only activation it keeps. */
+typedef enum { MGL_RECOMPUTE_NONE, MGL_RECOMPUTE_SELECTIVE, MGL_RECOMPUTE_FULL } MglRecompute;
+extern const char *const mgl_recompute_name[3];   /* "none", "selective", "full" */
+
 typedef struct {
 	int version;
 	const char *model, *preset, *source;
 	int tp, dp;
 	bool sp;
+	int zero;                      /* ZeRO stage: 0, or 1 (the optimizer's state sharded over dp) */
+	MglRecompute recompute;
 	int64_t batch, seq;            /* micro-batch and sequence length it was compiled for */
 	MglDtype act_dtype;            /* storage of activations (f32 on cpu, bf16 on cuda) */
 	int64_t vocab, vocab_padded;
@@ -263,6 +271,22 @@ typedef struct {
 	int64_t persistent_bytes[MGL_V_ROLE_COUNT];   /* per role, this rank */
 	int nlayers;
 } MglPlan;
+
+/* ZeRO stage 1 (zero 1): dp rank d owns elements [d c, min(n, (d + 1) c)) of each
+ * parameter's n elements on this tp rank, c = ceil(n / dp). It keeps AdamW's moments for
+ * those alone (values of shape [c]), receives the gradient summed over dp for those alone
+ * (reduce_scatter, group dp) and updates those, then all_gather (group dp) gives every rank
+ * the whole parameter again. The parameter's and gradient's buffers hold dp c elements
+ * (their bytes padded), so that every rank's piece has c: NCCL's collectives take equal
+ * pieces. c is mgl_zero_chunk; *start and the return value are d's piece, 0 long when
+ * n < (d + 1) c runs past the end. */
+static inline int64_t mgl_zero_chunk(int64_t n, int dp) { return (n + dp - 1) / dp; }
+static inline int64_t mgl_zero_piece(int64_t n, int dp, int d, int64_t *start)
+{
+	int64_t c = mgl_zero_chunk(n, dp), s = (int64_t)d * c;
+	*start = s < n ? s : n;
+	return s < n ? (n - s < c ? n - s : c) : 0;
+}
 
 /* Elements of a value (this rank's shape), and its bytes at its dtype. */
 int64_t mgl_numel(const MglValue *v);

@@ -23,6 +23,7 @@
 
 typedef struct RtJob RtJob;
 typedef struct RtRank RtRank;
+typedef struct RtNet RtNet;
 
 /* The run's parameters, the same for every rank. */
 typedef struct {
@@ -33,11 +34,16 @@ typedef struct {
 	int64_t adam_t;        /* AdamW's step count, from 1 */
 } RtRun;
 
-/* A group's shared-memory exchange for the cpu backend (and the bootstrap of others). */
+/* A group's exchange for the cpu backend (and the bootstrap of others): shared memory
+ * between threads; between processes (one member each) an MPI group, through which each
+ * member's buffer is gathered into `gathered` and the slots point there. */
 typedef struct {
 	int size;
 	pthread_barrier_t barrier;
 	const void **slots;    /* each member's buffer, posted before the first barrier */
+	void *net;             /* between processes: the group (rt_net_group), or NULL */
+	char *gathered;        /* [size][bytes] of the last exchange */
+	size_t gathered_cap;
 } RtComm;
 
 struct RtRank {
@@ -84,7 +90,9 @@ struct RtJob {
 	const MglPlan *plan;
 	const RtBackend *be;
 	int tp, dp, nranks;
-	RtRank *ranks;
+	RtRank *ranks;         /* every rank of the job; this process opens and runs [first, last) */
+	int first, last;       /* all of them, or one (launch.c: a process a rank) */
+	RtNet *net;            /* between the processes, or NULL (all ranks here) */
 	RtComm *comms;         /* dp tp-groups, then tp dp-groups */
 	void *be_job;          /* the backend's, for the whole job (communicators) */
 };
@@ -154,18 +162,37 @@ static inline int64_t rt_valid_cols(const RtRank *r, const MglValue *z, int64_t 
 	return v < 0 ? 0 : v > rt_last(z) ? rt_last(z) : v;
 }
 
+/* ---------------------------------------------------------------- launch.c */
+
+/* The channel between the job's processes (runtime.h's RtProcs): NULL with one process.
+ * Every process calls the same collectives in the same order. all: [size][bytes]. A lost
+ * peer ends the process with an error. */
+RtNet *rt_net(void);
+void rt_net_allgather(RtNet *x, const void *mine, size_t bytes, void *all);
+void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root);
+/* Whether it has groups (MPI; the TCP star has not), and one: the processes of the same
+ * color, numbered by key (MPI_Comm_split; every process calls it), and its allgather. */
+bool rt_net_groups(const RtNet *x);
+void *rt_net_group(RtNet *x, int color, int key);
+void rt_net_group_allgather(void *group, int size, const void *mine, size_t bytes, void *all);
+
 /* ---------------------------------------------------------------- exec.c */
 
 RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen);
 void rt_job_close(RtJob *j);
 /* Every rank runs steps of the given phases, in parallel threads; 0 or -1 with err. */
 int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen);
+/* v: [nranks][n] of which this process filled its ranks' rows; after it, every row is its
+ * rank's (from the other processes, over the channel). Every process calls it alike. */
+void rt_job_share(RtJob *j, double *v, int n);
 /* The value id of a plan input or value by name, or -1. */
 int rt_value(const MglPlan *p, const char *name);
 /* Full (unsharded, unpadded) parameter tensor i, gathered from the tp ranks of dp rank 0,
- * into out (shape: plan->params[i].shape); which: RT_PARAM_VALUE, _M, _V or _GRAD. */
+ * into out (shape: plan->params[i].shape); which: RT_PARAM_VALUE, _M, _V or _GRAD. Between
+ * processes, every process calls it and every one gets the tensor. */
 void rt_param_get(RtJob *j, int i, int which, float *out);
-/* Scatters a full parameter tensor to every rank's shard (padding rows zero). */
+/* Scatters a full parameter tensor to every rank's shard (padding rows zero), of the ranks
+ * this process runs. */
 void rt_param_set(RtJob *j, int i, int which, const float *full);
 enum { RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V, RT_PARAM_GRAD };
 

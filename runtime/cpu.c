@@ -280,9 +280,23 @@ double rt_cpu_gemm_rate(int64_t n, int64_t k)
 
 /* ---------------------------------------------------------------- collectives */
 
-static void post(RtComm *c, int member, const void *buf)
+/* Every member's buffer of `bytes` in c->slots. Between processes the buffers are gathered
+ * whole (MPI_Allgather) and summed here, in member order as between threads: the same
+ * sums, bit for bit, whichever way the ranks run. */
+static void post(RtComm *c, int member, const void *buf, size_t bytes)
 {
 	c->slots[member] = buf;
+	if (c->net) {
+		size_t all = bytes * (size_t)c->size;
+		if (c->gathered_cap < all) {
+			free(c->gathered);
+			c->gathered = malloc(all);
+			c->gathered_cap = all;
+		}
+		rt_net_group_allgather(c->net, c->size, buf, bytes, c->gathered);
+		for (int m = 0; m < c->size; m++)
+			c->slots[m] = c->gathered + (size_t)m * bytes;
+	}
 	pthread_barrier_wait(&c->barrier);
 }
 
@@ -300,7 +314,7 @@ static real *scratch(RtRank *r, int64_t n)
 /* in, out: n floats on each member (in == out allowed); sum or max in member order. */
 static void all_reduce(RtRank *r, RtComm *c, int member, const real *in, real *out, int64_t n, bool max)
 {
-	post(c, member, in);
+	post(c, member, in, (size_t)n * sizeof *in);
 	real *t = scratch(r, n);
 	memcpy(t, c->slots[0], (size_t)n * sizeof *t);
 	for (int m = 1; m < c->size; m++) {
@@ -1128,15 +1142,56 @@ static void op_slice(Ctx *c)
 		memcpy(Y + (size_t)(i * n * inner) * es, X + (size_t)((i * whole + start) * inner) * es, (size_t)(n * inner) * es);
 }
 
+/* ZeRO-1 over dp, in place on each buffer: this rank's piece (plan.h: mgl_zero_piece) of
+ * the gradients summed in member order, as all_reduce sums them; the rest is left as it is.
+ * Each member writes its own piece and reads the others' at that piece only. */
+static void zero_reduce_scatter(Ctx *c, RtComm *g, int member)
+{
+	if (!c->run->last_micro)
+		return;   /* gradient buffers are reduced once, after the last micro-batch */
+	for (int k = 0; k < c->s->nin; k++) {
+		int64_t numel = mgl_numel(val(c->r, IN(k))), start, n = mgl_zero_piece(numel, g->size, member, &start);
+		real *Y = F(c->r, IN(k));
+		post(g, member, Y, (size_t)numel * sizeof *Y);
+		for (int64_t i = start; i < start + n; i++) {
+			real s = ((const real *)g->slots[0])[i];
+			for (int m = 1; m < g->size; m++)
+				s += ((const real *)g->slots[m])[i];
+			Y[i] = s;
+		}
+		pthread_barrier_wait(&g->barrier);   /* everyone has read every piece */
+	}
+}
+
+/* ZeRO-1 over dp, in place: every member's piece of each parameter to every member */
+static void zero_all_gather(Ctx *c, RtComm *g, int member)
+{
+	for (int k = 0; k < c->s->nin; k++) {
+		int64_t numel = mgl_numel(val(c->r, IN(k)));
+		real *Y = F(c->r, IN(k));
+		post(g, member, Y, (size_t)numel * sizeof *Y);
+		for (int m = 0; m < g->size; m++) {
+			int64_t start, n = mgl_zero_piece(numel, g->size, m, &start);
+			if (m != member)
+				memcpy(Y + start, (const real *)g->slots[m] + start, (size_t)n * sizeof *Y);
+		}
+		pthread_barrier_wait(&g->barrier);
+	}
+}
+
 static void op_all_gather(Ctx *c)
 {
 	int member;
 	RtComm *g = group(c, &member);
+	if (c->s->attr.group == MGL_GROUP_DP) {
+		zero_all_gather(c, g, member);
+		return;
+	}
 	const MglValue *x = val(c->r, IN(0));
 	int64_t outer, n, inner;
 	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
 	real *Y = F(c->r, OUT(0));
-	post(g, member, F(c->r, IN(0)));
+	post(g, member, F(c->r, IN(0)), (size_t)mgl_numel(x) * sizeof *Y);
 	for (int m = 0; m < g->size; m++) {
 		const real *X = g->slots[m];
 		for (int64_t i = 0; i < outer; i++)
@@ -1149,12 +1204,16 @@ static void op_reduce_scatter(Ctx *c)
 {
 	int member;
 	RtComm *g = group(c, &member);
+	if (c->s->attr.group == MGL_GROUP_DP) {
+		zero_reduce_scatter(c, g, member);
+		return;
+	}
 	const MglValue *o = val(c->r, OUT(0));
 	int64_t outer, n, inner;
 	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
 	int64_t whole = n * g->size, start = (int64_t)member * n;
 	real *Y = F(c->r, OUT(0));
-	post(g, member, F(c->r, IN(0)));
+	post(g, member, F(c->r, IN(0)), (size_t)mgl_numel(val(c->r, IN(0))) * sizeof *Y);
 	for (int64_t i = 0; i < outer; i++)
 		for (int64_t k = 0; k < n * inner; k++) {
 			real s = 0;
@@ -1177,7 +1236,15 @@ static void op_all_reduce(Ctx *c)
 
 /* ---------------------------------------------------------------- the optimizer */
 
-/* sum of squares of this rank's gradients; a replicated one counts on tp rank 0 only */
+/* The part of a parameter's n elements this rank updates: all of them, or its ZeRO piece. */
+static int64_t piece(const Ctx *c, int64_t n, int64_t *start)
+{
+	*start = 0;
+	return c->r->job->plan->zero ? mgl_zero_piece(n, c->r->job->dp, c->r->dp_rank, start) : n;
+}
+
+/* sum of squares of this rank's gradients (ZeRO-1: of its pieces); a replicated one
+ * counts on tp rank 0 only */
 static void op_grad_norm(Ctx *c)
 {
 	double s = 0;
@@ -1185,20 +1252,23 @@ static void op_grad_norm(Ctx *c)
 		const MglValue *g = val(c->r, IN(k));
 		if (g->layout.kind == MGL_L_R && c->r->tp_rank != 0)
 			continue;
-		const real *G = F(c->r, IN(k));
-		int64_t n = mgl_numel(g);   /* once: the compiler cannot know that the call would give the same */
+		int64_t start, n = piece(c, mgl_numel(g), &start);
+		const real *G = F(c->r, IN(k)) + start;
 		for (int64_t i = 0; i < n; i++)
 			s += (double)G[i] * G[i];
 	}
 	F(c->r, OUT(0))[0] = (real)s;
 }
 
-/* AdamW (Loshchilov & Hutter), after clipping the gradient to a global norm of `clip` */
+/* AdamW (Loshchilov & Hutter), after clipping the gradient to a global norm of `clip`;
+ * elements [from, to) of the piece this rank updates (the moments hold that piece alone) */
 static void adamw_part(Ctx *c, int64_t from, int64_t to)
 {
 	const RtRun *u = c->run;
-	real *w = F(c->r, IN(0)), *m = F(c->r, IN(2)), *v = F(c->r, IN(3));
-	const real *g = F(c->r, IN(1));
+	int64_t start;
+	piece(c, mgl_numel(val(c->r, IN(0))), &start);
+	real *w = F(c->r, IN(0)) + start, *m = F(c->r, IN(2)), *v = F(c->r, IN(3));
+	const real *g = F(c->r, IN(1)) + start;
 	double norm = sqrt((double)F(c->r, IN(4))[0]);
 	double scale = u->clip > 0 && norm > u->clip ? u->clip / norm : 1.0;
 	double b1c = 1 - pow(u->beta1, (double)u->adam_t), b2c = 1 - pow(u->beta2, (double)u->adam_t);
@@ -1212,7 +1282,11 @@ static void adamw_part(Ctx *c, int64_t from, int64_t to)
 	}
 }
 
-static void op_adamw(Ctx *c) { spread(c, adamw_part, mgl_numel(val(c->r, IN(0))), GRAIN); }
+static void op_adamw(Ctx *c)
+{
+	int64_t start;
+	spread(c, adamw_part, piece(c, mgl_numel(val(c->r, IN(0))), &start), GRAIN);
+}
 
 typedef void OpFn(Ctx *c);
 
@@ -1247,9 +1321,15 @@ static int cpu_open(RtRank *r)
 {
 	const MglPlan *p = r->job->plan;
 #ifdef RT_CPU_FLOAT
-	if (r->job->ranks == r && blas_threads(r))   /* once a job, at its first rank */
+	if (r == &r->job->ranks[r->job->first] && blas_threads(r))   /* once a job, at its first rank */
 		return -1;
 #endif
+	if ((r->tp->size > 1 && !r->tp->net && r->job->net) || (r->dp->size > 1 && !r->dp->net && r->job->net)) {
+		snprintf(r->err, sizeof r->err, "the cpu backend's collectives between processes go through MPI, and these "
+			 "processes have none (%s): launch with mpirun, or run the ranks as threads of one process (no launcher)",
+			 rt_procs()->channel);
+		return -1;
+	}
 	if (p->act_dtype != MGL_F32) {
 		snprintf(r->err, sizeof r->err, "the cpu backend runs f32 plans, this one stores %s activations "
 			 "(compile with --dtype f32)", mgl_dtype_name[p->act_dtype]);

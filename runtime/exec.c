@@ -9,6 +9,11 @@
  * Parameters cross between the host and the ranks whole: rt_param_set cuts a full tensor
  * into each rank's shard (the split dimension divided by tp, vocabulary padding zero),
  * rt_param_get puts the shards of dp rank 0 back together.
+ *
+ * Launched as processes (launch.c), each process holds the whole job's numbering but opens
+ * and runs one rank, [first, last); its groups reach the other processes through the
+ * channel's (MPI's) groups where it has them, and what the host reads of another process's
+ * rank comes over the channel (rt_param_get, rt_job_share).
  */
 #include "backend.h"
 
@@ -16,11 +21,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void comm_init(RtComm *c, int size)
+/* A group of `size` members of which `here` are in this process; net: the group between
+ * processes, or NULL. */
+static void comm_init(RtComm *c, int size, int here, void *net)
 {
 	c->size = size;
-	pthread_barrier_init(&c->barrier, NULL, (unsigned)size);
+	pthread_barrier_init(&c->barrier, NULL, (unsigned)here);
 	c->slots = calloc((size_t)size, sizeof *c->slots);
+	c->net = net;
+}
+
+/* The processes' checks: one rank a process, and a tp group inside a node (its ranks
+ * consecutive, so the node's local ranks must keep step with the job's); not ZeRO-1 yet,
+ * whose checkpoints gather the dp ranks' pieces from this process's memory. */
+static int check_procs(const RtJob *j, char *err, size_t errlen)
+{
+	const RtProcs *pr = rt_procs();
+	if (j->plan->zero) {
+		rt_errf(err, errlen, "--zero 1 runs with the job's ranks in one process for now (threads, or GPUs of one "
+			"process): start it without a launcher");
+		return -1;
+	}
+	if (pr->size != j->nranks) {
+		rt_errf(err, errlen, "%s started %d processes for a job of %d rank%s (tp %d x dp %d): start one process a rank, "
+			"or one process without a launcher (its ranks as threads)", pr->launcher, pr->size, j->nranks,
+			j->nranks == 1 ? "" : "s", j->tp, j->dp);
+		return -1;
+	}
+	if (pr->local_rank % j->tp != pr->rank % j->tp) {
+		rt_errf(err, errlen, "rank %d is local rank %d of its node: its tp group (ranks %d to %d) would span two nodes; "
+			"place a multiple of tp %d consecutive ranks on each node (docs/multinode.md)", pr->rank, pr->local_rank,
+			pr->rank / j->tp * j->tp, pr->rank / j->tp * j->tp + j->tp - 1, j->tp);
+		return -1;
+	}
+	return 0;
 }
 
 RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen)
@@ -33,10 +67,14 @@ RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errl
 	j->nranks = p->tp * p->dp;
 	j->ranks = calloc((size_t)j->nranks, sizeof *j->ranks);
 	j->comms = calloc((size_t)(j->dp + j->tp), sizeof *j->comms);
-	for (int i = 0; i < j->dp; i++)
-		comm_init(&j->comms[i], j->tp);
-	for (int i = 0; i < j->tp; i++)
-		comm_init(&j->comms[j->dp + i], j->dp);
+	j->net = rt_net();
+	j->first = j->net ? rt_procs()->rank : 0;
+	j->last = j->net ? j->first + 1 : j->nranks;
+	if (j->net && check_procs(j, err, errlen)) {
+		j->first = j->last = 0;
+		rt_job_close(j);
+		return NULL;
+	}
 	for (int r = 0; r < j->nranks; r++) {
 		RtRank *k = &j->ranks[r];
 		k->job = j;
@@ -45,11 +83,25 @@ RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errl
 		k->dp_rank = r / j->tp;
 		k->tp = &j->comms[k->dp_rank];
 		k->dp = &j->comms[j->dp + k->tp_rank];
+	}
+	if (!j->net) {
+		for (int i = 0; i < j->dp; i++)
+			comm_init(&j->comms[i], j->tp, j->tp, NULL);
+		for (int i = 0; i < j->tp; i++)
+			comm_init(&j->comms[j->dp + i], j->dp, j->dp, NULL);
+	} else {   /* this process's two groups; every process splits the world alike */
+		RtRank *k = &j->ranks[j->first];
+		bool g = rt_net_groups(j->net);
+		comm_init(k->tp, j->tp, 1, g ? rt_net_group(j->net, k->dp_rank, k->tp_rank) : NULL);
+		comm_init(k->dp, j->dp, 1, g ? rt_net_group(j->net, j->dp + k->tp_rank, k->dp_rank) : NULL);
+	}
+	for (int r = j->first; r < j->last; r++) {
+		RtRank *k = &j->ranks[r];
 		if (be->open(k)) {
 			snprintf(err, errlen, "%s", k->err);   /* backends name the rank where it matters */
-			for (int q = 0; q < r; q++)
+			for (int q = j->first; q < r; q++)
 				be->close(&j->ranks[q]);
-			j->nranks = 0;
+			j->first = j->last = 0;
 			rt_job_close(j);
 			return NULL;
 		}
@@ -61,12 +113,13 @@ void rt_job_close(RtJob *j)
 {
 	if (!j)
 		return;
-	for (int r = 0; r < j->nranks; r++)
+	for (int r = j->first; r < j->last; r++)
 		j->be->close(&j->ranks[r]);
 	for (int i = 0; i < j->dp + j->tp; i++) {
 		if (j->comms[i].slots)
 			pthread_barrier_destroy(&j->comms[i].barrier);
 		free(j->comms[i].slots);
+		free(j->comms[i].gathered);
 	}
 	free(j->comms);
 	free(j->ranks);
@@ -88,27 +141,38 @@ static void *rank_main(void *arg)
 
 int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen)
 {
-	if (j->nranks == 1) {
-		Work w = {&j->ranks[0], phases, run};
+	if (j->last - j->first == 1) {
+		Work w = {&j->ranks[j->first], phases, run};
 		rank_main(&w);
 	} else {
 		pthread_t *th = calloc((size_t)j->nranks, sizeof *th);
 		Work *w = calloc((size_t)j->nranks, sizeof *w);
-		for (int r = 0; r < j->nranks; r++) {
+		for (int r = j->first; r < j->last; r++) {
 			w[r] = (Work){&j->ranks[r], phases, run};
 			pthread_create(&th[r], NULL, rank_main, &w[r]);
 		}
-		for (int r = 0; r < j->nranks; r++)
+		for (int r = j->first; r < j->last; r++)
 			pthread_join(th[r], NULL);
 		free(th);
 		free(w);
 	}
-	for (int r = 0; r < j->nranks; r++)
+	for (int r = j->first; r < j->last; r++)
 		if (j->ranks[r].failed) {
 			snprintf(err, errlen, "%s", j->ranks[r].err);
 			return -1;
 		}
 	return 0;
+}
+
+void rt_job_share(RtJob *j, double *v, int n)
+{
+	if (!j->net)
+		return;
+	size_t row = (size_t)n * sizeof *v;
+	double *all = malloc(row * (size_t)j->nranks);
+	rt_net_allgather(j->net, v + (size_t)j->first * (size_t)n, row, all);   /* a rank a process: row r is rank r's */
+	memcpy(v, all, row * (size_t)j->nranks);
+	free(all);
 }
 
 int rt_value(const MglPlan *p, const char *name)
@@ -162,13 +226,36 @@ static void shard_copy(const MglPlanParam *q, int tp, int t, float *full, float 
 	}
 }
 
+/* Under ZeRO-1 the moments (and the summed gradient) of tp rank t's shard of n elements
+ * are in pieces over its dp group (plan.h: mgl_zero_piece): shard gets them all, from the
+ * moments (each rank's piece from their start) or the gradients (at the piece's place). */
+static void zero_gather(RtJob *j, const MglPlanParam *q, int which, int t, float *shard)
+{
+	int v = pick(q, which);
+	int64_t n = mgl_numel(&j->plan->values[q->value]);
+	float *buf = malloc((size_t)mgl_numel(&j->plan->values[v]) * sizeof *buf);
+	for (int d = 0; d < j->dp; d++) {
+		int64_t start, len = mgl_zero_piece(n, j->dp, d, &start);
+		j->be->read(&j->ranks[d * j->tp + t], v, buf);
+		memcpy(shard + start, buf + (which == RT_PARAM_GRAD ? start : 0), (size_t)len * sizeof *buf);
+	}
+	free(buf);
+}
+
+static bool zero_pieces(const RtJob *j, int which) { return j->plan->zero && which != RT_PARAM_VALUE; }
+
 void rt_param_get(RtJob *j, int i, int which, float *out)
 {
 	const MglPlanParam *q = &j->plan->params[i];
-	int64_t local = mgl_numel(&j->plan->values[pick(q, which)]);
+	int64_t local = mgl_numel(&j->plan->values[q->value]);   /* the tp shard: the moments may be a piece of it */
 	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
 	for (int t = 0; t < (q->split_dim >= 0 ? j->tp : 1); t++) {
-		j->be->read(&j->ranks[t], pick(q, which), shard);
+		if (zero_pieces(j, which))   /* every dp rank's piece: all in this process (rt_job_open) */
+			zero_gather(j, q, which, t, shard);
+		else if (t >= j->first && t < j->last)
+			j->be->read(&j->ranks[t], pick(q, which), shard);
+		if (j->net)   /* from the process of rank t to every process */
+			rt_net_bcast(j->net, shard, (size_t)local * sizeof *shard, t);
 		shard_copy(q, j->tp, t, full, shard, false);
 	}
 	memcpy(out, full, (size_t)mgl_param_numel(q) * sizeof *out);   /* padding rows are the last ones */
@@ -179,12 +266,15 @@ void rt_param_get(RtJob *j, int i, int which, float *out)
 void rt_param_set(RtJob *j, int i, int which, const float *in)
 {
 	const MglPlanParam *q = &j->plan->params[i];
-	int64_t local = mgl_numel(&j->plan->values[pick(q, which)]);
-	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
+	int64_t local = mgl_numel(&j->plan->values[q->value]), room = mgl_zero_chunk(local, j->dp) * j->dp;
+	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = calloc((size_t)room, sizeof *shard);
 	memcpy(full, in, (size_t)mgl_param_numel(q) * sizeof *full);
-	for (int r = 0; r < j->nranks; r++) {
+	for (int r = j->first; r < j->last; r++) {
 		shard_copy(q, j->tp, j->ranks[r].tp_rank, full, shard, true);
-		j->be->write(&j->ranks[r], pick(q, which), shard);
+		int64_t start = 0;   /* ZeRO-1's moments: the rank's piece */
+		if (j->plan->zero && (which == RT_PARAM_M || which == RT_PARAM_V))
+			mgl_zero_piece(local, j->dp, j->ranks[r].dp_rank, &start);
+		j->be->write(&j->ranks[r], pick(q, which), shard + start);
 	}
 	free(full);
 	free(shard);

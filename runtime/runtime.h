@@ -11,7 +11,9 @@
  *   json.c        the JSON reader (checkpoints' headers, GPT-2's encoder.json, logs) and UTF-8
  *   io.c          messages, files replaced whole or not at all, bf16 conversion
  *   backend.h     the interface a backend implements (cpu.c; cuda/ later)
- *   exec.c        a job: tp x dp ranks running one plan, one thread per rank
+ *   exec.c        a job: tp x dp ranks running one plan, one thread per rank (or one
+ *                 process per rank, launch.c)
+ *   launch.c      processes: the launcher's rank and size, MPI or a TCP rendezvous between them
  *   train.c       the training loop: schedule, accumulation, clipping, evaluation,
  *                 checkpoints, logging, signals
  *   tensorboard.c TensorBoard event files (TFRecords of Event protobufs, by hand)
@@ -426,6 +428,24 @@ typedef struct {
 } RtCloze;
 int rt_eval_cloze(struct RtJob *j, const RtCloze *ex, int64_t n, RtEvalProgress *progress, void *ctx, bool *right,
 		  char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- processes (launch.c) */
+
+/* This process's place in a job started by a launcher (mpirun, srun, torchrun;
+ * docs/multinode.md): one rank of the job a process. Without one: rank 0 of 1, and a job's
+ * ranks are threads of this process. */
+typedef struct {
+	int rank, size, local_rank;   /* local_rank: on this node (its GPU) */
+	const char *launcher;         /* "mpirun", "srun", "torchrun", or "" */
+	const char *channel;          /* between the processes: "MPI", or why not and "they meet over TCP" */
+} RtProcs;
+/* Reads the launcher's variables and, with more than one process, meets the others (MPI,
+ * or the rendezvous: a rank missing after MGL_RENDEZVOUS_TIMEOUT seconds is an error naming
+ * it). Once a process; later calls return at once. 0, or -1 with err. */
+int rt_procs_start(char *err, size_t errlen);
+const RtProcs *rt_procs(void);
+/* Closes the channel (MPI_Finalize), at exit. */
+void rt_procs_end(void);
 
 /* ---------------------------------------------------------------- training (train.c) */
 

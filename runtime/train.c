@@ -289,10 +289,13 @@ enum { NFAMILIES = sizeof families / sizeof families[0] };
  * training micro-batch `micro` of this step, or evaluation batch `eval` (>= 0). */
 static void feed(Train *t, int64_t eval, int64_t micro, float d_loss)
 {
-	for (int d = 0; d < t->job->dp; d++) {
-		families[t->fam].fill(t, d, eval, micro);
-		for (int k = 0; k < t->job->tp; k++) {
-			RtRank *r = &t->job->ranks[d * t->job->tp + k];
+	RtJob *j = t->job;
+	for (int d = 0; d < j->dp; d++) {
+		families[t->fam].fill(t, d, eval, micro);   /* every dp rank's, here too: one stream draws them in turn */
+		for (int k = 0; k < j->tp; k++) {
+			RtRank *r = &j->ranks[d * j->tp + k];
+			if (r->rank < j->first || r->rank >= j->last)
+				continue;   /* another process's */
 			for (int i = 0; families[t->fam].inputs[i]; i++)
 				t->job->be->write(r, t->in[i], t->batch[i] + d * t->B * t->T);
 			t->job->be->write(r, t->d_loss, &d_loss);
@@ -301,35 +304,41 @@ static void feed(Train *t, int64_t eval, int64_t micro, float d_loss)
 }
 
 /* After a forward pass: the loss and the heads, each the mean over the dp ranks (tp rank 0
- * of each); the sentence-order accuracy from the logits against the targets fed. */
+ * of each, whichever process runs it), summed in dp order; the sentence-order accuracy from
+ * the logits against the targets fed. */
 static void measure(Train *t, Measured *m)
 {
-	*m = (Measured){0, NAN, NAN, NAN};
-	const RtBackend *be = t->job->be;
+	RtJob *j = t->job;
 	float *z = t->fam == BERT ? malloc((size_t)t->B * 2 * sizeof *z) : NULL;
-	if (z)
-		m->mlm = m->sop = m->acc = 0;
-	for (int d = 0; d < t->job->dp; d++) {
-		RtRank *r = &t->job->ranks[d * t->job->tp];
+	double (*each)[4] = calloc((size_t)j->nranks, sizeof *each);   /* loss, mlm, sop, acc of each rank */
+	for (int r = j->first; r < j->last; r++) {
+		if (j->ranks[r].tp_rank)
+			continue;
 		float l;
-		be->read(r, t->loss, &l);
-		m->loss += l;
+		j->be->read(&j->ranks[r], t->loss, &l);
+		each[r][0] = l;
 		if (!z)
 			continue;
-		be->read(r, t->mlm_loss, &l);
-		m->mlm += l;
-		be->read(r, t->sop_loss, &l);
-		m->sop += l;
-		be->read(r, t->sop, z);
-		const int32_t *y = t->batch[4] + d * t->B * t->T;
+		j->be->read(&j->ranks[r], t->mlm_loss, &l);
+		each[r][1] = l;
+		j->be->read(&j->ranks[r], t->sop_loss, &l);
+		each[r][2] = l;
+		j->be->read(&j->ranks[r], t->sop, z);
+		const int32_t *y = t->batch[4] + j->ranks[r].dp_rank * t->B * t->T;
 		int64_t right = 0;
 		for (int64_t b = 0; b < t->B; b++)
 			right += (z[2 * b + 1] > z[2 * b]) == (y[b] == 1);
-		m->acc += (double)right / (double)t->B;
+		each[r][3] = (double)right / (double)t->B;
 	}
+	rt_job_share(j, &each[0][0], 4);
+	double sum[4] = {0};
+	for (int d = 0; d < j->dp; d++)
+		for (int k = 0; k < 4; k++)
+			sum[k] += each[d * j->tp][k];
+	double dp = j->dp;
+	*m = (Measured){sum[0] / dp, z ? sum[1] / dp : NAN, z ? sum[2] / dp : NAN, z ? sum[3] / dp : NAN};
 	free(z);
-	double dp = t->job->dp;
-	*m = (Measured){m->loss / dp, m->mlm / dp, m->sop / dp, m->acc / dp};
+	free(each);
 }
 
 /* sum += x * w, head by head */
@@ -364,7 +373,10 @@ static int inputs(Train *t, const char *who)
 {
 	const MglPlan *p = t->p;
 	t->d_loss = rt_value(p, "d_loss");
-	t->norm = rt_value(p, p->tp > 1 ? "grad_norm@R" : "grad_norm");
+	t->norm = -1;   /* the global squared norm: what AdamW reads (after the tp and, under ZeRO-1, dp sums) */
+	for (int s = 0; s < p->nsteps && t->norm < 0; s++)
+		if (p->steps[s].op == MGL_OP_ADAMW)
+			t->norm = p->steps[s].in[4];
 	t->loss = p->loss;
 	int ninputs = 0;
 	for (int v = 0; v < p->nvalues; v++)
@@ -524,7 +536,9 @@ static void init_param(Train *t, int i)
 
 /* ---------------------------------------------------------------- checkpoints */
 
-/* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name. */
+/* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name.
+ * Between processes every one gathers the tensors and rank 0's writes: the others' path
+ * is NULL. */
 static int write_tensors(Train *t, const char *path, const int *which, const char *const *prefix, int nw)
 {
 	const MglPlan *p = t->p;
@@ -551,7 +565,7 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
 			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
 	char e[512];
-	int rc = rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e);
+	int rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0;   /* NULL: another process writes */
 	for (int i = 0; i < n; i++) {
 		free(ts[i].data);
 		free(names[i]);
@@ -588,15 +602,18 @@ static char *prepare_dir(Train *t, const char *dir)
 	return NULL;
 }
 
+/* Whether this process writes files: rank 0's, or the only one. */
+static bool writer(const Train *t) { return t->job->first == 0; }
+
 static int save(Train *t)
 {
-	char *path = prepare_dir(t, t->o->save_dir);
-	if (!path)
+	char *path = writer(t) ? prepare_dir(t, t->o->save_dir) : NULL;
+	if (writer(t) && !path)
 		return -1;
 	static const int which[] = {RT_PARAM_VALUE, RT_PARAM_M, RT_PARAM_V};
 	static const char *const prefix[] = {"", "optimizer.m.", "optimizer.v."};
 	/* rt_ckpt_write's temporary file, for a second Ctrl-C to remove */
-	int too_long = rt_tmp_name(path, saving, sizeof saving);
+	int too_long = !path || rt_tmp_name(path, saving, sizeof saving);
 	atomic_thread_fence(memory_order_seq_cst);   /* the name is whole before the handler may read it */
 	saving_now = !too_long;
 	int rc = write_tensors(t, path, which, prefix, 3);
@@ -605,19 +622,50 @@ static int save(Train *t)
 	return rc;
 }
 
+/* path: the batch fed last, each input under its name with every dp rank's rows ([dp x B,
+ * T], or [dp x B] for sop_targets), the ids as F32 (exact: they are below 2^24). */
+static int write_batch(Train *t, const char *path)
+{
+	RtTensor ts[MAX_INPUTS];
+	int n = 0;
+	for (; families[t->fam].inputs[n]; n++) {
+		const MglValue *v = &t->p->values[t->in[n]];
+		int64_t per = mgl_numel(v), dp = t->job->dp;
+		ts[n] = (RtTensor){.name = families[t->fam].inputs[n], .rank = v->rank};
+		memcpy(ts[n].shape, v->shape, sizeof ts[n].shape);
+		ts[n].shape[0] *= dp;
+		ts[n].data = malloc((size_t)(per * dp) * sizeof *ts[n].data);
+		for (int64_t d = 0; d < dp; d++)
+			for (int64_t k = 0; k < per; k++)
+				ts[n].data[d * per + k] = (float)t->batch[n][d * t->B * t->T + k];
+	}
+	char e[512];
+	int rc = rt_ckpt_write(path, ts, n, NULL, NULL, 0, e, sizeof e);
+	for (int i = 0; i < n; i++)
+		free(ts[i].data);
+	return rc ? fail(t, "%s", e) : 0;
+}
+
 /* --dump-first: the weights the first step starts from and the gradients it computes
- * (before the optimizer changes anything), for comparing with another implementation. */
+ * (before the optimizer changes anything), for comparing with another implementation; and
+ * the batch they come from, where the step has one (not with --accum above 1). */
 static int dump_first(Train *t)
 {
 	const char *dir = t->o->dump_first;
-	char *path = prepare_dir(t, dir);
-	if (!path)
+	char *path = writer(t) ? prepare_dir(t, dir) : NULL;
+	if (writer(t) && !path)
 		return -1;
 	static const char *const none[] = {""};
 	int rc = write_tensors(t, path, (const int[]){RT_PARAM_VALUE}, none, 1);
-	sprintf(path, "%s/grads.safetensors", dir);
+	if (path)
+		sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
 		rc = write_tensors(t, path, (const int[]){RT_PARAM_GRAD}, none, 1);
+	sprintf(path, "%s/batch.safetensors", dir);
+	if (!rc && t->o->accum == 1)
+		rc = write_batch(t, path);
+	else if (!rc)
+		unlink(path);   /* an earlier run's, which would pass for this step's */
 	free(path);
 	return rc;
 }
@@ -799,7 +847,7 @@ static int evaluate(Train *t, Measured *out)
 
 static void zero_grads(Train *t)
 {
-	for (int r = 0; r < t->job->nranks; r++)
+	for (int r = t->job->first; r < t->job->last; r++)
 		t->job->be->zero_grads(&t->job->ranks[r]);
 }
 
@@ -832,9 +880,25 @@ static int optimize(Train *t, RtRun *r, float *norm)
 		return -1;
 	*norm = 0;
 	if (t->norm >= 0)
-		t->job->be->read(&t->job->ranks[0], t->norm, norm);
+		t->job->be->read(&t->job->ranks[t->job->first], t->norm, norm);   /* rank 0's process logs rank 0's */
 	t->step++;
 	return 0;
+}
+
+/* Whether to stop after this step: Ctrl-C here, or between processes in any of them (each
+ * says, every step), so that all stop after the same step and rank 0 saves it. */
+static bool stopping(Train *t)
+{
+	if (!t->job->net)
+		return interrupted;
+	double *v = calloc((size_t)t->job->nranks, sizeof *v);
+	v[t->job->first] = interrupted;
+	rt_job_share(t->job, v, 1);
+	bool any = false;
+	for (int r = 0; r < t->job->nranks; r++)
+		any |= v[r] != 0;
+	free(v);
+	return any;
 }
 
 /* A NaN or infinite loss stops the run (before the optimizer applies it). */
@@ -934,7 +998,7 @@ static int tensorboard(Train *t, const Measured *m, double lr, double grad_norm,
 	if (o->flops > 0)   /* TFLOP/s a rank (a GPU), as Megatron-LM's throughput */
 		v[n++] = (RtScalar){"throughput", o->flops * (double)o->accum / dt / 1e12};
 	int64_t allocated, device_used;
-	t->job->be->memory(&t->job->ranks[0], &allocated, &device_used);
+	t->job->be->memory(&t->job->ranks[t->job->first], &allocated, &device_used);
 	v[n++] = (RtScalar){"mem-allocated-bytes", (double)allocated};
 	if (device_used >= 0)
 		v[n++] = (RtScalar){"mem-device-used-bytes", (double)device_used};
@@ -1050,6 +1114,11 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
 	if (open_job(&t, be))
 		goto out;
+	if (!writer(&t)) {   /* between processes rank 0's speaks, logs and saves; the others train */
+		o->msgs = NULL;
+		o->progress = false;
+		o->log_path = o->tensorboard = NULL;
+	}
 	if ((o->resume_dir && load(&t, o->resume_dir, false)) || (o->init_dir && load(&t, o->init_dir, true)))
 		goto out;
 	if (open_data(&t))
@@ -1070,7 +1139,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	if (o->tensorboard && !(t.tb = rt_events_open(o->tensorboard, t.step + 1, err, errlen)))
 		goto out;
 	for (int k = 0; k < 2; k++) {   /* now, not after the training */
-		const char *dir = k ? o->dump_first : o->save_dir;
+		const char *dir = !writer(&t) ? NULL : k ? o->dump_first : o->save_dir;
 		char *path = dir ? prepare_dir(&t, dir) : NULL;
 		free(path);
 		if (dir && !path)
@@ -1129,7 +1198,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		res->last_sop_acc = m.acc;
 		double dt = now() - ts, tok_s = (double)(t.B * t.T * o->accum * plan->dp) / dt, grad_norm = sqrt((double)norm);
 		Measured val, *evaluated = NULL;
-		bool last = t.step == end || interrupted;
+		bool stop = stopping(&t), last = t.step == end || stop;
 		if (t.val.tokens && ((o->eval_every > 0 && t.step % o->eval_every == 0) || last)) {
 			if (evaluate(&t, &val))
 				goto restore;
@@ -1147,7 +1216,7 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		if (o->save_dir && ((o->save_every > 0 && t.step % o->save_every == 0) || last))
 			if (save(&t))
 				goto restore;
-		if (interrupted) {
+		if (stop) {
 			res->interrupted = true;
 			break;
 		}
@@ -1249,7 +1318,7 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	if (b->profile)
 		memcpy(res->op_s, each, (size_t)nsteps * sizeof *each);
 	if (be->machine)
-		be->machine(&t.job->ranks[0], &res->machine);
+		be->machine(&t.job->ranks[t.job->first], &res->machine);
 	rc = 0;
 out:
 	for (int r = 0; t.job && r < t.job->nranks; r++)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # scripts/deps.sh — installs what the build lacks, or says the one command that would.
-# usage: scripts/deps.sh TOOL...   (cc, re2c, check, clang, dot, rsvg-convert, openblas)
+# usage: scripts/deps.sh TOOL...   (cc, re2c, check, clang, dot, rsvg-convert, openblas, mpi)
 # Called by the Makefile before a build (`make deps`: what building needs; `make deps-test`:
 # that and what the tests run), so `make demo` and `make check` work on a fresh Debian or
 # Ubuntu machine with nothing but make installed first.
@@ -17,6 +17,19 @@ if [ "${1:-}" = openblas ]; then
 	fi
 	echo "mgl: note: no OpenBLAS here; the cpu backend's GEMMs run its own loops, some 20 times slower" >&2
 	echo "  (to have it: sudo apt-get install -y libopenblas-dev)" >&2
+	exit 0
+fi
+# mpi is wanted by the tests, not needed: mgl loads Open MPI's libmpi at run time under
+# mpirun (runtime/launch.c), and tests/cli_launch.sh prints SKIP for its runs without mpirun.
+if [ "${1:-}" = mpi ]; then
+	command -v mpirun >/dev/null 2>&1 && exit 0
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "mgl: installing libopenmpi-dev and openmpi-bin (the tests' mpirun)" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		{ apt-get install -y -qq libopenmpi-dev openmpi-bin || { apt-get update -qq && apt-get install -y -qq libopenmpi-dev openmpi-bin; }; } \
+			>/dev/null 2>&1 && exit 0
+	fi
+	echo "mgl: note: no mpirun here; tests/cli_launch.sh skips its MPI runs (sudo apt-get install -y libopenmpi-dev openmpi-bin)" >&2
 	exit 0
 fi
 missing=""

@@ -79,7 +79,7 @@ compile_o() {
 check 'compile -o writes a whole plan, from "mgl-plan 2" to "end"' compile_o
 expect 0 '^mgl-plan 2$'                        -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
 expect 0 '^s 0 fwd embedding '                 -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
-expect 2 "--dump takes ast, graph, autodiff, partition, adamw, schedule, fuse or memplan, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
+expect 2 "--dump takes ast, graph, autodiff, partition, recompute, adamw, schedule, fuse or memplan, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
 expect 2 "--tp takes a whole number from 1 to 4,096, not '0'" -- compile models/gpt2.mgl --tp 0
 expect 2 "--tp takes a whole number from 1 to 4,096, not 'x'" -- compile models/gpt2.mgl --tp x
 expect 1 'gpt2.mgl:[0-9]+:[0-9]+: error: 12 heads cannot be split over --tp 8' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"
@@ -122,6 +122,21 @@ expect 0 'parameters +62,708,736 on this rank \(model: 124,439,808; vocabulary p
 expect 0 'flops +1.17 TFLOP forward \+ 2.34 TFLOP backward per micro-batch' -- explain models/gpt2.mgl --tp 2
 expect 0 'dp gradients +1 bucketed all-reduce, overlapped' -- explain models/gpt2.mgl --preset tiny --dp 2
 expect 0 'dp gradients +13 bucketed all-reduces, overlapped' -- explain models/gpt2.mgl --dp 2
+# ZeRO-1 and recomputation: the memory with and without them; the plan says so
+expect 0 'dp gradients +13 bucketed reduce-scatters, overlapped .*; the weights all-gathered after AdamW' -- explain models/gpt2.mgl --dp 2 --zero 1
+expect 0 'ZeRO-1 +optimizer 474.84 MiB a rank, 949.68 MiB without: AdamW.s moments sharded over dp 2' -- explain models/gpt2.mgl --dp 2 --zero 1
+expect 0 'recompute +activations 1.74 GiB, 3.85 GiB without; a layer keeps 12.00 MiB, 192.38 MiB without' -- explain models/gpt2.mgl --recompute full
+expect 0 'recompute +activations 3.02 GiB, 3.85 GiB without; a layer keeps 120.38 MiB, 192.38 MiB without' -- explain models/gpt2.mgl --recompute selective
+expect 0 '"zero": 1, "recompute": "full", "without": \{"optimizer": 995807232, ' -- explain models/gpt2.mgl --dp 2 --zero 1 --recompute full --json
+expect 2 '--zero 1 shards the optimizer over the data-parallel ranks: it needs --dp 2 or more' -- explain models/gpt2.mgl --zero 1
+expect 2 "--zero takes 0 or 1 \(ZeRO stage 1: the sharded optimizer\), not '2'" -- train models/gpt2.mgl --dp 2 --zero 2 --data x.bin
+expect 2 "--recompute takes none, selective or full, not 'some'" -- compile models/gpt2.mgl --recompute some
+expect 0 '^s [0-9]+ bwd layernorm ' -- compile models/gpt2.mgl --preset tiny --recompute full --dump=recompute
+expect 0 '^zero 1$' -- compile models/gpt2.mgl --preset tiny --dp 2 --zero 1 -o "$tmp/zero.plan" --dump=memplan
+check "compile --zero 1 --recompute selective -o writes the plan" \
+	"$mgl" compile models/gpt2.mgl --preset tiny --dp 2 --zero 1 --recompute selective -o "$tmp/zero.plan"
+expect 0 'tp 1, dp 2, ZeRO-1, recompute selective, batch' -- explain "$tmp/zero.plan"
+expect 2 '--recompute compiles a model, but .*zero.plan is a plan' -- explain "$tmp/zero.plan" --recompute full
 
 # dot: of a model and of a plan file; what it writes must render
 expect 0 '^digraph plan \{$'                   -- dot models/gpt2.mgl --preset tiny --tp 2

@@ -341,6 +341,26 @@ bert_log_sane() {
 	} END { exit bad || n != 6 }' "$tmp/bert.jsonl"
 }
 check "BERT's log: mlm_loss, sop_loss and sop_acc each step, the loss their sum, the accuracy from 0 to 1" bert_log_sane
+# --dump-first's batch: none with --accum 2 (the step has two), nor one left from before
+check "--dump-first with --accum 2: the weights and the gradients, and no batch (the step has two)" sh -c 'for a in 1 2; do
+	"$1" train models/bert.mgl --preset tiny --data "$2/bert.bin" --steps 1 --batch 2 --accum $a --dump-first "$2/bacc" \
+		>/dev/null 2>&1 || exit 1; [ $a = 2 ] || [ -s "$2/bacc/batch.safetensors" ] || exit 1; done
+	[ -s "$2/bacc/grads.safetensors" ] && [ ! -e "$2/bacc/batch.safetensors" ]' - "$mgl" "$tmp"
+# an independent BERT (tests/gpu/torch_bert.py --numpy: float64 NumPy, mgl's names) reads what
+# --dump-first wrote at tp 2 with --sp (the weights, the gradients and the batch, masking and
+# all): mgl's first loss, its heads and accuracy, and every gradient against central differences
+bert_numpy() {
+	"$mgl" train models/bert.mgl --preset tiny --set p_drop=0 --data "$tmp/bert.bin" --steps 1 --batch 4 --tp 2 --sp \
+		--log "$tmp/bn.jsonl" --dump-first "$tmp/bn" >/dev/null 2>&1 &&
+		"$1" tests/gpu/torch_bert.py --numpy "$tmp/bn" "$tmp/bn.jsonl" --heads 4
+}
+py=
+for p in python3 /usr/bin/python3; do "$p" -c 'import numpy' 2>/dev/null && { py=$p; break; }; done
+if [ -n "$py" ]; then
+	check "BERT's first step against NumPy (tests/gpu/torch_bert.py --numpy)" bert_numpy "$py"
+else
+	echo "SKIP: BERT against NumPy: no python3 with numpy"
+fi
 expect 0 'mgl: resuming from step 6 .*bck' -- train models/bert.mgl --preset tiny --data "$tmp/bert.bin" --steps 7 --batch 4 \
 	--resume "$tmp/bck"
 expect 1 "the model's vocabulary \(256\) is smaller than the data's \(261 tokens: its BERT byte vocabulary with BERT's five special tokens\): give --set vocab=261 or more" \

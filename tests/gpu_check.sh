@@ -2,11 +2,11 @@
 # tests/gpu_check.sh — `make gpu-check`: the cuda backend against the cpu backend, on the GPU
 # machine. Needs the mgl binary built with CUDA and at least one GPU (2 for the tp checks,
 # 4 for every one); python3 with numpy for the real-width comparisons, PyTorch for the
-# comparison with a PyTorch GPT-2.
+# comparisons with a PyTorch GPT-2 and BERT.
 # usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
-sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7 8}}
+sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7 8 9 10 11}}
 want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 pass=0 fail=0
@@ -36,10 +36,10 @@ cat README.md docs/*.md models/*.mgl compiler/*.c > "$out/text.txt"
 #    gradient, every loss within 1%), and each run against its twin (first loss equal);
 #  - two layers, batch 1: tp 1 and tp 2 against the cpu (first loss within 3e-4, every
 #    gradient within the bf16 tolerance). The cpu runs at tp 4 (its threads) while the GPUs work.
-train_rw() {   # tag backend tp steps args...
+train_rw() {   # tag backend tp steps args...   (rw_model, rw_data: another model and its data)
 	local tag=$1 be=$2 tp=$3 steps=$4
 	shift 4
-	"$mgl" train models/gpt2.mgl "$@" --data "$out/g.bin" --steps "$steps" --lr 1e-4 --tp "$tp" --backend "$be" \
+	"$mgl" train "${rw_model:-models/gpt2.mgl}" "$@" --data "${rw_data:-$out/g.bin}" --steps "$steps" --lr 1e-4 --tp "$tp" --backend "$be" \
 		--log "$out/rw_$tag.jsonl" --dump-first "$out/rw_$tag" >"$out/rw_$tag.txt" 2>&1 ||
 		{ echo "FAIL: $tag:"; tail -3 "$out/rw_$tag.txt"; }
 }
@@ -224,6 +224,105 @@ if want 8; then
 	else
 		ok "$([ $st = 0 ] && echo 1)" "mgl import of transformers' GPT2LMHeadModel: the same loss (exit $st)"
 	fi
+fi
+# 9. BERT (models/bert.mgl) on BERT examples of this repository's text (mgl tokenize --bert):
+#  - tiny, 20 steps, batch 8: cuda (bf16) follows the cpu (f32) at tp 1, 2 and 2 with --sp:
+#    the loss and its heads (mlm_loss, sop_loss) within 2% each step, the SOP accuracy within
+#    two examples of the 8 (a near tie may fall either way in bf16); on cuda, tp 2 (and --sp)
+#    against tp 1 within 1% (sums of partial results in another order);
+#  - the 336m shape (d 1024, 16 heads, vocabulary 30,522) at 2 layers, seq 512, batch 2,
+#    dropout off: on cuda tp 2 against tp 1 over 20 steps, and the first step of each against
+#    the cpu's (tests/gpu/compare_runs.py, as section 1).
+# bert_logs A B TOL: the two --log files' 20 steps, compared as above
+bert_logs() {
+	python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+a, b = ([json.loads(line) for line in open(f) if line.strip()] for f in sys.argv[1:3])
+tol, bad = float(sys.argv[3]), len(a) != 20 or len(b) != 20
+worst = dict.fromkeys(("loss", "mlm_loss", "sop_loss", "sop_acc (absolute)"), 0.0)
+for x, y in zip(a, b):
+    for k in ("loss", "mlm_loss", "sop_loss"):
+        worst[k] = max(worst[k], abs(x[k] - y[k]) / abs(x[k]))
+    worst["sop_acc (absolute)"] = max(worst["sop_acc (absolute)"], abs(x["sop_acc"] - y["sop_acc"]))
+bad = bad or any(v > tol for k, v in worst.items() if k != "sop_acc (absolute)") or worst["sop_acc (absolute)"] > 2 / 8
+print("worst differences over %d and %d steps: " % (len(a), len(b)) + ", ".join("%s %.5f" % kv for kv in worst.items()))
+sys.exit(bad)
+PY
+}
+if want 9; then
+	"$mgl" tokenize "$out/text.txt" --bert -o "$out/b.bin" >/dev/null
+	for tag in tp1 tp2 tp2--sp; do
+		tp=${tag:2:1} sp=${tag:3}
+		[ "$tp" -le "$ngpu" ] || continue
+		for be in cpu cuda; do
+			# shellcheck disable=SC2086
+			"$mgl" train models/bert.mgl --preset tiny --data "$out/b.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
+				--backend $be --log "$out/bert_${be}_$tag.jsonl" >"$out/bert_${be}_$tag.txt" 2>&1 || tail -5 "$out/bert_${be}_$tag.txt"
+		done
+		r=$(bert_logs "$out/bert_cpu_$tag.jsonl" "$out/bert_cuda_$tag.jsonl" 0.02)
+		st=$?
+		ok "$([ $st = 0 ] && echo 1)" "bert tiny $tag: 20 steps, cuda vs cpu: $r"
+		[ "$tp" = 1 ] && continue
+		r=$(bert_logs "$out/bert_cuda_tp1.jsonl" "$out/bert_cuda_$tag.jsonl" 0.01)
+		st=$?
+		ok "$([ $st = 0 ] && echo 1)" "bert tiny on cuda, $tag against tp1: $r"
+	done
+	if [ "$ngpu" -ge 2 ] && python3 -c "import numpy" 2>/dev/null; then
+		short="--preset 336m --set p_drop=0,layers=2 --seq 512 --batch 2"
+		rw_model=models/bert.mgl rw_data=$out/b.bin
+		# shellcheck disable=SC2086
+		train_rw bert_cpu cpu 4 1 $short &
+		cpu=$!
+		for tp in 1 2; do
+			# shellcheck disable=SC2086
+			train_rw "bert_tp$tp" cuda $tp 20 $short
+		done
+		compare "bert 336m shape, 2 layers, on cuda: tp 2 against tp 1" bert_tp1 bert_tp2
+		wait $cpu
+		for tp in 1 2; do
+			compare "bert 336m shape, 2 layers, tp $tp on cuda against the cpu" bert_cpu "bert_tp$tp"
+		done
+		unset rw_model rw_data
+	else
+		echo "SKIP: bert 336m shape: needs 2 GPUs and python3 with numpy"
+	fi
+fi
+# 10. BERT against PyTorch (tests/gpu/torch_bert.py, mgl's BERT in PyTorch, fp32): the 336m
+# shape at 4 layers, seq 128, batch 4, dropout off, a constant learning rate. The first
+# step's weights, gradients and batch from --dump-first; the batches of all 20 steps from a
+# run of one step at batch 80 (an example is a function of the seed and its index). The
+# first loss within 1e-2 relative, every gradient within 5e-2 relative L2 error, then 20
+# AdamW steps' losses within 1% each.
+if want 10 && python3 -c "import torch, numpy" 2>/dev/null; then
+	[ -s "$out/b.bin" ] || "$mgl" tokenize "$out/text.txt" --bert -o "$out/b.bin" >/dev/null
+	# shellcheck disable=SC2054
+	bert=(models/bert.mgl --preset 336m --set p_drop=0,layers=4 --data "$out/b.bin" --seq 128 --lr 1e-4 --min-lr 1e-4
+		--warmup 1 --backend cuda)
+	"$mgl" train "${bert[@]}" --steps 20 --batch 4 --log "$out/bert_torch.jsonl" --dump-first "$out/bert_first" \
+		>"$out/bert_torch.txt" 2>&1 &&
+		"$mgl" train "${bert[@]}" --steps 1 --batch 80 --dump-first "$out/bert_batches" >>"$out/bert_torch.txt" 2>&1 &&
+		python3 tests/gpu/torch_bert.py --torch "$out/bert_first" "$out/bert_torch.jsonl" --heads 16 --lr 1e-4 \
+			--batches "$out/bert_batches/batch.safetensors" | tee "$out/torch_bert.txt"
+	ok "$(grep -q 'torch_bert: 4 passed, 0 failed' "$out/torch_bert.txt" && echo 1)" "bert (336m shape, 4 layers) against PyTorch"
+	[ -s "$out/torch_bert.txt" ] || tail -5 "$out/bert_torch.txt"
+fi
+# 11. mgl eval (docs/eval.md) on cuda: a tiny GPT-2 trained on the cpu, its WikiText
+# perplexity on tests/data/eval's file on cuda at tp 1 (and 2) within 1e-2 of the cpu's (bf16)
+if want 11; then
+	"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 100 --batch 8 --lr 3e-3 --backend cpu \
+		--save "$out/eval_ck" >"$out/eval_train.txt" 2>&1 || tail -5 "$out/eval_train.txt"
+	ppl() {   # backend tp: the perplexity
+		"$mgl" eval "$out/eval_ck" --wikitext tests/data/eval/wiki.test.tokens --backend "$1" --tp "$2" --json \
+			2>"$out/eval_$1_tp$2.err" | sed -n 's/.*"perplexity": \([^,}]*\).*/\1/p'
+	}
+	cpu=$(ppl cpu 1)
+	for tp in 1 2; do
+		[ "$tp" -le "$ngpu" ] || continue
+		gpu=$(ppl cuda $tp)
+		ok "$(awk -v a="$cpu" -v b="$gpu" 'BEGIN { print (a > 1 && b > 1 && (a - b) ^ 2 <= (1e-2 * a) ^ 2) }')" \
+			"mgl eval --wikitext on cuda at tp $tp: perplexity $gpu, on the cpu $cpu"
+		[ -n "$gpu" ] || tail -3 "$out/eval_cuda_tp$tp.err"
+	done
 fi
 echo "gpu_check: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -263,6 +263,59 @@ static void assert_memory_sound(const MglPlan *p, const char *what)
 	free(last);
 }
 
+/* What explain reports. ZeRO-1 divides the optimizer's state by dp (each piece rounded up
+ * and aligned) and changes nothing else but the gradients' padding. Recomputation lowers
+ * the activations: full keeps each layer's output alone (the next layer's input: b s h at
+ * 16 bits), selective keeps all but GPT-2's two layer norms' outputs and the gelu's (6 b s h
+ * fewer, at tp 1), and the arena's peak falls with them. */
+START_TEST(zero_and_recompute_memory)
+{
+	MglTarget t = {.tp = 1, .dp = 2, .batch = 4, .seq = 1024, .act_dtype = MGL_BF16};
+	MglExplain e[2];
+	int64_t nparams = 0;
+	for (int z = 0; z < 2; z++) {
+		Build b;
+		t.zero = z;
+		build(&b, "models/gpt2.mgl", "124m", t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		MglArena a = {0};
+		mgl_explain(&a, b.p, &e[z]);
+		nparams = b.p->nparams;
+		mgl_arena_free(&a);
+		build_free(&b);
+	}
+	ck_assert_int_ge(e[1].mem_optimizer, e[0].mem_optimizer / 2);
+	ck_assert_int_le(e[1].mem_optimizer, e[0].mem_optimizer / 2 + nparams * 2 * 256);
+	ck_assert_int_eq(e[1].mem_weights, e[0].mem_weights);
+	ck_assert_int_eq(e[1].mem_activations, e[0].mem_activations);
+	ck_assert_int_le(e[1].mem_grads - e[0].mem_grads, nparams * 256);
+	ck_assert_int_lt(e[1].mem_peak, e[0].mem_peak);
+
+	int64_t sbh2 = 4 * 1024 * 768 * 2, act[3], peak[3];
+	t.zero = 0;
+	for (int r = 0; r < 3; r++) {
+		Build b;
+		t.recompute = (MglRecompute)r;
+		build(&b, "models/gpt2.mgl", "124m", t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		MglArena a = {0};
+		MglExplain x;
+		mgl_explain(&a, b.p, &x);
+		for (int l = 1; l < b.p->nlayers; l++)
+			ck_assert_int_eq(x.act_per_layer[l], x.act_per_layer[0]);
+		act[r] = x.act_per_layer[0];
+		peak[r] = x.mem_activations;
+		assert_memory_sound(b.p, mgl_recompute_name[r]);
+		mgl_arena_free(&a);
+		build_free(&b);
+	}
+	ck_assert_int_eq(act[MGL_RECOMPUTE_FULL], sbh2);
+	ck_assert_int_eq(act[MGL_RECOMPUTE_NONE] - act[MGL_RECOMPUTE_SELECTIVE], 6 * sbh2);
+	ck_assert_int_lt(peak[MGL_RECOMPUTE_SELECTIVE], peak[MGL_RECOMPUTE_NONE]);
+	ck_assert_int_lt(peak[MGL_RECOMPUTE_FULL], peak[MGL_RECOMPUTE_SELECTIVE]);
+}
+END_TEST
+
 START_TEST(memory_plan_is_sound)
 {
 	static const struct { const char *model, *preset; int seq; } cases[] = {
@@ -668,6 +721,71 @@ START_TEST(plan_refuses_damage)
 }
 END_TEST
 
+/* ZeRO-1 and recomputation round-trip; the reader refuses moments that are not the dp
+ * piece, ZeRO's collectives in a plan without zero 1, zero 1 with one dp rank, and an
+ * unknown recomputation. */
+START_TEST(zero_and_recompute_plans)
+{
+	MglTarget t = {.tp = 2, .dp = 3, .zero = 1, .recompute = MGL_RECOMPUTE_FULL, .batch = 2, .seq = 64,
+		       .act_dtype = MGL_BF16};
+	Build b;
+	build(&b, "models/gpt2.mgl", "tiny", t);
+	ck_assert_msg(b.p, "%s", b.diag);
+	ck_assert_int_eq(b.p->zero, 1);
+	size_t n, n2;
+	char *text = write_plan(b.p, &n);
+	ck_assert_ptr_nonnull(strstr(text, "\nsp 0\nzero 1\nrecompute full\nbatch 2\n"));
+	MglArena a = {0};
+	char err[256];
+	MglPlan *q = mgl_plan_read(&a, text, n, "z.plan", err, sizeof err);
+	ck_assert_msg(q, "%s", err);
+	ck_assert_int_eq(q->zero, 1);
+	ck_assert_int_eq(q->recompute, MGL_RECOMPUTE_FULL);
+	char *t2 = write_plan(q, &n2);
+	ck_assert_int_eq(n, n2);
+	ck_assert(!memcmp(text, t2, n));
+	free(t2);
+	/* the moments of wte (its tp shard: [V/2, 64]) are a third of it, rounded up */
+	const MglPlanParam *wte = &q->params[0];
+	int64_t shard = mgl_numel(&q->values[wte->value]);
+	ck_assert_int_eq(mgl_numel(&q->values[wte->m]), (shard + 2) / 3);
+	char *bad = malloc(n + 64);
+	/* damage: moments of another size */
+	char line[128];
+	snprintf(line, sizeof line, " m:%s f32 [%lld] ", wte->name, (long long)((shard + 2) / 3));
+	char *m = strstr(text, line);
+	ck_assert_ptr_nonnull(m);
+	size_t at = (size_t)(m - text) + strlen(line) - 3;   /* the last digit of the size */
+	memcpy(bad, text, n);
+	bad[at] = bad[at] == '9' ? '8' : (char)(bad[at] + 1);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "the AdamW moments of parameter 'wte' hold"), "%s", err);
+	/* zero 1 with one dp rank */
+	char *dp = strstr(text, "\ndp 3\n");
+	memcpy(bad, text, n);
+	bad[dp - text + 4] = '1';
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "z.plan:8: zero 1 shards the optimizer over dp, and this plan has dp 1"), "%s", err);
+	/* an unknown recomputation */
+	char *rc = strstr(text, "recompute full");
+	memcpy(bad, text, n);
+	memcpy(bad + (rc - text) + 10, "most", 4);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "unknown recomputation 'most'"), "%s", err);
+	/* the line zero 1 dropped: the moments are pieces of what the plan now says is whole */
+	char *z = strstr(text, "zero 1\n");
+	memcpy(bad, text, (size_t)(z - text));
+	memcpy(bad + (z - text), z + 7, n - (size_t)(z - text) - 7);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n - 7, "z.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "the AdamW moments of parameter 'wte' hold 2,731 elements, not 8,192 (zero 0, dp 3)"), "%s",
+		      err);
+	free(bad);
+	free(text);
+	mgl_arena_free(&a);
+	build_free(&b);
+}
+END_TEST
+
 /* A plan of version 1 (step attributes index and p, each with two meanings) is refused
  * with the file, the line and what to do. */
 START_TEST(old_plan_is_refused)
@@ -737,6 +855,8 @@ int main(void)
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(text, old_plan_is_refused);
+	tcase_add_test(text, zero_and_recompute_plans);
+	tcase_add_test(text, zero_and_recompute_memory);
 	tcase_add_test(misc, heads_must_divide_tp);
 	tcase_add_test(misc, compile_8_3b_at_tp8_is_fast);
 	TCase *all[] = {coll, mem, text, misc};

@@ -559,6 +559,135 @@ END_TEST
 START_TEST(bert_resume_is_exact) { resume_exact("models/bert.mgl", "bert", bert_shard("bert-resume.bin", 40), "bert"); }
 END_TEST
 
+/* A run of `steps` steps (stopped after stop_at, from resume if not NULL), its losses and
+ * gradient norms read back from its log and its checkpoint (saved in tmpdir/name). */
+static void logged_run(const char *model, const char *name, MglTarget t, int steps, int stop_at, const char *resume,
+		       double *loss, double *norm, RtCkpt *ck)
+{
+	char log[128], dir[128], path[160];
+	snprintf(log, sizeof log, "%s/%s.jsonl", tmpdir, name);
+	snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
+	RtTrainOpts o = opts(shard("zero.bin", 20000, 4000), steps);
+	o.log_path = log;
+	o.save_dir = dir;
+	o.stop_at = stop_at;
+	if (resume) {   /* the checkpoint's schedule and tokenizer */
+		o.resume_dir = resume;
+		o.steps = o.warmup = 0;
+		o.lr = o.min_lr = NAN;
+		o.tokenizer = NULL;
+	}
+	RtTrainResult r;
+	train_model(model, NULL, t, &o, &r);
+	int n = (int)r.steps_done;
+	ck_assert_int_eq(read_losses(log, loss, n), n);
+	ck_assert_int_eq(read_field(log, "grad_norm", norm, n), n);
+	snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+	char err[256];
+	ck_assert_msg(!rt_ckpt_read(path, ck, err, sizeof err), "%s", err);
+}
+
+/* The tensors named (all of them if names is NULL) of two checkpoints, weights or AdamW's
+ * moments, within tol of the largest entry of each; tol 0: the same bits. */
+static void same_tensors(const RtCkpt *a, const RtCkpt *b, const char *const *names, double tol, const char *what)
+{
+	ck_assert_int_eq(a->n, b->n);
+	for (int i = 0; names ? names[i] != NULL : i < a->n; i++) {
+		const RtTensor *x = names ? rt_ckpt_find(a, names[i]) : &a->t[i], *y = x ? rt_ckpt_find(b, x->name) : NULL;
+		ck_assert_ptr_nonnull(y);
+		int64_t n = 1;
+		for (int k = 0; k < x->rank; k++)
+			n *= x->shape[k];
+		double scale = 0;
+		for (int64_t e = 0; e < n; e++)
+			scale = fmax(scale, fabs(x->data[e]));
+		for (int64_t e = 0; e < n; e++)
+			ck_assert_msg(fabs(x->data[e] - y->data[e]) <= tol * scale, "%s: %s[%lld] %.9g and %.9g", what, x->name,
+				      (long long)e, x->data[e], y->data[e]);
+	}
+}
+
+/* --zero 1 is plain data parallelism with the optimizer's state sharded: the same losses,
+ * gradient norms (the global norm, from each rank's pieces) and, in the checkpoint (the
+ * pieces gathered), the same weights and moments (1e-4 of the largest, as at every tp: the
+ * norm's summation order differs in its last bits); dp 3 has pieces of unequal length. */
+START_TEST(zero_equals_plain_dp)
+{
+	for (int dp = 2; dp <= 3; dp++) {
+		double loss[2][20], norm[2][20];
+		RtCkpt ck[2];
+		for (int z = 0; z < 2; z++) {
+			MglTarget t = {.tp = 1, .dp = dp, .zero = z, .batch = 2, .seq = 32, .act_dtype = MGL_F32};
+			logged_run("models/gpt2.mgl", z ? "zero-1" : "zero-0", t, 20, 0, NULL, loss[z], norm[z], &ck[z]);
+		}
+		for (int k = 0; k < 20; k++)
+			ck_assert_msg(fabs(loss[1][k] - loss[0][k]) <= 1e-6 * loss[0][k] &&
+					      fabs(norm[1][k] - norm[0][k]) <= 1e-5 * norm[0][k],
+				      "dp %d step %d: loss %.7f, grad norm %.6g with --zero 1; %.7f, %.6g without", dp, k + 1,
+				      loss[1][k], norm[1][k], loss[0][k], norm[0][k]);
+		ck_assert(loss[0][19] < loss[0][0] - 0.5);
+		static const char *const names[] = {"wte", "layers.1.mlp.fc.weight", "optimizer.m.layers.1.mlp.fc.weight",
+						    "optimizer.v.layers.1.mlp.fc.weight", "optimizer.m.wte", "optimizer.v.ln_f.bias", NULL};
+		same_tensors(&ck[0], &ck[1], names, 1e-4, "--zero 1");
+		rt_ckpt_free(&ck[0]);
+		rt_ckpt_free(&ck[1]);
+	}
+}
+END_TEST
+
+/* A checkpoint of a --zero 1 run holds the whole moments: it resumes with or without
+ * --zero 1 into the steps the run would have taken. */
+START_TEST(zero_checkpoint_resumes)
+{
+	MglTarget t = {.tp = 1, .dp = 2, .zero = 1, .batch = 2, .seq = 32, .act_dtype = MGL_F32};
+	double straight[12], half[12], norm[12], rest[6];
+	RtCkpt ck;
+	logged_run("models/gpt2.mgl", "zs", t, 12, 0, NULL, straight, norm, &ck);
+	rt_ckpt_free(&ck);
+	logged_run("models/gpt2.mgl", "zh", t, 12, 6, NULL, half, norm, &ck);
+	rt_ckpt_free(&ck);
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/zh", tmpdir);
+	for (int z = 0; z < 2; z++) {
+		t.zero = z;
+		logged_run("models/gpt2.mgl", z ? "zr1" : "zr0", t, 12, 0, dir, rest, norm, &ck);
+		rt_ckpt_free(&ck);
+		for (int k = 0; k < 6; k++)
+			ck_assert_msg(fabs(rest[k] - straight[6 + k]) <= 1e-5 * straight[6 + k],
+				      "resumed with --zero %d: step %d loss %.7f, straight %.7f", z, 7 + k, rest[k], straight[6 + k]);
+	}
+}
+END_TEST
+
+/* Recomputation runs the same ops on the same values: the same bits as none, losses,
+ * gradient norms, weights and moments, with tp collectives (tp 2, sp) among the copies. */
+START_TEST(recomputation_is_exact)
+{
+	static const char *const models[] = {"models/gpt2.mgl", "models/llama.mgl"};
+	for (int m = 0; m < 2; m++)
+		for (int tp = 1; tp <= 2; tp++) {
+			double loss[3][10], norm[3][10];
+			RtCkpt ck[3];
+			for (int r = 0; r < 3; r++) {
+				MglTarget t = {.tp = tp, .dp = 1, .sp = tp > 1, .recompute = (MglRecompute)r, .batch = 2, .seq = 32,
+					       .act_dtype = MGL_F32};
+				char name[32];
+				snprintf(name, sizeof name, "rc-%d", r);
+				logged_run(models[m], name, t, 10, 0, NULL, loss[r], norm[r], &ck[r]);
+			}
+			for (int r = 1; r < 3; r++) {
+				for (int k = 0; k < 10; k++)
+					ck_assert_msg(loss[r][k] == loss[0][k] && norm[r][k] == norm[0][k],
+						      "%s tp %d --recompute %s: step %d loss %.7f, none %.7f", models[m], tp,
+						      mgl_recompute_name[r], k + 1, loss[r][k], loss[0][k]);
+				same_tensors(&ck[0], &ck[r], NULL, 0, mgl_recompute_name[r]);
+			}
+			for (int r = 0; r < 3; r++)
+				rt_ckpt_free(&ck[r]);
+		}
+}
+END_TEST
+
 static const char *model_error(const char *model, const char *set, RtTrainOpts *o, MglTarget t)
 {
 	static char err[512];
@@ -918,6 +1047,12 @@ int main(void)
 	tcase_add_test(tr, bench_runs_bert);
 	tcase_set_timeout(tr, 600);
 	suite_add_tcase(s, tr);
+	TCase *mem = tcase_create("memory");   /* ZeRO-1 and recomputation */
+	tcase_add_test(mem, zero_equals_plain_dp);
+	tcase_add_test(mem, zero_checkpoint_resumes);
+	tcase_add_test(mem, recomputation_is_exact);
+	tcase_set_timeout(mem, 600);
+	suite_add_tcase(s, mem);
 	snprintf(tmpdir, sizeof tmpdir, "/tmp/mgl-test-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		return EXIT_FAILURE;

@@ -8,7 +8,9 @@
  * runs and the host's copies.
  *
  * Collectives run through NCCL, one communicator per tp group and per dp group, made
- * with ncclCommInitAll from the job's first rank.
+ * with ncclCommInitAll from the job's first rank; launched as processes (a rank each, on
+ * its node's GPU local_rank), with ncclCommInitRank from unique ids that each group's
+ * first rank makes and the processes' channel (MPI or the TCP rendezvous) hands round.
  *
  * Each kind of run (the phases asked, and whether gradients are reduced) runs once as it
  * is, is captured as a CUDA graph the second time, and replayed from then on; what
@@ -55,6 +57,35 @@ static bool cuda_runs(MglOp op) { return cuda_ops[op] || *mgl_ops[op].expr; }   
 
 /* The job's communicators: one ncclCommInitAll per tp group and per dp group, made by the
  * first rank to open (ranks open one after another, on the main thread). */
+/* A process's two communicators, between processes: every process takes part in handing
+ * round every group's id (in the same order), then joins its own groups. */
+static int join_comms(RtRank *r)
+{
+	RtJob *j = r->job;
+	Dev *d = r->mem;
+	ncclUniqueId tp_id, dp_id;
+	for (int g = 0; g < j->dp + j->tp; g++) {   /* tp groups (first rank g * tp), then dp groups (first rank g - dp) */
+		bool tp = g < j->dp;
+		int size = tp ? j->tp : j->dp, root = tp ? g * j->tp : g - j->dp;
+		if (size == 1)
+			continue;
+		ncclUniqueId id;
+		memset(&id, 0, sizeof id);
+		if (r->rank == root)
+			CKN(ncclGetUniqueId(&id));
+		rt_net_bcast(j->net, &id, sizeof id, root);
+		if (tp && g == r->dp_rank)
+			tp_id = id;
+		if (!tp && g - j->dp == r->tp_rank)
+			dp_id = id;
+	}
+	if (j->tp > 1)
+		CKN(ncclCommInitRank(&d->tp, j->tp, tp_id, r->tp_rank));
+	if (j->dp > 1)
+		CKN(ncclCommInitRank(&d->dp, j->dp, dp_id, r->dp_rank));
+	return 0;
+}
+
 static int make_comms(RtRank *r)
 {
 	RtJob *j = r->job;
@@ -112,7 +143,7 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 			need = cuda_colsum_bands(mgl_numel(&p->values[st->in[0]]) / n, n) * n + 64;
 		}
 		*scratch = *scratch > need ? *scratch : need;
-		if (st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) {
+		if ((st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) && st->attr.group == MGL_GROUP_TP) {
 			const MglValue *full = &p->values[st->op == MGL_OP_ALL_GATHER ? st->out[0] : st->in[0]];
 			int64_t b = mgl_numel(full) * mgl_dtype_size[full->dtype];
 			*pack = *pack > b ? *pack : b;
@@ -137,10 +168,15 @@ static int cuda_open(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	Dev *d = calloc(1, sizeof *d);
 	r->mem = d;
-	d->device = r->rank;
 	int count = 0;
 	CK(cudaGetDeviceCount(&count));
-	if (r->job->nranks > count)
+	/* a process a rank: its node's GPU local_rank, or the one it sees (Slurm's
+	 * --gpus-per-task gives each its own) */
+	d->device = !r->job->net ? r->rank : count == 1 ? 0 : rt_procs()->local_rank;
+	if (r->job->net && d->device >= count)
+		return cuda_fail(r, "local rank %d of its node, and %d GPU%s visible", d->device, count,
+				 count == 1 ? " is" : "s are");
+	if (!r->job->net && r->job->nranks > count)
 		return cuda_fail(r, "this job has %d rank%s, one GPU each, but %d GPU%s visible", r->job->nranks,
 			     r->job->nranks == 1 ? "" : "s", count,
 			     count == 1 ? " is" : "s are");
@@ -183,7 +219,10 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
-	if (r->job->nranks > 1) {
+	if (r->job->net) {
+		if (join_comms(r))
+			return -1;
+	} else if (r->job->nranks > 1) {
 		if (make_comms(r))
 			return -1;
 		JobComms *jc = r->job->be_job;

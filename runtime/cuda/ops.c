@@ -660,10 +660,41 @@ static int op_all_reduce(CudaCtx *c)
 	return comm_end(c, false);
 }
 
+/* ZeRO-1 over dp (plan.h: mgl_zero_piece), in place on each buffer, whose bytes hold dp
+ * pieces of c elements: NCCL's in-place forms, this rank's piece at rank * c. Gradients
+ * (fp32) are reduce-scattered after the last micro-batch; parameters are gathered with
+ * their bf16 copies, which adamw updated for the piece alone. */
+static int zero_collective(CudaCtx *c)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	bool rs = c->s->op == MGL_OP_REDUCE_SCATTER;
+	if (rs && !c->last_micro)
+		return 0;
+	if (comm_begin(r))
+		return -1;
+	CKN(ncclGroupStart());
+	for (int k = 0; k < c->s->nin; k++) {
+		size_t n = (size_t)mgl_zero_chunk(mgl_numel(val(r, IN(k))), r->job->dp), at = n * (size_t)r->dp_rank;
+		float *x = P(r, IN(k));
+		if (rs) {
+			CKN(ncclReduceScatter(x, x + at, n, ncclFloat32, ncclSum, d->dp, d->comm));
+		} else {
+			bf16 *h = P16(r, IN(k));
+			CKN(ncclAllGather(x + at, x, n, ncclFloat32, d->dp, d->comm));
+			CKN(ncclAllGather(h + at, h, n, ncclBfloat16, d->dp, d->comm));
+		}
+	}
+	CKN(ncclGroupEnd());
+	return comm_end(c, true);   /* it writes the bf16 copies too, which the plan's waits do not see */
+}
+
 static int op_all_gather(CudaCtx *c)
 {
 	RtRank *r = c->r;
 	Dev *d = r->mem;
+	if (c->s->attr.group == MGL_GROUP_DP)
+		return zero_collective(c);
 	const MglValue *x = val(r, IN(0));
 	int64_t outer, n, inner, tp = r->job->tp;
 	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
@@ -687,6 +718,8 @@ static int op_reduce_scatter(CudaCtx *c)
 {
 	RtRank *r = c->r;
 	Dev *d = r->mem;
+	if (c->s->attr.group == MGL_GROUP_DP)
+		return zero_collective(c);
 	const MglValue *o = val(r, OUT(0));
 	int64_t outer, n, inner, tp = r->job->tp;
 	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
@@ -721,7 +754,9 @@ typedef struct {
 } MtChunk;
 
 /* The table of step s into d->mt[s]: grad_norm's gradients (a replicated one counts once
- * over the tp group: on its rank 0 only), or the parameters of the adamw group s heads. */
+ * over the tp group: on its rank 0 only), or the parameters of the adamw group s heads;
+ * under ZeRO-1, this rank's piece of each (plan.h: mgl_zero_piece; the moments hold the
+ * piece alone, from their start). */
 static int mt_table(RtRank *r, int s)
 {
 	Dev *d = r->mem;
@@ -735,7 +770,9 @@ static int mt_table(RtRank *r, int s)
 			int g = adamw ? x->in[1] : x->in[j];
 			if (!adamw && val(r, g)->layout.kind == MGL_L_R && r->tp_rank != 0)
 				continue;
-			int64_t numel = mgl_numel(val(r, g));
+			int64_t at = 0, numel = mgl_numel(val(r, g));
+			if (p->zero)
+				numel = mgl_zero_piece(numel, r->job->dp, r->dp_rank, &at);
 			for (int64_t o = 0; o < numel; o += MT_CHUNK) {
 				if (n == cap) {
 					MtChunk *bigger = realloc(t, (size_t)(cap = 2 * cap + 64) * sizeof *t);
@@ -745,12 +782,12 @@ static int mt_table(RtRank *r, int s)
 					}
 					t = bigger;
 				}
-				MtChunk c = {.g = (float *)P(r, g) + o, .n = (int)(numel - o < MT_CHUNK ? numel - o : MT_CHUNK)};
+				MtChunk c = {.g = (float *)P(r, g) + at + o, .n = (int)(numel - o < MT_CHUNK ? numel - o : MT_CHUNK)};
 				if (adamw) {
-					c.w = (float *)P(r, x->in[0]) + o;
+					c.w = (float *)P(r, x->in[0]) + at + o;
 					c.m = (float *)P(r, x->in[2]) + o;
 					c.v = (float *)P(r, x->in[3]) + o;
-					c.w16 = (bf16 *)P16(r, x->in[0]) + o;
+					c.w16 = (bf16 *)P16(r, x->in[0]) + at + o;
 					c.decay = (int)x->attr.decay;
 				}
 				t[n++] = c;

@@ -1,0 +1,596 @@
+/* runtime/launch.c — processes: which rank of a job this process is, and how the job's
+ * processes talk beside the backend's collectives.
+ *
+ * Without a launcher mgl is one process whose ranks are threads (exec.c). Under mpirun,
+ * Slurm's srun or torchrun --no-python, each process is one rank: its rank, the world's
+ * size and its rank on its node come from the launcher's variables (the table below; the
+ * first launcher whose rank and size variables are both set wins).
+ *
+ * The processes need a channel of their own, for the host's side of a job: the loss of
+ * every dp rank, the checkpoint's shards, the NCCL unique ids. It is MPI where it can be
+ * loaded and the launcher is MPI's own (mpirun; srun unless MGL_RENDEZVOUS is given):
+ * libmpi is opened at run time with dlopen, like OpenBLAS in cpu.c, so that one binary
+ * starts where there is none (the GPU machine) and no MPI header is needed to build. Its
+ * ABI is Open MPI's (handles are pointers to its predefined objects; MPICH's are ints),
+ * the only MPI named in docs/multinode.md. Without MPI the channel is a star of TCP
+ * connections to rank 0, met through a rendezvous:
+ *   MGL_RENDEZVOUS=file:PATH   rank 0 listens on a port of its choosing and writes its host,
+ *                              port and a fresh random secret to PATH (mode 0600, a
+ *                              temporary name renamed); the others poll for it
+ *   MGL_RENDEZVOUS=tcp:HOST:PORT, or torchrun's MASTER_ADDR and MASTER_PORT + 1 (its agent
+ *                              holds MASTER_PORT): rank 0 listens there, the secret is
+ *                              MGL_JOB_SECRET, which every rank must be given
+ * Rank 0 accepts only peers that present the secret and a rank of the job not seen yet;
+ * once all have come it answers each "ok". A rank missing at MGL_RENDEZVOUS_TIMEOUT
+ * seconds (60) is named in an error on rank 0 and sent to every rank that came; a rank
+ * that cannot reach rank 0 in that time says so. Never an open, unauthenticated listener.
+ *
+ * Collectives through the channel are in lockstep: every process calls the same ones in
+ * the same order, from one thread (one rank a process). Only MPI has groups (the cpu
+ * backend's tp and dp collectives): the TCP star carries host traffic only.
+ */
+#include "backend.h"
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- the launchers */
+
+static const struct {
+	const char *name, *rank, *size, *local;
+} launchers[] = {
+	{"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"},
+	/* srun's step, not SLURM_NTASKS: an sbatch script's own shell has that one too */
+	{"srun", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"},
+	{"torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"},
+};
+
+enum { SECRET_MAX = 128 };
+
+struct RtNet {
+	/* MPI */
+	void *mpi_world;
+	/* the TCP star: rank 0 holds a socket per peer (fd[r]), a peer one to rank 0 (fd[0]) */
+	int *fd;
+	char path[4096];   /* the rendezvous file rank 0 wrote, removed at close */
+};
+
+static RtProcs procs = {.rank = 0, .size = 1, .local_rank = 0, .launcher = "", .channel = ""};
+static RtNet net;
+static bool started;
+
+/* MPI's few functions, Open MPI's ABI (see above): handles are pointers */
+typedef void *MpiHandle;
+static struct {
+	int (*init)(int *, char ***);
+	int (*finalize)(void);
+	int (*comm_rank)(MpiHandle, int *);
+	int (*comm_size)(MpiHandle, int *);
+	int (*comm_split)(MpiHandle, int, int, MpiHandle *);
+	int (*allgather)(const void *, int, MpiHandle, void *, int, MpiHandle, MpiHandle);
+	int (*bcast)(void *, int, MpiHandle, int, MpiHandle);
+	MpiHandle world, byte;
+} mpi;
+
+static int timeout_s(void)
+{
+	const char *s = getenv("MGL_RENDEZVOUS_TIMEOUT");
+	char *end;
+	long v = s ? strtol(s, &end, 10) : 60;
+	return s && (*end || v < 1 || v > 86400) ? -1 : (int)v;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int env_int(const char *name, int *v)
+{
+	const char *s = getenv(name);
+	char *end;
+	errno = 0;
+	long x = s ? strtol(s, &end, 10) : -1;
+	if (!s || !*s || *end || errno || x < 0 || x > INT_MAX)
+		return -1;
+	*v = (int)x;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- MPI */
+
+static int mpi_load(char *err, size_t n)
+{
+	static const char *const names[] = {"libmpi.so.40", "libmpi.so"};
+	void *h = NULL;
+	for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++)
+		h = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);   /* global: Open MPI's plugins link against it */
+	if (!h) {
+		rt_errf(err, n, "no libmpi.so.40 could be loaded");
+		return -1;
+	}
+#define SYM(field, name) (*(void **)&mpi.field = dlsym(h, name))
+	if (!SYM(init, "MPI_Init") || !SYM(finalize, "MPI_Finalize") || !SYM(comm_rank, "MPI_Comm_rank") ||
+	    !SYM(comm_size, "MPI_Comm_size") || !SYM(comm_split, "MPI_Comm_split") || !SYM(allgather, "MPI_Allgather") ||
+	    !SYM(bcast, "MPI_Bcast") || !(mpi.world = dlsym(h, "ompi_mpi_comm_world")) ||
+	    !(mpi.byte = dlsym(h, "ompi_mpi_byte"))) {
+		rt_errf(err, n, "libmpi.so.40 is not Open MPI's (no %s)", mpi.init ? "ompi_mpi_comm_world" : "MPI_Init");
+		return -1;
+	}
+#undef SYM
+	return 0;
+}
+
+static int mpi_open(char *err, size_t n)
+{
+	int rank = -1, size = -1;
+	if (mpi.init(NULL, NULL) || mpi.comm_rank(mpi.world, &rank) || mpi.comm_size(mpi.world, &size)) {
+		rt_errf(err, n, "MPI_Init failed");
+		return -1;
+	}
+	if (rank != procs.rank || size != procs.size) {
+		rt_errf(err, n, "%s says rank %d of %d, and MPI rank %d of %d: is this Open MPI the launcher's? "
+			"(MGL_RENDEZVOUS=file:PATH goes without MPI)", procs.launcher, procs.rank, procs.size, rank, size);
+		return -1;
+	}
+	net.mpi_world = mpi.world;
+	return 0;
+}
+
+/* MPI counts are ints: big buffers go in pieces of 1 GiB */
+enum { PIECE = 1 << 30 };
+
+static void mpi_bcast(MpiHandle comm, void *buf, size_t bytes, int root)
+{
+	for (size_t at = 0; at < bytes; at += PIECE) {
+		size_t k = bytes - at < PIECE ? bytes - at : PIECE;
+		mpi.bcast((char *)buf + at, (int)k, mpi.byte, root, comm);
+	}
+}
+
+static void mpi_allgather(MpiHandle comm, int size, const void *mine, size_t bytes, void *all)
+{
+	if (bytes <= PIECE) {
+		mpi.allgather(mine, (int)bytes, mpi.byte, all, (int)bytes, mpi.byte, comm);
+		return;
+	}
+	char *t = malloc((size_t)size * PIECE);
+	for (size_t at = 0; at < bytes; at += PIECE) {
+		size_t k = bytes - at < PIECE ? bytes - at : PIECE;
+		mpi.allgather((const char *)mine + at, (int)k, mpi.byte, t, (int)k, mpi.byte, comm);
+		for (int m = 0; m < size; m++)
+			memcpy((char *)all + (size_t)m * bytes + at, t + (size_t)m * k, k);
+	}
+	free(t);
+}
+
+/* ---------------------------------------------------------------- the TCP star */
+
+static int send_all(int fd, const void *buf, size_t n)
+{
+	for (const char *p = buf; n;) {
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k, n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* n bytes, or -1 on an error, the connection closed, or the deadline (0: none) passed */
+static int recv_all(int fd, void *buf, size_t n, double deadline)
+{
+	for (char *p = buf; n;) {
+		if (deadline > 0) {
+			int ms = (int)((deadline - now()) * 1000);
+			struct pollfd pf = {fd, POLLIN, 0};
+			if (ms <= 0 || poll(&pf, 1, ms) <= 0)
+				return -1;
+		}
+		ssize_t k = recv(fd, p, n, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k, n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* What a peer presents: a magic, the job's secret, its rank and the world's size. */
+typedef struct {
+	char magic[8];
+	char secret[SECRET_MAX];
+	int32_t rank, size;
+} Hello;
+
+/* Rank 0's answer: "ok", or why the job cannot start. */
+typedef struct {
+	char what[400];
+} Verdict;
+
+static int listen_on(const char *port, int *fd, char *err, size_t n)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+	int e = getaddrinfo(NULL, port, &hints, &ai);
+	if (e) {
+		rt_errf(err, n, "cannot listen on port %s: %s", port, gai_strerror(e));
+		return -1;
+	}
+	*fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+	int one = 1;
+	setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (*fd < 0 || bind(*fd, ai->ai_addr, ai->ai_addrlen) || listen(*fd, 64)) {
+		rt_errf(err, n, "cannot listen on port %s: %s", port, strerror(errno));
+		freeaddrinfo(ai);
+		if (*fd >= 0)
+			close(*fd);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int connect_to(const char *host, const char *port)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai, *a;
+	if (getaddrinfo(host, port, &hints, &ai))
+		return -1;
+	int fd = -1;
+	for (a = ai; a && fd < 0; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen)) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	freeaddrinfo(ai);
+	int one = 1;
+	if (fd >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	return fd;
+}
+
+static bool same_secret(const char *a, const char *b)
+{
+	unsigned char d = 0;   /* every byte compared: the time says nothing of where they differ */
+	for (int i = 0; i < SECRET_MAX; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
+}
+
+/* The ranks in [1, size) for which fd is -1, as "rank 2" or "ranks 2, 5 and 7" (the first 8). */
+static void missing(const int *fd, int size, char *out, size_t n)
+{
+	int k = 0, count = 0;
+	for (int r = 1; r < size; r++)
+		count += fd[r] < 0;
+	size_t at = (size_t)snprintf(out, n, "rank%s", count == 1 ? "" : "s");
+	for (int r = 1; r < size && at < n; r++)
+		if (fd[r] < 0) {
+			k++;
+			if (k <= 8)
+				at += (size_t)snprintf(out + at, n - at, "%s %d", k == 1 ? "" : k == count ? " and" : ",", r);
+		}
+	if (count > 8 && at < n)
+		snprintf(out + at, n - at, " (%d in all)", count);
+}
+
+/* Rank 0: accepts peers until all came or the deadline passed; answers each. */
+static int star_serve(int lfd, const char *secret, const char *where, int limit, char *err, size_t n)
+{
+	double deadline = now() + limit;
+	int came = 1;
+	while (came < procs.size) {
+		int ms = (int)((deadline - now()) * 1000);
+		struct pollfd pf = {lfd, POLLIN, 0};
+		if (ms <= 0 || poll(&pf, 1, ms) <= 0)
+			break;
+		int fd = accept(lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		Hello h;
+		/* a peer has a moment to present itself, else it is dropped unheard */
+		double by = now() + 5 < deadline ? now() + 5 : deadline;
+		if (recv_all(fd, &h, sizeof h, by) || memcmp(h.magic, "mgl-rdv1", 8) || !same_secret(h.secret, secret) ||
+		    h.rank < 1 || h.rank >= procs.size || h.size != procs.size || net.fd[h.rank] >= 0) {
+			close(fd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		net.fd[h.rank] = fd;
+		came++;
+	}
+	Verdict v = {"ok"};
+	if (came < procs.size) {
+		char who[200];
+		missing(net.fd, procs.size, who, sizeof who);
+		snprintf(v.what, sizeof v.what, "%.150s of %d did not arrive within %d s (rendezvous %.200s)", who, procs.size, limit,
+			 where);
+		rt_errf(err, n, "%s", v.what);
+	}
+	for (int r = 1; r < procs.size; r++)
+		if (net.fd[r] >= 0)
+			send_all(net.fd[r], &v, sizeof v);
+	return came < procs.size ? -1 : 0;
+}
+
+static int read_file(const char *path, char *host, char *port, char *secret)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	char h[256], p[16], s[SECRET_MAX];
+	int ok = fscanf(f, "mgl-rendezvous 1 %255s %15s %127s", h, p, s) == 3;
+	fclose(f);
+	if (!ok)
+		return -1;
+	strcpy(host, h), strcpy(port, p);
+	memset(secret, 0, SECRET_MAX);
+	strcpy(secret, s);
+	return 0;
+}
+
+/* A peer: connects to host:port with the secret until the deadline, then waits for rank 0's
+ * verdict. reread: the rendezvous file, read again before each try (NULL for tcp:). */
+static int star_join(const char *reread, char *host, char *port, char *secret, const char *where, int limit, char *err,
+		     size_t n)
+{
+	double deadline = now() + limit;
+	int fd = -1;
+	while (fd < 0 && now() < deadline) {
+		if ((!reread || !read_file(reread, host, port, secret)) && (fd = connect_to(host, port)) >= 0) {
+			Hello h = {.rank = procs.rank, .size = procs.size};
+			memcpy(h.magic, "mgl-rdv1", 8);
+			memcpy(h.secret, secret, SECRET_MAX);
+			if (!send_all(fd, &h, sizeof h))
+				break;
+			close(fd);
+			fd = -1;
+		}
+		nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+	}
+	if (fd < 0) {
+		rt_errf(err, n, "rank 0 did not arrive within %d s (rendezvous %s)", limit, where);
+		return -1;
+	}
+	net.fd[0] = fd;
+	Verdict v;
+	/* rank 0 was there when this rank came, so it decides within its limit from now */
+	if (recv_all(fd, &v, sizeof v, now() + limit + 5)) {
+		rt_errf(err, n, "rank 0 (rendezvous %s) did not let rank %d in: a wrong secret, or this rank came twice?",
+			where, procs.rank);
+		return -1;
+	}
+	v.what[sizeof v.what - 1] = 0;
+	if (strcmp(v.what, "ok")) {
+		rt_errf(err, n, "%s", v.what);
+		return -1;
+	}
+	return 0;
+}
+
+static int random_secret(char *s, char *err, size_t n)
+{
+	unsigned char b[32];
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && read(fd, b, sizeof b) == (ssize_t)sizeof b;
+	if (fd >= 0)
+		close(fd);
+	if (!ok) {
+		rt_errf(err, n, "cannot read /dev/urandom for the job's secret");
+		return -1;
+	}
+	memset(s, 0, SECRET_MAX);
+	for (size_t i = 0; i < sizeof b; i++)
+		sprintf(s + 2 * i, "%02x", b[i]);
+	return 0;
+}
+
+/* Rank 0 of file:PATH: its host, port and secret, written whole with mode 0600. */
+static int write_rendezvous(const char *path, int lfd, const char *secret, char *err, size_t n)
+{
+	struct sockaddr_storage a;
+	socklen_t len = sizeof a;
+	char host[256], port[16];
+	if (getsockname(lfd, (struct sockaddr *)&a, &len) || gethostname(host, sizeof host) ||
+	    getnameinfo((struct sockaddr *)&a, len, NULL, 0, port, sizeof port, NI_NUMERICSERV)) {
+		rt_errf(err, n, "cannot name this host's rendezvous port: %s", strerror(errno));
+		return -1;
+	}
+	host[sizeof host - 1] = 0;
+	FILE *f = rt_atomic_open(path, err, n);
+	if (!f)
+		return -1;
+	fchmod(fileno(f), 0600);   /* the secret is for the job's ranks only */
+	fprintf(f, "mgl-rendezvous 1 %s %s %s\n", host, port, secret);
+	if (rt_atomic_commit(f, path, err, n))
+		return -1;
+	snprintf(net.path, sizeof net.path, "%s", path);
+	return 0;
+}
+
+static int star_open(char *err, size_t n)
+{
+	const char *rdv = getenv("MGL_RENDEZVOUS");
+	int limit = timeout_s();
+	if (limit < 0) {
+		rt_errf(err, n, "MGL_RENDEZVOUS_TIMEOUT is '%s': seconds, 1 to 86,400", getenv("MGL_RENDEZVOUS_TIMEOUT"));
+		return -1;
+	}
+	char host[256] = "", port[16] = "", secret[SECRET_MAX] = {0}, where[300];
+	const char *file = rdv && !strncmp(rdv, "file:", 5) && rdv[5] ? rdv + 5 : NULL;
+	if (file) {
+		snprintf(where, sizeof where, "file %s", file);
+	} else {
+		if (rdv && !strncmp(rdv, "tcp:", 4)) {
+			const char *colon = strrchr(rdv + 4, ':');
+			if (colon && colon > rdv + 4 && (size_t)(colon - rdv - 4) < sizeof host && strlen(colon + 1) < sizeof port)
+				snprintf(host, sizeof host, "%.*s", (int)(colon - rdv - 4), rdv + 4), snprintf(port, sizeof port, "%s", colon + 1);
+		} else if (!rdv && getenv("MASTER_ADDR") && getenv("MASTER_PORT")) {
+			int p;
+			if (!env_int("MASTER_PORT", &p) && p < 65535)
+				snprintf(port, sizeof port, "%d", p + 1);
+			snprintf(host, sizeof host, "%s", getenv("MASTER_ADDR"));
+		}
+		if (!*host || !*port) {
+			rt_errf(err, n, "%s started %d processes, and they have no way to meet: give MGL_RENDEZVOUS=file:PATH "
+				"(a path every rank sees) or tcp:HOST:PORT (rank 0's), or launch with mpirun "
+				"(docs/multinode.md)%s%s", procs.launcher, procs.size, rdv ? "; MGL_RENDEZVOUS is " : "", rdv ? rdv : "");
+			return -1;
+		}
+		const char *s = getenv("MGL_JOB_SECRET");
+		if (!s || strlen(s) < 16 || strlen(s) >= SECRET_MAX || strchr(s, ' ')) {
+			rt_errf(err, n, "a TCP rendezvous needs MGL_JOB_SECRET, the same on every rank: 16 to 127 characters, "
+				"no spaces (e.g. export MGL_JOB_SECRET=$(openssl rand -hex 16))");
+			return -1;
+		}
+		strcpy(secret, s);
+		snprintf(where, sizeof where, "tcp:%s:%s", host, port);
+	}
+	net.fd = malloc((size_t)procs.size * sizeof *net.fd);
+	for (int r = 0; r < procs.size; r++)
+		net.fd[r] = -1;
+	if (procs.rank > 0)
+		return star_join(file, host, port, secret, where, limit, err, n);
+	int lfd, rc = -1;
+	if (file ? random_secret(secret, err, n) || listen_on("0", &lfd, err, n) : listen_on(port, &lfd, err, n))
+		return -1;
+	if (!file || !write_rendezvous(file, lfd, secret, err, n))
+		rc = star_serve(lfd, secret, where, limit, err, n);
+	close(lfd);
+	if (*net.path)
+		unlink(net.path);   /* every rank came (or none will now): nobody reads it again */
+	return rc;
+}
+
+/* ---------------------------------------------------------------- the channel */
+
+int rt_procs_start(char *err, size_t n)
+{
+	if (started)
+		return 0;
+	started = true;
+	for (size_t i = 0; i < sizeof launchers / sizeof launchers[0]; i++) {
+		int rank, size, local = 0;
+		if (env_int(launchers[i].rank, &rank) || env_int(launchers[i].size, &size))
+			continue;
+		if (size < 1 || rank >= size || (getenv(launchers[i].local) && env_int(launchers[i].local, &local))) {
+			rt_errf(err, n, "%s's variables make no sense: %s=%s, %s=%s, %s=%s", launchers[i].name, launchers[i].rank,
+				getenv(launchers[i].rank), launchers[i].size, getenv(launchers[i].size), launchers[i].local,
+				getenv(launchers[i].local) ? getenv(launchers[i].local) : "(unset)");
+			return -1;
+		}
+		procs = (RtProcs){rank, size, local, launchers[i].name, ""};
+		break;
+	}
+	if (procs.size == 1)
+		return 0;
+	const char *use = getenv("MGL_MPI");
+	bool want_mpi = use ? strcmp(use, "0") != 0
+			    : !strcmp(procs.launcher, "mpirun") || (!strcmp(procs.launcher, "srun") && !getenv("MGL_RENDEZVOUS"));
+	static char channel[200];
+	if (want_mpi && !mpi_load(channel, sizeof channel)) {
+		procs.channel = "MPI";
+		return mpi_open(err, n);
+	}
+	if (!want_mpi)
+		snprintf(channel, sizeof channel, "%s", use ? "MGL_MPI=0" : "torchrun's processes are not MPI's");
+	snprintf(channel + strlen(channel), sizeof channel - strlen(channel), ": they meet over TCP");
+	procs.channel = channel;
+	return star_open(err, n);
+}
+
+const RtProcs *rt_procs(void) { return &procs; }
+
+RtNet *rt_net(void) { return procs.size > 1 ? &net : NULL; }
+
+bool rt_net_groups(const RtNet *x) { return x->mpi_world != NULL; }
+
+void *rt_net_group(RtNet *x, int color, int key)
+{
+	MpiHandle g = NULL;
+	if (x->mpi_world)
+		mpi.comm_split(x->mpi_world, color, key, &g);
+	return g;
+}
+
+void rt_net_group_allgather(void *group, int size, const void *mine, size_t bytes, void *all)
+{
+	mpi_allgather(group, size, mine, bytes, all);
+}
+
+/* The star's failures end the job: a process that has lost a peer cannot go on. */
+static void star_lost(int r)
+{
+	fprintf(stderr, "mgl: error: rank %d: lost rank %d (its connection closed)\n", procs.rank, r);
+	exit(1);
+}
+
+void rt_net_allgather(RtNet *x, const void *mine, size_t bytes, void *all)
+{
+	if (x->mpi_world) {
+		mpi_allgather(x->mpi_world, procs.size, mine, bytes, all);
+		return;
+	}
+	memcpy((char *)all + (size_t)procs.rank * bytes, mine, bytes);
+	if (procs.rank) {
+		if (send_all(x->fd[0], mine, bytes) || recv_all(x->fd[0], all, bytes * (size_t)procs.size, 0))
+			star_lost(0);
+		return;
+	}
+	for (int r = 1; r < procs.size; r++)
+		if (recv_all(x->fd[r], (char *)all + (size_t)r * bytes, bytes, 0))
+			star_lost(r);
+	for (int r = 1; r < procs.size; r++)
+		if (send_all(x->fd[r], all, bytes * (size_t)procs.size))
+			star_lost(r);
+}
+
+void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root)
+{
+	if (x->mpi_world) {
+		mpi_bcast(x->mpi_world, buf, bytes, root);
+		return;
+	}
+	if (procs.rank) {   /* the root sends to rank 0, which passes it on */
+		if (procs.rank == root ? send_all(x->fd[0], buf, bytes) : recv_all(x->fd[0], buf, bytes, 0))
+			star_lost(0);
+		return;
+	}
+	if (root && recv_all(x->fd[root], buf, bytes, 0))
+		star_lost(root);
+	for (int r = 1; r < procs.size; r++)
+		if (r != root && send_all(x->fd[r], buf, bytes))
+			star_lost(r);
+}
+
+void rt_procs_end(void)
+{
+	if (net.mpi_world)
+		mpi.finalize();
+	for (int r = 0; net.fd && r < procs.size; r++)
+		if (net.fd[r] >= 0)
+			close(net.fd[r]);
+	free(net.fd);
+	net = (RtNet){0};
+}

@@ -1,0 +1,78 @@
+#!/bin/sh
+# tests/cli_launch.sh — mgl train launched as processes (docs/multinode.md), on the cpu
+# backend: under mpirun, 2 and 4 processes give the losses of the same job run as threads
+# of one process, figure for figure, and the same checkpoint byte for byte; torchrun's
+# variables (through MPI); and what each process says when the launch is wrong: a rank that
+# never comes (named by every other rank within MGL_RENDEZVOUS_TIMEOUT), a count of
+# processes that is not the job's, the cpu backend between processes without MPI.
+# Without mpirun (no Open MPI: scripts/deps.sh mpi) the MPI runs print SKIP.
+# usage: tests/cli_launch.sh MGL
+mgl=${1:?usage: tests/cli_launch.sh MGL}
+. "$(dirname "$0")/lib.sh"
+
+"$mgl" tokenize /usr/share/common-licenses/GPL-3 -o "$tmp/t.bin" >/dev/null 2>&1 || { echo "cli_launch: cannot tokenize"; exit 1; }
+job="train models/gpt2.mgl --preset tiny --data $tmp/t.bin --steps 4 --batch 2"
+
+# a rank that never comes: rank 0 waits MGL_RENDEZVOUS_TIMEOUT seconds, then names it
+export MGL_RENDEZVOUS_TIMEOUT=1
+RANK=0 WORLD_SIZE=2 MGL_RENDEZVOUS=file:$tmp/rdv expect 1 'mgl: error: rank 0: rank 1 of 2 did not arrive within 1 s \(rendezvous file' \
+	-- $job --dp 2
+RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=file:$tmp/rdv expect 1 'mgl: error: rank 1: rank 0 did not arrive within 1 s' -- $job --dp 2
+RANK=2 WORLD_SIZE=2 expect 1 "torchrun's variables make no sense: RANK=2, WORLD_SIZE=2" -- $job --dp 2
+RANK=1 WORLD_SIZE=2 expect 1 'no way to meet: give MGL_RENDEZVOUS=file:PATH' -- $job --dp 2
+RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=tcp:127.0.0.1:1 expect 1 'a TCP rendezvous needs MGL_JOB_SECRET' -- $job --dp 2
+unset MGL_RENDEZVOUS_TIMEOUT
+
+# torchrun's launch meets over the rendezvous; the cpu backend's collectives need MPI
+for r in 0 1; do
+	RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MGL_RENDEZVOUS=file:$tmp/rdv2 "$mgl" $job --dp 2 >"$tmp/tr$r" 2>&1 &
+done
+wait
+check "torchrun's processes meet, and the cpu backend says it needs MPI, on each rank" \
+	sh -c 'grep -q "rank 0: the cpu backend.s collectives between processes go through MPI.*torchrun.s processes are not MPI.s: they meet over TCP" "$1/tr0" &&
+		grep -q "rank 1: the cpu backend.s collectives between processes go through MPI" "$1/tr1"' - "$tmp"
+
+if ! command -v mpirun >/dev/null 2>&1; then
+	echo "SKIP: mgl train under mpirun (no mpirun here; scripts/deps.sh mpi installs Open MPI)"
+	summary cli_launch
+	exit
+fi
+mpi="mpirun --allow-run-as-root --oversubscribe"   # CI runs as root, on 2 cores
+
+# tp 2 x dp 2: 4 processes, and the same job as 4 threads
+"$mgl" $job --tp 2 --dp 2 --log "$tmp/threads4.jsonl" >"$tmp/out" 2>&1
+$mpi -n 4 "$mgl" $job --tp 2 --dp 2 --log "$tmp/procs4.jsonl" --save "$tmp/ck4" >"$tmp/procs4.out" 2>&1
+check "mpirun -n 4, tp 2 x dp 2: the losses of the threads, figure for figure" \
+	sh -c '[ "$(grep -c loss "$1/procs4.jsonl")" = 4 ] && [ "$(grep -o "\"loss\": [0-9.]*" "$1/procs4.jsonl")" = "$(grep -o "\"loss\": [0-9.]*" "$1/threads4.jsonl")" ]' - "$tmp"
+check "mpirun -n 4: rank 0 alone speaks" test "$(grep -c '^trained 4 steps' "$tmp/procs4.out")" = 1
+
+# tp 2 at 2 processes: the losses and the checkpoint of the threads
+"$mgl" $job --tp 2 --log "$tmp/threads2.jsonl" --save "$tmp/ck1" >"$tmp/out" 2>&1
+$mpi -n 2 "$mgl" $job --tp 2 --log "$tmp/procs2.jsonl" --save "$tmp/ck2" >"$tmp/out" 2>&1
+check "mpirun -n 2, tp 2: the losses of the threads" \
+	sh -c '[ "$(grep -c loss "$1/procs2.jsonl")" = 4 ] && [ "$(grep -o "\"loss\": [0-9.]*" "$1/procs2.jsonl")" = "$(grep -o "\"loss\": [0-9.]*" "$1/threads2.jsonl")" ]' - "$tmp"
+check "mpirun -n 2, tp 2: the checkpoint of the threads, byte for byte" \
+	cmp "$tmp/ck1/checkpoint.safetensors" "$tmp/ck2/checkpoint.safetensors"
+# and resumed by one process, threads
+expect 0 '^trained 2 steps \(steps 5 to 6\)' -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 \
+	--batch 2 --resume "$tmp/ck2"
+
+# torchrun's variables, MPI asked for (MGL_MPI=1): the same as dp 2 threads
+"$mgl" $job --dp 2 --log "$tmp/threads_dp.jsonl" >"$tmp/out" 2>&1
+$mpi -n 2 sh -c 'exec env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u OMPI_COMM_WORLD_LOCAL_RANK \
+	RANK=$OMPI_COMM_WORLD_RANK WORLD_SIZE=$OMPI_COMM_WORLD_SIZE LOCAL_RANK=$OMPI_COMM_WORLD_LOCAL_RANK MGL_MPI=1 "$0" "$@"' \
+	"$mgl" $job --dp 2 --log "$tmp/torchrun.jsonl" >"$tmp/out" 2>&1
+check "torchrun's variables over MPI, dp 2: the losses of the threads" \
+	sh -c '[ "$(grep -c loss "$1/torchrun.jsonl")" = 4 ] && [ "$(grep -o "\"loss\": [0-9.]*" "$1/torchrun.jsonl")" = "$(grep -o "\"loss\": [0-9.]*" "$1/threads_dp.jsonl")" ]' - "$tmp"
+
+# the wrong count of processes: every rank says so
+$mpi -n 3 "$mgl" $job --tp 2 --dp 2 >"$tmp/out" 2>&1
+check "mpirun -n 3 for a job of 4 ranks: refused" \
+	grep -q 'mpirun started 3 processes for a job of 4 ranks (tp 2 x dp 2): start one process a rank' "$tmp/out"
+
+# ZeRO-1 gathers its pieces in one process's memory: refused across processes
+$mpi -n 2 "$mgl" $job --dp 2 --zero 1 >"$tmp/out" 2>&1
+check "mpirun -n 2 with --zero 1: refused" \
+	grep -q 'rank 1: --zero 1 runs with the job.s ranks in one process for now' "$tmp/out"
+
+summary cli_launch

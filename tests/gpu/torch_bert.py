@@ -1,0 +1,239 @@
+"""tests/gpu/torch_bert.py — BERT as models/bert.mgl computes it, in PyTorch (and NumPy).
+
+One forward pass (forward() below) of mgl's BERT, written once over a few array operations
+that NumPy and PyTorch each supply (NP, Torch): pre-LN blocks (layer norm inside each
+residual branch, eps 1e-5), one final layer norm, token + position + segment embeddings,
+bidirectional attention over the keys the padding mask keeps, tanh GELU; the MLM head
+(dense, GELU, layer norm, the decoder tied to the token table with a bias of its own) and
+its cross entropy over the masked positions (targets -1 ignored); the SOP head on the first
+token ([CLS]: pooler dense, tanh, a binary classifier). The loss is the MLM loss plus the
+SOP loss. Weights, gradients and batches are read under mgl's own names from `mgl train
+--dump-first DIR` (checkpoint.safetensors, grads.safetensors, batch.safetensors).
+
+  --numpy DIR LOG (no GPU, no torch; `make check` runs it on the cpu backend's dump of BERT
+    tiny, tests/cli_train.sh): in float64, the first loss and its two heads and the SOP
+    accuracy against mgl's log (within 1e-4 relative: mgl's cpu backend is fp32), and every
+    gradient against the loss's derivative in its direction (central differences).
+  --torch DIR LOG --batches FILE (the GPU machine, tests/gpu_check.sh): in fp32 on the GPU,
+    the first loss (within 1e-2 relative: mgl's cuda activations are bf16) and every
+    gradient (relative L2 error within 5e-2, as tests/gpu/torch_gpt2.py), then 20 steps of
+    AdamW as mgl does (betas 0.9/0.95, eps 1e-8, weight decay 0.1 on tensors of 2 or more
+    dimensions, clipping at 1, a constant learning rate) on the batches of mgl's run, each
+    step's loss within 1% of mgl's log. A step's examples depend only on the seed and their
+    index, so FILE is the batch.safetensors of the same run at 20 x the batch for 1 step:
+    step s's batch is its rows s B to s B + B - 1.
+Prints one line per check and "torch_bert: N passed, N failed"; exits 1 on a failure, 77
+(after SKIP) without torch or numpy.
+"""
+import argparse
+import json
+import math
+import sys
+
+INPUTS = ("tokens", "segments", "mask", "mlm_targets", "sop_targets")
+
+
+def forward(w, batch, heads, K):
+    """(loss, mlm loss, sop loss, sop logits [B, 2]) of weights w (mgl's names) on batch."""
+    tok, seg, mask, mlm_t, sop_t = (batch[k] for k in INPUTS)
+    B, T = tok.shape
+    layers = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("layers."))
+    lin = lambda x, n, bias=True: x @ w[n + ".weight"].T + (w[n + ".bias"] if bias else 0)
+    ln = lambda x, n: K.layer_norm(x, w[n + ".weight"], w[n + ".bias"])
+    x = w["wte"][tok] + w["wpe"][:T] + w["wse"][seg]
+    for l in range(layers):
+        p = "layers.%d." % l
+        a = ln(x, p + "attention.ln")
+        q, k, v = (lin(a, p + "attention." + n) for n in "qkv")
+        x = x + lin(K.attention(q, k, v, mask, heads), p + "attention.o")
+        m = ln(x, p + "mlp.ln")
+        x = x + lin(K.gelu(lin(m, p + "mlp.fc")), p + "mlp.proj")
+    h = ln(x, "ln_f")
+    z = ln(K.gelu(lin(h, "mlm")), "mlm_ln") @ w["wte"].T + w["mlm_logits.bias"]
+    mlm = K.cross_entropy(z.reshape(B * T, -1), mlm_t.reshape(-1))
+    sop = lin(K.tanh(lin(h[:, 0], "pooler")), "sop")
+    sop_loss = K.cross_entropy(sop, sop_t)
+    return mlm + sop_loss, mlm, sop_loss, sop
+
+
+class NP:
+    """The operations in NumPy (float64)."""
+
+    def __init__(self, np):
+        self.np = np
+
+    def layer_norm(self, x, g, b):
+        mu = x.mean(-1, keepdims=True)
+        return (x - mu) / self.np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * g + b
+
+    def gelu(self, x):
+        return 0.5 * x * (1 + self.np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+    def tanh(self, x):
+        return self.np.tanh(x)
+
+    def attention(self, q, k, v, mask, heads):
+        B, T, D = q.shape
+        q, k, v = (t.reshape(B, T, heads, D // heads).transpose(0, 2, 1, 3) for t in (q, k, v))
+        s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(D // heads)
+        s = self.np.where(mask[:, None, None, :] != 0, s, -self.np.inf)
+        p = self.np.exp(s - s.max(-1, keepdims=True))
+        y = (p / p.sum(-1, keepdims=True)) @ v
+        return y.transpose(0, 2, 1, 3).reshape(B, T, D)
+
+    def cross_entropy(self, z, t):
+        keep = t != -1
+        z, t = z[keep], t[keep]
+        mx = z.max(-1, keepdims=True)
+        lse = mx[:, 0] + self.np.log(self.np.exp(z - mx).sum(-1))
+        return (lse - z[self.np.arange(len(t)), t]).mean()
+
+
+class Torch:
+    """The operations in PyTorch."""
+
+    def __init__(self, torch):
+        self.torch, self.F = torch, torch.nn.functional
+
+    def layer_norm(self, x, g, b):
+        return self.F.layer_norm(x, (x.shape[-1],), g, b, 1e-5)
+
+    def gelu(self, x):
+        return self.F.gelu(x, approximate="tanh")
+
+    def tanh(self, x):
+        return self.torch.tanh(x)
+
+    def attention(self, q, k, v, mask, heads):
+        B, T, D = q.shape
+        q, k, v = (t.view(B, T, heads, D // heads).transpose(1, 2) for t in (q, k, v))
+        y = self.F.scaled_dot_product_attention(q, k, v, attn_mask=(mask != 0)[:, None, None, :])
+        return y.transpose(1, 2).reshape(B, T, D)
+
+    def cross_entropy(self, z, t):
+        return self.F.cross_entropy(z, t, ignore_index=-1)
+
+
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, ok, what):
+        print(("ok: " if ok else "FAIL: ") + what)
+        self.passed, self.failed = self.passed + bool(ok), self.failed + (not ok)
+
+    def done(self):
+        print("torch_bert: %d passed, %d failed" % (self.passed, self.failed))
+        sys.exit(1 if self.failed else 0)
+
+
+def rows(batch, s, B):
+    return {k: v[s * B:(s + 1) * B] for k, v in batch.items()}
+
+
+def numpy_check(a, load, np, check):
+    w = load(a.dir + "/checkpoint.safetensors")
+    grads = load(a.dir + "/grads.safetensors")
+    batch = {k: v.astype(np.int64) for k, v in load(a.dir + "/batch.safetensors").items()}
+    first = json.loads(open(a.log).readline())
+    K = NP(np)
+    loss, mlm, sop_loss, sop = forward(w, batch, a.heads, K)
+    acc = float(np.mean((sop[:, 1] > sop[:, 0]) == (batch["sop_targets"] == 1)))
+    for what, ours, theirs in (("loss", loss, first["loss"]), ("mlm_loss", mlm, first["mlm_loss"]),
+                               ("sop_loss", sop_loss, first["sop_loss"])):
+        d = abs(ours - theirs) / abs(theirs)
+        check(d < 1e-4, "first %s: numpy %.6f, mgl %.6f (relative difference %.1e)" % (what, ours, theirs, d))
+    check(abs(acc - first["sop_acc"]) < 1e-6, "first sop_acc: numpy %.4f, mgl %.4f" % (acc, first["sop_acc"]))
+    # each gradient g against (L(w + h u) - L(w - h u)) / 2h, u = g / |g|: that is |g| when g is the gradient
+    worst, where, h = 0.0, "", 1e-3
+    for name, g in grads.items():
+        n = float(np.linalg.norm(g))
+        if n < 1e-7:
+            continue
+        side = []
+        for sign in (1, -1):
+            ww = dict(w)
+            ww[name] = w[name] + sign * h * g / n
+            side.append(forward(ww, batch, a.heads, K)[0])
+        err = abs((side[0] - side[1]) / (2 * h) - n) / n
+        if err >= worst:
+            worst, where = err, name
+    check(worst < 1e-3, "%d gradients against the loss's central differences: worst relative error %.1e (%s)"
+          % (len(grads), worst, where))
+
+
+def torch_check(a, load, np, check):
+    try:
+        import torch
+    except ImportError:
+        print("SKIP: torch_bert.py --torch: no torch module for python3")
+        sys.exit(77)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    as_t = lambda d, dtype: {k: torch.from_numpy(v).to(dev, dtype) for k, v in d.items()}
+    w = {k: v.requires_grad_() for k, v in as_t(load(a.dir + "/checkpoint.safetensors"), torch.float32).items()}
+    grads = load(a.dir + "/grads.safetensors")
+    first = as_t(load(a.dir + "/batch.safetensors"), torch.long)
+    batches = as_t(load(a.batches), torch.long)
+    B = len(first["tokens"])
+    check(all(torch.equal(first[k], batches[k][:B]) for k in INPUTS),
+          "the run's first batch is the first %d rows of %s" % (B, a.batches))
+    mgl = [json.loads(line)["loss"] for line in open(a.log) if '"loss"' in line]
+    K = Torch(torch)
+    decay = [p for p in w.values() if p.dim() >= 2]
+    other = [p for p in w.values() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+                            lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+    losses = []
+    for step in range(min(a.steps, len(batches["tokens"]) // B)):
+        opt.zero_grad()
+        loss, mlm, sop_loss, _ = forward(w, rows(batches, step, B), a.heads, K)
+        loss.backward()
+        losses.append(loss.item())
+        if step == 0:
+            d = abs(loss.item() - mgl[0]) / mgl[0]
+            check(d < 1e-2, "first loss: torch %.5f (mlm %.5f, sop %.5f), mgl %.5f: relative difference %.1e"
+                  % (loss.item(), mlm.item(), sop_loss.item(), mgl[0], d))
+            worst, where = 0.0, ""
+            for name, g in grads.items():
+                ref = w[name].grad.double().cpu().numpy()
+                err = np.linalg.norm(g - ref) / (np.linalg.norm(ref) + 1e-4 * math.sqrt(ref.size))
+                if err >= worst:
+                    worst, where = err, name
+            check(worst < 5e-2, "%d gradients: worst relative L2 error %.2e (%s)" % (len(grads), worst, where))
+        torch.nn.utils.clip_grad_norm_(list(w.values()), 1.0)
+        opt.step()
+    n = min(len(losses), len(mgl))
+    print("losses, torch / mgl: " + " ".join("%.3f/%.3f" % (x, y) for x, y in zip(losses[:n], mgl[:n])))
+    worst = max([abs(x - y) / abs(x) for x, y in zip(losses[:n], mgl[:n])] or [1])
+    check(n == a.steps and worst < 0.01, "%d training steps: worst relative loss difference %.2e" % (n, worst))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--numpy", action="store_true", help="float64 on the cpu: the forward and the gradients")
+    mode.add_argument("--torch", action="store_true", help="fp32 on the GPU: also 20 training steps")
+    ap.add_argument("dir", help="mgl train --dump-first DIR")
+    ap.add_argument("log", help="mgl train --log of the same run")
+    ap.add_argument("--heads", type=int, required=True)
+    ap.add_argument("--batches", help="--torch: the batch.safetensors of the same run at 20 x the batch")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--steps", type=int, default=20)
+    a = ap.parse_args()
+    try:
+        import numpy as np
+        from compare_runs import load
+    except ImportError:
+        print("SKIP: torch_bert.py: no numpy module for python3")
+        sys.exit(77)
+    if a.torch and not a.batches:
+        ap.error("--torch needs --batches")
+    check = Checks()
+    (numpy_check if a.numpy else torch_check)(a, load, np, check)
+    check.done()
+
+
+if __name__ == "__main__":
+    main()

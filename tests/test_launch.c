@@ -1,0 +1,158 @@
+/* tests/test_launch.c — Check suites for launch.c's processes without MPI: torchrun's
+ * variables, the rendezvous (file:PATH and tcp:HOST:PORT with the job's secret), the
+ * channel's collectives between real processes, and a rank that never comes.
+ *
+ * Each test forks a process per rank (launch.c keeps its state in statics, fresh in each
+ * child), gives it torchrun's variables with setenv, and has it write what it found (the
+ * channel's results, or its error) to a file that the parent then reads.
+ */
+#include "backend.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[64];
+
+/* What rank r of `size` does: meet the others through rdv, then allgather every rank's
+ * (rank + 1) * 10 and broadcast rank 1's 4,242; writes "ok" or the error to DIR/rR. */
+static void rank_main(int r, int size, const char *rdv, const char *secret)
+{
+	char v[16], path[128], err[512] = "";
+	snprintf(v, sizeof v, "%d", r);
+	setenv("RANK", v, 1);
+	setenv("LOCAL_RANK", v, 1);
+	snprintf(v, sizeof v, "%d", size);
+	setenv("WORLD_SIZE", v, 1);
+	setenv("MGL_RENDEZVOUS", rdv, 1);
+	setenv("MGL_RENDEZVOUS_TIMEOUT", "2", 1);
+	if (secret)
+		setenv("MGL_JOB_SECRET", secret, 1);
+	if (!rt_procs_start(err, sizeof err)) {
+		RtNet *net = rt_net();
+		int mine = (r + 1) * 10, all[8] = {0}, b = r == 1 ? 4242 : 0;
+		rt_net_allgather(net, &mine, sizeof mine, all);
+		rt_net_bcast(net, &b, sizeof b, 1);
+		snprintf(err, sizeof err, "ok");
+		for (int k = 0; k < size; k++)
+			if (all[k] != (k + 1) * 10 || b != 4242)
+				snprintf(err, sizeof err, "wrong: all[%d] = %d, bcast %d", k, all[k], b);
+		if (strcmp(rt_procs()->launcher, "torchrun") || rt_procs()->rank != r || rt_procs()->size != size)
+			snprintf(err, sizeof err, "wrong identity: %s rank %d of %d", rt_procs()->launcher, rt_procs()->rank,
+				 rt_procs()->size);
+		rt_procs_end();
+	}
+	snprintf(path, sizeof path, "%s/r%d", dir, r);
+	FILE *f = fopen(path, "w");
+	fputs(err, f);
+	fclose(f);
+	_exit(0);
+}
+
+/* Starts the ranks in `which` (a bit each) of `size`, waits for them; what rank r wrote in out[r]. */
+static void launch(int size, unsigned which, const char *rdv, const char *const *secrets, char out[][512])
+{
+	pid_t pid[8];
+	for (int r = 0; r < size; r++)
+		if (which >> r & 1) {
+			pid[r] = fork();
+			ck_assert_int_ge(pid[r], 0);
+			if (!pid[r])
+				rank_main(r, size, rdv, secrets ? secrets[r] : NULL);
+		}
+	for (int r = 0; r < size; r++) {
+		out[r][0] = 0;
+		if (!(which >> r & 1))
+			continue;
+		int st;
+		waitpid(pid[r], &st, 0);
+		char path[128];
+		snprintf(path, sizeof path, "%s/r%d", dir, r);
+		FILE *f = fopen(path, "r");
+		ck_assert_msg(f, "rank %d wrote nothing", r);
+		size_t n = fread(out[r], 1, 511, f);
+		out[r][n] = 0;
+		fclose(f);
+		unlink(path);
+	}
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/mgl_launch_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(file_rendezvous)
+{
+	char rdv[128], out[4][512];
+	snprintf(rdv, sizeof rdv, "file:%s/rdv", dir);
+	launch(4, 0xf, rdv, NULL, out);
+	for (int r = 0; r < 4; r++)
+		ck_assert_msg(!strcmp(out[r], "ok"), "rank %d: %s", r, out[r]);
+	ck_assert_msg(access(rdv + 5, F_OK) != 0, "rank 0 left the rendezvous file");
+}
+END_TEST
+
+START_TEST(tcp_rendezvous_with_the_secret)
+{
+	static const char *const same[] = {"0123456789abcdef0", "0123456789abcdef0", "0123456789abcdef0"};
+	char rdv[64], out[3][512];
+	int port = 20000 + getpid() % 20000;
+	snprintf(rdv, sizeof rdv, "tcp:127.0.0.1:%d", port);
+	launch(3, 0x7, rdv, same, out);
+	for (int r = 0; r < 3; r++)
+		ck_assert_msg(!strcmp(out[r], "ok"), "rank %d: %s", r, out[r]);
+	/* a peer with another secret is not let in: rank 0 names it missing */
+	static const char *const other[] = {"0123456789abcdef0", "0123456789abcdef0", "not-the-secret-at-all"};
+	snprintf(rdv, sizeof rdv, "tcp:127.0.0.1:%d", port + 1);
+	launch(3, 0x7, rdv, other, out);
+	ck_assert_msg(strstr(out[0], "rank 2 of 3 did not arrive within 2 s"), "rank 0: %s", out[0]);
+	ck_assert_msg(strstr(out[1], "rank 2 of 3 did not arrive within 2 s"), "rank 1: %s", out[1]);
+	ck_assert_msg(strstr(out[2], "did not let rank 2 in"), "rank 2: %s", out[2]);
+	/* no secret, no listener */
+	launch(2, 0x1, rdv, NULL, out);
+	ck_assert_msg(strstr(out[0], "needs MGL_JOB_SECRET"), "rank 0: %s", out[0]);
+}
+END_TEST
+
+START_TEST(a_rank_that_never_comes)
+{
+	char rdv[128], out[4][512];
+	snprintf(rdv, sizeof rdv, "file:%s/rdv", dir);
+	launch(4, 0xb, rdv, NULL, out);   /* rank 2 never starts: every other rank names it */
+	for (int r = 0; r < 4; r++)
+		if (r != 2)
+			ck_assert_msg(strstr(out[r], "rank 2 of 4 did not arrive within 2 s"), "rank %d: %s", r, out[r]);
+	launch(3, 0x6, rdv, NULL, out);   /* nor rank 0 */
+	for (int r = 1; r < 3; r++)
+		ck_assert_msg(strstr(out[r], "rank 0 did not arrive within 2 s"), "rank %d: %s", r, out[r]);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("launch");
+	TCase *c = tcase_create("rendezvous");
+	tcase_add_checked_fixture(c, setup, teardown);
+	tcase_set_timeout(c, 30);
+	tcase_add_test(c, file_rendezvous);
+	tcase_add_test(c, tcp_rendezvous_with_the_secret);
+	tcase_add_test(c, a_rank_that_never_comes);
+	suite_add_tcase(s, c);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
