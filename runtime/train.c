@@ -661,10 +661,11 @@ static int dump_first(Train *t)
 		sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
 		rc = write_tensors(t, path, (const int[]){RT_PARAM_GRAD}, none, 1);
-	sprintf(path, "%s/batch.safetensors", dir);
-	if (!rc && t->o->accum == 1)
+	if (path)
+		sprintf(path, "%s/batch.safetensors", dir);
+	if (!rc && path && t->o->accum == 1)
 		rc = write_batch(t, path);
-	else if (!rc)
+	else if (!rc && path)
 		unlink(path);   /* an earlier run's, which would pass for this step's */
 	free(path);
 	return rc;
