@@ -70,6 +70,11 @@ $mpi -n 3 "$mgl" $job --tp 2 --dp 2 >"$tmp/out" 2>&1
 check "mpirun -n 3 for a job of 4 ranks: refused" \
 	grep -q 'mpirun started 3 processes for a job of 4 ranks (tp 2 x dp 2): start one process a rank' "$tmp/out"
 
+# --dump-first: rank 0 writes the files, the other ranks send their parts and write nothing
+$mpi -n 2 "$mgl" $job --tp 2 --dump-first "$tmp/dump" >"$tmp/out" 2>&1
+check "mpirun -n 2 with --dump-first: rank 0 writes the weights, gradients and batch" \
+	sh -c '[ -s "$1/dump/checkpoint.safetensors" ] && [ -s "$1/dump/grads.safetensors" ] && [ -s "$1/dump/batch.safetensors" ]' - "$tmp"
+
 # ZeRO-1 gathers its pieces in one process's memory: refused across processes
 $mpi -n 2 "$mgl" $job --dp 2 --zero 1 >"$tmp/out" 2>&1
 check "mpirun -n 2 with --zero 1: refused" \
