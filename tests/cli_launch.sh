@@ -72,8 +72,10 @@ check "mpirun -n 3 for a job of 4 ranks: refused" \
 
 # --dump-first: rank 0 writes the files, the other ranks send their parts and write nothing
 $mpi -n 2 "$mgl" $job --tp 2 --dump-first "$tmp/dump" >"$tmp/out" 2>&1
-check "mpirun -n 2 with --dump-first: rank 0 writes the weights, gradients and batch" \
-	sh -c '[ -s "$1/dump/checkpoint.safetensors" ] && [ -s "$1/dump/grads.safetensors" ] && [ -s "$1/dump/batch.safetensors" ]' - "$tmp"
+echo $? >"$tmp/dump_rc"
+check "mpirun -n 2 with --dump-first: every rank ends well, rank 0 writes the weights, gradients and batch" \
+	sh -c '[ "$(cat "$1/dump_rc")" = 0 ] && [ -s "$1/dump/checkpoint.safetensors" ] && [ -s "$1/dump/grads.safetensors" ] &&
+		[ -s "$1/dump/batch.safetensors" ]' - "$tmp"
 
 # ZeRO-1 gathers its pieces in one process's memory: refused across processes
 $mpi -n 2 "$mgl" $job --dp 2 --zero 1 >"$tmp/out" 2>&1
