@@ -2,9 +2,9 @@
 # examples/demo.sh — `make demo`: a tiny GPT trained on text every Debian or Ubuntu machine
 # has (the licence texts in /usr/share/common-licenses), on the cpu backend, in one to two
 # minutes on two cores; then a sample from it, and a plot of the loss. Byte-level tokens,
-# so nothing to download. 1,440 steps: twice the steps of before OpenBLAS, in about the
-# same time; they lower the loss more than a larger model does in that time
-# (docs/BENCHMARKS.md, "the demo").
+# so nothing to download. 1,440 steps: twice the steps of before OpenBLAS, in less time;
+# they lower the loss more than a larger model does in that time (docs/BENCHMARKS.md,
+# "the demo").
 set -eu
 mgl=${MGL:-build/mgl}
 out=${OUT:-build/demo}
