@@ -1293,8 +1293,9 @@ int rt_ckpt_nshards(const RtTensor *t, int n, int procs, int asked)
 
 void rt_ckpt_deal(const RtTensor *t, int n, int nshards, int *shard_of)
 {
-	uint64_t load[nshards > 0 ? nshards : 1];
-	memset(load, 0, sizeof load);
+	uint64_t *load = calloc((size_t)(nshards > 0 ? nshards : 1), sizeof *load);
+	if (!load)
+		nshards = 1;   /* out of memory: every tensor to shard 0 */
 	for (int i = 0; i < n; i++)
 		shard_of[i] = -1;
 	for (int done = 0; done < n; done++) {
@@ -1307,8 +1308,10 @@ void rt_ckpt_deal(const RtTensor *t, int n, int nshards, int *shard_of)
 			if (load[k] < load[s])
 				s = k;
 		shard_of[big] = s;
-		load[s] += bytes_of(&t[big]);
+		if (load)
+			load[s] += bytes_of(&t[big]);
 	}
+	free(load);
 }
 
 static char *shard_name(int s, int nshards)

@@ -558,10 +558,12 @@ static int write_shards(Train *t, const char *dir, const RtTensor *ts, int n, in
 	int procs = t->job->net ? t->job->nranks : 1, me = t->job->first;
 	int *of = malloc((size_t)n * sizeof *of);
 	rt_ckpt_deal(ts, n, nshards, of);
-	int rc = agree(t, me == 0 ? rt_ckpt_shards_begin(dir, e, elen) : 0), mine = rc;
+	int rc = me == 0 ? rt_ckpt_shards_begin(dir, e, elen) : 0;
+	if (agree(t, rc) && !rc)
+		rc = -1, snprintf(e, elen, "%s: rank 0 could not prepare the checkpoint", dir);
 	for (int s = me; s < nshards && !rc; s += procs)
-		rc = mine = rt_ckpt_write_shard(dir, ts, n, of, nshards, s, m, e, elen);
-	if (!mine && agree(t, rc))
+		rc = rt_ckpt_write_shard(dir, ts, n, of, nshards, s, m, e, elen);
+	if (agree(t, rc) && !rc)   /* the others wait for it (a failed begin agreed already) */
 		rc = -1, snprintf(e, elen, "%s: another process could not write its shard of the checkpoint", dir);
 	else if (!rc && me == 0)
 		rc = rt_ckpt_shards_commit(dir, ts, n, of, nshards, e, elen);
