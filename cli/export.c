@@ -475,7 +475,8 @@ static int import_body(MglCtx *ctx, const Args *a, const RtHfConfig *c, const ch
 		RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = g->model, .source = source, .preset = a->preset ? a->preset : "",
 				.set = set, .tokenizer = recorded, .tokenizer_sha256 = tok ? sha : NULL};
 		const char *path = mgl_fmt(&ctx->arena, "%s/checkpoint.safetensors", a->out);
-		if (rt_ckpt_write_meta(path, w, p->nparams, &m, err, sizeof err) || rt_ckpt_single_commit(a->out, err, sizeof err)) {
+		if (rt_ckpt_write_meta(path, w, p->nparams, &m, err, sizeof err) ||
+		    rt_ckpt_single_commit(a->out, err, sizeof err)) {   /* a sharded checkpoint there before goes */
 			fprintf(stderr, "mgl: error: %s\n", err);
 			status = 1;
 		} else {

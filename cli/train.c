@@ -172,7 +172,8 @@ int cmd_train(Args *a)
 		RtTrainOpts o = {
 			.data = a->data, .val = a->val, .steps = a->steps, .warmup = a->warmup,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
-			.save_every = a->save_every, .save_shards = (int)a->save_shards, .save_dir = a->save, .resume_dir = a->resume, .init_dir = a->init,
+			.save_every = a->save_every, .save_shards = (int)a->save_shards, .save_dir = a->save,
+			.resume_dir = a->resume, .init_dir = a->init,
 			.log_path = a->log,
 			.tensorboard = a->tensorboard,
 			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = preset,
