@@ -45,13 +45,24 @@ $mpi -n 4 "$mgl" $job --tp 2 --dp 2 --log "$tmp/procs4.jsonl" --save "$tmp/ck4" 
 check "mpirun -n 4, tp 2 x dp 2: the losses of the threads, figure for figure" \
 	sh -c '[ "$(grep -c loss "$1/procs4.jsonl")" = 4 ] && [ "$(grep -o "\"loss\": [0-9.]*" "$1/procs4.jsonl")" = "$(grep -o "\"loss\": [0-9.]*" "$1/threads4.jsonl")" ]' - "$tmp"
 check "mpirun -n 4: rank 0 alone speaks" test "$(grep -c '^trained 4 steps' "$tmp/procs4.out")" = 1
+# its checkpoint: a shard a process (the default across processes), resumed by one
+# process (threads, tp 1) as the threads' one-file checkpoint is
+check "mpirun -n 4: a shard a process, an index, nothing staged left" \
+	sh -c 'cd "$1/ck4" && [ "$(ls)" = "$(printf "model-0000%s-of-00004.safetensors\n" 1 2 3 4; echo model.safetensors.index.json)" ] && [ ! -e .saving ]' - "$tmp"
+"$mgl" $job --tp 2 --dp 2 --save "$tmp/ck4t" >"$tmp/out" 2>&1
+"$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --dp 2 --resume "$tmp/ck4" \
+	--log "$tmp/r4.jsonl" >"$tmp/out" 2>&1
+"$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --dp 2 --resume "$tmp/ck4t" \
+	--log "$tmp/r4t.jsonl" >"$tmp/out" 2>&1
+check "mpirun -n 4's sharded checkpoint resumes in 1 process at tp 1 as the threads' checkpoint does" \
+	sh -c '[ "$(grep -c loss "$1/r4.jsonl")" = 2 ] && [ "$(grep -o "\"loss\": [0-9.]*" "$1/r4.jsonl")" = "$(grep -o "\"loss\": [0-9.]*" "$1/r4t.jsonl")" ]' - "$tmp"
 
 # tp 2 at 2 processes: the losses and the checkpoint of the threads
 "$mgl" $job --tp 2 --log "$tmp/threads2.jsonl" --save "$tmp/ck1" >"$tmp/out" 2>&1
-$mpi -n 2 "$mgl" $job --tp 2 --log "$tmp/procs2.jsonl" --save "$tmp/ck2" >"$tmp/out" 2>&1
+$mpi -n 2 "$mgl" $job --tp 2 --log "$tmp/procs2.jsonl" --save "$tmp/ck2" --save-shards 1 >"$tmp/out" 2>&1
 check "mpirun -n 2, tp 2: the losses of the threads" \
 	sh -c '[ "$(grep -c loss "$1/procs2.jsonl")" = 4 ] && [ "$(grep -o "\"loss\": [0-9.]*" "$1/procs2.jsonl")" = "$(grep -o "\"loss\": [0-9.]*" "$1/threads2.jsonl")" ]' - "$tmp"
-check "mpirun -n 2, tp 2: the checkpoint of the threads, byte for byte" \
+check "mpirun -n 2, tp 2, --save-shards 1: the checkpoint of the threads, byte for byte" \
 	cmp "$tmp/ck1/checkpoint.safetensors" "$tmp/ck2/checkpoint.safetensors"
 # and resumed by one process, threads
 expect 0 '^trained 2 steps \(steps 5 to 6\)' -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 \
