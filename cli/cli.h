@@ -24,7 +24,7 @@ typedef struct {
 	/* mgl train */
 	const char *data, *val, *save, *resume, *log, *tensorboard, *backend, *gpt2;
 	const char *vocab;      /* train: BERT's WordPiece vocab.txt */
-	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every, log_every;
+	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every, save_shards, log_every;
 	double lr, min_lr, weight_decay, clip;     /* NAN: not given */
 	/* mgl sample, mgl tokenize */
 	const char *prompt;
@@ -94,8 +94,8 @@ void cli_optimizer(const Args *a, RtTrainOpts *o);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);
-/* The checkpoint a->file names (a directory: its checkpoint.safetensors, the path into
- * path[pathlen]) as mgl sample and mgl eval read it: the file, its metadata (which must
+/* The checkpoint a->file names (a directory in either form, rt_ckpt_open; the file read,
+ * the index for shards, into path[pathlen]) as mgl sample and mgl eval read it: the file, its metadata (which must
  * hold the model's source) and the tokenizer it was trained with (--gpt2 DIR, a->gpt2, for
  * GPT-2's files elsewhere). 0, or 1 after printing why (nothing left to free). */
 int cli_ckpt_open(const Args *a, char *path, size_t pathlen, RtCkpt *ck, RtCkptMeta *m, RtTokenizer **tok);

@@ -224,18 +224,18 @@ int cmd_export(Args *a)
 	if (file && a->gpt2)
 		return usage_error("export", "--gpt2 DIR gives the tokenizer's files to -o DIR; -o %s gets the tensors alone",
 				   a->out);
-	char path[4096], err[1024];
-	struct stat st;
-	snprintf(path, sizeof path, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s",
-		 a->file);
-	struct stat out;
-	if (!stat(a->out, &out) && !stat(path, &st) && out.st_dev == st.st_dev && out.st_ino == st.st_ino) {
-		fprintf(stderr, "mgl: error: -o %s is the checkpoint itself: it would be overwritten\n", a->out);
+	char path[4096], err[1024], *used;
+	RtCkpt c;
+	if (rt_ckpt_open(a->file, &c, &used, err, sizeof err)) {
+		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
-	RtCkpt c;
-	if (rt_ckpt_read(path, &c, err, sizeof err)) {
-		fprintf(stderr, "mgl: error: %s\n", err);
+	snprintf(path, sizeof path, "%s", used);
+	free(used);
+	struct stat out, st;
+	if (!stat(a->out, &out) && !stat(path, &st) && out.st_dev == st.st_dev && out.st_ino == st.st_ino) {
+		fprintf(stderr, "mgl: error: -o %s is the checkpoint itself: it would be overwritten\n", a->out);
+		rt_ckpt_free(&c);
 		return 1;
 	}
 	RtTensors o;
@@ -475,7 +475,8 @@ static int import_body(MglCtx *ctx, const Args *a, const RtHfConfig *c, const ch
 		RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = g->model, .source = source, .preset = a->preset ? a->preset : "",
 				.set = set, .tokenizer = recorded, .tokenizer_sha256 = tok ? sha : NULL};
 		const char *path = mgl_fmt(&ctx->arena, "%s/checkpoint.safetensors", a->out);
-		if (rt_ckpt_write_meta(path, w, p->nparams, &m, err, sizeof err)) {
+		if (rt_ckpt_write_meta(path, w, p->nparams, &m, err, sizeof err) ||
+		    rt_ckpt_single_commit(a->out, err, sizeof err)) {   /* a sharded checkpoint there before goes */
 			fprintf(stderr, "mgl: error: %s\n", err);
 			status = 1;
 		} else {

@@ -209,6 +209,8 @@ static const Command commands[] = {
 	 "  --eval-batches N  validation batches per evaluation (default 8)\n"
 	 "  --save DIR        write DIR/checkpoint.safetensors at the end (and on Ctrl-C)\n"
 	 "  --save-every N    ... and every N steps\n"
+	 "  --save-shards N   ... as N shard files and an index (Hugging Face's form); by\n"
+	 "                    default one file, shards past 5 GB or across processes\n"
 	 "  --resume DIR      continue from a checkpoint (at any --tp)\n"
 	 "  --init DIR        start from a checkpoint's weights (mgl import's, or any mgl train\n"
 	 "                    wrote) at any --tp: a fresh optimizer, step 0; FILE may then be left\n"
@@ -233,7 +235,7 @@ static const Command commands[] = {
 	 "Exit status: 0 trained, 1 an invalid model, shard or checkpoint, a file that cannot be\n"
 	 "written, or a NaN loss, 2 bad usage, 130 stopped by Ctrl-C.\n",
 	 "--preset --set --data --val --tp --dp --sp --zero --recompute --backend --gpus --steps --batch --seq --accum --lr --min-lr "
-	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --resume --log --tensorboard --log-every "
+	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --save-shards --resume --log --tensorboard --log-every "
 	 "--gpt2 --vocab --dump-first --init", NULL},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
 	 "usage: mgl sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
@@ -427,7 +429,8 @@ static const struct {
 	{"--accum", O_INT, offsetof(Args, accum), 1 << 20},  {"--warmup", O_INT, offsetof(Args, warmup), 1e12},
 	{"--seed", O_INT, offsetof(Args, seed), 9e18},       {"--eval-every", O_INT, offsetof(Args, eval_every), 1e12},
 	{"--eval-batches", O_INT, offsetof(Args, eval_batches), 1 << 20},
-	{"--save-every", O_INT, offsetof(Args, save_every), 1e12}, {"--log-every", O_INT, offsetof(Args, log_every), 1e12},
+	{"--save-every", O_INT, offsetof(Args, save_every), 1e12},
+	{"--save-shards", O_INT, offsetof(Args, save_shards), 99999}, {"--log-every", O_INT, offsetof(Args, log_every), 1e12},
 	{"--lr", O_REAL, offsetof(Args, lr), 10},            {"--min-lr", O_REAL, offsetof(Args, min_lr), 10},
 	{"--weight-decay", O_REAL, offsetof(Args, weight_decay), 10}, {"--clip", O_REAL, offsetof(Args, clip), 1e6},
 	{"--prompt", O_STR, offsetof(Args, prompt), 0},      {"--tokens", O_INT, offsetof(Args, tokens), 1 << 24},

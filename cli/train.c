@@ -99,12 +99,10 @@ const char *cli_tokenizer_record(MglArena *a, const char *gpt2, const char *voca
  * records, into rec[3] (malloc'd; preset and set NULL where empty). */
 static int init_model(const char *dir, char **rec)
 {
-	char path[4096], err[1024];
-	struct stat st;
-	snprintf(path, sizeof path, !stat(dir, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s", dir);
+	char *path = NULL, err[1024];
 	RtCkpt c;
 	RtCkptMeta m;
-	int rc = rt_ckpt_read(path, &c, err, sizeof err) ? -1 : rt_ckpt_meta_read(&c, path, &m, err, sizeof err);
+	int rc = rt_ckpt_open(dir, &c, &path, err, sizeof err) ? -1 : rt_ckpt_meta_read(&c, path, &m, err, sizeof err);
 	if (!rc && (!m.source || !*m.source)) {
 		snprintf(err, sizeof err, "%.900s holds no model source: give the model file (mgl train FILE --init DIR)", path);
 		rc = -1;
@@ -117,6 +115,7 @@ static int init_model(const char *dir, char **rec)
 			rec[k] = v && *v ? strdup(v) : NULL;
 		}
 	rt_ckpt_free(&c);
+	free(path);
 	return rc;
 }
 
@@ -173,7 +172,8 @@ int cmd_train(Args *a)
 		RtTrainOpts o = {
 			.data = a->data, .val = a->val, .steps = a->steps, .warmup = a->warmup,
 			.eval_every = a->eval_every, .eval_batches = a->eval_batches ? a->eval_batches : 8,
-			.save_every = a->save_every, .save_dir = a->save, .resume_dir = a->resume, .init_dir = a->init,
+			.save_every = a->save_every, .save_shards = (int)a->save_shards, .save_dir = a->save,
+			.resume_dir = a->resume, .init_dir = a->init,
 			.log_path = a->log,
 			.tensorboard = a->tensorboard,
 			.dump_first = a->dump_first, .model_name = g->model, .model_source = source, .preset = preset,
@@ -320,14 +320,14 @@ static int pick(const float *logits, int V, double temperature, int64_t top_k, u
 
 int cli_ckpt_open(const Args *a, char *path, size_t pathlen, RtCkpt *ck, RtCkptMeta *m, RtTokenizer **tok)
 {
-	char err[1024];
-	struct stat st;
-	snprintf(path, pathlen, !stat(a->file, &st) && S_ISDIR(st.st_mode) ? "%s/checkpoint.safetensors" : "%s", a->file);
+	char err[1024], *used;
 	*tok = NULL;
-	if (rt_ckpt_read(path, ck, err, sizeof err)) {
+	if (rt_ckpt_open(a->file, ck, &used, err, sizeof err)) {
 		fprintf(stderr, "mgl: error: %s\n", err);
 		return 1;
 	}
+	snprintf(path, pathlen, "%s", used);
+	free(used);
 	if (rt_ckpt_meta_read(ck, path, m, err, sizeof err))
 		goto refuse;
 	if (!m->source || !*m->source) {

@@ -1,10 +1,12 @@
 /* compiler/schedule.c — orders the steps for overlap: each collective moves up to just
  * after the last step it depends on, so that the steps it moves past can run while it
- * communicates. The cuda backend issues collectives on their own stream and makes the
- * compute stream wait for one only at the first step that needs it (mgl_collective_waits
- * in plan/plan.c), so the backward all-reduce of a column-parallel layer's input gradient
- * runs under that layer's weight-gradient GEMM, as Megatron-LM overlaps them (autodiff
- * emits dx, dW, then partition adds the all-reduce of dx after both).
+ * communicates: a runtime that issues collectives on a stream of their own and makes the
+ * compute wait for one only at the first step that needs it (mgl_collective_waits in
+ * plan/plan.c) runs the backward all-reduce of a column-parallel layer's input gradient
+ * under that layer's weight-gradient GEMM, as Megatron-LM overlaps them (autodiff emits
+ * dx, dW, then partition adds the all-reduce of dx after both). The cuda backend on main
+ * still waits for each collective at once; its deferred wait is written (branch gpunext,
+ * docs/perf-notes.md) and waits for a check on two GPUs.
  *
  * A collective c moves to just after the last earlier step that writes one of its inputs
  * or outputs (gradients are reduced in place, and written by several steps) or reads one

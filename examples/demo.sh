@@ -1,12 +1,14 @@
 #!/bin/sh
 # examples/demo.sh — `make demo`: a tiny GPT trained on text every Debian or Ubuntu machine
-# has (the licence texts in /usr/share/common-licenses), on the cpu backend, in about two
+# has (the licence texts in /usr/share/common-licenses), on the cpu backend, in one to two
 # minutes on two cores; then a sample from it, and a plot of the loss. Byte-level tokens,
-# so nothing to download.
+# so nothing to download. 1,440 steps: twice the steps of before OpenBLAS, in less time;
+# they lower the loss more than a larger model does in that time (docs/BENCHMARKS.md,
+# "the demo").
 set -eu
 mgl=${MGL:-build/mgl}
 out=${OUT:-build/demo}
-steps=${STEPS:-720}
+steps=${STEPS:-1440}
 mkdir -p "$out"
 # the licences themselves, not the symlinks to them (GPL -> GPL-3): no text twice
 files=$(find /usr/share/common-licenses -maxdepth 1 -type f | sort)

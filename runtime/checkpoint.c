@@ -25,6 +25,7 @@
  */
 #include "runtime.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1004,6 +1005,11 @@ const char *rt_ckpt_meta(const RtCkpt *c, const char *key)
 
 void rt_ckpt_free(RtCkpt *c)
 {
+	if (c->parts) {   /* rt_ckpt_open's shards: c->t is ours, the rest theirs */
+		rt_hf_free(c->parts);
+		free(c->parts);
+		free(c->t);
+	}
 	mem_free(c->buf);
 	memset(c, 0, sizeof *c);
 }
@@ -1167,4 +1173,339 @@ int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptM
 		}
 	}
 	return rt_ckpt_write(path, t, n, keys, vals, nmeta, err, errlen);
+}
+
+/* ---------------------------------------------------------------- checkpoint directories */
+
+/* A sharded save is staged whole in DIR/.saving, its index written there last: from then on
+ * it is the checkpoint (rt_ckpt_open reads it first). Publishing links each staged file to
+ * a temporary name in DIR and renames that over the old file, the index last, and only then
+ * removes the staged index and the previous save's other files. A crash at any point leaves
+ * either the previous checkpoint or the new one whole in the place a reader looks, never a
+ * mix; publishing again (rt_ckpt_shards_begin) finishes the job. */
+
+static bool exists(const char *p)
+{
+	struct stat st;
+	return !stat(p, &st);
+}
+
+static char *join(const char *dir, const char *a, const char *b)
+{
+	size_t n = strlen(dir) + strlen(a) + strlen(b) + 3;
+	char *p = malloc(n);
+	if (p)
+		snprintf(p, n, "%s/%s%s%s", dir, a, *b ? "/" : "", b);
+	return p;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), m = strlen(tail);
+	return n >= m && !strcmp(s + n - m, tail);
+}
+
+/* The shards' tensors as one RtCkpt: every shard must carry the same metadata (one save's). */
+static int read_shards(const char *index, RtCkpt *c, char *err, size_t errlen)
+{
+	RtHfCkpt *h = calloc(1, sizeof *h);
+	if (!h || rt_hf_read(index, h, err, errlen)) {
+		if (!h)
+			rt_errf(err, errlen, "%s: out of memory", index);
+		free(h);
+		return -1;
+	}
+	const RtCkpt *a = &h->shards[0];
+	for (int f = 1; f < h->nshards; f++) {
+		const RtCkpt *b = &h->shards[f];
+		for (int i = 0; i < a->nmeta || i < b->nmeta; i++) {
+			const char *k = i < a->nmeta ? a->keys[i] : b->keys[i];
+			const char *va = rt_ckpt_meta(a, k), *vb = rt_ckpt_meta(b, k);
+			if (!va || !vb || strcmp(va, vb)) {
+				rt_errf(err, errlen, "%s: its shards disagree: metadata '%s' differs between the first shard "
+					"and shard %d of %d (files of different saves?)", index, k, f + 1, h->nshards);
+				rt_hf_free(h);
+				free(h);
+				return -1;
+			}
+		}
+	}
+	if (!(c->t = malloc((size_t)h->n * sizeof *c->t + 1))) {
+		rt_errf(err, errlen, "%s: out of memory", index);
+		rt_hf_free(h);
+		free(h);
+		return -1;
+	}
+	for (int i = 0; i < h->n; i++)
+		c->t[i] = *h->t[i];
+	c->n = h->n;
+	c->keys = a->keys, c->vals = a->vals, c->nmeta = a->nmeta;
+	c->parts = h;
+	return 0;
+}
+
+int rt_ckpt_open(const char *path, RtCkpt *c, char **used, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof *c);
+	*used = NULL;
+	struct stat st;
+	char *p;
+	if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
+		p = join(path, RT_CKPT_STAGE, RT_CKPT_INDEX);   /* a save published halfway */
+		if (p && !exists(p))
+			free(p), p = join(path, RT_CKPT_INDEX, "");
+		if (p && !exists(p))
+			free(p), p = join(path, RT_CKPT_FILE, "");
+	} else {
+		p = strdup(path);
+	}
+	if (!p) {
+		rt_errf(err, errlen, "%s: out of memory", path);
+		return -1;
+	}
+	int rc = ends_with(p, ".json") ? read_shards(p, c, err, errlen) : rt_ckpt_read(p, c, err, errlen);
+	if (rc)
+		free(p);
+	else
+		*used = p;
+	return rc;
+}
+
+static uint64_t bytes_of(const RtTensor *t)
+{
+	uint64_t b = 4;
+	for (int k = 0; k < t->rank; k++)
+		b *= (uint64_t)t->shape[k];
+	return b;
+}
+
+int rt_ckpt_nshards(const RtTensor *t, int n, int procs, int asked)
+{
+	uint64_t total = 0;
+	for (int i = 0; i < n; i++)
+		total += bytes_of(&t[i]);
+	int64_t k = asked > 0 ? asked : (int64_t)((total + RT_CKPT_SHARD_BYTES - 1) / RT_CKPT_SHARD_BYTES);
+	if (asked <= 0 && k < procs)
+		k = procs;
+	k = k > n ? n : k;
+	return k < 1 ? 1 : (int)k;
+}
+
+void rt_ckpt_deal(const RtTensor *t, int n, int nshards, int *shard_of)
+{
+	uint64_t *load = calloc((size_t)(nshards > 0 ? nshards : 1), sizeof *load);
+	if (!load)
+		nshards = 1;   /* out of memory: every tensor to shard 0 */
+	for (int i = 0; i < n; i++)
+		shard_of[i] = -1;
+	for (int done = 0; done < n; done++) {
+		int big = -1;   /* the largest not yet dealt, the first of equals */
+		for (int i = 0; i < n; i++)
+			if (shard_of[i] < 0 && (big < 0 || bytes_of(&t[i]) > bytes_of(&t[big])))
+				big = i;
+		int s = 0;
+		for (int k = 1; k < nshards; k++)
+			if (load[k] < load[s])
+				s = k;
+		shard_of[big] = s;
+		if (load)
+			load[s] += bytes_of(&t[big]);
+	}
+	free(load);
+}
+
+static char *shard_name(int s, int nshards)
+{
+	char *p = malloc(64);
+	if (p)
+		snprintf(p, 64, "model-%05d-of-%05d.safetensors", s + 1, nshards);
+	return p;
+}
+
+/* Whether name is a shard file of mgl's naming (model-NNNNN-of-NNNNN.safetensors). */
+static bool is_shard_name(const char *name)
+{
+	int a, b, end = 0;
+	return sscanf(name, "model-%5d-of-%5d.safetensors%n", &a, &b, &end) == 2 && end && !name[end] &&
+	       strlen(name) == strlen("model-00001-of-00001.safetensors");
+}
+
+int rt_ckpt_write_shard(const char *dir, const RtTensor *t, int n, const int *shard_of, int nshards, int s,
+			const RtCkptMeta *m, char *err, size_t errlen)
+{
+	RtTensor *mine = malloc((size_t)n * sizeof *mine + 1);
+	char *stage = join(dir, RT_CKPT_STAGE, ""), *name = shard_name(s, nshards);
+	char *path = stage && name ? join(stage, name, "") : NULL;
+	int k = 0, rc = -1;
+	if (!mine || !path)
+		rt_errf(err, errlen, "%s: out of memory", dir);
+	else if (mkdir(stage, 0777) && errno != EEXIST)
+		rt_errf(err, errlen, "cannot create '%s': %s", stage, strerror(errno));
+	else {
+		for (int i = 0; i < n; i++)
+			if (shard_of[i] == s)
+				mine[k++] = t[i];
+		rc = rt_ckpt_write_meta(path, mine, k, m, err, errlen);
+	}
+	free(mine);
+	free(stage);
+	free(name);
+	free(path);
+	return rc;
+}
+
+/* Links DIR/.saving/name to DIR/name.tmp and renames that over DIR/name. */
+static int publish_file(const char *dir, const char *name, char *err, size_t errlen)
+{
+	char *from = join(dir, RT_CKPT_STAGE, name), *to = join(dir, name, ""), tmp[4096];
+	int rc = -1;
+	if (!from || !to || rt_tmp_name(to, tmp, sizeof tmp))
+		rt_errf(err, errlen, "%s/%s: out of memory or too long a name", dir, name);
+	else if ((unlink(tmp), link(from, tmp)) || rename(tmp, to))
+		rt_errf(err, errlen, "%s: cannot put it in place: %s", to, strerror(errno));
+	else
+		rc = 0;
+	free(from);
+	free(to);
+	return rc;
+}
+
+static int sync_path(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd) && errno != EINVAL ? -1 : 0;
+	close(fd);
+	return rc;
+}
+
+/* Removes DIR's files of an earlier save that the checkpoint now in place does not use:
+ * checkpoint.safetensors and shards when keep (the index) names others, the index and
+ * every shard when keep is NULL. */
+static void remove_old(const char *dir, const RtHfIndex *keep)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		bool old = is_shard_name(e->d_name);
+		for (int f = 0; old && keep && f < keep->nfiles; f++)
+			old = strcmp(keep->files[f], e->d_name);
+		if (old || (keep && !strcmp(e->d_name, RT_CKPT_FILE)) || (!keep && !strcmp(e->d_name, RT_CKPT_INDEX))) {
+			char *p = join(dir, e->d_name, "");
+			if (p)
+				unlink(p);
+			free(p);
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
+/* Publishes the save staged in DIR/.saving (whose index is there), then removes the stage. */
+static int publish(const char *dir, char *err, size_t errlen)
+{
+	char *stage = join(dir, RT_CKPT_STAGE, ""), *index = join(dir, RT_CKPT_STAGE, RT_CKPT_INDEX);
+	size_t len = 0;
+	char *text = index ? mgl_read_whole(index, MAX_HEADER, "indexes", &len, err, errlen) : NULL;
+	RtHfIndex x = {0};
+	int rc = text ? rt_hf_index_parse(text, len, index, &x, err, errlen) : -1;
+	free(text);
+	for (int f = 0; f < x.nfiles && !rc; f++)
+		rc = publish_file(dir, x.files[f], err, errlen);
+	if (!rc && (sync_path(dir) || (rc = publish_file(dir, RT_CKPT_INDEX, err, errlen)) || sync_path(dir)))
+		rc = rc ? rc : (rt_errf(err, errlen, "%s: cannot sync: %s", dir, strerror(errno)), -1);
+	if (!rc) {
+		unlink(index);   /* DIR's index is the checkpoint from here */
+		remove_old(dir, &x);
+		remove_old(stage, NULL);
+		rmdir(stage);
+	}
+	rt_hf_index_free(&x);
+	free(stage);
+	free(index);
+	return rc;
+}
+
+int rt_ckpt_shards_begin(const char *dir, char *err, size_t errlen)
+{
+	char *index = join(dir, RT_CKPT_STAGE, RT_CKPT_INDEX);
+	int rc = 0;
+	if (!index) {
+		rt_errf(err, errlen, "%s: out of memory", dir);
+		rc = -1;
+	} else if (mkdir(dir, 0777) && errno != EEXIST) {
+		rt_errf(err, errlen, "cannot create '%s': %s", dir, strerror(errno));
+		rc = -1;
+	} else if (exists(index)) {
+		rc = publish(dir, err, errlen);
+	}
+	free(index);
+	return rc;
+}
+
+int rt_ckpt_shards_commit(const char *dir, const RtTensor *t, int n, const int *shard_of, int nshards,
+			  char *err, size_t errlen)
+{
+	uint64_t total = 0;
+	for (int i = 0; i < n; i++)
+		total += bytes_of(&t[i]);
+	char *index = join(dir, RT_CKPT_STAGE, RT_CKPT_INDEX);
+	FILE *f = index ? rt_atomic_open(index, err, errlen) : NULL;
+	if (!f) {
+		if (!index)
+			rt_errf(err, errlen, "%s: out of memory", dir);
+		free(index);
+		return -1;
+	}
+	Buf b = {0};
+	char num[32];
+	snprintf(num, sizeof num, "%" PRIu64, total);
+	puts_(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
+	puts_(&b, num);
+	puts_(&b, ",\n    \"format\": ");
+	put_json_str(&b, RT_CKPT_FORMAT);
+	puts_(&b, "\n  },\n  \"weight_map\": {");
+	for (int i = 0; i < n; i++) {
+		char *name = shard_name(shard_of[i], nshards);
+		puts_(&b, i ? ",\n    " : "\n    ");
+		put_json_str(&b, t[i].name);
+		puts_(&b, ": ");
+		put_json_str(&b, name ? name : "");
+		free(name);
+	}
+	puts_(&b, "\n  }\n}\n");
+	int rc = -1;
+	if (b.oom || fwrite(b.p, 1, b.n, f) != b.n) {
+		rt_errf(err, errlen, "%s: cannot write: %s", index, b.oom ? "out of memory" : strerror(errno));
+		rt_atomic_abort(f, index);
+	} else if (!(rc = rt_atomic_commit(f, index, err, errlen))) {
+		rc = publish(dir, err, errlen);
+	}
+	free(b.p);
+	free(index);
+	return rc;
+}
+
+int rt_ckpt_single_commit(const char *dir, char *err, size_t errlen)
+{
+	char *stage = join(dir, RT_CKPT_STAGE, "");
+	if (!stage) {
+		rt_errf(err, errlen, "%s: out of memory", dir);
+		return -1;
+	}
+	/* each index before its shards: a reader takes an index first */
+	char *index = join(stage, RT_CKPT_INDEX, "");
+	if (index)
+		unlink(index);
+	remove_old(stage, NULL);
+	rmdir(stage);
+	free(index);
+	index = join(dir, RT_CKPT_INDEX, "");
+	if (index)
+		unlink(index);
+	remove_old(dir, NULL);
+	free(index);
+	free(stage);
+	return 0;
 }

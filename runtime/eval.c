@@ -365,7 +365,7 @@ static int lm_open(RtJob *j, Lm *lm, char *err, size_t errlen)
 			"a cross_entropy (as models/gpt2.mgl's); this model's differ");
 		return -1;
 	}
-	if (loss != last_fwd || p->steps[loss].out[0] != p->loss) {
+	if (loss < 0 || loss != last_fwd || p->steps[loss].out[0] != p->loss) {
 		rt_errf(err, errlen, "mgl eval reads each position's loss from the model's cross_entropy, which must be what "
 			"the model returns (this model computes more after it)");
 		return -1;

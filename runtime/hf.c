@@ -39,6 +39,9 @@ static const struct { const char *mgl, *hf; int rank; } top_map[] = {
 };
 enum { NLAYER_MAP = sizeof layer_map / sizeof layer_map[0], NTOP_MAP = sizeof top_map / sizeof top_map[0] };
 enum { MAX_LAYERS = 100000, MAX_JSON_DEPTH = 64, MAX_JSON_BYTES = 100000000 };
+/* Names are matched by comparing each with the ones before it: bounded, that stays fast on
+ * any file (a GPT-2 has 4 tensors and 12 a layer: 580 for GPT-2 XL). */
+enum { MAX_TENSORS = 65536 };
 
 /* ---------------------------------------------------------------- tensor lists */
 
@@ -308,6 +311,10 @@ static int split_qkv(In *in, long l, RtTensors *o)
 static int to_mgl(In *in, RtTensors *o)
 {
 	long layers = 0;
+	if (in->n > MAX_TENSORS) {
+		rt_errf(in->err, in->errlen, "%s holds %d tensors, more than 65,536: not a GPT-2 checkpoint", in->file, in->n);
+		return -1;
+	}
 	for (int i = 0; i < in->n; i++) {
 		if (!canonical(in->t[i]->name, in->name[i], sizeof in->name[i])) {
 			rt_errf(in->err, in->errlen, "%s: a tensor's name is too long for GPT-2's layout", in->file);
@@ -638,6 +645,8 @@ static int weight(RtJson *j, const Str *name, size_t at, void *ctx)
 	/* a file beside the index, never a path elsewhere */
 	if (!file.n || strchr(file.s, '/') || !strcmp(file.s, ".") || !strcmp(file.s, ".."))
 		return rt_json_fail(j, fat, "the file of '%s' must be a file name beside the index, not '%s'", name->s, file.s);
+	if (x->n == MAX_TENSORS)
+		return rt_json_fail(j, at, "more than 65,536 tensors: not a GPT-2 checkpoint's index");
 	for (int i = 0; i < x->n; i++)
 		if (!strcmp(x->names[i], name->s))
 			return rt_json_fail(j, at, "'%s' is given twice", name->s);

@@ -75,6 +75,21 @@ static const char *resolved(const char *path, char *buf)
 	return !lstat(path, &st) && S_ISLNK(st.st_mode) && realpath(path, buf) ? buf : path;
 }
 
+/* A new file at tmp, never through what is there already: a file left by a write that
+ * crashed is removed first, and a link put there by someone else is removed, not followed
+ * (the rendezvous file holds a secret). */
+static FILE *create_new(const char *tmp)
+{
+	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	int fd = open(tmp, flags, 0666);
+	if (fd < 0 && errno == EEXIST && !unlink(tmp))
+		fd = open(tmp, flags, 0666);
+	FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+	if (fd >= 0 && !f)
+		close(fd);
+	return f;
+}
+
 FILE *rt_atomic_open(const char *user_path, char *err, size_t errlen)
 {
 	struct stat st;
@@ -95,7 +110,7 @@ FILE *rt_atomic_open(const char *user_path, char *err, size_t errlen)
 	if (rt_tmp_name(path, tmp, sizeof tmp))
 		errno = ENAMETOOLONG;
 	else
-		f = fopen(tmp, "wb");
+		f = create_new(tmp);
 	if (!f)
 		rt_errf(err, errlen, "%s: cannot create: %s", user_path, strerror(errno));
 	return f;

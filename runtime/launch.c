@@ -164,15 +164,23 @@ static void mpi_bcast(MpiHandle comm, void *buf, size_t bytes, int root)
 	}
 }
 
+/* a gather of more than PIECE bytes goes in chunks of GATHER_PIECE, each member's chunk
+ * side by side in a staging buffer of size x GATHER_PIECE */
+enum { GATHER_PIECE = 64 << 20 };
 static void mpi_allgather(MpiHandle comm, int size, const void *mine, size_t bytes, void *all)
 {
 	if (bytes <= PIECE) {
 		mpi.allgather(mine, (int)bytes, mpi.byte, all, (int)bytes, mpi.byte, comm);
 		return;
 	}
-	char *t = malloc((size_t)size * PIECE);
-	for (size_t at = 0; at < bytes; at += PIECE) {
-		size_t k = bytes - at < PIECE ? bytes - at : PIECE;
+	char *t = malloc((size_t)size * GATHER_PIECE);
+	if (!t) {
+		fprintf(stderr, "mgl: error: rank %d: out of host memory for a gather (%d x %d MiB)\n", procs.rank, size,
+			GATHER_PIECE >> 20);
+		exit(1);
+	}
+	for (size_t at = 0; at < bytes; at += GATHER_PIECE) {
+		size_t k = bytes - at < GATHER_PIECE ? bytes - at : GATHER_PIECE;
 		mpi.allgather((const char *)mine + at, (int)k, mpi.byte, t, (int)k, mpi.byte, comm);
 		for (int m = 0; m < size; m++)
 			memcpy((char *)all + (size_t)m * bytes + at, t + (size_t)m * k, k);
@@ -421,7 +429,11 @@ static int write_rendezvous(const char *path, int lfd, const char *secret, char 
 	FILE *f = rt_atomic_open(path, err, n);
 	if (!f)
 		return -1;
-	fchmod(fileno(f), 0600);   /* the secret is for the job's ranks only */
+	if (fchmod(fileno(f), 0600)) {   /* the secret is for the job's ranks only: before it is written */
+		rt_errf(err, n, "%s: cannot make it private: %s", path, strerror(errno));
+		rt_atomic_abort(f, path);
+		return -1;
+	}
 	fprintf(f, "mgl-rendezvous 1 %s %s %s\n", host, port, secret);
 	if (rt_atomic_commit(f, path, err, n))
 		return -1;

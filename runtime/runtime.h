@@ -233,6 +233,7 @@ typedef struct {
 	char **keys, **vals;  /* the safetensors "__metadata__": string to string */
 	int nmeta;
 	void *buf;            /* owns the memory behind the above */
+	void *parts;          /* or, read from shards (rt_ckpt_open), their RtHfCkpt */
 } RtCkpt;
 
 /* These return 0, or -1 with a message in err that names the file. */
@@ -280,6 +281,42 @@ int rt_ckpt_meta_read(const RtCkpt *c, const char *path, RtCkptMeta *m, char *er
 /* rt_ckpt_write with m's keys as the metadata (NULL strings, the state's numbers without
  * has_state and the schedule's without has_schedule, left out). */
 int rt_ckpt_write_meta(const char *path, const RtTensor *t, int n, const RtCkptMeta *m, char *err, size_t errlen);
+
+/* A checkpoint directory DIR holds one of two forms (docs/train.md, "Checkpoints"):
+ * DIR/checkpoint.safetensors, or Hugging Face's shards DIR/model-0000k-of-0000n.safetensors
+ * with DIR/model.safetensors.index.json. A sharded save is staged whole in DIR/.saving
+ * (its index written last) and then published into DIR by hard links renamed over the old
+ * files, the index last; a reader that finds DIR/.saving's index reads the staged save. */
+#define RT_CKPT_FILE "checkpoint.safetensors"
+#define RT_CKPT_INDEX "model.safetensors.index.json"
+#define RT_CKPT_STAGE ".saving"
+/* Shards past this many bytes (Hugging Face's default max_shard_size, 5 GB). */
+#define RT_CKPT_SHARD_BYTES 5000000000ull
+
+/* Reads the checkpoint at path: a directory in either form, its index, or one
+ * safetensors file. Shards must agree on their metadata (the same save's) and hold each
+ * tensor the index names, where it says, once. *used: the file read (the index for
+ * shards; malloc'd). 0, or -1 with err. */
+int rt_ckpt_open(const char *path, RtCkpt *c, char **used, char *err, size_t errlen);
+/* How many shards a save of these n tensors takes when the user asks for none (0):
+ * one a RT_CKPT_SHARD_BYTES, at least procs (each process writes one), at most n. */
+int rt_ckpt_nshards(const RtTensor *t, int n, int procs, int asked);
+/* shard_of[i] in [0, nshards): tensors dealt largest first to the lightest shard (ties to
+ * the lower index), the same on every process. */
+void rt_ckpt_deal(const RtTensor *t, int n, int nshards, int *shard_of);
+/* Before a sharded save's shards are written (one process, the others waiting): DIR made
+ * if missing, and a save published halfway by a crash finished. */
+int rt_ckpt_shards_begin(const char *dir, char *err, size_t errlen);
+/* Shard s (of nshards): the tensors dealt to it with m's metadata, written (atomically)
+ * to DIR/.saving/model-000(s+1)-of-0000n.safetensors. */
+int rt_ckpt_write_shard(const char *dir, const RtTensor *t, int n, const int *shard_of, int nshards, int s,
+			const RtCkptMeta *m, char *err, size_t errlen);
+/* Once every shard is written (one process): the index, then the save published into DIR
+ * and the files of the previous save (checkpoint.safetensors, other shards) removed. */
+int rt_ckpt_shards_commit(const char *dir, const RtTensor *t, int n, const int *shard_of, int nshards,
+			  char *err, size_t errlen);
+/* After DIR/checkpoint.safetensors is written: a sharded save there before it removed. */
+int rt_ckpt_single_commit(const char *dir, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- Hugging Face's GPT-2 (hf.c) */
 
@@ -469,6 +506,7 @@ typedef struct {
 	uint64_t seed;
 	int64_t eval_every, eval_batches;  /* with val; 0: every steps / 10 (at least 1), 8 batches */
 	int64_t save_every;                /* 0: save only at the end (and on SIGINT) */
+	int save_shards;                   /* --save-shards: 0 as rt_ckpt_nshards decides */
 	const char *save_dir, *resume_dir, *log_path;
 	const char *init_dir;              /* the weights to start from (not with resume_dir): the AdamW
 					      moments zero, step 0, o's seed, schedule and data stream */

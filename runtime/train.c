@@ -536,10 +536,47 @@ static void init_param(Train *t, int i)
 
 /* ---------------------------------------------------------------- checkpoints */
 
+/* Whether every process's rc is 0 (a barrier too): 0, or -1 where any is not. */
+static int agree(Train *t, int rc)
+{
+	if (!t->job->net)
+		return rc;
+	int *all = malloc((size_t)t->job->nranks * sizeof *all);
+	rt_net_allgather(t->job->net, &rc, sizeof rc, all);
+	for (int r = 0; r < t->job->nranks; r++)
+		rc |= all[r];
+	free(all);
+	return rc ? -1 : 0;
+}
+
+/* A checkpoint in dir as shards (checkpoint.c, "checkpoint directories"): rank 0 finishes
+ * any save a crash interrupted, then (all waiting) the processes write shard s by process
+ * s mod their number, then (all waiting) rank 0 writes the index and publishes. */
+static int write_shards(Train *t, const char *dir, const RtTensor *ts, int n, int nshards, const RtCkptMeta *m,
+			char *e, size_t elen)
+{
+	int procs = t->job->net ? t->job->nranks : 1, me = t->job->first;
+	int *of = malloc((size_t)n * sizeof *of);
+	rt_ckpt_deal(ts, n, nshards, of);
+	int rc = me == 0 ? rt_ckpt_shards_begin(dir, e, elen) : 0;
+	if (agree(t, rc) && !rc)
+		rc = -1, snprintf(e, elen, "%s: rank 0 could not prepare the checkpoint", dir);
+	for (int s = me; s < nshards && !rc; s += procs)
+		rc = rt_ckpt_write_shard(dir, ts, n, of, nshards, s, m, e, elen);
+	if (agree(t, rc) && !rc)   /* the others wait for it (a failed begin agreed already) */
+		rc = -1, snprintf(e, elen, "%s: another process could not write its shard of the checkpoint", dir);
+	else if (!rc && me == 0)
+		rc = rt_ckpt_shards_commit(dir, ts, n, of, nshards, e, elen);
+	free(of);
+	return rc;
+}
+
 /* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name.
  * Between processes every one gathers the tensors and rank 0's writes: the others' path
- * is NULL. */
-static int write_tensors(Train *t, const char *path, const int *which, const char *const *prefix, int nw)
+ * is NULL. With dir (a save), as shards there when they are asked for or the checkpoint
+ * is large or the job runs across processes (rt_ckpt_nshards). */
+static int write_tensors(Train *t, const char *path, const char *dir, const int *which, const char *const *prefix,
+			 int nw)
 {
 	const MglPlan *p = t->p;
 	int n = nw * p->nparams;
@@ -565,7 +602,12 @@ static int write_tensors(Train *t, const char *path, const int *which, const cha
 			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
 			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
 	char e[512];
-	int rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0;   /* NULL: another process writes */
+	int procs = t->job->net ? t->job->nranks : 1;
+	int nshards = dir ? rt_ckpt_nshards(ts, n, procs, o->save_shards) : 1, rc;
+	if (nshards > 1)
+		rc = write_shards(t, dir, ts, n, nshards, &m, e, sizeof e);
+	else if (!(rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0) && path && dir)
+		rc = rt_ckpt_single_commit(dir, e, sizeof e);   /* NULL: another process writes */
 	for (int i = 0; i < n; i++) {
 		free(ts[i].data);
 		free(names[i]);
@@ -616,7 +658,7 @@ static int save(Train *t)
 	int too_long = !path || rt_tmp_name(path, saving, sizeof saving);
 	atomic_thread_fence(memory_order_seq_cst);   /* the name is whole before the handler may read it */
 	saving_now = !too_long;
-	int rc = write_tensors(t, path, which, prefix, 3);
+	int rc = write_tensors(t, path, t->o->save_dir, which, prefix, 3);
 	saving_now = 0;
 	free(path);
 	return rc;
@@ -656,15 +698,16 @@ static int dump_first(Train *t)
 	if (writer(t) && !path)
 		return -1;
 	static const char *const none[] = {""};
-	int rc = write_tensors(t, path, (const int[]){RT_PARAM_VALUE}, none, 1);
+	int rc = write_tensors(t, path, NULL, (const int[]){RT_PARAM_VALUE}, none, 1);
 	if (path)
 		sprintf(path, "%s/grads.safetensors", dir);
 	if (!rc)
-		rc = write_tensors(t, path, (const int[]){RT_PARAM_GRAD}, none, 1);
-	sprintf(path, "%s/batch.safetensors", dir);
-	if (!rc && t->o->accum == 1)
+		rc = write_tensors(t, path, NULL, (const int[]){RT_PARAM_GRAD}, none, 1);
+	if (path)
+		sprintf(path, "%s/batch.safetensors", dir);
+	if (!rc && path && t->o->accum == 1)
 		rc = write_batch(t, path);
-	else if (!rc)
+	else if (!rc && path)
 		unlink(path);   /* an earlier run's, which would pass for this step's */
 	free(path);
 	return rc;
@@ -697,19 +740,12 @@ static int same_tokenizer(Train *t, const char *path, const char *tok, const cha
  * 0, the options' seed). */
 static int load(Train *t, const char *dir, bool init)
 {
-	char *path = malloc(strlen(dir) + 32);
-	struct stat st;
-	if (!stat(dir, &st) && S_ISDIR(st.st_mode))
-		sprintf(path, "%s/checkpoint.safetensors", dir);
-	else
-		strcpy(path, dir);
+	char *path;
 	RtCkpt c;
 	char e[512];
-	int rc = rt_ckpt_read(path, &c, e, sizeof e);
-	if (rc) {
-		free(path);
+	int rc = rt_ckpt_open(dir, &c, &path, e, sizeof e);
+	if (rc)
 		return fail(t, "%s", e);
-	}
 	const MglPlan *p = t->p;
 	RtCkptMeta m;
 	if (rt_ckpt_meta_read(&c, path, &m, e, sizeof e)) {

@@ -132,6 +132,31 @@ expect 1 "preset.safetensors: the metadata's 'preset' is 'ti=y', not a preset's 
 patch_meta "$tmp/pad/checkpoint.safetensors" '"set":"vocab=300"' '"set":"vocab=3*="' "$tmp/set.safetensors"
 expect 1 "set.safetensors \(its set\):1:9: error: expected an expression" -- sample "$tmp/set.safetensors"
 
+# Sharded checkpoints (--save-shards): read wherever one file is; damaged ones refused
+sh_train() { "$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --batch 2 "$@" >"$tmp/out" 2>&1; }
+sh_train --steps 2 --save "$tmp/sa" --save-shards 3 && sh_train --steps 4 --save "$tmp/sb" --save-shards 3
+check "--save-shards 3: three shards and an index, nothing else" \
+	sh -c '[ "$(ls -A "$1/sb" | tr "\n" " ")" = "model-00001-of-00003.safetensors model-00002-of-00003.safetensors model-00003-of-00003.safetensors model.safetensors.index.json " ]' - "$tmp"
+expect 0 'mgl: resuming from step 4 \('       -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --resume "$tmp/sb"
+check "a sharded checkpoint samples"                           sample_bytes "$tmp/sb" 20
+cp -r "$tmp/sa" "$tmp/mix" && cp "$tmp/sb/model-00002-of-00003.safetensors" "$tmp/mix/"
+expect 1 "mix/model.safetensors.index.json: its shards disagree: metadata '.*' differs between the first shard and shard 2 of 3" \
+	-- sample "$tmp/mix"
+cp -r "$tmp/sa" "$tmp/gone" && rm "$tmp/gone/model-00003-of-00003.safetensors"
+expect 1 "gone/model-00003-of-00003.safetensors: cannot open" -- sample "$tmp/gone"
+cp -r "$tmp/sa" "$tmp/esc" && printf '{"weight_map": {"wte": "../t.bin"}}' >"$tmp/esc/model.safetensors.index.json"
+expect 1 "the file of 'wte' must be a file name beside the index, not '../t.bin'" -- sample "$tmp/esc"
+cp -r "$tmp/sa" "$tmp/dup" && sed 's/"wpe": "[^"]*"/"wte": "model-00002-of-00003.safetensors"/' "$tmp/sa/model.safetensors.index.json" >"$tmp/dup/model.safetensors.index.json"
+expect 1 "'wte' is given twice" -- sample "$tmp/dup"
+# a save staged whole but published halfway (a crash): read as it stands, finished by the next save
+cp -r "$tmp/sa" "$tmp/half" && mkdir "$tmp/half/.saving" && cp "$tmp/sb"/* "$tmp/half/.saving/" && cp "$tmp/sb/model-00001-of-00003.safetensors" "$tmp/half/"
+expect 0 'mgl: resuming from step 4 \('       -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --resume "$tmp/half" --save "$tmp/half" --save-shards 2
+check "a sharded save after a crash: published, the old shards and the stage gone" \
+	sh -c '[ "$(ls -A "$1/half" | tr "\n" " ")" = "model-00001-of-00002.safetensors model-00002-of-00002.safetensors model.safetensors.index.json " ]' - "$tmp"
+# back to one file: the index goes, so the file is what is read
+sh_train --steps 8 --resume "$tmp/half" --save "$tmp/half" --save-shards 1
+check "one file saved over shards: they are gone" sh -c '[ "$(ls -A "$1/half")" = checkpoint.safetensors ]' - "$tmp"
+
 # --save is checked before the first step: onto a file, or where a directory is in the way
 : >"$tmp/afile"
 expect 1 "cannot save in '$tmp/afile': it is not a directory" -- train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" \

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/demo_check.sh — runs the demo (examples/demo.sh) and checks what it promises: it
 # finishes within the time limit, the loss falls, the final validation loss is well under
-# that of predicting byte frequencies, a sample comes out, and the loss is plotted (an SVG
+# that of predicting byte frequencies (1.1 nats a byte: the demo's 1,440 steps reach about
+# 1.3 here, its old 720 steps 1.02), a sample comes out, and the loss is plotted (an SVG
 # with a point per logged step, which librsvg renders).
 # usage: tests/demo_check.sh MGL [SECONDS]
 mgl=${1:?usage: tests/demo_check.sh MGL [SECONDS]}
@@ -26,8 +27,8 @@ ok() { if [ "$1" = 1 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "
 ok "$([ "$status" = 0 ] && echo 1)" "the demo exited $status"
 ok "$([ "$took" -le "$limit" ] && echo 1)" "the demo took $took s (the limit is $limit s)"
 ok "$(awk -v a="$first" -v b="$last" 'BEGIN { print (b < a - 2) }')" "the loss did not fall: $first -> $last"
-ok "$(awk -v v="$val" -v b="$base" 'BEGIN { print (v != "" && v < b - 0.5) }')" \
-	"validation loss $val is not well under the byte-frequency baseline $base"
+ok "$(awk -v v="$val" -v b="$base" 'BEGIN { print (v != "" && v < b - 1.1) }')" \
+	"validation loss $val is not 1.1 under the byte-frequency baseline $base"
 ok "$([ "$sample" -gt 200 ] && echo 1)" "the sample is $sample bytes"
 ok "$(grep -q "^open $out/loss.svg in a browser" "$out/demo.log" && echo 1)" "the demo does not say where its plot is"
 ok "$([ -n "$logged" ] && [ "$plotted" = "$logged" ] && echo 1)" "the plot has $plotted points for $logged logged steps"

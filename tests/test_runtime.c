@@ -514,8 +514,9 @@ START_TEST(overfits_one_batch)
 END_TEST
 
 /* Stopping at step 6 and resuming gives steps 7-12 exactly as an uninterrupted run; the
- * resumed run is given no schedule, nor a tokenizer: it keeps the checkpoint's. */
-static void resume_exact(const char *model, const char *name, const char *data, const char *tok)
+ * resumed run is given no schedule, nor a tokenizer: it keeps the checkpoint's. shards: as
+ * --save-shards (0: one file, this model being small), resumed at tp 4 or with shards at 1. */
+static void resume_exact(const char *model, const char *name, const char *data, const char *tok, int shards)
 {
 	MglTarget t = {.tp = 2, .dp = 1, .batch = 4, .seq = 32, .act_dtype = MGL_F32};
 	char log_a[128], log_b[128], dir[128];
@@ -530,11 +531,17 @@ static void resume_exact(const char *model, const char *name, const char *data, 
 	train_model(model, NULL, t, &o, &r);
 	o.stop_at = 6;   /* the 12-step schedule, stopped half way */
 	o.save_dir = dir;
+	o.save_shards = shards;
 	o.log_path = log_b;
 	train_model(model, NULL, t, &o, &r);
 	ck_assert_int_eq(r.steps_done, 6);
+	char path[192];
+	snprintf(path, sizeof path, "%s/%s", dir, shards > 1 ? "model-00003-of-00003.safetensors" : RT_CKPT_FILE);
+	ck_assert_msg(!access(path, F_OK), "%s is missing", path);
+	snprintf(path, sizeof path, "%s/%s", dir, shards > 1 ? RT_CKPT_FILE : RT_CKPT_INDEX);
+	ck_assert_msg(access(path, F_OK), "%s is left over", path);
 	/* the schedule must be the 12-step one, and the checkpoint's: resume without one, at another tp */
-	t.tp = 4;
+	t.tp = shards > 1 ? 1 : 4;
 	o.stop_at = 0;
 	o.steps = o.warmup = 0;
 	o.lr = o.min_lr = NAN;
@@ -554,9 +561,14 @@ static void resume_exact(const char *model, const char *name, const char *data, 
 	}
 }
 
-START_TEST(resume_is_exact) { resume_exact("models/gpt2.mgl", "gpt2", shard("resume.bin", 20000, 3000), "bytes"); }
+START_TEST(resume_is_exact) { resume_exact("models/gpt2.mgl", "gpt2", shard("resume.bin", 20000, 3000), "bytes", 0); }
 END_TEST
-START_TEST(bert_resume_is_exact) { resume_exact("models/bert.mgl", "bert", bert_shard("bert-resume.bin", 40), "bert"); }
+START_TEST(sharded_resume_is_exact)
+{
+	resume_exact("models/gpt2.mgl", "gpt2_shards", shard("resume.bin", 20000, 3000), "bytes", 3);
+}
+END_TEST
+START_TEST(bert_resume_is_exact) { resume_exact("models/bert.mgl", "bert", bert_shard("bert-resume.bin", 40), "bert", 0); }
 END_TEST
 
 /* A run of `steps` steps (stopped after stop_at, from resume if not NULL), its losses and
@@ -1036,6 +1048,7 @@ int main(void)
 	tcase_add_test(tr, same_bert_training_at_every_tp);
 	tcase_add_test(tr, overfits_one_batch);
 	tcase_add_test(tr, resume_is_exact);
+	tcase_add_test(tr, sharded_resume_is_exact);
 	tcase_add_test(tr, bert_resume_is_exact);
 	tcase_add_test(tr, bad_data);
 	tcase_add_test(tr, bert_bad_data);
