@@ -635,28 +635,28 @@ __device__ __forceinline__ void fa_mma(float *d, const unsigned *a, unsigned b0,
 		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
 		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-// the B fragments of two n-tiles (b[0], b[1]: columns 0-7; b[2], b[3]: columns 8-15) of the
-// 16 x 16 tile at p stored [k][n] (row-major, ld elements a row): ldmatrix with .trans
-__device__ __forceinline__ void fa_ldsm_t(unsigned *b, const bf16 *p, int ld)
+// The four 8 x 8 matrices of the 16 x 16 tile at p (row-major, ld elements a row) in
+// shared memory by one ldmatrix.x4: r[0] rows 0-7 / columns 0-7, r[1] rows 8-15 / 0-7, r[2]
+// rows 0-7 / 8-15, r[3] rows 8-15 / 8-15. Plain (fa_ldsm), that is an A fragment, and for a
+// tile stored [n][k] (K's rows for Q K^T) the B fragments of n-tile 0 {r[0], r[2]} and
+// n-tile 1 {r[1], r[3]}. Transposed (fa_ldsm_t), for a tile stored [k][n], the B fragments
+// of two n-tiles: {r[0], r[1]} columns 0-7, {r[2], r[3]} columns 8-15.
+template <bool TRANS>
+__device__ __forceinline__ void fa_ldsm4(unsigned *r, const bf16 *p, int ld)
 {
 	int l = threadIdx.x % 32, m = l / 8;
 	unsigned a = fa_smem(p + ((m & 1) * 8 + l % 8) * ld + (m >> 1) * 8);
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-		     : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-		     : "r"(a));
+	if (TRANS)
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+			     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+			     : "r"(a));
+	else
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+			     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+			     : "r"(a));
 }
-// the four 8 x 8 matrices of the 16 x 16 tile at p (row-major, ld elements a row) in
-// shared memory, as an A fragment: r[0] rows 0-7 / columns 0-7, r[1] rows 8-15 / 0-7, r[2]
-// rows 0-7 / 8-15, r[3] rows 8-15 / 8-15. Read as B fragments of a tile stored [n][k]
-// (K's rows for Q K^T), n-tile 0 is {r[0], r[2]} and n-tile 1 {r[1], r[3]}.
-__device__ __forceinline__ void fa_ldsm(unsigned *r, const bf16 *p, int ld)
-{
-	int l = threadIdx.x % 32, m = l / 8;
-	unsigned a = fa_smem(p + ((m & 1) * 8 + l % 8) * ld + (m >> 1) * 8);
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-		     : "r"(a));
-}
+__device__ __forceinline__ void fa_ldsm(unsigned *r, const bf16 *p, int ld) { fa_ldsm4<false>(r, p, ld); }
+__device__ __forceinline__ void fa_ldsm_t(unsigned *b, const bf16 *p, int ld) { fa_ldsm4<true>(b, p, ld); }
 // rows [row0, row0 + n) of x [., ld] (columns [0, DH)) into shared s [n][DH + 8], zeros past
 // S, by cp.async (16 bytes a copy) as one group, not waited for (fa_wait)
 template <int DH>
