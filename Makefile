@@ -157,11 +157,11 @@ FUZZERS := compile plan checkpoint data bert eval hf
 FUZZ_SRC_compile := $(COMPILER_SRC) build/fuzz/lex.c
 FUZZ_SRC_plan := plan/plan.c plan/common.c
 FUZZ_SRC_runtime := runtime/json.c runtime/io.c plan/plan.c plan/common.c
-FUZZ_SRC_checkpoint := runtime/checkpoint.c $(FUZZ_SRC_runtime)
+FUZZ_SRC_checkpoint := runtime/checkpoint.c runtime/hf.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_data := runtime/data.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_hf := runtime/hf.c runtime/checkpoint.c $(FUZZ_SRC_runtime)
 FUZZ_SRC_bert := runtime/tokenizer.c runtime/bert_data.c $(FUZZ_SRC_runtime)
-FUZZ_SRC_eval := runtime/eval.c runtime/exec.c $(FUZZ_SRC_runtime)
+FUZZ_SRC_eval := runtime/eval.c runtime/exec.c runtime/launch.c $(FUZZ_SRC_runtime)
 FUZZ_DEPS := $(wildcard plan/*.h plan/ops.def compiler/*.h runtime/*.h runtime/tokenizer.c)
 FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 

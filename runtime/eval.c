@@ -183,41 +183,6 @@ static int text_put(RtJson *j, void *ctx, uint32_t cp, size_t at)
 	return b->oom ? rt_json_fail(j, at, "out of memory") : 0;
 }
 
-/* Any JSON value, passed over (a key other than "text"), nested at most `depth` deep. */
-static int skip_value(RtJson *j, int depth)
-{
-	int c = rt_json_peek(j);
-	if (c == '"')
-		return rt_json_string(j, "expected a value", NULL, NULL);
-	if (c == '{' || c == '[') {
-		if (!depth)
-			return rt_json_fail(j, j->pos, "values nested too deep");
-		j->pos++;
-		int close = c == '{' ? '}' : ']', more = 1;
-		if (rt_json_peek(j) == close)
-			j->pos++, more = 0;
-		while (more == 1) {
-			if (c == '{' && (rt_json_string(j, "expected a key in double quotes", NULL, NULL) ||
-					 rt_json_expect(j, ':', "expected ':' after a key")))
-				return -1;
-			if (skip_value(j, depth - 1))
-				return -1;
-			more = rt_json_more(j, close, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
-		}
-		return more;
-	}
-	static const char *const words[] = {"true", "false", "null"};
-	for (int w = 0; w < 3; w++) {
-		size_t k = strlen(words[w]);
-		if (j->n - j->pos >= k && !memcmp(j->s + j->pos, words[w], k)) {
-			j->pos += k;
-			return 0;
-		}
-	}
-	double v;
-	return rt_json_number(j, "a value", &v);
-}
-
 /* One line: an object with a string "text" (other keys passed over) into b. */
 static int lambada_line(RtJson *j, Buf *b)
 {
@@ -244,7 +209,7 @@ static int lambada_line(RtJson *j, Buf *b)
 				return rt_json_fail(j, j->pos, "\"text\" must be a string");
 			if (rt_json_string(j, "expected a string", text_put, b))
 				return -1;
-		} else if (skip_value(j, 16)) {
+		} else if (rt_json_skip(j, 16)) {
 			return -1;
 		}
 		more = rt_json_more(j, '}', "expected ',' or '}'");

@@ -406,20 +406,13 @@ static int str_put(RtJson *j, void *ctx, uint32_t cp, size_t at)
 	if (!cp)
 		return rt_json_fail(j, at, "\\u0000 in a string");
 	unsigned char u[4];
-	int k = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
-	if (k == 1)
-		u[0] = (unsigned char)cp;
-	else {
-		u[0] = (unsigned char)((0xf00 >> k) | cp >> (6 * (k - 1)));
-		for (int i = 1; i < k; i++)
-			u[i] = (unsigned char)(0x80 | (cp >> (6 * (k - 1 - i)) & 0x3f));
-	}
-	if (b->n + (size_t)k >= sizeof b->s) {
+	size_t k = rt_utf8_encode(u, cp);
+	if (b->n + k >= sizeof b->s) {
 		b->long_ = true;
 		return 0;
 	}
-	memcpy(b->s + b->n, u, (size_t)k);
-	b->s[b->n += (size_t)k] = 0;
+	memcpy(b->s + b->n, u, k);
+	b->s[b->n += k] = 0;
 	return 0;
 }
 
@@ -446,36 +439,6 @@ static int literal(RtJson *j, const char *what)
 	}
 	rt_json_fail(j, j->pos, "%s", what);
 	return -2;
-}
-
-/* Any value, passed over. */
-static int skip(RtJson *j, int depth)
-{
-	int c = rt_json_peek(j);
-	if (depth > MAX_JSON_DEPTH)
-		return rt_json_fail(j, j->pos, "values nested more than %d deep", MAX_JSON_DEPTH);
-	if (c == '"')
-		return rt_json_string(j, "expected a string", NULL, NULL);
-	if (c == '[' || c == '{') {
-		int close = c == '[' ? ']' : '}', k;
-		j->pos++;
-		if (rt_json_peek(j) == close) {
-			j->pos++;
-			return 0;
-		}
-		do {
-			if (close == '}' && (rt_json_string(j, "expected a key (a string)", NULL, NULL) ||
-					     rt_json_expect(j, ':', "expected ':' after a key")))
-				return -1;
-			if (skip(j, depth + 1))
-				return -1;
-		} while ((k = rt_json_more(j, close, close == ']' ? "expected ',' or ']'" : "expected ',' or '}'")) == 1);
-		return k;
-	}
-	if (c == 't' || c == 'f' || c == 'n')
-		return literal(j, "expected a value") == -2 ? -1 : 0;
-	double v;
-	return rt_json_number(j, "a value", &v);
 }
 
 /* The error of a JSON text: "FILE: at byte N: MSG" (the text counted from 1). */
@@ -583,7 +546,7 @@ static int config_member(RtJson *j, const Str *key, size_t at, void *ctx)
 	while (f < NFIELDS && strcmp(fields[f].key, key->s))
 		f++;
 	if (f == NFIELDS)
-		return skip(j, 0);
+		return rt_json_skip(j, MAX_JSON_DEPTH);
 	if (r->seen[f])
 		return rt_json_fail(j, at, "'%s' is given twice", key->s);
 	r->seen[f] = true;
@@ -677,7 +640,7 @@ static int index_member(RtJson *j, const Str *key, size_t at, void *ctx)
 {
 	IndexRead *r = ctx;
 	if (strcmp(key->s, "weight_map"))
-		return skip(j, 0);
+		return rt_json_skip(j, MAX_JSON_DEPTH);
 	if (r->seen)
 		return rt_json_fail(j, at, "'weight_map' is given twice");
 	r->seen = true;

@@ -258,3 +258,39 @@ int rt_json_number(RtJson *j, const char *what, double *v)
 	j->pos = end;
 	return 0;
 }
+
+static int skip(RtJson *j, int left, int max)
+{
+	int c = rt_json_peek(j);
+	if (c == '"')
+		return rt_json_string(j, "expected a value", NULL, NULL);
+	if (c == '{' || c == '[') {
+		if (!left)
+			return rt_json_fail(j, j->pos, "values nested more than %d deep", max);
+		j->pos++;
+		int close = c == '{' ? '}' : ']', more = 1;
+		if (rt_json_peek(j) == close)
+			j->pos++, more = 0;
+		while (more == 1) {
+			if (c == '{' && (rt_json_string(j, "expected a key in double quotes", NULL, NULL) ||
+					 rt_json_expect(j, ':', "expected ':' after a key")))
+				return -1;
+			if (skip(j, left - 1, max))
+				return -1;
+			more = rt_json_more(j, close, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+		}
+		return more;
+	}
+	static const char *const words[] = {"true", "false", "null"};
+	for (int w = 0; w < 3; w++) {
+		size_t k = strlen(words[w]);
+		if (j->n - j->pos >= k && !memcmp(j->s + j->pos, words[w], k)) {
+			j->pos += k;
+			return 0;
+		}
+	}
+	double v;
+	return rt_json_number(j, "a value", &v);
+}
+
+int rt_json_skip(RtJson *j, int max) { return skip(j, max, max); }

@@ -103,6 +103,9 @@ int rt_json_string(RtJson *j, const char *what, RtJsonPut *put, void *ctx);
 int rt_json_uint(RtJson *j, const char *what, int64_t max, int64_t *v);
 /* Any number (of at most 63 characters): 0 with *v. */
 int rt_json_number(RtJson *j, const char *what, double *v);
+/* Any value passed over, arrays and objects nested at most max deep: 0, or -1 ("values
+ * nested more than MAX deep", or what is wrong with it). */
+int rt_json_skip(RtJson *j, int max);
 
 /* ---------------------------------------------------------------- token shards (data.c) */
 

@@ -133,7 +133,7 @@ START_TEST(lambada_refuses_bad_lines)
 	parse("{\"other\": \"a\"}", 0, "l.jsonl:1:1: no \"text\"");
 	parse("{\"text\": \"a\"} x", 0, "l.jsonl:1:15: text after the object");
 	parse("{\"text\": \"a\", \"x\": tru}", 0, "l.jsonl:1:20: expected a value");
-	parse("{\"x\": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]], \"text\": \"a\"}", 0, "values nested too deep");
+	parse("{\"x\": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]], \"text\": \"a\"}", 0, "values nested more than 16 deep");
 	parse("{\"text\": \"\xff\"}", 0, "l.jsonl:1:11:");
 }
 END_TEST
