@@ -677,6 +677,17 @@ __device__ __forceinline__ void fa_wait()
 {
 	asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
+// p[0] += a, p[1] += b atomically (p 8-byte aligned): one vector reduction on sm_90, where
+// it halves the dQ backward's atomics; two scalar ones before
+__device__ __forceinline__ void fa_red2(float *p, float a, float b)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(p), "f"(a), "f"(b) : "memory");
+#else
+	atomicAdd(p, a);
+	atomicAdd(p + 1, b);
+#endif
+}
 __device__ __forceinline__ float fa_quad_max(float v)
 {
 	v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -923,14 +934,10 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 			i64 q0 = i0 + (w % 2) * 16 + g, q1 = q0 + 8;
 			for (int d = 0; d < DQC / 8; d++) {
 				float *p = dq + base + q0 * D + c0 + d * 8 + 2 * t;
-				if (q0 < S) {
-					atomicAdd(p, dqa[d][0]);
-					atomicAdd(p + 1, dqa[d][1]);
-				}
-				if (q1 < S) {
-					atomicAdd(p + 8 * D, dqa[d][2]);
-					atomicAdd(p + 8 * D + 1, dqa[d][3]);
-				}
+				if (q0 < S)
+					fa_red2(p, dqa[d][0], dqa[d][1]);
+				if (q1 < S)
+					fa_red2(p + 8 * D, dqa[d][2], dqa[d][3]);
 			}
 		}
 	}
@@ -969,6 +976,11 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 #else
 #define FA_BODY(x)   // mma.sync on bf16 needs sm_80; the host picks k_attention there
 #endif
+// blocks an SM the backward is built for: 3 (168 registers) at head sizes to 64, where that
+// spills a few bytes but hides more latency; the registers it wants (up to 255) above
+#ifndef FA_BWD_BLOCKS
+#define FA_BWD_BLOCKS(DH) ((DH) <= 64 ? 3 : 1)
+#endif
 #define FLASH(DH)                                                                                                    \
 	__global__ void __launch_bounds__(128) k_flash_fwd_##DH(const bf16 *q, const bf16 *k, const bf16 *v,          \
 								 const int *mask, bf16 *o, float *lse, i64 S, i64 H,   \
@@ -976,7 +988,7 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_BODY(flash_fwd<DH>(q, k, v, mask, o, lse, S, H, causal);)                                          \
 	}                                                                                                            \
-	__global__ void __launch_bounds__(128)                                                                       \
+	__global__ void __launch_bounds__(128, FA_BWD_BLOCKS(DH))                                                     \
 	    k_flash_bwd_##DH(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,          \
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal) \
 	{                                                                                                            \
