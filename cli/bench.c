@@ -210,7 +210,7 @@ static void print_table(const Bench *b, bool profile)
 		       b->outside_ms, 100 * b->outside_ms / b->prof_ms);
 		printf("  %-12s %10.3f %7.1f   (median %.3f)\n", "step (mean)", b->prof_ms, 100.0, b->prof_median_ms);
 		printf("\n  the slowest ops (a fused group's ops joined by +), ms a step:\n");
-		for (int i = 0; i < b->ndoing && i < 10; i++)
+		for (int i = 0; i < b->ndoing && i < 20; i++)
 			printf("  %10.3f %5.1f%%  %s x %d\n", b->doing[i].ms, 100 * b->doing[i].ms / b->prof_ms, b->doing[i].what,
 			       b->doing[i].count);
 	}
