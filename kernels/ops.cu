@@ -885,13 +885,19 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 				fa_mma(dp[n + 1], va, gb[1], gb[3]);
 			}
 		}
+		// masks only in the tiles that have masked pairs: the diagonal, padding, keys past S
+		// (queries past S have lse +inf, so P = 0 without one)
+		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[2][4], sa[2][4];
 		for (int n = 0; n < 4; n++) {
 			for (int e = 0; e < 2; e++) {
 				int c = n * 8 + 2 * t + e;
 				i64 i = i0 + c;
-				float p0 = in0 && (!causal || kr0 <= i) ? exp2f(st[n][e] * scale2 - Ls[c]) : 0.0f;
-				float p1 = in1 && (!causal || kr1 <= i) ? exp2f(st[n][2 + e] * scale2 - Ls[c]) : 0.0f;
+				float p0 = exp2f(st[n][e] * scale2 - Ls[c]), p1 = exp2f(st[n][2 + e] * scale2 - Ls[c]);
+				if (edge) {
+					p0 = in0 && (!causal || kr0 <= i) ? p0 : 0.0f;
+					p1 = in1 && (!causal || kr1 <= i) ? p1 : 0.0f;
+				}
 				st[n][e] = p0;
 				st[n][2 + e] = p1;
 				dp[n][e] = p0 * (dp[n][e] - Ds[c]) * scale;
