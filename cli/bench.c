@@ -26,6 +26,10 @@ typedef struct {
 	double ms, ms_min, ms_max, fwdbwd_ms, tok_s, tflops, tflops_fwdbwd, mfu;
 	/* --profile: milliseconds a step, by kind and in all; outside: the host's part */
 	double kind_ms[MGL_KIND_COUNT], prof_ms, prof_median_ms, outside_ms;
+	/* on more than one rank: the collectives' milliseconds a step when each is waited for
+	 * at once (their whole time; kind_ms has what the compute beside them left exposed),
+	 * and the bytes a rank sends a step by mgl explain's count; alone_ms < 0 otherwise */
+	double alone_ms, comm_bytes;
 	/* and by what the steps do: the op, or a fused group's ops joined by '+' ("matmul+bias_add"),
 	 * slowest first */
 	struct Doing { char what[96]; int count; double ms; } *doing;
@@ -105,11 +109,19 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 	if (!kind)
 		return;
 	mgl_step_kinds(p, kind);
+	b->alone_ms = r->alone_s ? 0 : -1;
 	for (int i = 0; i < p->nsteps; i++) {
 		b->kind_ms[kind[i]] += r->op_s[i] * 1e3 / (double)b->steps;
 		b->outside_ms -= r->op_s[i] * 1e3 / (double)b->steps;
+		if (r->alone_s && kind[i] == MGL_KIND_COLLECTIVE)
+			b->alone_ms += r->alone_s[i] * 1e3 / (double)b->steps;
 	}
 	free(kind);
+	MglArena a = {0};
+	MglExplain e;
+	mgl_explain(&a, p, &e);
+	b->comm_bytes = (double)e.comm_bytes;
+	mgl_arena_free(&a);
 	by_what(b, p, r);
 }
 
@@ -157,7 +169,10 @@ static void print_json(const Bench *b, bool profile)
 			cli_json_str(b->doing[i].what);
 			printf(", \"steps\": %d, \"ms\": %.4f}", b->doing[i].count, b->doing[i].ms);
 		}
-		printf("]}");
+		printf("]");
+		if (b->alone_ms >= 0)
+			printf(", \"collectives_alone_ms\": %.4f, \"comm_bytes\": %.0f", b->alone_ms, b->comm_bytes);
+		printf("}");
 	}
 	printf("}\n");
 }
@@ -209,6 +224,17 @@ static void print_table(const Bench *b, bool profile)
 		printf("  %-12s %10.3f %7.1f   (the host: batches, zeroing gradients, reading the loss)\n", "outside",
 		       b->outside_ms, 100 * b->outside_ms / b->prof_ms);
 		printf("  %-12s %10.3f %7.1f   (median %.3f)\n", "step (mean)", b->prof_ms, 100.0, b->prof_median_ms);
+		if (b->alone_ms >= 0) {
+			char b4[32];
+			double exposed = b->kind_ms[MGL_KIND_COLLECTIVE], gbs = b->comm_bytes / (b->alone_ms * 1e-3) / 1e9;
+			printf("  communication: %s a %s a step (mgl explain's count, ring algorithms), %.3f ms when each\n"
+			       "  collective is waited for at once (%s more steps: %.3g GB/s a %s); exposed in the step\n"
+			       "  above %.3f ms", size((int64_t)b->comm_bytes, b4), b->unit, b->alone_ms, mgl_commas(b->steps, b1),
+			       b->alone_ms > 0 ? gbs : 0.0, b->unit, exposed);
+			if (exposed < b->alone_ms)
+				printf(": %.0f%% of it ran beside the compute", 100 * (1 - exposed / b->alone_ms));
+			printf("\n");
+		}
 		printf("\n  the slowest ops (a fused group's ops joined by +), ms a step:\n");
 		for (int i = 0; i < b->ndoing && i < 20; i++)
 			printf("  %10.3f %5.1f%%  %s x %d\n", b->doing[i].ms, 100 * b->doing[i].ms / b->prof_ms, b->doing[i].what,

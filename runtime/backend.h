@@ -58,6 +58,9 @@ struct RtRank {
 	 * step. The cpu backend reads the host clock around each step; the cuda backend runs
 	 * the steps one by one (never as a CUDA graph) with a CUDA event between each two. */
 	double *step_seconds;
+	/* mgl bench --profile's last pass: every collective waited for as soon as it is
+	 * issued, none beside compute (the cpu backend's always are), for its time alone */
+	bool collectives_at_once;
 };
 
 typedef struct RtBackend {

@@ -573,7 +573,8 @@ typedef struct {
 
 /* What rt_bench runs: `warmup` steps (the cuda backend captures its CUDA graphs in the
  * first two), `steps` timed ones, and with profile as many again, each plan step timed
- * (RtRank.step_seconds: eager, one event per step on the cuda backend). */
+ * (RtRank.step_seconds: eager, one event per step on the cuda backend), and on more than
+ * one rank as many again with the collectives waited for at once (alone_s). */
 typedef struct {
 	int64_t warmup, steps;
 	bool profile;
@@ -587,6 +588,10 @@ typedef struct {
 	double *profiled_s;     /* with profile, [steps]: each profiled step's seconds */
 	double *op_s;           /* with profile, [plan->nsteps]: rank 0's seconds in each plan step
 				   (a fused group's at its first), summed over the profiled steps */
+	double *alone_s;        /* with profile and more than one rank, [plan->nsteps]: op_s of as
+				   many steps again with each collective waited for at once
+				   (RtRank.collectives_at_once), so a collective's entry is its whole
+				   time, not only what the compute beside it left exposed; else NULL */
 	RtMachine machine;      /* rank 0's (zero if its backend cannot say) */
 } RtBenchResult;
 

@@ -1292,7 +1292,8 @@ void rt_bench_free(RtBenchResult *res)
 	free(res->fwdbwd_s);
 	free(res->profiled_s);
 	free(res->op_s);
-	res->step_s = res->fwdbwd_s = res->profiled_s = res->op_s = NULL;
+	free(res->alone_s);
+	res->step_s = res->fwdbwd_s = res->profiled_s = res->op_s = res->alone_s = NULL;
 }
 
 int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, const RtBenchOpts *b,
@@ -1300,8 +1301,8 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 {
 	RtTrainOpts oo = *opts, *o = &oo;
 	Train t = {.p = plan, .o = o, .err = err, .errlen = errlen, .B = plan->batch, .T = plan->seq, .seed = o->seed};
-	int64_t n = b->steps, total = b->warmup + n * (b->profile ? 2 : 1);
-	int nsteps = plan->nsteps;
+	int nsteps = plan->nsteps, passes = !b->profile ? 1 : plan->tp * plan->dp > 1 ? 3 : 2;
+	int64_t n = b->steps, total = b->warmup + n * passes;
 	double *each = NULL;   /* every rank's step_seconds while profiling */
 	int rc = -1;
 	memset(res, 0, sizeof *res);
@@ -1311,8 +1312,11 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		res->profiled_s = calloc((size_t)n, sizeof *res->profiled_s);
 		res->op_s = calloc((size_t)nsteps + 1, sizeof *res->op_s);
 		each = calloc((size_t)(plan->tp * plan->dp) * ((size_t)nsteps + 1), sizeof *each);
+		if (passes == 3)
+			res->alone_s = calloc((size_t)nsteps + 1, sizeof *res->alone_s);
 	}
-	if (n < 1 || !res->step_s || !res->fwdbwd_s || (b->profile && (!res->profiled_s || !res->op_s || !each))) {
+	if (n < 1 || !res->step_s || !res->fwdbwd_s ||
+	    (b->profile && (!res->profiled_s || !res->op_s || !each || (passes == 3 && !res->alone_s)))) {
 		fail(&t, n < 1 ? "no steps to time" : "out of memory");
 		goto out;
 	}
@@ -1330,9 +1334,15 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	for (int i = 0; i < plan->nparams; i++)
 		init_param(&t, i);
 	for (int64_t i = 0; i < total; i++) {
-		int64_t k = i - b->warmup;   /* below 0 warming up, below n timed, then profiled */
-		for (int r = 0; r < t.job->nranks; r++)
+		int64_t k = i - b->warmup;   /* below 0 warming up, below n timed, then profiled, then alone */
+		if (k == 2 * n) {   /* the profile's steps are in; the collectives-alone pass starts afresh */
+			memcpy(res->op_s, each, (size_t)nsteps * sizeof *each);
+			memset(each, 0, (size_t)(plan->tp * plan->dp) * ((size_t)nsteps + 1) * sizeof *each);
+		}
+		for (int r = 0; r < t.job->nranks; r++) {
 			t.job->ranks[r].step_seconds = k >= n ? each + (size_t)r * ((size_t)nsteps + 1) : NULL;
+			t.job->ranks[r].collectives_at_once = k >= 2 * n;
+		}
 		double ts = now();
 		Measured m;
 		if (forward_backward(&t, &m))
@@ -1347,18 +1357,18 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 			res->step_s[k] = dt;
 			res->fwdbwd_s[k] = fb;
 			res->loss = m.loss;
-		} else if (k >= n) {
+		} else if (k >= n && k < 2 * n) {
 			res->profiled_s[k - n] = dt;
 		}
 	}
 	if (b->profile)
-		memcpy(res->op_s, each, (size_t)nsteps * sizeof *each);
+		memcpy(passes == 3 ? res->alone_s : res->op_s, each, (size_t)nsteps * sizeof *each);
 	if (be->machine)
 		be->machine(&t.job->ranks[t.job->first], &res->machine);
 	rc = 0;
 out:
 	for (int r = 0; t.job && r < t.job->nranks; r++)
-		t.job->ranks[r].step_seconds = NULL;
+		t.job->ranks[r].step_seconds = NULL, t.job->ranks[r].collectives_at_once = false;
 	free(each);
 	close_run(&t);
 	if (rc)

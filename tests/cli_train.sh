@@ -526,6 +526,16 @@ expect 0 '^RESULT \{"tag": "mgl", "gpus": 2, "d": 64, "L": 2, "H": 4, "B": 2, "T
 	-- bench models/gpt2.mgl --preset tiny --tp 2 --batch 2 --steps 1 --warmup 1 --profile --backend cpu
 check "bench --profile at tp 2: time in collectives" \
 	awk '$1 == "collectives" { found = 1; ok = $2 > 0 } END { exit !(found && ok) }' "$tmp/out"
+check "bench --profile at tp 2: the collectives alone, and the bytes mgl explain counts" \
+	grep -q '^  communication: [0-9.]* [MG]B a rank a step (mgl explain.s count, ring algorithms), [0-9.]* ms when each' "$tmp/out"
+"$mgl" bench models/gpt2.mgl --preset tiny --tp 2 --batch 2 --steps 1 --warmup 1 --profile --backend cpu --json \
+	>"$tmp/bench2.json" 2>/dev/null
+"$mgl" explain models/gpt2.mgl --preset tiny --tp 2 --batch 2 --dtype f32 --json >"$tmp/explain2.json" 2>/dev/null
+check "bench --json at tp 2: collectives_alone_ms > 0, and comm_bytes as mgl explain's bytes_communicated_per_step (f32 on the cpu)" \
+	python3 -c 'import json, sys
+b = json.load(open(sys.argv[1]))["profile"]; e = json.load(open(sys.argv[2]))
+sys.exit(not (b["collectives_alone_ms"] > 0 and b["comm_bytes"] == e["bytes_communicated_per_step"]))' "$tmp/bench2.json" "$tmp/explain2.json"
+check "bench --json at tp 1 has no collectives_alone_ms" sh -c '! grep -q collectives_alone_ms "$1"' - "$tmp/bench.json"
 expect 0 '^  MFU         [0-9.]+% of [0-9.e+-]+ [GT]FLOP/s: the cpu backend.s GEMM' -- bench models/gpt2.mgl --preset tiny \
 	--steps 1 --warmup 1 --batch 1
 expect 0 'usage: mgl bench FILE'               -- bench --help

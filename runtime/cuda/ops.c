@@ -606,7 +606,7 @@ static int comm_end(CudaCtx *c, bool now)
 {
 	RtRank *r = c->r;
 	Dev *d = r->mem;
-	if (now || d->coll_wait[c->index] < 0) {
+	if (now || r->collectives_at_once || d->coll_wait[c->index] < 0) {
 		CK(cudaEventRecord(d->to_compute, d->comm));
 		CK(cudaStreamWaitEvent(d->compute, d->to_compute, 0));
 		return 0;
