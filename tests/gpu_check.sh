@@ -1,8 +1,9 @@
 #!/bin/bash
 # tests/gpu_check.sh — `make gpu-check`: the cuda backend against the cpu backend, on the GPU
-# machine. Needs the mgl binary built with CUDA and at least one GPU (2 for the tp checks,
-# 4 for every one); python3 with numpy for the real-width comparisons, PyTorch for the
-# comparisons with a PyTorch GPT-2 and BERT.
+# machine. Needs the mgl binary built with CUDA and at least one GPU (2 for the tp checks and
+# the processes of section 12, 4 for every one); python3 with numpy for the real-width
+# comparisons, PyTorch for the comparisons with a PyTorch GPT-2 and BERT (and its torchrun
+# for section 12's launch through it).
 # usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
@@ -420,9 +421,10 @@ elif [ "$ngpu" -ge 2 ] && python3 -c "import numpy" 2>/dev/null; then
 	mp_one mp_dp2_zero --dp 2 --batch 4 --zero 1
 	compare "dp 2: --zero 1 against without" mp_dp2_threads mp_dp2_zero --same
 	mp_env mp_zero_env --dp 2 --batch 4 --zero 1 >/dev/null
-	ok "$(grep -q 'rank 0: --zero 1 runs with the job.s ranks in one process' "$out/rw_mp_zero_env.0.txt" &&
+	st=$?
+	ok "$([ $st = 1 ] && grep -q 'rank 0: --zero 1 runs with the job.s ranks in one process' "$out/rw_mp_zero_env.0.txt" &&
 		grep -q 'rank 1: --zero 1 runs with the job.s ranks in one process' "$out/rw_mp_zero_env.1.txt" && echo 1)" \
-		"dp 2 --zero 1 as 2 processes: refused by each (docs/multinode.md), neither left waiting"
+		"dp 2 --zero 1 as 2 processes: refused by each (docs/multinode.md), neither left waiting (exit $st)"
 	for m in selective full; do
 		mp_one "mp_b8_$m" --batch 8 --recompute $m
 		compare "--recompute $m against none" mp_b8 "mp_b8_$m" --same
