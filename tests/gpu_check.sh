@@ -344,7 +344,7 @@ fi
 # output: $OUT/rw_TAG.RANK.txt; torchrun's and its 2 processes' in one, rw_mp_tp2_torchrun.0.txt
 # (each process's errors begin "rank N:"; torchrun's -r, one file a process, fails on
 # Python 3.11 in some PyTorch releases).
-mp_limit=300 mp_port=29600 mp_pids=()
+mp_limit=120 mp_port=29600 mp_pids=()   # seconds a launch: past the rendezvous's 60, so that mgl names a missing rank
 # mp_spawn TAG RANK CMD...: one process of a launch, in the background, its output in rw_TAG.RANK.txt
 mp_spawn() {
 	local tag=$1 r=$2
