@@ -1,12 +1,13 @@
 #!/bin/bash
 # tests/gpu_check.sh — `make gpu-check`: the cuda backend against the cpu backend, on the GPU
-# machine. Needs the mgl binary built with CUDA and at least one GPU (2 for the tp checks,
-# 4 for every one); python3 with numpy for the real-width comparisons, PyTorch for the
-# comparisons with a PyTorch GPT-2 and BERT.
+# machine. Needs the mgl binary built with CUDA and at least one GPU (2 for the tp checks and
+# the processes of section 12, 4 for every one); python3 with numpy for the real-width
+# comparisons, PyTorch for the comparisons with a PyTorch GPT-2 and BERT (and its torchrun
+# for section 12's launch through it).
 # usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
-sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7 8 9 10 11}}
+sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7 8 9 10 11 12}}
 want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 pass=0 fail=0
@@ -323,6 +324,113 @@ if want 11; then
 			"mgl eval --wikitext on cuda at tp $tp: perplexity $gpu, on the cpu $cpu"
 		[ -n "$gpu" ] || tail -3 "$out/eval_cuda_tp$tp.err"
 	done
+fi
+# 12. processes (docs/multinode.md): mgl train as one process a GPU, launched by torchrun's
+# variables set by hand (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT and
+# MGL_JOB_SECRET: rank 0 listens on MASTER_PORT + 1) and by `torchrun --no_python`. GPT-2
+# 124M at 2 layers, seq 256, dropout off, 20 steps on GPT-2 tokens, compared by
+# tests/gpu/compare_runs.py as section 1 (first loss within 3e-4, every gradient within
+# 8e-2, every loss within 1%):
+#  - tp 2 as 2 processes (each picking its GPU by LOCAL_RANK; again with each seeing only
+#    its own, CUDA_VISIBLE_DEVICES) and under torchrun, against tp 2 as threads of one process;
+#  - dp 2 as 2 processes at batch 4 against one GPU at batch 8, and against dp 2 as threads;
+#  - --zero 1 at dp 2 (threads: across processes it is refused, checked too) against plain dp 2;
+#  - --recompute selective and full against none, one GPU at batch 8.
+# Where the forward pass is the same kernels on the same numbers (every pair but dp 2 against
+# batch 8: NCCL's sums of 2 ranks do not depend on the order) the first loss must also be
+# equal to the bit (--same); later steps are not (the backward pass's atomics). Every process
+# runs under timeout in a process group of its own (GNU timeout's); the first to fail ends
+# the others, which would otherwise wait in NCCL for a peer that is gone. Each process's
+# output: $OUT/rw_TAG.RANK.txt; torchrun's and its 2 processes' in one, rw_mp_tp2_torchrun.0.txt
+# (each process's errors begin "rank N:"; torchrun's -r, one file a process, fails on
+# Python 3.11 in some PyTorch releases).
+mp_limit=120 mp_port=29600 mp_pids=()   # seconds a launch: past the rendezvous's 60, so that mgl names a missing rank
+# mp_spawn TAG RANK CMD...: one process of a launch, in the background, its output in rw_TAG.RANK.txt
+mp_spawn() {
+	local tag=$1 r=$2
+	shift 2
+	timeout -k 10 "$mp_limit" "$@" </dev/null >"$out/rw_$tag.$r.txt" 2>&1 &
+	mp_pids+=($!)
+}
+# mp_wait TAG: waits for mp_pids; the first to fail ends every group (timeout passes a TERM on
+# to its group, then a KILL 10 s later). Status: the first failure's (124: a timeout).
+mp_wait() {
+	local tag=$1 st=0 s p left
+	while [ ${#mp_pids[@]} -gt 0 ]; do
+		left=()
+		for p in "${mp_pids[@]}"; do
+			if kill -0 "$p" 2>/dev/null; then left+=("$p"); continue; fi
+			wait "$p"
+			s=$?
+			[ $s != 0 ] && [ $st = 0 ] && { st=$s; kill -TERM "${mp_pids[@]}" 2>/dev/null; }
+		done
+		mp_pids=("${left[@]}")
+		[ ${#mp_pids[@]} = 0 ] || sleep 0.5
+	done
+	[ $st = 0 ] || { echo "FAIL: $tag: exit $st"; grep -h 'error' "$out/rw_$tag".*.txt | head -4; }
+	return $st
+}
+# mp_env TAG ARGS...: 2 processes with torchrun's variables, each its LOCAL_RANK's GPU
+# (MP_VISIBLE=1: each sees only its own GPU, as Slurm's --gpus-per-task gives)
+mp_env() {
+	local tag=$1 r vis=()
+	shift
+	mp_port=$((mp_port + 2))
+	for r in 0 1; do
+		[ -n "$MP_VISIBLE" ] && vis=(env "CUDA_VISIBLE_DEVICES=$(echo "${CUDA_VISIBLE_DEVICES:-0,1}" | cut -d, -f$((r + 1)))")
+		RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$mp_port MGL_JOB_SECRET=$mp_secret \
+			mp_spawn "$tag" $r "${vis[@]}" "$mgl" train "${mp[@]}" "$@" --log "$out/rw_$tag.jsonl" --dump-first "$out/rw_$tag"
+	done
+	mp_wait "$tag"
+}
+# mp_one TAG ARGS...: one process (threads)
+mp_one() {
+	local tag=$1
+	shift
+	mp_spawn "$tag" 0 "$mgl" train "${mp[@]}" "$@" --log "$out/rw_$tag.jsonl" --dump-first "$out/rw_$tag"
+	mp_wait "$tag"
+}
+if ! want 12; then
+	:
+elif [ "$ngpu" -ge 2 ] && python3 -c "import numpy" 2>/dev/null; then
+	mp_secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+	# shellcheck disable=SC2054
+	mp=(models/gpt2.mgl --preset 124m --set p_drop=0,layers=2 --seq 256 --data "$out/g.bin" --steps 20 --lr 1e-4
+		--backend cuda)
+	rm -rf "$out"/rw_mp_*
+	mp_one mp_tp2_threads --tp 2 --batch 4
+	mp_env mp_tp2_env --tp 2 --batch 4
+	compare "tp 2: 2 processes (torchrun's variables) against 2 threads" mp_tp2_threads mp_tp2_env --same
+	MP_VISIBLE=1 mp_env mp_tp2_visible --tp 2 --batch 4
+	compare "tp 2: 2 processes, each seeing its GPU alone, against 2 threads" mp_tp2_threads mp_tp2_visible --same
+	if command -v torchrun >/dev/null 2>&1; then
+		mp_port=$((mp_port + 2))
+		MGL_JOB_SECRET=$mp_secret mp_spawn mp_tp2_torchrun 0 torchrun --no_python --nnodes 1 --nproc_per_node 2 \
+			--master_addr 127.0.0.1 --master_port $mp_port "$mgl" train "${mp[@]}" --tp 2 --batch 4 \
+			--log "$out/rw_mp_tp2_torchrun.jsonl" --dump-first "$out/rw_mp_tp2_torchrun"
+		mp_wait mp_tp2_torchrun
+		compare "tp 2: torchrun --no_python, 2 processes, against 2 threads" mp_tp2_threads mp_tp2_torchrun --same
+	else
+		echo "SKIP: tp 2 under torchrun: no torchrun on PATH (PyTorch's launcher)"
+	fi
+	mp_one mp_b8 --batch 8
+	mp_env mp_dp2_env --dp 2 --batch 4
+	compare "dp 2: 2 processes at batch 4 against one GPU at batch 8" mp_b8 mp_dp2_env
+	mp_one mp_dp2_threads --dp 2 --batch 4
+	compare "dp 2: 2 processes against 2 threads" mp_dp2_threads mp_dp2_env --same
+	mp_one mp_dp2_zero --dp 2 --batch 4 --zero 1
+	compare "dp 2: --zero 1 against without" mp_dp2_threads mp_dp2_zero --same
+	mp_env mp_zero_env --dp 2 --batch 4 --zero 1 >/dev/null
+	st=$?
+	ok "$([ $st = 1 ] && grep -q 'rank 0: --zero 1 runs with the job.s ranks in one process' "$out/rw_mp_zero_env.0.txt" &&
+		grep -q 'rank 1: --zero 1 runs with the job.s ranks in one process' "$out/rw_mp_zero_env.1.txt" && echo 1)" \
+		"dp 2 --zero 1 as 2 processes: refused by each (docs/multinode.md), neither left waiting (exit $st)"
+	for m in selective full; do
+		mp_one "mp_b8_$m" --batch 8 --recompute $m
+		compare "--recompute $m against none" mp_b8 "mp_b8_$m" --same
+	done
+else
+	echo "SKIP: processes need 2 GPUs and python3 with numpy"
 fi
 echo "gpu_check: $pass passed, $fail failed"
 [ "$fail" = 0 ]
