@@ -439,13 +439,14 @@ static int epilogues_of(const MglPlan *p, MglOp gemm, unsigned epi)
 	return n;
 }
 
-static MglPlan *gpt2_tiny(Build *b, int tp, bool sp, MglDtype dt, const char *env)
+static MglPlan *gpt2_tiny(Build *b, int tp, bool sp, MglRecompute rc, MglDtype dt, const char *env)
 {
 	if (env)
 		setenv(env, "1", 1);
 	MglTarget t = target(tp, sp);
 	t.seq = 64;
 	t.act_dtype = dt;
+	t.recompute = rc;
 	build(b, "models/gpt2.mgl", "tiny", t);
 	if (env)
 		unsetenv(env);
@@ -455,7 +456,7 @@ static MglPlan *gpt2_tiny(Build *b, int tp, bool sp, MglDtype dt, const char *en
 }
 
 /* The backward's epilogues on GPT-2 (tiny: 2 layers), at tp 1 and 2, with and without
- * sp: in each layer the fc2 matmul_dx does the gelu_bwd and the fc1's bias_grad
+ * sp, keeping activations or recomputing them: in each layer the fc2 matmul_dx does the gelu_bwd and the fc1's bias_grad
  * (DGELU_BGRAD), and the weight gradients of q, k, v, o and fc2 their bias_grad (BGRADB),
  * the steps brought together from where autodiff put them: no gelu_bwd or bias_grad runs
  * alone (under sp, but o's and fc2's bias_grad). Each BGRADB's bias_grad sums the dy its matmul_dw reads. fc1's matmul_dw has none
@@ -463,9 +464,10 @@ static MglPlan *gpt2_tiny(Build *b, int tp, bool sp, MglDtype dt, const char *en
 START_TEST(backward_epilogues_on_gpt2)
 {
 	for (int tp = 1; tp <= 2; tp++)
-		for (int sp = 0; sp <= tp - 1; sp++) {
+		for (int sp = 0; sp <= tp - 1; sp++)
+		for (MglRecompute rc = MGL_RECOMPUTE_NONE; rc <= MGL_RECOMPUTE_FULL; rc++) {
 			Build b;
-			MglPlan *p = gpt2_tiny(&b, tp, sp, MGL_BF16, NULL);
+			MglPlan *p = gpt2_tiny(&b, tp, sp, rc, MGL_BF16, NULL);
 			int alone = 0;
 			for (int s = 0; s < p->nsteps; s++) {
 				const MglStep *st = &p->steps[s];
@@ -478,7 +480,7 @@ START_TEST(backward_epilogues_on_gpt2)
 			ck_assert_msg(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD) == 2 &&
 					      epilogues_of(p, MGL_OP_MATMUL_DW, MGL_EPI_BGRAD) == (sp ? 6 : 10) &&
 					      epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU) == 0 && alone == (sp ? 4 : 0),
-				      "tp %d sp %d: %d %d %d", tp, sp, epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD),
+				      "tp %d sp %d recompute %d: %d %d %d", tp, sp, (int)rc, epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD),
 				      epilogues_of(p, MGL_OP_MATMUL_DW, MGL_EPI_BGRAD), alone);
 			build_free(&b);
 		}
@@ -490,7 +492,7 @@ START_TEST(backward_epilogues_on_gpt2)
 	};
 	for (int i = 0; i < (int)(sizeof off / sizeof off[0]); i++) {
 		Build b;
-		MglPlan *p = gpt2_tiny(&b, 1, false, off[i].dt, off[i].env);
+		MglPlan *p = gpt2_tiny(&b, 1, false, MGL_RECOMPUTE_NONE, off[i].dt, off[i].env);
 		ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD), off[i].dgelu_bgrad);
 		ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU), off[i].dgelu);
 		ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DW, MGL_EPI_BGRAD), off[i].bgradb);

@@ -1,7 +1,8 @@
 /* runtime/cuda/ops.c — the cuda backend's ops: for each op of a plan, a launch of its
  * kernel of kernels/ops.cu (each the twin of a function in runtime/cpu.c), a cuBLASLt GEMM
- * (bf16 in, fp32 compute; a bias, and a gelu after it, that the plan marks as the GEMM's
- * epilogue applied by cuBLASLt), or an NCCL collective.
+ * (bf16 in, fp32 compute; the steps after it that the plan marks as its epilogue, a bias
+ * and a gelu, a gelu's gradient, bias gradients, applied by cuBLASLt), or an NCCL
+ * collective.
  *
  * Collectives run on a stream of their own: the compute stream records an event, the
  * communication stream waits for it, communicates, and records an event the compute
@@ -68,11 +69,12 @@ static int need_scratch(RtRank *r, int64_t floats)
 	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
 }
 
-/* A GEMM's epilogue (plan.h: MGL_EPI_* bits, 0 for none) and what it reads and writes:
- * bias, the bias added (C's type: the parameter's bf16 copy); aux, the pre-activation,
- * [m, n] column-major like C, that GELU writes and DGELU reads (bf16, C's type); bgrad,
- * where BGRAD writes the bias gradient, fp32: the sums over the GEMM's k of the gelu's
- * gradient after DGELU (m long), else of op(B) (BGRADB: n long). */
+/* A GEMM's epilogue (plan.h: MGL_EPI_* bits, 0 for none) and what it reads and writes,
+ * each of C's type (cuBLASLt's default): bias, the bias added (the parameter's bf16 copy);
+ * aux, the pre-activation, [m, n] column-major like C, that GELU writes and DGELU reads;
+ * bgrad, where BGRAD writes the bias gradient: after DGELU the sums of the gelu's input
+ * gradient over the columns (m long: bf16, like the gradient itself), else the sums over
+ * the GEMM's k of op(B) (BGRADB: n long; fp32, a weight gradient's type). */
 typedef struct {
 	unsigned bits;
 	const void *bias;
@@ -102,11 +104,8 @@ static int set_epilogue(RtRank *r, cublasLtMatmulDesc_t op, const Epi *e, int64_
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &lt, sizeof lt));
 	if (e->bits & MGL_EPI_BIAS)
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e->bias, sizeof e->bias));
-	if (e->bits & MGL_EPI_BGRAD) {
-		cudaDataType_t f32 = CUDA_R_32F;
+	if (e->bits & MGL_EPI_BGRAD)
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e->bgrad, sizeof e->bgrad));
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &f32, sizeof f32));
-	}
 	if (e->bits & (MGL_EPI_GELU | MGL_EPI_DGELU)) {
 		int64_t ld = m;
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e->aux, sizeof e->aux));
@@ -262,7 +261,7 @@ static const void *operand(const RtRank *r, int v)
  * GEMM writes the output of the last of them that makes a matrix: a bias_add's, a gelu's
  * (cuBLASLt's GELU is GPT-2's tanh form; the bias_add's output is its auxiliary output,
  * which gelu_bwd reads) or a gelu_bwd's (DGELU reads that auxiliary output), else its own;
- * a bias_grad's sum goes to scratch, added into its output after (cuBLASLt's overwrites,
+ * a bias_grad's sums go to scratch, added into its output after (cuBLASLt's overwrite,
  * gradients accumulate). The column-major problem as lt_gemm takes it. */
 static int gemm_group(CudaCtx *c, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
 		      bool tb, int64_t ldb)
@@ -296,12 +295,12 @@ static int gemm_group(CudaCtx *c, int64_t m, int64_t n, int64_t k, const void *A
 			return -1;
 	}
 	d->cover[c->index] = cover;
-	if (bgrad >= 0) {   /* out[N] (+)= the one band of sums */
-		float *part = d->scratch + 64;
-		int64_t R = 1, N = mgl_numel(val(r, bgrad));
-		int odt = dt(r, bgrad), acc = val(r, bgrad)->role == MGL_V_GRAD;
-		void *o = P(r, bgrad);
-		if (launch(r, K_colsum_done, N, 1, ARGS(&part, &R, &N, &o, &odt, &acc)))
+	if (bgrad >= 0) {   /* the bias gradient (+)= cuBLASLt's sums, of the GEMM's output's type */
+		void *sums = d->scratch + 64, *o = P(r, bgrad);
+		int64_t N = mgl_numel(val(r, bgrad));
+		int sdt = dt(r, out), odt = dt(r, bgrad);
+		if (val(r, bgrad)->role == MGL_V_GRAD ? launch(r, K_add, N, 1, ARGS(&o, &odt, &N, &sums, &sdt, &N, &o, &odt, &N))
+						       : launch(r, K_convert, N, 1, ARGS(&sums, &sdt, &o, &odt, &N)))
 			return -1;
 	}
 	for (int j = cover + 1; j <= all; j++) {   /* those cuBLASLt had no algorithm for */
