@@ -332,8 +332,8 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
  *   bias_add: adding a parameter, making a bf16 activation (cuBLASLt adds its bf16 copy);
  *   gelu, gelu_bwd: making a bf16 activation whose rows are a multiple of 8 wide, like the
  *     pre-activation (cuBLASLt's auxiliary matrix: gelu writes it, gelu_bwd reads it, bf16);
- *   bias_grad: any output (cuBLASLt writes the sum in fp32 beside it, which the runtime adds
- *     in: gradients accumulate, cuBLASLt's bias gradient overwrites).
+ *   bias_grad: any output (cuBLASLt writes the sums beside it, which the runtime adds in:
+ *     gradients accumulate, cuBLASLt's bias gradient overwrites).
  * A multi-tensor update, steps [head, last] run as one launch over all their parameters
  * (Apex's multi_tensor_apply): adamw steps of one phase clipping by one gradient norm. */
 bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
