@@ -52,8 +52,8 @@ static bool independent(const MglStep *a, const MglStep *b)
 }
 
 /* Moves step `from` (in no fused group) to index `to`, the steps between moving one place
- * (whole groups: fused ones, before the step being fused, keep their first's index), if
- * it may pass each of them (the same phase, independent of it). */
+ * (a fused group among them moves whole: its steps' `fuse` with it), if it may pass each
+ * of them (the same phase, independent of it). */
 static bool move(MglPlan *p, int from, int to)
 {
 	int lo = from < to ? from + 1 : to, hi = from < to ? to : from - 1, by = from < to ? -1 : 1;
