@@ -390,71 +390,25 @@ bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last)
 	return true;
 }
 
-/* The epilogues (plan.h): a row a GEMM op and steps after it, the longest first. */
-const MglEpilogue mgl_epilogues[] = {
-	{MGL_OP_MATMUL, MGL_EPI_BIAS | MGL_EPI_GELU, 2, {MGL_OP_BIAS_ADD, MGL_OP_GELU}},   /* GELU_AUX_BIAS */
-	{MGL_OP_MATMUL, MGL_EPI_BIAS, 1, {MGL_OP_BIAS_ADD}},                               /* BIAS */
-	{MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD, 2, {MGL_OP_GELU_BWD, MGL_OP_BIAS_GRAD}},   /* DGELU_BGRAD */
-	{MGL_OP_MATMUL_DX, MGL_EPI_DGELU, 1, {MGL_OP_GELU_BWD}},                           /* DGELU */
-	{MGL_OP_MATMUL_DW, MGL_EPI_BGRAD, 1, {MGL_OP_BIAS_GRAD}},                          /* BGRADB */
-};
-const int mgl_nepilogues = (int)(sizeof mgl_epilogues / sizeof mgl_epilogues[0]);
-
-unsigned mgl_epilogue_bit(MglOp op)
-{
-	return op == MGL_OP_BIAS_ADD ? MGL_EPI_BIAS : op == MGL_OP_GELU ? MGL_EPI_GELU
-	     : op == MGL_OP_GELU_BWD ? MGL_EPI_DGELU : op == MGL_OP_BIAS_GRAD ? MGL_EPI_BGRAD : 0;
-}
-
-int mgl_epilogue_input(const MglStep *gemm, const MglStep *prev, MglOp op)
-{
-	return prev ? prev->out[0] : op == MGL_OP_BIAS_GRAD ? gemm->in[0] : gemm->out[0];
-}
-
-/* rows a multiple of 8 wide: cuBLASLt's auxiliary matrix (its leading dimension) */
-static bool aux_ok(const MglValue *y) { return y->rank > 0 && y->shape[y->rank - 1] % 8 == 0; }
-
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 {
 	const MglStep *m = &p->steps[s];
-	const MglEpilogue *e = NULL;
-	for (int i = 0; i < mgl_nepilogues && !e; i++)
-		if (mgl_epilogues[i].gemm == m->op && mgl_epilogues[i].epi == epi)
-			e = &mgl_epilogues[i];
-	if (!e || s + e->n >= p->nsteps || p->values[m->in[0]].dtype != MGL_BF16)
+	if (m->op != MGL_OP_MATMUL || !(epi & MGL_EPI_BIAS) || (epi & ~(unsigned)(MGL_EPI_BIAS | MGL_EPI_GELU)) ||
+	    s + 1 >= p->nsteps)
 		return false;
-	for (int k = 1; k <= e->n; k++) {
-		const MglStep *x = &p->steps[s + k];
-		int in = mgl_epilogue_input(m, k > 1 ? x - 1 : NULL, x->op);
-		if (x->op != e->then[k - 1] || x->phase != m->phase || x->in[0] != in || (in == m->out[0] && uses[in] != 1))
-			return false;   /* the GEMM's output, when a step takes it, is never written */
-		const MglValue *y = &p->values[x->out[0]], *x1 = x->nin > 1 ? &p->values[x->in[1]] : NULL;
-		if (x->op != MGL_OP_BIAS_GRAD && (y->role != MGL_V_ACT || y->dtype != MGL_BF16))
-			return false;   /* the GEMM's output matrix, a bf16 activation */
-		if ((x->op == MGL_OP_BIAS_ADD && x1->role != MGL_V_PARAM) || (x->op == MGL_OP_GELU && !aux_ok(y)) ||
-		    (x->op == MGL_OP_GELU_BWD &&
-		     (!aux_ok(y) || x1->dtype != MGL_BF16 || x1->rank != y->rank || mgl_numel(x1) != mgl_numel(y) ||
-		      x1->shape[x1->rank - 1] != y->shape[y->rank - 1])))
-			return false;
-	}
-	return true;
-}
-
-const MglEpilogue *mgl_epilogue_at(const MglPlan *p, int s)
-{
-	const MglStep *m = &p->steps[s];
-	if (m->fuse != s)
-		return NULL;
-	int n = mgl_group_end(p, s) - s;
-	for (int i = 0; i < mgl_nepilogues; i++) {
-		const MglEpilogue *e = &mgl_epilogues[i];
-		bool same = e->gemm == m->op && e->n == n;
-		for (int k = 1; same && k <= n; k++)
-			same = p->steps[s + k].op == e->then[k - 1];
-		if (same)
-			return e;
-	}
-	return NULL;
+	const MglStep *b = &p->steps[s + 1];
+	const MglValue *y = &p->values[b->out[0]];
+	if (b->op != MGL_OP_BIAS_ADD || b->in[0] != m->out[0] || uses[m->out[0]] != 1 || b->phase != m->phase ||
+	    p->values[b->in[1]].role != MGL_V_PARAM || y->role != MGL_V_ACT || y->dtype != MGL_BF16)
+		return false;
+	if (!(epi & MGL_EPI_GELU))
+		return true;
+	if (s + 2 >= p->nsteps)
+		return false;
+	const MglStep *g = &p->steps[s + 2];
+	const MglValue *z = &p->values[g->out[0]];
+	return g->op == MGL_OP_GELU && g->in[0] == b->out[0] && g->phase == m->phase && z->role == MGL_V_ACT &&
+	       z->dtype == MGL_BF16 && y->rank > 0 && y->shape[y->rank - 1] % 8 == 0;
 }
 
 bool mgl_adamw_group_ok(const MglPlan *p, int head, int last)
@@ -489,15 +443,14 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 		if (st->fuse != s)
 			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
 		int last = mgl_group_end(p, s);
-		const MglEpilogue *e = mgl_epilogue_at(p, s);
-		bool gemm = mgl_ops[st->op].kind == MGL_KIND_GEMM, adamw = st->op == MGL_OP_ADAMW;
-		bool ok = gemm    ? e && (st->op != MGL_OP_MATMUL || (unsigned)st->attr.epi == e->epi) &&
-				     mgl_epilogue_ok(p, uses, s, e->epi)
+		unsigned epi = st->op == MGL_OP_MATMUL ? (unsigned)st->attr.epi : 0;
+		bool adamw = st->op == MGL_OP_ADAMW;
+		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == 1 + !!(epi & MGL_EPI_GELU)
 			  : adamw ? last > s && mgl_adamw_group_ok(p, s, last)
 				  : last > s && mgl_chain_ok(p, uses, s, last);
 		if (!ok) {
 			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
-				 gemm ? "GEMM with its epilogue" : adamw ? "multi-tensor AdamW" : "elementwise kernel");
+				 epi ? "GEMM with its epilogue" : adamw ? "multi-tensor AdamW" : "elementwise kernel");
 			rc = -1;
 		}
 	}

@@ -222,11 +222,9 @@ typedef struct {
 	const void *tok;       /* compiler only: the MglTok it came from, for messages */
 } MglStep;
 
-/* A GEMM's epilogue: the steps after it in its fused group that its cuBLASLt call computes,
- * a bit each (a matmul keeps them in its attribute epi too): the bias_add of its output and
- * the gelu of that (forward); the gelu_bwd of its output, and the bias_grad of the
- * gradient it makes or reads (backward). */
-enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2, MGL_EPI_BGRAD = 4, MGL_EPI_DGELU = 8 };
+/* A matmul's epilogue (its attribute epi): the steps after it in its fused group that the
+ * GEMM computes, the bias_add of its output, and the gelu of that. */
+enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2 };
 enum { MGL_CHAIN_MAX_IN = 12 };   /* values a fused chain reads from outside it */
 
 /* How a parameter starts: N(0, std), zeros or ones. */
@@ -324,37 +322,14 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
  * at most MGL_CHAIN_MAX_IN other values, none i32, each shaped like a suffix of the
  * output (broadcast from the right); and the steps that index the whole tensor (G: a
  * dropout) index values of one layout.
- * An epilogue, GEMM step s and the steps after it that mgl_epilogues lists for its op: each
- * reads, as its first input, the output of the step before it (for the first, the GEMM's
- * output), but a bias_grad right after a matmul_dw, which reads the matmul_dw's dy (the sum
- * of the same rows the weight gradient reduces); the GEMM reads bf16 operands; where the
- * GEMM's output is not written (a bias_add or gelu_bwd takes it) no other step reads it;
- *   bias_add: adding a parameter, making a bf16 activation (cuBLASLt adds its bf16 copy);
- *   gelu, gelu_bwd: making a bf16 activation whose rows are a multiple of 8 wide, like the
- *     pre-activation (cuBLASLt's auxiliary matrix: gelu writes it, gelu_bwd reads it, bf16);
- *   bias_grad: any output (cuBLASLt writes the sums beside it, which the runtime adds in:
- *     gradients accumulate, cuBLASLt's bias gradient overwrites).
+ * An epilogue, matmul step s with the bits epi: the bias_add of its output, which no other
+ * step reads, adding a parameter, making a bf16 activation (cuBLASLt adds the parameter's
+ * bf16 copy); with MGL_EPI_GELU, then the gelu of that, bf16 too, whose rows are a
+ * multiple of 8 wide (cuBLASLt's auxiliary output).
  * A multi-tensor update, steps [head, last] run as one launch over all their parameters
  * (Apex's multi_tensor_apply): adamw steps of one phase clipping by one gradient norm. */
 bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
-/* The epilogues, by GEMM op, in order of preference: the ops of the steps after it (n of
- * them) that make each, and their bits. */
-typedef struct {
-	MglOp gemm;
-	unsigned epi;
-	int n;
-	MglOp then[2];
-} MglEpilogue;
-extern const MglEpilogue mgl_epilogues[];
-extern const int mgl_nepilogues;
-/* The epilogue of the fused group GEMM step s heads (by its steps' ops), or NULL. */
-const MglEpilogue *mgl_epilogue_at(const MglPlan *p, int s);
-/* The bit of an epilogue's step of op `op`, 0 if none. */
-unsigned mgl_epilogue_bit(MglOp op);
-/* The value an epilogue's step of op `op` reads first: the output of prev, the step before
- * it in the group, or (prev NULL) the GEMM's; but a bias_grad first reads the GEMM's dy. */
-int mgl_epilogue_input(const MglStep *gemm, const MglStep *prev, MglOp op);
 bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);

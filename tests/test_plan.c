@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 typedef struct {
 	MglCtx c;
@@ -354,7 +353,7 @@ START_TEST(memory_plan_check_refuses_overlap)
 	int moved = 0;
 	for (int s = 1; s < p->nsteps && !moved; s++) {
 		const MglStep *st = &p->steps[s];
-		if (st->fuse < 0 || st->fuse == s || mgl_ops[p->steps[st->fuse].op].kind == MGL_KIND_GEMM)
+		if (st->fuse < 0 || st->fuse == s || p->steps[st->fuse].op == MGL_OP_MATMUL)
 			continue;
 		const MglStep *head = &p->steps[st->fuse];
 		for (int k = 0; k < head->nin && !moved; k++) {
@@ -387,7 +386,7 @@ static Fused fused(const MglPlan *p)
 		const MglStep *st = &p->steps[s];
 		f.epilogues += st->op == MGL_OP_MATMUL && st->attr.epi;
 		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
-		f.chains += st->fuse == s && mgl_ops[st->op].kind != MGL_KIND_GEMM && st->op != MGL_OP_ADAMW;
+		f.chains += st->fuse == s && st->op != MGL_OP_MATMUL && st->op != MGL_OP_ADAMW;
 		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
 	}
 	return f;
@@ -425,122 +424,6 @@ START_TEST(fusion_is_decided_for_the_dtype)
 	ck_assert(no_epi.epilogues == 0 && no_epi.chains > 0);
 	ck_assert(no_fuse.chains == 0 && no_fuse.epilogues == bf.epilogues);
 	ck_assert(bf.adamw_groups == 1 && no_fuse.adamw_groups == 0);
-}
-END_TEST
-
-/* How many fused groups of p hold epilogue epi of GEMM op gemm. */
-static int epilogues_of(const MglPlan *p, MglOp gemm, unsigned epi)
-{
-	int n = 0;
-	for (int s = 0; s < p->nsteps; s++) {
-		const MglEpilogue *e = mgl_epilogue_at(p, s);
-		n += e && e->gemm == gemm && e->epi == epi;
-	}
-	return n;
-}
-
-static MglPlan *gpt2_tiny(Build *b, int tp, bool sp, MglRecompute rc, MglDtype dt, const char *env)
-{
-	if (env)
-		setenv(env, "1", 1);
-	MglTarget t = target(tp, sp);
-	t.seq = 64;
-	t.act_dtype = dt;
-	t.recompute = rc;
-	build(b, "models/gpt2.mgl", "tiny", t);
-	if (env)
-		unsetenv(env);
-	ck_assert_msg(b->p, "%s", b->diag);
-	fused(b->p);   /* the reader's rules hold */
-	return b->p;
-}
-
-/* The backward's epilogues on GPT-2 (tiny: 2 layers), at tp 1 and 2, with and without
- * sp, keeping activations or recomputing them: in each layer the fc2 matmul_dx does the gelu_bwd and the fc1's bias_grad
- * (DGELU_BGRAD), and the weight gradients of q, k, v, o and fc2 their bias_grad (BGRADB),
- * the steps brought together from where autodiff put them: no gelu_bwd or bias_grad runs
- * alone (under sp, but o's and fc2's bias_grad). Each BGRADB's bias_grad sums the dy its matmul_dw reads. fc1's matmul_dw has none
- * (its bias_grad is in the DGELU_BGRAD) unless the gelu epilogues are off. */
-START_TEST(backward_epilogues_on_gpt2)
-{
-	for (int tp = 1; tp <= 2; tp++)
-		for (int sp = 0; sp <= tp - 1; sp++)
-		for (MglRecompute rc = MGL_RECOMPUTE_NONE; rc <= MGL_RECOMPUTE_FULL; rc++) {
-			Build b;
-			MglPlan *p = gpt2_tiny(&b, tp, sp, rc, MGL_BF16, NULL);
-			int alone = 0;
-			for (int s = 0; s < p->nsteps; s++) {
-				const MglStep *st = &p->steps[s];
-				alone += (st->op == MGL_OP_GELU_BWD || st->op == MGL_OP_BIAS_GRAD) && st->fuse < 0;
-				if (st->op == MGL_OP_MATMUL_DW && st->fuse == s)
-					ck_assert_int_eq(p->steps[s + 1].in[0], st->in[0]);
-			}
-			/* under sp, the row-parallel o's and fc2's bias_grad sums this rank's rows of
-			 * the sequence-split dy, their matmul_dw reads it gathered: apart */
-			ck_assert_msg(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD) == 2 &&
-					      epilogues_of(p, MGL_OP_MATMUL_DW, MGL_EPI_BGRAD) == (sp ? 6 : 10) &&
-					      epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU) == 0 && alone == (sp ? 4 : 0),
-				      "tp %d sp %d recompute %d: %d %d %d", tp, sp, (int)rc, epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD),
-				      epilogues_of(p, MGL_OP_MATMUL_DW, MGL_EPI_BGRAD), alone);
-			build_free(&b);
-		}
-	static const struct { const char *env; MglDtype dt; int dgelu_bgrad, dgelu, bgradb; } off[] = {
-		{"MGL_NO_EPILOGUE", MGL_BF16, 0, 0, 0},
-		{NULL, MGL_F32, 0, 0, 0},   /* cuBLASLt's operands are bf16 */
-		{"MGL_NO_GELU_EPILOGUE", MGL_BF16, 0, 0, 12},
-		{"MGL_NO_BGRAD_EPILOGUE", MGL_BF16, 0, 2, 0},
-	};
-	for (int i = 0; i < (int)(sizeof off / sizeof off[0]); i++) {
-		Build b;
-		MglPlan *p = gpt2_tiny(&b, 1, false, MGL_RECOMPUTE_NONE, off[i].dt, off[i].env);
-		ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD), off[i].dgelu_bgrad);
-		ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU), off[i].dgelu);
-		ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DW, MGL_EPI_BGRAD), off[i].bgradb);
-		build_free(&b);
-	}
-}
-END_TEST
-
-/* Where the rules forbid an epilogue: a gelu whose output two linears read has its
- * gradient summed (accumulate) before gelu_bwd, so no GEMM's output is the gelu_bwd's
- * input (no DGELU), and fc's bias_grad goes to its matmul_dw instead; the reader refuses
- * a BGRADB group whose bias_grad sums another gradient than its matmul_dw's. */
-START_TEST(backward_epilogues_follow_the_rules)
-{
-	char path[] = "/tmp/mgl-test-epi-XXXXXX";
-	int fd = mkstemp(path);
-	ck_assert_int_ge(fd, 0);
-	FILE *f = fdopen(fd, "w");
-	fputs("config { d = 16 }\n"
-	      "model m(tokens: i32[batch, seq]) {\n"
-	      "  w = param([32, d])\n"
-	      "  h = gelu(linear(embedding(w, tokens), 64))\n"
-	      "  y = linear(h, d) + linear(h, d)\n"
-	      "  return cross_entropy(linear(y, w), tokens)\n"
-	      "}\n", f);
-	fclose(f);
-	Build b;
-	build(&b, path, NULL, target(1, false));
-	unlink(path);
-	ck_assert_msg(b.p, "%s", b.diag);
-	MglPlan *p = b.p;
-	fused(p);
-	int accumulates = 0;
-	for (int s = 0; s < p->nsteps; s++)
-		accumulates += p->steps[s].op == MGL_OP_ACCUMULATE;
-	ck_assert_int_ge(accumulates, 1);
-	ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU | MGL_EPI_BGRAD), 0);
-	ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DX, MGL_EPI_DGELU), 0);
-	ck_assert_int_eq(epilogues_of(p, MGL_OP_MATMUL_DW, MGL_EPI_BGRAD), 3);   /* fc and the two */
-	int s = 0;
-	while (s < p->nsteps && !(p->steps[s].op == MGL_OP_MATMUL_DW && p->steps[s].fuse == s))
-		s++;
-	ck_assert_int_lt(s, p->nsteps);
-	p->steps[s + 1].in[0] = p->steps[s].in[1];   /* the bias_grad of x, not of dy */
-	char err[300];
-	ck_assert_int_eq(mgl_plan_check_fusion(p, err, sizeof err), -1);
-	ck_assert_msg(strstr(err, "cannot run as one GEMM with its epilogue"), "%s", err);
-	build_free(&b);
 }
 END_TEST
 
@@ -661,11 +544,10 @@ START_TEST(step_kinds)
 		{.tp = 2, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_F32},
 		{.tp = 2, .dp = 1, .sp = true, .batch = 2, .seq = 64, .act_dtype = MGL_BF16},
 	};
-	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus,
-	 * and in the backward each gelu_bwd and every bias_grad (fc1's with the gelu_bwd);
+	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus;
 	 * none in f32; under --sp, not the row-split linears' biases (added after the
-	 * reduce-scatter, their gradients summed before the all-gather) */
-	static const int epilogue[] = {12 + 2 + 2 * 2 + 10, 0, 8 + 2 + 2 * 2 + 6};
+	 * reduce-scatter) */
+	static const int epilogue[] = {12 + 2, 0, 8 + 2};
 	for (size_t t = 0; t < sizeof ts / sizeof ts[0]; t++) {
 		Build b;
 		build(&b, "models/gpt2.mgl", "tiny", ts[t]);
@@ -967,8 +849,6 @@ int main(void)
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(mem, optimizer_is_one_group);
-	tcase_add_test(mem, backward_epilogues_on_gpt2);
-	tcase_add_test(mem, backward_epilogues_follow_the_rules);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);
 	tcase_add_test(mem, step_kinds);

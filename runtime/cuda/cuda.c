@@ -219,11 +219,6 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
-	d->cover = malloc((size_t)p->nsteps * sizeof *d->cover);
-	if (!d->algo || !d->has_algo || !d->cover)
-		return cuda_fail(r, "out of host memory");
-	for (int s = 0; s < p->nsteps; s++)
-		d->cover[s] = -1;
 	if (r->job->net) {
 		if (join_comms(r))
 			return -1;
@@ -282,7 +277,6 @@ static void cuda_close(RtRank *r)
 		ncclCommDestroy(d->dp);
 	free(d->algo);
 	free(d->has_algo);
-	free(d->cover);
 	free(d->chains);
 	cuda_release_kernels(d);
 	free(d->chain_kernels);

@@ -78,8 +78,6 @@ typedef struct {
 	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
-	int *cover;               /* per GEMM step heading an epilogue: how many steps after it
-				     its cuBLASLt call does (ops.c: gemm_group), -1 until found */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */

@@ -1,8 +1,7 @@
 /* runtime/cuda/ops.c — the cuda backend's ops: for each op of a plan, a launch of its
  * kernel of kernels/ops.cu (each the twin of a function in runtime/cpu.c), a cuBLASLt GEMM
- * (bf16 in, fp32 compute; the steps after it that the plan marks as its epilogue, a bias
- * and a gelu, a gelu's gradient, bias gradients, applied by cuBLASLt), or an NCCL
- * collective.
+ * (bf16 in, fp32 compute; a bias, and a gelu after it, that the plan marks as the GEMM's
+ * epilogue applied by cuBLASLt), or an NCCL collective.
  *
  * Collectives run on a stream of their own: the compute stream records an event, the
  * communication stream waits for it, communicates, and records an event the compute
@@ -61,66 +60,10 @@ static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
-static int need_scratch(RtRank *r, int64_t floats)
-{
-	Dev *d = r->mem;
-	if (d->scratch_n >= floats)
-		return 0;
-	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
-}
-
-/* A GEMM's epilogue (plan.h: MGL_EPI_* bits, 0 for none) and what it reads and writes,
- * each of C's type (cuBLASLt's default): bias, the bias added (the parameter's bf16 copy);
- * aux, the pre-activation, [m, n] column-major like C, that GELU writes and DGELU reads;
- * bgrad, where BGRAD writes the bias gradient: after DGELU the sums of the gelu's input
- * gradient over the columns (m long: bf16, like the gradient itself), else the sums over
- * the GEMM's k of op(B) (BGRADB: n long; fp32, a weight gradient's type). */
-typedef struct {
-	unsigned bits;
-	const void *bias;
-	void *aux, *bgrad;
-} Epi;
-
-static const struct {
-	unsigned bits;
-	cublasLtEpilogue_t lt;
-} lt_epilogues[] = {
-	{MGL_EPI_BIAS, CUBLASLT_EPILOGUE_BIAS},
-	{MGL_EPI_BIAS | MGL_EPI_GELU, CUBLASLT_EPILOGUE_GELU_AUX_BIAS},
-	{MGL_EPI_DGELU, CUBLASLT_EPILOGUE_DGELU},
-	{MGL_EPI_DGELU | MGL_EPI_BGRAD, CUBLASLT_EPILOGUE_DGELU_BGRAD},
-	{MGL_EPI_BGRAD, CUBLASLT_EPILOGUE_BGRADB},
-};
-
-/* Sets op's epilogue attributes for e (m: the rows of column-major C). */
-static int set_epilogue(RtRank *r, cublasLtMatmulDesc_t op, const Epi *e, int64_t m)
-{
-	cublasLtEpilogue_t lt = CUBLASLT_EPILOGUE_DEFAULT;
-	for (int i = 0; i < (int)(sizeof lt_epilogues / sizeof lt_epilogues[0]); i++)
-		if (lt_epilogues[i].bits == e->bits)
-			lt = lt_epilogues[i].lt;
-	if (lt == CUBLASLT_EPILOGUE_DEFAULT)
-		return cuda_fail(r, "internal error: no cuBLASLt epilogue for the bits %u", e->bits);
-	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &lt, sizeof lt));
-	if (e->bits & MGL_EPI_BIAS)
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e->bias, sizeof e->bias));
-	if (e->bits & MGL_EPI_BGRAD)
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e->bgrad, sizeof e->bgrad));
-	if (e->bits & (MGL_EPI_GELU | MGL_EPI_DGELU)) {
-		int64_t ld = m;
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e->aux, sizeof e->aux));
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
-	}
-	return 0;
-}
-
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
- * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb; and
- * the epilogue e (e->bits 0: none). 0 when done; 1, with nothing done, when cuBLASLt has no
- * algorithm for the epilogue (the caller runs its steps apart); -1 on an error. The
- * algorithm is found once a step. */
+ * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb. */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const Epi *e)
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *bias, void *gelu_aux)
 {
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
@@ -130,12 +73,20 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-	if (e->bits && set_epilogue(r, op, e, m))
-		return -1;
+	if (bias) {   /* the epilogue adds bias[m] to each column of C^T: to each row of the row-major C;
+		       * the bias is of C's type (bf16: the parameter's copy) */
+		cublasLtEpilogue_t epi = gelu_aux ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+		if (gelu_aux) {   /* the pre-activation, [m, n] column-major like C */
+			int64_t ld = m;
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &gelu_aux, sizeof gelu_aux));
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+		}
+	}
 	CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
 	CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
 	CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
-	int rc = 0;
 	if (!d->has_algo[step]) {
 		cublasLtMatmulPreference_t pref;
 		CKB(cublasLtMatmulPreferenceCreate(&pref));
@@ -143,32 +94,22 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 							 sizeof d->ws_size));
 		cublasLtMatmulHeuristicResult_t h;
 		int found = 0;
-		cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, 1, &h, &found);
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, 1, &h, &found));
 		cublasLtMatmulPreferenceDestroy(pref);
-		if (st != CUBLAS_STATUS_SUCCESS || !found) {
-			if (e->bits)
-				rc = 1;   /* not this epilogue, on this card and library: the caller does without */
-			else if (st != CUBLAS_STATUS_SUCCESS)
-				rc = cuda_fail(r, "cublasLtMatmulAlgoGetHeuristic: cuBLAS status %d", (int)st);
-			else
-				rc = cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m,
-					       (long long)n, (long long)k);
-		} else {
-			d->algo[step] = h.algo;
-			d->has_algo[step] = true;
-		}
+		if (!found)
+			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
+				     (long long)k);
+		d->algo[step] = h.algo;
+		d->has_algo[step] = true;
 	}
 	float alpha = 1, beta = accumulate ? 1.0f : 0.0f;
-	cublasStatus_t st = rc ? CUBLAS_STATUS_SUCCESS
-			       : cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &d->algo[step], d->ws,
-						d->ws_size, d->compute);
+	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &d->algo[step], d->ws, d->ws_size,
+			   d->compute));
 	cublasLtMatrixLayoutDestroy(la);
 	cublasLtMatrixLayoutDestroy(lb);
 	cublasLtMatrixLayoutDestroy(lc);
 	cublasLtMatmulDescDestroy(op);
-	if (st != CUBLAS_STATUS_SUCCESS)
-		return cuda_fail(r, "cublasLtMatmul: cuBLAS status %d", (int)st);
-	return rc;
+	return 0;
 }
 
 /* ---------------------------------------------------------------- the GEMM rate */
@@ -205,7 +146,8 @@ static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
 		return cuda_fail(r, "copying the GEMM's matrices: %s", cudaGetErrorString(e));
 	for (int i = 0; i < GEMM_WARM + GEMM_RUNS; i++) {
 		CK(cudaEventRecord(ev[0], d->compute));
-		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, &(Epi){0}))
+		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL,
+			    NULL))
 			return -1;
 		CK(cudaEventRecord(ev[1], d->compute));
 		CK(cudaEventSynchronize(ev[1]));
@@ -255,87 +197,36 @@ static const void *operand(const RtRank *r, int v)
 	return val(r, v)->role == MGL_V_PARAM ? P16(r, v) : P(r, v);
 }
 
-/* A GEMM step and the steps of the epilogue its fused group holds (plan.h: mgl_epilogue_at),
- * as one cuBLASLt call where cuBLASLt has an algorithm for it, else for as many of them as
- * it has one for (found once a step: d->cover), the rest after it by their own ops. The
- * GEMM writes the output of the last of them that makes a matrix: a bias_add's, a gelu's
- * (cuBLASLt's GELU is GPT-2's tanh form; the bias_add's output is its auxiliary output,
- * which gelu_bwd reads) or a gelu_bwd's (DGELU reads that auxiliary output), else its own;
- * a bias_grad's sums go to scratch, added into its output after (cuBLASLt's overwrite,
- * gradients accumulate). The column-major problem as lt_gemm takes it. */
-static int gemm_group(CudaCtx *c, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		      bool tb, int64_t ldb)
-{
-	RtRank *r = c->r;
-	Dev *d = r->mem;
-	const MglEpilogue *e = mgl_epilogue_at(r->job->plan, c->index);
-	int all = e ? e->n : 0, cover = d->cover[c->index] >= 0 ? d->cover[c->index] : all, rc = 1;
-	int out = OUT(0), bgrad = -1;
-	for (; rc == 1 && cover >= 0; cover -= rc) {
-		Epi x = {0};
-		out = OUT(0), bgrad = -1;
-		for (int j = 1; j <= cover; j++) {
-			const MglStep *t = c->s + j;
-			x.bits |= mgl_epilogue_bit(t->op);
-			if (t->op == MGL_OP_BIAS_GRAD)
-				bgrad = t->out[0];
-			else
-				out = t->out[0];
-			if (t->op == MGL_OP_BIAS_ADD)
-				x.bias = P16(r, t->in[1]);
-			if (t->op == MGL_OP_GELU || t->op == MGL_OP_GELU_BWD)
-				x.aux = P(r, t->in[t->op == MGL_OP_GELU ? 0 : 1]);
-		}
-		if (bgrad >= 0 && need_scratch(r, 64 + mgl_numel(val(r, bgrad))))
-			return -1;
-		x.bgrad = bgrad >= 0 ? d->scratch + 64 : NULL;
-		rc = lt_gemm(r, c->index, m, n, k, A, ta, lda, B, tb, ldb, P(r, out), dt(r, out),
-			     val(r, out)->role == MGL_V_GRAD, &x);
-		if (rc < 0)
-			return -1;
-	}
-	d->cover[c->index] = cover;
-	if (bgrad >= 0) {   /* the bias gradient (+)= cuBLASLt's sums, of the GEMM's output's type */
-		void *sums = d->scratch + 64, *o = P(r, bgrad);
-		int64_t N = mgl_numel(val(r, bgrad));
-		int sdt = dt(r, out), odt = dt(r, bgrad);
-		if (val(r, bgrad)->role == MGL_V_GRAD ? launch(r, K_add, N, 1, ARGS(&o, &odt, &N, &sums, &sdt, &N, &o, &odt, &N))
-						       : launch(r, K_convert, N, 1, ARGS(&sums, &sdt, &o, &odt, &N)))
-			return -1;
-	}
-	for (int j = cover + 1; j <= all; j++) {   /* those cuBLASLt had no algorithm for */
-		CudaCtx t = {r, c->s + j, c->index + j, c->last_micro};
-		if (cuda_ops[t.s->op](&t))
-			return -1;
-	}
-	return 0;
-}
-
 static int op_matmul(CudaCtx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(x), N = w->shape[0], K = w->shape[1];
-	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M); a bias [N] is
-	 * added to each column of y^T, each row of y */
-	return gemm_group(c, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K);
+	/* with the epilogue the plan marks, the GEMM does the steps after it in its fused group:
+	 * it writes the bias_add's output, or (GELU_AUX_BIAS: cuBLASLt's GELU is GPT-2's tanh
+	 * form) the gelu's, keeping the bias_add's as its auxiliary output, which gelu_bwd reads */
+	const MglStep *b = c->s->attr.epi & MGL_EPI_BIAS ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_GELU ? c->s + 2 : NULL;
+	int out = g ? g->out[0] : b ? b->out[0] : OUT(0);
+	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
+	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
+		       P(c->r, out), dt(c->r, out), false, b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL);
 }
 
 static int op_matmul_dx(CudaCtx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(dy), N = w->shape[0], K = w->shape[1];
-	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M); DGELU_BGRAD sums each of
-	 * the K rows of its output (the gelu's input gradient) over the M columns: the bias [K] */
-	return gemm_group(c, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N);
+	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M) */
+	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N,
+		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false, NULL, NULL);
 }
 
 static int op_matmul_dw(CudaCtx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
 	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
-	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed): k is M, the
-	 * rows, so BGRADB's sums over k of op(B) = dy^T[M, N] are db[N], dy's column sums */
-	return gemm_group(c, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N);
+	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
+	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL);
 }
 
 static int op_embedding(CudaCtx *c)
@@ -379,6 +270,14 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
 	int64_t cols = (N + 31) / 32, R = (512 + cols - 1) / cols, most = (M + 63) / 64;
 	R = R < most ? R : most;
 	return R < 1 ? 1 : R;
+}
+
+static int need_scratch(RtRank *r, int64_t floats)
+{
+	Dev *d = r->mem;
+	if (d->scratch_n >= floats)
+		return 0;
+	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
 }
 
 /* out[N] (+)= the column sums of x[M, N] (k_colsum_part, k_colsum_done) */

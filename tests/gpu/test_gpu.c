@@ -233,23 +233,16 @@ static int optimizer_step(RtJob *a, RtJob *b, const Given *g, const RtRun *run, 
 	return 0;
 }
 
-/* A value the cuda backend never writes: made by a step of a fused group and read by the
- * next step of the group, in a chain of elementwise steps; in a GEMM's epilogue, only the
- * GEMM's output that the step after it takes (a bias_add's, a gelu_bwd's: the bias_add's
- * output before a gelu is cuBLASLt's auxiliary output, and a gelu_bwd's before a bias_grad
- * its output matrix, both written). The bf16 plan's groups, not the f32 one's: the
- * compiler forms epilogues for bf16 only. */
+/* A value the cuda backend never writes: made by a step of a fused group (a GEMM with its
+ * bias epilogue, a chain of elementwise steps) and read by the next step of the group. The
+ * bf16 plan's groups, not the f32 one's: the compiler forms epilogues for bf16 only.
+ * (The bias_add before a fused gelu is written: it is the epilogue's auxiliary output.) */
 static bool fused_away(const MglPlan *p, int v)
 {
 	for (int s = 0; s + 1 < p->nsteps; s++)
-		if (p->steps[s].nout && p->steps[s].out[0] == v) {
-			const MglStep *x = &p->steps[s], *next = x + 1;
-			if (x->fuse < 0 || next->fuse != x->fuse)
-				return false;
-			if (mgl_ops[p->steps[x->fuse].op].kind == MGL_KIND_GEMM)
-				return x->fuse == s && next->in[0] == v;
-			return next->in[0] == v || (next->nin > 1 && next->in[1] == v);
-		}
+		if (p->steps[s].nout && p->steps[s].out[0] == v)
+			return p->steps[s].fuse >= 0 && p->steps[s + 1].fuse == p->steps[s].fuse &&
+			       (p->steps[s + 1].in[0] == v || (p->steps[s + 1].nin > 1 && p->steps[s + 1].in[1] == v));
 	return false;
 }
 
