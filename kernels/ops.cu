@@ -88,82 +88,12 @@ __device__ void row_moments(const void *x, int dt, i64 row, i64 D, float eps, fl
 	*rstd = rsqrtf(warp_sum(q) / (float)D + eps);
 }
 
-}  // extern "C"
-
-// The layer norm's row held in registers, for bf16 rows of D a multiple of 8 up to 32 x 8
-// x LN_CHUNKS: lane l holds columns 8 (32 c + l) .. + 7 of chunk c, one 16-byte load each,
-// so the row is read from memory once (the general kernels below read it two or three
-// times, two bytes at a time).
-#define LN_CHUNKS 12   // d to 3,072 (GPT-2 8.3b)
-__device__ __forceinline__ bool ln_wide(const void *a, int adt, const void *b, int bdt, const void *c, int cdt, i64 D)
-{
-	return adt == DT_BF16 && bdt == DT_BF16 && cdt == DT_BF16 && D % 8 == 0 && D <= 256 * LN_CHUNKS &&
-	       ((unsigned long long)a | (unsigned long long)b | (unsigned long long)c) % 16 == 0;
-}
-__device__ __forceinline__ bool ln_in(int c, i64 D) { return (c * 32 + threadIdx.x % 32) * 8 < D; }
-// v[c] = this lane's chunks of row `row` of x [., D]
-__device__ __forceinline__ void ln_load(uint4 *v, const void *x, i64 row, i64 D)
-{
-	const uint4 *p = (const uint4 *)((const bf16 *)x + row * D) + threadIdx.x % 32;
-#pragma unroll
-	for (int c = 0; c < LN_CHUNKS; c++)
-		if (ln_in(c, D))
-			v[c] = p[c * 32];
-}
-__device__ __forceinline__ float ln_at(const uint4 &u, int e)
-{
-	unsigned w = e < 2 ? u.x : e < 4 ? u.y : e < 6 ? u.z : u.w;
-	return bf2f((bf16)(w >> (e % 2 * 16)));
-}
-// the row's mean and 1/std, as row_moments: the mean first, then the squares about it
-__device__ __forceinline__ void ln_moments(const uint4 *v, i64 D, float eps, float *mean, float *rstd)
-{
-	float s = 0, q = 0;
-#pragma unroll
-	for (int c = 0; c < LN_CHUNKS; c++)
-		if (ln_in(c, D))
-			for (int e = 0; e < 8; e++)
-				s += ln_at(v[c], e);
-	float m = warp_sum(s) / (float)D;
-#pragma unroll
-	for (int c = 0; c < LN_CHUNKS; c++)
-		if (ln_in(c, D))
-			for (int e = 0; e < 8; e++)
-				q += (ln_at(v[c], e) - m) * (ln_at(v[c], e) - m);
-	*mean = m;
-	*rstd = rsqrtf(warp_sum(q) / (float)D + eps);
-}
-// y's chunk c of row `row` from the 8 values o
-__device__ __forceinline__ void ln_store(void *y, i64 row, i64 D, int c, const float *o)
-{
-	uint4 *p = (uint4 *)((bf16 *)y + row * D) + threadIdx.x % 32 + c * 32;
-	*p = make_uint4((unsigned)f2bf(o[0]) | (unsigned)f2bf(o[1]) << 16, (unsigned)f2bf(o[2]) | (unsigned)f2bf(o[3]) << 16,
-			(unsigned)f2bf(o[4]) | (unsigned)f2bf(o[5]) << 16, (unsigned)f2bf(o[6]) | (unsigned)f2bf(o[7]) << 16);
-}
-
-extern "C" {
-
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
 {
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
 	float mean, rstd;
-	if (ln_wide(x, xdt, y, ydt, y, ydt, D)) {
-		uint4 v[LN_CHUNKS];
-		ln_load(v, x, row, D);
-		ln_moments(v, D, eps, &mean, &rstd);
-#pragma unroll
-		for (int c = 0; c < LN_CHUNKS; c++)
-			if (ln_in(c, D)) {
-				int j = (c * 32 + threadIdx.x % 32) * 8;
-				float o[8];
-				for (int e = 0; e < 8; e++)
-					o[e] = (ln_at(v[c], e) - mean) * rstd * w[j + e] + b[j + e];
-				ln_store(y, row, D, c, o);
-			}
-		return;
-	}
 	row_moments(x, xdt, row, D, eps, &mean, &rstd);
 	for (i64 k = threadIdx.x % 32; k < D; k += 32)
 		st(y, ydt, row * D + k, (ld(x, xdt, row * D + k) - mean) * rstd * w[k] + b[k]);
@@ -178,37 +108,6 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 	if (row >= M)
 		return;
 	float mean, rstd;
-	if (ln_wide(x, xdt, dy, gdt, dx, dxdt, D)) {
-		uint4 v[LN_CHUNKS], gv[LN_CHUNKS];
-		ln_load(v, x, row, D);
-		ln_load(gv, dy, row, D);
-		ln_moments(v, D, eps, &mean, &rstd);
-		float sg = 0, sgx = 0;
-#pragma unroll
-		for (int c = 0; c < LN_CHUNKS; c++)
-			if (ln_in(c, D)) {
-				int j = (c * 32 + threadIdx.x % 32) * 8;
-				for (int e = 0; e < 8; e++) {
-					float gw = ln_at(gv[c], e) * w[j + e];
-					sg += gw;
-					sgx += gw * (ln_at(v[c], e) - mean) * rstd;
-				}
-			}
-		sg = warp_sum(sg) / (float)D;
-		sgx = warp_sum(sgx) / (float)D;
-#pragma unroll
-		for (int c = 0; c < LN_CHUNKS; c++)
-			if (ln_in(c, D)) {
-				int j = (c * 32 + threadIdx.x % 32) * 8;
-				float o[8];
-				for (int e = 0; e < 8; e++)
-					o[e] = rstd * (ln_at(gv[c], e) * w[j + e] - sg - (ln_at(v[c], e) - mean) * rstd * sgx);
-				ln_store(dx, row, D, c, o);
-			}
-		if (threadIdx.x % 32 == 0)
-			stats[2 * row] = mean, stats[2 * row + 1] = rstd;
-		return;
-	}
 	row_moments(x, xdt, row, D, eps, &mean, &rstd);
 	float sg = 0, sgx = 0;
 	for (i64 k = threadIdx.x % 32; k < D; k += 32) {
