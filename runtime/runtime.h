@@ -486,6 +486,9 @@ int rt_procs_start(char *err, size_t errlen);
 const RtProcs *rt_procs(void);
 /* Closes the channel (MPI_Finalize), at exit. */
 void rt_procs_end(void);
+/* After an error, instead: under MPI ends every process of the job (MPI_Abort), which would
+ * otherwise wait for this one; on the TCP star this process's exit tells the others. */
+void rt_procs_abort(void);
 
 /* ---------------------------------------------------------------- training (train.c) */
 

@@ -21,6 +21,15 @@ RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=file:$tmp/rdv expect 1 'mgl: error: rank 1: r
 RANK=2 WORLD_SIZE=2 expect 1 "torchrun's variables make no sense: RANK=2, WORLD_SIZE=2" -- $job --dp 2
 RANK=1 WORLD_SIZE=2 expect 1 'no way to meet: give MGL_RENDEZVOUS=file:PATH' -- $job --dp 2
 RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=tcp:127.0.0.1:1 expect 1 'a TCP rendezvous needs MGL_JOB_SECRET' -- $job --dp 2
+# one rank fails before it meets the others (its own bad option), the other waits for it:
+# both end with an error naming the problem within the timeout, never a hang
+MGL_RENDEZVOUS=file:$tmp/rdv3 RANK=1 WORLD_SIZE=2 timeout 30 "$mgl" $job --dp 2 --steps 0 >"$tmp/early1" 2>&1 &
+MGL_RENDEZVOUS=file:$tmp/rdv3 RANK=0 WORLD_SIZE=2 timeout 30 "$mgl" $job --dp 2 >"$tmp/early0" 2>&1
+echo $? >"$tmp/early0_rc"
+wait
+check "a rank that fails before the rendezvous: the other ends within the timeout, naming it" \
+	sh -c '[ "$(cat "$1/early0_rc")" = 1 ] && grep -q "rank 0: rank 1 of 2 did not arrive within 1 s" "$1/early0" &&
+		grep -q "steps" "$1/early1"' - "$tmp"
 unset MGL_RENDEZVOUS_TIMEOUT
 
 # torchrun's launch meets over the rendezvous; the cpu backend's collectives need MPI
@@ -90,6 +99,14 @@ echo $? >"$tmp/dump_rc"
 check "mpirun -n 2 with --dump-first: every rank ends well, rank 0 writes the weights, gradients and batch" \
 	sh -c '[ "$(cat "$1/dump_rc")" = 0 ] && [ -s "$1/dump/checkpoint.safetensors" ] && [ -s "$1/dump/grads.safetensors" ] &&
 		[ -s "$1/dump/batch.safetensors" ]' - "$tmp"
+
+# rank 0 fails after the start (its data missing) while rank 1 trains on and waits for it in
+# a collective: the job ends with rank 0's error, never a hang
+$mpi -n 2 sh -c '[ "$OMPI_COMM_WORLD_RANK" = 0 ] && set -- "$@" --data /nonexistent; exec "$0" "$@"' \
+	timeout 60 "$mgl" $job --dp 2 >"$tmp/out" 2>&1
+echo $? >"$tmp/fail_rc"
+check "mpirun -n 2, rank 0 fails at its data: the job ends with its error, not at timeout's 60 s" \
+	sh -c '[ "$(cat "$1/fail_rc")" != 0 ] && [ "$(cat "$1/fail_rc")" != 124 ] && grep -q "rank 0: .*/nonexistent" "$1/out"' - "$tmp"
 
 # ZeRO-1 gathers its pieces in one process's memory: refused across processes
 $mpi -n 2 "$mgl" $job --dp 2 --zero 1 >"$tmp/out" 2>&1
