@@ -101,6 +101,8 @@ static struct {
 	int (*allgather)(const void *, int, MpiHandle, void *, int, MpiHandle, MpiHandle);
 	int (*bcast)(void *, int, MpiHandle, int, MpiHandle);
 	int (*abort)(MpiHandle, int);
+	int (*send)(const void *, int, MpiHandle, int, int, MpiHandle);
+	int (*recv)(void *, int, MpiHandle, int, int, MpiHandle, void *);
 	MpiHandle world, byte;
 } mpi;
 
@@ -146,7 +148,8 @@ static int mpi_load(char *err, size_t n)
 #define SYM(field, name) (*(void **)&mpi.field = dlsym(h, name))
 	if (!SYM(init, "MPI_Init") || !SYM(finalize, "MPI_Finalize") || !SYM(comm_rank, "MPI_Comm_rank") ||
 	    !SYM(comm_size, "MPI_Comm_size") || !SYM(comm_split, "MPI_Comm_split") || !SYM(allgather, "MPI_Allgather") ||
-	    !SYM(bcast, "MPI_Bcast") || !SYM(abort, "MPI_Abort") || !(mpi.world = dlsym(h, "ompi_mpi_comm_world")) ||
+	    !SYM(bcast, "MPI_Bcast") || !SYM(abort, "MPI_Abort") ||
+	    !SYM(send, "MPI_Send") || !SYM(recv, "MPI_Recv") || !(mpi.world = dlsym(h, "ompi_mpi_comm_world")) ||
 	    !(mpi.byte = dlsym(h, "ompi_mpi_byte"))) {
 		rt_errf(err, n, "libmpi.so.40 is not Open MPI's (no %s)", mpi.init ? "ompi_mpi_comm_world" : "MPI_Init");
 		return -1;
@@ -660,6 +663,28 @@ void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root)
 	for (int r = 1; r < procs.size; r++)
 		if (r != root && send_all(x->fd[r], buf, bytes))
 			star_lost(r);
+}
+
+void rt_net_send(RtNet *x, void *buf, size_t bytes, int from, int to)
+{
+	int me = procs.rank;
+	if (from == to || (me != from && me != to && (me || x->mpi_world)))
+		return;
+	if (x->mpi_world) {
+		for (size_t at = 0; at < bytes; at += PIECE) {
+			int k = (int)(bytes - at < PIECE ? bytes - at : PIECE);
+			if (me == from)
+				mpi.send((char *)buf + at, k, mpi.byte, to, 0, x->mpi_world);
+			else
+				mpi.recv((char *)buf + at, k, mpi.byte, from, 0, x->mpi_world, NULL);   /* NULL: MPI_STATUS_IGNORE */
+		}
+		return;
+	}
+	/* the star: through rank 0 (buf its staging) unless it is one end */
+	if (me != from && recv_all(x->fd[me ? 0 : from], buf, bytes, 0))
+		star_lost(me ? 0 : from);
+	if (me != to && send_all(x->fd[me ? 0 : to], buf, bytes))
+		star_lost(me ? 0 : to);
 }
 
 void rt_procs_end(void)

@@ -61,6 +61,10 @@ check "mpirun -n 4: rank 0 alone speaks" test "$(grep -c '^trained 4 steps' "$tm
 # process (threads, tp 1) as the threads' one-file checkpoint is
 check "mpirun -n 4: a shard a process, an index, nothing staged left" \
 	sh -c 'cd "$1/ck4" && [ "$(ls)" = "$(printf "model-0000%s-of-00004.safetensors\n" 1 2 3 4; echo model.safetensors.index.json)" ] && [ ! -e .saving ]' - "$tmp"
+# each process gathers only the tensors of its shard: the files are the threads' four shards
+"$mgl" $job --tp 2 --dp 2 --save "$tmp/ck4s" --save-shards 4 >"$tmp/out" 2>&1
+check "mpirun -n 4's shards and index are those of 4 threads' --save-shards 4, byte for byte" \
+	sh -c 'for f in model-00001-of-00004.safetensors model-00002-of-00004.safetensors model-00003-of-00004.safetensors model-00004-of-00004.safetensors model.safetensors.index.json; do cmp "$1/ck4/$f" "$1/ck4s/$f" || exit 1; done' - "$tmp"
 "$mgl" $job --tp 2 --dp 2 --save "$tmp/ck4t" >"$tmp/out" 2>&1
 "$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --dp 2 --resume "$tmp/ck4" \
 	--log "$tmp/r4.jsonl" >"$tmp/out" 2>&1

@@ -20,7 +20,8 @@
 static char dir[64];
 
 /* What rank r of `size` does: meet the others through rdv, then allgather every rank's
- * (rank + 1) * 10 and broadcast rank 1's 4,242; writes "ok" or the error to DIR/rR. */
+ * (rank + 1) * 10, broadcast rank 1's 4,242 and send two numbers from one rank to another;
+ * writes "ok" or the error to DIR/rR. */
 static void set_env(int r, int size, const char *rdv, const char *secret)
 {
 	char v[16];
@@ -44,7 +45,13 @@ static void rank_main(int r, int size, const char *rdv, const char *secret)
 		int mine = (r + 1) * 10, all[8] = {0}, b = r == 1 ? 4242 : 0;
 		rt_net_allgather(net, &mine, sizeof mine, all);
 		rt_net_bcast(net, &b, sizeof b, 1);
+		/* the last rank's 777 to rank 1 (through rank 0 with 3 or more), and rank 1's 555 to 0 */
+		int to1 = r == size - 1 ? 777 : 0, to0 = r == 1 ? 555 : 0;
+		rt_net_send(net, &to1, sizeof to1, size - 1, 1);
+		rt_net_send(net, &to0, sizeof to0, 1, 0);
 		snprintf(err, sizeof err, "ok");
+		if ((r == 1 && to1 != 777) || (r == 0 && to0 != 555))
+			snprintf(err, sizeof err, "wrong: sent %d and %d", to1, to0);
 		for (int k = 0; k < size; k++)
 			if (all[k] != (k + 1) * 10 || b != 4242)
 				snprintf(err, sizeof err, "wrong: all[%d] = %d, bcast %d", k, all[k], b);
