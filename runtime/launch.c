@@ -31,8 +31,8 @@
  *
  * A process that fails ends (without MPI_Finalize, which would wait for the others), and
  * the others must not wait for it forever, wherever they wait (NCCL's kernels never time
- * out). Under MPI it calls MPI_Abort, which ends the whole job under any launcher (srun's
- * does not end the others when one exits). On the TCP star its connections close when it
+ * out). Under MPI it calls MPI_Abort, which ends the whole job (mpirun does that itself
+ * when a process exits with an error; srun may not). On the TCP star its connections close when it
  * ends: a thread of each process watches them (rank 0 every peer, a peer rank 0) and ends
  * its process at once, so that one failure ends every process within moments, each naming
  * the rank it lost. An orderly end (rt_procs_end) first meets the others once more, after
@@ -668,7 +668,8 @@ void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root)
 void rt_net_send(RtNet *x, void *buf, size_t bytes, int from, int to)
 {
 	int me = procs.rank;
-	if (from == to || (me != from && me != to && (me || x->mpi_world)))
+	bool relay = !x->mpi_world && me == 0;   /* the star's rank 0 passes on what its peers send each other */
+	if (from == to || (me != from && me != to && !relay))
 		return;
 	if (x->mpi_world) {
 		for (size_t at = 0; at < bytes; at += PIECE) {
@@ -692,15 +693,22 @@ void rt_procs_end(void)
 	if (net.mpi_world)
 		mpi.finalize();
 	if (net.watching) {
-		/* every process here (a barrier) before any closes. Rank 0 closes only once every
-		 * peer came, so a peer may take its closing as news no more from now (it waits on
-		 * rank 0 in the barrier: a failure still shows there); rank 0 watches until all came */
-		char b = 0, *all = malloc((size_t)procs.size);
-		if (procs.rank)
+		/* every process here (a barrier) before any closes: a peer closes once rank 0 has
+		 * answered, rank 0 once it answered every peer, so a closing is no news to rank 0
+		 * once all came and to a peer from now (a failure still shows where it waits) */
+		char b = 0;
+		if (procs.rank) {
 			atomic_store(&ending, true);
-		rt_net_allgather(&net, &b, 1, all);
-		atomic_store(&ending, true);
-		free(all);
+			if (send_all(net.fd[0], &b, 1) || recv_all(net.fd[0], &b, 1, 0))
+				star_lost(0);
+		} else {
+			for (int r = 1; r < procs.size; r++)
+				if (recv_all(net.fd[r], &b, 1, 0))
+					star_lost(r);
+			atomic_store(&ending, true);
+			for (int r = 1; r < procs.size; r++)
+				send_all(net.fd[r], &b, 1);   /* one gone now came, and ends anyway */
+		}
 		if (write(net.stop[1], &b, 1) == 1)
 			pthread_join(net.watch, NULL);
 		close(net.stop[0]);
