@@ -3,7 +3,8 @@
 # backend: under mpirun, 2 and 4 processes give the losses of the same job run as threads
 # of one process, figure for figure, and the same checkpoint byte for byte; torchrun's
 # variables (through MPI); and what each process says when the launch is wrong: a rank that
-# never comes (named by every other rank within MGL_RENDEZVOUS_TIMEOUT), a count of
+# never comes (named by every other rank within MGL_RENDEZVOUS_TIMEOUT) or fails before or
+# after the start (the others end, never hang: each such run bounded by timeout), a count of
 # processes that is not the job's, the cpu backend between processes without MPI.
 # Without mpirun (no Open MPI: scripts/deps.sh mpi) the MPI runs print SKIP.
 # usage: tests/cli_launch.sh MGL
@@ -29,7 +30,7 @@ echo $? >"$tmp/early0_rc"
 wait
 check "a rank that fails before the rendezvous: the other ends within the timeout, naming it" \
 	sh -c '[ "$(cat "$1/early0_rc")" = 1 ] && grep -q "rank 0: rank 1 of 2 did not arrive within 1 s" "$1/early0" &&
-		grep -q "steps" "$1/early1"' - "$tmp"
+		grep -q "error: --steps takes a whole number" "$1/early1"' - "$tmp"
 unset MGL_RENDEZVOUS_TIMEOUT
 
 # torchrun's launch meets over the rendezvous; the cpu backend's collectives need MPI
