@@ -221,7 +221,9 @@ int cmd_train(Args *a)
 		status = c.status ? c.status : 1;
 	}
 	if (status == 0 || status == 130)
-		rt_procs_end();   /* not after an error: MPI_Finalize would wait for processes that wait for this one */
+		rt_procs_end();
+	else
+		rt_procs_abort();   /* not MPI_Finalize: it would wait for processes that wait for this one */
 done:
 	free(source);
 	for (int k = 0; k < 3; k++)

@@ -850,6 +850,49 @@ static void check_optimizer(Reader *r, const MglPlan *p, const MglStep *s)
 				bad(r, "grad_norm reads gradients");
 }
 
+/* ZeRO-1's optimizer, whole (compiler/adamw.c): each parameter's gradient reduce-scattered
+ * over dp before adamw reads it, the norm adamw reads summed over dp, and the updated
+ * parameter all-gathered over dp after. Without the first a rank's piece sums its own batch
+ * alone; without the last every rank keeps the others' pieces of its weights stale: either
+ * trains on, silently wrong. Called after the steps (the reader's line is 'end'). */
+static void check_zero(Reader *r, const MglPlan *p)
+{
+	enum { SCATTERED = 1, UPDATED = 2, GATHERED = 4 };
+	uint8_t *has = mgl_alloc(r->a, (size_t)p->nparams + 1), *dp_sum = mgl_alloc(r->a, (size_t)p->nvalues + 1);
+	for (int i = 0; i < p->nsteps; i++) {
+		const MglStep *s = &p->steps[i];
+		bool dp = s->attr.group == MGL_GROUP_DP;
+		for (int k = 0; k < s->nin; k++) {
+			int q = p->values[s->in[k]].param;
+			if (q < 0)   /* not a parameter's: ZeRO's collectives are checked on theirs (check_optimizer) */
+				continue;
+			if (s->op == MGL_OP_REDUCE_SCATTER && dp)
+				has[q] |= SCATTERED;
+			if (s->op == MGL_OP_ALL_GATHER && dp && !(has[q] & UPDATED))
+				bad(r, "step %d gathers parameter '%s' over dp before adamw updates it (zero 1)", i, p->params[q].name);
+			if (s->op == MGL_OP_ALL_GATHER && dp)
+				has[q] |= GATHERED;
+		}
+		if (s->op == MGL_OP_ALL_REDUCE && dp)
+			dp_sum[s->out[0]] = 1;
+		if (s->op == MGL_OP_ADAMW) {
+			const char *name = p->params[p->values[s->in[0]].param].name;
+			if (!(has[p->values[s->in[0]].param] & SCATTERED))
+				bad(r, "step %d: adamw updates parameter '%s' whose gradient was not reduce-scattered over dp "
+				    "before (zero 1)", i, name);
+			if (!dp_sum[s->in[4]])
+				bad(r, "step %d: adamw clips parameter '%s' with a gradient norm not summed over dp (zero 1: "
+				    "each rank's is of its pieces)", i, name);
+			has[p->values[s->in[0]].param] |= UPDATED;
+		}
+	}
+	for (int q = 0; q < p->nparams; q++)
+		if (has[q] != (SCATTERED | UPDATED | GATHERED))
+			bad(r, "parameter '%s' is %s (zero 1: its optimizer must reduce-scatter its gradient over dp, update "
+			    "its piece with adamw, and all-gather it over dp)", p->params[q].name,
+			    !(has[q] & UPDATED) ? "never updated by adamw" : "never all-gathered over dp after adamw");
+}
+
 MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *name, char *err, size_t errlen)
 {
 	Reader r = {.p = text, .end = text + len, .name = name, .line = 1, .err = err, .errlen = errlen, .a = a};
@@ -1008,6 +1051,8 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 	eol(&r);
 	if (r.p != r.end)
 		bad(&r, "text after 'end'");
+	if (p->zero)
+		check_zero(&r, p);
 	char why[300];
 	if (mgl_plan_check_memory(p, why, sizeof why))
 		bad(&r, "the memory plan is wrong: %s", why);

@@ -173,6 +173,9 @@ static inline int64_t rt_valid_cols(const RtRank *r, const MglValue *z, int64_t 
 RtNet *rt_net(void);
 void rt_net_allgather(RtNet *x, const void *mine, size_t bytes, void *all);
 void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root);
+/* bytes of buf from process `from` to process `to`, the others untouched (rank 0 may stage
+ * them in its buf). Every process calls it alike. */
+void rt_net_send(RtNet *x, void *buf, size_t bytes, int from, int to);
 /* Whether it has groups (MPI; the TCP star has not), and one: the processes of the same
  * color, numbered by key (MPI_Comm_split; every process calls it), and its allgather. */
 bool rt_net_groups(const RtNet *x);
@@ -192,8 +195,10 @@ void rt_job_share(RtJob *j, double *v, int n);
 int rt_value(const MglPlan *p, const char *name);
 /* Full (unsharded, unpadded) parameter tensor i, gathered from the tp ranks of dp rank 0,
  * into out (shape: plan->params[i].shape); which: RT_PARAM_VALUE, _M, _V or _GRAD. Between
- * processes, every process calls it and every one gets the tensor. */
+ * processes, every process calls it and every one gets the tensor; with rt_param_gather
+ * only process `to` does (the others' out may be NULL), or every one with to -1. */
 void rt_param_get(RtJob *j, int i, int which, float *out);
+void rt_param_gather(RtJob *j, int i, int which, float *out, int to);
 /* Scatters a full parameter tensor to every rank's shard (padding rows zero), of the ranks
  * this process runs. */
 void rt_param_set(RtJob *j, int i, int which, const float *full);

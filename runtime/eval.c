@@ -300,10 +300,15 @@ int rt_lambada_split(const char *text, size_t len, size_t *ctx_start, size_t *ct
 
 /* ---------------------------------------------------------------- the forward pass, per position */
 
+/* The model as evaluation runs it, with every buffer a run needs (lm_open allocates them
+ * all, lm_close frees them): lm_score's input x, y and output loss, hit, [rows, T] each. */
 typedef struct {
 	RtJob *j;
 	int tokens, targets, stats, max, lse;   /* value ids */
 	int64_t B, T, rows, vocab;              /* rows = dp x B sequences a run */
+	int32_t *x, *y;                         /* the tokens and targets of a run */
+	double *loss;                           /* each position's loss in nats */
+	bool *hit;                              /* whether its target is the greedy prediction */
 	float *st, *mx, *ls;                    /* one dp rank's [B, T, 2], [B, T], [B, T] */
 } Lm;
 
@@ -344,7 +349,12 @@ static int lm_open(RtJob *j, Lm *lm, char *err, size_t errlen)
 	lm->st = malloc((size_t)(lm->B * lm->T) * 2 * sizeof *lm->st);
 	lm->mx = malloc((size_t)(lm->B * lm->T) * sizeof *lm->mx);
 	lm->ls = malloc((size_t)(lm->B * lm->T) * sizeof *lm->ls);
-	if (!lm->st || !lm->mx || !lm->ls) {
+	size_t all = (size_t)(lm->rows * lm->T);
+	lm->x = malloc(all * sizeof *lm->x);
+	lm->y = malloc(all * sizeof *lm->y);
+	lm->loss = malloc(all * sizeof *lm->loss);
+	lm->hit = malloc(all * sizeof *lm->hit);
+	if (!lm->st || !lm->mx || !lm->ls || !lm->x || !lm->y || !lm->loss || !lm->hit) {
 		rt_errf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -353,16 +363,20 @@ static int lm_open(RtJob *j, Lm *lm, char *err, size_t errlen)
 
 static void lm_close(Lm *lm)
 {
+	free(lm->x);
+	free(lm->y);
+	free(lm->loss);
+	free(lm->hit);
 	free(lm->st);
 	free(lm->mx);
 	free(lm->ls);
 }
 
-/* The forward pass on rows x T tokens x and targets y (every id below the vocabulary):
- * each position's loss in nats into loss[rows x T], and into hit whether its target is
- * the greedy prediction. */
-static int lm_score(Lm *lm, const int32_t *x, const int32_t *y, double *loss, bool *hit, char *err, size_t errlen)
+/* The forward pass on lm->x and lm->y (every id below the vocabulary): each position's
+ * loss and hit into lm->loss and lm->hit. */
+static int lm_score(Lm *lm, char *err, size_t errlen)
 {
+	const int32_t *x = lm->x, *y = lm->y;
 	RtJob *j = lm->j;
 	int64_t n = lm->B * lm->T;
 	for (int d = 0; d < j->dp; d++)
@@ -381,8 +395,8 @@ static int lm_score(Lm *lm, const int32_t *x, const int32_t *y, double *loss, bo
 		j->be->read(r, lm->lse, lm->ls);
 		for (int64_t i = 0; i < n; i++) {
 			float target = lm->st[2 * i + 1];
-			loss[d * n + i] = (double)lm->ls[i] - (double)target;
-			hit[d * n + i] = target >= lm->mx[i];
+			lm->loss[d * n + i] = (double)lm->ls[i] - (double)target;
+			lm->hit[d * n + i] = target >= lm->mx[i];
 		}
 	}
 	return 0;
@@ -424,31 +438,25 @@ int rt_eval_ppl(RtJob *j, const int32_t *ids, int64_t n, int64_t stride, RtEvalP
 	 * `stride` positions (all T of the first): each target exactly once, the first T
 	 * with what context there is, every later one with at least T - stride tokens */
 	int64_t nw = 1 + (n - 1 > T ? (n - 1 - T + stride - 1) / stride : 0);
-	int32_t *x = malloc((size_t)(R * T) * sizeof *x), *y = malloc((size_t)(R * T) * sizeof *y);
-	double *loss = malloc((size_t)(R * T) * sizeof *loss);
-	bool *hit = malloc((size_t)(R * T) * sizeof *hit);
-	int rc = !x || !y || !loss || !hit ? (rt_errf(err, errlen, "out of memory"), -1) : 0;
+	int32_t *x = lm.x, *y = lm.y;
+	int rc = 0;
 	for (int64_t w0 = 0; w0 < nw && !rc; w0 += R) {
 		for (int64_t r = 0; r < R; r++)
 			for (int64_t k = 0, at = (w0 + r) * stride; k < T; k++, at++) {
 				x[r * T + k] = w0 + r < nw && at < n ? ids[at] : 0;   /* past the end: padding, not counted */
 				y[r * T + k] = w0 + r < nw && at + 1 < n ? ids[at + 1] : 0;
 			}
-		if ((rc = lm_score(&lm, x, y, loss, hit, err, errlen)))
+		if ((rc = lm_score(&lm, err, errlen)))
 			break;
 		for (int64_t r = 0; r < R && w0 + r < nw; r++) {
 			int64_t start = (w0 + r) * stride;
 			for (int64_t k = w0 + r ? T - stride : 0; k < T && start + k + 1 < n; k++)
-				out->loss += loss[r * T + k], out->predicted++;
+				out->loss += lm.loss[r * T + k], out->predicted++;
 		}
 		out->windows = w0 + R < nw ? w0 + R : nw;
 		if (progress)
 			progress(ctx, out->windows, nw);
 	}
-	free(x);
-	free(y);
-	free(loss);
-	free(hit);
 	lm_close(&lm);
 	return rc;
 fail:
@@ -462,30 +470,21 @@ int rt_eval_cloze(RtJob *j, const RtCloze *ex, int64_t n, RtEvalProgress *progre
 		  char *err, size_t errlen)
 {
 	Lm lm;
-	if (lm_open(j, &lm, err, errlen)) {
-		lm_close(&lm);
-		return -1;
-	}
+	int rc = lm_open(j, &lm, err, errlen);
 	int64_t T = lm.T, R = lm.rows;
-	for (int64_t e = 0; e < n; e++) {
+	for (int64_t e = 0; e < n && !rc; e++) {
 		char what[64];
 		snprintf(what, sizeof what, "example %lld's", (long long)e + 1);
 		if (ex[e].word < 1 || ex[e].word > T || ex[e].n <= ex[e].word) {
 			rt_errf(err, errlen, "example %lld: a word of %lld tokens after %lld of context cannot be predicted in "
 				"sequences of %lld", (long long)e + 1, (long long)ex[e].word, (long long)(ex[e].n - ex[e].word),
 				(long long)T);
-			lm_close(&lm);
-			return -1;
-		}
-		if (beyond_vocab(&lm, ex[e].ids, ex[e].n, what, err, errlen)) {
-			lm_close(&lm);
-			return -1;
+			rc = -1;
+		} else {
+			rc = beyond_vocab(&lm, ex[e].ids, ex[e].n, what, err, errlen);
 		}
 	}
-	int32_t *x = calloc((size_t)(R * T), sizeof *x), *y = calloc((size_t)(R * T), sizeof *y);
-	double *loss = malloc((size_t)(R * T) * sizeof *loss);
-	bool *hit = malloc((size_t)(R * T) * sizeof *hit);
-	int rc = !x || !y || !loss || !hit ? (rt_errf(err, errlen, "out of memory"), -1) : 0;
+	int32_t *x = lm.x, *y = lm.y;
 	for (int64_t e0 = 0; e0 < n && !rc; e0 += R) {
 		/* each example's last T + 1 tokens (so a long context loses its start), padded */
 		memset(x, 0, (size_t)(R * T) * sizeof *x);
@@ -498,23 +497,19 @@ int rt_eval_cloze(RtJob *j, const RtCloze *ex, int64_t n, RtEvalProgress *progre
 				y[r * T + k] = c->ids[from + k + 1];
 			}
 		}
-		if ((rc = lm_score(&lm, x, y, loss, hit, err, errlen)))
+		if ((rc = lm_score(&lm, err, errlen)))
 			break;
 		for (int64_t r = 0; r < R && e0 + r < n; r++) {
 			const RtCloze *c = &ex[e0 + r];
 			int64_t L = c->n < T + 1 ? c->n : T + 1;
 			bool ok = true;
 			for (int64_t k = L - 1 - c->word; k < L - 1; k++)
-				ok &= hit[r * T + k];
+				ok &= lm.hit[r * T + k];
 			right[e0 + r] = ok;
 		}
 		if (progress)
 			progress(ctx, e0 + R < n ? e0 + R : n, n);
 	}
-	free(x);
-	free(y);
-	free(loss);
-	free(hit);
 	lm_close(&lm);
 	return rc;
 }

@@ -8,7 +8,7 @@
  *
  * Parameters cross between the host and the ranks whole: rt_param_set cuts a full tensor
  * into each rank's shard (the split dimension divided by tp, vocabulary padding zero),
- * rt_param_get puts the shards of dp rank 0 back together.
+ * rt_param_get puts the shards of dp rank 0 back together (rt_param_gather: in one process).
  *
  * Launched as processes (launch.c), each process holds the whole job's numbering but opens
  * and runs one rank, [first, last); its groups reach the other processes through the
@@ -244,21 +244,29 @@ static void zero_gather(RtJob *j, const MglPlanParam *q, int which, int t, float
 
 static bool zero_pieces(const RtJob *j, int which) { return j->plan->zero && which != RT_PARAM_VALUE; }
 
-void rt_param_get(RtJob *j, int i, int which, float *out)
+void rt_param_get(RtJob *j, int i, int which, float *out) { rt_param_gather(j, i, which, out, -1); }
+
+void rt_param_gather(RtJob *j, int i, int which, float *out, int to)
 {
+	bool here = !j->net || to < 0 || to == j->first;   /* whether this process gets it */
 	const MglPlanParam *q = &j->plan->params[i];
 	int64_t local = mgl_numel(&j->plan->values[q->value]);   /* the tp shard: the moments may be a piece of it */
-	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = malloc((size_t)local * sizeof *shard);
+	float *full = here ? calloc((size_t)padded_numel(q), sizeof *full) : NULL;
+	float *shard = malloc((size_t)local * sizeof *shard);   /* a sender's, and rank 0's to pass on */
 	for (int t = 0; t < (q->split_dim >= 0 ? j->tp : 1); t++) {
 		if (zero_pieces(j, which))   /* every dp rank's piece: all in this process (rt_job_open) */
 			zero_gather(j, q, which, t, shard);
 		else if (t >= j->first && t < j->last)
 			j->be->read(&j->ranks[t], pick(q, which), shard);
-		if (j->net)   /* from the process of rank t to every process */
+		if (j->net && to < 0)   /* from the process of rank t to every process, or to one */
 			rt_net_bcast(j->net, shard, (size_t)local * sizeof *shard, t);
-		shard_copy(q, j->tp, t, full, shard, false);
+		else if (j->net)
+			rt_net_send(j->net, shard, (size_t)local * sizeof *shard, t, to);
+		if (here)
+			shard_copy(q, j->tp, t, full, shard, false);
 	}
-	memcpy(out, full, (size_t)mgl_param_numel(q) * sizeof *out);   /* padding rows are the last ones */
+	if (here)
+		memcpy(out, full, (size_t)mgl_param_numel(q) * sizeof *out);   /* padding rows are the last ones */
 	free(full);
 	free(shard);
 }

@@ -28,7 +28,17 @@
  * Collectives through the channel are in lockstep: every process calls the same ones in
  * the same order, from one thread (one rank a process). Only MPI has groups (the cpu
  * backend's tp and dp collectives): the TCP star carries host traffic only.
+ *
+ * A process that fails ends (without MPI_Finalize, which would wait for the others), and
+ * the others must not wait for it forever, wherever they wait (NCCL's kernels never time
+ * out). Under MPI it calls MPI_Abort, which ends the whole job (mpirun does that itself
+ * when a process exits with an error; srun may not). On the TCP star its connections close when it
+ * ends: a thread of each process watches them (rank 0 every peer, a peer rank 0) and ends
+ * its process at once, so that one failure ends every process within moments, each naming
+ * the rank it lost. An orderly end (rt_procs_end) first meets the others once more, after
+ * which a closed connection is no news.
  */
+#define _GNU_SOURCE   /* poll's POLLRDHUP: the peer closed its end */
 #include "backend.h"
 
 #include <arpa/inet.h>
@@ -40,6 +50,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +80,10 @@ struct RtNet {
 	/* the TCP star: rank 0 holds a socket per peer (fd[r]), a peer one to rank 0 (fd[0]) */
 	int *fd;
 	char path[4096];   /* the rendezvous file rank 0 wrote, removed at close */
+	/* the watch thread (above), and the pipe that stops it */
+	pthread_t watch;
+	int stop[2];
+	bool watching;
 };
 
 static RtProcs procs = {.rank = 0, .size = 1, .local_rank = 0, .launcher = "", .channel = ""};
@@ -83,6 +100,9 @@ static struct {
 	int (*comm_split)(MpiHandle, int, int, MpiHandle *);
 	int (*allgather)(const void *, int, MpiHandle, void *, int, MpiHandle, MpiHandle);
 	int (*bcast)(void *, int, MpiHandle, int, MpiHandle);
+	int (*abort)(MpiHandle, int);
+	int (*send)(const void *, int, MpiHandle, int, int, MpiHandle);
+	int (*recv)(void *, int, MpiHandle, int, int, MpiHandle, void *);
 	MpiHandle world, byte;
 } mpi;
 
@@ -128,7 +148,8 @@ static int mpi_load(char *err, size_t n)
 #define SYM(field, name) (*(void **)&mpi.field = dlsym(h, name))
 	if (!SYM(init, "MPI_Init") || !SYM(finalize, "MPI_Finalize") || !SYM(comm_rank, "MPI_Comm_rank") ||
 	    !SYM(comm_size, "MPI_Comm_size") || !SYM(comm_split, "MPI_Comm_split") || !SYM(allgather, "MPI_Allgather") ||
-	    !SYM(bcast, "MPI_Bcast") || !(mpi.world = dlsym(h, "ompi_mpi_comm_world")) ||
+	    !SYM(bcast, "MPI_Bcast") || !SYM(abort, "MPI_Abort") ||
+	    !SYM(send, "MPI_Send") || !SYM(recv, "MPI_Recv") || !(mpi.world = dlsym(h, "ompi_mpi_comm_world")) ||
 	    !(mpi.byte = dlsym(h, "ompi_mpi_byte"))) {
 		rt_errf(err, n, "libmpi.so.40 is not Open MPI's (no %s)", mpi.init ? "ompi_mpi_comm_world" : "MPI_Init");
 		return -1;
@@ -441,6 +462,56 @@ static int write_rendezvous(const char *path, int lfd, const char *secret, char 
 	return 0;
 }
 
+/* The star's failures end the job: a process that has lost a peer cannot go on. Said once
+ * (the watch thread and the main thread may both see it), and _exit: the main thread may be
+ * inside the backend, whose exit handlers could wait for it. */
+static void star_lost(int r)
+{
+	static atomic_flag said = ATOMIC_FLAG_INIT;
+	if (!atomic_flag_test_and_set(&said))
+		fprintf(stderr, "mgl: error: rank %d: lost rank %d (its connection closed: it ended%s)\n", procs.rank, r,
+			r == 0 ? ", or ended the job on losing another rank" : "");
+	fflush(stderr);
+	_exit(1);
+}
+
+/* The watch thread (atop): polls the star's connections for a closed end, never reading
+ * them (the main thread does), until the stop pipe is written. */
+static atomic_bool ending;   /* rt_procs_end's: a closing is no news */
+
+static void *watch(void *arg)
+{
+	(void)arg;
+	int n = procs.rank ? 1 : procs.size - 1;
+	struct pollfd *pf = calloc((size_t)n + 1, sizeof *pf);
+	for (int i = 0; i < n; i++)
+		pf[i] = (struct pollfd){net.fd[procs.rank ? 0 : i + 1], POLLRDHUP, 0};
+	pf[n] = (struct pollfd){net.stop[0], POLLIN, 0};
+	while (poll(pf, (nfds_t)n + 1, -1) >= 0 || errno == EINTR) {
+		if (pf[n].revents)
+			break;
+		for (int i = 0; i < n; i++)
+			if (pf[i].revents) {
+				if (!atomic_load(&ending))
+					star_lost(procs.rank ? 0 : i + 1);
+				pf[i].fd = -1;   /* an orderly end's closing: nothing more to see there */
+			}
+	}
+	free(pf);
+	return NULL;
+}
+
+static void watch_start(void)
+{
+	if (pipe(net.stop))
+		return;   /* unwatched: the collectives still see a closed connection */
+	sigset_t all, old;
+	sigfillset(&all);   /* signals (Ctrl-C) are for the main thread */
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	net.watching = !pthread_create(&net.watch, NULL, watch, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 static int star_open(char *err, size_t n)
 {
 	const char *rdv = getenv("MGL_RENDEZVOUS");
@@ -482,9 +553,12 @@ static int star_open(char *err, size_t n)
 	net.fd = malloc((size_t)procs.size * sizeof *net.fd);
 	for (int r = 0; r < procs.size; r++)
 		net.fd[r] = -1;
-	if (procs.rank > 0)
-		return star_join(file, host, port, secret, where, limit, err, n);
 	int lfd, rc = -1;
+	if (procs.rank > 0) {
+		if (!(rc = star_join(file, host, port, secret, where, limit, err, n)))
+			watch_start();
+		return rc;
+	}
 	if (file ? random_secret(secret, err, n) || listen_on("0", &lfd, err, n) : listen_on(port, &lfd, err, n))
 		return -1;
 	if (!file || !write_rendezvous(file, lfd, secret, err, n))
@@ -492,6 +566,8 @@ static int star_open(char *err, size_t n)
 	close(lfd);
 	if (*net.path)
 		unlink(net.path);   /* every rank came (or none will now): nobody reads it again */
+	if (!rc)
+		watch_start();
 	return rc;
 }
 
@@ -551,13 +627,6 @@ void rt_net_group_allgather(void *group, int size, const void *mine, size_t byte
 	mpi_allgather(group, size, mine, bytes, all);
 }
 
-/* The star's failures end the job: a process that has lost a peer cannot go on. */
-static void star_lost(int r)
-{
-	fprintf(stderr, "mgl: error: rank %d: lost rank %d (its connection closed)\n", procs.rank, r);
-	exit(1);
-}
-
 void rt_net_allgather(RtNet *x, const void *mine, size_t bytes, void *all)
 {
 	if (x->mpi_world) {
@@ -596,13 +665,66 @@ void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root)
 			star_lost(r);
 }
 
+void rt_net_send(RtNet *x, void *buf, size_t bytes, int from, int to)
+{
+	int me = procs.rank;
+	bool relay = !x->mpi_world && me == 0;   /* the star's rank 0 passes on what its peers send each other */
+	if (from == to || (me != from && me != to && !relay))
+		return;
+	if (x->mpi_world) {
+		for (size_t at = 0; at < bytes; at += PIECE) {
+			int k = (int)(bytes - at < PIECE ? bytes - at : PIECE);
+			if (me == from)
+				mpi.send((char *)buf + at, k, mpi.byte, to, 0, x->mpi_world);
+			else
+				mpi.recv((char *)buf + at, k, mpi.byte, from, 0, x->mpi_world, NULL);   /* NULL: MPI_STATUS_IGNORE */
+		}
+		return;
+	}
+	/* the star: through rank 0 (buf its staging) unless it is one end */
+	if (me != from && recv_all(x->fd[me ? 0 : from], buf, bytes, 0))
+		star_lost(me ? 0 : from);
+	if (me != to && send_all(x->fd[me ? 0 : to], buf, bytes))
+		star_lost(me ? 0 : to);
+}
+
 void rt_procs_end(void)
 {
 	if (net.mpi_world)
 		mpi.finalize();
+	if (net.watching) {
+		/* every process here (a barrier) before any closes: a peer closes once rank 0 has
+		 * answered, rank 0 once it answered every peer, so a closing is no news to rank 0
+		 * once all came and to a peer from now (a failure still shows where it waits) */
+		char b = 0;
+		if (procs.rank) {
+			atomic_store(&ending, true);
+			if (send_all(net.fd[0], &b, 1) || recv_all(net.fd[0], &b, 1, 0))
+				star_lost(0);
+		} else {
+			for (int r = 1; r < procs.size; r++)
+				if (recv_all(net.fd[r], &b, 1, 0))
+					star_lost(r);
+			atomic_store(&ending, true);
+			for (int r = 1; r < procs.size; r++)
+				send_all(net.fd[r], &b, 1);   /* one gone now came, and ends anyway */
+		}
+		if (write(net.stop[1], &b, 1) == 1)
+			pthread_join(net.watch, NULL);
+		close(net.stop[0]);
+		close(net.stop[1]);
+	}
 	for (int r = 0; net.fd && r < procs.size; r++)
 		if (net.fd[r] >= 0)
 			close(net.fd[r]);
 	free(net.fd);
 	net = (RtNet){0};
+}
+
+/* mpirun ends the job itself when a process exits with an error, leaving every process the
+ * moment to say its own; srun (and others) may not */
+void rt_procs_abort(void)
+{
+	if (net.mpi_world && strcmp(procs.launcher, "mpirun"))
+		mpi.abort(net.mpi_world, 1);
 }

@@ -484,8 +484,12 @@ typedef struct {
  * it). Once a process; later calls return at once. 0, or -1 with err. */
 int rt_procs_start(char *err, size_t errlen);
 const RtProcs *rt_procs(void);
-/* Closes the channel (MPI_Finalize), at exit. */
+/* Closes the channel at exit (MPI_Finalize; on the TCP star, once every process is here). */
 void rt_procs_end(void);
+/* After an error, instead: under MPI, but for mpirun, which does it itself, ends every
+ * process of the job (MPI_Abort), which would otherwise wait for this one; on the TCP star
+ * this process's exit tells the others. */
+void rt_procs_abort(void);
 
 /* ---------------------------------------------------------------- training (train.c) */
 

@@ -552,12 +552,10 @@ static int agree(Train *t, int rc)
 /* A checkpoint in dir as shards (checkpoint.c, "checkpoint directories"): rank 0 finishes
  * any save a crash interrupted, then (all waiting) the processes write shard s by process
  * s mod their number, then (all waiting) rank 0 writes the index and publishes. */
-static int write_shards(Train *t, const char *dir, const RtTensor *ts, int n, int nshards, const RtCkptMeta *m,
-			char *e, size_t elen)
+static int write_shards(Train *t, const char *dir, const RtTensor *ts, int n, const int *of, int nshards,
+			const RtCkptMeta *m, char *e, size_t elen)
 {
 	int procs = t->job->net ? t->job->nranks : 1, me = t->job->first;
-	int *of = malloc((size_t)n * sizeof *of);
-	rt_ckpt_deal(ts, n, nshards, of);
 	int rc = me == 0 ? rt_ckpt_shards_begin(dir, e, elen) : 0;
 	if (agree(t, rc) && !rc)
 		rc = -1, snprintf(e, elen, "%s: rank 0 could not prepare the checkpoint", dir);
@@ -567,14 +565,14 @@ static int write_shards(Train *t, const char *dir, const RtTensor *ts, int n, in
 		rc = -1, snprintf(e, elen, "%s: another process could not write its shard of the checkpoint", dir);
 	else if (!rc && me == 0)
 		rc = rt_ckpt_shards_commit(dir, ts, n, of, nshards, e, elen);
-	free(of);
 	return rc;
 }
 
 /* Writes path: for each of `which` (RT_PARAM_*), every parameter under prefix + its name.
- * Between processes every one gathers the tensors and rank 0's writes: the others' path
- * is NULL. With dir (a save), as shards there when they are asked for or the checkpoint
- * is large or the job runs across processes (rt_ckpt_nshards). */
+ * With dir (a save), as shards there when they are asked for or the checkpoint is large or
+ * the job runs across processes (rt_ckpt_nshards). Between processes each gathers only the
+ * tensors of the shards it writes (of process s mod their number), or with one file
+ * rank 0 all of them; the others' path is NULL. */
 static int write_tensors(Train *t, const char *path, const char *dir, const int *which, const char *const *prefix,
 			 int nw)
 {
@@ -592,20 +590,26 @@ static int write_tensors(Train *t, const char *path, const char *dir, const int 
 			x->name = names[w * p->nparams + i];
 			x->rank = q->rank;
 			memcpy(x->shape, q->shape, sizeof x->shape);
-			x->data = malloc((size_t)mgl_param_numel(q) * sizeof *x->data);
-			rt_param_get(t->job, i, which[w], x->data);
 		}
 	const RtTrainOpts *o = t->o;
+	int procs = t->job->net ? t->job->nranks : 1;
+	int nshards = dir ? rt_ckpt_nshards(ts, n, procs, o->save_shards) : 1, rc;
+	int *of = malloc((size_t)n * sizeof *of);
+	rt_ckpt_deal(ts, n, nshards, of);   /* shapes are enough */
+	for (int k = 0; k < n; k++) {
+		int to = t->job->net ? of[k] % procs : -1;   /* the process that writes it (one file: rank 0) */
+		if (to < 0 || to == t->job->first)
+			ts[k].data = malloc((size_t)mgl_param_numel(&p->params[k % p->nparams]) * sizeof *ts[k].data);
+		rt_param_gather(t->job, k % p->nparams, which[k / p->nparams], ts[k].data, to);
+	}
 	RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = o->model_name, .source = o->model_source ? o->model_source : "",
 			.preset = o->preset ? o->preset : "", .set = o->set ? o->set : "", .tokenizer = t->tokenizer,
 			.tokenizer_sha256 = t->tok_sha, .has_state = true, .step = t->step, .adam_t = t->adam_t,
 			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
 			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
 	char e[512];
-	int procs = t->job->net ? t->job->nranks : 1;
-	int nshards = dir ? rt_ckpt_nshards(ts, n, procs, o->save_shards) : 1, rc;
 	if (nshards > 1)
-		rc = write_shards(t, dir, ts, n, nshards, &m, e, sizeof e);
+		rc = write_shards(t, dir, ts, n, of, nshards, &m, e, sizeof e);
 	else if (!(rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0) && path && dir)
 		rc = rt_ckpt_single_commit(dir, e, sizeof e);   /* NULL: another process writes */
 	for (int i = 0; i < n; i++) {
@@ -614,6 +618,7 @@ static int write_tensors(Train *t, const char *path, const char *dir, const int 
 	}
 	free(ts);
 	free(names);
+	free(of);
 	return rc ? fail(t, "%s", e) : 0;
 }
 

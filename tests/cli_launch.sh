@@ -3,7 +3,8 @@
 # backend: under mpirun, 2 and 4 processes give the losses of the same job run as threads
 # of one process, figure for figure, and the same checkpoint byte for byte; torchrun's
 # variables (through MPI); and what each process says when the launch is wrong: a rank that
-# never comes (named by every other rank within MGL_RENDEZVOUS_TIMEOUT), a count of
+# never comes (named by every other rank within MGL_RENDEZVOUS_TIMEOUT) or fails before or
+# after the start (the others end, never hang: each such run bounded by timeout), a count of
 # processes that is not the job's, the cpu backend between processes without MPI.
 # Without mpirun (no Open MPI: scripts/deps.sh mpi) the MPI runs print SKIP.
 # usage: tests/cli_launch.sh MGL
@@ -21,6 +22,15 @@ RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=file:$tmp/rdv expect 1 'mgl: error: rank 1: r
 RANK=2 WORLD_SIZE=2 expect 1 "torchrun's variables make no sense: RANK=2, WORLD_SIZE=2" -- $job --dp 2
 RANK=1 WORLD_SIZE=2 expect 1 'no way to meet: give MGL_RENDEZVOUS=file:PATH' -- $job --dp 2
 RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=tcp:127.0.0.1:1 expect 1 'a TCP rendezvous needs MGL_JOB_SECRET' -- $job --dp 2
+# one rank fails before it meets the others (its own bad option), the other waits for it:
+# both end with an error naming the problem within the timeout, never a hang
+MGL_RENDEZVOUS=file:$tmp/rdv3 RANK=1 WORLD_SIZE=2 timeout 30 "$mgl" $job --dp 2 --steps 0 >"$tmp/early1" 2>&1 &
+MGL_RENDEZVOUS=file:$tmp/rdv3 RANK=0 WORLD_SIZE=2 timeout 30 "$mgl" $job --dp 2 >"$tmp/early0" 2>&1
+echo $? >"$tmp/early0_rc"
+wait
+check "a rank that fails before the rendezvous: the other ends within the timeout, naming it" \
+	sh -c '[ "$(cat "$1/early0_rc")" = 1 ] && grep -q "rank 0: rank 1 of 2 did not arrive within 1 s" "$1/early0" &&
+		grep -q "error: --steps takes a whole number" "$1/early1"' - "$tmp"
 unset MGL_RENDEZVOUS_TIMEOUT
 
 # torchrun's launch meets over the rendezvous; the cpu backend's collectives need MPI
@@ -52,6 +62,10 @@ check "mpirun -n 4: rank 0 alone speaks" test "$(grep -c '^trained 4 steps' "$tm
 # process (threads, tp 1) as the threads' one-file checkpoint is
 check "mpirun -n 4: a shard a process, an index, nothing staged left" \
 	sh -c 'cd "$1/ck4" && [ "$(ls)" = "$(printf "model-0000%s-of-00004.safetensors\n" 1 2 3 4; echo model.safetensors.index.json)" ] && [ ! -e .saving ]' - "$tmp"
+# each process gathers only the tensors of its shard: the files are the threads' four shards
+"$mgl" $job --tp 2 --dp 2 --save "$tmp/ck4s" --save-shards 4 >"$tmp/out" 2>&1
+check "mpirun -n 4's shards and index are those of 4 threads' --save-shards 4, byte for byte" \
+	sh -c 'for f in model-00001-of-00004.safetensors model-00002-of-00004.safetensors model-00003-of-00004.safetensors model-00004-of-00004.safetensors model.safetensors.index.json; do cmp "$1/ck4/$f" "$1/ck4s/$f" || exit 1; done' - "$tmp"
 "$mgl" $job --tp 2 --dp 2 --save "$tmp/ck4t" >"$tmp/out" 2>&1
 "$mgl" train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 6 --batch 2 --dp 2 --resume "$tmp/ck4" \
 	--log "$tmp/r4.jsonl" >"$tmp/out" 2>&1
@@ -90,6 +104,14 @@ echo $? >"$tmp/dump_rc"
 check "mpirun -n 2 with --dump-first: every rank ends well, rank 0 writes the weights, gradients and batch" \
 	sh -c '[ "$(cat "$1/dump_rc")" = 0 ] && [ -s "$1/dump/checkpoint.safetensors" ] && [ -s "$1/dump/grads.safetensors" ] &&
 		[ -s "$1/dump/batch.safetensors" ]' - "$tmp"
+
+# rank 0 fails after the start (its data missing) while rank 1 trains on and waits for it in
+# a collective: the job ends with rank 0's error, never a hang
+$mpi -n 2 sh -c '[ "$OMPI_COMM_WORLD_RANK" = 0 ] && set -- "$@" --data /nonexistent; exec "$0" "$@"' \
+	timeout 60 "$mgl" $job --dp 2 >"$tmp/out" 2>&1
+echo $? >"$tmp/fail_rc"
+check "mpirun -n 2, rank 0 fails at its data: the job ends with its error, not at timeout's 60 s" \
+	sh -c '[ "$(cat "$1/fail_rc")" != 0 ] && [ "$(cat "$1/fail_rc")" != 124 ] && grep -q "rank 0: .*/nonexistent" "$1/out"' - "$tmp"
 
 # ZeRO-1 gathers its pieces in one process's memory: refused across processes
 $mpi -n 2 "$mgl" $job --dp 2 --zero 1 >"$tmp/out" 2>&1

@@ -1,6 +1,7 @@
 /* tests/test_launch.c — Check suites for launch.c's processes without MPI: torchrun's
  * variables, the rendezvous (file:PATH and tcp:HOST:PORT with the job's secret), the
- * channel's collectives between real processes, and a rank that never comes.
+ * channel's collectives between real processes, a rank that never comes, and one that dies
+ * after the rendezvous while the others wait elsewhere.
  *
  * Each test forks a process per rank (launch.c keeps its state in statics, fresh in each
  * child), gives it torchrun's variables with setenv, and has it write what it found (the
@@ -13,15 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static char dir[64];
 
 /* What rank r of `size` does: meet the others through rdv, then allgather every rank's
- * (rank + 1) * 10 and broadcast rank 1's 4,242; writes "ok" or the error to DIR/rR. */
-static void rank_main(int r, int size, const char *rdv, const char *secret)
+ * (rank + 1) * 10, broadcast rank 1's 4,242 and send two numbers from one rank to another;
+ * writes "ok" or the error to DIR/rR. */
+static void set_env(int r, int size, const char *rdv, const char *secret)
 {
-	char v[16], path[128], err[512] = "";
+	char v[16];
 	snprintf(v, sizeof v, "%d", r);
 	setenv("RANK", v, 1);
 	setenv("LOCAL_RANK", v, 1);
@@ -31,12 +34,24 @@ static void rank_main(int r, int size, const char *rdv, const char *secret)
 	setenv("MGL_RENDEZVOUS_TIMEOUT", "2", 1);
 	if (secret)
 		setenv("MGL_JOB_SECRET", secret, 1);
+}
+
+static void rank_main(int r, int size, const char *rdv, const char *secret)
+{
+	char path[128], err[512] = "";
+	set_env(r, size, rdv, secret);
 	if (!rt_procs_start(err, sizeof err)) {
 		RtNet *net = rt_net();
 		int mine = (r + 1) * 10, all[8] = {0}, b = r == 1 ? 4242 : 0;
 		rt_net_allgather(net, &mine, sizeof mine, all);
 		rt_net_bcast(net, &b, sizeof b, 1);
+		/* the last rank's 777 to rank 1 (through rank 0 with 3 or more), and rank 1's 555 to 0 */
+		int to1 = r == size - 1 ? 777 : 0, to0 = r == 1 ? 555 : 0;
+		rt_net_send(net, &to1, sizeof to1, size - 1, 1);
+		rt_net_send(net, &to0, sizeof to0, 1, 0);
 		snprintf(err, sizeof err, "ok");
+		if ((r == 1 && to1 != 777) || (r == 0 && to0 != 555))
+			snprintf(err, sizeof err, "wrong: sent %d and %d", to1, to0);
 		for (int k = 0; k < size; k++)
 			if (all[k] != (k + 1) * 10 || b != 4242)
 				snprintf(err, sizeof err, "wrong: all[%d] = %d, bcast %d", k, all[k], b);
@@ -140,6 +155,85 @@ START_TEST(a_rank_that_never_comes)
 }
 END_TEST
 
+/* Rank r of `size` meets the others through rdv, its stderr in DIR/eR; then rank `dies`
+ * ends at once (as on an error) and the others wait as in a backend's collective that
+ * never times out (NCCL's), to outlive it; dies -1: every rank ends in order, rank r r / 5
+ * s after rank 0. Exits 2 if the rendezvous failed, 3 (rank `dies`), 4 if it outlived
+ * the wait, and what the channel's watch gives. */
+static void die_main(int r, int size, const char *rdv, int dies)
+{
+	char path[128], err[512];
+	set_env(r, size, rdv, NULL);
+	snprintf(path, sizeof path, "%s/e%d", dir, r);
+	if (!freopen(path, "w", stderr))
+		_exit(5);
+	if (rt_procs_start(err, sizeof err))
+		_exit(2);
+	if (r == dies)
+		_exit(3);
+	if (dies < 0) {
+		nanosleep(&(struct timespec){0, r * 200 * 1000 * 1000}, NULL);
+		rt_procs_end();
+		_exit(0);
+	}
+	sleep(20);
+	_exit(4);
+}
+
+/* Runs die_main's ranks; their exit statuses in st, their stderr in out, the seconds taken. */
+static double run_dying(int size, int dies, int *st, char out[][512])
+{
+	char rdv[128];
+	snprintf(rdv, sizeof rdv, "file:%s/rdv", dir);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pid_t pid[8];
+	for (int r = 0; r < size; r++)
+		if (!(pid[r] = fork()))
+			die_main(r, size, rdv, dies);
+	for (int r = 0; r < size; r++) {
+		int w;
+		waitpid(pid[r], &w, 0);
+		st[r] = WIFEXITED(w) ? WEXITSTATUS(w) : 128 + WTERMSIG(w);
+		char path[128];
+		snprintf(path, sizeof path, "%s/e%d", dir, r);
+		FILE *f = fopen(path, "r");
+		size_t n = f ? fread(out[r], 1, 511, f) : 0;
+		out[r][n] = 0;
+		if (f)
+			fclose(f);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+
+START_TEST(a_rank_that_dies_ends_the_others)
+{
+	int st[4];
+	char out[4][512];
+	/* a peer dies: rank 0 sees its connection close, names it and ends, which ends the rest */
+	double s = run_dying(4, 2, st, out);
+	ck_assert_msg(s < 10, "the others waited %.1f s for the dead rank", s);
+	ck_assert_int_eq(st[2], 3);
+	ck_assert_msg(st[0] == 1 && strstr(out[0], "mgl: error: rank 0: lost rank 2 (its connection closed"),
+		      "rank 0: exit %d, %s", st[0], out[0]);
+	for (int r = 1; r < 4; r++)
+		if (r != 2)
+			ck_assert_msg(st[r] == 1 && strstr(out[r], "lost rank 0 (its connection closed"), "rank %d: exit %d, %s", r,
+				      st[r], out[r]);
+	/* rank 0 dies: every peer says so */
+	s = run_dying(3, 0, st, out);
+	ck_assert_msg(s < 10, "the others waited %.1f s for the dead rank 0", s);
+	for (int r = 1; r < 3; r++)
+		ck_assert_msg(st[r] == 1 && strstr(out[r], "lost rank 0 (its connection closed"), "rank %d: exit %d, %s", r,
+			      st[r], out[r]);
+	/* an orderly end, rank 0 first: a closing after it is no news */
+	run_dying(4, -1, st, out);
+	for (int r = 0; r < 4; r++)
+		ck_assert_msg(st[r] == 0 && !*out[r], "rank %d: exit %d, %s", r, st[r], out[r]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("launch");
@@ -149,6 +243,7 @@ int main(void)
 	tcase_add_test(c, file_rendezvous);
 	tcase_add_test(c, tcp_rendezvous_with_the_secret);
 	tcase_add_test(c, a_rank_that_never_comes);
+	tcase_add_test(c, a_rank_that_dies_ends_the_others);
 	suite_add_tcase(s, c);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -722,8 +722,9 @@ START_TEST(plan_refuses_damage)
 END_TEST
 
 /* ZeRO-1 and recomputation round-trip; the reader refuses moments that are not the dp
- * piece, ZeRO's collectives in a plan without zero 1, zero 1 with one dp rank, and an
- * unknown recomputation. */
+ * piece, ZeRO's collectives in a plan without zero 1, zero 1 with one dp rank, a ZeRO
+ * optimizer without its final all-gather or its norm summed over dp, and an unknown
+ * recomputation. */
 START_TEST(zero_and_recompute_plans)
 {
 	MglTarget t = {.tp = 2, .dp = 3, .zero = 1, .recompute = MGL_RECOMPUTE_FULL, .batch = 2, .seq = 64,
@@ -779,6 +780,38 @@ START_TEST(zero_and_recompute_plans)
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, n - 7, "z.plan", err, sizeof err));
 	ck_assert_msg(strstr(err, "the AdamW moments of parameter 'wte' hold 2,731 elements, not 8,192 (zero 0, dp 3)"), "%s",
 		      err);
+	/* the last step, the all-gather of the updated parameters, dropped (and the count of
+	 * steps made one less): each rank would keep the others' pieces stale */
+	char *ag = strstr(text, " opt all_gather "), *eend = strstr(text, "\nend\n");
+	ck_assert_ptr_nonnull(ag);
+	while (ag[-1] != '\n')
+		ag--;
+	ck_assert_ptr_eq(strchr(ag, '\n'), eend);   /* the last step */
+	char was[32], now[32];
+	snprintf(was, sizeof was, "\nsteps %d\n", q->nsteps);
+	snprintf(now, sizeof now, "\nsteps %d\n", q->nsteps - 1);
+	char *st = strstr(text, was);
+	ck_assert_ptr_nonnull(st);
+	ck_assert_uint_eq(strlen(was), strlen(now));
+	size_t head = (size_t)(ag - text), tail = n - (size_t)(eend + 1 - text);
+	memcpy(bad, text, head);
+	memcpy(bad + (st - text), now, strlen(now));
+	memcpy(bad + head, eend + 1, tail);
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, head + tail, "z.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "parameter 'wte' is never all-gathered over dp after adamw (zero 1: its optimizer must "
+				  "reduce-scatter its gradient over dp, update its piece with adamw, and all-gather it over dp)"),
+		      "%s", err);
+	/* the norm summed over tp only (its dp all-reduce made a tp one): each rank would clip by its pieces' */
+	char *dpsum = strstr(text, " opt all_reduce ");
+	ck_assert_ptr_nonnull(dpsum);
+	dpsum = strstr(dpsum + 1, " opt all_reduce ");   /* tp's, then dp's */
+	ck_assert_ptr_nonnull(dpsum);
+	char *g = strstr(dpsum, "group=1");
+	ck_assert_ptr_nonnull(g);
+	memcpy(bad, text, n);
+	bad[g - text + 6] = '0';
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "adamw clips parameter 'wte' with a gradient norm not summed over dp"), "%s", err);
 	free(bad);
 	free(text);
 	mgl_arena_free(&a);
