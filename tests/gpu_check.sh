@@ -327,7 +327,8 @@ if want 11; then
 fi
 # 12. processes (docs/multinode.md): mgl train as one process a GPU, launched by torchrun's
 # variables set by hand (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT and
-# MGL_JOB_SECRET: rank 0 listens on MASTER_PORT + 1) and by `torchrun --no_python`. GPT-2
+# MGL_JOB_SECRET: rank 0 listens on MASTER_PORT + 1) and by `torchrun --no_python ... --`
+# (the `--`: torchrun would take mgl's --log for an abbreviation of its own options). GPT-2
 # 124M at 2 layers, seq 256, dropout off, 20 steps on GPT-2 tokens, compared by
 # tests/gpu/compare_runs.py as section 1 (first loss within 3e-4, every gradient within
 # 8e-2, every loss within 1%):
@@ -406,7 +407,7 @@ elif [ "$ngpu" -ge 2 ] && python3 -c "import numpy" 2>/dev/null; then
 	if command -v torchrun >/dev/null 2>&1; then
 		mp_port=$((mp_port + 2))
 		MGL_JOB_SECRET=$mp_secret mp_spawn mp_tp2_torchrun 0 torchrun --no_python --nnodes 1 --nproc_per_node 2 \
-			--master_addr 127.0.0.1 --master_port $mp_port "$mgl" train "${mp[@]}" --tp 2 --batch 4 \
+			--master_addr 127.0.0.1 --master_port $mp_port -- "$mgl" train "${mp[@]}" --tp 2 --batch 4 \
 			--log "$out/rw_mp_tp2_torchrun.jsonl" --dump-first "$out/rw_mp_tp2_torchrun"
 		mp_wait mp_tp2_torchrun
 		compare "tp 2: torchrun --no_python, 2 processes, against 2 threads" mp_tp2_threads mp_tp2_torchrun --same
