@@ -212,8 +212,13 @@ static int cuda_open(RtRank *r)
 	CK(cuda_malloc(d, &d->ws, d->ws_size));
 	if (cuda_ops_prepare(r))
 		return -1;
+	/* The collectives' stream at the highest priority, as Megatron-LM puts NCCL: the block
+	 * scheduler then starts an all-reduce's blocks as soon as SMs free up, not after every
+	 * block of the GEMM running beside it, which would leave nothing overlapped. */
+	int least, greatest;
+	CK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
 	CK(cudaStreamCreateWithFlags(&d->compute, cudaStreamNonBlocking));
-	CK(cudaStreamCreateWithFlags(&d->comm, cudaStreamNonBlocking));
+	CK(cudaStreamCreateWithPriority(&d->comm, cudaStreamNonBlocking, greatest));
 	CK(cudaEventCreateWithFlags(&d->to_comm, cudaEventDisableTiming));
 	CK(cudaEventCreateWithFlags(&d->to_compute, cudaEventDisableTiming));
 	CKB(cublasLtCreate(&d->lt));
