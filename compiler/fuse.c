@@ -9,6 +9,10 @@
  *     of that) is one cuBLASLt call with a BIAS (GELU_AUX_BIAS) epilogue; the bias_add's
  *     output is still written when a gelu follows (cuBLASLt's auxiliary output, which
  *     gelu_bwd reads). bf16 activations only: the bias added is the parameter's bf16 copy.
+ *     Where no gelu follows but an add of the result and another value does (the
+ *     residual, when dropout is off), the GEMM adds that too, as its C input (beta = 1);
+ *     likewise a matmul_dx followed by the accumulate of its output into another gradient
+ *     (the q, k and v input gradients summed; the residual's).
  *   - elementwise chains: the longest runs of steps whose ops have a chain expression
  *     (plan/ops.def), each output read only by the next step (bias_add, dropout, residual
  *     add: Megatron's bias-dropout-add). A chain becomes one generated kernel.
@@ -18,7 +22,8 @@
  *
  * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains and no multi-tensor
  * updates, MGL_NO_EPILOGUE=1 no
- * epilogues, MGL_NO_GELU_EPILOGUE=1 bias epilogues only (docs/gpu.md).
+ * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add
+ * (docs/gpu.md).
  */
 #include "mgl.h"
 
@@ -27,7 +32,7 @@
 void mgl_fuse(MglPlan *p)
 {
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
-	     gelu = !getenv("MGL_NO_GELU_EPILOGUE");
+	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE");
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)
@@ -40,7 +45,12 @@ void mgl_fuse(MglPlan *p)
 			x->attr.epi = MGL_EPI_BIAS;
 			if (gelu && mgl_epilogue_ok(p, uses, s, MGL_EPI_BIAS | MGL_EPI_GELU))
 				x->attr.epi |= MGL_EPI_GELU;
-			last = s + 1 + (x->attr.epi & MGL_EPI_GELU ? 1 : 0);
+			else if (add && mgl_epilogue_ok(p, uses, s, MGL_EPI_BIAS | MGL_EPI_ADD))
+				x->attr.epi |= MGL_EPI_ADD;
+			last = s + mgl_epilogue_steps((unsigned)x->attr.epi);
+		} else if (x->op == MGL_OP_MATMUL_DX && epilogues && add && mgl_epilogue_ok(p, uses, s, MGL_EPI_ADD)) {
+			x->attr.epi = MGL_EPI_ADD;
+			last = s + 1;
 		} else if (chains && x->op == MGL_OP_ADAMW) {
 			while (last + 1 < p->nsteps && mgl_adamw_group_ok(p, s, last + 1))
 				last++;

@@ -390,17 +390,44 @@ bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last)
 	return true;
 }
 
+int mgl_epilogue_steps(unsigned epi) { return !!(epi & MGL_EPI_BIAS) + !!(epi & MGL_EPI_GELU) + !!(epi & MGL_EPI_ADD); }
+
+static bool alike(const MglValue *a, const MglValue *b)
+{
+	return a->dtype == b->dtype && a->rank == b->rank && a->layout.kind == b->layout.kind &&
+	       a->layout.dim == b->layout.dim && !memcmp(a->shape, b->shape, (size_t)a->rank * sizeof *a->shape);
+}
+
+/* Step `at` adds v, made in phase ph, to another value for an epilogue (MGL_EPI_ADD): an
+ * add or accumulate of v and a value like it into an activation like it. */
+static bool adds_to(const MglPlan *p, const int *uses, int at, int v, MglPhase ph)
+{
+	if (at >= p->nsteps || uses[v] != 1)
+		return false;
+	const MglStep *a = &p->steps[at];
+	if ((a->op != MGL_OP_ADD && a->op != MGL_OP_ACCUMULATE) || a->nin != 2 || a->phase != ph)
+		return false;
+	int other = a->in[0] == v ? a->in[1] : a->in[1] == v ? a->in[0] : -1;
+	const MglValue *x = &p->values[v];
+	return other >= 0 && other != v && alike(&p->values[other], x) && alike(&p->values[a->out[0]], x) &&
+	       p->values[other].role == MGL_V_ACT && p->values[a->out[0]].role == MGL_V_ACT && x->dtype == MGL_BF16;
+}
+
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 {
 	const MglStep *m = &p->steps[s];
-	if (m->op != MGL_OP_MATMUL || !(epi & MGL_EPI_BIAS) || (epi & ~(unsigned)(MGL_EPI_BIAS | MGL_EPI_GELU)) ||
-	    s + 1 >= p->nsteps)
+	if (m->op == MGL_OP_MATMUL_DX)
+		return epi == MGL_EPI_ADD && adds_to(p, uses, s + 1, m->out[0], m->phase);
+	if (m->op != MGL_OP_MATMUL || !(epi & MGL_EPI_BIAS) || (epi & ~(unsigned)(MGL_EPI_BIAS | MGL_EPI_GELU | MGL_EPI_ADD)) ||
+	    (epi & MGL_EPI_GELU && epi & MGL_EPI_ADD) || s + 1 >= p->nsteps)
 		return false;
 	const MglStep *b = &p->steps[s + 1];
 	const MglValue *y = &p->values[b->out[0]];
 	if (b->op != MGL_OP_BIAS_ADD || b->in[0] != m->out[0] || uses[m->out[0]] != 1 || b->phase != m->phase ||
 	    p->values[b->in[1]].role != MGL_V_PARAM || y->role != MGL_V_ACT || y->dtype != MGL_BF16)
 		return false;
+	if (epi & MGL_EPI_ADD)
+		return adds_to(p, uses, s + 2, b->out[0], m->phase);
 	if (!(epi & MGL_EPI_GELU))
 		return true;
 	if (s + 2 >= p->nsteps)
@@ -436,16 +463,17 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 			uses[p->steps[s].in[k]]++;
 	for (int s = 0; s < p->nsteps && !rc; s++) {
 		const MglStep *st = &p->steps[s];
-		if (st->op == MGL_OP_MATMUL && st->attr.epi && st->fuse != s) {
+		bool gemm = st->op == MGL_OP_MATMUL || st->op == MGL_OP_MATMUL_DX;
+		if (gemm && st->attr.epi && st->fuse != s) {
 			snprintf(err, errlen, "step %d has an epilogue but heads no fused group", s);
 			rc = -1;
 		}
 		if (st->fuse != s)
 			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
 		int last = mgl_group_end(p, s);
-		unsigned epi = st->op == MGL_OP_MATMUL ? (unsigned)st->attr.epi : 0;
+		unsigned epi = gemm ? (unsigned)st->attr.epi : 0;
 		bool adamw = st->op == MGL_OP_ADAMW;
-		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == 1 + !!(epi & MGL_EPI_GELU)
+		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == mgl_epilogue_steps(epi)
 			  : adamw ? last > s && mgl_adamw_group_ok(p, s, last)
 				  : last > s && mgl_chain_ok(p, uses, s, last);
 		if (!ok) {

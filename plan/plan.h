@@ -222,9 +222,11 @@ typedef struct {
 	const void *tok;       /* compiler only: the MglTok it came from, for messages */
 } MglStep;
 
-/* A matmul's epilogue (its attribute epi): the steps after it in its fused group that the
- * GEMM computes, the bias_add of its output, and the gelu of that. */
-enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2 };
+/* A GEMM's epilogue (its attribute epi): the steps after it in its fused group that the
+ * GEMM computes: a matmul's bias_add of its output, and then the gelu of that or the add
+ * of another value (the residual: cuBLASLt's C input, beta = 1); a matmul_dx's accumulate
+ * of its output into another gradient (C again). */
+enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2, MGL_EPI_ADD = 4 };
 enum { MGL_CHAIN_MAX_IN = 12 };   /* values a fused chain reads from outside it */
 
 /* How a parameter starts: N(0, std), zeros or ones. */
@@ -325,11 +327,17 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
  * An epilogue, matmul step s with the bits epi: the bias_add of its output, which no other
  * step reads, adding a parameter, making a bf16 activation (cuBLASLt adds the parameter's
  * bf16 copy); with MGL_EPI_GELU, then the gelu of that, bf16 too, whose rows are a
- * multiple of 8 wide (cuBLASLt's auxiliary output).
+ * multiple of 8 wide (cuBLASLt's auxiliary output); or with MGL_EPI_ADD, then the add of
+ * that and another value. A matmul_dx step's, MGL_EPI_ADD alone: the accumulate of its
+ * output and another value. What is added: an activation (or activation gradient) of
+ * the output's type, shape and layout, read by no step of the group but that one, into an
+ * activation likewise; the GEMM's output and the bias_add's read by no other step.
+ * mgl_epilogue_steps: how many steps after the GEMM an epilogue covers.
  * A multi-tensor update, steps [head, last] run as one launch over all their parameters
  * (Apex's multi_tensor_apply): adamw steps of one phase clipping by one gradient norm. */
 bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
+int mgl_epilogue_steps(unsigned epi);
 bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);

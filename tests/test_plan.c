@@ -20,7 +20,8 @@ typedef struct {
 } Build;
 
 /* Compiles model `path` with `preset` for the target; p is NULL on an error. */
-static void build(Build *b, const char *path, const char *preset, MglTarget t)
+/* the plan of the model at path with preset (and --set text, or NULL) for t */
+static void build_set(Build *b, const char *path, const char *preset, const char *set, MglTarget t)
 {
 	memset(b, 0, sizeof *b);
 	b->c.out = open_memstream(&b->diag, &b->diaglen);
@@ -28,6 +29,8 @@ static void build(Build *b, const char *path, const char *preset, MglTarget t)
 	b->c.fail = &jb;
 	MglOptions opt = {.preset = preset};
 	if (!setjmp(jb)) {
+		if (set)
+			opt.overrides = mgl_source_from_string(&b->c, "--set", set, true);
 		b->g = mgl_compile_file(&b->c, path, &opt);
 		b->c.fail = &jb;
 		if (b->g)
@@ -37,6 +40,8 @@ static void build(Build *b, const char *path, const char *preset, MglTarget t)
 	}
 	fclose(b->c.out);
 }
+
+static void build(Build *b, const char *path, const char *preset, MglTarget t) { build_set(b, path, preset, NULL, t); }
 
 static void build_free(Build *b)
 {
@@ -375,7 +380,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, chains, adamw_groups; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, chains, adamw_groups; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -384,15 +389,18 @@ static Fused fused(const MglPlan *p)
 	ck_assert_msg(mgl_plan_check_fusion(p, err, sizeof err) == 0, "%s", err);
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
+		bool gemm = st->op == MGL_OP_MATMUL || st->op == MGL_OP_MATMUL_DX;
 		f.epilogues += st->op == MGL_OP_MATMUL && st->attr.epi;
 		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
-		f.chains += st->fuse == s && st->op != MGL_OP_MATMUL && st->op != MGL_OP_ADAMW;
+		f.adds += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_ADD);
+		f.dx_adds += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_ADD;
+		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW;
 		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
 	}
 	return f;
 }
 
-static Fused fused_with(const char *env, MglDtype dt)
+static Fused fused_set(const char *env, MglDtype dt, const char *set)
 {
 	if (env)
 		setenv(env, "1", 1);
@@ -400,7 +408,7 @@ static Fused fused_with(const char *env, MglDtype dt)
 	MglTarget t = target(1, false);
 	t.seq = 64;
 	t.act_dtype = dt;
-	build(&b, "models/gpt2.mgl", "tiny", t);
+	build_set(&b, "models/gpt2.mgl", "tiny", set, t);
 	if (env)
 		unsetenv(env);
 	ck_assert_ptr_nonnull(b.p);
@@ -408,6 +416,8 @@ static Fused fused_with(const char *env, MglDtype dt)
 	build_free(&b);
 	return f;
 }
+
+static Fused fused_with(const char *env, MglDtype dt) { return fused_set(env, dt, NULL); }
 
 /* The compiler decides fusion once, for the activations' storage: GEMM epilogues need
  * bf16 (cuBLASLt adds the bias's bf16 copy), chains do not; the debugging switches act at
@@ -417,13 +427,49 @@ START_TEST(fusion_is_decided_for_the_dtype)
 	Fused bf = fused_with(NULL, MGL_BF16), f32 = fused_with(NULL, MGL_F32);
 	/* a layer at tp 1: q, k, v, o, fc (with the gelu) and proj */
 	ck_assert_msg(bf.epilogues == 12 && bf.gelus == 2 && bf.chains > 0, "%d %d %d", bf.epilogues, bf.gelus, bf.chains);
-	ck_assert(f32.epilogues == 0 && f32.chains >= bf.chains);
+	ck_assert_msg(f32.epilogues == 0 && f32.chains >= bf.chains, "%d %d %d", f32.epilogues, f32.chains, bf.chains);
 	Fused no_gelu = fused_with("MGL_NO_GELU_EPILOGUE", MGL_BF16), no_epi = fused_with("MGL_NO_EPILOGUE", MGL_BF16),
 	      no_fuse = fused_with("MGL_NO_FUSE", MGL_BF16);
 	ck_assert(no_gelu.epilogues == bf.epilogues && no_gelu.gelus == 0);
 	ck_assert(no_epi.epilogues == 0 && no_epi.chains > 0);
 	ck_assert(no_fuse.chains == 0 && no_fuse.epilogues == bf.epilogues);
 	ck_assert(bf.adamw_groups == 1 && no_fuse.adamw_groups == 0);
+}
+END_TEST
+
+/* The GEMMs that add another value as cuBLASLt's C: the residual adds after o and proj's
+ * bias when no dropout stands between (2 a layer), and in the backward pass the sums of
+ * the q, k and v input gradients (2 a layer); not in f32, not with MGL_NO_ADD_EPILOGUE;
+ * the reader refuses a group whose add reads a value of another shape. */
+START_TEST(gemms_add_the_residual_and_the_gradients)
+{
+	Fused drop = fused_with(NULL, MGL_BF16), plain = fused_set(NULL, MGL_BF16, "p_drop=0"),
+	      f32 = fused_set(NULL, MGL_F32, "p_drop=0"), off = fused_set("MGL_NO_ADD_EPILOGUE", MGL_BF16, "p_drop=0");
+	ck_assert_msg(drop.adds == 0 && drop.dx_adds == 4, "%d %d", drop.adds, drop.dx_adds);
+	ck_assert_msg(plain.adds == 4 && plain.dx_adds == 4 && plain.epilogues == 12 && plain.gelus == 2, "%d %d %d %d",
+		      plain.adds, plain.dx_adds, plain.epilogues, plain.gelus);
+	ck_assert(f32.adds == 0 && f32.dx_adds == 0);
+	ck_assert(off.adds == 0 && off.dx_adds == 0 && off.epilogues == 12);
+	Build b;
+	MglTarget t = target(1, false);
+	t.seq = 64;
+	build_set(&b, "models/gpt2.mgl", "tiny", "p_drop=0", t);
+	ck_assert_msg(b.p, "%s", b.diag);
+	int s = 0;
+	while (s < b.p->nsteps && !(b.p->steps[s].op == MGL_OP_MATMUL_DX && b.p->steps[s].attr.epi))
+		s++;
+	ck_assert_int_lt(s, b.p->nsteps);
+	MglStep *acc = &b.p->steps[s + 1];
+	ck_assert_int_eq(acc->op, MGL_OP_ACCUMULATE);
+	int k = acc->in[0] == b.p->steps[s].out[0];   /* the other input */
+	int64_t keep = b.p->values[acc->in[k]].shape[0];
+	b.p->values[acc->in[k]].shape[0] = keep + 1;
+	char err[300];
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	ck_assert_msg(strstr(err, "cannot run as one GEMM with its epilogue"), "%s", err);
+	b.p->values[acc->in[k]].shape[0] = keep;
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
+	build_free(&b);
 }
 END_TEST
 
@@ -544,10 +590,11 @@ START_TEST(step_kinds)
 		{.tp = 2, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_F32},
 		{.tp = 2, .dp = 1, .sp = true, .batch = 2, .seq = 64, .act_dtype = MGL_BF16},
 	};
-	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus;
-	 * none in f32; under --sp, not the row-split linears' biases (added after the
-	 * reduce-scatter) */
-	static const int epilogue[] = {12 + 2, 0, 8 + 2};
+	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus,
+	 * and the accumulates of the q, k and v input gradients (2 a layer; dropout keeps the
+	 * forward's residual adds out); none in f32; under --sp, not the row-split linears'
+	 * biases (added after the reduce-scatter) */
+	static const int epilogue[] = {12 + 2 + 4, 0, 8 + 2 + 4};
 	for (size_t t = 0; t < sizeof ts / sizeof ts[0]; t++) {
 		Build b;
 		build(&b, "models/gpt2.mgl", "tiny", ts[t]);
@@ -881,6 +928,7 @@ int main(void)
 	tcase_add_test(mem, memory_plan_is_sound);
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
+	tcase_add_test(mem, gemms_add_the_residual_and_the_gradients);
 	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);

@@ -61,9 +61,11 @@ static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
- * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb. */
+ * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
+ * accumulate: C += the product; add (not NULL): C = the product + add, a matrix like C
+ * (cuBLASLt's C input with beta = 1, D our C); then the bias, or GELU with the bias. */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *bias, void *gelu_aux)
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *add, const void *bias, void *gelu_aux)
 {
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
@@ -102,9 +104,9 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 		d->algo[step] = h.algo;
 		d->has_algo[step] = true;
 	}
-	float alpha = 1, beta = accumulate ? 1.0f : 0.0f;
-	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &d->algo[step], d->ws, d->ws_size,
-			   d->compute));
+	float alpha = 1, beta = accumulate || add ? 1.0f : 0.0f;
+	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
+			   d->ws_size, d->compute));
 	cublasLtMatrixLayoutDestroy(la);
 	cublasLtMatrixLayoutDestroy(lb);
 	cublasLtMatrixLayoutDestroy(lc);
@@ -146,7 +148,7 @@ static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
 		return cuda_fail(r, "copying the GEMM's matrices: %s", cudaGetErrorString(e));
 	for (int i = 0; i < GEMM_WARM + GEMM_RUNS; i++) {
 		CK(cudaEventRecord(ev[0], d->compute));
-		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL,
+		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL, NULL,
 			    NULL))
 			return -1;
 		CK(cudaEventRecord(ev[1], d->compute));
@@ -197,27 +199,38 @@ static const void *operand(const RtRank *r, int v)
 	return val(r, v)->role == MGL_V_PARAM ? P16(r, v) : P(r, v);
 }
 
+/* The value an MGL_EPI_ADD epilogue's add (or accumulate) step a adds to the GEMM's result,
+ * which is its input `mine` */
+static const void *added(RtRank *r, const MglStep *a, int mine) { return P(r, a->in[0] == mine ? a->in[1] : a->in[0]); }
+
 static int op_matmul(CudaCtx *c)
 {
 	const MglValue *x = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(x), N = w->shape[0], K = w->shape[1];
 	/* with the epilogue the plan marks, the GEMM does the steps after it in its fused group:
 	 * it writes the bias_add's output, or (GELU_AUX_BIAS: cuBLASLt's GELU is GPT-2's tanh
-	 * form) the gelu's, keeping the bias_add's as its auxiliary output, which gelu_bwd reads */
-	const MglStep *b = c->s->attr.epi & MGL_EPI_BIAS ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_GELU ? c->s + 2 : NULL;
-	int out = g ? g->out[0] : b ? b->out[0] : OUT(0);
+	 * form) the gelu's, keeping the bias_add's as its auxiliary output, which gelu_bwd
+	 * reads, or the add's, adding its other input */
+	unsigned epi = (unsigned)c->s->attr.epi;
+	const MglStep *b = epi & MGL_EPI_BIAS ? c->s + 1 : NULL, *g = epi & MGL_EPI_GELU ? c->s + 2 : NULL,
+		      *a = epi & MGL_EPI_ADD ? c->s + 2 : NULL;
+	int out = g ? g->out[0] : a ? a->out[0] : b ? b->out[0] : OUT(0);
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
-		       P(c->r, out), dt(c->r, out), false, b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL);
+		       P(c->r, out), dt(c->r, out), false, a ? added(c->r, a, b->out[0]) : NULL,
+		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL);
 }
 
 static int op_matmul_dx(CudaCtx *c)
 {
 	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(dy), N = w->shape[0], K = w->shape[1];
-	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M) */
-	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N,
-		       P(c->r, OUT(0)), dt(c->r, OUT(0)), false, NULL, NULL);
+	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M); with its epilogue, the
+	 * accumulate after it: that step's output, the other gradient added */
+	const MglStep *a = c->s->attr.epi & MGL_EPI_ADD ? c->s + 1 : NULL;
+	int out = a ? a->out[0] : OUT(0);
+	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N, P(c->r, out),
+		       dt(c->r, out), false, a ? added(c->r, a, OUT(0)) : NULL, NULL, NULL);
 }
 
 static int op_matmul_dw(CudaCtx *c)
@@ -226,7 +239,7 @@ static int op_matmul_dw(CudaCtx *c)
 	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
 	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
-		       dt(c->r, OUT(0)), ACC(0), NULL, NULL);
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL, NULL);
 }
 
 static int op_embedding(CudaCtx *c)
