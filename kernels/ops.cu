@@ -88,12 +88,87 @@ __device__ void row_moments(const void *x, int dt, i64 row, i64 D, float eps, fl
 	*rstd = rsqrtf(warp_sum(q) / (float)D + eps);
 }
 
+}  // extern "C"
+
+// The layer norms' rows eight columns a lane at a time (16-byte loads and stores, w and b as
+// float4) where the rows are bf16, D a multiple of 8 and every pointer 16-byte aligned: an
+// eighth of the load instructions of the loops below. The row is read once from memory
+// per pass as there (from L1 after the first), and nothing is held across passes, so the
+// registers stay few and the blocks many (a version holding the row in registers ran at 2
+// blocks an SM and was slower: docs/perf-notes.md).
+__device__ __forceinline__ bool ln8_ok(i64 D, int dt1, int dt2, int dt3, const void *a, const void *b, const void *c,
+				       const void *d, const void *e)
+{
+	return dt1 == DT_BF16 && dt2 == DT_BF16 && dt3 == DT_BF16 && D % 8 == 0 &&
+	       ((unsigned long long)a | (unsigned long long)b | (unsigned long long)c | (unsigned long long)d |
+		(unsigned long long)e) % 16 == 0;
+}
+// v = the 8 bf16 values at x + at
+__device__ __forceinline__ void ln8_load(float *v, const void *x, i64 at)
+{
+	uint4 u = *(const uint4 *)((const bf16 *)x + at);
+	unsigned w[4] = {u.x, u.y, u.z, u.w};
+	for (int e = 0; e < 8; e++)
+		v[e] = bf2f((bf16)(w[e / 2] >> (e % 2 * 16)));
+}
+// f(j, v): v the 8 values of columns j .. j + 7 of row `row` of x [., D], this lane's
+template <typename F>
+__device__ __forceinline__ void ln8_each(const void *x, i64 row, i64 D, F f)
+{
+	for (i64 j = threadIdx.x % 32 * 8; j < D; j += 256) {
+		float v[8];
+		ln8_load(v, x, row * D + j);
+		f(j, v);
+	}
+}
+__device__ __forceinline__ void ln8_store(void *y, i64 at, const float *o)
+{
+	*(uint4 *)((bf16 *)y + at) =
+	    make_uint4((unsigned)f2bf(o[0]) | (unsigned)f2bf(o[1]) << 16, (unsigned)f2bf(o[2]) | (unsigned)f2bf(o[3]) << 16,
+		       (unsigned)f2bf(o[4]) | (unsigned)f2bf(o[5]) << 16, (unsigned)f2bf(o[6]) | (unsigned)f2bf(o[7]) << 16);
+}
+__device__ __forceinline__ void ln8_get(float *o, const float *p)
+{
+	float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+	o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+}
+// the row's mean and 1/std, as row_moments: the mean first, then the squares about it
+__device__ __forceinline__ void ln8_moments(const void *x, i64 row, i64 D, float eps, float *mean, float *rstd)
+{
+	float s = 0, q = 0;
+	ln8_each(x, row, D, [&](i64, const float *v) {
+		for (int e = 0; e < 8; e++)
+			s += v[e];
+	});
+	float m = warp_sum(s) / (float)D;
+	ln8_each(x, row, D, [&](i64, const float *v) {
+		for (int e = 0; e < 8; e++)
+			q += (v[e] - m) * (v[e] - m);
+	});
+	*mean = m;
+	*rstd = rsqrtf(warp_sum(q) / (float)D + eps);
+}
+
+extern "C" {
+
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
 {
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
 	float mean, rstd;
+	if (ln8_ok(D, xdt, ydt, ydt, x, y, w, b, x)) {
+		ln8_moments(x, row, D, eps, &mean, &rstd);
+		ln8_each(x, row, D, [&](i64 j, const float *v) {
+			float ww[8], bb[8], o[8];
+			ln8_get(ww, w + j);
+			ln8_get(bb, b + j);
+			for (int e = 0; e < 8; e++)
+				o[e] = (v[e] - mean) * rstd * ww[e] + bb[e];
+			ln8_store(y, row * D + j, o);
+		});
+		return;
+	}
 	row_moments(x, xdt, row, D, eps, &mean, &rstd);
 	for (i64 k = threadIdx.x % 32; k < D; k += 32)
 		st(y, ydt, row * D + k, (ld(x, xdt, row * D + k) - mean) * rstd * w[k] + b[k]);
@@ -108,6 +183,32 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 	if (row >= M)
 		return;
 	float mean, rstd;
+	if (ln8_ok(D, xdt, gdt, dxdt, x, dy, dx, w, w)) {
+		ln8_moments(x, row, D, eps, &mean, &rstd);
+		float sg = 0, sgx = 0;
+		ln8_each(x, row, D, [&](i64 j, const float *v) {
+			float g[8], ww[8];
+			ln8_load(g, dy, row * D + j);
+			ln8_get(ww, w + j);
+			for (int e = 0; e < 8; e++) {
+				sg += g[e] * ww[e];
+				sgx += g[e] * ww[e] * (v[e] - mean) * rstd;
+			}
+		});
+		sg = warp_sum(sg) / (float)D;
+		sgx = warp_sum(sgx) / (float)D;
+		ln8_each(x, row, D, [&](i64 j, const float *v) {
+			float g[8], ww[8], o[8];
+			ln8_load(g, dy, row * D + j);
+			ln8_get(ww, w + j);
+			for (int e = 0; e < 8; e++)
+				o[e] = rstd * (g[e] * ww[e] - sg - (v[e] - mean) * rstd * sgx);
+			ln8_store(dx, row * D + j, o);
+		});
+		if (threadIdx.x % 32 == 0)
+			stats[2 * row] = mean, stats[2 * row + 1] = rstd;
+		return;
+	}
 	row_moments(x, xdt, row, D, eps, &mean, &rstd);
 	float sg = 0, sgx = 0;
 	for (i64 k = threadIdx.x % 32; k < D; k += 32) {
