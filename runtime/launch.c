@@ -34,7 +34,7 @@
  * out). Under MPI it calls MPI_Abort, which ends the whole job (mpirun does that itself
  * when a process exits with an error; srun may not). On the TCP star its connections close when it
  * ends: a thread of each process watches them (rank 0 every peer, a peer rank 0) and ends
- * its process at once, so that one failure ends every process within moments, each naming
+ * its process after a moment (the watch thread, below), so that one failure ends every process within moments, each naming
  * the rank it lost. An orderly end (rt_procs_end) first meets the others once more, after
  * which a closed connection is no news.
  */
@@ -476,8 +476,12 @@ static void star_lost(int r)
 }
 
 /* The watch thread (atop): polls the star's connections for a closed end, never reading
- * them (the main thread does), until the stop pipe is written. */
+ * them (the main thread does), until the stop pipe is written. A closing ends this process
+ * only after a moment (GRACE_MS) in which it has not ended on its own: the one that closed
+ * may have ended on an error they both know (train.c's agree), and this one would otherwise
+ * end before saying its own. */
 static atomic_bool ending;   /* rt_procs_end's: a closing is no news */
+enum { GRACE_MS = 2000 };
 
 static void *watch(void *arg)
 {
@@ -492,6 +496,8 @@ static void *watch(void *arg)
 			break;
 		for (int i = 0; i < n; i++)
 			if (pf[i].revents) {
+				if (!atomic_load(&ending))
+					poll(&pf[n], 1, GRACE_MS);   /* the moment (above) */
 				if (!atomic_load(&ending))
 					star_lost(procs.rank ? 0 : i + 1);
 				pf[i].fd = -1;   /* an orderly end's closing: nothing more to see there */
