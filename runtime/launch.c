@@ -516,6 +516,8 @@ static void watch_start(void)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	net.watching = !pthread_create(&net.watch, NULL, watch, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!net.watching)
+		close(net.stop[0]), close(net.stop[1]);
 }
 
 static int star_open(char *err, size_t n)
@@ -698,10 +700,11 @@ void rt_procs_end(void)
 {
 	if (net.mpi_world)
 		mpi.finalize();
-	if (net.watching) {
+	if (net.fd && !net.mpi_world) {
 		/* every process here (a barrier) before any closes: a peer closes once rank 0 has
 		 * answered, rank 0 once it answered every peer, so a closing is no news to rank 0
-		 * once all came and to a peer from now (a failure still shows where it waits) */
+		 * once all came and to a peer from now (a failure still shows where it waits). Met
+		 * by a process that could not start its watch too: the others have theirs. */
 		char b = 0;
 		if (procs.rank) {
 			atomic_store(&ending, true);
@@ -715,6 +718,9 @@ void rt_procs_end(void)
 			for (int r = 1; r < procs.size; r++)
 				send_all(net.fd[r], &b, 1);   /* one gone now came, and ends anyway */
 		}
+	}
+	if (net.watching) {
+		char b = 0;
 		if (write(net.stop[1], &b, 1) == 1)
 			pthread_join(net.watch, NULL);
 		close(net.stop[0]);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -169,6 +170,14 @@ static void die_main(int r, int size, const char *rdv, int dies, bool own)
 	snprintf(path, sizeof path, "%s/e%d", dir, r);
 	if (!freopen(path, "w", stderr))
 		_exit(5);
+	if (dies == -2 && r == 1) {   /* one descriptor left, the connection's: no pipe, no watch thread */
+		int fd = dup(0);
+		struct rlimit lim;
+		getrlimit(RLIMIT_NOFILE, &lim);
+		lim.rlim_cur = (rlim_t)fd + 1;
+		close(fd);
+		setrlimit(RLIMIT_NOFILE, &lim);
+	}
 	if (rt_procs_start(err, sizeof err))
 		_exit(2);
 	if (r == dies)
@@ -179,7 +188,7 @@ static void die_main(int r, int size, const char *rdv, int dies, bool own)
 		fflush(stderr);
 		_exit(1);
 	}
-	if (dies < 0) {
+	if (dies < 0) {   /* -1, or -2: rank 1 cannot watch (no descriptor for its stop pipe) */
 		nanosleep(&(struct timespec){0, r * 200 * 1000 * 1000}, NULL);
 		rt_procs_end();
 		_exit(0);
@@ -238,6 +247,10 @@ START_TEST(a_rank_that_dies_ends_the_others)
 	/* an orderly end, rank 0 first: a closing after it is no news */
 	run_dying(4, -1, false, st, out);
 	for (int r = 0; r < 4; r++)
+		ck_assert_msg(st[r] == 0 && !*out[r], "rank %d: exit %d, %s", r, st[r], out[r]);
+	/* an orderly end where one process could not start its watch: still no news */
+	run_dying(3, -2, false, st, out);
+	for (int r = 0; r < 3; r++)
 		ck_assert_msg(st[r] == 0 && !*out[r], "rank %d: exit %d, %s", r, st[r], out[r]);
 	/* a rank ends with an error the others share (agree in train.c) while they are still on
 	 * their way out: each still says its own, rather than that it lost the one gone first */
