@@ -32,11 +32,12 @@
  * A process that fails ends (without MPI_Finalize, which would wait for the others), and
  * the others must not wait for it forever, wherever they wait (NCCL's kernels never time
  * out). Under MPI it calls MPI_Abort, which ends the whole job (mpirun does that itself
- * when a process exits with an error; srun may not). On the TCP star its connections close when it
- * ends: a thread of each process watches them (rank 0 every peer, a peer rank 0) and ends
- * its process after a moment (the watch thread, below), so that one failure ends every process within moments, each naming
- * the rank it lost. An orderly end (rt_procs_end) first meets the others once more, after
- * which a closed connection is no news.
+ * when a process exits with an error; srun may not). On the TCP star its connections close
+ * when it ends: a thread of each process watches them (rank 0 every peer, a peer rank 0)
+ * and ends its process after a moment (the watch thread, below), so that one failure ends
+ * every process within moments, each naming the rank it lost. An orderly end
+ * (rt_procs_end) first meets the others once more, after which a closed connection is no
+ * news.
  */
 #define _GNU_SOURCE   /* poll's POLLRDHUP: the peer closed its end */
 #include "backend.h"
