@@ -105,6 +105,7 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 	b->prof_ms = sum * 1e3 / (double)b->steps;
 	b->prof_median_ms = median(r->profiled_s, b->steps, &lo, &hi) * 1e3;
 	b->outside_ms = b->prof_ms;
+	b->alone_ms = -1;
 	MglKind *kind = malloc((size_t)(p->nsteps + 1) * sizeof *kind);
 	if (!kind)
 		return;

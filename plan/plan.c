@@ -901,7 +901,7 @@ static void check_zero(Reader *r, const MglPlan *p)
 			if (s->op == MGL_OP_ALL_GATHER && dp)
 				has[q] |= GATHERED;
 		}
-		if (s->op == MGL_OP_ALL_REDUCE && dp)
+		if (s->op == MGL_OP_ALL_REDUCE && dp && !s->attr.max)
 			dp_sum[s->out[0]] = 1;
 		if (s->op == MGL_OP_ADAMW) {
 			const char *name = p->params[p->values[s->in[0]].param].name;

@@ -32,11 +32,12 @@
  * A process that fails ends (without MPI_Finalize, which would wait for the others), and
  * the others must not wait for it forever, wherever they wait (NCCL's kernels never time
  * out). Under MPI it calls MPI_Abort, which ends the whole job (mpirun does that itself
- * when a process exits with an error; srun may not). On the TCP star its connections close when it
- * ends: a thread of each process watches them (rank 0 every peer, a peer rank 0) and ends
- * its process at once, so that one failure ends every process within moments, each naming
- * the rank it lost. An orderly end (rt_procs_end) first meets the others once more, after
- * which a closed connection is no news.
+ * when a process exits with an error; srun may not). On the TCP star its connections close
+ * when it ends: a thread of each process watches them (rank 0 every peer, a peer rank 0)
+ * and ends its process after a moment (the watch thread, below), so that one failure ends
+ * every process within moments, each naming the rank it lost. An orderly end
+ * (rt_procs_end) first meets the others once more, after which a closed connection is no
+ * news.
  */
 #define _GNU_SOURCE   /* poll's POLLRDHUP: the peer closed its end */
 #include "backend.h"
@@ -476,8 +477,12 @@ static void star_lost(int r)
 }
 
 /* The watch thread (atop): polls the star's connections for a closed end, never reading
- * them (the main thread does), until the stop pipe is written. */
+ * them (the main thread does), until the stop pipe is written. A closing ends this process
+ * only after a moment (GRACE_MS) in which it has not ended on its own: the one that closed
+ * may have ended on an error they both know (train.c's agree), and this one would otherwise
+ * end before saying its own. */
 static atomic_bool ending;   /* rt_procs_end's: a closing is no news */
+enum { GRACE_MS = 2000 };
 
 static void *watch(void *arg)
 {
@@ -492,6 +497,8 @@ static void *watch(void *arg)
 			break;
 		for (int i = 0; i < n; i++)
 			if (pf[i].revents) {
+				if (!atomic_load(&ending))
+					poll(&pf[n], 1, GRACE_MS);   /* the moment (above) */
 				if (!atomic_load(&ending))
 					star_lost(procs.rank ? 0 : i + 1);
 				pf[i].fd = -1;   /* an orderly end's closing: nothing more to see there */
@@ -510,6 +517,8 @@ static void watch_start(void)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	net.watching = !pthread_create(&net.watch, NULL, watch, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!net.watching)
+		close(net.stop[0]), close(net.stop[1]);
 }
 
 static int star_open(char *err, size_t n)
@@ -692,10 +701,11 @@ void rt_procs_end(void)
 {
 	if (net.mpi_world)
 		mpi.finalize();
-	if (net.watching) {
+	if (net.fd && !net.mpi_world) {
 		/* every process here (a barrier) before any closes: a peer closes once rank 0 has
 		 * answered, rank 0 once it answered every peer, so a closing is no news to rank 0
-		 * once all came and to a peer from now (a failure still shows where it waits) */
+		 * once all came and to a peer from now (a failure still shows where it waits). Met
+		 * by a process that could not start its watch too: the others have theirs. */
 		char b = 0;
 		if (procs.rank) {
 			atomic_store(&ending, true);
@@ -709,6 +719,9 @@ void rt_procs_end(void)
 			for (int r = 1; r < procs.size; r++)
 				send_all(net.fd[r], &b, 1);   /* one gone now came, and ends anyway */
 		}
+	}
+	if (net.watching) {
+		char b = 0;
 		if (write(net.stop[1], &b, 1) == 1)
 			pthread_join(net.watch, NULL);
 		close(net.stop[0]);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,21 +158,37 @@ END_TEST
 
 /* Rank r of `size` meets the others through rdv, its stderr in DIR/eR; then rank `dies`
  * ends at once (as on an error) and the others wait as in a backend's collective that
- * never times out (NCCL's), to outlive it; dies -1: every rank ends in order, rank r r / 5
- * s after rank 0. Exits 2 if the rendezvous failed, 3 (rank `dies`), 4 if it outlived
- * the wait, and what the channel's watch gives. */
-static void die_main(int r, int size, const char *rdv, int dies)
+ * never times out (NCCL's), to outlive it, or with own end on their own 300 ms later with
+ * an error of their own (one they agreed on with it, said after their cleanup); dies -1:
+ * every rank ends in order, rank r r / 5 s after rank 0. Exits 2 if the rendezvous failed,
+ * 3 (rank `dies`), 4 if it outlived the wait, 1 with own, and what the channel's watch
+ * gives. */
+static void die_main(int r, int size, const char *rdv, int dies, bool own)
 {
 	char path[128], err[512];
 	set_env(r, size, rdv, NULL);
 	snprintf(path, sizeof path, "%s/e%d", dir, r);
 	if (!freopen(path, "w", stderr))
 		_exit(5);
+	if (dies == -2 && r == 1) {   /* one descriptor left, the connection's: no pipe, no watch thread */
+		int fd = dup(0);
+		struct rlimit lim;
+		getrlimit(RLIMIT_NOFILE, &lim);
+		lim.rlim_cur = (rlim_t)fd + 1;
+		close(fd);
+		setrlimit(RLIMIT_NOFILE, &lim);
+	}
 	if (rt_procs_start(err, sizeof err))
 		_exit(2);
 	if (r == dies)
 		_exit(3);
-	if (dies < 0) {
+	if (own) {
+		nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+		fprintf(stderr, "mgl: error: rank %d: its own error\n", r);
+		fflush(stderr);
+		_exit(1);
+	}
+	if (dies < 0) {   /* -1, or -2: rank 1 cannot watch (no descriptor for its stop pipe) */
 		nanosleep(&(struct timespec){0, r * 200 * 1000 * 1000}, NULL);
 		rt_procs_end();
 		_exit(0);
@@ -181,7 +198,7 @@ static void die_main(int r, int size, const char *rdv, int dies)
 }
 
 /* Runs die_main's ranks; their exit statuses in st, their stderr in out, the seconds taken. */
-static double run_dying(int size, int dies, int *st, char out[][512])
+static double run_dying(int size, int dies, bool own, int *st, char out[][512])
 {
 	char rdv[128];
 	snprintf(rdv, sizeof rdv, "file:%s/rdv", dir);
@@ -190,7 +207,7 @@ static double run_dying(int size, int dies, int *st, char out[][512])
 	pid_t pid[8];
 	for (int r = 0; r < size; r++)
 		if (!(pid[r] = fork()))
-			die_main(r, size, rdv, dies);
+			die_main(r, size, rdv, dies, own);
 	for (int r = 0; r < size; r++) {
 		int w;
 		waitpid(pid[r], &w, 0);
@@ -212,7 +229,7 @@ START_TEST(a_rank_that_dies_ends_the_others)
 	int st[4];
 	char out[4][512];
 	/* a peer dies: rank 0 sees its connection close, names it and ends, which ends the rest */
-	double s = run_dying(4, 2, st, out);
+	double s = run_dying(4, 2, false, st, out);
 	ck_assert_msg(s < 10, "the others waited %.1f s for the dead rank", s);
 	ck_assert_int_eq(st[2], 3);
 	ck_assert_msg(st[0] == 1 && strstr(out[0], "mgl: error: rank 0: lost rank 2 (its connection closed"),
@@ -222,15 +239,26 @@ START_TEST(a_rank_that_dies_ends_the_others)
 			ck_assert_msg(st[r] == 1 && strstr(out[r], "lost rank 0 (its connection closed"), "rank %d: exit %d, %s", r,
 				      st[r], out[r]);
 	/* rank 0 dies: every peer says so */
-	s = run_dying(3, 0, st, out);
+	s = run_dying(3, 0, false, st, out);
 	ck_assert_msg(s < 10, "the others waited %.1f s for the dead rank 0", s);
 	for (int r = 1; r < 3; r++)
 		ck_assert_msg(st[r] == 1 && strstr(out[r], "lost rank 0 (its connection closed"), "rank %d: exit %d, %s", r,
 			      st[r], out[r]);
 	/* an orderly end, rank 0 first: a closing after it is no news */
-	run_dying(4, -1, st, out);
+	run_dying(4, -1, false, st, out);
 	for (int r = 0; r < 4; r++)
 		ck_assert_msg(st[r] == 0 && !*out[r], "rank %d: exit %d, %s", r, st[r], out[r]);
+	/* an orderly end where one process could not start its watch: still no news */
+	run_dying(3, -2, false, st, out);
+	for (int r = 0; r < 3; r++)
+		ck_assert_msg(st[r] == 0 && !*out[r], "rank %d: exit %d, %s", r, st[r], out[r]);
+	/* a rank ends with an error the others share (agree in train.c) while they are still on
+	 * their way out: each still says its own, rather than that it lost the one gone first */
+	for (int dies = 0; dies < 2; dies++) {
+		run_dying(2, dies, true, st, out);
+		ck_assert_msg(st[1 - dies] == 1 && strstr(out[1 - dies], "its own error") && !strstr(out[1 - dies], "lost rank"),
+			      "rank %d: exit %d, %s", 1 - dies, st[1 - dies], out[1 - dies]);
+	}
 }
 END_TEST
 

@@ -859,6 +859,12 @@ START_TEST(zero_and_recompute_plans)
 	bad[g - text + 6] = '0';
 	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
 	ck_assert_msg(strstr(err, "adamw clips parameter 'wte' with a gradient norm not summed over dp"), "%s", err);
+	/* the norm's dp all-reduce a max, not a sum */
+	ck_assert(!strncmp(g, "group=1 max=0", 13));
+	memcpy(bad, text, n);
+	bad[g - text + 12] = '1';
+	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
+	ck_assert_msg(strstr(err, "adamw clips parameter 'wte' with a gradient norm not summed over dp"), "%s", err);
 	free(bad);
 	free(text);
 	mgl_arena_free(&a);

@@ -19,7 +19,9 @@ SOP loss. Weights, gradients and batches are read under mgl's own names from `mg
     gradient (relative L2 error within 5e-2, as tests/gpu/torch_gpt2.py; the SOP bias's
     within 2^-8 an element instead: at initialization, with half the pairs swapped, it is
     the mean probability less 1/2, a few thousandths, while bf16 rounds each probability
-    near 1/2 by up to 2^-9), then 20 steps of
+    near 1/2 by up to 2^-9; that bound alone would pass a dropped SOP gradient, but the
+    same per-example factors, times the pooled features, make sop.weight's gradient,
+    which is held to the relative bound), then 20 steps of
     AdamW as mgl does (betas 0.9/0.95, eps 1e-8, weight decay 0.1 on tensors of 2 or more
     dimensions, clipping at 1, a constant learning rate) on the batches of mgl's run, each
     step's loss within 1% of mgl's log. A step's examples depend only on the seed and their
