@@ -221,6 +221,8 @@ static int cuda_open(RtRank *r)
 	CK(cudaStreamCreateWithPriority(&d->comm, cudaStreamNonBlocking, greatest));
 	CK(cudaEventCreateWithFlags(&d->to_comm, cudaEventDisableTiming));
 	CK(cudaEventCreateWithFlags(&d->to_compute, cudaEventDisableTiming));
+	for (int i = 0; i < 2; i++)
+		CK(cudaEventCreate(&d->tune[i]));
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
@@ -271,6 +273,9 @@ static void cuda_close(RtRank *r)
 		cudaEventDestroy(d->to_comm);
 	if (d->to_compute)
 		cudaEventDestroy(d->to_compute);
+	for (int i = 0; i < 2; i++)
+		if (d->tune[i])
+			cudaEventDestroy(d->tune[i]);
 	for (int k = 0; d->marks && k < nmarks_max(r->job->plan); k++)
 		if (d->marks[k])
 			cudaEventDestroy(d->marks[k]);

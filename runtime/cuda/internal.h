@@ -51,6 +51,7 @@ typedef struct {
 	int arch;                 /* compute capability, 10 major + minor: 90 for sm_90 */
 	cudaStream_t compute, comm;
 	cudaEvent_t to_comm, to_compute;
+	cudaEvent_t tune[2];   /* around the trials of a GEMM's candidate algorithms (ops.c: lt_gemm) */
 	cublasLtHandle_t lt;
 	void *ws;
 	size_t ws_size;

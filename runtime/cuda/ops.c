@@ -60,6 +60,8 @@ static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
+enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
+
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
  * accumulate: C += the product; add (not NULL): C = the product + add, a matrix like C
@@ -89,22 +91,44 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
 	CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
 	CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
+	float alpha = 1, beta = accumulate || add ? 1.0f : 0.0f;
 	if (!d->has_algo[step]) {
+		/* the fastest of cuBLASLt's first GEMM_CANDIDATES heuristics, each timed on these
+		 * operands (a step's first run is eager: cuda_run); where the GEMM reads C
+		 * (beta 1), trials would add into it, so the heuristic's first choice */
 		cublasLtMatmulPreference_t pref;
 		CKB(cublasLtMatmulPreferenceCreate(&pref));
 		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size,
 							 sizeof d->ws_size));
-		cublasLtMatmulHeuristicResult_t h;
+		cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
 		int found = 0;
-		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, 1, &h, &found));
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, beta ? 1 : GEMM_CANDIDATES, h, &found));
 		cublasLtMatmulPreferenceDestroy(pref);
 		if (!found)
 			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
 				     (long long)k);
-		d->algo[step] = h.algo;
+		int best = 0;
+		float best_ms = INFINITY;
+		for (int i = 0; i < found && found > 1; i++) {
+			float ms = 0;
+			for (int t = 0; t <= GEMM_TRIALS && ms >= 0; t++) {   /* the first run warms up, untimed */
+				if (t == 1)
+					CK(cudaEventRecord(d->tune[0], d->compute));
+				if (cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws,
+						   d->ws_size, d->compute) != CUBLAS_STATUS_SUCCESS)
+					ms = -1;   /* this one cannot run here: the next */
+			}
+			if (ms < 0)
+				continue;
+			CK(cudaEventRecord(d->tune[1], d->compute));
+			CK(cudaEventSynchronize(d->tune[1]));
+			CK(cudaEventElapsedTime(&ms, d->tune[0], d->tune[1]));
+			if (ms < best_ms)
+				best_ms = ms, best = i;
+		}
+		d->algo[step] = h[best].algo;
 		d->has_algo[step] = true;
 	}
-	float alpha = 1, beta = accumulate || add ? 1.0f : 0.0f;
 	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
 			   d->ws_size, d->compute));
 	cublasLtMatrixLayoutDestroy(la);
