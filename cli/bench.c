@@ -118,11 +118,13 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 			b->alone_ms += r->alone_s[i] * 1e3 / (double)b->steps;
 	}
 	free(kind);
-	MglArena a = {0};
-	MglExplain e;
-	mgl_explain(&a, p, &e);
-	b->comm_bytes = (double)e.comm_bytes;
-	mgl_arena_free(&a);
+	if (b->alone_ms >= 0) {   /* the bytes of the communication line */
+		MglArena a = {0};
+		MglExplain e;
+		mgl_explain(&a, p, &e);
+		b->comm_bytes = (double)e.comm_bytes;
+		mgl_arena_free(&a);
+	}
 	by_what(b, p, r);
 }
 

@@ -372,7 +372,8 @@ static const Command commands[] = {
 	 "  --json            one JSON object with every figure instead of the table\n"
 	 "  --profile         then K more steps, each step of the plan timed (on a GPU: eager, CUDA\n"
 	 "                    events), and the time a step spends by kind: attention, gemm, layernorm,\n"
-	 "                    classifier, optimizer, collectives, other\n"
+	 "                    classifier, optimizer, collectives, other; on more than one rank, K\n"
+	 "                    more with each collective waited for at once, for its whole time\n"
 	 "\n"
 	 "Exit status: 0 measured, 1 an invalid model or a run that failed, 2 bad usage.\n",
 	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --steps --warmup --backend --seed --json --profile", NULL},
