@@ -1,23 +1,27 @@
 /* compiler/schedule.c — orders the steps for overlap: each collective moves up to just
- * after the last step it depends on, so that the steps it moves past can run while it
+ * after the last step it depends on, and the steps before it that it does not depend on
+ * (weight-gradient GEMMs, bias gradients) move down past it, so that they run while it
  * communicates: a runtime that issues collectives on a stream of their own and makes the
  * compute wait for one only at the first step that needs it (mgl_collective_waits in
  * plan/plan.c) runs the backward all-reduce of a column-parallel layer's input gradient
- * under that layer's weight-gradient GEMM, as Megatron-LM overlaps them (autodiff emits
- * dx, dW, then partition adds the all-reduce of dx after both). The cuda backend on main
- * still waits for each collective at once; its deferred wait is written (branch gpunext,
- * docs/perf-notes.md) and waits for a check on two GPUs.
+ * under that layer's weight-gradient GEMMs, as Megatron-LM overlaps them. For attention's
+ * q, k and v, autodiff emits each linear's dx and dW in turn and the all-reduce needs all
+ * three dx: moving the collective up alone would leave only q's dW after it.
  *
- * A collective c moves to just after the last earlier step that writes one of its inputs
- * or outputs (gradients are reduced in place, and written by several steps) or reads one
- * of its outputs; never before the first step of its phase, nor before an earlier
- * collective (every rank issues them in the same order, whatever the plan, but keeping
- * theirs is what the comm stream would do anyway). The steps' order changes, not their
- * meaning: each value is still made before it is read. Runs before fuse.c (it moves steps,
- * and the fused groups' indices are positions) and memplan.c (lifetimes follow the order).
+ * Collective c first moves to just after the last earlier step that writes one of its
+ * inputs or outputs (gradients are reduced in place, and written by several steps) or
+ * reads one of its outputs; never before the first step of its phase, nor before an
+ * earlier collective (every rank issues them in the same order, whatever the plan, but
+ * keeping theirs is what the comm stream would do anyway). Then, of the steps between the
+ * last collective and c, those c does not depend on, directly or through another of them,
+ * go after c, in their order. Dependence (depends) is any shared value one of the two
+ * writes, so neither move lets a step see a value before it is made or after it is
+ * overwritten. Runs before fuse.c (it moves steps, and the fused groups' indices are
+ * positions) and memplan.c (lifetimes follow the order).
  */
 #include "mgl.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static bool has(const int *v, int n, int x)
@@ -40,9 +44,38 @@ static bool depends(const MglStep *c, const MglStep *s)
 	return false;
 }
 
+/* Steps [from, c) of p that collective c does not depend on, through any chain of them,
+ * moved after c (order kept within each side); returns c's new index. */
+static int sink_independent(MglPlan *p, int from, int c)
+{
+	int n = c - from + 1, kept = 0, moved = 0;
+	bool *need = calloc((size_t)n, sizeof *need);
+	MglStep *tmp = malloc((size_t)n * sizeof *tmp);
+	if (!need || !tmp) {   /* an order without this overlap is still a correct one */
+		free(need);
+		free(tmp);
+		return c;
+	}
+	need[n - 1] = true;
+	for (int s = c - 1; s >= from; s--)
+		for (int u = s + 1; u <= c && !need[s - from]; u++)
+			need[s - from] = need[u - from] && depends(&p->steps[u], &p->steps[s]);
+	for (int s = from; s <= c; s++)
+		if (need[s - from])
+			tmp[kept++] = p->steps[s];
+	for (int s = from; s <= c; s++)
+		if (!need[s - from])
+			tmp[kept + moved++] = p->steps[s];
+	memcpy(&p->steps[from], tmp, (size_t)n * sizeof *tmp);
+	free(need);
+	free(tmp);
+	return from + kept - 1;
+}
+
 void mgl_schedule(MglPlan *p)
 {
 	int floor = 0;   /* the earliest place for the next collective */
+	int sunk = 0;    /* the first step the next collective may sink: the last one's first reader */
 	for (int c = 0; c < p->nsteps; c++) {
 		if (mgl_ops[p->steps[c].op].kind != MGL_KIND_COLLECTIVE)
 			continue;
@@ -54,6 +87,11 @@ void mgl_schedule(MglPlan *p)
 			memmove(&p->steps[to + 1], &p->steps[to], (size_t)(c - to) * sizeof x);
 			p->steps[to] = x;
 		}
-		floor = to + 1;
+		int from = to;
+		while (from > sunk && p->steps[from - 1].phase == p->steps[to].phase)
+			from--;
+		floor = sink_independent(p, from, to) + 1;
+		for (sunk = floor; sunk < p->nsteps && !depends(&p->steps[sunk], &p->steps[floor - 1]); sunk++)
+			;   /* what runs beside this collective stays beside it */
 	}
 }

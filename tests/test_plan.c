@@ -532,10 +532,11 @@ START_TEST(swiglu_backward_is_one_chain)
 END_TEST
 
 /* The schedule pass moves each backward all-reduce of a column-parallel layer's input
- * gradient ahead of that layer's weight-gradient GEMM, and a runtime that waits for a
- * collective only where mgl_collective_waits says runs the GEMM during it. The waits hold
- * the plan to what a deferred wait needs: a step that overwrites a collective's bytes
- * waits for it. */
+ * gradient ahead of the weight-gradient GEMMs before it, and a runtime that waits for a
+ * collective only where mgl_collective_waits says runs those GEMMs during it: every one
+ * of them, the attention's four (q, k, v and the row-parallel o, whose gradient came
+ * before) and the mlp's two. The waits hold the plan to what a deferred wait needs: a step
+ * that overwrites a collective's bytes waits for it. */
 START_TEST(collectives_overlap_the_weight_gradients)
 {
 	Build b;
@@ -556,15 +557,12 @@ START_TEST(collectives_overlap_the_weight_gradients)
 		for (int s = c + 1; s < wait[c]; s++)
 			for (int k = 0; k < p->steps[s].nin; k++)
 				ck_assert_int_ne(p->steps[s].in[k], x->out[0]);
-		/* a backward all-reduce of input gradients with a weight-gradient GEMM before its wait */
-		bool dw = false;
+		/* the weight-gradient GEMMs between a backward all-reduce and its wait */
 		for (int s = c + 1; s < wait[c]; s++)
-			dw |= p->steps[s].op == MGL_OP_MATMUL_DW;
-		overlapped += x->phase == MGL_BWD && x->op == MGL_OP_ALL_REDUCE && dw;
+			overlapped += x->phase == MGL_BWD && x->op == MGL_OP_ALL_REDUCE && p->steps[s].op == MGL_OP_MATMUL_DW;
 	}
-	/* in each layer, the attention's (q, k and v) and the mlp's (fc): the column-parallel
-	 * linears at tp 2; and the vocabulary-parallel classifier's, before the tied table's */
-	ck_assert_int_eq(overlapped, 2 * p->nlayers + 1);
+	/* each layer's six, and the vocabulary-parallel classifier's (the tied table's) */
+	ck_assert_int_eq(overlapped, 6 * p->nlayers + 1);
 	/* a step made to write over a collective's input waits for it */
 	for (int c = 0; c < p->nsteps; c++)
 		if (wait[c] > c + 1 && wait[c] < p->nsteps) {

@@ -223,6 +223,16 @@ static int cuda_open(RtRank *r)
 	CK(cudaEventCreateWithFlags(&d->to_compute, cudaEventDisableTiming));
 	for (int i = 0; i < 2; i++)
 		CK(cudaEventCreate(&d->tune[i]));
+	/* A cuBLASLt GEMM on Hopper keeps a block on every SM until it ends, so an all-reduce
+	 * issued beside it gets no SM before then however high its stream's priority: the GEMMs
+	 * that run while a collective is in flight are given all but MGL_COMM_SMS of the SMs
+	 * (cuBLASLt's SM count target; Transformer Engine's "sm margin" does the same). */
+	int sms = 0, margin = r->job->nranks > 1 ? 16 : 0;
+	const char *e = getenv("MGL_COMM_SMS");
+	if (e && *e)
+		margin = atoi(e);
+	CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d->device));
+	d->gemm_sms = margin > 0 && margin < sms ? sms - margin : 0;
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);

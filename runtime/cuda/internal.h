@@ -52,6 +52,8 @@ typedef struct {
 	cudaStream_t compute, comm;
 	cudaEvent_t to_comm, to_compute;
 	cudaEvent_t tune[2];   /* around the trials of a GEMM's candidate algorithms (ops.c: lt_gemm) */
+	int gemm_sms;             /* SMs a GEMM beside a collective in flight is given (the rest are
+				     left to NCCL's blocks), or 0: all */
 	cublasLtHandle_t lt;
 	void *ws;
 	size_t ws_size;
