@@ -175,7 +175,7 @@ __global__ void k_layernorm(const void *x, int xdt, const float *w, const float 
 }
 
 // (dy, x, w) -> dx, a warp a row; the row's mean and 1/std into stats[2 row], for dw and db
-// (k_norm_colsum_part)
+// (k_norm_colsum)
 __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
 				float *stats, i64 M, i64 D, float eps)
 {
@@ -248,7 +248,7 @@ __global__ void k_rmsnorm(const void *x, int xdt, const float *w, void *y, int y
 }
 
 // (dy, x, w) -> dx, a warp a row; 0 and the row's 1/rms into stats[2 row], for dw
-// (k_norm_colsum_part: x times 1/rms is x - 0 times it)
+// (k_norm_colsum: x times 1/rms is x - 0 times it)
 __global__ void k_rmsnorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
 			      float *stats, i64 M, i64 D, float eps)
 {
@@ -318,12 +318,48 @@ __global__ void k_add(const void *a, int adt, i64 na, const void *b, int bdt, i6
 	FOR_EACH(i, n) st(out, odt, i, ld(a, adt, i % na) + ld(b, bdt, i % nb));
 }
 
-// Column sums out[N] (+)= x[M, N] in two passes, in a fixed order (the same bits every run):
-// part[R, N] = the sums of R bands of rows, a block 32 columns of one band (a thread a
-// column and every 8th row, then the 8 in order); then out = the R parts in order, a
-// thread a column. The bias gradients (x = dy) and sum_to (the broadcast's leading copies
-// as rows) take them. blockDim (32, 8), grid (ceil(N / 32), R).
-__global__ void k_colsum_part(const void *x, int xdt, float *part, i64 M, i64 N)
+// Column sums out[N] (+)= x[M, N], in a fixed order (the same bits every run), in one
+// launch: part[R, N] = the sums of R bands of rows, a block 32 columns of one band (a thread
+// a column and every 8th row, then the 8 in order); the last block of each stripe of 32
+// columns to finish (count[stripe], 0 between launches) sums the stripe's R parts, again
+// 8 threads a column each taking every 8th part, then the 8 in order: which block is last
+// changes from run to run, the order of the sums does not (CUDA's threadFenceReduction
+// sample counts blocks so). The bias gradients (x = dy) and sum_to (the broadcast's
+// leading copies as rows) take them. blockDim (32, 8), grid (ceil(N / 32), R).
+__device__ bool colsum_last(unsigned *count)
+{
+	__shared__ bool last;
+	__threadfence();   // this block's part is seen by the block that sums the parts
+	__syncthreads();
+	if (threadIdx.x == 0 && threadIdx.y == 0) {
+		last = atomicAdd(&count[blockIdx.x], 1u) == gridDim.y - 1;
+		if (last)
+			count[blockIdx.x] = 0;   // for the next launch
+	}
+	__syncthreads();
+	return last;
+}
+
+__device__ void colsum_finish(const float *part, i64 R, i64 N, void *out, int odt, int acc)
+{
+	__shared__ float s[8][33];
+	i64 j = blockIdx.x * 32 + threadIdx.x;
+	float a = 0;
+	if (j < N)
+		for (i64 r = threadIdx.y; r < R; r += 8)
+			a += __ldcg(part + r * N + j);   // from L2: other SMs wrote them
+	s[threadIdx.y][threadIdx.x] = a;
+	__syncthreads();
+	if (threadIdx.y == 0 && j < N) {
+		for (int k = 1; k < 8; k++)
+			a += s[k][threadIdx.x];
+		st(out, odt, j, acc ? ld(out, odt, j) + a : a);
+	}
+	__syncthreads();   // s is free for a second finish
+}
+
+// a block's sum of its band of rows of x[M, N], its column j (of threadIdx.y's 8th rows, then the 8)
+__global__ void k_colsum(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
 {
 	__shared__ float s[8][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
@@ -339,24 +375,16 @@ __global__ void k_colsum_part(const void *x, int xdt, float *part, i64 M, i64 N)
 			a += s[k][threadIdx.x];
 		part[blockIdx.y * N + j] = a;
 	}
+	if (colsum_last(count))
+		colsum_finish(part, gridDim.y, N, out, odt, acc);
 }
 
-__global__ void k_colsum_done(const float *part, i64 R, i64 N, void *out, int odt, int acc)
-{
-	FOR_EACH(j, N) {
-		float a = 0;
-		for (i64 r = 0; r < R; r++)
-			a += part[r * N + j];
-		st(out, odt, j, acc ? ld(out, odt, j) + a : a);
-	}
-}
-
-// The norms' weight and bias gradients as column sums (the bands of k_colsum_part, then
-// k_colsum_done on each half of part): part[R, D] of dy (x - mean) rstd, and after it
-// part[R, D] of dy, with mean and rstd of each row from stats (k_layernorm_bwd,
-// k_rmsnorm_bwd). blockDim (32, 8), grid (ceil(D / 32), R).
-__global__ void k_norm_colsum_part(const void *dy, int gdt, const void *x, int xdt, const float *stats, float *part,
-				   i64 M, i64 D)
+// The norms' weight and bias gradients as k_colsum's column sums: of dy (x - mean) rstd
+// into dw, and of dy into db (if db is not NULL), with mean and rstd of each row from
+// stats (k_layernorm_bwd, k_rmsnorm_bwd); part[R, D], and part[R, D] after it for db.
+// blockDim (32, 8), grid (ceil(D / 32), R).
+__global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, const float *stats, float *part,
+			      unsigned *count, float *dw, int wacc, float *db, int bacc, i64 M, i64 D)
 {
 	__shared__ float s[2][8][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
@@ -376,6 +404,11 @@ __global__ void k_norm_colsum_part(const void *dy, int gdt, const void *x, int x
 			a += s[0][k][threadIdx.x], b += s[1][k][threadIdx.x];
 		part[blockIdx.y * D + j] = a;
 		part[(gridDim.y + blockIdx.y) * D + j] = b;
+	}
+	if (colsum_last(count)) {
+		colsum_finish(part, gridDim.y, D, dw, DT_F32, wacc);
+		if (db)
+			colsum_finish(part + gridDim.y * D, gridDim.y, D, db, DT_F32, bacc);
 	}
 }
 
@@ -800,36 +833,45 @@ __device__ __forceinline__ float fa_quad_sum(float v)
 	return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// Forward. grid (ceil(S / 64), B * H), 128 threads, flash_fwd_smem(DH) bytes of dynamic
-// shared memory; warp w owns queries 16w .. 16w + 15 of
-// the block's 64, their Q fragments in registers, and walks the key tiles (up to the
-// diagonal when causal), K and V tiles in shared memory, two of each: the next pair is
-// copied (cp.async) while this one is used.
-template <int DH>
+// Forward. grid (ceil(S / (64 MT)), B * H), 128 threads, flash_fwd_smem(DH) bytes of
+// dynamic shared memory; warp w owns queries 16 MT w .. 16 MT (w + 1) - 1 of the block's
+// 64 MT (MT m-tiles of 16), their Q fragments in registers, and walks the key tiles of 64
+// (up to the diagonal when causal), K and V tiles in shared memory, two of each: the next
+// pair is copied (cp.async) while this one is used. Each K or V fragment read from shared
+// memory feeds MT m-tiles: at MT 2 (FlashAttention-2's 128-query blocks) half the reads a
+// FLOP, for twice the accumulator registers.
+template <int DH, int MT>
 __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S,
 			  i64 H, int causal)
 {
-	constexpr int LD = DH + 8, TILE = FA_ROWS * LD;
+	constexpr int LD = DH + 8, TILE = FA_ROWS * LD, QB = FA_ROWS * MT;
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *kv = (bf16 *)fa_shared;   // buffer i: K at kv + 2 i TILE, V a TILE after it
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
-	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8, nkt = causal ? qt + 1 : ntiles;
+	i64 nqt = (S + QB - 1) / QB, qt = nqt - 1 - blockIdx.x;   // the longest rows first
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, q0 = qt * QB;
+	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, last = min(S, q0 + QB) - 1;   // the block's last query
+	i64 nkt = causal ? last / FA_ROWS + 1 : ntiles;
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
 	fa_tile<DH>(kv, k + base, D, 0, FA_ROWS, S);
 	fa_tile<DH>(kv + TILE, v + base, D, 0, FA_ROWS, S);
-	unsigned qf[DH / 16][4];
-	for (int kk = 0; kk < DH / 16; kk++) {
-		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
-		qf[kk][0] = r0 < S ? fa_u32(p0) : 0u;
-		qf[kk][1] = r1 < S ? fa_u32(p1) : 0u;
-		qf[kk][2] = r0 < S ? fa_u32(p0 + 8) : 0u;
-		qf[kk][3] = r1 < S ? fa_u32(p1 + 8) : 0u;
+	i64 r0[MT], r1[MT];
+	unsigned qf[MT][DH / 16][4];
+	float acc[MT][DH / 8][4], m0[MT], m1[MT], l0[MT], l1[MT];
+	#pragma unroll
+	for (int mt = 0; mt < MT; mt++) {
+		r0[mt] = q0 + (w * MT + mt) * 16 + g, r1[mt] = r0[mt] + 8;
+		for (int kk = 0; kk < DH / 16; kk++) {
+			const bf16 *p0 = q + base + r0[mt] * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
+			qf[mt][kk][0] = r0[mt] < S ? fa_u32(p0) : 0u;
+			qf[mt][kk][1] = r1[mt] < S ? fa_u32(p1) : 0u;
+			qf[mt][kk][2] = r0[mt] < S ? fa_u32(p0 + 8) : 0u;
+			qf[mt][kk][3] = r1[mt] < S ? fa_u32(p1 + 8) : 0u;
+		}
+		m0[mt] = m1[mt] = -INF, l0[mt] = l1[mt] = 0;
+		for (int d = 0; d < DH / 8; d++)
+			acc[mt][d][0] = acc[mt][d][1] = acc[mt][d][2] = acc[mt][d][3] = 0;
 	}
-	float acc[DH / 8][4], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;
-	for (int d = 0; d < DH / 8; d++)
-		acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0;
 	for (i64 kt = 0; kt < nkt; kt++) {
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
@@ -842,79 +884,94 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 			fa_wait<0>();
 		}
 		__syncthreads();
-		float s[8][4];
-		for (int n = 0; n < 8; n++)
-			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+		float s[MT][8][4];
+		#pragma unroll
+		for (int mt = 0; mt < MT; mt++)
+			for (int n = 0; n < 8; n++)
+				s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0;
 		for (int kk = 0; kk < DH / 16; kk++)
 			for (int n = 0; n < 8; n += 2) {
 				unsigned kb[4];
 				fa_ldsm(kb, K_ + n * 8 * LD + kk * 16, LD);
-				fa_mma(s[n], qf[kk], kb[0], kb[2]);
-				fa_mma(s[n + 1], qf[kk], kb[1], kb[3]);
-			}
-		// masks only in the tiles that have masked keys: the diagonal, padding, the end of S
-		if ((causal && kt == qt) || mask || j0 + FA_ROWS > S)
-			for (int n = 0; n < 8; n++)
-				for (int e = 0; e < 2; e++) {
-					i64 j = j0 + n * 8 + 2 * t + e;
-					bool in = j < S && (!mask || mask[b * S + j]);
-					s[n][e] = in && (!causal || j <= r0) ? s[n][e] : -INF;
-					s[n][2 + e] = in && (!causal || j <= r1) ? s[n][2 + e] : -INF;
+				#pragma unroll
+				for (int mt = 0; mt < MT; mt++) {
+					fa_mma(s[mt][n], qf[mt][kk], kb[0], kb[2]);
+					fa_mma(s[mt][n + 1], qf[mt][kk], kb[1], kb[3]);
 				}
-		for (int n = 0; n < 8; n++)
-			for (int e = 0; e < 4; e++)
-				s[n][e] *= scale2;   // -inf stays -inf
-		float mx0 = m0, mx1 = m1;
-		for (int n = 0; n < 8; n++) {
-			mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-			mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-		}
-		mx0 = fa_quad_max(mx0);
-		mx1 = fa_quad_max(mx1);
-		// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
-		float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
-		float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
-		m0 = mx0;
-		m1 = mx1;
-		l0 *= c0;
-		l1 *= c1;
-		for (int d = 0; d < DH / 8; d++) {
-			acc[d][0] *= c0, acc[d][1] *= c0;
-			acc[d][2] *= c1, acc[d][3] *= c1;
-		}
-		unsigned pf[4][4];   // P as A fragments, 16 keys each
-		for (int n = 0; n < 8; n++) {
-			float p00 = exp2f(s[n][0] - b0), p01 = exp2f(s[n][1] - b0);
-			float p10 = exp2f(s[n][2] - b1), p11 = exp2f(s[n][3] - b1);
-			l0 += p00 + p01;
-			l1 += p10 + p11;
-			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
-			pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+			}
+		// masks only in the tiles that have masked keys: past the block's first query,
+		// padding, the end of S
+		bool edge = (causal && j0 + FA_ROWS - 1 > q0) || mask || j0 + FA_ROWS > S;
+		unsigned pf[MT][4][4];   // P as A fragments, 16 keys each
+		#pragma unroll
+		for (int mt = 0; mt < MT; mt++) {
+			if (edge)
+				for (int n = 0; n < 8; n++)
+					for (int e = 0; e < 2; e++) {
+						i64 j = j0 + n * 8 + 2 * t + e;
+						bool in = j < S && (!mask || mask[b * S + j]);
+						s[mt][n][e] = in && (!causal || j <= r0[mt]) ? s[mt][n][e] : -INF;
+						s[mt][n][2 + e] = in && (!causal || j <= r1[mt]) ? s[mt][n][2 + e] : -INF;
+					}
+			for (int n = 0; n < 8; n++)
+				for (int e = 0; e < 4; e++)
+					s[mt][n][e] *= scale2;   // -inf stays -inf
+			float mx0 = m0[mt], mx1 = m1[mt];
+			for (int n = 0; n < 8; n++) {
+				mx0 = fmaxf(mx0, fmaxf(s[mt][n][0], s[mt][n][1]));
+				mx1 = fmaxf(mx1, fmaxf(s[mt][n][2], s[mt][n][3]));
+			}
+			mx0 = fa_quad_max(mx0);
+			mx1 = fa_quad_max(mx1);
+			// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
+			float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
+			float c0 = exp2f(m0[mt] - b0), c1 = exp2f(m1[mt] - b1);
+			m0[mt] = mx0;
+			m1[mt] = mx1;
+			l0[mt] *= c0;
+			l1[mt] *= c1;
+			for (int d = 0; d < DH / 8; d++) {
+				acc[mt][d][0] *= c0, acc[mt][d][1] *= c0;
+				acc[mt][d][2] *= c1, acc[mt][d][3] *= c1;
+			}
+			for (int n = 0; n < 8; n++) {
+				float p00 = exp2f(s[mt][n][0] - b0), p01 = exp2f(s[mt][n][1] - b0);
+				float p10 = exp2f(s[mt][n][2] - b1), p11 = exp2f(s[mt][n][3] - b1);
+				l0[mt] += p00 + p01;
+				l1[mt] += p10 + p11;
+				pf[mt][n / 2][n % 2 * 2] = fa_pack(p00, p01);
+				pf[mt][n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+			}
 		}
 		for (int kc = 0; kc < 4; kc++)
 			for (int d = 0; d < DH / 16; d++) {
 				unsigned bv[4];
 				fa_ldsm_t(bv, V_ + kc * 16 * LD + d * 16, LD);
-				fa_mma(acc[2 * d], pf[kc], bv[0], bv[1]);
-				fa_mma(acc[2 * d + 1], pf[kc], bv[2], bv[3]);
+				#pragma unroll
+				for (int mt = 0; mt < MT; mt++) {
+					fa_mma(acc[mt][2 * d], pf[mt][kc], bv[0], bv[1]);
+					fa_mma(acc[mt][2 * d + 1], pf[mt][kc], bv[2], bv[3]);
+				}
 			}
 		__syncthreads();   // this pair's buffers are free for the pair after next
 	}
-	l0 = fa_quad_sum(l0);
-	l1 = fa_quad_sum(l1);
-	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
-	for (int d = 0; d < DH / 8; d++) {
-		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
-		if (r0 < S)
-			*(unsigned *)op = fa_pack(acc[d][0] * i0, acc[d][1] * i0);
-		if (r1 < S)
-			*(unsigned *)(op + 8 * D) = fa_pack(acc[d][2] * i1, acc[d][3] * i1);
-	}
-	if (t == 0) {
-		if (r0 < S)
-			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
-		if (r1 < S)
-			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+	#pragma unroll
+	for (int mt = 0; mt < MT; mt++) {
+		float L0 = fa_quad_sum(l0[mt]), L1 = fa_quad_sum(l1[mt]);
+		float i0 = L0 > 0 ? 1.0f / L0 : 0.0f, i1 = L1 > 0 ? 1.0f / L1 : 0.0f;
+		for (int d = 0; d < DH / 8; d++) {
+			bf16 *op = o + base + r0[mt] * D + d * 8 + 2 * t;
+			if (r0[mt] < S)
+				*(unsigned *)op = fa_pack(acc[mt][d][0] * i0, acc[mt][d][1] * i0);
+			if (r1[mt] < S)
+				*(unsigned *)(op + 8 * D) = fa_pack(acc[mt][d][2] * i1, acc[mt][d][3] * i1);
+		}
+		if (t == 0) {
+			if (r0[mt] < S)
+				lse[blockIdx.y * S + r0[mt]] = L0 > 0 ? (m0[mt] + log2f(L0)) * FA_LN2 : -INF;
+			if (r1[mt] < S)
+				lse[blockIdx.y * S + r1[mt]] = L1 > 0 ? (m1[mt] + log2f(L1)) * FA_LN2 : -INF;
+		}
 	}
 }
 
@@ -1063,18 +1120,30 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 
 extern "C" {
 
-// delta[B, H, S] = rowsum(dy o) a head, a warp a row (flash_bwd's D)
-__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i64 B, i64 S, i64 H, i64 dh)
+// delta[B, H, S] = rowsum(dy o) a head (flash_bwd's D), G lanes a row (a power of two to
+// 32): 8 columns a lane by 16-byte loads where G * 8 >= dh, dh % 8 == 0 and the rows are
+// aligned, else a column a lane in turn
+__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i64 B, i64 S, i64 H, i64 dh, int G)
 {
-	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
-	if (w >= B * H * S)
-		return;
+	int l = threadIdx.x % G;
+	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / G;
+	bool vec = dh % 8 == 0 && dh <= 8 * G && ((unsigned long long)dy | (unsigned long long)o) % 16 == 0;
 	i64 i = w % S, h = w / S % H, b = w / (S * H), base = (b * S + i) * H * dh + h * dh;
 	float s = 0;
-	for (i64 c = threadIdx.x % 32; c < dh; c += 32)
-		s += bf2f(dy[base + c]) * bf2f(o[base + c]);
-	s = warp_sum(s);
-	if (threadIdx.x % 32 == 0)
+	if (w < B * H * S) {
+		if (vec && l * 8 < dh) {
+			uint4 a = *(const uint4 *)(dy + base + l * 8), c = *(const uint4 *)(o + base + l * 8);
+			unsigned x[4] = {a.x, a.y, a.z, a.w}, y[4] = {c.x, c.y, c.z, c.w};
+			for (int e = 0; e < 8; e++)
+				s += bf2f((bf16)(x[e / 2] >> (e % 2 * 16))) * bf2f((bf16)(y[e / 2] >> (e % 2 * 16)));
+		} else if (!vec) {
+			for (i64 c = l; c < dh; c += G)
+				s += bf2f(dy[base + c]) * bf2f(o[base + c]);
+		}
+	}
+	for (int m = G / 2; m > 0; m /= 2)   // every lane of the warp takes part (rows past the end with 0)
+		s += __shfl_xor_sync(0xffffffffu, s, m, G);
+	if (l == 0 && w < B * H * S)
 		delta[(b * H + h) * S + i] = s;
 }
 
@@ -1088,12 +1157,17 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 #ifndef FA_BWD_BLOCKS
 #define FA_BWD_BLOCKS(DH) ((DH) <= 64 ? 3 : 1)
 #endif
+// m-tiles a warp the forward is built for: 2 at head sizes to 64, 1 above (where two
+// would want more than 255 registers); runtime/cuda/ops.c's flash table says the same
+#ifndef FA_FWD_MT
+#define FA_FWD_MT(DH) ((DH) <= 64 ? 2 : 1)
+#endif
 #define FLASH(DH)                                                                                                    \
 	__global__ void __launch_bounds__(128) k_flash_fwd_##DH(const bf16 *q, const bf16 *k, const bf16 *v,          \
 								 const int *mask, bf16 *o, float *lse, i64 S, i64 H,   \
 								 int causal)                                            \
 	{                                                                                                            \
-		FA_BODY(flash_fwd<DH>(q, k, v, mask, o, lse, S, H, causal);)                                          \
+		FA_BODY((flash_fwd<DH, FA_FWD_MT(DH)>(q, k, v, mask, o, lse, S, H, causal));)                         \
 	}                                                                                                            \
 	__global__ void __launch_bounds__(128, FA_BWD_BLOCKS(DH))                                                     \
 	    k_flash_bwd_##DH(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,          \

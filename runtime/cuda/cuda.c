@@ -124,10 +124,10 @@ static int make_comms(RtRank *r)
 	return rc;
 }
 
-static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, int64_t *pack)
+static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, int64_t *pack, int64_t *stripes)
 {
 	*shadow = p->persistent_bytes[MGL_V_PARAM] / 2 + 256;
-	*scratch = 64, *pack = 256;
+	*scratch = 64, *pack = 256, *stripes = 1;
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		int64_t need = 0;
@@ -137,10 +137,12 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 			const MglValue *x = &p->values[st->in[1]];
 			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;
 			need = 64 + 2 * M + 2 * cuda_colsum_bands(M, D) * D;
+			*stripes = *stripes > (D + 31) / 32 ? *stripes : (D + 31) / 32;
 		}
 		if (st->op == MGL_OP_BIAS_GRAD || st->op == MGL_OP_SUM_TO) {
 			int64_t n = mgl_numel(&p->values[st->out[0]]);
 			need = cuda_colsum_bands(mgl_numel(&p->values[st->in[0]]) / n, n) * n + 64;
+			*stripes = *stripes > (n + 31) / 32 ? *stripes : (n + 31) / 32;
 		}
 		*scratch = *scratch > need ? *scratch : need;
 		if ((st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) && st->attr.group == MGL_GROUP_TP) {
@@ -149,7 +151,7 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 			*pack = *pack > b ? *pack : b;
 		}
 	}
-	int64_t total = p->arena_bytes + *shadow + *scratch * 4 + *pack + ((int64_t)64 << 20);
+	int64_t total = p->arena_bytes + *shadow + *scratch * 4 + *stripes * 4 + *pack + ((int64_t)64 << 20);
 	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
 		total += p->persistent_bytes[k];
 	return total;
@@ -186,7 +188,7 @@ static int cuda_open(RtRank *r)
 	d->arch = 10 * prop.major + prop.minor;
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
-	int64_t shadow, scratch, pack, need = plan_bytes(p, &shadow, &scratch, &pack);
+	int64_t shadow, scratch, pack, stripes, need = plan_bytes(p, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;
 	CK(cudaMemGetInfo(&free_b, &total_b));
 	if ((size_t)need > free_b)
@@ -205,6 +207,9 @@ static int cuda_open(RtRank *r)
 	CK(cuda_malloc(d, (void **)&d->shadow, (size_t)shadow));
 	CK(cuda_malloc(d, (void **)&d->scratch, (size_t)scratch * 4));
 	d->scratch_n = scratch;
+	CK(cuda_malloc(d, (void **)&d->colsum_count, (size_t)stripes * 4));
+	CK(cudaMemset(d->colsum_count, 0, (size_t)stripes * 4));
+	d->colsum_n = stripes;
 	CK(cuda_malloc(d, &d->pack, (size_t)pack));
 	d->pack_n = pack;
 	CK(cuda_malloc(d, (void **)&d->run, sizeof(DevRun)));
@@ -270,6 +275,7 @@ static void cuda_close(RtRank *r)
 		cudaFree(d->region[k]);
 	cudaFree(d->shadow);
 	cudaFree(d->scratch);
+	cudaFree(d->colsum_count);
 	cudaFree(d->pack);
 	cudaFree(d->run);
 	cudaFree(d->ws);

@@ -61,6 +61,8 @@ typedef struct {
 	bf16 *shadow;             /* bf16 copies of the parameters, at half their offsets */
 	float *scratch;           /* attention_bwd's dk, dv in fp32; the ce count; the norm */
 	int64_t scratch_n;
+	unsigned *colsum_count;   /* k_colsum's blocks done a stripe of 32 columns (0 between launches) */
+	int64_t colsum_n;
 	void *pack;               /* staging for collectives along a non-leading dimension */
 	int64_t pack_n;
 	DevRun *run;
@@ -109,7 +111,8 @@ cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
 /* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:
  * kernel attributes (the flash-attention backward's shared memory), the optimizer's tables */
 int cuda_ops_prepare(RtRank *r);
-/* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats) */
+/* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats;
+ * and a counter a stripe of 32 columns) */
 int64_t cuda_colsum_bands(int64_t M, int64_t N);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's

@@ -14,7 +14,7 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum_part) X(colsum_done) X(norm_colsum_part) X(attention) \
+	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
@@ -304,7 +304,7 @@ static int op_bias_add(CudaCtx *c)
 	return launch(c->r, K_bias_add, M * N, 1, ARGS(&a, &ydt, &b, &o, &odt, &M, &N));
 }
 
-/* The bands of rows k_colsum_part sums apart: enough blocks for every SM several times
+/* The bands of rows k_colsum sums apart: enough blocks for every SM several times
  * over (about 512 in all), bands of at least 64 rows. Its scratch: R * N floats. */
 int64_t cuda_colsum_bands(int64_t M, int64_t N)
 {
@@ -321,18 +321,28 @@ static int need_scratch(RtRank *r, int64_t floats)
 	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
 }
 
-/* out[N] (+)= the column sums of x[M, N] (k_colsum_part, k_colsum_done) */
+/* k_colsum's counters: a stripe of 32 columns each */
+static int need_stripes(RtRank *r, int64_t N)
+{
+	Dev *d = r->mem;
+	if (d->colsum_n >= (N + 31) / 32)
+		return 0;
+	return cuda_fail(r, "internal error: %lld column-sum counters, %lld needed", (long long)d->colsum_n,
+			 (long long)(N + 31) / 32);
+}
+
+/* out[N] (+)= the column sums of x[M, N] (k_colsum: one launch) */
 static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, void *out, int odt, int acc)
 {
 	Dev *d = r->mem;
 	int64_t R = cuda_colsum_bands(M, N);
-	if (need_scratch(r, 64 + R * N))
+	if (need_scratch(r, 64 + R * N) || need_stripes(r, N))
 		return -1;
 	float *part = d->scratch + 64;
 	dim3 grid = {(unsigned)((N + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
-	CK(cudaLaunchKernel((const void *)d->kernels[K_colsum_part], grid, block, ARGS(&x, &xdt, &part, &M, &N), 0,
-			    d->compute));
-	return launch(r, K_colsum_done, N, 1, ARGS(&part, &R, &N, &out, &odt, &acc));
+	CK(cudaLaunchKernel((const void *)d->kernels[K_colsum], grid, block,
+			    ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N), 0, d->compute));
+	return 0;
 }
 
 static int op_bias_grad(CudaCtx *c)
@@ -354,7 +364,7 @@ static int op_layernorm(CudaCtx *c)
 
 /* The norms' backward (layernorm: dw and db; rmsnorm: dw): dx a warp a row, keeping each
  * row's mean and 1/std (1/rms) in scratch; then dw and db as column sums over bands of rows
- * (k_norm_colsum_part, k_colsum_done): no atomics, the same bits every run. */
+ * (k_norm_colsum): no atomics on the sums, the same bits every run. */
 static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 {
 	Dev *d = c->r->mem;
@@ -362,22 +372,19 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const MglValue *x = val(r, IN(1));
 	int64_t M = rt_rows(x), D = rt_last(x), R = cuda_colsum_bands(M, D);
 	float eps = (float)c->s->attr.eps;
-	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0)), f32 = MGL_F32, acc = ACC(1), bacc = bias && ACC(2);
-	if (need_scratch(r, 64 + 2 * M + 2 * R * D))
+	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0)), acc = ACC(1), bacc = bias && ACC(2);
+	if (need_scratch(r, 64 + 2 * M + 2 * R * D) || need_stripes(r, D))
 		return -1;
-	float *stats = d->scratch + 64, *part = stats + 2 * M, *bpart = part + R * D;
+	float *stats = d->scratch + 64, *part = stats + 2 * M;
 	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, OUT(0)), *dw = P(r, OUT(1));
+	void *db = bias ? P(r, OUT(2)) : NULL;
 	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &stats, &M, &D, &eps)))
 		return -1;
 	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
-	CK(cudaLaunchKernel((const void *)d->kernels[K_norm_colsum_part], grid, block,
-			    ARGS(&g, &gdt, &X, &xdt, &stats, &part, &M, &D), 0, d->compute));
-	if (launch(r, K_colsum_done, D, 1, ARGS(&part, &R, &D, &dw, &f32, &acc)))
-		return -1;
-	if (!bias)
-		return 0;
-	void *db = P(r, OUT(2));
-	return launch(r, K_colsum_done, D, 1, ARGS(&bpart, &R, &D, &db, &f32, &bacc));
+	CK(cudaLaunchKernel((const void *)d->kernels[K_norm_colsum], grid, block,
+			    ARGS(&g, &gdt, &X, &xdt, &stats, &part, &d->colsum_count, &dw, &acc, &db, &bacc, &M, &D), 0,
+			    d->compute));
+	return 0;
 }
 
 static int op_layernorm_bwd(CudaCtx *c) { return norm_bwd(c, K_layernorm_bwd, true); }
@@ -473,9 +480,11 @@ static int op_sum_to(CudaCtx *c)
 /* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
  * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
  * query, an atomic backward. */
-static const struct { int dh, fwd, bwd; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16}, {32, K_flash_fwd_32, K_flash_bwd_32}, {64, K_flash_fwd_64, K_flash_bwd_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96}, {128, K_flash_fwd_128, K_flash_bwd_128},
+/* each head size's kernels, and the queries a block of its forward takes (64 FA_FWD_MT) */
+static const struct { int dh, fwd, bwd, fwd_rows; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, 128}, {32, K_flash_fwd_32, K_flash_bwd_32, 128},
+	{64, K_flash_fwd_64, K_flash_bwd_64, 128}, {96, K_flash_fwd_96, K_flash_bwd_96, 64},
+	{128, K_flash_fwd_128, K_flash_bwd_128, 64},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
 
@@ -520,7 +529,7 @@ static int op_attention(CudaCtx *c)
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0)
-		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, flash[f].fwd, (S + flash[f].fwd_rows - 1) / flash[f].fwd_rows, B * H, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -544,7 +553,10 @@ static int op_attention_bwd(CudaCtx *c)
 	if (f >= 0) {
 		int qdt = dt(r, OUT(0));
 		CK(cudaMemsetAsync(s1, 0, (size_t)n * 4, d->compute));
-		if (launch(r, K_attention_delta, B * H * S, 32, ARGS(&G, &O, &s2, &B, &S, &H, &dh)) ||
+		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
+		while (lanes < 32 && lanes * 8 < dh)
+			lanes *= 2;
+		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)) ||
 		    launch_blocks(r, flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_bwd_smem((int)dh),
 				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &causal)))
 			return -1;
