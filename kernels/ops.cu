@@ -184,19 +184,28 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		return;
 	float mean, rstd;
 	if (ln8_ok(D, xdt, gdt, dxdt, x, dy, dx, w, w)) {
-		ln8_moments(x, row, D, eps, &mean, &rstd);
-		float sg = 0, sgx = 0;
+		// one pass for the moments and both sums, about x0 = the row's first element (so
+		// that E[(x - x0)^2] - E[x - x0]^2 does not cancel as E[x^2] - E[x]^2 would where the
+		// mean is large against the spread): sum (g w (x - mean)) = sum (g w (x - x0)) - (mean
+		// - x0) sum (g w)
+		float x0 = bf2f(((const bf16 *)x)[row * D]), s1 = 0, s2 = 0, sg = 0, sgx = 0;
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
 			float g[8], ww[8];
 			ln8_load(g, dy, row * D + j);
 			ln8_get(ww, w + j);
 			for (int e = 0; e < 8; e++) {
-				sg += g[e] * ww[e];
-				sgx += g[e] * ww[e] * (v[e] - mean) * rstd;
+				float c = v[e] - x0, gw = g[e] * ww[e];
+				s1 += c, s2 += c * c, sg += gw, sgx += gw * c;
 			}
 		});
-		sg = warp_sum(sg) / (float)D;
-		sgx = warp_sum(sgx) / (float)D;
+		s1 = warp_sum(s1) / (float)D;
+		s2 = warp_sum(s2) / (float)D;
+		sg = warp_sum(sg);
+		sgx = warp_sum(sgx);
+		mean = x0 + s1;
+		rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
+		sgx = (sgx - s1 * sg) * rstd / (float)D;
+		sg /= (float)D;
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
 			float g[8], ww[8], o[8];
 			ln8_load(g, dy, row * D + j);
