@@ -842,45 +842,36 @@ __device__ __forceinline__ float fa_quad_sum(float v)
 	return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// Forward. grid (ceil(S / (64 MT)), B * H), 128 threads, flash_fwd_smem(DH) bytes of
-// dynamic shared memory; warp w owns queries 16 MT w .. 16 MT (w + 1) - 1 of the block's
-// 64 MT (MT m-tiles of 16), their Q fragments in registers, and walks the key tiles of 64
-// (up to the diagonal when causal), K and V tiles in shared memory, two of each: the next
-// pair is copied (cp.async) while this one is used. Each K or V fragment read from shared
-// memory feeds MT m-tiles: at MT 2 (FlashAttention-2's 128-query blocks) half the reads a
-// FLOP, for twice the accumulator registers.
-template <int DH, int MT>
+// Forward. grid (ceil(S / 64), B * H), 128 threads, flash_fwd_smem(DH) bytes of dynamic
+// shared memory; warp w owns queries 16w .. 16w + 15 of
+// the block's 64, their Q fragments in registers, and walks the key tiles (up to the
+// diagonal when causal), K and V tiles in shared memory, two of each: the next pair is
+// copied (cp.async) while this one is used.
+template <int DH>
 __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S,
 			  i64 H, int causal)
 {
-	constexpr int LD = DH + 8, TILE = FA_ROWS * LD, QB = FA_ROWS * MT;
+	constexpr int LD = DH + 8, TILE = FA_ROWS * LD;
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *kv = (bf16 *)fa_shared;   // buffer i: K at kv + 2 i TILE, V a TILE after it
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-	i64 nqt = (S + QB - 1) / QB, qt = nqt - 1 - blockIdx.x;   // the longest rows first
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, q0 = qt * QB;
-	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, last = min(S, q0 + QB) - 1;   // the block's last query
-	i64 nkt = causal ? last / FA_ROWS + 1 : ntiles;
+	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
+	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8, nkt = causal ? qt + 1 : ntiles;
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
 	fa_tile<DH>(kv, k + base, D, 0, FA_ROWS, S);
 	fa_tile<DH>(kv + TILE, v + base, D, 0, FA_ROWS, S);
-	i64 r0[MT], r1[MT];
-	unsigned qf[MT][DH / 16][4];
-	float acc[MT][DH / 8][4], m0[MT], m1[MT], l0[MT], l1[MT];
-	#pragma unroll
-	for (int mt = 0; mt < MT; mt++) {
-		r0[mt] = q0 + (w * MT + mt) * 16 + g, r1[mt] = r0[mt] + 8;
-		for (int kk = 0; kk < DH / 16; kk++) {
-			const bf16 *p0 = q + base + r0[mt] * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
-			qf[mt][kk][0] = r0[mt] < S ? fa_u32(p0) : 0u;
-			qf[mt][kk][1] = r1[mt] < S ? fa_u32(p1) : 0u;
-			qf[mt][kk][2] = r0[mt] < S ? fa_u32(p0 + 8) : 0u;
-			qf[mt][kk][3] = r1[mt] < S ? fa_u32(p1 + 8) : 0u;
-		}
-		m0[mt] = m1[mt] = -INF, l0[mt] = l1[mt] = 0;
-		for (int d = 0; d < DH / 8; d++)
-			acc[mt][d][0] = acc[mt][d][1] = acc[mt][d][2] = acc[mt][d][3] = 0;
+	unsigned qf[DH / 16][4];
+	for (int kk = 0; kk < DH / 16; kk++) {
+		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
+		qf[kk][0] = r0 < S ? fa_u32(p0) : 0u;
+		qf[kk][1] = r1 < S ? fa_u32(p1) : 0u;
+		qf[kk][2] = r0 < S ? fa_u32(p0 + 8) : 0u;
+		qf[kk][3] = r1 < S ? fa_u32(p1 + 8) : 0u;
 	}
+	float acc[DH / 8][4], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;
+	for (int d = 0; d < DH / 8; d++)
+		acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0;
 	for (i64 kt = 0; kt < nkt; kt++) {
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
@@ -893,94 +884,79 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 			fa_wait<0>();
 		}
 		__syncthreads();
-		float s[MT][8][4];
-		#pragma unroll
-		for (int mt = 0; mt < MT; mt++)
-			for (int n = 0; n < 8; n++)
-				s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0;
+		float s[8][4];
+		for (int n = 0; n < 8; n++)
+			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
 		for (int kk = 0; kk < DH / 16; kk++)
 			for (int n = 0; n < 8; n += 2) {
 				unsigned kb[4];
 				fa_ldsm(kb, K_ + n * 8 * LD + kk * 16, LD);
-				#pragma unroll
-				for (int mt = 0; mt < MT; mt++) {
-					fa_mma(s[mt][n], qf[mt][kk], kb[0], kb[2]);
-					fa_mma(s[mt][n + 1], qf[mt][kk], kb[1], kb[3]);
-				}
+				fa_mma(s[n], qf[kk], kb[0], kb[2]);
+				fa_mma(s[n + 1], qf[kk], kb[1], kb[3]);
 			}
-		// masks only in the tiles that have masked keys: past the block's first query,
-		// padding, the end of S
-		bool edge = (causal && j0 + FA_ROWS - 1 > q0) || mask || j0 + FA_ROWS > S;
-		unsigned pf[MT][4][4];   // P as A fragments, 16 keys each
-		#pragma unroll
-		for (int mt = 0; mt < MT; mt++) {
-			if (edge)
-				for (int n = 0; n < 8; n++)
-					for (int e = 0; e < 2; e++) {
-						i64 j = j0 + n * 8 + 2 * t + e;
-						bool in = j < S && (!mask || mask[b * S + j]);
-						s[mt][n][e] = in && (!causal || j <= r0[mt]) ? s[mt][n][e] : -INF;
-						s[mt][n][2 + e] = in && (!causal || j <= r1[mt]) ? s[mt][n][2 + e] : -INF;
-					}
+		// masks only in the tiles that have masked keys: the diagonal, padding, the end of S
+		if ((causal && kt == qt) || mask || j0 + FA_ROWS > S)
 			for (int n = 0; n < 8; n++)
-				for (int e = 0; e < 4; e++)
-					s[mt][n][e] *= scale2;   // -inf stays -inf
-			float mx0 = m0[mt], mx1 = m1[mt];
-			for (int n = 0; n < 8; n++) {
-				mx0 = fmaxf(mx0, fmaxf(s[mt][n][0], s[mt][n][1]));
-				mx1 = fmaxf(mx1, fmaxf(s[mt][n][2], s[mt][n][3]));
-			}
-			mx0 = fa_quad_max(mx0);
-			mx1 = fa_quad_max(mx1);
-			// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
-			float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
-			float c0 = exp2f(m0[mt] - b0), c1 = exp2f(m1[mt] - b1);
-			m0[mt] = mx0;
-			m1[mt] = mx1;
-			l0[mt] *= c0;
-			l1[mt] *= c1;
-			for (int d = 0; d < DH / 8; d++) {
-				acc[mt][d][0] *= c0, acc[mt][d][1] *= c0;
-				acc[mt][d][2] *= c1, acc[mt][d][3] *= c1;
-			}
-			for (int n = 0; n < 8; n++) {
-				float p00 = exp2f(s[mt][n][0] - b0), p01 = exp2f(s[mt][n][1] - b0);
-				float p10 = exp2f(s[mt][n][2] - b1), p11 = exp2f(s[mt][n][3] - b1);
-				l0[mt] += p00 + p01;
-				l1[mt] += p10 + p11;
-				pf[mt][n / 2][n % 2 * 2] = fa_pack(p00, p01);
-				pf[mt][n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
-			}
+				for (int e = 0; e < 2; e++) {
+					i64 j = j0 + n * 8 + 2 * t + e;
+					bool in = j < S && (!mask || mask[b * S + j]);
+					s[n][e] = in && (!causal || j <= r0) ? s[n][e] : -INF;
+					s[n][2 + e] = in && (!causal || j <= r1) ? s[n][2 + e] : -INF;
+				}
+		for (int n = 0; n < 8; n++)
+			for (int e = 0; e < 4; e++)
+				s[n][e] *= scale2;   // -inf stays -inf
+		float mx0 = m0, mx1 = m1;
+		for (int n = 0; n < 8; n++) {
+			mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+			mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+		}
+		mx0 = fa_quad_max(mx0);
+		mx1 = fa_quad_max(mx1);
+		// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
+		float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
+		float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+		m0 = mx0;
+		m1 = mx1;
+		l0 *= c0;
+		l1 *= c1;
+		for (int d = 0; d < DH / 8; d++) {
+			acc[d][0] *= c0, acc[d][1] *= c0;
+			acc[d][2] *= c1, acc[d][3] *= c1;
+		}
+		unsigned pf[4][4];   // P as A fragments, 16 keys each
+		for (int n = 0; n < 8; n++) {
+			float p00 = exp2f(s[n][0] - b0), p01 = exp2f(s[n][1] - b0);
+			float p10 = exp2f(s[n][2] - b1), p11 = exp2f(s[n][3] - b1);
+			l0 += p00 + p01;
+			l1 += p10 + p11;
+			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
+			pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
 		}
 		for (int kc = 0; kc < 4; kc++)
 			for (int d = 0; d < DH / 16; d++) {
 				unsigned bv[4];
 				fa_ldsm_t(bv, V_ + kc * 16 * LD + d * 16, LD);
-				#pragma unroll
-				for (int mt = 0; mt < MT; mt++) {
-					fa_mma(acc[mt][2 * d], pf[mt][kc], bv[0], bv[1]);
-					fa_mma(acc[mt][2 * d + 1], pf[mt][kc], bv[2], bv[3]);
-				}
+				fa_mma(acc[2 * d], pf[kc], bv[0], bv[1]);
+				fa_mma(acc[2 * d + 1], pf[kc], bv[2], bv[3]);
 			}
 		__syncthreads();   // this pair's buffers are free for the pair after next
 	}
-	#pragma unroll
-	for (int mt = 0; mt < MT; mt++) {
-		float L0 = fa_quad_sum(l0[mt]), L1 = fa_quad_sum(l1[mt]);
-		float i0 = L0 > 0 ? 1.0f / L0 : 0.0f, i1 = L1 > 0 ? 1.0f / L1 : 0.0f;
-		for (int d = 0; d < DH / 8; d++) {
-			bf16 *op = o + base + r0[mt] * D + d * 8 + 2 * t;
-			if (r0[mt] < S)
-				*(unsigned *)op = fa_pack(acc[mt][d][0] * i0, acc[mt][d][1] * i0);
-			if (r1[mt] < S)
-				*(unsigned *)(op + 8 * D) = fa_pack(acc[mt][d][2] * i1, acc[mt][d][3] * i1);
-		}
-		if (t == 0) {
-			if (r0[mt] < S)
-				lse[blockIdx.y * S + r0[mt]] = L0 > 0 ? (m0[mt] + log2f(L0)) * FA_LN2 : -INF;
-			if (r1[mt] < S)
-				lse[blockIdx.y * S + r1[mt]] = L1 > 0 ? (m1[mt] + log2f(L1)) * FA_LN2 : -INF;
-		}
+	l0 = fa_quad_sum(l0);
+	l1 = fa_quad_sum(l1);
+	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+	for (int d = 0; d < DH / 8; d++) {
+		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
+		if (r0 < S)
+			*(unsigned *)op = fa_pack(acc[d][0] * i0, acc[d][1] * i0);
+		if (r1 < S)
+			*(unsigned *)(op + 8 * D) = fa_pack(acc[d][2] * i1, acc[d][3] * i1);
+	}
+	if (t == 0) {
+		if (r0 < S)
+			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
+		if (r1 < S)
+			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
 	}
 }
 
@@ -1166,17 +1142,12 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 #ifndef FA_BWD_BLOCKS
 #define FA_BWD_BLOCKS(DH) ((DH) <= 64 ? 3 : 1)
 #endif
-// m-tiles a warp the forward is built for: 2 at head sizes to 64, 1 above (where two
-// would want more than 255 registers); runtime/cuda/ops.c's flash table says the same
-#ifndef FA_FWD_MT
-#define FA_FWD_MT(DH) ((DH) <= 64 ? 2 : 1)
-#endif
 #define FLASH(DH)                                                                                                    \
 	__global__ void __launch_bounds__(128) k_flash_fwd_##DH(const bf16 *q, const bf16 *k, const bf16 *v,          \
 								 const int *mask, bf16 *o, float *lse, i64 S, i64 H,   \
 								 int causal)                                            \
 	{                                                                                                            \
-		FA_BODY((flash_fwd<DH, FA_FWD_MT(DH)>(q, k, v, mask, o, lse, S, H, causal));)                         \
+		FA_BODY(flash_fwd<DH>(q, k, v, mask, o, lse, S, H, causal);)                                          \
 	}                                                                                                            \
 	__global__ void __launch_bounds__(128, FA_BWD_BLOCKS(DH))                                                     \
 	    k_flash_bwd_##DH(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,          \

@@ -480,11 +480,9 @@ static int op_sum_to(CudaCtx *c)
 /* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
  * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
  * query, an atomic backward. */
-/* each head size's kernels, and the queries a block of its forward takes (64 FA_FWD_MT) */
-static const struct { int dh, fwd, bwd, fwd_rows; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, 128}, {32, K_flash_fwd_32, K_flash_bwd_32, 128},
-	{64, K_flash_fwd_64, K_flash_bwd_64, 128}, {96, K_flash_fwd_96, K_flash_bwd_96, 64},
-	{128, K_flash_fwd_128, K_flash_bwd_128, 64},
+static const struct { int dh, fwd, bwd; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16}, {32, K_flash_fwd_32, K_flash_bwd_32}, {64, K_flash_fwd_64, K_flash_bwd_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96}, {128, K_flash_fwd_128, K_flash_bwd_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
 
@@ -529,7 +527,7 @@ static int op_attention(CudaCtx *c)
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0)
-		return launch_blocks(c->r, flash[f].fwd, (S + flash[f].fwd_rows - 1) / flash[f].fwd_rows, B * H, flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
