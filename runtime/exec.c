@@ -226,6 +226,19 @@ static void shard_copy(const MglPlanParam *q, int tp, int t, float *full, float 
 	}
 }
 
+/* n zeroed floats for a parameter's copy in host memory, or the process ends with the
+ * error: the gathers and scatters below are collectives between processes, which a rank
+ * cannot leave half way, and whose peers see its exit (launch.c). */
+static float *floats_or_exit(int64_t n)
+{
+	float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+	if (!p) {
+		fprintf(stderr, "mgl: error: out of host memory for a parameter's %lld values\n", (long long)n);
+		exit(1);
+	}
+	return p;
+}
+
 /* Under ZeRO-1 the moments (and the summed gradient) of tp rank t's shard of n elements
  * are in pieces over its dp group (plan.h: mgl_zero_piece): shard gets them all, from the
  * moments (each rank's piece from their start) or the gradients (at the piece's place). */
@@ -233,7 +246,7 @@ static void zero_gather(RtJob *j, const MglPlanParam *q, int which, int t, float
 {
 	int v = pick(q, which);
 	int64_t n = mgl_numel(&j->plan->values[q->value]);
-	float *buf = malloc((size_t)mgl_numel(&j->plan->values[v]) * sizeof *buf);
+	float *buf = floats_or_exit(mgl_numel(&j->plan->values[v]));
 	for (int d = 0; d < j->dp; d++) {
 		int64_t start, len = mgl_zero_piece(n, j->dp, d, &start);
 		j->be->read(&j->ranks[d * j->tp + t], v, buf);
@@ -251,8 +264,8 @@ void rt_param_gather(RtJob *j, int i, int which, float *out, int to)
 	bool here = !j->net || to < 0 || to == j->first;   /* whether this process gets it */
 	const MglPlanParam *q = &j->plan->params[i];
 	int64_t local = mgl_numel(&j->plan->values[q->value]);   /* the tp shard: the moments may be a piece of it */
-	float *full = here ? calloc((size_t)padded_numel(q), sizeof *full) : NULL;
-	float *shard = malloc((size_t)local * sizeof *shard);   /* a sender's, and rank 0's to pass on */
+	float *full = here ? floats_or_exit(padded_numel(q)) : NULL;
+	float *shard = floats_or_exit(local);   /* a sender's, and rank 0's to pass on */
 	for (int t = 0; t < (q->split_dim >= 0 ? j->tp : 1); t++) {
 		if (zero_pieces(j, which))   /* every dp rank's piece: all in this process (rt_job_open) */
 			zero_gather(j, q, which, t, shard);
@@ -275,7 +288,7 @@ void rt_param_set(RtJob *j, int i, int which, const float *in)
 {
 	const MglPlanParam *q = &j->plan->params[i];
 	int64_t local = mgl_numel(&j->plan->values[q->value]), room = mgl_zero_chunk(local, j->dp) * j->dp;
-	float *full = calloc((size_t)padded_numel(q), sizeof *full), *shard = calloc((size_t)room, sizeof *shard);
+	float *full = floats_or_exit(padded_numel(q)), *shard = floats_or_exit(room);
 	memcpy(full, in, (size_t)mgl_param_numel(q) * sizeof *full);
 	for (int r = j->first; r < j->last; r++) {
 		shard_copy(q, j->tp, j->ranks[r].tp_rank, full, shard, true);

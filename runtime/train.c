@@ -542,6 +542,10 @@ static int agree(Train *t, int rc)
 	if (!t->job->net)
 		return rc;
 	int *all = malloc((size_t)t->job->nranks * sizeof *all);
+	if (!all) {   /* the others cannot be told: end this process, whose exit they see */
+		fprintf(stderr, "mgl: error: out of host memory (%d ranks' replies)\n", t->job->nranks);
+		exit(1);
+	}
 	rt_net_allgather(t->job->net, &rc, sizeof rc, all);
 	for (int r = 0; r < t->job->nranks; r++)
 		rc |= all[r];
@@ -577,15 +581,21 @@ static int write_tensors(Train *t, const char *path, const char *dir, const int 
 			 int nw)
 {
 	const MglPlan *p = t->p;
-	int n = nw * p->nparams;
+	int n = nw * p->nparams, rc = 0;
 	RtTensor *ts = calloc((size_t)n, sizeof *ts);
 	char **names = calloc((size_t)n, sizeof *names);
-	for (int w = 0; w < nw; w++)
-		for (int i = 0; i < p->nparams; i++) {
+	int *of = malloc((size_t)n * sizeof *of);
+	int64_t bytes = 0;   /* what this process holds of the tensors */
+	bool oom = !ts || !names || !of;
+	for (int w = 0; w < nw && !oom; w++)
+		for (int i = 0; i < p->nparams && !oom; i++) {
 			const MglPlanParam *q = &p->params[i];
 			RtTensor *x = &ts[w * p->nparams + i];
 			size_t len = strlen(q->name) + strlen(prefix[w]) + 1;
-			names[w * p->nparams + i] = malloc(len);
+			if (!(names[w * p->nparams + i] = malloc(len))) {
+				oom = true;
+				break;
+			}
 			snprintf(names[w * p->nparams + i], len, "%s%s", prefix[w], q->name);
 			x->name = names[w * p->nparams + i];
 			x->rank = q->rank;
@@ -593,13 +603,26 @@ static int write_tensors(Train *t, const char *path, const char *dir, const int 
 		}
 	const RtTrainOpts *o = t->o;
 	int procs = t->job->net ? t->job->nranks : 1;
-	int nshards = dir ? rt_ckpt_nshards(ts, n, procs, o->save_shards) : 1, rc;
-	int *of = malloc((size_t)n * sizeof *of);
-	rt_ckpt_deal(ts, n, nshards, of);   /* shapes are enough */
-	for (int k = 0; k < n; k++) {
+	int nshards = dir && !oom ? rt_ckpt_nshards(ts, n, procs, o->save_shards) : 1;
+	if (!oom)
+		rt_ckpt_deal(ts, n, nshards, of);   /* shapes are enough */
+	for (int k = 0; k < n && !oom; k++) {
 		int to = t->job->net ? of[k] % procs : -1;   /* the process that writes it (one file: rank 0) */
-		if (to < 0 || to == t->job->first)
-			ts[k].data = malloc((size_t)mgl_param_numel(&p->params[k % p->nparams]) * sizeof *ts[k].data);
+		int64_t numel = mgl_param_numel(&p->params[k % p->nparams]);
+		if (to < 0 || to == t->job->first) {
+			oom = !(ts[k].data = malloc((size_t)numel * sizeof *ts[k].data));
+			bytes += numel * (int64_t)sizeof *ts[k].data;
+		}
+	}
+	char e[512];
+	/* every process gathers, or none: the gathers are collectives */
+	if (agree(t, oom)) {
+		snprintf(e, sizeof e, "out of host memory for the checkpoint's tensors (%.2f GB on this process%s)",
+			 (double)bytes / 1e9, oom ? "" : "; another process ran out");
+		rc = -1;
+	}
+	for (int k = 0; k < n && !rc; k++) {
+		int to = t->job->net ? of[k] % procs : -1;
 		rt_param_gather(t->job, k % p->nparams, which[k / p->nparams], ts[k].data, to);
 	}
 	RtCkptMeta m = {.format = RT_CKPT_FORMAT, .model = o->model_name, .source = o->model_source ? o->model_source : "",
@@ -607,14 +630,15 @@ static int write_tensors(Train *t, const char *path, const char *dir, const int 
 			.tokenizer_sha256 = t->tok_sha, .has_state = true, .step = t->step, .adam_t = t->adam_t,
 			.data_rng = t->data_rng, .seed = t->seed, .has_schedule = true, .steps = o->steps,
 			.warmup = o->warmup, .lr = o->lr, .min_lr = o->min_lr};
-	char e[512];
-	if (nshards > 1)
+	if (!rc && nshards > 1)
 		rc = write_shards(t, dir, ts, n, of, nshards, &m, e, sizeof e);
-	else if (!(rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0) && path && dir)
+	else if (!rc && !(rc = path ? rt_ckpt_write_meta(path, ts, n, &m, e, sizeof e) : 0) && path && dir)
 		rc = rt_ckpt_single_commit(dir, e, sizeof e);   /* NULL: another process writes */
 	for (int i = 0; i < n; i++) {
-		free(ts[i].data);
-		free(names[i]);
+		if (ts)
+			free(ts[i].data);
+		if (names)
+			free(names[i]);
 	}
 	free(ts);
 	free(names);
