@@ -65,6 +65,33 @@ __device__ __forceinline__ void st4(void *p, int dt, i64 i, const float *v)
 		*(float4 *)((float *)p + i) = make_float4(v[0], v[1], v[2], v[3]);
 }
 
+// 8 elements from p + i (16 bytes of bf16, two float4 of f32): the chains' loads and
+// stores where every size is a multiple of 8
+__device__ __forceinline__ void ld8(const void *p, int dt, i64 i, float *v)
+{
+	if (dt == DT_BF16) {
+		uint4 u = *(const uint4 *)((const bf16 *)p + i);
+		unsigned w[4] = {u.x, u.y, u.z, u.w};
+		for (int e = 0; e < 4; e++)
+			v[2 * e] = __uint_as_float(w[e] << 16), v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+	} else {
+		ld4(p, dt, i, v);
+		ld4(p, dt, i + 4, v + 4);
+	}
+}
+__device__ __forceinline__ void st8(void *p, int dt, i64 i, const float *v)
+{
+	if (dt == DT_BF16) {
+		unsigned w[4];
+		for (int e = 0; e < 4; e++)
+			w[e] = (unsigned)f2bf(v[2 * e]) | (unsigned)f2bf(v[2 * e + 1]) << 16;
+		*(uint4 *)((bf16 *)p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+	} else {
+		st4(p, dt, i, v);
+		st4(p, dt, i + 4, v + 4);
+	}
+}
+
 #define FOR_EACH(i, n) for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 __device__ __forceinline__ float warp_sum(float v)

@@ -43,7 +43,7 @@ static void put(Buf *b, const char *fmt, ...)
  * dropout's mask depends on it). */
 static bool uses_index(const MglStep *st) { return strchr(mgl_ops[st->op].expr, 'G') != NULL; }
 
-enum { CHAIN_WIDTH = 4 };   /* ld4 and st4 in kernels/ops.cu */
+enum { CHAIN_WIDTH = 8 };   /* the widest: ld8 and st8 in kernels/prelude.cuh (and ld4, st4) */
 
 /* Steps [head, last] as one kernel (a plan holds its chains to mgl_chain_ok): the values
  * it reads from outside, in kernel-argument order, and the one it writes. */
@@ -58,11 +58,15 @@ static CudaChain chain_of(const MglPlan *p, int head, int last)
 		if (uses_index(st))
 			c.indexed = st->in[0];
 	}
-	c.width = CHAIN_WIDTH;   /* 4 elements a thread when the output and every input (a
-				    broadcast one too: read at i % its size) come in fours */
-	for (int j = -1; j < c.nin; j++)
-		if (mgl_numel(&p->values[j < 0 ? c.out : c.in[j]]) % CHAIN_WIDTH)
-			c.width = 1;
+	/* 8 elements a thread (16-byte loads of bf16) when the output and every input (a
+	 * broadcast one too: read at i % its size) come in eights, else 4, else 1 */
+	c.width = 1;
+	for (int w = CHAIN_WIDTH; w >= 4 && c.width == 1; w /= 2) {
+		bool all = true;
+		for (int j = -1; j < c.nin; j++)
+			all &= mgl_numel(&p->values[j < 0 ? c.out : c.in[j]]) % w == 0;
+		c.width = all ? w : 1;
+	}
 	return c;
 }
 
@@ -116,8 +120,8 @@ char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 	put(&b, "\n// fused: steps %d-%d\nextern \"C\" __global__ void chain_%d(", c->head, c->last, c->head);
 	for (int j = 0; j < c->nin; j++)
 		put(&b, "const void *x%d, ", j);
-	/* a thread takes W = c->width elements from i0: its inputs' W loaded first (one vector
-	 * load each when W is 4), then the steps element by element, then the W stored */
+	/* a thread takes W = c->width elements from i0: its inputs' W loaded first (vector
+	 * loads when W is 4 or 8), then the steps element by element, then the W stored */
 	int W = c->width;
 	put(&b, "void *out, const Run *run, i64 start)\n{\n\t(void)start;\n\tFOR_EACH(q, %lldLL) {\n\t\ti64 i0 = q * %d;\n",
 	    (long long)(mgl_numel(o) / W), W);

@@ -34,7 +34,7 @@ typedef struct {
 	int nin;
 	int out;                   /* the one value it writes */
 	int indexed;               /* the value whose elements G indexes (a dropout's input), or -1 */
-	int width;                 /* elements a thread: 4 (vector loads) where every size allows, else 1 */
+	int width;                 /* elements a thread: 8 or 4 (vector loads) where every size allows, else 1 */
 	int kernel;                /* the head of the chain whose kernel it runs (nvrtc.c: the same code) */
 } CudaChain;
 /* The chains (*chains malloc'd), or -(s + 1) if step s can run neither alone nor so. */
