@@ -367,22 +367,59 @@ __device__ void colsum_finish(const float *part, i64 R, i64 N, void *out, int od
 	__syncthreads();   // s is free for a second finish
 }
 
+// Whether a column sum may read 8 columns a thread by 16-byte loads (colsum_vec_rows):
+// bf16 rows of a multiple of 8, 16-byte aligned
+__device__ __forceinline__ bool colsum_vec(const void *x, int xdt, i64 N)
+{
+	return xdt == DT_BF16 && N % 8 == 0 && (unsigned long long)x % 16 == 0;
+}
+// The rows a thread takes in colsum_vec's way: its 8 columns j0 .. j0 + 7 of the block's
+// 32 (lanes 4 column groups by 8 rows, the 8 warps the next 8 rows: 64 rows at a time), the
+// first of its rows rl (0 .. 63); its sums go to t[rl][column], summed down t in order
+__device__ __forceinline__ void colsum_vec_rows(i64 *j0, int *rl)
+{
+	*j0 = blockIdx.x * 32 + threadIdx.x % 4 * 8;
+	*rl = threadIdx.x / 4 + 8 * threadIdx.y;
+}
+
 // a block's sum of its band of rows of x[M, N], its column j (of threadIdx.y's 8th rows, then the 8)
 __global__ void k_colsum(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
 {
-	__shared__ float s[8][33];
+	__shared__ float s[8][33], t[64][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
 	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
-	float a = 0;
-	if (j < N)
-		for (i64 i = r0 + threadIdx.y; i < r1; i += 8)
-			a += ld(x, xdt, i * N + j);
-	s[threadIdx.y][threadIdx.x] = a;
-	__syncthreads();
-	if (threadIdx.y == 0 && j < N) {
-		for (int k = 1; k < 8; k++)
-			a += s[k][threadIdx.x];
-		part[blockIdx.y * N + j] = a;
+	if (colsum_vec(x, xdt, N)) {
+		i64 j0;
+		int rl;
+		colsum_vec_rows(&j0, &rl);
+		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v[8];
+		if (j0 < N)
+			for (i64 i = r0 + rl; i < r1; i += 64) {
+				ld8(x, DT_BF16, i * N + j0, v);
+				for (int e = 0; e < 8; e++)
+					a[e] += v[e];
+			}
+		for (int e = 0; e < 8; e++)
+			t[rl][threadIdx.x % 4 * 8 + e] = a[e];
+		__syncthreads();
+		if (threadIdx.y == 0 && j < N) {
+			float sum = 0;
+			for (int k = 0; k < 64; k++)
+				sum += t[k][threadIdx.x];
+			part[blockIdx.y * N + j] = sum;
+		}
+	} else {
+		float a = 0;
+		if (j < N)
+			for (i64 i = r0 + threadIdx.y; i < r1; i += 8)
+				a += ld(x, xdt, i * N + j);
+		s[threadIdx.y][threadIdx.x] = a;
+		__syncthreads();
+		if (threadIdx.y == 0 && j < N) {
+			for (int k = 1; k < 8; k++)
+				a += s[k][threadIdx.x];
+			part[blockIdx.y * N + j] = a;
+		}
 	}
 	if (colsum_last(count))
 		colsum_finish(part, gridDim.y, N, out, odt, acc);
@@ -395,24 +432,49 @@ __global__ void k_colsum(const void *x, int xdt, float *part, unsigned *count, v
 __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, const float *stats, float *part,
 			      unsigned *count, float *dw, int wacc, float *db, int bacc, i64 M, i64 D)
 {
-	__shared__ float s[2][8][33];
+	__shared__ float s[2][8][33], t[2][64][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
 	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
-	float a = 0, b = 0;
-	if (j < D)
-		for (i64 i = r0 + threadIdx.y; i < r1; i += 8) {
-			float g = ld(dy, gdt, i * D + j);
-			a += g * (ld(x, xdt, i * D + j) - stats[2 * i]) * stats[2 * i + 1];
-			b += g;
+	if (colsum_vec(dy, gdt, D) && colsum_vec(x, xdt, D)) {
+		i64 j0;
+		int rl;
+		colsum_vec_rows(&j0, &rl);
+		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0}, g[8], v[8];
+		if (j0 < D)
+			for (i64 i = r0 + rl; i < r1; i += 64) {
+				ld8(dy, DT_BF16, i * D + j0, g);
+				ld8(x, DT_BF16, i * D + j0, v);
+				float mean = stats[2 * i], rstd = stats[2 * i + 1];
+				for (int e = 0; e < 8; e++)
+					a[e] += g[e] * (v[e] - mean) * rstd, b[e] += g[e];
+			}
+		for (int e = 0; e < 8; e++)
+			t[0][rl][threadIdx.x % 4 * 8 + e] = a[e], t[1][rl][threadIdx.x % 4 * 8 + e] = b[e];
+		__syncthreads();
+		if (threadIdx.y == 0 && j < D) {
+			float sa = 0, sb = 0;
+			for (int k = 0; k < 64; k++)
+				sa += t[0][k][threadIdx.x], sb += t[1][k][threadIdx.x];
+			part[blockIdx.y * D + j] = sa;
+			part[(gridDim.y + blockIdx.y) * D + j] = sb;
 		}
-	s[0][threadIdx.y][threadIdx.x] = a;
-	s[1][threadIdx.y][threadIdx.x] = b;
-	__syncthreads();
-	if (threadIdx.y == 0 && j < D) {
-		for (int k = 1; k < 8; k++)
-			a += s[0][k][threadIdx.x], b += s[1][k][threadIdx.x];
-		part[blockIdx.y * D + j] = a;
-		part[(gridDim.y + blockIdx.y) * D + j] = b;
+	} else {
+		float a = 0, b = 0;
+		if (j < D)
+			for (i64 i = r0 + threadIdx.y; i < r1; i += 8) {
+				float g = ld(dy, gdt, i * D + j);
+				a += g * (ld(x, xdt, i * D + j) - stats[2 * i]) * stats[2 * i + 1];
+				b += g;
+			}
+		s[0][threadIdx.y][threadIdx.x] = a;
+		s[1][threadIdx.y][threadIdx.x] = b;
+		__syncthreads();
+		if (threadIdx.y == 0 && j < D) {
+			for (int k = 1; k < 8; k++)
+				a += s[0][k][threadIdx.x], b += s[1][k][threadIdx.x];
+			part[blockIdx.y * D + j] = a;
+			part[(gridDim.y + blockIdx.y) * D + j] = b;
+		}
 	}
 	if (colsum_last(count)) {
 		colsum_finish(part, gridDim.y, D, dw, DT_F32, wacc);
