@@ -1022,6 +1022,242 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 	}
 }
 
+// ---- the forward on Hopper's warpgroup MMA (wgmma; sm_90a)
+//
+// flash_fwd's algorithm and work split (a block of 128 threads, one warpgroup, 64 queries,
+// warp w the rows 16 w ..), with its two GEMMs by wgmma: the tensor cores read K and V
+// straight from shared memory (FlashAttention-3's point), where mma.sync needed an
+// ldmatrix into registers for each fragment, and the forward was bound by those reads.
+// Q (A of S = Q K^T) and P (A of O += P V) stay in registers, in the layout mma.sync
+// gives them: wgmma's A fragment a warp is mma.m16n8k16's, and its accumulator a warp is
+// the same C fragment for each 8 columns, so the softmax code is flash_fwd's.
+//
+// K and V tiles [64 keys][DH] are kept in shared memory as 8 x 8 "core matrices" (8 rows
+// of 16 bytes, 128 contiguous bytes: PTX ISA, "Matrix Descriptor", no swizzling): element
+// (key, d) at fa_cm(key, d). One layout serves both GEMMs: for S, B = K^T is K-major (d,
+// the contraction, within a core matrix's row); for O, B = V is MN-major (the
+// contraction over keys runs across rows), which wgmma reads transposed (imm-trans-b 1).
+#ifdef __CUDA_ARCH_FEAT_SM90_ALL
+#define FA_WGMMA 1
+template <int DH>
+__device__ __forceinline__ int fa_cm(int key, int d)
+{
+	return ((key >> 3) * (DH / 8) + (d >> 3)) * 64 + (key & 7) * 8 + (d & 7);
+}
+// A wgmma shared-memory descriptor: start address, the byte distance between core matrices
+// along the contraction (lbo) and along M or N (sbo), no swizzling (bits 62-63 zero)
+__device__ __forceinline__ unsigned long long fa_desc(const void *p, unsigned lbo, unsigned sbo)
+{
+	return (unsigned long long)((fa_smem(p) & 0x3FFFF) >> 4) | (unsigned long long)(lbo >> 4) << 16 |
+	       (unsigned long long)(sbo >> 4) << 32;
+}
+__device__ __forceinline__ void fa_wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+// issue the wgmmas above as a group and wait for it; then the compiler may not move a read
+// of the accumulators d[n] above the wait
+__device__ __forceinline__ void fa_wg_wait(float *d, int n)
+{
+	asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::: "memory");
+	for (int i = 0; i < n; i++)
+		asm volatile("" : "+f"(d[i])::"memory");
+}
+// rows [row0, row0 + 64) of x [., ld] into the core-matrix tile s (fa_cm), zeros past S,
+// 16 bytes (a core matrix's row) a cp.async, one group
+template <int DH>
+__device__ __forceinline__ void fa_tile_cm(bf16 *s, const bf16 *x, i64 ld, i64 row0, i64 S)
+{
+	for (int e = threadIdx.x; e < FA_ROWS * DH / 8; e += blockDim.x) {
+		int r = e / (DH / 8), c = e % (DH / 8) * 8;
+		bool in = row0 + r < S;
+		const bf16 *src = x + (in ? row0 + r : 0) * ld + c;
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem(s + fa_cm<DH>(r, c))), "l"(src),
+			     "r"(in ? 16 : 0));
+	}
+	asm volatile("cp.async.commit_group;");
+}
+// d[32] (+)= a b by wgmma m64n64k16: A (a warp's 16 x 16, laid out as mma.sync's A
+// fragment) from registers, B from shared memory by its descriptor (fa_desc)
+template <int TRANS_B>
+__device__ __forceinline__ void fa_wg64(float *d, const unsigned *a, unsigned long long b, int accumulate)
+{
+	asm volatile("{ .reg .pred p; setp.ne.b32 p, %37, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+		     "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38; }"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+		       "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+		       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+		       "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+}
+// d[48] (+)= a b by wgmma m64n96k16: A (a warp's 16 x 16, laid out as mma.sync's A
+// fragment) from registers, B from shared memory by its descriptor (fa_desc)
+template <int TRANS_B>
+__device__ __forceinline__ void fa_wg96(float *d, const unsigned *a, unsigned long long b, int accumulate)
+{
+	asm volatile("{ .reg .pred p; setp.ne.b32 p, %53, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+		     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+		     "}, {%48, %49, %50, %51}, %52, p, 1, 1, %54; }"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+		       "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+		       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+		       "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+		       "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+		       "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+}
+// d[64] (+)= a b by wgmma m64n128k16: A (a warp's 16 x 16, laid out as mma.sync's A
+// fragment) from registers, B from shared memory by its descriptor (fa_desc)
+template <int TRANS_B>
+__device__ __forceinline__ void fa_wg128(float *d, const unsigned *a, unsigned long long b, int accumulate)
+{
+	asm volatile("{ .reg .pred p; setp.ne.b32 p, %69, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+		     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+		     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+		     "}, {%64, %65, %66, %67}, %68, p, 1, 1, %70; }"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+		       "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+		       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+		       "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+		       "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+		       "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+		       "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+		       "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+}
+// V as B of O += P V (MN-major): core matrices along the contraction (keys) DH * 16 bytes
+// apart (lbo), along N (d) 128 (sbo), as the PTX ISA defines the two for every layout;
+// the swapped pair is the first thing to try if the check against the cpu fails
+#ifndef FA_WG_V_LBO
+#define FA_WG_V_LBO(DH) ((DH) * 16)
+#define FA_WG_V_SBO(DH) 128
+#endif
+// O (+)= P V for one 16-key step: the wgmma of N = DH
+template <int DH>
+__device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned long long v)
+{
+	if constexpr (DH == 64)
+		fa_wg64<1>(acc, p, v, 1);
+	else if constexpr (DH == 96)
+		fa_wg96<1>(acc, p, v, 1);
+	else
+		fa_wg128<1>(acc, p, v, 1);
+}
+
+// Forward by wgmma: flash_fwd's grid, block and results; DH 64, 96 or 128;
+// flash_fwd_wg_smem(DH) bytes of dynamic shared memory: two K and two V tiles [64][DH]
+template <int DH>
+__device__ void flash_fwd_wg(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
+			     i64 S, i64 H, int causal)
+{
+	constexpr int TILE = FA_ROWS * DH;   // elements; bytes between core matrices: along d 128, along keys DH * 16
+	extern __shared__ __align__(16) unsigned char fa_shared[];
+	bf16 *kv = (bf16 *)fa_shared;   // buffer i: K at kv + 2 i TILE, V a TILE after it
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
+	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8, nkt = causal ? qt + 1 : ntiles;
+	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
+	fa_tile_cm<DH>(kv, k + base, D, 0, S);
+	fa_tile_cm<DH>(kv + TILE, v + base, D, 0, S);
+	unsigned qf[DH / 16][4];
+	for (int kk = 0; kk < DH / 16; kk++) {
+		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
+		qf[kk][0] = r0 < S ? fa_u32(p0) : 0u;
+		qf[kk][1] = r1 < S ? fa_u32(p1) : 0u;
+		qf[kk][2] = r0 < S ? fa_u32(p0 + 8) : 0u;
+		qf[kk][3] = r1 < S ? fa_u32(p1 + 8) : 0u;
+	}
+	float acc[DH / 2], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;   // acc[4 j + e]: flash_fwd's acc[j][e]
+	for (int d = 0; d < DH / 2; d++)
+		acc[d] = 0;
+	for (i64 kt = 0; kt < nkt; kt++) {
+		i64 j0 = kt * FA_ROWS;
+		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
+		if (kt + 1 < nkt) {
+			bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
+			fa_tile_cm<DH>(next, k + base, D, j0 + FA_ROWS, S);
+			fa_tile_cm<DH>(next + TILE, v + base, D, j0 + FA_ROWS, S);
+			fa_wait<2>();
+		} else {
+			fa_wait<0>();
+		}
+		// cp.async wrote the tiles through the generic proxy, wgmma reads them through the
+		// async proxy: the writes are made visible to it before the barrier
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+		__syncthreads();
+		float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
+		fa_wg_fence();
+		for (int kk = 0; kk < DH / 16; kk++)
+			fa_wg64<0>(s, qf[kk], fa_desc(K_ + kk * 16 * 8, 128, DH * 16), kk > 0);
+		fa_wg_wait(s, 32);
+		if ((causal && kt == qt) || mask || j0 + FA_ROWS > S)
+			for (int n = 0; n < 8; n++)
+				for (int e = 0; e < 2; e++) {
+					i64 j = j0 + n * 8 + 2 * t + e;
+					bool in = j < S && (!mask || mask[b * S + j]);
+					s[4 * n + e] = in && (!causal || j <= r0) ? s[4 * n + e] : -INF;
+					s[4 * n + 2 + e] = in && (!causal || j <= r1) ? s[4 * n + 2 + e] : -INF;
+				}
+		float mx0 = m0, mx1 = m1;
+		for (int n = 0; n < 8; n++) {
+			for (int e = 0; e < 4; e++)
+				s[4 * n + e] *= scale2;
+			mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+			mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+		}
+		mx0 = fa_quad_max(mx0);
+		mx1 = fa_quad_max(mx1);
+		float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
+		float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+		m0 = mx0;
+		m1 = mx1;
+		l0 *= c0;
+		l1 *= c1;
+		for (int d = 0; d < DH / 8; d++) {
+			acc[4 * d] *= c0, acc[4 * d + 1] *= c0;
+			acc[4 * d + 2] *= c1, acc[4 * d + 3] *= c1;
+		}
+		unsigned pf[4][4];
+		for (int n = 0; n < 8; n++) {
+			float p00 = exp2f(s[4 * n] - b0), p01 = exp2f(s[4 * n + 1] - b0);
+			float p10 = exp2f(s[4 * n + 2] - b1), p11 = exp2f(s[4 * n + 3] - b1);
+			l0 += p00 + p01;
+			l1 += p10 + p11;
+			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
+			pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+		}
+		fa_wg_fence();
+		for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..: two core matrices of 8 keys, DH * 16 bytes apart
+			fa_wg_pv<DH>(acc, pf[kc], fa_desc(V_ + kc * 16 * DH, FA_WG_V_LBO(DH), FA_WG_V_SBO(DH)));
+		fa_wg_wait(acc, DH / 2);
+		__syncthreads();   // this pair's buffers are free for the pair after next
+	}
+	l0 = fa_quad_sum(l0);
+	l1 = fa_quad_sum(l1);
+	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+	for (int d = 0; d < DH / 8; d++) {
+		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
+		if (r0 < S)
+			*(unsigned *)op = fa_pack(acc[4 * d] * i0, acc[4 * d + 1] * i0);
+		if (r1 < S)
+			*(unsigned *)(op + 8 * D) = fa_pack(acc[4 * d + 2] * i1, acc[4 * d + 3] * i1);
+	}
+	if (t == 0) {
+		if (r0 < S)
+			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
+		if (r1 < S)
+			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+	}
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
 // Backward. grid (ceil(S / 64), B * H), 128 threads, flash_bwd_smem(DH) bytes of dynamic
 // shared memory; warp w owns keys 16w .. 16w + 15 of the block's 64 and accumulates their dK
 // and dV in registers over the query tiles of 32 (from the diagonal when causal; Q and dO
@@ -1217,6 +1453,22 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_BODY(flash_bwd<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                      \
 	}
+// the forward by wgmma, on sm_90a; the host picks it on compute capability 9.0 alone
+#ifdef FA_WGMMA
+#define FA_WG_BODY(x) x
+#else
+#define FA_WG_BODY(x)
+#endif
+#define FLASH_WG(DH)                                                                                                 \
+	__global__ void __launch_bounds__(128) k_flash_fwd_wg_##DH(const bf16 *q, const bf16 *k, const bf16 *v,       \
+								    const int *mask, bf16 *o, float *lse, i64 S,        \
+								    i64 H, int causal)                                  \
+	{                                                                                                            \
+		FA_WG_BODY(flash_fwd_wg<DH>(q, k, v, mask, o, lse, S, H, causal);)                                    \
+	}
+FLASH_WG(64)
+FLASH_WG(96)
+FLASH_WG(128)
 FLASH(16)
 FLASH(32)
 FLASH(64)

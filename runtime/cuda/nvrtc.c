@@ -88,7 +88,9 @@ static void cache_store(const char *dir, const char *path, uint64_t key, const v
 void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *err, size_t errlen)
 {
 	char arch[64];
-	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", major, minor);
+	/* 9.0 as sm_90a: its architecture-specific instructions (wgmma) run on it alone, and
+	 * a cubin compiled so is for it alone, which is what this one is */
+	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d%s", major, minor, major == 9 && minor == 0 ? "a" : "");
 	const char *opts[] = {arch, "-default-device", "--std=c++17", "-lineinfo"};
 	nvrtcProgram prog;
 	const char *headers[] = {rt_kernels_prelude}, *names[] = {"prelude.cuh"};

@@ -18,7 +18,8 @@
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
-	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128)
+	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_fwd_wg_64)          \
+	X(flash_fwd_wg_96) X(flash_fwd_wg_128)
 
 enum {
 #define X(k) K_##k,
@@ -480,14 +481,23 @@ static int op_sum_to(CudaCtx *c)
 /* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
  * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
  * query, an atomic backward. */
-static const struct { int dh, fwd, bwd; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16}, {32, K_flash_fwd_32, K_flash_bwd_32}, {64, K_flash_fwd_64, K_flash_bwd_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96}, {128, K_flash_fwd_128, K_flash_bwd_128},
+/* each head size's kernels: the forward by wgmma (-1: none) for compute capability 9.0 */
+static const struct { int dh, fwd, bwd, fwd_wg; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1}, {32, K_flash_fwd_32, K_flash_bwd_32, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_wg_64}, {96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_wg_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_wg_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
 
-/* flash_fwd's shared memory: two K and two V tiles [64][dh + 8] (bf16) */
+/* flash_fwd's shared memory: two K and two V tiles [64][dh + 8] (bf16); flash_fwd_wg's
+ * the same tiles unpadded */
 static int flash_fwd_smem(int dh) { return 4 * FLASH_ROWS * (dh + 8) * 2; }
+
+/* The forward kernel of flash[f] this GPU runs: wgmma's on 9.0 (unless MGL_NO_WGMMA) */
+static int flash_fwd_kernel(const Dev *d, int f)
+{
+	return d->arch == 90 && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WGMMA") ? flash[f].fwd_wg : flash[f].fwd;
+}
 
 /* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
  * (bf16), dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
@@ -527,7 +537,8 @@ static int op_attention(CudaCtx *c)
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0)
-		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, flash_fwd_kernel(c->r->mem, f), (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H,
+				     flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -885,8 +896,9 @@ int cuda_ops_prepare(RtRank *r)
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
-		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
-						   flash_fwd_smem(flash[i].dh), d->device));
+		CK(cudaKernelSetAttributeForDevice(d->kernels[flash_fwd_kernel(d, i)],
+						   cudaFuncAttributeMaxDynamicSharedMemorySize, flash_fwd_smem(flash[i].dh),
+						   d->device));
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
