@@ -755,13 +755,28 @@ struct MtChunk {
 
 // the sum of squares of every chunk's g into *acc (a block's sum added atomically: the
 // order of blocks is not fixed)
+// whether chunk c's arrays take 4 elements a thread (float4; w16 by 8 bytes)
+__device__ __forceinline__ bool mt_vec(const MtChunk &c)
+{
+	return c.n % 4 == 0 &&
+	       ((unsigned long long)c.w | (unsigned long long)c.g | (unsigned long long)c.m | (unsigned long long)c.v) % 16 == 0 &&
+	       (unsigned long long)c.w16 % 8 == 0;
+}
+
 __global__ void k_sumsq(const MtChunk *chunks, float *acc)
 {
 	__shared__ float part[32];
 	MtChunk c = chunks[blockIdx.x];
 	float s = 0;
-	for (int i = threadIdx.x; i < c.n; i += blockDim.x)
-		s += c.g[i] * c.g[i];
+	if (mt_vec(c)) {
+		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
+			float4 g = *(const float4 *)(c.g + i);
+			s += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
+		}
+	} else {
+		for (int i = threadIdx.x; i < c.n; i += blockDim.x)
+			s += c.g[i] * c.g[i];
+	}
 	s = warp_sum(s);
 	if (threadIdx.x % 32 == 0)
 		part[threadIdx.x / 32] = s;
@@ -774,22 +789,45 @@ __global__ void k_sumsq(const MtChunk *chunks, float *acc)
 	}
 }
 
+// one element's AdamW update: gradient g (clipped), moments m, v; the new weight
+__device__ __forceinline__ float adamw1(float w, float g, float *m, float *v, float wd, const Run *run)
+{
+	*m = run->beta1 * *m + (1 - run->beta1) * g;
+	*v = run->beta2 * *v + (1 - run->beta2) * g * g;
+	return w - run->lr * ((*m / run->bc1) / (sqrtf(*v / run->bc2) + run->eps) + wd * w);
+}
+
 // AdamW on every chunk's parameter shard, after clipping to the global norm; writes the
-// bf16 copy GEMMs read
+// bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows.
 __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
 {
 	MtChunk c = chunks[blockIdx.x];
 	float norm = sqrtf(norm2[0]), scale = run->clip > 0 && norm > run->clip ? run->clip / norm : 1.0f;
 	float wd = c.decay ? run->weight_decay : 0.0f;
+	if (mt_vec(c)) {
+		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
+			float4 w = *(const float4 *)(c.w + i), g = *(const float4 *)(c.g + i);
+			float4 m = *(const float4 *)(c.m + i), v = *(const float4 *)(c.v + i);
+			w.x = adamw1(w.x, g.x * scale, &m.x, &v.x, wd, run);
+			w.y = adamw1(w.y, g.y * scale, &m.y, &v.y, wd, run);
+			w.z = adamw1(w.z, g.z * scale, &m.z, &v.z, wd, run);
+			w.w = adamw1(w.w, g.w * scale, &m.w, &v.w, wd, run);
+			*(float4 *)(c.m + i) = m;
+			*(float4 *)(c.v + i) = v;
+			*(float4 *)(c.w + i) = w;
+			if (c.w16)
+				*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w.x) | (unsigned)f2bf(w.y) << 16,
+								   (unsigned)f2bf(w.z) | (unsigned)f2bf(w.w) << 16);
+		}
+		return;
+	}
 	for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
-		float gi = c.g[i] * scale;
-		float mi = run->beta1 * c.m[i] + (1 - run->beta1) * gi, vi = run->beta2 * c.v[i] + (1 - run->beta2) * gi * gi;
-		c.m[i] = mi;
-		c.v[i] = vi;
-		float wi = c.w[i] - run->lr * ((mi / run->bc1) / (sqrtf(vi / run->bc2) + run->eps) + wd * c.w[i]);
-		c.w[i] = wi;
+		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], c.g[i] * scale, &m, &v, wd, run);
+		c.m[i] = m;
+		c.v[i] = v;
+		c.w[i] = w;
 		if (c.w16)
-			c.w16[i] = f2bf(wi);
+			c.w16[i] = f2bf(w);
 	}
 }
 
