@@ -1089,12 +1089,28 @@ __device__ __forceinline__ unsigned long long fa_desc(const void *p, unsigned lb
 	return (unsigned long long)((fa_smem(p) & 0x3FFFF) >> 4) | (unsigned long long)(lbo >> 4) << 16 |
 	       (unsigned long long)(sbo >> 4) << 32;
 }
+// An MN-major operand's descriptor (its contraction runs across the rows of its core
+// matrices, which wgmma reads transposed): core matrices k_step bytes apart along the
+// contraction, mn_step along M or N. The PTX ISA names these two LBO and SBO for every
+// layout, as for K-major ones; FA_WG_MN_SWAP takes the other reading (the first thing to
+// try if the wgmma kernels fail their check against the cpu).
+__device__ __forceinline__ unsigned long long fa_desc_mn(const void *p, unsigned k_step, unsigned mn_step)
+{
+#ifdef FA_WG_MN_SWAP
+	return fa_desc(p, mn_step, k_step);
+#else
+	return fa_desc(p, k_step, mn_step);
+#endif
+}
 __device__ __forceinline__ void fa_wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-// issue the wgmmas above as a group and wait for it; then the compiler may not move a read
-// of the accumulators d[n] above the wait
-__device__ __forceinline__ void fa_wg_wait(float *d, int n)
+// issue the wgmmas above as a group and wait for it
+__device__ __forceinline__ void fa_wg_wait()
 {
 	asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::: "memory");
+}
+// after fa_wg_wait: the compiler may not move a read of the accumulators d[n] above it
+__device__ __forceinline__ void fa_wg_done(float *d, int n)
+{
 	for (int i = 0; i < n; i++)
 		asm volatile("" : "+f"(d[i])::"memory");
 }
@@ -1169,13 +1185,71 @@ __device__ __forceinline__ void fa_wg128(float *d, const unsigned *a, unsigned l
 		       "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
 }
-// V as B of O += P V (MN-major): core matrices along the contraction (keys) DH * 16 bytes
-// apart (lbo), along N (d) 128 (sbo), as the PTX ISA defines the two for every layout;
-// the swapped pair is the first thing to try if the check against the cpu fails
-#ifndef FA_WG_V_LBO
-#define FA_WG_V_LBO(DH) ((DH) * 16)
-#define FA_WG_V_SBO(DH) 128
-#endif
+// d[32] (+)= a b by wgmma m64n64k16, both from shared memory by their descriptors
+template <int TRANS_A, int TRANS_B>
+__device__ __forceinline__ void fa_wgss64(float *d, unsigned long long a, unsigned long long b, int accumulate)
+{
+	asm volatile("{ .reg .pred p; setp.ne.b32 p, %34, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+		     "}, %32, %33, p, 1, 1, %35, %36; }"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+		       "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+		       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+		       "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+		     : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
+}
+// d[48] (+)= a b by wgmma m64n96k16, both from shared memory by their descriptors
+template <int TRANS_A, int TRANS_B>
+__device__ __forceinline__ void fa_wgss96(float *d, unsigned long long a, unsigned long long b, int accumulate)
+{
+	asm volatile("{ .reg .pred p; setp.ne.b32 p, %50, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+		     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+		     "}, %48, %49, p, 1, 1, %51, %52; }"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+		       "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+		       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+		       "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+		       "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+		       "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+		     : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
+}
+// d[64] (+)= a b by wgmma m64n128k16, both from shared memory by their descriptors
+template <int TRANS_A, int TRANS_B>
+__device__ __forceinline__ void fa_wgss128(float *d, unsigned long long a, unsigned long long b, int accumulate)
+{
+	asm volatile("{ .reg .pred p; setp.ne.b32 p, %66, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+		     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+		     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+		     "}, %64, %65, p, 1, 1, %67, %68; }"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+		       "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+		       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+		       "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+		       "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+		       "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+		       "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+		       "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+		     : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
+}
+// d (+)= a b with N = DH, both operands transposed (MN-major) in shared memory
+template <int DH>
+__device__ __forceinline__ void fa_wgss_t(float *d, unsigned long long a, unsigned long long b, int accumulate)
+{
+	if constexpr (DH == 64)
+		fa_wgss64<1, 1>(d, a, b, accumulate);
+	else if constexpr (DH == 96)
+		fa_wgss96<1, 1>(d, a, b, accumulate);
+	else
+		fa_wgss128<1, 1>(d, a, b, accumulate);
+}
 // O (+)= P V for one 16-key step: the wgmma of N = DH
 template <int DH>
 __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned long long v)
@@ -1234,7 +1308,8 @@ __device__ void flash_fwd_wg(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		fa_wg_fence();
 		for (int kk = 0; kk < DH / 16; kk++)
 			fa_wg64<0>(s, qf[kk], fa_desc(K_ + kk * 16 * 8, 128, DH * 16), kk > 0);
-		fa_wg_wait(s, 32);
+		fa_wg_wait();
+		fa_wg_done(s, 32);
 		if ((causal && kt == qt) || mask || j0 + FA_ROWS > S)
 			for (int n = 0; n < 8; n++)
 				for (int e = 0; e < 2; e++) {
@@ -1273,8 +1348,9 @@ __device__ void flash_fwd_wg(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		}
 		fa_wg_fence();
 		for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..: two core matrices of 8 keys, DH * 16 bytes apart
-			fa_wg_pv<DH>(acc, pf[kc], fa_desc(V_ + kc * 16 * DH, FA_WG_V_LBO(DH), FA_WG_V_SBO(DH)));
-		fa_wg_wait(acc, DH / 2);
+			fa_wg_pv<DH>(acc, pf[kc], fa_desc_mn(V_ + kc * 16 * DH, DH * 16, 128));
+		fa_wg_wait();
+		fa_wg_done(acc, DH / 2);
 		__syncthreads();   // this pair's buffers are free for the pair after next
 	}
 	l0 = fa_quad_sum(l0);
@@ -1292,6 +1368,130 @@ __device__ void flash_fwd_wg(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
 		if (r1 < S)
 			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+	}
+}
+// Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
+// 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
+// queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
+// [64][DH], two Q and two dO tiles [64][DH], dS^T [64][64] (all core matrices, fa_cm), lse
+// and delta [64]. A query tile:
+//   S^T = K Q^T, dP^T = V dO^T      (A, B from shared memory, K-major)
+//   P^T = exp(S^T - lse), dS^T = P^T (dP^T - delta) scale   (registers; dS^T to shared)
+//   dV += P^T dO, dK += dS^T Q      (A from registers, B MN-major)
+//   dQ = dS K                       (A = dS^T and B = K, both MN-major), added into dq (f32)
+template <int DH>
+__device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
+{
+	constexpr int TILE = FA_ROWS * DH;   // elements of a [64][DH] tile
+	extern __shared__ __align__(16) unsigned char fa_shared[];
+	bf16 *Ks = (bf16 *)fa_shared, *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
+	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
+	float *Ls = (float *)(dSs + FA_ROWS * FA_ROWS), *Ds = Ls + FA_ROWS;
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * FA_ROWS;
+	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
+	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
+	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
+	i64 first = causal ? j0 : 0;
+	fa_tile_cm<DH>(Ks, k + base, D, j0, S);
+	fa_tile_cm<DH>(Vs, v + base, D, j0, S);
+	fa_tile_cm<DH>(qg, q + base, D, first, S);
+	fa_tile_cm<DH>(qg + TILE, dy + base, D, first, S);
+	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
+	for (int d = 0; d < DH / 2; d++)
+		dka[d] = dva[d] = 0;
+	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
+		const bf16 *Qs = qg + (((i0 - first) / FA_ROWS) & 1) * 2 * TILE, *Gs = Qs + TILE;
+		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
+		if (i0 + FA_ROWS < S) {
+			bf16 *next = qg + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * TILE;
+			fa_tile_cm<DH>(next, q + base, D, i0 + FA_ROWS, S);
+			fa_tile_cm<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
+		}
+		if (threadIdx.x < FA_ROWS) {
+			i64 i = i0 + threadIdx.x;
+			float L = i < S ? lse[blockIdx.y * S + i] : -INF;
+			Ls[threadIdx.x] = L == -INF ? INF : L * FA_LOG2E;   // +inf: P = 0 for rows with no key
+			Ds[threadIdx.x] = i < S ? delta[blockIdx.y * S + i] : 0.0f;
+		}
+		if (i0 + FA_ROWS < S)
+			fa_wait<2>();
+		else
+			fa_wait<0>();
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+		__syncthreads();
+		float st[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
+		fa_wg_fence();
+		for (int kk = 0; kk < DH / 16; kk++) {
+			fa_wgss64<0, 0>(st, fa_desc(Ks + kk * 128, 128, DH * 16), fa_desc(Qs + kk * 128, 128, DH * 16), kk > 0);
+			fa_wgss64<0, 0>(dp, fa_desc(Vs + kk * 128, 128, DH * 16), fa_desc(Gs + kk * 128, 128, DH * 16), kk > 0);
+		}
+		fa_wg_wait();
+		fa_wg_done(st, 32);
+		fa_wg_done(dp, 32);
+		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
+		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
+		for (int n = 0; n < 8; n++) {
+			for (int e = 0; e < 2; e++) {
+				int c = n * 8 + 2 * t + e;
+				i64 i = i0 + c;
+				float p0 = exp2f(st[4 * n + e] * scale2 - Ls[c]), p1 = exp2f(st[4 * n + 2 + e] * scale2 - Ls[c]);
+				if (edge) {
+					p0 = in0 && (!causal || kr0 <= i) ? p0 : 0.0f;
+					p1 = in1 && (!causal || kr1 <= i) ? p1 : 0.0f;
+				}
+				st[4 * n + e] = p0;
+				st[4 * n + 2 + e] = p1;
+				dp[4 * n + e] = p0 * (dp[4 * n + e] - Ds[c]) * scale;
+				dp[4 * n + 2 + e] = p1 * (dp[4 * n + 2 + e] - Ds[c]) * scale;
+			}
+			pa[n / 2][n % 2 * 2] = fa_pack(st[4 * n], st[4 * n + 1]);
+			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[4 * n + 2], st[4 * n + 3]);
+			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
+			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
+			// dS^T's two queries of each row, side by side in the core matrix
+			*(unsigned *)(dSs + fa_cm<64>(w * 16 + g, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2];
+			*(unsigned *)(dSs + fa_cm<64>(w * 16 + g + 8, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2 + 1];
+		}
+		// dV += P^T dO, dK += dS^T Q: 16 queries a step, the tiles read transposed
+		fa_wg_fence();
+		for (int kc = 0; kc < 4; kc++) {
+			fa_wg_pv<DH>(dva, pa[kc], fa_desc_mn(Gs + kc * 16 * DH, DH * 16, 128));
+			fa_wg_pv<DH>(dka, sa[kc], fa_desc_mn(Qs + kc * 16 * DH, DH * 16, 128));
+		}
+		fa_wg_wait();
+		fa_wg_done(dva, DH / 2);
+		fa_wg_done(dka, DH / 2);
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
+		__syncthreads();
+		// dQ [64 queries][DH] = dS K: dS is dS^T read transposed (8-query core matrices 128
+		// bytes apart, 8-key ones 8 of those), K transposed as V above
+		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
+		fa_wg_fence();
+		for (int kc = 0; kc < 4; kc++)
+			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_mn(Ks + kc * 16 * DH, DH * 16, 128), kc > 0);
+		fa_wg_wait();
+		fa_wg_done(dqa, DH / 2);
+		i64 q0 = i0 + w * 16 + g, q1 = q0 + 8;
+		for (int d = 0; d < DH / 8; d++) {
+			float *p = dq + base + q0 * D + d * 8 + 2 * t;
+			if (q0 < S)
+				fa_red2(p, dqa[4 * d], dqa[4 * d + 1]);
+			if (q1 < S)
+				fa_red2(p + 8 * D, dqa[4 * d + 2], dqa[4 * d + 3]);
+		}
+	}
+	for (int d = 0; d < DH / 8; d++) {
+		i64 o0 = base + kr0 * D + d * 8 + 2 * t;
+		if (kr0 < S) {
+			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
+			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
+		}
+		if (kr1 < S) {
+			*(unsigned *)(dk + o0 + 8 * D) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
+			*(unsigned *)(dv + o0 + 8 * D) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
+		}
 	}
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
@@ -1504,9 +1704,19 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY(flash_fwd_wg<DH>(q, k, v, mask, o, lse, S, H, causal);)                                    \
 	}
+#define FLASH_BWD_WG(DH)                                                                                             \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_##DH(                                                   \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)                                 \
+	{                                                                                                            \
+		FA_WG_BODY(flash_bwd_wg<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                \
+	}
 FLASH_WG(64)
 FLASH_WG(96)
 FLASH_WG(128)
+FLASH_BWD_WG(64)
+FLASH_BWD_WG(96)
+FLASH_BWD_WG(128)
 FLASH(16)
 FLASH(32)
 FLASH(64)

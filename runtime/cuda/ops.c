@@ -19,7 +19,7 @@
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_fwd_wg_64)          \
-	X(flash_fwd_wg_96) X(flash_fwd_wg_128)
+	X(flash_fwd_wg_96) X(flash_fwd_wg_128) X(flash_bwd_wg_64) X(flash_bwd_wg_96) X(flash_bwd_wg_128)
 
 enum {
 #define X(k) K_##k,
@@ -481,11 +481,13 @@ static int op_sum_to(CudaCtx *c)
 /* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
  * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
  * query, an atomic backward. */
-/* each head size's kernels: the forward by wgmma (-1: none) for compute capability 9.0 */
-static const struct { int dh, fwd, bwd, fwd_wg; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1}, {32, K_flash_fwd_32, K_flash_bwd_32, -1},
-	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_wg_64}, {96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_wg_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_wg_128},
+/* each head size's kernels, and those by wgmma (-1: none) for compute capability 9.0 */
+static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_wg_64, K_flash_bwd_wg_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_wg_96, K_flash_bwd_wg_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_wg_128, K_flash_bwd_wg_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
 
@@ -493,11 +495,12 @@ enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/op
  * the same tiles unpadded */
 static int flash_fwd_smem(int dh) { return 4 * FLASH_ROWS * (dh + 8) * 2; }
 
-/* The forward kernel of flash[f] this GPU runs: wgmma's on 9.0 (unless MGL_NO_WGMMA) */
-static int flash_fwd_kernel(const Dev *d, int f)
-{
-	return d->arch == 90 && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WGMMA") ? flash[f].fwd_wg : flash[f].fwd;
-}
+/* Whether this GPU runs flash[f]'s wgmma kernels: on 9.0, unless MGL_NO_WGMMA */
+static bool flash_wg(const Dev *d, int f) { return d->arch == 90 && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WGMMA"); }
+
+/* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh], dS^T [64][64]
+ * (bf16), lse and delta [64] (f32) */
+static int flash_bwd_wg_smem(int dh) { return 6 * FLASH_ROWS * dh * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 2 * FLASH_ROWS * 4; }
 
 /* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
  * (bf16), dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
@@ -537,8 +540,8 @@ static int op_attention(CudaCtx *c)
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0)
-		return launch_blocks(c->r, flash_fwd_kernel(c->r->mem, f), (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H,
-				     flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, flash_wg(c->r->mem, f) ? flash[f].fwd_wg : flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS,
+				     B * H, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -566,7 +569,8 @@ static int op_attention_bwd(CudaCtx *c)
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)) ||
-		    launch_blocks(r, flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_bwd_smem((int)dh),
+		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H,
+				  flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
 				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &causal)))
 			return -1;
 		return launch(r, K_convert, n, 1, ARGS(&s1, &f32, &DQ, &qdt, &n));
@@ -896,9 +900,16 @@ int cuda_ops_prepare(RtRank *r)
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
-		CK(cudaKernelSetAttributeForDevice(d->kernels[flash_fwd_kernel(d, i)],
-						   cudaFuncAttributeMaxDynamicSharedMemorySize, flash_fwd_smem(flash[i].dh),
-						   d->device));
+		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
+						   flash_fwd_smem(flash[i].dh), d->device));
+		if (flash_wg(d, i)) {
+			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
+							   cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   flash_fwd_smem(flash[i].dh), d->device));
+			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
+							   cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   flash_bwd_wg_smem(flash[i].dh), d->device));
+		}
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
