@@ -1091,9 +1091,10 @@ __device__ __forceinline__ unsigned long long fa_desc(const void *p, unsigned lb
 }
 // An MN-major operand's descriptor (its contraction runs across the rows of its core
 // matrices, which wgmma reads transposed): core matrices k_step bytes apart along the
-// contraction, mn_step along M or N. The PTX ISA names these two LBO and SBO for every
-// layout, as for K-major ones; FA_WG_MN_SWAP takes the other reading (the first thing to
-// try if the wgmma kernels fail their check against the cpu).
+// contraction, mn_step along M or N. Without swizzling these are LBO and SBO, as for
+// K-major ones: the PTX ISA's canonical MN-major interleave layout is ((T,1,m),(8,k)) :
+// ((1,T,SBO),(1T,LBO)), and CUTLASS's make_gmma_desc<Major::MN> agrees (swizzled MN-major
+// layouts swap the two). FA_WG_MN_SWAP takes the swapped reading, for a check on a GPU.
 __device__ __forceinline__ unsigned long long fa_desc_mn(const void *p, unsigned k_step, unsigned mn_step)
 {
 #ifdef FA_WG_MN_SWAP
@@ -1108,22 +1109,26 @@ __device__ __forceinline__ void fa_wg_wait()
 {
 	asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::: "memory");
 }
-// after fa_wg_wait: the compiler may not move a read of the accumulators d[n] above it
+// the accumulators d[n] pinned where this stands: after fa_wg_wait, no read of them moves
+// above it; before fa_wg_fence, no write of them moves below it (CUTLASS's
+// warpgroup_fence_operand)
 __device__ __forceinline__ void fa_wg_done(float *d, int n)
 {
 	for (int i = 0; i < n; i++)
-		asm volatile("" : "+f"(d[i])::"memory");
+		asm volatile("" : "+f"(d[i]));
 }
 // rows [row0, row0 + 64) of x [., ld] into the core-matrix tile s (fa_cm), zeros past S,
-// 16 bytes (a core matrix's row) a cp.async, one group
+// 16 bytes (a core matrix's row) a cp.async, one group. Copy e is row e % 8 of core matrix
+// e / 8, so that 8 lanes fill 128 contiguous bytes (fa_cm(r, c) = 8 e: no bank conflicts)
+// and a warp still reads 64 contiguous bytes of each of 8 rows.
 template <int DH>
 __device__ __forceinline__ void fa_tile_cm(bf16 *s, const bf16 *x, i64 ld, i64 row0, i64 S)
 {
 	for (int e = threadIdx.x; e < FA_ROWS * DH / 8; e += blockDim.x) {
-		int r = e / (DH / 8), c = e % (DH / 8) * 8;
+		int r = e / DH * 8 + e % 8, c = e / 8 % (DH / 8) * 8;
 		bool in = row0 + r < S;
 		const bf16 *src = x + (in ? row0 + r : 0) * ld + c;
-		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem(s + fa_cm<DH>(r, c))), "l"(src),
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem(s + 8 * e)), "l"(src),
 			     "r"(in ? 16 : 0));
 	}
 	asm volatile("cp.async.commit_group;");
@@ -1346,6 +1351,7 @@ __device__ void flash_fwd_wg(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
 			pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
 		}
+		fa_wg_done(acc, DH / 2);   // the rescaled acc written before the fence
 		fa_wg_fence();
 		for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..: two core matrices of 8 keys, DH * 16 bytes apart
 			fa_wg_pv<DH>(acc, pf[kc], fa_desc_mn(V_ + kc * 16 * DH, DH * 16, 128));

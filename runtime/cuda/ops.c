@@ -494,6 +494,7 @@ enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/op
 /* flash_fwd's shared memory: two K and two V tiles [64][dh + 8] (bf16); flash_fwd_wg's
  * the same tiles unpadded */
 static int flash_fwd_smem(int dh) { return 4 * FLASH_ROWS * (dh + 8) * 2; }
+static int flash_fwd_wg_smem(int dh) { return 4 * FLASH_ROWS * dh * 2; }
 
 /* Whether this GPU runs flash[f]'s wgmma kernels: on 9.0, unless MGL_NO_WGMMA */
 static bool flash_wg(const Dev *d, int f) { return d->arch == 90 && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WGMMA"); }
@@ -541,7 +542,7 @@ static int op_attention(CudaCtx *c)
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0)
 		return launch_blocks(c->r, flash_wg(c->r->mem, f) ? flash[f].fwd_wg : flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS,
-				     B * H, flash_fwd_smem((int)dh),
+				     B * H, flash_wg(c->r->mem, f) ? flash_fwd_wg_smem((int)dh) : flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -905,7 +906,7 @@ int cuda_ops_prepare(RtRank *r)
 		if (flash_wg(d, i)) {
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_fwd_smem(flash[i].dh), d->device));
+							   flash_fwd_wg_smem(flash[i].dh), d->device));
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg_smem(flash[i].dh), d->device));
