@@ -217,9 +217,10 @@ static int cuda_open(RtRank *r)
 	CK(cuda_malloc(d, &d->ws, d->ws_size));
 	if (cuda_ops_prepare(r))
 		return -1;
-	/* The collectives' stream at the highest priority, as Megatron-LM puts NCCL: the block
-	 * scheduler then starts an all-reduce's blocks as soon as SMs free up, not after every
-	 * block of the GEMM running beside it, which would leave nothing overlapped. */
+	/* The collectives' stream at the highest priority, as Megatron-LM puts NCCL, so that the
+	 * block scheduler may start an all-reduce's blocks as SMs free up. Measured alone it hid
+	 * nothing at 2.5b tp 2 (the schedule then left no GEMM beside the all-reduces); with the
+	 * schedule's sunk weight-gradient GEMMs, 48% (docs/perf-notes.md, fifth sitting). */
 	int least, greatest;
 	CK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
 	CK(cudaStreamCreateWithFlags(&d->compute, cudaStreamNonBlocking));
@@ -241,6 +242,8 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
+	if (!d->algo || !d->has_algo)
+		return cuda_fail(r, "out of host memory");
 	if (r->job->net) {
 		if (join_comms(r))
 			return -1;
