@@ -540,9 +540,10 @@ static int op_attention(CudaCtx *c)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
+	bool wg = f >= 0 && flash_wg(c->r->mem, f) && getenv("MGL_WG_FWD");   /* experiment: slower so far */
 	if (f >= 0)
-		return launch_blocks(c->r, flash_wg(c->r->mem, f) ? flash[f].fwd_wg : flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS,
-				     B * H, flash_wg(c->r->mem, f) ? flash_fwd_wg_smem((int)dh) : flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, wg ? flash[f].fwd_wg : flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS,
+				     B * H, wg ? flash_fwd_wg_smem((int)dh) : flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
