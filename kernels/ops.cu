@@ -1094,14 +1094,11 @@ __device__ __forceinline__ unsigned long long fa_desc(const void *p, unsigned lb
 // contraction, mn_step along M or N. Without swizzling these are LBO and SBO, as for
 // K-major ones: the PTX ISA's canonical MN-major interleave layout is ((T,1,m),(8,k)) :
 // ((1,T,SBO),(1T,LBO)), and CUTLASS's make_gmma_desc<Major::MN> agrees (swizzled MN-major
-// layouts swap the two). FA_WG_MN_SWAP takes the swapped reading, for a check on a GPU.
+// layouts swap the two); a probe of the four wgmma forms on an H200 against the host
+// confirmed this reading (sixth sitting) and failed the swapped one.
 __device__ __forceinline__ unsigned long long fa_desc_mn(const void *p, unsigned k_step, unsigned mn_step)
 {
-#ifdef FA_WG_MN_SWAP
-	return fa_desc(p, mn_step, k_step);
-#else
 	return fa_desc(p, k_step, mn_step);
-#endif
 }
 __device__ __forceinline__ void fa_wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 // issue the wgmmas above as a group and wait for it
@@ -1116,6 +1113,22 @@ __device__ __forceinline__ void fa_wg_done(float *d, int n)
 {
 	for (int i = 0; i < n; i++)
 		asm volatile("" : "+f"(d[i]));
+}
+// lse[row0 ..] and delta[row0 ..] (64 each, zeros past S) into s[0 .. 64) and s[64 .. 128) by
+// 4-byte cp.async, not committed: they join the next fa_tile_cm's group
+__device__ __forceinline__ void fa_rows_f32(float *s, const float *lse, const float *delta, i64 row0, i64 S)
+{
+	if (threadIdx.x < 2 * FA_ROWS) {
+		i64 i = row0 + threadIdx.x % FA_ROWS;
+		const float *src = (threadIdx.x < FA_ROWS ? lse : delta) + (i < S ? i : 0);
+		asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(fa_smem(s + threadIdx.x)), "l"(src),
+			     "r"(i < S ? 4 : 0));
+	}
+}
+// p[0 .. 4) += a, b, c, e (16-byte aligned)
+__device__ __forceinline__ void fa_red4(float *p, float a, float b, float c, float e)
+{
+	asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(e) : "memory");
 }
 // rows [row0, row0 + 64) of x [., ld] into the core-matrix tile s (fa_cm), zeros past S,
 // 16 bytes (a core matrix's row) a cp.async, one group. Copy e is row e % 8 of core matrix
@@ -1267,124 +1280,17 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 		fa_wg128<1>(acc, p, v, 1);
 }
 
-// Forward by wgmma: flash_fwd's grid, block and results; DH 64, 96 or 128;
-// flash_fwd_wg_smem(DH) bytes of dynamic shared memory: two K and two V tiles [64][DH]
-template <int DH>
-__device__ void flash_fwd_wg(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
-			     i64 S, i64 H, int causal)
-{
-	constexpr int TILE = FA_ROWS * DH;   // elements; bytes between core matrices: along d 128, along keys DH * 16
-	extern __shared__ __align__(16) unsigned char fa_shared[];
-	bf16 *kv = (bf16 *)fa_shared;   // buffer i: K at kv + 2 i TILE, V a TILE after it
-	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
-	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8, nkt = causal ? qt + 1 : ntiles;
-	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
-	fa_tile_cm<DH>(kv, k + base, D, 0, S);
-	fa_tile_cm<DH>(kv + TILE, v + base, D, 0, S);
-	unsigned qf[DH / 16][4];
-	for (int kk = 0; kk < DH / 16; kk++) {
-		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
-		qf[kk][0] = r0 < S ? fa_u32(p0) : 0u;
-		qf[kk][1] = r1 < S ? fa_u32(p1) : 0u;
-		qf[kk][2] = r0 < S ? fa_u32(p0 + 8) : 0u;
-		qf[kk][3] = r1 < S ? fa_u32(p1 + 8) : 0u;
-	}
-	float acc[DH / 2], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;   // acc[4 j + e]: flash_fwd's acc[j][e]
-	for (int d = 0; d < DH / 2; d++)
-		acc[d] = 0;
-	for (i64 kt = 0; kt < nkt; kt++) {
-		i64 j0 = kt * FA_ROWS;
-		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
-		if (kt + 1 < nkt) {
-			bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
-			fa_tile_cm<DH>(next, k + base, D, j0 + FA_ROWS, S);
-			fa_tile_cm<DH>(next + TILE, v + base, D, j0 + FA_ROWS, S);
-			fa_wait<2>();
-		} else {
-			fa_wait<0>();
-		}
-		// cp.async wrote the tiles through the generic proxy, wgmma reads them through the
-		// async proxy: the writes are made visible to it before the barrier
-		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-		__syncthreads();
-		float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
-		fa_wg_fence();
-		for (int kk = 0; kk < DH / 16; kk++)
-			fa_wg64<0>(s, qf[kk], fa_desc(K_ + kk * 16 * 8, 128, DH * 16), kk > 0);
-		fa_wg_wait();
-		fa_wg_done(s, 32);
-		if ((causal && kt == qt) || mask || j0 + FA_ROWS > S)
-			for (int n = 0; n < 8; n++)
-				for (int e = 0; e < 2; e++) {
-					i64 j = j0 + n * 8 + 2 * t + e;
-					bool in = j < S && (!mask || mask[b * S + j]);
-					s[4 * n + e] = in && (!causal || j <= r0) ? s[4 * n + e] : -INF;
-					s[4 * n + 2 + e] = in && (!causal || j <= r1) ? s[4 * n + 2 + e] : -INF;
-				}
-		float mx0 = m0, mx1 = m1;
-		for (int n = 0; n < 8; n++) {
-			for (int e = 0; e < 4; e++)
-				s[4 * n + e] *= scale2;
-			mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
-			mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
-		}
-		mx0 = fa_quad_max(mx0);
-		mx1 = fa_quad_max(mx1);
-		float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
-		float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
-		m0 = mx0;
-		m1 = mx1;
-		l0 *= c0;
-		l1 *= c1;
-		for (int d = 0; d < DH / 8; d++) {
-			acc[4 * d] *= c0, acc[4 * d + 1] *= c0;
-			acc[4 * d + 2] *= c1, acc[4 * d + 3] *= c1;
-		}
-		unsigned pf[4][4];
-		for (int n = 0; n < 8; n++) {
-			float p00 = exp2f(s[4 * n] - b0), p01 = exp2f(s[4 * n + 1] - b0);
-			float p10 = exp2f(s[4 * n + 2] - b1), p11 = exp2f(s[4 * n + 3] - b1);
-			l0 += p00 + p01;
-			l1 += p10 + p11;
-			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
-			pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
-		}
-		fa_wg_done(acc, DH / 2);   // the rescaled acc written before the fence
-		fa_wg_fence();
-		for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..: two core matrices of 8 keys, DH * 16 bytes apart
-			fa_wg_pv<DH>(acc, pf[kc], fa_desc_mn(V_ + kc * 16 * DH, DH * 16, 128));
-		fa_wg_wait();
-		fa_wg_done(acc, DH / 2);
-		__syncthreads();   // this pair's buffers are free for the pair after next
-	}
-	l0 = fa_quad_sum(l0);
-	l1 = fa_quad_sum(l1);
-	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
-	for (int d = 0; d < DH / 8; d++) {
-		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
-		if (r0 < S)
-			*(unsigned *)op = fa_pack(acc[4 * d] * i0, acc[4 * d + 1] * i0);
-		if (r1 < S)
-			*(unsigned *)(op + 8 * D) = fa_pack(acc[4 * d + 2] * i1, acc[4 * d + 3] * i1);
-	}
-	if (t == 0) {
-		if (r0 < S)
-			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
-		if (r1 < S)
-			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
-	}
-}
 // Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
 // 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
 // queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
-// [64][DH], two Q and two dO tiles [64][DH], dS^T [64][64] (all core matrices, fa_cm), lse
-// and delta [64]. A query tile:
+// [64][DH], two Q and two dO tiles [64][DH], dS^T [64][64] (all core matrices, fa_cm), two
+// lse and two delta [64] (the next query tile's copied with its Q and dO, so that no load
+// from global memory waits inside the loop). A query tile:
 //   S^T = K Q^T, dP^T = V dO^T      (A, B from shared memory, K-major)
 //   P^T = exp(S^T - lse), dS^T = P^T (dP^T - delta) scale   (registers; dS^T to shared)
 //   dV += P^T dO, dK += dS^T Q      (A from registers, B MN-major)
 //   dQ = dS K                       (A = dS^T and B = K, both MN-major), added into dq (f32)
+//                                   four columns a red.global (half the atomics of pairs)
 template <int DH>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
@@ -1393,7 +1299,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *Ks = (bf16 *)fa_shared, *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
 	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
-	float *Ls = (float *)(dSs + FA_ROWS * FA_ROWS), *Ds = Ls + FA_ROWS;
+	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
@@ -1403,23 +1309,21 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	fa_tile_cm<DH>(Ks, k + base, D, j0, S);
 	fa_tile_cm<DH>(Vs, v + base, D, j0, S);
 	fa_tile_cm<DH>(qg, q + base, D, first, S);
+	fa_rows_f32(LDs, lse + blockIdx.y * S, delta + blockIdx.y * S, first, S);
 	fa_tile_cm<DH>(qg + TILE, dy + base, D, first, S);
 	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
 	for (int d = 0; d < DH / 2; d++)
 		dka[d] = dva[d] = 0;
 	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
 		const bf16 *Qs = qg + (((i0 - first) / FA_ROWS) & 1) * 2 * TILE, *Gs = Qs + TILE;
+		const float *Ls = LDs + (((i0 - first) / FA_ROWS) & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
 		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
 		if (i0 + FA_ROWS < S) {
 			bf16 *next = qg + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * TILE;
 			fa_tile_cm<DH>(next, q + base, D, i0 + FA_ROWS, S);
+			fa_rows_f32(LDs + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.y * S,
+				    delta + blockIdx.y * S, i0 + FA_ROWS, S);
 			fa_tile_cm<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
-		}
-		if (threadIdx.x < FA_ROWS) {
-			i64 i = i0 + threadIdx.x;
-			float L = i < S ? lse[blockIdx.y * S + i] : -INF;
-			Ls[threadIdx.x] = L == -INF ? INF : L * FA_LOG2E;   // +inf: P = 0 for rows with no key
-			Ds[threadIdx.x] = i < S ? delta[blockIdx.y * S + i] : 0.0f;
 		}
 		if (i0 + FA_ROWS < S)
 			fa_wait<2>();
@@ -1442,7 +1346,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			for (int e = 0; e < 2; e++) {
 				int c = n * 8 + 2 * t + e;
 				i64 i = i0 + c;
-				float p0 = exp2f(st[4 * n + e] * scale2 - Ls[c]), p1 = exp2f(st[4 * n + 2 + e] * scale2 - Ls[c]);
+				float Lc = Ls[c] == -INF ? INF : Ls[c] * FA_LOG2E;   // +inf: P = 0 for rows with no key
+				float p0 = exp2f(st[4 * n + e] * scale2 - Lc), p1 = exp2f(st[4 * n + 2 + e] * scale2 - Lc);
 				if (edge) {
 					p0 = in0 && (!causal || kr0 <= i) ? p0 : 0.0f;
 					p1 = in1 && (!causal || kr1 <= i) ? p1 : 0.0f;
@@ -1480,12 +1385,20 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(dqa, DH / 2);
 		i64 q0 = i0 + w * 16 + g, q1 = q0 + 8;
+		// four columns a red: lanes t and t ^ 1 swap halves, the even one adds row q0's
+		// columns 2 t .. 2 t + 3, the odd one row q1's 2 t - 2 .. 2 t + 1
+		bool odd = t & 1;
+		i64 qr = odd ? q1 : q0;
 		for (int d = 0; d < DH / 8; d++) {
-			float *p = dq + base + q0 * D + d * 8 + 2 * t;
-			if (q0 < S)
-				fa_red2(p, dqa[4 * d], dqa[4 * d + 1]);
-			if (q1 < S)
-				fa_red2(p + 8 * D, dqa[4 * d + 2], dqa[4 * d + 3]);
+			float s0 = __shfl_xor_sync(0xffffffffu, odd ? dqa[4 * d] : dqa[4 * d + 2], 1);
+			float s1 = __shfl_xor_sync(0xffffffffu, odd ? dqa[4 * d + 1] : dqa[4 * d + 3], 1);
+			float *p = dq + base + qr * D + d * 8 + 2 * (t & 2);
+			if (qr < S) {
+				if (odd)
+					fa_red4(p, s0, s1, dqa[4 * d + 2], dqa[4 * d + 3]);
+				else
+					fa_red4(p, dqa[4 * d], dqa[4 * d + 1], s0, s1);
+			}
 		}
 	}
 	for (int d = 0; d < DH / 8; d++) {
@@ -1697,19 +1610,12 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_BODY(flash_bwd<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                      \
 	}
-// the forward by wgmma, on sm_90a; the host picks it on compute capability 9.0 alone
+// the backward by wgmma, on sm_90a; the host picks it on compute capability 9.0 alone
 #ifdef FA_WGMMA
 #define FA_WG_BODY(x) x
 #else
 #define FA_WG_BODY(x)
 #endif
-#define FLASH_WG(DH)                                                                                                 \
-	__global__ void __launch_bounds__(128) k_flash_fwd_wg_##DH(const bf16 *q, const bf16 *k, const bf16 *v,       \
-								    const int *mask, bf16 *o, float *lse, i64 S,        \
-								    i64 H, int causal)                                  \
-	{                                                                                                            \
-		FA_WG_BODY(flash_fwd_wg<DH>(q, k, v, mask, o, lse, S, H, causal);)                                    \
-	}
 #define FLASH_BWD_WG(DH)                                                                                             \
 	__global__ void __launch_bounds__(128) k_flash_bwd_wg_##DH(                                                   \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
@@ -1717,9 +1623,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY(flash_bwd_wg<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                \
 	}
-FLASH_WG(64)
-FLASH_WG(96)
-FLASH_WG(128)
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)

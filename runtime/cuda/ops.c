@@ -18,8 +18,8 @@
 	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
-	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_fwd_wg_64)          \
-	X(flash_fwd_wg_96) X(flash_fwd_wg_128) X(flash_bwd_wg_64) X(flash_bwd_wg_96) X(flash_bwd_wg_128)
+	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
+	X(flash_bwd_wg_96) X(flash_bwd_wg_128)
 
 enum {
 #define X(k) K_##k,
@@ -481,27 +481,27 @@ static int op_sum_to(CudaCtx *c)
 /* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
  * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
  * query, an atomic backward. */
-/* each head size's kernels, and those by wgmma (-1: none) for compute capability 9.0 */
-static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1},
-	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_wg_64, K_flash_bwd_wg_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_wg_96, K_flash_bwd_wg_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_wg_128, K_flash_bwd_wg_128},
+/* each head size's kernels, and its backward by wgmma (-1: none) for compute capability
+ * 9.0. The forward by wgmma was measured slower than by mma.sync at head sizes 64 and 96,
+ * with and without FlashAttention-3's overlap (docs/perf-notes.md, sixth sitting). */
+static const struct { int dh, fwd, bwd, bwd_wg; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_bwd_wg_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_bwd_wg_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_bwd_wg_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
 
-/* flash_fwd's shared memory: two K and two V tiles [64][dh + 8] (bf16); flash_fwd_wg's
- * the same tiles unpadded */
+/* flash_fwd's shared memory: two K and two V tiles [64][dh + 8] (bf16) */
 static int flash_fwd_smem(int dh) { return 4 * FLASH_ROWS * (dh + 8) * 2; }
-static int flash_fwd_wg_smem(int dh) { return 4 * FLASH_ROWS * dh * 2; }
 
-/* Whether this GPU runs flash[f]'s wgmma kernels: on 9.0, unless MGL_NO_WGMMA */
-static bool flash_wg(const Dev *d, int f) { return d->arch == 90 && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WGMMA"); }
+/* Whether this GPU runs flash[f]'s wgmma backward: on 9.0, unless MGL_NO_WGMMA */
+static bool flash_wg(const Dev *d, int f) { return d->arch == 90 && flash[f].bwd_wg >= 0 && !getenv("MGL_NO_WGMMA"); }
 
 /* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh], dS^T [64][64]
- * (bf16), lse and delta [64] (f32) */
-static int flash_bwd_wg_smem(int dh) { return 6 * FLASH_ROWS * dh * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 2 * FLASH_ROWS * 4; }
+ * (bf16), two lse and two delta [64] (f32) */
+static int flash_bwd_wg_smem(int dh) { return 6 * FLASH_ROWS * dh * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4; }
 
 /* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
  * (bf16), dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
@@ -540,10 +540,8 @@ static int op_attention(CudaCtx *c)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
-	bool wg = f >= 0 && flash_wg(c->r->mem, f) && getenv("MGL_WG_FWD");   /* experiment: slower so far */
 	if (f >= 0)
-		return launch_blocks(c->r, wg ? flash[f].fwd_wg : flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS,
-				     B * H, wg ? flash_fwd_wg_smem((int)dh) : flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -905,9 +903,6 @@ int cuda_ops_prepare(RtRank *r)
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_fwd_smem(flash[i].dh), d->device));
 		if (flash_wg(d, i)) {
-			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
-							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_fwd_wg_smem(flash[i].dh), d->device));
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg_smem(flash[i].dh), d->device));
