@@ -282,7 +282,8 @@ static void cuda_close(RtRank *r)
 	for (size_t g = 0; g < sizeof d->graphs / sizeof d->graphs[0]; g++)
 		if (d->graphs[g].made)
 			cudaGraphExecDestroy(d->graphs[g].exec);
-	d->region[MGL_V_ACT] = d->micro[0].arena;
+	if (d->micro[0].arena)   /* the first micro-batch's arena is the region's */
+		d->region[MGL_V_ACT] = d->micro[0].arena;
 	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
 		cudaFree(d->region[k]);
 	cudaFree(d->micro[1].arena);

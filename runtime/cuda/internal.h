@@ -67,7 +67,7 @@ typedef struct {
 	int64_t pack_n;
 	DevRun *run;
 	ncclComm_t tp, dp;
-	Graph graphs[64];         /* by phases, last micro-batch, micro-batches and the one selected (cuda.c: graph_of) */
+	Graph graphs[64];         /* by phases, last micro-batch, interleaved or not, and the micro-batch selected (cuda_run) */
 	uint64_t module[2];       /* the keys of the loaded modules the kernels below are in: */
 	int nmodules;             /* the fixed kernels' (ops.cu), then the chains' (if any) */
 	cudaKernel_t *kernels;    /* ops.c's, by its numbering (cuda_kernel_names) */
