@@ -37,7 +37,12 @@
  * and ends its process after a moment (the watch thread, below), so that one failure ends
  * every process within moments, each naming the rank it lost. An orderly end
  * (rt_procs_end) first meets the others once more, after which a closed connection is no
- * news.
+ * news. A process that hangs alive (stopped, deadlocked) keeps its connections open: every
+ * wait on the star is a poll with a limit, MGL_EXCHANGE_TIMEOUT seconds (1,800) without a
+ * byte from the rank awaited, after which rank 0 names the silent ranks and tells the others
+ * why before it ends (the tag that opens each of its messages to a peer: from_root); a peer
+ * waits for rank 0 a moment longer, so that rank 0, which hears every rank, is the one to
+ * name them.
  */
 #define _GNU_SOURCE   /* poll's POLLRDHUP: the peer closed its end */
 #include "backend.h"
@@ -53,6 +58,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +86,10 @@ struct RtNet {
 	void *mpi_world;
 	/* the TCP star: rank 0 holds a socket per peer (fd[r]), a peer one to rank 0 (fd[0]) */
 	int *fd;
+	int limit;            /* MGL_EXCHANGE_TIMEOUT: seconds a wait may go without a byte */
+	bool *named;          /* the ranks an error names (missing) */
+	struct pollfd *pf;    /* from_peers': rank 0's polls and counts, a rank each */
+	size_t *got;
 	char path[4096];   /* the rendezvous file rank 0 wrote, removed at close */
 	/* the watch thread (above), and the pipe that stops it */
 	pthread_t watch;
@@ -107,11 +117,12 @@ static struct {
 	MpiHandle world, byte;
 } mpi;
 
-static int timeout_s(void)
+/* Seconds from the variable `name` (1 to 86,400), def where unset, or -1. */
+static int timeout_s(const char *name, int def)
 {
-	const char *s = getenv("MGL_RENDEZVOUS_TIMEOUT");
+	const char *s = getenv(name);
 	char *end;
-	long v = s ? strtol(s, &end, 10) : 60;
+	long v = s ? strtol(s, &end, 10) : def;
 	return s && (*end || v < 1 || v > 86400) ? -1 : (int)v;
 }
 
@@ -212,38 +223,41 @@ static void mpi_allgather(MpiHandle comm, int size, const void *mine, size_t byt
 
 /* ---------------------------------------------------------------- the TCP star */
 
-static int send_all(int fd, const void *buf, size_t n)
+/* What a transfer came to, besides 0: the connection closed (or failed), or no byte moved
+ * in the time allowed. */
+enum { GONE = -1, SILENT = -2 };
+
+/* Moves n bytes through fd (out: sends them, with flags, else receives them), waiting at
+ * most secs for each next byte to move: never a blocking call (MSG_DONTWAIT), a poll with
+ * that limit where one would block. 0, GONE or SILENT. */
+static int xfer(int fd, void *buf, size_t n, bool out, int flags, double secs)
 {
-	for (const char *p = buf; n;) {
-		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+	for (char *p = buf; n;) {
+		ssize_t k = out ? send(fd, p, n, flags | MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, p, n, MSG_DONTWAIT);
+		if (k > 0) {
+			p += k, n -= (size_t)k;
+			continue;
+		}
 		if (k < 0 && errno == EINTR)
 			continue;
-		if (k <= 0)
-			return -1;
-		p += k, n -= (size_t)k;
+		if (k == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+			return GONE;
+		double by = now() + secs;
+		struct pollfd pf = {fd, out ? POLLOUT : POLLIN, 0};
+		int ready;
+		do {
+			int ms = (int)((by - now()) * 1000);
+			ready = ms > 0 ? poll(&pf, 1, ms) : 0;
+		} while (ready < 0 && errno == EINTR);
+		if (ready <= 0)
+			return ready ? GONE : SILENT;
 	}
 	return 0;
 }
 
-/* n bytes, or -1 on an error, the connection closed, or the deadline (0: none) passed */
-static int recv_all(int fd, void *buf, size_t n, double deadline)
-{
-	for (char *p = buf; n;) {
-		if (deadline > 0) {
-			int ms = (int)((deadline - now()) * 1000);
-			struct pollfd pf = {fd, POLLIN, 0};
-			if (ms <= 0 || poll(&pf, 1, ms) <= 0)
-				return -1;
-		}
-		ssize_t k = recv(fd, p, n, 0);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k, n -= (size_t)k;
-	}
-	return 0;
-}
+static int send_all(int fd, const void *buf, size_t n, double secs) { return xfer(fd, (void *)buf, n, true, 0, secs); }
+
+static int recv_all(int fd, void *buf, size_t n, double secs) { return xfer(fd, buf, n, false, 0, secs); }
 
 /* What a peer presents: a magic, the job's secret, its rank and the world's size. */
 typedef struct {
@@ -265,7 +279,7 @@ static int listen_on(const char *port, int *fd, char *err, size_t n)
 		rt_errf(err, n, "cannot listen on port %s: %s", port, gai_strerror(e));
 		return -1;
 	}
-	*fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+	*fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);   /* accept after poll: never blocks */
 	int one = 1;
 	setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (*fd < 0 || bind(*fd, ai->ai_addr, ai->ai_addrlen) || listen(*fd, 64)) {
@@ -279,15 +293,22 @@ static int listen_on(const char *port, int *fd, char *err, size_t n)
 	return 0;
 }
 
-static int connect_to(const char *host, const char *port)
+/* A connection to host:port, made by the deadline (a host that drops the attempt would
+ * otherwise hold a blocking connect for minutes), or -1. */
+static int connect_to(const char *host, const char *port, double deadline)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai, *a;
 	if (getaddrinfo(host, port, &hints, &ai))
 		return -1;
 	int fd = -1;
 	for (a = ai; a && fd < 0; a = a->ai_next) {
-		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
-		if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen)) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0 || !connect(fd, a->ai_addr, a->ai_addrlen))
+			continue;
+		int e = errno, ms = (int)((deadline - now()) * 1000);
+		struct pollfd pf = {fd, POLLOUT, 0};
+		socklen_t len = sizeof e;
+		if (e != EINPROGRESS || ms <= 0 || poll(&pf, 1, ms) <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) || e) {
 			close(fd);
 			fd = -1;
 		}
@@ -307,15 +328,15 @@ static bool same_secret(const char *a, const char *b)
 	return d == 0;
 }
 
-/* The ranks in [1, size) for which fd is -1, as "rank 2" or "ranks 2, 5 and 7" (the first 8). */
-static void missing(const int *fd, int size, char *out, size_t n)
+/* The ranks r in [1, size) with named[r], as "rank 2" or "ranks 2, 5 and 7" (the first 8). */
+static void missing(const bool *named, int size, char *out, size_t n)
 {
 	int k = 0, count = 0;
 	for (int r = 1; r < size; r++)
-		count += fd[r] < 0;
+		count += named[r];
 	size_t at = (size_t)snprintf(out, n, "rank%s", count == 1 ? "" : "s");
 	for (int r = 1; r < size && at < n; r++)
-		if (fd[r] < 0) {
+		if (named[r]) {
 			k++;
 			if (k <= 8)
 				at += (size_t)snprintf(out + at, n - at, "%s %d", k == 1 ? "" : k == count ? " and" : ",", r);
@@ -334,13 +355,13 @@ static int star_serve(int lfd, const char *secret, const char *where, int limit,
 		struct pollfd pf = {lfd, POLLIN, 0};
 		if (ms <= 0 || poll(&pf, 1, ms) <= 0)
 			break;
-		int fd = accept(lfd, NULL, NULL);
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
 		Hello h;
 		/* a peer has a moment to present itself, else it is dropped unheard */
-		double by = now() + 5 < deadline ? now() + 5 : deadline;
-		if (recv_all(fd, &h, sizeof h, by) || memcmp(h.magic, "mgl-rdv1", 8) || !same_secret(h.secret, secret) ||
+		double secs = deadline - now() < 5 ? deadline - now() : 5;
+		if (recv_all(fd, &h, sizeof h, secs) || memcmp(h.magic, "mgl-rdv1", 8) || !same_secret(h.secret, secret) ||
 		    h.rank < 1 || h.rank >= procs.size || h.size != procs.size || net.fd[h.rank] >= 0) {
 			close(fd);
 			continue;
@@ -352,15 +373,17 @@ static int star_serve(int lfd, const char *secret, const char *where, int limit,
 	}
 	Verdict v = {"ok"};
 	if (came < procs.size) {
-		char who[200];
-		missing(net.fd, procs.size, who, sizeof who);
-		snprintf(v.what, sizeof v.what, "%.150s of %d did not arrive within %d s (rendezvous %.200s)", who, procs.size, limit,
-			 where);
+		char who[200], b[32];
+		for (int r = 1; r < procs.size; r++)
+			net.named[r] = net.fd[r] < 0;
+		missing(net.named, procs.size, who, sizeof who);
+		snprintf(v.what, sizeof v.what, "%.150s of %d did not arrive within %s s (rendezvous %.200s)", who, procs.size,
+			 mgl_commas(limit, b), where);
 		rt_errf(err, n, "%s", v.what);
 	}
 	for (int r = 1; r < procs.size; r++)
 		if (net.fd[r] >= 0)
-			send_all(net.fd[r], &v, sizeof v);
+			send_all(net.fd[r], &v, sizeof v, 5);
 	return came < procs.size ? -1 : 0;
 }
 
@@ -388,11 +411,11 @@ static int star_join(const char *reread, char *host, char *port, char *secret, c
 	double deadline = now() + limit;
 	int fd = -1;
 	while (fd < 0 && now() < deadline) {
-		if ((!reread || !read_file(reread, host, port, secret)) && (fd = connect_to(host, port)) >= 0) {
+		if ((!reread || !read_file(reread, host, port, secret)) && (fd = connect_to(host, port, deadline)) >= 0) {
 			Hello h = {.rank = procs.rank, .size = procs.size};
 			memcpy(h.magic, "mgl-rdv1", 8);
 			memcpy(h.secret, secret, SECRET_MAX);
-			if (!send_all(fd, &h, sizeof h))
+			if (!send_all(fd, &h, sizeof h, deadline - now()))
 				break;
 			close(fd);
 			fd = -1;
@@ -400,13 +423,14 @@ static int star_join(const char *reread, char *host, char *port, char *secret, c
 		nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
 	}
 	if (fd < 0) {
-		rt_errf(err, n, "rank 0 did not arrive within %d s (rendezvous %s)", limit, where);
+		char b[32];
+		rt_errf(err, n, "rank 0 did not arrive within %s s (rendezvous %s)", mgl_commas(limit, b), where);
 		return -1;
 	}
 	net.fd[0] = fd;
 	Verdict v;
 	/* rank 0 was there when this rank came, so it decides within its limit from now */
-	if (recv_all(fd, &v, sizeof v, now() + limit + 5)) {
+	if (recv_all(fd, &v, sizeof v, limit + 5)) {
 		rt_errf(err, n, "rank 0 (rendezvous %s) did not let rank %d in: a wrong secret, or this rank came twice?",
 			where, procs.rank);
 		return -1;
@@ -464,16 +488,29 @@ static int write_rendezvous(const char *path, int lfd, const char *secret, char 
 }
 
 /* The star's failures end the job: a process that has lost a peer cannot go on. Said once
- * (the watch thread and the main thread may both see it), and _exit: the main thread may be
- * inside the backend, whose exit handlers could wait for it. */
-static void star_lost(int r)
+ * (the watch thread and the main thread may both see it: the second waits for the first's
+ * exit), and _exit: the main thread may be inside the backend, whose exit handlers could
+ * wait for it. */
+static _Noreturn void star_fail(const char *fmt, ...)
 {
 	static atomic_flag said = ATOMIC_FLAG_INIT;
-	if (!atomic_flag_test_and_set(&said))
-		fprintf(stderr, "mgl: error: rank %d: lost rank %d (its connection closed: it ended%s)\n", procs.rank, r,
-			r == 0 ? ", or ended the job on losing another rank" : "");
+	if (atomic_flag_test_and_set(&said))
+		for (;;)
+			pause();
+	char what[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "mgl: error: rank %d: %s\n", procs.rank, what);
 	fflush(stderr);
 	_exit(1);
+}
+
+static _Noreturn void star_lost(int r)
+{
+	star_fail("lost rank %d (its connection closed: it ended%s)", r,
+		  r == 0 ? ", or ended the job on losing another rank or waiting for one in vain" : "");
 }
 
 /* The watch thread (atop): polls the star's connections for a closed end, never reading
@@ -524,9 +561,11 @@ static void watch_start(void)
 static int star_open(char *err, size_t n)
 {
 	const char *rdv = getenv("MGL_RENDEZVOUS");
-	int limit = timeout_s();
-	if (limit < 0) {
-		rt_errf(err, n, "MGL_RENDEZVOUS_TIMEOUT is '%s': seconds, 1 to 86,400", getenv("MGL_RENDEZVOUS_TIMEOUT"));
+	int limit = timeout_s("MGL_RENDEZVOUS_TIMEOUT", 60);
+	net.limit = timeout_s("MGL_EXCHANGE_TIMEOUT", 1800);
+	if (limit < 0 || net.limit < 0) {
+		const char *v = limit < 0 ? "MGL_RENDEZVOUS_TIMEOUT" : "MGL_EXCHANGE_TIMEOUT";
+		rt_errf(err, n, "%s is '%s': seconds, 1 to 86,400", v, getenv(v));
 		return -1;
 	}
 	char host[256] = "", port[16] = "", secret[SECRET_MAX] = {0}, where[300];
@@ -559,7 +598,15 @@ static int star_open(char *err, size_t n)
 		strcpy(secret, s);
 		snprintf(where, sizeof where, "tcp:%s:%s", host, port);
 	}
-	net.fd = malloc((size_t)procs.size * sizeof *net.fd);
+	size_t size = (size_t)procs.size;
+	net.fd = malloc(size * sizeof *net.fd);
+	net.named = calloc(size, sizeof *net.named);
+	net.pf = calloc(size, sizeof *net.pf);
+	net.got = calloc(size, sizeof *net.got);
+	if (!net.fd || !net.named || !net.pf || !net.got) {
+		rt_errf(err, n, "out of host memory for %d processes' connections", procs.size);
+		return -1;
+	}
 	for (int r = 0; r < procs.size; r++)
 		net.fd[r] = -1;
 	int lfd, rc = -1;
@@ -578,6 +625,109 @@ static int star_open(char *err, size_t n)
 	if (!rc)
 		watch_start();
 	return rc;
+}
+
+/* ---------------------------------------------------------------- the star's exchanges */
+
+/* How long a wait on the star may go without a byte: MGL_EXCHANGE_TIMEOUT, and for a peer
+ * (which waits on rank 0) a moment more, so that rank 0, waiting on the same silent rank,
+ * names it first (star_silent). */
+static double wait_s(void) { return procs.rank ? net.limit + GRACE_MS / 1000 : net.limit; }
+
+/* The ranks in net.named (a peer: rank 0) did not answer within wait_s: the job ends. Rank
+ * 0 first tells the peers that did (tag 1, then a Verdict: from_root), so that every process
+ * names the silent ones. */
+static _Noreturn void star_silent(void)
+{
+	Verdict v;
+	char who[200] = "rank 0", of[32] = "", b[32];
+	if (procs.rank == 0) {
+		missing(net.named, procs.size, who, sizeof who);
+		snprintf(of, sizeof of, " of %d", procs.size);
+	}
+	snprintf(v.what, sizeof v.what, "%.150s%s did not answer within %s s (stopped, hung, or busy for longer than "
+		 "MGL_EXCHANGE_TIMEOUT)", who, of, mgl_commas((int64_t)wait_s(), b));
+	unsigned char tag = 1;
+	for (int r = 1; procs.rank == 0 && r < procs.size; r++)
+		if (!net.named[r] && !xfer(net.fd[r], &tag, 1, true, MSG_MORE, 1))
+			send_all(net.fd[r], &v, sizeof v, 1);
+	star_fail("%s", v.what);
+}
+
+/* Ends the job where a transfer with rank r came to GONE or SILENT. */
+static void star_check(int rc, int r)
+{
+	if (rc == GONE)
+		star_lost(r);
+	if (rc == SILENT) {
+		memset(net.named, 0, (size_t)procs.size * sizeof *net.named);
+		net.named[r] = true;
+		star_silent();
+	}
+}
+
+/* Rank 0: bytes from each peer in [lo, hi] into buf + r * stride, taken as they come, so
+ * that a timeout names every peer still awaited. */
+static void from_peers(int lo, int hi, void *buf, size_t bytes, size_t stride)
+{
+	int left = hi - lo + 1;
+	for (int r = lo; r <= hi; r++)
+		net.pf[r] = (struct pollfd){net.fd[r], POLLIN, 0}, net.got[r] = 0;
+	while (left && bytes) {
+		int k = poll(net.pf + lo, (nfds_t)(hi - lo + 1), net.limit * 1000);
+		if (k < 0 && errno != EINTR)
+			star_fail("cannot wait for the other ranks: %s", strerror(errno));
+		if (k == 0) {
+			for (int r = 0; r < procs.size; r++)
+				net.named[r] = r >= lo && r <= hi && net.pf[r].fd >= 0;
+			star_silent();
+		}
+		for (int r = lo; r <= hi && k > 0; r++) {
+			if (!net.pf[r].revents)
+				continue;
+			ssize_t got = recv(net.fd[r], (char *)buf + (size_t)r * stride + net.got[r], bytes - net.got[r], MSG_DONTWAIT);
+			if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+				star_lost(r);
+			if (got > 0 && (net.got[r] += (size_t)got) == bytes)
+				net.pf[r].fd = -1, left--;
+		}
+	}
+}
+
+/* Rank 0: bytes to peer r, after the tag 0 that says they follow (from_root); 0, GONE or
+ * SILENT. */
+static int to_peer(int r, const void *buf, size_t bytes)
+{
+	unsigned char tag = 0;
+	int rc = xfer(net.fd[r], &tag, 1, true, bytes ? MSG_MORE : 0, wait_s());
+	return rc ? rc : send_all(net.fd[r], buf, bytes, wait_s());
+}
+
+/* A peer: bytes from rank 0, which opens each message with a tag: 0, they follow; else it
+ * ends the job, and a Verdict says why (star_silent). */
+static void from_root(void *buf, size_t bytes)
+{
+	unsigned char tag;
+	star_check(recv_all(net.fd[0], &tag, 1, wait_s()), 0);
+	if (tag) {
+		Verdict v;
+		if (recv_all(net.fd[0], &v, sizeof v, 5))
+			star_lost(0);
+		v.what[sizeof v.what - 1] = 0;
+		star_fail("%s", v.what);
+	}
+	star_check(recv_all(net.fd[0], buf, bytes, wait_s()), 0);
+}
+
+static void to_root(const void *buf, size_t bytes) { star_check(send_all(net.fd[0], buf, bytes, wait_s()), 0); }
+
+/* A peer's end of a message that goes through rank 0: it sends it, or receives it. */
+static void peer_end(bool sends, void *buf, size_t bytes)
+{
+	if (sends)
+		to_root(buf, bytes);
+	else
+		from_root(buf, bytes);
 }
 
 /* ---------------------------------------------------------------- the channel */
@@ -644,16 +794,13 @@ void rt_net_allgather(RtNet *x, const void *mine, size_t bytes, void *all)
 	}
 	memcpy((char *)all + (size_t)procs.rank * bytes, mine, bytes);
 	if (procs.rank) {
-		if (send_all(x->fd[0], mine, bytes) || recv_all(x->fd[0], all, bytes * (size_t)procs.size, 0))
-			star_lost(0);
+		to_root(mine, bytes);
+		from_root(all, bytes * (size_t)procs.size);
 		return;
 	}
+	from_peers(1, procs.size - 1, all, bytes, bytes);
 	for (int r = 1; r < procs.size; r++)
-		if (recv_all(x->fd[r], (char *)all + (size_t)r * bytes, bytes, 0))
-			star_lost(r);
-	for (int r = 1; r < procs.size; r++)
-		if (send_all(x->fd[r], all, bytes * (size_t)procs.size))
-			star_lost(r);
+		star_check(to_peer(r, all, bytes * (size_t)procs.size), r);
 }
 
 void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root)
@@ -663,15 +810,14 @@ void rt_net_bcast(RtNet *x, void *buf, size_t bytes, int root)
 		return;
 	}
 	if (procs.rank) {   /* the root sends to rank 0, which passes it on */
-		if (procs.rank == root ? send_all(x->fd[0], buf, bytes) : recv_all(x->fd[0], buf, bytes, 0))
-			star_lost(0);
+		peer_end(procs.rank == root, buf, bytes);
 		return;
 	}
-	if (root && recv_all(x->fd[root], buf, bytes, 0))
-		star_lost(root);
+	if (root)
+		from_peers(root, root, buf, bytes, 0);
 	for (int r = 1; r < procs.size; r++)
-		if (r != root && send_all(x->fd[r], buf, bytes))
-			star_lost(r);
+		if (r != root)
+			star_check(to_peer(r, buf, bytes), r);
 }
 
 void rt_net_send(RtNet *x, void *buf, size_t bytes, int from, int to)
@@ -691,10 +837,14 @@ void rt_net_send(RtNet *x, void *buf, size_t bytes, int from, int to)
 		return;
 	}
 	/* the star: through rank 0 (buf its staging) unless it is one end */
-	if (me != from && recv_all(x->fd[me ? 0 : from], buf, bytes, 0))
-		star_lost(me ? 0 : from);
-	if (me != to && send_all(x->fd[me ? 0 : to], buf, bytes))
-		star_lost(me ? 0 : to);
+	if (me) {
+		peer_end(me == from, buf, bytes);
+		return;
+	}
+	if (from)
+		from_peers(from, from, buf, bytes, 0);
+	if (to)
+		star_check(to_peer(to, buf, bytes), to);
 }
 
 void rt_procs_end(void)
@@ -709,15 +859,13 @@ void rt_procs_end(void)
 		char b = 0;
 		if (procs.rank) {
 			atomic_store(&ending, true);
-			if (send_all(net.fd[0], &b, 1) || recv_all(net.fd[0], &b, 1, 0))
-				star_lost(0);
+			to_root(&b, 1);
+			from_root(&b, 0);   /* the tag alone */
 		} else {
-			for (int r = 1; r < procs.size; r++)
-				if (recv_all(net.fd[r], &b, 1, 0))
-					star_lost(r);
+			from_peers(1, procs.size - 1, &b, 1, 0);
 			atomic_store(&ending, true);
 			for (int r = 1; r < procs.size; r++)
-				send_all(net.fd[r], &b, 1);   /* one gone now came, and ends anyway */
+				to_peer(r, NULL, 0);   /* one gone now came, and ends anyway */
 		}
 	}
 	if (net.watching) {
@@ -731,6 +879,9 @@ void rt_procs_end(void)
 		if (net.fd[r] >= 0)
 			close(net.fd[r]);
 	free(net.fd);
+	free(net.named);
+	free(net.pf);
+	free(net.got);
 	net = (RtNet){0};
 }
 

@@ -22,6 +22,8 @@ RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=file:$tmp/rdv expect 1 'mgl: error: rank 1: r
 RANK=2 WORLD_SIZE=2 expect 1 "torchrun's variables make no sense: RANK=2, WORLD_SIZE=2" -- $job --dp 2
 RANK=1 WORLD_SIZE=2 expect 1 'no way to meet: give MGL_RENDEZVOUS=file:PATH' -- $job --dp 2
 RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=tcp:127.0.0.1:1 expect 1 'a TCP rendezvous needs MGL_JOB_SECRET' -- $job --dp 2
+RANK=1 WORLD_SIZE=2 MGL_RENDEZVOUS=file:$tmp/rdv MGL_EXCHANGE_TIMEOUT=0 expect 1 \
+	"rank 1: MGL_EXCHANGE_TIMEOUT is '0': seconds, 1 to 86,400" -- $job --dp 2
 # one rank fails before it meets the others (its own bad option), the other waits for it:
 # both end with an error naming the problem within the timeout, never a hang
 MGL_RENDEZVOUS=file:$tmp/rdv3 RANK=1 WORLD_SIZE=2 timeout 30 "$mgl" $job --dp 2 --steps 0 >"$tmp/early1" 2>&1 &

@@ -1,7 +1,8 @@
 /* tests/test_launch.c — Check suites for launch.c's processes without MPI: torchrun's
  * variables, the rendezvous (file:PATH and tcp:HOST:PORT with the job's secret), the
- * channel's collectives between real processes, a rank that never comes, and one that dies
- * after the rendezvous while the others wait elsewhere.
+ * channel's collectives between real processes, a rank that never comes, one that dies
+ * after the rendezvous while the others wait elsewhere, and one that hangs alive (stopped)
+ * while the others wait for it on the channel.
  *
  * Each test forks a process per rank (launch.c keeps its state in statics, fresh in each
  * child), gives it torchrun's variables with setenv, and has it write what it found (the
@@ -10,6 +11,7 @@
 #include "backend.h"
 
 #include <check.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,7 +165,7 @@ END_TEST
  * every rank ends in order, rank r r / 5 s after rank 0. Exits 2 if the rendezvous failed,
  * 3 (rank `dies`), 4 if it outlived the wait, 1 with own, and what the channel's watch
  * gives. */
-static void die_main(int r, int size, const char *rdv, int dies, bool own)
+static void die_main(int r, int size, const char *rdv, int dies, int own)
 {
 	char path[128], err[512];
 	set_env(r, size, rdv, NULL);
@@ -197,8 +199,37 @@ static void die_main(int r, int size, const char *rdv, int dies, bool own)
 	_exit(4);
 }
 
-/* Runs die_main's ranks; their exit statuses in st, their stderr in out, the seconds taken. */
-static double run_dying(int size, int dies, bool own, int *st, char out[][512])
+/* Rank r of `size` meets the others through rdv (MGL_EXCHANGE_TIMEOUT 1 s), its stderr in
+ * DIR/eR; then the ranks in `hangs` (a bit each) stop (SIGSTOP: alive, their connections
+ * open, silent) and the others broadcast `bytes` from rank 1 and end in order (a barrier),
+ * which must end them with the channel's error. Exits 2 if the rendezvous failed, 0 if the
+ * exchanges returned. */
+static void hang_main(int r, int size, const char *rdv, int hangs, int bytes)
+{
+	char path[128], err[512];
+	set_env(r, size, rdv, NULL);
+	setenv("MGL_EXCHANGE_TIMEOUT", "1", 1);
+	snprintf(path, sizeof path, "%s/e%d", dir, r);
+	if (!freopen(path, "w", stderr))
+		_exit(5);
+	signal(SIGALRM, SIG_DFL);   /* check's own handler otherwise: never left behind, however the channel fails */
+	alarm(20);
+	if (rt_procs_start(err, sizeof err))
+		_exit(2);
+	if (hangs >> r & 1)
+		raise(SIGSTOP);
+	char *buf = calloc((size_t)bytes, 1);
+	rt_net_bcast(rt_net(), buf, (size_t)bytes, 1);
+	free(buf);
+	rt_procs_end();
+	_exit(0);
+}
+
+/* Runs `size` ranks of body (die_main or hang_main, given a and b); their exit statuses
+ * in st (-1: stopped, then killed once the others ended), their stderr in out, the seconds
+ * taken until all but the stopped ones ended. */
+static double run_ranks(int size, void (*body)(int, int, const char *, int, int), int a, int b, int *st,
+			char out[][512])
 {
 	char rdv[128];
 	snprintf(rdv, sizeof rdv, "file:%s/rdv", dir);
@@ -207,11 +238,18 @@ static double run_dying(int size, int dies, bool own, int *st, char out[][512])
 	pid_t pid[8];
 	for (int r = 0; r < size; r++)
 		if (!(pid[r] = fork()))
-			die_main(r, size, rdv, dies, own);
+			body(r, size, rdv, a, b);
 	for (int r = 0; r < size; r++) {
 		int w;
-		waitpid(pid[r], &w, 0);
-		st[r] = WIFEXITED(w) ? WEXITSTATUS(w) : 128 + WTERMSIG(w);
+		waitpid(pid[r], &w, WUNTRACED);
+		st[r] = WIFSTOPPED(w) ? -1 : WIFEXITED(w) ? WEXITSTATUS(w) : 128 + WTERMSIG(w);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	for (int r = 0; r < size; r++) {
+		if (st[r] == -1) {
+			kill(pid[r], SIGKILL);
+			waitpid(pid[r], NULL, 0);
+		}
 		char path[128];
 		snprintf(path, sizeof path, "%s/e%d", dir, r);
 		FILE *f = fopen(path, "r");
@@ -220,8 +258,12 @@ static double run_dying(int size, int dies, bool own, int *st, char out[][512])
 		if (f)
 			fclose(f);
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+
+static double run_dying(int size, int dies, bool own, int *st, char out[][512])
+{
+	return run_ranks(size, die_main, dies, own, st, out);
 }
 
 START_TEST(a_rank_that_dies_ends_the_others)
@@ -262,6 +304,40 @@ START_TEST(a_rank_that_dies_ends_the_others)
 }
 END_TEST
 
+/* A rank that hangs alive (stopped) keeps its connections open, so only a timeout can tell:
+ * rank 0 names it after MGL_EXCHANGE_TIMEOUT (1 s) and tells the others, which name it too;
+ * a stopped rank 0 the peers name themselves, a moment later. Whether the silent rank is
+ * awaited (its part of an exchange) or does not take what it is sent (64 MiB, more than a
+ * socket holds). */
+START_TEST(a_rank_that_hangs_ends_the_others)
+{
+	static const struct {
+		int size, hangs, bytes;
+		const char *says;   /* what every other rank says */
+	} cases[] = {
+		{4, 1 << 2, 4, "rank 2 of 4 did not answer within 1 s (stopped, hung, or busy for longer than MGL_EXCHANGE_TIMEOUT)"},
+		{4, 1 << 2, 64 << 20, "rank 2 of 4 did not answer within 1 s"},
+		{5, 1 << 2 | 1 << 3, 4, "ranks 2 and 3 of 5 did not answer within 1 s"},
+		{3, 1 << 0, 4, "rank 0 did not answer within 3 s (stopped, hung, or busy for longer than MGL_EXCHANGE_TIMEOUT)"},
+	};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		int st[8];
+		char out[8][512];
+		double s = run_ranks(cases[c].size, hang_main, cases[c].hangs, cases[c].bytes, st, out);
+		ck_assert_msg(s < 8, "case %zu: the others took %.1f s to end", c, s);
+		for (int r = 0; r < cases[c].size; r++) {
+			if (cases[c].hangs >> r & 1) {
+				ck_assert_msg(st[r] == -1, "case %zu: rank %d did not stop: exit %d, %s", c, r, st[r], out[r]);
+				continue;
+			}
+			char want[300];
+			snprintf(want, sizeof want, "mgl: error: rank %d: %s", r, cases[c].says);
+			ck_assert_msg(st[r] == 1 && strstr(out[r], want), "case %zu: rank %d: exit %d, %s", c, r, st[r], out[r]);
+		}
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("launch");
@@ -272,6 +348,7 @@ int main(void)
 	tcase_add_test(c, tcp_rendezvous_with_the_secret);
 	tcase_add_test(c, a_rank_that_never_comes);
 	tcase_add_test(c, a_rank_that_dies_ends_the_others);
+	tcase_add_test(c, a_rank_that_hangs_ends_the_others);
 	suite_add_tcase(s, c);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -642,6 +642,15 @@ static char *write_plan(const MglPlan *p, size_t *len)
 	return text;
 }
 
+/* Asserts that the plan reader refuses the n bytes of text (a damaged plan, read as the
+ * file name) with an error that contains want. */
+static void assert_read_refuses(MglArena *a, const char *text, size_t n, const char *name, const char *want)
+{
+	char err[256];
+	ck_assert_msg(!mgl_plan_read(a, text, n, name, err, sizeof err), "%s: read, but expected \"%s\"", name, want);
+	ck_assert_msg(strstr(err, want), "expected \"%s\", got \"%s\"", want, err);
+}
+
 START_TEST(plan_round_trip)
 {
 	static const MglTarget ts[] = {
@@ -698,8 +707,7 @@ START_TEST(plan_refuses_damage)
 	/* another version */
 	char *v2 = strdup(t);
 	v2[9] = '7';
-	ck_assert_ptr_null(mgl_plan_read(&a, v2, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "t.plan:1: this plan is version 7; this mgl reads version 2"), "%s", err);
+	assert_read_refuses(&a, v2, n, "t.plan", "t.plan:1: this plan is version 7; this mgl reads version 2");
 	free(v2);
 	/* a step that reads a value that does not exist */
 	char *bad = malloc(n + 16);
@@ -713,8 +721,7 @@ START_TEST(plan_refuses_damage)
 	const char *rest = strchr(in, ' ');
 	memcpy(bad + k, rest, n - (size_t)(rest - t));
 	k += n - (size_t)(rest - t);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "does not exist"), "%s", err);
+	assert_read_refuses(&a, bad, k, "t.plan", "does not exist");
 	/* a step with the wrong number of inputs for its op: the runtime would read past them */
 	char *mm = strstr(t, " matmul ");
 	ck_assert_ptr_nonnull(mm);
@@ -724,15 +731,14 @@ START_TEST(plan_refuses_damage)
 	memcpy(bad, t, keep);
 	memcpy(bad + keep, sp, n - (size_t)(sp - t));   /* "matmul A,B OUT" -> "matmul A OUT" */
 	k = keep + n - (size_t)(sp - t);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, k, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "matmul takes 2 to 2 inputs and 1 output, not 1 and 1"), "%s", err);
+	assert_read_refuses(&a, bad, k, "t.plan", "matmul takes 2 to 2 inputs and 1 output, not 1 and 1");
 	/* fused groups the cuda backend could not run as marked: a gelu epilogue with no gelu */
 	char *epi = strstr(t, " epi=1\n");
 	ck_assert_ptr_nonnull(epi);
 	memcpy(bad, t, n);
 	bad[epi - t + 5] = '3';
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "the fused groups are wrong: steps 7 to 8 are fused, but cannot run as one GEMM"), "%s", err);
+	assert_read_refuses(&a, bad, n, "t.plan",
+			    "the fused groups are wrong: steps 7 to 8 are fused, but cannot run as one GEMM");
 	/* the loss must be a scalar activation */
 	char *loss = strstr(t, "\nloss ");
 	ck_assert_ptr_nonnull(loss);
@@ -740,25 +746,21 @@ START_TEST(plan_refuses_damage)
 	memcpy(bad + (loss - t), "\nloss 0", 7);   /* wte */
 	for (char *q = bad + (loss - t) + 7; *q != '\n'; q++)
 		*q = '0';
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "t.plan:14: the loss, value %0, is not a scalar activation"), "%s", err);
+	assert_read_refuses(&a, bad, n, "t.plan", "t.plan:14: the loss, value %0, is not a scalar activation");
 	/* attributes by name: a layer norm's epsilon is eps, in (0, 1) */
 	char *eps = strstr(t, " eps=");
 	ck_assert_ptr_nonnull(eps);
 	memcpy(bad, t, n);
 	memcpy(bad + (eps - t), " p=  ", 5);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "expected 'eps='"), "%s", err);
+	assert_read_refuses(&a, bad, n, "t.plan", "expected 'eps='");
 	memcpy(bad + (eps - t), " eps=1e+05", 10);   /* was 1e-05 */
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "eps must be a small positive number, not '1e+05'"), "%s", err);
+	assert_read_refuses(&a, bad, n, "t.plan", "eps must be a small positive number, not '1e+05'");
 	/* values where the cuda kernels' 16-byte loads can reach them: wpe at 32768 + 8 */
 	char *wpe = strstr(t, " wpe f32 [64,64] R 32768 ");
 	ck_assert_ptr_nonnull(wpe);
 	memcpy(bad, t, n);
 	memcpy(bad + (wpe - t) + 19, "32776", 5);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "t.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "value %2 is at offset 32,776, not a multiple of 16"), "%s", err);
+	assert_read_refuses(&a, bad, n, "t.plan", "value %2 is at offset 32,776, not a multiple of 16");
 	free(bad);
 	free(t);
 	mgl_arena_free(&a);
@@ -804,27 +806,23 @@ START_TEST(zero_and_recompute_plans)
 	size_t at = (size_t)(m - text) + strlen(line) - 3;   /* the last digit of the size */
 	memcpy(bad, text, n);
 	bad[at] = bad[at] == '9' ? '8' : (char)(bad[at] + 1);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "the AdamW moments of parameter 'wte' hold"), "%s", err);
+	assert_read_refuses(&a, bad, n, "z.plan", "the AdamW moments of parameter 'wte' hold");
 	/* zero 1 with one dp rank */
 	char *dp = strstr(text, "\ndp 3\n");
 	memcpy(bad, text, n);
 	bad[dp - text + 4] = '1';
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "z.plan:8: zero 1 shards the optimizer over dp, and this plan has dp 1"), "%s", err);
+	assert_read_refuses(&a, bad, n, "z.plan", "z.plan:8: zero 1 shards the optimizer over dp, and this plan has dp 1");
 	/* an unknown recomputation */
 	char *rc = strstr(text, "recompute full");
 	memcpy(bad, text, n);
 	memcpy(bad + (rc - text) + 10, "most", 4);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "unknown recomputation 'most'"), "%s", err);
+	assert_read_refuses(&a, bad, n, "z.plan", "unknown recomputation 'most'");
 	/* the line zero 1 dropped: the moments are pieces of what the plan now says is whole */
 	char *z = strstr(text, "zero 1\n");
 	memcpy(bad, text, (size_t)(z - text));
 	memcpy(bad + (z - text), z + 7, n - (size_t)(z - text) - 7);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n - 7, "z.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "the AdamW moments of parameter 'wte' hold 2,731 elements, not 8,192 (zero 0, dp 3)"), "%s",
-		      err);
+	assert_read_refuses(&a, bad, n - 7, "z.plan",
+			    "the AdamW moments of parameter 'wte' hold 2,731 elements, not 8,192 (zero 0, dp 3)");
 	/* the last step, the all-gather of the updated parameters, dropped (and the count of
 	 * steps made one less): each rank would keep the others' pieces stale */
 	char *ag = strstr(text, " opt all_gather "), *eend = strstr(text, "\nend\n");
@@ -842,10 +840,9 @@ START_TEST(zero_and_recompute_plans)
 	memcpy(bad, text, head);
 	memcpy(bad + (st - text), now, strlen(now));
 	memcpy(bad + head, eend + 1, tail);
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, head + tail, "z.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "parameter 'wte' is never all-gathered over dp after adamw (zero 1: its optimizer must "
-				  "reduce-scatter its gradient over dp, update its piece with adamw, and all-gather it over dp)"),
-		      "%s", err);
+	assert_read_refuses(&a, bad, head + tail, "z.plan",
+			    "parameter 'wte' is never all-gathered over dp after adamw (zero 1: its optimizer must "
+			    "reduce-scatter its gradient over dp, update its piece with adamw, and all-gather it over dp)");
 	/* the norm summed over tp only (its dp all-reduce made a tp one): each rank would clip by its pieces' */
 	char *dpsum = strstr(text, " opt all_reduce ");
 	ck_assert_ptr_nonnull(dpsum);
@@ -855,14 +852,12 @@ START_TEST(zero_and_recompute_plans)
 	ck_assert_ptr_nonnull(g);
 	memcpy(bad, text, n);
 	bad[g - text + 6] = '0';
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "adamw clips parameter 'wte' with a gradient norm not summed over dp"), "%s", err);
+	assert_read_refuses(&a, bad, n, "z.plan", "adamw clips parameter 'wte' with a gradient norm not summed over dp");
 	/* the norm's dp all-reduce a max, not a sum */
 	ck_assert(!strncmp(g, "group=1 max=0", 13));
 	memcpy(bad, text, n);
 	bad[g - text + 12] = '1';
-	ck_assert_ptr_null(mgl_plan_read(&a, bad, n, "z.plan", err, sizeof err));
-	ck_assert_msg(strstr(err, "adamw clips parameter 'wte' with a gradient norm not summed over dp"), "%s", err);
+	assert_read_refuses(&a, bad, n, "z.plan", "adamw clips parameter 'wte' with a gradient norm not summed over dp");
 	free(bad);
 	free(text);
 	mgl_arena_free(&a);
