@@ -83,11 +83,7 @@ void *mgl_alloc(MglArena *a, size_t n)
 	n = (n + 15) & ~(size_t)15;
 	if (!a->head || a->cap - a->used < n) {
 		size_t size = n > (64u << 10) ? n : (64u << 10);
-		MglChunk *ch = malloc(sizeof *ch + size);
-		if (!ch) {
-			fprintf(stderr, "mgl: out of memory (asked for %s bytes)\n", mgl_commas((int64_t)n, (char[32]){0}));
-			exit(1);
-		}
+		MglChunk *ch = mgl_xmalloc(sizeof *ch + size, "a block of the compiler's and the plan's arena");
 		ch->next = a->head;
 		ch->size = size;
 		a->head = ch;
