@@ -489,6 +489,8 @@ static void *watch(void *arg)
 	(void)arg;
 	int n = procs.rank ? 1 : procs.size - 1;
 	struct pollfd *pf = calloc((size_t)n + 1, sizeof *pf);
+	if (!pf)
+		return NULL;   /* unwatched, as without the pipe (watch_start) */
 	for (int i = 0; i < n; i++)
 		pf[i] = (struct pollfd){net.fd[procs.rank ? 0 : i + 1], POLLRDHUP, 0};
 	pf[n] = (struct pollfd){net.stop[0], POLLIN, 0};
@@ -560,6 +562,11 @@ static int star_open(char *err, size_t n)
 		snprintf(where, sizeof where, "tcp:%s:%s", host, port);
 	}
 	net.fd = malloc((size_t)procs.size * sizeof *net.fd);
+	if (!net.fd) {
+		rt_errf(err, n, "out of host memory: the connections to %d processes (%s bytes)", procs.size,
+			mgl_commas((int64_t)((size_t)procs.size * sizeof *net.fd), (char[32]){0}));
+		return -1;
+	}
 	for (int r = 0; r < procs.size; r++)
 		net.fd[r] = -1;
 	int lfd, rc = -1;
