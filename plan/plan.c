@@ -263,8 +263,8 @@ const char *const mgl_kind_name[MGL_KIND_COUNT] = {"attention", "gemm", "layerno
 void mgl_step_kinds(const MglPlan *p, MglKind *kind)
 {
 	enum { MADE = 1, READ = 2 };   /* by a classifier step */
-	unsigned char *by = calloc((size_t)p->nvalues + 1, 1);   /* without it: the ops' kinds */
-	for (int s = 0; s < p->nsteps && by; s++) {
+	unsigned char *by = mgl_xcalloc((size_t)p->nvalues + 1, 1, "the classifier's values");
+	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		if (mgl_ops[st->op].kind != MGL_KIND_CLASSIFIER)
 			continue;
@@ -276,9 +276,9 @@ void mgl_step_kinds(const MglPlan *p, MglKind *kind)
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		MglKind k = mgl_ops[st->op].kind;
-		for (int i = 0; k == MGL_KIND_GEMM && by && i < st->nin; i++)
+		for (int i = 0; k == MGL_KIND_GEMM && i < st->nin; i++)
 			k = by[st->in[i]] & MADE ? MGL_KIND_CLASSIFIER : k;
-		for (int i = 0; k == MGL_KIND_GEMM && by && i < st->nout; i++)
+		for (int i = 0; k == MGL_KIND_GEMM && i < st->nout; i++)
 			k = by[st->out[i]] & READ ? MGL_KIND_CLASSIFIER : k;
 		kind[s] = st->fuse >= 0 && st->fuse < s ? kind[st->fuse] : k;
 	}
