@@ -53,7 +53,7 @@ char *mgl_read_whole(const char *path, size_t limit, const char *what, size_t *l
 	fclose(f);
 	char lim[48];
 	if (!buf)
-		snprintf(err, errlen, "%s: out of memory", path);
+		snprintf(err, errlen, "%s: out of host memory reading it (%s bytes)", path, mgl_commas((int64_t)cap + 1, lim));
 	else if (e)
 		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(e));
 	else if (n > limit)

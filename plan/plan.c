@@ -302,14 +302,11 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	int n = p->nvalues, *first = malloc(((size_t)n + 1) * sizeof *first), *last = malloc(((size_t)n + 1) * sizeof *last);
-	Placed *order = malloc(((size_t)n + 1) * sizeof *order);
+	/* out of memory is no error of the plan's (the compiler takes one for its own bug) */
+	int n = p->nvalues, *first = mgl_xmalloc(((size_t)n + 1) * sizeof *first, "the values' lifetimes"),
+	    *last = mgl_xmalloc(((size_t)n + 1) * sizeof *last, "the values' lifetimes");
+	Placed *order = mgl_xmalloc(((size_t)n + 1) * sizeof *order, "the values by offset");
 	int m = 0, rc = 0;
-	if (!first || !last || !order) {
-		snprintf(err, errlen, "out of memory");
-		rc = -1;
-		goto out;
-	}
 	mgl_plan_lifetimes(p, first, last);
 	for (int v = 0; v < n; v++)
 		if (in_arena(&p->values[v]) && first[v] >= 0 && p->values[v].bytes > 0)
@@ -328,7 +325,6 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen)
 			}
 		}
 	}
-out:
 	free(first);
 	free(last);
 	free(order);
@@ -449,11 +445,7 @@ bool mgl_adamw_group_ok(const MglPlan *p, int head, int last)
 
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 {
-	int *uses = calloc((size_t)p->nvalues + 1, sizeof *uses), rc = 0;
-	if (!uses) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
+	int *uses = mgl_xcalloc((size_t)p->nvalues + 1, sizeof *uses, "the values' readers"), rc = 0;
 	for (int s = 0; s < p->nsteps; s++)
 		for (int k = 0; k < p->steps[s].nin; k++)
 			uses[p->steps[s].in[k]]++;

@@ -340,7 +340,7 @@ static int build_header(Buf *b, const RtTensor *t, int n, const char *const *key
 		off += bytes;
 	}
 	put(b, "}", 1);
-	while (b->n % 8)
+	while (b->n % 8 && !b->oom)   /* put adds nothing once memory ran out */
 		put(b, " ", 1);
 	return b->oom ? -1 : 0;
 }

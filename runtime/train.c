@@ -616,8 +616,8 @@ static int write_tensors(Train *t, const char *path, const char *dir, const int 
 	char e[512];
 	/* every process gathers, or none: the gathers are collectives */
 	if (agree(t, oom)) {
-		snprintf(e, sizeof e, "out of host memory for the checkpoint's tensors (%.2f GB on this process%s)",
-			 (double)bytes / 1e9, oom ? "" : "; another process ran out");
+		snprintf(e, sizeof e, "out of host memory: the checkpoint's tensors (%s bytes on this process%s)",
+			 mgl_commas(bytes, (char[32]){0}), oom ? "" : "; another process ran out");
 		rc = -1;
 	}
 	for (int k = 0; k < n && !rc; k++) {
