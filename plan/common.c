@@ -1,7 +1,7 @@
 /* plan/common.c — what the compiler and the runtime both need besides the plan: reading a
  * whole file, host memory that ends the process when it runs out, and counts and amounts
- * as messages write them. It lives here because plan/ is the one
- * directory both sides see (compiler -> plan <- runtime).
+ * as messages write them. It lives here because plan/ is the one directory both sides see
+ * (compiler -> plan <- runtime).
  *
  * A whole file is read to its end, whatever stat says (a pipe, or a file that grows while
  * it is read), and at most one byte past the caller's limit: that byte is how a file too
@@ -84,7 +84,6 @@ static void *or_exit(void *p, size_t count, size_t size, const char *what)
 
 void *mgl_xmalloc(size_t n, const char *what) { return or_exit(malloc(n ? n : 1), n ? n : 1, 1, what); }
 void *mgl_xrealloc(void *p, size_t n, const char *what) { return or_exit(realloc(p, n ? n : 1), n ? n : 1, 1, what); }
-char *mgl_xstrdup(const char *s, const char *what) { return or_exit(strdup(s), strlen(s) + 1, 1, what); }
 
 void *mgl_xcalloc(size_t count, size_t size, const char *what)
 {
