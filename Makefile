@@ -103,8 +103,14 @@ $(BUILD)/tests/%: tests/%.c $(COMPILER_OBJ) $(RUNTIME_OBJ)
 # test_io makes fsync fail on demand (tests/test_io.c)
 $(BUILD)/tests/test_io: LDLIBS += -Wl,--wrap=fsync
 
+# mgl whose memory runs out on demand (tests/oom_shim.c), for tests/cli_oom.sh
+$(BUILD)/tests/mgl_oom: tests/oom_shim.c $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CUDA_LIBS) $(LDLIBS) \
+		-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
+
 # The tests, run against the build in $(BUILD).
-test: includes $(BUILD)/mgl $(TEST_UNITS)
+test: includes $(BUILD)/mgl $(TEST_UNITS) $(BUILD)/tests/mgl_oom
 	@for t in $(TEST_UNITS); do CK_FORK=no $$t || exit 1; done
 	@tests/golden.sh $(BUILD)/mgl
 	@tests/cli.sh $(BUILD)/mgl
@@ -113,6 +119,7 @@ test: includes $(BUILD)/mgl $(TEST_UNITS)
 	@tests/cli_import.sh $(BUILD)/mgl
 	@tests/cli_launch.sh $(BUILD)/mgl
 	@tests/plot.sh $(BUILD)/mgl
+	@tests/cli_oom.sh $(BUILD)/mgl $(BUILD)/tests/mgl_oom
 
 includes:
 	@! grep -n '^#include "[^"]*/' compiler/*.[ch] plan/*.[ch] plan/ops.def runtime/*.[ch] runtime/cuda/*.[ch] \
@@ -121,7 +128,7 @@ includes:
 check: deps-test
 	@$(MAKE) --no-print-directory test
 	@echo "== again under AddressSanitizer and UndefinedBehaviorSanitizer"
-	@MGL_COMPILE_LIMIT=5 $(MAKE) --no-print-directory test BUILD=build/san SANFLAGS="$(SAN_FLAGS)" OPT=-O1
+	@MGL_COMPILE_LIMIT=5 MGL_OOM_STRIDE=7 $(MAKE) --no-print-directory test BUILD=build/san SANFLAGS="$(SAN_FLAGS)" OPT=-O1
 
 # The GPU suite, on the GPU machine (tests/gpu_check.sh): the cuda backend against the cpu.
 gpu-check: $(BUILD)/mgl $(BUILD)/tests/gpu/test_gpu

@@ -48,9 +48,7 @@ static int by_value(const void *a, const void *b)
  * of n > 0 values. */
 static double median(const double *v, int64_t n, double *lo, double *hi)
 {
-	double *s = malloc((size_t)n * sizeof *s);
-	if (!s)
-		return *lo = *hi = v[0];
+	double *s = mgl_xmalloc((size_t)n * sizeof *s, "the sorted times");
 	memcpy(s, v, (size_t)n * sizeof *s);
 	qsort(s, (size_t)n, sizeof *s, by_value);
 	double m = s[n / 2];
@@ -68,8 +66,7 @@ static int slowest_first(const void *a, const void *b)
 /* The profile by what the steps do: a fused group is one kernel, timed on its first step. */
 static void by_what(Bench *b, const MglPlan *p, const RtBenchResult *r)
 {
-	if (!(b->doing = calloc((size_t)p->nsteps + 1, sizeof *b->doing)))
-		return;
+	b->doing = mgl_xcalloc((size_t)p->nsteps + 1, sizeof *b->doing, "the profile by op");
 	for (int i = 0, end; i < p->nsteps; i = end + 1) {
 		end = mgl_group_end(p, i);
 		char what[96] = "";
@@ -108,9 +105,7 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 	b->prof_median_ms = median(r->profiled_s, b->steps, &lo, &hi) * 1e3;
 	b->outside_ms = b->prof_ms;
 	b->alone_ms = -1;
-	MglKind *kind = malloc((size_t)(p->nsteps + 1) * sizeof *kind);
-	if (!kind)
-		return;
+	MglKind *kind = mgl_xmalloc((size_t)(p->nsteps + 1) * sizeof *kind, "the steps' kinds");
 	mgl_step_kinds(p, kind);
 	b->alone_ms = r->alone_s ? 0 : -1;
 	for (int i = 0; i < p->nsteps; i++) {

@@ -445,7 +445,7 @@ static int import_body(MglCtx *ctx, const Args *a, const RtHfConfig *c, const ch
 		return 1;
 	}
 	RtTensors o = {0};
-	RtTensor *w = calloc((size_t)p->nparams + 1, sizeof *w);
+	RtTensor *w = mgl_alloc(&ctx->arena, ((size_t)p->nparams + 1) * sizeof *w);
 	int status = 1;
 	if (rt_hf_to_mgl(h.t, h.n, a->hf_path, &o, err, sizeof err))
 		fprintf(stderr, "mgl: error: %s\n", err);
@@ -491,7 +491,6 @@ static int import_body(MglCtx *ctx, const Args *a, const RtHfConfig *c, const ch
 		}
 	}
 	free(source);
-	free(w);
 	rt_tensors_free(&o);
 	return status;
 }

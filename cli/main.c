@@ -569,9 +569,7 @@ static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 			break;
 		case O_SET: {
 			size_t old = a->set ? strlen(a->set) : 0;
-			char *s = realloc(a->set, old + strlen(val) + 2);
-			if (!s)
-				return usage_error(cmd->name, "out of memory%s", "");
+			char *s = mgl_xrealloc(a->set, old + strlen(val) + 2, "the --set options");
 			if (old)
 				s[old++] = ',';
 			strcpy(s + old, val);

@@ -127,12 +127,8 @@ static void push(Series *s, double x, double y)
 {
 	if (s->n == s->cap) {
 		s->cap = 2 * s->cap + 256;
-		s->x = realloc(s->x, (size_t)s->cap * sizeof *s->x);
-		s->y = realloc(s->y, (size_t)s->cap * sizeof *s->y);
-		if (!s->x || !s->y) {
-			fprintf(stderr, "mgl: out of memory\n");
-			exit(1);
-		}
+		s->x = mgl_xrealloc(s->x, (size_t)s->cap * sizeof *s->x, "a plot's points");
+		s->y = mgl_xrealloc(s->y, (size_t)s->cap * sizeof *s->y, "a plot's points");
 	}
 	s->x[s->n] = x;
 	s->y[s->n++] = y;

@@ -227,9 +227,8 @@ static char *val_path(const char *out)
 	size_t n = strlen(out);
 	if (n < 4 || strcmp(out + n - 4, ".bin"))
 		return NULL;
-	char *p = malloc(n + 5);
-	if (p)
-		sprintf(p, "%.*s.val.bin", (int)(n - 4), out);
+	char *p = mgl_xmalloc(n + 5, "the validation file's name");
+	sprintf(p, "%.*s.val.bin", (int)(n - 4), out);
 	return p;
 }
 

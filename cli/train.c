@@ -111,10 +111,17 @@ static int init_model(const char *dir, char **rec)
 	if (rc)
 		fprintf(stderr, "mgl: error: %s\n", err);
 	else
-		for (int k = 0; k < 3; k++) {
+		for (int k = 0; k < 3 && !rc; k++) {
 			const char *v = k == 0 ? m.source : k == 1 ? m.preset : m.set;
-			rec[k] = v && *v ? strdup(v) : NULL;
+			if (v && *v && !(rec[k] = strdup(v))) {
+				fprintf(stderr, "mgl: error: out of host memory: the model %s %.900s records (%s bytes)\n",
+					k == 0 ? "source" : k == 1 ? "preset" : "set", path,
+					mgl_commas((int64_t)strlen(v) + 1, (char[32]){0}));
+				rc = -1;
+			}
 		}
+	for (int k = 0; k < 3 && rc; k++)
+		free(rec[k]), rec[k] = NULL;
 	rt_ckpt_free(&c);
 	free(path);
 	return rc;
@@ -157,6 +164,14 @@ int cmd_train(Args *a)
 		char err[1024], sha[130] = "";
 		source = a->file ? mgl_read_whole(a->file, MGL_MAX_FILE_BYTES, "model files", &len, err, sizeof err)
 				 : strdup(rec[0]);
+		if (!source) {   /* read once already (cli_plan): it changed, or memory ran out */
+			if (!a->file)
+				snprintf(err, sizeof err, "out of host memory: the model's source (%s bytes)",
+					 mgl_commas((int64_t)strlen(rec[0]) + 1, (char[32]){0}));
+			fprintf(stderr, "mgl: error: %s\n", err);
+			status = 1;
+			goto done;
+		}
 		if (a->gpt2 && a->vocab) {
 			status = usage_error("train", "--gpt2 (GPT-2's BPE) and --vocab (BERT's WordPiece) exclude each other%s", "");
 			goto done;
@@ -292,7 +307,7 @@ static int pick(const float *logits, int V, double temperature, int64_t top_k, u
 	}
 	float cut = -INFINITY;
 	if (top_k > 0 && top_k < V) {
-		float *s = malloc((size_t)V * sizeof *s);
+		float *s = mgl_xmalloc((size_t)V * sizeof *s, "the top-k logits");
 		memcpy(s, logits, (size_t)V * sizeof *s);
 		for (int64_t k = 0; k < top_k; k++) {   /* k-th largest by selection: V and k are small */
 			int best = -1;
@@ -417,8 +432,11 @@ int cmd_sample(Args *a)
 		}
 		if (!n) {   /* nothing to continue: start a document */
 			int eot = rt_tok_eot(tok);
-			if (cap < 1)
-				ids = realloc(ids, (cap = 16) * sizeof *ids);
+			if (cap < 1 && !(ids = realloc(ids, (cap = 16) * sizeof *ids))) {
+				snprintf(err, sizeof err, "out of host memory: the prompt's tokens (%s bytes)",
+					 mgl_commas((int64_t)(cap * sizeof *ids), (char[32]){0}));
+				goto fail;
+			}
 			ids[n++] = eot >= 0 ? eot : '\n';
 		}
 		for (size_t i = 0; i < n; i++)
@@ -429,6 +447,11 @@ int cmd_sample(Args *a)
 			}
 		x = calloc((size_t)T, sizeof *x);
 		logits = malloc((size_t)(T * V) * sizeof *logits);
+		if (!x || !logits) {
+			snprintf(err, sizeof err, "out of host memory: the model's tokens and logits (%s bytes)",
+				 mgl_commas(T * (int64_t)sizeof *x + T * V * (int64_t)sizeof *logits, (char[32]){0}));
+			goto fail;
+		}
 		uint64_t rng = a->seed ? (uint64_t)a->seed : 1337;
 		int64_t want = a->tokens ? a->tokens : 200;
 		fputs(prompt, stdout);
@@ -451,8 +474,13 @@ int cmd_sample(Args *a)
 					goto fail;
 				}
 			int next = pick(last, (int)drawn, or(a->temperature, 1.0), a->top_k ? a->top_k : 0, &rng);
-			if (n == cap)
-				ids = realloc(ids, (cap = 2 * cap + 16) * sizeof *ids);
+			int32_t *more = n < cap ? ids : realloc(ids, (cap = 2 * cap + 16) * sizeof *ids);
+			if (!more) {
+				snprintf(err, sizeof err, "out of host memory: the sample's tokens (%s bytes)",
+					 mgl_commas((int64_t)(cap * sizeof *ids), (char[32]){0}));
+				goto fail;
+			}
+			ids = more;
 			ids[n++] = next;
 			size_t len;
 			char *text = rt_tok_decode(tok, &ids[n - 1], 1, &len);

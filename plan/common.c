@@ -1,6 +1,7 @@
 /* plan/common.c — what the compiler and the runtime both need besides the plan: reading a
- * whole file, and counts and amounts as messages write them. It lives here because plan/ is the one
- * directory both sides see (compiler -> plan <- runtime).
+ * whole file, host memory that ends the process when it runs out, and counts and amounts
+ * as messages write them. It lives here because plan/ is the one directory both sides see
+ * (compiler -> plan <- runtime).
  *
  * A whole file is read to its end, whatever stat says (a pipe, or a file that grows while
  * it is read), and at most one byte past the caller's limit: that byte is how a file too
@@ -52,7 +53,7 @@ char *mgl_read_whole(const char *path, size_t limit, const char *what, size_t *l
 	fclose(f);
 	char lim[48];
 	if (!buf)
-		snprintf(err, errlen, "%s: out of memory", path);
+		snprintf(err, errlen, "%s: out of host memory reading it (%s bytes)", path, mgl_commas((int64_t)cap + 1, lim));
 	else if (e)
 		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(e));
 	else if (n > limit)
@@ -64,6 +65,31 @@ char *mgl_read_whole(const char *path, size_t limit, const char *what, size_t *l
 	buf[n] = 0;
 	*len = n;
 	return buf;
+}
+
+/* p, the result of asking for count x size bytes, unless it is NULL: then the process ends
+ * with the message plan.h promises. */
+static void *or_exit(void *p, size_t count, size_t size, const char *what)
+{
+	if (p)
+		return p;
+	char b[32], c[32];
+	if (count > INT64_MAX / size)   /* calloc's product would overflow: say both factors */
+		fprintf(stderr, "mgl: error: out of host memory: %s (%s x %s bytes)\n", what,
+			mgl_commas(count > INT64_MAX ? INT64_MAX : (int64_t)count, b), mgl_commas((int64_t)size, c));
+	else
+		fprintf(stderr, "mgl: error: out of host memory: %s (%s bytes)\n", what, mgl_commas((int64_t)(count * size), b));
+	exit(1);
+}
+
+void *mgl_xmalloc(size_t n, const char *what) { return or_exit(malloc(n ? n : 1), n ? n : 1, 1, what); }
+void *mgl_xrealloc(void *p, size_t n, const char *what) { return or_exit(realloc(p, n ? n : 1), n ? n : 1, 1, what); }
+
+void *mgl_xcalloc(size_t count, size_t size, const char *what)
+{
+	if (!count || !size)
+		count = size = 1;
+	return or_exit(calloc(count, size), count, size, what);
 }
 
 const char *mgl_commas(int64_t v, char *buf)

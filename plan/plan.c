@@ -83,11 +83,7 @@ void *mgl_alloc(MglArena *a, size_t n)
 	n = (n + 15) & ~(size_t)15;
 	if (!a->head || a->cap - a->used < n) {
 		size_t size = n > (64u << 10) ? n : (64u << 10);
-		MglChunk *ch = malloc(sizeof *ch + size);
-		if (!ch) {
-			fprintf(stderr, "mgl: out of memory (asked for %s bytes)\n", mgl_commas((int64_t)n, (char[32]){0}));
-			exit(1);
-		}
+		MglChunk *ch = mgl_xmalloc(sizeof *ch + size, "a block of the compiler's and the plan's arena");
 		ch->next = a->head;
 		ch->size = size;
 		a->head = ch;
@@ -275,8 +271,8 @@ const char *const mgl_kind_name[MGL_KIND_COUNT] = {"attention", "gemm", "layerno
 void mgl_step_kinds(const MglPlan *p, MglKind *kind)
 {
 	enum { MADE = 1, READ = 2 };   /* by a classifier step */
-	unsigned char *by = calloc((size_t)p->nvalues + 1, 1);   /* without it: the ops' kinds */
-	for (int s = 0; s < p->nsteps && by; s++) {
+	unsigned char *by = mgl_xcalloc((size_t)p->nvalues + 1, 1, "the classifier's values");
+	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		if (mgl_ops[st->op].kind != MGL_KIND_CLASSIFIER)
 			continue;
@@ -288,9 +284,9 @@ void mgl_step_kinds(const MglPlan *p, MglKind *kind)
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		MglKind k = mgl_ops[st->op].kind;
-		for (int i = 0; k == MGL_KIND_GEMM && by && i < st->nin; i++)
+		for (int i = 0; k == MGL_KIND_GEMM && i < st->nin; i++)
 			k = by[st->in[i]] & MADE ? MGL_KIND_CLASSIFIER : k;
-		for (int i = 0; k == MGL_KIND_GEMM && by && i < st->nout; i++)
+		for (int i = 0; k == MGL_KIND_GEMM && i < st->nout; i++)
 			k = by[st->out[i]] & READ ? MGL_KIND_CLASSIFIER : k;
 		kind[s] = st->fuse >= 0 && st->fuse < s ? kind[st->fuse] : k;
 	}
@@ -314,14 +310,11 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	int n = p->nvalues, *first = malloc(((size_t)n + 1) * sizeof *first), *last = malloc(((size_t)n + 1) * sizeof *last);
-	Placed *order = malloc(((size_t)n + 1) * sizeof *order);
+	/* out of memory is no error of the plan's (the compiler takes one for its own bug) */
+	int n = p->nvalues, *first = mgl_xmalloc(((size_t)n + 1) * sizeof *first, "the values' lifetimes"),
+	    *last = mgl_xmalloc(((size_t)n + 1) * sizeof *last, "the values' lifetimes");
+	Placed *order = mgl_xmalloc(((size_t)n + 1) * sizeof *order, "the values by offset");
 	int m = 0, rc = 0;
-	if (!first || !last || !order) {
-		snprintf(err, errlen, "out of memory");
-		rc = -1;
-		goto out;
-	}
 	mgl_plan_lifetimes(p, first, last);
 	for (int v = 0; v < n; v++)
 		if (in_arena(&p->values[v]) && first[v] >= 0 && p->values[v].bytes > 0)
@@ -340,7 +333,6 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen)
 			}
 		}
 	}
-out:
 	free(first);
 	free(last);
 	free(order);
@@ -461,11 +453,7 @@ bool mgl_adamw_group_ok(const MglPlan *p, int head, int last)
 
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 {
-	int *uses = calloc((size_t)p->nvalues + 1, sizeof *uses), rc = 0;
-	if (!uses) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
+	int *uses = mgl_xcalloc((size_t)p->nvalues + 1, sizeof *uses, "the values' readers"), rc = 0;
 	for (int s = 0; s < p->nsteps; s++)
 		for (int k = 0; k < p->steps[s].nin; k++)
 			uses[p->steps[s].in[k]]++;

@@ -340,7 +340,7 @@ static int build_header(Buf *b, const RtTensor *t, int n, const char *const *key
 		off += bytes;
 	}
 	put(b, "}", 1);
-	while (b->n % 8)
+	while (b->n % 8 && !b->oom)   /* put adds nothing once memory ran out */
 		put(b, " ", 1);
 	return b->oom ? -1 : 0;
 }
@@ -1407,7 +1407,9 @@ static int publish(const char *dir, char *err, size_t errlen)
 {
 	char *stage = join(dir, RT_CKPT_STAGE, ""), *index = join(dir, RT_CKPT_STAGE, RT_CKPT_INDEX);
 	size_t len = 0;
-	char *text = index ? mgl_read_whole(index, MAX_HEADER, "indexes", &len, err, errlen) : NULL;
+	if (!stage || !index)
+		rt_errf(err, errlen, "%s: out of memory", dir);
+	char *text = stage && index ? mgl_read_whole(index, MAX_HEADER, "indexes", &len, err, errlen) : NULL;
 	RtHfIndex x = {0};
 	int rc = text ? rt_hf_index_parse(text, len, index, &x, err, errlen) : -1;
 	free(text);
@@ -1472,6 +1474,7 @@ int rt_ckpt_shards_commit(const char *dir, const RtTensor *t, int n, const int *
 		put_json_str(&b, t[i].name);
 		puts_(&b, ": ");
 		put_json_str(&b, name ? name : "");
+		b.oom |= !name;
 		free(name);
 	}
 	puts_(&b, "\n  }\n}\n");

@@ -221,7 +221,8 @@ static void matmul(int64_t M, int64_t N, int64_t K, const real *A, bool ta, cons
 		return;
 	}
 #endif
-	real *at = ta ? malloc((size_t)(M * K) * sizeof *at) : NULL, *bt = tb ? malloc((size_t)(K * N) * sizeof *bt) : NULL;
+	real *at = ta ? mgl_xmalloc((size_t)(M * K) * sizeof *at, "a GEMM's transposed A") : NULL,
+	     *bt = tb ? mgl_xmalloc((size_t)(K * N) * sizeof *bt, "a GEMM's transposed B") : NULL;
 	if (ta)
 		transpose(A, K, M, at);
 	if (tb)
@@ -291,7 +292,7 @@ static void post(RtComm *c, int member, const void *buf, size_t bytes)
 		size_t all = bytes * (size_t)c->size;
 		if (c->gathered_cap < all) {
 			free(c->gathered);
-			c->gathered = malloc(all);
+			c->gathered = mgl_xmalloc(all, "a collective's gathered buffers");
 			c->gathered_cap = all;
 		}
 		rt_net_group_allgather(c->net, c->size, buf, bytes, c->gathered);
@@ -306,7 +307,7 @@ static real *scratch(RtRank *r, int64_t n)
 	Mem *m = r->mem;
 	if (m->scratch_n < n) {
 		free(m->scratch);
-		m->scratch = malloc((size_t)n * sizeof *m->scratch);
+		m->scratch = mgl_xmalloc((size_t)n * sizeof *m->scratch, "an all-reduce's sums");
 		m->scratch_n = n;
 	}
 	return m->scratch;
@@ -478,7 +479,7 @@ static void op_bias_grad(Ctx *c)
 	const MglValue *dy = val(c->r, IN(0));
 	int64_t M = rt_rows(dy), N = rt_last(dy);
 	const real *g = F(c->r, IN(0));
-	real *o = F(c->r, OUT(0)), *s = calloc((size_t)N, sizeof *s);
+	real *o = F(c->r, OUT(0)), *s = mgl_xcalloc((size_t)N, sizeof *s, "bias_grad's sums");
 	/* row after row, so that the reads are contiguous: each column's sum still runs over
 	 * i in order */
 	for (int64_t i = 0; i < M; i++)
@@ -777,7 +778,7 @@ static void op_sum_to(Ctx *c)
 	const real *G = F(c->r, IN(0));
 	real *O = F(c->r, OUT(0));
 	int64_t n = mgl_numel(g), no = mgl_numel(o);
-	real *t = calloc((size_t)no, sizeof *t);
+	real *t = mgl_xcalloc((size_t)no, sizeof *t, "sum_to's sums");
 	for (int64_t i = 0; i < n; i++) {
 		int64_t rem = i, io = 0, so = 1;
 		for (int k = g->rank - 1; k >= 0; k--) {
@@ -821,7 +822,7 @@ static void attention_blas(Ctx *c, int64_t B, int64_t S, int64_t D, int64_t H)
 	const real *Q = F(c->r, IN(0)), *K = F(c->r, IN(1)), *V = F(c->r, IN(2));
 	const int32_t *mask = c->s->nin > 3 ? IDS(c->r, IN(3)) : NULL;
 	real *O = F(c->r, OUT(0)), *L = F(c->r, OUT(1)), scale = 1.0f / sqrt((real)dh);
-	real *P = malloc((size_t)(S * S) * sizeof *P);
+	real *P = mgl_xmalloc((size_t)(S * S) * sizeof *P, "attention's probabilities");
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t h = 0; h < H; h++) {
 			int64_t at = b * S * D + h * dh;
@@ -853,7 +854,7 @@ static void attention_bwd_blas(Ctx *c, int64_t B, int64_t S, int64_t D, int64_t 
 		   *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
 	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;
 	real *dQ = F(c->r, OUT(0)), *dK = F(c->r, OUT(1)), *dV = F(c->r, OUT(2)), scale = 1.0f / sqrt((real)dh);
-	real *P = malloc((size_t)(2 * S * S) * sizeof *P), *dP = P + S * S;
+	real *P = mgl_xmalloc((size_t)(2 * S * S) * sizeof *P, "attention's probabilities and gradients"), *dP = P + S * S;
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t h = 0; h < H; h++) {
 			int64_t at = b * S * D + h * dh;
@@ -893,7 +894,7 @@ static void op_attention(Ctx *c)
 	const real *Q = F(c->r, IN(0)), *K = F(c->r, IN(1)), *V = F(c->r, IN(2));
 	const int32_t *mask = c->s->nin > 3 ? IDS(c->r, IN(3)) : NULL;
 	real *O = F(c->r, OUT(0)), *L = F(c->r, OUT(1));
-	real scale = 1.0f / sqrt((real)dh), *p = malloc((size_t)S * sizeof *p);
+	real scale = 1.0f / sqrt((real)dh), *p = mgl_xmalloc((size_t)S * sizeof *p, "attention's row of scores");
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t h = 0; h < H; h++)
 			for (int64_t i = 0; i < S; i++) {
@@ -1345,6 +1346,11 @@ static int cpu_open(RtRank *r)
 			return -1;
 		}
 	Mem *m = calloc(1, sizeof *m);
+	if (!m) {
+		snprintf(r->err, sizeof r->err, "out of host memory: the backend's memory (%s bytes)",
+			 mgl_commas((int64_t)sizeof *m, (char[32]){0}));
+		return -1;
+	}
 	int64_t size[MGL_V_ROLE_COUNT] = {0};
 	memcpy(size, p->persistent_bytes, sizeof size);
 	size[MGL_V_ACT] = p->arena_bytes;

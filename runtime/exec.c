@@ -27,7 +27,7 @@ static void comm_init(RtComm *c, int size, int here, void *net)
 {
 	c->size = size;
 	pthread_barrier_init(&c->barrier, NULL, (unsigned)here);
-	c->slots = calloc((size_t)size, sizeof *c->slots);
+	c->slots = mgl_xcalloc((size_t)size, sizeof *c->slots, "a group's exchange");
 	c->net = net;
 }
 
@@ -65,6 +65,10 @@ RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errl
 RtJob *rt_job_open_micro(const MglPlan *p, const RtBackend *be, int nmicro, char *err, size_t errlen)
 {
 	RtJob *j = calloc(1, sizeof *j);
+	if (!j) {
+		rt_errf(err, errlen, "out of host memory: the job (%s bytes)", mgl_commas((int64_t)sizeof *j, (char[32]){0}));
+		return NULL;
+	}
 	j->plan = p;
 	j->be = be;
 	j->nmicro = nmicro;
@@ -73,6 +77,13 @@ RtJob *rt_job_open_micro(const MglPlan *p, const RtBackend *be, int nmicro, char
 	j->nranks = p->tp * p->dp;
 	j->ranks = calloc((size_t)j->nranks, sizeof *j->ranks);
 	j->comms = calloc((size_t)(j->dp + j->tp), sizeof *j->comms);
+	if (!j->ranks || !j->comms) {
+		size_t bytes = (size_t)j->nranks * sizeof *j->ranks + (size_t)(j->dp + j->tp) * sizeof *j->comms;
+		rt_errf(err, errlen, "out of host memory: the job's %d ranks (%s bytes)", j->nranks,
+			mgl_commas((int64_t)bytes, (char[32]){0}));
+		rt_job_close(j);
+		return NULL;
+	}
 	j->net = rt_net();
 	j->first = j->net ? rt_procs()->rank : 0;
 	j->last = j->net ? j->first + 1 : j->nranks;
@@ -121,7 +132,7 @@ void rt_job_close(RtJob *j)
 		return;
 	for (int r = j->first; r < j->last; r++)
 		j->be->close(&j->ranks[r]);
-	for (int i = 0; i < j->dp + j->tp; i++) {
+	for (int i = 0; j->comms && i < j->dp + j->tp; i++) {
 		if (j->comms[i].slots)
 			pthread_barrier_destroy(&j->comms[i].barrier);
 		free(j->comms[i].slots);
@@ -152,8 +163,8 @@ static int job_run(RtJob *j, unsigned phases, const RtRun *run, int n, char *err
 		Work w = {&j->ranks[j->first], phases, run, n};
 		rank_main(&w);
 	} else {
-		pthread_t *th = calloc((size_t)j->nranks, sizeof *th);
-		Work *w = calloc((size_t)j->nranks, sizeof *w);
+		pthread_t *th = mgl_xcalloc((size_t)j->nranks, sizeof *th, "the ranks' threads");
+		Work *w = mgl_xcalloc((size_t)j->nranks, sizeof *w, "the ranks' work");
 		for (int r = j->first; r < j->last; r++) {
 			w[r] = (Work){&j->ranks[r], phases, run, n};
 			pthread_create(&th[r], NULL, rank_main, &w[r]);
@@ -192,7 +203,7 @@ void rt_job_share(RtJob *j, double *v, int n)
 	if (!j->net)
 		return;
 	size_t row = (size_t)n * sizeof *v;
-	double *all = malloc(row * (size_t)j->nranks);
+	double *all = mgl_xmalloc(row * (size_t)j->nranks, "the ranks' shared values");
 	rt_net_allgather(j->net, v + (size_t)j->first * (size_t)n, row, all);   /* a rank a process: row r is rank r's */
 	memcpy(v, all, row * (size_t)j->nranks);
 	free(all);
@@ -254,12 +265,7 @@ static void shard_copy(const MglPlanParam *q, int tp, int t, float *full, float 
  * cannot leave half way, and whose peers see its exit (launch.c). */
 static float *floats_or_exit(int64_t n)
 {
-	float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-	if (!p) {
-		fprintf(stderr, "mgl: error: out of host memory for a parameter's %lld values\n", (long long)n);
-		exit(1);
-	}
-	return p;
+	return mgl_xcalloc((size_t)(n > 0 ? n : 1), sizeof(float), "a parameter's values");
 }
 
 /* Under ZeRO-1 the moments (and the summed gradient) of tp rank t's shard of n elements

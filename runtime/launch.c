@@ -526,6 +526,8 @@ static void *watch(void *arg)
 	(void)arg;
 	int n = procs.rank ? 1 : procs.size - 1;
 	struct pollfd *pf = calloc((size_t)n + 1, sizeof *pf);
+	if (!pf)
+		return NULL;   /* unwatched, as without the pipe (watch_start) */
 	for (int i = 0; i < n; i++)
 		pf[i] = (struct pollfd){net.fd[procs.rank ? 0 : i + 1], POLLRDHUP, 0};
 	pf[n] = (struct pollfd){net.stop[0], POLLIN, 0};
@@ -604,7 +606,9 @@ static int star_open(char *err, size_t n)
 	net.pf = calloc(size, sizeof *net.pf);
 	net.got = calloc(size, sizeof *net.got);
 	if (!net.fd || !net.named || !net.pf || !net.got) {
-		rt_errf(err, n, "out of host memory for %d processes' connections", procs.size);
+		rt_errf(err, n, "out of host memory: the connections to %d processes (%s bytes)", procs.size,
+			mgl_commas((int64_t)(size * (sizeof *net.fd + sizeof *net.named + sizeof *net.pf + sizeof *net.got)),
+				   (char[32]){0}));
 		return -1;
 	}
 	for (int r = 0; r < procs.size; r++)

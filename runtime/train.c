@@ -309,8 +309,9 @@ static void feed(Train *t, int64_t eval, int64_t micro, float d_loss)
 static void measure(Train *t, Measured *m)
 {
 	RtJob *j = t->job;
-	float *z = t->fam == BERT ? malloc((size_t)t->B * 2 * sizeof *z) : NULL;
-	double (*each)[4] = calloc((size_t)j->nranks, sizeof *each);   /* loss, mlm, sop, acc of each rank */
+	float *z = t->fam == BERT ? mgl_xmalloc((size_t)t->B * 2 * sizeof *z, "the sentence-order logits") : NULL;
+	/* loss, mlm, sop, acc of each rank */
+	double (*each)[4] = mgl_xcalloc((size_t)j->nranks, sizeof *each, "the ranks' losses");
 	for (int r = j->first; r < j->last; r++) {
 		if (j->ranks[r].tp_rank)
 			continue;
@@ -355,7 +356,7 @@ static void add(Measured *sum, const Measured *x, double w)
 static double unigram_loss(const Train *t)
 {
 	int64_t V = t->p->vocab ? t->p->vocab : 65536;
-	double *count = calloc((size_t)V, sizeof *count), loss = 0;
+	double *count = mgl_xcalloc((size_t)V, sizeof *count, "the unigram counts"), loss = 0;
 	for (int64_t i = 0; i < t->train.ntokens; i++)
 		count[t->train.tokens[i]] += 1;
 	double total = (double)t->train.ntokens + (double)V;
@@ -444,8 +445,9 @@ static int bert_vocab(Train *t)
 		rc = fail(t, "%s is not the vocabulary %s was trained with (its SHA-256 is %s; the checkpoint's, %s): give "
 			  "--vocab FILE with the one it was trained with", t->tokenizer + 10, t->resumed ? t->resumed : "the run",
 			  sha, t->tok_sha);
-	else if (sha && !t->tok_sha)
-		t->tok_sha = strdup(sha);
+	else if (sha && !t->tok_sha && !(t->tok_sha = strdup(sha)))
+		rc = fail(t, "out of host memory: the vocabulary's SHA-256 (%s bytes)",
+			  mgl_commas((int64_t)strlen(sha) + 1, (char[32]){0}));
 	rt_tok_bert(tok, &t->bv);
 	rt_tok_free(tok);
 	char b1[32], b2[32];
@@ -518,7 +520,7 @@ static void init_param(Train *t, int i)
 {
 	const MglPlanParam *q = &t->p->params[i];
 	int64_t n = mgl_param_numel(q);
-	float *w = malloc((size_t)n * sizeof *w);
+	float *w = mgl_xmalloc((size_t)n * sizeof *w, "a parameter's first values");
 	uint64_t s = rt_mix64(t->seed ^ rt_mix64((uint64_t)i + 1));
 	for (int64_t k = 0; k < n; k++) {
 		if (q->init != MGL_INIT_NORMAL) {
@@ -544,11 +546,8 @@ static int agree(Train *t, int rc)
 {
 	if (!t->job->net)
 		return rc;
-	int *all = malloc((size_t)t->job->nranks * sizeof *all);
-	if (!all) {   /* the others cannot be told: end this process, whose exit they see */
-		fprintf(stderr, "mgl: error: out of host memory (%d ranks' replies)\n", t->job->nranks);
-		exit(1);
-	}
+	/* out of memory, the others could not be told: this process ends, and they see its exit */
+	int *all = mgl_xmalloc((size_t)t->job->nranks * sizeof *all, "the ranks' replies");
 	rt_net_allgather(t->job->net, &rc, sizeof rc, all);
 	for (int r = 0; r < t->job->nranks; r++)
 		rc |= all[r];
@@ -620,8 +619,8 @@ static int write_tensors(Train *t, const char *path, const char *dir, const int 
 	char e[512];
 	/* every process gathers, or none: the gathers are collectives */
 	if (agree(t, oom)) {
-		snprintf(e, sizeof e, "out of host memory for the checkpoint's tensors (%.2f GB on this process%s)",
-			 (double)bytes / 1e9, oom ? "" : "; another process ran out");
+		snprintf(e, sizeof e, "out of host memory: the checkpoint's tensors (%s bytes on this process%s)",
+			 mgl_commas(bytes, (char[32]){0}), oom ? "" : "; another process ran out");
 		rc = -1;
 	}
 	for (int k = 0; k < n && !rc; k++) {
@@ -656,8 +655,12 @@ static char *prepare_dir(Train *t, const char *dir)
 {
 	struct stat st;
 	char *path = malloc(strlen(dir) + 32), tmp[sizeof saving];
-	sprintf(path, "%s/checkpoint.safetensors", dir);
 	int fd = -1;
+	if (!path) {
+		fail(t, "out of host memory: the checkpoint's path (%s bytes)", mgl_commas((int64_t)strlen(dir) + 32, (char[32]){0}));
+		return NULL;
+	}
+	sprintf(path, "%s/checkpoint.safetensors", dir);
 	if (mkdir(dir, 0777) && errno != EEXIST) {
 		fail(t, "cannot create '%s': %s", dir, strerror(errno));
 	} else if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
@@ -708,7 +711,13 @@ static int write_batch(Train *t, const char *path)
 		ts[n] = (RtTensor){.name = families[t->fam].inputs[n], .rank = v->rank};
 		memcpy(ts[n].shape, v->shape, sizeof ts[n].shape);
 		ts[n].shape[0] *= dp;
-		ts[n].data = malloc((size_t)(per * dp) * sizeof *ts[n].data);
+		if (!(ts[n].data = malloc((size_t)(per * dp) * sizeof *ts[n].data))) {
+			fail(t, "out of host memory: the batch's %s (%s bytes)", families[t->fam].inputs[n],
+			     mgl_commas(per * dp * (int64_t)sizeof *ts[n].data, (char[32]){0}));
+			while (n--)
+				free(ts[n].data);
+			return -1;
+		}
 		for (int64_t d = 0; d < dp; d++)
 			for (int64_t k = 0; k < per; k++)
 				ts[n].data[d * per + k] = (float)t->batch[n][d * t->B * t->T + k];
@@ -756,6 +765,9 @@ static int same_tokenizer(Train *t, const char *path, const char *tok, const cha
 		t->tokenizer = strdup(tok);
 		free(t->tok_sha);
 		t->tok_sha = sha ? strdup(sha) : NULL;
+		if (!t->tokenizer || (sha && !t->tok_sha))
+			return fail(t, "out of host memory: the checkpoint's tokenizer (%s bytes)",
+				    mgl_commas((int64_t)(strlen(tok) + (sha ? strlen(sha) : 0) + 2), (char[32]){0}));
 		return 0;
 	}
 	int was = tokenizer_kind(tok), now = tokenizer_kind(t->tokenizer);
@@ -820,6 +832,11 @@ static int load(Train *t, const char *dir, bool init)
 			rt_param_set(t->job, i, w, x->data);
 			if (init) {   /* AdamW's moments start at zero */
 				float *z = calloc((size_t)mgl_param_numel(q) + 1, sizeof *z);
+				if (!z) {
+					rc = fail(t, "out of host memory: the zeroed moments of '%s' (%s bytes)", q->name,
+						  mgl_commas((mgl_param_numel(q) + 1) * (int64_t)sizeof *z, (char[32]){0}));
+					break;
+				}
 				rt_param_set(t->job, i, RT_PARAM_M, z);
 				rt_param_set(t->job, i, RT_PARAM_V, z);
 				free(z);
@@ -978,7 +995,7 @@ static bool stopping(Train *t)
 {
 	if (!t->job->net)
 		return interrupted;
-	double *v = calloc((size_t)t->job->nranks, sizeof *v);
+	double *v = mgl_xcalloc((size_t)t->job->nranks, sizeof *v, "the ranks' interruptions");
 	v[t->job->first] = interrupted;
 	rt_job_share(t->job, v, 1);
 	bool any = false;
@@ -1197,8 +1214,13 @@ int rt_train(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	double t0 = now();
 	if (inputs(&t, "mgl train"))
 		goto out;
-	t.tokenizer = strdup(o->tokenizer ? o->tokenizer : families[t.fam].tokenizer);
+	const char *tok = o->tokenizer ? o->tokenizer : families[t.fam].tokenizer;
+	t.tokenizer = strdup(tok);
 	t.tok_sha = o->tokenizer && o->tokenizer_sha256 ? strdup(o->tokenizer_sha256) : NULL;
+	if (!t.tokenizer || (o->tokenizer && o->tokenizer_sha256 && !t.tok_sha)) {
+		fail(&t, "out of host memory: the tokenizer's name (%s bytes)", mgl_commas((int64_t)strlen(tok) + 1, (char[32]){0}));
+		goto out;
+	}
 	if (open_job(&t, be))
 		goto out;
 	if (!writer(&t)) {   /* between processes rank 0's speaks, logs and saves; the others train */
@@ -1373,7 +1395,11 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 	}
 	if (inputs(&t, "mgl bench"))
 		goto out;
-	t.tokenizer = strdup(o->tokenizer ? o->tokenizer : families[t.fam].tokenizer);
+	const char *tok = o->tokenizer ? o->tokenizer : families[t.fam].tokenizer;
+	if (!(t.tokenizer = strdup(tok))) {
+		fail(&t, "out of host memory: the tokenizer's name (%s bytes)", mgl_commas((int64_t)strlen(tok) + 1, (char[32]){0}));
+		goto out;
+	}
 	if (o->data ? open_data(&t) : synthetic(&t, total * o->accum))
 		goto out;
 	if (open_job(&t, be))

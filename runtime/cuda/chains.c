@@ -31,7 +31,7 @@ static void put(Buf *b, const char *fmt, ...)
 	va_end(ap);
 	if (b->n + (size_t)k + 1 > b->cap) {
 		b->cap = 2 * (b->n + (size_t)k + 1);
-		b->s = realloc(b->s, b->cap);
+		b->s = mgl_xrealloc(b->s, b->cap, "a chain kernel's source");
 	}
 	va_start(ap, fmt);
 	vsnprintf(b->s + b->n, (size_t)k + 1, fmt, ap);
@@ -90,7 +90,7 @@ int cuda_chains(const MglPlan *p, CudaChain **out)
 			continue;   /* not the head of a chain (a GEMM's epilogue or an adamw group is not one) */
 		int last = mgl_group_end(p, s);
 		if (n == cap)
-			v = realloc(v, (size_t)(cap = 2 * cap + 8) * sizeof *v);
+			v = mgl_xrealloc(v, (size_t)(cap = 2 * cap + 8) * sizeof *v, "the plan's chains");
 		v[n++] = chain_of(p, s, last);
 	}
 	*out = v;

@@ -93,11 +93,15 @@ static int make_comms(RtRank *r)
 	pthread_mutex_lock(&lock);
 	int rc = 0;
 	if (!j->be_job) {
+		size_t n = (size_t)j->nranks;
 		JobComms *jc = calloc(1, sizeof *jc);
-		jc->tp = calloc((size_t)j->nranks, sizeof *jc->tp);
-		jc->dp = calloc((size_t)j->nranks, sizeof *jc->dp);
-		int *devs = calloc((size_t)j->nranks, sizeof *devs);
-		ncclComm_t *comms = calloc((size_t)j->nranks, sizeof *comms);
+		int *devs = calloc(n, sizeof *devs);
+		ncclComm_t *comms = calloc(n, sizeof *comms);
+		if (jc)
+			jc->tp = calloc(n, sizeof *jc->tp), jc->dp = calloc(n, sizeof *jc->dp);
+		if (!jc || !jc->tp || !jc->dp || !devs || !comms)
+			rc = cuda_fail(r, "out of host memory: the communicators of %d ranks (%s bytes)", j->nranks,
+				       mgl_commas((int64_t)(sizeof *jc + n * (3 * sizeof *comms + sizeof *devs)), (char[32]){0}));
 		for (int g = 0; g < j->dp && !rc && j->tp > 1; g++) {
 			for (int t = 0; t < j->tp; t++)
 				devs[t] = g * j->tp + t;
@@ -118,6 +122,12 @@ static int make_comms(RtRank *r)
 		}
 		free(devs);
 		free(comms);
+		if (rc && jc) {   /* this rank's open fails, and the job with it */
+			free(jc->tp);
+			free(jc->dp);
+			free(jc);
+			jc = NULL;
+		}
 		j->be_job = jc;
 	}
 	pthread_mutex_unlock(&lock);
@@ -169,6 +179,8 @@ static int cuda_open(RtRank *r)
 {
 	const MglPlan *p = r->job->plan;
 	Dev *d = calloc(1, sizeof *d);
+	if (!d)
+		return cuda_fail(r, "out of host memory: the rank's state (%s bytes)", mgl_commas((int64_t)sizeof *d, (char[32]){0}));
 	r->mem = d;
 	int count = 0;
 	CK(cudaGetDeviceCount(&count));
@@ -554,7 +566,7 @@ static void cuda_write(RtRank *r, int v, const void *host)
 	int64_t n = value_numel(r, v);
 	int ty = dt(r, v);
 	if (ty == MGL_BF16) {
-		uint16_t *h = malloc((size_t)n * 2);
+		uint16_t *h = mgl_xmalloc((size_t)n * 2, "a value's bf16 copy");
 		rt_f32_to_bf16(h, host, (size_t)n);
 		cudaMemcpy(P(r, v), h, (size_t)n * 2, cudaMemcpyHostToDevice);
 		free(h);
@@ -562,7 +574,7 @@ static void cuda_write(RtRank *r, int v, const void *host)
 	}
 	cudaMemcpy(P(r, v), host, (size_t)n * 4, cudaMemcpyHostToDevice);
 	if (val(r, v)->role == MGL_V_PARAM) {
-		uint16_t *h = malloc((size_t)n * 2);
+		uint16_t *h = mgl_xmalloc((size_t)n * 2, "a parameter's bf16 copy");
 		rt_f32_to_bf16(h, host, (size_t)n);
 		cudaMemcpy(P16(r, v), h, (size_t)n * 2, cudaMemcpyHostToDevice);
 		free(h);
@@ -575,7 +587,7 @@ static void cuda_read(RtRank *r, int v, void *host)
 	cudaSetDevice(d->device);
 	int64_t n = value_numel(r, v);
 	if (dt(r, v) == MGL_BF16) {
-		uint16_t *h = malloc((size_t)n * 2);
+		uint16_t *h = mgl_xmalloc((size_t)n * 2, "a value's bf16 copy");
 		cudaMemcpy(h, P(r, v), (size_t)n * 2, cudaMemcpyDeviceToHost);
 		rt_bf16_to_f32(host, h, (size_t)n);
 		free(h);

@@ -105,22 +105,25 @@ void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *er
 		size_t ln = 0;
 		nvrtcGetProgramLogSize(prog, &ln);
 		char *log = malloc(ln + 1);
-		log[0] = 0;
-		nvrtcGetProgramLog(prog, log);
+		if (log)
+			log[0] = 0, nvrtcGetProgramLog(prog, log);
 		snprintf(err, errlen, "NVRTC could not compile %s for sm_%d%d: %s\n%.1500s",
-			 src ? "the generated chains" : "kernels/ops.cu", major, minor, nvrtcGetErrorString(rc), log);
+			 src ? "the generated chains" : "kernels/ops.cu", major, minor, nvrtcGetErrorString(rc),
+			 log ? log : "(no log: out of host memory)");
 		free(log);
 		nvrtcDestroyProgram(&prog);
 		return NULL;
 	}
 	void *cubin = NULL;
-	if (nvrtcGetCUBINSize(prog, n) == NVRTC_SUCCESS && (cubin = malloc(*n)) &&
-	    nvrtcGetCUBIN(prog, cubin) != NVRTC_SUCCESS) {
+	bool sized = nvrtcGetCUBINSize(prog, n) == NVRTC_SUCCESS;
+	if (sized && !(cubin = malloc(*n))) {
+		snprintf(err, errlen, "out of host memory: the cubin for sm_%d%d (%s bytes)", major, minor,
+			 mgl_commas((int64_t)*n, (char[32]){0}));
+	} else if (!sized || nvrtcGetCUBIN(prog, cubin) != NVRTC_SUCCESS) {
 		free(cubin);
 		cubin = NULL;
-	}
-	if (!cubin)
 		snprintf(err, errlen, "NVRTC: no cubin for sm_%d%d", major, minor);
+	}
 	nvrtcDestroyProgram(&prog);
 	return cubin;
 }
@@ -184,7 +187,7 @@ static char *chains_source(const MglPlan *p, CudaChain *chains, int n)
 {
 	static const char head[] = "#include \"prelude.cuh\"\n";
 	size_t len = sizeof head;
-	char *src = malloc(len), **k = calloc((size_t)n + 1, sizeof *k);
+	char *src = mgl_xmalloc(len, "the chain kernels' source"), **k = mgl_xcalloc((size_t)n + 1, sizeof *k, "the chain kernels");
 	memcpy(src, head, len);
 	for (int c = 0; c < n; c++) {
 		k[c] = cuda_chain_source(p, &chains[c], p->tp);
@@ -195,7 +198,7 @@ static char *chains_source(const MglPlan *p, CudaChain *chains, int n)
 				chains[c].kernel = chains[e].head;
 		if (chains[c].kernel != chains[c].head)
 			continue;
-		src = realloc(src, len + strlen(k[c]));
+		src = mgl_xrealloc(src, len + strlen(k[c]), "the chain kernels' source");
 		memcpy(src + len - 1, k[c], strlen(k[c]) + 1);
 		len += strlen(k[c]);
 	}
@@ -230,6 +233,9 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
 	d->chain_at = malloc((size_t)(p->nsteps + 1) * sizeof *d->chain_at);
+	if (!d->chain_at)
+		return cuda_fail(r, "out of host memory: the steps' chains (%s bytes)",
+				 mgl_commas((int64_t)((size_t)(p->nsteps + 1) * sizeof *d->chain_at), (char[32]){0}));
 	for (int s = 0; s < p->nsteps; s++)
 		d->chain_at[s] = -1;
 	int n = cuda_chains(p, &d->chains);
@@ -243,9 +249,12 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 		return -1;
 	d->nmodules = 1;
 	d->kernels = calloc((size_t)cuda_nkernels, sizeof *d->kernels);
+	d->chain_kernels = calloc((size_t)d->nchains + 1, sizeof *d->chain_kernels);
+	if (!d->kernels || !d->chain_kernels)
+		return cuda_fail(r, "out of host memory: the kernel table (%s bytes)",
+				 mgl_commas((int64_t)((size_t)(cuda_nkernels + d->nchains + 1) * sizeof *d->kernels), (char[32]){0}));
 	for (int k = 0; k < cuda_nkernels; k++)
 		CK(cudaLibraryGetKernel(&d->kernels[k], lib, cuda_kernel_names[k]));
-	d->chain_kernels = calloc((size_t)d->nchains + 1, sizeof *d->chain_kernels);
 	if (!n)
 		return 0;
 	char *src = chains_source(p, d->chains, n);
