@@ -264,6 +264,11 @@ static int cuda_open(RtRank *r)
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
 	if (!d->algo || !d->has_algo)
 		return cuda_fail(r, "out of host memory");
+	/* Interleaved micro-batches run NCCL's kernels beside the GEMMs on purpose; at its default
+	 * CTA count NCCL takes enough SMs to slow them by more than it hides (2.5b tp 2: 193.2 ms
+	 * a step, 183.9 with 8; perf-notes.md, seventh sitting). A user's own setting wins. */
+	if (r->job->nmicro > 1)
+		setenv("NCCL_MAX_CTAS", "8", 0);
 	if (r->job->net) {
 		if (join_comms(r))
 			return -1;
