@@ -22,6 +22,8 @@ typedef struct {
 	const char *backend, *unit;     /* "cuda" or "cpu"; what a rank runs on: "GPU" or "rank" */
 	bool gpu;
 	int64_t d, L, H, V, params, warmup, steps;
+	int64_t accum;                  /* micro-batches a step (of plan->batch sequences each) */
+	bool interleave;                /* run two at a time */
 	double flops_token;             /* 6 N + 12 L d T */
 	double ms, ms_min, ms_max, fwdbwd_ms, tok_s, tflops, tflops_fwdbwd, mfu;
 	/* --profile: milliseconds a step, by kind and in all; outside: the host's part */
@@ -87,7 +89,7 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 {
 	double N = 12.0 * (double)b->L * (double)b->d * (double)b->d + (double)b->V * (double)b->d;
 	b->flops_token = 6 * N + 12.0 * (double)b->L * (double)b->d * (double)p->seq;
-	double tokens = (double)(p->batch * p->seq * p->dp), gpus = p->tp * p->dp, lo, hi;
+	double tokens = (double)(b->accum * p->batch * p->seq * p->dp), gpus = p->tp * p->dp, lo, hi;
 	double s = median(r->step_s, b->steps, &b->ms_min, &b->ms_max), fb = median(r->fwdbwd_s, b->steps, &lo, &hi);
 	b->ms = s * 1e3, b->ms_min *= 1e3, b->ms_max *= 1e3, b->fwdbwd_ms = fb * 1e3;
 	b->tok_s = tokens / s;
@@ -117,7 +119,7 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 		MglArena a = {0};
 		MglExplain e;
 		mgl_explain(&a, p, &e);
-		b->comm_bytes = (double)e.comm_bytes;
+		b->comm_bytes = (double)e.comm_bytes * (double)b->accum;
 		mgl_arena_free(&a);
 	}
 	by_what(b, p, r);
@@ -133,8 +135,8 @@ static void result_keys(const Bench *b)
 	printf("{\"tag\": \"mgl\", \"gpus\": %d, \"d\": %lld, \"L\": %lld, \"H\": %lld, \"B\": %lld, \"T\": %lld, "
 	       "\"params_M\": %.4g, \"ms\": %.2f, \"fwdbwd_ms\": %.2f, \"tflops_fwdbwd\": %.4g, \"tok_s\": %.0f, "
 	       "\"tflops_per_gpu\": %.4g, \"loss\": %.3f, \"mem_GB\": %.3g, \"backend\": \"%s\", \"mfu\": %.3f, "
-	       "\"gemm_tflops\": %.4g", p->tp * p->dp, (long long)b->d, (long long)b->L, (long long)b->H, (long long)p->batch,
-	       (long long)p->seq, (double)b->params / 1e6, b->ms, b->fwdbwd_ms, b->tflops_fwdbwd, b->tok_s, b->tflops,
+	       "\"gemm_tflops\": %.4g", p->tp * p->dp, (long long)b->d, (long long)b->L, (long long)b->H,
+	       (long long)(b->accum * p->batch), (long long)p->seq, (double)b->params / 1e6, b->ms, b->fwdbwd_ms, b->tflops_fwdbwd, b->tok_s, b->tflops,
 	       b->r->loss, (double)m->allocated / 1e9, b->backend, b->mfu, m->gemm_flops / 1e12);
 }
 
@@ -144,10 +146,11 @@ static void print_json(const Bench *b, bool profile)
 	const RtMachine *m = &b->r->machine;
 	result_keys(b);
 	printf(", \"model\": \"%s\", \"preset\": %s%s%s, \"tp\": %d, \"dp\": %d, \"sp\": %s, \"V\": %lld, \"params\": %lld, "
-	       "\"flops_per_token\": %.0f, \"warmup\": %lld, \"steps\": %lld, \"ms_min\": %.3f, \"ms_max\": %.3f, \"device\": ",
+	       "\"flops_per_token\": %.0f, \"warmup\": %lld, \"steps\": %lld, \"ms_min\": %.3f, \"ms_max\": %.3f, "
+	       "\"accum\": %lld, \"interleave\": %s, \"device\": ",
 	       p->model, p->preset ? "\"" : "", p->preset ? p->preset : "null", p->preset ? "\"" : "", p->tp, p->dp,
 	       p->sp ? "true" : "false", (long long)b->V, (long long)b->params, b->flops_token, (long long)b->warmup,
-	       (long long)b->steps, b->ms_min, b->ms_max);
+	       (long long)b->steps, b->ms_min, b->ms_max, (long long)b->accum, b->interleave ? "true" : "false");
 	cli_json_str(m->device);
 	printf(", \"gemm_what\": ");
 	cli_json_str(m->gemm_what);
@@ -264,12 +267,16 @@ int cmd_bench(Args *a)
 		cli_sizes(g, &b.d, &b.H, &b.V);
 		RtTrainOpts o = {0};   /* the default schedule over the steps it runs */
 		cli_optimizer(a, &o);
+		b.accum = o.accum, b.interleave = o.interleave;
+		char micro[64] = "";
+		if (o.accum > 1)
+			snprintf(micro, sizeof micro, " (%lld micro-batches%s)", (long long)o.accum, o.interleave ? ", interleaved" : "");
 		RtBenchOpts bo = {.warmup = b.warmup, .steps = b.steps, .profile = a->profile};
 		char err[1024], b1[32], b2[32];
-		fprintf(stderr, "mgl: benchmarking %s%s%s (%s parameters) on %s: tp %d, dp %d%s, batch %s x %s; %s warm-up "
+		fprintf(stderr, "mgl: benchmarking %s%s%s (%s parameters) on %s: tp %d, dp %d%s, batch %s x %s%s; %s warm-up "
 			"step%s, %s timed%s\n", g->model, a->preset ? " " : "", a->preset ? a->preset : "",
 			mgl_commas(b.params, b1), be->name, p->tp, p->dp, p->sp ? ", sequence parallel" : "",
-			mgl_commas(p->batch, b2), mgl_commas(p->seq, (char[32]){0}), mgl_commas(b.warmup, (char[32]){0}),
+			mgl_commas(p->batch, b2), mgl_commas(p->seq, (char[32]){0}), micro, mgl_commas(b.warmup, (char[32]){0}),
 			b.warmup == 1 ? "" : "s", mgl_commas(b.steps, (char[32]){0}), a->profile ? ", as many profiled" : "");
 		if (rt_bench(p, be, &o, &bo, &r, err, sizeof err)) {
 			fprintf(stderr, "mgl: error: %s\n", err);
@@ -279,10 +286,10 @@ int cmd_bench(Args *a)
 			if (a->json) {
 				print_json(&b, a->profile);
 			} else {
-				printf("%s%s%s on %s (%s): tp %d, dp %d%s, batch %s x %s; %s warm-up, %s timed step%s\n\n",
+				printf("%s%s%s on %s (%s): tp %d, dp %d%s, batch %s x %s%s; %s warm-up, %s timed step%s\n\n",
 				       g->model, a->preset ? " " : "", a->preset ? a->preset : "", be->name,
 				       r.machine.device[0] ? r.machine.device : "?", p->tp, p->dp, p->sp ? ", sp" : "",
-				       mgl_commas(p->batch, b1), mgl_commas(p->seq, b2), mgl_commas(b.warmup, (char[32]){0}),
+				       mgl_commas(p->batch, b1), mgl_commas(p->seq, b2), micro, mgl_commas(b.warmup, (char[32]){0}),
 				       mgl_commas(b.steps, (char[32]){0}), b.steps == 1 ? "" : "s");
 				print_table(&b, a->profile);
 			}

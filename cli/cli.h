@@ -25,6 +25,7 @@ typedef struct {
 	const char *data, *val, *save, *resume, *log, *tensorboard, *backend, *gpt2;
 	const char *vocab;      /* train: BERT's WordPiece vocab.txt */
 	int64_t steps, accum, warmup, seed, eval_every, eval_batches, save_every, save_shards, log_every;
+	bool interleave;        /* --interleave: micro-batches two at a time */
 	double lr, min_lr, weight_decay, clip;     /* NAN: not given */
 	/* mgl sample, mgl tokenize */
 	const char *prompt;

@@ -200,6 +200,9 @@ static const Command commands[] = {
 	 "  --batch B         sequences per micro-batch and dp rank (default 8)\n"
 	 "  --seq T           sequence length (default: the model's config seq)\n"
 	 "  --accum A         micro-batches per optimizer step (default 1)\n"
+	 "  --interleave      run them two at a time (A even), each one's steps beside the\n"
+	 "                    other's collectives: tp's all-reduces hidden under compute, twice\n"
+	 "                    the activation memory of one micro-batch (docs/train.md)\n"
 	 "  --lr LR           peak learning rate (default 6e-4); --min-lr (default LR/10)\n"
 	 "  --warmup W        warm-up steps (default steps/10, at most 100), then cosine decay\n"
 	 "  --weight-decay X  AdamW weight decay of matrices (default 0.1; none on biases, norms)\n"
@@ -234,7 +237,7 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 trained, 1 an invalid model, shard or checkpoint, a file that cannot be\n"
 	 "written, or a NaN loss, 2 bad usage, 130 stopped by Ctrl-C.\n",
-	 "--preset --set --data --val --tp --dp --sp --zero --recompute --backend --gpus --steps --batch --seq --accum --lr --min-lr "
+	 "--preset --set --data --val --tp --dp --sp --zero --recompute --backend --gpus --steps --batch --seq --accum --interleave --lr --min-lr "
 	 "--warmup --weight-decay --clip --seed --eval-every --eval-batches --save --save-every --save-shards --resume --log --tensorboard --log-every "
 	 "--gpt2 --vocab --dump-first --init", NULL},
 	{"sample", cmd_sample, NULL, "generate text from a checkpoint",
@@ -348,7 +351,7 @@ static const Command commands[] = {
 	 "--hf -o --preset --set", NULL},
 	{"bench", cmd_bench, NULL, "time whole training steps: tokens/s, TFLOP/s, MFU, memory, a profile",
 	 "usage: mgl bench FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
-	 "                 [--zero 0|1] [--recompute none|selective|full]\n"
+	 "                 [--zero 0|1] [--recompute none|selective|full] [--accum A [--interleave]]\n"
 	 "                 [--steps K] [--warmup W] [--backend cpu|cuda] [--seed S] [--json] [--profile]\n"
 	 "\n"
 	 "Runs whole training steps (forward, backward, AdamW) as `mgl train` runs them, on random\n"
@@ -363,6 +366,7 @@ static const Command commands[] = {
 	 "  --tp N --dp M --sp  the job, as mgl train's (one GPU a rank on cuda)\n"
 	 "  --zero 1 --recompute M  as mgl train's\n"
 	 "  --batch B         sequences per micro-batch and dp rank (default 8)\n"
+	 "  --accum A --interleave  micro-batches a step, and two at a time, as mgl train's\n"
 	 "  --seq T           sequence length (default: the model's config seq)\n"
 	 "  --steps K         timed steps (default 10)\n"
 	 "  --warmup W        untimed steps first (default 3: the cuda backend captures its CUDA\n"
@@ -376,7 +380,8 @@ static const Command commands[] = {
 	 "                    more with each collective waited for at once, for its whole time\n"
 	 "\n"
 	 "Exit status: 0 measured, 1 an invalid model or a run that failed, 2 bad usage.\n",
-	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --steps --warmup --backend --seed --json --profile", NULL},
+	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --accum --interleave --steps --warmup --backend --seed --json "
+	 "--profile", NULL},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [PLAN] [--arch sm_XY]\n"
 	 "\n"
@@ -428,6 +433,7 @@ static const struct {
 	{"--tensorboard", O_STR, offsetof(Args, tensorboard), 0},
 	{"--backend", O_STR, offsetof(Args, backend), 0},    {"--steps", O_INT, offsetof(Args, steps), 1e12},
 	{"--accum", O_INT, offsetof(Args, accum), 1 << 20},  {"--warmup", O_INT, offsetof(Args, warmup), 1e12},
+	{"--interleave", O_FLAG, offsetof(Args, interleave), 0},
 	{"--seed", O_INT, offsetof(Args, seed), 9e18},       {"--eval-every", O_INT, offsetof(Args, eval_every), 1e12},
 	{"--eval-batches", O_INT, offsetof(Args, eval_batches), 1 << 20},
 	{"--save-every", O_INT, offsetof(Args, save_every), 1e12},

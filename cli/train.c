@@ -63,6 +63,7 @@ void cli_optimizer(const Args *a, RtTrainOpts *o)
 	o->lr = a->lr;
 	o->min_lr = a->min_lr;
 	o->accum = a->accum ? a->accum : 1;
+	o->interleave = a->interleave;
 	o->weight_decay = or(a->weight_decay, 0.1);
 	o->beta1 = 0.9;
 	o->beta2 = 0.95;

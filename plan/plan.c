@@ -226,6 +226,14 @@ void mgl_collective_waits(const MglPlan *p, int *wait)
 	}
 }
 
+int mgl_segment_end(const MglPlan *p, int from, int to, unsigned phases)
+{
+	for (int s = from; s < to; s++)
+		if (mgl_ops[p->steps[s].op].kind == MGL_KIND_COLLECTIVE && (phases & (1u << p->steps[s].phase)))
+			return s + 1;
+	return to;
+}
+
 int mgl_group_end(const MglPlan *p, int s)
 {
 	int f = p->steps[s].fuse, end = s;

@@ -319,6 +319,11 @@ void mgl_plan_lifetimes(const MglPlan *p, int *first, int *last);
  * memory plan may give a collective's input, read for the last time there, to a value made
  * after it), or p->nsteps when none does; -1 for the other steps. wait: [nsteps]. */
 void mgl_collective_waits(const MglPlan *p, int *wait);
+/* Where a segment of steps [from, to) ends when micro-batches are interleaved (docs/plan.md,
+ * "Interleaved micro-batches"): just after the first collective step of the phases asked
+ * (1 << MglPhase), or at to. A runtime runs micro-batch A's segment, then B's while A's
+ * collective is in flight, then A's next, and so on. */
+int mgl_segment_end(const MglPlan *p, int from, int to, unsigned phases);
 /* The last step of the fused group step s belongs to (s itself when it is alone). */
 int mgl_group_end(const MglPlan *p, int s);
 /* 0 if no two arena values alive at the same step share a byte, and fused groups are runs

@@ -68,8 +68,15 @@ typedef struct RtBackend {
 	/* allocate a rank's memory for job->plan; 0 or an error in r->err */
 	int (*open)(RtRank *r);
 	void (*close)(RtRank *r);
-	/* run steps [from, to) of the plan whose phase is in the mask (1 << MglPhase) */
-	int (*run)(RtRank *r, int from, int to, unsigned phases, const RtRun *run);
+	/* run steps [from, to) of the plan whose phase is in the mask (1 << MglPhase) for n
+	 * micro-batches: n = 1, the one selected (micro) with run[0]; n = job->nmicro (2),
+	 * micro-batch k with run[k], interleaved a segment at a time (mgl_segment_end: k's
+	 * segment, then k + 1's beside k's collective); a micro-batch's gradient adds come
+	 * before the next one's at every step, as when they run one after the other */
+	int (*run)(RtRank *r, int from, int to, unsigned phases, const RtRun *run, int n);
+	/* micro-batch k's activations and inputs (k < job->nmicro) are those that write, read,
+	 * peek and a run of one micro-batch see from now on; 0 at open */
+	void (*micro)(RtRank *r, int k);
 	/* copy a value between the host (float for f32/bf16 values, int32 for i32) and the rank */
 	void (*write)(RtRank *r, int value, const void *host);
 	void (*read)(RtRank *r, int value, void *host);
@@ -93,6 +100,7 @@ struct RtJob {
 	const MglPlan *plan;
 	const RtBackend *be;
 	int tp, dp, nranks;
+	int nmicro;            /* micro-batches whose activations are held at once: 1, or 2 to interleave them */
 	RtRank *ranks;         /* every rank of the job; this process opens and runs [first, last) */
 	int first, last;       /* all of them, or one (launch.c: a process a rank) */
 	RtNet *net;            /* between the processes, or NULL (all ranks here) */
@@ -185,9 +193,18 @@ void rt_net_group_allgather(void *group, int size, const void *mine, size_t byte
 /* ---------------------------------------------------------------- exec.c */
 
 RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen);
+/* The same, holding the activations of nmicro micro-batches (1 or 2) at once, for
+ * rt_job_run_micro: nmicro times the plan's arena on each rank. */
+RtJob *rt_job_open_micro(const MglPlan *p, const RtBackend *be, int nmicro, char *err, size_t errlen);
 void rt_job_close(RtJob *j);
-/* Every rank runs steps of the given phases, in parallel threads; 0 or -1 with err. */
+/* Every rank runs steps of the given phases, in parallel threads, on the micro-batch
+ * selected (rt_job_micro); 0 or -1 with err. */
 int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen);
+/* Every rank runs steps of the given phases on its job->nmicro micro-batches, k with
+ * run[k], interleaved at the collectives (RtBackend.run). */
+int rt_job_run_micro(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen);
+/* Micro-batch k's activations and inputs are what the host writes and reads from now on. */
+void rt_job_micro(RtJob *j, int k);
 /* v: [nranks][n] of which this process filled its ranks' rows; after it, every row is its
  * rank's (from the other processes, over the channel). Every process calls it alike. */
 void rt_job_share(RtJob *j, double *v, int n);

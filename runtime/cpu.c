@@ -35,7 +35,8 @@ enum { SCALE = sizeof(real) / 4 };
 #include <time.h>
 
 typedef struct {
-	unsigned char *region[MGL_V_ROLE_COUNT];   /* input and act share the arena */
+	unsigned char *region[MGL_V_ROLE_COUNT];   /* input and act share the arena: the selected micro-batch's */
+	unsigned char *arena[2];                   /* each micro-batch's (job->nmicro of them) */
 	int64_t bytes;                             /* the regions' */
 	real *scratch;                             /* collectives' private result */
 	int64_t scratch_n;
@@ -1318,6 +1319,8 @@ static bool cpu_runs(MglOp op) { return ops[op] != NULL; }
 
 /* ---------------------------------------------------------------- the backend */
 
+static void cpu_close(RtRank *r);
+
 static int cpu_open(RtRank *r)
 {
 	const MglPlan *p = r->job->plan;
@@ -1365,6 +1368,18 @@ static int cpu_open(RtRank *r)
 			return -1;
 		}
 	}
+	m->arena[0] = m->region[MGL_V_ACT];
+	if (r->job->nmicro > 1) {   /* the second micro-batch's activations */
+		m->arena[1] = calloc(1, (size_t)size[MGL_V_ACT] * SCALE + 64);
+		m->bytes += size[MGL_V_ACT] * SCALE + 64;
+		if (!m->arena[1]) {
+			snprintf(r->err, sizeof r->err, "out of memory: a second micro-batch's activations need %s bytes",
+				 mgl_commas(size[MGL_V_ACT], (char[32]){0}));
+			r->mem = m;
+			cpu_close(r);
+			return -1;
+		}
+	}
 	r->mem = m;
 	return 0;
 }
@@ -1374,14 +1389,22 @@ static void cpu_close(RtRank *r)
 	Mem *m = r->mem;
 	if (!m)
 		return;
+	m->region[MGL_V_ACT] = m->arena[0];
 	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
 		free(m->region[k]);
+	free(m->arena[1]);
 	free(m->scratch);
 	free(m);
 	r->mem = NULL;
 }
 
-static int cpu_run(RtRank *r, int from, int to, unsigned phases, const RtRun *run)
+static void cpu_micro(RtRank *r, int k)
+{
+	Mem *m = r->mem;
+	m->region[MGL_V_ACT] = m->arena[k];
+}
+
+static void run_steps(RtRank *r, int from, int to, unsigned phases, const RtRun *run)
 {
 	const MglPlan *p = r->job->plan;
 	for (int i = from; i < to; i++) {
@@ -1394,6 +1417,27 @@ static int cpu_run(RtRank *r, int from, int to, unsigned phases, const RtRun *ru
 		if (r->step_seconds)
 			r->step_seconds[s->fuse >= 0 ? s->fuse : i] += seconds() - t0;
 	}
+}
+
+/* Micro-batches interleaved as the cuda backend runs them (each collective waited for at
+ * once here, so only the order is the same: what the tests compare) */
+static int cpu_run(RtRank *r, int from, int to, unsigned phases, const RtRun *run, int n)
+{
+	Mem *m = r->mem;
+	if (n == 1) {
+		run_steps(r, from, to, phases, run);
+		return 0;
+	}
+	unsigned char *selected = m->region[MGL_V_ACT];
+	for (int at = from; at < to;) {
+		int end = mgl_segment_end(r->job->plan, at, to, phases);
+		for (int k = 0; k < n; k++) {
+			cpu_micro(r, k);
+			run_steps(r, at, end, phases, &run[k]);
+		}
+		at = end;
+	}
+	m->region[MGL_V_ACT] = selected;
 	return 0;
 }
 
@@ -1482,5 +1526,5 @@ static void cpu_machine(RtRank *r, RtMachine *m)
 		 (long long)k, (long long)k, (long long)n, what);
 }
 
-const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open, cpu_close, cpu_run, cpu_write, cpu_read, cpu_zero_grads, cpu_peek,
-			      cpu_runs, cpu_machine, cpu_memory};
+const RtBackend RT_BACKEND = {RT_BACKEND_NAME, cpu_open,  cpu_close, cpu_run,     cpu_micro, cpu_write,
+			      cpu_read,        cpu_zero_grads, cpu_peek, cpu_runs, cpu_machine, cpu_memory};

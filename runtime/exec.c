@@ -59,6 +59,11 @@ static int check_procs(const RtJob *j, char *err, size_t errlen)
 
 RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen)
 {
+	return rt_job_open_micro(p, be, 1, err, errlen);
+}
+
+RtJob *rt_job_open_micro(const MglPlan *p, const RtBackend *be, int nmicro, char *err, size_t errlen)
+{
 	RtJob *j = calloc(1, sizeof *j);
 	if (!j) {
 		rt_errf(err, errlen, "out of host memory: the job (%s bytes)", mgl_commas((int64_t)sizeof *j, (char[32]){0}));
@@ -66,6 +71,7 @@ RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errl
 	}
 	j->plan = p;
 	j->be = be;
+	j->nmicro = nmicro;
 	j->tp = p->tp;
 	j->dp = p->dp;
 	j->nranks = p->tp * p->dp;
@@ -141,25 +147,26 @@ typedef struct {
 	RtRank *r;
 	unsigned phases;
 	const RtRun *run;
+	int n;   /* micro-batches */
 } Work;
 
 static void *rank_main(void *arg)
 {
 	Work *w = arg;
-	w->r->failed = w->r->job->be->run(w->r, 0, w->r->job->plan->nsteps, w->phases, w->run) != 0;
+	w->r->failed = w->r->job->be->run(w->r, 0, w->r->job->plan->nsteps, w->phases, w->run, w->n) != 0;
 	return NULL;
 }
 
-int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen)
+static int job_run(RtJob *j, unsigned phases, const RtRun *run, int n, char *err, size_t errlen)
 {
 	if (j->last - j->first == 1) {
-		Work w = {&j->ranks[j->first], phases, run};
+		Work w = {&j->ranks[j->first], phases, run, n};
 		rank_main(&w);
 	} else {
 		pthread_t *th = mgl_xcalloc((size_t)j->nranks, sizeof *th, "the ranks' threads");
 		Work *w = mgl_xcalloc((size_t)j->nranks, sizeof *w, "the ranks' work");
 		for (int r = j->first; r < j->last; r++) {
-			w[r] = (Work){&j->ranks[r], phases, run};
+			w[r] = (Work){&j->ranks[r], phases, run, n};
 			pthread_create(&th[r], NULL, rank_main, &w[r]);
 		}
 		for (int r = j->first; r < j->last; r++)
@@ -173,6 +180,22 @@ int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t er
 			return -1;
 		}
 	return 0;
+}
+
+int rt_job_run(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen)
+{
+	return job_run(j, phases, run, 1, err, errlen);
+}
+
+int rt_job_run_micro(RtJob *j, unsigned phases, const RtRun *run, char *err, size_t errlen)
+{
+	return job_run(j, phases, run, j->nmicro, err, errlen);
+}
+
+void rt_job_micro(RtJob *j, int k)
+{
+	for (int r = j->first; r < j->last; r++)
+		j->be->micro(&j->ranks[r], k);
 }
 
 void rt_job_share(RtJob *j, double *v, int n)

@@ -509,6 +509,8 @@ typedef struct {
 	int64_t warmup;                    /* steps of linear warm-up */
 	int64_t stop_at;                   /* stop after this step, keeping the schedule of `steps` (0: no) */
 	int64_t accum;                     /* micro-batches per optimizer step */
+	bool interleave;                   /* run them two at a time, one's segment beside the other's
+					      collectives (docs/train.md, "--interleave") */
 	double weight_decay, beta1, beta2, eps, clip;
 	uint64_t seed;
 	int64_t eval_every, eval_batches;  /* with val; 0: every steps / 10 (at least 1), 8 batches */

@@ -483,7 +483,10 @@ static int open_data(Train *t)
 /* The job, every dp rank's batch, and the training windows' stream. */
 static int open_job(Train *t, const RtBackend *be)
 {
-	if (!(t->job = rt_job_open(t->p, be, t->err, t->errlen)))
+	if (t->o->interleave && t->o->accum % 2)
+		return fail(t, "--interleave runs two micro-batches at a time: --accum must be even, not %lld",
+			    (long long)t->o->accum);
+	if (!(t->job = rt_job_open_micro(t->p, be, t->o->interleave ? 2 : 1, t->err, t->errlen)))
 		return -1;
 	for (int i = 0; families[t->fam].inputs[i]; i++)
 		if (!(t->batch[i] = malloc((size_t)(t->B * t->T * t->p->dp) * sizeof *t->batch[i])))
@@ -902,14 +905,29 @@ static RtRun run_params(const Train *t, int64_t micro, bool train)
  * what it measured into *m. A model with heads to report (BERT) runs the two apart and
  * reads its heads between them: the backward pass reuses their bytes (the memory plan keeps
  * only the loss to the end). */
-static int run(Train *t, const RtRun *r, bool backward, Measured *m)
+static int run_phases(Train *t, unsigned phases, const RtRun *r, int n)
+{
+	return n > 1 ? rt_job_run_micro(t->job, phases, r, t->err, t->errlen) : rt_job_run(t->job, phases, r, t->err, t->errlen);
+}
+
+/* ... for n micro-batches (1, or the job's nmicro: run[k] micro-batch k's, interleaved),
+ * adding w times each one's measures into *m */
+static int run(Train *t, const RtRun *r, int n, bool backward, Measured *m, double w)
 {
 	bool heads = t->fam == BERT;
 	unsigned fwd = 1u << MGL_FWD, bwd = backward ? 1u << MGL_BWD : 0;
-	if (rt_job_run(t->job, heads ? fwd : fwd | bwd, r, t->err, t->errlen))
+	if (run_phases(t, heads ? fwd : fwd | bwd, r, n))
 		return -1;
-	measure(t, m);
-	return heads && bwd ? rt_job_run(t->job, bwd, r, t->err, t->errlen) : 0;
+	for (int k = 0; k < n; k++) {
+		Measured x;
+		if (n > 1)
+			rt_job_micro(t->job, k);
+		measure(t, &x);
+		add(m, &x, w);
+	}
+	if (n > 1)
+		rt_job_micro(t->job, 0);
+	return heads && bwd ? run_phases(t, bwd, r, n) : 0;
 }
 
 static int evaluate(Train *t, Measured *out)
@@ -919,10 +937,8 @@ static int evaluate(Train *t, Measured *out)
 	for (int64_t k = 0; k < n; k++) {
 		feed(t, k, 0, 0.0f);
 		RtRun r = run_params(t, 0, false);
-		Measured m;
-		if (run(t, &r, false, &m))
+		if (run(t, &r, 1, false, out, 1.0 / (double)n))
 			return -1;
-		add(out, &m, 1.0 / (double)n);
 	}
 	return 0;
 }
@@ -941,13 +957,19 @@ static int forward_backward(Train *t, Measured *m)
 	const RtTrainOpts *o = t->o;
 	zero_grads(t);
 	*m = (Measured){0};
-	for (int64_t k = 0; k < o->accum; k++) {
-		feed(t, -1, k, (float)(1.0 / (double)(o->accum * t->p->dp)));
-		RtRun r = run_params(t, k, true);
-		Measured x;
-		if (run(t, &r, true, &x))
+	int n = t->job->nmicro;   /* micro-batches a run interleaves (--interleave: 2) */
+	for (int64_t k = 0; k < o->accum; k += n) {
+		RtRun r[2];
+		for (int i = 0; i < n; i++) {
+			if (n > 1)
+				rt_job_micro(t->job, i);
+			feed(t, -1, k + i, (float)(1.0 / (double)(o->accum * t->p->dp)));
+			r[i] = run_params(t, k + i, true);
+		}
+		if (n > 1)
+			rt_job_micro(t->job, 0);
+		if (run(t, r, n, true, m, 1.0 / (double)o->accum))
 			return -1;
-		add(m, &x, 1.0 / (double)o->accum);
 	}
 	return 0;
 }
@@ -1378,7 +1400,7 @@ int rt_bench(const MglPlan *plan, const RtBackend *be, const RtTrainOpts *opts, 
 		fail(&t, "out of host memory: the tokenizer's name (%s bytes)", mgl_commas((int64_t)strlen(tok) + 1, (char[32]){0}));
 		goto out;
 	}
-	if (o->data ? open_data(&t) : synthetic(&t, total))
+	if (o->data ? open_data(&t) : synthetic(&t, total * o->accum))
 		goto out;
 	if (open_job(&t, be))
 		goto out;

@@ -555,4 +555,38 @@ else
 	expect 2 '--arch takes sm_XY'              -- kernels --arch hopper
 fi
 
+# --interleave (docs/train.md): micro-batches two at a time, one's segment of steps beside
+# the other's collectives. The cpu backend runs the same order, so the losses equal --accum 2
+# run one micro-batch after the other (within 1e-5: the tied embedding's two gradient terms
+# are added in another order) at tp 2, tp 2 with sp, dp 2, and for BERT; it holds the
+# activations of both (mgl bench's memory grows); an odd --accum is refused
+same_losses() {   # A.jsonl B.jsonl: as many lines, every loss within 1e-5 relative
+	paste "$1" "$2" | awk -F'"loss": ' '{ split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d
+		if (d > w) w = d; n++ } END { printf "%d losses, worst relative difference %g\n", n, w; exit !(n >= 3 && w < 1e-5) }'
+}
+interleave() {
+	for job in "--tp 2" "--tp 2 --sp" "--dp 2" "bert"; do
+		model=models/gpt2.mgl data="$tmp/t.bin" opts=$job
+		[ "$job" = bert ] && model=models/bert.mgl data="$tmp/bert.bin" opts="--tp 2"
+		for il in "" --interleave; do
+			# shellcheck disable=SC2086
+			"$mgl" train $model --preset tiny --data "$data" --steps 3 --batch 2 --accum 2 $opts $il --backend cpu \
+				--log "$tmp/il$il.jsonl" >"$tmp/il.out" 2>&1 || { cat "$tmp/il.out"; return 1; }
+		done
+		echo "$job:" && same_losses "$tmp/il.jsonl" "$tmp/il--interleave.jsonl" || return 1
+		grep -q '"loss"' "$tmp/il.jsonl" || return 1
+	done
+	for il in "" --interleave; do
+		"$mgl" bench models/gpt2.mgl --preset tiny --tp 2 --batch 2 --accum 2 $il --steps 1 --warmup 1 --backend cpu \
+			--json >"$tmp/ilb$il.json" 2>/dev/null || return 1
+	done
+	cat "$tmp/ilb.json" "$tmp/ilb--interleave.json"
+	python3 -c 'import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+sys.exit(not (a["interleave"] is False and b["interleave"] is True and a["accum"] == b["accum"] == 2
+              and b["mem_bytes"] > a["mem_bytes"] and a["B"] == b["B"] == 4))' "$tmp/ilb.json" "$tmp/ilb--interleave.json"
+}
+check "--interleave: the losses of --accum 2 at tp 2, sp, dp 2 and for BERT, and both micro-batches' memory" interleave
+expect 1 '--interleave runs two micro-batches at a time: --accum must be even, not 3' -- \
+	train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 1 --batch 2 --accum 3 --interleave --backend cpu
 summary cli_train

@@ -537,6 +537,43 @@ END_TEST
  * of them, the attention's four (q, k, v and the row-parallel o, whose gradient came
  * before) and the mlp's two. The waits hold the plan to what a deferred wait needs: a step
  * that overwrites a collective's bytes waits for it. */
+/* --interleave's segments (plan.h: mgl_segment_end): the steps of the phases asked cut just
+ * after each of their collectives, so that the segments tile [0, nsteps) and each but the
+ * last ends in a collective: at tp 2, two forward all-reduces a layer make as many forward
+ * segments, the backward's adding their own */
+START_TEST(segments_end_after_collectives)
+{
+	Build b;
+	MglTarget t = target(2, false);
+	t.seq = 64;
+	build(&b, "models/gpt2.mgl", "tiny", t);
+	ck_assert_msg(b.p, "%s", b.diag);
+	const MglPlan *p = b.p;
+	unsigned fwd = 1u << MGL_FWD, both = fwd | 1u << MGL_BWD;
+	int count[2] = {0}, colls[2] = {0};
+	for (int which = 0; which < 2; which++) {
+		unsigned phases = which ? both : fwd;
+		for (int s = 0; s < p->nsteps; s++)
+			colls[which] += mgl_ops[p->steps[s].op].kind == MGL_KIND_COLLECTIVE && (phases & (1u << p->steps[s].phase));
+		for (int at = 0; at < p->nsteps; count[which]++) {
+			int end = mgl_segment_end(p, at, p->nsteps, phases);
+			ck_assert_int_gt(end, at);
+			for (int s = at; s < end - 1; s++)   /* no collective of these phases inside */
+				ck_assert(!(mgl_ops[p->steps[s].op].kind == MGL_KIND_COLLECTIVE && (phases & (1u << p->steps[s].phase))));
+			if (end < p->nsteps)
+				ck_assert_int_eq(mgl_ops[p->steps[end - 1].op].kind, MGL_KIND_COLLECTIVE);
+			at = end;
+		}
+		ck_assert_int_ge(count[which], colls[which]);
+		ck_assert_int_le(count[which], colls[which] + 1);
+	}
+	ck_assert_int_ge(colls[0], 2 * p->nlayers);
+	ck_assert_int_gt(count[1], count[0]);
+	ck_assert_int_eq(mgl_segment_end(p, 3, 3, both), 3);   /* an empty range ends where it starts */
+	build_free(&b);
+}
+END_TEST
+
 START_TEST(collectives_overlap_the_weight_gradients)
 {
 	Build b;
@@ -930,6 +967,7 @@ int main(void)
 	tcase_add_test(mem, gemms_add_the_residual_and_the_gradients);
 	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
+	tcase_add_test(mem, segments_end_after_collectives);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);
 	tcase_add_test(mem, step_kinds);
 	tcase_add_test(text, plan_round_trip);

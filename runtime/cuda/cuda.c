@@ -134,7 +134,7 @@ static int make_comms(RtRank *r)
 	return rc;
 }
 
-static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, int64_t *pack, int64_t *stripes)
+static int64_t plan_bytes(const MglPlan *p, int nmicro, int64_t *shadow, int64_t *scratch, int64_t *pack, int64_t *stripes)
 {
 	*shadow = p->persistent_bytes[MGL_V_PARAM] / 2 + 256;
 	*scratch = 64, *pack = 256, *stripes = 1;
@@ -161,7 +161,7 @@ static int64_t plan_bytes(const MglPlan *p, int64_t *shadow, int64_t *scratch, i
 			*pack = *pack > b ? *pack : b;
 		}
 	}
-	int64_t total = p->arena_bytes + *shadow + *scratch * 4 + *stripes * 4 + *pack + ((int64_t)64 << 20);
+	int64_t total = p->arena_bytes * nmicro + *shadow + *scratch * 4 + *stripes * 4 + *pack + ((int64_t)64 << 20);
 	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
 		total += p->persistent_bytes[k];
 	return total;
@@ -200,7 +200,7 @@ static int cuda_open(RtRank *r)
 	d->arch = 10 * prop.major + prop.minor;
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
-	int64_t shadow, scratch, pack, stripes, need = plan_bytes(p, &shadow, &scratch, &pack, &stripes);
+	int64_t shadow, scratch, pack, stripes, need = plan_bytes(p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;
 	CK(cudaMemGetInfo(&free_b, &total_b));
 	if ((size_t)need > free_b)
@@ -224,7 +224,15 @@ static int cuda_open(RtRank *r)
 	d->colsum_n = stripes;
 	CK(cuda_malloc(d, &d->pack, (size_t)pack));
 	d->pack_n = pack;
-	CK(cuda_malloc(d, (void **)&d->run, sizeof(DevRun)));
+	for (int k = 0; k < r->job->nmicro; k++) {
+		d->micro[k].arena = d->region[MGL_V_ACT];
+		if (k > 0) {   /* another micro-batch's activations */
+			CK(cuda_malloc(d, (void **)&d->micro[k].arena, (size_t)p->arena_bytes + 256));
+			CK(cudaMemset(d->micro[k].arena, 0, (size_t)p->arena_bytes + 256));
+		}
+		CK(cuda_malloc(d, (void **)&d->micro[k].run, sizeof(DevRun)));
+	}
+	d->run = d->micro[0].run;
 	d->ws_size = 64u << 20;
 	CK(cuda_malloc(d, &d->ws, d->ws_size));
 	if (cuda_ops_prepare(r))
@@ -256,6 +264,11 @@ static int cuda_open(RtRank *r)
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
 	if (!d->algo || !d->has_algo)
 		return cuda_fail(r, "out of host memory");
+	/* Interleaved micro-batches run NCCL's kernels beside the GEMMs on purpose; at its default
+	 * CTA count NCCL takes enough SMs to slow them by more than it hides (2.5b tp 2: 193.2 ms
+	 * a step, 183.9 with 8; perf-notes.md, seventh sitting). A user's own setting wins. */
+	if (r->job->nmicro > 1)
+		setenv("NCCL_MAX_CTAS", "8", 0);
 	if (r->job->net) {
 		if (join_comms(r))
 			return -1;
@@ -274,7 +287,7 @@ static int cuda_open(RtRank *r)
 
 /* The most marks a run records: one before each step, one before the wait for a collective
  * there, and two at the end. */
-static int nmarks_max(const MglPlan *p) { return 2 * p->nsteps + 2; }
+static int nmarks_max(const RtJob *j) { return 2 * j->nmicro * j->plan->nsteps + 2; }
 
 static void cuda_close(RtRank *r)
 {
@@ -286,13 +299,23 @@ static void cuda_close(RtRank *r)
 	for (size_t g = 0; g < sizeof d->graphs / sizeof d->graphs[0]; g++)
 		if (d->graphs[g].made)
 			cudaGraphExecDestroy(d->graphs[g].exec);
+	if (d->micro[0].arena)   /* the first micro-batch's arena is the region's */
+		d->region[MGL_V_ACT] = d->micro[0].arena;
 	for (int k = 0; k < MGL_V_ROLE_COUNT; k++)
 		cudaFree(d->region[k]);
+	cudaFree(d->micro[1].arena);
 	cudaFree(d->shadow);
 	cudaFree(d->scratch);
 	cudaFree(d->colsum_count);
 	cudaFree(d->pack);
-	cudaFree(d->run);
+	for (int k = 0; k < 2; k++) {
+		cudaFree(d->micro[k].run);
+		for (int s = 0; d->micro[k].coll_done && s < r->job->plan->nsteps; s++)
+			if (d->micro[k].coll_done[s])
+				cudaEventDestroy(d->micro[k].coll_done[s]);
+		free(d->micro[k].coll_done);
+		free(d->micro[k].inflight);
+	}
 	cudaFree(d->ws);
 	if (d->lt)
 		cublasLtDestroy(d->lt);
@@ -307,7 +330,7 @@ static void cuda_close(RtRank *r)
 	for (int i = 0; i < 2; i++)
 		if (d->tune[i])
 			cudaEventDestroy(d->tune[i]);
-	for (int k = 0; d->marks && k < nmarks_max(r->job->plan); k++)
+	for (int k = 0; d->marks && k < nmarks_max(r->job); k++)
 		if (d->marks[k])
 			cudaEventDestroy(d->marks[k]);
 	free(d->marks);
@@ -327,12 +350,7 @@ static void cuda_close(RtRank *r)
 		cudaFree(d->mt[k]);
 	free(d->mt);
 	free(d->mt_n);
-	for (int k = 0; d->coll_done && k < r->job->plan->nsteps; k++)
-		if (d->coll_done[k])
-			cudaEventDestroy(d->coll_done[k]);
-	free(d->coll_done);
 	free(d->coll_wait);
-	free(d->inflight);
 	free(d);
 	r->mem = NULL;
 	JobComms *jc = r->job->be_job;
@@ -379,12 +397,25 @@ static int mark(RtRank *r, int step)
 	return 0;
 }
 
-/* The steps of the asked phases, in order, onto the streams. */
-static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro)
+void cuda_use_micro(Dev *d, int k)
+{
+	d->micro[d->cur].ninflight = d->ninflight;
+	d->cur = k;
+	d->region[MGL_V_ACT] = d->micro[k].arena;
+	d->run = d->micro[k].run;
+	d->coll_done = d->micro[k].coll_done;
+	d->inflight = d->micro[k].inflight;
+	d->ninflight = d->micro[k].ninflight;
+}
+
+static void cuda_micro(RtRank *r, int k) { cuda_use_micro(r->mem, k); }
+
+/* The steps [from, to) of the asked phases, in order, onto the streams, for the micro-batch
+ * selected; its collectives may be left in flight. */
+static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, bool last_micro)
 {
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
-	d->ninflight = 0;   /* a run that failed may have left some: never wait across runs */
 	for (int i = from; i < to; i++) {
 		const MglStep *s = &p->steps[i];
 		if (!(phases & (1u << s->phase)))
@@ -408,9 +439,38 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 		i = mgl_group_end(p, i);   /* a GEMM did its epilogue's steps, an adamw its group's: past them */
 	}
 	d->step = NULL;
-	int due = cuda_comm_due(r, -1);   /* every stream joined at the end (a captured graph must) */
-	if (due >= 0 && (mark(r, due) || cuda_comm_wait(r, -1)))
+	return 0;
+}
+
+/* The steps of the asked phases for n micro-batches (the selected one, or each of the
+ * job's, a segment at a time: mgl_segment_end), then every stream joined (a captured
+ * graph must be). */
+static int enqueue(RtRank *r, int from, int to, unsigned phases, const RtRun *run, int n)
+{
+	Dev *d = r->mem;
+	int selected = d->cur;
+	for (int k = 0; k < r->job->nmicro; k++)   /* a run that failed may have left some: never wait across runs */
+		d->micro[k].ninflight = 0;
+	d->ninflight = 0;
+	if (n == 1 && enqueue_steps(r, from, to, phases, run[0].last_micro))
 		return -1;
+	for (int at = from; n > 1 && at < to;) {
+		int end = mgl_segment_end(r->job->plan, at, to, phases);
+		for (int k = 0; k < n; k++) {
+			cuda_use_micro(d, k);
+			if (enqueue_steps(r, at, end, phases, run[k].last_micro))
+				return -1;
+		}
+		at = end;
+	}
+	for (int k = 0; k < n; k++) {
+		if (n > 1)
+			cuda_use_micro(d, k);
+		int due = cuda_comm_due(r, -1);
+		if (due >= 0 && (mark(r, due) || cuda_comm_wait(r, -1)))
+			return -1;
+	}
+	cuda_use_micro(d, selected);
 	return mark(r, -1);
 }
 
@@ -418,7 +478,7 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, bool last_micro
 static int make_marks(RtRank *r)
 {
 	Dev *d = r->mem;
-	int n = nmarks_max(r->job->plan);
+	int n = nmarks_max(r->job);
 	d->nmarks = 0;
 	if (d->marks)
 		return 0;
@@ -443,35 +503,46 @@ static int read_marks(RtRank *r)
 	return 0;
 }
 
-static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *run)
+/* run's parameters into the device struct the kernels read (dr) */
+static int write_run(RtRank *r, DevRun *dr, const RtRun *run)
+{
+	Dev *d = r->mem;
+	DevRun h = {.key = rt_dropout_key(run->key, r->dp_rank), .train = run->train, .lr = (float)run->lr, .beta1 = (float)run->beta1,
+		    .beta2 = (float)run->beta2, .eps = (float)run->eps, .weight_decay = (float)run->weight_decay,
+		    .clip = (float)run->clip};
+	h.bc1 = (float)(1 - pow(run->beta1, (double)run->adam_t));
+	h.bc2 = (float)(1 - pow(run->beta2, (double)run->adam_t));
+	CK(cudaMemcpyAsync(dr, &h, sizeof h, cudaMemcpyHostToDevice, d->compute));
+	return 0;
+}
+
+static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *run, int n)
 {
 	Dev *d = r->mem;
 	CK(cudaSetDevice(d->device));
-	DevRun dr = {.key = rt_dropout_key(run->key, r->dp_rank), .train = run->train, .lr = (float)run->lr, .beta1 = (float)run->beta1,
-		     .beta2 = (float)run->beta2, .eps = (float)run->eps, .weight_decay = (float)run->weight_decay,
-		     .clip = (float)run->clip};
-	dr.bc1 = (float)(1 - pow(run->beta1, (double)run->adam_t));
-	dr.bc2 = (float)(1 - pow(run->beta2, (double)run->adam_t));
-	CK(cudaMemcpyAsync(d->run, &dr, sizeof dr, cudaMemcpyHostToDevice, d->compute));
+	for (int k = 0; k < n; k++)
+		if (write_run(r, n == 1 ? d->run : d->micro[k].run, &run[k]))
+			return -1;
 	bool graphs = !getenv("MGL_NO_GRAPHS") && !r->step_seconds && from == 0 && to == r->job->plan->nsteps;
 	if (r->step_seconds && make_marks(r))
 		return -1;
 	if (!graphs) {
-		if (enqueue(r, from, to, phases, run->last_micro))
+		if (enqueue(r, from, to, phases, run, n))
 			return -1;
 	} else {
-		Graph *g = &d->graphs[(phases & 7) << 1 | run->last_micro];
+		/* a graph holds its pointers: one for each kind of run and micro-batch selected */
+		Graph *g = &d->graphs[((phases & 7) << 1 | run[n - 1].last_micro) << 2 | (n > 1) << 1 | d->cur];
 		if (!g->eager) {
 			/* the first run of its kind runs as it is: NCCL connects its peers and cuBLASLt
 			 * picks its algorithms, neither of which may happen inside a capture */
 			g->eager = true;
-			if (enqueue(r, from, to, phases, run->last_micro))
+			if (enqueue(r, from, to, phases, run, n))
 				return -1;
 		} else if (!g->made) {
 			/* the second is captured, and replayed from then on */
 			cudaGraph_t graph;
 			CK(cudaStreamBeginCapture(d->compute, cudaStreamCaptureModeThreadLocal));
-			int rc = enqueue(r, from, to, phases, run->last_micro);
+			int rc = enqueue(r, from, to, phases, run, n);
 			cudaError_t e = cudaStreamEndCapture(d->compute, &graph);
 			if (rc)
 				return -1;
@@ -585,7 +656,7 @@ static void cuda_machine(RtRank *r, RtMachine *m)
 		snprintf(m->gemm_what, sizeof m->gemm_what, "not measured: %.150s", r->err);
 }
 
-const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_write, cuda_read, cuda_zero_grads, cuda_peek,
+const RtBackend rt_cuda_backend = {"cuda", cuda_open, cuda_close, cuda_run, cuda_micro, cuda_write, cuda_read, cuda_zero_grads, cuda_peek,
 				   cuda_runs, cuda_machine, cuda_memory};
 
 int rt_cuda_devices(void)

@@ -67,7 +67,7 @@ typedef struct {
 	int64_t pack_n;
 	DevRun *run;
 	ncclComm_t tp, dp;
-	Graph graphs[16];
+	Graph graphs[64];         /* by phases, last micro-batch, interleaved or not, and the micro-batch selected (cuda_run) */
 	uint64_t module[2];       /* the keys of the loaded modules the kernels below are in: */
 	int nmodules;             /* the fixed kernels' (ops.cu), then the chains' (if any) */
 	cudaKernel_t *kernels;    /* ops.c's, by its numbering (cuda_kernel_names) */
@@ -79,6 +79,16 @@ typedef struct {
 				     (plan.h: mgl_collective_waits), -1 for other steps */
 	cudaEvent_t *coll_done;   /* per collective step: recorded on the comm stream after it */
 	int *inflight, ninflight; /* collectives issued and not yet waited for */
+	/* Micro-batches held at once (job->nmicro): each one's activations, run parameters and
+	 * collectives in flight; region[MGL_V_ACT], run, coll_done, inflight and ninflight above
+	 * are the selected one's (cuda.c: cuda_use_micro) */
+	struct {
+		unsigned char *arena;
+		DevRun *run;
+		cudaEvent_t *coll_done;
+		int *inflight, ninflight;
+	} micro[2];
+	int cur;                  /* the micro-batch selected */
 	void **mt;                /* per step: its multi-tensor table (ops.c), on the device */
 	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
@@ -106,6 +116,17 @@ void cuda_release_kernels(Dev *d);
  * stream waits for those. */
 int cuda_comm_due(RtRank *r, int step);
 int cuda_comm_wait(RtRank *r, int step);
+/* cuda.c: micro-batch k's activations, run parameters and collectives are the Dev's own
+ * fields from now on (the selected one's ninflight kept for it) */
+void cuda_use_micro(Dev *d, int k);
+/* collectives in flight, of every micro-batch */
+static inline int cuda_in_flight(const Dev *d)
+{
+	int n = d->ninflight;
+	for (int k = 0; k < 2; k++)
+		n += k != d->cur ? d->micro[k].ninflight : 0;
+	return n;
+}
 /* cuda.c: cudaMalloc, counted in d->allocated */
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
 /* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:

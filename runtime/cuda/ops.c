@@ -89,7 +89,7 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
 		}
 	}
-	if (d->ninflight && d->gemm_sms) {   /* beside a collective: leave it SMs (cuda.c) */
+	if (cuda_in_flight(d) && d->gemm_sms) {   /* beside a collective: leave it SMs (cuda.c) */
 		int32_t sms = d->gemm_sms;
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &sms, sizeof sms));
 	}
@@ -911,14 +911,19 @@ int cuda_ops_prepare(RtRank *r)
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
-	d->coll_done = calloc((size_t)p->nsteps, sizeof *d->coll_done);
-	d->inflight = malloc((size_t)p->nsteps * sizeof *d->inflight);
-	if (!d->coll_wait || !d->coll_done || !d->inflight)
+	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");
 	mgl_collective_waits(p, d->coll_wait);
-	for (int s = 0; s < p->nsteps; s++)
-		if (d->coll_wait[s] >= 0)
-			CK(cudaEventCreateWithFlags(&d->coll_done[s], cudaEventDisableTiming));
+	for (int k = 0; k < r->job->nmicro; k++) {
+		d->micro[k].coll_done = calloc((size_t)p->nsteps, sizeof *d->micro[k].coll_done);
+		d->micro[k].inflight = malloc((size_t)p->nsteps * sizeof *d->micro[k].inflight);
+		if (!d->micro[k].coll_done || !d->micro[k].inflight)
+			return cuda_fail(r, "out of host memory");
+		for (int s = 0; s < p->nsteps; s++)
+			if (d->coll_wait[s] >= 0)
+				CK(cudaEventCreateWithFlags(&d->micro[k].coll_done[s], cudaEventDisableTiming));
+	}
+	cuda_use_micro(d, 0);
 	d->mt = calloc((size_t)p->nsteps, sizeof *d->mt);
 	d->mt_n = calloc((size_t)p->nsteps, sizeof *d->mt_n);
 	if (!d->mt || !d->mt_n)
