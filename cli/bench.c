@@ -119,7 +119,8 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 		MglArena a = {0};
 		MglExplain e;
 		mgl_explain(&a, p, &e);
-		b->comm_bytes = (double)e.comm_bytes * (double)b->accum;
+		/* a micro-batch's collectives each micro-batch, the gradients' and optimizer's once */
+		b->comm_bytes = (double)e.comm_bytes + (double)(e.comm_bytes - e.comm_bytes_once) * (double)(b->accum - 1);
 		mgl_arena_free(&a);
 	}
 	by_what(b, p, r);
@@ -249,7 +250,7 @@ static void print_table(const Bench *b, bool profile)
 int cmd_bench(Args *a)
 {
 	const RtBackend *be = cli_backend(a);
-	if (!be)
+	if (!be || cli_interleave_check(a, "bench"))
 		return 2;
 	MglCtx c = {0};
 	jmp_buf jb;

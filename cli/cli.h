@@ -92,6 +92,8 @@ MglTarget cli_target(const Args *a, const struct RtBackend *be);
  * learning rates (NAN when not given: the schedule's defaults), accum, weight decay,
  * betas, eps, clip and the seed. */
 void cli_optimizer(const Args *a, RtTrainOpts *o);
+/* --interleave without an even --accum: the usage error (2, said on stderr), else 0 */
+int cli_interleave_check(const Args *a, const char *cmd);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);

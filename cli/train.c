@@ -58,6 +58,16 @@ MglTarget cli_target(const Args *a, const RtBackend *be)
 			   .act_dtype = be == &rt_cpu_backend ? MGL_F32 : MGL_BF16};
 }
 
+int cli_interleave_check(const Args *a, const char *cmd)
+{
+	int64_t accum = a->accum ? a->accum : 1;
+	if (!a->interleave || accum % 2 == 0)
+		return 0;
+	char n[32];
+	snprintf(n, sizeof n, "%lld", (long long)accum);
+	return usage_error(cmd, "--interleave runs two micro-batches at a time: --accum must be even, not %s", n);
+}
+
 void cli_optimizer(const Args *a, RtTrainOpts *o)
 {
 	o->lr = a->lr;
@@ -134,6 +144,8 @@ int cmd_train(Args *a)
 		return 2;
 	if (!a->data)
 		return usage_error("train", "--data TRAIN.bin is required%s", "");
+	if (cli_interleave_check(a, "train"))
+		return 2;
 	if (a->init && a->resume)
 		return usage_error("train", "--init DIR starts afresh from a checkpoint's weights; --resume %s continues its "
 				   "run: give one", a->resume);

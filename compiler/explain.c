@@ -84,7 +84,12 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 		int t = s->attr.group == MGL_GROUP_TP ? p->tp : p->dp;
 		if (kind == MGL_RS && s->attr.group == MGL_GROUP_TP)
 			bytes *= t;   /* the tensor reduced is tp times this rank's shard (ZeRO's, over dp, is in place) */
-		e->comm_bytes += (int64_t)((kind == MGL_AR ? 2.0 : 1.0) * (double)bytes * (t - 1) / t);
+		int64_t sent = (int64_t)((kind == MGL_AR ? 2.0 : 1.0) * (double)bytes * (t - 1) / t);
+		bool once = s->phase == MGL_OPT;   /* or a reduction of a gradient buffer (backend.h's convention) */
+		for (int k = 0; k < s->nout; k++)
+			once |= p->values[s->out[k]].role == MGL_V_GRAD;
+		e->comm_bytes += sent;
+		e->comm_bytes_once += once ? sent : 0;
 		int ph = s->phase;
 		if (s->attr.group == MGL_GROUP_DP) {
 			e->dp_buckets += s->phase == MGL_BWD;   /* the gradients' (ZeRO-1 adds the norm's, the weights') */

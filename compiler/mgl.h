@@ -299,7 +299,9 @@ typedef struct {
 	int total[3][MGL_NKINDS];       /* tp collectives by phase and kind, whole model */
 	int (*per_layer)[2][MGL_NKINDS];/* [layer][fwd, bwd][kind] */
 	int dp_buckets;                 /* dp gradient all-reduces */
-	int64_t comm_bytes;             /* sent by this rank per micro-batch (ring algorithms) */
+	int64_t comm_bytes;             /* sent by this rank in a step of one micro-batch (ring algorithms) */
+	int64_t comm_bytes_once;        /* of which once a step whatever the micro-batches: the gradients'
+					   reductions (on the last micro-batch) and the optimizer's */
 	int64_t *act_per_layer;         /* bytes each layer keeps for the backward pass */
 	int64_t mem_weights, mem_grads, mem_optimizer, mem_activations, mem_peak;
 } MglExplain;

@@ -108,6 +108,7 @@ typedef struct {
 	uint64_t seed;              /* --seed, or the checkpoint's */
 	int64_t step, adam_t;
 	int32_t *batch[MAX_INPUTS]; /* each input's batch for every dp rank: [dp][B x T] */
+	int32_t *sop_y[2];          /* --interleave, BERT: each micro-batch's sentence-order targets (as batch[4]) */
 	FILE *log;
 	RtEvents *tb;               /* --tensorboard */
 	char *tokenizer, *tok_sha;  /* what checkpoints record: the options', or the resumed one's */
@@ -305,8 +306,9 @@ static void feed(Train *t, int64_t eval, int64_t micro, float d_loss)
 
 /* After a forward pass: the loss and the heads, each the mean over the dp ranks (tp rank 0
  * of each, whichever process runs it), summed in dp order; the sentence-order accuracy from
- * the logits against the targets fed. */
-static void measure(Train *t, Measured *m)
+ * the logits against the targets fed for that micro-batch (sop_y: [dp][B x T], batch[4]'s
+ * layout). */
+static void measure(Train *t, Measured *m, const int32_t *sop_y)
 {
 	RtJob *j = t->job;
 	float *z = t->fam == BERT ? mgl_xmalloc((size_t)t->B * 2 * sizeof *z, "the sentence-order logits") : NULL;
@@ -325,7 +327,7 @@ static void measure(Train *t, Measured *m)
 		j->be->read(&j->ranks[r], t->sop_loss, &l);
 		each[r][2] = l;
 		j->be->read(&j->ranks[r], t->sop, z);
-		const int32_t *y = t->batch[4] + j->ranks[r].dp_rank * t->B * t->T;
+		const int32_t *y = sop_y + j->ranks[r].dp_rank * t->B * t->T;
 		int64_t right = 0;
 		for (int64_t b = 0; b < t->B; b++)
 			right += (z[2 * b + 1] > z[2 * b]) == (y[b] == 1);
@@ -491,6 +493,9 @@ static int open_job(Train *t, const RtBackend *be)
 	for (int i = 0; families[t->fam].inputs[i]; i++)
 		if (!(t->batch[i] = malloc((size_t)(t->B * t->T * t->p->dp) * sizeof *t->batch[i])))
 			return fail(t, "out of memory for a batch of %lld x %lld tokens", (long long)t->B, (long long)t->T);
+	for (int k = 0; k < 2 && t->fam == BERT && t->job->nmicro > 1; k++)
+		if (!(t->sop_y[k] = malloc((size_t)(t->B * t->T * t->p->dp) * sizeof *t->sop_y[k])))
+			return fail(t, "out of memory for a batch of %lld x %lld tokens", (long long)t->B, (long long)t->T);
 	t->data_rng = rt_mix64(t->seed ^ 0x64617461ull);
 	return 0;
 }
@@ -507,6 +512,8 @@ static void close_run(Train *t)
 	rt_shard_free(&t->val);
 	for (int i = 0; i < MAX_INPUTS; i++)
 		free(t->batch[i]);
+	free(t->sop_y[0]);
+	free(t->sop_y[1]);
 	free(t->tokenizer);
 	free(t->tok_sha);
 	free(t->resumed);
@@ -922,7 +929,7 @@ static int run(Train *t, const RtRun *r, int n, bool backward, Measured *m, doub
 		Measured x;
 		if (n > 1)
 			rt_job_micro(t->job, k);
-		measure(t, &x);
+		measure(t, &x, n > 1 && t->sop_y[k] ? t->sop_y[k] : t->batch[4]);
 		add(m, &x, w);
 	}
 	if (n > 1)
@@ -964,6 +971,8 @@ static int forward_backward(Train *t, Measured *m)
 			if (n > 1)
 				rt_job_micro(t->job, i);
 			feed(t, -1, k + i, (float)(1.0 / (double)(o->accum * t->p->dp)));
+			if (n > 1 && t->sop_y[i])   /* the next feed overwrites batch[4] before measure reads it */
+				memcpy(t->sop_y[i], t->batch[4], (size_t)(t->B * t->T * t->p->dp) * sizeof *t->sop_y[i]);
 			r[i] = run_params(t, k + i, true);
 		}
 		if (n > 1)

@@ -535,6 +535,16 @@ check "bench --json at tp 2: collectives_alone_ms > 0, and comm_bytes as mgl exp
 	python3 -c 'import json, sys
 b = json.load(open(sys.argv[1]))["profile"]; e = json.load(open(sys.argv[2]))
 sys.exit(not (b["collectives_alone_ms"] > 0 and b["comm_bytes"] == e["bytes_communicated_per_step"]))' "$tmp/bench2.json" "$tmp/explain2.json"
+# with --accum 2 a micro-batch's collectives count twice, the gradients' reductions once
+comm_of() { "$mgl" bench models/gpt2.mgl --preset tiny --batch 2 --steps 1 --warmup 1 --profile --backend cpu --json "$@" \
+	2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["profile"]["comm_bytes"])'; }
+accum_comm() {
+	dp1=$(comm_of --dp 2) dp2=$(comm_of --dp 2 --accum 2) tp1=$(comm_of --tp 2) tp2=$(comm_of --tp 2 --accum 2)
+	echo "dp 2: $dp1 -> $dp2; tp 2: $tp1 -> $tp2"
+	python3 -c 'import sys; a, b, c, d = map(float, sys.argv[1:]); sys.exit(not (a == b > 0 and c < d < 2 * c))' \
+		"$dp1" "$dp2" "$tp1" "$tp2"
+}
+check "bench --profile --accum 2: the gradients' all-reduce once a step, the activations' each micro-batch" accum_comm
 check "bench --json at tp 1 has no collectives_alone_ms" sh -c '! grep -q collectives_alone_ms "$1"' - "$tmp/bench.json"
 expect 0 '^  MFU         [0-9.]+% of [0-9.e+-]+ [GT]FLOP/s: the cpu backend.s GEMM' -- bench models/gpt2.mgl --preset tiny \
 	--steps 1 --warmup 1 --batch 1
@@ -558,7 +568,8 @@ fi
 # --interleave (docs/train.md): micro-batches two at a time, one's segment of steps beside
 # the other's collectives. The cpu backend runs the same order, so the losses equal --accum 2
 # run one micro-batch after the other (within 1e-5: the tied embedding's two gradient terms
-# are added in another order) at tp 2, tp 2 with sp, dp 2, and for BERT; it holds the
+# are added in another order) at tp 2, tp 2 with sp, dp 2, and for BERT (and its
+# sentence-order accuracy, each micro-batch's against its own targets); it holds the
 # activations of both (mgl bench's memory grows); an odd --accum is refused
 same_losses() {   # A.jsonl B.jsonl: as many lines, every loss within 1e-5 relative
 	paste "$1" "$2" | awk -F'"loss": ' '{ split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d
@@ -566,16 +577,20 @@ same_losses() {   # A.jsonl B.jsonl: as many lines, every loss within 1e-5 relat
 }
 interleave() {
 	for job in "--tp 2" "--tp 2 --sp" "--dp 2" "bert"; do
-		model=models/gpt2.mgl data="$tmp/t.bin" opts=$job
-		[ "$job" = bert ] && model=models/bert.mgl data="$tmp/bert.bin" opts="--tp 2"
+		model=models/gpt2.mgl data="$tmp/t.bin" opts="$job --steps 3 --batch 2"
+		[ "$job" = bert ] && model=models/bert.mgl data="$tmp/bert.bin" opts="--tp 2 --steps 4 --batch 4"
 		for il in "" --interleave; do
 			# shellcheck disable=SC2086
-			"$mgl" train $model --preset tiny --data "$data" --steps 3 --batch 2 --accum 2 $opts $il --backend cpu \
+			"$mgl" train $model --preset tiny --data "$data" --accum 2 $opts $il --backend cpu \
 				--log "$tmp/il$il.jsonl" >"$tmp/il.out" 2>&1 || { cat "$tmp/il.out"; return 1; }
 		done
 		echo "$job:" && same_losses "$tmp/il.jsonl" "$tmp/il--interleave.jsonl" || return 1
 		grep -q '"loss"' "$tmp/il.jsonl" || return 1
 	done
+	# BERT's sentence-order accuracy: each micro-batch's logits against its own targets
+	for il in "" --interleave; do grep -o '"sop_acc": [0-9.]*' "$tmp/il$il.jsonl" >"$tmp/sop$il"; done
+	cat "$tmp/sop--interleave"
+	[ "$(wc -l <"$tmp/sop")" -ge 3 ] && cmp "$tmp/sop" "$tmp/sop--interleave" || return 1
 	for il in "" --interleave; do
 		"$mgl" bench models/gpt2.mgl --preset tiny --tp 2 --batch 2 --accum 2 $il --steps 1 --warmup 1 --backend cpu \
 			--json >"$tmp/ilb$il.json" 2>/dev/null || return 1
@@ -587,6 +602,7 @@ sys.exit(not (a["interleave"] is False and b["interleave"] is True and a["accum"
               and b["mem_bytes"] > a["mem_bytes"] and a["B"] == b["B"] == 4))' "$tmp/ilb.json" "$tmp/ilb--interleave.json"
 }
 check "--interleave: the losses of --accum 2 at tp 2, sp, dp 2 and for BERT, and both micro-batches' memory" interleave
-expect 1 '--interleave runs two micro-batches at a time: --accum must be even, not 3' -- \
+expect 2 '--interleave runs two micro-batches at a time: --accum must be even, not 3' -- \
 	train models/gpt2.mgl --preset tiny --data "$tmp/t.bin" --steps 1 --batch 2 --accum 3 --interleave --backend cpu
+expect 2 '--accum must be even, not 1' -- bench models/gpt2.mgl --preset tiny --steps 1 --batch 2 --interleave --backend cpu
 summary cli_train

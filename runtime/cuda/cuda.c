@@ -205,9 +205,10 @@ static int cuda_open(RtRank *r)
 	CK(cudaMemGetInfo(&free_b, &total_b));
 	if ((size_t)need > free_b)
 		return cuda_fail(r, "the plan needs %.2f GiB on each GPU and %.2f GiB are free on GPU %d (of %.2f): "
-			     "use a smaller --batch (activations are %.2f GiB) or a larger --tp", (double)need / (1 << 30),
+			     "use a smaller --batch (activations are %.2f GiB%s) or a larger --tp", (double)need / (1 << 30),
 			     (double)free_b / (1 << 30), d->device, (double)total_b / (1 << 30),
-			     (double)p->arena_bytes / (1 << 30));
+			     (double)p->arena_bytes * r->job->nmicro / (1 << 30),
+			     r->job->nmicro > 1 ? ", two micro-batches' with --interleave" : "");
 	int64_t size[MGL_V_ROLE_COUNT] = {0};
 	memcpy(size, p->persistent_bytes, sizeof size);
 	size[MGL_V_ACT] = p->arena_bytes;
