@@ -51,6 +51,17 @@ static void build_free(Build *b)
 
 static MglTarget target(int tp, bool sp) { return (MglTarget){.tp = tp, .dp = 1, .sp = sp, .batch = 2, .seq = 128, .act_dtype = MGL_BF16}; }
 
+/* A model's tiny preset at tp, sequences of 64 (what most checks below read), or the test
+ * fails saying why it did not compile. */
+static MglPlan *tiny(Build *b, const char *path, int tp)
+{
+	MglTarget t = target(tp, false);
+	t.seq = 64;
+	build(b, path, "tiny", t);
+	ck_assert_msg(b->p, "%s", b->diag);
+	return b->p;
+}
+
 /* ---------------------------------------------------------------- collectives */
 
 static const struct { const char *model, *preset; } models[] = {
@@ -348,10 +359,7 @@ END_TEST
 START_TEST(memory_plan_check_refuses_overlap)
 {
 	Build b;
-	MglTarget t = target(2, false);
-	t.seq = 64;
-	build(&b, "models/gpt2.mgl", "tiny", t);
-	ck_assert_ptr_nonnull(b.p);
+	tiny(&b, "models/gpt2.mgl", 2);
 	MglPlan *p = b.p;
 	char err[400];
 	ck_assert_int_eq(mgl_plan_check_memory(p, err, sizeof err), 0);
@@ -479,10 +487,7 @@ START_TEST(optimizer_is_one_group)
 {
 	for (int tp = 1; tp <= 2; tp++) {
 		Build b;
-		MglTarget t = target(tp, false);
-		t.seq = 64;
-		build(&b, "models/gpt2.mgl", "tiny", t);
-		ck_assert_msg(b.p, "%s", b.diag);
+		tiny(&b, "models/gpt2.mgl", tp);
 		ck_assert_int_eq(fused(b.p).adamw_groups, 1);
 		int head = -1, n = 0;
 		for (int s = 0; s < b.p->nsteps; s++)
@@ -509,10 +514,7 @@ START_TEST(swiglu_backward_is_one_chain)
 {
 	for (int tp = 1; tp <= 2; tp++) {
 		Build b;
-		MglTarget t = target(tp, false);
-		t.seq = 64;
-		build(&b, "models/llama.mgl", "tiny", t);
-		ck_assert_msg(b.p, "%s", b.diag);
+		tiny(&b, "models/llama.mgl", tp);
 		fused(b.p);
 		int chains = 0;
 		for (int s = 1; s < b.p->nsteps; s++) {
@@ -544,10 +546,7 @@ END_TEST
 START_TEST(segments_end_after_collectives)
 {
 	Build b;
-	MglTarget t = target(2, false);
-	t.seq = 64;
-	build(&b, "models/gpt2.mgl", "tiny", t);
-	ck_assert_msg(b.p, "%s", b.diag);
+	tiny(&b, "models/gpt2.mgl", 2);
 	const MglPlan *p = b.p;
 	unsigned fwd = 1u << MGL_FWD, both = fwd | 1u << MGL_BWD;
 	int count[2] = {0}, colls[2] = {0};
@@ -577,10 +576,7 @@ END_TEST
 START_TEST(collectives_overlap_the_weight_gradients)
 {
 	Build b;
-	MglTarget t = target(2, false);
-	t.seq = 64;
-	build(&b, "models/gpt2.mgl", "tiny", t);
-	ck_assert_msg(b.p, "%s", b.diag);
+	tiny(&b, "models/gpt2.mgl", 2);
 	const MglPlan *p = b.p;
 	int *wait = malloc((size_t)p->nsteps * sizeof *wait), overlapped = 0;
 	mgl_collective_waits(p, wait);
