@@ -18,6 +18,9 @@
  *     add: Megatron's bias-dropout-add). A chain becomes one generated kernel.
  *   - multi-tensor updates: the run of adamw steps of the optimizer is one launch over a
  *     table of all its parameters (Apex's multi_tensor_apply) instead of one a parameter.
+ *   - the softmax's statistics: a vocab_max and the vocab_stats right after it (tp 1: no
+ *     all-reduce of the maximum between them) are one pass over the logits, an online
+ *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018).
  * A fused step's `fuse` is the index of the first step of its group; -1 when alone.
  *
  * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains and no multi-tensor
@@ -50,6 +53,8 @@ void mgl_fuse(MglPlan *p)
 			last = s + mgl_epilogue_steps((unsigned)x->attr.epi);
 		} else if (x->op == MGL_OP_MATMUL_DX && epilogues && add && mgl_epilogue_ok(p, uses, s, MGL_EPI_ADD)) {
 			x->attr.epi = MGL_EPI_ADD;
+			last = s + 1;
+		} else if (chains && x->op == MGL_OP_VOCAB_MAX && mgl_stats_group_ok(p, s, s + 1)) {
 			last = s + 1;
 		} else if (chains && x->op == MGL_OP_ADAMW) {
 			while (last + 1 < p->nsteps && mgl_adamw_group_ok(p, s, last + 1))

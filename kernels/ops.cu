@@ -622,6 +622,36 @@ __global__ void k_vocab_stats(const void *z, int zdt, const int *t, const float 
 	}
 }
 
+// k_vocab_max and k_vocab_stats in one pass over the logits (the plan's fused group of the
+// two: compiler/fuse.c): each thread an online softmax over its share (a running maximum m
+// and the sum of exp(z - m), rescaled when m grows: Milakov and Gimelshein, "Online normalizer
+// calculation for softmax", 2018), then the row's maximum over the block and each thread's
+// sum rescaled to it before the block's sum.
+__global__ void k_vocab_max_stats(const void *z, int zdt, const int *t, float *mx, float *stats, i64 M, i64 N, i64 valid,
+				  i64 start)
+{
+	__shared__ float part[32];
+	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
+		float m = -INF, s = 0;
+		row_each(z, zdt, r, N, valid, [&](i64, float x) {
+			if (x > m) {
+				s = s * __expf(m - x) + 1.0f;   // exp(-inf) = 0 at the first
+				m = x;
+			} else if (x != -INF) {   // (-inf - -inf would be NaN while m is still -inf)
+				s += __expf(x - m);
+			}
+		});
+		float rm = block_reduce<false>(m, part);
+		s = block_reduce<true>(m == -INF ? 0.0f : s * __expf(m - rm), part);
+		if (threadIdx.x == 0) {
+			i64 col = (i64)t[r] - start;
+			mx[r] = rm;
+			stats[2 * r] = s;
+			stats[2 * r + 1] = col >= 0 && col < valid ? ld(z, zdt, r * N + col) : 0.0f;
+		}
+	}
+}
+
 // One block: loss = mean over kept targets, lse for the backward (in f32). A target is kept
 // unless it equals ignore (INT64_MIN when the model ignores none: no id equals it).
 __global__ void k_vocab_loss(const float *stats, const float *mx, const int *t, float *loss, float *lse, i64 M, i64 ignore)

@@ -451,6 +451,15 @@ bool mgl_adamw_group_ok(const MglPlan *p, int head, int last)
 	return true;
 }
 
+bool mgl_stats_group_ok(const MglPlan *p, int head, int last)
+{
+	if (head < 0 || last != head + 1 || last >= p->nsteps)
+		return false;
+	const MglStep *a = &p->steps[head], *b = &p->steps[last];
+	return a->op == MGL_OP_VOCAB_MAX && b->op == MGL_OP_VOCAB_STATS && a->phase == b->phase && a->nin >= 1 && a->nout >= 1 &&
+	       b->nin >= 3 && b->in[0] == a->in[0] && b->in[2] == a->out[0] && a->attr.limit == b->attr.limit;
+}
+
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 {
 	int *uses = mgl_xcalloc((size_t)p->nvalues + 1, sizeof *uses, "the values' readers"), rc = 0;
@@ -468,13 +477,17 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
 		int last = mgl_group_end(p, s);
 		unsigned epi = gemm ? (unsigned)st->attr.epi : 0;
-		bool adamw = st->op == MGL_OP_ADAMW;
+		bool adamw = st->op == MGL_OP_ADAMW, stats = st->op == MGL_OP_VOCAB_MAX;
 		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == mgl_epilogue_steps(epi)
 			  : adamw ? last > s && mgl_adamw_group_ok(p, s, last)
+			  : stats ? mgl_stats_group_ok(p, s, last)
 				  : last > s && mgl_chain_ok(p, uses, s, last);
 		if (!ok) {
 			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
-				 epi ? "GEMM with its epilogue" : adamw ? "multi-tensor AdamW" : "elementwise kernel");
+				 epi     ? "GEMM with its epilogue"
+				 : adamw ? "multi-tensor AdamW"
+				 : stats ? "pass over the logits (vocab_max, vocab_stats)"
+					 : "elementwise kernel");
 			rc = -1;
 		}
 	}

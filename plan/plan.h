@@ -354,6 +354,10 @@ bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last);
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi);
 int mgl_epilogue_steps(unsigned epi);
 bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
+/* A softmax's statistics, steps [head, last = head + 1] run as one pass over the logits: a
+ * vocab_max, then a vocab_stats of the same phase and limit reading the same logits and
+ * that maximum. */
+bool mgl_stats_group_ok(const MglPlan *p, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
 

@@ -388,7 +388,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, adds, dx_adds, chains, adamw_groups; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, chains, adamw_groups, stats_groups; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -402,8 +402,9 @@ static Fused fused(const MglPlan *p)
 		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
 		f.adds += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_ADD);
 		f.dx_adds += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_ADD;
-		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW;
+		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX;
 		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
+		f.stats_groups += st->fuse == s && st->op == MGL_OP_VOCAB_MAX;
 	}
 	return f;
 }
@@ -502,6 +503,38 @@ START_TEST(optimizer_is_one_group)
 		b.p->steps[head + 1].in[4] = b.p->steps[head + 1].in[1];   /* another "norm" */
 		ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 		ck_assert_msg(strstr(err, "cannot run as one multi-tensor AdamW"), "%s", err);
+		build_free(&b);
+	}
+}
+END_TEST
+
+/* At tp 1 the softmax's maximum and statistics are one pass over the logits (a group of
+ * vocab_max and vocab_stats); at tp 2 the all-reduce of the maximum comes between them and
+ * they are not; MGL_NO_FUSE forms none; the reader refuses a group whose vocab_stats reads
+ * another maximum. */
+START_TEST(softmax_statistics_are_one_pass)
+{
+	ck_assert_int_eq(fused_with(NULL, MGL_BF16).stats_groups, 1);
+	ck_assert_int_eq(fused_with(NULL, MGL_F32).stats_groups, 1);
+	ck_assert_int_eq(fused_with("MGL_NO_FUSE", MGL_BF16).stats_groups, 0);
+	for (int tp = 1; tp <= 2; tp++) {
+		Build b;
+		MglTarget t = target(tp, false);
+		t.seq = 64;
+		build(&b, "models/gpt2.mgl", "tiny", t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		ck_assert_int_eq(fused(b.p).stats_groups, tp == 1);
+		int s = 0;
+		while (s < b.p->nsteps && b.p->steps[s].op != MGL_OP_VOCAB_MAX)
+			s++;
+		ck_assert_int_lt(s + 1, b.p->nsteps);
+		if (tp == 1) {
+			char err[300];
+			ck_assert_int_eq(mgl_group_end(b.p, s), s + 1);
+			b.p->steps[s + 1].in[2] = b.p->steps[s + 1].in[0];   /* another "maximum" */
+			ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+			ck_assert_msg(strstr(err, "cannot run as one pass over the logits"), "%s", err);
+		}
 		build_free(&b);
 	}
 }
@@ -962,6 +995,7 @@ int main(void)
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(mem, gemms_add_the_residual_and_the_gradients);
 	tcase_add_test(mem, optimizer_is_one_group);
+	tcase_add_test(mem, softmax_statistics_are_one_pass);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
 	tcase_add_test(mem, segments_end_after_collectives);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);

@@ -15,7 +15,7 @@
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
-	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_stats) X(vocab_loss) X(count) \
+	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) X(vocab_loss) X(count) \
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
@@ -595,12 +595,20 @@ static int op_select(CudaCtx *c)
 		      ARGS(&I, &idt, &O, &odt, &B, &S, &inner, &index));
 }
 
+/* alone, or with the vocab_stats after it in one pass (the plan's group: plan.h,
+ * mgl_stats_group_ok) */
 static int op_vocab_max(CudaCtx *c)
 {
 	const MglValue *z = val(c->r, IN(0));
 	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
 	int zdt = dt(c->r, IN(0));
 	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
+	const MglPlan *p = c->r->job->plan;
+	if (c->s->fuse == c->index && mgl_group_end(p, c->index) > c->index) {
+		const MglStep *st = &p->steps[c->index + 1];
+		void *t = P(c->r, st->in[1]), *stats = P(c->r, st->out[0]);
+		return launch_rows(c->r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
+	}
 	return launch_rows(c->r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
 }
 
