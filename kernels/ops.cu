@@ -383,7 +383,7 @@ __device__ __forceinline__ void colsum_vec_rows(i64 *j0, int *rl)
 }
 
 // a block's sum of its band of rows of x[M, N], its column j (of threadIdx.y's 8th rows, then the 8)
-__global__ void k_colsum(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
+__global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
 {
 	__shared__ float s[8][33], t[64][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
@@ -392,12 +392,15 @@ __global__ void k_colsum(const void *x, int xdt, float *part, unsigned *count, v
 		i64 j0;
 		int rl;
 		colsum_vec_rows(&j0, &rl);
-		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v[8];
-		if (j0 < N)
-			for (i64 i = r0 + rl; i < r1; i += 64) {
-				ld8(x, DT_BF16, i * N + j0, v);
-				for (int e = 0; e < 8; e++)
-					a[e] += v[e];
+		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v[2][8];
+		if (j0 < N)   // 2 rows' loads in flight, added in row order as one at a time would
+			for (i64 i = r0 + rl; i < r1; i += 2 * 64) {
+				for (int u = 0; u < 2; u++)
+					if (i + u * 64 < r1)
+						ld8(x, DT_BF16, (i + u * 64) * N + j0, v[u]);
+				for (int u = 0; u < 2; u++)
+					for (int e = 0; e < 8 && i + u * 64 < r1; e++)
+						a[e] += v[u][e];
 			}
 		for (int e = 0; e < 8; e++)
 			t[rl][threadIdx.x % 4 * 8 + e] = a[e];

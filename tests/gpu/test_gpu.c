@@ -415,6 +415,11 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},   /* heads of 96 */
 		{"models/llama.mgl", "tiny", "vocab=96,d=512,heads=4,layers=1,seq=160", 2, 160, false},  /* 128 */
 		{"models/bert.mgl", "tiny", "vocab=120,d=128,heads=4,layers=1,seq=96", 2, 96, false},     /* 32, masked */
+		/* rows enough for column sums in bands of several rows (4,096), and query tiles
+		 * enough (4) for the attention backward to refill its double buffers, at heads of
+		 * 64 and of 96 */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=256", 16, 256, false},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=200", 2, 200, false},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
 	};
 	static const Case real[] = {
