@@ -888,6 +888,9 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 #define FA_LN2 0.6931471805599453f
 #define FA_ROWS 64   // forward: queries a block (16 a warp); keys a tile. backward: keys a block
 #define FA_BWD_Q 32  // backward: queries a tile
+#define FA_SW_Q 128  // queries a block of flash_fwd_sw (two warpgroups)
+// blocks an SM flash_fwd_sw is built for: two (128 registers) at head sizes to 64
+#define FA_SW_BLOCKS(DH) ((DH) <= 64 ? 2 : 1)
 
 __device__ __forceinline__ unsigned fa_smem(const void *p)
 {
@@ -1313,6 +1316,158 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 		fa_wg128<1>(acc, p, v, 1);
 }
 
+// ---- the forward by wgmma on 128-byte swizzled tiles
+//
+// A block of 256 threads, two warpgroups, 128 queries: warpgroup wg the 64 from 64 wg (its
+// warp w the 16 from 16 (w % 4)), both reading each K and V tile [64 keys][DH], so that a
+// tile is fetched once for 128 queries (flash_fwd's 64). The tiles are stored as TMA's
+// 128-byte swizzle lays them out (the PTX ISA's "Shared Memory Matrix Layout", swizzling
+// mode 128B): column blocks of 64 (DH 96 pads its second block to 64), each row of a block
+// 128 bytes whose 16-byte chunks are permuted by XOR with the row's index mod 8. They are
+// filled by cp.async a whole row at a time, 8 lanes a row without bank conflicts: the
+// earlier wgmma forward's core-matrix layout (fa_cm) read 64 bytes of each of 8 rows a
+// warp, and was bound by L2 (perf-notes, sixth sitting). For S = Q K^T, K is K-major
+// (16 keys' k-step 32 bytes along a row); for O += P V, V is MN-major (8 keys 1024 bytes
+// apart, column blocks 64 rows x 128 bytes apart), read transposed. Q and P are A
+// fragments in registers and the softmax is flash_fwd's, as in the core-matrix version.
+// Grid (ceil(S / 128), B * H); flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K
+// and two V tiles, and 1 KiB to align them to the swizzle's 1,024-byte period.
+// element (r, c) of a swizzled [64][DH] tile (c a multiple of 8 or not)
+__device__ __forceinline__ int fa_sw(int r, int c)
+{
+	return (c >> 6) * FA_ROWS * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
+}
+// rows [row0, row0 + 64) of x [., ld] (columns [0, DH)) into the swizzled tile s, zeros
+// past S, 16 bytes a cp.async, consecutive lanes along a row; one group
+template <int DH>
+__device__ __forceinline__ void fa_tile_sw(bf16 *s, const bf16 *x, i64 ld, i64 row0, i64 S)
+{
+	for (int e = threadIdx.x; e < FA_ROWS * DH / 8; e += blockDim.x) {
+		int r = e / (DH / 8), c = e % (DH / 8) * 8;
+		bool in = row0 + r < S;
+		const bf16 *src = x + (in ? row0 + r : 0) * ld + c;
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem(s + fa_sw(r, c))), "l"(src),
+			     "r"(in ? 16 : 0));
+	}
+	asm volatile("cp.async.commit_group;");
+}
+// a descriptor of a 128-byte swizzled operand (layout type 1 in bits 62-63): K-major, sbo
+// 1,024 (8 rows) and lbo unused; MN-major, sbo 1,024 (8 rows of the contraction) and lbo
+// the distance between column blocks (CUTLASS's make_gmma_desc, Major::MN, B128)
+__device__ __forceinline__ unsigned long long fa_desc_sw(const void *p, unsigned lbo)
+{
+	return fa_desc(p, lbo, 1024) | 1ull << 62;
+}
+template <int DH>
+__device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
+			     i64 S, i64 H, int causal)
+{
+	constexpr int TILE = FA_ROWS * (DH + 63) / 64 * 64;   // elements of a tile, its column blocks padded
+	extern __shared__ __align__(16) unsigned char fa_shared[];
+	bf16 *kv = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // K of buffer i at kv + 2 i TILE, V after
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32 % 4, g = lane / 4, t = lane % 4;
+	i64 ntiles = (S + FA_SW_Q - 1) / FA_SW_Q, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
+	i64 first = qt * FA_SW_Q + threadIdx.x / 128 * 64;   // this warpgroup's first query
+	i64 r0 = first + w * 16 + g, r1 = r0 + 8, nk = (S + FA_ROWS - 1) / FA_ROWS;
+	i64 nkt = causal && 2 * qt + 2 < nk ? 2 * qt + 2 : nk;
+	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
+	fa_tile_sw<DH>(kv, k + base, D, 0, S);
+	fa_tile_sw<DH>(kv + TILE, v + base, D, 0, S);
+	unsigned qf[DH / 16][4];
+	for (int kk = 0; kk < DH / 16; kk++) {
+		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
+		qf[kk][0] = r0 < S ? fa_u32(p0) : 0u;
+		qf[kk][1] = r1 < S ? fa_u32(p1) : 0u;
+		qf[kk][2] = r0 < S ? fa_u32(p0 + 8) : 0u;
+		qf[kk][3] = r1 < S ? fa_u32(p1 + 8) : 0u;
+	}
+	float acc[DH / 2], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;   // acc[4 j + e]: flash_fwd's acc[j][e]
+	for (int d = 0; d < DH / 2; d++)
+		acc[d] = 0;
+	for (i64 kt = 0; kt < nkt; kt++) {
+		i64 j0 = kt * FA_ROWS;
+		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
+		if (kt + 1 < nkt) {   // the next pair into the other buffers (free since the last step's end)
+			bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
+			fa_tile_sw<DH>(next, k + base, D, j0 + FA_ROWS, S);
+			fa_tile_sw<DH>(next + TILE, v + base, D, j0 + FA_ROWS, S);
+			fa_wait<2>();
+		} else {
+			fa_wait<0>();
+		}
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // cp.async's writes, seen by wgmma
+		__syncthreads();
+		if (!causal || j0 <= first + 63) {   // else every key of the tile is after this warpgroup's queries
+			float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
+			fa_wg_fence();
+			for (int kk = 0; kk < DH / 16; kk++)
+				fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 0), kk > 0);
+			fa_wg_wait();
+			fa_wg_done(s, 32);
+			if ((causal && j0 + FA_ROWS - 1 > first) || mask || j0 + FA_ROWS > S)
+				for (int n = 0; n < 8; n++)
+					for (int e = 0; e < 2; e++) {
+						i64 j = j0 + n * 8 + 2 * t + e;
+						bool in = j < S && (!mask || mask[b * S + j]);
+						s[4 * n + e] = in && (!causal || j <= r0) ? s[4 * n + e] : -INF;
+						s[4 * n + 2 + e] = in && (!causal || j <= r1) ? s[4 * n + 2 + e] : -INF;
+					}
+			float mx0 = m0, mx1 = m1;
+			for (int n = 0; n < 8; n++) {
+				for (int e = 0; e < 4; e++)
+					s[4 * n + e] *= scale2;   // -inf stays -inf
+				mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+				mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+			}
+			mx0 = fa_quad_max(mx0);
+			mx1 = fa_quad_max(mx1);
+			float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
+			float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+			m0 = mx0;
+			m1 = mx1;
+			l0 *= c0;
+			l1 *= c1;
+			for (int d = 0; d < DH / 8; d++) {
+				acc[4 * d] *= c0, acc[4 * d + 1] *= c0;
+				acc[4 * d + 2] *= c1, acc[4 * d + 3] *= c1;
+			}
+			unsigned pf[4][4];
+			for (int n = 0; n < 8; n++) {
+				float p00 = exp2f(s[4 * n] - b0), p01 = exp2f(s[4 * n + 1] - b0);
+				float p10 = exp2f(s[4 * n + 2] - b1), p11 = exp2f(s[4 * n + 3] - b1);
+				l0 += p00 + p01;
+				l1 += p10 + p11;
+				pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
+				pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+			}
+			fa_wg_done(acc, DH / 2);   // the rescaled acc written before the fence
+			fa_wg_fence();
+			for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..
+				fa_wg_pv<DH>(acc, pf[kc], fa_desc_sw(V_ + kc * 16 * 64, FA_ROWS * 128));
+			fa_wg_wait();
+			fa_wg_done(acc, DH / 2);
+		}
+		__syncthreads();   // this pair's buffers are free for the pair after next
+	}
+	l0 = fa_quad_sum(l0);
+	l1 = fa_quad_sum(l1);
+	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+	for (int d = 0; d < DH / 8; d++) {
+		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
+		if (r0 < S)
+			*(unsigned *)op = fa_pack(acc[4 * d] * i0, acc[4 * d + 1] * i0);
+		if (r1 < S)
+			*(unsigned *)(op + 8 * D) = fa_pack(acc[4 * d + 2] * i1, acc[4 * d + 3] * i1);
+	}
+	if (t == 0) {
+		if (r0 < S)
+			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
+		if (r1 < S)
+			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+	}
+}
+
 // Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
 // 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
 // queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
@@ -1656,9 +1811,19 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY(flash_bwd_wg<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                \
 	}
+// the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
+#define FLASH_FWD_SW(DH)                                                                                             \
+	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \
+	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal) \
+	{                                                                                                            \
+		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
+	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
+FLASH_FWD_SW(64)
+FLASH_FWD_SW(96)
+FLASH_FWD_SW(128)
 FLASH(16)
 FLASH(32)
 FLASH(64)

@@ -19,7 +19,7 @@
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
-	X(flash_bwd_wg_96) X(flash_bwd_wg_128)
+	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128)
 
 enum {
 #define X(k) K_##k,
@@ -481,23 +481,31 @@ static int op_sum_to(CudaCtx *c)
 /* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
  * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
  * query, an atomic backward. */
-/* each head size's kernels, and its backward by wgmma (-1: none) for compute capability
- * 9.0. The forward by wgmma was measured slower than by mma.sync at head sizes 64 and 96,
- * with and without FlashAttention-3's overlap (docs/perf-notes.md, sixth sitting). */
-static const struct { int dh, fwd, bwd, bwd_wg; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1},
-	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_bwd_wg_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_bwd_wg_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_bwd_wg_128},
+/* each head size's kernels, and its forward and backward by wgmma (-1: none) for compute
+ * capability 9.0: the forward on 128-byte swizzled tiles, 128 queries a block of 256
+ * threads (flash_fwd_sw; the earlier wgmma forward on unswizzled tiles was measured slower
+ * than mma.sync's: docs/perf-notes.md, sixth sitting). */
+static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128},
 };
-enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32 };   /* FA_ROWS, FA_BWD_Q in kernels/ops.cu */
+enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
 /* flash_fwd's shared memory: two K and two V tiles [64][dh + 8] (bf16) */
 static int flash_fwd_smem(int dh) { return 4 * FLASH_ROWS * (dh + 8) * 2; }
 
 /* Whether this GPU runs flash[f]'s wgmma backward: on 9.0, unless MGL_NO_WGMMA */
 static bool flash_wg(const Dev *d, int f) { return d->arch == 90 && flash[f].bwd_wg >= 0 && !getenv("MGL_NO_WGMMA"); }
+
+/* and its wgmma forward: also unless MGL_NO_WG_FWD (mma.sync's forward, for comparison) */
+static bool flash_wg_fwd(const Dev *d, int f) { return flash_wg(d, f) && !getenv("MGL_NO_WG_FWD"); }
+
+/* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
+ * 1 KiB to align them to the 128-byte swizzle's period */
+static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 1024; }
 
 /* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh], dS^T [64][64]
  * (bf16), two lse and two delta [64] (f32) */
@@ -518,14 +526,13 @@ static int flash_of(const Dev *d, int64_t dh)
 	return -1;
 }
 
-/* The backward kernels take more than the default 48 KiB of shared memory. */
-/* kernel k on a grid of blocks of 128 threads, with smem bytes of dynamic shared memory */
-static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, int smem, void **args)
+/* kernel k on a grid of blocks of threads, with smem bytes of dynamic shared memory */
+static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, unsigned threads, int smem, void **args)
 {
 	Dev *d = r->mem;
 	if (gy > 65535)
 		return cuda_fail(r, "attention over %lld sequences of heads (batch x heads): the flash kernels take up to 65,535", (long long)gy);
-	dim3 grid = {(unsigned)gx, (unsigned)gy, 1}, block = {128, 1, 1};
+	dim3 grid = {(unsigned)gx, (unsigned)gy, 1}, block = {threads, 1, 1};
 	CK(cudaLaunchKernel((const void *)d->kernels[k], grid, block, args, (size_t)smem, d->compute));
 	return 0;
 }
@@ -540,8 +547,11 @@ static int op_attention(CudaCtx *c)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
+	if (f >= 0 && flash_wg_fwd(c->r->mem, f))
+		return launch_blocks(c->r, flash[f].fwd_wg, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, B * H, 256,
+				     flash_fwd_sw_smem((int)dh), ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	if (f >= 0)
-		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 128, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -569,7 +579,7 @@ static int op_attention_bwd(CudaCtx *c)
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)) ||
-		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H,
+		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 128,
 				  flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
 				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &causal)))
 			return -1;
@@ -914,6 +924,9 @@ int cuda_ops_prepare(RtRank *r)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg_smem(flash[i].dh), d->device));
+			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
+							   cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   flash_fwd_sw_smem(flash[i].dh), d->device));
 		}
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
