@@ -1352,7 +1352,7 @@ __device__ __forceinline__ void fa_tile_sw(bf16 *s, const bf16 *x, i64 ld, i64 r
 	asm volatile("cp.async.commit_group;");
 }
 // a descriptor of a 128-byte swizzled operand (layout type 1 in bits 62-63): K-major, sbo
-// 1,024 (8 rows) and lbo unused; MN-major, sbo 1,024 (8 rows of the contraction) and lbo
+// 1,024 (8 rows) and lbo unused (16, as CUTLASS sets it); MN-major, sbo 1,024 (8 rows of the contraction) and lbo
 // the distance between column blocks (CUTLASS's make_gmma_desc, Major::MN, B128)
 __device__ __forceinline__ unsigned long long fa_desc_sw(const void *p, unsigned lbo)
 {
@@ -1402,7 +1402,7 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
 			fa_wg_fence();
 			for (int kk = 0; kk < DH / 16; kk++)
-				fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 0), kk > 0);
+				fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16), kk > 0);
 			fa_wg_wait();
 			fa_wg_done(s, 32);
 			if ((causal && j0 + FA_ROWS - 1 > first) || mask || j0 + FA_ROWS > S)
