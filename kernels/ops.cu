@@ -1362,7 +1362,7 @@ template <int DH>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
 			     i64 S, i64 H, int causal)
 {
-	constexpr int TILE = FA_ROWS * (DH + 63) / 64 * 64;   // elements of a tile, its column blocks padded
+	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *kv = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // K of buffer i at kv + 2 i TILE, V after
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32 % 4, g = lane / 4, t = lane % 4;
