@@ -1098,21 +1098,20 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 	}
 }
 
-// ---- the forward on Hopper's warpgroup MMA (wgmma; sm_90a)
+// ---- Hopper's warpgroup MMA (wgmma; sm_90a): its helpers, the forward (flash_fwd_sw) and
+// the backward (flash_bwd_wg)
 //
-// flash_fwd's algorithm and work split (a block of 128 threads, one warpgroup, 64 queries,
-// warp w the rows 16 w ..), with its two GEMMs by wgmma: the tensor cores read K and V
-// straight from shared memory (FlashAttention-3's point), where mma.sync needed an
-// ldmatrix into registers for each fragment, and the forward was bound by those reads.
-// Q (A of S = Q K^T) and P (A of O += P V) stay in registers, in the layout mma.sync
-// gives them: wgmma's A fragment a warp is mma.m16n8k16's, and its accumulator a warp is
-// the same C fragment for each 8 columns, so the softmax code is flash_fwd's.
+// The tensor cores read an operand straight from shared memory by a 64-bit descriptor
+// (FlashAttention-3's point), where mma.sync needed an ldmatrix into registers for each
+// fragment. An operand kept in registers (Q, P, P^T, dS^T as A) has the layout mma.sync
+// gives it: wgmma's A fragment a warp is mma.m16n8k16's, and its accumulator a warp is the
+// same C fragment for each 8 columns, so the softmax code is flash_fwd's.
 //
-// K and V tiles [64 keys][DH] are kept in shared memory as 8 x 8 "core matrices" (8 rows
-// of 16 bytes, 128 contiguous bytes: PTX ISA, "Matrix Descriptor", no swizzling): element
-// (key, d) at fa_cm(key, d). One layout serves both GEMMs: for S, B = K^T is K-major (d,
-// the contraction, within a core matrix's row); for O, B = V is MN-major (the
-// contraction over keys runs across rows), which wgmma reads transposed (imm-trans-b 1).
+// Tiles in shared memory take one of two layouts: 8 x 8 "core matrices" (fa_cm: 8 rows of
+// 16 bytes, 128 contiguous bytes; PTX ISA, "Matrix Descriptor", no swizzling), or the
+// 128-byte swizzled one TMA writes (fa_sw: see flash_fwd_sw). Either serves both readings:
+// K-major (the contraction along a row: S = Q K^T's K) and MN-major (the contraction
+// across rows: O += P V's V, which wgmma reads transposed, imm-trans-b 1).
 #ifdef __CUDA_ARCH_FEAT_SM90_ALL
 #define FA_WGMMA 1
 template <int DH>
