@@ -1152,7 +1152,7 @@ __device__ __forceinline__ void fa_wg_done(float *d, int n)
 		asm volatile("" : "+f"(d[i]));
 }
 // lse[row0 ..] and delta[row0 ..] (64 each, zeros past S) into s[0 .. 64) and s[64 .. 128) by
-// 4-byte cp.async, not committed: they join the next fa_tile_cm's group
+// 4-byte cp.async, not committed: they join the next fa_tile_sw's group
 __device__ __forceinline__ void fa_rows_f32(float *s, const float *lse, const float *delta, i64 row0, i64 S)
 {
 	if (threadIdx.x < 2 * FA_ROWS) {
@@ -1166,22 +1166,6 @@ __device__ __forceinline__ void fa_rows_f32(float *s, const float *lse, const fl
 __device__ __forceinline__ void fa_red4(float *p, float a, float b, float c, float e)
 {
 	asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(e) : "memory");
-}
-// rows [row0, row0 + 64) of x [., ld] into the core-matrix tile s (fa_cm), zeros past S,
-// 16 bytes (a core matrix's row) a cp.async, one group. Copy e is row e % 8 of core matrix
-// e / 8, so that 8 lanes fill 128 contiguous bytes (fa_cm(r, c) = 8 e: no bank conflicts)
-// and a warp still reads 64 contiguous bytes of each of 8 rows.
-template <int DH>
-__device__ __forceinline__ void fa_tile_cm(bf16 *s, const bf16 *x, i64 ld, i64 row0, i64 S)
-{
-	for (int e = threadIdx.x; e < FA_ROWS * DH / 8; e += blockDim.x) {
-		int r = e / DH * 8 + e % 8, c = e / 8 % (DH / 8) * 8;
-		bool in = row0 + r < S;
-		const bf16 *src = x + (in ? row0 + r : 0) * ld + c;
-		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem(s + 8 * e)), "l"(src),
-			     "r"(in ? 16 : 0));
-	}
-	asm volatile("cp.async.commit_group;");
 }
 // d[32] (+)= a b by wgmma m64n64k16: A (a warp's 16 x 16, laid out as mma.sync's A
 // fragment) from registers, B from shared memory by its descriptor (fa_desc)
@@ -1472,9 +1456,10 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 // Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
 // 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
 // queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
-// [64][DH], two Q and two dO tiles [64][DH], dS^T [64][64] (all core matrices, fa_cm), two
-// lse and two delta [64] (the next query tile's copied with its Q and dO, so that no load
-// from global memory waits inside the loop). A query tile:
+// [64][DH], two Q and two dO tiles [64][DH] (128-byte swizzled as flash_fwd_sw's, filled a
+// whole row at a time), dS^T [64][64] (core matrices, fa_cm), two lse and two delta [64]
+// (the next query tile's copied with its Q and dO, so that no load from global memory
+// waits inside the loop), and 1 KiB to align the tiles to the swizzle's period. A query tile:
 //   S^T = K Q^T, dP^T = V dO^T      (A, B from shared memory, K-major)
 //   P^T = exp(S^T - lse), dS^T = P^T (dP^T - delta) scale   (registers; dS^T to shared)
 //   dV += P^T dO, dK += dS^T Q      (A from registers, B MN-major)
@@ -1484,9 +1469,11 @@ template <int DH>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
 {
-	constexpr int TILE = FA_ROWS * DH;   // elements of a [64][DH] tile
+	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
+	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
-	bf16 *Ks = (bf16 *)fa_shared, *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
+	bf16 *Ks = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));
+	bf16 *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
 	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
 	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -1495,11 +1482,11 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
 	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
 	i64 first = causal ? j0 : 0;
-	fa_tile_cm<DH>(Ks, k + base, D, j0, S);
-	fa_tile_cm<DH>(Vs, v + base, D, j0, S);
-	fa_tile_cm<DH>(qg, q + base, D, first, S);
+	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
+	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
+	fa_tile_sw<DH>(qg, q + base, D, first, S);
 	fa_rows_f32(LDs, lse + blockIdx.y * S, delta + blockIdx.y * S, first, S);
-	fa_tile_cm<DH>(qg + TILE, dy + base, D, first, S);
+	fa_tile_sw<DH>(qg + TILE, dy + base, D, first, S);
 	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
 	for (int d = 0; d < DH / 2; d++)
 		dka[d] = dva[d] = 0;
@@ -1509,10 +1496,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
 		if (i0 + FA_ROWS < S) {
 			bf16 *next = qg + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * TILE;
-			fa_tile_cm<DH>(next, q + base, D, i0 + FA_ROWS, S);
+			fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
 			fa_rows_f32(LDs + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.y * S,
 				    delta + blockIdx.y * S, i0 + FA_ROWS, S);
-			fa_tile_cm<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
+			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 		}
 		if (i0 + FA_ROWS < S)
 			fa_wait<2>();
@@ -1523,8 +1510,9 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		float st[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
 		fa_wg_fence();
 		for (int kk = 0; kk < DH / 16; kk++) {
-			fa_wgss64<0, 0>(st, fa_desc(Ks + kk * 128, 128, DH * 16), fa_desc(Qs + kk * 128, 128, DH * 16), kk > 0);
-			fa_wgss64<0, 0>(dp, fa_desc(Vs + kk * 128, 128, DH * 16), fa_desc(Gs + kk * 128, 128, DH * 16), kk > 0);
+			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+			fa_wgss64<0, 0>(st, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
+			fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
 		}
 		fa_wg_wait();
 		fa_wg_done(st, 32);
@@ -1557,8 +1545,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		// dV += P^T dO, dK += dS^T Q: 16 queries a step, the tiles read transposed
 		fa_wg_fence();
 		for (int kc = 0; kc < 4; kc++) {
-			fa_wg_pv<DH>(dva, pa[kc], fa_desc_mn(Gs + kc * 16 * DH, DH * 16, 128));
-			fa_wg_pv<DH>(dka, sa[kc], fa_desc_mn(Qs + kc * 16 * DH, DH * 16, 128));
+			fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
+			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
 		}
 		fa_wg_wait();
 		fa_wg_done(dva, DH / 2);
@@ -1570,7 +1558,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
 		fa_wg_fence();
 		for (int kc = 0; kc < 4; kc++)
-			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_mn(Ks + kc * 16 * DH, DH * 16, 128), kc > 0);
+			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
 		fa_wg_wait();
 		fa_wg_done(dqa, DH / 2);
 		i64 q0 = i0 + w * 16 + g, q1 = q0 + 8;

@@ -507,9 +507,13 @@ static bool flash_wg_fwd(const Dev *d, int f) { return flash_wg(d, f) && !getenv
  * 1 KiB to align them to the 128-byte swizzle's period */
 static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 1024; }
 
-/* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh], dS^T [64][64]
- * (bf16), two lse and two delta [64] (f32) */
-static int flash_bwd_wg_smem(int dh) { return 6 * FLASH_ROWS * dh * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4; }
+/* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh rounded up to 64],
+ * dS^T [64][64] (bf16), two lse and two delta [64] (f32), and 1 KiB to align the tiles to
+ * the 128-byte swizzle's period */
+static int flash_bwd_wg_smem(int dh)
+{
+	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 1024;
+}
 
 /* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
  * (bf16), dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
