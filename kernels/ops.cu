@@ -1309,7 +1309,8 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 // 128-byte swizzle lays them out (the PTX ISA's "Shared Memory Matrix Layout", swizzling
 // mode 128B): column blocks of 64 (DH 96 pads its second block to 64), each row of a block
 // 128 bytes whose 16-byte chunks are permuted by XOR with the row's index mod 8. They are
-// filled by cp.async a whole row at a time, 8 lanes a row without bank conflicts: the
+// filled by cp.async a whole row at a time, 8 lanes a block's row without bank conflicts
+// (at DH 96 a row is 12 chunks, and 8 lanes may span two rows: two-way conflicts): the
 // earlier wgmma forward's core-matrix layout (fa_cm) read 64 bytes of each of 8 rows a
 // warp, and was bound by L2 (perf-notes, sixth sitting). For S = Q K^T, K is K-major
 // (16 keys' k-step 32 bytes along a row); for O += P V, V is MN-major (8 keys 1024 bytes

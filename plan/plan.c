@@ -457,7 +457,8 @@ bool mgl_stats_group_ok(const MglPlan *p, int head, int last)
 		return false;
 	const MglStep *a = &p->steps[head], *b = &p->steps[last];
 	return a->op == MGL_OP_VOCAB_MAX && b->op == MGL_OP_VOCAB_STATS && a->phase == b->phase && a->nin >= 1 && a->nout >= 1 &&
-	       b->nin >= 3 && b->in[0] == a->in[0] && b->in[2] == a->out[0] && a->attr.limit == b->attr.limit;
+	       b->nin >= 3 && b->in[0] == a->in[0] && b->in[2] == a->out[0] && b->in[1] != a->out[0] &&
+	       a->attr.limit == b->attr.limit;   /* (targets in the maximum's bytes: read after it is written) */
 }
 
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)

@@ -508,10 +508,32 @@ START_TEST(optimizer_is_one_group)
 }
 END_TEST
 
+/* the plan's text form (mgl_plan_write) in memory */
+static char *write_plan(const MglPlan *p, size_t *len)
+{
+	char **s = calloc(1, sizeof *s);   /* on the heap: gcc cannot follow memstream's pointer */
+	FILE *f = open_memstream(s, len);
+	mgl_plan_write(f, p);
+	fclose(f);
+	char *text = *s;
+	free(s);
+	return text;
+}
+
+/* Asserts that the plan reader refuses the n bytes of text (a damaged plan, read as the
+ * file name) with an error that contains want. */
+static void assert_read_refuses(MglArena *a, const char *text, size_t n, const char *name, const char *want)
+{
+	char err[256];
+	ck_assert_msg(!mgl_plan_read(a, text, n, name, err, sizeof err), "%s: read, but expected \"%s\"", name, want);
+	ck_assert_msg(strstr(err, want), "expected \"%s\", got \"%s\"", want, err);
+}
+
 /* At tp 1 the softmax's maximum and statistics are one pass over the logits (a group of
  * vocab_max and vocab_stats); at tp 2 the all-reduce of the maximum comes between them and
  * they are not; MGL_NO_FUSE forms none; the reader refuses a group whose vocab_stats reads
- * another maximum. */
+ * another maximum, takes another vocabulary limit (from a file) or reads its targets from
+ * the maximum's bytes. */
 START_TEST(softmax_statistics_are_one_pass)
 {
 	ck_assert_int_eq(fused_with(NULL, MGL_BF16).stats_groups, 1);
@@ -528,9 +550,22 @@ START_TEST(softmax_statistics_are_one_pass)
 		if (tp == 1) {
 			char err[300];
 			ck_assert_int_eq(mgl_group_end(b.p, s), s + 1);
+			/* from a file: the statistics under another vocabulary limit than the maximum's */
+			size_t n;
+			char *t = write_plan(b.p, &n), *st = strstr(t, " vocab_stats "), *lim = st ? strstr(st, " limit=") : NULL;
+			ck_assert_ptr_nonnull(lim);
+			MglArena a = {0};
+			ck_assert_msg(mgl_plan_read(&a, t, n, "t.plan", err, sizeof err), "%s", err);
+			lim[7] = lim[7] == '1' ? '2' : '1';
+			assert_read_refuses(&a, t, n, "t.plan", "cannot run as one pass over the logits");
+			free(t);
+			mgl_arena_free(&a);
 			b.p->steps[s + 1].in[2] = b.p->steps[s + 1].in[0];   /* another "maximum" */
 			ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 			ck_assert_msg(strstr(err, "cannot run as one pass over the logits"), "%s", err);
+			b.p->steps[s + 1].in[2] = b.p->steps[s].out[0];
+			b.p->steps[s + 1].in[1] = b.p->steps[s].out[0];   /* the targets in the maximum's bytes */
+			ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 		}
 		build_free(&b);
 	}
@@ -693,26 +728,6 @@ START_TEST(step_kinds)
 END_TEST
 
 /* ---------------------------------------------------------------- the text form */
-
-static char *write_plan(const MglPlan *p, size_t *len)
-{
-	char **s = calloc(1, sizeof *s);   /* on the heap: gcc cannot follow memstream's pointer */
-	FILE *f = open_memstream(s, len);
-	mgl_plan_write(f, p);
-	fclose(f);
-	char *text = *s;
-	free(s);
-	return text;
-}
-
-/* Asserts that the plan reader refuses the n bytes of text (a damaged plan, read as the
- * file name) with an error that contains want. */
-static void assert_read_refuses(MglArena *a, const char *text, size_t n, const char *name, const char *want)
-{
-	char err[256];
-	ck_assert_msg(!mgl_plan_read(a, text, n, name, err, sizeof err), "%s: read, but expected \"%s\"", name, want);
-	ck_assert_msg(strstr(err, want), "expected \"%s\", got \"%s\"", want, err);
-}
 
 START_TEST(plan_round_trip)
 {

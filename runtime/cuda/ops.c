@@ -478,9 +478,10 @@ static int op_sum_to(CudaCtx *c)
 }
 
 
-/* Flash attention (kernels/ops.cu) by head size: 64 queries (forward) or keys (backward) a
- * block of 128 threads. Other head sizes, and GPUs before sm_80, take k_attention: a warp a
- * query, an atomic backward. */
+/* Flash attention (kernels/ops.cu) by head size: on mma.sync, 64 queries (forward) or keys
+ * (backward) a block of 128 threads; on compute capability 9.0's wgmma, 128 queries a block
+ * of 256 (forward) and 64 keys a block of 128 (backward). Other head sizes, and GPUs before
+ * sm_80, take k_attention: a warp a query, an atomic backward. */
 /* each head size's kernels, and its forward and backward by wgmma (-1: none) for compute
  * capability 9.0: the forward on 128-byte swizzled tiles, 128 queries a block of 256
  * threads (flash_fwd_sw; the earlier wgmma forward on unswizzled tiles was measured slower
@@ -501,7 +502,10 @@ static int flash_fwd_smem(int dh) { return 4 * FLASH_ROWS * (dh + 8) * 2; }
 static bool flash_wg(const Dev *d, int f) { return d->arch == 90 && flash[f].bwd_wg >= 0 && !getenv("MGL_NO_WGMMA"); }
 
 /* and its wgmma forward: also unless MGL_NO_WG_FWD (mma.sync's forward, for comparison) */
-static bool flash_wg_fwd(const Dev *d, int f) { return flash_wg(d, f) && !getenv("MGL_NO_WG_FWD"); }
+static bool flash_wg_fwd(const Dev *d, int f)
+{
+	return flash_wg(d, f) && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WG_FWD");
+}
 
 /* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
  * 1 KiB to align them to the 128-byte swizzle's period */
@@ -924,14 +928,16 @@ int cuda_ops_prepare(RtRank *r)
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_fwd_smem(flash[i].dh), d->device));
-		if (flash_wg(d, i)) {
+		/* the wgmma kernels' too, whatever MGL_NO_WGMMA and MGL_NO_WG_FWD say now: they are
+		 * read at each launch */
+		if (d->arch == 90 && flash[i].bwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg_smem(flash[i].dh), d->device));
+		if (d->arch == 90 && flash[i].fwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_fwd_sw_smem(flash[i].dh), d->device));
-		}
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
