@@ -645,7 +645,7 @@ __global__ void k_vocab_max_stats(const void *z, int zdt, const int *t, float *m
 			}
 		});
 		float rm = block_reduce<false>(m, part);
-		s = block_reduce<true>(m == -INF ? 0.0f : s * __expf(m - rm), part);
+		s = block_reduce<true>(m == -INF ? s : s * __expf(m - rm), part);   // (s is 0 there, or NaN: kept)
 		if (threadIdx.x == 0) {
 			i64 col = (i64)t[r] - start;
 			mx[r] = rm;
