@@ -836,6 +836,43 @@ static void check_arity(Reader *r, const MglPlan *p, const MglStep *s)
 			bad(r, "value %%%d is split along a dimension it does not have", s->in[k]);
 }
 
+static int64_t last_dim(const MglValue *v) { return v->rank ? v->shape[v->rank - 1] : 1; }
+static int64_t rows_of(const MglValue *v) { return last_dim(v) ? mgl_numel(v) / last_dim(v) : 0; }
+
+/* The shapes the runtimes index by, so that no hand-written plan sends a kernel, a GEMM or
+ * NCCL past a buffer: a dimension attribute (counted from the end) within its values'
+ * ranks; a tp all_gather's output its input with that dimension tp times as long, a
+ * reduce_scatter's or slice's the other way round, of one type; the GEMMs' operands
+ * agreeing: matmul x[..., K] . W[N, K] -> [..., N], matmul_dx dy[..., N] . W[N, K] ->
+ * [..., K], matmul_dw dy[..., N]^T . x[..., K] -> [N, K] over rows as many. */
+static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
+{
+	bool tp_coll = (s->op == MGL_OP_ALL_GATHER || s->op == MGL_OP_REDUCE_SCATTER) && s->attr.group == MGL_GROUP_TP;
+	if (tp_coll || s->op == MGL_OP_SLICE) {
+		const MglValue *a = &p->values[s->in[0]], *b = &p->values[s->out[0]];
+		const MglValue *part = s->op == MGL_OP_ALL_GATHER ? a : b, *whole = s->op == MGL_OP_ALL_GATHER ? b : a;
+		int64_t dim = s->attr.dim;
+		bool ok = s->nin == 1 && a->rank == b->rank && a->dtype == b->dtype && dim <= a->rank;
+		for (int i = 0; ok && i < a->rank; i++)
+			ok = whole->shape[i] == part->shape[i] * (i == a->rank - dim ? p->tp : 1);
+		if (!ok)
+			bad(r, "%s along dimension %lld from the end: %%%d and %%%d are not a tp-th and the whole of one tensor",
+			    mgl_ops[s->op].name, (long long)dim, s->in[0], s->out[0]);
+	}
+	if (s->op != MGL_OP_MATMUL && s->op != MGL_OP_MATMUL_DX && s->op != MGL_OP_MATMUL_DW)
+		return;
+	const MglValue *a = &p->values[s->in[0]], *w = &p->values[s->in[1]], *y = &p->values[s->out[0]];
+	bool ok;
+	if (s->op == MGL_OP_MATMUL_DW)   /* dy [.., N], x [.., K] -> dW [N, K] */
+		ok = y->rank == 2 && y->shape[0] == last_dim(a) && y->shape[1] == last_dim(w) && rows_of(a) == rows_of(w);
+	else   /* x or dy [.., K or N], W [N, K] -> [.., N or K] */
+		ok = w->rank == 2 && last_dim(a) == w->shape[s->op == MGL_OP_MATMUL ? 1 : 0] &&
+		     last_dim(y) == w->shape[s->op == MGL_OP_MATMUL ? 0 : 1] && rows_of(a) == rows_of(y);
+	if (!ok)
+		bad(r, "%s: the shapes of %%%d, %%%d and %%%d do not make a product", mgl_ops[s->op].name, s->in[0], s->in[1],
+		    s->out[0]);
+}
+
 /* A parameter's values have their roles, its gradient its shape, and its moments this
  * rank's part of it: the whole (zero 0) or its ZeRO piece of c elements, with the
  * parameter's and gradient's buffers padded to dp c (plan.h). The runtimes index them so. */
@@ -1083,6 +1120,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 				space(&r), attribute(&r, &s->attr, k);
 		eol(&r);
 		check_arity(&r, p, s);
+		check_shapes(&r, p, s);
 		check_optimizer(&r, p, s);
 	}
 	word(&r, "end");

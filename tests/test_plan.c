@@ -729,6 +729,46 @@ END_TEST
 
 /* ---------------------------------------------------------------- the text form */
 
+/* The reader holds steps to the shapes the runtimes index by: a GEMM whose output is not
+ * the product's shape, and a tp all-gather along a dimension its values do not have, are
+ * refused with the step's values named (the plan written from memory, damaged there). */
+START_TEST(plan_refuses_bad_shapes)
+{
+	Build b;
+	MglTarget tg = target(2, true);
+	tg.seq = 64;
+	build(&b, "models/gpt2.mgl", "tiny", tg);
+	ck_assert_msg(b.p, "%s", b.diag);
+	MglArena a = {0};
+	size_t n;
+	int mm = -1, ag = -1, other = -1;
+	for (int s = 0; s < b.p->nsteps; s++) {
+		const MglStep *st = &b.p->steps[s];
+		mm = mm < 0 && st->op == MGL_OP_MATMUL ? s : mm;
+		ag = ag < 0 && st->op == MGL_OP_ALL_GATHER && st->attr.group == MGL_GROUP_TP ? s : ag;
+	}
+	ck_assert(mm >= 0 && ag >= 0);
+	const MglValue *y = &b.p->values[b.p->steps[mm].out[0]];
+	for (int v = 0; v < b.p->nvalues && other < 0; v++)   /* an activation of another width */
+		if (b.p->values[v].role == MGL_V_ACT && b.p->values[v].rank == y->rank &&
+		    b.p->values[v].shape[y->rank - 1] != y->shape[y->rank - 1])
+			other = v;
+	ck_assert_int_ge(other, 0);
+	int keep = b.p->steps[mm].out[0];
+	b.p->steps[mm].out[0] = other;
+	char *t = write_plan(b.p, &n);
+	assert_read_refuses(&a, t, n, "t.plan", "matmul: the shapes of");
+	free(t);
+	b.p->steps[mm].out[0] = keep;
+	b.p->steps[ag].attr.dim = MGL_PLAN_MAX_RANK;   /* past the rank of its [batch, seq, d] values */
+	t = write_plan(b.p, &n);
+	assert_read_refuses(&a, t, n, "t.plan", "are not a tp-th and the whole of one tensor");
+	free(t);
+	mgl_arena_free(&a);
+	build_free(&b);
+}
+END_TEST
+
 START_TEST(plan_round_trip)
 {
 	static const MglTarget ts[] = {
@@ -1014,6 +1054,7 @@ int main(void)
 	tcase_add_test(mem, step_kinds);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, plan_refuses_damage);
+	tcase_add_test(text, plan_refuses_bad_shapes);
 	tcase_add_test(text, old_plan_is_refused);
 	tcase_add_test(text, zero_and_recompute_plans);
 	tcase_add_test(text, zero_and_recompute_memory);
