@@ -836,9 +836,6 @@ static void check_arity(Reader *r, const MglPlan *p, const MglStep *s)
 			bad(r, "value %%%d is split along a dimension it does not have", s->in[k]);
 }
 
-static int64_t last_dim(const MglValue *v) { return v->rank ? v->shape[v->rank - 1] : 1; }
-static int64_t rows_of(const MglValue *v) { return last_dim(v) ? mgl_numel(v) / last_dim(v) : 0; }
-
 /* The shapes the runtimes index by, so that no hand-written plan sends a kernel, a GEMM or
  * NCCL past a buffer: a dimension attribute (counted from the end) within its values'
  * ranks; a tp all_gather's output its input with that dimension tp times as long, a
@@ -864,10 +861,10 @@ static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 	const MglValue *a = &p->values[s->in[0]], *w = &p->values[s->in[1]], *y = &p->values[s->out[0]];
 	bool ok;
 	if (s->op == MGL_OP_MATMUL_DW)   /* dy [.., N], x [.., K] -> dW [N, K] */
-		ok = y->rank == 2 && y->shape[0] == last_dim(a) && y->shape[1] == last_dim(w) && rows_of(a) == rows_of(w);
+		ok = y->rank == 2 && y->shape[0] == mgl_last_dim(a) && y->shape[1] == mgl_last_dim(w) && mgl_rows(a) == mgl_rows(w);
 	else   /* x or dy [.., K or N], W [N, K] -> [.., N or K] */
-		ok = w->rank == 2 && last_dim(a) == w->shape[s->op == MGL_OP_MATMUL ? 1 : 0] &&
-		     last_dim(y) == w->shape[s->op == MGL_OP_MATMUL ? 0 : 1] && rows_of(a) == rows_of(y);
+		ok = w->rank == 2 && mgl_last_dim(a) == w->shape[s->op == MGL_OP_MATMUL ? 1 : 0] &&
+		     mgl_last_dim(y) == w->shape[s->op == MGL_OP_MATMUL ? 0 : 1] && mgl_rows(a) == mgl_rows(y);
 	if (!ok)
 		bad(r, "%s: the shapes of %%%d, %%%d and %%%d do not make a product", mgl_ops[s->op].name, s->in[0], s->in[1],
 		    s->out[0]);

@@ -303,6 +303,9 @@ static inline int64_t mgl_zero_piece(int64_t n, int dp, int d, int64_t *start)
 /* Elements of a value (this rank's shape), and its bytes at its dtype. */
 int64_t mgl_numel(const MglValue *v);
 int64_t mgl_value_bytes(const MglValue *v);
+/* A value seen as [rows, last]: its last dimension (1 for a scalar) and the rows before it. */
+static inline int64_t mgl_last_dim(const MglValue *v) { return v->rank ? v->shape[v->rank - 1] : 1; }
+static inline int64_t mgl_rows(const MglValue *v) { return mgl_numel(v) / (mgl_last_dim(v) ? mgl_last_dim(v) : 1); }
 /* Elements of a parameter's whole, unpadded tensor (as checkpoints hold it). */
 int64_t mgl_param_numel(const MglPlanParam *q);
 

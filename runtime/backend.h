@@ -124,8 +124,8 @@ void rt_cpu_gemm(char *buf, size_t n);
 /* A value's geometry, as every backend needs it: its last dimension, the rows before it,
  * the tensor seen as [outer, n, inner] around dimension `dim` counted from the end, and
  * where this rank's part of a split value starts in the whole, along the split dimension. */
-static inline int64_t rt_last(const MglValue *x) { return x->rank ? x->shape[x->rank - 1] : 1; }
-static inline int64_t rt_rows(const MglValue *x) { return mgl_numel(x) / (rt_last(x) ? rt_last(x) : 1); }
+static inline int64_t rt_last(const MglValue *x) { return mgl_last_dim(x); }   /* (plan.h's, for short) */
+static inline int64_t rt_rows(const MglValue *x) { return mgl_rows(x); }
 static inline void rt_around(const MglValue *x, int dim, int64_t *outer, int64_t *n, int64_t *inner)
 {
 	int d = x->rank - dim;

@@ -478,14 +478,13 @@ static int op_sum_to(CudaCtx *c)
 }
 
 
-/* Flash attention (kernels/ops.cu) by head size: on mma.sync, 64 queries (forward) or keys
- * (backward) a block of 128 threads; on compute capability 9.0's wgmma, 128 queries a block
- * of 256 (forward) and 64 keys a block of 128 (backward). Other head sizes, and GPUs before
- * sm_80, take k_attention: a warp a query, an atomic backward. */
-/* each head size's kernels, and its forward and backward by wgmma (-1: none) for compute
- * capability 9.0: the forward on 128-byte swizzled tiles, 128 queries a block of 256
- * threads (flash_fwd_sw; the earlier wgmma forward on unswizzled tiles was measured slower
- * than mma.sync's: docs/perf-notes.md, sixth sitting). */
+/* Flash attention (kernels/ops.cu), each head size's kernels: on mma.sync, 64 queries
+ * (forward) or keys (backward) a block of 128 threads; and for compute capability 9.0 by
+ * wgmma (-1: none), the forward 128 queries a block of 256 threads on 128-byte swizzled
+ * tiles (flash_fwd_sw; an earlier wgmma forward on unswizzled tiles was slower than
+ * mma.sync's: docs/perf-notes.md, sixth sitting), the backward 64 keys a block of 128.
+ * Other head sizes, and GPUs before sm_80, take k_attention: a warp a query, an atomic
+ * backward. */
 static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg; } flash[] = {
 	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1},
 	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1},
