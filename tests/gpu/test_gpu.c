@@ -34,6 +34,19 @@
 static uint64_t rng = 11;
 static double uniform(void) { return (double)(rt_mix64(rng++) >> 11) * (1.0 / 9007199254740992.0); }
 
+/* Each check draws from its own seed, the case's and the job's: the same parameters and
+ * inputs however many GPUs ran the checks before it, so that a case run again under a
+ * kernel switch (flash_env below) meets the numbers it met on the default kernels. */
+static void seed(const char *a, const char *b, int tp, bool sp)
+{
+	uint64_t h = 1469598103934665603ull;   /* FNV-1a */
+	for (const char *s = a; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	for (const char *s = b; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	rng = rt_mix64(h ^ (uint64_t)tp << 8 ^ (uint64_t)sp);
+}
+
 typedef struct {
 	const char *model, *preset, *set;
 	int64_t batch, seq;
@@ -275,6 +288,7 @@ static int check(const Case *k, int tp, bool sp, bool reuse)
 		rt_job_close(a);
 		return 1;
 	}
+	seed(k->model, k->set, tp, sp);
 	Given g = draw(pa, k->big);
 	give(a, &g);
 	give(b, &g);
@@ -343,6 +357,7 @@ static int real_width(const Case *k, int gpus)
 		printf("FAIL %s %s: %s\n", k->model, k->preset, pa ? err : "does not compile");
 		return 1;
 	}
+	seed(k->model, k->set, 0, false);
 	Given g = draw(pa, k->big);
 	give(a, &g);
 	unsigned phases = 1u << MGL_FWD | 1u << MGL_BWD;
@@ -420,11 +435,14 @@ int main(int argc, char **argv)
 		 * 64 and of 96 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=256", 16, 256, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=200", 2, 200, false},
-		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, false},     /* 64, masked */
+		/* BERT at widths of 256 and up with parameters at its own scale: at +-0.2 its logits
+		 * saturate, and the loss and the two-way head's gradient are good only to about 5e-3
+		 * and 0.3 in bf16 (measured, tenth sitting) */
+		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		/* no causal mask, padding, at heads of 96 and 128; fewer keys than a tile (40) */
-		{"models/bert.mgl", "tiny", "vocab=120,d=384,heads=4,layers=1,seq=96", 2, 96, false},
-		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, false},
-		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=40", 2, 40, false},
+		{"models/bert.mgl", "tiny", "vocab=120,d=384,heads=4,layers=1,seq=96", 2, 96, true},
+		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},
+		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=40", 2, 40, true},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
 	};
 	/* The mma.sync flash kernels, which compute capability 9.0 takes only when told to
@@ -433,7 +451,8 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=200", 2, 200, false},   /* heads of 64 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},     /* 96 */
 		{"models/llama.mgl", "tiny", "vocab=96,d=512,heads=4,layers=1,seq=160", 2, 160, false},  /* 128 */
-		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, false},    /* 64, masked */
+		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
+		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
 	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA"};
 	static const Case real[] = {
