@@ -18,6 +18,10 @@
  * writes, so neither move lets a step see a value before it is made or after it is
  * overwritten. Runs before fuse.c (it moves steps, and the fused groups' indices are
  * positions) and memplan.c (lifetimes follow the order).
+ *
+ * First, each gelu_bwd moves up to just after the matmul_dx that makes its gradient input,
+ * past the steps between that it does not depend on (autodiff puts the same layer's
+ * matmul_dw there): fuse.c can then make the two one GEMM with cuBLASLt's DGELU epilogue.
  */
 #include "mgl.h"
 
@@ -72,8 +76,32 @@ static int sink_independent(MglPlan *p, int from, int c)
 	return from + kept - 1;
 }
 
+/* Step s moved to index to (< s), the steps [to, s) one later. */
+static void move_up(MglPlan *p, int s, int to)
+{
+	MglStep x = p->steps[s];
+	memmove(&p->steps[to + 1], &p->steps[to], (size_t)(s - to) * sizeof x);
+	p->steps[to] = x;
+}
+
+static void gelu_bwd_to_its_gemm(MglPlan *p)
+{
+	for (int s = 1; s < p->nsteps; s++) {
+		const MglStep *g = &p->steps[s];
+		if (g->op != MGL_OP_GELU_BWD || g->nin < 1)
+			continue;
+		int at = s - 1;
+		while (at >= 0 && !depends(g, &p->steps[at]))
+			at--;   /* the last step before it that it must follow */
+		if (at >= 0 && at < s - 1 && p->steps[at].op == MGL_OP_MATMUL_DX && p->steps[at].phase == g->phase &&
+		    p->steps[at].nout == 1 && p->steps[at].out[0] == g->in[0])
+			move_up(p, s, at + 1);
+	}
+}
+
 void mgl_schedule(MglPlan *p)
 {
+	gelu_bwd_to_its_gemm(p);
 	int floor = 0;   /* the earliest place for the next collective */
 	int sunk = 0;    /* the first step the next collective may sink: the last one's first reader */
 	for (int c = 0; c < p->nsteps; c++) {
@@ -82,11 +110,8 @@ void mgl_schedule(MglPlan *p)
 		int to = c;
 		while (to > floor && p->steps[to - 1].phase == p->steps[c].phase && !depends(&p->steps[c], &p->steps[to - 1]))
 			to--;
-		if (to < c) {
-			MglStep x = p->steps[c];
-			memmove(&p->steps[to + 1], &p->steps[to], (size_t)(c - to) * sizeof x);
-			p->steps[to] = x;
-		}
+		if (to < c)
+			move_up(p, c, to);
 		int from = to;
 		while (from > sunk && p->steps[from - 1].phase == p->steps[to].phase)
 			from--;

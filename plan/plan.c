@@ -390,7 +390,10 @@ bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last)
 	return true;
 }
 
-int mgl_epilogue_steps(unsigned epi) { return !!(epi & MGL_EPI_BIAS) + !!(epi & MGL_EPI_GELU) + !!(epi & MGL_EPI_ADD); }
+int mgl_epilogue_steps(unsigned epi)
+{
+	return !!(epi & MGL_EPI_BIAS) + !!(epi & MGL_EPI_GELU) + !!(epi & MGL_EPI_ADD) + !!(epi & MGL_EPI_DGELU);
+}
 
 static bool alike(const MglValue *a, const MglValue *b)
 {
@@ -416,6 +419,15 @@ static bool adds_to(const MglPlan *p, const int *uses, int at, int v, MglPhase p
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 {
 	const MglStep *m = &p->steps[s];
+	if (m->op == MGL_OP_MATMUL_DX && epi == MGL_EPI_DGELU) {
+		if (s + 1 >= p->nsteps || uses[m->out[0]] != 1)
+			return false;
+		const MglStep *g = &p->steps[s + 1];
+		if (g->op != MGL_OP_GELU_BWD || g->nin != 2 || g->in[0] != m->out[0] || g->phase != m->phase)
+			return false;
+		const MglValue *x = &p->values[g->in[1]], *dx = &p->values[g->out[0]], *dy = &p->values[m->out[0]];
+		return alike(x, dx) && alike(dy, dx) && x->dtype == MGL_BF16 && dx->role == MGL_V_ACT && dx->rank > 0 && dx->shape[dx->rank - 1] % 8 == 0;
+	}
 	if (m->op == MGL_OP_MATMUL_DX)
 		return epi == MGL_EPI_ADD && adds_to(p, uses, s + 1, m->out[0], m->phase);
 	if (m->op != MGL_OP_MATMUL || !(epi & MGL_EPI_BIAS) || (epi & ~(unsigned)(MGL_EPI_BIAS | MGL_EPI_GELU | MGL_EPI_ADD)) ||

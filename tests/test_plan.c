@@ -388,7 +388,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, adds, dx_adds, chains, adamw_groups, stats_groups; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -402,6 +402,7 @@ static Fused fused(const MglPlan *p)
 		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
 		f.adds += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_ADD);
 		f.dx_adds += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_ADD;
+		f.dgelus += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_DGELU;
 		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX;
 		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
 		f.stats_groups += st->fuse == s && st->op == MGL_OP_VOCAB_MAX;
@@ -465,7 +466,7 @@ START_TEST(gemms_add_the_residual_and_the_gradients)
 	build_set(&b, "models/gpt2.mgl", "tiny", "p_drop=0", t);
 	ck_assert_msg(b.p, "%s", b.diag);
 	int s = 0;
-	while (s < b.p->nsteps && !(b.p->steps[s].op == MGL_OP_MATMUL_DX && b.p->steps[s].attr.epi))
+	while (s < b.p->nsteps && !(b.p->steps[s].op == MGL_OP_MATMUL_DX && b.p->steps[s].attr.epi == MGL_EPI_ADD))
 		s++;
 	ck_assert_int_lt(s, b.p->nsteps);
 	MglStep *acc = &b.p->steps[s + 1];
@@ -477,6 +478,40 @@ START_TEST(gemms_add_the_residual_and_the_gradients)
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 	ck_assert_msg(strstr(err, "cannot run as one GEMM with its epilogue"), "%s", err);
 	b.p->values[acc->in[k]].shape[0] = keep;
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
+	build_free(&b);
+}
+END_TEST
+
+/* The MLP's input gradient: proj's matmul_dx applies the GELU's derivative (cuBLASLt's
+ * DGELU), one a layer, in bf16 and not with MGL_NO_DGELU_EPILOGUE; the reader refuses the
+ * group when the pre-activation is f32 or the gelu_bwd reads another gradient. */
+START_TEST(matmul_dx_applies_the_gelu_derivative)
+{
+	Fused bf = fused_with(NULL, MGL_BF16), f32 = fused_with(NULL, MGL_F32), off = fused_with("MGL_NO_DGELU_EPILOGUE", MGL_BF16);
+	ck_assert_msg(bf.dgelus == 2 && f32.dgelus == 0 && off.dgelus == 0, "%d %d %d", bf.dgelus, f32.dgelus, off.dgelus);
+	ck_assert_int_eq(off.dx_adds, bf.dx_adds);
+	Build b;
+	MglTarget t = target(1, false);
+	t.seq = 64;
+	build_set(&b, "models/gpt2.mgl", "tiny", NULL, t);
+	ck_assert_msg(b.p, "%s", b.diag);
+	int s = 0;
+	while (s < b.p->nsteps && b.p->steps[s].attr.epi != MGL_EPI_DGELU)
+		s++;
+	ck_assert_int_lt(s, b.p->nsteps);
+	MglStep *g = &b.p->steps[s + 1];
+	ck_assert_int_eq(g->op, MGL_OP_GELU_BWD);
+	char err[300];
+	MglValue *x = &b.p->values[g->in[1]];
+	x->dtype = MGL_F32;
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	ck_assert_msg(strstr(err, "cannot run as one GEMM with its epilogue"), "%s", err);
+	x->dtype = MGL_BF16;
+	int dy = g->in[0];
+	g->in[0] = g->in[1];
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	g->in[0] = dy;
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
 	build_free(&b);
 }
@@ -687,10 +722,10 @@ START_TEST(step_kinds)
 		{.tp = 2, .dp = 1, .sp = true, .batch = 2, .seq = 64, .act_dtype = MGL_BF16},
 	};
 	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus,
-	 * and the accumulates of the q, k and v input gradients (2 a layer; dropout keeps the
-	 * forward's residual adds out); none in f32; under --sp, not the row-split linears'
-	 * biases (added after the reduce-scatter) */
-	static const int epilogue[] = {12 + 2 + 4, 0, 8 + 2 + 4};
+	 * the accumulates of the q, k and v input gradients (2 a layer; dropout keeps the
+	 * forward's residual adds out) and the gelu_bwds (one a layer); none in f32; under --sp,
+	 * not the row-split linears' biases (added after the reduce-scatter) */
+	static const int epilogue[] = {12 + 2 + 4 + 2, 0, 8 + 2 + 4 + 2};
 	for (size_t t = 0; t < sizeof ts / sizeof ts[0]; t++) {
 		Build b;
 		build(&b, "models/gpt2.mgl", "tiny", ts[t]);
@@ -1046,6 +1081,7 @@ int main(void)
 	tcase_add_test(mem, memory_plan_check_refuses_overlap);
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(mem, gemms_add_the_residual_and_the_gradients);
+	tcase_add_test(mem, matmul_dx_applies_the_gelu_derivative);
 	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, softmax_statistics_are_one_pass);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);

@@ -66,9 +66,12 @@ enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
  * accumulate: C += the product; add (not NULL): C = the product + add, a matrix like C
- * (cuBLASLt's C input with beta = 1, D our C); then the bias, or GELU with the bias. */
+ * (cuBLASLt's C input with beta = 1, D our C); then the bias, or GELU with the bias
+ * (gelu_aux: where the pre-activation goes); or dgelu_aux (not NULL): C = the product times
+ * GELU's derivative at dgelu_aux, a bf16 matrix like C (cuBLASLt's DGELU). */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *add, const void *bias, void *gelu_aux)
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *add, const void *bias, void *gelu_aux,
+		   const void *dgelu_aux)
 {
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
@@ -88,6 +91,12 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &gelu_aux, sizeof gelu_aux));
 			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
 		}
+	} else if (dgelu_aux) {   /* the pre-activation, [m, n] column-major like C */
+		cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DGELU;
+		int64_t ld = m;
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &dgelu_aux, sizeof dgelu_aux));
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
 	}
 	if (cuda_in_flight(d) && d->gemm_sms) {   /* beside a collective: leave it SMs (cuda.c) */
 		int32_t sms = d->gemm_sms;
@@ -177,7 +186,7 @@ static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
 		return cuda_fail(r, "copying the GEMM's matrices: %s", cudaGetErrorString(e));
 	for (int i = 0; i < GEMM_WARM + GEMM_RUNS; i++) {
 		CK(cudaEventRecord(ev[0], d->compute));
-		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL, NULL,
+		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL, NULL, NULL,
 			    NULL))
 			return -1;
 		CK(cudaEventRecord(ev[1], d->compute));
@@ -247,7 +256,7 @@ static int op_matmul(CudaCtx *c)
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
 		       P(c->r, out), dt(c->r, out), false, a ? added(c->r, a, b->out[0]) : NULL,
-		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL);
+		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL, NULL);
 }
 
 static int op_matmul_dx(CudaCtx *c)
@@ -255,11 +264,12 @@ static int op_matmul_dx(CudaCtx *c)
 	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(dy), N = w->shape[0], K = w->shape[1];
 	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M); with its epilogue, the
-	 * accumulate after it: that step's output, the other gradient added */
-	const MglStep *a = c->s->attr.epi & MGL_EPI_ADD ? c->s + 1 : NULL;
-	int out = a ? a->out[0] : OUT(0);
+	 * accumulate after it: that step's output, the other gradient added; or the gelu_bwd
+	 * after it: that step's output, GELU's derivative at its pre-activation applied */
+	const MglStep *a = c->s->attr.epi & MGL_EPI_ADD ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_DGELU ? c->s + 1 : NULL;
+	int out = a ? a->out[0] : g ? g->out[0] : OUT(0);
 	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N, P(c->r, out),
-		       dt(c->r, out), false, a ? added(c->r, a, OUT(0)) : NULL, NULL, NULL);
+		       dt(c->r, out), false, a ? added(c->r, a, OUT(0)) : NULL, NULL, NULL, g ? P(c->r, g->in[1]) : NULL);
 }
 
 static int op_matmul_dw(CudaCtx *c)
@@ -268,7 +278,7 @@ static int op_matmul_dw(CudaCtx *c)
 	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
 	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
-		       dt(c->r, OUT(0)), ACC(0), NULL, NULL, NULL);
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL, NULL, NULL);
 }
 
 static int op_embedding(CudaCtx *c)
