@@ -137,7 +137,7 @@ static int make_comms(RtRank *r)
 static int64_t plan_bytes(const MglPlan *p, int nmicro, int64_t *shadow, int64_t *scratch, int64_t *pack, int64_t *stripes)
 {
 	*shadow = p->persistent_bytes[MGL_V_PARAM] / 2 + 256;
-	*scratch = 64, *pack = 256, *stripes = 1;
+	*scratch = 64, *pack = 0, *stripes = 1;
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		int64_t need = 0;
@@ -155,10 +155,13 @@ static int64_t plan_bytes(const MglPlan *p, int nmicro, int64_t *shadow, int64_t
 			*stripes = *stripes > (n + 31) / 32 ? *stripes : (n + 31) / 32;
 		}
 		*scratch = *scratch > need ? *scratch : need;
+		/* staging only for the tp collectives that take it (internal.h: cuda_staged); none
+		 * where every one runs a row at a time straight between the tensors */
 		if ((st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) && st->attr.group == MGL_GROUP_TP) {
 			const MglValue *full = &p->values[st->op == MGL_OP_ALL_GATHER ? st->out[0] : st->in[0]];
 			int64_t b = mgl_numel(full) * mgl_dtype_size[full->dtype];
-			*pack = *pack > b ? *pack : b;
+			if (cuda_staged(full, (int)st->attr.dim))
+				*pack = *pack > b ? *pack : b;
 		}
 	}
 	int64_t total = p->arena_bytes * nmicro + *shadow + *scratch * 4 + *stripes * 4 + *pack + ((int64_t)64 << 20);
@@ -223,7 +226,8 @@ static int cuda_open(RtRank *r)
 	CK(cuda_malloc(d, (void **)&d->colsum_count, (size_t)stripes * 4));
 	CK(cudaMemset(d->colsum_count, 0, (size_t)stripes * 4));
 	d->colsum_n = stripes;
-	CK(cuda_malloc(d, &d->pack, (size_t)pack));
+	if (pack)
+		CK(cuda_malloc(d, &d->pack, (size_t)pack));
 	d->pack_n = pack;
 	for (int k = 0; k < r->job->nmicro; k++) {
 		d->micro[k].arena = d->region[MGL_V_ACT];

@@ -63,7 +63,7 @@ typedef struct {
 	int64_t scratch_n;
 	unsigned *colsum_count;   /* k_colsum's blocks done a stripe of 32 columns (0 between launches) */
 	int64_t colsum_n;
-	void *pack;               /* staging for collectives along a non-leading dimension */
+	void *pack;               /* staging for the tp collectives cuda_staged says need it (NULL: none does) */
 	int64_t pack_n;
 	DevRun *run;
 	ncclComm_t tp, dp;
@@ -116,6 +116,32 @@ void cuda_release_kernels(Dev *d);
  * stream waits for those. */
 int cuda_comm_due(RtRank *r, int step);
 int cuda_comm_wait(RtRank *r, int step);
+/* A tp all_gather or reduce_scatter along dimension dim (counted from the end) of x, its
+ * part or its whole, seen as [outer, n, inner] (rt_around): row o of the whole, [tp * n *
+ * inner], is contiguous, and rank r's piece of it, [n * inner], sits at r * n * inner, just
+ * where NCCL's all-gather puts rank r's elements in its receive buffer and its
+ * reduce-scatter takes them from its send buffer. So ops.c runs it as one NCCL operation a
+ * row, in one ncclGroupStart / ncclGroupEnd, straight between the tensors: no staging
+ * copy, no pack or unpack kernel, and the compute stream waits only at the step that needs
+ * the result. Under --sp the gathered dimension is the sequence and the rows are the
+ * micro-batch's sequences: 8 to 32 in practice, each row a megabyte or so (355m tp 2: 512
+ * tokens of 1024 bf16 features a rank), where each operation runs near NCCL's bandwidth.
+ * But each operation has a fixed cost, whatever its bytes (its enqueue on the host when
+ * the step is not replayed from a CUDA graph; on the GPU its own protocol steps and
+ * handshakes between the ranks, microseconds each): it grows with the rows while the bytes
+ * stay the same. Past CUDA_GROUPED_MAX rows (large batches of short sequences) the
+ * collective goes through the staging buffer d->pack as one NCCL call instead, with a pack
+ * or unpack kernel (one more pass over the tensor), and the compute waits for it at once
+ * (the next staged collective reuses the buffer). 64: a bound chosen, not measured, above
+ * the batches tp runs use and far below what NCCL takes in one group (older versions
+ * refused more than 2,048 collectives). */
+#define CUDA_GROUPED_MAX 64
+static inline bool cuda_staged(const MglValue *x, int dim)
+{
+	int64_t outer, n, inner;
+	rt_around(x, dim, &outer, &n, &inner);
+	return outer > CUDA_GROUPED_MAX;
+}
 /* cuda.c: micro-batch k's activations, run parameters and collectives are the Dev's own
  * fields from now on (the selected one's ninflight kept for it) */
 void cuda_use_micro(Dev *d, int k);

@@ -701,8 +701,8 @@ static int comm_begin(RtRank *r)
 
 /* ... and marks it done: the compute stream waits for it at the first step that needs it
  * (cuda_comm_wait), running the steps before that beside it, or at once (now) when this op
- * reads its result itself or it went through the staging buffer, which the next collective
- * reuses. */
+ * reads its result itself or it went through the staging buffer, which the next staged
+ * collective reuses (only tp collectives of more than CUDA_GROUPED_MAX rows do: internal.h). */
 static int comm_end(CudaCtx *c, bool now)
 {
 	RtRank *r = c->r;
@@ -790,6 +790,42 @@ static int zero_collective(CudaCtx *c)
 	return comm_end(c, true);   /* it writes the bf16 copies too, which the plan's waits do not see */
 }
 
+/* A tp all_gather (gather) or reduce_scatter of part[outer, n, inner] and whole[outer, tp *
+ * n, inner] as one NCCL operation a row o, grouped (internal.h: CUDA_GROUPED_MAX says why
+ * and when): NCCL's all-gather puts rank r's count elements at r * count of its receive
+ * buffer, and its reduce-scatter gives rank r the sum of the elements at r * count of the
+ * send buffers, so with count = n * inner the receive (send) buffer is the whole's row o
+ * and this rank's part of it is the part's row o. The rows are disjoint: the operations
+ * may run in any order, and the result is waited for where the plan says (comm_end). A
+ * failing call still ends the group before the error is reported. */
+static int tp_rows(CudaCtx *c, bool gather, int64_t outer, int64_t n, int64_t inner, int dtype)
+{
+	RtRank *r = c->r;
+	Dev *d = r->mem;
+	size_t es = (size_t)mgl_dtype_size[dtype], count = (size_t)(n * inner), row = count * es;
+	size_t whole = row * (size_t)r->job->tp;
+	char *part = P(r, gather ? IN(0) : OUT(0)), *all = P(r, gather ? OUT(0) : IN(0));
+	if (comm_begin(r))
+		return -1;
+	CKN(ncclGroupStart());
+	ncclResult_t e = ncclSuccess;
+	int64_t o = 0;
+	for (; o < outer && e == ncclSuccess; o++)
+		e = gather ? ncclAllGather(part + o * row, all + o * whole, count, nccl_type(dtype), d->tp, d->comm)
+			   : ncclReduceScatter(all + o * whole, part + o * row, count, nccl_type(dtype), ncclSum, d->tp, d->comm);
+	ncclResult_t end = ncclGroupEnd();
+	if (e != ncclSuccess)
+		return cuda_fail(r, "%s (row %lld of %lld, %zu elements): %s", gather ? "ncclAllGather" : "ncclReduceScatter",
+				 (long long)o, (long long)outer, count, ncclGetErrorString(e));
+	if (end != ncclSuccess)
+		return cuda_fail(r, "ncclGroupEnd (%lld rows of %s): %s", (long long)outer, gather ? "ncclAllGather" : "ncclReduceScatter",
+				 ncclGetErrorString(end));
+	return comm_end(c, false);
+}
+
+/* tp: a row at a time (tp_rows), or past CUDA_GROUPED_MAX rows one NCCL call into the
+ * staging buffer, rank r's part at r * count, and k_unpack puts each part's rows in place
+ * on the compute stream */
 static int op_all_gather(CudaCtx *c)
 {
 	RtRank *r = c->r;
@@ -799,22 +835,24 @@ static int op_all_gather(CudaCtx *c)
 	const MglValue *x = val(r, IN(0));
 	int64_t outer, n, inner, tp = r->job->tp;
 	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
+	if (!cuda_staged(x, (int)c->s->attr.dim))
+		return tp_rows(c, true, outer, n, inner, x->dtype);
 	int es = mgl_dtype_size[x->dtype];
 	size_t count = (size_t)(outer * n * inner);
-	void *dst = outer == 1 ? P(r, OUT(0)) : d->pack;
-	if (outer > 1 && (int64_t)count * tp * es > d->pack_n)
+	void *dst = d->pack;
+	if ((int64_t)count * tp * es > d->pack_n)
 		return cuda_fail(r, "internal error: the collective staging buffer is too small");
 	if (comm_begin(r))
 		return -1;
 	CKN(ncclAllGather(P(r, IN(0)), dst, count, nccl_type(x->dtype), d->tp, d->comm));
-	if (comm_end(c, outer > 1))
+	if (comm_end(c, true))
 		return -1;
-	if (outer == 1)
-		return 0;
 	void *o = P(r, OUT(0));
 	return launch(r, K_unpack, tp * (int64_t)count, 1, ARGS(&dst, &o, &es, &tp, &outer, &n, &inner));
 }
 
+/* tp: a row at a time (tp_rows), or past CUDA_GROUPED_MAX rows k_pack puts rank r's rows
+ * at r * count of the staging buffer, for one NCCL call */
 static int op_reduce_scatter(CudaCtx *c)
 {
 	RtRank *r = c->r;
@@ -824,20 +862,19 @@ static int op_reduce_scatter(CudaCtx *c)
 	const MglValue *o = val(r, OUT(0));
 	int64_t outer, n, inner, tp = r->job->tp;
 	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
+	if (!cuda_staged(o, (int)c->s->attr.dim))
+		return tp_rows(c, false, outer, n, inner, o->dtype);
 	int es = mgl_dtype_size[o->dtype];
 	size_t count = (size_t)(outer * n * inner);
 	void *src = P(r, IN(0));
-	if (outer > 1) {
-		if ((int64_t)count * tp * es > d->pack_n)
-			return cuda_fail(r, "internal error: the collective staging buffer is too small");
-		if (launch(r, K_pack, tp * (int64_t)count, 1, ARGS(&src, &d->pack, &es, &tp, &outer, &n, &inner)))
-			return -1;
-		src = d->pack;
-	}
+	if ((int64_t)count * tp * es > d->pack_n)
+		return cuda_fail(r, "internal error: the collective staging buffer is too small");
+	if (launch(r, K_pack, tp * (int64_t)count, 1, ARGS(&src, &d->pack, &es, &tp, &outer, &n, &inner)))
+		return -1;
 	if (comm_begin(r))
 		return -1;
-	CKN(ncclReduceScatter(src, P(r, OUT(0)), count, nccl_type(o->dtype), ncclSum, d->tp, d->comm));
-	return comm_end(c, outer > 1);
+	CKN(ncclReduceScatter(d->pack, P(r, OUT(0)), count, nccl_type(o->dtype), ncclSum, d->tp, d->comm));
+	return comm_end(c, true);
 }
 
 /* ---------------------------------------------------------------- the optimizer */

@@ -8,7 +8,9 @@
  *    norm and AdamW included: the moments, and the update each parameter got). bf16
  *    storage rounds at 2^-8 relative, and errors grow along a two-layer model, most where
  *    a short sum cancels (BERT's two-way head): the tolerance is 5e-2 for activations and
- *    8e-2 for what the backward and optimizer steps make.
+ *    8e-2 for what the backward and optimizer steps make. Under sp, a batch of more than
+ *    64 sequences takes the cuda backend's other path for the collectives along the
+ *    sequence (runtime/cuda/internal.h: CUDA_GROUPED_MAX): one case has 66.
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -444,6 +446,10 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=40", 2, 40, true},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
+		/* 66 sequences: under sp, the all-gathers and reduce-scatters along the sequence have
+		 * 66 rows, past CUDA_GROUPED_MAX (64), and go through the staging buffer with the
+		 * pack and unpack kernels; the cases above take the grouped path (a row at a time) */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 66, 32, false},
 	};
 	/* The mma.sync flash kernels, which compute capability 9.0 takes only when told to
 	 * (docs/gpu.md): these cases again with the forward on mma.sync, then both, at tp 1 */
