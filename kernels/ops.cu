@@ -2013,21 +2013,12 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
 	}
-// and built for one block an SM whatever FA_SW_BLOCKS says (MGL_FWD_SW_BLOCKS=1: to measure both)
-#define FLASH_FWD_SW1(DH)                                                                                            \
-	__global__ void __launch_bounds__(256, 1) k_flash_fwd_sw1_##DH(                                               \
-	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal) \
-	{                                                                                                            \
-		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
-	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)
-FLASH_FWD_SW1(64)
-FLASH_FWD_SW1(96)
 FLASH(16)
 FLASH(32)
 FLASH(64)

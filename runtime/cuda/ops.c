@@ -21,7 +21,7 @@
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg2_64) X(flash_bwd_wg2_96) X(flash_bwd_wg2_128)          \
-	X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(flash_fwd_sw1_64) X(flash_fwd_sw1_96)
+	X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128)
 
 enum {
 #define X(k) K_##k,
@@ -583,12 +583,12 @@ static int op_sum_to(CudaCtx *c)
  * (bwd_wg), or with MGL_BWD_WGS=2 128 keys a block of 256, two warpgroups sharing each Q and
  * dO tile (bwd_wg2). Other head sizes, and GPUs before sm_80, take k_attention: a warp a
  * query, an atomic backward. */
-static const struct { int dh, fwd, bwd, fwd_wg, fwd_wg1, bwd_wg, bwd_wg2; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1},
-	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_fwd_sw1_64, K_flash_bwd_wg_64, K_flash_bwd_wg2_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_fwd_sw1_96, K_flash_bwd_wg_96, K_flash_bwd_wg2_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, K_flash_bwd_wg2_128},
+static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg2; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg2_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg2_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, K_flash_bwd_wg2_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -656,8 +656,7 @@ static int op_attention(CudaCtx *c)
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0 && flash_wg_fwd(c->r->mem, f))
-		return launch_blocks(c->r, getenv("MGL_FWD_SW_BLOCKS") ? flash[f].fwd_wg1 : flash[f].fwd_wg,
-				     (S + FLASH_SW_Q - 1) / FLASH_SW_Q, B * H, 256,
+		return launch_blocks(c->r, flash[f].fwd_wg, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, B * H, 256,
 				     flash_fwd_sw_smem((int)dh), ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	if (f >= 0)
 		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 128, flash_fwd_smem((int)dh),
@@ -1084,8 +1083,8 @@ int cuda_ops_prepare(RtRank *r)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg2],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg_smem(flash[i].dh, 2), d->device));
-		for (int w = 0; w < 2 && d->arch == 90 && flash[i].fwd_wg >= 0; w++)
-			CK(cudaKernelSetAttributeForDevice(d->kernels[w ? flash[i].fwd_wg1 : flash[i].fwd_wg],
+		if (d->arch == 90 && flash[i].fwd_wg >= 0)
+			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_fwd_sw_smem(flash[i].dh), d->device));
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
