@@ -918,11 +918,8 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 #define FA_SW_Q 128  // queries a block of flash_fwd_sw (two warpgroups)
 // blocks an SM flash_fwd_sw is built for: two (128 registers) at head sizes to 96, where
 // that spills 32 bytes at 96 but measured faster than one (1.2b: 7.08 -> 6.18 ms a step);
-// one at 128 (two would spill 184 bytes). Those were measured before FlashAttention-3's
-// overlap, which wants more registers: a benchmark may build it otherwise (-D).
-#ifndef FA_SW_BLOCKS
+// one at 128 (two would spill 184 bytes)
 #define FA_SW_BLOCKS(DH) ((DH) <= 96 ? 2 : 1)
-#endif
 
 __device__ __forceinline__ unsigned fa_smem(const void *p)
 {
@@ -1346,44 +1343,17 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 // (16 keys' k-step 32 bytes along a row); for O += P V, V is MN-major (8 keys 1024 bytes
 // apart, column blocks 64 rows x 128 bytes apart), read transposed. Q and P are A
 // fragments in registers and the softmax is flash_fwd's, as in the core-matrix version.
-// Grid (ceil(S / 128), B * H); flash_fwd_sw_smem(DH) bytes of dynamic shared memory: three
-// K/V buffers (a K and a V tile each), and 1 KiB to align them to the swizzle's 1,024-byte
-// period.
-//
-// FlashAttention-3's intra-warpgroup overlap (Shah et al., "FlashAttention-3: Fast and
-// Accurate Attention with Asynchrony and Low-precision", 2024, Algorithm 2): the softmax of
-// key tile kt runs while the tensor cores do tile kt - 1's P V. Step kt (kt >= 1):
-//   issue S_kt = Q K_kt^T, then O += P_{kt-1} V_{kt-1}     (two wgmma groups, in order)
-//   wait for S_kt (wait_group 1); softmax: the new maximum m_kt, P_kt = exp2(S_kt - m_kt),
-//     l = l exp2(m_{kt-1} - m_kt) + rowsum(P_kt), and c = exp2(m_{kt-1} - m_kt)
-//   wait for the P V (wait_group 0); O *= c
-// Step 0 is S_0 and its softmax alone (O is 0), and after the last step O += P V of the
-// last tile. O holds the tiles to kt - 1 relative to m_{kt-1} once P_{kt-1} V_{kt-1} is in
-// it; scaled by c it is relative to m_kt, as P_kt is, which step kt + 1 adds: O goes through
-// flash_fwd's sequence (scale by c_kt, add P_kt V_kt) in the same order. The scaling waits
-// for the P V because O is that wgmma's accumulator, in flight until then; l is scaled at
-// once. P_kt is built while P_{kt-1} is still read by the P V in flight: two register sets,
-// pa (even tiles) and pb (odd), the loop unrolled by 2 so that each is named statically
-// (copying one into the other rewrites a wgmma's input in flight, and ptxas serialises the
-// wgmmas: C7513). Every wgmma is on a path its whole warpgroup takes (ptxas serialises one
-// in a branch, C7520): both warpgroups take every key tile of the block, the one past the
-// first warpgroup's diagonal (causal) masked to nothing there, and the loop is decided by
-// the block's tile count alone.
-//
-// Tile kt's K is read in step kt and its V in step kt + 1, so three buffers: tile i's K and
-// V in buffer i % 3. Step kt loads tile kt + 2's K (over tile kt - 1's, whose S was waited
-// for in step kt - 1) and tile kt + 1's V (over tile kt - 2's, whose P V was waited for in
-// step kt - 1), as one cp.async group, after the barrier that opens it: each tile lands two
-// steps before it is read.
+// Grid (ceil(S / 128), B * H); flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K
+// and two V tiles, and 1 KiB to align them to the swizzle's 1,024-byte period.
 // element (r, c) of a swizzled [64][DH] tile (c a multiple of 8 or not)
 __device__ __forceinline__ int fa_sw(int r, int c)
 {
 	return (c >> 6) * FA_ROWS * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
 }
 // rows [row0, row0 + 64) of x [., ld] (columns [0, DH)) into the swizzled tile s, zeros
-// past S, 16 bytes a cp.async, consecutive lanes along a row; not committed (fa_commit)
+// past S, 16 bytes a cp.async, consecutive lanes along a row; one group
 template <int DH>
-__device__ __forceinline__ void fa_fill_sw(bf16 *s, const bf16 *x, i64 ld, i64 row0, i64 S)
+__device__ __forceinline__ void fa_tile_sw(bf16 *s, const bf16 *x, i64 ld, i64 row0, i64 S)
 {
 	for (int e = threadIdx.x; e < FA_ROWS * DH / 8; e += blockDim.x) {
 		int r = e / (DH / 8), c = e % (DH / 8) * 8;
@@ -1392,15 +1362,7 @@ __device__ __forceinline__ void fa_fill_sw(bf16 *s, const bf16 *x, i64 ld, i64 r
 		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem(s + fa_sw(r, c))), "l"(src),
 			     "r"(in ? 16 : 0));
 	}
-}
-// this thread's cp.asyncs since the last commit as one group (none: an empty group)
-__device__ __forceinline__ void fa_commit() { asm volatile("cp.async.commit_group;"); }
-// fa_fill_sw as one group
-template <int DH>
-__device__ __forceinline__ void fa_tile_sw(bf16 *s, const bf16 *x, i64 ld, i64 row0, i64 S)
-{
-	fa_fill_sw<DH>(s, x, ld, row0, S);
-	fa_commit();
+	asm volatile("cp.async.commit_group;");
 }
 // a descriptor of a 128-byte swizzled operand (layout type 1 in bits 62-63): K-major, sbo
 // 1,024 (8 rows) and lbo unused (16, as CUTLASS sets it); MN-major, sbo 1,024 (8 rows of the contraction) and lbo
@@ -1408,117 +1370,6 @@ __device__ __forceinline__ void fa_tile_sw(bf16 *s, const bf16 *x, i64 ld, i64 r
 __device__ __forceinline__ unsigned long long fa_desc_sw(const void *p, unsigned lbo)
 {
 	return fa_desc(p, lbo, 1024) | 1ull << 62;
-}
-// close the wgmmas issued since the last commit as a group
-__device__ __forceinline__ void fa_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-// until at most N of this warpgroup's wgmma groups are in flight (the oldest complete first)
-template <int N>
-__device__ __forceinline__ void fa_wg_wait_n()
-{
-	asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-// fa_wg_done for A fragments: p[n] written before the wgmma.fence that follows
-__device__ __forceinline__ void fa_wg_done(unsigned *p, int n)
-{
-	for (int i = 0; i < n; i++)
-		asm volatile("" : "+r"(p[i]));
-}
-// The online softmax of one key tile for a thread's rows r0 and r1 (its warp's g and g + 8),
-// flash_fwd's: s[32] the tile's scores Q K^T (flash_fwd's s[n][e] at s[4 n + e]: key j0 +
-// 8 n + 2 t + e % 2, row r1 for e >= 2), masked where edge says the tile may hold masked keys
-// (causal: after the row; mask [S] this sequence's, or NULL; from S on), scaled by scale2
-// (to base 2). m0, m1 (the rows' running maxima) and l0, l1 (this thread's part of their
-// running sums) updated; p[4][4] the tile's P as A fragments (p[kc]: keys 16 kc ..); c0, c1
-// what the accumulator, summed to the tile before, is to be scaled by.
-__device__ __forceinline__ void fa_softmax(float *s, unsigned (*p)[4], const int *mask, i64 j0, i64 r0, i64 r1, i64 S,
-					   int causal, bool edge, float scale2, float &m0, float &m1, float &l0, float &l1,
-					   float &c0, float &c1)
-{
-	int t = threadIdx.x % 4;
-	if (edge)
-		for (int n = 0; n < 8; n++)
-			for (int e = 0; e < 2; e++) {
-				i64 j = j0 + n * 8 + 2 * t + e;
-				bool in = j < S && (!mask || mask[j]);
-				s[4 * n + e] = in && (!causal || j <= r0) ? s[4 * n + e] : -INF;
-				s[4 * n + 2 + e] = in && (!causal || j <= r1) ? s[4 * n + 2 + e] : -INF;
-			}
-	float mx0 = m0, mx1 = m1;
-	for (int n = 0; n < 8; n++) {
-		for (int e = 0; e < 4; e++)
-			s[4 * n + e] *= scale2;   // -inf stays -inf
-		mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
-		mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
-	}
-	mx0 = fa_quad_max(mx0);
-	mx1 = fa_quad_max(mx1);
-	// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
-	float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
-	c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
-	m0 = mx0;
-	m1 = mx1;
-	l0 *= c0;
-	l1 *= c1;
-	for (int n = 0; n < 8; n++) {
-		float p00 = exp2f(s[4 * n] - b0), p01 = exp2f(s[4 * n + 1] - b0);
-		float p10 = exp2f(s[4 * n + 2] - b1), p11 = exp2f(s[4 * n + 3] - b1);
-		l0 += p00 + p01;
-		l1 += p10 + p11;
-		p[n / 2][n % 2 * 2] = fa_pack(p00, p01);
-		p[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
-	}
-}
-// acc[DH / 2] (a thread's part of O: flash_fwd's acc[j][e] at acc[4 j + e]): row r0's
-// columns scaled by c0, row r1's by c1
-template <int DH>
-__device__ __forceinline__ void fa_rescale(float *acc, float c0, float c1)
-{
-	for (int d = 0; d < DH / 8; d++) {
-		acc[4 * d] *= c0, acc[4 * d + 1] *= c0;
-		acc[4 * d + 2] *= c1, acc[4 * d + 3] *= c1;
-	}
-}
-// rows r0 and r1 (those before S) of O = acc / l into o (this head's column 0 of row 0, rows
-// D apart) and their lse = (m + log2 l) ln 2 into lse (this head's [S]); l0, l1 this
-// thread's parts of the sums (added up across its quad here)
-template <int DH>
-__device__ __forceinline__ void fa_fwd_store(const float *acc, float m0, float m1, float l0, float l1, bf16 *o, float *lse,
-					     i64 r0, i64 r1, i64 D, i64 S)
-{
-	int t = threadIdx.x % 4;
-	l0 = fa_quad_sum(l0);
-	l1 = fa_quad_sum(l1);
-	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
-	for (int d = 0; d < DH / 8; d++) {
-		bf16 *op = o + r0 * D + d * 8 + 2 * t;
-		if (r0 < S)
-			*(unsigned *)op = fa_pack(acc[4 * d] * i0, acc[4 * d + 1] * i0);
-		if (r1 < S)
-			*(unsigned *)(op + 8 * D) = fa_pack(acc[4 * d + 2] * i1, acc[4 * d + 3] * i1);
-	}
-	if (t == 0) {
-		if (r0 < S)
-			lse[r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
-		if (r1 < S)
-			lse[r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
-	}
-}
-// The opening of step kt: its tiles (K of kt, V of kt - 1; step kt - 2's group, the last
-// but one committed) landed and made visible to every thread's wgmma, and step kt - 1's
-// reads of the buffers done; then step kt's loads, K of tile kt + 2 and V of tile kt + 1
-// (those before nkt), as one group. kv the three buffers; k, v this head's column 0 of row 0.
-template <int DH>
-__device__ __forceinline__ void fa_fwd_step_loads(bf16 *kv, const bf16 *k, const bf16 *v, i64 D, int kt, int nkt, i64 S)
-{
-	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);
-	fa_wait<1>();
-	asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // cp.async's writes, seen by wgmma
-	__syncthreads();
-	if (kt + 2 < nkt)
-		fa_fill_sw<DH>(kv + (kt + 2) % 3 * 2 * TILE, k, D, (i64)(kt + 2) * FA_ROWS, S);
-	if (kt + 1 < nkt)
-		fa_fill_sw<DH>(kv + (kt + 1) % 3 * 2 * TILE + TILE, v, D, (i64)(kt + 1) * FA_ROWS, S);
-	fa_commit();
 }
 template <int DH>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
@@ -1532,13 +1383,9 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
 	i64 first = qt * FA_SW_Q + threadIdx.x / 128 * 64;   // this warpgroup's first query
 	i64 r0 = first + w * 16 + g, r1 = r0 + 8, nk = (S + FA_ROWS - 1) / FA_ROWS;
-	int nkt = (int)(causal && 2 * qt + 2 < nk ? 2 * qt + 2 : nk);   // the block's key tiles, all taken by both warpgroups
+	i64 nkt = causal && 2 * qt + 2 < nk ? 2 * qt + 2 : nk;
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
-	const int *msk = mask ? mask + b * S : NULL;
-	// the loads of steps -2 (tile 0's K) and -1 (tile 1's K, tile 0's V)
 	fa_tile_sw<DH>(kv, k + base, D, 0, S);
-	if (nkt > 1)
-		fa_fill_sw<DH>(kv + 2 * TILE, k + base, D, FA_ROWS, S);
 	fa_tile_sw<DH>(kv + TILE, v + base, D, 0, S);
 	unsigned qf[DH / 16][4];
 	for (int kk = 0; kk < DH / 16; kk++) {
@@ -1548,70 +1395,90 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		qf[kk][2] = r0 < S ? fa_u32(p0 + 8) : 0u;
 		qf[kk][3] = r1 < S ? fa_u32(p1 + 8) : 0u;
 	}
-	float acc[DH / 2], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0, c0, c1;   // acc[4 j + e]: flash_fwd's acc[j][e]
-	float s[32];                                                         // s[4 n + e]: flash_fwd's s[n][e]
-	unsigned pa[4][4], pb[4][4];   // P of the even tiles and of the odd ones, as A fragments (16 keys each)
+	float acc[DH / 2], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;   // acc[4 j + e]: flash_fwd's acc[j][e]
 	for (int d = 0; d < DH / 2; d++)
 		acc[d] = 0;
-	// step 0: S_0 and its softmax, P_0 into pa (O is 0: nothing to scale)
-	fa_fwd_step_loads<DH>(kv, k + base, v + base, D, 0, nkt, S);
-	fa_wg_fence();
-	for (int kk = 0; kk < DH / 16; kk++)
-		fa_wg64<0>(s, qf[kk], fa_desc_sw(kv + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16), kk > 0);
-	fa_wg_commit();
-	fa_wg_wait_n<0>();
-	fa_wg_done(s, 32);
-	fa_softmax(s, pa, msk, 0, r0, r1, S, causal, (causal && FA_ROWS - 1 > first) || mask || FA_ROWS > S, scale2, m0,
-		   m1, l0, l1, c0, c1);
-	fa_wg_done(&pa[0][0], 16);
-	for (int kt0 = 1; kt0 < nkt; kt0 += 2)
-#pragma unroll
-		for (int u = 0; u < 2; u++) {   // steps kt0 (odd: P V of pa, P into pb) and kt0 + 1 (even: the other way)
-			int kt = kt0 + u;
-			if (kt >= nkt)
-				break;
-			unsigned (*pp)[4] = u ? pb : pa, (*pn)[4] = u ? pa : pb;   // P_{kt-1}, P_kt
-			i64 j0 = (i64)kt * FA_ROWS;
-			const bf16 *K_ = kv + kt % 3 * 2 * TILE, *V_ = kv + (kt - 1) % 3 * 2 * TILE + TILE;
-			fa_fwd_step_loads<DH>(kv, k + base, v + base, D, kt, nkt, S);
-			fa_wg_done(acc, DH / 2);   // the rescaled acc written before the fence
+	for (i64 kt = 0; kt < nkt; kt++) {
+		i64 j0 = kt * FA_ROWS;
+		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
+		if (kt + 1 < nkt) {   // the next pair into the other buffers (free since the last step's end)
+			bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
+			fa_tile_sw<DH>(next, k + base, D, j0 + FA_ROWS, S);
+			fa_tile_sw<DH>(next + TILE, v + base, D, j0 + FA_ROWS, S);
+			fa_wait<2>();
+		} else {
+			fa_wait<0>();
+		}
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // cp.async's writes, seen by wgmma
+		__syncthreads();
+		if (!causal || j0 <= first + 63) {   // else every key of the tile is after this warpgroup's queries
+			float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
 			fa_wg_fence();
 			for (int kk = 0; kk < DH / 16; kk++)
 				fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16), kk > 0);
-			fa_wg_commit();
-			for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..
-				fa_wg_pv<DH>(acc, pp[kc], fa_desc_sw(V_ + kc * 16 * 64, FA_ROWS * 128));
-			fa_wg_commit();
-			fa_wg_wait_n<1>();   // S_kt; P_{kt-1} V_{kt-1} may still run
+			fa_wg_wait();
 			fa_wg_done(s, 32);
-			fa_softmax(s, pn, msk, j0, r0, r1, S, causal,
-				   (causal && j0 + FA_ROWS - 1 > first) || mask || j0 + FA_ROWS > S, scale2, m0, m1, l0, l1, c0,
-				   c1);
-			fa_wg_done(&pn[0][0], 16);   // P_kt built before the wait: beside the P V
-			fa_wg_wait_n<0>();           // P_{kt-1} V_{kt-1} in acc: now it may be scaled
+			if ((causal && j0 + FA_ROWS - 1 > first) || mask || j0 + FA_ROWS > S)
+				for (int n = 0; n < 8; n++)
+					for (int e = 0; e < 2; e++) {
+						i64 j = j0 + n * 8 + 2 * t + e;
+						bool in = j < S && (!mask || mask[b * S + j]);
+						s[4 * n + e] = in && (!causal || j <= r0) ? s[4 * n + e] : -INF;
+						s[4 * n + 2 + e] = in && (!causal || j <= r1) ? s[4 * n + 2 + e] : -INF;
+					}
+			float mx0 = m0, mx1 = m1;
+			for (int n = 0; n < 8; n++) {
+				for (int e = 0; e < 4; e++)
+					s[4 * n + e] *= scale2;   // -inf stays -inf
+				mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+				mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+			}
+			mx0 = fa_quad_max(mx0);
+			mx1 = fa_quad_max(mx1);
+			float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
+			float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+			m0 = mx0;
+			m1 = mx1;
+			l0 *= c0;
+			l1 *= c1;
+			for (int d = 0; d < DH / 8; d++) {
+				acc[4 * d] *= c0, acc[4 * d + 1] *= c0;
+				acc[4 * d + 2] *= c1, acc[4 * d + 3] *= c1;
+			}
+			unsigned pf[4][4];
+			for (int n = 0; n < 8; n++) {
+				float p00 = exp2f(s[4 * n] - b0), p01 = exp2f(s[4 * n + 1] - b0);
+				float p10 = exp2f(s[4 * n + 2] - b1), p11 = exp2f(s[4 * n + 3] - b1);
+				l0 += p00 + p01;
+				l1 += p10 + p11;
+				pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
+				pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+			}
+			fa_wg_done(acc, DH / 2);   // the rescaled acc written before the fence
+			fa_wg_fence();
+			for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..
+				fa_wg_pv<DH>(acc, pf[kc], fa_desc_sw(V_ + kc * 16 * 64, FA_ROWS * 128));
+			fa_wg_wait();
 			fa_wg_done(acc, DH / 2);
-			fa_rescale<DH>(acc, c0, c1);
 		}
-	// the last tile's P V: its V (step nkt - 2's group) landed and seen by all; its P in pa
-	// or pb by the tile's parity, taken by a select (once, no wgmma in flight) rather than a
-	// branch around the wgmmas
-	fa_wait<0>();
-	asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-	__syncthreads();
-	bool odd = (nkt - 1) & 1;
-	unsigned pl[4][4];
-	for (int kc = 0; kc < 4; kc++)
-		for (int i = 0; i < 4; i++)
-			pl[kc][i] = odd ? pb[kc][i] : pa[kc][i];
-	const bf16 *V_ = kv + (nkt - 1) % 3 * 2 * TILE + TILE;
-	fa_wg_done(&pl[0][0], 16);
-	fa_wg_done(acc, DH / 2);
-	fa_wg_fence();
-	for (int kc = 0; kc < 4; kc++)
-		fa_wg_pv<DH>(acc, pl[kc], fa_desc_sw(V_ + kc * 16 * 64, FA_ROWS * 128));
-	fa_wg_wait();
-	fa_wg_done(acc, DH / 2);
-	fa_fwd_store<DH>(acc, m0, m1, l0, l1, o + base, lse + blockIdx.y * S, r0, r1, D, S);
+		__syncthreads();   // this pair's buffers are free for the pair after next
+	}
+	l0 = fa_quad_sum(l0);
+	l1 = fa_quad_sum(l1);
+	float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+	for (int d = 0; d < DH / 8; d++) {
+		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
+		if (r0 < S)
+			*(unsigned *)op = fa_pack(acc[4 * d] * i0, acc[4 * d + 1] * i0);
+		if (r1 < S)
+			*(unsigned *)(op + 8 * D) = fa_pack(acc[4 * d + 2] * i1, acc[4 * d + 3] * i1);
+	}
+	if (t == 0) {
+		if (r0 < S)
+			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
+		if (r1 < S)
+			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+	}
 }
 
 // Backward by wgmma: flash_bwd's results, query tiles of 64 (wgmma's M is 64, and dQ's M

@@ -604,10 +604,9 @@ static bool flash_wg_fwd(const Dev *d, int f)
 	return flash_wg(d, f) && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WG_FWD");
 }
 
-/* flash_fwd_sw's shared memory: three K and three V tiles [64][dh rounded up to 64] (bf16:
- * FlashAttention-3's overlap reads tile kt's K beside tile kt - 1's V), and 1 KiB to align
- * them to the 128-byte swizzle's period */
-static int flash_fwd_sw_smem(int dh) { return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 1024; }
+/* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
+ * 1 KiB to align them to the 128-byte swizzle's period */
+static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 1024; }
 
 /* flash_bwd_wg's shared memory with wgs warpgroups a block (1 or 2): K and V of each, two Q
  * and two dO tiles [64][dh rounded up to 64], dS^T [64][64] of each (bf16), at 2 the dQ
