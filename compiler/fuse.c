@@ -24,17 +24,12 @@
  *   - the softmax's statistics: a vocab_max and the vocab_stats right after it (tp 1: no
  *     all-reduce of the maximum between them) are one pass over the logits, an online
  *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018).
- *   - bias gradients: a matmul_dw and the bias_grad right after it of the same output
- *     gradient dy (schedule.c puts it there) are one cuBLASLt call whose epilogue sums dy's
- *     columns while the GEMM reads dy for dW (BGRADB; plan.h: mgl_bgrad_group_ok), instead
- *     of a column-sum kernel reading dy again.
  * A fused step's `fuse` is the index of the first step of its group; -1 when alone.
  *
- * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains, no multi-tensor updates
- * and no bias-gradient groups, MGL_NO_EPILOGUE=1 no epilogues (the bias gradients'
- * included), MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
- * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd, MGL_NO_BGRAD_EPILOGUE=1 no bias gradient in a
- * weight-gradient GEMM (docs/gpu.md).
+ * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains and no multi-tensor
+ * updates, MGL_NO_EPILOGUE=1 no
+ * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
+ * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd (docs/gpu.md).
  */
 #include "mgl.h"
 
@@ -44,7 +39,7 @@ void mgl_fuse(MglPlan *p)
 {
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
-	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), bgrad = chains && epilogues && !getenv("MGL_NO_BGRAD_EPILOGUE");
+	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE");
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)
@@ -65,8 +60,6 @@ void mgl_fuse(MglPlan *p)
 			last = s + 1;
 		} else if (x->op == MGL_OP_MATMUL_DX && epilogues && add && mgl_epilogue_ok(p, uses, s, MGL_EPI_ADD)) {
 			x->attr.epi = MGL_EPI_ADD;
-			last = s + 1;
-		} else if (bgrad && x->op == MGL_OP_MATMUL_DW && mgl_bgrad_group_ok(p, s, s + 1)) {
 			last = s + 1;
 		} else if (chains && x->op == MGL_OP_VOCAB_MAX && mgl_stats_group_ok(p, s, s + 1)) {
 			last = s + 1;

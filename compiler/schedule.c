@@ -16,22 +16,12 @@
  * last collective and c, those c does not depend on, directly or through another of them,
  * go after c, in their order. Dependence (depends) is any shared value one of the two
  * writes, so neither move lets a step see a value before it is made or after it is
- * overwritten.
+ * overwritten. Runs before fuse.c (it moves steps, and the fused groups' indices are
+ * positions) and memplan.c (lifetimes follow the order).
  *
  * First, each gelu_bwd moves up to just after the matmul_dx that makes its gradient input,
  * past the steps between that it does not depend on (autodiff puts the same layer's
  * matmul_dw there): fuse.c can then make the two one GEMM with cuBLASLt's DGELU epilogue.
- *
- * Last, each bias_grad goes to just after the matmul_dw that reads the same output
- * gradient dy (a linear's db = the column sums of dy, its dW = x^T dy): fuse.c makes the
- * two one GEMM whose epilogue sums the bias gradient (cuBLASLt's BGRADB), reading dy once
- * instead of twice. Autodiff emits a linear's bias_grad before its matmul_dx and matmul_dw;
- * the bias_grad moves only past steps of its phase that it does not depend on, nor they on
- * it (depends, again), so the order stays a correct one; where some step is in the way it
- * stays where it was, and runs apart.
- *
- * Runs before fuse.c (it moves steps, and the fused groups' indices are positions) and
- * memplan.c (lifetimes follow the order).
  */
 #include "mgl.h"
 
@@ -86,62 +76,32 @@ static int sink_independent(MglPlan *p, int from, int c)
 	return from + kept - 1;
 }
 
-/* Step `from` moved to index `to`, the steps between shifting by one, if it may pass each
- * of them (same phase, no dependence either way: depends is symmetric); false, nothing
- * moved, if not. */
-static bool move_step(MglPlan *p, int from, int to)
+/* Step s moved to index to (< s), the steps [to, s) one later. */
+static void move_up(MglPlan *p, int s, int to)
 {
-	int lo = from < to ? from + 1 : to, hi = from < to ? to : from - 1;
-	for (int k = lo; k <= hi; k++)
-		if (p->steps[k].phase != p->steps[from].phase || depends(&p->steps[k], &p->steps[from]))
-			return false;
-	MglStep x = p->steps[from];
-	if (from < to)
-		memmove(&p->steps[from], &p->steps[from + 1], (size_t)(to - from) * sizeof x);
-	else
-		memmove(&p->steps[to + 1], &p->steps[to], (size_t)(from - to) * sizeof x);
+	MglStep x = p->steps[s];
+	memmove(&p->steps[to + 1], &p->steps[to], (size_t)(s - to) * sizeof x);
 	p->steps[to] = x;
-	return true;
 }
 
-/* Each bias_grad to just after the first matmul_dw of its phase reading its dy where it
- * may go there (the file's last paragraph). */
-static void bias_grads_after_weight_grads(MglPlan *p)
-{
-	for (int b = 0; b < p->nsteps; b++) {
-		const MglStep *g = &p->steps[b];
-		if (g->op != MGL_OP_BIAS_GRAD || g->nin != 1)
-			continue;
-		for (int m = 0; m < p->nsteps; m++) {
-			const MglStep *w = &p->steps[m];
-			if (w->op != MGL_OP_MATMUL_DW || w->nin < 1 || w->in[0] != g->in[0] || w->phase != g->phase)
-				continue;
-			int to = m < b ? m + 1 : m;   /* where the bias_grad lands: right after it */
-			if (to == b || move_step(p, b, to)) {
-				b -= to > b;   /* moved down: the step now at b is yet to be seen */
-				break;
-			}
-		}
-	}
-}
-
-/* Each gelu_bwd to just after the matmul_dx making its gradient input, where it may go
- * there (the file's paragraph "First, ..."). */
-static void gelu_bwds_to_their_gemms(MglPlan *p)
+static void gelu_bwd_to_its_gemm(MglPlan *p)
 {
 	for (int s = 1; s < p->nsteps; s++) {
 		const MglStep *g = &p->steps[s];
+		if (g->op != MGL_OP_GELU_BWD || g->nin < 1)
+			continue;
 		int at = s - 1;
-		while (g->op == MGL_OP_GELU_BWD && at >= 0 && !(p->steps[at].nout == 1 && p->steps[at].out[0] == g->in[0]))
-			at--;
-		if (g->op == MGL_OP_GELU_BWD && at >= 0 && at < s - 1 && p->steps[at].op == MGL_OP_MATMUL_DX)
-			move_step(p, s, at + 1);
+		while (at >= 0 && !depends(g, &p->steps[at]))
+			at--;   /* the last step before it that it must follow */
+		if (at >= 0 && at < s - 1 && p->steps[at].op == MGL_OP_MATMUL_DX && p->steps[at].phase == g->phase &&
+		    p->steps[at].nout == 1 && p->steps[at].out[0] == g->in[0])
+			move_up(p, s, at + 1);
 	}
 }
 
 void mgl_schedule(MglPlan *p)
 {
-	gelu_bwds_to_their_gemms(p);
+	gelu_bwd_to_its_gemm(p);
 	int floor = 0;   /* the earliest place for the next collective */
 	int sunk = 0;    /* the first step the next collective may sink: the last one's first reader */
 	for (int c = 0; c < p->nsteps; c++) {
@@ -151,7 +111,7 @@ void mgl_schedule(MglPlan *p)
 		while (to > floor && p->steps[to - 1].phase == p->steps[c].phase && !depends(&p->steps[c], &p->steps[to - 1]))
 			to--;
 		if (to < c)
-			move_step(p, c, to);   /* (it may: the loop above checked each step it passes) */
+			move_up(p, c, to);
 		int from = to;
 		while (from > sunk && p->steps[from - 1].phase == p->steps[to].phase)
 			from--;
@@ -159,5 +119,4 @@ void mgl_schedule(MglPlan *p)
 		for (sunk = floor; sunk < p->nsteps && !depends(&p->steps[sunk], &p->steps[floor - 1]); sunk++)
 			;   /* what runs beside this collective stays beside it */
 	}
-	bias_grads_after_weight_grads(p);
 }

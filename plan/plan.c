@@ -473,22 +473,6 @@ bool mgl_stats_group_ok(const MglPlan *p, int head, int last)
 	       a->attr.limit == b->attr.limit;   /* (targets in the maximum's bytes: read after it is written) */
 }
 
-bool mgl_bgrad_group_ok(const MglPlan *p, int head, int last)
-{
-	if (head < 0 || last != head + 1 || last >= p->nsteps)
-		return false;
-	const MglStep *w = &p->steps[head], *b = &p->steps[last];
-	if (w->op != MGL_OP_MATMUL_DW || b->op != MGL_OP_BIAS_GRAD || w->phase != b->phase || w->nin != 2 || w->nout != 1 ||
-	    b->nin != 1 || b->nout != 1 || b->in[0] != w->in[0])
-		return false;
-	const MglValue *dy = &p->values[w->in[0]], *x = &p->values[w->in[1]], *dw = &p->values[w->out[0]],
-		       *db = &p->values[b->out[0]];
-	int64_t N = mgl_last_dim(dy);
-	return dy->dtype == MGL_BF16 && dy->rank >= 1 && x->dtype == MGL_BF16 && dw->dtype == MGL_F32 &&
-	       db->dtype == MGL_F32 && dw->rank == 2 && dw->shape[0] == N && dw->shape[1] == mgl_last_dim(x) &&
-	       db->rank == 1 && db->shape[0] == N && mgl_rows(dy) == mgl_rows(x) && N > 0 && mgl_rows(dy) > 0;
-}
-
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 {
 	int *uses = mgl_xcalloc((size_t)p->nvalues + 1, sizeof *uses, "the values' readers"), rc = 0;
@@ -506,18 +490,16 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
 		int last = mgl_group_end(p, s);
 		unsigned epi = gemm ? (unsigned)st->attr.epi : 0;
-		bool adamw = st->op == MGL_OP_ADAMW, stats = st->op == MGL_OP_VOCAB_MAX, bgrad = st->op == MGL_OP_MATMUL_DW;
+		bool adamw = st->op == MGL_OP_ADAMW, stats = st->op == MGL_OP_VOCAB_MAX;
 		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == mgl_epilogue_steps(epi)
 			  : adamw ? last > s && mgl_adamw_group_ok(p, s, last)
 			  : stats ? mgl_stats_group_ok(p, s, last)
-			  : bgrad ? mgl_bgrad_group_ok(p, s, last)
 				  : last > s && mgl_chain_ok(p, uses, s, last);
 		if (!ok) {
 			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
 				 epi     ? "GEMM with its epilogue"
 				 : adamw ? "multi-tensor AdamW"
 				 : stats ? "pass over the logits (vocab_max, vocab_stats)"
-				 : bgrad ? "weight-gradient GEMM summing its bias gradient (matmul_dw, bias_grad of the same dy)"
 					 : "elementwise kernel");
 			rc = -1;
 		}

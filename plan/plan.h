@@ -364,13 +364,6 @@ bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
  * vocab_max, then a vocab_stats of the same phase and limit reading the same logits and
  * that maximum. */
 bool mgl_stats_group_ok(const MglPlan *p, int head, int last);
-/* A weight gradient with its bias gradient, steps [head, last = head + 1] run as one GEMM
- * whose epilogue sums the bias gradient (cuBLASLt's BGRADB): a matmul_dw, dW[N, K] (+)=
- * dy[rows, N]^T x[rows, K], then a bias_grad of the same phase, db[N] (+)= the column sums
- * of that same dy (the value itself, [rows, N] in its own bytes, read by both); dy bf16
- * (the GEMM's operand), dW and db f32 (cuBLASLt writes the sums in D's type); db's N
- * elements dy's last dimension and dW's rows. */
-bool mgl_bgrad_group_ok(const MglPlan *p, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
 

@@ -388,7 +388,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups, bgrad_groups; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -403,11 +403,9 @@ static Fused fused(const MglPlan *p)
 		f.adds += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_ADD);
 		f.dx_adds += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_ADD;
 		f.dgelus += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_DGELU;
-		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX &&
-			    st->op != MGL_OP_MATMUL_DW;
+		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX;
 		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
 		f.stats_groups += st->fuse == s && st->op == MGL_OP_VOCAB_MAX;
-		f.bgrad_groups += st->fuse == s && st->op == MGL_OP_MATMUL_DW;
 	}
 	return f;
 }
@@ -565,118 +563,6 @@ static void assert_read_refuses(MglArena *a, const char *text, size_t n, const c
 	ck_assert_msg(!mgl_plan_read(a, text, n, name, err, sizeof err), "%s: read, but expected \"%s\"", name, want);
 	ck_assert_msg(strstr(err, want), "expected \"%s\", got \"%s\"", want, err);
 }
-
-/* Each linear's bias gradient (db = the column sums of dy) rides its weight gradient's GEMM
- * (dW = x^T dy reads the same dy): the schedule puts every bias_grad whose dy a matmul_dw
- * reads right after it, and in bf16 the two are one group (cuBLASLt's BGRADB epilogue);
- * at tp 1 and 2 every one of them, under --sp all but the row-split linears' (whose
- * matmul_dw reads the gathered dy). MGL_NO_BGRAD_EPILOGUE, MGL_NO_EPILOGUE and MGL_NO_FUSE
- * form none (the order stays), nor does f32. The reader refuses a group whose bias_grad
- * sums another dy, or whose sums are not f32. */
-START_TEST(bias_gradients_ride_the_weight_gradients)
-{
-	static const struct { int tp; bool sp; MglDtype dt; const char *env; int grouped; } cases[] = {
-		{1, false, MGL_BF16, NULL, 12},
-		{2, false, MGL_BF16, NULL, 12},
-		{2, true, MGL_BF16, NULL, 8},
-		{1, false, MGL_F32, NULL, 0},
-		{1, false, MGL_BF16, "MGL_NO_BGRAD_EPILOGUE", 0},
-		{1, false, MGL_BF16, "MGL_NO_EPILOGUE", 0},
-		{1, false, MGL_BF16, "MGL_NO_FUSE", 0},
-	};
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		if (cases[i].env)
-			setenv(cases[i].env, "1", 1);
-		Build b;
-		MglTarget t = target(cases[i].tp, cases[i].sp);
-		t.seq = 64;
-		t.act_dtype = cases[i].dt;
-		build(&b, "models/gpt2.mgl", "tiny", t);
-		if (cases[i].env)
-			unsetenv(cases[i].env);
-		ck_assert_msg(b.p, "%s", b.diag);
-		const MglPlan *p = b.p;
-		ck_assert_int_eq(fused(p).bgrad_groups, cases[i].grouped);
-		int bias_grads = 0, after = 0, grouped = 0;
-		for (int s = 0; s < p->nsteps; s++) {
-			const MglStep *g = &p->steps[s];
-			if (g->op != MGL_OP_BIAS_GRAD)
-				continue;
-			bias_grads++;
-			int dw = -1;
-			for (int m = 0; m < p->nsteps && dw < 0; m++)
-				if (p->steps[m].op == MGL_OP_MATMUL_DW && p->steps[m].in[0] == g->in[0])
-					dw = m;
-			if (dw < 0) {   /* --sp's row-split linears */
-				ck_assert_int_eq(g->fuse, -1);
-				continue;
-			}
-			ck_assert_msg(dw == s - 1, "case %zu: bias_grad at step %d, its matmul_dw at %d", i, s, dw);
-			after++;
-			if (g->fuse >= 0) {
-				ck_assert_int_eq(g->fuse, dw);
-				ck_assert_int_eq(p->steps[dw].fuse, dw);
-				ck_assert_int_eq(mgl_group_end(p, dw), s);
-				ck_assert(mgl_bgrad_group_ok(p, dw, s));
-				grouped++;
-			} else {
-				ck_assert_int_eq(p->steps[dw].fuse, -1);
-			}
-		}
-		ck_assert_int_eq(bias_grads, 12);   /* six linears a layer, two layers */
-		ck_assert_int_eq(after, cases[i].sp ? 8 : 12);
-		ck_assert_int_eq(grouped, cases[i].grouped);
-		build_free(&b);
-	}
-	/* the reader: v's group summing k's dy (alive there: k's GEMMs come after), from a file */
-	Build b;
-	tiny(&b, "models/gpt2.mgl", 1);
-	MglPlan *p = b.p;
-	int *first = malloc((size_t)p->nvalues * sizeof *first), *last = malloc((size_t)p->nvalues * sizeof *last);
-	mgl_plan_lifetimes(p, first, last);
-	int head = -1, other = -1;
-	for (int s = 0; s + 1 < p->nsteps && other < 0; s++) {
-		if (p->steps[s].op != MGL_OP_MATMUL_DW || p->steps[s].fuse != s)
-			continue;
-		const MglValue *dy = &p->values[p->steps[s].in[0]];
-		for (int u = 0; u + 1 < p->nsteps && other < 0; u++) {
-			int v = p->steps[u].in[0];
-			if (u != s && p->steps[u].op == MGL_OP_MATMUL_DW && p->steps[u].fuse == u && first[v] < s && last[v] > s + 1 &&
-			    p->values[v].dtype == dy->dtype && p->values[v].rank == dy->rank &&
-			    !memcmp(p->values[v].shape, dy->shape, (size_t)dy->rank * sizeof *dy->shape))
-				head = s, other = v;
-		}
-	}
-	free(first);
-	free(last);
-	ck_assert_int_ge(head, 0);
-	char err[300];
-	ck_assert_int_eq(mgl_plan_check_fusion(p, err, sizeof err), 0);
-	int keep = p->steps[head + 1].in[0];
-	p->steps[head + 1].in[0] = other;
-	ck_assert_int_eq(mgl_plan_check_memory(p, err, sizeof err), 0);   /* only the group is wrong */
-	size_t n;
-	char *text = write_plan(p, &n), want[160];
-	snprintf(want, sizeof want, "the fused groups are wrong: steps %d to %d are fused, but cannot run as one weight-gradient GEMM",
-		 head, head + 1);
-	MglArena a = {0};
-	assert_read_refuses(&a, text, n, "t.plan", want);
-	free(text);
-	p->steps[head + 1].in[0] = keep;
-	ck_assert_int_eq(mgl_plan_check_fusion(p, err, sizeof err), 0);
-	/* the sums in bf16: cuBLASLt's would be in D's type, f32 */
-	MglValue *db = &p->values[p->steps[head + 1].out[0]];
-	db->dtype = MGL_BF16;
-	ck_assert_int_eq(mgl_plan_check_fusion(p, err, sizeof err), -1);
-	ck_assert_msg(strstr(err, "cannot run as one weight-gradient GEMM summing its bias gradient"), "%s", err);
-	db->dtype = MGL_F32;
-	/* a group of two steps only, and of a matmul_dw and the bias_grad of its dy */
-	ck_assert(!mgl_bgrad_group_ok(p, head, head + 2) && !mgl_bgrad_group_ok(p, head + 1, head + 2));
-	ck_assert(mgl_bgrad_group_ok(p, head, head + 1));
-	mgl_arena_free(&a);
-	build_free(&b);
-}
-END_TEST
 
 /* At tp 1 the softmax's maximum and statistics are one pass over the logits (a group of
  * vocab_max and vocab_stats); at tp 2 the all-reduce of the maximum comes between them and
@@ -837,11 +723,9 @@ START_TEST(step_kinds)
 	};
 	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus,
 	 * the accumulates of the q, k and v input gradients (2 a layer; dropout keeps the
-	 * forward's residual adds out), the gelu_bwds (one a layer) and each linear's bias_grad;
-	 * none in f32; under --sp, not the row-split linears' bias_add nor bias_grad (the bias is
-	 * added after the reduce-scatter, its gradient summed over the sequence's shard, not the
-	 * gathered dy the weight gradient reads) */
-	static const int epilogue[] = {12 + 2 + 4 + 2 + 12, 0, 8 + 2 + 4 + 2 + 8};
+	 * forward's residual adds out) and the gelu_bwds (one a layer); none in f32; under --sp,
+	 * not the row-split linears' biases (added after the reduce-scatter) */
+	static const int epilogue[] = {12 + 2 + 4 + 2, 0, 8 + 2 + 4 + 2};
 	for (size_t t = 0; t < sizeof ts / sizeof ts[0]; t++) {
 		Build b;
 		build(&b, "models/gpt2.mgl", "tiny", ts[t]);
@@ -1200,7 +1084,6 @@ int main(void)
 	tcase_add_test(mem, matmul_dx_applies_the_gelu_derivative);
 	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, softmax_statistics_are_one_pass);
-	tcase_add_test(mem, bias_gradients_ride_the_weight_gradients);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
 	tcase_add_test(mem, segments_end_after_collectives);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);

@@ -267,12 +267,8 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
-	d->no_bgrad = calloc((size_t)p->nsteps + 1, sizeof *d->no_bgrad);
-	if (!d->algo || !d->has_algo || !d->no_bgrad)
+	if (!d->algo || !d->has_algo)
 		return cuda_fail(r, "out of host memory");
-	if (getenv("MGL_BGRAD_FALLBACK"))   /* testing: the path taken where cuBLASLt has no BGRADB */
-		for (int s = 0; s <= p->nsteps; s++)
-			d->no_bgrad[s] = true;
 	/* Interleaved micro-batches run NCCL's kernels beside the GEMMs on purpose; at its default
 	 * CTA count NCCL takes enough SMs to slow them by more than it hides (2.5b tp 2: 193.2 ms
 	 * a step, 183.9 with 8; perf-notes.md, seventh sitting). A user's own setting wins. */
@@ -350,7 +346,6 @@ static void cuda_close(RtRank *r)
 		ncclCommDestroy(d->dp);
 	free(d->algo);
 	free(d->has_algo);
-	free(d->no_bgrad);
 	free(d->chains);
 	cuda_release_kernels(d);
 	free(d->chain_kernels);

@@ -94,9 +94,6 @@ typedef struct {
 	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
-	bool *no_bgrad;           /* per matmul_dw step heading a bias-gradient group: cuBLASLt had
-				     no BGRADB epilogue for it (or MGL_BGRAD_FALLBACK): the GEMM and
-				     then the bias_grad apart (ops.c: op_matmul_dw) */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */

@@ -1,8 +1,7 @@
 /* runtime/cuda/ops.c — the cuda backend's ops: for each op of a plan, a launch of its
  * kernel of kernels/ops.cu (each the twin of a function in runtime/cpu.c), a cuBLASLt GEMM
  * (bf16 in, fp32 compute; a bias, and a gelu after it, that the plan marks as the GEMM's
- * epilogue applied by cuBLASLt; a weight gradient's bias gradient, summed by the GEMM as
- * it reads the output gradient), or an NCCL collective.
+ * epilogue applied by cuBLASLt), or an NCCL collective.
  *
  * Collectives run on a stream of their own: the compute stream records an event, the
  * communication stream waits for it, communicates, and records an event the compute
@@ -63,42 +62,18 @@ static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
-static int need_scratch(RtRank *r, int64_t floats)
-{
-	Dev *d = r->mem;
-	if (d->scratch_n >= floats)
-		return 0;
-	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
-}
-
 enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
-
-/* Whether cuBLASLt said it cannot do what was asked: not supported, or a value it does
- * not take (an epilogue attribute an older library does not know); then a GEMM with an
- * epilogue it cannot do runs without it (lt_gemm's 1), which is correct either way */
-static bool lt_refused(cublasStatus_t st) { return st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE; }
 
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
- * accumulate: C += the product; and the epilogue e (NULL: none), each of whose fields may
- * be NULL. 0 when done; with e->bgrad, 1 and nothing done when cuBLASLt has no algorithm
- * for it or refuses it (the caller runs the GEMM without it); -1 on an error. */
-typedef struct {
-	const void *add;         /* C = the product + add, a matrix like C (cuBLASLt's C input with beta = 1, D our C) */
-	const void *bias;        /* then bias[m] added to each column of C^T (BIAS), */
-	void *gelu_aux;          /* and GELU of that, the pre-activation written here, like C (GELU_AUX_BIAS) */
-	const void *dgelu_aux;   /* or C = the product times GELU's derivative at this bf16 matrix like C (DGELU) */
-	float *bgrad;            /* or bgrad[n] = the sums of op(B)[k, n] over k, f32, overwritten (BGRADB) */
-} Epi;
-
+ * accumulate: C += the product; add (not NULL): C = the product + add, a matrix like C
+ * (cuBLASLt's C input with beta = 1, D our C); then the bias, or GELU with the bias
+ * (gelu_aux: where the pre-activation goes); or dgelu_aux (not NULL): C = the product times
+ * GELU's derivative at dgelu_aux, a bf16 matrix like C (cuBLASLt's DGELU). */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const Epi *e)
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *add, const void *bias, void *gelu_aux,
+		   const void *dgelu_aux)
 {
-	static const Epi none;
-	e = e ? e : &none;
-	const void *add = e->add, *bias = e->bias, *dgelu_aux = e->dgelu_aux;
-	void *gelu_aux = e->gelu_aux;
-	float *bgrad = e->bgrad;
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
 	cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -107,13 +82,6 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
 	CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-	if (bgrad) {   /* the sums into the bias pointer, f32 (D's type in the plans that ask: set anyway) */
-		cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BGRADB;
-		cudaDataType_t bt = CUDA_R_32F;
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bgrad, sizeof bgrad));
-		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-	}
 	if (bias) {   /* the epilogue adds bias[m] to each column of C^T: to each row of the row-major C;
 		       * the bias is of C's type (bf16: the parameter's copy) */
 		cublasLtEpilogue_t epi = gelu_aux ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
@@ -149,18 +117,8 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 							 sizeof d->ws_size));
 		cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
 		int found = 0;
-		cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, beta ? 1 : GEMM_CANDIDATES, h,
-								   &found);
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, beta ? 1 : GEMM_CANDIDATES, h, &found));
 		cublasLtMatmulPreferenceDestroy(pref);
-		if (bgrad && (lt_refused(st) || (st == CUBLAS_STATUS_SUCCESS && !found))) {
-			cublasLtMatrixLayoutDestroy(la);   /* not with this epilogue, on this GPU and library */
-			cublasLtMatrixLayoutDestroy(lb);
-			cublasLtMatrixLayoutDestroy(lc);
-			cublasLtMatmulDescDestroy(op);
-			return 1;
-		}
-		if (st != CUBLAS_STATUS_SUCCESS)
-			return cuda_fail(r, "cublasLtMatmulAlgoGetHeuristic: cuBLAS status %d", (int)st);
 		if (!found)
 			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
 				     (long long)k);
@@ -186,19 +144,12 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 		d->algo[step] = h[best].algo;
 		d->has_algo[step] = true;
 	}
-	cublasStatus_t st = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step],
-					   d->ws, d->ws_size, d->compute);
+	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
+			   d->ws_size, d->compute));
 	cublasLtMatrixLayoutDestroy(la);
 	cublasLtMatrixLayoutDestroy(lb);
 	cublasLtMatrixLayoutDestroy(lc);
 	cublasLtMatmulDescDestroy(op);
-	if (bgrad && lt_refused(st)) {
-		d->has_algo[step] = false;   /* the GEMM without the epilogue finds its own */
-		return 1;
-	}
-	if (st != CUBLAS_STATUS_SUCCESS)
-		return cuda_fail(r, "cublasLtMatmul (%lld x %lld x %lld%s): cuBLAS status %d", (long long)m, (long long)n,
-				 (long long)k, bgrad ? ", BGRADB" : "", (int)st);
 	return 0;
 }
 
@@ -236,7 +187,8 @@ static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
 		return cuda_fail(r, "copying the GEMM's matrices: %s", cudaGetErrorString(e));
 	for (int i = 0; i < GEMM_WARM + GEMM_RUNS; i++) {
 		CK(cudaEventRecord(ev[0], d->compute));
-		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL))
+		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL, NULL, NULL,
+			    NULL))
 			return -1;
 		CK(cudaEventRecord(ev[1], d->compute));
 		CK(cudaEventSynchronize(ev[1]));
@@ -303,10 +255,9 @@ static int op_matmul(CudaCtx *c)
 		      *a = epi & MGL_EPI_ADD ? c->s + 2 : NULL;
 	int out = g ? g->out[0] : a ? a->out[0] : b ? b->out[0] : OUT(0);
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
-	Epi e = {.add = a ? added(c->r, a, b->out[0]) : NULL, .bias = b ? P16(c->r, b->in[1]) : NULL,
-		 .gelu_aux = g ? P(c->r, b->out[0]) : NULL};
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
-		       P(c->r, out), dt(c->r, out), false, &e);
+		       P(c->r, out), dt(c->r, out), false, a ? added(c->r, a, b->out[0]) : NULL,
+		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL, NULL);
 }
 
 static int op_matmul_dx(CudaCtx *c)
@@ -319,61 +270,16 @@ static int op_matmul_dx(CudaCtx *c)
 	const MglStep *a = c->s->attr.epi & MGL_EPI_ADD ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_DGELU ? c->s + 1 : NULL;
 	int out = a ? a->out[0] : g ? g->out[0] : OUT(0);
 	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N, P(c->r, out),
-		       dt(c->r, out), false, &(Epi){.add = a ? added(c->r, a, OUT(0)) : NULL, .dgelu_aux = g ? P(c->r, g->in[1]) : NULL});
+		       dt(c->r, out), false, a ? added(c->r, a, OUT(0)) : NULL, NULL, NULL, g ? P(c->r, g->in[1]) : NULL);
 }
 
-static int op_bias_grad(CudaCtx *c);
-
-/* dW[N, K] (+)= dy[M, N]^T x[M, K]; in a group with the bias_grad of the same dy after it
- * (plan.h: mgl_bgrad_group_ok), db[N] (+)= dy's column sums too, by the GEMM's epilogue.
- *
- * Which epilogue: cuBLASLt is column-major, so the GEMM computes dW^T[K, N] = A . op(B)
- * with m = K, n = N and k = M, the rows: A is x^T (x's row-major [M, K] bytes read as a
- * column-major K x M, not transposed) and B is dy (row-major [M, N] read as column-major
- * N x M, transposed: op(B) is M x N, k x n). BGRADB sums op(B) over k, n sums, one a column
- * of D: db[j] = sum over the rows i of dy[i, j], the bias gradient. BGRADA would sum op(A)
- * over k, m = K sums of x: not it.
- *
- * cuBLASLt writes the sums; bias_grad adds into db (gradients accumulate over micro-batches,
- * docs/plan.md), so the sums go to scratch and k_add adds them to db (straight into db
- * where its output is not a gradient, which it overwrites). Where cuBLASLt has no algorithm
- * for the epilogue or refuses it (found on the step's first run, kept in d->no_bgrad), and
- * under MGL_BGRAD_FALLBACK=1, the plain GEMM and then the bias_grad step by its own kernel. */
 static int op_matmul_dw(CudaCtx *c)
 {
-	RtRank *r = c->r;
-	Dev *d = r->mem;
-	const MglValue *dy = val(r, IN(0)), *x = val(r, IN(1));
+	const MglValue *dy = val(c->r, IN(0)), *x = val(c->r, IN(1));
 	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
-	const MglPlan *p = r->job->plan;
-	const MglStep *b = c->s->fuse == c->index && mgl_group_end(p, c->index) > c->index ? c->s + 1 : NULL;
-	if (b && !d->no_bgrad[c->index]) {
-		bool acc = val(r, b->out[0])->role == MGL_V_GRAD;
-		if (acc && need_scratch(r, 64 + N))
-			return -1;
-		float *sums = acc ? d->scratch + 64 : P(r, b->out[0]);
-		int rc = lt_gemm(r, c->index, K, N, M, P(r, IN(1)), false, K, P(r, IN(0)), true, N, P(r, OUT(0)), dt(r, OUT(0)),
-				 ACC(0), &(Epi){.bgrad = sums});
-		if (rc < 0)
-			return -1;
-		if (rc == 0) {   /* db[N] = db + sums */
-			int f32 = MGL_F32;
-			void *db = P(r, b->out[0]);
-			return acc ? launch(r, K_add, N, 1, ARGS(&db, &f32, &N, &sums, &f32, &N, &db, &f32, &N)) : 0;
-		}
-		d->no_bgrad[c->index] = true;
-	}
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
-	if (lt_gemm(r, c->index, K, N, M, P(r, IN(1)), false, K, P(r, IN(0)), true, N, P(r, OUT(0)), dt(r, OUT(0)), ACC(0),
-		    NULL))
-		return -1;
-	if (!b)
-		return 0;
-	CudaCtx t = {r, b, c->index + 1, c->last_micro};
-	d->step = b;   /* its errors name it */
-	int rc = op_bias_grad(&t);
-	d->step = c->s;
-	return rc;
+	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL, NULL, NULL);
 }
 
 static int op_embedding(CudaCtx *c)
@@ -417,6 +323,14 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
 	int64_t cols = (N + 31) / 32, R = (512 + cols - 1) / cols, most = (M + 63) / 64;
 	R = R < most ? R : most;
 	return R < 1 ? 1 : R;
+}
+
+static int need_scratch(RtRank *r, int64_t floats)
+{
+	Dev *d = r->mem;
+	if (d->scratch_n >= floats)
+		return 0;
+	return cuda_fail(r, "internal error: scratch of %lld floats, %lld needed", (long long)d->scratch_n, (long long)floats);
 }
 
 /* k_colsum's counters: a stripe of 32 columns each */

@@ -15,9 +15,6 @@
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
  *    generated chains raced on the GPU with this test passing (issue 8).
- *    Some cases run again under switches that pick another path of the cuda backend: the
- *    mma.sync flash kernels (MGL_NO_WG_FWD, MGL_NO_WGMMA) and the bias gradients apart
- *    from the weight-gradient GEMMs' BGRADB epilogue (MGL_BGRAD_FALLBACK).
  * 3. Real widths. GPT-2 124M and BERT 336M (two layers each, sequences of 1024 and 512)
  *    with the real memory plan at tp 1, 2 and 4, each twice: against the cpu as in 2, the
  *    loss against tp 1's within 3e-4, and equal to the bit between the two runs (the
@@ -468,13 +465,6 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
 	static const char *flash_env[][2] = {{"MGL_NO_WG_FWD", "1"}, {"MGL_NO_WGMMA", "1"}, {"MGL_BWD_WGS", "2"}};
-	/* The bias gradients apart from the weight-gradient GEMMs whose BGRADB epilogue sums
-	 * them otherwise: the path taken where cuBLASLt has no algorithm for the epilogue
-	 * (runtime/cuda/ops.c: op_matmul_dw), forced by MGL_BGRAD_FALLBACK=1, at tp 1 and 2 */
-	static const Case bgrad_cases[] = {
-		{"models/gpt2.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2", 4, 32, false},
-		{"models/bert.mgl", "tiny", "vocab=120,d=64,heads=4,layers=2", 4, 32, false},
-	};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -495,17 +485,6 @@ int main(int argc, char **argv)
 			runs++;
 		}
 		unsetenv(flash_env[e][0]);
-	}
-	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_BGRAD_FALLBACK", "1", 1);
-		printf("with MGL_BGRAD_FALLBACK=1:\n");
-		for (size_t m = 0; m < sizeof bgrad_cases / sizeof bgrad_cases[0]; m++)
-			for (int tp = 1; tp <= 2 && tp <= gpus; tp++)
-				for (int reuse = 0; reuse < 2; reuse++) {
-					fails += check(&bgrad_cases[m], tp, false, reuse) != 0;
-					runs++;
-				}
-		unsetenv("MGL_BGRAD_FALLBACK");
 	}
 	for (size_t m = 0; m < sizeof real / sizeof real[0]; m++)
 		if (!only || !strcmp(only, "real")) {
