@@ -14,6 +14,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+#include <stdlib.h>
 
 typedef uint16_t bf16;
 
@@ -135,13 +136,15 @@ int cuda_comm_wait(RtRank *r, int step);
  * or unpack kernel (one more pass over the tensor), and the compute waits for it at once
  * (the next staged collective reuses the buffer). 64: a bound chosen, not measured, above
  * the batches tp runs use and far below what NCCL takes in one group (older versions
- * refused more than 2,048 collectives). */
+ * refused more than 2,048 collectives). Until it is measured and checked on two GPUs the
+ * row-at-a-time path is taken only under MGL_SP_GROUPED=1 (docs/gpu.md); by default every
+ * collective of more than one row is staged, as before. */
 #define CUDA_GROUPED_MAX 64
 static inline bool cuda_staged(const MglValue *x, int dim)
 {
 	int64_t outer, n, inner;
 	rt_around(x, dim, &outer, &n, &inner);
-	return outer > CUDA_GROUPED_MAX;
+	return outer > (getenv("MGL_SP_GROUPED") ? CUDA_GROUPED_MAX : 1);
 }
 /* cuda.c: micro-batch k's activations, run parameters and collectives are the Dev's own
  * fields from now on (the selected one's ninflight kept for it) */

@@ -8,9 +8,10 @@
  *    norm and AdamW included: the moments, and the update each parameter got). bf16
  *    storage rounds at 2^-8 relative, and errors grow along a two-layer model, most where
  *    a short sum cancels (BERT's two-way head): the tolerance is 5e-2 for activations and
- *    8e-2 for what the backward and optimizer steps make. Under sp, a batch of more than
- *    64 sequences takes the cuda backend's other path for the collectives along the
- *    sequence (runtime/cuda/internal.h: CUDA_GROUPED_MAX): one case has 66.
+ *    8e-2 for what the backward and optimizer steps make. Under sp the collectives along
+ *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
+ *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
+ *    one case has 66 sequences.
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -446,9 +447,9 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=40", 2, 40, true},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
-		/* 66 sequences: under sp, the all-gathers and reduce-scatters along the sequence have
-		 * 66 rows, past CUDA_GROUPED_MAX (64), and go through the staging buffer with the
-		 * pack and unpack kernels; the cases above take the grouped path (a row at a time) */
+		/* 66 sequences: under sp with MGL_SP_GROUPED=1, the all-gathers and reduce-scatters
+		 * along the sequence have 66 rows, past CUDA_GROUPED_MAX (64), and go through the
+		 * staging buffer with the pack and unpack kernels; the cases above a row at a time */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 66, 32, false},
 	};
 	/* The flash kernels that compute capability 9.0 takes only when told to (docs/gpu.md):
@@ -486,6 +487,17 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e][0]);
 	}
+	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
+	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
+		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
+			if (m == 0 && tp == 2)
+				printf("with MGL_SP_GROUPED=1:\n");
+			for (int reuse = 0; reuse < 2; reuse++) {
+				fails += check(&small[m], tp, true, reuse) != 0;
+				runs++;
+			}
+		}
+	unsetenv("MGL_SP_GROUPED");
 	for (size_t m = 0; m < sizeof real / sizeof real[0]; m++)
 		if (!only || !strcmp(only, "real")) {
 			fails += real_width(&real[m], gpus) != 0;
