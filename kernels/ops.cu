@@ -1481,51 +1481,37 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	}
 }
 
-// Backward by wgmma: flash_bwd's results, query tiles of 64 (wgmma's M is 64, and dQ's M
-// is the queries), DH 64, 96 or 128. A block of WGS warpgroups (1 or 2, 128 WGS threads)
-// owns 64 WGS keys, warpgroup wg the 64 from 64 wg, its warp w the 16 from 16 w; grid
-// (ceil(S / (64 WGS)), B * H); flash_bwd_wg_smem(DH, WGS) bytes of dynamic shared memory:
-// K and V [64][DH] of each warpgroup, two Q and two dO tiles [64][DH] (128-byte swizzled as
-// flash_fwd_sw's, filled a whole row at a time), dS^T [64][64] of each warpgroup (core
-// matrices, fa_cm), at WGS 2 the dQ halves the warpgroups hand each other [64][DH] (f32),
-// two lse and two delta [64] (the next query tile's copied with its Q and dO, so that no
-// load from global memory waits inside the loop), and 1 KiB to align the tiles to the
-// swizzle's period. A query tile, in each warpgroup:
+// Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
+// 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
+// queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
+// [64][DH], two Q and two dO tiles [64][DH] (128-byte swizzled as flash_fwd_sw's, filled a
+// whole row at a time), dS^T [64][64] (core matrices, fa_cm), two lse and two delta [64]
+// (the next query tile's copied with its Q and dO, so that no load from global memory
+// waits inside the loop), and 1 KiB to align the tiles to the swizzle's period. A query tile:
 //   S^T = K Q^T, dP^T = V dO^T      (A, B from shared memory, K-major)
 //   P^T = exp(S^T - lse), dS^T = P^T (dP^T - delta) scale   (registers; dS^T to shared)
 //   dV += P^T dO, dK += dS^T Q      (A from registers, B MN-major)
 //   dQ = dS K                       (A = dS^T and B = K, both MN-major), added into dq (f32)
 //                                   four columns a red.global (half the atomics of pairs)
-// Two warpgroups share each Q and dO tile (half the loads a key of one), and sum their two
-// dQ [64 queries][DH] in shared memory before the atomics (half the atomics a key). When
-// causal, the query tiles start at the block's first key, so that warpgroup 1 sees a tile
-// whose queries all precede its keys: it runs its wgmmas all the same (a wgmma in a branch
-// that splits a warpgroup from the other is serialised, ptxas C7520) and the mask zeroes P.
-template <int DH, int WGS>
+template <int DH>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
-	bf16 *Ks = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // warpgroup i's K at Ks + i TILE
-	bf16 *Vs = Ks + WGS * TILE, *qg = Vs + WGS * TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
-	bf16 *dSs = qg + 4 * TILE;                            // warpgroup i's dS^T at dSs + i 64 64, fa_cm<64>(key, query)
-	float *stage = (float *)(dSs + WGS * FA_ROWS * FA_ROWS);   // WGS 2: the dQ halves handed over (64 DH)
-	float *LDs = stage + (WGS - 1) * FA_ROWS * DH;   // buffer i: lse at LDs + 2 i 64, delta 64 after it
-	int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-	int w = WGS == 1 ? threadIdx.x / 32 : threadIdx.x / 32 % 4, wg = WGS == 1 ? 0 : threadIdx.x / 128;
-	const bf16 *Kw = Ks + wg * TILE, *Vw = Vs + wg * TILE;   // this warpgroup's
-	bf16 *dSw = dSs + wg * FA_ROWS * FA_ROWS;
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * (WGS * FA_ROWS);
-	i64 jw = j0 + wg * FA_ROWS, kr0 = jw + w * 16 + g, kr1 = kr0 + 8;   // the warpgroup's first key, the thread's two
+	bf16 *Ks = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));
+	bf16 *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
+	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
+	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * FA_ROWS;
+	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
 	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
 	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
 	i64 first = causal ? j0 : 0;
-	for (int i = 0; i < WGS; i++)
-		fa_tile_sw<DH>(Ks + i * TILE, k + base, D, j0 + i * FA_ROWS, S);
-	for (int i = 0; i < WGS; i++)
-		fa_tile_sw<DH>(Vs + i * TILE, v + base, D, j0 + i * FA_ROWS, S);
+	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
+	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
 	fa_tile_sw<DH>(qg, q + base, D, first, S);
 	fa_rows_f32(LDs, lse + blockIdx.y * S, delta + blockIdx.y * S, first, S);
 	fa_tile_sw<DH>(qg + TILE, dy + base, D, first, S);
@@ -1553,13 +1539,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_fence();
 		for (int kk = 0; kk < DH / 16; kk++) {
 			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-			fa_wgss64<0, 0>(st, fa_desc_sw(Kw + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
-			fa_wgss64<0, 0>(dp, fa_desc_sw(Vw + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+			fa_wgss64<0, 0>(st, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
+			fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
 		}
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
-		bool edge = mask || (causal && i0 < jw + FA_ROWS - 1) || jw + FA_ROWS > S;   // this warpgroup's keys
+		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
 		for (int n = 0; n < 8; n++) {
 			for (int e = 0; e < 2; e++) {
@@ -1581,8 +1567,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
 			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
 			// dS^T's two queries of each row, side by side in the core matrix
-			*(unsigned *)(dSw + fa_cm<64>(w * 16 + g, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2];
-			*(unsigned *)(dSw + fa_cm<64>(w * 16 + g + 8, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2 + 1];
+			*(unsigned *)(dSs + fa_cm<64>(w * 16 + g, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2];
+			*(unsigned *)(dSs + fa_cm<64>(w * 16 + g + 8, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2 + 1];
 		}
 		// dV += P^T dO, dK += dS^T Q: 16 queries a step, the tiles read transposed
 		fa_wg_fence();
@@ -1594,55 +1580,31 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_done(dva, DH / 2);
 		fa_wg_done(dka, DH / 2);
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
-		if constexpr (WGS == 1)
-			__syncthreads();
-		else if (wg == 0)   // only this warpgroup reads its dS^T: its own barrier, 128 threads
-			asm volatile("bar.sync 1, 128;" ::: "memory");   // (immediate ids: ptxas reserves all 16
-		else                                                    // for one in a register)
-			asm volatile("bar.sync 2, 128;" ::: "memory");
+		__syncthreads();
 		// dQ [64 queries][DH] = dS K: dS is dS^T read transposed (8-query core matrices 128
 		// bytes apart, 8-key ones 8 of those), K transposed as V above
 		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
 		fa_wg_fence();
 		for (int kc = 0; kc < 4; kc++)
-			fa_wgss_t<DH>(dqa, fa_desc_mn(dSw + kc * 16 * 64, 1024, 128), fa_desc_sw(Kw + kc * 16 * 64, LBO), kc > 0);
+			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
 		fa_wg_wait();
 		fa_wg_done(dqa, DH / 2);
-		bool adds = true;   // whether this warp adds its rows into dq
-		if constexpr (WGS == 2) {
-			// the two warpgroups' dQ summed: rows 0-31 (warps 0, 1) by warpgroup 0, rows
-			// 32-63 (warps 2, 3) by warpgroup 1, each handing the other its half. In
-			// fragment order: the warp that reads a slot has the lanes and registers of
-			// the one that wrote it (the same w), a float4 a lane, no bank conflicts
-			adds = (w < 2) == (wg == 0);
-			float4 *x = (float4 *)stage + w * 32 + lane;   // register quad d at x[128 d]
-			if (!adds)
-				for (int d = 0; d < DH / 8; d++)
-					x[d * 128] = make_float4(dqa[4 * d], dqa[4 * d + 1], dqa[4 * d + 2], dqa[4 * d + 3]);
-			__syncthreads();
-			if (adds)
-				for (int d = 0; d < DH / 8; d++) {
-					float4 o = x[d * 128];
-					dqa[4 * d] += o.x, dqa[4 * d + 1] += o.y, dqa[4 * d + 2] += o.z, dqa[4 * d + 3] += o.w;
-				}
-		}
 		i64 q0 = i0 + w * 16 + g, q1 = q0 + 8;
 		// four columns a red: lanes t and t ^ 1 swap halves, the even one adds row q0's
 		// columns 2 t .. 2 t + 3, the odd one row q1's 2 t - 2 .. 2 t + 1
 		bool odd = t & 1;
 		i64 qr = odd ? q1 : q0;
-		if (adds)   // the same for the whole warp (the shuffles')
-			for (int d = 0; d < DH / 8; d++) {
-				float s0 = __shfl_xor_sync(0xffffffffu, odd ? dqa[4 * d] : dqa[4 * d + 2], 1);
-				float s1 = __shfl_xor_sync(0xffffffffu, odd ? dqa[4 * d + 1] : dqa[4 * d + 3], 1);
-				float *p = dq + base + qr * D + d * 8 + 2 * (t & 2);
-				if (qr < S) {
-					if (odd)
-						fa_red4(p, s0, s1, dqa[4 * d + 2], dqa[4 * d + 3]);
-					else
-						fa_red4(p, dqa[4 * d], dqa[4 * d + 1], s0, s1);
-				}
+		for (int d = 0; d < DH / 8; d++) {
+			float s0 = __shfl_xor_sync(0xffffffffu, odd ? dqa[4 * d] : dqa[4 * d + 2], 1);
+			float s1 = __shfl_xor_sync(0xffffffffu, odd ? dqa[4 * d + 1] : dqa[4 * d + 3], 1);
+			float *p = dq + base + qr * D + d * 8 + 2 * (t & 2);
+			if (qr < S) {
+				if (odd)
+					fa_red4(p, s0, s1, dqa[4 * d + 2], dqa[4 * d + 3]);
+				else
+					fa_red4(p, dqa[4 * d], dqa[4 * d + 1], s0, s1);
 			}
+		}
 	}
 	for (int d = 0; d < DH / 8; d++) {
 		i64 o0 = base + kr0 * D + d * 8 + 2 * t;
@@ -1855,23 +1817,16 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	}
 // the backward by wgmma, on sm_90a; the host picks it on compute capability 9.0 alone
 #ifdef FA_WGMMA
-#define FA_WG_BODY(...) __VA_ARGS__   // (variadic: a template's arguments have commas)
+#define FA_WG_BODY(x) x
 #else
-#define FA_WG_BODY(...)
+#define FA_WG_BODY(x)
 #endif
-// one warpgroup a block (k_flash_bwd_wg_DH), or two (k_flash_bwd_wg2_DH: MGL_BWD_WGS=2)
 #define FLASH_BWD_WG(DH)                                                                                             \
 	__global__ void __launch_bounds__(128) k_flash_bwd_wg_##DH(                                                   \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)                                 \
 	{                                                                                                            \
-		FA_WG_BODY(flash_bwd_wg<DH, 1>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)             \
-	}                                                                                                            \
-	__global__ void __launch_bounds__(256, 1) k_flash_bwd_wg2_##DH(                                               \
-	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
-	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)                                 \
-	{                                                                                                            \
-		FA_WG_BODY(flash_bwd_wg<DH, 2>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)             \
+		FA_WG_BODY(flash_bwd_wg<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \

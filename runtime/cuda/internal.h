@@ -50,7 +50,6 @@ typedef struct {
 typedef struct {
 	int device;
 	int arch;                 /* compute capability, 10 major + minor: 90 for sm_90 */
-	int bwd_wgs;              /* warpgroups a block of the wgmma attention backward (MGL_BWD_WGS) */
 	cudaStream_t compute, comm;
 	cudaEvent_t to_comm, to_compute;
 	cudaEvent_t tune[2];   /* around the trials of a GEMM's candidate algorithms (ops.c: lt_gemm) */

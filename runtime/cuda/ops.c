@@ -19,8 +19,7 @@
 	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
-	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg2_64) X(flash_bwd_wg2_96) X(flash_bwd_wg2_128)          \
-	X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128)
+	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128)
 
 enum {
 #define X(k) K_##k,
@@ -493,16 +492,15 @@ static int op_sum_to(CudaCtx *c)
  * (forward) or keys (backward) a block of 128 threads; and for compute capability 9.0 by
  * wgmma (-1: none), the forward 128 queries a block of 256 threads on 128-byte swizzled
  * tiles (flash_fwd_sw; an earlier wgmma forward on unswizzled tiles was slower than
- * mma.sync's: docs/perf-notes.md, sixth sitting), the backward 64 keys a block of 128
- * (bwd_wg), or with MGL_BWD_WGS=2 128 keys a block of 256, two warpgroups sharing each Q and
- * dO tile (bwd_wg2). Other head sizes, and GPUs before sm_80, take k_attention: a warp a
- * query, an atomic backward. */
-static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg2; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1},
-	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg2_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg2_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, K_flash_bwd_wg2_128},
+ * mma.sync's: docs/perf-notes.md, sixth sitting), the backward 64 keys a block of 128.
+ * Other head sizes, and GPUs before sm_80, take k_attention: a warp a query, an atomic
+ * backward. */
+static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -522,14 +520,12 @@ static bool flash_wg_fwd(const Dev *d, int f)
  * 1 KiB to align them to the 128-byte swizzle's period */
 static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 1024; }
 
-/* flash_bwd_wg's shared memory with wgs warpgroups a block (1 or 2): K and V of each, two Q
- * and two dO tiles [64][dh rounded up to 64], dS^T [64][64] of each (bf16), at 2 the dQ
- * halves they hand each other [64][dh] (f32), two lse and two delta [64] (f32), and 1 KiB to
- * align the tiles to the 128-byte swizzle's period */
-static int flash_bwd_wg_smem(int dh, int wgs)
+/* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh rounded up to 64],
+ * dS^T [64][64] (bf16), two lse and two delta [64] (f32), and 1 KiB to align the tiles to
+ * the 128-byte swizzle's period */
+static int flash_bwd_wg_smem(int dh)
 {
-	return (2 * wgs + 4) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + wgs * FLASH_ROWS * FLASH_ROWS * 2 +
-	       (wgs - 1) * FLASH_ROWS * dh * 4 + 4 * FLASH_ROWS * 4 + 1024;
+	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 1024;
 }
 
 /* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
@@ -599,12 +595,9 @@ static int op_attention_bwd(CudaCtx *c)
 		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
-		/* the wgmma backward: wgs warpgroups a block, 64 keys each; mma.sync's: 64 keys */
-		bool wg = flash_wg(d, f);
-		int wgs = wg ? d->bwd_wgs : 1, kern = !wg ? flash[f].bwd : wgs == 2 ? flash[f].bwd_wg2 : flash[f].bwd_wg;
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)) ||
-		    launch_blocks(r, kern, (S + wgs * FLASH_ROWS - 1) / (wgs * FLASH_ROWS), B * H, 128 * (unsigned)wgs,
-				  wg ? flash_bwd_wg_smem((int)dh, wgs) : flash_bwd_smem((int)dh),
+		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 128,
+				  flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
 				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &causal)))
 			return -1;
 		return launch(r, K_convert, n, 1, ARGS(&s1, &f32, &DQ, &qdt, &n));
@@ -978,24 +971,15 @@ int cuda_ops_prepare(RtRank *r)
 {
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
-	/* warpgroups a block of the wgmma attention backward (docs/gpu.md), read once a run */
-	const char *wgs = getenv("MGL_BWD_WGS");
-	d->bwd_wgs = !wgs || !*wgs || !strcmp(wgs, "1") ? 1 : !strcmp(wgs, "2") ? 2 : 0;
-	if (!d->bwd_wgs)
-		return cuda_fail(r, "MGL_BWD_WGS is '%s': 1 or 2 (warpgroups a block of the attention backward on Hopper)", wgs);
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_fwd_smem(flash[i].dh), d->device));
-		/* the wgmma kernels' too, whatever MGL_NO_WGMMA, MGL_NO_WG_FWD and MGL_BWD_WGS say
-		 * now: the first two are read at each launch */
+		/* the wgmma kernels' too, whatever MGL_NO_WGMMA and MGL_NO_WG_FWD say now: they are
+		 * read at each launch */
 		if (d->arch == 90 && flash[i].bwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_bwd_wg_smem(flash[i].dh, 1), d->device));
-		if (d->arch == 90 && flash[i].bwd_wg2 >= 0)
-			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg2],
-							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_bwd_wg_smem(flash[i].dh, 2), d->device));
+							   flash_bwd_wg_smem(flash[i].dh), d->device));
 		if (d->arch == 90 && flash[i].fwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
