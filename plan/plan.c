@@ -426,7 +426,8 @@ bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 		if (g->op != MGL_OP_GELU_BWD || g->nin != 2 || g->in[0] != m->out[0] || g->phase != m->phase)
 			return false;
 		const MglValue *x = &p->values[g->in[1]], *dx = &p->values[g->out[0]], *dy = &p->values[m->out[0]];
-		return alike(x, dx) && alike(dy, dx) && x->dtype == MGL_BF16 && dx->role == MGL_V_ACT && dx->rank > 0 && dx->shape[dx->rank - 1] % 8 == 0;
+		return alike(x, dx) && alike(dy, dx) && x->dtype == MGL_BF16 && dx->role == MGL_V_ACT && dx->rank > 0 &&
+		       dx->shape[dx->rank - 1] % 8 == 0;   /* (the auxiliary input's leading dimension) */
 	}
 	if (m->op == MGL_OP_MATMUL_DX)
 		return epi == MGL_EPI_ADD && adds_to(p, uses, s + 1, m->out[0], m->phase);

@@ -350,9 +350,10 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
  * that and another value. A matmul_dx step's, MGL_EPI_ADD alone: the accumulate of its
  * output and another value; or MGL_EPI_DGELU alone: the gelu_bwd of its output (read by no
  * other step) and a bf16 pre-activation of its shape, making a bf16 activation gradient
- * whose rows are a multiple of 8 wide (the auxiliary input's). What is added: an activation (or activation gradient) of
- * the output's type, shape and layout, read by no step of the group but that one, into an
- * activation likewise; the GEMM's output and the bias_add's read by no other step.
+ * whose rows are a multiple of 8 wide (the auxiliary input's). What is added: an
+ * activation (or activation gradient) of the output's type, shape and layout, read by no
+ * step of the group but that one, into an activation likewise; the GEMM's output and the
+ * bias_add's read by no other step.
  * mgl_epilogue_steps: how many steps after the GEMM an epilogue covers.
  * A multi-tensor update, steps [head, last] run as one launch over all their parameters
  * (Apex's multi_tensor_apply): adamw steps of one phase clipping by one gradient norm. */
