@@ -26,10 +26,13 @@
  *   - the softmax's statistics: a vocab_max and the vocab_stats right after it (tp 1: no
  *     all-reduce of the maximum between them) are one pass over the logits, an online
  *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018).
+ *   - a norm's backward and the accumulate after it of its input gradient and the residual
+ *     stream's: the norm's kernel adds the other gradient as it writes (one pass over the
+ *     [tokens, d] gradients fewer, a layer's two norms each).
  * A fused step's `fuse` is the index of the first step of its group; -1 when alone.
  *
- * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains and no multi-tensor
- * updates, MGL_NO_EPILOGUE=1 no
+ * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains, no multi-tensor updates,
+ * no softmax statistics' pass and no norm adding the residual, MGL_NO_EPILOGUE=1 no
  * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
  * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd, MGL_NO_BGRAD_EPILOGUE=1 no bias_grad after it
  * (docs/gpu.md).
@@ -67,6 +70,9 @@ void mgl_fuse(MglPlan *p)
 			x->attr.epi = MGL_EPI_ADD;
 			last = s + 1;
 		} else if (chains && x->op == MGL_OP_VOCAB_MAX && mgl_stats_group_ok(p, s, s + 1)) {
+			last = s + 1;
+		} else if (chains && (x->op == MGL_OP_LAYERNORM_BWD || x->op == MGL_OP_RMSNORM_BWD) &&
+			   mgl_norm_add_group_ok(p, uses, s, s + 1)) {
 			last = s + 1;
 		} else if (chains && x->op == MGL_OP_ADAMW) {
 			while (last + 1 < p->nsteps && mgl_adamw_group_ok(p, s, last + 1))

@@ -174,16 +174,17 @@ __global__ void k_layernorm(const void *x, int xdt, const float *w, const float 
 		st(y, ydt, row * D + k, (ld(x, xdt, row * D + k) - mean) * rstd * w[k] + b[k]);
 }
 
-// (dy, x, w) -> dx, a warp a row; the row's mean and 1/std into stats[2 row], for dw and db
-// (k_norm_colsum)
+// (dy, x, w) -> dx, a warp a row, plus add (like dx; NULL: none: the residual's gradient
+// where the plan fuses the accumulate after it); the row's mean and 1/std into stats[2 row],
+// for dw and db (k_norm_colsum)
 __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
-				float *stats, i64 M, i64 D, float eps)
+				const void *add, float *stats, i64 M, i64 D, float eps)
 {
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
 	float mean, rstd;
-	if (ln8_ok(D, xdt, gdt, dxdt, x, dy, dx, w, w)) {
+	if (ln8_ok(D, xdt, gdt, dxdt, x, dy, dx, w, add ? add : w)) {
 		// one pass for the moments and both sums, about x0 = the row's first element (so
 		// that E[(x - x0)^2] - E[x - x0]^2 does not cancel as E[x^2] - E[x]^2 would where the
 		// mean is large against the spread): sum (g w (x - mean)) = sum (g w (x - x0)) - (mean
@@ -207,11 +208,13 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		sgx = (sgx - s1 * sg) * rstd / (float)D;
 		sg /= (float)D;
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
-			float g[8], ww[8], o[8];
+			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 			ln8_load(g, dy, row * D + j);
 			ln8_get(ww, w + j);
+			if (add)
+				ln8_load(a, add, row * D + j);
 			for (int e = 0; e < 8; e++)
-				o[e] = rstd * (g[e] * ww[e] - sg - (v[e] - mean) * rstd * sgx);
+				o[e] = rstd * (g[e] * ww[e] - sg - (v[e] - mean) * rstd * sgx) + a[e];
 			ln8_store(dx, row * D + j, o);
 		});
 		if (threadIdx.x % 32 == 0)
@@ -229,7 +232,7 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 	sgx = warp_sum(sgx) / (float)D;
 	for (i64 k = threadIdx.x % 32; k < D; k += 32) {
 		float g = ld(dy, gdt, row * D + k), xh = (ld(x, xdt, row * D + k) - mean) * rstd;
-		st(dx, dxdt, row * D + k, rstd * (g * w[k] - sg - xh * sgx));
+		st(dx, dxdt, row * D + k, rstd * (g * w[k] - sg - xh * sgx) + (add ? ld(add, dxdt, row * D + k) : 0.0f));
 	}
 	if (threadIdx.x % 32 == 0)
 		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
@@ -256,10 +259,10 @@ __global__ void k_rmsnorm(const void *x, int xdt, const float *w, void *y, int y
 		st(y, ydt, row * D + k, ld(x, xdt, row * D + k) * r * w[k]);
 }
 
-// (dy, x, w) -> dx, a warp a row; 0 and the row's 1/rms into stats[2 row], for dw
-// (k_norm_colsum: x times 1/rms is x - 0 times it)
+// (dy, x, w) -> dx, a warp a row, plus add as k_layernorm_bwd's; 0 and the row's 1/rms into
+// stats[2 row], for dw (k_norm_colsum: x times 1/rms is x - 0 times it)
 __global__ void k_rmsnorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
-			      float *stats, i64 M, i64 D, float eps)
+			      const void *add, float *stats, i64 M, i64 D, float eps)
 {
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
@@ -269,7 +272,8 @@ __global__ void k_rmsnorm_bwd(const void *dy, int gdt, const void *x, int xdt, c
 		sgx += ld(dy, gdt, row * D + k) * w[k] * ld(x, xdt, row * D + k);
 	float m = warp_sum(sgx) / (float)D * r * r * r;
 	for (i64 k = threadIdx.x % 32; k < D; k += 32)
-		st(dx, dxdt, row * D + k, r * ld(dy, gdt, row * D + k) * w[k] - m * ld(x, xdt, row * D + k));
+		st(dx, dxdt, row * D + k,
+		   r * ld(dy, gdt, row * D + k) * w[k] - m * ld(x, xdt, row * D + k) + (add ? ld(add, dxdt, row * D + k) : 0.0f));
 	if (threadIdx.x % 32 == 0)
 		stats[2 * row] = 0.0f, stats[2 * row + 1] = r;
 }

@@ -481,6 +481,20 @@ bool mgl_stats_group_ok(const MglPlan *p, int head, int last)
 	       a->attr.limit == b->attr.limit;   /* (targets in the maximum's bytes: read after it is written) */
 }
 
+bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last)
+{
+	if (head < 0 || last != head + 1 || last >= p->nsteps)
+		return false;
+	const MglStep *n = &p->steps[head], *a = &p->steps[last];
+	if ((n->op != MGL_OP_LAYERNORM_BWD && n->op != MGL_OP_RMSNORM_BWD) || n->nout < 1 || a->op != MGL_OP_ACCUMULATE ||
+	    a->nin != 2 || a->nout != 1 || a->phase != n->phase || uses[n->out[0]] != 1)
+		return false;
+	int other = a->in[0] == n->out[0] ? a->in[1] : a->in[1] == n->out[0] ? a->in[0] : -1;
+	const MglValue *dx = &p->values[n->out[0]];
+	return other >= 0 && other != n->out[0] && alike(&p->values[other], dx) && alike(&p->values[a->out[0]], dx) &&
+	       dx->role == MGL_V_ACT && p->values[other].role == MGL_V_ACT && p->values[a->out[0]].role == MGL_V_ACT;
+}
+
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 {
 	int *uses = mgl_xcalloc((size_t)p->nvalues + 1, sizeof *uses, "the values' readers"), rc = 0;
@@ -498,16 +512,19 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 			continue;   /* the groups' runs are checked by mgl_plan_check_memory */
 		int last = mgl_group_end(p, s);
 		unsigned epi = gemm ? (unsigned)st->attr.epi : 0;
-		bool adamw = st->op == MGL_OP_ADAMW, stats = st->op == MGL_OP_VOCAB_MAX;
+		bool adamw = st->op == MGL_OP_ADAMW, stats = st->op == MGL_OP_VOCAB_MAX,
+		     norm = st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD;
 		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == mgl_epilogue_steps(epi)
 			  : adamw ? last > s && mgl_adamw_group_ok(p, s, last)
 			  : stats ? mgl_stats_group_ok(p, s, last)
+			  : norm  ? mgl_norm_add_group_ok(p, uses, s, last)
 				  : last > s && mgl_chain_ok(p, uses, s, last);
 		if (!ok) {
 			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
 				 epi     ? "GEMM with its epilogue"
 				 : adamw ? "multi-tensor AdamW"
 				 : stats ? "pass over the logits (vocab_max, vocab_stats)"
+				 : norm  ? "norm's backward adding another gradient (accumulate)"
 					 : "elementwise kernel");
 			rc = -1;
 		}

@@ -367,6 +367,11 @@ bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
  * vocab_max, then a vocab_stats of the same phase and limit reading the same logits and
  * that maximum. */
 bool mgl_stats_group_ok(const MglPlan *p, int head, int last);
+/* A norm's backward adding another gradient, steps [head, last = head + 1] as one kernel: a
+ * layernorm_bwd or rmsnorm_bwd, then an accumulate of the same phase of its input gradient
+ * dx (read by no other step) and another activation gradient like it, into one like it (the
+ * residual stream's gradient: the norm's kernel adds it as it writes dx). */
+bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);
 

@@ -388,7 +388,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, dgelu_bgrads, chains, adamw_groups, stats_groups; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, dgelu_bgrads, chains, adamw_groups, stats_groups, norm_adds; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -404,7 +404,9 @@ static Fused fused(const MglPlan *p)
 		f.dx_adds += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_ADD;
 		f.dgelus += st->op == MGL_OP_MATMUL_DX && (st->attr.epi & MGL_EPI_DGELU);
 		f.dgelu_bgrads += st->op == MGL_OP_MATMUL_DX && st->attr.epi == (MGL_EPI_DGELU | MGL_EPI_BGRAD);
-		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX;
+		bool norm = st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD;
+		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX && !norm;
+		f.norm_adds += st->fuse == s && norm;
 		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
 		f.stats_groups += st->fuse == s && st->op == MGL_OP_VOCAB_MAX;
 	}
@@ -523,6 +525,39 @@ START_TEST(matmul_dx_applies_the_gelu_derivative)
 	bg->in[0] = g->in[1];   /* the pre-activation's sums: not what the GEMM makes */
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 	bg->in[0] = g->out[0];
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
+	build_free(&b);
+}
+END_TEST
+
+/* The residual stream's gradient added by the norms' backward: at p_drop 0 each layer's two
+ * layernorm_bwd are followed by the accumulate of their input gradient and the residual's,
+ * one group each, in f32 too; none with MGL_NO_FUSE; the reader refuses a group whose other
+ * gradient is of another shape. */
+START_TEST(norm_backward_adds_the_residual)
+{
+	Fused plain = fused_set(NULL, MGL_BF16, "p_drop=0"), f32 = fused_set(NULL, MGL_F32, "p_drop=0"),
+	      off = fused_set("MGL_NO_FUSE", MGL_BF16, "p_drop=0");
+	ck_assert_msg(plain.norm_adds == 4 && f32.norm_adds == 4 && off.norm_adds == 0, "%d %d %d", plain.norm_adds,
+		      f32.norm_adds, off.norm_adds);
+	Build b;
+	MglTarget t = target(1, false);
+	t.seq = 64;
+	build_set(&b, "models/gpt2.mgl", "tiny", "p_drop=0", t);
+	ck_assert_msg(b.p, "%s", b.diag);
+	int s = 0;
+	while (s < b.p->nsteps && !(b.p->steps[s].op == MGL_OP_LAYERNORM_BWD && b.p->steps[s].fuse == s))
+		s++;
+	ck_assert_int_lt(s, b.p->nsteps);
+	MglStep *acc = &b.p->steps[s + 1];
+	ck_assert_int_eq(acc->op, MGL_OP_ACCUMULATE);
+	int k = acc->in[0] == b.p->steps[s].out[0];   /* the other input */
+	int64_t keep = b.p->values[acc->in[k]].shape[0];
+	b.p->values[acc->in[k]].shape[0] = keep + 1;
+	char err[300];
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	ck_assert_msg(strstr(err, "norm's backward adding another gradient"), "%s", err);
+	b.p->values[acc->in[k]].shape[0] = keep;
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
 	build_free(&b);
 }
@@ -1094,6 +1129,7 @@ int main(void)
 	tcase_add_test(mem, fusion_is_decided_for_the_dtype);
 	tcase_add_test(mem, gemms_add_the_residual_and_the_gradients);
 	tcase_add_test(mem, matmul_dx_applies_the_gelu_derivative);
+	tcase_add_test(mem, norm_backward_adds_the_residual);
 	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, softmax_statistics_are_one_pass);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
