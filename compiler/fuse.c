@@ -15,9 +15,7 @@
  *     (the q, k and v input gradients summed; the residual's). A matmul_dx followed by the
  *     gelu_bwd of its output is one call with cuBLASLt's DGELU epilogue, the pre-activation
  *     (the forward's auxiliary output) its auxiliary input: the MLP's input gradient never
- *     goes to memory before the GELU's derivative is applied; and where the bias_grad of
- *     that follows (schedule.c puts it there), its column sums too (DGELU_BGRAD), so that
- *     fc's bias gradient does not read the gradient again.
+ *     goes to memory before the GELU's derivative is applied.
  *   - elementwise chains: the longest runs of steps whose ops have a chain expression
  *     (plan/ops.def), each output read only by the next step (bias_add, dropout, residual
  *     add: Megatron's bias-dropout-add). A chain becomes one generated kernel.
@@ -34,8 +32,7 @@
  * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains, no multi-tensor updates,
  * no softmax statistics' pass and no norm adding the residual, MGL_NO_EPILOGUE=1 no
  * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
- * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd, MGL_NO_BGRAD_EPILOGUE=1 no bias_grad after it
- * (docs/gpu.md).
+ * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd (docs/gpu.md).
  */
 #include "mgl.h"
 
@@ -45,7 +42,7 @@ void mgl_fuse(MglPlan *p)
 {
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
-	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), bgrad = !getenv("MGL_NO_BGRAD_EPILOGUE");
+	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE");
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)
@@ -63,9 +60,7 @@ void mgl_fuse(MglPlan *p)
 			last = s + mgl_epilogue_steps((unsigned)x->attr.epi);
 		} else if (x->op == MGL_OP_MATMUL_DX && epilogues && dgelu && mgl_epilogue_ok(p, uses, s, MGL_EPI_DGELU)) {
 			x->attr.epi = MGL_EPI_DGELU;
-			if (bgrad && mgl_epilogue_ok(p, uses, s, MGL_EPI_DGELU | MGL_EPI_BGRAD))
-				x->attr.epi |= MGL_EPI_BGRAD;
-			last = s + mgl_epilogue_steps((unsigned)x->attr.epi);
+			last = s + 1;
 		} else if (x->op == MGL_OP_MATMUL_DX && epilogues && add && mgl_epilogue_ok(p, uses, s, MGL_EPI_ADD)) {
 			x->attr.epi = MGL_EPI_ADD;
 			last = s + 1;

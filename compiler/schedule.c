@@ -21,8 +21,7 @@
  *
  * First, each gelu_bwd moves up to just after the matmul_dx that makes its gradient input,
  * past the steps between that it does not depend on (autodiff puts the same layer's
- * matmul_dw there), and the bias_grad of its output to just after it: fuse.c can then make
- * the three one GEMM with cuBLASLt's DGELU_BGRAD epilogue.
+ * matmul_dw there): fuse.c can then make the two one GEMM with cuBLASLt's DGELU epilogue.
  */
 #include "mgl.h"
 
@@ -85,33 +84,24 @@ static void move_up(MglPlan *p, int s, int to)
 	p->steps[to] = x;
 }
 
-/* Step s moved up to just after the last step it depends on, if that one is an op `maker`
- * making s's first input alone, in s's phase. */
-static void pull_up_to(MglPlan *p, int s, MglOp maker)
+static void gelu_bwd_to_its_gemm(MglPlan *p)
 {
-	const MglStep *g = &p->steps[s];
-	int at = s - 1;
-	while (at >= 0 && !depends(g, &p->steps[at]))
-		at--;
-	if (g->nin >= 1 && at >= 0 && at < s - 1 && p->steps[at].op == maker && p->steps[at].phase == g->phase &&
-	    p->steps[at].nout == 1 && p->steps[at].out[0] == g->in[0])
-		move_up(p, s, at + 1);
-}
-
-/* The file's paragraph "First, ..." (in order: each gelu_bwd is in place before the bias_grad
- * of its output is reached) */
-static void gelu_bwds_to_their_gemms(MglPlan *p)
-{
-	for (int s = 1; s < p->nsteps; s++)
-		if (p->steps[s].op == MGL_OP_GELU_BWD)
-			pull_up_to(p, s, MGL_OP_MATMUL_DX);
-		else if (p->steps[s].op == MGL_OP_BIAS_GRAD)
-			pull_up_to(p, s, MGL_OP_GELU_BWD);
+	for (int s = 1; s < p->nsteps; s++) {
+		const MglStep *g = &p->steps[s];
+		if (g->op != MGL_OP_GELU_BWD || g->nin < 1)
+			continue;
+		int at = s - 1;
+		while (at >= 0 && !depends(g, &p->steps[at]))
+			at--;   /* the last step before it that it must follow */
+		if (at >= 0 && at < s - 1 && p->steps[at].op == MGL_OP_MATMUL_DX && p->steps[at].phase == g->phase &&
+		    p->steps[at].nout == 1 && p->steps[at].out[0] == g->in[0])
+			move_up(p, s, at + 1);
+	}
 }
 
 void mgl_schedule(MglPlan *p)
 {
-	gelu_bwds_to_their_gemms(p);
+	gelu_bwd_to_its_gemm(p);
 	int floor = 0;   /* the earliest place for the next collective */
 	int sunk = 0;    /* the first step the next collective may sink: the last one's first reader */
 	for (int c = 0; c < p->nsteps; c++) {

@@ -392,8 +392,7 @@ bool mgl_chain_ok(const MglPlan *p, const int *uses, int head, int last)
 
 int mgl_epilogue_steps(unsigned epi)
 {
-	return !!(epi & MGL_EPI_BIAS) + !!(epi & MGL_EPI_GELU) + !!(epi & MGL_EPI_ADD) + !!(epi & MGL_EPI_DGELU) +
-	       !!(epi & MGL_EPI_BGRAD);
+	return !!(epi & MGL_EPI_BIAS) + !!(epi & MGL_EPI_GELU) + !!(epi & MGL_EPI_ADD) + !!(epi & MGL_EPI_DGELU);
 }
 
 static bool alike(const MglValue *a, const MglValue *b)
@@ -420,21 +419,15 @@ static bool adds_to(const MglPlan *p, const int *uses, int at, int v, MglPhase p
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 {
 	const MglStep *m = &p->steps[s];
-	if (m->op == MGL_OP_MATMUL_DX && (epi == MGL_EPI_DGELU || epi == (MGL_EPI_DGELU | MGL_EPI_BGRAD))) {
-		if (s + 1 + !!(epi & MGL_EPI_BGRAD) >= p->nsteps || uses[m->out[0]] != 1)
+	if (m->op == MGL_OP_MATMUL_DX && epi == MGL_EPI_DGELU) {
+		if (s + 1 >= p->nsteps || uses[m->out[0]] != 1)
 			return false;
-		const MglStep *g = &p->steps[s + 1], *b = &p->steps[s + 2];
+		const MglStep *g = &p->steps[s + 1];
 		if (g->op != MGL_OP_GELU_BWD || g->nin != 2 || g->in[0] != m->out[0] || g->phase != m->phase)
 			return false;
 		const MglValue *x = &p->values[g->in[1]], *dx = &p->values[g->out[0]], *dy = &p->values[m->out[0]];
-		if (!alike(x, dx) || !alike(dy, dx) || x->dtype != MGL_BF16 || dx->role != MGL_V_ACT || dx->rank < 1 ||
-		    dx->shape[dx->rank - 1] % 8 != 0)   /* (the auxiliary input's leading dimension) */
-			return false;
-		if (!(epi & MGL_EPI_BGRAD))
-			return true;
-		const MglValue *db = &p->values[b->out[0]];   /* the column sums of dx */
-		return b->op == MGL_OP_BIAS_GRAD && b->nin == 1 && b->nout == 1 && b->in[0] == g->out[0] && b->phase == m->phase &&
-		       db->dtype == MGL_F32 && db->rank == 1 && db->shape[0] == dx->shape[dx->rank - 1];
+		return alike(x, dx) && alike(dy, dx) && x->dtype == MGL_BF16 && dx->role == MGL_V_ACT && dx->rank > 0 &&
+		       dx->shape[dx->rank - 1] % 8 == 0;   /* (the auxiliary input's leading dimension) */
 	}
 	if (m->op == MGL_OP_MATMUL_DX)
 		return epi == MGL_EPI_ADD && adds_to(p, uses, s + 1, m->out[0], m->phase);

@@ -236,9 +236,8 @@ typedef struct {
  * GEMM computes: a matmul's bias_add of its output, and then the gelu of that or the add
  * of another value (the residual: cuBLASLt's C input, beta = 1); a matmul_dx's accumulate
  * of its output into another gradient (C again), or the gelu_bwd of its output (cuBLASLt's
- * DGELU, the pre-activation its auxiliary input) and then the bias_grad of that (its column
- * sums: DGELU_BGRAD). */
-enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2, MGL_EPI_ADD = 4, MGL_EPI_DGELU = 8, MGL_EPI_BGRAD = 16 };
+ * DGELU, the pre-activation its auxiliary input). */
+enum { MGL_EPI_BIAS = 1, MGL_EPI_GELU = 2, MGL_EPI_ADD = 4, MGL_EPI_DGELU = 8 };
 enum { MGL_CHAIN_MAX_IN = 12 };   /* values a fused chain reads from outside it */
 
 /* How a parameter starts: N(0, std), zeros or ones. */
@@ -351,8 +350,7 @@ int mgl_plan_check_memory(const MglPlan *p, char *err, size_t errlen);
  * that and another value. A matmul_dx step's, MGL_EPI_ADD alone: the accumulate of its
  * output and another value; or MGL_EPI_DGELU alone: the gelu_bwd of its output (read by no
  * other step) and a bf16 pre-activation of its shape, making a bf16 activation gradient
- * whose rows are a multiple of 8 wide (the auxiliary input's); with MGL_EPI_BGRAD, then the
- * bias_grad of that gradient into an f32 value of its last dimension. What is added: an
+ * whose rows are a multiple of 8 wide (the auxiliary input's). What is added: an
  * activation (or activation gradient) of the output's type, shape and layout, read by no
  * step of the group but that one, into an activation likewise; the GEMM's output and the
  * bias_add's read by no other step.

@@ -388,7 +388,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, dgelu_bgrads, chains, adamw_groups, stats_groups, norm_adds; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups, norm_adds; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -402,8 +402,7 @@ static Fused fused(const MglPlan *p)
 		f.gelus += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_GELU);
 		f.adds += st->op == MGL_OP_MATMUL && (st->attr.epi & MGL_EPI_ADD);
 		f.dx_adds += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_ADD;
-		f.dgelus += st->op == MGL_OP_MATMUL_DX && (st->attr.epi & MGL_EPI_DGELU);
-		f.dgelu_bgrads += st->op == MGL_OP_MATMUL_DX && st->attr.epi == (MGL_EPI_DGELU | MGL_EPI_BGRAD);
+		f.dgelus += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_DGELU;
 		bool norm = st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD;
 		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX && !norm;
 		f.norm_adds += st->fuse == s && norm;
@@ -487,17 +486,12 @@ START_TEST(gemms_add_the_residual_and_the_gradients)
 END_TEST
 
 /* The MLP's input gradient: proj's matmul_dx applies the GELU's derivative (cuBLASLt's
- * DGELU) and sums fc's bias gradient (DGELU_BGRAD), one a layer, in bf16; not with
- * MGL_NO_DGELU_EPILOGUE, the sums not with MGL_NO_BGRAD_EPILOGUE; the reader refuses the
- * group when the pre-activation is f32, the gelu_bwd reads another gradient or the
- * bias_grad sums another value. */
+ * DGELU), one a layer, in bf16 and not with MGL_NO_DGELU_EPILOGUE; the reader refuses the
+ * group when the pre-activation is f32 or the gelu_bwd reads another gradient. */
 START_TEST(matmul_dx_applies_the_gelu_derivative)
 {
-	Fused bf = fused_with(NULL, MGL_BF16), f32 = fused_with(NULL, MGL_F32), off = fused_with("MGL_NO_DGELU_EPILOGUE", MGL_BF16),
-	      nob = fused_with("MGL_NO_BGRAD_EPILOGUE", MGL_BF16);
+	Fused bf = fused_with(NULL, MGL_BF16), f32 = fused_with(NULL, MGL_F32), off = fused_with("MGL_NO_DGELU_EPILOGUE", MGL_BF16);
 	ck_assert_msg(bf.dgelus == 2 && f32.dgelus == 0 && off.dgelus == 0, "%d %d %d", bf.dgelus, f32.dgelus, off.dgelus);
-	ck_assert_msg(bf.dgelu_bgrads == 2 && nob.dgelus == 2 && nob.dgelu_bgrads == 0, "%d %d %d", bf.dgelu_bgrads, nob.dgelus,
-		      nob.dgelu_bgrads);
 	ck_assert_int_eq(off.dx_adds, bf.dx_adds);
 	Build b;
 	MglTarget t = target(1, false);
@@ -505,7 +499,7 @@ START_TEST(matmul_dx_applies_the_gelu_derivative)
 	build_set(&b, "models/gpt2.mgl", "tiny", NULL, t);
 	ck_assert_msg(b.p, "%s", b.diag);
 	int s = 0;
-	while (s < b.p->nsteps && !(b.p->steps[s].attr.epi & MGL_EPI_DGELU))
+	while (s < b.p->nsteps && b.p->steps[s].attr.epi != MGL_EPI_DGELU)
 		s++;
 	ck_assert_int_lt(s, b.p->nsteps);
 	MglStep *g = &b.p->steps[s + 1];
@@ -520,11 +514,6 @@ START_TEST(matmul_dx_applies_the_gelu_derivative)
 	g->in[0] = g->in[1];
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 	g->in[0] = dy;
-	MglStep *bg = &b.p->steps[s + 2];
-	ck_assert_int_eq(bg->op, MGL_OP_BIAS_GRAD);
-	bg->in[0] = g->in[1];   /* the pre-activation's sums: not what the GEMM makes */
-	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
-	bg->in[0] = g->out[0];
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
 	build_free(&b);
 }
@@ -769,10 +758,9 @@ START_TEST(step_kinds)
 	};
 	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus,
 	 * the accumulates of the q, k and v input gradients (2 a layer; dropout keeps the
-	 * forward's residual adds out), the gelu_bwds and the bias_grads of their outputs (fc's,
-	 * one each a layer); none in f32; under --sp, not the row-split linears' biases (added
-	 * after the reduce-scatter) */
-	static const int epilogue[] = {12 + 2 + 4 + 2 + 2, 0, 8 + 2 + 4 + 2 + 2};
+	 * forward's residual adds out) and the gelu_bwds (one a layer); none in f32; under --sp,
+	 * not the row-split linears' biases (added after the reduce-scatter) */
+	static const int epilogue[] = {12 + 2 + 4 + 2, 0, 8 + 2 + 4 + 2};
 	for (size_t t = 0; t < sizeof ts / sizeof ts[0]; t++) {
 		Build b;
 		build(&b, "models/gpt2.mgl", "tiny", ts[t]);

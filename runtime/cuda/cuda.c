@@ -267,11 +267,7 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
-	d->no_bgrad = calloc((size_t)p->nsteps + 1, sizeof *d->no_bgrad);
-	if (getenv("MGL_BGRAD_FALLBACK"))   /* every bias gradient apart from its GEMM (tests) */
-		for (int s = 0; d->no_bgrad && s < p->nsteps; s++)
-			d->no_bgrad[s] = true;
-	if (!d->algo || !d->has_algo || !d->no_bgrad)
+	if (!d->algo || !d->has_algo)
 		return cuda_fail(r, "out of host memory");
 	/* Interleaved micro-batches run NCCL's kernels beside the GEMMs on purpose; at its default
 	 * CTA count NCCL takes enough SMs to slow them by more than it hides (2.5b tp 2: 193.2 ms
@@ -350,7 +346,6 @@ static void cuda_close(RtRank *r)
 		ncclCommDestroy(d->dp);
 	free(d->algo);
 	free(d->has_algo);
-	free(d->no_bgrad);
 	free(d->chains);
 	cuda_release_kernels(d);
 	free(d->chain_kernels);

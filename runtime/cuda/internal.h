@@ -94,7 +94,6 @@ typedef struct {
 	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
-	bool *no_bgrad;           /* per step: its GEMM cannot sum the bias gradient after it (ops.c: op_matmul_dx) */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */

@@ -63,30 +63,16 @@ static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 
 enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
 
-/* A GEMM's epilogue (lt_gemm), each field NULL where unused. */
-typedef struct {
-	const void *add;         /* C = the product + add, a matrix like C (cuBLASLt's C input, beta 1; D our C) */
-	const void *bias;        /* then bias[m] added to each column of C^T: each row of the row-major C (BIAS), */
-	void *gelu_aux;          /* and GELU of that, the pre-activation written here, like C (GELU_AUX_BIAS) */
-	const void *dgelu_aux;   /* or C = the product times GELU's derivative at this bf16 matrix like C (DGELU), */
-	float *bgrad;            /* and then bgrad[m] = the sums of C^T's columns: of C's rows (DGELU_BGRAD) */
-} Epi;
-
-/* Whether cuBLASLt said it cannot do what was asked (not supported, or a value it does not
- * take): a GEMM whose epilogue sums a bias gradient then runs without that part */
-static bool lt_refused(cublasStatus_t st) { return st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE; }
-
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
- * accumulate: C += the product; e: the epilogue (NULL: none). 0 when done; -1 on an error;
- * 1, nothing done, when e->bgrad is asked for and cuBLASLt has no algorithm for it. */
+ * accumulate: C += the product; add (not NULL): C = the product + add, a matrix like C
+ * (cuBLASLt's C input with beta = 1, D our C); then the bias, or GELU with the bias
+ * (gelu_aux: where the pre-activation goes); or dgelu_aux (not NULL): C = the product times
+ * GELU's derivative at dgelu_aux, a bf16 matrix like C (cuBLASLt's DGELU). */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
-		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const Epi *e)
+		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *add, const void *bias, void *gelu_aux,
+		   const void *dgelu_aux)
 {
-	static const Epi none;
-	e = e ? e : &none;
-	const void *add = e->add, *bias = e->bias, *dgelu_aux = e->dgelu_aux;
-	void *gelu_aux = e->gelu_aux;
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
 	cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -106,16 +92,11 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
 		}
 	} else if (dgelu_aux) {   /* the pre-activation, [m, n] column-major like C */
-		cublasLtEpilogue_t epi = e->bgrad ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU;
+		cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DGELU;
 		int64_t ld = m;
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &dgelu_aux, sizeof dgelu_aux));
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
-		if (e->bgrad) {   /* f32 sums, whatever C's type */
-			cudaDataType_t bt = CUDA_R_32F;
-			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e->bgrad, sizeof e->bgrad));
-			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-		}
 	}
 	if (cuda_in_flight(d) && d->gemm_sms) {   /* beside a collective: leave it SMs (cuda.c) */
 		int32_t sms = d->gemm_sms;
@@ -135,18 +116,8 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 							 sizeof d->ws_size));
 		cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
 		int found = 0;
-		cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, beta ? 1 : GEMM_CANDIDATES, h,
-								   &found);
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, beta ? 1 : GEMM_CANDIDATES, h, &found));
 		cublasLtMatmulPreferenceDestroy(pref);
-		if (e->bgrad && (lt_refused(st) || (st == CUBLAS_STATUS_SUCCESS && !found))) {
-			cublasLtMatrixLayoutDestroy(la);   /* not with this epilogue, on this GPU and library */
-			cublasLtMatrixLayoutDestroy(lb);
-			cublasLtMatrixLayoutDestroy(lc);
-			cublasLtMatmulDescDestroy(op);
-			return 1;
-		}
-		if (st != CUBLAS_STATUS_SUCCESS)
-			return cuda_fail(r, "cublasLtMatmulAlgoGetHeuristic: cuBLAS status %d", (int)st);
 		if (!found)
 			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
 				     (long long)k);
@@ -172,19 +143,12 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 		d->algo[step] = h[best].algo;
 		d->has_algo[step] = true;
 	}
-	cublasStatus_t st = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step],
-					   d->ws, d->ws_size, d->compute);
+	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
+			   d->ws_size, d->compute));
 	cublasLtMatrixLayoutDestroy(la);
 	cublasLtMatrixLayoutDestroy(lb);
 	cublasLtMatrixLayoutDestroy(lc);
 	cublasLtMatmulDescDestroy(op);
-	if (e->bgrad && lt_refused(st)) {
-		d->has_algo[step] = false;   /* the GEMM without the bias gradient finds its own */
-		return 1;
-	}
-	if (st != CUBLAS_STATUS_SUCCESS)
-		return cuda_fail(r, "cublasLtMatmul (%lld x %lld x %lld): cuBLAS status %d", (long long)m, (long long)n,
-				 (long long)k, (int)st);
 	return 0;
 }
 
@@ -222,7 +186,8 @@ static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
 		return cuda_fail(r, "copying the GEMM's matrices: %s", cudaGetErrorString(e));
 	for (int i = 0; i < GEMM_WARM + GEMM_RUNS; i++) {
 		CK(cudaEventRecord(ev[0], d->compute));
-		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL))
+		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL, NULL, NULL,
+			    NULL))
 			return -1;
 		CK(cudaEventRecord(ev[1], d->compute));
 		CK(cudaEventSynchronize(ev[1]));
@@ -289,60 +254,22 @@ static int op_matmul(CudaCtx *c)
 		      *a = epi & MGL_EPI_ADD ? c->s + 2 : NULL;
 	int out = g ? g->out[0] : a ? a->out[0] : b ? b->out[0] : OUT(0);
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
-	Epi e = {.add = a ? added(c->r, a, b->out[0]) : NULL, .bias = b ? P16(c->r, b->in[1]) : NULL,
-		 .gelu_aux = g ? P(c->r, b->out[0]) : NULL};
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
-		       P(c->r, out), dt(c->r, out), false, &e);
+		       P(c->r, out), dt(c->r, out), false, a ? added(c->r, a, b->out[0]) : NULL,
+		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL, NULL);
 }
-
-static int op_bias_grad(CudaCtx *c);
-static int need_scratch(RtRank *r, int64_t floats);
 
 static int op_matmul_dx(CudaCtx *c)
 {
-	RtRank *r = c->r;
-	Dev *d = r->mem;
-	const MglValue *dy = val(r, IN(0)), *w = val(r, IN(1));
+	const MglValue *dy = val(c->r, IN(0)), *w = val(c->r, IN(1));
 	int64_t M = rt_rows(dy), N = w->shape[0], K = w->shape[1];
 	/* dx^T[K, M] = W^T (col-major K x N) . dy^T (col-major N x M); with its epilogue, the
 	 * accumulate after it: that step's output, the other gradient added; or the gelu_bwd
-	 * after it: that step's output, GELU's derivative at its pre-activation applied, and
-	 * then (MGL_EPI_BGRAD) the bias_grad of that: its column sums (f32, into scratch, then
-	 * added to the gradient, which accumulates). Where cuBLASLt has no algorithm for that
-	 * last part (found at the step's first run, kept in no_bgrad; MGL_BGRAD_FALLBACK=1
-	 * forces it), the GEMM does the rest and the bias_grad step runs by its own kernel. */
-	unsigned epi = (unsigned)c->s->attr.epi;
-	const MglStep *a = epi & MGL_EPI_ADD ? c->s + 1 : NULL, *g = epi & MGL_EPI_DGELU ? c->s + 1 : NULL,
-		      *b = epi & MGL_EPI_BGRAD ? c->s + 2 : NULL;
+	 * after it: that step's output, GELU's derivative at its pre-activation applied */
+	const MglStep *a = c->s->attr.epi & MGL_EPI_ADD ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_DGELU ? c->s + 1 : NULL;
 	int out = a ? a->out[0] : g ? g->out[0] : OUT(0);
-	Epi e = {.add = a ? added(r, a, OUT(0)) : NULL, .dgelu_aux = g ? P(r, g->in[1]) : NULL};
-	if (b && !d->no_bgrad[c->index]) {
-		if (need_scratch(r, 64 + K))
-			return -1;
-		e.bgrad = d->scratch + 64;
-		int rc = lt_gemm(r, c->index, K, M, N, operand(r, IN(1)), false, K, P(r, IN(0)), false, N, P(r, out), dt(r, out),
-				 false, &e);
-		if (rc < 0)
-			return -1;
-		if (rc == 0) {   /* db[K] (+)= the sums */
-			int f32 = MGL_F32, odt = dt(r, b->out[0]);
-			void *db = P(r, b->out[0]);
-			if (val(r, b->out[0])->role == MGL_V_GRAD)
-				return launch(r, K_add, K, 1, ARGS(&e.bgrad, &f32, &K, &db, &odt, &K, &db, &odt, &K));
-			return launch(r, K_convert, K, 1, ARGS(&e.bgrad, &f32, &db, &odt, &K));
-		}
-		d->no_bgrad[c->index] = true;
-		e.bgrad = NULL;
-	}
-	if (lt_gemm(r, c->index, K, M, N, operand(r, IN(1)), false, K, P(r, IN(0)), false, N, P(r, out), dt(r, out), false, &e))
-		return -1;
-	if (!b)
-		return 0;
-	CudaCtx t = {r, b, c->index + 2, c->last_micro};
-	d->step = b;   /* its errors name it */
-	int rc = op_bias_grad(&t);
-	d->step = c->s;
-	return rc;
+	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N, P(c->r, out),
+		       dt(c->r, out), false, a ? added(c->r, a, OUT(0)) : NULL, NULL, NULL, g ? P(c->r, g->in[1]) : NULL);
 }
 
 static int op_matmul_dw(CudaCtx *c)
@@ -351,7 +278,7 @@ static int op_matmul_dw(CudaCtx *c)
 	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
 	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
-		       dt(c->r, OUT(0)), ACC(0), NULL);
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL, NULL, NULL);
 }
 
 static int op_embedding(CudaCtx *c)

@@ -453,9 +453,7 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 66, 32, false},
 	};
 	/* The mma.sync flash kernels, which compute capability 9.0 takes only when told to
-	 * (docs/gpu.md): these cases again with the forward on mma.sync, then both, at tp 1;
-	 * then with fc's bias gradient by its own kernel instead of proj's input-gradient GEMM
-	 * (DGELU_BGRAD), the path taken where cuBLASLt has no algorithm for that epilogue */
+	 * (docs/gpu.md): these cases again with the forward on mma.sync, then both, at tp 1 */
 	static const Case flash_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=200", 2, 200, false},   /* heads of 64 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},     /* 96 */
@@ -463,7 +461,7 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_BGRAD_FALLBACK"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
