@@ -21,7 +21,9 @@
  *
  * First, each gelu_bwd moves up to just after the matmul_dx that makes its gradient input,
  * past the steps between that it does not depend on (autodiff puts the same layer's
- * matmul_dw there): fuse.c can then make the two one GEMM with cuBLASLt's DGELU epilogue.
+ * matmul_dw there), or where one of them makes its pre-activation (full recomputation) the
+ * matmul_dx moves down to just before it: fuse.c can then make the two one GEMM with
+ * cuBLASLt's DGELU epilogue.
  */
 #include "mgl.h"
 
@@ -76,26 +78,41 @@ static int sink_independent(MglPlan *p, int from, int c)
 	return from + kept - 1;
 }
 
-/* Step s moved to index to (< s), the steps [to, s) one later. */
-static void move_up(MglPlan *p, int s, int to)
+/* Step `from` moved to index `to`, the steps between one place toward where it was. */
+static void move(MglPlan *p, int from, int to)
 {
-	MglStep x = p->steps[s];
-	memmove(&p->steps[to + 1], &p->steps[to], (size_t)(s - to) * sizeof x);
+	MglStep x = p->steps[from];
+	if (to < from)
+		memmove(&p->steps[to + 1], &p->steps[to], (size_t)(from - to) * sizeof x);
+	else
+		memmove(&p->steps[from], &p->steps[from + 1], (size_t)(to - from) * sizeof x);
 	p->steps[to] = x;
 }
 
+/* The file's paragraph "First, ...": gelu_bwd s up to the matmul_dx making its gradient
+ * input; or, where a step between must stay before s (full recomputation remakes the
+ * pre-activation there), that matmul_dx down to just before s, if no step between must
+ * stay after it. */
 static void gelu_bwd_to_its_gemm(MglPlan *p)
 {
 	for (int s = 1; s < p->nsteps; s++) {
 		const MglStep *g = &p->steps[s];
 		if (g->op != MGL_OP_GELU_BWD || g->nin < 1)
 			continue;
-		int at = s - 1;
+		int at = s - 1, mk = s - 1;
 		while (at >= 0 && !depends(g, &p->steps[at]))
 			at--;   /* the last step before it that it must follow */
-		if (at >= 0 && at < s - 1 && p->steps[at].op == MGL_OP_MATMUL_DX && p->steps[at].phase == g->phase &&
-		    p->steps[at].nout == 1 && p->steps[at].out[0] == g->in[0])
-			move_up(p, s, at + 1);
+		while (mk >= 0 && !(p->steps[mk].nout == 1 && p->steps[mk].out[0] == g->in[0]))
+			mk--;   /* the step making its gradient input */
+		if (mk < 0 || mk == s - 1 || p->steps[mk].op != MGL_OP_MATMUL_DX || p->steps[mk].phase != g->phase)
+			continue;
+		bool may = true;   /* whether the matmul_dx may pass every step up to s */
+		for (int k = mk + 1; k < s && may; k++)
+			may = !depends(&p->steps[k], &p->steps[mk]) && p->steps[k].phase == g->phase;
+		if (at == mk)
+			move(p, s, mk + 1);
+		else if (may)
+			move(p, mk, s - 1);
 	}
 }
 
@@ -111,7 +128,7 @@ void mgl_schedule(MglPlan *p)
 		while (to > floor && p->steps[to - 1].phase == p->steps[c].phase && !depends(&p->steps[c], &p->steps[to - 1]))
 			to--;
 		if (to < c)
-			move_up(p, c, to);
+			move(p, c, to);
 		int from = to;
 		while (from > sunk && p->steps[from - 1].phase == p->steps[to].phase)
 			from--;

@@ -423,8 +423,9 @@ bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 		if (s + 1 >= p->nsteps || uses[m->out[0]] != 1)
 			return false;
 		const MglStep *g = &p->steps[s + 1];
-		if (g->op != MGL_OP_GELU_BWD || g->nin != 2 || g->in[0] != m->out[0] || g->phase != m->phase)
-			return false;
+		if (g->op != MGL_OP_GELU_BWD || g->nin != 2 || g->in[0] != m->out[0] || g->phase != m->phase ||
+		    g->out[0] == g->in[1] || g->out[0] == m->in[0] || g->out[0] == m->in[1])
+			return false;   /* (the GEMM would write over what it reads) */
 		const MglValue *x = &p->values[g->in[1]], *dx = &p->values[g->out[0]], *dy = &p->values[m->out[0]];
 		return alike(x, dx) && alike(dy, dx) && x->dtype == MGL_BF16 && dx->role == MGL_V_ACT && dx->rank > 0 &&
 		       dx->shape[dx->rank - 1] % 8 == 0;   /* (the auxiliary input's leading dimension) */
@@ -483,6 +484,9 @@ bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last
 	    a->nin != 2 || a->nout != 1 || a->phase != n->phase || uses[n->out[0]] != 1)
 		return false;
 	int other = a->in[0] == n->out[0] ? a->in[1] : a->in[1] == n->out[0] ? a->in[0] : -1;
+	for (int k = 0; k < n->nin; k++)
+		if (a->out[0] == n->in[k])
+			return false;   /* (the kernel would write over what the column sums read after it) */
 	const MglValue *dx = &p->values[n->out[0]];
 	return other >= 0 && other != n->out[0] && alike(&p->values[other], dx) && alike(&p->values[a->out[0]], dx) &&
 	       dx->role == MGL_V_ACT && p->values[other].role == MGL_V_ACT && p->values[a->out[0]].role == MGL_V_ACT;
@@ -885,6 +889,22 @@ static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 		if (!ok)
 			bad(r, "%s along dimension %lld from the end: %%%d and %%%d are not a tp-th and the whole of one tensor",
 			    mgl_ops[s->op].name, (long long)dim, s->in[0], s->out[0]);
+	}
+	bool norm_bwd = s->op == MGL_OP_LAYERNORM_BWD || s->op == MGL_OP_RMSNORM_BWD;
+	if (norm_bwd || s->op == MGL_OP_LAYERNORM || s->op == MGL_OP_RMSNORM) {
+		/* the kernels take rows and width from x and index every other value by them: dy, y
+		 * and dx like x, the weight, bias and their gradients of its width */
+		const MglValue *x = &p->values[s->in[norm_bwd]], *y = &p->values[s->out[0]];
+		bool ok = y->rank == x->rank && mgl_numel(y) == mgl_numel(x) && mgl_last_dim(y) == mgl_last_dim(x) &&
+			  (!norm_bwd || (p->values[s->in[0]].rank == x->rank && mgl_numel(&p->values[s->in[0]]) == mgl_numel(x)));
+		for (int k = norm_bwd ? 2 : 1; k < s->nin; k++)
+			ok = ok && mgl_numel(&p->values[s->in[k]]) == mgl_last_dim(x);
+		for (int k = 1; norm_bwd && k < s->nout; k++)
+			ok = ok && mgl_numel(&p->values[s->out[k]]) == mgl_last_dim(x);
+		if (!ok)
+			bad(r, "%s: the values' shapes do not follow its input %%%d's rows of %lld", mgl_ops[s->op].name,
+			    s->in[norm_bwd], (long long)mgl_last_dim(x));
+		return;
 	}
 	if (s->op != MGL_OP_MATMUL && s->op != MGL_OP_MATMUL_DX && s->op != MGL_OP_MATMUL_DW)
 		return;

@@ -494,8 +494,9 @@ START_TEST(gemms_add_the_residual_and_the_gradients)
 END_TEST
 
 /* The MLP's input gradient: proj's matmul_dx applies the GELU's derivative (cuBLASLt's
- * DGELU), one a layer, in bf16 and not with MGL_NO_DGELU_EPILOGUE; the reader refuses the
- * group when the pre-activation is f32 or the gelu_bwd reads another gradient. */
+ * DGELU), one a layer, in bf16 and not with MGL_NO_DGELU_EPILOGUE, under each kind of
+ * recomputation too; the reader refuses the group when the pre-activation is f32 or the
+ * gelu_bwd reads another gradient. */
 START_TEST(matmul_dx_applies_the_gelu_derivative)
 {
 	Fused bf = fused_with(NULL, MGL_BF16), f32 = fused_with(NULL, MGL_F32), off = fused_with("MGL_NO_DGELU_EPILOGUE", MGL_BF16);
@@ -504,6 +505,14 @@ START_TEST(matmul_dx_applies_the_gelu_derivative)
 	Build b;
 	MglTarget t = target(1, false);
 	t.seq = 64;
+	for (int r = MGL_RECOMPUTE_SELECTIVE; r <= MGL_RECOMPUTE_FULL; r++) {
+		t.recompute = (MglRecompute)r;
+		build_set(&b, "models/gpt2.mgl", "tiny", NULL, t);
+		ck_assert_msg(b.p, "%s", b.diag);
+		ck_assert_msg(fused(b.p).dgelus == 2, "recompute %s: %d", mgl_recompute_name[r], fused(b.p).dgelus);
+		build_free(&b);
+	}
+	t.recompute = MGL_RECOMPUTE_NONE;
 	build_set(&b, "models/gpt2.mgl", "tiny", NULL, t);
 	ck_assert_msg(b.p, "%s", b.diag);
 	int s = 0;
@@ -800,13 +809,14 @@ START_TEST(plan_refuses_bad_shapes)
 	ck_assert_msg(b.p, "%s", b.diag);
 	MglArena a = {0};
 	size_t n;
-	int mm = -1, ag = -1, other = -1;
+	int mm = -1, ag = -1, ln = -1, other = -1;
 	for (int s = 0; s < b.p->nsteps; s++) {
 		const MglStep *st = &b.p->steps[s];
 		mm = mm < 0 && st->op == MGL_OP_MATMUL ? s : mm;
 		ag = ag < 0 && st->op == MGL_OP_ALL_GATHER && st->attr.group == MGL_GROUP_TP ? s : ag;
+		ln = ln < 0 && st->op == MGL_OP_LAYERNORM_BWD ? s : ln;
 	}
-	ck_assert(mm >= 0 && ag >= 0);
+	ck_assert(mm >= 0 && ag >= 0 && ln >= 0);
 	const MglValue *y = &b.p->values[b.p->steps[mm].out[0]];
 	for (int v = 0; v < b.p->nvalues && other < 0; v++)   /* an activation of another width */
 		if (b.p->values[v].role == MGL_V_ACT && b.p->values[v].rank == y->rank &&
@@ -819,9 +829,15 @@ START_TEST(plan_refuses_bad_shapes)
 	assert_read_refuses(&a, t, n, "t.plan", "matmul: the shapes of");
 	free(t);
 	b.p->steps[mm].out[0] = keep;
+	double dim = b.p->steps[ag].attr.dim;
 	b.p->steps[ag].attr.dim = MGL_PLAN_MAX_RANK;   /* past the rank of its [batch, seq, d] values */
 	t = write_plan(b.p, &n);
 	assert_read_refuses(&a, t, n, "t.plan", "are not a tp-th and the whole of one tensor");
+	free(t);
+	b.p->steps[ag].attr.dim = dim;
+	b.p->steps[ln].in[1] = other;   /* x of another width than its dy, dx and weight */
+	t = write_plan(b.p, &n);
+	assert_read_refuses(&a, t, n, "t.plan", "layernorm_bwd: the values' shapes do not follow");
 	free(t);
 	mgl_arena_free(&a);
 	build_free(&b);

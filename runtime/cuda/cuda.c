@@ -134,7 +134,8 @@ static int make_comms(RtRank *r)
 	return rc;
 }
 
-static int64_t plan_bytes(const MglPlan *p, int nmicro, int64_t *shadow, int64_t *scratch, int64_t *pack, int64_t *stripes)
+static int64_t plan_bytes(const MglPlan *p, int nmicro, bool grouped, int64_t *shadow, int64_t *scratch, int64_t *pack,
+			  int64_t *stripes)
 {
 	*shadow = p->persistent_bytes[MGL_V_PARAM] / 2 + 256;
 	*scratch = 64, *pack = 0, *stripes = 1;
@@ -160,7 +161,7 @@ static int64_t plan_bytes(const MglPlan *p, int nmicro, int64_t *shadow, int64_t
 		if ((st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) && st->attr.group == MGL_GROUP_TP) {
 			const MglValue *full = &p->values[st->op == MGL_OP_ALL_GATHER ? st->out[0] : st->in[0]];
 			int64_t b = mgl_numel(full) * mgl_dtype_size[full->dtype];
-			if (cuda_staged(full, (int)st->attr.dim))
+			if (cuda_staged(full, (int)st->attr.dim, grouped))
 				*pack = *pack > b ? *pack : b;
 		}
 	}
@@ -203,7 +204,9 @@ static int cuda_open(RtRank *r)
 	d->arch = 10 * prop.major + prop.minor;
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
-	int64_t shadow, scratch, pack, stripes, need = plan_bytes(p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
+	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
+	int64_t shadow, scratch, pack, stripes,
+		need = plan_bytes(p, r->job->nmicro, d->sp_grouped, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;
 	CK(cudaMemGetInfo(&free_b, &total_b));
 	if ((size_t)need > free_b)

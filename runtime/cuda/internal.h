@@ -14,7 +14,6 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <nccl.h>
-#include <stdlib.h>
 
 typedef uint16_t bf16;
 
@@ -94,6 +93,7 @@ typedef struct {
 	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
+	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
@@ -136,14 +136,15 @@ int cuda_comm_wait(RtRank *r, int step);
  * (the next staged collective reuses the buffer). 64: a bound chosen, not measured, above
  * the batches tp runs use and far below what NCCL takes in one group (older versions
  * refused more than 2,048 collectives). Until it is measured and checked on two GPUs the
- * row-at-a-time path is taken only under MGL_SP_GROUPED=1 (docs/gpu.md); by default every
- * collective of more than one row is staged, as before. */
+ * row-at-a-time path is taken only under MGL_SP_GROUPED=1 (docs/gpu.md; read once when a
+ * rank opens, Dev.sp_grouped: every rank of a job must be given the same, or their NCCL
+ * calls would not match); by default every collective of more than one row is staged. */
 #define CUDA_GROUPED_MAX 64
-static inline bool cuda_staged(const MglValue *x, int dim)
+static inline bool cuda_staged(const MglValue *x, int dim, bool grouped)
 {
 	int64_t outer, n, inner;
 	rt_around(x, dim, &outer, &n, &inner);
-	return outer > (getenv("MGL_SP_GROUPED") ? CUDA_GROUPED_MAX : 1);
+	return outer > (grouped ? CUDA_GROUPED_MAX : 1);
 }
 /* cuda.c: micro-batch k's activations, run parameters and collectives are the Dev's own
  * fields from now on (the selected one's ninflight kept for it) */

@@ -813,9 +813,12 @@ static int tp_rows(CudaCtx *c, bool gather, int64_t outer, int64_t n, int64_t in
 	CKN(ncclGroupStart());
 	ncclResult_t e = ncclSuccess;
 	int64_t o = 0;
-	for (; o < outer && e == ncclSuccess; o++)
+	for (; o < outer; o++) {
 		e = gather ? ncclAllGather(part + o * row, all + o * whole, count, nccl_type(dtype), d->tp, d->comm)
 			   : ncclReduceScatter(all + o * whole, part + o * row, count, nccl_type(dtype), ncclSum, d->tp, d->comm);
+		if (e != ncclSuccess)
+			break;
+	}
 	ncclResult_t end = ncclGroupEnd();
 	if (e != ncclSuccess)
 		return cuda_fail(r, "%s (row %lld of %lld, %zu elements): %s", gather ? "ncclAllGather" : "ncclReduceScatter",
@@ -838,7 +841,7 @@ static int op_all_gather(CudaCtx *c)
 	const MglValue *x = val(r, IN(0));
 	int64_t outer, n, inner, tp = r->job->tp;
 	rt_around(x, (int)c->s->attr.dim, &outer, &n, &inner);
-	if (!cuda_staged(x, (int)c->s->attr.dim))
+	if (!cuda_staged(x, (int)c->s->attr.dim, d->sp_grouped))
 		return tp_rows(c, true, outer, n, inner, x->dtype);
 	int es = mgl_dtype_size[x->dtype];
 	size_t count = (size_t)(outer * n * inner);
@@ -865,7 +868,7 @@ static int op_reduce_scatter(CudaCtx *c)
 	const MglValue *o = val(r, OUT(0));
 	int64_t outer, n, inner, tp = r->job->tp;
 	rt_around(o, (int)c->s->attr.dim, &outer, &n, &inner);
-	if (!cuda_staged(o, (int)c->s->attr.dim))
+	if (!cuda_staged(o, (int)c->s->attr.dim, d->sp_grouped))
 		return tp_rows(c, false, outer, n, inner, o->dtype);
 	int es = mgl_dtype_size[o->dtype];
 	size_t count = (size_t)(outer * n * inner);
