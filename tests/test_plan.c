@@ -531,6 +531,11 @@ START_TEST(matmul_dx_applies_the_gelu_derivative)
 	g->in[0] = g->in[1];
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 	g->in[0] = dy;
+	MglStep *next = &b.p->steps[s + 2];   /* a second reader of the GEMM's own output */
+	int keep = next->in[0];
+	next->in[0] = dy;
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	next->in[0] = keep;
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
 	build_free(&b);
 }
@@ -547,6 +552,27 @@ START_TEST(norm_backward_adds_the_residual)
 	ck_assert_msg(plain.norm_adds == 4 && f32.norm_adds == 4 && off.norm_adds == 0, "%d %d %d", plain.norm_adds,
 		      f32.norm_adds, off.norm_adds);
 	refuses_another_shape(MGL_OP_LAYERNORM_BWD, "norm's backward adding another gradient");
+	Build b;   /* an accumulate of other values, and a group of three */
+	MglTarget t = target(1, false);
+	t.seq = 64;
+	build_set(&b, "models/gpt2.mgl", "tiny", "p_drop=0", t);
+	ck_assert_msg(b.p, "%s", b.diag);
+	int s = 0;
+	while (s + 2 < b.p->nsteps && !(b.p->steps[s].op == MGL_OP_LAYERNORM_BWD && b.p->steps[s].fuse == s))
+		s++;
+	ck_assert_int_lt(s + 2, b.p->nsteps);
+	MglStep *acc = &b.p->steps[s + 1];
+	int k = acc->in[0] == b.p->steps[s].out[0] ? 0 : 1, mine = acc->in[k];
+	acc->in[k] = acc->in[1 - k];
+	char err[300];
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	acc->in[k] = mine;
+	int fuse = b.p->steps[s + 2].fuse;
+	b.p->steps[s + 2].fuse = s;
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	b.p->steps[s + 2].fuse = fuse;
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
+	build_free(&b);
 }
 END_TEST
 
