@@ -1,0 +1,53 @@
+#!/bin/bash
+# scripts/bench_ab.sh — A/B timing on the GPU machine, in one call on one card: this tree's
+# mgl against a base revision's, and under environment switches, each variant run in turn
+# and then again in the same order (a card's speed drifts between calls by a few percent:
+# only figures from one call compare; docs/bench.md, "A/B in one call").
+#
+# usage: scripts/bench_ab.sh BASE OUT PRESET "BENCH OPTIONS" VARIANT...
+#   BASE      a git revision, built in OUT/base beside this tree ("-": none)
+#   OUT       where each run's whole output goes (OUT/TAG.N.txt)
+#   PRESET    a preset of models/gpt2.mgl (124m, 1.2b, ...)
+#   OPTIONS   more `mgl bench` options ("--batch 16 --steps 20 --warmup 3")
+#   VARIANT   TAG=base, TAG=new, or TAG=new:VAR=VALUE[,VAR=VALUE...] (this tree's binary with
+#             those variables set, e.g. nodgelu=new:MGL_NO_DGELU_EPILOGUE=1)
+# SEQ (default 1024) and BACKEND (default cuda) may be set. The machine has no re2c: carry build/grammar/lex.c with the tree (it is copied into the
+# base's build). Prints each run's median step and the profile's kinds, then a summary.
+set -u
+base=${1:?usage: scripts/bench_ab.sh BASE OUT PRESET "OPTIONS" VARIANT...} out=${2:?} preset=${3:?} opts=${4-}
+shift 4 || exit 2
+[ $# -gt 0 ] || { echo "bench_ab: no variants" >&2; exit 2; }
+mkdir -p "$out" || exit 1
+export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+jobs=$(nproc 2>/dev/null || echo 4)
+if [ "$base" != - ]; then
+	rm -rf "$out/base" && mkdir -p "$out/base/build/grammar" || exit 1
+	git archive "$base" | tar -x -C "$out/base" || { echo "bench_ab: no revision $base" >&2; exit 1; }
+	cp build/grammar/lex.c "$out/base/build/grammar/" 2>/dev/null
+	(cd "$out/base" && make -s -j"$jobs" build/mgl >"$out/base.build.txt" 2>&1) &
+fi
+make -s -j"$jobs" build/mgl >"$out/new.build.txt" 2>&1 || { tail -20 "$out/new.build.txt"; exit 1; }
+wait
+[ "$base" = - ] || [ -x "$out/base/build/mgl" ] || { tail -20 "$out/base.build.txt"; exit 1; }
+
+# run TAG N: one variant, its output to OUT/TAG.N.txt
+run() {
+	local tag=${1%%=*} spec=${1#*=} n=$2 bin=build/mgl envs=()
+	[ "${spec%%:*}" = base ] && bin=$out/base/build/mgl
+	[[ $spec == *:* ]] && IFS=, read -ra envs <<<"${spec#*:}"
+	# shellcheck disable=SC2086
+	env "${envs[@]}" "$bin" bench models/gpt2.mgl --preset "$preset" --set p_drop=0 --seq "${SEQ:-1024}" --backend "${BACKEND:-cuda}" \
+		--profile $opts >"$out/$tag.$n.txt" 2>&1
+	echo "== $tag ($spec), run $n"
+	grep -E '^  (step|attention|gemm|layernorm|classifier|optimizer|other|outside) ' "$out/$tag.$n.txt"
+}
+for n in 1 2; do
+	for v in "$@"; do run "$v" "$n"; done
+done
+echo
+echo "| variant | step (median), run 1 / run 2 |"
+echo "| --- | --- |"
+for v in "$@"; do
+	tag=${v%%=*}
+	printf '| %s | %s |\n' "$v" "$(for n in 1 2; do grep -m1 '^  step ' "$out/$tag.$n.txt" | awk '{print $2 " ms"}'; done | paste -sd/ -)"
+done
