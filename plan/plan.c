@@ -401,8 +401,9 @@ static bool alike(const MglValue *a, const MglValue *b)
 	       a->layout.dim == b->layout.dim && !memcmp(a->shape, b->shape, (size_t)a->rank * sizeof *a->shape);
 }
 
-/* Step `at` adds v, made in phase ph, to another value for an epilogue (MGL_EPI_ADD): an
- * add or accumulate of v and a value like it into an activation like it. */
+/* Step `at` adds v, made in phase ph and read by no other step, to another value: an add or
+ * accumulate of v and an activation like it into an activation like it (a GEMM's
+ * MGL_EPI_ADD, for bf16 v; a norm's backward adding the residual's gradient). */
 static bool adds_to(const MglPlan *p, const int *uses, int at, int v, MglPhase ph)
 {
 	if (at >= p->nsteps || uses[v] != 1)
@@ -413,7 +414,7 @@ static bool adds_to(const MglPlan *p, const int *uses, int at, int v, MglPhase p
 	int other = a->in[0] == v ? a->in[1] : a->in[1] == v ? a->in[0] : -1;
 	const MglValue *x = &p->values[v];
 	return other >= 0 && other != v && alike(&p->values[other], x) && alike(&p->values[a->out[0]], x) &&
-	       p->values[other].role == MGL_V_ACT && p->values[a->out[0]].role == MGL_V_ACT && x->dtype == MGL_BF16;
+	       p->values[other].role == MGL_V_ACT && p->values[a->out[0]].role == MGL_V_ACT;
 }
 
 bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
@@ -431,7 +432,7 @@ bool mgl_epilogue_ok(const MglPlan *p, const int *uses, int s, unsigned epi)
 		       dx->shape[dx->rank - 1] % 8 == 0;   /* (the auxiliary input's leading dimension) */
 	}
 	if (m->op == MGL_OP_MATMUL_DX)
-		return epi == MGL_EPI_ADD && adds_to(p, uses, s + 1, m->out[0], m->phase);
+		return epi == MGL_EPI_ADD && adds_to(p, uses, s + 1, m->out[0], m->phase) && p->values[m->out[0]].dtype == MGL_BF16;
 	if (m->op != MGL_OP_MATMUL || !(epi & MGL_EPI_BIAS) || (epi & ~(unsigned)(MGL_EPI_BIAS | MGL_EPI_GELU | MGL_EPI_ADD)) ||
 	    (epi & MGL_EPI_GELU && epi & MGL_EPI_ADD) || s + 1 >= p->nsteps)
 		return false;
@@ -481,15 +482,12 @@ bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last
 		return false;
 	const MglStep *n = &p->steps[head], *a = &p->steps[last];
 	if ((n->op != MGL_OP_LAYERNORM_BWD && n->op != MGL_OP_RMSNORM_BWD) || n->nout < 1 || a->op != MGL_OP_ACCUMULATE ||
-	    a->nin != 2 || a->nout != 1 || a->phase != n->phase || uses[n->out[0]] != 1)
+	    a->nout != 1 || p->values[n->out[0]].role != MGL_V_ACT || !adds_to(p, uses, last, n->out[0], n->phase))
 		return false;
-	int other = a->in[0] == n->out[0] ? a->in[1] : a->in[1] == n->out[0] ? a->in[0] : -1;
 	for (int k = 0; k < n->nin; k++)
 		if (a->out[0] == n->in[k])
 			return false;   /* (the kernel would write over what the column sums read after it) */
-	const MglValue *dx = &p->values[n->out[0]];
-	return other >= 0 && other != n->out[0] && alike(&p->values[other], dx) && alike(&p->values[a->out[0]], dx) &&
-	       dx->role == MGL_V_ACT && p->values[other].role == MGL_V_ACT && p->values[a->out[0]].role == MGL_V_ACT;
+	return true;
 }
 
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)

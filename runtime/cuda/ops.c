@@ -391,7 +391,8 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	 * step's output: the other gradient added as it is written */
 	const MglStep *a = mgl_group_end(r->job->plan, c->index) > c->index ? c->s + 1 : NULL;
 	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, a ? a->out[0] : OUT(0)), *dw = P(r, OUT(1));
-	void *db = bias ? P(r, OUT(2)) : NULL, *add = a ? P(r, a->in[0] == OUT(0) ? a->in[1] : a->in[0]) : NULL;
+	void *db = bias ? P(r, OUT(2)) : NULL;
+	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &add, &stats, &M, &D, &eps)))
 		return -1;
 	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
