@@ -530,11 +530,12 @@ __global__ void k_attention(const bf16 *q, const bf16 *k, const bf16 *v, const i
 		lse[(b * H + h) * S + i] = sum > 0 ? mx + logf(sum) : -INF;
 }
 
-// Backward: a warp per query row; dq in registers, dk and dv added atomically into fp32
-// scratch (converted by k_convert afterwards).
+// Backward: a warp per query row; dq in registers, written in rows of ldo elements
+// ([B, S, ldo], columns h dh ..: a column slice of a wider buffer where ldo > H dh), dk and
+// dv [B, S, H dh] added atomically into fp32 scratch (converted by k_convert_rows afterwards).
 __global__ void k_attention_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *o,
 				const float *lse, const int *mask, bf16 *dq, float *dk, float *dv, i64 B, i64 S, i64 H,
-				i64 dh, int causal)
+				i64 dh, i64 ldo, int causal)
 {
 	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	int lane = threadIdx.x % 32;
@@ -573,14 +574,25 @@ __global__ void k_attention_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, co
 				}
 		}
 	}
+	bf16 *dqi = dq + (b * S + i) * ldo + h * dh;
 	for (int t = 0; t < 8; t++)
 		if (lane + 32 * t < dh)
-			dq[base + lane + 32 * t] = f2bf(dqv[t]);
+			dqi[lane + 32 * t] = f2bf(dqv[t]);
 }
 
 __global__ void k_convert(const void *in, int idt, void *out, int odt, i64 n)
 {
 	FOR_EACH(i, n) st(out, odt, i, ld(in, idt, i));
+}
+
+// out[r * ldo + c] = in[r * cols + c]: dense rows [rows, cols] into a column slice of a
+// wider buffer [rows, ldo] (ldo >= cols), converted. A block a row (rows past the grid by
+// a stride), so no division an element.
+__global__ void k_convert_rows(const void *in, int idt, void *out, int odt, i64 rows, i64 cols, i64 ldo)
+{
+	for (i64 r = blockIdx.x; r < rows; r += gridDim.x)
+		for (i64 c = threadIdx.x; c < cols; c += blockDim.x)
+			st(out, odt, r * ldo + c, ld(in, idt, r * cols + c));
 }
 
 // out[B, inner] = x[B, index, inner]; backward: zeros but at index
@@ -1497,9 +1509,11 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 //   dV += P^T dO, dK += dS^T Q      (A from registers, B MN-major)
 //   dQ = dS K                       (A = dS^T and B = K, both MN-major), added into dq (f32)
 //                                   four columns a red.global (half the atomics of pairs)
+// dk and dv in rows of ldo elements, as flash_bwd's.
 template <int DH>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
-			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
+			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
+			     int causal)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
@@ -1610,15 +1624,17 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			}
 		}
 	}
+	// b and h afresh from blockIdx (in 32 bits), rather than kept live through the loop
+	i64 ob = ((i64)(blockIdx.y / (unsigned)H) * S + kr0) * ldo + blockIdx.y % (unsigned)H * DH + 2 * t;
 	for (int d = 0; d < DH / 8; d++) {
-		i64 o0 = base + kr0 * D + d * 8 + 2 * t;
+		i64 o0 = ob + d * 8;
 		if (kr0 < S) {
 			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
 			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
 		}
 		if (kr1 < S) {
-			*(unsigned *)(dk + o0 + 8 * D) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
-			*(unsigned *)(dv + o0 + 8 * D) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
+			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
+			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
 		}
 	}
 }
@@ -1631,9 +1647,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 // P^T = exp(S^T - lse), dP^T = V dO^T, dS^T = P^T (dP^T - delta) scale, dV += P^T dO,
 // dK += dS^T Q; dQ += dS K is shared by the blocks of a head, added atomically into dq (f32,
 // zeroed before, converted after). delta [B, H, S] = rowsum(dO o) from k_attention_delta.
+// dy, q, k, v and dq [B, S, D = H DH]; dk and dv [B, S, ldo], their columns h DH .. written
+// (a column slice of a wider buffer where ldo > D: ldo even and dk, dv 4-byte aligned, as
+// the stores are of pairs).
 template <int DH>
 __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
-			  const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)
+			  const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
+			  int causal)
 {
 	constexpr int LD = DH + 8, LDS = FA_ROWS + 8, DQC = DH % 32 == 0 ? DH / 2 : DH;
 	constexpr int QTILE = FA_BWD_Q * LD;
@@ -1754,15 +1774,17 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 			}
 		}
 	}
+	// b and h afresh from blockIdx (in 32 bits), rather than kept live through the loop
+	i64 ob = ((i64)(blockIdx.y / (unsigned)H) * S + kr0) * ldo + blockIdx.y % (unsigned)H * DH + 2 * t;
 	for (int d = 0; d < DH / 8; d++) {
-		i64 o0 = base + kr0 * D + d * 8 + 2 * t;
+		i64 o0 = ob + d * 8;
 		if (kr0 < S) {
 			*(unsigned *)(dk + o0) = fa_pack(dka[d][0], dka[d][1]);
 			*(unsigned *)(dv + o0) = fa_pack(dva[d][0], dva[d][1]);
 		}
 		if (kr1 < S) {
-			*(unsigned *)(dk + o0 + 8 * D) = fa_pack(dka[d][2], dka[d][3]);
-			*(unsigned *)(dv + o0 + 8 * D) = fa_pack(dva[d][2], dva[d][3]);
+			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[d][2], dka[d][3]);
+			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[d][2], dva[d][3]);
 		}
 	}
 }
@@ -1815,9 +1837,10 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	}                                                                                                            \
 	__global__ void __launch_bounds__(128, FA_BWD_BLOCKS(DH))                                                     \
 	    k_flash_bwd_##DH(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,          \
-			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal) \
+			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H,       \
+			     i64 ldo, int causal)                                                                    \
 	{                                                                                                            \
-		FA_BODY(flash_bwd<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                      \
+		FA_BODY(flash_bwd<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal);)                 \
 	}
 // the backward by wgmma, on sm_90a; the host picks it on compute capability 9.0 alone
 #ifdef FA_WGMMA
@@ -1828,9 +1851,9 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 #define FLASH_BWD_WG(DH)                                                                                             \
 	__global__ void __launch_bounds__(128) k_flash_bwd_wg_##DH(                                                   \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
-	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, int causal)                                 \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal)                       \
 	{                                                                                                            \
-		FA_WG_BODY(flash_bwd_wg<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, causal);)                \
+		FA_WG_BODY(flash_bwd_wg<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal);)           \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \

@@ -15,8 +15,8 @@
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
-	X(attention_bwd) X(convert) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) X(vocab_loss) X(count) \
-	X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
+	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
+	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128)
@@ -577,24 +577,30 @@ static int op_attention(CudaCtx *c)
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
 
-/* (dy, q, k, v, o, lse[, mask]) -> dq, dk, dv. Flash: dq added up in f32 scratch (with delta
- * [B, H, S] after it), converted at the end; the older kernel does so for dk and dv. */
-static int op_attention_bwd(CudaCtx *c)
+/* The step's inputs dy, q, k, v, o [B, S, D = H dh], lse [B, H, S][, mask [B, S]] ->
+ * DQ (dtype dqdt), DK and DV (kvdt; MGL_BF16 or MGL_F32): each rows of ld elements
+ * [B, S, ld], of which columns 0 .. D are written (ld == D: dense; ld > D: column slices of
+ * one wider buffer, such as dq, dk, dv side by side in [B, S, 3 D]; flash stores pairs of
+ * bf16, so ld even and DK, DV 4-byte aligned). Flash (bf16 dk and dv only): dq added up in
+ * f32 scratch [B, S, D] (with delta [B, H, S] after it), converted into DQ's rows at the
+ * end; the older kernel does so for dk and dv and writes dq itself (in bf16, whatever dqdt,
+ * as before). */
+static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int kvdt, int64_t ld)
 {
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *q = val(r, IN(1));
 	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H, n = mgl_numel(q);
+	int64_t rows = B * S, D = H * dh;
 	int causal = (int)c->s->attr.causal, f = flash_of(d, dh), f32 = MGL_F32;
-	if (dt(r, OUT(1)) != MGL_BF16 || dt(r, OUT(2)) != MGL_BF16)
+	if (kvdt != MGL_BF16)
 		f = -1;   /* flash writes dk and dv in bf16 */
 	if (need_scratch(r, 2 * n + 64))
 		return -1;
 	float *s1 = d->scratch + 64, *s2 = s1 + n;
 	void *G = P(r, IN(0)), *Q = P(r, IN(1)), *K = P(r, IN(2)), *V = P(r, IN(3)), *O = P(r, IN(4)), *L = P(r, IN(5));
-	void *M = c->s->nin > 6 ? P(r, IN(6)) : NULL, *DQ = P(r, OUT(0)), *DK = P(r, OUT(1)), *DV = P(r, OUT(2));
+	void *M = c->s->nin > 6 ? P(r, IN(6)) : NULL;
 	if (f >= 0) {
-		int qdt = dt(r, OUT(0));
 		CK(cudaMemsetAsync(s1, 0, (size_t)n * 4, d->compute));
 		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
 		while (lanes < 32 && lanes * 8 < dh)
@@ -602,17 +608,26 @@ static int op_attention_bwd(CudaCtx *c)
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)) ||
 		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 128,
 				  flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
-				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &causal)))
+				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal)))
 			return -1;
-		return launch(r, K_convert, n, 1, ARGS(&s1, &f32, &DQ, &qdt, &n));
+		return launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DQ, &dqdt, &rows, &D, &ld));
 	}
 	CK(cudaMemsetAsync(s1, 0, (size_t)(2 * n) * 4, d->compute));
-	if (launch(r, K_attention_bwd, B * H * S, 32, ARGS(&G, &Q, &K, &V, &O, &L, &M, &DQ, &s1, &s2, &B, &S, &H, &dh, &causal)))
+	if (launch(r, K_attention_bwd, B * H * S, 32, ARGS(&G, &Q, &K, &V, &O, &L, &M, &DQ, &s1, &s2, &B, &S, &H, &dh, &ld, &causal)))
 		return -1;
-	int odt = dt(r, OUT(1));
-	if (launch(r, K_convert, n, 1, ARGS(&s1, &f32, &DK, &odt, &n)))
+	if (launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DK, &kvdt, &rows, &D, &ld)))
 		return -1;
-	return launch(r, K_convert, n, 1, ARGS(&s2, &f32, &DV, &odt, &n));
+	return launch_rows(r, K_convert_rows, rows, ARGS(&s2, &f32, &DV, &kvdt, &rows, &D, &ld));
+}
+
+/* (dy, q, k, v, o, lse[, mask]) -> dq, dk, dv [B, S, H dh], dense (dk and dv of one dtype,
+ * as the gradients of k and v, made alike, are) */
+static int op_attention_bwd(CudaCtx *c)
+{
+	if (dt(c->r, OUT(1)) != dt(c->r, OUT(2)))
+		return cuda_fail(c->r, "attention backward: dk and dv of different types");
+	return attention_bwd(c, P(c->r, OUT(0)), P(c->r, OUT(1)), P(c->r, OUT(2)), dt(c->r, OUT(0)), dt(c->r, OUT(1)),
+			     val(c->r, IN(1))->shape[2]);
 }
 
 static int op_select(CudaCtx *c)
