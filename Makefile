@@ -31,7 +31,7 @@ LDLIBS  += -lm -lpthread -ldl
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 COMPILER_SRC := plan/plan.c plan/common.c compiler/util.c compiler/parse.c compiler/config.c compiler/elaborate.c compiler/autodiff.c \
-                compiler/partition.c compiler/recompute.c compiler/adamw.c compiler/schedule.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
+                compiler/partition.c compiler/recompute.c compiler/adamw.c compiler/hfuse.c compiler/schedule.c compiler/fuse.c compiler/memplan.c compiler/pipeline.c \
                 compiler/explain.c compiler/dot.c
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/grammar/lex.o
 RUNTIME_SRC  := runtime/exec.c runtime/cpu.c runtime/cpu64.c runtime/train.c runtime/data.c runtime/bert_data.c \

@@ -128,7 +128,7 @@ static const Command commands[] = {
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  -o PLAN           where to write the plan\n"
 	 "  --dump=PASS       print the result of one pass and stop: ast, graph, autodiff,\n"
-	 "                    partition, recompute, adamw, schedule, fuse or memplan (the finished plan)\n"
+	 "                    partition, recompute, adamw, hfuse, schedule, fuse or memplan (the finished plan)\n"
 	 "\n"
 	 "Exit status: 0 written, 1 an invalid model (or one that cannot be split over the ranks\n"
 	 "asked for) or a file that cannot be read or written, 2 bad usage.\n",

@@ -36,7 +36,8 @@ static double step_flops(const MglPlan *p, const MglStep *s)
 		return 2.0 * (double)mgl_numel(&v[s->out[0]]) * (double)(mgl_numel(dy) / dy->shape[dy->rank - 1]);
 	}
 	case MGL_OP_ATTENTION:
-	case MGL_OP_ATTENTION_BWD: {
+	case MGL_OP_ATTENTION_BWD:
+	case MGL_OP_ATTENTION_BWD_QKV: {
 		const MglValue *q = &v[s->in[s->op == MGL_OP_ATTENTION ? 0 : 1]];
 		double f = 4.0 * (double)q->shape[0] * (double)q->shape[1] * (double)q->shape[1] * (double)q->shape[2];
 		return s->op == MGL_OP_ATTENTION ? f : 2 * f;

@@ -26,13 +26,17 @@
  *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018).
  *   - a norm's backward and the accumulate after it of its input gradient and the residual
  *     stream's: the norm's kernel adds the other gradient as it writes (one pass over the
- *     [tokens, d] gradients fewer, a layer's two norms each).
+ *     [tokens, d] gradients fewer, a layer's two norms each); and the bias_grad after that
+ *     of the gradient it wrote (the row-parallel o's and proj's: that gradient is their
+ *     output's), a third column sum beside the norm's own two (one launch and, mostly from
+ *     L2, one read of [tokens, d] instead of a pass over it from memory).
  * A fused step's `fuse` is the index of the first step of its group; -1 when alone.
  *
  * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains, no multi-tensor updates,
  * no softmax statistics' pass and no norm adding the residual, MGL_NO_EPILOGUE=1 no
  * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
- * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd (docs/gpu.md).
+ * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd, MGL_NO_NORM_BIAS_GRAD=1 no bias_grad in a norm's
+ * group (docs/gpu.md).
  */
 #include "mgl.h"
 
@@ -42,7 +46,7 @@ void mgl_fuse(MglPlan *p)
 {
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
-	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE");
+	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD");
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)
@@ -66,9 +70,10 @@ void mgl_fuse(MglPlan *p)
 			last = s + 1;
 		} else if (chains && x->op == MGL_OP_VOCAB_MAX && mgl_stats_group_ok(p, s, s + 1)) {
 			last = s + 1;
-		} else if (chains && (x->op == MGL_OP_LAYERNORM_BWD || x->op == MGL_OP_RMSNORM_BWD) &&
-			   mgl_norm_add_group_ok(p, uses, s, s + 1)) {
-			last = s + 1;
+		} else if (chains && (x->op == MGL_OP_LAYERNORM_BWD || x->op == MGL_OP_RMSNORM_BWD)) {
+			for (int l = s + (norm_bias ? 2 : 1); l > s && last == s; l--)
+				if (mgl_norm_add_group_ok(p, uses, s, l) && (norm_bias || p->steps[l].op != MGL_OP_BIAS_GRAD))
+					last = l;
 		} else if (chains && x->op == MGL_OP_ADAMW) {
 			while (last + 1 < p->nsteps && mgl_adamw_group_ok(p, s, last + 1))
 				last++;

@@ -19,6 +19,11 @@
  *
  * Under ZeRO-1 a parameter's and its gradient's buffers hold dp equal pieces (plan.h:
  * mgl_zero_piece), the last padded past the tensor's end.
+ *
+ * A span's members (plan.h: MglSpan; hfuse.c makes them) are laid out one after another in
+ * the span's order where the first of them comes, with no padding between them (hfuse.c
+ * takes only members of a multiple of 32 bytes, so that each, and its bf16 copy on the
+ * cuda backend, stays 16-byte aligned), and the span takes their bytes.
  */
 #include "mgl.h"
 
@@ -38,6 +43,15 @@ void mgl_memplan(MglPlan *p)
 	int *first = mgl_alloc(&a, (size_t)n * sizeof *first), *last = mgl_alloc(&a, (size_t)n * sizeof *last);
 	mgl_plan_lifetimes(p, first, last);
 	memset(p->persistent_bytes, 0, sizeof p->persistent_bytes);
+	int *span_of = mgl_alloc(&a, (size_t)n * sizeof *span_of);   /* a member's span in p->spans, or -1 */
+	for (int v = 0; v < n; v++)
+		span_of[v] = -1;
+	bool *placed = mgl_alloc(&a, (size_t)n * sizeof *placed);
+	for (int i = 0; i < p->nspans; i++) {
+		for (int k = 0; k < p->spans[i].n; k++)
+			span_of[p->spans[i].member[k]] = i;
+		placed[p->spans[i].value] = true;   /* where its first member goes */
+	}
 	for (int v = 0; v < n; v++) {
 		MglValue *x = &p->values[v];
 		x->bytes = aligned_bytes(x);
@@ -45,9 +59,26 @@ void mgl_memplan(MglPlan *p)
 			int64_t whole = mgl_zero_chunk(mgl_numel(x), p->dp) * p->dp * mgl_dtype_size[x->dtype];
 			x->bytes = (whole + ALIGN - 1) / ALIGN * ALIGN;
 		}
-		if (x->role == MGL_V_PARAM || x->role == MGL_V_GRAD || x->role == MGL_V_STATE) {
-			x->offset = p->persistent_bytes[x->role];
-			p->persistent_bytes[x->role] += x->bytes;
+	}
+	for (int v = 0; v < n; v++) {
+		MglValue *x = &p->values[v];
+		if (placed[v] || x->role == MGL_V_ACT || x->role == MGL_V_INPUT)
+			continue;
+		const MglSpan *sp = span_of[v] >= 0 ? &p->spans[span_of[v]] : NULL;
+		for (int k = 0; k < (sp ? sp->n : 1); k++) {
+			MglValue *m = &p->values[sp ? sp->member[k] : v];
+			if (sp)
+				m->bytes = mgl_value_bytes(m);
+			m->offset = p->persistent_bytes[m->role];
+			p->persistent_bytes[m->role] += m->bytes;
+			placed[sp ? sp->member[k] : v] = true;
+		}
+		if (sp) {
+			MglValue *w = &p->values[sp->value];
+			int64_t *end = &p->persistent_bytes[w->role];
+			w->offset = p->values[sp->member[0]].offset;
+			w->bytes = *end - w->offset;
+			*end = (*end + ALIGN - 1) / ALIGN * ALIGN;
 		}
 	}
 

@@ -284,6 +284,8 @@ void mgl_partition(MglCtx *c, MglPlan *p);
 void mgl_recompute(MglCtx *c, MglPlan *p);
 /* adamw.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW (ZeRO-1: sharded) */
 void mgl_adamw(MglCtx *c, MglPlan *p);
+/* hfuse.c: the backward of attention's q, k and v linears as one GEMM each (spans) */
+void mgl_hfuse(MglCtx *c, MglPlan *p);
 /* schedule.c: collectives moved up to just after what they depend on (for overlap) */
 void mgl_schedule(MglPlan *p);
 /* fuse.c: elementwise chains and GEMM epilogues */
@@ -314,8 +316,8 @@ void mgl_dot(FILE *f, const MglPlan *p, int layers, bool backward);
 /* pipeline.c: the passes above, in order, from a graph to a finished plan. mgl_run_passes
  * calls hook (if not NULL) after each pass with its name (mgl_passes[i]) and the plan so
  * far, and stops there when it returns true. */
-enum { MGL_NPASSES = 7 };
-extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, recompute, adamw, schedule, fuse, memplan */
+enum { MGL_NPASSES = 8 };
+extern const char *const mgl_passes[MGL_NPASSES];   /* autodiff, partition, recompute, adamw, hfuse, schedule, fuse, memplan */
 typedef bool MglPassHook(const char *pass, const MglPlan *p, void *arg);
 MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPassHook *hook, void *arg);
 MglPlan *mgl_build_plan(MglCtx *c, const MglGraph *g, const MglTarget *t);   /* every pass */

@@ -4,7 +4,7 @@
  */
 #include "mgl.h"
 
-const char *const mgl_passes[MGL_NPASSES] = {"autodiff", "partition", "recompute", "adamw", "schedule", "fuse", "memplan"};
+const char *const mgl_passes[MGL_NPASSES] = {"autodiff", "partition", "recompute", "adamw", "hfuse", "schedule", "fuse", "memplan"};
 
 MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPassHook *hook, void *arg)
 {
@@ -15,9 +15,10 @@ MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPas
 		case 1: mgl_partition(c, p); break;
 		case 2: mgl_recompute(c, p); break;
 		case 3: mgl_adamw(c, p); break;
-		case 4: mgl_schedule(p); break;
-		case 5: mgl_fuse(p); break;
-		case 6: mgl_memplan(p); break;
+		case 4: mgl_hfuse(c, p); break;
+		case 5: mgl_schedule(p); break;
+		case 6: mgl_fuse(p); break;
+		case 7: mgl_memplan(p); break;
 		}
 		if (hook && hook(mgl_passes[i], p, arg))
 			break;

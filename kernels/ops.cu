@@ -434,60 +434,70 @@ __global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float
 
 // The norms' weight and bias gradients as k_colsum's column sums: of dy (x - mean) rstd
 // into dw, and of dy into db (if db is not NULL), with mean and rstd of each row from
-// stats (k_layernorm_bwd, k_rmsnorm_bwd); part[R, D], and part[R, D] after it for db.
-// blockDim (32, 8), grid (ceil(D / 32), R).
+// stats (k_layernorm_bwd, k_rmsnorm_bwd); and, if dbo is not NULL, of the norm's input
+// gradient dxo (as k_layernorm_bwd wrote it, the residual's added) into dbo: the bias
+// gradient of the linear whose output gradient that is (plan.h, mgl_norm_add_group_ok).
+// part[R, D] for dw, then part[R, D] for db and for dbo. blockDim (32, 8), grid
+// (ceil(D / 32), R).
 __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, const float *stats, float *part,
-			      unsigned *count, float *dw, int wacc, float *db, int bacc, i64 M, i64 D)
+			      unsigned *count, float *dw, int wacc, float *db, int bacc, const void *dxo, int odt, float *dbo,
+			      int oacc, i64 M, i64 D)
 {
-	__shared__ float s[2][8][33], t[2][64][33];
+	__shared__ float s[3][8][33], t[3][64][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
 	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
-	if (colsum_vec(dy, gdt, D) && colsum_vec(x, xdt, D)) {
+	int sums = dbo ? 3 : 2;
+	float *out[3] = {dw, db, dbo};
+	int acc[3] = {wacc, bacc, oacc};
+	if (colsum_vec(dy, gdt, D) && colsum_vec(x, xdt, D) && (!dbo || colsum_vec(dxo, odt, D))) {
 		i64 j0;
 		int rl;
 		colsum_vec_rows(&j0, &rl);
-		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0}, g[8], v[8];
+		float a[3][8] = {{0}}, g[8], v[8], o[8];
 		if (j0 < D)
 			for (i64 i = r0 + rl; i < r1; i += 64) {
 				ld8(dy, DT_BF16, i * D + j0, g);
 				ld8(x, DT_BF16, i * D + j0, v);
+				if (dbo)
+					ld8(dxo, DT_BF16, i * D + j0, o);
 				float mean = stats[2 * i], rstd = stats[2 * i + 1];
 				for (int e = 0; e < 8; e++)
-					a[e] += g[e] * (v[e] - mean) * rstd, b[e] += g[e];
+					a[0][e] += g[e] * (v[e] - mean) * rstd, a[1][e] += g[e], a[2][e] += dbo ? o[e] : 0;
 			}
-		for (int e = 0; e < 8; e++)
-			t[0][rl][threadIdx.x % 4 * 8 + e] = a[e], t[1][rl][threadIdx.x % 4 * 8 + e] = b[e];
+		for (int k = 0; k < sums; k++)
+			for (int e = 0; e < 8; e++)
+				t[k][rl][threadIdx.x % 4 * 8 + e] = a[k][e];
 		__syncthreads();
-		if (threadIdx.y == 0 && j < D) {
-			float sa = 0, sb = 0;
-			for (int k = 0; k < 64; k++)
-				sa += t[0][k][threadIdx.x], sb += t[1][k][threadIdx.x];
-			part[blockIdx.y * D + j] = sa;
-			part[(gridDim.y + blockIdx.y) * D + j] = sb;
-		}
+		if (threadIdx.y == 0 && j < D)
+			for (int k = 0; k < sums; k++) {
+				float sum = 0;
+				for (int r = 0; r < 64; r++)
+					sum += t[k][r][threadIdx.x];
+				part[(k * gridDim.y + blockIdx.y) * D + j] = sum;
+			}
 	} else {
-		float a = 0, b = 0;
+		float a[3] = {0, 0, 0};
 		if (j < D)
 			for (i64 i = r0 + threadIdx.y; i < r1; i += 8) {
 				float g = ld(dy, gdt, i * D + j);
-				a += g * (ld(x, xdt, i * D + j) - stats[2 * i]) * stats[2 * i + 1];
-				b += g;
+				a[0] += g * (ld(x, xdt, i * D + j) - stats[2 * i]) * stats[2 * i + 1];
+				a[1] += g;
+				a[2] += dbo ? ld(dxo, odt, i * D + j) : 0;
 			}
-		s[0][threadIdx.y][threadIdx.x] = a;
-		s[1][threadIdx.y][threadIdx.x] = b;
+		for (int k = 0; k < 3; k++)
+			s[k][threadIdx.y][threadIdx.x] = a[k];
 		__syncthreads();
-		if (threadIdx.y == 0 && j < D) {
-			for (int k = 1; k < 8; k++)
-				a += s[0][k][threadIdx.x], b += s[1][k][threadIdx.x];
-			part[blockIdx.y * D + j] = a;
-			part[(gridDim.y + blockIdx.y) * D + j] = b;
-		}
+		if (threadIdx.y == 0 && j < D)
+			for (int k = 0; k < sums; k++) {
+				for (int r = 1; r < 8; r++)
+					a[k] += s[k][r][threadIdx.x];
+				part[(k * gridDim.y + blockIdx.y) * D + j] = a[k];
+			}
 	}
-	if (colsum_last(count)) {
-		colsum_finish(part, gridDim.y, D, dw, DT_F32, wacc);
-		if (db)
-			colsum_finish(part + gridDim.y * D, gridDim.y, D, db, DT_F32, bacc);
-	}
+	if (colsum_last(count))
+		for (int k = 0; k < sums; k++)
+			if (out[k])
+				colsum_finish(part + k * gridDim.y * D, gridDim.y, D, out[k], DT_F32, acc[k]);
 }
 
 // Attention, a warp per (batch, head, query): keys in order with an online softmax, the

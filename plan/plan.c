@@ -478,16 +478,22 @@ bool mgl_stats_group_ok(const MglPlan *p, int head, int last)
 
 bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last)
 {
-	if (head < 0 || last != head + 1 || last >= p->nsteps)
+	if (head < 0 || last <= head || last > head + 2 || last >= p->nsteps)
 		return false;
-	const MglStep *n = &p->steps[head], *a = &p->steps[last];
-	if ((n->op != MGL_OP_LAYERNORM_BWD && n->op != MGL_OP_RMSNORM_BWD) || n->nout < 1 || a->op != MGL_OP_ACCUMULATE ||
-	    a->nout != 1 || p->values[n->out[0]].role != MGL_V_ACT || !adds_to(p, uses, last, n->out[0], n->phase))
+	const MglStep *n = &p->steps[head], *a = &p->steps[head + 1], *b = &p->steps[last];
+	bool add = a->op == MGL_OP_ACCUMULATE, bias = b->op == MGL_OP_BIAS_GRAD;
+	if ((n->op != MGL_OP_LAYERNORM_BWD && n->op != MGL_OP_RMSNORM_BWD) || n->nout < 1 || last - head != add + bias ||
+	    p->values[n->out[0]].role != MGL_V_ACT)
 		return false;
-	for (int k = 0; k < n->nin; k++)
+	if (add && (a->nout != 1 || !adds_to(p, uses, head + 1, n->out[0], n->phase)))
+		return false;
+	for (int k = 0; add && k < n->nin; k++)
 		if (a->out[0] == n->in[k])
 			return false;   /* (the kernel would write over what the column sums read after it) */
-	return true;
+	int dx = add ? a->out[0] : n->out[0];
+	const MglValue *g = bias ? &p->values[b->out[0]] : NULL;
+	return !bias || (b->nin == 1 && b->nout == 1 && b->in[0] == dx && b->phase == n->phase && g->dtype == MGL_F32 &&
+			 g->rank == 1 && g->shape[0] == mgl_last_dim(&p->values[dx]) && p->values[dx].role == MGL_V_ACT);
 }
 
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
@@ -519,7 +525,7 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 				 epi     ? "GEMM with its epilogue"
 				 : adamw ? "multi-tensor AdamW"
 				 : stats ? "pass over the logits (vocab_max, vocab_stats)"
-				 : norm  ? "norm's backward adding another gradient (accumulate)"
+				 : norm  ? "norm's backward adding another gradient (accumulate) or summing a bias gradient"
 					 : "elementwise kernel");
 			rc = -1;
 		}
@@ -874,6 +880,11 @@ static void check_arity(Reader *r, const MglPlan *p, const MglStep *s)
  * reduce_scatter's or slice's the other way round, of one type; the GEMMs' operands
  * agreeing: matmul x[..., K] . W[N, K] -> [..., N], matmul_dx dy[..., N] . W[N, K] ->
  * [..., K], matmul_dw dy[..., N]^T . x[..., K] -> [N, K] over rows as many. */
+static bool same_shape(const MglValue *a, const MglValue *b)
+{
+	return a->rank == b->rank && !memcmp(a->shape, b->shape, (size_t)a->rank * sizeof *a->shape);
+}
+
 static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 {
 	bool tp_coll = (s->op == MGL_OP_ALL_GATHER || s->op == MGL_OP_REDUCE_SCATTER) && s->attr.group == MGL_GROUP_TP;
@@ -904,6 +915,29 @@ static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 			    s->in[norm_bwd], (long long)mgl_last_dim(x));
 		return;
 	}
+	bool fwd = s->op == MGL_OP_ATTENTION;
+	if (fwd || s->op == MGL_OP_ATTENTION_BWD || s->op == MGL_OP_ATTENTION_BWD_QKV) {
+		/* the kernels take B, S and D from q [B, S, D] and index the others by them: k, v,
+		 * the output, dy and dq, dk, dv like q (the last three side by side in attention_bwd_qkv's
+		 * [B, S, 3 D]), the log-sum-exp [B, heads, S], the mask [B, S] */
+		const MglValue *q = &p->values[s->in[!fwd]];
+		int64_t H = s->attr.heads, B = q->shape[0], S = q->shape[1];
+		int in_lse = fwd ? -1 : 5, in_mask = fwd ? 3 : 6;
+		bool ok = q->rank == 3 && H > 0 && q->shape[2] % H == 0;
+		for (int k = 0; ok && k < (fwd ? 3 : 5); k++)
+			ok = same_shape(&p->values[s->in[k]], q);
+		for (int k = 0; ok && k < s->nout; k++) {
+			const MglValue *o = &p->values[s->out[k]];
+			ok = fwd && k == 1 ? mgl_numel(o) == B * H * S : s->op != MGL_OP_ATTENTION_BWD_QKV ? same_shape(o, q)
+			     : o->rank == 3 && o->shape[0] == B && o->shape[1] == S && o->shape[2] == 3 * q->shape[2];
+		}
+		ok = ok && (in_lse < 0 || mgl_numel(&p->values[s->in[in_lse]]) == B * H * S) &&
+		     (s->nin <= in_mask || mgl_numel(&p->values[s->in[in_mask]]) == B * S);
+		if (!ok)
+			bad(r, "%s: the values' shapes do not follow q's, %%%d: [batch, seq, d] of %lld heads", mgl_ops[s->op].name,
+			    s->in[!fwd], (long long)H);
+		return;
+	}
 	if (s->op != MGL_OP_MATMUL && s->op != MGL_OP_MATMUL_DX && s->op != MGL_OP_MATMUL_DW)
 		return;
 	const MglValue *a = &p->values[s->in[0]], *w = &p->values[s->in[1]], *y = &p->values[s->out[0]];
@@ -916,6 +950,31 @@ static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 	if (!ok)
 		bad(r, "%s: the shapes of %%%d, %%%d and %%%d do not make a product", mgl_ops[s->op].name, s->in[0], s->in[1],
 		    s->out[0]);
+}
+
+/* A span (plan.h: MglSpan) is tiled by whole parameters' values of its role, from its
+ * first byte: each of its type, rank and trailing shape, their rows adding up to its. */
+static void check_span(Reader *r, const MglPlan *p, int span)
+{
+	const MglValue *w = &p->values[span];
+	int64_t at = w->offset, rows = 0, need = mgl_numel(w) * mgl_dtype_size[w->dtype];
+	int n = 0;
+	while (at < w->offset + need) {
+		const MglValue *m = NULL;
+		for (int v = 0; v < p->nvalues && !m; v++)
+			if (p->values[v].role == w->role && p->values[v].param >= 0 && p->values[v].offset == at)
+				m = &p->values[v];
+		bool ok = m && m->dtype == w->dtype && m->rank == w->rank && w->rank >= 1 && mgl_numel(m) > 0;
+		for (int k = 1; ok && k < w->rank; k++)
+			ok = m->shape[k] == w->shape[k];
+		if (!ok)
+			bad(r, "value %%%d spans no parameter's %s of its type and shape at byte %lld", span,
+			    mgl_role_name[w->role], (long long)(at - w->offset));
+		at += mgl_numel(m) * mgl_dtype_size[m->dtype], rows += m->shape[0], n++;
+	}
+	if (at != w->offset + need || rows != w->shape[0] || n < 2)
+		bad(r, "value %%%d is a span (of no parameter) but not two or more whole parameters' %ss", span,
+		    mgl_role_name[w->role]);
 }
 
 /* A parameter's values have their roles, its gradient its shape, and its moments this
@@ -1143,9 +1202,12 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		eol(&r);
 		check_param(&r, p, q);
 	}
-	for (int i = 0; i < p->nvalues; i++)
+	for (int i = 0; i < p->nvalues; i++) {
 		if (p->values[i].param >= p->nparams)
 			bad(&r, "value %%%d names parameter %d, which does not exist", i, p->values[i].param);
+		if (p->values[i].param < 0 && (p->values[i].role == MGL_V_PARAM || p->values[i].role == MGL_V_GRAD))
+			check_span(&r, p, i);
+	}
 	word(&r, "steps"), space(&r), p->nsteps = p->capsteps = (int)num(&r, 0, most), eol(&r);
 	p->steps = mgl_alloc(a, (size_t)(p->nsteps + 1) * sizeof *p->steps);
 	for (int i = 0; i < p->nsteps; i++) {

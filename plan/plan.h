@@ -210,10 +210,25 @@ typedef struct {
 	int rank;
 	int64_t shape[MGL_PLAN_MAX_RANK];   /* this rank's shape */
 	MglLayout layout;
-	int param;             /* PARAM, GRAD, STATE: the parameter it belongs to; else -1 */
+	int param;             /* PARAM, GRAD, STATE: the parameter it belongs to; else -1
+				  (a PARAM or GRAD value of none is a span: MglSpan) */
 	int64_t offset;        /* bytes from the start of its region (arena for ACT and INPUT) */
 	int64_t bytes;
 } MglValue;
+
+/* A span: a PARAM or GRAD value that belongs to no parameter (param -1) and whose bytes are
+ * those of two or more parameters' values of its role, laid end to end in the order given:
+ * its shape theirs stacked along the first dimension ([3 D, K] for three [D, K]). One GEMM
+ * reads or writes a span where each of its members would take a GEMM of its own
+ * (compiler/hfuse.c: attention's q, k and v in the backward pass). memplan.c lays the
+ * members out so; a plan's reader checks that the members it finds in the span's bytes
+ * tile it exactly, each a whole parameter's value of the span's type and trailing shape.
+ * Only the compiler keeps this list: a plan read from disk has none. */
+enum { MGL_SPAN_MAX = 4 };
+typedef struct {
+	int value;                     /* the span */
+	int member[MGL_SPAN_MAX], n;   /* its members, first to last */
+} MglSpan;
 
 typedef enum { MGL_FWD, MGL_BWD, MGL_OPT } MglPhase;
 extern const char *const mgl_phase_name[3];
@@ -283,6 +298,8 @@ typedef struct {
 	int logits;                    /* the logits of its (first) cross-entropy, this rank's part; -1 if none */
 	int64_t persistent_bytes[MGL_V_ROLE_COUNT];   /* per role, this rank */
 	int nlayers;
+	MglSpan *spans;                /* compiler only (hfuse.c for memplan.c): not in a plan's text */
+	int nspans, capspans;
 } MglPlan;
 
 /* ZeRO stage 1 (zero 1): dp rank d owns elements [d c, min(n, (d + 1) c)) of each
@@ -365,10 +382,14 @@ bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
  * vocab_max, then a vocab_stats of the same phase and limit reading the same logits and
  * that maximum. */
 bool mgl_stats_group_ok(const MglPlan *p, int head, int last);
-/* A norm's backward adding another gradient, steps [head, last = head + 1] as one kernel: a
- * layernorm_bwd or rmsnorm_bwd, then an accumulate of the same phase of its input gradient
- * dx (read by no other step) and another activation gradient like it, into one like it (the
- * residual stream's gradient: the norm's kernel adds it as it writes dx). */
+/* A norm's backward adding another gradient or summing a bias gradient, steps [head, last]
+ * as its kernels: a layernorm_bwd or rmsnorm_bwd; then, or not, an accumulate of the same
+ * phase of its input gradient dx (read by no other step) and another activation gradient
+ * like it, into one like it (the residual stream's gradient: the norm's kernel adds it as
+ * it writes dx); then, or not, a bias_grad of the same phase of that gradient (the
+ * accumulate's output, else dx) into an f32 vector of its width (the bias gradient of the
+ * linear whose output gradient that is: the norm's column sums take it too). At least one
+ * of the two. */
 bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);

@@ -847,13 +847,13 @@ static void attention_blas(Ctx *c, int64_t B, int64_t S, int64_t D, int64_t H)
 
 /* The probabilities P again from lse; dP = dy v^T; dS = P (dP - dy . o) scale; then
  * dv = P^T dy, dq = dS k, dk = dS^T q. */
-static void attention_bwd_blas(Ctx *c, int64_t B, int64_t S, int64_t D, int64_t H)
+static void attention_bwd_blas(Ctx *c, int64_t B, int64_t S, int64_t D, int64_t H, real *dQ, real *dK, real *dV)
 {
 	int64_t dh = D / H;
 	const real *dO = F(c->r, IN(0)), *Q = F(c->r, IN(1)), *K = F(c->r, IN(2)), *V = F(c->r, IN(3)),
 		   *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
 	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;
-	real *dQ = F(c->r, OUT(0)), *dK = F(c->r, OUT(1)), *dV = F(c->r, OUT(2)), scale = 1.0f / sqrt((real)dh);
+	real scale = 1.0f / sqrt((real)dh);
 	real *P = mgl_xmalloc((size_t)(2 * S * S) * sizeof *P, "attention's probabilities and gradients"), *dP = P + S * S;
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t h = 0; h < H; h++) {
@@ -933,21 +933,20 @@ static void op_attention(Ctx *c)
 	free(p);
 }
 
-/* (dy, q, k, v, o, lse[, mask]) -> dq, dk, dv: the probabilities recomputed from lse */
-static void op_attention_bwd(Ctx *c)
+/* (dy, q, k, v, o, lse[, mask]) -> dQ, dK, dV [B, S, D]: the probabilities recomputed from lse */
+static void attention_bwd(Ctx *c, real *dQ, real *dK, real *dV)
 {
 	const MglValue *q = val(c->r, IN(1));
 	int64_t B = q->shape[0], S = q->shape[1], D = q->shape[2], H = c->s->attr.heads, dh = D / H;
 #ifdef RT_CPU_FLOAT
 	if (blas.sgemm && S <= BLAS_MAX_SEQ && D <= INT_MAX) {
-		attention_bwd_blas(c, B, S, D, H);
+		attention_bwd_blas(c, B, S, D, H, dQ, dK, dV);
 		return;
 	}
 #endif
 	const real *dO = F(c->r, IN(0)), *Q = F(c->r, IN(1)), *K = F(c->r, IN(2)), *V = F(c->r, IN(3)),
 		    *O = F(c->r, IN(4)), *L = F(c->r, IN(5));
 	const int32_t *mask = c->s->nin > 6 ? IDS(c->r, IN(6)) : NULL;
-	real *dQ = F(c->r, OUT(0)), *dK = F(c->r, OUT(1)), *dV = F(c->r, OUT(2));
 	int64_t n = mgl_numel(q);
 	memset(dQ, 0, (size_t)n * sizeof *dQ);
 	memset(dK, 0, (size_t)n * sizeof *dK);
@@ -982,6 +981,20 @@ static void op_attention_bwd(Ctx *c)
 					}
 				}
 			}
+}
+
+static void op_attention_bwd(Ctx *c) { attention_bwd(c, F(c->r, OUT(0)), F(c->r, OUT(1)), F(c->r, OUT(2))); }
+
+/* attention_bwd with dq, dk and dv side by side in one [B, S, 3 D] (compiler/hfuse.c) */
+static void op_attention_bwd_qkv(Ctx *c)
+{
+	int64_t n = mgl_numel(val(c->r, IN(1))), D = rt_last(val(c->r, IN(1)));
+	real *t = mgl_xmalloc((size_t)(3 * n) * sizeof *t, "attention's input gradients"), *out = F(c->r, OUT(0));
+	attention_bwd(c, t, t + n, t + 2 * n);
+	for (int64_t r = 0; r < n / D; r++)
+		for (int i = 0; i < 3; i++)
+			memcpy(out + (3 * r + i) * D, t + i * n + r * D, (size_t)D * sizeof *t);
+	free(t);
 }
 
 /* Rotary position embeddings on x [B, S, H*dh] (this rank's heads), Hugging Face LLaMA's
@@ -1313,6 +1326,7 @@ static OpFn *const ops[MGL_OP_COUNT] = {
 	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,   [MGL_OP_SILU] = op_silu,
 	[MGL_OP_SILU_BWD] = op_silu_bwd,         [MGL_OP_MUL] = op_mul,
 	[MGL_OP_ROPE] = op_rope,                 [MGL_OP_ROPE_BWD] = op_rope,
+	[MGL_OP_ATTENTION_BWD_QKV] = op_attention_bwd_qkv,
 };
 
 static bool cpu_runs(MglOp op) { return ops[op] != NULL; }

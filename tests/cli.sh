@@ -79,7 +79,7 @@ compile_o() {
 check 'compile -o writes a whole plan, from "mgl-plan 2" to "end"' compile_o
 expect 0 '^mgl-plan 2$'                        -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
 expect 0 '^s 0 fwd embedding '                 -- compile models/gpt2.mgl --preset tiny --tp 2 --dump=partition
-expect 2 "--dump takes ast, graph, autodiff, partition, recompute, adamw, schedule, fuse or memplan, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
+expect 2 "--dump takes ast, graph, autodiff, partition, recompute, adamw, hfuse, schedule, fuse or memplan, not 'nope'" -- compile models/gpt2.mgl --preset tiny --dump=nope
 expect 2 "--tp takes a whole number from 1 to 4,096, not '0'" -- compile models/gpt2.mgl --tp 0
 expect 2 "--tp takes a whole number from 1 to 4,096, not 'x'" -- compile models/gpt2.mgl --tp x
 expect 1 'gpt2.mgl:[0-9]+:[0-9]+: error: 12 heads cannot be split over --tp 8' -- compile models/gpt2.mgl --tp 8 -o "$tmp/tp8.plan"

@@ -388,7 +388,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups, norm_adds; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups, norm_adds, norm_biases; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -406,6 +406,8 @@ static Fused fused(const MglPlan *p)
 		bool norm = st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD;
 		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX && !norm;
 		f.norm_adds += st->fuse == s && norm;
+		f.norm_biases += st->fuse >= 0 && st->fuse < s && st->op == MGL_OP_BIAS_GRAD &&
+				 (p->steps[st->fuse].op == MGL_OP_LAYERNORM_BWD || p->steps[st->fuse].op == MGL_OP_RMSNORM_BWD);
 		f.adamw_groups += st->fuse == s && st->op == MGL_OP_ADAMW;
 		f.stats_groups += st->fuse == s && st->op == MGL_OP_VOCAB_MAX;
 	}
@@ -457,7 +459,9 @@ static void refuses_another_shape(MglOp head, const char *why)
 	Build b;
 	MglTarget t = target(1, false);
 	t.seq = 64;
+	setenv("MGL_NO_HFUSE", "1", 1);   /* q, k and v's dx summed by accumulates */
 	build_set(&b, "models/gpt2.mgl", "tiny", "p_drop=0", t);
+	unsetenv("MGL_NO_HFUSE");
 	ck_assert_msg(b.p, "%s", b.diag);
 	int s = 0;
 	while (s + 1 < b.p->nsteps && !(b.p->steps[s].op == head && b.p->steps[s].fuse == s &&
@@ -482,13 +486,17 @@ static void refuses_another_shape(MglOp head, const char *why)
  * the reader refuses a group whose add reads a value of another shape. */
 START_TEST(gemms_add_the_residual_and_the_gradients)
 {
+	setenv("MGL_NO_HFUSE", "1", 1);   /* which sums the q, k and v input gradients in one GEMM */
 	Fused drop = fused_with(NULL, MGL_BF16), plain = fused_set(NULL, MGL_BF16, "p_drop=0"),
 	      f32 = fused_set(NULL, MGL_F32, "p_drop=0"), off = fused_set("MGL_NO_ADD_EPILOGUE", MGL_BF16, "p_drop=0");
+	unsetenv("MGL_NO_HFUSE");
+	Fused one = fused_set(NULL, MGL_BF16, "p_drop=0");
 	ck_assert_msg(drop.adds == 0 && drop.dx_adds == 4, "%d %d", drop.adds, drop.dx_adds);
 	ck_assert_msg(plain.adds == 4 && plain.dx_adds == 4 && plain.epilogues == 12 && plain.gelus == 2, "%d %d %d %d",
 		      plain.adds, plain.dx_adds, plain.epilogues, plain.gelus);
 	ck_assert(f32.adds == 0 && f32.dx_adds == 0);
 	ck_assert(off.adds == 0 && off.dx_adds == 0 && off.epilogues == 12);
+	ck_assert_msg(one.adds == 4 && one.dx_adds == 0, "%d %d", one.adds, one.dx_adds);
 	refuses_another_shape(MGL_OP_MATMUL_DX, "cannot run as one GEMM with its epilogue");
 }
 END_TEST
@@ -543,34 +551,47 @@ END_TEST
 
 /* The residual stream's gradient added by the norms' backward: at p_drop 0 each layer's two
  * layernorm_bwd are followed by the accumulate of their input gradient and the residual's,
- * one group each, in f32 too; none with MGL_NO_FUSE; the reader refuses a group whose other
- * gradient is of another shape. */
+ * one group each, in f32 too; and the bias_grad of what they write joins where one follows
+ * (not with MGL_NO_NORM_BIAS_GRAD); none with MGL_NO_FUSE; the reader refuses a group whose
+ * other gradient is of another shape or not its own, whose bias_grad reads another value,
+ * and one of four steps. */
 START_TEST(norm_backward_adds_the_residual)
 {
 	Fused plain = fused_set(NULL, MGL_BF16, "p_drop=0"), f32 = fused_set(NULL, MGL_F32, "p_drop=0"),
-	      off = fused_set("MGL_NO_FUSE", MGL_BF16, "p_drop=0");
-	ck_assert_msg(plain.norm_adds == 4 && f32.norm_adds == 4 && off.norm_adds == 0, "%d %d %d", plain.norm_adds,
-		      f32.norm_adds, off.norm_adds);
+	      off = fused_set("MGL_NO_FUSE", MGL_BF16, "p_drop=0"), nob = fused_set("MGL_NO_NORM_BIAS_GRAD", MGL_BF16, "p_drop=0");
+	/* four norms adding the residual's gradient, and ln_f's summing the last proj's bias
+	 * gradient alone; o's bias gradient after each mlp norm, proj's after the second
+	 * layer's attention norm and ln_f: four */
+	ck_assert_msg(plain.norm_adds == 5 && f32.norm_adds == 5 && off.norm_adds == 0 && nob.norm_adds == 4, "%d %d %d %d",
+		      plain.norm_adds, f32.norm_adds, off.norm_adds, nob.norm_adds);
+	ck_assert_msg(plain.norm_biases == 4 && f32.norm_biases == 4 && nob.norm_biases == 0, "%d %d %d", plain.norm_biases,
+		      f32.norm_biases, nob.norm_biases);
 	refuses_another_shape(MGL_OP_LAYERNORM_BWD, "norm's backward adding another gradient");
-	Build b;   /* an accumulate of other values, and a group of three */
+	Build b;   /* an accumulate of other values, a bias_grad of another, a group of four */
 	MglTarget t = target(1, false);
 	t.seq = 64;
 	build_set(&b, "models/gpt2.mgl", "tiny", "p_drop=0", t);
 	ck_assert_msg(b.p, "%s", b.diag);
+	MglStep *st = b.p->steps;
 	int s = 0;
-	while (s + 2 < b.p->nsteps && !(b.p->steps[s].op == MGL_OP_LAYERNORM_BWD && b.p->steps[s].fuse == s))
+	while (s + 3 < b.p->nsteps && !(st[s].op == MGL_OP_LAYERNORM_BWD && st[s].fuse == s && st[s + 1].op == MGL_OP_ACCUMULATE &&
+					st[s + 2].op == MGL_OP_BIAS_GRAD && st[s + 2].fuse == s))
 		s++;
-	ck_assert_int_lt(s + 2, b.p->nsteps);
-	MglStep *acc = &b.p->steps[s + 1];
-	int k = acc->in[0] == b.p->steps[s].out[0] ? 0 : 1, mine = acc->in[k];
+	ck_assert_int_lt(s + 3, b.p->nsteps);
+	MglStep *acc = &st[s + 1];
+	int k = acc->in[0] == st[s].out[0] ? 0 : 1, mine = acc->in[k];
 	acc->in[k] = acc->in[1 - k];
 	char err[300];
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 	acc->in[k] = mine;
-	int fuse = b.p->steps[s + 2].fuse;
-	b.p->steps[s + 2].fuse = s;
+	int dy = st[s + 2].in[0];
+	st[s + 2].in[0] = st[s].out[0];   /* the norm's dx before the residual's is added */
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
-	b.p->steps[s + 2].fuse = fuse;
+	st[s + 2].in[0] = dy;
+	int fuse = st[s + 3].fuse;
+	st[s + 3].fuse = s;
+	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+	st[s + 3].fuse = fuse;
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), 0);
 	build_free(&b);
 }
@@ -753,8 +774,9 @@ START_TEST(collectives_overlap_the_weight_gradients)
 		for (int s = c + 1; s < wait[c]; s++)
 			overlapped += x->phase == MGL_BWD && x->op == MGL_OP_ALL_REDUCE && p->steps[s].op == MGL_OP_MATMUL_DW;
 	}
-	/* each layer's six, and the vocabulary-parallel classifier's (the tied table's) */
-	ck_assert_int_eq(overlapped, 6 * p->nlayers + 1);
+	/* each layer's four (q, k and v's are one: hfuse.c), and the vocabulary-parallel
+	 * classifier's (the tied table's) */
+	ck_assert_int_eq(overlapped, 4 * p->nlayers + 1);
 	/* a step made to write over a collective's input waits for it */
 	for (int c = 0; c < p->nsteps; c++)
 		if (wait[c] > c + 1 && wait[c] < p->nsteps) {
@@ -780,11 +802,15 @@ START_TEST(step_kinds)
 		{.tp = 2, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_F32},
 		{.tp = 2, .dp = 1, .sp = true, .batch = 2, .seq = 64, .act_dtype = MGL_BF16},
 	};
-	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus,
-	 * the accumulates of the q, k and v input gradients (2 a layer; dropout keeps the
-	 * forward's residual adds out) and the gelu_bwds (one a layer); none in f32; under --sp,
-	 * not the row-split linears' biases (added after the reduce-scatter) */
-	static const int epilogue[] = {12 + 2 + 4 + 2, 0, 8 + 2 + 4 + 2};
+	/* the steps that GEMM epilogues do: at tp 1, each linear's bias_add and the two gelus
+	 * and the gelu_bwds (one a layer; dropout keeps the forward's residual adds out); none in
+	 * f32; under --sp, not the row-split linears' biases (added after the reduce-scatter),
+	 * but the accumulates of the q, k and v input gradients (2 a layer), which elsewhere one
+	 * GEMM sums (hfuse.c) */
+	static const int epilogue[] = {12 + 2 + 2, 0, 8 + 2 + 4 + 2};
+	/* six linears a layer, a GEMM each forward and two each backward, but for q, k and v
+	 * two in all (hfuse.c) where not under --sp */
+	static const int gemms[] = {2 * (6 + 2 * 4), 2 * (6 + 2 * 4), 2 * 6 * 3};
 	for (size_t t = 0; t < sizeof ts / sizeof ts[0]; t++) {
 		Build b;
 		build(&b, "models/gpt2.mgl", "tiny", ts[t]);
@@ -810,8 +836,7 @@ START_TEST(step_kinds)
 		}
 		/* the logits, their gradient through the tied table and to ln_f */
 		ck_assert_int_eq(head_gemms, 3);
-		/* six linears a layer, three GEMMs each */
-		ck_assert_int_eq(layer_gemms, 2 * 6 * 3);
+		ck_assert_int_eq(layer_gemms, gemms[t]);
 		ck_assert(count[MGL_KIND_ATTENTION] == 4 && count[MGL_KIND_OPTIMIZER] > 0 && count[MGL_KIND_LAYERNORM] > 0);
 		ck_assert_int_eq(count[MGL_KIND_COLLECTIVE] > 0, ts[t].tp > 1);
 		ck_assert_msg(epilogue_steps == epilogue[t], "target %zu: %d steps of epilogues", t, epilogue_steps);
@@ -867,6 +892,90 @@ START_TEST(plan_refuses_bad_shapes)
 	free(t);
 	mgl_arena_free(&a);
 	build_free(&b);
+}
+END_TEST
+
+/* The backward of attention's q, k and v (compiler/hfuse.c): an attention_bwd_qkv a layer
+ * whose [B, S, 3 D] output one matmul_dx, one matmul_dw and one bias_grad read, over spans
+ * whose members lie end to end in their order; at tp 1 and 2 and in BERT, not under dp 2,
+ * --sp, ZeRO-1 or MGL_NO_HFUSE, nor in LLaMA (rope stands between attention and its
+ * linears). The reader refuses a span that does not end at a member's end, one that does
+ * not start at one, and an attention_bwd_qkv output of another width. */
+START_TEST(attention_projections_backward_as_one_gemm)
+{
+	static const struct {
+		const char *model, *env;
+		int tp, dp, zero;
+		bool sp, formed;
+	} cases[] = {
+		{"models/gpt2.mgl", NULL, 1, 1, 0, false, true},  {"models/gpt2.mgl", NULL, 2, 1, 0, false, true},
+		{"models/bert.mgl", NULL, 1, 1, 0, false, true},  {"models/gpt2.mgl", NULL, 2, 1, 0, true, false},
+		{"models/gpt2.mgl", NULL, 1, 2, 0, false, false}, {"models/gpt2.mgl", NULL, 1, 2, 1, false, false},
+		{"models/llama.mgl", NULL, 1, 1, 0, false, false}, {"models/gpt2.mgl", "MGL_NO_HFUSE", 1, 1, 0, false, false},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		MglTarget t = {.tp = cases[i].tp, .dp = cases[i].dp, .zero = cases[i].zero, .sp = cases[i].sp, .batch = 2,
+			       .seq = 64, .act_dtype = MGL_BF16};
+		Build b;
+		if (cases[i].env)
+			setenv(cases[i].env, "1", 1);
+		build(&b, cases[i].model, "tiny", t);
+		if (cases[i].env)
+			unsetenv(cases[i].env);
+		ck_assert_msg(b.p, "%s", b.diag);
+		const MglPlan *p = b.p;
+		int qkv = 0;
+		for (int s = 0; s < p->nsteps; s++) {
+			if (p->steps[s].op != MGL_OP_ATTENTION_BWD_QKV)
+				continue;
+			qkv++;
+			int readers[MGL_OP_COUNT] = {0}, y = p->steps[s].out[0];
+			for (int u = 0; u < p->nsteps; u++)
+				for (int k = 0; k < p->steps[u].nin; k++)
+					readers[p->steps[u].op] += p->steps[u].in[k] == y;
+			ck_assert(readers[MGL_OP_MATMUL_DX] == 1 && readers[MGL_OP_MATMUL_DW] == 1 && readers[MGL_OP_BIAS_GRAD] == 1);
+			ck_assert_int_eq(p->values[y].shape[2], 3 * p->values[p->steps[s].in[1]].shape[2]);
+		}
+		ck_assert_msg(qkv == (cases[i].formed ? p->nlayers : 0), "case %zu: %d", i, qkv);
+		ck_assert_int_eq(p->nspans, 3 * qkv);
+		for (int k = 0; k < p->nspans; k++) {
+			const MglSpan *sp = &p->spans[k];
+			const MglValue *w = &p->values[sp->value];
+			int64_t at = w->offset;
+			ck_assert(sp->n == 3 && w->param < 0);
+			for (int m = 0; m < sp->n; m++) {
+				const MglValue *x = &p->values[sp->member[m]];
+				ck_assert(x->offset == at && x->role == w->role && x->param >= 0);
+				at += mgl_value_bytes(x);
+			}
+			ck_assert_int_eq(at, w->offset + mgl_value_bytes(w));
+		}
+		if (i == 0) {   /* damage: the reader's checks */
+			MglArena a = {0};
+			size_t n;
+			MglValue *w = &b.p->values[b.p->spans[0].value];
+			int y = -1;
+			for (int s = 0; s < p->nsteps && y < 0; s++)
+				y = p->steps[s].op == MGL_OP_ATTENTION_BWD_QKV ? p->steps[s].out[0] : -1;
+			struct { int64_t *field, by; const char *want; } damage[] = {
+				{&w->shape[0], -1, "is a span (of no parameter) but not two or more whole"},
+				{&w->offset, 16, "spans no parameter's"},
+				{&b.p->values[y].shape[2], -16, "attention_bwd_qkv: the values' shapes do not follow q's"},
+			};
+			for (size_t d = 0; d < sizeof damage / sizeof damage[0]; d++) {
+				*damage[d].field += damage[d].by;
+				char *text = write_plan(b.p, &n);
+				assert_read_refuses(&a, text, n, "t.plan", damage[d].want);
+				free(text);
+				*damage[d].field -= damage[d].by;
+			}
+			char *text = write_plan(b.p, &n), err[256];
+			ck_assert_msg(mgl_plan_read(&a, text, n, "t.plan", err, sizeof err), "%s", err);
+			free(text);
+			mgl_arena_free(&a);
+		}
+		build_free(&b);
+	}
 }
 END_TEST
 
@@ -1156,6 +1265,7 @@ int main(void)
 	tcase_add_test(mem, swiglu_backward_is_one_chain);
 	tcase_add_test(mem, step_kinds);
 	tcase_add_test(text, plan_round_trip);
+	tcase_add_test(text, attention_projections_backward_as_one_gemm);
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(text, plan_refuses_bad_shapes);
 	tcase_add_test(text, old_plan_is_refused);

@@ -142,12 +142,12 @@ static int64_t plan_bytes(const MglPlan *p, int nmicro, bool grouped, int64_t *s
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		int64_t need = 0;
-		if (st->op == MGL_OP_ATTENTION_BWD)
+		if (st->op == MGL_OP_ATTENTION_BWD || st->op == MGL_OP_ATTENTION_BWD_QKV)
 			need = 2 * mgl_numel(&p->values[st->in[1]]) + 64;
 		if (st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD) {
 			const MglValue *x = &p->values[st->in[1]];
 			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;
-			need = 64 + 2 * M + 2 * cuda_colsum_bands(M, D) * D;
+			need = 64 + 2 * M + 3 * cuda_colsum_bands(M, D) * D;
 			*stripes = *stripes > (D + 31) / 32 ? *stripes : (D + 31) / 32;
 		}
 		if (st->op == MGL_OP_BIAS_GRAD || st->op == MGL_OP_SUM_TO) {

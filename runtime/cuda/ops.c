@@ -109,7 +109,8 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	if (!d->has_algo[step]) {
 		/* the fastest of cuBLASLt's first GEMM_CANDIDATES heuristics, each timed on these
 		 * operands (a step's first run is eager: cuda_run); where the GEMM reads C
-		 * (beta 1), trials would add into it, so the heuristic's first choice */
+		 * (beta 1), trials would add into it, so the heuristic's first choice (timing
+		 * those on a scratch output saved nothing: perf-notes.md, eleventh sitting) */
 		cublasLtMatmulPreference_t pref;
 		CKB(cublasLtMatmulPreferenceCreate(&pref));
 		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size,
@@ -384,21 +385,27 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	int64_t M = rt_rows(x), D = rt_last(x), R = cuda_colsum_bands(M, D);
 	float eps = (float)c->s->attr.eps;
 	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0)), acc = ACC(1), bacc = bias && ACC(2);
-	if (need_scratch(r, 64 + 2 * M + 2 * R * D) || need_stripes(r, D))
+	if (need_scratch(r, 64 + 2 * M + 3 * R * D) || need_stripes(r, D))
 		return -1;
 	float *stats = d->scratch + 64, *part = stats + 2 * M;
-	/* in a group with the accumulate after it (plan.h: mgl_norm_add_group_ok), dx is that
-	 * step's output: the other gradient added as it is written */
-	const MglStep *a = mgl_group_end(r->job->plan, c->index) > c->index ? c->s + 1 : NULL;
+	/* in a group (plan.h: mgl_norm_add_group_ok): with the accumulate after it, dx is that
+	 * step's output, the other gradient added as it is written; with a bias_grad at its
+	 * end, the column sums take that of dx too */
+	const MglPlan *p = r->job->plan;
+	int end = mgl_group_end(p, c->index);
+	const MglStep *a = end > c->index && p->steps[c->index + 1].op == MGL_OP_ACCUMULATE ? c->s + 1 : NULL,
+		      *bg = end > c->index && p->steps[end].op == MGL_OP_BIAS_GRAD ? &p->steps[end] : NULL;
 	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, a ? a->out[0] : OUT(0)), *dw = P(r, OUT(1));
-	void *db = bias ? P(r, OUT(2)) : NULL;
+	void *db = bias ? P(r, OUT(2)) : NULL, *dbo = bg ? P(r, bg->out[0]) : NULL;
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
+	int oacc = bg && val(r, bg->out[0])->role == MGL_V_GRAD;
 	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &add, &stats, &M, &D, &eps)))
 		return -1;
 	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
 	CK(cudaLaunchKernel((const void *)d->kernels[K_norm_colsum], grid, block,
-			    ARGS(&g, &gdt, &X, &xdt, &stats, &part, &d->colsum_count, &dw, &acc, &db, &bacc, &M, &D), 0,
-			    d->compute));
+			    ARGS(&g, &gdt, &X, &xdt, &stats, &part, &d->colsum_count, &dw, &acc, &db, &bacc, &dx, &dxdt, &dbo,
+				 &oacc, &M, &D),
+			    0, d->compute));
 	return 0;
 }
 
@@ -628,6 +635,17 @@ static int op_attention_bwd(CudaCtx *c)
 		return cuda_fail(c->r, "attention backward: dk and dv of different types");
 	return attention_bwd(c, P(c->r, OUT(0)), P(c->r, OUT(1)), P(c->r, OUT(2)), dt(c->r, OUT(0)), dt(c->r, OUT(1)),
 			     val(c->r, IN(1))->shape[2]);
+}
+
+/* attention_bwd with dq, dk and dv side by side in one [B, S, 3 D] (compiler/hfuse.c):
+ * column slices at 0, D and 2 D of rows of 3 D */
+static int op_attention_bwd_qkv(CudaCtx *c)
+{
+	int64_t D = val(c->r, IN(1))->shape[2];
+	int odt = dt(c->r, OUT(0));
+	char *Y = P(c->r, OUT(0));
+	size_t col = (size_t)D * mgl_dtype_size[odt];
+	return attention_bwd(c, Y, Y + col, Y + 2 * col, odt, odt, 3 * D);
 }
 
 static int op_select(CudaCtx *c)
@@ -1056,4 +1074,5 @@ CudaOpFn *const cuda_ops[MGL_OP_COUNT] = {
 	[MGL_OP_ADAMW] = op_adamw,               [MGL_OP_RMSNORM] = op_rmsnorm,
 	[MGL_OP_RMSNORM_BWD] = op_rmsnorm_bwd,   [MGL_OP_ROPE] = op_rope,
 	[MGL_OP_ROPE_BWD] = op_rope,
+	[MGL_OP_ATTENTION_BWD_QKV] = op_attention_bwd_qkv,
 };
