@@ -238,6 +238,76 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
 }
 
+// The layernorm backward in one pass over a band of rows (bf16 dy, x, dx and add, D a
+// multiple of 8 and at most 2,048, 16-byte aligned: ln8_ok): dx a warp a row as
+// k_layernorm_bwd writes it (add: the residual's gradient added, or NULL), and as it goes the
+// column sums k_norm_colsum takes in a second pass over dy and x: of dy (x - mean) rstd and
+// of dy, and (sums 3) of the dx written (the bias gradient of the linear whose output
+// gradient that is), each warp into its own rows of shared memory, the block's then added in
+// warp order into part[k][band][D]; k_parts_finish adds the bands in order (the same bits
+// every run). Grid R bands, blockDim 32 W; W sums D floats of dynamic shared memory.
+__global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float *w, void *dx, const void *add, float *part,
+				     int sums, i64 M, i64 D, float eps)
+{
+	extern __shared__ __align__(16) float acc[];   // [warp][sum][D]
+	int W = blockDim.x / 32, wp = threadIdx.x / 32;
+	float *mine = acc + (i64)wp * sums * D;
+	for (i64 i = threadIdx.x % 32; i < sums * D; i += 32)
+		mine[i] = 0;
+	__syncwarp();   // each lane adds into columns other lanes zeroed
+	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
+	for (i64 row = r0 + wp; row < r1; row += W) {
+		// the moments and both row sums in one pass, as k_layernorm_bwd
+		float x0 = bf2f(((const bf16 *)x)[row * D]), s1 = 0, s2 = 0, sg = 0, sgx = 0;
+		ln8_each(x, row, D, [&](i64 j, const float *v) {
+			float g[8], ww[8];
+			ln8_load(g, dy, row * D + j);
+			ln8_get(ww, w + j);
+			for (int e = 0; e < 8; e++) {
+				float c = v[e] - x0, gw = g[e] * ww[e];
+				s1 += c, s2 += c * c, sg += gw, sgx += gw * c;
+			}
+		});
+		s1 = warp_sum(s1) / (float)D;
+		s2 = warp_sum(s2) / (float)D;
+		sg = warp_sum(sg);
+		sgx = warp_sum(sgx);
+		float mean = x0 + s1, rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
+		sgx = (sgx - s1 * sg) * rstd / (float)D;
+		sg /= (float)D;
+		ln8_each(x, row, D, [&](i64 j, const float *v) {
+			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t[3][8] = {{0}};
+			ln8_load(g, dy, row * D + j);
+			ln8_get(ww, w + j);
+			if (add)
+				ln8_load(a, add, row * D + j);
+#pragma unroll
+			for (int k = 0; k < 3; k++)
+				if (k < sums)
+					ln8_get(t[k], mine + k * D + j);
+			for (int e = 0; e < 8; e++) {
+				float xh = (v[e] - mean) * rstd;
+				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
+				t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
+			}
+#pragma unroll
+			for (int k = 0; k < 3; k++)
+				if (k < sums) {
+					*(float4 *)(mine + k * D + j) = make_float4(t[k][0], t[k][1], t[k][2], t[k][3]);
+					*(float4 *)(mine + k * D + j + 4) = make_float4(t[k][4], t[k][5], t[k][6], t[k][7]);
+				}
+			ln8_store(dx, row * D + j, o);
+		});
+	}
+	__syncthreads();
+	for (i64 i = threadIdx.x; i < sums * D; i += blockDim.x) {
+		float sum = 0;
+		for (int k = 0; k < W; k++)
+			sum += acc[(i64)k * sums * D + i];
+		part[(i / D * gridDim.x + blockIdx.x) * D + i % D] = sum;
+	}
+}
+
 // a warp a row: 1 / root mean square of x[D]
 __device__ float row_rms(const void *x, int dt, i64 row, i64 D, float eps)
 {
@@ -498,6 +568,18 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 		for (int k = 0; k < sums; k++)
 			if (out[k])
 				colsum_finish(part + k * gridDim.y * D, gridDim.y, D, out[k], DT_F32, acc[k]);
+}
+
+// out_k[D] (+)= the sum over the R bands of part[k][R][D] (k_layernorm_bwd_band's), for
+// the k of blockIdx.y whose out_k is not NULL: into the weight's, the bias's and the next
+// linear's bias gradients (f32, acc_k: added to what they hold). Grid (ceil(D / 32), 3),
+// blockDim (32, 8).
+__global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2)
+{
+	int k = blockIdx.y;
+	float *out = k == 0 ? o0 : k == 1 ? o1 : o2;
+	if (out)
+		colsum_finish(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);
 }
 
 // Attention, a warp per (batch, head, query): keys in order with an online softmax, the

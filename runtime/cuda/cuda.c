@@ -147,7 +147,8 @@ static int64_t plan_bytes(const MglPlan *p, int nmicro, bool grouped, int64_t *s
 		if (st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD) {
 			const MglValue *x = &p->values[st->in[1]];
 			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;
-			need = 64 + 2 * M + 3 * cuda_colsum_bands(M, D) * D;
+			int64_t two = 2 * M + 3 * cuda_colsum_bands(M, D) * D, one = 3 * cuda_norm_bands(M) * D;
+			need = 64 + (two > one ? two : one);   /* ops.c, norm_bwd: the two passes', or the one's */
 			*stripes = *stripes > (D + 31) / 32 ? *stripes : (D + 31) / 32;
 		}
 		if (st->op == MGL_OP_BIAS_GRAD || st->op == MGL_OP_SUM_TO) {

@@ -14,7 +14,7 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
+	X(layernorm_bwd) X(layernorm_bwd_band) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
@@ -325,6 +325,13 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
 	return R < 1 ? 1 : R;
 }
 
+/* k_layernorm_bwd_band's bands of rows for M rows: 32 rows or more each, at most 512 */
+int64_t cuda_norm_bands(int64_t M)
+{
+	int64_t R = (M + 31) / 32;
+	return R < 1 ? 1 : R > 512 ? 512 : R;
+}
+
 static int need_scratch(RtRank *r, int64_t floats)
 {
 	Dev *d = r->mem;
@@ -399,6 +406,23 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	void *db = bias ? P(r, OUT(2)) : NULL, *dbo = bg ? P(r, bg->out[0]) : NULL;
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && val(r, bg->out[0])->role == MGL_V_GRAD;
+	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
+	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && D % 8 == 0 && D <= 2048 && at % 16 == 0) {
+		/* layernorm on bf16 rows of up to 2,048: one pass, the column sums taken as dx is
+		 * written, each band's (k_layernorm_bwd_band), then the bands added */
+		int sums = dbo ? 3 : 2, W = D <= 1024 ? 4 : 2;
+		int64_t B = cuda_norm_bands(M);
+		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
+		if (need_scratch(r, 64 + 3 * B * D))
+			return -1;
+		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_band], cuda_dim3(B), cuda_dim3(32 * W),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), (size_t)(W * sums * D * 4),
+				    d->compute));
+		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
+		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
+				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
+		return 0;
+	}
 	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &add, &stats, &M, &D, &eps)))
 		return -1;
 	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
