@@ -239,7 +239,7 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 }
 
 // The layernorm backward in one pass over a band of rows (bf16 dy, x, dx and add, D a
-// multiple of 8 and at most 2,048, 16-byte aligned: ln8_ok): dx a warp a row as
+// multiple of 8 and at most 1,024, 16-byte aligned: ln8_ok): dx a warp a row as
 // k_layernorm_bwd writes it (add: the residual's gradient added, or NULL), and as it goes the
 // column sums k_norm_colsum takes in a second pass over dy and x: of dy (x - mean) rstd and
 // of dy, and (sums 3) of the dx written (the bias gradient of the linear whose output

@@ -5,7 +5,9 @@
 # only figures from one call compare; docs/bench.md, "A/B in one call").
 #
 # usage: scripts/bench_ab.sh BASE OUT PRESET "BENCH OPTIONS" VARIANT...
-#   BASE      a git revision, built in OUT/base beside this tree ("-": none)
+#   BASE      a git revision or a directory holding a tree (`git archive REV | tar -x -C DIR`,
+#             carried with the call: the GPU machine's .git may not have REV), built in
+#             OUT/base beside this tree ("-": none)
 #   OUT       where each run's whole output goes (OUT/TAG.N.txt)
 #   PRESET    a preset of models/gpt2.mgl (124m, 1.2b, ...)
 #   OPTIONS   more `mgl bench` options ("--batch 16 --steps 20 --warmup 3")
@@ -22,7 +24,11 @@ export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 jobs=$(nproc 2>/dev/null || echo 4)
 if [ "$base" != - ]; then
 	rm -rf "$out/base" && mkdir -p "$out/base/build/grammar" || exit 1
-	git archive "$base" | tar -x -C "$out/base" || { echo "bench_ab: no revision $base" >&2; exit 1; }
+	if [ -d "$base" ]; then   # a tree (the GPU machine's copy of .git may lack recent commits)
+		cp -r "$base"/. "$out/base"/ || exit 1
+	else
+		git archive "$base" | tar -x -C "$out/base" || { echo "bench_ab: no revision $base" >&2; exit 1; }
+	fi
 	cp build/grammar/lex.c "$out/base/build/grammar/" 2>/dev/null
 	(cd "$out/base" && make -s -j"$jobs" build/mgl >"$out/base.build.txt" 2>&1) &
 fi

@@ -407,10 +407,12 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && val(r, bg->out[0])->role == MGL_V_GRAD;
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
-	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && D % 8 == 0 && D <= 2048 && at % 16 == 0) {
-		/* layernorm on bf16 rows of up to 2,048: one pass, the column sums taken as dx is
-		 * written, each band's (k_layernorm_bwd_band), then the bands added */
-		int sums = dbo ? 3 : 2, W = D <= 1024 ? 4 : 2;
+	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && D % 8 == 0 && D <= 1024 && at % 16 == 0) {
+		/* layernorm on bf16 rows of up to 1,024: one pass, the column sums taken as dx is
+		 * written, each band's (k_layernorm_bwd_band), then the bands added. (Wider rows
+		 * leave too few warps an SM in 48 KiB of shared memory: at 1,536, two a block, the
+		 * pass took 173 us against the two passes' 60: perf-notes.md, eleventh sitting.) */
+		int sums = dbo ? 3 : 2, W = 4;
 		int64_t B = cuda_norm_bands(M);
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
