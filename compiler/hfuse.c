@@ -182,9 +182,7 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 	 * first step they replace was, the rest of those steps gone */
 	at = &p->steps[a];
 	at->op = MGL_OP_ATTENTION_BWD_QKV, at->out[0] = dqkv, at->nout = 1;
-	bool *gone = calloc((size_t)p->nsteps, sizeof *gone);
-	if (!gone)
-		return false;   /* the plan as it was is still a correct one */
+	bool *gone = mgl_alloc(&c->arena, (size_t)p->nsteps * sizeof *gone);
 	int first = p->nsteps;
 	for (int i = 0; i < 3; i++) {
 		int s3[3] = {r[i].dx, r[i].dw, r[i].bg};
@@ -208,7 +206,6 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 			p->steps[n++] = p->steps[s];
 	}
 	p->nsteps = n;
-	free(gone);
 	return true;
 }
 

@@ -733,54 +733,63 @@ __global__ void k_vocab_stats(const void *z, int zdt, const int *t, const float 
 	}
 }
 
+// Row r's maximum over its real columns and the sum of exp(z - max) over them, to every
+// thread of the block: each thread an online softmax over its share (a running maximum m
+// and the sum of exp(z - m), rescaled when m grows: Milakov and Gimelshein, "Online
+// normalizer calculation for softmax", 2018), 8 columns a rescale with two 16-byte loads in
+// flight where the row is bf16 and N a multiple of 8; then the row's maximum over the block
+// and each thread's sum rescaled to it before the block's sum. part: 32 floats of shared.
+__device__ void row_max_sum(const void *z, int zdt, i64 r, i64 N, i64 valid, float *part, float *rm, float *rs)
+{
+	float m = -INF, s = 0;
+	if (zdt == DT_BF16 && N % 8 == 0) {
+		const uint4 *p = (const uint4 *)((const bf16 *)z + r * N);
+		for (i64 c = threadIdx.x; c * 8 < valid; c += 2 * blockDim.x) {
+			i64 c2 = c + blockDim.x;
+			uint4 u[2] = {p[c], c2 * 8 < valid ? p[c2] : make_uint4(0, 0, 0, 0)};
+			for (int h = 0; h < 2; h++) {
+				float x[8], cm = -INF;
+				unsigned w[4] = {u[h].x, u[h].y, u[h].z, u[h].w};
+				for (int e = 0; e < 8; e++) {   // columns past valid count as -inf: exp gives 0
+					i64 j = (h ? c2 : c) * 8 + e;
+					x[e] = j < valid ? bf2f((bf16)(w[e / 2] >> (e % 2 * 16))) : -INF;
+					cm = fmaxf(cm, x[e]);   // (fmaxf passes over NaN: the sum below keeps it)
+				}
+				float mn = fmaxf(m, cm);
+				if (mn == -INF) {   // nothing but -inf (or NaN) so far: no maximum to subtract
+					for (int e = 0; e < 8; e++)
+						s += x[e] != x[e] ? x[e] : 0.0f;
+					continue;
+				}
+				s *= __expf(m - mn);   // exp(-inf) = 0 at the first
+				for (int e = 0; e < 8; e++)
+					s += __expf(x[e] - mn);
+				m = mn;
+			}
+		}
+	} else {
+		row_each(z, zdt, r, N, valid, [&](i64, float x) {
+			if (x > m) {
+				s = s * __expf(m - x) + 1.0f;   // exp(-inf) = 0 at the first
+				m = x;
+			} else if (x != -INF) {   // (-inf - -inf would be NaN while m is still -inf)
+				s += __expf(x - m);
+			}
+		});
+	}
+	*rm = block_reduce<false>(m, part);
+	*rs = block_reduce<true>(m == -INF ? s : s * __expf(m - *rm), part);   // (s is 0 there, or NaN: kept)
+}
+
 // k_vocab_max and k_vocab_stats in one pass over the logits (the plan's fused group of the
-// two: compiler/fuse.c): each thread an online softmax over its share (a running maximum m
-// and the sum of exp(z - m), rescaled when m grows: Milakov and Gimelshein, "Online normalizer
-// calculation for softmax", 2018), then the row's maximum over the block and each thread's
-// sum rescaled to it before the block's sum.
+// two: compiler/fuse.c), a block a row (row_max_sum)
 __global__ void k_vocab_max_stats(const void *z, int zdt, const int *t, float *mx, float *stats, i64 M, i64 N, i64 valid,
 				  i64 start)
 {
 	__shared__ float part[32];
 	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
-		float m = -INF, s = 0;
-		if (zdt == DT_BF16 && N % 8 == 0) {   // 8 columns a rescale, two 16-byte loads in flight
-			const uint4 *p = (const uint4 *)((const bf16 *)z + r * N);
-			for (i64 c = threadIdx.x; c * 8 < valid; c += 2 * blockDim.x) {
-				i64 c2 = c + blockDim.x;
-				uint4 u[2] = {p[c], c2 * 8 < valid ? p[c2] : make_uint4(0, 0, 0, 0)};
-				for (int h = 0; h < 2; h++) {
-					float x[8], cm = -INF;
-					unsigned w[4] = {u[h].x, u[h].y, u[h].z, u[h].w};
-					for (int e = 0; e < 8; e++) {   // columns past valid count as -inf: exp gives 0
-						i64 j = (h ? c2 : c) * 8 + e;
-						x[e] = j < valid ? bf2f((bf16)(w[e / 2] >> (e % 2 * 16))) : -INF;
-						cm = fmaxf(cm, x[e]);   // (fmaxf passes over NaN: the sum below keeps it)
-					}
-					float mn = fmaxf(m, cm);
-					if (mn == -INF) {   // nothing but -inf (or NaN) so far: no maximum to subtract
-						for (int e = 0; e < 8; e++)
-							s += x[e] != x[e] ? x[e] : 0.0f;
-						continue;
-					}
-					s *= __expf(m - mn);   // exp(-inf) = 0 at the first
-					for (int e = 0; e < 8; e++)
-						s += __expf(x[e] - mn);
-					m = mn;
-				}
-			}
-		} else {
-			row_each(z, zdt, r, N, valid, [&](i64, float x) {
-				if (x > m) {
-					s = s * __expf(m - x) + 1.0f;   // exp(-inf) = 0 at the first
-					m = x;
-				} else if (x != -INF) {   // (-inf - -inf would be NaN while m is still -inf)
-					s += __expf(x - m);
-				}
-			});
-		}
-		float rm = block_reduce<false>(m, part);
-		s = block_reduce<true>(m == -INF ? s : s * __expf(m - rm), part);   // (s is 0 there, or NaN: kept)
+		float rm, s;
+		row_max_sum(z, zdt, r, N, valid, part, &rm, &s);
 		if (threadIdx.x == 0) {
 			i64 col = (i64)t[r] - start;
 			mx[r] = rm;
@@ -839,36 +848,65 @@ __global__ void k_count(const int *t, i64 M, i64 ignore, float *count)
 	}
 }
 
-// dz[M, N]: a block a row; zeros in the rows whose target is ignored and in the padding
-// columns from valid on. Eight at a time (16-byte loads and stores) where z and dz are
-// bf16 and N a multiple of 8.
+// dz's row r: sc exp(z - l) less sc at the target column, zeros past valid (the padding)
+// and in a row not kept (its target ignored). Eight at a time (16-byte loads and stores)
+// where z and dz are bf16 and N a multiple of 8.
+__device__ void row_ce_grad(const void *z, int zdt, i64 r, i64 N, i64 valid, i64 target, bool kept, float sc, float l,
+			    void *dz, int dzdt)
+{
+	i64 base = r * N;
+	auto grad = [&](i64 j, float x) { return kept && j < valid ? sc * __expf(x - l) - (j == target ? sc : 0.0f) : 0.0f; };
+	if (zdt == DT_BF16 && dzdt == DT_BF16 && N % 8 == 0) {
+		const uint4 *zp = (const uint4 *)((const bf16 *)z + base);
+		uint4 *dp = (uint4 *)((bf16 *)dz + base);
+		for (i64 c = threadIdx.x; c * 8 < N; c += blockDim.x) {
+			uint4 u = kept ? zp[c] : make_uint4(0, 0, 0, 0);
+			unsigned w[4] = {u.x, u.y, u.z, u.w}, o[4];
+			for (int e = 0; e < 4; e++) {
+				i64 j = c * 8 + 2 * e;
+				float g0 = grad(j, bf2f((bf16)w[e])), g1 = grad(j + 1, bf2f((bf16)(w[e] >> 16)));
+				o[e] = (unsigned)f2bf(g0) | (unsigned)f2bf(g1) << 16;
+			}
+			dp[c] = make_uint4(o[0], o[1], o[2], o[3]);
+		}
+	} else {
+		for (i64 j = threadIdx.x; j < N; j += blockDim.x)
+			st(dz, dzdt, base + j, grad(j, j < valid ? ld(z, zdt, base + j) : 0.0f));
+	}
+}
+
+// dz[M, N]: a block a row (row_ce_grad), lse from k_vocab_loss
 __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *t, const float *lse, const float *count,
 			 void *dz, int dzdt, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
 {
 	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
 		bool kept = t[r] != ignore && count[0] > 0;
-		float sc = kept ? dloss[0] / count[0] : 0.0f, l = lse[r];
-		i64 target = (i64)t[r] - start, base = r * N;
-		auto grad = [&](i64 j, float x) {
-			return kept && j < valid ? sc * __expf(x - l) - (j == target ? sc : 0.0f) : 0.0f;
-		};
-		if (zdt == DT_BF16 && dzdt == DT_BF16 && N % 8 == 0) {
-			const uint4 *zp = (const uint4 *)((const bf16 *)z + base);
-			uint4 *dp = (uint4 *)((bf16 *)dz + base);
-			for (i64 c = threadIdx.x; c * 8 < N; c += blockDim.x) {
-				uint4 u = kept ? zp[c] : make_uint4(0, 0, 0, 0);
-				unsigned w[4] = {u.x, u.y, u.z, u.w}, o[4];
-				for (int e = 0; e < 4; e++) {
-					i64 j = c * 8 + 2 * e;
-					float g0 = grad(j, bf2f((bf16)w[e])), g1 = grad(j + 1, bf2f((bf16)(w[e] >> 16)));
-					o[e] = (unsigned)f2bf(g0) | (unsigned)f2bf(g1) << 16;
-				}
-				dp[c] = make_uint4(o[0], o[1], o[2], o[3]);
-			}
-		} else {
-			for (i64 j = threadIdx.x; j < N; j += blockDim.x)
-				st(dz, dzdt, base + j, grad(j, j < valid ? ld(z, zdt, base + j) : 0.0f));
+		row_ce_grad(z, zdt, r, N, valid, (i64)t[r] - start, kept, kept ? dloss[0] / count[0] : 0.0f, lse[r], dz, dzdt);
+	}
+}
+
+// The loss's statistics and its gradient in one kernel (the plan's group vocab_max,
+// vocab_stats, vocab_loss, ce_bwd: plan.h, mgl_loss_group_ok): a block a row, its mx and
+// stats as k_vocab_max_stats writes them, its lse computed as k_vocab_loss does (mx +
+// log(sum): the same bits), then dz as k_ce_bwd writes it; that second pass reads the row
+// again from L2, where the first has just brought it: the host gives it a grid of a few
+// blocks an SM, so that the rows in flight stay well under L2's size. k_vocab_loss follows
+// for the loss (and writes lse).
+__global__ void k_ce_fused(const void *z, int zdt, const int *t, float *mx, float *stats, const float *dloss,
+			   const float *count, void *dz, int dzdt, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
+{
+	__shared__ float part[32];
+	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
+		float rm, s;
+		i64 col = (i64)t[r] - start;
+		row_max_sum(z, zdt, r, N, valid, part, &rm, &s);
+		if (threadIdx.x == 0) {
+			mx[r] = rm;
+			stats[2 * r] = s;
+			stats[2 * r + 1] = col >= 0 && col < valid ? ld(z, zdt, r * N + col) : 0.0f;
 		}
+		bool kept = t[r] != ignore && count[0] > 0;
+		row_ce_grad(z, zdt, r, N, valid, col, kept, kept ? dloss[0] / count[0] : 0.0f, rm + logf(s), dz, dzdt);
 	}
 }
 

@@ -928,14 +928,16 @@ static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 			ok = same_shape(&p->values[s->in[k]], q);
 		for (int k = 0; ok && k < s->nout; k++) {
 			const MglValue *o = &p->values[s->out[k]];
-			ok = fwd && k == 1 ? mgl_numel(o) == B * H * S : s->op != MGL_OP_ATTENTION_BWD_QKV ? same_shape(o, q)
+			ok = fwd && k == 1 ? true   /* lse, below */
+			     : s->op != MGL_OP_ATTENTION_BWD_QKV ? same_shape(o, q)
 			     : o->rank == 3 && o->shape[0] == B && o->shape[1] == S && o->shape[2] == 3 * q->shape[2];
 		}
-		ok = ok && (in_lse < 0 || mgl_numel(&p->values[s->in[in_lse]]) == B * H * S) &&
-		     (s->nin <= in_mask || mgl_numel(&p->values[s->in[in_mask]]) == B * S);
+		const MglValue *lse = &p->values[fwd ? s->out[1] : s->in[in_lse]];
+		ok = ok && lse->dtype == MGL_F32 && mgl_numel(lse) == B * H * S &&
+		     (s->nin <= in_mask || (p->values[s->in[in_mask]].dtype == MGL_I32 && mgl_numel(&p->values[s->in[in_mask]]) == B * S));
 		if (!ok)
-			bad(r, "%s: the values' shapes do not follow q's, %%%d: [batch, seq, d] of %lld heads", mgl_ops[s->op].name,
-			    s->in[!fwd], (long long)H);
+			bad(r, "%s: the values' shapes do not follow q's, %%%d: [batch, seq, d] of %lld heads (lse f32, the mask i32)",
+			    mgl_ops[s->op].name, s->in[!fwd], (long long)H);
 		return;
 	}
 	if (s->op != MGL_OP_MATMUL && s->op != MGL_OP_MATMUL_DX && s->op != MGL_OP_MATMUL_DW)
@@ -953,27 +955,46 @@ static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 }
 
 /* A span (plan.h: MglSpan) is tiled by whole parameters' values of its role, from its
- * first byte: each of its type, rank and trailing shape, their rows adding up to its. */
-static void check_span(Reader *r, const MglPlan *p, int span)
+ * first byte: at most MGL_SPAN_MAX, each of its type, rank and trailing shape, their rows
+ * adding up to its. Only where no collective acts on gradients or parameters one at a time
+ * (dp 1, no --sp, no ZeRO): the runtimes order a collective's waits by the values a step
+ * names, which a span would hide (compiler/hfuse.c forms none there). `owned`: the PARAM
+ * and GRAD values of a parameter by (role, offset), n of them. */
+typedef struct { int64_t role, offset; int v; } Owned;
+
+static int by_role_offset(const void *a, const void *b)
+{
+	const Owned *x = a, *y = b;
+	return x->role != y->role ? (x->role > y->role) - (x->role < y->role) : (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+static void check_span(Reader *r, const MglPlan *p, int span, const Owned *owned, int n)
 {
 	const MglValue *w = &p->values[span];
+	if (p->dp > 1 || p->sp || p->zero)
+		bad(r, "value %%%d is a span (of no parameter), which a plan at dp > 1, with sp or ZeRO may not have", span);
 	int64_t at = w->offset, rows = 0, need = mgl_numel(w) * mgl_dtype_size[w->dtype];
-	int n = 0;
-	while (at < w->offset + need) {
-		const MglValue *m = NULL;
-		for (int v = 0; v < p->nvalues && !m; v++)
-			if (p->values[v].role == w->role && p->values[v].param >= 0 && p->values[v].offset == at)
-				m = &p->values[v];
+	int members = 0;
+	while (at < w->offset + need && members <= MGL_SPAN_MAX) {
+		int lo = 0, hi = n;   /* the first of `owned` at or after (role, at) */
+		while (lo < hi) {
+			int mid = (lo + hi) / 2;
+			if (owned[mid].role < w->role || (owned[mid].role == w->role && owned[mid].offset < at))
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		const MglValue *m = lo < n && owned[lo].role == w->role && owned[lo].offset == at ? &p->values[owned[lo].v] : NULL;
 		bool ok = m && m->dtype == w->dtype && m->rank == w->rank && w->rank >= 1 && mgl_numel(m) > 0;
 		for (int k = 1; ok && k < w->rank; k++)
 			ok = m->shape[k] == w->shape[k];
 		if (!ok)
 			bad(r, "value %%%d spans no parameter's %s of its type and shape at byte %lld", span,
 			    mgl_role_name[w->role], (long long)(at - w->offset));
-		at += mgl_numel(m) * mgl_dtype_size[m->dtype], rows += m->shape[0], n++;
+		at += mgl_numel(m) * mgl_dtype_size[m->dtype], rows += m->shape[0], members++;
 	}
-	if (at != w->offset + need || rows != w->shape[0] || n < 2)
-		bad(r, "value %%%d is a span (of no parameter) but not two or more whole parameters' %ss", span,
+	if (at != w->offset + need || rows != w->shape[0] || members < 2 || members > MGL_SPAN_MAX)
+		bad(r, "value %%%d is a span (of no parameter) but not 2 to %d whole parameters' %ss", span, MGL_SPAN_MAX,
 		    mgl_role_name[w->role]);
 }
 
@@ -1012,7 +1033,7 @@ static void check_optimizer(Reader *r, const MglPlan *p, const MglStep *s)
 			bad(r, "%s over dp is ZeRO's, and this plan has no 'zero 1'", mgl_ops[s->op].name);
 		MglRole want = s->op == MGL_OP_REDUCE_SCATTER ? MGL_V_GRAD : MGL_V_PARAM;
 		for (int k = 0; k < s->nin; k++)
-			if (s->out[k] != s->in[k] || v[s->in[k]].role != want)
+			if (s->out[k] != s->in[k] || v[s->in[k]].role != want || v[s->in[k]].param < 0)
 				bad(r, "%s over dp works in place on %s values", mgl_ops[s->op].name, mgl_role_name[want]);
 	}
 	if (s->op == MGL_OP_ADAMW) {
@@ -1202,12 +1223,19 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		eol(&r);
 		check_param(&r, p, q);
 	}
+	Owned *owned = mgl_alloc(a, (size_t)(p->nvalues + 1) * sizeof *owned);
+	int nowned = 0;
 	for (int i = 0; i < p->nvalues; i++) {
-		if (p->values[i].param >= p->nparams)
-			bad(&r, "value %%%d names parameter %d, which does not exist", i, p->values[i].param);
-		if (p->values[i].param < 0 && (p->values[i].role == MGL_V_PARAM || p->values[i].role == MGL_V_GRAD))
-			check_span(&r, p, i);
+		const MglValue *v = &p->values[i];
+		if (v->param >= p->nparams)
+			bad(&r, "value %%%d names parameter %d, which does not exist", i, v->param);
+		if (v->param >= 0 && (v->role == MGL_V_PARAM || v->role == MGL_V_GRAD))
+			owned[nowned++] = (Owned){v->role, v->offset, i};
 	}
+	qsort(owned, (size_t)nowned, sizeof *owned, by_role_offset);
+	for (int i = 0; i < p->nvalues; i++)
+		if (p->values[i].param < 0 && (p->values[i].role == MGL_V_PARAM || p->values[i].role == MGL_V_GRAD))
+			check_span(&r, p, i, owned, nowned);
 	word(&r, "steps"), space(&r), p->nsteps = p->capsteps = (int)num(&r, 0, most), eol(&r);
 	p->steps = mgl_alloc(a, (size_t)(p->nsteps + 1) * sizeof *p->steps);
 	for (int i = 0; i < p->nsteps; i++) {

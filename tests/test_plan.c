@@ -585,7 +585,7 @@ START_TEST(norm_backward_adds_the_residual)
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 	acc->in[k] = mine;
 	int dy = st[s + 2].in[0];
-	st[s + 2].in[0] = st[s].out[0];   /* the norm's dx before the residual's is added */
+	st[s + 2].in[0] = acc->in[1 - k];   /* the residual's gradient, not the sum */
 	ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 	st[s + 2].in[0] = dy;
 	int fuse = st[s + 3].fuse;
@@ -899,8 +899,9 @@ END_TEST
  * whose [B, S, 3 D] output one matmul_dx, one matmul_dw and one bias_grad read, over spans
  * whose members lie end to end in their order; at tp 1 and 2 and in BERT, not under dp 2,
  * --sp, ZeRO-1 or MGL_NO_HFUSE, nor in LLaMA (rope stands between attention and its
- * linears). The reader refuses a span that does not end at a member's end, one that does
- * not start at one, and an attention_bwd_qkv output of another width. */
+ * linears). The reader refuses a span that does not end at a member's end, one of one
+ * member, one of another width or not starting at a member, one in a plan with sp, an
+ * attention_bwd_qkv output of another width and a log-sum-exp that is not f32. */
 START_TEST(attention_projections_backward_as_one_gemm)
 {
 	static const struct {
@@ -958,7 +959,9 @@ START_TEST(attention_projections_backward_as_one_gemm)
 			for (int s = 0; s < p->nsteps && y < 0; s++)
 				y = p->steps[s].op == MGL_OP_ATTENTION_BWD_QKV ? p->steps[s].out[0] : -1;
 			struct { int64_t *field, by; const char *want; } damage[] = {
-				{&w->shape[0], -1, "is a span (of no parameter) but not two or more whole"},
+				{&w->shape[0], -1, "is a span (of no parameter) but not 2 to 4 whole"},
+				{&w->shape[0], -w->shape[0] / 3 * 2, "is a span (of no parameter) but not 2 to 4 whole"},
+				{&w->shape[w->rank - 1], -1, "spans no parameter's"},
 				{&w->offset, 16, "spans no parameter's"},
 				{&b.p->values[y].shape[2], -16, "attention_bwd_qkv: the values' shapes do not follow q's"},
 			};
@@ -969,7 +972,21 @@ START_TEST(attention_projections_backward_as_one_gemm)
 				free(text);
 				*damage[d].field -= damage[d].by;
 			}
+			int qkv_step = 0;
+			while (p->steps[qkv_step].op != MGL_OP_ATTENTION_BWD_QKV)
+				qkv_step++;
+			MglValue *lse = &b.p->values[p->steps[qkv_step].in[5]];
+			lse->dtype = MGL_BF16;   /* the kernels write and read it as f32 */
 			char *text = write_plan(b.p, &n), err[256];
+			assert_read_refuses(&a, text, n, "t.plan", "(lse f32, the mask i32)");
+			free(text);
+			lse->dtype = MGL_F32;
+			b.p->sp = true;   /* a span where collectives act one parameter at a time */
+			text = write_plan(b.p, &n);
+			assert_read_refuses(&a, text, n, "t.plan", "which a plan at dp > 1, with sp or ZeRO may not have");
+			free(text);
+			b.p->sp = false;
+			text = write_plan(b.p, &n);
 			ck_assert_msg(mgl_plan_read(&a, text, n, "t.plan", err, sizeof err), "%s", err);
 			free(text);
 			mgl_arena_free(&a);
