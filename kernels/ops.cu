@@ -885,31 +885,6 @@ __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *
 	}
 }
 
-// The loss's statistics and its gradient in one kernel (the plan's group vocab_max,
-// vocab_stats, vocab_loss, ce_bwd: plan.h, mgl_loss_group_ok): a block a row, its mx and
-// stats as k_vocab_max_stats writes them, its lse computed as k_vocab_loss does (mx +
-// log(sum): the same bits), then dz as k_ce_bwd writes it; that second pass reads the row
-// again from L2, where the first has just brought it: the host gives it a grid of a few
-// blocks an SM, so that the rows in flight stay well under L2's size. k_vocab_loss follows
-// for the loss (and writes lse).
-__global__ void k_ce_fused(const void *z, int zdt, const int *t, float *mx, float *stats, const float *dloss,
-			   const float *count, void *dz, int dzdt, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
-{
-	__shared__ float part[32];
-	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
-		float rm, s;
-		i64 col = (i64)t[r] - start;
-		row_max_sum(z, zdt, r, N, valid, part, &rm, &s);
-		if (threadIdx.x == 0) {
-			mx[r] = rm;
-			stats[2 * r] = s;
-			stats[2 * r + 1] = col >= 0 && col < valid ? ld(z, zdt, r * N + col) : 0.0f;
-		}
-		bool kept = t[r] != ignore && count[0] > 0;
-		row_ce_grad(z, zdt, r, N, valid, col, kept, kept ? dloss[0] / count[0] : 0.0f, rm + logf(s), dz, dzdt);
-	}
-}
-
 // slice: out[outer, n, inner] = x[outer, start .. start + n, inner] of [outer, whole, inner]
 __global__ void k_slice(const void *x, void *out, int es, i64 outer, i64 n, i64 inner, i64 whole, i64 start)
 {
