@@ -67,24 +67,17 @@ static bool readers_of(const MglPlan *p, int v, Readers *r)
 	return r->dx >= 0 && r->dw >= 0;
 }
 
-/* How many steps write value v */
-static int writers(const MglPlan *p, int v)
+/* How many times steps write (out) or read value v */
+static int uses(const MglPlan *p, int v, bool out)
 {
 	int n = 0;
 	for (int s = 0; s < p->nsteps; s++)
-		for (int k = 0; k < p->steps[s].nout; k++)
-			n += p->steps[s].out[k] == v;
+		for (int k = 0; k < (out ? p->steps[s].nout : p->steps[s].nin); k++)
+			n += (out ? p->steps[s].out : p->steps[s].in)[k] == v;
 	return n;
 }
-
-static int readers(const MglPlan *p, int v)
-{
-	int n = 0;
-	for (int s = 0; s < p->nsteps; s++)
-		for (int k = 0; k < p->steps[s].nin; k++)
-			n += p->steps[s].in[k] == v;
-	return n;
-}
+static int writers(const MglPlan *p, int v) { return uses(p, v, true); }
+static int readers(const MglPlan *p, int v) { return uses(p, v, false); }
 
 /* The accumulates that sum the three values y[] into one that nothing else reads in between:
  * their steps in acc[2], the sum's value returned, or -1. */
@@ -118,12 +111,10 @@ static int sum_of(const MglPlan *p, const int y[3], int acc[2])
 /* A span of the three values m[] (plan.h: MglSpan), [3 D, ...] */
 static int span(MglCtx *c, MglPlan *p, const int m[3], const char *name)
 {
-	const MglValue *v = &p->values[m[0]];
-	int64_t shape[MGL_PLAN_MAX_RANK];
-	memcpy(shape, v->shape, sizeof shape);
-	shape[0] *= 3;
-	int w = mgl_new_value(&c->arena, p, name, v->role, v->dtype, v->rank, shape);
-	p->values[w].layout = v->layout;
+	MglValue v = p->values[m[0]];   /* (a copy: a new value may move the array) */
+	v.shape[0] *= 3;
+	int w = mgl_new_value(&c->arena, p, name, v.role, v.dtype, v.rank, v.shape);
+	p->values[w].layout = v.layout;
 	MglSpan sp = {.value = w, .member = {m[0], m[1], m[2]}, .n = 3};
 	MGL_PUSH(&c->arena, p->spans, p->nspans, p->capspans, sp);
 	return w;
@@ -156,11 +147,23 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 	int dx = sum_of(p, Y, acc);
 	if (dx < 0)
 		return false;
+	/* the steps replaced, and the first of them, where the new ones go: after x is made */
+	bool *gone = mgl_alloc(&c->arena, (size_t)p->nsteps * sizeof *gone);
+	int first = p->nsteps, x = p->steps[r[0].dw].in[1];
+	for (int i = 0; i < 3; i++) {
+		int s3[3] = {r[i].dx, r[i].dw, r[i].bg};
+		for (int k = 0; k < 3; k++)
+			if (s3[k] >= 0)
+				gone[s3[k]] = true, first = s3[k] < first ? s3[k] : first;
+	}
+	gone[acc[0]] = gone[acc[1]] = true;
+	for (int s = first; s < p->nsteps; s++)
+		for (int k = 0; k < p->steps[s].nout; k++)
+			if (p->steps[s].out[k] == x)
+				return false;
 
-	const MglValue *q = &p->values[at->out[0]];
-	int64_t shape[MGL_PLAN_MAX_RANK];
-	memcpy(shape, q->shape, sizeof shape);
-	shape[q->rank - 1] *= 3;
+	MglValue q = p->values[at->out[0]];   /* (a copy: new values may move the array) */
+	q.shape[q.rank - 1] *= 3;
 	/* named after the linears: layers.3.attention.q+k+v.weight of q.weight, k.weight, v.weight */
 	const char *nm = "", *sep = "";
 	int len = 0;
@@ -172,8 +175,8 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 		nm = mgl_fmt(&c->arena, "%s%s%.*s", nm, sep, (int)((dot ? dot : pre) - pre), pre), sep = "+";
 	}
 	const char *lin = mgl_fmt(&c->arena, "%.*s%s", len, p->values[W[0]].name, nm);
-	int dqkv = mgl_new_value(&c->arena, p, mgl_fmt(&c->arena, "grad:%s", lin), MGL_V_ACT, q->dtype, q->rank, shape);
-	p->values[dqkv].layout = q->layout;
+	int dqkv = mgl_new_value(&c->arena, p, mgl_fmt(&c->arena, "grad:%s", lin), MGL_V_ACT, q.dtype, q.rank, q.shape);
+	p->values[dqkv].layout = q.layout;
 	int w = span(c, p, W, mgl_fmt(&c->arena, "%s.weight", lin));
 	int g = span(c, p, G, mgl_fmt(&c->arena, "grad:%s.weight", lin));
 	int b = gb[0] >= 0 ? span(c, p, gb, mgl_fmt(&c->arena, "grad:%s.bias", lin)) : -1;
@@ -182,15 +185,6 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 	 * first step they replace was, the rest of those steps gone */
 	at = &p->steps[a];
 	at->op = MGL_OP_ATTENTION_BWD_QKV, at->out[0] = dqkv, at->nout = 1;
-	bool *gone = mgl_alloc(&c->arena, (size_t)p->nsteps * sizeof *gone);
-	int first = p->nsteps;
-	for (int i = 0; i < 3; i++) {
-		int s3[3] = {r[i].dx, r[i].dw, r[i].bg};
-		for (int k = 0; k < 3; k++)
-			if (s3[k] >= 0)
-				gone[s3[k]] = true, first = s3[k] < first ? s3[k] : first;
-	}
-	gone[acc[0]] = gone[acc[1]] = true;
 	/* q's three steps, made over the spans (their in and out arrays are theirs alone) */
 	MglStep made[3] = {p->steps[r[0].dx], p->steps[r[0].dw], b >= 0 ? p->steps[r[0].bg] : p->steps[r[0].dx]};
 	int nmade = b >= 0 ? 3 : 2;

@@ -149,6 +149,33 @@ __device__ __forceinline__ void ln8_moments(const void *x, i64 row, i64 D, float
 	*rstd = rsqrtf(warp_sum(q) / (float)D + eps);
 }
 
+// A layernorm backward's row sums, a warp the row (ln8_ok's rows): the moments and the
+// means of g w and of g w xhat in one pass, about x0 = the row's first element (so that
+// E[(x - x0)^2] - E[x - x0]^2 does not cancel as E[x^2] - E[x]^2 would where the mean is
+// large against the spread): sum (g w (x - mean)) = sum (g w (x - x0)) - (mean - x0) sum (g w)
+__device__ __forceinline__ void ln8_bwd_sums(const void *dy, const void *x, const float *w, i64 row, i64 D, float eps,
+					     float *mean, float *rstd, float *sg, float *sgx)
+{
+	float x0 = bf2f(((const bf16 *)x)[row * D]), s1 = 0, s2 = 0, a = 0, b = 0;
+	ln8_each(x, row, D, [&](i64 j, const float *v) {
+		float g[8], ww[8];
+		ln8_load(g, dy, row * D + j);
+		ln8_get(ww, w + j);
+		for (int e = 0; e < 8; e++) {
+			float c = v[e] - x0, gw = g[e] * ww[e];
+			s1 += c, s2 += c * c, a += gw, b += gw * c;
+		}
+	});
+	s1 = warp_sum(s1) / (float)D;
+	s2 = warp_sum(s2) / (float)D;
+	a = warp_sum(a);
+	b = warp_sum(b);
+	*mean = x0 + s1;
+	*rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
+	*sgx = (b - s1 * a) * *rstd / (float)D;
+	*sg = a / (float)D;
+}
+
 extern "C" {
 
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
@@ -185,28 +212,8 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		return;
 	float mean, rstd;
 	if (ln8_ok(D, xdt, gdt, dxdt, x, dy, dx, w, add ? add : w)) {
-		// one pass for the moments and both sums, about x0 = the row's first element (so
-		// that E[(x - x0)^2] - E[x - x0]^2 does not cancel as E[x^2] - E[x]^2 would where the
-		// mean is large against the spread): sum (g w (x - mean)) = sum (g w (x - x0)) - (mean
-		// - x0) sum (g w)
-		float x0 = bf2f(((const bf16 *)x)[row * D]), s1 = 0, s2 = 0, sg = 0, sgx = 0;
-		ln8_each(x, row, D, [&](i64 j, const float *v) {
-			float g[8], ww[8];
-			ln8_load(g, dy, row * D + j);
-			ln8_get(ww, w + j);
-			for (int e = 0; e < 8; e++) {
-				float c = v[e] - x0, gw = g[e] * ww[e];
-				s1 += c, s2 += c * c, sg += gw, sgx += gw * c;
-			}
-		});
-		s1 = warp_sum(s1) / (float)D;
-		s2 = warp_sum(s2) / (float)D;
-		sg = warp_sum(sg);
-		sgx = warp_sum(sgx);
-		mean = x0 + s1;
-		rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
-		sgx = (sgx - s1 * sg) * rstd / (float)D;
-		sg /= (float)D;
+		float sg, sgx;
+		ln8_bwd_sums(dy, x, w, row, D, eps, &mean, &rstd, &sg, &sgx);
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
 			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 			ln8_load(g, dy, row * D + j);
@@ -257,24 +264,8 @@ __global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float 
 	__syncwarp();   // each lane adds into columns other lanes zeroed
 	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
 	for (i64 row = r0 + wp; row < r1; row += W) {
-		// the moments and both row sums in one pass, as k_layernorm_bwd
-		float x0 = bf2f(((const bf16 *)x)[row * D]), s1 = 0, s2 = 0, sg = 0, sgx = 0;
-		ln8_each(x, row, D, [&](i64 j, const float *v) {
-			float g[8], ww[8];
-			ln8_load(g, dy, row * D + j);
-			ln8_get(ww, w + j);
-			for (int e = 0; e < 8; e++) {
-				float c = v[e] - x0, gw = g[e] * ww[e];
-				s1 += c, s2 += c * c, sg += gw, sgx += gw * c;
-			}
-		});
-		s1 = warp_sum(s1) / (float)D;
-		s2 = warp_sum(s2) / (float)D;
-		sg = warp_sum(sg);
-		sgx = warp_sum(sgx);
-		float mean = x0 + s1, rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
-		sgx = (sgx - s1 * sg) * rstd / (float)D;
-		sg /= (float)D;
+		float mean, rstd, sg, sgx;
+		ln8_bwd_sums(dy, x, w, row, D, eps, &mean, &rstd, &sg, &sgx);
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
 			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t[3][8] = {{0}};
 			ln8_load(g, dy, row * D + j);
@@ -306,6 +297,94 @@ __global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float 
 			sum += acc[(i64)k * sums * D + i];
 		part[(i / D * gridDim.x + blockIdx.x) * D + i % D] = sum;
 	}
+}
+
+// The layernorm backward in one pass for rows wider than k_layernorm_bwd_band takes (bf16
+// as there, D a multiple of 8 up to 256 * 3 * T): a team of T warps a row, warp t of a team
+// the 256-column chunks t, t + T and t + 2 T (8 columns a lane each), so that its column sums
+// stay in registers (acc: 3 chunks x 3 sums x 8); the row's sums (ln8_bwd_sums's, each
+// warp's part) meet in shared memory, a barrier a row. A block is `teams` teams on rows
+// r0 + team, r0 + team + teams, ... of its band; at the end the teams' sums go into shared
+// memory one team after another in order, and the block's into part[k][band][D], as
+// k_layernorm_bwd_band's (k_parts_finish adds the bands). blockDim 32 T teams; 3 D + 8 T
+// teams floats of dynamic shared memory. Opt-in (MGL_NORM_TEAMS=1) until measured.
+__global__ void __launch_bounds__(256, 2) k_layernorm_bwd_teams(const void *dy, const void *x, const float *w, void *dx, const void *add,
+				      float *part, int sums, int T, i64 M, i64 D, float eps)
+{
+	extern __shared__ __align__(16) float sh[];   // [3][D] the block's sums, then [2][teams][T][4] the rows'
+	int lane = threadIdx.x % 32, wp = threadIdx.x / 32, teams = blockDim.x / 32 / T, team = wp / T, t = wp % T;
+	float *red = sh + 3 * D;
+	float acc[3][3][8] = {{{0}}};
+	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
+	for (i64 i = 0; i * teams < band; i++) {   // every thread of the block the same count: barriers
+		i64 row = r0 + i * teams + team;
+		bool mine = row < r1;
+		float x0 = mine ? bf2f(((const bf16 *)x)[row * D]) : 0.0f, q[4] = {0, 0, 0, 0};
+#pragma unroll
+		for (int k = 0; k < 3; k++) {
+			i64 j = lane * 8 + 256 * (t + (i64)T * k);
+			if (!mine || j >= D)
+				continue;
+			float g[8], v[8], ww[8];
+			ln8_load(g, dy, row * D + j);
+			ln8_load(v, x, row * D + j);
+			ln8_get(ww, w + j);
+			for (int e = 0; e < 8; e++) {
+				float c = v[e] - x0, gw = g[e] * ww[e];
+				q[0] += c, q[1] += c * c, q[2] += gw, q[3] += gw * c;
+			}
+		}
+		float *slot = red + ((i & 1) * teams + team) * T * 4;   // two sets, by the row's parity
+#pragma unroll
+		for (int m = 0; m < 4; m++) {
+			float v = warp_sum(q[m]);
+			if (lane == 0)
+				slot[t * 4 + m] = v;
+		}
+		__syncthreads();
+		if (!mine)
+			continue;
+		float s1 = 0, s2 = 0, a = 0, b = 0;
+		for (int u = 0; u < T; u++)   // the team's warps in order: the same sums in each
+			s1 += slot[u * 4], s2 += slot[u * 4 + 1], a += slot[u * 4 + 2], b += slot[u * 4 + 3];
+		s1 /= (float)D, s2 /= (float)D;
+		float mean = x0 + s1, rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
+		float sgx = (b - s1 * a) * rstd / (float)D, sg = a / (float)D;
+#pragma unroll
+		for (int k = 0; k < 3; k++) {
+			i64 j = lane * 8 + 256 * (t + (i64)T * k);
+			if (j >= D)
+				continue;
+			float g[8], v[8], ww[8], o[8], ad[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+			ln8_load(g, dy, row * D + j);
+			ln8_load(v, x, row * D + j);
+			ln8_get(ww, w + j);
+			if (add)
+				ln8_load(ad, add, row * D + j);
+			for (int e = 0; e < 8; e++) {
+				float xh = (v[e] - mean) * rstd;
+				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + ad[e];
+				acc[k][0][e] += g[e] * xh, acc[k][1][e] += g[e], acc[k][2][e] += o[e];
+			}
+			ln8_store(dx, row * D + j, o);
+		}
+	}
+	for (int tm = 0; tm < teams; tm++) {   // the teams' sums in order
+		if (team == tm)
+#pragma unroll
+			for (int k = 0; k < 3; k++) {
+				i64 j = lane * 8 + 256 * (t + (i64)T * k);
+				if (j >= D)
+					continue;
+#pragma unroll
+				for (int m = 0; m < 3; m++)
+					for (int e = 0; e < 8 && m < sums; e++)
+						sh[m * D + j + e] = (tm ? sh[m * D + j + e] : 0.0f) + acc[k][m][e];
+			}
+		__syncthreads();
+	}
+	for (i64 i = threadIdx.x; i < sums * D; i += blockDim.x)
+		part[(i / D * gridDim.x + blockIdx.x) * D + i % D] = sh[i];
 }
 
 // a warp a row: 1 / root mean square of x[D]
