@@ -249,8 +249,8 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 // multiple of 8 and at most 1,024, 16-byte aligned: ln8_ok): dx a warp a row as
 // k_layernorm_bwd writes it (add: the residual's gradient added, or NULL), and as it goes the
 // column sums k_norm_colsum takes in a second pass over dy and x: of dy (x - mean) rstd and
-// of dy, and (sums 3) of the dx written (the bias gradient of the linear whose output
-// gradient that is), each warp into its own rows of shared memory, the block's then added in
+// of dy, and (sums 3) of dx (in f32, before its rounding to bf16: the bias gradient of the
+// linear whose output gradient that is), each warp into its own rows of shared memory, the block's then added in
 // warp order into part[k][band][D]; k_parts_finish adds the bands in order (the same bits
 // every run). Grid R bands, blockDim 32 W; W sums D floats of dynamic shared memory.
 __global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float *w, void *dx, const void *add, float *part,

@@ -134,7 +134,7 @@ static int make_comms(RtRank *r)
 	return rc;
 }
 
-static int64_t plan_bytes(const MglPlan *p, int nmicro, bool grouped, int64_t *shadow, int64_t *scratch, int64_t *pack,
+static int64_t plan_bytes(const Dev *d, const MglPlan *p, int nmicro, int64_t *shadow, int64_t *scratch, int64_t *pack,
 			  int64_t *stripes)
 {
 	*shadow = p->persistent_bytes[MGL_V_PARAM] / 2 + 256;
@@ -147,7 +147,8 @@ static int64_t plan_bytes(const MglPlan *p, int nmicro, bool grouped, int64_t *s
 		if (st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD) {
 			const MglValue *x = &p->values[st->in[1]];
 			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;
-			int64_t two = 2 * M + 3 * cuda_colsum_bands(M, D) * D, one = 3 * cuda_norm_bands(M, D) * D;
+			int64_t two = 2 * M + 3 * cuda_colsum_bands(M, D) * D,
+				one = st->op == MGL_OP_LAYERNORM_BWD && cuda_norm_one_pass(d, D) ? 3 * cuda_norm_bands(M, D) * D : 0;
 			need = 64 + (two > one ? two : one);   /* ops.c, norm_bwd: the two passes', or the one's */
 			*stripes = *stripes > (D + 31) / 32 ? *stripes : (D + 31) / 32;
 		}
@@ -162,7 +163,7 @@ static int64_t plan_bytes(const MglPlan *p, int nmicro, bool grouped, int64_t *s
 		if ((st->op == MGL_OP_ALL_GATHER || st->op == MGL_OP_REDUCE_SCATTER) && st->attr.group == MGL_GROUP_TP) {
 			const MglValue *full = &p->values[st->op == MGL_OP_ALL_GATHER ? st->out[0] : st->in[0]];
 			int64_t b = mgl_numel(full) * mgl_dtype_size[full->dtype];
-			if (cuda_staged(full, (int)st->attr.dim, grouped))
+			if (cuda_staged(full, (int)st->attr.dim, d->sp_grouped))
 				*pack = *pack > b ? *pack : b;
 		}
 	}
@@ -208,7 +209,7 @@ static int cuda_open(RtRank *r)
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
 	d->norm_teams = getenv("MGL_NORM_TEAMS") != NULL;
 	int64_t shadow, scratch, pack, stripes,
-		need = plan_bytes(p, r->job->nmicro, d->sp_grouped, &shadow, &scratch, &pack, &stripes);
+		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;
 	CK(cudaMemGetInfo(&free_b, &total_b));
 	if ((size_t)need > free_b)

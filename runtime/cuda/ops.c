@@ -325,6 +325,10 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
 	return R < 1 ? 1 : R;
 }
 
+/* Whether rows of D may take the one-pass layernorm backward (bf16 and aligned, norm_bwd
+ * checks too): k_layernorm_bwd_band's up to 1,024, k_layernorm_bwd_teams's up to 3,072 */
+bool cuda_norm_one_pass(const Dev *d, int64_t D) { return D % 8 == 0 && (D <= 1024 || (d->norm_teams && D <= 3072)); }
+
 /* The one-pass layernorm backward's bands of rows, for M rows of D: k_layernorm_bwd_band's
  * (D up to 1,024) 32 rows or more each, at most 512; k_layernorm_bwd_teams's 16 or more, at
  * most 1,024 */
@@ -409,8 +413,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && val(r, bg->out[0])->role == MGL_V_GRAD;
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
-	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && D % 8 == 0 && at % 16 == 0 &&
-	    (D <= 1024 || (d->norm_teams && D <= 3072))) {
+	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 && cuda_norm_one_pass(d, D)) {
 		/* layernorm on bf16 rows: one pass, the column sums taken as dx is written, each
 		 * band's, then the bands added. Rows of up to 1,024: four warps a block, each its
 		 * sums in shared memory (k_layernorm_bwd_band); wider ones leave too few warps an SM
