@@ -14,7 +14,8 @@
 #   VARIANT   TAG=base, TAG=new, or TAG=new:VAR=VALUE[,VAR=VALUE...] (this tree's binary with
 #             those variables set, e.g. nodgelu=new:MGL_NO_DGELU_EPILOGUE=1)
 # SEQ (default 1024) and BACKEND (default cuda) may be set. The machine has no re2c: carry build/grammar/lex.c with the tree (it is copied into the
-# base's build). Prints each run's median step and the profile's kinds, then a summary.
+# base's build). Prints each run's median step and the profile's kinds, the card's mean
+# power and SM clock while timed (nvidia-smi dmon), then a summary.
 set -u
 base=${1:?usage: scripts/bench_ab.sh BASE OUT PRESET "OPTIONS" VARIANT...} out=${2:?} preset=${3:?} opts=${4-}
 shift 4 || exit 2
@@ -47,9 +48,21 @@ run() {
 	echo "== $tag ($spec), run $n"
 	grep -E '^  (step|attention|gemm|layernorm|classifier|optimizer|other|outside) ' "$out/$tag.$n.txt"
 }
+# the card's power and clock while the variants run: it may sit at its power cap, where a
+# kernel made quicker without doing less work buys little (docs/gpu.md)
+dmon=
+if command -v nvidia-smi >/dev/null 2>&1; then
+	nvidia-smi dmon -s pc -d 1 >"$out/dmon.txt" 2>&1 &
+	dmon=$!
+fi
 for n in 1 2; do
 	for v in "$@"; do run "$v" "$n"; done
 done
+if [ -n "$dmon" ]; then
+	kill "$dmon" 2>/dev/null
+	# columns: gpu pwr gtemp mtemp mclk pclk ...; the samples over 300 W are the steps'
+	awk '$1 !~ /^#/ && $2 > 300 { n++; w += $2; c += $6 } END { if (n) printf "card while timed: %.0f W, SM clock %.0f MHz (mean of %d samples over 300 W)\n", w / n, c / n, n }' "$out/dmon.txt"
+fi
 echo
 echo "| variant | step (median), run 1 / run 2 |"
 echo "| --- | --- |"
