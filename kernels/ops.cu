@@ -149,10 +149,21 @@ __device__ __forceinline__ void ln8_moments(const void *x, i64 row, i64 D, float
 	*rstd = rsqrtf(warp_sum(q) / (float)D + eps);
 }
 
-// A layernorm backward's row sums, a warp the row (ln8_ok's rows): the moments and the
-// means of g w and of g w xhat in one pass, about x0 = the row's first element (so that
-// E[(x - x0)^2] - E[x - x0]^2 does not cancel as E[x^2] - E[x]^2 would where the mean is
-// large against the spread): sum (g w (x - mean)) = sum (g w (x - x0)) - (mean - x0) sum (g w)
+// A layernorm backward's row statistics from four sums over the row about x0 = its first
+// element (of x - x0, its square, g w and g w (x - x0); so that E[(x - x0)^2] - E[x - x0]^2
+// does not cancel as E[x^2] - E[x]^2 would where the mean is large against the spread):
+// the mean, 1/std, and the means of g w and of g w xhat, by sum (g w (x - mean)) =
+// sum (g w (x - x0)) - (mean - x0) sum (g w)
+__device__ __forceinline__ void ln_bwd_moments(float x0, float s1, float s2, float a, float b, i64 D, float eps,
+					       float *mean, float *rstd, float *sg, float *sgx)
+{
+	s1 /= (float)D, s2 /= (float)D;
+	*mean = x0 + s1;
+	*rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
+	*sgx = (b - s1 * a) * *rstd / (float)D;
+	*sg = a / (float)D;
+}
+// ... those four sums taken in one pass, a warp the row (ln8_ok's rows)
 __device__ __forceinline__ void ln8_bwd_sums(const void *dy, const void *x, const float *w, i64 row, i64 D, float eps,
 					     float *mean, float *rstd, float *sg, float *sgx)
 {
@@ -166,14 +177,7 @@ __device__ __forceinline__ void ln8_bwd_sums(const void *dy, const void *x, cons
 			s1 += c, s2 += c * c, a += gw, b += gw * c;
 		}
 	});
-	s1 = warp_sum(s1) / (float)D;
-	s2 = warp_sum(s2) / (float)D;
-	a = warp_sum(a);
-	b = warp_sum(b);
-	*mean = x0 + s1;
-	*rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
-	*sgx = (b - s1 * a) * *rstd / (float)D;
-	*sg = a / (float)D;
+	ln_bwd_moments(x0, warp_sum(s1), warp_sum(s2), warp_sum(a), warp_sum(b), D, eps, mean, rstd, sg, sgx);
 }
 
 extern "C" {
@@ -344,12 +348,10 @@ __global__ void __launch_bounds__(256, 2) k_layernorm_bwd_teams(const void *dy, 
 		__syncthreads();
 		if (!mine)
 			continue;
-		float s1 = 0, s2 = 0, a = 0, b = 0;
+		float s1 = 0, s2 = 0, a = 0, b = 0, mean, rstd, sg, sgx;
 		for (int u = 0; u < T; u++)   // the team's warps in order: the same sums in each
 			s1 += slot[u * 4], s2 += slot[u * 4 + 1], a += slot[u * 4 + 2], b += slot[u * 4 + 3];
-		s1 /= (float)D, s2 /= (float)D;
-		float mean = x0 + s1, rstd = rsqrtf(fmaxf(s2 - s1 * s1, 0.0f) + eps);
-		float sgx = (b - s1 * a) * rstd / (float)D, sg = a / (float)D;
+		ln_bwd_moments(x0, s1, s2, a, b, D, eps, &mean, &rstd, &sg, &sgx);
 #pragma unroll
 		for (int k = 0; k < 3; k++) {
 			i64 j = lane * 8 + 256 * (t + (i64)T * k);

@@ -399,9 +399,6 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	int64_t M = rt_rows(x), D = rt_last(x), R = cuda_colsum_bands(M, D);
 	float eps = (float)c->s->attr.eps;
 	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0)), acc = ACC(1), bacc = bias && ACC(2);
-	if (need_scratch(r, 64 + 2 * M + 3 * R * D) || need_stripes(r, D))
-		return -1;
-	float *stats = d->scratch + 64, *part = stats + 2 * M;
 	/* in a group (plan.h: mgl_norm_add_group_ok): with the accumulate after it, dx is that
 	 * step's output, the other gradient added as it is written; with a bias_grad at its
 	 * end, the column sums take that of dx too */
@@ -439,6 +436,10 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
 		return 0;
 	}
+	/* two passes: dx a warp a row, keeping each row's moments; then the column sums */
+	if (need_scratch(r, 64 + 2 * M + 3 * R * D) || need_stripes(r, D))
+		return -1;
+	float *stats = d->scratch + 64, *part = stats + 2 * M;
 	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &add, &stats, &M, &D, &eps)))
 		return -1;
 	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
