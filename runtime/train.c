@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -522,22 +523,59 @@ static void close_run(Train *t)
 
 /* ---------------------------------------------------------------- parameters */
 
-/* Parameter i drawn whole from the seed (so every tp starts alike), then sharded. */
-static void init_param(Train *t, int i)
+/* Values [from, to) of a parameter of normal init (std), the stream started at s0:
+ * next_rand is a counter (splitmix64), so value k's two uniforms are its draws 2 k + 1 and
+ * 2 k + 2 wherever a thread starts. */
+typedef struct {
+	float *w;
+	int64_t from, to;
+	uint64_t s0;
+	double std;
+} Draw;
+
+static void *draw_normal(void *arg)
 {
-	const MglPlanParam *q = &t->p->params[i];
-	int64_t n = mgl_param_numel(q);
-	float *w = mgl_xmalloc((size_t)n * sizeof *w, "a parameter's first values");
-	uint64_t s = rt_mix64(t->seed ^ rt_mix64((uint64_t)i + 1));
-	for (int64_t k = 0; k < n; k++) {
-		if (q->init != MGL_INIT_NORMAL) {
-			w[k] = q->init == MGL_INIT_ONES ? 1.0f : 0.0f;
-			continue;
-		}
+	Draw *d = arg;
+	uint64_t s = d->s0 + 2 * (uint64_t)d->from * 0x9e3779b97f4a7c15ull;
+	for (int64_t k = d->from; k < d->to; k++) {
 		/* Box-Muller on two 53-bit uniforms */
 		double u1 = ((double)(next_rand(&s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 		double u2 = (double)(next_rand(&s) >> 11) * (1.0 / 9007199254740992.0);
-		w[k] = (float)(q->std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+		d->w[k] = (float)(d->std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+	}
+	return NULL;
+}
+
+/* Parameter i drawn whole from the seed (so every tp starts alike), then sharded. A large
+ * one is drawn by the machine's cores (1.2b's 1.2 billion values took over a minute on one):
+ * the same values whatever their number. */
+static void init_param(Train *t, int i)
+{
+	enum { MAX_THREADS = 64, GRAIN = 1 << 20 };
+	const MglPlanParam *q = &t->p->params[i];
+	int64_t n = mgl_param_numel(q);
+	float *w = mgl_xmalloc((size_t)n * sizeof *w, "a parameter's first values");
+	if (q->init == MGL_INIT_NORMAL) {
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+		int64_t k = cores < 1 ? 1 : cores < MAX_THREADS ? cores : MAX_THREADS;
+		k = k < n / GRAIN ? k : n / GRAIN > 0 ? n / GRAIN : 1;
+		Draw part[MAX_THREADS];
+		pthread_t th[MAX_THREADS];
+		bool started[MAX_THREADS] = {false};
+		uint64_t s0 = rt_mix64(t->seed ^ rt_mix64((uint64_t)i + 1));
+		for (int64_t j = 0; j < k; j++)
+			part[j] = (Draw){w, n * j / k, n * (j + 1) / k, s0, q->std};
+		for (int64_t j = 1; j < k; j++)   /* a thread that cannot start: its part runs here */
+			started[j] = !pthread_create(&th[j], NULL, draw_normal, &part[j]);
+		draw_normal(&part[0]);
+		for (int64_t j = 1; j < k; j++)
+			if (started[j])
+				pthread_join(th[j], NULL);
+			else
+				draw_normal(&part[j]);
+	} else {
+		for (int64_t k = 0; k < n; k++)
+			w[k] = q->init == MGL_INIT_ONES ? 1.0f : 0.0f;
 	}
 	rt_param_set(t->job, i, RT_PARAM_VALUE, w);
 	memset(w, 0, (size_t)n * sizeof *w);
