@@ -1112,12 +1112,28 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 // (16 x 8, f32) holds rows g and g + 8, columns 2t and 2t + 1. An accumulator pair of
 // n-tiles is therefore an A fragment, which is how P and dS reach the next GEMM without
 // shared memory.
+//
+// Every flash kernel's grid is (B * H, blocks along the sequence): the heads along x, and
+// along y a sequence's blocks in order of work, the longest first when causal (the
+// forward's last query blocks, the backward's first key blocks). Blocks start in the
+// order of their index, x fastest, so every head's longest blocks start first and the
+// shortest fill the last wave; with a head's blocks along x instead, long and short ones
+// were interleaved to the end and the SMs stood about 9% of a kernel's time idle (ncu,
+// 1.2b and 124M, twelfth sitting).
 
 #define FA_LOG2E 1.4426950408889634f
 #define FA_LN2 0.6931471805599453f
 #define FA_ROWS 64   // forward: queries a block (16 a warp); keys a tile. backward: keys a block
 #define FA_BWD_Q 32  // backward: queries a tile
 #define FA_SW_Q 128  // queries a block of flash_fwd_sw (two warpgroups)
+// 2^x by the MUFU alone: flushes results below 2^-126 to zero (beside the row's largest
+// term, 1, such a term changes no sum), where exp2f adds a range check and two scalings
+__device__ __forceinline__ float fa_exp2(float x)
+{
+	float y;
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
 // blocks an SM flash_fwd_sw is built for: two (128 registers) at head sizes to 96, where
 // that spills 32 bytes at 96 but measured faster than one (1.2b: 7.08 -> 6.18 ms a step);
 // one at 128 (two would spill 184 bytes)
@@ -1209,7 +1225,7 @@ __device__ __forceinline__ float fa_quad_sum(float v)
 	return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// Forward. grid (ceil(S / 64), B * H), 128 threads, flash_fwd_smem(DH) bytes of dynamic
+// Forward. grid (B * H, ceil(S / 64)), 128 threads, flash_fwd_smem(DH) bytes of dynamic
 // shared memory; warp w owns queries 16w .. 16w + 15 of
 // the block's 64, their Q fragments in registers, and walks the key tiles (up to the
 // diagonal when causal), K and V tiles in shared memory, two of each: the next pair is
@@ -1222,8 +1238,8 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *kv = (bf16 *)fa_shared;   // buffer i: K at kv + 2 i TILE, V a TILE after it
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
+	i64 ntiles = (S + FA_ROWS - 1) / FA_ROWS, qt = ntiles - 1 - blockIdx.y;   // the longest rows first
+	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH;
 	i64 r0 = qt * FA_ROWS + w * 16 + g, r1 = r0 + 8, nkt = causal ? qt + 1 : ntiles;
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
 	fa_tile<DH>(kv, k + base, D, 0, FA_ROWS, S);
@@ -1282,7 +1298,7 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 		mx1 = fa_quad_max(mx1);
 		// a row that has seen no key yet keeps max -inf: subtract 0 then, for 0 and not NaN
 		float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
-		float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+		float c0 = fa_exp2(m0 - b0), c1 = fa_exp2(m1 - b1);
 		m0 = mx0;
 		m1 = mx1;
 		l0 *= c0;
@@ -1293,8 +1309,8 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 		}
 		unsigned pf[4][4];   // P as A fragments, 16 keys each
 		for (int n = 0; n < 8; n++) {
-			float p00 = exp2f(s[n][0] - b0), p01 = exp2f(s[n][1] - b0);
-			float p10 = exp2f(s[n][2] - b1), p11 = exp2f(s[n][3] - b1);
+			float p00 = fa_exp2(s[n][0] - b0), p01 = fa_exp2(s[n][1] - b0);
+			float p10 = fa_exp2(s[n][2] - b1), p11 = fa_exp2(s[n][3] - b1);
 			l0 += p00 + p01;
 			l1 += p10 + p11;
 			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
@@ -1321,9 +1337,9 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 	}
 	if (t == 0) {
 		if (r0 < S)
-			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
+			lse[blockIdx.x * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
 		if (r1 < S)
-			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+			lse[blockIdx.x * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
 	}
 }
 
@@ -1367,7 +1383,9 @@ __device__ __forceinline__ unsigned long long fa_desc_mn(const void *p, unsigned
 	return fa_desc(p, k_step, mn_step);
 }
 __device__ __forceinline__ void fa_wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-// issue the wgmmas above as a group and wait for it
+// issue the wgmmas above as a group, not waited for
+__device__ __forceinline__ void fa_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+// issue the wgmmas above as a group and wait for it and every group before
 __device__ __forceinline__ void fa_wg_wait()
 {
 	asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::: "memory");
@@ -1545,7 +1563,7 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 // (16 keys' k-step 32 bytes along a row); for O += P V, V is MN-major (8 keys 1024 bytes
 // apart, column blocks 64 rows x 128 bytes apart), read transposed. Q and P are A
 // fragments in registers and the softmax is flash_fwd's, as in the core-matrix version.
-// Grid (ceil(S / 128), B * H); flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K
+// Grid (B * H, ceil(S / 128)); flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K
 // and two V tiles, and 1 KiB to align them to the swizzle's 1,024-byte period.
 // element (r, c) of a swizzled [64][DH] tile (c a multiple of 8 or not)
 __device__ __forceinline__ int fa_sw(int r, int c)
@@ -1581,8 +1599,8 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *kv = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // K of buffer i at kv + 2 i TILE, V after
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32 % 4, g = lane / 4, t = lane % 4;
-	i64 ntiles = (S + FA_SW_Q - 1) / FA_SW_Q, qt = ntiles - 1 - blockIdx.x;   // the longest rows first
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH;
+	i64 ntiles = (S + FA_SW_Q - 1) / FA_SW_Q, qt = ntiles - 1 - blockIdx.y;   // the longest rows first
+	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH;
 	i64 first = qt * FA_SW_Q + threadIdx.x / 128 * 64;   // this warpgroup's first query
 	i64 r0 = first + w * 16 + g, r1 = r0 + 8, nk = (S + FA_ROWS - 1) / FA_ROWS;
 	i64 nkt = causal && 2 * qt + 2 < nk ? 2 * qt + 2 : nk;
@@ -1638,7 +1656,7 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			mx0 = fa_quad_max(mx0);
 			mx1 = fa_quad_max(mx1);
 			float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
-			float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+			float c0 = fa_exp2(m0 - b0), c1 = fa_exp2(m1 - b1);
 			m0 = mx0;
 			m1 = mx1;
 			l0 *= c0;
@@ -1649,8 +1667,8 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			}
 			unsigned pf[4][4];
 			for (int n = 0; n < 8; n++) {
-				float p00 = exp2f(s[4 * n] - b0), p01 = exp2f(s[4 * n + 1] - b0);
-				float p10 = exp2f(s[4 * n + 2] - b1), p11 = exp2f(s[4 * n + 3] - b1);
+				float p00 = fa_exp2(s[4 * n] - b0), p01 = fa_exp2(s[4 * n + 1] - b0);
+				float p10 = fa_exp2(s[4 * n + 2] - b1), p11 = fa_exp2(s[4 * n + 3] - b1);
 				l0 += p00 + p01;
 				l1 += p10 + p11;
 				pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
@@ -1677,9 +1695,9 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	}
 	if (t == 0) {
 		if (r0 < S)
-			lse[blockIdx.y * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
+			lse[blockIdx.x * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
 		if (r1 < S)
-			lse[blockIdx.y * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+			lse[blockIdx.x * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
 	}
 }
 
@@ -1709,7 +1727,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
 	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * FA_ROWS;
+	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.y * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
 	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
 	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
@@ -1717,7 +1735,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
 	fa_tile_sw<DH>(qg, q + base, D, first, S);
-	fa_rows_f32(LDs, lse + blockIdx.y * S, delta + blockIdx.y * S, first, S);
+	fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
 	fa_tile_sw<DH>(qg + TILE, dy + base, D, first, S);
 	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
 	for (int d = 0; d < DH / 2; d++)
@@ -1729,8 +1747,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		if (i0 + FA_ROWS < S) {
 			bf16 *next = qg + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * TILE;
 			fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
-			fa_rows_f32(LDs + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.y * S,
-				    delta + blockIdx.y * S, i0 + FA_ROWS, S);
+			fa_rows_f32(LDs + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S,
+				    delta + blockIdx.x * S, i0 + FA_ROWS, S);
 			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 		}
 		if (i0 + FA_ROWS < S)
@@ -1756,7 +1774,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				int c = n * 8 + 2 * t + e;
 				i64 i = i0 + c;
 				float Lc = Ls[c] == -INF ? INF : Ls[c] * FA_LOG2E;   // +inf: P = 0 for rows with no key
-				float p0 = exp2f(st[4 * n + e] * scale2 - Lc), p1 = exp2f(st[4 * n + 2 + e] * scale2 - Lc);
+				float p0 = fa_exp2(st[4 * n + e] * scale2 - Lc), p1 = fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
 				if (edge) {
 					p0 = in0 && (!causal || kr0 <= i) ? p0 : 0.0f;
 					p1 = in1 && (!causal || kr1 <= i) ? p1 : 0.0f;
@@ -1780,9 +1798,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
 			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
 		}
-		fa_wg_wait();
-		fa_wg_done(dva, DH / 2);
-		fa_wg_done(dka, DH / 2);
+		fa_wg_commit();   // left running while the block waits for dS^T and issues dQ's
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
 		__syncthreads();
 		// dQ [64 queries][DH] = dS K: dS is dS^T read transposed (8-query core matrices 128
@@ -1791,7 +1807,9 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_fence();
 		for (int kc = 0; kc < 4; kc++)
 			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
-		fa_wg_wait();
+		fa_wg_wait();   // dV's and dK's groups and dQ's
+		fa_wg_done(dva, DH / 2);
+		fa_wg_done(dka, DH / 2);
 		fa_wg_done(dqa, DH / 2);
 		i64 q0 = i0 + w * 16 + g, q1 = q0 + 8;
 		// four columns a red: lanes t and t ^ 1 swap halves, the even one adds row q0's
@@ -1811,7 +1829,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 	}
 	// b and h afresh from blockIdx (in 32 bits), rather than kept live through the loop
-	i64 ob = ((i64)(blockIdx.y / (unsigned)H) * S + kr0) * ldo + blockIdx.y % (unsigned)H * DH + 2 * t;
+	i64 ob = ((i64)(blockIdx.x / (unsigned)H) * S + kr0) * ldo + blockIdx.x % (unsigned)H * DH + 2 * t;
 	for (int d = 0; d < DH / 8; d++) {
 		i64 o0 = ob + d * 8;
 		if (kr0 < S) {
@@ -1826,7 +1844,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-// Backward. grid (ceil(S / 64), B * H), 128 threads, flash_bwd_smem(DH) bytes of dynamic
+// Backward. grid (B * H, ceil(S / 64)), 128 threads, flash_bwd_smem(DH) bytes of dynamic
 // shared memory; warp w owns keys 16w .. 16w + 15 of the block's 64 and accumulates their dK
 // and dV in registers over the query tiles of 32 (from the diagonal when causal; Q and dO
 // tiles two of each, the next pair copied by cp.async while this one is used): S^T = K Q^T,
@@ -1848,7 +1866,7 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 	bf16 *dSs = qg + 4 * QTILE;
 	float *Ls = (float *)(dSs + FA_BWD_Q * LDS), *Ds = Ls + FA_BWD_Q;
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-	i64 b = blockIdx.y / H, h = blockIdx.y % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.x * FA_ROWS;
+	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.y * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
 	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
 	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
@@ -1871,9 +1889,9 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 		}
 		if (threadIdx.x < FA_BWD_Q) {
 			i64 i = i0 + threadIdx.x;
-			float L = i < S ? lse[blockIdx.y * S + i] : -INF;
+			float L = i < S ? lse[blockIdx.x * S + i] : -INF;
 			Ls[threadIdx.x] = L == -INF ? INF : L * FA_LOG2E;   // +inf: P = 0 for rows with no key
-			Ds[threadIdx.x] = i < S ? delta[blockIdx.y * S + i] : 0.0f;
+			Ds[threadIdx.x] = i < S ? delta[blockIdx.x * S + i] : 0.0f;
 		}
 		if (i0 + FA_BWD_Q < S)
 			fa_wait<2>();   // all but the next pair's two groups
@@ -1906,7 +1924,7 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 			for (int e = 0; e < 2; e++) {
 				int c = n * 8 + 2 * t + e;
 				i64 i = i0 + c;
-				float p0 = exp2f(st[n][e] * scale2 - Ls[c]), p1 = exp2f(st[n][2 + e] * scale2 - Ls[c]);
+				float p0 = fa_exp2(st[n][e] * scale2 - Ls[c]), p1 = fa_exp2(st[n][2 + e] * scale2 - Ls[c]);
 				if (edge) {
 					p0 = in0 && (!causal || kr0 <= i) ? p0 : 0.0f;
 					p1 = in1 && (!causal || kr1 <= i) ? p1 : 0.0f;
@@ -1961,7 +1979,7 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 		}
 	}
 	// b and h afresh from blockIdx (in 32 bits), rather than kept live through the loop
-	i64 ob = ((i64)(blockIdx.y / (unsigned)H) * S + kr0) * ldo + blockIdx.y % (unsigned)H * DH + 2 * t;
+	i64 ob = ((i64)(blockIdx.x / (unsigned)H) * S + kr0) * ldo + blockIdx.x % (unsigned)H * DH + 2 * t;
 	for (int d = 0; d < DH / 8; d++) {
 		i64 o0 = ob + d * 8;
 		if (kr0 < S) {

@@ -595,12 +595,14 @@ static int flash_of(const Dev *d, int64_t dh)
 	return -1;
 }
 
-/* kernel k on a grid of blocks of threads, with smem bytes of dynamic shared memory */
+/* kernel k on a grid of gx x gy blocks of threads (a flash kernel's: B * H, then the blocks along
+ * a sequence), with smem bytes of dynamic shared memory */
 static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, unsigned threads, int smem, void **args)
 {
 	Dev *d = r->mem;
-	if (gy > 65535)
-		return cuda_fail(r, "attention over %lld sequences of heads (batch x heads): the flash kernels take up to 65,535", (long long)gy);
+	if (gx > INT32_MAX || gy > 65535)
+		return cuda_fail(r, "attention over %lld sequences of heads (batch x heads) in %lld blocks each: the flash kernels take up to 2^31 - 1 and 65,535",
+				 (long long)gx, (long long)gy);
 	dim3 grid = {(unsigned)gx, (unsigned)gy, 1}, block = {threads, 1, 1};
 	CK(cudaLaunchKernel((const void *)d->kernels[k], grid, block, args, (size_t)smem, d->compute));
 	return 0;
@@ -617,10 +619,10 @@ static int op_attention(CudaCtx *c)
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
 	if (f >= 0 && flash_wg_fwd(c->r->mem, f))
-		return launch_blocks(c->r, flash[f].fwd_wg, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, B * H, 256,
+		return launch_blocks(c->r, flash[f].fwd_wg, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256,
 				     flash_fwd_sw_smem((int)dh), ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	if (f >= 0)
-		return launch_blocks(c->r, flash[f].fwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 128, flash_fwd_smem((int)dh),
+		return launch_blocks(c->r, flash[f].fwd, B * H, (S + FLASH_ROWS - 1) / FLASH_ROWS, 128, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	return launch(c->r, K_attention, B * H * S, 32, ARGS(&Q, &K, &V, &M, &O, &L, &B, &S, &H, &dh, &causal));
 }
@@ -654,7 +656,7 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)) ||
-		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, (S + FLASH_ROWS - 1) / FLASH_ROWS, B * H, 128,
+		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, B * H, (S + FLASH_ROWS - 1) / FLASH_ROWS, 128,
 				  flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
 				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal)))
 			return -1;
