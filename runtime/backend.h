@@ -29,6 +29,8 @@ typedef struct RtNet RtNet;
 typedef struct {
 	uint64_t key;          /* dropout: the training seed mixed with the iteration and micro-batch */
 	bool last_micro;       /* the last micro-batch of this optimizer step: gradients are reduced */
+	bool first_micro;      /* the first: a step that writes a gradient first writes it rather
+				  than adding into it (RtJob.grad_first) */
 	bool train;            /* false (evaluation, sampling): dropout is the identity */
 	double lr, beta1, beta2, eps, weight_decay, clip;
 	int64_t adam_t;        /* AdamW's step count, from 1 */
@@ -80,8 +82,8 @@ typedef struct RtBackend {
 	/* copy a value between the host (float for f32/bf16 values, int32 for i32) and the rank */
 	void (*write)(RtRank *r, int value, const void *host);
 	void (*read)(RtRank *r, int value, void *host);
-	/* every gradient of the rank set to 0 (before an optimizer step's first micro-batch),
-	 * ordered before the next run */
+	/* the gradients of the rank that its first micro-batch does not write whole
+	 * (RtJob.grad_zero) set to 0 before an optimizer step, ordered before the next run */
 	void (*zero_grads)(RtRank *r);
 	/* element i of an f32 value at the backend's own precision (the tests' oracle) */
 	double (*peek)(RtRank *r, int value, int64_t i);
@@ -106,7 +108,21 @@ struct RtJob {
 	RtNet *net;            /* between the processes, or NULL (all ranks here) */
 	RtComm *comms;         /* dp tp-groups, then tp dp-groups */
 	void *be_job;          /* the backend's, for the whole job (communicators) */
+	/* Gradients written rather than added into by a run's first micro-batch (exec.c): of
+	 * step s, a mask of its outputs k that are the first write of their bytes in the plan;
+	 * of parameter i, whether its gradient is still zeroed before that micro-batch (no
+	 * such write covers it). None, and every gradient zeroed, when micro-batches are
+	 * interleaved (nmicro 2: their writes are not in plan order). */
+	uint32_t *grad_first;  /* [plan->nsteps] */
+	bool *grad_zero;       /* [plan->nparams] */
 };
+
+/* Whether step s's output k adds into what it holds: a gradient does, unless the step
+ * writes it first and this is the optimizer step's first micro-batch. */
+static inline bool rt_adds(const RtJob *j, int s, int k, bool first_micro)
+{
+	return j->plan->values[j->plan->steps[s].out[k]].role == MGL_V_GRAD && !(first_micro && j->grad_first[s] >> k & 1);
+}
 
 extern const RtBackend rt_cpu_backend;
 extern const RtBackend rt_cpu64_backend;   /* double precision, for tests */

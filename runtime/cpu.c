@@ -342,8 +342,8 @@ typedef struct {
 
 #define IN(k) (c->s->in[k])
 #define OUT(k) (c->s->out[k])
-/* a step writing a gradient buffer adds into it */
-#define ACC(k) (val(c->r, OUT(k))->role == MGL_V_GRAD)
+/* a step writing a gradient buffer adds into it, unless it writes it first (rt_adds) */
+#define ACC(k) rt_adds(c->r->job, (int)(c->s - c->r->job->plan->steps), k, c->run->first_micro)
 
 /* The rank's threads for the ops besides the GEMMs: fn(c, from, to) over [0, n) in as many
  * contiguous parts as the rank's GEMMs have threads (1 in the double build, and where
@@ -1480,7 +1480,8 @@ static void cpu_zero_grads(RtRank *r)
 {
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; i < p->nparams; i++)
-		memset(ptr(r, p->params[i].grad), 0, (size_t)mgl_numel(val(r, p->params[i].grad)) * sizeof(real));
+		if (r->job->grad_zero[i])
+			memset(ptr(r, p->params[i].grad), 0, (size_t)mgl_numel(val(r, p->params[i].grad)) * sizeof(real));
 }
 
 static double cpu_peek(RtRank *r, int v, int64_t i) { return (double)F(r, v)[i]; }

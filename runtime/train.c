@@ -943,6 +943,7 @@ static RtRun run_params(const Train *t, int64_t micro, bool train)
 		   .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay, .clip = o->clip, .adam_t = t->adam_t};
 	r.key = rt_mix64(t->seed ^ rt_mix64((uint64_t)t->step * 4096 + (uint64_t)micro));
 	r.last_micro = micro == o->accum - 1;
+	r.first_micro = micro == 0;
 	return r;
 }
 

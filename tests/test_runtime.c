@@ -107,7 +107,7 @@ static double loss_of(RtJob *j) { return j->be->peek(&j->ranks[0], j->plan->loss
 static void run(RtJob *j, unsigned phases)
 {
 	fill_inputs(j, false);
-	RtRun r = {.train = true, .key = 42, .last_micro = true};
+	RtRun r = {.train = true, .key = 42, .last_micro = true, .first_micro = true};
 	char err[256];
 	ck_assert_msg(!rt_job_run(j, phases, &r, err, sizeof err), "%s", err);
 }
@@ -243,6 +243,65 @@ static void float_agrees_with_double(const char *model)
 	rt_job_close(j[1]);
 	compiled_free(&k);
 }
+
+/* A run's first micro-batch writes each gradient that a step writes first (RtJob.grad_first)
+ * and zero_grads clears only the others: with every gradient holding garbage before
+ * zero_grads, the run's gradients must equal a run's from clean ones, bit for bit. A write
+ * taken for first that is not (a tied embedding's second, a span's member) or a gradient
+ * left unzeroed that no step writes whole shows as the garbage added in. And most
+ * gradients must be written first, or the analysis does nothing. */
+static void first_writes_replace(const char *model, const char *set, int tp, bool sp)
+{
+	Compiled k;
+	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = 3, .seq = 8, .act_dtype = MGL_F32};
+	MglPlan *p = compile(&k, model, "tiny", set, t);
+	char err[256];
+	RtJob *j = rt_job_open(p, &rt_cpu_backend, err, sizeof err);
+	ck_assert_msg(j, "%s", err);
+	fill_inputs(j, true);
+	random_params(j);
+	float *g[2][64] = {{0}};
+	int zeroed = 0;
+	ck_assert(p->nparams <= 64);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; pass == 1 && i < p->nparams; i++) {   /* garbage in every gradient */
+			int64_t n = mgl_param_numel(&p->params[i]);
+			float *junk = malloc((size_t)n * sizeof *junk);
+			for (int64_t e = 0; e < n; e++)
+				junk[e] = 1e3f + (float)e;
+			rt_param_set(j, i, RT_PARAM_GRAD, junk);
+			free(junk);
+		}
+		for (int r = 0; r < j->nranks; r++)
+			j->be->zero_grads(&j->ranks[r]);
+		run(j, 1u << MGL_FWD | 1u << MGL_BWD);
+		for (int i = 0; i < p->nparams; i++) {
+			g[pass][i] = malloc((size_t)mgl_param_numel(&p->params[i]) * sizeof(float));
+			rt_param_get(j, i, RT_PARAM_GRAD, g[pass][i]);
+		}
+	}
+	for (int i = 0; i < p->nparams; i++) {
+		zeroed += j->grad_zero[i];
+		ck_assert_msg(!memcmp(g[0][i], g[1][i], (size_t)mgl_param_numel(&p->params[i]) * sizeof(float)),
+			      "%s tp %d: %s's gradient over garbage differs from over zeros", model, tp, p->params[i].name);
+		free(g[0][i]);
+		free(g[1][i]);
+	}
+	printf("%s tp %d sp %d: %d of %d gradients written first, %d zeroed\n", model, tp, sp, p->nparams - zeroed, p->nparams,
+	       zeroed);
+	ck_assert_msg(zeroed * 4 < p->nparams, "%s: %d of %d gradients still zeroed", model, zeroed, p->nparams);
+	rt_job_close(j);
+	compiled_free(&k);
+}
+
+START_TEST(first_writes_gpt2) { first_writes_replace("models/gpt2.mgl", DROP, 1, false); }
+END_TEST
+START_TEST(first_writes_gpt2_tp2_sp) { first_writes_replace("models/gpt2.mgl", DROP, 2, true); }
+END_TEST
+START_TEST(first_writes_bert_tp2) { first_writes_replace("models/bert.mgl", DROP, 2, false); }
+END_TEST
+START_TEST(first_writes_llama_tp2) { first_writes_replace("models/llama.mgl", LLAMA, 2, false); }
+END_TEST
 
 START_TEST(float_agrees_gpt2) { float_agrees_with_double("models/gpt2.mgl"); }
 END_TEST
@@ -1029,6 +1088,10 @@ int main(void)
 	Suite *s = suite_create("runtime");
 	TCase *grad = tcase_create("gradients");
 	tcase_add_test(grad, gradients_gpt2);
+	tcase_add_test(grad, first_writes_gpt2);
+	tcase_add_test(grad, first_writes_gpt2_tp2_sp);
+	tcase_add_test(grad, first_writes_bert_tp2);
+	tcase_add_test(grad, first_writes_llama_tp2);
 	tcase_add_test(grad, float_agrees_gpt2);
 	tcase_add_test(grad, float_agrees_bert);
 	tcase_add_test(grad, float_agrees_llama);

@@ -423,7 +423,7 @@ static void cuda_micro(RtRank *r, int k) { cuda_use_micro(r->mem, k); }
 
 /* The steps [from, to) of the asked phases, in order, onto the streams, for the micro-batch
  * selected; its collectives may be left in flight. */
-static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, bool last_micro)
+static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, const RtRun *run)
 {
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
@@ -444,7 +444,7 @@ static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, bool last
 			i = d->chains[d->chain_at[i]].last;
 			continue;
 		}
-		CudaCtx c = {r, s, i, last_micro};
+		CudaCtx c = {r, s, i, run->last_micro, run->first_micro};
 		if (cuda_ops[s->op](&c))
 			return -1;
 		i = mgl_group_end(p, i);   /* a GEMM did its epilogue's steps, an adamw its group's: past them */
@@ -463,13 +463,13 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, const RtRun *ru
 	for (int k = 0; k < r->job->nmicro; k++)   /* a run that failed may have left some: never wait across runs */
 		d->micro[k].ninflight = 0;
 	d->ninflight = 0;
-	if (n == 1 && enqueue_steps(r, from, to, phases, run[0].last_micro))
+	if (n == 1 && enqueue_steps(r, from, to, phases, &run[0]))
 		return -1;
 	for (int at = from; n > 1 && at < to;) {
 		int end = mgl_segment_end(r->job->plan, at, to, phases);
 		for (int k = 0; k < n; k++) {
 			cuda_use_micro(d, k);
-			if (enqueue_steps(r, at, end, phases, run[k].last_micro))
+			if (enqueue_steps(r, at, end, phases, &run[k]))
 				return -1;
 		}
 		at = end;
@@ -542,7 +542,7 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 			return -1;
 	} else {
 		/* a graph holds its pointers: one for each kind of run and micro-batch selected */
-		Graph *g = &d->graphs[((phases & 7) << 1 | run[n - 1].last_micro) << 2 | (n > 1) << 1 | d->cur];
+		Graph *g = &d->graphs[((phases & 7) << 2 | run[0].first_micro << 1 | run[n - 1].last_micro) << 2 | (n > 1) << 1 | d->cur];
 		if (!g->eager) {
 			/* the first run of its kind runs as it is: NCCL connects its peers and cuBLASLt
 			 * picks its algorithms, neither of which may happen inside a capture */
@@ -612,12 +612,16 @@ static void cuda_read(RtRank *r, int v, void *host)
 	cudaMemcpy(host, P(r, v), (size_t)n * 4, cudaMemcpyDeviceToHost);
 }
 
-/* the gradients' region, in one memset on the compute stream (the runs' order) */
+/* the gradients that the first micro-batch does not write whole (RtJob.grad_zero), on the
+ * compute stream (the runs' order) */
 static void cuda_zero_grads(RtRank *r)
 {
 	Dev *d = r->mem;
 	cudaSetDevice(d->device);
-	cudaMemsetAsync(d->region[MGL_V_GRAD], 0, (size_t)r->job->plan->persistent_bytes[MGL_V_GRAD], d->compute);
+	const MglPlan *p = r->job->plan;
+	for (int i = 0; i < p->nparams; i++)
+		if (r->job->grad_zero[i])
+			cudaMemsetAsync(P(r, p->params[i].grad), 0, (size_t)p->values[p->params[i].grad].bytes, d->compute);
 }
 
 static double cuda_peek(RtRank *r, int v, int64_t i)

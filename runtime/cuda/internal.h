@@ -67,7 +67,7 @@ typedef struct {
 	int64_t pack_n;
 	DevRun *run;
 	ncclComm_t tp, dp;
-	Graph graphs[64];         /* by phases, last micro-batch, interleaved or not, and the micro-batch selected (cuda_run) */
+	Graph graphs[128];        /* by phases, first and last micro-batch, interleaved or not, and the micro-batch selected (cuda_run) */
 	uint64_t module[2];       /* the keys of the loaded modules the kernels below are in: */
 	int nmodules;             /* the fixed kernels' (ops.cu), then the chains' (if any) */
 	cudaKernel_t *kernels;    /* ops.c's, by its numbering (cuda_kernel_names) */
@@ -177,7 +177,7 @@ typedef struct {
 	RtRank *r;
 	const MglStep *s;
 	int index;             /* the step's number */
-	bool last_micro;
+	bool last_micro, first_micro;   /* RtRun's */
 } CudaCtx;
 typedef int CudaOpFn(CudaCtx *c);
 extern CudaOpFn *const cuda_ops[MGL_OP_COUNT];

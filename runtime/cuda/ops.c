@@ -230,7 +230,7 @@ double cuda_gemm_rate(RtRank *r, int64_t n)
 
 #define IN(k) (c->s->in[k])
 #define OUT(k) (c->s->out[k])
-#define ACC(k) (val(c->r, OUT(k))->role == MGL_V_GRAD)
+#define ACC(k) rt_adds(c->r->job, c->index, k, c->first_micro)
 #define ARGS(...) (void *[]){__VA_ARGS__}
 
 /* the operand a GEMM reads: the bf16 copy when the value is a parameter */
@@ -298,6 +298,10 @@ static int op_embedding_bwd(CudaCtx *c)
 	int64_t n = mgl_numel(ids), D = tab->shape[1], V = tab->shape[0], start = rt_shard_start(c->r, tab);
 	int ddt = dt(c->r, IN(0));
 	void *g = P(c->r, IN(0)), *i = P(c->r, IN(1)), *o = P(c->r, OUT(0));
+	RtRank *r = c->r;
+	if (!ACC(0))   /* the kernel adds each row's gradient into the table's */
+		CK(cudaMemsetAsync(o, 0, (size_t)mgl_numel(tab) * (size_t)mgl_dtype_size[dt(r, OUT(0))],
+				   ((Dev *)r->mem)->compute));
 	return launch(c->r, K_embedding_bwd, n * D, 1, ARGS(&g, &ddt, &i, &o, &n, &D, &V, &start));
 }
 
@@ -409,7 +413,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	void *g = P(r, IN(0)), *X = P(r, IN(1)), *w = P(r, IN(2)), *dx = P(r, a ? a->out[0] : OUT(0)), *dw = P(r, OUT(1));
 	void *db = bias ? P(r, OUT(2)) : NULL, *dbo = bg ? P(r, bg->out[0]) : NULL;
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
-	int oacc = bg && val(r, bg->out[0])->role == MGL_V_GRAD;
+	int oacc = bg && rt_adds(r->job, end, 0, c->first_micro);
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
 	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 && cuda_norm_one_pass(d, D)) {
 		/* layernorm on bf16 rows: one pass, the column sums taken as dx is written, each

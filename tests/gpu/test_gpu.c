@@ -262,7 +262,7 @@ static bool fused_away(const MglPlan *p, int v)
 	return false;
 }
 
-static const RtRun the_run = {.train = true, .key = 99, .last_micro = true, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95,
+static const RtRun the_run = {.train = true, .key = 99, .last_micro = true, .first_micro = true, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95,
 			      .eps = 1e-8, .weight_decay = 0.1, .clip = 1, .adam_t = 1};
 
 static void tally_names(Tally *t)
