@@ -303,92 +303,6 @@ __global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float 
 	}
 }
 
-// The layernorm backward in one pass for rows wider than k_layernorm_bwd_band takes (bf16
-// as there, D a multiple of 8 up to 256 * 3 * T): a team of T warps a row, warp t of a team
-// the 256-column chunks t, t + T and t + 2 T (8 columns a lane each), so that its column sums
-// stay in registers (acc: 3 chunks x 3 sums x 8); the row's sums (ln8_bwd_sums's, each
-// warp's part) meet in shared memory, a barrier a row. A block is `teams` teams on rows
-// r0 + team, r0 + team + teams, ... of its band; at the end the teams' sums go into shared
-// memory one team after another in order, and the block's into part[k][band][D], as
-// k_layernorm_bwd_band's (k_parts_finish adds the bands). blockDim 32 T teams; 3 D + 8 T
-// teams floats of dynamic shared memory. Opt-in (MGL_NORM_TEAMS=1) until measured.
-__global__ void __launch_bounds__(256, 2) k_layernorm_bwd_teams(const void *dy, const void *x, const float *w, void *dx, const void *add,
-				      float *part, int sums, int T, i64 M, i64 D, float eps)
-{
-	extern __shared__ __align__(16) float sh[];   // [3][D] the block's sums, then [2][teams][T][4] the rows'
-	int lane = threadIdx.x % 32, wp = threadIdx.x / 32, teams = blockDim.x / 32 / T, team = wp / T, t = wp % T;
-	float *red = sh + 3 * D;
-	float acc[3][3][8] = {{{0}}};
-	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
-	for (i64 i = 0; i * teams < band; i++) {   // every thread of the block the same count: barriers
-		i64 row = r0 + i * teams + team;
-		bool mine = row < r1;
-		float x0 = mine ? bf2f(((const bf16 *)x)[row * D]) : 0.0f, q[4] = {0, 0, 0, 0};
-#pragma unroll
-		for (int k = 0; k < 3; k++) {
-			i64 j = lane * 8 + 256 * (t + (i64)T * k);
-			if (!mine || j >= D)
-				continue;
-			float g[8], v[8], ww[8];
-			ln8_load(g, dy, row * D + j);
-			ln8_load(v, x, row * D + j);
-			ln8_get(ww, w + j);
-			for (int e = 0; e < 8; e++) {
-				float c = v[e] - x0, gw = g[e] * ww[e];
-				q[0] += c, q[1] += c * c, q[2] += gw, q[3] += gw * c;
-			}
-		}
-		float *slot = red + ((i & 1) * teams + team) * T * 4;   // two sets, by the row's parity
-#pragma unroll
-		for (int m = 0; m < 4; m++) {
-			float v = warp_sum(q[m]);
-			if (lane == 0)
-				slot[t * 4 + m] = v;
-		}
-		__syncthreads();
-		if (!mine)
-			continue;
-		float s1 = 0, s2 = 0, a = 0, b = 0, mean, rstd, sg, sgx;
-		for (int u = 0; u < T; u++)   // the team's warps in order: the same sums in each
-			s1 += slot[u * 4], s2 += slot[u * 4 + 1], a += slot[u * 4 + 2], b += slot[u * 4 + 3];
-		ln_bwd_moments(x0, s1, s2, a, b, D, eps, &mean, &rstd, &sg, &sgx);
-#pragma unroll
-		for (int k = 0; k < 3; k++) {
-			i64 j = lane * 8 + 256 * (t + (i64)T * k);
-			if (j >= D)
-				continue;
-			float g[8], v[8], ww[8], o[8], ad[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-			ln8_load(g, dy, row * D + j);
-			ln8_load(v, x, row * D + j);
-			ln8_get(ww, w + j);
-			if (add)
-				ln8_load(ad, add, row * D + j);
-			for (int e = 0; e < 8; e++) {
-				float xh = (v[e] - mean) * rstd;
-				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + ad[e];
-				acc[k][0][e] += g[e] * xh, acc[k][1][e] += g[e], acc[k][2][e] += o[e];
-			}
-			ln8_store(dx, row * D + j, o);
-		}
-	}
-	for (int tm = 0; tm < teams; tm++) {   // the teams' sums in order
-		if (team == tm)
-#pragma unroll
-			for (int k = 0; k < 3; k++) {
-				i64 j = lane * 8 + 256 * (t + (i64)T * k);
-				if (j >= D)
-					continue;
-#pragma unroll
-				for (int m = 0; m < 3; m++)
-					for (int e = 0; e < 8 && m < sums; e++)
-						sh[m * D + j + e] = (tm ? sh[m * D + j + e] : 0.0f) + acc[k][m][e];
-			}
-		__syncthreads();
-	}
-	for (i64 i = threadIdx.x; i < sums * D; i += blockDim.x)
-		part[(i / D * gridDim.x + blockIdx.x) * D + i % D] = sh[i];
-}
-
 // a warp a row: 1 / root mean square of x[D]
 __device__ float row_rms(const void *x, int dt, i64 row, i64 D, float eps)
 {
@@ -1740,6 +1654,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
 	for (int d = 0; d < DH / 2; d++)
 		dka[d] = dva[d] = 0;
+	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(w * 16 + g, 2 * t));   // this thread's first dS^T element
 	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
 		const bf16 *Qs = qg + (((i0 - first) / FA_ROWS) & 1) * 2 * TILE, *Gs = Qs + TILE;
 		const float *Ls = LDs + (((i0 - first) / FA_ROWS) & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
@@ -1755,6 +1670,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			fa_wait<2>();
 		else
 			fa_wait<0>();
+		// this tile's lse and delta as the softmax takes them, each by the thread that copied
+		// it (fa_rows_f32): lse in base 2 (+inf where a row has no key: P = 0 there), delta
+		// times the scale, so that an element of dS^T is p (dp scale - delta scale)
+		if (threadIdx.x < 2 * FA_ROWS) {
+			float *x = (float *)Ls + threadIdx.x;
+			*x = threadIdx.x >= FA_ROWS ? *x * scale : *x == -INF ? INF : *x * FA_LOG2E;
+		}
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 		__syncthreads();
 		float st[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
@@ -1770,27 +1692,29 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
 		for (int n = 0; n < 8; n++) {
+			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
 			for (int e = 0; e < 2; e++) {
-				int c = n * 8 + 2 * t + e;
-				i64 i = i0 + c;
-				float Lc = Ls[c] == -INF ? INF : Ls[c] * FA_LOG2E;   // +inf: P = 0 for rows with no key
+				float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
 				float p0 = fa_exp2(st[4 * n + e] * scale2 - Lc), p1 = fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
 				if (edge) {
-					p0 = in0 && (!causal || kr0 <= i) ? p0 : 0.0f;
-					p1 = in1 && (!causal || kr1 <= i) ? p1 : 0.0f;
+					int i = (int)i0 + n * 8 + 2 * t + e;   // S < 2^31 (the grid's y is at most 65,535 blocks)
+					p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
+					p1 = in1 && (!causal || (int)kr1 <= i) ? p1 : 0.0f;
 				}
 				st[4 * n + e] = p0;
 				st[4 * n + 2 + e] = p1;
-				dp[4 * n + e] = p0 * (dp[4 * n + e] - Ds[c]) * scale;
-				dp[4 * n + 2 + e] = p1 * (dp[4 * n + 2 + e] - Ds[c]) * scale;
+				dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
+				dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
 			}
 			pa[n / 2][n % 2 * 2] = fa_pack(st[4 * n], st[4 * n + 1]);
 			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[4 * n + 2], st[4 * n + 3]);
 			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
 			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
-			// dS^T's two queries of each row, side by side in the core matrix
-			*(unsigned *)(dSs + fa_cm<64>(w * 16 + g, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2];
-			*(unsigned *)(dSs + fa_cm<64>(w * 16 + g + 8, n * 8 + 2 * t)) = sa[n / 2][n % 2 * 2 + 1];
+			// dS^T's two queries of each row, side by side in the core matrix: keys 16 w + g
+			// and 8 after (a row of core matrices, 1,024 bytes, on), queries 8 n + 2 t (a core
+			// matrix, 128 bytes, an n)
+			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
+			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
 		}
 		// dV += P^T dO, dK += dS^T Q: 16 queries a step, the tiles read transposed
 		fa_wg_fence();

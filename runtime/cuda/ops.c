@@ -14,7 +14,7 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(layernorm_bwd_band) X(layernorm_bwd_teams) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
+	X(layernorm_bwd) X(layernorm_bwd_band) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
@@ -331,16 +331,14 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
 }
 
 /* Whether rows of D may take the one-pass layernorm backward (bf16 and aligned, norm_bwd
- * checks too): k_layernorm_bwd_band's up to 1,024, k_layernorm_bwd_teams's up to 3,072 */
-bool cuda_norm_one_pass(const Dev *d, int64_t D) { return D % 8 == 0 && (D <= 1024 || (d->norm_teams && D <= 3072)); }
+ * checks too): k_layernorm_bwd_band's, up to 1,024 */
+bool cuda_norm_one_pass(int64_t D) { return D % 8 == 0 && D <= 1024; }
 
-/* The one-pass layernorm backward's bands of rows, for M rows of D: k_layernorm_bwd_band's
- * (D up to 1,024) 32 rows or more each, at most 512; k_layernorm_bwd_teams's 16 or more, at
- * most 1,024 */
-int64_t cuda_norm_bands(int64_t M, int64_t D)
+/* The one-pass layernorm backward's bands of rows, for M rows: 32 or more each, at most 512 */
+int64_t cuda_norm_bands(int64_t M)
 {
-	int64_t rows = D <= 1024 ? 32 : 16, most = D <= 1024 ? 512 : 1024, R = (M + rows - 1) / rows;
-	return R < 1 ? 1 : R > most ? most : R;
+	int64_t R = (M + 31) / 32;
+	return R < 1 ? 1 : R > 512 ? 512 : R;
 }
 
 static int need_scratch(RtRank *r, int64_t floats)
@@ -415,26 +413,20 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && rt_adds(r->job, end, 0, c->first_micro);
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
-	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 && cuda_norm_one_pass(d, D)) {
-		/* layernorm on bf16 rows: one pass, the column sums taken as dx is written, each
-		 * band's, then the bands added. Rows of up to 1,024: four warps a block, each its
-		 * sums in shared memory (k_layernorm_bwd_band); wider ones leave too few warps an SM
-		 * that way (at 1,536, two a block, the pass took 173 us against the two passes' 60:
-		 * perf-notes.md, eleventh sitting): teams of T warps a row, their sums in registers
-		 * (k_layernorm_bwd_teams; opt-in, MGL_NORM_TEAMS=1, until measured) */
-		int sums = dbo ? 3 : 2, W = 4, T = (int)(((D + 255) / 256 + 2) / 3), teams = 8 / T;
-		int64_t B = cuda_norm_bands(M, D);
+	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 && cuda_norm_one_pass(D)) {
+		/* layernorm on bf16 rows of up to 1,024: one pass, the column sums taken as dx is
+		 * written, each band's in shared memory (four warps a block), then the bands added.
+		 * Wider rows leave too few warps an SM that way (at 1,536, two a block, 173 us a norm
+		 * against the two passes' 60), and teams of warps a row with the sums in registers
+		 * were slower still (1.2b: the norms' backward 7.8 -> 9.5 ms a step): perf-notes.md,
+		 * eleventh and twelfth sittings */
+		int sums = dbo ? 3 : 2, W = 4;
+		int64_t B = cuda_norm_bands(M);
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		if (D <= 1024)
-			CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_band], cuda_dim3(B), cuda_dim3(32 * W),
-					    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), (size_t)(W * sums * D * 4),
-					    d->compute));
-		else
-			CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_teams], cuda_dim3(B), cuda_dim3(32 * T * teams),
-					    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &T, &M, &D, &eps),
-					    (size_t)((3 * D + 8 * T * teams) * 4), d->compute));
+		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_band], cuda_dim3(B), cuda_dim3(32 * W),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), (size_t)(W * sums * D * 4), d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));

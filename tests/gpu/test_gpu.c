@@ -447,9 +447,8 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=40", 2, 40, true},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
-		/* rows wider than 1,024: the layernorm backward in two passes (and in teams of
-		 * warps under MGL_NORM_TEAMS=1, below), at 1,536 and at 1,920 (a last chunk of half
-		 * its columns); 124 rows, so that the last band is short of a team's rows */
+		/* rows wider than 1,024: the layernorm backward in two passes, at 1,536 and at
+		 * 1,920 (20 heads of 96) */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=62", 2, 62, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1920,heads=20,layers=1,seq=62", 2, 62, true},
 		/* 66 sequences: under sp with MGL_SP_GROUPED=1, the all-gathers and reduce-scatters
@@ -488,16 +487,6 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e]);
 	}
-	setenv("MGL_NORM_TEAMS", "1", 1);   /* the wide rows again, the layernorm backward in teams */
-	for (size_t m = 0; m < sizeof small / sizeof small[0] && (!only || !strcmp(only, "tiny")); m++)
-		if (strstr(small[m].set, "d=1536") || strstr(small[m].set, "d=1920")) {
-			printf("with MGL_NORM_TEAMS=1:\n");
-			for (int reuse = 0; reuse < 2; reuse++) {
-				fails += check(&small[m], 1, false, reuse) != 0;
-				runs++;
-			}
-		}
-	unsetenv("MGL_NORM_TEAMS");
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
