@@ -467,7 +467,7 @@ int cmd_sample(Args *a)
 		uint64_t rng = a->seed ? (uint64_t)a->seed : 1337;
 		int64_t want = a->tokens ? a->tokens : 200;
 		fputs(prompt, stdout);
-		RtRun run = {.train = false};
+		RtRun run = {.train = false};   /* the forward alone: it writes no gradient (RtRun.first_micro) */
 		for (int64_t k = 0; k < want; k++) {
 			int64_t have = (int64_t)n < T ? (int64_t)n : T, from = (int64_t)n - have;
 			memset(x, 0, (size_t)T * sizeof *x);

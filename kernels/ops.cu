@@ -1560,15 +1560,15 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 						s[4 * n + e] = in && (!causal || j <= r0) ? s[4 * n + e] : -INF;
 						s[4 * n + 2 + e] = in && (!causal || j <= r1) ? s[4 * n + 2 + e] : -INF;
 					}
-			float mx0 = m0, mx1 = m1;
+			// the maxima of the raw scores, scaled after (scale2 > 0 keeps the order), and
+			// each score scaled inside its exponential's fma: one instruction an element less
+			float mx0 = -INF, mx1 = -INF;
 			for (int n = 0; n < 8; n++) {
-				for (int e = 0; e < 4; e++)
-					s[4 * n + e] *= scale2;   // -inf stays -inf
 				mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
 				mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
 			}
-			mx0 = fa_quad_max(mx0);
-			mx1 = fa_quad_max(mx1);
+			mx0 = fmaxf(m0, fa_quad_max(mx0) * scale2);   // -inf stays -inf
+			mx1 = fmaxf(m1, fa_quad_max(mx1) * scale2);
 			float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
 			float c0 = fa_exp2(m0 - b0), c1 = fa_exp2(m1 - b1);
 			m0 = mx0;
@@ -1581,8 +1581,8 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			}
 			unsigned pf[4][4];
 			for (int n = 0; n < 8; n++) {
-				float p00 = fa_exp2(s[4 * n] - b0), p01 = fa_exp2(s[4 * n + 1] - b0);
-				float p10 = fa_exp2(s[4 * n + 2] - b1), p11 = fa_exp2(s[4 * n + 3] - b1);
+				float p00 = fa_exp2(fmaf(s[4 * n], scale2, -b0)), p01 = fa_exp2(fmaf(s[4 * n + 1], scale2, -b0));
+				float p10 = fa_exp2(fmaf(s[4 * n + 2], scale2, -b1)), p11 = fa_exp2(fmaf(s[4 * n + 3], scale2, -b1));
 				l0 += p00 + p01;
 				l1 += p10 + p11;
 				pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);

@@ -121,7 +121,8 @@ struct RtJob {
  * writes it first and this is the optimizer step's first micro-batch. */
 static inline bool rt_adds(const RtJob *j, int s, int k, bool first_micro)
 {
-	return j->plan->values[j->plan->steps[s].out[k]].role == MGL_V_GRAD && !(first_micro && j->grad_first[s] >> k & 1);
+	return j->plan->values[j->plan->steps[s].out[k]].role == MGL_V_GRAD &&
+	       !(first_micro && k < 32 && j->grad_first[s] >> k & 1);
 }
 
 extern const RtBackend rt_cpu_backend;

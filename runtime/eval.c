@@ -385,7 +385,7 @@ static int lm_score(Lm *lm, char *err, size_t errlen)
 			j->be->write(r, lm->tokens, x + d * n);
 			j->be->write(r, lm->targets, y + d * n);
 		}
-	RtRun run = {.train = false};
+	RtRun run = {.train = false};   /* the forward alone: it writes no gradient (RtRun.first_micro) */
 	if (rt_job_run(j, 1u << MGL_FWD, &run, err, errlen))
 		return -1;
 	for (int d = 0; d < j->dp; d++) {

@@ -83,7 +83,8 @@ else
 	echo "SKIP: real widths need 2 GPUs and python3 with numpy"
 fi
 
-# 2. training: cuda (bf16) follows cpu (f32) over 20 steps at tp 1, 2, 4 (within 2% each step)
+# 2. training: cuda (bf16) follows cpu (f32) over 20 steps at tp 1, 2, 4 (within 2% each step),
+# and at tp 1 with two micro-batches a step, one after the other and interleaved
 if want 2; then
 	for tp in 1 2 4; do
 		[ "$tp" -le "$ngpu" ] || continue
@@ -111,6 +112,24 @@ if want 2; then
 			split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
 			END { if (n != 20) print 1; else printf "%.5f", w }')
 		ok "$(awk -v w="$worst" 'BEGIN { print (w < 0.01) }')" "gpt2 tiny on cuda, $tag against tp1: worst relative difference $worst"
+	done
+	# 2c. at tp 1, two micro-batches an optimizer step (the first writes the gradients, the
+	# second adds into them: RtJob.grad_first), and the two interleaved (every gradient
+	# zeroed first, both add): cuda follows the cpu as above
+	for acc in "--accum 2" "--accum 2 --interleave"; do
+		tag=tp1$(echo "$acc" | tr -d ' -')
+		for be in cpu cuda; do
+			# shellcheck disable=SC2086
+			"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 4 --lr 3e-3 $acc \
+				--backend $be --log "$out/${be}_$tag.jsonl" >"$out/${be}_$tag.txt" 2>&1
+			st=$?
+		done
+		worst=$(paste "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
+			split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+			END { if (n != 20) print 1; else printf "%.5f", w }')
+		ok "$([ $st = 0 ] && awk -v w="$worst" 'BEGIN { print (w < 0.02) }')" \
+			"gpt2 tiny $acc: 20 steps, cuda vs cpu loss, worst relative difference $worst (exit $st)"
+		[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"
 	done
 fi
 

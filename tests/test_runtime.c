@@ -104,13 +104,18 @@ static void random_params(RtJob *j)
 /* The model's loss, which the plan names. */
 static double loss_of(RtJob *j) { return j->be->peek(&j->ranks[0], j->plan->loss, 0); }
 
-static void run(RtJob *j, unsigned phases)
+/* ... as an optimizer step's first micro-batch (it writes the gradients it writes first,
+ * RtJob.grad_first) or a later one (it adds into them all), and its last or not (the last
+ * reduces the gradients) */
+static void run_micro(RtJob *j, unsigned phases, bool first, bool last)
 {
 	fill_inputs(j, false);
-	RtRun r = {.train = true, .key = 42, .last_micro = true, .first_micro = true};
+	RtRun r = {.train = true, .key = 42, .last_micro = last, .first_micro = first};
 	char err[256];
 	ck_assert_msg(!rt_job_run(j, phases, &r, err, sizeof err), "%s", err);
 }
+
+static void run(RtJob *j, unsigned phases) { run_micro(j, phases, true, true); }
 
 /* Every parameter's gradient at a few elements against central differences, in double. */
 static void check_gradients(const char *model, const char *set, int tp, bool sp)
@@ -248,7 +253,8 @@ static void float_agrees_with_double(const char *model)
  * and zero_grads clears only the others: with every gradient holding garbage before
  * zero_grads, the run's gradients must equal a run's from clean ones, bit for bit. A write
  * taken for first that is not (a tied embedding's second, a span's member) or a gradient
- * left unzeroed that no step writes whole shows as the garbage added in. And most
+ * left unzeroed that no step writes whole shows as the garbage added in. A second
+ * micro-batch of the same batch after it adds: twice the gradients. And most
  * gradients must be written first, or the analysis does nothing. */
 static void first_writes_replace(const char *model, const char *set, int tp, bool sp)
 {
@@ -260,11 +266,11 @@ static void first_writes_replace(const char *model, const char *set, int tp, boo
 	ck_assert_msg(j, "%s", err);
 	fill_inputs(j, true);
 	random_params(j);
-	float *g[2][64] = {{0}};
+	float *g[3][64] = {{0}};
 	int zeroed = 0;
 	ck_assert(p->nparams <= 64);
-	for (int pass = 0; pass < 2; pass++) {
-		for (int i = 0; pass == 1 && i < p->nparams; i++) {   /* garbage in every gradient */
+	for (int pass = 0; pass < 3; pass++) {
+		for (int i = 0; pass >= 1 && i < p->nparams; i++) {   /* garbage in every gradient */
 			int64_t n = mgl_param_numel(&p->params[i]);
 			float *junk = malloc((size_t)n * sizeof *junk);
 			for (int64_t e = 0; e < n; e++)
@@ -274,18 +280,28 @@ static void first_writes_replace(const char *model, const char *set, int tp, boo
 		}
 		for (int r = 0; r < j->nranks; r++)
 			j->be->zero_grads(&j->ranks[r]);
-		run(j, 1u << MGL_FWD | 1u << MGL_BWD);
+		run_micro(j, 1u << MGL_FWD | 1u << MGL_BWD, true, pass < 2);
+		if (pass == 2)
+			run_micro(j, 1u << MGL_FWD | 1u << MGL_BWD, false, true);
 		for (int i = 0; i < p->nparams; i++) {
 			g[pass][i] = malloc((size_t)mgl_param_numel(&p->params[i]) * sizeof(float));
 			rt_param_get(j, i, RT_PARAM_GRAD, g[pass][i]);
 		}
 	}
 	for (int i = 0; i < p->nparams; i++) {
+		int64_t n = mgl_param_numel(&p->params[i]);
 		zeroed += j->grad_zero[i];
-		ck_assert_msg(!memcmp(g[0][i], g[1][i], (size_t)mgl_param_numel(&p->params[i]) * sizeof(float)),
+		ck_assert_msg(!memcmp(g[0][i], g[1][i], (size_t)n * sizeof(float)),
 			      "%s tp %d: %s's gradient over garbage differs from over zeros", model, tp, p->params[i].name);
-		free(g[0][i]);
-		free(g[1][i]);
+		float big = 0;   /* the adds round in another order (a tied weight's two, partial sums over tp) */
+		for (int64_t e = 0; e < n; e++)
+			big = fmaxf(big, fabsf(g[0][i][e]));
+		for (int64_t e = 0; e < n; e++)
+			ck_assert_msg(fabsf(g[2][i][e] - 2 * g[0][i][e]) <= 1e-5f * big + 1e-9f,
+				      "%s tp %d: %s's gradient after two micro-batches: %g, not 2 x %g", model, tp, p->params[i].name,
+				      g[2][i][e], g[0][i][e]);
+		for (int q = 0; q < 3; q++)
+			free(g[q][i]);
 	}
 	printf("%s tp %d sp %d: %d of %d gradients written first, %d zeroed\n", model, tp, sp, p->nparams - zeroed, p->nparams,
 	       zeroed);

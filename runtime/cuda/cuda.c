@@ -618,6 +618,10 @@ static void cuda_zero_grads(RtRank *r)
 	Dev *d = r->mem;
 	cudaSetDevice(d->device);
 	const MglPlan *p = r->job->plan;
+	if (r->job->nmicro > 1) {   /* interleaved: every gradient, in one memset */
+		cudaMemsetAsync(d->region[MGL_V_GRAD], 0, (size_t)p->persistent_bytes[MGL_V_GRAD], d->compute);
+		return;
+	}
 	for (int i = 0; i < p->nparams; i++)
 		if (r->job->grad_zero[i])
 			cudaMemsetAsync(P(r, p->params[i].grad), 0, (size_t)p->values[p->params[i].grad].bytes, d->compute);
