@@ -111,17 +111,18 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 		/* the fastest of cuBLASLt's first GEMM_CANDIDATES heuristics, each timed on these
 		 * operands (a step's first run is eager: cuda_run); where the GEMM reads C
 		 * (beta 1), trials would add into it, so the heuristic's first choice (timing
-		 * those on a scratch output saved nothing: perf-notes.md, eleventh sitting). A
-		 * weight gradient's GEMM keeps the first choice at beta 0 too, as when it always
-		 * added: where each tp rank computes a replicated parameter's gradient itself, the
-		 * ranks must round alike, which an algorithm timed on each rank does not promise */
+		 * those on a scratch output saved nothing: perf-notes.md, eleventh sitting). Over
+		 * tp, a weight gradient's GEMM keeps the first choice at beta 0 too: where each tp
+		 * rank computes a replicated parameter's gradient itself, the ranks must round
+		 * alike, which an algorithm timed on each rank does not promise (dp ranks reduce
+		 * theirs: any algorithm) */
 		cublasLtMatmulPreference_t pref;
 		CKB(cublasLtMatmulPreferenceCreate(&pref));
 		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size,
 							 sizeof d->ws_size));
 		cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
 		int found = 0;
-		bool timed = !beta && r->job->plan->steps[step].op != MGL_OP_MATMUL_DW;
+		bool timed = !beta && (r->job->tp == 1 || r->job->plan->steps[step].op != MGL_OP_MATMUL_DW);
 		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? GEMM_CANDIDATES : 1, h, &found));
 		cublasLtMatmulPreferenceDestroy(pref);
 		if (!found)
