@@ -23,7 +23,10 @@
  *     table of all its parameters (Apex's multi_tensor_apply) instead of one a parameter.
  *   - the softmax's statistics: a vocab_max and the vocab_stats right after it (tp 1: no
  *     all-reduce of the maximum between them) are one pass over the logits, an online
- *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018).
+ *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018);
+ *     with the vocab_loss and the ce_bwd right after them (GPT-2's loss, whose gradient is
+ *     the backward's first step), the loss group: the gradient written from the same pass
+ *     over each row, so that the logits are read once, not again in the backward.
  *   - a norm's backward and the accumulate after it of its input gradient and the residual
  *     stream's: the norm's kernel adds the other gradient as it writes (one pass over the
  *     [tokens, d] gradients fewer, a layer's two norms each); and the bias_grad after that
@@ -36,7 +39,7 @@
  * no softmax statistics' pass and no norm adding the residual, MGL_NO_EPILOGUE=1 no
  * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
  * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd, MGL_NO_NORM_BIAS_GRAD=1 no bias_grad in a norm's
- * group (docs/gpu.md).
+ * group, MGL_NO_LOSS_GROUP=1 no loss and gradient with the statistics (docs/gpu.md).
  */
 #include "mgl.h"
 
@@ -46,7 +49,8 @@ void mgl_fuse(MglPlan *p)
 {
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
-	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD");
+	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD"),
+	     loss = !getenv("MGL_NO_LOSS_GROUP");
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)
@@ -69,7 +73,7 @@ void mgl_fuse(MglPlan *p)
 			x->attr.epi = MGL_EPI_ADD;
 			last = s + 1;
 		} else if (chains && x->op == MGL_OP_VOCAB_MAX && mgl_stats_group_ok(p, s, s + 1)) {
-			last = s + 1;
+			last = loss && mgl_stats_group_ok(p, s, s + 3) ? s + 3 : s + 1;
 		} else if (chains && (x->op == MGL_OP_LAYERNORM_BWD || x->op == MGL_OP_RMSNORM_BWD)) {
 			for (int l = s + (norm_bias ? 2 : 1); l > s && last == s; l--)
 				if (mgl_norm_add_group_ok(p, uses, s, l) && (norm_bias || p->steps[l].op != MGL_OP_BIAS_GRAD))

@@ -16,7 +16,7 @@
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(layernorm_bwd_band) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
-	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
+	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(ce_rows) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
@@ -703,21 +703,48 @@ static int op_select(CudaCtx *c)
 		      ARGS(&I, &idt, &O, &odt, &B, &S, &inner, &index));
 }
 
-/* alone, or with the vocab_stats after it in one pass (the plan's group: plan.h,
- * mgl_stats_group_ok) */
+static int op_vocab_loss(CudaCtx *c);
+static int op_ce_bwd(CudaCtx *c);
+
+/* alone, or with the vocab_stats after it in one pass, and with the loss and its gradient
+ * after those (the plan's groups: plan.h, mgl_stats_group_ok). The loss group's ce_bwd is
+ * of the backward: a run of the forward alone leaves it to the backward's run, where it
+ * runs alone. The group runs as its three kernels (the two passes over the logits, the
+ * forward's and the backward's), or under MGL_LOSS_ROWS=1 as one pass with each row held
+ * in shared memory (k_ce_rows; opt-in until measured: docs/gpu.md). */
 static int op_vocab_max(CudaCtx *c)
 {
-	const MglValue *z = val(c->r, IN(0));
-	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
-	int zdt = dt(c->r, IN(0));
-	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
-	const MglPlan *p = c->r->job->plan;
-	if (c->s->fuse == c->index && mgl_group_end(p, c->index) > c->index) {
-		const MglStep *st = &p->steps[c->index + 1];
-		void *t = P(c->r, st->in[1]), *stats = P(c->r, st->out[0]);
-		return launch_rows(c->r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
+	Dev *d = c->r->mem;
+	RtRank *r = c->r;
+	const MglValue *z = val(r, IN(0));
+	int64_t start, valid = rt_valid_cols(r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
+	int zdt = dt(r, IN(0));
+	void *Z = P(r, IN(0)), *m = P(r, OUT(0));
+	const MglPlan *p = r->job->plan;
+	int end = c->s->fuse == c->index ? mgl_group_end(p, c->index) : c->index;
+	if (end == c->index)
+		return launch_rows(r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
+	const MglStep *st = &p->steps[c->index + 1];
+	void *t = P(r, st->in[1]), *stats = P(r, st->out[0]);
+	CudaCtx loss = {r, &p->steps[c->index + 2], c->index + 2, c->last_micro, c->first_micro, c->phases},
+		grad = {r, &p->steps[end], end, c->last_micro, c->first_micro, c->phases};
+	bool bwd = end > c->index + 1 && (c->phases & 1u << p->steps[end].phase);
+	if (bwd && d->loss_rows && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 && N * 2 <= d->smem_optin - 1024) {
+		int64_t nt = mgl_numel(val(r, grad.s->in[2])), ignore = grad.s->attr.ignore;
+		float *count = d->scratch;
+		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
+		CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count),
+				    0, d->compute));
+		CK(cudaLaunchKernel((const void *)d->kernels[K_ce_rows], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(512),
+				    ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore), (size_t)(N * 2),
+				    d->compute));
+		return op_vocab_loss(&loss);
 	}
-	return launch_rows(c->r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
+	if (launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start)))
+		return -1;
+	if (end == c->index + 1)
+		return 0;
+	return op_vocab_loss(&loss) || (bwd && op_ce_bwd(&grad)) ? -1 : 0;
 }
 
 static int op_vocab_stats(CudaCtx *c)
@@ -1071,6 +1098,10 @@ int cuda_ops_prepare(RtRank *r)
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
+	/* k_ce_rows: a row of the logits in shared memory, as wide as the GPU allows a block
+	 * (less 1 KiB: the kernel's own shared memory) */
+	CK(cudaKernelSetAttributeForDevice(d->kernels[K_ce_rows], cudaFuncAttributeMaxDynamicSharedMemorySize,
+					   d->smem_optin - 1024, d->device));
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
 	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");
