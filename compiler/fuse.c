@@ -26,7 +26,8 @@
  *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018);
  *     with the vocab_loss and the ce_bwd right after them (GPT-2's loss, whose gradient is
  *     the backward's first step), the loss group: the gradient written from the same pass
- *     over each row, so that the logits are read once, not again in the backward.
+ *     over each row, so that the logits are read once, not again in the backward (opt-in,
+ *     MGL_LOSS_GROUP=1, until measured on a GPU: docs/gpu.md).
  *   - a norm's backward and the accumulate after it of its input gradient and the residual
  *     stream's: the norm's kernel adds the other gradient as it writes (one pass over the
  *     [tokens, d] gradients fewer, a layer's two norms each); and the bias_grad after that
@@ -39,7 +40,7 @@
  * no softmax statistics' pass and no norm adding the residual, MGL_NO_EPILOGUE=1 no
  * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
  * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd, MGL_NO_NORM_BIAS_GRAD=1 no bias_grad in a norm's
- * group, MGL_NO_LOSS_GROUP=1 no loss and gradient with the statistics (docs/gpu.md).
+ * group (docs/gpu.md).
  */
 #include "mgl.h"
 
@@ -50,7 +51,7 @@ void mgl_fuse(MglPlan *p)
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
 	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD"),
-	     loss = !getenv("MGL_NO_LOSS_GROUP");
+	     loss = getenv("MGL_LOSS_GROUP") != NULL;
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)

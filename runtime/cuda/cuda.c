@@ -207,7 +207,6 @@ static int cuda_open(RtRank *r)
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
-	d->loss_rows = getenv("MGL_LOSS_ROWS") != NULL;
 	d->smem_optin = (int)prop.sharedMemPerBlockOptin;
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);

@@ -94,7 +94,6 @@ typedef struct {
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
-	bool loss_rows;           /* MGL_LOSS_ROWS: the loss group as one kernel, a row in shared memory (k_ce_rows) */
 	int smem_optin;           /* bytes of dynamic shared memory a block may be given */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */

@@ -709,9 +709,8 @@ static int op_ce_bwd(CudaCtx *c);
 /* alone, or with the vocab_stats after it in one pass, and with the loss and its gradient
  * after those (the plan's groups: plan.h, mgl_stats_group_ok). The loss group's ce_bwd is
  * of the backward: a run of the forward alone leaves it to the backward's run, where it
- * runs alone. The group runs as its three kernels (the two passes over the logits, the
- * forward's and the backward's), or under MGL_LOSS_ROWS=1 as one pass with each row held
- * in shared memory (k_ce_rows; opt-in until measured: docs/gpu.md). */
+ * runs alone. The group is one pass with each row held in shared memory (k_ce_rows) where
+ * a row fits, else its three kernels (the statistics', the loss's and the gradient's). */
 static int op_vocab_max(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
@@ -724,12 +723,14 @@ static int op_vocab_max(CudaCtx *c)
 	int end = c->s->fuse == c->index ? mgl_group_end(p, c->index) : c->index;
 	if (end == c->index)
 		return launch_rows(r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
-	const MglStep *st = &p->steps[c->index + 1];
-	void *t = P(r, st->in[1]), *stats = P(r, st->out[0]);
+	void *t = P(r, p->steps[c->index + 1].in[1]), *stats = P(r, p->steps[c->index + 1].out[0]);
+	if (end == c->index + 1)
+		return launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
+	/* the loss group: [vocab_max, vocab_stats, vocab_loss, ce_bwd] */
 	CudaCtx loss = {r, &p->steps[c->index + 2], c->index + 2, c->last_micro, c->first_micro, c->phases},
 		grad = {r, &p->steps[end], end, c->last_micro, c->first_micro, c->phases};
-	bool bwd = end > c->index + 1 && (c->phases & 1u << p->steps[end].phase);
-	if (bwd && d->loss_rows && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 && N * 2 <= d->smem_optin - 1024) {
+	bool bwd = c->phases & 1u << grad.s->phase;
+	if (bwd && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 && N * 2 <= d->smem_optin - 1024) {
 		int64_t nt = mgl_numel(val(r, grad.s->in[2])), ignore = grad.s->attr.ignore;
 		float *count = d->scratch;
 		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
@@ -740,11 +741,9 @@ static int op_vocab_max(CudaCtx *c)
 				    d->compute));
 		return op_vocab_loss(&loss);
 	}
-	if (launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start)))
+	if (launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start)) || op_vocab_loss(&loss))
 		return -1;
-	if (end == c->index + 1)
-		return 0;
-	return op_vocab_loss(&loss) || (bwd && op_ce_bwd(&grad)) ? -1 : 0;
+	return bwd ? op_ce_bwd(&grad) : 0;
 }
 
 static int op_vocab_stats(CudaCtx *c)
