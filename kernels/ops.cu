@@ -889,10 +889,13 @@ __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *
 // once, where k_vocab_max_stats and k_ce_bwd read it twice across the forward and the
 // backward (1.65 GB each at GPT-2 124M, batch 16 x 1024). bf16 logits and gradient, N a
 // multiple of 8; N * 2 bytes of dynamic shared memory (100 KB at GPT-2's padded vocabulary
-// of 50,304: two blocks an SM). count from k_count; k_vocab_loss follows for the loss.
-__global__ void __launch_bounds__(512) k_ce_rows(const bf16 *z, const int *t, float *mx, float *stats, const float *dloss,
+// of 50,304: two blocks an SM). 256 threads, as k_vocab_max_stats and k_ce_bwd are given
+// (launch_rows): the sums split among as many threads, the same bits. sm_80 and later
+// (cp.async). count from k_count; k_vocab_loss follows for the loss.
+__global__ void __launch_bounds__(256) k_ce_rows(const bf16 *z, const int *t, float *mx, float *stats, const float *dloss,
 						 const float *count, bf16 *dz, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
 {
+#if __CUDA_ARCH__ >= 800
 	extern __shared__ __align__(16) unsigned char ce_row[];   // [N] bf16: the row
 	__shared__ float part[32];
 	const bf16 *row = (const bf16 *)ce_row;
@@ -915,6 +918,7 @@ __global__ void __launch_bounds__(512) k_ce_rows(const bf16 *z, const int *t, fl
 		row_ce_grad(row, DT_BF16, 0, N, valid, col, kept, kept ? dloss[0] / count[0] : 0.0f, rm + logf(s), dz + r * N, DT_BF16);
 		__syncthreads();   // the row's buffer is free for the next
 	}
+#endif
 }
 
 // slice: out[outer, n, inner] = x[outer, start .. start + n, inner] of [outer, whole, inner]

@@ -478,11 +478,12 @@ bool mgl_stats_group_ok(const MglPlan *p, int head, int last)
 	if (last == head + 1)
 		return true;
 	/* the loss of those statistics (stats, maximum, targets, logits -> loss, lse) and its
-	 * gradient (d_loss, logits, targets, lse -> dz) after them */
+	 * gradient (d_loss, logits, targets, lse -> dz) after them; d_loss not that loss (a
+	 * kernel of the group reads it before the loss is written) */
 	const MglStep *l = &p->steps[head + 2], *g = &p->steps[last];
 	return l->op == MGL_OP_VOCAB_LOSS && l->phase == a->phase && l->nin == 4 && l->nout == 2 && l->in[0] == b->out[0] &&
 	       l->in[1] == a->out[0] && l->in[2] == b->in[1] && l->in[3] == a->in[0] && g->op == MGL_OP_CE_BWD && g->nin == 4 &&
-	       g->nout == 1 && g->in[1] == a->in[0] && g->in[2] == b->in[1] && g->in[3] == l->out[1] &&
+	       g->nout == 1 && g->in[0] != l->out[0] && g->in[1] == a->in[0] && g->in[2] == b->in[1] && g->in[3] == l->out[1] &&
 	       g->attr.limit == a->attr.limit && g->attr.ignore == l->attr.ignore;
 }
 

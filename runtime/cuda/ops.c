@@ -730,13 +730,14 @@ static int op_vocab_max(CudaCtx *c)
 	CudaCtx loss = {r, &p->steps[c->index + 2], c->index + 2, c->last_micro, c->first_micro, c->phases},
 		grad = {r, &p->steps[end], end, c->last_micro, c->first_micro, c->phases};
 	bool bwd = c->phases & 1u << grad.s->phase;
-	if (bwd && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 && N * 2 <= d->smem_optin - 1024) {
+	if (bwd && d->arch >= 80 && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 &&
+	    N * 2 <= d->smem_optin - 1024) {
 		int64_t nt = mgl_numel(val(r, grad.s->in[2])), ignore = grad.s->attr.ignore;
 		float *count = d->scratch;
 		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
 		CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count),
 				    0, d->compute));
-		CK(cudaLaunchKernel((const void *)d->kernels[K_ce_rows], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(512),
+		CK(cudaLaunchKernel((const void *)d->kernels[K_ce_rows], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256),
 				    ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore), (size_t)(N * 2),
 				    d->compute));
 		return op_vocab_loss(&loss);

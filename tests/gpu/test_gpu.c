@@ -494,7 +494,7 @@ int main(int argc, char **argv)
 		if (strstr(small[m].model, "gpt2")) {
 			if (m == 0)
 				printf("with MGL_LOSS_GROUP=1:\n");
-			fails += check(&small[m], 1, false, true) != 0;
+			fails += check(&small[m], 1, false, false) != 0;   /* every value compared: mx, stats, lse, dz */
 			runs++;
 		}
 	for (size_t m = 0; m < sizeof real / sizeof real[0] && (!only || !strcmp(only, "real")); m++)
