@@ -1098,10 +1098,14 @@ int cuda_ops_prepare(RtRank *r)
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
-	/* k_ce_rows: a row of the logits in shared memory, as wide as the GPU allows a block
-	 * (less 1 KiB: the kernel's own shared memory) */
-	CK(cudaKernelSetAttributeForDevice(d->kernels[K_ce_rows], cudaFuncAttributeMaxDynamicSharedMemorySize,
-					   d->smem_optin - 1024, d->device));
+	/* k_ce_rows, where the plan has a loss group: a row of the logits in shared memory, as
+	 * wide as the GPU allows a block (less 1 KiB: the kernel's own shared memory) */
+	for (int s = 0; s < p->nsteps; s++)
+		if (p->steps[s].op == MGL_OP_VOCAB_MAX && p->steps[s].fuse == s && mgl_group_end(p, s) == s + 3) {
+			CK(cudaKernelSetAttributeForDevice(d->kernels[K_ce_rows], cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   d->smem_optin - 1024, d->device));
+			break;
+		}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
 	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");
