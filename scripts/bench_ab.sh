@@ -13,7 +13,10 @@
 #   OPTIONS   more `mgl bench` options ("--batch 16 --steps 20 --warmup 3")
 #   VARIANT   TAG=base, TAG=new, or TAG=new:VAR=VALUE[,VAR=VALUE...] (this tree's binary with
 #             those variables set, e.g. nodgelu=new:MGL_NO_DGELU_EPILOGUE=1)
-# SEQ (default 1024) and BACKEND (default cuda) may be set. The machine has no re2c: carry build/grammar/lex.c with the tree (it is copied into the
+# SEQ (default 1024) and BACKEND (default cuda) may be set. TORCH_GPT (the PyTorch
+# baseline, torch_gpt.py) with TORCH_ARGS (its model and batch, e.g. "--dmodel 768 --nlayer
+# 12 --nhead 12 --batch 16"): its compiled step timed before the variants and after them,
+# and each variant's ratio to the mean of the two (issue 11's figure, from the same call). The machine has no re2c: carry build/grammar/lex.c with the tree (it is copied into the
 # base's build). Prints each run's median step and the profile's kinds, the card's mean
 # power and SM clock while timed (nvidia-smi dmon), then a summary.
 set -u
@@ -55,18 +58,31 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 	nvidia-smi dmon -s pc -d 1 >"$out/dmon.txt" 2>&1 &
 	dmon=$!
 fi
+# torch N: the baseline's compiled step (ms), its output to OUT/torch.N.txt
+torch() {
+	# shellcheck disable=SC2086
+	python3 "$TORCH_GPT" ${TORCH_ARGS-} --seq "${SEQ:-1024}" --compile >"$out/torch.$1.txt" 2>&1
+	grep -o '"ms": [0-9.]*' "$out/torch.$1.txt" | head -1 | awk '{print $2}'
+}
+t1= t2=
+[ -n "${TORCH_GPT-}" ] && t1=$(torch 1) && echo "== PyTorch compiled, before: ${t1:-failed} ms"
 for n in 1 2; do
 	for v in "$@"; do run "$v" "$n"; done
 done
+[ -n "${TORCH_GPT-}" ] && t2=$(torch 2) && echo "== PyTorch compiled, after: ${t2:-failed} ms"
 if [ -n "$dmon" ]; then
 	kill "$dmon" 2>/dev/null
 	# columns: gpu pwr gtemp mtemp mclk pclk ...; the samples over 300 W are the steps'
 	awk '$1 !~ /^#/ && $2 > 300 { n++; w += $2; c += $6 } END { if (n) printf "card while timed: %.0f W, SM clock %.0f MHz (mean of %d samples over 300 W)\n", w / n, c / n, n }' "$out/dmon.txt"
 fi
 echo
-echo "| variant | step (median), run 1 / run 2 |"
-echo "| --- | --- |"
+tm=$(echo "${t1:-} ${t2:-}" | awk '{ n = 0; s = 0; for (i = 1; i <= NF; i++) { s += $i; n++ } if (n) printf "%.2f", s / n }')
+echo "| variant | step (median), run 1 / run 2 |${tm:+ PyTorch compiled ($tm ms) / mgl |}"
+echo "| --- | --- |${tm:+ --- |}"
 for v in "$@"; do
 	tag=${v%%=*}
-	printf '| %s | %s |\n' "$v" "$(for n in 1 2; do grep -m1 '^  step ' "$out/$tag.$n.txt" | awk '{print $2 " ms"}'; done | paste -sd/ -)"
+	ms=$(for n in 1 2; do grep -m1 '^  step ' "$out/$tag.$n.txt" | awk '{print $2}'; done)
+	printf '| %s | %s |' "$v" "$(echo "$ms" | awk '{print $1 " ms"}' | paste -sd/ -)"
+	[ -z "$tm" ] || printf ' %s |' "$(echo "$ms" | awk -v t="$tm" '$1 > 0 {printf "%.3fx\n", t / $1}' | paste -sd/ -)"
+	echo
 done
