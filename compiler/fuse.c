@@ -25,9 +25,9 @@
  *     all-reduce of the maximum between them) are one pass over the logits, an online
  *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018);
  *     with the vocab_loss and the ce_bwd right after them (a language model's loss, whose
- *     gradient is the backward's first step), the loss group: the gradient written from the same pass
- *     over each row, so that the logits are read once, not again in the backward (opt-in,
- *     MGL_LOSS_GROUP=1, until measured on a GPU: docs/gpu.md).
+ *     gradient is the backward's first step), the loss group: the gradient written from
+ *     the same pass over each row, so that the logits are read once, not again in the
+ *     backward (opt-in, MGL_LOSS_GROUP=1, until measured on a GPU: docs/gpu.md).
  *   - a norm's backward and the accumulate after it of its input gradient and the residual
  *     stream's: the norm's kernel adds the other gradient as it writes (one pass over the
  *     [tokens, d] gradients fewer, a layer's two norms each); and the bias_grad after that

@@ -395,10 +395,14 @@ int mgl_epilogue_steps(unsigned epi)
 	return !!(epi & MGL_EPI_BIAS) + !!(epi & MGL_EPI_GELU) + !!(epi & MGL_EPI_ADD) + !!(epi & MGL_EPI_DGELU);
 }
 
+static bool same_shape(const MglValue *a, const MglValue *b)
+{
+	return a->rank == b->rank && !memcmp(a->shape, b->shape, (size_t)a->rank * sizeof *a->shape);
+}
+
 static bool alike(const MglValue *a, const MglValue *b)
 {
-	return a->dtype == b->dtype && a->rank == b->rank && a->layout.kind == b->layout.kind &&
-	       a->layout.dim == b->layout.dim && !memcmp(a->shape, b->shape, (size_t)a->rank * sizeof *a->shape);
+	return a->dtype == b->dtype && a->layout.kind == b->layout.kind && a->layout.dim == b->layout.dim && same_shape(a, b);
 }
 
 /* Step `at` adds v, made in phase ph and read by no other step, to another value: an add or
@@ -891,11 +895,6 @@ static void check_arity(Reader *r, const MglPlan *p, const MglStep *s)
  * reduce_scatter's or slice's the other way round, of one type; the GEMMs' operands
  * agreeing: matmul x[..., K] . W[N, K] -> [..., N], matmul_dx dy[..., N] . W[N, K] ->
  * [..., K], matmul_dw dy[..., N]^T . x[..., K] -> [N, K] over rows as many. */
-static bool same_shape(const MglValue *a, const MglValue *b)
-{
-	return a->rank == b->rank && !memcmp(a->shape, b->shape, (size_t)a->rank * sizeof *a->shape);
-}
-
 static void check_shapes(Reader *r, const MglPlan *p, const MglStep *s)
 {
 	bool tp_coll = (s->op == MGL_OP_ALL_GATHER || s->op == MGL_OP_REDUCE_SCATTER) && s->attr.group == MGL_GROUP_TP;

@@ -125,6 +125,12 @@ static inline bool rt_adds(const RtJob *j, int s, int k, bool first_micro)
 	       !(first_micro && k < 32 && j->grad_first[s] >> k & 1);
 }
 
+/* fn(parts + i * size) for each part i < k (at most RT_PARTS_MAX): part 0 on the calling
+ * thread, each other on a thread of its own, or here after the rest where its thread cannot
+ * start; returns when every part is done (exec.c). */
+enum { RT_PARTS_MAX = 64 };
+void rt_run_parts(void *(*fn)(void *), void *parts, size_t size, int k);
+
 extern const RtBackend rt_cpu_backend;
 extern const RtBackend rt_cpu64_backend;   /* double precision, for tests */
 /* FLOP/s of the cpu backend's GEMM for a rank, with the threads a rank has (after a job

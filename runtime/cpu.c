@@ -366,30 +366,20 @@ static void *piece_main(void *arg)
 
 static void spread(Ctx *c, Part *fn, int64_t n, int64_t grain)
 {
-	enum { MAX = 64 };
 	int64_t k = 1;
 #ifdef RT_CPU_FLOAT
 	k = blas.sgemm ? blas.threads : 1;
 #endif
 	k = k < n / (grain > 0 ? grain : 1) ? k : n / (grain > 0 ? grain : 1);
-	k = k < MAX ? k : MAX;
+	k = k < RT_PARTS_MAX ? k : RT_PARTS_MAX;
 	if (k <= 1) {
 		fn(c, 0, n);
 		return;
 	}
-	Piece part[MAX];
-	pthread_t th[MAX];
-	bool started[MAX] = {false};
+	Piece part[RT_PARTS_MAX];
 	for (int64_t i = 0; i < k; i++)
 		part[i] = (Piece){fn, c, n * i / k, n * (i + 1) / k};
-	for (int64_t i = 1; i < k; i++)   /* a thread that cannot start: its part runs here */
-		started[i] = !pthread_create(&th[i], NULL, piece_main, &part[i]);
-	piece_main(&part[0]);
-	for (int64_t i = 1; i < k; i++)
-		if (started[i])
-			pthread_join(th[i], NULL);
-		else
-			piece_main(&part[i]);
+	rt_run_parts(piece_main, part, sizeof *part, (int)k);
 }
 
 /* the grain of an op over elements, and over rows of n elements: some 64K elements a part */

@@ -57,6 +57,22 @@ static int check_procs(const RtJob *j, char *err, size_t errlen)
 	return 0;
 }
 
+void rt_run_parts(void *(*fn)(void *), void *parts, size_t size, int k)
+{
+	pthread_t th[RT_PARTS_MAX];
+	bool started[RT_PARTS_MAX] = {false};
+	char *at = parts;
+	k = k < RT_PARTS_MAX ? k : RT_PARTS_MAX;
+	for (int i = 1; i < k; i++)
+		started[i] = !pthread_create(&th[i], NULL, fn, at + (size_t)i * size);
+	fn(at);
+	for (int i = 1; i < k; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+		else
+			fn(at + (size_t)i * size);
+}
+
 RtJob *rt_job_open(const MglPlan *p, const RtBackend *be, char *err, size_t errlen)
 {
 	return rt_job_open_micro(p, be, 1, err, errlen);

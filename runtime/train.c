@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -551,28 +550,19 @@ static void *draw_normal(void *arg)
  * the same values whatever their number. */
 static void init_param(Train *t, int i)
 {
-	enum { MAX_THREADS = 64, GRAIN = 1 << 20 };
+	enum { GRAIN = 1 << 20 };
 	const MglPlanParam *q = &t->p->params[i];
 	int64_t n = mgl_param_numel(q);
 	float *w = mgl_xmalloc((size_t)n * sizeof *w, "a parameter's first values");
 	if (q->init == MGL_INIT_NORMAL) {
 		long cores = sysconf(_SC_NPROCESSORS_ONLN);
-		int64_t k = cores < 1 ? 1 : cores < MAX_THREADS ? cores : MAX_THREADS;
+		int64_t k = cores < 1 ? 1 : cores < RT_PARTS_MAX ? cores : RT_PARTS_MAX;
 		k = k < n / GRAIN ? k : n / GRAIN > 0 ? n / GRAIN : 1;
-		Draw part[MAX_THREADS];
-		pthread_t th[MAX_THREADS];
-		bool started[MAX_THREADS] = {false};
+		Draw part[RT_PARTS_MAX];
 		uint64_t s0 = rt_mix64(t->seed ^ rt_mix64((uint64_t)i + 1));
 		for (int64_t j = 0; j < k; j++)
 			part[j] = (Draw){w, n * j / k, n * (j + 1) / k, s0, q->std};
-		for (int64_t j = 1; j < k; j++)   /* a thread that cannot start: its part runs here */
-			started[j] = !pthread_create(&th[j], NULL, draw_normal, &part[j]);
-		draw_normal(&part[0]);
-		for (int64_t j = 1; j < k; j++)
-			if (started[j])
-				pthread_join(th[j], NULL);
-			else
-				draw_normal(&part[j]);
+		rt_run_parts(draw_normal, part, sizeof *part, (int)k);
 	} else {
 		for (int64_t k = 0; k < n; k++)
 			w[k] = q->init == MGL_INIT_ONES ? 1.0f : 0.0f;

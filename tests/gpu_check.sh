@@ -83,6 +83,14 @@ else
 	echo "SKIP: real widths need 2 GPUs and python3 with numpy"
 fi
 
+# worst_loss A B: the largest relative difference between the losses of two --log files of
+# 20 steps each (1 if either has another count)
+worst_loss() {
+	paste "$1" "$2" | awk -F'"loss": ' '{
+		split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+		END { if (n != 20) print 1; else printf "%.5f", w }'
+}
+
 # 2. training: cuda (bf16) follows cpu (f32) over 20 steps at tp 1, 2, 4 (within 2% each step),
 # and at tp 1 with two micro-batches a step, one after the other and interleaved
 if want 2; then
@@ -96,9 +104,7 @@ if want 2; then
 			"$mgl" train models/gpt2.mgl --preset tiny --data "$out/t.bin" --steps 20 --batch 8 --lr 3e-3 --tp $tp $sp \
 				--backend cuda --log "$out/cuda_$tag.jsonl" >"$out/cuda_$tag.txt" 2>&1
 			st=$?
-			worst=$(paste "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
-				split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
-				END { if (n != 20) print 1; else printf "%.5f", w }')
+			worst=$(worst_loss "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl")
 			ok "$([ $st = 0 ] && awk -v w="$worst" 'BEGIN { print (w < 0.02) }')" \
 				"gpt2 tiny $tag: 20 steps, cuda vs cpu loss, worst relative difference $worst (exit $st)"
 			[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"
@@ -108,9 +114,7 @@ if want 2; then
 	# of partial results in another order)
 	for tag in tp2 tp2--sp tp4 tp4--sp; do
 		[ -s "$out/cuda_$tag.jsonl" ] || continue
-		worst=$(paste "$out/cuda_tp1.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
-			split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
-			END { if (n != 20) print 1; else printf "%.5f", w }')
+		worst=$(worst_loss "$out/cuda_tp1.jsonl" "$out/cuda_$tag.jsonl")
 		ok "$(awk -v w="$worst" 'BEGIN { print (w < 0.01) }')" "gpt2 tiny on cuda, $tag against tp1: worst relative difference $worst"
 	done
 	# 2c. at tp 1, two micro-batches an optimizer step (the first writes the gradients, the
@@ -124,9 +128,7 @@ if want 2; then
 				--backend $be --log "$out/${be}_$tag.jsonl" >"$out/${be}_$tag.txt" 2>&1
 			st=$?
 		done
-		worst=$(paste "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl" | awk -F'"loss": ' '{
-			split($2, a, ","); split($3, b, ","); d = (a[1] - b[1]) / a[1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
-			END { if (n != 20) print 1; else printf "%.5f", w }')
+		worst=$(worst_loss "$out/cpu_$tag.jsonl" "$out/cuda_$tag.jsonl")
 		ok "$([ $st = 0 ] && awk -v w="$worst" 'BEGIN { print (w < 0.02) }')" \
 			"gpt2 tiny $acc: 20 steps, cuda vs cpu loss, worst relative difference $worst (exit $st)"
 		[ $st = 0 ] || tail -5 "$out/cuda_$tag.txt"

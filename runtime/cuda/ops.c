@@ -51,14 +51,15 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 }
 
 /* Kernel k a block of 256 threads a row of M (the classifier's: rows past the grid by a
- * stride). */
-static int launch_rows(RtRank *r, int k, int64_t M, void **args)
+ * stride), with smem bytes of dynamic shared memory a block. */
+static int launch_rows_smem(RtRank *r, int k, int64_t M, size_t smem, void **args)
 {
 	Dev *d = r->mem;
-	CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, 0,
+	CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, smem,
 			    d->compute));
 	return 0;
 }
+static int launch_rows(RtRank *r, int k, int64_t M, void **args) { return launch_rows_smem(r, k, M, 0, args); }
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
@@ -705,6 +706,7 @@ static int op_select(CudaCtx *c)
 
 static int op_vocab_loss(CudaCtx *c);
 static int op_ce_bwd(CudaCtx *c);
+static float *count_kept(CudaCtx *c);
 
 /* alone, or with the vocab_stats after it in one pass, and with the loss and its gradient
  * after those (the plan's groups: plan.h, mgl_stats_group_ok). The loss group's ce_bwd is
@@ -732,14 +734,12 @@ static int op_vocab_max(CudaCtx *c)
 	bool bwd = c->phases & 1u << grad.s->phase;
 	if (bwd && d->arch >= 80 && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 &&
 	    N * 2 <= d->smem_optin - 1024) {
-		int64_t nt = mgl_numel(val(r, grad.s->in[2])), ignore = grad.s->attr.ignore;
-		float *count = d->scratch;
+		int64_t ignore = grad.s->attr.ignore;
+		float *count = count_kept(&grad);
 		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
-		CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count),
-				    0, d->compute));
-		CK(cudaLaunchKernel((const void *)d->kernels[K_ce_rows], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256),
-				    ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore), (size_t)(N * 2),
-				    d->compute));
+		if (!count || launch_rows_smem(r, K_ce_rows, M, (size_t)(N * 2),
+					       ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore)))
+			return -1;
 		return op_vocab_loss(&loss);
 	}
 	if (launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start)) || op_vocab_loss(&loss))
@@ -767,17 +767,33 @@ static int op_vocab_loss(CudaCtx *c)
 	return 0;
 }
 
-static int op_ce_bwd(CudaCtx *c)
+/* ce_bwd step c's count of kept targets (k_count) in the scratch's first float: its
+ * address, or NULL on an error */
+static float *count_kept(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
-	const MglValue *z = val(r, IN(1));
-	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
-	int64_t nt = mgl_numel(val(r, IN(2)));
+	int64_t nt = mgl_numel(val(r, IN(2))), ignore = c->s->attr.ignore;
 	float *count = d->scratch;
 	void *t = P(r, IN(2));
-	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0,
-			    d->compute));
+	cudaError_t e = cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024),
+					 ARGS(&t, &nt, &ignore, &count), 0, d->compute);
+	if (e != cudaSuccess) {
+		cuda_fail(r, "cudaLaunchKernel(k_count): %s", cudaGetErrorString(e));
+		return NULL;
+	}
+	return count;
+}
+
+static int op_ce_bwd(CudaCtx *c)
+{
+	RtRank *r = c->r;
+	const MglValue *z = val(r, IN(1));
+	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
+	float *count = count_kept(c);
+	if (!count)
+		return -1;
+	void *t = P(r, IN(2));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
 	return launch_rows(r, K_ce_bwd, M, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
