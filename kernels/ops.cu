@@ -180,6 +180,174 @@ __device__ __forceinline__ void ln8_bwd_sums(const void *dy, const void *x, cons
 	ln_bwd_moments(x0, warp_sum(s1), warp_sum(s2), warp_sum(a), warp_sum(b), D, eps, mean, rstd, sg, sgx);
 }
 
+// A row of ln8_ok's rows held in registers, NC chunks of 16 bytes a lane: chunk c of lane l
+// is columns 8 l + 256 c .. + 7 (zeros past D, never stored). All of a row's loads are in
+// flight at once, and the passes over it (sums, then outputs) read registers, not L1: the
+// loops above issue a row's loads a chunk at a time, each behind the last's use, and run
+// at half of HBM's rate (docs/perf-notes.md, thirteenth sitting). LNR_MAX chunks: rows of
+// up to 2,048.
+#define LNR_MAX 8
+template <int NC>
+__device__ __forceinline__ void lnr_load(uint4 (&u)[NC], const void *x, i64 row, i64 D)
+{
+	i64 j0 = threadIdx.x % 32 * 8;
+#pragma unroll
+	for (int c = 0; c < NC; c++)
+		u[c] = j0 + 256 * c < D ? *(const uint4 *)((const bf16 *)x + row * D + j0 + 256 * c) : make_uint4(0, 0, 0, 0);
+}
+__device__ __forceinline__ void lnr_unpack(const uint4 &u, float *v)
+{
+	unsigned w[4] = {u.x, u.y, u.z, u.w};
+	for (int e = 0; e < 8; e++)
+		v[e] = bf2f((bf16)(w[e / 2] >> (e % 2 * 16)));
+}
+// f(c, j, v) for each of this lane's chunks c inside the row: columns j .. j + 7, values v
+template <int NC, typename F>
+__device__ __forceinline__ void lnr_each(const uint4 (&u)[NC], i64 D, F f)
+{
+	i64 j0 = threadIdx.x % 32 * 8;
+#pragma unroll
+	for (int c = 0; c < NC; c++)
+		if (j0 + 256 * c < D) {
+			float v[8];
+			lnr_unpack(u[c], v);
+			f(c, j0 + 256 * c, v);
+		}
+}
+// k_layernorm's row from registers: the same sums in the same order as ln8_moments (the
+// same bits), one read of x
+template <int NC>
+__device__ __forceinline__ void lnr_layernorm(const void *x, const float *w, const float *b, void *y, i64 row, i64 D,
+					      float eps)
+{
+	uint4 u[NC];
+	lnr_load<NC>(u, x, row, D);
+	float s = 0, q = 0;
+	lnr_each<NC>(u, D, [&](int, i64, const float *v) {
+		for (int e = 0; e < 8; e++)
+			s += v[e];
+	});
+	float mean = warp_sum(s) / (float)D;
+	lnr_each<NC>(u, D, [&](int, i64, const float *v) {
+		for (int e = 0; e < 8; e++)
+			q += (v[e] - mean) * (v[e] - mean);
+	});
+	float rstd = rsqrtf(warp_sum(q) / (float)D + eps);
+	lnr_each<NC>(u, D, [&](int, i64 j, const float *v) {
+		float ww[8], bb[8], o[8];
+		ln8_get(ww, w + j);
+		ln8_get(bb, b + j);
+		for (int e = 0; e < 8; e++)
+			o[e] = (v[e] - mean) * rstd * ww[e] + bb[e];
+		ln8_store(y, row * D + j, o);
+	});
+}
+
+// ln8_bwd_sums's four sums, in its order (the same bits), from a row's x and dy in registers
+template <int NC>
+__device__ __forceinline__ void lnr_bwd_sums(const uint4 (&xr)[NC], const uint4 (&gr)[NC], const float *w, i64 D, float eps,
+					     float *mean, float *rstd, float *sg, float *sgx)
+{
+	float x0 = __shfl_sync(0xffffffffu, __uint_as_float(xr[0].x << 16), 0), s1 = 0, s2 = 0, a = 0, b = 0;
+	lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
+		float g[8], ww[8];
+		lnr_unpack(gr[c], g);
+		ln8_get(ww, w + j);
+		for (int e = 0; e < 8; e++) {
+			float d = v[e] - x0, gw = g[e] * ww[e];
+			s1 += d, s2 += d * d, a += gw, b += gw * d;
+		}
+	});
+	ln_bwd_moments(x0, warp_sum(s1), warp_sum(s2), warp_sum(a), warp_sum(b), D, eps, mean, rstd, sg, sgx);
+}
+// k_layernorm_bwd's row from registers (x, dy and add read once)
+template <int NC>
+__device__ __forceinline__ void lnr_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx, const void *add,
+						  float *stats, i64 row, i64 D, float eps)
+{
+	uint4 xr[NC], gr[NC], ar[NC];
+	lnr_load<NC>(xr, x, row, D);
+	lnr_load<NC>(gr, dy, row, D);
+	if (add)
+		lnr_load<NC>(ar, add, row, D);
+	float mean, rstd, sg, sgx;
+	lnr_bwd_sums<NC>(xr, gr, w, D, eps, &mean, &rstd, &sg, &sgx);
+	lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
+		float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+		lnr_unpack(gr[c], g);
+		ln8_get(ww, w + j);
+		if (add)
+			lnr_unpack(ar[c], a);
+		for (int e = 0; e < 8; e++)
+			o[e] = rstd * (g[e] * ww[e] - sg - (v[e] - mean) * rstd * sgx) + a[e];
+		ln8_store(dx, row * D + j, o);
+	});
+	if (threadIdx.x % 32 == 0)
+		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
+}
+
+// The layernorm backward in one pass over a band of rows (bf16 dy, x, dx and add, D a
+// multiple of 8 and at most 256 NC, 16-byte aligned: ln8_ok): dx a warp a row as
+// k_layernorm_bwd writes it (add: the residual's gradient added, or NULL), and as it goes the
+// column sums k_norm_colsum takes in a second pass over dy and x: of dy (x - mean) rstd and
+// of dy, and (sums 3) of dx (in f32, before its rounding to bf16: the bias gradient of the
+// linear whose output gradient that is), each warp into its own rows of shared memory, the
+// block's then added in warp order into part[k][band][D]; k_parts_finish adds the bands in
+// order (the same bits every run). A row's x, dy and add are loaded into registers at once
+// (lnr_load) and read from there by both passes. Grid R bands, blockDim 32 W; W sums D
+// floats of dynamic shared memory.
+template <int NC>
+__device__ __forceinline__ void lnr_layernorm_bwd_band(const void *dy, const void *x, const float *w, void *dx,
+						       const void *add, float *part, int sums, i64 M, i64 D, float eps)
+{
+	extern __shared__ __align__(16) float acc[];   // [warp][sum][D]
+	int W = blockDim.x / 32, wp = threadIdx.x / 32;
+	float *mine = acc + (i64)wp * sums * D;
+	for (i64 i = threadIdx.x % 32; i < sums * D; i += 32)
+		mine[i] = 0;
+	__syncwarp();   // each lane adds into columns other lanes zeroed
+	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
+	for (i64 row = r0 + wp; row < r1; row += W) {
+		uint4 xr[NC], gr[NC], ar[NC];
+		lnr_load<NC>(xr, x, row, D);
+		lnr_load<NC>(gr, dy, row, D);
+		if (add)
+			lnr_load<NC>(ar, add, row, D);
+		float mean, rstd, sg, sgx;
+		lnr_bwd_sums<NC>(xr, gr, w, D, eps, &mean, &rstd, &sg, &sgx);
+		lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
+			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t[3][8] = {{0}};
+			lnr_unpack(gr[c], g);
+			ln8_get(ww, w + j);
+			if (add)
+				lnr_unpack(ar[c], a);
+#pragma unroll
+			for (int k = 0; k < 3; k++)
+				if (k < sums)
+					ln8_get(t[k], mine + k * D + j);
+			for (int e = 0; e < 8; e++) {
+				float xh = (v[e] - mean) * rstd;
+				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
+				t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
+			}
+#pragma unroll
+			for (int k = 0; k < 3; k++)
+				if (k < sums) {
+					*(float4 *)(mine + k * D + j) = make_float4(t[k][0], t[k][1], t[k][2], t[k][3]);
+					*(float4 *)(mine + k * D + j + 4) = make_float4(t[k][4], t[k][5], t[k][6], t[k][7]);
+				}
+			ln8_store(dx, row * D + j, o);
+		});
+	}
+	__syncthreads();
+	for (i64 i = threadIdx.x; i < sums * D; i += blockDim.x) {
+		float sum = 0;
+		for (int k = 0; k < W; k++)
+			sum += acc[(i64)k * sums * D + i];
+		part[(i / D * gridDim.x + blockIdx.x) * D + i % D] = sum;
+	}
+}
+
 extern "C" {
 
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
@@ -189,6 +357,10 @@ __global__ void k_layernorm(const void *x, int xdt, const float *w, const float 
 		return;
 	float mean, rstd;
 	if (ln8_ok(D, xdt, ydt, ydt, x, y, w, b, x)) {
+		if (D <= 256 * LNR_MAX) {
+			lnr_layernorm<LNR_MAX>(x, w, b, y, row, D, eps);
+			return;
+		}
 		ln8_moments(x, row, D, eps, &mean, &rstd);
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
 			float ww[8], bb[8], o[8];
@@ -216,6 +388,10 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		return;
 	float mean, rstd;
 	if (ln8_ok(D, xdt, gdt, dxdt, x, dy, dx, w, add ? add : w)) {
+		if (D <= 256 * LNR_MAX) {
+			lnr_layernorm_bwd<LNR_MAX>(dy, x, w, dx, add, stats, row, D, eps);
+			return;
+		}
 		float sg, sgx;
 		ln8_bwd_sums(dy, x, w, row, D, eps, &mean, &rstd, &sg, &sgx);
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
@@ -249,58 +425,13 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
 }
 
-// The layernorm backward in one pass over a band of rows (bf16 dy, x, dx and add, D a
-// multiple of 8 and at most 1,024, 16-byte aligned: ln8_ok): dx a warp a row as
-// k_layernorm_bwd writes it (add: the residual's gradient added, or NULL), and as it goes the
-// column sums k_norm_colsum takes in a second pass over dy and x: of dy (x - mean) rstd and
-// of dy, and (sums 3) of dx (in f32, before its rounding to bf16: the bias gradient of the
-// linear whose output gradient that is), each warp into its own rows of shared memory, the block's then added in
-// warp order into part[k][band][D]; k_parts_finish adds the bands in order (the same bits
-// every run). Grid R bands, blockDim 32 W; W sums D floats of dynamic shared memory.
+// lnr_layernorm_bwd_band on rows of up to 1,024 (four chunks a lane). Wider rows take two
+// passes: at 1,536 this kernel's eight chunks (167 registers, 8 warps an SM) ran 6.5 ms a
+// step at 1.2b against the two passes' 5.8 (docs/perf-notes.md, thirteenth sitting)
 __global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float *w, void *dx, const void *add, float *part,
 				     int sums, i64 M, i64 D, float eps)
 {
-	extern __shared__ __align__(16) float acc[];   // [warp][sum][D]
-	int W = blockDim.x / 32, wp = threadIdx.x / 32;
-	float *mine = acc + (i64)wp * sums * D;
-	for (i64 i = threadIdx.x % 32; i < sums * D; i += 32)
-		mine[i] = 0;
-	__syncwarp();   // each lane adds into columns other lanes zeroed
-	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
-	for (i64 row = r0 + wp; row < r1; row += W) {
-		float mean, rstd, sg, sgx;
-		ln8_bwd_sums(dy, x, w, row, D, eps, &mean, &rstd, &sg, &sgx);
-		ln8_each(x, row, D, [&](i64 j, const float *v) {
-			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t[3][8] = {{0}};
-			ln8_load(g, dy, row * D + j);
-			ln8_get(ww, w + j);
-			if (add)
-				ln8_load(a, add, row * D + j);
-#pragma unroll
-			for (int k = 0; k < 3; k++)
-				if (k < sums)
-					ln8_get(t[k], mine + k * D + j);
-			for (int e = 0; e < 8; e++) {
-				float xh = (v[e] - mean) * rstd;
-				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
-				t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
-			}
-#pragma unroll
-			for (int k = 0; k < 3; k++)
-				if (k < sums) {
-					*(float4 *)(mine + k * D + j) = make_float4(t[k][0], t[k][1], t[k][2], t[k][3]);
-					*(float4 *)(mine + k * D + j + 4) = make_float4(t[k][4], t[k][5], t[k][6], t[k][7]);
-				}
-			ln8_store(dx, row * D + j, o);
-		});
-	}
-	__syncthreads();
-	for (i64 i = threadIdx.x; i < sums * D; i += blockDim.x) {
-		float sum = 0;
-		for (int k = 0; k < W; k++)
-			sum += acc[(i64)k * sums * D + i];
-		part[(i / D * gridDim.x + blockIdx.x) * D + i % D] = sum;
-	}
+	lnr_layernorm_bwd_band<4>(dy, x, w, dx, add, part, sums, M, D, eps);
 }
 
 // a warp a row: 1 / root mean square of x[D]

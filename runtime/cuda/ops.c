@@ -340,6 +340,10 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
  * checks too): k_layernorm_bwd_band's, up to 1,024 */
 bool cuda_norm_one_pass(int64_t D) { return D % 8 == 0 && D <= 1024; }
 
+/* the one-pass backward's warps a block, and its shared memory for `sums` column sums of D */
+enum { NORM_BAND_WARPS = 4 };
+static int norm_band_smem(int sums, int64_t D) { return (int)(NORM_BAND_WARPS * sums * D * 4); }
+
 /* The one-pass layernorm backward's bands of rows, for M rows: 32 or more each, at most 512 */
 int64_t cuda_norm_bands(int64_t M)
 {
@@ -419,20 +423,21 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && rt_adds(r->job, end, 0, c->first_micro);
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
+	int sums = dbo ? 3 : 2;
 	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 && cuda_norm_one_pass(D)) {
-		/* layernorm on bf16 rows of up to 1,024: one pass, the column sums taken as dx is
-		 * written, each band's in shared memory (four warps a block), then the bands added.
-		 * Wider rows leave too few warps an SM that way (at 1,536, two a block, 173 us a norm
-		 * against the two passes' 60), and teams of warps a row with the sums in registers
-		 * were slower still (1.2b: the norms' backward 7.8 -> 9.5 ms a step): perf-notes.md,
-		 * eleventh and twelfth sittings */
-		int sums = dbo ? 3 : 2, W = 4;
+		/* layernorm on bf16 rows of up to 1,024: one pass, each row's x, dy and add held in
+		 * registers, the column sums taken as dx is written, each band's in shared memory
+		 * (a slice a warp: 48 KiB a block at most), then the bands added. Wider rows leave
+		 * too few warps an SM that way (1.2b: 6.5 ms a step at 1,536 against the two passes'
+		 * 5.8; teams of warps a row were slower still): perf-notes.md, eleventh to
+		 * thirteenth sittings */
 		int64_t B = cuda_norm_bands(M);
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_band], cuda_dim3(B), cuda_dim3(32 * W),
-				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), (size_t)(W * sums * D * 4), d->compute));
+		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_band],
+				    cuda_dim3(B), cuda_dim3(32 * NORM_BAND_WARPS), ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps),
+				    (size_t)norm_band_smem(sums, D), d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
