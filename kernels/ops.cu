@@ -1011,47 +1011,6 @@ __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *
 	}
 }
 
-// The loss's statistics and its gradient in one pass over the logits (the plan's loss
-// group at tp 1: vocab_max, vocab_stats, vocab_loss, ce_bwd; compiler/fuse.c), a block a
-// row held in shared memory: the row copied in by cp.async, 16 bytes a lane, then
-// row_max_sum and row_ce_grad over it there (generic pointers reach shared memory): mx and
-// stats as k_vocab_max_stats writes them, lse = mx + log(sum) as k_vocab_loss computes it,
-// dz as k_ce_bwd writes it, the same bits. So each row of the logits comes from memory
-// once, where k_vocab_max_stats and k_ce_bwd read it twice across the forward and the
-// backward (1.65 GB each at GPT-2 124M, batch 16 x 1024). bf16 logits and gradient, N a
-// multiple of 8; N * 2 bytes of dynamic shared memory (100 KB at GPT-2's padded vocabulary
-// of 50,304: two blocks an SM). 256 threads, as k_vocab_max_stats and k_ce_bwd are given
-// (launch_rows): the sums split among as many threads, the same bits. sm_80 and later
-// (cp.async). count from k_count; k_vocab_loss follows for the loss.
-__global__ void __launch_bounds__(256) k_ce_rows(const bf16 *z, const int *t, float *mx, float *stats, const float *dloss,
-						 const float *count, bf16 *dz, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
-{
-#if __CUDA_ARCH__ >= 800
-	extern __shared__ __align__(16) unsigned char ce_row[];   // [N] bf16: the row
-	__shared__ float part[32];
-	const bf16 *row = (const bf16 *)ce_row;
-	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
-		const bf16 *src = z + r * N;
-		for (i64 c = threadIdx.x; c < N / 8; c += blockDim.x)
-			asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(ce_row + c * 16)),
-				     "l"(src + c * 8));
-		asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
-		__syncthreads();
-		float rm, s;
-		row_max_sum(row, DT_BF16, 0, N, valid, part, &rm, &s);
-		i64 col = (i64)t[r] - start;
-		if (threadIdx.x == 0) {
-			mx[r] = rm;
-			stats[2 * r] = s;
-			stats[2 * r + 1] = col >= 0 && col < valid ? bf2f(row[col]) : 0.0f;
-		}
-		bool kept = t[r] != ignore && count[0] > 0;
-		row_ce_grad(row, DT_BF16, 0, N, valid, col, kept, kept ? dloss[0] / count[0] : 0.0f, rm + logf(s), dz + r * N, DT_BF16);
-		__syncthreads();   // the row's buffer is free for the next
-	}
-#endif
-}
-
 // slice: out[outer, n, inner] = x[outer, start .. start + n, inner] of [outer, whole, inner]
 __global__ void k_slice(const void *x, void *out, int es, i64 outer, i64 n, i64 inner, i64 whole, i64 start)
 {

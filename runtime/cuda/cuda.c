@@ -207,7 +207,6 @@ static int cuda_open(RtRank *r)
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
-	d->smem_optin = (int)prop.sharedMemPerBlockOptin;
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;
@@ -444,7 +443,7 @@ static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, const RtR
 			i = d->chains[d->chain_at[i]].last;
 			continue;
 		}
-		CudaCtx c = {r, s, i, run->last_micro, run->first_micro, phases};
+		CudaCtx c = {r, s, i, run->last_micro, run->first_micro};
 		if (cuda_ops[s->op](&c))
 			return -1;
 		i = mgl_group_end(p, i);   /* a GEMM did its epilogue's steps, an adamw its group's: past them */

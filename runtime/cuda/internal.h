@@ -94,7 +94,6 @@ typedef struct {
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
-	int smem_optin;           /* bytes of dynamic shared memory a block may be given */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
@@ -178,7 +177,6 @@ typedef struct {
 	const MglStep *s;
 	int index;             /* the step's number */
 	bool last_micro, first_micro;   /* RtRun's */
-	unsigned phases;       /* the run's (1 << MglPhase): a group of two phases runs the asked ones */
 } CudaCtx;
 typedef int CudaOpFn(CudaCtx *c);
 extern CudaOpFn *const cuda_ops[MGL_OP_COUNT];

@@ -16,7 +16,7 @@
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(layernorm_bwd_band) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
-	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(ce_rows) X(vocab_stats) \
+	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
@@ -51,15 +51,14 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 }
 
 /* Kernel k a block of 256 threads a row of M (the classifier's: rows past the grid by a
- * stride), with smem bytes of dynamic shared memory a block. */
-static int launch_rows_smem(RtRank *r, int k, int64_t M, size_t smem, void **args)
+ * stride). */
+static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 {
 	Dev *d = r->mem;
-	CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, smem,
+	CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, 0,
 			    d->compute));
 	return 0;
 }
-static int launch_rows(RtRank *r, int k, int64_t M, void **args) { return launch_rows_smem(r, k, M, 0, args); }
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
@@ -709,47 +708,21 @@ static int op_select(CudaCtx *c)
 		      ARGS(&I, &idt, &O, &odt, &B, &S, &inner, &index));
 }
 
-static int op_vocab_loss(CudaCtx *c);
-static int op_ce_bwd(CudaCtx *c);
-static float *count_kept(CudaCtx *c);
-
-/* alone, or with the vocab_stats after it in one pass, and with the loss and its gradient
- * after those (the plan's groups: plan.h, mgl_stats_group_ok). The loss group's ce_bwd is
- * of the backward: a run of the forward alone leaves it to the backward's run, where it
- * runs alone. The group is one pass with each row held in shared memory (k_ce_rows) where
- * a row fits, else its three kernels (the statistics', the loss's and the gradient's). */
+/* alone, or with the vocab_stats after it in one pass (the plan's group: plan.h,
+ * mgl_stats_group_ok) */
 static int op_vocab_max(CudaCtx *c)
 {
-	Dev *d = c->r->mem;
-	RtRank *r = c->r;
-	const MglValue *z = val(r, IN(0));
-	int64_t start, valid = rt_valid_cols(r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
-	int zdt = dt(r, IN(0));
-	void *Z = P(r, IN(0)), *m = P(r, OUT(0));
-	const MglPlan *p = r->job->plan;
-	int end = c->s->fuse == c->index ? mgl_group_end(p, c->index) : c->index;
-	if (end == c->index)
-		return launch_rows(r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
-	void *t = P(r, p->steps[c->index + 1].in[1]), *stats = P(r, p->steps[c->index + 1].out[0]);
-	if (end == c->index + 1)
-		return launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
-	/* the loss group: [vocab_max, vocab_stats, vocab_loss, ce_bwd] */
-	CudaCtx loss = {r, &p->steps[c->index + 2], c->index + 2, c->last_micro, c->first_micro, c->phases},
-		grad = {r, &p->steps[end], end, c->last_micro, c->first_micro, c->phases};
-	bool bwd = c->phases & 1u << grad.s->phase;
-	if (bwd && d->arch >= 80 && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 &&
-	    N * 2 <= d->smem_optin - 1024) {
-		int64_t ignore = grad.s->attr.ignore;
-		float *count = count_kept(&grad);
-		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
-		if (!count || launch_rows_smem(r, K_ce_rows, M, (size_t)(N * 2),
-					       ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore)))
-			return -1;
-		return op_vocab_loss(&loss);
+	const MglValue *z = val(c->r, IN(0));
+	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
+	int zdt = dt(c->r, IN(0));
+	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
+	const MglPlan *p = c->r->job->plan;
+	if (c->s->fuse == c->index && mgl_group_end(p, c->index) > c->index) {
+		const MglStep *st = &p->steps[c->index + 1];
+		void *t = P(c->r, st->in[1]), *stats = P(c->r, st->out[0]);
+		return launch_rows(c->r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
 	}
-	if (launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start)) || op_vocab_loss(&loss))
-		return -1;
-	return bwd ? op_ce_bwd(&grad) : 0;
+	return launch_rows(c->r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
 }
 
 static int op_vocab_stats(CudaCtx *c)
@@ -1119,14 +1092,6 @@ int cuda_ops_prepare(RtRank *r)
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
 	}
-	/* k_ce_rows, where the plan has a loss group: a row of the logits in shared memory, as
-	 * wide as the GPU allows a block (less 1 KiB: the kernel's own shared memory) */
-	for (int s = 0; s < p->nsteps; s++)
-		if (p->steps[s].op == MGL_OP_VOCAB_MAX && p->steps[s].fuse == s && mgl_group_end(p, s) == s + 3) {
-			CK(cudaKernelSetAttributeForDevice(d->kernels[K_ce_rows], cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   d->smem_optin - 1024, d->device));
-			break;
-		}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
 	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");
