@@ -92,10 +92,10 @@ __device__ void row_moments(const void *x, int dt, i64 row, i64 D, float eps, fl
 
 // The layer norms' rows eight columns a lane at a time (16-byte loads and stores, w and b as
 // float4) where the rows are bf16, D a multiple of 8 and every pointer 16-byte aligned: an
-// eighth of the load instructions of the loops below. The row is read once from memory
-// per pass as there (from L1 after the first), and nothing is held across passes, so the
-// registers stay few and the blocks many (a version holding the row in registers ran at 2
-// blocks an SM and was slower: docs/perf-notes.md).
+// eighth of the load instructions of the loops below. The ln8 loops read the row from
+// memory once per pass (from L1 after the first), holding nothing across passes: the
+// two-pass backward's rows and rows past 2,048. The forward and the one-pass backward hold
+// the row in registers instead (lnr_*, below).
 __device__ __forceinline__ bool ln8_ok(i64 D, int dt1, int dt2, int dt3, const void *a, const void *b, const void *c,
 				       const void *d, const void *e)
 {
@@ -103,14 +103,15 @@ __device__ __forceinline__ bool ln8_ok(i64 D, int dt1, int dt2, int dt3, const v
 	       ((unsigned long long)a | (unsigned long long)b | (unsigned long long)c | (unsigned long long)d |
 		(unsigned long long)e) % 16 == 0;
 }
-// v = the 8 bf16 values at x + at
-__device__ __forceinline__ void ln8_load(float *v, const void *x, i64 at)
+// v = the 8 bf16 values in u
+__device__ __forceinline__ void ln8_unpack(const uint4 &u, float *v)
 {
-	uint4 u = *(const uint4 *)((const bf16 *)x + at);
 	unsigned w[4] = {u.x, u.y, u.z, u.w};
 	for (int e = 0; e < 8; e++)
 		v[e] = bf2f((bf16)(w[e / 2] >> (e % 2 * 16)));
 }
+// v = the 8 bf16 values at x + at
+__device__ __forceinline__ void ln8_load(float *v, const void *x, i64 at) { ln8_unpack(*(const uint4 *)((const bf16 *)x + at), v); }
 // f(j, v): v the 8 values of columns j .. j + 7 of row `row` of x [., D], this lane's
 template <typename F>
 __device__ __forceinline__ void ln8_each(const void *x, i64 row, i64 D, F f)
@@ -182,10 +183,10 @@ __device__ __forceinline__ void ln8_bwd_sums(const void *dy, const void *x, cons
 
 // A row of ln8_ok's rows held in registers, NC chunks of 16 bytes a lane: chunk c of lane l
 // is columns 8 l + 256 c .. + 7 (zeros past D, never stored). All of a row's loads are in
-// flight at once, and the passes over it (sums, then outputs) read registers, not L1: the
-// loops above issue a row's loads a chunk at a time, each behind the last's use, and run
-// at half of HBM's rate (docs/perf-notes.md, thirteenth sitting). LNR_MAX chunks: rows of
-// up to 2,048.
+// flight at once, and the passes over it (sums, then outputs) read registers, not L1,
+// where the loops above issue a row's loads a chunk at a time, each behind the last's use
+// (124M: the one-pass backward 1.60 -> 1.35 ms a step, the forward 0.62 -> 0.58;
+// docs/perf-notes.md, thirteenth sitting). LNR_MAX chunks: rows of up to 2,048.
 #define LNR_MAX 8
 template <int NC>
 __device__ __forceinline__ void lnr_load(uint4 (&u)[NC], const void *x, i64 row, i64 D)
@@ -194,12 +195,6 @@ __device__ __forceinline__ void lnr_load(uint4 (&u)[NC], const void *x, i64 row,
 #pragma unroll
 	for (int c = 0; c < NC; c++)
 		u[c] = j0 + 256 * c < D ? *(const uint4 *)((const bf16 *)x + row * D + j0 + 256 * c) : make_uint4(0, 0, 0, 0);
-}
-__device__ __forceinline__ void lnr_unpack(const uint4 &u, float *v)
-{
-	unsigned w[4] = {u.x, u.y, u.z, u.w};
-	for (int e = 0; e < 8; e++)
-		v[e] = bf2f((bf16)(w[e / 2] >> (e % 2 * 16)));
 }
 // f(c, j, v) for each of this lane's chunks c inside the row: columns j .. j + 7, values v
 template <int NC, typename F>
@@ -210,7 +205,7 @@ __device__ __forceinline__ void lnr_each(const uint4 (&u)[NC], i64 D, F f)
 	for (int c = 0; c < NC; c++)
 		if (j0 + 256 * c < D) {
 			float v[8];
-			lnr_unpack(u[c], v);
+			ln8_unpack(u[c], v);
 			f(c, j0 + 256 * c, v);
 		}
 }
@@ -251,7 +246,7 @@ __device__ __forceinline__ void lnr_bwd_sums(const uint4 (&xr)[NC], const uint4 
 	float x0 = __shfl_sync(0xffffffffu, __uint_as_float(xr[0].x << 16), 0), s1 = 0, s2 = 0, a = 0, b = 0;
 	lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
 		float g[8], ww[8];
-		lnr_unpack(gr[c], g);
+		ln8_unpack(gr[c], g);
 		ln8_get(ww, w + j);
 		for (int e = 0; e < 8; e++) {
 			float d = v[e] - x0, gw = g[e] * ww[e];
@@ -260,32 +255,6 @@ __device__ __forceinline__ void lnr_bwd_sums(const uint4 (&xr)[NC], const uint4 
 	});
 	ln_bwd_moments(x0, warp_sum(s1), warp_sum(s2), warp_sum(a), warp_sum(b), D, eps, mean, rstd, sg, sgx);
 }
-// k_layernorm_bwd's row from registers (x, dy and add read once)
-template <int NC>
-__device__ __forceinline__ void lnr_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx, const void *add,
-						  float *stats, i64 row, i64 D, float eps)
-{
-	uint4 xr[NC], gr[NC], ar[NC];
-	lnr_load<NC>(xr, x, row, D);
-	lnr_load<NC>(gr, dy, row, D);
-	if (add)
-		lnr_load<NC>(ar, add, row, D);
-	float mean, rstd, sg, sgx;
-	lnr_bwd_sums<NC>(xr, gr, w, D, eps, &mean, &rstd, &sg, &sgx);
-	lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
-		float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-		lnr_unpack(gr[c], g);
-		ln8_get(ww, w + j);
-		if (add)
-			lnr_unpack(ar[c], a);
-		for (int e = 0; e < 8; e++)
-			o[e] = rstd * (g[e] * ww[e] - sg - (v[e] - mean) * rstd * sgx) + a[e];
-		ln8_store(dx, row * D + j, o);
-	});
-	if (threadIdx.x % 32 == 0)
-		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
-}
-
 // The layernorm backward in one pass over a band of rows (bf16 dy, x, dx and add, D a
 // multiple of 8 and at most 256 NC, 16-byte aligned: ln8_ok): dx a warp a row as
 // k_layernorm_bwd writes it (add: the residual's gradient added, or NULL), and as it goes the
@@ -317,10 +286,10 @@ __device__ __forceinline__ void lnr_layernorm_bwd_band(const void *dy, const voi
 		lnr_bwd_sums<NC>(xr, gr, w, D, eps, &mean, &rstd, &sg, &sgx);
 		lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
 			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t[3][8] = {{0}};
-			lnr_unpack(gr[c], g);
+			ln8_unpack(gr[c], g);
 			ln8_get(ww, w + j);
 			if (add)
-				lnr_unpack(ar[c], a);
+				ln8_unpack(ar[c], a);
 #pragma unroll
 			for (int k = 0; k < 3; k++)
 				if (k < sums)
@@ -388,10 +357,6 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		return;
 	float mean, rstd;
 	if (ln8_ok(D, xdt, gdt, dxdt, x, dy, dx, w, add ? add : w)) {
-		if (D <= 256 * LNR_MAX) {
-			lnr_layernorm_bwd<LNR_MAX>(dy, x, w, dx, add, stats, row, D, eps);
-			return;
-		}
 		float sg, sgx;
 		ln8_bwd_sums(dy, x, w, row, D, eps, &mean, &rstd, &sg, &sgx);
 		ln8_each(x, row, D, [&](i64 j, const float *v) {

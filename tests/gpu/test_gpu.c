@@ -448,8 +448,9 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=40", 2, 40, true},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
 		/* rows wider than 1,024: the layernorm backward in two passes, at 1,536 and at
-		 * 1,920 (20 heads of 96: the last of a row's chunks in registers half full), and past
-		 * 2,048 (2,304: 24 heads of 96), where the rows are read a chunk at a time */
+		 * 1,920 (20 heads of 96: the last of the forward's chunks of a row in registers half
+		 * full), and past 2,048 (2,304: 24 heads of 96), where the forward too reads a row a
+		 * chunk at a time */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=62", 2, 62, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1920,heads=20,layers=1,seq=62", 2, 62, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=2304,heads=24,layers=1,seq=62", 2, 62, true},
