@@ -557,22 +557,15 @@ __global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float
 		i64 j0;
 		int rl;
 		colsum_vec_rows(&j0, &rl);
-		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-		uint4 v[4];
-		if (j0 < N)   // 4 rows' loads in flight, added in row order as one at a time would
-			for (i64 i = r0 + rl; i < r1; i += 4 * 64) {
-#pragma unroll
-				for (int u = 0; u < 4; u++)
+		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v[2][8];
+		if (j0 < N)   // 2 rows' loads in flight, added in row order as one at a time would
+			for (i64 i = r0 + rl; i < r1; i += 2 * 64) {
+				for (int u = 0; u < 2; u++)
 					if (i + u * 64 < r1)
-						v[u] = *(const uint4 *)((const bf16 *)x + (i + u * 64) * N + j0);
-#pragma unroll
-				for (int u = 0; u < 4; u++)
-					if (i + u * 64 < r1) {
-						float f[8];
-						ln8_unpack(v[u], f);
-						for (int e = 0; e < 8; e++)
-							a[e] += f[e];
-					}
+						ld8(x, DT_BF16, (i + u * 64) * N + j0, v[u]);
+				for (int u = 0; u < 2; u++)
+					for (int e = 0; e < 8 && i + u * 64 < r1; e++)
+						a[e] += v[u][e];
 			}
 		for (int e = 0; e < 8; e++)
 			t[rl][threadIdx.x % 4 * 8 + e] = a[e];
@@ -621,32 +614,16 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 		i64 j0;
 		int rl;
 		colsum_vec_rows(&j0, &rl);
-		float a[3][8] = {{0}};
-		uint4 gr[2], xr[2], orr[2];
-		float2 ms[2];
-		if (j0 < D)   // 2 rows' loads in flight, added in row order as one at a time would
-			for (i64 i = r0 + rl; i < r1; i += 2 * 64) {
-#pragma unroll
-				for (int u = 0; u < 2; u++)
-					if (i + u * 64 < r1) {
-						i64 at = (i + u * 64) * D + j0;
-						gr[u] = *(const uint4 *)((const bf16 *)dy + at);
-						xr[u] = *(const uint4 *)((const bf16 *)x + at);
-						if (dbo)
-							orr[u] = *(const uint4 *)((const bf16 *)dxo + at);
-						ms[u] = *(const float2 *)(stats + 2 * (i + u * 64));
-					}
-#pragma unroll
-				for (int u = 0; u < 2; u++)
-					if (i + u * 64 < r1) {
-						float g[8], v[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-						ln8_unpack(gr[u], g);
-						ln8_unpack(xr[u], v);
-						if (dbo)
-							ln8_unpack(orr[u], o);
-						for (int e = 0; e < 8; e++)
-							a[0][e] += g[e] * (v[e] - ms[u].x) * ms[u].y, a[1][e] += g[e], a[2][e] += o[e];
-					}
+		float a[3][8] = {{0}}, g[8], v[8], o[8];
+		if (j0 < D)
+			for (i64 i = r0 + rl; i < r1; i += 64) {
+				ld8(dy, DT_BF16, i * D + j0, g);
+				ld8(x, DT_BF16, i * D + j0, v);
+				if (dbo)
+					ld8(dxo, DT_BF16, i * D + j0, o);
+				float mean = stats[2 * i], rstd = stats[2 * i + 1];
+				for (int e = 0; e < 8; e++)
+					a[0][e] += g[e] * (v[e] - mean) * rstd, a[1][e] += g[e], a[2][e] += dbo ? o[e] : 0;
 			}
 		for (int k = 0; k < sums; k++)
 			for (int e = 0; e < 8; e++)
