@@ -2,7 +2,7 @@
  * plan marks without deciding again (the cpu backend ignores the marks: the plan means the
  * same either way).
  *
- * Five patterns, all on steps that are next to each other in the plan's order, each
+ * Six patterns, all on steps that are next to each other in the plan's order, each
  * formed only where the plan's rules (plan.h: mgl_epilogue_ok, mgl_chain_ok) hold for its
  * storage types:
  *   - GEMM epilogues: a matmul followed by the bias_add of its output (and then a gelu
@@ -30,6 +30,10 @@
  *     of the gradient it wrote (the row-parallel o's and proj's: that gradient is their
  *     output's), a third column sum beside the norm's own two (one launch and, mostly from
  *     L2, one read of [tokens, d] instead of a pass over it from memory).
+ *   - attention's backward with q, k and v's gradients side by side (compiler/hfuse.c) and
+ *     the bias_grad right after it of those (schedule.c puts it there): the attention's
+ *     kernels sum the columns as they make them, so [tokens, 3 d] is not read again for
+ *     them (opt-in, MGL_QKV_BIAS_SUMS=1, until measured on a GPU: docs/gpu.md).
  * A fused step's `fuse` is the index of the first step of its group; -1 when alone.
  *
  * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains, no multi-tensor updates,
@@ -46,7 +50,8 @@ void mgl_fuse(MglPlan *p)
 {
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
-	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD");
+	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD"),
+	     qkv_bias = getenv("MGL_QKV_BIAS_SUMS") != NULL;
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)
@@ -74,6 +79,8 @@ void mgl_fuse(MglPlan *p)
 			for (int l = s + (norm_bias ? 2 : 1); l > s && last == s; l--)
 				if (mgl_norm_add_group_ok(p, uses, s, l) && (norm_bias || p->steps[l].op != MGL_OP_BIAS_GRAD))
 					last = l;
+		} else if (chains && qkv_bias && x->op == MGL_OP_ATTENTION_BWD_QKV && mgl_qkv_bias_group_ok(p, s, s + 1)) {
+			last = s + 1;
 		} else if (chains && x->op == MGL_OP_ADAMW) {
 			while (last + 1 < p->nsteps && mgl_adamw_group_ok(p, s, last + 1))
 				last++;

@@ -23,7 +23,9 @@
  * past the steps between that it does not depend on (autodiff puts the same layer's
  * matmul_dw there), or where one of them makes its pre-activation (full recomputation) the
  * matmul_dx moves down to just before it: fuse.c can then make the two one GEMM with
- * cuBLASLt's DGELU epilogue.
+ * cuBLASLt's DGELU epilogue. Last, under MGL_QKV_BIAS_SUMS=1 (opt-in), each bias_grad of an
+ * attention_bwd_qkv's output moves up to just after it, for fuse.c's group of the two: the
+ * attention's kernels then make the sums, so nothing is left to run under a collective.
  */
 #include "mgl.h"
 
@@ -116,6 +118,25 @@ static void gelu_bwd_to_its_gemm(MglPlan *p)
 	}
 }
 
+/* Each bias_grad of an attention_bwd_qkv's output up to just after it, past the steps
+ * between that it does not depend on (autodiff and hfuse.c put the input gradient's and
+ * the weights' GEMMs there). */
+static void bias_grad_to_its_attention(MglPlan *p)
+{
+	for (int s = 1; s < p->nsteps; s++) {
+		const MglStep *g = &p->steps[s];
+		if (g->op != MGL_OP_BIAS_GRAD || g->nin != 1)
+			continue;
+		int mk = s - 1;
+		while (mk >= 0 && !depends(g, &p->steps[mk]))
+			mk--;   /* the last step before it that it must follow */
+		const MglStep *a = mk >= 0 ? &p->steps[mk] : NULL;
+		if (a && mk < s - 1 && a->op == MGL_OP_ATTENTION_BWD_QKV && a->nout >= 1 && a->out[0] == g->in[0] &&
+		    a->phase == g->phase)
+			move(p, s, mk + 1);
+	}
+}
+
 void mgl_schedule(MglPlan *p)
 {
 	gelu_bwd_to_its_gemm(p);
@@ -136,4 +157,6 @@ void mgl_schedule(MglPlan *p)
 		for (sunk = floor; sunk < p->nsteps && !depends(&p->steps[sunk], &p->steps[floor - 1]); sunk++)
 			;   /* what runs beside this collective stays beside it */
 	}
+	if (getenv("MGL_QKV_BIAS_SUMS"))
+		bias_grad_to_its_attention(p);   /* (after the collectives: they would sink it again) */
 }

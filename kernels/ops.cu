@@ -390,7 +390,8 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
 }
 
-// lnr_layernorm_bwd_band on rows of up to 1,024 (four chunks a lane). Wider rows take two
+// lnr_layernorm_bwd_band on rows of up to 1,024 (four chunks a lane: the host launches it on
+// no wider rows, cuda_norm_one_pass; columns past 1,024 would go unread). Wider rows take two
 // passes: at 1,536 this kernel's eight chunks (167 registers, 8 warps an SM) ran 6.5 ms a
 // step at 1.2b against the two passes' 5.8 (docs/perf-notes.md, thirteenth sitting)
 __global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float *w, void *dx, const void *add, float *part,
@@ -776,6 +777,31 @@ __global__ void k_convert_rows(const void *in, int idt, void *out, int odt, i64 
 	for (i64 r = blockIdx.x; r < rows; r += gridDim.x)
 		for (i64 c = threadIdx.x; c < cols; c += blockDim.x)
 			st(out, odt, r * ldo + c, ld(in, idt, r * cols + c));
+}
+
+// k_convert_rows's conversion, f32 in, and the column sums of in as read (f32) into
+// part[R][cols], R = gridDim.y bands of rows (for k_parts_finish: dq's share of q's bias
+// gradient, flash_bwd_wg's part[0]). Grid (ceil(cols / 32), R), blockDim (32, 8): a thread a
+// column, every 8th row of the band, the 8 then added in order.
+__global__ void k_convert_rows_sums(const float *in, void *out, int odt, i64 rows, i64 cols, i64 ldo, float *part)
+{
+	__shared__ float s[8][33];
+	i64 j = blockIdx.x * 32 + threadIdx.x, band = (rows + gridDim.y - 1) / gridDim.y;
+	i64 r0 = blockIdx.y * band, r1 = min(rows, r0 + band);
+	float a = 0;
+	if (j < cols)
+		for (i64 r = r0 + threadIdx.y; r < r1; r += 8) {
+			float v = __ldcs(in + r * cols + j);   // read once: not kept in L2
+			st(out, odt, r * ldo + j, v);
+			a += v;
+		}
+	s[threadIdx.y][threadIdx.x] = a;
+	__syncthreads();
+	if (threadIdx.y == 0 && j < cols) {
+		for (int k = 1; k < 8; k++)
+			a += s[k][threadIdx.x];
+		part[blockIdx.y * cols + j] = a;
+	}
 }
 
 // out[B, inner] = x[B, index, inner]; backward: zeros but at index
@@ -1711,6 +1737,39 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	}
 }
 
+// flash_bwd_wg's bias sums: the column sums over the block's 64 keys of dK and dV (dka, dva:
+// a thread's rows kr0 for e < 2 and kr1 for e >= 2, columns 8 j + 2 t + e % 2; in0, in1:
+// whether those rows are keys), by the lanes of a column (g: shuffles), then the four
+// warps in order through sm (2 DH x 4 floats of shared memory free after the loop), into
+// part[1 + kind] (flash_bwd_wg). The same order every run.
+template <int DH>
+__device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva, bool in0, bool in1, float *sm, float *part,
+					     i64 H)
+{
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, t = lane % 4;
+	__syncthreads();   // every warp is past the loop's last reads of dS^T, whose bytes sm reuses
+	for (int d = 0; d < DH / 8; d++)
+		for (int e = 0; e < 2; e++) {
+			float sk = (in0 ? dka[4 * d + e] : 0.0f) + (in1 ? dka[4 * d + 2 + e] : 0.0f);
+			float sv = (in0 ? dva[4 * d + e] : 0.0f) + (in1 ? dva[4 * d + 2 + e] : 0.0f);
+			for (int m = 4; m < 32; m *= 2) {
+				sk += __shfl_xor_sync(0xffffffffu, sk, m);
+				sv += __shfl_xor_sync(0xffffffffu, sv, m);
+			}
+			if (lane < 4)
+				sm[(w * 2 + 0) * DH + 8 * d + 2 * t + e] = sk, sm[(w * 2 + 1) * DH + 8 * d + 2 * t + e] = sv;
+		}
+	__syncthreads();
+	i64 R = gridDim.x / H * gridDim.y, D = H * DH, row = blockIdx.x / H * gridDim.y + blockIdx.y;
+	for (int i = threadIdx.x; i < 2 * DH; i += blockDim.x) {
+		int kind = i / DH, c = i % DH;
+		float a = 0;
+		for (int v = 0; v < 4; v++)
+			a += sm[(v * 2 + kind) * DH + c];
+		part[((1 + kind) * R + row) * D + blockIdx.x % H * DH + c] = a;
+	}
+}
+
 // Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
 // 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
 // queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
@@ -1724,10 +1783,16 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 //   dQ = dS K                       (A = dS^T and B = K, both MN-major), added into dq (f32)
 //                                   four columns a red.global (half the atomics of pairs)
 // dk and dv in rows of ldo elements, as flash_bwd's.
-template <int DH>
+// SUMS: also the column sums of this block's 64 keys' dK and dV (f32, before their rounding:
+// the k and v biases' gradients, summed over the blocks by k_parts_finish), at
+// part[1 + kind][b * gridDim.y + blockIdx.y][h DH ..] of [3][B gridDim.y][D] (kind 0 dK,
+// 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
+// the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
+// of 64, and spills at 128), even with a null part.
+template <int DH, bool SUMS>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
-			     int causal)
+			     int causal, float *part)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
@@ -1861,6 +1926,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
 		}
 	}
+	if (SUMS)
+		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -2072,13 +2139,18 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 #else
 #define FA_WG_BODY(x)
 #endif
-#define FLASH_BWD_WG(DH)                                                                                             \
-	__global__ void __launch_bounds__(128) k_flash_bwd_wg_##DH(                                                   \
-	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
-	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal)                       \
+#define FLASH_BWD_WG_AS(NAME, DH, SUMS)                                                                              \
+	__global__ void __launch_bounds__(128) NAME(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v,      \
+						     const float *lse, const float *delta, const int *mask, float *dq, \
+						     bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,             \
+						     float *part)                                                       \
 	{                                                                                                            \
-		FA_WG_BODY(flash_bwd_wg<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal);)           \
+		FA_WG_BODY((flash_bwd_wg<DH, SUMS>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
+// ... and with the bias sums (part: flash_bwd_wg)
+#define FLASH_BWD_WG(DH)                                                                                             \
+	FLASH_BWD_WG_AS(k_flash_bwd_wg_##DH, DH, false)                                                              \
+	FLASH_BWD_WG_AS(k_flash_bwd_wg_sums_##DH, DH, true)
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \

@@ -500,6 +500,18 @@ bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last
 			 g->rank == 1 && g->shape[0] == mgl_last_dim(&p->values[dx]) && p->values[dx].role == MGL_V_ACT);
 }
 
+bool mgl_qkv_bias_group_ok(const MglPlan *p, int head, int last)
+{
+	if (head < 0 || last != head + 1 || last >= p->nsteps)
+		return false;
+	const MglStep *a = &p->steps[head], *b = &p->steps[last];
+	if (a->op != MGL_OP_ATTENTION_BWD_QKV || a->nout < 1 || b->op != MGL_OP_BIAS_GRAD || b->nin != 1 || b->nout != 1 ||
+	    b->in[0] != a->out[0] || b->phase != a->phase)
+		return false;
+	const MglValue *dy = &p->values[a->out[0]], *g = &p->values[b->out[0]];
+	return dy->role == MGL_V_ACT && g->dtype == MGL_F32 && g->rank == 1 && g->shape[0] == mgl_last_dim(dy);
+}
+
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 {
 	int *uses = mgl_xcalloc((size_t)p->nvalues + 1, sizeof *uses, "the values' readers"), rc = 0;
@@ -518,11 +530,13 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 		int last = mgl_group_end(p, s);
 		unsigned epi = gemm ? (unsigned)st->attr.epi : 0;
 		bool adamw = st->op == MGL_OP_ADAMW, stats = st->op == MGL_OP_VOCAB_MAX,
-		     norm = st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD;
+		     norm = st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD,
+		     qkv = st->op == MGL_OP_ATTENTION_BWD_QKV;
 		bool ok = epi     ? mgl_epilogue_ok(p, uses, s, epi) && last - s == mgl_epilogue_steps(epi)
 			  : adamw ? last > s && mgl_adamw_group_ok(p, s, last)
 			  : stats ? mgl_stats_group_ok(p, s, last)
 			  : norm  ? mgl_norm_add_group_ok(p, uses, s, last)
+			  : qkv   ? mgl_qkv_bias_group_ok(p, s, last)
 				  : last > s && mgl_chain_ok(p, uses, s, last);
 		if (!ok) {
 			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
@@ -530,6 +544,7 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 				 : adamw ? "multi-tensor AdamW"
 				 : stats ? "pass over the logits (vocab_max, vocab_stats)"
 				 : norm  ? "norm's backward adding another gradient (accumulate) or summing a bias gradient"
+				 : qkv   ? "attention backward summing q, k and v's bias gradients"
 					 : "elementwise kernel");
 			rc = -1;
 		}

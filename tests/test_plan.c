@@ -388,7 +388,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- fusion */
 
-typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups, norm_adds, norm_biases; } Fused;
+typedef struct { int epilogues, gelus, adds, dx_adds, dgelus, chains, adamw_groups, stats_groups, norm_adds, norm_biases, qkv_biases; } Fused;
 
 static Fused fused(const MglPlan *p)
 {
@@ -404,7 +404,9 @@ static Fused fused(const MglPlan *p)
 		f.dx_adds += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_ADD;
 		f.dgelus += st->op == MGL_OP_MATMUL_DX && st->attr.epi == MGL_EPI_DGELU;
 		bool norm = st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD;
-		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX && !norm;
+		bool qkv = st->op == MGL_OP_ATTENTION_BWD_QKV;
+		f.chains += st->fuse == s && !gemm && st->op != MGL_OP_ADAMW && st->op != MGL_OP_VOCAB_MAX && !norm && !qkv;
+		f.qkv_biases += st->fuse == s && qkv;
 		f.norm_adds += st->fuse == s && norm;
 		f.norm_biases += st->fuse >= 0 && st->fuse < s && st->op == MGL_OP_BIAS_GRAD &&
 				 (p->steps[st->fuse].op == MGL_OP_LAYERNORM_BWD || p->steps[st->fuse].op == MGL_OP_RMSNORM_BWD);
@@ -684,6 +686,48 @@ START_TEST(softmax_statistics_are_one_pass)
 		}
 		build_free(&b);
 	}
+}
+END_TEST
+
+/* q, k and v's bias gradients summed by attention's backward (opt-in: MGL_QKV_BIAS_SUMS=1):
+ * schedule.c puts each bias_grad of an attention_bwd_qkv's output right after it and fuse.c
+ * makes the two one group, a layer's (tiny has two), at tp 1 and 2; without the switch the
+ * plan has none. Read back from a file the groups stand; the reader refuses a group whose
+ * bias_grad sums another value, or into another width. */
+START_TEST(qkv_bias_sums_ride_the_attention_backward)
+{
+	ck_assert_int_eq(fused_with(NULL, MGL_BF16).qkv_biases, 0);
+	ck_assert_int_eq(fused_with("MGL_QKV_BIAS_SUMS", MGL_BF16).qkv_biases, 2);
+	ck_assert_int_eq(fused_with("MGL_QKV_BIAS_SUMS", MGL_F32).qkv_biases, 2);
+	setenv("MGL_QKV_BIAS_SUMS", "1", 1);
+	for (int tp = 1; tp <= 2; tp++) {
+		Build b;
+		tiny(&b, "models/gpt2.mgl", tp);
+		ck_assert_int_eq(fused(b.p).qkv_biases, 2);
+		int s = 0;
+		while (s < b.p->nsteps && b.p->steps[s].op != MGL_OP_ATTENTION_BWD_QKV)
+			s++;
+		ck_assert_int_lt(s + 1, b.p->nsteps);
+		ck_assert_int_eq(b.p->steps[s + 1].op, MGL_OP_BIAS_GRAD);
+		ck_assert_int_eq(mgl_group_end(b.p, s), s + 1);
+		char err[300];
+		size_t n;
+		char *t = write_plan(b.p, &n);
+		MglArena a = {0};
+		ck_assert_msg(mgl_plan_read(&a, t, n, "t.plan", err, sizeof err), "%s", err);
+		free(t);
+		mgl_arena_free(&a);
+		MglStep *g = &b.p->steps[s + 1];
+		int in = g->in[0];
+		g->in[0] = b.p->steps[s].in[0];   /* the column sums of dy instead */
+		ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+		ck_assert_msg(strstr(err, "summing q, k and v's bias gradients"), "%s", err);
+		g->in[0] = in;
+		b.p->values[g->out[0]].shape[0] /= 3;   /* one bias's width, not the three's */
+		ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
+		build_free(&b);
+	}
+	unsetenv("MGL_QKV_BIAS_SUMS");
 }
 END_TEST
 
@@ -1277,6 +1321,7 @@ int main(void)
 	tcase_add_test(mem, norm_backward_adds_the_residual);
 	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, softmax_statistics_are_one_pass);
+	tcase_add_test(mem, qkv_bias_sums_ride_the_attention_backward);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
 	tcase_add_test(mem, segments_end_after_collectives);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);

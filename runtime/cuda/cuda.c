@@ -142,8 +142,11 @@ static int64_t plan_bytes(const Dev *d, const MglPlan *p, int nmicro, int64_t *s
 	for (int s = 0; s < p->nsteps; s++) {
 		const MglStep *st = &p->steps[s];
 		int64_t need = 0;
-		if (st->op == MGL_OP_ATTENTION_BWD || st->op == MGL_OP_ATTENTION_BWD_QKV)
-			need = 2 * mgl_numel(&p->values[st->in[1]]) + 64;
+		if (st->op == MGL_OP_ATTENTION_BWD || st->op == MGL_OP_ATTENTION_BWD_QKV) {
+			const MglValue *q = &p->values[st->in[1]];   /* [B, S, D] */
+			int64_t R = q->shape[0] * ((q->shape[1] + 63) / 64);   /* ops.c, attention_bwd: the bias sums' bands */
+			need = 2 * mgl_numel(q) + 64 + (st->fuse == s ? 3 * R * q->shape[2] : 0);
+		}
 		if (st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD) {
 			const MglValue *x = &p->values[st->in[1]];
 			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;

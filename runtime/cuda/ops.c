@@ -20,7 +20,8 @@
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
-	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128)
+	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96) X(flash_bwd_wg_sums_128) \
+	X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
 #define X(k) K_##k,
@@ -35,13 +36,18 @@ const char *const cuda_kernel_names[NKERNELS] = {
 };
 const int cuda_nkernels = NKERNELS;
 
-/* Launches kernel k over n elements (threads_per a thread each, or warps: 32 per item). */
+/* Launches kernel k over n items, per_item threads each: one (the elementwise kernels,
+ * whose grid-stride loops take any number), or several (a warp a row: those kernels take one
+ * item a group of threads, so all of them must fit the grid). */
 static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 {
 	Dev *d = r->mem;
 	int64_t threads = items * per_item;
 	unsigned block = 256;
 	int64_t grid = (threads + block - 1) / block;
+	if (grid > 65535 * 16 && per_item > 1)
+		return cuda_fail(r, "%lld rows for %s, which takes up to %lld", (long long)items, cuda_kernel_names[k],
+				 (long long)65535 * 16 * block / per_item);
 	if (grid > 65535 * 16)
 		grid = 65535 * 16;   /* the grid-stride loops cover the rest */
 	if (grid < 1)
@@ -339,9 +345,6 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
  * checks too): k_layernorm_bwd_band's, up to 1,024 */
 bool cuda_norm_one_pass(int64_t D) { return D % 8 == 0 && D <= 1024; }
 
-/* the one-pass backward's warps a block, and its shared memory for `sums` column sums of D */
-enum { NORM_BAND_WARPS = 4 };
-static int norm_band_smem(int sums, int64_t D) { return (int)(NORM_BAND_WARPS * sums * D * 4); }
 
 /* The one-pass layernorm backward's bands of rows, for M rows: 32 or more each, at most 512 */
 int64_t cuda_norm_bands(int64_t M)
@@ -422,7 +425,6 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && rt_adds(r->job, end, 0, c->first_micro);
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
-	int sums = dbo ? 3 : 2;
 	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 && cuda_norm_one_pass(D)) {
 		/* layernorm on bf16 rows of up to 1,024: one pass, each row's x, dy and add held in
 		 * registers, the column sums taken as dx is written, each band's in shared memory
@@ -430,13 +432,13 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		 * too few warps an SM that way (1.2b: 6.5 ms a step at 1,536 against the two passes'
 		 * 5.8; teams of warps a row were slower still): perf-notes.md, eleventh to
 		 * thirteenth sittings */
+		int sums = dbo ? 3 : 2, W = 4;
 		int64_t B = cuda_norm_bands(M);
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_band],
-				    cuda_dim3(B), cuda_dim3(32 * NORM_BAND_WARPS), ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps),
-				    (size_t)norm_band_smem(sums, D), d->compute));
+		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_band], cuda_dim3(B), cuda_dim3(32 * W),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), (size_t)(W * sums * D * 4), d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
@@ -553,12 +555,12 @@ static int op_sum_to(CudaCtx *c)
  * mma.sync's: docs/perf-notes.md, sixth sitting), the backward 64 keys a block of 128.
  * Other head sizes, and GPUs before sm_80, take k_attention: a warp a query, an atomic
  * backward. */
-static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1},
-	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128},
+static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, K_flash_bwd_wg_sums_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -640,20 +642,26 @@ static int op_attention(CudaCtx *c)
  * bf16, so ld even and DK, DV 4-byte aligned). Flash (bf16 dk and dv only): dq added up in
  * f32 scratch [B, S, D] (with delta [B, H, S] after it), converted into DQ's rows at the
  * end; the older kernel does so for dk and dv and writes dq itself (in bf16, whatever dqdt,
- * as before). */
-static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int kvdt, int64_t ld)
+ * as before). bias (NULL: none): q, k and v's bias gradients [3 D] (f32, bacc: added to),
+ * the column sums of dq, dk and dv (the fused group of mgl_qkv_bias_group_ok): by the
+ * wgmma kernel and the conversion as they make them (partial sums over [3][R][D], R = B
+ * times the key blocks, added in order by k_parts_finish), else by a column sum after. */
+static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int kvdt, int64_t ld, float *bias, int bacc)
 {
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *q = val(r, IN(1));
 	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H, n = mgl_numel(q);
-	int64_t rows = B * S, D = H * dh;
+	int64_t rows = B * S, D = H * dh, R = B * ((S + FLASH_ROWS - 1) / FLASH_ROWS);
 	int causal = (int)c->s->attr.causal, f = flash_of(d, dh), f32 = MGL_F32;
 	if (kvdt != MGL_BF16)
 		f = -1;   /* flash writes dk and dv in bf16 */
-	if (need_scratch(r, 2 * n + 64))
+	bool sums = bias && f >= 0 && flash_wg(d, f) && R <= 65535;   /* (R: k_convert_rows_sums's grid's y) */
+	if (bias && ld != 3 * D)
+		return cuda_fail(r, "internal error: attention's bias gradients with dq, dk and dv not side by side");
+	if (need_scratch(r, 2 * n + 64 + (sums ? 3 * R * D : 0)))
 		return -1;
-	float *s1 = d->scratch + 64, *s2 = s1 + n;
+	float *s1 = d->scratch + 64, *s2 = s1 + n, *part = sums ? s1 + 2 * n : NULL;
 	void *G = P(r, IN(0)), *Q = P(r, IN(1)), *K = P(r, IN(2)), *V = P(r, IN(3)), *O = P(r, IN(4)), *L = P(r, IN(5));
 	void *M = c->s->nin > 6 ? P(r, IN(6)) : NULL;
 	if (f >= 0) {
@@ -661,19 +669,36 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
-		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)) ||
-		    launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, B * H, (S + FLASH_ROWS - 1) / FLASH_ROWS, 128,
-				  flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
-				  ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal)))
+		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
 			return -1;
-		return launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DQ, &dqdt, &rows, &D, &ld));
+		int64_t gy = (S + FLASH_ROWS - 1) / FLASH_ROWS;
+		if (flash_wg(d, f) ? launch_blocks(r, sums ? flash[f].bwd_wg_sums : flash[f].bwd_wg, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
+						   ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part))
+				   : launch_blocks(r, flash[f].bwd, B * H, gy, 128, flash_bwd_smem((int)dh),
+						   ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal)))
+			return -1;
+		if (sums) {
+			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
+			float *bk = bias + D, *bv = bias + 2 * D;
+			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
+					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
+			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, block,
+					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
+			return 0;
+		}
+		if (launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DQ, &dqdt, &rows, &D, &ld)))
+			return -1;
+	} else {
+		CK(cudaMemsetAsync(s1, 0, (size_t)(2 * n) * 4, d->compute));
+		if (launch(r, K_attention_bwd, B * H * S, 32,
+			   ARGS(&G, &Q, &K, &V, &O, &L, &M, &DQ, &s1, &s2, &B, &S, &H, &dh, &ld, &causal)) ||
+		    launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DK, &kvdt, &rows, &D, &ld)) ||
+		    launch_rows(r, K_convert_rows, rows, ARGS(&s2, &f32, &DV, &kvdt, &rows, &D, &ld)))
+			return -1;
 	}
-	CK(cudaMemsetAsync(s1, 0, (size_t)(2 * n) * 4, d->compute));
-	if (launch(r, K_attention_bwd, B * H * S, 32, ARGS(&G, &Q, &K, &V, &O, &L, &M, &DQ, &s1, &s2, &B, &S, &H, &dh, &ld, &causal)))
-		return -1;
-	if (launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DK, &kvdt, &rows, &D, &ld)))
-		return -1;
-	return launch_rows(r, K_convert_rows, rows, ARGS(&s2, &f32, &DV, &kvdt, &rows, &D, &ld));
+	/* the bias gradients where the kernels above did not sum them: a column sum of the
+	 * [B, S, 3 D] that dq, dk and dv are slices of */
+	return bias ? column_sums(r, DQ, dqdt, rows, 3 * D, bias, MGL_F32, bacc) : 0;
 }
 
 /* (dy, q, k, v, o, lse[, mask]) -> dq, dk, dv [B, S, H dh], dense (dk and dv of one dtype,
@@ -683,18 +708,22 @@ static int op_attention_bwd(CudaCtx *c)
 	if (dt(c->r, OUT(1)) != dt(c->r, OUT(2)))
 		return cuda_fail(c->r, "attention backward: dk and dv of different types");
 	return attention_bwd(c, P(c->r, OUT(0)), P(c->r, OUT(1)), P(c->r, OUT(2)), dt(c->r, OUT(0)), dt(c->r, OUT(1)),
-			     val(c->r, IN(1))->shape[2]);
+			     val(c->r, IN(1))->shape[2], NULL, 0);
 }
 
 /* attention_bwd with dq, dk and dv side by side in one [B, S, 3 D] (compiler/hfuse.c):
- * column slices at 0, D and 2 D of rows of 3 D */
+ * column slices at 0, D and 2 D of rows of 3 D; heading a group with the bias_grad of
+ * that (plan.h: mgl_qkv_bias_group_ok), the bias gradients [3 D] too */
 static int op_attention_bwd_qkv(CudaCtx *c)
 {
+	const MglPlan *p = c->r->job->plan;
 	int64_t D = val(c->r, IN(1))->shape[2];
-	int odt = dt(c->r, OUT(0));
+	int odt = dt(c->r, OUT(0)), end = mgl_group_end(p, c->index);
 	char *Y = P(c->r, OUT(0));
 	size_t col = (size_t)D * mgl_dtype_size[odt];
-	return attention_bwd(c, Y, Y + col, Y + 2 * col, odt, odt, 3 * D);
+	float *bias = end > c->index ? P(c->r, p->steps[end].out[0]) : NULL;
+	int bacc = bias && rt_adds(c->r->job, end, 0, c->first_micro);
+	return attention_bwd(c, Y, Y + col, Y + 2 * col, odt, odt, 3 * D, bias, bacc);
 }
 
 static int op_select(CudaCtx *c)
@@ -1081,10 +1110,14 @@ int cuda_ops_prepare(RtRank *r)
 						   flash_fwd_smem(flash[i].dh), d->device));
 		/* the wgmma kernels' too, whatever MGL_NO_WGMMA and MGL_NO_WG_FWD say now: they are
 		 * read at each launch */
-		if (d->arch == 90 && flash[i].bwd_wg >= 0)
+		if (d->arch == 90 && flash[i].bwd_wg >= 0) {
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg_smem(flash[i].dh), d->device));
+			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums],
+							   cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   flash_bwd_wg_smem(flash[i].dh), d->device));
+		}
 		if (d->arch == 90 && flash[i].fwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
