@@ -133,6 +133,17 @@ __device__ __forceinline__ void ln8_get(float *o, const float *p)
 	float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
 	o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
 }
+// a layer norm's outputs at y + at of the 8 values v (of columns with weights w[8], biases b[8])
+__device__ __forceinline__ void ln8_norm_store(void *y, i64 at, const float *v, const float *w, const float *b, float mean,
+					       float rstd)
+{
+	float ww[8], bb[8], o[8];
+	ln8_get(ww, w);
+	ln8_get(bb, b);
+	for (int e = 0; e < 8; e++)
+		o[e] = (v[e] - mean) * rstd * ww[e] + bb[e];
+	ln8_store(y, at, o);
+}
 // the row's mean and 1/std, as row_moments: the mean first, then the squares about it
 __device__ __forceinline__ void ln8_moments(const void *x, i64 row, i64 D, float eps, float *mean, float *rstd)
 {
@@ -229,12 +240,7 @@ __device__ __forceinline__ void lnr_layernorm(const void *x, const float *w, con
 	});
 	float rstd = rsqrtf(warp_sum(q) / (float)D + eps);
 	lnr_each<NC>(u, D, [&](int, i64 j, const float *v) {
-		float ww[8], bb[8], o[8];
-		ln8_get(ww, w + j);
-		ln8_get(bb, b + j);
-		for (int e = 0; e < 8; e++)
-			o[e] = (v[e] - mean) * rstd * ww[e] + bb[e];
-		ln8_store(y, row * D + j, o);
+		ln8_norm_store(y, row * D + j, v, w + j, b + j, mean, rstd);
 	});
 }
 
@@ -332,12 +338,7 @@ __global__ void k_layernorm(const void *x, int xdt, const float *w, const float 
 		}
 		ln8_moments(x, row, D, eps, &mean, &rstd);
 		ln8_each(x, row, D, [&](i64 j, const float *v) {
-			float ww[8], bb[8], o[8];
-			ln8_get(ww, w + j);
-			ln8_get(bb, b + j);
-			for (int e = 0; e < 8; e++)
-				o[e] = (v[e] - mean) * rstd * ww[e] + bb[e];
-			ln8_store(y, row * D + j, o);
+			ln8_norm_store(y, row * D + j, v, w + j, b + j, mean, rstd);
 		});
 		return;
 	}
