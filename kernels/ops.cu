@@ -1789,7 +1789,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // part[1 + kind][b * gridDim.y + blockIdx.y][h DH ..] of [3][B gridDim.y][D] (kind 0 dK,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
-// of 64, and spills at 128), even with a null part.
+// of 64, 212 -> 228 at 96, spills at 128), even with a null part.
 template <int DH, bool SUMS>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
@@ -2148,10 +2148,10 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, SUMS>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
-// ... and with the bias sums (part: flash_bwd_wg)
-#define FLASH_BWD_WG(DH)                                                                                             \
-	FLASH_BWD_WG_AS(k_flash_bwd_wg_##DH, DH, false)                                                              \
-	FLASH_BWD_WG_AS(k_flash_bwd_wg_sums_##DH, DH, true)
+#define FLASH_BWD_WG(DH) FLASH_BWD_WG_AS(k_flash_bwd_wg_##DH, DH, false)
+// ... and with the bias sums (part: flash_bwd_wg), at heads of 64 and 96 (at 128 the sums
+// would spill: 255 registers)
+#define FLASH_BWD_WG_SUMS(DH) FLASH_BWD_WG_AS(k_flash_bwd_wg_sums_##DH, DH, true)
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \
@@ -2162,6 +2162,8 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
+FLASH_BWD_WG_SUMS(64)
+FLASH_BWD_WG_SUMS(96)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

@@ -20,7 +20,7 @@
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
-	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96) X(flash_bwd_wg_sums_128) \
+	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -554,13 +554,14 @@ static int op_sum_to(CudaCtx *c)
  * tiles (flash_fwd_sw; an earlier wgmma forward on unswizzled tiles was slower than
  * mma.sync's: docs/perf-notes.md, sixth sitting), the backward 64 keys a block of 128.
  * Other head sizes, and GPUs before sm_80, take k_attention: a warp a query, an atomic
- * backward. */
+ * backward. bwd_wg_sums: the wgmma backward summing q, k and v's bias gradients too
+ * (attention_bwd), at heads of 64 and 96. */
 static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums; } flash[] = {
 	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1},
 	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, K_flash_bwd_wg_sums_128},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -656,7 +657,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 	int causal = (int)c->s->attr.causal, f = flash_of(d, dh), f32 = MGL_F32;
 	if (kvdt != MGL_BF16)
 		f = -1;   /* flash writes dk and dv in bf16 */
-	bool sums = bias && f >= 0 && flash_wg(d, f) && R <= 65535;   /* (R: k_convert_rows_sums's grid's y) */
+	bool sums = bias && f >= 0 && flash_wg(d, f) && flash[f].bwd_wg_sums >= 0 &&
+		    R <= 65535;   /* (R: k_convert_rows_sums's grid's y) */
 	if (bias && ld != 3 * D)
 		return cuda_fail(r, "internal error: attention's bias gradients with dq, dk and dv not side by side");
 	if (need_scratch(r, 2 * n + 64 + (sums ? 3 * R * D : 0)))
@@ -1114,9 +1116,10 @@ int cuda_ops_prepare(RtRank *r)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg_smem(flash[i].dh), d->device));
-			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums],
-							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_bwd_wg_smem(flash[i].dh), d->device));
+			if (flash[i].bwd_wg_sums >= 0)
+				CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums],
+								   cudaFuncAttributeMaxDynamicSharedMemorySize,
+								   flash_bwd_wg_smem(flash[i].dh), d->device));
 		}
 		if (d->arch == 90 && flash[i].fwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
