@@ -2140,18 +2140,22 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 #else
 #define FA_WG_BODY(x)
 #endif
-#define FLASH_BWD_WG_AS(NAME, DH, SUMS)                                                                              \
-	__global__ void __launch_bounds__(128) NAME(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v,      \
-						     const float *lse, const float *delta, const int *mask, float *dq, \
-						     bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,             \
-						     float *part)                                                       \
+#define FLASH_BWD_WG(DH)                                                                                             \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_##DH(                                                   \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal)                       \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, SUMS>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
+		FA_WG_BODY((flash_bwd_wg<DH, false>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, NULL));) \
 	}
-#define FLASH_BWD_WG(DH) FLASH_BWD_WG_AS(k_flash_bwd_wg_##DH, DH, false)
-// ... and with the bias sums (part: flash_bwd_wg), at heads of 64 and 96 (at 128 the sums
-// would spill: 255 registers)
-#define FLASH_BWD_WG_SUMS(DH) FLASH_BWD_WG_AS(k_flash_bwd_wg_sums_##DH, DH, true)
+// ... and with the bias sums into part (flash_bwd_wg), at heads of 64 and 96 (at 128 the
+// sums would spill: 255 registers)
+#define FLASH_BWD_WG_SUMS(DH)                                                                                        \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_##DH(                                              \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part)          \
+	{                                                                                                            \
+		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
+	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \

@@ -674,10 +674,11 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
 			return -1;
 		int64_t gy = (S + FLASH_ROWS - 1) / FLASH_ROWS;
-		if (flash_wg(d, f) ? launch_blocks(r, sums ? flash[f].bwd_wg_sums : flash[f].bwd_wg, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
-						   ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part))
-				   : launch_blocks(r, flash[f].bwd, B * H, gy, 128, flash_bwd_smem((int)dh),
-						   ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal)))
+		if (sums ? launch_blocks(r, flash[f].bwd_wg_sums, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
+					 ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part))
+			 : launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, B * H, gy, 128,
+					 flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
+					 ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal)))
 			return -1;
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
