@@ -345,7 +345,6 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
  * checks too): k_layernorm_bwd_band's, up to 1,024 */
 bool cuda_norm_one_pass(int64_t D) { return D % 8 == 0 && D <= 1024; }
 
-
 /* The one-pass layernorm backward's bands of rows, for M rows: 32 or more each, at most 512 */
 int64_t cuda_norm_bands(int64_t M)
 {
