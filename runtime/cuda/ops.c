@@ -652,7 +652,7 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 	RtRank *r = c->r;
 	const MglValue *q = val(r, IN(1));
 	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H, n = mgl_numel(q);
-	int64_t rows = B * S, D = H * dh, R = B * ((S + FLASH_ROWS - 1) / FLASH_ROWS);
+	int64_t rows = B * S, D = H * dh, gy = (S + FLASH_ROWS - 1) / FLASH_ROWS, R = B * gy;   /* gy: key blocks */
 	int causal = (int)c->s->attr.causal, f = flash_of(d, dh), f32 = MGL_F32;
 	if (kvdt != MGL_BF16)
 		f = -1;   /* flash writes dk and dv in bf16 */
@@ -672,7 +672,6 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			lanes *= 2;
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
 			return -1;
-		int64_t gy = (S + FLASH_ROWS - 1) / FLASH_ROWS;
 		if (sums ? launch_blocks(r, flash[f].bwd_wg_sums, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
 					 ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part))
 			 : launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, B * H, gy, 128,
@@ -776,33 +775,17 @@ static int op_vocab_loss(CudaCtx *c)
 	return 0;
 }
 
-/* ce_bwd step c's count of kept targets (k_count) in the scratch's first float: its
- * address, or NULL on an error */
-static float *count_kept(CudaCtx *c)
+static int op_ce_bwd(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
-	int64_t nt = mgl_numel(val(r, IN(2))), ignore = c->s->attr.ignore;
-	float *count = d->scratch;
-	void *t = P(r, IN(2));
-	cudaError_t e = cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024),
-					 ARGS(&t, &nt, &ignore, &count), 0, d->compute);
-	if (e != cudaSuccess) {
-		cuda_fail(r, "cudaLaunchKernel(k_count): %s", cudaGetErrorString(e));
-		return NULL;
-	}
-	return count;
-}
-
-static int op_ce_bwd(CudaCtx *c)
-{
-	RtRank *r = c->r;
 	const MglValue *z = val(r, IN(1));
 	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
-	float *count = count_kept(c);
-	if (!count)
-		return -1;
+	int64_t nt = mgl_numel(val(r, IN(2)));
+	float *count = d->scratch;   /* the kept targets' count (k_count) */
 	void *t = P(r, IN(2));
+	CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0,
+			    d->compute));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
 	return launch_rows(r, K_ce_bwd, M, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
