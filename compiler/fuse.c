@@ -33,14 +33,14 @@
  *   - attention's backward with q, k and v's gradients side by side (compiler/hfuse.c) and
  *     the bias_grad right after it of those (schedule.c puts it there): the attention's
  *     kernels sum the columns as they make them, so [tokens, 3 d] is not read again for
- *     them (opt-in, MGL_QKV_BIAS_SUMS=1, until measured on a GPU: docs/gpu.md).
+ *     them (measured: docs/perf-notes.md, fourteenth sitting).
  * A fused step's `fuse` is the index of the first step of its group; -1 when alone.
  *
  * For debugging, at compile time: MGL_NO_FUSE=1 forms no chains, no multi-tensor updates,
  * no softmax statistics' pass and no norm adding the residual, MGL_NO_EPILOGUE=1 no
  * epilogues, MGL_NO_GELU_EPILOGUE=1 no gelu in them, MGL_NO_ADD_EPILOGUE=1 no add,
  * MGL_NO_DGELU_EPILOGUE=1 no gelu_bwd, MGL_NO_NORM_BIAS_GRAD=1 no bias_grad in a norm's
- * group (docs/gpu.md).
+ * group, MGL_NO_QKV_BIAS_SUMS=1 none in attention's (docs/gpu.md).
  */
 #include "mgl.h"
 
@@ -51,7 +51,7 @@ void mgl_fuse(MglPlan *p)
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
 	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD"),
-	     qkv_bias = getenv("MGL_QKV_BIAS_SUMS") != NULL;
+	     qkv_bias = !getenv("MGL_NO_QKV_BIAS_SUMS");
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)

@@ -23,7 +23,7 @@
  * past the steps between that it does not depend on (autodiff puts the same layer's
  * matmul_dw there), or where one of them makes its pre-activation (full recomputation) the
  * matmul_dx moves down to just before it: fuse.c can then make the two one GEMM with
- * cuBLASLt's DGELU epilogue. Last, under MGL_QKV_BIAS_SUMS=1 (opt-in), each bias_grad of an
+ * cuBLASLt's DGELU epilogue. Last (not under MGL_NO_QKV_BIAS_SUMS=1), each bias_grad of an
  * attention_bwd_qkv's output moves up to just after it, for fuse.c's group of the two: the
  * attention's kernels then make the sums, so nothing is left to run under a collective.
  */
@@ -157,6 +157,6 @@ void mgl_schedule(MglPlan *p)
 		for (sunk = floor; sunk < p->nsteps && !depends(&p->steps[sunk], &p->steps[floor - 1]); sunk++)
 			;   /* what runs beside this collective stays beside it */
 	}
-	if (getenv("MGL_QKV_BIAS_SUMS"))
+	if (!getenv("MGL_NO_QKV_BIAS_SUMS"))
 		bias_grad_to_its_attention(p);   /* (after the collectives: they would sink it again) */
 }

@@ -394,7 +394,7 @@ bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last
 /* An attention_bwd_qkv and the bias_grad right after it of its output [B, S, 3 D] (dq, dk
  * and dv side by side: q, k and v's bias gradients, an f32 vector [3 D]), steps [head, last =
  * head + 1] of one phase: the attention's kernels sum the columns as they make them
- * (compiler/fuse.c, MGL_QKV_BIAS_SUMS=1). */
+ * (compiler/fuse.c). */
 bool mgl_qkv_bias_group_ok(const MglPlan *p, int head, int last);
 /* 0 if every fused group of p keeps the rules above, else -1 with the group in err. */
 int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen);

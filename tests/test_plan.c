@@ -689,17 +689,16 @@ START_TEST(softmax_statistics_are_one_pass)
 }
 END_TEST
 
-/* q, k and v's bias gradients summed by attention's backward (opt-in: MGL_QKV_BIAS_SUMS=1):
- * schedule.c puts each bias_grad of an attention_bwd_qkv's output right after it and fuse.c
- * makes the two one group, a layer's (tiny has two), at tp 1 and 2; without the switch the
- * plan has none. Read back from a file the groups stand; the reader refuses a group whose
+/* q, k and v's bias gradients summed by attention's backward: schedule.c puts each
+ * bias_grad of an attention_bwd_qkv's output right after it and fuse.c makes the two one
+ * group, a layer's (tiny has two), at tp 1 and 2; under MGL_NO_QKV_BIAS_SUMS=1 the plan has
+ * none. Read back from a file the groups stand; the reader refuses a group whose
  * bias_grad sums another value, or into another width. */
 START_TEST(qkv_bias_sums_ride_the_attention_backward)
 {
-	ck_assert_int_eq(fused_with(NULL, MGL_BF16).qkv_biases, 0);
-	ck_assert_int_eq(fused_with("MGL_QKV_BIAS_SUMS", MGL_BF16).qkv_biases, 2);
-	ck_assert_int_eq(fused_with("MGL_QKV_BIAS_SUMS", MGL_F32).qkv_biases, 2);
-	setenv("MGL_QKV_BIAS_SUMS", "1", 1);
+	ck_assert_int_eq(fused_with("MGL_NO_QKV_BIAS_SUMS", MGL_BF16).qkv_biases, 0);
+	ck_assert_int_eq(fused_with(NULL, MGL_BF16).qkv_biases, 2);
+	ck_assert_int_eq(fused_with(NULL, MGL_F32).qkv_biases, 2);
 	for (int tp = 1; tp <= 2; tp++) {
 		Build b;
 		tiny(&b, "models/gpt2.mgl", tp);
@@ -727,7 +726,6 @@ START_TEST(qkv_bias_sums_ride_the_attention_backward)
 		ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
 		build_free(&b);
 	}
-	unsetenv("MGL_QKV_BIAS_SUMS");
 }
 END_TEST
 
@@ -861,7 +859,7 @@ START_TEST(step_kinds)
 		ck_assert_msg(b.p, "%s", b.diag);
 		MglKind *kind = malloc((size_t)b.p->nsteps * sizeof *kind);
 		mgl_step_kinds(b.p, kind);
-		int count[MGL_KIND_COUNT] = {0}, head_gemms = 0, layer_gemms = 0, epilogue_steps = 0;
+		int count[MGL_KIND_COUNT] = {0}, head_gemms = 0, layer_gemms = 0, epilogue_steps = 0, bias_sums = 0;
 		for (int s = 0; s < b.p->nsteps; s++) {
 			const MglStep *st = &b.p->steps[s];
 			MglKind own = mgl_ops[st->op].kind;
@@ -874,6 +872,7 @@ START_TEST(step_kinds)
 			} else if (st->fuse >= 0 && st->fuse < s) {
 				ck_assert_int_eq(kind[s], kind[st->fuse]);
 				epilogue_steps += mgl_ops[b.p->steps[st->fuse].op].kind == MGL_KIND_GEMM;
+				bias_sums += b.p->steps[st->fuse].op == MGL_OP_ATTENTION_BWD_QKV;
 			} else {
 				ck_assert_msg(kind[s] == own, "step %d (%s)", s, mgl_ops[st->op].name);
 			}
@@ -881,7 +880,10 @@ START_TEST(step_kinds)
 		/* the logits, their gradient through the tied table and to ln_f */
 		ck_assert_int_eq(head_gemms, 3);
 		ck_assert_int_eq(layer_gemms, gemms[t]);
-		ck_assert(count[MGL_KIND_ATTENTION] == 4 && count[MGL_KIND_OPTIMIZER] > 0 && count[MGL_KIND_LAYERNORM] > 0);
+		/* two layers' attention and its backward, and the bias_grads that join the latter
+		 * (q, k and v's, summed by it: where hfuse.c made one attention_bwd_qkv) */
+		ck_assert_int_eq(bias_sums, ts[t].sp ? 0 : 2);
+		ck_assert(count[MGL_KIND_ATTENTION] == 4 + bias_sums && count[MGL_KIND_OPTIMIZER] > 0 && count[MGL_KIND_LAYERNORM] > 0);
 		ck_assert_int_eq(count[MGL_KIND_COLLECTIVE] > 0, ts[t].tp > 1);
 		ck_assert_msg(epilogue_steps == epilogue[t], "target %zu: %d steps of epilogues", t, epilogue_steps);
 		free(kind);

@@ -11,8 +11,8 @@
  *    8e-2 for what the backward and optimizer steps make. Under sp the collectives along
  *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
- *    one case has 66 sequences. GPT-2's and BERT's cases run again with q, k and v's bias
- *    gradients summed by attention's backward (MGL_QKV_BIAS_SUMS=1, opt-in).
+ *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
+ *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it.
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -491,31 +491,16 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e]);
 	}
-	/* q, k and v's bias gradients summed by attention's backward (opt-in at compile time:
-	 * MGL_QKV_BIAS_SUMS=1, compiler/fuse.c): GPT-2's and BERT's cases again (LLaMA's
-	 * linears have no biases) at each tp without sp (hfuse.c's pattern), the biases'
-	 * gradients compared as every value is (BERT's: padding, at heads of 64 and 96 on the
-	 * summing kernels); one with the mma.sync backward too (the column sum after it) */
-	setenv("MGL_QKV_BIAS_SUMS", "1", 1);
-	printf("with MGL_QKV_BIAS_SUMS=1:\n");
-	for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
-		for (int tp = 1; tp <= 4 && tp <= gpus && strcmp(small[m].model, "models/llama.mgl") &&
-				 (!only || !strcmp(only, small[m].preset));
-		     tp *= 2) {
-			fails += check(&small[m], tp, false, true) != 0;
-			runs++;
-		}
+	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
+	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
+	 * bias_grad a step of its own */
 	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_NO_WGMMA", "1", 1);   /* (heads of 64: wgmma's but for the switch) */
-		fails += check(&small[1], 1, false, true) != 0;
+		setenv("MGL_NO_QKV_BIAS_SUMS", "1", 1);
+		printf("with MGL_NO_QKV_BIAS_SUMS=1:\n");
+		fails += check(&small[0], 1, false, true) != 0;
 		runs++;
-		unsetenv("MGL_NO_WGMMA");
+		unsetenv("MGL_NO_QKV_BIAS_SUMS");
 	}
-	if (!only || !strcmp(only, "real")) {
-		fails += real_width(&real[0], gpus) != 0;
-		runs++;
-	}
-	unsetenv("MGL_QKV_BIAS_SUMS");
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
