@@ -323,6 +323,125 @@ __device__ __forceinline__ void lnr_layernorm_bwd_band(const void *dy, const voi
 	}
 }
 
+#define LNB_THREADS 512
+__device__ __forceinline__ uint4 lnb_load(const void *x, i64 at, bool ok)
+{
+	return ok ? *(const uint4 *)((const bf16 *)x + at) : make_uint4(0, 0, 0, 0);
+}
+// A warp's N values a lane (N a power of 2, at most 32) summed over its lanes by halves: at
+// each step a lane keeps the half of its values that its partner (the lane differing in bit
+// O) does not, adding the partner's half; once one is left, the partners' are added. Lane l
+// ends with the warp's sum of value l / (32 / N): 8 + 4 + 2 + 1 + 1 shuffles for 16
+// values, where a warp_sum of each would take 80. Call with O = 16.
+template <int N, int O>
+__device__ __forceinline__ void lnb_halve(float *s, int lane)
+{
+	if constexpr (N > 1) {
+		bool upper = lane & O;
+#pragma unroll
+		for (int i = 0; i < N / 2; i++) {
+			float keep = upper ? s[i + N / 2] : s[i], send = upper ? s[i] : s[i + N / 2];
+			s[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+		}
+	} else {
+		s[0] += __shfl_xor_sync(0xffffffffu, s[0], O);
+	}
+	if constexpr (O > 1)
+		lnb_halve<(N > 1 ? N / 2 : 1), O / 2>(s, lane);
+}
+// The layernorm backward in one pass, a block a band of rows and a thread 8 columns of
+// every row of it (columns 8 t .. 8 t + 7; opt-in, MGL_NORM_BLOCK=G: docs/gpu.md). bf16 dy,
+// x, dx and add, D a multiple of 8 up to 8 LNB_THREADS, 16-byte aligned (ln8_ok). The
+// column sums (lnr_layernorm_bwd_band's three) stay in the thread's registers for the
+// whole band, 24 of them, where a warp a row holds D / 32 a lane for each (at 1,536: 144
+// registers, or 18 KB of shared memory a warp, which left 8 warps an SM: thirteenth
+// sitting). The price is each row's four sums (ln8_bwd_sums's, about the row's first
+// element) taken across the block, G rows at a time: each warp's 4 G partial sums by
+// lnb_halve, then added over the warps in warp order through shared memory, two barriers
+// a G rows (the teams of warps of the twelfth sitting waited at one a row). The G rows'
+// loads are all in flight before the first barrier. G = 2: 95 registers, 4: 128; which
+// pays is to be measured. part[k][R][D] as lnr_layernorm_bwd_band's, written by the
+// threads that own the columns; k_parts_finish adds the bands in order (the same bits
+// every run). Grid R bands, blockDim 32 ceil(D / 256).
+template <int G>
+__device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
+						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
+{
+	__shared__ float red[LNB_THREADS / 32][4 * G], tot[4 * G];   // [warp][value], [value]
+	int W = blockDim.x / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	i64 j = threadIdx.x * 8;
+	bool mine = j < D;
+	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
+	float t[3][8] = {{0}}, ww[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	if (mine)
+		ln8_get(ww, w + j);
+	for (i64 g0 = r0; g0 < r1; g0 += G) {
+		uint4 xr[G], gr[G], ar[G];
+		float x0[G], s[4 * G];
+#pragma unroll
+		for (int q = 0; q < G; q++) {
+			i64 row = g0 + q;
+			bool ok = mine && row < r1;
+			xr[q] = lnb_load(x, row * D + j, ok);
+			gr[q] = lnb_load(dy, row * D + j, ok);
+			ar[q] = lnb_load(add, row * D + j, ok && add);
+			x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
+		}
+#pragma unroll
+		for (int q = 0; q < G; q++) {
+			float v[8], g[8], s1 = 0, s2 = 0, a = 0, b = 0;
+			ln8_unpack(xr[q], v);
+			ln8_unpack(gr[q], g);
+			if (mine)
+				for (int e = 0; e < 8; e++) {
+					float c = v[e] - x0[q], gw = g[e] * ww[e];
+					s1 += c, s2 += c * c, a += gw, b += gw * c;
+				}
+			s[4 * q] = s1, s[4 * q + 1] = s2, s[4 * q + 2] = a, s[4 * q + 3] = b;
+		}
+		lnb_halve<4 * G, 16>(s, lane);
+		constexpr int per = 32 / (4 * G);   // lanes holding each value's sum
+		if (lane % per == 0)
+			red[wp][lane / per] = s[0];
+		__syncthreads();
+		if (threadIdx.x < 4 * G) {
+			float a = 0;
+			for (int k = 0; k < W; k++)
+				a += red[k][threadIdx.x];
+			tot[threadIdx.x] = a;
+		}
+		__syncthreads();
+#pragma unroll
+		for (int q = 0; q < G; q++) {
+			i64 row = g0 + q;
+			float mean, rstd, sg, sgx;
+			ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg,
+				       &sgx);
+			if (!mine || row >= r1)
+				continue;
+			float v[8], g[8], a[8], o[8];
+			ln8_unpack(xr[q], v);
+			ln8_unpack(gr[q], g);
+			ln8_unpack(ar[q], a);   // (zeros without add)
+			for (int e = 0; e < 8; e++) {
+				float xh = (v[e] - mean) * rstd;
+				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
+				t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
+			}
+			ln8_store(dx, row * D + j, o);
+		}
+	}
+	if (mine)
+#pragma unroll
+		for (int k = 0; k < 3; k++) {
+			if (k >= sums)
+				break;
+			float *at = part + (k * gridDim.x + blockIdx.x) * D + j;
+			*(float4 *)at = make_float4(t[k][0], t[k][1], t[k][2], t[k][3]);
+			*(float4 *)(at + 4) = make_float4(t[k][4], t[k][5], t[k][6], t[k][7]);
+		}
+}
+
 extern "C" {
 
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
@@ -399,6 +518,20 @@ __global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float 
 				     int sums, i64 M, i64 D, float eps)
 {
 	lnr_layernorm_bwd_band<4>(dy, x, w, dx, add, part, sums, M, D, eps);
+}
+
+// lnb_layernorm_bwd, G = 2 and 4 rows between barriers (host: MGL_NORM_BLOCK=G, opt-in)
+__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block2(const void *dy, const void *x, const float *w,
+								       void *dx, const void *add, float *part, int sums,
+								       i64 M, i64 D, float eps)
+{
+	lnb_layernorm_bwd<2>(dy, x, w, dx, add, part, sums, M, D, eps);
+}
+__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block4(const void *dy, const void *x, const float *w,
+								       void *dx, const void *add, float *part, int sums,
+								       i64 M, i64 D, float eps)
+{
+	lnb_layernorm_bwd<4>(dy, x, w, dx, add, part, sums, M, D, eps);
 }
 
 // a warp a row: 1 / root mean square of x[D]

@@ -164,8 +164,8 @@ cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
 int cuda_ops_prepare(RtRank *r);
 /* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats;
  * and a counter a stripe of 32 columns) */
-bool cuda_norm_one_pass(int64_t D);                  /* rows of D take the one-pass layernorm backward */
-int64_t cuda_norm_bands(int64_t M);                 /* its grid, for M rows */
+int cuda_norm_one_pass(int64_t D);                   /* the one-pass layernorm backward's kernel for rows of D, or -1 */
+int64_t cuda_norm_bands(int64_t M, int kernel);     /* its grid, for M rows */
 int64_t cuda_colsum_bands(int64_t M, int64_t N);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's

@@ -12,7 +12,9 @@
  *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
- *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it.
+ *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
+ *    and GPT-2's and BERT's with the layer norms' backward a block a band (MGL_NORM_BLOCK,
+ *    opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -500,6 +502,25 @@ int main(int argc, char **argv)
 		fails += check(&small[0], 1, false, true) != 0;
 		runs++;
 		unsetenv("MGL_NO_QKV_BIAS_SUMS");
+	}
+	/* the layer norms' backward a block a band of rows, the column sums in registers
+	 * (opt-in, MGL_NORM_BLOCK=G, runtime/cuda/ops.c), both G: GPT-2's and BERT's cases at
+	 * tp 1 (LLaMA's rmsnorm keeps its two passes), rows 64 to 2,304 wide, and with G = 4
+	 * GPT-2 124M's real width (1,024 rows in bands of 16) */
+	static const char *norm_block[] = {"2", "4"};
+	for (size_t e = 0; e < sizeof norm_block / sizeof norm_block[0]; e++) {
+		setenv("MGL_NORM_BLOCK", norm_block[e], 1);
+		printf("with MGL_NORM_BLOCK=%s:\n", norm_block[e]);
+		for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
+			if (strcmp(small[m].model, "models/llama.mgl") && (!only || !strcmp(only, small[m].preset))) {
+				fails += check(&small[m], 1, false, true) != 0;
+				runs++;
+			}
+		if (e == 1 && (!only || !strcmp(only, "real"))) {
+			fails += real_width(&real[0], gpus) != 0;
+			runs++;
+		}
+		unsetenv("MGL_NORM_BLOCK");
 	}
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
