@@ -30,8 +30,9 @@ typedef struct {
 	double kind_ms[MGL_KIND_COUNT], prof_ms, prof_median_ms, outside_ms;
 	/* on more than one rank: the collectives' milliseconds a step when each is waited for
 	 * at once (their whole time; kind_ms has what the compute beside them left exposed),
-	 * and the bytes a rank sends a step by mgl explain's count; alone_ms < 0 otherwise */
-	double alone_ms, comm_bytes;
+	 * and the bytes a rank sends a step by mgl explain's count, and the milliseconds it
+	 * predicts for them over the link (gbs, us: mgl_comm_seconds); alone_ms < 0 otherwise */
+	double alone_ms, comm_bytes, predicted_ms, gbs, us;
 	/* and by what the steps do: the op, or a fused group's ops joined by '+' ("matmul+bias_add"),
 	 * slowest first */
 	struct Doing { char what[96]; int count; double ms; } *doing;
@@ -121,6 +122,7 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 		mgl_explain(&a, p, &e);
 		/* a micro-batch's collectives each micro-batch, the gradients' and optimizer's once */
 		b->comm_bytes = (double)e.comm_bytes + (double)(e.comm_bytes - e.comm_bytes_once) * (double)(b->accum - 1);
+		b->predicted_ms = mgl_comm_seconds(&e, b->accum, b->gbs, b->us) * 1e3;
 		mgl_arena_free(&a);
 	}
 	by_what(b, p, r);
@@ -173,7 +175,9 @@ static void print_json(const Bench *b, bool profile)
 		}
 		printf("]");
 		if (b->alone_ms >= 0)
-			printf(", \"collectives_alone_ms\": %.4f, \"comm_bytes\": %.0f", b->alone_ms, b->comm_bytes);
+			printf(", \"collectives_alone_ms\": %.4f, \"comm_bytes\": %.0f, \"comm_predicted_ms\": %.4f, "
+			       "\"link_gbs\": %g, \"link_us\": %g",
+			       b->alone_ms, b->comm_bytes, b->predicted_ms, b->gbs, b->us);
 		printf("}");
 	}
 	printf("}\n");
@@ -230,12 +234,13 @@ static void print_table(const Bench *b, bool profile)
 			char b4[32];
 			double exposed = b->kind_ms[MGL_KIND_COLLECTIVE], gbs = b->comm_bytes / (b->alone_ms * 1e-3) / 1e9;
 			printf("  communication: %s a %s a step (mgl explain's count, ring algorithms), %.3f ms when each\n"
-			       "  collective is waited for at once (%s more steps: %.3g GB/s a %s); exposed in the step\n"
+			       "  collective is waited for at once (%s more step%s: %.3g GB/s a %s); exposed in the step\n"
 			       "  above %.3f ms", size((int64_t)b->comm_bytes, b4), b->unit, b->alone_ms, mgl_commas(b->steps, b1),
-			       b->alone_ms > 0 ? gbs : 0.0, b->unit, exposed);
+			       b->steps == 1 ? "" : "s", b->alone_ms > 0 ? gbs : 0.0, b->unit, exposed);
 			if (exposed < b->alone_ms)
 				printf(": %.0f%% of it ran beside the compute", 100 * (1 - exposed / b->alone_ms));
-			printf("\n");
+			printf("\n  mgl explain predicts %.3f ms for them (%g us a collective, %g GB/s: --link-us,\n"
+			       "  --link-gbs)\n", b->predicted_ms, b->us, b->gbs);
 		}
 		printf("\n  the slowest ops (a fused group's ops joined by +), ms a step:\n");
 		for (int i = 0; i < b->ndoing && i < 20; i++)
@@ -250,7 +255,8 @@ static void print_table(const Bench *b, bool profile)
 int cmd_bench(Args *a)
 {
 	const RtBackend *be = cli_backend(a);
-	if (!be || cli_interleave_check(a, "bench"))
+	double gbs, us;
+	if (!be || cli_interleave_check(a, "bench") || cli_link(a, "bench", &gbs, &us))
 		return 2;
 	MglCtx c = {0};
 	jmp_buf jb;
@@ -264,7 +270,7 @@ int cmd_bench(Args *a)
 		bool gpu = strcmp(be->name, "cpu") != 0;
 		Bench b = {.r = &r, .p = p, .backend = be->name, .gpu = gpu, .unit = gpu ? "GPU" : "rank",
 			   .L = g->layers, .params = mgl_param_count(g), .warmup = a->warmup ? a->warmup : 3,
-			   .steps = a->steps ? a->steps : 10};
+			   .steps = a->steps ? a->steps : 10, .gbs = gbs, .us = us};
 		cli_sizes(g, &b.d, &b.H, &b.V);
 		RtTrainOpts o = {0};   /* the default schedule over the steps it runs */
 		cli_optimizer(a, &o);

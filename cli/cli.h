@@ -38,6 +38,7 @@ typedef struct {
 	const char *init;       /* train --init DIR: the weights to start from */
 	const char *dump_first; /* train: the first step's weights and gradients, for comparisons */
 	bool profile;           /* bench: the time by kind of op */
+	double link_gbs, link_us;   /* explain, bench: the link of the communication model (NAN: the default) */
 	/* mgl eval */
 	const char *wikitext, *lambada;
 	int64_t stride;
@@ -94,6 +95,9 @@ MglTarget cli_target(const Args *a, const struct RtBackend *be);
 void cli_optimizer(const Args *a, RtTrainOpts *o);
 /* --interleave without an even --accum: the usage error (2, said on stderr), else 0 */
 int cli_interleave_check(const Args *a, const char *cmd);
+/* --link-gbs and --link-us, or their defaults (mgl.h: MGL_LINK_GBS, MGL_LINK_US), for
+ * mgl_comm_seconds; a rate of 0: the usage error (2, said on stderr), else 0 */
+int cli_link(const Args *a, const char *cmd, double *gbs, double *us);
 int cmd_train(Args *a);
 int cmd_sample(Args *a);
 int cmd_kernels(Args *a);

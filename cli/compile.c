@@ -350,6 +350,9 @@ static void human(int64_t b, char *buf)
 static int explain_print(const Args *a, MglArena *ar, const MglPlan *p, const MglPlan *base)
 {
 	MglExplain e, eb;
+	double gbs, us;
+	if (cli_link(a, "explain", &gbs, &us))
+		return 2;
 	mgl_explain(ar, p, &e);
 	if (base)
 		mgl_explain(ar, base, &eb);
@@ -375,8 +378,10 @@ static int explain_print(const Args *a, MglArena *ar, const MglPlan *p, const Mg
 			json_kinds(e.total[ph]);
 		}
 		printf("}, \"dp_gradient_buckets\": %d,\n", e.dp_buckets);
-		printf(" \"bytes_communicated_per_step\": %lld, \"activations_per_layer_bytes\": %lld,\n",
-		       (long long)e.comm_bytes, (long long)(L ? e.act_per_layer[0] : 0));
+		printf(" \"bytes_communicated_per_step\": %lld, \"collectives_per_step\": %d, \"comm_seconds\": %.9g, "
+		       "\"link_gbs\": %g, \"link_us\": %g, \"activations_per_layer_bytes\": %lld,\n",
+		       (long long)e.comm_bytes, e.ncoll, mgl_comm_seconds(&e, 1, gbs, us), gbs, us,
+		       (long long)(L ? e.act_per_layer[0] : 0));
 		printf(" \"memory\": {\"weights\": %lld, \"gradients\": %lld, \"optimizer\": %lld, \"activations\": %lld},\n",
 		       (long long)e.mem_weights, (long long)e.mem_grads, (long long)e.mem_optimizer, (long long)e.mem_activations);
 		printf(" \"zero\": %d, \"recompute\": \"%s\",", p->zero, mgl_recompute_name[p->recompute]);
@@ -410,7 +415,11 @@ static int explain_print(const Args *a, MglArena *ar, const MglPlan *p, const Mg
 		       p->zero ? "reduce-scatter" : "all-reduce", e.dp_buckets == 1 ? "" : "s",
 		       p->zero ? "; the weights all-gathered after AdamW" : "");
 	human(e.comm_bytes, b1);
-	printf("  sent            %s per micro-batch\n\n", b1);
+	printf("  sent            %s per micro-batch", b1);
+	if (e.ncoll)
+		printf(": %.3f ms at %g GB/s and %g us a collective (%d of them; --link-gbs, --link-us)",
+		       mgl_comm_seconds(&e, 1, gbs, us) * 1e3, gbs, us, e.ncoll);
+	printf("\n\n");
 	human(e.mem_weights, b1), human(e.mem_grads, b2), human(e.mem_optimizer, b3), human(e.mem_activations, b4);
 	human(e.mem_peak, b5);
 	printf("  memory          weights %s, gradients %s, optimizer %s, activations %s\n", b1, b2, b3, b4);

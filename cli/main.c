@@ -99,6 +99,10 @@ void cli_json_str(const char *s)
 	"  --batch B         micro-batch size to compile for (default 8)\n" \
 	"  --seq T           sequence length (default: the model's config seq)\n" \
 	"  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+#define LINK_OPTIONS \
+	"  --link-gbs G --link-us U\n" \
+	"                    the time of the collectives predicted as U microseconds each and their\n" \
+	"                    bytes at G GB/s (default 229 and 10: two H200s over NVLink)\n"
 
 static const Command commands[] = {
 	{"check", cmd_check, NULL, "check a model file and print its summary",
@@ -136,21 +140,24 @@ static const Command commands[] = {
 	{"explain", cmd_explain, NULL, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
 	 "usage: mgl explain FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                        [--zero 0|1] [--recompute none|selective|full]\n"
-	 "                        [--dtype f32|bf16] [--json]\n"
+	 "                        [--dtype f32|bf16] [--link-gbs G] [--link-us U] [--json]\n"
 	 "\n"
 	 "Compiles the model and reports, per rank: parameters (and the vocabulary padding), FLOPs\n"
 	 "per micro-batch forward and backward, collectives per Transformer layer and for the whole\n"
-	 "model by kind and phase, bytes sent per micro-batch, and memory: weights, gradients,\n"
-	 "optimizer state, activations, peak, and what one layer keeps for the backward pass.\n"
+	 "model by kind and phase, bytes sent per micro-batch and the time the collectives take,\n"
+	 "and memory: weights, gradients, optimizer state, activations, peak, and what one layer\n"
+	 "keeps for the backward pass.\n"
 	 "Reads a model file (compiling it) or a plan that `mgl compile` wrote, which is compiled\n"
 	 "already: with a plan, the options below but --json are refused.\n"
 	 "\n"
 	 MODEL_OPTIONS TARGET_OPTIONS
+	 LINK_OPTIONS
 	 "  --json            one JSON object instead of the table\n"
 	 "\n"
 	 "Exit status: 0 explained, 1 an invalid model or plan or a file that cannot be read,\n"
 	 "2 bad usage.\n",
-	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --json", "model file or plan"},
+	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --link-gbs --link-us --json",
+	 "model file or plan"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
 	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "               [--zero 0|1] [--recompute none|selective|full]\n"
@@ -353,6 +360,7 @@ static const Command commands[] = {
 	 "usage: mgl bench FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                 [--zero 0|1] [--recompute none|selective|full] [--accum A [--interleave]]\n"
 	 "                 [--steps K] [--warmup W] [--backend cpu|cuda] [--seed S] [--json] [--profile]\n"
+	 "                 [--link-gbs G] [--link-us U]\n"
 	 "\n"
 	 "Runs whole training steps (forward, backward, AdamW) as `mgl train` runs them, on random\n"
 	 "tokens drawn from the seed: W untimed steps, then K timed ones. Prints the median time of\n"
@@ -377,11 +385,13 @@ static const Command commands[] = {
 	 "  --profile         then K more steps, each step of the plan timed (on a GPU: eager, CUDA\n"
 	 "                    events), and the time a step spends by kind: attention, gemm, layernorm,\n"
 	 "                    classifier, optimizer, collectives, other; on more than one rank, K\n"
-	 "                    more with each collective waited for at once, for its whole time\n"
+	 "                    more with each collective waited for at once, for its whole time, beside\n"
+	 "                    the time mgl explain predicts for them:\n"
+	 LINK_OPTIONS
 	 "\n"
 	 "Exit status: 0 measured, 1 an invalid model or a run that failed, 2 bad usage.\n",
 	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --accum --interleave --steps --warmup --backend --seed --json "
-	 "--profile", NULL},
+	 "--profile --link-gbs --link-us", NULL},
 	{"kernels", cmd_kernels, NULL, "compile the GPU kernels with NVRTC (no GPU needed)",
 	 "usage: mgl kernels [PLAN] [--arch sm_XY]\n"
 	 "\n"
@@ -448,6 +458,7 @@ static const struct {
 	{"--gpus", O_INT, offsetof(Args, gpus), 4096},       {"--arch", O_STR, offsetof(Args, arch), 0},
 	{"--hf", O_FLAG, offsetof(Args, hf), 0},             {"--dump-first", O_STR, offsetof(Args, dump_first), 0},
 	{"--profile", O_FLAG, offsetof(Args, profile), 0},
+	{"--link-gbs", O_REAL, offsetof(Args, link_gbs), 1e6}, {"--link-us", O_REAL, offsetof(Args, link_us), 1e6},
 	{"--wikitext", O_STR, offsetof(Args, wikitext), 0},  {"--lambada", O_STR, offsetof(Args, lambada), 0},
 	{"--stride", O_INT, offsetof(Args, stride), 1 << 20},
 };
@@ -498,7 +509,7 @@ static int wrong_command(const Command *cmd, const char *name)
 static int parse_args(const Command *cmd, int argc, char **argv, Args *a)
 {
 	a->dtype = MGL_BF16;
-	a->lr = a->min_lr = a->weight_decay = a->clip = a->temperature = a->val_fraction = NAN;
+	a->lr = a->min_lr = a->weight_decay = a->clip = a->temperature = a->val_fraction = a->link_gbs = a->link_us = NAN;
 	for (int i = 0; i < argc; i++) {
 		char *arg = argv[i];
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {

@@ -68,6 +68,13 @@ int cli_interleave_check(const Args *a, const char *cmd)
 	return usage_error(cmd, "--interleave runs two micro-batches at a time: --accum must be even, not %s", n);
 }
 
+int cli_link(const Args *a, const char *cmd, double *gbs, double *us)
+{
+	*gbs = isnan(a->link_gbs) ? MGL_LINK_GBS : a->link_gbs;
+	*us = isnan(a->link_us) ? MGL_LINK_US : a->link_us;
+	return *gbs > 0 ? 0 : usage_error(cmd, "--link-gbs is the link's rate: more than 0, not %s", "0");
+}
+
 void cli_optimizer(const Args *a, RtTrainOpts *o)
 {
 	o->lr = a->lr;

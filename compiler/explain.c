@@ -91,6 +91,8 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 			once |= p->values[s->out[k]].role == MGL_V_GRAD;
 		e->comm_bytes += sent;
 		e->comm_bytes_once += once ? sent : 0;
+		e->ncoll++;
+		e->ncoll_once += once;
 		int ph = s->phase;
 		if (s->attr.group == MGL_GROUP_DP) {
 			e->dp_buckets += s->phase == MGL_BWD;   /* the gradients' (ZeRO-1 adds the norm's, the weights') */
@@ -115,4 +117,12 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 	e->mem_optimizer = p->persistent_bytes[MGL_V_STATE];
 	e->mem_activations = p->arena_bytes;
 	e->mem_peak = e->mem_weights + e->mem_grads + e->mem_optimizer + e->mem_activations;
+}
+
+double mgl_comm_seconds(const MglExplain *e, int64_t accum, double gbs, double us)
+{
+	double m = (double)(accum - 1);   /* the micro-batches past the first: their collectives again */
+	double n = e->ncoll + (e->ncoll - e->ncoll_once) * m,
+	       bytes = (double)e->comm_bytes + (double)(e->comm_bytes - e->comm_bytes_once) * m;
+	return n * us * 1e-6 + bytes / (gbs * 1e9);
 }

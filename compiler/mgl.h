@@ -304,10 +304,21 @@ typedef struct {
 	int64_t comm_bytes;             /* sent by this rank in a step of one micro-batch (ring algorithms) */
 	int64_t comm_bytes_once;        /* of which once a step whatever the micro-batches: the gradients'
 					   reductions (on the last micro-batch) and the optimizer's */
+	int ncoll, ncoll_once;          /* the collectives of those bytes (tp's and dp's), and of them once */
 	int64_t *act_per_layer;         /* bytes each layer keeps for the backward pass */
 	int64_t mem_weights, mem_grads, mem_optimizer, mem_activations, mem_peak;
 } MglExplain;
 void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e);
+/* The seconds a step's collectives take one after another on this rank, with accum
+ * micro-batches, predicted by the alpha-beta model (Hockney's; NCCL's tuning uses its
+ * like): each collective `us` microseconds of latency and its bytes sent (e's count, ring
+ * algorithms) at `gbs` GB/s. It is their whole time, hidden or not: `mgl bench --profile`
+ * measures it (each collective waited for at once) beside what the step left exposed. The
+ * defaults are an NVLink pair of H200s (issue 12's measurement: an all-reduce of 32 MB, 32
+ * MB sent a rank, in 0.14 ms; docs/bench.md). */
+#define MGL_LINK_GBS 229.0
+#define MGL_LINK_US 10.0
+double mgl_comm_seconds(const MglExplain *e, int64_t accum, double gbs, double us);
 
 /* dot.c: Graphviz. The first `layers` layers are drawn (all of them if layers <= 0), the
  * others folded into one node per phase; backward: the backward pass too. */

@@ -120,6 +120,18 @@ expect 0 '^\{"model": "gpt2", "preset": "tiny", "tp": 2, ' -- explain models/gpt
 expect 0 'parameters +62,708,736 on this rank \(model: 124,439,808; vocabulary padded 50,257 -> 50,432, 175 rows added\)' \
 	-- explain models/gpt2.mgl --tp 2
 expect 0 'flops +1.17 TFLOP forward \+ 2.34 TFLOP backward per micro-batch' -- explain models/gpt2.mgl --tp 2
+# the collectives' time by the alpha-beta model: 629,243,908 bytes and 53 collectives at tp 2
+# (124M, batch 8) are 2.748 ms at 229 GB/s and 0.530 ms of 10 us each; 6.292 + 0.265 at 100
+# GB/s and 5 us; the JSON's figures agree with the count
+expect 0 'sent +600.09 MiB per micro-batch: 3.278 ms at 229 GB/s and 10 us a collective \(53 of them' \
+	-- explain models/gpt2.mgl --tp 2
+expect 0 'sent +600.09 MiB per micro-batch: 6.557 ms at 100 GB/s and 5 us a collective' \
+	-- explain models/gpt2.mgl --tp 2 --link-gbs 100 --link-us 5
+expect 0 '"bytes_communicated_per_step": 629243908, "collectives_per_step": 53, "comm_seconds": 0.00327778999, "link_gbs": 229, "link_us": 10,' \
+	-- explain models/gpt2.mgl --tp 2 --json
+expect 0 'sent +0 B per micro-batch$'          -- explain models/gpt2.mgl --preset tiny
+expect 2 "--link-gbs is the link's rate: more than 0, not 0" -- explain models/gpt2.mgl --tp 2 --link-gbs 0
+expect 2 "mgl train has no option '--link-us'" -- train models/gpt2.mgl --link-us 3
 expect 0 'dp gradients +1 bucketed all-reduce, overlapped' -- explain models/gpt2.mgl --preset tiny --dp 2
 expect 0 'dp gradients +13 bucketed all-reduces, overlapped' -- explain models/gpt2.mgl --dp 2
 # ZeRO-1 and recomputation: the memory with and without them; the plan says so

@@ -535,6 +535,13 @@ check "bench --json at tp 2: collectives_alone_ms > 0, and comm_bytes as mgl exp
 	python3 -c 'import json, sys
 b = json.load(open(sys.argv[1]))["profile"]; e = json.load(open(sys.argv[2]))
 sys.exit(not (b["collectives_alone_ms"] > 0 and b["comm_bytes"] == e["bytes_communicated_per_step"]))' "$tmp/bench2.json" "$tmp/explain2.json"
+check "bench --profile at tp 2: the time mgl explain predicts, as it predicts it" \
+	python3 -c 'import json, sys
+b = json.load(open(sys.argv[1]))["profile"]; e = json.load(open(sys.argv[2]))
+sys.exit(not (abs(b["comm_predicted_ms"] - 1e3 * e["comm_seconds"]) < 1e-4 and b["link_gbs"] == 229 and b["link_us"] == 10))' \
+	"$tmp/bench2.json" "$tmp/explain2.json"
+expect 0 '^  mgl explain predicts [0-9.]+ ms for them \(2 us a collective, 50 GB/s' \
+	-- bench models/gpt2.mgl --preset tiny --tp 2 --batch 2 --steps 1 --warmup 1 --profile --backend cpu --link-gbs 50 --link-us 2
 # with --accum 2 a micro-batch's collectives count twice, the gradients' reductions once
 comm_of() { "$mgl" bench models/gpt2.mgl --preset tiny --batch 2 --steps 1 --warmup 1 --profile --backend cpu --json "$@" \
 	2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["profile"]["comm_bytes"])'; }
