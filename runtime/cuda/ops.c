@@ -342,14 +342,13 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
 }
 
 /* The one-pass layernorm backward's kernel for rows of D (bf16 and aligned: norm_bwd checks
- * that): k_layernorm_bwd_band on rows of up to 1,024; under MGL_NORM_BLOCK=2 or 4 (opt-in
- * until measured, docs/gpu.md) k_layernorm_bwd_block2 or 4 on rows of up to 4,096 (8
- * columns a thread, 512 threads); -1: none, two passes */
-int cuda_norm_one_pass(int64_t D)
+ * that): k_layernorm_bwd_band on rows of up to 1,024; under MGL_NORM_BLOCK=2 or 4 (d's,
+ * read when the rank opens; opt-in until measured, docs/gpu.md) k_layernorm_bwd_block2 or 4
+ * on rows of up to 4,096 (8 columns a thread, 512 threads); -1: none, two passes */
+int cuda_norm_one_pass(const Dev *d, int64_t D)
 {
-	const char *e = getenv("MGL_NORM_BLOCK");
-	if (e && (!strcmp(e, "2") || !strcmp(e, "4")) && D % 8 == 0 && D <= 4096)
-		return e[0] == '2' ? K_layernorm_bwd_block2 : K_layernorm_bwd_block4;
+	if (d->norm_block && D % 8 == 0 && D <= 4096)
+		return d->norm_block == 2 ? K_layernorm_bwd_block2 : K_layernorm_bwd_block4;
 	return D % 8 == 0 && D <= 1024 ? K_layernorm_bwd_band : -1;
 }
 
@@ -435,7 +434,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && rt_adds(r->job, end, 0, c->first_micro);
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
-	int one = bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 ? cuda_norm_one_pass(D) : -1;
+	int one = bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 ? cuda_norm_one_pass(d, D) : -1;
 	if (one >= 0) {
 		/* layernorm on bf16 rows of up to 1,024: one pass, each row's x, dy and add held in
 		 * registers, the column sums taken as dx is written, each band's in shared memory

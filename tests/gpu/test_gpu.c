@@ -505,9 +505,15 @@ int main(int argc, char **argv)
 	}
 	/* the layer norms' backward a block a band of rows, the column sums in registers
 	 * (opt-in, MGL_NORM_BLOCK=G, runtime/cuda/ops.c), both G: GPT-2's and BERT's cases at
-	 * tp 1 (LLaMA's rmsnorm keeps its two passes), rows 64 to 2,304 wide, and with G = 4
-	 * GPT-2 124M's real width (1,024 rows in bands of 16) */
+	 * tp 1 (LLaMA's rmsnorm keeps its two passes), rows 64 to 2,304 wide; 99 rows (7 bands
+	 * of 15, the last 9: groups of G rows cut short) and 16,416 rows (bands of 17 under
+	 * the cap of 1,024, the last 58 blocks with none); and with G = 4 GPT-2 124M's real
+	 * width (1,024 rows in bands of 16) */
 	static const char *norm_block[] = {"2", "4"};
+	static const Case norm_cases[] = {
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
+	};
 	for (size_t e = 0; e < sizeof norm_block / sizeof norm_block[0]; e++) {
 		setenv("MGL_NORM_BLOCK", norm_block[e], 1);
 		printf("with MGL_NORM_BLOCK=%s:\n", norm_block[e]);
@@ -516,6 +522,10 @@ int main(int argc, char **argv)
 				fails += check(&small[m], 1, false, true) != 0;
 				runs++;
 			}
+		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
+			fails += check(&norm_cases[m], 1, false, true) != 0;
+			runs++;
+		}
 		if (e == 1 && (!only || !strcmp(only, "real"))) {
 			fails += real_width(&real[0], gpus) != 0;
 			runs++;
