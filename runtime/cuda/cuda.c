@@ -176,6 +176,17 @@ static int64_t plan_bytes(const Dev *d, const MglPlan *p, int nmicro, int64_t *s
 	return total;
 }
 
+cudaError_t cuda_launch(const Dev *d, const void *f, dim3 grid, dim3 block, void **args, size_t smem)
+{
+	if (!d->pdl)
+		return cudaLaunchKernel(f, grid, block, args, smem, d->compute);
+	cudaLaunchAttribute at = {.id = cudaLaunchAttributeProgrammaticStreamSerialization,
+				  .val.programmaticStreamSerializationAllowed = 1};
+	cudaLaunchConfig_t cfg = {.gridDim = grid, .blockDim = block, .dynamicSmemBytes = smem, .stream = d->compute,
+				  .attrs = &at, .numAttrs = 1};
+	return cudaLaunchKernelExC(&cfg, f, args);
+}
+
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n)
 {
 	cudaError_t e = cudaMalloc(p, n);
@@ -207,6 +218,7 @@ static int cuda_open(RtRank *r)
 	struct cudaDeviceProp prop;
 	CK(cudaGetDeviceProperties(&prop, d->device));
 	d->arch = 10 * prop.major + prop.minor;
+	d->pdl = getenv("MGL_PDL") && prop.major >= 9;   /* before the kernels: they are compiled for it */
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
@@ -395,7 +407,7 @@ static int run_chain(RtRank *r, const CudaChain *c, cudaKernel_t k)
 	int64_t n = mgl_numel(val(r, c->out)) / c->width, grid = (n + 255) / 256;
 	if (grid > 65535 * 16)
 		grid = 65535 * 16;
-	CK(cudaLaunchKernel((const void *)k, cuda_dim3(grid > 0 ? grid : 1), cuda_dim3(256), args, 0, d->compute));
+	CK(cuda_launch(d, (const void *)k, cuda_dim3(grid > 0 ? grid : 1), cuda_dim3(256), args, 0));
 	return 0;
 }
 

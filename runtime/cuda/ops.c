@@ -52,7 +52,7 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 		grid = 65535 * 16;   /* the grid-stride loops cover the rest */
 	if (grid < 1)
 		grid = 1;
-	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[k], cuda_dim3(grid), cuda_dim3(block), args, 0, d->compute));
+	CK(cuda_launch(d, (const void *)d->kernels[k], cuda_dim3(grid), cuda_dim3(block), args, 0));
 	return 0;
 }
 
@@ -61,8 +61,7 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 {
 	Dev *d = r->mem;
-	CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, 0,
-			    d->compute));
+	CK(cuda_launch(d, (const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, 0));
 	return 0;
 }
 
@@ -389,8 +388,8 @@ static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, 
 		return -1;
 	float *part = d->scratch + 64;
 	dim3 grid = {(unsigned)((N + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
-	CK(cudaLaunchKernel((const void *)d->kernels[K_colsum], grid, block,
-			    ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N), 0, d->compute));
+	CK(cuda_launch(d, (const void *)d->kernels[K_colsum], grid, block,
+			    ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N), 0));
 	return 0;
 }
 
@@ -449,11 +448,11 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cudaLaunchKernel((const void *)d->kernels[one], cuda_dim3(B), cuda_dim3(32 * W),
-				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), smem, d->compute));
+		CK(cuda_launch(d, (const void *)d->kernels[one], cuda_dim3(B), cuda_dim3(32 * W),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), smem));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
-		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
-				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
+		CK(cuda_launch(d, (const void *)d->kernels[K_parts_finish], grid, block,
+				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0));
 		return 0;
 	}
 	/* two passes: dx a warp a row, keeping each row's moments; then the column sums */
@@ -463,10 +462,10 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &add, &stats, &M, &D, &eps)))
 		return -1;
 	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
-	CK(cudaLaunchKernel((const void *)d->kernels[K_norm_colsum], grid, block,
+	CK(cuda_launch(d, (const void *)d->kernels[K_norm_colsum], grid, block,
 			    ARGS(&g, &gdt, &X, &xdt, &stats, &part, &d->colsum_count, &dw, &acc, &db, &bacc, &dx, &dxdt, &dbo,
 				 &oacc, &M, &D),
-			    0, d->compute));
+			    0));
 	return 0;
 }
 
@@ -625,7 +624,7 @@ static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, unsigned thre
 		return cuda_fail(r, "attention over %lld sequences of heads (batch x heads) in %lld blocks each: the flash kernels take up to 2^31 - 1 and 65,535",
 				 (long long)gx, (long long)gy);
 	dim3 grid = {(unsigned)gx, (unsigned)gy, 1}, block = {threads, 1, 1};
-	CK(cudaLaunchKernel((const void *)d->kernels[k], grid, block, args, (size_t)smem, d->compute));
+	CK(cuda_launch(d, (const void *)d->kernels[k], grid, block, args, (size_t)smem));
 	return 0;
 }
 
@@ -694,10 +693,10 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 			float *bk = bias + D, *bv = bias + 2 * D;
-			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
-					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
-			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, block,
-					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
+			CK(cuda_launch(d, (const void *)d->kernels[K_convert_rows_sums], grid, block,
+					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0));
+			CK(cuda_launch(d, (const void *)d->kernels[K_parts_finish], fin, block,
+					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0));
 			return 0;
 		}
 		if (launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DQ, &dqdt, &rows, &D, &ld)))
@@ -783,8 +782,8 @@ static int op_vocab_loss(CudaCtx *c)
 	RtRank *r = c->r;
 	int64_t M = mgl_numel(val(r, IN(2))), ignore = c->s->attr.ignore;
 	void *st = P(r, IN(0)), *m = P(r, IN(1)), *t = P(r, IN(2)), *loss = P(r, OUT(0)), *lse = P(r, OUT(1));
-	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_vocab_loss], cuda_dim3(1), cuda_dim3(1024),
-			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0, d->compute));
+	CK(cuda_launch(d, (const void *)d->kernels[K_vocab_loss], cuda_dim3(1), cuda_dim3(1024),
+			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0));
 	return 0;
 }
 
@@ -797,8 +796,7 @@ static int op_ce_bwd(CudaCtx *c)
 	int64_t nt = mgl_numel(val(r, IN(2)));
 	float *count = d->scratch;   /* the kept targets' count (k_count) */
 	void *t = P(r, IN(2));
-	CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0,
-			    d->compute));
+	CK(cuda_launch(d, (const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
 	return launch_rows(r, K_ce_bwd, M, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
@@ -1077,8 +1075,7 @@ static int mt_launch(CudaCtx *c, int k, void **args)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	if (d->mt_n[c->index])
-		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(d->mt_n[c->index]), cuda_dim3(MT_BLOCK), args, 0,
-				    d->compute));
+		CK(cuda_launch(d, (const void *)d->kernels[k], cuda_dim3(d->mt_n[c->index]), cuda_dim3(MT_BLOCK), args, 0));
 	return 0;
 }
 
