@@ -67,7 +67,19 @@ static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
-enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
+enum { GEMM_CANDIDATES = 8, GEMM_MOST = 64, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
+
+/* How many of cuBLASLt's heuristics a GEMM step times: GEMM_CANDIDATES, or under
+ * MGL_GEMM_CANDIDATES=N (1 to GEMM_MOST; opt-in until measured: docs/gpu.md) N, a wider
+ * search (at GPT-2 124M the weight-gradient GEMMs, a long K of 16,384 tokens onto outputs
+ * as small as 768 x 768, averaged about 670 TFLOP/s in the fourteenth sitting's profile,
+ * the input gradients' 740) */
+static int gemm_candidates(void)
+{
+	const char *e = getenv("MGL_GEMM_CANDIDATES");
+	int n = e ? atoi(e) : GEMM_CANDIDATES;
+	return n < 1 ? 1 : n > GEMM_MOST ? GEMM_MOST : n;
+}
 
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
@@ -113,7 +125,7 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
 	float alpha = 1, beta = accumulate || add ? 1.0f : 0.0f;
 	if (!d->has_algo[step]) {
-		/* the fastest of cuBLASLt's first GEMM_CANDIDATES heuristics, each timed on these
+		/* the fastest of cuBLASLt's first gemm_candidates() heuristics, each timed on these
 		 * operands (a step's first run is eager: cuda_run); where the GEMM reads C
 		 * (beta 1), trials would add into it, so the heuristic's first choice (timing
 		 * those on a scratch output saved nothing: perf-notes.md, eleventh sitting). Over
@@ -125,10 +137,10 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 		CKB(cublasLtMatmulPreferenceCreate(&pref));
 		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size,
 							 sizeof d->ws_size));
-		cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
+		cublasLtMatmulHeuristicResult_t h[GEMM_MOST];
 		int found = 0;
 		bool timed = !beta && (r->job->tp == 1 || r->job->plan->steps[step].op != MGL_OP_MATMUL_DW);
-		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? GEMM_CANDIDATES : 1, h, &found));
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? gemm_candidates() : 1, h, &found));
 		cublasLtMatmulPreferenceDestroy(pref);
 		if (!found)
 			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
