@@ -187,6 +187,32 @@ cudaError_t cuda_launch(const Dev *d, const void *f, dim3 grid, dim3 block, void
 	return cudaLaunchKernelExC(&cfg, f, args);
 }
 
+/* Under MGL_PDL, how many of a captured graph's edges are programmatic (a kernel of mgl's
+ * after another kernel; after a GEMM's, a memset or another stream's event the edge is a
+ * full one), said once on stderr by rank 0: that the capture kept them is what the switch
+ * is measured by. A diagnostic: a query that fails says so and the run goes on. */
+static void programmatic_edges(const RtRank *r, cudaGraph_t graph)
+{
+	static bool said;
+	if (said || r->rank != 0)
+		return;
+	said = true;
+	size_t n = 0, prog = 0;
+	cudaError_t e = cudaGraphGetEdges(graph, NULL, NULL, NULL, &n);
+	cudaGraphNode_t *from = e == cudaSuccess ? malloc((n + 1) * sizeof *from) : NULL, *to = malloc((n + 1) * sizeof *to);
+	cudaGraphEdgeData *data = malloc((n + 1) * sizeof *data);
+	if (e == cudaSuccess)
+		e = from && to && data ? cudaGraphGetEdges(graph, from, to, data, &n) : cudaErrorMemoryAllocation;
+	for (size_t i = 0; e == cudaSuccess && i < n; i++)
+		prog += data[i].type == cudaGraphDependencyTypeProgrammatic;
+	free(from), free(to), free(data);
+	if (e == cudaSuccess)
+		fprintf(stderr, "mgl: MGL_PDL: %zu of the step graph's %zu edges programmatic\n", prog, n);
+	else
+		fprintf(stderr, "mgl: MGL_PDL: the step graph's edges could not be read: %s\n", cudaGetErrorString(e));
+	cudaGetLastError();   /* (not the step's error) */
+}
+
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n)
 {
 	cudaError_t e = cudaMalloc(p, n);
@@ -575,6 +601,8 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 				return -1;
 			if (e != cudaSuccess)
 				return cuda_fail(r, "capturing the step as a CUDA graph: %s", cudaGetErrorString(e));
+			if (d->pdl)
+				programmatic_edges(r, graph);
 			CK(cudaGraphInstantiate(&g->exec, graph, 0));
 			cudaGraphDestroy(graph);
 			g->made = true;

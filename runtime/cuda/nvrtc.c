@@ -91,7 +91,10 @@ void *rt_cuda_compile(const char *src, int major, int minor, bool pdl, size_t *n
 	/* 9.0 as sm_90a: its architecture-specific instructions (wgmma) run on it alone, and
 	 * a cubin compiled so is for it alone, which is what this one is */
 	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d%s", major, minor, major == 9 && minor == 0 ? "a" : "");
-	const char *opts[] = {arch, "-default-device", "--std=c++17", "-lineinfo", "-DMGL_PDL=1"};
+	const char *opts[5] = {arch, "-default-device", "--std=c++17", "-lineinfo"};
+	int nopts = 4;
+	if (pdl && major >= 9)
+		opts[nopts++] = "-DMGL_PDL=1";   /* kernels/prelude.cuh: PDL_BEGIN */
 	nvrtcProgram prog;
 	const char *headers[] = {rt_kernels_prelude}, *names[] = {"prelude.cuh"};
 	nvrtcResult rc = nvrtcCreateProgram(&prog, src ? src : rt_kernels_src, src ? "chains.cu" : "kernels/ops.cu", 1, headers,
@@ -100,7 +103,7 @@ void *rt_cuda_compile(const char *src, int major, int minor, bool pdl, size_t *n
 		snprintf(err, errlen, "NVRTC: %s", nvrtcGetErrorString(rc));
 		return NULL;
 	}
-	rc = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]) - !(pdl && major >= 9), opts);
+	rc = nvrtcCompileProgram(prog, nopts, opts);
 	if (rc != NVRTC_SUCCESS) {
 		size_t ln = 0;
 		nvrtcGetProgramLogSize(prog, &ln);
