@@ -116,6 +116,11 @@ __device__ __forceinline__ void ln8_unpack(const uint4 &u, float *v)
 }
 // v = the 8 bf16 values at x + at
 __device__ __forceinline__ void ln8_load(float *v, const void *x, i64 at) { ln8_unpack(*(const uint4 *)((const bf16 *)x + at), v); }
+// the 16 bytes (8 bf16) at x + at if ok, else zeros
+__device__ __forceinline__ uint4 ln8_raw(const void *x, i64 at, bool ok)
+{
+	return ok ? *(const uint4 *)((const bf16 *)x + at) : make_uint4(0, 0, 0, 0);
+}
 // f(j, v): v the 8 values of columns j .. j + 7 of row `row` of x [., D], this lane's
 template <typename F>
 __device__ __forceinline__ void ln8_each(const void *x, i64 row, i64 D, F f)
@@ -136,6 +141,12 @@ __device__ __forceinline__ void ln8_get(float *o, const float *p)
 {
 	float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
 	o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+}
+// p[8] = o (two float4 stores)
+__device__ __forceinline__ void ln8_put(float *p, const float *o)
+{
+	*(float4 *)p = make_float4(o[0], o[1], o[2], o[3]);
+	*(float4 *)(p + 4) = make_float4(o[4], o[5], o[6], o[7]);
 }
 // a layer norm's outputs at y + at of the 8 values v (of columns with weights w[8], biases b[8])
 __device__ __forceinline__ void ln8_norm_store(void *y, i64 at, const float *v, const float *w, const float *b, float mean,
@@ -179,21 +190,38 @@ __device__ __forceinline__ void ln_bwd_moments(float x0, float s1, float s2, flo
 	*sgx = (b - s1 * a) * *rstd / (float)D;
 	*sg = a / (float)D;
 }
+// ... those four sums' terms of 8 columns (values v, gradients g, weights ww) added into
+// s[4] = {s1, s2, a, b}: every kernel below adds them in this order
+__device__ __forceinline__ void ln8_bwd_add(const float *v, const float *g, const float *ww, float x0, float *s)
+{
+	for (int e = 0; e < 8; e++) {
+		float c = v[e] - x0, gw = g[e] * ww[e];
+		s[0] += c, s[1] += c * c, s[2] += gw, s[3] += gw * c;
+	}
+}
+// dx of 8 columns into o (a: the residual's gradient added, or zeros), and the column sums'
+// terms added into t: of g xhat, of g, of dx (f32, before its rounding)
+__device__ __forceinline__ void ln8_bwd_dx(const float *v, const float *g, const float *ww, const float *a, float mean,
+					   float rstd, float sg, float sgx, float *o, float (*t)[8])
+{
+	for (int e = 0; e < 8; e++) {
+		float xh = (v[e] - mean) * rstd;
+		o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
+		t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
+	}
+}
 // ... those four sums taken in one pass, a warp the row (ln8_ok's rows)
 __device__ __forceinline__ void ln8_bwd_sums(const void *dy, const void *x, const float *w, i64 row, i64 D, float eps,
 					     float *mean, float *rstd, float *sg, float *sgx)
 {
-	float x0 = bf2f(((const bf16 *)x)[row * D]), s1 = 0, s2 = 0, a = 0, b = 0;
+	float x0 = bf2f(((const bf16 *)x)[row * D]), s[4] = {0, 0, 0, 0};
 	ln8_each(x, row, D, [&](i64 j, const float *v) {
 		float g[8], ww[8];
 		ln8_load(g, dy, row * D + j);
 		ln8_get(ww, w + j);
-		for (int e = 0; e < 8; e++) {
-			float c = v[e] - x0, gw = g[e] * ww[e];
-			s1 += c, s2 += c * c, a += gw, b += gw * c;
-		}
+		ln8_bwd_add(v, g, ww, x0, s);
 	});
-	ln_bwd_moments(x0, warp_sum(s1), warp_sum(s2), warp_sum(a), warp_sum(b), D, eps, mean, rstd, sg, sgx);
+	ln_bwd_moments(x0, warp_sum(s[0]), warp_sum(s[1]), warp_sum(s[2]), warp_sum(s[3]), D, eps, mean, rstd, sg, sgx);
 }
 
 // A row of ln8_ok's rows held in registers, NC chunks of 16 bytes a lane: chunk c of lane l
@@ -209,7 +237,7 @@ __device__ __forceinline__ void lnr_load(uint4 (&u)[NC], const void *x, i64 row,
 	i64 j0 = threadIdx.x % 32 * 8;
 #pragma unroll
 	for (int c = 0; c < NC; c++)
-		u[c] = j0 + 256 * c < D ? *(const uint4 *)((const bf16 *)x + row * D + j0 + 256 * c) : make_uint4(0, 0, 0, 0);
+		u[c] = ln8_raw(x, row * D + j0 + 256 * c, j0 + 256 * c < D);
 }
 // f(c, j, v) for each of this lane's chunks c inside the row: columns j .. j + 7, values v
 template <int NC, typename F>
@@ -253,17 +281,14 @@ template <int NC>
 __device__ __forceinline__ void lnr_bwd_sums(const uint4 (&xr)[NC], const uint4 (&gr)[NC], const float *w, i64 D, float eps,
 					     float *mean, float *rstd, float *sg, float *sgx)
 {
-	float x0 = __shfl_sync(0xffffffffu, __uint_as_float(xr[0].x << 16), 0), s1 = 0, s2 = 0, a = 0, b = 0;
+	float x0 = __shfl_sync(0xffffffffu, __uint_as_float(xr[0].x << 16), 0), s[4] = {0, 0, 0, 0};
 	lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
 		float g[8], ww[8];
 		ln8_unpack(gr[c], g);
 		ln8_get(ww, w + j);
-		for (int e = 0; e < 8; e++) {
-			float d = v[e] - x0, gw = g[e] * ww[e];
-			s1 += d, s2 += d * d, a += gw, b += gw * d;
-		}
+		ln8_bwd_add(v, g, ww, x0, s);
 	});
-	ln_bwd_moments(x0, warp_sum(s1), warp_sum(s2), warp_sum(a), warp_sum(b), D, eps, mean, rstd, sg, sgx);
+	ln_bwd_moments(x0, warp_sum(s[0]), warp_sum(s[1]), warp_sum(s[2]), warp_sum(s[3]), D, eps, mean, rstd, sg, sgx);
 }
 // The layernorm backward in one pass over a band of rows (bf16 dy, x, dx and add, D a
 // multiple of 8 and at most 256 NC, 16-byte aligned: ln8_ok): dx a warp a row as
@@ -304,17 +329,11 @@ __device__ __forceinline__ void lnr_layernorm_bwd_band(const void *dy, const voi
 			for (int k = 0; k < 3; k++)
 				if (k < sums)
 					ln8_get(t[k], mine + k * D + j);
-			for (int e = 0; e < 8; e++) {
-				float xh = (v[e] - mean) * rstd;
-				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
-				t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
-			}
+			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
 #pragma unroll
 			for (int k = 0; k < 3; k++)
-				if (k < sums) {
-					*(float4 *)(mine + k * D + j) = make_float4(t[k][0], t[k][1], t[k][2], t[k][3]);
-					*(float4 *)(mine + k * D + j + 4) = make_float4(t[k][4], t[k][5], t[k][6], t[k][7]);
-				}
+				if (k < sums)
+					ln8_put(mine + k * D + j, t[k]);
 			ln8_store(dx, row * D + j, o);
 		});
 	}
@@ -328,10 +347,6 @@ __device__ __forceinline__ void lnr_layernorm_bwd_band(const void *dy, const voi
 }
 
 #define LNB_THREADS 512
-__device__ __forceinline__ uint4 lnb_load(const void *x, i64 at, bool ok)
-{
-	return ok ? *(const uint4 *)((const bf16 *)x + at) : make_uint4(0, 0, 0, 0);
-}
 // A warp's N values a lane (N a power of 2, at most 32) summed over its lanes by halves: at
 // each step a lane keeps the half of its values that its partner (the lane differing in bit
 // O) does not, adding the partner's half; once one is left, the partners' are added. Lane l
@@ -386,22 +401,19 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		for (int q = 0; q < G; q++) {
 			i64 row = g0 + q;
 			bool ok = mine && row < r1;
-			xr[q] = lnb_load(x, row * D + j, ok);
-			gr[q] = lnb_load(dy, row * D + j, ok);
-			ar[q] = lnb_load(add, row * D + j, ok && add);
+			xr[q] = ln8_raw(x, row * D + j, ok);
+			gr[q] = ln8_raw(dy, row * D + j, ok);
+			ar[q] = ln8_raw(add, row * D + j, ok && add);
 			x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
 		}
 #pragma unroll
 		for (int q = 0; q < G; q++) {
-			float v[8], g[8], s1 = 0, s2 = 0, a = 0, b = 0;
+			float v[8], g[8];
 			ln8_unpack(xr[q], v);
 			ln8_unpack(gr[q], g);
+			s[4 * q] = s[4 * q + 1] = s[4 * q + 2] = s[4 * q + 3] = 0;
 			if (mine)
-				for (int e = 0; e < 8; e++) {
-					float c = v[e] - x0[q], gw = g[e] * ww[e];
-					s1 += c, s2 += c * c, a += gw, b += gw * c;
-				}
-			s[4 * q] = s1, s[4 * q + 1] = s2, s[4 * q + 2] = a, s[4 * q + 3] = b;
+				ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
 		}
 		lnb_halve<4 * G, 16>(s, lane);
 		constexpr int per = 32 / (4 * G);   // lanes holding each value's sum
@@ -427,11 +439,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			ln8_unpack(xr[q], v);
 			ln8_unpack(gr[q], g);
 			ln8_unpack(ar[q], a);   // (zeros without add)
-			for (int e = 0; e < 8; e++) {
-				float xh = (v[e] - mean) * rstd;
-				o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
-				t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
-			}
+			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
 			ln8_store(dx, row * D + j, o);
 		}
 	}
@@ -440,9 +448,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		for (int k = 0; k < 3; k++) {
 			if (k >= sums)
 				break;
-			float *at = part + (k * gridDim.x + blockIdx.x) * D + j;
-			*(float4 *)at = make_float4(t[k][0], t[k][1], t[k][2], t[k][3]);
-			*(float4 *)(at + 4) = make_float4(t[k][4], t[k][5], t[k][6], t[k][7]);
+			ln8_put(part + (k * gridDim.x + blockIdx.x) * D + j, t[k]);
 		}
 }
 
