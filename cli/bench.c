@@ -120,8 +120,7 @@ static void figures(Bench *b, const MglPlan *p, const RtBenchResult *r, bool pro
 		MglArena a = {0};
 		MglExplain e;
 		mgl_explain(&a, p, &e);
-		/* a micro-batch's collectives each micro-batch, the gradients' and optimizer's once */
-		b->comm_bytes = (double)e.comm_bytes + (double)(e.comm_bytes - e.comm_bytes_once) * (double)(b->accum - 1);
+		b->comm_bytes = mgl_comm_bytes(&e, b->accum);
 		b->predicted_ms = mgl_comm_seconds(&e, b->accum, b->gbs, b->us) * 1e3;
 		mgl_arena_free(&a);
 	}

@@ -119,10 +119,14 @@ void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e)
 	e->mem_peak = e->mem_weights + e->mem_grads + e->mem_optimizer + e->mem_activations;
 }
 
+/* the micro-batches past the first run their collectives again, the once-a-step ones not */
+double mgl_comm_bytes(const MglExplain *e, int64_t accum)
+{
+	return (double)e->comm_bytes + (double)(e->comm_bytes - e->comm_bytes_once) * (double)(accum - 1);
+}
+
 double mgl_comm_seconds(const MglExplain *e, int64_t accum, double gbs, double us)
 {
-	double m = (double)(accum - 1);   /* the micro-batches past the first: their collectives again */
-	double n = e->ncoll + (e->ncoll - e->ncoll_once) * m,
-	       bytes = (double)e->comm_bytes + (double)(e->comm_bytes - e->comm_bytes_once) * m;
-	return n * us * 1e-6 + bytes / (gbs * 1e9);
+	double n = e->ncoll + (e->ncoll - e->ncoll_once) * (double)(accum - 1);
+	return n * us * 1e-6 + mgl_comm_bytes(e, accum) / (gbs * 1e9);
 }

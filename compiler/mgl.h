@@ -309,6 +309,9 @@ typedef struct {
 	int64_t mem_weights, mem_grads, mem_optimizer, mem_activations, mem_peak;
 } MglExplain;
 void mgl_explain(MglArena *a, const MglPlan *p, MglExplain *e);
+/* The bytes this rank sends in a step of accum micro-batches: a micro-batch's collectives
+ * each micro-batch, the gradients' reductions and the optimizer's once */
+double mgl_comm_bytes(const MglExplain *e, int64_t accum);
 /* The seconds a step's collectives take one after another on this rank, with accum
  * micro-batches, predicted by the alpha-beta model (Hockney's; NCCL's tuning uses its
  * like): each collective `us` microseconds of latency and its bytes sent (e's count, ring

@@ -198,11 +198,13 @@ static void programmatic_edges(const RtRank *r, cudaGraph_t graph)
 		return;
 	said = true;
 	size_t n = 0, prog = 0;
+	cudaGraphNode_t *from = NULL, *to = NULL;
+	cudaGraphEdgeData *data = NULL;
 	cudaError_t e = cudaGraphGetEdges(graph, NULL, NULL, NULL, &n);
-	cudaGraphNode_t *from = e == cudaSuccess ? malloc((n + 1) * sizeof *from) : NULL, *to = malloc((n + 1) * sizeof *to);
-	cudaGraphEdgeData *data = malloc((n + 1) * sizeof *data);
-	if (e == cudaSuccess)
+	if (e == cudaSuccess) {
+		from = malloc((n + 1) * sizeof *from), to = malloc((n + 1) * sizeof *to), data = malloc((n + 1) * sizeof *data);
 		e = from && to && data ? cudaGraphGetEdges(graph, from, to, data, &n) : cudaErrorMemoryAllocation;
+	}
 	for (size_t i = 0; e == cudaSuccess && i < n; i++)
 		prog += data[i].type == cudaGraphDependencyTypeProgrammatic;
 	free(from), free(to), free(data);
