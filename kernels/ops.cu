@@ -276,76 +276,6 @@ __device__ __forceinline__ void lnr_layernorm(const void *x, const float *w, con
 	});
 }
 
-// ln8_bwd_sums's four sums, in its order (the same bits), from a row's x and dy in registers
-template <int NC>
-__device__ __forceinline__ void lnr_bwd_sums(const uint4 (&xr)[NC], const uint4 (&gr)[NC], const float *w, i64 D, float eps,
-					     float *mean, float *rstd, float *sg, float *sgx)
-{
-	float x0 = __shfl_sync(0xffffffffu, __uint_as_float(xr[0].x << 16), 0), s[4] = {0, 0, 0, 0};
-	lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
-		float g[8], ww[8];
-		ln8_unpack(gr[c], g);
-		ln8_get(ww, w + j);
-		ln8_bwd_add(v, g, ww, x0, s);
-	});
-	ln_bwd_moments(x0, warp_sum(s[0]), warp_sum(s[1]), warp_sum(s[2]), warp_sum(s[3]), D, eps, mean, rstd, sg, sgx);
-}
-// The layernorm backward in one pass over a band of rows (bf16 dy, x, dx and add, D a
-// multiple of 8 and at most 256 NC, 16-byte aligned: ln8_ok): dx a warp a row as
-// k_layernorm_bwd writes it (add: the residual's gradient added, or NULL), and as it goes the
-// column sums k_norm_colsum takes in a second pass over dy and x: of dy (x - mean) rstd and
-// of dy, and (sums 3) of dx (in f32, before its rounding to bf16: the bias gradient of the
-// linear whose output gradient that is), each warp into its own rows of shared memory, the
-// block's then added in warp order into part[k][band][D]; k_parts_finish adds the bands in
-// order (the same bits every run). A row's x, dy and add are loaded into registers at once
-// (lnr_load) and read from there by both passes. Grid R bands, blockDim 32 W; W sums D
-// floats of dynamic shared memory.
-template <int NC>
-__device__ __forceinline__ void lnr_layernorm_bwd_band(const void *dy, const void *x, const float *w, void *dx,
-						       const void *add, float *part, int sums, i64 M, i64 D, float eps)
-{
-	extern __shared__ __align__(16) float acc[];   // [warp][sum][D]
-	int W = blockDim.x / 32, wp = threadIdx.x / 32;
-	float *mine = acc + (i64)wp * sums * D;
-	for (i64 i = threadIdx.x % 32; i < sums * D; i += 32)
-		mine[i] = 0;
-	__syncwarp();   // each lane adds into columns other lanes zeroed
-	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
-	for (i64 row = r0 + wp; row < r1; row += W) {
-		uint4 xr[NC], gr[NC], ar[NC];
-		lnr_load<NC>(xr, x, row, D);
-		lnr_load<NC>(gr, dy, row, D);
-		if (add)
-			lnr_load<NC>(ar, add, row, D);
-		float mean, rstd, sg, sgx;
-		lnr_bwd_sums<NC>(xr, gr, w, D, eps, &mean, &rstd, &sg, &sgx);
-		lnr_each<NC>(xr, D, [&](int c, i64 j, const float *v) {
-			float g[8], ww[8], o[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t[3][8] = {{0}};
-			ln8_unpack(gr[c], g);
-			ln8_get(ww, w + j);
-			if (add)
-				ln8_unpack(ar[c], a);
-#pragma unroll
-			for (int k = 0; k < 3; k++)
-				if (k < sums)
-					ln8_get(t[k], mine + k * D + j);
-			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
-#pragma unroll
-			for (int k = 0; k < 3; k++)
-				if (k < sums)
-					ln8_put(mine + k * D + j, t[k]);
-			ln8_store(dx, row * D + j, o);
-		});
-	}
-	__syncthreads();
-	for (i64 i = threadIdx.x; i < sums * D; i += blockDim.x) {
-		float sum = 0;
-		for (int k = 0; k < W; k++)
-			sum += acc[(i64)k * sums * D + i];
-		part[(i / D * gridDim.x + blockIdx.x) * D + i % D] = sum;
-	}
-}
-
 #define LNB_THREADS 512
 // A warp's N values a lane (N a power of 2, at most 32) summed over its lanes by halves: at
 // each step a lane keeps the half of its values that its partner (the lane differing in bit
@@ -369,24 +299,26 @@ __device__ __forceinline__ void lnb_halve(float *s, int lane)
 		lnb_halve<(N > 1 ? N / 2 : 1), O / 2>(s, lane);
 }
 // The layernorm backward in one pass, a block a band of rows and a thread 8 columns of
-// every row of it (columns 8 t .. 8 t + 7; opt-in, MGL_NORM_BLOCK=G: docs/gpu.md). bf16 dy,
-// x, dx and add, D a multiple of 8 up to 8 LNB_THREADS, 16-byte aligned (ln8_ok). The
-// column sums (lnr_layernorm_bwd_band's three) stay in the thread's registers for the
-// whole band, 24 of them, where a warp a row holds D / 32 a lane for each (at 1,536: 144
-// registers, or 18 KB of shared memory a warp, which left 8 warps an SM: thirteenth
-// sitting). The price is each row's four sums (ln8_bwd_sums's, about the row's first
-// element) taken across the block, G rows at a time: each warp's 4 G partial sums by
-// lnb_halve, then added over the warps in warp order through shared memory, two barriers
-// a G rows (the teams of warps of the twelfth sitting waited at one a row). The G rows'
-// loads are all in flight before the first barrier. G = 2: 95 registers, 4: 128; which
-// pays is to be measured. part[k][R][D] as lnr_layernorm_bwd_band's, written by the
-// threads that own the columns; k_parts_finish adds the bands in order (the same bits
-// every run). Grid R bands, blockDim 32 ceil(D / 256).
-template <int G>
+// every row of it (columns 8 t .. 8 t + 7). bf16 dy, x, dx and add (the residual's gradient
+// added, or NULL), D a multiple of 8 up to 8 LNB_THREADS, 16-byte aligned (ln8_ok). dx as
+// k_layernorm_bwd writes it, and as it goes the column sums k_norm_colsum takes in a second
+// pass: of dy (x - mean) rstd, of dy, and (sums 3) of dx (f32, before its rounding to bf16:
+// the bias gradient of the linear whose output gradient that is). They stay in the thread's
+// registers for the whole band, 24 of them, where a warp a row holds D / 32 a lane for each
+// (at 1,536: 144 registers, or 18 KB of shared memory a warp, which left 8 warps an SM:
+// thirteenth sitting). The price is each row's four sums (ln8_bwd_sums's, about the row's
+// first element) taken across the block, LNB_ROWS rows at a time: each warp's partial sums
+// by lnb_halve, then added over the warps in warp order through shared memory, two
+// barriers a LNB_ROWS rows (the teams of warps of the twelfth sitting waited at one a
+// row). Those rows' loads are all in flight before the first barrier (128 registers; 2
+// rows, 95, ran no faster: fifteenth sitting). The band's sums go to part[k][band][D],
+// written by the threads that own the columns; k_parts_finish adds the bands in order (the
+// same bits every run). Grid R bands, blockDim 32 ceil(D / 256).
+#define LNB_ROWS 4
 __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
 {
-	__shared__ float red[LNB_THREADS / 32][4 * G], tot[4 * G];   // [warp][value], [value]
+	__shared__ float red[LNB_THREADS / 32][4 * LNB_ROWS], tot[4 * LNB_ROWS];   // [warp][value], [value]
 	int W = blockDim.x / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	i64 j = threadIdx.x * 8;
 	bool mine = j < D;
@@ -394,11 +326,11 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 	float t[3][8] = {{0}}, ww[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 	if (mine)
 		ln8_get(ww, w + j);
-	for (i64 g0 = r0; g0 < r1; g0 += G) {
-		uint4 xr[G], gr[G], ar[G];
-		float x0[G], s[4 * G];
+	for (i64 g0 = r0; g0 < r1; g0 += LNB_ROWS) {
+		uint4 xr[LNB_ROWS], gr[LNB_ROWS], ar[LNB_ROWS];
+		float x0[LNB_ROWS], s[4 * LNB_ROWS];
 #pragma unroll
-		for (int q = 0; q < G; q++) {
+		for (int q = 0; q < LNB_ROWS; q++) {
 			i64 row = g0 + q;
 			bool ok = mine && row < r1;
 			xr[q] = ln8_raw(x, row * D + j, ok);
@@ -407,7 +339,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
 		}
 #pragma unroll
-		for (int q = 0; q < G; q++) {
+		for (int q = 0; q < LNB_ROWS; q++) {
 			float v[8], g[8];
 			ln8_unpack(xr[q], v);
 			ln8_unpack(gr[q], g);
@@ -415,12 +347,12 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			if (mine)
 				ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
 		}
-		lnb_halve<4 * G, 16>(s, lane);
-		constexpr int per = 32 / (4 * G);   // lanes holding each value's sum
+		lnb_halve<4 * LNB_ROWS, 16>(s, lane);
+		constexpr int per = 32 / (4 * LNB_ROWS);   // lanes holding each value's sum
 		if (lane % per == 0)
 			red[wp][lane / per] = s[0];
 		__syncthreads();
-		if (threadIdx.x < 4 * G) {
+		if (threadIdx.x < 4 * LNB_ROWS) {
 			float a = 0;
 			for (int k = 0; k < W; k++)
 				a += red[k][threadIdx.x];
@@ -428,7 +360,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		}
 		__syncthreads();
 #pragma unroll
-		for (int q = 0; q < G; q++) {
+		for (int q = 0; q < LNB_ROWS; q++) {
 			i64 row = g0 + q;
 			float mean, rstd, sg, sgx;
 			ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg,
@@ -522,31 +454,16 @@ __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt,
 		stats[2 * row] = mean, stats[2 * row + 1] = rstd;
 }
 
-// lnr_layernorm_bwd_band on rows of up to 1,024 (four chunks a lane: the host launches it on
-// no wider rows, cuda_norm_one_pass; columns past 1,024 would go unread). Wider rows take two
-// passes: at 1,536 this kernel's eight chunks (167 registers, 8 warps an SM) ran 6.5 ms a
-// step at 1.2b against the two passes' 5.8 (docs/perf-notes.md, thirteenth sitting)
-__global__ void k_layernorm_bwd_band(const void *dy, const void *x, const float *w, void *dx, const void *add, float *part,
-				     int sums, i64 M, i64 D, float eps)
+// lnb_layernorm_bwd on bf16 rows of up to 4,096 (the host launches it on no wider rows:
+// cuda_norm_one_pass). At 1.2b it took the layer norms' backward from 7.7 to 6.7 ms a step
+// against two passes; at 124M it ran as fast as the warp-a-row kernel it replaced, and G = 2
+// no faster than 4 (docs/perf-notes.md, fifteenth sitting)
+__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void *dy, const void *x, const float *w,
+								      void *dx, const void *add, float *part, int sums,
+								      i64 M, i64 D, float eps)
 {
 	PDL_BEGIN();
-	lnr_layernorm_bwd_band<4>(dy, x, w, dx, add, part, sums, M, D, eps);
-}
-
-// lnb_layernorm_bwd, G = 2 and 4 rows between barriers (host: MGL_NORM_BLOCK=G, opt-in)
-__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block2(const void *dy, const void *x, const float *w,
-								       void *dx, const void *add, float *part, int sums,
-								       i64 M, i64 D, float eps)
-{
-	PDL_BEGIN();
-	lnb_layernorm_bwd<2>(dy, x, w, dx, add, part, sums, M, D, eps);
-}
-__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block4(const void *dy, const void *x, const float *w,
-								       void *dx, const void *add, float *part, int sums,
-								       i64 M, i64 D, float eps)
-{
-	PDL_BEGIN();
-	lnb_layernorm_bwd<4>(dy, x, w, dx, add, part, sums, M, D, eps);
+	lnb_layernorm_bwd(dy, x, w, dx, add, part, sums, M, D, eps);
 }
 
 // a warp a row: 1 / root mean square of x[D]
@@ -822,7 +739,7 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 				colsum_finish(part + k * gridDim.y * D, gridDim.y, D, out[k], DT_F32, acc[k]);
 }
 
-// out_k[D] (+)= the sum over the R bands of part[k][R][D] (k_layernorm_bwd_band's), for
+// out_k[D] (+)= the sum over the R bands of part[k][R][D] (k_layernorm_bwd_block's), for
 // the k of blockIdx.y whose out_k is not NULL: into the weight's, the bias's and the next
 // linear's bias gradients (f32, acc_k: added to what they hold). Grid (ceil(D / 32), 3),
 // blockDim (32, 8).

@@ -150,8 +150,8 @@ static int64_t plan_bytes(const Dev *d, const MglPlan *p, int nmicro, int64_t *s
 		if (st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD) {
 			const MglValue *x = &p->values[st->in[1]];
 			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;
-			int k = st->op == MGL_OP_LAYERNORM_BWD ? cuda_norm_one_pass(d, D) : -1;
-			int64_t two = 2 * M + 3 * cuda_colsum_bands(M, D) * D, one = k >= 0 ? 3 * cuda_norm_bands(M, k) * D : 0;
+			int64_t two = 2 * M + 3 * cuda_colsum_bands(M, D) * D,
+				one = st->op == MGL_OP_LAYERNORM_BWD && cuda_norm_one_pass(D) ? 3 * cuda_norm_bands(M) * D : 0;
 			need = 64 + (two > one ? two : one);   /* ops.c, norm_bwd: the two passes', or the one's */
 			*stripes = *stripes > (D + 31) / 32 ? *stripes : (D + 31) / 32;
 		}
@@ -250,8 +250,6 @@ static int cuda_open(RtRank *r)
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
-	const char *nb = getenv("MGL_NORM_BLOCK");           /* likewise the scratch */
-	d->norm_block = nb && (!strcmp(nb, "2") || !strcmp(nb, "4")) ? nb[0] - '0' : 0;
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;

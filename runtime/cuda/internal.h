@@ -94,7 +94,6 @@ typedef struct {
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
-	int norm_block;           /* MGL_NORM_BLOCK: 2 or 4 (cuda_norm_one_pass), else 0 */
 	bool pdl;                 /* MGL_PDL, on compute capability 9.0 and up: cuda_launch */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
@@ -172,8 +171,8 @@ cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
 int cuda_ops_prepare(RtRank *r);
 /* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats;
  * and a counter a stripe of 32 columns) */
-int cuda_norm_one_pass(const Dev *d, int64_t D);     /* the one-pass layernorm backward's kernel for rows of D, or -1 */
-int64_t cuda_norm_bands(int64_t M, int kernel);     /* its grid, for M rows */
+bool cuda_norm_one_pass(int64_t D);                 /* whether the layernorm backward takes rows of D in one pass */
+int64_t cuda_norm_bands(int64_t M);                 /* its grid, for M rows */
 int64_t cuda_colsum_bands(int64_t M, int64_t N);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's

@@ -14,7 +14,7 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(layernorm_bwd_band) X(layernorm_bwd_block2) X(layernorm_bwd_block4) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
+	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
@@ -352,25 +352,20 @@ int64_t cuda_colsum_bands(int64_t M, int64_t N)
 	return R < 1 ? 1 : R;
 }
 
-/* The one-pass layernorm backward's kernel for rows of D (bf16 and aligned: norm_bwd checks
- * that): k_layernorm_bwd_band on rows of up to 1,024; under MGL_NORM_BLOCK=2 or 4 (d's,
- * read when the rank opens; opt-in until measured, docs/gpu.md) k_layernorm_bwd_block2 or 4
- * on rows of up to 4,096 (8 columns a thread, 512 threads); -1: none, two passes */
-int cuda_norm_one_pass(const Dev *d, int64_t D)
+/* The one-pass layernorm backward for rows of D (bf16 and aligned: norm_bwd checks that),
+ * k_layernorm_bwd_block, takes rows of up to 4,096 (8 columns a thread, 512 threads);
+ * false: two passes */
+bool cuda_norm_one_pass(int64_t D)
 {
-	if (d->norm_block && D % 8 == 0 && D <= 4096)
-		return d->norm_block == 2 ? K_layernorm_bwd_block2 : K_layernorm_bwd_block4;
-	return D % 8 == 0 && D <= 1024 ? K_layernorm_bwd_band : -1;
+	return D % 8 == 0 && D <= 4096;
 }
 
-/* The bands of rows of that kernel, for M rows: k_layernorm_bwd_band's 32 or more rows each,
- * at most 512; the block kernels' 16 or more, at most 1,024 (a block of 6 warps at 1,536:
- * more of them than the band kernel's 4) */
-int64_t cuda_norm_bands(int64_t M, int kernel)
+/* Its bands of rows, for M rows: 16 or more rows each, at most 1,024 (a block of 6 warps
+ * at 1,536) */
+int64_t cuda_norm_bands(int64_t M)
 {
-	int64_t rows = kernel == K_layernorm_bwd_band ? 32 : 16, most = kernel == K_layernorm_bwd_band ? 512 : 1024,
-		R = (M + rows - 1) / rows;
-	return R < 1 ? 1 : R > most ? most : R;
+	int64_t R = (M + 15) / 16;
+	return R < 1 ? 1 : R > 1024 ? 1024 : R;
 }
 
 static int need_scratch(RtRank *r, int64_t floats)
@@ -445,23 +440,18 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	const void *add = a ? added(r, a, OUT(0)) : NULL;
 	int oacc = bg && rt_adds(r->job, end, 0, c->first_micro);
 	uintptr_t at = (uintptr_t)g | (uintptr_t)X | (uintptr_t)w | (uintptr_t)dx | (uintptr_t)add;
-	int one = bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 ? cuda_norm_one_pass(d, D) : -1;
-	if (one >= 0) {
-		/* layernorm on bf16 rows of up to 1,024: one pass, each row's x, dy and add held in
-		 * registers, the column sums taken as dx is written, each band's in shared memory
-		 * (a slice a warp: 48 KiB a block at most), then the bands added. Wider rows leave
-		 * too few warps an SM that way (1.2b: 6.5 ms a step at 1,536 against the two passes'
-		 * 5.8; teams of warps a row were slower still): perf-notes.md, eleventh to
-		 * thirteenth sittings. Opt-in: a block a band, the sums in registers (the block
-		 * kernels) */
-		int sums = dbo ? 3 : 2, W = one == K_layernorm_bwd_band ? 4 : (int)((D + 255) / 256);
-		int64_t B = cuda_norm_bands(M, one);
-		size_t smem = one == K_layernorm_bwd_band ? (size_t)(W * sums * D * 4) : 0;
+	if (bias && gdt == MGL_BF16 && xdt == MGL_BF16 && dxdt == MGL_BF16 && at % 16 == 0 && cuda_norm_one_pass(D)) {
+		/* layernorm on bf16 rows of up to 4,096: one pass, a block a band of rows, each
+		 * thread's column sums in its registers, then the bands added. A warp a row left
+		 * too few warps an SM past 1,024 columns, and teams of warps a row were slower
+		 * still: perf-notes.md, eleventh to fifteenth sittings */
+		int sums = dbo ? 3 : 2;
+		int64_t B = cuda_norm_bands(M);
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cuda_launch(d, (const void *)d->kernels[one], cuda_dim3(B), cuda_dim3(32 * W),
-				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), smem));
+		CK(cuda_launch(d, (const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 		CK(cuda_launch(d, (const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0));

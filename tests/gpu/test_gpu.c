@@ -12,9 +12,9 @@
  *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
- *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
- *    and GPT-2's and BERT's with the layer norms' backward a block a band (MGL_NORM_BLOCK,
- *    opt-in); every case at tp 1 with programmatic dependent launch (MGL_PDL, opt-in).
+ *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
+ *    the layer norms' backward at the edges of its bands and past its widest row; every
+ *    case at tp 1 with programmatic dependent launch (MGL_PDL, opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -450,9 +450,9 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=40", 2, 40, true},
 		{"models/gpt2.mgl", "124m", "", 1, 64, true},                                   /* GPT-2 small, one sequence of 64 */
-		/* rows wider than 1,024: the layernorm backward in two passes, at 1,536 and at
+		/* rows wider than 1,024: the layernorm backward a block of 6 warps at 1,536, and at
 		 * 1,920 (20 heads of 96: the last of the forward's chunks of a row in registers half
-		 * full), and past 2,048 (2,304: 24 heads of 96), where the forward too reads a row a
+		 * full), and past 2,048 (2,304: 24 heads of 96), where the forward reads a row a
 		 * chunk at a time */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=62", 2, 62, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1920,heads=20,layers=1,seq=62", 2, 62, true},
@@ -503,34 +503,18 @@ int main(int argc, char **argv)
 		runs++;
 		unsetenv("MGL_NO_QKV_BIAS_SUMS");
 	}
-	/* the layer norms' backward a block a band of rows, the column sums in registers
-	 * (opt-in, MGL_NORM_BLOCK=G, runtime/cuda/ops.c), both G: GPT-2's and BERT's cases at
-	 * tp 1 (LLaMA's rmsnorm keeps its two passes), rows 64 to 2,304 wide; 99 rows (7 bands
-	 * of 15, the last 9: groups of G rows cut short) and 16,416 rows (bands of 17 under
-	 * the cap of 1,024, the last 58 blocks with none); and with G = 4 GPT-2 124M's real
-	 * width (1,024 rows in bands of 16) */
-	static const char *norm_block[] = {"2", "4"};
+	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
+	 * norm_bwd), at the edges of its bands: 99 rows (7 bands of 15, the last 9: groups of
+	 * 4 rows cut short) and 16,416 rows (bands of 17 under the cap of 1,024, the last 58
+	 * blocks with none); and in two passes, on rows wider than its 4,096 (4,160) */
 	static const Case norm_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
 	};
-	for (size_t e = 0; e < sizeof norm_block / sizeof norm_block[0]; e++) {
-		setenv("MGL_NORM_BLOCK", norm_block[e], 1);
-		printf("with MGL_NORM_BLOCK=%s:\n", norm_block[e]);
-		for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
-			if (strcmp(small[m].model, "models/llama.mgl") && (!only || !strcmp(only, small[m].preset))) {
-				fails += check(&small[m], 1, false, true) != 0;
-				runs++;
-			}
-		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
-			fails += check(&norm_cases[m], 1, false, true) != 0;
-			runs++;
-		}
-		if (e == 1 && (!only || !strcmp(only, "real"))) {
-			fails += real_width(&real[0], gpus) != 0;
-			runs++;
-		}
-		unsetenv("MGL_NORM_BLOCK");
+	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
+		fails += check(&norm_cases[m], 1, false, true) != 0;
+		runs++;
 	}
 	/* programmatic dependent launch (opt-in, MGL_PDL=1, runtime/cuda/internal.h: cuda_launch):
 	 * every small case at tp 1 with the real memory plan (where a kernel that began before
