@@ -283,22 +283,16 @@ int cmd_kernels(Args *a)
 	int nchains = 0;
 	MglArena ar = {0};
 	MglPlan *p = NULL;
-	void *cubin = rt_cuda_compile(NULL, major, minor, false, &n, err, sizeof err);
+	void *cubin = rt_cuda_compile(NULL, major, minor, &n, err, sizeof err);
 	if (cubin)
 		printf("kernels/ops.cu: compiled for %s by NVRTC (%s bytes of cubin)\n", arch, mgl_commas((int64_t)n, (char[32]){0}));
-	if (cubin && major >= 9) {   /* and as MGL_PDL=1 has them (runtime/cuda/internal.h, cuda_launch) */
-		free(cubin);
-		if ((cubin = rt_cuda_compile(NULL, major, minor, true, &n, err, sizeof err)))
-			printf("kernels/ops.cu: compiled for %s by NVRTC with programmatic dependent launch (%s bytes of cubin)\n",
-			       arch, mgl_commas((int64_t)n, (char[32]){0}));
-	}
 	if (cubin && a->file) {   /* a plan: its chains too */
 		free(cubin);
 		cubin = NULL;
 		size_t len = 0;
 		char *text = mgl_read_whole(a->file, MGL_PLAN_MAX_BYTES, "plans", &len, err, sizeof err);
 		if (text && (p = mgl_plan_read(&ar, text, len, a->file, err, sizeof err)))
-			cubin = rt_cuda_compile_plan(p, major, minor, major >= 9, &n, &nchains, err, sizeof err);
+			cubin = rt_cuda_compile_plan(p, major, minor, &n, &nchains, err, sizeof err);
 		free(text);
 		if (cubin)
 			printf("the %s generated chain%s of %s: compiled for %s by NVRTC (%s bytes of cubin)\n",

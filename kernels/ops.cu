@@ -47,7 +47,6 @@ extern "C" {
 // out[n, D] = table[ids - start] (rows of this rank) or 0
 __global__ void k_embedding(const float *table, const int *ids, void *out, int odt, i64 n, i64 D, i64 V, i64 start)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n * D) {
 		i64 r = i / D, row = (i64)ids[r] - start;
 		st(out, odt, i, row >= 0 && row < V ? table[row * D + i % D] : 0.0f);
@@ -57,7 +56,6 @@ __global__ void k_embedding(const float *table, const int *ids, void *out, int o
 // dtable[ids - start] += dy (atomic: rows repeat)
 __global__ void k_embedding_bwd(const void *dy, int ddt, const int *ids, float *dtable, i64 n, i64 D, i64 V, i64 start)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n * D) {
 		i64 r = i / D, row = (i64)ids[r] - start;
 		if (row >= 0 && row < V)
@@ -67,13 +65,11 @@ __global__ void k_embedding_bwd(const void *dy, int ddt, const int *ids, float *
 
 __global__ void k_positions(int *out, i64 n)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n) out[i] = (int)i;
 }
 
 __global__ void k_bias_add(const void *y, int ydt, const float *b, void *out, int odt, i64 M, i64 N)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, M * N) st(out, odt, i, ld(y, ydt, i) + b[i % N]);
 }
 
@@ -388,7 +384,6 @@ extern "C" {
 
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
 {
-	PDL_BEGIN();
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
@@ -415,7 +410,6 @@ __global__ void k_layernorm(const void *x, int xdt, const float *w, const float 
 __global__ void k_layernorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
 				const void *add, float *stats, i64 M, i64 D, float eps)
 {
-	PDL_BEGIN();
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
@@ -462,7 +456,6 @@ __global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void 
 								      void *dx, const void *add, float *part, int sums,
 								      i64 M, i64 D, float eps)
 {
-	PDL_BEGIN();
 	lnb_layernorm_bwd(dy, x, w, dx, add, part, sums, M, D, eps);
 }
 
@@ -479,7 +472,6 @@ __device__ float row_rms(const void *x, int dt, i64 row, i64 D, float eps)
 
 __global__ void k_rmsnorm(const void *x, int xdt, const float *w, void *y, int ydt, i64 M, i64 D, float eps)
 {
-	PDL_BEGIN();
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
@@ -493,7 +485,6 @@ __global__ void k_rmsnorm(const void *x, int xdt, const float *w, void *y, int y
 __global__ void k_rmsnorm_bwd(const void *dy, int gdt, const void *x, int xdt, const float *w, void *dx, int dxdt,
 			      const void *add, float *stats, i64 M, i64 D, float eps)
 {
-	PDL_BEGIN();
 	i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	if (row >= M)
 		return;
@@ -510,25 +501,21 @@ __global__ void k_rmsnorm_bwd(const void *dy, int gdt, const void *x, int xdt, c
 
 __global__ void k_gelu(const void *x, int xdt, void *y, int ydt, i64 n)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n) st(y, ydt, i, gelu_f(ld(x, xdt, i)));
 }
 
 __global__ void k_gelu_bwd(const void *dy, int gdt, const void *x, int xdt, void *dx, int dxdt, i64 n)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n) st(dx, dxdt, i, gelu_b(ld(dy, gdt, i), ld(x, xdt, i)));
 }
 
 __global__ void k_tanh(const void *x, int xdt, void *y, int ydt, i64 n)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n) st(y, ydt, i, tanhf(ld(x, xdt, i)));
 }
 
 __global__ void k_tanh_bwd(const void *dy, int gdt, const void *y, int ydt, void *dx, int dxdt, i64 n)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n) st(dx, dxdt, i, tanh_b(ld(dy, gdt, i), ld(y, ydt, i)));
 }
 
@@ -537,7 +524,6 @@ __global__ void k_tanh_bwd(const void *dy, int gdt, const void *y, int ydt, void
 __global__ void k_dropout(const void *x, int xdt, void *y, int ydt, i64 outer, i64 n, i64 inner, i64 whole, i64 start,
 			  double p, unsigned seed, const Run *run)
 {
-	PDL_BEGIN();
 	FOR_EACH(l, outer * n * inner) {
 		i64 o = l / (n * inner), k = l / inner % n, i = l % inner;
 		st(y, ydt, l, drop(ld(x, xdt, l), (o * whole + start + k) * inner + i, seed, p, run));
@@ -549,7 +535,6 @@ __global__ void k_dropout(const void *x, int xdt, void *y, int ydt, i64 outer, i
 // dir -1 turns them back (rope_bwd)
 __global__ void k_rope(const void *x, int xdt, void *y, int ydt, i64 B, i64 S, i64 H, i64 half, double theta, int dir)
 {
-	PDL_BEGIN();
 	FOR_EACH(l, B * S * H * half) {
 		i64 i = l % half, h = l / half % H, s = l / (half * H) % S, b = l / (half * H * S);
 		double sn, cs;
@@ -564,7 +549,6 @@ __global__ void k_rope(const void *x, int xdt, void *y, int ydt, i64 B, i64 S, i
 // out = a + b, b (or a) broadcast over leading dimensions: index i % size
 __global__ void k_add(const void *a, int adt, i64 na, const void *b, int bdt, i64 nb, void *out, int odt, i64 n)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n) st(out, odt, i, ld(a, adt, i % na) + ld(b, bdt, i % nb));
 }
 
@@ -626,7 +610,6 @@ __device__ __forceinline__ void colsum_vec_rows(i64 *j0, int *rl)
 // a block's sum of its band of rows of x[M, N], its column j (of threadIdx.y's 8th rows, then the 8)
 __global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
 {
-	PDL_BEGIN();
 	__shared__ float s[8][33], t[64][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
 	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
@@ -681,7 +664,6 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 			      unsigned *count, float *dw, int wacc, float *db, int bacc, const void *dxo, int odt, float *dbo,
 			      int oacc, i64 M, i64 D)
 {
-	PDL_BEGIN();
 	__shared__ float s[3][8][33], t[3][64][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
 	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
@@ -745,7 +727,6 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 // blockDim (32, 8).
 __global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2)
 {
-	PDL_BEGIN();
 	int k = blockIdx.y;
 	float *out = k == 0 ? o0 : k == 1 ? o1 : o2;
 	if (out)
@@ -757,7 +738,6 @@ __global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a
 __global__ void k_attention(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 B,
 			    i64 S, i64 H, i64 dh, int causal)
 {
-	PDL_BEGIN();
 	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	int lane = threadIdx.x % 32;
 	if (w >= B * H * S)
@@ -800,7 +780,6 @@ __global__ void k_attention_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, co
 				const float *lse, const int *mask, bf16 *dq, float *dk, float *dv, i64 B, i64 S, i64 H,
 				i64 dh, i64 ldo, int causal)
 {
-	PDL_BEGIN();
 	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / 32;
 	int lane = threadIdx.x % 32;
 	if (w >= B * H * S)
@@ -846,7 +825,6 @@ __global__ void k_attention_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, co
 
 __global__ void k_convert(const void *in, int idt, void *out, int odt, i64 n)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, n) st(out, odt, i, ld(in, idt, i));
 }
 
@@ -855,7 +833,6 @@ __global__ void k_convert(const void *in, int idt, void *out, int odt, i64 n)
 // a stride), so no division an element.
 __global__ void k_convert_rows(const void *in, int idt, void *out, int odt, i64 rows, i64 cols, i64 ldo)
 {
-	PDL_BEGIN();
 	for (i64 r = blockIdx.x; r < rows; r += gridDim.x)
 		for (i64 c = threadIdx.x; c < cols; c += blockDim.x)
 			st(out, odt, r * ldo + c, ld(in, idt, r * cols + c));
@@ -867,7 +844,6 @@ __global__ void k_convert_rows(const void *in, int idt, void *out, int odt, i64 
 // column, every 8th row of the band, the 8 then added in order.
 __global__ void k_convert_rows_sums(const float *in, void *out, int odt, i64 rows, i64 cols, i64 ldo, float *part)
 {
-	PDL_BEGIN();
 	__shared__ float s[8][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (rows + gridDim.y - 1) / gridDim.y;
 	i64 r0 = blockIdx.y * band, r1 = min(rows, r0 + band);
@@ -890,13 +866,11 @@ __global__ void k_convert_rows_sums(const float *in, void *out, int odt, i64 row
 // out[B, inner] = x[B, index, inner]; backward: zeros but at index
 __global__ void k_select(const void *x, int xdt, void *out, int odt, i64 B, i64 S, i64 inner, i64 index)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, B * inner) st(out, odt, i, ld(x, xdt, (i / inner * S + index) * inner + i % inner));
 }
 
 __global__ void k_select_bwd(const void *dy, int gdt, void *dx, int dxdt, i64 B, i64 S, i64 inner, i64 index)
 {
-	PDL_BEGIN();
 	FOR_EACH(i, B * S * inner) {
 		i64 b = i / (S * inner), s = i / inner % S;
 		st(dx, dxdt, i, s == index ? ld(dy, gdt, b * inner + i % inner) : 0.0f);
@@ -907,7 +881,6 @@ __global__ void k_select_bwd(const void *dy, int gdt, void *dx, int dxdt, i64 B,
 // row (rows past the grid by a stride).
 __global__ void k_vocab_max(const void *z, int zdt, float *mx, i64 M, i64 N, i64 valid)
 {
-	PDL_BEGIN();
 	__shared__ float part[32];
 	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
 		float m = -INF;
@@ -923,7 +896,6 @@ __global__ void k_vocab_max(const void *z, int zdt, float *mx, i64 M, i64 N, i64
 __global__ void k_vocab_stats(const void *z, int zdt, const int *t, const float *mx, float *stats, i64 M, i64 N,
 			      i64 valid, i64 start)
 {
-	PDL_BEGIN();
 	__shared__ float part[32];
 	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
 		float s = 0, m = mx[r];
@@ -990,7 +962,6 @@ __device__ void row_max_sum(const void *z, int zdt, i64 r, i64 N, i64 valid, flo
 __global__ void k_vocab_max_stats(const void *z, int zdt, const int *t, float *mx, float *stats, i64 M, i64 N, i64 valid,
 				  i64 start)
 {
-	PDL_BEGIN();
 	__shared__ float part[32];
 	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
 		float rm, s;
@@ -1008,7 +979,6 @@ __global__ void k_vocab_max_stats(const void *z, int zdt, const int *t, float *m
 // unless it equals ignore (INT64_MIN when the model ignores none: no id equals it).
 __global__ void k_vocab_loss(const float *stats, const float *mx, const int *t, float *loss, float *lse, i64 M, i64 ignore)
 {
-	PDL_BEGIN();
 	__shared__ float part[32];
 	__shared__ int cnt[32];
 	float s = 0;
@@ -1037,7 +1007,6 @@ __global__ void k_vocab_loss(const float *stats, const float *mx, const int *t, 
 // the number of kept targets, for ce_bwd's scale (one block)
 __global__ void k_count(const int *t, i64 M, i64 ignore, float *count)
 {
-	PDL_BEGIN();
 	__shared__ int cnt[32];
 	int c = 0;
 	for (i64 i = threadIdx.x; i < M; i += blockDim.x)
@@ -1086,7 +1055,6 @@ __device__ void row_ce_grad(const void *z, int zdt, i64 r, i64 N, i64 valid, i64
 __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *t, const float *lse, const float *count,
 			 void *dz, int dzdt, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
 {
-	PDL_BEGIN();
 	for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
 		bool kept = t[r] != ignore && count[0] > 0;
 		row_ce_grad(z, zdt, r, N, valid, (i64)t[r] - start, kept, kept ? dloss[0] / count[0] : 0.0f, lse[r], dz, dzdt);
@@ -1096,7 +1064,6 @@ __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *
 // slice: out[outer, n, inner] = x[outer, start .. start + n, inner] of [outer, whole, inner]
 __global__ void k_slice(const void *x, void *out, int es, i64 outer, i64 n, i64 inner, i64 whole, i64 start)
 {
-	PDL_BEGIN();
 	FOR_EACH(l, outer * n * inner) {
 		i64 o = l / (n * inner), k = l / inner % n, i = l % inner, src = (o * whole + start + k) * inner + i;
 		if (es == 2)
@@ -1110,7 +1077,6 @@ __global__ void k_slice(const void *x, void *out, int es, i64 outer, i64 n, i64 
 // These move between that and the tensor's own [outer, tp * n, inner].
 __global__ void k_unpack(const void *chunks, void *out, int es, i64 tp, i64 outer, i64 n, i64 inner)
 {
-	PDL_BEGIN();
 	FOR_EACH(l, tp * outer * n * inner) {
 		i64 r = l / (outer * n * inner), o = l / (n * inner) % outer, k = l / inner % n, i = l % inner;
 		i64 dst = (o * tp * n + r * n + k) * inner + i;
@@ -1123,7 +1089,6 @@ __global__ void k_unpack(const void *chunks, void *out, int es, i64 tp, i64 oute
 
 __global__ void k_pack(const void *in, void *chunks, int es, i64 tp, i64 outer, i64 n, i64 inner)
 {
-	PDL_BEGIN();
 	FOR_EACH(l, tp * outer * n * inner) {
 		i64 r = l / (outer * n * inner), o = l / (n * inner) % outer, k = l / inner % n, i = l % inner;
 		i64 src = (o * tp * n + r * n + k) * inner + i;
@@ -1157,7 +1122,6 @@ __device__ __forceinline__ bool mt_vec(const MtChunk &c)
 
 __global__ void k_sumsq(const MtChunk *chunks, float *acc)
 {
-	PDL_BEGIN();
 	__shared__ float part[32];
 	MtChunk c = chunks[blockIdx.x];
 	float s = 0;
@@ -1194,7 +1158,6 @@ __device__ __forceinline__ float adamw1(float w, float g, float *m, float *v, fl
 // bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows.
 __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
 {
-	PDL_BEGIN();
 	MtChunk c = chunks[blockIdx.x];
 	float norm = sqrtf(norm2[0]), scale = run->clip > 0 && norm > run->clip ? run->clip / norm : 1.0f;
 	float wd = c.decay ? run->weight_decay : 0.0f;
@@ -2183,7 +2146,6 @@ extern "C" {
 // aligned, else a column a lane in turn
 __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i64 B, i64 S, i64 H, i64 dh, int G)
 {
-	PDL_BEGIN();
 	int l = threadIdx.x % G;
 	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / G;
 	bool vec = dh % 8 == 0 && dh <= 8 * G && ((unsigned long long)dy | (unsigned long long)o) % 16 == 0;
@@ -2221,7 +2183,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 								 const int *mask, bf16 *o, float *lse, i64 S, i64 H,   \
 								 int causal)                                            \
 	{                                                                                                            \
-		PDL_BEGIN();                                                                                         \
 		FA_BODY(flash_fwd<DH>(q, k, v, mask, o, lse, S, H, causal);)                                          \
 	}                                                                                                            \
 	__global__ void __launch_bounds__(128, FA_BWD_BLOCKS(DH))                                                     \
@@ -2229,7 +2190,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H,       \
 			     i64 ldo, int causal)                                                                    \
 	{                                                                                                            \
-		PDL_BEGIN();                                                                                         \
 		FA_BODY(flash_bwd<DH>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal);)                 \
 	}
 // the backward by wgmma, on sm_90a; the host picks it on compute capability 9.0 alone
@@ -2243,7 +2203,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal)                       \
 	{                                                                                                            \
-		PDL_BEGIN();                                                                                         \
 		FA_WG_BODY((flash_bwd_wg<DH, false>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, NULL));) \
 	}
 // ... and with the bias sums into part (flash_bwd_wg), at heads of 64 and 96 (at 128 the
@@ -2253,7 +2212,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part)          \
 	{                                                                                                            \
-		PDL_BEGIN();                                                                                         \
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
@@ -2261,7 +2219,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \
 	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal) \
 	{                                                                                                            \
-		PDL_BEGIN();                                                                                         \
 		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
 	}
 FLASH_BWD_WG(64)

@@ -92,18 +92,6 @@ __device__ __forceinline__ void st8(void *p, int dt, i64 i, const float *v)
 	}
 }
 
-// Programmatic dependent launch (compute capability 9.0; opt-in, MGL_PDL=1: the host
-// compiles with -DMGL_PDL and launches every kernel of its own so; docs/gpu.md): a kernel
-// may then begin while the one before it in the stream finishes. Each kernel's first
-// statement: wait until that one has finished and its writes are seen (before any load or
-// store: the memory plan gives bytes a dead value held to the next), then let the next
-// kernel begin its own launch. Nothing without MGL_PDL.
-#if defined(MGL_PDL) && __CUDA_ARCH__ >= 900
-#define PDL_BEGIN() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
-#else
-#define PDL_BEGIN() ((void)0)
-#endif
-
 #define FOR_EACH(i, n) for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 __device__ __forceinline__ float warp_sum(float v)

@@ -123,7 +123,7 @@ char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp)
 	/* a thread takes W = c->width elements from i0: its inputs' W loaded first (vector
 	 * loads when W is 4 or 8), then the steps element by element, then the W stored */
 	int W = c->width;
-	put(&b, "void *out, const Run *run, i64 start)\n{\n\tPDL_BEGIN();\n\t(void)start;\n\tFOR_EACH(q, %lldLL) {\n\t\ti64 i0 = q * %d;\n",
+	put(&b, "void *out, const Run *run, i64 start)\n{\n\t(void)start;\n\tFOR_EACH(q, %lldLL) {\n\t\ti64 i0 = q * %d;\n",
 	    (long long)(mgl_numel(o) / W), W);
 	for (int j = 0; j < c->nin; j++) {
 		const MglValue *x = &p->values[c->in[j]];

@@ -176,45 +176,6 @@ static int64_t plan_bytes(const Dev *d, const MglPlan *p, int nmicro, int64_t *s
 	return total;
 }
 
-cudaError_t cuda_launch(const Dev *d, const void *f, dim3 grid, dim3 block, void **args, size_t smem)
-{
-	if (!d->pdl)
-		return cudaLaunchKernel(f, grid, block, args, smem, d->compute);
-	cudaLaunchAttribute at = {.id = cudaLaunchAttributeProgrammaticStreamSerialization,
-				  .val.programmaticStreamSerializationAllowed = 1};
-	cudaLaunchConfig_t cfg = {.gridDim = grid, .blockDim = block, .dynamicSmemBytes = smem, .stream = d->compute,
-				  .attrs = &at, .numAttrs = 1};
-	return cudaLaunchKernelExC(&cfg, f, args);
-}
-
-/* Under MGL_PDL, how many of a captured graph's edges are programmatic (a kernel of mgl's
- * after another kernel; after a GEMM's, a memset or another stream's event the edge is a
- * full one), said once on stderr by rank 0: that the capture kept them is what the switch
- * is measured by. A diagnostic: a query that fails says so and the run goes on. */
-static void programmatic_edges(const RtRank *r, cudaGraph_t graph)
-{
-	static bool said;
-	if (said || r->rank != 0)
-		return;
-	said = true;
-	size_t n = 0, prog = 0;
-	cudaGraphNode_t *from = NULL, *to = NULL;
-	cudaGraphEdgeData *data = NULL;
-	cudaError_t e = cudaGraphGetEdges(graph, NULL, NULL, NULL, &n);
-	if (e == cudaSuccess) {
-		from = malloc((n + 1) * sizeof *from), to = malloc((n + 1) * sizeof *to), data = malloc((n + 1) * sizeof *data);
-		e = from && to && data ? cudaGraphGetEdges(graph, from, to, data, &n) : cudaErrorMemoryAllocation;
-	}
-	for (size_t i = 0; e == cudaSuccess && i < n; i++)
-		prog += data[i].type == cudaGraphDependencyTypeProgrammatic;
-	free(from), free(to), free(data);
-	if (e == cudaSuccess)
-		fprintf(stderr, "mgl: MGL_PDL: %zu of the step graph's %zu edges programmatic\n", prog, n);
-	else
-		fprintf(stderr, "mgl: MGL_PDL: the step graph's edges could not be read: %s\n", cudaGetErrorString(e));
-	cudaGetLastError();   /* (not the step's error) */
-}
-
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n)
 {
 	cudaError_t e = cudaMalloc(p, n);
@@ -246,7 +207,6 @@ static int cuda_open(RtRank *r)
 	struct cudaDeviceProp prop;
 	CK(cudaGetDeviceProperties(&prop, d->device));
 	d->arch = 10 * prop.major + prop.minor;
-	d->pdl = getenv("MGL_PDL") && prop.major >= 9;   /* before the kernels: they are compiled for it */
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
@@ -433,7 +393,7 @@ static int run_chain(RtRank *r, const CudaChain *c, cudaKernel_t k)
 	int64_t n = mgl_numel(val(r, c->out)) / c->width, grid = (n + 255) / 256;
 	if (grid > 65535 * 16)
 		grid = 65535 * 16;
-	CK(cuda_launch(d, (const void *)k, cuda_dim3(grid > 0 ? grid : 1), cuda_dim3(256), args, 0));
+	CK(cudaLaunchKernel((const void *)k, cuda_dim3(grid > 0 ? grid : 1), cuda_dim3(256), args, 0, d->compute));
 	return 0;
 }
 
@@ -601,8 +561,6 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 				return -1;
 			if (e != cudaSuccess)
 				return cuda_fail(r, "capturing the step as a CUDA graph: %s", cudaGetErrorString(e));
-			if (d->pdl)
-				programmatic_edges(r, graph);
 			CK(cudaGraphInstantiate(&g->exec, graph, 0));
 			cudaGraphDestroy(graph);
 			g->made = true;

@@ -13,13 +13,10 @@ extern const RtBackend rt_cuda_backend;
 int rt_cuda_devices(void);
 /* CUDA C (kernels/ops.cu when src is NULL), which may #include "prelude.cuh"
  * (kernels/prelude.cuh), compiled by NVRTC for sm_<major><minor>: a cubin (malloc'd), or
- * NULL with NVRTC's log in err. pdl: each kernel waits for the one before it as
- * programmatic dependent launch needs (-DMGL_PDL; compute capability 9.0 and up). Needs no
- * GPU: CI checks every kernel builds. */
-void *rt_cuda_compile(const char *src, int major, int minor, bool pdl, size_t *n, char *err, size_t errlen);
+ * NULL with NVRTC's log in err. Needs no GPU: CI checks every kernel builds. */
+void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *err, size_t errlen);
 /* The same for a plan's generated chains (the second module a rank loads; ops.cu is the
  * first); *nchains: how many chains. */
-void *rt_cuda_compile_plan(const MglPlan *p, int major, int minor, bool pdl, size_t *n, int *nchains, char *err,
-			   size_t errlen);
+void *rt_cuda_compile_plan(const MglPlan *p, int major, int minor, size_t *n, int *nchains, char *err, size_t errlen);
 
 #endif

@@ -94,7 +94,6 @@ typedef struct {
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
-	bool pdl;                 /* MGL_PDL, on compute capability 9.0 and up: cuda_launch */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
@@ -158,12 +157,6 @@ static inline int cuda_in_flight(const Dev *d)
 		n += k != d->cur ? d->micro[k].ninflight : 0;
 	return n;
 }
-/* cuda.c: kernel f (of the rank's modules) on the compute stream, as cudaLaunchKernel does,
- * or under MGL_PDL=1 (d->pdl; opt-in until measured) by programmatic dependent launch: it
- * may begin while the kernel before it finishes, each kernel waiting first for that one's
- * writes (kernels/prelude.cuh, PDL_BEGIN), so that the launch and the last wave's idle SMs
- * are hidden (CUDA Programming Guide, "Programmatic Dependent Launch and Synchronization") */
-cudaError_t cuda_launch(const Dev *d, const void *f, dim3 grid, dim3 block, void **args, size_t smem);
 /* cuda.c: cudaMalloc, counted in d->allocated */
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
 /* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:

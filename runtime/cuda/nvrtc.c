@@ -85,16 +85,13 @@ static void cache_store(const char *dir, const char *path, uint64_t key, const v
 
 /* Compiles src (kernels/ops.cu if NULL) for sm_XY with NVRTC: the cubin (malloc'd) or NULL
  * with err. */
-void *rt_cuda_compile(const char *src, int major, int minor, bool pdl, size_t *n, char *err, size_t errlen)
+void *rt_cuda_compile(const char *src, int major, int minor, size_t *n, char *err, size_t errlen)
 {
 	char arch[64];
 	/* 9.0 as sm_90a: its architecture-specific instructions (wgmma) run on it alone, and
 	 * a cubin compiled so is for it alone, which is what this one is */
 	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d%s", major, minor, major == 9 && minor == 0 ? "a" : "");
-	const char *opts[5] = {arch, "-default-device", "--std=c++17", "-lineinfo"};
-	int nopts = 4;
-	if (pdl && major >= 9)
-		opts[nopts++] = "-DMGL_PDL=1";   /* kernels/prelude.cuh: PDL_BEGIN */
+	const char *opts[] = {arch, "-default-device", "--std=c++17", "-lineinfo"};
 	nvrtcProgram prog;
 	const char *headers[] = {rt_kernels_prelude}, *names[] = {"prelude.cuh"};
 	nvrtcResult rc = nvrtcCreateProgram(&prog, src ? src : rt_kernels_src, src ? "chains.cu" : "kernels/ops.cu", 1, headers,
@@ -103,7 +100,7 @@ void *rt_cuda_compile(const char *src, int major, int minor, bool pdl, size_t *n
 		snprintf(err, errlen, "NVRTC: %s", nvrtcGetErrorString(rc));
 		return NULL;
 	}
-	rc = nvrtcCompileProgram(prog, nopts, opts);
+	rc = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
 	if (rc != NVRTC_SUCCESS) {
 		size_t ln = 0;
 		nvrtcGetProgramLogSize(prog, &ln);
@@ -133,7 +130,7 @@ void *rt_cuda_compile(const char *src, int major, int minor, bool pdl, size_t *n
 
 /* The module of src for this GPU (compiled, or from the disk cache, or already loaded);
  * its key into *key for cuda_release_kernels. */
-static int load_module(RtRank *r, const char *src, int major, int minor, bool pdl, cudaLibrary_t *lib, uint64_t *keyp)
+static int load_module(RtRank *r, const char *src, int major, int minor, cudaLibrary_t *lib, uint64_t *keyp)
 {
 	pthread_mutex_lock(&module_lock);
 	int rc = 0;
@@ -141,7 +138,7 @@ static int load_module(RtRank *r, const char *src, int major, int minor, bool pd
 	nvrtcVersion(&nv_major, &nv_minor);
 	cudaDriverGetVersion(&driver);
 	uint64_t key = fnv(src, strlen(src), fnv(rt_kernels_prelude, strlen(rt_kernels_prelude), 1469598103934665603ull));
-	int facts[6] = {major, minor, nv_major, nv_minor, driver, pdl};
+	int facts[5] = {major, minor, nv_major, nv_minor, driver};
 	key = fnv(facts, sizeof facts, key);
 	*keyp = key;
 	for (int i = 0; i < nmodules; i++)
@@ -157,7 +154,7 @@ static int load_module(RtRank *r, const char *src, int major, int minor, bool pd
 	void *cubin = cache_load(path, key, &n);
 	if (!cubin) {
 		char err[2048];
-		if (!(cubin = rt_cuda_compile(src == rt_kernels_src ? NULL : src, major, minor, pdl, &n, err, sizeof err))) {
+		if (!(cubin = rt_cuda_compile(src == rt_kernels_src ? NULL : src, major, minor, &n, err, sizeof err))) {
 			rc = cuda_fail(r, "%s", err);
 			goto out;
 		}
@@ -211,8 +208,7 @@ static char *chains_source(const MglPlan *p, CudaChain *chains, int n)
 	return src;
 }
 
-void *rt_cuda_compile_plan(const MglPlan *p, int major, int minor, bool pdl, size_t *n, int *nchains, char *err,
-			   size_t errlen)
+void *rt_cuda_compile_plan(const MglPlan *p, int major, int minor, size_t *n, int *nchains, char *err, size_t errlen)
 {
 	CudaChain *chains = NULL;
 	*nchains = cuda_chains(p, &chains);
@@ -224,7 +220,7 @@ void *rt_cuda_compile_plan(const MglPlan *p, int major, int minor, bool pdl, siz
 	char *src = chains_source(p, chains, *nchains);
 	if (getenv("MGL_KERNEL_SOURCE"))   /* for debugging (docs/gpu.md) */
 		fputs(src, stdout);
-	void *cubin = rt_cuda_compile(src, major, minor, pdl, n, err, errlen);
+	void *cubin = rt_cuda_compile(src, major, minor, n, err, errlen);
 	free(src);
 	free(chains);
 	return cubin;
@@ -249,7 +245,7 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 	for (int c = 0; c < n; c++)
 		d->chain_at[d->chains[c].head] = c;
 	cudaLibrary_t lib;
-	if (load_module(r, rt_kernels_src, major, minor, d->pdl, &lib, &d->module[0]))
+	if (load_module(r, rt_kernels_src, major, minor, &lib, &d->module[0]))
 		return -1;
 	d->nmodules = 1;
 	d->kernels = calloc((size_t)cuda_nkernels, sizeof *d->kernels);
@@ -262,7 +258,7 @@ int cuda_load_kernels(RtRank *r, int major, int minor)
 	if (!n)
 		return 0;
 	char *src = chains_source(p, d->chains, n);
-	int rc = load_module(r, src, major, minor, d->pdl, &lib, &d->module[1]);
+	int rc = load_module(r, src, major, minor, &lib, &d->module[1]);
 	free(src);
 	if (rc)
 		return -1;

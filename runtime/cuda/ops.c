@@ -52,7 +52,7 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 		grid = 65535 * 16;   /* the grid-stride loops cover the rest */
 	if (grid < 1)
 		grid = 1;
-	CK(cuda_launch(d, (const void *)d->kernels[k], cuda_dim3(grid), cuda_dim3(block), args, 0));
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[k], cuda_dim3(grid), cuda_dim3(block), args, 0, d->compute));
 	return 0;
 }
 
@@ -61,25 +61,14 @@ static int launch(RtRank *r, int k, int64_t items, int per_item, void **args)
 static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 {
 	Dev *d = r->mem;
-	CK(cuda_launch(d, (const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, 0));
+	CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(M < 65535 * 16 ? M : 65535 * 16), cuda_dim3(256), args, 0,
+			    d->compute));
 	return 0;
 }
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
-enum { GEMM_CANDIDATES = 8, GEMM_MOST = 64, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
-
-/* How many of cuBLASLt's heuristics a GEMM step times: GEMM_CANDIDATES, or under
- * MGL_GEMM_CANDIDATES=N (1 to GEMM_MOST; opt-in until measured: docs/gpu.md) N, a wider
- * search (at GPT-2 124M the weight-gradient GEMMs, a long K of 16,384 tokens onto outputs
- * as small as 768 x 768, averaged about 670 TFLOP/s in the fourteenth sitting's profile,
- * the input gradients' 740) */
-static int gemm_candidates(void)
-{
-	const char *e = getenv("MGL_GEMM_CANDIDATES");
-	int n = e ? atoi(e) : GEMM_CANDIDATES;
-	return n < 1 ? 1 : n > GEMM_MOST ? GEMM_MOST : n;
-}
+enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
 
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
@@ -125,7 +114,7 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
 	float alpha = 1, beta = accumulate || add ? 1.0f : 0.0f;
 	if (!d->has_algo[step]) {
-		/* the fastest of cuBLASLt's first gemm_candidates() heuristics, each timed on these
+		/* the fastest of cuBLASLt's first GEMM_CANDIDATES heuristics, each timed on these
 		 * operands (a step's first run is eager: cuda_run); where the GEMM reads C
 		 * (beta 1), trials would add into it, so the heuristic's first choice (timing
 		 * those on a scratch output saved nothing: perf-notes.md, eleventh sitting). Over
@@ -137,10 +126,10 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 		CKB(cublasLtMatmulPreferenceCreate(&pref));
 		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size,
 							 sizeof d->ws_size));
-		cublasLtMatmulHeuristicResult_t h[GEMM_MOST];
+		cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
 		int found = 0;
 		bool timed = !beta && (r->job->tp == 1 || r->job->plan->steps[step].op != MGL_OP_MATMUL_DW);
-		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? gemm_candidates() : 1, h, &found));
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? GEMM_CANDIDATES : 1, h, &found));
 		cublasLtMatmulPreferenceDestroy(pref);
 		if (!found)
 			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
@@ -395,8 +384,8 @@ static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, 
 		return -1;
 	float *part = d->scratch + 64;
 	dim3 grid = {(unsigned)((N + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
-	CK(cuda_launch(d, (const void *)d->kernels[K_colsum], grid, block,
-			    ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N), 0));
+	CK(cudaLaunchKernel((const void *)d->kernels[K_colsum], grid, block,
+			    ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N), 0, d->compute));
 	return 0;
 }
 
@@ -450,11 +439,11 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cuda_launch(d, (const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
-				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0));
+		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
-		CK(cuda_launch(d, (const void *)d->kernels[K_parts_finish], grid, block,
-				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0));
+		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
+				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
 		return 0;
 	}
 	/* two passes: dx a warp a row, keeping each row's moments; then the column sums */
@@ -464,10 +453,10 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	if (launch(r, kernel, M, 32, ARGS(&g, &gdt, &X, &xdt, &w, &dx, &dxdt, &add, &stats, &M, &D, &eps)))
 		return -1;
 	dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
-	CK(cuda_launch(d, (const void *)d->kernels[K_norm_colsum], grid, block,
+	CK(cudaLaunchKernel((const void *)d->kernels[K_norm_colsum], grid, block,
 			    ARGS(&g, &gdt, &X, &xdt, &stats, &part, &d->colsum_count, &dw, &acc, &db, &bacc, &dx, &dxdt, &dbo,
 				 &oacc, &M, &D),
-			    0));
+			    0, d->compute));
 	return 0;
 }
 
@@ -626,7 +615,7 @@ static int launch_blocks(RtRank *r, int k, int64_t gx, int64_t gy, unsigned thre
 		return cuda_fail(r, "attention over %lld sequences of heads (batch x heads) in %lld blocks each: the flash kernels take up to 2^31 - 1 and 65,535",
 				 (long long)gx, (long long)gy);
 	dim3 grid = {(unsigned)gx, (unsigned)gy, 1}, block = {threads, 1, 1};
-	CK(cuda_launch(d, (const void *)d->kernels[k], grid, block, args, (size_t)smem));
+	CK(cudaLaunchKernel((const void *)d->kernels[k], grid, block, args, (size_t)smem, d->compute));
 	return 0;
 }
 
@@ -695,10 +684,10 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 			float *bk = bias + D, *bv = bias + 2 * D;
-			CK(cuda_launch(d, (const void *)d->kernels[K_convert_rows_sums], grid, block,
-					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0));
-			CK(cuda_launch(d, (const void *)d->kernels[K_parts_finish], fin, block,
-					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0));
+			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
+					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
+			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, block,
+					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
 			return 0;
 		}
 		if (launch_rows(r, K_convert_rows, rows, ARGS(&s1, &f32, &DQ, &dqdt, &rows, &D, &ld)))
@@ -784,8 +773,8 @@ static int op_vocab_loss(CudaCtx *c)
 	RtRank *r = c->r;
 	int64_t M = mgl_numel(val(r, IN(2))), ignore = c->s->attr.ignore;
 	void *st = P(r, IN(0)), *m = P(r, IN(1)), *t = P(r, IN(2)), *loss = P(r, OUT(0)), *lse = P(r, OUT(1));
-	CK(cuda_launch(d, (const void *)d->kernels[K_vocab_loss], cuda_dim3(1), cuda_dim3(1024),
-			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0));
+	CK(cudaLaunchKernel((const void *)((Dev *)r->mem)->kernels[K_vocab_loss], cuda_dim3(1), cuda_dim3(1024),
+			    ARGS(&st, &m, &t, &loss, &lse, &M, &ignore), 0, d->compute));
 	return 0;
 }
 
@@ -798,7 +787,8 @@ static int op_ce_bwd(CudaCtx *c)
 	int64_t nt = mgl_numel(val(r, IN(2)));
 	float *count = d->scratch;   /* the kept targets' count (k_count) */
 	void *t = P(r, IN(2));
-	CK(cuda_launch(d, (const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0));
+	CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0,
+			    d->compute));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
 	return launch_rows(r, K_ce_bwd, M, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
@@ -1077,7 +1067,8 @@ static int mt_launch(CudaCtx *c, int k, void **args)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	if (d->mt_n[c->index])
-		CK(cuda_launch(d, (const void *)d->kernels[k], cuda_dim3(d->mt_n[c->index]), cuda_dim3(MT_BLOCK), args, 0));
+		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(d->mt_n[c->index]), cuda_dim3(MT_BLOCK), args, 0,
+				    d->compute));
 	return 0;
 }
 

@@ -13,8 +13,7 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row; every
- *    case at tp 1 with programmatic dependent launch (MGL_PDL, opt-in).
+ *    the layer norms' backward at the edges of its bands and past its widest row.
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -516,22 +515,6 @@ int main(int argc, char **argv)
 		fails += check(&norm_cases[m], 1, false, true) != 0;
 		runs++;
 	}
-	/* programmatic dependent launch (opt-in, MGL_PDL=1, runtime/cuda/internal.h: cuda_launch):
-	 * every small case at tp 1 with the real memory plan (where a kernel that began before
-	 * the one ahead of it finished could read a value not yet written, or overwrite one
-	 * still read), and GPT-2 124M's real width */
-	setenv("MGL_PDL", "1", 1);
-	printf("with MGL_PDL=1:\n");
-	for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
-		if (!only || !strcmp(only, small[m].preset)) {
-			fails += check(&small[m], 1, false, true) != 0;
-			runs++;
-		}
-	if (!only || !strcmp(only, "real")) {
-		fails += real_width(&real[0], gpus) != 0;
-		runs++;
-	}
-	unsetenv("MGL_PDL");
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
