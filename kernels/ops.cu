@@ -380,6 +380,122 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		}
 }
 
+// The same backward with each thread's next rows copied ahead into shared memory (opt-in,
+// MGL_NORM_PREFETCH=G: docs/gpu.md; cp.async, compute capability 8.0 and up). The block
+// kernel above loads a group's rows only once the group before it is done, so between its
+// barriers no load is in flight; at 1.2b it moved 2.0 TB/s (fifteenth sitting). Here the
+// copies run LNP_STAGES - 1 groups ahead, each thread's own 16 bytes of x, dy and add (and
+// 4 bytes at the row's start, for x0) into slots of its own, so that only the thread's own
+// cp.async.wait_group orders them: a group's slots are refilled once barrier A below has
+// passed, after every read of them. The arithmetic is lnb_layernorm_bwd's, in its order.
+// Dynamic shared memory: lnp_smem(G, blockDim.x) bytes, uint4 slots [stage][G][3][thread]
+// and then the x0 words [stage][G][thread].
+#define LNP_STAGES 3
+template <int G>
+__device__ __forceinline__ void lnp_issue(unsigned char *ring, int stage, const void *dy, const void *x, const void *add,
+					  i64 g0, i64 r1, i64 D)
+{
+#if __CUDA_ARCH__ >= 800
+	int T = blockDim.x, tid = threadIdx.x;
+	i64 j = tid * 8;
+	uint4 *slot = (uint4 *)ring + (stage * G * 3) * T;
+	unsigned *x0s = (unsigned *)((uint4 *)ring + LNP_STAGES * G * 3 * T) + stage * G * T;
+	const void *src[3] = {x, dy, add};
+#pragma unroll
+	for (int q = 0; q < G; q++) {
+		i64 row = g0 + q;
+		bool in = row < r1;
+#pragma unroll
+		for (int a = 0; a < 3; a++) {
+			bool ok = in && j < D && src[a];   // past the row, past the band or no add: zeros
+			const bf16 *from = (const bf16 *)(ok ? src[a] : x) + (ok ? row * D + j : 0);
+			asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(
+					 (unsigned)__cvta_generic_to_shared(slot + (q * 3 + a) * T + tid)),
+				     "l"(from), "r"(ok ? 16 : 0));
+		}
+		const bf16 *first = (const bf16 *)x + (in ? row * D : 0);
+		asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(
+				 (unsigned)__cvta_generic_to_shared(x0s + q * T + tid)),
+			     "l"(first), "r"(in ? 4 : 0));
+	}
+	asm volatile("cp.async.commit_group;" ::: "memory");   // one group an issue, empty or not: wait_group counts them
+#endif
+}
+template <int G>
+__device__ __forceinline__ void lnp_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
+						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
+{
+#if __CUDA_ARCH__ >= 800
+	extern __shared__ __align__(16) unsigned char lnp_ring[];
+	__shared__ float red[LNB_THREADS / 32][4 * G], tot[4 * G];   // [warp][value], [value]
+	int T = blockDim.x, W = T / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+	i64 j = tid * 8;
+	bool mine = j < D;
+	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
+	float t[3][8] = {{0}}, ww[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	if (mine)
+		ln8_get(ww, w + j);
+	const uint4 *slots = (const uint4 *)lnp_ring;
+	const unsigned *x0s = (const unsigned *)(slots + LNP_STAGES * G * 3 * T);
+	for (int k = 0; k < LNP_STAGES - 1; k++)
+		lnp_issue<G>(lnp_ring, k, dy, x, add, r0 + k * G, r1, D);
+	int stage = 0;
+	for (i64 g0 = r0; g0 < r1; g0 += G) {
+		asm volatile("cp.async.wait_group %0;" ::"n"(LNP_STAGES - 2) : "memory");   // this group's copies, not the later ones'
+		const uint4 *cur = slots + (stage * G * 3) * T;
+		const unsigned *cx0 = x0s + stage * G * T;
+		float x0[G], s[4 * G];
+#pragma unroll
+		for (int q = 0; q < G; q++) {
+			float v[8], g[8];
+			x0[q] = bf2f((bf16)cx0[q * T + tid]);   // (zero past the band)
+			ln8_unpack(cur[(q * 3) * T + tid], v);
+			ln8_unpack(cur[(q * 3 + 1) * T + tid], g);
+			s[4 * q] = s[4 * q + 1] = s[4 * q + 2] = s[4 * q + 3] = 0;
+			if (mine)
+				ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
+		}
+		lnb_halve<4 * G, 16>(s, lane);
+		constexpr int per = 32 / (4 * G);   // lanes holding each value's sum
+		if (lane % per == 0)
+			red[wp][lane / per] = s[0];
+		__syncthreads();   // A: past here no thread reads the stage read in the last round
+		lnp_issue<G>(lnp_ring, (stage + LNP_STAGES - 1) % LNP_STAGES, dy, x, add, g0 + (LNP_STAGES - 1) * G, r1, D);
+		if (threadIdx.x < 4 * G) {
+			float a = 0;
+			for (int k = 0; k < W; k++)
+				a += red[k][threadIdx.x];
+			tot[threadIdx.x] = a;
+		}
+		__syncthreads();
+#pragma unroll
+		for (int q = 0; q < G; q++) {
+			i64 row = g0 + q;
+			float mean, rstd, sg, sgx;
+			ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg,
+				       &sgx);
+			if (!mine || row >= r1)
+				continue;
+			float v[8], g[8], a[8], o[8];
+			ln8_unpack(cur[(q * 3) * T + tid], v);
+			ln8_unpack(cur[(q * 3 + 1) * T + tid], g);
+			ln8_unpack(cur[(q * 3 + 2) * T + tid], a);   // (zeros without add)
+			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
+			ln8_store(dx, row * D + j, o);
+		}
+		stage = (stage + 1) % LNP_STAGES;
+	}
+	asm volatile("cp.async.wait_group 0;" ::: "memory");   // the copies issued past the band's end
+	if (mine)
+#pragma unroll
+		for (int k = 0; k < 3; k++) {
+			if (k >= sums)
+				break;
+			ln8_put(part + (k * gridDim.x + blockIdx.x) * D + j, t[k]);
+		}
+#endif
+}
+
 extern "C" {
 
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
@@ -457,6 +573,19 @@ __global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void 
 								      i64 M, i64 D, float eps)
 {
 	lnb_layernorm_bwd(dy, x, w, dx, add, part, sums, M, D, eps);
+}
+// lnp_layernorm_bwd, G = 2 and 4 rows between barriers (host: MGL_NORM_PREFETCH=G, opt-in)
+__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_prefetch2(const void *dy, const void *x, const float *w,
+									  void *dx, const void *add, float *part, int sums,
+									  i64 M, i64 D, float eps)
+{
+	lnp_layernorm_bwd<2>(dy, x, w, dx, add, part, sums, M, D, eps);
+}
+__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_prefetch4(const void *dy, const void *x, const float *w,
+									  void *dx, const void *add, float *part, int sums,
+									  i64 M, i64 D, float eps)
+{
+	lnp_layernorm_bwd<4>(dy, x, w, dx, add, part, sums, M, D, eps);
 }
 
 // a warp a row: 1 / root mean square of x[D]

@@ -14,7 +14,7 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
+	X(layernorm_bwd) X(layernorm_bwd_block) X(layernorm_bwd_prefetch2) X(layernorm_bwd_prefetch4) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
@@ -434,13 +434,27 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		 * thread's column sums in its registers, then the bands added. A warp a row left
 		 * too few warps an SM past 1,024 columns, and teams of warps a row were slower
 		 * still: perf-notes.md, eleventh to fifteenth sittings */
-		int sums = dbo ? 3 : 2;
+		int sums = dbo ? 3 : 2, T = (int)(32 * ((D + 255) / 256)), k = K_layernorm_bwd_block;
 		int64_t B = cuda_norm_bands(M);
+		size_t smem = 0;
+		if (d->norm_prefetch) {   /* opt-in: the rows copied ahead (k_layernorm_bwd_prefetchG) */
+			int kp = d->norm_prefetch == 2 ? K_layernorm_bwd_prefetch2 : K_layernorm_bwd_prefetch4,
+			    *fit = &d->norm_fit[T / 32];   /* blocks an SM, found at the step's first (eager) run */
+			size_t bytes = (size_t)CUDA_LNP_STAGES * d->norm_prefetch * T * (3 * 16 + 4);
+			if (!*fit && bytes <= d->norm_dyn_max)
+				CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(fit, (const void *)d->kernels[kp], T, bytes));
+			if (!*fit)
+				*fit = -1;
+			if (*fit > 0) {   /* one wave of bands, as long as the cap on their count allows */
+				k = kp, smem = bytes;
+				B = B < (int64_t)*fit * d->sms ? B : (int64_t)*fit * d->sms;
+			}
+		}
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
-				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
+		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(T),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), smem, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
@@ -1113,6 +1127,13 @@ int cuda_ops_prepare(RtRank *r)
 							   flash_fwd_sw_smem(flash[i].dh), d->device));
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
+	}
+	if (d->norm_prefetch) {   /* norm_bwd's ring: up to what a block may have beside the kernel's own */
+		cudaKernel_t k = d->kernels[d->norm_prefetch == 2 ? K_layernorm_bwd_prefetch2 : K_layernorm_bwd_prefetch4];
+		struct cudaFuncAttributes fa;
+		CK(cudaFuncGetAttributes(&fa, (const void *)k));
+		d->norm_dyn_max = d->smem_optin > fa.sharedSizeBytes ? d->smem_optin - fa.sharedSizeBytes : 0;
+		CK(cudaKernelSetAttributeForDevice(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)d->norm_dyn_max, d->device));
 	}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
 	if (!d->coll_wait)

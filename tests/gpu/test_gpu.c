@@ -13,7 +13,8 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row.
+ *    the layer norms' backward at the edges of its bands and past its widest row, and
+ *    GPT-2's and BERT's cases again with its rows copied ahead (MGL_NORM_PREFETCH, opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -510,10 +511,37 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
+		/* under MGL_NORM_PREFETCH: 2,304 rows of 1,536, more bands than one wave has blocks
+		 * at G = 4 (one block an SM); rows of 3,072, too wide for G = 4's ring on an H200 (the
+		 * block kernel runs) */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=64", 36, 64, true},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=3072,heads=24,layers=1,seq=8", 2, 8, true},
 	};
 	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
 		fails += check(&norm_cases[m], 1, false, true) != 0;
 		runs++;
+	}
+	/* the same with each thread's rows copied ahead (opt-in, MGL_NORM_PREFETCH=G,
+	 * runtime/cuda/ops.c: norm_bwd), both G: GPT-2's and BERT's cases at tp 1 (LLaMA's
+	 * rmsnorm keeps its two passes) and the cases above; with G = 4 GPT-2 124M's real width */
+	static const char *prefetch[] = {"2", "4"};
+	for (size_t e = 0; e < sizeof prefetch / sizeof prefetch[0]; e++) {
+		setenv("MGL_NORM_PREFETCH", prefetch[e], 1);
+		printf("with MGL_NORM_PREFETCH=%s:\n", prefetch[e]);
+		for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
+			if (strcmp(small[m].model, "models/llama.mgl") && (!only || !strcmp(only, small[m].preset))) {
+				fails += check(&small[m], 1, false, true) != 0;
+				runs++;
+			}
+		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
+			fails += check(&norm_cases[m], 1, false, true) != 0;
+			runs++;
+		}
+		if (e == 1 && (!only || !strcmp(only, "real"))) {
+			fails += real_width(&real[0], gpus) != 0;
+			runs++;
+		}
+		unsetenv("MGL_NORM_PREFETCH");
 	}
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
