@@ -1581,6 +1581,12 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 // 128-byte swizzled one TMA writes (fa_sw: see flash_fwd_sw). Either serves both readings:
 // K-major (the contraction along a row: S = Q K^T's K) and MN-major (the contraction
 // across rows: O += P V's V, which wgmma reads transposed, imm-trans-b 1).
+// A tensor map for the Tensor Memory Accelerator (the driver's CUtensorMap: 128 bytes,
+// 64-byte aligned), made by the host (runtime/cuda/ops.c, fa_tensor_map) and passed by
+// value as a __grid_constant__ parameter, whose address the copies name
+struct __align__(64) FaTmap {
+	unsigned long long opaque[16];
+};
 #ifdef __CUDA_ARCH_FEAT_SM90_ALL
 #define FA_WGMMA 1
 template <int DH>
@@ -1623,7 +1629,8 @@ __device__ __forceinline__ void fa_wg_done(float *d, int n)
 		asm volatile("" : "+f"(d[i]));
 }
 // lse[row0 ..] and delta[row0 ..] (64 each, zeros past S) into s[0 .. 64) and s[64 .. 128) by
-// 4-byte cp.async, not committed: they join the next fa_tile_sw's group
+// 4-byte cp.async, not committed: they join the next fa_tile_sw's group (or, under TMA, a
+// commit of their own)
 __device__ __forceinline__ void fa_rows_f32(float *s, const float *lse, const float *delta, i64 row0, i64 S)
 {
 	if (threadIdx.x < 2 * FA_ROWS) {
@@ -1815,9 +1822,43 @@ __device__ __forceinline__ unsigned long long fa_desc_sw(const void *p, unsigned
 {
 	return fa_desc(p, lbo, 1024) | 1ull << 62;
 }
+// an mbarrier in shared memory: init (count arrivals a phase), the arrival that also expects
+// bytes of TMA copies, and the wait for the phase of the given parity to complete
+__device__ __forceinline__ void fa_mbar_init(unsigned long long *bar, unsigned count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(fa_smem(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fa_mbar_expect(unsigned long long *bar, unsigned bytes)
+{
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(fa_smem(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned parity)
+{
+	unsigned done;
+	do
+		asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+			     : "=r"(done)
+			     : "r"(fa_smem(bar)), "r"(parity)
+			     : "memory");
+	while (!done);
+}
+// rows [row0, row0 + 64) of head h of sequence b of x [B, S, H, DH] into the swizzled tile s
+// (fa_sw's layout: TMA's 128-byte swizzle, a box of 64 columns by 64 rows a column block),
+// zeros past S and past DH, by the map's TMA copies (its dimensions DH, H, S, B), completing
+// 2 TILE bytes on bar. One thread issues them.
 template <int DH>
+__device__ __forceinline__ void fa_tile_tma(bf16 *s, const FaTmap *map, i64 h, i64 row0, i64 b, unsigned long long *bar)
+{
+#pragma unroll
+	for (int kb = 0; kb < (DH + 63) / 64; kb++)
+		asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+			     "%4, %5}], [%6];" ::"r"(fa_smem(s + kb * FA_ROWS * 64)),
+			     "l"(map), "r"(kb * 64), "r"((int)h), "r"((int)row0), "r"((int)b), "r"(fa_smem(bar))
+			     : "memory");
+}
+template <int DH, bool TMA = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
-			     i64 S, i64 H, int causal)
+			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	extern __shared__ __align__(16) unsigned char fa_shared[];
@@ -1829,8 +1870,23 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	i64 r0 = first + w * 16 + g, r1 = r0 + 8, nk = (S + FA_ROWS - 1) / FA_ROWS;
 	i64 nkt = causal && 2 * qt + 2 < nk ? 2 * qt + 2 : nk;
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
-	fa_tile_sw<DH>(kv, k + base, D, 0, S);
-	fa_tile_sw<DH>(kv + TILE, v + base, D, 0, S);
+	unsigned long long *bars = (unsigned long long *)(kv + 4 * TILE);   // TMA: buffer i's K and V landed
+	if (TMA) {   // K and V by TMA (fa_tile_tma), one thread issuing, every thread waiting on the buffer's mbarrier
+		if (threadIdx.x == 0) {
+			fa_mbar_init(&bars[0], 1);
+			fa_mbar_init(&bars[1], 1);
+			asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+		}
+		__syncthreads();
+		if (threadIdx.x == 0) {
+			fa_mbar_expect(&bars[0], 4 * TILE);
+			fa_tile_tma<DH>(kv, tk, h, 0, b, &bars[0]);
+			fa_tile_tma<DH>(kv + TILE, tv, h, 0, b, &bars[0]);
+		}
+	} else {
+		fa_tile_sw<DH>(kv, k + base, D, 0, S);
+		fa_tile_sw<DH>(kv + TILE, v + base, D, 0, S);
+	}
 	unsigned qf[DH / 16][4];
 	for (int kk = 0; kk < DH / 16; kk++) {
 		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
@@ -1845,16 +1901,26 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	for (i64 kt = 0; kt < nkt; kt++) {
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
-		if (kt + 1 < nkt) {   // the next pair into the other buffers (free since the last step's end)
-			bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
-			fa_tile_sw<DH>(next, k + base, D, j0 + FA_ROWS, S);
-			fa_tile_sw<DH>(next + TILE, v + base, D, j0 + FA_ROWS, S);
-			fa_wait<2>();
+		if (TMA) {   // (the mbarrier's wait orders the copies before this thread's wgmmas: no barrier)
+			if (kt + 1 < nkt && threadIdx.x == 0) {
+				bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
+				fa_mbar_expect(&bars[(kt + 1) & 1], 4 * TILE);
+				fa_tile_tma<DH>(next, tk, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
+				fa_tile_tma<DH>(next + TILE, tv, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
+			}
+			fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
 		} else {
-			fa_wait<0>();
+			if (kt + 1 < nkt) {   // the next pair into the other buffers (free since the last step's end)
+				bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
+				fa_tile_sw<DH>(next, k + base, D, j0 + FA_ROWS, S);
+				fa_tile_sw<DH>(next + TILE, v + base, D, j0 + FA_ROWS, S);
+				fa_wait<2>();
+			} else {
+				fa_wait<0>();
+			}
+			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // cp.async's writes, seen by wgmma
+			__syncthreads();
 		}
-		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // cp.async's writes, seen by wgmma
-		__syncthreads();
 		if (!causal || j0 <= first + 63) {   // else every key of the tile is after this warpgroup's queries
 			float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
 			fa_wg_fence();
@@ -1977,10 +2043,10 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS>
+template <int DH, bool SUMS, bool TMA = false>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
-			     int causal, float *part)
+			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
@@ -1989,6 +2055,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	bf16 *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
 	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
 	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
+	unsigned long long *bars = (unsigned long long *)(LDs + 4 * FA_ROWS);   // TMA: buffer i's Q and dO landed
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.y * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
@@ -1997,9 +2064,25 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	i64 first = causal ? j0 : 0;
 	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
-	fa_tile_sw<DH>(qg, q + base, D, first, S);
-	fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
-	fa_tile_sw<DH>(qg + TILE, dy + base, D, first, S);
+	if (TMA) {   // Q and dO by TMA, one thread issuing, lse and delta by cp.async as before
+		if (threadIdx.x == 0) {
+			fa_mbar_init(&bars[0], 1);
+			fa_mbar_init(&bars[1], 1);
+			asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+		}
+		__syncthreads();
+		if (threadIdx.x == 0) {
+			fa_mbar_expect(&bars[0], 4 * TILE);
+			fa_tile_tma<DH>(qg, tq, h, first, b, &bars[0]);
+			fa_tile_tma<DH>(qg + TILE, tdo, h, first, b, &bars[0]);
+		}
+		fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
+		asm volatile("cp.async.commit_group;" ::: "memory");
+	} else {
+		fa_tile_sw<DH>(qg, q + base, D, first, S);
+		fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
+		fa_tile_sw<DH>(qg + TILE, dy + base, D, first, S);
+	}
 	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
 	for (int d = 0; d < DH / 2; d++)
 		dka[d] = dva[d] = 0;
@@ -2008,17 +2091,36 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		const bf16 *Qs = qg + (((i0 - first) / FA_ROWS) & 1) * 2 * TILE, *Gs = Qs + TILE;
 		const float *Ls = LDs + (((i0 - first) / FA_ROWS) & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
 		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
+		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffer it & 1
 		if (i0 + FA_ROWS < S) {
-			bf16 *next = qg + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * TILE;
-			fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
-			fa_rows_f32(LDs + (((i0 - first) / FA_ROWS + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S,
-				    delta + blockIdx.x * S, i0 + FA_ROWS, S);
-			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
+			bf16 *next = qg + ((it + 1) & 1) * 2 * TILE;
+			if (TMA) {   // (the other buffer's last readers, wgmma, were waited for before the barrier)
+				if (threadIdx.x == 0) {
+					fa_mbar_expect(&bars[(it + 1) & 1], 4 * TILE);
+					fa_tile_tma<DH>(next, tq, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+					fa_tile_tma<DH>(next + TILE, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+				}
+				fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
+					    i0 + FA_ROWS, S);
+				asm volatile("cp.async.commit_group;" ::: "memory");
+			} else {
+				fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
+				fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
+					    i0 + FA_ROWS, S);
+				fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
+			}
 		}
-		if (i0 + FA_ROWS < S)
+		if (TMA) {   // one cp.async group a round (lse and delta); Q and dO by the mbarrier's phase
+			if (i0 + FA_ROWS < S)
+				fa_wait<1>();
+			else
+				fa_wait<0>();
+			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
+		} else if (i0 + FA_ROWS < S) {
 			fa_wait<2>();
-		else
+		} else {
 			fa_wait<0>();
+		}
 		// this tile's lse and delta as the softmax takes them, each by the thread that copied
 		// it (fa_rows_f32): lse in base 2 (+inf where a row has no key: P = 0 there), delta
 		// times the scale, so that an element of dS^T is p (dp scale - delta scale)
@@ -2343,6 +2445,16 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
+// ... and with Q and dO copied by TMA (opt-in, MGL_FA_TMA=1: runtime/cuda/ops.c)
+#define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo)                                   \
+	{                                                                                                            \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
+							 part, &tq, &tdo));)                                           \
+	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \
@@ -2350,14 +2462,27 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
 	}
+// ... and with K and V copied by TMA (opt-in, MGL_FA_TMA=1)
+#define FLASH_FWD_SW_TMA(DH)                                                                                         \
+	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_tma_##DH(                             \
+	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
+	    const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv)                                    \
+	{                                                                                                            \
+		FA_WG_BODY((flash_fwd_sw<DH, true>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)                   \
+	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
+FLASH_BWD_WG_SUMS_TMA(64)
+FLASH_BWD_WG_SUMS_TMA(96)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)
+FLASH_FWD_SW_TMA(64)
+FLASH_FWD_SW_TMA(96)
+FLASH_FWD_SW_TMA(128)
 FLASH(16)
 FLASH(32)
 FLASH(64)

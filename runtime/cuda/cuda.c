@@ -210,6 +210,8 @@ static int cuda_open(RtRank *r)
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
+	const char *ft = getenv("MGL_FA_TMA");
+	d->fa_tma = ft && !strcmp(ft, "1") && d->arch == 90;
 	const char *np = getenv("MGL_NORM_PREFETCH");
 	d->norm_prefetch = np && (!strcmp(np, "2") || !strcmp(np, "4")) && d->arch >= 80 ? np[0] - '0' : 0;
 	int optin = 0;

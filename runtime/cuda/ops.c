@@ -9,6 +9,9 @@
  */
 #include "internal.h"
 
+#include <cuda.h>   /* CUtensorMap and its enums alone: the driver's entry point comes from the runtime */
+#include <cudaTypedefs.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +24,8 @@
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
-	X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
+	X(flash_bwd_wg_sums_tma_64) X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)            \
+	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
 #define X(k) K_##k,
@@ -571,13 +575,16 @@ static int op_sum_to(CudaCtx *c)
  * mma.sync's: docs/perf-notes.md, sixth sitting), the backward 64 keys a block of 128.
  * Other head sizes, and GPUs before sm_80, take k_attention: a warp a query, an atomic
  * backward. bwd_wg_sums: the wgmma backward summing q, k and v's bias gradients too
- * (attention_bwd), at heads of 64 and 96. */
-static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1},
-	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1},
+ * (attention_bwd), at heads of 64 and 96. fwd_wg_tma and bwd_wg_sums_tma: the same with the
+ * tiles that each loop round loads (K and V; Q and dO) copied by TMA (opt-in, MGL_FA_TMA=1). */
+static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_sums_tma; } flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1},
+	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
+	 K_flash_bwd_wg_sums_tma_64},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
+	 K_flash_bwd_wg_sums_tma_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -593,16 +600,32 @@ static bool flash_wg_fwd(const Dev *d, int f)
 	return flash_wg(d, f) && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WG_FWD");
 }
 
-/* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
- * 1 KiB to align them to the 128-byte swizzle's period */
-static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 1024; }
+/* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), two
+ * mbarriers (TMA's), and 1 KiB to align the tiles to the 128-byte swizzle's period */
+static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 16 + 1024; }
 
 /* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh rounded up to 64],
- * dS^T [64][64] (bf16), two lse and two delta [64] (f32), and 1 KiB to align the tiles to
- * the 128-byte swizzle's period */
+ * dS^T [64][64] (bf16), two lse and two delta [64] (f32), two mbarriers (TMA's), and 1 KiB
+ * to align the tiles to the 128-byte swizzle's period */
 static int flash_bwd_wg_smem(int dh)
 {
-	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 1024;
+	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 16 + 1024;
+}
+
+/* A TMA map of x [B, S, H, dh] (bf16, dense, 16-byte aligned: the activations are) for
+ * fa_tile_tma: dimensions dh, H, S, B innermost first, a box of 64 columns by 64 rows of
+ * one head and sequence, TMA's 128-byte swizzle (fa_sw's layout), zeros out of bounds; by
+ * the driver's cuTensorMapEncodeTiled (d->tma_encode, cuda_ops_prepare's) */
+static int fa_tensor_map(RtRank *r, CUtensorMap *m, void *x, int64_t B, int64_t S, int64_t H, int64_t dh)
+{
+	PFN_cuTensorMapEncodeTiled_v12000 encode = (PFN_cuTensorMapEncodeTiled_v12000)((Dev *)r->mem)->tma_encode;
+	cuuint64_t dim[4] = {(cuuint64_t)dh, (cuuint64_t)H, (cuuint64_t)S, (cuuint64_t)B},
+		   stride[3] = {(cuuint64_t)(dh * 2), (cuuint64_t)(H * dh * 2), (cuuint64_t)(S * H * dh * 2)};
+	cuuint32_t box[4] = {64, 1, FLASH_ROWS, 1}, step[4] = {1, 1, 1, 1};
+	CUresult e = encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, x, dim, stride, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE,
+			    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+	return e == CUDA_SUCCESS ? 0 : cuda_fail(r, "cuTensorMapEncodeTiled: error %d for a [%lld, %lld, %lld, %lld] tensor", (int)e,
+						(long long)B, (long long)S, (long long)H, (long long)dh);
 }
 
 /* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
@@ -643,6 +666,13 @@ static int op_attention(CudaCtx *c)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
+	if (f >= 0 && flash_wg_fwd(c->r->mem, f) && ((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
+		CUtensorMap tk, tv;   /* (the kernel's parameters: copied at the launch) */
+		if (fa_tensor_map(c->r, &tk, K, B, S, H, dh) || fa_tensor_map(c->r, &tv, V, B, S, H, dh))
+			return -1;
+		return launch_blocks(c->r, flash[f].fwd_wg_tma, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256,
+				     flash_fwd_sw_smem((int)dh), ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv));
+	}
 	if (f >= 0 && flash_wg_fwd(c->r->mem, f))
 		return launch_blocks(c->r, flash[f].fwd_wg, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256,
 				     flash_fwd_sw_smem((int)dh), ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
@@ -689,7 +719,13 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			lanes *= 2;
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
 			return -1;
-		if (sums ? launch_blocks(r, flash[f].bwd_wg_sums, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
+		CUtensorMap tq, tdo;   /* (the kernel's parameters: copied at the launch) */
+		bool tma = sums && d->fa_tma && flash[f].bwd_wg_sums_tma >= 0;
+		if (tma && (fa_tensor_map(r, &tq, Q, B, S, H, dh) || fa_tensor_map(r, &tdo, G, B, S, H, dh)))
+			return -1;
+		if (tma ? launch_blocks(r, flash[f].bwd_wg_sums_tma, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
+					ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part, &tq, &tdo))
+			: sums ? launch_blocks(r, flash[f].bwd_wg_sums, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
 					 ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part))
 			 : launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, B * H, gy, 128,
 					 flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
@@ -1120,13 +1156,27 @@ int cuda_ops_prepare(RtRank *r)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums],
 								   cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   flash_bwd_wg_smem(flash[i].dh), d->device));
+			if (flash[i].bwd_wg_sums_tma >= 0)
+				CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums_tma],
+								   cudaFuncAttributeMaxDynamicSharedMemorySize,
+								   flash_bwd_wg_smem(flash[i].dh), d->device));
 		}
 		if (d->arch == 90 && flash[i].fwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_fwd_sw_smem(flash[i].dh), d->device));
+		if (d->arch == 90 && flash[i].fwd_wg_tma >= 0)
+			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg_tma],
+							   cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   flash_fwd_sw_smem(flash[i].dh), d->device));
 		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
 						   flash_bwd_smem(flash[i].dh), d->device));
+	}
+	if (d->fa_tma) {   /* the driver's cuTensorMapEncodeTiled, through the runtime (no -lcuda: CI has no driver) */
+		enum cudaDriverEntryPointQueryResult q;
+		CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &d->tma_encode, 12000, cudaEnableDefault, &q));
+		if (q != cudaDriverEntryPointSuccess || !d->tma_encode)
+			return cuda_fail(r, "MGL_FA_TMA: the driver has no cuTensorMapEncodeTiled");
 	}
 	if (d->norm_prefetch) {   /* norm_bwd's ring: up to what a block may have beside the kernel's own */
 		cudaKernel_t k = d->kernels[d->norm_prefetch == 2 ? K_layernorm_bwd_prefetch2 : K_layernorm_bwd_prefetch4];

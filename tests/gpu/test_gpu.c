@@ -14,7 +14,8 @@
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
  *    the layer norms' backward at the edges of its bands and past its widest row, and
- *    GPT-2's and BERT's cases again with its rows copied ahead (MGL_NORM_PREFETCH, opt-in).
+ *    GPT-2's and BERT's cases again with its rows copied ahead (MGL_NORM_PREFETCH, opt-in);
+ *    the flash cases with the attention backward's tiles copied by TMA (MGL_FA_TMA, opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -467,11 +468,12 @@ int main(int argc, char **argv)
 	static const Case flash_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=200", 2, 200, false},   /* heads of 64 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},     /* 96 */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=200", 2, 200, false},   /* 96, 4 tiles */
 		{"models/llama.mgl", "tiny", "vocab=96,d=512,heads=4,layers=1,seq=160", 2, 160, false},  /* 128 */
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_FA_TMA"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -492,6 +494,13 @@ int main(int argc, char **argv)
 			runs++;
 		}
 		unsetenv(flash_env[e]);
+	}
+	if (!only || !strcmp(only, "real")) {   /* GPT-2 124M's width, 16 tiles of queries a head, by TMA */
+		setenv("MGL_FA_TMA", "1", 1);
+		printf("with MGL_FA_TMA=1:\n");
+		fails += real_width(&real[0], gpus) != 0;
+		runs++;
+		unsetenv("MGL_FA_TMA");
 	}
 	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
 	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
