@@ -1794,8 +1794,10 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 // (16 keys' k-step 32 bytes along a row); for O += P V, V is MN-major (8 keys 1024 bytes
 // apart, column blocks 64 rows x 128 bytes apart), read transposed. Q and P are A
 // fragments in registers and the softmax is flash_fwd's, as in the core-matrix version.
-// Grid (B * H, ceil(S / 128)); flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K
-// and two V tiles, and 1 KiB to align them to the swizzle's 1,024-byte period.
+// Under MGL_FA_TMA (TMA = true) one thread fills them by the Tensor Memory Accelerator
+// instead (fa_tile_tma), which writes this layout. Grid (B * H, ceil(S / 128));
+// flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K and two V tiles, two
+// mbarriers (TMA's), and 1 KiB to align the tiles to the swizzle's 1,024-byte period.
 // element (r, c) of a swizzled [64][DH] tile (c a multiple of 8 or not)
 __device__ __forceinline__ int fa_sw(int r, int c)
 {
@@ -1909,6 +1911,7 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 				fa_tile_tma<DH>(next + TILE, tv, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
 			}
 			fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
+			__syncwarp();   // the warp whole again for wgmma's .sync.aligned, after thread 0's branch and the spin
 		} else {
 			if (kt + 1 < nkt) {   // the next pair into the other buffers (free since the last step's end)
 				bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;

@@ -99,7 +99,7 @@ typedef struct {
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
-	bool fa_tma;              /* MGL_FA_TMA: the wgmma attention backward's Q and dO by TMA (ops.c, attention_bwd) */
+	bool fa_tma;              /* MGL_FA_TMA: the wgmma attention's tiles by TMA (ops.c, op_attention, attention_bwd) */
 	void *tma_encode;         /* ... and then the driver's cuTensorMapEncodeTiled */
 	int norm_prefetch;        /* MGL_NORM_PREFETCH: 2 or 4 (ops.c, norm_bwd; compute capability 8.0 and up), else 0 */
 	int norm_fit[CUDA_NORM_THREADS / 32 + 1];   /* its blocks an SM by blockDim / 32: 0 not yet known, -1 none */

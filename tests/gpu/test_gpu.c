@@ -15,7 +15,7 @@
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
  *    the layer norms' backward at the edges of its bands and past its widest row, and
  *    GPT-2's and BERT's cases again with its rows copied ahead (MGL_NORM_PREFETCH, opt-in);
- *    the flash cases with the attention backward's tiles copied by TMA (MGL_FA_TMA, opt-in).
+ *    the flash cases with the attention's tiles copied by TMA (MGL_FA_TMA, opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
