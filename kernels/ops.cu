@@ -388,8 +388,8 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 // 4 bytes at the row's start, for x0) into slots of its own, so that only the thread's own
 // cp.async.wait_group orders them: a group's slots are refilled once barrier A below has
 // passed, after every read of them. The arithmetic is lnb_layernorm_bwd's, in its order.
-// Dynamic shared memory: lnp_smem(G, blockDim.x) bytes, uint4 slots [stage][G][3][thread]
-// and then the x0 words [stage][G][thread].
+// Dynamic shared memory: LNP_STAGES G blockDim.x 52 bytes (runtime/cuda/ops.c, norm_bwd),
+// uint4 slots [stage][G][3][thread] and then the x0 words [stage][G][thread].
 #define LNP_STAGES 3
 template <int G>
 __device__ __forceinline__ void lnp_issue(unsigned char *ring, int stage, const void *dy, const void *x, const void *add,
@@ -1844,6 +1844,17 @@ __device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned p
 			     : "memory");
 	while (!done);
 }
+// the two mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
+// waits on them
+__device__ __forceinline__ void fa_mbar_init2(unsigned long long *bars)
+{
+	if (threadIdx.x == 0) {
+		fa_mbar_init(&bars[0], 1);
+		fa_mbar_init(&bars[1], 1);
+		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+	}
+	__syncthreads();
+}
 // rows [row0, row0 + 64) of head h of sequence b of x [B, S, H, DH] into the swizzled tile s
 // (fa_sw's layout: TMA's 128-byte swizzle, a box of 64 columns by 64 rows a column block),
 // zeros past S and past DH, by the map's TMA copies (its dimensions DH, H, S, B), completing
@@ -1857,6 +1868,19 @@ __device__ __forceinline__ void fa_tile_tma(bf16 *s, const FaTmap *map, i64 h, i
 			     "%4, %5}], [%6];" ::"r"(fa_smem(s + kb * FA_ROWS * 64)),
 			     "l"(map), "r"(kb * 64), "r"((int)h), "r"((int)row0), "r"((int)b), "r"(fa_smem(bar))
 			     : "memory");
+}
+// by thread 0: two tensors' tiles of those rows (K and V, or Q and dO) into s and the tile
+// after it, the phase of bar expecting both
+template <int DH>
+__device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaTmap *m1, i64 h, i64 row0, i64 b,
+					    unsigned long long *bar)
+{
+	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);
+	if (threadIdx.x == 0) {
+		fa_mbar_expect(bar, 4 * TILE);
+		fa_tile_tma<DH>(s, m0, h, row0, b, bar);
+		fa_tile_tma<DH>(s + TILE, m1, h, row0, b, bar);
+	}
 }
 template <int DH, bool TMA = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
@@ -1874,17 +1898,8 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
 	unsigned long long *bars = (unsigned long long *)(kv + 4 * TILE);   // TMA: buffer i's K and V landed
 	if (TMA) {   // K and V by TMA (fa_tile_tma), one thread issuing, every thread waiting on the buffer's mbarrier
-		if (threadIdx.x == 0) {
-			fa_mbar_init(&bars[0], 1);
-			fa_mbar_init(&bars[1], 1);
-			asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-		}
-		__syncthreads();
-		if (threadIdx.x == 0) {
-			fa_mbar_expect(&bars[0], 4 * TILE);
-			fa_tile_tma<DH>(kv, tk, h, 0, b, &bars[0]);
-			fa_tile_tma<DH>(kv + TILE, tv, h, 0, b, &bars[0]);
-		}
+		fa_mbar_init2(bars);
+		fa_tma_pair<DH>(kv, tk, tv, h, 0, b, &bars[0]);
 	} else {
 		fa_tile_sw<DH>(kv, k + base, D, 0, S);
 		fa_tile_sw<DH>(kv + TILE, v + base, D, 0, S);
@@ -1904,12 +1919,8 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
 		if (TMA) {   // (the mbarrier's wait orders the copies before this thread's wgmmas: no barrier)
-			if (kt + 1 < nkt && threadIdx.x == 0) {
-				bf16 *next = kv + ((kt + 1) & 1) * 2 * TILE;
-				fa_mbar_expect(&bars[(kt + 1) & 1], 4 * TILE);
-				fa_tile_tma<DH>(next, tk, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
-				fa_tile_tma<DH>(next + TILE, tv, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
-			}
+			if (kt + 1 < nkt)
+				fa_tma_pair<DH>(kv + ((kt + 1) & 1) * 2 * TILE, tk, tv, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
 			fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
 			__syncwarp();   // the warp whole again for wgmma's .sync.aligned, after thread 0's branch and the spin
 		} else {
@@ -2068,17 +2079,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
 	if (TMA) {   // Q and dO by TMA, one thread issuing, lse and delta by cp.async as before
-		if (threadIdx.x == 0) {
-			fa_mbar_init(&bars[0], 1);
-			fa_mbar_init(&bars[1], 1);
-			asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-		}
-		__syncthreads();
-		if (threadIdx.x == 0) {
-			fa_mbar_expect(&bars[0], 4 * TILE);
-			fa_tile_tma<DH>(qg, tq, h, first, b, &bars[0]);
-			fa_tile_tma<DH>(qg + TILE, tdo, h, first, b, &bars[0]);
-		}
+		fa_mbar_init2(bars);
+		fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0]);
 		fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
 		asm volatile("cp.async.commit_group;" ::: "memory");
 	} else {
@@ -2098,11 +2100,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		if (i0 + FA_ROWS < S) {
 			bf16 *next = qg + ((it + 1) & 1) * 2 * TILE;
 			if (TMA) {   // (the other buffer's last readers, wgmma, were waited for before the barrier)
-				if (threadIdx.x == 0) {
-					fa_mbar_expect(&bars[(it + 1) & 1], 4 * TILE);
-					fa_tile_tma<DH>(next, tq, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
-					fa_tile_tma<DH>(next + TILE, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
-				}
+				fa_tma_pair<DH>(next, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
 				fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
 					    i0 + FA_ROWS, S);
 				asm volatile("cp.async.commit_group;" ::: "memory");
