@@ -17,8 +17,8 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(layernorm_bwd_block) X(layernorm_bwd_prefetch2) X(layernorm_bwd_prefetch4) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
-	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
+	X(layernorm_bwd) X(layernorm_bwd_block) X(layernorm_bwd_prefetch2) X(layernorm_bwd_prefetch4) X(parts_finish) \
+	X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
