@@ -2446,7 +2446,16 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
-// ... and with Q and dO copied by TMA (opt-in, MGL_FA_TMA=1: runtime/cuda/ops.c)
+// ... and either with Q and dO copied by TMA (opt-in, MGL_FA_TMA=1: runtime/cuda/ops.c)
+#define FLASH_BWD_WG_TMA(DH)                                                                                         \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_tma_##DH(                                               \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo)                                   \
+	{                                                                                                            \
+		FA_WG_BODY((flash_bwd_wg<DH, false, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,  \
+							  NULL, &tq, &tdo));)                                          \
+	}
 #define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
 	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
@@ -2476,6 +2485,9 @@ FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
+FLASH_BWD_WG_TMA(64)
+FLASH_BWD_WG_TMA(96)
+FLASH_BWD_WG_TMA(128)
 FLASH_BWD_WG_SUMS_TMA(64)
 FLASH_BWD_WG_SUMS_TMA(96)
 FLASH_FWD_SW(64)

@@ -24,7 +24,8 @@
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
-	X(flash_bwd_wg_sums_tma_64) X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)            \
+	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
+	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)            \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -575,16 +576,20 @@ static int op_sum_to(CudaCtx *c)
  * mma.sync's: docs/perf-notes.md, sixth sitting), the backward 64 keys a block of 128.
  * Other head sizes, and GPUs before sm_80, take k_attention: a warp a query, an atomic
  * backward. bwd_wg_sums: the wgmma backward summing q, k and v's bias gradients too
- * (attention_bwd), at heads of 64 and 96. fwd_wg_tma and bwd_wg_sums_tma: the same with the
- * tiles that each loop round loads (K and V; Q and dO) copied by TMA (opt-in, MGL_FA_TMA=1). */
-static const struct { int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_sums_tma; } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1},
+ * (attention_bwd), at heads of 64 and 96. The _tma ones: the same three wgmma kernels with
+ * the tiles that each loop round loads (K and V; Q and dO) copied by TMA (opt-in,
+ * MGL_FA_TMA=1). */
+static const struct {
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
+} flash[] = {
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_sums_tma_64},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_sums_tma_96},
-	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128, -1},
+	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96},
+	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
+	 K_flash_bwd_wg_tma_128, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -720,11 +725,14 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
 			return -1;
 		CUtensorMap tq, tdo;   /* (the kernel's parameters: copied at the launch) */
-		bool tma = sums && d->fa_tma && flash[f].bwd_wg_sums_tma >= 0;
-		if (tma && (fa_tensor_map(r, &tq, Q, B, S, H, dh) || fa_tensor_map(r, &tdo, G, B, S, H, dh)))
+		int tma = !d->fa_tma || !flash_wg(d, f) ? -1 : sums ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_tma;
+		if (tma >= 0 && (fa_tensor_map(r, &tq, Q, B, S, H, dh) || fa_tensor_map(r, &tdo, G, B, S, H, dh)))
 			return -1;
-		if (tma ? launch_blocks(r, flash[f].bwd_wg_sums_tma, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
-					ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part, &tq, &tdo))
+		if (tma >= 0 ? sums ? launch_blocks(r, tma, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
+						    ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part,
+							 &tq, &tdo))
+				    : launch_blocks(r, tma, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
+						    ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &tq, &tdo))
 			: sums ? launch_blocks(r, flash[f].bwd_wg_sums, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
 					 ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part))
 			 : launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, B * H, gy, 128,
@@ -1156,10 +1164,12 @@ int cuda_ops_prepare(RtRank *r)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums],
 								   cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   flash_bwd_wg_smem(flash[i].dh), d->device));
-			if (flash[i].bwd_wg_sums_tma >= 0)
-				CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums_tma],
-								   cudaFuncAttributeMaxDynamicSharedMemorySize,
-								   flash_bwd_wg_smem(flash[i].dh), d->device));
+			int more[2] = {flash[i].bwd_wg_tma, flash[i].bwd_wg_sums_tma};
+			for (int m = 0; m < 2; m++)
+				if (more[m] >= 0)
+					CK(cudaKernelSetAttributeForDevice(d->kernels[more[m]],
+									   cudaFuncAttributeMaxDynamicSharedMemorySize,
+									   flash_bwd_wg_smem(flash[i].dh), d->device));
 		}
 		if (d->arch == 90 && flash[i].fwd_wg >= 0)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
