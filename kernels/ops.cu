@@ -294,6 +294,75 @@ __device__ __forceinline__ void lnb_halve(float *s, int lane)
 	if constexpr (O > 1)
 		lnb_halve<(N > 1 ? N / 2 : 1), O / 2>(s, lane);
 }
+// The one-pass backward's steps for a group of G rows, shared by its kernels below, each
+// row's x, dy and add (this thread's 8 columns) given by raw(q, 0 | 1 | 2) for row g0 + q.
+// First the four sums' terms of this thread's columns into s[4 G] (none where !mine) ...
+template <int G, typename R>
+__device__ __forceinline__ void lnb_terms(float *s, const float *x0, const float *ww, bool mine, R raw)
+{
+#pragma unroll
+	for (int q = 0; q < G; q++) {
+		float v[8], g[8];
+		ln8_unpack(raw(q, 0), v);
+		ln8_unpack(raw(q, 1), g);
+		s[4 * q] = s[4 * q + 1] = s[4 * q + 2] = s[4 * q + 3] = 0;
+		if (mine)
+			ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
+	}
+}
+// ... then the block's sums of them into tot[4 G]: over a warp's lanes by lnb_halve, then
+// over the warps in warp order through red [warps][4 G]; between() runs once the first
+// barrier has passed (every thread's reads from before it are done) ...
+template <int G, typename F>
+__device__ __forceinline__ void lnb_block_sums(float *s, float (*red)[4 * G], float *tot, F between)
+{
+	int W = blockDim.x / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	lnb_halve<4 * G, 16>(s, lane);
+	constexpr int per = 32 / (4 * G);   // lanes holding each value's sum
+	if (lane % per == 0)
+		red[wp][lane / per] = s[0];
+	__syncthreads();
+	between();
+	if (threadIdx.x < 4 * G) {
+		float a = 0;
+		for (int k = 0; k < W; k++)
+			a += red[k][threadIdx.x];
+		tot[threadIdx.x] = a;
+	}
+	__syncthreads();
+}
+// ... then each row's dx (rows past the band's end r1 skipped), its column sums' terms
+// added into t
+template <int G, typename R>
+__device__ __forceinline__ void lnb_rows_dx(const float *x0, const float *tot, const float *ww, float (*t)[8], void *dx,
+					    i64 g0, i64 r1, i64 j, bool mine, i64 D, float eps, R raw)
+{
+#pragma unroll
+	for (int q = 0; q < G; q++) {
+		i64 row = g0 + q;
+		float mean, rstd, sg, sgx;
+		ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg, &sgx);
+		if (!mine || row >= r1)
+			continue;
+		float v[8], g[8], a[8], o[8];
+		ln8_unpack(raw(q, 0), v);
+		ln8_unpack(raw(q, 1), g);
+		ln8_unpack(raw(q, 2), a);   // (zeros without add)
+		ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
+		ln8_store(dx, row * D + j, o);
+	}
+}
+// ... and at the band's end its column sums into part[k][band][D]
+__device__ __forceinline__ void lnb_put_sums(float *part, float (*t)[8], int sums, i64 j, i64 D, bool mine)
+{
+	if (mine)
+#pragma unroll
+		for (int k = 0; k < 3; k++) {
+			if (k >= sums)
+				break;
+			ln8_put(part + (k * gridDim.x + blockIdx.x) * D + j, t[k]);
+		}
+}
 // The layernorm backward in one pass, a block a band of rows and a thread 8 columns of
 // every row of it (columns 8 t .. 8 t + 7). bf16 dy, x, dx and add (the residual's gradient
 // added, or NULL), D a multiple of 8 up to 8 LNB_THREADS, 16-byte aligned (ln8_ok). dx as
@@ -315,7 +384,6 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
 {
 	__shared__ float red[LNB_THREADS / 32][4 * LNB_ROWS], tot[4 * LNB_ROWS];   // [warp][value], [value]
-	int W = blockDim.x / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	i64 j = threadIdx.x * 8;
 	bool mine = j < D;
 	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
@@ -334,50 +402,12 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			ar[q] = ln8_raw(add, row * D + j, ok && add);
 			x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
 		}
-#pragma unroll
-		for (int q = 0; q < LNB_ROWS; q++) {
-			float v[8], g[8];
-			ln8_unpack(xr[q], v);
-			ln8_unpack(gr[q], g);
-			s[4 * q] = s[4 * q + 1] = s[4 * q + 2] = s[4 * q + 3] = 0;
-			if (mine)
-				ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
-		}
-		lnb_halve<4 * LNB_ROWS, 16>(s, lane);
-		constexpr int per = 32 / (4 * LNB_ROWS);   // lanes holding each value's sum
-		if (lane % per == 0)
-			red[wp][lane / per] = s[0];
-		__syncthreads();
-		if (threadIdx.x < 4 * LNB_ROWS) {
-			float a = 0;
-			for (int k = 0; k < W; k++)
-				a += red[k][threadIdx.x];
-			tot[threadIdx.x] = a;
-		}
-		__syncthreads();
-#pragma unroll
-		for (int q = 0; q < LNB_ROWS; q++) {
-			i64 row = g0 + q;
-			float mean, rstd, sg, sgx;
-			ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg,
-				       &sgx);
-			if (!mine || row >= r1)
-				continue;
-			float v[8], g[8], a[8], o[8];
-			ln8_unpack(xr[q], v);
-			ln8_unpack(gr[q], g);
-			ln8_unpack(ar[q], a);   // (zeros without add)
-			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
-			ln8_store(dx, row * D + j, o);
-		}
+		auto raw = [&](int q, int k) { return k == 0 ? xr[q] : k == 1 ? gr[q] : ar[q]; };
+		lnb_terms<LNB_ROWS>(s, x0, ww, mine, raw);
+		lnb_block_sums<LNB_ROWS>(s, red, tot, [] {});
+		lnb_rows_dx<LNB_ROWS>(x0, tot, ww, t, dx, g0, r1, j, mine, D, eps, raw);
 	}
-	if (mine)
-#pragma unroll
-		for (int k = 0; k < 3; k++) {
-			if (k >= sums)
-				break;
-			ln8_put(part + (k * gridDim.x + blockIdx.x) * D + j, t[k]);
-		}
+	lnb_put_sums(part, t, sums, j, D, mine);
 }
 
 // The same backward with each thread's next rows copied ahead into shared memory (opt-in,
@@ -428,7 +458,7 @@ __device__ __forceinline__ void lnp_layernorm_bwd(const void *dy, const void *x,
 #if __CUDA_ARCH__ >= 800
 	extern __shared__ __align__(16) unsigned char lnp_ring[];
 	__shared__ float red[LNB_THREADS / 32][4 * G], tot[4 * G];   // [warp][value], [value]
-	int T = blockDim.x, W = T / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+	int T = blockDim.x, tid = threadIdx.x;
 	i64 j = tid * 8;
 	bool mine = j < D;
 	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
@@ -443,56 +473,21 @@ __device__ __forceinline__ void lnp_layernorm_bwd(const void *dy, const void *x,
 	for (i64 g0 = r0; g0 < r1; g0 += G) {
 		asm volatile("cp.async.wait_group %0;" ::"n"(LNP_STAGES - 2) : "memory");   // this group's copies, not the later ones'
 		const uint4 *cur = slots + (stage * G * 3) * T;
-		const unsigned *cx0 = x0s + stage * G * T;
 		float x0[G], s[4 * G];
 #pragma unroll
-		for (int q = 0; q < G; q++) {
-			float v[8], g[8];
-			x0[q] = bf2f((bf16)cx0[q * T + tid]);   // (zero past the band)
-			ln8_unpack(cur[(q * 3) * T + tid], v);
-			ln8_unpack(cur[(q * 3 + 1) * T + tid], g);
-			s[4 * q] = s[4 * q + 1] = s[4 * q + 2] = s[4 * q + 3] = 0;
-			if (mine)
-				ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
-		}
-		lnb_halve<4 * G, 16>(s, lane);
-		constexpr int per = 32 / (4 * G);   // lanes holding each value's sum
-		if (lane % per == 0)
-			red[wp][lane / per] = s[0];
-		__syncthreads();   // A: past here no thread reads the stage read in the last round
-		lnp_issue<G>(lnp_ring, (stage + LNP_STAGES - 1) % LNP_STAGES, dy, x, add, g0 + (LNP_STAGES - 1) * G, r1, D);
-		if (threadIdx.x < 4 * G) {
-			float a = 0;
-			for (int k = 0; k < W; k++)
-				a += red[k][threadIdx.x];
-			tot[threadIdx.x] = a;
-		}
-		__syncthreads();
-#pragma unroll
-		for (int q = 0; q < G; q++) {
-			i64 row = g0 + q;
-			float mean, rstd, sg, sgx;
-			ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg,
-				       &sgx);
-			if (!mine || row >= r1)
-				continue;
-			float v[8], g[8], a[8], o[8];
-			ln8_unpack(cur[(q * 3) * T + tid], v);
-			ln8_unpack(cur[(q * 3 + 1) * T + tid], g);
-			ln8_unpack(cur[(q * 3 + 2) * T + tid], a);   // (zeros without add)
-			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
-			ln8_store(dx, row * D + j, o);
-		}
+		for (int q = 0; q < G; q++)
+			x0[q] = bf2f((bf16)x0s[(stage * G + q) * T + tid]);   // (zero past the band)
+		auto raw = [&](int q, int k) { return cur[(q * 3 + k) * T + tid]; };
+		lnb_terms<G>(s, x0, ww, mine, raw);
+		// the refill of the stage read in the last round, every thread's reads of it done
+		lnb_block_sums<G>(s, red, tot, [&] {
+			lnp_issue<G>(lnp_ring, (stage + LNP_STAGES - 1) % LNP_STAGES, dy, x, add, g0 + (LNP_STAGES - 1) * G, r1, D);
+		});
+		lnb_rows_dx<G>(x0, tot, ww, t, dx, g0, r1, j, mine, D, eps, raw);
 		stage = (stage + 1) % LNP_STAGES;
 	}
 	asm volatile("cp.async.wait_group 0;" ::: "memory");   // the copies issued past the band's end
-	if (mine)
-#pragma unroll
-		for (int k = 0; k < 3; k++) {
-			if (k >= sums)
-				break;
-			ln8_put(part + (k * gridDim.x + blockIdx.x) * D + j, t[k]);
-		}
+	lnb_put_sums(part, t, sums, j, D, mine);
 #endif
 }
 
