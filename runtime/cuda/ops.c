@@ -671,16 +671,17 @@ static int op_attention(CudaCtx *c)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
-	if (f >= 0 && flash_wg_fwd(c->r->mem, f) && ((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
-		CUtensorMap tk, tv;   /* (the kernel's parameters: copied at the launch) */
-		if (fa_tensor_map(c->r, &tk, K, B, S, H, dh) || fa_tensor_map(c->r, &tv, V, B, S, H, dh))
-			return -1;
-		return launch_blocks(c->r, flash[f].fwd_wg_tma, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256,
-				     flash_fwd_sw_smem((int)dh), ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv));
+	if (f >= 0 && flash_wg_fwd(c->r->mem, f)) {   /* its parameters, and the TMA maps where the kernel takes them */
+		CUtensorMap tk, tv;   /* (copied at the launch) */
+		void *args[11] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};
+		int k = flash[f].fwd_wg;
+		if (((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
+			if (fa_tensor_map(c->r, &tk, K, B, S, H, dh) || fa_tensor_map(c->r, &tv, V, B, S, H, dh))
+				return -1;
+			k = flash[f].fwd_wg_tma;
+		}
+		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh), args);
 	}
-	if (f >= 0 && flash_wg_fwd(c->r->mem, f))
-		return launch_blocks(c->r, flash[f].fwd_wg, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256,
-				     flash_fwd_sw_smem((int)dh), ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
 	if (f >= 0)
 		return launch_blocks(c->r, flash[f].fwd, B * H, (S + FLASH_ROWS - 1) / FLASH_ROWS, 128, flash_fwd_smem((int)dh),
 				     ARGS(&Q, &K, &V, &M, &O, &L, &S, &H, &causal));
@@ -724,20 +725,21 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			lanes *= 2;
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
 			return -1;
-		CUtensorMap tq, tdo;   /* (the kernel's parameters: copied at the launch) */
-		int tma = !d->fa_tma || !flash_wg(d, f) ? -1 : sums ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_tma;
-		if (tma >= 0 && (fa_tensor_map(r, &tq, Q, B, S, H, dh) || fa_tensor_map(r, &tdo, G, B, S, H, dh)))
-			return -1;
-		if (tma >= 0 ? sums ? launch_blocks(r, tma, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
-						    ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part,
-							 &tq, &tdo))
-				    : launch_blocks(r, tma, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
-						    ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &tq, &tdo))
-			: sums ? launch_blocks(r, flash[f].bwd_wg_sums, B * H, gy, 128, flash_bwd_wg_smem((int)dh),
-					 ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal, &part))
-			 : launch_blocks(r, flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd, B * H, gy, 128,
-					 flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
-					 ARGS(&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal)))
+		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
+		 * part and the TMA maps where the kernel takes them */
+		CUtensorMap tq, tdo;   /* (copied at the launch) */
+		void *args[17] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
+		int na = 14, k = sums ? flash[f].bwd_wg_sums : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd,
+		    tma = !d->fa_tma || !flash_wg(d, f) ? -1 : sums ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_tma;
+		if (sums)
+			args[na++] = &part;
+		if (tma >= 0) {
+			if (fa_tensor_map(r, &tq, Q, B, S, H, dh) || fa_tensor_map(r, &tdo, G, B, S, H, dh))
+				return -1;
+			k = tma, args[na++] = &tq, args[na++] = &tdo;
+		}
+		if (launch_blocks(r, k, B * H, gy, 128, flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
+				  args))
 			return -1;
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
@@ -1152,35 +1154,23 @@ int cuda_ops_prepare(RtRank *r)
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
-		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
-						   flash_fwd_smem(flash[i].dh), d->device));
-		/* the wgmma kernels' too, whatever MGL_NO_WGMMA and MGL_NO_WG_FWD say now: they are
-		 * read at each launch */
-		if (d->arch == 90 && flash[i].bwd_wg >= 0) {
-			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg],
-							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_bwd_wg_smem(flash[i].dh), d->device));
-			if (flash[i].bwd_wg_sums >= 0)
-				CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd_wg_sums],
-								   cudaFuncAttributeMaxDynamicSharedMemorySize,
-								   flash_bwd_wg_smem(flash[i].dh), d->device));
-			int more[2] = {flash[i].bwd_wg_tma, flash[i].bwd_wg_sums_tma};
-			for (int m = 0; m < 2; m++)
-				if (more[m] >= 0)
-					CK(cudaKernelSetAttributeForDevice(d->kernels[more[m]],
-									   cudaFuncAttributeMaxDynamicSharedMemorySize,
-									   flash_bwd_wg_smem(flash[i].dh), d->device));
-		}
-		if (d->arch == 90 && flash[i].fwd_wg >= 0)
-			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg],
-							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_fwd_sw_smem(flash[i].dh), d->device));
-		if (d->arch == 90 && flash[i].fwd_wg_tma >= 0)
-			CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].fwd_wg_tma],
-							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_fwd_sw_smem(flash[i].dh), d->device));
-		CK(cudaKernelSetAttributeForDevice(d->kernels[flash[i].bwd], cudaFuncAttributeMaxDynamicSharedMemorySize,
-						   flash_bwd_smem(flash[i].dh), d->device));
+		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
+		 * MGL_NO_WG_FWD and MGL_FA_TMA say now: they are read at each launch */
+		int dh = flash[i].dh, h = d->arch == 90;
+		const struct { int k, smem; } set[] = {
+			{flash[i].fwd, flash_fwd_smem(dh)},
+			{flash[i].bwd, flash_bwd_smem(dh)},
+			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh)},
+			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh)},
+			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
+		};
+		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
+			if (set[j].k >= 0)
+				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
+								   set[j].smem, d->device));
 	}
 	if (d->fa_tma) {   /* the driver's cuTensorMapEncodeTiled, through the runtime (no -lcuda: CI has no driver) */
 		enum cudaDriverEntryPointQueryResult q;
