@@ -294,75 +294,6 @@ __device__ __forceinline__ void lnb_halve(float *s, int lane)
 	if constexpr (O > 1)
 		lnb_halve<(N > 1 ? N / 2 : 1), O / 2>(s, lane);
 }
-// The one-pass backward's steps for a group of G rows, shared by its kernels below, each
-// row's x, dy and add (this thread's 8 columns) given by raw(q, 0 | 1 | 2) for row g0 + q.
-// First the four sums' terms of this thread's columns into s[4 G] (none where !mine) ...
-template <int G, typename R>
-__device__ __forceinline__ void lnb_terms(float *s, const float *x0, const float *ww, bool mine, R raw)
-{
-#pragma unroll
-	for (int q = 0; q < G; q++) {
-		float v[8], g[8];
-		ln8_unpack(raw(q, 0), v);
-		ln8_unpack(raw(q, 1), g);
-		s[4 * q] = s[4 * q + 1] = s[4 * q + 2] = s[4 * q + 3] = 0;
-		if (mine)
-			ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
-	}
-}
-// ... then the block's sums of them into tot[4 G]: over a warp's lanes by lnb_halve, then
-// over the warps in warp order through red [warps][4 G]; between() runs once the first
-// barrier has passed (every thread's reads from before it are done) ...
-template <int G, typename F>
-__device__ __forceinline__ void lnb_block_sums(float *s, float (*red)[4 * G], float *tot, F between)
-{
-	int W = blockDim.x / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	lnb_halve<4 * G, 16>(s, lane);
-	constexpr int per = 32 / (4 * G);   // lanes holding each value's sum
-	if (lane % per == 0)
-		red[wp][lane / per] = s[0];
-	__syncthreads();
-	between();
-	if (threadIdx.x < 4 * G) {
-		float a = 0;
-		for (int k = 0; k < W; k++)
-			a += red[k][threadIdx.x];
-		tot[threadIdx.x] = a;
-	}
-	__syncthreads();
-}
-// ... then each row's dx (rows past the band's end r1 skipped), its column sums' terms
-// added into t
-template <int G, typename R>
-__device__ __forceinline__ void lnb_rows_dx(const float *x0, const float *tot, const float *ww, float (*t)[8], void *dx,
-					    i64 g0, i64 r1, i64 j, bool mine, i64 D, float eps, R raw)
-{
-#pragma unroll
-	for (int q = 0; q < G; q++) {
-		i64 row = g0 + q;
-		float mean, rstd, sg, sgx;
-		ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg, &sgx);
-		if (!mine || row >= r1)
-			continue;
-		float v[8], g[8], a[8], o[8];
-		ln8_unpack(raw(q, 0), v);
-		ln8_unpack(raw(q, 1), g);
-		ln8_unpack(raw(q, 2), a);   // (zeros without add)
-		ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
-		ln8_store(dx, row * D + j, o);
-	}
-}
-// ... and at the band's end its column sums into part[k][band][D]
-__device__ __forceinline__ void lnb_put_sums(float *part, float (*t)[8], int sums, i64 j, i64 D, bool mine)
-{
-	if (mine)
-#pragma unroll
-		for (int k = 0; k < 3; k++) {
-			if (k >= sums)
-				break;
-			ln8_put(part + (k * gridDim.x + blockIdx.x) * D + j, t[k]);
-		}
-}
 // The layernorm backward in one pass, a block a band of rows and a thread 8 columns of
 // every row of it (columns 8 t .. 8 t + 7). bf16 dy, x, dx and add (the residual's gradient
 // added, or NULL), D a multiple of 8 up to 8 LNB_THREADS, 16-byte aligned (ln8_ok). dx as
@@ -384,6 +315,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
 {
 	__shared__ float red[LNB_THREADS / 32][4 * LNB_ROWS], tot[4 * LNB_ROWS];   // [warp][value], [value]
+	int W = blockDim.x / 32, wp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	i64 j = threadIdx.x * 8;
 	bool mine = j < D;
 	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
@@ -402,93 +334,50 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			ar[q] = ln8_raw(add, row * D + j, ok && add);
 			x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
 		}
-		auto raw = [&](int q, int k) { return k == 0 ? xr[q] : k == 1 ? gr[q] : ar[q]; };
-		lnb_terms<LNB_ROWS>(s, x0, ww, mine, raw);
-		lnb_block_sums<LNB_ROWS>(s, red, tot, [] {});
-		lnb_rows_dx<LNB_ROWS>(x0, tot, ww, t, dx, g0, r1, j, mine, D, eps, raw);
-	}
-	lnb_put_sums(part, t, sums, j, D, mine);
-}
-
-// The same backward with each thread's next rows copied ahead into shared memory (opt-in,
-// MGL_NORM_PREFETCH=G: docs/gpu.md; cp.async, compute capability 8.0 and up). The block
-// kernel above loads a group's rows only once the group before it is done, so between its
-// barriers no load is in flight; at 1.2b it moved 2.0 TB/s (fifteenth sitting). Here the
-// copies run LNP_STAGES - 1 groups ahead, each thread's own 16 bytes of x, dy and add (and
-// 4 bytes at the row's start, for x0) into slots of its own, so that only the thread's own
-// cp.async.wait_group orders them: a group's slots are refilled once barrier A below has
-// passed, after every read of them. The arithmetic is lnb_layernorm_bwd's, in its order.
-// Dynamic shared memory: LNP_STAGES G blockDim.x 52 bytes (runtime/cuda/ops.c, norm_bwd),
-// uint4 slots [stage][G][3][thread] and then the x0 words [stage][G][thread].
-#define LNP_STAGES 3
-template <int G>
-__device__ __forceinline__ void lnp_issue(unsigned char *ring, int stage, const void *dy, const void *x, const void *add,
-					  i64 g0, i64 r1, i64 D)
-{
-#if __CUDA_ARCH__ >= 800
-	int T = blockDim.x, tid = threadIdx.x;
-	i64 j = tid * 8;
-	uint4 *slot = (uint4 *)ring + (stage * G * 3) * T;
-	unsigned *x0s = (unsigned *)((uint4 *)ring + LNP_STAGES * G * 3 * T) + stage * G * T;
-	const void *src[3] = {x, dy, add};
 #pragma unroll
-	for (int q = 0; q < G; q++) {
-		i64 row = g0 + q;
-		bool in = row < r1;
-#pragma unroll
-		for (int a = 0; a < 3; a++) {
-			bool ok = in && j < D && src[a];   // past the row, past the band or no add: zeros
-			const bf16 *from = (const bf16 *)(ok ? src[a] : x) + (ok ? row * D + j : 0);
-			asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(
-					 (unsigned)__cvta_generic_to_shared(slot + (q * 3 + a) * T + tid)),
-				     "l"(from), "r"(ok ? 16 : 0));
+		for (int q = 0; q < LNB_ROWS; q++) {
+			float v[8], g[8];
+			ln8_unpack(xr[q], v);
+			ln8_unpack(gr[q], g);
+			s[4 * q] = s[4 * q + 1] = s[4 * q + 2] = s[4 * q + 3] = 0;
+			if (mine)
+				ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
 		}
-		const bf16 *first = (const bf16 *)x + (in ? row * D : 0);
-		asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(
-				 (unsigned)__cvta_generic_to_shared(x0s + q * T + tid)),
-			     "l"(first), "r"(in ? 4 : 0));
-	}
-	asm volatile("cp.async.commit_group;" ::: "memory");   // one group an issue, empty or not: wait_group counts them
-#endif
-}
-template <int G>
-__device__ __forceinline__ void lnp_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
-						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
-{
-#if __CUDA_ARCH__ >= 800
-	extern __shared__ __align__(16) unsigned char lnp_ring[];
-	__shared__ float red[LNB_THREADS / 32][4 * G], tot[4 * G];   // [warp][value], [value]
-	int T = blockDim.x, tid = threadIdx.x;
-	i64 j = tid * 8;
-	bool mine = j < D;
-	i64 band = (M + gridDim.x - 1) / gridDim.x, r0 = blockIdx.x * band, r1 = min(M, r0 + band);
-	float t[3][8] = {{0}}, ww[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-	if (mine)
-		ln8_get(ww, w + j);
-	const uint4 *slots = (const uint4 *)lnp_ring;
-	const unsigned *x0s = (const unsigned *)(slots + LNP_STAGES * G * 3 * T);
-	for (int k = 0; k < LNP_STAGES - 1; k++)
-		lnp_issue<G>(lnp_ring, k, dy, x, add, r0 + k * G, r1, D);
-	int stage = 0;
-	for (i64 g0 = r0; g0 < r1; g0 += G) {
-		asm volatile("cp.async.wait_group %0;" ::"n"(LNP_STAGES - 2) : "memory");   // this group's copies, not the later ones'
-		const uint4 *cur = slots + (stage * G * 3) * T;
-		float x0[G], s[4 * G];
+		lnb_halve<4 * LNB_ROWS, 16>(s, lane);
+		constexpr int per = 32 / (4 * LNB_ROWS);   // lanes holding each value's sum
+		if (lane % per == 0)
+			red[wp][lane / per] = s[0];
+		__syncthreads();
+		if (threadIdx.x < 4 * LNB_ROWS) {
+			float a = 0;
+			for (int k = 0; k < W; k++)
+				a += red[k][threadIdx.x];
+			tot[threadIdx.x] = a;
+		}
+		__syncthreads();
 #pragma unroll
-		for (int q = 0; q < G; q++)
-			x0[q] = bf2f((bf16)x0s[(stage * G + q) * T + tid]);   // (zero past the band)
-		auto raw = [&](int q, int k) { return cur[(q * 3 + k) * T + tid]; };
-		lnb_terms<G>(s, x0, ww, mine, raw);
-		// the refill of the stage read in the last round, every thread's reads of it done
-		lnb_block_sums<G>(s, red, tot, [&] {
-			lnp_issue<G>(lnp_ring, (stage + LNP_STAGES - 1) % LNP_STAGES, dy, x, add, g0 + (LNP_STAGES - 1) * G, r1, D);
-		});
-		lnb_rows_dx<G>(x0, tot, ww, t, dx, g0, r1, j, mine, D, eps, raw);
-		stage = (stage + 1) % LNP_STAGES;
+		for (int q = 0; q < LNB_ROWS; q++) {
+			i64 row = g0 + q;
+			float mean, rstd, sg, sgx;
+			ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg,
+				       &sgx);
+			if (!mine || row >= r1)
+				continue;
+			float v[8], g[8], a[8], o[8];
+			ln8_unpack(xr[q], v);
+			ln8_unpack(gr[q], g);
+			ln8_unpack(ar[q], a);   // (zeros without add)
+			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
+			ln8_store(dx, row * D + j, o);
+		}
 	}
-	asm volatile("cp.async.wait_group 0;" ::: "memory");   // the copies issued past the band's end
-	lnb_put_sums(part, t, sums, j, D, mine);
-#endif
+	if (mine)
+#pragma unroll
+		for (int k = 0; k < 3; k++) {
+			if (k >= sums)
+				break;
+			ln8_put(part + (k * gridDim.x + blockIdx.x) * D + j, t[k]);
+		}
 }
 
 extern "C" {
@@ -568,19 +457,6 @@ __global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void 
 								      i64 M, i64 D, float eps)
 {
 	lnb_layernorm_bwd(dy, x, w, dx, add, part, sums, M, D, eps);
-}
-// lnp_layernorm_bwd, G = 2 and 4 rows between barriers (host: MGL_NORM_PREFETCH=G, opt-in)
-__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_prefetch2(const void *dy, const void *x, const float *w,
-									  void *dx, const void *add, float *part, int sums,
-									  i64 M, i64 D, float eps)
-{
-	lnp_layernorm_bwd<2>(dy, x, w, dx, add, part, sums, M, D, eps);
-}
-__global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_prefetch4(const void *dy, const void *x, const float *w,
-									  void *dx, const void *add, float *part, int sums,
-									  i64 M, i64 D, float eps)
-{
-	lnp_layernorm_bwd<4>(dy, x, w, dx, add, part, sums, M, D, eps);
 }
 
 // a warp a row: 1 / root mean square of x[D]
@@ -1789,7 +1665,7 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 // (16 keys' k-step 32 bytes along a row); for O += P V, V is MN-major (8 keys 1024 bytes
 // apart, column blocks 64 rows x 128 bytes apart), read transposed. Q and P are A
 // fragments in registers and the softmax is flash_fwd's, as in the core-matrix version.
-// Under MGL_FA_TMA (TMA = true) one thread fills them by the Tensor Memory Accelerator
+// With TMA = true (the default: runtime/cuda/ops.c) one thread fills them by the Tensor Memory Accelerator
 // instead (fa_tile_tma), which writes this layout. Grid (B * H, ceil(S / 128));
 // flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K and two V tiles, two
 // mbarriers (TMA's), and 1 KiB to align the tiles to the swizzle's 1,024-byte period.
@@ -2441,7 +2317,7 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
-// ... and either with Q and dO copied by TMA (opt-in, MGL_FA_TMA=1: runtime/cuda/ops.c)
+// ... and either with Q and dO copied by TMA (the default on 9.0: runtime/cuda/ops.c)
 #define FLASH_BWD_WG_TMA(DH)                                                                                         \
 	__global__ void __launch_bounds__(128) k_flash_bwd_wg_tma_##DH(                                               \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
@@ -2467,7 +2343,7 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
 	}
-// ... and with K and V copied by TMA (opt-in, MGL_FA_TMA=1)
+// ... and with K and V copied by TMA (the default on 9.0)
 #define FLASH_FWD_SW_TMA(DH)                                                                                         \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_tma_##DH(                             \
 	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \

@@ -210,14 +210,9 @@ static int cuda_open(RtRank *r)
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
-	const char *ft = getenv("MGL_FA_TMA");
-	d->fa_tma = ft && !strcmp(ft, "1") && d->arch == 90;
-	const char *np = getenv("MGL_NORM_PREFETCH");
-	d->norm_prefetch = np && (!strcmp(np, "2") || !strcmp(np, "4")) && d->arch >= 80 ? np[0] - '0' : 0;
-	int optin = 0;
-	CK(cudaDeviceGetAttribute(&d->sms, cudaDevAttrMultiProcessorCount, d->device));
-	CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, d->device));
-	d->smem_optin = (size_t)optin;
+	/* the wgmma attention's per-round tiles by TMA on 9.0, unless MGL_NO_FA_TMA (each thread's
+	 * cp.async instead: the same kernels before the sixteenth sitting, for comparison) */
+	d->fa_tma = d->arch == 90 && !getenv("MGL_NO_FA_TMA");
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;
@@ -274,11 +269,12 @@ static int cuda_open(RtRank *r)
 	 * the SMs (cuBLASLt's SM count target; Transformer Engine's "sm margin"), so that NCCL's
 	 * blocks need not wait for a GEMM's to finish. Measured at 2.5b tp 2: 0, 16 and 32
 	 * within 1% of each other, 16 the best (docs/perf-notes.md, fifth sitting). */
-	int margin = r->job->nranks > 1 ? 16 : 0;
+	int sms = 0, margin = r->job->nranks > 1 ? 16 : 0;
 	const char *e = getenv("MGL_COMM_SMS");
 	if (e && *e)
 		margin = atoi(e);
-	d->gemm_sms = margin > 0 && margin < d->sms ? d->sms - margin : 0;
+	CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d->device));
+	d->gemm_sms = margin > 0 && margin < sms ? sms - margin : 0;
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);

@@ -46,11 +46,6 @@ typedef struct {
 	bool eager, made;
 } Graph;
 
-/* kernels/ops.cu's LNB_THREADS (the most threads a layer norm backward's block has) and
- * LNP_STAGES (the groups of rows k_layernorm_bwd_prefetchG's ring holds) */
-#define CUDA_NORM_THREADS 512
-#define CUDA_LNP_STAGES 3
-
 typedef struct {
 	int device;
 	int arch;                 /* compute capability, 10 major + minor: 90 for sm_90 */
@@ -99,13 +94,8 @@ typedef struct {
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
-	bool fa_tma;              /* MGL_FA_TMA: the wgmma attention's tiles by TMA (ops.c, op_attention, attention_bwd) */
+	bool fa_tma;              /* the wgmma attention's tiles by TMA (ops.c, op_attention, attention_bwd): 9.0, unless MGL_NO_FA_TMA */
 	void *tma_encode;         /* ... and then the driver's cuTensorMapEncodeTiled */
-	int norm_prefetch;        /* MGL_NORM_PREFETCH: 2 or 4 (ops.c, norm_bwd; compute capability 8.0 and up), else 0 */
-	int norm_fit[CUDA_NORM_THREADS / 32 + 1];   /* its blocks an SM by blockDim / 32: 0 not yet known, -1 none */
-	int sms;                  /* the GPU's SMs */
-	size_t smem_optin;        /* the most shared memory a block may have (bytes) */
-	size_t norm_dyn_max;      /* ... of it, what k_layernorm_bwd_prefetchG may ask for at launch */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
@@ -177,7 +167,7 @@ int cuda_ops_prepare(RtRank *r);
 /* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats;
  * and a counter a stripe of 32 columns) */
 bool cuda_norm_one_pass(int64_t D);                 /* whether the layernorm backward takes rows of D in one pass */
-int64_t cuda_norm_bands(int64_t M);                 /* its grid, for M rows (at most) */
+int64_t cuda_norm_bands(int64_t M);                 /* its grid, for M rows */
 int64_t cuda_colsum_bands(int64_t M, int64_t N);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's

@@ -17,8 +17,8 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(layernorm_bwd_block) X(layernorm_bwd_prefetch2) X(layernorm_bwd_prefetch4) X(parts_finish) \
-	X(gelu) X(gelu_bwd) X(tanh) X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
+	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
+	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
@@ -439,27 +439,13 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		 * thread's column sums in its registers, then the bands added. A warp a row left
 		 * too few warps an SM past 1,024 columns, and teams of warps a row were slower
 		 * still: perf-notes.md, eleventh to fifteenth sittings */
-		int sums = dbo ? 3 : 2, T = (int)(32 * ((D + 255) / 256)), k = K_layernorm_bwd_block;
+		int sums = dbo ? 3 : 2;
 		int64_t B = cuda_norm_bands(M);
-		size_t smem = 0;
-		if (d->norm_prefetch) {   /* opt-in: the rows copied ahead (k_layernorm_bwd_prefetchG) */
-			int kp = d->norm_prefetch == 2 ? K_layernorm_bwd_prefetch2 : K_layernorm_bwd_prefetch4,
-			    *fit = &d->norm_fit[T / 32];   /* blocks an SM, found at the step's first (eager) run */
-			size_t bytes = (size_t)CUDA_LNP_STAGES * d->norm_prefetch * T * (3 * 16 + 4);
-			if (!*fit && bytes <= d->norm_dyn_max)
-				CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(fit, (const void *)d->kernels[kp], T, bytes));
-			if (!*fit)
-				*fit = -1;
-			if (*fit > 0) {   /* one wave of bands, as long as the cap on their count allows */
-				k = kp, smem = bytes;
-				B = B < (int64_t)*fit * d->sms ? B : (int64_t)*fit * d->sms;
-			}
-		}
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(T),
-				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), smem, d->compute));
+		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
+				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
@@ -577,8 +563,9 @@ static int op_sum_to(CudaCtx *c)
  * Other head sizes, and GPUs before sm_80, take k_attention: a warp a query, an atomic
  * backward. bwd_wg_sums: the wgmma backward summing q, k and v's bias gradients too
  * (attention_bwd), at heads of 64 and 96. The _tma ones: the same three wgmma kernels with
- * the tiles that each loop round loads (K and V; Q and dO) copied by TMA (opt-in,
- * MGL_FA_TMA=1). */
+ * the tiles that each loop round loads (K and V; Q and dO) copied by TMA: the default on
+ * 9.0 (0.5-1 ms a step quicker at 1.2b, perf-notes' sixteenth sitting); MGL_NO_FA_TMA=1,
+ * or a driver without cuTensorMapEncodeTiled, takes the ones above (each thread's cp.async). */
 static const struct {
 	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
 } flash[] = {
@@ -1155,7 +1142,7 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD and MGL_FA_TMA say now: they are read at each launch */
+		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
@@ -1176,14 +1163,7 @@ int cuda_ops_prepare(RtRank *r)
 		enum cudaDriverEntryPointQueryResult q;
 		CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &d->tma_encode, 12000, cudaEnableDefault, &q));
 		if (q != cudaDriverEntryPointSuccess || !d->tma_encode)
-			return cuda_fail(r, "MGL_FA_TMA: the driver has no cuTensorMapEncodeTiled");
-	}
-	if (d->norm_prefetch) {   /* norm_bwd's ring: up to what a block may have beside the kernel's own */
-		cudaKernel_t k = d->kernels[d->norm_prefetch == 2 ? K_layernorm_bwd_prefetch2 : K_layernorm_bwd_prefetch4];
-		struct cudaFuncAttributes fa;
-		CK(cudaFuncGetAttributes(&fa, (const void *)k));
-		d->norm_dyn_max = d->smem_optin > fa.sharedSizeBytes ? d->smem_optin - fa.sharedSizeBytes : 0;
-		CK(cudaKernelSetAttributeForDevice(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)d->norm_dyn_max, d->device));
+			d->fa_tma = false;   /* a driver without it: each thread's cp.async, as MGL_NO_FA_TMA */
 	}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
 	if (!d->coll_wait)

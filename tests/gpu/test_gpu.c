@@ -13,9 +13,9 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row, and
- *    GPT-2's and BERT's cases again with its rows copied ahead (MGL_NORM_PREFETCH, opt-in);
- *    the flash cases with the attention's tiles copied by TMA (MGL_FA_TMA, opt-in).
+ *    the layer norms' backward at the edges of its bands and past its widest row;
+ *    the flash cases again with the attention's tiles copied by each thread (cp.async)
+ *    instead of TMA (MGL_NO_FA_TMA).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -474,7 +474,7 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_FA_TMA"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -496,12 +496,12 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e]);
 	}
-	if (!only || !strcmp(only, "real")) {   /* GPT-2 124M's width, 16 tiles of queries a head, by TMA */
-		setenv("MGL_FA_TMA", "1", 1);
-		printf("with MGL_FA_TMA=1:\n");
+	if (!only || !strcmp(only, "real")) {   /* GPT-2 124M's width, 16 tiles of queries a head, by cp.async */
+		setenv("MGL_NO_FA_TMA", "1", 1);
+		printf("with MGL_NO_FA_TMA=1:\n");
 		fails += real_width(&real[0], gpus) != 0;
 		runs++;
-		unsetenv("MGL_FA_TMA");
+		unsetenv("MGL_NO_FA_TMA");
 	}
 	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
 	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
@@ -521,35 +521,10 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
-		/* under MGL_NORM_PREFETCH: 2,304 rows of 1,536, more bands than one wave has blocks
-		 * at G = 4 (one block an SM); rows of 3,072, too wide for G = 4's ring on an H200 (the
-		 * block kernel runs) */
-		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=64", 36, 64, true},
-		{"models/gpt2.mgl", "tiny", "vocab=96,d=3072,heads=24,layers=1,seq=8", 2, 8, true},
 	};
-	/* ... and the same with each thread's rows copied ahead (opt-in, MGL_NORM_PREFETCH=G,
-	 * runtime/cuda/ops.c: norm_bwd), both G, with GPT-2's and BERT's cases at tp 1 (LLaMA's
-	 * rmsnorm keeps its two passes); with G = 4 GPT-2 124M's real width */
-	static const char *prefetch[] = {NULL, "2", "4"};
-	for (size_t e = 0; e < sizeof prefetch / sizeof prefetch[0]; e++) {
-		if (prefetch[e]) {
-			setenv("MGL_NORM_PREFETCH", prefetch[e], 1);
-			printf("with MGL_NORM_PREFETCH=%s:\n", prefetch[e]);
-			for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
-				if (strcmp(small[m].model, "models/llama.mgl") && (!only || !strcmp(only, small[m].preset))) {
-					fails += check(&small[m], 1, false, true) != 0;
-					runs++;
-				}
-		}
-		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
-			fails += check(&norm_cases[m], 1, false, true) != 0;
-			runs++;
-		}
-		if (e == 2 && (!only || !strcmp(only, "real"))) {
-			fails += real_width(&real[0], gpus) != 0;
-			runs++;
-		}
-		unsetenv("MGL_NORM_PREFETCH");
+	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
+		fails += check(&norm_cases[m], 1, false, true) != 0;
+		runs++;
 	}
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
