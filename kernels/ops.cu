@@ -1753,6 +1753,42 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 		fa_tile_tma<DH>(s + TILE, m1, h, row0, b, bar);
 	}
 }
+// dQ added into dq by TMA (flash_bwd_wg's DQR, opt-in): this thread's part of a query
+// tile's dQ [64][DH] (f32, dqa: rows 16 w + g and 8 after, columns 8 j + 2 t + e % 2) into
+// s as TMA reads a box of 32 columns by 64 rows in its 128-byte swizzle: box j / 4 at s +
+// 2,048 (j / 4), a row 128 bytes, its 16-byte chunk c at c ^ (row % 8) (row % 8 is g for
+// both rows); a warp's stores fill each bank twice, the fewest for 256 bytes. s 1,024-byte
+// aligned (a Q and dO buffer, free once the round's wgmmas are done)
+template <int DH>
+__device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
+{
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	float *r0 = s + (16 * w + g) * 32 + 2 * (t & 1);
+#pragma unroll
+	for (int j = 0; j < DH / 8; j++) {
+		float *p = r0 + j / 4 * FA_ROWS * 32 + ((2 * (j % 4) + t / 2) ^ g) * 4;
+		*(float2 *)p = make_float2(dqa[4 * j], dqa[4 * j + 1]);
+		*(float2 *)(p + 8 * 32) = make_float2(dqa[4 * j + 2], dqa[4 * j + 3]);
+	}
+}
+// by thread 0: the tile fa_dq_put wrote at s added into dq's rows [row0, row0 + 64) of head
+// h of sequence b (the map's dimensions DH, H, S, B, f32; rows past S left alone), one
+// bulk group; before s is written again the thread waits for the group's reads
+// (cp.async.bulk.wait_group.read). The writes at s must be fenced for the async proxy
+// (fence.proxy.async) and past a barrier first.
+template <int DH>
+__device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, i64 h, i64 row0, i64 b)
+{
+	if (threadIdx.x != 0)
+		return;
+#pragma unroll
+	for (int kb = 0; kb < DH / 32; kb++)
+		asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2, %3, %4}], [%5];" ::"l"(
+				 map),
+			     "r"(kb * 32), "r"((int)h), "r"((int)row0), "r"((int)b), "r"(fa_smem(s + kb * FA_ROWS * 32))
+			     : "memory");
+	asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
 template <int DH, bool TMA = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
 			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL)
@@ -1928,10 +1964,11 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS, bool TMA = false>
+template <int DH, bool SUMS, bool TMA = false, bool DQR = false>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
-			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL)
+			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
+			     const FaTmap *tdq = NULL)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
@@ -1971,7 +2008,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		if (i0 + FA_ROWS < S) {
 			bf16 *next = qg + ((it + 1) & 1) * 2 * TILE;
 			if (TMA) {   // (the other buffer's last readers, wgmma, were waited for before the barrier)
-				fa_tma_pair<DH>(next, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+				if (!DQR)   // (DQR: once the last round's dQ there is read, below)
+					fa_tma_pair<DH>(next, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
 				fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
 					    i0 + FA_ROWS, S);
 				asm volatile("cp.async.commit_group;" ::: "memory");
@@ -1982,6 +2020,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 			}
 		}
+		if (DQR && it > 0)   // the last round's dQ, in the other buffer since the barrier above
+			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
 		if (TMA) {   // one cp.async group a round (lse and delta); Q and dO by the mbarrier's phase
 			if (i0 + FA_ROWS < S)
 				fa_wait<1>();
@@ -2012,6 +2052,11 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
+		if (DQR && i0 + FA_ROWS < S) {   // the next Q and dO, where the last round's dQ was (read by now)
+			if (threadIdx.x == 0)
+				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+		}
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
 		for (int n = 0; n < 8; n++) {
@@ -2058,6 +2103,11 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_done(dva, DH / 2);
 		fa_wg_done(dka, DH / 2);
 		fa_wg_done(dqa, DH / 2);
+		if (DQR) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
+			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa);
+			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+			continue;
+		}
 		i64 q0 = i0 + w * 16 + g, q1 = q0 + 8;
 		// four columns a red: lanes t and t ^ 1 swap halves, the even one adds row q0's
 		// columns 2 t .. 2 t + 3, the odd one row q1's 2 t - 2 .. 2 t + 1
@@ -2074,6 +2124,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 					fa_red4(p, dqa[4 * d], dqa[4 * d + 1], s0, s1);
 			}
 		}
+	}
+	if (DQR) {   // the last round's dQ, and every reduction done before the block's shared memory goes
+		__syncthreads();
+		i64 last = first + (S - 1 - first) / FA_ROWS * FA_ROWS;
+		fa_dq_reduce<DH>((const float *)(qg + (((last - first) / FA_ROWS) & 1) * 2 * TILE), tdq, h, last, b);
+		if (threadIdx.x == 0)
+			asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 	}
 	// b and h afresh from blockIdx (in 32 bits), rather than kept live through the loop
 	i64 ob = ((i64)(blockIdx.x / (unsigned)H) * S + kr0) * ldo + blockIdx.x % (unsigned)H * DH + 2 * t;
@@ -2317,24 +2374,25 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
-// ... and either with Q and dO copied by TMA (the default on 9.0: runtime/cuda/ops.c)
-#define FLASH_BWD_WG_TMA(DH)                                                                                         \
-	__global__ void __launch_bounds__(128) k_flash_bwd_wg_tma_##DH(                                               \
+// ... and either with Q and dO copied by TMA (the default on 9.0: runtime/cuda/ops.c); the
+// _dq_ ones also add dQ into dq by TMA (flash_bwd_wg's DQR, opt-in), the others ignore tdq
+#define FLASH_BWD_WG_TMA(DH, NAME, DQR)                                                                              \
+	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
-	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo)                                   \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq) \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, false, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,  \
-							  NULL, &tq, &tdo));)                                          \
+		FA_WG_BODY((flash_bwd_wg<DH, false, true, DQR>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,     \
+							       causal, NULL, &tq, &tdo, &tdq));)                      \
 	}
-#define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
-	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
+#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, DQR)                                                                         \
+	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
-	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo)                                   \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq) \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
-							 part, &tq, &tdo));)                                           \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true, DQR>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
+							      causal, part, &tq, &tdo, &tdq));)                       \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
@@ -2356,11 +2414,16 @@ FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
-FLASH_BWD_WG_TMA(64)
-FLASH_BWD_WG_TMA(96)
-FLASH_BWD_WG_TMA(128)
-FLASH_BWD_WG_SUMS_TMA(64)
-FLASH_BWD_WG_SUMS_TMA(96)
+FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_, false)
+FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_, false)
+FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_, false)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_, false)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_, false)
+FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_dq_, true)
+FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_dq_, true)
+FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_dq_, true)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_dq_, true)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_dq_, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

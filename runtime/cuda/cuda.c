@@ -213,6 +213,8 @@ static int cuda_open(RtRank *r)
 	/* the wgmma attention's per-round tiles by TMA on 9.0, unless MGL_NO_FA_TMA (each thread's
 	 * cp.async instead: the same kernels before the sixteenth sitting, for comparison) */
 	d->fa_tma = d->arch == 90 && !getenv("MGL_NO_FA_TMA");
+	const char *dq = getenv("MGL_FA_TMA_DQ");
+	d->fa_tma_dq = dq && !strcmp(dq, "1");
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;

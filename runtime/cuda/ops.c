@@ -25,7 +25,8 @@
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
-	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)            \
+	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_dq_64) X(flash_bwd_wg_tma_dq_96) X(flash_bwd_wg_tma_dq_128)       \
+	X(flash_bwd_wg_sums_tma_dq_64) X(flash_bwd_wg_sums_tma_dq_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -565,18 +566,20 @@ static int op_sum_to(CudaCtx *c)
  * (attention_bwd), at heads of 64 and 96. The _tma ones: the same three wgmma kernels with
  * the tiles that each loop round loads (K and V; Q and dO) copied by TMA: the default on
  * 9.0 (0.5-1 ms a step quicker at 1.2b, perf-notes' sixteenth sitting); MGL_NO_FA_TMA=1,
- * or a driver without cuTensorMapEncodeTiled, takes the ones above (each thread's cp.async). */
+ * or a driver without cuTensorMapEncodeTiled, takes the ones above (each thread's cp.async).
+ * The _dq ones: the backward's TMA kernels adding dQ into dq by TMA too, from shared memory,
+ * instead of each thread's red.global (opt-in, MGL_FA_TMA_DQ=1). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, bwd_wg_tma_dq, bwd_wg_sums_tma_dq;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_dq_64, K_flash_bwd_wg_sums_tma_dq_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96},
+	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, K_flash_bwd_wg_tma_dq_96, K_flash_bwd_wg_sums_tma_dq_96},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1},
+	 K_flash_bwd_wg_tma_128, -1, K_flash_bwd_wg_tma_dq_128, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -604,18 +607,21 @@ static int flash_bwd_wg_smem(int dh)
 	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 16 + 1024;
 }
 
-/* A TMA map of x [B, S, H, dh] (bf16, dense, 16-byte aligned: the activations are) for
- * fa_tile_tma: dimensions dh, H, S, B innermost first, a box of 64 columns by 64 rows of
- * one head and sequence, TMA's 128-byte swizzle (fa_sw's layout), zeros out of bounds; by
- * the driver's cuTensorMapEncodeTiled (d->tma_encode, cuda_ops_prepare's) */
-static int fa_tensor_map(RtRank *r, CUtensorMap *m, void *x, int64_t B, int64_t S, int64_t H, int64_t dh)
+/* A TMA map of x [B, S, H, dh] (bf16, or f32 where f32; dense, 16-byte aligned: the
+ * activations and the scratch are): dimensions dh, H, S, B innermost first, a box of 128
+ * bytes of columns (64 bf16: fa_tile_tma's; 32 f32: fa_dq_reduce's) by 64 rows of one head
+ * and sequence, TMA's 128-byte swizzle (fa_sw's layout), zeros out of bounds; by the
+ * driver's cuTensorMapEncodeTiled (d->tma_encode, cuda_ops_prepare's) */
+static int fa_tensor_map(RtRank *r, CUtensorMap *m, void *x, int64_t B, int64_t S, int64_t H, int64_t dh, bool f32)
 {
 	PFN_cuTensorMapEncodeTiled_v12000 encode = (PFN_cuTensorMapEncodeTiled_v12000)((Dev *)r->mem)->tma_encode;
+	int64_t e_bytes = f32 ? 4 : 2;
 	cuuint64_t dim[4] = {(cuuint64_t)dh, (cuuint64_t)H, (cuuint64_t)S, (cuuint64_t)B},
-		   stride[3] = {(cuuint64_t)(dh * 2), (cuuint64_t)(H * dh * 2), (cuuint64_t)(S * H * dh * 2)};
-	cuuint32_t box[4] = {64, 1, FLASH_ROWS, 1}, step[4] = {1, 1, 1, 1};
-	CUresult e = encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, x, dim, stride, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE,
-			    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+		   stride[3] = {(cuuint64_t)(dh * e_bytes), (cuuint64_t)(H * dh * e_bytes), (cuuint64_t)(S * H * dh * e_bytes)};
+	cuuint32_t box[4] = {(cuuint32_t)(128 / e_bytes), 1, FLASH_ROWS, 1}, step[4] = {1, 1, 1, 1};
+	CUresult e = encode(m, f32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, x, dim, stride, box,
+			    step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+			    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 	return e == CUDA_SUCCESS ? 0 : cuda_fail(r, "cuTensorMapEncodeTiled: error %d for a [%lld, %lld, %lld, %lld] tensor", (int)e,
 						(long long)B, (long long)S, (long long)H, (long long)dh);
 }
@@ -663,7 +669,7 @@ static int op_attention(CudaCtx *c)
 		void *args[11] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};
 		int k = flash[f].fwd_wg;
 		if (((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
-			if (fa_tensor_map(c->r, &tk, K, B, S, H, dh) || fa_tensor_map(c->r, &tv, V, B, S, H, dh))
+			if (fa_tensor_map(c->r, &tk, K, B, S, H, dh, false) || fa_tensor_map(c->r, &tv, V, B, S, H, dh, false))
 				return -1;
 			k = flash[f].fwd_wg_tma;
 		}
@@ -713,17 +719,20 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
 			return -1;
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
-		 * part and the TMA maps where the kernel takes them */
-		CUtensorMap tq, tdo;   /* (copied at the launch) */
-		void *args[17] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
+		 * part and the TMA maps (Q's, dO's and dq's) where the kernel takes them */
+		CUtensorMap tq, tdo, tdq;   /* (copied at the launch) */
+		void *args[18] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? flash[f].bwd_wg_sums : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd,
-		    tma = !d->fa_tma || !flash_wg(d, f) ? -1 : sums ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_tma;
+		    tma = !d->fa_tma || !flash_wg(d, f) ? -1
+			  : d->fa_tma_dq    ? (sums ? flash[f].bwd_wg_sums_tma_dq : flash[f].bwd_wg_tma_dq)
+					    : (sums ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_tma);
 		if (sums)
 			args[na++] = &part;
 		if (tma >= 0) {
-			if (fa_tensor_map(r, &tq, Q, B, S, H, dh) || fa_tensor_map(r, &tdo, G, B, S, H, dh))
+			if (fa_tensor_map(r, &tq, Q, B, S, H, dh, false) || fa_tensor_map(r, &tdo, G, B, S, H, dh, false) ||
+			    fa_tensor_map(r, &tdq, s1, B, S, H, dh, true))
 				return -1;
-			k = tma, args[na++] = &tq, args[na++] = &tdo;
+			k = tma, args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq;
 		}
 		if (launch_blocks(r, k, B * H, gy, 128, flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
 				  args))
@@ -1142,7 +1151,7 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */
+		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA and MGL_FA_TMA_DQ say now: they are read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
@@ -1153,6 +1162,8 @@ int cuda_ops_prepare(RtRank *r)
 			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_tma_dq : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_sums_tma_dq : -1, flash_bwd_wg_smem(dh)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)
