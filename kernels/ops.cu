@@ -1753,6 +1753,25 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 		fa_tile_tma<DH>(s + TILE, m1, h, row0, b, bar);
 	}
 }
+// by thread 0, under flash_bwd_wg's DQR: fa_tma_pair's Q and dO tiles into s, and the same
+// rows' lse and delta [64] each (f32, as k_attention_delta prepared them: lse in base 2,
+// delta times the scale) into ld, by the map tld of [2][B H][S] (dimensions S, B H, 2;
+// zeros past S), all on bar's phase
+template <int DH>
+__device__ __forceinline__ void fa_tma_rows(bf16 *s, float *ld, const FaTmap *tq, const FaTmap *tdo, const FaTmap *tld,
+					    i64 h, i64 row0, i64 b, unsigned long long *bar)
+{
+	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);
+	if (threadIdx.x == 0) {
+		fa_mbar_expect(bar, 4 * TILE + 2 * FA_ROWS * 4);
+		fa_tile_tma<DH>(s, tq, h, row0, b, bar);
+		fa_tile_tma<DH>(s + TILE, tdo, h, row0, b, bar);
+		asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+			     "%3, %4}], [%5];" ::"r"(fa_smem(ld)),
+			     "l"(tld), "r"((int)row0), "r"((int)blockIdx.x), "r"(0), "r"(fa_smem(bar))
+			     : "memory");
+	}
+}
 // dQ added into dq by TMA (flash_bwd_wg's DQR, opt-in): this thread's part of a query
 // tile's dQ [64][DH] (f32, dqa: rows 16 w + g and 8 after, columns 8 j + 2 t + e % 2) into
 // s as TMA reads a box of 32 columns by 64 rows in its 128-byte swizzle: box j / 4 at s +
@@ -1958,6 +1977,11 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 //   dQ = dS K                       (A = dS^T and B = K, both MN-major), added into dq (f32)
 //                                   four columns a red.global (half the atomics of pairs)
 // dk and dv in rows of ldo elements, as flash_bwd's.
+// TMA: Q and dO copied by TMA (tq, tdo), one thread issuing, every thread waiting on the
+// buffer's mbarrier. DQR (with TMA; opt-in, MGL_FA_TMA_DQ=1): also dQ added by TMA from
+// shared memory (fa_dq_put, fa_dq_reduce through tdq) instead of the red.globals, and lse
+// and delta as k_attention_delta prepared them ([2][B H][S]: lse in base 2, delta times the
+// scale) copied by TMA with Q and dO (tld), so that no barrier waits for their conversion.
 // SUMS: also the column sums of this block's 64 keys' dK and dV (f32, before their rounding:
 // the k and v biases' gradients, summed over the blocks by k_parts_finish), at
 // part[1 + kind][b * gridDim.y + blockIdx.y][h DH ..] of [3][B gridDim.y][D] (kind 0 dK,
@@ -1968,8 +1992,9 @@ template <int DH, bool SUMS, bool TMA = false, bool DQR = false>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
-			     const FaTmap *tdq = NULL)
+			     const FaTmap *tdq = NULL, const FaTmap *tld = NULL)
 {
+	static_assert(!DQR || TMA, "DQR: the buffers' hand-over needs the TMA loads");
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
@@ -1986,7 +2011,12 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	i64 first = causal ? j0 : 0;
 	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
-	if (TMA) {   // Q and dO by TMA, one thread issuing, lse and delta by cp.async as before
+	if (DQR) {   // lse and delta with Q and dO; K and V's copies landed before the loop's first barrier
+		fa_mbar_init2(bars);
+		fa_tma_rows<DH>(qg, LDs, tq, tdo, tld, h, first, b, &bars[0]);
+		fa_wait<0>();
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+	} else if (TMA) {   // Q and dO by TMA, one thread issuing, lse and delta by cp.async as before
 		fa_mbar_init2(bars);
 		fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0]);
 		fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
@@ -2005,11 +2035,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		const float *Ls = LDs + (((i0 - first) / FA_ROWS) & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
 		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
 		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffer it & 1
-		if (i0 + FA_ROWS < S) {
+		if (i0 + FA_ROWS < S && !DQR) {   // (DQR: once the last round's dQ there is read, below)
 			bf16 *next = qg + ((it + 1) & 1) * 2 * TILE;
 			if (TMA) {   // (the other buffer's last readers, wgmma, were waited for before the barrier)
-				if (!DQR)   // (DQR: once the last round's dQ there is read, below)
-					fa_tma_pair<DH>(next, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+				fa_tma_pair<DH>(next, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
 				fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
 					    i0 + FA_ROWS, S);
 				asm volatile("cp.async.commit_group;" ::: "memory");
@@ -2022,7 +2051,9 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 		if (DQR && it > 0)   // the last round's dQ, in the other buffer since the barrier above
 			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
-		if (TMA) {   // one cp.async group a round (lse and delta); Q and dO by the mbarrier's phase
+		if (DQR) {   // Q, dO, lse and delta by the mbarrier's phase
+			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
+		} else if (TMA) {   // one cp.async group a round (lse and delta); Q and dO by the mbarrier's phase
 			if (i0 + FA_ROWS < S)
 				fa_wait<1>();
 			else
@@ -2036,12 +2067,14 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		// this tile's lse and delta as the softmax takes them, each by the thread that copied
 		// it (fa_rows_f32): lse in base 2 (+inf where a row has no key: P = 0 there), delta
 		// times the scale, so that an element of dS^T is p (dp scale - delta scale)
-		if (threadIdx.x < 2 * FA_ROWS) {
-			float *x = (float *)Ls + threadIdx.x;
-			*x = threadIdx.x >= FA_ROWS ? *x * scale : *x == -INF ? INF : *x * FA_LOG2E;
+		if (!DQR) {   // (DQR: k_attention_delta did so)
+			if (threadIdx.x < 2 * FA_ROWS) {
+				float *x = (float *)Ls + threadIdx.x;
+				*x = threadIdx.x >= FA_ROWS ? *x * scale : *x == -INF ? INF : *x * FA_LOG2E;
+			}
+			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+			__syncthreads();
 		}
-		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-		__syncthreads();
 		float st[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
 		fa_wg_fence();
 		for (int kk = 0; kk < DH / 16; kk++) {
@@ -2052,10 +2085,11 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
-		if (DQR && i0 + FA_ROWS < S) {   // the next Q and dO, where the last round's dQ was (read by now)
+		if (DQR && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+			fa_tma_rows<DH>(qg + ((it + 1) & 1) * 2 * TILE, LDs + ((it + 1) & 1) * 2 * FA_ROWS, tq, tdo, tld, h,
+					i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
 		}
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
@@ -2303,8 +2337,11 @@ extern "C" {
 
 // delta[B, H, S] = rowsum(dy o) a head (flash_bwd's D), G lanes a row (a power of two to
 // 32): 8 columns a lane by 16-byte loads where G * 8 >= dh, dh % 8 == 0 and the rows are
-// aligned, else a column a lane in turn
-__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i64 B, i64 S, i64 H, i64 dh, int G)
+// aligned, else a column a lane in turn. With lse [B, H, S] (flash_bwd_wg's DQR): delta
+// [2][B, H][Sp] (rows of Sp >= S, for TMA's 16-byte strides): [0] lse in base 2 (+inf for
+// -inf: a row with no key), [1] rowsum(dy o) times the scale 1 / sqrt(dh)
+__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B, i64 S, i64 Sp,
+				  i64 H, i64 dh, int G)
 {
 	int l = threadIdx.x % G;
 	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / G;
@@ -2324,8 +2361,15 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 	}
 	for (int m = G / 2; m > 0; m /= 2)   // every lane of the warp takes part (rows past the end with 0)
 		s += __shfl_xor_sync(0xffffffffu, s, m, G);
-	if (l == 0 && w < B * H * S)
-		delta[(b * H + h) * S + i] = s;
+	if (l == 0 && w < B * H * S) {
+		if (!lse) {
+			delta[(b * H + h) * S + i] = s;
+		} else {   // prepared for flash_bwd_wg's DQR: [0] lse in base 2 (+inf where -inf), [1] delta times the scale
+			float x = lse[(b * H + h) * S + i];
+			delta[(b * H + h) * Sp + i] = x == -INF ? INF : x * FA_LOG2E;
+			delta[(B * H + b * H + h) * Sp + i] = s * rsqrtf((float)dh);
+		}
+	}
 }
 
 #if __CUDA_ARCH__ >= 800
@@ -2375,24 +2419,27 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, float *delta, i
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
 // ... and either with Q and dO copied by TMA (the default on 9.0: runtime/cuda/ops.c); the
-// _dq_ ones also add dQ into dq by TMA (flash_bwd_wg's DQR, opt-in), the others ignore tdq
+// _dq_ ones also add dQ into dq and take lse and delta by TMA (flash_bwd_wg's DQR, opt-in),
+// the others ignore tdq and tld
 #define FLASH_BWD_WG_TMA(DH, NAME, DQR)                                                                              \
 	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
-	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq) \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
+	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, false, true, DQR>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,     \
-							       causal, NULL, &tq, &tdo, &tdq));)                      \
+							       causal, NULL, &tq, &tdo, &tdq, &tld));)                \
 	}
 #define FLASH_BWD_WG_SUMS_TMA(DH, NAME, DQR)                                                                         \
 	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
-	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq) \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
+	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, true, true, DQR>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
-							      causal, part, &tq, &tdo, &tdq));)                       \
+							      causal, part, &tq, &tdo, &tdq, &tld));)                 \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \

@@ -626,6 +626,20 @@ static int fa_tensor_map(RtRank *r, CUtensorMap *m, void *x, int64_t B, int64_t 
 						(long long)B, (long long)S, (long long)H, (long long)dh);
 }
 
+/* A TMA map of the rows k_attention_delta prepares for the _dq kernels, x [2][BH][Sp] (f32,
+ * rows Sp >= S floats apart, Sp % 4 == 0; 16-byte aligned): dimensions S, BH, 2 innermost
+ * first, a box of 64 of a row's entries from each of the two, no swizzle, zeros past S */
+static int fa_rows_map(RtRank *r, CUtensorMap *m, float *x, int64_t BH, int64_t S, int64_t Sp)
+{
+	PFN_cuTensorMapEncodeTiled_v12000 encode = (PFN_cuTensorMapEncodeTiled_v12000)((Dev *)r->mem)->tma_encode;
+	cuuint64_t dim[3] = {(cuuint64_t)S, (cuuint64_t)BH, 2}, stride[2] = {(cuuint64_t)(Sp * 4), (cuuint64_t)(BH * Sp * 4)};
+	cuuint32_t box[3] = {FLASH_ROWS, 1, 2}, step[3] = {1, 1, 1};
+	CUresult e = encode(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, x, dim, stride, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE,
+			    CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+	return e == CUDA_SUCCESS ? 0 : cuda_fail(r, "cuTensorMapEncodeTiled: error %d for lse and delta [2, %lld, %lld]", (int)e,
+						(long long)BH, (long long)S);
+}
+
 /* flash_bwd's shared memory: K and V tiles [64][dh + 8], two Q and two dO tiles [32][dh + 8]
  * (bf16), dS [32][64 + 8] (bf16), lse and delta [32] (f32) */
 static int flash_bwd_smem(int dh)
@@ -716,23 +730,27 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
-		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &s2, &B, &S, &H, &dh, &lanes)))
+		bool dqr = d->fa_tma && flash_wg(d, f) && d->fa_tma_dq;   /* the _dq kernels (opt-in) */
+		int64_t Sp = dqr ? (S + 3) / 4 * 4 : S;   /* their lse and delta rows: 16-byte strides for TMA */
+		const float *lse = dqr ? L : NULL;           /* (s2's n floats hold 2 B H Sp: dh >= 64) */
+		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &lse, &s2, &B, &S, &Sp, &H, &dh, &lanes)))
 			return -1;
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
-		 * part and the TMA maps (Q's, dO's and dq's) where the kernel takes them */
-		CUtensorMap tq, tdo, tdq;   /* (copied at the launch) */
-		void *args[18] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
+		 * part and the TMA maps (Q's, dO's, dq's, lse and delta's) where the kernel takes
+		 * them (the TMA kernels without _dq ignore the last two: zeros) */
+		CUtensorMap tq, tdo, tdq = {0}, tld = {0};   /* (copied at the launch) */
+		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? flash[f].bwd_wg_sums : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd,
 		    tma = !d->fa_tma || !flash_wg(d, f) ? -1
-			  : d->fa_tma_dq    ? (sums ? flash[f].bwd_wg_sums_tma_dq : flash[f].bwd_wg_tma_dq)
+			  : dqr		    ? (sums ? flash[f].bwd_wg_sums_tma_dq : flash[f].bwd_wg_tma_dq)
 					    : (sums ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_tma);
 		if (sums)
 			args[na++] = &part;
 		if (tma >= 0) {
 			if (fa_tensor_map(r, &tq, Q, B, S, H, dh, false) || fa_tensor_map(r, &tdo, G, B, S, H, dh, false) ||
-			    fa_tensor_map(r, &tdq, s1, B, S, H, dh, true))
+			    (dqr && (fa_tensor_map(r, &tdq, s1, B, S, H, dh, true) || fa_rows_map(r, &tld, s2, B * H, S, Sp))))
 				return -1;
-			k = tma, args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq;
+			k = tma, args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
 		}
 		if (launch_blocks(r, k, B * H, gy, 128, flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
 				  args))
