@@ -2051,8 +2051,9 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 		if (DQR && it > 0)   // the last round's dQ, in the other buffer since the barrier above
 			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
-		if (DQR) {   // Q, dO, lse and delta by the mbarrier's phase
+		if (DQR) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
 			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
+			__syncwarp();
 		} else if (TMA) {   // one cp.async group a round (lse and delta); Q and dO by the mbarrier's phase
 			if (i0 + FA_ROWS < S)
 				fa_wait<1>();
@@ -2090,6 +2091,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 			fa_tma_rows<DH>(qg + ((it + 1) & 1) * 2 * TILE, LDs + ((it + 1) & 1) * 2 * FA_ROWS, tq, tdo, tld, h,
 					i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+			__syncwarp();   // (thread 0's branch: warp 0 whole again before the next wgmma)
 		}
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
