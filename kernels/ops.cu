@@ -574,18 +574,21 @@ __device__ bool colsum_last(unsigned *count)
 	return last;
 }
 
+// out[N] (+)= the sum over R rows of part[R][N], a block 32 columns, its blockDim.y (up to 32)
+// rows of threads each adding every blockDim.y-th row in turn, then those partial sums in
+// order: the same bits every run for a given blockDim
 __device__ void colsum_finish(const float *part, i64 R, i64 N, void *out, int odt, int acc)
 {
-	__shared__ float s[8][33];
+	__shared__ float s[32][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x;
 	float a = 0;
 	if (j < N)
-		for (i64 r = threadIdx.y; r < R; r += 8)
+		for (i64 r = threadIdx.y; r < R; r += blockDim.y)
 			a += __ldcg(part + r * N + j);   // from L2: other SMs wrote them
 	s[threadIdx.y][threadIdx.x] = a;
 	__syncthreads();
 	if (threadIdx.y == 0 && j < N) {
-		for (int k = 1; k < 8; k++)
+		for (int k = 1; k < (int)blockDim.y; k++)
 			a += s[k][threadIdx.x];
 		st(out, odt, j, acc ? ld(out, odt, j) + a : a);
 	}
@@ -724,7 +727,8 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 // out_k[D] (+)= the sum over the R bands of part[k][R][D] (k_layernorm_bwd_block's), for
 // the k of blockIdx.y whose out_k is not NULL: into the weight's, the bias's and the next
 // linear's bias gradients (f32, acc_k: added to what they hold). Grid (ceil(D / 32), 3),
-// blockDim (32, 8).
+// blockDim (32, 8), or (32, 32) under MGL_WIDE_FINISH=1 (opt-in: each thread a quarter of
+// the loads in turn, which L2's latency paces).
 __global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2)
 {
 	int k = blockIdx.y;

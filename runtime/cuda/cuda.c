@@ -215,6 +215,8 @@ static int cuda_open(RtRank *r)
 	d->fa_tma = d->arch == 90 && !getenv("MGL_NO_FA_TMA");
 	const char *dq = getenv("MGL_FA_TMA_DQ");
 	d->fa_tma_dq = dq && !strcmp(dq, "1");
+	const char *wf = getenv("MGL_WIDE_FINISH");
+	d->finish_rows = wf && !strcmp(wf, "1") ? 32 : 8;
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;

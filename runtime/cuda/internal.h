@@ -95,6 +95,7 @@ typedef struct {
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
 	bool fa_tma;              /* the wgmma attention's tiles by TMA (ops.c, op_attention, attention_bwd): 9.0, unless MGL_NO_FA_TMA */
+	int finish_rows;          /* k_parts_finish's blockDim.y: 8, or 32 under MGL_WIDE_FINISH=1 (opt-in) */
 	bool fa_tma_dq;           /* MGL_FA_TMA_DQ=1: ... and its backward adding dQ by TMA too (opt-in) */
 	void *tma_encode;         /* ... and then the driver's cuTensorMapEncodeTiled */
 	const MglStep *step;      /* the one running: for error messages */

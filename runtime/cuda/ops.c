@@ -447,7 +447,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 			return -1;
 		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
 				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
-		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
+		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, (unsigned)d->finish_rows, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
 		return 0;
@@ -756,11 +756,12 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 				  args))
 			return -1;
 		if (sums) {
-			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, 8, 1};
+			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
+			     block = {32, 8, 1}, fin_block = {32, (unsigned)d->finish_rows, 1};
 			float *bk = bias + D, *bv = bias + 2 * D;
 			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
 					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
-			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, block,
+			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, fin_block,
 					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
 			return 0;
 		}

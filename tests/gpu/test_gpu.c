@@ -13,7 +13,8 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row;
+ *    the layer norms' backward at the edges of its bands and past its widest row (and
+ *    with its bands' sums added by 32 rows of threads, MGL_WIDE_FINISH, opt-in);
  *    the flash cases again with the attention's tiles copied by each thread (cp.async)
  *    instead of TMA (MGL_NO_FA_TMA), and with dQ added by TMA (MGL_FA_TMA_DQ, opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
@@ -528,6 +529,18 @@ int main(int argc, char **argv)
 	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
 		fails += check(&norm_cases[m], 1, false, true) != 0;
 		runs++;
+	}
+	/* ... and with the bands' sums added by 32 rows of threads (k_parts_finish; opt-in,
+	 * MGL_WIDE_FINISH=1), with GPT-2's at heads of 64 (q, k and v's bias sums, the wgmma
+	 * backward's, finish the same way) */
+	if (!only || !strcmp(only, "tiny")) {
+		setenv("MGL_WIDE_FINISH", "1", 1);
+		printf("with MGL_WIDE_FINISH=1:\n");
+		for (size_t m = 0; m <= sizeof norm_cases / sizeof norm_cases[0]; m++) {
+			fails += check(m ? &norm_cases[m - 1] : &flash_cases[0], 1, false, true) != 0;
+			runs++;
+		}
+		unsetenv("MGL_WIDE_FINISH");
 	}
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
