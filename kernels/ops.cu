@@ -1759,7 +1759,7 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 }
 // by thread 0, under flash_bwd_wg's DQR: fa_tma_pair's Q and dO tiles into s, and the same
 // rows' lse and delta [64] each (f32, as k_attention_delta prepared them: lse in base 2,
-// delta times the scale) into ld, by the map tld of [2][B H][S] (dimensions S, B H, 2;
+// delta times the scale) into ld, by the map tld of [2][B H][Sp] (dimensions S, B H, 2;
 // zeros past S), all on bar's phase
 template <int DH>
 __device__ __forceinline__ void fa_tma_rows(bf16 *s, float *ld, const FaTmap *tq, const FaTmap *tdo, const FaTmap *tld,
@@ -1984,7 +1984,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // TMA: Q and dO copied by TMA (tq, tdo), one thread issuing, every thread waiting on the
 // buffer's mbarrier. DQR (with TMA; opt-in, MGL_FA_TMA_DQ=1): also dQ added by TMA from
 // shared memory (fa_dq_put, fa_dq_reduce through tdq) instead of the red.globals, and lse
-// and delta as k_attention_delta prepared them ([2][B H][S]: lse in base 2, delta times the
+// and delta as k_attention_delta prepared them ([2][B H][Sp]: lse in base 2, delta times the
 // scale) copied by TMA with Q and dO (tld), so that no barrier waits for their conversion.
 // SUMS: also the column sums of this block's 64 keys' dK and dV (f32, before their rounding:
 // the k and v biases' gradients, summed over the blocks by k_parts_finish), at

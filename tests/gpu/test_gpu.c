@@ -471,6 +471,7 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},     /* 96 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=200", 2, 200, false},   /* 96, 4 tiles */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=130", 2, 130, false},   /* 96, S % 4 = 2 */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=37", 2, 37, false},     /* 96, one short tile */
 		{"models/llama.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=200", 2, 200, false},  /* 96, no biases */
 		{"models/llama.mgl", "tiny", "vocab=96,d=512,heads=4,layers=1,seq=160", 2, 160, false},  /* 128 */
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
