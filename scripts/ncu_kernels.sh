@@ -13,11 +13,22 @@
 #   SKIP, COUNT    kernels of those skipped first (default 300: past the warm-up step's
 #                  forward), then profiled (default 60)
 # Prints, after ncu's CSV, one line a kernel: name, launches, mean µs, mean DRAM % of peak.
+# SKIP and COUNT count only the kernels that match: one step after one warm-up launches
+# each layer's kernels twice (1.2b's 79 layer norm backwards: 158), so SKIP must be below
+# that to profile anything. With NCU_SECTIONS (ncu section names, e.g. "WarpStateStats
+# SchedulerStats"), ncu's report of those sections instead (why a kernel's warps wait).
 # The clocks are left alone (--clock-control none: the card's own, as in a training step).
 set -u
 preset=${1:?usage: scripts/ncu_kernels.sh PRESET BATCH [REGEX [SKIP [COUNT]]]} batch=${2:?}
 regex=${3:-'layernorm|norm_colsum|parts_finish|colsum|convert|chain_|vocab|ce_bwd|adamw|sumsq|attention_delta'}
 skip=${4:-300} count=${5:-60}
+if [ -n "${NCU_SECTIONS:-}" ]; then
+	sections=()
+	for x in $NCU_SECTIONS; do sections+=(--section "$x"); done
+	exec ncu --clock-control none -k "regex:$regex" --launch-skip "$skip" --launch-count "$count" "${sections[@]}" \
+		build/mgl bench models/gpt2.mgl --preset "$preset" --set p_drop=0 --seq 1024 --batch "$batch" --steps 1 \
+		--warmup 1 --backend cuda
+fi
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 ncu --clock-control none -k "regex:$regex" --launch-skip "$skip" --launch-count "$count" \
