@@ -217,6 +217,7 @@ static int cuda_open(RtRank *r)
 	d->fa_tma_dq = dq && !strcmp(dq, "1");
 	const char *wf = getenv("MGL_WIDE_FINISH");
 	d->finish_rows = wf && !strcmp(wf, "1") ? 32 : 8;
+	d->smem_optin = (int)prop.sharedMemPerBlockOptin;
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;
@@ -453,7 +454,7 @@ static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, const RtR
 			i = d->chains[d->chain_at[i]].last;
 			continue;
 		}
-		CudaCtx c = {r, s, i, run->last_micro, run->first_micro};
+		CudaCtx c = {r, s, i, run->last_micro, run->first_micro, phases};
 		if (cuda_ops[s->op](&c))
 			return -1;
 		i = mgl_group_end(p, i);   /* a GEMM did its epilogue's steps, an adamw its group's: past them */

@@ -19,7 +19,7 @@
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
-	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
+	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(ce_rows) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
@@ -816,21 +816,49 @@ static int op_select(CudaCtx *c)
 		      ARGS(&I, &idt, &O, &odt, &B, &S, &inner, &index));
 }
 
-/* alone, or with the vocab_stats after it in one pass (the plan's group: plan.h,
- * mgl_stats_group_ok) */
+static int op_vocab_loss(CudaCtx *c);
+static int op_ce_bwd(CudaCtx *c);
+static float *count_kept(CudaCtx *c);
+
+/* alone, or with the vocab_stats after it in one pass, and with the loss and its gradient
+ * after those (the plan's groups: plan.h, mgl_stats_group_ok). The loss group's ce_bwd is
+ * of the backward: a run of the forward alone leaves it to the backward's run, where it
+ * runs alone. The group is one pass with each row held in shared memory (k_ce_rows) where
+ * a row fits, else its three kernels (the statistics', the loss's and the gradient's). */
 static int op_vocab_max(CudaCtx *c)
 {
-	const MglValue *z = val(c->r, IN(0));
-	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
-	int zdt = dt(c->r, IN(0));
-	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
-	const MglPlan *p = c->r->job->plan;
-	if (c->s->fuse == c->index && mgl_group_end(p, c->index) > c->index) {
-		const MglStep *st = &p->steps[c->index + 1];
-		void *t = P(c->r, st->in[1]), *stats = P(c->r, st->out[0]);
-		return launch_rows(c->r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
+	Dev *d = c->r->mem;
+	RtRank *r = c->r;
+	const MglValue *z = val(r, IN(0));
+	int64_t start, valid = rt_valid_cols(r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
+	int zdt = dt(r, IN(0));
+	void *Z = P(r, IN(0)), *m = P(r, OUT(0));
+	const MglPlan *p = r->job->plan;
+	int end = c->s->fuse == c->index ? mgl_group_end(p, c->index) : c->index;
+	if (end == c->index)
+		return launch_rows(r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
+	void *t = P(r, p->steps[c->index + 1].in[1]), *stats = P(r, p->steps[c->index + 1].out[0]);
+	if (end == c->index + 1)
+		return launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
+	/* the loss group: [vocab_max, vocab_stats, vocab_loss, ce_bwd] */
+	CudaCtx loss = {r, &p->steps[c->index + 2], c->index + 2, c->last_micro, c->first_micro, c->phases},
+		grad = {r, &p->steps[end], end, c->last_micro, c->first_micro, c->phases};
+	bool bwd = c->phases & 1u << grad.s->phase;
+	if (bwd && d->arch >= 90 && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 &&
+	    4 * N + 16 <= d->smem_optin - 1024) {   /* k_ce_rows: two rows and two mbarriers, a block an SM */
+		int64_t ignore = grad.s->attr.ignore;
+		float *count = count_kept(&grad);
+		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
+		if (!count)
+			return -1;
+		CK(cudaLaunchKernel((const void *)d->kernels[K_ce_rows], cuda_dim3(M < d->sms ? M : d->sms), cuda_dim3(256),
+				    ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore), (size_t)(4 * N + 16),
+				    d->compute));
+		return op_vocab_loss(&loss);
 	}
-	return launch_rows(c->r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
+	if (launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start)) || op_vocab_loss(&loss))
+		return -1;
+	return bwd ? op_ce_bwd(&grad) : 0;
 }
 
 static int op_vocab_stats(CudaCtx *c)
@@ -853,17 +881,32 @@ static int op_vocab_loss(CudaCtx *c)
 	return 0;
 }
 
-static int op_ce_bwd(CudaCtx *c)
+/* ce_bwd step c's count of kept targets (k_count) in the scratch's first float: its
+ * address, or NULL on an error */
+static float *count_kept(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
+	int64_t nt = mgl_numel(val(c->r, IN(2))), ignore = c->s->attr.ignore;
+	float *count = d->scratch;
+	void *t = P(c->r, IN(2));
+	cudaError_t e = cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024),
+					 ARGS(&t, &nt, &ignore, &count), 0, d->compute);
+	if (e != cudaSuccess) {
+		cuda_fail(c->r, "cudaLaunchKernel(k_count): %s", cudaGetErrorString(e));
+		return NULL;
+	}
+	return count;
+}
+
+static int op_ce_bwd(CudaCtx *c)
+{
 	RtRank *r = c->r;
 	const MglValue *z = val(r, IN(1));
 	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
-	int64_t nt = mgl_numel(val(r, IN(2)));
-	float *count = d->scratch;   /* the kept targets' count (k_count) */
+	float *count = count_kept(c);
+	if (!count)
+		return -1;
 	void *t = P(r, IN(2));
-	CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, &count), 0,
-			    d->compute));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
 	void *g = P(r, IN(0)), *Z = P(r, IN(1)), *L = P(r, IN(3)), *O = P(r, OUT(0));
 	return launch_rows(r, K_ce_bwd, M, ARGS(&g, &Z, &zdt, &t, &L, &count, &O, &odt, &M, &N, &valid, &start, &ignore));
@@ -1195,6 +1238,16 @@ int cuda_ops_prepare(RtRank *r)
 		if (q != cudaDriverEntryPointSuccess || !d->tma_encode)
 			d->fa_tma = false;   /* a driver without it: each thread's cp.async, as MGL_NO_FA_TMA */
 	}
+	/* k_ce_rows, where the plan has a loss group: two rows of the logits in shared memory,
+	 * as wide as the GPU allows a block (less 1 KiB: the kernel's own shared memory), a
+	 * block an SM */
+	for (int s = 0; s < p->nsteps; s++)
+		if (p->steps[s].op == MGL_OP_VOCAB_MAX && p->steps[s].fuse == s && mgl_group_end(p, s) == s + 3) {
+			CK(cudaKernelSetAttributeForDevice(d->kernels[K_ce_rows], cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   d->smem_optin - 1024, d->device));
+			CK(cudaDeviceGetAttribute(&d->sms, cudaDevAttrMultiProcessorCount, d->device));
+			break;
+		}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
 	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");
