@@ -1127,7 +1127,10 @@ __global__ void __launch_bounds__(256) k_ce_rows(const bf16 *z, const int *t, fl
 		}
 		bool kept = t[r] != ignore && count[0] > 0;
 		row_ce_grad(row, DT_BF16, 0, N, valid, col, kept, kept ? dloss[0] / count[0] : 0.0f, rm + logf(s), dz + r * N, DT_BF16);
-		__syncthreads();   // every read of this buffer done: the next round's fetch may refill it
+		// every read of this buffer done, and ordered before the bulk copy (the async proxy)
+		// that the next round's fetch makes into it
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+		__syncthreads();
 	}
 #endif
 }

@@ -218,6 +218,7 @@ static int cuda_open(RtRank *r)
 	const char *wf = getenv("MGL_WIDE_FINISH");
 	d->finish_rows = wf && !strcmp(wf, "1") ? 32 : 8;
 	d->smem_optin = (int)prop.sharedMemPerBlockOptin;
+	d->sms = prop.multiProcessorCount;
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
 	size_t free_b = 0, total_b = 0;

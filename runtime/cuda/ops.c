@@ -1245,7 +1245,6 @@ int cuda_ops_prepare(RtRank *r)
 		if (p->steps[s].op == MGL_OP_VOCAB_MAX && p->steps[s].fuse == s && mgl_group_end(p, s) == s + 3) {
 			CK(cudaKernelSetAttributeForDevice(d->kernels[K_ce_rows], cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   d->smem_optin - 1024, d->device));
-			CK(cudaDeviceGetAttribute(&d->sms, cudaDevAttrMultiProcessorCount, d->device));
 			break;
 		}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);

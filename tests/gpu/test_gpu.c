@@ -544,18 +544,17 @@ int main(int argc, char **argv)
 		unsetenv("MGL_WIDE_FINISH");
 	}
 	/* the loss group (opt-in: MGL_LOSS_GROUP=1), one kernel with the rows held in shared
-	 * memory (k_ce_rows, a block an SM): GPT-2's cases again at tp 1, with 16,416 rows
-	 * (a block's rows in turn through both buffers, where the small cases have fewer rows
-	 * than the GPU has SMs), and at real width */
+	 * memory (k_ce_rows, a block an SM): the small cases again at tp 1 (GPT-2's and
+	 * LLaMA's form the group), GPT-2 with 16,416 rows (a block's rows in turn through both
+	 * buffers, where the small cases have fewer rows than the GPU has SMs), and GPT-2 at
+	 * real width */
 	setenv("MGL_LOSS_GROUP", "1", 1);
 	for (size_t m = 0; m <= sizeof small / sizeof small[0] && (!only || !strcmp(only, "tiny")); m++) {
 		const Case *k = m < sizeof small / sizeof small[0] ? &small[m] : &norm_cases[1];
-		if (strstr(k->model, "gpt2")) {
-			if (m == 0)
-				printf("with MGL_LOSS_GROUP=1:\n");
-			fails += check(k, 1, false, false) != 0;   /* every value compared: mx, stats, lse, dz */
-			runs++;
-		}
+		if (m == 0)
+			printf("with MGL_LOSS_GROUP=1:\n");
+		fails += check(k, 1, false, false) != 0;   /* every value compared: mx, stats, lse, dz */
+		runs++;
 	}
 	for (size_t m = 0; m < sizeof real / sizeof real[0] && (!only || !strcmp(only, "real")); m++)
 		if (strstr(real[m].model, "gpt2")) {
