@@ -380,6 +380,48 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		}
 }
 
+// A generic pointer into shared memory as a shared-state-space address (for PTX operands)
+__device__ __forceinline__ unsigned fa_smem(const void *p)
+{
+	unsigned a;
+	asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+	return a;
+}
+#if __CUDA_ARCH__ >= 900
+// (sm_90: the flash kernels' TMA copies and k_ce_rows's bulk copies complete on these)
+// an mbarrier in shared memory: init (count arrivals a phase), the arrival that also expects
+// bytes of TMA copies, and the wait for the phase of the given parity to complete
+__device__ __forceinline__ void fa_mbar_init(unsigned long long *bar, unsigned count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(fa_smem(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fa_mbar_expect(unsigned long long *bar, unsigned bytes)
+{
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(fa_smem(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned parity)
+{
+	unsigned done;
+	do
+		asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+			     : "=r"(done)
+			     : "r"(fa_smem(bar)), "r"(parity)
+			     : "memory");
+	while (!done);
+}
+// the two mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
+// waits on them
+__device__ __forceinline__ void fa_mbar_init2(unsigned long long *bars)
+{
+	if (threadIdx.x == 0) {
+		fa_mbar_init(&bars[0], 1);
+		fa_mbar_init(&bars[1], 1);
+		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+	}
+	__syncthreads();
+}
+#endif
+
 extern "C" {
 
 __global__ void k_layernorm(const void *x, int xdt, const float *w, const float *b, void *y, int ydt, i64 M, i64 D, float eps)
@@ -1091,31 +1133,20 @@ __global__ void __launch_bounds__(256) k_ce_rows(const bf16 *z, const int *t, fl
 	unsigned long long *bar = (unsigned long long *)(ce_rows + 4 * N);
 	unsigned bytes = (unsigned)(2 * N);
 	auto fetch = [&](i64 r, int b) {   // by thread 0: row r into buffer b
-		unsigned at = (unsigned)__cvta_generic_to_shared(ce_rows + b * 2 * N), mb = (unsigned)__cvta_generic_to_shared(&bar[b]);
-		asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mb), "r"(bytes) : "memory");
-		asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(at),
-			     "l"(z + r * N), "r"(bytes), "r"(mb)
+		fa_mbar_expect(&bar[b], bytes);
+		asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+				 fa_smem(ce_rows + b * 2 * N)),
+			     "l"(z + r * N), "r"(bytes), "r"(fa_smem(&bar[b]))
 			     : "memory");
 	};
-	if (threadIdx.x == 0) {
-		for (int b = 0; b < 2; b++)
-			asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"((unsigned)__cvta_generic_to_shared(&bar[b])) : "memory");
-		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-		if (blockIdx.x < M)
-			fetch(blockIdx.x, 0);
-	}
-	__syncthreads();
+	fa_mbar_init2(bar);
+	if (threadIdx.x == 0 && blockIdx.x < M)
+		fetch(blockIdx.x, 0);
 	int k = 0;   // this block's rows so far: row r in buffer k & 1, its mbarrier's phase k / 2
 	for (i64 r = blockIdx.x; r < M; r += gridDim.x, k++) {
 		if (threadIdx.x == 0 && r + gridDim.x < M)   // the other buffer, free since the barrier below
 			fetch(r + gridDim.x, (k + 1) & 1);
-		unsigned done, mb = (unsigned)__cvta_generic_to_shared(&bar[k & 1]);
-		do
-			asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-				     : "=r"(done)
-				     : "r"(mb), "r"((unsigned)(k >> 1) & 1)
-				     : "memory");
-		while (!done);
+		fa_mbar_wait(&bar[k & 1], (unsigned)(k >> 1) & 1);
 		const bf16 *row = (const bf16 *)(ce_rows + (k & 1) * 2 * N);
 		float rm, s;
 		row_max_sum(row, DT_BF16, 0, N, valid, part, &rm, &s);
@@ -1308,12 +1339,6 @@ __device__ __forceinline__ float fa_exp2(float x)
 // one at 128 (two would spill 184 bytes)
 #define FA_SW_BLOCKS(DH) ((DH) <= 96 ? 2 : 1)
 
-__device__ __forceinline__ unsigned fa_smem(const void *p)
-{
-	unsigned a;
-	asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-	return a;
-}
 // lo, hi -> bf16x2 (lo in the low half: the lower column or row of a fragment)
 __device__ __forceinline__ unsigned fa_pack(float lo, float hi)
 {
@@ -1769,37 +1794,6 @@ __device__ __forceinline__ unsigned long long fa_desc_sw(const void *p, unsigned
 {
 	return fa_desc(p, lbo, 1024) | 1ull << 62;
 }
-// an mbarrier in shared memory: init (count arrivals a phase), the arrival that also expects
-// bytes of TMA copies, and the wait for the phase of the given parity to complete
-__device__ __forceinline__ void fa_mbar_init(unsigned long long *bar, unsigned count)
-{
-	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(fa_smem(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void fa_mbar_expect(unsigned long long *bar, unsigned bytes)
-{
-	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(fa_smem(bar)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned parity)
-{
-	unsigned done;
-	do
-		asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-			     : "=r"(done)
-			     : "r"(fa_smem(bar)), "r"(parity)
-			     : "memory");
-	while (!done);
-}
-// the two mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
-// waits on them
-__device__ __forceinline__ void fa_mbar_init2(unsigned long long *bars)
-{
-	if (threadIdx.x == 0) {
-		fa_mbar_init(&bars[0], 1);
-		fa_mbar_init(&bars[1], 1);
-		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-	}
-	__syncthreads();
-}
 // rows [row0, row0 + 64) of head h of sequence b of x [B, S, H, DH] into the swizzled tile s
 // (fa_sw's layout: TMA's 128-byte swizzle, a box of 64 columns by 64 rows a column block),
 // zeros past S and past DH, by the map's TMA copies (its dimensions DH, H, S, B), completing
@@ -1815,35 +1809,24 @@ __device__ __forceinline__ void fa_tile_tma(bf16 *s, const FaTmap *map, i64 h, i
 			     : "memory");
 }
 // by thread 0: two tensors' tiles of those rows (K and V, or Q and dO) into s and the tile
-// after it, the phase of bar expecting both
+// after it, and (ld not NULL: flash_bwd_wg's DQR) the same rows' lse and delta [64] each
+// (f32, as k_attention_delta prepared them: lse in base 2, delta times the scale) into ld,
+// by the map tld of [2][B H][Sp] (dimensions S, B H, 2; zeros past S); the phase of bar
+// expecting them all
 template <int DH>
 __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaTmap *m1, i64 h, i64 row0, i64 b,
-					    unsigned long long *bar)
+					    unsigned long long *bar, float *ld = NULL, const FaTmap *tld = NULL)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);
 	if (threadIdx.x == 0) {
-		fa_mbar_expect(bar, 4 * TILE);
+		fa_mbar_expect(bar, 4 * TILE + (ld ? 2 * FA_ROWS * 4 : 0));
 		fa_tile_tma<DH>(s, m0, h, row0, b, bar);
 		fa_tile_tma<DH>(s + TILE, m1, h, row0, b, bar);
-	}
-}
-// by thread 0, under flash_bwd_wg's DQR: fa_tma_pair's Q and dO tiles into s, and the same
-// rows' lse and delta [64] each (f32, as k_attention_delta prepared them: lse in base 2,
-// delta times the scale) into ld, by the map tld of [2][B H][Sp] (dimensions S, B H, 2;
-// zeros past S), all on bar's phase
-template <int DH>
-__device__ __forceinline__ void fa_tma_rows(bf16 *s, float *ld, const FaTmap *tq, const FaTmap *tdo, const FaTmap *tld,
-					    i64 h, i64 row0, i64 b, unsigned long long *bar)
-{
-	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);
-	if (threadIdx.x == 0) {
-		fa_mbar_expect(bar, 4 * TILE + 2 * FA_ROWS * 4);
-		fa_tile_tma<DH>(s, tq, h, row0, b, bar);
-		fa_tile_tma<DH>(s + TILE, tdo, h, row0, b, bar);
-		asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
-			     "%3, %4}], [%5];" ::"r"(fa_smem(ld)),
-			     "l"(tld), "r"((int)row0), "r"((int)blockIdx.x), "r"(0), "r"(fa_smem(bar))
-			     : "memory");
+		if (ld)
+			asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, "
+				     "{%2, %3, %4}], [%5];" ::"r"(fa_smem(ld)),
+				     "l"(tld), "r"((int)row0), "r"((int)blockIdx.x), "r"(0), "r"(fa_smem(bar))
+				     : "memory");
 	}
 }
 // dQ added into dq by TMA (flash_bwd_wg's DQR, opt-in): this thread's part of a query
@@ -2087,7 +2070,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
 	if (DQR) {   // lse and delta with Q and dO; K and V's copies landed before the loop's first barrier
 		fa_mbar_init2(bars);
-		fa_tma_rows<DH>(qg, LDs, tq, tdo, tld, h, first, b, &bars[0]);
+		fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0], LDs, tld);
 		fa_wait<0>();
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 	} else if (TMA) {   // Q and dO by TMA, one thread issuing, lse and delta by cp.async as before
@@ -2163,8 +2146,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		if (DQR && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-			fa_tma_rows<DH>(qg + ((it + 1) & 1) * 2 * TILE, LDs + ((it + 1) & 1) * 2 * FA_ROWS, tq, tdo, tld, h,
-					i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
+			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
+					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
 			__syncwarp();   // (thread 0's branch: warp 0 whole again before the next wgmma)
 		}
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;

@@ -275,12 +275,11 @@ static int cuda_open(RtRank *r)
 	 * the SMs (cuBLASLt's SM count target; Transformer Engine's "sm margin"), so that NCCL's
 	 * blocks need not wait for a GEMM's to finish. Measured at 2.5b tp 2: 0, 16 and 32
 	 * within 1% of each other, 16 the best (docs/perf-notes.md, fifth sitting). */
-	int sms = 0, margin = r->job->nranks > 1 ? 16 : 0;
+	int margin = r->job->nranks > 1 ? 16 : 0;
 	const char *e = getenv("MGL_COMM_SMS");
 	if (e && *e)
 		margin = atoi(e);
-	CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d->device));
-	d->gemm_sms = margin > 0 && margin < sms ? sms - margin : 0;
+	d->gemm_sms = margin > 0 && margin < d->sms ? d->sms - margin : 0;
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);

@@ -99,7 +99,7 @@ typedef struct {
 	bool fa_tma_dq;           /* MGL_FA_TMA_DQ=1: ... and its backward adding dQ by TMA too (opt-in) */
 	void *tma_encode;         /* ... and then the driver's cuTensorMapEncodeTiled */
 	int smem_optin;           /* bytes of dynamic shared memory a block may be given */
-	int sms;                  /* the GPU's SMs (k_ce_rows's grid) */
+	int sms;                  /* the GPU's SMs (k_ce_rows's grid; gemm_sms's margin is taken from them) */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */

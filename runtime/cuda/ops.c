@@ -818,7 +818,7 @@ static int op_select(CudaCtx *c)
 
 static int op_vocab_loss(CudaCtx *c);
 static int op_ce_bwd(CudaCtx *c);
-static float *count_kept(CudaCtx *c);
+static int count_kept(CudaCtx *c, float **count);
 
 /* alone, or with the vocab_stats after it in one pass, and with the loss and its gradient
  * after those (the plan's groups: plan.h, mgl_stats_group_ok). The loss group's ce_bwd is
@@ -847,9 +847,9 @@ static int op_vocab_max(CudaCtx *c)
 	if (bwd && d->arch >= 90 && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 &&
 	    4 * N + 16 <= d->smem_optin - 1024) {   /* k_ce_rows: two rows and two mbarriers, a block an SM */
 		int64_t ignore = grad.s->attr.ignore;
-		float *count = count_kept(&grad);
+		float *count;
 		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
-		if (!count)
+		if (count_kept(&grad, &count))
 			return -1;
 		CK(cudaLaunchKernel((const void *)d->kernels[K_ce_rows], cuda_dim3(M < d->sms ? M : d->sms), cuda_dim3(256),
 				    ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore), (size_t)(4 * N + 16),
@@ -881,21 +881,17 @@ static int op_vocab_loss(CudaCtx *c)
 	return 0;
 }
 
-/* ce_bwd step c's count of kept targets (k_count) in the scratch's first float: its
- * address, or NULL on an error */
-static float *count_kept(CudaCtx *c)
+/* ce_bwd step c's count of kept targets (k_count) into *count, the scratch's first float */
+static int count_kept(CudaCtx *c, float **count)
 {
 	Dev *d = c->r->mem;
-	int64_t nt = mgl_numel(val(c->r, IN(2))), ignore = c->s->attr.ignore;
-	float *count = d->scratch;
-	void *t = P(c->r, IN(2));
-	cudaError_t e = cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024),
-					 ARGS(&t, &nt, &ignore, &count), 0, d->compute);
-	if (e != cudaSuccess) {
-		cuda_fail(c->r, "cudaLaunchKernel(k_count): %s", cudaGetErrorString(e));
-		return NULL;
-	}
-	return count;
+	RtRank *r = c->r;
+	int64_t nt = mgl_numel(val(r, IN(2))), ignore = c->s->attr.ignore;
+	void *t = P(r, IN(2));
+	*count = d->scratch;
+	CK(cudaLaunchKernel((const void *)d->kernels[K_count], cuda_dim3(1), cuda_dim3(1024), ARGS(&t, &nt, &ignore, count), 0,
+			    d->compute));
+	return 0;
 }
 
 static int op_ce_bwd(CudaCtx *c)
@@ -903,8 +899,8 @@ static int op_ce_bwd(CudaCtx *c)
 	RtRank *r = c->r;
 	const MglValue *z = val(r, IN(1));
 	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z), ignore = c->s->attr.ignore;
-	float *count = count_kept(c);
-	if (!count)
+	float *count;
+	if (count_kept(c, &count))
 		return -1;
 	void *t = P(r, IN(2));
 	int zdt = dt(r, IN(1)), odt = dt(r, OUT(0));
