@@ -23,11 +23,7 @@
  *     table of all its parameters (Apex's multi_tensor_apply) instead of one a parameter.
  *   - the softmax's statistics: a vocab_max and the vocab_stats right after it (tp 1: no
  *     all-reduce of the maximum between them) are one pass over the logits, an online
- *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018);
- *     with the vocab_loss and the ce_bwd right after them (a language model's loss, whose
- *     gradient is the backward's first step), the loss group: the gradient written from
- *     the same pass over each row, so that the logits are read once, not again in the
- *     backward (opt-in, MGL_LOSS_GROUP=1, until measured on a GPU: docs/gpu.md).
+ *     softmax's (Milakov and Gimelshein, "Online normalizer calculation for softmax", 2018).
  *   - a norm's backward and the accumulate after it of its input gradient and the residual
  *     stream's: the norm's kernel adds the other gradient as it writes (one pass over the
  *     [tokens, d] gradients fewer, a layer's two norms each); and the bias_grad after that
@@ -55,8 +51,7 @@ void mgl_fuse(MglPlan *p)
 	bool chains = !getenv("MGL_NO_FUSE"), epilogues = !getenv("MGL_NO_EPILOGUE"),
 	     gelu = !getenv("MGL_NO_GELU_EPILOGUE"), add = !getenv("MGL_NO_ADD_EPILOGUE"),
 	     dgelu = !getenv("MGL_NO_DGELU_EPILOGUE"), norm_bias = !getenv("MGL_NO_NORM_BIAS_GRAD"),
-	     qkv_bias = !getenv("MGL_NO_QKV_BIAS_SUMS"),
-	     loss = getenv("MGL_LOSS_GROUP") != NULL;
+	     qkv_bias = !getenv("MGL_NO_QKV_BIAS_SUMS");
 	MglArena a = {0};
 	int *uses = mgl_alloc(&a, (size_t)(p->nvalues + 1) * sizeof *uses);
 	for (int s = 0; s < p->nsteps; s++)
@@ -79,7 +74,7 @@ void mgl_fuse(MglPlan *p)
 			x->attr.epi = MGL_EPI_ADD;
 			last = s + 1;
 		} else if (chains && x->op == MGL_OP_VOCAB_MAX && mgl_stats_group_ok(p, s, s + 1)) {
-			last = loss && mgl_stats_group_ok(p, s, s + 3) ? s + 3 : s + 1;
+			last = s + 1;
 		} else if (chains && (x->op == MGL_OP_LAYERNORM_BWD || x->op == MGL_OP_RMSNORM_BWD)) {
 			for (int l = s + (norm_bias ? 2 : 1); l > s && last == s; l--)
 				if (mgl_norm_add_group_ok(p, uses, s, l) && (norm_bias || p->steps[l].op != MGL_OP_BIAS_GRAD))

@@ -769,8 +769,8 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 // out_k[D] (+)= the sum over the R bands of part[k][R][D] (k_layernorm_bwd_block's), for
 // the k of blockIdx.y whose out_k is not NULL: into the weight's, the bias's and the next
 // linear's bias gradients (f32, acc_k: added to what they hold). Grid (ceil(D / 32), 3),
-// blockDim (32, 8), or (32, 32) under MGL_WIDE_FINISH=1 (opt-in: each thread a quarter of
-// the loads in turn, which L2's latency paces).
+// blockDim (32, 32): each thread R / 32 of the loads in turn, which L2's latency paces (32
+// rows of threads measured 0.6-1.2 ms a step quicker than 8: perf-notes, seventeenth sitting).
 __global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2)
 {
 	int k = blockIdx.y;
@@ -1105,65 +1105,6 @@ __global__ void k_ce_bwd(const float *dloss, const void *z, int zdt, const int *
 		bool kept = t[r] != ignore && count[0] > 0;
 		row_ce_grad(z, zdt, r, N, valid, (i64)t[r] - start, kept, kept ? dloss[0] / count[0] : 0.0f, lse[r], dz, dzdt);
 	}
-}
-
-// The loss's statistics and its gradient in one pass over the logits (the plan's loss
-// group at tp 1: vocab_max, vocab_stats, vocab_loss, ce_bwd; compiler/fuse.c), rows held
-// in shared memory: row_max_sum and row_ce_grad over a row there (generic pointers reach
-// shared memory): mx and stats as k_vocab_max_stats writes them, lse = mx + log(sum) as
-// k_vocab_loss computes it, dz as k_ce_bwd writes it, the same bits. So each row of the
-// logits comes from memory once, where k_vocab_max_stats and k_ce_bwd read it twice across
-// the forward and the backward (1.65 GB each at GPT-2 124M, batch 16 x 1024).
-// A block an SM (the grid: the host's), its rows r = blockIdx.x, + gridDim.x, ... in two
-// buffers: while a row is summed and its gradient written, the next one lands in the other
-// buffer by one bulk copy (cp.async.bulk, thread 0, completing on that buffer's mbarrier).
-// The thirteenth sitting's version, a row a block and two blocks an SM, copied, summed and
-// wrote in turn and left memory idle while both summed (2.09 ms against 1.6 at 124M).
-// bf16 logits and gradient, N a multiple of 8; 4 N + 16 bytes of dynamic shared memory
-// (two rows, then two mbarriers: 201 KB at GPT-2's padded vocabulary of 50,304). 256
-// threads, as k_vocab_max_stats and k_ce_bwd are given (launch_rows): the sums split among
-// as many threads, the same bits. sm_90 (the bulk copy). count from k_count; k_vocab_loss
-// follows for the loss.
-__global__ void __launch_bounds__(256) k_ce_rows(const bf16 *z, const int *t, float *mx, float *stats, const float *dloss,
-						 const float *count, bf16 *dz, i64 M, i64 N, i64 valid, i64 start, i64 ignore)
-{
-#if __CUDA_ARCH__ >= 900
-	extern __shared__ __align__(16) unsigned char ce_rows[];   // [2][N] bf16, then 2 mbarriers
-	__shared__ float part[32];
-	unsigned long long *bar = (unsigned long long *)(ce_rows + 4 * N);
-	unsigned bytes = (unsigned)(2 * N);
-	auto fetch = [&](i64 r, int b) {   // by thread 0: row r into buffer b
-		fa_mbar_expect(&bar[b], bytes);
-		asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-				 fa_smem(ce_rows + b * 2 * N)),
-			     "l"(z + r * N), "r"(bytes), "r"(fa_smem(&bar[b]))
-			     : "memory");
-	};
-	fa_mbar_init2(bar);
-	if (threadIdx.x == 0 && blockIdx.x < M)
-		fetch(blockIdx.x, 0);
-	int k = 0;   // this block's rows so far: row r in buffer k & 1, its mbarrier's phase k / 2
-	for (i64 r = blockIdx.x; r < M; r += gridDim.x, k++) {
-		if (threadIdx.x == 0 && r + gridDim.x < M)   // the other buffer, free since the barrier below
-			fetch(r + gridDim.x, (k + 1) & 1);
-		fa_mbar_wait(&bar[k & 1], (unsigned)(k >> 1) & 1);
-		const bf16 *row = (const bf16 *)(ce_rows + (k & 1) * 2 * N);
-		float rm, s;
-		row_max_sum(row, DT_BF16, 0, N, valid, part, &rm, &s);
-		i64 col = (i64)t[r] - start;
-		if (threadIdx.x == 0) {
-			mx[r] = rm;
-			stats[2 * r] = s;
-			stats[2 * r + 1] = col >= 0 && col < valid ? bf2f(row[col]) : 0.0f;
-		}
-		bool kept = t[r] != ignore && count[0] > 0;
-		row_ce_grad(row, DT_BF16, 0, N, valid, col, kept, kept ? dloss[0] / count[0] : 0.0f, rm + logf(s), dz + r * N, DT_BF16);
-		// every read of this buffer done, and ordered before the bulk copy (the async proxy)
-		// that the next round's fetch makes into it
-		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-		__syncthreads();
-	}
-#endif
 }
 
 // slice: out[outer, n, inner] = x[outer, start .. start + n, inner] of [outer, whole, inner]
@@ -1809,7 +1750,7 @@ __device__ __forceinline__ void fa_tile_tma(bf16 *s, const FaTmap *map, i64 h, i
 			     : "memory");
 }
 // by thread 0: two tensors' tiles of those rows (K and V, or Q and dO) into s and the tile
-// after it, and (ld not NULL: flash_bwd_wg's DQR) the same rows' lse and delta [64] each
+// after it, and (ld not NULL: flash_bwd_wg's TMA) the same rows' lse and delta [64] each
 // (f32, as k_attention_delta prepared them: lse in base 2, delta times the scale) into ld,
 // by the map tld of [2][B H][Sp] (dimensions S, B H, 2; zeros past S); the phase of bar
 // expecting them all
@@ -1829,7 +1770,7 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 				     : "memory");
 	}
 }
-// dQ added into dq by TMA (flash_bwd_wg's DQR, opt-in): this thread's part of a query
+// dQ added into dq by TMA (flash_bwd_wg's TMA): this thread's part of a query
 // tile's dQ [64][DH] (f32, dqa: rows 16 w + g and 8 after, columns 8 j + 2 t + e % 2) into
 // s as TMA reads a box of 32 columns by 64 rows in its 128-byte swizzle: box j / 4 at s +
 // 2,048 (j / 4), a row 128 bytes, its 16-byte chunk c at c ^ (row % 8) (row % 8 is g for
@@ -2035,23 +1976,23 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 //                                   four columns a red.global (half the atomics of pairs)
 // dk and dv in rows of ldo elements, as flash_bwd's.
 // TMA: Q and dO copied by TMA (tq, tdo), one thread issuing, every thread waiting on the
-// buffer's mbarrier. DQR (with TMA; opt-in, MGL_FA_TMA_DQ=1): also dQ added by TMA from
-// shared memory (fa_dq_put, fa_dq_reduce through tdq) instead of the red.globals, and lse
-// and delta as k_attention_delta prepared them ([2][B H][Sp]: lse in base 2, delta times the
-// scale) copied by TMA with Q and dO (tld), so that no barrier waits for their conversion.
+// buffer's mbarrier; dQ added by TMA from shared memory (fa_dq_put, fa_dq_reduce through
+// tdq) instead of the red.globals, and lse and delta as k_attention_delta prepared them
+// ([2][B H][Sp]: lse in base 2, delta times the scale) copied by TMA with Q and dO (tld), so
+// that no barrier waits for their conversion. The next round's Q and dO are loaded once the
+// reduction has read the buffer, after the round's first GEMMs.
 // SUMS: also the column sums of this block's 64 keys' dK and dV (f32, before their rounding:
 // the k and v biases' gradients, summed over the blocks by k_parts_finish), at
 // part[1 + kind][b * gridDim.y + blockIdx.y][h DH ..] of [3][B gridDim.y][D] (kind 0 dK,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS, bool TMA = false, bool DQR = false>
+template <int DH, bool SUMS, bool TMA = false>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
 			     const FaTmap *tdq = NULL, const FaTmap *tld = NULL)
 {
-	static_assert(!DQR || TMA, "DQR: the buffers' hand-over needs the TMA loads");
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
@@ -2068,16 +2009,11 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	i64 first = causal ? j0 : 0;
 	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
-	if (DQR) {   // lse and delta with Q and dO; K and V's copies landed before the loop's first barrier
+	if (TMA) {   // lse and delta with Q and dO; K and V's copies landed before the loop's first barrier
 		fa_mbar_init2(bars);
 		fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0], LDs, tld);
 		fa_wait<0>();
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-	} else if (TMA) {   // Q and dO by TMA, one thread issuing, lse and delta by cp.async as before
-		fa_mbar_init2(bars);
-		fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0]);
-		fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
-		asm volatile("cp.async.commit_group;" ::: "memory");
 	} else {
 		fa_tile_sw<DH>(qg, q + base, D, first, S);
 		fa_rows_f32(LDs, lse + blockIdx.x * S, delta + blockIdx.x * S, first, S);
@@ -2092,31 +2028,18 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		const float *Ls = LDs + (((i0 - first) / FA_ROWS) & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
 		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
 		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffer it & 1
-		if (i0 + FA_ROWS < S && !DQR) {   // (DQR: once the last round's dQ there is read, below)
+		if (i0 + FA_ROWS < S && !TMA) {   // (TMA: once the last round's dQ there is read, below)
 			bf16 *next = qg + ((it + 1) & 1) * 2 * TILE;
-			if (TMA) {   // (the other buffer's last readers, wgmma, were waited for before the barrier)
-				fa_tma_pair<DH>(next, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1]);
-				fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
-					    i0 + FA_ROWS, S);
-				asm volatile("cp.async.commit_group;" ::: "memory");
-			} else {
-				fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
-				fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
-					    i0 + FA_ROWS, S);
-				fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
-			}
+			fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
+			fa_rows_f32(LDs + ((it + 1) & 1) * 2 * FA_ROWS, lse + blockIdx.x * S, delta + blockIdx.x * S,
+				    i0 + FA_ROWS, S);
+			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 		}
-		if (DQR && it > 0)   // the last round's dQ, in the other buffer since the barrier above
+		if (TMA && it > 0)   // the last round's dQ, in the other buffer since the barrier above
 			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
-		if (DQR) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
+		if (TMA) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
 			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
 			__syncwarp();
-		} else if (TMA) {   // one cp.async group a round (lse and delta); Q and dO by the mbarrier's phase
-			if (i0 + FA_ROWS < S)
-				fa_wait<1>();
-			else
-				fa_wait<0>();
-			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
 		} else if (i0 + FA_ROWS < S) {
 			fa_wait<2>();
 		} else {
@@ -2125,7 +2048,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		// this tile's lse and delta as the softmax takes them, each by the thread that copied
 		// it (fa_rows_f32): lse in base 2 (+inf where a row has no key: P = 0 there), delta
 		// times the scale, so that an element of dS^T is p (dp scale - delta scale)
-		if (!DQR) {   // (DQR: k_attention_delta did so)
+		if (!TMA) {   // (TMA: k_attention_delta did so)
 			if (threadIdx.x < 2 * FA_ROWS) {
 				float *x = (float *)Ls + threadIdx.x;
 				*x = threadIdx.x >= FA_ROWS ? *x * scale : *x == -INF ? INF : *x * FA_LOG2E;
@@ -2143,7 +2066,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
-		if (DQR && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
+		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
@@ -2196,7 +2119,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_done(dva, DH / 2);
 		fa_wg_done(dka, DH / 2);
 		fa_wg_done(dqa, DH / 2);
-		if (DQR) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
+		if (TMA) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
 			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa);
 			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 			continue;
@@ -2218,7 +2141,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			}
 		}
 	}
-	if (DQR) {   // the last round's dQ, and every reduction done before the block's shared memory goes
+	if (TMA) {   // the last round's dQ, and every reduction done before the block's shared memory goes
 		__syncthreads();
 		i64 last = first + (S - 1 - first) / FA_ROWS * FA_ROWS;
 		fa_dq_reduce<DH>((const float *)(qg + (((last - first) / FA_ROWS) & 1) * 2 * TILE), tdq, h, last, b);
@@ -2396,7 +2319,7 @@ extern "C" {
 
 // delta[B, H, S] = rowsum(dy o) a head (flash_bwd's D), G lanes a row (a power of two to
 // 32): 8 columns a lane by 16-byte loads where G * 8 >= dh, dh % 8 == 0 and the rows are
-// aligned, else a column a lane in turn. With lse [B, H, S] (flash_bwd_wg's DQR): delta
+// aligned, else a column a lane in turn. With lse [B, H, S] (flash_bwd_wg's TMA): delta
 // [2][B, H][Sp] (rows of Sp >= S, for TMA's 16-byte strides): [0] lse in base 2 (+inf for
 // -inf: a row with no key), [1] rowsum(dy o) times the scale 1 / sqrt(dh)
 __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B, i64 S, i64 Sp,
@@ -2423,7 +2346,7 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	if (l == 0 && w < B * H * S) {
 		if (!lse) {
 			delta[(b * H + h) * S + i] = s;
-		} else {   // prepared for flash_bwd_wg's DQR: [0] lse in base 2 (+inf where -inf), [1] delta times the scale
+		} else {   // prepared for flash_bwd_wg's TMA: [0] lse in base 2 (+inf where -inf), [1] delta times the scale
 			float x = lse[(b * H + h) * S + i];
 			delta[(b * H + h) * Sp + i] = x == -INF ? INF : x * FA_LOG2E;
 			delta[(B * H + b * H + h) * Sp + i] = s * rsqrtf((float)dh);
@@ -2477,28 +2400,27 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	{                                                                                                            \
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
-// ... and either with Q and dO copied by TMA (the default on 9.0: runtime/cuda/ops.c); the
-// _dq_ ones also add dQ into dq and take lse and delta by TMA (flash_bwd_wg's DQR, opt-in),
-// the others ignore tdq and tld
-#define FLASH_BWD_WG_TMA(DH, NAME, DQR)                                                                              \
-	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
+// ... and either with Q, dO, lse and delta copied and dQ added by TMA (the default on 9.0:
+// runtime/cuda/ops.c)
+#define FLASH_BWD_WG_TMA(DH)                                                                                         \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_tma_##DH(                                               \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, false, true, DQR>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,     \
-							       causal, NULL, &tq, &tdo, &tdq, &tld));)                \
+		FA_WG_BODY((flash_bwd_wg<DH, false, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,  \
+							  NULL, &tq, &tdo, &tdq, &tld));)                             \
 	}
-#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, DQR)                                                                         \
-	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
+#define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true, DQR>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
-							      causal, part, &tq, &tdo, &tdq, &tld));)                 \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
+							 part, &tq, &tdo, &tdq, &tld));)                              \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
@@ -2520,16 +2442,11 @@ FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_, false)
-FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_, false)
-FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_, false)
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_, false)
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_, false)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_dq_, true)
-FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_dq_, true)
-FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_dq_, true)
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_dq_, true)
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_dq_, true)
+FLASH_BWD_WG_TMA(64)
+FLASH_BWD_WG_TMA(96)
+FLASH_BWD_WG_TMA(128)
+FLASH_BWD_WG_SUMS_TMA(64)
+FLASH_BWD_WG_SUMS_TMA(96)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

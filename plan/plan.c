@@ -472,23 +472,12 @@ bool mgl_adamw_group_ok(const MglPlan *p, int head, int last)
 
 bool mgl_stats_group_ok(const MglPlan *p, int head, int last)
 {
-	if (head < 0 || (last != head + 1 && last != head + 3) || last >= p->nsteps)
+	if (head < 0 || last != head + 1 || last >= p->nsteps)
 		return false;
-	const MglStep *a = &p->steps[head], *b = &p->steps[head + 1];
-	if (!(a->op == MGL_OP_VOCAB_MAX && b->op == MGL_OP_VOCAB_STATS && a->phase == b->phase && a->nin >= 1 && a->nout >= 1 &&
-	      b->nin >= 3 && b->nout >= 1 && b->in[0] == a->in[0] && b->in[2] == a->out[0] && b->in[1] != a->out[0] &&
-	      a->attr.limit == b->attr.limit))   /* (targets in the maximum's bytes: read after it is written) */
-		return false;
-	if (last == head + 1)
-		return true;
-	/* the loss of those statistics (stats, maximum, targets, logits -> loss, lse) and its
-	 * gradient (d_loss, logits, targets, lse -> dz) after them; d_loss not that loss (a
-	 * kernel of the group reads it before the loss is written) */
-	const MglStep *l = &p->steps[head + 2], *g = &p->steps[last];
-	return l->op == MGL_OP_VOCAB_LOSS && l->phase == a->phase && l->nin == 4 && l->nout == 2 && l->in[0] == b->out[0] &&
-	       l->in[1] == a->out[0] && l->in[2] == b->in[1] && l->in[3] == a->in[0] && g->op == MGL_OP_CE_BWD && g->nin == 4 &&
-	       g->nout == 1 && g->in[0] != l->out[0] && g->in[1] == a->in[0] && g->in[2] == b->in[1] && g->in[3] == l->out[1] &&
-	       g->attr.limit == a->attr.limit && g->attr.ignore == l->attr.ignore;
+	const MglStep *a = &p->steps[head], *b = &p->steps[last];
+	return a->op == MGL_OP_VOCAB_MAX && b->op == MGL_OP_VOCAB_STATS && a->phase == b->phase && a->nin >= 1 && a->nout >= 1 &&
+	       b->nin >= 3 && b->in[0] == a->in[0] && b->in[2] == a->out[0] && b->in[1] != a->out[0] &&
+	       a->attr.limit == b->attr.limit;   /* (targets in the maximum's bytes: read after it is written) */
 }
 
 bool mgl_norm_add_group_ok(const MglPlan *p, const int *uses, int head, int last)
@@ -553,7 +542,7 @@ int mgl_plan_check_fusion(const MglPlan *p, char *err, size_t errlen)
 			snprintf(err, errlen, "steps %d to %d are fused, but cannot run as one %s", s, last,
 				 epi     ? "GEMM with its epilogue"
 				 : adamw ? "multi-tensor AdamW"
-				 : stats ? "pass over the logits (vocab_max, vocab_stats, and vocab_loss and ce_bwd or neither)"
+				 : stats ? "pass over the logits (vocab_max, vocab_stats)"
 				 : norm  ? "norm's backward adding another gradient (accumulate) or summing a bias gradient"
 				 : qkv   ? "attention backward summing q, k and v's bias gradients"
 					 : "elementwise kernel");

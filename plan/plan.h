@@ -380,11 +380,7 @@ int mgl_epilogue_steps(unsigned epi);
 bool mgl_adamw_group_ok(const MglPlan *p, int head, int last);
 /* A softmax's statistics, steps [head, last = head + 1] run as one pass over the logits: a
  * vocab_max, then a vocab_stats of the same phase and limit reading the same logits and
- * that maximum. Or the loss group, [head, last = head + 3]: those two, then the vocab_loss
- * of the same phase reading their statistics, maximum, targets and logits, then the ce_bwd
- * (of the backward) reading the logits, the targets and that loss's lse, of the same limit
- * and ignored target: its gradient written from the same pass over each row (a backend
- * runs the ce_bwd there only where its run has the backward's phase, else alone later). */
+ * that maximum. */
 bool mgl_stats_group_ok(const MglPlan *p, int head, int last);
 /* A norm's backward adding another gradient or summing a bias gradient, steps [head, last]
  * as its kernels: a layernorm_bwd or rmsnorm_bwd; then, or not, an accumulate of the same

@@ -647,12 +647,10 @@ static void assert_read_refuses(MglArena *a, const char *text, size_t n, const c
 }
 
 /* At tp 1 the softmax's maximum and statistics are one pass over the logits (a group of
- * vocab_max and vocab_stats), under MGL_LOSS_GROUP=1 with GPT-2's loss and its gradient
- * after them (the loss group, four steps); at tp 2 the all-reduce of the maximum
- * comes between them and they are not; MGL_NO_FUSE forms none; the reader refuses a group
- * whose vocab_stats reads another maximum, takes another vocabulary limit (from a file) or
- * reads its targets from the maximum's bytes, and a loss group whose ce_bwd reads another
- * lse than the vocab_loss's or ignores another target. */
+ * vocab_max and vocab_stats); at tp 2 the all-reduce of the maximum comes between them and
+ * they are not; MGL_NO_FUSE forms none; the reader refuses a group whose vocab_stats reads
+ * another maximum, takes another vocabulary limit (from a file) or reads its targets from
+ * the maximum's bytes. */
 START_TEST(softmax_statistics_are_one_pass)
 {
 	ck_assert_int_eq(fused_with(NULL, MGL_BF16).stats_groups, 1);
@@ -660,9 +658,7 @@ START_TEST(softmax_statistics_are_one_pass)
 	ck_assert_int_eq(fused_with("MGL_NO_FUSE", MGL_BF16).stats_groups, 0);
 	for (int tp = 1; tp <= 2; tp++) {
 		Build b;
-		setenv("MGL_LOSS_GROUP", "1", 1);
 		tiny(&b, "models/gpt2.mgl", tp);
-		unsetenv("MGL_LOSS_GROUP");
 		ck_assert_int_eq(fused(b.p).stats_groups, tp == 1);
 		int s = 0;
 		while (s < b.p->nsteps && b.p->steps[s].op != MGL_OP_VOCAB_MAX)
@@ -670,24 +666,7 @@ START_TEST(softmax_statistics_are_one_pass)
 		ck_assert_int_lt(s + 1, b.p->nsteps);
 		if (tp == 1) {
 			char err[300];
-			ck_assert_int_eq(mgl_group_end(b.p, s), s + 3);
-			ck_assert_int_eq(b.p->steps[s + 3].op, MGL_OP_CE_BWD);
-			ck_assert_int_eq(b.p->steps[s + 3].phase, MGL_BWD);
-			MglStep *g = &b.p->steps[s + 3];
-			int lse = g->in[3];
-			g->in[3] = b.p->steps[s + 1].out[0];   /* the gradient from another "lse" */
-			ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
-			ck_assert_msg(strstr(err, "cannot run as one pass over the logits"), "%s", err);
-			g->in[3] = lse;
-			g->attr.ignore = 7;   /* ignoring a target the loss does not */
-			ck_assert_int_eq(mgl_plan_check_fusion(b.p, err, sizeof err), -1);
-			g->attr.ignore = b.p->steps[s + 2].attr.ignore;
-			ck_assert_msg(mgl_plan_check_fusion(b.p, err, sizeof err) == 0, "%s", err);
-			Build two;   /* without the switch */
-			tiny(&two, "models/gpt2.mgl", 1);
-			ck_assert_int_eq(mgl_group_end(two.p, s), s + 1);
-			ck_assert_int_eq(two.p->steps[s + 2].fuse, -1);
-			build_free(&two);
+			ck_assert_int_eq(mgl_group_end(b.p, s), s + 1);
 			/* from a file: the statistics under another vocabulary limit than the maximum's */
 			size_t n;
 			char *t = write_plan(b.p, &n), *st = strstr(t, " vocab_stats "), *lim = st ? strstr(st, " limit=") : NULL;

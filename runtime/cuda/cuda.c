@@ -210,14 +210,10 @@ static int cuda_open(RtRank *r)
 	if (cuda_load_kernels(r, prop.major, prop.minor))
 		return -1;
 	d->sp_grouped = getenv("MGL_SP_GROUPED") != NULL;   /* once: the buffers are sized by it */
-	/* the wgmma attention's per-round tiles by TMA on 9.0, unless MGL_NO_FA_TMA (each thread's
-	 * cp.async instead: the same kernels before the sixteenth sitting, for comparison) */
+	/* the wgmma attention by TMA on 9.0 (its tiles; the backward's dQ, lse and delta), unless
+	 * MGL_NO_FA_TMA (each thread's cp.async and red.global instead: the kernels before the
+	 * sixteenth sitting, for comparison) */
 	d->fa_tma = d->arch == 90 && !getenv("MGL_NO_FA_TMA");
-	const char *dq = getenv("MGL_FA_TMA_DQ");
-	d->fa_tma_dq = dq && !strcmp(dq, "1");
-	const char *wf = getenv("MGL_WIDE_FINISH");
-	d->finish_rows = wf && !strcmp(wf, "1") ? 32 : 8;
-	d->smem_optin = (int)prop.sharedMemPerBlockOptin;
 	d->sms = prop.multiProcessorCount;
 	int64_t shadow, scratch, pack, stripes,
 		need = plan_bytes(d, p, r->job->nmicro, &shadow, &scratch, &pack, &stripes);
@@ -454,7 +450,7 @@ static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, const RtR
 			i = d->chains[d->chain_at[i]].last;
 			continue;
 		}
-		CudaCtx c = {r, s, i, run->last_micro, run->first_micro, phases};
+		CudaCtx c = {r, s, i, run->last_micro, run->first_micro};
 		if (cuda_ops[s->op](&c))
 			return -1;
 		i = mgl_group_end(p, i);   /* a GEMM did its epilogue's steps, an adamw its group's: past them */

@@ -94,12 +94,10 @@ typedef struct {
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
-	bool fa_tma;              /* the wgmma attention's tiles by TMA (ops.c, op_attention, attention_bwd): 9.0, unless MGL_NO_FA_TMA */
-	int finish_rows;          /* k_parts_finish's blockDim.y: 8, or 32 under MGL_WIDE_FINISH=1 (opt-in) */
-	bool fa_tma_dq;           /* MGL_FA_TMA_DQ=1: ... and its backward adding dQ by TMA too (opt-in) */
+	bool fa_tma;              /* the wgmma attention by TMA (its tiles; the backward's dQ, lse and delta: ops.c,
+				   * op_attention, attention_bwd): 9.0, unless MGL_NO_FA_TMA */
 	void *tma_encode;         /* ... and then the driver's cuTensorMapEncodeTiled */
-	int smem_optin;           /* bytes of dynamic shared memory a block may be given */
-	int sms;                  /* the GPU's SMs (k_ce_rows's grid; gemm_sms's margin is taken from them) */
+	int sms;                  /* the GPU's SMs (gemm_sms's margin is taken from them) */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
@@ -183,7 +181,6 @@ typedef struct {
 	const MglStep *s;
 	int index;             /* the step's number */
 	bool last_micro, first_micro;   /* RtRun's */
-	unsigned phases;       /* the run's (1 << MglPhase): a group of two phases runs the asked ones */
 } CudaCtx;
 typedef int CudaOpFn(CudaCtx *c);
 extern CudaOpFn *const cuda_ops[MGL_OP_COUNT];

@@ -19,14 +19,13 @@
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
-	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(ce_rows) X(vocab_stats) \
+	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
-	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_dq_64) X(flash_bwd_wg_tma_dq_96) X(flash_bwd_wg_tma_dq_128)       \
-	X(flash_bwd_wg_sums_tma_dq_64) X(flash_bwd_wg_sums_tma_dq_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
+	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -412,6 +411,10 @@ static int op_layernorm(CudaCtx *c)
 	return launch(c->r, K_layernorm, M, 32, ARGS(&X, &xdt, &w, &b, &y, &ydt, &M, &D, &eps));
 }
 
+/* k_parts_finish's rows of threads (its blockDim.y): 32 measured 0.6-1.2 ms a step quicker
+ * than 8 (perf-notes, seventeenth sitting) */
+enum { FINISH_ROWS = 32 };
+
 /* The norms' backward (layernorm: dw and db; rmsnorm: dw): dx a warp a row, keeping each
  * row's mean and 1/std (1/rms) in scratch; then dw and db as column sums over bands of rows
  * (k_norm_colsum): no atomics on the sums, the same bits every run. */
@@ -447,7 +450,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 			return -1;
 		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
 				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
-		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, (unsigned)d->finish_rows, 1};
+		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, FINISH_ROWS, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
 		return 0;
@@ -567,19 +570,20 @@ static int op_sum_to(CudaCtx *c)
  * the tiles that each loop round loads (K and V; Q and dO) copied by TMA: the default on
  * 9.0 (0.5-1 ms a step quicker at 1.2b, perf-notes' sixteenth sitting); MGL_NO_FA_TMA=1,
  * or a driver without cuTensorMapEncodeTiled, takes the ones above (each thread's cp.async).
- * The _dq ones: the backward's TMA kernels adding dQ into dq by TMA too, from shared memory,
- * instead of each thread's red.global (opt-in, MGL_FA_TMA_DQ=1). */
+ * The backward's TMA kernels also add dQ into dq by TMA, from shared memory, instead of each
+ * thread's red.global, and take lse and delta as k_attention_delta prepares them (1-2 ms a
+ * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, bwd_wg_tma_dq, bwd_wg_sums_tma_dq;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_dq_64, K_flash_bwd_wg_sums_tma_dq_64},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, K_flash_bwd_wg_tma_dq_96, K_flash_bwd_wg_sums_tma_dq_96},
+	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, K_flash_bwd_wg_tma_dq_128, -1},
+	 K_flash_bwd_wg_tma_128, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -730,34 +734,32 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
-		bool dqr = d->fa_tma && flash_wg(d, f) && d->fa_tma_dq;   /* the _dq kernels (opt-in) */
-		int64_t Sp = dqr ? (S + 3) / 4 * 4 : S;   /* their lse and delta rows: 16-byte strides for TMA */
-		const float *lse = dqr ? L : NULL;           /* (s2's n floats hold 2 B H Sp: dh >= 64) */
+		bool tma = d->fa_tma && flash_wg(d, f);   /* the TMA kernels */
+		int64_t Sp = tma ? (S + 3) / 4 * 4 : S;   /* their lse and delta rows: 16-byte strides for TMA */
+		const float *lse = tma ? L : NULL;           /* (s2's n floats hold 2 B H Sp: dh >= 64) */
 		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &lse, &s2, &B, &S, &Sp, &H, &dh, &lanes)))
 			return -1;
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
 		 * part and the TMA maps (Q's, dO's, dq's, lse and delta's) where the kernel takes
-		 * them (the TMA kernels without _dq ignore the last two: zeros) */
-		CUtensorMap tq, tdo, tdq = {0}, tld = {0};   /* (copied at the launch) */
+		 * them */
+		CUtensorMap tq, tdo, tdq, tld;   /* (copied at the launch) */
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
-		int na = 14, k = sums ? flash[f].bwd_wg_sums : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd,
-		    tma = !d->fa_tma || !flash_wg(d, f) ? -1
-			  : dqr		    ? (sums ? flash[f].bwd_wg_sums_tma_dq : flash[f].bwd_wg_tma_dq)
-					    : (sums ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_tma);
+		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
+				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
 		if (sums)
 			args[na++] = &part;
-		if (tma >= 0) {
+		if (tma) {
 			if (fa_tensor_map(r, &tq, Q, B, S, H, dh, false) || fa_tensor_map(r, &tdo, G, B, S, H, dh, false) ||
-			    (dqr && (fa_tensor_map(r, &tdq, s1, B, S, H, dh, true) || fa_rows_map(r, &tld, s2, B * H, S, Sp))))
+			    fa_tensor_map(r, &tdq, s1, B, S, H, dh, true) || fa_rows_map(r, &tld, s2, B * H, S, Sp))
 				return -1;
-			k = tma, args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
+			args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
 		}
 		if (launch_blocks(r, k, B * H, gy, 128, flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
 				  args))
 			return -1;
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
-			     block = {32, 8, 1}, fin_block = {32, (unsigned)d->finish_rows, 1};
+			     block = {32, 8, 1}, fin_block = {32, FINISH_ROWS, 1};
 			float *bk = bias + D, *bv = bias + 2 * D;
 			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
 					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
@@ -816,49 +818,21 @@ static int op_select(CudaCtx *c)
 		      ARGS(&I, &idt, &O, &odt, &B, &S, &inner, &index));
 }
 
-static int op_vocab_loss(CudaCtx *c);
-static int op_ce_bwd(CudaCtx *c);
-static int count_kept(CudaCtx *c, float **count);
-
-/* alone, or with the vocab_stats after it in one pass, and with the loss and its gradient
- * after those (the plan's groups: plan.h, mgl_stats_group_ok). The loss group's ce_bwd is
- * of the backward: a run of the forward alone leaves it to the backward's run, where it
- * runs alone. The group is one pass with each row held in shared memory (k_ce_rows) where
- * a row fits, else its three kernels (the statistics', the loss's and the gradient's). */
+/* alone, or with the vocab_stats after it in one pass (the plan's group: plan.h,
+ * mgl_stats_group_ok) */
 static int op_vocab_max(CudaCtx *c)
 {
-	Dev *d = c->r->mem;
-	RtRank *r = c->r;
-	const MglValue *z = val(r, IN(0));
-	int64_t start, valid = rt_valid_cols(r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
-	int zdt = dt(r, IN(0));
-	void *Z = P(r, IN(0)), *m = P(r, OUT(0));
-	const MglPlan *p = r->job->plan;
-	int end = c->s->fuse == c->index ? mgl_group_end(p, c->index) : c->index;
-	if (end == c->index)
-		return launch_rows(r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
-	void *t = P(r, p->steps[c->index + 1].in[1]), *stats = P(r, p->steps[c->index + 1].out[0]);
-	if (end == c->index + 1)
-		return launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
-	/* the loss group: [vocab_max, vocab_stats, vocab_loss, ce_bwd] */
-	CudaCtx loss = {r, &p->steps[c->index + 2], c->index + 2, c->last_micro, c->first_micro, c->phases},
-		grad = {r, &p->steps[end], end, c->last_micro, c->first_micro, c->phases};
-	bool bwd = c->phases & 1u << grad.s->phase;
-	if (bwd && d->arch >= 90 && zdt == MGL_BF16 && dt(r, grad.s->out[0]) == MGL_BF16 && N % 8 == 0 &&
-	    4 * N + 16 <= d->smem_optin - 1024) {   /* k_ce_rows: two rows and two mbarriers, a block an SM */
-		int64_t ignore = grad.s->attr.ignore;
-		float *count;
-		void *g = P(r, grad.s->in[0]), *dz = P(r, grad.s->out[0]);
-		if (count_kept(&grad, &count))
-			return -1;
-		CK(cudaLaunchKernel((const void *)d->kernels[K_ce_rows], cuda_dim3(M < d->sms ? M : d->sms), cuda_dim3(256),
-				    ARGS(&Z, &t, &m, &stats, &g, &count, &dz, &M, &N, &valid, &start, &ignore), (size_t)(4 * N + 16),
-				    d->compute));
-		return op_vocab_loss(&loss);
+	const MglValue *z = val(c->r, IN(0));
+	int64_t start, valid = rt_valid_cols(c->r, z, c->s->attr.limit, &start), M = rt_rows(z), N = rt_last(z);
+	int zdt = dt(c->r, IN(0));
+	void *Z = P(c->r, IN(0)), *m = P(c->r, OUT(0));
+	const MglPlan *p = c->r->job->plan;
+	if (c->s->fuse == c->index && mgl_group_end(p, c->index) > c->index) {
+		const MglStep *st = &p->steps[c->index + 1];
+		void *t = P(c->r, st->in[1]), *stats = P(c->r, st->out[0]);
+		return launch_rows(c->r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start));
 	}
-	if (launch_rows(r, K_vocab_max_stats, M, ARGS(&Z, &zdt, &t, &m, &stats, &M, &N, &valid, &start)) || op_vocab_loss(&loss))
-		return -1;
-	return bwd ? op_ce_bwd(&grad) : 0;
+	return launch_rows(c->r, K_vocab_max, M, ARGS(&Z, &zdt, &m, &M, &N, &valid));
 }
 
 static int op_vocab_stats(CudaCtx *c)
@@ -1209,7 +1183,7 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA and MGL_FA_TMA_DQ say now: they are read at each launch */
+		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
@@ -1220,8 +1194,6 @@ int cuda_ops_prepare(RtRank *r)
 			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_wg_tma_dq : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_wg_sums_tma_dq : -1, flash_bwd_wg_smem(dh)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)
@@ -1234,15 +1206,6 @@ int cuda_ops_prepare(RtRank *r)
 		if (q != cudaDriverEntryPointSuccess || !d->tma_encode)
 			d->fa_tma = false;   /* a driver without it: each thread's cp.async, as MGL_NO_FA_TMA */
 	}
-	/* k_ce_rows, where the plan has a loss group: two rows of the logits in shared memory,
-	 * as wide as the GPU allows a block (less 1 KiB: the kernel's own shared memory), a
-	 * block an SM */
-	for (int s = 0; s < p->nsteps; s++)
-		if (p->steps[s].op == MGL_OP_VOCAB_MAX && p->steps[s].fuse == s && mgl_group_end(p, s) == s + 3) {
-			CK(cudaKernelSetAttributeForDevice(d->kernels[K_ce_rows], cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   d->smem_optin - 1024, d->device));
-			break;
-		}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
 	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");

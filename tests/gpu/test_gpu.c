@@ -13,10 +13,9 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row (and
- *    with its bands' sums added by 32 rows of threads, MGL_WIDE_FINISH, opt-in);
- *    the flash cases again with the attention's tiles copied by each thread (cp.async)
- *    instead of TMA (MGL_NO_FA_TMA), and with dQ added by TMA (MGL_FA_TMA_DQ, opt-in).
+ *    the layer norms' backward at the edges of its bands and past its widest row; the
+ *    flash cases again with the attention's tiles copied and dQ added by each thread
+ *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -477,7 +476,7 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA", "MGL_FA_TMA_DQ"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -499,14 +498,13 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e]);
 	}
-	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and with dQ by TMA */
-	static const char *real_env[] = {"MGL_NO_FA_TMA", "MGL_FA_TMA_DQ"};
-	for (size_t e = 0; e < sizeof real_env / sizeof real_env[0] && (!only || !strcmp(only, "real")); e++) {
-		setenv(real_env[e], "1", 1);
-		printf("with %s=1:\n", real_env[e]);
+	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global */
+	if (!only || !strcmp(only, "real")) {
+		setenv("MGL_NO_FA_TMA", "1", 1);
+		printf("with MGL_NO_FA_TMA=1:\n");
 		fails += real_width(&real[0], gpus) != 0;
 		runs++;
-		unsetenv(real_env[e]);
+		unsetenv("MGL_NO_FA_TMA");
 	}
 	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
 	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
@@ -531,38 +529,6 @@ int main(int argc, char **argv)
 		fails += check(&norm_cases[m], 1, false, true) != 0;
 		runs++;
 	}
-	/* ... and with the bands' sums added by 32 rows of threads (k_parts_finish; opt-in,
-	 * MGL_WIDE_FINISH=1), with GPT-2's at heads of 64 (q, k and v's bias sums, the wgmma
-	 * backward's, finish the same way) */
-	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_WIDE_FINISH", "1", 1);
-		printf("with MGL_WIDE_FINISH=1:\n");
-		for (size_t m = 0; m <= sizeof norm_cases / sizeof norm_cases[0]; m++) {
-			fails += check(m ? &norm_cases[m - 1] : &flash_cases[0], 1, false, true) != 0;
-			runs++;
-		}
-		unsetenv("MGL_WIDE_FINISH");
-	}
-	/* the loss group (opt-in: MGL_LOSS_GROUP=1), one kernel with the rows held in shared
-	 * memory (k_ce_rows, a block an SM): the small cases again at tp 1 (GPT-2's and
-	 * LLaMA's form the group), GPT-2 with 16,416 rows (a block's rows in turn through both
-	 * buffers, where the small cases have fewer rows than the GPU has SMs), and GPT-2 at
-	 * real width */
-	setenv("MGL_LOSS_GROUP", "1", 1);
-	for (size_t m = 0; m <= sizeof small / sizeof small[0] && (!only || !strcmp(only, "tiny")); m++) {
-		const Case *k = m < sizeof small / sizeof small[0] ? &small[m] : &norm_cases[1];
-		if (m == 0)
-			printf("with MGL_LOSS_GROUP=1:\n");
-		fails += check(k, 1, false, false) != 0;   /* every value compared: mx, stats, lse, dz */
-		runs++;
-	}
-	for (size_t m = 0; m < sizeof real / sizeof real[0] && (!only || !strcmp(only, "real")); m++)
-		if (strstr(real[m].model, "gpt2")) {
-			printf("with MGL_LOSS_GROUP=1:\n");
-			fails += real_width(&real[m], gpus) != 0;
-			runs++;
-		}
-	unsetenv("MGL_LOSS_GROUP");
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
