@@ -388,7 +388,7 @@ __device__ __forceinline__ unsigned fa_smem(const void *p)
 	return a;
 }
 #if __CUDA_ARCH__ >= 900
-// (sm_90: the flash kernels' TMA copies and k_ce_rows's bulk copies complete on these)
+// (sm_90: the flash kernels' TMA copies complete on these)
 // an mbarrier in shared memory: init (count arrivals a phase), the arrival that also expects
 // bytes of TMA copies, and the wait for the phase of the given parity to complete
 __device__ __forceinline__ void fa_mbar_init(unsigned long long *bar, unsigned count)
