@@ -1531,12 +1531,6 @@ __device__ __forceinline__ void fa_wg_wait()
 {
 	asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::: "memory");
 }
-// wait until at most N of the committed groups are pending (they complete in order)
-template <int N>
-__device__ __forceinline__ void fa_wg_wait_pending()
-{
-	asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
 // the accumulators d[n] pinned where this stands: after fa_wg_wait, no read of them moves
 // above it; before fa_wg_fence, no write of them moves below it (CUTLASS's
 // warpgroup_fence_operand)
@@ -1993,7 +1987,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS, bool TMA = false, bool EARLY = false>
+template <int DH, bool SUMS, bool TMA = false>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
@@ -2064,27 +2058,14 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 		float st[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
 		fa_wg_fence();
-		if (EARLY) {   // S^T's group, then dP^T's, left running while P is taken
-			for (int kk = 0; kk < DH / 16; kk++)
-				fa_wgss64<0, 0>(st, fa_desc_sw(Ks + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16),
-						fa_desc_sw(Qs + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16), kk > 0);
-			fa_wg_commit();
-			for (int kk = 0; kk < DH / 16; kk++)
-				fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16),
-						fa_desc_sw(Gs + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16), kk > 0);
-			fa_wg_commit();
-			fa_wg_wait_pending<1>();
-			fa_wg_done(st, 32);
-		} else {
-			for (int kk = 0; kk < DH / 16; kk++) {
-				int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-				fa_wgss64<0, 0>(st, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
-				fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
-			}
-			fa_wg_wait();
-			fa_wg_done(st, 32);
-			fa_wg_done(dp, 32);
+		for (int kk = 0; kk < DH / 16; kk++) {
+			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+			fa_wgss64<0, 0>(st, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
+			fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
 		}
+		fa_wg_wait();
+		fa_wg_done(st, 32);
+		fa_wg_done(dp, 32);
 		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
@@ -2094,43 +2075,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
-		for (int n = 0; n < 8 && EARLY; n++) {   // P^T while dP^T's wgmmas run
-			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t);
-			for (int e = 0; e < 2; e++) {
-				float Lc = e ? L.y : L.x;
-				float p0 = fa_exp2(st[4 * n + e] * scale2 - Lc), p1 = fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
-				if (edge) {
-					int i = (int)i0 + n * 8 + 2 * t + e;
-					p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
-					p1 = in1 && (!causal || (int)kr1 <= i) ? p1 : 0.0f;
-				}
-				st[4 * n + e] = p0;
-				st[4 * n + 2 + e] = p1;
-			}
-			pa[n / 2][n % 2 * 2] = fa_pack(st[4 * n], st[4 * n + 1]);
-			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[4 * n + 2], st[4 * n + 3]);
-		}
-		if (EARLY) {   // dV += P^T dO, left running while dS^T is taken
-			fa_wg_fence();
-			for (int kc = 0; kc < 4; kc++)
-				fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
-			fa_wg_commit();
-			fa_wg_wait_pending<1>();   // dP^T's group
-			fa_wg_done(dp, 32);
-		}
-		for (int n = 0; n < 8 && EARLY; n++) {   // dS^T = P^T (dP^T scale - delta scale)
-			float2 Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
-			for (int e = 0; e < 2; e++) {
-				float Dc = e ? Dd.y : Dd.x;
-				dp[4 * n + e] = st[4 * n + e] * fmaf(dp[4 * n + e], scale, -Dc);
-				dp[4 * n + 2 + e] = st[4 * n + 2 + e] * fmaf(dp[4 * n + 2 + e], scale, -Dc);
-			}
-			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
-			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
-			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
-			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
-		}
-		for (int n = 0; n < 8 && !EARLY; n++) {
+		for (int n = 0; n < 8; n++) {
 			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
 			for (int e = 0; e < 2; e++) {
 				float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
@@ -2155,11 +2100,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
 			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
 		}
-		// dV += P^T dO (EARLY: issued above), dK += dS^T Q: 16 queries a step, the tiles read transposed
+		// dV += P^T dO, dK += dS^T Q: 16 queries a step, the tiles read transposed
 		fa_wg_fence();
 		for (int kc = 0; kc < 4; kc++) {
-			if (!EARLY)
-				fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
+			fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
 			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
 		}
 		fa_wg_commit();   // left running while the block waits for dS^T and issues dQ's
@@ -2457,28 +2401,26 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
 // ... and either with Q, dO, lse and delta copied and dQ added by TMA (the default on 9.0:
-// runtime/cuda/ops.c); the _ep_ ones (EARLY, opt-in: MGL_FA_EARLY_P=1) taking P while dP's
-// wgmmas run and dS while dV's do; BOUNDS: (128), or (128, 3) to hold an _ep_ kernel at heads
-// of 64 to three blocks an SM (168 registers), as the others reach without the hint
-#define FLASH_BWD_WG_TMA(DH, NAME, EARLY, BOUNDS)                                                                    \
-	__global__ void __launch_bounds__ BOUNDS NAME##DH(                                                            \
+// runtime/cuda/ops.c)
+#define FLASH_BWD_WG_TMA(DH)                                                                                         \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_tma_##DH(                                               \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, false, true, EARLY>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,   \
-								 causal, NULL, &tq, &tdo, &tdq, &tld));)              \
+		FA_WG_BODY((flash_bwd_wg<DH, false, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,  \
+							  NULL, &tq, &tdo, &tdq, &tld));)                             \
 	}
-#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, EARLY, BOUNDS)                                                               \
-	__global__ void __launch_bounds__ BOUNDS NAME##DH(                                                            \
+#define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true, EARLY>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,    \
-								causal, part, &tq, &tdo, &tdq, &tld));)               \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
+							 part, &tq, &tdo, &tdq, &tld));)                              \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
@@ -2500,16 +2442,11 @@ FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_, false, (128))
-FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_, false, (128))
-FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_, false, (128))
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_, false, (128))
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_, false, (128))
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_ep_, true, (128, 3))
-FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_ep_, true, (128))
-FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_ep_, true, (128))
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_ep_, true, (128, 3))
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_ep_, true, (128))
+FLASH_BWD_WG_TMA(64)
+FLASH_BWD_WG_TMA(96)
+FLASH_BWD_WG_TMA(128)
+FLASH_BWD_WG_SUMS_TMA(64)
+FLASH_BWD_WG_SUMS_TMA(96)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

@@ -25,8 +25,7 @@
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
-	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_ep_64) X(flash_bwd_wg_tma_ep_96) X(flash_bwd_wg_tma_ep_128)       \
-	X(flash_bwd_wg_sums_tma_ep_64) X(flash_bwd_wg_sums_tma_ep_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
+	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -573,19 +572,18 @@ static int op_sum_to(CudaCtx *c)
  * or a driver without cuTensorMapEncodeTiled, takes the ones above (each thread's cp.async).
  * The backward's TMA kernels also add dQ into dq by TMA, from shared memory, instead of each
  * thread's red.global, and take lse and delta as k_attention_delta prepares them (1-2 ms a
- * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). The _ep ones: those
- * taking P while dP's wgmmas run and dS while dV's do (opt-in, MGL_FA_EARLY_P=1). */
+ * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, bwd_wg_tma_ep, bwd_wg_sums_tma_ep;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_ep_64, K_flash_bwd_wg_sums_tma_ep_64},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, K_flash_bwd_wg_tma_ep_96, K_flash_bwd_wg_sums_tma_ep_96},
+	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, K_flash_bwd_wg_tma_ep_128, -1},
+	 K_flash_bwd_wg_tma_128, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -746,9 +744,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		 * them */
 		CUtensorMap tq, tdo, tdq, tld;   /* (copied at the launch) */
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
-		bool ep = tma && getenv("MGL_FA_EARLY_P");   /* (opt-in) */
-		int na = 14, k = sums ? (ep ? flash[f].bwd_wg_sums_tma_ep : tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
-				 : ep ? flash[f].bwd_wg_tma_ep : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
+		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
+				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
 		if (sums)
 			args[na++] = &part;
 		if (tma) {
@@ -1186,7 +1183,7 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA and MGL_FA_EARLY_P say now: they are read at each launch */
+		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
@@ -1197,8 +1194,6 @@ int cuda_ops_prepare(RtRank *r)
 			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_wg_tma_ep : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_wg_sums_tma_ep : -1, flash_bwd_wg_smem(dh)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)
