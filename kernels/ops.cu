@@ -409,13 +409,14 @@ __device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned p
 			     : "memory");
 	while (!done);
 }
-// the two mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
+// the N mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
 // waits on them
-__device__ __forceinline__ void fa_mbar_init2(unsigned long long *bars)
+template <int N>
+__device__ __forceinline__ void fa_mbar_inits(unsigned long long *bars)
 {
 	if (threadIdx.x == 0) {
-		fa_mbar_init(&bars[0], 1);
-		fa_mbar_init(&bars[1], 1);
+		for (int j = 0; j < N; j++)
+			fa_mbar_init(&bars[j], 1);
 		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 	}
 	__syncthreads();
@@ -1822,7 +1823,7 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
 	unsigned long long *bars = (unsigned long long *)(kv + 4 * TILE);   // TMA: buffer i's K and V landed
 	if (TMA) {   // K and V by TMA (fa_tile_tma), one thread issuing, every thread waiting on the buffer's mbarrier
-		fa_mbar_init2(bars);
+		fa_mbar_inits<2>(bars);
 		fa_tma_pair<DH>(kv, tk, tv, h, 0, b, &bars[0]);
 	} else {
 		fa_tile_sw<DH>(kv, k + base, D, 0, S);
@@ -1962,6 +1963,11 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 	}
 }
 
+// round i's buffer of NB (2, or a ring of 3), and the parity of that buffer's mbarrier's
+// phase then (macros: as functions or lambdas, nvcc compiled NB 2 to other code than the
+// expressions written out, which the default kernels were measured as)
+#define FA_BUF(i) (NB == 2 ? (i) & 1 : (i) % NB)
+#define FA_PARITY(i) (NB == 2 ? (unsigned)((i) >> 1) & 1 : (unsigned)((i) / NB) & 1)
 // Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
 // 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
 // queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
@@ -1987,7 +1993,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS, bool TMA = false>
+template <int DH, bool SUMS, bool TMA = false, int NB = 2>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
@@ -1998,9 +2004,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *Ks = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));
 	bf16 *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
-	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
+	bf16 *dSs = qg + 2 * NB * TILE;                                    // dS^T, fa_cm<64>(key, query)
 	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
-	unsigned long long *bars = (unsigned long long *)(LDs + 4 * FA_ROWS);   // TMA: buffer i's Q and dO landed
+	unsigned long long *bars = (unsigned long long *)(LDs + 2 * NB * FA_ROWS);   // TMA: buffer i's Q and dO landed
+	static_assert(NB == 2 || TMA, "the ring of Q and dO buffers is filled by TMA");
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.y * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
@@ -2010,8 +2017,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
 	if (TMA) {   // lse and delta with Q and dO; K and V's copies landed before the loop's first barrier
-		fa_mbar_init2(bars);
+		fa_mbar_inits<NB>(bars);
 		fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0], LDs, tld);
+		if (NB == 3 && first + FA_ROWS < S)   // the ring: the second tile too
+			fa_tma_pair<DH>(qg + 2 * TILE, tq, tdo, h, first + FA_ROWS, b, &bars[1], LDs + 2 * FA_ROWS, tld);
 		fa_wait<0>();
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 	} else {
@@ -2024,10 +2033,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		dka[d] = dva[d] = 0;
 	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(w * 16 + g, 2 * t));   // this thread's first dS^T element
 	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
-		const bf16 *Qs = qg + (((i0 - first) / FA_ROWS) & 1) * 2 * TILE, *Gs = Qs + TILE;
-		const float *Ls = LDs + (((i0 - first) / FA_ROWS) & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
+		const bf16 *Qs = qg + FA_BUF((i0 - first) / FA_ROWS) * 2 * TILE, *Gs = Qs + TILE;
+		const float *Ls = LDs + FA_BUF((i0 - first) / FA_ROWS) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
 		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
-		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffer it & 1
+		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffer FA_BUF(it)
 		if (i0 + FA_ROWS < S && !TMA) {   // (TMA: once the last round's dQ there is read, below)
 			bf16 *next = qg + ((it + 1) & 1) * 2 * TILE;
 			fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
@@ -2035,10 +2044,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				    i0 + FA_ROWS, S);
 			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 		}
-		if (TMA && it > 0)   // the last round's dQ, in the other buffer since the barrier above
-			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
+		if (TMA && it > 0)   // the last round's dQ, in its buffer since the barrier above
+			fa_dq_reduce<DH>((const float *)(qg + FA_BUF(it - 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
 		if (TMA) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
-			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
+			fa_mbar_wait(&bars[FA_BUF(it)], FA_PARITY(it));
 			__syncwarp();
 		} else if (i0 + FA_ROWS < S) {
 			fa_wait<2>();
@@ -2066,11 +2075,11 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
-		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
+		if (TMA && i0 + (NB - 1) * FA_ROWS < S) {   // the rows NB - 1 rounds on, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
-					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
+			fa_tma_pair<DH>(qg + FA_BUF(it + NB - 1) * 2 * TILE, tq, tdo, h, i0 + (NB - 1) * FA_ROWS, b,
+					&bars[FA_BUF(it + NB - 1)], LDs + FA_BUF(it + NB - 1) * 2 * FA_ROWS, tld);
 			__syncwarp();   // (thread 0's branch: warp 0 whole again before the next wgmma)
 		}
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
@@ -2120,7 +2129,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_done(dka, DH / 2);
 		fa_wg_done(dqa, DH / 2);
 		if (TMA) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
-			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa);
+			fa_dq_put<DH>((float *)(qg + FA_BUF(it) * 2 * TILE), dqa);
 			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 			continue;
 		}
@@ -2144,7 +2153,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	if (TMA) {   // the last round's dQ, and every reduction done before the block's shared memory goes
 		__syncthreads();
 		i64 last = first + (S - 1 - first) / FA_ROWS * FA_ROWS;
-		fa_dq_reduce<DH>((const float *)(qg + (((last - first) / FA_ROWS) & 1) * 2 * TILE), tdq, h, last, b);
+		fa_dq_reduce<DH>((const float *)(qg + FA_BUF((last - first) / FA_ROWS) * 2 * TILE), tdq, h, last, b);
 		if (threadIdx.x == 0)
 			asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 	}
@@ -2164,6 +2173,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	if (SUMS)
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
+#undef FA_BUF
+#undef FA_PARITY
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // Backward. grid (B * H, ceil(S / 64)), 128 threads, flash_bwd_smem(DH) bytes of dynamic
@@ -2401,26 +2412,28 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
 // ... and either with Q, dO, lse and delta copied and dQ added by TMA (the default on 9.0:
-// runtime/cuda/ops.c)
-#define FLASH_BWD_WG_TMA(DH)                                                                                         \
-	__global__ void __launch_bounds__(128) k_flash_bwd_wg_tma_##DH(                                               \
+// runtime/cuda/ops.c), NB Q and dO buffers: 2, or the _r3_ ones' ring of 3 (opt-in,
+// MGL_FA_RING=1: each round's tiles loaded two rounds ahead; heads of 64, where three
+// blocks an SM still fit)
+#define FLASH_BWD_WG_TMA(DH, NAME, NB)                                                                               \
+	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, false, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,  \
-							  NULL, &tq, &tdo, &tdq, &tld));)                             \
+		FA_WG_BODY((flash_bwd_wg<DH, false, true, NB>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
+							      causal, NULL, &tq, &tdo, &tdq, &tld));)                 \
 	}
-#define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
-	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
+#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, NB)                                                                          \
+	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
-							 part, &tq, &tdo, &tdq, &tld));)                              \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true, NB>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,       \
+							     causal, part, &tq, &tdo, &tdq, &tld));)                  \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
@@ -2442,11 +2455,13 @@ FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
-FLASH_BWD_WG_TMA(64)
-FLASH_BWD_WG_TMA(96)
-FLASH_BWD_WG_TMA(128)
-FLASH_BWD_WG_SUMS_TMA(64)
-FLASH_BWD_WG_SUMS_TMA(96)
+FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_, 2)
+FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_, 2)
+FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_, 2)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_, 2)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_, 2)
+FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_r3_, 3)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_r3_, 3)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

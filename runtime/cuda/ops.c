@@ -25,7 +25,7 @@
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
-	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
+	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_r3_64) X(flash_bwd_wg_sums_tma_r3_64) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -572,18 +572,20 @@ static int op_sum_to(CudaCtx *c)
  * or a driver without cuTensorMapEncodeTiled, takes the ones above (each thread's cp.async).
  * The backward's TMA kernels also add dQ into dq by TMA, from shared memory, instead of each
  * thread's red.global, and take lse and delta as k_attention_delta prepares them (1-2 ms a
- * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). */
+ * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). The _r3 ones: those
+ * with a ring of three Q and dO buffers, each round's tiles loaded two rounds ahead (heads
+ * of 64, where three blocks an SM still fit; opt-in, MGL_FA_RING=1). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, bwd_wg_tma_r3, bwd_wg_sums_tma_r3;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_r3_64, K_flash_bwd_wg_sums_tma_r3_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96},
+	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, -1, -1},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1},
+	 K_flash_bwd_wg_tma_128, -1, -1, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -603,12 +605,13 @@ static bool flash_wg_fwd(const Dev *d, int f)
  * mbarriers (TMA's), and 1 KiB to align the tiles to the 128-byte swizzle's period */
 static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 16 + 1024; }
 
-/* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh rounded up to 64],
- * dS^T [64][64] (bf16), two lse and two delta [64] (f32), two mbarriers (TMA's), and 1 KiB
- * to align the tiles to the 128-byte swizzle's period */
-static int flash_bwd_wg_smem(int dh)
+/* flash_bwd_wg's shared memory with nb buffers (2; the _r3 kernels' 3): K, V, nb Q and nb
+ * dO tiles [64][dh rounded up to 64], dS^T [64][64] (bf16), nb lse and nb delta [64] (f32),
+ * nb mbarriers (TMA's), and 1 KiB to align the tiles to the 128-byte swizzle's period */
+static int flash_bwd_wg_smem(int dh, int nb)
 {
-	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 16 + 1024;
+	return (2 + 2 * nb) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 2 * nb * FLASH_ROWS * 4 +
+	       8 * nb + 1024;
 }
 
 /* A TMA map of x [B, S, H, dh] (bf16, or f32 where f32; dense, 16-byte aligned: the
@@ -744,8 +747,9 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		 * them */
 		CUtensorMap tq, tdo, tdq, tld;   /* (copied at the launch) */
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
-		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
-				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
+		bool ring = tma && flash[f].bwd_wg_tma_r3 >= 0 && getenv("MGL_FA_RING");   /* (opt-in) */
+		int na = 14, k = sums ? (ring ? flash[f].bwd_wg_sums_tma_r3 : tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
+				 : ring ? flash[f].bwd_wg_tma_r3 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
 		if (sums)
 			args[na++] = &part;
 		if (tma) {
@@ -754,8 +758,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 				return -1;
 			args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
 		}
-		if (launch_blocks(r, k, B * H, gy, 128, flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh),
-				  args))
+		int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh, ring ? 3 : 2) : flash_bwd_smem((int)dh);
+		if (launch_blocks(r, k, B * H, gy, 128, smem, args))
 			return -1;
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
@@ -1183,17 +1187,19 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */
+		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA and MGL_FA_RING say now: they are read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
 			{flash[i].bwd, flash_bwd_smem(dh)},
 			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh)},
 			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh)},
-			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh, 2)},
+			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh, 2)},
+			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh, 2)},
+			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh, 2)},
+			{h ? flash[i].bwd_wg_tma_r3 : -1, flash_bwd_wg_smem(dh, 3)},
+			{h ? flash[i].bwd_wg_sums_tma_r3 : -1, flash_bwd_wg_smem(dh, 3)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)

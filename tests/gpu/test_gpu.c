@@ -15,7 +15,8 @@
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
  *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with the attention's tiles copied and dQ added by each thread
- *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA).
+ *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA), and with the backward's ring
+ *    of three Q and dO buffers at heads of 64 (MGL_FA_RING, opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -467,6 +468,7 @@ int main(int argc, char **argv)
 	 * (docs/gpu.md): these cases again with the forward on mma.sync, then both, at tp 1 */
 	static const Case flash_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=200", 2, 200, false},   /* heads of 64 */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=300", 2, 300, false},   /* 64, 5 tiles */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},     /* 96 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=200", 2, 200, false},   /* 96, 4 tiles */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=130", 2, 130, false},   /* 96, S % 4 = 2 */
@@ -476,7 +478,7 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA", "MGL_FA_RING"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -498,13 +500,15 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e]);
 	}
-	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global */
-	if (!only || !strcmp(only, "real")) {
-		setenv("MGL_NO_FA_TMA", "1", 1);
-		printf("with MGL_NO_FA_TMA=1:\n");
+	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global, and with
+	 * the ring of three Q and dO buffers (opt-in) */
+	static const char *real_env[] = {"MGL_NO_FA_TMA", "MGL_FA_RING"};
+	for (size_t e = 0; e < sizeof real_env / sizeof real_env[0] && (!only || !strcmp(only, "real")); e++) {
+		setenv(real_env[e], "1", 1);
+		printf("with %s=1:\n", real_env[e]);
 		fails += real_width(&real[0], gpus) != 0;
 		runs++;
-		unsetenv("MGL_NO_FA_TMA");
+		unsetenv(real_env[e]);
 	}
 	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
 	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
