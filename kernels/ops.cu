@@ -1993,7 +1993,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS, bool TMA = false, int NB = 2>
+template <int DH, bool SUMS, bool TMA = false, int NB = 2, bool EL = false>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
@@ -2008,6 +2008,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
 	unsigned long long *bars = (unsigned long long *)(LDs + 2 * NB * FA_ROWS);   // TMA: buffer i's Q and dO landed
 	static_assert(NB == 2 || TMA, "the ring of Q and dO buffers is filled by TMA");
+	static_assert(!EL || (TMA && NB == 2), "the early loads are TMA's, into the other of two buffers");
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.y * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
@@ -2046,6 +2047,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 		if (TMA && it > 0)   // the last round's dQ, in its buffer since the barrier above
 			fa_dq_reduce<DH>((const float *)(qg + FA_BUF(it - 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
+		if (EL && i0 + FA_ROWS < S) {   // the next rows at once, into that buffer once the reduction has read it
+			if (threadIdx.x == 0)
+				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+			fa_tma_pair<DH>(qg + FA_BUF(it + 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[FA_BUF(it + 1)],
+					LDs + FA_BUF(it + 1) * 2 * FA_ROWS, tld);
+			__syncwarp();
+		}
 		if (TMA) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
 			fa_mbar_wait(&bars[FA_BUF(it)], FA_PARITY(it));
 			__syncwarp();
@@ -2075,7 +2083,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
-		if (TMA && i0 + (NB - 1) * FA_ROWS < S) {   // the rows NB - 1 rounds on, where the last round's dQ was (read by now)
+		if (TMA && !EL && i0 + (NB - 1) * FA_ROWS < S) {   // the rows NB - 1 rounds on, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 			fa_tma_pair<DH>(qg + FA_BUF(it + NB - 1) * 2 * TILE, tq, tdo, h, i0 + (NB - 1) * FA_ROWS, b,
@@ -2414,25 +2422,26 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 // ... and either with Q, dO, lse and delta copied and dQ added by TMA (the default on 9.0:
 // runtime/cuda/ops.c), NB Q and dO buffers: 2, or the _r3_ ones' ring of 3 (opt-in,
 // MGL_FA_RING=1: each round's tiles loaded two rounds ahead; heads of 64, where three
-// blocks an SM still fit)
-#define FLASH_BWD_WG_TMA(DH, NAME, NB)                                                                               \
+// blocks an SM still fit); EL, the _el_ ones (opt-in, MGL_FA_EARLY_LOAD=1): the next
+// round's tiles loaded at the round's start rather than after its first wgmmas
+#define FLASH_BWD_WG_TMA(DH, NAME, NB, EL)                                                                           \
 	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, false, true, NB>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
+		FA_WG_BODY((flash_bwd_wg<DH, false, true, NB, EL>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,  \
 							      causal, NULL, &tq, &tdo, &tdq, &tld));)                 \
 	}
-#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, NB)                                                                          \
+#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, NB, EL)                                                                      \
 	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true, NB>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,       \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true, NB, EL>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,   \
 							     causal, part, &tq, &tdo, &tdq, &tld));)                  \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
@@ -2455,13 +2464,18 @@ FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_, 2)
-FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_, 2)
-FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_, 2)
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_, 2)
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_, 2)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_r3_, 3)
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_r3_, 3)
+FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_, 2, false)
+FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_, 2, false)
+FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_, 2, false)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_, 2, false)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_, 2, false)
+FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_r3_, 3, false)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_r3_, 3, false)
+FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_el_, 2, true)
+FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_el_, 2, true)
+FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_el_, 2, true)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_el_, 2, true)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_el_, 2, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

@@ -25,7 +25,9 @@
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
-	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_r3_64) X(flash_bwd_wg_sums_tma_r3_64) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
+	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_r3_64) X(flash_bwd_wg_sums_tma_r3_64) \
+	X(flash_bwd_wg_tma_el_64) X(flash_bwd_wg_tma_el_96) X(flash_bwd_wg_tma_el_128) X(flash_bwd_wg_sums_tma_el_64)      \
+	X(flash_bwd_wg_sums_tma_el_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -574,18 +576,22 @@ static int op_sum_to(CudaCtx *c)
  * thread's red.global, and take lse and delta as k_attention_delta prepares them (1-2 ms a
  * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). The _r3 ones: those
  * with a ring of three Q and dO buffers, each round's tiles loaded two rounds ahead (heads
- * of 64, where three blocks an SM still fit; opt-in, MGL_FA_RING=1). */
+ * of 64, where three blocks an SM still fit; opt-in, MGL_FA_RING=1). The _el ones: those
+ * loading the next round's tiles at a round's start rather than after its first wgmmas
+ * (opt-in, MGL_FA_EARLY_LOAD=1). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, bwd_wg_tma_r3, bwd_wg_sums_tma_r3;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, bwd_wg_tma_r3, bwd_wg_sums_tma_r3, bwd_wg_tma_el,
+	    bwd_wg_sums_tma_el;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_r3_64, K_flash_bwd_wg_sums_tma_r3_64},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_r3_64, K_flash_bwd_wg_sums_tma_r3_64,
+	 K_flash_bwd_wg_tma_el_64, K_flash_bwd_wg_sums_tma_el_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, -1, -1},
+	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, -1, -1, K_flash_bwd_wg_tma_el_96, K_flash_bwd_wg_sums_tma_el_96},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, -1, -1},
+	 K_flash_bwd_wg_tma_128, -1, -1, -1, K_flash_bwd_wg_tma_el_128, -1},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -747,9 +753,15 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		 * them */
 		CUtensorMap tq, tdo, tdq, tld;   /* (copied at the launch) */
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
-		bool ring = tma && flash[f].bwd_wg_tma_r3 >= 0 && getenv("MGL_FA_RING");   /* (opt-in) */
-		int na = 14, k = sums ? (ring ? flash[f].bwd_wg_sums_tma_r3 : tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
-				 : ring ? flash[f].bwd_wg_tma_r3 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
+		bool ring = tma && flash[f].bwd_wg_tma_r3 >= 0 && getenv("MGL_FA_RING"),   /* (opt-in) */
+		     el = tma && !ring && getenv("MGL_FA_EARLY_LOAD");
+		int na = 14, k;
+		if (sums)
+			k = ring ? flash[f].bwd_wg_sums_tma_r3 : el ? flash[f].bwd_wg_sums_tma_el
+			    : tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums;
+		else
+			k = ring ? flash[f].bwd_wg_tma_r3 : el ? flash[f].bwd_wg_tma_el : tma ? flash[f].bwd_wg_tma
+			    : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
 		if (sums)
 			args[na++] = &part;
 		if (tma) {
@@ -1187,7 +1199,8 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA and MGL_FA_RING say now: they are read at each launch */
+		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA, MGL_FA_RING and MGL_FA_EARLY_LOAD say now: they are
+		 * read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
@@ -1200,6 +1213,8 @@ int cuda_ops_prepare(RtRank *r)
 			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh, 2)},
 			{h ? flash[i].bwd_wg_tma_r3 : -1, flash_bwd_wg_smem(dh, 3)},
 			{h ? flash[i].bwd_wg_sums_tma_r3 : -1, flash_bwd_wg_smem(dh, 3)},
+			{h ? flash[i].bwd_wg_tma_el : -1, flash_bwd_wg_smem(dh, 2)},
+			{h ? flash[i].bwd_wg_sums_tma_el : -1, flash_bwd_wg_smem(dh, 2)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)
