@@ -470,6 +470,10 @@ int main(int argc, char **argv)
 	static const Case flash_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=200", 2, 200, false},   /* heads of 64 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=300", 2, 300, false},   /* 64, 5 tiles */
+		{"models/llama.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1,seq=300", 2, 300, false},  /* 64, no biases */
+		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=300", 2, 300, true},   /* 64, masked, 5 tiles */
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=300", 2, 300, false},   /* 96, 5 tiles */
+		{"models/llama.mgl", "tiny", "vocab=96,d=512,heads=4,layers=1,seq=330", 2, 330, false},  /* 128, 6 tiles */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=80", 2, 80, false},     /* 96 */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=200", 2, 200, false},   /* 96, 4 tiles */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=384,heads=4,layers=1,seq=130", 2, 130, false},   /* 96, S % 4 = 2 */
