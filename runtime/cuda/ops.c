@@ -18,7 +18,7 @@
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
-	X(tanh_bwd) X(dropout) X(add) X(colsum) X(norm_colsum) X(attention) \
+	X(tanh_bwd) X(dropout) X(add) X(colsum) X(colsum_direct) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
@@ -382,11 +382,13 @@ static int need_stripes(RtRank *r, int64_t N)
 			 (long long)(N + 31) / 32);
 }
 
-/* out[N] (+)= the column sums of x[M, N] (k_colsum: one launch) */
+/* out[N] (+)= the column sums of x[M, N] (k_colsum: one launch; or k_colsum_direct, opt-in) */
 static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, void *out, int odt, int acc)
 {
 	Dev *d = r->mem;
 	int64_t R = cuda_colsum_bands(M, N);
+	if (R == 1 && M <= 64 && getenv("MGL_COLSUM_DIRECT"))   /* (opt-in) a few rows: a thread a column */
+		return launch(r, K_colsum_direct, N, 1, ARGS(&x, &xdt, &out, &odt, &acc, &M, &N));
 	if (need_scratch(r, 64 + R * N) || need_stripes(r, N))
 		return -1;
 	float *part = d->scratch + 64;
