@@ -25,9 +25,9 @@
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
-	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_r3_64) X(flash_bwd_wg_sums_tma_r3_64) \
+	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_r3_64) X(flash_bwd_wg_sums_tma_r3_64)                             \
 	X(flash_bwd_wg_tma_el_64) X(flash_bwd_wg_tma_el_96) X(flash_bwd_wg_tma_el_128) X(flash_bwd_wg_sums_tma_el_64)      \
-	X(flash_bwd_wg_sums_tma_el_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)        \
+	X(flash_bwd_wg_sums_tma_el_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)                                      \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -582,8 +582,8 @@ static int op_sum_to(CudaCtx *c)
  * loading the next round's tiles at a round's start rather than after its first wgmmas
  * (opt-in, MGL_FA_EARLY_LOAD=1). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, bwd_wg_tma_r3, bwd_wg_sums_tma_r3, bwd_wg_tma_el,
-	    bwd_wg_sums_tma_el;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
+	int bwd_wg_tma_r3, bwd_wg_sums_tma_r3, bwd_wg_tma_el, bwd_wg_sums_tma_el;   /* (opt-in) */
 } flash[] = {
 	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
 	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
