@@ -1823,13 +1823,15 @@ __device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, 
 			     : "memory");
 	asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
-template <int DH, bool TMA = false>
+template <int DH, bool TMA = false, bool QS = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
 			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL)
 {
+	static_assert(!QS || TMA, "Q's tiles are waited for once, beside the K and V copies by TMA");
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	extern __shared__ __align__(16) unsigned char fa_shared[];
-	bf16 *kv = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // K of buffer i at kv + 2 i TILE, V after
+	bf16 *qs = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // QS: warpgroup i's Q at qs + i TILE
+	bf16 *kv = qs + (QS ? 2 * TILE : 0);   // K of buffer i at kv + 2 i TILE, V after
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32 % 4, g = lane / 4, t = lane % 4;
 	i64 ntiles = (S + FA_SW_Q - 1) / FA_SW_Q, qt = ntiles - 1 - blockIdx.y;   // the longest rows first
 	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH;
@@ -1838,6 +1840,10 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	i64 nkt = causal && 2 * qt + 2 < nk ? 2 * qt + 2 : nk;
 	float scale2 = rsqrtf((float)DH) * FA_LOG2E;
 	unsigned long long *bars = (unsigned long long *)(kv + 4 * TILE);   // TMA: buffer i's K and V landed
+	if (QS) {   // the block's 128 queries, each warpgroup's 64 a swizzled tile, by cp.async (one group)
+		fa_tile_sw<DH>(qs, q + base, D, qt * FA_SW_Q, S);
+		fa_tile_sw<DH>(qs + TILE, q + base, D, qt * FA_SW_Q + FA_ROWS, S);
+	}
 	if (TMA) {   // K and V by TMA (fa_tile_tma), one thread issuing, every thread waiting on the buffer's mbarrier
 		fa_mbar_inits<2>(bars);
 		fa_tma_pair<DH>(kv, tk, tv, h, 0, b, &bars[0]);
@@ -1845,8 +1851,14 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		fa_tile_sw<DH>(kv, k + base, D, 0, S);
 		fa_tile_sw<DH>(kv + TILE, v + base, D, 0, S);
 	}
-	unsigned qf[DH / 16][4];
-	for (int kk = 0; kk < DH / 16; kk++) {
+	if (QS) {   // Q landed and seen by the wgmmas (the async proxy) before the loop
+		fa_wait<0>();
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+		__syncthreads();
+	}
+	const bf16 *Qw = qs + threadIdx.x / 128 * TILE;   // QS: this warpgroup's Q tile
+	unsigned qf[QS ? 1 : DH / 16][4];   // else Q as A fragments in registers
+	for (int kk = 0; kk < DH / 16 && !QS; kk++) {
 		const bf16 *p0 = q + base + r0 * D + kk * 16 + 2 * t, *p1 = p0 + 8 * D;
 		qf[kk][0] = r0 < S ? fa_u32(p0) : 0u;
 		qf[kk][1] = r1 < S ? fa_u32(p1) : 0u;
@@ -1879,8 +1891,13 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		if (!causal || j0 <= first + 63) {   // else every key of the tile is after this warpgroup's queries
 			float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
 			fa_wg_fence();
-			for (int kk = 0; kk < DH / 16; kk++)
-				fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + kk / 4 * FA_ROWS * 64 + kk % 4 * 16, 16), kk > 0);
+			for (int kk = 0; kk < DH / 16; kk++) {
+				int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+				if (QS)
+					fa_wgss64<0, 0>(s, fa_desc_sw(Qw + at, 16), fa_desc_sw(K_ + at, 16), kk > 0);
+				else
+					fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + at, 16), kk > 0);
+			}
 			fa_wg_wait();
 			fa_wg_done(s, 32);
 			if ((causal && j0 + FA_ROWS - 1 > first) || mask || j0 + FA_ROWS > S)
@@ -2467,13 +2484,16 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	{                                                                                                            \
 		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
 	}
-// ... and with K and V copied by TMA (the default on 9.0)
-#define FLASH_FWD_SW_TMA(DH)                                                                                         \
-	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_tma_##DH(                             \
+// ... and with K and V copied by TMA (the default on 9.0); QS, the _qs_ ones (opt-in,
+// MGL_FA_FWD_QS=1): Q's tiles in shared memory, S by wgmma from shared memory on both sides,
+// instead of Q's A fragments held in registers (DH / 2 of them: 48 at 96, where ptxas
+// serialises the wgmmas for want of registers at two blocks an SM)
+#define FLASH_FWD_SW_TMA(DH, NAME, QS)                                                                               \
+	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) NAME##DH(                                            \
 	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
 	    const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv)                                    \
 	{                                                                                                            \
-		FA_WG_BODY((flash_fwd_sw<DH, true>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)                   \
+		FA_WG_BODY((flash_fwd_sw<DH, true, QS>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)               \
 	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
@@ -2495,9 +2515,12 @@ FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_el_, 2, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)
-FLASH_FWD_SW_TMA(64)
-FLASH_FWD_SW_TMA(96)
-FLASH_FWD_SW_TMA(128)
+FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_, false)
+FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_, false)
+FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false)
+FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_qs_, true)
+FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_, true)
+FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_qs_, true)
 FLASH(16)
 FLASH(32)
 FLASH(64)

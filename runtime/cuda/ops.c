@@ -28,6 +28,7 @@
 	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_r3_64) X(flash_bwd_wg_sums_tma_r3_64)                             \
 	X(flash_bwd_wg_tma_el_64) X(flash_bwd_wg_tma_el_96) X(flash_bwd_wg_tma_el_128) X(flash_bwd_wg_sums_tma_el_64)      \
 	X(flash_bwd_wg_sums_tma_el_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)                                      \
+	X(flash_fwd_sw_tma_qs_64) X(flash_fwd_sw_tma_qs_96) X(flash_fwd_sw_tma_qs_128)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -580,20 +581,22 @@ static int op_sum_to(CudaCtx *c)
  * with a ring of three Q and dO buffers, each round's tiles loaded two rounds ahead (heads
  * of 64, where three blocks an SM still fit; opt-in, MGL_FA_RING=1). The _el ones: those
  * loading the next round's tiles at a round's start rather than after its first wgmmas
- * (opt-in, MGL_FA_EARLY_LOAD=1). */
+ * (opt-in, MGL_FA_EARLY_LOAD=1). The forward's _qs ones: Q's tiles in shared memory rather
+ * than in registers (opt-in, MGL_FA_FWD_QS=1). */
 static const struct {
 	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
-	int bwd_wg_tma_r3, bwd_wg_sums_tma_r3, bwd_wg_tma_el, bwd_wg_sums_tma_el;   /* (opt-in) */
+	int bwd_wg_tma_r3, bwd_wg_sums_tma_r3, bwd_wg_tma_el, bwd_wg_sums_tma_el, fwd_wg_tma_qs;   /* (opt-in) */
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
 	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_r3_64, K_flash_bwd_wg_sums_tma_r3_64,
-	 K_flash_bwd_wg_tma_el_64, K_flash_bwd_wg_sums_tma_el_64},
+	 K_flash_bwd_wg_tma_el_64, K_flash_bwd_wg_sums_tma_el_64, K_flash_fwd_sw_tma_qs_64},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, -1, -1, K_flash_bwd_wg_tma_el_96, K_flash_bwd_wg_sums_tma_el_96},
+	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, -1, -1, K_flash_bwd_wg_tma_el_96, K_flash_bwd_wg_sums_tma_el_96,
+	 K_flash_fwd_sw_tma_qs_96},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, -1, -1, K_flash_bwd_wg_tma_el_128, -1},
+	 K_flash_bwd_wg_tma_128, -1, -1, -1, K_flash_bwd_wg_tma_el_128, -1, K_flash_fwd_sw_tma_qs_128},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -609,9 +612,13 @@ static bool flash_wg_fwd(const Dev *d, int f)
 	return flash_wg(d, f) && flash[f].fwd_wg >= 0 && !getenv("MGL_NO_WG_FWD");
 }
 
-/* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), two
- * mbarriers (TMA's), and 1 KiB to align the tiles to the 128-byte swizzle's period */
-static int flash_fwd_sw_smem(int dh) { return 4 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 16 + 1024; }
+/* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
+ * with qs (the _qs kernels) two Q tiles before them; two mbarriers (TMA's), and 1 KiB to
+ * align the tiles to the 128-byte swizzle's period */
+static int flash_fwd_sw_smem(int dh, bool qs)
+{
+	return (qs ? 6 : 4) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 16 + 1024;
+}
 
 /* flash_bwd_wg's shared memory with nb buffers (2; the _r3 kernels' 3): K, V, nb Q and nb
  * dO tiles [64][dh rounded up to 64], dS^T [64][64] (bf16), nb lse and nb delta [64] (f32),
@@ -697,12 +704,14 @@ static int op_attention(CudaCtx *c)
 		CUtensorMap tk, tv;   /* (copied at the launch) */
 		void *args[11] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};
 		int k = flash[f].fwd_wg;
+		bool qs = false;
 		if (((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
 			if (fa_tensor_map(c->r, &tk, K, B, S, H, dh, false) || fa_tensor_map(c->r, &tv, V, B, S, H, dh, false))
 				return -1;
-			k = flash[f].fwd_wg_tma;
+			qs = flash[f].fwd_wg_tma_qs >= 0 && getenv("MGL_FA_FWD_QS");   /* (opt-in) */
+			k = qs ? flash[f].fwd_wg_tma_qs : flash[f].fwd_wg_tma;
 		}
-		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh), args);
+		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs), args);
 	}
 	if (f >= 0)
 		return launch_blocks(c->r, flash[f].fwd, B * H, (S + FLASH_ROWS - 1) / FLASH_ROWS, 128, flash_fwd_smem((int)dh),
@@ -1201,14 +1210,15 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA, MGL_FA_RING and MGL_FA_EARLY_LOAD say now: they are
-		 * read at each launch */
+		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA, MGL_FA_RING, MGL_FA_EARLY_LOAD and MGL_FA_FWD_QS say
+		 * now: they are read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
 			{flash[i].bwd, flash_bwd_smem(dh)},
-			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh)},
-			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh)},
+			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh, false)},
+			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh, false)},
+			{h ? flash[i].fwd_wg_tma_qs : -1, flash_fwd_sw_smem(dh, true)},
 			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh, 2)},
 			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh, 2)},
 			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh, 2)},

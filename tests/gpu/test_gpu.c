@@ -18,7 +18,8 @@
  *    flash cases again with the attention's tiles copied and dQ added by each thread
  *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA), and with the backward's ring
  *    of three Q and dO buffers at heads of 64 (MGL_FA_RING, opt-in) or its next tiles
- *    loaded at each round's start (MGL_FA_EARLY_LOAD, opt-in).
+ *    loaded at each round's start (MGL_FA_EARLY_LOAD, opt-in), and with the forward's Q
+ *    tiles in shared memory (MGL_FA_FWD_QS, opt-in).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -484,8 +485,8 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA", "MGL_FA_RING",
-					  "MGL_FA_EARLY_LOAD"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA",
+					  "MGL_FA_RING", "MGL_FA_EARLY_LOAD", "MGL_FA_FWD_QS"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -508,8 +509,9 @@ int main(int argc, char **argv)
 		unsetenv(flash_env[e]);
 	}
 	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global, and with
-	 * the ring of three Q and dO buffers or the early loads (opt-in) */
-	static const char *real_env[] = {"MGL_NO_FA_TMA", "MGL_FA_RING", "MGL_FA_EARLY_LOAD"};
+	 * the ring of three Q and dO buffers, the early loads or the forward's Q in shared memory
+	 * (opt-in) */
+	static const char *real_env[] = {"MGL_NO_FA_TMA", "MGL_FA_RING", "MGL_FA_EARLY_LOAD", "MGL_FA_FWD_QS"};
 	for (size_t e = 0; e < sizeof real_env / sizeof real_env[0] && (!only || !strcmp(only, "real")); e++) {
 		setenv(real_env[e], "1", 1);
 		printf("with %s=1:\n", real_env[e]);
