@@ -1721,11 +1721,12 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 // warp, and was bound by L2 (perf-notes, sixth sitting). For S = Q K^T, K is K-major
 // (16 keys' k-step 32 bytes along a row); for O += P V, V is MN-major (8 keys 1024 bytes
 // apart, column blocks 64 rows x 128 bytes apart), read transposed. Q and P are A
-// fragments in registers and the softmax is flash_fwd's, as in the core-matrix version.
-// With TMA = true (the default: runtime/cuda/ops.c) one thread fills them by the Tensor Memory Accelerator
-// instead (fa_tile_tma), which writes this layout. Grid (B * H, ceil(S / 128));
-// flash_fwd_sw_smem(DH) bytes of dynamic shared memory: two K and two V tiles, two
-// mbarriers (TMA's), and 1 KiB to align the tiles to the swizzle's 1,024-byte period.
+// fragments in registers and the softmax is flash_fwd's, as in the core-matrix version
+// (QS: Q a swizzled tile a warpgroup in shared memory instead, K-major as K is). With TMA =
+// true (the default: runtime/cuda/ops.c) one thread fills K and V by the Tensor Memory
+// Accelerator instead (fa_tile_tma), which writes this layout. Grid (B * H, ceil(S / 128));
+// flash_fwd_sw_smem(DH, QS) bytes of dynamic shared memory: (QS: two Q tiles,) two K and two
+// V tiles, two mbarriers (TMA's), and 1 KiB to align the tiles to the swizzle's period.
 // element (r, c) of a swizzled [64][DH] tile (c a multiple of 8 or not)
 __device__ __forceinline__ int fa_sw(int r, int c)
 {
