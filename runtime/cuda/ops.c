@@ -20,7 +20,7 @@
 	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(colsum_direct) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
-	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
+	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(adamw_x2) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
@@ -1201,7 +1201,8 @@ static int op_adamw(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	void *norm = P(c->r, IN(4));
-	return mt_launch(c, K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
+	int k = getenv("MGL_ADAMW_X2") ? K_adamw_x2 : K_adamw;   /* (opt-in) two groups a thread in flight */
+	return mt_launch(c, k, ARGS(&d->mt[c->index], &norm, &d->run));
 }
 
 int cuda_ops_prepare(RtRank *r)

@@ -13,7 +13,8 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
- *    and with the column sums of a few rows a thread a column (MGL_COLSUM_DIRECT, opt-in);
+ *    with the column sums of a few rows a thread a column (MGL_COLSUM_DIRECT, opt-in), and
+ *    with AdamW's two groups of four elements a thread (MGL_ADAMW_X2, opt-in);
  *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with the attention's tiles copied and dQ added by each thread
  *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA), and with the backward's ring
@@ -535,6 +536,12 @@ int main(int argc, char **argv)
 		fails += check(&small[0], 1, false, true) != 0;
 		runs++;
 		unsetenv("MGL_COLSUM_DIRECT");
+		/* ... and AdamW with two groups of four elements a thread (opt-in) */
+		setenv("MGL_ADAMW_X2", "1", 1);
+		printf("with MGL_ADAMW_X2=1:\n");
+		fails += check(&small[0], 1, false, true) != 0;
+		runs++;
+		unsetenv("MGL_ADAMW_X2");
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (7 bands of 15, the last 9: groups of
