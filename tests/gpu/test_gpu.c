@@ -520,28 +520,18 @@ int main(int argc, char **argv)
 		runs++;
 		unsetenv(real_env[e]);
 	}
-	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
-	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
-	 * bias_grad a step of its own */
-	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_NO_QKV_BIAS_SUMS", "1", 1);
-		printf("with MGL_NO_QKV_BIAS_SUMS=1:\n");
+	/* GPT-2's case once more under each of: q, k and v's bias gradients as a bias_grad step
+	 * of its own (they are summed by attention's backward, compiler/fuse.c; the mma.sync
+	 * runs above take a column sum after it); the column sums of a few rows (the position
+	 * gradient's sum_to) a thread a column (opt-in); AdamW with two groups of four elements
+	 * a thread (opt-in) */
+	static const char *small_env[] = {"MGL_NO_QKV_BIAS_SUMS", "MGL_COLSUM_DIRECT", "MGL_ADAMW_X2"};
+	for (size_t e = 0; e < sizeof small_env / sizeof small_env[0] && (!only || !strcmp(only, "tiny")); e++) {
+		setenv(small_env[e], "1", 1);
+		printf("with %s=1:\n", small_env[e]);
 		fails += check(&small[0], 1, false, true) != 0;
 		runs++;
-		unsetenv("MGL_NO_QKV_BIAS_SUMS");
-		/* ... and with the column sums of a few rows (the position gradient's sum_to) a
-		 * thread a column (opt-in) */
-		setenv("MGL_COLSUM_DIRECT", "1", 1);
-		printf("with MGL_COLSUM_DIRECT=1:\n");
-		fails += check(&small[0], 1, false, true) != 0;
-		runs++;
-		unsetenv("MGL_COLSUM_DIRECT");
-		/* ... and AdamW with two groups of four elements a thread (opt-in) */
-		setenv("MGL_ADAMW_X2", "1", 1);
-		printf("with MGL_ADAMW_X2=1:\n");
-		fails += check(&small[0], 1, false, true) != 0;
-		runs++;
-		unsetenv("MGL_ADAMW_X2");
+		unsetenv(small_env[e]);
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (7 bands of 15, the last 9: groups of
