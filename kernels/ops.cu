@@ -2037,6 +2037,16 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // expressions written out, which the default kernels were measured as)
 #define FA_BUF(i) (NB == 2 ? (i) & 1 : (i) % NB)
 #define FA_PARITY(i) (NB == 2 ? (unsigned)((i) >> 1) & 1 : (unsigned)((i) / NB) & 1)
+// by thread 0, once the last dQ reduction has read buffer I (its bulk group's reads): Q, dO,
+// lse and delta of rows [ROW0, ROW0 + 64) into it, on its mbarrier; warp 0 whole again after
+// (thread 0's branch), for the next wgmma's .aligned. A macro for FA_BUF's reason.
+#define FA_REFILL(I, ROW0)                                                                                           \
+	do {                                                                                                         \
+		if (threadIdx.x == 0)                                                                                \
+			asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");                               \
+		fa_tma_pair<DH>(qg + (I) * 2 * TILE, tq, tdo, h, ROW0, b, &bars[I], LDs + (I) * 2 * FA_ROWS, tld);   \
+		__syncwarp();                                                                                        \
+	} while (0)
 // Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
 // 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
 // queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
@@ -2116,13 +2126,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 		if (TMA && it > 0)   // the last round's dQ, in its buffer since the barrier above
 			fa_dq_reduce<DH>((const float *)(qg + FA_BUF(it - 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
-		if (EL && i0 + FA_ROWS < S) {   // the next rows at once, into that buffer once the reduction has read it
-			if (threadIdx.x == 0)
-				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-			fa_tma_pair<DH>(qg + FA_BUF(it + 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[FA_BUF(it + 1)],
-					LDs + FA_BUF(it + 1) * 2 * FA_ROWS, tld);
-			__syncwarp();
-		}
+		if (EL && i0 + FA_ROWS < S)   // the next rows at once, into that buffer once the reduction has read it
+			FA_REFILL(FA_BUF(it + 1), i0 + FA_ROWS);
 		if (TMA) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
 			fa_mbar_wait(&bars[FA_BUF(it)], FA_PARITY(it));
 			__syncwarp();
@@ -2152,13 +2157,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
-		if (TMA && !EL && i0 + (NB - 1) * FA_ROWS < S) {   // the rows NB - 1 rounds on, where the last round's dQ was (read by now)
-			if (threadIdx.x == 0)
-				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-			fa_tma_pair<DH>(qg + FA_BUF(it + NB - 1) * 2 * TILE, tq, tdo, h, i0 + (NB - 1) * FA_ROWS, b,
-					&bars[FA_BUF(it + NB - 1)], LDs + FA_BUF(it + NB - 1) * 2 * FA_ROWS, tld);
-			__syncwarp();   // (thread 0's branch: warp 0 whole again before the next wgmma)
-		}
+		if (TMA && !EL && i0 + (NB - 1) * FA_ROWS < S)   // the rows NB - 1 rounds on, where the last round's dQ was
+			FA_REFILL(FA_BUF(it + NB - 1), i0 + (NB - 1) * FA_ROWS);
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
 		for (int n = 0; n < 8; n++) {
@@ -2252,6 +2252,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 }
 #undef FA_BUF
 #undef FA_PARITY
+#undef FA_REFILL
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // Backward. grid (B * H, ceil(S / 64)), 128 threads, flash_bwd_smem(DH) bytes of dynamic
