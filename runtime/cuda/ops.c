@@ -388,7 +388,7 @@ static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, 
 {
 	Dev *d = r->mem;
 	int64_t R = cuda_colsum_bands(M, N);
-	if (R == 1 && M <= 64 && getenv("MGL_COLSUM_DIRECT"))   /* (opt-in) a few rows: a thread a column */
+	if (M <= 64 && getenv("MGL_COLSUM_DIRECT"))   /* (opt-in) a few rows (one band): a thread a column */
 		return launch(r, K_colsum_direct, N, 1, ARGS(&x, &xdt, &out, &odt, &acc, &M, &N));
 	if (need_scratch(r, 64 + R * N) || need_stripes(r, N))
 		return -1;
