@@ -409,14 +409,13 @@ __device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned p
 			     : "memory");
 	while (!done);
 }
-// the N mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
+// the two mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
 // waits on them
-template <int N>
-__device__ __forceinline__ void fa_mbar_inits(unsigned long long *bars)
+__device__ __forceinline__ void fa_mbar_init2(unsigned long long *bars)
 {
 	if (threadIdx.x == 0) {
-		for (int j = 0; j < N; j++)
-			fa_mbar_init(&bars[j], 1);
+		fa_mbar_init(&bars[0], 1);
+		fa_mbar_init(&bars[1], 1);
 		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 	}
 	__syncthreads();
@@ -701,9 +700,9 @@ __global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float
 
 // Column sums out[N] (+)= x[M, N] over a few rows (M <= 64: column_sums' one band, as
 // sum_to's leading copies, a batch of rows over S D columns), a thread a column, the rows in
-// order: no partial sums, no counter, no second pass (opt-in, MGL_COLSUM_DIRECT=1: k_colsum
-// took 0.22 ms for the 50 MB of 1.2b's position gradient, its 49,152 blocks each a kilobyte
-// and an atomic)
+// order: no partial sums, no counter, no second pass (k_colsum took 0.23 ms for the 50 MB
+// of 1.2b's position gradient, its 49,152 blocks each a kilobyte and an atomic; this, under
+// 0.05 ms)
 __global__ void k_colsum_direct(const void *x, int xdt, void *out, int odt, int acc, i64 M, i64 N)
 {
 	FOR_EACH(j, N) {
@@ -1217,51 +1216,28 @@ __device__ __forceinline__ float adamw1(float w, float g, float *m, float *v, fl
 	return w - run->lr * ((*m / run->bc1) / (sqrtf(*v / run->bc2) + run->eps) + wd * w);
 }
 
-}  // extern "C" (the templates below)
-
-// U groups of 4 elements of chunk c from i on, blockDim.x * 4 apart (k_adamw_x2: 2): all
-// their loads first, then the updates and stores, so that each thread has 4 U 16-byte loads
-// in flight; the same updates as k_adamw's, the same bits
-template <int U>
-__device__ __forceinline__ void adamw_vec(const MtChunk &c, int i, float scale, float wd, const Run *run)
-{
-	float4 w[U], g[U], m[U], v[U];
-#pragma unroll
-	for (int u = 0; u < U; u++) {
-		int k = i + u * blockDim.x * 4;
-		if (k < c.n)
-			w[u] = *(const float4 *)(c.w + k), g[u] = *(const float4 *)(c.g + k), m[u] = *(const float4 *)(c.m + k),
-			v[u] = *(const float4 *)(c.v + k);
-	}
-#pragma unroll
-	for (int u = 0; u < U; u++) {
-		int k = i + u * blockDim.x * 4;
-		if (k >= c.n)
-			break;
-		w[u].x = adamw1(w[u].x, g[u].x * scale, &m[u].x, &v[u].x, wd, run);
-		w[u].y = adamw1(w[u].y, g[u].y * scale, &m[u].y, &v[u].y, wd, run);
-		w[u].z = adamw1(w[u].z, g[u].z * scale, &m[u].z, &v[u].z, wd, run);
-		w[u].w = adamw1(w[u].w, g[u].w * scale, &m[u].w, &v[u].w, wd, run);
-		*(float4 *)(c.m + k) = m[u];
-		*(float4 *)(c.v + k) = v[u];
-		*(float4 *)(c.w + k) = w[u];
-		if (c.w16)
-			*(uint2 *)(c.w16 + k) = make_uint2((unsigned)f2bf(w[u].x) | (unsigned)f2bf(w[u].y) << 16,
-							   (unsigned)f2bf(w[u].z) | (unsigned)f2bf(w[u].w) << 16);
-	}
-}
-
 // AdamW on every chunk's parameter shard, after clipping to the global norm; writes the
-// bf16 copy GEMMs read. 4 U elements a thread at a time by 16-byte loads where mt_vec allows.
-template <int U>
-__device__ __forceinline__ void adamw_chunks(const MtChunk *chunks, const float *norm2, const Run *run)
+// bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows.
+__global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
 {
 	MtChunk c = chunks[blockIdx.x];
 	float norm = sqrtf(norm2[0]), scale = run->clip > 0 && norm > run->clip ? run->clip / norm : 1.0f;
 	float wd = c.decay ? run->weight_decay : 0.0f;
 	if (mt_vec(c)) {
-		for (int i = threadIdx.x * 4; i < c.n; i += U * blockDim.x * 4)
-			adamw_vec<U>(c, i, scale, wd, run);
+		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
+			float4 w = *(const float4 *)(c.w + i), g = *(const float4 *)(c.g + i);
+			float4 m = *(const float4 *)(c.m + i), v = *(const float4 *)(c.v + i);
+			w.x = adamw1(w.x, g.x * scale, &m.x, &v.x, wd, run);
+			w.y = adamw1(w.y, g.y * scale, &m.y, &v.y, wd, run);
+			w.z = adamw1(w.z, g.z * scale, &m.z, &v.z, wd, run);
+			w.w = adamw1(w.w, g.w * scale, &m.w, &v.w, wd, run);
+			*(float4 *)(c.m + i) = m;
+			*(float4 *)(c.v + i) = v;
+			*(float4 *)(c.w + i) = w;
+			if (c.w16)
+				*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w.x) | (unsigned)f2bf(w.y) << 16,
+								   (unsigned)f2bf(w.z) | (unsigned)f2bf(w.w) << 16);
+		}
 		return;
 	}
 	for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
@@ -1272,18 +1248,6 @@ __device__ __forceinline__ void adamw_chunks(const MtChunk *chunks, const float 
 		if (c.w16)
 			c.w16[i] = f2bf(w);
 	}
-}
-
-extern "C" {
-
-__global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run) { adamw_chunks<1>(chunks, norm2, run); }
-
-// k_adamw with two groups of 4 elements a thread in flight (opt-in, MGL_ADAMW_X2=1: at 1.2b
-// AdamW moves 36 GB in 9.0 ms, 4.0 TB/s, with 4 loads a thread in flight and two blocks of
-// 512 threads an SM)
-__global__ void __launch_bounds__(512, 2) k_adamw_x2(const MtChunk *chunks, const float *norm2, const Run *run)
-{
-	adamw_chunks<2>(chunks, norm2, run);
 }
 
 }  // extern "C"
@@ -1881,7 +1845,7 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		fa_tile_sw<DH>(qs + TILE, q + base, D, qt * FA_SW_Q + FA_ROWS, S);
 	}
 	if (TMA) {   // K and V by TMA (fa_tile_tma), one thread issuing, every thread waiting on the buffer's mbarrier
-		fa_mbar_inits<2>(bars);
+		fa_mbar_init2(bars);
 		fa_tma_pair<DH>(kv, tk, tv, h, 0, b, &bars[0]);
 	} else {
 		fa_tile_sw<DH>(kv, k + base, D, 0, S);
@@ -2032,21 +1996,6 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 	}
 }
 
-// round i's buffer of NB (2, or a ring of 3), and the parity of that buffer's mbarrier's
-// phase then (macros: as functions or lambdas, nvcc compiled NB 2 to other code than the
-// expressions written out, which the default kernels were measured as)
-#define FA_BUF(i) (NB == 2 ? (i) & 1 : (i) % NB)
-#define FA_PARITY(i) (NB == 2 ? (unsigned)((i) >> 1) & 1 : (unsigned)((i) / NB) & 1)
-// by thread 0, once the last dQ reduction has read buffer I (its bulk group's reads): Q, dO,
-// lse and delta of rows [ROW0, ROW0 + 64) into it, on its mbarrier; warp 0 whole again after
-// (thread 0's branch), for the next wgmma's .aligned. A macro for FA_BUF's reason.
-#define FA_REFILL(I, ROW0)                                                                                           \
-	do {                                                                                                         \
-		if (threadIdx.x == 0)                                                                                \
-			asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");                               \
-		fa_tma_pair<DH>(qg + (I) * 2 * TILE, tq, tdo, h, ROW0, b, &bars[I], LDs + (I) * 2 * FA_ROWS, tld);   \
-		__syncwarp();                                                                                        \
-	} while (0)
 // Backward by wgmma: flash_bwd's grid and results (a block of 128 threads, one warpgroup,
 // 64 keys, warp w the keys 16 w ..), query tiles of 64 (wgmma's M is 64, and dQ's M is the
 // queries), DH 64, 96 or 128; flash_bwd_wg_smem(DH) bytes of dynamic shared memory: K, V
@@ -2072,7 +2021,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS, bool TMA = false, int NB = 2, bool EL = false>
+template <int DH, bool SUMS, bool TMA = false>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
@@ -2083,11 +2032,9 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *Ks = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));
 	bf16 *Vs = Ks + TILE, *qg = Vs + TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
-	bf16 *dSs = qg + 2 * NB * TILE;                                    // dS^T, fa_cm<64>(key, query)
+	bf16 *dSs = qg + 4 * TILE;                                         // dS^T, fa_cm<64>(key, query)
 	float *LDs = (float *)(dSs + FA_ROWS * FA_ROWS);   // buffer i: lse at LDs + 2 i 64, delta 64 after it
-	unsigned long long *bars = (unsigned long long *)(LDs + 2 * NB * FA_ROWS);   // TMA: buffer i's Q and dO landed
-	static_assert(NB == 2 || TMA, "the ring of Q and dO buffers is filled by TMA");
-	static_assert(!EL || (TMA && NB == 2), "the early loads are TMA's, into the other of two buffers");
+	unsigned long long *bars = (unsigned long long *)(LDs + 4 * FA_ROWS);   // TMA: buffer i's Q and dO landed
 	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.y * FA_ROWS;
 	i64 kr0 = j0 + w * 16 + g, kr1 = kr0 + 8;
@@ -2097,10 +2044,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
 	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
 	if (TMA) {   // lse and delta with Q and dO; K and V's copies landed before the loop's first barrier
-		fa_mbar_inits<NB>(bars);
+		fa_mbar_init2(bars);
 		fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0], LDs, tld);
-		if (NB == 3 && first + FA_ROWS < S)   // the ring: the second tile too
-			fa_tma_pair<DH>(qg + 2 * TILE, tq, tdo, h, first + FA_ROWS, b, &bars[1], LDs + 2 * FA_ROWS, tld);
 		fa_wait<0>();
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 	} else {
@@ -2113,10 +2058,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		dka[d] = dva[d] = 0;
 	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(w * 16 + g, 2 * t));   // this thread's first dS^T element
 	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
-		const bf16 *Qs = qg + FA_BUF((i0 - first) / FA_ROWS) * 2 * TILE, *Gs = Qs + TILE;
-		const float *Ls = LDs + FA_BUF((i0 - first) / FA_ROWS) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
+		const bf16 *Qs = qg + (((i0 - first) / FA_ROWS) & 1) * 2 * TILE, *Gs = Qs + TILE;
+		const float *Ls = LDs + (((i0 - first) / FA_ROWS) & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
 		__syncthreads();   // the last tile's readers are done with dS^T, lse, delta and the other buffers
-		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffer FA_BUF(it)
+		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffer it & 1
 		if (i0 + FA_ROWS < S && !TMA) {   // (TMA: once the last round's dQ there is read, below)
 			bf16 *next = qg + ((it + 1) & 1) * 2 * TILE;
 			fa_tile_sw<DH>(next, q + base, D, i0 + FA_ROWS, S);
@@ -2124,12 +2069,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				    i0 + FA_ROWS, S);
 			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 		}
-		if (TMA && it > 0)   // the last round's dQ, in its buffer since the barrier above
-			fa_dq_reduce<DH>((const float *)(qg + FA_BUF(it - 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
-		if (EL && i0 + FA_ROWS < S)   // the next rows at once, into that buffer once the reduction has read it
-			FA_REFILL(FA_BUF(it + 1), i0 + FA_ROWS);
+		if (TMA && it > 0)   // the last round's dQ, in the other buffer since the barrier above
+			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
 		if (TMA) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
-			fa_mbar_wait(&bars[FA_BUF(it)], FA_PARITY(it));
+			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
 			__syncwarp();
 		} else if (i0 + FA_ROWS < S) {
 			fa_wait<2>();
@@ -2157,8 +2100,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
-		if (TMA && !EL && i0 + (NB - 1) * FA_ROWS < S)   // the rows NB - 1 rounds on, where the last round's dQ was
-			FA_REFILL(FA_BUF(it + NB - 1), i0 + (NB - 1) * FA_ROWS);
+		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
+			if (threadIdx.x == 0)
+				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
+					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
+			__syncwarp();   // (thread 0's branch: warp 0 whole again before the next wgmma)
+		}
 		bool edge = mask || (causal && i0 < j0 + FA_ROWS - 1) || j0 + FA_ROWS > S;
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
 		for (int n = 0; n < 8; n++) {
@@ -2206,7 +2154,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_wg_done(dka, DH / 2);
 		fa_wg_done(dqa, DH / 2);
 		if (TMA) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
-			fa_dq_put<DH>((float *)(qg + FA_BUF(it) * 2 * TILE), dqa);
+			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa);
 			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 			continue;
 		}
@@ -2230,7 +2178,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	if (TMA) {   // the last round's dQ, and every reduction done before the block's shared memory goes
 		__syncthreads();
 		i64 last = first + (S - 1 - first) / FA_ROWS * FA_ROWS;
-		fa_dq_reduce<DH>((const float *)(qg + FA_BUF((last - first) / FA_ROWS) * 2 * TILE), tdq, h, last, b);
+		fa_dq_reduce<DH>((const float *)(qg + (((last - first) / FA_ROWS) & 1) * 2 * TILE), tdq, h, last, b);
 		if (threadIdx.x == 0)
 			asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 	}
@@ -2250,9 +2198,6 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	if (SUMS)
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
-#undef FA_BUF
-#undef FA_PARITY
-#undef FA_REFILL
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // Backward. grid (B * H, ceil(S / 64)), 128 threads, flash_bwd_smem(DH) bytes of dynamic
@@ -2490,29 +2435,26 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, part));) \
 	}
 // ... and either with Q, dO, lse and delta copied and dQ added by TMA (the default on 9.0:
-// runtime/cuda/ops.c), NB Q and dO buffers: 2, or the _r3_ ones' ring of 3 (opt-in,
-// MGL_FA_RING=1: each round's tiles loaded two rounds ahead; heads of 64, where three
-// blocks an SM still fit); EL, the _el_ ones (opt-in, MGL_FA_EARLY_LOAD=1): the next
-// round's tiles loaded at the round's start rather than after its first wgmmas
-#define FLASH_BWD_WG_TMA(DH, NAME, NB, EL)                                                                           \
-	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
+// runtime/cuda/ops.c)
+#define FLASH_BWD_WG_TMA(DH)                                                                                         \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_tma_##DH(                                               \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal,                       \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, false, true, NB, EL>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,  \
-							      causal, NULL, &tq, &tdo, &tdq, &tld));)                 \
+		FA_WG_BODY((flash_bwd_wg<DH, false, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,  \
+							  NULL, &tq, &tdo, &tdq, &tld));)                             \
 	}
-#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, NB, EL)                                                                      \
-	__global__ void __launch_bounds__(128) NAME##DH(                                                              \
+#define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true, NB, EL>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,   \
-							     causal, part, &tq, &tdo, &tdq, &tld));)                  \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
+							 part, &tq, &tdo, &tdq, &tld));)                              \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
@@ -2521,10 +2463,10 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	{                                                                                                            \
 		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
 	}
-// ... and with K and V copied by TMA (the default on 9.0); QS, the _qs_ ones (opt-in,
-// MGL_FA_FWD_QS=1): Q's tiles in shared memory, S by wgmma from shared memory on both sides,
-// instead of Q's A fragments held in registers (DH / 2 of them: 48 at 96, where ptxas
-// serialises the wgmmas for want of registers at two blocks an SM)
+// ... and with K and V copied by TMA (the default on 9.0); QS, the _qs_ one (heads of 96:
+// runtime/cuda/ops.c's fwd_qs): Q's tiles in shared memory, S by wgmma from shared memory on
+// both sides, instead of Q's A fragments held in registers (DH / 2 of them: 48 at 96, where
+// ptxas spills and serialises the wgmmas for want of registers at two blocks an SM)
 #define FLASH_FWD_SW_TMA(DH, NAME, QS)                                                                               \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) NAME##DH(                                            \
 	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
@@ -2537,27 +2479,17 @@ FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
 FLASH_BWD_WG_SUMS(64)
 FLASH_BWD_WG_SUMS(96)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_, 2, false)
-FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_, 2, false)
-FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_, 2, false)
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_, 2, false)
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_, 2, false)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_r3_, 3, false)
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_r3_, 3, false)
-FLASH_BWD_WG_TMA(64, k_flash_bwd_wg_tma_el_, 2, true)
-FLASH_BWD_WG_TMA(96, k_flash_bwd_wg_tma_el_, 2, true)
-FLASH_BWD_WG_TMA(128, k_flash_bwd_wg_tma_el_, 2, true)
-FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_el_, 2, true)
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_el_, 2, true)
+FLASH_BWD_WG_TMA(64)
+FLASH_BWD_WG_TMA(96)
+FLASH_BWD_WG_TMA(128)
+FLASH_BWD_WG_SUMS_TMA(64)
+FLASH_BWD_WG_SUMS_TMA(96)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)
 FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_, false)
-FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_, false)
-FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false)
-FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_qs_, true)
 FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_, true)
-FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_qs_, true)
+FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false)
 FLASH(16)
 FLASH(32)
 FLASH(64)

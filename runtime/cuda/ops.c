@@ -20,15 +20,12 @@
 	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(colsum_direct) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
-	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(adamw_x2) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
+	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
 	X(flash_bwd_64) X(flash_fwd_96) X(flash_bwd_96) X(flash_fwd_128) X(flash_bwd_128) X(flash_bwd_wg_64)          \
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
-	X(flash_bwd_wg_sums_tma_96) X(flash_bwd_wg_tma_r3_64) X(flash_bwd_wg_sums_tma_r3_64)                             \
-	X(flash_bwd_wg_tma_el_64) X(flash_bwd_wg_tma_el_96) X(flash_bwd_wg_tma_el_128) X(flash_bwd_wg_sums_tma_el_64)      \
-	X(flash_bwd_wg_sums_tma_el_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_96)                                      \
-	X(flash_fwd_sw_tma_qs_64) X(flash_fwd_sw_tma_qs_96) X(flash_fwd_sw_tma_qs_128)                                    \
+	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
 
 enum {
@@ -383,12 +380,15 @@ static int need_stripes(RtRank *r, int64_t N)
 			 (long long)(N + 31) / 32);
 }
 
-/* out[N] (+)= the column sums of x[M, N] (k_colsum: one launch; or k_colsum_direct, opt-in) */
+/* out[N] (+)= the column sums of x[M, N]: k_colsum, one launch; or over a few rows (one
+ * band), k_colsum_direct, a thread a column (the position gradient's sum_to at 1.2b: 0.23 ms
+ * through k_colsum's 49,152 one-kilobyte blocks, under 0.05 ms so: perf-notes' eighteenth
+ * sitting) */
 static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, void *out, int odt, int acc)
 {
 	Dev *d = r->mem;
 	int64_t R = cuda_colsum_bands(M, N);
-	if (M <= 64 && getenv("MGL_COLSUM_DIRECT"))   /* (opt-in) a few rows (one band): a thread a column */
+	if (M <= 64)
 		return launch(r, K_colsum_direct, N, 1, ARGS(&x, &xdt, &out, &odt, &acc, &M, &N));
 	if (need_scratch(r, 64 + R * N) || need_stripes(r, N))
 		return -1;
@@ -577,26 +577,22 @@ static int op_sum_to(CudaCtx *c)
  * or a driver without cuTensorMapEncodeTiled, takes the ones above (each thread's cp.async).
  * The backward's TMA kernels also add dQ into dq by TMA, from shared memory, instead of each
  * thread's red.global, and take lse and delta as k_attention_delta prepares them (1-2 ms a
- * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). The _r3 ones: those
- * with a ring of three Q and dO buffers, each round's tiles loaded two rounds ahead (heads
- * of 64, where three blocks an SM still fit; opt-in, MGL_FA_RING=1). The _el ones: those
- * loading the next round's tiles at a round's start rather than after its first wgmmas
- * (opt-in, MGL_FA_EARLY_LOAD=1). The forward's _qs ones: Q's tiles in shared memory rather
- * than in registers (opt-in, MGL_FA_FWD_QS=1). */
+ * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). fwd_qs: the forward's TMA
+ * kernel (_qs_) keeps Q's tiles in shared memory rather than in registers, at heads of 96,
+ * where Q's 48 registers a thread cost spills and serialised wgmmas (0.1 ms a step quicker
+ * at 1.2b; at 64 it was 0.1 ms slower at 124M: perf-notes' eighteenth sitting). */
 static const struct {
 	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
-	int bwd_wg_tma_r3, bwd_wg_sums_tma_r3, bwd_wg_tma_el, bwd_wg_sums_tma_el, fwd_wg_tma_qs;   /* (opt-in) */
+	bool fwd_qs;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, false},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, false},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_bwd_wg_tma_r3_64, K_flash_bwd_wg_sums_tma_r3_64,
-	 K_flash_bwd_wg_tma_el_64, K_flash_bwd_wg_sums_tma_el_64, K_flash_fwd_sw_tma_qs_64},
-	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96, K_flash_fwd_sw_tma_96,
-	 K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, -1, -1, K_flash_bwd_wg_tma_el_96, K_flash_bwd_wg_sums_tma_el_96,
-	 K_flash_fwd_sw_tma_qs_96},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, false},
+	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96,
+	 K_flash_fwd_sw_tma_qs_96, K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, true},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, -1, -1, K_flash_bwd_wg_tma_el_128, -1, K_flash_fwd_sw_tma_qs_128},
+	 K_flash_bwd_wg_tma_128, -1, false},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -613,20 +609,19 @@ static bool flash_wg_fwd(const Dev *d, int f)
 }
 
 /* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
- * with qs (the _qs kernels) two Q tiles before them; two mbarriers (TMA's), and 1 KiB to
+ * with qs (the _qs_ kernel) two Q tiles before them; two mbarriers (TMA's), and 1 KiB to
  * align the tiles to the 128-byte swizzle's period */
 static int flash_fwd_sw_smem(int dh, bool qs)
 {
 	return (qs ? 6 : 4) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 16 + 1024;
 }
 
-/* flash_bwd_wg's shared memory with nb buffers (2; the _r3 kernels' 3): K, V, nb Q and nb
- * dO tiles [64][dh rounded up to 64], dS^T [64][64] (bf16), nb lse and nb delta [64] (f32),
- * nb mbarriers (TMA's), and 1 KiB to align the tiles to the 128-byte swizzle's period */
-static int flash_bwd_wg_smem(int dh, int nb)
+/* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh rounded up to 64],
+ * dS^T [64][64] (bf16), two lse and two delta [64] (f32), two mbarriers (TMA's), and 1 KiB
+ * to align the tiles to the 128-byte swizzle's period */
+static int flash_bwd_wg_smem(int dh)
 {
-	return (2 + 2 * nb) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 2 * nb * FLASH_ROWS * 4 +
-	       8 * nb + 1024;
+	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 16 + 1024;
 }
 
 /* A TMA map of x [B, S, H, dh] (bf16, or f32 where f32; dense, 16-byte aligned: the
@@ -708,8 +703,7 @@ static int op_attention(CudaCtx *c)
 		if (((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
 			if (fa_tensor_map(c->r, &tk, K, B, S, H, dh, false) || fa_tensor_map(c->r, &tv, V, B, S, H, dh, false))
 				return -1;
-			qs = flash[f].fwd_wg_tma_qs >= 0 && getenv("MGL_FA_FWD_QS");   /* (opt-in) */
-			k = qs ? flash[f].fwd_wg_tma_qs : flash[f].fwd_wg_tma;
+			k = flash[f].fwd_wg_tma, qs = flash[f].fwd_qs;
 		}
 		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs), args);
 	}
@@ -764,15 +758,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		 * them */
 		CUtensorMap tq, tdo, tdq, tld;   /* (copied at the launch) */
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
-		bool ring = tma && flash[f].bwd_wg_tma_r3 >= 0 && getenv("MGL_FA_RING"),   /* (opt-in) */
-		     el = tma && !ring && getenv("MGL_FA_EARLY_LOAD");
-		int na = 14, k;
-		if (sums)
-			k = ring ? flash[f].bwd_wg_sums_tma_r3 : el ? flash[f].bwd_wg_sums_tma_el
-			    : tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums;
-		else
-			k = ring ? flash[f].bwd_wg_tma_r3 : el ? flash[f].bwd_wg_tma_el : tma ? flash[f].bwd_wg_tma
-			    : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
+		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
+				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
 		if (sums)
 			args[na++] = &part;
 		if (tma) {
@@ -781,7 +768,7 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 				return -1;
 			args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
 		}
-		int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh, ring ? 3 : 2) : flash_bwd_smem((int)dh);
+		int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh);
 		if (launch_blocks(r, k, B * H, gy, 128, smem, args))
 			return -1;
 		if (sums) {
@@ -1201,8 +1188,7 @@ static int op_adamw(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	void *norm = P(c->r, IN(4));
-	int k = getenv("MGL_ADAMW_X2") ? K_adamw_x2 : K_adamw;   /* (opt-in) two groups a thread in flight */
-	return mt_launch(c, k, ARGS(&d->mt[c->index], &norm, &d->run));
+	return mt_launch(c, K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
 }
 
 int cuda_ops_prepare(RtRank *r)
@@ -1211,23 +1197,17 @@ int cuda_ops_prepare(RtRank *r)
 	const MglPlan *p = r->job->plan;
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
-		 * MGL_NO_WG_FWD, MGL_NO_FA_TMA, MGL_FA_RING, MGL_FA_EARLY_LOAD and MGL_FA_FWD_QS say
-		 * now: they are read at each launch */
+		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */
 		int dh = flash[i].dh, h = d->arch == 90;
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
 			{flash[i].bwd, flash_bwd_smem(dh)},
 			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh, false)},
-			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh, false)},
-			{h ? flash[i].fwd_wg_tma_qs : -1, flash_fwd_sw_smem(dh, true)},
-			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh, 2)},
-			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh, 2)},
-			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh, 2)},
-			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh, 2)},
-			{h ? flash[i].bwd_wg_tma_r3 : -1, flash_bwd_wg_smem(dh, 3)},
-			{h ? flash[i].bwd_wg_sums_tma_r3 : -1, flash_bwd_wg_smem(dh, 3)},
-			{h ? flash[i].bwd_wg_tma_el : -1, flash_bwd_wg_smem(dh, 2)},
-			{h ? flash[i].bwd_wg_sums_tma_el : -1, flash_bwd_wg_smem(dh, 2)},
+			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh, flash[i].fwd_qs)},
+			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)

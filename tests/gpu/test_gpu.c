@@ -12,15 +12,11 @@
  *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
- *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
- *    with the column sums of a few rows a thread a column (MGL_COLSUM_DIRECT, opt-in), and
- *    with AdamW's two groups of four elements a thread (MGL_ADAMW_X2, opt-in);
+ *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
  *    the layer norms' backward at the edges of its bands and past its widest row; the
- *    flash cases again with the attention's tiles copied and dQ added by each thread
- *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA), and with the backward's ring
- *    of three Q and dO buffers at heads of 64 (MGL_FA_RING, opt-in) or its next tiles
- *    loaded at each round's start (MGL_FA_EARLY_LOAD, opt-in), and with the forward's Q
- *    tiles in shared memory (MGL_FA_FWD_QS, opt-in).
+ *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
+ *    (MGL_NO_WGMMA), and with the attention's tiles copied and dQ added by each thread
+ *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -486,8 +482,7 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA",
-					  "MGL_FA_RING", "MGL_FA_EARLY_LOAD", "MGL_FA_FWD_QS"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -509,29 +504,23 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e]);
 	}
-	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global, and with
-	 * the ring of three Q and dO buffers, the early loads or the forward's Q in shared memory
-	 * (opt-in) */
-	static const char *real_env[] = {"MGL_NO_FA_TMA", "MGL_FA_RING", "MGL_FA_EARLY_LOAD", "MGL_FA_FWD_QS"};
-	for (size_t e = 0; e < sizeof real_env / sizeof real_env[0] && (!only || !strcmp(only, "real")); e++) {
-		setenv(real_env[e], "1", 1);
-		printf("with %s=1:\n", real_env[e]);
+	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global */
+	if (!only || !strcmp(only, "real")) {
+		setenv("MGL_NO_FA_TMA", "1", 1);
+		printf("with MGL_NO_FA_TMA=1:\n");
 		fails += real_width(&real[0], gpus) != 0;
 		runs++;
-		unsetenv(real_env[e]);
+		unsetenv("MGL_NO_FA_TMA");
 	}
-	/* GPT-2's case once more under each of: q, k and v's bias gradients as a bias_grad step
-	 * of its own (they are summed by attention's backward, compiler/fuse.c; the mma.sync
-	 * runs above take a column sum after it); the column sums of a few rows (the position
-	 * gradient's sum_to) a thread a column (opt-in); AdamW with two groups of four elements
-	 * a thread (opt-in) */
-	static const char *small_env[] = {"MGL_NO_QKV_BIAS_SUMS", "MGL_COLSUM_DIRECT", "MGL_ADAMW_X2"};
-	for (size_t e = 0; e < sizeof small_env / sizeof small_env[0] && (!only || !strcmp(only, "tiny")); e++) {
-		setenv(small_env[e], "1", 1);
-		printf("with %s=1:\n", small_env[e]);
+	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
+	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
+	 * bias_grad a step of its own */
+	if (!only || !strcmp(only, "tiny")) {
+		setenv("MGL_NO_QKV_BIAS_SUMS", "1", 1);
+		printf("with MGL_NO_QKV_BIAS_SUMS=1:\n");
 		fails += check(&small[0], 1, false, true) != 0;
 		runs++;
-		unsetenv(small_env[e]);
+		unsetenv("MGL_NO_QKV_BIAS_SUMS");
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (7 bands of 15, the last 9: groups of
