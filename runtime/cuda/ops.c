@@ -382,7 +382,7 @@ static int need_stripes(RtRank *r, int64_t N)
 
 /* out[N] (+)= the column sums of x[M, N]: k_colsum, one launch; or over a few rows (one
  * band), k_colsum_direct, a thread a column (the position gradient's sum_to at 1.2b: 0.23 ms
- * through k_colsum's 49,152 one-kilobyte blocks, under 0.05 ms so: perf-notes' eighteenth
+ * through k_colsum's 49,152 one-kilobyte blocks, under 0.06 ms so: perf-notes' eighteenth
  * sitting) */
 static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, void *out, int odt, int acc)
 {
