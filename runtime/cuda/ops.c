@@ -355,10 +355,14 @@ bool cuda_norm_one_pass(int64_t D)
 }
 
 /* Its bands of rows, for M rows: 16 or more rows each, at most 1,024 (a block of 6 warps
- * at 1,536) */
+ * at 1,536). MGL_NORM_BAND_ROWS=N (opt-in, 17 to 4,096): N or more rows each, so that
+ * fewer bands' partial sums are written and added by k_parts_finish (read at plan sizing
+ * and at each launch: the same in both) */
 int64_t cuda_norm_bands(int64_t M)
 {
-	int64_t R = (M + 15) / 16;
+	const char *e = getenv("MGL_NORM_BAND_ROWS");
+	long n = e ? strtol(e, NULL, 10) : 0;
+	int64_t rows = n > 16 && n <= 4096 ? n : 16, R = (M + rows - 1) / rows;
 	return R < 1 ? 1 : R > 1024 ? 1024 : R;
 }
 
