@@ -390,10 +390,10 @@ static int need_stripes(RtRank *r, int64_t N)
  * sitting) */
 static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, void *out, int odt, int acc)
 {
-	Dev *d = r->mem;
-	int64_t R = cuda_colsum_bands(M, N);
 	if (M <= 64)
 		return launch(r, K_colsum_direct, N, 1, ARGS(&x, &xdt, &out, &odt, &acc, &M, &N));
+	Dev *d = r->mem;
+	int64_t R = cuda_colsum_bands(M, N);
 	if (need_scratch(r, 64 + R * N) || need_stripes(r, N))
 		return -1;
 	float *part = d->scratch + 64;
