@@ -354,15 +354,14 @@ bool cuda_norm_one_pass(int64_t D)
 	return D % 8 == 0 && D <= 4096;
 }
 
-/* Its bands of rows, for M rows: 16 or more rows each, at most 1,024 (a block of 6 warps
- * at 1,536). MGL_NORM_BAND_ROWS=N (opt-in, 17 to 4,096): N or more rows each, so that
- * fewer bands' partial sums are written and added by k_parts_finish (read at plan sizing
- * and at each launch: the same in both) */
+/* Its bands of rows, for M rows: 32 or more rows each, at most 1,024 (a block of 6 warps
+ * at 1,536). Bands of 32 rather than 16 halve the partial sums written and then added by
+ * k_parts_finish, and at 1.2b put the 256 bands in one wave (two blocks an SM): layer norm
+ * 6.83 -> 6.38 ms a step at 1.2b, 2.09 -> 1.91 at 124M; bands of 64 took 8.1 ms at 1.2b
+ * (perf-notes, nineteenth sitting) */
 int64_t cuda_norm_bands(int64_t M)
 {
-	const char *e = getenv("MGL_NORM_BAND_ROWS");
-	long n = e ? strtol(e, NULL, 10) : 0;
-	int64_t rows = n > 16 && n <= 4096 ? n : 16, R = (M + rows - 1) / rows;
+	int64_t R = (M + 31) / 32;
 	return R < 1 ? 1 : R > 1024 ? 1024 : R;
 }
 

@@ -13,8 +13,7 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row (again
- *    with bands of 32 rows or more, MGL_NORM_BAND_ROWS, opt-in); the
+ *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
  *    (MGL_NO_WGMMA), and with the attention's tiles copied and dQ added by each thread
  *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA).
@@ -524,25 +523,18 @@ int main(int argc, char **argv)
 		unsetenv("MGL_NO_QKV_BIAS_SUMS");
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
-	 * norm_bwd), at the edges of its bands: 99 rows (7 bands of 15, the last 9: groups of
-	 * 4 rows cut short) and 16,416 rows (bands of 17 under the cap of 1,024, the last 58
+	 * norm_bwd), at the edges of its bands: 99 rows (4 bands of 25, the last 24: groups of
+	 * 4 rows cut short) and 33,280 rows (bands of 33 under the cap of 1,024, the last 15
 	 * blocks with none); and in two passes, on rows wider than its 4,096 (4,160) */
 	static const Case norm_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
-		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 1040, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
 	};
-	for (int wide = 0; wide < 2 && (!only || !strcmp(only, "tiny")); wide++) {   /* and with bands of 32 rows or more (opt-in) */
-		if (wide) {
-			setenv("MGL_NORM_BAND_ROWS", "32", 1);
-			printf("with MGL_NORM_BAND_ROWS=32:\n");
-		}
-		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0]; m++) {
-			fails += check(&norm_cases[m], 1, false, true) != 0;
-			runs++;
-		}
+	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
+		fails += check(&norm_cases[m], 1, false, true) != 0;
+		runs++;
 	}
-	unsetenv("MGL_NORM_BAND_ROWS");
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
