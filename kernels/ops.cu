@@ -1766,17 +1766,17 @@ __device__ __forceinline__ void fa_tile_tma(bf16 *s, const FaTmap *map, i64 h, i
 			     "l"(map), "r"(kb * 64), "r"((int)h), "r"((int)row0), "r"((int)b), "r"(fa_smem(bar))
 			     : "memory");
 }
-// by thread 0: two tensors' tiles of those rows (K and V, or Q and dO) into s and the tile
-// after it, and (ld not NULL: flash_bwd_wg's TMA) the same rows' lse and delta [64] each
-// (f32, as k_attention_delta prepared them: lse in base 2, delta times the scale) into ld,
-// by the map tld of [2][B H][Sp] (dimensions S, B H, 2; zeros past S); the phase of bar
-// expecting them all
-template <int DH>
+// by thread 0 (ANY: by the calling thread): two tensors' tiles of those rows (K and V, or
+// Q and dO) into s and the tile after it, and (ld not NULL: flash_bwd_wg's TMA) the same
+// rows' lse and delta [64] each (f32, as k_attention_delta prepared them: lse in base 2,
+// delta times the scale) into ld, by the map tld of [2][B H][Sp] (dimensions S, B H, 2;
+// zeros past S); the phase of bar expecting them all
+template <int DH, bool ANY = false>
 __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaTmap *m1, i64 h, i64 row0, i64 b,
 					    unsigned long long *bar, float *ld = NULL, const FaTmap *tld = NULL)
 {
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);
-	if (threadIdx.x == 0) {
+	if (ANY || threadIdx.x == 0) {
 		fa_mbar_expect(bar, 4 * TILE + (ld ? 2 * FA_ROWS * 4 : 0));
 		fa_tile_tma<DH>(s, m0, h, row0, b, bar);
 		fa_tile_tma<DH>(s + TILE, m1, h, row0, b, bar);
@@ -1823,11 +1823,12 @@ __device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, 
 			     : "memory");
 	asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
-template <int DH, bool TMA = false, bool QS = false>
+template <int DH, bool TMA = false, bool QS = false, bool DEC = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
 			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL)
 {
 	static_assert(!QS || TMA, "Q's tiles are waited for once, beside the K and V copies by TMA");
+	static_assert(!DEC || TMA, "the warpgroups hand the buffers back by TMA's loads");
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *qs = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // QS: warpgroup i's Q at qs + i TILE
@@ -1844,9 +1845,14 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		fa_tile_sw<DH>(qs, q + base, D, qt * FA_SW_Q, S);
 		fa_tile_sw<DH>(qs + TILE, q + base, D, qt * FA_SW_Q + FA_ROWS, S);
 	}
+	unsigned *freed = (unsigned *)(bars + 2);   // DEC: buffer i's warpgroups done with it, 0 to 2
 	if (TMA) {   // K and V by TMA (fa_tile_tma), one thread issuing, every thread waiting on the buffer's mbarrier
+		if (DEC && threadIdx.x == 0)
+			freed[0] = freed[1] = 0;   // (seen by all past fa_mbar_init2's barrier)
 		fa_mbar_init2(bars);
 		fa_tma_pair<DH>(kv, tk, tv, h, 0, b, &bars[0]);
+		if (DEC && nkt > 1)   // DEC: the first two tiles now, each later one when its buffer is handed back
+			fa_tma_pair<DH>(kv + 2 * TILE, tk, tv, h, FA_ROWS, b, &bars[1]);
 	} else {
 		fa_tile_sw<DH>(kv, k + base, D, 0, S);
 		fa_tile_sw<DH>(kv + TILE, v + base, D, 0, S);
@@ -1872,7 +1878,7 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
 		if (TMA) {   // (the mbarrier's wait orders the copies before this thread's wgmmas: no barrier)
-			if (kt + 1 < nkt)
+			if (!DEC && kt + 1 < nkt)
 				fa_tma_pair<DH>(kv + ((kt + 1) & 1) * 2 * TILE, tk, tv, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
 			fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
 			__syncwarp();   // the warp whole again for wgmma's .sync.aligned, after thread 0's branch and the spin
@@ -1943,7 +1949,21 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			fa_wg_wait();
 			fa_wg_done(acc, DH / 2);
 		}
-		__syncthreads();   // this pair's buffers are free for the pair after next
+		if (DEC) {   // this warpgroup's hand-back of the buffer: the second to hand it back loads it again
+			asm volatile("bar.sync %0, 128;" ::"r"(1 + (int)(threadIdx.x / 128)) : "memory");   // its 4 warps' wgmmas done
+			if (threadIdx.x % 128 == 0) {
+				__threadfence_block();
+				if (atomicAdd(&freed[kt & 1], 1u) == 1) {
+					freed[kt & 1] = 0;
+					__threadfence_block();
+					if (kt + 2 < nkt)
+						fa_tma_pair<DH, true>(kv + (kt & 1) * 2 * TILE, tk, tv, h, j0 + 2 * FA_ROWS, b, &bars[kt & 1]);
+				}
+			}
+			__syncwarp();   // the warp whole again for the next wgmma
+		} else {
+			__syncthreads();   // this pair's buffers are free for the pair after next
+		}
 	}
 	l0 = fa_quad_sum(l0);
 	l1 = fa_quad_sum(l1);
@@ -2474,6 +2494,16 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	{                                                                                                            \
 		FA_WG_BODY((flash_fwd_sw<DH, true, QS>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)               \
 	}
+// ... and, opt-in (MGL_FA_FWD_DEC: runtime/cuda/ops.c), its two warpgroups not held together by
+// a block barrier each K and V tile: each hands a buffer back when its wgmmas are done with
+// it, and the second to do so loads the tile after next into it (flash_fwd_sw's DEC)
+#define FLASH_FWD_SW_DEC(DH, NAME, QS)                                                                               \
+	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) NAME##DH(                                            \
+	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
+	    const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv)                                    \
+	{                                                                                                            \
+		FA_WG_BODY((flash_fwd_sw<DH, true, QS, true>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)         \
+	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
@@ -2490,6 +2520,9 @@ FLASH_FWD_SW(128)
 FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_, false)
 FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_, true)
 FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false)
+FLASH_FWD_SW_DEC(64, k_flash_fwd_sw_dec_, false)
+FLASH_FWD_SW_DEC(96, k_flash_fwd_sw_dec_qs_, true)
+FLASH_FWD_SW_DEC(128, k_flash_fwd_sw_dec_, false)
 FLASH(16)
 FLASH(32)
 FLASH(64)

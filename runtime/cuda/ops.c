@@ -26,7 +26,8 @@
 	X(flash_bwd_wg_96) X(flash_bwd_wg_128) X(flash_bwd_wg_sums_64) X(flash_bwd_wg_sums_96)                         \
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
-	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)
+	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
+	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128)
 
 enum {
 #define X(k) K_##k,
@@ -583,19 +584,21 @@ static int op_sum_to(CudaCtx *c)
  * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). fwd_qs: the forward's TMA
  * kernel (_qs_) keeps Q's tiles in shared memory rather than in registers, at heads of 96,
  * where Q's 48 registers a thread cost spills and serialised wgmmas (0.1 ms a step quicker
- * at 1.2b; at 64 it was 0.1 ms slower at 124M: perf-notes' eighteenth sitting). */
+ * at 1.2b; at 64 it was 0.1 ms slower at 124M: perf-notes' eighteenth sitting). fwd_wg_dec:
+ * fwd_wg_tma's kernel without the block barrier each K and V tile, each warpgroup handing the
+ * buffers back itself (opt-in, MGL_FA_FWD_DEC=1, until timed: perf-notes' nineteenth sitting). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, fwd_wg_dec;
 	bool fwd_qs;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, false},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, false},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, false},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, false},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, false},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_fwd_sw_dec_64, false},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96,
-	 K_flash_fwd_sw_tma_qs_96, K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, true},
+	 K_flash_fwd_sw_tma_qs_96, K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, K_flash_fwd_sw_dec_qs_96, true},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, false},
+	 K_flash_bwd_wg_tma_128, -1, K_flash_fwd_sw_dec_128, false},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -612,11 +615,12 @@ static bool flash_wg_fwd(const Dev *d, int f)
 }
 
 /* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
- * with qs (the _qs_ kernel) two Q tiles before them; two mbarriers (TMA's), and 1 KiB to
- * align the tiles to the 128-byte swizzle's period */
-static int flash_fwd_sw_smem(int dh, bool qs)
+ * with qs (the _qs_ kernel) two Q tiles before them; two mbarriers (TMA's), with dec (the
+ * _dec_ kernels) two counters of hand-backs after them, and 1 KiB to align the tiles to the
+ * 128-byte swizzle's period */
+static int flash_fwd_sw_smem(int dh, bool qs, bool dec)
 {
-	return (qs ? 6 : 4) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 16 + 1024;
+	return (qs ? 6 : 4) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + (dec ? 24 : 16) + 1024;
 }
 
 /* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh rounded up to 64],
@@ -702,13 +706,15 @@ static int op_attention(CudaCtx *c)
 		CUtensorMap tk, tv;   /* (copied at the launch) */
 		void *args[11] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};
 		int k = flash[f].fwd_wg;
-		bool qs = false;
+		bool qs = false, dec = false;
 		if (((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
 			if (fa_tensor_map(c->r, &tk, K, B, S, H, dh, false) || fa_tensor_map(c->r, &tv, V, B, S, H, dh, false))
 				return -1;
-			k = flash[f].fwd_wg_tma, qs = flash[f].fwd_qs;
+			dec = flash[f].fwd_wg_dec >= 0 && getenv("MGL_FA_FWD_DEC");
+			k = dec ? flash[f].fwd_wg_dec : flash[f].fwd_wg_tma, qs = flash[f].fwd_qs;
 		}
-		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs), args);
+		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs, dec),
+				     args);
 	}
 	if (f >= 0)
 		return launch_blocks(c->r, flash[f].fwd, B * H, (S + FLASH_ROWS - 1) / FLASH_ROWS, 128, flash_fwd_smem((int)dh),
@@ -1205,8 +1211,9 @@ int cuda_ops_prepare(RtRank *r)
 		const struct { int k, smem; } set[] = {
 			{flash[i].fwd, flash_fwd_smem(dh)},
 			{flash[i].bwd, flash_bwd_smem(dh)},
-			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh, false)},
-			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh, flash[i].fwd_qs)},
+			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh, false, false)},
+			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh, flash[i].fwd_qs, false)},
+			{h ? flash[i].fwd_wg_dec : -1, flash_fwd_sw_smem(dh, flash[i].fwd_qs, true)},
 			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
