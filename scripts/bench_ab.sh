@@ -13,12 +13,14 @@
 #   OPTIONS   more `mgl bench` options ("--batch 16 --steps 20 --warmup 3")
 #   VARIANT   TAG=base, TAG=new, or TAG=new:VAR=VALUE[,VAR=VALUE...] (this tree's binary with
 #             those variables set, e.g. nodgelu=new:MGL_NO_DGELU_EPILOGUE=1)
-# SEQ (default 1024) and BACKEND (default cuda) may be set. TORCH_GPT (the PyTorch
-# baseline, torch_gpt.py) with TORCH_ARGS (its model and batch, e.g. "--dmodel 768 --nlayer
-# 12 --nhead 12 --batch 16"): its compiled step timed before the variants and after them,
-# and each variant's ratio to the mean of the two (issue 11's figure, from the same call). The machine has no re2c: carry build/grammar/lex.c with the tree (it is copied into the
-# base's build). Prints each run's median step and the profile's kinds, the card's mean
-# power and SM clock while timed (nvidia-smi dmon), then a summary.
+# SEQ (default 1024), BACKEND (default cuda) and ROUNDS (default 2: each variant run twice)
+# may be set. TORCH_GPT (the PyTorch baseline, torch_gpt.py) with TORCH_ARGS (its model and
+# batch, e.g. "--dmodel 768 --nlayer 12 --nhead 12 --batch 16"): its compiled step timed
+# before the variants and after them, and each variant's ratio to the mean of the two (issue
+# 11's figure, from the same call). The machine has no re2c: carry build/grammar/lex.c with
+# the tree (it is copied into the base's build). Prints each run's median step and the
+# profile's kinds, the card's mean power and SM clock while timed (nvidia-smi dmon), then a
+# summary.
 set -u
 base=${1:?usage: scripts/bench_ab.sh BASE OUT PRESET "OPTIONS" VARIANT...} out=${2:?} preset=${3:?} opts=${4-}
 shift 4 || exit 2
@@ -66,7 +68,7 @@ torch() {
 }
 t1= t2=
 [ -n "${TORCH_GPT-}" ] && t1=$(torch 1) && echo "== PyTorch compiled, before: ${t1:-failed} ms"
-for n in 1 2; do
+for n in $(seq "${ROUNDS:-2}"); do
 	for v in "$@"; do run "$v" "$n"; done
 done
 [ -n "${TORCH_GPT-}" ] && t2=$(torch 2) && echo "== PyTorch compiled, after: ${t2:-failed} ms"
@@ -81,7 +83,7 @@ echo "| variant | step (median), run 1 / run 2 |${tm:+ PyTorch compiled ($tm ms)
 echo "| --- | --- |${tm:+ --- |}"
 for v in "$@"; do
 	tag=${v%%=*}
-	ms=$(for n in 1 2; do grep -m1 '^  step ' "$out/$tag.$n.txt" | awk '{print $2}'; done)
+	ms=$(for n in $(seq "${ROUNDS:-2}"); do grep -m1 '^  step ' "$out/$tag.$n.txt" | awk '{print $2}'; done)
 	printf '| %s | %s |' "$v" "$(echo "$ms" | awk '{print $1 " ms"}' | paste -sd/ -)"
 	[ -z "$tm" ] || printf ' %s |' "$(echo "$ms" | awk -v t="$tm" '$1 > 0 {printf "%.3fx\n", t / $1}' | paste -sd/ -)"
 	echo
