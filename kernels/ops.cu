@@ -652,12 +652,8 @@ __device__ __forceinline__ void colsum_vec_rows(i64 *j0, int *rl)
 	*rl = threadIdx.x / 4 + 8 * threadIdx.y;
 }
 
-}  // extern "C" (a template)
-// a block's sum of its band of rows of x[M, N], its column j (of threadIdx.y's 8th rows, then
-// the 8); in colsum_vec's way U rows' loads in flight a thread (k_colsum 2, k_colsum4 4)
-template <int U>
-__device__ __forceinline__ void colsum_band(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc,
-					    i64 M, i64 N)
+// a block's sum of its band of rows of x[M, N], its column j (of threadIdx.y's 8th rows, then the 8)
+__global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
 {
 	__shared__ float s[8][33], t[64][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x, band = (M + gridDim.y - 1) / gridDim.y;
@@ -666,13 +662,13 @@ __device__ __forceinline__ void colsum_band(const void *x, int xdt, float *part,
 		i64 j0;
 		int rl;
 		colsum_vec_rows(&j0, &rl);
-		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v[U][8];
-		if (j0 < N)   // U rows' loads in flight, added in row order as one at a time would
-			for (i64 i = r0 + rl; i < r1; i += U * 64) {
-				for (int u = 0; u < U; u++)
+		float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v[2][8];
+		if (j0 < N)   // 2 rows' loads in flight, added in row order as one at a time would
+			for (i64 i = r0 + rl; i < r1; i += 2 * 64) {
+				for (int u = 0; u < 2; u++)
 					if (i + u * 64 < r1)
 						ld8(x, DT_BF16, (i + u * 64) * N + j0, v[u]);
-				for (int u = 0; u < U; u++)
+				for (int u = 0; u < 2; u++)
 					for (int e = 0; e < 8 && i + u * 64 < r1; e++)
 						a[e] += v[u][e];
 			}
@@ -700,16 +696,6 @@ __device__ __forceinline__ void colsum_band(const void *x, int xdt, float *part,
 	}
 	if (colsum_last(count))
 		colsum_finish(part, gridDim.y, N, out, odt, acc);
-}
-extern "C" {
-__global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
-{
-	colsum_band<2>(x, xdt, part, count, out, odt, acc, M, N);
-}
-// ... with four rows' loads in flight, opt-in (MGL_COLSUM4: runtime/cuda/ops.c)
-__global__ void __launch_bounds__(256, 5) k_colsum4(const void *x, int xdt, float *part, unsigned *count, void *out, int odt, int acc, i64 M, i64 N)
-{
-	colsum_band<4>(x, xdt, part, count, out, odt, acc, M, N);
 }
 
 // Column sums out[N] (+)= x[M, N] over a few rows (M <= 64: column_sums' one band, as

@@ -27,7 +27,7 @@
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
-	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(colsum4)
+	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128)
 
 enum {
 #define X(k) K_##k,
@@ -398,8 +398,7 @@ static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, 
 		return -1;
 	float *part = d->scratch + 64;
 	dim3 grid = {(unsigned)((N + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
-	int k = getenv("MGL_COLSUM4") ? K_colsum4 : K_colsum;   /* four rows' loads in flight, opt-in until timed */
-	CK(cudaLaunchKernel((const void *)d->kernels[k], grid, block,
+	CK(cudaLaunchKernel((const void *)d->kernels[K_colsum], grid, block,
 			    ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N), 0, d->compute));
 	return 0;
 }

@@ -12,8 +12,7 @@
  *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
- *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
- *    and with the column sums' four rows of loads in flight (MGL_COLSUM4, opt-in);
+ *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
  *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
  *    (MGL_NO_WGMMA), with the attention's tiles copied and dQ added by each thread
@@ -539,15 +538,6 @@ int main(int argc, char **argv)
 	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
 		fails += check(&norm_cases[m], 1, false, true) != 0;
 		runs++;
-	}
-	/* the column sums with four rows' loads in flight (opt-in): GPT-2's case, and 33,280 rows
-	 * (bands of 520 rows, so that the last round of four is cut short) */
-	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_COLSUM4", "1", 1);
-		printf("with MGL_COLSUM4=1:\n");
-		fails += (check(&small[0], 1, false, true) != 0) + (check(&norm_cases[1], 1, false, true) != 0);
-		runs += 2;
-		unsetenv("MGL_COLSUM4");
 	}
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
