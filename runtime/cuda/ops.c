@@ -586,7 +586,9 @@ static int op_sum_to(CudaCtx *c)
  * where Q's 48 registers a thread cost spills and serialised wgmmas (0.1 ms a step quicker
  * at 1.2b; at 64 it was 0.1 ms slower at 124M: perf-notes' eighteenth sitting). fwd_wg_dec:
  * fwd_wg_tma's kernel without the block barrier each K and V tile, each warpgroup handing the
- * buffers back itself (opt-in, MGL_FA_FWD_DEC=1, until timed: perf-notes' nineteenth sitting). */
+ * buffers back itself (opt-in, MGL_FA_FWD_DEC=1: the forward 5% quicker at heads of 64,
+ * unchanged at 96; the default once gpu-check has run under it: perf-notes' nineteenth
+ * sitting). */
 static const struct {
 	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, fwd_wg_dec;
 	bool fwd_qs;
