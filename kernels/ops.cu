@@ -311,6 +311,24 @@ __device__ __forceinline__ void lnb_halve(float *s, int lane)
 // written by the threads that own the columns; k_parts_finish adds the bands in order (the
 // same bits every run). Grid R bands, blockDim 32 ceil(D / 256).
 #define LNB_ROWS 4
+// LNB_ROWS rows' x, dy and add (zeros past r1 or without add) from g0, and each row's first
+// element of x (lnb_layernorm_bwd's)
+__device__ __forceinline__ void lnb_load(uint4 *xr, uint4 *gr, uint4 *ar, float *x0, const void *x, const void *dy,
+					 const void *add, i64 g0, i64 r1, i64 D, i64 j, bool mine)
+{
+#pragma unroll
+	for (int q = 0; q < LNB_ROWS; q++) {
+		i64 row = g0 + q;
+		bool ok = mine && row < r1;
+		xr[q] = ln8_raw(x, row * D + j, ok);
+		gr[q] = ln8_raw(dy, row * D + j, ok);
+		ar[q] = ln8_raw(add, row * D + j, ok && add);
+		x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
+	}
+}
+// PF (k_layernorm_bwd_pf, opt-in): the next group's loads issued before this group's
+// barriers, so that they land while the block waits there and writes this group's dx
+template <bool PF>
 __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
 {
@@ -322,18 +340,14 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 	float t[3][8] = {{0}}, ww[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 	if (mine)
 		ln8_get(ww, w + j);
+	uint4 xr[LNB_ROWS], gr[LNB_ROWS], ar[LNB_ROWS];
+	float x0[LNB_ROWS];
+	if (PF)
+		lnb_load(xr, gr, ar, x0, x, dy, add, r0, r1, D, j, mine);
 	for (i64 g0 = r0; g0 < r1; g0 += LNB_ROWS) {
-		uint4 xr[LNB_ROWS], gr[LNB_ROWS], ar[LNB_ROWS];
-		float x0[LNB_ROWS], s[4 * LNB_ROWS];
-#pragma unroll
-		for (int q = 0; q < LNB_ROWS; q++) {
-			i64 row = g0 + q;
-			bool ok = mine && row < r1;
-			xr[q] = ln8_raw(x, row * D + j, ok);
-			gr[q] = ln8_raw(dy, row * D + j, ok);
-			ar[q] = ln8_raw(add, row * D + j, ok && add);
-			x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
-		}
+		float s[4 * LNB_ROWS];
+		if (!PF)
+			lnb_load(xr, gr, ar, x0, x, dy, add, g0, r1, D, j, mine);
 #pragma unroll
 		for (int q = 0; q < LNB_ROWS; q++) {
 			float v[8], g[8];
@@ -343,6 +357,10 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			if (mine)
 				ln8_bwd_add(v, g, ww, x0[q], s + 4 * q);
 		}
+		uint4 nx[PF ? LNB_ROWS : 1], ng[PF ? LNB_ROWS : 1], na[PF ? LNB_ROWS : 1];
+		float n0[PF ? LNB_ROWS : 1];
+		if (PF)
+			lnb_load(nx, ng, na, n0, x, dy, add, g0 + LNB_ROWS, r1, D, j, mine);
 		lnb_halve<4 * LNB_ROWS, 16>(s, lane);
 		constexpr int per = 32 / (4 * LNB_ROWS);   // lanes holding each value's sum
 		if (lane % per == 0)
@@ -370,6 +388,11 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
 			ln8_store(dx, row * D + j, o);
 		}
+		if (PF)   // (tot is written again only past the next group's first barrier, which every
+			  // thread reaches after its reads of it here)
+#pragma unroll
+			for (int q = 0; q < LNB_ROWS; q++)
+				xr[q] = nx[q], gr[q] = ng[q], ar[q] = na[q], x0[q] = n0[q];
 	}
 	if (mine)
 #pragma unroll
@@ -498,7 +521,15 @@ __global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void 
 								      void *dx, const void *add, float *part, int sums,
 								      i64 M, i64 D, float eps)
 {
-	lnb_layernorm_bwd(dy, x, w, dx, add, part, sums, M, D, eps);
+	lnb_layernorm_bwd<false>(dy, x, w, dx, add, part, sums, M, D, eps);
+}
+// ... with the next rows' loads in flight through each group's barriers (opt-in,
+// MGL_NORM_PREFETCH: runtime/cuda/ops.c), on rows of up to 1,536 (192 threads): two blocks
+// an SM, as k_layernorm_bwd_block has at 1,536, with the registers that holds (170)
+__global__ void __launch_bounds__(192, 2) k_layernorm_bwd_pf(const void *dy, const void *x, const float *w, void *dx,
+							     const void *add, float *part, int sums, i64 M, i64 D, float eps)
+{
+	lnb_layernorm_bwd<true>(dy, x, w, dx, add, part, sums, M, D, eps);
 }
 
 // a warp a row: 1 / root mean square of x[D]

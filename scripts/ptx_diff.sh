@@ -2,8 +2,9 @@
 # scripts/ptx_diff.sh — the kernels of kernels/ops.cu whose PTX differs between revision REV
 # and this tree (nvcc, no GPU needed). A kernel whose PTX is the same runs as it ran at REV:
 # after a refactor, or with a new kernel behind a switch, this says which of the default
-# path's kernels a GPU has not run yet (docs/gpu.md). Branch labels are renumbered before
-# comparing.
+# path's kernels a GPU has not run yet (docs/gpu.md). Branch labels are renumbered, and a
+# function's static shared arrays named by their own names alone (their mangled names change
+# when a kernel's body moves into a template), before comparing.
 #
 # usage: scripts/ptx_diff.sh REV [ARCH]   (ARCH: sm_90a unless given)
 set -eu
@@ -18,7 +19,7 @@ for f in ops.cu prelude.cuh; do git show "$rev:kernels/$f" >"$tmp/old/kernels/$f
 # each .entry's text, its labels renumbered, as "name md5"
 entries() {
 	awk '/\.entry /{ name = $0; sub(/.*\.entry /, "", name); sub(/\(.*/, "", name); body = "" }
-	     name != "" { gsub(/\$L__[A-Za-z0-9_]+/, "L"); body = body $0 "\n" }
+	     name != "" { gsub(/\$L__[A-Za-z0-9_]+/, "L"); gsub(/_ZZ[A-Za-z0-9_]+E[0-9]+/, "_ZZ"); body = body $0 "\n" }
 	     name != "" && /^}$/ { printf "%s", body > (dir "/" name); name = "" }' dir="$2" "$1"
 	for f in "$2"/*; do echo "$(basename "$f") $(md5sum <"$f" | cut -c1-32)"; done | sort
 }

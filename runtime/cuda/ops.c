@@ -27,7 +27,7 @@
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
-	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128)
+	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf)
 
 enum {
 #define X(k) K_##k,
@@ -457,7 +457,9 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		CK(cudaLaunchKernel((const void *)d->kernels[K_layernorm_bwd_block], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
+		/* the next rows' loads in flight through each group's barriers, opt-in until timed */
+		int k = D <= 1536 && getenv("MGL_NORM_PREFETCH") ? K_layernorm_bwd_pf : K_layernorm_bwd_block;
+		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
 				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, FINISH_ROWS, 1};
 		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,

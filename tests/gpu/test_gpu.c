@@ -13,7 +13,9 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row; the
+ *    the layer norms' backward at the edges of its bands and past its widest row (again
+ *    with the next rows' loads issued before each group's barriers, MGL_NORM_PREFETCH,
+ *    opt-in); the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
  *    (MGL_NO_WGMMA), with the attention's tiles copied and dQ added by each thread
  *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA), and with the forward's two
@@ -535,10 +537,17 @@ int main(int argc, char **argv)
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 1040, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
 	};
-	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
-		fails += check(&norm_cases[m], 1, false, true) != 0;
-		runs++;
+	for (int pf = 0; pf < 2 && (!only || !strcmp(only, "tiny")); pf++) {   /* and with the next rows' loads early (opt-in) */
+		if (pf) {
+			setenv("MGL_NORM_PREFETCH", "1", 1);
+			printf("with MGL_NORM_PREFETCH=1:\n");
+		}
+		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0]; m++) {
+			fails += check(&norm_cases[m], 1, false, true) != 0;
+			runs++;
+		}
 	}
+	unsetenv("MGL_NORM_PREFETCH");
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
