@@ -647,17 +647,33 @@ __device__ bool colsum_last(unsigned *count)
 	return last;
 }
 
+}  // extern "C" (a template)
 // out[N] (+)= the sum over R rows of part[R][N], a block 32 columns, its blockDim.y (up to 32)
 // rows of threads each adding every blockDim.y-th row in turn, then those partial sums in
-// order: the same bits every run for a given blockDim
+// order: the same bits every run for a given blockDim. U > 1 (k_parts_finish_u8, opt-in):
+// the thread's next U rows loaded before any of them is added, in the same order, where
+// one at a time each load waits for L2 behind the last add
+template <int U = 1>
 __device__ void colsum_finish(const float *part, i64 R, i64 N, void *out, int odt, int acc)
 {
 	__shared__ float s[32][33];
 	i64 j = blockIdx.x * 32 + threadIdx.x;
 	float a = 0;
-	if (j < N)
-		for (i64 r = threadIdx.y; r < R; r += blockDim.y)
+	if (j < N) {
+		i64 r = threadIdx.y;
+		if (U > 1)
+			for (; r + (U - 1) * (i64)blockDim.y < R; r += U * (i64)blockDim.y) {
+				float v[U];
+#pragma unroll
+				for (int u = 0; u < U; u++)
+					v[u] = __ldcg(part + (r + u * (i64)blockDim.y) * N + j);
+#pragma unroll
+				for (int u = 0; u < U; u++)
+					a += v[u];
+			}
+		for (; r < R; r += blockDim.y)
 			a += __ldcg(part + r * N + j);   // from L2: other SMs wrote them
+	}
 	s[threadIdx.y][threadIdx.x] = a;
 	__syncthreads();
 	if (threadIdx.y == 0 && j < N) {
@@ -667,6 +683,7 @@ __device__ void colsum_finish(const float *part, i64 R, i64 N, void *out, int od
 	}
 	__syncthreads();   // s is free for a second finish
 }
+extern "C" {
 
 // Whether a column sum may read 8 columns a thread by 16-byte loads (colsum_vec_rows):
 // bf16 rows of a multiple of 8, 16-byte aligned
@@ -824,6 +841,15 @@ __global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a
 	float *out = k == 0 ? o0 : k == 1 ? o1 : o2;
 	if (out)
 		colsum_finish(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);
+}
+// ... each thread's loads 8 at a time (opt-in, MGL_FINISH_U8: runtime/cuda/ops.c), the same sums
+__global__ void k_parts_finish_u8(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2,
+				  int a2)
+{
+	int k = blockIdx.y;
+	float *out = k == 0 ? o0 : k == 1 ? o1 : o2;
+	if (out)
+		colsum_finish<8>(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);
 }
 
 // Attention, a warp per (batch, head, query): keys in order with an online softmax, the

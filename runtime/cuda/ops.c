@@ -27,7 +27,7 @@
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
-	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf)
+	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf) X(parts_finish_u8)
 
 enum {
 #define X(k) K_##k,
@@ -424,6 +424,10 @@ static int op_layernorm(CudaCtx *c)
  * than 8 (perf-notes, seventeenth sitting) */
 enum { FINISH_ROWS = 32 };
 
+/* k_parts_finish, or with MGL_FINISH_U8 (opt-in until timed) k_parts_finish_u8: each
+ * thread's loads 8 at a time instead of each behind the last's add (the same sums) */
+static int parts_finish(void) { return getenv("MGL_FINISH_U8") ? K_parts_finish_u8 : K_parts_finish; }
+
 /* The norms' backward (layernorm: dw and db; rmsnorm: dw): dx a warp a row, keeping each
  * row's mean and 1/std (1/rms) in scratch; then dw and db as column sums over bands of rows
  * (k_norm_colsum): no atomics on the sums, the same bits every run. */
@@ -462,7 +466,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
 				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, FINISH_ROWS, 1};
-		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
+		CK(cudaLaunchKernel((const void *)d->kernels[parts_finish()], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
 		return 0;
 	}
@@ -790,7 +794,7 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			float *bk = bias + D, *bv = bias + 2 * D;
 			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
 					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
-			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, fin_block,
+			CK(cudaLaunchKernel((const void *)d->kernels[parts_finish()], fin, fin_block,
 					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
 			return 0;
 		}

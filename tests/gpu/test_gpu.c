@@ -14,8 +14,8 @@
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
  *    the layer norms' backward at the edges of its bands and past its widest row (again
- *    with the next rows' loads issued before each group's barriers, MGL_NORM_PREFETCH,
- *    opt-in); the
+ *    with the next rows' loads issued before each group's barriers, MGL_NORM_PREFETCH, and
+ *    with the bands' sums loaded 8 at a time, MGL_FINISH_U8, both opt-in); the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
  *    (MGL_NO_WGMMA), with the attention's tiles copied and dQ added by each thread
  *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA), and with the forward's two
@@ -530,24 +530,30 @@ int main(int argc, char **argv)
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (4 bands of 25, the last 24: groups of
-	 * 4 rows cut short) and 33,280 rows (bands of 33 under the cap of 1,024, the last 15
-	 * blocks with none); and in two passes, on rows wider than its 4,096 (4,160) */
+	 * 4 rows cut short), 16,416 rows (513 bands: k_parts_finish_u8's rounds of 8 x 32 bands
+	 * and a part) and 33,280 rows (bands of 33 under the cap of 1,024, the last 15 blocks
+	 * with none); and in two passes, on rows wider than its 4,096 (4,160). Again with the
+	 * next rows' loads before each group's barriers (MGL_NORM_PREFETCH) and with the bands'
+	 * sums loaded 8 at a time (MGL_FINISH_U8), both opt-in */
 	static const Case norm_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 1040, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
 	};
-	for (int pf = 0; pf < 2 && (!only || !strcmp(only, "tiny")); pf++) {   /* and with the next rows' loads early (opt-in) */
-		if (pf) {
-			setenv("MGL_NORM_PREFETCH", "1", 1);
-			printf("with MGL_NORM_PREFETCH=1:\n");
+	static const char *norm_env[] = {NULL, "MGL_NORM_PREFETCH", "MGL_FINISH_U8"};   /* and opt-in ways */
+	for (size_t e = 0; e < sizeof norm_env / sizeof norm_env[0] && (!only || !strcmp(only, "tiny")); e++) {
+		if (norm_env[e]) {
+			setenv(norm_env[e], "1", 1);
+			printf("with %s=1:\n", norm_env[e]);
 		}
 		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0]; m++) {
 			fails += check(&norm_cases[m], 1, false, true) != 0;
 			runs++;
 		}
+		if (norm_env[e])
+			unsetenv(norm_env[e]);
 	}
-	unsetenv("MGL_NORM_PREFETCH");
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
