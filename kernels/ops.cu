@@ -1850,10 +1850,10 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 // 2,048 (j / 4), a row 128 bytes, its 16-byte chunk c at c ^ (row % 8) (row % 8 is g for
 // both rows); a warp's stores fill each bank twice, the fewest for 256 bytes. s 1,024-byte
 // aligned (a Q and dO buffer, free once the round's wgmmas are done)
-template <int DH>
+template <int DH, bool WS = false>   // WS: by a warpgroup of flash_bwd_ws (its warp: threadIdx.x / 32 % 4)
 __device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
 {
-	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	int lane = threadIdx.x % 32, w = WS ? threadIdx.x / 32 % 4 : threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	float *r0 = s + (16 * w + g) * 32 + 2 * (t & 1);
 #pragma unroll
 	for (int j = 0; j < DH / 8; j++) {
@@ -1867,10 +1867,10 @@ __device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
 // bulk group; before s is written again the thread waits for the group's reads
 // (cp.async.bulk.wait_group.read). The writes at s must be fenced for the async proxy
 // (fence.proxy.async) and past a barrier first.
-template <int DH>
+template <int DH, bool ANY = false>   // ANY: by the calling thread
 __device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, i64 h, i64 row0, i64 b)
 {
-	if (threadIdx.x != 0)
+	if (!ANY && threadIdx.x != 0)
 		return;
 #pragma unroll
 	for (int kb = 0; kb < DH / 32; kb++)
@@ -2045,12 +2045,17 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 // whether those rows are keys), by the lanes of a column (g: shuffles), then the four
 // warps in order through sm (2 DH x 4 floats of shared memory free after the loop), into
 // part[1 + kind] (flash_bwd_wg). The same order every run.
-template <int DH>
+// WS: by a warpgroup of flash_bwd_ws (wg 1 or 2), its band of keys row of R (not the block's),
+// synchronised by its named barrier wg (128 threads) instead of the block's.
+template <int DH, bool WS = false>
 __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva, bool in0, bool in1, float *sm, float *part,
-					     i64 H)
+					     i64 H, int wg = 0, i64 wsR = 0, i64 wsrow = 0)
 {
-	int lane = threadIdx.x % 32, w = threadIdx.x / 32, t = lane % 4;
-	__syncthreads();   // every warp is past the loop's last reads of dS^T, whose bytes sm reuses
+	int lane = threadIdx.x % 32, w = WS ? threadIdx.x / 32 % 4 : threadIdx.x / 32, t = lane % 4;
+	if (WS)   // every warp of the warpgroup past the loop's last reads of its dS^T, whose bytes sm reuses
+		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
+	else
+		__syncthreads();   // every warp is past the loop's last reads of dS^T, whose bytes sm reuses
 	for (int d = 0; d < DH / 8; d++)
 		for (int e = 0; e < 2; e++) {
 			float sk = (in0 ? dka[4 * d + e] : 0.0f) + (in1 ? dka[4 * d + 2 + e] : 0.0f);
@@ -2062,9 +2067,12 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 			if (lane < 4)
 				sm[(w * 2 + 0) * DH + 8 * d + 2 * t + e] = sk, sm[(w * 2 + 1) * DH + 8 * d + 2 * t + e] = sv;
 		}
-	__syncthreads();
-	i64 R = gridDim.x / H * gridDim.y, D = H * DH, row = blockIdx.x / H * gridDim.y + blockIdx.y;
-	for (int i = threadIdx.x; i < 2 * DH; i += blockDim.x) {
+	if (WS)
+		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
+	else
+		__syncthreads();
+	i64 R = WS ? wsR : gridDim.x / H * gridDim.y, D = H * DH, row = WS ? wsrow : blockIdx.x / H * gridDim.y + blockIdx.y;
+	for (int i = WS ? threadIdx.x % 128 : threadIdx.x; i < 2 * DH; i += WS ? 128 : blockDim.x) {
 		int kind = i / DH, c = i % DH;
 		float a = 0;
 		for (int v = 0; v < 4; v++)
@@ -2274,6 +2282,185 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	}
 	if (SUMS)
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
+}
+
+// ---- the backward warp-specialised (opt-in: MGL_FA_BWD_WS, runtime/cuda/ops.c)
+//
+// FlashAttention-3's division of the backward's labour (Shah et al. 2024, section 3.1; its
+// code read, not copied): a block of 384 threads, three warpgroups, 128 keys. Warpgroup 0,
+// the producer, gives up registers (setmaxnreg.dec to 40) and does the copying: its warp 0
+// loads the two consumers' K and V once and then each query tile's Q, dO, lse and delta
+// (TMA, as flash_bwd_wg's) into one of two stages, waiting for a stage to be handed back
+// before loading it again; its warp 1 adds each consumer's dQ into dq (TMA reductions) as
+// soon as the consumer has put it in its staging tile, and hands the staging tile back once
+// read. Warpgroups 1 and 2, the consumers (setmaxnreg.inc to 232), are flash_bwd_wg's loop
+// for keys 64 (wg - 1) .. of the block's 128, reading the same Q and dO stage: one copy of
+// each query tile a 128 keys instead of a 64, and no consumer thread issuing or waiting for
+// a copy. Between consumers and producer, mbarriers only: full[s] (stage s landed: TMA's
+// bytes), empty[s] (each consumer warp done reading it: 8 arrivals), dqfull[c] (consumer
+// c's 4 warps have put dQ), dqempty[c] (its staging tile read). Each consumer's dS^T and
+// its own barriers (named barrier wg, 128 threads) as flash_bwd_wg's block barrier.
+// Grid (B * H, ceil(S / 128)); flash_bwd_ws_smem(DH) bytes of dynamic shared memory (the
+// host's): K, V [2 consumers], Q, dO [2 stages] (swizzled tiles as flash_bwd_wg's), dQ's
+// staging [2][64][DH] f32 (fa_dq_put's layout), dS^T [2][64][64], lse and delta [2 stages]
+// [2][64], ten mbarriers, 1 KiB to align. SUMS: the bias sums as flash_bwd_wg's, each
+// consumer its band of 64 keys (row b gk + 2 blockIdx.y + c of part's R = B gk, gk the
+// blocks of 64 keys; a consumer past S writes none).
+__device__ __forceinline__ void fa_mbar_arrive(unsigned long long *bar)
+{
+	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(fa_smem(bar)) : "memory");
+}
+template <int DH, bool SUMS>
+__device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,
+			     const FaTmap *tq, const FaTmap *tdo, const FaTmap *tdq, const FaTmap *tld, const FaTmap *tk,
+			     const FaTmap *tv)
+{
+	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
+	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
+	extern __shared__ __align__(16) unsigned char fa_shared[];
+	bf16 *kv = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // consumer c's K at kv + 2 c TILE, V after
+	bf16 *qg = kv + 4 * TILE;                                   // stage s's Q at qg + 2 s TILE, dO after
+	float *dqs = (float *)(qg + 4 * TILE);                      // consumer c's dQ staging at dqs + c 64 DH
+	bf16 *dss = (bf16 *)(dqs + 2 * FA_ROWS * DH);               // consumer c's dS^T at dss + c 64 64
+	float *lds = (float *)(dss + 2 * FA_ROWS * FA_ROWS);        // stage s's lse at lds + 2 s 64, delta 64 after
+	unsigned long long *bars = (unsigned long long *)(lds + 4 * FA_ROWS);
+	unsigned long long *kvb = bars, *full = bars + 2, *empty = bars + 4, *dqfull = bars + 6, *dqempty = bars + 8;
+	int wg = threadIdx.x / 128;
+	i64 b = blockIdx.x / H, h = blockIdx.x % H, j0 = blockIdx.y * 2 * FA_ROWS;
+	i64 first = causal ? j0 : 0, nt = (S - first + FA_ROWS - 1) / FA_ROWS;   // the query tiles, from first
+	if (threadIdx.x == 0) {
+		for (int c = 0; c < 2; c++) {
+			fa_mbar_init(&kvb[c], 1);
+			fa_mbar_init(&full[c], 1);
+			fa_mbar_init(&empty[c], 8);
+			fa_mbar_init(&dqfull[c], 4);
+			fa_mbar_init(&dqempty[c], 1);
+		}
+		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+	}
+	__syncthreads();   // (the last block-wide barrier: the warpgroups part here)
+	if (wg == 0) {   // the producer
+		asm volatile("setmaxnreg.dec.sync.aligned.u32 40;" ::: "memory");
+		int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+		if (warp == 0 && lane == 0) {
+			for (int c = 0; c < 2; c++)
+				fa_tma_pair<DH, true>(kv + 2 * c * TILE, tk, tv, h, j0 + c * FA_ROWS, b, &kvb[c]);
+			for (i64 k = 0; k < nt; k++) {
+				int st = (int)(k & 1);
+				if (k >= 2)   // both consumers done with the stage's last tile, k - 2
+					fa_mbar_wait(&empty[st], (unsigned)((k >> 1) - 1) & 1);
+				fa_tma_pair<DH, true>(qg + 2 * st * TILE, tq, tdo, h, first + k * FA_ROWS, b, &full[st],
+						      lds + 2 * st * FA_ROWS, tld);
+			}
+		} else if (warp == 1 && lane == 0) {
+			for (i64 k = 0; k < nt; k++)
+				for (int c = 0; c < 2; c++) {
+					fa_mbar_wait(&dqfull[c], (unsigned)k & 1);
+					fa_dq_reduce<DH, true>(dqs + c * FA_ROWS * DH, tdq, h, first + k * FA_ROWS, b);
+					asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+					fa_mbar_arrive(&dqempty[c]);
+				}
+			asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");   // every reduction done before the block goes
+		}
+		return;
+	}
+	asm volatile("setmaxnreg.inc.sync.aligned.u32 232;" ::: "memory");
+	int c = wg - 1, tid = threadIdx.x % 128, lane = tid % 32, w = tid / 32, g = lane / 4, t = lane % 4;
+	const bf16 *Ks = kv + 2 * c * TILE, *Vs = Ks + TILE;
+	bf16 *dSs = dss + c * FA_ROWS * FA_ROWS;
+	float *dqc = dqs + c * FA_ROWS * DH;
+	i64 jc = j0 + c * FA_ROWS, kr0 = jc + w * 16 + g, kr1 = kr0 + 8;
+	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
+	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
+	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
+	for (int d = 0; d < DH / 2; d++)
+		dka[d] = dva[d] = 0;
+	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(w * 16 + g, 2 * t));   // this thread's first dS^T element
+	fa_mbar_wait(&kvb[c], 0);
+	for (i64 k = 0; k < nt; k++) {
+		i64 i0 = first + k * FA_ROWS;
+		int st = (int)(k & 1);
+		const bf16 *Qs = qg + 2 * st * TILE, *Gs = Qs + TILE;
+		const float *Ls = lds + 2 * st * FA_ROWS, *Ds = Ls + FA_ROWS;
+		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");   // the last tile's dQ wgmmas done with dS^T
+		fa_mbar_wait(&full[st], (unsigned)(k >> 1) & 1);
+		__syncwarp();   // (converged again for wgmma's .aligned)
+		float sT[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
+		fa_wg_fence();
+		for (int kk = 0; kk < DH / 16; kk++) {
+			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+			fa_wgss64<0, 0>(sT, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
+			fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+		}
+		fa_wg_wait();
+		fa_wg_done(sT, 32);
+		fa_wg_done(dp, 32);
+		bool edge = mask || (causal && i0 < jc + FA_ROWS - 1) || jc + FA_ROWS > S;
+		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
+		for (int n = 0; n < 8; n++) {
+			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
+			for (int e = 0; e < 2; e++) {
+				float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
+				float p0 = fa_exp2(sT[4 * n + e] * scale2 - Lc), p1 = fa_exp2(sT[4 * n + 2 + e] * scale2 - Lc);
+				if (edge) {
+					int i = (int)i0 + n * 8 + 2 * t + e;
+					p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
+					p1 = in1 && (!causal || (int)kr1 <= i) ? p1 : 0.0f;
+				}
+				sT[4 * n + e] = p0;
+				sT[4 * n + 2 + e] = p1;
+				dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
+				dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
+			}
+			pa[n / 2][n % 2 * 2] = fa_pack(sT[4 * n], sT[4 * n + 1]);
+			pa[n / 2][n % 2 * 2 + 1] = fa_pack(sT[4 * n + 2], sT[4 * n + 3]);
+			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
+			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
+			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
+			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
+		}
+		fa_wg_fence();
+		for (int kc = 0; kc < 4; kc++) {
+			fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
+			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
+		}
+		fa_wg_commit();
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
+		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
+		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
+		fa_wg_fence();
+		for (int kc = 0; kc < 4; kc++)
+			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
+		fa_wg_wait();
+		fa_wg_done(dva, DH / 2);
+		fa_wg_done(dka, DH / 2);
+		fa_wg_done(dqa, DH / 2);
+		__syncwarp();
+		if (lane == 0)   // this warp is done with the stage's Q, dO, lse and delta
+			fa_mbar_arrive(&empty[st]);
+		if (k > 0)   // the producer has read the last tile's dQ from the staging tile
+			fa_mbar_wait(&dqempty[c], (unsigned)(k - 1) & 1);
+		fa_dq_put<DH, true>(dqc, dqa);
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // for the producer's TMA reduction
+		__syncwarp();
+		if (lane == 0)
+			fa_mbar_arrive(&dqfull[c]);
+	}
+	i64 ob = (b * S + kr0) * ldo + h * DH + 2 * t;
+	for (int d = 0; d < DH / 8; d++) {
+		i64 o0 = ob + d * 8;
+		if (kr0 < S) {
+			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
+			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
+		}
+		if (kr1 < S) {
+			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
+			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
+		}
+	}
+	i64 gk = (S + FA_ROWS - 1) / FA_ROWS, band = 2 * blockIdx.y + c;   // bands of 64 keys
+	if (SUMS && band < gk)
+		fa_bias_sums<DH, true>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H, wg, gridDim.x / H * gk, b * gk + band);
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -2533,6 +2720,18 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
 							 part, &tq, &tdo, &tdq, &tld));)                              \
 	}
+// the backward warp-specialised (flash_bwd_ws; opt-in), with the bias sums or without, each
+// with the TMA maps of Q, dO, dq, lse and delta, K and V
+#define FLASH_BWD_WS(DH, NAME, SUMS)                                                                                 \
+	__global__ void __launch_bounds__(384, 1) NAME##DH(                                                           \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
+	    const __grid_constant__ FaTmap tld, const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv) \
+	{                                                                                                            \
+		FA_WG_BODY((flash_bwd_ws<DH, SUMS>(mask, dk, dv, S, H, ldo, causal, part, &tq, &tdo, &tdq, &tld, &tk,    \
+						   &tv));)                                                            \
+	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \
@@ -2571,6 +2770,10 @@ FLASH_BWD_WG_TMA(96)
 FLASH_BWD_WG_TMA(128)
 FLASH_BWD_WG_SUMS_TMA(64)
 FLASH_BWD_WG_SUMS_TMA(96)
+FLASH_BWD_WS(64, k_flash_bwd_ws_, false)
+FLASH_BWD_WS(96, k_flash_bwd_ws_, false)
+FLASH_BWD_WS(64, k_flash_bwd_ws_sums_, true)
+FLASH_BWD_WS(96, k_flash_bwd_ws_sums_, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

@@ -27,7 +27,8 @@
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
-	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf) X(parts_finish_u8)
+	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf) X(parts_finish_u8)      \
+	X(flash_bwd_ws_64) X(flash_bwd_ws_96) X(flash_bwd_ws_sums_64) X(flash_bwd_ws_sums_96)
 
 enum {
 #define X(k) K_##k,
@@ -594,19 +595,22 @@ static int op_sum_to(CudaCtx *c)
  * fwd_wg_tma's kernel without the block barrier each K and V tile, each warpgroup handing the
  * buffers back itself (opt-in, MGL_FA_FWD_DEC=1: the forward 5% quicker at heads of 64,
  * unchanged at 96; the default once gpu-check has run under it: perf-notes' nineteenth
- * sitting). */
+ * sitting). bwd_ws, bwd_ws_sums: the backward's TMA kernels warp-specialised, 128 keys a
+ * block of a producer and two consumer warpgroups (FlashAttention-3's form; opt-in,
+ * MGL_FA_BWD_WS=1, until timed: perf-notes' nineteenth sitting), at heads of 64 and 96. */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, fwd_wg_dec;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, fwd_wg_dec, bwd_ws, bwd_ws_sums;
 	bool fwd_qs;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, false},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, false},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1, -1, false},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1, -1, false},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_fwd_sw_dec_64, false},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_fwd_sw_dec_64, K_flash_bwd_ws_64, K_flash_bwd_ws_sums_64, false},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96,
-	 K_flash_fwd_sw_tma_qs_96, K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, K_flash_fwd_sw_dec_qs_96, true},
+	 K_flash_fwd_sw_tma_qs_96, K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, K_flash_fwd_sw_dec_qs_96, K_flash_bwd_ws_96,
+	 K_flash_bwd_ws_sums_96, true},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, K_flash_fwd_sw_dec_128, false},
+	 K_flash_bwd_wg_tma_128, -1, K_flash_fwd_sw_dec_128, -1, -1, false},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -637,6 +641,16 @@ static int flash_fwd_sw_smem(int dh, bool qs, bool dec)
 static int flash_bwd_wg_smem(int dh)
 {
 	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 16 + 1024;
+}
+
+/* flash_bwd_ws's shared memory: K and V tiles of its two consumers, Q and dO tiles of its two
+ * stages [64][dh rounded up to 64] (bf16), dQ's staging [2][64][dh] (f32), dS^T [2][64][64]
+ * (bf16), lse and delta of the two stages [2][2][64] (f32), ten mbarriers, and 1 KiB to align
+ * the tiles to the 128-byte swizzle's period */
+static int flash_bwd_ws_smem(int dh)
+{
+	return 8 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 2 * FLASH_ROWS * dh * 4 + 2 * FLASH_ROWS * FLASH_ROWS * 2 +
+	       4 * FLASH_ROWS * 4 + 80 + 1024;
 }
 
 /* A TMA map of x [B, S, H, dh] (bf16, or f32 where f32; dense, 16-byte aligned: the
@@ -773,11 +787,12 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
 		 * part and the TMA maps (Q's, dO's, dq's, lse and delta's) where the kernel takes
 		 * them */
-		CUtensorMap tq, tdo, tdq, tld;   /* (copied at the launch) */
-		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
+		CUtensorMap tq, tdo, tdq, tld, tk, tv;   /* (copied at the launch) */
+		void *args[21] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
-		if (sums)
+		bool ws = tma && flash[f].bwd_ws >= 0 && getenv("MGL_FA_BWD_WS");   /* warp-specialised: opt-in */
+		if (sums || ws)   /* (the warp-specialised kernels take part, NULL or not) */
 			args[na++] = &part;
 		if (tma) {
 			if (fa_tensor_map(r, &tq, Q, B, S, H, dh, false) || fa_tensor_map(r, &tdo, G, B, S, H, dh, false) ||
@@ -785,9 +800,19 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 				return -1;
 			args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
 		}
-		int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh);
-		if (launch_blocks(r, k, B * H, gy, 128, smem, args))
-			return -1;
+		if (ws) {
+			if (fa_tensor_map(r, &tk, K, B, S, H, dh, false) || fa_tensor_map(r, &tv, V, B, S, H, dh, false))
+				return -1;
+			args[na++] = &tk, args[na++] = &tv;
+			k = sums ? flash[f].bwd_ws_sums : flash[f].bwd_ws;
+			if (launch_blocks(r, k, B * H, (S + 2 * FLASH_ROWS - 1) / (2 * FLASH_ROWS), 384, flash_bwd_ws_smem((int)dh),
+					  args))
+				return -1;
+		} else {
+			int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh);
+			if (launch_blocks(r, k, B * H, gy, 128, smem, args))
+				return -1;
+		}
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
 			     block = {32, 8, 1}, fin_block = {32, FINISH_ROWS, 1};
@@ -1226,6 +1251,8 @@ int cuda_ops_prepare(RtRank *r)
 			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
+			{h ? flash[i].bwd_ws : -1, flash_bwd_ws_smem(dh)},
+			{h ? flash[i].bwd_ws_sums : -1, flash_bwd_ws_smem(dh)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)
