@@ -2343,8 +2343,9 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 		asm volatile("setmaxnreg.dec.sync.aligned.u32 40;" ::: "memory");
 		int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 		if (warp == 0 && lane == 0) {
-			for (int c = 0; c < 2; c++)
-				fa_tma_pair<DH, true>(kv + 2 * c * TILE, tk, tv, h, j0 + c * FA_ROWS, b, &kvb[c]);
+			for (int c = 0; c < 2; c++)   // (not a consumer's whose keys are all past S: a box wholly out of bounds)
+				if (j0 + c * FA_ROWS < S)
+					fa_tma_pair<DH, true>(kv + 2 * c * TILE, tk, tv, h, j0 + c * FA_ROWS, b, &kvb[c]);
 			for (i64 k = 0; k < nt; k++) {
 				int st = (int)(k & 1);
 				if (k >= 2)   // both consumers done with the stage's last tile, k - 2
@@ -2376,7 +2377,12 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 	for (int d = 0; d < DH / 2; d++)
 		dka[d] = dva[d] = 0;
 	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(w * 16 + g, 2 * t));   // this thread's first dS^T element
-	fa_mbar_wait(&kvb[c], 0);
+	// none: this consumer's keys are all past S (the last block's second, where S % 128 <= 64):
+	// no K and V, nothing computed (0 P on garbage K or V is not 0), zeros for dQ, the same
+	// hand-backs
+	bool none = jc >= S;
+	if (!none)
+		fa_mbar_wait(&kvb[c], 0);
 	for (i64 k = 0; k < nt; k++) {
 		i64 i0 = first + k * FA_ROWS;
 		int st = (int)(k & 1);
@@ -2385,56 +2391,61 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");   // the last tile's dQ wgmmas done with dS^T
 		fa_mbar_wait(&full[st], (unsigned)(k >> 1) & 1);
 		__syncwarp();   // (converged again for wgmma's .aligned)
-		float sT[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
-		fa_wg_fence();
-		for (int kk = 0; kk < DH / 16; kk++) {
-			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-			fa_wgss64<0, 0>(sT, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
-			fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
-		}
-		fa_wg_wait();
-		fa_wg_done(sT, 32);
-		fa_wg_done(dp, 32);
-		bool edge = mask || (causal && i0 < jc + FA_ROWS - 1) || jc + FA_ROWS > S;
-		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
-		for (int n = 0; n < 8; n++) {
-			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
-			for (int e = 0; e < 2; e++) {
-				float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
-				float p0 = fa_exp2(sT[4 * n + e] * scale2 - Lc), p1 = fa_exp2(sT[4 * n + 2 + e] * scale2 - Lc);
-				if (edge) {
-					int i = (int)i0 + n * 8 + 2 * t + e;
-					p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
-					p1 = in1 && (!causal || (int)kr1 <= i) ? p1 : 0.0f;
-				}
-				sT[4 * n + e] = p0;
-				sT[4 * n + 2 + e] = p1;
-				dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
-				dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
-			}
-			pa[n / 2][n % 2 * 2] = fa_pack(sT[4 * n], sT[4 * n + 1]);
-			pa[n / 2][n % 2 * 2 + 1] = fa_pack(sT[4 * n + 2], sT[4 * n + 3]);
-			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
-			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
-			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
-			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
-		}
-		fa_wg_fence();
-		for (int kc = 0; kc < 4; kc++) {
-			fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
-			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
-		}
-		fa_wg_commit();
-		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
-		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
 		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
-		fa_wg_fence();
-		for (int kc = 0; kc < 4; kc++)
-			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
-		fa_wg_wait();
-		fa_wg_done(dva, DH / 2);
-		fa_wg_done(dka, DH / 2);
-		fa_wg_done(dqa, DH / 2);
+		if (none) {
+			for (int d = 0; d < DH / 2; d++)
+				dqa[d] = 0;
+		} else {
+			float sT[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
+			fa_wg_fence();
+			for (int kk = 0; kk < DH / 16; kk++) {
+				int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+				fa_wgss64<0, 0>(sT, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
+				fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+			}
+			fa_wg_wait();
+			fa_wg_done(sT, 32);
+			fa_wg_done(dp, 32);
+			bool edge = mask || (causal && i0 < jc + FA_ROWS - 1) || jc + FA_ROWS > S;
+			unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
+			for (int n = 0; n < 8; n++) {
+				float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
+				for (int e = 0; e < 2; e++) {
+					float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
+					float p0 = fa_exp2(sT[4 * n + e] * scale2 - Lc), p1 = fa_exp2(sT[4 * n + 2 + e] * scale2 - Lc);
+					if (edge) {
+						int i = (int)i0 + n * 8 + 2 * t + e;
+						p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
+						p1 = in1 && (!causal || (int)kr1 <= i) ? p1 : 0.0f;
+					}
+					sT[4 * n + e] = p0;
+					sT[4 * n + 2 + e] = p1;
+					dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
+					dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
+				}
+				pa[n / 2][n % 2 * 2] = fa_pack(sT[4 * n], sT[4 * n + 1]);
+				pa[n / 2][n % 2 * 2 + 1] = fa_pack(sT[4 * n + 2], sT[4 * n + 3]);
+				sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
+				sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
+				asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
+				asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
+			}
+			fa_wg_fence();
+			for (int kc = 0; kc < 4; kc++) {
+				fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
+				fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
+			}
+			fa_wg_commit();
+			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
+			asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
+			fa_wg_fence();
+			for (int kc = 0; kc < 4; kc++)
+				fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
+			fa_wg_wait();
+			fa_wg_done(dva, DH / 2);
+			fa_wg_done(dka, DH / 2);
+			fa_wg_done(dqa, DH / 2);
+		}
 		__syncwarp();
 		if (lane == 0)   // this warp is done with the stage's Q, dO, lse and delta
 			fa_mbar_arrive(&empty[st]);
