@@ -2300,6 +2300,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 // bytes), empty[s] (each consumer warp done reading it: 8 arrivals), dqfull[c] (consumer
 // c's 4 warps have put dQ), dqempty[c] (its staging tile read). Each consumer's dS^T and
 // its own barriers (named barrier wg, 128 threads) as flash_bwd_wg's block barrier.
+// The round's arithmetic is flash_bwd_wg's, repeated rather than shared so that the default
+// kernel's code stays what was measured until this one is (then one of the two goes).
 // Grid (B * H, ceil(S / 128)); flash_bwd_ws_smem(DH) bytes of dynamic shared memory (the
 // host's): K, V [2 consumers], Q, dO [2 stages] (swizzled tiles as flash_bwd_wg's), dQ's
 // staging [2][64][DH] f32 (fa_dq_put's layout), dS^T [2][64][64], lse and delta [2 stages]
