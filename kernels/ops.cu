@@ -2312,6 +2312,22 @@ __device__ __forceinline__ void fa_mbar_arrive(unsigned long long *bar)
 {
 	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(fa_smem(bar)) : "memory");
 }
+// fa_mbar_wait that traps after 2^24 tries (seconds): a kernel whose hand-offs are wrong stops
+// with an error the host reports, instead of hanging the GPU. flash_bwd_ws's producer waits
+// so; its consumers wait plainly (with the counter ptxas spilled them at 96), which cannot
+// hang alone: all they wait for follows from the producer's waits passing.
+__device__ __forceinline__ void fa_mbar_wait_or_trap(unsigned long long *bar, unsigned parity)
+{
+	unsigned done, tries = 0;
+	do {
+		asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+			     : "=r"(done)
+			     : "r"(fa_smem(bar)), "r"(parity)
+			     : "memory");
+		if (++tries == 1u << 24)
+			asm volatile("trap;");
+	} while (!done);
+}
 template <int DH, bool SUMS>
 __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,
 			     const FaTmap *tq, const FaTmap *tdo, const FaTmap *tdq, const FaTmap *tld, const FaTmap *tk,
@@ -2351,14 +2367,14 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 			for (i64 k = 0; k < nt; k++) {
 				int st = (int)(k & 1);
 				if (k >= 2)   // both consumers done with the stage's last tile, k - 2
-					fa_mbar_wait(&empty[st], (unsigned)((k >> 1) - 1) & 1);
+					fa_mbar_wait_or_trap(&empty[st], (unsigned)((k >> 1) - 1) & 1);
 				fa_tma_pair<DH, true>(qg + 2 * st * TILE, tq, tdo, h, first + k * FA_ROWS, b, &full[st],
 						      lds + 2 * st * FA_ROWS, tld);
 			}
 		} else if (warp == 1 && lane == 0) {
 			for (i64 k = 0; k < nt; k++)
 				for (int c = 0; c < 2; c++) {
-					fa_mbar_wait(&dqfull[c], (unsigned)k & 1);
+					fa_mbar_wait_or_trap(&dqfull[c], (unsigned)k & 1);
 					fa_dq_reduce<DH, true>(dqs + c * FA_ROWS * DH, tdq, h, first + k * FA_ROWS, b);
 					asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 					fa_mbar_arrive(&dqempty[c]);
