@@ -2406,11 +2406,12 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 		int st = (int)(k & 1);
 		const bf16 *Qs = qg + 2 * st * TILE, *Gs = Qs + TILE;
 		const float *Ls = lds + 2 * st * FA_ROWS, *Ds = Ls + FA_ROWS;
+		__syncwarp();   // (converged after the last round's lane-0 arrivals, for bar.sync's .aligned)
 		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");   // the last tile's dQ wgmmas done with dS^T
 		fa_mbar_wait(&full[st], (unsigned)(k >> 1) & 1);
 		__syncwarp();   // (converged again for wgmma's .aligned)
 		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
-		if (none) {
+		if (none || (causal && i0 + FA_ROWS - 1 < jc)) {   // (causal: the second consumer's first tile is all masked)
 			for (int d = 0; d < DH / 2; d++)
 				dqa[d] = 0;
 		} else {
