@@ -27,8 +27,8 @@
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
-	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf) X(parts_finish_u8)      \
-	X(flash_bwd_ws_64) X(flash_bwd_ws_96) X(flash_bwd_ws_sums_64) X(flash_bwd_ws_sums_96)
+	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf)                    \
+	X(parts_finish_u8) X(flash_bwd_ws_64) X(flash_bwd_ws_96) X(flash_bwd_ws_sums_64) X(flash_bwd_ws_sums_96)
 
 enum {
 #define X(k) K_##k,
