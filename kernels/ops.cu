@@ -2011,6 +2011,8 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			if (threadIdx.x % 128 == 0) {
 				__threadfence_block();
 				if (atomicAdd(&freed[kt & 1], 1u) == 1) {
+					// the reset before the load's arrive.expect_tx (a release): the next hand-back
+					// of this buffer comes after a wait on that phase (an acquire), so it sees 0
 					freed[kt & 1] = 0;
 					__threadfence_block();
 					if (kt + 2 < nkt)
