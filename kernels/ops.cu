@@ -422,15 +422,20 @@ __device__ __forceinline__ void fa_mbar_expect(unsigned long long *bar, unsigned
 {
 	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(fa_smem(bar)), "r"(bytes) : "memory");
 }
-__device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned parity)
+// whether bar's phase of that parity is complete (one try: the hardware may suspend it a while)
+__device__ __forceinline__ unsigned fa_mbar_try(unsigned long long *bar, unsigned parity)
 {
 	unsigned done;
-	do
-		asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-			     : "=r"(done)
-			     : "r"(fa_smem(bar)), "r"(parity)
-			     : "memory");
-	while (!done);
+	asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+		     : "=r"(done)
+		     : "r"(fa_smem(bar)), "r"(parity)
+		     : "memory");
+	return done;
+}
+__device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned parity)
+{
+	while (!fa_mbar_try(bar, parity))
+		;
 }
 // the two mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
 // waits on them
@@ -835,22 +840,17 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 // linear's bias gradients (f32, acc_k: added to what they hold). Grid (ceil(D / 32), 3),
 // blockDim (32, 32): each thread R / 32 of the loads in turn, which L2's latency paces (32
 // rows of threads measured 0.6-1.2 ms a step quicker than 8: perf-notes, seventeenth sitting).
-__global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2)
-{
-	int k = blockIdx.y;
-	float *out = k == 0 ? o0 : k == 1 ? o1 : o2;
-	if (out)
-		colsum_finish(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);
-}
+#define PARTS_FINISH(NAME, U)                                                                                        \
+	__global__ void NAME(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2) \
+	{                                                                                                            \
+		int k = blockIdx.y;                                                                                  \
+		float *out = k == 0 ? o0 : k == 1 ? o1 : o2;                                                         \
+		if (out)                                                                                             \
+			colsum_finish<U>(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);       \
+	}
+PARTS_FINISH(k_parts_finish, 1)
 // ... each thread's loads 8 at a time (opt-in, MGL_FINISH_U8: runtime/cuda/ops.c), the same sums
-__global__ void k_parts_finish_u8(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2,
-				  int a2)
-{
-	int k = blockIdx.y;
-	float *out = k == 0 ? o0 : k == 1 ? o1 : o2;
-	if (out)
-		colsum_finish<8>(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);
-}
+PARTS_FINISH(k_parts_finish_u8, 8)
 
 // Attention, a warp per (batch, head, query): keys in order with an online softmax, the
 // output accumulated in registers (dh <= 256: 8 values a lane). lse kept for the backward.
@@ -2320,15 +2320,9 @@ __device__ __forceinline__ void fa_mbar_arrive(unsigned long long *bar)
 // hang alone: all they wait for follows from the producer's waits passing.
 __device__ __forceinline__ void fa_mbar_wait_or_trap(unsigned long long *bar, unsigned parity)
 {
-	unsigned done, tries = 0;
-	do {
-		asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-			     : "=r"(done)
-			     : "r"(fa_smem(bar)), "r"(parity)
-			     : "memory");
-		if (++tries == 1u << 24)
+	for (unsigned tries = 1; !fa_mbar_try(bar, parity); tries++)
+		if (tries == 1u << 24)
 			asm volatile("trap;");
-	} while (!done);
 }
 template <int DH, bool SUMS>
 __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,

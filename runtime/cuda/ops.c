@@ -786,7 +786,7 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			return -1;
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
 		 * part and the TMA maps (Q's, dO's, dq's, lse and delta's) where the kernel takes
-		 * them */
+		 * them, and the warp-specialised kernels' K and V maps after */
 		CUtensorMap tq, tdo, tdq, tld, tk, tv;   /* (copied at the launch) */
 		void *args[21] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
