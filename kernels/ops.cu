@@ -1850,7 +1850,9 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 // 2,048 (j / 4), a row 128 bytes, its 16-byte chunk c at c ^ (row % 8) (row % 8 is g for
 // both rows); a warp's stores fill each bank twice, the fewest for 256 bytes. s 1,024-byte
 // aligned (a Q and dO buffer, free once the round's wgmmas are done)
-template <int DH, bool WS = false>   // WS: by a warpgroup of flash_bwd_ws (its warp: threadIdx.x / 32 % 4)
+// WS: by a warpgroup of flash_bwd_ws (its warp: threadIdx.x / 32 % 4); ADD: dqa added to what
+// the other warpgroup's same thread put there (each thread reads only the elements it writes)
+template <int DH, bool WS = false, bool ADD = false>
 __device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
 {
 	int lane = threadIdx.x % 32, w = WS ? threadIdx.x / 32 % 4 : threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -1858,8 +1860,13 @@ __device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
 #pragma unroll
 	for (int j = 0; j < DH / 8; j++) {
 		float *p = r0 + j / 4 * FA_ROWS * 32 + ((2 * (j % 4) + t / 2) ^ g) * 4;
-		*(float2 *)p = make_float2(dqa[4 * j], dqa[4 * j + 1]);
-		*(float2 *)(p + 8 * 32) = make_float2(dqa[4 * j + 2], dqa[4 * j + 3]);
+		float2 a = make_float2(dqa[4 * j], dqa[4 * j + 1]), b = make_float2(dqa[4 * j + 2], dqa[4 * j + 3]);
+		if (ADD) {
+			float2 pa = *(float2 *)p, pb = *(float2 *)(p + 8 * 32);
+			a.x += pa.x, a.y += pa.y, b.x += pb.x, b.y += pb.y;
+		}
+		*(float2 *)p = a;
+		*(float2 *)(p + 8 * 32) = b;
 	}
 }
 // by thread 0: the tile fa_dq_put wrote at s added into dq's rows [row0, row0 + 64) of head
@@ -2293,15 +2300,19 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 // the producer, gives up registers (setmaxnreg.dec to 40) and does the copying: its warp 0
 // loads the two consumers' K and V once and then each query tile's Q, dO, lse and delta
 // (TMA, as flash_bwd_wg's) into one of two stages, waiting for a stage to be handed back
-// before loading it again; its warp 1 adds each consumer's dQ into dq (TMA reductions) as
-// soon as the consumer has put it in its staging tile, and hands the staging tile back once
-// read. Warpgroups 1 and 2, the consumers (setmaxnreg.inc to 232), are flash_bwd_wg's loop
+// before loading it again; its warp 1 adds each query tile's dQ into dq (a TMA reduction) as
+// soon as the consumers have summed it in its staging tile, and hands the staging tile back
+// once read. Warpgroups 1 and 2, the consumers (setmaxnreg.inc to 232), are flash_bwd_wg's loop
 // for keys 64 (wg - 1) .. of the block's 128, reading the same Q and dO stage: one copy of
 // each query tile a 128 keys instead of a 64, and no consumer thread issuing or waiting for
 // a copy. Between consumers and producer, mbarriers only: full[s] (stage s landed: TMA's
-// bytes), empty[s] (each consumer warp done reading it: 8 arrivals), dqfull[c] (consumer
-// c's 4 warps have put dQ), dqempty[c] (its staging tile read). Each consumer's dS^T and
-// its own barriers (named barrier wg, 128 threads) as flash_bwd_wg's block barrier.
+// bytes), empty[s] (each consumer warp done reading it: 8 arrivals), dqfull[s] (query tile
+// k's dQ over the 128 keys in staging tile s = k % 2: the second consumer's 4 warps have
+// added theirs to the first's), dqempty[s] (the staging tile read). Between the two
+// consumers, named barriers 3 and 4 (the first's dQ put). One reduction a query tile for
+// 128 keys, not two: dq's reductions were most of the L2's traffic, and L2 its busiest unit
+// (ncu, twentieth sitting). Each consumer's dS^T and its own barriers (named barrier wg, 128
+// threads) as flash_bwd_wg's block barrier.
 // The round's arithmetic is flash_bwd_wg's, repeated rather than shared so that the default
 // kernel's code stays what was measured until this one is (then one of the two goes).
 // Grid (B * H, ceil(S / 128)); flash_bwd_ws_smem(DH) bytes of dynamic shared memory (the
@@ -2368,13 +2379,13 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 						      lds + 2 * st * FA_ROWS, tld);
 			}
 		} else if (warp == 1 && lane == 0) {
-			for (i64 k = 0; k < nt; k++)
-				for (int c = 0; c < 2; c++) {
-					fa_mbar_wait_or_trap(&dqfull[c], (unsigned)k & 1);
-					fa_dq_reduce<DH, true>(dqs + c * FA_ROWS * DH, tdq, h, first + k * FA_ROWS, b);
-					asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-					fa_mbar_arrive(&dqempty[c]);
-				}
+			for (i64 k = 0; k < nt; k++) {   // tile k's dQ, both consumers', in staging tile k % 2
+				int sb = (int)(k & 1);
+				fa_mbar_wait_or_trap(&dqfull[sb], (unsigned)(k >> 1) & 1);
+				fa_dq_reduce<DH, true>(dqs + sb * FA_ROWS * DH, tdq, h, first + k * FA_ROWS, b);
+				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+				fa_mbar_arrive(&dqempty[sb]);
+			}
 			asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");   // every reduction done before the block goes
 		}
 		return;
@@ -2383,7 +2394,6 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 	int c = wg - 1, tid = threadIdx.x % 128, lane = tid % 32, w = tid / 32, g = lane / 4, t = lane % 4;
 	const bf16 *Ks = kv + 2 * c * TILE, *Vs = Ks + TILE;
 	bf16 *dSs = dss + c * FA_ROWS * FA_ROWS;
-	float *dqc = dqs + c * FA_ROWS * DH;
 	i64 jc = j0 + c * FA_ROWS, kr0 = jc + w * 16 + g, kr1 = kr0 + 8;
 	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
 	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
@@ -2464,13 +2474,26 @@ __device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, 
 		__syncwarp();
 		if (lane == 0)   // this warp is done with the stage's Q, dO, lse and delta
 			fa_mbar_arrive(&empty[st]);
-		if (k > 0)   // the producer has read the last tile's dQ from the staging tile
-			fa_mbar_wait(&dqempty[c], (unsigned)(k - 1) & 1);
-		fa_dq_put<DH, true>(dqc, dqa);
-		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // for the producer's TMA reduction
-		__syncwarp();
-		if (lane == 0)
-			fa_mbar_arrive(&dqfull[c]);
+		// the tile's dQ over the block's 128 keys, one TMA reduction: consumer k % 2 puts its
+		// dQ into staging tile k % 2 and arrives at named barrier 3 + k % 2; the other waits
+		// there, adds its own and hands the sum to the producer. (The putter's next arrival
+		// there, two tiles on, follows the producer's read of this sum: never two unmatched.)
+		int sb = (int)(k & 1);
+		float *dqt = dqs + sb * FA_ROWS * DH;
+		if (c == sb) {
+			if (k >= 2)   // the producer has read tile k - 2's sum from the staging tile
+				fa_mbar_wait(&dqempty[sb], (unsigned)((k >> 1) - 1) & 1);
+			fa_dq_put<DH, true>(dqt, dqa);
+			__syncwarp();
+			asm volatile("bar.arrive %0, 256;" ::"r"(3 + sb) : "memory");
+		} else {
+			asm volatile("bar.sync %0, 256;" ::"r"(3 + sb) : "memory");
+			fa_dq_put<DH, true, true>(dqt, dqa);
+			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // for the producer's TMA reduction
+			__syncwarp();
+			if (lane == 0)
+				fa_mbar_arrive(&dqfull[sb]);
+		}
 	}
 	i64 ob = (b * S + kr0) * ldo + h * DH + 2 * t;
 	for (int d = 0; d < DH / 8; d++) {
