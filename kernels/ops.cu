@@ -326,8 +326,8 @@ __device__ __forceinline__ void lnb_load(uint4 *xr, uint4 *gr, uint4 *ar, float 
 		x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
 	}
 }
-// PF (k_layernorm_bwd_pf, opt-in): the next group's loads issued before this group's
-// barriers, so that they land while the block waits there and writes this group's dx
+// PF (k_layernorm_bwd_pf): the next group's loads issued before this group's barriers, so
+// that they land while the block waits there and writes this group's dx
 template <bool PF>
 __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
@@ -528,9 +528,10 @@ __global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void 
 {
 	lnb_layernorm_bwd<false>(dy, x, w, dx, add, part, sums, M, D, eps);
 }
-// ... with the next rows' loads in flight through each group's barriers (opt-in,
-// MGL_NORM_PREFETCH: runtime/cuda/ops.c), on rows of up to 1,536 (192 threads): two blocks
-// an SM, as k_layernorm_bwd_block has at 1,536, with the registers that holds (170)
+// ... with the next rows' loads in flight through each group's barriers, on rows of up to
+// 1,536 (192 threads; the default there: runtime/cuda/ops.c, 0.03-0.09 ms a step quicker,
+// perf-notes' twentieth sitting): two blocks an SM, as k_layernorm_bwd_block has at 1,536,
+// with the registers that holds (170)
 __global__ void __launch_bounds__(192, 2) k_layernorm_bwd_pf(const void *dy, const void *x, const float *w, void *dx,
 							     const void *add, float *part, int sums, i64 M, i64 D, float eps)
 {
@@ -655,9 +656,9 @@ __device__ bool colsum_last(unsigned *count)
 }  // extern "C" (a template)
 // out[N] (+)= the sum over R rows of part[R][N], a block 32 columns, its blockDim.y (up to 32)
 // rows of threads each adding every blockDim.y-th row in turn, then those partial sums in
-// order: the same bits every run for a given blockDim. U > 1 (k_parts_finish_u8, opt-in):
-// the thread's next U rows loaded before any of them is added, in the same order, where
-// one at a time each load waits for L2 behind the last add
+// order: the same bits every run for a given blockDim. U > 1 (k_parts_finish's 8): the
+// thread's next U rows loaded before any of them is added, in the same order, where one at
+// a time each load waits for L2 behind the last add
 template <int U = 1>
 __device__ void colsum_finish(const float *part, i64 R, i64 N, void *out, int odt, int acc)
 {
@@ -839,18 +840,16 @@ __global__ void k_norm_colsum(const void *dy, int gdt, const void *x, int xdt, c
 // the k of blockIdx.y whose out_k is not NULL: into the weight's, the bias's and the next
 // linear's bias gradients (f32, acc_k: added to what they hold). Grid (ceil(D / 32), 3),
 // blockDim (32, 32): each thread R / 32 of the loads in turn, which L2's latency paces (32
-// rows of threads measured 0.6-1.2 ms a step quicker than 8: perf-notes, seventeenth sitting).
-#define PARTS_FINISH(NAME, U)                                                                                        \
-	__global__ void NAME(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2) \
-	{                                                                                                            \
-		int k = blockIdx.y;                                                                                  \
-		float *out = k == 0 ? o0 : k == 1 ? o1 : o2;                                                         \
-		if (out)                                                                                             \
-			colsum_finish<U>(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);       \
-	}
-PARTS_FINISH(k_parts_finish, 1)
-// ... each thread's loads 8 at a time (opt-in, MGL_FINISH_U8: runtime/cuda/ops.c), the same sums
-PARTS_FINISH(k_parts_finish_u8, 8)
+// rows of threads measured 0.6-1.2 ms a step quicker than 8: perf-notes, seventeenth sitting),
+// 8 of them issued together and then added in order (0.03-0.08 ms a step quicker than one
+// behind each add, the same sums: twentieth sitting).
+__global__ void k_parts_finish(const float *part, i64 R, i64 D, float *o0, int a0, float *o1, int a1, float *o2, int a2)
+{
+	int k = blockIdx.y;
+	float *out = k == 0 ? o0 : k == 1 ? o1 : o2;
+	if (out)
+		colsum_finish<8>(part + k * R * D, R, D, out, DT_F32, k == 0 ? a0 : k == 1 ? a1 : a2);
+}
 
 // Attention, a warp per (batch, head, query): keys in order with an online softmax, the
 // output accumulated in registers (dh <= 256: 8 values a lane). lse kept for the backward.
@@ -1781,8 +1780,9 @@ __device__ __forceinline__ void fa_wg_pv(float *acc, const unsigned *p, unsigned
 // (QS: Q a swizzled tile a warpgroup in shared memory instead, K-major as K is). With TMA =
 // true (the default: runtime/cuda/ops.c) one thread fills K and V by the Tensor Memory
 // Accelerator instead (fa_tile_tma), which writes this layout. Grid (B * H, ceil(S / 128));
-// flash_fwd_sw_smem(DH, QS) bytes of dynamic shared memory: (QS: two Q tiles,) two K and two
-// V tiles, two mbarriers (TMA's), and 1 KiB to align the tiles to the swizzle's period.
+// flash_fwd_sw_smem(DH, QS, TMA) bytes of dynamic shared memory: (QS: two Q tiles,) two K and
+// two V tiles, two mbarriers and two counters of hand-backs (TMA's), and 1 KiB to align the
+// tiles to the swizzle's period.
 // element (r, c) of a swizzled [64][DH] tile (c a multiple of 8 or not)
 __device__ __forceinline__ int fa_sw(int r, int c)
 {
@@ -1850,23 +1850,16 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 // 2,048 (j / 4), a row 128 bytes, its 16-byte chunk c at c ^ (row % 8) (row % 8 is g for
 // both rows); a warp's stores fill each bank twice, the fewest for 256 bytes. s 1,024-byte
 // aligned (a Q and dO buffer, free once the round's wgmmas are done)
-// WS: by a warpgroup of flash_bwd_ws (its warp: threadIdx.x / 32 % 4); ADD: dqa added to what
-// the other warpgroup's same thread put there (each thread reads only the elements it writes)
-template <int DH, bool WS = false, bool ADD = false>
+template <int DH>
 __device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
 {
-	int lane = threadIdx.x % 32, w = WS ? threadIdx.x / 32 % 4 : threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 	float *r0 = s + (16 * w + g) * 32 + 2 * (t & 1);
 #pragma unroll
 	for (int j = 0; j < DH / 8; j++) {
 		float *p = r0 + j / 4 * FA_ROWS * 32 + ((2 * (j % 4) + t / 2) ^ g) * 4;
-		float2 a = make_float2(dqa[4 * j], dqa[4 * j + 1]), b = make_float2(dqa[4 * j + 2], dqa[4 * j + 3]);
-		if (ADD) {
-			float2 pa = *(float2 *)p, pb = *(float2 *)(p + 8 * 32);
-			a.x += pa.x, a.y += pa.y, b.x += pb.x, b.y += pb.y;
-		}
-		*(float2 *)p = a;
-		*(float2 *)(p + 8 * 32) = b;
+		*(float2 *)p = make_float2(dqa[4 * j], dqa[4 * j + 1]);
+		*(float2 *)(p + 8 * 32) = make_float2(dqa[4 * j + 2], dqa[4 * j + 3]);
 	}
 }
 // by thread 0: the tile fa_dq_put wrote at s added into dq's rows [row0, row0 + 64) of head
@@ -1874,10 +1867,10 @@ __device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
 // bulk group; before s is written again the thread waits for the group's reads
 // (cp.async.bulk.wait_group.read). The writes at s must be fenced for the async proxy
 // (fence.proxy.async) and past a barrier first.
-template <int DH, bool ANY = false>   // ANY: by the calling thread
+template <int DH>
 __device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, i64 h, i64 row0, i64 b)
 {
-	if (!ANY && threadIdx.x != 0)
+	if (threadIdx.x != 0)
 		return;
 #pragma unroll
 	for (int kb = 0; kb < DH / 32; kb++)
@@ -1887,12 +1880,11 @@ __device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, 
 			     : "memory");
 	asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
-template <int DH, bool TMA = false, bool QS = false, bool DEC = false>
+template <int DH, bool TMA = false, bool QS = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
 			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL)
 {
 	static_assert(!QS || TMA, "Q's tiles are waited for once, beside the K and V copies by TMA");
-	static_assert(!DEC || TMA, "the warpgroups hand the buffers back by TMA's loads");
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *qs = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // QS: warpgroup i's Q at qs + i TILE
@@ -1909,13 +1901,13 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		fa_tile_sw<DH>(qs, q + base, D, qt * FA_SW_Q, S);
 		fa_tile_sw<DH>(qs + TILE, q + base, D, qt * FA_SW_Q + FA_ROWS, S);
 	}
-	unsigned *freed = (unsigned *)(bars + 2);   // DEC: buffer i's warpgroups done with it, 0 to 2
+	unsigned *freed = (unsigned *)(bars + 2);   // TMA: buffer i's warpgroups done with it, 0 to 2
 	if (TMA) {   // K and V by TMA (fa_tile_tma), one thread issuing, every thread waiting on the buffer's mbarrier
-		if (DEC && threadIdx.x == 0)
+		if (threadIdx.x == 0)
 			freed[0] = freed[1] = 0;   // (seen by all past fa_mbar_init2's barrier)
 		fa_mbar_init2(bars);
 		fa_tma_pair<DH>(kv, tk, tv, h, 0, b, &bars[0]);
-		if (DEC && nkt > 1)   // DEC: the first two tiles now, each later one when its buffer is handed back
+		if (nkt > 1)   // the first two tiles now, each later one when its buffer is handed back
 			fa_tma_pair<DH>(kv + 2 * TILE, tk, tv, h, FA_ROWS, b, &bars[1]);
 	} else {
 		fa_tile_sw<DH>(kv, k + base, D, 0, S);
@@ -1942,8 +1934,6 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
 		if (TMA) {   // (the mbarrier's wait orders the copies before this thread's wgmmas: no barrier)
-			if (!DEC && kt + 1 < nkt)
-				fa_tma_pair<DH>(kv + ((kt + 1) & 1) * 2 * TILE, tk, tv, h, j0 + FA_ROWS, b, &bars[(kt + 1) & 1]);
 			fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
 			__syncwarp();   // the warp whole again for wgmma's .sync.aligned, after thread 0's branch and the spin
 		} else {
@@ -2013,7 +2003,7 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			fa_wg_wait();
 			fa_wg_done(acc, DH / 2);
 		}
-		if (DEC) {   // this warpgroup's hand-back of the buffer: the second to hand it back loads it again
+		if (TMA) {   // this warpgroup's hand-back of the buffer: the second to hand it back loads it again
 			asm volatile("bar.sync %0, 128;" ::"r"(1 + (int)(threadIdx.x / 128)) : "memory");   // its 4 warps' wgmmas done
 			if (threadIdx.x % 128 == 0) {
 				__threadfence_block();
@@ -2054,17 +2044,12 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 // whether those rows are keys), by the lanes of a column (g: shuffles), then the four
 // warps in order through sm (2 DH x 4 floats of shared memory free after the loop), into
 // part[1 + kind] (flash_bwd_wg). The same order every run.
-// WS: by a warpgroup of flash_bwd_ws (wg 1 or 2), its band of keys row of R (not the block's),
-// synchronised by its named barrier wg (128 threads) instead of the block's.
-template <int DH, bool WS = false>
+template <int DH>
 __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva, bool in0, bool in1, float *sm, float *part,
-					     i64 H, int wg = 0, i64 wsR = 0, i64 wsrow = 0)
+					     i64 H)
 {
-	int lane = threadIdx.x % 32, w = WS ? threadIdx.x / 32 % 4 : threadIdx.x / 32, t = lane % 4;
-	if (WS)   // every warp of the warpgroup past the loop's last reads of its dS^T, whose bytes sm reuses
-		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
-	else
-		__syncthreads();   // every warp is past the loop's last reads of dS^T, whose bytes sm reuses
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, t = lane % 4;
+	__syncthreads();   // every warp is past the loop's last reads of dS^T, whose bytes sm reuses
 	for (int d = 0; d < DH / 8; d++)
 		for (int e = 0; e < 2; e++) {
 			float sk = (in0 ? dka[4 * d + e] : 0.0f) + (in1 ? dka[4 * d + 2 + e] : 0.0f);
@@ -2076,12 +2061,9 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 			if (lane < 4)
 				sm[(w * 2 + 0) * DH + 8 * d + 2 * t + e] = sk, sm[(w * 2 + 1) * DH + 8 * d + 2 * t + e] = sv;
 		}
-	if (WS)
-		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
-	else
-		__syncthreads();
-	i64 R = WS ? wsR : gridDim.x / H * gridDim.y, D = H * DH, row = WS ? wsrow : blockIdx.x / H * gridDim.y + blockIdx.y;
-	for (int i = WS ? threadIdx.x % 128 : threadIdx.x; i < 2 * DH; i += WS ? 128 : blockDim.x) {
+	__syncthreads();
+	i64 R = gridDim.x / H * gridDim.y, D = H * DH, row = blockIdx.x / H * gridDim.y + blockIdx.y;
+	for (int i = threadIdx.x; i < 2 * DH; i += blockDim.x) {
 		int kind = i / DH, c = i % DH;
 		float a = 0;
 		for (int v = 0; v < 4; v++)
@@ -2291,225 +2273,6 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	}
 	if (SUMS)
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
-}
-
-// ---- the backward warp-specialised (opt-in: MGL_FA_BWD_WS, runtime/cuda/ops.c)
-//
-// FlashAttention-3's division of the backward's labour (Shah et al. 2024, section 3.1; its
-// code read, not copied): a block of 384 threads, three warpgroups, 128 keys. Warpgroup 0,
-// the producer, gives up registers (setmaxnreg.dec to 40) and does the copying: its warp 0
-// loads the two consumers' K and V once and then each query tile's Q, dO, lse and delta
-// (TMA, as flash_bwd_wg's) into one of two stages, waiting for a stage to be handed back
-// before loading it again; its warp 1 adds each query tile's dQ into dq (a TMA reduction) as
-// soon as the consumers have summed it in its staging tile, and hands the staging tile back
-// once read. Warpgroups 1 and 2, the consumers (setmaxnreg.inc to 232), are flash_bwd_wg's loop
-// for keys 64 (wg - 1) .. of the block's 128, reading the same Q and dO stage: one copy of
-// each query tile a 128 keys instead of a 64, and no consumer thread issuing or waiting for
-// a copy. Between consumers and producer, mbarriers only: full[s] (stage s landed: TMA's
-// bytes), empty[s] (each consumer warp done reading it: 8 arrivals), dqfull[s] (query tile
-// k's dQ over the 128 keys in staging tile s = k % 2: the second consumer's 4 warps have
-// added theirs to the first's), dqempty[s] (the staging tile read). Between the two
-// consumers, named barriers 3 and 4 (the first's dQ put). One reduction a query tile for
-// 128 keys, not two: dq's reductions were most of the L2's traffic, and L2 its busiest unit
-// (ncu, twentieth sitting). Each consumer's dS^T and its own barriers (named barrier wg, 128
-// threads) as flash_bwd_wg's block barrier.
-// The round's arithmetic is flash_bwd_wg's, repeated rather than shared so that the default
-// kernel's code stays what was measured until this one is (then one of the two goes).
-// Grid (B * H, ceil(S / 128)); flash_bwd_ws_smem(DH) bytes of dynamic shared memory (the
-// host's): K, V [2 consumers], Q, dO [2 stages] (swizzled tiles as flash_bwd_wg's), dQ's
-// staging [2][64][DH] f32 (fa_dq_put's layout), dS^T [2][64][64], lse and delta [2 stages]
-// [2][64], ten mbarriers, 1 KiB to align. SUMS: the bias sums as flash_bwd_wg's, each
-// consumer its band of 64 keys (row b gk + 2 blockIdx.y + c of part's R = B gk, gk the
-// blocks of 64 keys; a consumer past S writes none).
-__device__ __forceinline__ void fa_mbar_arrive(unsigned long long *bar)
-{
-	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(fa_smem(bar)) : "memory");
-}
-// fa_mbar_wait that traps after 2^24 tries (seconds): a kernel whose hand-offs are wrong stops
-// with an error the host reports, instead of hanging the GPU. flash_bwd_ws's producer waits
-// so; its consumers wait plainly (with the counter ptxas spilled them at 96), which cannot
-// hang alone: all they wait for follows from the producer's waits passing.
-__device__ __forceinline__ void fa_mbar_wait_or_trap(unsigned long long *bar, unsigned parity)
-{
-	for (unsigned tries = 1; !fa_mbar_try(bar, parity); tries++)
-		if (tries == 1u << 24)
-			asm volatile("trap;");
-}
-template <int DH, bool SUMS>
-__device__ void flash_bwd_ws(const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,
-			     const FaTmap *tq, const FaTmap *tdo, const FaTmap *tdq, const FaTmap *tld, const FaTmap *tk,
-			     const FaTmap *tv)
-{
-	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
-	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
-	extern __shared__ __align__(16) unsigned char fa_shared[];
-	bf16 *kv = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // consumer c's K at kv + 2 c TILE, V after
-	bf16 *qg = kv + 4 * TILE;                                   // stage s's Q at qg + 2 s TILE, dO after
-	float *dqs = (float *)(qg + 4 * TILE);                      // consumer c's dQ staging at dqs + c 64 DH
-	bf16 *dss = (bf16 *)(dqs + 2 * FA_ROWS * DH);               // consumer c's dS^T at dss + c 64 64
-	float *lds = (float *)(dss + 2 * FA_ROWS * FA_ROWS);        // stage s's lse at lds + 2 s 64, delta 64 after
-	unsigned long long *bars = (unsigned long long *)(lds + 4 * FA_ROWS);
-	unsigned long long *kvb = bars, *full = bars + 2, *empty = bars + 4, *dqfull = bars + 6, *dqempty = bars + 8;
-	int wg = threadIdx.x / 128;
-	i64 b = blockIdx.x / H, h = blockIdx.x % H, j0 = blockIdx.y * 2 * FA_ROWS;
-	i64 first = causal ? j0 : 0, nt = (S - first + FA_ROWS - 1) / FA_ROWS;   // the query tiles, from first
-	if (threadIdx.x == 0) {
-		for (int c = 0; c < 2; c++) {
-			fa_mbar_init(&kvb[c], 1);
-			fa_mbar_init(&full[c], 1);
-			fa_mbar_init(&empty[c], 8);
-			fa_mbar_init(&dqfull[c], 4);
-			fa_mbar_init(&dqempty[c], 1);
-		}
-		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-	}
-	__syncthreads();   // (the last block-wide barrier: the warpgroups part here)
-	if (wg == 0) {   // the producer
-		asm volatile("setmaxnreg.dec.sync.aligned.u32 40;" ::: "memory");
-		int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-		if (warp == 0 && lane == 0) {
-			for (int c = 0; c < 2; c++)   // (not a consumer's whose keys are all past S: a box wholly out of bounds)
-				if (j0 + c * FA_ROWS < S)
-					fa_tma_pair<DH, true>(kv + 2 * c * TILE, tk, tv, h, j0 + c * FA_ROWS, b, &kvb[c]);
-			for (i64 k = 0; k < nt; k++) {
-				int st = (int)(k & 1);
-				if (k >= 2)   // both consumers done with the stage's last tile, k - 2
-					fa_mbar_wait_or_trap(&empty[st], (unsigned)((k >> 1) - 1) & 1);
-				fa_tma_pair<DH, true>(qg + 2 * st * TILE, tq, tdo, h, first + k * FA_ROWS, b, &full[st],
-						      lds + 2 * st * FA_ROWS, tld);
-			}
-		} else if (warp == 1 && lane == 0) {
-			for (i64 k = 0; k < nt; k++) {   // tile k's dQ, both consumers', in staging tile k % 2
-				int sb = (int)(k & 1);
-				fa_mbar_wait_or_trap(&dqfull[sb], (unsigned)(k >> 1) & 1);
-				fa_dq_reduce<DH, true>(dqs + sb * FA_ROWS * DH, tdq, h, first + k * FA_ROWS, b);
-				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-				fa_mbar_arrive(&dqempty[sb]);
-			}
-			asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");   // every reduction done before the block goes
-		}
-		return;
-	}
-	asm volatile("setmaxnreg.inc.sync.aligned.u32 232;" ::: "memory");
-	int c = wg - 1, tid = threadIdx.x % 128, lane = tid % 32, w = tid / 32, g = lane / 4, t = lane % 4;
-	const bf16 *Ks = kv + 2 * c * TILE, *Vs = Ks + TILE;
-	bf16 *dSs = dss + c * FA_ROWS * FA_ROWS;
-	i64 jc = j0 + c * FA_ROWS, kr0 = jc + w * 16 + g, kr1 = kr0 + 8;
-	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
-	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
-	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
-	for (int d = 0; d < DH / 2; d++)
-		dka[d] = dva[d] = 0;
-	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(w * 16 + g, 2 * t));   // this thread's first dS^T element
-	// none: this consumer's keys are all past S (the last block's second, where S % 128 <= 64):
-	// no K and V, nothing computed (0 P on garbage K or V is not 0), zeros for dQ, the same
-	// hand-backs
-	bool none = jc >= S;
-	if (!none)
-		fa_mbar_wait(&kvb[c], 0);
-	for (i64 k = 0; k < nt; k++) {
-		i64 i0 = first + k * FA_ROWS;
-		int st = (int)(k & 1);
-		const bf16 *Qs = qg + 2 * st * TILE, *Gs = Qs + TILE;
-		const float *Ls = lds + 2 * st * FA_ROWS, *Ds = Ls + FA_ROWS;
-		__syncwarp();   // (converged after the last round's lane-0 arrivals, for bar.sync's .aligned)
-		asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");   // the last tile's dQ wgmmas done with dS^T
-		fa_mbar_wait(&full[st], (unsigned)(k >> 1) & 1);
-		__syncwarp();   // (converged again for wgmma's .aligned)
-		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
-		if (none || (causal && i0 + FA_ROWS - 1 < jc)) {   // (causal: the second consumer's first tile is all masked)
-			for (int d = 0; d < DH / 2; d++)
-				dqa[d] = 0;
-		} else {
-			float sT[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
-			fa_wg_fence();
-			for (int kk = 0; kk < DH / 16; kk++) {
-				int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-				fa_wgss64<0, 0>(sT, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
-				fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
-			}
-			fa_wg_wait();
-			fa_wg_done(sT, 32);
-			fa_wg_done(dp, 32);
-			bool edge = mask || (causal && i0 < jc + FA_ROWS - 1) || jc + FA_ROWS > S;
-			unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
-			for (int n = 0; n < 8; n++) {
-				float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
-				for (int e = 0; e < 2; e++) {
-					float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
-					float p0 = fa_exp2(sT[4 * n + e] * scale2 - Lc), p1 = fa_exp2(sT[4 * n + 2 + e] * scale2 - Lc);
-					if (edge) {
-						int i = (int)i0 + n * 8 + 2 * t + e;
-						p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
-						p1 = in1 && (!causal || (int)kr1 <= i) ? p1 : 0.0f;
-					}
-					sT[4 * n + e] = p0;
-					sT[4 * n + 2 + e] = p1;
-					dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
-					dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
-				}
-				pa[n / 2][n % 2 * 2] = fa_pack(sT[4 * n], sT[4 * n + 1]);
-				pa[n / 2][n % 2 * 2 + 1] = fa_pack(sT[4 * n + 2], sT[4 * n + 3]);
-				sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
-				sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
-				asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
-				asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
-			}
-			fa_wg_fence();
-			for (int kc = 0; kc < 4; kc++) {
-				fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
-				fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
-			}
-			fa_wg_commit();
-			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
-			asm volatile("bar.sync %0, 128;" ::"r"(wg) : "memory");
-			fa_wg_fence();
-			for (int kc = 0; kc < 4; kc++)
-				fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
-			fa_wg_wait();
-			fa_wg_done(dva, DH / 2);
-			fa_wg_done(dka, DH / 2);
-			fa_wg_done(dqa, DH / 2);
-		}
-		__syncwarp();
-		if (lane == 0)   // this warp is done with the stage's Q, dO, lse and delta
-			fa_mbar_arrive(&empty[st]);
-		// the tile's dQ over the block's 128 keys, one TMA reduction: consumer k % 2 puts its
-		// dQ into staging tile k % 2 and arrives at named barrier 3 + k % 2; the other waits
-		// there, adds its own and hands the sum to the producer. (The putter's next arrival
-		// there, two tiles on, follows the producer's read of this sum: never two unmatched.)
-		int sb = (int)(k & 1);
-		float *dqt = dqs + sb * FA_ROWS * DH;
-		if (c == sb) {
-			if (k >= 2)   // the producer has read tile k - 2's sum from the staging tile
-				fa_mbar_wait(&dqempty[sb], (unsigned)((k >> 1) - 1) & 1);
-			fa_dq_put<DH, true>(dqt, dqa);
-			__syncwarp();
-			asm volatile("bar.arrive %0, 256;" ::"r"(3 + sb) : "memory");
-		} else {
-			asm volatile("bar.sync %0, 256;" ::"r"(3 + sb) : "memory");
-			fa_dq_put<DH, true, true>(dqt, dqa);
-			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // for the producer's TMA reduction
-			__syncwarp();
-			if (lane == 0)
-				fa_mbar_arrive(&dqfull[sb]);
-		}
-	}
-	i64 ob = (b * S + kr0) * ldo + h * DH + 2 * t;
-	for (int d = 0; d < DH / 8; d++) {
-		i64 o0 = ob + d * 8;
-		if (kr0 < S) {
-			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
-			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
-		}
-		if (kr1 < S) {
-			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
-			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
-		}
-	}
-	i64 gk = (S + FA_ROWS - 1) / FA_ROWS, band = 2 * blockIdx.y + c;   // bands of 64 keys
-	if (SUMS && band < gk)
-		fa_bias_sums<DH, true>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H, wg, gridDim.x / H * gk, b * gk + band);
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -2769,18 +2532,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
 							 part, &tq, &tdo, &tdq, &tld));)                              \
 	}
-// the backward warp-specialised (flash_bwd_ws; opt-in), with the bias sums or without, each
-// with the TMA maps of Q, dO, dq, lse and delta, K and V
-#define FLASH_BWD_WS(DH, NAME, SUMS)                                                                                 \
-	__global__ void __launch_bounds__(384, 1) NAME##DH(                                                           \
-	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
-	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
-	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
-	    const __grid_constant__ FaTmap tld, const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv) \
-	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_ws<DH, SUMS>(mask, dk, dv, S, H, ldo, causal, part, &tq, &tdo, &tdq, &tld, &tk,    \
-						   &tv));)                                                            \
-	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \
@@ -2788,7 +2539,11 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	{                                                                                                            \
 		FA_WG_BODY(flash_fwd_sw<DH>(q, k, v, mask, o, lse, S, H, causal);)                                     \
 	}
-// ... and with K and V copied by TMA (the default on 9.0); QS, the _qs_ one (heads of 96:
+// ... and with K and V copied by TMA (the default on 9.0), its two warpgroups not held
+// together by a block barrier each K and V tile: each hands a buffer back when its wgmmas are
+// done with it, and the second to do so loads the tile after next into it (at heads of 64 the
+// forward 5% quicker than with the barrier, the same at 96: perf-notes, nineteenth and
+// twentieth sittings); QS, the _qs_ one (heads of 96:
 // runtime/cuda/ops.c's fwd_qs): Q's tiles in shared memory, S by wgmma from shared memory on
 // both sides, instead of Q's A fragments held in registers (DH / 2 of them: 48 at 96, where
 // ptxas spills and serialises the wgmmas for want of registers at two blocks an SM)
@@ -2798,16 +2553,6 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	    const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv)                                    \
 	{                                                                                                            \
 		FA_WG_BODY((flash_fwd_sw<DH, true, QS>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)               \
-	}
-// ... and, opt-in (MGL_FA_FWD_DEC: runtime/cuda/ops.c), its two warpgroups not held together by
-// a block barrier each K and V tile: each hands a buffer back when its wgmmas are done with
-// it, and the second to do so loads the tile after next into it (flash_fwd_sw's DEC)
-#define FLASH_FWD_SW_DEC(DH, NAME, QS)                                                                               \
-	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) NAME##DH(                                            \
-	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
-	    const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv)                                    \
-	{                                                                                                            \
-		FA_WG_BODY((flash_fwd_sw<DH, true, QS, true>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)         \
 	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
@@ -2819,19 +2564,12 @@ FLASH_BWD_WG_TMA(96)
 FLASH_BWD_WG_TMA(128)
 FLASH_BWD_WG_SUMS_TMA(64)
 FLASH_BWD_WG_SUMS_TMA(96)
-FLASH_BWD_WS(64, k_flash_bwd_ws_, false)
-FLASH_BWD_WS(96, k_flash_bwd_ws_, false)
-FLASH_BWD_WS(64, k_flash_bwd_ws_sums_, true)
-FLASH_BWD_WS(96, k_flash_bwd_ws_sums_, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)
 FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_, false)
 FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_, true)
 FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false)
-FLASH_FWD_SW_DEC(64, k_flash_fwd_sw_dec_, false)
-FLASH_FWD_SW_DEC(96, k_flash_fwd_sw_dec_qs_, true)
-FLASH_FWD_SW_DEC(128, k_flash_fwd_sw_dec_, false)
 FLASH(16)
 FLASH(32)
 FLASH(64)

@@ -27,8 +27,7 @@
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
-	X(flash_fwd_sw_dec_64) X(flash_fwd_sw_dec_qs_96) X(flash_fwd_sw_dec_128) X(layernorm_bwd_pf)                    \
-	X(parts_finish_u8) X(flash_bwd_ws_64) X(flash_bwd_ws_96) X(flash_bwd_ws_sums_64) X(flash_bwd_ws_sums_96)
+	X(layernorm_bwd_pf)
 
 enum {
 #define X(k) K_##k,
@@ -425,10 +424,6 @@ static int op_layernorm(CudaCtx *c)
  * than 8 (perf-notes, seventeenth sitting) */
 enum { FINISH_ROWS = 32 };
 
-/* k_parts_finish, or with MGL_FINISH_U8 (opt-in until timed) k_parts_finish_u8: each
- * thread's loads 8 at a time instead of each behind the last's add (the same sums) */
-static int parts_finish(void) { return getenv("MGL_FINISH_U8") ? K_parts_finish_u8 : K_parts_finish; }
-
 /* The norms' backward (layernorm: dw and db; rmsnorm: dw): dx a warp a row, keeping each
  * row's mean and 1/std (1/rms) in scratch; then dw and db as column sums over bands of rows
  * (k_norm_colsum): no atomics on the sums, the same bits every run. */
@@ -462,12 +457,13 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		float *bands = d->scratch + 64;   /* [3][B][D] (plan_bytes sizes it) */
 		if (need_scratch(r, 64 + 3 * B * D))
 			return -1;
-		/* the next rows' loads in flight through each group's barriers, opt-in until timed */
-		int k = D <= 1536 && getenv("MGL_NORM_PREFETCH") ? K_layernorm_bwd_pf : K_layernorm_bwd_block;
+		/* up to 1,536 columns, the next rows' loads in flight through each group's barriers
+		 * (k_layernorm_bwd_pf: perf-notes, twentieth sitting) */
+		int k = D <= 1536 ? K_layernorm_bwd_pf : K_layernorm_bwd_block;
 		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
 				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, FINISH_ROWS, 1};
-		CK(cudaLaunchKernel((const void *)d->kernels[parts_finish()], grid, block,
+		CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], grid, block,
 				    ARGS(&bands, &B, &D, &dw, &acc, &db, &bacc, &dbo, &oacc), 0, d->compute));
 		return 0;
 	}
@@ -591,26 +587,22 @@ static int op_sum_to(CudaCtx *c)
  * step quicker at 1.2b, 0.7 at 124M: perf-notes' seventeenth sitting). fwd_qs: the forward's TMA
  * kernel (_qs_) keeps Q's tiles in shared memory rather than in registers, at heads of 96,
  * where Q's 48 registers a thread cost spills and serialised wgmmas (0.1 ms a step quicker
- * at 1.2b; at 64 it was 0.1 ms slower at 124M: perf-notes' eighteenth sitting). fwd_wg_dec:
- * fwd_wg_tma's kernel without the block barrier each K and V tile, each warpgroup handing the
- * buffers back itself (opt-in, MGL_FA_FWD_DEC=1: the forward 5% quicker at heads of 64,
- * unchanged at 96; the default once gpu-check has run under it: perf-notes' nineteenth
- * sitting). bwd_ws, bwd_ws_sums: the backward's TMA kernels warp-specialised, 128 keys a
- * block of a producer and two consumer warpgroups (FlashAttention-3's form; opt-in,
- * MGL_FA_BWD_WS=1, until timed: perf-notes' nineteenth sitting), at heads of 64 and 96. */
+ * at 1.2b; at 64 it was 0.1 ms slower at 124M: perf-notes' eighteenth sitting). The forward's
+ * TMA kernels have no block barrier each K and V tile: each warpgroup hands the buffers back
+ * itself (the forward 5% quicker at heads of 64, the same at 96: perf-notes' nineteenth and
+ * twentieth sittings). */
 static const struct {
-	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma, fwd_wg_dec, bwd_ws, bwd_ws_sums;
+	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;
 	bool fwd_qs;
 } flash[] = {
-	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, -1, -1, -1, false},
-	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, -1, -1, -1, false},
+	{16, K_flash_fwd_16, K_flash_bwd_16, -1, -1, -1, -1, -1, -1, false},
+	{32, K_flash_fwd_32, K_flash_bwd_32, -1, -1, -1, -1, -1, -1, false},
 	{64, K_flash_fwd_64, K_flash_bwd_64, K_flash_fwd_sw_64, K_flash_bwd_wg_64, K_flash_bwd_wg_sums_64, K_flash_fwd_sw_tma_64,
-	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, K_flash_fwd_sw_dec_64, K_flash_bwd_ws_64, K_flash_bwd_ws_sums_64, false},
+	 K_flash_bwd_wg_tma_64, K_flash_bwd_wg_sums_tma_64, false},
 	{96, K_flash_fwd_96, K_flash_bwd_96, K_flash_fwd_sw_96, K_flash_bwd_wg_96, K_flash_bwd_wg_sums_96,
-	 K_flash_fwd_sw_tma_qs_96, K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, K_flash_fwd_sw_dec_qs_96, K_flash_bwd_ws_96,
-	 K_flash_bwd_ws_sums_96, true},
+	 K_flash_fwd_sw_tma_qs_96, K_flash_bwd_wg_tma_96, K_flash_bwd_wg_sums_tma_96, true},
 	{128, K_flash_fwd_128, K_flash_bwd_128, K_flash_fwd_sw_128, K_flash_bwd_wg_128, -1, K_flash_fwd_sw_tma_128,
-	 K_flash_bwd_wg_tma_128, -1, K_flash_fwd_sw_dec_128, -1, -1, false},
+	 K_flash_bwd_wg_tma_128, -1, false},
 };
 enum { FLASH_ROWS = 64, FLASH_BWD_Q = 32, FLASH_SW_Q = 128 };   /* FA_ROWS, FA_BWD_Q, FA_SW_Q in kernels/ops.cu */
 
@@ -627,12 +619,12 @@ static bool flash_wg_fwd(const Dev *d, int f)
 }
 
 /* flash_fwd_sw's shared memory: two K and two V tiles [64][dh rounded up to 64] (bf16), and
- * with qs (the _qs_ kernel) two Q tiles before them; two mbarriers (TMA's), with dec (the
- * _dec_ kernels) two counters of hand-backs after them, and 1 KiB to align the tiles to the
+ * with qs (the _qs_ kernel) two Q tiles before them; two mbarriers, with tma (the _tma_
+ * kernels) two counters of hand-backs after them, and 1 KiB to align the tiles to the
  * 128-byte swizzle's period */
-static int flash_fwd_sw_smem(int dh, bool qs, bool dec)
+static int flash_fwd_sw_smem(int dh, bool qs, bool tma)
 {
-	return (qs ? 6 : 4) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + (dec ? 24 : 16) + 1024;
+	return (qs ? 6 : 4) * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + (tma ? 24 : 16) + 1024;
 }
 
 /* flash_bwd_wg's shared memory: K, V, two Q and two dO tiles [64][dh rounded up to 64],
@@ -641,16 +633,6 @@ static int flash_fwd_sw_smem(int dh, bool qs, bool dec)
 static int flash_bwd_wg_smem(int dh)
 {
 	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 16 + 1024;
-}
-
-/* flash_bwd_ws's shared memory: K and V tiles of its two consumers, Q and dO tiles of its two
- * stages [64][dh rounded up to 64] (bf16), dQ's staging [2][64][dh] (f32), dS^T [2][64][64]
- * (bf16), lse and delta of the two stages [2][2][64] (f32), ten mbarriers, and 1 KiB to align
- * the tiles to the 128-byte swizzle's period */
-static int flash_bwd_ws_smem(int dh)
-{
-	return 8 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 2 * FLASH_ROWS * dh * 4 + 2 * FLASH_ROWS * FLASH_ROWS * 2 +
-	       4 * FLASH_ROWS * 4 + 80 + 1024;
 }
 
 /* A TMA map of x [B, S, H, dh] (bf16, or f32 where f32; dense, 16-byte aligned: the
@@ -728,14 +710,14 @@ static int op_attention(CudaCtx *c)
 		CUtensorMap tk, tv;   /* (copied at the launch) */
 		void *args[11] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};
 		int k = flash[f].fwd_wg;
-		bool qs = false, dec = false;
-		if (((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0) {
+		bool tma = ((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0;
+		if (tma) {
 			if (fa_tensor_map(c->r, &tk, K, B, S, H, dh, false) || fa_tensor_map(c->r, &tv, V, B, S, H, dh, false))
 				return -1;
-			dec = flash[f].fwd_wg_dec >= 0 && getenv("MGL_FA_FWD_DEC");
-			k = dec ? flash[f].fwd_wg_dec : flash[f].fwd_wg_tma, qs = flash[f].fwd_qs;
+			k = flash[f].fwd_wg_tma;
 		}
-		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs, dec),
+		bool qs = tma && flash[f].fwd_qs;
+		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs, tma),
 				     args);
 	}
 	if (f >= 0)
@@ -786,13 +768,12 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			return -1;
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
 		 * part and the TMA maps (Q's, dO's, dq's, lse and delta's) where the kernel takes
-		 * them, and the warp-specialised kernels' K and V maps after */
-		CUtensorMap tq, tdo, tdq, tld, tk, tv;   /* (copied at the launch) */
-		void *args[21] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
+		 * them */
+		CUtensorMap tq, tdo, tdq, tld;   /* (copied at the launch) */
+		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
-		bool ws = tma && flash[f].bwd_ws >= 0 && getenv("MGL_FA_BWD_WS");   /* warp-specialised: opt-in */
-		if (sums || ws)   /* (the warp-specialised kernels take part, NULL or not) */
+		if (sums)
 			args[na++] = &part;
 		if (tma) {
 			if (fa_tensor_map(r, &tq, Q, B, S, H, dh, false) || fa_tensor_map(r, &tdo, G, B, S, H, dh, false) ||
@@ -800,26 +781,16 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 				return -1;
 			args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
 		}
-		if (ws) {
-			if (fa_tensor_map(r, &tk, K, B, S, H, dh, false) || fa_tensor_map(r, &tv, V, B, S, H, dh, false))
-				return -1;
-			args[na++] = &tk, args[na++] = &tv;
-			k = sums ? flash[f].bwd_ws_sums : flash[f].bwd_ws;
-			if (launch_blocks(r, k, B * H, (S + 2 * FLASH_ROWS - 1) / (2 * FLASH_ROWS), 384, flash_bwd_ws_smem((int)dh),
-					  args))
-				return -1;
-		} else {
-			int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh);
-			if (launch_blocks(r, k, B * H, gy, 128, smem, args))
-				return -1;
-		}
+		int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh);
+		if (launch_blocks(r, k, B * H, gy, 128, smem, args))
+			return -1;
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
 			     block = {32, 8, 1}, fin_block = {32, FINISH_ROWS, 1};
 			float *bk = bias + D, *bv = bias + 2 * D;
 			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
 					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
-			CK(cudaLaunchKernel((const void *)d->kernels[parts_finish()], fin, fin_block,
+			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, fin_block,
 					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
 			return 0;
 		}
@@ -1245,14 +1216,11 @@ int cuda_ops_prepare(RtRank *r)
 			{flash[i].fwd, flash_fwd_smem(dh)},
 			{flash[i].bwd, flash_bwd_smem(dh)},
 			{h ? flash[i].fwd_wg : -1, flash_fwd_sw_smem(dh, false, false)},
-			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh, flash[i].fwd_qs, false)},
-			{h ? flash[i].fwd_wg_dec : -1, flash_fwd_sw_smem(dh, flash[i].fwd_qs, true)},
+			{h ? flash[i].fwd_wg_tma : -1, flash_fwd_sw_smem(dh, flash[i].fwd_qs, true)},
 			{h ? flash[i].bwd_wg : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_sums : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_tma : -1, flash_bwd_wg_smem(dh)},
 			{h ? flash[i].bwd_wg_sums_tma : -1, flash_bwd_wg_smem(dh)},
-			{h ? flash[i].bwd_ws : -1, flash_bwd_ws_smem(dh)},
-			{h ? flash[i].bwd_ws_sums : -1, flash_bwd_ws_smem(dh)},
 		};
 		for (size_t j = 0; j < sizeof set / sizeof set[0]; j++)
 			if (set[j].k >= 0)

@@ -13,14 +13,10 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
- *    the layer norms' backward at the edges of its bands and past its widest row (again
- *    with the next rows' loads issued before each group's barriers, MGL_NORM_PREFETCH, and
- *    with the bands' sums loaded 8 at a time, MGL_FINISH_U8, both opt-in); the
+ *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
- *    (MGL_NO_WGMMA), with the attention's tiles copied and dQ added by each thread
- *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA), with the forward's two
- *    warpgroups handing K and V's buffers back without a block barrier (MGL_FA_FWD_DEC,
- *    opt-in), and, last of all, with the backward warp-specialised (MGL_FA_BWD_WS, opt-in).
+ *    (MGL_NO_WGMMA), and with the attention's tiles copied and dQ added by each thread
+ *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
  *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
@@ -426,7 +422,7 @@ out:
 int main(int argc, char **argv)
 {
 	int gpus = rt_cuda_devices(), limit = argc > 1 ? atoi(argv[1]) : gpus;
-	const char *only = argc > 2 ? argv[2] : NULL;   /* a preset, to run just its checks ("real": the 124M width's; "ws": the warp-specialised backward's) */
+	const char *only = argc > 2 ? argv[2] : NULL;   /* a preset, to run just its checks */
 	if (gpus < 1) {
 		printf("test_gpu: no GPU\n");
 		return 1;
@@ -486,7 +482,7 @@ int main(int argc, char **argv)
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=96", 2, 96, true},     /* 64, masked */
 		{"models/bert.mgl", "tiny", "vocab=120,d=512,heads=4,layers=1,seq=72", 2, 72, true},     /* 128, masked */
 	};
-	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA", "MGL_FA_FWD_DEC"};
+	static const char *flash_env[] = {"MGL_NO_WG_FWD", "MGL_NO_WGMMA", "MGL_NO_FA_TMA"};
 	static const Case real[] = {
 		{"models/gpt2.mgl", "124m", "p_drop=0,layers=2", 1, 1024, true},
 		{"models/bert.mgl", "336m", "p_drop=0,layers=2", 2, 512, true},
@@ -508,15 +504,13 @@ int main(int argc, char **argv)
 		}
 		unsetenv(flash_env[e]);
 	}
-	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global; and with
-	 * the forward's warpgroups handing K and V's buffers back themselves (opt-in) */
-	static const char *real_env[] = {"MGL_NO_FA_TMA", "MGL_FA_FWD_DEC"};
-	for (size_t e = 0; e < sizeof real_env / sizeof real_env[0] && (!only || !strcmp(only, "real")); e++) {
-		setenv(real_env[e], "1", 1);
-		printf("with %s=1:\n", real_env[e]);
+	/* GPT-2 124M's width, 16 tiles of queries a head, by cp.async and red.global */
+	if (!only || !strcmp(only, "real")) {
+		setenv("MGL_NO_FA_TMA", "1", 1);
+		printf("with MGL_NO_FA_TMA=1:\n");
 		fails += real_width(&real[0], gpus) != 0;
 		runs++;
-		unsetenv(real_env[e]);
+		unsetenv("MGL_NO_FA_TMA");
 	}
 	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
 	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
@@ -530,29 +524,20 @@ int main(int argc, char **argv)
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (4 bands of 25, the last 24: groups of
-	 * 4 rows cut short), 16,416 rows (513 bands: k_parts_finish_u8's rounds of 8 x 32 bands
+	 * 4 rows cut short), 16,416 rows (513 bands: k_parts_finish's rounds of 8 x 32 bands
 	 * and a part) and 33,280 rows (bands of 33 under the cap of 1,024, the last 15 blocks
-	 * with none); and in two passes, on rows wider than its 4,096 (4,160). Again with the
-	 * next rows' loads before each group's barriers (MGL_NORM_PREFETCH) and with the bands'
-	 * sums loaded 8 at a time (MGL_FINISH_U8), both opt-in */
+	 * with none); and in two passes, on rows wider than its 4,096 (4,160). Up to 1,536
+	 * columns these take k_layernorm_bwd_pf, wider rows (1,920 and 2,304 above)
+	 * k_layernorm_bwd_block */
 	static const Case norm_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 1040, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
 	};
-	static const char *norm_env[] = {NULL, "MGL_NORM_PREFETCH", "MGL_FINISH_U8"};   /* and opt-in ways */
-	for (size_t e = 0; e < sizeof norm_env / sizeof norm_env[0] && (!only || !strcmp(only, "tiny")); e++) {
-		if (norm_env[e]) {
-			setenv(norm_env[e], "1", 1);
-			printf("with %s=1:\n", norm_env[e]);
-		}
-		for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0]; m++) {
-			fails += check(&norm_cases[m], 1, false, true) != 0;
-			runs++;
-		}
-		if (norm_env[e])
-			unsetenv(norm_env[e]);
+	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
+		fails += check(&norm_cases[m], 1, false, true) != 0;
+		runs++;
 	}
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
@@ -570,21 +555,6 @@ int main(int argc, char **argv)
 			fails += real_width(&real[m], gpus) != 0;
 			runs++;
 		}
-	/* the warp-specialised backward (opt-in), last: its producer traps on a hand-off that
-	 * never comes, and a trap ends the process's CUDA context, failing whatever runs after */
-	/* (`test_gpu N ws`: these alone) */
-	bool ws = only && !strcmp(only, "ws");
-	setenv("MGL_FA_BWD_WS", "1", 1);
-	printf("with MGL_FA_BWD_WS=1:\n");
-	for (size_t m = 0; m < sizeof flash_cases / sizeof flash_cases[0] && (!only || ws || !strcmp(only, "tiny")); m++) {
-		fails += check(&flash_cases[m], 1, false, true) != 0;
-		runs++;
-	}
-	if (!only || ws || !strcmp(only, "real")) {
-		fails += real_width(&real[0], gpus) != 0;
-		runs++;
-	}
-	unsetenv("MGL_FA_BWD_WS");
 	printf("test_gpu: %d passed, %d failed\n", runs - fails, fails);
 	return fails != 0;
 }
