@@ -422,20 +422,15 @@ __device__ __forceinline__ void fa_mbar_expect(unsigned long long *bar, unsigned
 {
 	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(fa_smem(bar)), "r"(bytes) : "memory");
 }
-// whether bar's phase of that parity is complete (one try: the hardware may suspend it a while)
-__device__ __forceinline__ unsigned fa_mbar_try(unsigned long long *bar, unsigned parity)
-{
-	unsigned done;
-	asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-		     : "=r"(done)
-		     : "r"(fa_smem(bar)), "r"(parity)
-		     : "memory");
-	return done;
-}
 __device__ __forceinline__ void fa_mbar_wait(unsigned long long *bar, unsigned parity)
 {
-	while (!fa_mbar_try(bar, parity))
-		;
+	unsigned done;
+	do
+		asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+			     : "=r"(done)
+			     : "r"(fa_smem(bar)), "r"(parity)
+			     : "memory");
+	while (!done);
 }
 // the two mbarriers at bars (one arrival a phase: fa_tma_pair's), ready before any thread
 // waits on them
