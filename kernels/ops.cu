@@ -2537,7 +2537,7 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 // ... and with K and V copied by TMA (the default on 9.0), its two warpgroups not held
 // together by a block barrier each K and V tile: each hands a buffer back when its wgmmas are
 // done with it, and the second to do so loads the tile after next into it (at heads of 64 the
-// forward 5% quicker than with the barrier, the same at 96: perf-notes, nineteenth and
+// forward 5-6% quicker than with the barrier, the same at 96: perf-notes, nineteenth and
 // twentieth sittings); QS, the _qs_ one (heads of 96:
 // runtime/cuda/ops.c's fwd_qs): Q's tiles in shared memory, S by wgmma from shared memory on
 // both sides, instead of Q's A fragments held in registers (DH / 2 of them: 48 at 96, where

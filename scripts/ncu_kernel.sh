@@ -18,6 +18,7 @@ out=${1:?usage: scripts/ncu_kernel.sh OUT KERNEL COMMAND...} kernel=${2:?} && sh
 [ $# -gt 0 ] || { echo "ncu_kernel: no command" >&2; exit 2; }
 command -v ncu >/dev/null || { echo "ncu_kernel: no ncu here" >&2; exit 1; }
 mkdir -p "$out" || exit 1
+rm -f "$out/kernel.ncu-rep"   # (so that a run matching no launch does not find an old report)
 ncu --target-processes all -k "regex:$kernel" --launch-count 1 --set full --import-source yes -f -o "$out/kernel" "$@" \
 	>"$out/run.txt" 2>&1 || { tail -20 "$out/run.txt"; exit 1; }
 [ -f "$out/kernel.ncu-rep" ] || { echo "ncu_kernel: no launch of $kernel"; tail -5 "$out/run.txt"; exit 1; }
@@ -36,7 +37,9 @@ names, body = rows[head], rows[head + 1:]
 def col(*keys):
     return next((i for i, n in enumerate(names) if all(k.lower() in n.lower() for k in keys)), None)
 src, addr = col('source'), col('address')
-total = col('warp stall sampling', 'all') or col('stall', 'sampl')
+total = col('warp stall sampling', 'all samples')
+if total is None:
+    total = col('stall', 'sampl')
 if total is None:
     sys.exit('no stall-sampling column among: ' + ', '.join(names))
 reasons = [i for i, n in enumerate(names) if 'stall' in n.lower() and 'sampling' not in n.lower()]

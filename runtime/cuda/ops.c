@@ -589,7 +589,7 @@ static int op_sum_to(CudaCtx *c)
  * where Q's 48 registers a thread cost spills and serialised wgmmas (0.1 ms a step quicker
  * at 1.2b; at 64 it was 0.1 ms slower at 124M: perf-notes' eighteenth sitting). The forward's
  * TMA kernels have no block barrier each K and V tile: each warpgroup hands the buffers back
- * itself (the forward 5% quicker at heads of 64, the same at 96: perf-notes' nineteenth and
+ * itself (the forward 5-6% quicker at heads of 64, the same at 96: perf-notes' nineteenth and
  * twentieth sittings). */
 static const struct {
 	int dh, fwd, bwd, fwd_wg, bwd_wg, bwd_wg_sums, fwd_wg_tma, bwd_wg_tma, bwd_wg_sums_tma;

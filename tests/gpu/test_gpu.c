@@ -422,7 +422,7 @@ out:
 int main(int argc, char **argv)
 {
 	int gpus = rt_cuda_devices(), limit = argc > 1 ? atoi(argv[1]) : gpus;
-	const char *only = argc > 2 ? argv[2] : NULL;   /* a preset, to run just its checks */
+	const char *only = argc > 2 ? argv[2] : NULL;   /* a preset, or "real" for the real widths: run just those checks */
 	if (gpus < 1) {
 		printf("test_gpu: no GPU\n");
 		return 1;
@@ -527,12 +527,13 @@ int main(int argc, char **argv)
 	 * 4 rows cut short), 16,416 rows (513 bands: k_parts_finish's rounds of 8 x 32 bands
 	 * and a part) and 33,280 rows (bands of 33 under the cap of 1,024, the last 15 blocks
 	 * with none); and in two passes, on rows wider than its 4,096 (4,160). Up to 1,536
-	 * columns these take k_layernorm_bwd_pf, wider rows (1,920 and 2,304 above)
-	 * k_layernorm_bwd_block */
+	 * columns these take k_layernorm_bwd_pf; 99 rows of 2,048 take k_layernorm_bwd_block
+	 * at its band edges (as do 1,920 and 2,304 above) */
 	static const Case norm_cases[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=1536,heads=12,layers=1,seq=33", 3, 33, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 513, 32, false},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=64,heads=4,layers=1,seq=32", 1040, 32, false},
+		{"models/gpt2.mgl", "tiny", "vocab=96,d=2048,heads=16,layers=1,seq=33", 3, 33, true},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=4160,heads=65,layers=1,seq=8", 2, 8, true},
 	};
 	for (size_t m = 0; m < sizeof norm_cases / sizeof norm_cases[0] && (!only || !strcmp(only, "tiny")); m++) {
