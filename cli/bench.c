@@ -135,7 +135,7 @@ static void result_keys(const Bench *b)
 	const MglPlan *p = b->p;
 	const RtMachine *m = &b->r->machine;
 	printf("{\"tag\": \"mgl\", \"gpus\": %d, \"d\": %lld, \"L\": %lld, \"H\": %lld, \"B\": %lld, \"T\": %lld, "
-	       "\"params_M\": %.4g, \"ms\": %.2f, \"fwdbwd_ms\": %.2f, \"tflops_fwdbwd\": %.4g, \"tok_s\": %.0f, "
+	       "\"params_M\": %.4g, \"ms\": %.3f, \"fwdbwd_ms\": %.3f, \"tflops_fwdbwd\": %.4g, \"tok_s\": %.0f, "
 	       "\"tflops_per_gpu\": %.4g, \"loss\": %.3f, \"mem_GB\": %.3g, \"backend\": \"%s\", \"mfu\": %.3f, "
 	       "\"gemm_tflops\": %.4g", p->tp * p->dp, (long long)b->d, (long long)b->L, (long long)b->H,
 	       (long long)(b->accum * p->batch), (long long)p->seq, (double)b->params / 1e6, b->ms, b->fwdbwd_ms, b->tflops_fwdbwd, b->tok_s, b->tflops,
