@@ -2092,12 +2092,17 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // 1 dV; part[0] is dq's, k_convert_rows_sums's). A kernel of its own (k_flash_bwd_wg_sums_DH):
 // the sums after the loop cost the kernel without them registers too (158 -> 166 at heads
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
-template <int DH, bool SUMS, bool TMA = false>
+// ABL (k_flash_bwd_wg_abl_N_96, MGL_FA_BWD_ABL=N: for timing, its results wrong):
+// one part of each round left out, to measure what it adds to the round's chain: 1 dQ (its
+// wgmmas, its put and its TMA reduction), 2 the exponentials (P^T = S^T scale - lse), 4 dV's
+// and dK's wgmmas, 8 S^T's and dP^T's wgmmas (both zero)
+template <int DH, bool SUMS, bool TMA = false, int ABL = 0>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			     int causal, float *part, const FaTmap *tq = NULL, const FaTmap *tdo = NULL,
 			     const FaTmap *tdq = NULL, const FaTmap *tld = NULL)
 {
+	static_assert(ABL == 0 || TMA, "the ablations are of the TMA kernel");
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
@@ -2140,7 +2145,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				    i0 + FA_ROWS, S);
 			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 		}
-		if (TMA && it > 0)   // the last round's dQ, in the other buffer since the barrier above
+		if (TMA && it > 0 && !(ABL & 1))   // the last round's dQ, in the other buffer since the barrier above
 			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
 		if (TMA) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
 			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
@@ -2162,17 +2167,22 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			__syncthreads();
 		}
 		float st[32], dp[32];   // [4 j + e]: keys 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
-		fa_wg_fence();
-		for (int kk = 0; kk < DH / 16; kk++) {
-			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-			fa_wgss64<0, 0>(st, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
-			fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+		if (ABL & 8) {
+			for (int e = 0; e < 32; e++)
+				st[e] = dp[e] = 0;
+		} else {
+			fa_wg_fence();
+			for (int kk = 0; kk < DH / 16; kk++) {
+				int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+				fa_wgss64<0, 0>(st, fa_desc_sw(Ks + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
+				fa_wgss64<0, 0>(dp, fa_desc_sw(Vs + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+			}
+			fa_wg_wait();
+			fa_wg_done(st, 32);
+			fa_wg_done(dp, 32);
 		}
-		fa_wg_wait();
-		fa_wg_done(st, 32);
-		fa_wg_done(dp, 32);
 		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
-			if (threadIdx.x == 0)
+			if (threadIdx.x == 0 && !(ABL & 1))
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
 					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
@@ -2184,7 +2194,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
 			for (int e = 0; e < 2; e++) {
 				float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
-				float p0 = fa_exp2(st[4 * n + e] * scale2 - Lc), p1 = fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
+				float p0 = ABL & 2 ? st[4 * n + e] * scale2 - Lc : fa_exp2(st[4 * n + e] * scale2 - Lc),
+				      p1 = ABL & 2 ? st[4 * n + 2 + e] * scale2 - Lc : fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
 				if (edge) {
 					int i = (int)i0 + n * 8 + 2 * t + e;   // S < 2^31 (the grid's y is at most 65,535 blocks)
 					p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
@@ -2207,7 +2218,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		}
 		// dV += P^T dO, dK += dS^T Q: 16 queries a step, the tiles read transposed
 		fa_wg_fence();
-		for (int kc = 0; kc < 4; kc++) {
+		for (int kc = 0; kc < 4 && !(ABL & 4); kc++) {
 			fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
 			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
 		}
@@ -2218,11 +2229,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		// bytes apart, 8-key ones 8 of those), K transposed as V above
 		float dqa[DH / 2];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 8 j + 2 t + e % 2
 		fa_wg_fence();
-		for (int kc = 0; kc < 4; kc++)
+		for (int kc = 0; kc < 4 && !(ABL & 1); kc++)
 			fa_wgss_t<DH>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128), fa_desc_sw(Ks + kc * 16 * 64, LBO), kc > 0);
 		fa_wg_wait();   // dV's and dK's groups and dQ's
 		fa_wg_done(dva, DH / 2);
 		fa_wg_done(dka, DH / 2);
+		if (ABL & 1)
+			continue;
 		fa_wg_done(dqa, DH / 2);
 		if (TMA) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
 			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa);
@@ -2246,7 +2259,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			}
 		}
 	}
-	if (TMA) {   // the last round's dQ, and every reduction done before the block's shared memory goes
+	if (TMA && !(ABL & 1)) {   // the last round's dQ, and every reduction done before the block's shared memory goes
 		__syncthreads();
 		i64 last = first + (S - 1 - first) / FA_ROWS * FA_ROWS;
 		fa_dq_reduce<DH>((const float *)(qg + (((last - first) / FA_ROWS) & 1) * 2 * TILE), tdq, h, last, b);
@@ -2559,6 +2572,21 @@ FLASH_BWD_WG_TMA(96)
 FLASH_BWD_WG_TMA(128)
 FLASH_BWD_WG_SUMS_TMA(64)
 FLASH_BWD_WG_SUMS_TMA(96)
+// flash_bwd_wg's ablations at heads of 96 (for timing: runtime/cuda/ops.c, MGL_FA_BWD_ABL)
+#define FLASH_BWD_WG_ABL(DH, N)                                                                                      \
+	__global__ void __launch_bounds__(128) k_flash_bwd_wg_abl_##N##_##DH(                                         \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
+	    const __grid_constant__ FaTmap tld)                                                                      \
+	{                                                                                                            \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true, N>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, \
+							    part, &tq, &tdo, &tdq, &tld));)                           \
+	}
+FLASH_BWD_WG_ABL(96, 1)
+FLASH_BWD_WG_ABL(96, 2)
+FLASH_BWD_WG_ABL(96, 4)
+FLASH_BWD_WG_ABL(96, 8)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

@@ -27,7 +27,8 @@
 	X(flash_bwd_wg_tma_64) X(flash_bwd_wg_tma_96) X(flash_bwd_wg_tma_128) X(flash_bwd_wg_sums_tma_64)                  \
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
-	X(layernorm_bwd_pf)
+	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
+	X(flash_bwd_wg_abl_8_96)
 
 enum {
 #define X(k) K_##k,
@@ -773,6 +774,22 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
+		const char *abl = getenv("MGL_FA_BWD_ABL");
+		if (abl && sums && tma && dh == 96) {   /* an ablation, for timing: its gradients are wrong (docs/gpu.md) */
+			static const int kabl[9] = {[1] = K_flash_bwd_wg_abl_1_96, [2] = K_flash_bwd_wg_abl_2_96,
+						    [4] = K_flash_bwd_wg_abl_4_96, [8] = K_flash_bwd_wg_abl_8_96};
+			static const char *what[9] = {[1] = "its dQ", [2] = "its exponentials", [4] = "dV's and dK's GEMMs",
+						      [8] = "S's and dP's GEMMs"};
+			int which = atoi(abl);
+			if (which < 1 || which > 8 || !kabl[which])
+				return cuda_fail(r, "MGL_FA_BWD_ABL=%s: 1 (no dQ), 2 (no exponentials), 4 (no dV and dK) or 8 (no S and dP)", abl);
+			static bool told;
+			if (!told)
+				fprintf(stderr, "mgl: MGL_FA_BWD_ABL=%d: the attention backward leaves out %s (for timing: the gradients are wrong)\n",
+					which, what[which]);
+			told = true;
+			k = kabl[which];
+		}
 		if (sums)
 			args[na++] = &part;
 		if (tma) {
