@@ -312,23 +312,27 @@ __device__ __forceinline__ void lnb_halve(float *s, int lane)
 // same bits every run). Grid R bands, blockDim 32 ceil(D / 256).
 #define LNB_ROWS 4
 // LNB_ROWS rows' x, dy and add (zeros past r1 or without add) from g0, and each row's first
-// element of x (lnb_layernorm_bwd's)
+// element of x (lnb_layernorm_bwd's; ABL & 4: none loaded, zeros)
+template <int ABL = 0>
 __device__ __forceinline__ void lnb_load(uint4 *xr, uint4 *gr, uint4 *ar, float *x0, const void *x, const void *dy,
 					 const void *add, i64 g0, i64 r1, i64 D, i64 j, bool mine)
 {
 #pragma unroll
 	for (int q = 0; q < LNB_ROWS; q++) {
 		i64 row = g0 + q;
-		bool ok = mine && row < r1;
+		bool ok = mine && row < r1 && !(ABL & 4);
 		xr[q] = ln8_raw(x, row * D + j, ok);
 		gr[q] = ln8_raw(dy, row * D + j, ok);
 		ar[q] = ln8_raw(add, row * D + j, ok && add);
-		x0[q] = row < r1 ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
+		x0[q] = row < r1 && !(ABL & 4) ? bf2f(((const bf16 *)x)[row * D]) : 0.0f;
 	}
 }
 // PF (k_layernorm_bwd_pf): the next group's loads issued before this group's barriers, so
-// that they land while the block waits there and writes this group's dx
-template <bool PF>
+// that they land while the block waits there and writes this group's dx. ABL
+// (k_layernorm_bwd_abl_N, MGL_NORM_BWD_ABL=N: for timing, its results wrong): one part left
+// out, to measure what it adds: 1 the row sums across the block (no shared memory, no
+// barriers: each row's sums taken as 0), 2 the stores of dx, 4 the loads (zeros instead)
+template <bool PF, int ABL = 0>
 __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
 {
@@ -343,11 +347,11 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 	uint4 xr[LNB_ROWS], gr[LNB_ROWS], ar[LNB_ROWS];
 	float x0[LNB_ROWS];
 	if (PF)
-		lnb_load(xr, gr, ar, x0, x, dy, add, r0, r1, D, j, mine);
+		lnb_load<ABL>(xr, gr, ar, x0, x, dy, add, r0, r1, D, j, mine);
 	for (i64 g0 = r0; g0 < r1; g0 += LNB_ROWS) {
 		float s[4 * LNB_ROWS];
 		if (!PF)
-			lnb_load(xr, gr, ar, x0, x, dy, add, g0, r1, D, j, mine);
+			lnb_load<ABL>(xr, gr, ar, x0, x, dy, add, g0, r1, D, j, mine);
 #pragma unroll
 		for (int q = 0; q < LNB_ROWS; q++) {
 			float v[8], g[8];
@@ -360,25 +364,30 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		uint4 nx[PF ? LNB_ROWS : 1], ng[PF ? LNB_ROWS : 1], na[PF ? LNB_ROWS : 1];
 		float n0[PF ? LNB_ROWS : 1];
 		if (PF)
-			lnb_load(nx, ng, na, n0, x, dy, add, g0 + LNB_ROWS, r1, D, j, mine);
-		lnb_halve<4 * LNB_ROWS, 16>(s, lane);
-		constexpr int per = 32 / (4 * LNB_ROWS);   // lanes holding each value's sum
-		if (lane % per == 0)
-			red[wp][lane / per] = s[0];
-		__syncthreads();
-		if (threadIdx.x < 4 * LNB_ROWS) {
-			float a = 0;
-			for (int k = 0; k < W; k++)
-				a += red[k][threadIdx.x];
-			tot[threadIdx.x] = a;
+			lnb_load<ABL>(nx, ng, na, n0, x, dy, add, g0 + LNB_ROWS, r1, D, j, mine);
+		if (!(ABL & 1)) {
+			lnb_halve<4 * LNB_ROWS, 16>(s, lane);
+			constexpr int per = 32 / (4 * LNB_ROWS);   // lanes holding each value's sum
+			if (lane % per == 0)
+				red[wp][lane / per] = s[0];
+			__syncthreads();
+			if (threadIdx.x < 4 * LNB_ROWS) {
+				float a = 0;
+				for (int k = 0; k < W; k++)
+					a += red[k][threadIdx.x];
+				tot[threadIdx.x] = a;
+			}
+			__syncthreads();
 		}
-		__syncthreads();
 #pragma unroll
 		for (int q = 0; q < LNB_ROWS; q++) {
 			i64 row = g0 + q;
 			float mean, rstd, sg, sgx;
-			ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean, &rstd, &sg,
-				       &sgx);
+			if (ABL & 1)
+				ln_bwd_moments(x0[q], 0.0f, 0.0f, 0.0f, 0.0f, D, eps, &mean, &rstd, &sg, &sgx);
+			else
+				ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean,
+					       &rstd, &sg, &sgx);
 			if (!mine || row >= r1)
 				continue;
 			float v[8], g[8], a[8], o[8];
@@ -386,7 +395,8 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			ln8_unpack(gr[q], g);
 			ln8_unpack(ar[q], a);   // (zeros without add)
 			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
-			ln8_store(dx, row * D + j, o);
+			if (!(ABL & 2))
+				ln8_store(dx, row * D + j, o);
 		}
 		if (PF)   // (tot is written again only past the next group's first barrier, which every
 			  // thread reaches after its reads of it here)
@@ -532,6 +542,17 @@ __global__ void __launch_bounds__(192, 2) k_layernorm_bwd_pf(const void *dy, con
 {
 	lnb_layernorm_bwd<true>(dy, x, w, dx, add, part, sums, M, D, eps);
 }
+// ... its ablations (for timing: runtime/cuda/ops.c, MGL_NORM_BWD_ABL)
+#define LAYERNORM_BWD_ABL(N)                                                                                         \
+	__global__ void __launch_bounds__(192, 2) k_layernorm_bwd_abl_##N(const void *dy, const void *x, const float *w, \
+									  void *dx, const void *add, float *part, int sums, \
+									  i64 M, i64 D, float eps)                      \
+	{                                                                                                            \
+		lnb_layernorm_bwd<true, N>(dy, x, w, dx, add, part, sums, M, D, eps);                                \
+	}
+LAYERNORM_BWD_ABL(1)
+LAYERNORM_BWD_ABL(2)
+LAYERNORM_BWD_ABL(4)
 
 // a warp a row: 1 / root mean square of x[D]
 __device__ float row_rms(const void *x, int dt, i64 row, i64 D, float eps)

@@ -28,7 +28,7 @@
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
-	X(flash_bwd_wg_abl_8_96)
+	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)
 
 enum {
 #define X(k) K_##k,
@@ -461,6 +461,22 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		/* up to 1,536 columns, the next rows' loads in flight through each group's barriers
 		 * (k_layernorm_bwd_pf: perf-notes, twentieth sitting) */
 		int k = D <= 1536 ? K_layernorm_bwd_pf : K_layernorm_bwd_block;
+		const char *abl = getenv("MGL_NORM_BWD_ABL");
+		if (abl && D <= 1536) {   /* an ablation, for timing: its gradients are wrong (docs/gpu.md) */
+			static const int kabl[5] = {[1] = K_layernorm_bwd_abl_1, [2] = K_layernorm_bwd_abl_2,
+						    [4] = K_layernorm_bwd_abl_4};
+			static const char *what[5] = {[1] = "its row sums across the block", [2] = "its stores of dx",
+						      [4] = "its loads"};
+			int which = atoi(abl);
+			if (which < 1 || which > 4 || !kabl[which])
+				return cuda_fail(r, "MGL_NORM_BWD_ABL=%s: 1 (no row sums), 2 (no stores) or 4 (no loads)", abl);
+			static bool told;
+			if (!told)
+				fprintf(stderr, "mgl: MGL_NORM_BWD_ABL=%d: the layer norm backward leaves out %s (for timing: the gradients are wrong)\n",
+					which, what[which]);
+			told = true;
+			k = kabl[which];
+		}
 		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
 				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, FINISH_ROWS, 1};
