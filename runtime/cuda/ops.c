@@ -421,6 +421,41 @@ static int op_layernorm(CudaCtx *c)
 	return launch(c->r, K_layernorm, M, 32, ARGS(&X, &xdt, &w, &b, &y, &ydt, &M, &D, &eps));
 }
 
+/* Ablations, for timing only: a kernel that leaves one part of the default one's work out,
+ * chosen by a variable's value N (1, 2, 4 or 8); its gradients are wrong, which mgl says
+ * once (docs/gpu.md: MGL_NORM_BWD_ABL, MGL_FA_BWD_ABL; kernels/ops.cu: the kernels' ABL). */
+typedef struct {
+	const char *var, *op;
+	int kernel[9];          /* by N (0: none; no ablation is kernel 0) */
+	const char *what[9];    /* what kernel[N] leaves out */
+	bool told;
+} Ablation;
+static Ablation norm_bwd_ablation = {
+	"MGL_NORM_BWD_ABL", "the layer norm backward",
+	{[1] = K_layernorm_bwd_abl_1, [2] = K_layernorm_bwd_abl_2, [4] = K_layernorm_bwd_abl_4},
+	{[1] = "its row sums across the block", [2] = "its stores of dx", [4] = "its loads"}, false};
+static Ablation fa_bwd_ablation = {
+	"MGL_FA_BWD_ABL", "the attention backward",
+	{[1] = K_flash_bwd_wg_abl_1_96, [2] = K_flash_bwd_wg_abl_2_96, [4] = K_flash_bwd_wg_abl_4_96, [8] = K_flash_bwd_wg_abl_8_96},
+	{[1] = "its dQ", [2] = "its exponentials", [4] = "dV's and dK's GEMMs", [8] = "S's and dP's GEMMs"}, false};
+
+/* *k: a's kernel where its variable is set (an error where that names none), else as it was */
+static int ablation(RtRank *r, Ablation *a, int *k)
+{
+	const char *v = getenv(a->var);
+	if (!v)
+		return 0;
+	int n = atoi(v);
+	if (n < 1 || n > 8 || !a->kernel[n])
+		return cuda_fail(r, "%s=%s names none of %s's ablations (docs/gpu.md)", a->var, v, a->op);
+	if (!a->told)
+		fprintf(stderr, "mgl: %s=%d: %s leaves out %s (for timing: the gradients are wrong)\n", a->var, n, a->op,
+			a->what[n]);
+	a->told = true;
+	*k = a->kernel[n];
+	return 0;
+}
+
 /* k_parts_finish's rows of threads (its blockDim.y): 32 measured 0.6-1.2 ms a step quicker
  * than 8 (perf-notes, seventeenth sitting) */
 enum { FINISH_ROWS = 32 };
@@ -461,22 +496,8 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 		/* up to 1,536 columns, the next rows' loads in flight through each group's barriers
 		 * (k_layernorm_bwd_pf: perf-notes, twentieth sitting) */
 		int k = D <= 1536 ? K_layernorm_bwd_pf : K_layernorm_bwd_block;
-		const char *abl = getenv("MGL_NORM_BWD_ABL");
-		if (abl && D <= 1536) {   /* an ablation, for timing: its gradients are wrong (docs/gpu.md) */
-			static const int kabl[5] = {[1] = K_layernorm_bwd_abl_1, [2] = K_layernorm_bwd_abl_2,
-						    [4] = K_layernorm_bwd_abl_4};
-			static const char *what[5] = {[1] = "its row sums across the block", [2] = "its stores of dx",
-						      [4] = "its loads"};
-			int which = atoi(abl);
-			if (which < 1 || which > 4 || !kabl[which])
-				return cuda_fail(r, "MGL_NORM_BWD_ABL=%s: 1 (no row sums), 2 (no stores) or 4 (no loads)", abl);
-			static bool told;
-			if (!told)
-				fprintf(stderr, "mgl: MGL_NORM_BWD_ABL=%d: the layer norm backward leaves out %s (for timing: the gradients are wrong)\n",
-					which, what[which]);
-			told = true;
-			k = kabl[which];
-		}
+		if (D <= 1536 && ablation(r, &norm_bwd_ablation, &k))
+			return -1;
 		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
 				    ARGS(&g, &X, &w, &dx, &add, &bands, &sums, &M, &D, &eps), 0, d->compute));
 		dim3 grid = {(unsigned)((D + 31) / 32), 3, 1}, block = {32, FINISH_ROWS, 1};
@@ -790,22 +811,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
-		const char *abl = getenv("MGL_FA_BWD_ABL");
-		if (abl && sums && tma && dh == 96) {   /* an ablation, for timing: its gradients are wrong (docs/gpu.md) */
-			static const int kabl[9] = {[1] = K_flash_bwd_wg_abl_1_96, [2] = K_flash_bwd_wg_abl_2_96,
-						    [4] = K_flash_bwd_wg_abl_4_96, [8] = K_flash_bwd_wg_abl_8_96};
-			static const char *what[9] = {[1] = "its dQ", [2] = "its exponentials", [4] = "dV's and dK's GEMMs",
-						      [8] = "S's and dP's GEMMs"};
-			int which = atoi(abl);
-			if (which < 1 || which > 8 || !kabl[which])
-				return cuda_fail(r, "MGL_FA_BWD_ABL=%s: 1 (no dQ), 2 (no exponentials), 4 (no dV and dK) or 8 (no S and dP)", abl);
-			static bool told;
-			if (!told)
-				fprintf(stderr, "mgl: MGL_FA_BWD_ABL=%d: the attention backward leaves out %s (for timing: the gradients are wrong)\n",
-					which, what[which]);
-			told = true;
-			k = kabl[which];
-		}
+		if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
+			return -1;
 		if (sums)
 			args[na++] = &part;
 		if (tma) {
