@@ -536,23 +536,18 @@ __global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void 
 // ... with the next rows' loads in flight through each group's barriers, on rows of up to
 // 1,536 (192 threads; the default there: runtime/cuda/ops.c, 0.03-0.09 ms a step quicker,
 // perf-notes' twentieth sitting): two blocks an SM, as k_layernorm_bwd_block has at 1,536,
-// with the registers that holds (170)
-__global__ void __launch_bounds__(192, 2) k_layernorm_bwd_pf(const void *dy, const void *x, const float *w, void *dx,
-							     const void *add, float *part, int sums, i64 M, i64 D, float eps)
-{
-	lnb_layernorm_bwd<true>(dy, x, w, dx, add, part, sums, M, D, eps);
-}
-// ... its ablations (for timing: runtime/cuda/ops.c, MGL_NORM_BWD_ABL)
-#define LAYERNORM_BWD_ABL(N)                                                                                         \
-	__global__ void __launch_bounds__(192, 2) k_layernorm_bwd_abl_##N(const void *dy, const void *x, const float *w, \
-									  void *dx, const void *add, float *part, int sums, \
-									  i64 M, i64 D, float eps)                      \
+// with the registers that holds (170); and (ABL) its ablations, for timing (runtime/cuda/ops.c,
+// MGL_NORM_BWD_ABL)
+#define LAYERNORM_BWD_PF(NAME, ABL)                                                                                  \
+	__global__ void __launch_bounds__(192, 2) NAME(const void *dy, const void *x, const float *w, void *dx,      \
+						       const void *add, float *part, int sums, i64 M, i64 D, float eps) \
 	{                                                                                                            \
-		lnb_layernorm_bwd<true, N>(dy, x, w, dx, add, part, sums, M, D, eps);                                \
+		lnb_layernorm_bwd<true, ABL>(dy, x, w, dx, add, part, sums, M, D, eps);                              \
 	}
-LAYERNORM_BWD_ABL(1)
-LAYERNORM_BWD_ABL(2)
-LAYERNORM_BWD_ABL(4)
+LAYERNORM_BWD_PF(k_layernorm_bwd_pf, 0)
+LAYERNORM_BWD_PF(k_layernorm_bwd_abl_1, 1)
+LAYERNORM_BWD_PF(k_layernorm_bwd_abl_2, 2)
+LAYERNORM_BWD_PF(k_layernorm_bwd_abl_4, 4)
 
 // a warp a row: 1 / root mean square of x[D]
 __device__ float row_rms(const void *x, int dt, i64 row, i64 D, float eps)
@@ -2551,15 +2546,16 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, false, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,  \
 							  NULL, &tq, &tdo, &tdq, &tld));)                             \
 	}
-#define FLASH_BWD_WG_SUMS_TMA(DH)                                                                                    \
-	__global__ void __launch_bounds__(128) k_flash_bwd_wg_sums_tma_##DH(                                          \
+// (NAME, ABL: also its ablations, for timing: runtime/cuda/ops.c, MGL_FA_BWD_ABL)
+#define FLASH_BWD_WG_SUMS_TMA(DH, NAME, ABL)                                                                         \
+	__global__ void __launch_bounds__(128) NAME(                                                                 \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal,   \
-							 part, &tq, &tdo, &tdq, &tld));)                              \
+		FA_WG_BODY((flash_bwd_wg<DH, true, true, ABL>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
+							      causal, part, &tq, &tdo, &tdq, &tld));)                 \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
@@ -2591,23 +2587,12 @@ FLASH_BWD_WG_SUMS(96)
 FLASH_BWD_WG_TMA(64)
 FLASH_BWD_WG_TMA(96)
 FLASH_BWD_WG_TMA(128)
-FLASH_BWD_WG_SUMS_TMA(64)
-FLASH_BWD_WG_SUMS_TMA(96)
-// flash_bwd_wg's ablations at heads of 96 (for timing: runtime/cuda/ops.c, MGL_FA_BWD_ABL)
-#define FLASH_BWD_WG_ABL(DH, N)                                                                                      \
-	__global__ void __launch_bounds__(128) k_flash_bwd_wg_abl_##N##_##DH(                                         \
-	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
-	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
-	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
-	    const __grid_constant__ FaTmap tld)                                                                      \
-	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg<DH, true, true, N>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo, causal, \
-							    part, &tq, &tdo, &tdq, &tld));)                           \
-	}
-FLASH_BWD_WG_ABL(96, 1)
-FLASH_BWD_WG_ABL(96, 2)
-FLASH_BWD_WG_ABL(96, 4)
-FLASH_BWD_WG_ABL(96, 8)
+FLASH_BWD_WG_SUMS_TMA(64, k_flash_bwd_wg_sums_tma_64, 0)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_sums_tma_96, 0)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_1_96, 1)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_2_96, 2)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_4_96, 4)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_8_96, 8)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)
