@@ -216,6 +216,17 @@ PY
 		ok "$([ $st = 0 ] && echo 1)" "mgl bench, GPT-2 124M at tp $tp"
 		[ $st = 0 ] || { tail -3 "$out/bench_tp$tp.txt"; tail -3 "$out/bench_tp$tp.err"; }
 	done
+	# the ablation switches (docs/gpu.md): a value that names a kernel says its gradients are
+	# wrong; one that names none stops mgl with that error, not a silent default
+	small="models/gpt2.mgl --preset 124m --set layers=1 --batch 1 --seq 128 --steps 1 --warmup 1 --backend cuda"
+	MGL_NORM_BWD_ABL=2 "$mgl" bench $small >"$out/abl2.txt" 2>&1
+	st=$?
+	ok "$([ $st = 0 ] && grep -q 'MGL_NORM_BWD_ABL=2: the layer norm backward leaves out its stores of dx' "$out/abl2.txt" && echo 1)" \
+		"MGL_NORM_BWD_ABL=2 runs and warns (exit $st)"
+	MGL_NORM_BWD_ABL=3 "$mgl" bench $small >"$out/abl3.txt" 2>&1
+	st=$?
+	ok "$([ $st != 0 ] && grep -q 'MGL_NORM_BWD_ABL=3 names none of the layer norm backward' "$out/abl3.txt" && echo 1)" \
+		"MGL_NORM_BWD_ABL=3 is an error (exit $st)"
 fi
 # 7. --tensorboard (docs/train.md): a run on the GPU and its resume, both with --log, read
 # back by TensorBoard's own reader against the log (tests/gpu/tensorboard_read.py)
