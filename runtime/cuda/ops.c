@@ -28,7 +28,7 @@
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
-	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4) X(layernorm_bwd_mom) X(gelu8)
+	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4) X(layernorm_bwd_mom)
 
 enum {
 #define X(k) K_##k,
@@ -251,14 +251,6 @@ double cuda_gemm_rate(RtRank *r, int64_t n)
 #define ACC(k) rt_adds(c->r->job, c->index, k, c->first_micro)
 #define ARGS(...) (void *[]){__VA_ARGS__}
 
-/* y = gelu(x) of n elements: 8 a thread (k_gelu8) on aligned bf16, else one */
-static int gelu(RtRank *r, const void *x, int xdt, void *y, int ydt, int64_t n)
-{
-	if (xdt == MGL_BF16 && ydt == MGL_BF16 && n % 8 == 0 && ((uintptr_t)x | (uintptr_t)y) % 16 == 0)
-		return launch(r, K_gelu8, n / 8, 1, ARGS(&x, &y, &n));
-	return launch(r, K_gelu, n, 1, ARGS(&x, &xdt, &y, &ydt, &n));
-}
-
 /* the operand a GEMM reads: the bf16 copy when the value is a parameter */
 static const void *operand(const RtRank *r, int v)
 {
@@ -280,16 +272,11 @@ static int op_matmul(CudaCtx *c)
 	unsigned epi = (unsigned)c->s->attr.epi;
 	const MglStep *b = epi & MGL_EPI_BIAS ? c->s + 1 : NULL, *g = epi & MGL_EPI_GELU ? c->s + 2 : NULL,
 		      *a = epi & MGL_EPI_ADD ? c->s + 2 : NULL;
-	/* MGL_GELU_SPLIT=1 (for measuring): the GEMM writes the pre-activation with the bias
-	 * epilogue, and k_gelu8 the gelu's output from it */
-	bool split = g && getenv("MGL_GELU_SPLIT");
-	int out = g && !split ? g->out[0] : a ? a->out[0] : b ? b->out[0] : OUT(0);
+	int out = g ? g->out[0] : a ? a->out[0] : b ? b->out[0] : OUT(0);
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
-	if (lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
-		    P(c->r, out), dt(c->r, out), false, a ? added(c->r, a, b->out[0]) : NULL,
-		    b ? P16(c->r, b->in[1]) : NULL, g && !split ? P(c->r, b->out[0]) : NULL, NULL))
-		return -1;
-	return split ? gelu(c->r, P(c->r, out), dt(c->r, out), P(c->r, g->out[0]), dt(c->r, g->out[0]), M * N) : 0;
+	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
+		       P(c->r, out), dt(c->r, out), false, a ? added(c->r, a, b->out[0]) : NULL,
+		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL, NULL);
 }
 
 static int op_matmul_dx(CudaCtx *c)
@@ -563,9 +550,7 @@ static int op_unary(CudaCtx *c)
 	int64_t n = mgl_numel(val(c->r, IN(0)));
 	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
 	void *x = P(c->r, IN(0)), *y = P(c->r, OUT(0));
-	if (c->s->op == MGL_OP_GELU)
-		return gelu(c->r, x, xdt, y, ydt, n);
-	return launch(c->r, K_tanh, n, 1, ARGS(&x, &xdt, &y, &ydt, &n));
+	return launch(c->r, c->s->op == MGL_OP_GELU ? K_gelu : K_tanh, n, 1, ARGS(&x, &xdt, &y, &ydt, &n));
 }
 
 /* gelu_bwd (dy, x), tanh_bwd (dy, y) */
