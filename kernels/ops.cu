@@ -206,17 +206,6 @@ __device__ __forceinline__ void ln8_bwd_dx(const float *v, const float *g, const
 		t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
 	}
 }
-// ... with xhat as v rstd - mean rstd (one multiply-add; k_layernorm_bwd_mom)
-__device__ __forceinline__ void ln8_bwd_dx_fma(const float *v, const float *g, const float *ww, const float *a,
-					       float mean, float rstd, float sg, float sgx, float *o, float (*t)[8])
-{
-	float nm = -mean * rstd;
-	for (int e = 0; e < 8; e++) {
-		float xh = fmaf(v[e], rstd, nm);
-		o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
-		t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
-	}
-}
 // ... those four sums taken in one pass, a warp the row (ln8_ok's rows)
 __device__ __forceinline__ void ln8_bwd_sums(const void *dy, const void *x, const float *w, i64 row, i64 D, float eps,
 					     float *mean, float *rstd, float *sg, float *sgx)
@@ -342,11 +331,8 @@ __device__ __forceinline__ void lnb_load(uint4 *xr, uint4 *gr, uint4 *ar, float 
 // that they land while the block waits there and writes this group's dx. ABL
 // (k_layernorm_bwd_abl_N, MGL_NORM_BWD_ABL=N: for timing, its results wrong): one part left
 // out, to measure what it adds: 1 the row sums across the block (no shared memory, no
-// barriers: each row's sums taken as 0), 2 the stores of dx, 4 the loads (zeros instead).
-// MOM (k_layernorm_bwd_mom, MGL_NORM_MOM=1): each row's moments (ln_bwd_moments: four
-// divisions and a root) taken once, by a lane of warp 0 as it adds the warps' sums, not by
-// every thread, and xhat as one multiply-add
-template <bool PF, int ABL = 0, bool MOM = false>
+// barriers: each row's sums taken as 0), 2 the stores of dx, 4 the loads (zeros instead)
+template <bool PF, int ABL = 0>
 __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
 {
@@ -385,18 +371,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			if (lane % per == 0)
 				red[wp][lane / per] = s[0];
 			__syncthreads();
-			if (MOM && wp == 0) {   // lane 4 q: row q's sums from lanes 4 q .. 4 q + 3, its moments
-				float a = 0;
-				for (int k = 0; lane < 4 * LNB_ROWS && k < W; k++)
-					a += red[k][lane];
-				float a1 = __shfl_down_sync(0xffffffffu, a, 1), a2 = __shfl_down_sync(0xffffffffu, a, 2),
-				      a3 = __shfl_down_sync(0xffffffffu, a, 3);
-#pragma unroll
-				for (int q = 0; q < LNB_ROWS; q++)
-					if (lane == 4 * q)
-						ln_bwd_moments(x0[q], a, a1, a2, a3, D, eps, &tot[4 * q], &tot[4 * q + 1],
-							       &tot[4 * q + 2], &tot[4 * q + 3]);
-			} else if (!MOM && threadIdx.x < 4 * LNB_ROWS) {
+			if (threadIdx.x < 4 * LNB_ROWS) {
 				float a = 0;
 				for (int k = 0; k < W; k++)
 					a += red[k][threadIdx.x];
@@ -408,9 +383,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		for (int q = 0; q < LNB_ROWS; q++) {
 			i64 row = g0 + q;
 			float mean, rstd, sg, sgx;
-			if (MOM)
-				mean = tot[4 * q], rstd = tot[4 * q + 1], sg = tot[4 * q + 2], sgx = tot[4 * q + 3];
-			else if (ABL & 1)
+			if (ABL & 1)
 				ln_bwd_moments(x0[q], 0.0f, 0.0f, 0.0f, 0.0f, D, eps, &mean, &rstd, &sg, &sgx);
 			else
 				ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean,
@@ -421,10 +394,7 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 			ln8_unpack(xr[q], v);
 			ln8_unpack(gr[q], g);
 			ln8_unpack(ar[q], a);   // (zeros without add)
-			if (MOM)
-				ln8_bwd_dx_fma(v, g, ww, a, mean, rstd, sg, sgx, o, t);
-			else
-				ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
+			ln8_bwd_dx(v, g, ww, a, mean, rstd, sg, sgx, o, t);
 			if (!(ABL & 2))
 				ln8_store(dx, row * D + j, o);
 		}
@@ -568,17 +538,16 @@ __global__ void __launch_bounds__(LNB_THREADS) k_layernorm_bwd_block(const void 
 // perf-notes' twentieth sitting): two blocks an SM, as k_layernorm_bwd_block has at 1,536,
 // with the registers that holds (170); and (ABL) its ablations, for timing (runtime/cuda/ops.c,
 // MGL_NORM_BWD_ABL)
-#define LAYERNORM_BWD_PF(NAME, ABL, MOM)                                                                             \
+#define LAYERNORM_BWD_PF(NAME, ABL)                                                                                  \
 	__global__ void __launch_bounds__(192, 2) NAME(const void *dy, const void *x, const float *w, void *dx,      \
 						       const void *add, float *part, int sums, i64 M, i64 D, float eps) \
 	{                                                                                                            \
-		lnb_layernorm_bwd<true, ABL, MOM>(dy, x, w, dx, add, part, sums, M, D, eps);                         \
+		lnb_layernorm_bwd<true, ABL>(dy, x, w, dx, add, part, sums, M, D, eps);                              \
 	}
-LAYERNORM_BWD_PF(k_layernorm_bwd_pf, 0, false)
-LAYERNORM_BWD_PF(k_layernorm_bwd_mom, 0, true)
-LAYERNORM_BWD_PF(k_layernorm_bwd_abl_1, 1, false)
-LAYERNORM_BWD_PF(k_layernorm_bwd_abl_2, 2, false)
-LAYERNORM_BWD_PF(k_layernorm_bwd_abl_4, 4, false)
+LAYERNORM_BWD_PF(k_layernorm_bwd_pf, 0)
+LAYERNORM_BWD_PF(k_layernorm_bwd_abl_1, 1)
+LAYERNORM_BWD_PF(k_layernorm_bwd_abl_2, 2)
+LAYERNORM_BWD_PF(k_layernorm_bwd_abl_4, 4)
 
 // a warp a row: 1 / root mean square of x[D]
 __device__ float row_rms(const void *x, int dt, i64 row, i64 D, float eps)

@@ -28,7 +28,7 @@
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
-	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4) X(layernorm_bwd_mom)
+	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)
 
 enum {
 #define X(k) K_##k,
@@ -495,7 +495,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 			return -1;
 		/* up to 1,536 columns, the next rows' loads in flight through each group's barriers
 		 * (k_layernorm_bwd_pf: perf-notes, twentieth sitting) */
-		int k = D > 1536 ? K_layernorm_bwd_block : getenv("MGL_NORM_MOM") ? K_layernorm_bwd_mom : K_layernorm_bwd_pf;
+		int k = D <= 1536 ? K_layernorm_bwd_pf : K_layernorm_bwd_block;
 		if (D <= 1536 && ablation(r, &norm_bwd_ablation, &k))
 			return -1;
 		CK(cudaLaunchKernel((const void *)d->kernels[k], cuda_dim3(B), cuda_dim3(32 * ((D + 255) / 256)),
@@ -1266,11 +1266,6 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
-		for (int n = 1; h && dh == 96 && n <= 8; n++)   /* the backward's ablations (MGL_FA_BWD_ABL) */
-			if (fa_bwd_ablation.kernel[n])
-				CK(cudaKernelSetAttributeForDevice(d->kernels[fa_bwd_ablation.kernel[n]],
-								   cudaFuncAttributeMaxDynamicSharedMemorySize,
-								   flash_bwd_wg_smem(dh), d->device));
 	}
 	if (d->fa_tma) {   /* the driver's cuTensorMapEncodeTiled, through the runtime (no -lcuda: CI has no driver) */
 		enum cudaDriverEntryPointQueryResult q;
