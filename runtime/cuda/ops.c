@@ -1266,6 +1266,11 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
+		for (int n = 1; h && dh == 96 && n <= 8; n++)   /* the backward's ablations (MGL_FA_BWD_ABL) */
+			if (fa_bwd_ablation.kernel[n])
+				CK(cudaKernelSetAttributeForDevice(d->kernels[fa_bwd_ablation.kernel[n]],
+								   cudaFuncAttributeMaxDynamicSharedMemorySize,
+								   flash_bwd_wg_smem(dh), d->device));
 	}
 	if (d->fa_tma) {   /* the driver's cuTensorMapEncodeTiled, through the runtime (no -lcuda: CI has no driver) */
 		enum cudaDriverEntryPointQueryResult q;
