@@ -331,7 +331,7 @@ __device__ __forceinline__ void lnb_load(uint4 *xr, uint4 *gr, uint4 *ar, float 
 // that they land while the block waits there and writes this group's dx. ABL
 // (k_layernorm_bwd_abl_N, MGL_NORM_BWD_ABL=N: for timing, its results wrong): one part left
 // out, to measure what it adds: 1 the row sums across the block (no shared memory, no
-// barriers: each row's sums taken as 0), 2 the stores of dx, 4 the loads (zeros instead)
+// barriers: each row's mean taken as its first element, 1/std as 1), 2 the stores of dx, 4 the loads (zeros instead)
 template <bool PF, int ABL = 0>
 __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x, const float *w, void *dx,
 						  const void *add, float *part, int sums, i64 M, i64 D, float eps)
@@ -383,8 +383,8 @@ __device__ __forceinline__ void lnb_layernorm_bwd(const void *dy, const void *x,
 		for (int q = 0; q < LNB_ROWS; q++) {
 			i64 row = g0 + q;
 			float mean, rstd, sg, sgx;
-			if (ABL & 1)
-				ln_bwd_moments(x0[q], 0.0f, 0.0f, 0.0f, 0.0f, D, eps, &mean, &rstd, &sg, &sgx);
+			if (ABL & 1)   // (a finite stand-in: the sums' zeros would give 1 / sqrt(eps))
+				mean = x0[q], rstd = 1.0f, sg = sgx = 0.0f;
 			else
 				ln_bwd_moments(x0[q], tot[4 * q], tot[4 * q + 1], tot[4 * q + 2], tot[4 * q + 3], D, eps, &mean,
 					       &rstd, &sg, &sgx);
@@ -2110,8 +2110,11 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // of 64, 212 -> 228 at 96, spills at 128), even with a null part.
 // ABL (k_flash_bwd_wg_abl_N_96, MGL_FA_BWD_ABL=N: for timing, its results wrong):
 // one part of each round left out, to measure what it adds to the round's chain: 1 dQ (its
-// wgmmas, its put and its TMA reduction), 2 the exponentials (P^T = S^T scale - lse), 4 dV's
-// and dK's wgmmas, 8 S^T's and dP^T's wgmmas (both zero)
+// wgmmas, its put and its TMA reduction), 2 the exponentials (P^T = S^T scale - lse held
+// to [0, 1] by the add's saturation, which costs no instruction, so that the gradients stay
+// finite), 4 dV's and dK's wgmmas, 8 S^T's and dP^T's wgmmas (both zero); and of dQ's three
+// parts, 16 the put and the reduction (its wgmmas kept), 32 the reduction (its wgmmas and
+// put kept)
 template <int DH, bool SUMS, bool TMA = false, int ABL = 0>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
@@ -2119,6 +2122,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			     const FaTmap *tdq = NULL, const FaTmap *tld = NULL)
 {
 	static_assert(ABL == 0 || TMA, "the ablations are of the TMA kernel");
+	constexpr bool DQ_PUT = !(ABL & (1 | 16)), DQ_REDUCE = DQ_PUT && !(ABL & 32);
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
@@ -2161,7 +2165,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				    i0 + FA_ROWS, S);
 			fa_tile_sw<DH>(next + TILE, dy + base, D, i0 + FA_ROWS, S);
 		}
-		if (TMA && it > 0 && !(ABL & 1))   // the last round's dQ, in the other buffer since the barrier above
+		if (TMA && it > 0 && DQ_REDUCE)   // the last round's dQ, in the other buffer since the barrier above
 			fa_dq_reduce<DH>((const float *)(qg + ((it - 1) & 1) * 2 * TILE), tdq, h, i0 - FA_ROWS, b);
 		if (TMA) {   // Q, dO, lse and delta by the mbarrier's phase (the warp converged again for wgmma's .aligned)
 			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
@@ -2198,7 +2202,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			fa_wg_done(dp, 32);
 		}
 		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
-			if (threadIdx.x == 0 && !(ABL & 1))
+			if (threadIdx.x == 0 && DQ_REDUCE)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
 					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
@@ -2210,8 +2214,9 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
 			for (int e = 0; e < 2; e++) {
 				float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
-				float p0 = ABL & 2 ? st[4 * n + e] * scale2 - Lc : fa_exp2(st[4 * n + e] * scale2 - Lc),
-				      p1 = ABL & 2 ? st[4 * n + 2 + e] * scale2 - Lc : fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
+				float p0 = ABL & 2 ? __saturatef(st[4 * n + e] * scale2 - Lc) : fa_exp2(st[4 * n + e] * scale2 - Lc),
+				      p1 = ABL & 2 ? __saturatef(st[4 * n + 2 + e] * scale2 - Lc)
+						   : fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
 				if (edge) {
 					int i = (int)i0 + n * 8 + 2 * t + e;   // S < 2^31 (the grid's y is at most 65,535 blocks)
 					p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
@@ -2253,6 +2258,8 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		if (ABL & 1)
 			continue;
 		fa_wg_done(dqa, DH / 2);
+		if (!DQ_PUT)
+			continue;
 		if (TMA) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
 			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa);
 			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -2275,7 +2282,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			}
 		}
 	}
-	if (TMA && !(ABL & 1)) {   // the last round's dQ, and every reduction done before the block's shared memory goes
+	if (TMA && DQ_REDUCE) {   // the last round's dQ, and every reduction done before the block's shared memory goes
 		__syncthreads();
 		i64 last = first + (S - 1 - first) / FA_ROWS * FA_ROWS;
 		fa_dq_reduce<DH>((const float *)(qg + (((last - first) / FA_ROWS) & 1) * 2 * TILE), tdq, h, last, b);
@@ -2593,6 +2600,8 @@ FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_1_96, 1)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_2_96, 2)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_4_96, 4)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_8_96, 8)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_16_96, 16)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_32_96, 32)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

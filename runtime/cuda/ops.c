@@ -28,7 +28,8 @@
 	X(flash_bwd_wg_sums_tma_96) X(flash_fwd_sw_tma_64) X(flash_fwd_sw_tma_qs_96)                                    \
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
-	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)
+	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
+	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96)
 
 enum {
 #define X(k) K_##k,
@@ -422,12 +423,13 @@ static int op_layernorm(CudaCtx *c)
 }
 
 /* Ablations, for timing only: a kernel that leaves one part of the default one's work out,
- * chosen by a variable's value N (1, 2, 4 or 8); its gradients are wrong, which mgl says
+ * chosen by a variable's value N (1, 2, 4, 8, 16 or 32); its gradients are wrong, which mgl says
  * once (docs/gpu.md: MGL_NORM_BWD_ABL, MGL_FA_BWD_ABL; kernels/ops.cu: the kernels' ABL). */
+enum { ABLATIONS = 33 };
 typedef struct {
 	const char *var, *op;
-	int kernel[9];          /* by N (0: none; no ablation is kernel 0) */
-	const char *what[9];    /* what kernel[N] leaves out */
+	int kernel[ABLATIONS];          /* by N (0: none; no ablation is kernel 0) */
+	const char *what[ABLATIONS];    /* what kernel[N] leaves out */
 	bool told;
 } Ablation;
 static Ablation norm_bwd_ablation = {
@@ -436,8 +438,10 @@ static Ablation norm_bwd_ablation = {
 	{[1] = "its row sums across the block", [2] = "its stores of dx", [4] = "its loads"}, false};
 static Ablation fa_bwd_ablation = {
 	"MGL_FA_BWD_ABL", "the attention backward",
-	{[1] = K_flash_bwd_wg_abl_1_96, [2] = K_flash_bwd_wg_abl_2_96, [4] = K_flash_bwd_wg_abl_4_96, [8] = K_flash_bwd_wg_abl_8_96},
-	{[1] = "its dQ", [2] = "its exponentials", [4] = "dV's and dK's GEMMs", [8] = "S's and dP's GEMMs"}, false};
+	{[1] = K_flash_bwd_wg_abl_1_96, [2] = K_flash_bwd_wg_abl_2_96, [4] = K_flash_bwd_wg_abl_4_96, [8] = K_flash_bwd_wg_abl_8_96,
+	 [16] = K_flash_bwd_wg_abl_16_96, [32] = K_flash_bwd_wg_abl_32_96},
+	{[1] = "its dQ", [2] = "its exponentials", [4] = "dV's and dK's GEMMs", [8] = "S's and dP's GEMMs",
+	 [16] = "dQ's put and reduction", [32] = "dQ's reduction"}, false};
 
 /* *k: a's kernel where its variable is set (an error where that names none), else as it was */
 static int ablation(RtRank *r, Ablation *a, int *k)
@@ -446,7 +450,7 @@ static int ablation(RtRank *r, Ablation *a, int *k)
 	if (!v)
 		return 0;
 	int n = atoi(v);
-	if (n < 1 || n > 8 || !a->kernel[n])
+	if (n < 1 || n >= ABLATIONS || !a->kernel[n])
 		return cuda_fail(r, "%s=%s names none of %s's ablations (docs/gpu.md)", a->var, v, a->op);
 	if (!a->told)
 		fprintf(stderr, "mgl: %s=%d: %s leaves out %s (for timing: the gradients are wrong)\n", a->var, n, a->op,
@@ -1266,7 +1270,7 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
-		for (int n = 1; h && dh == 96 && n <= 8; n++)   /* the backward's ablations (MGL_FA_BWD_ABL) */
+		for (int n = 1; h && dh == 96 && n < ABLATIONS; n++)   /* the backward's ablations (MGL_FA_BWD_ABL) */
 			if (fa_bwd_ablation.kernel[n])
 				CK(cudaKernelSetAttributeForDevice(d->kernels[fa_bwd_ablation.kernel[n]],
 								   cudaFuncAttributeMaxDynamicSharedMemorySize,
