@@ -119,6 +119,7 @@ test: includes $(BUILD)/mgl $(TEST_UNITS) $(BUILD)/tests/mgl_oom
 	@tests/cli_import.sh $(BUILD)/mgl
 	@tests/cli_launch.sh $(BUILD)/mgl
 	@tests/plot.sh $(BUILD)/mgl
+	@tests/scripts.sh $(BUILD)/mgl
 	@tests/cli_oom.sh $(BUILD)/mgl $(BUILD)/tests/mgl_oom
 
 includes:

@@ -1,0 +1,43 @@
+#!/bin/sh
+# tests/scripts.sh — the GPU machine's measuring scripts that can be checked here:
+# scripts/kernel_times.py on a CSV laid out as Nsight Compute writes it (its own lines before
+# the header, a row a kernel a metric, units in their own column) sums one step's kernels by
+# name (the launches after the last but one k_adamw, up to the last), and refuses a run
+# with fewer than two optimizer launches.
+# usage: tests/scripts.sh MGL   (MGL unused: the same calling convention as the others)
+mgl=${1:?usage: tests/scripts.sh MGL}
+. "$(dirname "$0")/lib.sh"
+if ! command -v python3 >/dev/null; then
+	echo "SKIP: scripts/kernel_times.py (no python3)"
+	exit 0
+fi
+kt="python3 $(dirname "$0")/../scripts/kernel_times.py"
+row() {   # id name value unit
+	echo "\"$1\",\"1\",\"mgl\",\"h\",\"$2\",\"1\",\"7\",\"(128, 1, 1)\",\"(8, 1, 1)\",\"0\",\"9.0\",\"Command line profiler metrics\",\"gpu__time_duration.sum\",\"$4\",\"$3\""
+}
+{
+	echo "==PROF== Connected to process 1 (mgl)"
+	echo '"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"'
+	row 0 k_layernorm 1,000 nsecond          # the first step: not counted
+	row 1 k_adamw 9,000 nsecond
+	row 2 k_layernorm 2,000 nsecond          # the step: 2 + 3 + 1,000 + 10 us
+	row 3 sm90_xmma_gemm 3 usecond
+	row 4 k_layernorm 1 msecond
+	row 5 k_adamw 10,000 nsecond
+} >"$tmp/ncu.csv"
+$kt "$tmp/ncu.csv" >"$tmp/out" 2>&1
+st=$?
+check "kernel_times.py: one step, by name, largest first" sh -c "[ $st = 0 ] &&
+	grep -q '^one step: 4 launches, 1.015 ms summed' '$tmp/out' &&
+	sed -n 3p '$tmp/out' | grep -Eq '^ +1\.002 +98\.7% +2 +501\.0  k_layernorm$' &&
+	sed -n 4p '$tmp/out' | grep -Eq '^ +0\.010 +1\.0% +1 +10\.0  k_adamw$' &&
+	sed -n 5p '$tmp/out' | grep -Eq '^ +0\.003 +0\.3% +1 +3\.0  sm90_xmma_gemm$'"
+grep -v 'k_adamw' "$tmp/ncu.csv" | sed '$a\'"$(row 9 k_adamw 1 nsecond)" >"$tmp/one.csv"
+$kt "$tmp/one.csv" >"$tmp/out" 2>&1
+st=$?
+check "kernel_times.py: a run of one step is refused" sh -c "[ $st != 0 ] && grep -q '1 launches of k_adamw among 5' '$tmp/out'"
+row 9 k_adamw 1 parsec >>"$tmp/ncu.csv"
+$kt "$tmp/ncu.csv" >"$tmp/out" 2>&1
+st=$?
+check "kernel_times.py: an unknown unit is refused" sh -c "[ $st != 0 ] && grep -q \"unknown unit 'parsec'\" '$tmp/out'"
+summary scripts
