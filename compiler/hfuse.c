@@ -120,6 +120,40 @@ static int span(MglCtx *c, MglPlan *p, const int m[3], const char *name)
 	return w;
 }
 
+/* The forward's three linears of the weights W[] (a span by now), each a matmul of one x
+ * and a bias_add of a parameter: under MGL_QKV_FWD=1 (at compile time; to be measured) their
+ * biases and their outputs (q, k, v) laid end to end too, as layout spans (plan.h), so that
+ * the cuda backend runs the three as one batched GEMM (runtime/cuda/ops.c, qkv_batches).
+ * Nothing where the pattern is not whole. */
+static void qkv_forward_layout(MglCtx *c, MglPlan *p, const int W[3])
+{
+	int bias[3], y[3], x = -1;
+	for (int i = 0; i < 3; i++) {
+		int mm = -1, n = 0;
+		for (int s = 0; s < p->nsteps; s++)
+			if (p->steps[s].op == MGL_OP_MATMUL && p->steps[s].phase == MGL_FWD && p->steps[s].in[1] == W[i])
+				mm = s, n++;
+		if (n != 1 || (x >= 0 && p->steps[mm].in[0] != x) || readers(p, p->steps[mm].out[0]) != 1)
+			return;
+		x = p->steps[mm].in[0];
+		const MglStep *ba = NULL;
+		for (int s = 0; s < p->nsteps && !ba; s++)
+			if (p->steps[s].op == MGL_OP_BIAS_ADD && p->steps[s].in[0] == p->steps[mm].out[0])
+				ba = &p->steps[s];
+		if (!ba)
+			return;
+		bias[i] = ba->in[1], y[i] = ba->out[0];
+		const MglValue *b = &p->values[bias[i]], *v = &p->values[y[i]], *y0 = &p->values[y[0]];
+		if (b->role != MGL_V_PARAM || b->param < 0 || b->rank != 1 || !unpadded(b) || v->role != MGL_V_ACT ||
+		    writers(p, y[i]) != 1 || !unpadded(v) || v->dtype != y0->dtype || memcmp(v->shape, y0->shape, sizeof v->shape))
+			return;
+	}
+	MglSpan b = {.value = -1, .member = {bias[0], bias[1], bias[2]}, .n = 3};
+	MglSpan o = {.value = -1, .member = {y[0], y[1], y[2]}, .n = 3};
+	MGL_PUSH(&c->arena, p->spans, p->nspans, p->capspans, b);
+	MGL_PUSH(&c->arena, p->spans, p->nspans, p->capspans, o);
+}
+
 /* The pattern of the file's comment at attention_bwd step a, made one; whether it was */
 static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 {
@@ -200,6 +234,8 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 			p->steps[n++] = p->steps[s];
 	}
 	p->nsteps = n;
+	if (getenv("MGL_QKV_FWD"))
+		qkv_forward_layout(c, p, W);
 	return true;
 }
 

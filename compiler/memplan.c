@@ -23,7 +23,9 @@
  * A span's members (plan.h: MglSpan; hfuse.c makes them) are laid out one after another in
  * the span's order where the first of them comes, with no padding between them (hfuse.c
  * takes only members of a multiple of 32 bytes, so that each, and its bf16 copy on the
- * cuda backend, stays 16-byte aligned), and the span takes their bytes.
+ * cuda backend, stays 16-byte aligned), and the span takes their bytes. Activations too
+ * (a layout span, of no value of its own): the members' bytes are taken together when the
+ * first of them is made and given back when the last of them dies.
  */
 #include "mgl.h"
 
@@ -34,7 +36,18 @@ enum { ALIGN = 256 };
 
 static int64_t aligned_bytes(const MglValue *v) { return (mgl_value_bytes(v) + ALIGN - 1) / ALIGN * ALIGN; }
 
-typedef struct { int64_t off, end; int v; } Block;
+typedef struct { int64_t off, end; int v; } Block;   /* v: a value, or n + i for p->spans[i] */
+
+/* block v out of the live ones (none where -1 or not among them) */
+static void drop(Block *live, int *nlive, int v)
+{
+	for (int i = 0; v >= 0 && i < *nlive; i++)
+		if (live[i].v == v) {
+			memmove(live + i, live + i + 1, (size_t)(*nlive - i - 1) * sizeof *live);
+			(*nlive)--;
+			return;
+		}
+}
 
 void mgl_memplan(MglPlan *p)
 {
@@ -50,7 +63,8 @@ void mgl_memplan(MglPlan *p)
 	for (int i = 0; i < p->nspans; i++) {
 		for (int k = 0; k < p->spans[i].n; k++)
 			span_of[p->spans[i].member[k]] = i;
-		placed[p->spans[i].value] = true;   /* where its first member goes */
+		if (p->spans[i].value >= 0)
+			placed[p->spans[i].value] = true;   /* where its first member goes */
 	}
 	for (int v = 0; v < n; v++) {
 		MglValue *x = &p->values[v];
@@ -73,7 +87,10 @@ void mgl_memplan(MglPlan *p)
 			p->persistent_bytes[m->role] += m->bytes;
 			placed[sp ? sp->member[k] : v] = true;
 		}
-		if (sp) {
+		if (sp && sp->value < 0) {
+			int64_t *end = &p->persistent_bytes[x->role];
+			*end = (*end + ALIGN - 1) / ALIGN * ALIGN;
+		} else if (sp) {
 			MglValue *w = &p->values[sp->value];
 			int64_t *end = &p->persistent_bytes[w->role];
 			w->offset = p->values[sp->member[0]].offset;
@@ -95,7 +112,19 @@ void mgl_memplan(MglPlan *p)
 		next_dead[v] = dies_at[last[v]];
 		dies_at[last[v]] = v;
 	}
-	Block *live = mgl_alloc(&a, (size_t)(n + 1) * sizeof *live);
+	/* activation spans: their bytes from the first member's making to the last's death */
+	int64_t *span_bytes = mgl_alloc(&a, (size_t)(p->nspans + 1) * sizeof *span_bytes);
+	int *span_last = mgl_alloc(&a, (size_t)(p->nspans + 1) * sizeof *span_last);
+	for (int i = 0; i < p->nspans; i++) {
+		span_bytes[i] = 0, span_last[i] = -1;
+		for (int k = 0; k < p->spans[i].n; k++) {
+			int m = p->spans[i].member[k];
+			span_bytes[i] += mgl_value_bytes(&p->values[m]);
+			span_last[i] = last[m] > span_last[i] ? last[m] : span_last[i];
+		}
+		span_bytes[i] = (span_bytes[i] + ALIGN - 1) / ALIGN * ALIGN;
+	}
+	Block *live = mgl_alloc(&a, (size_t)(n + p->nspans + 1) * sizeof *live);
 	int nlive = 0;
 	int64_t peak = 0;
 	for (int s = 0; s < p->nsteps; s++) {
@@ -111,27 +140,35 @@ void mgl_memplan(MglPlan *p)
 		}
 		for (int b = 0; b < nborn; b++) {   /* first fit among the live blocks, sorted by offset */
 			MglValue *x = &p->values[born[b]];
-			int64_t at = 0;
+			const MglSpan *sp = span_of[born[b]] >= 0 ? &p->spans[span_of[born[b]]] : NULL;
+			if (placed[born[b]])   /* a span's member, placed with the first of them */
+				continue;
+			int64_t at = 0, bytes = sp ? span_bytes[sp - p->spans] : x->bytes;
 			int i = 0;
 			for (; i < nlive; i++) {
-				if (live[i].off - at >= x->bytes)
+				if (live[i].off - at >= bytes)
 					break;
 				at = live[i].end;
 			}
 			memmove(live + i + 1, live + i, (size_t)(nlive - i) * sizeof *live);
-			live[i] = (Block){at, at + x->bytes, born[b]};
+			live[i] = (Block){at, at + bytes, sp ? n + (int)(sp - p->spans) : born[b]};
 			nlive++;
-			x->offset = at;
-			if (at + x->bytes > peak)
-				peak = at + x->bytes;
+			for (int k = 0; k < (sp ? sp->n : 1); k++) {
+				MglValue *m = &p->values[sp ? sp->member[k] : born[b]];
+				if (sp)
+					m->bytes = mgl_value_bytes(m);
+				m->offset = at;
+				at += m->bytes;
+				placed[sp ? sp->member[k] : born[b]] = sp != NULL;
+			}
+			if (live[i].end > peak)
+				peak = live[i].end;
 		}
 		for (int v = dies_at[s]; v >= 0; v = next_dead[v])
-			for (int i = 0; i < nlive; i++)
-				if (live[i].v == v) {
-					memmove(live + i, live + i + 1, (size_t)(nlive - i - 1) * sizeof *live);
-					nlive--;
-					break;
-				}
+			drop(live, &nlive, span_of[v] >= 0 ? -1 : v);
+		for (int i = 0; i < p->nspans; i++)
+			if (span_last[i] == s)
+				drop(live, &nlive, n + i);
 	}
 	p->arena_bytes = peak;
 	if (getenv("MGL_NO_REUSE")) {   /* debugging: every value its own bytes */

@@ -223,10 +223,13 @@ typedef struct {
  * (compiler/hfuse.c: attention's q, k and v in the backward pass). memplan.c lays the
  * members out so; a plan's reader checks that the members it finds in the span's bytes
  * tile it exactly, each a whole parameter's value of the span's type and trailing shape.
- * Only the compiler keeps this list: a plan read from disk has none. */
+ * A layout span (value -1) has no value of its own: its members, parameters or activations,
+ * are only laid end to end, so that a backend may run their steps as one batched GEMM where
+ * it finds them so (compiler/hfuse.c: q, k and v's forward; runtime/cuda/ops.c checks the
+ * offsets itself). Only the compiler keeps this list: a plan read from disk has none. */
 enum { MGL_SPAN_MAX = 4 };
 typedef struct {
-	int value;                     /* the span */
+	int value;                     /* the span, or -1: a layout span */
 	int member[MGL_SPAN_MAX], n;   /* its members, first to last */
 } MglSpan;
 

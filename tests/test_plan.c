@@ -1042,6 +1042,62 @@ START_TEST(attention_projections_backward_as_one_gemm)
 }
 END_TEST
 
+/* The forward of attention's q, k and v under MGL_QKV_FWD=1 (compiler/hfuse.c): with the
+ * backward's spans, two layout spans a layer (value -1): the three biases (parameters) and
+ * the three outputs (activations), each member right after the one before at its exact
+ * size, from steps that run as three groups in a row of [matmul of one x, bias_add], as the
+ * cuda backend finds them to batch (runtime/cuda/ops.c, qkv_batches); the plan still reads
+ * back. Without the variable, none. */
+START_TEST(attention_projections_forward_laid_end_to_end)
+{
+	for (int tp = 1; tp <= 2; tp++)
+		for (int on = 0; on < 2; on++) {
+			MglTarget t = {.tp = tp, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_BF16};
+			Build b;
+			if (on)
+				setenv("MGL_QKV_FWD", "1", 1);
+			build(&b, "models/gpt2.mgl", "tiny", t);
+			unsetenv("MGL_QKV_FWD");
+			ck_assert_msg(b.p, "%s", b.diag);
+			const MglPlan *p = b.p;
+			int layout = 0;
+			for (int k = 0; k < p->nspans; k++) {
+				const MglSpan *sp = &p->spans[k];
+				if (sp->value >= 0)
+					continue;
+				layout++;
+				const MglValue *m0 = &p->values[sp->member[0]];
+				ck_assert(sp->n == 3 && (m0->role == MGL_V_PARAM || m0->role == MGL_V_ACT));
+				for (int m = 1; m < sp->n; m++) {
+					const MglValue *x = &p->values[sp->member[m]], *before = &p->values[sp->member[m - 1]];
+					ck_assert_msg(x->offset == before->offset + mgl_value_bytes(before), "span %d member %d", k, m);
+					ck_assert(x->role == m0->role && x->dtype == m0->dtype && mgl_value_bytes(x) == mgl_value_bytes(m0));
+				}
+				if (m0->role != MGL_V_ACT)
+					continue;
+				int s = 0;   /* the outputs' bias_adds: three groups in a row from s */
+				while (s < p->nsteps && !(p->steps[s].op == MGL_OP_BIAS_ADD && p->steps[s].out[0] == sp->member[0]))
+					s++;
+				ck_assert(s >= 1 && s + 4 < p->nsteps);
+				for (int i = 0; i < 3; i++) {
+					const MglStep *mm = &p->steps[s - 1 + 2 * i], *ba = mm + 1;
+					ck_assert(mm->op == MGL_OP_MATMUL && ba->op == MGL_OP_BIAS_ADD && ba->in[0] == mm->out[0]);
+					ck_assert(ba->out[0] == sp->member[i] && mm->in[0] == p->steps[s - 1].in[0]);
+					ck_assert(mgl_group_end(p, s - 1 + 2 * i) == s + 2 * i);
+				}
+			}
+			ck_assert_msg(layout == (on ? 2 * p->nlayers : 0), "tp %d: %d layout spans", tp, layout);
+			MglArena a = {0};
+			size_t n;
+			char *text = write_plan(b.p, &n), err[256];
+			ck_assert_msg(mgl_plan_read(&a, text, n, "t.plan", err, sizeof err), "%s", err);
+			free(text);
+			mgl_arena_free(&a);
+			build_free(&b);
+		}
+}
+END_TEST
+
 START_TEST(plan_round_trip)
 {
 	static const MglTarget ts[] = {
@@ -1330,6 +1386,7 @@ int main(void)
 	tcase_add_test(mem, step_kinds);
 	tcase_add_test(text, plan_round_trip);
 	tcase_add_test(text, attention_projections_backward_as_one_gemm);
+	tcase_add_test(text, attention_projections_forward_laid_end_to_end);
 	tcase_add_test(text, plan_refuses_damage);
 	tcase_add_test(text, plan_refuses_bad_shapes);
 	tcase_add_test(text, old_plan_is_refused);

@@ -363,6 +363,7 @@ static void cuda_close(RtRank *r)
 	free(d->chain_kernels);
 	free(d->kernels);
 	free(d->chain_at);
+	free(d->qkv_batch);
 	for (int k = 0; d->mt && k < r->job->plan->nsteps; k++)
 		cudaFree(d->mt[k]);
 	free(d->mt);

@@ -75,6 +75,7 @@ typedef struct {
 	int nchains;
 	cudaKernel_t *chain_kernels;
 	int *chain_at;            /* step -> the chain it heads, or -1 */
+	int *qkv_batch;           /* step -> 3: its GEMM batched with the next two groups'; -1: done so; 0 (ops.c) */
 	int *coll_wait;           /* per step: the step a collective's result is waited for at
 				     (plan.h: mgl_collective_waits), -1 for other steps */
 	cudaEvent_t *coll_done;   /* per collective step: recorded on the comm stream after it */

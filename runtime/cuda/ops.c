@@ -83,10 +83,12 @@ enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step
  * accumulate: C += the product; add (not NULL): C = the product + add, a matrix like C
  * (cuBLASLt's C input with beta = 1, D our C); then the bias, or GELU with the bias
  * (gelu_aux: where the pre-activation goes); or dgelu_aux (not NULL): C = the product times
- * GELU's derivative at dgelu_aux, a bf16 matrix like C (cuBLASLt's DGELU). */
+ * GELU's derivative at dgelu_aux, a bf16 matrix like C (cuBLASLt's DGELU). batch > 1 (with
+ * the bias alone): that many products, cuBLASLt's strided batch, B the same for each and A,
+ * C and the bias each the next's right after the last's (m k, m n and m elements on). */
 static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const void *A, bool ta, int64_t lda, const void *B,
 		   bool tb, int64_t ldb, void *C, int cdt, bool accumulate, const void *add, const void *bias, void *gelu_aux,
-		   const void *dgelu_aux)
+		   const void *dgelu_aux, int batch)
 {
 	Dev *d = r->mem;
 	cublasLtMatmulDesc_t op = NULL;
@@ -120,6 +122,16 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
 	CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
 	CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
+	if (batch > 1) {
+		const struct { cublasLtMatrixLayout_t l; int64_t stride; } each[] = {{la, m * k}, {lb, 0}, {lc, m * n}};
+		int64_t bias_stride = m;
+		for (int i = 0; i < 3; i++) {
+			CKB(cublasLtMatrixLayoutSetAttribute(each[i].l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
+			CKB(cublasLtMatrixLayoutSetAttribute(each[i].l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &each[i].stride,
+							     sizeof each[i].stride));
+		}
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bias_stride, sizeof bias_stride));
+	}
 	float alpha = 1, beta = accumulate || add ? 1.0f : 0.0f;
 	if (!d->has_algo[step]) {
 		/* the fastest of cuBLASLt's first GEMM_CANDIDATES heuristics, each timed on these
@@ -208,7 +220,7 @@ static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
 	for (int i = 0; i < GEMM_WARM + GEMM_RUNS; i++) {
 		CK(cudaEventRecord(ev[0], d->compute));
 		if (lt_gemm(r, r->job->plan->nsteps, n, n, n, m[0], false, n, m[1], false, n, m[2], MGL_BF16, false, NULL, NULL, NULL,
-			    NULL))
+			    NULL, 1))
 			return -1;
 		CK(cudaEventRecord(ev[1], d->compute));
 		CK(cudaEventSynchronize(ev[1]));
@@ -274,10 +286,13 @@ static int op_matmul(CudaCtx *c)
 	const MglStep *b = epi & MGL_EPI_BIAS ? c->s + 1 : NULL, *g = epi & MGL_EPI_GELU ? c->s + 2 : NULL,
 		      *a = epi & MGL_EPI_ADD ? c->s + 2 : NULL;
 	int out = g ? g->out[0] : a ? a->out[0] : b ? b->out[0] : OUT(0);
+	int batch = ((Dev *)c->r->mem)->qkv_batch[c->index];   /* (qkv_batches) */
+	if (batch < 0)
+		return 0;   /* done by the batched GEMM of the group two or four steps before */
 	/* y^T[N, M] = W[N, K] (col-major K x N, transposed) . x^T (col-major K x M) */
 	return lt_gemm(c->r, c->index, N, M, K, operand(c->r, IN(1)), true, K, operand(c->r, IN(0)), false, K,
 		       P(c->r, out), dt(c->r, out), false, a ? added(c->r, a, b->out[0]) : NULL,
-		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL, NULL);
+		       b ? P16(c->r, b->in[1]) : NULL, g ? P(c->r, b->out[0]) : NULL, NULL, batch ? batch : 1);
 }
 
 static int op_matmul_dx(CudaCtx *c)
@@ -290,7 +305,7 @@ static int op_matmul_dx(CudaCtx *c)
 	const MglStep *a = c->s->attr.epi & MGL_EPI_ADD ? c->s + 1 : NULL, *g = c->s->attr.epi & MGL_EPI_DGELU ? c->s + 1 : NULL;
 	int out = a ? a->out[0] : g ? g->out[0] : OUT(0);
 	return lt_gemm(c->r, c->index, K, M, N, operand(c->r, IN(1)), false, K, P(c->r, IN(0)), false, N, P(c->r, out),
-		       dt(c->r, out), false, a ? added(c->r, a, OUT(0)) : NULL, NULL, NULL, g ? P(c->r, g->in[1]) : NULL);
+		       dt(c->r, out), false, a ? added(c->r, a, OUT(0)) : NULL, NULL, NULL, g ? P(c->r, g->in[1]) : NULL, 1);
 }
 
 static int op_matmul_dw(CudaCtx *c)
@@ -299,7 +314,7 @@ static int op_matmul_dw(CudaCtx *c)
 	int64_t M = rt_rows(dy), N = rt_last(dy), K = rt_last(x);
 	/* dW^T[K, N] (+)= x^T (col-major K x M) . dy (col-major N x M, transposed) */
 	return lt_gemm(c->r, c->index, K, N, M, P(c->r, IN(1)), false, K, P(c->r, IN(0)), true, N, P(c->r, OUT(0)),
-		       dt(c->r, OUT(0)), ACC(0), NULL, NULL, NULL, NULL);
+		       dt(c->r, OUT(0)), ACC(0), NULL, NULL, NULL, NULL, 1);
 }
 
 static int op_embedding(CudaCtx *c)
@@ -1248,10 +1263,51 @@ static int op_adamw(CudaCtx *c)
 	return mt_launch(c, K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
 }
 
+/* Value v is the i-th of a run of values like u laid end to end from u's offset: of its
+ * role, type and shape, i of its sizes on */
+static bool follows(const MglPlan *p, int u, int v, int i)
+{
+	const MglValue *a = &p->values[u], *b = &p->values[v];
+	return a->role == b->role && a->dtype == b->dtype && a->rank == b->rank && !memcmp(a->shape, b->shape, sizeof a->shape) &&
+	       b->offset == a->offset + i * mgl_value_bytes(a);
+}
+
+/* q, k and v's forward as one batched GEMM, under MGL_QKV_FWD=1 (to be measured; the
+ * compiler lays them out for it then: compiler/hfuse.c): where three fused groups in a row
+ * at step s are each [matmul x W_i with the bias epilogue, bias_add b_i] -> y_i, of one x,
+ * with the W_i, the b_i and the y_i each laid end to end (checked here on the offsets: a
+ * plan read from disk says nothing of spans), qkv_batch[s] = 3 and the other two -1; how
+ * many */
+static int qkv_batches(const MglPlan *p, int *qkv_batch)
+{
+	int n = 0;
+	for (int s = 0; s + 5 < p->nsteps; s++) {
+		bool ok = true;
+		for (int i = 0; i < 3 && ok; i++) {
+			const MglStep *m0 = &p->steps[s], *b0 = m0 + 1, *m = m0 + 2 * i, *b = m + 1;
+			ok = m->op == MGL_OP_MATMUL && m->attr.epi == MGL_EPI_BIAS && mgl_group_end(p, s + 2 * i) == s + 2 * i + 1 &&
+			     b->op == MGL_OP_BIAS_ADD && m->in[0] == m0->in[0] && qkv_batch[s + 2 * i] == 0 &&
+			     follows(p, m0->in[1], m->in[1], i) && follows(p, b0->in[1], b->in[1], i) &&
+			     follows(p, b0->out[0], b->out[0], i);
+		}
+		if (ok)
+			qkv_batch[s] = 3, qkv_batch[s + 2] = qkv_batch[s + 4] = -1, n++;
+	}
+	return n;
+}
+
 int cuda_ops_prepare(RtRank *r)
 {
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
+	d->qkv_batch = calloc((size_t)p->nsteps, sizeof *d->qkv_batch);
+	if (!d->qkv_batch)
+		return cuda_fail(r, "out of host memory");
+	if (getenv("MGL_QKV_FWD")) {
+		int n = qkv_batches(p, d->qkv_batch);
+		if (r->rank == 0)
+			fprintf(stderr, "mgl: MGL_QKV_FWD=1: %d batched GEMMs of q, k and v's forward\n", n);
+	}
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
 		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */

@@ -12,7 +12,8 @@
  *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
- *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it;
+ *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
+ *    and with q, k and v's forward as one batched GEMM (MGL_QKV_FWD=1);
  *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
  *    (MGL_NO_WGMMA), and with the attention's tiles copied and dQ added by each thread
@@ -521,6 +522,18 @@ int main(int argc, char **argv)
 		fails += check(&small[0], 1, false, true) != 0;
 		runs++;
 		unsetenv("MGL_NO_QKV_BIAS_SUMS");
+	}
+	/* q, k and v's forward as one batched GEMM (MGL_QKV_FWD=1: laid out so by
+	 * compiler/hfuse.c, batched by runtime/cuda/ops.c, which says how many on standard
+	 * error), on the real memory plan: GPT-2's case at tp 1 and 2, and heads of 96 */
+	if (!only || !strcmp(only, "tiny")) {
+		setenv("MGL_QKV_FWD", "1", 1);
+		printf("with MGL_QKV_FWD=1:\n");
+		for (int tp = 1; tp <= 2 && tp <= gpus; tp++, runs++)
+			fails += check(&small[0], tp, false, true) != 0;
+		fails += check(&small[4], 1, false, true) != 0;
+		runs++;
+		unsetenv("MGL_QKV_FWD");
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (4 bands of 25, the last 24: groups of
