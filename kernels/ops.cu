@@ -2114,7 +2114,11 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // to [0, 1] by the add's saturation, which costs no instruction, so that the gradients stay
 // finite), 4 dV's and dK's wgmmas, 8 S^T's and dP^T's wgmmas (both zero); and of dQ's three
 // parts, 16 the put and the reduction (its wgmmas kept), 32 the reduction (its wgmmas and
-// put kept)
+// put kept). ABL 64 is no ablation but a variant, its results right (k_flash_bwd_wg_late_96,
+// MGL_FA_BWD_LATE=1, to be measured): the next round's Q and dO loaded after dV's and dK's
+// wgmmas are issued instead of after S^T's and dP^T's are done, so that thread 0's wait for
+// the last dQ's reduction to have read their buffer comes later, when it has more likely
+// finished (the reduction is issued at the round's start)
 template <int DH, bool SUMS, bool TMA = false, int ABL = 0>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
@@ -2122,7 +2126,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			     const FaTmap *tdq = NULL, const FaTmap *tld = NULL)
 {
 	static_assert(ABL == 0 || TMA, "the ablations are of the TMA kernel");
-	constexpr bool DQ_PUT = !(ABL & (1 | 16)), DQ_REDUCE = DQ_PUT && !(ABL & 32);
+	constexpr bool DQ_PUT = !(ABL & (1 | 16)), DQ_REDUCE = DQ_PUT && !(ABL & 32), LATE = ABL & 64;
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
@@ -2201,7 +2205,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			fa_wg_done(st, 32);
 			fa_wg_done(dp, 32);
 		}
-		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
+		if (TMA && !LATE && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0 && DQ_REDUCE)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
@@ -2244,6 +2248,14 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
 		}
 		fa_wg_commit();   // left running while the block waits for dS^T and issues dQ's
+		if (TMA && LATE && i0 + FA_ROWS < S) {   // (the lines above, here: one place goes once LATE is measured;
+							  // shared through a function, they changed the default kernels' code)
+			if (threadIdx.x == 0 && DQ_REDUCE)
+				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
+					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
+			__syncwarp();
+		}
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
 		__syncthreads();
 		// dQ [64 queries][DH] = dS K: dS is dS^T read transposed (8-query core matrices 128
@@ -2602,6 +2614,7 @@ FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_4_96, 4)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_8_96, 8)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_16_96, 16)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_32_96, 32)
+FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_late_96, 64)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

@@ -4,7 +4,9 @@
 # after a refactor, or with a new kernel behind a switch, this says which of the default
 # path's kernels a GPU has not run yet (docs/gpu.md). Branch labels are renumbered, and a
 # function's static shared arrays named by their own names alone (their mangled names change
-# when a kernel's body moves into a template), before comparing.
+# when a kernel's body moves into a template), before comparing. Then the same for the
+# machine code (cubins, scripts/cubin_diff.py): a kernel whose PTX differs only by register
+# numbering may still be the same code.
 #
 # usage: scripts/ptx_diff.sh REV [ARCH]   (ARCH: sm_90a unless given)
 set -eu
@@ -32,3 +34,6 @@ join -a1 -a2 -e - -o 0,1.2,2.2 "$tmp/a.txt" "$tmp/b.txt" | awk '
 	$2 != $3  { print "changed: " $1; next }
 	{ same++ }
 	END { printf "%d kernels the same as at the revision\n", same }'
+"$nvcc" -arch="$arch" -cubin -I "$tmp/old/kernels" "$tmp/old/kernels/ops.cu" -o "$tmp/old.cubin" 2>/dev/null
+"$nvcc" -arch="$arch" -cubin -I kernels kernels/ops.cu -o "$tmp/new.cubin" 2>/dev/null
+python3 "$(dirname "$0")/cubin_diff.py" "$tmp/old.cubin" "$tmp/new.cubin"

@@ -3,7 +3,8 @@
 # scripts/kernel_times.py on a CSV laid out as Nsight Compute writes it (its own lines before
 # the header, a row a kernel a metric, units in their own column) sums one step's kernels by
 # name (the launches after the last but one k_adamw, up to the last), and refuses a run
-# with fewer than two optimizer launches.
+# with fewer than two optimizer launches; scripts/cubin_diff.py tells which kernels of two
+# cubins differ in machine code (where nvcc is installed), and refuses a file not ELF.
 # usage: tests/scripts.sh MGL   (MGL unused: the same calling convention as the others)
 mgl=${1:?usage: tests/scripts.sh MGL}
 . "$(dirname "$0")/lib.sh"
@@ -40,4 +41,19 @@ row 9 k_adamw 1 parsec >>"$tmp/ncu.csv"
 $kt "$tmp/ncu.csv" >"$tmp/out" 2>&1
 st=$?
 check "kernel_times.py: an unknown unit is refused" sh -c "[ $st != 0 ] && grep -q \"unknown unit 'parsec'\" '$tmp/out'"
+nvcc=${NVCC:-/usr/local/cuda/bin/nvcc}
+if [ -x "$nvcc" ]; then
+	cd_=$(dirname "$0")/../scripts/cubin_diff.py
+	printf 'extern "C" __global__ void k_a(float *x) { x[0] = 1; }\nextern "C" __global__ void k_b(float *x) { x[1] = %s; }\n' 2 >"$tmp/a.cu"
+	printf 'extern "C" __global__ void k_a(float *x) { x[0] = 1; }\nextern "C" __global__ void k_b(float *x) { x[1] = %s; }\nextern "C" __global__ void k_c(float *x) { x[2] = 0; }\n' 3 >"$tmp/b.cu"
+	"$nvcc" -arch=sm_90a -cubin "$tmp/a.cu" -o "$tmp/a.cubin" && "$nvcc" -arch=sm_90a -cubin "$tmp/b.cu" -o "$tmp/b.cubin"
+	python3 "$cd_" "$tmp/a.cubin" "$tmp/b.cubin" >"$tmp/out" 2>&1
+	check "cubin_diff.py: k_b changed, k_c new, k_a the same" sh -c "grep -qx 'changed: k_b' '$tmp/out' &&
+		grep -qx 'new:     k_c' '$tmp/out' && grep -qx '1 kernels the same machine code' '$tmp/out'"
+	python3 "$cd_" "$tmp/a.cu" "$tmp/b.cubin" >"$tmp/out" 2>&1
+	st=$?
+	check "cubin_diff.py: a file not ELF is refused" sh -c "[ $st != 0 ] && grep -q 'is not a 64-bit little-endian ELF file' '$tmp/out'"
+else
+	echo "SKIP: scripts/cubin_diff.py (no nvcc at $nvcc)"
+fi
 summary scripts

@@ -29,7 +29,7 @@
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
-	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96)
+	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg_late_96)
 
 enum {
 #define X(k) K_##k,
@@ -830,6 +830,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
+		if (sums && tma && dh == 96 && getenv("MGL_FA_BWD_LATE"))   /* (to be measured: kernels/ops.cu, ABL 64) */
+			k = K_flash_bwd_wg_late_96;
 		if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
 			return -1;
 		if (sums)
@@ -1326,11 +1328,12 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
-		for (int n = 1; h && dh == 96 && n < ABLATIONS; n++)   /* the backward's ablations (MGL_FA_BWD_ABL) */
-			if (fa_bwd_ablation.kernel[n])
-				CK(cudaKernelSetAttributeForDevice(d->kernels[fa_bwd_ablation.kernel[n]],
-								   cudaFuncAttributeMaxDynamicSharedMemorySize,
+		for (int n = 0; h && dh == 96 && n < ABLATIONS; n++) {   /* its variant, its ablations (MGL_FA_BWD_ABL) */
+			int k = n ? fa_bwd_ablation.kernel[n] : K_flash_bwd_wg_late_96;
+			if (k)
+				CK(cudaKernelSetAttributeForDevice(d->kernels[k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   flash_bwd_wg_smem(dh), d->device));
+		}
 	}
 	if (d->fa_tma) {   /* the driver's cuTensorMapEncodeTiled, through the runtime (no -lcuda: CI has no driver) */
 		enum cudaDriverEntryPointQueryResult q;

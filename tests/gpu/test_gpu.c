@@ -13,7 +13,8 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
- *    and with q, k and v's forward as one batched GEMM (MGL_QKV_FWD=1);
+ *    and with q, k and v's forward as one batched GEMM (MGL_QKV_FWD=1); the backward at heads
+ *    of 96 with its next tiles loaded later in each round (MGL_FA_BWD_LATE=1);
  *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
  *    (MGL_NO_WGMMA), and with the attention's tiles copied and dQ added by each thread
@@ -534,6 +535,16 @@ int main(int argc, char **argv)
 		fails += check(&small[4], 1, false, true) != 0;
 		runs++;
 		unsetenv("MGL_QKV_FWD");
+	}
+	/* the attention backward at heads of 96 with the next Q and dO tiles loaded later in
+	 * the round (MGL_FA_BWD_LATE=1, kernels/ops.cu: ABL 64), over 2 and 4 query tiles */
+	if (!only || !strcmp(only, "tiny")) {
+		setenv("MGL_FA_BWD_LATE", "1", 1);
+		printf("with MGL_FA_BWD_LATE=1:\n");
+		fails += check(&small[4], 1, false, true) != 0;
+		fails += check(&small[8], 1, false, true) != 0;
+		runs += 2;
+		unsetenv("MGL_FA_BWD_LATE");
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (4 bands of 25, the last 24: groups of
