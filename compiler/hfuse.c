@@ -148,6 +148,8 @@ static void qkv_forward_layout(MglCtx *c, MglPlan *p, const int W[3])
 		    writers(p, y[i]) != 1 || !unpadded(v) || v->dtype != y0->dtype || memcmp(v->shape, y0->shape, sizeof v->shape))
 			return;
 	}
+	if (bias[0] == bias[1] || bias[1] == bias[2] || bias[0] == bias[2])
+		return;   /* (one bias shared: no span of it) */
 	MglSpan b = {.value = -1, .member = {bias[0], bias[1], bias[2]}, .n = 3};
 	MglSpan o = {.value = -1, .member = {y[0], y[1], y[2]}, .n = 3};
 	MGL_PUSH(&c->arena, p->spans, p->nspans, p->capspans, b);

@@ -175,7 +175,7 @@ void mgl_memplan(MglPlan *p)
 		int64_t at = 0;
 		for (int v = 0; v < n; v++)
 			if (p->values[v].role == MGL_V_ACT || p->values[v].role == MGL_V_INPUT)
-				p->values[v].offset = at, at += p->values[v].bytes;
+				p->values[v].offset = at, at += (p->values[v].bytes + ALIGN - 1) / ALIGN * ALIGN;
 		p->arena_bytes = at;
 	}
 	mgl_arena_free(&a);

@@ -13,8 +13,8 @@ if ! command -v python3 >/dev/null; then
 	exit 0
 fi
 kt="python3 $(dirname "$0")/../scripts/kernel_times.py"
-row() {   # id name value unit
-	echo "\"$1\",\"1\",\"mgl\",\"h\",\"$2\",\"1\",\"7\",\"(128, 1, 1)\",\"(8, 1, 1)\",\"0\",\"9.0\",\"Command line profiler metrics\",\"gpu__time_duration.sum\",\"$4\",\"$3\""
+row() {   # id name value unit [process]
+	echo "\"$1\",\"${5:-1}\",\"mgl\",\"h\",\"$2\",\"1\",\"7\",\"(128, 1, 1)\",\"(8, 1, 1)\",\"0\",\"9.0\",\"Command line profiler metrics\",\"gpu__time_duration.sum\",\"$4\",\"$3\""
 }
 {
 	echo "==PROF== Connected to process 1 (mgl)"
@@ -26,6 +26,11 @@ row() {   # id name value unit
 	row 4 k_layernorm 1 msecond
 	row 5 k_adamw 10,000 nsecond
 } >"$tmp/ncu.csv"
+# two processes' launches in turn: the step is the last k_adamw's process's
+grep '^"[0-9]' "$tmp/ncu.csv" | while IFS= read -r line; do
+	echo "$line"
+	echo "$line" | sed 's/^\("[0-9]*"\),"1",/\1,"2",/'
+done | sed '1i\'"$(sed -n 2p "$tmp/ncu.csv")" >"$tmp/ranks.csv"
 $kt "$tmp/ncu.csv" >"$tmp/out" 2>&1
 st=$?
 check "kernel_times.py: one step, by name, largest first" sh -c "[ $st = 0 ] &&
@@ -33,7 +38,7 @@ check "kernel_times.py: one step, by name, largest first" sh -c "[ $st = 0 ] &&
 	sed -n 3p '$tmp/out' | grep -Eq '^ +1\.002 +98\.7% +2 +501\.0  k_layernorm$' &&
 	sed -n 4p '$tmp/out' | grep -Eq '^ +0\.010 +1\.0% +1 +10\.0  k_adamw$' &&
 	sed -n 5p '$tmp/out' | grep -Eq '^ +0\.003 +0\.3% +1 +3\.0  sm90_xmma_gemm$'"
-grep -v 'k_adamw' "$tmp/ncu.csv" | sed '$a\'"$(row 9 k_adamw 1 nsecond)" >"$tmp/one.csv"
+{ grep -v 'k_adamw' "$tmp/ncu.csv"; row 9 k_adamw 1 nsecond; } >"$tmp/one.csv"
 $kt "$tmp/one.csv" >"$tmp/out" 2>&1
 st=$?
 check "kernel_times.py: a run of one step is refused" sh -c "[ $st != 0 ] && grep -q '1 launches of k_adamw among 5' '$tmp/out'"
@@ -56,4 +61,6 @@ if [ -x "$nvcc" ]; then
 else
 	echo "SKIP: scripts/cubin_diff.py (no nvcc at $nvcc)"
 fi
+$kt "$tmp/ranks.csv" >"$tmp/out" 2>&1
+check "kernel_times.py: another process's launches are left out" grep -q '^one step: 4 launches, 1.015 ms summed' "$tmp/out"
 summary scripts

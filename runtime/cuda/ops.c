@@ -1279,12 +1279,17 @@ static bool follows(const MglPlan *p, int u, int v, int i)
  * at step s are each [matmul x W_i with the bias epilogue, bias_add b_i] -> y_i, of one x,
  * with the W_i, the b_i and the y_i each laid end to end (checked here on the offsets: a
  * plan read from disk says nothing of spans), qkv_batch[s] = 3 and the other two -1; how
- * many */
-static int qkv_batches(const MglPlan *p, int *qkv_batch)
+ * many. Not where a collective in flight is due inside the other two groups (coll_wait:
+ * mgl_collective_waits): the batched GEMM writes their outputs at s, before the runtime
+ * waits there (a recompute's copies, laid end to end by chance, can take bytes an
+ * all-reduce still reads) */
+static int qkv_batches(const MglPlan *p, const int *coll_wait, int *qkv_batch)
 {
 	int n = 0;
 	for (int s = 0; s + 5 < p->nsteps; s++) {
 		bool ok = true;
+		for (int c = 0; c < p->nsteps && ok; c++)
+			ok = coll_wait[c] < s + 2 || coll_wait[c] > s + 5;
 		for (int i = 0; i < 3 && ok; i++) {
 			const MglStep *m0 = &p->steps[s], *b0 = m0 + 1, *m = m0 + 2 * i, *b = m + 1;
 			ok = m->op == MGL_OP_MATMUL && m->attr.epi == MGL_EPI_BIAS && mgl_group_end(p, s + 2 * i) == s + 2 * i + 1 &&
@@ -1302,14 +1307,6 @@ int cuda_ops_prepare(RtRank *r)
 {
 	Dev *d = r->mem;
 	const MglPlan *p = r->job->plan;
-	d->qkv_batch = calloc((size_t)p->nsteps, sizeof *d->qkv_batch);
-	if (!d->qkv_batch)
-		return cuda_fail(r, "out of host memory");
-	if (getenv("MGL_QKV_FWD")) {
-		int n = qkv_batches(p, d->qkv_batch);
-		if (r->rank == 0)
-			fprintf(stderr, "mgl: MGL_QKV_FWD=1: %d batched GEMMs of q, k and v's forward\n", n);
-	}
 	for (int i = 0; d->arch >= 80 && i < (int)(sizeof flash / sizeof flash[0]); i++) {
 		/* each kernel's shared memory; the wgmma kernels' too, whatever MGL_NO_WGMMA,
 		 * MGL_NO_WG_FWD and MGL_NO_FA_TMA say now: they are read at each launch */
@@ -1345,6 +1342,14 @@ int cuda_ops_prepare(RtRank *r)
 	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");
 	mgl_collective_waits(p, d->coll_wait);
+	d->qkv_batch = calloc((size_t)p->nsteps, sizeof *d->qkv_batch);
+	if (!d->qkv_batch)
+		return cuda_fail(r, "out of host memory");
+	if (getenv("MGL_QKV_FWD")) {
+		int n = qkv_batches(p, d->coll_wait, d->qkv_batch);
+		if (r->rank == 0)
+			fprintf(stderr, "mgl: MGL_QKV_FWD=1: %d batched GEMMs of q, k and v's forward\n", n);
+	}
 	for (int k = 0; k < r->job->nmicro; k++) {
 		d->micro[k].coll_done = calloc((size_t)p->nsteps, sizeof *d->micro[k].coll_done);
 		d->micro[k].inflight = malloc((size_t)p->nsteps * sizeof *d->micro[k].inflight);
