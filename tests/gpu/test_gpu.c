@@ -514,37 +514,25 @@ int main(int argc, char **argv)
 		runs++;
 		unsetenv("MGL_NO_FA_TMA");
 	}
-	/* q, k and v's bias gradients are summed by attention's backward (compiler/fuse.c; the
-	 * mma.sync runs above take a column sum after it): GPT-2's case once more with the
-	 * bias_grad a step of its own */
-	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_NO_QKV_BIAS_SUMS", "1", 1);
-		printf("with MGL_NO_QKV_BIAS_SUMS=1:\n");
-		fails += check(&small[0], 1, false, true) != 0;
-		runs++;
-		unsetenv("MGL_NO_QKV_BIAS_SUMS");
-	}
-	/* q, k and v's forward as one batched GEMM (MGL_QKV_FWD=1: laid out so by
-	 * compiler/hfuse.c, batched by runtime/cuda/ops.c, which says how many on standard
-	 * error), on the real memory plan: GPT-2's case at tp 1 and 2, and heads of 96 */
-	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_QKV_FWD", "1", 1);
-		printf("with MGL_QKV_FWD=1:\n");
-		for (int tp = 1; tp <= 2 && tp <= gpus; tp++, runs++)
-			fails += check(&small[0], tp, false, true) != 0;
-		fails += check(&small[4], 1, false, true) != 0;
-		runs++;
-		unsetenv("MGL_QKV_FWD");
-	}
-	/* the attention backward at heads of 96 with the next Q and dO tiles loaded later in
-	 * the round (MGL_FA_BWD_LATE=1, kernels/ops.cu: ABL 64), over 2 and 4 query tiles */
-	if (!only || !strcmp(only, "tiny")) {
-		setenv("MGL_FA_BWD_LATE", "1", 1);
-		printf("with MGL_FA_BWD_LATE=1:\n");
-		fails += check(&small[4], 1, false, true) != 0;
-		fails += check(&small[8], 1, false, true) != 0;
-		runs += 2;
-		unsetenv("MGL_FA_BWD_LATE");
+	/* GPT-2's small cases again under a switch each, on the real memory plan:
+	 *  - MGL_NO_QKV_BIAS_SUMS: q, k and v's bias gradients a column sum of their own after
+	 *    attention's backward, not summed by it (compiler/fuse.c; the mma.sync runs above
+	 *    take such a sum too);
+	 *  - MGL_QKV_FWD: q, k and v's forward one batched GEMM (laid out so by compiler/hfuse.c,
+	 *    batched by runtime/cuda/ops.c, which says how many on standard error), at tp 1, 2;
+	 *  - MGL_FA_BWD_LATE: the backward at heads of 96 with the next Q and dO tiles loaded
+	 *    later in each round (kernels/ops.cu: ABL 64), over 2 and 4 query tiles */
+	static const struct {
+		const char *var;
+		int cases[2], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
+	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_QKV_FWD", {0, 4}, 2, 2}, {"MGL_FA_BWD_LATE", {4, 8}, 2, 1}};
+	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
+		setenv(switched[v].var, "1", 1);
+		printf("with %s=1:\n", switched[v].var);
+		for (int i = 0; i < switched[v].n; i++)
+			for (int tp = 1; tp <= switched[v].tps && tp <= gpus; tp++, runs++)
+				fails += check(&small[switched[v].cases[i]], tp, false, true) != 0;
+		unsetenv(switched[v].var);
 	}
 	/* the layer norms' backward in one pass, a block a band of rows (runtime/cuda/ops.c,
 	 * norm_bwd), at the edges of its bands: 99 rows (4 bands of 25, the last 24: groups of
