@@ -29,7 +29,7 @@
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
-	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg_late_96)
+	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg_late_96) X(adamw_u2)
 
 enum {
 #define X(k) K_##k,
@@ -1262,7 +1262,8 @@ static int op_adamw(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	void *norm = P(c->r, IN(4));
-	return mt_launch(c, K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
+	/* MGL_ADAMW_U2=1 (to be measured): k_adamw_u2, two rounds' loads in flight a thread */
+	return mt_launch(c, getenv("MGL_ADAMW_U2") ? K_adamw_u2 : K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
 }
 
 /* Value v is the i-th of a run of values like u laid end to end from u's offset: of its

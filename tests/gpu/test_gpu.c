@@ -521,11 +521,13 @@ int main(int argc, char **argv)
 	 *  - MGL_QKV_FWD: q, k and v's forward one batched GEMM (laid out so by compiler/hfuse.c,
 	 *    batched by runtime/cuda/ops.c, which says how many on standard error), at tp 1, 2;
 	 *  - MGL_FA_BWD_LATE: the backward at heads of 96 with the next Q and dO tiles loaded
-	 *    later in each round (kernels/ops.cu: ABL 64), over 2 and 4 query tiles */
+	 *    later in each round (kernels/ops.cu: ABL 64), over 2 and 4 query tiles;
+	 *  - MGL_ADAMW_U2: AdamW two rounds of a thread's elements at a time (k_adamw_u2) */
 	static const struct {
 		const char *var;
 		int cases[2], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
-	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_QKV_FWD", {0, 4}, 2, 2}, {"MGL_FA_BWD_LATE", {4, 8}, 2, 1}};
+	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_QKV_FWD", {0, 4}, 2, 2}, {"MGL_FA_BWD_LATE", {4, 8}, 2, 1},
+			{"MGL_ADAMW_U2", {0, 1}, 2, 1}};
 	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
 		setenv(switched[v].var, "1", 1);
 		printf("with %s=1:\n", switched[v].var);
