@@ -1283,32 +1283,55 @@ __device__ __forceinline__ float adamw1(float w, float g, float *m, float *v, fl
 	return w - run->lr * ((*m / run->bc1) / (sqrtf(*v / run->bc2) + run->eps) + wd * w);
 }
 
-// AdamW on every chunk's parameter shard, after clipping to the global norm; writes the
-// bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows.
-__global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
+}  // extern "C" (adamw_chunk is a template, which may not have C linkage)
+
+// AdamW on block's chunk of a parameter shard, after clipping to the global norm; writes the
+// bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows, U rounds
+// of them at a time, their loads all issued before the first's stores. COPY: the run's
+// settings read from a copy in registers, not through run (the stores through c's pointers
+// may alias it, so the compiler reads it again after each).
+template <int U, bool COPY>
+__device__ __forceinline__ void adamw_chunk(const MtChunk *chunks, const float *norm2, const Run *run)
 {
 	MtChunk c = chunks[blockIdx.x];
-	float norm = sqrtf(norm2[0]), scale = run->clip > 0 && norm > run->clip ? run->clip / norm : 1.0f;
-	float wd = c.decay ? run->weight_decay : 0.0f;
+	Run copy;
+	if (COPY)
+		copy = *run;
+	const Run *r = COPY ? &copy : run;
+	float norm = sqrtf(norm2[0]), scale = r->clip > 0 && norm > r->clip ? r->clip / norm : 1.0f;
+	float wd = c.decay ? r->weight_decay : 0.0f;
 	if (mt_vec(c)) {
-		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
-			float4 w = *(const float4 *)(c.w + i), g = *(const float4 *)(c.g + i);
-			float4 m = *(const float4 *)(c.m + i), v = *(const float4 *)(c.v + i);
-			w.x = adamw1(w.x, g.x * scale, &m.x, &v.x, wd, run);
-			w.y = adamw1(w.y, g.y * scale, &m.y, &v.y, wd, run);
-			w.z = adamw1(w.z, g.z * scale, &m.z, &v.z, wd, run);
-			w.w = adamw1(w.w, g.w * scale, &m.w, &v.w, wd, run);
-			*(float4 *)(c.m + i) = m;
-			*(float4 *)(c.v + i) = v;
-			*(float4 *)(c.w + i) = w;
-			if (c.w16)
-				*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w.x) | (unsigned)f2bf(w.y) << 16,
-								   (unsigned)f2bf(w.z) | (unsigned)f2bf(w.w) << 16);
+		for (int i0 = threadIdx.x * 4; i0 < c.n; i0 += blockDim.x * 4 * U) {
+			float4 w[U], g[U], m[U], v[U];
+#pragma unroll
+			for (int u = 0; u < U; u++) {
+				int i = i0 + u * blockDim.x * 4;
+				if (i < c.n) {
+					w[u] = *(const float4 *)(c.w + i), g[u] = *(const float4 *)(c.g + i);
+					m[u] = *(const float4 *)(c.m + i), v[u] = *(const float4 *)(c.v + i);
+				}
+			}
+#pragma unroll
+			for (int u = 0; u < U; u++) {
+				int i = i0 + u * blockDim.x * 4;
+				if (i >= c.n)
+					break;
+				w[u].x = adamw1(w[u].x, g[u].x * scale, &m[u].x, &v[u].x, wd, r);
+				w[u].y = adamw1(w[u].y, g[u].y * scale, &m[u].y, &v[u].y, wd, r);
+				w[u].z = adamw1(w[u].z, g[u].z * scale, &m[u].z, &v[u].z, wd, r);
+				w[u].w = adamw1(w[u].w, g[u].w * scale, &m[u].w, &v[u].w, wd, r);
+				*(float4 *)(c.m + i) = m[u];
+				*(float4 *)(c.v + i) = v[u];
+				*(float4 *)(c.w + i) = w[u];
+				if (c.w16)
+					*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w[u].x) | (unsigned)f2bf(w[u].y) << 16,
+									   (unsigned)f2bf(w[u].z) | (unsigned)f2bf(w[u].w) << 16);
+			}
 		}
 		return;
 	}
 	for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
-		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], c.g[i] * scale, &m, &v, wd, run);
+		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], c.g[i] * scale, &m, &v, wd, r);
 		c.m[i] = m;
 		c.v[i] = v;
 		c.w[i] = w;
@@ -1317,53 +1340,17 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 	}
 }
 
-// ... with Run's fields in registers (a copy: the stores through c's pointers may not alias
-// it), and U rounds of a thread's 4 elements at a time, their loads all issued before the
-// first's stores (k_adamw_u2, MGL_ADAMW_U2=1, to be measured: k_adamw moved its 30 bytes a
-// parameter at about 4.0 TB/s at 1.2b, twentieth sitting); the same updates
+extern "C" {
+
+__global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
+{
+	adamw_chunk<1, false>(chunks, norm2, run);
+}
+// ... two rounds at a time, the settings in registers (MGL_ADAMW_U2=1, to be measured:
+// k_adamw moved its 30 bytes a parameter at about 4.0 TB/s at 1.2b, twentieth sitting)
 __global__ void k_adamw_u2(const MtChunk *chunks, const float *norm2, const Run *run)
 {
-	constexpr int U = 2;
-	MtChunk c = chunks[blockIdx.x];
-	Run r = *run;
-	float norm = sqrtf(norm2[0]), scale = r.clip > 0 && norm > r.clip ? r.clip / norm : 1.0f;
-	float wd = c.decay ? r.weight_decay : 0.0f;
-	if (!mt_vec(c)) {
-		for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
-			float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], c.g[i] * scale, &m, &v, wd, &r);
-			c.m[i] = m, c.v[i] = v, c.w[i] = w;
-			if (c.w16)
-				c.w16[i] = f2bf(w);
-		}
-		return;
-	}
-	for (int i0 = threadIdx.x * 4; i0 < c.n; i0 += blockDim.x * 4 * U) {
-		float4 w[U], g[U], m[U], v[U];
-#pragma unroll
-		for (int u = 0; u < U; u++) {
-			int i = i0 + u * blockDim.x * 4;
-			if (i < c.n) {
-				w[u] = *(const float4 *)(c.w + i), g[u] = *(const float4 *)(c.g + i);
-				m[u] = *(const float4 *)(c.m + i), v[u] = *(const float4 *)(c.v + i);
-			}
-		}
-#pragma unroll
-		for (int u = 0; u < U; u++) {
-			int i = i0 + u * blockDim.x * 4;
-			if (i >= c.n)
-				break;
-			w[u].x = adamw1(w[u].x, g[u].x * scale, &m[u].x, &v[u].x, wd, &r);
-			w[u].y = adamw1(w[u].y, g[u].y * scale, &m[u].y, &v[u].y, wd, &r);
-			w[u].z = adamw1(w[u].z, g[u].z * scale, &m[u].z, &v[u].z, wd, &r);
-			w[u].w = adamw1(w[u].w, g[u].w * scale, &m[u].w, &v[u].w, wd, &r);
-			*(float4 *)(c.m + i) = m[u];
-			*(float4 *)(c.v + i) = v[u];
-			*(float4 *)(c.w + i) = w[u];
-			if (c.w16)
-				*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w[u].x) | (unsigned)f2bf(w[u].y) << 16,
-								   (unsigned)f2bf(w[u].z) | (unsigned)f2bf(w[u].w) << 16);
-		}
-	}
+	adamw_chunk<2, true>(chunks, norm2, run);
 }
 
 }  // extern "C"
