@@ -1289,8 +1289,6 @@ static int qkv_batches(const MglPlan *p, const int *coll_wait, int *qkv_batch)
 	int n = 0;
 	for (int s = 0; s + 5 < p->nsteps; s++) {
 		bool ok = true;
-		for (int c = 0; c < p->nsteps && ok; c++)
-			ok = coll_wait[c] < s + 2 || coll_wait[c] > s + 5;
 		for (int i = 0; i < 3 && ok; i++) {
 			const MglStep *m0 = &p->steps[s], *b0 = m0 + 1, *m = m0 + 2 * i, *b = m + 1;
 			ok = m->op == MGL_OP_MATMUL && m->attr.epi == MGL_EPI_BIAS && mgl_group_end(p, s + 2 * i) == s + 2 * i + 1 &&
@@ -1298,6 +1296,8 @@ static int qkv_batches(const MglPlan *p, const int *coll_wait, int *qkv_batch)
 			     follows(p, m0->in[1], m->in[1], i) && follows(p, b0->in[1], b->in[1], i) &&
 			     follows(p, b0->out[0], b->out[0], i);
 		}
+		for (int c = 0; c < p->nsteps && ok; c++)   /* (only where the groups are there) */
+			ok = coll_wait[c] < s + 2 || coll_wait[c] > s + 5;
 		if (ok)
 			qkv_batch[s] = 3, qkv_batch[s + 2] = qkv_batch[s + 4] = -1, n++;
 	}
