@@ -121,7 +121,7 @@ static int span(MglCtx *c, MglPlan *p, const int m[3], const char *name)
 }
 
 /* The forward's three linears of the weights W[] (a span by now), each a matmul of one x
- * and a bias_add of a parameter: under MGL_QKV_FWD=1 (at compile time; to be measured) their
+ * and a bias_add of a parameter (unless MGL_NO_QKV_FWD=1 at compile time): their
  * biases and their outputs (q, k, v) laid end to end too, as layout spans (plan.h), so that
  * the cuda backend runs the three as one batched GEMM (runtime/cuda/ops.c, qkv_batches).
  * Nothing where the pattern is not whole. */
@@ -236,7 +236,7 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 			p->steps[n++] = p->steps[s];
 	}
 	p->nsteps = n;
-	if (getenv("MGL_QKV_FWD"))
+	if (!getenv("MGL_NO_QKV_FWD"))
 		qkv_forward_layout(c, p, W);
 	return true;
 }

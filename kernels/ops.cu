@@ -1283,74 +1283,38 @@ __device__ __forceinline__ float adamw1(float w, float g, float *m, float *v, fl
 	return w - run->lr * ((*m / run->bc1) / (sqrtf(*v / run->bc2) + run->eps) + wd * w);
 }
 
-}  // extern "C" (adamw_chunk is a template, which may not have C linkage)
-
-// AdamW on block's chunk of a parameter shard, after clipping to the global norm; writes the
-// bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows, U rounds
-// of them at a time, their loads all issued before the first's stores. COPY: the run's
-// settings read from a copy in registers, not through run (the stores through c's pointers
-// may alias it, so the compiler reads it again after each).
-template <int U, bool COPY>
-__device__ __forceinline__ void adamw_chunk(const MtChunk *chunks, const float *norm2, const Run *run)
+// AdamW on every chunk's parameter shard, after clipping to the global norm; writes the
+// bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows.
+__global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
 {
 	MtChunk c = chunks[blockIdx.x];
-	Run copy;
-	if (COPY)
-		copy = *run;
-	const Run *r = COPY ? &copy : run;
-	float norm = sqrtf(norm2[0]), scale = r->clip > 0 && norm > r->clip ? r->clip / norm : 1.0f;
-	float wd = c.decay ? r->weight_decay : 0.0f;
+	float norm = sqrtf(norm2[0]), scale = run->clip > 0 && norm > run->clip ? run->clip / norm : 1.0f;
+	float wd = c.decay ? run->weight_decay : 0.0f;
 	if (mt_vec(c)) {
-		for (int i0 = threadIdx.x * 4; i0 < c.n; i0 += blockDim.x * 4 * U) {
-			float4 w[U], g[U], m[U], v[U];
-#pragma unroll
-			for (int u = 0; u < U; u++) {
-				int i = i0 + u * blockDim.x * 4;
-				if (i < c.n) {
-					w[u] = *(const float4 *)(c.w + i), g[u] = *(const float4 *)(c.g + i);
-					m[u] = *(const float4 *)(c.m + i), v[u] = *(const float4 *)(c.v + i);
-				}
-			}
-#pragma unroll
-			for (int u = 0; u < U; u++) {
-				int i = i0 + u * blockDim.x * 4;
-				if (i >= c.n)
-					break;
-				w[u].x = adamw1(w[u].x, g[u].x * scale, &m[u].x, &v[u].x, wd, r);
-				w[u].y = adamw1(w[u].y, g[u].y * scale, &m[u].y, &v[u].y, wd, r);
-				w[u].z = adamw1(w[u].z, g[u].z * scale, &m[u].z, &v[u].z, wd, r);
-				w[u].w = adamw1(w[u].w, g[u].w * scale, &m[u].w, &v[u].w, wd, r);
-				*(float4 *)(c.m + i) = m[u];
-				*(float4 *)(c.v + i) = v[u];
-				*(float4 *)(c.w + i) = w[u];
-				if (c.w16)
-					*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w[u].x) | (unsigned)f2bf(w[u].y) << 16,
-									   (unsigned)f2bf(w[u].z) | (unsigned)f2bf(w[u].w) << 16);
-			}
+		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
+			float4 w = *(const float4 *)(c.w + i), g = *(const float4 *)(c.g + i);
+			float4 m = *(const float4 *)(c.m + i), v = *(const float4 *)(c.v + i);
+			w.x = adamw1(w.x, g.x * scale, &m.x, &v.x, wd, run);
+			w.y = adamw1(w.y, g.y * scale, &m.y, &v.y, wd, run);
+			w.z = adamw1(w.z, g.z * scale, &m.z, &v.z, wd, run);
+			w.w = adamw1(w.w, g.w * scale, &m.w, &v.w, wd, run);
+			*(float4 *)(c.m + i) = m;
+			*(float4 *)(c.v + i) = v;
+			*(float4 *)(c.w + i) = w;
+			if (c.w16)
+				*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w.x) | (unsigned)f2bf(w.y) << 16,
+								   (unsigned)f2bf(w.z) | (unsigned)f2bf(w.w) << 16);
 		}
 		return;
 	}
 	for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
-		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], c.g[i] * scale, &m, &v, wd, r);
+		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], c.g[i] * scale, &m, &v, wd, run);
 		c.m[i] = m;
 		c.v[i] = v;
 		c.w[i] = w;
 		if (c.w16)
 			c.w16[i] = f2bf(w);
 	}
-}
-
-extern "C" {
-
-__global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
-{
-	adamw_chunk<1, false>(chunks, norm2, run);
-}
-// ... two rounds at a time, the settings in registers (MGL_ADAMW_U2=1, to be measured:
-// k_adamw moved its 30 bytes a parameter at about 4.0 TB/s at 1.2b, twentieth sitting)
-__global__ void k_adamw_u2(const MtChunk *chunks, const float *norm2, const Run *run)
-{
-	adamw_chunk<2, true>(chunks, norm2, run);
 }
 
 }  // extern "C"
@@ -2162,7 +2126,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			     const FaTmap *tdq = NULL, const FaTmap *tld = NULL)
 {
 	static_assert(ABL == 0 || TMA, "the ablations are of the TMA kernel");
-	constexpr bool DQ_PUT = !(ABL & (1 | 16)), DQ_REDUCE = DQ_PUT && !(ABL & 32), LATE = ABL & 64;
+	constexpr bool DQ_PUT = !(ABL & (1 | 16)), DQ_REDUCE = DQ_PUT && !(ABL & 32);
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
 	extern __shared__ __align__(16) unsigned char fa_shared[];
@@ -2241,7 +2205,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			fa_wg_done(st, 32);
 			fa_wg_done(dp, 32);
 		}
-		if (TMA && !LATE && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
+		if (TMA && i0 + FA_ROWS < S) {   // the next rows, where the last round's dQ was (read by now)
 			if (threadIdx.x == 0 && DQ_REDUCE)
 				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
@@ -2284,14 +2248,6 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
 		}
 		fa_wg_commit();   // left running while the block waits for dS^T and issues dQ's
-		if (TMA && LATE && i0 + FA_ROWS < S) {   // (the lines above, here: one place goes once LATE is measured;
-							  // shared through a function, they changed the default kernels' code)
-			if (threadIdx.x == 0 && DQ_REDUCE)
-				asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
-					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
-			__syncwarp();
-		}
 		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
 		__syncthreads();
 		// dQ [64 queries][DH] = dS K: dS is dS^T read transposed (8-query core matrices 128
@@ -2650,7 +2606,6 @@ FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_4_96, 4)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_8_96, 8)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_16_96, 16)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_32_96, 32)
-FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_late_96, 64)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

@@ -1042,22 +1042,22 @@ START_TEST(attention_projections_backward_as_one_gemm)
 }
 END_TEST
 
-/* The forward of attention's q, k and v under MGL_QKV_FWD=1 (compiler/hfuse.c): with the
+/* The forward of attention's q, k and v (compiler/hfuse.c): with the
  * backward's spans, two layout spans a layer (value -1): the three biases (parameters) and
  * the three outputs (activations), each member right after the one before at its exact
  * size, from steps that run as three groups in a row of [matmul of one x, bias_add], as the
  * cuda backend finds them to batch (runtime/cuda/ops.c, qkv_batches); the plan still reads
- * back. Without the variable, none. */
+ * back. Under MGL_NO_QKV_FWD=1, none. */
 START_TEST(attention_projections_forward_laid_end_to_end)
 {
 	for (int tp = 1; tp <= 2; tp++)
 		for (int on = 0; on < 2; on++) {
 			MglTarget t = {.tp = tp, .dp = 1, .batch = 2, .seq = 64, .act_dtype = MGL_BF16};
 			Build b;
-			if (on)
-				setenv("MGL_QKV_FWD", "1", 1);
+			if (!on)
+				setenv("MGL_NO_QKV_FWD", "1", 1);
 			build(&b, "models/gpt2.mgl", "tiny", t);
-			unsetenv("MGL_QKV_FWD");
+			unsetenv("MGL_NO_QKV_FWD");
 			ck_assert_msg(b.p, "%s", b.diag);
 			const MglPlan *p = b.p;
 			int layout = 0;

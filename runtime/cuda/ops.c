@@ -29,7 +29,7 @@
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
-	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg_late_96) X(adamw_u2)
+	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96)
 
 enum {
 #define X(k) K_##k,
@@ -830,8 +830,6 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
-		if (sums && tma && dh == 96 && getenv("MGL_FA_BWD_LATE"))   /* (to be measured: kernels/ops.cu, ABL 64) */
-			k = K_flash_bwd_wg_late_96;
 		if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
 			return -1;
 		if (sums)
@@ -1262,8 +1260,7 @@ static int op_adamw(CudaCtx *c)
 {
 	Dev *d = c->r->mem;
 	void *norm = P(c->r, IN(4));
-	/* MGL_ADAMW_U2=1 (to be measured): k_adamw_u2, two rounds' loads in flight a thread */
-	return mt_launch(c, getenv("MGL_ADAMW_U2") ? K_adamw_u2 : K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
+	return mt_launch(c, K_adamw, ARGS(&d->mt[c->index], &norm, &d->run));
 }
 
 /* Value v is the i-th of a run of values like u laid end to end from u's offset: of its
@@ -1275,8 +1272,8 @@ static bool follows(const MglPlan *p, int u, int v, int i)
 	       b->offset == a->offset + i * mgl_value_bytes(a);
 }
 
-/* q, k and v's forward as one batched GEMM, under MGL_QKV_FWD=1 (to be measured; the
- * compiler lays them out for it then: compiler/hfuse.c): where three fused groups in a row
+/* q, k and v's forward as one batched GEMM (unless MGL_NO_QKV_FWD=1; the compiler lays
+ * them out for it: compiler/hfuse.c; 0.6 ms a step of 127 at 1.2b, twenty-second sitting): where three fused groups in a row
  * at step s are each [matmul x W_i with the bias epilogue, bias_add b_i] -> y_i, of one x,
  * with the W_i, the b_i and the y_i each laid end to end (checked here on the offsets: a
  * plan read from disk says nothing of spans), qkv_batch[s] = 3 and the other two -1; how
@@ -1326,8 +1323,8 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
-		for (int n = 0; h && dh == 96 && n < ABLATIONS; n++) {   /* its variant, its ablations (MGL_FA_BWD_ABL) */
-			int k = n ? fa_bwd_ablation.kernel[n] : K_flash_bwd_wg_late_96;
+		for (int n = 1; h && dh == 96 && n < ABLATIONS; n++) {   /* its ablations (MGL_FA_BWD_ABL) */
+			int k = fa_bwd_ablation.kernel[n];
 			if (k)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   flash_bwd_wg_smem(dh), d->device));
@@ -1346,11 +1343,8 @@ int cuda_ops_prepare(RtRank *r)
 	d->qkv_batch = calloc((size_t)p->nsteps, sizeof *d->qkv_batch);
 	if (!d->qkv_batch)
 		return cuda_fail(r, "out of host memory");
-	if (getenv("MGL_QKV_FWD")) {
-		int n = qkv_batches(p, d->coll_wait, d->qkv_batch);
-		if (r->rank == 0)
-			fprintf(stderr, "mgl: MGL_QKV_FWD=1: %d batched GEMMs of q, k and v's forward\n", n);
-	}
+	if (!getenv("MGL_NO_QKV_FWD"))
+		qkv_batches(p, d->coll_wait, d->qkv_batch);
 	for (int k = 0; k < r->job->nmicro; k++) {
 		d->micro[k].coll_done = calloc((size_t)p->nsteps, sizeof *d->micro[k].coll_done);
 		d->micro[k].inflight = malloc((size_t)p->nsteps * sizeof *d->micro[k].inflight);

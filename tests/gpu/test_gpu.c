@@ -13,8 +13,7 @@
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
- *    and with q, k and v's forward as one batched GEMM (MGL_QKV_FWD=1); the backward at heads
- *    of 96 with its next tiles loaded later in each round (MGL_FA_BWD_LATE=1);
+ *    and with q, k and v's forward as three GEMMs, not one batched (MGL_NO_QKV_FWD=1);
  *    the layer norms' backward at the edges of its bands and past its widest row; the
  *    flash cases again with mma.sync's forward (MGL_NO_WG_FWD), with mma.sync's both ways
  *    (MGL_NO_WGMMA), and with the attention's tiles copied and dQ added by each thread
@@ -518,16 +517,12 @@ int main(int argc, char **argv)
 	 *  - MGL_NO_QKV_BIAS_SUMS: q, k and v's bias gradients a column sum of their own after
 	 *    attention's backward, not summed by it (compiler/fuse.c; the mma.sync runs above
 	 *    take such a sum too);
-	 *  - MGL_QKV_FWD: q, k and v's forward one batched GEMM (laid out so by compiler/hfuse.c,
-	 *    batched by runtime/cuda/ops.c, which says how many on standard error), at tp 1, 2;
-	 *  - MGL_FA_BWD_LATE: the backward at heads of 96 with the next Q and dO tiles loaded
-	 *    later in each round (kernels/ops.cu: ABL 64), over 2 and 4 query tiles;
-	 *  - MGL_ADAMW_U2: AdamW two rounds of a thread's elements at a time (k_adamw_u2) */
+	 *  - MGL_NO_QKV_FWD: q, k and v's forward three GEMMs, not one batched (laid out for it
+	 *    by compiler/hfuse.c, batched by runtime/cuda/ops.c), at tp 1, 2 */
 	static const struct {
 		const char *var;
 		int cases[2], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
-	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_QKV_FWD", {0, 4}, 2, 2}, {"MGL_FA_BWD_LATE", {4, 8}, 2, 1},
-			{"MGL_ADAMW_U2", {0, 1}, 2, 1}};
+	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_NO_QKV_FWD", {0, 4}, 2, 2}};
 	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
 		setenv(switched[v].var, "1", 1);
 		printf("with %s=1:\n", switched[v].var);
