@@ -1862,9 +1862,9 @@ __device__ __forceinline__ void fa_tma_pair(bf16 *s, const FaTmap *m0, const FaT
 // both rows); a warp's stores fill each bank twice, the fewest for 256 bytes. s 1,024-byte
 // aligned (a Q and dO buffer, free once the round's wgmmas are done)
 template <int DH>
-__device__ __forceinline__ void fa_dq_put(float *s, const float *dqa)
+__device__ __forceinline__ void fa_dq_put(float *s, const float *dqa, int w)
 {
-	int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+	int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 	float *r0 = s + (16 * w + g) * 32 + 2 * (t & 1);
 #pragma unroll
 	for (int j = 0; j < DH / 8; j++) {
@@ -2052,10 +2052,10 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 
 // flash_bwd_wg's bias sums: the column sums over the block's 64 keys of dK and dV (dka, dva:
 // a thread's rows kr0 for e < 2 and kr1 for e >= 2, columns 8 j + 2 t + e % 2; in0, in1:
-// whether those rows are keys), by the lanes of a column (g: shuffles), then the four
-// warps in order through sm (2 DH x 4 floats of shared memory free after the loop), into
-// part[1 + kind] (flash_bwd_wg). The same order every run.
-template <int DH>
+// whether those rows are keys), by the lanes of a column (g: shuffles), then the NW
+// warps in order through sm (2 DH x NW floats of shared memory free after the loop), into
+// part[1 + kind] (flash_bwd_wg; flash_bwd_wg2's 128 keys, NW 8). The same order every run.
+template <int DH, int NW = 4>
 __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva, bool in0, bool in1, float *sm, float *part,
 					     i64 H)
 {
@@ -2077,7 +2077,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 	for (int i = threadIdx.x; i < 2 * DH; i += blockDim.x) {
 		int kind = i / DH, c = i % DH;
 		float a = 0;
-		for (int v = 0; v < 4; v++)
+		for (int v = 0; v < NW; v++)
 			a += sm[(v * 2 + kind) * DH + c];
 		part[((1 + kind) * R + row) * D + blockIdx.x % H * DH + c] = a;
 	}
@@ -2265,7 +2265,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		if (!DQ_PUT)
 			continue;
 		if (TMA) {   // into this round's Q and dO buffer, added into dq by the next round's thread 0
-			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa);
+			fa_dq_put<DH>((float *)(qg + (it & 1) * 2 * TILE), dqa, threadIdx.x / 32);
 			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 			continue;
 		}
@@ -2308,6 +2308,156 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	}
 	if (SUMS)
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
+}
+
+// Backward by wgmma over 128 keys a block (MGL_FA_BWD_128=1, to be measured; heads of 96,
+// TMA): flash_bwd_wg's rounds in two warpgroups, warpgroup wg the keys 64 wg .. 64 wg + 63
+// of the block's 128, both reading each query tile's Q, dO, lse and delta; dQ [64][DH] =
+// dS K over all 128 keys, its columns split between the warpgroups at a column block of K's
+// swizzled tiles (wg 0 the first 64, wg 1 the other DH - 64: a column block is the finest
+// split of an MN-major operand), put into a buffer of its own (two, used in turn) and added
+// into dq by TMA at the next round's start. Against flash_bwd_wg's 64 keys a block, half the
+// dQ reductions and half the Q and dO loads for the same work (the twenty-first sitting's
+// ablations: dQ's put and reduction were 4.1 of the backward's 15.8 ms at 1.2b, the
+// reduction alone 2.3), and the next round's Q and dO are loaded at the round's start: the
+// buffer they go to no longer waits for a reduction to read it. A causal block's first
+// query tile is all masked for warpgroup 1 (its P zero). Grid (B * H, ceil(S / 128)), 256
+// threads, flash_bwd_wg2_smem(DH) bytes of dynamic shared memory: K and V [128][DH] (two
+// tiles each), two Q and two dO tiles, dS^T [128][64] (fa_cm<64>(key, query)), two dQ
+// buffers [64][DH] (f32, fa_dq_put's layout), two lse and two delta [64], two mbarriers,
+// and 1 KiB to align the tiles. SUMS: part[1 + kind] rows of 128 keys (R = B ceil(S / 128)).
+template <int DH, bool SUMS>
+__device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
+			      int causal, float *part, const FaTmap *tq, const FaTmap *tdo, const FaTmap *tdq,
+			      const FaTmap *tld)
+{
+	static_assert(DH > 64 && DH <= 128, "dQ's columns split at the first column block");
+	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
+	constexpr unsigned LBO = FA_ROWS * 128;                  // bytes between a tile's column blocks
+	constexpr int N1 = DH - 64;                              // warpgroup 1's columns of dQ (0's: 64)
+	extern __shared__ __align__(16) unsigned char fa_shared[];
+	bf16 *Ks = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // keys 64 i .. at Ks + i TILE
+	bf16 *Vs = Ks + 2 * TILE, *qg = Vs + 2 * TILE;   // buffer i: Q at qg + 2 i TILE, dO after it
+	bf16 *dSs = qg + 4 * TILE;                        // dS^T, fa_cm<64>(key, query), 128 keys
+	float *dqs = (float *)(dSs + 2 * FA_ROWS * FA_ROWS);   // dQ buffer i at dqs + i FA_ROWS DH (1,024-byte aligned)
+	float *LDs = dqs + 2 * FA_ROWS * DH;                    // buffer i: lse at LDs + 2 i 64, delta 64 after it
+	unsigned long long *bars = (unsigned long long *)(LDs + 4 * FA_ROWS);   // buffer i's Q, dO, lse and delta landed
+	int lane = threadIdx.x % 32, wg = threadIdx.x / 128, w = threadIdx.x / 32 % 4, g = lane / 4, t = lane % 4;
+	i64 b = blockIdx.x / H, h = blockIdx.x % H, D = H * DH, base = b * S * D + h * DH, j0 = blockIdx.y * 2 * FA_ROWS;
+	i64 kj0 = j0 + wg * FA_ROWS, kr0 = kj0 + w * 16 + g, kr1 = kr0 + 8;   // the warpgroup's first key, the thread's
+	bool in0 = kr0 < S && (!mask || mask[b * S + kr0]), in1 = kr1 < S && (!mask || mask[b * S + kr1]);
+	float scale = rsqrtf((float)DH), scale2 = scale * FA_LOG2E;
+	i64 first = causal ? j0 : 0;
+	const bf16 *Kw = Ks + wg * TILE, *Vw = Vs + wg * TILE;
+	fa_tile_sw<DH>(Ks, k + base, D, j0, S);
+	fa_tile_sw<DH>(Ks + TILE, k + base, D, j0 + FA_ROWS, S);
+	fa_tile_sw<DH>(Vs, v + base, D, j0, S);
+	fa_tile_sw<DH>(Vs + TILE, v + base, D, j0 + FA_ROWS, S);
+	fa_mbar_init2(bars);
+	fa_tma_pair<DH>(qg, tq, tdo, h, first, b, &bars[0], LDs, tld);
+	fa_wait<0>();
+	asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+	float dka[DH / 2], dva[DH / 2];   // [4 j + e]: keys kj0 + 16 w + g (+ 8 for e >= 2), columns 8 j + 2 t + e % 2
+	for (int d = 0; d < DH / 2; d++)
+		dka[d] = dva[d] = 0;
+	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(wg * FA_ROWS + w * 16 + g, 2 * t));   // this thread's first dS^T element
+	bool edge_keys = mask || kj0 + FA_ROWS > S;
+	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
+		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffers it & 1
+		const bf16 *Qs = qg + (it & 1) * 2 * TILE, *Gs = Qs + TILE;
+		const float *Ls = LDs + (it & 1) * 2 * FA_ROWS, *Ds = Ls + FA_ROWS;
+		__syncthreads();   // the last round done: its reads of dS^T and of its buffers, its dQ put and fenced
+		if (threadIdx.x == 0 && i0 + FA_ROWS < S)   // the next round's, into the buffers the last round read
+			fa_tma_pair<DH>(qg + ((it + 1) & 1) * 2 * TILE, tq, tdo, h, i0 + FA_ROWS, b, &bars[(it + 1) & 1],
+					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
+		if (it > 0)   // the last round's dQ (thread 0)
+			fa_dq_reduce<DH>(dqs + ((it - 1) & 1) * FA_ROWS * DH, tdq, h, i0 - FA_ROWS, b);
+		fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
+		__syncwarp();   // (the warp converged again for wgmma's .aligned)
+		float st[32], dp[32];   // [4 j + e]: keys kj0 + 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
+		fa_wg_fence();
+		for (int kk = 0; kk < DH / 16; kk++) {
+			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+			fa_wgss64<0, 0>(st, fa_desc_sw(Kw + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
+			fa_wgss64<0, 0>(dp, fa_desc_sw(Vw + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+		}
+		fa_wg_wait();
+		fa_wg_done(st, 32);
+		fa_wg_done(dp, 32);
+		bool edge = edge_keys || (causal && i0 < kj0 + FA_ROWS - 1);
+		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
+		for (int n = 0; n < 8; n++) {
+			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
+			for (int e = 0; e < 2; e++) {
+				float Lc = e ? L.y : L.x, Dc = e ? Dd.y : Dd.x;
+				float p0 = fa_exp2(st[4 * n + e] * scale2 - Lc), p1 = fa_exp2(st[4 * n + 2 + e] * scale2 - Lc);
+				if (edge) {
+					int i = (int)i0 + n * 8 + 2 * t + e;   // S < 2^31 (the grid's y is at most 65,535 blocks)
+					p0 = in0 && (!causal || (int)kr0 <= i) ? p0 : 0.0f;
+					p1 = in1 && (!causal || (int)kr1 <= i) ? p1 : 0.0f;
+				}
+				st[4 * n + e] = p0;
+				st[4 * n + 2 + e] = p1;
+				dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
+				dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
+			}
+			pa[n / 2][n % 2 * 2] = fa_pack(st[4 * n], st[4 * n + 1]);
+			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[4 * n + 2], st[4 * n + 3]);
+			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
+			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
+			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
+			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
+		}
+		// dV += P^T dO, dK += dS^T Q: 16 queries a step, the tiles read transposed
+		fa_wg_fence();
+		for (int kc = 0; kc < 4; kc++) {
+			fa_wg_pv<DH>(dva, pa[kc], fa_desc_sw(Gs + kc * 16 * 64, LBO));
+			fa_wg_pv<DH>(dka, sa[kc], fa_desc_sw(Qs + kc * 16 * 64, LBO));
+		}
+		fa_wg_commit();   // left running while the block waits for dS^T and issues dQ's
+		if (threadIdx.x == 0)   // the reduction of two rounds ago has read the dQ buffer this round's goes to
+			asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
+		__syncwarp();
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // dS^T, written by st.shared
+		__syncthreads();
+		// dQ [64 queries][64 or N1 columns] = dS K over the 128 keys: dS^T read transposed as
+		// in flash_bwd_wg, K's column block wg
+		float dqa[32];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 64 wg + 8 j + 2 t + e % 2
+		fa_wg_fence();
+		for (int kc = 0; kc < 8; kc++)   // (both N = 64, wg 1's past DH zeros: a wgmma in a branch of wg
+						  // serialises them all, ptxas's C7520)
+			fa_wgss64<1, 1>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128),
+					fa_desc_sw(Ks + kc / 4 * TILE + kc % 4 * 16 * 64 + wg * FA_ROWS * 64, LBO), kc > 0);
+		fa_wg_wait();   // dV's and dK's groups and dQ's
+		fa_wg_done(dva, DH / 2);
+		fa_wg_done(dka, DH / 2);
+		fa_wg_done(dqa, 32);
+		float *dqb = dqs + (it & 1) * FA_ROWS * DH;
+		if (wg == 0)
+			fa_dq_put<64>(dqb, dqa, w);
+		else
+			fa_dq_put<N1>(dqb + 2 * FA_ROWS * 32, dqa, w);
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+	}
+	__syncthreads();   // the last round's dQ, and every reduction done before the block's shared memory goes
+	i64 last = first + (S - 1 - first) / FA_ROWS * FA_ROWS;
+	fa_dq_reduce<DH>(dqs + (((last - first) / FA_ROWS) & 1) * FA_ROWS * DH, tdq, h, last, b);
+	if (threadIdx.x == 0)
+		asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+	i64 ob = ((i64)(blockIdx.x / (unsigned)H) * S + kr0) * ldo + blockIdx.x % (unsigned)H * DH + 2 * t;
+	for (int d = 0; d < DH / 8; d++) {
+		i64 o0 = ob + d * 8;
+		if (kr0 < S) {
+			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
+			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
+		}
+		if (kr1 < S) {
+			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
+			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
+		}
+	}
+	if (SUMS)
+		fa_bias_sums<DH, 8>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -2568,6 +2718,17 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, true, true, ABL>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
 							      causal, part, &tq, &tdo, &tdq, &tld));)                 \
 	}
+// ... over 128 keys a block in two warpgroups (flash_bwd_wg2; MGL_FA_BWD_128=1, to be
+// measured), with the bias sums or without
+#define FLASH_BWD_WG2(DH, NAME, SUMS)                                                                                \
+	__global__ void __launch_bounds__(256, 1) NAME(                                                              \
+	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
+	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
+	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
+	    const __grid_constant__ FaTmap tld)                                                                      \
+	{                                                                                                            \
+		FA_WG_BODY((flash_bwd_wg2<DH, SUMS>(k, v, mask, dk, dv, S, H, ldo, causal, part, &tq, &tdo, &tdq, &tld));) \
+	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) k_flash_fwd_sw_##DH(                                 \
@@ -2606,6 +2767,8 @@ FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_4_96, 4)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_8_96, 8)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_16_96, 16)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_32_96, 32)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_tma_96, false)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_sums_tma_96, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

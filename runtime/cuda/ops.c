@@ -29,7 +29,7 @@
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
-	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96)
+	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)
 
 enum {
 #define X(k) K_##k,
@@ -692,6 +692,16 @@ static int flash_bwd_wg_smem(int dh)
 	return 6 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + FLASH_ROWS * FLASH_ROWS * 2 + 4 * FLASH_ROWS * 4 + 16 + 1024;
 }
 
+/* flash_bwd_wg2's (128 keys a block, heads of 96 and up): K and V [128][dh rounded up to 64]
+ * (two tiles each), two Q and two dO tiles [64][..] (bf16), dS^T [128][64] (bf16), two dQ
+ * buffers [64][dh] (f32), two lse and two delta [64] (f32), two mbarriers, and 1 KiB to
+ * align the tiles (194 KiB at 96: one block an SM) */
+static int flash_bwd_wg2_smem(int dh)
+{
+	return 8 * FLASH_ROWS * ((dh + 63) / 64 * 64) * 2 + 2 * FLASH_ROWS * FLASH_ROWS * 2 + 2 * FLASH_ROWS * dh * 4 +
+	       4 * FLASH_ROWS * 4 + 16 + 1024;
+}
+
 /* A TMA map of x [B, S, H, dh] (bf16, or f32 where f32; dense, 16-byte aligned: the
  * activations and the scratch are): dimensions dh, H, S, B innermost first, a box of 128
  * bytes of columns (64 bf16: fa_tile_tma's; 32 f32: fa_dq_reduce's) by 64 rows of one head
@@ -800,10 +810,13 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 	RtRank *r = c->r;
 	const MglValue *q = val(r, IN(1));
 	int64_t B = q->shape[0], S = q->shape[1], H = c->s->attr.heads, dh = q->shape[2] / H, n = mgl_numel(q);
-	int64_t rows = B * S, D = H * dh, gy = (S + FLASH_ROWS - 1) / FLASH_ROWS, R = B * gy;   /* gy: key blocks */
 	int causal = (int)c->s->attr.causal, f = flash_of(d, dh), f32 = MGL_F32;
 	if (kvdt != MGL_BF16)
 		f = -1;   /* flash writes dk and dv in bf16 */
+	/* MGL_FA_BWD_128=1 (to be measured): 128 keys a block in two warpgroups (flash_bwd_wg2) */
+	bool wide = f >= 0 && d->fa_tma && flash_wg(d, f) && dh == 96 && getenv("MGL_FA_BWD_128");
+	int64_t keys = wide ? 2 * FLASH_ROWS : FLASH_ROWS;
+	int64_t rows = B * S, D = H * dh, gy = (S + keys - 1) / keys, R = B * gy;   /* gy: key blocks */
 	bool sums = bias && f >= 0 && flash_wg(d, f) && flash[f].bwd_wg_sums >= 0 &&
 		    R <= 65535;   /* (R: k_convert_rows_sums's grid's y) */
 	if (bias && ld != 3 * D)
@@ -830,7 +843,9 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
-		if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
+		if (wide)
+			k = sums ? K_flash_bwd_wg2_sums_tma_96 : K_flash_bwd_wg2_tma_96;
+		else if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
 			return -1;
 		if (sums)
 			args[na++] = &part;
@@ -840,8 +855,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 				return -1;
 			args[na++] = &tq, args[na++] = &tdo, args[na++] = &tdq, args[na++] = &tld;
 		}
-		int smem = flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh);
-		if (launch_blocks(r, k, B * H, gy, 128, smem, args))
+		int smem = wide ? flash_bwd_wg2_smem((int)dh) : flash_wg(d, f) ? flash_bwd_wg_smem((int)dh) : flash_bwd_smem((int)dh);
+		if (launch_blocks(r, k, B * H, gy, wide ? 256 : 128, smem, args))
 			return -1;
 		if (sums) {
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
@@ -1323,6 +1338,10 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
+		const int wg2[] = {K_flash_bwd_wg2_tma_96, K_flash_bwd_wg2_sums_tma_96};   /* (MGL_FA_BWD_128) */
+		for (int j = 0; h && dh == 96 && j < 2; j++)
+			CK(cudaKernelSetAttributeForDevice(d->kernels[wg2[j]], cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   flash_bwd_wg2_smem(dh), d->device));
 		for (int n = 1; h && dh == 96 && n < ABLATIONS; n++) {   /* its ablations (MGL_FA_BWD_ABL) */
 			int k = fa_bwd_ablation.kernel[n];
 			if (k)
