@@ -2310,12 +2310,13 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
 
-// Backward by wgmma over 128 keys a block (MGL_FA_BWD_128=1, to be measured; heads of 96,
-// TMA): flash_bwd_wg's rounds in two warpgroups, warpgroup wg the keys 64 wg .. 64 wg + 63
+// Backward by wgmma over 128 keys a block (the default at heads of 96 with TMA; 0.7 ms of
+// 15.7 a step quicker than flash_bwd_wg at 1.2b, twenty-second sitting; MGL_NO_FA_BWD_128=1
+// for flash_bwd_wg): flash_bwd_wg's rounds in two warpgroups, warpgroup wg the keys 64 wg .. 64 wg + 63
 // of the block's 128, both reading each query tile's Q, dO, lse and delta; dQ [64][DH] =
 // dS K over all 128 keys, its columns split between the warpgroups at a column block of K's
 // swizzled tiles (wg 0 the first 64, wg 1 the other DH - 64: a column block is the finest
-// split of an MN-major operand), put into a buffer of its own (two, used in turn) and added
+// split of an MN-major operand; wg 1's wgmma is N = 64 too, its columns past DH unused), put into a buffer of its own (two, used in turn) and added
 // into dq by TMA at the next round's start. Against flash_bwd_wg's 64 keys a block, half the
 // dQ reductions and half the Q and dO loads for the same work (the twenty-first sitting's
 // ablations: dQ's put and reduction were 4.1 of the backward's 15.8 ms at 1.2b, the
@@ -2718,8 +2719,7 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 		FA_WG_BODY((flash_bwd_wg<DH, true, true, ABL>(dy, q, k, v, lse, delta, mask, dq, dk, dv, S, H, ldo,      \
 							      causal, part, &tq, &tdo, &tdq, &tld));)                 \
 	}
-// ... over 128 keys a block in two warpgroups (flash_bwd_wg2; MGL_FA_BWD_128=1, to be
-// measured), with the bias sums or without
+// ... over 128 keys a block in two warpgroups (flash_bwd_wg2), with the bias sums or without
 #define FLASH_BWD_WG2(DH, NAME, SUMS)                                                                                \
 	__global__ void __launch_bounds__(256, 1) NAME(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \

@@ -813,8 +813,11 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 	int causal = (int)c->s->attr.causal, f = flash_of(d, dh), f32 = MGL_F32;
 	if (kvdt != MGL_BF16)
 		f = -1;   /* flash writes dk and dv in bf16 */
-	/* MGL_FA_BWD_128=1 (to be measured): 128 keys a block in two warpgroups (flash_bwd_wg2) */
-	bool wide = f >= 0 && d->fa_tma && flash_wg(d, f) && dh == 96 && getenv("MGL_FA_BWD_128");
+	/* at heads of 96 with TMA, 128 keys a block in two warpgroups (flash_bwd_wg2: 0.7 ms of
+	 * 15.7 a step quicker at 1.2b, twenty-second sitting), unless MGL_NO_FA_BWD_128=1 or
+	 * MGL_FA_BWD_ABL (the ablations are of the 64-key kernel) */
+	bool wide = f >= 0 && d->fa_tma && flash_wg(d, f) && dh == 96 && !getenv("MGL_NO_FA_BWD_128") &&
+		    !getenv(fa_bwd_ablation.var);
 	int64_t keys = wide ? 2 * FLASH_ROWS : FLASH_ROWS;
 	int64_t rows = B * S, D = H * dh, gy = (S + keys - 1) / keys, R = B * gy;   /* gy: key blocks */
 	bool sums = bias && f >= 0 && flash_wg(d, f) && flash[f].bwd_wg_sums >= 0 &&
@@ -1338,7 +1341,7 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
-		const int wg2[] = {K_flash_bwd_wg2_tma_96, K_flash_bwd_wg2_sums_tma_96};   /* (MGL_FA_BWD_128) */
+		const int wg2[] = {K_flash_bwd_wg2_tma_96, K_flash_bwd_wg2_sums_tma_96};
 		for (int j = 0; h && dh == 96 && j < 2; j++)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[wg2[j]], cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg2_smem(dh), d->device));
