@@ -850,7 +850,7 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			k = sums ? K_flash_bwd_wg2_sums_tma_96 : K_flash_bwd_wg2_tma_96;
 		else if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
 			return -1;
-		if (sums)
+		if (sums || wide)   /* (flash_bwd_wg2 takes part either way: NULL without the sums) */
 			args[na++] = &part;
 		if (tma) {
 			if (fa_tensor_map(r, &tq, Q, B, S, H, dh, false) || fa_tensor_map(r, &tdo, G, B, S, H, dh, false) ||
