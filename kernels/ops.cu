@@ -2310,6 +2310,20 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
 
+// flash_bwd_wg2's first GEMMs of a round, issued (not committed): S^T = K Q^T into st and
+// dP^T = V dO^T into dp, K and V the warpgroup's tiles, Q at qs and dO a tile after it
+template <int DH>
+__device__ __forceinline__ void fa_bwd_sdp(float *st, float *dp, const bf16 *Kw, const bf16 *Vw, const bf16 *qs)
+{
+	const bf16 *Gs = qs + FA_ROWS * ((DH + 63) / 64 * 64);
+	fa_wg_fence();
+	for (int kk = 0; kk < DH / 16; kk++) {
+		int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+		fa_wgss64<0, 0>(st, fa_desc_sw(Kw + at, 16), fa_desc_sw(qs + at, 16), kk > 0);
+		fa_wgss64<0, 0>(dp, fa_desc_sw(Vw + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+	}
+}
+
 // Backward by wgmma over 128 keys a block (the default at heads of 96 with TMA; 0.7 ms of
 // 15.7 a step quicker than flash_bwd_wg at 1.2b, twenty-second sitting; MGL_NO_FA_BWD_128=1
 // for flash_bwd_wg): flash_bwd_wg's rounds in two warpgroups, warpgroup wg the keys 64 wg .. 64 wg + 63
@@ -2327,7 +2341,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 // tiles each), two Q and two dO tiles, dS^T [128][64] (fa_cm<64>(key, query)), two dQ
 // buffers [64][DH] (f32, fa_dq_put's layout), two lse and two delta [64], two mbarriers,
 // and 1 KiB to align the tiles. SUMS: part[1 + kind] rows of 128 keys (R = B ceil(S / 128)).
-template <int DH, bool SUMS>
+template <int DH, bool SUMS, bool PIPE = false>
 __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			      int causal, float *part, const FaTmap *tq, const FaTmap *tdo, const FaTmap *tdq,
 			      const FaTmap *tld)
@@ -2363,6 +2377,13 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 		dka[d] = dva[d] = 0;
 	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(wg * FA_ROWS + w * 16 + g, 2 * t));   // this thread's first dS^T element
 	bool edge_keys = mask || kj0 + FA_ROWS > S;
+	float st[32], dp[32];   // [4 j + e]: keys kj0 + 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
+	if (PIPE) {   // the first round's S^T and dP^T issued here, each later one at the end of the round before
+		fa_mbar_wait(&bars[0], 0);
+		__syncwarp();
+		fa_bwd_sdp<DH>(st, dp, Kw, Vw, qg);
+		fa_wg_commit();
+	}
 	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
 		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffers it & 1
 		const bf16 *Qs = qg + (it & 1) * 2 * TILE, *Gs = Qs + TILE;
@@ -2373,14 +2394,10 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
 		if (it > 0)   // the last round's dQ (thread 0)
 			fa_dq_reduce<DH>(dqs + ((it - 1) & 1) * FA_ROWS * DH, tdq, h, i0 - FA_ROWS, b);
-		fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
-		__syncwarp();   // (the warp converged again for wgmma's .aligned)
-		float st[32], dp[32];   // [4 j + e]: keys kj0 + 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
-		fa_wg_fence();
-		for (int kk = 0; kk < DH / 16; kk++) {
-			int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-			fa_wgss64<0, 0>(st, fa_desc_sw(Kw + at, 16), fa_desc_sw(Qs + at, 16), kk > 0);
-			fa_wgss64<0, 0>(dp, fa_desc_sw(Vw + at, 16), fa_desc_sw(Gs + at, 16), kk > 0);
+		if (!PIPE) {
+			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
+			__syncwarp();   // (the warp converged again for wgmma's .aligned)
+			fa_bwd_sdp<DH>(st, dp, Kw, Vw, Qs);
 		}
 		fa_wg_wait();
 		fa_wg_done(st, 32);
@@ -2433,6 +2450,12 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 		fa_wg_done(dva, DH / 2);
 		fa_wg_done(dka, DH / 2);
 		fa_wg_done(dqa, 32);
+		if (PIPE && i0 + FA_ROWS < S) {   // the next round's S^T and dP^T, left running through the put and the barrier
+			fa_mbar_wait(&bars[(it + 1) & 1], (unsigned)((it + 1) >> 1) & 1);
+			__syncwarp();
+			fa_bwd_sdp<DH>(st, dp, Kw, Vw, qg + ((it + 1) & 1) * 2 * TILE);
+			fa_wg_commit();
+		}
 		float *dqb = dqs + (it & 1) * FA_ROWS * DH;
 		if (wg == 0)
 			fa_dq_put<64>(dqb, dqa, w);
@@ -2720,14 +2743,17 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 							      causal, part, &tq, &tdo, &tdq, &tld));)                 \
 	}
 // ... over 128 keys a block in two warpgroups (flash_bwd_wg2), with the bias sums or without
-#define FLASH_BWD_WG2(DH, NAME, SUMS)                                                                                \
+// (PIPE: each round's S^T and dP^T issued at the end of the round before; MGL_FA_BWD_PIPE=1,
+// to be measured)
+#define FLASH_BWD_WG2(DH, NAME, SUMS, PIPE)                                                                          \
 	__global__ void __launch_bounds__(256, 1) NAME(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg2<DH, SUMS>(k, v, mask, dk, dv, S, H, ldo, causal, part, &tq, &tdo, &tdq, &tld));) \
+		FA_WG_BODY((flash_bwd_wg2<DH, SUMS, PIPE>(k, v, mask, dk, dv, S, H, ldo, causal, part, &tq, &tdo, &tdq,   \
+							  &tld));)                                                    \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
 #define FLASH_FWD_SW(DH)                                                                                             \
@@ -2767,8 +2793,10 @@ FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_4_96, 4)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_8_96, 8)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_16_96, 16)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_32_96, 32)
-FLASH_BWD_WG2(96, k_flash_bwd_wg2_tma_96, false)
-FLASH_BWD_WG2(96, k_flash_bwd_wg2_sums_tma_96, true)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_tma_96, false, false)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_sums_tma_96, true, false)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_pipe_tma_96, false, true)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_pipe_sums_tma_96, true, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

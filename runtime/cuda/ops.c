@@ -29,7 +29,8 @@
 	X(flash_fwd_sw_tma_128) X(flash_fwd_sw_64) X(flash_fwd_sw_96) X(flash_fwd_sw_128) X(convert_rows_sums)          \
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
-	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)
+	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)  \
+	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96)
 
 enum {
 #define X(k) K_##k,
@@ -846,7 +847,9 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
-		if (wide)
+		if (wide && getenv("MGL_FA_BWD_PIPE"))   /* (to be measured: kernels/ops.cu, PIPE) */
+			k = sums ? K_flash_bwd_wg2_pipe_sums_tma_96 : K_flash_bwd_wg2_pipe_tma_96;
+		else if (wide)
 			k = sums ? K_flash_bwd_wg2_sums_tma_96 : K_flash_bwd_wg2_tma_96;
 		else if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
 			return -1;
@@ -1341,8 +1344,9 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
-		const int wg2[] = {K_flash_bwd_wg2_tma_96, K_flash_bwd_wg2_sums_tma_96};
-		for (int j = 0; h && dh == 96 && j < 2; j++)
+		const int wg2[] = {K_flash_bwd_wg2_tma_96, K_flash_bwd_wg2_sums_tma_96, K_flash_bwd_wg2_pipe_tma_96,
+				   K_flash_bwd_wg2_pipe_sums_tma_96};
+		for (int j = 0; h && dh == 96 && j < 4; j++)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[wg2[j]], cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg2_smem(dh), d->device));
 		for (int n = 1; h && dh == 96 && n < ABLATIONS; n++) {   /* its ablations (MGL_FA_BWD_ABL) */
