@@ -2634,15 +2634,16 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 	}
 }
 
-extern "C" {
-
 // delta[B, H, S] = rowsum(dy o) a head (flash_bwd's D), G lanes a row (a power of two to
 // 32): 8 columns a lane by 16-byte loads where G * 8 >= dh, dh % 8 == 0 and the rows are
 // aligned, else a column a lane in turn. With lse [B, H, S] (flash_bwd_wg's TMA): delta
 // [2][B, H][Sp] (rows of Sp >= S, for TMA's 16-byte strides): [0] lse in base 2 (+inf for
-// -inf: a row with no key), [1] rowsum(dy o) times the scale 1 / sqrt(dh)
-__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B, i64 S, i64 Sp,
-				  i64 H, i64 dh, int G)
+// -inf: a row with no key), [1] rowsum(dy o) times the scale 1 / sqrt(dh). ZERO: also
+// zeros written to zero [B, S, H dh] (f32, 16-byte aligned: the flash backward's dq,
+// instead of a memset) where the 16-byte loads are taken, the host checking that they are
+template <bool ZERO>
+__device__ __forceinline__ void attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B,
+						i64 S, i64 Sp, i64 H, i64 dh, int G, float *zero)
 {
 	int l = threadIdx.x % G;
 	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / G;
@@ -2652,6 +2653,11 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 	if (w < B * H * S) {
 		if (vec && l * 8 < dh) {
 			uint4 a = *(const uint4 *)(dy + base + l * 8), c = *(const uint4 *)(o + base + l * 8);
+			if (ZERO) {
+				float4 z = make_float4(0, 0, 0, 0);
+				*(float4 *)(zero + base + l * 8) = z;
+				*(float4 *)(zero + base + l * 8 + 4) = z;
+			}
 			unsigned x[4] = {a.x, a.y, a.z, a.w}, y[4] = {c.x, c.y, c.z, c.w};
 			for (int e = 0; e < 8; e++)
 				s += bf2f((bf16)(x[e / 2] >> (e % 2 * 16))) * bf2f((bf16)(y[e / 2] >> (e % 2 * 16)));
@@ -2671,6 +2677,20 @@ __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *ls
 			delta[(B * H + b * H + h) * Sp + i] = s * rsqrtf((float)dh);
 		}
 	}
+}
+
+extern "C" {
+
+__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B, i64 S, i64 Sp,
+				  i64 H, i64 dh, int G)
+{
+	attention_delta<false>(dy, o, lse, delta, B, S, Sp, H, dh, G, NULL);
+}
+// ... and dq's zeros (MGL_DELTA_ZERO=1, to be measured: instead of a memset of 4 bytes an element)
+__global__ void k_attention_delta_zero(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B, i64 S,
+				       i64 Sp, i64 H, i64 dh, int G, float *zero)
+{
+	attention_delta<true>(dy, o, lse, delta, B, S, Sp, H, dh, G, zero);
 }
 
 #if __CUDA_ARCH__ >= 800

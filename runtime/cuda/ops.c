@@ -30,7 +30,7 @@
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
 	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)  \
-	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96)
+	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96) X(attention_delta_zero)
 
 enum {
 #define X(k) K_##k,
@@ -831,14 +831,20 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 	void *G = P(r, IN(0)), *Q = P(r, IN(1)), *K = P(r, IN(2)), *V = P(r, IN(3)), *O = P(r, IN(4)), *L = P(r, IN(5));
 	void *M = c->s->nin > 6 ? P(r, IN(6)) : NULL;
 	if (f >= 0) {
-		CK(cudaMemsetAsync(s1, 0, (size_t)n * 4, d->compute));
 		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
+		/* dq's zeros written by k_attention_delta_zero beside its 16-byte loads (its
+		 * condition for them, here), not by a memset: under MGL_DELTA_ZERO=1, to be measured */
+		bool zero = getenv("MGL_DELTA_ZERO") && dh % 8 == 0 && dh <= 8 * lanes &&
+			    ((uintptr_t)G | (uintptr_t)O | (uintptr_t)s1) % 16 == 0;
+		if (!zero)
+			CK(cudaMemsetAsync(s1, 0, (size_t)n * 4, d->compute));
 		bool tma = d->fa_tma && flash_wg(d, f);   /* the TMA kernels */
 		int64_t Sp = tma ? (S + 3) / 4 * 4 : S;   /* their lse and delta rows: 16-byte strides for TMA */
 		const float *lse = tma ? L : NULL;           /* (s2's n floats hold 2 B H Sp: dh >= 64) */
-		if (launch(r, K_attention_delta, B * H * S, lanes, ARGS(&G, &O, &lse, &s2, &B, &S, &Sp, &H, &dh, &lanes)))
+		if (launch(r, zero ? K_attention_delta_zero : K_attention_delta, B * H * S, lanes,
+			   ARGS(&G, &O, &lse, &s2, &B, &S, &Sp, &H, &dh, &lanes, &s1)))
 			return -1;
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
 		 * part and the TMA maps (Q's, dO's, dq's, lse and delta's) where the kernel takes
