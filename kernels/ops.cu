@@ -2114,11 +2114,7 @@ __device__ __forceinline__ void fa_bias_sums(const float *dka, const float *dva,
 // to [0, 1] by the add's saturation, which costs no instruction, so that the gradients stay
 // finite), 4 dV's and dK's wgmmas, 8 S^T's and dP^T's wgmmas (both zero); and of dQ's three
 // parts, 16 the put and the reduction (its wgmmas kept), 32 the reduction (its wgmmas and
-// put kept). ABL 64 is no ablation but a variant, its results right (k_flash_bwd_wg_late_96,
-// MGL_FA_BWD_LATE=1, to be measured): the next round's Q and dO loaded after dV's and dK's
-// wgmmas are issued instead of after S^T's and dP^T's are done, so that thread 0's wait for
-// the last dQ's reduction to have read their buffer comes later, when it has more likely
-// finished (the reduction is issued at the round's start)
+// put kept).
 template <int DH, bool SUMS, bool TMA = false, int ABL = 0>
 __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
 			     const float *delta, const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
@@ -2442,8 +2438,9 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 		// in flash_bwd_wg, K's column block wg
 		float dqa[32];   // [4 j + e]: queries i0 + 16 w + g (+ 8), columns 64 wg + 8 j + 2 t + e % 2
 		fa_wg_fence();
-		for (int kc = 0; kc < 8; kc++)   // (both N = 64, wg 1's past DH zeros: a wgmma in a branch of wg
-						  // serialises them all, ptxas's C7520)
+		for (int kc = 0; kc < 8; kc++)   // (both N = 64, wg 1's columns past DH unused, K's padding
+						  // there never written: a wgmma in a branch of wg serialises
+						  // them all, ptxas's C7520)
 			fa_wgss64<1, 1>(dqa, fa_desc_mn(dSs + kc * 16 * 64, 1024, 128),
 					fa_desc_sw(Ks + kc / 4 * TILE + kc % 4 * 16 * 64 + wg * FA_ROWS * 64, LBO), kc > 0);
 		fa_wg_wait();   // dV's and dK's groups and dQ's
