@@ -30,7 +30,7 @@
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
 	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)  \
-	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96) X(attention_delta_zero)
+	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96) X(attention_delta_zero) X(convert_rows_sums4)
 
 enum {
 #define X(k) K_##k,
@@ -874,8 +874,13 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
 			     block = {32, 8, 1}, fin_block = {32, FINISH_ROWS, 1};
 			float *bk = bias + D, *bv = bias + 2 * D;
-			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block,
-					    ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0, d->compute));
+			/* MGL_CONVERT4=1 (to be measured): 4 columns a thread, where sizes and alignment allow */
+			int conv = K_convert_rows_sums;
+			if (getenv("MGL_CONVERT4") && D % 4 == 0 && ld % 4 == 0 &&
+			    ((uintptr_t)s1 % 16 | (uintptr_t)DQ % (4 * mgl_dtype_size[dqdt])) == 0)
+				conv = K_convert_rows_sums4, grid.x = (unsigned)((D + 127) / 128);
+			CK(cudaLaunchKernel((const void *)d->kernels[conv], grid, block, ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0,
+					    d->compute));
 			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, fin_block,
 					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
 			return 0;
