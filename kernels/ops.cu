@@ -1922,11 +1922,23 @@ __device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, 
 			     : "memory");
 	asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
-template <int DH, bool TMA = false, bool QS = false>
+// flash_fwd_sw's S = Q K^T of a tile (QS: Q's swizzled tile at Qw, K's at K_), issued, not
+// committed (the PIPE loop's)
+template <int DH>
+__device__ __forceinline__ void fa_fwd_s(float *s, const bf16 *Qw, const bf16 *K_)
+{
+	fa_wg_fence();
+	for (int kk = 0; kk < DH / 16; kk++) {
+		int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+		fa_wgss64<0, 0>(s, fa_desc_sw(Qw + at, 16), fa_desc_sw(K_ + at, 16), kk > 0);
+	}
+}
+template <int DH, bool TMA = false, bool QS = false, bool PIPE = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
 			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL)
 {
 	static_assert(!QS || TMA, "Q's tiles are waited for once, beside the K and V copies by TMA");
+	static_assert(!PIPE || QS, "the pipelined loop is the QS kernel's");
 	constexpr int TILE = FA_ROWS * ((DH + 63) / 64 * 64);   // elements of a tile, its column blocks padded
 	extern __shared__ __align__(16) unsigned char fa_shared[];
 	bf16 *qs = (bf16 *)(fa_shared + ((1024 - (fa_smem(fa_shared) & 1023)) & 1023));   // QS: warpgroup i's Q at qs + i TILE
@@ -1972,10 +1984,22 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	float acc[DH / 2], m0 = -INF, m1 = -INF, l0 = 0, l1 = 0;   // acc[4 j + e]: flash_fwd's acc[j][e]
 	for (int d = 0; d < DH / 2; d++)
 		acc[d] = 0;
+	float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
+	// PIPE: the warpgroup's last tile (causal: the last with a key at or before its last
+	// query) from a value ptxas sees to be the same across the warp (a wgmma left in flight
+	// across a branch it cannot prove so serialises them all: C7520)
+	i64 last = PIPE && causal ? min(nkt, (i64)__shfl_sync(0xffffffffu, (int)(first / FA_ROWS), 0) + 1) - 1 : nkt - 1;
+	if (PIPE && nkt > 0) {   // the first tile's S issued here, each later one in the tile before's round
+		fa_mbar_wait(&bars[0], 0);
+		__syncwarp();
+		fa_fwd_s<DH>(s, Qw, kv);
+		fa_wg_commit();
+	}
 	for (i64 kt = 0; kt < nkt; kt++) {
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
-		if (TMA) {   // (the mbarrier's wait orders the copies before this thread's wgmmas: no barrier)
+		if (PIPE) {   // (waited for where its S was issued)
+		} else if (TMA) {   // (the mbarrier's wait orders the copies before this thread's wgmmas: no barrier)
 			fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
 			__syncwarp();   // the warp whole again for wgmma's .sync.aligned, after thread 0's branch and the spin
 		} else {
@@ -1990,18 +2014,21 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // cp.async's writes, seen by wgmma
 			__syncthreads();
 		}
-		if (!causal || j0 <= first + 63) {   // else every key of the tile is after this warpgroup's queries
-			float s[32];   // s[4 n + e]: flash_fwd's s[n][e]
-			fa_wg_fence();
-			for (int kk = 0; kk < DH / 16; kk++) {
-				int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-				if (QS)
-					fa_wgss64<0, 0>(s, fa_desc_sw(Qw + at, 16), fa_desc_sw(K_ + at, 16), kk > 0);
-				else
-					fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + at, 16), kk > 0);
+		if (PIPE ? kt <= last : !causal || j0 <= first + 63) {   // else every key of the tile is after this warpgroup's queries
+			if (!PIPE) {
+				fa_wg_fence();
+				for (int kk = 0; kk < DH / 16; kk++) {
+					int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
+					if (QS)
+						fa_wgss64<0, 0>(s, fa_desc_sw(Qw + at, 16), fa_desc_sw(K_ + at, 16), kk > 0);
+					else
+						fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + at, 16), kk > 0);
+				}
 			}
 			fa_wg_wait();
 			fa_wg_done(s, 32);
+			if (PIPE)
+				fa_wg_done(acc, DH / 2);
 			if ((causal && j0 + FA_ROWS - 1 > first) || mask || j0 + FA_ROWS > S)
 				for (int n = 0; n < 8; n++)
 					for (int e = 0; e < 2; e++) {
@@ -2042,8 +2069,19 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			fa_wg_fence();
 			for (int kc = 0; kc < 4; kc++)   // keys 16 kc ..
 				fa_wg_pv<DH>(acc, pf[kc], fa_desc_sw(V_ + kc * 16 * 64, FA_ROWS * 128));
-			fa_wg_wait();
-			fa_wg_done(acc, DH / 2);
+			if (PIPE && kt < last) {
+				// the next tile's S issued behind this P V, then P V waited for alone (groups
+				// end in order); acc pinned after the next tile's wait for both
+				fa_wg_commit();
+				fa_mbar_wait(&bars[(kt + 1) & 1], (unsigned)((kt + 1) >> 1) & 1);
+				__syncwarp();
+				fa_fwd_s<DH>(s, Qw, kv + ((kt + 1) & 1) * 2 * TILE);
+				fa_wg_commit();
+				asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+			} else {
+				fa_wg_wait();
+				fa_wg_done(acc, DH / 2);
+			}
 		}
 		if (TMA) {   // this warpgroup's hand-back of the buffer: the second to hand it back loads it again
 			asm volatile("bar.sync %0, 128;" ::"r"(1 + (int)(threadIdx.x / 128)) : "memory");   // its 4 warps' wgmmas done
@@ -2818,12 +2856,14 @@ __global__ void k_attention_delta_zero(const bf16 *dy, const bf16 *o, const floa
 // runtime/cuda/ops.c's fwd_qs): Q's tiles in shared memory, S by wgmma from shared memory on
 // both sides, instead of Q's A fragments held in registers (DH / 2 of them: 48 at 96, where
 // ptxas spills and serialises the wgmmas for want of registers at two blocks an SM)
-#define FLASH_FWD_SW_TMA(DH, NAME, QS)                                                                               \
+// (PIPE, the _qs_pipe_ one: each tile's S issued behind the tile before's P V, MGL_FA_FWD_PIPE=1,
+// to be measured)
+#define FLASH_FWD_SW_TMA(DH, NAME, QS, PIPE)                                                                         \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) NAME##DH(                                            \
 	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
 	    const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv)                                    \
 	{                                                                                                            \
-		FA_WG_BODY((flash_fwd_sw<DH, true, QS>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)               \
+		FA_WG_BODY((flash_fwd_sw<DH, true, QS, PIPE>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)         \
 	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
@@ -2848,9 +2888,10 @@ FLASH_BWD_WG2(96, k_flash_bwd_wg2_pipe_sums_tma_96, true, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)
-FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_, false)
-FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_, true)
-FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false)
+FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_, false, false)
+FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_, true, false)
+FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_pipe_, true, true)
+FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false, false)
 FLASH(16)
 FLASH(32)
 FLASH(64)

@@ -30,7 +30,8 @@
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
 	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)  \
-	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96) X(attention_delta_zero) X(convert_rows_sums4)
+	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96) X(attention_delta_zero) X(convert_rows_sums4) \
+	X(flash_fwd_sw_tma_qs_pipe_96)
 
 enum {
 #define X(k) K_##k,
@@ -785,6 +786,8 @@ static int op_attention(CudaCtx *c)
 			k = flash[f].fwd_wg_tma;
 		}
 		bool qs = tma && flash[f].fwd_qs;
+		if (qs && dh == 96 && getenv("MGL_FA_FWD_PIPE"))   /* (to be measured: kernels/ops.cu, PIPE) */
+			k = K_flash_fwd_sw_tma_qs_pipe_96;
 		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs, tma),
 				     args);
 	}
@@ -1360,6 +1363,10 @@ int cuda_ops_prepare(RtRank *r)
 		for (int j = 0; h && dh == 96 && j < 4; j++)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[wg2[j]], cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg2_smem(dh), d->device));
+		if (h && dh == 96)   /* (MGL_FA_FWD_PIPE) */
+			CK(cudaKernelSetAttributeForDevice(d->kernels[K_flash_fwd_sw_tma_qs_pipe_96],
+							   cudaFuncAttributeMaxDynamicSharedMemorySize,
+							   flash_fwd_sw_smem(dh, true, true), d->device));
 		for (int n = 1; h && dh == 96 && n < ABLATIONS; n++) {   /* its ablations (MGL_FA_BWD_ABL) */
 			int k = fa_bwd_ablation.kernel[n];
 			if (k)
