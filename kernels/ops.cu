@@ -1998,7 +1998,13 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	for (i64 kt = 0; kt < nkt; kt++) {
 		i64 j0 = kt * FA_ROWS;
 		const bf16 *K_ = kv + (kt & 1) * 2 * TILE, *V_ = K_ + TILE;
-		if (PIPE) {   // (waited for where its S was issued)
+		if (PIPE) {   // waited for where its S was issued; a tile the warpgroup skips, here (the
+			      // hand-back below may come only after the tile landed: the other warpgroup
+			      // has handed back the tile before in this buffer by then)
+			if (kt > last) {
+				fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
+				__syncwarp();
+			}
 		} else if (TMA) {   // (the mbarrier's wait orders the copies before this thread's wgmmas: no barrier)
 			fa_mbar_wait(&bars[kt & 1], (unsigned)(kt >> 1) & 1);
 			__syncwarp();   // the warp whole again for wgmma's .sync.aligned, after thread 0's branch and the spin
@@ -2444,6 +2450,7 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 	bool edge_keys = mask || kj0 + FA_ROWS > S;
 	float st[32], dp[32];   // [4 j + e]: keys kj0 + 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
 	if (PIPE) {   // the first round's S^T and dP^T issued here, each later one at the end of the round before
+		__syncthreads();   // every thread's copies of K and V landed (the loop's first barrier comes later)
 		fa_mbar_wait(&bars[0], 0);
 		__syncwarp();
 		fa_bwd_sdp<DH>(st, dp, Kw, Vw, qg);
