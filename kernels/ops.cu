@@ -2475,6 +2475,9 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
 		bool edge = edge_keys || (causal && i0 < kj0 + FA_ROWS - 1);
+		// (flash_bwd_wg's lines, from here to the wgmmas, and its stores of dk and dv: a
+		// function of both changed flash_bwd_wg's machine code, which heads of 64 and 128
+		// run; twenty-second sitting)
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
 		for (int n = 0; n < 8; n++) {
 			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
