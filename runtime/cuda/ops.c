@@ -1308,7 +1308,8 @@ static bool follows(const MglPlan *p, int u, int v, int i)
 }
 
 /* q, k and v's forward as one batched GEMM (unless MGL_NO_QKV_FWD=1; the compiler lays
- * them out for it: compiler/hfuse.c; 0.6 ms a step of 127 at 1.2b, twenty-second sitting): where three fused groups in a row
+ * them out for it: compiler/hfuse.c; 0.6 ms a step of 127 quicker at 1.2b, twenty-second
+ * sitting): where three fused groups in a row
  * at step s are each [matmul x W_i with the bias epilogue, bias_add b_i] -> y_i, of one x,
  * with the W_i, the b_i and the y_i each laid end to end (checked here on the offsets: a
  * plan read from disk says nothing of spans), qkv_batch[s] = 3 and the other two -1; how
