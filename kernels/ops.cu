@@ -1923,7 +1923,7 @@ __device__ __forceinline__ void fa_dq_reduce(const float *s, const FaTmap *map, 
 	asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
 // flash_fwd_sw's S = Q K^T of a tile (QS: Q's swizzled tile at Qw, K's at K_), issued, not
-// committed (the PIPE loop's)
+// committed
 template <int DH>
 __device__ __forceinline__ void fa_fwd_s(float *s, const bf16 *Qw, const bf16 *K_)
 {
@@ -2021,14 +2021,13 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			__syncthreads();
 		}
 		if (PIPE ? kt <= last : !causal || j0 <= first + 63) {   // else every key of the tile is after this warpgroup's queries
-			if (!PIPE) {
+			if (QS && !PIPE) {   // (PIPE: issued in the round before)
+				fa_fwd_s<DH>(s, Qw, K_);
+			} else if (!PIPE) {   // Q's A fragments from registers
 				fa_wg_fence();
 				for (int kk = 0; kk < DH / 16; kk++) {
 					int at = kk / 4 * FA_ROWS * 64 + kk % 4 * 16;   // column block kk / 4, 32 bytes a k-step in it
-					if (QS)
-						fa_wgss64<0, 0>(s, fa_desc_sw(Qw + at, 16), fa_desc_sw(K_ + at, 16), kk > 0);
-					else
-						fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + at, 16), kk > 0);
+					fa_wg64<0>(s, qf[kk], fa_desc_sw(K_ + at, 16), kk > 0);
 				}
 			}
 			fa_wg_wait();
@@ -2122,6 +2121,26 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			lse[blockIdx.x * S + r0] = l0 > 0 ? (m0 + log2f(l0)) * FA_LN2 : -INF;
 		if (r1 < S)
 			lse[blockIdx.x * S + r1] = l1 > 0 ? (m1 + log2f(l1)) * FA_LN2 : -INF;
+	}
+}
+
+// flash_bwd_wg's and flash_bwd_wg2's dK and dV of a thread (dka, dva: rows kr0 for e < 2
+// and kr1 = kr0 + 8, columns 8 j + 2 t + e % 2) into dk and dv from element ob (row kr0's
+// column 2 t), rows ldo apart, in bf16 pairs; in0, in1: whether the rows are keys
+template <int DH>
+__device__ __forceinline__ void fa_store_dkv(bf16 *dk, bf16 *dv, const float *dka, const float *dva, i64 ob, i64 ldo,
+					     bool in0, bool in1)
+{
+	for (int d = 0; d < DH / 8; d++) {
+		i64 o0 = ob + d * 8;
+		if (in0) {
+			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
+			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
+		}
+		if (in1) {
+			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
+			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
+		}
 	}
 }
 
@@ -2366,17 +2385,7 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 	}
 	// b and h afresh from blockIdx (in 32 bits), rather than kept live through the loop
 	i64 ob = ((i64)(blockIdx.x / (unsigned)H) * S + kr0) * ldo + blockIdx.x % (unsigned)H * DH + 2 * t;
-	for (int d = 0; d < DH / 8; d++) {
-		i64 o0 = ob + d * 8;
-		if (kr0 < S) {
-			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
-			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
-		}
-		if (kr1 < S) {
-			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
-			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
-		}
-	}
+	fa_store_dkv<DH>(dk, dv, dka, dva, ob, ldo, kr0 < S, kr1 < S);
 	if (SUMS)
 		fa_bias_sums<DH>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
@@ -2475,9 +2484,8 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
 		bool edge = edge_keys || (causal && i0 < kj0 + FA_ROWS - 1);
-		// (flash_bwd_wg's lines, from here to the wgmmas, and its stores of dk and dv: a
-		// function of both changed flash_bwd_wg's machine code, which heads of 64 and 128
-		// run; twenty-second sitting)
+		// (flash_bwd_wg's lines, from here to the wgmmas: a function of both changed
+		// flash_bwd_wg's machine code, which heads of 64 and 128 run; twenty-second sitting)
 		unsigned pa[4][4], sa[4][4];   // P^T and dS^T as A fragments, 16 queries each
 		for (int n = 0; n < 8; n++) {
 			float2 L = *(const float2 *)(Ls + n * 8 + 2 * t), Dd = *(const float2 *)(Ds + n * 8 + 2 * t);
@@ -2545,17 +2553,7 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 	if (threadIdx.x == 0)
 		asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 	i64 ob = ((i64)(blockIdx.x / (unsigned)H) * S + kr0) * ldo + blockIdx.x % (unsigned)H * DH + 2 * t;
-	for (int d = 0; d < DH / 8; d++) {
-		i64 o0 = ob + d * 8;
-		if (kr0 < S) {
-			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
-			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
-		}
-		if (kr1 < S) {
-			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
-			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
-		}
-	}
+	fa_store_dkv<DH>(dk, dv, dka, dva, ob, ldo, kr0 < S, kr1 < S);
 	if (SUMS)
 		fa_bias_sums<DH, 8>(dka, dva, kr0 < S, kr1 < S, (float *)dSs, part, H);
 }
