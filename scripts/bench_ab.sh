@@ -13,7 +13,8 @@
 #   OPTIONS   more `mgl bench` options ("--batch 16 --steps 20 --warmup 3")
 #   VARIANT   TAG=base, TAG=new, or TAG=new:VAR=VALUE[,VAR=VALUE...] (this tree's binary with
 #             those variables set, e.g. nodgelu=new:MGL_NO_DGELU_EPILOGUE=1)
-# SEQ (default 1024), BACKEND (default cuda) and ROUNDS (default 2: each variant run twice)
+# SEQ (default 1024), BACKEND (default cuda), ROUNDS (default 2: each variant run twice) and
+# RUN_TIMEOUT (seconds a run may take, default 600: a variant that hangs loses only its run)
 # may be set. TORCH_GPT (the PyTorch baseline, torch_gpt.py) with TORCH_ARGS (its model and
 # batch, e.g. "--dmodel 768 --nlayer 12 --nhead 12 --batch 16"): its compiled step timed
 # before the variants and after them, and each variant's ratio to the mean of the two (issue
@@ -48,7 +49,7 @@ run() {
 	[ "${spec%%:*}" = base ] && bin=$out/base/build/mgl
 	[[ $spec == *:* ]] && IFS=, read -ra envs <<<"${spec#*:}"
 	# shellcheck disable=SC2086
-	env "${envs[@]}" "$bin" bench models/gpt2.mgl --preset "$preset" --set p_drop=0 --seq "${SEQ:-1024}" --backend "${BACKEND:-cuda}" \
+	timeout "${RUN_TIMEOUT:-600}" env "${envs[@]}" "$bin" bench models/gpt2.mgl --preset "$preset" --set p_drop=0 --seq "${SEQ:-1024}" --backend "${BACKEND:-cuda}" \
 		--profile $opts >"$out/$tag.$n.txt" 2>&1
 	echo "== $tag ($spec), run $n"
 	grep -E '^  (step|attention|gemm|layernorm|classifier|optimizer|other|outside) ' "$out/$tag.$n.txt"
