@@ -969,34 +969,12 @@ __global__ void k_convert_rows(const void *in, int idt, void *out, int odt, i64 
 
 // k_convert_rows's conversion, f32 in, and the column sums of in as read (f32) into
 // part[R][cols], R = gridDim.y bands of rows (for k_parts_finish: dq's share of q's bias
-// gradient, flash_bwd_wg's part[0]). Grid (ceil(cols / 32), R), blockDim (32, 8): a thread a
-// column, every 8th row of the band, the 8 then added in order.
+// gradient, flash_bwd_wg's part[0]). Grid (ceil(cols / 128), R), blockDim (32, 8): a thread 4
+// columns, every 8th row of the band (a 16-byte load and a 4-element store a row), the 8 then
+// added in order. cols and ldo multiples of 4, in 16-byte and out 4-element aligned. (A
+// column a thread moved dq's 75 MB a layer at 1.95 TB/s at 1.2b; 4 took 0.46 ms less a
+// step, twenty-third sitting.)
 __global__ void k_convert_rows_sums(const float *in, void *out, int odt, i64 rows, i64 cols, i64 ldo, float *part)
-{
-	__shared__ float s[8][33];
-	i64 j = blockIdx.x * 32 + threadIdx.x, band = (rows + gridDim.y - 1) / gridDim.y;
-	i64 r0 = blockIdx.y * band, r1 = min(rows, r0 + band);
-	float a = 0;
-	if (j < cols)
-		for (i64 r = r0 + threadIdx.y; r < r1; r += 8) {
-			float v = __ldcs(in + r * cols + j);   // read once: not kept in L2
-			st(out, odt, r * ldo + j, v);
-			a += v;
-		}
-	s[threadIdx.y][threadIdx.x] = a;
-	__syncthreads();
-	if (threadIdx.y == 0 && j < cols) {
-		for (int k = 1; k < 8; k++)
-			a += s[k][threadIdx.x];
-		part[blockIdx.y * cols + j] = a;
-	}
-}
-
-// ... 4 columns a thread (MGL_CONVERT4=1, to be measured: k_convert_rows_sums moved dq's 75
-// MB a layer at 1.95 TB/s at 1.2b): a 16-byte load and a 4-element store a row, the sums in
-// the same order, so the same bits. Grid (ceil(cols / 128), R), blockDim (32, 8); cols and
-// ldo multiples of 4, in 16-byte and out 4-element aligned
-__global__ void k_convert_rows_sums4(const float *in, void *out, int odt, i64 rows, i64 cols, i64 ldo, float *part)
 {
 	__shared__ float s[8][32][5];
 	i64 j = (blockIdx.x * 32 + threadIdx.x) * 4, band = (rows + gridDim.y - 1) / gridDim.y;
@@ -2421,7 +2399,7 @@ __device__ __forceinline__ void fa_bwd_sdp(float *st, float *dp, const bf16 *Kw,
 // tiles each), two Q and two dO tiles, dS^T [128][64] (fa_cm<64>(key, query)), two dQ
 // buffers [64][DH] (f32, fa_dq_put's layout), two lse and two delta [64], two mbarriers,
 // and 1 KiB to align the tiles. SUMS: part[1 + kind] rows of 128 keys (R = B ceil(S / 128)).
-template <int DH, bool SUMS, bool PIPE = false>
+template <int DH, bool SUMS>
 __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo,
 			      int causal, float *part, const FaTmap *tq, const FaTmap *tdo, const FaTmap *tdq,
 			      const FaTmap *tld)
@@ -2458,13 +2436,6 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 	const unsigned ds_at = fa_smem(dSs + fa_cm<64>(wg * FA_ROWS + w * 16 + g, 2 * t));   // this thread's first dS^T element
 	bool edge_keys = mask || kj0 + FA_ROWS > S;
 	float st[32], dp[32];   // [4 j + e]: keys kj0 + 16 w + g (+ 8), queries i0 + 8 j + 2 t + e % 2
-	if (PIPE) {   // the first round's S^T and dP^T issued here, each later one at the end of the round before
-		__syncthreads();   // every thread's copies of K and V landed (the loop's first barrier comes later)
-		fa_mbar_wait(&bars[0], 0);
-		__syncwarp();
-		fa_bwd_sdp<DH>(st, dp, Kw, Vw, qg);
-		fa_wg_commit();
-	}
 	for (i64 i0 = first; i0 < S; i0 += FA_ROWS) {
 		int it = (int)((i0 - first) / FA_ROWS);   // this tile's round: its buffers it & 1
 		const bf16 *Qs = qg + (it & 1) * 2 * TILE, *Gs = Qs + TILE;
@@ -2475,11 +2446,9 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 					LDs + ((it + 1) & 1) * 2 * FA_ROWS, tld);
 		if (it > 0)   // the last round's dQ (thread 0)
 			fa_dq_reduce<DH>(dqs + ((it - 1) & 1) * FA_ROWS * DH, tdq, h, i0 - FA_ROWS, b);
-		if (!PIPE) {
-			fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
-			__syncwarp();   // (the warp converged again for wgmma's .aligned)
-			fa_bwd_sdp<DH>(st, dp, Kw, Vw, Qs);
-		}
+		fa_mbar_wait(&bars[it & 1], (unsigned)(it >> 1) & 1);
+		__syncwarp();   // (the warp converged again for wgmma's .aligned)
+		fa_bwd_sdp<DH>(st, dp, Kw, Vw, Qs);
 		fa_wg_wait();
 		fa_wg_done(st, 32);
 		fa_wg_done(dp, 32);
@@ -2534,12 +2503,6 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 		fa_wg_done(dva, DH / 2);
 		fa_wg_done(dka, DH / 2);
 		fa_wg_done(dqa, 32);
-		if (PIPE && i0 + FA_ROWS < S) {   // the next round's S^T and dP^T, left running through the put and the barrier
-			fa_mbar_wait(&bars[(it + 1) & 1], (unsigned)((it + 1) >> 1) & 1);
-			__syncwarp();
-			fa_bwd_sdp<DH>(st, dp, Kw, Vw, qg + ((it + 1) & 1) * 2 * TILE);
-			fa_wg_commit();
-		}
 		float *dqb = dqs + (it & 1) * FA_ROWS * DH;
 		if (wg == 0)
 			fa_dq_put<64>(dqb, dqa, w);
@@ -2712,12 +2675,12 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 // 32): 8 columns a lane by 16-byte loads where G * 8 >= dh, dh % 8 == 0 and the rows are
 // aligned, else a column a lane in turn. With lse [B, H, S] (flash_bwd_wg's TMA): delta
 // [2][B, H][Sp] (rows of Sp >= S, for TMA's 16-byte strides): [0] lse in base 2 (+inf for
-// -inf: a row with no key), [1] rowsum(dy o) times the scale 1 / sqrt(dh). ZERO: also
-// zeros written to zero [B, S, H dh] (f32, 16-byte aligned: the flash backward's dq,
-// instead of a memset) where the 16-byte loads are taken, the host checking that they are
-template <bool ZERO>
-__device__ __forceinline__ void attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B,
-						i64 S, i64 Sp, i64 H, i64 dh, int G, float *zero)
+// -inf: a row with no key), [1] rowsum(dy o) times the scale 1 / sqrt(dh). Also zeros
+// written to zero [B, S, H dh] (f32, 16-byte aligned: the flash backward's dq) beside the
+// loads, instead of a memset of 4 bytes an element before (0.38 ms of a 1.2b step,
+// twenty-third sitting).
+extern "C" __global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B,
+					     i64 S, i64 Sp, i64 H, i64 dh, int G, float *zero)
 {
 	int l = threadIdx.x % G;
 	i64 w = (blockIdx.x * (i64)blockDim.x + threadIdx.x) / G;
@@ -2727,17 +2690,17 @@ __device__ __forceinline__ void attention_delta(const bf16 *dy, const bf16 *o, c
 	if (w < B * H * S) {
 		if (vec && l * 8 < dh) {
 			uint4 a = *(const uint4 *)(dy + base + l * 8), c = *(const uint4 *)(o + base + l * 8);
-			if (ZERO) {
-				float4 z = make_float4(0, 0, 0, 0);
-				*(float4 *)(zero + base + l * 8) = z;
-				*(float4 *)(zero + base + l * 8 + 4) = z;
-			}
+			float4 z = make_float4(0, 0, 0, 0);
+			*(float4 *)(zero + base + l * 8) = z;
+			*(float4 *)(zero + base + l * 8 + 4) = z;
 			unsigned x[4] = {a.x, a.y, a.z, a.w}, y[4] = {c.x, c.y, c.z, c.w};
 			for (int e = 0; e < 8; e++)
 				s += bf2f((bf16)(x[e / 2] >> (e % 2 * 16))) * bf2f((bf16)(y[e / 2] >> (e % 2 * 16)));
 		} else if (!vec) {
-			for (i64 c = l; c < dh; c += G)
+			for (i64 c = l; c < dh; c += G) {
 				s += bf2f(dy[base + c]) * bf2f(o[base + c]);
+				zero[base + c] = 0;
+			}
 		}
 	}
 	for (int m = G / 2; m > 0; m /= 2)   // every lane of the warp takes part (rows past the end with 0)
@@ -2754,18 +2717,6 @@ __device__ __forceinline__ void attention_delta(const bf16 *dy, const bf16 *o, c
 }
 
 extern "C" {
-
-__global__ void k_attention_delta(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B, i64 S, i64 Sp,
-				  i64 H, i64 dh, int G)
-{
-	attention_delta<false>(dy, o, lse, delta, B, S, Sp, H, dh, G, NULL);
-}
-// ... and dq's zeros (MGL_DELTA_ZERO=1, to be measured: instead of a memset of 4 bytes an element)
-__global__ void k_attention_delta_zero(const bf16 *dy, const bf16 *o, const float *lse, float *delta, i64 B, i64 S,
-				       i64 Sp, i64 H, i64 dh, int G, float *zero)
-{
-	attention_delta<true>(dy, o, lse, delta, B, S, Sp, H, dh, G, zero);
-}
 
 #if __CUDA_ARCH__ >= 800
 #define FA_BODY(x) x
@@ -2837,16 +2788,14 @@ __global__ void k_attention_delta_zero(const bf16 *dy, const bf16 *o, const floa
 							      causal, part, &tq, &tdo, &tdq, &tld));)                 \
 	}
 // ... over 128 keys a block in two warpgroups (flash_bwd_wg2), with the bias sums or without
-// (PIPE: each round's S^T and dP^T issued at the end of the round before; MGL_FA_BWD_PIPE=1,
-// to be measured)
-#define FLASH_BWD_WG2(DH, NAME, SUMS, PIPE)                                                                          \
+#define FLASH_BWD_WG2(DH, NAME, SUMS)                                                                          \
 	__global__ void __launch_bounds__(256, 1) NAME(                                                              \
 	    const bf16 *dy, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,       \
 	    const int *mask, float *dq, bf16 *dk, bf16 *dv, i64 S, i64 H, i64 ldo, int causal, float *part,          \
 	    const __grid_constant__ FaTmap tq, const __grid_constant__ FaTmap tdo, const __grid_constant__ FaTmap tdq, \
 	    const __grid_constant__ FaTmap tld)                                                                      \
 	{                                                                                                            \
-		FA_WG_BODY((flash_bwd_wg2<DH, SUMS, PIPE>(k, v, mask, dk, dv, S, H, ldo, causal, part, &tq, &tdo, &tdq,   \
+		FA_WG_BODY((flash_bwd_wg2<DH, SUMS>(k, v, mask, dk, dv, S, H, ldo, causal, part, &tq, &tdo, &tdq,   \
 							  &tld));)                                                    \
 	}
 // the forward by wgmma on swizzled tiles, 256 threads (flash_fwd_sw)
@@ -2864,8 +2813,9 @@ __global__ void k_attention_delta_zero(const bf16 *dy, const bf16 *o, const floa
 // runtime/cuda/ops.c's fwd_qs): Q's tiles in shared memory, S by wgmma from shared memory on
 // both sides, instead of Q's A fragments held in registers (DH / 2 of them: 48 at 96, where
 // ptxas spills and serialises the wgmmas for want of registers at two blocks an SM)
-// (PIPE, the _qs_pipe_ one: each tile's S issued behind the tile before's P V, MGL_FA_FWD_PIPE=1,
-// to be measured)
+// (PIPE, the _qs_pipe_ one, the default at heads of 96: each tile's S issued behind the tile
+// before's P V, 0.17 ms of a 1.2b step quicker, twenty-third sitting; MGL_NO_FA_FWD_PIPE=1
+// for the _qs_ one)
 #define FLASH_FWD_SW_TMA(DH, NAME, QS, PIPE)                                                                         \
 	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) NAME##DH(                                            \
 	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
@@ -2889,10 +2839,8 @@ FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_4_96, 4)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_8_96, 8)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_16_96, 16)
 FLASH_BWD_WG_SUMS_TMA(96, k_flash_bwd_wg_abl_32_96, 32)
-FLASH_BWD_WG2(96, k_flash_bwd_wg2_tma_96, false, false)
-FLASH_BWD_WG2(96, k_flash_bwd_wg2_sums_tma_96, true, false)
-FLASH_BWD_WG2(96, k_flash_bwd_wg2_pipe_tma_96, false, true)
-FLASH_BWD_WG2(96, k_flash_bwd_wg2_pipe_sums_tma_96, true, true)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_tma_96, false)
+FLASH_BWD_WG2(96, k_flash_bwd_wg2_sums_tma_96, true)
 FLASH_FWD_SW(64)
 FLASH_FWD_SW(96)
 FLASH_FWD_SW(128)

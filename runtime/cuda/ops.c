@@ -30,7 +30,6 @@
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
 	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)  \
-	X(flash_bwd_wg2_pipe_tma_96) X(flash_bwd_wg2_pipe_sums_tma_96) X(attention_delta_zero) X(convert_rows_sums4) \
 	X(flash_fwd_sw_tma_qs_pipe_96)
 
 enum {
@@ -786,7 +785,7 @@ static int op_attention(CudaCtx *c)
 			k = flash[f].fwd_wg_tma;
 		}
 		bool qs = tma && flash[f].fwd_qs;
-		if (qs && dh == 96 && getenv("MGL_FA_FWD_PIPE"))   /* (to be measured: kernels/ops.cu, PIPE) */
+		if (qs && dh == 96 && !getenv("MGL_NO_FA_FWD_PIPE"))   /* (kernels/ops.cu, PIPE) */
 			k = K_flash_fwd_sw_tma_qs_pipe_96;
 		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs, tma),
 				     args);
@@ -825,7 +824,8 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 	int64_t keys = wide ? 2 * FLASH_ROWS : FLASH_ROWS;
 	int64_t rows = B * S, D = H * dh, gy = (S + keys - 1) / keys, R = B * gy;   /* gy: key blocks */
 	bool sums = bias && f >= 0 && flash_wg(d, f) && flash[f].bwd_wg_sums >= 0 &&
-		    R <= 65535;   /* (R: k_convert_rows_sums's grid's y) */
+		    R <= 65535 &&   /* (R: k_convert_rows_sums's grid's y; its 4 columns a thread:) */
+		    D % 4 == 0 && ld % 4 == 0 && (uintptr_t)DQ % (4 * mgl_dtype_size[dqdt]) == 0;
 	if (bias && ld != 3 * D)
 		return cuda_fail(r, "internal error: attention's bias gradients with dq, dk and dv not side by side");
 	if (need_scratch(r, 2 * n + 64 + (sums ? 3 * R * D : 0)))
@@ -837,16 +837,10 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		int lanes = 1;   /* k_attention_delta's lanes a row: 8 columns each, a power of two */
 		while (lanes < 32 && lanes * 8 < dh)
 			lanes *= 2;
-		/* dq's zeros written by k_attention_delta_zero beside its 16-byte loads (its
-		 * condition for them, here), not by a memset: under MGL_DELTA_ZERO=1, to be measured */
-		bool zero = getenv("MGL_DELTA_ZERO") && dh % 8 == 0 && dh <= 8 * lanes &&
-			    ((uintptr_t)G | (uintptr_t)O | (uintptr_t)s1) % 16 == 0;
-		if (!zero)
-			CK(cudaMemsetAsync(s1, 0, (size_t)n * 4, d->compute));
 		bool tma = d->fa_tma && flash_wg(d, f);   /* the TMA kernels */
 		int64_t Sp = tma ? (S + 3) / 4 * 4 : S;   /* their lse and delta rows: 16-byte strides for TMA */
 		const float *lse = tma ? L : NULL;           /* (s2's n floats hold 2 B H Sp: dh >= 64) */
-		if (launch(r, zero ? K_attention_delta_zero : K_attention_delta, B * H * S, lanes,
+		if (launch(r, K_attention_delta, B * H * S, lanes,   /* (and dq's zeros, into s1) */
 			   ARGS(&G, &O, &lse, &s2, &B, &S, &Sp, &H, &dh, &lanes, &s1)))
 			return -1;
 		/* the kernel's parameters: the fourteen every backward takes, then the bias sums'
@@ -856,9 +850,7 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		void *args[19] = {&G, &Q, &K, &V, &L, &s2, &M, &s1, &DK, &DV, &S, &H, &ld, &causal};
 		int na = 14, k = sums ? (tma ? flash[f].bwd_wg_sums_tma : flash[f].bwd_wg_sums)
 				 : tma ? flash[f].bwd_wg_tma : flash_wg(d, f) ? flash[f].bwd_wg : flash[f].bwd;
-		if (wide && getenv("MGL_FA_BWD_PIPE"))   /* (to be measured: kernels/ops.cu, PIPE) */
-			k = sums ? K_flash_bwd_wg2_pipe_sums_tma_96 : K_flash_bwd_wg2_pipe_tma_96;
-		else if (wide)
+		if (wide)
 			k = sums ? K_flash_bwd_wg2_sums_tma_96 : K_flash_bwd_wg2_tma_96;
 		else if (sums && tma && dh == 96 && ablation(r, &fa_bwd_ablation, &k))
 			return -1;
@@ -874,15 +866,10 @@ static int attention_bwd(CudaCtx *c, void *DQ, void *DK, void *DV, int dqdt, int
 		if (launch_blocks(r, k, B * H, gy, wide ? 256 : 128, smem, args))
 			return -1;
 		if (sums) {
-			dim3 grid = {(unsigned)((D + 31) / 32), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
+			dim3 grid = {(unsigned)((D + 127) / 128), (unsigned)R, 1}, fin = {(unsigned)((D + 31) / 32), 3, 1},
 			     block = {32, 8, 1}, fin_block = {32, FINISH_ROWS, 1};
 			float *bk = bias + D, *bv = bias + 2 * D;
-			/* MGL_CONVERT4=1 (to be measured): 4 columns a thread, where sizes and alignment allow */
-			int conv = K_convert_rows_sums;
-			if (getenv("MGL_CONVERT4") && D % 4 == 0 && ld % 4 == 0 &&
-			    ((uintptr_t)s1 % 16 | (uintptr_t)DQ % (4 * mgl_dtype_size[dqdt])) == 0)
-				conv = K_convert_rows_sums4, grid.x = (unsigned)((D + 127) / 128);
-			CK(cudaLaunchKernel((const void *)d->kernels[conv], grid, block, ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0,
+			CK(cudaLaunchKernel((const void *)d->kernels[K_convert_rows_sums], grid, block, ARGS(&s1, &DQ, &dqdt, &rows, &D, &ld, &part), 0,
 					    d->compute));
 			CK(cudaLaunchKernel((const void *)d->kernels[K_parts_finish], fin, fin_block,
 					    ARGS(&part, &R, &D, &bias, &bacc, &bk, &bacc, &bv, &bacc), 0, d->compute));
@@ -1359,12 +1346,11 @@ int cuda_ops_prepare(RtRank *r)
 			if (set[j].k >= 0)
 				CK(cudaKernelSetAttributeForDevice(d->kernels[set[j].k], cudaFuncAttributeMaxDynamicSharedMemorySize,
 								   set[j].smem, d->device));
-		const int wg2[] = {K_flash_bwd_wg2_tma_96, K_flash_bwd_wg2_sums_tma_96, K_flash_bwd_wg2_pipe_tma_96,
-				   K_flash_bwd_wg2_pipe_sums_tma_96};
-		for (int j = 0; h && dh == 96 && j < 4; j++)
+		const int wg2[] = {K_flash_bwd_wg2_tma_96, K_flash_bwd_wg2_sums_tma_96};
+		for (int j = 0; h && dh == 96 && j < 2; j++)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[wg2[j]], cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg2_smem(dh), d->device));
-		if (h && dh == 96)   /* (MGL_FA_FWD_PIPE) */
+		if (h && dh == 96)   /* (the pipelined forward) */
 			CK(cudaKernelSetAttributeForDevice(d->kernels[K_flash_fwd_sw_tma_qs_pipe_96],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_fwd_sw_smem(dh, true, true), d->device));

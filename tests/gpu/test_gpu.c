@@ -527,21 +527,14 @@ int main(int argc, char **argv)
 	 *    (flash_bwd_wg), not 128 (flash_bwd_wg2, the default, which the cases run above:
 	 *    80 keys, its second warpgroup's in part past S; 200, two blocks and four query
 	 *    tiles; 96 unmasked with padding; 62, the second warpgroup's keys all past S);
-	 *  - MGL_FA_BWD_PIPE: flash_bwd_wg2 with each round's first GEMMs issued at the end of
-	 *    the round before: 80, 200, 96 as above and 300 keys unmasked (three blocks);
-	 *  - MGL_DELTA_ZERO: the flash backward's dq zeroed by k_attention_delta_zero, not by a
-	 *    memset, at heads of 64 and 96;
-	 *  - MGL_CONVERT4: dq's conversion and column sums 4 columns a thread
-	 *    (k_convert_rows_sums4), at heads of 64 and 96;
-	 *  - MGL_FA_FWD_PIPE: the forward at heads of 96 with each tile's S issued behind the
-	 *    tile before's P V (causal: 80 and 200 keys; unmasked with padding: 96 and 300) */
+	 *  - MGL_NO_FA_FWD_PIPE: the forward at heads of 96 with each tile's S issued after the
+	 *    tile before's P V is done, not behind it (the default, which the cases run above;
+	 *    causal: 80 and 200 keys; unmasked with padding: 96 and 300) */
 	static const struct {
 		const char *var;
 		int cases[4], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
 	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_NO_QKV_FWD", {0, 4}, 2, 2},
-			{"MGL_NO_FA_BWD_128", {4, 8, 10, 15}, 4, 1}, {"MGL_FA_BWD_PIPE", {4, 8, 10, 18}, 4, 1},
-			{"MGL_DELTA_ZERO", {1, 7, 8}, 3, 2}, {"MGL_CONVERT4", {1, 7, 8}, 3, 2},
-			{"MGL_FA_FWD_PIPE", {4, 8, 10, 18}, 4, 1}};
+			{"MGL_NO_FA_BWD_128", {4, 8, 10, 15}, 4, 1}, {"MGL_NO_FA_FWD_PIPE", {4, 8, 10, 18}, 4, 1}};
 	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
 		setenv(switched[v].var, "1", 1);
 		printf("with %s=1:\n", switched[v].var);
