@@ -1,0 +1,177 @@
+/* scripts/gemm_probe.c — what cuBLASLt offers for one GEMM as mgl issues it, on the GPU
+ * machine: each of up to 32 heuristic candidates timed (median of 15 runs after 3), with
+ * its algorithm id, tile, stages and cluster shape, for each epilogue asked. It answers
+ * "is this GEMM's epilogue or layout what costs, and would another algorithm do better",
+ * which mgl bench's profile (one time a step kind) cannot. Not part of mgl: built by hand,
+ *   cc -O2 -I/usr/local/cuda/include -o gemm_probe scripts/gemm_probe.c \
+ *      -L/usr/local/cuda/lib64 -lcublasLt -lcudart
+ * usage: gemm_probe NAME m n k ta lda tb ldb EPI [EPI...]
+ *   the column-major problem as runtime/cuda/ops.c: lt_gemm takes it (C[m, n] = op(A) op(B),
+ *   bf16 operands and output, fp32 accumulation); EPI is one of none, bias, gelu (GELU_AUX_BIAS,
+ *   the pre-activation to a bf16 [m, n]), gelu16 (the same with the aux type set to bf16),
+ *   dgelu (DGELU, its aux a bf16 [m, n]), dgelu16, add (beta 1: C read), f32 (none, C fp32:
+ *   a weight gradient), f32add (the same, beta 1: a gradient accumulated)
+ * Prints one line a candidate and a summary line per epilogue: the heuristic's first
+ * choice, the best, their TFLOP/s. */
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CK(x)                                                                                         \
+	do {                                                                                          \
+		cudaError_t e_ = (x);                                                                 \
+		if (e_ != cudaSuccess) {                                                              \
+			fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+			exit(1);                                                                      \
+		}                                                                                     \
+	} while (0)
+#define CKB(x)                                                                      \
+	do {                                                                        \
+		cublasStatus_t s_ = (x);                                            \
+		if (s_ != CUBLAS_STATUS_SUCCESS) {                                  \
+			fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #x, (int)s_); \
+			exit(1);                                                    \
+		}                                                                   \
+	} while (0)
+
+enum { CANDIDATES = 32, WARM = 3, RUNS = 15 };
+
+static void *random_bf16(size_t n)
+{
+	uint16_t *h = malloc(n * 2);
+	uint64_t x = 0x9e3779b97f4a7c15ull * (n + 1);
+	for (size_t i = 0; i < n; i++) {   /* uniform in [-1, 1), cut to bf16 */
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		float f = (float)((int64_t)(x >> 40) - (1 << 23)) * (1.0f / (1 << 23));
+		uint32_t u;
+		memcpy(&u, &f, 4);
+		h[i] = (uint16_t)(u >> 16);
+	}
+	void *d;
+	CK(cudaMalloc(&d, n * 2));
+	CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
+	free(h);
+	return d;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cfg(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAttributes_t what)
+{
+	uint32_t v = 0;
+	size_t got = 0;
+	cublasLtMatmulAlgoConfigGetAttribute(a, what, &v, sizeof v, &got);
+	return (int)v;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 10) {
+		fprintf(stderr, "usage: gemm_probe NAME m n k ta lda tb ldb EPI [EPI...]\n");
+		return 2;
+	}
+	const char *name = argv[1];
+	int64_t m = atoll(argv[2]), n = atoll(argv[3]), k = atoll(argv[4]), lda = atoll(argv[6]), ldb = atoll(argv[8]);
+	int ta = atoi(argv[5]), tb = atoi(argv[7]);
+	cublasLtHandle_t lt;
+	CKB(cublasLtCreate(&lt));
+	cudaStream_t st;
+	CK(cudaStreamCreate(&st));
+	size_t ws_size = 64u << 20;
+	void *ws, *A = random_bf16((size_t)(lda * (ta ? m : k))), *B = random_bf16((size_t)(ldb * (tb ? k : n)));
+	void *C = random_bf16((size_t)(2 * m * n)), *aux = random_bf16((size_t)(m * n)), *bias = random_bf16((size_t)m);
+	CK(cudaMalloc(&ws, ws_size));
+	cudaEvent_t ev[2];
+	CK(cudaEventCreate(&ev[0]));
+	CK(cudaEventCreate(&ev[1]));
+	double flops = 2.0 * (double)m * (double)n * (double)k;
+	for (int e = 9; e < argc; e++) {
+		const char *epi = argv[e];
+		cublasLtMatmulDesc_t op;
+		cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+		CKB(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+		cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_DEFAULT;
+		bool gelu = !strncmp(epi, "gelu", 4), dgelu = !strncmp(epi, "dgelu", 5);
+		if (!strcmp(epi, "bias"))
+			ep = CUBLASLT_EPILOGUE_BIAS;
+		else if (gelu)
+			ep = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+		else if (dgelu)
+			ep = CUBLASLT_EPILOGUE_DGELU;
+		else if (strcmp(epi, "none") && strcmp(epi, "add") && strcmp(epi, "f32") && strcmp(epi, "f32add")) {
+			fprintf(stderr, "gemm_probe: no epilogue %s\n", epi);
+			return 2;
+		}
+		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+		if (ep == CUBLASLT_EPILOGUE_BIAS || gelu)
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+		if (gelu || dgelu) {
+			int64_t ld = m;
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+			if (strstr(epi, "16")) {
+				int32_t t = CUDA_R_16BF;
+				CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &t, sizeof t));
+			}
+		}
+		cublasLtMatrixLayout_t la, lb, lc;
+		CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
+		CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
+		CKB(cublasLtMatrixLayoutCreate(&lc, strncmp(epi, "f32", 3) ? CUDA_R_16BF : CUDA_R_32F, m, n, m));
+		cublasLtMatmulPreference_t pref;
+		CKB(cublasLtMatmulPreferenceCreate(&pref));
+		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_size, sizeof ws_size));
+		cublasLtMatmulHeuristicResult_t h[CANDIDATES];
+		int found = 0;
+		CKB(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, CANDIDATES, h, &found));
+		float alpha = 1, beta = strstr(epi, "add") ? 1.0f : 0.0f, first = 0, best = 1e30f;
+		int best_i = -1;
+		for (int i = 0; i < found; i++) {
+			float ms[RUNS];
+			int ok = 1;
+			for (int t = 0; t < WARM + RUNS && ok; t++) {
+				CK(cudaEventRecord(ev[0], st));
+				ok = cublasLtMatmul(lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, ws, ws_size, st) ==
+				     CUBLAS_STATUS_SUCCESS;
+				CK(cudaEventRecord(ev[1], st));
+				CK(cudaEventSynchronize(ev[1]));
+				if (t >= WARM)
+					CK(cudaEventElapsedTime(&ms[t - WARM], ev[0], ev[1]));
+			}
+			if (!ok) {
+				printf("%s %s #%d: cannot run\n", name, epi, i);
+				continue;
+			}
+			qsort(ms, RUNS, sizeof *ms, by_value);
+			float med = ms[RUNS / 2];
+			printf("%s %s #%d: %.1f us, %.0f TFLOP/s (algo %d tile %d stages %d inner %d cluster %d, waves %.2f)\n", name, epi, i,
+			       med * 1e3, flops / (med * 1e-3) / 1e12, cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_ID),
+			       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID), cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+			       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID), cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID),
+			       h[i].wavesCount);
+			if (i == 0)
+				first = med;
+			if (med < best)
+				best = med, best_i = i;
+		}
+		if (best_i >= 0)
+			printf("== %s %s: %d candidates; first %.1f us (%.0f TFLOP/s), best #%d %.1f us (%.0f TFLOP/s)\n", name, epi, found,
+			       first * 1e3, flops / (first * 1e-3) / 1e12, best_i, best * 1e3, flops / (best * 1e-3) / 1e12);
+		cublasLtMatmulPreferenceDestroy(pref);
+		cublasLtMatrixLayoutDestroy(la);
+		cublasLtMatrixLayoutDestroy(lb);
+		cublasLtMatrixLayoutDestroy(lc);
+		cublasLtMatmulDescDestroy(op);
+	}
+	return 0;
+}
