@@ -12,7 +12,8 @@
  *   dgelu (DGELU, its aux a bf16 [m, n]), dgelu16, add (beta 1: C read), f32 (none, C fp32:
  *   a weight gradient), f32add (the same, beta 1: a gradient accumulated)
  * Prints one line a candidate and a summary line per epilogue: the heuristic's first
- * choice, the best, their TFLOP/s. */
+ * choice, the best, their TFLOP/s. With PROBE_IDS set, then each cuBLASLt algorithm id
+ * that can do the epilogue, limited to itself (CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID). */
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <stdbool.h>
@@ -72,27 +73,79 @@ static int cfg(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAttributes
 	return (int)v;
 }
 
+/* the problem's operands and what the timing needs */
+typedef struct {
+	const char *name;
+	cublasLtHandle_t lt;
+	cudaStream_t st;
+	cudaEvent_t ev[2];
+	void *A, *B, *C, *ws;
+	size_t ws_size;
+	double flops;
+} Probe;
+
+/* Candidates h[0 .. found) timed, one line each, and a summary line (id: the algorithm id
+ * they were limited to, or -1) */
+static void time_all(Probe *g, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+		     cublasLtMatrixLayout_t lc, float beta, const cublasLtMatmulHeuristicResult_t *h, int found, const char *epi, int id)
+{
+	float alpha = 1, first = 0, best = 1e30f;
+	int best_i = -1;
+	for (int i = 0; i < found; i++) {
+		float ms[RUNS];
+		int ok = 1;
+		for (int t = 0; t < WARM + RUNS && ok; t++) {
+			CK(cudaEventRecord(g->ev[0], g->st));
+			ok = cublasLtMatmul(g->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->C, lc, g->C, lc, &h[i].algo, g->ws, g->ws_size,
+					    g->st) == CUBLAS_STATUS_SUCCESS;
+			CK(cudaEventRecord(g->ev[1], g->st));
+			CK(cudaEventSynchronize(g->ev[1]));
+			if (t >= WARM)
+				CK(cudaEventElapsedTime(&ms[t - WARM], g->ev[0], g->ev[1]));
+		}
+		if (!ok) {
+			printf("%s %s #%d: cannot run\n", g->name, epi, i);
+			continue;
+		}
+		qsort(ms, RUNS, sizeof *ms, by_value);
+		float med = ms[RUNS / 2];
+		printf("%s %s #%d: %.1f us, %.0f TFLOP/s (algo %d tile %d stages %d inner %d cluster %d, waves %.2f)\n", g->name, epi, i,
+		       med * 1e3, g->flops / (med * 1e-3) / 1e12, cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_ID),
+		       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID), cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+		       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID), cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID),
+		       h[i].wavesCount);
+		if (i == 0)
+			first = med;
+		if (med < best)
+			best = med, best_i = i;
+	}
+	if (best_i >= 0)
+		printf("== %s %s%s%.0d: %d candidates; first %.1f us (%.0f TFLOP/s), best #%d %.1f us (%.0f TFLOP/s)\n", g->name, epi,
+		       id >= 0 ? " algo " : "", id >= 0 ? id : 0, found, first * 1e3, g->flops / (first * 1e-3) / 1e12, best_i, best * 1e3,
+		       g->flops / (best * 1e-3) / 1e12);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 10) {
 		fprintf(stderr, "usage: gemm_probe NAME m n k ta lda tb ldb EPI [EPI...]\n");
 		return 2;
 	}
-	const char *name = argv[1];
+	Probe g = {.name = argv[1], .ws_size = 64u << 20};
 	int64_t m = atoll(argv[2]), n = atoll(argv[3]), k = atoll(argv[4]), lda = atoll(argv[6]), ldb = atoll(argv[8]);
 	int ta = atoi(argv[5]), tb = atoi(argv[7]);
 	cublasLtHandle_t lt;
 	CKB(cublasLtCreate(&lt));
-	cudaStream_t st;
-	CK(cudaStreamCreate(&st));
-	size_t ws_size = 64u << 20;
-	void *ws, *A = random_bf16((size_t)(lda * (ta ? m : k))), *B = random_bf16((size_t)(ldb * (tb ? k : n)));
-	void *C = random_bf16((size_t)(2 * m * n)), *aux = random_bf16((size_t)(m * n)), *bias = random_bf16((size_t)m);
-	CK(cudaMalloc(&ws, ws_size));
-	cudaEvent_t ev[2];
-	CK(cudaEventCreate(&ev[0]));
-	CK(cudaEventCreate(&ev[1]));
-	double flops = 2.0 * (double)m * (double)n * (double)k;
+	g.lt = lt;
+	CK(cudaStreamCreate(&g.st));
+	g.A = random_bf16((size_t)(lda * (ta ? m : k)));
+	g.B = random_bf16((size_t)(ldb * (tb ? k : n)));
+	g.C = random_bf16((size_t)(2 * m * n));   /* room for fp32 */
+	void *aux = random_bf16((size_t)(m * n)), *bias = random_bf16((size_t)m);
+	CK(cudaMalloc(&g.ws, g.ws_size));
+	CK(cudaEventCreate(&g.ev[0]));
+	CK(cudaEventCreate(&g.ev[1]));
+	g.flops = 2.0 * (double)m * (double)n * (double)k;
 	for (int e = 9; e < argc; e++) {
 		const char *epi = argv[e];
 		cublasLtMatmulDesc_t op;
@@ -127,46 +180,44 @@ int main(int argc, char **argv)
 		cublasLtMatrixLayout_t la, lb, lc;
 		CKB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
 		CKB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
-		CKB(cublasLtMatrixLayoutCreate(&lc, strncmp(epi, "f32", 3) ? CUDA_R_16BF : CUDA_R_32F, m, n, m));
+		cudaDataType_t ct = strncmp(epi, "f32", 3) ? CUDA_R_16BF : CUDA_R_32F;
+		CKB(cublasLtMatrixLayoutCreate(&lc, ct, m, n, m));
 		cublasLtMatmulPreference_t pref;
 		CKB(cublasLtMatmulPreferenceCreate(&pref));
-		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_size, sizeof ws_size));
+		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g.ws_size, sizeof g.ws_size));
 		cublasLtMatmulHeuristicResult_t h[CANDIDATES];
 		int found = 0;
 		CKB(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, CANDIDATES, h, &found));
-		float alpha = 1, beta = strstr(epi, "add") ? 1.0f : 0.0f, first = 0, best = 1e30f;
-		int best_i = -1;
-		for (int i = 0; i < found; i++) {
-			float ms[RUNS];
-			int ok = 1;
-			for (int t = 0; t < WARM + RUNS && ok; t++) {
-				CK(cudaEventRecord(ev[0], st));
-				ok = cublasLtMatmul(lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, ws, ws_size, st) ==
-				     CUBLAS_STATUS_SUCCESS;
-				CK(cudaEventRecord(ev[1], st));
-				CK(cudaEventSynchronize(ev[1]));
-				if (t >= WARM)
-					CK(cudaEventElapsedTime(&ms[t - WARM], ev[0], ev[1]));
-			}
-			if (!ok) {
-				printf("%s %s #%d: cannot run\n", name, epi, i);
+		float beta = strstr(epi, "add") ? 1.0f : 0.0f;
+		time_all(&g, op, la, lb, lc, beta, h, found, epi, -1);
+		/* then, with PROBE_IDS set, each algorithm id of these types by itself: what the
+		 * heuristic's first 8 leave out (a kernel family that can do the epilogue) */
+		int ids[128], nids = 0;
+		if (getenv("PROBE_IDS"))
+			CKB(cublasLtMatmulAlgoGetIds(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, ct, ct, 128, ids, &nids));
+		for (int a = 0; a < nids; a++) {
+			cublasLtMatmulAlgo_t algo;
+			if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, ct, ct, ids[a], &algo))
 				continue;
-			}
-			qsort(ms, RUNS, sizeof *ms, by_value);
-			float med = ms[RUNS / 2];
-			printf("%s %s #%d: %.1f us, %.0f TFLOP/s (algo %d tile %d stages %d inner %d cluster %d, waves %.2f)\n", name, epi, i,
-			       med * 1e3, flops / (med * 1e-3) / 1e12, cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_ID),
-			       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID), cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
-			       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID), cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID),
-			       h[i].wavesCount);
-			if (i == 0)
-				first = med;
-			if (med < best)
-				best = med, best_i = i;
+			uint32_t mask = 0;
+			size_t got = 0;
+			cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_EPILOGUE_MASK, &mask, sizeof mask, &got);
+			if ((mask & (uint32_t)ep) != (uint32_t)ep)
+				continue;
+			cublasLtMatmulPreference_t p1;
+			uint32_t mode = CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID;
+			CKB(cublasLtMatmulPreferenceCreate(&p1));
+			CKB(cublasLtMatmulPreferenceSetAttribute(p1, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g.ws_size, sizeof g.ws_size));
+			CKB(cublasLtMatmulPreferenceSetAttribute(p1, CUBLASLT_MATMUL_PREF_SEARCH_MODE, &mode, sizeof mode));
+			for (int i = 0; i < CANDIDATES; i++)
+				h[i].algo = algo;
+			int n1 = 0;
+			if (cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, p1, 8, h, &n1) == CUBLAS_STATUS_SUCCESS && n1 > 0)
+				time_all(&g, op, la, lb, lc, beta, h, n1, epi, ids[a]);
+			else
+				printf("%s %s: algo %d takes the epilogue, no configuration for this problem\n", g.name, epi, ids[a]);
+			cublasLtMatmulPreferenceDestroy(p1);
 		}
-		if (best_i >= 0)
-			printf("== %s %s: %d candidates; first %.1f us (%.0f TFLOP/s), best #%d %.1f us (%.0f TFLOP/s)\n", name, epi, found,
-			       first * 1e3, flops / (first * 1e-3) / 1e12, best_i, best * 1e3, flops / (best * 1e-3) / 1e12);
 		cublasLtMatmulPreferenceDestroy(pref);
 		cublasLtMatrixLayoutDestroy(la);
 		cublasLtMatrixLayoutDestroy(lb);

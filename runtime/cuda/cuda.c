@@ -279,7 +279,8 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
-	if (!d->algo || !d->has_algo)
+	d->gemm_key = calloc(((size_t)p->nsteps + 1) * GEMM_KEY, sizeof *d->gemm_key);
+	if (!d->algo || !d->has_algo || !d->gemm_key)
 		return cuda_fail(r, "out of host memory");
 	/* Interleaved micro-batches run NCCL's kernels beside the GEMMs on purpose; at its default
 	 * CTA count NCCL takes enough SMs to slow them by more than it hides (2.5b tp 2: 193.2 ms
@@ -358,6 +359,7 @@ static void cuda_close(RtRank *r)
 		ncclCommDestroy(d->dp);
 	free(d->algo);
 	free(d->has_algo);
+	free(d->gemm_key);
 	free(d->chains);
 	cuda_release_kernels(d);
 	free(d->chain_kernels);
