@@ -279,6 +279,7 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
+	d->gemm_once = getenv("MGL_GEMM_ONCE") != NULL;
 	d->gemm_key = calloc(((size_t)p->nsteps + 1) * GEMM_KEY, sizeof *d->gemm_key);
 	if (!d->algo || !d->has_algo || !d->gemm_key)
 		return cuda_fail(r, "out of host memory");

@@ -83,22 +83,69 @@ static int by_value(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-enum { GEMM_CANDIDATES = 8, GEMM_ROUNDS = 8 };   /* algorithms timed for a GEMM problem, runs of each */
+enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3, GEMM_ROUNDS = 8 };   /* algorithms timed for a GEMM, runs of each */
 
-/* The algorithm for a GEMM problem (key: GEMM_KEY numbers, lt_gemm's), into d->algo[step]:
- * the one an earlier step with the same problem took, or (timed) the fastest of cuBLASLt's
- * first GEMM_CANDIDATES heuristics on these operands (a step's first run is eager:
- * cuda_run), else the heuristic's first choice. Timed in GEMM_ROUNDS rounds, each running
- * every candidate once, the median of each's runs taken: the card's clock moves while it
- * warms, and the rounds give every candidate the same share of it. Chosen once a problem,
- * not once a step: 3 runs of each candidate a step gave the 40 layers of a 1.2b model's fc
- * GEMM five different algorithms, 243 to 370 us (twenty-fourth sitting). */
+/* Candidate i's time (ms): GEMM_TRIALS runs in a row after one untimed, or -1 if it cannot
+ * run here */
+static float gemm_trials(Dev *d, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+			 cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta, const cublasLtMatmulAlgo_t *algo)
+{
+	float alpha = 1, ms = 0;
+	for (int t = 0; t <= GEMM_TRIALS; t++) {   /* the first run warms up, untimed */
+		if (t == 1 && cudaEventRecord(d->tune[0], d->compute) != cudaSuccess)
+			return -1;
+		if (cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, algo, d->ws, d->ws_size, d->compute) !=
+		    CUBLAS_STATUS_SUCCESS)
+			return -1;
+	}
+	if (cudaEventRecord(d->tune[1], d->compute) != cudaSuccess || cudaEventSynchronize(d->tune[1]) != cudaSuccess ||
+	    cudaEventElapsedTime(&ms, d->tune[0], d->tune[1]) != cudaSuccess)
+		return -1;
+	return ms;
+}
+
+/* Each candidate's median time (ms[i]; -1: it cannot run here) over GEMM_ROUNDS rounds, each
+ * running every candidate once after one untimed run of each: the card's clock moves while it
+ * warms, and the rounds give every candidate the same share of it */
+static void gemm_rounds(Dev *d, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+			cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta,
+			const cublasLtMatmulHeuristicResult_t *h, int found, float *ms)
+{
+	float alpha = 1, t[GEMM_CANDIDATES][GEMM_ROUNDS];
+	for (int i = 0; i < found; i++)
+		ms[i] = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws, d->ws_size,
+				       d->compute) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+	for (int k = 0; k < GEMM_ROUNDS; k++)
+		for (int i = 0; i < found; i++)
+			if (ms[i] >= 0 &&
+			    (cudaEventRecord(d->tune[0], d->compute) != cudaSuccess ||
+			     cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws, d->ws_size,
+					    d->compute) != CUBLAS_STATUS_SUCCESS ||
+			     cudaEventRecord(d->tune[1], d->compute) != cudaSuccess || cudaEventSynchronize(d->tune[1]) != cudaSuccess ||
+			     cudaEventElapsedTime(&t[i][k], d->tune[0], d->tune[1]) != cudaSuccess))
+				ms[i] = -1;
+	for (int i = 0; i < found; i++)
+		if (ms[i] >= 0) {
+			qsort(t[i], GEMM_ROUNDS, sizeof t[i][0], by_value);
+			ms[i] = t[i][GEMM_ROUNDS / 2];
+		}
+}
+
+/* The algorithm for step s's GEMM (key: GEMM_KEY numbers that say its problem, lt_gemm's),
+ * into d->algo[step]: where timed, the fastest of cuBLASLt's first GEMM_CANDIDATES
+ * heuristics on these operands (a step's first run is eager: cuda_run), else the
+ * heuristic's first choice. By default each step times its own, GEMM_TRIALS runs of each
+ * candidate in turn. With MGL_GEMM_ONCE=1 (built in the twenty-fourth sitting, not yet run
+ * on a GPU) once a problem: a step asking what an earlier one asked takes its algorithm,
+ * and the first times them in GEMM_ROUNDS interleaved rounds (gemm_rounds). Timed a step
+ * at a time, the 40 layers of a 1.2b model's fc GEMM ran as five different algorithms, 243
+ * to 370 us (perf-notes.md, twenty-fourth sitting). */
 static int gemm_choose(RtRank *r, int step, const int64_t *key, bool timed, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
 		       cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta)
 {
 	Dev *d = r->mem;
 	memcpy(&d->gemm_key[(size_t)step * GEMM_KEY], key, GEMM_KEY * sizeof *key);
-	for (int s = 0; s < r->job->plan->nsteps; s++)
+	for (int s = 0; s < r->job->plan->nsteps && d->gemm_once; s++)
 		if (d->has_algo[s] && !memcmp(&d->gemm_key[(size_t)s * GEMM_KEY], key, GEMM_KEY * sizeof *key)) {
 			d->algo[step] = d->algo[s];
 			d->has_algo[step] = true;
@@ -114,30 +161,15 @@ static int gemm_choose(RtRank *r, int step, const int64_t *key, bool timed, cubl
 	if (!found)
 		return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)key[0], (long long)key[1],
 			     (long long)key[2]);
-	float alpha = 1, ms[GEMM_CANDIDATES][GEMM_ROUNDS], best_ms = INFINITY;
-	bool runs[GEMM_CANDIDATES];
-	for (int i = 0; i < found && found > 1; i++)   /* each once, untimed: warm, and whether it runs here at all */
-		runs[i] = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws, d->ws_size,
-					 d->compute) == CUBLAS_STATUS_SUCCESS;
-	for (int t = 0; t < GEMM_ROUNDS && found > 1; t++)
-		for (int i = 0; i < found; i++) {
-			if (!runs[i])
-				continue;
-			CK(cudaEventRecord(d->tune[0], d->compute));
-			runs[i] = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws, d->ws_size,
-						 d->compute) == CUBLAS_STATUS_SUCCESS;
-			CK(cudaEventRecord(d->tune[1], d->compute));
-			CK(cudaEventSynchronize(d->tune[1]));
-			CK(cudaEventElapsedTime(&ms[i][t], d->tune[0], d->tune[1]));
-		}
+	float ms[GEMM_CANDIDATES] = {0};
+	if (found > 1 && d->gemm_once)
+		gemm_rounds(d, op, la, lb, lc, A, B, C, beta, h, found, ms);
+	for (int i = 0; i < found && found > 1 && !d->gemm_once; i++)
+		ms[i] = gemm_trials(d, op, la, lb, lc, A, B, C, beta, &h[i].algo);
 	int best = 0;
-	for (int i = 0; i < found && found > 1; i++) {
-		if (!runs[i])
-			continue;
-		qsort(ms[i], GEMM_ROUNDS, sizeof ms[i][0], by_value);
-		if (ms[i][GEMM_ROUNDS / 2] < best_ms)
-			best_ms = ms[i][GEMM_ROUNDS / 2], best = i;
-	}
+	for (int i = 1; i < found; i++)
+		if (ms[i] >= 0 && (ms[best] < 0 || ms[i] < ms[best]))
+			best = i;
 	d->algo[step] = h[best].algo;
 	d->has_algo[step] = true;
 	return 0;
