@@ -166,7 +166,7 @@ static inline int cuda_in_flight(const Dev *d)
 }
 /* cuda.c: cudaMalloc, counted in d->allocated */
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
-enum { GEMM_KEY = 13 };   /* the numbers that say a GEMM's problem (ops.c: lt_gemm) */
+enum { GEMM_KEY = 19 };   /* the numbers that say a GEMM's problem (ops.c: lt_gemm) */
 /* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:
  * kernel attributes (the flash-attention backward's shared memory), the optimizer's tables */
 int cuda_ops_prepare(RtRank *r);

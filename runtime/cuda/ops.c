@@ -85,50 +85,71 @@ static int by_value(const void *a, const void *b)
 
 enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3, GEMM_ROUNDS = 8 };   /* algorithms timed for a GEMM, runs of each */
 
-/* Candidate i's time (ms): GEMM_TRIALS runs in a row after one untimed, or -1 if it cannot
- * run here */
-static float gemm_trials(Dev *d, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-			 cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta, const cublasLtMatmulAlgo_t *algo)
+/* the alignment of a GEMM's operand, in bytes up to 256 (none: 0) */
+static int64_t gemm_align(const void *p)
 {
-	float alpha = 1, ms = 0;
+	uintptr_t a = (uintptr_t)p, low = a & -a;   /* the largest power of two that divides it */
+	return !p ? 0 : low < 256 ? (int64_t)low : 256;
+}
+
+/* A candidate's time (*ms): GEMM_TRIALS runs in a row after one untimed, or -1 if it cannot
+ * run here. Returns -1 on a CUDA error. */
+static int gemm_trials(RtRank *r, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+		       cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta, const cublasLtMatmulAlgo_t *algo,
+		       float *ms)
+{
+	Dev *d = r->mem;
+	float alpha = 1;
+	*ms = -1;
 	for (int t = 0; t <= GEMM_TRIALS; t++) {   /* the first run warms up, untimed */
-		if (t == 1 && cudaEventRecord(d->tune[0], d->compute) != cudaSuccess)
-			return -1;
+		if (t == 1)
+			CK(cudaEventRecord(d->tune[0], d->compute));
 		if (cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, algo, d->ws, d->ws_size, d->compute) !=
 		    CUBLAS_STATUS_SUCCESS)
-			return -1;
+			return 0;   /* this one cannot run here */
 	}
-	if (cudaEventRecord(d->tune[1], d->compute) != cudaSuccess || cudaEventSynchronize(d->tune[1]) != cudaSuccess ||
-	    cudaEventElapsedTime(&ms, d->tune[0], d->tune[1]) != cudaSuccess)
-		return -1;
-	return ms;
+	CK(cudaEventRecord(d->tune[1], d->compute));
+	CK(cudaEventSynchronize(d->tune[1]));
+	CK(cudaEventElapsedTime(ms, d->tune[0], d->tune[1]));
+	return 0;
 }
 
 /* Each candidate's median time (ms[i]; -1: it cannot run here) over GEMM_ROUNDS rounds, each
- * running every candidate once after one untimed run of each: the card's clock moves while it
- * warms, and the rounds give every candidate the same share of it */
-static void gemm_rounds(Dev *d, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-			cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta,
-			const cublasLtMatmulHeuristicResult_t *h, int found, float *ms)
+ * running every candidate once: the card's clock moves while it warms, and the rounds give
+ * every candidate the same share of it. Each timed run is queued behind an untimed one of
+ * the same candidate, so that its time holds no launch from an idle stream. Returns -1 on a
+ * CUDA error. */
+static int gemm_rounds(RtRank *r, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+		       cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta,
+		       const cublasLtMatmulHeuristicResult_t *h, int found, float *ms)
 {
+	Dev *d = r->mem;
 	float alpha = 1, t[GEMM_CANDIDATES][GEMM_ROUNDS];
 	for (int i = 0; i < found; i++)
-		ms[i] = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws, d->ws_size,
-				       d->compute) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+		ms[i] = 0;
 	for (int k = 0; k < GEMM_ROUNDS; k++)
-		for (int i = 0; i < found; i++)
-			if (ms[i] >= 0 &&
-			    (cudaEventRecord(d->tune[0], d->compute) != cudaSuccess ||
-			     cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws, d->ws_size,
-					    d->compute) != CUBLAS_STATUS_SUCCESS ||
-			     cudaEventRecord(d->tune[1], d->compute) != cudaSuccess || cudaEventSynchronize(d->tune[1]) != cudaSuccess ||
-			     cudaEventElapsedTime(&t[i][k], d->tune[0], d->tune[1]) != cudaSuccess))
+		for (int i = 0; i < found; i++) {
+			bool runs = ms[i] >= 0;
+			for (int u = 0; u < 2 && runs; u++) {   /* untimed, then timed */
+				if (u)
+					CK(cudaEventRecord(d->tune[0], d->compute));
+				runs = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws,
+						      d->ws_size, d->compute) == CUBLAS_STATUS_SUCCESS;
+			}
+			if (!runs) {
 				ms[i] = -1;
+				continue;
+			}
+			CK(cudaEventRecord(d->tune[1], d->compute));
+			CK(cudaEventSynchronize(d->tune[1]));
+			CK(cudaEventElapsedTime(&t[i][k], d->tune[0], d->tune[1]));
+		}
 	for (int i = 0; i < found; i++)
 		if (ms[i] >= 0) {
 			qsort(t[i], GEMM_ROUNDS, sizeof t[i][0], by_value);
 			ms[i] = t[i][GEMM_ROUNDS / 2];
 		}
+	return 0;
 }
 
 /* The algorithm for step s's GEMM (key: GEMM_KEY numbers that say its problem, lt_gemm's),
@@ -162,10 +183,11 @@ static int gemm_choose(RtRank *r, int step, const int64_t *key, bool timed, cubl
 		return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)key[0], (long long)key[1],
 			     (long long)key[2]);
 	float ms[GEMM_CANDIDATES] = {0};
-	if (found > 1 && d->gemm_once)
-		gemm_rounds(d, op, la, lb, lc, A, B, C, beta, h, found, ms);
+	if (found > 1 && d->gemm_once && gemm_rounds(r, op, la, lb, lc, A, B, C, beta, h, found, ms))
+		return -1;
 	for (int i = 0; i < found && found > 1 && !d->gemm_once; i++)
-		ms[i] = gemm_trials(d, op, la, lb, lc, A, B, C, beta, &h[i].algo);
+		if (gemm_trials(r, op, la, lb, lc, A, B, C, beta, &h[i].algo, &ms[i]))
+			return -1;
 	int best = 0;
 	for (int i = 1; i < found; i++)
 		if (ms[i] >= 0 && (ms[best] < 0 || ms[i] < ms[best]))
@@ -235,9 +257,12 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	 * tp, a weight gradient's GEMM keeps the first choice at beta 0 too: where each tp rank
 	 * computes a replicated parameter's gradient itself, the ranks must round alike, which an
 	 * algorithm timed on each rank does not promise (dp ranks reduce theirs: any algorithm) */
-	bool timed = !beta && (r->job->tp == 1 || r->job->plan->steps[step].op != MGL_OP_MATMUL_DW);
+	const MglPlan *p = r->job->plan;
+	bool timed = !beta && (r->job->tp == 1 || step == p->nsteps || p->steps[step].op != MGL_OP_MATMUL_DW);
+	/* (with the operands' alignments, up to 256 bytes, which an algorithm may need) */
 	const int64_t key[GEMM_KEY] = {m, n, k, lda, ldb, ta, tb, cdt, bias ? (gelu_aux ? 2 : 1) : dgelu_aux ? 3 : 0, batch,
-				       cuda_in_flight(d) ? d->gemm_sms : 0, !!beta, timed};
+				       cuda_in_flight(d) ? d->gemm_sms : 0, !!beta, timed, gemm_align(A), gemm_align(B),
+				       gemm_align(C), gemm_align(add), gemm_align(bias), gemm_align(gelu_aux ? gelu_aux : dgelu_aux)};
 	if (!d->has_algo[step] && gemm_choose(r, step, key, timed, op, la, lb, lc, A, B, C, beta))
 		return -1;
 	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
