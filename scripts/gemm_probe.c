@@ -131,6 +131,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: gemm_probe NAME m n k ta lda tb ldb EPI [EPI...]\n");
 		return 2;
 	}
+	static const char *const epis[] = {"none", "bias", "gelu", "gelu16", "dgelu", "dgelu16", "add", "f32", "f32add"};
+	for (int e = 9; e < argc; e++) {   /* every epilogue known before the GPU is touched */
+		size_t i = 0;
+		while (i < sizeof epis / sizeof epis[0] && strcmp(argv[e], epis[i]))
+			i++;
+		if (i == sizeof epis / sizeof epis[0]) {
+			fprintf(stderr, "gemm_probe: no epilogue %s\n", argv[e]);
+			return 2;
+		}
+	}
 	Probe g = {.name = argv[1], .ws_size = 64u << 20};
 	int64_t m = atoll(argv[2]), n = atoll(argv[3]), k = atoll(argv[4]), lda = atoll(argv[6]), ldb = atoll(argv[8]);
 	int ta = atoi(argv[5]), tb = atoi(argv[7]);
@@ -161,10 +171,6 @@ int main(int argc, char **argv)
 			ep = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
 		else if (dgelu)
 			ep = CUBLASLT_EPILOGUE_DGELU;
-		else if (strcmp(epi, "none") && strcmp(epi, "add") && strcmp(epi, "f32") && strcmp(epi, "f32add")) {
-			fprintf(stderr, "gemm_probe: no epilogue %s\n", epi);
-			return 2;
-		}
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
 		if (ep == CUBLASLT_EPILOGUE_BIAS || gelu)
 			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));

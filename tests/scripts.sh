@@ -4,7 +4,8 @@
 # the header, a row a kernel a metric, units in their own column) sums one step's kernels by
 # name (the launches after the last but one k_adamw, up to the last), and refuses a run
 # with fewer than two optimizer launches; scripts/cubin_diff.py tells which kernels of two
-# cubins differ in machine code (where nvcc is installed), and refuses a file not ELF.
+# cubins differ in machine code (where nvcc is installed), and refuses a file not ELF;
+# scripts/gemm_probe.c builds and refuses bad arguments (where the toolkit is).
 # usage: tests/scripts.sh MGL   (MGL unused: the same calling convention as the others)
 mgl=${1:?usage: tests/scripts.sh MGL}
 . "$(dirname "$0")/lib.sh"
@@ -60,6 +61,22 @@ if [ -x "$nvcc" ]; then
 	check "cubin_diff.py: a file not ELF is refused" sh -c "[ $st != 0 ] && grep -q 'is not a 64-bit little-endian ELF file' '$tmp/out'"
 else
 	echo "SKIP: scripts/cubin_diff.py (no nvcc at $nvcc)"
+fi
+# scripts/gemm_probe.c builds warning-free against the toolkit, and refuses bad arguments
+# before it touches a GPU
+cuda=${CUDA_HOME:-/usr/local/cuda}
+if [ -f "$cuda/include/cublasLt.h" ]; then
+	${CC:-cc} -O2 -std=c11 -Wall -Wextra -Werror -I"$cuda/include" -o "$tmp/gemm_probe" "$(dirname "$0")/../scripts/gemm_probe.c" \
+		-L"$cuda/lib64" -Wl,-rpath,"$cuda/lib64" -lcublasLt -lcudart >"$tmp/out" 2>&1
+	check "gemm_probe.c: builds with -Wall -Wextra -Werror" sh -c "[ -x '$tmp/gemm_probe' ] || { cat '$tmp/out'; false; }"
+	"$tmp/gemm_probe" fc 6144 8192 >"$tmp/out" 2>&1
+	st=$?
+	check "gemm_probe: too few arguments, its usage" sh -c "[ $st = 2 ] && grep -q '^usage: gemm_probe NAME' '$tmp/out'"
+	"$tmp/gemm_probe" fc 6144 8192 1536 1 1536 0 1536 bias gleu >"$tmp/out" 2>&1
+	st=$?
+	check "gemm_probe: an unknown epilogue is refused" sh -c "[ $st = 2 ] && grep -qx 'gemm_probe: no epilogue gleu' '$tmp/out'"
+else
+	echo "SKIP: scripts/gemm_probe.c (no cuBLASLt headers at $cuda)"
 fi
 $kt "$tmp/ranks.csv" >"$tmp/out" 2>&1
 check "kernel_times.py: another process's launches are left out" grep -q '^one step: 4 launches, 1.015 ms summed' "$tmp/out"
