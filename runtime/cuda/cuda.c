@@ -315,6 +315,9 @@ static void cuda_close(RtRank *r)
 		return;
 	cudaSetDevice(d->device);
 	cudaDeviceSynchronize();
+	if (d->gemm_once && r->tp_rank == 0 && r->dp_rank == 0)   /* (what the switch did, for its A/B) */
+		fprintf(stderr, "mgl: MGL_GEMM_ONCE: %d GEMM problems timed or chosen, %d steps took an earlier step's algorithm\n",
+			d->gemm_chosen, d->gemm_shared);
 	for (size_t g = 0; g < sizeof d->graphs / sizeof d->graphs[0]; g++)
 		if (d->graphs[g].made)
 			cudaGraphExecDestroy(d->graphs[g].exec);

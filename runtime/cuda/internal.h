@@ -96,6 +96,7 @@ typedef struct {
 	bool *has_algo;
 	int64_t *gemm_key;        /* per step, GEMM_KEY numbers: the problem its algorithm was found for (ops.c: gemm_choose) */
 	bool gemm_once;           /* MGL_GEMM_ONCE: one algorithm a GEMM problem, not one a step (gemm_choose) */
+	int gemm_chosen, gemm_shared;   /* ... and then the problems chosen for, the steps that took another's */
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
 	bool fa_tma;              /* the wgmma attention by TMA (its tiles; the backward's dQ, lse and delta: ops.c,
 				   * op_attention, attention_bwd): 9.0, unless MGL_NO_FA_TMA */

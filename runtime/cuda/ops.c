@@ -170,8 +170,10 @@ static int gemm_choose(RtRank *r, int step, const int64_t *key, bool timed, cubl
 		if (d->has_algo[s] && !memcmp(&d->gemm_key[(size_t)s * GEMM_KEY], key, GEMM_KEY * sizeof *key)) {
 			d->algo[step] = d->algo[s];
 			d->has_algo[step] = true;
+			d->gemm_shared++;
 			return 0;
 		}
+	d->gemm_chosen += d->gemm_once;
 	cublasLtMatmulPreference_t pref;
 	CKB(cublasLtMatmulPreferenceCreate(&pref));
 	CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size, sizeof d->ws_size));
