@@ -259,14 +259,15 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	 * tp, a weight gradient's GEMM keeps the first choice at beta 0 too: where each tp rank
 	 * computes a replicated parameter's gradient itself, the ranks must round alike, which an
 	 * algorithm timed on each rank does not promise (dp ranks reduce theirs: any algorithm) */
-	const MglPlan *p = r->job->plan;
-	bool timed = !beta && (r->job->tp == 1 || step == p->nsteps || p->steps[step].op != MGL_OP_MATMUL_DW);
-	/* (with the operands' alignments, up to 256 bytes, which an algorithm may need) */
-	const int64_t key[GEMM_KEY] = {m, n, k, lda, ldb, ta, tb, cdt, bias ? (gelu_aux ? 2 : 1) : dgelu_aux ? 3 : 0, batch,
-				       cuda_in_flight(d) ? d->gemm_sms : 0, !!beta, timed, gemm_align(A), gemm_align(B),
-				       gemm_align(C), gemm_align(add), gemm_align(bias), gemm_align(gelu_aux ? gelu_aux : dgelu_aux)};
-	if (!d->has_algo[step] && gemm_choose(r, step, key, timed, op, la, lb, lc, A, B, C, beta))
-		return -1;
+	if (!d->has_algo[step]) {   /* (its problem, with the operands' alignments up to 256 bytes, which an algorithm may need) */
+		const MglPlan *p = r->job->plan;
+		bool timed = !beta && (r->job->tp == 1 || step == p->nsteps || p->steps[step].op != MGL_OP_MATMUL_DW);
+		const int64_t key[GEMM_KEY] = {m, n, k, lda, ldb, ta, tb, cdt, bias ? (gelu_aux ? 2 : 1) : dgelu_aux ? 3 : 0, batch,
+					       cuda_in_flight(d) ? d->gemm_sms : 0, !!beta, timed, gemm_align(A), gemm_align(B),
+					       gemm_align(C), gemm_align(add), gemm_align(bias), gemm_align(gelu_aux ? gelu_aux : dgelu_aux)};
+		if (gemm_choose(r, step, key, timed, op, la, lb, lc, A, B, C, beta))
+			return -1;
+	}
 	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
 			   d->ws_size, d->compute));
 	cublasLtMatrixLayoutDestroy(la);
