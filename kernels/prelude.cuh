@@ -131,12 +131,26 @@ struct Run {
 
 // The elementwise ops as functions, for the kernels below and for the fused chains the
 // cuda backend generates from the plan (runtime/cuda/chains.c): one expression a step.
+// GELU (GPT-2's tanh form, the cpu's with tanhf: 0.5 v (1 + tanh(u)), u = GELU_C (v +
+// 0.044715 v^3)) as v s with s = 0.5 (1 + tanh(u)) = 1 / (1 + e), e = exp(-2 u): the same
+// function, by two MUFU operations (ex2, rcp) and a few FMAs where tanhf takes about 20
+// instructions (a GELU pass over 1.2b's 50 M elements was bound by them, not by memory:
+// perf-notes.md, twenty-first sitting), and without 1 + tanh(u)'s cancellation where u is
+// very negative. Its derivative: s (1 + 2 v u' (1 - s)) (1 - s's rounding is fp32's ulp of
+// 1, next to the 1 it is added to). e overflows to inf for v below about -9.5: s = 0
+// (__fdividef gives 0 past 2^126), and GELU and its derivative are 0 there, as they round to.
 #define GELU_C 0.7978845608028654f
-__device__ __forceinline__ float gelu_f(float v) { return 0.5f * v * (1.0f + tanhf(GELU_C * (v + 0.044715f * v * v * v))); }
+__device__ __forceinline__ float gelu_exp(float v)   // e = 2^(-2 log2(e) u)
+{
+	float e;
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-2.0f * 1.4426950408889634f * GELU_C * v * fmaf(0.044715f, v * v, 1.0f)));
+	return e;
+}
+__device__ __forceinline__ float gelu_f(float v) { return __fdividef(v, 1.0f + gelu_exp(v)); }
 __device__ __forceinline__ float gelu_b(float g, float v)
 {
-	float t = tanhf(GELU_C * (v + 0.044715f * v * v * v)), du = GELU_C * (1.0f + 3.0f * 0.044715f * v * v);
-	return g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+	float e = gelu_exp(v), s = __fdividef(1.0f, 1.0f + e), du = GELU_C * fmaf(3.0f * 0.044715f, v * v, 1.0f);
+	return g * s * fmaf(2.0f * v * du, 1.0f - s, 1.0f);
 }
 __device__ __forceinline__ float tanh_b(float g, float y) { return g * (1.0f - y * y); }
 __device__ __forceinline__ float silu_f(float v) { return v / (1.0f + __expf(-v)); }

@@ -13,9 +13,17 @@
  *   a weight gradient), f32add (the same, beta 1: a gradient accumulated)
  * Prints one line a candidate and a summary line per epilogue: the heuristic's first
  * choice, the best, their TFLOP/s. With PROBE_IDS set, then each cuBLASLt algorithm id
- * that can do the epilogue, limited to itself (CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID). */
+ * that can do the epilogue, limited to itself (CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID).
+ * With PROBE_HOT=MS, each candidate instead run back to back for MS milliseconds to bring
+ * the card to its power cap, then for MS more, timed as a whole: its mean time and the SM
+ * clock at the end (NVML, libnvidia-ml opened at run time), in two rounds over the
+ * candidates, the second the one to read: what a GEMM takes inside a step that runs at the
+ * cap, which the cool median does not show (docs/perf-notes.md, twenty-fifth sitting; NVML's
+ * energy counter moves too coarsely to say the joules of 250 ms). PROBE_N=N: only the
+ * heuristic's first N candidates (mgl times 8). */
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +67,31 @@ static void *random_bf16(size_t n)
 	return d;
 }
 
+/* NVML by dlopen (no nvml.h in the toolkit): the SM clock (MHz) of device 0, or 0 where
+ * NVML is missing */
+static struct {
+	void *dev;
+	int (*clock)(void *dev, int type, unsigned *mhz);
+} nvml;
+
+static void nvml_open(void)
+{
+	void *so = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+	int (*init)(void) = so ? (int (*)(void))dlsym(so, "nvmlInit_v2") : NULL;
+	int (*handle)(unsigned, void **) = so ? (int (*)(unsigned, void **))dlsym(so, "nvmlDeviceGetHandleByIndex_v2") : NULL;
+	nvml.clock = so ? (int (*)(void *, int, unsigned *))dlsym(so, "nvmlDeviceGetClockInfo") : NULL;
+	if (!init || !handle || !nvml.clock || init() || handle(0, &nvml.dev))
+		nvml.dev = NULL, fprintf(stderr, "gemm_probe: no NVML: the clock not read\n");
+}
+
+static unsigned sm_mhz(void)
+{
+	unsigned mhz = 0;
+	if (nvml.dev)
+		nvml.clock(nvml.dev, 1 /* NVML_CLOCK_SM */, &mhz);
+	return mhz;
+}
+
 static int by_value(const void *a, const void *b)
 {
 	float x = *(const float *)a, y = *(const float *)b;
@@ -84,6 +117,46 @@ typedef struct {
 	double flops;
 } Probe;
 
+/* PROBE_HOT: each candidate run back to back for ms milliseconds, then for as many runs
+ * again timed as a whole (one event pair); two rounds */
+static void time_hot(Probe *g, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+		     cublasLtMatrixLayout_t lc, float beta, const cublasLtMatmulHeuristicResult_t *h, int found, const char *epi,
+		     double ms)
+{
+	float alpha = 1;
+	for (int round = 0; round < 2; round++)
+		for (int i = 0; i < found; i++) {
+			float one = 0;   /* a run's time, cool, to size the run counts */
+			CK(cudaEventRecord(g->ev[0], g->st));
+			if (cublasLtMatmul(g->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->C, lc, g->C, lc, &h[i].algo, g->ws,
+					   g->ws_size, g->st) != CUBLAS_STATUS_SUCCESS) {
+				printf("%s %s #%d: cannot run\n", g->name, epi, i);
+				continue;
+			}
+			CK(cudaEventRecord(g->ev[1], g->st));
+			CK(cudaEventSynchronize(g->ev[1]));
+			CK(cudaEventElapsedTime(&one, g->ev[0], g->ev[1]));
+			int n = (int)(ms / (one > 0.01f ? one : 0.01f)) + 1;
+			float whole = 0;
+			for (int phase = 0; phase < 2; phase++) {   /* 0 heats, 1 is timed */
+				if (phase)
+					CK(cudaEventRecord(g->ev[0], g->st));
+				for (int r = 0; r < n; r++)
+					cublasLtMatmul(g->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->C, lc, g->C, lc, &h[i].algo, g->ws,
+						       g->ws_size, g->st);
+			}
+			CK(cudaEventRecord(g->ev[1], g->st));
+			CK(cudaEventSynchronize(g->ev[1]));
+			unsigned mhz = sm_mhz();
+			CK(cudaEventElapsedTime(&whole, g->ev[0], g->ev[1]));
+			double us = whole * 1e3 / n;
+			printf("%s %s hot round %d #%d: %.1f us, %.0f TFLOP/s, SM %u MHz, %d runs (algo %d tile %d cluster %d)\n", g->name,
+			       epi, round, i, us, g->flops / (us * 1e-6) / 1e12, mhz, n,
+			       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_ID), cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
+			       cfg(&h[i].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
+		}
+}
+
 /* Candidates h[0 .. found) timed, one line each, and a summary line (id: the algorithm id
  * they were limited to, or -1) */
 static void time_all(Probe *g, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
@@ -91,6 +164,11 @@ static void time_all(Probe *g, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t l
 {
 	float alpha = 1, first = 0, best = 1e30f;
 	int best_i = -1;
+	const char *hot = getenv("PROBE_HOT");
+	if (hot && atof(hot) > 0) {
+		time_hot(g, op, la, lb, lc, beta, h, found, epi, atof(hot));
+		return;
+	}
 	for (int i = 0; i < found; i++) {
 		float ms[RUNS];
 		int ok = 1;
@@ -142,6 +220,8 @@ int main(int argc, char **argv)
 		}
 	}
 	Probe g = {.name = argv[1], .ws_size = 64u << 20};
+	if (getenv("PROBE_HOT"))
+		nvml_open();
 	int64_t m = atoll(argv[2]), n = atoll(argv[3]), k = atoll(argv[4]), lda = atoll(argv[6]), ldb = atoll(argv[8]);
 	int ta = atoi(argv[5]), tb = atoi(argv[7]);
 	cublasLtHandle_t lt;
@@ -193,7 +273,9 @@ int main(int argc, char **argv)
 		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g.ws_size, sizeof g.ws_size));
 		cublasLtMatmulHeuristicResult_t h[CANDIDATES];
 		int found = 0;
-		CKB(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, CANDIDATES, h, &found));
+		int want = getenv("PROBE_N") ? atoi(getenv("PROBE_N")) : CANDIDATES;   /* the heuristic's first PROBE_N */
+		want = want < 1 || want > CANDIDATES ? CANDIDATES : want;
+		CKB(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, want, h, &found));
 		float beta = strstr(epi, "add") ? 1.0f : 0.0f;
 		time_all(&g, op, la, lb, lc, beta, h, found, epi, -1);
 		/* then, with PROBE_IDS set, each algorithm id of these types by itself: what the

@@ -279,9 +279,7 @@ static int cuda_open(RtRank *r)
 	CKB(cublasLtCreate(&d->lt));
 	d->algo = calloc((size_t)p->nsteps + 1, sizeof *d->algo);
 	d->has_algo = calloc((size_t)p->nsteps + 1, sizeof *d->has_algo);
-	d->gemm_once = getenv("MGL_GEMM_ONCE") != NULL;
-	d->gemm_key = calloc(((size_t)p->nsteps + 1) * GEMM_KEY, sizeof *d->gemm_key);
-	if (!d->algo || !d->has_algo || !d->gemm_key)
+	if (!d->algo || !d->has_algo)
 		return cuda_fail(r, "out of host memory");
 	/* Interleaved micro-batches run NCCL's kernels beside the GEMMs on purpose; at its default
 	 * CTA count NCCL takes enough SMs to slow them by more than it hides (2.5b tp 2: 193.2 ms
@@ -315,9 +313,6 @@ static void cuda_close(RtRank *r)
 		return;
 	cudaSetDevice(d->device);
 	cudaDeviceSynchronize();
-	if (d->gemm_once && r->tp_rank == 0 && r->dp_rank == 0)   /* (what the switch did, for its A/B) */
-		fprintf(stderr, "mgl: MGL_GEMM_ONCE: %d GEMM problems timed or chosen, %d steps took an earlier step's algorithm\n",
-			d->gemm_chosen, d->gemm_shared);
 	for (size_t g = 0; g < sizeof d->graphs / sizeof d->graphs[0]; g++)
 		if (d->graphs[g].made)
 			cudaGraphExecDestroy(d->graphs[g].exec);
@@ -363,7 +358,6 @@ static void cuda_close(RtRank *r)
 		ncclCommDestroy(d->dp);
 	free(d->algo);
 	free(d->has_algo);
-	free(d->gemm_key);
 	free(d->chains);
 	cuda_release_kernels(d);
 	free(d->chain_kernels);

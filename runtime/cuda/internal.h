@@ -94,9 +94,6 @@ typedef struct {
 	int *mt_n;                /* and its chunks (blocks) */
 	cublasLtMatmulAlgo_t *algo;   /* per step, found once (and at nsteps: cuda_gemm_rate's) */
 	bool *has_algo;
-	int64_t *gemm_key;        /* per step, GEMM_KEY numbers: the problem its algorithm was found for (ops.c: gemm_choose) */
-	bool gemm_once;           /* MGL_GEMM_ONCE: one algorithm a GEMM problem, not one a step (gemm_choose) */
-	int gemm_chosen, gemm_shared;   /* ... and then the problems chosen for, the steps that took another's */
 	bool sp_grouped;          /* MGL_SP_GROUPED: tp collectives a row at a time (cuda_staged) */
 	bool fa_tma;              /* the wgmma attention by TMA (its tiles; the backward's dQ, lse and delta: ops.c,
 				   * op_attention, attention_bwd): 9.0, unless MGL_NO_FA_TMA */
@@ -167,7 +164,6 @@ static inline int cuda_in_flight(const Dev *d)
 }
 /* cuda.c: cudaMalloc, counted in d->allocated */
 cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
-enum { GEMM_KEY = 19 };   /* the numbers that say a GEMM's problem (ops.c: lt_gemm) */
 /* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:
  * kernel attributes (the flash-attention backward's shared memory), the optimizer's tables */
 int cuda_ops_prepare(RtRank *r);

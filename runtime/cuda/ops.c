@@ -17,7 +17,7 @@
 
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
-	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu_bwd) X(tanh) \
+	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu8) X(gelu_bwd) X(tanh) \
 	X(tanh_bwd) X(dropout) X(add) X(colsum) X(colsum_direct) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
@@ -83,14 +83,7 @@ static int by_value(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3, GEMM_ROUNDS = 8 };   /* algorithms timed for a GEMM, runs of each */
-
-/* the alignment of a GEMM's operand, in bytes up to 256 (none: 0) */
-static int64_t gemm_align(const void *p)
-{
-	uintptr_t a = (uintptr_t)p, low = a & -a;   /* the largest power of two that divides it */
-	return !p ? 0 : low < 256 ? (int64_t)low : 256;
-}
+enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed for a GEMM, runs of each */
 
 /* A candidate's time (*ms): GEMM_TRIALS runs in a row after one untimed, or -1 if it cannot
  * run here. Returns -1 on a CUDA error. */
@@ -114,66 +107,17 @@ static int gemm_trials(RtRank *r, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_
 	return 0;
 }
 
-/* Each candidate's median time (ms[i]; -1: it cannot run here) over GEMM_ROUNDS rounds, each
- * running every candidate once: the card's clock moves while it warms, and the rounds give
- * every candidate the same share of it. Each timed run is queued behind an untimed one of
- * the same candidate, so that its time holds no launch from an idle stream. Returns -1 on a
- * CUDA error. */
-static int gemm_rounds(RtRank *r, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-		       cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta,
-		       const cublasLtMatmulHeuristicResult_t *h, int found, float *ms)
+/* The algorithm for step s's GEMM, into d->algo[step]: where timed, the fastest of
+ * cuBLASLt's first GEMM_CANDIDATES heuristics on these operands (a step's first run is
+ * eager: cuda_run), each step timing its own; else the heuristic's first choice. One
+ * algorithm a problem shared by the steps that ask it (timed in interleaved rounds) was no
+ * quicker, nor were the candidates' ranks different at the card's power cap
+ * (perf-notes.md, twenty-fourth and twenty-fifth sittings). */
+static int gemm_choose(RtRank *r, int step, bool timed, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+		       cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta,
+		       int64_t m, int64_t n, int64_t k)
 {
 	Dev *d = r->mem;
-	float alpha = 1, t[GEMM_CANDIDATES][GEMM_ROUNDS];
-	for (int i = 0; i < found; i++)
-		ms[i] = 0;
-	for (int k = 0; k < GEMM_ROUNDS; k++)
-		for (int i = 0; i < found; i++) {
-			bool runs = ms[i] >= 0;
-			for (int u = 0; u < 2 && runs; u++) {   /* untimed, then timed */
-				if (u)
-					CK(cudaEventRecord(d->tune[0], d->compute));
-				runs = cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws,
-						      d->ws_size, d->compute) == CUBLAS_STATUS_SUCCESS;
-			}
-			if (!runs) {
-				ms[i] = -1;
-				continue;
-			}
-			CK(cudaEventRecord(d->tune[1], d->compute));
-			CK(cudaEventSynchronize(d->tune[1]));
-			CK(cudaEventElapsedTime(&t[i][k], d->tune[0], d->tune[1]));
-		}
-	for (int i = 0; i < found; i++)
-		if (ms[i] >= 0) {
-			qsort(t[i], GEMM_ROUNDS, sizeof t[i][0], by_value);
-			ms[i] = t[i][GEMM_ROUNDS / 2];
-		}
-	return 0;
-}
-
-/* The algorithm for step s's GEMM (key: GEMM_KEY numbers that say its problem, lt_gemm's),
- * into d->algo[step]: where timed, the fastest of cuBLASLt's first GEMM_CANDIDATES
- * heuristics on these operands (a step's first run is eager: cuda_run), else the
- * heuristic's first choice. By default each step times its own, GEMM_TRIALS runs of each
- * candidate in turn. With MGL_GEMM_ONCE=1 (built in the twenty-fourth sitting, not yet run
- * on a GPU) once a problem: a step asking what an earlier one asked takes its algorithm,
- * and the first times them in GEMM_ROUNDS interleaved rounds (gemm_rounds). Timed a step
- * at a time, the 40 layers of a 1.2b model's fc GEMM ran as five different algorithms, 243
- * to 370 us (perf-notes.md, twenty-fourth sitting). */
-static int gemm_choose(RtRank *r, int step, const int64_t *key, bool timed, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
-		       cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta)
-{
-	Dev *d = r->mem;
-	memcpy(&d->gemm_key[(size_t)step * GEMM_KEY], key, GEMM_KEY * sizeof *key);
-	for (int s = 0; s < r->job->plan->nsteps && d->gemm_once; s++)
-		if (d->has_algo[s] && !memcmp(&d->gemm_key[(size_t)s * GEMM_KEY], key, GEMM_KEY * sizeof *key)) {
-			d->algo[step] = d->algo[s];
-			d->has_algo[step] = true;
-			d->gemm_shared++;
-			return 0;
-		}
-	d->gemm_chosen += d->gemm_once;
 	cublasLtMatmulPreference_t pref;
 	CKB(cublasLtMatmulPreferenceCreate(&pref));
 	CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size, sizeof d->ws_size));
@@ -182,12 +126,9 @@ static int gemm_choose(RtRank *r, int step, const int64_t *key, bool timed, cubl
 	CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? GEMM_CANDIDATES : 1, h, &found));
 	cublasLtMatmulPreferenceDestroy(pref);
 	if (!found)
-		return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)key[0], (long long)key[1],
-			     (long long)key[2]);
+		return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n, (long long)k);
 	float ms[GEMM_CANDIDATES] = {0};
-	if (found > 1 && d->gemm_once && gemm_rounds(r, op, la, lb, lc, A, B, C, beta, h, found, ms))
-		return -1;
-	for (int i = 0; i < found && found > 1 && !d->gemm_once; i++)
+	for (int i = 0; i < found && found > 1; i++)
 		if (gemm_trials(r, op, la, lb, lc, A, B, C, beta, &h[i].algo, &ms[i]))
 			return -1;
 	int best = 0;
@@ -259,13 +200,10 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 	 * tp, a weight gradient's GEMM keeps the first choice at beta 0 too: where each tp rank
 	 * computes a replicated parameter's gradient itself, the ranks must round alike, which an
 	 * algorithm timed on each rank does not promise (dp ranks reduce theirs: any algorithm) */
-	if (!d->has_algo[step]) {   /* (its problem, with the operands' alignments up to 256 bytes, which an algorithm may need) */
+	if (!d->has_algo[step]) {
 		const MglPlan *p = r->job->plan;
 		bool timed = !beta && (r->job->tp == 1 || step == p->nsteps || p->steps[step].op != MGL_OP_MATMUL_DW);
-		const int64_t key[GEMM_KEY] = {m, n, k, lda, ldb, ta, tb, cdt, bias ? (gelu_aux ? 2 : 1) : dgelu_aux ? 3 : 0, batch,
-					       cuda_in_flight(d) ? d->gemm_sms : 0, !!beta, timed, gemm_align(A), gemm_align(B),
-					       gemm_align(C), gemm_align(add), gemm_align(bias), gemm_align(gelu_aux ? gelu_aux : dgelu_aux)};
-		if (gemm_choose(r, step, key, timed, op, la, lb, lc, A, B, C, beta))
+		if (gemm_choose(r, step, timed, op, la, lb, lc, A, B, C, beta, m, n, k))
 			return -1;
 	}
 	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
@@ -655,6 +593,9 @@ static int op_unary(CudaCtx *c)
 	int64_t n = mgl_numel(val(c->r, IN(0)));
 	int xdt = dt(c->r, IN(0)), ydt = dt(c->r, OUT(0));
 	void *x = P(c->r, IN(0)), *y = P(c->r, OUT(0));
+	if (c->s->op == MGL_OP_GELU && xdt == MGL_BF16 && ydt == MGL_BF16 && n % 8 == 0 &&
+	    ((uintptr_t)x | (uintptr_t)y) % 16 == 0)   /* 16-byte loads and stores */
+		return launch(c->r, K_gelu8, n / 8, 1, ARGS(&x, &y, &n));
 	return launch(c->r, c->s->op == MGL_OP_GELU ? K_gelu : K_tanh, n, 1, ARGS(&x, &xdt, &y, &ydt, &n));
 }
 

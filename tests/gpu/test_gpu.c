@@ -552,15 +552,15 @@ int main(int argc, char **argv)
 	 *  - MGL_NO_FA_FWD_PIPE: the forward at heads of 96 with each tile's S issued after the
 	 *    tile before's P V is done, not behind it (the default, which the cases run above;
 	 *    causal: 80 and 200 keys; unmasked with padding: 96 and 300);
-	 *  - MGL_GEMM_ONCE: a GEMM's algorithm chosen once a problem and shared by the steps
-	 *    that ask the same (the two layers of GPT-2 and BERT tiny, GPT-2 124M's twelve), and
-	 *    the candidates' interleaved timing (a layer of 1,536), at tp 1 and 2 */
+	 *  - MGL_NO_GELU_EPILOGUE, MGL_NO_DGELU_EPILOGUE: the MLP's GELU and its derivative
+	 *    passes of their own (k_gelu8, 16-byte loads, and the fused chains' gelu_b: GELU
+	 *    as v / (1 + e^-2u), kernels/prelude.cuh), not cuBLASLt's epilogues, at tp 1 and 2 */
 	static const struct {
 		const char *var;
 		int cases[4], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
 	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_NO_QKV_FWD", {0, 4}, 2, 2},
 			{"MGL_NO_FA_BWD_128", {4, 8, 10, 15}, 4, 1}, {"MGL_NO_FA_FWD_PIPE", {4, 8, 10, 18}, 4, 1},
-			{"MGL_GEMM_ONCE", {0, 2, 13, 14}, 4, 2}};
+			{"MGL_NO_GELU_EPILOGUE", {0, 2, 13, 14}, 4, 2}, {"MGL_NO_DGELU_EPILOGUE", {0, 2, 14}, 3, 2}};
 	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
 		setenv(switched[v].var, "1", 1);
 		printf("with %s=1:\n", switched[v].var);
