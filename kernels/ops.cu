@@ -130,8 +130,7 @@ __device__ __forceinline__ void ln8_each(const void *x, i64 row, i64 D, F f)
 __device__ __forceinline__ void ln8_store(void *y, i64 at, const float *o)
 {
 	*(uint4 *)((bf16 *)y + at) =
-	    make_uint4((unsigned)f2bf(o[0]) | (unsigned)f2bf(o[1]) << 16, (unsigned)f2bf(o[2]) | (unsigned)f2bf(o[3]) << 16,
-		       (unsigned)f2bf(o[4]) | (unsigned)f2bf(o[5]) << 16, (unsigned)f2bf(o[6]) | (unsigned)f2bf(o[7]) << 16);
+	    make_uint4(bf16x2(o[0], o[1]), bf16x2(o[2], o[3]), bf16x2(o[4], o[5]), bf16x2(o[6], o[7]));
 }
 __device__ __forceinline__ void ln8_get(float *o, const float *p)
 {
@@ -1192,7 +1191,7 @@ __device__ void row_ce_grad(const void *z, int zdt, i64 r, i64 N, i64 valid, i64
 			for (int e = 0; e < 4; e++) {
 				i64 j = c * 8 + 2 * e;
 				float g0 = grad(j, bf2f((bf16)w[e])), g1 = grad(j + 1, bf2f((bf16)(w[e] >> 16)));
-				o[e] = (unsigned)f2bf(g0) | (unsigned)f2bf(g1) << 16;
+				o[e] = bf16x2(g0, g1);
 			}
 			dp[c] = make_uint4(o[0], o[1], o[2], o[3]);
 		}
@@ -1324,8 +1323,7 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 			*(float4 *)(c.v + i) = v;
 			*(float4 *)(c.w + i) = w;
 			if (c.w16)
-				*(uint2 *)(c.w16 + i) = make_uint2((unsigned)f2bf(w.x) | (unsigned)f2bf(w.y) << 16,
-								   (unsigned)f2bf(w.z) | (unsigned)f2bf(w.w) << 16);
+				*(uint2 *)(c.w16 + i) = make_uint2(bf16x2(w.x, w.y), bf16x2(w.z, w.w));
 		}
 		return;
 	}
@@ -1385,13 +1383,6 @@ __device__ __forceinline__ float fa_exp2(float x)
 // one at 128 (two would spill 184 bytes)
 #define FA_SW_BLOCKS(DH) ((DH) <= 96 ? 2 : 1)
 
-// lo, hi -> bf16x2 (lo in the low half: the lower column or row of a fragment)
-__device__ __forceinline__ unsigned fa_pack(float lo, float hi)
-{
-	unsigned r;
-	asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-	return r;
-}
 __device__ __forceinline__ unsigned fa_u32(const bf16 *p) { return *(const unsigned *)p; }
 // d[16 x 8] += a[16 x 16] b[16 x 8]
 __device__ __forceinline__ void fa_mma(float *d, const unsigned *a, unsigned b0, unsigned b1)
@@ -1553,8 +1544,8 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 			float p10 = fa_exp2(s[n][2] - b1), p11 = fa_exp2(s[n][3] - b1);
 			l0 += p00 + p01;
 			l1 += p10 + p11;
-			pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
-			pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+			pf[n / 2][n % 2 * 2] = bf16x2(p00, p01);
+			pf[n / 2][n % 2 * 2 + 1] = bf16x2(p10, p11);
 		}
 		for (int kc = 0; kc < 4; kc++)
 			for (int d = 0; d < DH / 16; d++) {
@@ -1571,9 +1562,9 @@ __device__ void flash_fwd(const bf16 *q, const bf16 *k, const bf16 *v, const int
 	for (int d = 0; d < DH / 8; d++) {
 		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
 		if (r0 < S)
-			*(unsigned *)op = fa_pack(acc[d][0] * i0, acc[d][1] * i0);
+			*(unsigned *)op = bf16x2(acc[d][0] * i0, acc[d][1] * i0);
 		if (r1 < S)
-			*(unsigned *)(op + 8 * D) = fa_pack(acc[d][2] * i1, acc[d][3] * i1);
+			*(unsigned *)(op + 8 * D) = bf16x2(acc[d][2] * i1, acc[d][3] * i1);
 	}
 	if (t == 0) {
 		if (r0 < S)
@@ -2058,8 +2049,8 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 				float p10 = fa_exp2(fmaf(s[4 * n + 2], scale2, -b1)), p11 = fa_exp2(fmaf(s[4 * n + 3], scale2, -b1));
 				l0 += p00 + p01;
 				l1 += p10 + p11;
-				pf[n / 2][n % 2 * 2] = fa_pack(p00, p01);
-				pf[n / 2][n % 2 * 2 + 1] = fa_pack(p10, p11);
+				pf[n / 2][n % 2 * 2] = bf16x2(p00, p01);
+				pf[n / 2][n % 2 * 2 + 1] = bf16x2(p10, p11);
 			}
 			fa_wg_done(acc, DH / 2);   // the rescaled acc written before the fence
 			fa_wg_fence();
@@ -2103,9 +2094,9 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 	for (int d = 0; d < DH / 8; d++) {
 		bf16 *op = o + base + r0 * D + d * 8 + 2 * t;
 		if (r0 < S)
-			*(unsigned *)op = fa_pack(acc[4 * d] * i0, acc[4 * d + 1] * i0);
+			*(unsigned *)op = bf16x2(acc[4 * d] * i0, acc[4 * d + 1] * i0);
 		if (r1 < S)
-			*(unsigned *)(op + 8 * D) = fa_pack(acc[4 * d + 2] * i1, acc[4 * d + 3] * i1);
+			*(unsigned *)(op + 8 * D) = bf16x2(acc[4 * d + 2] * i1, acc[4 * d + 3] * i1);
 	}
 	if (t == 0) {
 		if (r0 < S)
@@ -2125,12 +2116,12 @@ __device__ __forceinline__ void fa_store_dkv(bf16 *dk, bf16 *dv, const float *dk
 	for (int d = 0; d < DH / 8; d++) {
 		i64 o0 = ob + d * 8;
 		if (in0) {
-			*(unsigned *)(dk + o0) = fa_pack(dka[4 * d], dka[4 * d + 1]);
-			*(unsigned *)(dv + o0) = fa_pack(dva[4 * d], dva[4 * d + 1]);
+			*(unsigned *)(dk + o0) = bf16x2(dka[4 * d], dka[4 * d + 1]);
+			*(unsigned *)(dv + o0) = bf16x2(dva[4 * d], dva[4 * d + 1]);
 		}
 		if (in1) {
-			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[4 * d + 2], dka[4 * d + 3]);
-			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[4 * d + 2], dva[4 * d + 3]);
+			*(unsigned *)(dk + o0 + 8 * ldo) = bf16x2(dka[4 * d + 2], dka[4 * d + 3]);
+			*(unsigned *)(dv + o0 + 8 * ldo) = bf16x2(dva[4 * d + 2], dva[4 * d + 3]);
 		}
 	}
 }
@@ -2312,10 +2303,10 @@ __device__ void flash_bwd_wg(const bf16 *dy, const bf16 *q, const bf16 *k, const
 				dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
 				dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
 			}
-			pa[n / 2][n % 2 * 2] = fa_pack(st[4 * n], st[4 * n + 1]);
-			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[4 * n + 2], st[4 * n + 3]);
-			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
-			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
+			pa[n / 2][n % 2 * 2] = bf16x2(st[4 * n], st[4 * n + 1]);
+			pa[n / 2][n % 2 * 2 + 1] = bf16x2(st[4 * n + 2], st[4 * n + 3]);
+			sa[n / 2][n % 2 * 2] = bf16x2(dp[4 * n], dp[4 * n + 1]);
+			sa[n / 2][n % 2 * 2 + 1] = bf16x2(dp[4 * n + 2], dp[4 * n + 3]);
 			// dS^T's two queries of each row, side by side in the core matrix: keys 16 w + g
 			// and 8 after (a row of core matrices, 1,024 bytes, on), queries 8 n + 2 t (a core
 			// matrix, 128 bytes, an n)
@@ -2484,10 +2475,10 @@ __device__ void flash_bwd_wg2(const bf16 *k, const bf16 *v, const int *mask, bf1
 				dp[4 * n + e] = p0 * fmaf(dp[4 * n + e], scale, -Dc);
 				dp[4 * n + 2 + e] = p1 * fmaf(dp[4 * n + 2 + e], scale, -Dc);
 			}
-			pa[n / 2][n % 2 * 2] = fa_pack(st[4 * n], st[4 * n + 1]);
-			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[4 * n + 2], st[4 * n + 3]);
-			sa[n / 2][n % 2 * 2] = fa_pack(dp[4 * n], dp[4 * n + 1]);
-			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[4 * n + 2], dp[4 * n + 3]);
+			pa[n / 2][n % 2 * 2] = bf16x2(st[4 * n], st[4 * n + 1]);
+			pa[n / 2][n % 2 * 2 + 1] = bf16x2(st[4 * n + 2], st[4 * n + 3]);
+			sa[n / 2][n % 2 * 2] = bf16x2(dp[4 * n], dp[4 * n + 1]);
+			sa[n / 2][n % 2 * 2 + 1] = bf16x2(dp[4 * n + 2], dp[4 * n + 3]);
 			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + n * 128), "r"(sa[n / 2][n % 2 * 2]) : "memory");
 			asm volatile("st.shared.b32 [%0], %1;" ::"r"(ds_at + 1024 + n * 128), "r"(sa[n / 2][n % 2 * 2 + 1]) : "memory");
 		}
@@ -2627,10 +2618,10 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 				dSs[c * LDS + w * 16 + g] = f2bf(dp[n][e]);
 				dSs[c * LDS + w * 16 + g + 8] = f2bf(dp[n][2 + e]);
 			}
-			pa[n / 2][n % 2 * 2] = fa_pack(st[n][0], st[n][1]);
-			pa[n / 2][n % 2 * 2 + 1] = fa_pack(st[n][2], st[n][3]);
-			sa[n / 2][n % 2 * 2] = fa_pack(dp[n][0], dp[n][1]);
-			sa[n / 2][n % 2 * 2 + 1] = fa_pack(dp[n][2], dp[n][3]);
+			pa[n / 2][n % 2 * 2] = bf16x2(st[n][0], st[n][1]);
+			pa[n / 2][n % 2 * 2 + 1] = bf16x2(st[n][2], st[n][3]);
+			sa[n / 2][n % 2 * 2] = bf16x2(dp[n][0], dp[n][1]);
+			sa[n / 2][n % 2 * 2 + 1] = bf16x2(dp[n][2], dp[n][3]);
 		}
 		for (int kc = 0; kc < 2; kc++)
 			for (int d = 0; d < DH / 16; d++) {
@@ -2674,12 +2665,12 @@ __device__ void flash_bwd(const bf16 *dy, const bf16 *q, const bf16 *k, const bf
 	for (int d = 0; d < DH / 8; d++) {
 		i64 o0 = ob + d * 8;
 		if (kr0 < S) {
-			*(unsigned *)(dk + o0) = fa_pack(dka[d][0], dka[d][1]);
-			*(unsigned *)(dv + o0) = fa_pack(dva[d][0], dva[d][1]);
+			*(unsigned *)(dk + o0) = bf16x2(dka[d][0], dka[d][1]);
+			*(unsigned *)(dv + o0) = bf16x2(dva[d][0], dva[d][1]);
 		}
 		if (kr1 < S) {
-			*(unsigned *)(dk + o0 + 8 * ldo) = fa_pack(dka[d][2], dka[d][3]);
-			*(unsigned *)(dv + o0 + 8 * ldo) = fa_pack(dva[d][2], dva[d][3]);
+			*(unsigned *)(dk + o0 + 8 * ldo) = bf16x2(dka[d][2], dka[d][3]);
+			*(unsigned *)(dv + o0 + 8 * ldo) = bf16x2(dva[d][2], dva[d][3]);
 		}
 	}
 }

@@ -22,13 +22,35 @@ typedef long long i64;
 enum { DT_F32 = 0, DT_I32 = 1, DT_BF16 = 2 };   // MglDtype
 
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
+// f rounded to bf16, to nearest even. From compute capability 8.0 by the conversion
+// instruction (one for a pair: bf16x2), before it by hand; the same values but NaN's
+// payload (the instruction gives the canonical NaN). By hand it took about ten
+// instructions an element, a fifth of the layer norm backward's, which was bound by its
+// instruction issue (perf-notes.md, twenty-fifth sitting).
 __device__ __forceinline__ bf16 f2bf(float f)
 {
+#if __CUDA_ARCH__ >= 800
+	unsigned short h;
+	asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+	return h;
+#else
 	unsigned u = __float_as_uint(f);
 	if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu))   // NaN stays NaN
 		return (bf16)((u >> 16) | 0x40);
 	u += 0x7fffu + ((u >> 16) & 1u);
 	return (bf16)(u >> 16);
+#endif
+}
+// lo and hi rounded to bf16, lo in the low half (the lower address)
+__device__ __forceinline__ unsigned bf16x2(float lo, float hi)
+{
+#if __CUDA_ARCH__ >= 800
+	unsigned r;
+	asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+	return r;
+#else
+	return (unsigned)f2bf(lo) | (unsigned)f2bf(hi) << 16;
+#endif
 }
 __device__ __forceinline__ float ld(const void *p, int dt, i64 i)
 {
@@ -59,8 +81,7 @@ __device__ __forceinline__ void ld4(const void *p, int dt, i64 i, float *v)
 __device__ __forceinline__ void st4(void *p, int dt, i64 i, const float *v)
 {
 	if (dt == DT_BF16)
-		*(uint2 *)((bf16 *)p + i) = make_uint2((unsigned)f2bf(v[0]) | (unsigned)f2bf(v[1]) << 16,
-						       (unsigned)f2bf(v[2]) | (unsigned)f2bf(v[3]) << 16);
+		*(uint2 *)((bf16 *)p + i) = make_uint2(bf16x2(v[0], v[1]), bf16x2(v[2], v[3]));
 	else
 		*(float4 *)((float *)p + i) = make_float4(v[0], v[1], v[2], v[3]);
 }
@@ -84,7 +105,7 @@ __device__ __forceinline__ void st8(void *p, int dt, i64 i, const float *v)
 	if (dt == DT_BF16) {
 		unsigned w[4];
 		for (int e = 0; e < 4; e++)
-			w[e] = (unsigned)f2bf(v[2 * e]) | (unsigned)f2bf(v[2 * e + 1]) << 16;
+			w[e] = bf16x2(v[2 * e], v[2 * e + 1]);
 		*(uint4 *)((bf16 *)p + i) = make_uint4(w[0], w[1], w[2], w[3]);
 	} else {
 		st4(p, dt, i, v);
