@@ -11,7 +11,7 @@
 // ld/st with a dtype code: a branch uniform across the warp, cheap next to the memory access.
 //
 // No system headers: NVRTC runs on machines with no toolkit headers installed (bf16
-// conversion is done by hand, round to nearest even, as __float2bfloat16 does).
+// conversion by PTX's cvt from compute capability 8.0, by hand before it: f2bf, bf16x2).
 
 #pragma once
 
