@@ -13,6 +13,12 @@
  * counts it once), then adamw reads it with the clipping threshold it is run with.
  * Weight decay applies to parameters of two or more dimensions (not biases and norms).
  *
+ * bf16 weight gradients (the target's bf16_grads): a gradient that one matmul_dw writes
+ * whole, and that no collective reads, is kept in bf16, as PyTorch's autocast rounds a
+ * linear's weight gradient (that of the weight's bf16 copy, then converted to the fp32
+ * .grad): the norm and AdamW read half its bytes. Only for a run of one micro-batch a
+ * step, where nothing is added into it after it is written (the runtime checks).
+ *
  * ZeRO stage 1 (p->zero, Rajbhandari et al. 2020; Megatron-LM's distributed optimizer):
  * each bucket is reduce-scattered over dp instead of all-reduced, so dp rank d holds the
  * sum of its piece of every gradient (plan.h: mgl_zero_piece); the AdamW moments are that
@@ -45,7 +51,22 @@ static int by_done(const void *a, const void *b)
 	return x->done != y->done ? x->done - y->done : x->param - y->param;
 }
 
-void mgl_adamw(MglCtx *c, MglPlan *p)
+/* The gradients that take bf16: their one writer a matmul_dw (a collective on them, in
+ * place, would be a second; a tied weight's two uses are two) */
+static void bf16_grads(MglPlan *p)
+{
+	for (int i = 0; i < p->nparams; i++) {
+		int g = p->params[i].grad, writers = 0, last = -1;
+		for (int s = 0; s < p->nsteps; s++)
+			for (int k = 0; k < p->steps[s].nout; k++)
+				if (p->steps[s].out[k] == g)
+					writers++, last = s;
+		if (writers == 1 && p->steps[last].op == MGL_OP_MATMUL_DW)
+			p->values[g].dtype = MGL_BF16;
+	}
+}
+
+void mgl_adamw(MglCtx *c, MglPlan *p, bool bf16)
 {
 	MglArena *a = &c->arena;
 	int np = p->nparams;
@@ -110,6 +131,9 @@ void mgl_adamw(MglCtx *c, MglPlan *p)
 		if (g->layout.kind == MGL_L_P)
 			g->layout = (MglLayout){MGL_L_R, 0};
 	}
+
+	if (bf16 && p->dp == 1 && p->act_dtype == MGL_BF16)
+		bf16_grads(p);
 
 	/* the global norm */
 	for (int i = 0; i < np; i++)

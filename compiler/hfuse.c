@@ -171,7 +171,7 @@ static bool fuse_qkv(MglCtx *c, MglPlan *p, int a)
 		if (w->role != MGL_V_PARAM || w->param < 0 || p->params[w->param].grad != G[i] || g->role != MGL_V_GRAD ||
 		    w->rank != 2 || !unpadded(w) || w->dtype != p->values[W[0]].dtype ||
 		    memcmp(w->shape, p->values[W[0]].shape, sizeof w->shape) || dw->in[1] != p->steps[r[0].dw].in[1] ||
-		    writers(p, G[i]) != 1)
+		    writers(p, G[i]) != 1 || g->dtype != p->values[G[0]].dtype)
 			return false;
 		if (gb[i] >= 0) {
 			const MglValue *b = &p->values[gb[i]];

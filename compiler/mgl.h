@@ -265,6 +265,9 @@ typedef struct {
 	MglRecompute recompute; /* activation recomputation (recompute.c) */
 	int64_t batch, seq;     /* the micro-batch and sequence length to compile for */
 	MglDtype act_dtype;     /* storage of activations: MGL_F32 (cpu) or MGL_BF16 (cuda) */
+	bool bf16_grads;        /* weight gradients in bf16 where one matmul_dw writes them whole and
+				 * nothing reduces them (adamw.c): for a run of one micro-batch a
+				 * step, dp 1 (opt-in: MGL_BF16_GRADS=1, docs/gpu.md) */
 } MglTarget;
 
 /* autodiff.c: lowering and the backward pass; global shapes, no layouts */
@@ -283,7 +286,7 @@ void mgl_partition(MglCtx *c, MglPlan *p);
 /* recompute.c: forward steps run again in the backward pass, for p->recompute */
 void mgl_recompute(MglCtx *c, MglPlan *p);
 /* adamw.c: gradient reduction (tp partial sums, dp buckets), norm, AdamW (ZeRO-1: sharded) */
-void mgl_adamw(MglCtx *c, MglPlan *p);
+void mgl_adamw(MglCtx *c, MglPlan *p, bool bf16_grads);
 /* hfuse.c: the backward of attention's q, k and v linears as one GEMM each (spans) */
 void mgl_hfuse(MglCtx *c, MglPlan *p);
 /* schedule.c: collectives moved up to just after what they depend on (for overlap) */

@@ -14,7 +14,7 @@ MglPlan *mgl_run_passes(MglCtx *c, const MglGraph *g, const MglTarget *t, MglPas
 		case 0: p = mgl_lower(c, g, t); break;
 		case 1: mgl_partition(c, p); break;
 		case 2: mgl_recompute(c, p); break;
-		case 3: mgl_adamw(c, p); break;
+		case 3: mgl_adamw(c, p, t->bf16_grads); break;
 		case 4: mgl_hfuse(c, p); break;
 		case 5: mgl_schedule(p); break;
 		case 6: mgl_fuse(p); break;

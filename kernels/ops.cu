@@ -1254,21 +1254,33 @@ __global__ void k_pack(const void *in, void *chunks, int es, i64 tp, i64 outer, 
 // there). sumsq reads g and n; adamw all of it.
 struct MtChunk {
 	float *w;
-	const float *g;
+	const float *g;     // the gradient, f32; or NULL, and it is g16, bf16 (the plan's dtype)
 	float *m, *v;
 	bf16 *w16;
+	const bf16 *g16;
 	int n, decay;
 };
 
-// the sum of squares of every chunk's g into *acc (a block's sum added atomically: the
-// order of blocks is not fixed)
-// whether chunk c's arrays take 4 elements a thread (float4; w16 by 8 bytes)
+// whether chunk c's arrays take 4 elements a thread (float4; w16 and g16 by 8 bytes)
 __device__ __forceinline__ bool mt_vec(const MtChunk &c)
 {
 	return c.n % 4 == 0 &&
 	       ((unsigned long long)c.w | (unsigned long long)c.g | (unsigned long long)c.m | (unsigned long long)c.v) % 16 == 0 &&
-	       (unsigned long long)c.w16 % 8 == 0;
+	       ((unsigned long long)c.w16 | (unsigned long long)c.g16) % 8 == 0;
 }
+// chunk c's gradient at i, and at i .. i + 3 (mt_vec)
+__device__ __forceinline__ float mt_g(const MtChunk &c, int i) { return c.g16 ? bf2f(c.g16[i]) : c.g[i]; }
+__device__ __forceinline__ float4 mt_g4(const MtChunk &c, int i)
+{
+	if (!c.g16)
+		return *(const float4 *)(c.g + i);
+	uint2 u = *(const uint2 *)(c.g16 + i);
+	return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+			   __uint_as_float(u.y & 0xffff0000u));
+}
+
+// the sum of squares of every chunk's g into *acc (a block's sum added atomically: the
+// order of blocks is not fixed)
 
 __global__ void k_sumsq(const MtChunk *chunks, float *acc)
 {
@@ -1277,12 +1289,12 @@ __global__ void k_sumsq(const MtChunk *chunks, float *acc)
 	float s = 0;
 	if (mt_vec(c)) {
 		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
-			float4 g = *(const float4 *)(c.g + i);
+			float4 g = mt_g4(c, i);
 			s += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
 		}
 	} else {
 		for (int i = threadIdx.x; i < c.n; i += blockDim.x)
-			s += c.g[i] * c.g[i];
+			s += mt_g(c, i) * mt_g(c, i);
 	}
 	s = warp_sum(s);
 	if (threadIdx.x % 32 == 0)
@@ -1313,7 +1325,7 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 	float wd = c.decay ? run->weight_decay : 0.0f;
 	if (mt_vec(c)) {
 		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
-			float4 w = *(const float4 *)(c.w + i), g = *(const float4 *)(c.g + i);
+			float4 w = *(const float4 *)(c.w + i), g = mt_g4(c, i);
 			float4 m = *(const float4 *)(c.m + i), v = *(const float4 *)(c.v + i);
 			w.x = adamw1(w.x, g.x * scale, &m.x, &v.x, wd, run);
 			w.y = adamw1(w.y, g.y * scale, &m.y, &v.y, wd, run);
@@ -1328,7 +1340,7 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 		return;
 	}
 	for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
-		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], c.g[i] * scale, &m, &v, wd, run);
+		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], mt_g(c, i) * scale, &m, &v, wd, run);
 		c.m[i] = m;
 		c.v[i] = v;
 		c.w[i] = w;

@@ -1012,17 +1012,45 @@ static void check_span(Reader *r, const MglPlan *p, int span, const Owned *owned
 		    mgl_role_name[w->role]);
 }
 
+/* A bf16 gradient has one writer, a matmul_dw (compiler/adamw.c): nothing adds into it in
+ * bf16, and no collective reads it. Its writer writes it, or a span of gradients its bytes
+ * lie in (check_span: q, k and v's, compiler/hfuse.c). */
+static void check_bf16_grads(Reader *r, const MglPlan *p)
+{
+	for (int i = 0; i < p->nparams; i++) {
+		int g = p->params[i].grad, writers = 0, last = -1;
+		const MglValue *x = &p->values[g];
+		if (x->dtype != MGL_BF16)
+			continue;
+		for (int s = 0; s < p->nsteps; s++)
+			for (int k = 0; k < p->steps[s].nout; k++) {
+				const MglValue *o = &p->values[p->steps[s].out[k]];
+				if (p->steps[s].out[k] == g || (o->role == MGL_V_GRAD && o->param < 0 && o->offset <= x->offset &&
+								 x->offset < o->offset + mgl_value_bytes(o)))
+					writers++, last = s;
+			}
+		if (writers != 1 || p->steps[last].op != MGL_OP_MATMUL_DW)
+			bad(r, "the gradient of parameter '%s' is bf16, which only one matmul_dw writing it may make it",
+			    p->params[i].name);
+	}
+}
+
 /* A parameter's values have their roles, its gradient its shape, and its moments this
  * rank's part of it: the whole (zero 0) or its ZeRO piece of c elements, with the
- * parameter's and gradient's buffers padded to dp c (plan.h). The runtimes index them so. */
+ * parameter's and gradient's buffers padded to dp c (plan.h). The runtimes index them so.
+ * The gradient is f32, or bf16 in a plan of bf16 activations at dp 1 (the cpu backend
+ * takes f32 plans only), where check_bf16_grads says who writes it. */
 static void check_param(Reader *r, const MglPlan *p, const MglPlanParam *q)
 {
 	const MglValue *w = &p->values[q->value], *g = &p->values[q->grad], *m = &p->values[q->m], *v = &p->values[q->v];
 	if (w->role != MGL_V_PARAM || g->role != MGL_V_GRAD || m->role != MGL_V_STATE || v->role != MGL_V_STATE)
 		bad(r, "the values of parameter '%s' are not a param, a grad and two state values", q->name);
 	int64_t n = mgl_numel(w), c = p->zero ? mgl_zero_chunk(n, p->dp) : n, es = mgl_dtype_size[w->dtype];
-	if (mgl_numel(g) != n || w->dtype != MGL_F32 || g->dtype != MGL_F32 || m->dtype != MGL_F32 || v->dtype != MGL_F32)
-		bad(r, "the gradient of parameter '%s' is not f32 and of its shape", q->name);
+	if (mgl_numel(g) != n || w->dtype != MGL_F32 || (g->dtype != MGL_F32 && g->dtype != MGL_BF16) || m->dtype != MGL_F32 ||
+	    v->dtype != MGL_F32)
+		bad(r, "the gradient of parameter '%s' is not f32 (or bf16) and of its shape", q->name);
+	if (g->dtype == MGL_BF16 && (p->dp != 1 || p->act_dtype != MGL_BF16))
+		bad(r, "the gradient of parameter '%s' is bf16, which only a plan of bf16 activations at dp 1 may have", q->name);
 	if (mgl_numel(m) != c || mgl_numel(v) != c)
 		bad(r, "the AdamW moments of parameter '%s' hold %s elements, not %s (zero %d, dp %d)", q->name,
 		    mgl_commas(mgl_numel(m), (char[32]){0}), mgl_commas(c, (char[32]){0}), p->zero, p->dp);
@@ -1278,6 +1306,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		bad(&r, "text after 'end'");
 	if (p->zero)
 		check_zero(&r, p);
+	check_bf16_grads(&r, p);
 	char why[300];
 	if (mgl_plan_check_memory(p, why, sizeof why))
 		bad(&r, "the memory plan is wrong: %s", why);

@@ -1103,6 +1103,63 @@ START_TEST(attention_projections_forward_laid_end_to_end)
 }
 END_TEST
 
+/* bf16 weight gradients (the target's bf16_grads, compiler/adamw.c): in GPT-2 tiny at tp 1
+ * and 2, each linear's weight gradient, which one matmul_dw writes, is bf16; the biases',
+ * the norms', wpe's (embedding_bwd's) and the tied wte's (two writers) stay f32, as does
+ * every gradient at dp 2, in an f32 plan, and without the flag. q, k and v's weight
+ * gradients still form one GEMM's span (hfuse.c), in bf16. Read back from a file the plan
+ * stands; the reader refuses a bf16 gradient that a column sum writes, and one in a plan of
+ * f32 activations. */
+START_TEST(bf16_weight_gradients)
+{
+	for (int tp = 1; tp <= 2; tp++)
+		for (int k = 0; k < 4; k++) {   /* the flag; dp 2; f32; no flag */
+			MglTarget t = target(tp, false);
+			t.seq = 64, t.bf16_grads = k < 3, t.dp = k == 1 ? 2 : 1, t.act_dtype = k == 2 ? MGL_F32 : MGL_BF16;
+			Build b;
+			build(&b, "models/gpt2.mgl", "tiny", t);
+			ck_assert_msg(b.p, "%s", b.diag);
+			int n16 = 0;
+			for (int i = 0; i < b.p->nparams; i++) {
+				const MglPlanParam *q = &b.p->params[i];
+				bool linear = q->rank == 2 && strcmp(q->name, "wte") && strcmp(q->name, "wpe");
+				ck_assert_msg((b.p->values[q->grad].dtype == MGL_BF16) == (linear && k == 0), "tp %d case %d: %s's gradient %s",
+					      tp, k, q->name, mgl_dtype_name[b.p->values[q->grad].dtype]);
+				n16 += linear && k == 0;
+			}
+			ck_assert_int_eq(n16, k == 0 ? 2 * 6 : 0);   /* two layers of q, k, v, o, fc, proj */
+			for (int v = 0; tp == 1 && k == 0 && v < b.p->nvalues; v++)   /* the spans of hfuse.c */
+				if (b.p->values[v].role == MGL_V_GRAD && b.p->values[v].param < 0 && b.p->values[v].rank == 2) {
+					ck_assert_int_eq(b.p->values[v].dtype, MGL_BF16);
+					n16 = -1;
+				}
+			ck_assert(tp != 1 || k != 0 || n16 == -1);
+			if (k == 0 || k == 2) {
+				size_t n;
+				char err[300], *text = write_plan(b.p, &n);
+				MglArena a = {0};
+				ck_assert_msg(mgl_plan_read(&a, text, n, "t.plan", err, sizeof err), "%s", err);
+				/* the first bias's gradient (k 0), or a linear's (k 2), in bf16 (its byte
+				 * count stays: room for either) */
+				char *line = strstr(text, k == 0 ? "grad:layers.0.mlp.fc.bias f32 " : "grad:layers.0.mlp.fc.weight f32 ");
+				ck_assert_ptr_nonnull(line);
+				char *at = strstr(line, " f32 "), *bad = malloc(n + 2);
+				size_t head = (size_t)(at - text);
+				memcpy(bad, text, head);
+				memcpy(bad + head, " bf16 ", 6);
+				memcpy(bad + head + 6, at + 5, n - head - 5 + 1);
+				assert_read_refuses(&a, bad, n + 1, "t.plan",
+						    k == 0 ? "bf16, which only one matmul_dw writing it may make it"
+							   : "bf16, which only a plan of bf16 activations at dp 1 may have");
+				free(bad);
+				free(text);
+				mgl_arena_free(&a);
+			}
+			build_free(&b);
+		}
+}
+END_TEST
+
 START_TEST(plan_round_trip)
 {
 	static const MglTarget ts[] = {
@@ -1385,6 +1442,7 @@ int main(void)
 	tcase_add_test(mem, optimizer_is_one_group);
 	tcase_add_test(mem, softmax_statistics_are_one_pass);
 	tcase_add_test(mem, qkv_bias_sums_ride_the_attention_backward);
+	tcase_add_test(mem, bf16_weight_gradients);
 	tcase_add_test(mem, collectives_overlap_the_weight_gradients);
 	tcase_add_test(mem, segments_end_after_collectives);
 	tcase_add_test(mem, swiglu_backward_is_one_chain);

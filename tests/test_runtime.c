@@ -1014,6 +1014,25 @@ START_TEST(bad_metadata_is_refused)
 }
 END_TEST
 
+/* A plan with bf16 weight gradients (compiled for one micro-batch a step: compiler/adamw.c)
+ * is refused with more, before any backend opens: a second micro-batch would add into the
+ * gradients in bf16. */
+START_TEST(bf16_gradients_take_one_micro_batch)
+{
+	MglTarget t = {.tp = 1, .dp = 1, .batch = 2, .seq = 32, .act_dtype = MGL_BF16, .bf16_grads = true};
+	Compiled k;
+	MglPlan *p = compile(&k, "models/gpt2.mgl", "tiny", NULL, t);
+	RtTrainOpts o = opts(NULL, 3);
+	o.accum = 2;
+	RtBenchOpts b = {.warmup = 1, .steps = 1};
+	RtBenchResult r;
+	char err[512];
+	ck_assert_int_eq(rt_bench(p, &rt_cpu_backend, &o, &b, &r, err, sizeof err), -1);
+	ck_assert_msg(strstr(err, "weight gradients in bf16") && strstr(err, "--accum 1, not 2"), "%s", err);
+	compiled_free(&k);
+}
+END_TEST
+
 /* rt_bench runs the training loop's own step: on the same tokens its last timed step's loss
  * is rt_train's at that step. Profiled, rank 0's time in the plan's steps is most of the
  * profiled steps' (the host's part is small), every step that runs has its time (a fused
@@ -1136,6 +1155,7 @@ int main(void)
 	tcase_add_test(tr, checkpoint_of_another_model_is_refused);
 	tcase_add_test(tr, bad_metadata_is_refused);
 	tcase_add_test(tr, bench_runs_the_training_step);
+	tcase_add_test(tr, bf16_gradients_take_one_micro_batch);
 	tcase_add_test(tr, bench_runs_bert);
 	tcase_set_timeout(tr, 600);
 	suite_add_tcase(s, tr);

@@ -1231,7 +1231,7 @@ static int op_reduce_scatter(CudaCtx *c)
 #define MT_CHUNK 65536   /* elements a block */
 #define MT_BLOCK 512     /* threads a block */
 typedef struct {
-	void *w, *g, *m, *v, *w16;
+	void *w, *g, *m, *v, *w16, *g16;   /* g16: the gradient where it is bf16 (g NULL) */
 	int n, decay;
 } MtChunk;
 
@@ -1264,7 +1264,11 @@ static int mt_table(RtRank *r, int s)
 					}
 					t = bigger;
 				}
-				MtChunk c = {.g = (float *)P(r, g) + at + o, .n = (int)(numel - o < MT_CHUNK ? numel - o : MT_CHUNK)};
+				MtChunk c = {.n = (int)(numel - o < MT_CHUNK ? numel - o : MT_CHUNK)};
+				if (dt(r, g) == MGL_BF16)
+					c.g16 = (bf16 *)P(r, g) + at + o;
+				else
+					c.g = (float *)P(r, g) + at + o;
 				if (adamw) {
 					c.w = (float *)P(r, x->in[0]) + at + o;
 					c.m = (float *)P(r, x->in[2]) + o;
