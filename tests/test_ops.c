@@ -114,7 +114,7 @@ START_TEST(a_missing_gradient_rule_names_the_op)
 END_TEST
 
 #ifdef MGL_CUDA
-static MglPlan *plan_of(MglCtx *c, const char *model, int tp, bool sp)
+static MglPlan *plan_of(MglCtx *c, const char *model, int tp, bool sp, bool bf16_grads)
 {
 	jmp_buf jb;
 	c->fail = &jb;
@@ -123,12 +123,42 @@ static MglPlan *plan_of(MglCtx *c, const char *model, int tp, bool sp)
 	MglOptions opt = {.preset = "tiny"};
 	MglGraph *g = mgl_compile_file(c, model, &opt);
 	c->fail = &jb;
-	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = 2, .seq = 32, .act_dtype = MGL_BF16};
+	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = 2, .seq = 32, .act_dtype = MGL_BF16, .bf16_grads = bf16_grads};
 	MglPlan *p = g ? mgl_build_plan(c, g, &t) : NULL;
 	c->fail = NULL;
 	return p;
 }
 #endif
+
+/* What the cuda backend stores of each value (cuda_storage: parameters f32, the rest as
+ * the plan says) fits the bytes the plan gives it, with and without bf16 weight gradients
+ * (MGL_BF16_GRADS: the backend once stored every gradient as f32, twice a bf16 one's bytes). */
+START_TEST(cuda_storage_fits_the_plan)
+{
+#ifdef MGL_CUDA
+	static const struct { const char *model; int tp; bool sp; } cases[] = {
+		{"models/gpt2.mgl", 1, false}, {"models/gpt2.mgl", 2, false}, {"models/bert.mgl", 2, true}, {"models/llama.mgl", 1, false}};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+		for (int g16 = 0; g16 < 2; g16++) {
+			MglCtx ctx = {0};
+			MglPlan *p = plan_of(&ctx, cases[c].model, cases[c].tp, cases[c].sp, g16);
+			ck_assert_ptr_nonnull(p);
+			int bf16_grads = 0;
+			for (int v = 0; v < p->nvalues; v++) {
+				const MglValue *x = &p->values[v];
+				int64_t need = mgl_numel(x) * mgl_dtype_size[cuda_storage(x)];
+				ck_assert_msg(!x->bytes || need <= x->bytes, "%s tp %d: %s: %lld bytes stored in %lld", cases[c].model,
+					      cases[c].tp, x->name, (long long)need, (long long)x->bytes);
+				bf16_grads += x->role == MGL_V_GRAD && cuda_storage(x) == MGL_BF16;
+			}
+			ck_assert_msg((bf16_grads > 0) == g16, "%s: %d bf16 gradients", cases[c].model, bf16_grads);
+			mgl_arena_free(&ctx.arena);
+		}
+#else
+	printf("SKIP: cuda_storage_fits_the_plan (built without CUDA)\n");
+#endif
+}
+END_TEST
 
 /* The generated chain kernels of real plans (their expressions from the registry, the
  * steps' attributes as constants), and every op's chain expression on its own, compile
@@ -146,7 +176,7 @@ START_TEST(fused_chains_compile)
 	int total = 0;
 	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
 		MglCtx ctx = {0};
-		MglPlan *p = plan_of(&ctx, cases[c].model, cases[c].tp, cases[c].sp);
+		MglPlan *p = plan_of(&ctx, cases[c].model, cases[c].tp, cases[c].sp, false);
 		ck_assert_ptr_nonnull(p);
 		CudaChain *chains;
 		int n = cuda_chains(p, &chains);
@@ -199,6 +229,7 @@ int main(void)
 	tcase_add_test(reg, every_op_is_complete);
 	tcase_add_test(reg, a_missing_gradient_rule_names_the_op);
 	tcase_add_test(reg, fused_chains_compile);
+	tcase_add_test(reg, cuda_storage_fits_the_plan);
 	tcase_set_timeout(reg, 300);
 	suite_add_tcase(s, reg);
 	SRunner *sr = srunner_create(s);

@@ -235,8 +235,9 @@ static void compare_params(RtJob *a, RtJob *b, int which, const Given *minus, Ta
 
 /* The optimizer step on its own: the cpu job (a) takes the GPU job's (b) gradients, both
  * run the optimizer phase (the gradient norm, clipping, AdamW), and what it made must
- * agree to fp32 rounding (both keep fp32 masters, moments and gradients). The update is
- * the new parameters less the given ones. */
+ * agree to fp32 rounding (both keep fp32 masters and moments, and have the same gradients:
+ * the GPU's bf16 ones under MGL_BF16_GRADS). The update is the new parameters less the
+ * given ones. */
 static int optimizer_step(RtJob *a, RtJob *b, const Given *g, const RtRun *run, Tally *t, char *err, size_t errlen)
 {
 	const MglPlan *p = a->plan;
