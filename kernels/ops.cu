@@ -1281,7 +1281,6 @@ __device__ __forceinline__ float4 mt_g4(const MtChunk &c, int i)
 
 // the sum of squares of every chunk's g into *acc (a block's sum added atomically: the
 // order of blocks is not fixed)
-
 __global__ void k_sumsq(const MtChunk *chunks, float *acc)
 {
 	__shared__ float part[32];
