@@ -1013,23 +1013,46 @@ static void check_span(Reader *r, const MglPlan *p, int span, const Owned *owned
 }
 
 /* A bf16 gradient has one writer, a matmul_dw (compiler/adamw.c): nothing adds into it in
- * bf16, and no collective reads it. Its writer writes it, or a span of gradients its bytes
- * lie in (check_span: q, k and v's, compiler/hfuse.c). */
-static void check_bf16_grads(Reader *r, const MglPlan *p)
+ * bf16, and no collective reads it. Its writer writes it, or a span of gradients that
+ * starts at or before it and takes in its bytes (check_span: q, k and v's, compiler/hfuse.c);
+ * spans looked up by offset, so that the check stays linear in the plan's size. */
+typedef struct { int64_t offset; int v; } SpanAt;
+
+static int by_span_offset(const void *x, const void *y)
 {
+	const SpanAt *a = x, *b = y;
+	return (a->offset > b->offset) - (a->offset < b->offset);
+}
+
+static void check_bf16_grads(Reader *r, MglArena *a, const MglPlan *p)
+{
+	size_t nv = (size_t)p->nvalues + 1;
+	int *writers = mgl_alloc(a, nv * sizeof *writers), *last = mgl_alloc(a, nv * sizeof *last);
+	SpanAt *spans = mgl_alloc(a, nv * sizeof *spans);
+	int nspans = 0;
+	for (int s = 0; s < p->nsteps; s++)
+		for (int k = 0; k < p->steps[s].nout; k++)
+			writers[p->steps[s].out[k]]++, last[p->steps[s].out[k]] = s;
+	for (int v = 0; v < p->nvalues; v++)
+		if (p->values[v].role == MGL_V_GRAD && p->values[v].param < 0 && writers[v])
+			spans[nspans++] = (SpanAt){p->values[v].offset, v};
+	qsort(spans, (size_t)nspans, sizeof *spans, by_span_offset);
 	for (int i = 0; i < p->nparams; i++) {
-		int g = p->params[i].grad, writers = 0, last = -1;
-		const MglValue *x = &p->values[g];
+		const MglValue *x = &p->values[p->params[i].grad];
 		if (x->dtype != MGL_BF16)
 			continue;
-		for (int s = 0; s < p->nsteps; s++)
-			for (int k = 0; k < p->steps[s].nout; k++) {
-				const MglValue *o = &p->values[p->steps[s].out[k]];
-				if (p->steps[s].out[k] == g || (o->role == MGL_V_GRAD && o->param < 0 && o->offset <= x->offset &&
-								 x->offset < o->offset + mgl_value_bytes(o)))
-					writers++, last = s;
-			}
-		if (writers != 1 || p->steps[last].op != MGL_OP_MATMUL_DW)
+		int n = writers[p->params[i].grad], s = n ? last[p->params[i].grad] : -1, lo = 0, hi = nspans;
+		while (lo < hi) {   /* the last span starting at or before it */
+			int mid = (lo + hi) / 2;
+			if (spans[mid].offset <= x->offset)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		const MglValue *o = lo ? &p->values[spans[lo - 1].v] : NULL;
+		if (o && x->offset < o->offset + mgl_value_bytes(o))
+			n += writers[spans[lo - 1].v], s = last[spans[lo - 1].v];
+		if (n != 1 || p->steps[s].op != MGL_OP_MATMUL_DW)
 			bad(r, "the gradient of parameter '%s' is bf16, which only one matmul_dw writing it may make it",
 			    p->params[i].name);
 	}
@@ -1306,7 +1329,7 @@ MglPlan *mgl_plan_read(MglArena *a, const char *text, size_t len, const char *na
 		bad(&r, "text after 'end'");
 	if (p->zero)
 		check_zero(&r, p);
-	check_bf16_grads(&r, p);
+	check_bf16_grads(&r, a, p);
 	char why[300];
 	if (mgl_plan_check_memory(p, why, sizeof why))
 		bad(&r, "the memory plan is wrong: %s", why);
