@@ -77,68 +77,7 @@ static int launch_rows(RtRank *r, int k, int64_t M, void **args)
 
 /* ---------------------------------------------------------------- GEMMs (cuBLASLt) */
 
-static int by_value(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return x < y ? -1 : x > y;
-}
-
-enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed for a GEMM, runs of each */
-
-/* A candidate's time (*ms): GEMM_TRIALS runs in a row after one untimed, or -1 if it cannot
- * run here. Returns -1 on a CUDA error. */
-static int gemm_trials(RtRank *r, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-		       cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta, const cublasLtMatmulAlgo_t *algo,
-		       float *ms)
-{
-	Dev *d = r->mem;
-	float alpha = 1;
-	*ms = -1;
-	for (int t = 0; t <= GEMM_TRIALS; t++) {   /* the first run warms up, untimed */
-		if (t == 1)
-			CK(cudaEventRecord(d->tune[0], d->compute));
-		if (cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, algo, d->ws, d->ws_size, d->compute) !=
-		    CUBLAS_STATUS_SUCCESS)
-			return 0;   /* this one cannot run here */
-	}
-	CK(cudaEventRecord(d->tune[1], d->compute));
-	CK(cudaEventSynchronize(d->tune[1]));
-	CK(cudaEventElapsedTime(ms, d->tune[0], d->tune[1]));
-	return 0;
-}
-
-/* The algorithm for step s's GEMM, into d->algo[step]: where timed, the fastest of
- * cuBLASLt's first GEMM_CANDIDATES heuristics on these operands (a step's first run is
- * eager: cuda_run), each step timing its own; else the heuristic's first choice. One
- * algorithm a problem shared by the steps that ask it (timed in interleaved rounds) was no
- * quicker, nor were the candidates' ranks different at the card's power cap
- * (perf-notes.md, twenty-fourth and twenty-fifth sittings). */
-static int gemm_choose(RtRank *r, int step, bool timed, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
-		       cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, const void *A, const void *B, void *C, float beta,
-		       int64_t m, int64_t n, int64_t k)
-{
-	Dev *d = r->mem;
-	cublasLtMatmulPreference_t pref;
-	CKB(cublasLtMatmulPreferenceCreate(&pref));
-	CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size, sizeof d->ws_size));
-	cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
-	int found = 0;
-	CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? GEMM_CANDIDATES : 1, h, &found));
-	cublasLtMatmulPreferenceDestroy(pref);
-	if (!found)
-		return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n, (long long)k);
-	float ms[GEMM_CANDIDATES] = {0};
-	for (int i = 0; i < found && found > 1; i++)
-		if (gemm_trials(r, op, la, lb, lc, A, B, C, beta, &h[i].algo, &ms[i]))
-			return -1;
-	int best = 0;
-	for (int i = 1; i < found; i++)
-		if (ms[i] >= 0 && (ms[best] < 0 || ms[i] < ms[best]))
-			best = i;
-	d->algo[step] = h[best].algo;
-	d->has_algo[step] = true;
-	return 0;
-}
+enum { GEMM_CANDIDATES = 8, GEMM_TRIALS = 3 };   /* algorithms timed a GEMM step, runs each */
 
 /* Row-major C[M, N] (+)= op(A) op(B) seen by column-major cuBLASLt as C^T = op(B)^T op(A)^T.
  * The caller gives the column-major problem: m, n, k, A (ta: transposed), lda, B, ldb.
@@ -195,16 +134,50 @@ static int lt_gemm(RtRank *r, int step, int64_t m, int64_t n, int64_t k, const v
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bias_stride, sizeof bias_stride));
 	}
 	float alpha = 1, beta = accumulate || add ? 1.0f : 0.0f;
-	/* where the GEMM reads C (beta 1), trials would add into it: the heuristic's first choice
-	 * (timing those on a scratch output saved nothing: perf-notes.md, eleventh sitting). Over
-	 * tp, a weight gradient's GEMM keeps the first choice at beta 0 too: where each tp rank
-	 * computes a replicated parameter's gradient itself, the ranks must round alike, which an
-	 * algorithm timed on each rank does not promise (dp ranks reduce theirs: any algorithm) */
 	if (!d->has_algo[step]) {
-		const MglPlan *p = r->job->plan;
+		/* the fastest of cuBLASLt's first GEMM_CANDIDATES heuristics, each timed on these
+		 * operands (a step's first run is eager: cuda_run); where the GEMM reads C
+		 * (beta 1), trials would add into it, so the heuristic's first choice (timing
+		 * those on a scratch output saved nothing: perf-notes.md, eleventh sitting). Over
+		 * tp, a weight gradient's GEMM keeps the first choice at beta 0 too: where each tp
+		 * rank computes a replicated parameter's gradient itself, the ranks must round
+		 * alike, which an algorithm timed on each rank does not promise (dp ranks reduce
+		 * theirs: any algorithm). Each step times its own: one algorithm a problem, shared
+		 * by the steps that ask it, was no quicker (perf-notes.md, twenty-fifth sitting) */
+		cublasLtMatmulPreference_t pref;
+		CKB(cublasLtMatmulPreferenceCreate(&pref));
+		CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &d->ws_size,
+							 sizeof d->ws_size));
+		cublasLtMatmulHeuristicResult_t h[GEMM_CANDIDATES];
+		int found = 0;
+		const MglPlan *p = r->job->plan;   /* (step nsteps: cuda_gemm_rate's, no step of the plan) */
 		bool timed = !beta && (r->job->tp == 1 || step == p->nsteps || p->steps[step].op != MGL_OP_MATMUL_DW);
-		if (gemm_choose(r, step, timed, op, la, lb, lc, A, B, C, beta, m, n, k))
-			return -1;
+		CKB(cublasLtMatmulAlgoGetHeuristic(d->lt, op, la, lb, lc, lc, pref, timed ? GEMM_CANDIDATES : 1, h, &found));
+		cublasLtMatmulPreferenceDestroy(pref);
+		if (!found)
+			return cuda_fail(r, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM", (long long)m, (long long)n,
+				     (long long)k);
+		int best = 0;
+		float best_ms = INFINITY;
+		for (int i = 0; i < found && found > 1; i++) {
+			float ms = 0;
+			for (int t = 0; t <= GEMM_TRIALS && ms >= 0; t++) {   /* the first run warms up, untimed */
+				if (t == 1)
+					CK(cudaEventRecord(d->tune[0], d->compute));
+				if (cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &h[i].algo, d->ws,
+						   d->ws_size, d->compute) != CUBLAS_STATUS_SUCCESS)
+					ms = -1;   /* this one cannot run here: the next */
+			}
+			if (ms < 0)
+				continue;
+			CK(cudaEventRecord(d->tune[1], d->compute));
+			CK(cudaEventSynchronize(d->tune[1]));
+			CK(cudaEventElapsedTime(&ms, d->tune[0], d->tune[1]));
+			if (ms < best_ms)
+				best_ms = ms, best = i;
+		}
+		d->algo[step] = h[best].algo;
+		d->has_algo[step] = true;
 	}
 	CKB(cublasLtMatmul(d->lt, op, &alpha, A, la, B, lb, &beta, add ? add : C, lc, C, lc, &d->algo[step], d->ws,
 			   d->ws_size, d->compute));
@@ -258,6 +231,12 @@ static int gemm_runs(RtRank *r, int64_t n, void **m, cudaEvent_t *ev, float *ms)
 			CK(cudaEventElapsedTime(&ms[i - GEMM_WARM], ev[0], ev[1]));
 	}
 	return 0;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return x < y ? -1 : x > y;
 }
 
 double cuda_gemm_rate(RtRank *r, int64_t n)
