@@ -267,7 +267,8 @@ typedef struct {
 	MglDtype act_dtype;     /* storage of activations: MGL_F32 (cpu) or MGL_BF16 (cuda) */
 	bool bf16_grads;        /* weight gradients in bf16 where one matmul_dw writes them whole and
 				 * nothing reduces them (adamw.c): for a run of one micro-batch a
-				 * step, dp 1 (opt-in: MGL_BF16_GRADS=1, docs/gpu.md) */
+				 * step, dp 1 (the GPU's default; MGL_F32_GRADS=1 turns it off:
+				 * docs/gpu.md) */
 } MglTarget;
 
 /* autodiff.c: lowering and the backward pass; global shapes, no layouts */

@@ -488,10 +488,10 @@ static int open_job(Train *t, const RtBackend *be)
 	if (t->o->interleave && t->o->accum % 2)
 		return fail(t, "--interleave runs two micro-batches at a time: --accum must be even, not %lld",
 			    (long long)t->o->accum);
-	for (int i = 0; i < t->p->nparams && t->o->accum > 1; i++)   /* (compiler/adamw.c: MGL_BF16_GRADS) */
+	for (int i = 0; i < t->p->nparams && t->o->accum > 1; i++)   /* (compiler/adamw.c: bf16 weight gradients) */
 		if (t->p->values[t->p->params[i].grad].dtype == MGL_BF16)
 			return fail(t, "this plan keeps weight gradients in bf16 (%s's among them), which one micro-batch "
-				       "writes whole: it trains with --accum 1, not %lld (compile it without MGL_BF16_GRADS)",
+				       "writes whole: it trains with --accum 1, not %lld (compile it with MGL_F32_GRADS=1)",
 				    t->p->params[i].name, (long long)t->o->accum);
 	if (!(t->job = rt_job_open_micro(t->p, be, t->o->interleave ? 2 : 1, t->err, t->errlen)))
 		return -1;

@@ -145,6 +145,11 @@ expect 2 "--zero takes 0 or 1 \(ZeRO stage 1: the sharded optimizer\), not '2'" 
 expect 2 "--recompute takes none, selective or full, not 'some'" -- compile models/gpt2.mgl --recompute some
 expect 0 '^s [0-9]+ bwd layernorm ' -- compile models/gpt2.mgl --preset tiny --recompute full --dump=recompute
 expect 0 '^zero 1$' -- compile models/gpt2.mgl --preset tiny --dp 2 --zero 1 -o "$tmp/zero.plan" --dump=memplan
+# a linear's weight gradient in bf16 at dp 1 in a bf16 plan (compiler/adamw.c), f32 under MGL_F32_GRADS, at dp 2 or in f32
+expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight bf16 ' -- compile models/gpt2.mgl --preset tiny --dump=adamw
+MGL_F32_GRADS=1 expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight f32 ' -- compile models/gpt2.mgl --preset tiny --dump=adamw
+expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight f32 ' -- compile models/gpt2.mgl --preset tiny --dp 2 --dump=adamw
+expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight f32 ' -- compile models/gpt2.mgl --preset tiny --dtype f32 --dump=adamw
 check "compile --zero 1 --recompute selective -o writes the plan" \
 	"$mgl" compile models/gpt2.mgl --preset tiny --dp 2 --zero 1 --recompute selective -o "$tmp/zero.plan"
 expect 0 'tp 1, dp 2, ZeRO-1, recompute selective, batch' -- explain "$tmp/zero.plan"

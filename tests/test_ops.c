@@ -132,7 +132,7 @@ static MglPlan *plan_of(MglCtx *c, const char *model, int tp, bool sp, bool bf16
 
 /* What the cuda backend stores of each value (cuda_storage: parameters f32, the rest as
  * the plan says) fits the bytes the plan gives it, with and without bf16 weight gradients
- * (MGL_BF16_GRADS: the backend once stored every gradient as f32, twice a bf16 one's bytes). */
+ * (bf16 weight gradients: the backend once stored every gradient as f32, twice a bf16 one's bytes). */
 START_TEST(cuda_storage_fits_the_plan)
 {
 #ifdef MGL_CUDA

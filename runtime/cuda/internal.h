@@ -200,7 +200,7 @@ static inline dim3 cuda_dim3(int64_t n)
 }
 
 /* The storage type the backend gives a value: parameters fp32 (their bf16 copy apart: P16),
- * the rest as the plan says (gradients f32, or bf16 under MGL_BF16_GRADS: compiler/adamw.c) */
+ * the rest as the plan says (gradients f32, or bf16: compiler/adamw.c) */
 static inline int cuda_storage(const MglValue *x) { return x->role == MGL_V_PARAM ? MGL_F32 : (int)x->dtype; }
 
 static inline const MglValue *val(const RtRank *r, int v) { return &r->job->plan->values[v]; }

@@ -76,7 +76,7 @@ static MglPlan *compile(MglCtx *c, const Case *k, int tp, bool sp, MglDtype dt, 
 	MglGraph *g = mgl_compile_file(c, k->model, &opt);
 	c->fail = &jb;
 	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = k->batch, .seq = k->seq, .act_dtype = dt,
-		       .bf16_grads = dt == MGL_BF16 && getenv("MGL_BF16_GRADS")};
+		       .bf16_grads = dt == MGL_BF16 && !getenv("MGL_F32_GRADS")};
 	MglPlan *p = g ? mgl_build_plan(c, g, &t) : NULL;
 	c->fail = NULL;
 	return p;
@@ -236,7 +236,7 @@ static void compare_params(RtJob *a, RtJob *b, int which, const Given *minus, Ta
 /* The optimizer step on its own: the cpu job (a) takes the GPU job's (b) gradients, both
  * run the optimizer phase (the gradient norm, clipping, AdamW), and what it made must
  * agree to fp32 rounding (both keep fp32 masters and moments, and have the same gradients:
- * the GPU's bf16 ones under MGL_BF16_GRADS). The update is the new parameters less the
+ * the GPU's bf16 ones where its plan has them). The update is the new parameters less the
  * given ones. */
 static int optimizer_step(RtJob *a, RtJob *b, const Given *g, const RtRun *run, Tally *t, char *err, size_t errlen)
 {
@@ -557,16 +557,17 @@ int main(int argc, char **argv)
 	 *  - MGL_NO_GELU_EPILOGUE, MGL_NO_DGELU_EPILOGUE: the MLP's GELU and its derivative
 	 *    passes of their own (k_gelu8, 16-byte loads, and the fused chains' gelu_b: GELU
 	 *    as v / (1 + e^-2u), kernels/prelude.cuh), not cuBLASLt's epilogues, at tp 1 and 2;
-	 *  - MGL_BF16_GRADS: the GPU's plan with the linears' weight gradients in bf16
-	 *    (compiler/adamw.c; the cpu's stays f32: its gradients within the tolerance, and
-	 *    the optimizer step on the same, bf16, gradients both sides), at tp 1 and 2 */
+	 *  - MGL_F32_GRADS: the GPU's plan with every gradient in f32, not the linears' weight
+	 *    gradients in bf16 (compiler/adamw.c; the default, which the cases run above, where
+	 *    the cpu's stay f32: its gradients within the tolerance, and the optimizer step on
+	 *    the same, bf16, gradients both sides), at tp 1 and 2 */
 	static const struct {
 		const char *var;
 		int cases[4], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
 	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_NO_QKV_FWD", {0, 4}, 2, 2},
 			{"MGL_NO_FA_BWD_128", {4, 8, 10, 15}, 4, 1}, {"MGL_NO_FA_FWD_PIPE", {4, 8, 10, 18}, 4, 1},
 			{"MGL_NO_GELU_EPILOGUE", {0, 2, 13, 14}, 4, 2}, {"MGL_NO_DGELU_EPILOGUE", {0, 2, 14}, 3, 2},
-			{"MGL_BF16_GRADS", {0, 2, 4, 14}, 4, 2}};
+			{"MGL_F32_GRADS", {0, 2, 4, 14}, 4, 2}};
 	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
 		setenv(switched[v].var, "1", 1);
 		printf("with %s=1:\n", switched[v].var);
