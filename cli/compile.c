@@ -132,13 +132,12 @@ static MglGraph *load(MglCtx *c, Args *a, MglFile **file)
 
 /* The target of a compilation: --tp, --dp, --sp, --batch (default 8), --seq (default the
  * model's longest), --dtype (default bf16, what the GPU runs); bf16 weight gradients as mgl
- * train's on a GPU (cli_target; MGL_F32_GRADS=1: f32): such a plan trains one micro-batch a
- * step. */
+ * train's on a GPU (cli_target): such a plan trains one micro-batch a step. */
 static MglTarget target_of(const Args *a, const MglGraph *g)
 {
 	MglTarget t = {.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
 		       .zero = a->zero, .recompute = a->recompute, .batch = a->batch ? a->batch : 8, .seq = a->seq, .act_dtype = a->dtype,
-		       .bf16_grads = a->dtype == MGL_BF16 && !getenv("MGL_F32_GRADS")};
+		       .bf16_grads = true};
 	for (int i = 0; !t.seq && i < g->nsyms; i++)
 		if (!strcmp(g->syms[i].name, "seq"))
 			t.seq = g->syms[i].max;

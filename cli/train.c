@@ -53,13 +53,13 @@ static double or(double v, double dflt) { return isnan(v) ? dflt : v; }
 MglTarget cli_target(const Args *a, const RtBackend *be)
 {
 	/* the cpu computes in f32; GPUs store activations in bf16 (and accumulate in f32), and
-	 * weight gradients in bf16 where a step is one micro-batch (compiler/adamw.c; 1.2b 2.7 ms
-	 * a step quicker: docs/perf-notes.md) unless MGL_F32_GRADS is set */
+	 * linears' weight gradients in bf16 where a step is one micro-batch (compiler/adamw.c:
+	 * not in an f32 plan, nor at dp > 1, nor under MGL_F32_GRADS) */
 	bool gpu = be != &rt_cpu_backend;
 	return (MglTarget){.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
 			   .zero = a->zero, .recompute = a->recompute, .batch = a->batch ? a->batch : 8, .seq = a->seq,
 			   .act_dtype = gpu ? MGL_BF16 : MGL_F32,
-			   .bf16_grads = gpu && a->accum <= 1 && !getenv("MGL_F32_GRADS")};
+			   .bf16_grads = a->accum <= 1};
 }
 
 int cli_interleave_check(const Args *a, const char *cmd)

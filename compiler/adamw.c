@@ -13,11 +13,13 @@
  * counts it once), then adamw reads it with the clipping threshold it is run with.
  * Weight decay applies to parameters of two or more dimensions (not biases and norms).
  *
- * bf16 weight gradients (the target's bf16_grads): a gradient that one matmul_dw writes
- * whole, and that no collective reads, is kept in bf16, as PyTorch's autocast rounds a
- * linear's weight gradient (that of the weight's bf16 copy, then converted to the fp32
- * .grad): the norm and AdamW read half its bytes. Only for a run of one micro-batch a
- * step, where nothing is added into it after it is written (the runtime checks).
+ * bf16 weight gradients (the target's bf16_grads, unless MGL_F32_GRADS is set): a gradient
+ * that one matmul_dw writes whole, and that no collective reads, is kept in bf16, as
+ * PyTorch's autocast rounds a linear's weight gradient (that of the weight's bf16 copy,
+ * then converted to the fp32 .grad): its GEMM writes, and the norm and AdamW read, half
+ * its bytes (1.2b's step 2.7-3.1 ms quicker: docs/perf-notes.md). Only for a run of one
+ * micro-batch a step, where nothing is added into it after it is written (the runtime
+ * checks).
  *
  * ZeRO stage 1 (p->zero, Rajbhandari et al. 2020; Megatron-LM's distributed optimizer):
  * each bucket is reduce-scattered over dp instead of all-reduced, so dp rank d holds the
@@ -132,7 +134,7 @@ void mgl_adamw(MglCtx *c, MglPlan *p, bool bf16)
 			g->layout = (MglLayout){MGL_L_R, 0};
 	}
 
-	if (bf16 && p->dp == 1 && p->act_dtype == MGL_BF16)
+	if (bf16 && p->dp == 1 && p->act_dtype == MGL_BF16 && !getenv("MGL_F32_GRADS"))   /* (docs/gpu.md) */
 		bf16_grads(p);
 
 	/* the global norm */

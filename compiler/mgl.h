@@ -266,9 +266,9 @@ typedef struct {
 	int64_t batch, seq;     /* the micro-batch and sequence length to compile for */
 	MglDtype act_dtype;     /* storage of activations: MGL_F32 (cpu) or MGL_BF16 (cuda) */
 	bool bf16_grads;        /* weight gradients in bf16 where one matmul_dw writes them whole and
-				 * nothing reduces them (adamw.c): for a run of one micro-batch a
-				 * step, dp 1 (the GPU's default; MGL_F32_GRADS=1 turns it off:
-				 * docs/gpu.md) */
+				 * nothing reduces them (adamw.c): set for a run of one micro-batch
+				 * a step; taken in a plan of bf16 activations at dp 1 unless
+				 * MGL_F32_GRADS is set (docs/gpu.md) */
 } MglTarget;
 
 /* autodiff.c: lowering and the backward pass; global shapes, no layouts */

@@ -76,7 +76,7 @@ static MglPlan *compile(MglCtx *c, const Case *k, int tp, bool sp, MglDtype dt, 
 	MglGraph *g = mgl_compile_file(c, k->model, &opt);
 	c->fail = &jb;
 	MglTarget t = {.tp = tp, .dp = 1, .sp = sp, .batch = k->batch, .seq = k->seq, .act_dtype = dt,
-		       .bf16_grads = dt == MGL_BF16 && !getenv("MGL_F32_GRADS")};
+		       .bf16_grads = true};
 	MglPlan *p = g ? mgl_build_plan(c, g, &t) : NULL;
 	c->fail = NULL;
 	return p;

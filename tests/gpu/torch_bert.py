@@ -14,7 +14,8 @@ SOP loss. Weights, gradients and batches are read under mgl's own names from `mg
     tiny, tests/cli_train.sh): in float64, the first loss and its two heads and the SOP
     accuracy against mgl's log (within 1e-4 relative: mgl's cpu backend is fp32), and every
     gradient against the loss's derivative in its direction (central differences).
-  --torch DIR LOG --batches FILE (the GPU machine, tests/gpu_check.sh): in fp32 on the GPU,
+  --torch DIR LOG --batches FILE (the GPU machine, tests/gpu_check.sh): in fp32 on the GPU
+    (or the cpu, where PyTorch has no GPU),
     the first loss (within 1e-2 relative: mgl's cuda activations are bf16) and every
     gradient (relative L2 error within 5e-2, as tests/gpu/torch_gpt2.py; the SOP bias's
     within 2^-8 an element instead: at initialization, with half the pairs swapped, it is
@@ -117,9 +118,10 @@ class Torch:
         keep = (mask != 0)[:, None, None, :]
         if hasattr(self.F, "scaled_dot_product_attention"):
             y = self.F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-        else:   # (PyTorch before 2.0)
-            s = (q @ k.transpose(-1, -2) / math.sqrt(D // heads)).masked_fill(~keep, float("-inf"))
-            y = self.torch.softmax(s.float(), -1).to(v.dtype) @ v
+        else:   # (PyTorch before 2.0: the scores in fp32, as SDPA keeps them under autocast)
+            with self.torch.autocast(q.device.type, enabled=False):
+                s = (q.float() @ k.float().transpose(-1, -2) / math.sqrt(D // heads)).masked_fill(~keep, float("-inf"))
+                y = (self.torch.softmax(s, -1) @ v.float()).to(v.dtype)
         return y.transpose(1, 2).reshape(B, T, D)
 
     def cross_entropy(self, z, t):
@@ -190,7 +192,7 @@ def torch_run(a, torch, w0, batches, B, dev, bf16):
         opt.zero_grad()
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
             loss, mlm, sop_loss, _ = forward(w, rows(batches, step, B), a.heads, K)
-        loss.float().backward()
+        loss.backward()
         losses.append((loss.item(), mlm.item(), sop_loss.item()))
         if step == 0:
             grads = {k: p.grad.double().cpu().numpy() for k, p in w.items()}
@@ -221,8 +223,8 @@ def torch_check(a, load, np, check):
     # as the yardstick of what bf16 moves: the SOP head's gradients (pooler, sop) are sums
     # over the batch's 4 examples of (p - y) times features that differ little between
     # examples at initialization, where bf16's rounding of the features is a large part of
-    # the sum (autocast lands near 4e-2 on them, 1e-2 elsewhere; docs/perf-notes.md,
-    # twenty-sixth sitting)
+    # the sum (PyTorch 1.13's autocast on the cpu lands near 4e-2 on them, 1e-2 elsewhere:
+    # docs/perf-notes.md, twenty-sixth sitting)
     ref, ref_g = torch_run(a, torch, w0, batches, B, dev, False)
     half, half_g = torch_run(a, torch, w0, batches, B, dev, True)
     d = abs(ref[0][0] - mgl[0]["loss"]) / mgl[0]["loss"]
@@ -234,7 +236,8 @@ def torch_check(a, load, np, check):
         if name == "sop.bias":
             return np.abs(g - r).max() / 2 ** -8 * 5e-2
         return np.linalg.norm(g - r) / (np.linalg.norm(r) + 1e-4 * math.sqrt(r.size))
-    errs = sorted(((error(name, g), name) for name, g in grads.items()), reverse=True)
+    errs = sorted(((error(name, g), name) for name, g in grads.items()),   # (NaN first)
+                  key=lambda e: (not np.isfinite(e[0]), e[0]), reverse=True)
     for err, name in errs[:3]:
         print("  %-36s relative %.2e (PyTorch's bf16: %.2e)  torch %s  mgl %s"
               % (name, err, error(name, half_g[name]), ref_g[name].ravel()[:4], grads[name].ravel()[:4]))
