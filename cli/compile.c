@@ -131,13 +131,13 @@ static MglGraph *load(MglCtx *c, Args *a, MglFile **file)
 }
 
 /* The target of a compilation: --tp, --dp, --sp, --batch (default 8), --seq (default the
- * model's longest), --dtype (default bf16, what the GPU runs); bf16 weight gradients as mgl
- * train's on a GPU (cli_target): such a plan trains one micro-batch a step. */
+ * model's longest), --dtype (default bf16, what the GPU runs), --accum (default 1: the
+ * linears' weight gradients in bf16, as cli_target has them for mgl train). */
 static MglTarget target_of(const Args *a, const MglGraph *g)
 {
 	MglTarget t = {.tp = a->tp ? (int)a->tp : 1, .dp = a->dp ? (int)a->dp : 1, .sp = a->sp,
 		       .zero = a->zero, .recompute = a->recompute, .batch = a->batch ? a->batch : 8, .seq = a->seq, .act_dtype = a->dtype,
-		       .bf16_grads = true};
+		       .bf16_grads = a->accum <= 1};
 	for (int i = 0; !t.seq && i < g->nsyms; i++)
 		if (!strcmp(g->syms[i].name, "seq"))
 			t.seq = g->syms[i].max;
@@ -200,7 +200,7 @@ static int with_plan(const char *cmd, Args *a, Body *model_body, PlanBody *body)
 		return with_model(a, model_body);
 	const char *opt = a->preset ? "--preset" : a->set ? "--set" : a->tp ? "--tp" : a->dp ? "--dp" : a->sp ? "--sp"
 			: a->zero_s ? "--zero" : a->recompute_s ? "--recompute"
-			: a->batch ? "--batch" : a->seq ? "--seq" : a->dtype_given ? "--dtype" : NULL;
+			: a->batch ? "--batch" : a->seq ? "--seq" : a->dtype_given ? "--dtype" : a->accum ? "--accum" : NULL;
 	if (opt) {
 		fprintf(stderr, "mgl: error: %s compiles a model, but %s is a plan, compiled already\n"
 				"  hint: give mgl %s the model file, or compile the plan again with mgl compile\n", opt,

@@ -98,7 +98,9 @@ void cli_json_str(const char *s)
 	"                    outputs: selective, norms and activations; full, each layer from its input\n" \
 	"  --batch B         micro-batch size to compile for (default 8)\n" \
 	"  --seq T           sequence length (default: the model's config seq)\n" \
-	"  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n"
+	"  --dtype f32|bf16  storage of activations (default bf16, as the GPU runs)\n" \
+	"  --accum A         micro-batches a step, as mgl train's (default 1; above 1 the linears'\n" \
+	"                    weight gradients are f32, not bf16: the next micro-batch adds into them)\n"
 #define LINK_OPTIONS \
 	"  --link-gbs G --link-us U\n" \
 	"                    the time of the collectives predicted as U microseconds each and their\n" \
@@ -122,7 +124,7 @@ static const Command commands[] = {
 	{"compile", cmd_compile, NULL, "compile a model to a plan for tp x dp ranks",
 	 "usage: mgl compile FILE [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                   [--zero 0|1] [--recompute none|selective|full]\n"
-	 "                   [--dtype f32|bf16] [-o PLAN] [--dump=PASS]\n"
+	 "                   [--dtype f32|bf16] [--accum A] [-o PLAN] [--dump=PASS]\n"
 	 "\n"
 	 "Partitions the model over the ranks, differentiates it, and writes the plan every rank\n"
 	 "runs: values with their layouts and arena offsets, parameters, and the forward, backward\n"
@@ -136,11 +138,11 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 written, 1 an invalid model (or one that cannot be split over the ranks\n"
 	 "asked for) or a file that cannot be read or written, 2 bad usage.\n",
-	 "--preset --set --dump --tp --dp --sp --zero --recompute --batch --seq --dtype -o", NULL},
+	 "--preset --set --dump --tp --dp --sp --zero --recompute --batch --seq --dtype --accum -o", NULL},
 	{"explain", cmd_explain, NULL, "what a plan costs per rank: FLOPs, collectives, bytes, memory",
 	 "usage: mgl explain FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "                        [--zero 0|1] [--recompute none|selective|full]\n"
-	 "                        [--dtype f32|bf16] [--link-gbs G] [--link-us U] [--json]\n"
+	 "                        [--dtype f32|bf16] [--accum A] [--link-gbs G] [--link-us U] [--json]\n"
 	 "\n"
 	 "Compiles the model and reports, per rank: parameters (and the vocabulary padding), FLOPs\n"
 	 "per micro-batch forward and backward, collectives per Transformer layer and for the whole\n"
@@ -156,12 +158,12 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 explained, 1 an invalid model or plan or a file that cannot be read,\n"
 	 "2 bad usage.\n",
-	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --link-gbs --link-us --json",
+	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --accum --link-gbs --link-us --json",
 	 "model file or plan"},
 	{"dot", cmd_dot, NULL, "draw a plan with Graphviz",
 	 "usage: mgl dot FILE|PLAN [--preset P] [--set ...] [--tp N] [--dp M] [--sp] [--batch B] [--seq T]\n"
 	 "               [--zero 0|1] [--recompute none|selective|full]\n"
-	 "               [--dtype f32|bf16] [--backward] [--layers N|all] [-o OUT.dot]\n"
+	 "               [--dtype f32|bf16] [--accum A] [--backward] [--layers N|all] [-o OUT.dot]\n"
 	 "\n"
 	 "Writes the plan as a Graphviz graph: one node per step, collectives as coloured nodes of\n"
 	 "their own, layouts and shapes on the edges (a legend says what R, S1, P and M mean), one\n"
@@ -169,7 +171,7 @@ static const Command commands[] = {
 	 "head; the other layers are folded into one node that takes their edges. Render it with\n"
 	 "`dot -Tsvg OUT.dot -o OUT.svg`. Reads a model file (compiling it) or a plan that\n"
 	 "`mgl compile` wrote, which is compiled already: with a plan, the options from --preset\n"
-	 "to --dtype are refused.\n"
+	 "to --accum are refused.\n"
 	 "\n"
 	 MODEL_OPTIONS TARGET_OPTIONS
 	 "  --backward        draw the backward pass too (default: forward only)\n"
@@ -178,7 +180,7 @@ static const Command commands[] = {
 	 "\n"
 	 "Exit status: 0 written, 1 an invalid model or plan or a file that cannot be read or\n"
 	 "written, 2 bad usage.\n",
-	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --backward --layers -o", "model file or plan"},
+	 "--preset --set --tp --dp --sp --zero --recompute --batch --seq --dtype --accum --backward --layers -o", "model file or plan"},
 	{"tokenize", NULL, cmd_tokenize, "turn text files into token shards (bytes, GPT-2 BPE, or BERT streams)", NULL, NULL, NULL},
 	{"train", cmd_train, NULL, "train a model on token shards",
 	 "usage: mgl train FILE [--preset P] [--set ...] --data TRAIN.bin [--val VAL.bin] [--tp N] [--dp M] [--sp]\n"

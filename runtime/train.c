@@ -491,8 +491,8 @@ static int open_job(Train *t, const RtBackend *be)
 	for (int i = 0; i < t->p->nparams && t->o->accum > 1; i++)   /* (compiler/adamw.c: bf16 weight gradients) */
 		if (t->p->values[t->p->params[i].grad].dtype == MGL_BF16)
 			return fail(t, "this plan keeps weight gradients in bf16 (%s's among them), which one micro-batch "
-				       "writes whole: it trains with --accum 1, not %lld (compile it with MGL_F32_GRADS=1)",
-				    t->p->params[i].name, (long long)t->o->accum);
+				       "writes whole: it trains with --accum 1, not %lld (compile it with --accum %lld)",
+				    t->p->params[i].name, (long long)t->o->accum, (long long)t->o->accum);
 	if (!(t->job = rt_job_open_micro(t->p, be, t->o->interleave ? 2 : 1, t->err, t->errlen)))
 		return -1;
 	for (int i = 0; families[t->fam].inputs[i]; i++)

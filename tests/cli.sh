@@ -150,9 +150,13 @@ expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight bf16 ' -- compile mode
 MGL_F32_GRADS=1 expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight f32 ' -- compile models/gpt2.mgl --preset tiny --dump=adamw
 expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight f32 ' -- compile models/gpt2.mgl --preset tiny --dp 2 --dump=adamw
 expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight f32 ' -- compile models/gpt2.mgl --preset tiny --dtype f32 --dump=adamw
+expect 0 '^v [0-9]+ grad grad:layers.0.attention.q.weight f32 ' -- compile models/gpt2.mgl --preset tiny --accum 2 --dump=adamw
+expect 0 'gradients 158.21 MiB' -- explain models/gpt2.mgl --tp 2
+expect 0 'gradients 239.21 MiB' -- explain models/gpt2.mgl --tp 2 --accum 2
 check "compile --zero 1 --recompute selective -o writes the plan" \
 	"$mgl" compile models/gpt2.mgl --preset tiny --dp 2 --zero 1 --recompute selective -o "$tmp/zero.plan"
 expect 0 'tp 1, dp 2, ZeRO-1, recompute selective, batch' -- explain "$tmp/zero.plan"
+expect 2 '--accum compiles a model, but .* is a plan' -- explain "$tmp/zero.plan" --accum 2
 expect 2 '--recompute compiles a model, but .*zero.plan is a plan' -- explain "$tmp/zero.plan" --recompute full
 
 # dot: of a model and of a plan file; what it writes must render
