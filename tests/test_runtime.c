@@ -1028,7 +1028,9 @@ START_TEST(bf16_gradients_take_one_micro_batch)
 	RtBenchResult r;
 	char err[512];
 	ck_assert_int_eq(rt_bench(p, &rt_cpu_backend, &o, &b, &r, err, sizeof err), -1);
-	ck_assert_msg(strstr(err, "weight gradients in bf16") && strstr(err, "--accum 1, not 2"), "%s", err);
+	ck_assert_msg(strstr(err, "weight gradients in bf16") && strstr(err, "--accum 1, not 2") &&
+			      strstr(err, "compile it with --accum 2"),
+		      "%s", err);
 	compiled_free(&k);
 }
 END_TEST
