@@ -1268,15 +1268,11 @@ __device__ __forceinline__ bool mt_vec(const MtChunk &c)
 	       ((unsigned long long)c.w | (unsigned long long)c.g | (unsigned long long)c.m | (unsigned long long)c.v) % 16 == 0 &&
 	       ((unsigned long long)c.w16 | (unsigned long long)c.g16) % 8 == 0;
 }
-// chunk c's gradient at i, and at i .. i + 3 (mt_vec)
+// chunk c's gradient at i, and at i .. i + 3 into g[4] (mt_vec)
 __device__ __forceinline__ float mt_g(const MtChunk &c, int i) { return c.g16 ? bf2f(c.g16[i]) : c.g[i]; }
-__device__ __forceinline__ float4 mt_g4(const MtChunk &c, int i)
+__device__ __forceinline__ void mt_g4(const MtChunk &c, int i, float *g)
 {
-	if (!c.g16)
-		return *(const float4 *)(c.g + i);
-	uint2 u = *(const uint2 *)(c.g16 + i);
-	return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-			   __uint_as_float(u.y & 0xffff0000u));
+	ld4(c.g16 ? (const void *)c.g16 : c.g, c.g16 ? DT_BF16 : DT_F32, i, g);
 }
 
 // the sum of squares of every chunk's g into *acc (a block's sum added atomically: the
@@ -1288,8 +1284,9 @@ __global__ void k_sumsq(const MtChunk *chunks, float *acc)
 	float s = 0;
 	if (mt_vec(c)) {
 		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
-			float4 g = mt_g4(c, i);
-			s += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
+			float g[4];
+			mt_g4(c, i, g);
+			s += g[0] * g[0] + g[1] * g[1] + g[2] * g[2] + g[3] * g[3];
 		}
 	} else {
 		for (int i = threadIdx.x; i < c.n; i += blockDim.x)
@@ -1324,12 +1321,14 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 	float wd = c.decay ? run->weight_decay : 0.0f;
 	if (mt_vec(c)) {
 		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
-			float4 w = *(const float4 *)(c.w + i), g = mt_g4(c, i);
+			float4 w = *(const float4 *)(c.w + i);
+			float g[4];
+			mt_g4(c, i, g);
 			float4 m = *(const float4 *)(c.m + i), v = *(const float4 *)(c.v + i);
-			w.x = adamw1(w.x, g.x * scale, &m.x, &v.x, wd, run);
-			w.y = adamw1(w.y, g.y * scale, &m.y, &v.y, wd, run);
-			w.z = adamw1(w.z, g.z * scale, &m.z, &v.z, wd, run);
-			w.w = adamw1(w.w, g.w * scale, &m.w, &v.w, wd, run);
+			w.x = adamw1(w.x, g[0] * scale, &m.x, &v.x, wd, run);
+			w.y = adamw1(w.y, g[1] * scale, &m.y, &v.y, wd, run);
+			w.z = adamw1(w.z, g[2] * scale, &m.z, &v.z, wd, run);
+			w.w = adamw1(w.w, g[3] * scale, &m.w, &v.w, wd, run);
 			*(float4 *)(c.m + i) = m;
 			*(float4 *)(c.v + i) = v;
 			*(float4 *)(c.w + i) = w;

@@ -325,18 +325,21 @@ fi
 # step's weights, gradients and batch from --dump-first; the batches of all 20 steps from a
 # run of one step at batch 80 (an example is a function of the seed and its index). The
 # first loss within 1e-2 relative, every gradient within 5e-2 relative L2 error, then 20
-# AdamW steps' losses within 1% each.
+# AdamW steps' losses within 1% each; PyTorch's own bf16 (autocast) within the same bounds.
+# The text is fixed, tests/data/bert/text.txt, not the repository's of the day: how far bf16
+# alone moves this run depends on the examples (on some texts PyTorch's bf16 drifts 5% from
+# its fp32), and the check is only as good as the data's conditioning (docs/gpu.md).
 if want 10 && python3 -c "import torch, numpy" 2>/dev/null; then
-	[ -s "$out/b.bin" ] || "$mgl" tokenize "$out/text.txt" --bert -o "$out/b.bin" >/dev/null
+	"$mgl" tokenize tests/data/bert/text.txt --bert -o "$out/b10.bin" >/dev/null
 	# shellcheck disable=SC2054
-	bert=(models/bert.mgl --preset 336m --set p_drop=0,layers=4 --data "$out/b.bin" --seq 128 --lr 1e-4 --min-lr 1e-4
+	bert=(models/bert.mgl --preset 336m --set p_drop=0,layers=4 --data "$out/b10.bin" --seq 128 --lr 1e-4 --min-lr 1e-4
 		--warmup 1 --backend cuda)
 	"$mgl" train "${bert[@]}" --steps 20 --batch 4 --log "$out/bert_torch.jsonl" --dump-first "$out/bert_first" \
 		>"$out/bert_torch.txt" 2>&1 &&
 		"$mgl" train "${bert[@]}" --steps 1 --batch 80 --dump-first "$out/bert_batches" >>"$out/bert_torch.txt" 2>&1 &&
 		python3 tests/gpu/torch_bert.py --torch "$out/bert_first" "$out/bert_torch.jsonl" --heads 16 --lr 1e-4 \
 			--batches "$out/bert_batches/batch.safetensors" | tee "$out/torch_bert.txt"
-	ok "$(grep -q 'torch_bert: 4 passed, 0 failed' "$out/torch_bert.txt" && echo 1)" "bert (336m shape, 4 layers) against PyTorch"
+	ok "$(grep -q 'torch_bert: 5 passed, 0 failed' "$out/torch_bert.txt" && echo 1)" "bert (336m shape, 4 layers) against PyTorch"
 	[ -s "$out/torch_bert.txt" ] || tail -5 "$out/bert_torch.txt"
 fi
 # 11. mgl eval (docs/eval.md) on cuda: a tiny GPT-2 trained on the cpu, its WikiText

@@ -29,7 +29,8 @@ SOP loss. Weights, gradients and batches are read under mgl's own names from `mg
     index, so FILE is the batch.safetensors of the same run at 20 x the batch for 1 step:
     step s's batch is its rows s B to s B + B - 1. PyTorch's own bf16 run (autocast, the
     same steps) is printed beside mgl's, each difference from fp32 next to mgl's: what bf16
-    alone moves (not yet a bound: docs/perf-notes.md, twenty-sixth sitting).
+    alone moves. It must meet the same bounds (gradients, losses), or the data is too
+    ill-conditioned for the check (docs/gpu.md, section 10).
 Prints one line per check and "torch_bert: N passed, N failed"; exits 1 on a failure, 77
 (after SKIP) without torch or numpy.
 """
@@ -236,12 +237,12 @@ def torch_check(a, load, np, check):
         if name == "sop.bias":
             return np.abs(g - r).max() / 2 ** -8 * 5e-2
         return np.linalg.norm(g - r) / (np.linalg.norm(r) + 1e-4 * math.sqrt(r.size))
-    errs = sorted(((error(name, g), name) for name, g in grads.items()),   # (NaN first)
-                  key=lambda e: (not np.isfinite(e[0]), e[0]), reverse=True)
+    nan_first = lambda e: (not np.isfinite(e[0]), e[0])
+    errs = sorted(((error(name, g), name) for name, g in grads.items()), key=nan_first, reverse=True)
     for err, name in errs[:3]:
         print("  %-36s relative %.2e (PyTorch's bf16: %.2e)  torch %s  mgl %s"
               % (name, err, error(name, half_g[name]), ref_g[name].ravel()[:4], grads[name].ravel()[:4]))
-    theirs = sorted(((error(name, half_g[name]), name) for name in grads), reverse=True)[:3]
+    theirs = sorted(((error(name, half_g[name]), name) for name in grads), key=nan_first, reverse=True)[:3]
     print("  PyTorch's bf16, its worst: " + ", ".join("%s %.2e" % (name, err) for err, name in theirs))
     check(errs[0][0] < 5e-2, "%d gradients: worst relative L2 error %.2e (%s)" % (len(grads), errs[0][0], errs[0][1]))
     ours = [(x["loss"], x["mlm_loss"], x["sop_loss"]) for x in mgl]   # (as torch_run's)
@@ -250,10 +251,17 @@ def torch_check(a, load, np, check):
                                                               for x, y, z in zip(ref, ours, half)))
 
     def worst(i, run):   # the largest relative difference of loss i from PyTorch fp32's over the steps
-        return max([abs(x[i] - y[i]) / abs(x[i]) for x, y in zip(ref[:n], run[:n])] or [1])
+        d = [abs(x[i] - y[i]) / abs(x[i]) for x, y in zip(ref[:n], run[:n])]
+        return max([e if math.isfinite(e) else math.inf for e in d] or [1])   # (a NaN is the worst)
     print("worst relative differences over the steps, mgl / PyTorch's bf16: loss %.2e / %.2e, mlm %.2e / %.2e, "
           "sop %.2e / %.2e" % tuple(worst(i, run) for i in range(3) for run in (ours, half)))
     check(n == a.steps and worst(0, ours) < 0.01, "%d training steps: worst relative loss difference %.2e" % (n, worst(0, ours)))
+    # the data's conditioning: where PyTorch's own bf16 misses these bounds, they cannot tell
+    # a bug in mgl from bf16's rounding (on some texts the 4-example SOP loss drifts 5% in
+    # bf16 alone), and the check needs other data, not wider bounds
+    check(theirs[0][0] < 5e-2 and worst(0, half) < 0.01,
+          "PyTorch's own bf16 within the same bounds on these batches (gradients %.2e, losses %.2e): "
+          "the data can tell mgl's errors from bf16's" % (theirs[0][0], worst(0, half)))
 
 
 def main():
