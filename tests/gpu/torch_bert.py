@@ -17,7 +17,8 @@ SOP loss. Weights, gradients and batches are read under mgl's own names from `mg
   --torch DIR LOG --batches FILE (the GPU machine, tests/gpu_check.sh): in fp32 on the GPU
     (or the cpu, where PyTorch has no GPU),
     the first loss (within 1e-2 relative: mgl's cuda activations are bf16) and every
-    gradient (relative L2 error within 5e-2, as tests/gpu/torch_gpt2.py; the SOP bias's
+    gradient (relative L2 error within 5e-2, as tests/gpu/torch_gpt2.py; an attention key
+    bias's, zero in exact arithmetic, within 1e-3 an element, as test_gpu's; the SOP bias's
     within 2^-8 an element instead: at initialization, with half the pairs swapped, it is
     the mean probability less 1/2, a few thousandths, while bf16 rounds each probability
     near 1/2 by up to 2^-9; that bound alone would pass a dropped SOP gradient, but the
@@ -221,21 +222,23 @@ def torch_check(a, load, np, check):
           "the run's first batch is the first %d rows of %s" % (B, a.batches))
     mgl = [json.loads(line) for line in open(a.log) if '"loss"' in line]
     # PyTorch in fp32, the reference; and PyTorch's own bf16 (autocast), printed beside mgl
-    # as the yardstick of what bf16 moves: the SOP head's gradients (pooler, sop) are sums
-    # over the batch's 4 examples of (p - y) times features that differ little between
-    # examples at initialization, where bf16's rounding of the features is a large part of
-    # the sum (PyTorch 1.13's autocast on the cpu lands near 3e-2 on them, 1e-2 or less
-    # elsewhere: docs/perf-notes.md, twenty-sixth sitting)
+    # as the yardstick of what bf16 moves, and held to the same bounds (the last check): the
+    # SOP head's gradients (pooler, sop) are sums over the batch's 4 examples of (p - y)
+    # times features that differ little between examples at initialization, where bf16's
+    # rounding of the features is a large part of the sum, more or less so with the
+    # examples (docs/perf-notes.md, twenty-sixth and twenty-seventh sittings)
     ref, ref_g = torch_run(a, torch, w0, batches, B, dev, False)
     half, half_g = torch_run(a, torch, w0, batches, B, dev, True)
     d = abs(ref[0][0] - mgl[0]["loss"]) / mgl[0]["loss"]
     check(d < 1e-2, "first loss: torch %.5f (mlm %.5f, sop %.5f), mgl %.5f: relative difference %.1e"
           % (ref[0] + (mgl[0]["loss"], d)))
 
-    def error(name, g):
+    def error(name, g):   # on the bound's scale: 5e-2 is the limit
         r = ref_g[name]
         if name == "sop.bias":
             return np.abs(g - r).max() / 2 ** -8 * 5e-2
+        if name.endswith("attention.k.bias"):   # zero in exact arithmetic (compare_runs.py): below 1e-3 an element
+            return np.abs(g).max() / 1e-3 * 5e-2
         return np.linalg.norm(g - r) / (np.linalg.norm(r) + 1e-4 * math.sqrt(r.size))
     nan_first = lambda e: (not np.isfinite(e[0]), e[0])
     errs = sorted(((error(name, g), name) for name, g in grads.items()), key=nan_first, reverse=True)
