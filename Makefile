@@ -56,7 +56,7 @@ TEST_UNITS   := $(BUILD)/tests/test_ops $(BUILD)/tests/test_compiler $(BUILD)/te
                 $(BUILD)/tests/test_checkpoint $(BUILD)/tests/test_runtime_data $(BUILD)/tests/test_io \
                 $(BUILD)/tests/test_tensorboard $(BUILD)/tests/test_eval $(BUILD)/tests/test_hf $(BUILD)/tests/test_launch
 
-.PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check bench clean
+.PHONY: all demo check test includes deps deps-test fuzz fuzz-replay gpu-check bench bench-tp clean
 all: deps $(BUILD)/mgl
 
 # what the build needs, and what the tests run besides (Graphviz's dot draws tests/cli.sh's
@@ -141,6 +141,12 @@ TORCH_GPT ?= .bench/torch_gpt.py
 BENCH_OUT ?= $(BUILD)/bench
 bench: $(BUILD)/mgl
 	scripts/bench_gpu.sh $(BUILD)/mgl $(TORCH_GPT) $(BENCH_OUT)
+
+# The tensor-parallel table (scripts/bench_tp.sh; issues 12, 16, 17) on 2, 4 or 8 GPUs of
+# one machine: TP=N picks, BENCH_TP_OUT keeps every output.
+BENCH_TP_OUT ?= $(BUILD)/bench_tp
+bench-tp: $(BUILD)/mgl
+	scripts/bench_tp.sh $(BUILD)/mgl $(TORCH_GPT) $(BENCH_TP_OUT)
 
 # plain C, no Check: the GPU machine has none
 $(BUILD)/tests/gpu/test_gpu: tests/gpu/test_gpu.c $(COMPILER_OBJ) $(RUNTIME_OBJ)

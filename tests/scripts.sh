@@ -5,7 +5,8 @@
 # name (the launches after the last but one k_adamw, up to the last), and refuses a run
 # with fewer than two optimizer launches; scripts/cubin_diff.py tells which kernels of two
 # cubins differ in machine code (where nvcc is installed), and refuses a file not ELF;
-# scripts/gemm_probe.c builds and refuses bad arguments (where the toolkit is).
+# scripts/gemm_probe.c builds and refuses bad arguments (where the toolkit is);
+# scripts/bench_tp_table.py computes issue 12's figures from RESULT lines.
 # usage: tests/scripts.sh MGL   (MGL unused: the same calling convention as the others)
 mgl=${1:?usage: tests/scripts.sh MGL}
 . "$(dirname "$0")/lib.sh"
@@ -80,4 +81,28 @@ else
 fi
 $kt "$tmp/ranks.csv" >"$tmp/out" 2>&1
 check "kernel_times.py: another process's launches are left out" grep -q '^one step: 4 launches, 1.015 ms summed' "$tmp/out"
+# scripts/bench_tp_table.py: issue 12's figures from RESULT lines (weak scaling against the
+# 1.2b at tp 1, the ratio to compiled PyTorch, strong scaling, --sp's memory); a run
+# missing is '-', and the config's or its reference's missing fails
+res() {   # file ms tok_s tflops mem
+	printf 'mgl: ...\nRESULT {"ms": %s, "tok_s": %s, "tflops_per_gpu": %s, "mem_GB": %s}\n' "$2" "$3" "$4" "$5" >"$tmp/tp/$1.txt"
+}
+mkdir -p "$tmp/tp"
+res ref.mgl 120 68000 540 37.6
+res ref.compiled 140 58000 466 36.2
+res weak.mgl 190 43000 486 40.5
+res weak.compiled 205 40000 324 39.9
+res strong.mgl 75 109000 433 20.1
+res sp-off.mgl 60 136000 300 30.0
+res sp-on.mgl 61 134000 295 22.5
+python3 "$(dirname "$0")/../scripts/bench_tp_table.py" "$tmp/tp" 2 2.5b >"$tmp/out" 2>&1
+st=$?
+check "bench_tp_table.py: weak scaling, against compiled, strong scaling, --sp's memory" sh -c "[ $st = 0 ] &&
+	grep -q '^| 2.5b at tp 2, batch 8x1024 | 486.0 TFLOP/s a GPU (190.00 ms, 43,000 tok/s, 40.5 GB a GPU) | - | 324.0 TFLOP/s .* | weak scaling 90.0% of mgl.s 1.2b at tp 1; 1.500x compiled |$' '$tmp/out' &&
+	grep -q '| 1.60x tp 1.s step |$' '$tmp/out' && grep -q '| --sp peak memory 22.5 against 30.0 GB a GPU |$' '$tmp/out'"
+rm "$tmp/tp/ref.mgl.txt"
+python3 "$(dirname "$0")/../scripts/bench_tp_table.py" "$tmp/tp" 2 2.5b >"$tmp/out" 2>&1
+st=$?
+check "bench_tp_table.py: without the 1.2b at tp 1, no efficiency and a failure" sh -c "[ $st = 1 ] &&
+	grep -q '^| 2.5b at tp 2, .* | -; 1.500x compiled |$' '$tmp/out' && grep -q '^| 1.2b at tp 2 (strong scaling) | .* | - |$' '$tmp/out'"
 summary scripts
