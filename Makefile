@@ -143,7 +143,7 @@ bench: $(BUILD)/mgl
 	scripts/bench_gpu.sh $(BUILD)/mgl $(TORCH_GPT) $(BENCH_OUT)
 
 # The tensor-parallel table (scripts/bench_tp.sh; issues 12, 16, 17) on 2, 4 or 8 GPUs of
-# one machine: TP=N picks, BENCH_TP_OUT keeps every output.
+# one machine: BENCH_TP=N picks, BENCH_TP_OUT keeps every output.
 BENCH_TP_OUT ?= $(BUILD)/bench_tp
 bench-tp: $(BUILD)/mgl
 	scripts/bench_tp.sh $(BUILD)/mgl $(TORCH_GPT) $(BENCH_TP_OUT)

@@ -7,21 +7,28 @@
 # the same machine, mgl and compiled PyTorch (the weak-scaling reference); then mgl's 1.2b at
 # tp TP (strong scaling) and 355M at tp TP with and without --sp (peak memory). The
 # config's mgl run has --profile: the communication's exposed time beside what `mgl
-# explain` predicts for it. TP (2, 4 or 8) defaults to the most of those the machine has; ROWS
-# ("ref weak strong sp", the default) runs only those named. Each program's whole output is
-# kept in OUT (default build/bench_tp); scripts/bench_tp_table.py prints the table at the
-# end. Both sides train GPT without dropout, bf16, AdamW, on random tokens (bench_gpu.sh
+# explain` predicts for it. BENCH_TP (2, 4 or 8) defaults to the most of those the GPUs
+# allow (CUDA_VISIBLE_DEVICES's, else the machine's); BENCH_ROWS ("ref weak strong sp", the
+# default) runs only those named. A run may take RUN_TIMEOUT seconds (default 300). Each
+# program's whole output is kept in OUT (default build/bench_tp); scripts/bench_tp_table.py
+# prints the table of the rows run at the end. The exit status is mgl's: 1 if one of its
+# runs failed. Both sides train GPT without dropout, bf16, AdamW, on random tokens (bench_gpu.sh
 # says how the two models match).
 mgl=${1:?usage: scripts/bench_tp.sh MGL TORCH_GPT [OUT]} torch_gpt=${2:?usage: scripts/bench_tp.sh MGL TORCH_GPT [OUT]}
 out=${3:-build/bench_tp}
-ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
-tp=${TP:-$( [ "$ngpu" -ge 8 ] && echo 8 || { [ "$ngpu" -ge 4 ] && echo 4; } || echo 2)}
-rows=${ROWS:-ref weak strong sp}
+if [ -n "${CUDA_VISIBLE_DEVICES-}" ]; then
+	gpus=$CUDA_VISIBLE_DEVICES
+else
+	gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -)
+fi
+ngpu=$(echo "$gpus" | tr , '\n' | grep -c .)
+tp=${BENCH_TP:-$( [ "$ngpu" -ge 8 ] && echo 8 || { [ "$ngpu" -ge 4 ] && echo 4; } || echo 2)}
+rows=${BENCH_ROWS:-ref weak strong sp}
 case $tp in
 2) preset=2.5b dims="--dmodel 1920 --nlayer 54 --nhead 20" ;;
 4) preset=4.2b dims="--dmodel 2304 --nlayer 64 --nhead 24" ;;
 8) preset=8.3b dims="--dmodel 3072 --nlayer 72 --nhead 32" ;;
-*) echo "bench_tp: TP=$tp: the table is for 2, 4 or 8 GPUs" >&2; exit 2 ;;
+*) echo "bench_tp: BENCH_TP=$tp: the table is for 2, 4 or 8 GPUs" >&2; exit 2 ;;
 esac
 if [ "$ngpu" -lt "$tp" ]; then
 	echo "SKIP: bench_tp: tp $tp needs $tp GPUs; this machine has $ngpu"
@@ -39,30 +46,37 @@ elif ! python3 -c 'import torch' 2>/dev/null; then
 fi
 want() { case " $rows " in *" $1 "*) return 0 ;; esac; return 1; }
 
-# mgl_run NAME GPUS OPTIONS...: mgl bench on the first GPUS GPUs, into OUT/NAME.txt
+# first N: the first N of the GPUs, as CUDA_VISIBLE_DEVICES lists them
+first() { echo "$gpus" | cut -d, -f1-"$1"; }
+# mgl_run NAME N OPTIONS...: mgl bench on the first N GPUs, into OUT/NAME.txt
 mgl_run() {
-	name=$1 gpus=$2
+	name=$1 n=$2
 	shift 2
 	echo "== $name: mgl bench models/gpt2.mgl $*"
-	CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((gpus - 1))) "$mgl" bench models/gpt2.mgl "$@" --set p_drop=0 --seq 1024 \
-		--steps 20 --warmup 3 --backend cuda >"$out/$name.txt" 2>&1 || status=1
-	grep -E '^  (step|FLOP/s|memory|communication|  collective|  above|  mgl explain)' "$out/$name.txt"
+	CUDA_VISIBLE_DEVICES=$(first "$n") timeout "${RUN_TIMEOUT:-300}" "$mgl" bench models/gpt2.mgl "$@" --set p_drop=0 \
+		--seq 1024 --steps 20 --warmup 3 --backend cuda >"$out/$name.txt" 2>&1 || status=1
+	grep -E '^  (step|FLOP/s|memory|communication|collective|above|mgl explain)' "$out/$name.txt" ||
+		tail -5 "$out/$name.txt"
 }
-# torch_run NAME GPUS OPTIONS...: torch_gpt.py on one GPU, or its hand-written tensor
-# parallelism on GPUS (one process a GPU), into OUT/NAME.txt
+# torch_run NAME N OPTIONS...: torch_gpt.py on one GPU, or its hand-written tensor
+# parallelism on the first N (one process a GPU), into OUT/NAME.txt (a failure shows as '-'
+# in the table, and does not change the exit status)
 torch_run() {
-	name=$1 gpus=$2
+	name=$1 n=$2
 	shift 2
 	[ "$baseline" = 1 ] || return 0
 	echo "== $name: torch_gpt.py $*"
-	if [ "$gpus" = 1 ]; then
-		CUDA_VISIBLE_DEVICES=0 python3 "$torch_gpt" "$@" --tag "$name" >"$out/$name.txt" 2>&1
+	if [ "$n" = 1 ]; then
+		CUDA_VISIBLE_DEVICES=$(first 1) timeout "${RUN_TIMEOUT:-300}" python3 "$torch_gpt" "$@" --tag "$name" \
+			>"$out/$name.txt" 2>&1
 	else
-		CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((gpus - 1))) python3 -m torch.distributed.run --standalone \
-			--nproc_per_node="$gpus" "$torch_gpt" "$@" --manual --tag "$name" >"$out/$name.txt" 2>&1
+		CUDA_VISIBLE_DEVICES=$(first "$n") timeout "${RUN_TIMEOUT:-300}" python3 -m torch.distributed.run --standalone \
+			--nproc_per_node="$n" "$torch_gpt" "$@" --manual --tag "$name" >"$out/$name.txt" 2>&1
 	fi
 	grep RESULT "$out/$name.txt" || tail -5 "$out/$name.txt"
 }
+# (a row not run this time must not show an earlier call's figures)
+rm -f "$out"/ref.*.txt "$out"/weak.*.txt "$out"/strong.*.txt "$out"/sp-*.txt
 
 if want ref; then
 	mgl_run ref.mgl 1 --preset 1.2b --batch 8
@@ -83,5 +97,5 @@ if want sp; then
 	mgl_run sp-on.mgl "$tp" --preset 355m --batch 8 --tp "$tp" --sp
 fi
 echo
-python3 "$(dirname "$0")/bench_tp_table.py" "$out" "$tp" "$preset" || status=1
+python3 "$(dirname "$0")/bench_tp_table.py" "$out" "$tp" "$preset" "$rows" || status=1
 exit $status

@@ -240,7 +240,8 @@ PY
 	# MGL_OPT_PROBE (timing only, as the ablations): runs its steps, says so; 3 is an error
 	MGL_OPT_PROBE=2 "$mgl" bench $small --steps 3 >"$out/probe2.txt" 2>&1
 	st=$?
-	ok "$([ $st = 0 ] && grep -q 'MGL_OPT_PROBE=2: the optimizer runs beside the next forward' "$out/probe2.txt" && echo 1)" \
+	ok "$([ $st = 0 ] && grep -q 'MGL_OPT_PROBE=2: the optimizer runs beside the next forward' "$out/probe2.txt" &&
+		grep -q 'MGL_OPT_PROBE: the optimizer forked beside the forward' "$out/probe2.txt" && echo 1)" \
 		"MGL_OPT_PROBE=2 runs and warns (exit $st)"
 	MGL_OPT_PROBE=3 "$mgl" bench $small >"$out/probe3.txt" 2>&1
 	st=$?

@@ -502,8 +502,14 @@ static int enqueue_probe(RtRank *r, int from, int to, unsigned phases, const RtR
 		d->opt_forked = false;
 		return 0;
 	}
-	if ((phases & fb) != fb || (phases & 1u << MGL_OPT) || bwd == to || opt == to || r->step_seconds)
+	/* (not before the first optimizer step: this run's Adam step count is the last one's, 0
+	 * there, whose bias corrections are 0; nor past a step's first micro-batch) */
+	if ((phases & fb) != fb || (phases & 1u << MGL_OPT) || bwd == to || opt == to || r->step_seconds ||
+	    run->adam_t < 1 || !run->first_micro)
 		return enqueue_steps(r, from, to, phases, run);
+	if (!d->opt_forked_once)
+		fprintf(stderr, "mgl: MGL_OPT_PROBE: the optimizer forked beside the forward\n");
+	d->opt_forked_once = true;
 	CK(cudaEventRecord(d->opt_fork, d->compute));
 	CK(cudaStreamWaitEvent(d->opt_stream, d->opt_fork, 0));
 	cudaStream_t compute = d->compute;
@@ -626,7 +632,8 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 				return -1;
 			if (e != cudaSuccess)
 				return cuda_fail(r, "capturing the step as a CUDA graph: %s", cudaGetErrorString(e));
-			CK(cudaGraphInstantiate(&g->exec, graph, 0));
+			/* (MGL_OPT_PROBE=2: the streams' priorities kept in the graph's kernels) */
+			CK(cudaGraphInstantiate(&g->exec, graph, d->opt_probe == 2 ? cudaGraphInstantiateFlagUseNodePriority : 0));
 			cudaGraphDestroy(graph);
 			g->made = true;
 		}

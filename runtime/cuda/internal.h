@@ -108,7 +108,7 @@ typedef struct {
 	int opt_probe;
 	cudaStream_t opt_stream;
 	cudaEvent_t opt_fork, opt_join;
-	bool opt_forked;
+	bool opt_forked, opt_forked_once;
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
 	int *mark_step;           /* the step each mark starts; nmarks recorded in this run */
 	int nmarks;
