@@ -20,14 +20,9 @@ rows=${BENCH_ROWS:-gpt2-124m megatron-1.2b bert-336m}
 mkdir -p "$out" || exit 1
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}   # one GPU, the same one for both
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1
-status=0 baseline=1
-if [ ! -f "$torch_gpt" ]; then
-	echo "SKIP: the PyTorch baseline: no $torch_gpt (copy the workplace's shared/bench/torch_gpt.py into the call: docs/BENCHMARKS.md)"
-	baseline=0
-elif ! python3 -c 'import torch' 2>/dev/null; then
-	echo "SKIP: the PyTorch baseline: python3 has no torch"
-	baseline=0
-fi
+status=0
+# shellcheck source=scripts/baseline.sh
+. "$(dirname "$0")/baseline.sh"
 
 # row NAME MODEL SEQ "MGL BENCH OPTIONS" "TORCH_GPT OPTIONS"
 row() {

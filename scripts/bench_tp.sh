@@ -36,14 +36,9 @@ if [ "$ngpu" -lt "$tp" ]; then
 fi
 mkdir -p "$out" || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
-status=0 baseline=1
-if [ ! -f "$torch_gpt" ]; then
-	echo "SKIP: the PyTorch baseline: no $torch_gpt (copy the workplace's shared/bench/torch_gpt.py into the call: docs/BENCHMARKS.md)"
-	baseline=0
-elif ! python3 -c 'import torch' 2>/dev/null; then
-	echo "SKIP: the PyTorch baseline: python3 has no torch"
-	baseline=0
-fi
+status=0
+# shellcheck source=scripts/baseline.sh
+. "$(dirname "$0")/baseline.sh"
 want() { case " $rows " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # first N: the first N of the GPUs, as CUDA_VISIBLE_DEVICES lists them
