@@ -273,8 +273,8 @@ static int cuda_open(RtRank *r)
 		CK(cudaStreamCreateWithFlags(&d->compute, cudaStreamNonBlocking));
 	CK(cudaStreamCreateWithPriority(&d->comm, cudaStreamNonBlocking, greatest));
 	if (d->opt_probe) {
-		fprintf(stderr, "mgl: MGL_OPT_PROBE=%d: the optimizer runs beside the next forward, on the gradients "
-			"zeroed for it (for timing: the numbers are wrong)\n", d->opt_probe);
+		fprintf(stderr, "mgl: MGL_OPT_PROBE=%d: the optimizer runs beside the next forward, on that step's "
+			"gradients as zero_grads left them (for timing: the numbers are wrong)\n", d->opt_probe);
 		CK(cudaStreamCreateWithPriority(&d->opt_stream, cudaStreamNonBlocking, least));
 		CK(cudaEventCreateWithFlags(&d->opt_fork, cudaEventDisableTiming));
 		CK(cudaEventCreateWithFlags(&d->opt_join, cudaEventDisableTiming));
@@ -491,6 +491,10 @@ static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, const RtR
 static int enqueue_probe(RtRank *r, int from, int to, unsigned phases, const RtRun *run)
 {
 	Dev *d = r->mem;
+	if (phases == 1u << MGL_OPT && d->opt_forked) {
+		d->opt_forked = false;
+		return 0;
+	}
 	const MglPlan *p = r->job->plan;
 	unsigned fb = 1u << MGL_FWD | 1u << MGL_BWD;
 	int bwd = from, opt = from;
@@ -498,10 +502,6 @@ static int enqueue_probe(RtRank *r, int from, int to, unsigned phases, const RtR
 		bwd++;
 	while (opt < to && p->steps[opt].phase != MGL_OPT)
 		opt++;
-	if (phases == 1u << MGL_OPT && d->opt_forked) {
-		d->opt_forked = false;
-		return 0;
-	}
 	/* (not before the first optimizer step: this run's Adam step count is the last one's, 0
 	 * there, whose bias corrections are 0; nor past a step's first micro-batch) */
 	if ((phases & fb) != fb || (phases & 1u << MGL_OPT) || bwd == to || opt == to || r->step_seconds ||
