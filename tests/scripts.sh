@@ -6,8 +6,10 @@
 # with fewer than two optimizer launches; scripts/cubin_diff.py tells which kernels of two
 # cubins differ in machine code (where nvcc is installed), and refuses a file not ELF;
 # scripts/gemm_probe.c builds and refuses bad arguments (where the toolkit is);
-# scripts/bench_tp_table.py computes issue 12's figures from RESULT lines.
-# usage: tests/scripts.sh MGL   (MGL unused: the same calling convention as the others)
+# scripts/bench_tp_table.py computes issue 12's figures from RESULT lines, and bench_tp.sh
+# refuses a tp its table has no config for.
+# usage: tests/scripts.sh MGL   (the same calling convention as the others; MGL is only handed to
+# bench_tp.sh, which refuses BENCH_TP=3 before running it)
 mgl=${1:?usage: tests/scripts.sh MGL}
 . "$(dirname "$0")/lib.sh"
 if ! command -v python3 >/dev/null; then
@@ -110,4 +112,7 @@ check "bench_tp_table.py: without the 1.2b at tp 1, no efficiency and a failure"
 python3 "$(dirname "$0")/../scripts/bench_tp_table.py" "$tmp/tp" 2 2.5b "weak strong sp" >"$tmp/out" 2>&1
 st=$?
 check "bench_tp_table.py: a row not asked for is not required" sh -c "[ $st = 0 ]"
+BENCH_TP=3 sh "$(dirname "$0")/../scripts/bench_tp.sh" "$mgl" none "$tmp/tp3" >"$tmp/out" 2>&1
+st=$?
+check "bench_tp.sh: BENCH_TP=3 is refused (2, 4 or 8)" sh -c "[ $st = 2 ] && grep -q 'BENCH_TP=3: the table is for 2, 4 or 8 GPUs' '$tmp/out'"
 summary scripts
