@@ -237,15 +237,6 @@ PY
 	st=$?
 	ok "$([ $st != 0 ] && grep -q 'MGL_NORM_BWD_ABL=3 names none of the layer norm backward' "$out/abl3.txt" && echo 1)" \
 		"MGL_NORM_BWD_ABL=3 is an error (exit $st)"
-	# MGL_OPT_PROBE (timing only, as the ablations): runs its steps, says so; 3 is an error
-	MGL_OPT_PROBE=2 "$mgl" bench $small --steps 3 >"$out/probe2.txt" 2>&1
-	st=$?
-	ok "$([ $st = 0 ] && grep -q 'MGL_OPT_PROBE=2: the optimizer runs beside the next forward' "$out/probe2.txt" &&
-		grep -q 'MGL_OPT_PROBE: the optimizer forked beside the forward' "$out/probe2.txt" && echo 1)" \
-		"MGL_OPT_PROBE=2 runs and warns (exit $st)"
-	MGL_OPT_PROBE=3 "$mgl" bench $small >"$out/probe3.txt" 2>&1
-	st=$?
-	ok "$([ $st != 0 ] && grep -q 'MGL_OPT_PROBE=3: 1 or 2' "$out/probe3.txt" && echo 1)" "MGL_OPT_PROBE=3 is an error (exit $st)"
 fi
 # 7. --tensorboard (docs/train.md): a run on the GPU and its resume, both with --log, read
 # back by TensorBoard's own reader against the log (tests/gpu/tensorboard_read.py)

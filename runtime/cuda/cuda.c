@@ -261,24 +261,8 @@ static int cuda_open(RtRank *r)
 	 * schedule's sunk weight-gradient GEMMs, 48% (docs/perf-notes.md, fifth sitting). */
 	int least, greatest;
 	CK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-	/* (MGL_OPT_PROBE=2: the optimizer's stream at the least priority, the compute stream
-	 * one above it, below the collectives') */
-	const char *probe = getenv("MGL_OPT_PROBE");
-	if (probe && *probe && strcmp(probe, "1") && strcmp(probe, "2"))
-		return cuda_fail(r, "MGL_OPT_PROBE=%s: 1 or 2 (docs/gpu.md)", probe);
-	d->opt_probe = probe && *probe ? atoi(probe) : 0;
-	if (d->opt_probe == 2 && greatest < least - 1)
-		CK(cudaStreamCreateWithPriority(&d->compute, cudaStreamNonBlocking, least - 1));
-	else
-		CK(cudaStreamCreateWithFlags(&d->compute, cudaStreamNonBlocking));
+	CK(cudaStreamCreateWithFlags(&d->compute, cudaStreamNonBlocking));
 	CK(cudaStreamCreateWithPriority(&d->comm, cudaStreamNonBlocking, greatest));
-	if (d->opt_probe) {
-		fprintf(stderr, "mgl: MGL_OPT_PROBE=%d: the optimizer runs beside the next forward, on that step's "
-			"gradients as zero_grads left them (for timing: the numbers are wrong)\n", d->opt_probe);
-		CK(cudaStreamCreateWithPriority(&d->opt_stream, cudaStreamNonBlocking, least));
-		CK(cudaEventCreateWithFlags(&d->opt_fork, cudaEventDisableTiming));
-		CK(cudaEventCreateWithFlags(&d->opt_join, cudaEventDisableTiming));
-	}
 	CK(cudaEventCreateWithFlags(&d->to_comm, cudaEventDisableTiming));
 	CK(cudaEventCreateWithFlags(&d->to_compute, cudaEventDisableTiming));
 	for (int i = 0; i < 2; i++)
@@ -356,12 +340,6 @@ static void cuda_close(RtRank *r)
 		cudaStreamDestroy(d->compute);
 	if (d->comm)
 		cudaStreamDestroy(d->comm);
-	if (d->opt_stream)
-		cudaStreamDestroy(d->opt_stream);
-	if (d->opt_fork)
-		cudaEventDestroy(d->opt_fork);
-	if (d->opt_join)
-		cudaEventDestroy(d->opt_join);
 	if (d->to_comm)
 		cudaEventDestroy(d->to_comm);
 	if (d->to_compute)
@@ -482,50 +460,6 @@ static int enqueue_steps(RtRank *r, int from, int to, unsigned phases, const RtR
 	return 0;
 }
 
-/* MGL_OPT_PROBE: a run of the forward and the backward also takes the optimizer's steps,
- * forked onto their own stream at its start and joined before its first backward step
- * (which writes the gradients they read), and the optimizer's own run after it runs
- * nothing; other runs, and profiled ones, as enqueue_steps. What a deferred optimizer
- * beside the next step's forward would save, without the events between its chunks and
- * the forward's steps that would make it right. */
-static int enqueue_probe(RtRank *r, int from, int to, unsigned phases, const RtRun *run)
-{
-	Dev *d = r->mem;
-	if (phases == 1u << MGL_OPT && d->opt_forked) {
-		d->opt_forked = false;
-		return 0;
-	}
-	const MglPlan *p = r->job->plan;
-	unsigned fb = 1u << MGL_FWD | 1u << MGL_BWD;
-	int bwd = from, opt = from;
-	while (bwd < to && p->steps[bwd].phase != MGL_BWD)
-		bwd++;
-	while (opt < to && p->steps[opt].phase != MGL_OPT)
-		opt++;
-	/* (not before the first optimizer step: this run's Adam step count is the last one's, 0
-	 * there, whose bias corrections are 0; nor past a step's first micro-batch) */
-	if ((phases & fb) != fb || (phases & 1u << MGL_OPT) || bwd == to || opt == to || r->step_seconds ||
-	    run->adam_t < 1 || !run->first_micro)
-		return enqueue_steps(r, from, to, phases, run);
-	if (!d->opt_forked_once)
-		fprintf(stderr, "mgl: MGL_OPT_PROBE: the optimizer forked beside the forward\n");
-	d->opt_forked_once = true;
-	CK(cudaEventRecord(d->opt_fork, d->compute));
-	CK(cudaStreamWaitEvent(d->opt_stream, d->opt_fork, 0));
-	cudaStream_t compute = d->compute;
-	d->compute = d->opt_stream;   /* (ops.c launches on d->compute) */
-	int rc = enqueue_steps(r, from, to, 1u << MGL_OPT, run);
-	d->compute = compute;
-	if (rc)
-		return -1;
-	CK(cudaEventRecord(d->opt_join, d->opt_stream));
-	if (enqueue_steps(r, from, bwd, phases, run))
-		return -1;
-	CK(cudaStreamWaitEvent(d->compute, d->opt_join, 0));
-	d->opt_forked = true;
-	return enqueue_steps(r, bwd, to, phases, run);
-}
-
 /* The steps of the asked phases for n micro-batches (the selected one, or each of the
  * job's, a segment at a time: mgl_segment_end), then every stream joined (a captured
  * graph must be). */
@@ -536,7 +470,7 @@ static int enqueue(RtRank *r, int from, int to, unsigned phases, const RtRun *ru
 	for (int k = 0; k < r->job->nmicro; k++)   /* a run that failed may have left some: never wait across runs */
 		d->micro[k].ninflight = 0;
 	d->ninflight = 0;
-	if (n == 1 && (d->opt_probe ? enqueue_probe(r, from, to, phases, &run[0]) : enqueue_steps(r, from, to, phases, &run[0])))
+	if (n == 1 && enqueue_steps(r, from, to, phases, &run[0]))
 		return -1;
 	for (int at = from; n > 1 && at < to;) {
 		int end = mgl_segment_end(r->job->plan, at, to, phases);
@@ -632,8 +566,7 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 				return -1;
 			if (e != cudaSuccess)
 				return cuda_fail(r, "capturing the step as a CUDA graph: %s", cudaGetErrorString(e));
-			/* (MGL_OPT_PROBE=2: the streams' priorities kept in the graph's kernels) */
-			CK(cudaGraphInstantiate(&g->exec, graph, d->opt_probe == 2 ? cudaGraphInstantiateFlagUseNodePriority : 0));
+			CK(cudaGraphInstantiate(&g->exec, graph, 0));
 			cudaGraphDestroy(graph);
 			g->made = true;
 		}

@@ -101,14 +101,6 @@ typedef struct {
 	int sms;                  /* the GPU's SMs (gemm_sms's margin is taken from them) */
 	const MglStep *step;      /* the one running: for error messages */
 	int64_t allocated;        /* bytes of the cudaMallocs above */
-	/* MGL_OPT_PROBE (for timing only, its numbers wrong: docs/gpu.md): the optimizer run on
-	 * a stream of its own beside the forward of the run after it, as a deferred optimizer
-	 * would run; opt_forked: the last forward-and-backward run took it in, so the optimizer
-	 * run after it runs nothing */
-	int opt_probe;
-	cudaStream_t opt_stream;
-	cudaEvent_t opt_fork, opt_join;
-	bool opt_forked, opt_forked_once;
 	cudaEvent_t *marks;       /* timed runs (RtRank.step_seconds): an event before each step run, and one after */
 	int *mark_step;           /* the step each mark starts; nmarks recorded in this run */
 	int nmarks;
