@@ -268,7 +268,8 @@ if want 8; then
 		ok "$([ $st = 0 ] && echo 1)" "mgl import of transformers' GPT2LMHeadModel: the same loss (exit $st)"
 	fi
 fi
-# 9. BERT (models/bert.mgl) on BERT examples of this repository's text (mgl tokenize --bert):
+# 9. BERT (models/bert.mgl) on BERT examples of section 10's fixed text (mgl tokenize --bert;
+# on the repository's text of the day a check's margin moved with the docs, as section 10's did):
 #  - tiny, 20 steps, batch 8: cuda (bf16) follows the cpu (f32) at tp 1, 2 and 2 with --sp:
 #    the loss and its heads (mlm_loss, sop_loss) within 2% each step, the SOP accuracy within
 #    two examples of the 8 (a near tie may fall either way in bf16); on cuda, tp 2 (and --sp)
@@ -276,6 +277,12 @@ fi
 #  - the 336m shape (d 1024, 16 heads, vocabulary 30,522) at 2 layers, seq 512, batch 2,
 #    dropout off: on cuda tp 2 against tp 1 over 20 steps, and the first step of each against
 #    the cpu's (tests/gpu/compare_runs.py, as section 1); on one GPU, tp 1 against the cpu.
+#    Against the cpu the gradients within 0.15, not 8e-2: the attention backward takes each
+#    query's delta = rowsum(dO o) from the bf16 o, as FlashAttention-2 and PyTorch's SDPA do,
+#    and at initialization, where the last layer's attention is near uniform, that rounding
+#    alone moves its q and k gradients by 4-16% on BERT batches (PyTorch fp32 with only o
+#    rounded, scripts/flash_delta.py; 7% on this text, 15% on a text of mostly padding).
+#    Heavy padding is test_gpu's (its BERT cases of 130 and 175 keys of 512).
 # bert_logs A B TOL: the two --log files' 20 steps, compared as above
 bert_logs() {
 	python3 - "$1" "$2" "$3" <<'PY'
@@ -293,7 +300,7 @@ sys.exit(bad)
 PY
 }
 if want 9; then
-	"$mgl" tokenize "$out/text.txt" --bert -o "$out/b.bin" >/dev/null
+	"$mgl" tokenize tests/data/bert/text.txt --bert -o "$out/b.bin" >/dev/null
 	for tag in tp1 tp2 tp2--sp; do
 		tp=${tag:2:1} sp=${tag:3}
 		[ "$tp" -le "$ngpu" ] || continue
@@ -325,7 +332,7 @@ if want 9; then
 		[ "$tps" = 1 ] || compare "bert 336m shape, 2 layers, on cuda: tp 2 against tp 1" bert_tp1 bert_tp2
 		wait $cpu
 		for tp in $tps; do
-			compare "bert 336m shape, 2 layers, tp $tp on cuda against the cpu" bert_cpu "bert_tp$tp"
+			compare "bert 336m shape, 2 layers, tp $tp on cuda against the cpu" bert_cpu "bert_tp$tp" --grads 0.15
 		done
 		unset rw_model rw_data
 	else
