@@ -277,11 +277,12 @@ fi
 #  - the 336m shape (d 1024, 16 heads, vocabulary 30,522) at 2 layers, seq 512, batch 2,
 #    dropout off: on cuda tp 2 against tp 1 over 20 steps, and the first step of each against
 #    the cpu's (tests/gpu/compare_runs.py, as section 1); on one GPU, tp 1 against the cpu.
-#    Against the cpu the gradients within 0.15, not 8e-2: the attention backward takes each
+#    Against the cpu the gradients within 0.12, not 8e-2: the attention backward takes each
 #    query's delta = rowsum(dO o) from the bf16 o, as FlashAttention-2 and PyTorch's SDPA do,
 #    and at initialization, where the last layer's attention is near uniform, that rounding
-#    alone moves its q and k gradients by 4-16% on BERT batches (PyTorch fp32 with only o
-#    rounded, scripts/flash_delta.py; 7% on this text, 15% on a text of mostly padding).
+#    alone moves its q and k gradients by 4-14% on BERT batches (PyTorch fp32 with only o
+#    rounded, scripts/flash_delta.py); with all the kernels' roundings 6.9% on this text at
+#    seq 512, 15.7% on a batch of mostly padding, where the GPU measured 14.6%.
 #    Heavy padding is test_gpu's (its BERT cases of 130 and 175 keys of 512).
 # bert_logs A B TOL: the two --log files' 20 steps, compared as above
 bert_logs() {
@@ -332,7 +333,7 @@ if want 9; then
 		[ "$tps" = 1 ] || compare "bert 336m shape, 2 layers, on cuda: tp 2 against tp 1" bert_tp1 bert_tp2
 		wait $cpu
 		for tp in $tps; do
-			compare "bert 336m shape, 2 layers, tp $tp on cuda against the cpu" bert_cpu "bert_tp$tp" --grads 0.15
+			compare "bert 336m shape, 2 layers, tp $tp on cuda against the cpu" bert_cpu "bert_tp$tp" --grads 0.12
 		done
 		unset rw_model rw_data
 	else

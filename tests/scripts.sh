@@ -9,8 +9,8 @@
 # scripts/bench_tp_table.py computes issue 12's figures from RESULT lines, and bench_tp.sh
 # refuses a tp its table has no config for; scripts/flash_delta.py (where python3 has numpy
 # and torch) checks its emulated attention against autograd's on a BERT tiny step of the cpu's.
-# usage: tests/scripts.sh MGL   (the same calling convention as the others; MGL is only handed to
-# bench_tp.sh, which refuses BENCH_TP=3 before running it)
+# usage: tests/scripts.sh MGL   (the same calling convention as the others; MGL makes
+# flash_delta.py's BERT dump, and is handed to bench_tp.sh, which refuses BENCH_TP=3 before running it)
 mgl=${1:?usage: tests/scripts.sh MGL}
 . "$(dirname "$0")/lib.sh"
 if ! command -v python3 >/dev/null; then
@@ -119,12 +119,14 @@ check "bench_tp.sh: BENCH_TP=3 is refused (2, 4 or 8)" sh -c "[ $st = 2 ] && gre
 if python3 -c "import numpy, torch" 2>/dev/null; then
 	printf 'the first example. it has two sentences.\n\nand a second document, of its own.\n' >"$tmp/b.txt"
 	"$mgl" tokenize "$tmp/b.txt" --bert -o "$tmp/b.bin" >/dev/null 2>&1 &&
-		"$mgl" train models/bert.mgl --preset tiny --data "$tmp/b.bin" --steps 1 --batch 2 --backend cpu \
+		"$mgl" train "$(dirname "$0")/../models/bert.mgl" --preset tiny --data "$tmp/b.bin" --steps 1 --batch 2 --backend cpu \
 			--dump-first "$tmp/bert" >/dev/null 2>&1
 	python3 "$(dirname "$0")/../scripts/flash_delta.py" "$tmp/bert" --heads 4 >"$tmp/out" 2>&1
 	st=$?
-	check "flash_delta.py: its attention, unrounded, is autograd's; o's rounding moves the gradients" sh -c "[ $st = 0 ] &&
-		grep -q '^ok: the emulated attention, unrounded' '$tmp/out' && grep -q '^o in bf16 (delta from it) .*e-0' '$tmp/out'"
+	# (o's rounding moves an attention weight's gradient by 1e-3 or more: 2.3e-3 on this dump)
+	check "flash_delta.py: its attention, unrounded, is autograd's; o's rounding moves q's or k's gradients" sh -c "[ $st = 0 ] &&
+		grep -q '^ok: the emulated attention, unrounded' '$tmp/out' &&
+		grep -Eq '^o in bf16 \(delta from it\) .*layers\.[0-9]+\.attention\.[qk]\.weight [0-9.]+e-0[1-3]' '$tmp/out'"
 else
 	echo "SKIP: scripts/flash_delta.py (python3 without numpy and torch)"
 fi

@@ -73,7 +73,7 @@ def main(argv):
           "the same initial weights (%d tensors)" % len(wa))
     la, lb = losses(alog), losses(blog)
     d = abs(lb[0] - la[0]) / abs(la[0])
-    check(d <= opts["--first"], "first loss %.6f against %.6f: relative difference %.2e (at most %.0e)"
+    check(d <= opts["--first"], "first loss %.6f against %.6f: relative difference %.2e (at most %g)"
           % (lb[0], la[0], d, opts["--first"]))
     if same:
         check(la[0] == lb[0], "first loss equal between the two runs (%.6f, %.6f)" % (la[0], lb[0]))
@@ -97,11 +97,11 @@ def main(argv):
     for e, k, ra, rd in sorted(errs, reverse=True)[:3]:
         print("  %-40s relative %.2e  RMS %.3e  RMS of the difference %.3e" % (k, e, ra, rd))
     check(ga.keys() == gb.keys() and worst <= opts["--grads"],
-          "%d gradients, worst relative L2 error %.2e (%s; at most %.0e)" % (len(ga), worst, where, opts["--grads"]))
+          "%d gradients, worst relative L2 error %.2e (%s; at most %g)" % (len(ga), worst, where, opts["--grads"]))
     n = min(len(la), len(lb))
     if n > 1:
         w = max(abs(lb[i] - la[i]) / abs(la[i]) for i in range(n))
-        check(w <= opts["--losses"], "%d losses, worst relative difference %.2e (at most %.0e)" % (n, w, opts["--losses"]))
+        check(w <= opts["--losses"], "%d losses, worst relative difference %.2e (at most %g)" % (n, w, opts["--losses"]))
     print("compare_runs: %d passed, %d failed" % (passed, failed))
     return failed != 0
 
