@@ -9,10 +9,8 @@
  *   the column-major problem as runtime/cuda/ops.c: lt_gemm takes it (C[m, n] = op(A) op(B),
  *   bf16 operands and output, fp32 accumulation); EPI is one of none, bias, gelu (GELU_AUX_BIAS,
  *   the pre-activation to a bf16 [m, n]), gelu16 (the same with the aux type set to bf16),
- *   dgelu (DGELU, its aux a bf16 [m, n]), dgelu16, dgelub (DGELU_BGRAD: also the bias
- *   gradient, an f32 [m] summed over n, which mgl takes by a column sum of its own, k_colsum),
- *   dgelub16, add (beta 1: C read), f32 (none, C fp32: a weight gradient), f32add (the same,
- *   beta 1: a gradient accumulated)
+ *   dgelu (DGELU, its aux a bf16 [m, n]), dgelu16, add (beta 1: C read), f32 (none, C fp32:
+ *   a weight gradient), f32add (the same, beta 1: a gradient accumulated)
  * Prints one line a candidate and a summary line per epilogue: the heuristic's first
  * choice, the best, their TFLOP/s. With PROBE_IDS set, then each cuBLASLt algorithm id
  * that can do the epilogue, limited to itself (CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID).
@@ -211,7 +209,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: gemm_probe NAME m n k ta lda tb ldb EPI [EPI...]\n");
 		return 2;
 	}
-	static const char *const epis[] = {"none", "bias", "gelu", "gelu16", "dgelu", "dgelu16", "dgelub", "dgelub16", "add", "f32", "f32add"};
+	static const char *const epis[] = {"none", "bias", "gelu", "gelu16", "dgelu", "dgelu16", "add", "f32", "f32add"};
 	for (int e = 9; e < argc; e++) {   /* every epilogue known before the GPU is touched */
 		size_t i = 0;
 		while (i < sizeof epis / sizeof epis[0] && strcmp(argv[e], epis[i]))
@@ -233,7 +231,7 @@ int main(int argc, char **argv)
 	g.A = random_bf16((size_t)(lda * (ta ? m : k)));
 	g.B = random_bf16((size_t)(ldb * (tb ? k : n)));
 	g.C = random_bf16((size_t)(2 * m * n));   /* room for fp32 */
-	void *aux = random_bf16((size_t)(m * n)), *bias = random_bf16((size_t)(2 * m));   /* (room for an f32 bias gradient) */
+	void *aux = random_bf16((size_t)(m * n)), *bias = random_bf16((size_t)m);
 	CK(cudaMalloc(&g.ws, g.ws_size));
 	CK(cudaEventCreate(&g.ev[0]));
 	CK(cudaEventCreate(&g.ev[1]));
@@ -252,14 +250,10 @@ int main(int argc, char **argv)
 		else if (gelu)
 			ep = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
 		else if (dgelu)
-			ep = strncmp(epi, "dgelub", 6) ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_DGELU_BGRAD;
+			ep = CUBLASLT_EPILOGUE_DGELU;
 		CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
-		if (ep == CUBLASLT_EPILOGUE_BIAS || gelu || ep == CUBLASLT_EPILOGUE_DGELU_BGRAD)
+		if (ep == CUBLASLT_EPILOGUE_BIAS || gelu)
 			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-		if (ep == CUBLASLT_EPILOGUE_DGELU_BGRAD) {   /* (mgl's bias gradients are f32) */
-			int32_t t = CUDA_R_32F;
-			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &t, sizeof t));
-		}
 		if (gelu || dgelu) {
 			int64_t ld = m;
 			CKB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
