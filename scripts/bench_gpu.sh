@@ -49,17 +49,11 @@ row bert-336m models/bert.mgl 512 "--preset 336m --batch 32" \
 	"--bidir --vocab 30592 --dmodel 1024 --nlayer 24 --nhead 16 --batch 32"
 
 echo
-python3 - "$out" "$rows" <<'PY'
-import json, os, sys
+python3 - "$out" "$rows" "$(dirname "$0")" <<'PY'
+import sys
 out, chosen = sys.argv[1], sys.argv[2].split()
-def result(name):
-    try:
-        for line in open(os.path.join(out, name)):
-            if line.startswith('RESULT '):
-                return json.loads(line[7:])
-    except OSError:
-        pass
-    return None
+sys.path.insert(0, sys.argv[3])
+from bench_tp_table import result   # (a run's RESULT line, or None)
 def cell(r, tflops_first):
     if not r:
         return '-'
@@ -72,7 +66,7 @@ print('| case (one GPU) | mgl | PyTorch eager | PyTorch compiled | mgl / compile
 print('| --- | --- | --- | --- | --- |')
 gemm = None
 for name, what, tf in [r for r in rows if r[0] in chosen]:
-    m, e, c = (result(f'{name}.{k}.txt') for k in ('mgl', 'eager', 'compiled'))
+    m, e, c = (result(out, f'{name}.{k}') for k in ('mgl', 'eager', 'compiled'))
     ratio = f"{m['tok_s'] / c['tok_s']:.3f}" if m and c else '-'
     print(f'| {what} | {cell(m, tf)} | {cell(e, tf)} | {cell(c, tf)} | {ratio} |')
     gemm = gemm or (m and m.get('gemm_tflops'))

@@ -16,6 +16,7 @@ import sys
 
 
 def result(out, name):
+    """the RESULT line of OUT/NAME.txt as a dict (also bench_gpu.sh's table), or None"""
     try:
         with open(os.path.join(out, name + ".txt")) as f:
             for line in f:
