@@ -775,60 +775,6 @@ __global__ void __launch_bounds__(256, 5) k_colsum(const void *x, int xdt, float
 		colsum_finish(part, gridDim.y, N, out, odt, acc);
 }
 
-// k_colsum's sums for bf16 rows (colsum_vec) 128 columns a block, not 32: a row's 256 bytes
-// read by 16 lanes (8 columns each, the warp two rows, the 8 warps 16 rows) and 4 rows a
-// thread in flight, where k_colsum's 32 columns read 64 bytes a row (fc's bias gradient at
-// 1.2b, 100 MB a layer, at about 2.9 TB/s). The same fixed order as k_colsum's (a thread's
-// rows in turn, then the 16 row offsets in order, then the bands in order), other bits. The
-// last block of each stripe of 128 columns (count[stripe]) sums its R parts, a thread a
-// column and every second part, then the two in order. blockDim (32, 8), grid
-// (ceil(N / 128), R).
-__global__ void __launch_bounds__(256, 4) k_colsum128(const bf16 *x, float *part, unsigned *count, void *out, int odt,
-						       int acc, i64 M, i64 N)
-{
-	__shared__ float t[16][129];
-	constexpr int U = 4;
-	int f = threadIdx.y * 32 + threadIdx.x, rl = f / 16;   // rl: the thread's first row of the 16
-	i64 j0 = blockIdx.x * 128 + f % 16 * 8, band = (M + gridDim.y - 1) / gridDim.y;
-	i64 r0 = blockIdx.y * band, r1 = min(M, r0 + band);
-	float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-	if (j0 < N)
-		for (i64 i = r0 + rl; i < r1; i += U * 16) {
-			float v[U][8];
-#pragma unroll
-			for (int u = 0; u < U; u++)
-				if (i + u * 16 < r1)
-					ld8(x, DT_BF16, (i + u * 16) * N + j0, v[u]);
-#pragma unroll
-			for (int u = 0; u < U; u++)
-				for (int e = 0; e < 8 && i + u * 16 < r1; e++)
-					a[e] += v[u][e];
-		}
-	for (int e = 0; e < 8; e++)
-		t[rl][f % 16 * 8 + e] = a[e];
-	__syncthreads();
-	i64 j = blockIdx.x * 128 + f;
-	if (f < 128 && j < N) {
-		float sum = 0;
-		for (int k = 0; k < 16; k++)
-			sum += t[k][f];
-		part[blockIdx.y * N + j] = sum;
-	}
-	if (!colsum_last(count))
-		return;
-	j = blockIdx.x * 128 + f % 128;
-	float s = 0;
-	if (j < N)
-		for (i64 r = f / 128; r < gridDim.y; r += 2)
-			s += __ldcg(part + r * N + j);   // from L2: other SMs wrote them
-	t[f / 128][f % 128] = s;
-	__syncthreads();
-	if (f < 128 && j < N) {
-		s = t[0][f] + t[1][f];
-		st(out, odt, j, acc ? ld(out, odt, j) + s : s);
-	}
-}
-
 // Column sums out[N] (+)= x[M, N] over a few rows (M <= 64: column_sums' one band, as
 // sum_to's leading copies, a batch of rows over S D columns), a thread a column, the rows in
 // order: no partial sums, no counter, no second pass (k_colsum took 0.23 ms for the 50 MB

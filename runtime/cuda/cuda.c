@@ -150,14 +150,14 @@ static int64_t plan_bytes(const Dev *d, const MglPlan *p, int nmicro, int64_t *s
 		if (st->op == MGL_OP_LAYERNORM_BWD || st->op == MGL_OP_RMSNORM_BWD) {
 			const MglValue *x = &p->values[st->in[1]];
 			int64_t D = x->shape[x->rank - 1], M = mgl_numel(x) / D;
-			int64_t two = 2 * M + 3 * cuda_colsum_bands(M, D, 32) * D,
+			int64_t two = 2 * M + 3 * cuda_colsum_bands(M, D) * D,
 				one = st->op == MGL_OP_LAYERNORM_BWD && cuda_norm_one_pass(D) ? 3 * cuda_norm_bands(M) * D : 0;
 			need = 64 + (two > one ? two : one);   /* ops.c, norm_bwd: the two passes', or the one's */
 			*stripes = *stripes > (D + 31) / 32 ? *stripes : (D + 31) / 32;
 		}
 		if (st->op == MGL_OP_BIAS_GRAD || st->op == MGL_OP_SUM_TO) {
 			int64_t n = mgl_numel(&p->values[st->out[0]]);
-			need = cuda_colsum_bands(mgl_numel(&p->values[st->in[0]]) / n, n, 128) * n + 64;   /* (k_colsum128's, the more) */
+			need = cuda_colsum_bands(mgl_numel(&p->values[st->in[0]]) / n, n) * n + 64;
 			*stripes = *stripes > (n + 31) / 32 ? *stripes : (n + 31) / 32;
 		}
 		*scratch = *scratch > need ? *scratch : need;

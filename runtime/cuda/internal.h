@@ -167,11 +167,11 @@ cudaError_t cuda_malloc(Dev *d, void **p, size_t n);
 /* ops.c: once the kernels are loaded and the memory allocated, what the ops' launches keep:
  * kernel attributes (the flash-attention backward's shared memory), the optimizer's tables */
 int cuda_ops_prepare(RtRank *r);
-/* ops.c: the bands of rows a column sum of x[M, N] is split into, its blocks cols columns
- * (32 or 128) each (scratch: bands * N floats; and a counter a stripe of 32 columns) */
+/* ops.c: the bands of rows a column sum of x[M, N] is split into (scratch: bands * N floats;
+ * and a counter a stripe of 32 columns) */
 bool cuda_norm_one_pass(int64_t D);                 /* whether the layernorm backward takes rows of D in one pass */
 int64_t cuda_norm_bands(int64_t M);                 /* its grid, for M rows */
-int64_t cuda_colsum_bands(int64_t M, int64_t N, int cols);   /* at the rank's close, after its graphs */
+int64_t cuda_colsum_bands(int64_t M, int64_t N);   /* at the rank's close, after its graphs */
 
 /* ops.c: the fixed kernels of kernels/ops.cu it launches, by name (k_NAME), and each op's
  * launch, by op (NULL: the backend has no kernel of its own for it) */

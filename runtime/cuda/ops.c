@@ -18,7 +18,7 @@
 /* The fixed kernels of kernels/ops.cu it launches, each k_NAME: K_NAME numbers them. */
 #define KERNELS(X) X(embedding) X(embedding_bwd) X(positions) X(bias_add) X(layernorm) \
 	X(layernorm_bwd) X(layernorm_bwd_block) X(parts_finish) X(gelu) X(gelu8) X(gelu_bwd) X(tanh) \
-	X(tanh_bwd) X(dropout) X(add) X(colsum) X(colsum128) X(colsum_direct) X(norm_colsum) X(attention) \
+	X(tanh_bwd) X(dropout) X(add) X(colsum) X(colsum_direct) X(norm_colsum) X(attention) \
 	X(attention_bwd) X(convert) X(convert_rows) X(select) X(select_bwd) X(vocab_max) X(vocab_max_stats) X(vocab_stats) \
 	X(vocab_loss) X(count) X(ce_bwd) X(slice) X(unpack) X(pack) X(sumsq) X(adamw) X(rmsnorm) X(rmsnorm_bwd) X(rope) \
 	X(attention_delta) X(flash_fwd_16) X(flash_bwd_16) X(flash_fwd_32) X(flash_bwd_32) X(flash_fwd_64) \
@@ -358,12 +358,11 @@ static int op_bias_add(CudaCtx *c)
 	return launch(c->r, K_bias_add, M * N, 1, ARGS(&a, &ydt, &b, &o, &odt, &M, &N));
 }
 
-/* The bands of rows k_colsum (cols 32) or k_colsum128 (cols 128) sums apart: enough blocks
- * for every SM several times over (about 512 in all), bands of at least 64 rows. Its
- * scratch: R * N floats. */
-int64_t cuda_colsum_bands(int64_t M, int64_t N, int cols)
+/* The bands of rows k_colsum sums apart: enough blocks for every SM several times
+ * over (about 512 in all), bands of at least 64 rows. Its scratch: R * N floats. */
+int64_t cuda_colsum_bands(int64_t M, int64_t N)
 {
-	int64_t stripes = (N + cols - 1) / cols, R = (512 + stripes - 1) / stripes, most = (M + 63) / 64;
+	int64_t cols = (N + 31) / 32, R = (512 + cols - 1) / cols, most = (M + 63) / 64;
 	R = R < most ? R : most;
 	return R < 1 ? 1 : R;
 }
@@ -414,16 +413,13 @@ static int column_sums(RtRank *r, const void *x, int xdt, int64_t M, int64_t N, 
 	if (M <= 64)
 		return launch(r, K_colsum_direct, N, 1, ARGS(&x, &xdt, &out, &odt, &acc, &M, &N));
 	Dev *d = r->mem;
-	bool wide = xdt == MGL_BF16 && N % 8 == 0 && (uintptr_t)x % 16 == 0 && getenv("MGL_COLSUM128");
-	int cols = wide ? 128 : 32;
-	int64_t R = cuda_colsum_bands(M, N, cols);
+	int64_t R = cuda_colsum_bands(M, N);
 	if (need_scratch(r, 64 + R * N) || need_stripes(r, N))
 		return -1;
 	float *part = d->scratch + 64;
-	dim3 grid = {(unsigned)((N + cols - 1) / cols), (unsigned)R, 1}, block = {32, 8, 1};
-	void **args = wide ? ARGS(&x, &part, &d->colsum_count, &out, &odt, &acc, &M, &N)
-			   : ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N);
-	CK(cudaLaunchKernel((const void *)d->kernels[wide ? K_colsum128 : K_colsum], grid, block, args, 0, d->compute));
+	dim3 grid = {(unsigned)((N + 31) / 32), (unsigned)R, 1}, block = {32, 8, 1};
+	CK(cudaLaunchKernel((const void *)d->kernels[K_colsum], grid, block,
+			    ARGS(&x, &xdt, &part, &d->colsum_count, &out, &odt, &acc, &M, &N), 0, d->compute));
 	return 0;
 }
 
@@ -494,7 +490,7 @@ static int norm_bwd(CudaCtx *c, int kernel, bool bias)
 	Dev *d = c->r->mem;
 	RtRank *r = c->r;
 	const MglValue *x = val(r, IN(1));
-	int64_t M = rt_rows(x), D = rt_last(x), R = cuda_colsum_bands(M, D, 32);
+	int64_t M = rt_rows(x), D = rt_last(x), R = cuda_colsum_bands(M, D);
 	float eps = (float)c->s->attr.eps;
 	int gdt = dt(r, IN(0)), xdt = dt(r, IN(1)), dxdt = dt(r, OUT(0)), acc = ACC(1), bacc = bias && ACC(2);
 	/* in a group (plan.h: mgl_norm_add_group_ok): with the accumulate after it, dx is that

@@ -502,8 +502,8 @@ int main(int argc, char **argv)
 		 * twenty-eighth sitting), at heads of 64 and 96 */
 		{"models/bert.mgl", "tiny", "vocab=120,d=256,heads=4,layers=1,seq=512", 2, 512, true, 130},
 		{"models/bert.mgl", "tiny", "vocab=120,d=384,heads=4,layers=1,seq=512", 2, 512, true, 130},
-		/* fc's bias gradient over 800 columns (not a multiple of k_colsum128's 128) and
-		 * 2,000 rows (32 bands of 63, the last 47) */
+		/* fc's bias gradient over 800 columns (25 stripes of 32) and 2,000 rows (21 bands
+		 * of 96, the last 80) */
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=200,heads=4,layers=1,seq=50", 40, 50, false, 0},
 	};
 	/* The mma.sync flash kernels, which compute capability 9.0 takes only when told to
@@ -573,17 +573,14 @@ int main(int argc, char **argv)
 	 *  - MGL_F32_GRADS: the GPU's plan with every gradient in f32, not the linears' weight
 	 *    gradients in bf16 (compiler/adamw.c; the default, which the cases run above, where
 	 *    the cpu's stay f32: its gradients within the tolerance, and the optimizer step on
-	 *    the same, bf16, gradients both sides), at tp 1 and 2;
-	 *  - MGL_COLSUM128: bf16 column sums (fc's bias gradient) 128 columns a block
-	 *    (k_colsum128), not 32: its bands at 128 to 4,096 rows, rows of 256 to 6,144 and
-	 *    of 800 (a stripe in part) */
+	 *    the same, bf16, gradients both sides), at tp 1 and 2 */
 	static const struct {
 		const char *var;
 		int cases[4], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
 	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_NO_QKV_FWD", {0, 4}, 2, 2},
 			{"MGL_NO_FA_BWD_128", {4, 8, 10, 15}, 4, 1}, {"MGL_NO_FA_FWD_PIPE", {4, 8, 10, 18}, 4, 1},
 			{"MGL_NO_GELU_EPILOGUE", {0, 2, 13, 14}, 4, 2}, {"MGL_NO_DGELU_EPILOGUE", {0, 2, 14}, 3, 2},
-			{"MGL_F32_GRADS", {0, 2, 4, 14}, 4, 2}, {"MGL_COLSUM128", {0, 7, 14, 21}, 4, 1}};
+			{"MGL_F32_GRADS", {0, 2, 4, 14}, 4, 2}};
 	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
 		setenv(switched[v].var, "1", 1);
 		printf("with %s=1:\n", switched[v].var);
