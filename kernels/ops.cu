@@ -1253,39 +1253,20 @@ __global__ void k_pack(const void *in, void *chunks, int es, i64 tp, i64 outer, 
 // up to 65,536 elements of one parameter; runtime/cuda/ops.c makes it once (struct MtChunk
 // there). sumsq reads g and n; adamw all of it.
 struct MtChunk {
-	float *w;           // the weight, f32; or NULL, and it is split: w16 and lo
+	float *w;
 	const float *g;     // the gradient, f32; or NULL, and it is g16, bf16 (the plan's dtype)
 	float *m, *v;
-	bf16 *w16;          // the weight's bf16 copy, which GEMMs read
+	bf16 *w16;
 	const bf16 *g16;
-	unsigned short *lo; // a split weight's low 16 bits (split_get)
 	int n, decay;
 };
 
-// A split parameter (runtime/cuda/internal.h, cuda_split): its fp32 master kept as the
-// bf16 copy h that GEMMs read and the f32's low 16 bits l, exactly. With u the f32's upper
-// 16 bits, h = u + (l >= 0x8000): rounding to nearest, ties away from zero (to even only
-// differs at ties, one value in 65,536), and u = h - (l >= 0x8000) gives the f32 back bit for
-// bit (the carry into the exponent too). A NaN's h is u | 0x40, a quiet NaN of its sign
-// (u + 1 could carry a NaN into an infinity or a zero); its decoded f32 is a NaN, not the
-// same one. runtime/io.c's rt_split_encode and rt_split_decode are the host's. AdamW then reads 4 bytes of the
-// weight and writes 4, where it wrote the f32 and the copy, 6 (26 bytes a parameter, not 28).
-__device__ __forceinline__ float split_get(unsigned h, unsigned l)
-{
-	return __uint_as_float((h - (l >> 15)) << 16 | l);   // (bits past 32 drop off)
-}
-__device__ __forceinline__ unsigned split_h(float w)
-{
-	unsigned u = __float_as_uint(w);
-	return (u & 0x7fffffffu) > 0x7f800000u ? u >> 16 | 0x40u : (u >> 16) + (u >> 15 & 1u);
-}
-
-// whether chunk c's arrays take 4 elements a thread (float4; w16, g16 and lo by 8 bytes)
+// whether chunk c's arrays take 4 elements a thread (float4; w16 and g16 by 8 bytes)
 __device__ __forceinline__ bool mt_vec(const MtChunk &c)
 {
 	return c.n % 4 == 0 &&
 	       ((unsigned long long)c.w | (unsigned long long)c.g | (unsigned long long)c.m | (unsigned long long)c.v) % 16 == 0 &&
-	       ((unsigned long long)c.w16 | (unsigned long long)c.g16 | (unsigned long long)c.lo) % 8 == 0;
+	       ((unsigned long long)c.w16 | (unsigned long long)c.g16) % 8 == 0;
 }
 // chunk c's gradient at i, and at i .. i + 3 into g[4] (mt_vec)
 __device__ __forceinline__ float mt_g(const MtChunk &c, int i) { return c.g16 ? bf2f(c.g16[i]) : c.g[i]; }
@@ -1332,8 +1313,7 @@ __device__ __forceinline__ float adamw1(float w, float g, float *m, float *v, fl
 }
 
 // AdamW on every chunk's parameter shard, after clipping to the global norm; writes the
-// bf16 copy GEMMs read (a split weight: its copy and low bits). 4 elements a thread by
-// 16-byte loads where mt_vec allows.
+// bf16 copy GEMMs read. 4 elements a thread by 16-byte loads where mt_vec allows.
 __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *run)
 {
 	MtChunk c = chunks[blockIdx.x];
@@ -1341,46 +1321,29 @@ __global__ void k_adamw(const MtChunk *chunks, const float *norm2, const Run *ru
 	float wd = c.decay ? run->weight_decay : 0.0f;
 	if (mt_vec(c)) {
 		for (int i = threadIdx.x * 4; i < c.n; i += blockDim.x * 4) {
-			float w[4], g[4];
-			if (c.w) {
-				float4 f = *(const float4 *)(c.w + i);
-				w[0] = f.x, w[1] = f.y, w[2] = f.z, w[3] = f.w;
-			} else {
-				uint2 h = *(const uint2 *)(c.w16 + i), l = *(const uint2 *)(c.lo + i);
-				w[0] = split_get(h.x & 0xffffu, l.x & 0xffffu), w[1] = split_get(h.x >> 16, l.x >> 16);
-				w[2] = split_get(h.y & 0xffffu, l.y & 0xffffu), w[3] = split_get(h.y >> 16, l.y >> 16);
-			}
+			float4 w = *(const float4 *)(c.w + i);
+			float g[4];
 			mt_g4(c, i, g);
 			float4 m = *(const float4 *)(c.m + i), v = *(const float4 *)(c.v + i);
-			w[0] = adamw1(w[0], g[0] * scale, &m.x, &v.x, wd, run);
-			w[1] = adamw1(w[1], g[1] * scale, &m.y, &v.y, wd, run);
-			w[2] = adamw1(w[2], g[2] * scale, &m.z, &v.z, wd, run);
-			w[3] = adamw1(w[3], g[3] * scale, &m.w, &v.w, wd, run);
+			w.x = adamw1(w.x, g[0] * scale, &m.x, &v.x, wd, run);
+			w.y = adamw1(w.y, g[1] * scale, &m.y, &v.y, wd, run);
+			w.z = adamw1(w.z, g[2] * scale, &m.z, &v.z, wd, run);
+			w.w = adamw1(w.w, g[3] * scale, &m.w, &v.w, wd, run);
 			*(float4 *)(c.m + i) = m;
 			*(float4 *)(c.v + i) = v;
-			if (c.w) {
-				*(float4 *)(c.w + i) = make_float4(w[0], w[1], w[2], w[3]);
-				*(uint2 *)(c.w16 + i) = make_uint2(bf16x2(w[0], w[1]), bf16x2(w[2], w[3]));
-			} else {
-				unsigned b[4] = {__float_as_uint(w[0]), __float_as_uint(w[1]), __float_as_uint(w[2]), __float_as_uint(w[3])};
-				*(uint2 *)(c.w16 + i) = make_uint2(split_h(w[0]) | split_h(w[1]) << 16, split_h(w[2]) | split_h(w[3]) << 16);
-				*(uint2 *)(c.lo + i) = make_uint2((b[0] & 0xffffu) | b[1] << 16, (b[2] & 0xffffu) | b[3] << 16);
-			}
+			*(float4 *)(c.w + i) = w;
+			if (c.w16)
+				*(uint2 *)(c.w16 + i) = make_uint2(bf16x2(w.x, w.y), bf16x2(w.z, w.w));
 		}
 		return;
 	}
 	for (int i = threadIdx.x; i < c.n; i += blockDim.x) {
-		float m = c.m[i], v = c.v[i], w = c.w ? c.w[i] : split_get(c.w16[i], c.lo[i]);
-		w = adamw1(w, mt_g(c, i) * scale, &m, &v, wd, run);
+		float m = c.m[i], v = c.v[i], w = adamw1(c.w[i], mt_g(c, i) * scale, &m, &v, wd, run);
 		c.m[i] = m;
 		c.v[i] = v;
-		if (c.w) {
-			c.w[i] = w;
+		c.w[i] = w;
+		if (c.w16)
 			c.w16[i] = f2bf(w);
-		} else {
-			c.w16[i] = (bf16)split_h(w);
-			c.lo[i] = (unsigned short)(__float_as_uint(w) & 0xffffu);
-		}
 	}
 }
 

@@ -194,27 +194,6 @@ void rt_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
 	}
 }
 
-void rt_split_encode(uint16_t *h, uint16_t *l, const float *x, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		uint32_t u;
-		memcpy(&u, &x[i], 4);
-		l[i] = (uint16_t)u;
-		if ((u & 0x7fffffffu) > 0x7f800000u)   /* NaN, as rt_f32_to_bf16 */
-			h[i] = (uint16_t)(u >> 16 | 0x40);
-		else                                   /* to nearest, ties away from zero */
-			h[i] = (uint16_t)((u >> 16) + (u >> 15 & 1u));
-	}
-}
-
-void rt_split_decode(float *x, const uint16_t *h, const uint16_t *l, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		uint32_t u = (uint32_t)(h[i] - (l[i] >> 15)) << 16 | l[i];
-		memcpy(&x[i], &u, 4);
-	}
-}
-
 void rt_bf16_to_f32(float *dst, const uint16_t *src, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {

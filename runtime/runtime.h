@@ -9,7 +9,7 @@
  *   hf.c          GPT-2 as Hugging Face keeps it: the name mapping both ways, config.json,
  *                 sharded checkpoints (model.safetensors.index.json)
  *   json.c        the JSON reader (checkpoints' headers, GPT-2's encoder.json, logs) and UTF-8
- *   io.c          messages, files replaced whole or not at all, bf16 conversion and split floats
+ *   io.c          messages, files replaced whole or not at all, bf16 conversion
  *   backend.h     the interface a backend implements (cpu.c; cuda/ later)
  *   exec.c        a job: tp x dp ranks running one plan, one thread per rank (or one
  *                 process per rank, launch.c)
@@ -58,13 +58,6 @@ void rt_atomic_abort(FILE *f, const char *path);
 void rt_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
 /* n bf16 values to floats, exactly. */
 void rt_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
-/* A float kept as two halves, exactly (the cuda backend's split parameters,
- * runtime/cuda/internal.h: cuda_split): h its bf16, rounded to the nearest with ties away
- * from zero (one value in 65,536 differs from rt_f32_to_bf16's; a NaN as there), and l its
- * low 16 bits. u = h - (l >= 0x8000) gives the upper 16 bits back, so decoding returns the
- * same bits (a NaN: a NaN of its sign). n floats x to and from their halves h[n], l[n]. */
-void rt_split_encode(uint16_t *h, uint16_t *l, const float *x, size_t n);
-void rt_split_decode(float *x, const uint16_t *h, const uint16_t *l, size_t n);
 
 /* ---------------------------------------------------------------- JSON (json.c) */
 

@@ -479,41 +479,6 @@ START_TEST(bf16_rounding)
 }
 END_TEST
 
-/* Split floats (rt_split_encode): every upper half with low halves at and around the tie
- * decode to the same bits (a NaN to a NaN of its sign), and h is the nearest bf16, which
- * rt_f32_to_bf16's is too but at ties, where h is the one away from zero. */
-START_TEST(bf16_split)
-{
-	static const uint16_t lows[] = {0, 1, 0x1234, 0x7fff, 0x8000, 0x8001, 0xc000, 0xffff};
-	size_t nl = sizeof lows / sizeof lows[0], n = 65536 * nl;
-	float *x = malloc(n * 4), *y = malloc(n * 4);
-	uint16_t *h = malloc(n * 2), *l = malloc(n * 2), *near = malloc(n * 2);
-	ck_assert(x && y && h && l && near);
-	for (size_t i = 0; i < n; i++) {
-		uint32_t u = (uint32_t)(i / nl) << 16 | lows[i % nl];
-		memcpy(&x[i], &u, 4);
-	}
-	rt_split_encode(h, l, x, n);
-	rt_split_decode(y, h, l, n);
-	rt_f32_to_bf16(near, x, n);
-	for (size_t i = 0; i < n; i++) {
-		uint32_t a, b;
-		memcpy(&a, &x[i], 4);
-		memcpy(&b, &y[i], 4);
-		if (isnan(x[i])) {
-			ck_assert_msg(isnan(y[i]) && (a ^ b) >> 31 == 0, "NaN %08x decoded to %08x", a, b);
-			ck_assert_msg(isnan(bf16_value(h[i])) && h[i] >> 15 == a >> 31, "NaN %08x: its h %04x", a, h[i]);
-			continue;
-		}
-		ck_assert_msg(a == b, "%08x decoded to %08x (h %04x, l %04x)", a, b, h[i], l[i]);
-		bool tie = (a & 0xffffu) == 0x8000u && !(a >> 16 & 1u);   /* where ties to even stay down */
-		ck_assert_msg(h[i] == (tie ? (uint16_t)(near[i] + 1) : near[i]), "%08x: h %04x, the nearest %04x", a, h[i],
-			      near[i]);
-	}
-	free(x), free(y), free(h), free(l), free(near);
-}
-END_TEST
-
 /* ---------------------------------------------------------------- JSON */
 
 /* A reader over a copy of text of exactly its length (so AddressSanitizer sees a read past it). */
@@ -769,7 +734,6 @@ int main(void)
 	tcase_add_test(files, commas);
 	tcase_add_test(bf16, bf16_round_trip);
 	tcase_add_test(bf16, bf16_rounding);
-	tcase_add_test(bf16, bf16_split);
 	tcase_add_test(json, json_strings);
 	tcase_add_test(json, json_numbers);
 	tcase_add_test(json, json_structure);

@@ -2,9 +2,8 @@
  *
  * One GPU per rank (rank r on device r), one host thread per rank (exec.c). Storage:
  * activations as the plan says (bf16, with a few f32 values: losses, log-sum-exps), ids
- * int32, parameters fp32 masters with a bf16 copy for the GEMMs (adamw rewrites both; the
- * linears' weights kept split, the copy and the f32's low 16 bits: internal.h, cuda_split),
- * gradients as the plan says (compiler/adamw.c) and AdamW moments fp32. The steps are launched by ops.c, from kernels that
+ * int32, parameters fp32 masters with a bf16 copy for the GEMMs (adamw rewrites both),
+ * gradients and AdamW moments fp32. The steps are launched by ops.c, from kernels that
  * nvrtc.c compiles and loads; this file owns each rank's memory, the communicators, the
  * runs and the host's copies.
  *
@@ -370,7 +369,6 @@ static void cuda_close(RtRank *r)
 	free(d->mt);
 	free(d->mt_n);
 	free(d->coll_wait);
-	free(d->split);
 	free(d);
 	r->mem = NULL;
 	JobComms *jc = r->job->be_job;
@@ -583,22 +581,13 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 static int64_t value_numel(const RtRank *r, int v) { return mgl_numel(val(r, v)); }
 
 /* Host floats (or int32 ids) to the rank: bf16 values converted, parameters also to their
- * bf16 copy (a split one to its copy and low bits alone). Errors here are reported by the
- * next run. */
+ * bf16 copy. Errors here are reported by the next run. */
 static void cuda_write(RtRank *r, int v, const void *host)
 {
 	Dev *d = r->mem;
 	cudaSetDevice(d->device);
 	int64_t n = value_numel(r, v);
 	int ty = dt(r, v);
-	if (cuda_split(r, v)) {
-		uint16_t *h = mgl_xmalloc((size_t)n * 4, "a parameter's bf16 copy and low bits");
-		rt_split_encode(h, h + n, host, (size_t)n);
-		cudaMemcpy(P16(r, v), h, (size_t)n * 2, cudaMemcpyHostToDevice);
-		cudaMemcpy(P(r, v), h + n, (size_t)n * 2, cudaMemcpyHostToDevice);
-		free(h);
-		return;
-	}
 	if (ty == MGL_BF16) {
 		uint16_t *h = mgl_xmalloc((size_t)n * 2, "a value's bf16 copy");
 		rt_f32_to_bf16(h, host, (size_t)n);
@@ -620,14 +609,6 @@ static void cuda_read(RtRank *r, int v, void *host)
 	Dev *d = r->mem;
 	cudaSetDevice(d->device);
 	int64_t n = value_numel(r, v);
-	if (cuda_split(r, v)) {
-		uint16_t *h = mgl_xmalloc((size_t)n * 4, "a parameter's bf16 copy and low bits");
-		cudaMemcpy(h, P16(r, v), (size_t)n * 2, cudaMemcpyDeviceToHost);
-		cudaMemcpy(h + n, P(r, v), (size_t)n * 2, cudaMemcpyDeviceToHost);
-		rt_split_decode(host, h, h + n, (size_t)n);
-		free(h);
-		return;
-	}
 	if (dt(r, v) == MGL_BF16) {
 		uint16_t *h = mgl_xmalloc((size_t)n * 2, "a value's bf16 copy");
 		cudaMemcpy(h, P(r, v), (size_t)n * 2, cudaMemcpyDeviceToHost);
@@ -658,14 +639,6 @@ static double cuda_peek(RtRank *r, int v, int64_t i)
 {
 	Dev *d = r->mem;
 	cudaSetDevice(d->device);
-	if (cuda_split(r, v)) {
-		uint16_t h = 0, l = 0;
-		float f;
-		cudaMemcpy(&h, (uint16_t *)P16(r, v) + i, 2, cudaMemcpyDeviceToHost);
-		cudaMemcpy(&l, (uint16_t *)P(r, v) + i, 2, cudaMemcpyDeviceToHost);
-		rt_split_decode(&f, &h, &l, 1);
-		return f;
-	}
 	if (dt(r, v) == MGL_BF16) {
 		uint16_t h = 0;
 		float f;

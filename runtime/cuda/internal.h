@@ -59,7 +59,6 @@ typedef struct {
 	size_t ws_size;
 	unsigned char *region[MGL_V_ROLE_COUNT];
 	bf16 *shadow;             /* bf16 copies of the parameters, at half their offsets */
-	bool *split;              /* per value: a parameter kept split (cuda_split) */
 	float *scratch;           /* attention_bwd's dk, dv in fp32; the ce count; the norm */
 	int64_t scratch_n;
 	unsigned *colsum_count;   /* k_colsum's blocks done a stripe of 32 columns (0 between launches) */
@@ -221,12 +220,5 @@ static inline void *P16(const RtRank *r, int v)
 	const Dev *d = r->mem;
 	return (unsigned char *)d->shadow + val(r, v)->offset / 2;
 }
-
-/* Whether parameter v is kept split: its fp32 master as its bf16 copy (P16) and the f32's
- * low 16 bits (uint16 at P, in the first half of its f32's bytes), exactly (kernels/ops.cu,
- * split_get): AdamW writes 4 bytes of it where it wrote 6 (26 bytes a parameter, not 28;
- * ops.c, split_params, says which parameters: those only GEMMs and the optimizer read).
- * cuda.c's read and write decode and encode; MGL_NO_SPLIT_MASTER=1 keeps every f32. */
-static inline bool cuda_split(const RtRank *r, int v) { return ((const Dev *)r->mem)->split[v]; }
 
 #endif

@@ -273,26 +273,6 @@ static const void *operand(const RtRank *r, int v)
 	return val(r, v)->role == MGL_V_PARAM ? P16(r, v) : P(r, v);
 }
 
-/* Which parameters are kept split (internal.h, cuda_split): those that no step reads as
- * f32: only as a GEMM's operand (the bf16 copy, through operand), by AdamW, or by ZeRO's
- * gather (zero_collective), which decode and encode. Embedding tables, biases and norms'
- * weights stay f32 (their kernels read the f32; at 1.2b they are 7% of the parameters). */
-static void split_params(const MglPlan *p, bool *split)
-{
-	for (int i = 0; i < p->nparams; i++)
-		split[p->params[i].value] = true;
-	for (int s = 0; s < p->nsteps; s++) {
-		const MglStep *st = &p->steps[s];
-		for (int k = 0; k < st->nin; k++) {
-			bool copy = (st->op == MGL_OP_MATMUL && k < 2) || (st->op == MGL_OP_MATMUL_DX && k == 1) ||
-				    (st->op == MGL_OP_ADAMW && k == 0) ||
-				    (st->op == MGL_OP_ALL_GATHER && st->attr.group == MGL_GROUP_DP);
-			if (!copy)
-				split[st->in[k]] = false;
-		}
-	}
-}
-
 /* The value an MGL_EPI_ADD epilogue's add (or accumulate) step a adds to the GEMM's result,
  * which is its input `mine` */
 static const void *added(RtRank *r, const MglStep *a, int mine) { return P(r, a->in[0] == mine ? a->in[1] : a->in[0]); }
@@ -1120,12 +1100,9 @@ static int zero_collective(CudaCtx *c)
 		float *x = P(r, IN(k));
 		if (rs) {
 			CKN(ncclReduceScatter(x, x + at, n, ncclFloat32, ncclSum, d->dp, d->comm));
-		} else {   /* (a split parameter's low bits are 2 bytes an element, as its copy) */
-			bf16 *h = P16(r, IN(k)), *lo = P(r, IN(k));
-			if (cuda_split(r, IN(k)))
-				CKN(ncclAllGather(lo + at, lo, n, ncclBfloat16, d->dp, d->comm));
-			else
-				CKN(ncclAllGather(x + at, x, n, ncclFloat32, d->dp, d->comm));
+		} else {
+			bf16 *h = P16(r, IN(k));
+			CKN(ncclAllGather(x + at, x, n, ncclFloat32, d->dp, d->comm));
 			CKN(ncclAllGather(h + at, h, n, ncclBfloat16, d->dp, d->comm));
 		}
 	}
@@ -1234,7 +1211,6 @@ static int op_reduce_scatter(CudaCtx *c)
 #define MT_BLOCK 512     /* threads a block */
 typedef struct {
 	void *w, *g, *m, *v, *w16, *g16;   /* g16: the gradient where it is bf16 (g NULL) */
-	void *lo;                          /* a split weight's low 16 bits (w NULL: cuda_split) */
 	int n, decay;
 } MtChunk;
 
@@ -1273,10 +1249,7 @@ static int mt_table(RtRank *r, int s)
 				else
 					c.g = (float *)P(r, g) + at + o;
 				if (adamw) {
-					if (cuda_split(r, x->in[0]))
-						c.lo = (uint16_t *)P(r, x->in[0]) + at + o;
-					else
-						c.w = (float *)P(r, x->in[0]) + at + o;
+					c.w = (float *)P(r, x->in[0]) + at + o;
 					c.m = (float *)P(r, x->in[2]) + o;
 					c.v = (float *)P(r, x->in[3]) + o;
 					c.w16 = (bf16 *)P16(r, x->in[0]) + at + o;
@@ -1404,11 +1377,8 @@ int cuda_ops_prepare(RtRank *r)
 			d->fa_tma = false;   /* a driver without it: each thread's cp.async, as MGL_NO_FA_TMA */
 	}
 	d->coll_wait = malloc((size_t)p->nsteps * sizeof *d->coll_wait);
-	d->split = calloc((size_t)p->nvalues, sizeof *d->split);
-	if (!d->coll_wait || !d->split)
+	if (!d->coll_wait)
 		return cuda_fail(r, "out of host memory");
-	if (!getenv("MGL_NO_SPLIT_MASTER"))
-		split_params(p, d->split);
 	mgl_collective_waits(p, d->coll_wait);
 	d->qkv_batch = calloc((size_t)p->nsteps, sizeof *d->qkv_batch);
 	if (!d->qkv_batch)

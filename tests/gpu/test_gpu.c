@@ -573,17 +573,14 @@ int main(int argc, char **argv)
 	 *  - MGL_F32_GRADS: the GPU's plan with every gradient in f32, not the linears' weight
 	 *    gradients in bf16 (compiler/adamw.c; the default, which the cases run above, where
 	 *    the cpu's stay f32: its gradients within the tolerance, and the optimizer step on
-	 *    the same, bf16, gradients both sides), at tp 1 and 2;
-	 *  - MGL_NO_SPLIT_MASTER: every parameter's fp32 master kept whole, not the linears'
-	 *    weights as their bf16 copy and low bits (runtime/cuda/internal.h, cuda_split; the
-	 *    default, which the cases run above), at tp 1 and 2 */
+	 *    the same, bf16, gradients both sides), at tp 1 and 2 */
 	static const struct {
 		const char *var;
 		int cases[4], n, tps;   /* small[cases[i]], i < n, each at tp 1 .. tps */
 	} switched[] = {{"MGL_NO_QKV_BIAS_SUMS", {0}, 1, 1}, {"MGL_NO_QKV_FWD", {0, 4}, 2, 2},
 			{"MGL_NO_FA_BWD_128", {4, 8, 10, 15}, 4, 1}, {"MGL_NO_FA_FWD_PIPE", {4, 8, 10, 18}, 4, 1},
 			{"MGL_NO_GELU_EPILOGUE", {0, 2, 13, 14}, 4, 2}, {"MGL_NO_DGELU_EPILOGUE", {0, 2, 14}, 3, 2},
-			{"MGL_F32_GRADS", {0, 2, 4, 14}, 4, 2}, {"MGL_NO_SPLIT_MASTER", {0, 2, 14}, 3, 2}};
+			{"MGL_F32_GRADS", {0, 2, 4, 14}, 4, 2}};
 	for (size_t v = 0; v < sizeof switched / sizeof switched[0] && (!only || !strcmp(only, "tiny")); v++) {
 		setenv(switched[v].var, "1", 1);
 		printf("with %s=1:\n", switched[v].var);
