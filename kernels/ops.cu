@@ -195,17 +195,13 @@ __device__ __forceinline__ void ln8_bwd_add(const float *v, const float *g, cons
 	}
 }
 // dx of 8 columns into o (a: the residual's gradient added, or zeros), and the column sums'
-// terms added into t: of g xhat, of g, of dx (f32, before its rounding). dx = rstd (g w - sg
-// - xhat sgx) + a, taken as g (rstd w) + (xhat (-rstd sgx) + (a - rstd sg)): two FMAs and
-// two operations an element where the bracket took five (the kernel is issue-bound:
-// perf-notes, twenty-first and twenty-ninth sittings)
+// terms added into t: of g xhat, of g, of dx (f32, before its rounding)
 __device__ __forceinline__ void ln8_bwd_dx(const float *v, const float *g, const float *ww, const float *a, float mean,
 					   float rstd, float sg, float sgx, float *o, float (*t)[8])
 {
-	float nm = -mean * rstd, bx = -rstd * sgx, c = -rstd * sg;
 	for (int e = 0; e < 8; e++) {
-		float xh = fmaf(v[e], rstd, nm);
-		o[e] = fmaf(g[e], rstd * ww[e], fmaf(xh, bx, a[e] + c));
+		float xh = (v[e] - mean) * rstd;
+		o[e] = rstd * (g[e] * ww[e] - sg - xh * sgx) + a[e];
 		t[0][e] += g[e] * xh, t[1][e] += g[e], t[2][e] += o[e];
 	}
 }
