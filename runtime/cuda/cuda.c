@@ -566,7 +566,12 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 				return -1;
 			if (e != cudaSuccess)
 				return cuda_fail(r, "capturing the step as a CUDA graph: %s", cudaGetErrorString(e));
-			CK(cudaGraphInstantiate(&g->exec, graph, 0));
+			/* MGL_GRAPH_PRIORITY=1: replays keep each node's stream priority (the
+			 * collectives' above the GEMMs', as in eager runs); by default a graph runs
+			 * at the priority of the stream it is launched into. Opt-in until timed at
+			 * tp 2 (docs/gpu.md) */
+			unsigned long long flags = getenv("MGL_GRAPH_PRIORITY") ? cudaGraphInstantiateFlagUseNodePriority : 0;
+			CK(cudaGraphInstantiate(&g->exec, graph, flags));
 			cudaGraphDestroy(graph);
 			g->made = true;
 		}
