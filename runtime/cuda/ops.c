@@ -779,6 +779,11 @@ static int op_attention(CudaCtx *c)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
+	const char *lz = getenv("MGL_FA_LAZY");   /* (opt-in, docs/gpu.md; checked wherever the forward runs) */
+	char *end = NULL;
+	float lazy = lz ? strtof(lz, &end) : 0;
+	if (lz && (end == lz || *end || !(lazy > 0 && lazy <= 16)))
+		return cuda_fail(c->r, "MGL_FA_LAZY=%s: the attention's rescaling threshold is a number above 0 and at most 16 (base 2; docs/gpu.md)", lz);
 	if (f >= 0 && flash_wg_fwd(c->r->mem, f)) {   /* its parameters, and the TMA maps where the kernel takes them */
 		CUtensorMap tk, tv;   /* (copied at the launch) */
 		void *args[12] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};   /* (and a lazy kernel's threshold) */
@@ -792,13 +797,8 @@ static int op_attention(CudaCtx *c)
 		bool qs = tma && flash[f].fwd_qs;
 		if (qs && dh == 96 && !getenv("MGL_NO_FA_FWD_PIPE"))   /* (kernels/ops.cu, PIPE) */
 			k = K_flash_fwd_sw_tma_qs_pipe_96;
-		/* MGL_FA_LAZY=T (opt-in, T > 0): the running maxima moved only past T (kernels/ops.cu,
-		 * LAZY), in the default kernels at heads of 64 and 96 */
-		const char *lz = getenv("MGL_FA_LAZY");
-		char *end = NULL;
-		float lazy = lz ? strtof(lz, &end) : 0;
-		if (lz && (end == lz || *end || !(lazy > 0 && lazy < 64)))
-			return cuda_fail(c->r, "MGL_FA_LAZY=%s: the attention's rescaling threshold is a number above 0 and below 64 (base 2; docs/gpu.md)", lz);
+		/* MGL_FA_LAZY=T: the running maxima moved only past T (kernels/ops.cu, LAZY), where
+		 * the forward is one of the default kernels at heads of 64 and 96 */
 		int lk = k == K_flash_fwd_sw_tma_64 ? K_flash_fwd_sw_tma_lazy_64
 			 : k == K_flash_fwd_sw_tma_qs_pipe_96 ? K_flash_fwd_sw_tma_qs_pipe_lazy_96 : -1;
 		if (lazy > 0 && lk >= 0) {
