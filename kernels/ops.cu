@@ -1925,15 +1925,9 @@ __device__ __forceinline__ void fa_fwd_s(float *s, const bf16 *Qw, const bf16 *K
 		fa_wgss64<0, 0>(s, fa_desc_sw(Qw + at, 16), fa_desc_sw(K_ + at, 16), kk > 0);
 	}
 }
-// LAZY (the _lazy_ kernels, opt-in: MGL_FA_LAZY): a row's running maximum, and with it the
-// rescaling of its sum and output, moved only when a tile's maximum passes it by more than
-// lazy (base 2: P = 2^(s - max) stays at most 2^lazy, exact in fp32 and bf16's range); the
-// softmax is the same for any maximum taken, and the rescale's DH / 2 multiplications and two
-// exponentials a thread leave most tiles' chain from S to P V (FlashAttention-4's rescaling
-// threshold)
-template <int DH, bool TMA = false, bool QS = false, bool PIPE = false, bool LAZY = false>
+template <int DH, bool TMA = false, bool QS = false, bool PIPE = false>
 __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse,
-			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL, float lazy = 0)
+			     i64 S, i64 H, int causal, const FaTmap *tk = NULL, const FaTmap *tv = NULL)
 {
 	static_assert(!QS || TMA, "Q's tiles are waited for once, beside the K and V copies by TMA");
 	static_assert(!PIPE || QS, "the pipelined loop is the QS kernel's");
@@ -2049,21 +2043,16 @@ __device__ void flash_fwd_sw(const bf16 *q, const bf16 *k, const bf16 *v, const 
 			}
 			mx0 = fmaxf(m0, fa_quad_max(mx0) * scale2);   // -inf stays -inf
 			mx1 = fmaxf(m1, fa_quad_max(mx1) * scale2);
-			// (LAZY: the warp's rows all keep theirs unless one passes by more than lazy;
-			// from -inf, any finite maximum does)
-			if (!LAZY || __any_sync(0xffffffffu, mx0 > m0 + lazy || mx1 > m1 + lazy)) {
-				float n0 = mx0 == -INF ? 0.0f : mx0, n1 = mx1 == -INF ? 0.0f : mx1;
-				float c0 = fa_exp2(m0 - n0), c1 = fa_exp2(m1 - n1);
-				m0 = mx0;
-				m1 = mx1;
-				l0 *= c0;
-				l1 *= c1;
-				for (int d = 0; d < DH / 8; d++) {
-					acc[4 * d] *= c0, acc[4 * d + 1] *= c0;
-					acc[4 * d + 2] *= c1, acc[4 * d + 3] *= c1;
-				}
+			float b0 = mx0 == -INF ? 0.0f : mx0, b1 = mx1 == -INF ? 0.0f : mx1;
+			float c0 = fa_exp2(m0 - b0), c1 = fa_exp2(m1 - b1);
+			m0 = mx0;
+			m1 = mx1;
+			l0 *= c0;
+			l1 *= c1;
+			for (int d = 0; d < DH / 8; d++) {
+				acc[4 * d] *= c0, acc[4 * d + 1] *= c0;
+				acc[4 * d + 2] *= c1, acc[4 * d + 3] *= c1;
 			}
-			float b0 = m0 == -INF ? 0.0f : m0, b1 = m1 == -INF ? 0.0f : m1;   // P's maxima
 			unsigned pf[4][4];
 			for (int n = 0; n < 8; n++) {
 				float p00 = fa_exp2(fmaf(s[4 * n], scale2, -b0)), p01 = fa_exp2(fmaf(s[4 * n + 1], scale2, -b0));
@@ -2848,14 +2837,6 @@ extern "C" {
 	{                                                                                                            \
 		FA_WG_BODY((flash_fwd_sw<DH, true, QS, PIPE>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv));)         \
 	}
-// ... LAZY (flash_fwd_sw's), the threshold its last parameter
-#define FLASH_FWD_SW_LAZY(DH, NAME, QS, PIPE)                                                                        \
-	__global__ void __launch_bounds__(256, FA_SW_BLOCKS(DH)) NAME##DH(                                            \
-	    const bf16 *q, const bf16 *k, const bf16 *v, const int *mask, bf16 *o, float *lse, i64 S, i64 H, int causal, \
-	    const __grid_constant__ FaTmap tk, const __grid_constant__ FaTmap tv, float lazy)                        \
-	{                                                                                                            \
-		FA_WG_BODY((flash_fwd_sw<DH, true, QS, PIPE, true>(q, k, v, mask, o, lse, S, H, causal, &tk, &tv, lazy));) \
-	}
 FLASH_BWD_WG(64)
 FLASH_BWD_WG(96)
 FLASH_BWD_WG(128)
@@ -2881,8 +2862,6 @@ FLASH_FWD_SW_TMA(64, k_flash_fwd_sw_tma_, false, false)
 FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_, true, false)
 FLASH_FWD_SW_TMA(96, k_flash_fwd_sw_tma_qs_pipe_, true, true)
 FLASH_FWD_SW_TMA(128, k_flash_fwd_sw_tma_, false, false)
-FLASH_FWD_SW_LAZY(64, k_flash_fwd_sw_tma_lazy_, false, false)
-FLASH_FWD_SW_LAZY(96, k_flash_fwd_sw_tma_qs_pipe_lazy_, true, true)
 FLASH(16)
 FLASH(32)
 FLASH(64)

@@ -239,10 +239,6 @@ PY
 	st=$?
 	ok "$([ $st != 0 ] && grep -q 'MGL_NORM_BWD_ABL=3 names none of the layer norm backward' "$out/abl3.txt" && echo 1)" \
 		"MGL_NORM_BWD_ABL=3 is an error (exit $st)"
-	MGL_FA_LAZY=8x "$mgl" bench $small >"$out/lazy.txt" 2>&1
-	st=$?
-	ok "$([ $st != 0 ] && grep -q 'MGL_FA_LAZY=8x: the attention.s rescaling threshold is a number above 0 and at most 16' "$out/lazy.txt" && echo 1)" \
-		"MGL_FA_LAZY=8x is an error (exit $st)"
 fi
 # 7. --tensorboard (docs/train.md): a run on the GPU and its resume, both with --log, read
 # back by TensorBoard's own reader against the log (tests/gpu/tensorboard_read.py)

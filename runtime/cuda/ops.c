@@ -30,7 +30,7 @@
 	X(layernorm_bwd_pf) X(flash_bwd_wg_abl_1_96) X(flash_bwd_wg_abl_2_96) X(flash_bwd_wg_abl_4_96)               \
 	X(flash_bwd_wg_abl_8_96) X(layernorm_bwd_abl_1) X(layernorm_bwd_abl_2) X(layernorm_bwd_abl_4)                \
 	X(flash_bwd_wg_abl_16_96) X(flash_bwd_wg_abl_32_96) X(flash_bwd_wg2_tma_96) X(flash_bwd_wg2_sums_tma_96)  \
-	X(flash_fwd_sw_tma_qs_pipe_96) X(flash_fwd_sw_tma_lazy_64) X(flash_fwd_sw_tma_qs_pipe_lazy_96)
+	X(flash_fwd_sw_tma_qs_pipe_96)
 
 enum {
 #define X(k) K_##k,
@@ -779,14 +779,9 @@ static int op_attention(CudaCtx *c)
 		return cuda_fail(c->r, "attention heads of %lld features: the cuda kernel takes up to 256", (long long)dh);
 	void *Q = P(c->r, IN(0)), *K = P(c->r, IN(1)), *V = P(c->r, IN(2)), *M = c->s->nin > 3 ? P(c->r, IN(3)) : NULL;
 	void *O = P(c->r, OUT(0)), *L = P(c->r, OUT(1));
-	const char *lz = getenv("MGL_FA_LAZY");   /* (opt-in, docs/gpu.md; checked wherever the forward runs) */
-	char *end = NULL;
-	float lazy = lz ? strtof(lz, &end) : 0;
-	if (lz && (end == lz || *end || !(lazy > 0 && lazy <= 16)))
-		return cuda_fail(c->r, "MGL_FA_LAZY=%s: the attention's rescaling threshold is a number above 0 and at most 16 (base 2; docs/gpu.md)", lz);
 	if (f >= 0 && flash_wg_fwd(c->r->mem, f)) {   /* its parameters, and the TMA maps where the kernel takes them */
 		CUtensorMap tk, tv;   /* (copied at the launch) */
-		void *args[12] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};   /* (and a lazy kernel's threshold) */
+		void *args[11] = {&Q, &K, &V, &M, &O, &L, &S, &H, &causal, &tk, &tv};
 		int k = flash[f].fwd_wg;
 		bool tma = ((Dev *)c->r->mem)->fa_tma && flash[f].fwd_wg_tma >= 0;
 		if (tma) {
@@ -797,14 +792,6 @@ static int op_attention(CudaCtx *c)
 		bool qs = tma && flash[f].fwd_qs;
 		if (qs && dh == 96 && !getenv("MGL_NO_FA_FWD_PIPE"))   /* (kernels/ops.cu, PIPE) */
 			k = K_flash_fwd_sw_tma_qs_pipe_96;
-		/* MGL_FA_LAZY=T: the running maxima moved only past T (kernels/ops.cu, LAZY), where
-		 * the forward is one of the default kernels at heads of 64 and 96 */
-		int lk = k == K_flash_fwd_sw_tma_64 ? K_flash_fwd_sw_tma_lazy_64
-			 : k == K_flash_fwd_sw_tma_qs_pipe_96 ? K_flash_fwd_sw_tma_qs_pipe_lazy_96 : -1;
-		if (lazy > 0 && lk >= 0) {
-			args[11] = &lazy;
-			k = lk;
-		}
 		return launch_blocks(c->r, k, B * H, (S + FLASH_SW_Q - 1) / FLASH_SW_Q, 256, flash_fwd_sw_smem((int)dh, qs, tma),
 				     args);
 	}
@@ -1372,15 +1359,10 @@ int cuda_ops_prepare(RtRank *r)
 		for (int j = 0; h && dh == 96 && j < 2; j++)
 			CK(cudaKernelSetAttributeForDevice(d->kernels[wg2[j]], cudaFuncAttributeMaxDynamicSharedMemorySize,
 							   flash_bwd_wg2_smem(dh), d->device));
-		if (h && dh == 96)   /* (the pipelined forward, and its lazy one) */
-			for (int j = 0; j < 2; j++)
-				CK(cudaKernelSetAttributeForDevice(
-				    d->kernels[j ? K_flash_fwd_sw_tma_qs_pipe_lazy_96 : K_flash_fwd_sw_tma_qs_pipe_96],
-				    cudaFuncAttributeMaxDynamicSharedMemorySize, flash_fwd_sw_smem(dh, true, true), d->device));
-		if (h && dh == 64)   /* (the lazy forward) */
-			CK(cudaKernelSetAttributeForDevice(d->kernels[K_flash_fwd_sw_tma_lazy_64],
+		if (h && dh == 96)   /* (the pipelined forward) */
+			CK(cudaKernelSetAttributeForDevice(d->kernels[K_flash_fwd_sw_tma_qs_pipe_96],
 							   cudaFuncAttributeMaxDynamicSharedMemorySize,
-							   flash_fwd_sw_smem(dh, false, true), d->device));
+							   flash_fwd_sw_smem(dh, true, true), d->device));
 		for (int n = 1; h && dh == 96 && n < ABLATIONS; n++) {   /* its ablations (MGL_FA_BWD_ABL) */
 			int k = fa_bwd_ablation.kernel[n];
 			if (k)
