@@ -46,7 +46,7 @@ CUDA_HOME ?= /usr/local/cuda
 CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime_api.h),1,0)
 ifeq ($(CUDA),1)
 RUNTIME_OBJ  += $(BUILD)/runtime/cuda/cuda.o $(BUILD)/runtime/cuda/nvrtc.o $(BUILD)/runtime/cuda/ops.o \
-                $(BUILD)/runtime/cuda/chains.o $(BUILD)/kernels_src.o
+                $(BUILD)/runtime/cuda/chains.o $(BUILD)/runtime/cuda/host_comm.o $(BUILD)/kernels_src.o
 CUDA_CFLAGS  := -DMGL_CUDA=1 -isystem $(CUDA_HOME)/include
 CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lnccl -lnvrtc
 endif

@@ -11,6 +11,8 @@
  * with ncclCommInitAll from the job's first rank; launched as processes (a rank each, on
  * its node's GPU local_rank), with ncclCommInitRank from unique ids that each group's
  * first rank makes and the processes' channel (MPI or the TCP rendezvous) hands round.
+ * For tests on fewer GPUs than ranks, MGL_SHARE_GPU puts ranks on one GPU and their
+ * collectives through the host (host_comm.c).
  *
  * Each kind of run (the phases asked, and whether gradients are reduced) runs once as it
  * is, is captured as a CUDA graph the second time, and replayed from then on; what
@@ -30,7 +32,12 @@
 
 typedef struct {
 	ncclComm_t *tp, *dp;      /* per rank */
+	CudaHostGroup *host;      /* MGL_SHARE_GPU: the groups through the host instead */
 } JobComms;
+
+/* MGL_SHARE_GPU=1: the ranks (threads of this process) share the GPUs, rank r on GPU r mod
+ * their count, and collectives go through the host (host_comm.c says why) */
+static bool share_gpu(const RtJob *j) { return !j->net && getenv("MGL_SHARE_GPU"); }
 
 /* ---------------------------------------------------------------- errors */
 
@@ -99,10 +106,12 @@ static int make_comms(RtRank *r)
 		ncclComm_t *comms = calloc(n, sizeof *comms);
 		if (jc)
 			jc->tp = calloc(n, sizeof *jc->tp), jc->dp = calloc(n, sizeof *jc->dp);
-		if (!jc || !jc->tp || !jc->dp || !devs || !comms)
+		if (jc && share_gpu(j))
+			jc->host = cuda_host_groups(j);
+		if (!jc || !jc->tp || !jc->dp || !devs || !comms || (share_gpu(j) && !jc->host))
 			rc = cuda_fail(r, "out of host memory: the communicators of %d ranks (%s bytes)", j->nranks,
 				       mgl_commas((int64_t)(sizeof *jc + n * (3 * sizeof *comms + sizeof *devs)), (char[32]){0}));
-		for (int g = 0; g < j->dp && !rc && j->tp > 1; g++) {
+		for (int g = 0; g < j->dp && !rc && j->tp > 1 && !jc->host; g++) {
 			for (int t = 0; t < j->tp; t++)
 				devs[t] = g * j->tp + t;
 			ncclResult_t e = ncclCommInitAll(comms, j->tp, devs);
@@ -111,7 +120,7 @@ static int make_comms(RtRank *r)
 			for (int t = 0; t < j->tp && !rc; t++)
 				jc->tp[g * j->tp + t] = comms[t];
 		}
-		for (int g = 0; g < j->tp && !rc && j->dp > 1; g++) {
+		for (int g = 0; g < j->tp && !rc && j->dp > 1 && !jc->host; g++) {
 			for (int k = 0; k < j->dp; k++)
 				devs[k] = k * j->tp + g;
 			ncclResult_t e = ncclCommInitAll(comms, j->dp, devs);
@@ -123,6 +132,7 @@ static int make_comms(RtRank *r)
 		free(devs);
 		free(comms);
 		if (rc && jc) {   /* this rank's open fails, and the job with it */
+			cuda_host_groups_free(jc->host, j);
 			free(jc->tp);
 			free(jc->dp);
 			free(jc);
@@ -195,11 +205,11 @@ static int cuda_open(RtRank *r)
 	CK(cudaGetDeviceCount(&count));
 	/* a process a rank: its node's GPU local_rank, or the one it sees (Slurm's
 	 * --gpus-per-task gives each its own) */
-	d->device = !r->job->net ? r->rank : count == 1 ? 0 : rt_procs()->local_rank;
+	d->device = share_gpu(r->job) && count > 0 ? r->rank % count : !r->job->net ? r->rank : count == 1 ? 0 : rt_procs()->local_rank;
 	if (r->job->net && d->device >= count)
 		return cuda_fail(r, "local rank %d of its node, and %d GPU%s visible", d->device, count,
 				 count == 1 ? " is" : "s are");
-	if (!r->job->net && r->job->nranks > count)
+	if (!r->job->net && r->job->nranks > count && !(share_gpu(r->job) && count > 0))
 		return cuda_fail(r, "this job has %d rank%s, one GPU each, but %d GPU%s visible", r->job->nranks,
 			     r->job->nranks == 1 ? "" : "s", count,
 			     count == 1 ? " is" : "s are");
@@ -295,6 +305,7 @@ static int cuda_open(RtRank *r)
 		JobComms *jc = r->job->be_job;
 		d->tp = jc->tp[r->rank];
 		d->dp = jc->dp[r->rank];
+		cuda_host_join(r, jc->host);
 	}
 	for (int s = 0; s < p->nsteps; s++)
 		if (!cuda_runs(p->steps[s].op))
@@ -369,10 +380,12 @@ static void cuda_close(RtRank *r)
 	free(d->mt);
 	free(d->mt_n);
 	free(d->coll_wait);
+	free(d->host_buf);
 	free(d);
 	r->mem = NULL;
 	JobComms *jc = r->job->be_job;
 	if (jc && r->rank == r->job->nranks - 1) {   /* the last rank to close frees the job's part */
+		cuda_host_groups_free(jc->host, r->job);
 		free(jc->tp);
 		free(jc->dp);
 		free(jc);
@@ -534,14 +547,15 @@ static int write_run(RtRank *r, DevRun *dr, const RtRun *run)
 	return 0;
 }
 
-static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *run, int n)
+static int run_steps(RtRank *r, int from, int to, unsigned phases, const RtRun *run, int n)
 {
 	Dev *d = r->mem;
 	CK(cudaSetDevice(d->device));
 	for (int k = 0; k < n; k++)
 		if (write_run(r, n == 1 ? d->run : d->micro[k].run, &run[k]))
 			return -1;
-	bool graphs = !getenv("MGL_NO_GRAPHS") && !r->step_seconds && from == 0 && to == r->job->plan->nsteps;
+	bool graphs = !getenv("MGL_NO_GRAPHS") && !r->step_seconds && from == 0 && to == r->job->plan->nsteps &&
+		      !d->host_tp && !d->host_dp;   /* collectives through the host are not captured */
 	if (r->step_seconds && make_marks(r))
 		return -1;
 	if (!graphs) {
@@ -581,6 +595,15 @@ static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *r
 	CK(cudaStreamSynchronize(d->compute));
 	CK(cudaGetLastError());
 	return r->step_seconds ? read_marks(r) : 0;
+}
+
+static int cuda_run(RtRank *r, int from, int to, unsigned phases, const RtRun *run, int n)
+{
+	int rc = run_steps(r, from, to, phases, run, n);
+	JobComms *jc = r->job->be_job;
+	if (rc && jc)
+		cuda_host_break(jc->host, r->job);   /* the ranks waiting for this one's collectives fail too */
+	return rc;
 }
 
 static int64_t value_numel(const RtRank *r, int v) { return mgl_numel(val(r, v)); }

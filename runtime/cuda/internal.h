@@ -4,6 +4,7 @@
  *   nvrtc.c   the kernels: NVRTC, the on-disk cache, loading
  *   ops.c     the ops: a launch (or a cuBLASLt GEMM, or an NCCL call) for each op of a plan
  *   chains.c  the generated kernels of the plan's fused elementwise chains
+ *   host_comm.c  the collectives through the host, where ranks share a GPU (MGL_SHARE_GPU)
  */
 #ifndef MGL_CUDA_INTERNAL_H
 #define MGL_CUDA_INTERNAL_H
@@ -41,6 +42,9 @@ typedef struct {
 int cuda_chains(const MglPlan *p, CudaChain **chains);
 char *cuda_chain_source(const MglPlan *p, const CudaChain *c, int tp);   /* malloc'd */
 
+typedef struct CudaHostGroup CudaHostGroup;
+typedef enum { CUDA_ALL_REDUCE, CUDA_REDUCE_SCATTER, CUDA_ALL_GATHER } CudaColl;
+
 typedef struct {
 	cudaGraphExec_t exec;
 	bool eager, made;
@@ -67,6 +71,9 @@ typedef struct {
 	int64_t pack_n;
 	DevRun *run;
 	ncclComm_t tp, dp;
+	CudaHostGroup *host_tp, *host_dp;   /* MGL_SHARE_GPU: the groups instead (host_comm.c), else NULL */
+	void *host_buf;           /* ... and the copies through the host */
+	size_t host_cap;          /* bytes */
 	Graph graphs[128];        /* by phases, first and last micro-batch, interleaved or not, and the micro-batch selected (cuda_run) */
 	uint64_t module[2];       /* the keys of the loaded modules the kernels below are in: */
 	int nmodules;             /* the fixed kernels' (ops.cu), then the chains' (if any) */
@@ -105,6 +112,21 @@ typedef struct {
 	int *mark_step;           /* the step each mark starts; nmarks recorded in this run */
 	int nmarks;
 } Dev;
+
+/* host_comm.c: where the ranks share a GPU, a collective of the group NCCL's call would
+ * name (tp or dp), on device buffers: count as NCCL's (all-reduce: elements in and out;
+ * reduce-scatter: out, and in is the group's size times that; all-gather: in, out the
+ * size times it), dtype f32, bf16 or i32, a sum unless max (all-reduce only); in and out
+ * may be the same buffer, or overlap as NCCL's in-place forms do. After the comm stream's
+ * work so far; returns when the result is in place, 0 or -1 with the error in r->err. */
+int cuda_host_collective(RtRank *r, bool dp, CudaColl kind, const void *in, void *out, size_t count, int dtype, bool max);
+/* the job's groups (its dp tp-groups, then its tp dp-groups), or NULL out of memory */
+CudaHostGroup *cuda_host_groups(const RtJob *j);
+void cuda_host_groups_free(CudaHostGroup *g, const RtJob *j);
+/* rank r's groups of the job's g (Dev.host_tp, host_dp: those of more than one rank); none if g is NULL */
+void cuda_host_join(RtRank *r, CudaHostGroup *g);
+/* a rank failed: every collective waiting or to come fails instead of waiting for it */
+void cuda_host_break(CudaHostGroup *g, const RtJob *j);
 
 /* cuda.c: an error of rank r (naming the step running, if any) into r->err; returns -1 */
 int cuda_fail(RtRank *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1062,23 +1062,55 @@ int cuda_comm_wait(RtRank *r, int step)
 	return 0;
 }
 
+/* One of NCCL's collectives on the comm stream, of the rank's tp or dp group (count and
+ * the rest as cuda_host_collective has them), or the same through the host where the ranks
+ * share a GPU. Inside a group (group_begin, group_end): NCCL runs its calls as one
+ * operation at group_end; through the host each runs here, one after another. */
+static int collective(RtRank *r, bool dp, CudaColl kind, const void *in, void *out, size_t count, int dtype, bool max)
+{
+	Dev *d = r->mem;
+	if (dp ? d->host_dp : d->host_tp)
+		return cuda_host_collective(r, dp, kind, in, out, count, dtype, max);
+	ncclComm_t comm = dp ? d->dp : d->tp;
+	ncclDataType_t ty = nccl_type(dtype);
+	if (kind == CUDA_ALL_REDUCE)
+		CKN(ncclAllReduce(in, out, count, ty, max ? ncclMax : ncclSum, comm, d->comm));
+	else if (kind == CUDA_REDUCE_SCATTER)
+		CKN(ncclReduceScatter(in, out, count, ty, ncclSum, comm, d->comm));
+	else
+		CKN(ncclAllGather(in, out, count, ty, comm, d->comm));
+	return 0;
+}
+
+static int group_begin(RtRank *r)
+{
+	CKN(ncclGroupStart());
+	return 0;
+}
+
+/* ... and its end, which a failed call (rc) still reaches before its error is reported */
+static int group_end(RtRank *r, int rc)
+{
+	ncclResult_t e = ncclGroupEnd();
+	if (rc)
+		return -1;
+	if (e != ncclSuccess)
+		return cuda_fail(r, "ncclGroupEnd: %s", ncclGetErrorString(e));
+	return 0;
+}
+
 static int op_all_reduce(CudaCtx *c)
 {
 	RtRank *r = c->r;
-	Dev *d = r->mem;
 	if (ACC(0) && !c->last_micro)
 		return 0;   /* gradient buffers are reduced once, after the last micro-batch */
-	ncclComm_t comm = c->s->attr.group == MGL_GROUP_DP ? d->dp : d->tp;
-	if (comm_begin(r))
+	if (comm_begin(r) || group_begin(r))
 		return -1;
-	CKN(ncclGroupStart());
-	for (int k = 0; k < c->s->nin; k++) {
-		int ty = dt(r, IN(k));
-		CKN(ncclAllReduce(P(r, IN(k)), P(r, OUT(k)), (size_t)mgl_numel(val(r, IN(k))), nccl_type(ty),
-				  c->s->attr.max ? ncclMax : ncclSum, comm, d->comm));
-	}
-	CKN(ncclGroupEnd());
-	return comm_end(c, false);
+	int rc = 0;
+	for (int k = 0; k < c->s->nin && !rc; k++)
+		rc = collective(r, c->s->attr.group == MGL_GROUP_DP, CUDA_ALL_REDUCE, P(r, IN(k)), P(r, OUT(k)),
+				(size_t)mgl_numel(val(r, IN(k))), dt(r, IN(k)), c->s->attr.max);
+	return group_end(r, rc) || comm_end(c, false) ? -1 : 0;
 }
 
 /* ZeRO-1 over dp (plan.h: mgl_zero_piece), in place on each buffer, whose bytes hold dp
@@ -1088,26 +1120,21 @@ static int op_all_reduce(CudaCtx *c)
 static int zero_collective(CudaCtx *c)
 {
 	RtRank *r = c->r;
-	Dev *d = r->mem;
 	bool rs = c->s->op == MGL_OP_REDUCE_SCATTER;
 	if (rs && !c->last_micro)
 		return 0;
-	if (comm_begin(r))
+	if (comm_begin(r) || group_begin(r))
 		return -1;
-	CKN(ncclGroupStart());
-	for (int k = 0; k < c->s->nin; k++) {
+	int rc = 0;
+	for (int k = 0; k < c->s->nin && !rc; k++) {
 		size_t n = (size_t)mgl_zero_chunk(mgl_numel(val(r, IN(k))), r->job->dp), at = n * (size_t)r->dp_rank;
 		float *x = P(r, IN(k));
-		if (rs) {
-			CKN(ncclReduceScatter(x, x + at, n, ncclFloat32, ncclSum, d->dp, d->comm));
-		} else {
-			bf16 *h = P16(r, IN(k));
-			CKN(ncclAllGather(x + at, x, n, ncclFloat32, d->dp, d->comm));
-			CKN(ncclAllGather(h + at, h, n, ncclBfloat16, d->dp, d->comm));
-		}
+		bf16 *h = P16(r, IN(k));
+		rc = rs ? collective(r, true, CUDA_REDUCE_SCATTER, x, x + at, n, MGL_F32, false)
+			: collective(r, true, CUDA_ALL_GATHER, x + at, x, n, MGL_F32, false) ||
+				  collective(r, true, CUDA_ALL_GATHER, h + at, h, n, MGL_BF16, false);
 	}
-	CKN(ncclGroupEnd());
-	return comm_end(c, true);   /* it writes the bf16 copies too, which the plan's waits do not see */
+	return group_end(r, rc) || comm_end(c, true) ? -1 : 0;   /* it writes the bf16 copies too, which the plan's waits do not see */
 }
 
 /* A tp all_gather (gather) or reduce_scatter of part[outer, n, inner] and whole[outer, tp *
@@ -1121,29 +1148,16 @@ static int zero_collective(CudaCtx *c)
 static int tp_rows(CudaCtx *c, bool gather, int64_t outer, int64_t n, int64_t inner, int dtype)
 {
 	RtRank *r = c->r;
-	Dev *d = r->mem;
 	size_t es = (size_t)mgl_dtype_size[dtype], count = (size_t)(n * inner), row = count * es;
 	size_t whole = row * (size_t)r->job->tp;
 	char *part = P(r, gather ? IN(0) : OUT(0)), *all = P(r, gather ? OUT(0) : IN(0));
-	if (comm_begin(r))
+	if (comm_begin(r) || group_begin(r))
 		return -1;
-	CKN(ncclGroupStart());
-	ncclResult_t e = ncclSuccess;
-	int64_t o = 0;
-	for (; o < outer; o++) {
-		e = gather ? ncclAllGather(part + o * row, all + o * whole, count, nccl_type(dtype), d->tp, d->comm)
-			   : ncclReduceScatter(all + o * whole, part + o * row, count, nccl_type(dtype), ncclSum, d->tp, d->comm);
-		if (e != ncclSuccess)
-			break;
-	}
-	ncclResult_t end = ncclGroupEnd();
-	if (e != ncclSuccess)
-		return cuda_fail(r, "%s (row %lld of %lld, %zu elements): %s", gather ? "ncclAllGather" : "ncclReduceScatter",
-				 (long long)o, (long long)outer, count, ncclGetErrorString(e));
-	if (end != ncclSuccess)
-		return cuda_fail(r, "ncclGroupEnd (%lld rows of %s): %s", (long long)outer, gather ? "ncclAllGather" : "ncclReduceScatter",
-				 ncclGetErrorString(end));
-	return comm_end(c, false);
+	int rc = 0;
+	for (int64_t o = 0; o < outer && !rc; o++)
+		rc = gather ? collective(r, false, CUDA_ALL_GATHER, part + o * row, all + o * whole, count, dtype, false)
+			    : collective(r, false, CUDA_REDUCE_SCATTER, all + o * whole, part + o * row, count, dtype, false);
+	return group_end(r, rc) || comm_end(c, false) ? -1 : 0;
 }
 
 /* tp: a row at a time (tp_rows), or past CUDA_GROUPED_MAX rows one NCCL call into the
@@ -1167,8 +1181,7 @@ static int op_all_gather(CudaCtx *c)
 		return cuda_fail(r, "internal error: the collective staging buffer is too small");
 	if (comm_begin(r))
 		return -1;
-	CKN(ncclAllGather(P(r, IN(0)), dst, count, nccl_type(x->dtype), d->tp, d->comm));
-	if (comm_end(c, true))
+	if (collective(r, false, CUDA_ALL_GATHER, P(r, IN(0)), dst, count, x->dtype, false) || comm_end(c, true))
 		return -1;
 	void *o = P(r, OUT(0));
 	return launch(r, K_unpack, tp * (int64_t)count, 1, ARGS(&dst, &o, &es, &tp, &outer, &n, &inner));
@@ -1196,7 +1209,8 @@ static int op_reduce_scatter(CudaCtx *c)
 		return -1;
 	if (comm_begin(r))
 		return -1;
-	CKN(ncclReduceScatter(d->pack, P(r, OUT(0)), count, nccl_type(o->dtype), ncclSum, d->tp, d->comm));
+	if (collective(r, false, CUDA_REDUCE_SCATTER, d->pack, P(r, OUT(0)), count, o->dtype, false))
+		return -1;
 	return comm_end(c, true);
 }
 

@@ -29,7 +29,11 @@
  *    fits in a few thread blocks, where such races rarely show.
  * Plain C (no Check: the GPU machine does not have it); exits non-zero on a failure.
  *
- * usage: test_gpu [MAX_GPUS [PRESET]]
+ * The tp jobs need a GPU a rank, or MGL_SHARE_GPU=1 (docs/gpu.md): then MAX_GPUS is the
+ * most ranks a job gets, sharing the GPUs there are, with collectives through the host
+ * instead of NCCL (runtime/cuda/host_comm.c): every kernel of tp 2 and 4 on one GPU.
+ *
+ * usage: [MGL_SHARE_GPU=1] test_gpu [MAX_GPUS [PRESET]]
  */
 #include "mgl.h"
 #include "backend.h"
@@ -457,8 +461,13 @@ int main(int argc, char **argv)
 		printf("test_gpu: no GPU\n");
 		return 1;
 	}
-	if (limit < gpus)
+	if (getenv("MGL_SHARE_GPU")) {   /* jobs of up to MAX_GPUS ranks on the GPUs there are */
+		printf("test_gpu: MGL_SHARE_GPU: jobs of up to %d ranks on %d GPU%s, collectives through the host\n", limit, gpus,
+		       gpus == 1 ? "" : "s");
 		gpus = limit;
+	} else if (limit < gpus) {
+		gpus = limit;
+	}
 	static const Case small[] = {
 		{"models/gpt2.mgl", "tiny", "vocab=200,d=64,heads=4,layers=2", 4, 32, false, 0},
 		{"models/gpt2.mgl", "tiny", "vocab=96,d=256,heads=4,layers=1", 4, 32, false, 0},   /* heads of 64 */
@@ -532,7 +541,7 @@ int main(int argc, char **argv)
 	int fails = 0, runs = 0;
 	for (size_t m = 0; m < sizeof small / sizeof small[0]; m++)
 		for (int tp = 1; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2)
-			for (int sp = 0; sp < (tp > 1 ? 2 : 1); sp++)
+			for (int sp = 0; sp < (tp > 1 && small[m].seq % tp == 0 ? 2 : 1); sp++)   /* sp splits the sequence */
 				for (int reuse = 0; reuse < 2; reuse++) {
 					fails += check(&small[m], tp, sp, reuse) != 0;
 					runs++;
@@ -610,6 +619,8 @@ int main(int argc, char **argv)
 	setenv("MGL_SP_GROUPED", "1", 1);   /* the small cases under sp again, a row at a time */
 	for (size_t m = 0; m < sizeof small / sizeof small[0] && gpus > 1; m++)
 		for (int tp = 2; tp <= 4 && tp <= gpus && (!only || !strcmp(only, small[m].preset)); tp *= 2) {
+			if (small[m].seq % tp)
+				continue;
 			if (m == 0 && tp == 2)
 				printf("with MGL_SP_GROUPED=1:\n");
 			for (int reuse = 0; reuse < 2; reuse++) {
