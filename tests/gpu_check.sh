@@ -4,7 +4,8 @@
 # the processes of section 12, 4 for every one); python3 with numpy for the real-width
 # comparisons, PyTorch for the comparisons with a PyTorch GPT-2 and BERT (and its torchrun
 # for section 12's launch through it).
-# usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those)
+# usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]   (SECTIONS, or $GPU_SECTIONS: "0 1" runs only those;
+#        $GPU_RW_MODELS: section 1's presets, "124m 355m 4.2b 8.3b" unless given)
 mgl=${1:?usage: tests/gpu_check.sh MGL [OUTDIR [SECTIONS]]}
 out=${2:-$(mktemp -d)}
 sections=${3:-${GPU_SECTIONS:-0 1 2 3 4 5 6 7 8 9 10 11 12}}
@@ -74,7 +75,7 @@ compare() {   # name a b [options]
 if ! want 1; then
 	:
 elif python3 -c "import numpy" 2>/dev/null; then
-	for m in 124m 355m 4.2b 8.3b; do
+	for m in ${GPU_RW_MODELS:-124m 355m 4.2b 8.3b}; do
 		short="--preset $m --set p_drop=0,layers=2 --seq 1024 --batch 1"
 		whole='' split=2 failed=$fail
 		case $m in 124m | 355m) whole=1 ;; 4.2b) split=4 ;; 8.3b) split=8 ;; esac

@@ -8,7 +8,9 @@
  *    norm and AdamW included: the moments, and the update each parameter got). bf16
  *    storage rounds at 2^-8 relative, and errors grow along a two-layer model, most where
  *    a short sum cancels (BERT's two-way head): the tolerance is 5e-2 for activations and
- *    8e-2 for what the backward and optimizer steps make. Under sp the collectives along
+ *    8e-2 for what the backward and optimizer steps make; a bias's gradient is relative to
+ *    the larger of its norm and its terms' (terms_norm below: the two-way head's bias
+ *    gradient over a batch of 2 is a difference of near-equal probabilities). Under sp the collectives along
  *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
  *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
  *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
@@ -19,7 +21,8 @@
  *    (MGL_NO_WGMMA), and with the attention's tiles copied and dQ added by each thread
  *    (cp.async, red.global) instead of TMA (MGL_NO_FA_TMA).
  * 2. The real memory plan. The same jobs again with the memory plan training uses (values
- *    share bytes once dead): the loss, the gradients, the moments and the updates. Every
+ *    share bytes once dead) on the GPU: the loss, the gradients, the moments and the
+ *    updates. (The cpu's job keeps every value its own bytes, for terms_norm.) Every
  *    value its own bytes hides a kernel that overwrites its own inputs: that is how the
  *    generated chains raced on the GPU with this test passing (issue 8).
  * 3. Real widths. GPT-2 124M and BERT 336M (two layers each, sequences of 1024 and 512)
@@ -167,8 +170,10 @@ static void give(RtJob *j, const Given *g)
 /* The relative L2 error of b against a, with a floor of 1e-4 an element for values that
  * are zero in exact arithmetic and so only rounding either side; equal infinities (the max
  * over a rank holding only padding) agree. A value zero in exact arithmetic (a key bias's
- * gradient: softmax ignores a shift of every score) must stay small, not agree. */
-static double error_of(const float *a, const float *b, int64_t n)
+ * gradient: softmax ignores a shift of every score) must stay small, not agree. `scale`:
+ * the L2 norm of the terms a is a sum of, where they can cancel (terms_norm below), or 0:
+ * the error is relative to the larger of the two. */
+static double error_scaled(const float *a, const float *b, int64_t n, double scale)
 {
 	double num = 0, den = 0;
 	bool agree = true;
@@ -183,8 +188,10 @@ static double error_of(const float *a, const float *b, int64_t n)
 		return INFINITY;
 	if (sqrt(den / (double)n) < 1e-6)
 		return sqrt(num / (double)n) < 1e-3 ? 0 : INFINITY;
-	return sqrt(num) / (sqrt(den) + 1e-4 * sqrt((double)n));
+	return sqrt(num) / (fmax(sqrt(den), scale) + 1e-4 * sqrt((double)n));
 }
+
+static double error_of(const float *a, const float *b, int64_t n) { return error_scaled(a, b, n, 0); }
 
 /* The worst error of one kind of result (an op's values, the gradients, ...), and where. */
 typedef struct {
@@ -224,8 +231,37 @@ static double loss_of(RtJob *j)
 	return l;
 }
 
+/* The L2 norm of the terms that parameter i's gradient sums, on job a (the cpu's, every
+ * value its own bytes), where the plan sums them in one step (a bias's: bias_grad or
+ * sum_to of its output's gradient, [rows, n] to [n]); 0 where it does not. Each term carries bf16's
+ * rounding on the GPU, so the sum's error scales with the terms, not with the sum: a sum
+ * that cancels (BERT's two-way head over a batch of 2: its bias gradient (s, -s), where s
+ * is the difference of two probabilities near 0.5) is good only to the terms' error. The
+ * terms of a replicated parameter are the same on every rank; a split one's, a shard a rank. */
+static double terms_norm(RtJob *a, int i)
+{
+	const MglPlan *p = a->plan;
+	for (int s = 0; s < p->nsteps; s++) {
+		const MglStep *st = &p->steps[s];
+		if ((st->op != MGL_OP_BIAS_GRAD && st->op != MGL_OP_SUM_TO) || st->out[0] != p->params[i].grad)
+			continue;
+		int64_t n = mgl_numel(&p->values[st->in[0]]);
+		float *x = malloc((size_t)n * sizeof *x);
+		double ss = 0;
+		for (int r = 0; r < a->nranks; r++) {
+			a->be->read(&a->ranks[r], st->in[0], x);
+			for (int64_t k = 0; k < n; k++)
+				ss += (double)x[k] * x[k];
+		}
+		free(x);
+		return sqrt(p->params[i].split_dim < 0 ? ss / a->nranks : ss);
+	}
+	return 0;
+}
+
 /* A's and B's full parameter tensors of one kind (RT_PARAM_*), compared; `minus`: each
- * relative to the parameters given (what the optimizer step changed). */
+ * relative to the parameters given (what the optimizer step changed). A gradient's error
+ * is relative to its terms where they are known (terms_norm). */
 static void compare_params(RtJob *a, RtJob *b, int which, const Given *minus, Tally *t, double tol)
 {
 	const MglPlan *p = a->plan;
@@ -236,7 +272,14 @@ static void compare_params(RtJob *a, RtJob *b, int which, const Given *minus, Ta
 		rt_param_get(b, i, which, y);
 		for (int64_t k = 0; minus && k < n; k++)
 			x[k] -= minus->w[i][k], y[k] -= minus->w[i][k];
-		tally(t, error_of(x, y, n), tol, p->params[i].name);
+		double scale = which == RT_PARAM_GRAD ? terms_norm(a, i) : 0, e = error_scaled(x, y, n, scale);
+		if (!(e <= tol)) {   /* what the failure is relative to */
+			double nx = 0, nd = 0;
+			for (int64_t k = 0; k < n; k++)
+				nx += (double)x[k] * x[k], nd += ((double)y[k] - x[k]) * ((double)y[k] - x[k]);
+			printf("  %s: |cpu| %.3e, |gpu - cpu| %.3e, |terms| %.3e\n", p->params[i].name, sqrt(nx), sqrt(nd), scale);
+		}
+		tally(t, e, tol, p->params[i].name);
 		free(x);
 		free(y);
 	}
@@ -306,7 +349,7 @@ static void tally_names(Tally *t)
 static int check(const Case *k, int tp, bool sp, bool reuse)
 {
 	MglCtx ca = {0}, cb = {0};
-	MglPlan *pa = compile(&ca, k, tp, sp, MGL_F32, reuse), *pb = compile(&cb, k, tp, sp, MGL_BF16, reuse);
+	MglPlan *pa = compile(&ca, k, tp, sp, MGL_F32, false), *pb = compile(&cb, k, tp, sp, MGL_BF16, reuse);
 	if (!pa || !pb || pa->nvalues != pb->nvalues) {
 		printf("FAIL %s tp %d: the plans do not compile alike\n", k->model, tp);
 		return 1;
@@ -329,9 +372,13 @@ static int check(const Case *k, int tp, bool sp, bool reuse)
 	/* the GPU's run three times over the same inputs: the first of its kind runs as it is
 	 * (and chooses the GEMMs' algorithms), the second is captured as a CUDA graph, the third
 	 * replays it; the loss of the first and the third, and all the third made, compared.
-	 * Parameters of +-0.2 make large logits: the small models' loss is good to bf16's 2e-3 */
+	 * Parameters of +-0.2 make large logits: the small models' loss is good to bf16's 2e-3.
+	 * At GPT-2's scale, 3e-4 at tp 1 and 6e-4 past it, where each row-parallel output is
+	 * tp partial sums rounded to bf16 each, and their sum rounded again (as NCCL's bf16
+	 * all-reduce does): over 124 tokens, measured up to 1.8e-4 at tp 1, and 2.8e-4 and 4.2e-4
+	 * at tp 4 and 2 (gpt2 d 1536 to 2304, thirty-second sitting) */
 	int rc = rt_job_run(a, phases, &the_run, err, sizeof err);
-	float la = rc ? 0 : (float)loss_of(a), lb = 0, tol = k->big ? 3e-4f : 2e-3f;
+	float la = rc ? 0 : (float)loss_of(a), lb = 0, tol = !k->big ? 2e-3f : tp > 1 ? 6e-4f : 3e-4f;
 	for (int rep = 0; rep < 3 && !rc; rep++) {
 		if (rep)
 			give(b, &g);
@@ -392,7 +439,7 @@ static int real_width(const Case *k, int gpus)
 {
 	int fails = 0, cpu_tp = 4;
 	MglCtx ca = {0};
-	MglPlan *pa = compile(&ca, k, cpu_tp, false, MGL_F32, true);
+	MglPlan *pa = compile(&ca, k, cpu_tp, false, MGL_F32, false);
 	char err[512];
 	RtJob *a = pa ? rt_job_open(pa, &rt_cpu_backend, err, sizeof err) : NULL;
 	if (!a) {
