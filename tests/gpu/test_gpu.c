@@ -10,10 +10,10 @@
  *    a short sum cancels (BERT's two-way head): the tolerance is 5e-2 for activations and
  *    8e-2 for what the backward and optimizer steps make; a bias's gradient is relative to
  *    the larger of its norm and its terms' (terms_norm below: the two-way head's bias
- *    gradient over a batch of 2 is a difference of near-equal probabilities). Under sp the collectives along
- *    the sequence go through a staging buffer, and again under MGL_SP_GROUPED=1 a row at
- *    a time up to 64 rows (runtime/cuda/internal.h: CUDA_GROUPED_MAX), past that staged:
- *    one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
+ *    gradient over a batch of 2 is a difference of near-equal probabilities). Under sp the
+ *    collectives along the sequence go through a staging buffer, and again under
+ *    MGL_SP_GROUPED=1 a row at a time up to 64 rows (runtime/cuda/internal.h:
+ *    CUDA_GROUPED_MAX), past that staged: one case has 66 sequences. GPT-2's case runs again with q, k and v's bias gradients
  *    summed by a column sum after attention's backward (MGL_NO_QKV_BIAS_SUMS=1), not by it,
  *    and with q, k and v's forward as three GEMMs, not one batched (MGL_NO_QKV_FWD=1);
  *    the layer norms' backward at the edges of its bands and past its widest row; the
@@ -233,11 +233,12 @@ static double loss_of(RtJob *j)
 
 /* The L2 norm of the terms that parameter i's gradient sums, on job a (the cpu's, every
  * value its own bytes), where the plan sums them in one step (a bias's: bias_grad or
- * sum_to of its output's gradient, [rows, n] to [n]); 0 where it does not. Each term carries bf16's
- * rounding on the GPU, so the sum's error scales with the terms, not with the sum: a sum
- * that cancels (BERT's two-way head over a batch of 2: its bias gradient (s, -s), where s
- * is the difference of two probabilities near 0.5) is good only to the terms' error. The
- * terms of a replicated parameter are the same on every rank; a split one's, a shard a rank. */
+ * sum_to of its output's gradient, [rows, n] to [n]); 0 where it does not. Each term
+ * carries bf16's rounding on the GPU, so the sum's error scales with the terms, not with
+ * the sum: a sum that cancels (BERT's two-way head over a batch of 2: its bias gradient
+ * (s, -s), where s is the difference of two probabilities near 0.5) is good only to the
+ * terms' error. Replicated terms are the same on every rank; split ones (along the
+ * features, or along the sequence under sp) a shard a rank. */
 static double terms_norm(RtJob *a, int i)
 {
 	const MglPlan *p = a->plan;
@@ -254,7 +255,7 @@ static double terms_norm(RtJob *a, int i)
 				ss += (double)x[k] * x[k];
 		}
 		free(x);
-		return sqrt(p->params[i].split_dim < 0 ? ss / a->nranks : ss);
+		return sqrt(p->values[st->in[0]].layout.kind == MGL_L_R ? ss / a->nranks : ss);
 	}
 	return 0;
 }
