@@ -109,8 +109,10 @@ $(BUILD)/tests/mgl_oom: tests/oom_shim.c $(CLI_OBJ) $(COMPILER_OBJ) $(RUNTIME_OB
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CUDA_LIBS) $(LDLIBS) \
 		-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 
-# The tests, run against the build in $(BUILD).
-test: includes $(BUILD)/mgl $(TEST_UNITS) $(BUILD)/tests/mgl_oom
+# The tests, run against the build in $(BUILD). With the toolkit, the GPU suite's test_gpu is
+# built too (warnings as errors, as everything), so that it compiles when a GPU is lent;
+# it runs under make gpu-check only.
+test: includes $(BUILD)/mgl $(TEST_UNITS) $(BUILD)/tests/mgl_oom $(if $(filter 1,$(CUDA)),$(BUILD)/tests/gpu/test_gpu)
 	@for t in $(TEST_UNITS); do CK_FORK=no $$t || exit 1; done
 	@tests/golden.sh $(BUILD)/mgl
 	@tests/cli.sh $(BUILD)/mgl
