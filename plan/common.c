@@ -11,7 +11,9 @@
 #include "plan.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* "8 MiB", "1 GiB", or "1,000 bytes": a limit as a message states it. */
 static const char *size_text(size_t n, char *buf, size_t cap)
@@ -68,18 +70,26 @@ char *mgl_read_whole(const char *path, size_t limit, const char *what, size_t *l
 }
 
 /* p, the result of asking for count x size bytes, unless it is NULL: then the process ends
- * with the message plan.h promises. */
+ * with the message plan.h promises. By _exit, not exit: the ranks' threads still run, and
+ * exit's teardown of the libraries under them (OpenBLAS's threads) made one of them crash
+ * (a segfault, not status 1: tests/cli_oom.sh on a build without the cuda backend). A
+ * second thread out of memory meanwhile waits for the first to end the process. */
 static void *or_exit(void *p, size_t count, size_t size, const char *what)
 {
 	if (p)
 		return p;
+	static atomic_flag said = ATOMIC_FLAG_INIT;
+	if (atomic_flag_test_and_set(&said))
+		for (;;)
+			pause();
 	char b[32], c[32];
 	if (count > INT64_MAX / size)   /* calloc's product would overflow: say both factors */
 		fprintf(stderr, "mgl: error: out of host memory: %s (%s x %s bytes)\n", what,
 			mgl_commas(count > INT64_MAX ? INT64_MAX : (int64_t)count, b), mgl_commas((int64_t)size, c));
 	else
 		fprintf(stderr, "mgl: error: out of host memory: %s (%s bytes)\n", what, mgl_commas((int64_t)(count * size), b));
-	exit(1);
+	fflush(NULL);   /* what is printed so far, as exit would have */
+	_exit(1);
 }
 
 void *mgl_xmalloc(size_t n, const char *what) { return or_exit(malloc(n ? n : 1), n ? n : 1, 1, what); }

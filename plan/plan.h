@@ -42,8 +42,8 @@ const char *mgl_si(double v, const char *unit, char *buf);
 /* Host memory where the caller has no error path to return through (or whose peers, in a
  * job of processes, could not be told): malloc, calloc and realloc that never return NULL.
  * When memory runs out they print "mgl: error: out of host memory: WHAT (N bytes)" and
- * end the process with status 1, WHAT saying what the memory was for ("the ranks'
- * threads"). A size of 0 asks for 1 byte, so that NULL always means out of memory.
+ * end the process at once (_exit) with status 1, WHAT saying what the memory was for ("the
+ * ranks' threads"). A size of 0 asks for 1 byte, so that NULL always means out of memory.
  * Callers that can return an error say so in their own message instead. */
 void *mgl_xmalloc(size_t n, const char *what);
 void *mgl_xcalloc(size_t count, size_t size, const char *what);
